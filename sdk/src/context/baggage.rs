@@ -1,0 +1,163 @@
+//! W3C Baggage: application key/value pairs that travel with the context.
+
+/// Maximum number of members (W3C Baggage limits).
+pub const MAX_BAGGAGE_MEMBERS: usize = 180;
+/// Maximum size of the serialized `baggage` header(s), in bytes (W3C Baggage limits).
+pub const MAX_BAGGAGE_BYTES: usize = 8192;
+
+/// Why a baggage member was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaggageError {
+    /// The key is not an RFC 7230 token.
+    #[error("invalid baggage key {0:?}: keys are non-empty RFC 7230 tokens (letters, digits and !#$%&'*+-.^_`|~)")]
+    Key(String),
+    /// The baggage already holds the maximum number of members.
+    #[error(
+        "baggage is full ({MAX_BAGGAGE_MEMBERS} members): remove a member before adding another"
+    )]
+    TooManyMembers,
+}
+
+/// One baggage member: key, (decoded) value and its raw properties (`;`-separated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaggageEntry {
+    key: String,
+    value: String,
+    metadata: String,
+}
+
+impl BaggageEntry {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The decoded value.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+    /// The member's properties as written in the header (e.g. `ttl=60;secret`), possibly empty.
+    pub fn metadata(&self) -> &str {
+        &self.metadata
+    }
+}
+
+/// An ordered set of baggage members with unique keys, at most
+/// [`MAX_BAGGAGE_MEMBERS`]. Immutable once in a [`Context`](super::Context):
+/// read it with [`Context::baggage`](super::Context::baggage) and derive a new
+/// context with [`Context::with_baggage`](super::Context::with_baggage).
+///
+/// ```
+/// use ferrotrace::context::{Baggage, Context};
+/// let mut b = Baggage::new();
+/// b.insert("user.id", "42").unwrap();
+/// let cx = Context::new().with_baggage(b);
+/// assert_eq!(cx.baggage().get("user.id"), Some("42"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Baggage {
+    entries: Vec<BaggageEntry>,
+}
+
+/// RFC 7230 `tchar`.
+pub(crate) fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// True if `key` is a valid baggage key (an RFC 7230 token).
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(is_tchar)
+}
+
+impl Baggage {
+    /// Empty baggage.
+    pub const fn new() -> Self {
+        Baggage {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Sets `key` to `value` (replacing an existing value in place).
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), BaggageError> {
+        self.insert_with_metadata(key, value, "")
+    }
+
+    /// Sets `key` to `value` with properties (`;`-separated, as in the header).
+    pub fn insert_with_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        metadata: impl Into<String>,
+    ) -> Result<(), BaggageError> {
+        let key = key.into();
+        if !valid_key(&key) {
+            return Err(BaggageError::Key(key));
+        }
+        let (value, metadata) = (value.into(), metadata.into());
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
+            e.value = value;
+            e.metadata = metadata;
+            return Ok(());
+        }
+        if self.entries.len() >= MAX_BAGGAGE_MEMBERS {
+            return Err(BaggageError::TooManyMembers);
+        }
+        self.entries.push(BaggageEntry {
+            key,
+            value,
+            metadata,
+        });
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        Some(self.entries.remove(i).value)
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entry(key).map(|e| e.value.as_str())
+    }
+
+    /// The full entry for `key`.
+    pub fn entry(&self, key: &str) -> Option<&BaggageEntry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+
+    /// Members in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = &BaggageEntry> {
+        self.entries.iter()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,142 @@
+//! The per-thread current context and the guard that restores the previous one.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use super::Context;
+
+/// The attached contexts of one thread. The current context is the last
+/// `Some`; a guard dropped out of order leaves a `None` hole that is trimmed
+/// once everything attached after it is gone. So dropping guards in any order
+/// never resurrects a context that was already detached.
+struct Stack {
+    entries: Vec<Option<Context>>,
+}
+
+static EMPTY: Context = Context::new();
+
+thread_local! {
+    static STACK: RefCell<Stack> = const { RefCell::new(Stack { entries: Vec::new() }) };
+}
+
+/// Runs `f` on the current context. `f` must not attach or detach contexts
+/// (crate-internal callers only read or clone).
+pub(super) fn with_current<T>(f: impl FnOnce(&Context) -> T) -> T {
+    let mut f = Some(f);
+    let mut out = None;
+    // try_with fails only during thread teardown; then the empty context applies.
+    let _ = STACK.try_with(|s| {
+        if let Some(f) = f.take() {
+            out = Some(match s.try_borrow() {
+                Ok(stack) => f(stack
+                    .entries
+                    .last()
+                    .and_then(|c| c.as_ref())
+                    .unwrap_or(&EMPTY)),
+                Err(_) => f(&EMPTY),
+            });
+        }
+    });
+    match (out, f) {
+        (Some(v), _) => v,
+        (None, Some(f)) => f(&EMPTY),
+        // The closure above either ran `f` (so `out` is set) or did not run (so `f` is still here).
+        (None, None) => unreachable!("context closure neither ran nor remained"),
+    }
+}
+
+pub(super) fn attach(cx: Context) -> ContextGuard {
+    let index = STACK
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.entries.push(Some(cx));
+            s.entries.len() - 1
+        })
+        .unwrap_or(usize::MAX);
+    ContextGuard {
+        index,
+        _not_send: PhantomData,
+    }
+}
+
+/// Restores the previously current context when dropped. Not `Send`: it must
+/// be dropped on the thread where the context was attached.
+#[must_use = "the context is detached as soon as the guard is dropped"]
+pub struct ContextGuard {
+    index: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for ContextGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextGuard")
+            .field("depth", &self.index)
+            .finish()
+    }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        let index = self.index;
+        let _ = STACK.try_with(|s| {
+            // Take the detached context out before releasing the borrow, so its
+            // destructor (which may touch the current context) runs unborrowed.
+            let removed = {
+                let Ok(mut s) = s.try_borrow_mut() else {
+                    return None;
+                };
+                if index >= s.entries.len() {
+                    return None;
+                }
+                let removed = s.entries[index].take();
+                while matches!(s.entries.last(), Some(None)) {
+                    s.entries.pop();
+                }
+                removed
+            };
+            drop(removed);
+            Some(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::context::Context;
+
+    #[derive(Debug, PartialEq)]
+    struct N(u32);
+
+    fn cur() -> Option<u32> {
+        Context::current().get::<N>().map(|n| n.0)
+    }
+
+    #[test]
+    fn nested_in_order() {
+        assert_eq!(cur(), None);
+        let g1 = Context::new().with_value(N(1)).attach();
+        let g2 = Context::new().with_value(N(2)).attach();
+        assert_eq!(cur(), Some(2));
+        drop(g2);
+        assert_eq!(cur(), Some(1));
+        drop(g1);
+        assert_eq!(cur(), None);
+    }
+
+    #[test]
+    fn out_of_order_drop_is_safe() {
+        let g1 = Context::new().with_value(N(1)).attach();
+        let g2 = Context::new().with_value(N(2)).attach();
+        let g3 = Context::new().with_value(N(3)).attach();
+        drop(g2);
+        assert_eq!(cur(), Some(3));
+        drop(g3);
+        // 2 was detached already: we fall back to 1, never back to 2.
+        assert_eq!(cur(), Some(1));
+        let g4 = Context::new().with_value(N(4)).attach();
+        drop(g1);
+        assert_eq!(cur(), Some(4));
+        drop(g4);
+        assert_eq!(cur(), None);
+    }
+}

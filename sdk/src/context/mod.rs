@@ -1,0 +1,151 @@
+//! Context: the immutable bag (active span, baggage, typed values) that flows
+//! with a request, the per-thread current context and its guard, and the future
+//! wrapper that carries a context across `.await` and task/thread hops.
+
+pub mod baggage;
+mod current;
+mod future;
+mod span_context;
+pub mod trace_state;
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::sync::Arc;
+
+pub use baggage::{Baggage, BaggageEntry, BaggageError};
+pub use current::ContextGuard;
+pub use future::{FutureExt, WithContext};
+pub use span_context::{SpanContext, TraceFlags, TraceState};
+
+type Values = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
+
+static EMPTY_BAGGAGE: Baggage = Baggage::new();
+
+/// An immutable execution context: the active span's [`SpanContext`], the
+/// [`Baggage`] and any typed values. Every `with_*` method returns a new
+/// context; cloning is cheap (no allocation, at most reference-count bumps).
+///
+/// ```
+/// use ferrotrace::context::Context;
+/// #[derive(Debug, PartialEq)]
+/// struct TenantId(u32);
+/// let cx = Context::new().with_value(TenantId(7));
+/// let _guard = cx.attach();
+/// assert_eq!(Context::current().get::<TenantId>(), Some(&TenantId(7)));
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    span: Option<SpanContext>,
+    baggage: Option<Arc<Baggage>>,
+    values: Option<Arc<Values>>,
+}
+
+impl Context {
+    /// An empty context (no span, no baggage, no values).
+    pub const fn new() -> Self {
+        Context {
+            span: None,
+            baggage: None,
+            values: None,
+        }
+    }
+
+    /// A clone of the calling thread's current context.
+    pub fn current() -> Self {
+        current::with_current(|cx| cx.clone())
+    }
+
+    /// The current context's span context (cloned without cloning the rest).
+    pub(crate) fn current_span_context() -> Option<SpanContext> {
+        current::with_current(|cx| cx.span.clone())
+    }
+
+    /// Makes `self` the thread's current context until the guard is dropped,
+    /// which restores the previous one. Guards may be dropped in any order.
+    pub fn attach(self) -> ContextGuard {
+        current::attach(self)
+    }
+
+    /// The active span's context ([`SpanContext::NONE`] when there is none).
+    pub fn span_context(&self) -> &SpanContext {
+        self.span.as_ref().unwrap_or(&SpanContext::NONE)
+    }
+
+    /// True if this context carries a valid span context.
+    pub fn has_active_span(&self) -> bool {
+        self.span.as_ref().is_some_and(|s| s.is_valid())
+    }
+
+    /// A copy whose active span is `span_context` (local or remote).
+    pub fn with_span_context(&self, span_context: SpanContext) -> Context {
+        Context {
+            span: Some(span_context),
+            baggage: self.baggage.clone(),
+            values: self.values.clone(),
+        }
+    }
+
+    /// A copy without an active span (the next span started in it is a root).
+    pub fn without_span(&self) -> Context {
+        Context {
+            span: None,
+            baggage: self.baggage.clone(),
+            values: self.values.clone(),
+        }
+    }
+
+    /// The baggage (empty when none was set).
+    pub fn baggage(&self) -> &Baggage {
+        self.baggage.as_deref().unwrap_or(&EMPTY_BAGGAGE)
+    }
+
+    /// A copy carrying `baggage` (replacing any previous baggage).
+    pub fn with_baggage(&self, baggage: Baggage) -> Context {
+        Context {
+            span: self.span.clone(),
+            baggage: if baggage.is_empty() {
+                None
+            } else {
+                Some(Arc::new(baggage))
+            },
+            values: self.values.clone(),
+        }
+    }
+
+    /// A copy holding `value`, replacing a previous value of the same type.
+    pub fn with_value<T: Any + Send + Sync>(&self, value: T) -> Context {
+        let mut values: Values = match &self.values {
+            Some(v) => v
+                .iter()
+                .filter(|(t, _)| *t != TypeId::of::<T>())
+                .cloned()
+                .collect(),
+            None => Vec::with_capacity(1),
+        };
+        values.push((TypeId::of::<T>(), Arc::new(value)));
+        Context {
+            span: self.span.clone(),
+            baggage: self.baggage.clone(),
+            values: Some(Arc::new(values)),
+        }
+    }
+
+    /// The value of type `T`, if one was set.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.values
+            .as_ref()?
+            .iter()
+            .find(|(t, _)| *t == TypeId::of::<T>())
+            .and_then(|(_, v)| v.downcast_ref::<T>())
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("span", &self.span)
+            .field("baggage", &self.baggage)
+            .field("values", &self.values.as_ref().map_or(0, |v| v.len()))
+            .finish()
+    }
+}

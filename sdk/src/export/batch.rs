@@ -1,0 +1,526 @@
+//! The batch span processor: `on_end` puts the span into a bounded queue and
+//! returns; a dedicated thread groups spans into batches and hands them to a
+//! second thread that calls the exporter.
+//!
+//! No async runtime is needed or used, so the processor behaves the same from
+//! plain `main`, a tokio multi-thread runtime and a tokio current-thread
+//! runtime; `force_flush` and `shutdown` only wait on std channels with a
+//! timeout, so calling them from inside a runtime cannot deadlock.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ferrotrace::export::batch::BatchSpanProcessor;
+//! use ferrotrace::export::{ExportResult, SpanData, SpanExporter, SpanProcessor};
+//!
+//! struct Discard;
+//! impl SpanExporter for Discard {
+//!     fn export(&self, _batch: Vec<SpanData>) -> ExportResult { Ok(()) }
+//! }
+//! let bsp = BatchSpanProcessor::builder(Discard)
+//!     .with_max_queue_size(4096)
+//!     .with_scheduled_delay(Duration::from_millis(200))
+//!     .build();
+//! bsp.shutdown(Duration::from_secs(1)).unwrap();
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
+};
+
+use super::stats::ExportStats;
+use super::{ExportError, ExportResult, SpanData, SpanExporter, SpanProcessor};
+
+/// Default `OTEL_BSP_MAX_QUEUE_SIZE`.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+/// Default `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// Default `OTEL_BSP_SCHEDULE_DELAY` (5000 ms).
+pub const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_millis(5000);
+/// Default `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30000);
+/// How long dropping an un-shut-down processor waits for its final flush.
+pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of the control channel (flush/shutdown requests and wake-ups).
+const CONTROL_CAPACITY: usize = 64;
+
+/// Batch processor settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Spans held at most; more are dropped and counted (default 2048).
+    pub max_queue_size: usize,
+    /// Spans per export call at most (default 512; clamped to the queue size).
+    pub max_export_batch_size: usize,
+    /// Longest time a span waits before its (partial) batch is exported (default 5 s).
+    pub scheduled_delay: Duration,
+    /// Longest time one export may take before its batch is given up on (default 30 s).
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            max_export_batch_size: DEFAULT_MAX_EXPORT_BATCH_SIZE,
+            scheduled_delay: DEFAULT_SCHEDULED_DELAY,
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Defaults overridden by the `OTEL_BSP_*` environment variables.
+    pub fn from_env() -> Self {
+        Self::from_env_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`BatchConfig::from_env`], reading variables through `lookup`.
+    /// Values that are not non-negative integers (or are zero for sizes) are
+    /// ignored, as the specification asks, and the default is kept.
+    pub fn from_env_vars(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let num = |k: &str| lookup(k).and_then(|v| v.trim().parse::<u64>().ok());
+        let mut c = BatchConfig::default();
+        if let Some(v) = num("OTEL_BSP_MAX_QUEUE_SIZE").filter(|v| *v > 0) {
+            c.max_queue_size = v as usize;
+        }
+        if let Some(v) = num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").filter(|v| *v > 0) {
+            c.max_export_batch_size = v as usize;
+        }
+        if let Some(v) = num("OTEL_BSP_SCHEDULE_DELAY") {
+            c.scheduled_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = num("OTEL_BSP_EXPORT_TIMEOUT") {
+            c.export_timeout = Duration::from_millis(v);
+        }
+        c.normalized()
+    }
+
+    fn normalized(mut self) -> Self {
+        self.max_queue_size = self.max_queue_size.max(1);
+        self.max_export_batch_size = self.max_export_batch_size.clamp(1, self.max_queue_size);
+        self
+    }
+}
+
+/// Builds a [`BatchSpanProcessor`]; starts from [`BatchConfig::from_env`].
+pub struct BatchSpanProcessorBuilder<E> {
+    exporter: E,
+    config: BatchConfig,
+    stats: ExportStats,
+}
+
+impl<E: SpanExporter> BatchSpanProcessorBuilder<E> {
+    /// Sets the queue capacity (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub fn with_max_queue_size(mut self, n: usize) -> Self {
+        self.config.max_queue_size = n;
+        self
+    }
+    /// Sets the batch size (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+    pub fn with_max_export_batch_size(mut self, n: usize) -> Self {
+        self.config.max_export_batch_size = n;
+        self
+    }
+    /// Sets the schedule delay (`OTEL_BSP_SCHEDULE_DELAY`).
+    pub fn with_scheduled_delay(mut self, d: Duration) -> Self {
+        self.config.scheduled_delay = d;
+        self
+    }
+    /// Sets the export timeout (`OTEL_BSP_EXPORT_TIMEOUT`).
+    pub fn with_export_timeout(mut self, d: Duration) -> Self {
+        self.config.export_timeout = d;
+        self
+    }
+    /// Replaces the whole configuration.
+    pub fn with_config(mut self, config: BatchConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Uses these counters instead of [`ExportStats::global`].
+    pub fn with_stats(mut self, stats: ExportStats) -> Self {
+        self.stats = stats;
+        self
+    }
+    /// Starts the processor's threads.
+    pub fn build(self) -> BatchSpanProcessor {
+        BatchSpanProcessor::start(
+            Box::new(self.exporter),
+            self.config.normalized(),
+            self.stats,
+        )
+    }
+}
+
+enum Control {
+    /// The queue holds at least one full batch.
+    BatchReady,
+    Flush(Sender<ExportResult>),
+    Shutdown(Sender<ExportResult>),
+}
+
+enum Job {
+    Export(Vec<SpanData>),
+    /// Replies once every earlier batch is done: `Err` if one failed since the
+    /// previous barrier.
+    Barrier(Sender<ExportResult>),
+    Shutdown(Sender<ExportResult>),
+}
+
+struct Shared {
+    spans: Sender<SpanData>,
+    control: Sender<Control>,
+    /// Set once a `BatchReady` is in flight, so producers send at most one
+    /// wake-up per batch instead of one per span.
+    wake_pending: AtomicBool,
+    is_shutdown: AtomicBool,
+    batch_size: usize,
+    /// Power of two minus one: producers check for a full batch every
+    /// `check_mask + 1` of their own spans.
+    check_mask: u32,
+    stats: ExportStats,
+}
+
+thread_local! {
+    /// Spans this thread has queued (into any processor); only used to space
+    /// out full-batch checks.
+    static SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A non-blocking batching [`SpanProcessor`]. See the module docs.
+pub struct BatchSpanProcessor {
+    shared: Arc<Shared>,
+    config: BatchConfig,
+}
+
+impl std::fmt::Debug for BatchSpanProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSpanProcessor")
+            .field("config", &self.config)
+            .field("queued", &self.shared.spans.len())
+            .finish()
+    }
+}
+
+impl BatchSpanProcessor {
+    /// A builder starting from the defaults and `OTEL_BSP_*` variables.
+    pub fn builder<E: SpanExporter>(exporter: E) -> BatchSpanProcessorBuilder<E> {
+        BatchSpanProcessorBuilder {
+            exporter,
+            config: BatchConfig::from_env(),
+            stats: ExportStats::global().clone(),
+        }
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> BatchConfig {
+        self.config
+    }
+
+    /// The counters this processor writes to.
+    pub fn stats(&self) -> &ExportStats {
+        &self.shared.stats
+    }
+
+    /// Spans currently queued.
+    pub fn queued(&self) -> usize {
+        self.shared.spans.len()
+    }
+
+    fn start(exporter: Box<dyn SpanExporter>, config: BatchConfig, stats: ExportStats) -> Self {
+        let (span_tx, span_rx) = bounded(config.max_queue_size);
+        let (ctrl_tx, ctrl_rx) = bounded(CONTROL_CAPACITY);
+        // Capacity 1: one batch exporting, one waiting; pipelining batching
+        // with exporting without letting batches pile up.
+        let (job_tx, job_rx) = bounded::<Job>(1);
+        let shared = Arc::new(Shared {
+            spans: span_tx,
+            control: ctrl_tx,
+            wake_pending: AtomicBool::new(false),
+            is_shutdown: AtomicBool::new(false),
+            batch_size: config.max_export_batch_size,
+            check_mask: {
+                // Up to 32, and small enough that a batch-sized queue cannot
+                // fill between two checks.
+                let every = (config.max_export_batch_size / 8).clamp(1, 32) as u32;
+                (1u32 << every.ilog2()) - 1
+            },
+            stats: stats.clone(),
+        });
+
+        let export_stats = stats.clone();
+        let exporter_thread = thread::Builder::new()
+            .name("ferrotrace-bsp-export".into())
+            .spawn(move || export_loop(exporter, job_rx, export_stats));
+        let batch_shared = Arc::clone(&shared);
+        let spawned = exporter_thread.and_then(|_| {
+            thread::Builder::new()
+                .name("ferrotrace-bsp".into())
+                .spawn(move || batch_loop(batch_shared, span_rx, ctrl_rx, job_tx, config))
+        });
+        if spawned.is_err() {
+            // Without threads nothing can be exported: behave as shut down so
+            // spans are dropped and counted instead of piling up.
+            shared.is_shutdown.store(true, Ordering::Release);
+        }
+        BatchSpanProcessor { shared, config }
+    }
+
+    fn request(
+        &self,
+        make: fn(Sender<ExportResult>) -> Control,
+        timeout: Duration,
+    ) -> ExportResult {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = bounded(1);
+        match self.shared.control.send_timeout(make(tx), timeout) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(ExportError::Timeout(timeout)),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(ExportError::Shutdown),
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(ExportError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(ExportError::Shutdown),
+        }
+    }
+}
+
+impl SpanProcessor for BatchSpanProcessor {
+    #[inline]
+    fn on_end(&self, span: SpanData) {
+        let s = &*self.shared;
+        if s.is_shutdown.load(Ordering::Relaxed) {
+            s.stats.add_dropped_shutdown(1);
+            return;
+        }
+        match s.spans.try_send(span) {
+            Ok(()) => {
+                // Checking the queue length reads the consumer's cache line, so
+                // each producer thread only looks every `check_mask + 1` spans.
+                let n = SENDS.with(|c| {
+                    let n = c.get().wrapping_add(1);
+                    c.set(n);
+                    n
+                });
+                if n & s.check_mask == 0
+                    && s.spans.len() >= s.batch_size
+                    && !s.wake_pending.load(Ordering::Relaxed)
+                    && !s.wake_pending.swap(true, Ordering::AcqRel)
+                {
+                    // A full control channel already holds a wake-up.
+                    let _ = s.control.try_send(Control::BatchReady);
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                s.stats.add_dropped_queue_full(1);
+                if !s.wake_pending.load(Ordering::Relaxed)
+                    && !s.wake_pending.swap(true, Ordering::AcqRel)
+                {
+                    let _ = s.control.try_send(Control::BatchReady);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => s.stats.add_dropped_shutdown(1),
+        }
+    }
+
+    fn force_flush(&self, timeout: Duration) -> ExportResult {
+        if self.shared.is_shutdown.load(Ordering::Acquire) {
+            return Err(ExportError::Shutdown);
+        }
+        self.request(Control::Flush, timeout)
+    }
+
+    fn shutdown(&self, timeout: Duration) -> ExportResult {
+        if self.shared.is_shutdown.swap(true, Ordering::AcqRel) {
+            return Err(ExportError::Shutdown);
+        }
+        self.request(Control::Shutdown, timeout)
+    }
+}
+
+impl Drop for BatchSpanProcessor {
+    fn drop(&mut self) {
+        if !self.shared.is_shutdown.load(Ordering::Acquire) {
+            let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
+        }
+    }
+}
+
+/// Sends one batch to the export thread, waiting at most the export timeout
+/// for the previous one to finish; a batch that cannot be handed over in time
+/// is dropped and counted.
+fn hand_over(
+    job_tx: &Sender<Job>,
+    batch: Vec<SpanData>,
+    config: &BatchConfig,
+    stats: &ExportStats,
+) {
+    let n = batch.len() as u64;
+    if n == 0 {
+        return;
+    }
+    match job_tx.send_timeout(Job::Export(batch), config.export_timeout) {
+        Ok(()) => {}
+        Err(SendTimeoutError::Timeout(_)) => {
+            stats.add_dropped_export_failed(n);
+            stats.set_last_error(format!(
+                "batch of {n} spans dropped: the exporter did not finish the previous batch within the export timeout of {:?}",
+                config.export_timeout
+            ));
+        }
+        Err(SendTimeoutError::Disconnected(_)) => stats.add_dropped_export_failed(n),
+    }
+}
+
+/// Moves everything queued into batches for the export thread; with `only_full`
+/// a trailing partial batch stays queued.
+fn drain(
+    rx: &Receiver<SpanData>,
+    job_tx: &Sender<Job>,
+    config: &BatchConfig,
+    stats: &ExportStats,
+    only_full: bool,
+) {
+    let size = config.max_export_batch_size;
+    loop {
+        let queued = rx.len();
+        if queued == 0 || (only_full && queued < size) {
+            return;
+        }
+        let mut batch = Vec::with_capacity(queued.min(size));
+        while batch.len() < size {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        hand_over(job_tx, batch, config, stats);
+    }
+}
+
+/// Queues a barrier or shutdown behind the batches already handed over; if the
+/// exporter is too busy to take it within the export timeout, the waiting
+/// caller is told so at once.
+fn send_control_job(job_tx: &Sender<Job>, job: Job, config: &BatchConfig) {
+    if let Err(e) = job_tx.send_timeout(job, config.export_timeout) {
+        let result = match &e {
+            SendTimeoutError::Timeout(_) => Err(ExportError::Timeout(config.export_timeout)),
+            SendTimeoutError::Disconnected(_) => Err(ExportError::Shutdown),
+        };
+        if let Job::Barrier(reply) | Job::Shutdown(reply) = e.into_inner() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn batch_loop(
+    shared: Arc<Shared>,
+    rx: Receiver<SpanData>,
+    ctrl: Receiver<Control>,
+    job_tx: Sender<Job>,
+    config: BatchConfig,
+) {
+    let stats = shared.stats.clone();
+    let mut next_export = Instant::now() + config.scheduled_delay;
+    loop {
+        let wait = next_export.saturating_duration_since(Instant::now());
+        match ctrl.recv_timeout(wait) {
+            Ok(Control::BatchReady) => {
+                shared.wake_pending.store(false, Ordering::Release);
+                drain(&rx, &job_tx, &config, &stats, true);
+            }
+            Ok(Control::Flush(reply)) => {
+                drain(&rx, &job_tx, &config, &stats, false);
+                next_export = Instant::now() + config.scheduled_delay;
+                // The caller waits on `reply` with its own timeout; if the
+                // export thread is stuck, this send times out and the caller
+                // has already given up.
+                send_control_job(&job_tx, Job::Barrier(reply), &config);
+            }
+            Ok(Control::Shutdown(reply)) => {
+                drain(&rx, &job_tx, &config, &stats, false);
+                send_control_job(&job_tx, Job::Shutdown(reply), &config);
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                shared.wake_pending.store(false, Ordering::Release);
+                drain(&rx, &job_tx, &config, &stats, false);
+                next_export = Instant::now() + config.scheduled_delay;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Spans that slipped in between the final drain and now are counted, not lost silently.
+    let late = rx.try_iter().count() as u64;
+    if late > 0 {
+        stats.add_dropped_shutdown(late);
+    }
+}
+
+fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: ExportStats) {
+    let mut failed_since_barrier: Option<ExportError> = None;
+    for job in jobs.iter() {
+        match job {
+            Job::Export(batch) => {
+                let n = batch.len() as u64;
+                match exporter.export(batch) {
+                    Ok(()) => stats.add_exported(n),
+                    Err(e) => {
+                        stats.add_dropped_export_failed(n);
+                        stats.set_last_error(e.to_string());
+                        failed_since_barrier = Some(e);
+                    }
+                }
+            }
+            Job::Barrier(reply) => {
+                let flushed = exporter.force_flush();
+                let result = match failed_since_barrier.take() {
+                    Some(e) => Err(e),
+                    None => flushed,
+                };
+                let _ = reply.send(result);
+            }
+            Job::Shutdown(reply) => {
+                let shut = exporter.shutdown();
+                let result = match failed_since_barrier.take() {
+                    Some(e) => Err(e),
+                    None => shut,
+                };
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+    let _ = exporter.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_invalid_values_are_ignored() {
+        let c = BatchConfig::from_env_vars(|k| match k {
+            "OTEL_BSP_MAX_QUEUE_SIZE" => Some("100".into()),
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => Some("500".into()),
+            "OTEL_BSP_SCHEDULE_DELAY" => Some("250".into()),
+            "OTEL_BSP_EXPORT_TIMEOUT" => Some("nope".into()),
+            _ => None,
+        });
+        assert_eq!(c.max_queue_size, 100);
+        // Batch larger than the queue is clamped.
+        assert_eq!(c.max_export_batch_size, 100);
+        assert_eq!(c.scheduled_delay, Duration::from_millis(250));
+        assert_eq!(c.export_timeout, DEFAULT_EXPORT_TIMEOUT);
+        let d = BatchConfig::from_env_vars(|_| None);
+        assert_eq!(d, BatchConfig::default());
+        assert_eq!(d.max_queue_size, 2048);
+        assert_eq!(d.max_export_batch_size, 512);
+    }
+}

@@ -1,0 +1,69 @@
+//! Span processors and exporters: the pipeline a finished span travels through.
+//!
+//! - [`SpanProcessor`]: hooks called when a span starts and ends.
+//! - [`SpanExporter`]: delivers batches of [`SpanData`] somewhere.
+
+use std::time::Duration;
+
+pub use crate::trace::span_data::SpanData;
+
+pub mod batch;
+pub mod breaker;
+pub mod in_memory;
+#[cfg(feature = "otlp")]
+pub mod otlp;
+pub mod retry;
+pub mod simple;
+pub mod stats;
+
+pub use batch::BatchSpanProcessor;
+pub use in_memory::InMemorySpanExporter;
+#[cfg(feature = "otlp")]
+pub use otlp::OtlpExporter;
+pub use simple::SimpleSpanProcessor;
+pub use stats::ExportStats;
+
+/// Why an export, flush or shutdown failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// The operation did not finish within its timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The processor or exporter was already shut down.
+    #[error("already shut down")]
+    Shutdown,
+    /// The exporter failed; the message says why.
+    #[error("export failed: {0}")]
+    Failed(String),
+}
+
+/// Result of exporting a batch.
+pub type ExportResult = Result<(), ExportError>;
+
+/// Delivers finished spans. Called from one thread at a time (the processor's).
+pub trait SpanExporter: Send + Sync + 'static {
+    /// Exports one batch. Must return; the processor bounds it with its export timeout.
+    fn export(&self, batch: Vec<SpanData>) -> ExportResult;
+    /// Flushes anything buffered by the exporter itself.
+    fn force_flush(&self) -> ExportResult {
+        Ok(())
+    }
+    /// Releases resources; later exports fail with [`ExportError::Shutdown`].
+    fn shutdown(&self) -> ExportResult {
+        Ok(())
+    }
+}
+
+/// Hooks into the span lifecycle. Implementations must never block the caller
+/// of `on_end` and must never panic.
+pub trait SpanProcessor: Send + Sync + 'static {
+    /// Called synchronously when a sampled span starts (keep it cheap: it is
+    /// on the caller's hot path).
+    fn on_start(&self, _span_context: &crate::context::SpanContext, _name: &str) {}
+    /// Called when a sampled span ends.
+    fn on_end(&self, span: SpanData);
+    /// Exports everything queued, within `timeout`.
+    fn force_flush(&self, timeout: Duration) -> ExportResult;
+    /// Flushes and stops, within `timeout`; later spans are dropped and counted.
+    fn shutdown(&self, timeout: Duration) -> ExportResult;
+}

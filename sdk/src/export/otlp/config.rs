@@ -1,0 +1,433 @@
+//! OTLP exporter configuration: the `OTEL_EXPORTER_OTLP_*` environment
+//! variables with the specification's defaults, overridable by builder methods.
+
+use std::time::Duration;
+
+use crate::export::breaker::BreakerConfig;
+use crate::export::retry::RetryPolicy;
+
+/// Default gRPC endpoint.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// Default HTTP base endpoint (the traces path is appended).
+pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318";
+/// Path appended to a base HTTP endpoint.
+pub const HTTP_TRACES_PATH: &str = "/v1/traces";
+/// Default `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The OTLP transport and encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// OTLP/gRPC (`grpc`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`).
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies (`http/json`).
+    HttpJson,
+}
+
+impl Protocol {
+    /// Parses the `OTEL_EXPORTER_OTLP_PROTOCOL` spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "grpc" => Some(Protocol::Grpc),
+            "http/protobuf" => Some(Protocol::HttpProtobuf),
+            "http/json" => Some(Protocol::HttpJson),
+            _ => None,
+        }
+    }
+    /// The specification's default: `http/protobuf` when the `otlp-http`
+    /// feature is built, otherwise `grpc`.
+    pub fn default_for_build() -> Self {
+        if cfg!(feature = "otlp-http") {
+            Protocol::HttpProtobuf
+        } else {
+            Protocol::Grpc
+        }
+    }
+}
+
+/// Request body compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Uncompressed (the default).
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+}
+
+impl Compression {
+    /// Parses the `OTEL_EXPORTER_OTLP_COMPRESSION` spelling (`gzip` or `none`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "gzip" => Some(Compression::Gzip),
+            "none" | "" => Some(Compression::None),
+            _ => None,
+        }
+    }
+}
+
+/// Why an exporter could not be configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable has a value the specification does not allow.
+    #[error("{var}={value:?} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed instead.
+        reason: &'static str,
+    },
+    /// The endpoint is not a usable URL.
+    #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A header name or value cannot be sent.
+    #[error("invalid OTLP header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header name.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The chosen protocol or `https` needs a cargo feature that is not enabled.
+    #[error("{what} needs the ferrotrace cargo feature `{feature}`; enable it in Cargo.toml")]
+    FeatureDisabled {
+        /// What was asked for.
+        what: String,
+        /// The feature to enable.
+        feature: &'static str,
+    },
+    /// The exporter's runtime thread could not be started.
+    #[error("could not start the exporter thread: {0}")]
+    Runtime(String),
+}
+
+/// The resolved exporter configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpConfig {
+    /// Transport and encoding.
+    pub protocol: Protocol,
+    /// The full URL requests go to (for HTTP including `/v1/traces`).
+    pub endpoint: String,
+    /// Extra request headers (gRPC metadata).
+    pub headers: Vec<(String, String)>,
+    /// Time budget for one batch export, retries included.
+    pub timeout: Duration,
+    /// Body compression.
+    pub compression: Compression,
+    /// Retry behaviour.
+    pub retry: RetryPolicy,
+    /// Circuit breaker behaviour.
+    pub breaker: BreakerConfig,
+}
+
+fn pick(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    specific: &str,
+    generic: &str,
+) -> Option<(String, bool)> {
+    let nonempty = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+    nonempty(specific)
+        .map(|v| (v, true))
+        .or_else(|| nonempty(generic).map(|v| (v, false)))
+}
+
+/// Unresolved settings: environment values plus code overrides.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    pub protocol: Option<Protocol>,
+    /// `(endpoint, is_signal_specific)`: a signal-specific HTTP endpoint is
+    /// used as-is, a generic one gets `/v1/traces` appended.
+    pub endpoint: Option<(String, bool)>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub compression: Option<Compression>,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+}
+
+impl Settings {
+    pub(crate) fn from_env_vars(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut s = Settings::default();
+        if let Some((v, specific)) = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ) {
+            s.protocol = Some(Protocol::parse(&v).ok_or(ConfigError::InvalidEnv {
+                var: if specific {
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                } else {
+                    "OTEL_EXPORTER_OTLP_PROTOCOL"
+                },
+                value: v.clone(),
+                reason: "use grpc, http/protobuf or http/json",
+            })?);
+        }
+        s.endpoint = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        )
+        .map(|(v, specific)| (v.trim().to_string(), specific));
+        // Generic headers first, signal-specific ones override by name.
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Some(v) = lookup(var) {
+                for (k, val) in parse_headers(var, &v)? {
+                    set_header(&mut s.headers, k, val);
+                }
+            }
+        }
+        if let Some((v, specific)) = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
+            let ms = v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ConfigError::InvalidEnv {
+                    var: if specific {
+                        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+                    } else {
+                        "OTEL_EXPORTER_OTLP_TIMEOUT"
+                    },
+                    value: v.clone(),
+                    reason: "use a whole number of milliseconds",
+                })?;
+            s.timeout = Some(Duration::from_millis(ms));
+        }
+        if let Some((v, specific)) = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ) {
+            s.compression = Some(Compression::parse(&v).ok_or(ConfigError::InvalidEnv {
+                var: if specific {
+                    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
+                } else {
+                    "OTEL_EXPORTER_OTLP_COMPRESSION"
+                },
+                value: v.clone(),
+                reason: "use gzip or none",
+            })?);
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn resolve(&self) -> Result<OtlpConfig, ConfigError> {
+        let protocol = self.protocol.unwrap_or_else(Protocol::default_for_build);
+        let endpoint = match (&self.endpoint, protocol) {
+            (None, Protocol::Grpc) => DEFAULT_GRPC_ENDPOINT.to_string(),
+            (None, _) => format!("{DEFAULT_HTTP_ENDPOINT}{HTTP_TRACES_PATH}"),
+            (Some((e, _)), Protocol::Grpc) => e.clone(),
+            (Some((e, true)), _) => e.clone(),
+            (Some((e, false)), _) => format!("{}{HTTP_TRACES_PATH}", e.trim_end_matches('/')),
+        };
+        let endpoint = normalize_endpoint(&endpoint)?;
+        for (k, v) in &self.headers {
+            validate_header(k, v)?;
+        }
+        Ok(OtlpConfig {
+            protocol,
+            endpoint,
+            headers: self.headers.clone(),
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            compression: self.compression.unwrap_or_default(),
+            retry: self.retry,
+            breaker: self.breaker,
+        })
+    }
+}
+
+pub(crate) fn set_header(headers: &mut Vec<(String, String)>, k: String, v: String) {
+    let k = k.to_ascii_lowercase();
+    if let Some(e) = headers.iter_mut().find(|(n, _)| *n == k) {
+        e.1 = v;
+    } else {
+        headers.push((k, v));
+    }
+}
+
+/// Adds `http://` to a bare `host:port` and checks the URL parses.
+fn normalize_endpoint(e: &str) -> Result<String, ConfigError> {
+    let e = e.trim();
+    let with_scheme = if e.contains("://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    };
+    let uri: http::Uri =
+        with_scheme
+            .parse()
+            .map_err(|err: http::uri::InvalidUri| ConfigError::InvalidEndpoint {
+                endpoint: e.to_string(),
+                reason: err.to_string(),
+            })?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        other => {
+            return Err(ConfigError::InvalidEndpoint {
+                endpoint: e.to_string(),
+                reason: format!("scheme {other:?} is not http or https"),
+            })
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::InvalidEndpoint {
+            endpoint: e.to_string(),
+            reason: "no host".into(),
+        });
+    }
+    Ok(with_scheme)
+}
+
+fn validate_header(k: &str, v: &str) -> Result<(), ConfigError> {
+    http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| ConfigError::InvalidHeader {
+        name: k.to_string(),
+        reason: e.to_string(),
+    })?;
+    http::HeaderValue::from_str(v).map_err(|e| ConfigError::InvalidHeader {
+        name: k.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Parses the W3C-baggage-like `key1=value1,key2=value2` list of
+/// `OTEL_EXPORTER_OTLP_HEADERS`; values are percent-decoded.
+pub fn parse_headers(var: &'static str, s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (k, v) = item.split_once('=').ok_or(ConfigError::InvalidEnv {
+            var,
+            value: s.to_string(),
+            reason: "use comma-separated key=value pairs",
+        })?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(ConfigError::InvalidEnv {
+                var,
+                value: s.to_string(),
+                reason: "a header name is empty",
+            });
+        }
+        let v = percent_encoding::percent_decode_str(v.trim())
+            .decode_utf8_lossy()
+            .into_owned();
+        out.push((k.to_ascii_lowercase(), v));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn resolve(pairs: &[(&str, &str)]) -> Result<OtlpConfig, ConfigError> {
+        Settings::from_env_vars(&env(pairs))?.resolve()
+    }
+
+    #[test]
+    fn spec_defaults() {
+        let c = resolve(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap();
+        assert_eq!(c.endpoint, "http://localhost:4317");
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.compression, Compression::None);
+        let c = resolve(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).unwrap();
+        assert_eq!(c.endpoint, "http://localhost:4318/v1/traces");
+        let c = resolve(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap();
+        assert_eq!(c.protocol, Protocol::HttpJson);
+        assert_eq!(c.endpoint, "http://localhost:4318/v1/traces");
+    }
+
+    #[test]
+    fn generic_endpoint_gets_path_specific_is_used_as_is() {
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://collector:4318/v1/traces");
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://other:9999/custom",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://other:9999/custom");
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://collector:4317");
+    }
+
+    #[test]
+    fn signal_specific_values_win() {
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "750"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,X-Tenant=one"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=two"),
+        ])
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::HttpJson);
+        assert_eq!(c.timeout, Duration::from_millis(750));
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(
+            c.headers,
+            vec![
+                ("api-key".into(), "a b".into()),
+                ("x-tenant".into(), "two".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")]).unwrap_err();
+        assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).unwrap_err();
+        assert!(e.to_string().contains("milliseconds"), "{e}");
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]).unwrap_err();
+        assert!(e.to_string().contains("gzip"), "{e}");
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).unwrap_err();
+        assert!(e.to_string().contains("key=value"), "{e}");
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x:1")]).unwrap_err();
+        assert!(e.to_string().contains("scheme"), "{e}");
+    }
+}

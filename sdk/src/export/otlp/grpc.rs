@@ -1,0 +1,153 @@
+//! OTLP/gRPC transport: tonic's `TraceServiceClient` from `opentelemetry-proto`.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::config::{Compression, ConfigError, OtlpConfig};
+use super::rpc::retry_delay_from_status_details;
+use crate::export::retry::AttemptError;
+
+pub(crate) struct GrpcTransport {
+    client: TraceServiceClient<Channel>,
+    metadata: MetadataMap,
+}
+
+impl GrpcTransport {
+    /// Must run inside the exporter's runtime: the lazy channel spawns its worker there.
+    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::InvalidEndpoint {
+            endpoint: config.endpoint.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .timeout(config.timeout);
+        let https = config.endpoint.starts_with("https://");
+        #[cfg(feature = "tls")]
+        let endpoint = if https {
+            endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| invalid(e.to_string()))?
+        } else {
+            endpoint
+        };
+        #[cfg(not(feature = "tls"))]
+        if https {
+            return Err(ConfigError::FeatureDisabled {
+                what: format!("the https endpoint {}", config.endpoint),
+                feature: "tls",
+            });
+        }
+        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        if config.compression == Compression::Gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        client = client.accept_compressed(CompressionEncoding::Gzip);
+        let mut metadata = MetadataMap::new();
+        for (k, v) in &config.headers {
+            let key =
+                MetadataKey::from_bytes(k.as_bytes()).map_err(|e| ConfigError::InvalidHeader {
+                    name: k.clone(),
+                    reason: e.to_string(),
+                })?;
+            let value =
+                MetadataValue::try_from(v.as_str()).map_err(|e| ConfigError::InvalidHeader {
+                    name: k.clone(),
+                    reason: e.to_string(),
+                })?;
+            metadata.insert(key, value);
+        }
+        Ok(GrpcTransport { client, metadata })
+    }
+
+    pub(crate) async fn send(
+        &mut self,
+        request: &ExportTraceServiceRequest,
+        timeout: Duration,
+    ) -> Result<ExportTraceServiceResponse, AttemptError> {
+        let mut req = tonic::Request::new(request.clone());
+        *req.metadata_mut() = self.metadata.clone();
+        req.set_timeout(timeout);
+        match self.client.export(req).await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(classify(&status)),
+        }
+    }
+}
+
+/// Sorts a gRPC failure into retryable or not, as the OTLP specification lists.
+pub fn classify(status: &tonic::Status) -> AttemptError {
+    let retry_after = retry_delay_from_status_details(status.details());
+    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Cancelled
+        | Code::DataLoss => AttemptError::Retryable {
+            message,
+            retry_after,
+        },
+        // Only retryable when the server says the condition is temporary.
+        Code::ResourceExhausted if retry_after.is_some() => AttemptError::Retryable {
+            message,
+            retry_after,
+        },
+        _ => AttemptError::Permanent(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::otlp::rpc::encode_retry_status;
+
+    #[test]
+    fn classification_follows_the_spec() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Cancelled,
+            Code::DataLoss,
+        ] {
+            assert!(matches!(
+                classify(&tonic::Status::new(code, "x")),
+                AttemptError::Retryable { .. }
+            ));
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::Internal,
+            Code::Unimplemented,
+        ] {
+            assert!(matches!(
+                classify(&tonic::Status::new(code, "x")),
+                AttemptError::Permanent(_)
+            ));
+        }
+        let details = encode_retry_status(8, "busy", Duration::from_millis(300));
+        let st = tonic::Status::with_details(Code::ResourceExhausted, "busy", details.into());
+        assert_eq!(
+            classify(&st),
+            AttemptError::Retryable {
+                message: "gRPC ResourceExhausted: busy".into(),
+                retry_after: Some(Duration::from_millis(300))
+            }
+        );
+    }
+}

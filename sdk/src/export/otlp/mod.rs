@@ -1,0 +1,466 @@
+//! OTLP exporters: gRPC (tonic), HTTP/protobuf and HTTP/JSON (hyper), with
+//! optional gzip, retry with exponential backoff, and a circuit breaker.
+//!
+//! The exporter owns a small tokio current-thread runtime on a dedicated
+//! thread; [`SpanExporter::export`] hands the encoded batch to that thread and
+//! waits on a std channel. It never enters the caller's runtime, so it works
+//! from plain threads and from inside any tokio runtime alike.
+//!
+//! ```no_run
+//! use ferrotrace::export::batch::BatchSpanProcessor;
+//! use ferrotrace::export::otlp::{OtlpExporter, Protocol};
+//!
+//! // Reads OTEL_EXPORTER_OTLP_* first; builder methods override.
+//! let exporter = OtlpExporter::builder()
+//!     .with_protocol(Protocol::Grpc)
+//!     .with_endpoint("http://collector:4317")
+//!     .build()
+//!     .expect("valid OTLP configuration");
+//! let processor = BatchSpanProcessor::builder(exporter).build();
+//! # drop(processor);
+//! ```
+
+pub mod config;
+pub mod encode;
+#[cfg(feature = "otlp-grpc")]
+pub mod grpc;
+#[cfg(feature = "otlp-http")]
+pub mod http;
+pub mod rpc;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use parking_lot::Mutex;
+use prost::Message;
+
+use self::config::Settings;
+pub use self::config::{Compression, ConfigError, OtlpConfig, Protocol};
+pub use self::encode::encode_request;
+use super::breaker::{BreakerConfig, CircuitBreaker, Permit};
+use super::retry::{AttemptError, RetryPolicy};
+use super::stats::ExportStats;
+use super::{ExportError, ExportResult, SpanData, SpanExporter};
+
+/// Extra time `export` waits for the runtime thread beyond the configured
+/// timeout, so the thread's own timeout fires first and reports the cause.
+const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Builds an [`OtlpExporter`]. Starts from the `OTEL_EXPORTER_OTLP_*`
+/// variables (see [`OtlpExporter::builder`]); every method overrides them.
+pub struct OtlpExporterBuilder {
+    settings: Result<Settings, ConfigError>,
+    stats: ExportStats,
+}
+
+impl OtlpExporterBuilder {
+    fn update(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        if let Ok(s) = &mut self.settings {
+            f(s);
+        }
+        self
+    }
+    /// Sets the protocol (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`).
+    pub fn with_protocol(self, protocol: Protocol) -> Self {
+        self.update(|s| s.protocol = Some(protocol))
+    }
+    /// Sets the full endpoint URL, used as-is (no `/v1/traces` is appended);
+    /// a bare `host:port` gets `http://`.
+    pub fn with_endpoint(self, endpoint: impl Into<String>) -> Self {
+        let e = endpoint.into();
+        self.update(|s| s.endpoint = Some((e, true)))
+    }
+    /// Adds or replaces one request header / gRPC metadata entry.
+    pub fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (n, v) = (name.into(), value.into());
+        self.update(|s| config::set_header(&mut s.headers, n, v))
+    }
+    /// Sets the time budget for one batch export, retries included
+    /// (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, default 10 s).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.update(|s| s.timeout = Some(timeout))
+    }
+    /// Sets body compression (`OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`).
+    pub fn with_compression(self, compression: Compression) -> Self {
+        self.update(|s| s.compression = Some(compression))
+    }
+    /// Sets the retry policy (default: 3 attempts, 100 ms doubling, 20 % jitter).
+    pub fn with_retry_policy(self, retry: RetryPolicy) -> Self {
+        self.update(|s| s.retry = retry)
+    }
+    /// Sets the circuit breaker (default: opens after 5 failed exports for 30 s).
+    pub fn with_breaker(self, breaker: BreakerConfig) -> Self {
+        self.update(|s| s.breaker = breaker)
+    }
+    /// Uses these counters instead of [`ExportStats::global`].
+    pub fn with_stats(mut self, stats: ExportStats) -> Self {
+        self.stats = stats;
+        self
+    }
+    /// The configuration `build` would use.
+    pub fn config(&self) -> Result<OtlpConfig, ConfigError> {
+        self.settings.as_ref().map_err(Clone::clone)?.resolve()
+    }
+
+    /// Validates the configuration and starts the exporter's runtime thread.
+    pub fn build(self) -> Result<OtlpExporter, ConfigError> {
+        let config = self.config()?;
+        match config.protocol {
+            Protocol::Grpc if !cfg!(feature = "otlp-grpc") => {
+                return Err(ConfigError::FeatureDisabled {
+                    what: "protocol grpc".into(),
+                    feature: "otlp-grpc",
+                })
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson if !cfg!(feature = "otlp-http") => {
+                return Err(ConfigError::FeatureDisabled {
+                    what: "protocol http/protobuf or http/json".into(),
+                    feature: "otlp-http",
+                })
+            }
+            _ => {}
+        }
+        let (job_tx, job_rx) = bounded::<Job>(1);
+        let (init_tx, init_rx) = bounded::<Result<(), ConfigError>>(1);
+        let thread_config = config.clone();
+        let stats = self.stats.clone();
+        thread::Builder::new()
+            .name("ferrotrace-otlp".into())
+            .spawn(move || runtime_thread(thread_config, job_rx, init_tx, stats))
+            .map_err(|e| ConfigError::Runtime(e.to_string()))?;
+        init_rx.recv().map_err(|_| {
+            ConfigError::Runtime("the exporter thread exited during setup".into())
+        })??;
+        Ok(OtlpExporter {
+            breaker: Arc::new(CircuitBreaker::new(config.breaker, self.stats.clone())),
+            config,
+            jobs: Mutex::new(Some(job_tx)),
+            stats: self.stats,
+        })
+    }
+}
+
+/// An OTLP span exporter (gRPC, HTTP/protobuf or HTTP/JSON). Use it with
+/// [`crate::export::batch::BatchSpanProcessor`].
+pub struct OtlpExporter {
+    config: OtlpConfig,
+    jobs: Mutex<Option<Sender<Job>>>,
+    breaker: Arc<CircuitBreaker>,
+    stats: ExportStats,
+}
+
+impl std::fmt::Debug for OtlpExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpExporter")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+struct Job {
+    payload: Payload,
+    reply: Sender<Result<ExportTraceServiceResponse, String>>,
+}
+
+enum Payload {
+    #[cfg_attr(not(feature = "otlp-grpc"), allow(dead_code))]
+    Grpc(ExportTraceServiceRequest),
+    #[cfg_attr(not(feature = "otlp-http"), allow(dead_code))]
+    Http(Bytes),
+}
+
+impl OtlpExporter {
+    /// A builder starting from the `OTEL_EXPORTER_OTLP_*` environment variables
+    /// (an invalid value makes `build` fail with an error naming it).
+    pub fn builder() -> OtlpExporterBuilder {
+        Self::builder_from_env_vars(|k| std::env::var(k).ok())
+    }
+
+    /// A builder reading variables through `lookup` instead of the process
+    /// environment (`|_| None` gives the specification defaults).
+    pub fn builder_from_env_vars(lookup: impl Fn(&str) -> Option<String>) -> OtlpExporterBuilder {
+        OtlpExporterBuilder {
+            settings: Settings::from_env_vars(&lookup),
+            stats: ExportStats::global().clone(),
+        }
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &OtlpConfig {
+        &self.config
+    }
+
+    /// The counters this exporter writes to.
+    pub fn stats(&self) -> &ExportStats {
+        &self.stats
+    }
+
+    /// Encodes a batch into the request body for this exporter's protocol and
+    /// compression (protobuf or OTLP/JSON, optionally gzipped).
+    fn payload(&self, batch: Vec<SpanData>) -> Result<Payload, ExportError> {
+        let request = encode_request(batch);
+        let body = match self.config.protocol {
+            Protocol::Grpc => return Ok(Payload::Grpc(request)),
+            Protocol::HttpProtobuf => request.encode_to_vec(),
+            Protocol::HttpJson => encode_json(&request)?,
+        };
+        let body = match self.config.compression {
+            Compression::None => body,
+            Compression::Gzip => gzip(&body)?,
+        };
+        Ok(Payload::Http(Bytes::from(body)))
+    }
+}
+
+/// The OTLP/HTTP protobuf body (an encoded `ExportTraceServiceRequest`) for a batch.
+pub fn encode_protobuf(batch: Vec<SpanData>) -> Vec<u8> {
+    encode_request(batch).encode_to_vec()
+}
+
+/// The OTLP/JSON body for a request (hex ids, lowerCamelCase names, enums as
+/// integers, 64-bit integers as strings), as the specification maps it.
+#[cfg(feature = "otlp-http")]
+pub fn encode_json(request: &ExportTraceServiceRequest) -> Result<Vec<u8>, ExportError> {
+    serde_json::to_vec(request)
+        .map_err(|e| ExportError::Failed(format!("OTLP/JSON encoding failed: {e}")))
+}
+
+#[cfg(not(feature = "otlp-http"))]
+fn encode_json(_request: &ExportTraceServiceRequest) -> Result<Vec<u8>, ExportError> {
+    Err(ExportError::Failed(
+        "http/json needs the ferrotrace cargo feature `otlp-http`".into(),
+    ))
+}
+
+/// gzip-compresses a body.
+pub fn gzip(body: &[u8]) -> Result<Vec<u8>, ExportError> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)
+        .and_then(|_| enc.finish())
+        .map_err(|e| ExportError::Failed(format!("gzip compression failed: {e}")))
+}
+
+impl SpanExporter for OtlpExporter {
+    fn export(&self, batch: Vec<SpanData>) -> ExportResult {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let jobs = self.jobs.lock().clone().ok_or(ExportError::Shutdown)?;
+        let n = batch.len() as u64;
+        if self.breaker.acquire() == Permit::Rejected {
+            self.stats.add_dropped_breaker_open(n);
+            return Err(ExportError::Failed(format!(
+                "circuit breaker open after repeated failures to reach {}; batch of {n} spans dropped",
+                self.config.endpoint
+            )));
+        }
+        let payload = match self.payload(batch) {
+            Ok(p) => p,
+            Err(e) => {
+                // Settle a probe permit too, or the breaker would stay half-open.
+                self.breaker.record_failure();
+                self.stats.set_last_error(e.to_string());
+                return Err(e);
+            }
+        };
+        let (reply_tx, reply_rx) = bounded(1);
+        let wait = self.config.timeout + REPLY_GRACE;
+        let result = match jobs.send_timeout(
+            Job {
+                payload,
+                reply: reply_tx,
+            },
+            wait,
+        ) {
+            Err(_) => Err(ExportError::Timeout(wait)),
+            Ok(()) => match reply_rx.recv_timeout(wait) {
+                Ok(Ok(resp)) => {
+                    if let Some(ps) = resp.partial_success {
+                        if ps.rejected_spans > 0 {
+                            self.stats.add_rejected_by_server(ps.rejected_spans as u64);
+                        }
+                        if ps.rejected_spans > 0 || !ps.error_message.is_empty() {
+                            self.stats.set_last_error(format!(
+                                "server rejected {} spans: {}",
+                                ps.rejected_spans, ps.error_message
+                            ));
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(Err(msg)) => Err(ExportError::Failed(msg)),
+                Err(RecvTimeoutError::Timeout) => Err(ExportError::Timeout(wait)),
+                Err(RecvTimeoutError::Disconnected) => Err(ExportError::Failed(
+                    "the exporter thread stopped unexpectedly".into(),
+                )),
+            },
+        };
+        match &result {
+            Ok(()) => self.breaker.record_success(),
+            Err(e) => {
+                self.breaker.record_failure();
+                self.stats.set_last_error(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn shutdown(&self) -> ExportResult {
+        // Dropping the sender ends the runtime thread after its current job.
+        match self.jobs.lock().take() {
+            Some(_) => Ok(()),
+            None => Err(ExportError::Shutdown),
+        }
+    }
+}
+
+enum Transport {
+    #[cfg(feature = "otlp-grpc")]
+    Grpc(Box<grpc::GrpcTransport>),
+    #[cfg(feature = "otlp-http")]
+    Http(Box<http::HttpTransport>),
+}
+
+impl Transport {
+    fn new(config: &OtlpConfig) -> Result<Self, ConfigError> {
+        match config.protocol {
+            #[cfg(feature = "otlp-grpc")]
+            Protocol::Grpc => Ok(Transport::Grpc(Box::new(grpc::GrpcTransport::new(config)?))),
+            #[cfg(feature = "otlp-http")]
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                Ok(Transport::Http(Box::new(http::HttpTransport::new(config)?)))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(ConfigError::FeatureDisabled {
+                what: format!("protocol {other:?}"),
+                feature: "otlp-grpc or otlp-http",
+            }),
+        }
+    }
+
+    #[cfg_attr(not(feature = "otlp-grpc"), allow(unused_variables))]
+    async fn send(
+        &mut self,
+        payload: &Payload,
+        timeout: Duration,
+    ) -> Result<ExportTraceServiceResponse, AttemptError> {
+        match (self, payload) {
+            #[cfg(feature = "otlp-grpc")]
+            (Transport::Grpc(t), Payload::Grpc(req)) => t.send(req, timeout).await,
+            #[cfg(feature = "otlp-http")]
+            (Transport::Http(t), Payload::Http(body)) => {
+                let _ = timeout;
+                t.send(body.clone()).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(AttemptError::Permanent(
+                "internal error: payload does not match the transport".into(),
+            )),
+        }
+    }
+}
+
+fn runtime_thread(
+    config: OtlpConfig,
+    jobs: Receiver<Job>,
+    init: Sender<Result<(), ConfigError>>,
+    stats: ExportStats,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = init.send(Err(ConfigError::Runtime(e.to_string())));
+            return;
+        }
+    };
+    let transport = {
+        let _guard = rt.enter();
+        Transport::new(&config)
+    };
+    let mut transport = match transport {
+        Ok(t) => {
+            let _ = init.send(Ok(()));
+            t
+        }
+        Err(e) => {
+            let _ = init.send(Err(e));
+            return;
+        }
+    };
+    // `block_on` runs here, on a thread that belongs to no other runtime.
+    for job in jobs.iter() {
+        let result = rt.block_on(send_with_retry(
+            &mut transport,
+            &job.payload,
+            &config.retry,
+            config.timeout,
+            &stats,
+        ));
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Sends one payload, retrying retryable failures with backoff while attempts
+/// and the time budget last.
+async fn send_with_retry(
+    transport: &mut Transport,
+    payload: &Payload,
+    policy: &RetryPolicy,
+    budget: Duration,
+    stats: &ExportStats,
+) -> Result<ExportTraceServiceResponse, String> {
+    let deadline = Instant::now() + budget;
+    let attempts = policy.max_attempts.max(1);
+    let mut retry = 0u32;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(format!("export timed out after {budget:?}"));
+        }
+        stats.add_export_attempt();
+        let outcome =
+            match tokio::time::timeout(remaining, transport.send(payload, remaining)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(format!(
+                        "export timed out after {budget:?} (attempt {})",
+                        retry + 1
+                    ))
+                }
+            };
+        match outcome {
+            Ok(resp) => return Ok(resp),
+            Err(AttemptError::Permanent(m)) => return Err(format!("{m} (not retryable)")),
+            Err(AttemptError::Retryable {
+                message,
+                retry_after,
+            }) => {
+                if retry + 1 >= attempts {
+                    return Err(format!("{message} (gave up after {attempts} attempts)"));
+                }
+                let delay = policy.delay(retry, retry_after);
+                if Instant::now() + delay >= deadline {
+                    return Err(format!(
+                        "{message} (retry in {delay:?} would exceed the export timeout of {budget:?})"
+                    ));
+                }
+                tokio::time::sleep(delay).await;
+                retry += 1;
+                stats.add_retry();
+            }
+        }
+    }
+}

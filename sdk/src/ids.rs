@@ -1,0 +1,236 @@
+//! Trace and span identifiers (W3C Trace Context: 16 and 8 bytes, lowercase hex)
+//! and their generation from a cryptographically secure per-thread RNG.
+
+use std::fmt;
+
+/// Why an identifier could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdParseError {
+    /// The text does not have exactly 32 (trace) or 16 (span) characters.
+    #[error("expected {expected} lowercase hex characters, got {got}")]
+    Length {
+        /// Required length.
+        expected: usize,
+        /// Length found.
+        got: usize,
+    },
+    /// A character is not `0-9` or `a-f` (uppercase is rejected, as W3C requires).
+    #[error("invalid character at position {0}: only lowercase hex 0-9a-f is allowed")]
+    Char(usize),
+    /// All bytes are zero, which W3C reserves as invalid.
+    #[error("the all-zero id is invalid")]
+    Zero,
+}
+
+#[inline]
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Parses exactly `N*2` lowercase hex characters into bytes (zero allowed).
+#[inline]
+pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseError> {
+    if s.len() != N * 2 {
+        return Err(IdParseError::Length {
+            expected: N * 2,
+            got: s.len(),
+        });
+    }
+    let mut out = [0u8; N];
+    for i in 0..N {
+        let hi = hex_val(s[2 * i]).ok_or(IdParseError::Char(2 * i))?;
+        let lo = hex_val(s[2 * i + 1]).ok_or(IdParseError::Char(2 * i + 1))?;
+        out[i] = (hi << 4) | lo;
+    }
+    Ok(out)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[inline]
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+}
+
+macro_rules! id_type {
+    ($name:ident, $n:expr, $doc:expr) => {
+        #[doc = $doc]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name([u8; $n]);
+
+        impl $name {
+            /// The invalid all-zero id.
+            pub const INVALID: $name = $name([0; $n]);
+
+            /// An id from raw big-endian bytes (may be the invalid all-zero id).
+            pub const fn from_bytes(bytes: [u8; $n]) -> Self {
+                $name(bytes)
+            }
+            /// The raw big-endian bytes.
+            pub const fn to_bytes(self) -> [u8; $n] {
+                self.0
+            }
+            /// True unless all bytes are zero.
+            pub fn is_valid(&self) -> bool {
+                self.0 != [0; $n]
+            }
+            /// Parses lowercase hex of exactly the right length; rejects uppercase,
+            /// non-hex and all-zero.
+            pub fn from_hex(s: &str) -> Result<Self, IdParseError> {
+                let id = $name(parse_hex::<$n>(s.as_bytes())?);
+                if id.is_valid() {
+                    Ok(id)
+                } else {
+                    Err(IdParseError::Zero)
+                }
+            }
+            /// Lowercase hex without allocation.
+            pub fn to_hex_bytes(&self) -> [u8; $n * 2] {
+                let mut out = [0u8; $n * 2];
+                write_hex(&self.0, &mut out);
+                out
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let hex = self.to_hex_bytes();
+                // write_hex only emits ASCII hex digits.
+                f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self)
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = IdParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::from_hex(s)
+            }
+        }
+    };
+}
+
+id_type!(TraceId, 16, "A 128-bit trace id. Displayed as 32 lowercase hex characters.\n\n```\nlet id: ferrotrace::TraceId = \"4bf92f3577b34da6a3ce929d0e0e4736\".parse().unwrap();\nassert_eq!(id.to_string(), \"4bf92f3577b34da6a3ce929d0e0e4736\");\nassert!(\"4BF92F3577B34DA6A3CE929D0E0E4736\".parse::<ferrotrace::TraceId>().is_err());\n```");
+id_type!(SpanId, 8, "A 64-bit span id. Displayed as 16 lowercase hex characters.\n\n```\nlet id: ferrotrace::SpanId = \"00f067aa0ba902b7\".parse().unwrap();\nassert_eq!(id.to_string(), \"00f067aa0ba902b7\");\n```");
+
+/// Generates new trace and span ids.
+///
+/// Ids come from [`rand::rngs::ThreadRng`]: a ChaCha12 CSPRNG per thread, seeded
+/// from the operating system and periodically reseeded, so ids are unpredictable
+/// and never shared between threads without synchronisation. An all-zero draw
+/// (probability 2^-64 / 2^-128) is redrawn, so generated ids are always valid.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdGenerator;
+
+impl IdGenerator {
+    /// A new random, valid (non-zero) trace id.
+    #[inline]
+    pub fn new_trace_id(&self) -> TraceId {
+        new_trace_id()
+    }
+    /// A new random, valid (non-zero) span id.
+    #[inline]
+    pub fn new_span_id(&self) -> SpanId {
+        new_span_id()
+    }
+}
+
+/// A new trace id and span id with one access to the per-thread CSPRNG
+/// (a root span needs both).
+#[inline]
+pub fn new_trace_and_span_id() -> (TraceId, SpanId) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let t: u128 = rng.random();
+        let s: u64 = rng.random();
+        if t != 0 && s != 0 {
+            return (
+                TraceId::from_bytes(t.to_be_bytes()),
+                SpanId::from_bytes(s.to_be_bytes()),
+            );
+        }
+    }
+}
+
+/// A new random, valid (non-zero) trace id from the per-thread CSPRNG.
+#[inline]
+pub fn new_trace_id() -> TraceId {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let v: u128 = rng.random();
+        if v != 0 {
+            return TraceId::from_bytes(v.to_be_bytes());
+        }
+    }
+}
+
+/// A new random, valid (non-zero) span id from the per-thread CSPRNG.
+#[inline]
+pub fn new_span_id() -> SpanId {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let v: u64 = rng.random();
+        if v != 0 {
+            return SpanId::from_bytes(v.to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_bad_input() {
+        assert!(TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").is_ok());
+        assert_eq!(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e473"),
+            Err(IdParseError::Length {
+                expected: 32,
+                got: 31
+            })
+        );
+        assert_eq!(
+            SpanId::from_hex("00f067aa0ba902bG"),
+            Err(IdParseError::Char(15))
+        );
+        assert_eq!(
+            SpanId::from_hex("00F067aa0ba902b7"),
+            Err(IdParseError::Char(2))
+        );
+        assert_eq!(
+            SpanId::from_hex("0000000000000000"),
+            Err(IdParseError::Zero)
+        );
+        assert_eq!(
+            TraceId::from_hex("00000000000000000000000000000000"),
+            Err(IdParseError::Zero)
+        );
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let t = new_trace_id();
+            let s = new_span_id();
+            assert!(t.is_valid() && s.is_valid());
+            assert!(seen.insert(t));
+            assert_eq!(TraceId::from_hex(&t.to_string()), Ok(t));
+            assert_eq!(SpanId::from_hex(&s.to_string()), Ok(s));
+        }
+    }
+}

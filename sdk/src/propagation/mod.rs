@@ -1,0 +1,146 @@
+//! W3C Trace Context and Baggage propagation.
+//!
+//! The API mirrors the `opentelemetry` crate's: a [`TextMapPropagator`] writes a
+//! [`Context`] into a carrier through an [`Injector`] and reads one back through
+//! an [`Extractor`]. Carriers are implemented for `HashMap<String, String>` and
+//! [`http::HeaderMap`].
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use ferrotrace::propagation::{TextMapPropagator, TraceContextPropagator};
+//!
+//! let mut headers = HashMap::new();
+//! headers.insert(
+//!     "traceparent".to_string(),
+//!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+//! );
+//! let cx = TraceContextPropagator::new().extract(&headers);
+//! assert!(cx.span_context().is_remote());
+//! assert!(cx.span_context().is_sampled());
+//! ```
+
+mod baggage;
+mod composite;
+pub mod global;
+mod trace_context;
+
+use std::collections::HashMap;
+
+use crate::context::Context;
+pub use crate::context::{Baggage, BaggageEntry, BaggageError};
+pub use baggage::{format_baggage, parse_baggage, BaggagePropagator};
+pub use composite::TextMapCompositePropagator;
+pub use trace_context::{parse_traceparent, TraceContextPropagator};
+
+/// Writes propagation fields into a carrier (HTTP headers, message metadata).
+pub trait Injector {
+    /// Sets `key` to `value`, replacing any previous value.
+    fn set(&mut self, key: &str, value: String);
+}
+
+/// Reads propagation fields from a carrier. Keys are looked up case-insensitively
+/// where the carrier allows it (HTTP headers).
+pub trait Extractor {
+    /// The first value of `key`.
+    fn get(&self, key: &str) -> Option<&str>;
+    /// All keys present.
+    fn keys(&self) -> Vec<&str>;
+    /// Every value of `key`, in order (carriers that allow repeated keys, like
+    /// HTTP headers, return several).
+    fn get_all(&self, key: &str) -> Vec<&str> {
+        self.get(key).into_iter().collect()
+    }
+    /// True if `key` appears more than once. Lets a propagator reject
+    /// duplicated headers without allocating; the default asks [`get_all`](Self::get_all).
+    fn has_multiple(&self, key: &str) -> bool {
+        self.get_all(key).len() > 1
+    }
+}
+
+impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
+    fn set(&mut self, key: &str, value: String) {
+        self.insert(key.to_ascii_lowercase(), value);
+    }
+}
+
+impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
+    fn get(&self, key: &str) -> Option<&str> {
+        // Keys are stored lowercase by `Injector`; propagators ask in lowercase.
+        HashMap::get(self, key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        HashMap::keys(self).map(String::as_str).collect()
+    }
+    fn has_multiple(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+impl Injector for http::HeaderMap {
+    fn set(&mut self, key: &str, value: String) {
+        // A value or name that is not a valid header is skipped: propagation must never fail the request.
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            http::header::HeaderValue::from_str(&value),
+        ) {
+            self.insert(name, value);
+        }
+    }
+}
+
+impl Extractor for http::HeaderMap {
+    fn get(&self, key: &str) -> Option<&str> {
+        http::HeaderMap::get(self, key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        http::HeaderMap::keys(self).map(|k| k.as_str()).collect()
+    }
+    fn get_all(&self, key: &str) -> Vec<&str> {
+        http::HeaderMap::get_all(self, key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+    fn has_multiple(&self, key: &str) -> bool {
+        http::HeaderMap::get_all(self, key).iter().nth(1).is_some()
+    }
+}
+
+/// Injects a [`Context`] into, and extracts one from, a text carrier.
+pub trait TextMapPropagator: Send + Sync {
+    /// Writes the fields for `cx` into `injector`.
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector);
+
+    /// Returns `cx` enriched with what `extractor` carries. Invalid or absent
+    /// fields leave `cx` unchanged (never an error, never a panic).
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context;
+
+    /// The carrier keys this propagator reads and writes.
+    fn fields(&self) -> Vec<&'static str>;
+
+    /// Injects the thread's current context.
+    fn inject(&self, injector: &mut dyn Injector) {
+        self.inject_context(&Context::current(), injector)
+    }
+
+    /// Extracts into the thread's current context.
+    fn extract(&self, extractor: &dyn Extractor) -> Context {
+        self.extract_with_context(&Context::current(), extractor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_map_get_all_and_multiple() {
+        let mut h = http::HeaderMap::new();
+        h.append("baggage", "a=1".parse().unwrap());
+        h.append("baggage", "b=2".parse().unwrap());
+        assert_eq!(Extractor::get_all(&h, "baggage"), vec!["a=1", "b=2"]);
+        assert!(h.has_multiple("baggage"));
+        assert!(!h.has_multiple("traceparent"));
+        assert_eq!(Extractor::get(&h, "Baggage"), Some("a=1"));
+    }
+}

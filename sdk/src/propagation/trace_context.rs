@@ -1,0 +1,125 @@
+//! W3C Trace Context: the `traceparent` and `tracestate` headers.
+
+use super::{Extractor, Injector, TextMapPropagator};
+use crate::context::{Context, SpanContext, TraceFlags, TraceState};
+use crate::ids::{parse_hex, write_hex, SpanId, TraceId};
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// Parses a `traceparent` value into trace id, span id and flags.
+///
+/// Version `00` must be exactly `00-<32 hex>-<16 hex>-<2 hex>`. A higher version
+/// is read by its first four fields and may be followed by `-` and more data.
+/// Version `ff`, wrong lengths, non-hex or uppercase characters, all-zero ids
+/// and wrong separators are rejected (`None`). Only the `sampled` flag is kept,
+/// as in `opentelemetry_sdk`.
+///
+/// ```
+/// use ferrotrace::propagation::parse_traceparent;
+/// assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+/// assert!(parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
+/// assert!(parse_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what").is_some());
+/// ```
+pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let b = value.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
+    if b.len() < 55 {
+        return None;
+    }
+    let version = parse_hex::<1>(&b[0..2]).ok()?[0];
+    if version == 0xff {
+        return None;
+    }
+    if version == 0 {
+        if b.len() != 55 {
+            return None;
+        }
+    } else if b.len() > 55 && b[55] != b'-' {
+        return None;
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let trace_id = TraceId::from_bytes(parse_hex::<16>(&b[3..35]).ok()?);
+    let span_id = SpanId::from_bytes(parse_hex::<8>(&b[36..52]).ok()?);
+    let flags = parse_hex::<1>(&b[53..55]).ok()?[0];
+    if !trace_id.is_valid() || !span_id.is_valid() {
+        return None;
+    }
+    Some((trace_id, span_id, TraceFlags::new(flags & 1)))
+}
+
+/// Formats a `traceparent` (version `00`) without intermediate allocations.
+pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
+    let mut buf = [0u8; 55];
+    buf[0] = b'0';
+    buf[1] = b'0';
+    buf[2] = b'-';
+    write_hex(&sc.trace_id().to_bytes(), &mut buf[3..35]);
+    buf[35] = b'-';
+    write_hex(&sc.span_id().to_bytes(), &mut buf[36..52]);
+    buf[52] = b'-';
+    write_hex(&[sc.trace_flags().to_u8() & 1], &mut buf[53..55]);
+    // Every byte written above is ASCII.
+    buf.iter().map(|&c| c as char).collect()
+}
+
+/// The W3C Trace Context propagator (`traceparent` + `tracestate`).
+///
+/// An invalid or absent `traceparent` (including two `traceparent` headers)
+/// extracts nothing, so the next span starts a new trace; `tracestate` is then
+/// ignored. An invalid `tracestate` is dropped while the valid `traceparent` is kept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceContextPropagator;
+
+impl TraceContextPropagator {
+    /// A new propagator.
+    pub const fn new() -> Self {
+        TraceContextPropagator
+    }
+
+    /// The span context carried by `extractor`, if valid (marked remote).
+    pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
+        let tp = extractor.get(TRACEPARENT)?;
+        if extractor.has_multiple(TRACEPARENT) {
+            return None;
+        }
+        let (trace_id, span_id, flags) = parse_traceparent(tp)?;
+        let trace_state = if extractor.get(TRACESTATE).is_some() {
+            TraceState::from_headers(extractor.get_all(TRACESTATE)).unwrap_or_default()
+        } else {
+            TraceState::NONE
+        };
+        Some(SpanContext::new(
+            trace_id,
+            span_id,
+            flags,
+            true,
+            trace_state,
+        ))
+    }
+}
+
+impl TextMapPropagator for TraceContextPropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let sc = cx.span_context();
+        if !sc.is_valid() {
+            return;
+        }
+        injector.set(TRACEPARENT, format_traceparent(sc));
+        if !sc.trace_state().is_empty() {
+            injector.set(TRACESTATE, sc.trace_state().header());
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        match self.extract_span_context(extractor) {
+            Some(sc) => cx.with_span_context(sc),
+            None => cx.clone(),
+        }
+    }
+
+    fn fields(&self) -> Vec<&'static str> {
+        vec![TRACEPARENT, TRACESTATE]
+    }
+}

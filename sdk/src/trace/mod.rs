@@ -1,0 +1,18 @@
+//! Tracer provider, tracer, spans, samplers and span limits.
+
+pub mod diagnostics;
+pub mod global;
+pub mod limits;
+pub mod provider;
+pub mod sampler;
+mod span;
+pub mod span_data;
+mod tracer;
+mod watchdog;
+
+pub use limits::SpanLimits;
+pub use provider::{TracerProvider, TracerProviderBuilder, DEFAULT_UNENDED_SPAN_AGE};
+pub use sampler::{ParentBased, Sampler, SamplingDecision, SamplingResult, ShouldSample};
+pub use span::Span;
+pub use span_data::{Event, InstrumentationScope, Link, SpanData, SpanKind, Status};
+pub use tracer::{SpanBuilder, Tracer};

@@ -1,0 +1,262 @@
+//! Samplers: which spans are recorded and exported.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::attributes::KeyValue;
+use crate::context::{SpanContext, TraceState};
+use crate::ids::TraceId;
+use crate::trace::span_data::{Link, SpanKind};
+
+/// Whether a span is dropped, only recorded, or recorded and exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplingDecision {
+    /// Not recorded, not exported (the span still propagates its context, unsampled).
+    Drop,
+    /// Recorded (`is_recording()`), not exported, sampled flag clear.
+    RecordOnly,
+    /// Recorded and exported, sampled flag set.
+    RecordAndSample,
+}
+
+/// A sampler's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingResult {
+    /// The decision.
+    pub decision: SamplingDecision,
+    /// Attributes to add to the span.
+    pub attributes: Vec<KeyValue>,
+    /// A replacement trace state (`None` keeps the parent's).
+    pub trace_state: Option<TraceState>,
+}
+
+impl SamplingResult {
+    fn of(decision: SamplingDecision) -> Self {
+        SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: None,
+        }
+    }
+}
+
+/// A custom sampling policy.
+pub trait ShouldSample: Send + Sync + fmt::Debug {
+    /// Decides for a span about to start. `parent` is the valid parent span
+    /// context, if any.
+    fn should_sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult;
+}
+
+/// The built-in samplers, plus a custom one.
+#[derive(Clone, Debug)]
+pub enum Sampler {
+    /// Sample everything.
+    AlwaysOn,
+    /// Sample nothing.
+    AlwaysOff,
+    /// Sample a fraction of traces, decided by the trace id alone
+    /// (see [`trace_id_ratio_sampled`]).
+    TraceIdRatioBased(f64),
+    /// Follow the parent's decision; use delegates for each parent situation.
+    ParentBased(Box<ParentBased>),
+    /// A user-supplied policy.
+    Custom(Arc<dyn ShouldSample>),
+}
+
+impl Default for Sampler {
+    /// `parentbased_always_on`, the OpenTelemetry default.
+    fn default() -> Self {
+        Sampler::parent_based(Sampler::AlwaysOn)
+    }
+}
+
+/// Delegates of [`Sampler::ParentBased`].
+#[derive(Clone, Debug)]
+pub struct ParentBased {
+    /// For spans without a (valid) parent.
+    pub root: Sampler,
+    /// Remote parent, sampled (default: `AlwaysOn`).
+    pub remote_parent_sampled: Sampler,
+    /// Remote parent, not sampled (default: `AlwaysOff`).
+    pub remote_parent_not_sampled: Sampler,
+    /// Local parent, sampled (default: `AlwaysOn`).
+    pub local_parent_sampled: Sampler,
+    /// Local parent, not sampled (default: `AlwaysOff`).
+    pub local_parent_not_sampled: Sampler,
+}
+
+impl ParentBased {
+    /// Default delegates with `root` for root spans.
+    pub fn new(root: Sampler) -> Self {
+        ParentBased {
+            root,
+            remote_parent_sampled: Sampler::AlwaysOn,
+            remote_parent_not_sampled: Sampler::AlwaysOff,
+            local_parent_sampled: Sampler::AlwaysOn,
+            local_parent_not_sampled: Sampler::AlwaysOff,
+        }
+    }
+    /// Sets the delegate for a sampled remote parent.
+    pub fn with_remote_parent_sampled(mut self, s: Sampler) -> Self {
+        self.remote_parent_sampled = s;
+        self
+    }
+    /// Sets the delegate for an unsampled remote parent.
+    pub fn with_remote_parent_not_sampled(mut self, s: Sampler) -> Self {
+        self.remote_parent_not_sampled = s;
+        self
+    }
+    /// Sets the delegate for a sampled local parent.
+    pub fn with_local_parent_sampled(mut self, s: Sampler) -> Self {
+        self.local_parent_sampled = s;
+        self
+    }
+    /// Sets the delegate for an unsampled local parent.
+    pub fn with_local_parent_not_sampled(mut self, s: Sampler) -> Self {
+        self.local_parent_not_sampled = s;
+        self
+    }
+}
+
+impl From<ParentBased> for Sampler {
+    fn from(p: ParentBased) -> Self {
+        Sampler::ParentBased(Box::new(p))
+    }
+}
+
+/// The trace-id ratio rule, identical to `opentelemetry_sdk` 0.33's
+/// `TraceIdRatioBased` so that the SDK and the collector's head sampler agree.
+///
+/// The lower 8 bytes of the trace id, read big-endian and shifted right by one
+/// (63 random bits), are compared with `ratio * 2^63`: sampled when strictly
+/// below. `ratio >= 1` samples everything, `ratio <= 0` (or NaN) nothing.
+/// Because the threshold grows with `ratio`, a trace kept at rate `r` is kept
+/// at every rate above `r` (consistent decisions across services and rates).
+///
+/// ```
+/// use ferrotrace::trace::sampler::trace_id_ratio_sampled;
+/// let id = [0u8; 16];
+/// assert!(trace_id_ratio_sampled(&id, 0.0001));
+/// assert!(!trace_id_ratio_sampled(&[0xff; 16], 0.9999));
+/// ```
+#[inline]
+pub fn trace_id_ratio_sampled(trace_id_bytes: &[u8; 16], ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    // `as` saturates and maps NaN to 0, which samples nothing.
+    let upper = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id_bytes[8..]);
+    (u64::from_be_bytes(low) >> 1) < upper
+}
+
+impl Sampler {
+    /// `ParentBased` with default delegates and `root` for root spans.
+    pub fn parent_based(root: Sampler) -> Self {
+        ParentBased::new(root).into()
+    }
+
+    /// The sampler named by `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`
+    /// (`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+    /// `parentbased_always_off`, `parentbased_traceidratio`; default
+    /// `parentbased_always_on`). Invalid values fall back to the default and are
+    /// reported through diagnostics.
+    pub fn from_env() -> Self {
+        let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        Self::from_config(&name, arg.as_deref())
+    }
+
+    /// The sampler for an `OTEL_TRACES_SAMPLER` name and optional argument.
+    pub fn from_config(name: &str, arg: Option<&str>) -> Self {
+        let ratio = || match arg.map(str::trim) {
+            None | Some("") => 1.0,
+            Some(a) => match a.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    super::diagnostics::report(super::diagnostics::Diagnostic::Config(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={a:?} is not a ratio in [0, 1]; using 1.0"
+                    )));
+                    1.0
+                }
+            },
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::TraceIdRatioBased(ratio()),
+            "parentbased_always_off" => Sampler::parent_based(Sampler::AlwaysOff),
+            "parentbased_traceidratio" => {
+                Sampler::parent_based(Sampler::TraceIdRatioBased(ratio()))
+            }
+            "" | "parentbased_always_on" => Sampler::parent_based(Sampler::AlwaysOn),
+            other => {
+                super::diagnostics::report(super::diagnostics::Diagnostic::Config(format!(
+                    "OTEL_TRACES_SAMPLER={other:?} is not supported; using parentbased_always_on"
+                )));
+                Sampler::default()
+            }
+        }
+    }
+
+    /// The decision without allocation for the built-in samplers.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        use SamplingDecision::*;
+        match self {
+            Sampler::AlwaysOn => SamplingResult::of(RecordAndSample),
+            Sampler::AlwaysOff => SamplingResult::of(Drop),
+            Sampler::TraceIdRatioBased(r) => {
+                SamplingResult::of(if trace_id_ratio_sampled(&trace_id.to_bytes(), *r) {
+                    RecordAndSample
+                } else {
+                    Drop
+                })
+            }
+            Sampler::ParentBased(p) => {
+                let delegate = match parent {
+                    None => &p.root,
+                    Some(pc) => match (pc.is_remote(), pc.is_sampled()) {
+                        (true, true) => &p.remote_parent_sampled,
+                        (true, false) => &p.remote_parent_not_sampled,
+                        (false, true) => &p.local_parent_sampled,
+                        (false, false) => &p.local_parent_not_sampled,
+                    },
+                };
+                delegate.decide(parent, trace_id, name, kind, attributes, links)
+            }
+            Sampler::Custom(s) => s.should_sample(parent, trace_id, name, kind, attributes, links),
+        }
+    }
+}
+
+impl ShouldSample for Sampler {
+    fn should_sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        self.decide(parent, trace_id, name, kind, attributes, links)
+    }
+}

@@ -1,0 +1,362 @@
+//! The span: an operation in progress, owned by the code that started it.
+//!
+//! A span is not shared: mutators take `&mut self`, so there is no lock inside.
+//! An unsampled span is just its [`SpanContext`] (no allocation); a recording
+//! span keeps its state in one box, handed to the processors when it ends.
+
+use std::borrow::Cow;
+
+use crate::attributes::{Key, KeyValue, Value};
+use crate::context::{Context, ContextGuard, SpanContext};
+use crate::ids::SpanId;
+use crate::trace::limits::{truncate_value, SpanLimits};
+use crate::trace::span_data::{Event, Link, SpanData, SpanKind, Status};
+use crate::trace::tracer::Tracer;
+use crate::trace::watchdog::WatchToken;
+
+/// The recording state of a sampled (or record-only) span.
+pub(crate) struct Recording {
+    pub(crate) tracer: Tracer,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) kind: SpanKind,
+    pub(crate) start_time_ns: u64,
+    pub(crate) parent_span_id: SpanId,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) dropped_attributes_count: u32,
+    pub(crate) events: Vec<Event>,
+    pub(crate) dropped_events_count: u32,
+    pub(crate) links: Vec<Link>,
+    pub(crate) dropped_links_count: u32,
+    pub(crate) status: Status,
+    pub(crate) watch: Option<WatchToken>,
+}
+
+/// Applies the count and length limits to an attribute list. A key already
+/// present is overwritten in place (that never counts as a drop).
+fn push_limited(
+    attrs: &mut Vec<KeyValue>,
+    dropped: &mut u32,
+    mut kv: KeyValue,
+    max_count: u32,
+    max_len: Option<usize>,
+) {
+    truncate_value(&mut kv.value, max_len);
+    if let Some(e) = attrs.iter_mut().find(|e| e.key == kv.key) {
+        e.value = kv.value;
+    } else if attrs.len() < max_count as usize {
+        attrs.push(kv);
+    } else {
+        *dropped = dropped.saturating_add(1);
+    }
+}
+
+fn limited_list(
+    attrs: Vec<KeyValue>,
+    max_count: u32,
+    max_len: Option<usize>,
+) -> (Vec<KeyValue>, u32) {
+    let mut out = Vec::with_capacity(attrs.len().min(max_count as usize));
+    let mut dropped = 0;
+    for kv in attrs {
+        push_limited(&mut out, &mut dropped, kv, max_count, max_len);
+    }
+    (out, dropped)
+}
+
+impl Recording {
+    pub(crate) fn push_attribute(&mut self, kv: KeyValue, limits: &SpanLimits) {
+        push_limited(
+            &mut self.attributes,
+            &mut self.dropped_attributes_count,
+            kv,
+            limits.max_attributes_per_span,
+            limits.max_attribute_value_length,
+        );
+    }
+
+    pub(crate) fn push_link(&mut self, link: Link, limits: &SpanLimits) {
+        if self.links.len() >= limits.max_links_per_span as usize {
+            self.dropped_links_count = self.dropped_links_count.saturating_add(1);
+            return;
+        }
+        let (attributes, dropped) = limited_list(
+            link.attributes,
+            limits.max_attributes_per_link,
+            limits.max_attribute_value_length,
+        );
+        self.links.push(Link {
+            span_context: link.span_context,
+            attributes,
+            dropped_attributes_count: link.dropped_attributes_count.saturating_add(dropped),
+        });
+    }
+
+    fn push_event(
+        &mut self,
+        name: Cow<'static, str>,
+        timestamp_ns: u64,
+        attributes: Vec<KeyValue>,
+        limits: &SpanLimits,
+    ) {
+        if self.events.len() >= limits.max_events_per_span as usize {
+            self.dropped_events_count = self.dropped_events_count.saturating_add(1);
+            return;
+        }
+        let (attributes, dropped) = limited_list(
+            attributes,
+            limits.max_attributes_per_event,
+            limits.max_attribute_value_length,
+        );
+        self.events.push(Event {
+            name,
+            timestamp_ns,
+            attributes,
+            dropped_attributes_count: dropped,
+        });
+    }
+}
+
+/// A span in progress. Dropping it ends it; ending twice is a no-op and
+/// changes after the end are ignored.
+///
+/// ```
+/// use ferrotrace::export::InMemorySpanExporter;
+/// use ferrotrace::trace::{Status, TracerProvider};
+/// let exporter = InMemorySpanExporter::default();
+/// let provider = TracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+/// let mut span = provider.tracer("t").start("op");
+/// span.set_attribute("retries", 2);
+/// span.add_event("cache miss", vec![]);
+/// span.set_status(Status::Ok);
+/// span.end();
+/// span.set_attribute("ignored", true);
+/// assert_eq!(exporter.finished_spans()[0].attributes.len(), 1);
+/// ```
+pub struct Span {
+    span_context: SpanContext,
+    inner: Option<Box<Recording>>,
+}
+
+impl std::fmt::Debug for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Span")
+            .field("span_context", &self.span_context)
+            .field("name", &self.inner.as_ref().map(|r| &r.name))
+            .field("recording", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl Span {
+    pub(crate) fn non_recording(span_context: SpanContext) -> Self {
+        Span {
+            span_context,
+            inner: None,
+        }
+    }
+
+    pub(crate) fn recording(span_context: SpanContext, rec: Box<Recording>) -> Self {
+        Span {
+            span_context,
+            inner: Some(rec),
+        }
+    }
+
+    /// A non-recording span that only carries `span_context` (e.g. to make a
+    /// remote parent the active span).
+    pub fn from_span_context(span_context: SpanContext) -> Self {
+        Span::non_recording(span_context)
+    }
+
+    /// This span's identity.
+    pub fn span_context(&self) -> &SpanContext {
+        &self.span_context
+    }
+
+    /// True while the span records changes (sampled or record-only, not yet ended).
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The current context with this span as the active span.
+    pub fn context(&self) -> Context {
+        Context::current().with_span_context(self.span_context.clone())
+    }
+
+    /// Makes this span the current span until the guard is dropped, so spans
+    /// started meanwhile become its children. The span itself stays owned by
+    /// the caller (end it after dropping the guard, or let both drop).
+    pub fn make_current(&self) -> ContextGuard {
+        self.context().attach()
+    }
+
+    /// Sets an attribute (replacing a previous value for the same key).
+    #[inline]
+    pub fn set_attribute(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            let limits = rec.tracer.provider.limits;
+            rec.push_attribute(KeyValue::new(key, value), &limits);
+        }
+    }
+
+    /// Sets several attributes.
+    pub fn set_attributes(&mut self, attrs: impl IntoIterator<Item = KeyValue>) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            let limits = rec.tracer.provider.limits;
+            for kv in attrs {
+                rec.push_attribute(kv, &limits);
+            }
+        }
+    }
+
+    /// Adds an event timestamped now.
+    pub fn add_event(&mut self, name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
+        if self.inner.is_some() {
+            self.add_event_with_timestamp(name, crate::time::now_ns(), attributes);
+        }
+    }
+
+    /// Adds an event with an explicit timestamp (nanoseconds since the Unix epoch).
+    pub fn add_event_with_timestamp(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        timestamp_ns: u64,
+        attributes: Vec<KeyValue>,
+    ) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            let limits = rec.tracer.provider.limits;
+            rec.push_event(name.into(), timestamp_ns, attributes, &limits);
+        }
+    }
+
+    /// Adds a link to another span.
+    pub fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            let limits = rec.tracer.provider.limits;
+            rec.push_link(
+                Link {
+                    span_context,
+                    attributes,
+                    dropped_attributes_count: 0,
+                },
+                &limits,
+            );
+        }
+    }
+
+    /// Sets the status with OpenTelemetry's precedence: `Ok` is final, `Unset`
+    /// is ignored, `Error` replaces `Unset` or an earlier `Error`.
+    pub fn set_status(&mut self, status: Status) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            match (&rec.status, &status) {
+                (Status::Ok, _) | (_, Status::Unset) => {}
+                _ => rec.status = status,
+            }
+        }
+    }
+
+    /// Records an error: an `exception` event with `exception.type`,
+    /// `exception.message` and `exception.stacktrace` (captured here), and sets
+    /// the status to `Error` (subject to precedence).
+    pub fn record_error<E: std::error::Error + ?Sized>(&mut self, err: &E) {
+        if self.inner.is_none() {
+            return;
+        }
+        let message = err.to_string();
+        let stacktrace = std::backtrace::Backtrace::force_capture().to_string();
+        self.add_event(
+            "exception",
+            vec![
+                KeyValue::new("exception.type", std::any::type_name::<E>()),
+                KeyValue::new("exception.message", message.clone()),
+                KeyValue::new("exception.stacktrace", stacktrace),
+            ],
+        );
+        self.set_status(Status::error(message));
+    }
+
+    /// Renames the span.
+    pub fn update_name(&mut self, name: impl Into<Cow<'static, str>>) {
+        if let Some(rec) = self.inner.as_deref_mut() {
+            rec.name = name.into();
+        }
+    }
+
+    /// Ends the span now.
+    #[inline]
+    pub fn end(&mut self) {
+        self.end_inner(None);
+    }
+
+    /// Ends the span at `end_ns` (nanoseconds since the Unix epoch; clamped to
+    /// the start time so durations are never negative).
+    pub fn end_with_timestamp(&mut self, end_ns: u64) {
+        self.end_inner(Some(end_ns));
+    }
+
+    fn end_inner(&mut self, end_ns: Option<u64>) {
+        let Some(rec) = self.inner.take() else {
+            return;
+        };
+        // Field moves straight out of the box (no whole-struct copy first).
+        let Recording {
+            tracer,
+            name,
+            kind,
+            start_time_ns,
+            parent_span_id,
+            parent_is_remote,
+            attributes,
+            dropped_attributes_count,
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status,
+            watch,
+        } = *rec;
+        let end_time_ns = end_ns
+            .unwrap_or_else(crate::time::now_ns)
+            .max(start_time_ns);
+        let Tracer { provider, scope } = tracer;
+        if let (Some(w), Some(t)) = (provider.watchdog.as_ref(), watch) {
+            w.state.unregister(t);
+        }
+        if !self.span_context.is_sampled() {
+            // Record-only: visible to code that checks is_recording, never exported.
+            return;
+        }
+        let data = SpanData {
+            span_context: self.span_context.clone(),
+            parent_span_id,
+            parent_is_remote,
+            span_kind: kind,
+            name,
+            start_time_ns,
+            end_time_ns,
+            attributes,
+            dropped_attributes_count,
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status,
+            resource: provider.resource.clone(),
+            scope,
+        };
+        if let Some((last, rest)) = provider.processors.split_last() {
+            for p in rest {
+                p.on_end(data.clone());
+            }
+            last.on_end(data);
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.end_inner(None);
+    }
+}

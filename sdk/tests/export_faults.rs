@@ -1,0 +1,388 @@
+//! Delivery under faults, against real loopback servers: retries for the
+//! retryable outcomes only, server-requested delays, the circuit breaker, and
+//! timeouts that hold against a server that never answers.
+#![cfg(all(feature = "otlp-grpc", feature = "otlp-http"))]
+
+mod export_support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use export_support::{
+    dead_endpoint, rich_batch, small_span, wait_until, GrpcServer, HangingServer, HttpAnswer,
+    HttpServer,
+};
+use ferrotrace::export::batch::BatchSpanProcessor;
+use ferrotrace::export::breaker::BreakerConfig;
+use ferrotrace::export::otlp::rpc::encode_retry_status;
+use ferrotrace::export::otlp::{OtlpExporter, OtlpExporterBuilder, Protocol};
+use ferrotrace::export::retry::RetryPolicy;
+use ferrotrace::export::stats::{BreakerState, ExportStats};
+use ferrotrace::export::{ExportError, SpanExporter, SpanProcessor};
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    }
+}
+
+fn builder(protocol: Protocol, endpoint: String, stats: &ExportStats) -> OtlpExporterBuilder {
+    OtlpExporter::builder_from_env_vars(|_| None)
+        .with_protocol(protocol)
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .with_retry_policy(fast_retry())
+        .with_stats(stats.clone())
+}
+
+fn answer(status: u16, headers: &[(&'static str, &str)]) -> HttpAnswer {
+    HttpAnswer {
+        status,
+        headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        body: b"try later".to_vec(),
+    }
+}
+
+#[test]
+fn grpc_unavailable_twice_then_ok_delivers_the_batch_exactly_once() {
+    let server = GrpcServer::start();
+    server.state.script.lock().extend([
+        tonic::Status::unavailable("warming up"),
+        tonic::Status::unavailable("still warming up"),
+    ]);
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::Grpc, server.endpoint(), &stats)
+        .build()
+        .unwrap();
+    let bsp = BatchSpanProcessor::builder(exp)
+        .with_stats(stats.clone())
+        .build();
+    for s in rich_batch() {
+        bsp.on_end(s);
+    }
+    bsp.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        server.state.received.lock().len(),
+        1,
+        "delivered exactly once"
+    );
+    let snap = stats.snapshot();
+    assert_eq!(snap.retries, 2);
+    assert_eq!(snap.export_attempts, 3);
+    assert_eq!(snap.exported, 5);
+    assert_eq!(snap.dropped_export_failed, 0);
+}
+
+#[test]
+fn grpc_every_listed_code_is_retried_and_others_are_not() {
+    for status in [
+        tonic::Status::deadline_exceeded("x"),
+        tonic::Status::aborted("x"),
+        tonic::Status::out_of_range("x"),
+        tonic::Status::cancelled("x"),
+        tonic::Status::data_loss("x"),
+    ] {
+        let server = GrpcServer::start();
+        server.state.script.lock().push_back(status.clone());
+        let stats = ExportStats::new();
+        let exp = builder(Protocol::Grpc, server.endpoint(), &stats)
+            .build()
+            .unwrap();
+        exp.export(rich_batch())
+            .unwrap_or_else(|e| panic!("{status:?}: {e}"));
+        assert_eq!(server.state.calls.load(Ordering::SeqCst), 2, "{status:?}");
+    }
+    for status in [
+        tonic::Status::invalid_argument("bad"),
+        tonic::Status::unauthenticated("who"),
+        tonic::Status::resource_exhausted("full, no hint"),
+    ] {
+        let server = GrpcServer::start();
+        server.state.script.lock().push_back(status.clone());
+        let stats = ExportStats::new();
+        let exp = builder(Protocol::Grpc, server.endpoint(), &stats)
+            .build()
+            .unwrap();
+        assert!(exp.export(rich_batch()).is_err(), "{status:?}");
+        assert_eq!(server.state.calls.load(Ordering::SeqCst), 1, "{status:?}");
+        assert_eq!(stats.snapshot().retries, 0);
+    }
+}
+
+#[test]
+fn grpc_resource_exhausted_with_retry_info_waits_the_requested_delay() {
+    let server = GrpcServer::start();
+    let details = encode_retry_status(8, "queue full", Duration::from_millis(300));
+    server
+        .state
+        .script
+        .lock()
+        .push_back(tonic::Status::with_details(
+            tonic::Code::ResourceExhausted,
+            "queue full",
+            details.into(),
+        ));
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::Grpc, server.endpoint(), &stats)
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    exp.export(rich_batch()).unwrap();
+    // Lower bound only: the server asked for 300 ms, the default backoff would be ~100 ms.
+    assert!(
+        t.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.state.received.lock().len(), 1);
+}
+
+#[test]
+fn http_400_is_not_retried_and_the_drop_is_counted() {
+    for protocol in [Protocol::HttpProtobuf, Protocol::HttpJson] {
+        let server = HttpServer::start();
+        server.state.script.lock().push_back(answer(400, &[]));
+        let stats = ExportStats::new();
+        let exp = builder(protocol, server.endpoint(), &stats)
+            .build()
+            .unwrap();
+        let bsp = BatchSpanProcessor::builder(exp)
+            .with_stats(stats.clone())
+            .build();
+        for s in rich_batch() {
+            bsp.on_end(s);
+        }
+        let r = bsp.force_flush(Duration::from_secs(10));
+        assert!(
+            matches!(&r, Err(ExportError::Failed(m)) if m.contains("HTTP 400")),
+            "{r:?}"
+        );
+        bsp.shutdown(Duration::from_secs(10)).unwrap();
+        assert_eq!(server.state.calls.load(Ordering::SeqCst), 1, "no retry");
+        let snap = stats.snapshot();
+        assert_eq!(snap.dropped_export_failed, 5);
+        assert_eq!(snap.retries, 0);
+        assert_eq!(snap.exported, 0);
+        assert!(snap.last_error.unwrap().contains("try later"));
+    }
+}
+
+#[test]
+fn http_retryable_statuses_are_retried() {
+    let server = HttpServer::start();
+    server
+        .state
+        .script
+        .lock()
+        .extend([answer(429, &[]), answer(502, &[])]);
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::HttpProtobuf, server.endpoint(), &stats)
+        .build()
+        .unwrap();
+    exp.export(rich_batch()).unwrap();
+    server
+        .state
+        .script
+        .lock()
+        .extend([answer(503, &[]), answer(504, &[])]);
+    exp.export(rich_batch()).unwrap();
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 6);
+    assert_eq!(server.state.received.lock().len(), 2);
+    assert_eq!(stats.snapshot().retries, 4);
+}
+
+#[test]
+fn http_retry_after_is_honoured() {
+    let server = HttpServer::start();
+    server
+        .state
+        .script
+        .lock()
+        .push_back(answer(503, &[("retry-after", "1")]));
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::HttpJson, server.endpoint(), &stats)
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    exp.export(rich_batch()).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.state.received.lock().len(), 1);
+}
+
+#[test]
+fn retries_stop_after_three_attempts() {
+    let server = HttpServer::start();
+    server
+        .state
+        .script
+        .lock()
+        .extend((0..5).map(|_| answer(503, &[])));
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::HttpProtobuf, server.endpoint(), &stats)
+        .build()
+        .unwrap();
+    let r = exp.export(rich_batch());
+    assert!(
+        matches!(&r, Err(ExportError::Failed(m)) if m.contains("gave up after 3 attempts")),
+        "{r:?}"
+    );
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(stats.snapshot().retries, 2);
+}
+
+#[test]
+fn a_down_server_opens_the_breaker_and_span_end_is_unaffected() {
+    let stats = ExportStats::new();
+    let exp = builder(
+        Protocol::Grpc,
+        format!("http://{}", dead_endpoint()),
+        &stats,
+    )
+    .with_retry_policy(RetryPolicy::none())
+    .with_breaker(BreakerConfig {
+        failure_threshold: 3,
+        cooldown: Duration::from_secs(3600),
+    })
+    .build()
+    .unwrap();
+    let bsp = BatchSpanProcessor::builder(exp)
+        .with_max_export_batch_size(10)
+        .with_max_queue_size(100)
+        .with_scheduled_delay(Duration::from_millis(20))
+        .with_stats(stats.clone())
+        .build();
+    // Fill until the breaker opens.
+    let mut i = 0;
+    let opened = wait_until(Duration::from_secs(20), || {
+        for _ in 0..10 {
+            bsp.on_end(small_span(i));
+            i += 1;
+        }
+        stats.breaker_state() == BreakerState::Open
+    });
+    assert!(opened, "{}", stats.snapshot());
+    let attempts_when_opened = stats.snapshot().export_attempts;
+    assert_eq!(attempts_when_opened, 3);
+
+    // With the breaker open, span ends keep flowing and batches are dropped
+    // without any network attempt.
+    let n = 20_000u64;
+    let t = Instant::now();
+    for j in 0..n {
+        bsp.on_end(small_span(i + j));
+    }
+    let elapsed = t.elapsed();
+    bsp.force_flush(Duration::from_secs(10)).ok();
+    let snap = stats.snapshot();
+    assert_eq!(snap.export_attempts, attempts_when_opened, "{snap}");
+    assert!(snap.dropped_breaker_open > 0, "{snap}");
+    assert_eq!(snap.breaker_opened, 1);
+    // Every span is accounted for: exported, dropped on a full queue, or dropped after a failed export.
+    bsp.shutdown(Duration::from_secs(10)).ok();
+    let snap = stats.snapshot();
+    assert_eq!(
+        snap.exported + snap.dropped_queue_full + snap.dropped_export_failed,
+        i + n,
+        "{snap}"
+    );
+    // Very generous: 20k non-blocking on_end calls take milliseconds; a
+    // blocking implementation would take 20k × a connect attempt.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn after_the_cooldown_one_probe_closes_the_breaker() {
+    let server = HttpServer::start();
+    server
+        .state
+        .script
+        .lock()
+        .extend([answer(503, &[]), answer(503, &[])]);
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::HttpProtobuf, server.endpoint(), &stats)
+        .with_retry_policy(RetryPolicy::none())
+        .with_breaker(BreakerConfig {
+            failure_threshold: 2,
+            cooldown: Duration::from_millis(300),
+        })
+        .build()
+        .unwrap();
+    assert!(exp.export(rich_batch()).is_err());
+    assert!(exp.export(rich_batch()).is_err());
+    assert_eq!(stats.breaker_state(), BreakerState::Open);
+    let r = exp.export(rich_batch());
+    assert!(
+        matches!(&r, Err(ExportError::Failed(m)) if m.contains("circuit breaker open")),
+        "{r:?}"
+    );
+    assert_eq!(
+        server.state.calls.load(Ordering::SeqCst),
+        2,
+        "no network while open"
+    );
+    assert_eq!(stats.snapshot().dropped_breaker_open, 5);
+    std::thread::sleep(Duration::from_millis(400));
+    exp.export(rich_batch()).expect("probe succeeds");
+    assert_eq!(stats.breaker_state(), BreakerState::Closed);
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 3);
+    exp.export(rich_batch()).unwrap();
+    assert_eq!(server.state.received.lock().len(), 2);
+}
+
+#[test]
+fn a_hanging_server_does_not_hang_shutdown_beyond_its_timeout() {
+    let hang = HangingServer::start();
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let stats = ExportStats::new();
+        let endpoint = match protocol {
+            Protocol::Grpc => format!("http://{}", hang.addr),
+            _ => format!("http://{}/v1/traces", hang.addr),
+        };
+        let exp = builder(protocol, endpoint, &stats)
+            .with_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let bsp = BatchSpanProcessor::builder(exp)
+            .with_stats(stats.clone())
+            .build();
+        for s in rich_batch() {
+            bsp.on_end(s);
+        }
+        let t = Instant::now();
+        let r = bsp.shutdown(Duration::from_millis(500));
+        assert!(
+            matches!(r, Err(ExportError::Timeout(_))),
+            "{protocol:?}: {r:?}"
+        );
+        // Generous bound on a 500 ms timeout.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn the_export_timeout_bounds_an_export_to_a_hanging_server() {
+    let hang = HangingServer::start();
+    let stats = ExportStats::new();
+    let exp = builder(
+        Protocol::HttpJson,
+        format!("http://{}/v1/traces", hang.addr),
+        &stats,
+    )
+    .with_timeout(Duration::from_millis(300))
+    .build()
+    .unwrap();
+    let t = Instant::now();
+    let r = exp.export(rich_batch());
+    assert!(
+        matches!(&r, Err(ExportError::Failed(m)) if m.contains("timed out")),
+        "{r:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

@@ -1,0 +1,244 @@
+//! The `tracing` bridge: `tracing` spans and events recorded as ferrotrace
+//! spans, nesting with ferrotrace spans, and no spans from SDK threads.
+
+use ferrotrace::context::Context;
+use ferrotrace::export::InMemorySpanExporter;
+use ferrotrace::integrations::tracing::FerrotraceLayer;
+use ferrotrace::trace::{Sampler, SpanKind, Status, TracerProvider};
+use ferrotrace::{SpanId, Value};
+use tracing::instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+fn setup() -> (InMemorySpanExporter, TracerProvider) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(Sampler::AlwaysOn)
+        .with_unended_span_age(None)
+        .build();
+    (exporter, provider)
+}
+
+fn attr<'a>(span: &'a ferrotrace::export::SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+#[instrument(fields(otel.kind = "server", otel.name = "GET /users/{id}", http.response.status_code = tracing::field::Empty))]
+fn handle(user_id: u64, admin: bool) -> u32 {
+    tracing::info!(cache = "miss", "loading user");
+    let n = load(user_id);
+    tracing::Span::current().record("http.response.status_code", 200);
+    n
+}
+
+#[instrument(skip_all, fields(db.system = "sqlite", rows = tracing::field::Empty, ratio = 0.5))]
+fn load(id: u64) -> u32 {
+    tracing::Span::current().record("rows", 3_i64);
+    if id == 0 {
+        tracing::error!(error = "no such user", "lookup failed");
+    }
+    3
+}
+
+#[test]
+fn instrumented_functions_become_nested_spans() {
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        handle(7, true);
+        handle(0, false);
+    });
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), 4);
+    let (load, handle) = (&spans[0], &spans[1]);
+    assert_eq!(handle.name, "GET /users/{id}");
+    assert_eq!(handle.span_kind, SpanKind::Server);
+    assert_eq!(handle.parent_span_id, SpanId::INVALID);
+    assert_eq!(attr(handle, "user_id"), Some(&Value::I64(7)));
+    assert_eq!(attr(handle, "admin"), Some(&Value::Bool(true)));
+    assert_eq!(
+        attr(handle, "http.response.status_code"),
+        Some(&Value::I64(200))
+    );
+    assert!(attr(handle, "code.line.number").is_some());
+    assert_eq!(handle.events.len(), 1);
+    assert_eq!(handle.events[0].name, "loading user");
+    assert!(handle.events[0]
+        .attributes
+        .iter()
+        .any(|kv| kv.key.as_str() == "cache" && kv.value == Value::from("miss")));
+
+    assert_eq!(load.name, "load");
+    assert_eq!(load.parent_span_id, handle.span_context.span_id());
+    assert_eq!(load.span_context.trace_id(), handle.span_context.trace_id());
+    assert_eq!(attr(load, "db.system"), Some(&Value::from("sqlite")));
+    assert_eq!(attr(load, "rows"), Some(&Value::I64(3)));
+    assert_eq!(attr(load, "ratio"), Some(&Value::F64(0.5)));
+    assert_eq!(load.status, Status::Unset);
+
+    // Second call: the ERROR event with an `error` field marks `load` as failed.
+    let failed = &spans[2];
+    assert_eq!(failed.name, "load");
+    assert!(matches!(failed.status, Status::Error { .. }));
+    let ev = &failed.events[0];
+    assert_eq!(ev.name, "lookup failed");
+    assert!(ev.attributes.iter().any(
+        |kv| kv.key.as_str() == "exception.message" && kv.value == Value::from("no such user")
+    ));
+}
+
+#[test]
+fn status_fields_and_mixing_with_ferrotrace_spans() {
+    let (exporter, provider) = setup();
+    let tracer = provider.tracer("direct");
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        // A ferrotrace span made current (as the HTTP layer does) parents tracing spans...
+        let request = tracer.start("request");
+        let _g = request.make_current();
+        let outer = tracing::info_span!(
+            "outer",
+            otel.status_code = "error",
+            otel.status_message = "quota exceeded"
+        );
+        let _e = outer.enter();
+        // ...and an entered tracing span parents ferrotrace spans.
+        let inner = tracer.start("inner-direct");
+        drop(inner);
+        let ok = tracing::info_span!(
+            "ok-span",
+            otel.status_code = "ok",
+            error = tracing::field::Empty
+        );
+        ok.record("error", "ignored after ok");
+        drop(ok);
+        // An explicit root ignores the current context.
+        let root = tracing::info_span!(parent: None, "detached");
+        drop(root);
+    });
+    let spans = exporter.finished_spans();
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    let request = by_name("request");
+    let outer = by_name("outer");
+    assert_eq!(outer.parent_span_id, request.span_context.span_id());
+    assert_eq!(outer.status, Status::error("quota exceeded"));
+    assert_eq!(
+        by_name("inner-direct").parent_span_id,
+        outer.span_context.span_id()
+    );
+    assert_eq!(by_name("ok-span").status, Status::Ok);
+    assert_eq!(
+        by_name("ok-span").parent_span_id,
+        outer.span_context.span_id()
+    );
+    assert_eq!(by_name("detached").parent_span_id, SpanId::INVALID);
+    assert_ne!(
+        by_name("detached").span_context.trace_id(),
+        request.span_context.trace_id()
+    );
+    // Entering/exiting restored the context.
+    assert!(!Context::current().has_active_span());
+}
+
+#[test]
+fn sdk_threads_and_suppressed_scopes_create_no_spans() {
+    let (exporter, provider) = setup();
+    let layer = FerrotraceLayer::new(provider.tracer("app"));
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    // The exporter/processor threads are named `ferrotrace-*`: whatever tonic
+    // or hyper log there must not become spans (no feedback loop).
+    let d = dispatch.clone();
+    std::thread::Builder::new()
+        .name("ferrotrace-otlp".into())
+        .spawn(move || {
+            tracing::dispatcher::with_default(&d, || {
+                let _s = tracing::info_span!("h2 send").entered();
+                tracing::info!("sending");
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let _guard = ferrotrace::integrations::suppress_instrumentation();
+        let _s = tracing::info_span!("exporter internals").entered();
+    });
+    tracing::dispatcher::with_default(&dispatch, || {
+        let _s = tracing::info_span!("user work").entered();
+    });
+    let spans = exporter.finished_spans();
+    let names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["user work"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instrument_async_under_http_layer_nests() {
+    use axum::routing::get;
+    use ferrotrace::integrations::http::HttpServerLayer;
+    use tracing::Instrument;
+
+    let (exporter, provider) = setup();
+    // Global default: tokio worker threads run the handler.
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+
+    let app = axum::Router::new()
+        .route(
+            "/work",
+            get(move || {
+                let dispatch = dispatch.clone();
+                async move {
+                    let span = tracing::dispatcher::with_default(&dispatch, || {
+                        tracing::info_span!("db query")
+                    });
+                    async {
+                        tokio::task::yield_now().await;
+                    }
+                    .instrument(span)
+                    .await;
+                    "done"
+                }
+            }),
+        )
+        .layer(HttpServerLayer::new(provider.tracer("http")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /work HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf).ends_with("done"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while exporter.finished_spans().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let spans = exporter.finished_spans();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "GET /work")
+        .expect("server span");
+    let db = spans
+        .iter()
+        .find(|s| s.name == "db query")
+        .expect("tracing span");
+    assert_eq!(db.parent_span_id, server.span_context.span_id());
+}
