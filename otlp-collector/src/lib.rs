@@ -1,0 +1,17 @@
+//! # ferrotrace-collector
+//!
+//! Receives OTLP (gRPC, HTTP protobuf/JSON) and Zipkin v2 JSON, acknowledges only
+//! what is in the write-ahead log, samples, enriches, redacts and batches spans
+//! into a sink (embedded SQLite by default), and serves a query API and web UI.
+
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod query;
+pub mod receiver;
+pub mod rollup;
+pub mod server;
+pub mod storage;
+pub mod ui;

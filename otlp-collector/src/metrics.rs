@@ -1,0 +1,437 @@
+//! The collector's self-metrics, rendered in the Prometheus text format at
+//! `GET /metrics`. Counters are atomics (hot path) or small labelled maps
+//! touched once per request or batch, never per span.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+/// Where spans came in: one of these per receiver and protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// OTLP over gRPC.
+    OtlpGrpc = 0,
+    /// OTLP over HTTP, protobuf body.
+    OtlpHttpProto = 1,
+    /// OTLP over HTTP, JSON body.
+    OtlpHttpJson = 2,
+    /// Zipkin v2 JSON over HTTP.
+    ZipkinJson = 3,
+    /// Replayed from the WAL at start.
+    WalReplay = 4,
+}
+
+impl Source {
+    const ALL: [Source; 5] = [
+        Source::OtlpGrpc,
+        Source::OtlpHttpProto,
+        Source::OtlpHttpJson,
+        Source::ZipkinJson,
+        Source::WalReplay,
+    ];
+    /// `(receiver, protocol)` labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Source::OtlpGrpc => ("otlp", "grpc"),
+            Source::OtlpHttpProto => ("otlp", "http/protobuf"),
+            Source::OtlpHttpJson => ("otlp", "http/json"),
+            Source::ZipkinJson => ("zipkin", "http/json"),
+            Source::WalReplay => ("wal", "replay"),
+        }
+    }
+}
+
+/// Per-source span counters.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Spans decoded from requests.
+    pub received: AtomicU64,
+    /// Spans written to the WAL and acknowledged.
+    pub accepted: AtomicU64,
+    /// Spans rejected as invalid (partial success).
+    pub rejected: AtomicU64,
+    /// Spans refused by backpressure (queue or WAL full).
+    pub refused: AtomicU64,
+    /// Requests that failed to decode or broke a limit.
+    pub bad_requests: AtomicU64,
+}
+
+/// A labelled counter family touched at most once per request or batch.
+#[derive(Debug, Default)]
+pub struct CounterVec(Mutex<BTreeMap<String, u64>>);
+
+impl CounterVec {
+    /// Adds `n` to the series with this label value.
+    pub fn add(&self, label: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut m = self.0.lock();
+        match m.get_mut(label) {
+            Some(v) => *v += n,
+            None => {
+                m.insert(label.to_string(), n);
+            }
+        }
+    }
+    /// Current value for a label (0 if never added).
+    pub fn get(&self, label: &str) -> u64 {
+        self.0.lock().get(label).copied().unwrap_or(0)
+    }
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Latency histogram with fixed buckets in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in self.bounds.iter().enumerate() {
+            if s <= *b {
+                self.counts[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in self.bounds.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Relaxed)
+            );
+        }
+        let c = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {c}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {c}");
+    }
+}
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// All self-metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    sources: [SourceCounters; 5],
+    /// Spans dropped anywhere, by reason (`invalid`, `sampled_out`, `sink_rejected`, ...).
+    pub dropped: CounterVec,
+    /// Attributes dropped by the per-span limit.
+    pub attributes_dropped: AtomicU64,
+    /// Attribute values truncated by the length limit.
+    pub attribute_values_truncated: AtomicU64,
+    /// Rejected requests by HTTP status / gRPC code.
+    pub requests_failed: CounterVec,
+    /// Authentication failures by listener (`receiver`, `query`).
+    pub auth_failures: CounterVec,
+    /// Spans waiting in the queue.
+    pub queue_spans: AtomicU64,
+    /// Estimated bytes waiting in the queue.
+    pub queue_bytes: AtomicU64,
+    /// Bytes in WAL segment files.
+    pub wal_bytes: AtomicU64,
+    /// WAL segment files.
+    pub wal_segments: AtomicU64,
+    /// fsync calls on the WAL.
+    pub wal_fsyncs: AtomicU64,
+    /// WAL appends (records).
+    pub wal_appends: AtomicU64,
+    /// WAL segments deleted after every span was committed or dropped.
+    pub wal_segments_deleted: AtomicU64,
+    /// Corrupt or torn WAL records skipped at replay.
+    pub wal_corrupt_records: AtomicU64,
+    /// Sampling decisions by `stage:decision:reason`.
+    pub sampling_decisions: CounterVec,
+    /// Spans written to the sink.
+    pub sink_spans_written: AtomicU64,
+    /// Sink batch writes that failed, by `retryable`/`fatal`.
+    pub sink_errors: CounterVec,
+    /// Sink batch write latency.
+    pub sink_write_latency: Histogram,
+    /// Rollup batches written.
+    pub rollups_written: AtomicU64,
+    /// Receive-to-ack latency of successful requests.
+    pub ack_latency: Histogram,
+    /// Retention task counters, once the task runs.
+    pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sources: Default::default(),
+            dropped: CounterVec::default(),
+            attributes_dropped: AtomicU64::new(0),
+            attribute_values_truncated: AtomicU64::new(0),
+            requests_failed: CounterVec::default(),
+            auth_failures: CounterVec::default(),
+            queue_spans: AtomicU64::new(0),
+            queue_bytes: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            wal_segments: AtomicU64::new(0),
+            wal_fsyncs: AtomicU64::new(0),
+            wal_appends: AtomicU64::new(0),
+            wal_segments_deleted: AtomicU64::new(0),
+            wal_corrupt_records: AtomicU64::new(0),
+            sampling_decisions: CounterVec::default(),
+            sink_spans_written: AtomicU64::new(0),
+            sink_errors: CounterVec::default(),
+            sink_write_latency: Histogram::new(LATENCY_BOUNDS),
+            rollups_written: AtomicU64::new(0),
+            ack_latency: Histogram::new(LATENCY_BOUNDS),
+            retention: Mutex::new(None),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counters of one source.
+    pub fn source(&self, s: Source) -> &SourceCounters {
+        &self.sources[s as usize]
+    }
+
+    /// Renders everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        type Field = fn(&SourceCounters) -> &AtomicU64;
+        let per_source: [(&str, &str, Field); 5] = [
+            (
+                "ferrotrace_receiver_spans_received_total",
+                "Spans decoded from requests.",
+                |c| &c.received,
+            ),
+            (
+                "ferrotrace_receiver_spans_accepted_total",
+                "Spans written to the WAL and acknowledged.",
+                |c| &c.accepted,
+            ),
+            (
+                "ferrotrace_receiver_spans_rejected_total",
+                "Invalid spans dropped and reported through partial success.",
+                |c| &c.rejected,
+            ),
+            (
+                "ferrotrace_receiver_spans_refused_total",
+                "Spans refused with 429/RESOURCE_EXHAUSTED because the queue or WAL was full.",
+                |c| &c.refused,
+            ),
+            (
+                "ferrotrace_receiver_bad_requests_total",
+                "Requests refused as undecodable, over a limit or unauthenticated.",
+                |c| &c.bad_requests,
+            ),
+        ];
+        for (name, help, field) in per_source {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for s in Source::ALL {
+                let (r, p) = s.labels();
+                let _ = writeln!(
+                    out,
+                    "{name}{{receiver=\"{r}\",protocol=\"{p}\"}} {}",
+                    field(self.source(s)).load(Relaxed)
+                );
+            }
+        }
+        let vecs: [(&str, &str, &str, &CounterVec); 5] = [
+            (
+                "ferrotrace_spans_dropped_total",
+                "Spans dropped after receipt, by reason.",
+                "reason",
+                &self.dropped,
+            ),
+            (
+                "ferrotrace_requests_failed_total",
+                "Failed requests by status.",
+                "status",
+                &self.requests_failed,
+            ),
+            (
+                "ferrotrace_auth_failures_total",
+                "Requests with a missing or wrong bearer token, by listener.",
+                "listener",
+                &self.auth_failures,
+            ),
+            (
+                "ferrotrace_sampling_decisions_total",
+                "Sampling decisions by stage, decision and reason.",
+                "decision",
+                &self.sampling_decisions,
+            ),
+            (
+                "ferrotrace_sink_errors_total",
+                "Failed sink batch writes by kind.",
+                "kind",
+                &self.sink_errors,
+            ),
+        ];
+        for (name, help, label, v) in vecs {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, n) in v.snapshot() {
+                let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
+            }
+        }
+        let scalars: [(&str, &str, &str, &AtomicU64); 13] = [
+            (
+                "ferrotrace_attributes_dropped_total",
+                "counter",
+                "Attributes dropped by the per-span attribute limit.",
+                &self.attributes_dropped,
+            ),
+            (
+                "ferrotrace_attribute_values_truncated_total",
+                "counter",
+                "Attribute values truncated by the length limit.",
+                &self.attribute_values_truncated,
+            ),
+            (
+                "ferrotrace_queue_spans",
+                "gauge",
+                "Spans waiting in the queue.",
+                &self.queue_spans,
+            ),
+            (
+                "ferrotrace_queue_bytes",
+                "gauge",
+                "Estimated bytes waiting in the queue.",
+                &self.queue_bytes,
+            ),
+            (
+                "ferrotrace_wal_bytes",
+                "gauge",
+                "Bytes in WAL segment files.",
+                &self.wal_bytes,
+            ),
+            (
+                "ferrotrace_wal_segments",
+                "gauge",
+                "WAL segment files.",
+                &self.wal_segments,
+            ),
+            (
+                "ferrotrace_wal_fsyncs_total",
+                "counter",
+                "fsync calls on the WAL.",
+                &self.wal_fsyncs,
+            ),
+            (
+                "ferrotrace_wal_appends_total",
+                "counter",
+                "Records appended to the WAL.",
+                &self.wal_appends,
+            ),
+            (
+                "ferrotrace_wal_segments_deleted_total",
+                "counter",
+                "WAL segments deleted after all their spans were committed or dropped.",
+                &self.wal_segments_deleted,
+            ),
+            (
+                "ferrotrace_wal_corrupt_records_total",
+                "counter",
+                "Torn or corrupt WAL records skipped at replay.",
+                &self.wal_corrupt_records,
+            ),
+            (
+                "ferrotrace_sink_spans_written_total",
+                "counter",
+                "Spans written to the sink.",
+                &self.sink_spans_written,
+            ),
+            (
+                "ferrotrace_rollup_batches_written_total",
+                "counter",
+                "Rollup batches written to the sink.",
+                &self.rollups_written,
+            ),
+            (
+                "ferrotrace_up",
+                "gauge",
+                "Always 1 while the collector runs.",
+                &ONE,
+            ),
+        ];
+        for (name, kind, help, v) in scalars {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        self.sink_write_latency.render(
+            &mut out,
+            "ferrotrace_sink_write_seconds",
+            "Sink batch write latency (successful writes).",
+        );
+        self.ack_latency.render(
+            &mut out,
+            "ferrotrace_receiver_ack_seconds",
+            "Time from request decoded to acknowledgement (WAL durable).",
+        );
+        if let Some(r) = self.retention.lock().as_ref() {
+            for (name, v) in [
+                ("ferrotrace_retention_runs_total", &r.runs),
+                ("ferrotrace_retention_failures_total", &r.failures),
+                ("ferrotrace_retention_spans_deleted_total", &r.spans_deleted),
+                (
+                    "ferrotrace_retention_rollups_deleted_total",
+                    &r.rollups_deleted,
+                ),
+            ] {
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            }
+        }
+        out
+    }
+}
+
+static ONE: AtomicU64 = AtomicU64::new(1);
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_series() {
+        let m = Metrics::default();
+        m.source(Source::ZipkinJson).accepted.fetch_add(3, Relaxed);
+        m.dropped.add("invalid", 2);
+        m.sink_write_latency
+            .observe(std::time::Duration::from_millis(3));
+        let t = m.render();
+        assert!(t.contains(
+            "ferrotrace_receiver_spans_accepted_total{receiver=\"zipkin\",protocol=\"http/json\"} 3"
+        ));
+        assert!(t.contains("ferrotrace_spans_dropped_total{reason=\"invalid\"} 2"));
+        assert!(t.contains("ferrotrace_sink_write_seconds_bucket{le=\"0.005\"} 1"));
+    }
+}

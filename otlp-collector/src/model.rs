@@ -1,0 +1,260 @@
+//! The collector's own flat span type. Every receiver converts its wire format
+//! (OTLP protobuf/JSON, Zipkin v2) into [`Span`] once, at the edge; everything
+//! after that (WAL, sampling, enrichment, redaction, rollups, sinks, queries)
+//! works on this type only.
+
+use serde::{Deserialize, Serialize};
+
+/// A 128-bit trace id (big-endian bytes).
+pub type TraceId = [u8; 16];
+/// A 64-bit span id (big-endian bytes).
+pub type SpanId = [u8; 8];
+
+/// Span kind, with OTLP's numeric values.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[repr(u8)]
+pub enum SpanKind {
+    /// `SPAN_KIND_UNSPECIFIED` (0).
+    #[default]
+    Unspecified = 0,
+    /// `SPAN_KIND_INTERNAL` (1).
+    Internal = 1,
+    /// `SPAN_KIND_SERVER` (2).
+    Server = 2,
+    /// `SPAN_KIND_CLIENT` (3).
+    Client = 3,
+    /// `SPAN_KIND_PRODUCER` (4).
+    Producer = 4,
+    /// `SPAN_KIND_CONSUMER` (5).
+    Consumer = 5,
+}
+
+impl SpanKind {
+    /// From the OTLP enum number; unknown numbers map to `Unspecified`.
+    pub fn from_i32(v: i32) -> Self {
+        match v {
+            1 => SpanKind::Internal,
+            2 => SpanKind::Server,
+            3 => SpanKind::Client,
+            4 => SpanKind::Producer,
+            5 => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+    /// Lowercase name as Jaeger and the UI show it (`server`, `client`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Unspecified => "unspecified",
+            SpanKind::Internal => "internal",
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+}
+
+/// Span status code, with OTLP's numeric values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum StatusCode {
+    /// `STATUS_CODE_UNSET` (0).
+    #[default]
+    Unset = 0,
+    /// `STATUS_CODE_OK` (1).
+    Ok = 1,
+    /// `STATUS_CODE_ERROR` (2).
+    Error = 2,
+}
+
+impl StatusCode {
+    /// From the OTLP enum number; unknown numbers map to `Unset`.
+    pub fn from_i32(v: i32) -> Self {
+        match v {
+            1 => StatusCode::Ok,
+            2 => StatusCode::Error,
+            _ => StatusCode::Unset,
+        }
+    }
+}
+
+/// An attribute value (OTLP `AnyValue`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AttrValue {
+    /// String.
+    Str(String),
+    /// Boolean.
+    Bool(bool),
+    /// 64-bit integer.
+    Int(i64),
+    /// 64-bit float.
+    Double(f64),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// Array of values.
+    Array(Vec<AttrValue>),
+    /// Nested key/value list.
+    KvList(Vec<KeyValue>),
+}
+
+impl AttrValue {
+    /// The value rendered as text (strings as-is, others in their natural
+    /// notation; arrays and maps as JSON). Used for search and display.
+    pub fn to_text(&self) -> String {
+        match self {
+            AttrValue::Str(s) => s.clone(),
+            AttrValue::Bool(b) => b.to_string(),
+            AttrValue::Int(i) => i.to_string(),
+            AttrValue::Double(d) => d.to_string(),
+            other => serde_json::to_string(&other.to_json()).unwrap_or_default(),
+        }
+    }
+
+    /// The value as plain JSON (bytes as base64-free lowercase hex).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            AttrValue::Str(s) => J::String(s.clone()),
+            AttrValue::Bool(b) => J::Bool(*b),
+            AttrValue::Int(i) => J::from(*i),
+            AttrValue::Double(d) => serde_json::Number::from_f64(*d)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(d.to_string())),
+            AttrValue::Bytes(b) => J::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+            AttrValue::Array(a) => J::Array(a.iter().map(AttrValue::to_json).collect()),
+            AttrValue::KvList(kvs) => J::Object(
+                kvs.iter()
+                    .map(|kv| (kv.key.clone(), kv.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A key/value attribute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: AttrValue,
+}
+
+impl KeyValue {
+    /// Builds a key/value.
+    pub fn new(key: impl Into<String>, value: AttrValue) -> Self {
+        KeyValue {
+            key: key.into(),
+            value,
+        }
+    }
+}
+
+/// A span event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// Event name.
+    pub name: String,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes the sender dropped.
+    pub dropped_attributes_count: u32,
+}
+
+/// A span link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// Linked trace.
+    pub trace_id: TraceId,
+    /// Linked span.
+    pub span_id: SpanId,
+    /// W3C trace state of the link.
+    pub trace_state: String,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes the sender dropped.
+    pub dropped_attributes_count: u32,
+    /// OTLP link flags.
+    pub flags: u32,
+}
+
+/// One span, flattened: resource and scope are copied onto each span so that a
+/// span is self-contained in the WAL, the pipeline and every sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    /// Trace id (never all-zero once validated).
+    pub trace_id: TraceId,
+    /// Span id (never all-zero once validated).
+    pub span_id: SpanId,
+    /// Parent span id; `None` for a root span.
+    pub parent_span_id: Option<SpanId>,
+    /// W3C trace state.
+    pub trace_state: String,
+    /// OTLP span flags (low 8 bits are W3C trace flags; do not infer sampling from them).
+    pub flags: u32,
+    /// Span name (the operation).
+    pub name: String,
+    /// Span kind.
+    pub kind: SpanKind,
+    /// Start, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// End, nanoseconds since the Unix epoch (>= start once validated).
+    pub end_ns: u64,
+    /// Span attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes dropped by the sender, plus any the collector truncated away.
+    pub dropped_attributes_count: u32,
+    /// Events.
+    pub events: Vec<Event>,
+    /// Events dropped by the sender.
+    pub dropped_events_count: u32,
+    /// Links.
+    pub links: Vec<Link>,
+    /// Links dropped by the sender.
+    pub dropped_links_count: u32,
+    /// Status code.
+    pub status_code: StatusCode,
+    /// Status message.
+    pub status_message: String,
+    /// `service.name` from the resource (`unknown_service` when absent).
+    pub service_name: String,
+    /// Resource attributes (including `service.name`).
+    pub resource_attributes: Vec<KeyValue>,
+    /// Instrumentation scope name.
+    pub scope_name: String,
+    /// Instrumentation scope version.
+    pub scope_version: String,
+}
+
+impl Span {
+    /// Duration in nanoseconds (0 if end precedes start).
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+    /// True if the span's status is `Error`.
+    pub fn is_error(&self) -> bool {
+        self.status_code == StatusCode::Error
+    }
+    /// Looks up a span attribute.
+    pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| &kv.value)
+    }
+}
+
+/// Lowercase hex of bytes (for ids in APIs and logs).
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
+}

@@ -1,0 +1,655 @@
+//! The write-ahead log: numbered segment files of length-prefixed, CRC-checked
+//! records, each holding one accepted request body exactly as decoded at the
+//! edge (OTLP protobuf, OTLP JSON or Zipkin JSON), so replay runs the same
+//! decoder and yields the same spans.
+//!
+//! One writer thread appends records and group-commits them: every append
+//! waiting when a write starts shares one `fsync` (policy `always`), so the
+//! cost of durability is amortised over concurrent requests. A caller is
+//! answered only after its record is written (and synced, under `always`).
+//!
+//! Each segment tracks how many of its spans are still outstanding (queued,
+//! held by tail sampling or not yet committed by the sink). A segment file is
+//! deleted once it is sealed (no longer written to, or fully replayed) and its
+//! outstanding count is zero. The total size of all segments is bounded; an
+//! append beyond it is refused with [`WalError::Full`] (backpressure).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::config::{FsyncPolicy, WalConfig};
+use crate::metrics::Metrics;
+
+/// Record header: payload length (u32 LE), CRC32 of format+span count+payload
+/// (u32 LE), format (u8), span count (u32 LE).
+const HEADER_LEN: usize = 13;
+/// Pending appends the writer thread accepts before callers get [`WalError::Busy`].
+const APPEND_CHANNEL_CAPACITY: usize = 8192;
+/// Largest group written with one `write` + `fsync`.
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// The wire format of a record's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordFormat {
+    /// `ExportTraceServiceRequest` protobuf.
+    OtlpProto = 1,
+    /// OTLP/JSON `ExportTraceServiceRequest`.
+    OtlpJson = 2,
+    /// Zipkin v2 JSON span list.
+    ZipkinJson = 3,
+}
+
+impl RecordFormat {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(RecordFormat::OtlpProto),
+            2 => Some(RecordFormat::OtlpJson),
+            3 => Some(RecordFormat::ZipkinJson),
+            _ => None,
+        }
+    }
+}
+
+/// Why a WAL operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The WAL reached `wal.max_bytes`; retry once the sink has caught up.
+    #[error("write-ahead log is full ({0} bytes); retry later")]
+    Full(u64),
+    /// Too many appends are waiting for the writer; retry later.
+    #[error("write-ahead log writer is saturated; retry later")]
+    Busy,
+    /// The writer thread has stopped (shutdown or a previous I/O error).
+    #[error("write-ahead log is closed")]
+    Closed,
+    /// A file operation failed.
+    #[error("write-ahead log I/O error on {path}: {source}")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// One record read back at replay.
+#[derive(Debug)]
+pub struct Record {
+    /// Payload format.
+    pub format: RecordFormat,
+    /// Spans the record was acknowledged with.
+    pub spans: u32,
+    /// The request body.
+    pub payload: Bytes,
+}
+
+#[derive(Debug)]
+struct SegInfo {
+    outstanding: u64,
+    sealed: bool,
+    /// Found at open and not fully replayed yet: never deleted before replay ends.
+    replaying: bool,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    segments: Mutex<BTreeMap<u64, SegInfo>>,
+    total_bytes: std::sync::atomic::AtomicU64,
+    max_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn path(&self, id: u64) -> PathBuf {
+        segment_path(&self.dir, id)
+    }
+
+    /// Deletes a segment if sealed and empty; called with the lock held.
+    fn maybe_delete(&self, segs: &mut BTreeMap<u64, SegInfo>, id: u64) {
+        let done = matches!(segs.get(&id), Some(s) if s.sealed && s.outstanding == 0);
+        if !done {
+            return;
+        }
+        if let Some(info) = segs.remove(&id) {
+            match std::fs::remove_file(self.path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Keep accounting consistent; the file is retried at next start.
+                    tracing::warn!(segment = id, error = %e, "cannot delete WAL segment");
+                }
+            }
+            self.total_bytes.fetch_sub(info.bytes, Relaxed);
+            self.metrics.wal_segments_deleted.fetch_add(1, Relaxed);
+            self.metrics
+                .wal_bytes
+                .store(self.total_bytes.load(Relaxed), Relaxed);
+            self.metrics.wal_segments.store(segs.len() as u64, Relaxed);
+        }
+    }
+}
+
+struct AppendReq {
+    format: RecordFormat,
+    spans: u32,
+    payload: Bytes,
+    reply: tokio::sync::oneshot::Sender<Result<u64, WalError>>,
+}
+
+/// Handle to the WAL; cheap to clone.
+#[derive(Clone)]
+pub struct Wal {
+    tx: Sender<AppendReq>,
+    shared: Arc<Shared>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.wal"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `cfg.dir`. Returns the handle and the ids
+    /// of existing segments, oldest first, which the caller must replay with
+    /// [`Wal::read_segment`] and then [`Wal::finish_replay`].
+    pub fn open(
+        dir: &Path,
+        cfg: &WalConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Wal, Vec<u64>), WalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut segments = BTreeMap::new();
+        let mut total = 0u64;
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let bytes = entry.metadata().map_err(io_err(&entry.path()))?.len();
+            total += bytes;
+            segments.insert(
+                id,
+                SegInfo {
+                    outstanding: 0,
+                    sealed: false,
+                    replaying: true,
+                    bytes,
+                },
+            );
+        }
+        let replay: Vec<u64> = segments.keys().copied().collect();
+        let first = replay.last().map(|l| l + 1).unwrap_or(1);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            segments: Mutex::new(segments),
+            total_bytes: std::sync::atomic::AtomicU64::new(total),
+            max_bytes: cfg.max_bytes,
+            metrics: metrics.clone(),
+        });
+        metrics.wal_bytes.store(total, Relaxed);
+        let (tx, rx) = bounded(APPEND_CHANNEL_CAPACITY);
+        let mut writer = Writer::new(shared.clone(), cfg, first)?;
+        let handle = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(dir))?;
+        Ok((
+            Wal {
+                tx,
+                shared,
+                writer: Arc::new(Mutex::new(Some(handle))),
+            },
+            replay,
+        ))
+    }
+
+    /// Appends one record; resolves once it is durable per the fsync policy.
+    /// Returns the segment id the record's spans must be released against.
+    pub async fn append(
+        &self,
+        format: RecordFormat,
+        spans: u32,
+        payload: Bytes,
+    ) -> Result<u64, WalError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(AppendReq {
+            format,
+            spans,
+            payload,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(WalError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(WalError::Closed),
+        }
+        rx.await.unwrap_or(Err(WalError::Closed))
+    }
+
+    /// Reads every intact record of a segment. A torn or corrupt tail (a crash
+    /// mid-write) ends the segment; it is counted, not an error.
+    pub fn read_segment(&self, id: u64) -> Result<Vec<Record>, WalError> {
+        let path = self.shared.path(id);
+        let data = Bytes::from(std::fs::read(&path).map_err(io_err(&path))?);
+        let mut out = Vec::new();
+        let mut pos = 0usize;
+        while pos + HEADER_LEN <= data.len() {
+            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
+                as usize;
+            let crc =
+                u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+            let body_start = pos + 8;
+            let end = pos + HEADER_LEN + len;
+            if end > data.len() || crc32fast::hash(&data[body_start..end]) != crc {
+                break;
+            }
+            let Some(format) = RecordFormat::from_u8(data[pos + 8]) else {
+                break;
+            };
+            let spans = u32::from_le_bytes([
+                data[pos + 9],
+                data[pos + 10],
+                data[pos + 11],
+                data[pos + 12],
+            ]);
+            out.push(Record {
+                format,
+                spans,
+                payload: data.slice(pos + HEADER_LEN..end),
+            });
+            pos = end;
+        }
+        if pos != data.len() {
+            self.shared
+                .metrics
+                .wal_corrupt_records
+                .fetch_add(1, Relaxed);
+            tracing::warn!(
+                segment = id,
+                offset = pos,
+                len = data.len(),
+                "WAL segment has a torn or corrupt tail; ignoring the rest"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Marks `n` more spans of segment `id` as outstanding (used at replay).
+    pub fn add_outstanding(&self, id: u64, n: u64) {
+        if let Some(s) = self.shared.segments.lock().get_mut(&id) {
+            s.outstanding += n;
+        }
+    }
+
+    /// Seals a replayed segment: once its outstanding spans are released it is deleted.
+    pub fn finish_replay(&self, id: u64) {
+        let mut segs = self.shared.segments.lock();
+        if let Some(s) = segs.get_mut(&id) {
+            s.sealed = true;
+            s.replaying = false;
+        }
+        self.shared.maybe_delete(&mut segs, id);
+    }
+
+    /// Releases `n` spans of segment `id` (committed by the sink or dropped by sampling).
+    pub fn release(&self, id: u64, n: u64) {
+        let mut segs = self.shared.segments.lock();
+        if let Some(s) = segs.get_mut(&id) {
+            s.outstanding = s.outstanding.saturating_sub(n);
+        }
+        self.shared.maybe_delete(&mut segs, id);
+    }
+
+    /// Bytes in all segment files.
+    pub fn total_bytes(&self) -> u64 {
+        self.shared.total_bytes.load(Relaxed)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.lock().len()
+    }
+
+    /// Stops the writer after it has written (and synced) everything queued.
+    /// Appends after this fail with [`WalError::Closed`].
+    pub fn close(&self) {
+        // Dropping our sender is not enough (clones exist); a zero-span marker would be
+        // written, so instead the writer exits when it sees the sentinel below.
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(AppendReq {
+            format: RecordFormat::OtlpProto,
+            spans: u32::MAX,
+            payload: Bytes::new(),
+            reply,
+        });
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+            // Nothing is written any more: seal every segment, so those whose
+            // spans were all committed are deleted now rather than replayed.
+            let mut segs = self.shared.segments.lock();
+            let ids: Vec<u64> = segs.keys().copied().collect();
+            for id in ids {
+                if let Some(s) = segs.get_mut(&id) {
+                    s.sealed |= !s.replaying;
+                }
+                self.shared.maybe_delete(&mut segs, id);
+            }
+        }
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    policy: FsyncPolicy,
+    interval: Duration,
+    segment_bytes: u64,
+    current: u64,
+    file: File,
+    file_len: u64,
+    dirty: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, cfg: &WalConfig, first: u64) -> Result<Writer, WalError> {
+        let (file, len) = Self::create(&shared, first)?;
+        Ok(Writer {
+            shared,
+            policy: cfg.fsync,
+            interval: Duration::from_millis(cfg.fsync_interval_ms.max(1)),
+            segment_bytes: cfg.segment_bytes,
+            current: first,
+            file,
+            file_len: len,
+            dirty: false,
+            last_sync: Instant::now(),
+            buf: Vec::with_capacity(1024 * 1024),
+        })
+    }
+
+    fn create(shared: &Shared, id: u64) -> Result<(File, u64), WalError> {
+        let path = shared.path(id);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // Make the new directory entry durable so a crash cannot lose a synced segment.
+        if let Ok(d) = File::open(&shared.dir) {
+            let _ = d.sync_all();
+        }
+        let mut segs = shared.segments.lock();
+        segs.insert(
+            id,
+            SegInfo {
+                outstanding: 0,
+                sealed: false,
+                replaying: false,
+                bytes: 0,
+            },
+        );
+        shared
+            .metrics
+            .wal_segments
+            .store(segs.len() as u64, Relaxed);
+        Ok((file, 0))
+    }
+
+    fn sync(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.file.sync_data() {
+                tracing::error!(error = %e, "WAL fsync failed");
+            }
+            self.shared.metrics.wal_fsyncs.fetch_add(1, Relaxed);
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        self.sync();
+        let old = self.current;
+        let (file, len) = Self::create(&self.shared, old + 1)?;
+        self.file = file;
+        self.file_len = len;
+        self.current = old + 1;
+        let mut segs = self.shared.segments.lock();
+        if let Some(s) = segs.get_mut(&old) {
+            s.sealed = true;
+        }
+        self.shared.maybe_delete(&mut segs, old);
+        Ok(())
+    }
+
+    fn run(&mut self, rx: Receiver<AppendReq>) {
+        let mut group: Vec<AppendReq> = Vec::with_capacity(256);
+        loop {
+            let first = if self.policy == FsyncPolicy::Interval && self.dirty {
+                match rx.recv_timeout(self.interval.saturating_sub(self.last_sync.elapsed())) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            let mut stop = first.spans == u32::MAX;
+            let mut group_bytes = first.payload.len();
+            if !stop {
+                group.push(first);
+            }
+            while !stop && group_bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(r) if r.spans == u32::MAX => stop = true,
+                    Ok(r) => {
+                        group_bytes += r.payload.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.write_group(&mut group);
+            }
+            if stop {
+                break;
+            }
+        }
+        self.sync();
+    }
+
+    fn write_group(&mut self, group: &mut Vec<AppendReq>) {
+        if self.file_len >= self.segment_bytes {
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "cannot start a new WAL segment");
+                for r in group.drain(..) {
+                    let _ = r.reply.send(Err(WalError::Closed));
+                }
+                return;
+            }
+        }
+        self.buf.clear();
+        let mut accepted: Vec<AppendReq> = Vec::with_capacity(group.len());
+        let mut spans_total = 0u64;
+        for r in group.drain(..) {
+            let rec_len = (HEADER_LEN + r.payload.len()) as u64;
+            let total = self.shared.total_bytes.load(Relaxed) + self.buf.len() as u64;
+            if total + rec_len > self.shared.max_bytes {
+                let _ = r.reply.send(Err(WalError::Full(self.shared.max_bytes)));
+                continue;
+            }
+            let mut hasher = crc32fast::Hasher::new();
+            let fmt = [r.format as u8];
+            let spans = r.spans.to_le_bytes();
+            hasher.update(&fmt);
+            hasher.update(&spans);
+            hasher.update(&r.payload);
+            self.buf
+                .extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(&hasher.finalize().to_le_bytes());
+            self.buf.extend_from_slice(&fmt);
+            self.buf.extend_from_slice(&spans);
+            self.buf.extend_from_slice(&r.payload);
+            spans_total += r.spans as u64;
+            accepted.push(r);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let path = self.shared.path(self.current);
+        if let Err(e) = self.file.write_all(&self.buf) {
+            tracing::error!(error = %e, path = %path.display(), "WAL write failed");
+            let kind = e.kind();
+            for r in accepted {
+                let _ = r.reply.send(Err(WalError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(kind, e.to_string()),
+                }));
+            }
+            return;
+        }
+        let n = self.buf.len() as u64;
+        self.file_len += n;
+        self.dirty = true;
+        {
+            let mut segs = self.shared.segments.lock();
+            if let Some(s) = segs.get_mut(&self.current) {
+                s.outstanding += spans_total;
+                s.bytes += n;
+            }
+        }
+        let total = self.shared.total_bytes.fetch_add(n, Relaxed) + n;
+        self.shared.metrics.wal_bytes.store(total, Relaxed);
+        self.shared
+            .metrics
+            .wal_appends
+            .fetch_add(accepted.len() as u64, Relaxed);
+        match self.policy {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync(),
+            _ => {}
+        }
+        for r in accepted {
+            let _ = r.reply.send(Ok(self.current));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> WalConfig {
+        WalConfig {
+            segment_bytes: 200,
+            max_bytes: 2000,
+            ..WalConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn append_replay_release_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let (wal, replay) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        assert!(replay.is_empty());
+        let mut segs = Vec::new();
+        for i in 0..6u8 {
+            let s = wal
+                .append(RecordFormat::OtlpJson, 2, Bytes::from(vec![i; 100]))
+                .await
+                .unwrap();
+            segs.push(s);
+        }
+        // 113-byte records, 200-byte segments: rotation after every second record.
+        assert_eq!(segs, vec![1, 1, 2, 2, 3, 3]);
+        wal.close();
+        // Reopen: three segments to replay, new writes go to segment 4.
+        let (wal, replay) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        assert_eq!(replay, vec![1, 2, 3]);
+        let recs = wal.read_segment(2).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].payload.as_ref(), &[2u8; 100][..]);
+        assert_eq!(recs[1].spans, 2);
+        wal.add_outstanding(2, 4);
+        wal.finish_replay(2);
+        assert!(segment_path(dir.path(), 2).exists());
+        wal.release(2, 4);
+        assert!(!segment_path(dir.path(), 2).exists());
+        // Segment with nothing outstanding is deleted at finish_replay.
+        wal.finish_replay(1);
+        assert!(!segment_path(dir.path(), 1).exists());
+        wal.close();
+    }
+
+    #[tokio::test]
+    async fn full_wal_refuses_and_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        let mut full = false;
+        for _ in 0..40 {
+            match wal
+                .append(RecordFormat::ZipkinJson, 1, Bytes::from(vec![7u8; 100]))
+                .await
+            {
+                Ok(_) => {}
+                Err(WalError::Full(_)) => {
+                    full = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(full);
+        assert!(wal.total_bytes() <= 2000);
+        wal.close();
+        // Tear the last record of segment 1.
+        let p = segment_path(dir.path(), 1);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(len - 5).unwrap();
+        let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        assert_eq!(wal.read_segment(1).unwrap().len(), 1);
+        assert_eq!(m.wal_corrupt_records.load(Relaxed), 1);
+        wal.close();
+    }
+}

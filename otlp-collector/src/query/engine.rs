@@ -1,0 +1,223 @@
+//! The query engine: validation of windows and limits, and the store calls
+//! behind every API (each API module only translates parameters and shapes).
+
+use crate::model::TraceId;
+use crate::storage::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, SearchPage, StorageError, TimeRange,
+    TraceQuery,
+};
+
+use super::params::{now_ns, ParamError};
+use super::tree::TraceTree;
+use super::QueryState;
+
+/// Why a query failed; each API renders it in its own error shape.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A parameter was missing or invalid (HTTP 400).
+    #[error(transparent)]
+    BadRequest(#[from] ParamError),
+    /// The thing asked for does not exist (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed (HTTP 503 when retryable, 400 for an invalid query, else 500).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl QueryError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            QueryError::BadRequest(_) => 400,
+            QueryError::NotFound(_) => 404,
+            QueryError::Storage(StorageError::InvalidQuery(_)) => 400,
+            QueryError::Storage(StorageError::Unavailable(_)) => 503,
+            QueryError::Storage(StorageError::Backend(_)) => 500,
+        }
+    }
+}
+
+/// Request rate and error rate of one service over a window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceRate {
+    /// Service.
+    pub service: String,
+    /// Requests (spans) counted in the rollups.
+    pub count: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Requests per second over the window.
+    pub rate_per_s: f64,
+    /// Errors / requests (0 when there were none).
+    pub error_rate: f64,
+}
+
+impl QueryState {
+    /// Checks a window: start before end, no wider than the maximum.
+    pub fn check_window(&self, start_ns: u64, end_ns: u64) -> Result<TimeRange, ParamError> {
+        if start_ns >= end_ns {
+            return Err(ParamError::new(
+                "invalid time range: start must be before end",
+            ));
+        }
+        let max = self.limits.max_window_ns;
+        if end_ns - start_ns > max {
+            return Err(ParamError::new(format!(
+                "time range too wide: {}s exceeds the maximum window of {}s; narrow start/end",
+                (end_ns - start_ns) / 1_000_000_000,
+                max / 1_000_000_000
+            )));
+        }
+        Ok(TimeRange { start_ns, end_ns })
+    }
+
+    /// A window from optional bounds: a missing end means now, a missing start
+    /// means `lookback_ns` before the end.
+    pub fn window_or_lookback(
+        &self,
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+        lookback_ns: u64,
+    ) -> Result<TimeRange, ParamError> {
+        let end = end_ns.unwrap_or_else(|| now_ns().saturating_add(60_000_000_000));
+        let start = start_ns.unwrap_or_else(|| end.saturating_sub(lookback_ns));
+        self.check_window(start, end)
+    }
+
+    /// A trace assembled into a tree (skew-adjusted unless `raw`); `None` when
+    /// the store has no span of it. A trace whose root has not arrived yet is
+    /// returned with `partial` set.
+    pub async fn trace(
+        &self,
+        trace_id: TraceId,
+        raw: bool,
+    ) -> Result<Option<TraceTree>, QueryError> {
+        let spans = self.store.get_trace(trace_id, None).await?;
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(TraceTree::build(spans, !raw)))
+    }
+
+    /// Searches traces after validating the window and the limit.
+    pub async fn search(&self, q: &TraceQuery) -> Result<SearchPage, QueryError> {
+        self.check_window(q.range.start_ns, q.range.end_ns)?;
+        if q.limit == 0 || q.limit > self.limits.max_limit {
+            return Err(ParamError::new(format!(
+                "invalid limit {}: expected an integer from 1 to {}",
+                q.limit, self.limits.max_limit
+            ))
+            .into());
+        }
+        if let (Some(a), Some(b)) = (q.min_duration_ns, q.max_duration_ns) {
+            if a > b {
+                return Err(ParamError::new(
+                    "invalid duration range: min duration is greater than max duration",
+                )
+                .into());
+            }
+        }
+        Ok(self.store.search(q).await?)
+    }
+
+    /// Services with spans in the window.
+    pub async fn services(&self, range: TimeRange) -> Result<Vec<String>, QueryError> {
+        Ok(self.store.services(range).await?)
+    }
+
+    /// Operations of a service in the window.
+    pub async fn operations(
+        &self,
+        service: &str,
+        range: TimeRange,
+    ) -> Result<Vec<Operation>, QueryError> {
+        Ok(self.store.operations(service, range).await?)
+    }
+
+    /// Service-graph edges over the window (from rollups).
+    pub async fn dependencies(&self, range: TimeRange) -> Result<Vec<DependencyEdge>, QueryError> {
+        let mut edges = self.store.dependencies(range).await?;
+        edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+        Ok(edges)
+    }
+
+    /// Latency/rate figures from rollups, one total or a series of `step_ns` buckets.
+    pub async fn latency(&self, q: &LatencyQuery) -> Result<Vec<LatencyPoint>, QueryError> {
+        self.check_window(q.range.start_ns, q.range.end_ns)?;
+        if let Some(step) = q.step_ns {
+            if step == 0 || step % crate::rollup::MINUTE_NS != 0 {
+                return Err(ParamError::new(
+                    "invalid step: expected a whole number of minutes, e.g. 1m or 5m",
+                )
+                .into());
+            }
+            let points = (q.range.end_ns - q.range.start_ns).div_ceil(step);
+            if points > self.limits.max_series_points {
+                return Err(ParamError::new(format!(
+                    "step too small: {points} points exceed the maximum of {}; use a larger step",
+                    self.limits.max_series_points
+                ))
+                .into());
+            }
+        }
+        Ok(self.store.latency(q).await?)
+    }
+
+    /// Exact percentiles from stored spans, for windows up to
+    /// [`super::QueryLimits::exact_percentiles_max_window_ns`].
+    pub async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> Result<Vec<u64>, QueryError> {
+        self.check_window(range.start_ns, range.end_ns)?;
+        if range.end_ns - range.start_ns > self.limits.exact_percentiles_max_window_ns {
+            return Err(ParamError::new(format!(
+                "exact percentiles are limited to windows of {}s; narrow the range or drop exact=true to use rollups",
+                self.limits.exact_percentiles_max_window_ns / 1_000_000_000
+            ))
+            .into());
+        }
+        Ok(self
+            .store
+            .exact_percentiles(service, operation, range, qs)
+            .await?)
+    }
+
+    /// Request and error rate per service over the window (from rollups).
+    pub async fn rates(&self, range: TimeRange) -> Result<Vec<ServiceRate>, QueryError> {
+        self.check_window(range.start_ns, range.end_ns)?;
+        let services = self.store.services(range).await?;
+        let secs = (range.end_ns - range.start_ns) as f64 / 1e9;
+        let mut out = Vec::with_capacity(services.len());
+        for service in services {
+            let points = self
+                .store
+                .latency(&LatencyQuery {
+                    service: service.clone(),
+                    operation: None,
+                    range,
+                    step_ns: None,
+                })
+                .await?;
+            let (count, errors) = points
+                .iter()
+                .fold((0, 0), |(c, e), p| (c + p.count, e + p.errors));
+            out.push(ServiceRate {
+                service,
+                count,
+                errors,
+                rate_per_s: count as f64 / secs,
+                error_rate: if count == 0 {
+                    0.0
+                } else {
+                    errors as f64 / count as f64
+                },
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,436 @@
+//! Parsing and validation of query parameters shared by the native, Jaeger v1
+//! and Jaeger v3 APIs: trace ids, timestamps, Go-style durations, typed
+//! attribute conditions and limits. Every failure is a [`ParamError`] whose
+//! message names the parameter and says what a valid value looks like.
+
+use crate::model::{AttrValue, TraceId};
+use crate::storage::AttrFilter;
+
+/// A query parameter was missing or malformed (answered with HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+impl ParamError {
+    /// Builds an error from a message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        ParamError(msg.into())
+    }
+}
+
+/// Parses a trace id given as 1 to 32 hex characters (any case). Shorter ids
+/// are left-padded with zeros, so the 16-character form of an id whose high
+/// half is zero, and ids whose leading zeros were stripped, all find the trace.
+pub fn parse_trace_id(s: &str) -> Result<TraceId, ParamError> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ParamError::new(format!(
+            "invalid trace id {:?}: expected 32 hex characters (or 16 when the high half is zero)",
+            truncate(s, 64)
+        )));
+    }
+    let padded = format!("{s:0>32}");
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        // Cannot fail: every character was checked to be a hex digit above.
+        *b = u8::from_str_radix(&padded[i * 2..i * 2 + 2], 16).unwrap_or(0);
+    }
+    if id == [0u8; 16] {
+        return Err(ParamError::new(
+            "invalid trace id: the all-zero id is not a valid trace id",
+        ));
+    }
+    Ok(id)
+}
+
+/// Parses a Go-style duration (`1.2s`, `150ms`, `1h30m`, `250us`, `10µs`, `5ns`)
+/// into nanoseconds. A bare integer is taken as microseconds when
+/// `bare_unit_ns` is 1000, nanoseconds when it is 1, and so on.
+pub fn parse_duration(name: &str, s: &str, bare_unit_ns: u64) -> Result<u64, ParamError> {
+    let s = s.trim();
+    let bad = || {
+        ParamError::new(format!(
+            "invalid {name} {:?}: expected a duration such as 150ms, 1.2s, 1m30s (units ns, us, µs, ms, s, m, h)",
+            truncate(s, 64)
+        ))
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return n.checked_mul(bare_unit_ns).ok_or_else(bad);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += num * mult;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(total.round() as u64)
+}
+
+/// Parses a timestamp: RFC 3339 (`2024-05-01T10:00:00Z`, fractional seconds and
+/// offsets allowed) or an integer in the given unit (`unit_ns` = 1 for
+/// nanoseconds, 1000 for microseconds, 1_000_000 for milliseconds).
+pub fn parse_time(name: &str, s: &str, unit_ns: u64) -> Result<u64, ParamError> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return n.checked_mul(unit_ns).ok_or_else(|| {
+            ParamError::new(format!("invalid {name} {s:?}: the value is too large"))
+        });
+    }
+    parse_rfc3339(s).ok_or_else(|| {
+        ParamError::new(format!(
+            "invalid {name} {:?}: expected an RFC 3339 time such as 2024-05-01T10:00:00Z or an integer timestamp",
+            truncate(s, 64)
+        ))
+    })
+}
+
+/// Parses an RFC 3339 timestamp into nanoseconds since the Unix epoch.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ns: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut d = digits.chars().take(9).collect::<String>();
+        while d.len() < 9 {
+            d.push('0');
+        }
+        frac_ns = d.parse().ok()?;
+    }
+    let offset_s: i64 = match b.get(i) {
+        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
+        Some(c @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let v = oh * 3600 + om * 60;
+            if *c == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    if secs < 0 {
+        return None;
+    }
+    (secs as u64)
+        .checked_mul(1_000_000_000)?
+        .checked_add(frac_ns as u64)
+}
+
+/// Formats nanoseconds since the epoch as RFC 3339 in UTC with nanoseconds.
+pub fn format_rfc3339(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let nanos = ns % 1_000_000_000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Infers a typed value from query text: `true`/`false` → bool, an integer →
+/// int, a decimal number → double, anything else → string. A value wrapped in
+/// double quotes is always a string (`"200"` matches the string, not the int).
+pub fn infer_value(v: &str) -> AttrValue {
+    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+        return AttrValue::Str(v[1..v.len() - 1].to_string());
+    }
+    match v {
+        "true" => return AttrValue::Bool(true),
+        "false" => return AttrValue::Bool(false),
+        _ => {}
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return AttrValue::Int(i);
+    }
+    if v.contains('.') {
+        if let Ok(d) = v.parse::<f64>() {
+            if d.is_finite() {
+                return AttrValue::Double(d);
+            }
+        }
+    }
+    AttrValue::Str(v.to_string())
+}
+
+/// Parses one `key=value` attribute condition (the value typed by [`infer_value`]).
+pub fn parse_attr_condition(s: &str, sep: char) -> Result<AttrFilter, ParamError> {
+    let (k, v) = s.split_once(sep).ok_or_else(|| {
+        ParamError::new(format!(
+            "invalid attribute condition {:?}: expected key{sep}value, e.g. http.status_code{sep}500",
+            truncate(s, 64)
+        ))
+    })?;
+    let key = k.trim();
+    if key.is_empty() {
+        return Err(ParamError::new(format!(
+            "invalid attribute condition {:?}: the key is empty",
+            truncate(s, 64)
+        )));
+    }
+    Ok(AttrFilter {
+        key: key.to_string(),
+        value: infer_value(v.trim()),
+    })
+}
+
+/// Parses a limit, rejecting 0 and anything above `max`.
+pub fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize, ParamError> {
+    let Some(s) = s else { return Ok(default) };
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ParamError::new(format!(
+            "invalid limit {:?}: expected an integer from 1 to {max}",
+            truncate(s, 32)
+        ))),
+    }
+}
+
+/// Parses a boolean flag (`true`/`false`/`1`/`0`; empty means true, as in `?raw`).
+pub fn parse_bool(name: &str, s: &str) -> Result<bool, ParamError> {
+    match s.trim() {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(ParamError::new(format!(
+            "invalid {name} {:?}: expected true or false",
+            truncate(other, 32)
+        ))),
+    }
+}
+
+/// Cuts user text for echoing in an error message.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Current wall time in nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_short_and_long() {
+        let a = parse_trace_id("00000000000000000123456789abcdef").unwrap();
+        assert_eq!(parse_trace_id("0123456789abcdef").unwrap(), a);
+        assert_eq!(parse_trace_id("123456789ABCDEF").unwrap(), a);
+        assert!(parse_trace_id("xyz").is_err());
+        assert!(parse_trace_id("0").is_err());
+        assert!(parse_trace_id(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("d", "1.2s", 1000).unwrap(), 1_200_000_000);
+        assert_eq!(parse_duration("d", "1m30s", 1000).unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration("d", "150ms", 1000).unwrap(), 150_000_000);
+        assert_eq!(parse_duration("d", "10µs", 1000).unwrap(), 10_000);
+        assert_eq!(parse_duration("d", "7", 1000).unwrap(), 7_000);
+        assert!(parse_duration("d", "1.2", 1000).is_err());
+        assert!(parse_duration("d", "5 parsecs", 1000).is_err());
+        assert!(parse_duration("d", "ms", 1000).is_err());
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        let ns = parse_rfc3339("2024-05-01T10:00:00.5Z").unwrap();
+        assert_eq!(ns, 1_714_557_600_500_000_000);
+        assert_eq!(format_rfc3339(ns), "2024-05-01T10:00:00.500000000Z");
+        assert_eq!(
+            parse_rfc3339("2024-05-01T12:00:00+02:00").unwrap(),
+            1_714_557_600_000_000_000
+        );
+        assert!(parse_rfc3339("2024-13-01T10:00:00Z").is_none());
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+
+    #[test]
+    fn typed_values() {
+        assert_eq!(infer_value("200"), AttrValue::Int(200));
+        assert_eq!(infer_value("\"200\""), AttrValue::Str("200".into()));
+        assert_eq!(infer_value("true"), AttrValue::Bool(true));
+        assert_eq!(infer_value("1.5"), AttrValue::Double(1.5));
+        assert_eq!(infer_value("GET"), AttrValue::Str("GET".into()));
+    }
+}
+
+/// Decoded query-string pairs, in order, repeated keys kept.
+#[derive(Clone, Debug, Default)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+impl Pairs {
+    /// Parses a raw query string (`None` = no query string).
+    pub fn parse(raw: Option<&str>) -> Pairs {
+        let Some(raw) = raw else {
+            return Pairs::default();
+        };
+        Pairs(
+            raw.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    /// First value of any of `names` (aliases such as camelCase and snake_case).
+    /// An empty value counts as absent, as browsers send empty form fields.
+    pub fn get(&self, names: &[&str]) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| !v.is_empty() && names.contains(&k.as_str()))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether any of `names` is present at all (even empty, as in `?raw`).
+    pub fn has(&self, names: &[&str]) -> bool {
+        self.0.iter().any(|(k, _)| names.contains(&k.as_str()))
+    }
+
+    /// Value of a flag: absent → false, present and empty → true.
+    pub fn flag(&self, names: &[&str]) -> Result<bool, ParamError> {
+        match self.0.iter().find(|(k, _)| names.contains(&k.as_str())) {
+            None => Ok(false),
+            Some((k, v)) => parse_bool(k, v),
+        }
+    }
+
+    /// All non-empty values of `name`.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a
+/// byte); invalid sequences are kept literally and invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match s
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

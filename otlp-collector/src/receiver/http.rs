@@ -1,0 +1,297 @@
+//! OTLP/HTTP (`POST /v1/traces`, protobuf or JSON, optionally gzip) and
+//! Zipkin v2 (`POST /api/v2/spans`, JSON) endpoints. Responses come in the
+//! request's encoding: an `ExportTraceServiceResponse` (with partial success
+//! when spans were rejected) or a `google.rpc.Status` on error.
+
+// Handlers return axum's `Response` as their error type: it is exactly what
+// the client receives, and boxing it would only add an allocation per error.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::body::{gunzip_limited, read_limited, BodyError};
+use super::convert::DecodeError;
+use super::rpc_status::{self, code};
+use super::{decode, Ingest, SubmitError};
+use crate::auth::AuthResult;
+use crate::metrics::Source;
+use crate::pipeline::wal::RecordFormat;
+
+/// The OTLP/HTTP router (`/v1/traces`).
+pub fn otlp_router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(otlp_traces))
+        .with_state(ingest)
+}
+
+/// The Zipkin router (`/api/v2/spans`).
+pub fn zipkin_router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/api/v2/spans", post(zipkin_spans))
+        .with_state(ingest)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Enc {
+    Proto,
+    Json,
+    Text,
+}
+
+fn respond(status: StatusCode, enc: Enc, grpc_code: i32, msg: &str) -> Response {
+    let (ct, body) = match enc {
+        Enc::Proto => ("application/x-protobuf", rpc_status::status(grpc_code, msg)),
+        Enc::Json => (
+            "application/json",
+            super::otlp_json::encode_status(grpc_code, msg),
+        ),
+        Enc::Text => ("text/plain; charset=utf-8", msg.as_bytes().to_vec()),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+fn refused(enc: Enc, msg: &str, secs: u64) -> Response {
+    let (ct, body) = match enc {
+        Enc::Proto => (
+            "application/x-protobuf",
+            rpc_status::status_with_retry(code::RESOURCE_EXHAUSTED, msg, secs),
+        ),
+        Enc::Json => (
+            "application/json",
+            super::otlp_json::encode_status(code::RESOURCE_EXHAUSTED, msg),
+        ),
+        Enc::Text => ("text/plain; charset=utf-8", msg.as_bytes().to_vec()),
+    };
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::RETRY_AFTER, secs.to_string())
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Reads, size-checks and inflates a body; on failure, the response to send.
+async fn read_body(
+    ing: &Ingest,
+    source: Source,
+    enc: Enc,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(v) if v.is_empty() || v == "identity" => false,
+        Some(v) if v == "gzip" || v == "x-gzip" => true,
+        Some(v) => {
+            ing.bad_request(source, "415");
+            return Err(respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                enc,
+                code::INVALID_ARGUMENT,
+                &format!("unsupported Content-Encoding {v:?}; use gzip or none"),
+            ));
+        }
+    };
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let raw = read_limited(body, content_length, ing.limits.max_request_bytes).await;
+    let data = match raw {
+        Ok(d) if gzip => gunzip_limited(&d, ing.limits.max_decompressed_bytes),
+        Ok(d) if d.len() > ing.limits.max_decompressed_bytes => Err(BodyError::InflatedTooLarge(
+            ing.limits.max_decompressed_bytes,
+        )),
+        other => other,
+    };
+    data.map_err(|e| {
+        let status = match e {
+            BodyError::TooLarge(_) | BodyError::InflatedTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            BodyError::BadGzip(_) | BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        };
+        ing.bad_request(source, status.as_str());
+        respond(status, enc, code::INVALID_ARGUMENT, &e.to_string())
+    })
+}
+
+fn check_auth(ing: &Ingest, source: Source, enc: Enc, headers: &HeaderMap) -> Result<(), Response> {
+    match ing.tokens.check(headers) {
+        AuthResult::Allowed => Ok(()),
+        r => {
+            ing.auth_failed(source);
+            let msg = if r == AuthResult::Missing {
+                "missing bearer token (Authorization: Bearer <token>)"
+            } else {
+                "bearer token not accepted"
+            };
+            let mut resp = respond(StatusCode::UNAUTHORIZED, enc, code::UNAUTHENTICATED, msg);
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            Err(resp)
+        }
+    }
+}
+
+fn decode_error(ing: &Ingest, source: Source, enc: Enc, e: DecodeError) -> Response {
+    let status = match e {
+        DecodeError::Malformed(_) => StatusCode::BAD_REQUEST,
+        DecodeError::TooManySpans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    ing.bad_request(source, status.as_str());
+    respond(status, enc, code::INVALID_ARGUMENT, &e.to_string())
+}
+
+fn submit_error(enc: Enc, e: SubmitError) -> Response {
+    match e {
+        SubmitError::Refused(why, secs) => refused(enc, &format!("{why}; retry later"), secs),
+        SubmitError::Unavailable(m) => {
+            let mut r = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                enc,
+                code::UNAVAILABLE,
+                &format!("collector unavailable: {m}"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            r
+        }
+    }
+}
+
+async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let (enc, format, source) = match content_type(&parts.headers).as_str() {
+        "application/x-protobuf" | "application/protobuf" => {
+            (Enc::Proto, RecordFormat::OtlpProto, Source::OtlpHttpProto)
+        }
+        "application/json" => (Enc::Json, RecordFormat::OtlpJson, Source::OtlpHttpJson),
+        other => {
+            ing.bad_request(Source::OtlpHttpProto, "415");
+            return respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Enc::Json,
+                code::INVALID_ARGUMENT,
+                &format!(
+                    "unsupported Content-Type {other:?}; use application/x-protobuf or application/json"
+                ),
+            );
+        }
+    };
+    if let Err(r) = check_auth(&ing, source, enc, &parts.headers) {
+        return r;
+    }
+    let data = match read_body(&ing, source, enc, &parts.headers, body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let decoded = match decode(format, &data, &ing.limits) {
+        Ok(d) => d,
+        Err(e) => return decode_error(&ing, source, enc, e),
+    };
+    match ing.submit(source, format, data, decoded, started).await {
+        Ok(ack) => {
+            let body = match enc {
+                Enc::Json => super::otlp_json::encode_response(ack.rejected, &ack.error_message),
+                _ => ExportTraceServiceResponse {
+                    partial_success: (ack.rejected > 0).then(|| ExportTracePartialSuccess {
+                        rejected_spans: ack.rejected as i64,
+                        error_message: ack.error_message.clone(),
+                    }),
+                }
+                .encode_to_vec(),
+            };
+            let ct = if enc == Enc::Json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            };
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(body))
+                .unwrap_or_default()
+        }
+        Err(e) => submit_error(enc, e),
+    }
+}
+
+async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
+    let started = Instant::now();
+    let source = Source::ZipkinJson;
+    let (parts, body) = req.into_parts();
+    match content_type(&parts.headers).as_str() {
+        // Zipkin reporters always send JSON; an absent type is taken as JSON.
+        "application/json" | "" => {}
+        other => {
+            ing.bad_request(source, "415");
+            return respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Enc::Text,
+                0,
+                &format!("unsupported Content-Type {other:?}; this receiver takes Zipkin v2 JSON (application/json)"),
+            );
+        }
+    }
+    if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
+        return r;
+    }
+    let data = match read_body(&ing, source, Enc::Text, &parts.headers, body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let decoded = match decode(RecordFormat::ZipkinJson, &data, &ing.limits) {
+        Ok(d) => d,
+        Err(e) => return decode_error(&ing, source, Enc::Text, e),
+    };
+    match ing
+        .submit(source, RecordFormat::ZipkinJson, data, decoded, started)
+        .await
+    {
+        Ok(ack) => {
+            // Zipkin has no partial-success body; rejected spans are counted and logged.
+            if ack.rejected > 0 {
+                tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "zipkin spans rejected");
+            }
+            Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Body::empty())
+                .unwrap_or_default()
+        }
+        Err(e) => submit_error(Enc::Text, e),
+    }
+}

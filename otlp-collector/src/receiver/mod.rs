@@ -1,0 +1,199 @@
+//! Receivers: OTLP/gRPC, OTLP/HTTP (protobuf and JSON) and Zipkin v2 JSON.
+//! Each decodes its wire format into [`crate::model::Span`]s once, then hands
+//! them to [`Ingest::submit`], which reserves queue room, appends the request
+//! to the WAL and only then acknowledges.
+
+pub mod body;
+pub mod convert;
+pub mod http;
+pub mod otlp_grpc;
+pub mod otlp_json;
+pub mod rpc_status;
+pub mod zipkin;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::auth::TokenSet;
+use crate::config::LimitsConfig;
+use crate::metrics::{Metrics, Source};
+use crate::pipeline::queue::Queue;
+use crate::pipeline::wal::{RecordFormat, Wal, WalError};
+use convert::{DecodeError, Decoded};
+
+/// Decodes a request body (or a WAL record) of the given format.
+pub fn decode(
+    format: RecordFormat,
+    body: &[u8],
+    limits: &LimitsConfig,
+) -> Result<Decoded, DecodeError> {
+    match format {
+        RecordFormat::OtlpProto => {
+            let req = ExportTraceServiceRequest::decode(body).map_err(|e| {
+                DecodeError::Malformed(format!(
+                    "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
+                ))
+            })?;
+            convert::from_otlp(req, limits)
+        }
+        RecordFormat::OtlpJson => {
+            let req = otlp_json::decode(body).map_err(DecodeError::Malformed)?;
+            convert::from_otlp(req, limits)
+        }
+        RecordFormat::ZipkinJson => zipkin::decode(body, limits),
+    }
+}
+
+/// Why a submitted batch was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Queue or WAL full: the client should retry after the given seconds.
+    #[error("collector is saturated ({0}); retry after {1} s")]
+    Refused(&'static str, u64),
+    /// The collector is shutting down or the WAL failed.
+    #[error("collector unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What an acknowledged request reports back.
+#[derive(Debug, Default)]
+pub struct Ack {
+    /// Spans rejected as invalid.
+    pub rejected: u64,
+    /// Partial-success message (empty if none rejected).
+    pub error_message: String,
+}
+
+/// The shared ingest path used by every receiver.
+#[derive(Debug)]
+pub struct Ingest {
+    queue: Arc<Queue>,
+    wal: Wal,
+    /// Self-metrics.
+    pub metrics: Arc<Metrics>,
+    /// Receiver limits.
+    pub limits: LimitsConfig,
+    /// Retry-After seconds for refusals.
+    pub retry_after_secs: u64,
+    /// Tokens accepted by the receivers.
+    pub tokens: TokenSet,
+    accepting: AtomicBool,
+}
+
+impl Ingest {
+    /// Builds the ingest path.
+    pub fn new(
+        queue: Arc<Queue>,
+        wal: Wal,
+        metrics: Arc<Metrics>,
+        limits: LimitsConfig,
+        retry_after_secs: u64,
+        tokens: TokenSet,
+    ) -> Arc<Ingest> {
+        Arc::new(Ingest {
+            queue,
+            wal,
+            metrics,
+            limits,
+            retry_after_secs,
+            tokens,
+            accepting: AtomicBool::new(true),
+        })
+    }
+
+    /// Stops acknowledging new requests (shutdown); they get 503 / UNAVAILABLE.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Relaxed);
+    }
+
+    /// Counts an authentication failure.
+    pub fn auth_failed(&self, source: Source) {
+        self.metrics.auth_failures.add("receiver", 1);
+        self.metrics
+            .source(source)
+            .bad_requests
+            .fetch_add(1, Relaxed);
+    }
+
+    /// Counts a request refused before decoding (bad body, limit, content type).
+    pub fn bad_request(&self, source: Source, status: &str) {
+        self.metrics
+            .source(source)
+            .bad_requests
+            .fetch_add(1, Relaxed);
+        self.metrics.requests_failed.add(status, 1);
+    }
+
+    /// Writes the valid spans of a decoded request to the WAL and queues them;
+    /// returns once they are durable.
+    pub async fn submit(
+        &self,
+        source: Source,
+        format: RecordFormat,
+        payload: Bytes,
+        decoded: Decoded,
+        started: Instant,
+    ) -> Result<Ack, SubmitError> {
+        let m = self.metrics.source(source);
+        let n = decoded.spans.len() as u64;
+        m.received.fetch_add(n + decoded.rejected, Relaxed);
+        m.rejected.fetch_add(decoded.rejected, Relaxed);
+        self.metrics.dropped.add("invalid", decoded.rejected);
+        self.metrics
+            .attributes_dropped
+            .fetch_add(decoded.attributes_dropped, Relaxed);
+        self.metrics
+            .attribute_values_truncated
+            .fetch_add(decoded.values_truncated, Relaxed);
+        let ack = Ack {
+            rejected: decoded.rejected,
+            error_message: decoded.error_message(),
+        };
+        if n == 0 {
+            return Ok(ack);
+        }
+        if !self.accepting.load(Relaxed) {
+            m.refused.fetch_add(n, Relaxed);
+            return Err(SubmitError::Unavailable("shutting down".into()));
+        }
+        let Some(reservation) = self.queue.try_reserve(n, decoded.bytes) else {
+            m.refused.fetch_add(n, Relaxed);
+            self.metrics.requests_failed.add("queue_full", 1);
+            return Err(SubmitError::Refused("queue full", self.retry_after_secs));
+        };
+        match self.wal.append(format, n as u32, payload).await {
+            Ok(segment) => {
+                reservation.push(segment, decoded.spans);
+                m.accepted.fetch_add(n, Relaxed);
+                self.metrics.ack_latency.observe(started.elapsed());
+                Ok(ack)
+            }
+            Err(WalError::Full(_)) => {
+                m.refused.fetch_add(n, Relaxed);
+                self.metrics.requests_failed.add("wal_full", 1);
+                Err(SubmitError::Refused(
+                    "write-ahead log full",
+                    self.retry_after_secs,
+                ))
+            }
+            Err(WalError::Busy) => {
+                m.refused.fetch_add(n, Relaxed);
+                self.metrics.requests_failed.add("wal_busy", 1);
+                Err(SubmitError::Refused(
+                    "write-ahead log busy",
+                    self.retry_after_secs,
+                ))
+            }
+            Err(e) => {
+                m.refused.fetch_add(n, Relaxed);
+                self.metrics.requests_failed.add("wal_error", 1);
+                Err(SubmitError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}

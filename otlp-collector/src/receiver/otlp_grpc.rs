@@ -1,0 +1,200 @@
+//! OTLP/gRPC `TraceService/Export`. The request message is taken as raw
+//! bytes (a pass-through codec) so that the exact bytes go to the WAL without
+//! re-encoding, and so that an undecodable message is answered with
+//! `INVALID_ARGUMENT` naming the problem (tonic's own codec would say INTERNAL).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Code, Status};
+
+use super::convert::DecodeError;
+use super::rpc_status::{self, code};
+use super::{decode, Ingest, SubmitError};
+use crate::auth::AuthResult;
+use crate::metrics::Source;
+use crate::pipeline::wal::RecordFormat;
+
+/// Full method path.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Decodes requests as raw bytes, encodes `ExportTraceServiceResponse`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawCodec;
+
+/// Encoder half of [`RawCodec`].
+#[derive(Debug, Default)]
+pub struct ResponseEncoder;
+
+/// Decoder half of [`RawCodec`].
+#[derive(Debug, Default)]
+pub struct RawDecoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding response: {e}")))
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> ResponseEncoder {
+        ResponseEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// The gRPC service; add it to a `tonic::transport::Server`.
+#[derive(Clone, Debug)]
+pub struct TraceServiceServer {
+    ingest: Arc<Ingest>,
+}
+
+impl TraceServiceServer {
+    /// Wraps the ingest path.
+    pub fn new(ingest: Arc<Ingest>) -> Self {
+        TraceServiceServer { ingest }
+    }
+}
+
+impl tonic::server::NamedService for TraceServiceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+#[derive(Clone)]
+struct ExportSvc(Arc<Ingest>);
+
+fn status_with_details(code_: Code, grpc: i32, msg: String, retry: Option<u64>) -> Status {
+    let details = match retry {
+        Some(secs) => rpc_status::status_with_retry(grpc, &msg, secs),
+        None => rpc_status::status(grpc, &msg),
+    };
+    Status::with_details(code_, msg, Bytes::from(details))
+}
+
+async fn export(
+    ing: Arc<Ingest>,
+    req: tonic::Request<Bytes>,
+) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+    let started = Instant::now();
+    let source = Source::OtlpGrpc;
+    let auth = ing
+        .tokens
+        .check_value(req.metadata().get("authorization").map(|v| v.as_bytes()));
+    if auth != AuthResult::Allowed {
+        ing.auth_failed(source);
+        return Err(Status::unauthenticated(if auth == AuthResult::Missing {
+            "missing bearer token (authorization: Bearer <token>)"
+        } else {
+            "bearer token not accepted"
+        }));
+    }
+    let body = req.into_inner();
+    let decoded = match decode(RecordFormat::OtlpProto, &body, &ing.limits) {
+        Ok(d) => d,
+        Err(e) => {
+            ing.bad_request(source, "invalid_argument");
+            let msg = e.to_string();
+            return Err(match e {
+                DecodeError::Malformed(_) | DecodeError::TooManySpans { .. } => {
+                    status_with_details(Code::InvalidArgument, code::INVALID_ARGUMENT, msg, None)
+                }
+            });
+        }
+    };
+    match ing
+        .submit(source, RecordFormat::OtlpProto, body, decoded, started)
+        .await
+    {
+        Ok(ack) => Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: (ack.rejected > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: ack.rejected as i64,
+                error_message: ack.error_message,
+            }),
+        })),
+        Err(SubmitError::Refused(why, secs)) => Err(status_with_details(
+            Code::ResourceExhausted,
+            code::RESOURCE_EXHAUSTED,
+            format!("{why}; retry later"),
+            Some(secs),
+        )),
+        Err(SubmitError::Unavailable(m)) => {
+            Err(Status::unavailable(format!("collector unavailable: {m}")))
+        }
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for ExportSvc {
+    type Response = ExportTraceServiceResponse;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, Status>> + Send>>;
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        Box::pin(export(self.0.clone(), request))
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for TraceServiceServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        if req.uri().path() == EXPORT_PATH {
+            let max = ingest.limits.max_decompressed_bytes;
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(RawCodec)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .max_decoding_message_size(max);
+                Ok(grpc.unary(ExportSvc(ingest), req).await)
+            })
+        } else {
+            Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let h = response.headers_mut();
+                h.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            })
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `google.rpc.Status` and `google.rpc.RetryInfo`, encoded by hand with prost
+//! (two small messages do not justify another dependency). Used for gRPC error
+//! details and for OTLP/HTTP protobuf error bodies.
+
+use prost::Message;
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Any {
+    /// Type URL.
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// Encoded message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.Status`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    /// gRPC code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// Message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// Details.
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<Any>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Duration {
+    /// Seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RetryInfo {
+    /// How long the client should wait.
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<Duration>,
+}
+
+/// gRPC code numbers used here.
+pub mod code {
+    /// INVALID_ARGUMENT.
+    pub const INVALID_ARGUMENT: i32 = 3;
+    /// RESOURCE_EXHAUSTED.
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    /// UNAVAILABLE.
+    pub const UNAVAILABLE: i32 = 14;
+    /// UNAUTHENTICATED.
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// An encoded `google.rpc.Status` without details.
+pub fn status(code: i32, message: &str) -> Vec<u8> {
+    RpcStatus {
+        code,
+        message: message.to_string(),
+        details: Vec::new(),
+    }
+    .encode_to_vec()
+}
+
+/// An encoded `google.rpc.Status` carrying a `RetryInfo` with `secs` delay.
+pub fn status_with_retry(code: i32, message: &str, secs: u64) -> Vec<u8> {
+    let retry = RetryInfo {
+        retry_delay: Some(Duration {
+            seconds: secs as i64,
+            nanos: 0,
+        }),
+    };
+    RpcStatus {
+        code,
+        message: message.to_string(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_info_round_trips() {
+        let b = status_with_retry(code::RESOURCE_EXHAUSTED, "full", 2);
+        let s = RpcStatus::decode(b.as_slice()).unwrap();
+        assert_eq!(s.code, 8);
+        let r = RetryInfo::decode(s.details[0].value.as_slice()).unwrap();
+        assert_eq!(r.retry_delay.unwrap().seconds, 2);
+    }
+}

@@ -1,0 +1,267 @@
+//! Zipkin v2 JSON (`POST /api/v2/spans`) → [`Span`], mapped the way
+//! OpenTelemetry maps Zipkin:
+//!
+//! - `localEndpoint.serviceName` → resource `service.name`; its `ipv4`/`ipv6`
+//!   and `port` → `net.host.ip` / `net.host.port`.
+//! - `remoteEndpoint.serviceName` → `peer.service`; `ipv4`/`ipv6` → `net.peer.ip`;
+//!   `port` → `net.peer.port`.
+//! - `kind` CLIENT/SERVER/PRODUCER/CONSUMER → span kind (else the `span.kind`
+//!   tag, else unspecified); `shared: true` → attribute `zipkin.shared = true`.
+//! - `tags` → string attributes, except: `otel.status_code` / `otel.status_description`
+//!   and `error` → status (an `error` tag means status ERROR with its value as
+//!   message), `otel.scope.name`/`otel.library.name` and the `*.version` tags → scope.
+//! - `annotations` → events (microseconds → nanoseconds, value → name).
+//! - 64-bit trace ids are left-padded to 128 bits.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::convert::{convert_ids, DecodeError, Decoded};
+use super::otlp_json::decode_hex;
+use crate::config::LimitsConfig;
+use crate::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode};
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ZSpan {
+    trace_id: Option<String>,
+    id: Option<String>,
+    parent_id: Option<String>,
+    name: Option<String>,
+    kind: Option<String>,
+    timestamp: Option<u64>,
+    duration: Option<u64>,
+    local_endpoint: Option<ZEndpoint>,
+    remote_endpoint: Option<ZEndpoint>,
+    annotations: Option<Vec<ZAnnotation>>,
+    tags: Option<BTreeMap<String, serde_json::Value>>,
+    shared: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ZEndpoint {
+    service_name: Option<String>,
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    port: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ZAnnotation {
+    timestamp: Option<u64>,
+    value: Option<String>,
+}
+
+/// Decodes a Zipkin v2 JSON span list into validated spans.
+pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
+    let spans: Vec<ZSpan> = serde_json::from_slice(body)
+        .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;
+    if spans.len() > limits.max_spans_per_request {
+        return Err(DecodeError::TooManySpans {
+            count: spans.len(),
+            limit: limits.max_spans_per_request,
+        });
+    }
+    let mut out = Decoded {
+        spans: Vec::with_capacity(spans.len()),
+        ..Decoded::default()
+    };
+    for (i, z) in spans.into_iter().enumerate() {
+        match convert(i, z) {
+            Ok(span) => out.push(span, limits, i),
+            Err(e) => out.reject(e),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_id(i: usize, field: &str, v: Option<&str>) -> Result<Vec<u8>, String> {
+    match v {
+        None | Some("") => Ok(Vec::new()),
+        Some(s) => decode_hex(s).ok_or_else(|| format!("span {i}: {field} {s:?} is not hex")),
+    }
+}
+
+fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
+    let mut trace = hex_id(i, "traceId", z.trace_id.as_deref())?;
+    if trace.len() == 8 {
+        let mut t = vec![0u8; 8];
+        t.extend_from_slice(&trace);
+        trace = t;
+    }
+    let span_id = hex_id(i, "id", z.id.as_deref())?;
+    let parent = hex_id(i, "parentId", z.parent_id.as_deref())?;
+    let (trace_id, span_id, parent_span_id) = convert_ids(i, &trace, &span_id, &parent)?;
+
+    let mut tags: BTreeMap<String, String> = z
+        .tags
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, s)
+        })
+        .collect();
+
+    let kind = match z.kind.as_deref() {
+        Some("CLIENT") => SpanKind::Client,
+        Some("SERVER") => SpanKind::Server,
+        Some("PRODUCER") => SpanKind::Producer,
+        Some("CONSUMER") => SpanKind::Consumer,
+        _ => match tags
+            .get("span.kind")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("client") => SpanKind::Client,
+            Some("server") => SpanKind::Server,
+            Some("producer") => SpanKind::Producer,
+            Some("consumer") => SpanKind::Consumer,
+            Some("internal") => SpanKind::Internal,
+            _ => SpanKind::Unspecified,
+        },
+    };
+
+    let mut status_code = StatusCode::Unset;
+    let mut status_message = String::new();
+    if let Some(code) = tags.remove("otel.status_code") {
+        status_code = match code.to_ascii_uppercase().as_str() {
+            "OK" => StatusCode::Ok,
+            "ERROR" => StatusCode::Error,
+            _ => StatusCode::Unset,
+        };
+    }
+    if let Some(desc) = tags.remove("otel.status_description") {
+        status_message = desc;
+    }
+    if let Some(err) = tags.remove("error") {
+        status_code = StatusCode::Error;
+        if status_message.is_empty() && err != "true" {
+            status_message = err;
+        }
+    }
+    let scope_name = tags
+        .remove("otel.scope.name")
+        .or_else(|| tags.remove("otel.library.name"))
+        .unwrap_or_default();
+    let scope_version = tags
+        .remove("otel.scope.version")
+        .or_else(|| tags.remove("otel.library.version"))
+        .unwrap_or_default();
+
+    let mut attributes: Vec<KeyValue> = tags
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, AttrValue::Str(v)))
+        .collect();
+    let local = z.local_endpoint.unwrap_or_default();
+    if let Some(ip) = local.ipv4.or(local.ipv6) {
+        attributes.push(KeyValue::new("net.host.ip", AttrValue::Str(ip)));
+    }
+    if let Some(p) = local.port.filter(|p| *p > 0) {
+        attributes.push(KeyValue::new("net.host.port", AttrValue::Int(p)));
+    }
+    if let Some(remote) = z.remote_endpoint {
+        if let Some(s) = remote.service_name.filter(|s| !s.is_empty()) {
+            attributes.push(KeyValue::new("peer.service", AttrValue::Str(s)));
+        }
+        if let Some(ip) = remote.ipv4.or(remote.ipv6) {
+            attributes.push(KeyValue::new("net.peer.ip", AttrValue::Str(ip)));
+        }
+        if let Some(p) = remote.port.filter(|p| *p > 0) {
+            attributes.push(KeyValue::new("net.peer.port", AttrValue::Int(p)));
+        }
+    }
+    if z.shared == Some(true) {
+        attributes.push(KeyValue::new("zipkin.shared", AttrValue::Bool(true)));
+    }
+
+    let service_name = local
+        .service_name
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_string());
+    let start_ns = z.timestamp.unwrap_or(0).saturating_mul(1000);
+    let end_ns = start_ns.saturating_add(z.duration.unwrap_or(0).saturating_mul(1000));
+    let events = z
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| Event {
+            time_ns: a.timestamp.unwrap_or(0).saturating_mul(1000),
+            name: a.value.unwrap_or_default(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+        })
+        .collect();
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        trace_state: String::new(),
+        flags: 0,
+        name: z.name.unwrap_or_default(),
+        kind,
+        start_ns,
+        end_ns,
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status_code,
+        status_message,
+        resource_attributes: vec![KeyValue::new(
+            "service.name",
+            AttrValue::Str(service_name.clone()),
+        )],
+        service_name,
+        scope_name,
+        scope_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_like_opentelemetry() {
+        let body = br#"[{"traceId":"86154a4ba6e91385","parentId":"86154a4ba6e91385","id":"4d1e00c0db9010db",
+            "kind":"CLIENT","name":"get /api","timestamp":1472470996199000,"duration":207000,
+            "localEndpoint":{"serviceName":"frontend","ipv4":"127.0.0.1","port":8080},
+            "remoteEndpoint":{"serviceName":"backend","ipv4":"192.168.99.101","port":9000},
+            "annotations":[{"timestamp":1472470996238000,"value":"ws"}],
+            "tags":{"http.method":"GET","error":"timeout","otel.library.name":"lib"},"shared":true},
+            {"traceId":"xyz","id":"4d1e00c0db9010db"}]"#;
+        let d = decode(body, &LimitsConfig::default()).unwrap();
+        assert_eq!(d.rejected, 1);
+        let s = &d.spans[0];
+        assert_eq!(&s.trace_id[..8], &[0; 8]);
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(s.service_name, "frontend");
+        assert_eq!(s.start_ns, 1_472_470_996_199_000_000);
+        assert_eq!(s.end_ns - s.start_ns, 207_000_000);
+        assert_eq!(s.status_code, StatusCode::Error);
+        assert_eq!(s.status_message, "timeout");
+        assert_eq!(s.scope_name, "lib");
+        assert_eq!(s.events[0].name, "ws");
+        assert_eq!(
+            s.attribute("peer.service"),
+            Some(&AttrValue::Str("backend".into()))
+        );
+        assert_eq!(s.attribute("net.peer.port"), Some(&AttrValue::Int(9000)));
+        assert_eq!(
+            s.attribute("http.method"),
+            Some(&AttrValue::Str("GET".into()))
+        );
+        assert_eq!(s.attribute("zipkin.shared"), Some(&AttrValue::Bool(true)));
+        assert!(s.attribute("error").is_none());
+        assert!(decode(b"{}", &LimitsConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! Assembles the collector: WAL (replayed first), queue, pipeline, receivers
+//! and the HTTP listener for the query API, UI, `/metrics`, `/healthz` and
+//! `/readyz`; and shuts it down in order (stop accepting, drain with a
+//! timeout, close the WAL).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{AuthResult, TokenSet};
+use crate::config::{load_tokens, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::pipeline::queue::Queue;
+use crate::pipeline::wal::{Wal, WalError};
+use crate::pipeline::{Pipeline, Stages};
+use crate::receiver::{http as rhttp, otlp_grpc, Ingest};
+use crate::storage::SpanStore;
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The WAL could not be opened.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A pipeline stage (sampling, enrichment, redaction) is misconfigured.
+    #[error(transparent)]
+    Stage(#[from] crate::pipeline::StageError),
+    /// A thread could not be started.
+    #[error("cannot start the pipeline: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Addresses the listeners actually bound (useful with port 0).
+#[derive(Clone, Debug, Default)]
+pub struct BoundAddrs {
+    /// OTLP/gRPC.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP.
+    pub otlp_http: Option<SocketAddr>,
+    /// Zipkin.
+    pub zipkin: Option<SocketAddr>,
+    /// Query API, UI and metrics.
+    pub http: Option<SocketAddr>,
+}
+
+/// A running collector.
+pub struct Collector {
+    /// Bound listener addresses.
+    pub addrs: BoundAddrs,
+    /// Self-metrics.
+    pub metrics: Arc<Metrics>,
+    ingest: Arc<Ingest>,
+    wal: Wal,
+    pipeline: Pipeline,
+    shutdown_tx: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    ready: Arc<AtomicBool>,
+    replay: Option<tokio::task::JoinHandle<u64>>,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct HealthState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, StartError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+async fn metrics_handler(State(h): State<HealthState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        h.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(h): State<HealthState>) -> Response {
+    if h.ready.load(Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: replaying the write-ahead log or shutting down\n",
+        )
+            .into_response()
+    }
+}
+
+async fn query_auth(
+    State((tokens, metrics)): State<(TokenSet, Arc<Metrics>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    // Probes and scrapes stay open so orchestration works without the query token.
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    match tokens.check(req.headers()) {
+        AuthResult::Allowed => next.run(req).await,
+        _ => {
+            metrics.auth_failures.add("query", 1);
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Collector {
+    /// Starts everything on the current tokio runtime.
+    pub async fn start(config: Config, store: Arc<dyn SpanStore>) -> Result<Collector, StartError> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
+        let queue = Queue::new(
+            config.queue.max_spans,
+            config.queue.max_bytes,
+            metrics.clone(),
+        );
+        let receiver_tokens = TokenSet::new(load_tokens(
+            &config.auth.receiver_tokens,
+            config.auth.receiver_tokens_file.as_deref(),
+        )?);
+        let query_tokens = TokenSet::new(load_tokens(
+            &config.auth.query_tokens,
+            config.auth.query_tokens_file.as_deref(),
+        )?);
+        let ingest = Ingest::new(
+            queue.clone(),
+            wal.clone(),
+            metrics.clone(),
+            config.limits.clone(),
+            config.queue.retry_after_secs,
+            receiver_tokens,
+        );
+        let stages = Stages::from_config(&config)?;
+        let pipeline = Pipeline::start(
+            queue.clone(),
+            wal.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.batcher.clone(),
+            stages,
+        )
+        .map_err(StartError::Spawn)?;
+
+        // Bind everything before serving so a busy port fails the start.
+        let grpc_l = bind("otlp grpc", &config.server.otlp_grpc_addr).await?;
+        let http_l = bind("otlp http", &config.server.otlp_http_addr).await?;
+        let zipkin_l = bind("zipkin", &config.server.zipkin_addr).await?;
+        let query_l = bind("query/ui/metrics", &config.server.http_addr).await?;
+        let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let addrs = BoundAddrs {
+            otlp_grpc: local(&grpc_l),
+            otlp_http: local(&http_l),
+            zipkin: local(&zipkin_l),
+            http: local(&query_l),
+        };
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut servers = Vec::new();
+
+        if let Some(l) = grpc_l {
+            let svc = otlp_grpc::TraceServiceServer::new(ingest.clone());
+            let sig = shutdown_signal(shutdown_rx.clone());
+            servers.push(tokio::spawn(async move {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, sig)
+                    .await
+                {
+                    tracing::error!(error = %e, "OTLP/gRPC server failed");
+                }
+            }));
+        }
+        let serve_axum = |l: TcpListener, router: Router, name: &'static str| {
+            let sig = shutdown_signal(shutdown_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
+                    tracing::error!(error = %e, server = name, "HTTP server failed");
+                }
+            })
+        };
+        if let Some(l) = http_l {
+            servers.push(serve_axum(
+                l,
+                rhttp::otlp_router(ingest.clone()),
+                "otlp http",
+            ));
+        }
+        if let Some(l) = zipkin_l {
+            servers.push(serve_axum(
+                l,
+                rhttp::zipkin_router(ingest.clone()),
+                "zipkin",
+            ));
+        }
+        if let Some(l) = query_l {
+            let health = HealthState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            };
+            let base = Router::new()
+                .route("/metrics", get(metrics_handler))
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/readyz", get(readyz))
+                .with_state(health);
+            let mut router = base.merge(crate::query::router(crate::query::QueryState::new(
+                store.clone(),
+            )));
+            if query_tokens.enabled() {
+                router = router.layer(axum::middleware::from_fn_with_state(
+                    (query_tokens, metrics.clone()),
+                    query_auth,
+                ));
+            }
+            servers.push(serve_axum(l, router, "query"));
+        }
+
+        let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
+        *metrics.retention.lock() = Some(retention_stats.clone());
+        servers.push(tokio::spawn(crate::storage::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            retention_stats,
+            shutdown_rx.clone(),
+        )));
+
+        // Replay after the listeners are up: /healthz answers meanwhile, /readyz once done.
+        let replay = {
+            let (wal, queue, metrics, ready) =
+                (wal.clone(), queue.clone(), metrics.clone(), ready.clone());
+            let limits = config.limits.clone();
+            tokio::task::spawn_blocking(move || {
+                let n = crate::pipeline::replay(&wal, &queue, &replay_segments, &limits, &metrics);
+                if n > 0 {
+                    tracing::info!(
+                        spans = n,
+                        segments = replay_segments.len(),
+                        "replayed the write-ahead log"
+                    );
+                }
+                ready.store(true, Relaxed);
+                n
+            })
+        };
+        tracing::info!(?addrs, sink = store.name(), "collector started");
+        Ok(Collector {
+            addrs,
+            metrics,
+            ingest,
+            wal,
+            pipeline,
+            shutdown_tx,
+            servers,
+            ready,
+            replay: Some(replay),
+            drain_timeout: config.drain_timeout(),
+        })
+    }
+
+    /// Waits until the WAL replay has finished; returns the spans replayed.
+    pub async fn wait_ready(&mut self) -> u64 {
+        match self.replay.take() {
+            Some(h) => h.await.unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// True once WAL replay is done and the collector is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// Stops accepting, drains the queue into the sink for at most the drain
+    /// timeout, and closes the WAL. Returns true if everything was committed.
+    pub async fn shutdown(mut self) -> bool {
+        self.ready.store(false, Relaxed);
+        self.ingest.stop_accepting();
+        let _ = self.shutdown_tx.send(true);
+        // In-flight requests finish (they were acknowledged or refused); give them a moment.
+        for s in self.servers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
+        if let Some(r) = self.replay.take() {
+            let _ = tokio::time::timeout(self.drain_timeout, r).await;
+        }
+        let drained = self.pipeline.drain(self.drain_timeout).await;
+        let wal = self.wal.clone();
+        let _ = tokio::task::spawn_blocking(move || wal.close()).await;
+        if drained {
+            tracing::info!("shutdown: everything committed");
+        } else {
+            tracing::warn!("shutdown: drain timed out; the rest stays in the write-ahead log for the next start");
+        }
+        drained
+    }
+
+    /// Bytes currently in the WAL.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.total_bytes()
+    }
+}

@@ -1,0 +1,1114 @@
+//! The ClickHouse sink (`--storage clickhouse --storage-url http://host:8123/db`).
+//!
+//! Talks HTTP with `RowBinary` through the `clickhouse` crate. The crate's
+//! default row validation asks the server for `RowBinaryWithNamesAndTypes` and
+//! sends `describe_include_subcolumns`, which ClickHouse 18.16 (Debian's
+//! package) does not know, so validation is switched off; everything else the
+//! crate sends (LZ4-compressed `RowBinary`, `database`, client-side bound
+//! parameters) works on 18.16 and on current releases.
+//!
+//! The schema uses only what 18.16 has (see `docs/storage-clickhouse.md`):
+//! - `ft_spans`: the searchable columns, `ReplacingMergeTree` partitioned by
+//!   UTC day number (`intDiv(start_ns, 86400e9)`) and ordered by
+//!   `(service, name, start_ns, trace_id, span_id)` for service/operation/time
+//!   search; span attributes as parallel `attr_keys` / `attr_types` /
+//!   `attr_values` arrays (typed text, so `"200"`, `200` and `200.0` differ).
+//! - `ft_traces`: the trace-id lookup table, ordered by `(trace_id, span_id)`
+//!   so a trace is read without a scan, holding the whole span as a binary blob
+//!   for an exact round trip and the columns trace summaries need.
+//! - `ft_op_rollups` / `ft_edge_rollups`: per-minute rollups, appended and
+//!   merged at query time.
+//!
+//! Retried batches: both span tables are `ReplacingMergeTree` keyed so a retried
+//! span collapses at merge time, and until then every query deduplicates
+//! (`LIMIT 1 BY trace_id, span_id`, or counting distinct span ids).
+//!
+//! Retention drops whole day partitions and removes the rest of the cutoff day
+//! with a mutation (`ALTER TABLE ... DELETE`), waiting for it to finish.
+//!
+//! Cluster mode ([`ClusterOptions`]): the tables above become `Distributed`
+//! tables over a named cluster, sharded by `cityHash64(trace_id)` (a trace lives
+//! on one shard, so per-shard deduplication and the trace lookup stay exact),
+//! over `*_local` tables created on every shard. 18.16 runs `ON CLUSTER` DDL only
+//! with ZooKeeper, so the sink creates the local tables itself through each
+//! shard's HTTP URL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use super::sink_common::{self as common, SummaryRow, DAY_NS};
+use super::sqlite::{decode_span, encode_span};
+use super::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
+    StorageError, StorageResult, TimeRange, TraceQuery,
+};
+use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
+use crate::rollup::{RollupBatch, MINUTE_NS};
+
+/// Cluster mode settings.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterOptions {
+    /// Cluster name from the servers' `remote_servers` configuration.
+    pub name: String,
+    /// HTTP URL of every shard's server (one per shard replica), used to create
+    /// the `*_local` tables and to run retention on them.
+    pub shard_urls: Vec<String>,
+}
+
+/// Tuning for [`ClickHouseStore`].
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseOptions {
+    /// Database (created if missing); overrides the URL's path.
+    pub database: Option<String>,
+    /// Distributed mode over a cluster; `None` for a single server.
+    pub cluster: Option<ClusterOptions>,
+    /// At most this many distinct days go into one `INSERT` (ClickHouse refuses
+    /// inserts touching too many partitions; a batch with odd timestamps is split).
+    pub max_days_per_insert: usize,
+    /// Maximum buckets a `latency` time series may have.
+    pub max_latency_points: usize,
+    /// Maximum traces one search page may return (larger limits are capped).
+    pub max_search_limit: usize,
+    /// How long retention waits for its delete mutations (seconds).
+    pub mutation_timeout_secs: u64,
+}
+
+impl Default for ClickHouseOptions {
+    fn default() -> Self {
+        ClickHouseOptions {
+            database: None,
+            cluster: None,
+            max_days_per_insert: 50,
+            max_latency_points: 10_000,
+            max_search_limit: 10_000,
+            mutation_timeout_secs: 60,
+        }
+    }
+}
+
+/// Search condition for error spans.
+const ERROR_STATUS_COND: &str = "status_code = 2";
+const _: () = assert!(StatusCode::Error as u8 == 2);
+
+/// Schema migrations: `{t}` is replaced by the table suffix (`_local` in
+/// cluster mode). Each statement is idempotent.
+/// Never edit a released migration: append a new one.
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+    1,
+    "spans, trace lookup, rollups",
+    &[
+        "CREATE TABLE IF NOT EXISTS ft_spans{t} (
+            trace_id     FixedString(16),
+            span_id      FixedString(8),
+            service      String,
+            name         String,
+            kind         UInt8,
+            start_ns     UInt64,
+            duration_ns  UInt64,
+            status_code  UInt8,
+            attr_keys    Array(String),
+            attr_types   Array(UInt8),
+            attr_values  Array(String)
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY intDiv(start_ns, 86400000000000)
+        ORDER BY (service, name, start_ns, trace_id, span_id)",
+        "CREATE TABLE IF NOT EXISTS ft_traces{t} (
+            trace_id     FixedString(16),
+            span_id      FixedString(8),
+            has_parent   UInt8,
+            service      String,
+            name         String,
+            start_ns     UInt64,
+            end_ns       UInt64,
+            status_code  UInt8,
+            payload      String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY intDiv(start_ns, 86400000000000)
+        ORDER BY (trace_id, span_id)",
+        "CREATE TABLE IF NOT EXISTS ft_op_rollups{t} (
+            minute_ns  UInt64,
+            service    String,
+            operation  String,
+            kind       UInt8,
+            count      UInt64,
+            errors     UInt64,
+            sketch     String
+        ) ENGINE = MergeTree()
+        PARTITION BY intDiv(minute_ns, 86400000000000)
+        ORDER BY (service, operation, minute_ns)",
+        "CREATE TABLE IF NOT EXISTS ft_edge_rollups{t} (
+            minute_ns  UInt64,
+            caller     String,
+            callee     String,
+            calls      UInt64,
+            errors     UInt64,
+            sketch     String
+        ) ENGINE = MergeTree()
+        PARTITION BY intDiv(minute_ns, 86400000000000)
+        ORDER BY (minute_ns, caller, callee)",
+    ],
+)];
+
+/// Tables of the schema, with the sharding key used in cluster mode.
+const TABLES: &[(&str, &str)] = &[
+    ("ft_spans", "cityHash64(trace_id)"),
+    ("ft_traces", "cityHash64(trace_id)"),
+    ("ft_op_rollups", "cityHash64(service)"),
+    ("ft_edge_rollups", "cityHash64(caller)"),
+];
+
+#[derive(Row, Serialize)]
+struct SpanRow<'a> {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    service: &'a str,
+    name: &'a str,
+    kind: u8,
+    start_ns: u64,
+    duration_ns: u64,
+    status_code: u8,
+    attr_keys: Vec<&'a str>,
+    attr_types: Vec<u8>,
+    attr_values: Vec<String>,
+}
+
+#[derive(Row, Serialize)]
+struct TraceRow<'a> {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    has_parent: u8,
+    service: &'a str,
+    name: &'a str,
+    start_ns: u64,
+    end_ns: u64,
+    status_code: u8,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+#[derive(Row, Serialize)]
+struct OpRollupRow<'a> {
+    minute_ns: u64,
+    service: &'a str,
+    operation: &'a str,
+    kind: u8,
+    count: u64,
+    errors: u64,
+    sketch: String,
+}
+
+#[derive(Row, Serialize)]
+struct EdgeRollupRow<'a> {
+    minute_ns: u64,
+    caller: &'a str,
+    callee: &'a str,
+    calls: u64,
+    errors: u64,
+    sketch: String,
+}
+
+#[derive(Row, Deserialize)]
+struct PayloadRow {
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+#[derive(Row, Deserialize)]
+struct TraceKeyRow {
+    trace_id: [u8; 16],
+    tstart: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SummaryChRow {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    has_parent: u8,
+    service: String,
+    name: String,
+    start_ns: u64,
+    end_ns: u64,
+    status_code: u8,
+}
+
+#[derive(Row, Deserialize)]
+struct OperationRow {
+    name: String,
+    kind: u8,
+}
+
+#[derive(Row, Deserialize)]
+struct EdgeRow {
+    caller: String,
+    callee: String,
+    calls: u64,
+    errors: u64,
+    #[serde(with = "serde_bytes")]
+    sketch: Vec<u8>,
+}
+
+#[derive(Row, Deserialize)]
+struct LatencyRow {
+    minute_ns: u64,
+    count: u64,
+    errors: u64,
+    #[serde(with = "serde_bytes")]
+    sketch: Vec<u8>,
+}
+
+/// Maps a client error: network problems and timeouts are retryable.
+fn map_err(e: clickhouse::error::Error) -> StorageError {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) | E::TimedOut => StorageError::Unavailable(format!(
+            "clickhouse unreachable: {e}; check that the server is up and --storage-url is right"
+        )),
+        E::BadResponse(msg) => StorageError::Backend(format!("clickhouse: {msg}")),
+        other => StorageError::Backend(format!("clickhouse: {other}")),
+    }
+}
+
+/// Connection parts of a ClickHouse URL `http://[user[:password]@]host:port[/database]`.
+struct ParsedUrl {
+    base: String,
+    user: Option<String>,
+    password: Option<String>,
+    database: Option<String>,
+}
+
+fn parse_url(url: &str) -> StorageResult<ParsedUrl> {
+    let bad = |why: &str| {
+        StorageError::Backend(format!(
+            "invalid ClickHouse URL {url:?} ({why}); expected http://[user[:password]@]host:8123[/database]"
+        ))
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let scheme = match scheme {
+        "http" | "clickhouse" => "http",
+        "https" => {
+            return Err(bad(
+                "https is not supported: TLS to ClickHouse is not implemented",
+            ))
+        }
+        _ => return Err(bad("scheme must be http")),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, p.split(['?', '#']).next().unwrap_or("")),
+        None => (rest, ""),
+    };
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| bad("user or password is not valid percent-encoded UTF-8"))
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Some(decode(n)?), Some(decode(p)?)),
+            None => (Some(decode(u)?), None),
+        },
+        None => (None, None),
+    };
+    let database = (!path.is_empty()).then(|| path.trim_end_matches('/').to_string());
+    Ok(ParsedUrl {
+        base: format!("{scheme}://{host}"),
+        user,
+        password,
+        database,
+    })
+}
+
+fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn client_for(url: &ParsedUrl, database: Option<&str>) -> Client {
+    let mut c = Client::default().with_url(&url.base).with_validation(false);
+    if let Some(u) = &url.user {
+        c = c.with_user(u);
+    }
+    if let Some(p) = &url.password {
+        c = c.with_password(p);
+    }
+    if let Some(db) = database {
+        c = c.with_database(db);
+    }
+    c
+}
+
+/// The ClickHouse [`SpanStore`].
+pub struct ClickHouseStore {
+    /// Reads and writes go here (the `Distributed` tables in cluster mode).
+    client: Client,
+    /// Where the data physically lives: the server itself, or every shard.
+    nodes: Vec<Client>,
+    /// Suffix of the physical tables on `nodes` (`""` or `"_local"`).
+    local_suffix: &'static str,
+    database: String,
+    opts: ClickHouseOptions,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("database", &self.database)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn exec(client: &Client, sql: &str) -> StorageResult<()> {
+    client.query(sql).execute().await.map_err(map_err)
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database and tables (migrations) and checks the
+    /// server answers. `url` is `http://[user[:password]@]host:8123[/database]`.
+    pub async fn connect(url: &str, opts: ClickHouseOptions) -> StorageResult<Self> {
+        let parsed = parse_url(url)?;
+        let database = opts
+            .database
+            .clone()
+            .or_else(|| parsed.database.clone())
+            .unwrap_or_else(|| "default".into());
+        if !valid_identifier(&database) {
+            return Err(StorageError::Backend(format!(
+                "ClickHouse database name {database:?} must be letters, digits and _"
+            )));
+        }
+        let admin = client_for(&parsed, None);
+        admin
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .map_err(map_err)?;
+        let (nodes, local_suffix) = match &opts.cluster {
+            None => (vec![client_for(&parsed, Some(&database))], ""),
+            Some(c) => {
+                if !valid_identifier(&c.name) {
+                    return Err(StorageError::Backend(format!(
+                        "ClickHouse cluster name {:?} must be letters, digits and _",
+                        c.name
+                    )));
+                }
+                if c.shard_urls.is_empty() {
+                    return Err(StorageError::Backend(
+                        "ClickHouse cluster mode needs the HTTP URL of every shard (shard_urls)"
+                            .into(),
+                    ));
+                }
+                let mut nodes = Vec::new();
+                for u in &c.shard_urls {
+                    nodes.push(client_for(&parse_url(u)?, Some(&database)));
+                }
+                (nodes, "_local")
+            }
+        };
+        let store = ClickHouseStore {
+            client: client_for(&parsed, Some(&database)),
+            nodes,
+            local_suffix,
+            database,
+            opts,
+        };
+        store.migrate(&admin, &parsed).await?;
+        Ok(store)
+    }
+
+    /// Creates the database and applies pending migrations on every node, and
+    /// the `Distributed` tables in cluster mode.
+    async fn migrate(&self, admin: &Client, url: &ParsedUrl) -> StorageResult<()> {
+        let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database);
+        exec(admin, &create_db).await?;
+        for node in &self.nodes {
+            // The shard clients are bound to the database; create it without that.
+            exec(&node.clone().with_database("default"), &create_db).await?;
+        }
+        exec(
+            &self.client,
+            "CREATE TABLE IF NOT EXISTS ft_schema_migrations \
+             (version UInt32, description String, applied_at DateTime) ENGINE = TinyLog",
+        )
+        .await?;
+        let applied: BTreeSet<u32> = self
+            .client
+            .query("SELECT version FROM ft_schema_migrations")
+            .fetch_all::<u32>()
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect();
+        for (version, description, statements) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            for node in &self.nodes {
+                for st in *statements {
+                    exec(node, &st.replace("{t}", self.local_suffix)).await?;
+                }
+            }
+            if let Some(c) = &self.opts.cluster {
+                for (table, key) in TABLES {
+                    let ddl = format!(
+                        "CREATE TABLE IF NOT EXISTS {table} AS {table}_local \
+                         ENGINE = Distributed({}, {}, {table}_local, {key})",
+                        c.name, self.database
+                    );
+                    // The AS clause needs the local table on the entry server too.
+                    let entry_has_local = self
+                        .client
+                        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?")
+                        .bind(format!("{table}_local"))
+                        .fetch_one::<u64>()
+                        .await
+                        .map_err(map_err)?;
+                    if entry_has_local == 0 {
+                        for st in *statements {
+                            if st.contains(&format!("{table}{{t}} ")) {
+                                exec(
+                                    &client_for(url, Some(&self.database)),
+                                    &st.replace("{t}", "_local"),
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                    exec(&self.client, &ddl).await?;
+                }
+            }
+            self.client
+                .query("INSERT INTO ft_schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
+                .bind(version)
+                .bind(*description)
+                .execute()
+                .await
+                .map_err(map_err)?;
+            tracing::info!(version, "clickhouse schema migration applied");
+        }
+        Ok(())
+    }
+
+    fn insert_setting<T: Row>(
+        &self,
+        ins: clickhouse::insert::Insert<T>,
+    ) -> clickhouse::insert::Insert<T> {
+        if self.opts.cluster.is_some() {
+            // Acknowledged means stored on the shards, not queued on the entry server.
+            ins.with_setting("insert_distributed_sync", "1")
+        } else {
+            ins
+        }
+    }
+
+    fn query(&self, sql: &str) -> clickhouse::query::Query {
+        let q = self.client.query(sql);
+        if self.opts.cluster.is_some() {
+            // `IN (subquery)` over the Distributed tables runs per shard on the
+            // local tables: correct because a trace lives on one shard.
+            q.with_setting("distributed_product_mode", "local")
+        } else {
+            q
+        }
+    }
+
+    /// Writes the lookup table first, then the search table: a trace that a
+    /// search finds can always be read (a failure in between is healed by
+    /// the retry, which deduplicates).
+    async fn insert_spans(&self, spans: &[&Span]) -> StorageResult<()> {
+        let mut ins = self.insert_setting(
+            self.client
+                .insert::<TraceRow<'_>>("ft_traces")
+                .await
+                .map_err(map_err)?,
+        );
+        for s in spans {
+            let row = TraceRow {
+                trace_id: s.trace_id,
+                span_id: s.span_id,
+                has_parent: s.parent_span_id.is_some() as u8,
+                service: &s.service_name,
+                name: &s.name,
+                start_ns: s.start_ns,
+                end_ns: s.end_ns,
+                status_code: s.status_code as u8,
+                payload: encode_span(s),
+            };
+            ins.write(&row).await.map_err(map_err)?;
+        }
+        ins.end().await.map_err(map_err)?;
+
+        let mut ins = self.insert_setting(
+            self.client
+                .insert::<SpanRow<'_>>("ft_spans")
+                .await
+                .map_err(map_err)?,
+        );
+        for s in spans {
+            let mut attr_keys = Vec::with_capacity(s.attributes.len());
+            let mut attr_types = Vec::with_capacity(s.attributes.len());
+            let mut attr_values = Vec::with_capacity(s.attributes.len());
+            for kv in &s.attributes {
+                if let Some((t, v)) = common::scalar_text(&kv.value) {
+                    attr_keys.push(kv.key.as_str());
+                    attr_types.push(t);
+                    attr_values.push(v);
+                }
+            }
+            let row = SpanRow {
+                trace_id: s.trace_id,
+                span_id: s.span_id,
+                service: &s.service_name,
+                name: &s.name,
+                kind: s.kind as u8,
+                start_ns: s.start_ns,
+                duration_ns: s.duration_ns(),
+                status_code: s.status_code as u8,
+                attr_keys,
+                attr_types,
+                attr_values,
+            };
+            ins.write(&row).await.map_err(map_err)?;
+        }
+        ins.end().await.map_err(map_err)
+    }
+
+    /// Active partitions (day numbers) of a physical table on one node.
+    async fn partitions(&self, node: &Client, table: &str) -> StorageResult<BTreeMap<u64, u64>> {
+        #[derive(Row, Deserialize)]
+        struct P {
+            partition: String,
+            rows: u64,
+        }
+        let parts = node
+            .query(
+                "SELECT partition, sum(rows) AS rows FROM system.parts \
+                 WHERE database = currentDatabase() AND table = ? AND active GROUP BY partition",
+            )
+            .bind(table)
+            .fetch_all::<P>()
+            .await
+            .map_err(map_err)?;
+        Ok(parts
+            .into_iter()
+            .filter_map(|p| {
+                p.partition
+                    .trim_matches('\'')
+                    .parse::<u64>()
+                    .ok()
+                    .map(|d| (d, p.rows))
+            })
+            .collect())
+    }
+
+    /// Deletes rows older than the cutoff in one physical table on one node:
+    /// drops whole day partitions, then a mutation for the cutoff's own day.
+    /// Returns the rows removed (partition row counts include not-yet-merged duplicates).
+    async fn retain_table(
+        &self,
+        node: &Client,
+        table: &str,
+        time_col: &str,
+        cutoff: u64,
+    ) -> StorageResult<u64> {
+        let physical = format!("{table}{}", self.local_suffix);
+        let mut removed = 0;
+        for (day, rows) in self.partitions(node, &physical).await? {
+            if (day + 1).saturating_mul(DAY_NS) <= cutoff {
+                // Partition ids are integers read back from system.parts.
+                exec(
+                    node,
+                    &format!("ALTER TABLE {physical} DROP PARTITION {day}"),
+                )
+                .await?;
+                removed += rows;
+            }
+        }
+        let left = node
+            .query(&format!(
+                "SELECT count() FROM {physical} WHERE {time_col} < ?"
+            ))
+            .bind(cutoff)
+            .fetch_one::<u64>()
+            .await
+            .map_err(map_err)?;
+        if left > 0 {
+            node.query(&format!(
+                "ALTER TABLE {physical} DELETE WHERE {time_col} < ?"
+            ))
+            .bind(cutoff)
+            .execute()
+            .await
+            .map_err(map_err)?;
+            let deadline = Instant::now() + Duration::from_secs(self.opts.mutation_timeout_secs);
+            loop {
+                let pending = node
+                    .query(
+                        "SELECT count() FROM system.mutations \
+                         WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+                    )
+                    .bind(&physical)
+                    .fetch_one::<u64>()
+                    .await
+                    .map_err(map_err)?;
+                if pending == 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(StorageError::Unavailable(format!(
+                        "retention delete on {physical} still running after {}s; it continues in the server",
+                        self.opts.mutation_timeout_secs
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            removed += left;
+        }
+        Ok(removed)
+    }
+
+    /// WHERE clause and binder for spans of a service (and operation) in a window.
+    fn span_filter(
+        &self,
+        sql_head: &str,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        sql_tail: &str,
+    ) -> clickhouse::query::Query {
+        let op = if operation.is_some() {
+            " AND name = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "{sql_head} FROM ft_spans WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? \
+             LIMIT 1 BY trace_id, span_id{sql_tail}"
+        );
+        let mut q = self.query(&sql).bind(service);
+        if let Some(op) = operation {
+            q = q.bind(op);
+        }
+        q.bind(range.start_ns).bind(range.end_ns)
+    }
+}
+
+#[async_trait]
+impl SpanStore for ClickHouseStore {
+    fn name(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let mut by_day: BTreeMap<u64, Vec<&Span>> = BTreeMap::new();
+        for s in spans {
+            by_day.entry(s.start_ns / DAY_NS).or_default().push(s);
+        }
+        if by_day.len() <= self.opts.max_days_per_insert.max(1) {
+            return self.insert_spans(&spans.iter().collect::<Vec<_>>()).await;
+        }
+        let days: Vec<Vec<&Span>> = by_day.into_values().collect();
+        for chunk in days.chunks(self.opts.max_days_per_insert.max(1)) {
+            let group: Vec<&Span> = chunk.iter().flatten().copied().collect();
+            self.insert_spans(&group).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
+        if !rollups.operations.is_empty() {
+            let mut ins = self.insert_setting(
+                self.client
+                    .insert::<OpRollupRow<'_>>("ft_op_rollups")
+                    .await
+                    .map_err(map_err)?,
+            );
+            for r in &rollups.operations {
+                let row = OpRollupRow {
+                    minute_ns: r.minute_ns,
+                    service: &r.service,
+                    operation: &r.operation,
+                    kind: r.kind as u8,
+                    count: r.count,
+                    errors: r.errors,
+                    sketch: common::encode_sketch(&r.sketch)?,
+                };
+                ins.write(&row).await.map_err(map_err)?;
+            }
+            ins.end().await.map_err(map_err)?;
+        }
+        if !rollups.edges.is_empty() {
+            let mut ins = self.insert_setting(
+                self.client
+                    .insert::<EdgeRollupRow<'_>>("ft_edge_rollups")
+                    .await
+                    .map_err(map_err)?,
+            );
+            for r in &rollups.edges {
+                let row = EdgeRollupRow {
+                    minute_ns: r.minute_ns,
+                    caller: &r.caller,
+                    callee: &r.callee,
+                    calls: r.calls,
+                    errors: r.errors,
+                    sketch: common::encode_sketch(&r.sketch)?,
+                };
+                ins.write(&row).await.map_err(map_err)?;
+            }
+            ins.end().await.map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>> {
+        let (lo, hi) = match range {
+            Some(r) => (r.start_ns, r.end_ns),
+            None => (0, u64::MAX),
+        };
+        let rows = self
+            .query(
+                "SELECT payload FROM ft_traces WHERE trace_id = toFixedString(unhex(?), 16) \
+                 AND start_ns >= ? AND start_ns < ?",
+            )
+            .bind(hex(&trace_id))
+            .bind(lo)
+            .bind(hi)
+            .fetch_all::<PayloadRow>()
+            .await
+            .map_err(map_err)?;
+        let mut spans = rows
+            .iter()
+            .map(|r| decode_span(&r.payload))
+            .collect::<StorageResult<Vec<Span>>>()?;
+        spans.sort_by_key(|a| (a.start_ns, a.span_id));
+        let mut seen = BTreeSet::new();
+        spans.retain(|s| seen.insert(s.span_id));
+        Ok(spans)
+    }
+
+    async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
+        if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
+            return Ok(SearchPage::default());
+        }
+        let limit = q.limit.min(self.opts.max_search_limit);
+        let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
+        let mut conds = vec!["start_ns >= ?", "start_ns < ?"];
+        let mut attrs = Vec::new();
+        if q.service.is_some() {
+            conds.push("service = ?");
+        }
+        if q.operation.is_some() {
+            conds.push("name = ?");
+        }
+        if q.min_duration_ns.is_some() {
+            conds.push("duration_ns >= ?");
+        }
+        if q.max_duration_ns.is_some() {
+            conds.push("duration_ns <= ?");
+        }
+        if q.errors_only {
+            conds.push(ERROR_STATUS_COND);
+        }
+        for f in &q.attributes {
+            common::check_filter(&f.key, &f.value)?;
+            let Some((t, v)) = common::scalar_text(&f.value) else {
+                return Ok(SearchPage::default());
+            };
+            attrs.push((f.key.clone(), t, v));
+            conds.push(
+                "arrayExists((k, t, v) -> k = ? AND t = ? AND v = ?, attr_keys, attr_types, attr_values)",
+            );
+        }
+        let mut sql = format!(
+            "SELECT trace_id, min(start_ns) AS tstart FROM ft_traces \
+             WHERE trace_id IN (SELECT trace_id FROM ft_spans WHERE {}) GROUP BY trace_id",
+            conds.join(" AND ")
+        );
+        if cursor.is_some() {
+            sql.push_str(
+                " HAVING tstart < ? OR (tstart = ? AND trace_id < toFixedString(unhex(?), 16))",
+            );
+        }
+        sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
+        let mut query = self.query(&sql).bind(q.range.start_ns).bind(q.range.end_ns);
+        if let Some(s) = &q.service {
+            query = query.bind(s.as_str());
+        }
+        if let Some(o) = &q.operation {
+            query = query.bind(o.as_str());
+        }
+        if let Some(v) = q.min_duration_ns {
+            query = query.bind(v);
+        }
+        if let Some(v) = q.max_duration_ns {
+            query = query.bind(v);
+        }
+        for (k, t, v) in &attrs {
+            query = query.bind(k.as_str()).bind(*t).bind(v.as_str());
+        }
+        if let Some((cs, cid)) = cursor {
+            query = query.bind(cs).bind(cs).bind(hex(&cid));
+        }
+        let keys = query
+            .bind((limit + 1) as u64)
+            .fetch_all::<TraceKeyRow>()
+            .await
+            .map_err(map_err)?;
+        let more = keys.len() > limit;
+        let ids: Vec<(TraceId, u64)> = keys
+            .iter()
+            .take(limit)
+            .map(|k| (k.trace_id, k.tstart))
+            .collect();
+        if ids.is_empty() {
+            return Ok(SearchPage::default());
+        }
+        let hex_ids: Vec<String> = ids.iter().map(|(id, _)| hex(id)).collect();
+        let rows = self
+            .query(
+                "SELECT trace_id, span_id, has_parent, service, name, start_ns, end_ns, status_code \
+                 FROM ft_traces WHERE trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16))",
+            )
+            .bind(hex_ids)
+            .fetch_all::<SummaryChRow>()
+            .await
+            .map_err(map_err)?;
+        let summary_rows = rows
+            .into_iter()
+            .map(|r| SummaryRow {
+                trace_id: r.trace_id,
+                span_id: r.span_id,
+                is_root: r.has_parent == 0,
+                service: r.service,
+                name: r.name,
+                start_ns: r.start_ns,
+                end_ns: r.end_ns,
+                status_code: r.status_code,
+            })
+            .collect();
+        let order: Vec<TraceId> = ids.iter().map(|(id, _)| *id).collect();
+        let traces = common::summarize(&order, summary_rows);
+        let next_cursor = if more {
+            ids.last()
+                .map(|(id, start)| common::encode_cursor(*start, id))
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            traces,
+            next_cursor,
+        })
+    }
+
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
+        let mut out = self
+            .query("SELECT DISTINCT service FROM ft_spans WHERE start_ns >= ? AND start_ns < ?")
+            .bind(range.start_ns)
+            .bind(range.end_ns)
+            .fetch_all::<String>()
+            .await
+            .map_err(map_err)?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
+        let rows = self
+            .query(
+                "SELECT DISTINCT name, kind FROM ft_spans WHERE service = ? AND start_ns >= ? AND start_ns < ?",
+            )
+            .bind(service)
+            .bind(range.start_ns)
+            .bind(range.end_ns)
+            .fetch_all::<OperationRow>()
+            .await
+            .map_err(map_err)?;
+        let mut out: Vec<Operation> = rows
+            .into_iter()
+            .map(|r| Operation {
+                name: r.name,
+                kind: SpanKind::from_i32(r.kind as i32),
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        if range.end_ns <= range.start_ns {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = common::minute_bounds(range);
+        let rows = self
+            .query(
+                "SELECT caller, callee, calls, errors, sketch FROM ft_edge_rollups \
+                 WHERE minute_ns >= ? AND minute_ns < ?",
+            )
+            .bind(lo)
+            .bind(hi)
+            .fetch_all::<EdgeRow>()
+            .await
+            .map_err(map_err)?;
+        let mut merged = Vec::with_capacity(rows.len());
+        for r in rows {
+            let sketch = common::decode_sketch(&r.sketch)?;
+            merged.push((r.caller, r.callee, r.calls, r.errors, sketch));
+        }
+        Ok(common::merge_edges(merged))
+    }
+
+    async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        if q.range.end_ns <= q.range.start_ns {
+            return Ok(Vec::new());
+        }
+        let step = common::latency_step(q, self.opts.max_latency_points)?;
+        let (lo, hi) = common::minute_bounds(q.range);
+        let op = if q.operation.is_some() {
+            " AND operation = ?"
+        } else {
+            ""
+        };
+        let mut query = self
+            .query(&format!(
+                "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
+                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?"
+            ))
+            .bind(q.service.as_str());
+        if let Some(o) = &q.operation {
+            query = query.bind(o.as_str());
+        }
+        let rows = query
+            .bind(lo)
+            .bind(hi)
+            .fetch_all::<LatencyRow>()
+            .await
+            .map_err(map_err)?;
+        let mut data = Vec::with_capacity(rows.len());
+        for r in rows {
+            data.push((
+                r.minute_ns,
+                r.count,
+                r.errors,
+                common::decode_sketch(&r.sketch)?,
+            ));
+        }
+        Ok(common::latency_points(q, step, data))
+    }
+
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        common::check_quantiles(qs)?;
+        if qs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self
+            .span_filter(
+                "SELECT count() FROM (SELECT 1",
+                service,
+                operation,
+                range,
+                ")",
+            )
+            .fetch_one::<u64>()
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Ranks are computed here, in the same floating point as the other
+        // sinks, then picked from the sorted durations in one pass.
+        let ranks: Vec<u64> = qs.iter().map(|q| common::nearest_rank(*q, n)).collect();
+        let op = if operation.is_some() {
+            " AND name = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT arrayMap(r -> s[least(r, length(s))], ?) FROM \
+             (SELECT arraySort(groupArray(d)) AS s FROM (SELECT duration_ns AS d FROM ft_spans \
+              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? LIMIT 1 BY trace_id, span_id))"
+        );
+        let mut query = self.query(&sql).bind(ranks).bind(service);
+        if let Some(o) = operation {
+            query = query.bind(o);
+        }
+        let values = query
+            .bind(range.start_ns)
+            .bind(range.end_ns)
+            .fetch_one::<Vec<u64>>()
+            .await
+            .map_err(map_err)?;
+        Ok(values)
+    }
+
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
+        let mut report = RetentionReport::default();
+        for node in &self.nodes {
+            // Count spans from the lookup table: one row per span there too.
+            report.spans_deleted += self
+                .retain_table(node, "ft_traces", "start_ns", cutoff_ns)
+                .await?;
+            self.retain_table(node, "ft_spans", "start_ns", cutoff_ns)
+                .await?;
+            if cutoff_ns >= MINUTE_NS {
+                // A minute bucket goes only when all of it is older than the cutoff.
+                let bound = cutoff_ns - MINUTE_NS + 1;
+                report.rollups_deleted += self
+                    .retain_table(node, "ft_op_rollups", "minute_ns", bound)
+                    .await?;
+                report.rollups_deleted += self
+                    .retain_table(node, "ft_edge_rollups", "minute_ns", bound)
+                    .await?;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = parse_url("http://bob:p%40ss@127.0.0.1:8123/traces").unwrap();
+        assert_eq!(u.base, "http://127.0.0.1:8123");
+        assert_eq!(u.user.as_deref(), Some("bob"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.database.as_deref(), Some("traces"));
+        let u = parse_url("http://localhost:8123").unwrap();
+        assert_eq!(u.database, None);
+        assert!(parse_url("https://x:1").is_err());
+        assert!(parse_url("localhost:8123").is_err());
+        assert!(valid_identifier("ft_db1"));
+        assert!(!valid_identifier("a;DROP"));
+        assert!(!valid_identifier("1a"));
+    }
+}

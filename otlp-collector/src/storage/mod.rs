@@ -1,0 +1,233 @@
+//! The storage trait every sink implements (SQLite, PostgreSQL, ClickHouse),
+//! and the query types it speaks.
+//!
+//! Rules every sink follows (checked by the shared conformance suite):
+//! - `write_spans` is idempotent on `(trace_id, span_id)`: a retried batch never
+//!   duplicates a span.
+//! - Every query carries a time range and a limit; results come newest first.
+//! - Values are always passed as bound parameters, never spliced into SQL.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AttrValue, Span, SpanKind, TraceId};
+use crate::rollup::RollupBatch;
+
+pub mod clickhouse;
+pub mod postgres;
+pub mod retention;
+mod sink_common;
+pub mod sqlite;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database could not be reached or the connection broke (retryable).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The database rejected the operation (not retryable as is).
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// The query was invalid (e.g. a malformed cursor).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+}
+
+impl StorageError {
+    /// True when retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+/// Result alias for storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A half-open time window `[start_ns, end_ns)` in nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub start_ns: u64,
+    /// Exclusive end.
+    pub end_ns: u64,
+}
+
+/// One attribute condition of a search: the span attribute `key` equals `value`
+/// with the same type (a string `"200"` does not match the integer `200`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttrFilter {
+    /// Attribute key.
+    pub key: String,
+    /// Expected value (Str, Bool, Int or Double).
+    pub value: AttrValue,
+}
+
+/// A trace search. A trace matches when at least one of its spans in the time
+/// range satisfies every condition at once. The limit applies after all filters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceQuery {
+    /// Service name of the matching span.
+    pub service: Option<String>,
+    /// Span name (operation) of the matching span.
+    pub operation: Option<String>,
+    /// Attribute conditions on the matching span (all must hold).
+    pub attributes: Vec<AttrFilter>,
+    /// Minimum duration of the matching span (inclusive).
+    pub min_duration_ns: Option<u64>,
+    /// Maximum duration of the matching span (inclusive).
+    pub max_duration_ns: Option<u64>,
+    /// Only spans with status `Error` match.
+    pub errors_only: bool,
+    /// Time window for the matching span's start (mandatory).
+    pub range: TimeRange,
+    /// Maximum number of traces returned (the API caps it at 100).
+    pub limit: usize,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// Service of the root span (or of the earliest span when the root is missing).
+    pub root_service: String,
+    /// Name of the root span (or of the earliest span).
+    pub root_operation: String,
+    /// Earliest span start in the trace (ns).
+    pub start_ns: u64,
+    /// Latest end minus earliest start (ns).
+    pub duration_ns: u64,
+    /// Number of stored spans in the trace.
+    pub span_count: u64,
+    /// Distinct services, sorted.
+    pub services: Vec<String>,
+    /// Number of spans with status `Error`.
+    pub error_count: u64,
+}
+
+/// One page of search results, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchPage {
+    /// Matching traces, newest first.
+    pub traces: Vec<TraceSummary>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An operation (span name) of a service, with its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Operation {
+    /// Span name.
+    pub name: String,
+    /// Span kind.
+    pub kind: SpanKind,
+}
+
+/// A caller → callee edge of the service graph over a window, merged from
+/// per-minute rollups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DependencyEdge {
+    /// Calling service.
+    pub caller: String,
+    /// Called service (or an uninstrumented peer named by a `CLIENT` span).
+    pub callee: String,
+    /// Number of calls.
+    pub calls: u64,
+    /// Number of failed calls.
+    pub errors: u64,
+    /// Average latency (ns).
+    pub avg_ns: u64,
+    /// 95th percentile latency (ns), from the merged sketch.
+    pub p95_ns: u64,
+}
+
+/// A latency/rate question over per-minute rollups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyQuery {
+    /// Service.
+    pub service: String,
+    /// Operation; `None` aggregates the whole service.
+    pub operation: Option<String>,
+    /// Window.
+    pub range: TimeRange,
+    /// Bucket width for a time series (a multiple of one minute); `None` for one total.
+    pub step_ns: Option<u64>,
+}
+
+/// Latency and rate figures for one time bucket (or the whole window).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyPoint {
+    /// Bucket start (ns).
+    pub start_ns: u64,
+    /// Requests (spans) counted.
+    pub count: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Median latency (ns).
+    pub p50_ns: u64,
+    /// 95th percentile (ns).
+    pub p95_ns: u64,
+    /// 99th percentile (ns).
+    pub p99_ns: u64,
+}
+
+/// What retention removed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    /// Spans deleted (may be an estimate where a sink drops whole partitions).
+    pub spans_deleted: u64,
+    /// Rollup rows deleted.
+    pub rollups_deleted: u64,
+}
+
+/// A trace store. One implementation per database; all pass `storage::conformance`.
+#[async_trait]
+pub trait SpanStore: Send + Sync + 'static {
+    /// Short name for logs and metrics (`sqlite`, `postgres`, `clickhouse`).
+    fn name(&self) -> &'static str;
+
+    /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
+
+    /// Merges per-minute rollups into the stored ones (counts add, sketches merge).
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()>;
+
+    /// All spans of a trace, ordered by start time. `range` narrows the lookup
+    /// when known; an unknown trace gives an empty vector.
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>>;
+
+    /// Searches traces, newest first, with cursor pagination.
+    async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage>;
+
+    /// Services that have spans in the window, sorted.
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>>;
+
+    /// Operations of a service in the window, sorted.
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>>;
+
+    /// Service-graph edges over the window (from rollups).
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>>;
+
+    /// Latency/rate figures from rollups: one point per `step_ns` bucket, or one in total.
+    async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>>;
+
+    /// Exact duration percentiles (ns) from stored spans of `service`
+    /// (and `operation`) that start in `range`; one value per quantile in `qs`
+    /// (each in `[0, 1]`, nearest-rank). Empty when no span matches.
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>>;
+
+    /// Deletes spans and rollups that started before `cutoff_ns`.
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
+}

@@ -1,0 +1,1077 @@
+//! The PostgreSQL sink (`--storage postgres --storage-url postgres://...`).
+//!
+//! Schema (versioned migrations in [`MIGRATIONS`], applied at connect under an
+//! advisory lock, recorded in `ft_schema_migrations`; see
+//! `docs/storage-postgres.md`):
+//! - `ft_spans`: one row per span, **partitioned by UTC day** on `start_ns`
+//!   (declarative range partitions `ft_spans_YYYYMMDD`, created ahead of time
+//!   and on demand; a `DEFAULT` partition catches timestamps far outside the
+//!   window so a client with a broken clock cannot create thousands of
+//!   partitions). Searchable columns, the span attributes as typed JSONB with a
+//!   GIN index, and the whole span as a binary blob for an exact round trip.
+//!   Indexes: trace id (primary key prefix), service+time,
+//!   service+operation+time, service+duration, and a partial index on error spans.
+//! - `ft_op_rollups` / `ft_edge_rollups`: per-minute rollups, appended and
+//!   merged at query time (sketch merging is not expressible in SQL).
+//!
+//! Writes go through binary `COPY` into a per-connection temporary staging
+//! table, then one `INSERT ... ON CONFLICT DO NOTHING`, so a retried batch
+//! never duplicates a span. Retention drops whole day partitions and deletes
+//! only the remainder older than the cutoff.
+//!
+//! PostgreSQL `text` and `jsonb` cannot hold NUL characters, which span data
+//! (attacker-controlled) may contain: searchable text columns store an
+//! injective escape of the string (`\` → `\\`, NUL → `\0`), applied alike to
+//! stored values and query values, and undone when read back. The span blob
+//! keeps the exact original.
+//!
+//! TLS is not implemented: the URL's `sslmode` must be `disable` or `prefer`
+//! (the default), which connect without TLS.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use super::sink_common::{self as common, SummaryRow, DAY_NS};
+use super::sqlite::{decode_span, encode_span};
+use super::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
+    StorageError, StorageResult, TimeRange, TraceQuery,
+};
+use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
+use crate::rollup::{RollupBatch, MINUTE_NS};
+
+/// Tuning for [`PostgresStore`].
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresOptions {
+    /// Connections kept open (queries and writes run in parallel up to this number).
+    pub pool_size: usize,
+    /// Day partitions are created on demand for spans at most this many days old;
+    /// older spans go to the default partition.
+    pub partition_past_days: u32,
+    /// Day partitions are created this many days ahead of today, and on demand
+    /// up to that far in the future; later spans go to the default partition.
+    pub partition_future_days: u32,
+    /// Maximum buckets a `latency` time series may have.
+    pub max_latency_points: usize,
+    /// Maximum traces one search page may return (larger limits are capped).
+    pub max_search_limit: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 4,
+            partition_past_days: 62,
+            partition_future_days: 2,
+            max_latency_points: 10_000,
+            max_search_limit: 10_000,
+        }
+    }
+}
+
+/// Schema migrations, applied in order; a version is applied once and recorded.
+/// Never edit a released migration: append a new one.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "spans partitioned by day, typed JSONB attributes, rollups",
+    r#"
+CREATE TABLE ft_spans (
+    trace_id       bytea    NOT NULL,
+    span_id        bytea    NOT NULL,
+    parent_span_id bytea,
+    service        text     NOT NULL,
+    name           text     NOT NULL,
+    kind           smallint NOT NULL,
+    start_ns       bigint   NOT NULL,
+    end_ns         bigint   NOT NULL,
+    duration_ns    bigint   NOT NULL,
+    status_code    smallint NOT NULL,
+    attributes     jsonb    NOT NULL,
+    payload        bytea    NOT NULL,
+    PRIMARY KEY (trace_id, span_id, start_ns)
+) PARTITION BY RANGE (start_ns);
+CREATE TABLE ft_spans_default PARTITION OF ft_spans DEFAULT;
+CREATE INDEX ft_spans_service_start ON ft_spans (service, start_ns);
+CREATE INDEX ft_spans_service_name_start ON ft_spans (service, name, start_ns);
+CREATE INDEX ft_spans_service_duration ON ft_spans (service, duration_ns);
+CREATE INDEX ft_spans_errors ON ft_spans (start_ns) WHERE status_code = 2;
+CREATE INDEX ft_spans_attributes ON ft_spans USING gin (attributes jsonb_path_ops);
+
+CREATE TABLE ft_op_rollups (
+    minute_ns bigint   NOT NULL,
+    service   text     NOT NULL,
+    operation text     NOT NULL,
+    kind      smallint NOT NULL,
+    count     bigint   NOT NULL,
+    errors    bigint   NOT NULL,
+    sketch    bytea    NOT NULL
+);
+CREATE INDEX ft_op_rollups_service ON ft_op_rollups (service, operation, minute_ns);
+CREATE INDEX ft_op_rollups_minute ON ft_op_rollups (minute_ns);
+
+CREATE TABLE ft_edge_rollups (
+    minute_ns bigint NOT NULL,
+    caller    text   NOT NULL,
+    callee    text   NOT NULL,
+    calls     bigint NOT NULL,
+    errors    bigint NOT NULL,
+    sketch    bytea  NOT NULL
+);
+CREATE INDEX ft_edge_rollups_minute ON ft_edge_rollups (minute_ns);
+"#,
+)];
+
+/// Advisory lock key serializing migrations and partition DDL across collectors.
+const DDL_LOCK: i64 = 0x6674_7261_6365; // "ftrace"
+
+const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, service, name, kind, start_ns, \
+                            end_ns, duration_ns, status_code, attributes, payload";
+const SPAN_TYPES: [Type; 12] = [
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT2,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT2,
+    Type::JSONB,
+    Type::BYTEA,
+];
+
+fn to_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn from_i64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// Injective escape so strings with NUL fit PostgreSQL `text`/`jsonb`.
+fn esc(s: &str) -> Cow<'_, str> {
+    if !s.contains(['\0', '\\']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Inverse of [`esc`].
+fn unesc(s: String) -> String {
+    if !s.contains('\\') {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('0') => out.push('\0'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One typed JSONB attribute element: `{"k": key, "<type>": value}`; the type
+/// letter keeps `"200"`, `200` and `200.0` distinct in containment searches.
+fn attr_json(key: &str, v: &AttrValue) -> Option<serde_json::Value> {
+    let k = esc(key);
+    Some(match v {
+        AttrValue::Str(s) => json!({"k": k, "s": esc(s)}),
+        AttrValue::Bool(b) => json!({"k": k, "b": b}),
+        AttrValue::Int(i) => json!({"k": k, "i": i}),
+        AttrValue::Double(d) => {
+            // NaN and infinities have no JSON form; they stay in the blob only.
+            let n = serde_json::Number::from_f64(if *d == 0.0 { 0.0 } else { *d })?;
+            json!({"k": k, "d": n})
+        }
+        _ => return None,
+    })
+}
+
+fn attrs_json(span: &Span) -> serde_json::Value {
+    serde_json::Value::Array(
+        span.attributes
+            .iter()
+            .filter_map(|kv| attr_json(&kv.key, &kv.value))
+            .collect(),
+    )
+}
+
+/// Maps a driver error: connection and resource problems are retryable.
+fn map_err(e: tokio_postgres::Error) -> StorageError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let retryable = code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+            || code == "40001"
+            || code == "40P01";
+        let msg = format!(
+            "postgres: {} (SQLSTATE {code}){}",
+            db.message(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        );
+        return if retryable {
+            StorageError::Unavailable(msg)
+        } else {
+            StorageError::Backend(msg)
+        };
+    }
+    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        return StorageError::Unavailable(format!(
+            "postgres connection failed: {e}; check that the server is up and --storage-url is right"
+        ));
+    }
+    StorageError::Backend(format!("postgres: {e}"))
+}
+
+/// One pooled connection and whether its session has the staging table.
+struct Conn {
+    client: Client,
+    staged: bool,
+}
+
+/// A fixed set of connections, each used by one task at a time (a binary COPY
+/// needs its connection to itself), reconnected when broken.
+struct Pool {
+    config: tokio_postgres::Config,
+    slots: Vec<AsyncMutex<Option<Conn>>>,
+    next: AtomicUsize,
+}
+
+/// A connection checked out of the [`Pool`].
+struct Pooled<'a>(AsyncMutexGuard<'a, Option<Conn>>);
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.0
+            .as_ref()
+            .expect("Pool::get fills the slot before handing it out")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.0
+            .as_mut()
+            .expect("Pool::get fills the slot before handing it out")
+    }
+}
+
+impl Pool {
+    async fn connect(&self) -> StorageResult<Conn> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(map_err)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(Conn {
+            client,
+            staged: false,
+        })
+    }
+
+    async fn get(&self) -> StorageResult<Pooled<'_>> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut guard = None;
+        for i in 0..n {
+            if let Ok(g) = self.slots[(start + i) % n].try_lock() {
+                guard = Some(g);
+                break;
+            }
+        }
+        let mut g = match guard {
+            Some(g) => g,
+            None => self.slots[start].lock().await,
+        };
+        if g.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *g = Some(self.connect().await?);
+        }
+        Ok(Pooled(g))
+    }
+}
+
+/// The PostgreSQL [`SpanStore`].
+pub struct PostgresStore {
+    pool: Pool,
+    opts: PostgresOptions,
+    /// Day numbers that have a partition (cache of the catalog).
+    partitions: Mutex<BTreeSet<i64>>,
+    /// Days whose partition could not be created (rows go to the default partition).
+    skipped_days: Mutex<BTreeSet<i64>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn partition_name(day: i64) -> String {
+    let (y, m, d) = common::civil_from_days(day);
+    format!("ft_spans_{y:04}{m:02}{d:02}")
+}
+
+fn parse_partition_name(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("ft_spans_")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits[..4].parse().ok()?;
+    let m: u32 = digits[4..6].parse().ok()?;
+    let d: u32 = digits[6..].parse().ok()?;
+    Some(common::days_from_civil(y, m, d))
+}
+
+impl PostgresStore {
+    /// Connects with default options, applies migrations and creates the
+    /// upcoming day partitions. `url` is a libpq-style URL or key=value string
+    /// (`postgres://user:pass@host:5432/db`).
+    pub async fn connect(url: &str) -> StorageResult<Self> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Like [`connect`](Self::connect) with explicit options.
+    pub async fn connect_with(url: &str, opts: PostgresOptions) -> StorageResult<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            StorageError::Backend(format!(
+                "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
+            ))
+        })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StorageError::Backend(
+                "sslmode=require is not supported: TLS to PostgreSQL is not implemented; \
+                 use sslmode=disable on a trusted network or a TLS tunnel"
+                    .into(),
+            ));
+        }
+        let pool = Pool {
+            config,
+            slots: (0..opts.pool_size.max(1))
+                .map(|_| AsyncMutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        };
+        let store = PostgresStore {
+            pool,
+            opts,
+            partitions: Mutex::new(BTreeSet::new()),
+            skipped_days: Mutex::new(BTreeSet::new()),
+        };
+        store.migrate().await?;
+        store.load_partitions().await?;
+        let today = (common::now_ns() / DAY_NS) as i64;
+        let ahead: Vec<i64> = (today..=today + store.opts.partition_future_days as i64).collect();
+        store.ensure_partitions(&ahead).await?;
+        Ok(store)
+    }
+
+    /// Applies pending [`MIGRATIONS`]; returns the versions applied now.
+    async fn migrate(&self) -> StorageResult<Vec<i32>> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+            .await
+            .map_err(map_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS ft_schema_migrations (
+                 version     integer PRIMARY KEY,
+                 description text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(map_err)?;
+        let applied: BTreeSet<i32> = tx
+            .query("SELECT version FROM ft_schema_migrations", &[])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut done = Vec::new();
+        for (version, description, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO ft_schema_migrations (version, description) VALUES ($1, $2)",
+                &[version, description],
+            )
+            .await
+            .map_err(map_err)?;
+            done.push(*version);
+        }
+        tx.commit().await.map_err(map_err)?;
+        if !done.is_empty() {
+            tracing::info!(versions = ?done, "postgres schema migrations applied");
+        }
+        Ok(done)
+    }
+
+    /// Day partitions that exist, from the catalog.
+    async fn list_partitions(&self) -> StorageResult<BTreeMap<i64, String>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'ft_spans'::regclass",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                parse_partition_name(&name).map(|d| (d, name))
+            })
+            .collect())
+    }
+
+    async fn load_partitions(&self) -> StorageResult<()> {
+        let days = self.list_partitions().await?;
+        *self.partitions.lock() = days.into_keys().collect();
+        Ok(())
+    }
+
+    /// Creates the missing day partitions among `days` (those inside the window).
+    async fn ensure_partitions(&self, days: &[i64]) -> StorageResult<()> {
+        let today = (common::now_ns() / DAY_NS) as i64;
+        let lo = today - self.opts.partition_past_days as i64;
+        let hi = today + self.opts.partition_future_days as i64;
+        let missing: Vec<i64> = {
+            let known = self.partitions.lock();
+            let skipped = self.skipped_days.lock();
+            days.iter()
+                .copied()
+                .filter(|d| (lo..=hi).contains(d) && !known.contains(d) && !skipped.contains(d))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.get().await?;
+        for day in missing {
+            let tx = conn.client.transaction().await.map_err(map_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+                .await
+                .map_err(map_err)?;
+            let (from, to) = (day * DAY_NS as i64, (day + 1) * DAY_NS as i64);
+            // DDL cannot take bound parameters; the bounds are integers computed here.
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF ft_spans FOR VALUES FROM ({from}) TO ({to})",
+                partition_name(day)
+            );
+            match tx.batch_execute(&ddl).await {
+                Ok(()) => {
+                    tx.commit().await.map_err(map_err)?;
+                    self.partitions.lock().insert(day);
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    // Typically: the default partition already holds rows of that
+                    // day. They stay there (still found and deleted by retention).
+                    tracing::warn!(partition = %partition_name(day), error = %map_err(e),
+                        "cannot create day partition; its spans go to ft_spans_default");
+                    self.skipped_days.lock().insert(day);
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy_spans(&self, spans: &[Span]) -> StorageResult<u64> {
+        let mut conn = self.pool.get().await?;
+        if !conn.staged {
+            // A session-local staging table: COPY cannot skip duplicates, the
+            // INSERT from it can.
+            conn.client
+                .batch_execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS ft_stage (LIKE ft_spans) ON COMMIT DELETE ROWS",
+                )
+                .await
+                .map_err(map_err)?;
+            conn.staged = true;
+        }
+        let tx = conn.client.transaction().await.map_err(map_err)?;
+        let sink = tx
+            .copy_in(&format!(
+                "COPY ft_stage ({SPAN_COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .map_err(map_err)?;
+        let writer = BinaryCopyInWriter::new(sink, &SPAN_TYPES);
+        tokio::pin!(writer);
+        for s in spans {
+            let (trace_id, span_id) = (&s.trace_id[..], &s.span_id[..]);
+            let parent = s.parent_span_id.as_ref().map(|p| &p[..]);
+            let (service, name) = (esc(&s.service_name), esc(&s.name));
+            let (service, name): (&str, &str) = (&service, &name);
+            let kind = s.kind as i16;
+            let (start, end, dur) = (
+                to_i64(s.start_ns),
+                to_i64(s.end_ns),
+                to_i64(s.duration_ns()),
+            );
+            let status = s.status_code as i16;
+            let attrs = attrs_json(s);
+            let payload = encode_span(s);
+            writer
+                .as_mut()
+                .write(&[
+                    &trace_id, &span_id, &parent, &service, &name, &kind, &start, &end, &dur,
+                    &status, &attrs, &payload,
+                ])
+                .await
+                .map_err(map_err)?;
+        }
+        writer.as_mut().finish().await.map_err(map_err)?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO ft_spans ({SPAN_COLUMNS}) SELECT {SPAN_COLUMNS} FROM ft_stage \
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(inserted)
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn trace_id_from(v: &[u8]) -> StorageResult<TraceId> {
+    TraceId::try_from(v).map_err(|_| {
+        StorageError::Backend(format!(
+            "stored trace id has {} bytes, expected 16",
+            v.len()
+        ))
+    })
+}
+
+#[async_trait]
+impl SpanStore for PostgresStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let today = (common::now_ns() / DAY_NS) as i64;
+        let mut days: Vec<i64> = spans.iter().map(|s| (s.start_ns / DAY_NS) as i64).collect();
+        days.extend(today..=today + self.opts.partition_future_days as i64);
+        self.ensure_partitions(&days).await?;
+        self.copy_spans(spans).await?;
+        Ok(())
+    }
+
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
+        if rollups.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client.transaction().await.map_err(map_err)?;
+        if !rollups.operations.is_empty() {
+            let sink = tx
+                .copy_in(
+                    "COPY ft_op_rollups (minute_ns, service, operation, kind, count, errors, sketch) \
+                     FROM STDIN (FORMAT binary)",
+                )
+                .await
+                .map_err(map_err)?;
+            let w = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT2,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::BYTEA,
+                ],
+            );
+            tokio::pin!(w);
+            for r in &rollups.operations {
+                let sketch = common::encode_sketch(&r.sketch)?.into_bytes();
+                let (svc, op) = (esc(&r.service), esc(&r.operation));
+                let (svc, op): (&str, &str) = (&svc, &op);
+                w.as_mut()
+                    .write(&[
+                        &to_i64(r.minute_ns),
+                        &svc,
+                        &op,
+                        &(r.kind as i16),
+                        &to_i64(r.count),
+                        &to_i64(r.errors),
+                        &sketch,
+                    ])
+                    .await
+                    .map_err(map_err)?;
+            }
+            w.as_mut().finish().await.map_err(map_err)?;
+        }
+        if !rollups.edges.is_empty() {
+            let sink = tx
+                .copy_in(
+                    "COPY ft_edge_rollups (minute_ns, caller, callee, calls, errors, sketch) \
+                     FROM STDIN (FORMAT binary)",
+                )
+                .await
+                .map_err(map_err)?;
+            let w = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::BYTEA,
+                ],
+            );
+            tokio::pin!(w);
+            for r in &rollups.edges {
+                let sketch = common::encode_sketch(&r.sketch)?.into_bytes();
+                let (caller, callee) = (esc(&r.caller), esc(&r.callee));
+                let (caller, callee): (&str, &str) = (&caller, &callee);
+                w.as_mut()
+                    .write(&[
+                        &to_i64(r.minute_ns),
+                        &caller,
+                        &callee,
+                        &to_i64(r.calls),
+                        &to_i64(r.errors),
+                        &sketch,
+                    ])
+                    .await
+                    .map_err(map_err)?;
+            }
+            w.as_mut().finish().await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>> {
+        let (lo, hi) = match range {
+            Some(r) => (to_i64(r.start_ns), to_i64(r.end_ns)),
+            None => (i64::MIN, i64::MAX),
+        };
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT payload FROM ft_spans WHERE trace_id = $1 AND start_ns >= $2 AND start_ns < $3",
+                &[&&trace_id[..], &lo, &hi],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut spans = rows
+            .iter()
+            .map(|r| decode_span(r.get::<_, &[u8]>(0)))
+            .collect::<StorageResult<Vec<Span>>>()?;
+        spans.sort_by_key(|a| (a.start_ns, a.span_id));
+        let mut seen = BTreeSet::new();
+        spans.retain(|s| seen.insert(s.span_id));
+        Ok(spans)
+    }
+
+    async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
+        if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
+            return Ok(SearchPage::default());
+        }
+        let limit = q.limit.min(self.opts.max_search_limit);
+        let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
+        let mut params: Params = vec![
+            Box::new(to_i64(q.range.start_ns)),
+            Box::new(to_i64(q.range.end_ns)),
+        ];
+        let mut conds = vec!["start_ns >= $1".to_string(), "start_ns < $2".to_string()];
+        if let Some(svc) = &q.service {
+            params.push(Box::new(esc(svc).into_owned()));
+            conds.push(format!("service = ${}", params.len()));
+        }
+        if let Some(op) = &q.operation {
+            params.push(Box::new(esc(op).into_owned()));
+            conds.push(format!("name = ${}", params.len()));
+        }
+        if let Some(min) = q.min_duration_ns {
+            params.push(Box::new(to_i64(min)));
+            conds.push(format!("duration_ns >= ${}", params.len()));
+        }
+        if let Some(max) = q.max_duration_ns {
+            params.push(Box::new(to_i64(max)));
+            conds.push(format!("duration_ns <= ${}", params.len()));
+        }
+        if q.errors_only {
+            conds.push(format!("status_code = {}", StatusCode::Error as i16));
+        }
+        for f in &q.attributes {
+            common::check_filter(&f.key, &f.value)?;
+            match attr_json(&f.key, &f.value) {
+                Some(el) => {
+                    params.push(Box::new(serde_json::Value::Array(vec![el])));
+                    conds.push(format!("attributes @> ${}", params.len()));
+                }
+                // An infinite double cannot be stored searchably, so nothing matches.
+                None => return Ok(SearchPage::default()),
+            }
+        }
+        let mut sql = format!(
+            "WITH m AS (SELECT DISTINCT trace_id FROM ft_spans WHERE {}), \
+             t AS (SELECT s.trace_id, MIN(s.start_ns) AS tstart FROM ft_spans s \
+                   WHERE s.trace_id IN (SELECT trace_id FROM m) GROUP BY s.trace_id) \
+             SELECT trace_id, tstart FROM t",
+            conds.join(" AND ")
+        );
+        if let Some((cs, cid)) = cursor {
+            params.push(Box::new(to_i64(cs)));
+            params.push(Box::new(cid.to_vec()));
+            sql.push_str(&format!(
+                " WHERE (tstart, trace_id) < (${}, ${})",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+        params.push(Box::new((limit + 1) as i64));
+        sql.push_str(&format!(
+            " ORDER BY tstart DESC, trace_id DESC LIMIT ${}",
+            params.len()
+        ));
+
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(&sql, &refs(&params))
+            .await
+            .map_err(map_err)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            ids.push((trace_id_from(r.get::<_, &[u8]>(0))?, from_i64(r.get(1))));
+        }
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok(SearchPage::default());
+        }
+        let id_list: Vec<Vec<u8>> = ids.iter().map(|(id, _)| id.to_vec()).collect();
+        let rows = conn
+            .client
+            .query(
+                "SELECT trace_id, span_id, parent_span_id IS NULL, service, name, start_ns, end_ns, \
+                 status_code FROM ft_spans WHERE trace_id = ANY($1)",
+                &[&id_list],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut summary_rows = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let span_id: &[u8] = r.get(1);
+            summary_rows.push(SummaryRow {
+                trace_id: trace_id_from(r.get::<_, &[u8]>(0))?,
+                span_id: span_id.try_into().map_err(|_| {
+                    StorageError::Backend(format!(
+                        "stored span id has {} bytes, expected 8",
+                        span_id.len()
+                    ))
+                })?,
+                is_root: r.get(2),
+                service: unesc(r.get(3)),
+                name: unesc(r.get(4)),
+                start_ns: from_i64(r.get(5)),
+                end_ns: from_i64(r.get(6)),
+                status_code: r.get::<_, i16>(7) as u8,
+            });
+        }
+        let order: Vec<TraceId> = ids.iter().map(|(id, _)| *id).collect();
+        let traces = common::summarize(&order, summary_rows);
+        let next_cursor = if more {
+            ids.last()
+                .map(|(id, start)| common::encode_cursor(*start, id))
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            traces,
+            next_cursor,
+        })
+    }
+
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
+        let conn = self.pool.get().await?;
+        // Loose index scan over (service, start_ns): one probe per service.
+        let rows = conn
+            .client
+            .query(
+                "WITH RECURSIVE svc(s) AS ( \
+                   SELECT MIN(service) FROM ft_spans WHERE start_ns >= $1 AND start_ns < $2 \
+                   UNION ALL \
+                   SELECT (SELECT MIN(service) FROM ft_spans \
+                           WHERE service > svc.s AND start_ns >= $1 AND start_ns < $2) \
+                   FROM svc WHERE svc.s IS NOT NULL) \
+                 SELECT s FROM svc WHERE s IS NOT NULL",
+                &[&to_i64(range.start_ns), &to_i64(range.end_ns)],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut out: Vec<String> = rows.iter().map(|r| unesc(r.get(0))).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT DISTINCT name, kind FROM ft_spans WHERE service = $1 AND start_ns >= $2 AND start_ns < $3",
+                &[&esc(service).as_ref(), &to_i64(range.start_ns), &to_i64(range.end_ns)],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut out: Vec<Operation> = rows
+            .iter()
+            .map(|r| Operation {
+                name: unesc(r.get(0)),
+                kind: SpanKind::from_i32(r.get::<_, i16>(1) as i32),
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        if range.end_ns <= range.start_ns {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = common::minute_bounds(range);
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT caller, callee, calls, errors, sketch FROM ft_edge_rollups \
+                 WHERE minute_ns >= $1 AND minute_ns < $2",
+                &[&to_i64(lo), &to_i64(hi)],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut merged = Vec::with_capacity(rows.len());
+        for r in &rows {
+            merged.push((
+                unesc(r.get(0)),
+                unesc(r.get(1)),
+                from_i64(r.get(2)),
+                from_i64(r.get(3)),
+                common::decode_sketch(r.get::<_, &[u8]>(4))?,
+            ));
+        }
+        Ok(common::merge_edges(merged))
+    }
+
+    async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        if q.range.end_ns <= q.range.start_ns {
+            return Ok(Vec::new());
+        }
+        let step = common::latency_step(q, self.opts.max_latency_points)?;
+        let (lo, hi) = common::minute_bounds(q.range);
+        let svc = esc(&q.service).into_owned();
+        let mut params: Params = vec![Box::new(svc), Box::new(to_i64(lo)), Box::new(to_i64(hi))];
+        let mut sql = String::from(
+            "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
+             WHERE service = $1 AND minute_ns >= $2 AND minute_ns < $3",
+        );
+        if let Some(op) = &q.operation {
+            params.push(Box::new(esc(op).into_owned()));
+            sql.push_str(" AND operation = $4");
+        }
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(&sql, &refs(&params))
+            .await
+            .map_err(map_err)?;
+        let mut data = Vec::with_capacity(rows.len());
+        for r in &rows {
+            data.push((
+                from_i64(r.get(0)),
+                from_i64(r.get(1)),
+                from_i64(r.get(2)),
+                common::decode_sketch(r.get::<_, &[u8]>(3))?,
+            ));
+        }
+        Ok(common::latency_points(q, step, data))
+    }
+
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        common::check_quantiles(qs)?;
+        if qs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // percentile_disc picks the ceil(q*n)-th value (at least the first):
+        // exactly the nearest rank.
+        let mut params: Params = vec![
+            Box::new(esc(service).into_owned()),
+            Box::new(to_i64(range.start_ns)),
+            Box::new(to_i64(range.end_ns)),
+            Box::new(qs.to_vec()),
+        ];
+        let mut sql = String::from(
+            "SELECT COUNT(*), percentile_disc($4::float8[]) WITHIN GROUP (ORDER BY duration_ns) \
+             FROM ft_spans WHERE service = $1 AND start_ns >= $2 AND start_ns < $3",
+        );
+        if let Some(op) = operation {
+            params.push(Box::new(esc(op).into_owned()));
+            sql.push_str(" AND name = $5");
+        }
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_one(&sql, &refs(&params))
+            .await
+            .map_err(map_err)?;
+        let n: i64 = row.get(0);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let values: Vec<i64> = row.get(1);
+        Ok(values.into_iter().map(from_i64).collect())
+    }
+
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
+        let cutoff = to_i64(cutoff_ns);
+        let mut report = RetentionReport::default();
+        let parts = self.list_partitions().await?;
+        let mut conn = self.pool.get().await?;
+        for (day, name) in parts {
+            if (day + 1) * (DAY_NS as i64) > cutoff {
+                continue;
+            }
+            let tx = conn.client.transaction().await.map_err(map_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+                .await
+                .map_err(map_err)?;
+            let n: i64 = tx
+                .query_one(&format!("SELECT COUNT(*) FROM {name}"), &[])
+                .await
+                .map_err(map_err)?
+                .get(0);
+            // The whole day is older than the cutoff: drop it instead of deleting rows.
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            self.partitions.lock().remove(&day);
+            report.spans_deleted += from_i64(n);
+            tracing::info!(partition = %name, spans = n, "retention dropped day partition");
+        }
+        // What remains older than the cutoff: part of the cutoff's own day, and
+        // the default partition. Partition pruning limits this to those.
+        report.spans_deleted += conn
+            .client
+            .execute("DELETE FROM ft_spans WHERE start_ns < $1", &[&cutoff])
+            .await
+            .map_err(map_err)?;
+        // A minute bucket goes only when all of it is older than the cutoff.
+        if cutoff_ns >= MINUTE_NS {
+            let last_minute = to_i64(cutoff_ns - MINUTE_NS);
+            report.rollups_deleted += conn
+                .client
+                .execute(
+                    "DELETE FROM ft_op_rollups WHERE minute_ns <= $1",
+                    &[&last_minute],
+                )
+                .await
+                .map_err(map_err)?;
+            report.rollups_deleted += conn
+                .client
+                .execute(
+                    "DELETE FROM ft_edge_rollups WHERE minute_ns <= $1",
+                    &[&last_minute],
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_is_injective_and_reversible() {
+        for s in ["plain", "a\0b", "a\\0b", "\\", "\0", "\\\\0", "é\0🚀\\"] {
+            let e = esc(s);
+            assert!(!e.contains('\0'));
+            assert_eq!(unesc(e.into_owned()), s);
+        }
+        assert_ne!(esc("a\0b"), esc("a\\0b"));
+    }
+
+    #[test]
+    fn partition_names_round_trip() {
+        for day in [0i64, 20_415, 29_000] {
+            assert_eq!(parse_partition_name(&partition_name(day)), Some(day));
+        }
+        assert_eq!(parse_partition_name("ft_spans_default"), None);
+        assert_eq!(parse_partition_name("ft_spans_2025112x"), None);
+    }
+}

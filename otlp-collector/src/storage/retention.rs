@@ -1,0 +1,158 @@
+//! Age-based retention: a background task that periodically asks the sink to
+//! delete spans and rollups older than the configured maximum age.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::SpanStore;
+
+/// `[retention]` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep spans and rollups this many hours (default 168 = 7 days); 0 keeps
+    /// everything forever.
+    pub max_age_hours: u64,
+    /// How often retention runs, in seconds (default 300).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age_hours: 168,
+            interval_secs: 300,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The maximum age, or `None` when retention is disabled.
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.max_age_hours > 0)
+            .then(|| Duration::from_secs(self.max_age_hours.saturating_mul(3600)))
+    }
+}
+
+/// Counters of the retention task (exported as self-metrics).
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Completed runs.
+    pub runs: AtomicU64,
+    /// Runs that failed (the next run retries).
+    pub failures: AtomicU64,
+    /// Spans deleted in total.
+    pub spans_deleted: AtomicU64,
+    /// Rollup rows deleted in total.
+    pub rollups_deleted: AtomicU64,
+}
+
+/// The cutoff for a retention run at `now_ns`: everything that started before
+/// it is deleted.
+pub fn cutoff_ns(now_ns: u64, max_age: Duration) -> u64 {
+    now_ns.saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs one retention pass now; returns what was deleted, or `None` when
+/// retention is disabled.
+pub async fn run_once(
+    store: &dyn SpanStore,
+    config: &RetentionConfig,
+    stats: &RetentionStats,
+) -> Option<super::RetentionReport> {
+    let max_age = config.max_age()?;
+    let cutoff = cutoff_ns(now_ns(), max_age);
+    match store.apply_retention(cutoff).await {
+        Ok(report) => {
+            stats.runs.fetch_add(1, Ordering::Relaxed);
+            stats
+                .spans_deleted
+                .fetch_add(report.spans_deleted, Ordering::Relaxed);
+            stats
+                .rollups_deleted
+                .fetch_add(report.rollups_deleted, Ordering::Relaxed);
+            tracing::debug!(
+                sink = store.name(),
+                spans = report.spans_deleted,
+                rollups = report.rollups_deleted,
+                "retention pass done"
+            );
+            Some(report)
+        }
+        Err(e) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(sink = store.name(), error = %e, "retention pass failed; retrying at the next interval");
+            None
+        }
+    }
+}
+
+/// Runs retention every `interval_secs` until `shutdown` turns true (or its
+/// sender is dropped). Returns at once when retention is disabled.
+pub async fn run(
+    store: Arc<dyn SpanStore>,
+    config: RetentionConfig,
+    stats: Arc<RetentionStats>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if config.max_age().is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_secs.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                run_once(store.as_ref(), &config, &stats).await;
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_saturates_and_disabled_when_zero() {
+        assert_eq!(cutoff_ns(10, Duration::from_secs(1)), 0);
+        assert_eq!(
+            cutoff_ns(5_000_000_000, Duration::from_secs(2)),
+            3_000_000_000
+        );
+        assert!(RetentionConfig {
+            max_age_hours: 0,
+            interval_secs: 1
+        }
+        .max_age()
+        .is_none());
+        assert_eq!(
+            RetentionConfig::default().max_age(),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let err = serde_json::from_str::<RetentionConfig>(r#"{"max_age_hours": 1, "bogus": 2}"#);
+        assert!(err.is_err());
+        let ok: RetentionConfig = serde_json::from_str(r#"{"max_age_hours": 2}"#).expect("parse");
+        assert_eq!(ok.max_age_hours, 2);
+        assert_eq!(ok.interval_secs, 300);
+    }
+}

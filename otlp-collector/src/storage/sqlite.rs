@@ -1,0 +1,1476 @@
+//! The embedded SQLite sink, the collector's default store.
+//!
+//! One database file under the data directory, opened in WAL journal mode with
+//! `synchronous=FULL`: every committed `write_spans` transaction is fsynced
+//! before the call returns, because the collector deletes spans from its own
+//! write-ahead log once the sink has committed them (`NORMAL` in WAL mode can
+//! lose the last transactions on power loss, which would lose acknowledged
+//! spans). The cost is one fsync per batch, not per span.
+//!
+//! Schema (see `docs/storage.md`):
+//! - `spans`: one row per span with the searchable columns and the full span
+//!   as a compact binary blob ([`encode_span`]) for an exact round trip;
+//!   `PRIMARY KEY (trace_id, span_id)` plus `INSERT OR IGNORE` makes a retried
+//!   batch a no-op.
+//! - `span_attributes`: the scalar span attributes, typed, for searches.
+//! - `op_rollups` / `edge_rollups`: per-minute rollups, merged on write.
+//!
+//! rusqlite is synchronous, so every operation runs on tokio's blocking pool
+//! with one writer connection and a few reader connections (WAL lets readers
+//! run while the writer commits). All values are bound parameters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+
+use super::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSummary,
+};
+use crate::model::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::rollup::{LatencySketch, RollupBatch, MINUTE_NS};
+
+/// Tuning for [`SqliteStore`].
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Reader connections (queries run in parallel up to this number).
+    pub readers: usize,
+    /// How long a connection waits for a lock before failing (ms).
+    pub busy_timeout_ms: u64,
+    /// Page cache per connection (KiB).
+    pub cache_kib: u64,
+    /// Rows deleted per retention transaction, so retention never holds the
+    /// writer for long.
+    pub retention_chunk: usize,
+    /// Maximum buckets a `latency` time series may have.
+    pub max_latency_points: usize,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            readers: 2,
+            busy_timeout_ms: 5_000,
+            cache_kib: 16 * 1024,
+            retention_chunk: 5_000,
+            max_latency_points: 10_000,
+        }
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id       BLOB    NOT NULL,
+    span_id        BLOB    NOT NULL,
+    parent_span_id BLOB,
+    service        TEXT    NOT NULL,
+    name           TEXT    NOT NULL,
+    kind           INTEGER NOT NULL,
+    start_ns       INTEGER NOT NULL,
+    end_ns         INTEGER NOT NULL,
+    duration_ns    INTEGER NOT NULL,
+    status_code    INTEGER NOT NULL,
+    data           BLOB    NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
+CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns);
+CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns);
+
+CREATE TABLE IF NOT EXISTS span_attributes (
+    trace_id BLOB    NOT NULL,
+    span_id  BLOB    NOT NULL,
+    idx      INTEGER NOT NULL,
+    key      TEXT    NOT NULL,
+    type     INTEGER NOT NULL,
+    str_val  TEXT,
+    int_val  INTEGER,
+    dbl_val  REAL,
+    PRIMARY KEY (trace_id, span_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS span_attributes_str ON span_attributes (key, str_val) WHERE str_val IS NOT NULL;
+CREATE INDEX IF NOT EXISTS span_attributes_int ON span_attributes (key, int_val) WHERE int_val IS NOT NULL;
+CREATE INDEX IF NOT EXISTS span_attributes_dbl ON span_attributes (key, dbl_val) WHERE dbl_val IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS op_rollups (
+    minute_ns INTEGER NOT NULL,
+    service   TEXT    NOT NULL,
+    operation TEXT    NOT NULL,
+    kind      INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    errors    INTEGER NOT NULL,
+    sketch    BLOB    NOT NULL,
+    PRIMARY KEY (minute_ns, service, operation, kind)
+);
+CREATE INDEX IF NOT EXISTS op_rollups_service ON op_rollups (service, minute_ns);
+
+CREATE TABLE IF NOT EXISTS edge_rollups (
+    minute_ns INTEGER NOT NULL,
+    caller    TEXT    NOT NULL,
+    callee    TEXT    NOT NULL,
+    calls     INTEGER NOT NULL,
+    errors    INTEGER NOT NULL,
+    sketch    BLOB    NOT NULL,
+    PRIMARY KEY (minute_ns, caller, callee)
+);
+"#;
+
+/// Attribute type codes in `span_attributes.type`.
+const T_STR: i64 = 0;
+const T_BOOL: i64 = 1;
+const T_INT: i64 = 2;
+const T_DOUBLE: i64 = 3;
+
+/// SQLite stores signed 64-bit integers; nanosecond timestamps fit until 2262.
+/// Larger values (only ever seen in hostile input) are clamped, never wrapped.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn map_err(e: rusqlite::Error) -> StorageError {
+    use rusqlite::ErrorCode as C;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::SystemIoFailure
+                    | C::DiskFull
+                    | C::CannotOpen
+                    | C::OutOfMemory
+            ) =>
+        {
+            StorageError::Unavailable(format!(
+                "sqlite: {e} (retry later; check disk space and file permissions)"
+            ))
+        }
+        _ => StorageError::Backend(format!("sqlite: {e}")),
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    config: SqliteConfig,
+}
+
+/// The embedded SQLite [`SpanStore`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn configure(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_millis(config.busy_timeout_ms))?;
+    // Negative cache_size is in KiB.
+    conn.pragma_update(None, "cache_size", -(to_i64(config.cache_kib)))?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file at `path` with default tuning.
+    pub fn open(path: impl AsRef<Path>) -> StorageResult<Self> {
+        Self::open_with(path, SqliteConfig::default())
+    }
+
+    /// Opens (or creates) the database file at `path`.
+    pub fn open_with(path: impl AsRef<Path>, config: SqliteConfig) -> StorageResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StorageError::Unavailable(format!(
+                        "cannot create data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
+        let open_err = |e: rusqlite::Error| {
+            StorageError::Unavailable(format!(
+                "cannot open SQLite database {}: {e} (check the path and its permissions)",
+                path.display()
+            ))
+        };
+        let writer = Connection::open(&path).map_err(open_err)?;
+        configure(&writer, &config).map_err(map_err)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(map_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Backend(format!(
+                "SQLite database {} refused WAL journal mode (got {mode}); use a local file system",
+                path.display()
+            )));
+        }
+        // FULL: a commit is on disk when write_spans returns (see module docs).
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(map_err)?;
+        writer.execute_batch(SCHEMA).map_err(map_err)?;
+
+        let mut readers = Vec::new();
+        for _ in 0..config.readers.max(1) {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(open_err)?;
+            configure(&conn, &config).map_err(map_err)?;
+            readers.push(Mutex::new(conn));
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                config,
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn with_writer<R, F>(&self, f: F) -> StorageResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection, &SqliteConfig) -> StorageResult<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock();
+            f(&mut conn, &inner.config)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("sqlite worker failed: {e}")))?
+    }
+
+    async fn with_reader<R, F>(&self, f: F) -> StorageResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &SqliteConfig) -> StorageResult<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = inner.readers.len();
+            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+            // Take the first idle reader, else wait on the round-robin one.
+            for i in 0..n {
+                if let Some(conn) = inner.readers[(start + i) % n].try_lock() {
+                    return f(&conn, &inner.config);
+                }
+            }
+            let conn = inner.readers[start].lock();
+            f(&conn, &inner.config)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("sqlite worker failed: {e}")))?
+    }
+}
+
+fn write_spans_tx(conn: &mut Connection, spans: &[Span]) -> StorageResult<()> {
+    let tx = conn.transaction().map_err(map_err)?;
+    {
+        let mut ins_span = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, \
+                 start_ns, end_ns, duration_ns, status_code, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(map_err)?;
+        let mut ins_attr = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO span_attributes (trace_id, span_id, idx, key, type, str_val, int_val, dbl_val) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(map_err)?;
+        let mut blob = Vec::with_capacity(1024);
+        for s in spans {
+            blob.clear();
+            encode_span_into(s, &mut blob);
+            let inserted = ins_span
+                .execute(params![
+                    &s.trace_id[..],
+                    &s.span_id[..],
+                    s.parent_span_id.as_ref().map(|p| &p[..]),
+                    s.service_name,
+                    s.name,
+                    s.kind as i64,
+                    to_i64(s.start_ns),
+                    to_i64(s.end_ns),
+                    to_i64(s.duration_ns()),
+                    s.status_code as i64,
+                    &blob[..],
+                ])
+                .map_err(map_err)?;
+            if inserted == 0 {
+                // Already stored (a retried batch): its attributes are too.
+                continue;
+            }
+            for (i, kv) in s.attributes.iter().enumerate() {
+                let (ty, sv, iv, dv): (i64, Option<&str>, Option<i64>, Option<f64>) =
+                    match &kv.value {
+                        AttrValue::Str(v) => (T_STR, Some(v.as_str()), None, None),
+                        AttrValue::Bool(b) => (T_BOOL, None, Some(*b as i64), None),
+                        AttrValue::Int(v) => (T_INT, None, Some(*v), None),
+                        AttrValue::Double(d) if !d.is_nan() => (T_DOUBLE, None, None, Some(*d)),
+                        // Bytes, arrays, maps and NaN are kept in the blob but not indexed.
+                        _ => continue,
+                    };
+                ins_attr
+                    .execute(params![
+                        &s.trace_id[..],
+                        &s.span_id[..],
+                        i as i64,
+                        kv.key,
+                        ty,
+                        sv,
+                        iv,
+                        dv
+                    ])
+                    .map_err(map_err)?;
+            }
+        }
+    }
+    tx.commit().map_err(map_err)
+}
+
+fn encode_sketch(s: &LatencySketch) -> StorageResult<Vec<u8>> {
+    serde_json::to_vec(s)
+        .map_err(|e| StorageError::Backend(format!("cannot encode latency sketch: {e}")))
+}
+
+fn decode_sketch(b: &[u8]) -> StorageResult<LatencySketch> {
+    serde_json::from_slice(b).map_err(|e| {
+        StorageError::Backend(format!(
+            "stored latency sketch is corrupt ({e}); delete the rollup rows or the database"
+        ))
+    })
+}
+
+fn write_rollups_tx(conn: &mut Connection, batch: &RollupBatch) -> StorageResult<()> {
+    let tx = conn.transaction().map_err(map_err)?;
+    {
+        let mut get_op = tx
+            .prepare_cached(
+                "SELECT count, errors, sketch FROM op_rollups WHERE minute_ns = ?1 AND service = ?2 AND operation = ?3 AND kind = ?4",
+            )
+            .map_err(map_err)?;
+        let mut put_op = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO op_rollups (minute_ns, service, operation, kind, count, errors, sketch) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?;
+        for r in &batch.operations {
+            let key = (
+                to_i64(r.minute_ns),
+                r.service.as_str(),
+                r.operation.as_str(),
+                r.kind as i64,
+            );
+            let existing: Option<(i64, i64, Vec<u8>)> = get_op
+                .query_row(params![key.0, key.1, key.2, key.3], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+                .map_err(map_err)?;
+            let (mut count, mut errors, mut sketch) = (r.count, r.errors, r.sketch.clone());
+            if let Some((c, e, b)) = existing {
+                count += from_i64(c);
+                errors += from_i64(e);
+                sketch.merge(&decode_sketch(&b)?);
+            }
+            put_op
+                .execute(params![
+                    key.0,
+                    key.1,
+                    key.2,
+                    key.3,
+                    to_i64(count),
+                    to_i64(errors),
+                    encode_sketch(&sketch)?
+                ])
+                .map_err(map_err)?;
+        }
+        let mut get_edge = tx
+            .prepare_cached("SELECT calls, errors, sketch FROM edge_rollups WHERE minute_ns = ?1 AND caller = ?2 AND callee = ?3")
+            .map_err(map_err)?;
+        let mut put_edge = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO edge_rollups (minute_ns, caller, callee, calls, errors, sketch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(map_err)?;
+        for r in &batch.edges {
+            let m = to_i64(r.minute_ns);
+            let existing: Option<(i64, i64, Vec<u8>)> = get_edge
+                .query_row(params![m, r.caller, r.callee], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+                .map_err(map_err)?;
+            let (mut calls, mut errors, mut sketch) = (r.calls, r.errors, r.sketch.clone());
+            if let Some((c, e, b)) = existing {
+                calls += from_i64(c);
+                errors += from_i64(e);
+                sketch.merge(&decode_sketch(&b)?);
+            }
+            put_edge
+                .execute(params![
+                    m,
+                    r.caller,
+                    r.callee,
+                    to_i64(calls),
+                    to_i64(errors),
+                    encode_sketch(&sketch)?
+                ])
+                .map_err(map_err)?;
+        }
+    }
+    tx.commit().map_err(map_err)
+}
+
+fn trace_id_from(v: Vec<u8>) -> StorageResult<TraceId> {
+    TraceId::try_from(v.as_slice()).map_err(|_| {
+        StorageError::Backend(format!(
+            "stored trace id has {} bytes, expected 16",
+            v.len()
+        ))
+    })
+}
+
+/// Cursor: the sort key of the last trace on the page, `(trace start, trace id)`.
+fn encode_cursor(start_ns: u64, trace_id: &TraceId) -> String {
+    format!("{start_ns:016x}{}", crate::model::hex(trace_id))
+}
+
+fn decode_cursor(c: &str) -> StorageResult<(u64, TraceId)> {
+    let bad = || {
+        StorageError::InvalidQuery(
+            "malformed cursor: pass next_cursor from the previous page unchanged".into(),
+        )
+    };
+    if c.len() != 48 || !c.is_ascii() {
+        return Err(bad());
+    }
+    let start = u64::from_str_radix(&c[..16], 16).map_err(|_| bad())?;
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&c[16 + 2 * i..18 + 2 * i], 16).map_err(|_| bad())?;
+    }
+    Ok((start, id))
+}
+
+fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
+    if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
+        return Ok(SearchPage::default());
+    }
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut conds = vec!["s.start_ns >= ?".to_string(), "s.start_ns < ?".to_string()];
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        to_i64(q.range.start_ns).into(),
+        to_i64(q.range.end_ns).into(),
+    ];
+    if let Some(svc) = &q.service {
+        conds.push("s.service = ?".into());
+        args.push(svc.clone().into());
+    }
+    if let Some(op) = &q.operation {
+        conds.push("s.name = ?".into());
+        args.push(op.clone().into());
+    }
+    if let Some(min) = q.min_duration_ns {
+        conds.push("s.duration_ns >= ?".into());
+        args.push(to_i64(min).into());
+    }
+    if let Some(max) = q.max_duration_ns {
+        conds.push("s.duration_ns <= ?".into());
+        args.push(to_i64(max).into());
+    }
+    if q.errors_only {
+        conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
+    }
+    for f in &q.attributes {
+        let (col, ty, v): (&str, i64, rusqlite::types::Value) = match &f.value {
+            AttrValue::Str(s) => ("str_val", T_STR, s.clone().into()),
+            AttrValue::Bool(b) => ("int_val", T_BOOL, (*b as i64).into()),
+            AttrValue::Int(i) => ("int_val", T_INT, (*i).into()),
+            AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, (*d).into()),
+            other => {
+                return Err(StorageError::InvalidQuery(format!(
+                    "attribute filter on {:?} must be a string, bool, int or double, got {other:?}",
+                    f.key
+                )))
+            }
+        };
+        conds.push(format!(
+            "(s.trace_id, s.span_id) IN (SELECT a.trace_id, a.span_id FROM span_attributes a \
+             WHERE a.key = ? AND a.{col} = ? AND a.type = {ty})"
+        ));
+        args.push(f.key.clone().into());
+        args.push(v);
+    }
+    let mut sql = format!(
+        "WITH m AS (SELECT DISTINCT s.trace_id FROM spans s WHERE {}), \
+         t AS (SELECT sp.trace_id AS trace_id, MIN(sp.start_ns) AS tstart FROM spans sp \
+               JOIN m ON sp.trace_id = m.trace_id GROUP BY sp.trace_id) \
+         SELECT trace_id, tstart FROM t",
+        conds.join(" AND ")
+    );
+    if let Some((cs, cid)) = cursor {
+        sql.push_str(" WHERE (tstart < ? OR (tstart = ? AND trace_id < ?))");
+        args.push(to_i64(cs).into());
+        args.push(to_i64(cs).into());
+        args.push(cid.to_vec().into());
+    }
+    sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
+    args.push(to_i64(q.limit as u64 + 1).into());
+
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(args.iter()), |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(map_err)?;
+    let mut ids = Vec::new();
+    for row in rows {
+        let (id, start) = row.map_err(map_err)?;
+        ids.push((trace_id_from(id)?, from_i64(start)));
+    }
+    let more = ids.len() > q.limit;
+    ids.truncate(q.limit);
+    let mut traces = Vec::with_capacity(ids.len());
+    for (id, _) in &ids {
+        traces.push(summarize(conn, id)?);
+    }
+    let next_cursor = if more {
+        ids.last().map(|(id, start)| encode_cursor(*start, id))
+    } else {
+        None
+    };
+    Ok(SearchPage {
+        traces,
+        next_cursor,
+    })
+}
+
+/// Summary over every stored span of the trace (not only the matching ones).
+fn summarize(conn: &Connection, id: &TraceId) -> StorageResult<TraceSummary> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT parent_span_id IS NULL, service, name, start_ns, end_ns, status_code FROM spans \
+             WHERE trace_id = ?1 ORDER BY start_ns, span_id",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![&id[..]], |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(map_err)?;
+    let mut first: Option<(String, String)> = None;
+    let mut root: Option<(String, String)> = None;
+    let (mut start, mut end, mut count, mut errors) = (u64::MAX, 0u64, 0u64, 0u64);
+    let mut services = std::collections::BTreeSet::new();
+    for row in rows {
+        let (is_root, svc, name, s, e, status) = row.map_err(map_err)?;
+        let (s, e) = (from_i64(s), from_i64(e));
+        start = start.min(s);
+        end = end.max(e);
+        count += 1;
+        if status == StatusCode::Error as i64 {
+            errors += 1;
+        }
+        if first.is_none() {
+            first = Some((svc.clone(), name.clone()));
+        }
+        if is_root && root.is_none() {
+            root = Some((svc.clone(), name));
+        }
+        services.insert(svc);
+    }
+    let (root_service, root_operation) = root.or(first).unwrap_or_default();
+    Ok(TraceSummary {
+        trace_id: *id,
+        root_service,
+        root_operation,
+        start_ns: if count == 0 { 0 } else { start },
+        duration_ns: end.saturating_sub(if count == 0 { 0 } else { start }),
+        span_count: count,
+        services: services.into_iter().collect(),
+        error_count: errors,
+    })
+}
+
+fn get_trace_tx(
+    conn: &Connection,
+    id: &TraceId,
+    range: Option<TimeRange>,
+) -> StorageResult<Vec<Span>> {
+    let (lo, hi) = match range {
+        Some(r) => (to_i64(r.start_ns), to_i64(r.end_ns)),
+        None => (i64::MIN, i64::MAX),
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT data FROM spans WHERE trace_id = ?1 AND start_ns >= ?2 AND start_ns < ?3 ORDER BY start_ns, span_id",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![&id[..], lo, hi], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode_span(&row.map_err(map_err)?)?);
+    }
+    Ok(out)
+}
+
+fn services_tx(conn: &Connection, range: TimeRange) -> StorageResult<Vec<String>> {
+    // Loose index scan: one probe per distinct service instead of reading every
+    // span in the window.
+    let mut stmt = conn
+        .prepare_cached(
+            "WITH RECURSIVE svc(s) AS ( \
+               SELECT MIN(service) FROM spans \
+               UNION ALL \
+               SELECT (SELECT MIN(service) FROM spans WHERE service > svc.s) FROM svc WHERE svc.s IS NOT NULL) \
+             SELECT s FROM svc WHERE s IS NOT NULL AND EXISTS \
+               (SELECT 1 FROM spans x WHERE x.service = svc.s AND x.start_ns >= ?1 AND x.start_ns < ?2)",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![to_i64(range.start_ns), to_i64(range.end_ns)], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(map_err)?;
+    let mut out: Vec<String> = rows.collect::<Result<_, _>>().map_err(map_err)?;
+    out.sort();
+    Ok(out)
+}
+
+fn operations_tx(
+    conn: &Connection,
+    service: &str,
+    range: TimeRange,
+) -> StorageResult<Vec<Operation>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT name, kind FROM spans WHERE service = ?1 AND start_ns >= ?2 AND start_ns < ?3",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![service, to_i64(range.start_ns), to_i64(range.end_ns)],
+            |r| {
+                Ok(Operation {
+                    name: r.get(0)?,
+                    kind: SpanKind::from_i32(r.get::<_, i32>(1)?),
+                })
+            },
+        )
+        .map_err(map_err)?;
+    let mut out: Vec<Operation> = rows.collect::<Result<_, _>>().map_err(map_err)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Minute buckets whose start lies in `[floor_minute(start), end)`.
+fn minute_bounds(range: TimeRange) -> (i64, i64) {
+    (
+        to_i64(range.start_ns - range.start_ns % MINUTE_NS),
+        to_i64(range.end_ns),
+    )
+}
+
+fn dependencies_tx(conn: &Connection, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+    let (lo, hi) = minute_bounds(range);
+    let mut stmt = conn
+        .prepare_cached("SELECT caller, callee, calls, errors, sketch FROM edge_rollups WHERE minute_ns >= ?1 AND minute_ns < ?2")
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![lo, hi], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })
+        .map_err(map_err)?;
+    let mut acc: BTreeMap<(String, String), (u64, u64, LatencySketch)> = BTreeMap::new();
+    for row in rows {
+        let (caller, callee, calls, errors, sketch) = row.map_err(map_err)?;
+        let e = acc.entry((caller, callee)).or_default();
+        e.0 += from_i64(calls);
+        e.1 += from_i64(errors);
+        e.2.merge(&decode_sketch(&sketch)?);
+    }
+    Ok(acc
+        .into_iter()
+        .map(
+            |((caller, callee), (calls, errors, sketch))| DependencyEdge {
+                caller,
+                callee,
+                calls,
+                errors,
+                avg_ns: sketch.mean(),
+                p95_ns: sketch.quantile(0.95),
+            },
+        )
+        .collect())
+}
+
+fn latency_tx(
+    conn: &Connection,
+    q: &LatencyQuery,
+    config: &SqliteConfig,
+) -> StorageResult<Vec<LatencyPoint>> {
+    if q.range.end_ns <= q.range.start_ns {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = minute_bounds(q.range);
+    let lo_u = from_i64(lo);
+    let step = match q.step_ns {
+        Some(s) if s == 0 || s % MINUTE_NS != 0 => {
+            return Err(StorageError::InvalidQuery(format!(
+                "step_ns {s} must be a positive multiple of 60s (60000000000)"
+            )))
+        }
+        Some(s) => {
+            let buckets = (q.range.end_ns - lo_u).div_ceil(s);
+            if buckets > config.max_latency_points as u64 {
+                return Err(StorageError::InvalidQuery(format!(
+                    "{buckets} latency buckets requested, at most {} allowed: use a larger step",
+                    config.max_latency_points
+                )));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let mut sql = String::from("SELECT minute_ns, count, errors, sketch FROM op_rollups WHERE service = ?1 AND minute_ns >= ?2 AND minute_ns < ?3");
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![q.service.clone().into(), lo.into(), hi.into()];
+    if let Some(op) = &q.operation {
+        sql.push_str(" AND operation = ?4");
+        args.push(op.clone().into());
+    }
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(args.iter()), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .map_err(map_err)?;
+    let mut buckets: BTreeMap<u64, (u64, u64, LatencySketch)> = BTreeMap::new();
+    if let Some(s) = step {
+        let mut b = lo_u;
+        while b < q.range.end_ns {
+            buckets.insert(b, Default::default());
+            b += s;
+        }
+    } else {
+        buckets.insert(q.range.start_ns, Default::default());
+    }
+    for row in rows {
+        let (minute, count, errors, sketch) = row.map_err(map_err)?;
+        let key = match step {
+            Some(s) => lo_u + (from_i64(minute) - lo_u) / s * s,
+            None => q.range.start_ns,
+        };
+        let e = buckets.entry(key).or_default();
+        e.0 += from_i64(count);
+        e.1 += from_i64(errors);
+        e.2.merge(&decode_sketch(&sketch)?);
+    }
+    Ok(buckets
+        .into_iter()
+        .map(|(start_ns, (count, errors, s))| LatencyPoint {
+            start_ns,
+            count,
+            errors,
+            p50_ns: s.quantile(0.5),
+            p95_ns: s.quantile(0.95),
+            p99_ns: s.quantile(0.99),
+        })
+        .collect())
+}
+
+fn exact_percentiles_tx(
+    conn: &Connection,
+    service: &str,
+    operation: Option<&str>,
+    range: TimeRange,
+    qs: &[f64],
+) -> StorageResult<Vec<u64>> {
+    if let Some(q) = qs.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(StorageError::InvalidQuery(format!(
+            "quantile {q} is outside [0, 1]"
+        )));
+    }
+    let mut where_ = String::from("service = ?1 AND start_ns >= ?2 AND start_ns < ?3");
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        service.to_string().into(),
+        to_i64(range.start_ns).into(),
+        to_i64(range.end_ns).into(),
+    ];
+    if let Some(op) = operation {
+        where_.push_str(" AND name = ?4");
+        args.push(op.to_string().into());
+    }
+    let n: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM spans WHERE {where_}"))
+        .map_err(map_err)?
+        .query_row(params_from_iter(args.iter()), |r| r.get(0))
+        .map_err(map_err)?;
+    let n = from_i64(n);
+    if n == 0 || qs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Nearest rank: the ceil(q*n)-th smallest value (1-based, at least 1).
+    let mut wanted: Vec<(u64, usize)> = qs
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (((q * n as f64).ceil() as u64).clamp(1, n), i))
+        .collect();
+    wanted.sort();
+    let mut out = vec![0u64; qs.len()];
+    // One sorted pass over the durations picks every rank; memory stays O(qs).
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT duration_ns FROM spans WHERE {where_} ORDER BY duration_ns"
+        ))
+        .map_err(map_err)?;
+    let mut rows = stmt.query(params_from_iter(args.iter())).map_err(map_err)?;
+    let mut rank = 0u64;
+    let mut w = 0;
+    while w < wanted.len() {
+        let Some(row) = rows.next().map_err(map_err)? else {
+            break;
+        };
+        rank += 1;
+        let d = from_i64(row.get::<_, i64>(0).map_err(map_err)?);
+        while w < wanted.len() && wanted[w].0 == rank {
+            out[wanted[w].1] = d;
+            w += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn retention_tx(
+    conn: &mut Connection,
+    cutoff_ns: u64,
+    chunk: usize,
+) -> StorageResult<RetentionReport> {
+    let cutoff = to_i64(cutoff_ns);
+    let mut report = RetentionReport::default();
+    loop {
+        // Small transactions: the writer is released between chunks so ingest
+        // keeps flowing while a large backlog is deleted.
+        let tx = conn.transaction().map_err(map_err)?;
+        let victims: Vec<(i64, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare_cached("SELECT rowid, trace_id, span_id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2")
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![cutoff, chunk.max(1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<_, _>>().map_err(map_err)?
+        };
+        if victims.is_empty() {
+            tx.commit().map_err(map_err)?;
+            break;
+        }
+        {
+            let mut del_attr = tx
+                .prepare_cached("DELETE FROM span_attributes WHERE trace_id = ?1 AND span_id = ?2")
+                .map_err(map_err)?;
+            let mut del_span = tx
+                .prepare_cached("DELETE FROM spans WHERE rowid = ?1")
+                .map_err(map_err)?;
+            for (rowid, t, s) in &victims {
+                del_attr.execute(params![t, s]).map_err(map_err)?;
+                report.spans_deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
+            }
+        }
+        tx.commit().map_err(map_err)?;
+    }
+    // A minute bucket goes only when all of it is older than the cutoff.
+    if cutoff_ns >= MINUTE_NS {
+        let last_minute = to_i64(cutoff_ns - MINUTE_NS);
+        let tx = conn.transaction().map_err(map_err)?;
+        report.rollups_deleted += tx
+            .execute(
+                "DELETE FROM op_rollups WHERE minute_ns <= ?1",
+                params![last_minute],
+            )
+            .map_err(map_err)? as u64;
+        report.rollups_deleted += tx
+            .execute(
+                "DELETE FROM edge_rollups WHERE minute_ns <= ?1",
+                params![last_minute],
+            )
+            .map_err(map_err)? as u64;
+        tx.commit().map_err(map_err)?;
+    }
+    Ok(report)
+}
+
+#[async_trait]
+impl SpanStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let spans = spans.to_vec();
+        self.with_writer(move |c, _| write_spans_tx(c, &spans))
+            .await
+    }
+
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
+        if rollups.is_empty() {
+            return Ok(());
+        }
+        let batch = rollups.clone();
+        self.with_writer(move |c, _| write_rollups_tx(c, &batch))
+            .await
+    }
+
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>> {
+        self.with_reader(move |c, _| get_trace_tx(c, &trace_id, range))
+            .await
+    }
+
+    async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage> {
+        let q = query.clone();
+        self.with_reader(move |c, _| search_tx(c, &q)).await
+    }
+
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
+        self.with_reader(move |c, _| services_tx(c, range)).await
+    }
+
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
+        let service = service.to_string();
+        self.with_reader(move |c, _| operations_tx(c, &service, range))
+            .await
+    }
+
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        self.with_reader(move |c, _| dependencies_tx(c, range))
+            .await
+    }
+
+    async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        let q = query.clone();
+        self.with_reader(move |c, cfg| latency_tx(c, &q, cfg)).await
+    }
+
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        let (service, operation, qs) = (
+            service.to_string(),
+            operation.map(str::to_string),
+            qs.to_vec(),
+        );
+        self.with_reader(move |c, _| {
+            exact_percentiles_tx(c, &service, operation.as_deref(), range, &qs)
+        })
+        .await
+    }
+
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
+        self.with_writer(move |c, cfg| retention_tx(c, cutoff_ns, cfg.retention_chunk))
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Span blob codec.
+//
+// A compact, versioned binary encoding of the whole span: LEB128 varints for
+// integers and lengths, raw IEEE-754 bits for doubles (so NaN, -0.0 and every
+// other value round-trip bit-exactly, which JSON cannot promise).
+
+const CODEC_VERSION: u8 = 1;
+/// Nesting limit when decoding arrays/maps, so a corrupt blob cannot overflow the stack.
+const MAX_DEPTH: usize = 128;
+
+/// Encodes a span into the blob stored in the `data` column.
+pub fn encode_span(span: &Span) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    encode_span_into(span, &mut out);
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_value(out: &mut Vec<u8>, v: &AttrValue) {
+    match v {
+        AttrValue::Str(s) => {
+            out.push(0);
+            put_bytes(out, s.as_bytes());
+        }
+        AttrValue::Bool(b) => {
+            out.push(1);
+            out.push(*b as u8);
+        }
+        AttrValue::Int(i) => {
+            out.push(2);
+            // Zigzag so small negatives stay short.
+            put_varint(out, ((*i << 1) ^ (*i >> 63)) as u64);
+        }
+        AttrValue::Double(d) => {
+            out.push(3);
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        AttrValue::Bytes(b) => {
+            out.push(4);
+            put_bytes(out, b);
+        }
+        AttrValue::Array(a) => {
+            out.push(5);
+            put_varint(out, a.len() as u64);
+            for x in a {
+                put_value(out, x);
+            }
+        }
+        AttrValue::KvList(kvs) => {
+            out.push(6);
+            put_kvs(out, kvs);
+        }
+    }
+}
+
+fn put_kvs(out: &mut Vec<u8>, kvs: &[crate::model::KeyValue]) {
+    put_varint(out, kvs.len() as u64);
+    for kv in kvs {
+        put_bytes(out, kv.key.as_bytes());
+        put_value(out, &kv.value);
+    }
+}
+
+fn encode_span_into(s: &Span, out: &mut Vec<u8>) {
+    out.push(CODEC_VERSION);
+    out.extend_from_slice(&s.trace_id);
+    out.extend_from_slice(&s.span_id);
+    match &s.parent_span_id {
+        Some(p) => {
+            out.push(1);
+            out.extend_from_slice(p);
+        }
+        None => out.push(0),
+    }
+    put_bytes(out, s.trace_state.as_bytes());
+    put_varint(out, s.flags as u64);
+    put_bytes(out, s.name.as_bytes());
+    out.push(s.kind as u8);
+    put_varint(out, s.start_ns);
+    put_varint(out, s.end_ns);
+    put_kvs(out, &s.attributes);
+    put_varint(out, s.dropped_attributes_count as u64);
+    put_varint(out, s.events.len() as u64);
+    for e in &s.events {
+        put_varint(out, e.time_ns);
+        put_bytes(out, e.name.as_bytes());
+        put_kvs(out, &e.attributes);
+        put_varint(out, e.dropped_attributes_count as u64);
+    }
+    put_varint(out, s.dropped_events_count as u64);
+    put_varint(out, s.links.len() as u64);
+    for l in &s.links {
+        out.extend_from_slice(&l.trace_id);
+        out.extend_from_slice(&l.span_id);
+        put_bytes(out, l.trace_state.as_bytes());
+        put_kvs(out, &l.attributes);
+        put_varint(out, l.dropped_attributes_count as u64);
+        put_varint(out, l.flags as u64);
+    }
+    put_varint(out, s.dropped_links_count as u64);
+    out.push(s.status_code as u8);
+    put_bytes(out, s.status_message.as_bytes());
+    put_bytes(out, s.service_name.as_bytes());
+    put_kvs(out, &s.resource_attributes);
+    put_bytes(out, s.scope_name.as_bytes());
+    put_bytes(out, s.scope_version.as_bytes());
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+type DecodeResult<T> = Result<T, &'static str>;
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
+        if self.b.len() < n {
+            return Err("truncated");
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> DecodeResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn varint(&mut self) -> DecodeResult<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long")
+    }
+    fn u32(&mut self) -> DecodeResult<u32> {
+        u32::try_from(self.varint()?).map_err(|_| "u32 out of range")
+    }
+    fn len(&mut self) -> DecodeResult<usize> {
+        let n = usize::try_from(self.varint()?).map_err(|_| "length out of range")?;
+        // Every element takes at least one byte, so a length beyond the rest is corrupt.
+        if n > self.b.len() {
+            return Err("length beyond end");
+        }
+        Ok(n)
+    }
+    fn bytes(&mut self) -> DecodeResult<Vec<u8>> {
+        let n = self.len()?;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn string(&mut self) -> DecodeResult<String> {
+        String::from_utf8(self.bytes()?).map_err(|_| "invalid utf-8")
+    }
+    fn arr<const N: usize>(&mut self) -> DecodeResult<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn value(&mut self, depth: usize) -> DecodeResult<AttrValue> {
+        if depth > MAX_DEPTH {
+            return Err("nesting too deep");
+        }
+        Ok(match self.u8()? {
+            0 => AttrValue::Str(self.string()?),
+            1 => AttrValue::Bool(self.u8()? != 0),
+            2 => {
+                let z = self.varint()?;
+                AttrValue::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            3 => AttrValue::Double(f64::from_bits(u64::from_le_bytes(self.arr::<8>()?))),
+            4 => AttrValue::Bytes(self.bytes()?),
+            5 => {
+                let n = self.len()?;
+                let mut a = Vec::with_capacity(n);
+                for _ in 0..n {
+                    a.push(self.value(depth + 1)?);
+                }
+                AttrValue::Array(a)
+            }
+            6 => AttrValue::KvList(self.kvs(depth + 1)?),
+            _ => return Err("unknown value tag"),
+        })
+    }
+    fn kvs(&mut self, depth: usize) -> DecodeResult<Vec<crate::model::KeyValue>> {
+        let n = self.len()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = self.string()?;
+            let value = self.value(depth)?;
+            out.push(crate::model::KeyValue { key, value });
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a blob written by [`encode_span`].
+pub fn decode_span(b: &[u8]) -> StorageResult<Span> {
+    decode_span_inner(b).map_err(|why| {
+        StorageError::Backend(format!(
+            "stored span blob is corrupt ({why}); the database file may be damaged"
+        ))
+    })
+}
+
+fn decode_span_inner(b: &[u8]) -> DecodeResult<Span> {
+    let mut r = Reader { b };
+    if r.u8()? != CODEC_VERSION {
+        return Err("unknown codec version");
+    }
+    let trace_id = r.arr::<16>()?;
+    let span_id: SpanId = r.arr::<8>()?;
+    let parent_span_id = match r.u8()? {
+        0 => None,
+        _ => Some(r.arr::<8>()?),
+    };
+    let trace_state = r.string()?;
+    let flags = r.u32()?;
+    let name = r.string()?;
+    let kind = SpanKind::from_i32(r.u8()? as i32);
+    let start_ns = r.varint()?;
+    let end_ns = r.varint()?;
+    let attributes = r.kvs(0)?;
+    let dropped_attributes_count = r.u32()?;
+    let n = r.len()?;
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        events.push(crate::model::Event {
+            time_ns: r.varint()?,
+            name: r.string()?,
+            attributes: r.kvs(0)?,
+            dropped_attributes_count: r.u32()?,
+        });
+    }
+    let dropped_events_count = r.u32()?;
+    let n = r.len()?;
+    let mut links = Vec::with_capacity(n);
+    for _ in 0..n {
+        links.push(crate::model::Link {
+            trace_id: r.arr::<16>()?,
+            span_id: r.arr::<8>()?,
+            trace_state: r.string()?,
+            attributes: r.kvs(0)?,
+            dropped_attributes_count: r.u32()?,
+            flags: r.u32()?,
+        });
+    }
+    let dropped_links_count = r.u32()?;
+    let status_code = StatusCode::from_i32(r.u8()? as i32);
+    let status_message = r.string()?;
+    let service_name = r.string()?;
+    let resource_attributes = r.kvs(0)?;
+    let scope_name = r.string()?;
+    let scope_version = r.string()?;
+    if !r.b.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        trace_state,
+        flags,
+        name,
+        kind,
+        start_ns,
+        end_ns,
+        attributes,
+        dropped_attributes_count,
+        events,
+        dropped_events_count,
+        links,
+        dropped_links_count,
+        status_code,
+        status_message,
+        service_name,
+        resource_attributes,
+        scope_name,
+        scope_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, KeyValue, Link};
+
+    fn full_span() -> Span {
+        Span {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            parent_span_id: Some([1; 8]),
+            trace_state: "a=b".into(),
+            flags: 0x301,
+            name: "op 'x' \"y\" \\ é 🚀".into(),
+            kind: SpanKind::Consumer,
+            start_ns: 1_700_000_000_000_000_000,
+            end_ns: 1_700_000_000_123_456_789,
+            attributes: vec![
+                KeyValue::new("nan", AttrValue::Double(f64::NAN)),
+                KeyValue::new("neg", AttrValue::Int(i64::MIN)),
+                KeyValue::new("negz", AttrValue::Double(-0.0)),
+                KeyValue::new("b", AttrValue::Bytes(vec![0, 255, 1])),
+                KeyValue::new(
+                    "nested",
+                    AttrValue::KvList(vec![KeyValue::new(
+                        "arr",
+                        AttrValue::Array(vec![AttrValue::Bool(true)]),
+                    )]),
+                ),
+            ],
+            dropped_attributes_count: 3,
+            events: vec![Event {
+                time_ns: 5,
+                name: "exception".into(),
+                attributes: vec![KeyValue::new("k", AttrValue::Str("v".into()))],
+                dropped_attributes_count: 1,
+            }],
+            dropped_events_count: 2,
+            links: vec![Link {
+                trace_id: [3; 16],
+                span_id: [4; 8],
+                trace_state: "x=y".into(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+                flags: 1,
+            }],
+            dropped_links_count: 4,
+            status_code: StatusCode::Error,
+            status_message: "boom".into(),
+            service_name: "svc".into(),
+            resource_attributes: vec![KeyValue::new("service.name", AttrValue::Str("svc".into()))],
+            scope_name: "scope".into(),
+            scope_version: "1.0".into(),
+        }
+    }
+
+    #[test]
+    fn codec_round_trips_bit_exact_including_nan() {
+        let s = full_span();
+        let back = decode_span(&encode_span(&s)).expect("decode");
+        match (&back.attributes[0].value, &back.attributes[2].value) {
+            (AttrValue::Double(n), AttrValue::Double(z)) => {
+                assert!(n.is_nan());
+                assert_eq!(z.to_bits(), (-0.0f64).to_bits());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut a = s.clone();
+        let mut b = back;
+        a.attributes.remove(0);
+        b.attributes.remove(0);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn codec_rejects_every_truncation_without_panicking() {
+        let blob = encode_span(&full_span());
+        for n in 0..blob.len() {
+            assert!(
+                decode_span(&blob[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+        let mut extra = blob.clone();
+        extra.push(0);
+        assert!(decode_span(&extra).is_err());
+    }
+
+    #[test]
+    fn cursor_round_trip_and_rejects_garbage() {
+        let c = encode_cursor(123, &[0xab; 16]);
+        assert_eq!(decode_cursor(&c).expect("cursor"), (123, [0xab; 16]));
+        for bad in [
+            "",
+            "zz",
+            &c[..47],
+            &format!("{c}0"),
+            "é".repeat(24).as_str(),
+        ] {
+            assert!(
+                matches!(decode_cursor(bad), Err(StorageError::InvalidQuery(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn nan_attribute_stored_and_not_indexed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("t.db")).expect("open");
+        store.write_spans(&[full_span()]).await.expect("write");
+        let got = store.get_trace([7; 16], None).await.expect("get");
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0].attributes[0].value, AttrValue::Double(d) if d.is_nan()));
+    }
+
+    #[tokio::test]
+    async fn journal_mode_is_wal_and_sync_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/t.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let (mode, sync) = {
+            let c = store.inner.writer.lock();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("mode");
+            let sync: i64 = c
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .expect("sync");
+            (mode, sync)
+        };
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        // Reopening an existing database works (schema is IF NOT EXISTS).
+        drop(store);
+        SqliteStore::open(&path).expect("reopen");
+    }
+}

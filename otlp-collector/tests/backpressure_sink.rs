@@ -1,0 +1,234 @@
+//! Backpressure and sink failures: a saturated collector answers 429 with
+//! Retry-After / RESOURCE_EXHAUSTED with RetryInfo, a full WAL refuses, and a
+//! sink that is down is retried until every acknowledged span is stored.
+
+mod ingest_util;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferrotrace_collector::model::{Span, TraceId};
+use ferrotrace_collector::receiver::rpc_status::{RetryInfo, RpcStatus};
+use ferrotrace_collector::rollup::RollupBatch;
+use ferrotrace_collector::server::Collector;
+use ferrotrace_collector::storage::sqlite::SqliteStore;
+use ferrotrace_collector::storage::*;
+use ingest_util::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+
+/// Delegates to SQLite, but can hold writes (slow sink) or fail them (sink down).
+struct GatedStore {
+    inner: SqliteStore,
+    open: AtomicBool,
+    fail_next: AtomicU32,
+}
+
+#[async_trait]
+impl SpanStore for GatedStore {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StorageError::Unavailable("sink is down (test)".into()));
+        }
+        self.inner.write_spans(spans).await
+    }
+    async fn write_rollups(&self, r: &RollupBatch) -> StorageResult<()> {
+        self.inner.write_rollups(r).await
+    }
+    async fn get_trace(&self, t: TraceId, r: Option<TimeRange>) -> StorageResult<Vec<Span>> {
+        self.inner.get_trace(t, r).await
+    }
+    async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
+        self.inner.search(q).await
+    }
+    async fn services(&self, r: TimeRange) -> StorageResult<Vec<String>> {
+        self.inner.services(r).await
+    }
+    async fn operations(&self, s: &str, r: TimeRange) -> StorageResult<Vec<Operation>> {
+        self.inner.operations(s, r).await
+    }
+    async fn dependencies(&self, r: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        self.inner.dependencies(r).await
+    }
+    async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        self.inner.latency(q).await
+    }
+    async fn exact_percentiles(
+        &self,
+        s: &str,
+        o: Option<&str>,
+        r: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        self.inner.exact_percentiles(s, o, r, qs).await
+    }
+    async fn apply_retention(&self, c: u64) -> StorageResult<RetentionReport> {
+        self.inner.apply_retention(c).await
+    }
+}
+
+async fn start_gated(
+    tweak: impl FnOnce(&mut ferrotrace_collector::config::Config),
+) -> (Collector, Arc<GatedStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.batcher.retry_initial_ms = 5;
+    cfg.batcher.retry_max_ms = 20;
+    tweak(&mut cfg);
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(dir.path().join("s.db")).unwrap(),
+        open: AtomicBool::new(false),
+        fail_next: AtomicU32::new(0),
+    });
+    let mut c = Collector::start(cfg, store.clone() as Arc<dyn SpanStore>)
+        .await
+        .unwrap();
+    c.wait_ready().await;
+    (c, store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_collector_refuses_with_retry_hints_and_loses_nothing() {
+    let (c, store, _dir) = start_gated(|cfg| {
+        cfg.queue.max_spans = 40;
+        cfg.queue.retry_after_secs = 3;
+        cfg.batcher.max_spans = 10;
+        cfg.batcher.max_pending_batches = 1;
+    })
+    .await;
+    let http = c.addrs.otlp_http.unwrap();
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for t in 0..200u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request_with(t, 10).encode_to_vec(),
+        )
+        .await;
+        match r.status {
+            200 => accepted.push(t),
+            429 => {
+                refused = Some(r);
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let r = refused.expect("the collector must refuse once saturated");
+    assert_eq!(r.headers["retry-after"], "3");
+    let st = RpcStatus::decode(r.body.as_ref()).unwrap();
+    assert_eq!(st.code, 8);
+
+    // gRPC: RESOURCE_EXHAUSTED with google.rpc.RetryInfo in the status details.
+    let mut g = TraceServiceClient::connect(format!("http://{}", c.addrs.otlp_grpc.unwrap()))
+        .await
+        .unwrap();
+    let err = g.export(request_with(999, 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    let details = RpcStatus::decode(err.details()).unwrap();
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let retry = RetryInfo::decode(details.details[0].value.as_slice()).unwrap();
+    assert_eq!(retry.retry_delay.unwrap().seconds, 3);
+    let m = c.metrics.render();
+    assert!(
+        m.contains("ferrotrace_requests_failed_total{status=\"queue_full\"}"),
+        "{m}"
+    );
+
+    // Open the sink: every acknowledged span is stored, and ingestion works again.
+    store.open.store(true, Ordering::SeqCst);
+    for t in &accepted {
+        assert_eq!(
+            wait_spans(store.as_ref(), trace_id(*t), 10).await.len(),
+            10,
+            "trace {t}"
+        );
+    }
+    let r = post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        request_with(5000, 10).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(c.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_wal_refuses_and_down_sink_is_retried() {
+    let (c, store, dir) = start_gated(|cfg| {
+        cfg.wal.segment_bytes = 4096;
+        cfg.wal.max_bytes = 16 * 1024;
+        cfg.batcher.max_spans = 5;
+    })
+    .await;
+    let http = c.addrs.otlp_http.unwrap();
+    let mut accepted = Vec::new();
+    let mut wal_full = false;
+    for t in 0..100u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request_with(t, 5).encode_to_vec(),
+        )
+        .await;
+        match r.status {
+            200 => accepted.push(t),
+            429 => {
+                assert!(
+                    String::from_utf8_lossy(&r.body).contains("write-ahead log"),
+                    "{:?}",
+                    r.body
+                );
+                wal_full = true;
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(wal_full, "a small WAL must fill up while the sink is stuck");
+    // The sink now fails a few times (down), then recovers: nothing acknowledged is lost.
+    store.fail_next.store(3, Ordering::SeqCst);
+    store.open.store(true, Ordering::SeqCst);
+    for t in &accepted {
+        assert_eq!(
+            wait_spans(store.as_ref(), trace_id(*t), 5).await.len(),
+            5,
+            "trace {t}"
+        );
+    }
+    let m = c.metrics.render();
+    assert!(
+        m.contains("ferrotrace_sink_errors_total{kind=\"retryable\"} 3"),
+        "{m}"
+    );
+    // Committed segments are deleted: the WAL shrinks back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.wal_bytes() > 4096 + 2048 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.wal_bytes() <= 4096 + 2048, "wal bytes {}", c.wal_bytes());
+    assert!(c.shutdown().await);
+    // After a clean shutdown with everything committed, no segment is left to replay.
+    let left = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    assert_eq!(left, 0);
+}

@@ -1,0 +1,410 @@
+//! Jaeger v1 and v3 HTTP APIs: shapes checked field by field against Jaeger's
+//! documented JSON (model/json for v1, the api_v3 OTLP JSON for v3), over a
+//! real SqliteStore and a real socket.
+
+mod query_support;
+
+use query_support::*;
+use serde_json::Value;
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn assert_envelope(v: &Value) {
+    assert_eq!(
+        keys(v),
+        ["data", "errors", "limit", "offset", "total"],
+        "{v}"
+    );
+    assert!(v["errors"].is_null());
+    assert_eq!(v["limit"], 0);
+    assert_eq!(v["offset"], 0);
+}
+
+fn tag<'a>(tags: &'a Value, key: &str) -> &'a Value {
+    tags.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == key)
+        .unwrap_or_else(|| panic!("tag {key} in {tags}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_v1_shapes() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+    let us = |ns: u64| ns / 1000;
+
+    let (st, v) = get_json(a, "/api/services").await;
+    assert_eq!(st, 200);
+    assert_envelope(&v);
+    let svcs = v["data"].as_array().unwrap();
+    assert!(svcs.iter().any(|s| s == "frontend"));
+    assert_eq!(v["total"], svcs.len());
+
+    let (_, v) = get_json(a, "/api/services/checkout/operations").await;
+    assert_envelope(&v);
+    assert_eq!(
+        v["data"],
+        serde_json::json!(["INSERT orders", "PlaceOrder"])
+    );
+    let (_, v) = get_json(a, "/api/operations?service=checkout&spanKind=server").await;
+    assert_envelope(&v);
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{ "name": "PlaceOrder", "spanKind": "server" }])
+    );
+    let (st, v) = get_json(a, "/api/operations").await;
+    assert_eq!(st, 400);
+    assert!(v["data"].is_null());
+    assert_eq!(v["errors"][0]["code"], 400);
+    assert!(v["errors"][0]["msg"].as_str().unwrap().contains("service"));
+
+    // Trace by id: the whole Jaeger model.
+    let (st, v) = get_json(a, &format!("/api/traces/{}", hex(&fx.checkout))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_envelope(&v);
+    assert_eq!(v["total"], 1);
+    let t = &v["data"][0];
+    assert_eq!(keys(t), ["processes", "spans", "traceID", "warnings"]);
+    assert_eq!(t["traceID"], hex(&fx.checkout));
+    assert!(t["warnings"].is_null());
+    let procs = t["processes"].as_object().unwrap();
+    assert_eq!(procs.len(), 2);
+    assert_eq!(procs["p1"]["serviceName"], "frontend");
+    assert_eq!(procs["p2"]["serviceName"], "checkout");
+    assert_eq!(keys(&procs["p1"]), ["serviceName", "tags"]);
+    assert_eq!(
+        procs["p1"]["tags"],
+        serde_json::json!([{ "key": "host.name", "type": "string", "value": "frontend-host" }])
+    );
+    let spans = t["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 4);
+    let root = &spans[0];
+    assert_eq!(
+        keys(root),
+        [
+            "duration",
+            "flags",
+            "logs",
+            "operationName",
+            "processID",
+            "references",
+            "spanID",
+            "startTime",
+            "tags",
+            "traceID",
+            "warnings"
+        ]
+    );
+    assert_eq!(root["traceID"], hex(&fx.checkout));
+    assert_eq!(root["spanID"], "0000000000000001");
+    assert_eq!(root["operationName"], "GET /checkout");
+    assert_eq!(root["startTime"], us(fx.base_ns));
+    assert_eq!(root["duration"], us(120 * MS));
+    assert_eq!(root["flags"], 1);
+    assert_eq!(root["processID"], "p1");
+    assert!(root["warnings"].is_null());
+    // The link is a FOLLOWS_FROM reference; a root has no CHILD_OF.
+    assert_eq!(
+        root["references"],
+        serde_json::json!([{ "refType": "FOLLOWS_FROM", "traceID": hex(&tid(99)), "spanID": hex(&77u64.to_be_bytes()) }])
+    );
+    let tags = &root["tags"];
+    assert_eq!(
+        *tag(tags, "http.method"),
+        serde_json::json!({ "key": "http.method", "type": "string", "value": "GET" })
+    );
+    assert_eq!(
+        *tag(tags, "http.status_code"),
+        serde_json::json!({ "key": "http.status_code", "type": "int64", "value": 200 })
+    );
+    assert_eq!(
+        *tag(tags, "ratio"),
+        serde_json::json!({ "key": "ratio", "type": "float64", "value": 0.5 })
+    );
+    assert_eq!(
+        *tag(tags, "cached"),
+        serde_json::json!({ "key": "cached", "type": "bool", "value": false })
+    );
+    assert_eq!(
+        *tag(tags, "blob"),
+        serde_json::json!({ "key": "blob", "type": "binary", "value": "AQID" })
+    );
+    assert_eq!(tag(tags, "span.kind")["value"], "server");
+    assert_eq!(tag(tags, "otel.status_code")["value"], "OK");
+    assert_eq!(tag(tags, "otel.scope.name")["value"], "fixture");
+    assert_eq!(
+        root["logs"],
+        serde_json::json!([{ "timestamp": us(fx.base_ns + 5 * MS), "fields": [
+        { "key": "event", "type": "string", "value": "cart.loaded" },
+        { "key": "items", "type": "int64", "value": 3 },
+    ] }])
+    );
+    let client = &spans[1];
+    assert_eq!(
+        client["references"][0],
+        serde_json::json!({ "refType": "CHILD_OF", "traceID": hex(&fx.checkout), "spanID": "0000000000000001" })
+    );
+    assert_eq!(spans[2]["processID"], "p2");
+    assert_eq!(tag(&spans[3]["tags"], "span.kind")["value"], "client");
+
+    // Errors appear as error=true and otel.status_code=ERROR.
+    let (_, v) = get_json(a, &format!("/api/traces/{}", hex(&fx.erroring))).await;
+    let pay = v["data"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["operationName"] == "Charge")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        *tag(&pay["tags"], "error"),
+        serde_json::json!({ "key": "error", "type": "bool", "value": true })
+    );
+    assert_eq!(
+        tag(&pay["tags"], "otel.status_description")["value"],
+        "charge failed"
+    );
+
+    // Skew adjustment, with a warning, unless raw=true.
+    let (_, v) = get_json(a, &format!("/api/traces/{}", hex(&fx.skewed))).await;
+    let child = v["data"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["operationName"] == "skewed-child")
+        .unwrap()
+        .clone();
+    assert!(child["startTime"].as_u64().unwrap() >= us(fx.base_ns + 4_000 * MS));
+    assert!(child["warnings"][0].as_str().unwrap().contains("adjusted"));
+    let (_, v) = get_json(a, &format!("/api/traces/{}?raw=true", hex(&fx.skewed))).await;
+    let child = v["data"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["operationName"] == "skewed-child")
+        .unwrap()
+        .clone();
+    assert_eq!(child["startTime"], us(fx.base_ns + 3_500 * MS));
+    assert!(child["warnings"].is_null());
+
+    // Trace ids: 16 hex digits when the high half is zero, in and out.
+    let (st, v) = get_json(a, "/api/traces/0000000000c0ffee").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"][0]["traceID"], "0000000000c0ffee");
+    assert_eq!(v["data"][0]["spans"][0]["traceID"], "0000000000c0ffee");
+    let (st, _) = get_json(a, &format!("/api/traces/{:0>32}", "c0ffee")).await;
+    assert_eq!(st, 200);
+    let (st, v) = get_json(a, &format!("/api/traces/{}", hex(&tid(31337)))).await;
+    assert_eq!(st, 404);
+    assert_eq!(v["errors"][0]["code"], 404);
+    assert!(v["data"].is_null());
+
+    // Search as Grafana sends it: start/end in µs, Go durations, tags JSON and tag=k:v.
+    let (s_us, e_us) = (us(fx.base_ns), us(fx.base_ns + 600_000 * MS));
+    let base = format!("/api/traces?service=pager&start={s_us}&end={e_us}");
+    let (st, v) = get_json(a, &format!("{base}&limit=5")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_envelope(&v);
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 5);
+    assert_eq!(data[0]["traceID"], hex(&fx.pager[29]), "newest first");
+    let (_, v) = get_json(
+        a,
+        &format!("{base}&minDuration=1.2ms&maxDuration=3ms&limit=20"),
+    )
+    .await;
+    let got: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [hex(&fx.pager[2]), hex(&fx.pager[1])],
+        "durations 2ms and 3ms"
+    );
+    let (_, v) = get_json(
+        a,
+        &format!("{base}&tags=%7B%22http.status_code%22%3A%22500%22%7D&limit=100"),
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 10);
+    let (_, v) = get_json(
+        a,
+        &format!("{base}&tag=http.status_code:500&operation=odd&limit=100"),
+    )
+    .await;
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        5,
+        "i in {{3,9,15,21,27}}"
+    );
+    let (_, v) = get_json(
+        a,
+        &format!("{base}&tags=%7B%22error%22%3A%22true%22%7D&limit=100"),
+    )
+    .await;
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        10,
+        "error=true means status error"
+    );
+    for (q, needle) in [
+        ("/api/traces?start=1&end=2".to_string(), "service"),
+        (format!("{base}&minDuration=fast"), "minDuration"),
+        (format!("{base}&tags=notjson"), "tags"),
+        (format!("{base}&tag=nocolon"), "key:value"),
+        (format!("{base}&limit=1000"), "1 to 100"),
+    ] {
+        let (st, v) = get_json(a, &q).await;
+        assert_eq!(st, 400, "{q}: {v}");
+        assert!(
+            v["errors"][0]["msg"].as_str().unwrap().contains(needle),
+            "{q}: {v}"
+        );
+    }
+
+    // Dependencies (endTs/lookback in ms).
+    let end_ms = (fx.base_ns + 600_000 * MS) / MS;
+    let (st, v) = get_json(
+        a,
+        &format!("/api/dependencies?endTs={end_ms}&lookback=3600000"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_envelope(&v);
+    let deps = v["data"].as_array().unwrap();
+    assert!(deps
+        .iter()
+        .all(|d| keys(d) == ["callCount", "child", "parent"]));
+    assert!(
+        deps.contains(
+            &serde_json::json!({ "parent": "frontend", "child": "checkout", "callCount": 1 })
+        ),
+        "{v}"
+    );
+    assert!(deps
+        .iter()
+        .any(|d| d["parent"] == "checkout" && d["child"] == "orders-db"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_v3_shapes() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+
+    let (_, v) = get_json(a, "/api/v3/services").await;
+    assert_eq!(keys(&v), ["services"]);
+    assert!(v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "checkout"));
+    let (_, v) = get_json(a, "/api/v3/operations?service=checkout&span_kind=client").await;
+    assert_eq!(
+        v,
+        serde_json::json!({ "operations": [{ "name": "INSERT orders", "spanKind": "client" }] })
+    );
+    let (st, v) = get_json(a, "/api/v3/operations").await;
+    assert_eq!(st, 400);
+    assert_eq!(v["error"]["httpCode"], 400);
+
+    let (st, v) = get_json(a, &format!("/api/v3/traces/{}", hex(&fx.checkout))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(keys(&v), ["result"]);
+    let rs = v["result"]["resourceSpans"].as_array().unwrap();
+    assert_eq!(rs.len(), 2);
+    let res_attrs = rs[0]["resource"]["attributes"].as_array().unwrap();
+    assert!(res_attrs.contains(
+        &serde_json::json!({ "key": "service.name", "value": { "stringValue": "frontend" } })
+    ));
+    let ss = &rs[0]["scopeSpans"][0];
+    assert_eq!(
+        ss["scope"],
+        serde_json::json!({ "name": "fixture", "version": "1.0" })
+    );
+    let sp = &ss["spans"][0];
+    assert_eq!(sp["traceId"], hex(&fx.checkout));
+    assert_eq!(sp["spanId"], "0000000000000001");
+    assert_eq!(sp["parentSpanId"], "");
+    assert_eq!(sp["name"], "GET /checkout");
+    assert_eq!(sp["kind"], 2);
+    assert_eq!(sp["startTimeUnixNano"], fx.base_ns.to_string());
+    assert_eq!(sp["endTimeUnixNano"], (fx.base_ns + 120 * MS).to_string());
+    assert_eq!(
+        sp["status"],
+        serde_json::json!({ "code": 1, "message": "" })
+    );
+    let attrs = sp["attributes"].as_array().unwrap();
+    assert!(attrs.contains(
+        &serde_json::json!({ "key": "http.status_code", "value": { "intValue": "200" } })
+    ));
+    assert!(attrs.contains(&serde_json::json!({ "key": "ratio", "value": { "doubleValue": 0.5 } })));
+    assert!(
+        attrs.contains(&serde_json::json!({ "key": "cached", "value": { "boolValue": false } }))
+    );
+    assert!(
+        attrs.contains(&serde_json::json!({ "key": "blob", "value": { "bytesValue": "AQID" } }))
+    );
+    assert_eq!(sp["events"][0]["name"], "cart.loaded");
+    assert_eq!(
+        sp["events"][0]["timeUnixNano"],
+        (fx.base_ns + 5 * MS).to_string()
+    );
+    assert_eq!(sp["links"][0]["spanId"], hex(&77u64.to_be_bytes()));
+    assert_eq!(ss["spans"][1]["parentSpanId"], "0000000000000001");
+
+    let (st, v) = get_json(a, &format!("/api/v3/traces/{}", hex(&tid(4242)))).await;
+    assert_eq!(st, 404);
+    assert_eq!(v["error"]["httpCode"], 404);
+    let (st, _) = get_json(a, "/api/v3/traces/0000000000c0ffee").await;
+    assert_eq!(st, 200);
+
+    // Search, snake_case and camelCase parameters.
+    let (s, e) = (rfc(fx.base_ns), rfc(fx.base_ns + 600_000 * MS));
+    let (st, v) = get_json(a, &format!("/api/v3/traces?query.service_name=pager&query.start_time_min={s}&query.start_time_max={e}&query.search_depth=3")).await;
+    assert_eq!(st, 200, "{v}");
+    let spans: Vec<Value> = v["result"]["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["scopeSpans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["spans"].as_array().unwrap().clone())
+        })
+        .collect();
+    assert_eq!(spans.len(), 3);
+    let (st, v) = get_json(a, &format!("/api/v3/traces?query.serviceName=pager&query.startTimeMin={s}&query.startTimeMax={e}&query.durationMin=29ms&query.operationName=odd")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"],
+        hex(&fx.pager[29])
+    );
+    let (st, v) = get_json(a, &format!("/api/v3/traces?query.service_name=pager&query.start_time_min={s}&query.start_time_max={e}&query.attributes=%7B%22http.status_code%22%3A%22404%22%7D")).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = get_json(a, "/api/v3/traces?query.service_name=pager").await;
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("start_time_min"));
+
+    let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=pager&query.start_time_min={s}&query.start_time_max={e}&query.search_depth=2")).await;
+    assert_eq!(st, 200, "{v}");
+    let sm = v["result"]["summaries"].as_array().unwrap();
+    assert_eq!(sm.len(), 2);
+    assert_eq!(sm[0]["traceId"], hex(&fx.pager[29]));
+    assert_eq!(sm[0]["rootServiceName"], "pager");
+    assert_eq!(sm[0]["spanCount"], 1);
+    assert_eq!(sm[0]["durationNanos"], (30 * MS).to_string());
+    assert!(v["result"]["nextPageToken"].is_string());
+}

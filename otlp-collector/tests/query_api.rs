@@ -1,0 +1,516 @@
+//! Native query API over a real SqliteStore filled with generated traces,
+//! spoken to over a real socket.
+
+mod query_support;
+
+use query_support::*;
+use serde_json::Value;
+
+fn window(fx: &Fixture) -> String {
+    format!(
+        "start={}&end={}",
+        rfc(fx.base_ns - 60_000 * MS),
+        rfc(fx.base_ns + 600_000 * MS)
+    )
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_api_end_to_end() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+
+    // --- trace by id: structure, kinds, attributes, self time, critical path.
+    let (st, t) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.checkout))).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(
+        names(&t),
+        [
+            "GET /checkout",
+            "POST checkout",
+            "PlaceOrder",
+            "INSERT orders"
+        ]
+    );
+    assert_eq!(t["partial"], false);
+    assert_eq!(t["span_count"], 4);
+    assert_eq!(t["services"], serde_json::json!(["checkout", "frontend"]));
+    let s0 = &t["spans"][0];
+    assert_eq!(s0["depth"], 0);
+    assert_eq!(s0["kind"], "server");
+    assert_eq!(
+        s0["self_ns"],
+        (120 - 100) * MS,
+        "root self time = 120ms - child 100ms"
+    );
+    assert_eq!(s0["status"]["code"], "ok");
+    let attrs = s0["attributes"].as_array().unwrap();
+    assert!(attrs
+        .iter()
+        .any(|x| x["key"] == "http.status_code" && x["type"] == "int" && x["value"] == 200));
+    assert_eq!(s0["events"][0]["name"], "cart.loaded");
+    assert_eq!(s0["events"][0]["offset_ns"], 5 * MS);
+    assert_eq!(s0["links"][0]["span_id"], hex(&77u64.to_be_bytes()));
+    assert!(t["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["critical"] == true));
+    assert_eq!(t["spans"][3]["depth"], 3);
+    assert_eq!(t["spans"][3]["parent_index"], 2);
+
+    // --- the 10,000-deep chain is assembled (iteratively) in order.
+    let (st, d) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.deep))).await;
+    assert_eq!(st, 200);
+    let ds = d["spans"].as_array().unwrap();
+    assert_eq!(ds.len(), DEEP_N as usize);
+    for (i, s) in ds.iter().enumerate().step_by(997) {
+        assert_eq!(s["depth"], i as u64);
+        assert_eq!(s["name"], format!("level-{i}"));
+    }
+    assert_eq!(ds.last().unwrap()["depth"], DEEP_N - 1);
+    assert_eq!(
+        ds[0]["self_ns"], 2_000,
+        "1µs at each end not covered by the child"
+    );
+
+    // --- wide trace: all children under the root, ordered by start.
+    let (_, w) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.wide))).await;
+    let ws = w["spans"].as_array().unwrap();
+    assert_eq!(ws.len(), WIDE_N as usize + 1);
+    assert!(ws[1..]
+        .iter()
+        .all(|s| s["depth"] == 1 && s["parent_index"] == 0));
+    assert!(ws[1..]
+        .windows(2)
+        .all(|p| p[0]["start_ns"].as_u64() < p[1]["start_ns"].as_u64()));
+
+    // --- a trace whose root has not arrived: partial, orphans as marked roots.
+    let (st, o) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.orphaned))).await;
+    assert_eq!(st, 200, "a rootless trace is partial, not 404");
+    assert_eq!(o["partial"], true);
+    assert_eq!(o["root_missing"], true);
+    assert_eq!(names(&o), ["late-child", "grandchild", "other-orphan"]);
+    assert_eq!(o["spans"][0]["orphan"], true);
+    assert_eq!(
+        o["spans"][0]["missing_parent_id"],
+        hex(&999u64.to_be_bytes())
+    );
+    assert_eq!(o["spans"][1]["orphan"], false);
+    assert_eq!(o["spans"][1]["depth"], 1);
+    assert_eq!(o["spans"][2]["orphan"], true);
+
+    // --- clock skew: shifted across the service boundary only; raw leaves it alone.
+    let (_, k) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.skewed))).await;
+    let by = |v: &Value, n: &str| {
+        v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let root = by(&k, "GET /skew");
+    let child = by(&k, "skewed-child");
+    let shift = child["skew_shift_ns"].as_i64().unwrap();
+    assert!(
+        shift > 0,
+        "child started before its parent and must move later: {child}"
+    );
+    assert!(child["start_ns"].as_u64() >= root["start_ns"].as_u64());
+    assert!(child["end_ns"].as_u64() <= root["end_ns"].as_u64());
+    let gc = by(&k, "skewed-grandchild");
+    assert_eq!(
+        gc["skew_shift_ns"], 0,
+        "same service as its parent: no own correction"
+    );
+    assert_eq!(
+        gc["clock_shift_ns"].as_i64().unwrap(),
+        shift,
+        "but it moves with its parent"
+    );
+    let same = by(&k, "same-host-late");
+    assert_eq!(
+        same["clock_shift_ns"], 0,
+        "same service as the parent is never shifted"
+    );
+    assert_eq!(same["end_ns"], fx.base_ns + 4_200 * MS);
+    assert_eq!(k["skew_adjusted_spans"], 1);
+    let (_, kr) = get_json(
+        a,
+        &format!("/api/native/traces/{}?raw=true", hex(&fx.skewed)),
+    )
+    .await;
+    assert_eq!(kr["raw"], true);
+    assert_eq!(by(&kr, "skewed-child")["start_ns"], fx.base_ns + 3_500 * MS);
+    assert_eq!(by(&kr, "skewed-child")["skew_shift_ns"], 0);
+
+    // --- error chain flags.
+    let (_, e) = get_json(a, &format!("/api/native/traces/{}", hex(&fx.erroring))).await;
+    let (r, pay, bank, audit) = (
+        by(&e, "POST /pay"),
+        by(&e, "Charge"),
+        by(&e, "CallBank"),
+        by(&e, "audit"),
+    );
+    assert_eq!(
+        (r["error"].clone(), r["error_path"].clone()),
+        (false.into(), true.into())
+    );
+    assert_eq!(
+        (pay["error"].clone(), pay["error_source"].clone()),
+        (true.into(), false.into())
+    );
+    assert_eq!(
+        (bank["error_path"].clone(), bank["error_source"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(audit["error_path"], false);
+    assert_eq!(pay["status"]["message"], "charge failed");
+    assert_eq!(e["error_count"], 2);
+
+    // --- ids: 16 hex when the high half is zero, stripped leading zeros, uppercase.
+    let short = hex(&fx.low_half[8..]);
+    assert_eq!(short, "0000000000c0ffee");
+    for id in [short.clone(), "c0ffee".into(), format!("{:0>32}", "C0FFEE")] {
+        let (st, v) = get_json(a, &format!("/api/native/traces/{id}")).await;
+        assert_eq!(st, 200, "{id}: {v}");
+        assert_eq!(v["spans"][0]["name"], "old-client");
+    }
+    let (st, v) = get_json(a, &format!("/api/native/traces/{}", hex(&tid(424242)))).await;
+    assert_eq!(st, 404);
+    assert!(v["error"].as_str().unwrap().contains("not found"));
+    let (st, v) = get_json(a, "/api/native/traces/not-hex").await;
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("32 hex"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_search_filters_and_pages() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+    let w = window(fx);
+
+    // Newest first, limit after filters, cursor pagination without overlap.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("/api/native/search?{w}&service=pager&limit=7");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let (st, p) = get_json(a, &q).await;
+        assert_eq!(st, 200, "{p}");
+        let ts = p["traces"].as_array().unwrap();
+        assert!(ts.len() <= 7);
+        seen.extend(
+            ts.iter()
+                .map(|t| t["trace_id"].as_str().unwrap().to_string()),
+        );
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert_eq!(ts.len(), 7, "only the last page may be short");
+    }
+    let expected: Vec<String> = fx.pager.iter().rev().map(|t| hex(t)).collect();
+    assert_eq!(seen, expected, "all 30 traces, newest first, each once");
+
+    let (_, p) = get_json(a, &format!("/api/native/search?{w}&service=pager&limit=3")).await;
+    let t0 = &p["traces"][0];
+    assert_eq!(t0["trace_id"], hex(&fx.pager[29]));
+    assert_eq!(t0["root_service"], "pager");
+    assert_eq!(t0["root_operation"], "odd");
+    assert_eq!(t0["span_count"], 1);
+    assert_eq!(t0["duration_ns"], 30 * MS);
+    assert_eq!(t0["services"], serde_json::json!(["pager"]));
+    assert_eq!(t0["error_count"], 0);
+    assert!(t0["start_time"].as_str().unwrap().ends_with('Z'));
+
+    let ids = |p: &Value| -> Vec<String> {
+        p["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Typed attribute: int 500 matches every third; the string "500" only the one string attribute.
+    let (_, p) = get_json(
+        a,
+        &format!("/api/native/search?{w}&service=pager&attr=http.status_code%3D500&limit=100"),
+    )
+    .await;
+    assert_eq!(ids(&p).len(), 10);
+    let (_, p) = get_json(
+        a,
+        &format!(
+            "/api/native/search?{w}&service=pager&attr=http.status_code%3D%22500%22&limit=100"
+        ),
+    )
+    .await;
+    assert_eq!(
+        ids(&p).len(),
+        0,
+        "a string \"500\" does not match the int 500"
+    );
+    let (_, p) = get_json(
+        a,
+        &format!("/api/native/search?{w}&attr=http.status_text%3D%22500%22"),
+    )
+    .await;
+    assert_eq!(ids(&p), [hex(&fx.pager[1])]);
+    // Errors only + operation + durations, limit applied after them.
+    let (_, p) = get_json(
+        a,
+        &format!("/api/native/search?{w}&service=pager&errors_only=true&limit=100"),
+    )
+    .await;
+    assert_eq!(ids(&p).len(), 10);
+    assert!(p["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["error_count"] == 1));
+    let (_, p) = get_json(a, &format!("/api/native/search?{w}&service=pager&operation=even&min_duration=10ms&max_duration=20ms&limit=2")).await;
+    // even i with duration (i+1)ms in [10,20] → i in {10,12,14,16,18}; newest two.
+    assert_eq!(ids(&p), [hex(&fx.pager[18]), hex(&fx.pager[16])]);
+    assert!(p["next_cursor"].is_string());
+    let (_, p) = get_json(a, &format!("/api/native/search?{w}&attr=user.tier%3Dgold")).await;
+    assert_eq!(ids(&p), [hex(&fx.checkout)]);
+    assert_eq!(
+        p["traces"][0]["services"],
+        serde_json::json!(["checkout", "frontend"])
+    );
+    assert_eq!(p["traces"][0]["span_count"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_parameter_validation() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+    let w = window(fx);
+    let cases = [
+        (
+            "/api/native/search?service=pager".to_string(),
+            "missing start",
+        ),
+        (
+            format!("/api/native/search?start={}", rfc(fx.base_ns)),
+            "missing end",
+        ),
+        (
+            format!(
+                "/api/native/search?start={}&end={}",
+                rfc(fx.base_ns),
+                rfc(fx.base_ns + 30 * 24 * 3600 * 1000 * MS)
+            ),
+            "too wide",
+        ),
+        (
+            format!(
+                "/api/native/search?start={}&end={}",
+                rfc(fx.base_ns),
+                rfc(fx.base_ns - MS)
+            ),
+            "start must be before end",
+        ),
+        (
+            "/api/native/search?start=yesterday&end=today".to_string(),
+            "RFC 3339",
+        ),
+        (format!("/api/native/search?{w}&limit=101"), "1 to 100"),
+        (format!("/api/native/search?{w}&limit=0"), "1 to 100"),
+        (
+            format!("/api/native/search?{w}&min_duration=fast"),
+            "min_duration",
+        ),
+        (
+            format!("/api/native/search?{w}&min_duration=2s&max_duration=1s"),
+            "min duration is greater",
+        ),
+        (format!("/api/native/search?{w}&attr=novalue"), "key=value"),
+        (
+            format!("/api/native/search?{w}&errors_only=maybe"),
+            "true or false",
+        ),
+        (format!("/api/native/search?{w}&cursor=garbage!!"), ""),
+        (format!("/api/native/latency?{w}"), "missing service"),
+        (
+            format!("/api/native/latency/series?{w}&service=pager&step=30s"),
+            "whole number of minutes",
+        ),
+        (
+            format!("/api/native/dependencies?start={}", rfc(fx.base_ns)),
+            "missing end",
+        ),
+        (
+            format!(
+                "/api/native/latency?start={}&end={}&service=pager&exact=true",
+                rfc(fx.base_ns),
+                rfc(fx.base_ns + 7_200_000 * MS)
+            ),
+            "exact percentiles are limited",
+        ),
+    ];
+    for (path, needle) in cases {
+        let (st, v) = get_json(a, &path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no error field: {v}"));
+        assert!(msg.contains(needle), "{path}: {msg:?} lacks {needle:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_services_dependencies_latency() {
+    let sv = start().await;
+    let (a, fx) = (sv.addr, &sv.fx);
+    let w = window(fx);
+
+    let (_, s) = get_json(a, &format!("/api/native/services?{w}")).await;
+    let svcs: Vec<&str> = s["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    for n in [
+        "frontend",
+        "checkout",
+        "deep",
+        "wide",
+        "pager",
+        "payments",
+        XSS.split(' ').next().map(|_| "xss-svc").unwrap(),
+    ] {
+        assert!(svcs.contains(&n), "{n} in {svcs:?}");
+    }
+    let (_, o) = get_json(a, &format!("/api/native/services/checkout/operations?{w}")).await;
+    let ops = o["operations"].as_array().unwrap();
+    assert!(ops
+        .iter()
+        .any(|x| x["name"] == "PlaceOrder" && x["span_kind"] == "server"));
+    assert!(ops
+        .iter()
+        .any(|x| x["name"] == "INSERT orders" && x["span_kind"] == "client"));
+    let (_, o) = get_json(
+        a,
+        &format!("/api/native/services/checkout/operations?{w}&span_kind=client"),
+    )
+    .await;
+    assert_eq!(o["operations"].as_array().unwrap().len(), 1);
+
+    // Dependencies from rollups: service → service and the uninstrumented db peer.
+    let (st, d) = get_json(a, &format!("/api/native/dependencies?{w}")).await;
+    assert_eq!(st, 200, "{d}");
+    let edges = d["edges"].as_array().unwrap();
+    let edge = |c: &str, e: &str| {
+        edges
+            .iter()
+            .find(|x| x["caller"] == c && x["callee"] == e)
+            .cloned()
+    };
+    let fc = edge("frontend", "checkout").unwrap_or_else(|| panic!("frontend→checkout in {d}"));
+    assert_eq!(fc["calls"], 1);
+    assert_eq!(fc["errors"], 0);
+    assert!(fc["avg_ns"].as_u64().unwrap() > 0 && fc["p95_ns"].as_u64().unwrap() > 0);
+    assert!(
+        edge("checkout", "orders-db").is_some(),
+        "uninstrumented peer from peer.service: {d}"
+    );
+    let ap = edge("api", "payments").unwrap_or_else(|| panic!("api→payments in {d}"));
+    assert_eq!(ap["errors"], 1);
+    assert_eq!(ap["error_rate"], 1.0);
+    assert!(d["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "orders-db"));
+
+    // Latency from rollups and exactly from spans.
+    let (st, l) = get_json(a, &format!("/api/native/latency?{w}&service=pager")).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["count"], 30);
+    assert_eq!(l["errors"], 10);
+    let p50 = l["p50_ns"].as_u64().unwrap() as f64;
+    assert!(
+        (p50 - 15.0 * MS as f64).abs() / (15.0 * MS as f64) < 0.03,
+        "p50 {p50}"
+    );
+    let narrow = format!(
+        "start={}&end={}",
+        rfc(fx.base_ns),
+        rfc(fx.base_ns + 400_000 * MS)
+    );
+    let (st, l) = get_json(
+        a,
+        &format!("/api/native/latency?{narrow}&service=pager&exact=true"),
+    )
+    .await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["exact"]["p99_ns"], 30 * MS);
+    assert_eq!(l["exact"]["p50_ns"], 15 * MS);
+
+    // Series with a comparison range.
+    let (st, ser) = get_json(
+        a,
+        &format!(
+            "/api/native/latency/series?{w}&service=pager&step=1m&compare_start={}",
+            rfc(fx.base_ns - 2_000_000 * MS)
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{ser}");
+    let pts = ser["points"].as_array().unwrap();
+    let total: u64 = pts.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 30);
+    assert!(pts
+        .iter()
+        .all(|p| p["start_ns"].as_u64().unwrap() % 60_000_000_000 == 0));
+    let cmp: u64 = ser["compare"]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cmp, 0, "nothing happened in the comparison range");
+
+    // Per-operation figures.
+    let (st, po) = get_json(
+        a,
+        &format!("/api/native/latency/operations?{w}&service=pager"),
+    )
+    .await;
+    assert_eq!(st, 200, "{po}");
+    let rows = po["operations"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let odd = rows.iter().find(|r| r["operation"] == "odd").unwrap();
+    assert_eq!(odd["count"], 15);
+    assert_eq!(odd["span_kind"], "server");
+    assert!(odd["p99_ns"].as_u64().unwrap() > odd["p50_ns"].as_u64().unwrap());
+
+    // Rates per service.
+    let (_, r) = get_json(a, &format!("/api/native/rates?{w}")).await;
+    let pager = r["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["service"] == "pager")
+        .unwrap()
+        .clone();
+    assert_eq!(pager["count"], 30);
+    assert_eq!(pager["errors"], 10);
+    assert!((pager["error_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert!(pager["rate_per_s"].as_f64().unwrap() > 0.0);
+}

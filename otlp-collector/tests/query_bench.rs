@@ -1,0 +1,194 @@
+//! Query latency benchmark over a SQLite store with many spans (prints numbers
+//! for docs/benchmarks.md; not a pass/fail timing test). Run with
+//! `FT_BENCH_SPANS=1000000 cargo test --release -p ferrotrace-collector --test query_bench -- --ignored --nocapture`.
+
+mod query_support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrotrace_collector::model::{AttrValue, KeyValue, SpanKind, StatusCode};
+use ferrotrace_collector::rollup::{RollupAggregator, RollupConfig};
+use ferrotrace_collector::storage::sqlite::SqliteStore;
+use ferrotrace_collector::storage::SpanStore;
+use query_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly with --ignored --nocapture"]
+async fn query_latency_bench() {
+    let total: u64 = std::env::var("FT_BENCH_SPANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let per_trace = 10u64;
+    let traces = total / per_trace;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("bench.db")).unwrap());
+    let end = now_ns() / 1_000_000_000 * 1_000_000_000;
+    let start = end - 3_600 * 1_000_000_000;
+    let gap = 3_600 * 1_000_000_000 / traces;
+    let svcs = [
+        "gateway",
+        "auth",
+        "catalog",
+        "cart",
+        "pricing",
+        "inventory",
+        "search",
+        "db",
+        "mail",
+        "ads",
+    ];
+    let t0 = Instant::now();
+    let mut agg = RollupAggregator::new(RollupConfig::default());
+    let mut batch = Vec::with_capacity(10_000);
+    for t in 0..traces {
+        let trace = tid(t + 1);
+        let b = start + t * gap;
+        for i in 0..per_trace {
+            let dur = 1_000_000 + (t * 7919 + i * 104_729) % 50_000_000;
+            let mut s = span(
+                trace,
+                i + 1,
+                if i == 0 { None } else { Some(i) },
+                svcs[((t + i) % 10) as usize],
+                &format!("op-{}", (t + i) % 20),
+                if i == 0 {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Client
+                },
+                b + i * 1_000,
+                b + i * 1_000 + dur,
+            );
+            s.attributes = vec![
+                KeyValue::new(
+                    "http.status_code",
+                    AttrValue::Int(if t % 50 == 0 { 500 } else { 200 }),
+                ),
+                KeyValue::new("customer", AttrValue::Str(format!("c{}", t % 1000))),
+            ];
+            if t % 50 == 0 && i == per_trace - 1 {
+                s.status_code = StatusCode::Error;
+            }
+            agg.observe(&s);
+            batch.push(s);
+        }
+        if batch.len() >= 10_000 {
+            store.write_spans(&batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    store.write_spans(&batch).await.unwrap();
+    store.write_rollups(&agg.drain_all()).await.unwrap();
+    println!(
+        "BENCH loaded {total} spans ({traces} traces) in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let addr = serve_store(store.clone()).await;
+    let (s, e) = (rfc(start), rfc(end));
+
+    async fn measure(addr: std::net::SocketAddr, label: &str, paths: Vec<String>) {
+        let mut v = Vec::new();
+        for p in &paths {
+            let t = Instant::now();
+            let (st, body) = get(addr, p).await;
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(st, 200, "{p}: {body}");
+        }
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "BENCH {label}: n={} p50 {:.1} ms, p99 {:.1} ms",
+            v.len(),
+            v[v.len() / 2],
+            v[(v.len() * 99 / 100).min(v.len() - 1)]
+        );
+    }
+    let ids: Vec<String> = (0..200)
+        .map(|k| hex(&tid(k * (traces / 200) + 1)))
+        .collect();
+    measure(
+        addr,
+        "trace by id (10 spans, native)",
+        ids.iter()
+            .map(|i| format!("/api/native/traces/{i}"))
+            .collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "trace by id (Jaeger v1)",
+        ids.iter().map(|i| format!("/api/traces/{i}")).collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "search service, 1h, limit 20",
+        (0..50)
+            .map(|k| {
+                format!(
+                    "/api/native/search?start={s}&end={e}&service={}&limit=20",
+                    svcs[k % 10]
+                )
+            })
+            .collect(),
+    )
+    .await;
+    measure(addr, "search service+attr+min_duration, 1h, limit 20", (0..50).map(|k| format!("/api/native/search?start={s}&end={e}&service={}&attr=http.status_code%3D500&min_duration=10ms&limit=20", svcs[k % 10])).collect()).await;
+    measure(
+        addr,
+        "search errors only, 1h, limit 100",
+        (0..20)
+            .map(|_| format!("/api/native/search?start={s}&end={e}&errors_only=true&limit=100"))
+            .collect(),
+    )
+    .await;
+    let five = rfc(end - 300 * 1_000_000_000);
+    measure(
+        addr,
+        "exact p50/p95/p99 from spans, 5 min window",
+        (0..20)
+            .map(|k| {
+                format!(
+                    "/api/native/latency?start={five}&end={e}&service={}&exact=true",
+                    svcs[k % 10]
+                )
+            })
+            .collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "p50/p95/p99 from rollups, 1h",
+        (0..50)
+            .map(|k| {
+                format!(
+                    "/api/native/latency?start={s}&end={e}&service={}",
+                    svcs[k % 10]
+                )
+            })
+            .collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "latency series 1m steps, 1h",
+        (0..20)
+            .map(|k| {
+                format!(
+                    "/api/native/latency/series?start={s}&end={e}&service={}&step=1m",
+                    svcs[k % 10]
+                )
+            })
+            .collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "dependencies, 1h",
+        (0..20)
+            .map(|_| format!("/api/native/dependencies?start={s}&end={e}"))
+            .collect(),
+    )
+    .await;
+}

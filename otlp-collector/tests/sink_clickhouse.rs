@@ -1,0 +1,174 @@
+//! The ClickHouse sink against a throwaway `clickhouse-server` started by the
+//! test (generated config, free loopback ports): the shared conformance suite,
+//! then ClickHouse-specific behaviour (duplicates before merges, partition
+//! drops, the trace-id lookup table, unreachable servers).
+
+mod conformance;
+mod support;
+
+use ferrotrace_collector::model::{AttrValue, KeyValue};
+use ferrotrace_collector::storage::clickhouse::{ClickHouseOptions, ClickHouseStore};
+use ferrotrace_collector::storage::{AttrFilter, SpanStore, StorageError, TimeRange, TraceQuery};
+use support::clickhouse::ChServer;
+
+fn query(range: TimeRange) -> TraceQuery {
+    TraceQuery {
+        service: None,
+        operation: None,
+        attributes: vec![],
+        min_duration_ns: None,
+        max_duration_ns: None,
+        errors_only: false,
+        range,
+        limit: 100,
+        cursor: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_passes_conformance_suite() {
+    let Some(ch) = ChServer::start() else { return };
+    let store = ClickHouseStore::connect(&ch.url("conformance"), ClickHouseOptions::default())
+        .await
+        .expect("connect");
+    conformance::run_all(&store).await;
+    // Connecting again to the migrated database applies nothing twice.
+    ClickHouseStore::connect(&ch.url("conformance"), ClickHouseOptions::default())
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        ch.sql("SELECT count() FROM conformance.ft_schema_migrations")
+            .trim(),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_partitions_and_outage() {
+    let Some(mut ch) = ChServer::start() else {
+        return;
+    };
+    let store = ClickHouseStore::connect(&ch.url("specific"), ClickHouseOptions::default())
+        .await
+        .expect("connect");
+    let t0 = conformance::day(40);
+    let trace = conformance::tid(91, 1);
+    let mut spans: Vec<_> = (0..4u32)
+        .map(|i| {
+            let mut s = conformance::span(
+                trace,
+                i,
+                if i == 0 { None } else { Some(0) },
+                "dup",
+                "op",
+                t0 + i as u64,
+                (i as u64 + 1) * 1_000,
+            );
+            s.attributes
+                .push(KeyValue::new("nul\0k", AttrValue::Str("a\0b".into())));
+            s.attributes
+                .push(KeyValue::new("code", AttrValue::Int(200)));
+            s
+        })
+        .collect();
+    // The same batch three times: physically three copies until merges run,
+    // never visible as duplicates.
+    for _ in 0..3 {
+        store.write_spans(&spans).await.expect("write");
+    }
+    let physical: u64 = ch
+        .sql("SELECT count() FROM specific.ft_traces")
+        .trim()
+        .parse()
+        .expect("count");
+    assert!((4..=12).contains(&physical), "{physical} physical rows");
+    assert_eq!(store.get_trace(trace, None).await.expect("get"), spans);
+    let r = conformance::day_range(t0);
+    let mut q = query(r);
+    q.attributes = vec![AttrFilter {
+        key: "nul\0k".into(),
+        value: AttrValue::Str("a\0b".into()),
+    }];
+    let page = store.search(&q).await.expect("search");
+    assert_eq!(page.traces.len(), 1);
+    assert_eq!(page.traces[0].span_count, 4);
+    q.attributes = vec![AttrFilter {
+        key: "code".into(),
+        value: AttrValue::Str("200".into()),
+    }];
+    assert!(
+        store.search(&q).await.expect("search").traces.is_empty(),
+        "typed: \"200\" is not 200"
+    );
+    q.attributes[0].value = AttrValue::Double(200.0);
+    assert!(
+        store.search(&q).await.expect("search").traces.is_empty(),
+        "typed: 200.0 is not 200"
+    );
+    assert_eq!(
+        store
+            .exact_percentiles("dup", None, r, &[0.0, 0.5, 0.75, 1.0])
+            .await
+            .expect("pct"),
+        vec![1_000, 2_000, 3_000, 4_000],
+        "duplicates do not shift ranks"
+    );
+
+    // Retention: the day before t0 is dropped as a partition; t0's day is cut
+    // by a mutation at t0 + 2.
+    let mut old = conformance::span(conformance::tid(91, 2), 0, None, "dup", "op", t0 - 5, 1);
+    old.events.clear();
+    store
+        .write_spans(std::slice::from_ref(&old))
+        .await
+        .expect("write old");
+    let parts_before = ch.sql(
+        "SELECT count(DISTINCT partition) FROM system.parts WHERE database = 'specific' AND table = 'ft_traces' AND active",
+    );
+    assert_eq!(parts_before.trim(), "2");
+    let report = store.apply_retention(t0 + 2).await.expect("retention");
+    // Counted physically: the old span, plus spans 0 and 1 once per not-yet-merged copy.
+    assert!((3..=7).contains(&report.spans_deleted), "{report:?}");
+    let parts_after = ch.sql(
+        "SELECT count(DISTINCT partition) FROM system.parts WHERE database = 'specific' AND table = 'ft_traces' AND active",
+    );
+    assert_eq!(
+        parts_after.trim(),
+        "1",
+        "the old day's partition was dropped"
+    );
+    assert!(store
+        .get_trace(old.trace_id, None)
+        .await
+        .expect("get")
+        .is_empty());
+    spans.drain(..2);
+    assert_eq!(
+        store.get_trace(trace, None).await.expect("get"),
+        spans,
+        "only spans before the cutoff went"
+    );
+
+    // An unreachable server is a retryable error.
+    ch.stop();
+    let err = store.services(r).await.expect_err("server is down");
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    let err = ClickHouseStore::connect(&ch.url("x"), ClickHouseOptions::default())
+        .await
+        .expect_err("connect to a stopped server");
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_urls_are_rejected_clearly() {
+    for url in [
+        "https://127.0.0.1:1/db",
+        "127.0.0.1:8123",
+        "http://127.0.0.1:1/bad;name",
+    ] {
+        let err = ClickHouseStore::connect(url, ClickHouseOptions::default())
+            .await
+            .expect_err(url);
+        assert!(!err.is_retryable(), "{url}: {err}");
+    }
+}

@@ -1,0 +1,236 @@
+//! The PostgreSQL sink against a throwaway PostgreSQL started by the test
+//! (initdb + postgres on a free loopback port): the shared conformance suite,
+//! then PostgreSQL-specific behaviour (migrations, day partitions, partition
+//! drops in retention, the default partition, NUL characters, reconnects).
+
+mod conformance;
+mod support;
+
+use ferrotrace_collector::model::{AttrValue, KeyValue};
+use ferrotrace_collector::storage::postgres::{PostgresOptions, PostgresStore, MIGRATIONS};
+use ferrotrace_collector::storage::{AttrFilter, SpanStore, StorageError, TimeRange, TraceQuery};
+use support::postgres::PgServer;
+
+fn wide_partitions() -> PostgresOptions {
+    // The suite writes into January 2026; a window that wide makes every one
+    // of its days a real partition instead of the default partition.
+    PostgresOptions {
+        partition_past_days: 4000,
+        ..PostgresOptions::default()
+    }
+}
+
+fn query(range: TimeRange) -> TraceQuery {
+    TraceQuery {
+        service: None,
+        operation: None,
+        attributes: vec![],
+        min_duration_ns: None,
+        max_duration_ns: None,
+        errors_only: false,
+        range,
+        limit: 10,
+        cursor: None,
+    }
+}
+
+async fn sql_count(url: &str, sql: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let task = tokio::spawn(conn);
+    let n: i64 = client.query_one(sql, &[]).await.expect(sql).get(0);
+    drop(client);
+    let _ = task.await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_conformance_suite() {
+    let Some(pg) = PgServer::start() else { return };
+    // Day partitions for every day the suite uses.
+    let url = pg.fresh_db("conf_partitioned").await;
+    let store = PostgresStore::connect_with(&url, wide_partitions())
+        .await
+        .expect("connect");
+    conformance::run_all(&store).await;
+    assert!(
+        sql_count(
+            &url,
+            "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'ft_spans'::regclass"
+        )
+        .await
+            > 10,
+        "the suite's days got their own partitions"
+    );
+    assert_eq!(
+        sql_count(&url, "SELECT COUNT(*) FROM ft_spans_default").await,
+        0
+    );
+
+    // Default options: the suite's old days land in the default partition, and
+    // everything still holds.
+    let url = pg.fresh_db("conf_default").await;
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    conformance::run_all(&store).await;
+    assert!(sql_count(&url, "SELECT COUNT(*) FROM ft_spans_default").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_partitions_retention_and_nul() {
+    let Some(mut pg) = PgServer::start() else {
+        return;
+    };
+    let url = pg.fresh_db("specific").await;
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    // Connecting again applies nothing twice.
+    let again = PostgresStore::connect(&url).await.expect("reconnect");
+    drop(again);
+    assert_eq!(
+        sql_count(&url, "SELECT COUNT(*) FROM ft_schema_migrations").await,
+        MIGRATIONS.len() as i64
+    );
+    // Today and the days ahead exist before any write.
+    let today = conformance::BASE.max(now_ns()) / conformance::DAY * conformance::DAY;
+    let parts = sql_count(
+        &url,
+        "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'ft_spans'::regclass",
+    )
+    .await;
+    assert!(parts >= 3, "default + today + ahead, got {parts}");
+
+    // Spans in three recent days: day -3 and -2 are whole partitions older
+    // than the cutoff, day -1 is cut in the middle.
+    let d = |n: u64| today - n * conformance::DAY;
+    let cutoff = d(1) + 1_000;
+    let mut spans = Vec::new();
+    for (i, start) in [
+        d(3) + 5,
+        d(2) + 5,
+        d(1) + 10,
+        d(1) + 999,
+        d(1) + 1_000,
+        d(1) + 5_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = conformance::span(
+            conformance::tid(90, i as u32),
+            0,
+            None,
+            "part",
+            "op",
+            start,
+            7,
+        );
+        s.attributes
+            .push(KeyValue::new("nul\0key", AttrValue::Str("a\0b\\0c".into())));
+        s.service_name = "svc\0nul".into();
+        spans.push(s);
+    }
+    store.write_spans(&spans).await.expect("write");
+    assert_eq!(
+        sql_count(&url, "SELECT COUNT(*) FROM ft_spans_default").await,
+        0,
+        "recent days are partitioned"
+    );
+    let part_d3 = sql_count(
+        &url,
+        "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'ft_spans'::regclass",
+    )
+    .await;
+
+    // NUL in service names, attribute keys and values: stored, listed and searchable exactly.
+    let r = TimeRange {
+        start_ns: d(3),
+        end_ns: today + conformance::DAY,
+    };
+    assert_eq!(
+        store.services(r).await.expect("services"),
+        vec!["svc\0nul".to_string()]
+    );
+    let mut q = query(r);
+    q.service = Some("svc\0nul".into());
+    q.attributes = vec![AttrFilter {
+        key: "nul\0key".into(),
+        value: AttrValue::Str("a\0b\\0c".into()),
+    }];
+    q.limit = 100;
+    assert_eq!(store.search(&q).await.expect("search").traces.len(), 6);
+    q.attributes[0].value = AttrValue::Str("a\\0b\\0c".into());
+    assert!(
+        store.search(&q).await.expect("search").traces.is_empty(),
+        "escape is injective"
+    );
+    assert_eq!(
+        store.get_trace(spans[0].trace_id, None).await.expect("get"),
+        vec![spans[0].clone()]
+    );
+
+    let report = store.apply_retention(cutoff).await.expect("retention");
+    assert_eq!(
+        report.spans_deleted, 4,
+        "two dropped partitions + two rows of the cut day"
+    );
+    let after = sql_count(
+        &url,
+        "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'ft_spans'::regclass",
+    )
+    .await;
+    assert_eq!(
+        after,
+        part_d3 - 2,
+        "whole old days were dropped as partitions"
+    );
+    for (i, s) in spans.iter().enumerate() {
+        let kept = !store
+            .get_trace(s.trace_id, None)
+            .await
+            .expect("get")
+            .is_empty();
+        assert_eq!(kept, s.start_ns >= cutoff, "span {i} at {}", s.start_ns);
+    }
+    // Writing into a dropped day again recreates its partition.
+    store
+        .write_spans(&spans[..1])
+        .await
+        .expect("rewrite old day");
+    assert_eq!(
+        store
+            .get_trace(spans[0].trace_id, None)
+            .await
+            .expect("get")
+            .len(),
+        1
+    );
+
+    // A broken connection is reported as retryable and the pool reconnects.
+    pg.stop();
+    let err = store.services(r).await.expect_err("server is down");
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    assert!(err.is_retryable());
+    match PostgresStore::connect(&url).await {
+        Err(StorageError::Unavailable(msg)) => assert!(msg.contains("--storage-url"), "{msg}"),
+        other => panic!("connect to a stopped server: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_are_rejected_clearly() {
+    let err = PostgresStore::connect("postgres://x:y@127.0.0.1:1/db?sslmode=require")
+        .await
+        .expect_err("tls");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let err = PostgresStore::connect("not a url at all ===")
+        .await
+        .expect_err("garbage");
+    assert!(err.to_string().contains("PostgreSQL URL"), "{err}");
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,162 @@
+//! A throwaway PostgreSQL: `initdb` + `postgres` in a temp dir on a free
+//! loopback port, as `nobody` when the tests run as root (PostgreSQL refuses
+//! to run as root).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{
+    chown_unprivileged, command_as_unprivileged, find_exe, free_port, missing, wait_until,
+    ServerProcess,
+};
+
+/// A running throwaway PostgreSQL; stopped and deleted on drop.
+pub struct PgServer {
+    // Field order matters: the process stops before the directory is removed.
+    process: ServerProcess,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    if let Ok(d) = std::env::var("FERROTRACE_PG_BIN") {
+        return Some(PathBuf::from(d));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    candidates.sort();
+    candidates.reverse();
+    candidates.push(PathBuf::from("/usr/local/bin"));
+    candidates.push(PathBuf::from("/usr/bin"));
+    candidates
+        .into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+}
+
+impl PgServer {
+    /// Starts a server, or returns `None` (after printing why) when PostgreSQL
+    /// is not installed outside CI.
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = bin_dir() else {
+            missing("PostgreSQL binaries (initdb, postgres) not found; set FERROTRACE_PG_BIN or install postgresql");
+            return None;
+        };
+        let initdb = find_exe(&[bin.join("initdb")])?;
+        let postgres = find_exe(&[bin.join("postgres")])?;
+        let dir = tempfile::Builder::new()
+            .prefix("ferrotrace-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir_all(&sock).expect("socket dir");
+        chown_unprivileged(dir.path());
+        let out = command_as_unprivileged(&initdb)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .stdout(Stdio::null())
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = dir.path().join("postgres.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        chown_unprivileged(&log);
+        let mut cmd = command_as_unprivileged(&postgres);
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&sock)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=40",
+                "-c",
+                "shared_buffers=64MB",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log_file.try_clone().expect("log handle"));
+        let mut process = ServerProcess::spawn(cmd, "postgres");
+        let isready = bin.join("pg_isready");
+        let ready = wait_until(Duration::from_secs(60), || {
+            if !process.running() {
+                return false;
+            }
+            Command::new(&isready)
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(
+            ready,
+            "postgres did not become ready:\n{}",
+            super::tail(&log, 30)
+        );
+        Some(PgServer { process, port, dir })
+    }
+
+    /// URL of a database on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a fresh database and returns its URL.
+    pub async fn fresh_db(&self, db: &str) -> String {
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to test postgres");
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create database");
+        drop(client);
+        let _ = task.await;
+        self.url(db)
+    }
+
+    /// Directory of the server (data and log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops the server now (the directory stays until drop).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
