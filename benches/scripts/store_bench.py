@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Collector + sink benchmark: sustained ingest into one sink, the database's raw
+bulk-load rate for the same rows, and query latency through the HTTP API.
+
+For each run it
+  1. starts a throwaway database when the sink needs one (PostgreSQL: initdb +
+     postgres; ClickHouse: clickhouse-server with a generated config), in a temp
+     dir on free loopback ports, stopped and deleted at the end;
+  2. starts the release `ferrotrace-collector` with that sink and a fresh data dir;
+  3. drives it with the release `loadgen` (OTLP/gRPC, max rate) for --duration s,
+     then waits until the sink has committed every acknowledged span
+     (`ferrotrace_sink_spans_written_total`): sustained sink rate = acked spans /
+     (time from first request to last commit);
+  4. PostgreSQL / ClickHouse: dumps the stored rows in the database's own binary
+     format (COPY ... BINARY / FORMAT RowBinary) and times loading them into an
+     empty table of the same definition: the database's raw bulk-load limit;
+  5. times queries through the Jaeger and native HTTP APIs: trace by id (p50/p99
+     over --lookups ids), search by service over the whole window (p50/p95), and
+     latency percentiles from the rollups and exactly from stored spans.
+
+It prints one JSON object per run. Nothing here is a pass/fail test; the numbers
+go to docs/benchmarks.md with the command that produced them.
+
+Usage (release binaries built first):
+  cargo build --release -p ferrotrace-collector --bins
+  python3 benches/scripts/store_bench.py --sink sqlite --duration 30
+  python3 benches/scripts/store_bench.py --sink postgres --duration 30
+  python3 benches/scripts/store_bench.py --sink clickhouse --duration 30
+  python3 benches/scripts/store_bench.py --sink null --duration 20
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if pred():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def http(url, data=None, timeout=120, headers=None):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def unprivileged(cmd):
+    if os.geteuid() == 0:
+        return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] + cmd
+    return cmd
+
+
+class Postgres:
+    def __init__(self, root):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        self.bin = os.environ.get("FERROTRACE_PG_BIN") or (bins[-1] if bins else None)
+        if not self.bin:
+            raise SystemExit("PostgreSQL binaries not found (set FERROTRACE_PG_BIN)")
+        self.dir = os.path.join(root, "pg")
+        os.makedirs(os.path.join(self.dir, "sock"))
+        if os.geteuid() == 0:
+            subprocess.check_call(["chown", "-R", "nobody:nogroup", self.dir])
+        subprocess.check_call(
+            unprivileged([f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-U", "postgres",
+                          "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+            stdout=subprocess.DEVNULL)
+        self.port = free_port()
+        # Settings of a dedicated bulk-load box: durability off on both sides of the
+        # comparison (sink and raw COPY), so the comparison is about the write path.
+        self.proc = subprocess.Popen(
+            unprivileged([f"{self.bin}/postgres", "-D", f"{self.dir}/data", "-p", str(self.port),
+                          "-k", f"{self.dir}/sock", "-c", "listen_addresses=127.0.0.1",
+                          "-c", "fsync=off", "-c", "synchronous_commit=off",
+                          "-c", "full_page_writes=off", "-c", "shared_buffers=512MB",
+                          "-c", "max_wal_size=4GB", "-c", "maintenance_work_mem=256MB"]),
+            stdout=subprocess.DEVNULL, stderr=open(f"{root}/pg.log", "w"),
+            start_new_session=True)
+        wait_until(lambda: subprocess.call(
+            [f"{self.bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+             "postgres"]) == 0, 60, "postgres")
+        self.psql("CREATE DATABASE bench")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/bench"
+
+    def psql(self, sql, db="postgres"):
+        return subprocess.check_output(
+            [f"{self.bin}/psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", "postgres", "-d", db, "-c", sql], text=True).strip()
+
+    def raw_bulk_load(self, root):
+        """Dump the stored spans with COPY BINARY, load them into an empty table
+        with the same columns and indexes, and time the load."""
+        dump = os.path.join(self.dir, "spans.bin")
+        self.psql(f"COPY (SELECT * FROM ft_spans) TO '{dump}' (FORMAT binary)", "bench")
+        rows = int(self.psql("SELECT count(*) FROM ft_spans", "bench"))
+        self.psql("CREATE TABLE raw_spans (LIKE ft_spans INCLUDING DEFAULTS INCLUDING INDEXES)",
+                  "bench")
+        t0 = time.time()
+        self.psql(f"COPY raw_spans FROM '{dump}' (FORMAT binary)", "bench")
+        secs = time.time() - t0
+        return {"rows": rows, "seconds": round(secs, 2), "rows_per_s": round(rows / secs)}
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+class ClickHouse:
+    def __init__(self, root):
+        exe = shutil.which("clickhouse-server") or "/usr/bin/clickhouse"
+        cmd = [exe] if exe.endswith("clickhouse-server") else [exe, "server"]
+        self.dir = os.path.join(root, "ch")
+        os.makedirs(self.dir)
+        self.http_port, self.tcp_port = free_port(), free_port()
+        d = self.dir
+        with open(f"{d}/config.xml", "w") as f:
+            f.write(f"""<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{self.http_port}</http_port><tcp_port>{self.tcp_port}</tcp_port>
+  <path>{d}/data/</path><tmp_path>{d}/data/tmp/</tmp_path>
+  <user_files_path>{d}/data/user_files/</user_files_path>
+  <format_schema_path>{d}/data/format_schemas/</format_schema_path>
+  <mark_cache_size>268435456</mark_cache_size>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile><default_database>default</default_database>
+  <timezone>UTC</timezone><mlock_executable>false</mlock_executable>
+</yandex>
+""")
+        with open(f"{d}/users.xml", "w") as f:
+            f.write("""<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+""")
+        self.proc = subprocess.Popen(cmd + [f"--config-file={d}/config.xml"], cwd=d,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_until(lambda: http(f"http://127.0.0.1:{self.http_port}/ping") == b"Ok.\n", 60,
+                   "clickhouse")
+        self.sql("CREATE DATABASE bench")
+        self.url = f"http://127.0.0.1:{self.http_port}/bench"
+
+    def sql(self, q, data=None):
+        url = f"http://127.0.0.1:{self.http_port}/?query=" + urllib.parse.quote(q)
+        # POST even without a body: ClickHouse runs GET requests read-only.
+        return http(url, data=b"" if data is None else data, timeout=600)
+
+    def raw_bulk_load(self, root):
+        """Dump the stored rows of both tables the sink writes (spans and the
+        trace-id lookup table) as RowBinary, then time INSERT ... FORMAT RowBinary
+        into empty tables of the same definition."""
+        out = {"rows": 0, "seconds": 0.0}
+        for table in ["ft_spans", "ft_traces"]:
+            blob = self.sql(f"SELECT * FROM bench.{table} FORMAT RowBinary")
+            rows = int(self.sql(f"SELECT count() FROM bench.{table}").strip())
+            self.sql(f"CREATE TABLE bench.raw_{table} AS bench.{table}")
+            t0 = time.time()
+            self.sql(f"INSERT INTO bench.raw_{table} FORMAT RowBinary", data=blob)
+            secs = time.time() - t0
+            out["seconds"] += secs
+            if table == "ft_spans":
+                out["rows"] = rows
+            out[f"{table}_bytes"] = len(blob)
+        out["seconds"] = round(out["seconds"], 2)
+        out["rows_per_s"] = round(out["rows"] / out["seconds"])
+        return out
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def metric(text, name):
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def pct(values, p):
+    v = sorted(values)
+    if not v:
+        return None
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sink", choices=["sqlite", "postgres", "clickhouse", "null"], required=True)
+    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--rate", type=int, default=0, help="spans/s; 0 = as fast as acked")
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--max-spans", type=int, default=0, help="stop after this many spans")
+    ap.add_argument("--lookups", type=int, default=200)
+    ap.add_argument("--searches", type=int, default=40)
+    ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--target-dir", default=os.environ.get(
+        "CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ferrotrace/target")))
+    args = ap.parse_args()
+
+    rel = os.path.join(args.target_dir, "release")
+    collector_bin, loadgen_bin = f"{rel}/ferrotrace-collector", f"{rel}/loadgen"
+    root = tempfile.mkdtemp(prefix="ferrotrace-bench-")
+    os.chmod(root, 0o755)  # the database server runs as `nobody` when we are root
+    db = None
+    result = {"sink": args.sink, "duration_s": args.duration, "connections": args.connections}
+    collector = None
+    try:
+        if args.sink == "postgres":
+            db = Postgres(root)
+        elif args.sink == "clickhouse":
+            db = ClickHouse(root)
+        ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
+        cmd = [collector_bin, "--data-dir", f"{root}/data", "--storage", args.sink,
+               "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
+               "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
+               "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
+               "--http-addr", f"127.0.0.1:{ports['query']}"]
+        if db:
+            cmd += ["--storage-url", db.url]
+        collector = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=open(f"{root}/collector.log", "w"))
+        q = f"http://127.0.0.1:{ports['query']}"
+        wait_until(lambda: http(f"{q}/readyz", timeout=2) is not None, 60, "collector")
+
+        lg = [loadgen_bin, "--protocol", "grpc", "--endpoint", f"127.0.0.1:{ports['grpc']}",
+              "--connections", str(args.connections), "--batch", str(args.batch),
+              "--duration", str(args.duration), "--collector-pid", str(collector.pid), "--json"]
+        if args.rate:
+            lg += ["--rate", str(args.rate)]
+        if args.max_spans:
+            lg += ["--max-spans", str(args.max_spans)]
+        t0 = time.time()
+        out = subprocess.check_output(lg, text=True)
+        result["loadgen"] = json.loads(out.strip().splitlines()[-1])
+        acked = result["loadgen"]["accepted_spans"]
+        if args.sink != "null":
+            def drained():
+                m = http(f"{q}/metrics", timeout=5).decode()
+                return (metric(m, "ferrotrace_sink_spans_written_total") or 0) >= acked
+            wait_until(drained, 1800, "the sink to commit every acked span")
+            elapsed = time.time() - t0
+            result["sink_committed_spans"] = acked
+            result["sink_seconds"] = round(elapsed, 1)
+            result["sink_spans_per_s"] = round(acked / elapsed)
+        m = http(f"{q}/metrics", timeout=5).decode()
+        with open(f"/proc/{collector.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    result["collector_peak_rss_kib_final"] = int(line.split()[1])
+        result["sink_write_errors"] = metric(m, "ferrotrace_sink_errors_total")
+
+        if not args.skip_queries and args.sink != "null":
+            now_us = int(time.time() * 1e6)
+            start_us = now_us - 3600 * 10**6
+            services = json.loads(http(f"{q}/api/services"))["data"]
+            ids, search_ms = [], []
+            for i in range(args.searches):
+                svc = services[i % len(services)]
+                url = (f"{q}/api/traces?service={urllib.parse.quote(svc)}&start={start_us}"
+                       f"&end={now_us}&limit=20")
+                t = time.perf_counter()
+                body = json.loads(http(url))
+                search_ms.append((time.perf_counter() - t) * 1000)
+                ids += [tr["traceID"] for tr in body["data"]]
+            # Ids of traces anywhere in the window: loadgen's ids are (conn+1, seq).
+            conns, per_conn = args.connections, max(1, acked // args.batch // args.connections)
+            sample = [f"{c + 1:016x}{random.randrange(per_conn):016x}" for c in
+                      [random.randrange(conns) for _ in range(args.lookups)]]
+            lookup_ms, found = [], 0
+            for tid in sample:
+                t = time.perf_counter()
+                try:
+                    body = json.loads(http(f"{q}/api/traces/{tid}"))
+                    found += 1 if body["data"] else 0
+                except urllib.error.HTTPError as e:
+                    if e.code != 404:
+                        raise
+                lookup_ms.append((time.perf_counter() - t) * 1000)
+            lat = {}
+            for name, extra in [("rollup", ""), ("exact", "&exact=true")]:
+                ns_now = int(time.time() * 1e9)
+                url = (f"{q}/api/native/latency?service={urllib.parse.quote(services[0])}"
+                       f"&start={ns_now - 3600 * 10**9}&end={ns_now}{extra}")
+                t = time.perf_counter()
+                try:
+                    http(url)
+                    lat[name] = round((time.perf_counter() - t) * 1000, 1)
+                except urllib.error.HTTPError as e:
+                    lat[name] = f"HTTP {e.code}: {e.read()[:200]!r}"
+            result["queries"] = {
+                "stored_spans": acked,
+                "trace_by_id_ms": {"n": len(lookup_ms), "found": found,
+                                   "p50": round(pct(lookup_ms, 50), 1),
+                                   "p99": round(pct(lookup_ms, 99), 1)},
+                "search_ms": {"n": len(search_ms), "p50": round(pct(search_ms, 50), 1),
+                              "p95": round(pct(search_ms, 95), 1)},
+                "percentiles_ms": lat,
+            }
+        if db:
+            result["raw_bulk_load"] = db.raw_bulk_load(root)
+            result["sink_vs_raw"] = round(result["sink_spans_per_s"] /
+                                          result["raw_bulk_load"]["rows_per_s"], 3)
+    finally:
+        if collector:
+            collector.send_signal(signal.SIGTERM)
+            try:
+                collector.wait(60)
+            except subprocess.TimeoutExpired:
+                collector.kill()
+        if db:
+            db.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
