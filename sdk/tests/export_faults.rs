@@ -216,6 +216,104 @@ fn http_retry_after_is_honoured() {
     assert_eq!(server.state.received.lock().len(), 1);
 }
 
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers send.
+fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WD[days.rem_euclid(7) as usize],
+        MON[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn http_retry_after_date_is_honoured_beyond_max_backoff() {
+    let server = HttpServer::start();
+    // Two seconds ahead; the date has whole seconds, so the wait is 1–2 s.
+    let date = http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+    server
+        .state
+        .script
+        .lock()
+        .push_back(answer(429, &[("retry-after", &date)]));
+    let stats = ExportStats::new();
+    let exp = builder(Protocol::HttpProtobuf, server.endpoint(), &stats)
+        .with_retry_policy(RetryPolicy {
+            // Far below the server's delay: it must not shorten it.
+            max_backoff: Duration::from_millis(20),
+            ..fast_retry()
+        })
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    exp.export(rich_batch()).unwrap();
+    let elapsed = t.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "{date}: {elapsed:?}");
+    assert_eq!(server.state.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.state.received.lock().len(), 1);
+    assert_eq!(stats.snapshot().retries, 1);
+}
+
+#[test]
+fn a_retry_after_past_the_export_timeout_drops_the_batch_at_once() {
+    for retry_after in [
+        "30".to_string(),
+        http_date(std::time::SystemTime::now() + Duration::from_secs(60)),
+        "99999999999999999999999".to_string(),
+    ] {
+        let server = HttpServer::start();
+        server
+            .state
+            .script
+            .lock()
+            .push_back(answer(503, &[("retry-after", &retry_after)]));
+        let stats = ExportStats::new();
+        let exp = builder(Protocol::HttpProtobuf, server.endpoint(), &stats)
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let bsp = BatchSpanProcessor::builder(exp)
+            .with_stats(stats.clone())
+            .build();
+        for s in rich_batch() {
+            bsp.on_end(s);
+        }
+        let t = Instant::now();
+        let r = bsp.force_flush(Duration::from_secs(10));
+        // Neither waited for nor retried after max_backoff (5 s): given up at once.
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            matches!(&r, Err(ExportError::Failed(m)) if m.contains("server asked to retry in")
+                && m.contains("past the export timeout")),
+            "{retry_after}: {r:?}"
+        );
+        bsp.shutdown(Duration::from_secs(10)).unwrap();
+        assert_eq!(server.state.calls.load(Ordering::SeqCst), 1, "no retry");
+        let snap = stats.snapshot();
+        assert_eq!(snap.dropped_export_failed, 5, "{snap}");
+        assert_eq!(snap.retries, 0);
+        assert_eq!(snap.exported, 0);
+    }
+}
+
 #[test]
 fn retries_stop_after_three_attempts() {
     let server = HttpServer::start();

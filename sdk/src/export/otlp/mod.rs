@@ -461,9 +461,16 @@ async fn send_with_retry(
                     return Err(format!("{message} (gave up after {attempts} attempts)"));
                 }
                 let delay = policy.delay(retry, retry_after);
-                if Instant::now() + delay >= deadline {
+                // Compared as durations: a server's delay can be huge, and
+                // `Instant + Duration` would panic on overflow.
+                if delay >= deadline.saturating_duration_since(Instant::now()) {
+                    let asked = if retry_after.is_some() {
+                        "the server asked to retry in"
+                    } else {
+                        "retry in"
+                    };
                     return Err(format!(
-                        "{message} (retry in {delay:?} would exceed the export timeout of {budget:?})"
+                        "{message} ({asked} {delay:?}, past the export timeout of {budget:?}; batch dropped)"
                     ));
                 }
                 tokio::time::sleep(delay).await;
