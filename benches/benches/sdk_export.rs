@@ -5,6 +5,11 @@
 //! - `on_end`: one finished span handed to the batch processor (the
 //!   producer-side cost of `span.end()`); spans are cloned outside the timed
 //!   region and the queue never fills.
+//! - `span_end`: only `span.end()` of a live span into the batch processor
+//!   (the application's producer-side cost), from 1 and from 2 producer
+//!   threads at once; spans are started and the processor flushed outside the
+//!   timed region, so the queue never fills. The figure is the time per
+//!   `end()` on one producer thread (the slowest thread's total / its spans).
 //! - `span_start_end`: a span started and ended through each SDK's tracer into
 //!   its batch processor, from 1 and from 2 producer threads at once.
 //! - `throughput`: 10,000 spans through the processor into a discarding
@@ -283,6 +288,103 @@ fn concurrent(threads: usize, iters: u64, work: impl Fn(u64) + Send + Sync + 'st
         .unwrap_or_default()
 }
 
+/// Like [`concurrent`], but each thread reports the time it measured itself
+/// (`work` returns it); returns the largest.
+fn concurrent_self_timed(
+    threads: usize,
+    iters: u64,
+    work: impl Fn(u64) -> Duration + Send + Sync + 'static,
+) -> Duration {
+    let work = Arc::new(work);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (work, barrier) = (Arc::clone(&work), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                work(iters)
+            })
+        })
+        .collect();
+    barrier.wait();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("bench thread"))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Spans ended per timed chunk; with 2 producers, 2 chunks stay far below
+/// `QUEUE`, and each thread flushes (untimed) after its chunk, so `end()`
+/// always takes the enqueue path, never the queue-full drop path.
+const END_CHUNK: u64 = 1024;
+
+fn span_end(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        let mut g = c.benchmark_group(format!("sdk_export/span_end/{threads}_thread"));
+        {
+            let provider = Arc::new(ft::provider(ft::Counting::default()));
+            let tracer = Arc::new(provider.tracer("bench"));
+            g.bench_function("ferrotrace", |b| {
+                b.iter_custom(|iters| {
+                    let (tracer, provider) = (Arc::clone(&tracer), Arc::clone(&provider));
+                    concurrent_self_timed(threads, iters, move |n| {
+                        let mut timed = Duration::ZERO;
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(END_CHUNK);
+                            let mut spans: Vec<_> = (0..k).map(|_| tracer.start("op")).collect();
+                            let t = Instant::now();
+                            for s in spans.iter_mut() {
+                                s.end();
+                            }
+                            timed += t.elapsed();
+                            black_box(&spans);
+                            drop(spans);
+                            provider
+                                .force_flush(Duration::from_secs(30))
+                                .expect("flush");
+                            left -= k;
+                        }
+                        timed
+                    })
+                })
+            });
+            let _ = provider.shutdown(Duration::from_secs(10));
+        }
+        {
+            use ot::{Tracer, TracerProvider};
+            let provider = Arc::new(ot::provider(ot::Counting::default()));
+            let tracer = Arc::new(provider.tracer("bench"));
+            g.bench_function("opentelemetry_sdk", |b| {
+                b.iter_custom(|iters| {
+                    let (tracer, provider) = (Arc::clone(&tracer), Arc::clone(&provider));
+                    concurrent_self_timed(threads, iters, move |n| {
+                        let mut timed = Duration::ZERO;
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(END_CHUNK);
+                            let mut spans: Vec<_> = (0..k).map(|_| tracer.start("op")).collect();
+                            let t = Instant::now();
+                            for s in spans.iter_mut() {
+                                opentelemetry::trace::Span::end(s);
+                            }
+                            timed += t.elapsed();
+                            black_box(&spans);
+                            drop(spans);
+                            provider.force_flush().expect("flush");
+                            left -= k;
+                        }
+                        timed
+                    })
+                })
+            });
+            let _ = provider.shutdown();
+        }
+        g.finish();
+    }
+}
+
 fn span_start_end(c: &mut Criterion) {
     for threads in [1usize, 2] {
         let mut g = c.benchmark_group(format!("sdk_export/span_start_end/{threads}_thread"));
@@ -467,6 +569,7 @@ fn cpu_per_span(_c: &mut Criterion) {
 criterion_group!(
     benches,
     on_end,
+    span_end,
     span_start_end,
     throughput,
     otlp_encode,

@@ -242,3 +242,162 @@ async fn instrument_async_under_http_layer_nests() {
         .expect("tracing span");
     assert_eq!(db.parent_span_id, server.span_context.span_id());
 }
+
+#[test]
+fn non_string_error_fields_set_an_error_status() {
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        drop(tracing::info_span!("bool-true", error = true));
+        drop(tracing::info_span!("int", error = 404_i64));
+        drop(tracing::info_span!("float", error = 0.5));
+        drop(tracing::info_span!("bool-false", error = false));
+        let recorded = tracing::info_span!("recorded-later", error = tracing::field::Empty);
+        recorded.record("error", true);
+        drop(recorded);
+        let s = tracing::info_span!("event-bool");
+        s.in_scope(|| tracing::info!(error = true, "request failed"));
+        drop(s);
+        let s = tracing::info_span!("event-false");
+        s.in_scope(|| tracing::info!(error = false, "all fine"));
+        drop(s);
+    });
+    let spans = exporter.finished_spans();
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    assert_eq!(by_name("bool-true").status, Status::error(""));
+    assert_eq!(
+        attr(by_name("bool-true"), "error"),
+        Some(&Value::Bool(true)),
+        "the field stays a typed attribute"
+    );
+    assert_eq!(by_name("int").status, Status::error("404"));
+    assert_eq!(attr(by_name("int"), "error"), Some(&Value::I64(404)));
+    assert_eq!(by_name("float").status, Status::error("0.5"));
+    assert_eq!(by_name("bool-false").status, Status::Unset);
+    assert_eq!(by_name("recorded-later").status, Status::error(""));
+
+    let ev = by_name("event-bool");
+    assert_eq!(ev.status, Status::error(""));
+    assert_eq!(ev.events[0].name, "request failed");
+    assert!(
+        ev.events[0]
+            .attributes
+            .iter()
+            .all(|kv| kv.key.as_str() != "exception.message"),
+        "a bare `true` has no message to report"
+    );
+    assert_eq!(by_name("event-false").status, Status::Unset);
+}
+
+fn event_attr<'a>(e: &'a ferrotrace::trace::Event, key: &str) -> Option<&'a Value> {
+    e.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_outside_tracing_spans_attach_to_the_http_request_span() {
+    use axum::routing::get;
+    use ferrotrace::integrations::http::HttpServerLayer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let app = axum::Router::new()
+        .route(
+            "/work",
+            get(move || {
+                let dispatch = dispatch.clone();
+                async move {
+                    tokio::task::yield_now().await;
+                    // No `tracing` span anywhere: only the layer's ferrotrace span is current.
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        tracing::warn!(user = 7_i64, "slow path");
+                        tracing::info!(error = true, "cache write failed");
+                    });
+                    "done"
+                }
+            }),
+        )
+        .layer(HttpServerLayer::new(provider.tracer("http")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /work HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf).ends_with("done"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while exporter.finished_spans().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), 1, "no extra spans: {spans:?}");
+    let server = &spans[0];
+    assert_eq!(server.name, "GET /work");
+    let names: Vec<_> = server.events.iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, ["slow path", "cache write failed"]);
+    let slow = &server.events[0];
+    assert_eq!(event_attr(slow, "user"), Some(&Value::I64(7)));
+    assert_eq!(
+        event_attr(slow, "level"),
+        Some(&Value::String("WARN".into()))
+    );
+    assert!(slow.timestamp_ns >= server.start_time_ns && slow.timestamp_ns <= server.end_time_ns);
+    // The 200 response leaves the status alone; the `error = true` event sets it.
+    assert_eq!(server.status, Status::error(""));
+}
+
+#[test]
+fn events_without_any_reachable_span_are_not_recorded() {
+    use ferrotrace::trace::SpanInbox;
+
+    let (exporter, provider) = setup();
+    let tracer = provider.tracer("direct");
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        // Nothing current at all.
+        tracing::error!("nowhere to go");
+        // The request span offers an inbox; a child made current under it does
+        // not, so its events must not land on the parent.
+        let mut request = tracer.start("request");
+        let inbox = request.inbox().expect("recording span");
+        let cx = request.context().with_value(inbox.clone());
+        let _g = cx.attach();
+        tracing::info!("on request");
+        let child = tracer.start("child");
+        {
+            let _c = child.make_current();
+            assert!(SpanInbox::current().is_none());
+            tracing::info!("under child");
+        }
+        drop(child);
+        request.end();
+        // After the end the inbox is closed.
+        inbox.add_event("late", vec![]);
+        tracing::info!("after end");
+    });
+    let spans = exporter.finished_spans();
+    let request = spans.iter().find(|s| s.name == "request").unwrap();
+    let names: Vec<_> = request.events.iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, ["on request"]);
+    let child = spans.iter().find(|s| s.name == "child").unwrap();
+    assert!(child.events.is_empty());
+    assert_eq!(spans.len(), 2);
+}

@@ -9,22 +9,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use ferrotrace::export::otlp::Protocol;
+use ferrotrace::export::otlp::{OtlpExporter, Protocol};
 use ferrotrace_examples::faults::Faults;
 use ferrotrace_examples::services::{self, DemoConfig, ServiceConfig};
-use ferrotrace_examples::telemetry::{Export, Telemetry};
+use ferrotrace_examples::telemetry::{otlp_exporter_builder, Export, Telemetry};
 use ferrotrace_examples::traffic::{self, TrafficConfig};
 
 #[derive(Debug, Parser)]
 #[command(about = "ferrotrace demo: gateway → orders → payments (gRPC) + inventory, with traffic")]
 struct Args {
-    /// OTLP collector endpoint.
-    #[arg(
-        long,
-        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
-        default_value = "http://localhost:4317"
-    )]
-    collector: String,
+    /// OTLP collector base address, read like OTEL_EXPORTER_OTLP_ENDPOINT:
+    /// for HTTP `/v1/traces` is appended. Default: http://localhost:4317 for
+    /// grpc, http://localhost:4318/v1/traces for http/protobuf and http/json.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    collector: Option<String>,
     /// OTLP protocol: grpc, http/protobuf or http/json.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc")]
     otlp_protocol: String,
@@ -97,6 +95,11 @@ async fn main() -> anyhow::Result<()> {
         endpoint: args.collector.clone(),
         protocol,
     };
+    let collector =
+        otlp_exporter_builder(OtlpExporter::builder(), args.collector.as_deref(), protocol)
+            .config()
+            .context("OTLP exporter configuration")?
+            .endpoint;
     let svc = |port, latency, rate| ServiceConfig {
         faults: Faults::new(latency, rate),
         ..ServiceConfig::loopback(port)
@@ -128,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     .context("starting the demo services")?;
     println!(
         "demo: gateway http://{}  orders http://{}  inventory http://{}  payments grpc://{}  exporting to {} ({})",
-        demo.gateway, demo.orders, demo.inventory, demo.payments, args.collector, args.otlp_protocol
+        demo.gateway, demo.orders, demo.inventory, demo.payments, collector, args.otlp_protocol
     );
     println!(
         "demo: try  curl 'http://{}/checkout?tenant=acme&item=widget'",

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let export = match &args.otlp_endpoint {
         Some(endpoint) => Export::Otlp {
-            endpoint: endpoint.clone(),
+            endpoint: Some(endpoint.clone()),
             protocol: Protocol::Grpc,
         },
         None => Export::None,

@@ -41,6 +41,10 @@ pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
 /// Default `OTEL_BSP_SCHEDULE_DELAY` (5000 ms).
 pub const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_millis(5000);
+/// Smallest schedule delay used. A shorter one (`OTEL_BSP_SCHEDULE_DELAY=0`
+/// included) is raised to this: with a zero delay the batch thread would wake
+/// without pause and burn a core. Full batches go out at once regardless.
+pub const MIN_SCHEDULED_DELAY: Duration = Duration::from_millis(10);
 /// Default `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms).
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30000);
 /// How long dropping an un-shut-down processor waits for its final flush.
@@ -55,7 +59,8 @@ pub struct BatchConfig {
     pub max_queue_size: usize,
     /// Spans per export call at most (default 512; clamped to the queue size).
     pub max_export_batch_size: usize,
-    /// Longest time a span waits before its (partial) batch is exported (default 5 s).
+    /// Longest time a span waits before its (partial) batch is exported
+    /// (default 5 s; at least [`MIN_SCHEDULED_DELAY`], a shorter value is raised).
     pub scheduled_delay: Duration,
     /// Longest time one export may take before its batch is given up on (default 30 s).
     pub export_timeout: Duration,
@@ -102,6 +107,7 @@ impl BatchConfig {
     fn normalized(mut self) -> Self {
         self.max_queue_size = self.max_queue_size.max(1);
         self.max_export_batch_size = self.max_export_batch_size.clamp(1, self.max_queue_size);
+        self.scheduled_delay = self.scheduled_delay.max(MIN_SCHEDULED_DELAY);
         self
     }
 }
@@ -124,7 +130,8 @@ impl<E: SpanExporter> BatchSpanProcessorBuilder<E> {
         self.config.max_export_batch_size = n;
         self
     }
-    /// Sets the schedule delay (`OTEL_BSP_SCHEDULE_DELAY`).
+    /// Sets the schedule delay (`OTEL_BSP_SCHEDULE_DELAY`); at least
+    /// [`MIN_SCHEDULED_DELAY`].
     pub fn with_scheduled_delay(mut self, d: Duration) -> Self {
         self.config.scheduled_delay = d;
         self
@@ -181,6 +188,9 @@ struct Shared {
     /// `check_mask + 1` of their own spans.
     check_mask: u32,
     stats: ExportStats,
+    /// Times the batch thread woke up (tests check it does not spin).
+    #[cfg(test)]
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 thread_local! {
@@ -248,6 +258,8 @@ impl BatchSpanProcessor {
                 (1u32 << every.ilog2()) - 1
             },
             stats: stats.clone(),
+            #[cfg(test)]
+            wakeups: std::sync::atomic::AtomicU64::new(0),
         });
 
         let export_stats = stats.clone();
@@ -430,7 +442,10 @@ fn batch_loop(
     let mut next_export = Instant::now() + config.scheduled_delay;
     loop {
         let wait = next_export.saturating_duration_since(Instant::now());
-        match ctrl.recv_timeout(wait) {
+        let woke = ctrl.recv_timeout(wait);
+        #[cfg(test)]
+        shared.wakeups.fetch_add(1, Ordering::Relaxed);
+        match woke {
             Ok(Control::BatchReady) => {
                 shared.wake_pending.store(false, Ordering::Release);
                 drain(&rx, &job_tx, &config, &stats, true);
@@ -522,5 +537,49 @@ mod tests {
         assert_eq!(d, BatchConfig::default());
         assert_eq!(d.max_queue_size, 2048);
         assert_eq!(d.max_export_batch_size, 512);
+    }
+
+    struct Discard;
+    impl SpanExporter for Discard {
+        fn export(&self, _batch: Vec<SpanData>) -> ExportResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_zero_schedule_delay_is_raised_to_the_minimum() {
+        let c = BatchConfig::from_env_vars(|k| {
+            (k == "OTEL_BSP_SCHEDULE_DELAY").then(|| "0".to_string())
+        });
+        assert_eq!(c.scheduled_delay, MIN_SCHEDULED_DELAY);
+        let bsp = BatchSpanProcessor::builder(Discard)
+            .with_scheduled_delay(Duration::ZERO)
+            .build();
+        assert_eq!(bsp.config().scheduled_delay, MIN_SCHEDULED_DELAY);
+        bsp.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn the_batch_thread_does_not_spin_with_a_zero_schedule_delay() {
+        let config = BatchConfig::from_env_vars(|k| {
+            (k == "OTEL_BSP_SCHEDULE_DELAY").then(|| "0".to_string())
+        });
+        let bsp = BatchSpanProcessor::builder(Discard)
+            .with_config(config)
+            .with_stats(ExportStats::new())
+            .build();
+        let before = bsp.shared.wakeups.load(Ordering::Relaxed);
+        let t = Instant::now();
+        thread::sleep(Duration::from_millis(200));
+        let woke = bsp.shared.wakeups.load(Ordering::Relaxed) - before;
+        let elapsed = t.elapsed();
+        // One wake-up per MIN_SCHEDULED_DELAY at most (+1 for the one in
+        // progress); a spinning loop wakes hundreds of thousands of times.
+        let bound = elapsed.as_millis() as u64 / MIN_SCHEDULED_DELAY.as_millis() as u64 + 2;
+        assert!(
+            woke <= bound,
+            "{woke} wake-ups in {elapsed:?} (at most {bound})"
+        );
+        bsp.shutdown(Duration::from_secs(5)).unwrap();
     }
 }

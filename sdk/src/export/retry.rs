@@ -1,6 +1,8 @@
 //! Retry policy for exporters: exponential backoff with jitter, a bounded
-//! number of attempts, and server-requested delays (`Retry-After`, gRPC
-//! `RetryInfo`) taking precedence over the computed backoff.
+//! number of attempts, and server-requested delays (`Retry-After` in either
+//! form, gRPC `RetryInfo`) replacing the computed backoff. A server's delay
+//! is honoured in full; the exporter gives the batch up instead when the wait
+//! would run past its export timeout.
 //!
 //! Which outcomes are retryable follows the OTLP specification; the
 //! transport-specific classification lives next to each transport.
@@ -14,7 +16,7 @@
 //! assert!(p.backoff(10) <= p.max_backoff);
 //! ```
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
@@ -25,7 +27,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Backoff before the first retry (default 100 ms).
     pub initial_backoff: Duration,
-    /// Upper bound of one backoff, including server-requested delays (default 5 s).
+    /// Upper bound of one computed backoff (default 5 s). Server-requested
+    /// delays are not capped by it: they are bounded by the export timeout.
     pub max_backoff: Duration,
     /// Growth factor per retry (default 2.0).
     pub multiplier: f64,
@@ -72,10 +75,12 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `retry` when the server asked for
-    /// `requested` (if any): the server's delay wins, capped at `max_backoff`.
+    /// `requested` (if any): the server's delay as given (retrying earlier
+    /// than asked only earns another refusal), else the computed backoff.
+    /// The caller bounds it by its deadline.
     pub fn delay(&self, retry: u32, requested: Option<Duration>) -> Duration {
         match requested {
-            Some(d) => d.min(self.max_backoff),
+            Some(d) => d,
             None => self.backoff(retry),
         }
     }
@@ -106,10 +111,117 @@ impl AttemptError {
     }
 }
 
-/// Parses an HTTP `Retry-After` value given in delay-seconds. (The HTTP-date
-/// form is not honoured: the computed backoff is used instead.)
+/// Parses an HTTP `Retry-After` value (RFC 9110 §10.2.3): delay-seconds
+/// (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, also the obsolete
+/// RFC 850 and asctime forms), measured from the system clock now. A date in
+/// the past means "retry now" (zero). `None` for anything else, so the caller
+/// falls back to its computed backoff.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// Like [`parse_retry_after`], with an HTTP-date measured from `now`.
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // A delay too large for u64 seconds is still "not before then".
+        return Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = parse_http_date(v)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an HTTP-date in the three forms RFC 9110 §5.6.7 requires
+/// recipients to accept: IMF-fixdate, RFC 850 and asctime.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let (day, month, year, time) = if let Some((wkday, rest)) = s.split_once(", ") {
+        if !wkday.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        let parts: Vec<&str> = rest.split(' ').collect();
+        match parts.as_slice() {
+            // IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`
+            [d, m, y, t, "GMT"] if d.len() == 2 && y.len() == 4 => {
+                (num(d)?, month_number(m)?, num(y)?, *t)
+            }
+            // RFC 850: `Sunday, 06-Nov-94 08:49:37 GMT`
+            [date, t, "GMT"] => {
+                let mut it = date.split('-');
+                let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+                if it.next().is_some() || d.len() != 2 || y.len() != 2 {
+                    return None;
+                }
+                // Two-digit years: RFC 9110 reads one more than 50 years in
+                // the future as the past century; 70..99 → 19xx, 00..69 → 20xx.
+                let yy = num(y)?;
+                let year = if yy >= 70 { 1900 + yy } else { 2000 + yy };
+                (num(d)?, month_number(m)?, year, *t)
+            }
+            _ => return None,
+        }
+    } else {
+        // asctime: `Sun Nov  6 08:49:37 1994`
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        match parts.as_slice() {
+            [wkday, m, d, t, y]
+                if wkday.len() == 3 && (1..=2).contains(&d.len()) && y.len() == 4 =>
+            {
+                (num(d)?, month_number(m)?, num(y)?, *t)
+            }
+            _ => return None,
+        }
+    };
+    let mut hms = time.split(':');
+    let (h, mi, se) = (hms.next()?, hms.next()?, hms.next()?);
+    if hms.next().is_some() || h.len() != 2 || mi.len() != 2 || se.len() != 2 {
+        return None;
+    }
+    let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
+    // 60 allows a leap second, as the grammar does.
+    if h > 23 || mi > 59 || se > 60 || year < 1970 || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+fn num(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn month_number(m: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    MONTHS.iter().position(|x| *x == m).map(|i| i as u64 + 1)
+}
+
+fn days_in_month(year: u64, month: u64) -> u64 {
+    match month {
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`), for years from 1970 on.
+fn days_from_civil(year: u64, month: u64, day: u64) -> i64 {
+    let y = year as i64 - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// HTTP status codes the OTLP specification lists as retryable.
@@ -143,22 +255,74 @@ mod tests {
     }
 
     #[test]
-    fn server_delay_wins_but_is_capped() {
+    fn server_delay_wins_and_is_not_capped_by_max_backoff() {
         let p = RetryPolicy::default();
         assert_eq!(
             p.delay(0, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
         );
+        // The deadline, not max_backoff, bounds a server's delay.
         assert_eq!(
-            p.delay(0, Some(Duration::from_secs(600))),
-            Duration::from_secs(5)
+            p.delay(0, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
         );
     }
 
     #[test]
-    fn retry_after_and_statuses() {
+    fn retry_after_delta_seconds() {
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["", "-1", "+3", "1.5", "3s", "soon"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_http_date_in_all_three_forms() {
+        // 1994-11-06T08:49:37Z
+        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(at), "{form}");
+        }
+        let now = at - Duration::from_secs(30);
+        assert_eq!(
+            parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past: retry now.
+        assert_eq!(
+            parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", at + Duration::from_secs(5)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_251_199))
+        );
+        for bad in [
+            "Wed, 21 Oct 2015 07:28:00 UTC",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "Wed, 30 Feb 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 24:00:00 GMT",
+            "Wed, 21 Oct 2015 07:28 GMT",
+            "Wed, 21 Oct 1969 07:28:00 GMT",
+            "Wed, 1 Oct 2015 07:28:00 GMT",
+            "2015-10-21T07:28:00Z",
+            "Wed,",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
         for c in [429, 502, 503, 504] {
             assert!(is_retryable_http_status(c));
         }

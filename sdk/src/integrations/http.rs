@@ -394,7 +394,12 @@ where
             .propagator()
             .extract_with_context(&Context::current(), &parts.headers);
         let mut span = server_span(&self.config, &parts, &parent);
-        let cx = parent.with_span_context(span.span_context().clone());
+        let mut cx = parent.with_span_context(span.span_context().clone());
+        // Lets code that only sees the context (the `tracing` bridge, for
+        // events outside any `tracing` span) add events to the request span.
+        if let Some(inbox) = span.inbox() {
+            cx = cx.with_value(inbox);
+        }
         let req = Request::from_parts(parts, body);
         let inner = {
             let _guard = cx.clone().attach();

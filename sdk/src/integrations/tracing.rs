@@ -7,9 +7,14 @@
 //!   `%display` values as strings).
 //! - Special fields: `otel.name` (span name), `otel.kind` (`server`, `client`,
 //!   `producer`, `consumer`, `internal`), `otel.status_code` (`ok`/`error`),
-//!   `otel.status_message`, and `error` (sets an error status; on an event it
-//!   also adds `exception.message`). An `ERROR`-level event marks its span as
-//!   an error.
+//!   `otel.status_message`, and `error`: any value but `false` (a string,
+//!   `true`, a number, a `&dyn Error`) sets an error status; on an event a
+//!   non-empty value also adds `exception.message`. An `ERROR`-level event
+//!   marks its span as an error.
+//! - An event outside any `tracing` span goes to the current ferrotrace span
+//!   when its owner made it reachable with a [`SpanInbox`] (the HTTP and gRPC
+//!   server layers do), e.g. `tracing::warn!` in an axum handler. With no
+//!   such span it is not recorded.
 //! - A span's parent is its explicit `parent:`, else the current context —
 //!   the innermost entered `tracing` span or a ferrotrace span made current
 //!   (e.g. by the HTTP server layer), so both kinds of spans nest together.
@@ -47,7 +52,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::TracerSource;
 use crate::attributes::{Key, KeyValue};
 use crate::context::{Context, ContextGuard};
-use crate::trace::{Span, SpanKind, Status, Tracer};
+use crate::trace::{Span, SpanInbox, SpanKind, Status, Tracer};
 
 /// Scope name used when the layer takes its tracer from the global provider.
 pub const SCOPE_NAME: &str = "ferrotrace.tracing";
@@ -86,6 +91,14 @@ impl FerrotraceLayer {
         self.code_location = on;
         self
     }
+}
+
+/// Where an event is recorded.
+enum EventTarget<'a> {
+    /// The ferrotrace span of the event's `tracing` span.
+    Span(&'a mut Span),
+    /// The current ferrotrace span (no `tracing` span around the event).
+    Inbox(SpanInbox),
 }
 
 /// What the layer keeps in a `tracing` span's extensions.
@@ -150,6 +163,18 @@ impl Fields {
     fn typed(&mut self, field: &Field, value: crate::attributes::Value) {
         if field.name().starts_with("otel.") || field.name() == "message" {
             self.string(field, format!("{}", DisplayValue(&value)));
+        } else if field.name() == "error" {
+            // `error = true`, `error = 42`: an error too, only `false` is not.
+            // A bare `true` says nothing beyond "failed", so no message.
+            self.error = match &value {
+                crate::attributes::Value::Bool(false) => None,
+                crate::attributes::Value::Bool(true) => Some(String::new()),
+                other => Some(format!("{}", DisplayValue(other))),
+            };
+            self.attrs.push(KeyValue {
+                key: Key::from_static("error"),
+                value,
+            });
         } else {
             self.attrs.push(KeyValue {
                 key: Key::from_static(field.name()),
@@ -342,22 +367,25 @@ where
         if super::is_suppressed() || is_internal(meta) {
             return;
         }
-        let Some(span_ref) = ctx.event_span(event) else {
-            return;
+        let span_ref = ctx.event_span(event);
+        let mut ext = span_ref.as_ref().map(|s| s.extensions_mut());
+        let target = match ext.as_mut().and_then(|e| e.get_mut::<SpanState>()) {
+            Some(state) if !state.span.is_recording() => return,
+            Some(state) => EventTarget::Span(&mut state.span),
+            // Outside any `tracing` span: the current ferrotrace span, when
+            // its owner (e.g. the HTTP server layer) left an inbox for it.
+            None if event.is_root() || event.parent().is_some() => return,
+            None => match SpanInbox::current() {
+                Some(inbox) => EventTarget::Inbox(inbox),
+                None => return,
+            },
         };
-        let mut ext = span_ref.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>() else {
-            return;
-        };
-        if !state.span.is_recording() {
-            return;
-        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let mut attrs = std::mem::take(&mut fields.attrs);
         attrs.push(KeyValue::new("level", meta.level().as_str()));
         attrs.push(KeyValue::new("target", meta.target().to_string()));
-        if let Some(err) = &fields.error {
+        if let Some(err) = fields.error.as_ref().filter(|e| !e.is_empty()) {
             attrs.push(KeyValue::new("exception.message", err.clone()));
         }
         let name: Cow<'static, str> = match fields.message.take() {
@@ -365,13 +393,25 @@ where
             None if fields.error.is_some() => "exception".into(),
             None => "event".into(),
         };
+        let mut statuses = Vec::with_capacity(2);
         if *meta.level() == Level::ERROR {
-            state.span.set_status(Status::error(name.clone()));
+            statuses.push(Status::error(name.clone()));
         }
-        if let Some(status) = fields.status() {
-            state.span.set_status(status);
+        statuses.extend(fields.status());
+        match target {
+            EventTarget::Span(span) => {
+                for st in statuses {
+                    span.set_status(st);
+                }
+                span.add_event(name, attrs);
+            }
+            EventTarget::Inbox(inbox) => {
+                for st in statuses {
+                    inbox.set_status(st);
+                }
+                inbox.add_event(name, attrs);
+            }
         }
-        state.span.add_event(name, attrs);
     }
 
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {

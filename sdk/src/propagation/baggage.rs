@@ -3,7 +3,7 @@
 use percent_encoding::{AsciiSet, CONTROLS};
 
 use super::{Extractor, Injector, TextMapPropagator};
-use crate::context::baggage::{is_tchar, valid_key, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
+use crate::context::baggage::{valid_key, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
 use crate::context::{Baggage, Context};
 
 const BAGGAGE: &str = "baggage";
@@ -75,18 +75,67 @@ fn parse_member(member: &str) -> Option<(String, String, String)> {
     }
     let mut metadata = String::new();
     for p in props.into_iter().flat_map(|p| p.split(';')) {
-        let p = p.trim_matches(is_ows);
-        let pk = p.split_once('=').map_or(p, |(k, _)| k).trim_matches(is_ows);
+        let (pk, pv) = split_property(p);
         // An invalid property is dropped; the member itself stays valid.
-        if pk.is_empty() || !pk.bytes().all(is_tchar) {
+        if !valid_key(pk) || !pv.is_none_or(|v| v.bytes().all(is_value_octet)) {
             continue;
         }
-        if !metadata.is_empty() {
-            metadata.push(';');
-        }
-        metadata.push_str(p);
+        push_property(&mut metadata, pk, pv.map(str::to_string));
     }
     Some((k.to_string(), decode_value(v), metadata))
+}
+
+/// `key OWS [ "=" OWS value ]` with surrounding OWS removed.
+fn split_property(p: &str) -> (&str, Option<&str>) {
+    let p = p.trim_matches(is_ows);
+    match p.split_once('=') {
+        Some((k, v)) => (k.trim_matches(is_ows), Some(v.trim_matches(is_ows))),
+        None => (p, None),
+    }
+}
+
+fn push_property(out: &mut String, key: &str, value: Option<String>) {
+    if !out.is_empty() {
+        out.push(';');
+    }
+    out.push_str(key);
+    if let Some(v) = value {
+        out.push('=');
+        out.push_str(&v);
+    }
+}
+
+/// A property value made safe for the header: every byte outside
+/// `baggage-octet` percent-encoded. Properties are kept in their wire form,
+/// so an existing `%XX` escape is left as it is; any other `%` is encoded.
+fn encode_property_value(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        let escape = c == b'%'
+            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        if (c != b'%' && is_value_octet(c)) || escape {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// The properties of a member as they may be sent: each `key[=value]` with a
+/// token key (others are dropped, like on extract) and an encoded value, so
+/// metadata set through the API can never add members or break the header.
+fn format_properties(metadata: &str) -> String {
+    let mut out = String::new();
+    for p in metadata.split(';') {
+        let (pk, pv) = split_property(p);
+        if valid_key(pk) {
+            push_property(&mut out, pk, pv.map(encode_property_value));
+        }
+    }
+    out
 }
 
 /// Parses `baggage` header values (several headers are one list). Invalid
@@ -136,8 +185,11 @@ pub fn format_baggage(baggage: &Baggage) -> Option<String> {
             VALUE_ENCODE,
         ));
         if !e.metadata().is_empty() {
-            member.push(';');
-            member.push_str(e.metadata());
+            let props = format_properties(e.metadata());
+            if !props.is_empty() {
+                member.push(';');
+                member.push_str(&props);
+            }
         }
         let sep = usize::from(!out.is_empty());
         if out.len() + sep + member.len() > MAX_BAGGAGE_BYTES {
@@ -208,5 +260,48 @@ mod tests {
         assert_eq!(b.get("k2"), Some("a=b"));
         assert_eq!(b.get("k3"), Some("€"));
         assert_eq!(b.len(), 3);
+    }
+
+    #[test]
+    fn property_values_outside_baggage_octet_are_dropped_on_extract() {
+        let b = parse_baggage([r#"k=v;ok=1;bad="q";bad2=a\b;flag"#]);
+        assert_eq!(b.entry("k").unwrap().metadata(), "ok=1;flag");
+    }
+
+    #[test]
+    fn properties_set_through_the_api_cannot_corrupt_the_header() {
+        let mut b = Baggage::new();
+        b.insert_with_metadata(
+            "k",
+            "v",
+            "ttl = 60;x=a,evil=1;bad key=2;q=\"quoted\" é;pct=100%;esc=%41;;flag",
+        )
+        .unwrap();
+        b.insert("next", "n").unwrap();
+        let h = format_baggage(&b).unwrap();
+        assert_eq!(
+            h,
+            "k=v;ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag,next=n"
+        );
+        assert!(h.bytes().all(|c| c.is_ascii_graphic()), "{h}");
+        // Read back: the same two members, nothing injected.
+        let back = parse_baggage([h.as_str()]);
+        assert_eq!(back.len(), 2, "{back:?}");
+        assert_eq!(back.get("k"), Some("v"));
+        assert_eq!(back.get("next"), Some("n"));
+        assert_eq!(back.get("evil"), None);
+        assert_eq!(
+            back.entry("k").unwrap().metadata(),
+            "ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag"
+        );
+        // Formatting what was extracted is stable.
+        assert_eq!(format_baggage(&back).unwrap(), h);
+    }
+
+    #[test]
+    fn metadata_with_only_invalid_properties_adds_no_separator() {
+        let mut b = Baggage::new();
+        b.insert_with_metadata("k", "v", "bad key;=x; ").unwrap();
+        assert_eq!(format_baggage(&b).unwrap(), "k=v");
     }
 }

@@ -13,6 +13,6 @@ mod watchdog;
 pub use limits::SpanLimits;
 pub use provider::{TracerProvider, TracerProviderBuilder, DEFAULT_UNENDED_SPAN_AGE};
 pub use sampler::{ParentBased, Sampler, SamplingDecision, SamplingResult, ShouldSample};
-pub use span::Span;
+pub use span::{Span, SpanInbox};
 pub use span_data::{Event, InstrumentationScope, Link, SpanData, SpanKind, Status};
 pub use tracer::{SpanBuilder, Tracer};

@@ -5,6 +5,9 @@
 //! span keeps its state in one box, handed to the processors when it ends.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::attributes::{Key, KeyValue, Value};
 use crate::context::{Context, ContextGuard, SpanContext};
@@ -30,6 +33,9 @@ pub(crate) struct Recording {
     pub(crate) dropped_links_count: u32,
     pub(crate) status: Status,
     pub(crate) watch: Option<WatchToken>,
+    /// Set once [`Span::inbox`] was called: updates from code that only sees
+    /// the context, applied when the span ends.
+    pub(crate) inbox: Option<Arc<Mutex<InboxState>>>,
 }
 
 /// Applies the count and length limits to an attribute list. A key already
@@ -65,6 +71,34 @@ fn limited_list(
 }
 
 impl Recording {
+    fn set_status(&mut self, status: Status) {
+        match (&self.status, &status) {
+            (Status::Ok, _) | (_, Status::Unset) => {}
+            _ => self.status = status,
+        }
+    }
+
+    /// Closes the inbox and applies what it holds, in arrival order.
+    fn apply_inbox(&mut self, inbox: &Mutex<InboxState>) {
+        let (items, dropped) = {
+            let mut st = inbox.lock();
+            st.closed = true;
+            (std::mem::take(&mut st.items), st.dropped_events)
+        };
+        let limits = self.tracer.provider.limits;
+        self.dropped_events_count = self.dropped_events_count.saturating_add(dropped);
+        for item in items {
+            match item {
+                InboxItem::Event {
+                    name,
+                    timestamp_ns,
+                    attributes,
+                } => self.push_event(name, timestamp_ns, attributes, &limits),
+                InboxItem::Status(status) => self.set_status(status),
+            }
+        }
+    }
+
     pub(crate) fn push_attribute(&mut self, kv: KeyValue, limits: &SpanLimits) {
         push_limited(
             &mut self.attributes,
@@ -250,11 +284,56 @@ impl Span {
     /// is ignored, `Error` replaces `Unset` or an earlier `Error`.
     pub fn set_status(&mut self, status: Status) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            match (&rec.status, &status) {
-                (Status::Ok, _) | (_, Status::Unset) => {}
-                _ => rec.status = status,
-            }
+            rec.set_status(status);
         }
+    }
+
+    /// A handle through which code that cannot reach this span — only the
+    /// current [`Context`] — can add events to it and set its status, e.g. the
+    /// `tracing` bridge recording a `tracing::warn!` in a handler under the
+    /// HTTP server layer. Put it in the context that is made current
+    /// (`cx.with_value(inbox)`); what arrives is applied, in order and under
+    /// the span limits, when the span ends. `None` for a span that does not
+    /// record. The span itself stays lock-free: only the inbox has a lock.
+    ///
+    /// ```
+    /// use ferrotrace::export::InMemorySpanExporter;
+    /// use ferrotrace::trace::{SpanInbox, TracerProvider};
+    /// use ferrotrace::Context;
+    ///
+    /// let exporter = InMemorySpanExporter::default();
+    /// let provider = TracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    /// let mut span = provider.tracer("t").start("request");
+    /// let inbox = span.inbox().unwrap();
+    /// let cx = span.context().with_value(inbox);
+    /// {
+    ///     let _g = cx.attach();
+    ///     // Somewhere deeper, with only the context at hand:
+    ///     if let Some(inbox) = SpanInbox::current() {
+    ///         inbox.add_event("cache miss", vec![]);
+    ///     }
+    /// }
+    /// span.end();
+    /// assert_eq!(exporter.finished_spans()[0].events[0].name, "cache miss");
+    /// ```
+    pub fn inbox(&mut self) -> Option<SpanInbox> {
+        let rec = self.inner.as_deref_mut()?;
+        let max_events = rec.tracer.provider.limits.max_events_per_span as usize;
+        let shared = rec
+            .inbox
+            .get_or_insert_with(|| {
+                Arc::new(Mutex::new(InboxState {
+                    closed: false,
+                    items: Vec::new(),
+                    dropped_events: 0,
+                    max_events,
+                }))
+            })
+            .clone();
+        Some(SpanInbox {
+            span_id: self.span_context.span_id(),
+            shared,
+        })
     }
 
     /// Records an error: an `exception` event with `exception.type`,
@@ -297,9 +376,12 @@ impl Span {
     }
 
     fn end_inner(&mut self, end_ns: Option<u64>) {
-        let Some(rec) = self.inner.take() else {
+        let Some(mut rec) = self.inner.take() else {
             return;
         };
+        if let Some(inbox) = rec.inbox.take() {
+            rec.apply_inbox(&inbox);
+        }
         // Field moves straight out of the box (no whole-struct copy first).
         let Recording {
             tracer,
@@ -316,6 +398,7 @@ impl Span {
             dropped_links_count,
             status,
             watch,
+            inbox: _,
         } = *rec;
         let end_time_ns = end_ns
             .unwrap_or_else(crate::time::now_ns)
@@ -351,6 +434,93 @@ impl Span {
                 p.on_end(data.clone());
             }
             last.on_end(data);
+        }
+    }
+}
+
+pub(crate) struct InboxState {
+    /// The span has ended: later updates are ignored.
+    closed: bool,
+    items: Vec<InboxItem>,
+    /// Events refused because the inbox already held `max_events`.
+    dropped_events: u32,
+    max_events: usize,
+}
+
+enum InboxItem {
+    Event {
+        name: Cow<'static, str>,
+        timestamp_ns: u64,
+        attributes: Vec<KeyValue>,
+    },
+    Status(Status),
+}
+
+/// Adds events to, and sets the status of, a span owned elsewhere. See
+/// [`Span::inbox`]. Cloning is cheap; updates after the span ended are ignored.
+#[derive(Clone)]
+pub struct SpanInbox {
+    span_id: SpanId,
+    shared: Arc<Mutex<InboxState>>,
+}
+
+impl std::fmt::Debug for SpanInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanInbox")
+            .field("span_id", &self.span_id)
+            .finish()
+    }
+}
+
+impl SpanInbox {
+    /// The inbox of the current context's active span, if that span put one
+    /// there. An inbox inherited from an outer span (a context derived for a
+    /// child span keeps the parent's values) is not returned.
+    pub fn current() -> Option<SpanInbox> {
+        Self::of(&Context::current())
+    }
+
+    /// Like [`SpanInbox::current`], for `cx`.
+    pub fn of(cx: &Context) -> Option<SpanInbox> {
+        let inbox = cx.get::<SpanInbox>()?;
+        (cx.has_active_span() && cx.span_context().span_id() == inbox.span_id)
+            .then(|| inbox.clone())
+    }
+
+    /// The id of the span this inbox feeds.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// Adds an event timestamped now. Beyond the span's event limit the
+    /// event is dropped and counted in the span's `dropped_events_count`.
+    pub fn add_event(&self, name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
+        let timestamp_ns = crate::time::now_ns();
+        let mut st = self.shared.lock();
+        if st.closed {
+            return;
+        }
+        let events = st
+            .items
+            .iter()
+            .filter(|i| matches!(i, InboxItem::Event { .. }))
+            .count();
+        if events >= st.max_events {
+            st.dropped_events = st.dropped_events.saturating_add(1);
+            return;
+        }
+        st.items.push(InboxItem::Event {
+            name: name.into(),
+            timestamp_ns,
+            attributes,
+        });
+    }
+
+    /// Sets the span's status, with the precedence of [`Span::set_status`].
+    pub fn set_status(&self, status: Status) {
+        let mut st = self.shared.lock();
+        if !st.closed {
+            st.items.push(InboxItem::Status(status));
         }
     }
 }

@@ -219,6 +219,7 @@ impl<'t> SpanBuilder<'t> {
             dropped_links_count: 0,
             status: Status::Unset,
             watch,
+            inbox: None,
         });
         let limits = provider.limits;
         if !attributes.is_empty() || !result.attributes.is_empty() {

@@ -77,6 +77,15 @@ impl OtlpExporterBuilder {
         let e = endpoint.into();
         self.update(|s| s.endpoint = Some((e, true)))
     }
+    /// Sets a base endpoint the way `OTEL_EXPORTER_OTLP_ENDPOINT` is read:
+    /// for HTTP the signal path `/v1/traces` is appended (`http://host:4318`
+    /// → `http://host:4318/v1/traces`); for gRPC it is used as-is. A bare
+    /// `host:port` gets `http://`. Use this for a "collector address" option;
+    /// use [`with_endpoint`](Self::with_endpoint) for a full URL.
+    pub fn with_base_endpoint(self, endpoint: impl Into<String>) -> Self {
+        let e = endpoint.into();
+        self.update(|s| s.endpoint = Some((e, false)))
+    }
     /// Adds or replaces one request header / gRPC metadata entry.
     pub fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let (n, v) = (name.into(), value.into());
@@ -452,9 +461,16 @@ async fn send_with_retry(
                     return Err(format!("{message} (gave up after {attempts} attempts)"));
                 }
                 let delay = policy.delay(retry, retry_after);
-                if Instant::now() + delay >= deadline {
+                // Compared as durations: a server's delay can be huge, and
+                // `Instant + Duration` would panic on overflow.
+                if delay >= deadline.saturating_duration_since(Instant::now()) {
+                    let asked = if retry_after.is_some() {
+                        "the server asked to retry in"
+                    } else {
+                        "retry in"
+                    };
                     return Err(format!(
-                        "{message} (retry in {delay:?} would exceed the export timeout of {budget:?})"
+                        "{message} ({asked} {delay:?}, past the export timeout of {budget:?}; batch dropped)"
                     ));
                 }
                 tokio::time::sleep(delay).await;
