@@ -514,3 +514,71 @@ async fn native_services_dependencies_latency() {
     assert!((pager["error_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     assert!(pager["rate_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// With a query token configured, the UI's static files load without it (a
+/// browser cannot attach a token to a page load; they hold no data), while
+/// every API — native, Jaeger v1 and v3, gRPC-over-HTTP — still refuses a
+/// request without the right bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_token_guards_the_api_but_not_the_ui_assets() {
+    let sv = start_collector_with_query_token("q-s3cret").await;
+    let a = sv.addr;
+    for path in ["/", "/ui/app.js", "/ui/app.css"] {
+        let (st, body) = get(a, path).await;
+        assert_eq!(st, 200, "{path} is served without a token");
+        assert!(!body.contains("q-s3cret"), "{path} leaks the token");
+    }
+    let (_, html) = get(a, "/").await;
+    assert!(html.contains("/ui/app.js"), "{html}");
+    let w = format!(
+        "start={}&end={}",
+        rfc(sv.fx.base_ns - 60_000 * MS),
+        rfc(sv.fx.base_ns + 600_000 * MS)
+    );
+    let trace = hex(&sv.fx.checkout);
+    let api_paths = [
+        format!("/api/native/services?{w}"),
+        format!("/api/native/search?{w}&service=frontend"),
+        format!("/api/native/traces/{trace}"),
+        format!("/api/native/rates?{w}"),
+        "/api/services".to_string(),
+        "/api/traces?service=frontend".to_string(),
+        format!("/api/traces/{trace}"),
+        "/api/v3/services".to_string(),
+        // Near misses of the static paths are not static.
+        "/ui/app.js/../../api/services".to_string(),
+        "/ui/".to_string(),
+        "/index.html".to_string(),
+    ];
+    for path in &api_paths {
+        let (st, body) = get(a, path).await;
+        assert_eq!(st, 401, "{path} without a token: {body}");
+        let (st, _) = get_with(a, path, &[("Authorization", "Bearer wrong")]).await;
+        assert_eq!(st, 401, "{path} with a wrong token");
+        let (st, _) = get_with(a, path, &[("Authorization", "q-s3cret")]).await;
+        assert_eq!(st, 401, "{path} with the token but not as a bearer token");
+    }
+    for path in &api_paths[..8] {
+        let (st, body) = get_with(a, path, &[("Authorization", "Bearer q-s3cret")]).await;
+        assert_eq!(st, 200, "{path} with the token: {body}");
+    }
+    let (st, body) = get_with(
+        a,
+        &format!("/api/native/search?{w}&service=frontend"),
+        &[("Authorization", "Bearer q-s3cret")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(body.contains(&trace), "{body}");
+    // Refusals are counted; the token never shows up in the metrics.
+    let (_, metrics) = get(a, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "ferrotrace_auth_failures_total{{listener=\"query\"}} {}",
+            api_paths.len() * 3
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("q-s3cret"));
+    sv.collector.shutdown().await;
+}

@@ -118,3 +118,51 @@ async fn ui_search_trace_graph_and_xss_in_chromium() {
     .await
     .unwrap();
 }
+
+/// A collector with a query token: the page loads without it, asks for the
+/// token in the page (not a JavaScript dialog), rejects a wrong one, and once
+/// given the right one every view works; the token stays out of the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_asks_for_the_query_token_in_chromium() {
+    let Some(chromium) = require_chromium("ui_asks_for_the_query_token_in_chromium") else {
+        return;
+    };
+    let sv = start_collector_with_query_token("ui-t0ken").await;
+    let (addr, checkout) = (sv.addr, hex(&sv.fx.checkout));
+    tokio::task::spawn_blocking(move || {
+        let base = format!("http://{addr}/");
+        let mut b = Browser::launch(&chromium);
+        b.navigate(&format!("{base}#/search?service=frontend&lookback=1h&run=1"));
+        b.wait_for("document.querySelector('#auth-prompt #auth-token') !== null", 20, "token prompt");
+        assert_eq!(b.eval("document.querySelectorAll('#results tbody tr').length"), json!(0), "no data before the token");
+        assert_eq!(b.eval("document.querySelector('#auth-token').type"), json!("password"));
+        b.screenshot("ui-auth-prompt.png");
+
+        // A wrong token is refused and the prompt comes back saying so.
+        b.eval("document.querySelector('#auth-token').value = 'wrong'; document.querySelector('#auth-submit').click(); true");
+        b.wait_for("document.querySelector('#auth-prompt #auth-rejected') !== null", 20, "rejected-token message");
+        assert_eq!(b.eval("document.querySelectorAll('#results tbody tr').length"), json!(0));
+
+        b.eval("document.querySelector('#auth-token').value = 'ui-t0ken'; document.querySelector('#auth-submit').click(); true");
+        b.wait_for("document.querySelectorAll('#results tbody tr').length === 1", 20, "search result after the token");
+        assert_eq!(b.eval("document.querySelector('#auth-prompt')"), json!(null), "prompt gone");
+        assert_eq!(b.eval("document.querySelector('#results tbody tr').dataset.traceId"), json!(checkout));
+        assert_eq!(b.eval("sessionStorage.getItem('ferrotrace.queryToken')"), json!("ui-t0ken"));
+        assert!(!b.eval("location.href").as_str().unwrap().contains("ui-t0ken"), "token not in the URL");
+        b.screenshot("ui-auth-search.png");
+
+        // The trace page, and a fresh page load in the same tab, use the kept token.
+        b.eval("document.querySelector('#results a.trace-link').click()");
+        b.wait_for(&format!("window.__ftTrace && window.__ftTrace.id === {}", js_str(&checkout)), 20, "trace page with the token");
+        b.navigate(&format!("{base}#/dependencies?lookback=1h"));
+        b.wait_for("document.querySelector('#deps-graph') !== null", 20, "dependency graph with the kept token");
+        assert_eq!(b.eval("document.querySelector('#auth-prompt')"), json!(null), "no second prompt");
+        assert!(!b.eval("document.documentElement.outerHTML").as_str().unwrap().contains("ui-t0ken"), "token not in the DOM");
+
+        assert!(b.dialogs.is_empty(), "a JavaScript dialog opened: {:?}", b.dialogs);
+        assert!(b.exceptions.is_empty(), "uncaught exceptions: {:?}", b.exceptions);
+    })
+    .await
+    .unwrap();
+    sv.collector.shutdown().await;
+}
