@@ -241,6 +241,7 @@ async fn stages_chain_into_sqlite() {
         attributes: vec![AttrFilter {
             key: "user.email".into(),
             value: AttrValue::Str(hashed),
+            mode: Default::default(),
         }],
         min_duration_ns: None,
         max_duration_ns: None,

@@ -88,6 +88,7 @@ async fn duplicates_partitions_and_outage() {
     q.attributes = vec![AttrFilter {
         key: "nul\0k".into(),
         value: AttrValue::Str("a\0b".into()),
+        mode: Default::default(),
     }];
     let page = store.search(&q).await.expect("search");
     assert_eq!(page.traces.len(), 1);
@@ -95,6 +96,7 @@ async fn duplicates_partitions_and_outage() {
     q.attributes = vec![AttrFilter {
         key: "code".into(),
         value: AttrValue::Str("200".into()),
+        mode: Default::default(),
     }];
     assert!(
         store.search(&q).await.expect("search").traces.is_empty(),

@@ -75,6 +75,7 @@ async fn retention_reports_exact_counts() {
     q.attributes = vec![ferrotrace_collector::storage::AttrFilter {
         key: "i".into(),
         value: AttrValue::Int(5),
+        mode: Default::default(),
     }];
     assert!(
         store.search(&q).await.expect("search").traces.is_empty(),
@@ -177,6 +178,7 @@ async fn invalid_queries_are_rejected_clearly() {
     q.attributes = vec![ferrotrace_collector::storage::AttrFilter {
         key: "k".into(),
         value: AttrValue::Bytes(vec![1]),
+        mode: Default::default(),
     }];
     assert!(matches!(
         store.search(&q).await,

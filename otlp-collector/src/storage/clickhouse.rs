@@ -814,32 +814,44 @@ impl SpanStore for ClickHouseStore {
         }
         let limit = q.limit.min(self.opts.max_search_limit);
         let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-        let mut conds = vec!["start_ns >= ?", "start_ns < ?"];
+        let mut conds: Vec<std::borrow::Cow<'static, str>> =
+            vec!["start_ns >= ?".into(), "start_ns < ?".into()];
         let mut attrs = Vec::new();
         if q.service.is_some() {
-            conds.push("service = ?");
+            conds.push("service = ?".into());
         }
         if q.operation.is_some() {
-            conds.push("name = ?");
+            conds.push("name = ?".into());
         }
         if q.min_duration_ns.is_some() {
-            conds.push("duration_ns >= ?");
+            conds.push("duration_ns >= ?".into());
         }
         if q.max_duration_ns.is_some() {
-            conds.push("duration_ns <= ?");
+            conds.push("duration_ns <= ?".into());
         }
         if q.errors_only {
-            conds.push(ERROR_STATUS_COND);
+            conds.push(ERROR_STATUS_COND.into());
         }
         for f in &q.attributes {
             common::check_filter(&f.key, &f.value)?;
-            let Some((t, v)) = common::scalar_text(&f.value) else {
+            // A typed condition has one candidate value; a Jaeger text
+            // condition one per type whose text equals it. Any of them matches.
+            let alts: Vec<(u8, String)> = f
+                .candidates()
+                .iter()
+                .filter_map(common::scalar_text)
+                .collect();
+            if alts.is_empty() {
                 return Ok(SearchPage::default());
-            };
-            attrs.push((f.key.clone(), t, v));
+            }
             conds.push(
-                "arrayExists((k, t, v) -> k = ? AND t = ? AND v = ?, attr_keys, attr_types, attr_values)",
+                format!(
+                    "arrayExists((k, t, v) -> k = ? AND ({}), attr_keys, attr_types, attr_values)",
+                    vec!["(t = ? AND v = ?)"; alts.len()].join(" OR ")
+                )
+                .into(),
             );
+            attrs.push((f.key.clone(), alts));
         }
         let mut sql = format!(
             "SELECT trace_id, min(start_ns) AS tstart FROM ft_traces \
@@ -865,8 +877,11 @@ impl SpanStore for ClickHouseStore {
         if let Some(v) = q.max_duration_ns {
             query = query.bind(v);
         }
-        for (k, t, v) in &attrs {
-            query = query.bind(k.as_str()).bind(*t).bind(v.as_str());
+        for (k, alts) in &attrs {
+            query = query.bind(k.as_str());
+            for (t, v) in alts {
+                query = query.bind(*t).bind(v.as_str());
+            }
         }
         if let Some((cs, cid)) = cursor {
             query = query.bind(cs).bind(cs).bind(hex(&cid));

@@ -758,14 +758,20 @@ impl SpanStore for PostgresStore {
         }
         for f in &q.attributes {
             common::check_filter(&f.key, &f.value)?;
-            match attr_json(&f.key, &f.value) {
-                Some(el) => {
+            // A typed condition has one candidate value; a Jaeger text
+            // condition one per type whose text equals it. Any of them matches.
+            let mut alts = Vec::new();
+            for value in f.candidates() {
+                // An infinite double cannot be stored searchably, so it matches nothing.
+                if let Some(el) = attr_json(&f.key, &value) {
                     params.push(Box::new(serde_json::Value::Array(vec![el])));
-                    conds.push(format!("attributes @> ${}", params.len()));
+                    alts.push(format!("attributes @> ${}", params.len()));
                 }
-                // An infinite double cannot be stored searchably, so nothing matches.
-                None => return Ok(SearchPage::default()),
             }
+            if alts.is_empty() {
+                return Ok(SearchPage::default());
+            }
+            conds.push(format!("({})", alts.join(" OR ")));
         }
         let mut sql = format!(
             "WITH m AS (SELECT DISTINCT trace_id FROM ft_spans WHERE {}), \

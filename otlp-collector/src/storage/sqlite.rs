@@ -519,24 +519,31 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
-        let (col, ty, v): (&str, i64, rusqlite::types::Value) = match &f.value {
-            AttrValue::Str(s) => ("str_val", T_STR, s.clone().into()),
-            AttrValue::Bool(b) => ("int_val", T_BOOL, (*b as i64).into()),
-            AttrValue::Int(i) => ("int_val", T_INT, (*i).into()),
-            AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, (*d).into()),
-            other => {
-                return Err(StorageError::InvalidQuery(format!(
+        // A typed condition has one candidate value; a Jaeger text condition
+        // one per type whose text equals it. Any of them matches.
+        let mut alts = Vec::new();
+        let mut alt_args: Vec<rusqlite::types::Value> = Vec::new();
+        for value in f.candidates() {
+            let (col, ty, v): (&str, i64, rusqlite::types::Value) = match value {
+                AttrValue::Str(s) => ("str_val", T_STR, s.into()),
+                AttrValue::Bool(b) => ("int_val", T_BOOL, (b as i64).into()),
+                AttrValue::Int(i) => ("int_val", T_INT, i.into()),
+                AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, d.into()),
+                other => return Err(StorageError::InvalidQuery(format!(
                     "attribute filter on {:?} must be a string, bool, int or double, got {other:?}",
                     f.key
-                )))
-            }
-        };
+                ))),
+            };
+            alts.push(format!("(a.{col} = ? AND a.type = {ty})"));
+            alt_args.push(v);
+        }
         conds.push(format!(
             "(s.trace_id, s.span_id) IN (SELECT a.trace_id, a.span_id FROM span_attributes a \
-             WHERE a.key = ? AND a.{col} = ? AND a.type = {ty})"
+             WHERE a.key = ? AND ({}))",
+            alts.join(" OR ")
         ));
         args.push(f.key.clone().into());
-        args.push(v);
+        args.extend(alt_args);
     }
     let mut sql = format!(
         "WITH m AS (SELECT DISTINCT s.trace_id FROM spans s WHERE {}), \

@@ -157,6 +157,7 @@ pub async fn run_all(store: &dyn SpanStore) {
     rollups_merge(store).await;
     search_filters(store).await;
     search_attributes(store).await;
+    search_attributes_as_text(store).await;
     search_pagination(store).await;
     trace_lookup(store).await;
     services_and_operations(store).await;
@@ -313,6 +314,7 @@ pub async fn idempotent_retry(store: &dyn SpanStore) {
     q.attributes = vec![AttrFilter {
         key: "idem.key".into(),
         value: AttrValue::Str("k".into()),
+        mode: Default::default(),
     }];
     let page = store.search(&q).await.expect("search");
     assert_eq!(page.traces.len(), 1, "one trace, not one per duplicate");
@@ -572,6 +574,7 @@ pub async fn search_attributes(store: &dyn SpanStore) {
             .map(|(k, v)| AttrFilter {
                 key: k.into(),
                 value: v,
+                mode: Default::default(),
             })
             .collect();
         async move {
@@ -627,6 +630,111 @@ pub async fn search_attributes(store: &dyn SpanStore) {
         vec![("user", AttrValue::Str("ALICE".into()))],
         vec![],
         "case-sensitive",
+    )
+    .await;
+}
+
+/// Jaeger-style text conditions (`AttrMatch::Text`): an attribute matches
+/// when its text as Jaeger renders it equals the given string, whatever its
+/// stored type; typed conditions on the same data stay typed.
+pub async fn search_attributes_as_text(store: &dyn SpanStore) {
+    let t0 = day(13) + 1_000;
+    let (a, b, c, d, e) = (tid(14, 1), tid(14, 2), tid(14, 3), tid(14, 4), tid(14, 5));
+    let mut sa = span(a, 0, None, "txt-svc", "op", t0, MS);
+    sa.attributes = vec![
+        kv("http.status_code", AttrValue::Int(500)),
+        kv("version", AttrValue::Str("1.0".into())),
+        kv("cached", AttrValue::Bool(true)),
+    ];
+    // Zipkin sends every tag as a string.
+    let mut sb = span(b, 0, None, "txt-svc", "op", t0 + 1, MS);
+    sb.attributes = vec![
+        kv("http.status_code", AttrValue::Str("500".into())),
+        kv("cached", AttrValue::Str("true".into())),
+    ];
+    let mut sc = span(c, 0, None, "txt-svc", "op", t0 + 2, MS);
+    sc.attributes = vec![
+        kv("http.status_code", AttrValue::Double(500.0)),
+        kv("version", AttrValue::Double(1.0)),
+        kv("ratio", AttrValue::Double(0.25)),
+    ];
+    let mut sd = span(d, 0, None, "txt-svc", "op", t0 + 3, MS);
+    sd.attributes = vec![
+        kv("http.status_code", AttrValue::Int(200)),
+        kv("version", AttrValue::Str("1".into())),
+    ];
+    let mut se = span(e, 0, None, "txt-svc", "op", t0 + 4, MS);
+    se.attributes = vec![kv("http.status_code", AttrValue::Str("0500".into()))];
+    store
+        .write_spans(&[sa, sb, sc, sd, se])
+        .await
+        .expect("write");
+    let r = day_range(day(13));
+    let check = |filters: Vec<AttrFilter>, want: Vec<TraceId>, what: &'static str| {
+        let mut q = query(r);
+        q.attributes = filters;
+        async move {
+            assert_eq!(search_ids(store, &q).await, want, "{what}");
+        }
+    };
+    check(
+        vec![AttrFilter::text("http.status_code", "500")],
+        vec![c, b, a],
+        "500 as text: int, string and double 500, not \"0500\"",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("version", "1.0")],
+        vec![a],
+        "1.0 as text: only the string (Jaeger prints the double 1.0 as 1)",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("version", "1")],
+        vec![d, c],
+        "1 as text: the string \"1\" and the double 1.0",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("cached", "true")],
+        vec![b, a],
+        "true as text: bool and string",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("ratio", "0.25")],
+        vec![c],
+        "a double by its text",
+    )
+    .await;
+    check(
+        vec![
+            AttrFilter::text("http.status_code", "500"),
+            AttrFilter::text("cached", "true"),
+        ],
+        vec![b, a],
+        "two text conditions on one span",
+    )
+    .await;
+    check(
+        vec![
+            AttrFilter::text("http.status_code", "500"),
+            AttrFilter::typed("version", AttrValue::Str("1.0".into())),
+        ],
+        vec![a],
+        "text and typed together",
+    )
+    .await;
+    check(
+        vec![AttrFilter::typed("http.status_code", AttrValue::Int(500))],
+        vec![a],
+        "typed stays typed",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("http.status_code", "x') OR 1=1 --")],
+        vec![],
+        "hostile text",
     )
     .await;
 }
@@ -1074,10 +1182,12 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
         AttrFilter {
             key: "k'\"\\".into(),
             value: AttrValue::Str("v') OR 1=1 --".into()),
+            mode: Default::default(),
         },
         AttrFilter {
             key: "big".into(),
             value: AttrValue::Str(big.clone()),
+            mode: Default::default(),
         },
     ];
     assert_eq!(
@@ -1100,6 +1210,7 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
     q.attributes = vec![AttrFilter {
         key: "sql".into(),
         value: AttrValue::Str("x' OR '1'='1".into()),
+        mode: Default::default(),
     }];
     assert!(
         search_ids(store, &q).await.is_empty(),
