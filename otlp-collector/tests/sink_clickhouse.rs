@@ -109,7 +109,7 @@ async fn duplicates_partitions_and_outage() {
     );
     assert_eq!(
         store
-            .exact_percentiles("dup", None, r, &[0.0, 0.5, 0.75, 1.0])
+            .exact_percentiles("dup", None, &[], r, &[0.0, 0.5, 0.75, 1.0])
             .await
             .expect("pct"),
         vec![1_000, 2_000, 3_000, 4_000],

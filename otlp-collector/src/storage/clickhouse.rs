@@ -688,6 +688,7 @@ impl ClickHouseStore {
         sql_head: &str,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         sql_tail: &str,
     ) -> clickhouse::query::Query {
@@ -696,15 +697,29 @@ impl ClickHouseStore {
         } else {
             ""
         };
+        let kind = kinds_cond(kinds);
         let sql = format!(
-            "{sql_head} FROM ft_spans WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? \
+            "{sql_head} FROM ft_spans WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} \
              LIMIT 1 BY trace_id, span_id{sql_tail}"
         );
         let mut q = self.query(&sql).bind(service);
         if let Some(op) = operation {
             q = q.bind(op);
         }
-        q.bind(range.start_ns).bind(range.end_ns)
+        q = q.bind(range.start_ns).bind(range.end_ns);
+        for k in kinds {
+            q = q.bind(*k as u8);
+        }
+        q
+    }
+}
+
+/// ` AND kind IN (?, …)` with one placeholder per kind; empty for no kinds.
+fn kinds_cond(kinds: &[SpanKind]) -> String {
+    if kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" AND kind IN ({})", vec!["?"; kinds.len()].join(", "))
     }
 }
 
@@ -1005,21 +1020,21 @@ impl SpanStore for ClickHouseStore {
         } else {
             ""
         };
+        let kinds = kinds_cond(&q.kinds);
         let mut query = self
             .query(&format!(
                 "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
-                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?"
+                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?{kinds}"
             ))
             .bind(q.service.as_str());
         if let Some(o) = &q.operation {
             query = query.bind(o.as_str());
         }
-        let rows = query
-            .bind(lo)
-            .bind(hi)
-            .fetch_all::<LatencyRow>()
-            .await
-            .map_err(map_err)?;
+        query = query.bind(lo).bind(hi);
+        for k in &q.kinds {
+            query = query.bind(*k as u8);
+        }
+        let rows = query.fetch_all::<LatencyRow>().await.map_err(map_err)?;
         let mut data = Vec::with_capacity(rows.len());
         for r in rows {
             data.push((
@@ -1036,6 +1051,7 @@ impl SpanStore for ClickHouseStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
@@ -1048,6 +1064,7 @@ impl SpanStore for ClickHouseStore {
                 "SELECT count() FROM (SELECT 1",
                 service,
                 operation,
+                kinds,
                 range,
                 ")",
             )
@@ -1065,21 +1082,21 @@ impl SpanStore for ClickHouseStore {
         } else {
             ""
         };
+        let kind = kinds_cond(kinds);
         let sql = format!(
             "SELECT arrayMap(r -> s[least(r, length(s))], ?) FROM \
              (SELECT arraySort(groupArray(d)) AS s FROM (SELECT duration_ns AS d FROM ft_spans \
-              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? LIMIT 1 BY trace_id, span_id))"
+              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} LIMIT 1 BY trace_id, span_id))"
         );
         let mut query = self.query(&sql).bind(ranks).bind(service);
         if let Some(o) = operation {
             query = query.bind(o);
         }
-        let values = query
-            .bind(range.start_ns)
-            .bind(range.end_ns)
-            .fetch_one::<Vec<u64>>()
-            .await
-            .map_err(map_err)?;
+        query = query.bind(range.start_ns).bind(range.end_ns);
+        for k in kinds {
+            query = query.bind(*k as u8);
+        }
+        let values = query.fetch_one::<Vec<u64>>().await.map_err(map_err)?;
         Ok(values)
     }
 

@@ -263,6 +263,10 @@ pub struct LatencyQuery {
     pub range: TimeRange,
     /// Bucket width for a time series (a multiple of one minute); `None` for one total.
     pub step_ns: Option<u64>,
+    /// Span kinds counted; empty counts every kind. A service's requests are
+    /// its `SERVER` and `CONSUMER` spans (see `query::engine::ENTRY_KINDS`).
+    #[serde(default)]
+    pub kinds: Vec<SpanKind>,
 }
 
 /// Latency and rate figures for one time bucket (or the whole window).
@@ -327,12 +331,14 @@ pub trait SpanStore: Send + Sync + 'static {
     async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>>;
 
     /// Exact duration percentiles (ns) from stored spans of `service`
-    /// (and `operation`) that start in `range`; one value per quantile in `qs`
-    /// (each in `[0, 1]`, nearest-rank). Empty when no span matches.
+    /// (and `operation`, and of one of `kinds` unless it is empty) that start
+    /// in `range`; one value per quantile in `qs` (each in `[0, 1]`,
+    /// nearest-rank). Empty when no span matches.
     async fn exact_percentiles(
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>>;

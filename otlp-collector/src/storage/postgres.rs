@@ -941,6 +941,14 @@ impl SpanStore for PostgresStore {
             params.push(Box::new(esc(op).into_owned()));
             sql.push_str(" AND operation = $4");
         }
+        if !q.kinds.is_empty() {
+            let mut marks = Vec::with_capacity(q.kinds.len());
+            for k in &q.kinds {
+                params.push(Box::new(*k as i16));
+                marks.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+        }
         let conn = self.pool.get().await?;
         let rows = conn
             .client
@@ -963,6 +971,7 @@ impl SpanStore for PostgresStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
@@ -985,6 +994,14 @@ impl SpanStore for PostgresStore {
         if let Some(op) = operation {
             params.push(Box::new(esc(op).into_owned()));
             sql.push_str(" AND name = $5");
+        }
+        if !kinds.is_empty() {
+            let mut marks = Vec::with_capacity(kinds.len());
+            for k in kinds {
+                params.push(Box::new(*k as i16));
+                marks.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
         }
         let conn = self.pool.get().await?;
         let row = conn

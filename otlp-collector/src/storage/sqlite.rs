@@ -529,10 +529,12 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
                 AttrValue::Bool(b) => ("int_val", T_BOOL, (b as i64).into()),
                 AttrValue::Int(i) => ("int_val", T_INT, i.into()),
                 AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, d.into()),
-                other => return Err(StorageError::InvalidQuery(format!(
+                other => {
+                    return Err(StorageError::InvalidQuery(format!(
                     "attribute filter on {:?} must be a string, bool, int or double, got {other:?}",
                     f.key
-                ))),
+                )))
+                }
             };
             alts.push(format!("(a.{col} = ? AND a.type = {ty})"));
             alt_args.push(v);
@@ -798,6 +800,14 @@ fn latency_tx(
         sql.push_str(" AND operation = ?4");
         args.push(op.clone().into());
     }
+    if !q.kinds.is_empty() {
+        let mut marks = Vec::with_capacity(q.kinds.len());
+        for k in &q.kinds {
+            args.push((*k as i64).into());
+            marks.push(format!("?{}", args.len()));
+        }
+        sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+    }
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
     let rows = stmt
         .query_map(params_from_iter(args.iter()), |r| {
@@ -847,6 +857,7 @@ fn exact_percentiles_tx(
     conn: &Connection,
     service: &str,
     operation: Option<&str>,
+    kinds: &[SpanKind],
     range: TimeRange,
     qs: &[f64],
 ) -> StorageResult<Vec<u64>> {
@@ -864,6 +875,14 @@ fn exact_percentiles_tx(
     if let Some(op) = operation {
         where_.push_str(" AND name = ?4");
         args.push(op.to_string().into());
+    }
+    if !kinds.is_empty() {
+        let mut marks = Vec::with_capacity(kinds.len());
+        for k in kinds {
+            args.push((*k as i64).into());
+            marks.push(format!("?{}", args.len()));
+        }
+        where_.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
     }
     let n: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM spans WHERE {where_}"))
@@ -1028,16 +1047,18 @@ impl SpanStore for SqliteStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        let (service, operation, qs) = (
+        let (service, operation, kinds, qs) = (
             service.to_string(),
             operation.map(str::to_string),
+            kinds.to_vec(),
             qs.to_vec(),
         );
         self.with_reader(move |c, _| {
-            exact_percentiles_tx(c, &service, operation.as_deref(), range, &qs)
+            exact_percentiles_tx(c, &service, operation.as_deref(), &kinds, range, &qs)
         })
         .await
     }

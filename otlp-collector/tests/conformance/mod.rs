@@ -23,7 +23,8 @@ use ferrotrace_collector::rollup::{
     SKETCH_RELATIVE_ACCURACY,
 };
 use ferrotrace_collector::storage::{
-    AttrFilter, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery, TraceSummary,
+    AttrFilter, LatencyPoint, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery,
+    TraceSummary,
 };
 
 /// 1 ms in ns.
@@ -164,6 +165,7 @@ pub async fn run_all(store: &dyn SpanStore) {
     dependencies(store).await;
     exact_percentiles(store).await;
     latency_from_rollups(store).await;
+    latency_by_kind(store).await;
     hostile_strings(store).await;
     // Last: it deletes (only) days before every other check's.
     retention(store).await;
@@ -320,7 +322,7 @@ pub async fn idempotent_retry(store: &dyn SpanStore) {
     assert_eq!(page.traces.len(), 1, "one trace, not one per duplicate");
     assert_eq!(page.traces[0].span_count, 7);
     let p = store
-        .exact_percentiles("idem-svc", None, day_range(day(2)), &[1.0])
+        .exact_percentiles("idem-svc", None, &[], day_range(day(2)), &[1.0])
         .await
         .expect("pct");
     assert_eq!(p, vec![10 * MS]);
@@ -380,6 +382,7 @@ pub async fn rollups_merge(store: &dyn SpanStore) {
             operation: Some("rm-op".into()),
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("latency");
@@ -739,6 +742,98 @@ pub async fn search_attributes_as_text(store: &dyn SpanStore) {
     .await;
 }
 
+/// Latency/rate rollups narrowed to span kinds (`LatencyQuery::kinds`): what
+/// a service's request rate counts (its SERVER and CONSUMER spans).
+pub async fn latency_by_kind(store: &dyn SpanStore) {
+    let m0 = day(14) + 60 * MINUTE_NS;
+    let mut agg = RollupAggregator::default();
+    let mut n = 0u32;
+    // (kind, operation, spans, errors, duration)
+    let plan = [
+        (SpanKind::Server, "GET /a", 10u64, 2u64, 100 * MS),
+        (SpanKind::Consumer, "msg", 4, 1, 100 * MS),
+        (SpanKind::Internal, "GET /a", 30, 0, MS),
+        (SpanKind::Client, "call", 20, 10, 50 * MS),
+    ];
+    for (kind, op, count, errors, dur) in plan {
+        for i in 0..count {
+            n += 1;
+            let minute = (i % 2) * MINUTE_NS;
+            let mut s = span(
+                tid(15, n),
+                0,
+                None,
+                "lk-svc",
+                op,
+                m0 + minute + n as u64 * MS,
+                dur,
+            );
+            s.kind = kind;
+            if i < errors {
+                s.status_code = StatusCode::Error;
+            }
+            agg.observe(&s);
+        }
+    }
+    store
+        .write_rollups(&agg.drain_all())
+        .await
+        .expect("rollups");
+    let range = TimeRange {
+        start_ns: m0,
+        end_ns: m0 + 2 * MINUTE_NS,
+    };
+    let lat = |operation: Option<&str>, kinds: Vec<SpanKind>, step_ns: Option<u64>| {
+        let q = LatencyQuery {
+            service: "lk-svc".into(),
+            operation: operation.map(str::to_string),
+            range,
+            step_ns,
+            kinds,
+        };
+        async move { store.latency(&q).await.expect("latency") }
+    };
+    let total = |pts: Vec<LatencyPoint>| {
+        pts.iter()
+            .fold((0, 0), |(c, e), p| (c + p.count, e + p.errors))
+    };
+    let entry = vec![SpanKind::Server, SpanKind::Consumer];
+    let pts = lat(None, entry.clone(), None).await;
+    assert_eq!(pts.len(), 1);
+    assert_eq!((pts[0].count, pts[0].errors), (14, 3), "server + consumer");
+    assert_close("entry p50", pts[0].p50_ns, 100 * MS);
+    assert_close("entry p99", pts[0].p99_ns, 100 * MS);
+    assert_eq!(total(lat(None, vec![], None).await), (64, 13), "every kind");
+    assert_eq!(
+        total(lat(None, vec![SpanKind::Client], None).await),
+        (20, 10),
+        "client only"
+    );
+    assert_eq!(
+        total(lat(None, vec![SpanKind::Producer], None).await),
+        (0, 0),
+        "a kind with no spans"
+    );
+    assert_eq!(
+        total(lat(Some("GET /a"), entry.clone(), None).await),
+        (10, 2),
+        "operation and kinds together"
+    );
+    assert_eq!(
+        total(lat(Some("GET /a"), vec![], None).await),
+        (40, 2),
+        "operation, every kind"
+    );
+    let series = lat(None, entry, Some(MINUTE_NS)).await;
+    assert_eq!(series.len(), 2, "one point per minute");
+    assert_eq!(series[0].count + series[1].count, 14);
+    assert_eq!(
+        (series[0].count, series[1].count),
+        (7, 7),
+        "split by minute"
+    );
+}
+
 /// Cursor pagination walks every match once, newest first.
 pub async fn search_pagination(store: &dyn SpanStore) {
     let t0 = day(6) + 1_000_000;
@@ -1016,7 +1111,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
     let qs = [0.5, 0.95, 0.99, 0.0, 1.0];
     let r = day_range(day(10));
     let got = store
-        .exact_percentiles("ep-svc", None, r, &qs)
+        .exact_percentiles("ep-svc", None, &[], r, &qs)
         .await
         .expect("pct");
     assert_eq!(
@@ -1027,7 +1122,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
         "service percentiles"
     );
     let got = store
-        .exact_percentiles("ep-svc", Some("ep-a"), r, &qs)
+        .exact_percentiles("ep-svc", Some("ep-a"), &[], r, &qs)
         .await
         .expect("pct op");
     assert_eq!(
@@ -1038,7 +1133,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
         "operation percentiles"
     );
     let none = store
-        .exact_percentiles("ep-nothing", None, r, &qs)
+        .exact_percentiles("ep-nothing", None, &[], r, &qs)
         .await
         .expect("pct none");
     assert!(none.is_empty(), "no spans: empty");
@@ -1092,6 +1187,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
         operation: Some("lt-op".into()),
         range,
         step_ns,
+        kinds: vec![],
     };
     let pts = store
         .latency(&lq(Some(MINUTE_NS)))
@@ -1119,6 +1215,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
             operation: None,
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("service latency");
@@ -1129,6 +1226,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
             operation: None,
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("empty latency");
@@ -1267,6 +1365,7 @@ pub async fn retention(store: &dyn SpanStore) {
         operation: None,
         range: day_range(d),
         step_ns: None,
+        kinds: vec![],
     };
     let old_pts = store
         .latency(&lat("rt-old", old_day))

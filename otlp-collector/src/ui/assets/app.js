@@ -551,8 +551,9 @@
     const rates = await api('/api/native/rates?' + new URLSearchParams({ start: win.start, end: win.end })).catch((e) => { app.appendChild(errorBox(e.message)); return null; });
     if (rates) {
       app.appendChild(el('table', { cls: 'results', id: 'rates' },
-        el('thead', null, el('tr', null, ['Service', 'Requests', 'Rate', 'Errors', 'Error rate'].map((h) => el('th', { text: h })))),
-        el('tbody', null, rates.services.map((r) => el('tr', null, el('td', null, el('a', { href: '#/service/' + encodeURIComponent(r.service), text: r.service })), el('td', { text: r.count }), el('td', { text: r.rate_per_s.toFixed(2) + '/s' }), el('td', { text: r.errors }), el('td', { text: fmtPct(r.error_rate) }))))));
+        el('thead', null, el('tr', null, ['Service', 'Requests', 'Rate', 'Errors', 'Error rate', 'Counted'].map((h) => el('th', { text: h })))),
+        el('tbody', null, rates.services.map((r) => el('tr', { 'data-service': r.service }, el('td', null, el('a', { href: '#/service/' + encodeURIComponent(r.service), text: r.service })), el('td', { text: r.count }), el('td', { text: r.rate_per_s.toFixed(2) + '/s' }), el('td', { text: r.errors }), el('td', { text: fmtPct(r.error_rate) }),
+          el('td', { cls: 'muted', text: r.basis === 'all_spans' ? 'all spans (no server/consumer spans)' : 'server/consumer spans' }))))));
     }
     if (!service) return;
     const q = new URLSearchParams({ service, start: win.start, end: win.end });
@@ -570,6 +571,9 @@
       lineChart('Error rate', series, [['errors', '#d32f2f', pts.map((p) => p.error_rate)]].concat(cpts ? [['prev', '#8a96a3', cpts.map((p) => p.error_rate), true]] : []), fmtPct),
     );
     app.appendChild(el('h3', { text: service }));
+    app.appendChild(el('p', { cls: 'muted', id: 'svc-basis', text: series.basis === 'all_spans'
+      ? 'Requests: all spans of this service (it has no server/consumer spans in this window).'
+      : 'Requests: server and consumer spans (where work enters the service); internal and client spans are not counted.' }));
     app.appendChild(charts);
     try {
       const ops = await api('/api/native/latency/operations?' + new URLSearchParams({ service, start: win.start, end: win.end }));
