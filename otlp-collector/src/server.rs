@@ -139,8 +139,12 @@ async fn query_auth(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    // Probes and scrapes stay open so orchestration works without the query token.
-    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    // Probes and scrapes stay open so orchestration works without the query
+    // token. The UI's static files hold no data (they are the same in every
+    // build), and a browser cannot attach a bearer token to a page load, so
+    // they are served openly too; the page asks for the token and sends it
+    // with every API call, which stays protected.
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") || crate::ui::is_static_asset(path) {
         return next.run(req).await;
     }
     match tokens.check(req.headers()) {

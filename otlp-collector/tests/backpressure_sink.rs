@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferrotrace_collector::model::{Span, TraceId};
+use ferrotrace_collector::model::{Span, SpanKind, TraceId};
 use ferrotrace_collector::receiver::rpc_status::{RetryInfo, RpcStatus};
 use ferrotrace_collector::rollup::RollupBatch;
 use ferrotrace_collector::server::Collector;
@@ -69,10 +69,11 @@ impl SpanStore for GatedStore {
         &self,
         s: &str,
         o: Option<&str>,
+        k: &[SpanKind],
         r: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        self.inner.exact_percentiles(s, o, r, qs).await
+        self.inner.exact_percentiles(s, o, k, r, qs).await
     }
     async fn apply_retention(&self, c: u64) -> StorageResult<RetentionReport> {
         self.inner.apply_retention(c).await

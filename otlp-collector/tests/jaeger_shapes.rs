@@ -260,7 +260,9 @@ async fn jaeger_v1_shapes() {
         (format!("{base}&minDuration=fast"), "minDuration"),
         (format!("{base}&tags=notjson"), "tags"),
         (format!("{base}&tag=nocolon"), "key:value"),
-        (format!("{base}&limit=1000"), "1 to 100"),
+        // Above the maximum is clamped (see jaeger_tags_match_by_text_and_limits_clamp);
+        // text that is not a number is still refused.
+        (format!("{base}&limit=ten"), "invalid limit"),
     ] {
         let (st, v) = get_json(a, &q).await;
         assert_eq!(st, 400, "{q}: {v}");
@@ -407,4 +409,223 @@ async fn jaeger_v3_shapes() {
     assert_eq!(sm[0]["spanCount"], 1);
     assert_eq!(sm[0]["durationNanos"], (30 * MS).to_string());
     assert!(v["result"]["nextPageToken"].is_string());
+}
+
+fn trace_ids(v: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data: {v}"))
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Jaeger matches tags by their text (`tag=version:1.0` finds the string
+/// "1.0"; `http.status_code:500` finds the OTLP int and Zipkin's string), on v1
+/// and v3, while the native API stays typed; and a Jaeger limit above 100 is
+/// clamped to 100 with the usual envelope, while the native API refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_tags_match_by_text_and_limits_clamp() {
+    use ferrotrace_collector::model::{AttrValue, KeyValue, SpanKind};
+    use ferrotrace_collector::storage::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("spans.db")).unwrap());
+    let base = (now_ns() - 10 * 60 * 1_000_000_000) / 1_000_000_000 * 1_000_000_000;
+    let attrs = |kvs: Vec<(&str, AttrValue)>| -> Vec<KeyValue> {
+        kvs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()
+    };
+    let (otlp, zipkin, double, ok) = (tid(5001), tid(5002), tid(5003), tid(5004));
+    let mut spans = Vec::new();
+    let mut s = span(
+        otlp,
+        1,
+        None,
+        "shop",
+        "GET /",
+        SpanKind::Server,
+        base,
+        base + MS,
+    );
+    s.attributes = attrs(vec![
+        ("http.status_code", AttrValue::Int(500)),
+        ("version", AttrValue::Str("1.0".into())),
+    ]);
+    spans.push(s);
+    let mut s = span(
+        zipkin,
+        1,
+        None,
+        "shop",
+        "GET /",
+        SpanKind::Server,
+        base + MS,
+        base + 2 * MS,
+    );
+    s.attributes = attrs(vec![
+        ("http.status_code", AttrValue::Str("500".into())),
+        ("cached", AttrValue::Str("true".into())),
+    ]);
+    spans.push(s);
+    let mut s = span(
+        double,
+        1,
+        None,
+        "shop",
+        "GET /",
+        SpanKind::Server,
+        base + 2 * MS,
+        base + 3 * MS,
+    );
+    s.attributes = attrs(vec![
+        ("version", AttrValue::Double(1.0)),
+        ("cached", AttrValue::Bool(true)),
+    ]);
+    spans.push(s);
+    let mut s = span(
+        ok,
+        1,
+        None,
+        "shop",
+        "GET /",
+        SpanKind::Server,
+        base + 3 * MS,
+        base + 4 * MS,
+    );
+    s.attributes = attrs(vec![("http.status_code", AttrValue::Int(200))]);
+    spans.push(s);
+    for i in 0..120u64 {
+        spans.push(span(
+            tid(6000 + i),
+            1,
+            None,
+            "bulk",
+            "op",
+            SpanKind::Server,
+            base + i * MS,
+            base + i * MS + 1_000,
+        ));
+    }
+    fill(&store, &spans).await;
+    let a = serve_store(store.clone()).await;
+    let sorted = |ids: &[[u8; 16]]| {
+        let mut v: Vec<String> = ids.iter().map(|t| hex(t)).collect();
+        v.sort();
+        v
+    };
+
+    // v1, repeated tag=k:v and the tags JSON (string or number values).
+    for (q, want, what) in [
+        (
+            "tag=http.status_code:500",
+            sorted(&[otlp, zipkin]),
+            "int and Zipkin string",
+        ),
+        (
+            "tag=version:1.0",
+            sorted(&[otlp]),
+            "string 1.0, not the double (Jaeger prints it as 1)",
+        ),
+        (
+            "tag=version:1",
+            sorted(&[double]),
+            "the double 1.0 by its Jaeger text",
+        ),
+        (
+            "tag=cached:true",
+            sorted(&[zipkin, double]),
+            "bool and string",
+        ),
+        (
+            "tag=http.status_code:500&tag=version:1.0",
+            sorted(&[otlp]),
+            "both on one span",
+        ),
+        (
+            "tags=%7B%22version%22%3A%221.0%22%7D",
+            sorted(&[otlp]),
+            "tags JSON string",
+        ),
+        (
+            "tags=%7B%22http.status_code%22%3A500%7D",
+            sorted(&[otlp, zipkin]),
+            "tags JSON number",
+        ),
+        (
+            "tag=http.status_code:0500",
+            vec![],
+            "no loose numeric match",
+        ),
+    ] {
+        let (st, v) = get_json(a, &format!("/api/traces?service=shop&{q}")).await;
+        assert_eq!(st, 200, "{q}: {v}");
+        assert_envelope(&v);
+        assert_eq!(trace_ids(&v), want, "{what} ({q})");
+    }
+
+    // v3 query.attributes is matched the same way.
+    let (s3, e3) = (rfc(base - 60_000 * MS), rfc(base + 600_000 * MS));
+    let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=shop&query.start_time_min={s3}&query.start_time_max={e3}&query.attributes=%7B%22http.status_code%22%3A%22500%22%7D")).await;
+    assert_eq!(st, 200, "{v}");
+    let summaries = v["result"]["summaries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(summaries.len(), 2, "{v}");
+
+    // The native API stays typed: 500 is the int, "500" the string.
+    let w = format!(
+        "start={}&end={}",
+        rfc(base - 60_000 * MS),
+        rfc(base + 600_000 * MS)
+    );
+    let (_, v) = get_json(
+        a,
+        &format!("/api/native/search?{w}&service=shop&attr=http.status_code=500"),
+    )
+    .await;
+    assert_eq!(v["traces"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["traces"][0]["trace_id"], hex(&otlp));
+    let (_, v) = get_json(
+        a,
+        &format!("/api/native/search?{w}&service=shop&attr=version=%221.0%22"),
+    )
+    .await;
+    assert_eq!(v["traces"][0]["trace_id"], hex(&otlp), "{v}");
+    assert_eq!(v["traces"].as_array().unwrap().len(), 1, "{v}");
+
+    // Limits: Jaeger clamps to 100 and keeps its envelope; 0 means the default.
+    let (st, v) = get_json(a, "/api/traces?service=bulk&limit=1000").await;
+    assert_eq!(st, 200, "{v}");
+    assert_envelope(&v);
+    assert_eq!(v["data"].as_array().unwrap().len(), 100);
+    assert_eq!(v["total"], 100);
+    assert_eq!(v["data"][0]["traceID"], hex(&tid(6119)), "newest first");
+    let (_, v) = get_json(a, "/api/traces?service=bulk&limit=0").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 20, "default limit");
+    let (st, v) = get_json(a, "/api/traces?service=bulk&limit=-5").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("invalid limit"),
+        "{v}"
+    );
+    let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=bulk&query.start_time_min={s3}&query.start_time_max={e3}&query.search_depth=500")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["result"]["summaries"].as_array().unwrap().len(),
+        100,
+        "v3 clamps too"
+    );
+    let (st, v) = get_json(
+        a,
+        &format!("/api/native/search?{w}&service=bulk&limit=1000"),
+    )
+    .await;
+    assert_eq!(st, 400, "native keeps its clear 400: {v}");
+    assert!(v["error"].as_str().unwrap().contains("1 to 100"), "{v}");
 }

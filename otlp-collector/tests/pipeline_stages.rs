@@ -202,6 +202,7 @@ async fn stages_chain_into_sqlite() {
             operation: Some("GET /cart".into()),
             range: r,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("latency");
@@ -212,6 +213,7 @@ async fn stages_chain_into_sqlite() {
             operation: Some("cart".into()),
             range: r,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("latency");
@@ -241,6 +243,7 @@ async fn stages_chain_into_sqlite() {
         attributes: vec![AttrFilter {
             key: "user.email".into(),
             value: AttrValue::Str(hashed),
+            mode: Default::default(),
         }],
         min_duration_ns: None,
         max_duration_ns: None,

@@ -514,3 +514,206 @@ async fn native_services_dependencies_latency() {
     assert!((pager["error_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     assert!(pager["rate_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// With a query token configured, the UI's static files load without it (a
+/// browser cannot attach a token to a page load; they hold no data), while
+/// every API — native, Jaeger v1 and v3, gRPC-over-HTTP — still refuses a
+/// request without the right bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_token_guards_the_api_but_not_the_ui_assets() {
+    let sv = start_collector_with_query_token("q-s3cret").await;
+    let a = sv.addr;
+    for path in ["/", "/ui/app.js", "/ui/app.css"] {
+        let (st, body) = get(a, path).await;
+        assert_eq!(st, 200, "{path} is served without a token");
+        assert!(!body.contains("q-s3cret"), "{path} leaks the token");
+    }
+    let (_, html) = get(a, "/").await;
+    assert!(html.contains("/ui/app.js"), "{html}");
+    let w = format!(
+        "start={}&end={}",
+        rfc(sv.fx.base_ns - 60_000 * MS),
+        rfc(sv.fx.base_ns + 600_000 * MS)
+    );
+    let trace = hex(&sv.fx.checkout);
+    let api_paths = [
+        format!("/api/native/services?{w}"),
+        format!("/api/native/search?{w}&service=frontend"),
+        format!("/api/native/traces/{trace}"),
+        format!("/api/native/rates?{w}"),
+        "/api/services".to_string(),
+        "/api/traces?service=frontend".to_string(),
+        format!("/api/traces/{trace}"),
+        "/api/v3/services".to_string(),
+        // Near misses of the static paths are not static.
+        "/ui/app.js/../../api/services".to_string(),
+        "/ui/".to_string(),
+        "/index.html".to_string(),
+    ];
+    for path in &api_paths {
+        let (st, body) = get(a, path).await;
+        assert_eq!(st, 401, "{path} without a token: {body}");
+        let (st, _) = get_with(a, path, &[("Authorization", "Bearer wrong")]).await;
+        assert_eq!(st, 401, "{path} with a wrong token");
+        let (st, _) = get_with(a, path, &[("Authorization", "q-s3cret")]).await;
+        assert_eq!(st, 401, "{path} with the token but not as a bearer token");
+    }
+    for path in &api_paths[..8] {
+        let (st, body) = get_with(a, path, &[("Authorization", "Bearer q-s3cret")]).await;
+        assert_eq!(st, 200, "{path} with the token: {body}");
+    }
+    let (st, body) = get_with(
+        a,
+        &format!("/api/native/search?{w}&service=frontend"),
+        &[("Authorization", "Bearer q-s3cret")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(body.contains(&trace), "{body}");
+    // Refusals are counted; the token never shows up in the metrics.
+    let (_, metrics) = get(a, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "ferrotrace_auth_failures_total{{listener=\"query\"}} {}",
+            api_paths.len() * 3
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("q-s3cret"));
+    sv.collector.shutdown().await;
+}
+
+/// A service's requests are its SERVER and CONSUMER spans: internal and
+/// client spans do not inflate its request rate or dilute its error rate and
+/// percentiles. A service without entry spans falls back to all of its spans,
+/// and every answer says which basis it used. Per-operation figures count the
+/// operation's spans whatever their kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_rates_count_entry_spans() {
+    use ferrotrace_collector::model::{SpanKind, StatusCode};
+    use ferrotrace_collector::storage::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("spans.db")).unwrap());
+    let base = (now_ns() - 10 * 60 * 1_000_000_000) / 60_000_000_000 * 60_000_000_000;
+    let mut spans = Vec::new();
+    let mut n = 0u64;
+    let mut add = |svc: &str, name: &str, kind: SpanKind, count: u64, dur: u64, errors: u64| {
+        for i in 0..count {
+            n += 1;
+            let start = base + n * MS;
+            let mut s = span(tid(7000 + n), 1, None, svc, name, kind, start, start + dur);
+            if i < errors {
+                s.status_code = StatusCode::Error;
+            }
+            spans.push(s);
+        }
+    };
+    add("shop", "GET /cart", SpanKind::Server, 10, 100 * MS, 2);
+    add("shop", "order.created", SpanKind::Consumer, 4, 100 * MS, 1);
+    add("shop", "render", SpanKind::Internal, 30, MS, 0);
+    add("shop", "GET inventory", SpanKind::Client, 20, 50 * MS, 10);
+    add("batch", "nightly", SpanKind::Internal, 5, 10 * MS, 1);
+    fill(&store, &spans).await;
+    let a = serve_store(store.clone()).await;
+    let (start, end) = (base - 60_000 * MS, base + 300_000 * MS);
+    let w = format!("start={}&end={}", rfc(start), rfc(end));
+    let secs = (end - start) as f64 / 1e9;
+
+    let (st, r) = get_json(a, &format!("/api/native/rates?{w}")).await;
+    assert_eq!(st, 200, "{r}");
+    let row = |name: &str| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap_or_else(|| panic!("{name} in {r}"))
+            .clone()
+    };
+    let shop = row("shop");
+    assert_eq!(shop["basis"], "entry_spans");
+    assert_eq!(
+        shop["count"], 14,
+        "10 server + 4 consumer, not the 64 spans: {shop}"
+    );
+    assert_eq!(
+        shop["errors"], 3,
+        "client errors are not the service's: {shop}"
+    );
+    assert!((shop["rate_per_s"].as_f64().unwrap() - 14.0 / secs).abs() < 1e-9);
+    assert!((shop["error_rate"].as_f64().unwrap() - 3.0 / 14.0).abs() < 1e-9);
+    let batch = row("batch");
+    assert_eq!(batch["basis"], "all_spans", "no entry spans: falls back");
+    assert_eq!(
+        (batch["count"].as_u64(), batch["errors"].as_u64()),
+        (Some(5), Some(1))
+    );
+
+    let (_, l) = get_json(a, &format!("/api/native/latency?{w}&service=shop")).await;
+    assert_eq!(l["basis"], "entry_spans", "{l}");
+    assert_eq!(l["count"], 14);
+    for p in ["p50_ns", "p95_ns", "p99_ns"] {
+        let v = l[p].as_u64().unwrap() as f64;
+        assert!(
+            (v / (100.0 * MS as f64) - 1.0).abs() < 0.05,
+            "{p} ≈ 100ms (entry spans only): {l}"
+        );
+    }
+    let (_, l) = get_json(
+        a,
+        &format!("/api/native/latency?{w}&service=shop&exact=true"),
+    )
+    .await;
+    assert_eq!(
+        l["exact"],
+        serde_json::json!({ "p50_ns": 100 * MS, "p95_ns": 100 * MS, "p99_ns": 100 * MS }),
+        "exact percentiles count the same entry spans: {l}"
+    );
+    let (_, l) = get_json(
+        a,
+        &format!("/api/native/latency?{w}&service=shop&operation=render"),
+    )
+    .await;
+    assert_eq!(
+        (l["count"].as_u64(), l["basis"].as_str()),
+        (Some(30), Some("all_spans")),
+        "{l}"
+    );
+    let (_, l) = get_json(a, &format!("/api/native/latency?{w}&service=batch")).await;
+    assert_eq!(
+        (l["count"].as_u64(), l["basis"].as_str()),
+        (Some(5), Some("all_spans")),
+        "{l}"
+    );
+
+    let (_, s) = get_json(
+        a,
+        &format!(
+            "/api/native/latency/series?{w}&service=shop&step=1m&compare_start={}",
+            rfc(start - 3_600_000 * MS)
+        ),
+    )
+    .await;
+    assert_eq!(s["basis"], "entry_spans", "{s}");
+    let total: u64 = s["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 14);
+    let errs: u64 = s["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["errors"].as_u64().unwrap())
+        .sum();
+    assert_eq!(errs, 3);
+    assert!(s["compare"]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["count"] == 0));
+}

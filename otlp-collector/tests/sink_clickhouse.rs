@@ -88,6 +88,7 @@ async fn duplicates_partitions_and_outage() {
     q.attributes = vec![AttrFilter {
         key: "nul\0k".into(),
         value: AttrValue::Str("a\0b".into()),
+        mode: Default::default(),
     }];
     let page = store.search(&q).await.expect("search");
     assert_eq!(page.traces.len(), 1);
@@ -95,6 +96,7 @@ async fn duplicates_partitions_and_outage() {
     q.attributes = vec![AttrFilter {
         key: "code".into(),
         value: AttrValue::Str("200".into()),
+        mode: Default::default(),
     }];
     assert!(
         store.search(&q).await.expect("search").traces.is_empty(),
@@ -107,7 +109,7 @@ async fn duplicates_partitions_and_outage() {
     );
     assert_eq!(
         store
-            .exact_percentiles("dup", None, r, &[0.0, 0.5, 0.75, 1.0])
+            .exact_percentiles("dup", None, &[], r, &[0.0, 0.5, 0.75, 1.0])
             .await
             .expect("pct"),
         vec![1_000, 2_000, 3_000, 4_000],

@@ -133,7 +133,7 @@ async fn spans_written_through_the_sink_are_found_through_the_distributed_tables
             vec!["db".to_string(), "edge".to_string()]
         );
         let p = store
-            .exact_percentiles("edge", None, r, &[0.5, 1.0])
+            .exact_percentiles("edge", None, &[], r, &[0.5, 1.0])
             .await
             .expect("pct");
         assert_eq!(p, vec![5_000, 5_000]);

@@ -155,6 +155,7 @@ async fn migrations_partitions_retention_and_nul() {
     q.attributes = vec![AttrFilter {
         key: "nul\0key".into(),
         value: AttrValue::Str("a\0b\\0c".into()),
+        mode: Default::default(),
     }];
     q.limit = 100;
     assert_eq!(store.search(&q).await.expect("search").traces.len(), 6);

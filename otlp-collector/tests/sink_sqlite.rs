@@ -67,7 +67,7 @@ async fn retention_reports_exact_counts() {
         end_ns: t0 + conformance::DAY,
     };
     let left = store
-        .exact_percentiles("ret", None, range, &[1.0])
+        .exact_percentiles("ret", None, &[], range, &[1.0])
         .await
         .expect("pct");
     assert_eq!(left, vec![1]);
@@ -75,6 +75,7 @@ async fn retention_reports_exact_counts() {
     q.attributes = vec![ferrotrace_collector::storage::AttrFilter {
         key: "i".into(),
         value: AttrValue::Int(5),
+        mode: Default::default(),
     }];
     assert!(
         store.search(&q).await.expect("search").traces.is_empty(),
@@ -144,7 +145,7 @@ async fn readers_run_while_writing() {
     writer.await.expect("writer");
     assert_eq!(
         store
-            .exact_percentiles("rw", None, range, &[0.5])
+            .exact_percentiles("rw", None, &[], range, &[0.5])
             .await
             .expect("pct"),
         vec![1]
@@ -164,19 +165,21 @@ async fn invalid_queries_are_rejected_clearly() {
         operation: None,
         range,
         step_ns: Some(1_000),
+        kinds: vec![],
     };
     assert!(matches!(
         store.latency(&bad_step).await,
         Err(StorageError::InvalidQuery(_))
     ));
     assert!(matches!(
-        store.exact_percentiles("x", None, range, &[1.5]).await,
+        store.exact_percentiles("x", None, &[], range, &[1.5]).await,
         Err(StorageError::InvalidQuery(_))
     ));
     let mut q = conformance_query(range);
     q.attributes = vec![ferrotrace_collector::storage::AttrFilter {
         key: "k".into(),
         value: AttrValue::Bytes(vec![1]),
+        mode: Default::default(),
     }];
     assert!(matches!(
         store.search(&q).await,

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{BatcherConfig, LimitsConfig};
 use crate::metrics::{Metrics, Source};
-use crate::model::{Span, TraceId};
+use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupAggregator, RollupBatch};
 use crate::storage::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
@@ -481,6 +481,7 @@ impl SpanStore for NullStore {
         &self,
         _service: &str,
         _operation: Option<&str>,
+        _kinds: &[SpanKind],
         _range: TimeRange,
         _qs: &[f64],
     ) -> StorageResult<Vec<u64>> {

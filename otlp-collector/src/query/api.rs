@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::model::{hex, AttrValue, KeyValue, Span};
 use crate::storage::{LatencyPoint, LatencyQuery, TimeRange, TraceQuery, TraceSummary};
 
-use super::engine::QueryError;
+use super::engine::{QueryError, RateBasis};
 use super::params::{
     format_rfc3339, parse_attr_condition, parse_duration, parse_limit, parse_time, parse_trace_id,
     Pairs, ParamError,
@@ -267,23 +267,40 @@ async fn latency(State(st): State<QueryState>, RawQuery(q): RawQuery) -> ApiResu
     let range = required_window(&st, &p)?;
     let exact = p.flag(&["exact"]).map_err(bad)?;
     let secs = (range.end_ns - range.start_ns) as f64 / 1e9;
-    let points = st
-        .latency(&LatencyQuery {
-            service: service.clone(),
-            operation: operation.clone(),
-            range,
-            step_ns: None,
-        })
-        .await
-        .map_err(error_response)?;
+    let (points, basis) = match &operation {
+        // One operation: all of its spans, whatever their kind.
+        Some(op) => (
+            st.latency(&LatencyQuery {
+                service: service.clone(),
+                operation: Some(op.clone()),
+                range,
+                step_ns: None,
+                kinds: vec![],
+            })
+            .await,
+            RateBasis::AllSpans,
+        ),
+        None => match st.service_latency(&service, range, None).await {
+            Ok((p, b)) => (Ok(p), b),
+            Err(e) => (Err(e), RateBasis::AllSpans),
+        },
+    };
+    let points = points.map_err(error_response)?;
     let total = fold_total(points, range.start_ns);
     let mut body = point_json(&total, secs);
     body["service"] = json!(service);
     body["operation"] = json!(operation);
     body["source"] = json!("rollups");
+    body["basis"] = json!(basis.as_str());
     if exact {
         let v = st
-            .exact_percentiles(&service, operation.as_deref(), range, &[0.5, 0.95, 0.99])
+            .exact_percentiles(
+                &service,
+                operation.as_deref(),
+                &basis.kinds(),
+                range,
+                &[0.5, 0.95, 0.99],
+            )
             .await
             .map_err(error_response)?;
         body["exact"] = if v.len() == 3 {
@@ -309,6 +326,26 @@ async fn latency_series(State(st): State<QueryState>, RawQuery(q): RawQuery) -> 
         }
     };
     let step_s = step_ns as f64 / 1e9;
+    // Service level: entry spans (or all, for a service without any), decided
+    // on the main range and kept for the comparison range.
+    let (points, basis) = match &operation {
+        Some(_) => (
+            st.latency(&LatencyQuery {
+                service: service.clone(),
+                operation: operation.clone(),
+                range,
+                step_ns: Some(step_ns),
+                kinds: vec![],
+            })
+            .await
+            .map_err(error_response)?,
+            RateBasis::AllSpans,
+        ),
+        None => st
+            .service_latency(&service, range, Some(step_ns))
+            .await
+            .map_err(error_response)?,
+    };
     let run = |range: TimeRange| {
         let st = st.clone();
         let q = LatencyQuery {
@@ -316,13 +353,14 @@ async fn latency_series(State(st): State<QueryState>, RawQuery(q): RawQuery) -> 
             operation: operation.clone(),
             range,
             step_ns: Some(step_ns),
+            kinds: basis.kinds(),
         };
         async move { st.latency(&q).await }
     };
-    let points = run(range).await.map_err(error_response)?;
     let mut body = json!({
         "service": service,
         "operation": operation,
+        "basis": basis.as_str(),
         "step_ns": step_ns,
         "start_ns": range.start_ns,
         "end_ns": range.end_ns,
@@ -362,6 +400,7 @@ async fn latency_by_operation(State(st): State<QueryState>, RawQuery(q): RawQuer
                 operation: Some(op.name.clone()),
                 range,
                 step_ns: None,
+                kinds: vec![],
             })
             .await
             .map_err(error_response)?;
@@ -386,6 +425,7 @@ async fn rates(State(st): State<QueryState>, RawQuery(q): RawQuery) -> ApiResult
         "end_ns": range.end_ns,
         "services": rates.iter().map(|r| json!({
             "service": r.service,
+            "basis": r.basis.as_str(),
             "count": r.count,
             "errors": r.errors,
             "rate_per_s": r.rate_per_s,

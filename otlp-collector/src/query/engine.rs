@@ -1,7 +1,7 @@
 //! The query engine: validation of windows and limits, and the store calls
 //! behind every API (each API module only translates parameters and shapes).
 
-use crate::model::TraceId;
+use crate::model::{SpanKind, TraceId};
 use crate::storage::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, SearchPage, StorageError, TimeRange,
     TraceQuery,
@@ -38,11 +38,46 @@ impl QueryError {
     }
 }
 
+/// The span kinds that are a service's requests: the spans where work enters
+/// it. Internal and client spans are work it does to answer them, so counting
+/// them would inflate the request rate (and dilute the error rate).
+pub const ENTRY_KINDS: [SpanKind; 2] = [SpanKind::Server, SpanKind::Consumer];
+
+/// Which spans a service-level figure (request rate, error rate, percentiles) counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateBasis {
+    /// The service's `SERVER` and `CONSUMER` spans ([`ENTRY_KINDS`]).
+    EntrySpans,
+    /// Every span of the service: used only when it has no entry spans in the
+    /// window (a batch job, a client-only service), where that is all there is.
+    AllSpans,
+}
+
+impl RateBasis {
+    /// `entry_spans` or `all_spans`, as the APIs report it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateBasis::EntrySpans => "entry_spans",
+            RateBasis::AllSpans => "all_spans",
+        }
+    }
+
+    /// The span kinds to ask the store for (empty = every kind).
+    pub fn kinds(self) -> Vec<SpanKind> {
+        match self {
+            RateBasis::EntrySpans => ENTRY_KINDS.to_vec(),
+            RateBasis::AllSpans => Vec::new(),
+        }
+    }
+}
+
 /// Request rate and error rate of one service over a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceRate {
     /// Service.
     pub service: String,
+    /// Which spans were counted.
+    pub basis: RateBasis,
     /// Requests (spans) counted in the rollups.
     pub count: u64,
     /// Of which errors.
@@ -164,12 +199,55 @@ impl QueryState {
         Ok(self.store.latency(q).await?)
     }
 
+    /// Service-level latency/rate figures from rollups, counting the
+    /// service's entry spans ([`ENTRY_KINDS`]), or every span when it has no
+    /// entry span in the window; says which.
+    pub async fn service_latency(
+        &self,
+        service: &str,
+        range: TimeRange,
+        step_ns: Option<u64>,
+    ) -> Result<(Vec<LatencyPoint>, RateBasis), QueryError> {
+        let points = self
+            .service_latency_on(service, range, step_ns, RateBasis::EntrySpans)
+            .await?;
+        if points.iter().any(|p| p.count > 0) {
+            return Ok((points, RateBasis::EntrySpans));
+        }
+        let points = self
+            .service_latency_on(service, range, step_ns, RateBasis::AllSpans)
+            .await?;
+        Ok((points, RateBasis::AllSpans))
+    }
+
+    /// Service-level figures on a given basis (so a comparison period counts
+    /// the same spans as the period it is compared with).
+    pub async fn service_latency_on(
+        &self,
+        service: &str,
+        range: TimeRange,
+        step_ns: Option<u64>,
+        basis: RateBasis,
+    ) -> Result<Vec<LatencyPoint>, QueryError> {
+        self.latency(&LatencyQuery {
+            service: service.to_string(),
+            operation: None,
+            range,
+            step_ns,
+            kinds: basis.kinds(),
+        })
+        .await
+    }
+
     /// Exact percentiles from stored spans, for windows up to
-    /// [`super::QueryLimits::exact_percentiles_max_window_ns`].
+    /// [`super::QueryLimits::exact_percentiles_max_window_ns`], over spans of
+    /// `kinds` (empty = every kind; a service-level figure passes its
+    /// [`RateBasis::kinds`]).
     pub async fn exact_percentiles(
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> Result<Vec<u64>, QueryError> {
@@ -183,7 +261,7 @@ impl QueryState {
         }
         Ok(self
             .store
-            .exact_percentiles(service, operation, range, qs)
+            .exact_percentiles(service, operation, kinds, range, qs)
             .await?)
     }
 
@@ -194,20 +272,13 @@ impl QueryState {
         let secs = (range.end_ns - range.start_ns) as f64 / 1e9;
         let mut out = Vec::with_capacity(services.len());
         for service in services {
-            let points = self
-                .store
-                .latency(&LatencyQuery {
-                    service: service.clone(),
-                    operation: None,
-                    range,
-                    step_ns: None,
-                })
-                .await?;
+            let (points, basis) = self.service_latency(&service, range, None).await?;
             let (count, errors) = points
                 .iter()
                 .fold((0, 0), |(c, e), p| (c + p.count, e + p.errors));
             out.push(ServiceRate {
                 service,
+                basis,
                 count,
                 errors,
                 rate_per_s: count as f64 / secs,

@@ -297,21 +297,29 @@ impl pb::query_service_server::QueryService for GrpcQuery {
                 "missing service: name the service to measure",
             ));
         }
-        let q = LatencyQuery {
-            service: r.service,
-            operation: if r.operation.is_empty() {
-                None
-            } else {
-                Some(r.operation)
-            },
-            range: range(r.range, "latency")?,
-            step_ns: if r.step_ns == 0 {
-                None
-            } else {
-                Some(r.step_ns)
-            },
+        let range = range(r.range, "latency")?;
+        let step_ns = if r.step_ns == 0 {
+            None
+        } else {
+            Some(r.step_ns)
         };
-        let points = self.state.latency(&q).await.map_err(status)?;
+        let points = if r.operation.is_empty() {
+            // Service level: entry spans, as the HTTP API counts them.
+            self.state
+                .service_latency(&r.service, range, step_ns)
+                .await
+                .map_err(status)?
+                .0
+        } else {
+            let q = LatencyQuery {
+                service: r.service,
+                operation: Some(r.operation),
+                range,
+                step_ns,
+                kinds: vec![],
+            };
+            self.state.latency(&q).await.map_err(status)?
+        };
         Ok(Response::new(pb::GetLatencyResponse {
             points: points
                 .into_iter()

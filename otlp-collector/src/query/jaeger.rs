@@ -18,7 +18,7 @@ use crate::storage::{AttrFilter, TraceQuery};
 
 use super::engine::QueryError;
 use super::params::{
-    infer_value, parse_duration, parse_limit, parse_time, parse_trace_id, Pairs, ParamError,
+    parse_duration, parse_limit_clamped, parse_time, parse_trace_id, Pairs, ParamError,
 };
 use super::tree::TraceTree;
 use super::QueryState;
@@ -163,10 +163,8 @@ fn parse_find(st: &QueryState, p: &Pairs) -> Result<TraceQuery, ParamError> {
         if (k == "error" && v == "true") || (k == "otel.status_code" && v == "ERROR") {
             errors_only = true;
         } else {
-            attributes.push(AttrFilter {
-                key: k.to_string(),
-                value: infer_value(v),
-            });
+            // Jaeger matches tags by their text, whatever the stored type.
+            attributes.push(AttrFilter::text(k, v));
         }
     };
     if let Some(tags) = p.get(&["tags"]) {
@@ -208,7 +206,7 @@ fn parse_find(st: &QueryState, p: &Pairs) -> Result<TraceQuery, ParamError> {
         max_duration_ns: dur("maxDuration")?,
         errors_only,
         range,
-        limit: parse_limit(
+        limit: parse_limit_clamped(
             p.get(&["limit"]),
             st.limits.default_limit,
             st.limits.max_limit,

@@ -17,7 +17,7 @@ use crate::storage::{AttrFilter, TraceQuery};
 
 use super::engine::QueryError;
 use super::params::{
-    format_rfc3339, infer_value, parse_duration, parse_limit, parse_time, parse_trace_id, Pairs,
+    format_rfc3339, parse_duration, parse_limit_clamped, parse_time, parse_trace_id, Pairs,
     ParamError,
 };
 use super::QueryState;
@@ -137,10 +137,8 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
             if (k == "error" && text == "true") || (k == "otel.status_code" && text == "ERROR") {
                 errors_only = true;
             } else {
-                attributes.push(AttrFilter {
-                    key: k,
-                    value: infer_value(&text),
-                });
+                // Jaeger matches attributes by their text, whatever the stored type.
+                attributes.push(AttrFilter::text(k, text));
             }
         }
     }
@@ -154,7 +152,7 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
             max_duration_ns: dur("duration_max", "durationMax")?,
             errors_only,
             range,
-            limit: parse_limit(
+            limit: parse_limit_clamped(
                 g("search_depth", "searchDepth").as_deref(),
                 st.limits.default_limit,
                 st.limits.max_limit,

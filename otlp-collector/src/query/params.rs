@@ -255,10 +255,7 @@ pub fn parse_attr_condition(s: &str, sep: char) -> Result<AttrFilter, ParamError
             truncate(s, 64)
         )));
     }
-    Ok(AttrFilter {
-        key: key.to_string(),
-        value: infer_value(v.trim()),
-    })
+    Ok(AttrFilter::typed(key, infer_value(v.trim())))
 }
 
 /// Parses a limit, rejecting 0 and anything above `max`.
@@ -271,6 +268,30 @@ pub fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize,
             truncate(s, 32)
         ))),
     }
+}
+
+/// Parses a limit as Jaeger does: anything above `max` is clamped to `max`
+/// (the Jaeger UI offers larger limits), 0 means the default; only text that
+/// is not a non-negative integer is rejected.
+pub fn parse_limit_clamped(
+    s: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ParamError> {
+    let Some(s) = s else { return Ok(default) };
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only an overflow can fail, and that is above `max` too.
+        return Ok(match t.parse::<usize>() {
+            Ok(0) => default,
+            Ok(n) => n.min(max),
+            Err(_) => max,
+        });
+    }
+    Err(ParamError::new(format!(
+        "invalid limit {:?}: expected a non-negative integer (values above {max} are reduced to {max})",
+        truncate(s, 32)
+    )))
 }
 
 /// Parses a boolean flag (`true`/`false`/`1`/`0`; empty means true, as in `?raw`).
@@ -350,6 +371,24 @@ mod tests {
         assert_eq!(infer_value("true"), AttrValue::Bool(true));
         assert_eq!(infer_value("1.5"), AttrValue::Double(1.5));
         assert_eq!(infer_value("GET"), AttrValue::Str("GET".into()));
+    }
+
+    #[test]
+    fn jaeger_limits_clamp() {
+        assert_eq!(parse_limit_clamped(None, 20, 100).unwrap(), 20);
+        assert_eq!(parse_limit_clamped(Some("0"), 20, 100).unwrap(), 20);
+        assert_eq!(parse_limit_clamped(Some("50"), 20, 100).unwrap(), 50);
+        assert_eq!(parse_limit_clamped(Some("1500"), 20, 100).unwrap(), 100);
+        assert_eq!(
+            parse_limit_clamped(Some("99999999999999999999999"), 20, 100).unwrap(),
+            100
+        );
+        assert!(parse_limit_clamped(Some("-1"), 20, 100).is_err());
+        assert!(parse_limit_clamped(Some("ten"), 20, 100).is_err());
+        assert!(
+            parse_limit(Some("101"), 20, 100).is_err(),
+            "native stays strict"
+        );
     }
 }
 

@@ -688,6 +688,7 @@ impl ClickHouseStore {
         sql_head: &str,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         sql_tail: &str,
     ) -> clickhouse::query::Query {
@@ -696,15 +697,29 @@ impl ClickHouseStore {
         } else {
             ""
         };
+        let kind = kinds_cond(kinds);
         let sql = format!(
-            "{sql_head} FROM ft_spans WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? \
+            "{sql_head} FROM ft_spans WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} \
              LIMIT 1 BY trace_id, span_id{sql_tail}"
         );
         let mut q = self.query(&sql).bind(service);
         if let Some(op) = operation {
             q = q.bind(op);
         }
-        q.bind(range.start_ns).bind(range.end_ns)
+        q = q.bind(range.start_ns).bind(range.end_ns);
+        for k in kinds {
+            q = q.bind(*k as u8);
+        }
+        q
+    }
+}
+
+/// ` AND kind IN (?, …)` with one placeholder per kind; empty for no kinds.
+fn kinds_cond(kinds: &[SpanKind]) -> String {
+    if kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" AND kind IN ({})", vec!["?"; kinds.len()].join(", "))
     }
 }
 
@@ -814,32 +829,44 @@ impl SpanStore for ClickHouseStore {
         }
         let limit = q.limit.min(self.opts.max_search_limit);
         let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-        let mut conds = vec!["start_ns >= ?", "start_ns < ?"];
+        let mut conds: Vec<std::borrow::Cow<'static, str>> =
+            vec!["start_ns >= ?".into(), "start_ns < ?".into()];
         let mut attrs = Vec::new();
         if q.service.is_some() {
-            conds.push("service = ?");
+            conds.push("service = ?".into());
         }
         if q.operation.is_some() {
-            conds.push("name = ?");
+            conds.push("name = ?".into());
         }
         if q.min_duration_ns.is_some() {
-            conds.push("duration_ns >= ?");
+            conds.push("duration_ns >= ?".into());
         }
         if q.max_duration_ns.is_some() {
-            conds.push("duration_ns <= ?");
+            conds.push("duration_ns <= ?".into());
         }
         if q.errors_only {
-            conds.push(ERROR_STATUS_COND);
+            conds.push(ERROR_STATUS_COND.into());
         }
         for f in &q.attributes {
             common::check_filter(&f.key, &f.value)?;
-            let Some((t, v)) = common::scalar_text(&f.value) else {
+            // A typed condition has one candidate value; a Jaeger text
+            // condition one per type whose text equals it. Any of them matches.
+            let alts: Vec<(u8, String)> = f
+                .candidates()
+                .iter()
+                .filter_map(common::scalar_text)
+                .collect();
+            if alts.is_empty() {
                 return Ok(SearchPage::default());
-            };
-            attrs.push((f.key.clone(), t, v));
+            }
             conds.push(
-                "arrayExists((k, t, v) -> k = ? AND t = ? AND v = ?, attr_keys, attr_types, attr_values)",
+                format!(
+                    "arrayExists((k, t, v) -> k = ? AND ({}), attr_keys, attr_types, attr_values)",
+                    vec!["(t = ? AND v = ?)"; alts.len()].join(" OR ")
+                )
+                .into(),
             );
+            attrs.push((f.key.clone(), alts));
         }
         let mut sql = format!(
             "SELECT trace_id, min(start_ns) AS tstart FROM ft_traces \
@@ -865,8 +892,11 @@ impl SpanStore for ClickHouseStore {
         if let Some(v) = q.max_duration_ns {
             query = query.bind(v);
         }
-        for (k, t, v) in &attrs {
-            query = query.bind(k.as_str()).bind(*t).bind(v.as_str());
+        for (k, alts) in &attrs {
+            query = query.bind(k.as_str());
+            for (t, v) in alts {
+                query = query.bind(*t).bind(v.as_str());
+            }
         }
         if let Some((cs, cid)) = cursor {
             query = query.bind(cs).bind(cs).bind(hex(&cid));
@@ -990,21 +1020,21 @@ impl SpanStore for ClickHouseStore {
         } else {
             ""
         };
+        let kinds = kinds_cond(&q.kinds);
         let mut query = self
             .query(&format!(
                 "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
-                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?"
+                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?{kinds}"
             ))
             .bind(q.service.as_str());
         if let Some(o) = &q.operation {
             query = query.bind(o.as_str());
         }
-        let rows = query
-            .bind(lo)
-            .bind(hi)
-            .fetch_all::<LatencyRow>()
-            .await
-            .map_err(map_err)?;
+        query = query.bind(lo).bind(hi);
+        for k in &q.kinds {
+            query = query.bind(*k as u8);
+        }
+        let rows = query.fetch_all::<LatencyRow>().await.map_err(map_err)?;
         let mut data = Vec::with_capacity(rows.len());
         for r in rows {
             data.push((
@@ -1021,6 +1051,7 @@ impl SpanStore for ClickHouseStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
@@ -1033,6 +1064,7 @@ impl SpanStore for ClickHouseStore {
                 "SELECT count() FROM (SELECT 1",
                 service,
                 operation,
+                kinds,
                 range,
                 ")",
             )
@@ -1050,21 +1082,21 @@ impl SpanStore for ClickHouseStore {
         } else {
             ""
         };
+        let kind = kinds_cond(kinds);
         let sql = format!(
             "SELECT arrayMap(r -> s[least(r, length(s))], ?) FROM \
              (SELECT arraySort(groupArray(d)) AS s FROM (SELECT duration_ns AS d FROM ft_spans \
-              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ? LIMIT 1 BY trace_id, span_id))"
+              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} LIMIT 1 BY trace_id, span_id))"
         );
         let mut query = self.query(&sql).bind(ranks).bind(service);
         if let Some(o) = operation {
             query = query.bind(o);
         }
-        let values = query
-            .bind(range.start_ns)
-            .bind(range.end_ns)
-            .fetch_one::<Vec<u64>>()
-            .await
-            .map_err(map_err)?;
+        query = query.bind(range.start_ns).bind(range.end_ns);
+        for k in kinds {
+            query = query.bind(*k as u8);
+        }
+        let values = query.fetch_one::<Vec<u64>>().await.map_err(map_err)?;
         Ok(values)
     }
 

@@ -52,14 +52,123 @@ pub struct TimeRange {
     pub end_ns: u64,
 }
 
-/// One attribute condition of a search: the span attribute `key` equals `value`
-/// with the same type (a string `"200"` does not match the integer `200`).
+/// One attribute condition of a search. With [`AttrMatch::Typed`] (the native
+/// API) the span attribute `key` equals `value` with the same type (a string
+/// `"200"` does not match the integer `200`); with [`AttrMatch::Text`] (the
+/// Jaeger APIs) `value` is a string and the attribute matches, whatever its
+/// type, when its text as Jaeger renders it equals that string.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttrFilter {
     /// Attribute key.
     pub key: String,
-    /// Expected value (Str, Bool, Int or Double).
+    /// Expected value (Str, Bool, Int or Double; always Str for [`AttrMatch::Text`]).
     pub value: AttrValue,
+    /// How `value` is compared.
+    #[serde(default)]
+    pub mode: AttrMatch,
+}
+
+/// How an [`AttrFilter`] compares values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttrMatch {
+    /// Same type and value.
+    #[default]
+    Typed,
+    /// Same text, as Jaeger renders a tag: strings as is, bools as
+    /// `true`/`false`, ints in decimal, doubles as Go's
+    /// `strconv.FormatFloat(v, 'g', 10, 64)`. Jaeger matches tags this way, so
+    /// `http.status_code:500` finds both the OTLP int and Zipkin's string tag.
+    Text,
+}
+
+impl AttrFilter {
+    /// A typed condition: `key` equals `value` with the same type.
+    pub fn typed(key: impl Into<String>, value: AttrValue) -> Self {
+        AttrFilter {
+            key: key.into(),
+            value,
+            mode: AttrMatch::Typed,
+        }
+    }
+
+    /// A Jaeger-style condition: `key` rendered as text equals `text`.
+    pub fn text(key: impl Into<String>, text: impl Into<String>) -> Self {
+        AttrFilter {
+            key: key.into(),
+            value: AttrValue::Str(text.into()),
+            mode: AttrMatch::Text,
+        }
+    }
+
+    /// The typed values a stored attribute may have to satisfy this condition:
+    /// the value itself for a typed condition; for a text condition the string
+    /// and every bool, int and double whose Jaeger text is exactly that string
+    /// (`"500"` → `"500"`, `500`, `500.0`; `"1.0"` → only the string, since
+    /// Jaeger prints the double `1.0` as `1`). Stores match any of them.
+    pub fn candidates(&self) -> Vec<AttrValue> {
+        let text = match (&self.mode, &self.value) {
+            (AttrMatch::Typed, v) => return vec![v.clone()],
+            (AttrMatch::Text, AttrValue::Str(t)) => t.clone(),
+            (AttrMatch::Text, AttrValue::Double(d)) => jaeger_float_text(*d),
+            (AttrMatch::Text, other) => other.to_text(),
+        };
+        let mut out = vec![AttrValue::Str(text.clone())];
+        match text.as_str() {
+            "true" => out.push(AttrValue::Bool(true)),
+            "false" => out.push(AttrValue::Bool(false)),
+            _ => {}
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            if i.to_string() == text {
+                out.push(AttrValue::Int(i));
+            }
+        }
+        if let Ok(d) = text.parse::<f64>() {
+            if d.is_finite() && jaeger_float_text(d) == text {
+                out.push(AttrValue::Double(d));
+            }
+        }
+        out
+    }
+}
+
+/// A double as Jaeger renders a `float64` tag as text: Go's
+/// `strconv.FormatFloat(v, 'g', 10, 64)` (10 significant digits, exponent form
+/// below 1e-4 and from 1e10, trailing zeros dropped).
+pub fn jaeger_float_text(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if d == 0.0 {
+        return if d.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let sci = format!("{d:.9e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if !(-4..10).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    } else {
+        trim(&format!("{d:.*}", (9 - exp) as usize))
+    }
 }
 
 /// A trace search. A trace matches when at least one of its spans in the time
@@ -154,6 +263,10 @@ pub struct LatencyQuery {
     pub range: TimeRange,
     /// Bucket width for a time series (a multiple of one minute); `None` for one total.
     pub step_ns: Option<u64>,
+    /// Span kinds counted; empty counts every kind. A service's requests are
+    /// its `SERVER` and `CONSUMER` spans (see `query::engine::ENTRY_KINDS`).
+    #[serde(default)]
+    pub kinds: Vec<SpanKind>,
 }
 
 /// Latency and rate figures for one time bucket (or the whole window).
@@ -218,16 +331,78 @@ pub trait SpanStore: Send + Sync + 'static {
     async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>>;
 
     /// Exact duration percentiles (ns) from stored spans of `service`
-    /// (and `operation`) that start in `range`; one value per quantile in `qs`
-    /// (each in `[0, 1]`, nearest-rank). Empty when no span matches.
+    /// (and `operation`, and of one of `kinds` unless it is empty) that start
+    /// in `range`; one value per quantile in `qs` (each in `[0, 1]`,
+    /// nearest-rank). Empty when no span matches.
     async fn exact_percentiles(
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>>;
 
     /// Deletes spans and rollups that started before `cutoff_ns`.
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_render_like_go_g10() {
+        for (d, want) in [
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (500.0, "500"),
+            (-2.25, "-2.25"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1e10, "1e+10"),
+            (123456789.0, "123456789"),
+            (1234567890.0, "1234567890"),
+            (12345678901.0, "1.23456789e+10"),
+            (0.1 + 0.2, "0.3"),
+            (1.0 / 3.0, "0.3333333333"),
+            (9.99999999999, "10"),
+            (1e21, "1e+21"),
+        ] {
+            assert_eq!(jaeger_float_text(d), want, "{d}");
+        }
+    }
+
+    #[test]
+    fn text_filters_accept_every_type_with_that_text() {
+        let c = AttrFilter::text("k", "500").candidates();
+        assert_eq!(
+            c,
+            vec![
+                AttrValue::Str("500".into()),
+                AttrValue::Int(500),
+                AttrValue::Double(500.0)
+            ]
+        );
+        assert_eq!(
+            AttrFilter::text("k", "1.0").candidates(),
+            vec![AttrValue::Str("1.0".into())]
+        );
+        assert_eq!(
+            AttrFilter::text("k", "1.5").candidates(),
+            vec![AttrValue::Str("1.5".into()), AttrValue::Double(1.5)]
+        );
+        assert_eq!(
+            AttrFilter::text("k", "true").candidates(),
+            vec![AttrValue::Str("true".into()), AttrValue::Bool(true)]
+        );
+        assert_eq!(
+            AttrFilter::text("k", "0500").candidates(),
+            vec![AttrValue::Str("0500".into())]
+        );
+        assert_eq!(
+            AttrFilter::typed("k", AttrValue::Int(5)).candidates(),
+            vec![AttrValue::Int(5)]
+        );
+    }
 }

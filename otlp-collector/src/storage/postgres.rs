@@ -758,14 +758,20 @@ impl SpanStore for PostgresStore {
         }
         for f in &q.attributes {
             common::check_filter(&f.key, &f.value)?;
-            match attr_json(&f.key, &f.value) {
-                Some(el) => {
+            // A typed condition has one candidate value; a Jaeger text
+            // condition one per type whose text equals it. Any of them matches.
+            let mut alts = Vec::new();
+            for value in f.candidates() {
+                // An infinite double cannot be stored searchably, so it matches nothing.
+                if let Some(el) = attr_json(&f.key, &value) {
                     params.push(Box::new(serde_json::Value::Array(vec![el])));
-                    conds.push(format!("attributes @> ${}", params.len()));
+                    alts.push(format!("attributes @> ${}", params.len()));
                 }
-                // An infinite double cannot be stored searchably, so nothing matches.
-                None => return Ok(SearchPage::default()),
             }
+            if alts.is_empty() {
+                return Ok(SearchPage::default());
+            }
+            conds.push(format!("({})", alts.join(" OR ")));
         }
         let mut sql = format!(
             "WITH m AS (SELECT DISTINCT trace_id FROM ft_spans WHERE {}), \
@@ -935,6 +941,14 @@ impl SpanStore for PostgresStore {
             params.push(Box::new(esc(op).into_owned()));
             sql.push_str(" AND operation = $4");
         }
+        if !q.kinds.is_empty() {
+            let mut marks = Vec::with_capacity(q.kinds.len());
+            for k in &q.kinds {
+                params.push(Box::new(*k as i16));
+                marks.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+        }
         let conn = self.pool.get().await?;
         let rows = conn
             .client
@@ -957,6 +971,7 @@ impl SpanStore for PostgresStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
@@ -979,6 +994,14 @@ impl SpanStore for PostgresStore {
         if let Some(op) = operation {
             params.push(Box::new(esc(op).into_owned()));
             sql.push_str(" AND name = $5");
+        }
+        if !kinds.is_empty() {
+            let mut marks = Vec::with_capacity(kinds.len());
+            for k in kinds {
+                params.push(Box::new(*k as i16));
+                marks.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
         }
         let conn = self.pool.get().await?;
         let row = conn

@@ -519,24 +519,33 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
-        let (col, ty, v): (&str, i64, rusqlite::types::Value) = match &f.value {
-            AttrValue::Str(s) => ("str_val", T_STR, s.clone().into()),
-            AttrValue::Bool(b) => ("int_val", T_BOOL, (*b as i64).into()),
-            AttrValue::Int(i) => ("int_val", T_INT, (*i).into()),
-            AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, (*d).into()),
-            other => {
-                return Err(StorageError::InvalidQuery(format!(
+        // A typed condition has one candidate value; a Jaeger text condition
+        // one per type whose text equals it. Any of them matches.
+        let mut alts = Vec::new();
+        let mut alt_args: Vec<rusqlite::types::Value> = Vec::new();
+        for value in f.candidates() {
+            let (col, ty, v): (&str, i64, rusqlite::types::Value) = match value {
+                AttrValue::Str(s) => ("str_val", T_STR, s.into()),
+                AttrValue::Bool(b) => ("int_val", T_BOOL, (b as i64).into()),
+                AttrValue::Int(i) => ("int_val", T_INT, i.into()),
+                AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, d.into()),
+                other => {
+                    return Err(StorageError::InvalidQuery(format!(
                     "attribute filter on {:?} must be a string, bool, int or double, got {other:?}",
                     f.key
                 )))
-            }
-        };
+                }
+            };
+            alts.push(format!("(a.{col} = ? AND a.type = {ty})"));
+            alt_args.push(v);
+        }
         conds.push(format!(
             "(s.trace_id, s.span_id) IN (SELECT a.trace_id, a.span_id FROM span_attributes a \
-             WHERE a.key = ? AND a.{col} = ? AND a.type = {ty})"
+             WHERE a.key = ? AND ({}))",
+            alts.join(" OR ")
         ));
         args.push(f.key.clone().into());
-        args.push(v);
+        args.extend(alt_args);
     }
     let mut sql = format!(
         "WITH m AS (SELECT DISTINCT s.trace_id FROM spans s WHERE {}), \
@@ -791,6 +800,14 @@ fn latency_tx(
         sql.push_str(" AND operation = ?4");
         args.push(op.clone().into());
     }
+    if !q.kinds.is_empty() {
+        let mut marks = Vec::with_capacity(q.kinds.len());
+        for k in &q.kinds {
+            args.push((*k as i64).into());
+            marks.push(format!("?{}", args.len()));
+        }
+        sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+    }
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
     let rows = stmt
         .query_map(params_from_iter(args.iter()), |r| {
@@ -840,6 +857,7 @@ fn exact_percentiles_tx(
     conn: &Connection,
     service: &str,
     operation: Option<&str>,
+    kinds: &[SpanKind],
     range: TimeRange,
     qs: &[f64],
 ) -> StorageResult<Vec<u64>> {
@@ -857,6 +875,14 @@ fn exact_percentiles_tx(
     if let Some(op) = operation {
         where_.push_str(" AND name = ?4");
         args.push(op.to_string().into());
+    }
+    if !kinds.is_empty() {
+        let mut marks = Vec::with_capacity(kinds.len());
+        for k in kinds {
+            args.push((*k as i64).into());
+            marks.push(format!("?{}", args.len()));
+        }
+        where_.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
     }
     let n: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM spans WHERE {where_}"))
@@ -1021,16 +1047,18 @@ impl SpanStore for SqliteStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        let (service, operation, qs) = (
+        let (service, operation, kinds, qs) = (
             service.to_string(),
             operation.map(str::to_string),
+            kinds.to_vec(),
             qs.to_vec(),
         );
         self.with_reader(move |c, _| {
-            exact_percentiles_tx(c, &service, operation.as_deref(), range, &qs)
+            exact_percentiles_tx(c, &service, operation.as_deref(), &kinds, range, &qs)
         })
         .await
     }

@@ -26,6 +26,16 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
+/// Paths of the UI's static files. They are identical in every build and hold
+/// no span data, so they are served without the query token (a browser cannot
+/// send one when it loads a page); every API call the page makes carries it.
+pub const STATIC_ASSETS: [&str; 3] = ["/", "/ui/app.js", "/ui/app.css"];
+
+/// True for a path of the UI's static files (see [`STATIC_ASSETS`]).
+pub fn is_static_asset(path: &str) -> bool {
+    STATIC_ASSETS.contains(&path)
+}
+
 /// UI routes: `/` (the single page; views are chosen by the URL fragment, so
 /// every search and trace has a deep link) and its two static assets.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

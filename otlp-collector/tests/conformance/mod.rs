@@ -23,7 +23,8 @@ use ferrotrace_collector::rollup::{
     SKETCH_RELATIVE_ACCURACY,
 };
 use ferrotrace_collector::storage::{
-    AttrFilter, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery, TraceSummary,
+    AttrFilter, LatencyPoint, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery,
+    TraceSummary,
 };
 
 /// 1 ms in ns.
@@ -157,12 +158,14 @@ pub async fn run_all(store: &dyn SpanStore) {
     rollups_merge(store).await;
     search_filters(store).await;
     search_attributes(store).await;
+    search_attributes_as_text(store).await;
     search_pagination(store).await;
     trace_lookup(store).await;
     services_and_operations(store).await;
     dependencies(store).await;
     exact_percentiles(store).await;
     latency_from_rollups(store).await;
+    latency_by_kind(store).await;
     hostile_strings(store).await;
     // Last: it deletes (only) days before every other check's.
     retention(store).await;
@@ -313,12 +316,13 @@ pub async fn idempotent_retry(store: &dyn SpanStore) {
     q.attributes = vec![AttrFilter {
         key: "idem.key".into(),
         value: AttrValue::Str("k".into()),
+        mode: Default::default(),
     }];
     let page = store.search(&q).await.expect("search");
     assert_eq!(page.traces.len(), 1, "one trace, not one per duplicate");
     assert_eq!(page.traces[0].span_count, 7);
     let p = store
-        .exact_percentiles("idem-svc", None, day_range(day(2)), &[1.0])
+        .exact_percentiles("idem-svc", None, &[], day_range(day(2)), &[1.0])
         .await
         .expect("pct");
     assert_eq!(p, vec![10 * MS]);
@@ -378,6 +382,7 @@ pub async fn rollups_merge(store: &dyn SpanStore) {
             operation: Some("rm-op".into()),
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("latency");
@@ -572,6 +577,7 @@ pub async fn search_attributes(store: &dyn SpanStore) {
             .map(|(k, v)| AttrFilter {
                 key: k.into(),
                 value: v,
+                mode: Default::default(),
             })
             .collect();
         async move {
@@ -629,6 +635,203 @@ pub async fn search_attributes(store: &dyn SpanStore) {
         "case-sensitive",
     )
     .await;
+}
+
+/// Jaeger-style text conditions (`AttrMatch::Text`): an attribute matches
+/// when its text as Jaeger renders it equals the given string, whatever its
+/// stored type; typed conditions on the same data stay typed.
+pub async fn search_attributes_as_text(store: &dyn SpanStore) {
+    let t0 = day(13) + 1_000;
+    let (a, b, c, d, e) = (tid(14, 1), tid(14, 2), tid(14, 3), tid(14, 4), tid(14, 5));
+    let mut sa = span(a, 0, None, "txt-svc", "op", t0, MS);
+    sa.attributes = vec![
+        kv("http.status_code", AttrValue::Int(500)),
+        kv("version", AttrValue::Str("1.0".into())),
+        kv("cached", AttrValue::Bool(true)),
+    ];
+    // Zipkin sends every tag as a string.
+    let mut sb = span(b, 0, None, "txt-svc", "op", t0 + 1, MS);
+    sb.attributes = vec![
+        kv("http.status_code", AttrValue::Str("500".into())),
+        kv("cached", AttrValue::Str("true".into())),
+    ];
+    let mut sc = span(c, 0, None, "txt-svc", "op", t0 + 2, MS);
+    sc.attributes = vec![
+        kv("http.status_code", AttrValue::Double(500.0)),
+        kv("version", AttrValue::Double(1.0)),
+        kv("ratio", AttrValue::Double(0.25)),
+    ];
+    let mut sd = span(d, 0, None, "txt-svc", "op", t0 + 3, MS);
+    sd.attributes = vec![
+        kv("http.status_code", AttrValue::Int(200)),
+        kv("version", AttrValue::Str("1".into())),
+    ];
+    let mut se = span(e, 0, None, "txt-svc", "op", t0 + 4, MS);
+    se.attributes = vec![kv("http.status_code", AttrValue::Str("0500".into()))];
+    store
+        .write_spans(&[sa, sb, sc, sd, se])
+        .await
+        .expect("write");
+    let r = day_range(day(13));
+    let check = |filters: Vec<AttrFilter>, want: Vec<TraceId>, what: &'static str| {
+        let mut q = query(r);
+        q.attributes = filters;
+        async move {
+            assert_eq!(search_ids(store, &q).await, want, "{what}");
+        }
+    };
+    check(
+        vec![AttrFilter::text("http.status_code", "500")],
+        vec![c, b, a],
+        "500 as text: int, string and double 500, not \"0500\"",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("version", "1.0")],
+        vec![a],
+        "1.0 as text: only the string (Jaeger prints the double 1.0 as 1)",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("version", "1")],
+        vec![d, c],
+        "1 as text: the string \"1\" and the double 1.0",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("cached", "true")],
+        vec![b, a],
+        "true as text: bool and string",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("ratio", "0.25")],
+        vec![c],
+        "a double by its text",
+    )
+    .await;
+    check(
+        vec![
+            AttrFilter::text("http.status_code", "500"),
+            AttrFilter::text("cached", "true"),
+        ],
+        vec![b, a],
+        "two text conditions on one span",
+    )
+    .await;
+    check(
+        vec![
+            AttrFilter::text("http.status_code", "500"),
+            AttrFilter::typed("version", AttrValue::Str("1.0".into())),
+        ],
+        vec![a],
+        "text and typed together",
+    )
+    .await;
+    check(
+        vec![AttrFilter::typed("http.status_code", AttrValue::Int(500))],
+        vec![a],
+        "typed stays typed",
+    )
+    .await;
+    check(
+        vec![AttrFilter::text("http.status_code", "x') OR 1=1 --")],
+        vec![],
+        "hostile text",
+    )
+    .await;
+}
+
+/// Latency/rate rollups narrowed to span kinds (`LatencyQuery::kinds`): what
+/// a service's request rate counts (its SERVER and CONSUMER spans).
+pub async fn latency_by_kind(store: &dyn SpanStore) {
+    let m0 = day(14) + 60 * MINUTE_NS;
+    let mut agg = RollupAggregator::default();
+    let mut n = 0u32;
+    // (kind, operation, spans, errors, duration)
+    let plan = [
+        (SpanKind::Server, "GET /a", 10u64, 2u64, 100 * MS),
+        (SpanKind::Consumer, "msg", 4, 1, 100 * MS),
+        (SpanKind::Internal, "GET /a", 30, 0, MS),
+        (SpanKind::Client, "call", 20, 10, 50 * MS),
+    ];
+    for (kind, op, count, errors, dur) in plan {
+        for i in 0..count {
+            n += 1;
+            let minute = (i % 2) * MINUTE_NS;
+            let mut s = span(
+                tid(15, n),
+                0,
+                None,
+                "lk-svc",
+                op,
+                m0 + minute + n as u64 * MS,
+                dur,
+            );
+            s.kind = kind;
+            if i < errors {
+                s.status_code = StatusCode::Error;
+            }
+            agg.observe(&s);
+        }
+    }
+    store
+        .write_rollups(&agg.drain_all())
+        .await
+        .expect("rollups");
+    let range = TimeRange {
+        start_ns: m0,
+        end_ns: m0 + 2 * MINUTE_NS,
+    };
+    let lat = |operation: Option<&str>, kinds: Vec<SpanKind>, step_ns: Option<u64>| {
+        let q = LatencyQuery {
+            service: "lk-svc".into(),
+            operation: operation.map(str::to_string),
+            range,
+            step_ns,
+            kinds,
+        };
+        async move { store.latency(&q).await.expect("latency") }
+    };
+    let total = |pts: Vec<LatencyPoint>| {
+        pts.iter()
+            .fold((0, 0), |(c, e), p| (c + p.count, e + p.errors))
+    };
+    let entry = vec![SpanKind::Server, SpanKind::Consumer];
+    let pts = lat(None, entry.clone(), None).await;
+    assert_eq!(pts.len(), 1);
+    assert_eq!((pts[0].count, pts[0].errors), (14, 3), "server + consumer");
+    assert_close("entry p50", pts[0].p50_ns, 100 * MS);
+    assert_close("entry p99", pts[0].p99_ns, 100 * MS);
+    assert_eq!(total(lat(None, vec![], None).await), (64, 13), "every kind");
+    assert_eq!(
+        total(lat(None, vec![SpanKind::Client], None).await),
+        (20, 10),
+        "client only"
+    );
+    assert_eq!(
+        total(lat(None, vec![SpanKind::Producer], None).await),
+        (0, 0),
+        "a kind with no spans"
+    );
+    assert_eq!(
+        total(lat(Some("GET /a"), entry.clone(), None).await),
+        (10, 2),
+        "operation and kinds together"
+    );
+    assert_eq!(
+        total(lat(Some("GET /a"), vec![], None).await),
+        (40, 2),
+        "operation, every kind"
+    );
+    let series = lat(None, entry, Some(MINUTE_NS)).await;
+    assert_eq!(series.len(), 2, "one point per minute");
+    assert_eq!(series[0].count + series[1].count, 14);
+    assert_eq!(
+        (series[0].count, series[1].count),
+        (7, 7),
+        "split by minute"
+    );
 }
 
 /// Cursor pagination walks every match once, newest first.
@@ -908,7 +1111,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
     let qs = [0.5, 0.95, 0.99, 0.0, 1.0];
     let r = day_range(day(10));
     let got = store
-        .exact_percentiles("ep-svc", None, r, &qs)
+        .exact_percentiles("ep-svc", None, &[], r, &qs)
         .await
         .expect("pct");
     assert_eq!(
@@ -919,7 +1122,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
         "service percentiles"
     );
     let got = store
-        .exact_percentiles("ep-svc", Some("ep-a"), r, &qs)
+        .exact_percentiles("ep-svc", Some("ep-a"), &[], r, &qs)
         .await
         .expect("pct op");
     assert_eq!(
@@ -930,7 +1133,7 @@ pub async fn exact_percentiles(store: &dyn SpanStore) {
         "operation percentiles"
     );
     let none = store
-        .exact_percentiles("ep-nothing", None, r, &qs)
+        .exact_percentiles("ep-nothing", None, &[], r, &qs)
         .await
         .expect("pct none");
     assert!(none.is_empty(), "no spans: empty");
@@ -984,6 +1187,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
         operation: Some("lt-op".into()),
         range,
         step_ns,
+        kinds: vec![],
     };
     let pts = store
         .latency(&lq(Some(MINUTE_NS)))
@@ -1011,6 +1215,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
             operation: None,
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("service latency");
@@ -1021,6 +1226,7 @@ pub async fn latency_from_rollups(store: &dyn SpanStore) {
             operation: None,
             range,
             step_ns: None,
+            kinds: vec![],
         })
         .await
         .expect("empty latency");
@@ -1074,10 +1280,12 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
         AttrFilter {
             key: "k'\"\\".into(),
             value: AttrValue::Str("v') OR 1=1 --".into()),
+            mode: Default::default(),
         },
         AttrFilter {
             key: "big".into(),
             value: AttrValue::Str(big.clone()),
+            mode: Default::default(),
         },
     ];
     assert_eq!(
@@ -1100,6 +1308,7 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
     q.attributes = vec![AttrFilter {
         key: "sql".into(),
         value: AttrValue::Str("x' OR '1'='1".into()),
+        mode: Default::default(),
     }];
     assert!(
         search_ids(store, &q).await.is_empty(),
@@ -1156,6 +1365,7 @@ pub async fn retention(store: &dyn SpanStore) {
         operation: None,
         range: day_range(d),
         step_ns: None,
+        kinds: vec![],
     };
     let old_pts = store
         .latency(&lat("rt-old", old_day))

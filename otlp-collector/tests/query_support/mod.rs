@@ -467,10 +467,61 @@ pub async fn start() -> Served {
     }
 }
 
+/// The fixture behind a real `Collector` (the auth middleware included) with
+/// a query token configured; receivers are disabled.
+pub struct ServedCollector {
+    pub collector: ferrotrace_collector::server::Collector,
+    pub store: Arc<SqliteStore>,
+    pub addr: SocketAddr,
+    pub fx: Fixture,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Starts a collector whose query API and UI require `token`; the fixture's
+/// traces begin 20 minutes ago.
+pub async fn start_collector_with_query_token(token: &str) -> ServedCollector {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("spans.db")).unwrap());
+    let base = (now_ns() - 20 * 60 * 1_000_000_000) / 1_000_000_000 * 1_000_000_000;
+    let (fx, spans) = generate(base);
+    fill(&store, &spans).await;
+    let mut cfg = ferrotrace_collector::config::Config {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    cfg.server.otlp_grpc_addr = String::new();
+    cfg.server.otlp_http_addr = String::new();
+    cfg.server.zipkin_addr = String::new();
+    cfg.server.http_addr = "127.0.0.1:0".into();
+    cfg.auth.query_tokens = vec![token.to_string()];
+    let mut collector =
+        ferrotrace_collector::server::Collector::start(cfg, store.clone() as Arc<dyn SpanStore>)
+            .await
+            .expect("collector starts");
+    collector.wait_ready().await;
+    let addr = collector.addrs.http.expect("query listener");
+    ServedCollector {
+        collector,
+        store,
+        addr,
+        fx,
+        _dir: dir,
+    }
+}
+
 /// GET over a fresh connection; returns status and body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, &[]).await
+}
+
+/// GET with extra request headers; returns status and body.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();

@@ -75,8 +75,52 @@
   }
 
   // ---------- data access ----------
+  // With a query token configured, the API answers 401 until the page sends
+  // `Authorization: Bearer <token>`. The token is asked for in the page, kept
+  // in sessionStorage (gone when the tab closes) and only ever sent in that
+  // header: never in a URL, never logged.
+  const TOKEN_KEY = 'ferrotrace.queryToken';
+  function storedToken() { try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; } }
+  function storeToken(t) { try { if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage disabled */ } }
+  let tokenPrompt = null; // one prompt shared by every request waiting for a token
+  function askToken(rejected) {
+    if (tokenPrompt) return tokenPrompt;
+    tokenPrompt = new Promise((resolve) => {
+      const input = el('input', { type: 'password', id: 'auth-token', name: 'token', autocomplete: 'current-password', required: 'required' });
+      const form = el('form', { cls: 'auth-box', id: 'auth-form' },
+        el('h3', { text: 'Query token required' }),
+        el('p', { text: 'This collector protects its query API with a bearer token. Enter the query token to continue; it is kept only for this browser tab.' }),
+        rejected ? el('p', { cls: 'error-box', id: 'auth-rejected', text: 'The token was rejected; check it and try again.' }) : null,
+        el('label', null, 'Token ', input),
+        el('button', { type: 'submit', id: 'auth-submit', text: 'Continue' }));
+      const overlay = el('div', { cls: 'auth-overlay', id: 'auth-prompt', role: 'dialog', 'aria-modal': 'true' }, form);
+      form.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const t = input.value.trim();
+        if (!t) return;
+        storeToken(t);
+        overlay.remove();
+        tokenPrompt = null;
+        resolve();
+      });
+      document.body.appendChild(overlay);
+      input.focus();
+    });
+    return tokenPrompt;
+  }
   async function api(url) {
-    const r = await fetch(url, { headers: { Accept: 'application/json' } });
+    let r;
+    for (;;) {
+      const sent = storedToken();
+      const headers = { Accept: 'application/json' };
+      if (sent) headers.Authorization = 'Bearer ' + sent;
+      r = await fetch(url, { headers, credentials: 'omit' });
+      if (r.status !== 401) break;
+      // A token entered meanwhile (by another request's prompt) is tried first.
+      if (storedToken() && storedToken() !== sent) continue;
+      if (sent) storeToken('');
+      await askToken(!!sent);
+    }
     let body = null;
     try { body = await r.json(); } catch (_) { /* not JSON */ }
     if (!r.ok) throw new Error((body && body.error) || ('HTTP ' + r.status));
@@ -507,8 +551,9 @@
     const rates = await api('/api/native/rates?' + new URLSearchParams({ start: win.start, end: win.end })).catch((e) => { app.appendChild(errorBox(e.message)); return null; });
     if (rates) {
       app.appendChild(el('table', { cls: 'results', id: 'rates' },
-        el('thead', null, el('tr', null, ['Service', 'Requests', 'Rate', 'Errors', 'Error rate'].map((h) => el('th', { text: h })))),
-        el('tbody', null, rates.services.map((r) => el('tr', null, el('td', null, el('a', { href: '#/service/' + encodeURIComponent(r.service), text: r.service })), el('td', { text: r.count }), el('td', { text: r.rate_per_s.toFixed(2) + '/s' }), el('td', { text: r.errors }), el('td', { text: fmtPct(r.error_rate) }))))));
+        el('thead', null, el('tr', null, ['Service', 'Requests', 'Rate', 'Errors', 'Error rate', 'Counted'].map((h) => el('th', { text: h })))),
+        el('tbody', null, rates.services.map((r) => el('tr', { 'data-service': r.service }, el('td', null, el('a', { href: '#/service/' + encodeURIComponent(r.service), text: r.service })), el('td', { text: r.count }), el('td', { text: r.rate_per_s.toFixed(2) + '/s' }), el('td', { text: r.errors }), el('td', { text: fmtPct(r.error_rate) }),
+          el('td', { cls: 'muted', text: r.basis === 'all_spans' ? 'all spans (no server/consumer spans)' : 'server/consumer spans' }))))));
     }
     if (!service) return;
     const q = new URLSearchParams({ service, start: win.start, end: win.end });
@@ -526,6 +571,9 @@
       lineChart('Error rate', series, [['errors', '#d32f2f', pts.map((p) => p.error_rate)]].concat(cpts ? [['prev', '#8a96a3', cpts.map((p) => p.error_rate), true]] : []), fmtPct),
     );
     app.appendChild(el('h3', { text: service }));
+    app.appendChild(el('p', { cls: 'muted', id: 'svc-basis', text: series.basis === 'all_spans'
+      ? 'Requests: all spans of this service (it has no server/consumer spans in this window).'
+      : 'Requests: server and consumer spans (where work enters the service); internal and client spans are not counted.' }));
     app.appendChild(charts);
     try {
       const ops = await api('/api/native/latency/operations?' + new URLSearchParams({ service, start: win.start, end: win.end }));
