@@ -164,6 +164,8 @@ pub struct Metrics {
     pub wal_segments_deleted: AtomicU64,
     /// Corrupt or torn WAL records skipped at replay.
     pub wal_corrupt_records: AtomicU64,
+    /// WAL I/O failures by operation (`write`, `fsync`, `rotate`).
+    pub wal_io_errors: CounterVec,
     /// Sampling decisions by `stage:decision:reason`.
     pub sampling_decisions: CounterVec,
     /// Spans written to the sink.
@@ -197,6 +199,7 @@ impl Default for Metrics {
             wal_appends: AtomicU64::new(0),
             wal_segments_deleted: AtomicU64::new(0),
             wal_corrupt_records: AtomicU64::new(0),
+            wal_io_errors: CounterVec::default(),
             sampling_decisions: CounterVec::default(),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
@@ -256,7 +259,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 5] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 6] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -286,6 +289,12 @@ impl Metrics {
                 "Failed sink batch writes by kind.",
                 "kind",
                 &self.sink_errors,
+            ),
+            (
+                "ferrotrace_wal_io_errors_total",
+                "WAL write, fsync and segment-creation failures; the requests involved were refused.",
+                "op",
+                &self.wal_io_errors,
             ),
         ];
         for (name, help, label, v) in vecs {
