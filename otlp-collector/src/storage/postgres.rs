@@ -354,6 +354,28 @@ fn parse_partition_name(name: &str) -> Option<i64> {
     Some(common::days_from_civil(y, m, d))
 }
 
+fn parse_config(url: &str) -> StorageResult<tokio_postgres::Config> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        StorageError::Backend(format!(
+            "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
+        ))
+    })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StorageError::Backend(
+            "sslmode=require is not supported: TLS to PostgreSQL is not implemented; \
+             use sslmode=disable on a trusted network or a TLS tunnel"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Checks a PostgreSQL URL without connecting (used at start, so that a
+/// malformed URL fails the start instead of being retried forever).
+pub(crate) fn check_url(url: &str) -> StorageResult<()> {
+    parse_config(url).map(|_| ())
+}
+
 impl PostgresStore {
     /// Connects with default options, applies migrations and creates the
     /// upcoming day partitions. `url` is a libpq-style URL or key=value string
@@ -364,18 +386,7 @@ impl PostgresStore {
 
     /// Like [`connect`](Self::connect) with explicit options.
     pub async fn connect_with(url: &str, opts: PostgresOptions) -> StorageResult<Self> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            StorageError::Backend(format!(
-                "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
-            ))
-        })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StorageError::Backend(
-                "sslmode=require is not supported: TLS to PostgreSQL is not implemented; \
-                 use sslmode=disable on a trusted network or a TLS tunnel"
-                    .into(),
-            ));
-        }
+        let config = parse_config(url)?;
         let pool = Pool {
             config,
             slots: (0..opts.pool_size.max(1))
