@@ -335,3 +335,60 @@ async fn collector_starts_with_postgres_down_and_drains_the_wal_once_it_is_up() 
     );
     assert_eq!(store.get_trace(trace_id(7), None).await.unwrap().len(), 5);
 }
+
+/// The primary key has to include the partition key (`start_ns`), so it does
+/// not stop a span re-sent with other start times (a clock-corrected resend,
+/// or one landing in another day partition) from being stored twice; the
+/// insert from staging does. The first stored version wins, as in SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_ids_with_another_start_time_are_stored_once() {
+    use conformance::{day, span, tid, MS};
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.fresh_db("idem_start").await;
+    let store = PostgresStore::connect_with(&url, wide_partitions())
+        .await
+        .expect("connect");
+    let trace = tid(77, 1);
+    let t0 = day(3) + 5_000;
+    let first: Vec<_> = (0..4)
+        .map(|i| span(trace, i, None, "idem-pg", "op", t0 + i as u64, MS))
+        .collect();
+    store.write_spans(&first).await.expect("first write");
+
+    // The same ids: shifted by a microsecond (same partition), by a day (another
+    // partition), and twice within one batch, plus one new span.
+    let mut resend: Vec<_> = first
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.start_ns += 1_000;
+            s.end_ns += 1_000;
+            s
+        })
+        .collect();
+    resend[1].start_ns = first[1].start_ns + 86_400_000_000_000;
+    resend[1].end_ns = resend[1].start_ns + MS;
+    resend.push(span(trace, 9, None, "idem-pg", "op", t0 + 50, MS));
+    resend.push(span(trace, 9, None, "idem-pg", "op", t0 + 60, MS));
+    store.write_spans(&resend).await.expect("resend");
+
+    assert_eq!(
+        sql_count(
+            &url,
+            "SELECT COUNT(*) FROM ft_spans WHERE service = 'idem-pg'"
+        )
+        .await,
+        5
+    );
+    let spans = store.get_trace(trace, None).await.expect("get");
+    assert_eq!(spans.len(), 5);
+    for s in &first {
+        let stored = spans.iter().find(|x| x.span_id == s.span_id).unwrap();
+        assert_eq!(stored.start_ns, s.start_ns, "the first version is kept");
+    }
+    let nine = spans
+        .iter()
+        .find(|x| x.span_id == resend[4].span_id)
+        .unwrap();
+    assert_eq!(nine.start_ns, t0 + 50);
+}

@@ -15,8 +15,15 @@
 //!   merged at query time (sketch merging is not expressible in SQL).
 //!
 //! Writes go through binary `COPY` into a per-connection temporary staging
-//! table, then one `INSERT ... ON CONFLICT DO NOTHING`, so a retried batch
-//! never duplicates a span. Retention drops whole day partitions and deletes
+//! table, then one `INSERT ... SELECT` that skips every staged span whose
+//! `(trace_id, span_id)` is already stored (or staged twice), so a retried
+//! batch never duplicates a span. The primary key must contain the partition
+//! key (`trace_id, span_id, start_ns`), so it alone would let a span re-sent
+//! with another start time in twice; the `NOT EXISTS` probe uses the primary
+//! key's `(trace_id, span_id)` prefix in each partition. Like SQLite, the first
+//! version of a span stored wins. Two collectors writing the same span with
+//! different start times in the same instant can still both insert it (the
+//! probe is not a constraint); one collector writes its batches in sequence. Retention drops whole day partitions and deletes
 //! only the remainder older than the cutoff.
 //!
 //! PostgreSQL `text` and `jsonb` cannot hold NUL characters, which span data
@@ -575,7 +582,11 @@ impl PostgresStore {
         let inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO ft_spans ({SPAN_COLUMNS}) SELECT {SPAN_COLUMNS} FROM ft_stage \
+                    "INSERT INTO ft_spans ({SPAN_COLUMNS}) \
+                     SELECT DISTINCT ON (trace_id, span_id) {SPAN_COLUMNS} FROM ft_stage s \
+                     WHERE NOT EXISTS (SELECT 1 FROM ft_spans t \
+                                       WHERE t.trace_id = s.trace_id AND t.span_id = s.span_id) \
+                     ORDER BY trace_id, span_id, start_ns \
                      ON CONFLICT DO NOTHING"
                 ),
                 &[],
