@@ -166,6 +166,8 @@ pub struct Metrics {
     pub wal_corrupt_records: AtomicU64,
     /// WAL I/O failures by operation (`write`, `fsync`, `rotate`).
     pub wal_io_errors: CounterVec,
+    /// Bytes of request bodies (as received and inflated) held by receivers now.
+    pub inflight_bytes: AtomicU64,
     /// Sampling decisions by `stage:decision:reason`.
     pub sampling_decisions: CounterVec,
     /// Spans written to the sink.
@@ -200,6 +202,7 @@ impl Default for Metrics {
             wal_segments_deleted: AtomicU64::new(0),
             wal_corrupt_records: AtomicU64::new(0),
             wal_io_errors: CounterVec::default(),
+            inflight_bytes: AtomicU64::new(0),
             sampling_decisions: CounterVec::default(),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
@@ -303,7 +306,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 13] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 14] = [
+            (
+                "ferrotrace_receiver_inflight_bytes",
+                "gauge",
+                "Bytes of request bodies (received and inflated) held by the receivers, bounded by limits.max_inflight_bytes.",
+                &self.inflight_bytes,
+            ),
             (
                 "ferrotrace_attributes_dropped_total",
                 "counter",

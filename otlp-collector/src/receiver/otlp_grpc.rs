@@ -18,7 +18,7 @@ use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
-use super::body::{gunzip_limited, read_limited, BodyError};
+use super::body::{gunzip_into, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
 use super::{decode, Ingest, SubmitError};
@@ -157,9 +157,14 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
 /// (`limits.max_decompressed_bytes`) in chunks, so a "gzip bomb" is refused
 /// after inflating at most the limit. Returns the body to hand to tonic (an
 /// uncompressed frame) or the error response to send.
+///
+/// Everything held is charged to `guard` (the shared in-flight budget),
+/// including the copy tonic makes of the frame; over budget →
+/// RESOURCE_EXHAUSTED with RetryInfo.
 async fn read_limited_frame<B>(
     ing: &Ingest,
     req: http::Request<B>,
+    guard: &mut InflightGuard,
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Status>
 where
     B: http_body::Body<Data = Bytes>,
@@ -192,10 +197,20 @@ where
             None,
         )
     };
+    let over_budget = |e: BodyError| {
+        ing.over_budget();
+        status_with_details(
+            Code::ResourceExhausted,
+            code::RESOURCE_EXHAUSTED,
+            e.to_string(),
+            Some(ing.retry_after_secs),
+        )
+    };
     let (mut parts, body) = req.into_parts();
     // The gRPC frame adds a 5-byte prefix to the message.
-    let data = match read_limited(body, None, max_req.saturating_add(5)).await {
+    let data = match read_limited(body, None, max_req.saturating_add(5), guard).await {
         Ok(d) => d,
+        Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
         Err(BodyError::TooLarge(_)) => {
             return Err(too_large(format!(
                 "request message exceeds the {max_req}-byte limit (limits.max_request_bytes)"
@@ -221,7 +236,9 @@ where
             .get("grpc-encoding")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         if compressed && gzip {
-            let inflated = match gunzip_limited(&data[5..end], max_inflated) {
+            // Inflate behind a frame header, so tonic gets an uncompressed
+            // frame without a second copy.
+            let mut framed = match gunzip_into(&data[5..end], max_inflated, guard, vec![0u8; 5]) {
                 Ok(d) => d,
                 Err(BodyError::InflatedTooLarge(_)) => {
                     return Err(too_large(format!(
@@ -229,6 +246,7 @@ where
                          (limits.max_decompressed_bytes)"
                     )))
                 }
+                Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
                 Err(e) => {
                     ing.bad_request(source, "invalid_argument");
                     return Err(status_with_details(
@@ -239,10 +257,8 @@ where
                     ));
                 }
             };
-            let mut framed = Vec::with_capacity(5 + inflated.len() + data.len() - end);
-            framed.push(0);
-            framed.extend_from_slice(&(inflated.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&inflated);
+            let inflated_len = (framed.len() - 5) as u32;
+            framed[1..5].copy_from_slice(&inflated_len.to_be_bytes());
             framed.extend_from_slice(&data[end..]);
             body = Bytes::from(framed);
             parts.headers.remove("grpc-encoding");
@@ -253,6 +269,8 @@ where
         }
         // Another encoding is left to tonic, which answers UNIMPLEMENTED.
     }
+    // tonic buffers the frame once more while decoding it.
+    guard.charge(body.len()).map_err(over_budget)?;
     Ok(http::Request::from_parts(
         parts,
         http_body_util::Full::new(body),
@@ -276,7 +294,10 @@ where
         let ingest = self.ingest.clone();
         if req.uri().path() == EXPORT_PATH {
             Box::pin(async move {
-                let req = match read_limited_frame(&ingest, req).await {
+                // Held until the response is ready, so the budget covers the
+                // request's bytes for as long as they are in memory.
+                let mut guard = ingest.inflight.guard();
+                let req = match read_limited_frame(&ingest, req, &mut guard).await {
                     Ok(r) => r,
                     Err(status) => return Ok(status.into_http()),
                 };
@@ -287,7 +308,9 @@ where
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip)
                     .max_decoding_message_size(max);
-                Ok(grpc.unary(ExportSvc(ingest), req).await)
+                let resp = grpc.unary(ExportSvc(ingest), req).await;
+                drop(guard);
+                Ok(resp)
             })
         } else {
             Box::pin(async move {
