@@ -214,6 +214,10 @@ pub struct LimitsConfig {
     pub max_request_bytes: usize,
     /// Maximum body after decompression in bytes; larger → 413.
     pub max_decompressed_bytes: usize,
+    /// Memory budget for request bodies held by all receivers at once (as
+    /// received plus inflated); a request that would exceed it → 429 /
+    /// RESOURCE_EXHAUSTED with a retry hint.
+    pub max_inflight_bytes: usize,
     /// Maximum spans in one request; more → 413.
     pub max_spans_per_request: usize,
     /// Attributes kept per span (and per event/link/resource); the rest are dropped and counted.
@@ -229,6 +233,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_request_bytes: 8 * 1024 * 1024,
             max_decompressed_bytes: 32 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
             max_spans_per_request: 50_000,
             max_attributes_per_span: 128,
             max_attribute_value_bytes: 8 * 1024,
@@ -427,6 +432,22 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_request_bytes and limits.max_decompressed_bytes must be above 0".into(),
             ));
+        }
+        // The most one request can hold: a gRPC message as received, inflated,
+        // and the uncompressed frame tonic buffers (which may carry trailing bytes).
+        let largest = self
+            .limits
+            .max_request_bytes
+            .saturating_add(self.limits.max_decompressed_bytes)
+            .saturating_mul(2)
+            .saturating_add(1024);
+        if self.limits.max_inflight_bytes < largest {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_inflight_bytes ({}) must be at least 2 × (limits.max_request_bytes + \
+                 limits.max_decompressed_bytes) + 1024 = {largest}, or a request at the limits \
+                 could never be read",
+                self.limits.max_inflight_bytes
+            )));
         }
         if matches!(
             self.storage.kind,

@@ -2,14 +2,11 @@
 //! write-ahead log, and stores them (embedded SQLite by default).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use ferrotrace_collector::config::{Config, StorageKind};
-use ferrotrace_collector::pipeline::NullStore;
 use ferrotrace_collector::server::Collector;
-use ferrotrace_collector::storage::SpanStore;
 
 /// OTLP/Zipkin trace collector with a durable write-ahead log.
 #[derive(Parser, Debug)]
@@ -84,60 +81,6 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn SpanStore>> {
-    Ok(match cfg.storage.kind {
-        StorageKind::Sqlite => {
-            let path = cfg.sqlite_path();
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            let store = ferrotrace_collector::storage::sqlite::SqliteStore::open_with(
-                &path,
-                cfg.sqlite.clone(),
-            )
-            .with_context(|| format!("opening SQLite store {}", path.display()))?;
-            Arc::new(store)
-        }
-        StorageKind::Postgres => {
-            let url = cfg
-                .storage
-                .url
-                .as_deref()
-                .context("storage postgres needs --storage-url")?;
-            Arc::new(
-                ferrotrace_collector::storage::postgres::PostgresStore::connect_with(
-                    url,
-                    cfg.postgres.clone(),
-                )
-                .await
-                .context("connecting to PostgreSQL")?,
-            )
-        }
-        StorageKind::Clickhouse => {
-            let url = cfg
-                .storage
-                .url
-                .as_deref()
-                .context("storage clickhouse needs --storage-url")?;
-            Arc::new(
-                ferrotrace_collector::storage::clickhouse::ClickHouseStore::connect(
-                    url,
-                    cfg.clickhouse.clone(),
-                )
-                .await
-                .context("connecting to ClickHouse")?,
-            )
-        }
-        StorageKind::Null => {
-            tracing::warn!(
-                "storage = null: spans are discarded after the pipeline (benchmarking only)"
-            );
-            Arc::new(NullStore)
-        }
-    })
-}
-
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -177,7 +120,9 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let store = open_store(&cfg).await?;
+        // A database sink that is down is connected in the background; only
+        // a bad URL or an unusable SQLite file stops the start.
+        let store = ferrotrace_collector::storage::connecting::open(&cfg)?;
         let collector = Collector::start(cfg, store).await?;
         wait_for_signal().await;
         tracing::info!("signal received; shutting down");

@@ -164,6 +164,10 @@ pub struct Metrics {
     pub wal_segments_deleted: AtomicU64,
     /// Corrupt or torn WAL records skipped at replay.
     pub wal_corrupt_records: AtomicU64,
+    /// WAL I/O failures by operation (`write`, `fsync`, `rotate`).
+    pub wal_io_errors: CounterVec,
+    /// Bytes of request bodies (as received and inflated) held by receivers now.
+    pub inflight_bytes: AtomicU64,
     /// Sampling decisions by `stage:decision:reason`.
     pub sampling_decisions: CounterVec,
     /// Spans written to the sink.
@@ -197,6 +201,8 @@ impl Default for Metrics {
             wal_appends: AtomicU64::new(0),
             wal_segments_deleted: AtomicU64::new(0),
             wal_corrupt_records: AtomicU64::new(0),
+            wal_io_errors: CounterVec::default(),
+            inflight_bytes: AtomicU64::new(0),
             sampling_decisions: CounterVec::default(),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
@@ -256,7 +262,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 5] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 6] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -287,6 +293,12 @@ impl Metrics {
                 "kind",
                 &self.sink_errors,
             ),
+            (
+                "ferrotrace_wal_io_errors_total",
+                "WAL write, fsync and segment-creation failures; the requests involved were refused.",
+                "op",
+                &self.wal_io_errors,
+            ),
         ];
         for (name, help, label, v) in vecs {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -294,7 +306,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 13] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 14] = [
+            (
+                "ferrotrace_receiver_inflight_bytes",
+                "gauge",
+                "Bytes of request bodies (received and inflated) held by the receivers, bounded by limits.max_inflight_bytes.",
+                &self.inflight_bytes,
+            ),
             (
                 "ferrotrace_attributes_dropped_total",
                 "counter",

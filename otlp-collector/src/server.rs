@@ -94,6 +94,7 @@ impl std::fmt::Debug for Collector {
 struct HealthState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    store: Arc<dyn SpanStore>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, StartError> {
@@ -122,14 +123,23 @@ async fn metrics_handler(State(h): State<HealthState>) -> Response {
 }
 
 async fn readyz(State(h): State<HealthState>) -> Response {
-    if h.ready.load(Relaxed) {
+    let mut why = Vec::new();
+    if !h.ready.load(Relaxed) {
+        why.push("replaying the write-ahead log or shutting down".to_string());
+    }
+    if let Err(sink) = h.store.ready() {
+        why.push(format!("sink: {sink}"));
+    }
+    if why.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: replaying the write-ahead log or shutting down\n",
-        )
-            .into_response()
+        let mut body = String::from("not ready:\n");
+        for w in why {
+            body.push_str("- ");
+            body.push_str(&w);
+            body.push('\n');
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 
@@ -265,6 +275,7 @@ impl Collector {
             let health = HealthState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                store: store.clone(),
             };
             let base = Router::new()
                 .route("/metrics", get(metrics_handler))

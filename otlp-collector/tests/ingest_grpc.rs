@@ -101,3 +101,169 @@ async fn undecodable_message_is_invalid_argument_and_auth_is_unauthenticated() {
     assert_eq!(wait_spans(tc.store.as_ref(), trace_id(3), 1).await.len(), 1);
     tc.collector.shutdown().await;
 }
+
+/// Sends one raw gRPC frame (`flag`, payload) over HTTP/2; returns the
+/// grpc-status, the grpc-message (percent-decoded) and the grpc-status-details-bin.
+async fn raw_grpc(
+    addr: std::net::SocketAddr,
+    flag: u8,
+    gzip_header: bool,
+    payload: &[u8],
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let mut frame = vec![flag];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if gzip_header {
+        req = req.header("grpc-encoding", "gzip");
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .unwrap();
+    let resp = h2.request(req).await.expect("h2 request");
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.expect("body");
+    let mut trailers = collected.trailers().cloned().unwrap_or_default();
+    trailers.extend(headers);
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let msg = percent_encoding::percent_decode_str(&get("grpc-message"))
+        .decode_utf8_lossy()
+        .into_owned();
+    (get("grpc-status"), msg)
+}
+
+/// Peak resident set size of this process (test and collector), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_and_gzip_bombs_are_refused_with_resource_exhausted() {
+    use prost::Message;
+    let tc = start(|c| {
+        c.limits.max_request_bytes = 64 * 1024;
+        c.limits.max_decompressed_bytes = 1024 * 1024;
+    })
+    .await;
+    let addr = tc.collector.addrs.otlp_grpc.unwrap();
+    let metrics = tc.collector.metrics.clone();
+    let bad = || {
+        metrics
+            .source(ferrotrace_collector::metrics::Source::OtlpGrpc)
+            .bad_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    // Over the compressed (as-sent) limit, uncompressed: tonic's generated client.
+    let big = request_with(1, 1000);
+    assert!(big.encoded_len() > 64 * 1024 && big.encoded_len() < 1024 * 1024);
+    let err = client(addr).await.export(big.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("65536-byte limit (limits.max_request_bytes)"),
+        "{}",
+        err.message()
+    );
+    // The same batch gzipped fits both limits and is stored.
+    let mut gz = client(addr)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
+    gz.export(big).await.expect("gzip export within the limits");
+    assert_eq!(
+        wait_spans(tc.store.as_ref(), trace_id(1), 1000).await.len(),
+        1000
+    );
+
+    // Over the compressed limit while compressed: refused before inflating.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let noisy = gzip(&noise);
+    assert!(noisy.len() > 64 * 1024);
+    let (st, msg) = raw_grpc(addr, 1, true, &noisy).await;
+    assert_eq!(st, "8", "{msg}");
+    assert!(msg.contains("limits.max_request_bytes"), "{msg}");
+    assert_eq!(bad(), 2);
+
+    // A gzip bomb: 256 MiB of zeros in 256 one-MiB gzip members (~256 KiB,
+    // under the request limit, so it is read), inflating past the 1 MiB limit.
+    tc.collector.shutdown().await;
+    let tc = start(|c| {
+        c.limits.max_request_bytes = 2 * 1024 * 1024;
+        c.limits.max_decompressed_bytes = 1024 * 1024;
+    })
+    .await;
+    let addr = tc.collector.addrs.otlp_grpc.unwrap();
+    let member = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 1024 * 1024]).unwrap();
+        e.finish().unwrap()
+    };
+    let bomb: Vec<u8> = member
+        .iter()
+        .copied()
+        .cycle()
+        .take(member.len() * 256)
+        .collect();
+    assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+    let before = peak_rss();
+    let (st, msg) = raw_grpc(addr, 1, true, &bomb).await;
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(st, "8", "{msg}");
+    assert!(
+        msg.contains("decompressed request message exceeds the 1048576-byte limit"),
+        "{msg}"
+    );
+    // Inflating the bomb would take 256 MiB; the limit stops it at 1 MiB.
+    assert!(grown < 64 * 1024 * 1024, "peak RSS grew by {grown} bytes");
+
+    // Uncompressed but over the decompressed limit (the request limit allows it).
+    let (st, msg) = raw_grpc(addr, 0, false, &vec![0u8; 1024 * 1024 + 1]).await;
+    assert_eq!(st, "8", "{msg}");
+    assert!(msg.contains("limits.max_decompressed_bytes"), "{msg}");
+    // Corrupt gzip: INVALID_ARGUMENT naming the problem.
+    let (st, msg) = raw_grpc(addr, 1, true, b"not gzip at all").await;
+    assert_eq!(st, "3", "{msg}");
+    assert!(msg.contains("invalid gzip"), "{msg}");
+    let bad = tc
+        .collector
+        .metrics
+        .source(ferrotrace_collector::metrics::Source::OtlpGrpc)
+        .bad_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(bad, 3);
+    tc.collector.shutdown().await;
+}

@@ -386,3 +386,94 @@ async fn bearer_tokens_guard_receivers_and_query_api_separately() {
     assert!(!text.contains("ingest-token"));
     tc.collector.shutdown().await;
 }
+
+/// Request bodies in flight share one memory budget across every receiver:
+/// while slow uploads hold it, another request gets 429 + Retry-After (HTTP)
+/// or RESOURCE_EXHAUSTED + RetryInfo (gRPC); once they end, it is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_bodies_share_a_memory_budget() {
+    use ferrotrace_collector::receiver::rpc_status::{RetryInfo, RpcStatus};
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncWriteExt;
+    const LIMIT: usize = 64 * 1024;
+    // The smallest budget allowed: 2 × (64 KiB + 64 KiB) + 1024.
+    let budget = 2 * (LIMIT + LIMIT) + 1024;
+    let tc = start(|c| {
+        c.limits.max_request_bytes = LIMIT;
+        c.limits.max_decompressed_bytes = LIMIT;
+        c.limits.max_inflight_bytes = budget;
+    })
+    .await;
+    let http = tc.collector.addrs.otlp_http.unwrap();
+    let metrics = tc.collector.metrics.clone();
+
+    // Four slow uploads announce 64 KiB bodies and send 10 bytes of them.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+                 Content-Length: {LIMIT}\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.inflight_bytes.load(Relaxed) < 4 * LIMIT as u64 {
+        assert!(std::time::Instant::now() < deadline, "uploads not charged");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(metrics
+        .render()
+        .contains(&format!("ferrotrace_receiver_inflight_bytes {}", 4 * LIMIT)));
+
+    // More than the 1024 bytes the uploads leave.
+    let body = request_with(1, 20).encode_to_vec();
+    assert!(body.len() > 1024);
+    let r = post(http, "/v1/traces", &[PROTO], body.clone()).await;
+    assert_eq!(r.status, 429, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(r.headers.contains_key("retry-after"));
+    let st = RpcStatus::decode(r.body.as_ref()).unwrap();
+    assert_eq!(st.code, 8);
+    assert!(
+        st.message.contains("limits.max_inflight_bytes"),
+        "{}",
+        st.message
+    );
+
+    // The budget is shared with the gRPC receiver.
+    let grpc = tc.collector.addrs.otlp_grpc.unwrap();
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .unwrap();
+    let err = client.export(request_with(2, 2)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let details = RpcStatus::decode(err.details()).unwrap();
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    assert!(RetryInfo::decode(details.details[0].value.as_slice()).is_ok());
+    assert_eq!(metrics.requests_failed.get("inflight_full"), 2);
+
+    // The slow uploads give up: their share returns to the budget.
+    drop(slow);
+    while metrics.inflight_bytes.load(Relaxed) != 0 {
+        assert!(std::time::Instant::now() < deadline, "budget not returned");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(post(http, "/v1/traces", &[PROTO], body).await.status, 200);
+    client.export(request_with(2, 2)).await.expect("export");
+    assert_eq!(
+        wait_spans(tc.store.as_ref(), trace_id(1), 20).await.len(),
+        20
+    );
+    assert_eq!(wait_spans(tc.store.as_ref(), trace_id(2), 2).await.len(), 2);
+    tc.collector.shutdown().await;
+}

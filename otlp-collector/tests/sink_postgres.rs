@@ -4,6 +4,7 @@
 //! drops in retention, the default partition, NUL characters, reconnects).
 
 mod conformance;
+mod ingest_util;
 mod support;
 
 use ferrotrace_collector::model::{AttrValue, KeyValue};
@@ -234,4 +235,161 @@ fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// Issue 6, "Selecting a sink": a PostgreSQL that is down at start does not
+/// stop the collector. Receivers keep acknowledging into the WAL, `/readyz`
+/// names the sink (password hidden), and once a server comes up on that port
+/// every acknowledged span is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_starts_with_postgres_down_and_drains_the_wal_once_it_is_up() {
+    use ingest_util::{post, request, request_with, test_config, trace_id};
+    use prost::Message;
+
+    if !PgServer::available() {
+        return;
+    }
+    let port = support::free_port();
+    // Trust authentication: the server never asks for the password, so it only
+    // checks that log lines and /readyz do not show it.
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.storage.kind = ferrotrace_collector::config::StorageKind::Postgres;
+    cfg.storage.url = Some(url.clone());
+    cfg.batcher.retry_initial_ms = 50;
+    cfg.batcher.retry_max_ms = 300;
+    let store = ferrotrace_collector::storage::connecting::open(&cfg).expect("open");
+    let mut collector = ferrotrace_collector::server::Collector::start(cfg, store.clone())
+        .await
+        .expect("the collector starts although PostgreSQL is down");
+    collector.wait_ready().await;
+    let http = collector.addrs.otlp_http.unwrap();
+    let query = collector.addrs.http.unwrap();
+
+    // /readyz: not ready because of the sink, with the target and its password hidden.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let body = loop {
+        let r = request("GET", query, "/readyz", &[], bytes::Bytes::new()).await;
+        assert_eq!(r.status, 503);
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        if body.contains("not connected") || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        body.contains("sink: postgres sink at postgres://postgres:***@127.0.0.1:"),
+        "{body}"
+    );
+    assert!(body.contains("next retry in"), "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
+
+    // Spans are acknowledged meanwhile; trace 1 is sent twice, as a client retry would.
+    let proto = [("content-type", "application/x-protobuf")];
+    for t in (1..=20).chain([1]) {
+        let r = post(
+            http,
+            "/v1/traces",
+            &proto,
+            request_with(t, 5).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+    let before = store.get_trace(trace_id(1), None).await;
+    assert!(
+        matches!(&before, Err(StorageError::Unavailable(m)) if m.contains("not connected")),
+        "{before:?}"
+    );
+
+    let pg = PgServer::start_on(port).expect("postgres starts on the reserved port");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ready = request("GET", query, "/readyz", &[], bytes::Bytes::new()).await;
+        let stored = if ready.status == 200 {
+            sql_count(&pg.url("postgres"), "SELECT COUNT(*) FROM ft_spans").await
+        } else {
+            0
+        };
+        if stored >= 100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {stored} of 100 spans stored; /readyz {}: {}",
+            ready.status,
+            String::from_utf8_lossy(&ready.body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(collector.shutdown().await, "everything drained");
+    let url = pg.url("postgres");
+    assert_eq!(sql_count(&url, "SELECT COUNT(*) FROM ft_spans").await, 100);
+    assert_eq!(
+        sql_count(
+            &url,
+            "SELECT COUNT(*) FROM (SELECT DISTINCT trace_id, span_id FROM ft_spans) d"
+        )
+        .await,
+        100
+    );
+    assert_eq!(store.get_trace(trace_id(7), None).await.unwrap().len(), 5);
+}
+
+/// The primary key has to include the partition key (`start_ns`), so it does
+/// not stop a span re-sent with other start times (a clock-corrected resend,
+/// or one landing in another day partition) from being stored twice; the
+/// insert from staging does. The first stored version wins, as in SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_ids_with_another_start_time_are_stored_once() {
+    use conformance::{day, span, tid, MS};
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.fresh_db("idem_start").await;
+    let store = PostgresStore::connect_with(&url, wide_partitions())
+        .await
+        .expect("connect");
+    let trace = tid(77, 1);
+    let t0 = day(3) + 5_000;
+    let first: Vec<_> = (0..4)
+        .map(|i| span(trace, i, None, "idem-pg", "op", t0 + i as u64, MS))
+        .collect();
+    store.write_spans(&first).await.expect("first write");
+
+    // The same ids: shifted by a microsecond (same partition), by a day (another
+    // partition), and twice within one batch, plus one new span.
+    let mut resend: Vec<_> = first
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.start_ns += 1_000;
+            s.end_ns += 1_000;
+            s
+        })
+        .collect();
+    resend[1].start_ns = first[1].start_ns + 86_400_000_000_000;
+    resend[1].end_ns = resend[1].start_ns + MS;
+    resend.push(span(trace, 9, None, "idem-pg", "op", t0 + 50, MS));
+    resend.push(span(trace, 9, None, "idem-pg", "op", t0 + 60, MS));
+    store.write_spans(&resend).await.expect("resend");
+
+    assert_eq!(
+        sql_count(
+            &url,
+            "SELECT COUNT(*) FROM ft_spans WHERE service = 'idem-pg'"
+        )
+        .await,
+        5
+    );
+    let spans = store.get_trace(trace, None).await.expect("get");
+    assert_eq!(spans.len(), 5);
+    for s in &first {
+        let stored = spans.iter().find(|x| x.span_id == s.span_id).unwrap();
+        assert_eq!(stored.start_ns, s.start_ns, "the first version is kept");
+    }
+    let nine = spans
+        .iter()
+        .find(|x| x.span_id == resend[4].span_id)
+        .unwrap();
+    assert_eq!(nine.start_ns, t0 + 50);
 }

@@ -109,6 +109,11 @@ struct Shared {
     total_bytes: std::sync::atomic::AtomicU64,
     max_bytes: u64,
     metrics: Arc<Metrics>,
+    /// Test-only fault injection: the next this-many `fsync` calls fail, as a
+    /// failing disk would make them. Real write errors are tested end to end
+    /// through `/dev/full`; an fsync error cannot be provoked that way.
+    #[cfg(test)]
+    fail_fsyncs: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -217,6 +222,8 @@ impl Wal {
             total_bytes: std::sync::atomic::AtomicU64::new(total),
             max_bytes: cfg.max_bytes,
             metrics: metrics.clone(),
+            #[cfg(test)]
+            fail_fsyncs: std::sync::atomic::AtomicU32::new(0),
         });
         metrics.wal_bytes.store(total, Relaxed);
         let (tx, rx) = bounded(APPEND_CHANNEL_CAPACITY);
@@ -378,6 +385,12 @@ struct Writer {
     file: File,
     file_len: u64,
     dirty: bool,
+    /// A write or fsync on the current segment failed: its tail is in an
+    /// unknown state (a torn record would hide every later record from
+    /// replay, and after a failed fsync the kernel may have dropped the dirty
+    /// pages), so nothing more is appended to it; the next group starts a new
+    /// segment.
+    poisoned: bool,
     last_sync: Instant,
     buf: Vec<u8>,
 }
@@ -394,6 +407,7 @@ impl Writer {
             file,
             file_len: len,
             dirty: false,
+            poisoned: false,
             last_sync: Instant::now(),
             buf: Vec::with_capacity(1024 * 1024),
         })
@@ -427,30 +441,81 @@ impl Writer {
         Ok((file, 0))
     }
 
-    fn sync(&mut self) {
+    /// Syncs the current segment if it has unsynced writes. A failure is
+    /// counted and logged here; the caller decides what it means for the
+    /// records involved.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut result = Ok(());
         if self.dirty {
-            if let Err(e) = self.file.sync_data() {
-                tracing::error!(error = %e, "WAL fsync failed");
-            }
+            result = self.fsync_current();
             self.shared.metrics.wal_fsyncs.fetch_add(1, Relaxed);
             self.dirty = false;
+            if let Err(e) = &result {
+                self.shared.metrics.wal_io_errors.add("fsync", 1);
+                self.poisoned = true;
+                tracing::error!(
+                    error = %e,
+                    path = %self.shared.path(self.current).display(),
+                    "WAL fsync failed; records not known to be on disk are refused and the segment is closed"
+                );
+            }
         }
         self.last_sync = Instant::now();
+        result
+    }
+
+    fn fsync_current(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        {
+            let f = &self.shared.fail_fsyncs;
+            if f.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+        }
+        self.file.sync_data()
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
-        self.sync();
+        if !self.poisoned {
+            // Under `always` everything written is already synced; under
+            // `interval` a failure here concerns records already acknowledged
+            // by policy, so it can only be counted and logged (in `sync`).
+            let _ = self.sync();
+        }
         let old = self.current;
         let (file, len) = Self::create(&self.shared, old + 1)?;
         self.file = file;
         self.file_len = len;
         self.current = old + 1;
+        self.poisoned = false;
+        self.dirty = false;
         let mut segs = self.shared.segments.lock();
         if let Some(s) = segs.get_mut(&old) {
             s.sealed = true;
         }
         self.shared.maybe_delete(&mut segs, old);
         Ok(())
+    }
+
+    /// Accounts for whatever a failed write left in the current segment, so
+    /// the size bookkeeping matches the file.
+    fn account_partial_write(&mut self) {
+        let actual = self
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(self.file_len);
+        let grown = actual.saturating_sub(self.file_len);
+        self.file_len = actual;
+        if grown > 0 {
+            if let Some(s) = self.shared.segments.lock().get_mut(&self.current) {
+                s.bytes += grown;
+            }
+            let total = self.shared.total_bytes.fetch_add(grown, Relaxed) + grown;
+            self.shared.metrics.wal_bytes.store(total, Relaxed);
+        }
     }
 
     fn run(&mut self, rx: Receiver<AppendReq>) {
@@ -460,7 +525,9 @@ impl Writer {
                 match rx.recv_timeout(self.interval.saturating_sub(self.last_sync.elapsed())) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.sync();
+                        // Records synced here were acknowledged under the
+                        // `interval` policy; a failure is counted and logged.
+                        let _ = self.sync();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -493,15 +560,16 @@ impl Writer {
                 break;
             }
         }
-        self.sync();
+        let _ = self.sync();
     }
 
     fn write_group(&mut self, group: &mut Vec<AppendReq>) {
-        if self.file_len >= self.segment_bytes {
+        if self.poisoned || self.file_len >= self.segment_bytes {
             if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "cannot start a new WAL segment");
+                self.shared.metrics.wal_io_errors.add("rotate", 1);
+                tracing::error!(error = %e, "cannot start a new WAL segment; refusing the appends");
                 for r in group.drain(..) {
-                    let _ = r.reply.send(Err(WalError::Closed));
+                    let _ = r.reply.send(Err(copy_err(&e)));
                 }
                 return;
             }
@@ -535,15 +603,20 @@ impl Writer {
             return;
         }
         let path = self.shared.path(self.current);
-        if let Err(e) = self.file.write_all(&self.buf) {
-            tracing::error!(error = %e, path = %path.display(), "WAL write failed");
-            let kind = e.kind();
+        let refuse = |accepted: Vec<AppendReq>, e: &std::io::Error| {
             for r in accepted {
                 let _ = r.reply.send(Err(WalError::Io {
                     path: path.clone(),
-                    source: std::io::Error::new(kind, e.to_string()),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
                 }));
             }
+        };
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.shared.metrics.wal_io_errors.add("write", 1);
+            tracing::error!(error = %e, path = %path.display(), "WAL write failed; refusing the appends and closing the segment");
+            self.poisoned = true;
+            self.account_partial_write();
+            refuse(accepted, &e);
             return;
         }
         let n = self.buf.len() as u64;
@@ -552,24 +625,51 @@ impl Writer {
         {
             let mut segs = self.shared.segments.lock();
             if let Some(s) = segs.get_mut(&self.current) {
-                s.outstanding += spans_total;
                 s.bytes += n;
             }
         }
         let total = self.shared.total_bytes.fetch_add(n, Relaxed) + n;
         self.shared.metrics.wal_bytes.store(total, Relaxed);
+        let synced = match self.policy {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => {
+                // The records of earlier groups were acknowledged by policy
+                // before this sync; this group's are refused if it fails.
+                self.sync()
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = synced {
+            // Acknowledged means durable: the records may still be in the file
+            // (a later replay stores them; writes are idempotent), but the
+            // client is told to retry, and the spans do not enter the pipeline.
+            refuse(accepted, &e);
+            return;
+        }
+        // Only acknowledged spans are outstanding: a refused record never
+        // reaches the queue, so it must not keep the segment alive.
+        if let Some(s) = self.shared.segments.lock().get_mut(&self.current) {
+            s.outstanding += spans_total;
+        }
         self.shared
             .metrics
             .wal_appends
             .fetch_add(accepted.len() as u64, Relaxed);
-        match self.policy {
-            FsyncPolicy::Always => self.sync(),
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync(),
-            _ => {}
-        }
         for r in accepted {
             let _ = r.reply.send(Ok(self.current));
         }
+    }
+}
+
+fn copy_err(e: &WalError) -> WalError {
+    match e {
+        WalError::Full(n) => WalError::Full(*n),
+        WalError::Busy => WalError::Busy,
+        WalError::Closed => WalError::Closed,
+        WalError::Io { path, source } => WalError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
     }
 }
 
@@ -650,6 +750,43 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
         assert_eq!(wal.read_segment(1).unwrap().len(), 1);
         assert_eq!(m.wal_corrupt_records.load(Relaxed), 1);
+        wal.close();
+    }
+
+    #[tokio::test]
+    async fn failed_fsync_refuses_the_append_and_closes_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let cfg = WalConfig {
+            segment_bytes: 10_000,
+            max_bytes: 100_000,
+            ..WalConfig::default()
+        };
+        let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+        let ok = wal
+            .append(RecordFormat::OtlpProto, 3, Bytes::from(vec![1u8; 50]))
+            .await
+            .unwrap();
+        assert_eq!(ok, 1);
+        wal.shared.fail_fsyncs.store(1, Relaxed);
+        let err = wal
+            .append(RecordFormat::OtlpProto, 5, Bytes::from(vec![2u8; 50]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WalError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        assert_eq!(m.wal_io_errors.get("fsync"), 1);
+        // The next append goes to a fresh segment, and succeeds.
+        let next = wal
+            .append(RecordFormat::OtlpProto, 2, Bytes::from(vec![3u8; 50]))
+            .await
+            .unwrap();
+        assert_eq!(next, 2);
+        assert_eq!(m.wal_appends.load(Relaxed), 2);
+        // Segment 1 is sealed and only the acknowledged record's 3 spans are
+        // outstanding: the refused record does not keep it alive.
+        wal.release(1, 3);
+        assert!(!segment_path(dir.path(), 1).exists());
         wal.close();
     }
 }

@@ -1,13 +1,99 @@
 //! Reading request bodies under limits: the compressed size is checked while
 //! frames arrive (chunked bodies without `Content-Length` are fine), and gzip
 //! is inflated in chunks with a cap, so a small "gzip bomb" is refused after
-//! inflating at most the limit.
+//! inflating at most the limit. Every byte held (as received and inflated) is
+//! charged to one budget shared by all requests ([`InflightBudget`]), so many
+//! concurrent large bodies cannot together exceed `limits.max_inflight_bytes`.
 
 use std::io::Read;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
+
+/// The memory budget for request bodies in flight, shared by every receiver.
+#[derive(Clone, Debug)]
+pub struct InflightBudget {
+    sem: Arc<Semaphore>,
+    max: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl InflightBudget {
+    /// A budget of `max` bytes; the current charge is published in `metrics`.
+    pub fn new(max: usize, metrics: Arc<Metrics>) -> InflightBudget {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        InflightBudget {
+            sem: Arc::new(Semaphore::new(max)),
+            max,
+            metrics,
+        }
+    }
+
+    /// An empty charge for one request; everything charged to it is returned
+    /// to the budget when it is dropped.
+    pub fn guard(&self) -> InflightGuard {
+        InflightGuard {
+            budget: self.clone(),
+            permit: None,
+            bytes: 0,
+        }
+    }
+}
+
+/// What one request has charged to the [`InflightBudget`].
+#[derive(Debug)]
+pub struct InflightGuard {
+    budget: InflightBudget,
+    permit: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl InflightGuard {
+    /// Charges `n` more bytes, or fails with [`BodyError::OverBudget`] when
+    /// the budget has not that much room left (nothing is charged then).
+    pub fn charge(&mut self, n: usize) -> Result<(), BodyError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let permits = u32::try_from(n).map_err(|_| BodyError::OverBudget(self.budget.max))?;
+        let p = self
+            .budget
+            .sem
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| BodyError::OverBudget(self.budget.max))?;
+        match self.permit.as_mut() {
+            Some(held) => held.merge(p),
+            None => self.permit = Some(p),
+        }
+        self.bytes += n;
+        self.budget
+            .metrics
+            .inflight_bytes
+            .fetch_add(n as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Bytes charged so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.budget
+            .metrics
+            .inflight_bytes
+            .fetch_sub(self.bytes as u64, Relaxed);
+    }
+}
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +110,21 @@ pub enum BodyError {
     /// The connection failed while reading.
     #[error("error reading request body: {0}")]
     Read(String),
+    /// Request bodies in flight already hold the whole memory budget.
+    #[error(
+        "the collector is holding its limit of {0} bytes of request bodies \
+         (limits.max_inflight_bytes); retry later"
+    )]
+    OverBudget(usize),
 }
 
-/// Reads a whole body, refusing it once it passes `limit` bytes.
+/// Reads a whole body, refusing it once it passes `limit` bytes; the bytes
+/// are charged to `guard` as they arrive.
 pub async fn read_limited<B>(
     body: B,
     content_length: Option<u64>,
     limit: usize,
+    guard: &mut InflightGuard,
 ) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes>,
@@ -40,8 +134,11 @@ where
         return Err(BodyError::TooLarge(limit));
     }
     let mut body = std::pin::pin!(body);
-    let mut buf =
-        BytesMut::with_capacity(content_length.unwrap_or(16 * 1024).min(limit as u64) as usize);
+    let capacity = content_length.unwrap_or(16 * 1024).min(limit as u64) as usize;
+    // The buffer is allocated now, so it is charged now.
+    guard.charge(capacity)?;
+    let mut charged = capacity;
+    let mut buf = BytesMut::with_capacity(capacity);
     let mut single: Option<Bytes> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
@@ -49,6 +146,10 @@ where
             let total = buf.len() + single.as_ref().map_or(0, Bytes::len) + data.len();
             if total > limit {
                 return Err(BodyError::TooLarge(limit));
+            }
+            if total > charged {
+                guard.charge(total - charged)?;
+                charged = total;
             }
             // The common case is one frame: keep it without copying.
             if buf.is_empty() && single.is_none() {
@@ -64,10 +165,31 @@ where
     Ok(single.unwrap_or_else(|| buf.freeze()))
 }
 
-/// Inflates gzip (possibly multi-member) into at most `limit` bytes.
-pub fn gunzip_limited(data: &[u8], limit: usize) -> Result<Bytes, BodyError> {
+/// Inflates gzip (possibly multi-member) into at most `limit` bytes, charging
+/// the output to `guard` as it grows.
+pub fn gunzip_limited(
+    data: &[u8],
+    limit: usize,
+    guard: &mut InflightGuard,
+) -> Result<Bytes, BodyError> {
+    gunzip_into(data, limit, guard, Vec::new()).map(Bytes::from)
+}
+
+/// Like [`gunzip_limited`], appending to `out` (whose existing bytes are not
+/// counted against `limit` nor charged): lets the gRPC receiver inflate behind
+/// its frame header without a second copy.
+pub fn gunzip_into(
+    data: &[u8],
+    limit: usize,
+    guard: &mut InflightGuard,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, BodyError> {
+    let base = out.len();
     let mut dec = flate2::read::MultiGzDecoder::new(data);
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
+    let initial = (data.len() * 4).min(limit);
+    guard.charge(initial)?;
+    let mut charged = initial;
+    out.reserve(initial);
     let mut chunk = [0u8; 64 * 1024];
     loop {
         let n = dec
@@ -76,12 +198,19 @@ pub fn gunzip_limited(data: &[u8], limit: usize) -> Result<Bytes, BodyError> {
         if n == 0 {
             break;
         }
-        if out.len() + n > limit {
+        let len = out.len() - base;
+        if len + n > limit {
             return Err(BodyError::InflatedTooLarge(limit));
+        }
+        if len + n > charged {
+            // Charge what the vector may grow to, not only what it holds.
+            let target = (len + n).max(out.capacity() - base).min(limit);
+            guard.charge(target - charged)?;
+            charged = target;
         }
         out.extend_from_slice(&chunk[..n]);
     }
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -89,34 +218,75 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn budget(max: usize) -> InflightBudget {
+        InflightBudget::new(max, Arc::new(Metrics::default()))
+    }
+
     #[test]
     fn gzip_bomb_is_capped() {
+        let b = budget(usize::MAX);
+        let g = &mut b.guard();
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&vec![0u8; 10 * 1024 * 1024]).unwrap();
         let gz = enc.finish().unwrap();
         assert!(gz.len() < 20 * 1024);
         assert!(matches!(
-            gunzip_limited(&gz, 1024 * 1024),
+            gunzip_limited(&gz, 1024 * 1024, g),
             Err(BodyError::InflatedTooLarge(_))
         ));
         assert_eq!(
-            gunzip_limited(&gz, 11 * 1024 * 1024).unwrap().len(),
+            gunzip_limited(&gz, 11 * 1024 * 1024, g).unwrap().len(),
             10 * 1024 * 1024
         );
         assert!(matches!(
-            gunzip_limited(b"not gzip", 100),
+            gunzip_limited(b"not gzip", 100, g),
             Err(BodyError::BadGzip(_))
         ));
     }
 
     #[tokio::test]
     async fn limit_enforced_without_content_length() {
+        let b = budget(usize::MAX);
+        let g = &mut b.guard();
         let body = http_body_util::Full::new(Bytes::from(vec![1u8; 100]));
         assert!(matches!(
-            read_limited(body, None, 50).await,
+            read_limited(body, None, 50, g).await,
             Err(BodyError::TooLarge(50))
         ));
         let body = http_body_util::Full::new(Bytes::from(vec![1u8; 100]));
-        assert_eq!(read_limited(body, None, 100).await.unwrap().len(), 100);
+        assert_eq!(read_limited(body, None, 100, g).await.unwrap().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn budget_is_shared_and_returned_on_drop() {
+        let b = budget(1000);
+        let mut first = b.guard();
+        let body = http_body_util::Full::new(Bytes::from(vec![1u8; 700]));
+        read_limited(body, Some(700), 5000, &mut first)
+            .await
+            .unwrap();
+        assert_eq!(b.metrics.inflight_bytes.load(Relaxed), 700);
+        let mut second = b.guard();
+        let body = http_body_util::Full::new(Bytes::from(vec![1u8; 400]));
+        assert!(matches!(
+            read_limited(body, None, 5000, &mut second).await,
+            Err(BodyError::OverBudget(1000))
+        ));
+        drop(second);
+        drop(first);
+        assert_eq!(b.metrics.inflight_bytes.load(Relaxed), 0);
+        let mut third = b.guard();
+        let body = http_body_util::Full::new(Bytes::from(vec![1u8; 900]));
+        read_limited(body, Some(900), 5000, &mut third)
+            .await
+            .unwrap();
+        // Inflating is charged too: 900 + what gzip grows to exceeds 1000.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&[0u8; 500]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert!(matches!(
+            gunzip_limited(&gz, 5000, &mut third),
+            Err(BodyError::OverBudget(1000))
+        ));
     }
 }

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::body::{gunzip_limited, read_limited, BodyError};
+use super::body::{gunzip_limited, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
 use super::{decode, Ingest, SubmitError};
@@ -103,6 +103,7 @@ async fn read_body(
     enc: Enc,
     headers: &HeaderMap,
     body: Body,
+    guard: &mut InflightGuard,
 ) -> Result<Bytes, Response> {
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
@@ -126,20 +127,26 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let raw = read_limited(body, content_length, ing.limits.max_request_bytes).await;
+    let raw = read_limited(body, content_length, ing.limits.max_request_bytes, guard).await;
     let data = match raw {
-        Ok(d) if gzip => gunzip_limited(&d, ing.limits.max_decompressed_bytes),
+        Ok(d) if gzip => gunzip_limited(&d, ing.limits.max_decompressed_bytes, guard),
         Ok(d) if d.len() > ing.limits.max_decompressed_bytes => Err(BodyError::InflatedTooLarge(
             ing.limits.max_decompressed_bytes,
         )),
         other => other,
     };
     data.map_err(|e| {
+        if let BodyError::OverBudget(_) = e {
+            ing.over_budget();
+            return refused(enc, &e.to_string(), ing.retry_after_secs);
+        }
         let status = match e {
             BodyError::TooLarge(_) | BodyError::InflatedTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            BodyError::BadGzip(_) | BodyError::Read(_) => StatusCode::BAD_REQUEST,
+            BodyError::BadGzip(_) | BodyError::Read(_) | BodyError::OverBudget(_) => {
+                StatusCode::BAD_REQUEST
+            }
         };
         ing.bad_request(source, status.as_str());
         respond(status, enc, code::INVALID_ARGUMENT, &e.to_string())
@@ -215,7 +222,9 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
     if let Err(r) = check_auth(&ing, source, enc, &parts.headers) {
         return r;
     }
-    let data = match read_body(&ing, source, enc, &parts.headers, body).await {
+    // Holds the body's share of the in-flight budget until the response is built.
+    let mut guard = ing.inflight.guard();
+    let data = match read_body(&ing, source, enc, &parts.headers, body, &mut guard).await {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -270,7 +279,8 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
     if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
         return r;
     }
-    let data = match read_body(&ing, source, Enc::Text, &parts.headers, body).await {
+    let mut guard = ing.inflight.guard();
+    let data = match read_body(&ing, source, Enc::Text, &parts.headers, body, &mut guard).await {
         Ok(d) => d,
         Err(r) => return r,
     };

@@ -82,6 +82,8 @@ pub struct Ingest {
     pub retry_after_secs: u64,
     /// Tokens accepted by the receivers.
     pub tokens: TokenSet,
+    /// Memory budget for request bodies in flight (`limits.max_inflight_bytes`).
+    pub inflight: body::InflightBudget,
     accepting: AtomicBool,
 }
 
@@ -98,6 +100,7 @@ impl Ingest {
         Arc::new(Ingest {
             queue,
             wal,
+            inflight: body::InflightBudget::new(limits.max_inflight_bytes, metrics.clone()),
             metrics,
             limits,
             retry_after_secs,
@@ -118,6 +121,12 @@ impl Ingest {
             .source(source)
             .bad_requests
             .fetch_add(1, Relaxed);
+    }
+
+    /// Counts a request refused because request bodies in flight hold the
+    /// whole memory budget (429 / RESOURCE_EXHAUSTED with a retry hint).
+    pub fn over_budget(&self) {
+        self.metrics.requests_failed.add("inflight_full", 1);
     }
 
     /// Counts a request refused before decoding (bad body, limit, content type).

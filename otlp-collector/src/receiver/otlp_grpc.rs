@@ -18,6 +18,7 @@ use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
+use super::body::{gunzip_into, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
 use super::{decode, Ingest, SubmitError};
@@ -105,17 +106,7 @@ async fn export(
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
     let started = Instant::now();
     let source = Source::OtlpGrpc;
-    let auth = ing
-        .tokens
-        .check_value(req.metadata().get("authorization").map(|v| v.as_bytes()));
-    if auth != AuthResult::Allowed {
-        ing.auth_failed(source);
-        return Err(Status::unauthenticated(if auth == AuthResult::Missing {
-            "missing bearer token (authorization: Bearer <token>)"
-        } else {
-            "bearer token not accepted"
-        }));
-    }
+    // Authentication was checked before the body was read (read_limited_frame).
     let body = req.into_inner();
     let decoded = match decode(RecordFormat::OtlpProto, &body, &ing.limits) {
         Ok(d) => d,
@@ -160,10 +151,136 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
     }
 }
 
+/// Reads the unary request body under the compressed-size limit
+/// (`limits.max_request_bytes`, counted on the gRPC frame as received) and
+/// inflates a gzip message under the decompressed-size limit
+/// (`limits.max_decompressed_bytes`) in chunks, so a "gzip bomb" is refused
+/// after inflating at most the limit. Returns the body to hand to tonic (an
+/// uncompressed frame) or the error response to send.
+///
+/// Everything held is charged to `guard` (the shared in-flight budget),
+/// including the copy tonic makes of the frame; over budget →
+/// RESOURCE_EXHAUSTED with RetryInfo.
+async fn read_limited_frame<B>(
+    ing: &Ingest,
+    req: http::Request<B>,
+    guard: &mut InflightGuard,
+) -> Result<http::Request<http_body_util::Full<Bytes>>, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let source = Source::OtlpGrpc;
+    // Checked before reading the body, so an unauthenticated client cannot
+    // make the collector buffer a message.
+    let auth = ing
+        .tokens
+        .check_value(req.headers().get("authorization").map(|v| v.as_bytes()));
+    if auth != AuthResult::Allowed {
+        ing.auth_failed(source);
+        return Err(Status::unauthenticated(if auth == AuthResult::Missing {
+            "missing bearer token (authorization: Bearer <token>)"
+        } else {
+            "bearer token not accepted"
+        }));
+    }
+    let max_req = ing.limits.max_request_bytes;
+    let max_inflated = ing.limits.max_decompressed_bytes;
+    let too_large = |what: String| {
+        ing.bad_request(source, "resource_exhausted");
+        // No RetryInfo: the same request will never fit, so per the OTLP
+        // specification the client must not retry it.
+        status_with_details(
+            Code::ResourceExhausted,
+            code::RESOURCE_EXHAUSTED,
+            format!("{what}; send smaller batches (lower the exporter's batch size)"),
+            None,
+        )
+    };
+    let over_budget = |e: BodyError| {
+        ing.over_budget();
+        status_with_details(
+            Code::ResourceExhausted,
+            code::RESOURCE_EXHAUSTED,
+            e.to_string(),
+            Some(ing.retry_after_secs),
+        )
+    };
+    let (mut parts, body) = req.into_parts();
+    // The gRPC frame adds a 5-byte prefix to the message.
+    let data = match read_limited(body, None, max_req.saturating_add(5), guard).await {
+        Ok(d) => d,
+        Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
+        Err(BodyError::TooLarge(_)) => {
+            return Err(too_large(format!(
+                "request message exceeds the {max_req}-byte limit (limits.max_request_bytes)"
+            )))
+        }
+        Err(e) => {
+            ing.bad_request(source, "invalid_argument");
+            return Err(status_with_details(
+                Code::InvalidArgument,
+                code::INVALID_ARGUMENT,
+                e.to_string(),
+                None,
+            ));
+        }
+    };
+    let mut body = data.clone();
+    if data.len() >= 5 {
+        let compressed = data[0] == 1;
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let end = 5usize.saturating_add(len).min(data.len());
+        let gzip = parts
+            .headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        if compressed && gzip {
+            // Inflate behind a frame header, so tonic gets an uncompressed
+            // frame without a second copy.
+            let mut framed = match gunzip_into(&data[5..end], max_inflated, guard, vec![0u8; 5]) {
+                Ok(d) => d,
+                Err(BodyError::InflatedTooLarge(_)) => {
+                    return Err(too_large(format!(
+                        "decompressed request message exceeds the {max_inflated}-byte limit \
+                         (limits.max_decompressed_bytes)"
+                    )))
+                }
+                Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
+                Err(e) => {
+                    ing.bad_request(source, "invalid_argument");
+                    return Err(status_with_details(
+                        Code::InvalidArgument,
+                        code::INVALID_ARGUMENT,
+                        format!("gzip-compressed gRPC message: {e}"),
+                        None,
+                    ));
+                }
+            };
+            let inflated_len = (framed.len() - 5) as u32;
+            framed[1..5].copy_from_slice(&inflated_len.to_be_bytes());
+            framed.extend_from_slice(&data[end..]);
+            body = Bytes::from(framed);
+            parts.headers.remove("grpc-encoding");
+        } else if !compressed && len > max_inflated {
+            return Err(too_large(format!(
+                "request message exceeds the {max_inflated}-byte limit (limits.max_decompressed_bytes)"
+            )));
+        }
+        // Another encoding is left to tonic, which answers UNIMPLEMENTED.
+    }
+    // tonic buffers the frame once more while decoding it.
+    guard.charge(body.len()).map_err(over_budget)?;
+    Ok(http::Request::from_parts(
+        parts,
+        http_body_util::Full::new(body),
+    ))
+}
+
 impl<B> tower::Service<http::Request<B>> for TraceServiceServer
 where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
@@ -176,13 +293,24 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let ingest = self.ingest.clone();
         if req.uri().path() == EXPORT_PATH {
-            let max = ingest.limits.max_decompressed_bytes;
             Box::pin(async move {
+                // Held until the response is ready, so the budget covers the
+                // request's bytes for as long as they are in memory.
+                let mut guard = ingest.inflight.guard();
+                let req = match read_limited_frame(&ingest, req, &mut guard).await {
+                    Ok(r) => r,
+                    Err(status) => return Ok(status.into_http()),
+                };
+                // Decompression is done above under our limits; the decoded
+                // message can be at most the decompressed limit.
+                let max = ingest.limits.max_decompressed_bytes;
                 let mut grpc = tonic::server::Grpc::new(RawCodec)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip)
                     .max_decoding_message_size(max);
-                Ok(grpc.unary(ExportSvc(ingest), req).await)
+                let resp = grpc.unary(ExportSvc(ingest), req).await;
+                drop(guard);
+                Ok(resp)
             })
         } else {
             Box::pin(async move {

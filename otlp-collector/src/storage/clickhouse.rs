@@ -282,10 +282,17 @@ struct ParsedUrl {
     database: Option<String>,
 }
 
+/// Checks a ClickHouse URL without connecting (used at start, so that a
+/// malformed URL fails the start instead of being retried forever).
+pub(crate) fn check_url(url: &str) -> StorageResult<()> {
+    parse_url(url).map(|_| ())
+}
+
 fn parse_url(url: &str) -> StorageResult<ParsedUrl> {
     let bad = |why: &str| {
         StorageError::Backend(format!(
-            "invalid ClickHouse URL {url:?} ({why}); expected http://[user[:password]@]host:8123[/database]"
+            "invalid ClickHouse URL {:?} ({why}); expected http://[user[:password]@]host:8123[/database]",
+            super::connecting::redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;

@@ -14,6 +14,7 @@ use crate::model::{AttrValue, Span, SpanKind, TraceId};
 use crate::rollup::RollupBatch;
 
 pub mod clickhouse;
+pub mod connecting;
 pub mod postgres;
 pub mod retention;
 mod sink_common;
@@ -300,6 +301,12 @@ pub struct RetentionReport {
 pub trait SpanStore: Send + Sync + 'static {
     /// Short name for logs and metrics (`sqlite`, `postgres`, `clickhouse`).
     fn name(&self) -> &'static str;
+
+    /// `Ok` when the sink can take writes now; otherwise why not (shown by
+    /// `/readyz`). A sink that is opened before the collector starts is ready.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;

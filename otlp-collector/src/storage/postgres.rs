@@ -15,8 +15,15 @@
 //!   merged at query time (sketch merging is not expressible in SQL).
 //!
 //! Writes go through binary `COPY` into a per-connection temporary staging
-//! table, then one `INSERT ... ON CONFLICT DO NOTHING`, so a retried batch
-//! never duplicates a span. Retention drops whole day partitions and deletes
+//! table, then one `INSERT ... SELECT` that skips every staged span whose
+//! `(trace_id, span_id)` is already stored (or staged twice), so a retried
+//! batch never duplicates a span. The primary key must contain the partition
+//! key (`trace_id, span_id, start_ns`), so it alone would let a span re-sent
+//! with another start time in twice; the `NOT EXISTS` probe uses the primary
+//! key's `(trace_id, span_id)` prefix in each partition. Like SQLite, the first
+//! version of a span stored wins. Two collectors writing the same span with
+//! different start times in the same instant can still both insert it (the
+//! probe is not a constraint); one collector writes its batches in sequence. Retention drops whole day partitions and deletes
 //! only the remainder older than the cutoff.
 //!
 //! PostgreSQL `text` and `jsonb` cannot hold NUL characters, which span data
@@ -354,6 +361,28 @@ fn parse_partition_name(name: &str) -> Option<i64> {
     Some(common::days_from_civil(y, m, d))
 }
 
+fn parse_config(url: &str) -> StorageResult<tokio_postgres::Config> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        StorageError::Backend(format!(
+            "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
+        ))
+    })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StorageError::Backend(
+            "sslmode=require is not supported: TLS to PostgreSQL is not implemented; \
+             use sslmode=disable on a trusted network or a TLS tunnel"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Checks a PostgreSQL URL without connecting (used at start, so that a
+/// malformed URL fails the start instead of being retried forever).
+pub(crate) fn check_url(url: &str) -> StorageResult<()> {
+    parse_config(url).map(|_| ())
+}
+
 impl PostgresStore {
     /// Connects with default options, applies migrations and creates the
     /// upcoming day partitions. `url` is a libpq-style URL or key=value string
@@ -364,18 +393,7 @@ impl PostgresStore {
 
     /// Like [`connect`](Self::connect) with explicit options.
     pub async fn connect_with(url: &str, opts: PostgresOptions) -> StorageResult<Self> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            StorageError::Backend(format!(
-                "invalid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database"
-            ))
-        })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StorageError::Backend(
-                "sslmode=require is not supported: TLS to PostgreSQL is not implemented; \
-                 use sslmode=disable on a trusted network or a TLS tunnel"
-                    .into(),
-            ));
-        }
+        let config = parse_config(url)?;
         let pool = Pool {
             config,
             slots: (0..opts.pool_size.max(1))
@@ -564,7 +582,11 @@ impl PostgresStore {
         let inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO ft_spans ({SPAN_COLUMNS}) SELECT {SPAN_COLUMNS} FROM ft_stage \
+                    "INSERT INTO ft_spans ({SPAN_COLUMNS}) \
+                     SELECT DISTINCT ON (trace_id, span_id) {SPAN_COLUMNS} FROM ft_stage s \
+                     WHERE NOT EXISTS (SELECT 1 FROM ft_spans t \
+                                       WHERE t.trace_id = s.trace_id AND t.span_id = s.span_id) \
+                     ORDER BY trace_id, span_id, start_ns \
                      ON CONFLICT DO NOTHING"
                 ),
                 &[],

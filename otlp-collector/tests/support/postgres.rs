@@ -43,6 +43,22 @@ impl PgServer {
     /// Starts a server, or returns `None` (after printing why) when PostgreSQL
     /// is not installed outside CI.
     pub fn start() -> Option<PgServer> {
+        Self::start_on(free_port())
+    }
+
+    /// True when the PostgreSQL binaries are installed; otherwise reports
+    /// them missing (a failure under CI) and returns false.
+    pub fn available() -> bool {
+        if bin_dir().is_some() {
+            return true;
+        }
+        missing("PostgreSQL binaries (initdb, postgres) not found; set FERROTRACE_PG_BIN or install postgresql");
+        false
+    }
+
+    /// Like [`start`](Self::start) on a given loopback port (for tests that
+    /// point a collector at the port before the server exists).
+    pub fn start_on(port: u16) -> Option<PgServer> {
         let Some(bin) = bin_dir() else {
             missing("PostgreSQL binaries (initdb, postgres) not found; set FERROTRACE_PG_BIN or install postgresql");
             return None;
@@ -78,7 +94,6 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
         let log = dir.path().join("postgres.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         chown_unprivileged(&log);

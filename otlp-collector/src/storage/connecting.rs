@@ -1,0 +1,403 @@
+//! Opening the configured sink without making the collector depend on it at
+//! start: a database sink (PostgreSQL, ClickHouse) that cannot be reached is
+//! connected in the background with backoff while the receivers keep
+//! acknowledging into the write-ahead log. Until the connection is made,
+//! writes wait (the WAL and the bounded queue hold the spans, and the
+//! receivers push back once those fill), queries answer "unavailable", and
+//! [`SpanStore::ready`] says why, for `/readyz`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
+    StorageError, StorageResult, TimeRange, TraceQuery,
+};
+use crate::config::{Config, StorageKind};
+use crate::model::{Span, TraceId};
+use crate::rollup::RollupBatch;
+
+/// Why the configured sink could not be opened at all (as opposed to "not
+/// reachable yet", which is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A required setting is missing or malformed (the URL, for instance).
+    #[error("storage {kind}: {reason}")]
+    Config {
+        /// Sink kind.
+        kind: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The embedded SQLite store could not be opened.
+    #[error("opening SQLite store {path}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: String,
+        /// Underlying error.
+        source: StorageError,
+    },
+}
+
+type Connected = Option<Arc<dyn SpanStore>>;
+
+/// A sink connected in the background; see the module documentation.
+pub struct ConnectingStore {
+    name: &'static str,
+    target: String,
+    store: watch::Receiver<Connected>,
+    status: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ConnectingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectingStore")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ConnectingStore {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Hides the password of a connection string, in URL form
+/// (`postgres://user:secret@host/db`, `?password=secret`) or libpq key=value
+/// form (`password=secret` or `password='a secret'`), for log lines.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let userinfo = &out[rest..rest + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "***");
+            }
+        }
+    }
+    // Compiled per call: this runs once per log line of a failed connect.
+    let kv = regex::Regex::new(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]+)")
+        .expect("static regex");
+    kv.replace_all(&out, "${1}***").into_owned()
+}
+
+impl ConnectingStore {
+    /// Starts connecting on the current tokio runtime: `connect` is called
+    /// until it succeeds, waiting `initial` after the first failure and
+    /// doubling up to `max`. `name` is the sink kind and `url` the target,
+    /// logged with its password hidden.
+    pub fn spawn<F, Fut>(
+        name: &'static str,
+        url: &str,
+        initial: Duration,
+        max: Duration,
+        connect: F,
+    ) -> ConnectingStore
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = StorageResult<Arc<dyn SpanStore>>> + Send,
+    {
+        let target = redact_url(url);
+        let (tx, rx) = watch::channel::<Connected>(None);
+        let status = Arc::new(Mutex::new(format!(
+            "{name} sink at {target}: connecting (first attempt)"
+        )));
+        let task = {
+            let (target, status) = (target.clone(), status.clone());
+            let initial = initial.max(Duration::from_millis(1));
+            let max = max.max(initial);
+            tokio::spawn(async move {
+                let mut delay = initial;
+                let mut attempt = 1u64;
+                loop {
+                    match connect().await {
+                        Ok(store) => {
+                            tracing::info!(
+                                sink = name,
+                                url = %target,
+                                attempts = attempt,
+                                "connected to the sink; draining the write-ahead log into it"
+                            );
+                            *status.lock() = String::new();
+                            let _ = tx.send(Some(store));
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                sink = name,
+                                url = %target,
+                                attempt,
+                                error = %e,
+                                retry_in_ms = delay.as_millis() as u64,
+                                "cannot connect to the sink; receivers keep acknowledging into \
+                                 the write-ahead log; retrying"
+                            );
+                            *status.lock() = format!(
+                                "{name} sink at {target} not connected: {e} (attempt {attempt}; \
+                                 next retry in {} ms)",
+                                delay.as_millis()
+                            );
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max);
+                    attempt += 1;
+                }
+            })
+        };
+        ConnectingStore {
+            name,
+            target,
+            store: rx,
+            status,
+            task,
+        }
+    }
+
+    /// The connected store, if the connection has been made.
+    pub fn connected(&self) -> Option<Arc<dyn SpanStore>> {
+        self.store.borrow().clone()
+    }
+
+    /// Waits for the connection.
+    async fn wait(&self) -> Arc<dyn SpanStore> {
+        let mut rx = self.store.clone();
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                // The connect task ended without a store (aborted): nothing
+                // will ever connect, so park like a sink that never answers.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn now(&self) -> StorageResult<Arc<dyn SpanStore>> {
+        self.connected().ok_or_else(|| {
+            StorageError::Unavailable(format!(
+                "{}; spans are kept in the write-ahead log meanwhile",
+                self.status.lock()
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl SpanStore for ConnectingStore {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn ready(&self) -> Result<(), String> {
+        match self.connected() {
+            Some(s) => s.ready(),
+            None => Err(self.status.lock().clone()),
+        }
+    }
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        self.wait().await.write_spans(spans).await
+    }
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
+        self.wait().await.write_rollups(rollups).await
+    }
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>> {
+        self.now()?.get_trace(trace_id, range).await
+    }
+    async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage> {
+        self.now()?.search(query).await
+    }
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
+        self.now()?.services(range).await
+    }
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
+        self.now()?.operations(service, range).await
+    }
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        self.now()?.dependencies(range).await
+    }
+    async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        self.now()?.latency(query).await
+    }
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        self.now()?
+            .exact_percentiles(service, operation, range, qs)
+            .await
+    }
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
+        self.now()?.apply_retention(cutoff_ns).await
+    }
+}
+
+/// Opens the sink the configuration selects. SQLite (a local file) is opened
+/// now and its failure is fatal; PostgreSQL and ClickHouse have their URL
+/// checked now and are then connected in the background (see
+/// [`ConnectingStore`]), with the backoff of `batcher.retry_initial_ms` ..
+/// `batcher.retry_max_ms`. Must be called on a tokio runtime.
+pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
+    let kind = cfg.storage.kind;
+    let url = || {
+        cfg.storage.url.clone().ok_or_else(|| OpenError::Config {
+            kind: kind.as_str(),
+            reason: "needs a connection URL (--storage-url or storage.url)".into(),
+        })
+    };
+    let initial = Duration::from_millis(cfg.batcher.retry_initial_ms);
+    let max = Duration::from_millis(cfg.batcher.retry_max_ms);
+    Ok(match kind {
+        StorageKind::Sqlite => {
+            let path = cfg.sqlite_path();
+            let store = super::sqlite::SqliteStore::open_with(&path, cfg.sqlite.clone()).map_err(
+                |source| OpenError::Sqlite {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?;
+            Arc::new(store)
+        }
+        StorageKind::Postgres => {
+            let url = url()?;
+            super::postgres::check_url(&url).map_err(|e| OpenError::Config {
+                kind: "postgres",
+                reason: e.to_string(),
+            })?;
+            let opts = cfg.postgres.clone();
+            let u = url.clone();
+            Arc::new(ConnectingStore::spawn(
+                "postgres",
+                &url,
+                initial,
+                max,
+                move || {
+                    let (u, opts) = (u.clone(), opts.clone());
+                    async move {
+                        let s = super::postgres::PostgresStore::connect_with(&u, opts).await?;
+                        Ok(Arc::new(s) as Arc<dyn SpanStore>)
+                    }
+                },
+            ))
+        }
+        StorageKind::Clickhouse => {
+            let url = url()?;
+            super::clickhouse::check_url(&url).map_err(|e| OpenError::Config {
+                kind: "clickhouse",
+                reason: e.to_string(),
+            })?;
+            let opts = cfg.clickhouse.clone();
+            let u = url.clone();
+            Arc::new(ConnectingStore::spawn(
+                "clickhouse",
+                &url,
+                initial,
+                max,
+                move || {
+                    let (u, opts) = (u.clone(), opts.clone());
+                    async move {
+                        let s = super::clickhouse::ClickHouseStore::connect(&u, opts).await?;
+                        Ok(Arc::new(s) as Arc<dyn SpanStore>)
+                    }
+                },
+            ))
+        }
+        StorageKind::Null => {
+            tracing::warn!(
+                "storage = null: spans are discarded after the pipeline (benchmarking only)"
+            );
+            Arc::new(crate::pipeline::NullStore)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://ft:s3cr%40t@db:5432/traces?sslmode=disable"),
+            "postgres://ft:***@db:5432/traces?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://ft@db/traces"),
+            "postgres://ft@db/traces"
+        );
+        assert_eq!(
+            redact_url("http://u:p@ss@ch:8123/db"),
+            "http://u:***@ch:8123/db"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?user=a&password=hunter2&x=1"),
+            "postgres://db/x?user=a&password=***&x=1"
+        );
+        assert_eq!(
+            redact_url("host=db user=ft password='a b\\' c' dbname=t"),
+            "host=db user=ft password=*** dbname=t"
+        );
+        assert_eq!(
+            redact_url("host=db PASSWORD = hunter2"),
+            "host=db PASSWORD = ***"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_until_connected_and_reports_readiness() {
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let a = attempts.clone();
+        let store = ConnectingStore::spawn(
+            "null",
+            "postgres://u:pw@nowhere/db",
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+            move || {
+                let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err(StorageError::Unavailable("connection refused".into()))
+                    } else {
+                        Ok(Arc::new(crate::pipeline::NullStore) as Arc<dyn SpanStore>)
+                    }
+                }
+            },
+        );
+        let writer = store.write_spans(&[]);
+        let why = store.ready().unwrap_err();
+        assert!(why.contains("postgres://u:***@nowhere/db"), "{why}");
+        assert!(!why.contains("pw"), "{why}");
+        let range = TimeRange {
+            start_ns: 0,
+            end_ns: 1,
+        };
+        // Nothing has run yet on this single-threaded runtime: not connected.
+        let q = store.services(range).await;
+        assert!(matches!(q, Err(StorageError::Unavailable(_))), "{q:?}");
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("write waits for the connection, then succeeds")
+            .unwrap();
+        assert!(store.ready().is_ok());
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+}
