@@ -19,7 +19,7 @@ use super::{
     StorageError, StorageResult, TimeRange, TraceQuery,
 };
 use crate::config::{Config, StorageKind};
-use crate::model::{Span, TraceId};
+use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::RollupBatch;
 
 /// Why the configured sink could not be opened at all (as opposed to "not
@@ -239,11 +239,12 @@ impl SpanStore for ConnectingStore {
         &self,
         service: &str,
         operation: Option<&str>,
+        kinds: &[SpanKind],
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
         self.now()?
-            .exact_percentiles(service, operation, range, qs)
+            .exact_percentiles(service, operation, kinds, range, qs)
             .await
     }
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
