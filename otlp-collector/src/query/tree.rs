@@ -290,6 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn parallel_fan_out_puts_only_the_last_finisher_on_the_critical_path() {
+        // Root 0..100; three overlapping children, then a sequential tail child
+        // that ends after the root (skew) and so counts as ending with it.
+        let t = TraceTree::build(
+            vec![
+                span(1, None, "a", 0, 100),
+                span(2, Some(1), "a", 10, 50),
+                span(3, Some(1), "a", 12, 60),
+                span(4, Some(1), "a", 14, 55),
+                span(5, Some(1), "a", 70, 105),
+            ],
+            true,
+        );
+        let critical: Vec<&str> = t
+            .spans
+            .iter()
+            .zip(&t.nodes)
+            .filter(|(_, n)| n.critical)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        assert_eq!(critical, ["op1", "op3", "op5"]);
+    }
+
+    #[test]
     fn orphans_and_cycles_become_roots() {
         let t = TraceTree::build(
             vec![
