@@ -299,7 +299,7 @@ async fn ui_trace_page_skew_minimap_errors_critical_path_in_chromium() {
         assert!(title.starts_with("clock skew corrected by") && title.contains(&format!("{shift_ms:.1}ms")), "{title} ({shift_ms}ms)");
         assert_eq!(b.eval("document.querySelector('#waterfall .mark.skew').textContent"), json!("⇆"));
         let head = b.eval("document.querySelector('.trace-head').innerText").as_str().unwrap().to_string();
-        assert!(head.contains("1 spans clock-skew adjusted"), "{head}");
+        assert!(head.contains("1 span clock-skew adjusted"), "{head}");
         let left = b.eval("parseFloat(Array.from(document.querySelectorAll('#waterfall .row[data-index]')).find(r => r.querySelector('.op').textContent === 'skewed-child').querySelector('.bar').style.left)").as_f64().unwrap();
         assert!((left - child_left).abs() < 0.01, "adjusted bar at {left}%, API says {child_left}%");
         b.eval("Array.from(document.querySelectorAll('#waterfall .row[data-index]')).find(r => r.querySelector('.op').textContent === 'skewed-child').click(); true");

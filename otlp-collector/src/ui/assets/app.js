@@ -313,7 +313,7 @@
       el('span', { text: tr.services.length + ' services' }),
       tr.error_count ? el('span', { cls: 'badge err', text: tr.error_count + ' errors' }) : null,
       tr.partial ? el('span', { cls: 'badge warn', id: 'partial', text: tr.root_missing ? 'partial: root span not received yet' : 'partial: has orphan spans' }) : null,
-      tr.skew_adjusted_spans ? el('span', { cls: 'badge warn', text: tr.skew_adjusted_spans + ' spans clock-skew adjusted' }) : null,
+      tr.skew_adjusted_spans ? el('span', { cls: 'badge warn', text: tr.skew_adjusted_spans + (tr.skew_adjusted_spans === 1 ? ' span' : ' spans') + ' clock-skew adjusted' }) : null,
       raw ? el('span', { cls: 'badge', text: 'raw timings' }) : null,
       rawToggle,
       el('button', { cls: 'secondary', id: 'expand-all', text: 'Expand all' }),
