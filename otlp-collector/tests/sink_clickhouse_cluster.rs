@@ -2,8 +2,11 @@
 //! cluster `ft_test` with one shard each. The sink creates `*_local` tables on
 //! both shards and `Distributed` tables over them; spans written through the
 //! sink spread over both shards and are found through the distributed tables.
+//! The second test sends OTLP to a running collector configured for the
+//! cluster and reads the traces back through the other server.
 
 mod conformance;
+mod ingest_util;
 mod support;
 
 use ferrotrace_collector::storage::clickhouse::{
@@ -154,4 +157,87 @@ async fn spans_written_through_the_sink_are_found_through_the_distributed_tables
         store.get_trace(traces[39], None).await.expect("get").len(),
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_sent_to_the_collector_are_found_through_the_distributed_tables() {
+    use ferrotrace_collector::config::StorageKind;
+    use ingest_util::{post, request_with, test_config, trace_id};
+    use prost::Message;
+
+    let Some(servers) = ChServer::start_cluster(2) else {
+        return;
+    };
+    let cluster = ClusterOptions {
+        name: CLUSTER.into(),
+        shard_urls: servers.iter().map(|s| s.url("traces")).collect(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.storage.kind = StorageKind::Clickhouse;
+    cfg.storage.url = Some(servers[0].url("traces"));
+    cfg.clickhouse.cluster = Some(cluster.clone());
+    let store = ferrotrace_collector::storage::connecting::open(&cfg).expect("open");
+    let mut collector = ferrotrace_collector::server::Collector::start(cfg, store)
+        .await
+        .expect("collector starts");
+    collector.wait_ready().await;
+    let http = collector.addrs.otlp_http.expect("otlp http");
+
+    let proto = [("content-type", "application/x-protobuf")];
+    for t in 1..=30u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &proto,
+            request_with(1_000 + t, 5).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+
+    // Read back through the second server's distributed tables.
+    let reader = ClickHouseStore::connect(
+        &servers[1].url("traces"),
+        ClickHouseOptions {
+            cluster: Some(cluster),
+            ..ClickHouseOptions::default()
+        },
+    )
+    .await
+    .expect("connect via shard 2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for t in 1..=30u32 {
+        loop {
+            let got = reader
+                .get_trace(trace_id(1_000 + t), None)
+                .await
+                .expect("get_trace");
+            if got.len() == 5 {
+                assert!(got.iter().all(|s| s.service_name == "svc-test"));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "trace {t}: {} of 5 spans visible through the distributed tables",
+                got.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let per_shard: Vec<u64> = servers
+        .iter()
+        .map(|s| {
+            s.sql("SELECT uniqExact(trace_id, span_id) FROM traces.ft_traces_local")
+                .trim()
+                .parse()
+                .expect("count")
+        })
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), 150, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|n| *n > 0),
+        "spans spread over both shards: {per_shard:?}"
+    );
+    assert!(collector.shutdown().await, "clean shutdown");
 }
