@@ -261,29 +261,27 @@ impl Collector {
         if let Some(l) = grpc_l {
             let svc = otlp_grpc::TraceServiceServer::new(ingest.clone());
             let sig = shutdown_signal(shutdown_rx.clone());
-            let (plain_l, tls_l) = match &tls {
-                Some(t) => (None, Some(tls_listener(l, t, "otlp_grpc", &metrics)?)),
-                None => (Some(l), None),
-            };
-            servers.push(tokio::spawn(async move {
-                let builder = tonic::transport::Server::builder().add_service(svc);
-                let served = match (plain_l, tls_l) {
-                    (_, Some(t)) => {
-                        builder
-                            .serve_with_incoming_shutdown(t.into_stream(), sig)
-                            .await
-                    }
-                    (Some(l), None) => {
-                        let incoming =
-                            tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-                        builder.serve_with_incoming_shutdown(incoming, sig).await
-                    }
-                    (None, None) => Ok(()),
-                };
-                if let Err(e) = served {
+            let router = tonic::transport::Server::builder().add_service(svc);
+            let log = |r: Result<(), tonic::transport::Error>| {
+                if let Err(e) = r {
                     tracing::error!(error = %e, "OTLP/gRPC server failed");
                 }
-            }));
+            };
+            servers.push(match &tls {
+                Some(t) => {
+                    let incoming = tls_listener(l, t, "otlp_grpc", &metrics)?.into_stream();
+                    tokio::spawn(async move {
+                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
+                    })
+                }
+                None => {
+                    let incoming =
+                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                    tokio::spawn(async move {
+                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
+                    })
+                }
+            });
         }
         let serve_axum = |l: TcpListener, router: Router, name: &'static str| {
             let sig = shutdown_signal(shutdown_rx.clone());
