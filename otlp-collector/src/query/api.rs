@@ -8,21 +8,23 @@
 #![allow(clippy::result_large_err)]
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::model::{hex, AttrValue, KeyValue, Span};
-use crate::storage::{LatencyPoint, LatencyQuery, TimeRange, TraceQuery, TraceSummary};
+use crate::model::hex;
+use crate::storage::{
+    LatencyPoint, LatencyQuery, StorageError, TimeRange, TraceQuery, TraceSummary,
+};
 
 use super::engine::{QueryError, RateBasis};
 use super::params::{
     format_rfc3339, parse_attr_condition, parse_duration, parse_limit, parse_time, parse_trace_id,
     Pairs, ParamError,
 };
-use super::tree::TraceTree;
+use super::trace_json::TraceJson;
 use super::QueryState;
 
 /// Native API routes.
@@ -91,12 +93,18 @@ async fn get_trace(
     State(st): State<QueryState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> ApiResult {
+) -> Result<Response, Response> {
     let p = Pairs::parse(q.as_deref());
     let trace_id = parse_trace_id(&id).map_err(bad)?;
     let raw = p.flag(&["raw"]).map_err(bad)?;
     match st.trace(trace_id, raw).await.map_err(error_response)? {
-        Some(tree) => Ok(Json(trace_json(&tree, raw))),
+        // Streamed from the tree: a large trace never exists as a JSON value tree.
+        Some(tree) => match serde_json::to_vec(&TraceJson { tree: &tree, raw }) {
+            Ok(body) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
+            Err(e) => Err(error_response(QueryError::Storage(StorageError::Backend(
+                format!("cannot encode trace {}: {e}", hex(&trace_id)),
+            )))),
+        },
         None => Err(error_response(QueryError::NotFound(format!(
             "trace {} not found",
             hex(&trace_id)
@@ -432,104 +440,4 @@ async fn rates(State(st): State<QueryState>, RawQuery(q): RawQuery) -> ApiResult
             "error_rate": r.error_rate,
         })).collect::<Vec<_>>(),
     })))
-}
-
-fn type_name(v: &AttrValue) -> &'static str {
-    match v {
-        AttrValue::Str(_) => "string",
-        AttrValue::Bool(_) => "bool",
-        AttrValue::Int(_) => "int",
-        AttrValue::Double(_) => "double",
-        AttrValue::Bytes(_) => "bytes",
-        AttrValue::Array(_) => "array",
-        AttrValue::KvList(_) => "map",
-    }
-}
-
-fn attrs_json(kvs: &[KeyValue]) -> Value {
-    Value::Array(
-        kvs.iter()
-            .map(|kv| json!({ "key": kv.key, "type": type_name(&kv.value), "value": kv.value.to_json() }))
-            .collect(),
-    )
-}
-
-fn span_json(s: &Span, n: &super::tree::NodeInfo, i: usize, trace_start: u64) -> Value {
-    json!({
-        "index": i,
-        "span_id": hex(&s.span_id),
-        "parent_span_id": s.parent_span_id.map(|p| hex(&p)),
-        "parent_index": n.parent,
-        "depth": n.depth,
-        "subtree_end": n.subtree_end,
-        "name": s.name,
-        "service": s.service_name,
-        "kind": s.kind.as_str(),
-        "start_ns": s.start_ns,
-        "end_ns": s.end_ns,
-        "offset_ns": s.start_ns.saturating_sub(trace_start),
-        "duration_ns": s.duration_ns(),
-        "self_ns": n.self_ns,
-        "orphan": n.orphan,
-        "missing_parent_id": n.missing_parent.map(|p| hex(&p)),
-        "skew_shift_ns": n.skew_shift_ns,
-        "clock_shift_ns": n.clock_shift_ns,
-        "critical": n.critical,
-        "error": s.is_error(),
-        "error_path": n.error_path,
-        "error_source": n.error_source,
-        "status": { "code": match s.status_code {
-            crate::model::StatusCode::Unset => "unset",
-            crate::model::StatusCode::Ok => "ok",
-            crate::model::StatusCode::Error => "error",
-        }, "message": s.status_message },
-        "trace_state": s.trace_state,
-        "flags": s.flags,
-        "attributes": attrs_json(&s.attributes),
-        "dropped_attributes_count": s.dropped_attributes_count,
-        "events": s.events.iter().map(|e| json!({
-            "time_ns": e.time_ns,
-            "offset_ns": e.time_ns.saturating_sub(trace_start),
-            "name": e.name,
-            "attributes": attrs_json(&e.attributes),
-        })).collect::<Vec<_>>(),
-        "dropped_events_count": s.dropped_events_count,
-        "links": s.links.iter().map(|l| json!({
-            "trace_id": hex(&l.trace_id),
-            "span_id": hex(&l.span_id),
-            "trace_state": l.trace_state,
-            "attributes": attrs_json(&l.attributes),
-        })).collect::<Vec<_>>(),
-        "dropped_links_count": s.dropped_links_count,
-        "resource": attrs_json(&s.resource_attributes),
-        "scope": { "name": s.scope_name, "version": s.scope_version },
-    })
-}
-
-/// A trace tree as native JSON.
-pub fn trace_json(t: &TraceTree, raw: bool) -> Value {
-    let start = t.spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-    let end = t.spans.iter().map(|s| s.end_ns).max().unwrap_or(start);
-    let mut services: Vec<&str> = t.spans.iter().map(|s| s.service_name.as_str()).collect();
-    services.sort_unstable();
-    services.dedup();
-    let root = t.root();
-    json!({
-        "trace_id": t.spans.first().map(|s| hex(&s.trace_id)),
-        "partial": t.partial,
-        "root_missing": root.is_none(),
-        "root_service": root.or(if t.spans.is_empty() { None } else { Some(0) }).map(|i| t.spans[i].service_name.clone()),
-        "root_operation": root.or(if t.spans.is_empty() { None } else { Some(0) }).map(|i| t.spans[i].name.clone()),
-        "raw": raw,
-        "skew_adjusted_spans": t.skew_adjusted,
-        "span_count": t.spans.len(),
-        "error_count": t.spans.iter().filter(|s| s.is_error()).count(),
-        "services": services,
-        "start_ns": start,
-        "end_ns": end,
-        "start_time": format_rfc3339(start),
-        "duration_ns": end - start,
-        "spans": t.spans.iter().zip(&t.nodes).enumerate()
-            .map(|(i, (s, n))| span_json(s, n, i, start)).collect::<Vec<_>>(),
-    })
 }

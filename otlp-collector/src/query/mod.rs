@@ -14,6 +14,7 @@ pub mod jaeger;
 pub mod jaeger_v3;
 pub mod params;
 pub mod skew;
+pub mod trace_json;
 pub mod tree;
 
 use std::sync::Arc;
