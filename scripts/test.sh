@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (Debian packages postgresql, clickhouse-server, chromium; the Python
+# (Debian packages postgresql, clickhouse-server, chromium, openssl; the Python
 # OpenTelemetry SDK for interop), then checks formatting and lints, then runs
 # `cargo test --workspace`.
 #
@@ -29,6 +29,7 @@ pg_bin_dir() {
 pg_bin_dir >/dev/null || missing_pkgs+=(postgresql)
 command -v clickhouse-server >/dev/null || [ -x /usr/bin/clickhouse ] || missing_pkgs+=(clickhouse-server)
 command -v chromium >/dev/null || missing_pkgs+=(chromium)
+[ -x /usr/bin/openssl ] || missing_pkgs+=(openssl)
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -49,6 +50,7 @@ cargo fmt --all -- --check
 
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p ferrotrace --all-targets --features tls --locked -- -D warnings
 
 log "cargo test --workspace"
 cargo test --workspace --locked

@@ -61,6 +61,8 @@ pub struct Config {
     pub batcher: BatcherConfig,
     /// Bearer-token authentication.
     pub auth: AuthConfig,
+    /// TLS for every listener.
+    pub tls: TlsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Head and tail sampling (`[sampling.head]`, `[sampling.tail]`).
@@ -290,6 +292,17 @@ pub struct AuthConfig {
     pub query_tokens_file: Option<PathBuf>,
 }
 
+/// TLS for every listener. With both files set, the OTLP/gRPC, OTLP/HTTP,
+/// Zipkin and query/UI/metrics listeners serve TLS only; with neither, plain TCP.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (server certificate first, then intermediates).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub key_file: Option<PathBuf>,
+}
+
 /// Graceful shutdown.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -448,6 +461,15 @@ impl Config {
                  could never be read",
                 self.limits.max_inflight_bytes
             )));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls.cert_file and tls.key_file must be set together (--tls-cert / --tls-key)"
+                        .into(),
+                ))
+            }
+            _ => {}
         }
         if matches!(
             self.storage.kind,

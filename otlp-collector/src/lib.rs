@@ -14,4 +14,5 @@ pub mod receiver;
 pub mod rollup;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod ui;

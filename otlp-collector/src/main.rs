@@ -30,6 +30,12 @@ struct Args {
     /// Query API, UI and /metrics listen address [default: 127.0.0.1:16686]; "" disables.
     #[arg(long, env = "FERROTRACE_HTTP_ADDR")]
     http_addr: Option<String>,
+    /// PEM certificate chain; with --tls-key, every listener serves TLS only.
+    #[arg(long, env = "FERROTRACE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FERROTRACE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Sink [default: sqlite]. `null` discards spans (benchmarking only).
     #[arg(long, env = "FERROTRACE_STORAGE", value_enum)]
     storage: Option<StorageKind>,
@@ -62,6 +68,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         if let Some(v) = src {
             *dst = v.clone();
         }
+    }
+    if let Some(c) = &args.tls_cert {
+        cfg.tls.cert_file = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        cfg.tls.key_file = Some(k.clone());
     }
     if let Some(k) = args.storage {
         cfg.storage.kind = k;

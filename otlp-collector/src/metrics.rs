@@ -148,6 +148,8 @@ pub struct Metrics {
     pub requests_failed: CounterVec,
     /// Authentication failures by listener (`receiver`, `query`).
     pub auth_failures: CounterVec,
+    /// Failed or timed-out TLS handshakes by listener.
+    pub tls_handshake_failures: CounterVec,
     /// Spans waiting in the queue.
     pub queue_spans: AtomicU64,
     /// Estimated bytes waiting in the queue.
@@ -193,6 +195,7 @@ impl Default for Metrics {
             attribute_values_truncated: AtomicU64::new(0),
             requests_failed: CounterVec::default(),
             auth_failures: CounterVec::default(),
+            tls_handshake_failures: CounterVec::default(),
             queue_spans: AtomicU64::new(0),
             queue_bytes: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
@@ -262,7 +265,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 6] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 7] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -280,6 +283,12 @@ impl Metrics {
                 "Requests with a missing or wrong bearer token, by listener.",
                 "listener",
                 &self.auth_failures,
+            ),
+            (
+                "ferrotrace_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (plaintext or untrusting clients), by listener.",
+                "listener",
+                &self.tls_handshake_failures,
             ),
             (
                 "ferrotrace_sampling_decisions_total",

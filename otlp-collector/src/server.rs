@@ -48,6 +48,9 @@ pub enum StartError {
     /// A pipeline stage (sampling, enrichment, redaction) is misconfigured.
     #[error(transparent)]
     Stage(#[from] crate::pipeline::StageError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A thread could not be started.
     #[error("cannot start the pipeline: {0}")]
     Spawn(std::io::Error),
@@ -109,6 +112,23 @@ async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, Sta
             addr: addr.to_string(),
             source,
         })
+}
+
+/// Wraps a bound listener so it serves TLS only.
+fn tls_listener(
+    l: TcpListener,
+    config: &Arc<rustls::ServerConfig>,
+    name: &'static str,
+    metrics: &Arc<Metrics>,
+) -> Result<crate::tls::TlsListener, StartError> {
+    let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    crate::tls::TlsListener::new(l, config.clone(), name, metrics.clone()).map_err(|source| {
+        StartError::Bind {
+            what: name,
+            addr,
+            source,
+        }
+    })
 }
 
 async fn metrics_handler(State(h): State<HealthState>) -> Response {
@@ -183,6 +203,10 @@ impl Collector {
     /// Starts everything on the current tokio runtime.
     pub async fn start(config: Config, store: Arc<dyn SpanStore>) -> Result<Collector, StartError> {
         config.validate()?;
+        let tls = crate::tls::server_config(
+            config.tls.cert_file.as_deref(),
+            config.tls.key_file.as_deref(),
+        )?;
         let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
         let queue = Queue::new(
@@ -237,39 +261,59 @@ impl Collector {
         if let Some(l) = grpc_l {
             let svc = otlp_grpc::TraceServiceServer::new(ingest.clone());
             let sig = shutdown_signal(shutdown_rx.clone());
-            servers.push(tokio::spawn(async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, sig)
-                    .await
-                {
+            let router = tonic::transport::Server::builder().add_service(svc);
+            let log = |r: Result<(), tonic::transport::Error>| {
+                if let Err(e) = r {
                     tracing::error!(error = %e, "OTLP/gRPC server failed");
                 }
-            }));
+            };
+            servers.push(match &tls {
+                Some(t) => {
+                    let incoming = tls_listener(l, t, "otlp_grpc", &metrics)?.into_stream();
+                    tokio::spawn(async move {
+                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
+                    })
+                }
+                None => {
+                    let incoming =
+                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                    tokio::spawn(async move {
+                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
+                    })
+                }
+            });
         }
         let serve_axum = |l: TcpListener, router: Router, name: &'static str| {
             let sig = shutdown_signal(shutdown_rx.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
-                    tracing::error!(error = %e, server = name, "HTTP server failed");
+            Ok::<_, StartError>(match &tls {
+                Some(t) => {
+                    let l = tls_listener(l, t, name, &metrics)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
+                            tracing::error!(error = %e, server = name, "HTTPS server failed");
+                        }
+                    })
                 }
+                None => tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
+                        tracing::error!(error = %e, server = name, "HTTP server failed");
+                    }
+                }),
             })
         };
         if let Some(l) = http_l {
             servers.push(serve_axum(
                 l,
                 rhttp::otlp_router(ingest.clone()),
-                "otlp http",
-            ));
+                "otlp_http",
+            )?);
         }
         if let Some(l) = zipkin_l {
             servers.push(serve_axum(
                 l,
                 rhttp::zipkin_router(ingest.clone()),
                 "zipkin",
-            ));
+            )?);
         }
         if let Some(l) = query_l {
             let health = HealthState {
@@ -291,7 +335,7 @@ impl Collector {
                     query_auth,
                 ));
             }
-            servers.push(serve_axum(l, router, "query"));
+            servers.push(serve_axum(l, router, "query")?);
         }
 
         let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());

@@ -105,6 +105,15 @@ pub enum ConfigError {
         /// The feature to enable.
         feature: &'static str,
     },
+    /// The custom CA certificate (`OTEL_EXPORTER_OTLP_CERTIFICATE` or
+    /// `with_ca_certificate_*`) cannot be read or holds no usable certificate.
+    #[error("cannot use the CA certificate from {source_desc}: {reason}")]
+    CaCertificate {
+        /// Where it came from (variable and path, file, or in-memory PEM).
+        source_desc: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The exporter's runtime thread could not be started.
     #[error("could not start the exporter thread: {0}")]
     Runtime(String),
@@ -127,6 +136,103 @@ pub struct OtlpConfig {
     pub retry: RetryPolicy,
     /// Circuit breaker behaviour.
     pub breaker: BreakerConfig,
+    /// CA certificates that alone are trusted for `https` endpoints, instead
+    /// of the webpki roots (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`).
+    #[cfg(feature = "tls")]
+    pub ca_certificate: Option<CaCertificate>,
+}
+
+/// A PEM bundle of CA certificates to trust for `https` endpoints.
+#[cfg(feature = "tls")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaCertificate {
+    pem: Vec<u8>,
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    source: String,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for CaCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaCertificate")
+            .field("source", &self.source)
+            .field("certificates", &self.certs.len())
+            .finish()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl CaCertificate {
+    /// Parses a PEM bundle; `source` says where it came from, for errors.
+    pub(crate) fn from_pem(pem: Vec<u8>, source: String) -> Result<Self, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let invalid = |reason: String| ConfigError::CaCertificate {
+            source_desc: source.clone(),
+            reason,
+        };
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM `CERTIFICATE` block found".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, c) in certs.iter().enumerate() {
+            roots
+                .add(c.clone())
+                .map_err(|e| invalid(format!("certificate #{}: {e}", i + 1)))?;
+        }
+        Ok(CaCertificate { pem, certs, source })
+    }
+
+    /// The PEM text as given.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+
+    /// A root store holding exactly these certificates.
+    pub fn root_store(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        // Every certificate was accepted by `from_pem`.
+        roots.add_parsable_certificates(self.certs.iter().cloned());
+        roots
+    }
+
+    /// Where the certificates came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Where a custom CA comes from, read when the configuration is resolved.
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub(crate) enum CaSource {
+    Pem(Vec<u8>),
+    File {
+        path: std::path::PathBuf,
+        var: Option<&'static str>,
+    },
+}
+
+#[cfg(feature = "tls")]
+impl CaSource {
+    fn load(&self) -> Result<CaCertificate, ConfigError> {
+        match self {
+            CaSource::Pem(pem) => CaCertificate::from_pem(pem.clone(), "in-memory PEM".into()),
+            CaSource::File { path, var } => {
+                let desc = match var {
+                    Some(v) => format!("{v}={}", path.display()),
+                    None => format!("file {}", path.display()),
+                };
+                let pem = std::fs::read(path).map_err(|e| ConfigError::CaCertificate {
+                    source_desc: desc.clone(),
+                    reason: e.to_string(),
+                })?;
+                CaCertificate::from_pem(pem, desc)
+            }
+        }
+    }
 }
 
 fn pick(
@@ -152,6 +258,8 @@ pub(crate) struct Settings {
     pub compression: Option<Compression>,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
+    #[cfg(feature = "tls")]
+    pub ca_certificate: Option<CaSource>,
 }
 
 impl Settings {
@@ -225,6 +333,21 @@ impl Settings {
                 reason: "use gzip or none",
             })?);
         }
+        #[cfg(feature = "tls")]
+        if let Some((v, specific)) = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ) {
+            s.ca_certificate = Some(CaSource::File {
+                path: v.trim().into(),
+                var: Some(if specific {
+                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"
+                } else {
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE"
+                }),
+            });
+        }
         Ok(s)
     }
 
@@ -249,6 +372,12 @@ impl Settings {
             compression: self.compression.unwrap_or_default(),
             retry: self.retry,
             breaker: self.breaker,
+            #[cfg(feature = "tls")]
+            ca_certificate: self
+                .ca_certificate
+                .as_ref()
+                .map(CaSource::load)
+                .transpose()?,
         })
     }
 }
@@ -429,5 +558,42 @@ mod tests {
         assert!(e.to_string().contains("key=value"), "{e}");
         let e = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x:1")]).unwrap_err();
         assert!(e.to_string().contains("scheme"), "{e}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn ca_certificate_from_env_names_the_variable_and_file() {
+        let e = resolve(&[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/generic.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/nonexistent/ca.pem",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE=/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/generic.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_CERTIFICATE="), "{e}");
+        assert!(resolve(&[]).unwrap().ca_certificate.is_none());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn ca_certificate_must_hold_a_certificate() {
+        let e = CaCertificate::from_pem(b"not a certificate".to_vec(), "test".into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no PEM `CERTIFICATE` block"), "{e}");
+        let bad = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = CaCertificate::from_pem(bad.to_vec(), "test".into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("certificate #1"), "{e}");
     }
 }

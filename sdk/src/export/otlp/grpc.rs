@@ -34,8 +34,13 @@ impl GrpcTransport {
         let https = config.endpoint.starts_with("https://");
         #[cfg(feature = "tls")]
         let endpoint = if https {
+            let tls = tonic::transport::ClientTlsConfig::new();
+            let tls = match &config.ca_certificate {
+                Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca.pem())),
+                None => tls.with_webpki_roots(),
+            };
             endpoint
-                .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+                .tls_config(tls)
                 .map_err(|e| invalid(e.to_string()))?
         } else {
             endpoint

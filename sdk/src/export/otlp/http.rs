@@ -49,15 +49,26 @@ impl HttpTransport {
         #[cfg(feature = "tls")]
         let connector = {
             http.enforce_http(false);
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-                .map_err(|e| ConfigError::InvalidEndpoint {
-                    endpoint: config.endpoint.clone(),
-                    reason: format!("TLS setup failed: {e}"),
-                })?
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
+            let tls_failed = |e: rustls::Error| ConfigError::InvalidEndpoint {
+                endpoint: config.endpoint.clone(),
+                reason: format!("TLS setup failed: {e}"),
+            };
+            let builder = hyper_rustls::HttpsConnectorBuilder::new();
+            let builder = match &config.ca_certificate {
+                Some(ca) => builder.with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .map_err(tls_failed)?
+                    .with_root_certificates(ca.root_store())
+                    .with_no_client_auth(),
+                ),
+                None => builder
+                    .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                    .map_err(tls_failed)?,
+            };
+            builder.https_or_http().enable_http1().wrap_connector(http)
         };
         #[cfg(not(feature = "tls"))]
         let connector = {

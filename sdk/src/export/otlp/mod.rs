@@ -41,6 +41,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use parking_lot::Mutex;
 use prost::Message;
 
+#[cfg(feature = "tls")]
+pub use self::config::CaCertificate;
 use self::config::Settings;
 pub use self::config::{Compression, ConfigError, OtlpConfig, Protocol};
 pub use self::encode::encode_request;
@@ -107,6 +109,22 @@ impl OtlpExporterBuilder {
     /// Sets the circuit breaker (default: opens after 5 failed exports for 30 s).
     pub fn with_breaker(self, breaker: BreakerConfig) -> Self {
         self.update(|s| s.breaker = breaker)
+    }
+    /// Trusts only the CA certificates in this PEM bundle (instead of the
+    /// webpki roots) for `https` endpoints, over gRPC and HTTP. Overrides
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_ca_certificate_pem(self, pem: impl Into<Vec<u8>>) -> Self {
+        let pem = pem.into();
+        self.update(|s| s.ca_certificate = Some(config::CaSource::Pem(pem)))
+    }
+    /// Like [`with_ca_certificate_pem`](Self::with_ca_certificate_pem), with
+    /// the PEM bundle read from `path` when the exporter is built (the same as
+    /// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`). Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_ca_certificate_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        let path = path.into();
+        self.update(|s| s.ca_certificate = Some(config::CaSource::File { path, var: None }))
     }
     /// Uses these counters instead of [`ExportStats::global`].
     pub fn with_stats(mut self, stats: ExportStats) -> Self {
