@@ -124,6 +124,16 @@ class Postgres:
         secs = time.time() - t0
         return {"rows": rows, "seconds": round(secs, 2), "rows_per_s": round(rows / secs)}
 
+    def replicate(self, copies):
+        """Copies every stored span `copies - 1` more times with new trace ids."""
+        for k in range(1, copies):
+            self.psql("INSERT INTO ft_spans SELECT overlay(trace_id placing int4send(%d) from 1 for 4), "
+                      "span_id, parent_span_id, service, name, kind, start_ns, end_ns, duration_ns, "
+                      "status_code, attributes, payload FROM ft_spans "
+                      "WHERE substring(trace_id from 1 for 4) = '\\x00000000'::bytea" % k, "bench")
+        self.psql("ANALYZE ft_spans", "bench")
+        return int(self.psql("SELECT count(*) FROM ft_spans", "bench"))
+
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(30)
@@ -193,6 +203,23 @@ class ClickHouse:
         out["rows_per_s"] = round(out["rows"] / out["seconds"])
         return out
 
+    def replicate(self, copies):
+        """Copies every stored span `copies - 1` more times with new trace ids
+        (both tables the sink writes), in one INSERT ... SELECT per table."""
+        # 18.16 has no leftPad: pad hex(copy) to 8 digits by hand.
+        new_id = ("toFixedString(concat(unhex(concat(substring('00000000', 1, 8 - length(hex(toUInt32(c)))), "
+                  "hex(toUInt32(c)))), substring(trace_id, 5, 12)), 16)")
+        cols = {
+            "ft_spans": "span_id, service, name, kind, start_ns, duration_ns, status_code, "
+                        "attr_keys, attr_types, attr_values",
+            "ft_traces": "span_id, has_parent, service, name, start_ns, end_ns, status_code, payload",
+        }
+        for table, rest in cols.items():
+            self.sql(f"INSERT INTO bench.{table} SELECT {new_id} AS trace_id, {rest} FROM "
+                     f"(SELECT *, arrayJoin(range({copies - 1})) + 1 AS c FROM bench.{table} "
+                     f"WHERE substring(trace_id, 1, 4) = unhex('00000000'))")
+        return int(self.sql("SELECT count() FROM bench.ft_spans").strip())
+
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(60)
@@ -226,6 +253,10 @@ def main():
     ap.add_argument("--lookups", type=int, default=200)
     ap.add_argument("--searches", type=int, default=40)
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--replicate", type=int, default=1,
+                    help="PostgreSQL/ClickHouse: before the queries, copy the stored spans "
+                         "this many times in total inside the database, each copy with its "
+                         "own trace ids (first 4 id bytes = copy number), to query a larger store")
     ap.add_argument("--target-dir", default=os.environ.get(
         "CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ferrotrace/target")))
     args = ap.parse_args()
@@ -282,6 +313,10 @@ def main():
                     result["collector_peak_rss_kib_final"] = int(line.split()[1])
         result["sink_write_errors"] = metric(m, "ferrotrace_sink_errors_total")
 
+        if db and args.replicate > 1:
+            t = time.time()
+            result["replicated_spans"] = db.replicate(args.replicate)
+            result["replicate_seconds"] = round(time.time() - t, 1)
         if not args.skip_queries and args.sink != "null":
             now_us = int(time.time() * 1e6)
             start_us = now_us - 3600 * 10**6
@@ -297,8 +332,9 @@ def main():
                 ids += [tr["traceID"] for tr in body["data"]]
             # Ids of traces anywhere in the window: loadgen's ids are (conn+1, seq).
             conns, per_conn = args.connections, max(1, acked // args.batch // args.connections)
-            sample = [f"{c + 1:016x}{random.randrange(per_conn):016x}" for c in
-                      [random.randrange(conns) for _ in range(args.lookups)]]
+            copies = args.replicate if db else 1
+            sample = [f"{random.randrange(copies):08x}{c + 1:08x}{random.randrange(per_conn):016x}"
+                      for c in [random.randrange(conns) for _ in range(args.lookups)]]
             lookup_ms, found = [], 0
             for tid in sample:
                 t = time.perf_counter()
@@ -321,7 +357,7 @@ def main():
                 except urllib.error.HTTPError as e:
                     lat[name] = f"HTTP {e.code}: {e.read()[:200]!r}"
             result["queries"] = {
-                "stored_spans": acked,
+                "stored_spans": result.get("replicated_spans", acked),
                 "trace_by_id_ms": {"n": len(lookup_ms), "found": found,
                                    "p50": round(pct(lookup_ms, 50), 1),
                                    "p99": round(pct(lookup_ms, 99), 1)},
@@ -329,7 +365,7 @@ def main():
                               "p95": round(pct(search_ms, 95), 1)},
                 "percentiles_ms": lat,
             }
-        if db:
+        if db and args.replicate == 1:
             result["raw_bulk_load"] = db.raw_bulk_load(root)
             result["sink_vs_raw"] = round(result["sink_spans_per_s"] /
                                           result["raw_bulk_load"]["rows_per_s"], 3)
