@@ -162,6 +162,10 @@ pub struct TailStats {
     pub spans_dropped: u64,
     /// Traces decided before their wait because the buffer was full.
     pub early_decisions: u64,
+    /// Of `early_decisions`: because `max_traces` traces were held.
+    pub early_decisions_max_traces: u64,
+    /// Of `early_decisions`: because `max_bytes` were held.
+    pub early_decisions_max_bytes: u64,
     /// Spans that arrived after their trace was decided.
     pub late_spans: u64,
     /// Decisions forgotten to make room in the cache.
@@ -440,6 +444,11 @@ impl<T> TailSampler<T> {
                 .is_some_and(|b| b.generation == generation)
             {
                 self.stats.early_decisions += 1;
+                if self.traces.len() > self.max_traces {
+                    self.stats.early_decisions_max_traces += 1;
+                } else {
+                    self.stats.early_decisions_max_bytes += 1;
+                }
                 if let Some(d) = self.decide(id, now) {
                     out.push(d);
                 }
@@ -766,6 +775,8 @@ mod tests {
         let d = t.offer(span(3, 1, 0, 1), 3, now);
         assert_eq!(ids(&d), vec![(1, true, "all".into(), 1)]);
         assert_eq!(t.stats().early_decisions, 1);
+        assert_eq!(t.stats().early_decisions_max_traces, 1);
+        assert_eq!(t.stats().early_decisions_max_bytes, 0);
         // Byte bound: one huge span forces its own trace out at once.
         let mut c = cfg(vec![("all", Rule::Always)]);
         c.max_bytes = 10_000;
@@ -776,6 +787,8 @@ mod tests {
         let d = t.offer(big, 7, now);
         assert_eq!(ids(&d), vec![(7, true, "all".into(), 1)]);
         assert_eq!(t.held_bytes(), 0);
+        assert_eq!(t.stats().early_decisions_max_bytes, 1);
+        assert_eq!(t.stats().early_decisions_max_traces, 0);
     }
 
     #[test]
