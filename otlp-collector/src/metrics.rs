@@ -180,6 +180,28 @@ pub struct Metrics {
     pub sink_write_latency: Histogram,
     /// Rollup batches written.
     pub rollups_written: AtomicU64,
+    /// Traces the tail sampler decided before their wait, by the bound that
+    /// was hit (`max_traces`, `max_bytes`).
+    pub tail_early_decisions: CounterVec,
+    /// Spans that arrived after their trace was decided and followed the
+    /// cached decision.
+    pub tail_late_spans: AtomicU64,
+    /// Tail-sampling decisions forgotten to make room in the decision cache.
+    pub tail_decision_cache_evictions: AtomicU64,
+    /// Traces held by the tail sampler now.
+    pub tail_held_traces: AtomicU64,
+    /// Approximate bytes held by the tail sampler now.
+    pub tail_held_bytes: AtomicU64,
+    /// Attribute values (or matched parts) redacted, by action (`mask`, `hash`).
+    pub redact_values: CounterVec,
+    /// Attributes removed by `redact.drop_keys`.
+    pub redact_attributes_dropped: AtomicU64,
+    /// Spans observed by the rollup aggregator (every span, before sampling).
+    pub rollup_spans_observed: AtomicU64,
+    /// Rollup observations lost, by reason.
+    pub rollup_dropped: CounterVec,
+    /// Times the rollup series limit forced an early flush.
+    pub rollup_early_flushes: AtomicU64,
     /// Receive-to-ack latency of successful requests.
     pub ack_latency: Histogram,
     /// Retention task counters, once the task runs.
@@ -211,6 +233,16 @@ impl Default for Metrics {
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),
             rollups_written: AtomicU64::new(0),
+            tail_early_decisions: CounterVec::default(),
+            tail_late_spans: AtomicU64::new(0),
+            tail_decision_cache_evictions: AtomicU64::new(0),
+            tail_held_traces: AtomicU64::new(0),
+            tail_held_bytes: AtomicU64::new(0),
+            redact_values: CounterVec::default(),
+            redact_attributes_dropped: AtomicU64::new(0),
+            rollup_spans_observed: AtomicU64::new(0),
+            rollup_dropped: CounterVec::default(),
+            rollup_early_flushes: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
             retention: Mutex::new(None),
         }
@@ -265,7 +297,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 7] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 10] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -308,6 +340,24 @@ impl Metrics {
                 "op",
                 &self.wal_io_errors,
             ),
+            (
+                "ferrotrace_tail_sampling_early_decisions_total",
+                "Traces decided before their decision wait because the tail sampler held sampling.tail.max_traces traces or max_bytes bytes, by the bound hit.",
+                "bound",
+                &self.tail_early_decisions,
+            ),
+            (
+                "ferrotrace_redact_values_total",
+                "Attribute values, or matched parts of them, replaced by redaction, by action (mask, hash).",
+                "action",
+                &self.redact_values,
+            ),
+            (
+                "ferrotrace_rollup_observations_dropped_total",
+                "Rollup observations lost: series_limit (rollups.max_series hit with nothing drained; the span is not counted), parent_timeout and pending_full (a child span whose parent never arrived in time or did not fit in rollups.pending_children; its caller edge is not counted).",
+                "reason",
+                &self.rollup_dropped,
+            ),
         ];
         for (name, help, label, v) in vecs {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -315,7 +365,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 14] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -393,6 +443,48 @@ impl Metrics {
                 "counter",
                 "Rollup batches written to the sink.",
                 &self.rollups_written,
+            ),
+            (
+                "ferrotrace_tail_sampling_late_spans_total",
+                "counter",
+                "Spans that arrived after their trace was decided and followed the cached decision.",
+                &self.tail_late_spans,
+            ),
+            (
+                "ferrotrace_tail_sampling_decision_cache_evictions_total",
+                "counter",
+                "Tail-sampling decisions forgotten to make room in the decision cache (sampling.tail.decision_cache_entries); a later span of such a trace is held and decided again.",
+                &self.tail_decision_cache_evictions,
+            ),
+            (
+                "ferrotrace_tail_sampling_held_traces",
+                "gauge",
+                "Traces held by the tail sampler waiting for a decision.",
+                &self.tail_held_traces,
+            ),
+            (
+                "ferrotrace_tail_sampling_held_bytes",
+                "gauge",
+                "Approximate bytes of spans held by the tail sampler.",
+                &self.tail_held_bytes,
+            ),
+            (
+                "ferrotrace_redact_attributes_dropped_total",
+                "counter",
+                "Attributes removed by redact.drop_keys.",
+                &self.redact_attributes_dropped,
+            ),
+            (
+                "ferrotrace_rollup_spans_observed_total",
+                "counter",
+                "Spans observed by the rollup aggregator (every span received, before sampling).",
+                &self.rollup_spans_observed,
+            ),
+            (
+                "ferrotrace_rollup_early_flushes_total",
+                "counter",
+                "Times rollups.max_series forced the in-memory rollups to be flushed before their minute ended.",
+                &self.rollup_early_flushes,
             ),
             (
                 "ferrotrace_up",

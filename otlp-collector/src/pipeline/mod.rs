@@ -70,6 +70,10 @@ pub struct Stages {
     enricher: Enricher,
     redactor: Redactor,
     decisions: BTreeMap<String, u64>,
+    /// Tail and rollup counters as of the last [`Stages::publish`], so that
+    /// only the growth since then is added to the metrics.
+    published_tail: sampling::tail::TailStats,
+    published_rollups: crate::rollup::RollupStats,
 }
 
 impl Stages {
@@ -86,6 +90,8 @@ impl Stages {
             enricher: Enricher::new(&cfg.enrich)?,
             redactor: Redactor::new(&cfg.redact)?,
             decisions: BTreeMap::new(),
+            published_tail: Default::default(),
+            published_rollups: Default::default(),
         })
     }
 
@@ -168,8 +174,62 @@ impl Stages {
         }
     }
 
-    /// Moves decision counts into the metrics.
-    fn publish(&mut self, metrics: &Metrics) {
+    /// Moves decision, tail-sampling, redaction and rollup counts into the
+    /// metrics.
+    pub fn publish(&mut self, metrics: &Metrics) {
+        if let Some(tail) = &self.tail {
+            let (now, was) = (tail.stats(), &self.published_tail);
+            metrics.tail_early_decisions.add(
+                "max_traces",
+                now.early_decisions_max_traces - was.early_decisions_max_traces,
+            );
+            metrics.tail_early_decisions.add(
+                "max_bytes",
+                now.early_decisions_max_bytes - was.early_decisions_max_bytes,
+            );
+            metrics
+                .tail_late_spans
+                .fetch_add(now.late_spans - was.late_spans, Relaxed);
+            metrics.tail_decision_cache_evictions.fetch_add(
+                now.decision_cache_evictions - was.decision_cache_evictions,
+                Relaxed,
+            );
+            metrics
+                .tail_held_traces
+                .store(tail.held_traces() as u64, Relaxed);
+            metrics
+                .tail_held_bytes
+                .store(tail.held_bytes() as u64, Relaxed);
+            self.published_tail = now.clone();
+        }
+        let r = &mut self.redactor;
+        metrics
+            .redact_values
+            .add("mask", std::mem::take(&mut r.values_masked));
+        metrics
+            .redact_values
+            .add("hash", std::mem::take(&mut r.values_hashed));
+        metrics
+            .redact_attributes_dropped
+            .fetch_add(std::mem::take(&mut r.attributes_dropped), Relaxed);
+        let (now, was) = (self.rollups.stats(), &self.published_rollups);
+        metrics
+            .rollup_spans_observed
+            .fetch_add(now.spans_observed - was.spans_observed, Relaxed);
+        metrics
+            .rollup_dropped
+            .add("series_limit", now.series_dropped - was.series_dropped);
+        metrics
+            .rollup_dropped
+            .add("parent_timeout", now.pending_expired - was.pending_expired);
+        metrics
+            .rollup_dropped
+            .add("pending_full", now.pending_evicted - was.pending_evicted);
+        metrics
+            .rollup_early_flushes
+            .fetch_add(now.early_flushes - was.early_flushes, Relaxed);
+        self.published_rollups = now.clone();
+
         for (k, v) in std::mem::take(&mut self.decisions) {
             metrics.sampling_decisions.add(&k, v);
             if k.contains(":drop:") {
@@ -489,5 +549,182 @@ impl SpanStore for NullStore {
     }
     async fn apply_retention(&self, _cutoff_ns: u64) -> StorageResult<RetentionReport> {
         Err(StorageError::Backend("the null sink stores nothing".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AttrValue, KeyValue};
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, attrs: Vec<KeyValue>) -> Span {
+        let start_ns = now_ns() - 1_000_000;
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            trace_state: String::new(),
+            flags: 0,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_ns,
+            end_ns: start_ns + 1_000,
+            attributes: attrs,
+            dropped_attributes_count: 0,
+            events: vec![],
+            dropped_events_count: 0,
+            links: vec![],
+            dropped_links_count: 0,
+            status_code: Default::default(),
+            status_message: String::new(),
+            service_name: "svc".into(),
+            resource_attributes: vec![],
+            scope_name: String::new(),
+            scope_version: String::new(),
+        }
+    }
+
+    /// Scrapes one sample line, e.g. `name{label="x"}`, from the rendered text.
+    fn sample(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    }
+
+    #[test]
+    fn internal_counters_reach_metrics() {
+        let cfg: crate::config::Config = toml::from_str(
+            r#"
+            [sampling.tail]
+            enabled = true
+            max_traces = 1
+            decision_cache_entries = 1
+            policies = [{ name = "all", rule = "always" }]
+            [redact]
+            drop_keys = ["password"]
+            hash_keys = ["user.id"]
+            builtin = ["email"]
+            action = "mask"
+            hash_key = "k"
+            [rollups]
+            max_series = 1
+            pending_children = 0
+            "#,
+        )
+        .expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let metrics = Metrics::default();
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let attrs = || {
+            vec![
+                KeyValue::new("password", AttrValue::Str("pw".into())),
+                KeyValue::new("user.id", AttrValue::Int(7)),
+                KeyValue::new("note", AttrValue::Str("a@b.io and c@d.io".into())),
+            ]
+        };
+        // Trace 1 is held; trace 2 overflows max_traces = 1, deciding 1 early.
+        stages.process(
+            1,
+            vec![span(1, 1, None, "a", attrs())],
+            &mut kept,
+            &mut released,
+        );
+        stages.process(
+            1,
+            vec![span(2, 1, None, "b", vec![])],
+            &mut kept,
+            &mut released,
+        );
+        // Trace 3 decides 2 early and evicts 1's decision from the 1-entry cache.
+        stages.process(
+            1,
+            vec![span(3, 1, None, "c", vec![])],
+            &mut kept,
+            &mut released,
+        );
+        // A late span of trace 2 follows its cached decision; its parent is
+        // unknown to the rollups and pending_children = 0 gives it up.
+        stages.process(
+            1,
+            vec![span(2, 2, Some(9), "b", vec![])],
+            &mut kept,
+            &mut released,
+        );
+        assert_eq!(kept.len(), 3, "traces 1, 2 and the late span of 2");
+        stages.publish(&metrics);
+        let t = metrics.render();
+        assert_eq!(
+            sample(
+                &t,
+                "ferrotrace_tail_sampling_early_decisions_total{bound=\"max_traces\"}"
+            ),
+            2
+        );
+        assert_eq!(sample(&t, "ferrotrace_tail_sampling_late_spans_total"), 1);
+        assert_eq!(
+            sample(
+                &t,
+                "ferrotrace_tail_sampling_decision_cache_evictions_total"
+            ),
+            1
+        );
+        assert_eq!(sample(&t, "ferrotrace_tail_sampling_held_traces"), 1);
+        assert!(sample(&t, "ferrotrace_tail_sampling_held_bytes") > 0);
+        assert_eq!(
+            sample(&t, "ferrotrace_redact_values_total{action=\"mask\"}"),
+            2
+        );
+        assert_eq!(
+            sample(&t, "ferrotrace_redact_values_total{action=\"hash\"}"),
+            1
+        );
+        assert_eq!(sample(&t, "ferrotrace_redact_attributes_dropped_total"), 1);
+        assert_eq!(sample(&t, "ferrotrace_rollup_spans_observed_total"), 4);
+        // Operations a, b, c with max_series = 1: b flushes a early, c is dropped.
+        assert_eq!(sample(&t, "ferrotrace_rollup_early_flushes_total"), 1);
+        assert!(
+            sample(
+                &t,
+                "ferrotrace_rollup_observations_dropped_total{reason=\"series_limit\"}"
+            ) >= 1
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "ferrotrace_rollup_observations_dropped_total{reason=\"pending_full\"}"
+            ),
+            1
+        );
+        assert!(
+            t.contains("# HELP ferrotrace_tail_sampling_late_spans_total Spans that arrived after")
+        );
+        assert!(t.contains("# TYPE ferrotrace_redact_values_total counter"));
+
+        // Publishing again adds only what happened since: trace 4 (redacted
+        // once kept) is decided early by trace 5.
+        for trace in [4, 5] {
+            stages.process(
+                1,
+                vec![span(trace, 1, None, "c", attrs())],
+                &mut kept,
+                &mut released,
+            );
+        }
+        stages.publish(&metrics);
+        let t = metrics.render();
+        assert_eq!(
+            sample(
+                &t,
+                "ferrotrace_tail_sampling_early_decisions_total{bound=\"max_traces\"}"
+            ),
+            4
+        );
+        assert_eq!(sample(&t, "ferrotrace_tail_sampling_late_spans_total"), 1);
+        assert_eq!(
+            sample(&t, "ferrotrace_redact_values_total{action=\"mask\"}"),
+            4
+        );
+        assert_eq!(sample(&t, "ferrotrace_redact_attributes_dropped_total"), 2);
+        assert_eq!(sample(&t, "ferrotrace_rollup_spans_observed_total"), 6);
     }
 }

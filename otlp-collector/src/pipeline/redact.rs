@@ -3,14 +3,17 @@
 //!
 //! - `drop_keys`: attributes with these keys are removed.
 //! - `hash_keys`: the whole value of these keys is replaced by its keyed hash.
+//! - `mask_keys`: the whole value of these keys is replaced by the fixed mask.
 //! - `patterns` (regular expressions) and `builtin` detectors (`credit_card`
 //!   with a Luhn check, `email`): every match inside a string value is
-//!   replaced by its keyed hash.
+//!   replaced according to `action`: by its keyed hash (`hash`, the default)
+//!   or by the fixed `mask` text (`mask`, default `****`).
 //!
 //! The keyed hash is `redacted:` + the lowercase hex HMAC-SHA256 of the
 //! original text under a secret key, so equal values stay joinable across
 //! spans without being readable, and nobody without the key can confirm a
-//! guess.
+//! guess. Masking needs no key but loses joinability: every match reads the
+//! same.
 
 use hmac::{Hmac, Mac};
 use regex::Regex;
@@ -22,22 +25,58 @@ use crate::model::{AttrValue, KeyValue, Span};
 /// Prefix of every replacement value.
 pub const REDACTED_PREFIX: &str = "redacted:";
 
+/// Default replacement text of the `mask` action.
+pub const DEFAULT_MASK: &str = "****";
+
+/// What replaces text matched by `patterns` and `builtin` detectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactAction {
+    /// The keyed hash (`redacted:<hex HMAC-SHA256>`); needs a key.
+    #[default]
+    Hash,
+    /// The fixed `mask` text; needs no key.
+    Mask,
+}
+
 /// `[redact]` configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedactConfig {
     /// Attribute keys removed everywhere (default none).
     pub drop_keys: Vec<String>,
     /// Attribute keys whose whole value is replaced by its keyed hash.
     pub hash_keys: Vec<String>,
+    /// Attribute keys whose whole value is replaced by `mask`.
+    pub mask_keys: Vec<String>,
     /// Regular expressions; matching text in string values is replaced.
     pub patterns: Vec<String>,
     /// Built-in detectors: `credit_card`, `email`.
     pub builtin: Vec<String>,
+    /// How pattern and builtin matches are replaced (default `hash`).
+    pub action: RedactAction,
+    /// Replacement text of the `mask` action and of `mask_keys` (default `****`).
+    pub mask: String,
     /// HMAC key (prefer `hash_key_env` to keep it out of config files).
     pub hash_key: Option<String>,
     /// Name of an environment variable holding the HMAC key.
     pub hash_key_env: Option<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            drop_keys: Vec::new(),
+            hash_keys: Vec::new(),
+            mask_keys: Vec::new(),
+            patterns: Vec::new(),
+            builtin: Vec::new(),
+            action: RedactAction::Hash,
+            mask: DEFAULT_MASK.to_string(),
+            hash_key: None,
+            hash_key_env: None,
+        }
+    }
 }
 
 /// A redaction configuration that cannot work.
@@ -54,9 +93,12 @@ pub enum RedactConfigError {
     /// Unknown built-in detector.
     #[error("unknown redact builtin {0:?}; use \"credit_card\" or \"email\"")]
     UnknownBuiltin(String),
-    /// Masking configured but no key.
-    #[error("redaction masks values but has no key: set redact.hash_key or redact.hash_key_env (an env var holding a secret)")]
+    /// Hashing configured but no key.
+    #[error("redaction hashes values (redact.hash_keys, or patterns/builtin with action = \"hash\") but has no key: set redact.hash_key or redact.hash_key_env (an env var holding a secret), or use action = \"mask\" / mask_keys, which need no key")]
     MissingKey,
+    /// The mask itself would be matched by a pattern, so redacting would not be stable.
+    #[error("redact.mask {0:?} is matched by a redact pattern or builtin; choose a mask none of them matches (e.g. \"****\")")]
+    MaskMatchesPattern(String),
     /// The key environment variable is unset or empty.
     #[error("redact.hash_key_env names {0:?}, which is unset or empty")]
     KeyEnvUnset(String),
@@ -77,12 +119,17 @@ enum Detector {
 pub struct Redactor {
     drop_keys: Vec<String>,
     hash_keys: Vec<String>,
+    mask_keys: Vec<String>,
     detectors: Vec<Detector>,
+    action: RedactAction,
+    mask: String,
     mac: Option<Hmac<Sha256>>,
     /// Attributes removed so far.
     pub attributes_dropped: u64,
-    /// Values (or parts of values) replaced so far.
+    /// Values (or parts of values) replaced by the fixed mask so far.
     pub values_masked: u64,
+    /// Values (or parts of values) replaced by their keyed hash so far.
+    pub values_hashed: u64,
 }
 
 fn luhn_ok(digits: &[u8]) -> bool {
@@ -134,29 +181,46 @@ impl Redactor {
             (Some(k), None) if !k.is_empty() => Some(k.clone()),
             _ => None,
         };
-        let masks = !detectors.is_empty() || !config.hash_keys.is_empty();
+        let hashes = !config.hash_keys.is_empty()
+            || (!detectors.is_empty() && config.action == RedactAction::Hash);
+        // A mask a detector matches would be replaced again on every pass
+        // (e.g. when the WAL is replayed), counting the same value twice.
+        if config.action == RedactAction::Mask
+            && detectors.iter().any(|d| match d {
+                Detector::Regex(r) | Detector::Card(r) => r.is_match(&config.mask),
+            })
+        {
+            return Err(RedactConfigError::MaskMatchesPattern(config.mask.clone()));
+        }
         let mac = match key {
             // HMAC accepts keys of any length; new_from_slice cannot fail for it.
             Some(k) => Some(
                 Hmac::<Sha256>::new_from_slice(k.as_bytes())
                     .map_err(|_| RedactConfigError::MissingKey)?,
             ),
-            None if masks => return Err(RedactConfigError::MissingKey),
+            None if hashes => return Err(RedactConfigError::MissingKey),
             None => None,
         };
         Ok(Redactor {
             drop_keys: config.drop_keys.clone(),
             hash_keys: config.hash_keys.clone(),
+            mask_keys: config.mask_keys.clone(),
             detectors,
+            action: config.action,
+            mask: config.mask.clone(),
             mac,
             attributes_dropped: 0,
             values_masked: 0,
+            values_hashed: 0,
         })
     }
 
     /// True when redaction changes nothing.
     pub fn is_noop(&self) -> bool {
-        self.drop_keys.is_empty() && self.hash_keys.is_empty() && self.detectors.is_empty()
+        self.drop_keys.is_empty()
+            && self.hash_keys.is_empty()
+            && self.mask_keys.is_empty()
+            && self.detectors.is_empty()
     }
 
     /// The replacement text for `original`.
@@ -190,10 +254,18 @@ impl Redactor {
                     }
                 }
                 out.push_str(&s[last..m.start()]);
-                out.push_str(&self.hash(m.as_str()));
+                match self.action {
+                    RedactAction::Hash => {
+                        out.push_str(&self.hash(m.as_str()));
+                        self.values_hashed += 1;
+                    }
+                    RedactAction::Mask => {
+                        out.push_str(&self.mask);
+                        self.values_masked += 1;
+                    }
+                }
                 last = m.end();
                 changed = true;
-                self.values_masked += 1;
             }
             if changed {
                 out.push_str(&s[last..]);
@@ -226,6 +298,12 @@ impl Redactor {
                 }
                 let text = kv.value.to_text();
                 kv.value = AttrValue::Str(self.hash(&text));
+                self.values_hashed += 1;
+            } else if self.mask_keys.contains(&kv.key) {
+                if matches!(&kv.value, AttrValue::Str(s) if *s == self.mask) {
+                    continue;
+                }
+                kv.value = AttrValue::Str(self.mask.clone());
                 self.values_masked += 1;
             } else if !self.detectors.is_empty() {
                 self.mask_value(&mut kv.value);
@@ -312,10 +390,9 @@ mod tests {
         RedactConfig {
             drop_keys: vec!["password".into()],
             hash_keys: vec!["user.id".into()],
-            patterns: vec![],
             builtin: vec!["credit_card".into(), "email".into()],
             hash_key: Some("k3y".into()),
-            hash_key_env: None,
+            ..Default::default()
         }
     }
 
@@ -363,7 +440,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(r.attributes_dropped, 2);
-        assert_eq!(r.values_masked, 6);
+        assert_eq!(r.values_hashed, 6);
+        assert_eq!(r.values_masked, 0);
         // Redacting twice changes nothing more.
         let once = sp.clone();
         r.apply(&mut sp);
@@ -444,5 +522,86 @@ mod tests {
         })
         .is_ok());
         assert!(serde_json::from_str::<RedactConfig>(r#"{"drop": []}"#).is_err());
+    }
+
+    #[test]
+    fn mask_action_needs_no_key_and_is_stable() {
+        let cfg: RedactConfig = toml::from_str(
+            r#"
+            drop_keys = ["password"]
+            mask_keys = ["user.id"]
+            builtin = ["credit_card", "email"]
+            patterns = ['token=[A-Za-z0-9]+']
+            action = "mask"
+            "#,
+        )
+        .expect("toml");
+        assert_eq!(cfg.mask, DEFAULT_MASK);
+        let mut r = Redactor::new(&cfg).expect("mask needs no key");
+        let mut sp = span();
+        sp.attributes
+            .push(KeyValue::new("url", AttrValue::Str("/a?token=abc1".into())));
+        r.apply(&mut sp);
+        assert!(sp.attributes.iter().all(|kv| kv.key != "password"));
+        assert_eq!(
+            s(&sp.attributes, "note"),
+            "card **** and 4111111111111112, mail ****",
+            "Luhn-invalid number kept"
+        );
+        assert_eq!(s(&sp.attributes, "user.id"), "****");
+        assert_eq!(s(&sp.attributes, "url"), "/a?****");
+        assert_eq!(
+            s(&sp.events[0].attributes, "exception.message"),
+            "user **** failed"
+        );
+        assert_eq!(s(&sp.resource_attributes, "owner.email"), "****");
+        // note: 2, user.id, url, exception.message, owner.email, list[0].
+        assert_eq!(r.values_masked, 7);
+        assert_eq!(r.values_hashed, 0);
+        assert_eq!(r.attributes_dropped, 2);
+        let once = sp.clone();
+        r.apply(&mut sp);
+        assert_eq!(sp, once);
+        assert_eq!(r.values_masked, 7, "a second pass masks nothing more");
+
+        // A custom mask, and hash_keys beside masked patterns (with a key).
+        let mut r = Redactor::new(&RedactConfig {
+            hash_keys: vec!["user.id".into()],
+            builtin: vec!["email".into()],
+            action: RedactAction::Mask,
+            mask: "[email]".into(),
+            hash_key: Some("k".into()),
+            ..Default::default()
+        })
+        .expect("config");
+        let mut sp = span();
+        r.apply(&mut sp);
+        assert_eq!(
+            s(&sp.events[0].attributes, "exception.message"),
+            "user [email] failed"
+        );
+        assert_eq!(s(&sp.attributes, "user.id"), r.hash("42"));
+        assert_eq!((r.values_masked, r.values_hashed), (4, 1));
+
+        // hash_keys still need a key when patterns are masked.
+        let err = Redactor::new(&RedactConfig {
+            hash_keys: vec!["a".into()],
+            action: RedactAction::Mask,
+            ..Default::default()
+        })
+        .expect_err("no key");
+        assert!(matches!(err, RedactConfigError::MissingKey));
+        assert!(err.to_string().contains("action = \"mask\""), "{err}");
+        // A mask the detectors would match again is refused.
+        assert!(matches!(
+            Redactor::new(&RedactConfig {
+                builtin: vec!["email".into()],
+                action: RedactAction::Mask,
+                mask: "x@redacted.example".into(),
+                ..Default::default()
+            }),
+            Err(RedactConfigError::MaskMatchesPattern(_))
+        ));
+        assert!(toml::from_str::<RedactConfig>("action = \"blur\"").is_err());
     }
 }

@@ -117,6 +117,15 @@ pub enum Rule {
         /// The rules.
         rules: Vec<Rule>,
     },
+    /// At least one rule matches (evaluated in order, stopping at the first
+    /// that matches, so a later rate limit spends budget only on traces the
+    /// earlier rules did not keep). Nests inside `and` and vice versa, e.g.
+    /// "gold customers that failed or were slow". `any` is accepted as an alias.
+    #[serde(alias = "any")]
+    FirstMatch {
+        /// The rules.
+        rules: Vec<Rule>,
+    },
 }
 
 /// A tail-sampling decision.
@@ -162,6 +171,10 @@ pub struct TailStats {
     pub spans_dropped: u64,
     /// Traces decided before their wait because the buffer was full.
     pub early_decisions: u64,
+    /// Of `early_decisions`: because `max_traces` traces were held.
+    pub early_decisions_max_traces: u64,
+    /// Of `early_decisions`: because `max_bytes` were held.
+    pub early_decisions_max_bytes: u64,
     /// Spans that arrived after their trace was decided.
     pub late_spans: u64,
     /// Decisions forgotten to make room in the cache.
@@ -189,6 +202,7 @@ enum Compiled {
     Prob(f64),
     Rate(TokenBucket),
     And(Vec<Compiled>),
+    FirstMatch(Vec<Compiled>),
 }
 
 fn compile(rule: &Rule, what: &str) -> Result<Compiled, SamplingConfigError> {
@@ -224,19 +238,26 @@ fn compile(rule: &Rule, what: &str) -> Result<Compiled, SamplingConfigError> {
                 last: None,
             })
         }
-        Rule::And { rules } => {
+        Rule::And { rules } | Rule::FirstMatch { rules } => {
+            let and = matches!(rule, Rule::And { .. });
             if rules.is_empty() {
                 return Err(SamplingConfigError::Invalid {
                     what: what.to_string(),
-                    why: "`and` needs at least one rule".into(),
+                    why: format!(
+                        "`{}` needs at least one rule",
+                        if and { "and" } else { "first_match" }
+                    ),
                 });
             }
-            Compiled::And(
-                rules
-                    .iter()
-                    .map(|r| compile(r, what))
-                    .collect::<Result<_, _>>()?,
-            )
+            let compiled = rules
+                .iter()
+                .map(|r| compile(r, what))
+                .collect::<Result<_, _>>()?;
+            if and {
+                Compiled::And(compiled)
+            } else {
+                Compiled::FirstMatch(compiled)
+            }
         }
     })
 }
@@ -296,6 +317,9 @@ impl Compiled {
                 }
             }
             Compiled::And(rules) => rules.iter_mut().all(|r| r.matches(trace_id, spans, now)),
+            Compiled::FirstMatch(rules) => {
+                rules.iter_mut().any(|r| r.matches(trace_id, spans, now))
+            }
         }
     }
 }
@@ -440,6 +464,11 @@ impl<T> TailSampler<T> {
                 .is_some_and(|b| b.generation == generation)
             {
                 self.stats.early_decisions += 1;
+                if self.traces.len() > self.max_traces {
+                    self.stats.early_decisions_max_traces += 1;
+                } else {
+                    self.stats.early_decisions_max_bytes += 1;
+                }
                 if let Some(d) = self.decide(id, now) {
                     out.push(d);
                 }
@@ -766,6 +795,8 @@ mod tests {
         let d = t.offer(span(3, 1, 0, 1), 3, now);
         assert_eq!(ids(&d), vec![(1, true, "all".into(), 1)]);
         assert_eq!(t.stats().early_decisions, 1);
+        assert_eq!(t.stats().early_decisions_max_traces, 1);
+        assert_eq!(t.stats().early_decisions_max_bytes, 0);
         // Byte bound: one huge span forces its own trace out at once.
         let mut c = cfg(vec![("all", Rule::Always)]);
         c.max_bytes = 10_000;
@@ -776,6 +807,8 @@ mod tests {
         let d = t.offer(big, 7, now);
         assert_eq!(ids(&d), vec![(7, true, "all".into(), 1)]);
         assert_eq!(t.held_bytes(), 0);
+        assert_eq!(t.stats().early_decisions_max_bytes, 1);
+        assert_eq!(t.stats().early_decisions_max_traces, 0);
     }
 
     #[test]
@@ -824,5 +857,69 @@ mod tests {
             r#"{"name": "x", "rule": {"latency": {"threshold_ms": 1, "x": 2}}}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn first_match_nests_inside_and() {
+        // Gold customers whose trace failed or was slow; then any failed trace,
+        // and the rest within a budget of 2 spans per second that failed
+        // traces do not spend (first_match stops at status_error).
+        let c: TailSamplingConfig = toml::from_str(
+            r#"
+            enabled = true
+            [[policies]]
+            name = "gold_bad"
+            rule = { and = { rules = [
+                { string_attribute = { key = "tier", values = ["gold"] } },
+                { first_match = { rules = ["status_error", { latency = { threshold_ms = 100 } }] } },
+            ] } }
+            [[policies]]
+            name = "budget"
+            rule = { any = { rules = ["status_error", { rate_limiting = { spans_per_second = 2 } }] } }
+            "#,
+        )
+        .expect("toml");
+        let mut t = TailSampler::<()>::new(&c).expect("config");
+        let now = Instant::now();
+        let gold = |trace: u8, dur: u64, error: bool| {
+            let mut s = span(trace, 1, 0, dur);
+            s.attributes
+                .push(KeyValue::new("tier", AttrValue::Str("gold".into())));
+            if error {
+                s.status_code = StatusCode::Error;
+            }
+            s
+        };
+        let failed = |trace: u8| {
+            let mut s = span(trace, 1, 0, 1_000);
+            s.status_code = StatusCode::Error;
+            s
+        };
+        for s in [
+            gold(1, 1_000, true),        // gold, failed
+            gold(2, 200_000_000, false), // gold, slow
+            gold(3, 1_000, false),       // gold, fine: budget
+            failed(6),                   // not gold, failed: no budget spent
+            span(4, 1, 0, 200_000_000),  // slow but not gold: budget
+            span(5, 1, 0, 1_000),        // budget exhausted
+        ] {
+            t.offer(s, (), now);
+        }
+        let d = t.flush_all(now);
+        assert_eq!(
+            ids(&d),
+            vec![
+                (1, true, "gold_bad".into(), 1),
+                (2, true, "gold_bad".into(), 1),
+                (3, true, "budget".into(), 1),
+                (6, true, "budget".into(), 1),
+                (4, true, "budget".into(), 1),
+                (5, false, NO_MATCH.into(), 1),
+            ]
+        );
+        assert!(matches!(
+            TailSampler::<()>::new(&cfg(vec![("e", Rule::FirstMatch { rules: vec![] })])),
+            Err(SamplingConfigError::Invalid { why, .. }) if why.contains("first_match")
+        ));
     }
 }
