@@ -1,7 +1,8 @@
 //! The PostgreSQL sink against a throwaway PostgreSQL started by the test
 //! (initdb + postgres on a free loopback port): the shared conformance suite,
 //! then PostgreSQL-specific behaviour (migrations, day partitions, partition
-//! drops in retention, the default partition, NUL characters, reconnects).
+//! drops in retention, the default partition, NUL characters, reconnects,
+//! TLS against a server that refuses plaintext).
 
 mod conformance;
 mod ingest_util;
@@ -220,10 +221,24 @@ async fn migrations_partitions_retention_and_nul() {
 
 #[tokio::test]
 async fn bad_urls_are_rejected_clearly() {
-    let err = PostgresStore::connect("postgres://x:y@127.0.0.1:1/db?sslmode=require")
+    // Rejected before any connection is tried, so a typo fails the start.
+    let err = PostgresStore::connect("postgres://x:y@127.0.0.1:1/db?sslmode=verify_full")
         .await
-        .expect_err("tls");
-    assert!(err.to_string().contains("TLS"), "{err}");
+        .expect_err("bad sslmode");
+    assert!(
+        err.to_string().contains("invalid sslmode=\"verify_full\""),
+        "{err}"
+    );
+    let err = PostgresStore::connect(
+        "postgres://x:y@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    )
+    .await
+    .expect_err("missing CA file");
+    assert!(
+        err.to_string()
+            .contains("cannot read sslrootcert file /nonexistent/ca.pem"),
+        "{err}"
+    );
     let err = PostgresStore::connect("not a url at all ===")
         .await
         .expect_err("garbage");
@@ -392,4 +407,109 @@ async fn same_ids_with_another_start_time_are_stored_once() {
         .find(|x| x.span_id == resend[4].span_id)
         .unwrap();
     assert_eq!(nine.start_ns, t0 + 50);
+}
+
+/// Against a server that accepts TCP connections over TLS only: verify-full
+/// with the test CA connects, writes and reads; `require` connects without
+/// checking the certificate; plaintext is refused by the server; a wrong CA,
+/// or a host name the certificate does not name, fails with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_works_and_plaintext_or_a_wrong_ca_fail_clearly() {
+    use conformance::{day, span, tid, MS};
+    let Some(pg) = PgServer::start_tls() else {
+        return;
+    };
+    let tls = pg.tls.as_ref().expect("started with TLS");
+    let url = pg.fresh_db("tls_db").await;
+    let ca = tls.ca.display().to_string();
+    let opts = || PostgresOptions {
+        pool_size: 2,
+        ..wide_partitions()
+    };
+
+    let store = PostgresStore::connect_with(
+        &format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+        opts(),
+    )
+    .await
+    .expect("verify-full with the server's CA");
+    let trace = tid(91, 1);
+    let spans: Vec<_> = (0..3)
+        .map(|i| span(trace, i, None, "tls-pg", "op", day(2) + i as u64, MS))
+        .collect();
+    store.write_spans(&spans).await.expect("write over TLS");
+    let got = store.get_trace(trace, None).await.expect("read over TLS");
+    assert_eq!(got.len(), 3);
+    // The store's sessions really are encrypted (seen from the Unix socket).
+    let encrypted = sql_count(
+        &pg.admin_url("tls_db"),
+        "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.datname = 'tls_db'",
+    )
+    .await;
+    assert!(encrypted >= 1, "no TLS session from the store");
+    drop(store);
+
+    // localhost is in the certificate too.
+    let local = url.replace("127.0.0.1", "localhost");
+    PostgresStore::connect_with(
+        &format!("{local}?sslmode=verify-full&sslrootcert={ca}"),
+        opts(),
+    )
+    .await
+    .expect("verify-full via localhost");
+
+    // require: TLS without checking the certificate (libpq's meaning).
+    PostgresStore::connect_with(&format!("{url}?sslmode=require"), opts())
+        .await
+        .expect("require without a CA");
+
+    // Plaintext: the server's pg_hba.conf refuses it, and the error says so
+    // and what to use instead.
+    let err = PostgresStore::connect_with(&format!("{url}?sslmode=disable"), opts())
+        .await
+        .expect_err("plaintext must be refused");
+    let msg = err.to_string();
+    assert!(msg.contains("no encryption"), "{msg}");
+    assert!(msg.contains("sslmode=verify-full"), "{msg}");
+
+    // A CA that did not sign the server's certificate.
+    let other = tls.other_ca.display().to_string();
+    let err = PostgresStore::connect_with(
+        &format!("{url}?sslmode=verify-full&sslrootcert={other}"),
+        opts(),
+    )
+    .await
+    .expect_err("wrong CA must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS handshake failed (sslmode=verify-full)"),
+        "{msg}"
+    );
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+    assert!(msg.contains("sslrootcert"), "{msg}");
+    // The default roots (no sslrootcert) do not know the test CA either.
+    let err = PostgresStore::connect_with(&format!("{url}?sslmode=verify-full"), opts())
+        .await
+        .expect_err("webpki roots must not trust the test CA");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.to_string().contains("give its CA with sslrootcert"),
+        "{err}"
+    );
+
+    // A host name the certificate does not name (same address): verify-full
+    // fails, verify-ca (chain only) connects.
+    let misnamed = format!(
+        "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname=tls_db sslrootcert={ca}",
+        pg.port
+    );
+    let err = PostgresStore::connect_with(&format!("{misnamed} sslmode=verify-full"), opts())
+        .await
+        .expect_err("name mismatch must fail verify-full");
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+    assert!(err.to_string().contains("verify-ca"), "{err}");
+    PostgresStore::connect_with(&format!("{misnamed} sslmode=verify-ca"), opts())
+        .await
+        .expect("verify-ca ignores the host name");
 }

@@ -1,8 +1,9 @@
 //! A throwaway PostgreSQL: `initdb` + `postgres` in a temp dir on a free
 //! loopback port, as `nobody` when the tests run as root (PostgreSQL refuses
-//! to run as root).
+//! to run as root). [`PgServer::start_tls`] starts one that accepts TCP
+//! connections over TLS only, with a certificate from a throwaway CA.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,7 +18,92 @@ pub struct PgServer {
     process: ServerProcess,
     /// TCP port on 127.0.0.1.
     pub port: u16,
+    /// Certificates, when started with [`PgServer::start_tls`].
+    pub tls: Option<PgTlsFiles>,
     dir: tempfile::TempDir,
+}
+
+/// The TLS material of a server started with [`PgServer::start_tls`].
+pub struct PgTlsFiles {
+    /// The CA (PEM) that signed the server's certificate (for 127.0.0.1 and localhost).
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the server uses.
+    pub other_ca: PathBuf,
+}
+
+const OPENSSL: &str = "/usr/bin/openssl";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(OPENSSL)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the PostgreSQL TLS test needs /usr/bin/openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and localhost signed by it, and
+/// an unrelated second CA, in `d`.
+fn make_certs(d: &Path) -> PgTlsFiles {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    for (key, pem, cn) in [
+        ("ca.key", "ca.pem", "/CN=ferrotrace pg test CA"),
+        (
+            "other-ca.key",
+            "other-ca.pem",
+            "/CN=ferrotrace unrelated CA",
+        ),
+    ] {
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
+        args.extend(ec);
+        args.extend(["-keyout", key, "-out", pem, "-subj", cn]);
+        openssl(d, &args);
+    }
+    let mut csr = vec!["req", "-nodes"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(d, &csr);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    PgTlsFiles {
+        ca: d.join("ca.pem"),
+        other_ca: d.join("other-ca.pem"),
+    }
 }
 
 fn bin_dir() -> Option<PathBuf> {
@@ -59,6 +145,18 @@ impl PgServer {
     /// Like [`start`](Self::start) on a given loopback port (for tests that
     /// point a collector at the port before the server exists).
     pub fn start_on(port: u16) -> Option<PgServer> {
+        Self::start_inner(port, false)
+    }
+
+    /// Starts a server with `ssl=on` whose pg_hba.conf accepts TCP connections
+    /// over TLS only (`hostnossl ... reject`); its certificate, for 127.0.0.1
+    /// and localhost, is signed by [`PgTlsFiles::ca`]. The Unix socket (used by
+    /// [`fresh_db`](Self::fresh_db)) stays open without TLS.
+    pub fn start_tls() -> Option<PgServer> {
+        Self::start_inner(free_port(), true)
+    }
+
+    fn start_inner(port: u16, tls: bool) -> Option<PgServer> {
         let Some(bin) = bin_dir() else {
             missing("PostgreSQL binaries (initdb, postgres) not found; set FERROTRACE_PG_BIN or install postgresql");
             return None;
@@ -72,7 +170,21 @@ impl PgServer {
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir_all(&sock).expect("socket dir");
+        let tls_dir = dir.path().join("tls");
+        let tls = tls.then(|| {
+            std::fs::create_dir_all(&tls_dir).expect("tls dir");
+            make_certs(&tls_dir)
+        });
         chown_unprivileged(dir.path());
+        if tls.is_some() {
+            // PostgreSQL refuses a key file that others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                tls_dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod server.key");
+        }
         let out = command_as_unprivileged(&initdb)
             .arg("-D")
             .arg(&data)
@@ -94,6 +206,19 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls.is_some() {
+            // First match wins: these come before initdb's `host ... trust`.
+            let hba = data.join("pg_hba.conf");
+            let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            std::fs::write(
+                &hba,
+                format!(
+                    "hostnossl all all 127.0.0.1/32 reject\n\
+                     hostssl all all 127.0.0.1/32 trust\n{old}"
+                ),
+            )
+            .expect("write pg_hba.conf");
+        }
         let log = dir.path().join("postgres.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         chown_unprivileged(&log);
@@ -118,6 +243,18 @@ impl PgServer {
             ])
             .stdout(Stdio::null())
             .stderr(log_file.try_clone().expect("log handle"));
+        if tls.is_some() {
+            cmd.args(["-c", "ssl=on", "-c"])
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    tls_dir.join("server.pem").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    tls_dir.join("server.key").display()
+                ));
+        }
         let mut process = ServerProcess::spawn(cmd, "postgres");
         let isready = bin.join("pg_isready");
         let ready = wait_until(Duration::from_secs(60), || {
@@ -142,7 +279,12 @@ impl PgServer {
             "postgres did not become ready:\n{}",
             super::tail(&log, 30)
         );
-        Some(PgServer { process, port, dir })
+        Some(PgServer {
+            process,
+            port,
+            tls,
+            dir,
+        })
     }
 
     /// URL of a database on this server.
@@ -150,11 +292,26 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// A plaintext connection string for `db` as the superuser: the TCP URL,
+    /// or for a TLS-only server its Unix socket (which does not need TLS).
+    pub fn admin_url(&self, db: &str) -> String {
+        if self.tls.is_some() {
+            format!(
+                "host={} port={} user=postgres dbname={db}",
+                self.dir.path().join("sock").display(),
+                self.port
+            )
+        } else {
+            self.url(db)
+        }
+    }
+
     /// Creates a fresh database and returns its URL.
     pub async fn fresh_db(&self, db: &str) -> String {
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to test postgres");
+        let (client, conn) =
+            tokio_postgres::connect(&self.admin_url("postgres"), tokio_postgres::NoTls)
+                .await
+                .expect("connect to test postgres");
         let task = tokio::spawn(conn);
         client
             .batch_execute(&format!("CREATE DATABASE {db}"))
