@@ -7,7 +7,7 @@
 //! crate sends (LZ4-compressed `RowBinary`, `database`, client-side bound
 //! parameters) works on 18.16 and on current releases.
 //!
-//! The schema uses only what 18.16 has (see `docs/storage-clickhouse.md`):
+//! The schema uses only what 18.16 has (see `docs/storage.md`):
 //! - `ft_spans`: the searchable columns, `ReplacingMergeTree` partitioned by
 //!   UTC day number (`intDiv(start_ns, 86400e9)`) and ordered by
 //!   `(service, name, start_ns, trace_id, span_id)` for service/operation/time

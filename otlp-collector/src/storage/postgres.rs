@@ -2,7 +2,7 @@
 //!
 //! Schema (versioned migrations in [`MIGRATIONS`], applied at connect under an
 //! advisory lock, recorded in `ft_schema_migrations`; see
-//! `docs/storage-postgres.md`):
+//! `docs/storage.md`):
 //! - `ft_spans`: one row per span, **partitioned by UTC day** on `start_ns`
 //!   (declarative range partitions `ft_spans_YYYYMMDD`, created ahead of time
 //!   and on demand; a `DEFAULT` partition catches timestamps far outside the
