@@ -89,8 +89,20 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             other => bail!("--wal-fsync {other:?}: expected always, interval or never"),
         };
     }
-    cfg.validate()?;
+    cfg.validate().with_context(|| config_source(args))?;
     Ok(cfg)
+}
+
+/// Where the configuration came from, for errors found after parsing
+/// (cross-field checks, pipeline stages): the file when there is one.
+fn config_source(args: &Args) -> String {
+    match &args.config {
+        Some(p) => format!(
+            "configuration from {} (with environment overrides and flags applied)",
+            p.display()
+        ),
+        None => "configuration from defaults, environment overrides and flags".to_string(),
+    }
 }
 
 async fn wait_for_signal() {
@@ -134,8 +146,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         // A database sink that is down is connected in the background; only
         // a bad URL or an unusable SQLite file stops the start.
-        let store = ferrotrace_collector::storage::connecting::open(&cfg)?;
-        let collector = Collector::start(cfg, store).await?;
+        let source = config_source(&args);
+        let store = ferrotrace_collector::storage::connecting::open(&cfg)
+            .with_context(|| source.clone())?;
+        let collector = Collector::start(cfg, store)
+            .await
+            .with_context(|| source.clone())?;
         wait_for_signal().await;
         tracing::info!("signal received; shutting down");
         collector.shutdown().await;
