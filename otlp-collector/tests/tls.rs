@@ -5,10 +5,10 @@
 //! failing the start with the file named.
 
 mod ingest_util;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +24,6 @@ use ingest_util::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
-const OPENSSL: &str = "/usr/bin/openssl";
-
 struct Certs {
     _dir: tempfile::TempDir,
     ca: PathBuf,
@@ -33,77 +31,15 @@ struct Certs {
     key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(OPENSSL)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the TLS tests need /usr/bin/openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
 fn make_certs() -> Certs {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut ca_args = vec!["req", "-x509", "-nodes", "-days", "2"];
-    ca_args.extend(ec);
-    ca_args.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=ferrotrace test CA",
-    ]);
-    openssl(d, &ca_args);
-    let mut csr_args = vec!["req", "-nodes"];
-    csr_args.extend(ec);
-    csr_args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(d, &csr_args);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    let c = support::certs::make(dir.path());
     Certs {
-        ca: d.join("ca.pem"),
-        cert: d.join("server.pem"),
-        key: d.join("server.key"),
         _dir: dir,
+        ca: c.ca,
+        cert: c.cert,
+        key: c.key,
     }
 }
 

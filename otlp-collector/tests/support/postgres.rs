@@ -31,78 +31,13 @@ pub struct PgTlsFiles {
     pub other_ca: PathBuf,
 }
 
-const OPENSSL: &str = "/usr/bin/openssl";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(OPENSSL)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the PostgreSQL TLS test needs /usr/bin/openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and localhost signed by it, and
-/// an unrelated second CA, in `d`.
+/// A CA, a server certificate for 127.0.0.1 and localhost signed by it
+/// (`server.pem`, `server.key`), and an unrelated second CA, in `d`.
 fn make_certs(d: &Path) -> PgTlsFiles {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    for (key, pem, cn) in [
-        ("ca.key", "ca.pem", "/CN=ferrotrace pg test CA"),
-        (
-            "other-ca.key",
-            "other-ca.pem",
-            "/CN=ferrotrace unrelated CA",
-        ),
-    ] {
-        let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
-        args.extend(ec);
-        args.extend(["-keyout", key, "-out", pem, "-subj", cn]);
-        openssl(d, &args);
-    }
-    let mut csr = vec!["req", "-nodes"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(d, &csr);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext.cnf");
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    let c = super::certs::make(d);
     PgTlsFiles {
-        ca: d.join("ca.pem"),
-        other_ca: d.join("other-ca.pem"),
+        ca: c.ca,
+        other_ca: c.other_ca,
     }
 }
 
