@@ -233,3 +233,57 @@ async fn full_wal_refuses_and_down_sink_is_retried() {
     let left = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
     assert_eq!(left, 0);
 }
+
+/// SIGTERM with a sink that does not answer: the drain stops at its timeout,
+/// the acknowledged spans stay in the write-ahead log, and the next start
+/// replays them into the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_leaves_the_rest_in_the_wal_for_the_next_start() {
+    let (c, store, dir) = start_gated(|cfg| {
+        cfg.shutdown.drain_timeout_ms = 300;
+    })
+    .await;
+    let http = c.addrs.otlp_http.unwrap();
+    for t in 1..=5u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request_with(7_000 + t, 4).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let started = std::time::Instant::now();
+    assert!(
+        !c.shutdown().await,
+        "the sink never answered, so the drain cannot have committed everything"
+    );
+    // The drain timeout plus the listeners' own grace period, with room for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store
+        .inner
+        .get_trace(trace_id(7_001), None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Next start on the same data directory, with a sink that works.
+    let mut cfg = test_config(dir.path());
+    cfg.batcher.max_delay_ms = 20;
+    let sqlite = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+    let mut c2 = Collector::start(cfg, sqlite.clone() as Arc<dyn SpanStore>)
+        .await
+        .unwrap();
+    let replayed = c2.wait_ready().await;
+    assert_eq!(replayed, 20, "every acknowledged span is replayed");
+    for t in 1..=5u32 {
+        let spans = wait_spans(sqlite.as_ref(), trace_id(7_000 + t), 4).await;
+        assert_eq!(spans.len(), 4, "trace {t}");
+    }
+    assert!(c2.shutdown().await);
+}
