@@ -287,3 +287,66 @@ async fn drain_timeout_leaves_the_rest_in_the_wal_for_the_next_start() {
     }
     assert!(c2.shutdown().await);
 }
+
+/// Resident memory of this process in KiB (the collector runs in it).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A saturated collector keeps refusing while ~100 MB of requests arrive from
+/// 8 concurrent clients, and its memory stays bounded by the queue, not by
+/// what is offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_collector_memory_stays_bounded() {
+    let (c, store, _dir) = start_gated(|cfg| {
+        cfg.queue.max_spans = 2_000;
+        cfg.queue.max_bytes = 16 << 20;
+    })
+    .await;
+    let http = c.addrs.otlp_http.unwrap();
+    let body = bytes::Bytes::from(request_with(9_000, 500).encode_to_vec());
+    let before = rss_kib();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut refused) = (0u32, 0u32);
+            for _ in 0..125 {
+                let r = post(
+                    http,
+                    "/v1/traces",
+                    &[("content-type", "application/x-protobuf")],
+                    body.clone(),
+                )
+                .await;
+                match r.status {
+                    200 => ok += 1,
+                    429 => refused += 1,
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    let offered_mib = body.len() * 1_000 / (1 << 20);
+    eprintln!("RSS grew {grown_mib} MiB, {offered_mib} MiB offered, ok={ok} refused={refused}");
+    assert!(refused > 900, "ok={ok} refused={refused}");
+    assert!(
+        grown_mib < 64,
+        "RSS grew {grown_mib} MiB while {offered_mib} MiB were offered (ok={ok}, refused={refused})"
+    );
+    store.open.store(true, Ordering::SeqCst);
+    drop(c);
+}
