@@ -947,16 +947,7 @@ impl SpanStore for ClickHouseStore {
             .collect();
         let order: Vec<TraceId> = ids.iter().map(|(id, _)| *id).collect();
         let traces = common::summarize(&order, summary_rows);
-        let next_cursor = if more {
-            ids.last()
-                .map(|(id, start)| common::encode_cursor(*start, id))
-        } else {
-            None
-        };
-        Ok(SearchPage {
-            traces,
-            next_cursor,
-        })
+        Ok(common::search_page(&ids, more, traces))
     }
 
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, StorageError, StorageResult, TimeRange,
+    DependencyEdge, LatencyPoint, LatencyQuery, SearchPage, StorageError, StorageResult, TimeRange,
     TraceSummary,
 };
 use crate::model::{AttrValue, SpanId, StatusCode, TraceId};
@@ -56,7 +56,7 @@ pub(crate) fn check_filter(key: &str, v: &AttrValue) -> StorageResult<()> {
 }
 
 /// Cursor: the sort key of the last trace on the page, `(trace start, trace id)`.
-/// Same format as the SQLite sink, so a cursor means the same thing everywhere.
+/// One format for every sink, so a cursor means the same thing everywhere.
 pub(crate) fn encode_cursor(start_ns: u64, trace_id: &TraceId) -> String {
     format!("{start_ns:016x}{}", crate::model::hex(trace_id))
 }
@@ -77,6 +77,24 @@ pub(crate) fn decode_cursor(c: &str) -> StorageResult<(u64, TraceId)> {
         *b = u8::from_str_radix(&c[16 + 2 * i..18 + 2 * i], 16).map_err(|_| bad())?;
     }
     Ok((start, id))
+}
+
+/// A search page: `traces` (summaries of `ids`, in order) and, when `more`
+/// traces match, the cursor after the last one on the page.
+pub(crate) fn search_page(
+    ids: &[(TraceId, u64)],
+    more: bool,
+    traces: Vec<TraceSummary>,
+) -> SearchPage {
+    let next_cursor = if more {
+        ids.last().map(|(id, start)| encode_cursor(*start, id))
+    } else {
+        None
+    };
+    SearchPage {
+        traces,
+        next_cursor,
+    }
 }
 
 /// The columns of one stored span that a trace summary needs.

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
+use super::sink_common as common;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery, TraceSummary,
@@ -468,32 +469,11 @@ fn trace_id_from(v: Vec<u8>) -> StorageResult<TraceId> {
 }
 
 /// Cursor: the sort key of the last trace on the page, `(trace start, trace id)`.
-fn encode_cursor(start_ns: u64, trace_id: &TraceId) -> String {
-    format!("{start_ns:016x}{}", crate::model::hex(trace_id))
-}
-
-fn decode_cursor(c: &str) -> StorageResult<(u64, TraceId)> {
-    let bad = || {
-        StorageError::InvalidQuery(
-            "malformed cursor: pass next_cursor from the previous page unchanged".into(),
-        )
-    };
-    if c.len() != 48 || !c.is_ascii() {
-        return Err(bad());
-    }
-    let start = u64::from_str_radix(&c[..16], 16).map_err(|_| bad())?;
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&c[16 + 2 * i..18 + 2 * i], 16).map_err(|_| bad())?;
-    }
-    Ok((start, id))
-}
-
 fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
     if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
         return Ok(SearchPage::default());
     }
-    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
     let mut conds = vec!["s.start_ns >= ?".to_string(), "s.start_ns < ?".to_string()];
     let mut args: Vec<rusqlite::types::Value> = vec![
         to_i64(q.range.start_ns).into(),
@@ -580,15 +560,7 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
     for (id, _) in &ids {
         traces.push(summarize(conn, id)?);
     }
-    let next_cursor = if more {
-        ids.last().map(|(id, start)| encode_cursor(*start, id))
-    } else {
-        None
-    };
-    Ok(SearchPage {
-        traces,
-        next_cursor,
-    })
+    Ok(common::search_page(&ids, more, traces))
 }
 
 /// Summary over every stored span of the trace (not only the matching ones).
@@ -1454,8 +1426,11 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_rejects_garbage() {
-        let c = encode_cursor(123, &[0xab; 16]);
-        assert_eq!(decode_cursor(&c).expect("cursor"), (123, [0xab; 16]));
+        let c = common::encode_cursor(123, &[0xab; 16]);
+        assert_eq!(
+            common::decode_cursor(&c).expect("cursor"),
+            (123, [0xab; 16])
+        );
         for bad in [
             "",
             "zz",
@@ -1464,7 +1439,10 @@ mod tests {
             "é".repeat(24).as_str(),
         ] {
             assert!(
-                matches!(decode_cursor(bad), Err(StorageError::InvalidQuery(_))),
+                matches!(
+                    common::decode_cursor(bad),
+                    Err(StorageError::InvalidQuery(_))
+                ),
                 "{bad}"
             );
         }
