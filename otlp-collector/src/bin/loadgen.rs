@@ -3,7 +3,12 @@
 //! realistic spans (10 attributes, an event on every fourth span), and reports
 //! accepted spans/s, refused requests, p50/p99 acknowledgement latency (at a
 //! fixed rate measured from each request's scheduled time) and,
-//! given the collector's pid, its CPU seconds and peak RSS from /proc.
+//! given the collector's pid, its CPU seconds and peak RSS from /proc, and its
+//! own CPU seconds (it shares the machine with the collector).
+//!
+//! Each connection encodes its request once and rewrites only the ids and
+//! timestamps per request (see [`Template`]), so that generating load costs
+//! little CPU.
 //!
 //! Bounded in time (`--duration`, at most 600 s) and count (`--max-spans`);
 //! refuses non-loopback targets.
@@ -19,16 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use parking_lot::Mutex;
 use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -87,13 +94,27 @@ fn kv(k: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
-/// A request of `n` realistic spans; ids derive from `conn` and `seq` so every span is unique.
-fn build_request(conn: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
-    use any_value::Value as V;
-    let now = SystemTime::now()
+/// Start, end and event time of span `i` of a request built at `now`.
+fn span_times(i: usize, now: u64) -> (u64, u64, u64) {
+    let start = now - 5_000_000 + i as u64 * 1_000;
+    (
+        start,
+        start + 250_000 + (i as u64 % 97) * 10_000,
+        start + 1_000,
+    )
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// A request of `n` realistic spans; ids derive from `conn` and `seq` so every
+/// span is unique, timestamps from `now` (ns since the Unix epoch).
+fn build_request(conn: u64, seq: u64, n: usize, now: u64) -> ExportTraceServiceRequest {
+    use any_value::Value as V;
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&(conn + 1).to_be_bytes());
     trace_id[8..].copy_from_slice(&seq.to_be_bytes());
@@ -109,7 +130,7 @@ fn build_request(conn: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
                 p[4..].copy_from_slice(&1u32.to_be_bytes());
                 p.to_vec()
             };
-            let start = now - 5_000_000 + i as u64 * 1_000;
+            let (start, end, event_time) = span_times(i, now);
             Span {
                 trace_id: trace_id.to_vec(),
                 span_id: span_id.to_vec(),
@@ -117,7 +138,7 @@ fn build_request(conn: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
                 name: format!("GET /api/items/{}", i % 16),
                 kind: if i == 0 { 2 } else { 3 },
                 start_time_unix_nano: start,
-                end_time_unix_nano: start + 250_000 + (i as u64 % 97) * 10_000,
+                end_time_unix_nano: end,
                 attributes: vec![
                     kv("http.request.method", V::StringValue("GET".into())),
                     kv("http.route", V::StringValue("/api/items/{id}".into())),
@@ -132,7 +153,7 @@ fn build_request(conn: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
                 ],
                 events: if i % 4 == 0 {
                     vec![span::Event {
-                        time_unix_nano: start + 1_000,
+                        time_unix_nano: event_time,
                         name: "cache.lookup".into(),
                         attributes: vec![kv("cache.key", V::StringValue(format!("item:{i}")))],
                         dropped_attributes_count: 0,
@@ -175,6 +196,193 @@ fn build_request(conn: u64, seq: u64, n: usize) -> ExportTraceServiceRequest {
     }
 }
 
+/// Byte offsets, in the encoded request, of the fields of one span that differ
+/// from request to request.
+#[derive(Debug, Default)]
+struct SpanFields {
+    trace_id: usize,
+    span_id: usize,
+    parent_span_id: Option<usize>,
+    start: usize,
+    end: usize,
+    event_time: Option<usize>,
+}
+
+/// One connection's request, encoded once. Requests differ only in the
+/// sequence half of the ids and in the timestamps, all fixed-width fields, so
+/// each request rewrites those bytes in place instead of building and encoding
+/// 200+ spans: the load generator shares the machine with the collector, and
+/// its CPU is CPU the collector cannot use. [`Template::new`] checks the
+/// result byte for byte against [`build_request`].
+struct Template {
+    bytes: Vec<u8>,
+    spans: Vec<SpanFields>,
+}
+
+/// Reads a protobuf varint at `pos`, advancing it.
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The fields of the message in `buf[range]`: (field number, value range);
+/// `None` if it is not well-formed protobuf.
+fn fields(buf: &[u8], range: std::ops::Range<usize>) -> Option<Vec<(u64, std::ops::Range<usize>)>> {
+    let mut pos = range.start;
+    let mut out = Vec::new();
+    while pos < range.end {
+        let key = read_varint(buf, &mut pos)?;
+        let start = pos;
+        match key & 7 {
+            0 => {
+                read_varint(buf, &mut pos)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = usize::try_from(read_varint(buf, &mut pos)?).ok()?;
+                let value = pos;
+                pos = pos.checked_add(len)?;
+                out.push((key >> 3, value..pos));
+                continue;
+            }
+            5 => pos += 4,
+            _ => return None,
+        }
+        out.push((key >> 3, start..pos));
+    }
+    (pos == range.end).then_some(out)
+}
+
+/// Sub-ranges of the fields numbered `num` within `range`.
+fn nested(
+    buf: &[u8],
+    range: std::ops::Range<usize>,
+    num: u64,
+) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
+    Ok(fields(buf, range)
+        .context("template request is not valid protobuf")?
+        .into_iter()
+        .filter(|(n, _)| *n == num)
+        .map(|(_, r)| r)
+        .collect())
+}
+
+impl Template {
+    /// Encodes connection `conn`'s request of `n` spans and locates the
+    /// per-request fields (OTLP field numbers: request.resource_spans = 1,
+    /// resource_spans.scope_spans = 2, scope_spans.spans = 2; span trace_id = 1,
+    /// span_id = 2, parent_span_id = 4, start = 7, end = 8, events = 11;
+    /// event time = 1).
+    fn new(conn: u64, n: usize) -> anyhow::Result<Template> {
+        let bytes = build_request(conn, 0, n, now_ns()).encode_to_vec();
+        let mut spans = Vec::with_capacity(n);
+        for rs in nested(&bytes, 0..bytes.len(), 1)? {
+            for ss in nested(&bytes, rs, 2)? {
+                for sp in nested(&bytes, ss, 2)? {
+                    let mut f = SpanFields::default();
+                    for (num, r) in fields(&bytes, sp).context("template span")? {
+                        match num {
+                            1 => f.trace_id = r.start,
+                            2 => f.span_id = r.start,
+                            4 => f.parent_span_id = Some(r.start),
+                            7 => f.start = r.start,
+                            8 => f.end = r.start,
+                            11 => f.event_time = nested(&bytes, r, 1)?.first().map(|t| t.start),
+                            _ => {}
+                        }
+                    }
+                    spans.push(f);
+                }
+            }
+        }
+        let mut t = Template { bytes, spans };
+        // Any mismatch (a field the walk missed, a changed build_request) fails here.
+        for seq in [1, 0x0102_0304_0506_0708] {
+            let now = now_ns();
+            let want = build_request(conn, seq, n, now).encode_to_vec();
+            if t.fill(seq, now) != want.as_slice() {
+                bail!("pre-encoded request template differs from build_request (seq {seq})");
+            }
+        }
+        Ok(t)
+    }
+
+    /// The encoded `build_request(conn, seq, n, now)`.
+    fn fill(&mut self, seq: u64, now: u64) -> &[u8] {
+        let b = &mut self.bytes;
+        for (i, f) in self.spans.iter().enumerate() {
+            b[f.trace_id + 8..f.trace_id + 16].copy_from_slice(&seq.to_be_bytes());
+            let seq32 = (seq as u32).to_be_bytes();
+            b[f.span_id..f.span_id + 4].copy_from_slice(&seq32);
+            if let Some(p) = f.parent_span_id {
+                b[p..p + 4].copy_from_slice(&seq32);
+            }
+            let (start, end, event_time) = span_times(i, now);
+            b[f.start..f.start + 8].copy_from_slice(&start.to_le_bytes());
+            b[f.end..f.end + 8].copy_from_slice(&end.to_le_bytes());
+            if let Some(e) = f.event_time {
+                b[e..e + 8].copy_from_slice(&event_time.to_le_bytes());
+            }
+        }
+        &self.bytes
+    }
+}
+
+/// gRPC codec sending an already-encoded `ExportTraceServiceRequest`.
+#[derive(Clone, Copy, Debug, Default)]
+struct PreEncodedCodec;
+
+/// Encoder half of [`PreEncodedCodec`].
+#[derive(Debug, Default)]
+struct BytesEncoder;
+
+/// Decoder half of [`PreEncodedCodec`].
+#[derive(Debug, Default)]
+struct ResponseDecoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding the response: {e}")))
+    }
+}
+
+impl Codec for PreEncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = BytesEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
 enum Outcome {
     Ok,
     Refused,
@@ -202,11 +410,11 @@ async fn run_conn(
     let mut http = None;
     match args.protocol {
         Proto::Grpc => {
-            grpc = Some(
-                TraceServiceClient::connect(format!("http://{endpoint}"))
-                    .await
-                    .context("gRPC connect")?,
-            )
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
+                .connect()
+                .await
+                .context("gRPC connect")?;
+            grpc = Some(tonic::client::Grpc::new(channel))
         }
         Proto::Http => {
             let tcp = tokio::net::TcpStream::connect(endpoint)
@@ -221,6 +429,10 @@ async fn run_conn(
             http = Some(sender);
         }
     }
+    let mut template = Template::new(conn, args.batch)?;
+    let export = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
     let start = Instant::now();
     let mut seq = 0u64;
     let mut local_lat = Vec::with_capacity(4096);
@@ -236,20 +448,26 @@ async fn run_conn(
             }
         }
         seq += 1;
-        let req = build_request(conn, seq, args.batch);
+        let body = Bytes::copy_from_slice(template.fill(seq, now_ns()));
         // At a fixed rate the latency counts from when the request was due, not
         // from when it went out: a slow acknowledgement delays the next send, and
         // that wait is part of what a client at this rate sees (no coordinated
         // omission). At the maximal rate there is no schedule.
         let sent = due.unwrap_or_else(Instant::now);
         let outcome = if let Some(c) = grpc.as_mut() {
-            match c.export(req).await {
+            let sent = match c.ready().await {
+                Ok(()) => {
+                    c.unary(tonic::Request::new(body), export.clone(), PreEncodedCodec)
+                        .await
+                }
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            };
+            match sent {
                 Ok(_) => Outcome::Ok,
                 Err(s) if s.code() == tonic::Code::ResourceExhausted => Outcome::Refused,
                 Err(_) => Outcome::Failed,
             }
         } else if let Some(h) = http.as_mut() {
-            let body = Bytes::from(req.encode_to_vec());
             let r = http::Request::builder()
                 .method("POST")
                 .uri("/v1/traces")
@@ -345,6 +563,7 @@ fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let before = args.collector_pid.and_then(proc_usage);
+    let own_before = proc_usage(std::process::id());
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -376,6 +595,10 @@ fn main() -> anyhow::Result<()> {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let after = args.collector_pid.and_then(proc_usage);
+    let own_cpu = match (own_before, proc_usage(std::process::id())) {
+        (Some(b), Some(a)) => Some(a.0 - b.0),
+        _ => None,
+    };
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock());
     lat.sort_unstable();
     let accepted = stats.accepted_spans.load(Relaxed);
@@ -385,13 +608,15 @@ fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let rss_mib = after.map(|a| a.1 as f64 / 1024.0);
-    let cpu_per_m = cpu.map(|c| {
+    let per_m = |c: f64| {
         if accepted > 0 {
             c / (accepted as f64 / 1e6)
         } else {
             0.0
         }
-    });
+    };
+    let cpu_per_m = cpu.map(per_m);
+    let own_cpu_per_m = own_cpu.map(per_m);
     if args.json {
         let v = serde_json::json!({
             "protocol": format!("{:?}", args.protocol).to_lowercase(),
@@ -403,6 +628,7 @@ fn main() -> anyhow::Result<()> {
             "ack_p50_ms": pct(&lat, 0.5), "ack_p99_ms": pct(&lat, 0.99), "ack_max_ms": pct(&lat, 1.0),
             "collector_cpu_seconds": cpu, "collector_cpu_seconds_per_million_spans": cpu_per_m,
             "collector_peak_rss_mib": rss_mib,
+            "loadgen_cpu_seconds": own_cpu, "loadgen_cpu_seconds_per_million_spans": own_cpu_per_m,
         });
         println!("{v}");
     } else {
@@ -425,6 +651,26 @@ fn main() -> anyhow::Result<()> {
         if let (Some(c), Some(r), Some(cm)) = (cpu, rss_mib, cpu_per_m) {
             println!("collector: cpu={c:.2} s ({cm:.2} s per million spans), peak RSS={r:.1} MiB");
         }
+        if let (Some(c), Some(cm)) = (own_cpu, own_cpu_per_m) {
+            println!("loadgen: cpu={c:.2} s ({cm:.2} s per million spans)");
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_matches_built_requests() {
+        for n in [1, 4, 200] {
+            let mut t = Template::new(3, n).expect("template");
+            for seq in [2, 77, u64::from(u32::MAX) + 9] {
+                let now = now_ns();
+                let got = ExportTraceServiceRequest::decode(t.fill(seq, now)).expect("decodes");
+                assert_eq!(got, build_request(3, seq, n, now));
+            }
+        }
+    }
 }
