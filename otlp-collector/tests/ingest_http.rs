@@ -401,7 +401,7 @@ async fn in_flight_bodies_share_a_memory_budget() {
     let tc = start(|c| {
         c.limits.max_request_bytes = LIMIT;
         c.limits.max_decompressed_bytes = LIMIT;
-        c.limits.max_inflight_bytes = budget;
+        c.limits.max_inflight_bytes = Some(budget);
     })
     .await;
     let http = tc.collector.addrs.otlp_http.unwrap();

@@ -222,6 +222,10 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
     if let Err(r) = check_auth(&ing, source, enc, &parts.headers) {
         return r;
     }
+    if let Err(e) = ing.check_memory() {
+        discard_body(body, ing.limits.max_request_bytes).await;
+        return submit_error(enc, e);
+    }
     // Holds the body's share of the in-flight budget until the response is built.
     let mut guard = ing.inflight.guard();
     let data = match read_body(&ing, source, enc, &parts.headers, body, &mut guard).await {
@@ -279,6 +283,10 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
     if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
         return r;
     }
+    if let Err(e) = ing.check_memory() {
+        discard_body(body, ing.limits.max_request_bytes).await;
+        return submit_error(Enc::Text, e);
+    }
     let mut guard = ing.inflight.guard();
     let data = match read_body(&ing, source, Enc::Text, &parts.headers, body, &mut guard).await {
         Ok(d) => d,
@@ -304,4 +312,26 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         }
         Err(e) => submit_error(Enc::Text, e),
     }
+}
+
+/// Reads and drops a refused request's body, one frame at a time (nothing is
+/// kept), so the client gets the 429 and its retry hint instead of a broken
+/// pipe: hyper closes a connection whose request body was not read, and a
+/// client still writing a large body would see the reset first. Stops after
+/// `limit` bytes or 10 s; then the connection is closed as before.
+async fn discard_body(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len();
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }

@@ -21,6 +21,7 @@ use prost::Message;
 
 use crate::auth::TokenSet;
 use crate::config::LimitsConfig;
+use crate::memory::{MemoryGuard, Pressure};
 use crate::metrics::{Metrics, Source};
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{RecordFormat, Wal, WalError};
@@ -84,23 +85,30 @@ pub struct Ingest {
     pub tokens: TokenSet,
     /// Memory budget for request bodies in flight (`limits.max_inflight_bytes`).
     pub inflight: body::InflightBudget,
+    /// The process-wide memory limit (`limits.memory_limit_mib`).
+    pub memory: Arc<MemoryGuard>,
     accepting: AtomicBool,
 }
 
 impl Ingest {
-    /// Builds the ingest path.
+    /// Builds the ingest path; `inflight_bytes` is the budget for request
+    /// bodies in flight (`Config::memory_budgets`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         queue: Arc<Queue>,
         wal: Wal,
         metrics: Arc<Metrics>,
         limits: LimitsConfig,
+        inflight_bytes: usize,
+        memory: Arc<MemoryGuard>,
         retry_after_secs: u64,
         tokens: TokenSet,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
             queue,
             wal,
-            inflight: body::InflightBudget::new(limits.max_inflight_bytes, metrics.clone()),
+            inflight: body::InflightBudget::new(inflight_bytes, metrics.clone()),
+            memory,
             metrics,
             limits,
             retry_after_secs,
@@ -127,6 +135,21 @@ impl Ingest {
     /// whole memory budget (429 / RESOURCE_EXHAUSTED with a retry hint).
     pub fn over_budget(&self) {
         self.metrics.requests_failed.add("inflight_full", 1);
+    }
+
+    /// Refuses a new request, before its body is read, while the process is
+    /// above its soft memory limit (counted as `memory_limit`). The caller
+    /// answers like a full queue: 429 + `Retry-After` / RESOURCE_EXHAUSTED +
+    /// RetryInfo.
+    pub fn check_memory(&self) -> Result<(), SubmitError> {
+        if self.memory.pressure() == Pressure::Normal {
+            return Ok(());
+        }
+        self.metrics.requests_failed.add("memory_limit", 1);
+        Err(SubmitError::Refused(
+            "memory limit reached (limits.memory_limit_mib)",
+            self.retry_after_secs,
+        ))
     }
 
     /// Counts a request refused before decoding (bad body, limit, content type).
@@ -169,6 +192,16 @@ impl Ingest {
         if !self.accepting.load(Relaxed) {
             m.refused.fetch_add(n, Relaxed);
             return Err(SubmitError::Unavailable("shutting down".into()));
+        }
+        // Admitted before the memory went over the soft limit: dropping the
+        // decoded spans now frees memory, queueing them would hold it.
+        if self.memory.pressure() != Pressure::Normal {
+            m.refused.fetch_add(n, Relaxed);
+            self.metrics.requests_failed.add("memory_limit", 1);
+            return Err(SubmitError::Refused(
+                "memory limit reached (limits.memory_limit_mib)",
+                self.retry_after_secs,
+            ));
         }
         let Some(reservation) = self.queue.try_reserve(n, decoded.bytes) else {
             m.refused.fetch_add(n, Relaxed);

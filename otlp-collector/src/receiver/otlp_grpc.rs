@@ -184,6 +184,14 @@ where
             "bearer token not accepted"
         }));
     }
+    if let Err(SubmitError::Refused(why, secs)) = ing.check_memory() {
+        return Err(status_with_details(
+            Code::ResourceExhausted,
+            code::RESOURCE_EXHAUSTED,
+            format!("{why}; retry later"),
+            Some(secs),
+        ));
+    }
     let max_req = ing.limits.max_request_bytes;
     let max_inflated = ing.limits.max_decompressed_bytes;
     let too_large = |what: String| {

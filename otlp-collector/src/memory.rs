@@ -1,0 +1,234 @@
+//! The memory guard: holds the collector's resident memory under
+//! `limits.memory_limit_mib` whatever the load.
+//!
+//! The byte budgets (queue, request bodies in flight, tail sampling) bound
+//! what the collector holds on purpose; they cannot see allocator overhead,
+//! decoding, batches on their way to the sink or the sink's caches. So a
+//! background thread reads the process's resident size (`/proc/self/statm`,
+//! a few microseconds) every `limits.memory_check_interval_ms` into an
+//! atomic, and while it is above the soft limit the receivers refuse new
+//! requests before reading their bodies — 429 + `Retry-After` / gRPC
+//! `RESOURCE_EXHAUSTED` + `RetryInfo`, like a full queue — so clients back
+//! off and retry while the pipeline drains. Requests already being read
+//! when the soft limit is crossed are refused before they are queued, so
+//! nothing more enters the pipeline until memory is back under it.
+//!
+//! glibc's malloc keeps freed memory mapped (per-thread arenas), so after a
+//! spike the resident size can stay above the soft limit with nothing live
+//! and the collector would refuse forever. While above the soft limit the
+//! guard therefore calls `malloc_trim(0)` (at most once a second), which
+//! returns free pages of every arena to the OS. With another allocator
+//! (e.g. mimalloc, which returns memory itself) the call only trims glibc's
+//! own, mostly unused heap and is harmless.
+//!
+//! Without `/proc` (not Linux) the guard is inert and the budgets alone apply.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::MemoryBudgets;
+use crate::metrics::Metrics;
+
+/// Shortest time between two `malloc_trim` calls: the call walks every
+/// arena under its lock, so it must not run on every sample.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the process stands against its memory limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pressure {
+    /// Under the soft limit (or no limit, or memory unknown).
+    Normal,
+    /// Above the soft limit: refuse new requests.
+    Soft,
+    /// Above the hard limit (refused like `Soft`; reported separately so
+    /// callers can tell the limit itself was crossed).
+    Hard,
+}
+
+/// The shared memory guard; see the module documentation.
+#[derive(Debug)]
+pub struct MemoryGuard {
+    limit: u64,
+    soft: u64,
+    metrics: Arc<Metrics>,
+    last_trim: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl MemoryGuard {
+    /// Starts a guard for `budgets` sampling every `interval` on its own
+    /// thread (which ends when the guard is dropped). With no limit
+    /// (`limit_bytes == 0`) or no `/proc`, nothing is started and
+    /// [`MemoryGuard::pressure`] is always [`Pressure::Normal`].
+    pub fn start(
+        budgets: &MemoryBudgets,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<MemoryGuard>> {
+        let m = &metrics.memory;
+        m.limit_bytes.store(budgets.limit_bytes, Relaxed);
+        m.soft_limit_bytes.store(budgets.soft_limit_bytes, Relaxed);
+        let guard = Arc::new(MemoryGuard {
+            limit: budgets.limit_bytes,
+            soft: budgets.soft_limit_bytes,
+            metrics,
+            last_trim: parking_lot::Mutex::new(None),
+        });
+        if guard.limit > 0 && resident_bytes().is_some() {
+            guard.tick();
+            let weak: Weak<MemoryGuard> = Arc::downgrade(&guard);
+            std::thread::Builder::new()
+                .name("memory-guard".into())
+                .spawn(move || loop {
+                    std::thread::sleep(interval);
+                    match weak.upgrade() {
+                        Some(g) => g.tick(),
+                        None => return,
+                    }
+                })?;
+        }
+        Ok(guard)
+    }
+
+    /// A guard that never refuses (no limit); for tests and tools.
+    pub fn disabled(metrics: Arc<Metrics>) -> Arc<MemoryGuard> {
+        Arc::new(MemoryGuard {
+            limit: 0,
+            soft: 0,
+            metrics,
+            last_trim: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The pressure as of the last sample: one atomic load.
+    pub fn pressure(&self) -> Pressure {
+        if self.limit == 0 {
+            return Pressure::Normal;
+        }
+        classify(
+            self.metrics.memory.resident_bytes.load(Relaxed),
+            self.soft,
+            self.limit,
+        )
+    }
+
+    /// Resident bytes at the last sample (0 if never sampled).
+    pub fn resident_bytes(&self) -> u64 {
+        self.metrics.memory.resident_bytes.load(Relaxed)
+    }
+
+    /// Samples resident memory; above the soft limit, first hands freed heap
+    /// memory back to the OS (rate-limited) and samples again.
+    fn tick(&self) {
+        let Some(mut rss) = resident_bytes() else {
+            return;
+        };
+        if rss > self.soft {
+            let mut last = self.last_trim.lock();
+            if last.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
+                *last = Some(Instant::now());
+                if trim_heap() {
+                    self.metrics.memory.trims.fetch_add(1, Relaxed);
+                    rss = resident_bytes().unwrap_or(rss);
+                }
+            }
+        }
+        self.metrics.memory.resident_bytes.store(rss, Relaxed);
+    }
+}
+
+fn classify(rss: u64, soft: u64, hard: u64) -> Pressure {
+    if rss > hard {
+        Pressure::Hard
+    } else if rss > soft {
+        Pressure::Soft
+    } else {
+        Pressure::Normal
+    }
+}
+
+/// The process's resident set size in bytes, from `/proc/self/statm`
+/// (second field, in pages).
+#[cfg(target_os = "linux")]
+pub fn resident_bytes() -> Option<u64> {
+    use std::sync::OnceLock;
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    let page = *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system constant.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p as u64
+        } else {
+            4096
+        }
+    });
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
+}
+
+/// The process's resident set size: unknown without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn resident_bytes() -> Option<u64> {
+    None
+}
+
+/// Returns free heap pages to the OS; true if the allocator supports it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() -> bool {
+    // SAFETY: malloc_trim only releases memory glibc's malloc holds free.
+    unsafe { libc::malloc_trim(0) };
+    true
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_levels() {
+        assert_eq!(classify(10, 80, 100), Pressure::Normal);
+        assert_eq!(classify(80, 80, 100), Pressure::Normal);
+        assert_eq!(classify(81, 80, 100), Pressure::Soft);
+        assert_eq!(classify(101, 80, 100), Pressure::Hard);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn samples_resident_memory_and_refuses_above_the_soft_limit() {
+        let rss = resident_bytes().unwrap();
+        assert!(rss > 1 << 20, "{rss}");
+        let metrics = Arc::new(Metrics::default());
+        // A limit far below what this process already uses: refused at once.
+        let tiny = MemoryBudgets {
+            limit_bytes: 1 << 20,
+            soft_limit_bytes: 1 << 19,
+            queue_bytes: 1,
+            inflight_bytes: 1,
+            tail_bytes: 1,
+        };
+        let g = MemoryGuard::start(&tiny, Duration::from_millis(5), metrics.clone()).unwrap();
+        assert_eq!(g.pressure(), Pressure::Hard);
+        assert!(g.resident_bytes() > 0);
+        assert!(metrics
+            .render()
+            .contains("ferrotrace_memory_limit_bytes 1048576"));
+        // A generous limit: accepted.
+        let big = MemoryBudgets {
+            limit_bytes: 1 << 40,
+            soft_limit_bytes: 1 << 39,
+            ..tiny
+        };
+        let g = MemoryGuard::start(&big, Duration::from_millis(5), metrics).unwrap();
+        assert_eq!(g.pressure(), Pressure::Normal);
+        assert_eq!(
+            MemoryGuard::disabled(Arc::new(Metrics::default())).pressure(),
+            Pressure::Normal
+        );
+    }
+}
