@@ -187,3 +187,233 @@ async fn invalid_queries_are_rejected_clearly() {
     ));
     assert!(SqliteStore::open("/proc/definitely/not/writable/traces.db").is_err());
 }
+
+/// The layout-1 schema (the SQLite sink's tables before the append-ordered
+/// layout), verbatim, to build a file as older collectors left it.
+const LAYOUT_1_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id       BLOB    NOT NULL,
+    span_id        BLOB    NOT NULL,
+    parent_span_id BLOB,
+    service        TEXT    NOT NULL,
+    name           TEXT    NOT NULL,
+    kind           INTEGER NOT NULL,
+    start_ns       INTEGER NOT NULL,
+    end_ns         INTEGER NOT NULL,
+    duration_ns    INTEGER NOT NULL,
+    status_code    INTEGER NOT NULL,
+    data           BLOB    NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
+CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns);
+CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns);
+
+CREATE TABLE IF NOT EXISTS span_attributes (
+    trace_id BLOB    NOT NULL,
+    span_id  BLOB    NOT NULL,
+    idx      INTEGER NOT NULL,
+    key      TEXT    NOT NULL,
+    type     INTEGER NOT NULL,
+    str_val  TEXT,
+    int_val  INTEGER,
+    dbl_val  REAL,
+    PRIMARY KEY (trace_id, span_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS span_attributes_str ON span_attributes (key, str_val) WHERE str_val IS NOT NULL;
+CREATE INDEX IF NOT EXISTS span_attributes_int ON span_attributes (key, int_val) WHERE int_val IS NOT NULL;
+CREATE INDEX IF NOT EXISTS span_attributes_dbl ON span_attributes (key, dbl_val) WHERE dbl_val IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS op_rollups (
+    minute_ns INTEGER NOT NULL,
+    service   TEXT    NOT NULL,
+    operation TEXT    NOT NULL,
+    kind      INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    errors    INTEGER NOT NULL,
+    sketch    BLOB    NOT NULL,
+    PRIMARY KEY (minute_ns, service, operation, kind)
+);
+CREATE INDEX IF NOT EXISTS op_rollups_service ON op_rollups (service, minute_ns);
+
+CREATE TABLE IF NOT EXISTS edge_rollups (
+    minute_ns INTEGER NOT NULL,
+    caller    TEXT    NOT NULL,
+    callee    TEXT    NOT NULL,
+    calls     INTEGER NOT NULL,
+    errors    INTEGER NOT NULL,
+    sketch    BLOB    NOT NULL,
+    PRIMARY KEY (minute_ns, caller, callee)
+);
+"#;
+
+/// Writes `spans` into a new layout-1 file the way the layout-1 sink did.
+fn write_layout_1(path: &std::path::Path, spans: &[ferrotrace_collector::model::Span]) {
+    use rusqlite::params;
+    let mut conn = rusqlite::Connection::open(path).expect("open layout-1 file");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .expect("wal");
+    assert_eq!(mode, "wal");
+    conn.execute_batch(LAYOUT_1_SCHEMA)
+        .expect("layout-1 schema");
+    let tx = conn.transaction().expect("tx");
+    for s in spans {
+        tx.execute(
+            "INSERT INTO spans (trace_id, span_id, parent_span_id, service, name, kind, start_ns, \
+             end_ns, duration_ns, status_code, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                &s.trace_id[..],
+                &s.span_id[..],
+                s.parent_span_id.as_ref().map(|p| &p[..]),
+                s.service_name,
+                s.name,
+                s.kind as i64,
+                s.start_ns as i64,
+                s.end_ns as i64,
+                (s.end_ns - s.start_ns) as i64,
+                s.status_code as i64,
+                ferrotrace_collector::storage::sqlite::encode_span(s),
+            ],
+        )
+        .expect("layout-1 span");
+        for (i, kv) in s.attributes.iter().enumerate() {
+            let (ty, sv, iv, dv): (i64, Option<&str>, Option<i64>, Option<f64>) = match &kv.value {
+                AttrValue::Str(v) => (0, Some(v.as_str()), None, None),
+                AttrValue::Bool(b) => (1, None, Some(*b as i64), None),
+                AttrValue::Int(v) => (2, None, Some(*v), None),
+                AttrValue::Double(d) if !d.is_nan() => (3, None, None, Some(*d)),
+                _ => continue,
+            };
+            tx.execute(
+                "INSERT INTO span_attributes (trace_id, span_id, idx, key, type, str_val, int_val, \
+                 dbl_val) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![&s.trace_id[..], &s.span_id[..], i as i64, kv.key, ty, sv, iv, dv],
+            )
+            .expect("layout-1 attribute");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_1_file_is_converted_at_open() {
+    use ferrotrace_collector::model::KeyValue;
+    use ferrotrace_collector::storage::AttrFilter;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traces.db");
+    let t0 = conformance::day(0);
+    let full = conformance::full_span();
+    // 25,000 spans: more than one conversion chunk.
+    let mut spans: Vec<_> = (0..25_000u32)
+        .map(|i| {
+            let mut s = conformance::span(
+                conformance::tid(60, i / 5),
+                i % 5,
+                (i % 5 != 0).then_some(0),
+                if i % 2 == 0 { "old-a" } else { "old-b" },
+                "op",
+                t0 + i as u64 * 1_000,
+                10 + i as u64 % 100,
+            );
+            s.attributes = vec![
+                KeyValue::new("i", AttrValue::Int(i as i64)),
+                KeyValue::new("code", AttrValue::Str(format!("{}", i % 7))),
+                KeyValue::new("ratio", AttrValue::Double(i as f64 / 4.0)),
+                KeyValue::new("hit", AttrValue::Bool(i % 3 == 0)),
+            ];
+            s
+        })
+        .collect();
+    spans.push(full.clone());
+    write_layout_1(&path, &spans);
+
+    let store = SqliteStore::open(&path).expect("open converts the layout-1 file");
+    // Every span reads back exactly.
+    assert_eq!(
+        store.get_trace(full.trace_id, None).await.expect("get"),
+        vec![full.clone()]
+    );
+    let trace = store
+        .get_trace(conformance::tid(60, 4_321), None)
+        .await
+        .expect("get");
+    assert_eq!(trace, spans[4_321 * 5..4_321 * 5 + 5].to_vec());
+    let range = TimeRange {
+        start_ns: t0,
+        end_ns: t0 + conformance::DAY,
+    };
+    // Attribute search works on converted rows: typed and Jaeger text.
+    let mut q = conformance_query(range);
+    q.attributes = vec![AttrFilter::typed("i", AttrValue::Int(12_345))];
+    let page = store.search(&q).await.expect("search");
+    assert_eq!(page.traces.len(), 1);
+    assert_eq!(page.traces[0].trace_id, conformance::tid(60, 2_469));
+    q.attributes = vec![
+        AttrFilter::text("i", "12345"),
+        AttrFilter::text("ratio", "3086.25"),
+    ];
+    assert_eq!(store.search(&q).await.expect("text search").traces.len(), 1);
+    q.attributes = vec![AttrFilter::typed("code", AttrValue::Int(3))];
+    assert!(store.search(&q).await.expect("typed").traces.is_empty());
+    // Services and exact percentiles see every converted span.
+    assert_eq!(
+        store.services(range).await.expect("services"),
+        vec!["old-a".to_string(), "old-b".to_string()]
+    );
+    let all: Vec<u64> = store
+        .exact_percentiles("old-a", None, &[], range, &[0.0, 1.0])
+        .await
+        .expect("pct");
+    assert_eq!(all, vec![10, 108]);
+    // Writes stay idempotent across the conversion: the converted spans are
+    // not stored a second time.
+    store.write_spans(&spans[..1_000]).await.expect("rewrite");
+    assert_eq!(
+        store
+            .get_trace(conformance::tid(60, 7), None)
+            .await
+            .expect("get")
+            .len(),
+        5
+    );
+    drop(store);
+    // The old tables are gone and the layout version is recorded.
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let old: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_v1', 'span_attributes')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("old tables");
+    assert_eq!(old, 0);
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 25_001);
+    drop(conn);
+    // Reopening a converted file changes nothing.
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.get_trace(full.trace_id, None).await.expect("get"),
+        vec![full]
+    );
+}
+
+#[tokio::test]
+async fn newer_layout_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traces.db");
+    SqliteStore::open(&path).expect("create");
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .pragma_update(None, "user_version", 99)
+        .expect("bump version");
+    let err = SqliteStore::open(&path).expect_err("a newer layout must be refused");
+    assert!(err.to_string().contains("newer ferrotrace"), "{err}");
+}

@@ -7,13 +7,16 @@
 //! lose the last transactions on power loss, which would lose acknowledged
 //! spans). The cost is one fsync per batch, not per span.
 //!
-//! Schema (see `docs/storage.md`):
-//! - `spans`: one row per span with the searchable columns and the full span
-//!   as a compact binary blob ([`encode_span`]) for an exact round trip;
-//!   `PRIMARY KEY (trace_id, span_id)` plus `INSERT OR IGNORE` makes a retried
-//!   batch a no-op.
-//! - `span_attributes`: the scalar span attributes, typed, for searches.
+//! Schema ([`layout`] and `docs/storage.md`):
+//! - `spans`: one row per span, appended in arrival order, with the searchable
+//!   columns and the full span as a compact binary blob ([`encode_span`]) for
+//!   an exact round trip; a `UNIQUE (trace_id, span_id)` index plus
+//!   `INSERT OR IGNORE` makes a retried batch a no-op.
+//! - `span_attrs`: the scalar span attributes, typed, with a hashed term index
+//!   for equality searches.
 //! - `op_rollups` / `edge_rollups`: per-minute rollups, merged on write.
+//! - `rollup_origins`: the WAL spans each rollup batch accounts for, written
+//!   in the batch's transaction (see `rollup::origins`).
 //!
 //! rusqlite is synchronous, so every operation runs on tokio's blocking pool
 //! with one writer connection and a few reader connections (WAL lets readers
@@ -34,7 +37,9 @@ use super::{
     StorageError, StorageResult, TimeRange, TraceQuery, TraceSummary,
 };
 use crate::model::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId};
-use crate::rollup::{LatencySketch, RollupBatch, MINUTE_NS};
+use crate::rollup::{LatencySketch, RollupBatch, RollupOrigin, MINUTE_NS};
+
+mod layout;
 
 /// Tuning for [`SqliteStore`].
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -51,6 +56,10 @@ pub struct SqliteConfig {
     pub retention_chunk: usize,
     /// Maximum buckets a `latency` time series may have.
     pub max_latency_points: usize,
+    /// WAL size (pages of 4 KiB) at which a commit copies the WAL back into
+    /// the database file. Larger means fewer, cheaper checkpoints (a page
+    /// written by several batches is copied once) and a larger `-wal` file.
+    pub wal_autocheckpoint_pages: u32,
 }
 
 impl Default for SqliteConfig {
@@ -61,72 +70,24 @@ impl Default for SqliteConfig {
             cache_kib: 16 * 1024,
             retention_chunk: 5_000,
             max_latency_points: 10_000,
+            wal_autocheckpoint_pages: 16_384,
         }
     }
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id       BLOB    NOT NULL,
-    span_id        BLOB    NOT NULL,
-    parent_span_id BLOB,
-    service        TEXT    NOT NULL,
-    name           TEXT    NOT NULL,
-    kind           INTEGER NOT NULL,
-    start_ns       INTEGER NOT NULL,
-    end_ns         INTEGER NOT NULL,
-    duration_ns    INTEGER NOT NULL,
-    status_code    INTEGER NOT NULL,
-    data           BLOB    NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-);
-CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
-CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns);
-CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns);
-
-CREATE TABLE IF NOT EXISTS span_attributes (
-    trace_id BLOB    NOT NULL,
-    span_id  BLOB    NOT NULL,
-    idx      INTEGER NOT NULL,
-    key      TEXT    NOT NULL,
-    type     INTEGER NOT NULL,
-    str_val  TEXT,
-    int_val  INTEGER,
-    dbl_val  REAL,
-    PRIMARY KEY (trace_id, span_id, idx)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS span_attributes_str ON span_attributes (key, str_val) WHERE str_val IS NOT NULL;
-CREATE INDEX IF NOT EXISTS span_attributes_int ON span_attributes (key, int_val) WHERE int_val IS NOT NULL;
-CREATE INDEX IF NOT EXISTS span_attributes_dbl ON span_attributes (key, dbl_val) WHERE dbl_val IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS op_rollups (
+/// The rollup origins table, created after the span layout ([`layout`]) (idempotent). One row
+/// per (WAL segment, minute) of each written rollup batch; `instance` is the
+/// WAL identity stored bit for bit as a signed integer.
+const ROLLUP_ORIGINS_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS rollup_origins (
+    instance  INTEGER NOT NULL,
+    segment   INTEGER NOT NULL,
     minute_ns INTEGER NOT NULL,
-    service   TEXT    NOT NULL,
-    operation TEXT    NOT NULL,
-    kind      INTEGER NOT NULL,
-    count     INTEGER NOT NULL,
-    errors    INTEGER NOT NULL,
-    sketch    BLOB    NOT NULL,
-    PRIMARY KEY (minute_ns, service, operation, kind)
+    ranges    BLOB    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS op_rollups_service ON op_rollups (service, minute_ns);
-
-CREATE TABLE IF NOT EXISTS edge_rollups (
-    minute_ns INTEGER NOT NULL,
-    caller    TEXT    NOT NULL,
-    callee    TEXT    NOT NULL,
-    calls     INTEGER NOT NULL,
-    errors    INTEGER NOT NULL,
-    sketch    BLOB    NOT NULL,
-    PRIMARY KEY (minute_ns, caller, callee)
-);
+CREATE INDEX IF NOT EXISTS rollup_origins_segment ON rollup_origins (instance, segment);
+CREATE INDEX IF NOT EXISTS rollup_origins_minute ON rollup_origins (minute_ns);
 "#;
-
-/// Attribute type codes in `span_attributes.type`.
-const T_STR: i64 = 0;
-const T_BOOL: i64 = 1;
-const T_INT: i64 = 2;
-const T_DOUBLE: i64 = 3;
 
 /// SQLite stores signed 64-bit integers; nanosecond timestamps fit until 2262.
 /// Larger values (only ever seen in hostile input) are clamped, never wrapped.
@@ -216,7 +177,7 @@ impl SqliteStore {
                 path.display()
             ))
         };
-        let writer = Connection::open(&path).map_err(open_err)?;
+        let mut writer = Connection::open(&path).map_err(open_err)?;
         configure(&writer, &config).map_err(map_err)?;
         let mode: String = writer
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -231,7 +192,19 @@ impl SqliteStore {
         writer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(map_err)?;
-        writer.execute_batch(SCHEMA).map_err(map_err)?;
+        writer
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                config.wal_autocheckpoint_pages.max(1),
+            )
+            .map_err(map_err)?;
+        // Multi-row attribute inserts use one statement per row count.
+        writer.set_prepared_statement_cache_capacity(64);
+        layout::prepare(&mut writer, layout::MIGRATION_CHUNK)?;
+        writer
+            .execute_batch(ROLLUP_ORIGINS_SCHEMA)
+            .map_err(map_err)?;
 
         let mut readers = Vec::new();
         for _ in 0..config.readers.max(1) {
@@ -301,64 +274,9 @@ impl SqliteStore {
 fn write_spans_tx(conn: &mut Connection, spans: &[Span]) -> StorageResult<()> {
     let tx = conn.transaction().map_err(map_err)?;
     {
-        let mut ins_span = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, service, name, kind, \
-                 start_ns, end_ns, duration_ns, status_code, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .map_err(map_err)?;
-        let mut ins_attr = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO span_attributes (trace_id, span_id, idx, key, type, str_val, int_val, dbl_val) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(map_err)?;
-        let mut blob = Vec::with_capacity(1024);
+        let mut w = layout::SpanWriter::new(&tx)?;
         for s in spans {
-            blob.clear();
-            encode_span_into(s, &mut blob);
-            let inserted = ins_span
-                .execute(params![
-                    &s.trace_id[..],
-                    &s.span_id[..],
-                    s.parent_span_id.as_ref().map(|p| &p[..]),
-                    s.service_name,
-                    s.name,
-                    s.kind as i64,
-                    to_i64(s.start_ns),
-                    to_i64(s.end_ns),
-                    to_i64(s.duration_ns()),
-                    s.status_code as i64,
-                    &blob[..],
-                ])
-                .map_err(map_err)?;
-            if inserted == 0 {
-                // Already stored (a retried batch): its attributes are too.
-                continue;
-            }
-            for (i, kv) in s.attributes.iter().enumerate() {
-                let (ty, sv, iv, dv): (i64, Option<&str>, Option<i64>, Option<f64>) =
-                    match &kv.value {
-                        AttrValue::Str(v) => (T_STR, Some(v.as_str()), None, None),
-                        AttrValue::Bool(b) => (T_BOOL, None, Some(*b as i64), None),
-                        AttrValue::Int(v) => (T_INT, None, Some(*v), None),
-                        AttrValue::Double(d) if !d.is_nan() => (T_DOUBLE, None, None, Some(*d)),
-                        // Bytes, arrays, maps and NaN are kept in the blob but not indexed.
-                        _ => continue,
-                    };
-                ins_attr
-                    .execute(params![
-                        &s.trace_id[..],
-                        &s.span_id[..],
-                        i as i64,
-                        kv.key,
-                        ty,
-                        sv,
-                        iv,
-                        dv
-                    ])
-                    .map_err(map_err)?;
-            }
+            w.insert(s)?;
         }
     }
     tx.commit().map_err(map_err)
@@ -455,8 +373,61 @@ fn write_rollups_tx(conn: &mut Connection, batch: &RollupBatch) -> StorageResult
                 ])
                 .map_err(map_err)?;
         }
+        // Same transaction as the rows: both are stored or neither.
+        let mut put_origin = tx
+            .prepare_cached(
+                "INSERT INTO rollup_origins (instance, segment, minute_ns, ranges) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(map_err)?;
+        for o in &batch.origins {
+            put_origin
+                .execute(params![
+                    batch.wal_instance as i64,
+                    to_i64(o.segment),
+                    to_i64(o.minute_ns),
+                    o.encode_ranges()
+                ])
+                .map_err(map_err)?;
+        }
     }
     tx.commit().map_err(map_err)
+}
+
+fn rollup_origins_tx(
+    conn: &Connection,
+    instance: u64,
+    segments: &[u64],
+) -> StorageResult<Vec<RollupOrigin>> {
+    let mut q = conn
+        .prepare_cached(
+            "SELECT segment, minute_ns, ranges FROM rollup_origins WHERE instance = ?1 AND segment = ?2",
+        )
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    for &seg in segments {
+        let rows = q
+            .query_map(params![instance as i64, to_i64(seg)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(map_err)?;
+        for row in rows {
+            let (segment, minute, ranges) = row.map_err(map_err)?;
+            out.push(RollupOrigin {
+                segment: from_i64(segment),
+                minute_ns: from_i64(minute),
+                parts: RollupOrigin::decode_ranges(&ranges).map_err(|e| {
+                    StorageError::Backend(format!(
+                        "stored rollup origin of WAL segment {segment} is corrupt ({e}); delete its rows from rollup_origins"
+                    ))
+                })?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn trace_id_from(v: Vec<u8>) -> StorageResult<TraceId> {
@@ -468,17 +439,34 @@ fn trace_id_from(v: Vec<u8>) -> StorageResult<TraceId> {
     })
 }
 
-/// Cursor: the sort key of the last trace on the page, `(trace start, trace id)`.
+/// Searches with the shared early-stopping plan ([`common::SearchWindows`]):
+/// a probe of the newest matching span starts, then windows of traces whose
+/// start is at or after the window's lower bound.
 fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
     if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
         return Ok(SearchPage::default());
     }
     let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-    let mut conds = vec!["s.start_ns >= ?".to_string(), "s.start_ns < ?".to_string()];
-    let mut args: Vec<rusqlite::types::Value> = vec![
-        to_i64(q.range.start_ns).into(),
-        to_i64(q.range.end_ns).into(),
-    ];
+    let (conds, args) = span_conditions(q)?;
+    let (ids, more) = common::search_windows_sync(
+        q.range,
+        cursor,
+        q.limit,
+        |top, n| probe_tx(conn, q, &conds, &args, top, n),
+        |from, n| window_tx(conn, q, &conds, &args, from, cursor, n),
+    )?;
+    let mut traces = Vec::with_capacity(ids.len());
+    for (id, _) in &ids {
+        traces.push(summarize(conn, id)?);
+    }
+    Ok(common::search_page(&ids, more, traces))
+}
+
+/// The conditions a matching span `s` satisfies besides its start time, and
+/// their bound values.
+fn span_conditions(q: &TraceQuery) -> StorageResult<(Vec<String>, Vec<rusqlite::types::Value>)> {
+    let mut conds = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(svc) = &q.service {
         conds.push("s.service = ?".into());
         args.push(svc.clone().into());
@@ -499,53 +487,81 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
-        // A typed condition has one candidate value; a Jaeger text condition
-        // one per type whose text equals it. Any of them matches.
-        let mut alts = Vec::new();
-        let mut alt_args: Vec<rusqlite::types::Value> = Vec::new();
-        for value in f.candidates() {
-            let (col, ty, v): (&str, i64, rusqlite::types::Value) = match value {
-                AttrValue::Str(s) => ("str_val", T_STR, s.into()),
-                AttrValue::Bool(b) => ("int_val", T_BOOL, (b as i64).into()),
-                AttrValue::Int(i) => ("int_val", T_INT, i.into()),
-                AttrValue::Double(d) if !d.is_nan() => ("dbl_val", T_DOUBLE, d.into()),
-                other => {
-                    return Err(StorageError::InvalidQuery(format!(
-                    "attribute filter on {:?} must be a string, bool, int or double, got {other:?}",
-                    f.key
-                )))
-                }
-            };
-            alts.push(format!("(a.{col} = ? AND a.type = {ty})"));
-            alt_args.push(v);
-        }
-        conds.push(format!(
-            "(s.trace_id, s.span_id) IN (SELECT a.trace_id, a.span_id FROM span_attributes a \
-             WHERE a.key = ? AND ({}))",
-            alts.join(" OR ")
-        ));
-        args.push(f.key.clone().into());
-        args.extend(alt_args);
+        let (cond, cond_args) = layout::attr_condition(f, "s.id")?;
+        conds.push(cond);
+        args.extend(cond_args);
     }
-    let mut sql = format!(
-        "WITH m AS (SELECT DISTINCT s.trace_id FROM spans s WHERE {}), \
-         t AS (SELECT sp.trace_id AS trace_id, MIN(sp.start_ns) AS tstart FROM spans sp \
-               JOIN m ON sp.trace_id = m.trace_id GROUP BY sp.trace_id) \
-         SELECT trace_id, tstart FROM t",
-        conds.join(" AND ")
-    );
-    if let Some((cs, cid)) = cursor {
-        sql.push_str(" WHERE (tstart < ? OR (tstart = ? AND trace_id < ?))");
-        args.push(to_i64(cs).into());
-        args.push(to_i64(cs).into());
-        args.push(cid.to_vec().into());
-    }
-    sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
-    args.push(to_i64(q.limit as u64 + 1).into());
+    Ok((conds, args))
+}
 
+/// Starts of the newest `n` matching spans in `[range start, top)`, newest
+/// first (walks the service/time indexes backwards and stops after `n`).
+fn probe_tx(
+    conn: &Connection,
+    q: &TraceQuery,
+    conds: &[String],
+    args: &[rusqlite::types::Value],
+    top: u64,
+    n: usize,
+) -> StorageResult<Vec<u64>> {
+    let mut sql =
+        "SELECT s.start_ns FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?".to_string();
+    for c in conds {
+        sql.push_str(" AND ");
+        sql.push_str(c);
+    }
+    sql.push_str(" ORDER BY s.start_ns DESC LIMIT ?");
+    let mut all: Vec<rusqlite::types::Value> =
+        vec![to_i64(q.range.start_ns).into(), to_i64(top).into()];
+    all.extend(args.iter().cloned());
+    all.push(to_i64(n as u64).into());
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
     let rows = stmt
-        .query_map(params_from_iter(args.iter()), |r| {
+        .query_map(params_from_iter(all.iter()), |r| r.get::<_, i64>(0))
+        .map_err(map_err)?;
+    rows.map(|r| r.map(from_i64).map_err(map_err)).collect()
+}
+
+/// One search window: traces with a matching span starting in
+/// `[max(from, range start), range end)` whose trace start is `>= from` (any
+/// start when `from` is `None`) and sorts after the cursor, newest first, at
+/// most `n`. Each candidate's start is one lookup by trace id.
+fn window_tx(
+    conn: &Connection,
+    q: &TraceQuery,
+    conds: &[String],
+    args: &[rusqlite::types::Value],
+    from: Option<u64>,
+    cursor: Option<(u64, TraceId)>,
+    n: usize,
+) -> StorageResult<Vec<(TraceId, u64)>> {
+    let lo = from.map_or(q.range.start_ns, |a| a.max(q.range.start_ns));
+    let mut sql = "SELECT trace_id, (SELECT MIN(sp.start_ns) FROM spans sp WHERE sp.trace_id = m.trace_id) AS tstart \
+         FROM (SELECT DISTINCT s.trace_id FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?"
+        .to_string();
+    let mut all: Vec<rusqlite::types::Value> =
+        vec![to_i64(lo).into(), to_i64(q.range.end_ns).into()];
+    for c in conds {
+        sql.push_str(" AND ");
+        sql.push_str(c);
+    }
+    all.extend(args.iter().cloned());
+    sql.push_str(") m WHERE 1");
+    if let Some(a) = from {
+        sql.push_str(" AND tstart >= ?");
+        all.push(to_i64(a).into());
+    }
+    if let Some((cs, cid)) = cursor {
+        sql.push_str(" AND (tstart < ? OR (tstart = ? AND trace_id < ?))");
+        all.push(to_i64(cs).into());
+        all.push(to_i64(cs).into());
+        all.push(cid.to_vec().into());
+    }
+    sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
+    all.push(to_i64(n as u64).into());
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(all.iter()), |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
         })
         .map_err(map_err)?;
@@ -554,13 +570,7 @@ fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<SearchPage> {
         let (id, start) = row.map_err(map_err)?;
         ids.push((trace_id_from(id)?, from_i64(start)));
     }
-    let more = ids.len() > q.limit;
-    ids.truncate(q.limit);
-    let mut traces = Vec::with_capacity(ids.len());
-    for (id, _) in &ids {
-        traces.push(summarize(conn, id)?);
-    }
-    Ok(common::search_page(&ids, more, traces))
+    Ok(ids)
 }
 
 /// Summary over every stored span of the trace (not only the matching ones).
@@ -907,14 +917,14 @@ fn retention_tx(
         // Small transactions: the writer is released between chunks so ingest
         // keeps flowing while a large backlog is deleted.
         let tx = conn.transaction().map_err(map_err)?;
-        let victims: Vec<(i64, Vec<u8>, Vec<u8>)> = {
+        let victims: Vec<i64> = {
             let mut stmt = tx
-                .prepare_cached("SELECT rowid, trace_id, span_id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2")
+                .prepare_cached(
+                    "SELECT id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2",
+                )
                 .map_err(map_err)?;
             let rows = stmt
-                .query_map(params![cutoff, chunk.max(1) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+                .query_map(params![cutoff, chunk.max(1) as i64], |r| r.get(0))
                 .map_err(map_err)?;
             rows.collect::<Result<_, _>>().map_err(map_err)?
         };
@@ -924,13 +934,13 @@ fn retention_tx(
         }
         {
             let mut del_attr = tx
-                .prepare_cached("DELETE FROM span_attributes WHERE trace_id = ?1 AND span_id = ?2")
+                .prepare_cached("DELETE FROM span_attrs WHERE span_rowid = ?1")
                 .map_err(map_err)?;
             let mut del_span = tx
                 .prepare_cached("DELETE FROM spans WHERE rowid = ?1")
                 .map_err(map_err)?;
-            for (rowid, t, s) in &victims {
-                del_attr.execute(params![t, s]).map_err(map_err)?;
+            for rowid in &victims {
+                del_attr.execute(params![rowid]).map_err(map_err)?;
                 report.spans_deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
             }
         }
@@ -952,6 +962,13 @@ fn retention_tx(
                 params![last_minute],
             )
             .map_err(map_err)? as u64;
+        // Backstop for WALs that are gone (their origins are never pruned by
+        // segment); origins are bookkeeping, not counted as rollup rows.
+        tx.execute(
+            "DELETE FROM rollup_origins WHERE minute_ns <= ?1",
+            params![last_minute],
+        )
+        .map_err(map_err)?;
         tx.commit().map_err(map_err)?;
     }
     Ok(report)
@@ -979,6 +996,29 @@ impl SpanStore for SqliteStore {
         let batch = rollups.clone();
         self.with_writer(move |c, _| write_rollups_tx(c, &batch))
             .await
+    }
+
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        let segments = segments.to_vec();
+        // The writer connection: it sees every committed batch.
+        self.with_writer(move |c, _| rollup_origins_tx(c, instance, &segments))
+            .await
+    }
+
+    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64> {
+        self.with_writer(move |c, _| {
+            c.execute(
+                "DELETE FROM rollup_origins WHERE instance = ?1 AND segment < ?2",
+                params![instance as i64, to_i64(below_segment)],
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
     }
 
     async fn get_trace(
