@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod budgets;
+pub use budgets::MemoryBudgets;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -192,8 +195,9 @@ impl Default for WalConfig {
 pub struct QueueConfig {
     /// Maximum spans waiting for the pipeline.
     pub max_spans: u64,
-    /// Maximum estimated in-memory bytes waiting for the pipeline.
-    pub max_bytes: u64,
+    /// Maximum estimated in-memory bytes waiting for the pipeline; unset =
+    /// a quarter of `limits.memory_limit_mib` (see [`Config::memory_budgets`]).
+    pub max_bytes: Option<u64>,
     /// `Retry-After` seconds (and gRPC RetryInfo delay) sent when full.
     pub retry_after_secs: u64,
 }
@@ -202,7 +206,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             max_spans: 200_000,
-            max_bytes: 256 * 1024 * 1024,
+            max_bytes: None,
             retry_after_secs: 1,
         }
     }
@@ -218,8 +222,17 @@ pub struct LimitsConfig {
     pub max_decompressed_bytes: usize,
     /// Memory budget for request bodies held by all receivers at once (as
     /// received plus inflated); a request that would exceed it → 429 /
-    /// RESOURCE_EXHAUSTED with a retry hint.
-    pub max_inflight_bytes: usize,
+    /// RESOURCE_EXHAUSTED with a retry hint. Unset = a quarter of
+    /// `memory_limit_mib` (see [`Config::memory_budgets`]).
+    pub max_inflight_bytes: Option<usize>,
+    /// Limit on the collector's resident memory in MiB; 0 turns the memory
+    /// guard off. Budgets not set explicitly are derived from it.
+    pub memory_limit_mib: u64,
+    /// Above this percentage of `memory_limit_mib` of resident memory the
+    /// receivers refuse new requests (429 / RESOURCE_EXHAUSTED with a retry hint).
+    pub memory_soft_limit_percent: u64,
+    /// How often the memory guard samples resident memory (ms).
+    pub memory_check_interval_ms: u64,
     /// Maximum spans in one request; more → 413.
     pub max_spans_per_request: usize,
     /// Attributes kept per span (and per event/link/resource); the rest are dropped and counted.
@@ -235,7 +248,10 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_request_bytes: 8 * 1024 * 1024,
             max_decompressed_bytes: 32 * 1024 * 1024,
-            max_inflight_bytes: 256 * 1024 * 1024,
+            max_inflight_bytes: None,
+            memory_limit_mib: budgets::DEFAULT_MEMORY_LIMIT_MIB,
+            memory_soft_limit_percent: 80,
+            memory_check_interval_ms: 10,
             max_spans_per_request: 50_000,
             max_attributes_per_span: 128,
             max_attribute_value_bytes: 8 * 1024,
@@ -273,7 +289,7 @@ impl Default for BatcherConfig {
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             max_attempts_non_retryable: 3,
-            rollup_flush_ms: 10_000,
+            rollup_flush_ms: 2_000,
         }
     }
 }
@@ -431,9 +447,9 @@ impl Config {
                 self.wal.max_bytes, self.wal.segment_bytes
             )));
         }
-        if self.queue.max_spans == 0 || self.queue.max_bytes == 0 {
+        if self.queue.max_spans == 0 {
             return Err(ConfigError::Invalid(
-                "queue.max_spans and queue.max_bytes must be above 0".into(),
+                "queue.max_spans must be above 0".into(),
             ));
         }
         if self.batcher.max_spans == 0 || self.batcher.max_pending_batches == 0 {
@@ -446,22 +462,9 @@ impl Config {
                 "limits.max_request_bytes and limits.max_decompressed_bytes must be above 0".into(),
             ));
         }
-        // The most one request can hold: a gRPC message as received, inflated,
-        // and the uncompressed frame tonic buffers (which may carry trailing bytes).
-        let largest = self
-            .limits
-            .max_request_bytes
-            .saturating_add(self.limits.max_decompressed_bytes)
-            .saturating_mul(2)
-            .saturating_add(1024);
-        if self.limits.max_inflight_bytes < largest {
-            return Err(ConfigError::Invalid(format!(
-                "limits.max_inflight_bytes ({}) must be at least 2 × (limits.max_request_bytes + \
-                 limits.max_decompressed_bytes) + 1024 = {largest}, or a request at the limits \
-                 could never be read",
-                self.limits.max_inflight_bytes
-            )));
-        }
+        // The byte budgets: each set or derived from limits.memory_limit_mib,
+        // large enough for one request at the limits, together under the soft limit.
+        self.memory_budgets()?;
         match (&self.tls.cert_file, &self.tls.key_file) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(ConfigError::Invalid(

@@ -202,8 +202,12 @@ pub struct Metrics {
     pub rollup_dropped: CounterVec,
     /// Times the rollup series limit forced an early flush.
     pub rollup_early_flushes: AtomicU64,
+    /// Rollup contributions of replayed spans not counted again (already stored).
+    pub rollup_replayed_already_stored: AtomicU64,
     /// Receive-to-ack latency of successful requests.
     pub ack_latency: Histogram,
+    /// The memory guard's gauges and counters.
+    pub memory: MemoryMetrics,
     /// Retention task counters, once the task runs.
     pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
 }
@@ -243,7 +247,9 @@ impl Default for Metrics {
             rollup_spans_observed: AtomicU64::new(0),
             rollup_dropped: CounterVec::default(),
             rollup_early_flushes: AtomicU64::new(0),
+            rollup_replayed_already_stored: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
+            memory: MemoryMetrics::default(),
             retention: Mutex::new(None),
         }
     }
@@ -277,7 +283,7 @@ impl Metrics {
             ),
             (
                 "ferrotrace_receiver_spans_refused_total",
-                "Spans refused with 429/RESOURCE_EXHAUSTED because the queue or WAL was full.",
+                "Spans refused with 429/RESOURCE_EXHAUSTED after decoding because the queue or WAL was full or memory was above limits.memory_limit_mib.",
                 |c| &c.refused,
             ),
             (
@@ -365,7 +371,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 21] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 22] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -487,6 +493,12 @@ impl Metrics {
                 &self.rollup_early_flushes,
             ),
             (
+                "ferrotrace_rollup_replayed_already_stored_total",
+                "counter",
+                "Rollup contributions (operation counts, caller edges) of spans replayed from the WAL that were not counted again because the sink had stored them before the restart.",
+                &self.rollup_replayed_already_stored,
+            ),
+            (
                 "ferrotrace_up",
                 "gauge",
                 "Always 1 while the collector runs.",
@@ -500,6 +512,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.memory.render(&mut out);
         self.sink_write_latency.render(
             &mut out,
             "ferrotrace_sink_write_seconds",
@@ -528,6 +541,57 @@ impl Metrics {
 }
 
 static ONE: AtomicU64 = AtomicU64::new(1);
+
+/// What the memory guard ([`crate::memory`]) publishes. Refusals are counted
+/// in `ferrotrace_requests_failed_total{status="memory_limit"}`.
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    /// Resident memory of the process at the last sample (0 = not sampled).
+    pub resident_bytes: AtomicU64,
+    /// `limits.memory_limit_mib` in bytes (0 = off).
+    pub limit_bytes: AtomicU64,
+    /// The soft limit in bytes: above it new requests are refused.
+    pub soft_limit_bytes: AtomicU64,
+    /// Times freed heap memory was handed back to the OS (`malloc_trim`).
+    pub trims: AtomicU64,
+}
+
+impl MemoryMetrics {
+    fn render(&self, out: &mut String) {
+        for (name, kind, help, v) in [
+            (
+                "ferrotrace_memory_resident_bytes",
+                "gauge",
+                "Resident memory of the collector process at the memory guard's last sample.",
+                &self.resident_bytes,
+            ),
+            (
+                "ferrotrace_memory_limit_bytes",
+                "gauge",
+                "limits.memory_limit_mib in bytes (0 = no limit).",
+                &self.limit_bytes,
+            ),
+            (
+                "ferrotrace_memory_soft_limit_bytes",
+                "gauge",
+                "Resident memory above which the receivers refuse new requests (requests_failed_total{status=\"memory_limit\"}).",
+                &self.soft_limit_bytes,
+            ),
+            (
+                "ferrotrace_memory_trims_total",
+                "counter",
+                "Times the memory guard returned freed heap memory to the OS (glibc malloc_trim) while above the soft limit.",
+                &self.trims,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+    }
+}
 
 fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\")

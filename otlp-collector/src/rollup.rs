@@ -3,12 +3,16 @@
 //! edges. Sinks store them and merge them at query time, so rates, percentiles
 //! and the service graph stay right at any sampling rate with no batch job.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AttrValue, Span, SpanId, SpanKind, TraceId};
+
+mod origins;
+pub use origins::{OriginPart, RangeSet, RollupOrigin, SpanOrigin, WrittenOrigins};
 
 /// One minute in nanoseconds.
 pub const MINUTE_NS: u64 = 60_000_000_000;
@@ -153,12 +157,30 @@ pub struct RollupBatch {
     pub operations: Vec<OperationRollup>,
     /// Service-graph edges.
     pub edges: Vec<EdgeRollup>,
+    /// The WAL spans whose contributions this batch holds, all of them
+    /// (empty when the aggregator was fed without WAL positions). Sinks store
+    /// them with the rows, atomically where the database allows it.
+    #[serde(default)]
+    pub origins: Vec<RollupOrigin>,
+    /// Identity of the WAL the origins' segment ids belong to (one per data
+    /// directory; several collectors may share a database).
+    #[serde(default)]
+    pub wal_instance: u64,
 }
 
 impl RollupBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.operations.is_empty() && self.edges.is_empty()
+        self.operations.is_empty() && self.edges.is_empty() && self.origins.is_empty()
+    }
+
+    /// The distinct WAL segments the origins name, ascending. The batch keeps
+    /// one rollup hold on each until it is committed.
+    pub fn origin_segments(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.origins.iter().map(|o| o.segment).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 
@@ -182,7 +204,8 @@ pub struct RollupConfig {
     /// Accumulated (minute, service, operation, kind) and (minute, caller,
     /// callee) series held in memory (default 50 000). When full, everything
     /// accumulated is flushed early into the next drain; the sink merges
-    /// partial minutes, so nothing is lost.
+    /// partial minutes, so nothing is lost. Also bounds the (minute, WAL
+    /// segment) origin entries: past it, the next drain writes everything.
     pub max_series: usize,
     /// `CLIENT`/`PRODUCER` spans to uninstrumented peers held until their
     /// minute is drained (default 100 000; the oldest is counted early when full).
@@ -192,6 +215,12 @@ pub struct RollupConfig {
     /// A minute is drained once `now` is this many seconds past its end
     /// (default 10), so late spans still land in their minute's first write.
     pub finalize_delay_secs: u64,
+    /// Rollups of spans that came through the WAL are written at least this
+    /// often (seconds; default 5), unfinished minutes as partial rows the sink
+    /// merges, so that the WAL segments holding those spans can be deleted
+    /// soon. 0 writes each minute once, when finished (the WAL then keeps
+    /// about `60 + finalize_delay_secs` seconds more of spans).
+    pub max_hold_secs: u64,
 }
 
 impl Default for RollupConfig {
@@ -204,6 +233,7 @@ impl Default for RollupConfig {
             peer_candidates: 100_000,
             max_known_services: 10_000,
             finalize_delay_secs: 10,
+            max_hold_secs: 5,
         }
     }
 }
@@ -236,9 +266,101 @@ pub struct RollupStats {
     pub series_dropped: u64,
     /// Service names not remembered because `max_known_services` was reached.
     pub known_services_overflow: u64,
+    /// Contributions of replayed spans not counted again because a sink had
+    /// already stored them before the restart.
+    pub replayed_already_stored: u64,
 }
 
 type SpanKey = (TraceId, SpanId);
+type HMap<K, V> = hashbrown::HashMap<K, V>;
+type HSet<K> = hashbrown::HashSet<K>;
+
+/// An operation series. Looked up with [`OpKeyRef`] (borrowed strings), so a
+/// span of a known series allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OpKey {
+    minute: u64,
+    service: Arc<str>,
+    name: Box<str>,
+    kind: SpanKind,
+}
+
+struct OpKeyRef<'a> {
+    minute: u64,
+    service: &'a str,
+    name: &'a str,
+    kind: SpanKind,
+}
+
+// The two hashes must agree: same fields, same order, strings as `str`.
+impl Hash for OpKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        OpKeyRef {
+            minute: self.minute,
+            service: &self.service,
+            name: &self.name,
+            kind: self.kind,
+        }
+        .hash(h)
+    }
+}
+
+impl Hash for OpKeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.minute.hash(h);
+        self.service.hash(h);
+        self.name.hash(h);
+        h.write_u8(self.kind as u8);
+    }
+}
+
+impl hashbrown::Equivalent<OpKey> for OpKeyRef<'_> {
+    fn equivalent(&self, k: &OpKey) -> bool {
+        self.minute == k.minute
+            && self.kind == k.kind
+            && self.name == &*k.name
+            && self.service == &*k.service
+    }
+}
+
+/// An edge series; looked up with [`EdgeKeyRef`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EdgeKey {
+    minute: u64,
+    caller: Arc<str>,
+    callee: Box<str>,
+}
+
+struct EdgeKeyRef<'a> {
+    minute: u64,
+    caller: &'a str,
+    callee: &'a str,
+}
+
+impl Hash for EdgeKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        EdgeKeyRef {
+            minute: self.minute,
+            caller: &self.caller,
+            callee: &self.callee,
+        }
+        .hash(h)
+    }
+}
+
+impl Hash for EdgeKeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.minute.hash(h);
+        self.caller.hash(h);
+        self.callee.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<EdgeKey> for EdgeKeyRef<'_> {
+    fn equivalent(&self, k: &EdgeKey) -> bool {
+        self.minute == k.minute && self.callee == &*k.callee && self.caller == &*k.caller
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 struct Acc {
@@ -263,6 +385,11 @@ struct PendingChild {
     end_ns: u64,
     duration_ns: u64,
     error: bool,
+    /// Where the child sits in the WAL (its edge is its contribution).
+    origin: Option<SpanOrigin>,
+    /// The edge was stored before a restart: match it (so the parent's peer
+    /// candidate is suppressed) but do not count it again.
+    stored: bool,
 }
 
 #[derive(Debug)]
@@ -272,6 +399,7 @@ struct PeerCandidate {
     peer: String,
     duration_ns: u64,
     error: bool,
+    origin: Option<SpanOrigin>,
 }
 
 /// Computes per-minute [`OperationRollup`]s and [`EdgeRollup`]s from every
@@ -294,23 +422,41 @@ struct PeerCandidate {
 ///   seen in spans. A child that arrives after its client span's minute was
 ///   drained can still double count that one call.
 ///
+/// **Crash exactness.** Fed through [`observe_at`](Self::observe_at) with each
+/// span's WAL position, every batch lists the [`RollupOrigin`]s it accounts
+/// for, and the aggregator reports which WAL segments it still holds
+/// contributions of ([`take_hold_deltas`](Self::take_hold_deltas)), so the
+/// WAL keeps them until the sink has committed those contributions. Given
+/// the origins a sink stored ([`set_written`](Self::set_written)), replayed
+/// spans feed the parent cache but are not counted again.
+///
 /// Memory is bounded by [`RollupConfig`]; everything given up is counted in
 /// [`RollupStats`].
 #[derive(Debug)]
 pub struct RollupAggregator {
     config: RollupConfig,
-    ops: HashMap<(u64, Arc<str>, String, SpanKind), Acc>,
-    edges: HashMap<(u64, Arc<str>, String), Acc>,
+    ops: HMap<OpKey, Acc>,
+    edges: HMap<EdgeKey, Acc>,
+    /// Origins of the contributions in `ops`/`edges`, per (minute, segment).
+    origins: HMap<(u64, u64), [RangeSet; 3]>,
     ready: RollupBatch,
-    recent: HashMap<SpanKey, Arc<str>>,
+    recent: HMap<SpanKey, Arc<str>>,
     recent_order: VecDeque<SpanKey>,
-    pending: HashMap<SpanKey, Vec<PendingChild>>,
+    pending: HMap<SpanKey, Vec<PendingChild>>,
     pending_order: VecDeque<(SpanKey, u64)>,
     pending_len: usize,
     next_seq: u64,
-    peers: HashMap<SpanKey, PeerCandidate>,
+    peers: HMap<SpanKey, PeerCandidate>,
     peer_order: VecDeque<SpanKey>,
-    known: HashSet<Arc<str>>,
+    known: HSet<Arc<str>>,
+    /// In-memory references to each WAL segment (origin entries here and in
+    /// `ready`, pending children, peer candidates).
+    seg_refs: HMap<u64, u64>,
+    /// Changes of the WAL rollup holds not yet handed to the pipeline.
+    hold_deltas: HMap<u64, i64>,
+    written: WrittenOrigins,
+    /// When (drain clock) origins were first seen unflushed, for `max_hold_secs`.
+    unflushed_since: Option<u64>,
     stats: RollupStats,
 }
 
@@ -346,23 +492,45 @@ impl Default for RollupAggregator {
     }
 }
 
+/// Parts of one span waiting to be marked (see `observe_at`).
+struct Marks {
+    minute: u64,
+    origin: Option<SpanOrigin>,
+    mask: u8,
+}
+
+impl Marks {
+    fn add(&mut self, part: usize) {
+        self.mask |= 1 << part;
+    }
+}
+
+const MAIN: usize = OriginPart::Main as usize;
+const CHILD: usize = OriginPart::Child as usize;
+const PEER: usize = OriginPart::Peer as usize;
+
 impl RollupAggregator {
     /// A new aggregator.
     pub fn new(config: RollupConfig) -> Self {
         RollupAggregator {
             config,
-            ops: HashMap::new(),
-            edges: HashMap::new(),
+            ops: HMap::new(),
+            edges: HMap::new(),
+            origins: HMap::new(),
             ready: RollupBatch::default(),
-            recent: HashMap::new(),
+            recent: HMap::new(),
             recent_order: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: HMap::new(),
             pending_order: VecDeque::new(),
             pending_len: 0,
             next_seq: 0,
-            peers: HashMap::new(),
+            peers: HMap::new(),
             peer_order: VecDeque::new(),
-            known: HashSet::new(),
+            known: HSet::new(),
+            seg_refs: HMap::new(),
+            hold_deltas: HMap::new(),
+            written: WrittenOrigins::default(),
+            unflushed_since: None,
             stats: RollupStats::default(),
         }
     }
@@ -375,6 +543,51 @@ impl RollupAggregator {
     /// Series currently accumulated (for a gauge).
     pub fn series(&self) -> usize {
         self.ops.len() + self.edges.len()
+    }
+
+    /// The origins a sink already stored for the segments about to be
+    /// replayed: those contributions are not counted again.
+    pub fn set_written(&mut self, written: WrittenOrigins) {
+        self.written = written;
+    }
+
+    /// Changes of the per-segment WAL rollup holds since the last call
+    /// (segment, +n to hold / −n to release). Apply every positive change
+    /// before releasing anything else of the same round.
+    pub fn take_hold_deltas(&mut self) -> Vec<(u64, i64)> {
+        let mut v: Vec<(u64, i64)> = self.hold_deltas.drain().filter(|d| d.1 != 0).collect();
+        v.sort_unstable_by_key(|d| std::cmp::Reverse(d.1));
+        v
+    }
+
+    fn add_ref(&mut self, seg: u64) {
+        let r = self.seg_refs.entry(seg).or_insert(0);
+        *r += 1;
+        if *r == 1 {
+            *self.hold_deltas.entry(seg).or_insert(0) += 1;
+        }
+    }
+
+    fn drop_ref(&mut self, seg: u64) {
+        if let Some(r) = self.seg_refs.get_mut(&seg) {
+            *r -= 1;
+            if *r == 0 {
+                self.seg_refs.remove(&seg);
+                *self.hold_deltas.entry(seg).or_insert(0) -= 1;
+            }
+        }
+    }
+
+    /// Records that `part` of the span at `o` is accounted for in the
+    /// contributions accumulated now. Called right after the contribution is
+    /// added (nothing can flush in between), so both travel in one batch.
+    fn mark(&mut self, minute: u64, o: SpanOrigin, part: usize) {
+        let entry = self.origins.entry((minute, o.segment));
+        let new = matches!(entry, hashbrown::hash_map::Entry::Vacant(_));
+        entry.or_default()[part].insert(o.ordinal);
+        if new {
+            self.add_ref(o.segment);
+        }
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -402,68 +615,149 @@ impl RollupAggregator {
         }
         self.stats.early_flushes += 1;
         let mut batch = std::mem::take(&mut self.ready);
-        Self::take_ops(&mut self.ops, &mut batch, |_| true);
-        Self::take_edges(&mut self.edges, &mut batch, |_| true);
+        self.take_into(&mut batch, |_| true);
         self.ready = batch;
         true
     }
 
-    fn add_edge(
-        &mut self,
-        minute_ns: u64,
-        caller: Arc<str>,
-        callee: &str,
-        duration_ns: u64,
-        error: bool,
-    ) {
-        let key = (minute_ns, caller, callee.to_string());
-        if !self.edges.contains_key(&key) && !self.room_for_series() {
+    fn add_edge(&mut self, minute: u64, caller: &Arc<str>, callee: &str, dur: u64, err: bool) {
+        let key = EdgeKeyRef {
+            minute,
+            caller,
+            callee,
+        };
+        if let Some(acc) = self.edges.get_mut(&key) {
+            acc.add(dur, err);
             return;
         }
-        self.edges.entry(key).or_default().add(duration_ns, error);
+        if !self.room_for_series() {
+            return;
+        }
+        let mut acc = Acc::default();
+        acc.add(dur, err);
+        self.edges.insert(
+            EdgeKey {
+                minute,
+                caller: caller.clone(),
+                callee: callee.into(),
+            },
+            acc,
+        );
+    }
+
+    fn add_op(&mut self, minute: u64, service: &Arc<str>, span: &Span, dur: u64, err: bool) {
+        let key = OpKeyRef {
+            minute,
+            service,
+            name: &span.name,
+            kind: span.kind,
+        };
+        if let Some(acc) = self.ops.get_mut(&key) {
+            acc.add(dur, err);
+            return;
+        }
+        if !self.room_for_series() {
+            return;
+        }
+        let mut acc = Acc::default();
+        acc.add(dur, err);
+        self.ops.insert(
+            OpKey {
+                minute,
+                service: service.clone(),
+                name: span.name.as_str().into(),
+                kind: span.kind,
+            },
+            acc,
+        );
     }
 
     /// Counts one span. Call for every received span, before sampling.
     pub fn observe(&mut self, span: &Span) {
+        self.observe_at(span, None)
+    }
+
+    /// Counts one span that sits at `origin` in the WAL (see the type's
+    /// documentation on crash exactness).
+    pub fn observe_at(&mut self, span: &Span, origin: Option<SpanOrigin>) {
         self.stats.spans_observed += 1;
+        let written = match origin {
+            Some(o) if !self.written.is_empty() => self.written.written(o),
+            _ => [false; 3],
+        };
         let service = self.intern(&span.service_name);
         let minute = minute_of(span.start_ns);
         let dur = span.duration_ns();
         let err = span.is_error();
+        // Parts of this span accounted for but not marked yet. They are
+        // marked together (one origin lookup), always before anything that
+        // can add a series (and so flush early), so a part and its
+        // contribution never end up in different batches.
+        let mut marks = Marks {
+            minute,
+            origin,
+            mask: 0,
+        };
 
-        let op_key = (minute, service.clone(), span.name.clone(), span.kind);
-        if self.ops.contains_key(&op_key) || self.room_for_series() {
-            self.ops.entry(op_key).or_default().add(dur, err);
+        if written[MAIN] {
+            self.stats.replayed_already_stored += 1;
+        } else {
+            self.add_op(minute, &service, span, dur, err);
+            marks.add(MAIN);
         }
 
         // Parent/child across services.
+        let mut child_settled = true;
         if let Some(parent) = span.parent_span_id {
             let pkey = (span.trace_id, parent);
             match self.recent.get(&pkey).cloned() {
                 Some(parent_service) => {
                     if *parent_service != *span.service_name {
+                        self.flush_marks(&mut marks);
                         self.cross_service_call(
                             pkey,
-                            parent_service,
-                            &span.service_name,
+                            &parent_service,
+                            &service,
                             minute,
                             dur,
                             err,
+                            !written[CHILD],
                         );
                     }
                 }
-                None => self.hold_child(pkey, service.clone(), minute, span.end_ns, dur, err),
+                None => {
+                    child_settled = false;
+                    let o = origin.filter(|_| !written[CHILD]);
+                    self.hold_child(
+                        pkey,
+                        service.clone(),
+                        minute,
+                        span.end_ns,
+                        dur,
+                        err,
+                        o,
+                        written[CHILD],
+                    );
+                }
             }
+        }
+        if child_settled && !written[CHILD] {
+            marks.add(CHILD);
         }
 
         let me = (span.trace_id, span.span_id);
         // Calls to a named peer, held until the minute is drained. Recorded
         // before waiting children are matched, so a cross-service child that
         // arrived first cancels the candidate.
+        let mut peer_settled = true;
         if let Some(peer) = peer_name(span) {
-            if peer != span.service_name && !self.peers.contains_key(&me) {
+            if peer != span.service_name && !written[PEER] && !self.peers.contains_key(&me) {
                 if self.peers.len() >= self.config.peer_candidates {
+                    self.flush_marks(&mut marks);
                     self.evict_peer_candidate();
+                }
+                if let Some(o) = origin {
+                    self.add_ref(o.segment);
                 }
                 self.peers.insert(
                     me,
@@ -473,11 +767,17 @@ impl RollupAggregator {
                         peer: peer.to_string(),
                         duration_ns: dur,
                         error: err,
+                        origin,
                     },
                 );
                 self.peer_order.push_back(me);
+                peer_settled = false;
             }
         }
+        if peer_settled && !written[PEER] {
+            marks.add(PEER);
+        }
+        self.flush_marks(&mut marks);
 
         // Children that were waiting for this span.
         if let Some(children) = self.pending.remove(&me) {
@@ -486,34 +786,68 @@ impl RollupAggregator {
                 if *c.service != *span.service_name {
                     self.cross_service_call(
                         me,
-                        service.clone(),
+                        &service,
                         &c.service,
                         c.minute_ns,
                         c.duration_ns,
                         c.error,
+                        !c.stored,
                     );
                 }
+                self.settle_child(&c);
             }
         }
 
         self.remember(me, service);
     }
 
+    fn flush_marks(&mut self, m: &mut Marks) {
+        if let (Some(o), true) = (m.origin, m.mask != 0) {
+            let entry = self.origins.entry((m.minute, o.segment));
+            let new = matches!(entry, hashbrown::hash_map::Entry::Vacant(_));
+            let parts = entry.or_default();
+            for (i, p) in parts.iter_mut().enumerate() {
+                if m.mask & (1 << i) != 0 {
+                    p.insert(o.ordinal);
+                }
+            }
+            if new {
+                self.add_ref(o.segment);
+            }
+        }
+        m.mask = 0;
+    }
+
+    /// Marks a pending child's edge as accounted for (counted, or given up).
+    fn settle_child(&mut self, c: &PendingChild) {
+        if let Some(o) = c.origin {
+            self.mark(c.minute_ns, o, CHILD);
+            self.drop_ref(o.segment);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn cross_service_call(
         &mut self,
         parent: SpanKey,
-        caller: Arc<str>,
+        caller: &Arc<str>,
         callee: &str,
         minute: u64,
         dur: u64,
         err: bool,
+        count: bool,
     ) {
-        self.stats.parent_child_calls += 1;
-        if self.peers.remove(&parent).is_some() {
+        if let Some(c) = self.peers.remove(&parent) {
             // The client span's peer is instrumented: count the call once, here.
             self.stats.peer_calls_suppressed += 1;
+            self.settle_peer(&c);
         }
-        self.add_edge(minute, caller, callee, dur, err);
+        if count {
+            self.stats.parent_child_calls += 1;
+            self.add_edge(minute, caller, callee, dur, err);
+        } else {
+            self.stats.replayed_already_stored += 1;
+        }
     }
 
     fn remember(&mut self, key: SpanKey, service: Arc<str>) {
@@ -533,6 +867,7 @@ impl RollupAggregator {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hold_child(
         &mut self,
         parent: SpanKey,
@@ -541,18 +876,35 @@ impl RollupAggregator {
         end_ns: u64,
         duration_ns: u64,
         error: bool,
+        origin: Option<SpanOrigin>,
+        stored: bool,
     ) {
+        let given_up = PendingChild {
+            seq: 0,
+            service,
+            minute_ns,
+            end_ns,
+            duration_ns,
+            error,
+            origin,
+            stored,
+        };
         if self.config.pending_children == 0 {
             self.stats.pending_evicted += 1;
+            // Given up at once: its edge is settled (not counted) now.
+            if let Some(o) = origin {
+                self.mark(minute_ns, o, CHILD);
+            }
             return;
         }
         while self.pending_len >= self.config.pending_children {
             let Some((key, seq)) = self.pending_order.pop_front() else {
                 break;
             };
+            let mut evicted = None;
             if let Some(v) = self.pending.get_mut(&key) {
                 if let Some(pos) = v.iter().position(|c| c.seq == seq) {
-                    v.remove(pos);
+                    evicted = Some(v.remove(pos));
                     self.pending_len -= 1;
                     self.stats.pending_evicted += 1;
                 }
@@ -560,17 +912,19 @@ impl RollupAggregator {
                     self.pending.remove(&key);
                 }
             }
+            if let Some(c) = evicted {
+                self.settle_child(&c);
+            }
+        }
+        if let Some(o) = origin {
+            self.add_ref(o.segment);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.entry(parent).or_default().push(PendingChild {
-            seq,
-            service,
-            minute_ns,
-            end_ns,
-            duration_ns,
-            error,
-        });
+        self.pending
+            .entry(parent)
+            .or_default()
+            .push(PendingChild { seq, ..given_up });
         self.pending_len += 1;
         self.pending_order.push_back((parent, seq));
         // Matched children leave stale order entries; compact now and then so
@@ -600,53 +954,68 @@ impl RollupAggregator {
             self.stats.peer_calls_suppressed += 1;
         } else {
             self.stats.peer_calls += 1;
-            self.add_edge(c.minute_ns, c.caller, &c.peer, c.duration_ns, c.error);
+            self.add_edge(c.minute_ns, &c.caller, &c.peer, c.duration_ns, c.error);
+        }
+        self.settle_peer(&c);
+    }
+
+    fn settle_peer(&mut self, c: &PeerCandidate) {
+        if let Some(o) = c.origin {
+            self.mark(c.minute_ns, o, PEER);
+            self.drop_ref(o.segment);
         }
     }
 
-    fn take_ops(
-        ops: &mut HashMap<(u64, Arc<str>, String, SpanKind), Acc>,
-        out: &mut RollupBatch,
-        pick: impl Fn(u64) -> bool,
-    ) {
-        let keys: Vec<_> = ops.keys().filter(|k| pick(k.0)).cloned().collect();
-        for k in keys {
-            if let Some(a) = ops.remove(&k) {
-                out.operations.push(OperationRollup {
-                    minute_ns: k.0,
-                    service: k.1.to_string(),
-                    operation: k.2,
-                    kind: k.3,
-                    count: a.count,
-                    errors: a.errors,
-                    sketch: a.sketch,
-                });
-            }
+    /// Moves the series and origins of the minutes `pick` selects into `out`.
+    fn take_into(&mut self, out: &mut RollupBatch, pick: impl Fn(u64) -> bool) {
+        for (k, a) in self.ops.extract_if(|k, _| pick(k.minute)) {
+            out.operations.push(OperationRollup {
+                minute_ns: k.minute,
+                service: k.service.to_string(),
+                operation: k.name.into(),
+                kind: k.kind,
+                count: a.count,
+                errors: a.errors,
+                sketch: a.sketch,
+            });
+        }
+        for (k, a) in self.edges.extract_if(|k, _| pick(k.minute)) {
+            out.edges.push(EdgeRollup {
+                minute_ns: k.minute,
+                caller: k.caller.to_string(),
+                callee: k.callee.into(),
+                calls: a.count,
+                errors: a.errors,
+                sketch: a.sketch,
+            });
+        }
+        for ((minute, segment), parts) in self.origins.extract_if(|k, _| pick(k.0)) {
+            out.origins.push(RollupOrigin {
+                segment,
+                minute_ns: minute,
+                parts,
+            });
         }
     }
 
-    fn take_edges(
-        edges: &mut HashMap<(u64, Arc<str>, String), Acc>,
-        out: &mut RollupBatch,
-        pick: impl Fn(u64) -> bool,
-    ) {
-        let keys: Vec<_> = edges.keys().filter(|k| pick(k.0)).cloned().collect();
-        for k in keys {
-            if let Some(a) = edges.remove(&k) {
-                out.edges.push(EdgeRollup {
-                    minute_ns: k.0,
-                    caller: k.1.to_string(),
-                    callee: k.2,
-                    calls: a.count,
-                    errors: a.errors,
-                    sketch: a.sketch,
-                });
-            }
+    /// Hands a batch out: its origins' segments become held by the batch
+    /// (released by the sink once committed) instead of by the aggregator.
+    fn hand_out(&mut self, out: RollupBatch) -> RollupBatch {
+        for seg in out.origin_segments() {
+            *self.hold_deltas.entry(seg).or_insert(0) += 1;
         }
+        for i in 0..out.origins.len() {
+            self.drop_ref(out.origins[i].segment);
+        }
+        if self.origins.is_empty() && self.ready.origins.is_empty() {
+            self.unflushed_since = None;
+        }
+        out
     }
 
     /// Returns the rollups of every minute that ended at least
-    /// `finalize_delay_secs` before `now_ns` (plus anything flushed early),
+    /// `finalize_delay_secs` before `now_ns` (plus anything flushed early, and
+    /// everything when WAL-tracked contributions were held `max_hold_secs`),
     /// and gives up children that waited too long for their parent.
     pub fn drain(&mut self, now_ns: u64) -> RollupBatch {
         let horizon = now_ns.saturating_sub(
@@ -657,15 +1026,23 @@ impl RollupAggregator {
         let finished = |minute: u64| minute.saturating_add(MINUTE_NS) <= horizon;
 
         let ttl = self.config.pending_ttl_secs.saturating_mul(1_000_000_000);
-        let mut expired = 0usize;
+        let mut expired = Vec::new();
         self.pending.retain(|_, v| {
-            let before = v.len();
-            v.retain(|c| c.end_ns.saturating_add(ttl) >= now_ns);
-            expired += before - v.len();
+            let mut i = 0;
+            while i < v.len() {
+                if v[i].end_ns.saturating_add(ttl) < now_ns {
+                    expired.push(v.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
             !v.is_empty()
         });
-        self.pending_len -= expired;
-        self.stats.pending_expired += expired as u64;
+        self.pending_len -= expired.len();
+        self.stats.pending_expired += expired.len() as u64;
+        for c in &expired {
+            self.settle_child(c);
+        }
 
         let due: Vec<SpanKey> = self
             .peers
@@ -683,13 +1060,27 @@ impl RollupAggregator {
             self.peer_order.retain(|k| peers.contains_key(k));
         }
 
+        let hold_ns = self.config.max_hold_secs.saturating_mul(1_000_000_000);
+        let mut all = false;
+        if hold_ns > 0 && !(self.origins.is_empty() && self.ready.origins.is_empty()) {
+            let since = *self.unflushed_since.get_or_insert(now_ns);
+            all = now_ns.saturating_sub(since) >= hold_ns;
+        }
+        // Origins of spans with scattered timestamps (many minutes) are
+        // bounded like series: past the limit everything is written now.
+        all |= self.origins.len() >= self.config.max_series;
         let mut out = std::mem::take(&mut self.ready);
-        Self::take_ops(&mut self.ops, &mut out, finished);
-        Self::take_edges(&mut self.edges, &mut out, finished);
-        out
+        if all {
+            self.take_into(&mut out, |_| true);
+        } else {
+            self.take_into(&mut out, finished);
+        }
+        self.hand_out(out)
     }
 
     /// Returns everything accumulated, finished or not (for shutdown).
+    /// Children still waiting for their parent keep their WAL segments held,
+    /// so they are replayed at the next start.
     pub fn drain_all(&mut self) -> RollupBatch {
         let keys: Vec<SpanKey> = self.peers.keys().copied().collect();
         for k in keys {
@@ -699,9 +1090,8 @@ impl RollupAggregator {
         }
         self.peer_order.clear();
         let mut out = std::mem::take(&mut self.ready);
-        Self::take_ops(&mut self.ops, &mut out, |_| true);
-        Self::take_edges(&mut self.edges, &mut out, |_| true);
-        out
+        self.take_into(&mut out, |_| true);
+        self.hand_out(out)
     }
 }
 
@@ -978,5 +1368,425 @@ mod aggregator_tests {
         assert_eq!(a.stats().series_dropped, 1);
         let b = a.drain_all();
         assert_eq!(b.operations.iter().map(|o| o.count).sum::<u64>(), 4);
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    //! Crash exactness: a run is cut at every point, some batches committed
+    //! and some not; the WAL keeps what the holds say, the restart replays it
+    //! with the stored origins, and the stored totals must equal one count
+    //! per span and per call.
+    use super::*;
+    use crate::model::{KeyValue, StatusCode};
+    use std::collections::BTreeMap;
+
+    const T0: u64 = 1_700_000_040 * 1_000_000_000 - (1_700_000_040 * 1_000_000_000) % MINUTE_NS;
+    const S: u64 = 1_000_000_000;
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        trace: u8,
+        id: u8,
+        parent: Option<u8>,
+        service: &str,
+        kind: SpanKind,
+        start: u64,
+        attrs: &[(&str, &str)],
+    ) -> Span {
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            trace_state: String::new(),
+            flags: 1,
+            name: format!("{service}-op{}", id % 3),
+            kind,
+            start_ns: start,
+            end_ns: start + 1_000,
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| KeyValue::new(*k, AttrValue::Str((*v).into())))
+                .collect(),
+            dropped_attributes_count: 0,
+            events: vec![],
+            dropped_events_count: 0,
+            links: vec![],
+            dropped_links_count: 0,
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+            service_name: service.into(),
+            resource_attributes: vec![],
+            scope_name: String::new(),
+            scope_version: String::new(),
+        }
+    }
+
+    enum Ev {
+        /// One acknowledged request: its spans go to `segment`.
+        Record(u64, Vec<Span>),
+        /// The pipeline drains at this wall time; the batch goes to the sink.
+        Drain(u64),
+        /// The sink commits every batch sent so far.
+        Commit,
+    }
+
+    #[derive(Default)]
+    struct Sink {
+        ops: BTreeMap<(u64, String, String), u64>,
+        edges: BTreeMap<(u64, String, String), u64>,
+        origins: Vec<RollupOrigin>,
+    }
+
+    impl Sink {
+        fn write(&mut self, b: &RollupBatch) {
+            for o in &b.operations {
+                *self
+                    .ops
+                    .entry((o.minute_ns, o.service.clone(), o.operation.clone()))
+                    .or_default() += o.count;
+            }
+            for e in &b.edges {
+                *self
+                    .edges
+                    .entry((e.minute_ns, e.caller.clone(), e.callee.clone()))
+                    .or_default() += e.calls;
+            }
+            self.origins.extend(b.origins.iter().cloned());
+        }
+    }
+
+    /// WAL model: per segment the rollup holds, and the records in order.
+    #[derive(Default)]
+    struct WalModel {
+        holds: BTreeMap<u64, i64>,
+        records: BTreeMap<u64, Vec<Vec<Span>>>,
+    }
+
+    impl WalModel {
+        fn apply(&mut self, deltas: Vec<(u64, i64)>) {
+            for (seg, d) in deltas {
+                let h = self.holds.entry(seg).or_default();
+                *h += d;
+                assert!(*h >= 0, "segment {seg} released more than held");
+            }
+        }
+        fn append(&mut self, seg: u64, spans: &[Span]) -> u64 {
+            let recs = self.records.entry(seg).or_default();
+            let first: u64 = recs.iter().map(|r| r.len() as u64).sum();
+            recs.push(spans.to_vec());
+            first
+        }
+    }
+
+    fn feed(a: &mut RollupAggregator, seg: u64, first: u64, spans: &[Span]) {
+        for (i, s) in spans.iter().enumerate() {
+            a.observe_at(
+                s,
+                Some(SpanOrigin {
+                    segment: seg,
+                    ordinal: first + i as u64,
+                }),
+            );
+        }
+    }
+
+    fn scenario() -> Vec<Ev> {
+        use SpanKind::*;
+        let m0 = T0;
+        let m1 = T0 + MINUTE_NS;
+        vec![
+            // Trace 1: the cart server span arrives before its caller's client span.
+            Ev::Record(
+                1,
+                vec![
+                    span(1, 3, Some(2), "cart", Server, m0 + S, &[]),
+                    span(2, 1, None, "web", Server, m0 + 2 * S, &[]),
+                    span(
+                        2,
+                        2,
+                        Some(1),
+                        "web",
+                        Client,
+                        m0 + 3 * S,
+                        &[("db.system", "postgresql")],
+                    ),
+                ],
+            ),
+            Ev::Drain(m0 + 30 * S),
+            Ev::Record(
+                1,
+                vec![
+                    span(3, 1, None, "web", Server, m0 + 40 * S, &[]),
+                    span(3, 2, Some(1), "cart", Server, m0 + 41 * S, &[]),
+                ],
+            ),
+            Ev::Commit,
+            // Minute m0 is finished and written without trace 1's edge.
+            Ev::Drain(m1 + 11 * S),
+            Ev::Record(
+                2,
+                vec![
+                    // The caller's client span, late (its minute is written).
+                    span(
+                        1,
+                        2,
+                        Some(1),
+                        "web",
+                        Client,
+                        m0 + 500_000,
+                        &[("server.address", "cart.local")],
+                    ),
+                    span(1, 1, None, "web", Server, m0, &[]),
+                    span(4, 1, None, "api", Server, m1 + 5 * S, &[]),
+                    span(
+                        4,
+                        2,
+                        Some(1),
+                        "api",
+                        Producer,
+                        m1 + 6 * S,
+                        &[("peer.service", "queue")],
+                    ),
+                ],
+            ),
+            Ev::Drain(m1 + 20 * S),
+            Ev::Commit,
+            Ev::Record(
+                3,
+                vec![
+                    span(5, 1, None, "web", Server, m1 + 30 * S, &[]),
+                    span(5, 2, Some(1), "cart", Server, m1 + 31 * S, &[]),
+                    // A child whose parent never arrives.
+                    span(6, 2, Some(9), "cart", Server, m1 + 32 * S, &[]),
+                ],
+            ),
+            Ev::Drain(m1 + 45 * S),
+            Ev::Drain(m1 + 75 * S),
+            Ev::Commit,
+            Ev::Drain(m1 + 200 * S),
+            Ev::Commit,
+        ]
+    }
+
+    fn expected() -> Sink {
+        // Every span once, every call once; computed from the scenario by hand.
+        let m0 = T0;
+        let m1 = T0 + MINUTE_NS;
+        let mut want = Sink::default();
+        for ev in scenario() {
+            if let Ev::Record(_, spans) = ev {
+                for s in spans {
+                    *want
+                        .ops
+                        .entry((
+                            minute_of(s.start_ns),
+                            s.service_name.clone(),
+                            s.name.clone(),
+                        ))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for (minute, caller, callee) in [
+            (m0, "web", "cart"),       // trace 1 (late parent) — one call, not two
+            (m0, "web", "postgresql"), // trace 2 peer
+            (m0, "web", "cart"),       // trace 3
+            (m1, "api", "queue"),      // trace 4 peer
+            (m1, "web", "cart"),       // trace 5
+        ] {
+            *want
+                .edges
+                .entry((minute, caller.into(), callee.into()))
+                .or_default() += 1;
+        }
+        want
+    }
+
+    fn config() -> RollupConfig {
+        RollupConfig {
+            max_hold_secs: 0,
+            pending_ttl_secs: 120,
+            ..Default::default()
+        }
+    }
+
+    /// Runs the scenario up to `cut` events, crashes, restarts (replaying
+    /// the held segments, or all of them), and returns the sink's totals.
+    fn run(cut: usize, replay_all: bool) -> Sink {
+        let evs = scenario();
+        let mut sink = Sink::default();
+        let mut wal = WalModel::default();
+        let mut sent: Vec<RollupBatch> = Vec::new();
+        let mut a = RollupAggregator::new(config());
+        for ev in &evs[..cut] {
+            match ev {
+                Ev::Record(seg, spans) => {
+                    let first = wal.append(*seg, spans);
+                    feed(&mut a, *seg, first, spans);
+                    wal.apply(a.take_hold_deltas());
+                }
+                Ev::Drain(now) => {
+                    let b = a.drain(*now);
+                    wal.apply(a.take_hold_deltas());
+                    sent.push(b);
+                }
+                Ev::Commit => {
+                    for b in sent.drain(..) {
+                        sink.write(&b);
+                        wal.apply(b.origin_segments().into_iter().map(|s| (s, -1)).collect());
+                    }
+                }
+            }
+        }
+        // Crash: uncommitted batches and the aggregator are gone. A segment
+        // whose holds are all released may have been deleted.
+        let replay: Vec<u64> = wal
+            .records
+            .keys()
+            .copied()
+            .filter(|s| replay_all || wal.holds.get(s).copied().unwrap_or(0) > 0)
+            .collect();
+        let mut b = RollupAggregator::new(config());
+        b.set_written(WrittenOrigins::from_stored(
+            sink.origins
+                .iter()
+                .filter(|o| replay.contains(&o.segment))
+                .cloned(),
+        ));
+        for seg in &replay {
+            let mut first = 0;
+            for rec in &wal.records[seg] {
+                feed(&mut b, *seg, first, rec);
+                first += rec.len() as u64;
+            }
+        }
+        // Requests not acknowledged before the crash are sent again.
+        for ev in &evs[cut..] {
+            if let Ev::Record(seg, spans) = ev {
+                feed(&mut b, seg + 100, 0, spans);
+            }
+        }
+        sink.write(&b.drain(T0 + 10 * MINUTE_NS));
+        sink.write(&b.drain_all());
+        sink
+    }
+
+    #[test]
+    fn uninterrupted_run_counts_each_span_and_call_once() {
+        let got = run(scenario().len(), false);
+        let want = expected();
+        assert_eq!(got.ops, want.ops);
+        assert_eq!(got.edges, want.edges);
+    }
+
+    #[test]
+    fn crash_at_every_point_neither_loses_nor_double_counts() {
+        let want = expected();
+        for cut in 0..=scenario().len() {
+            for replay_all in [false, true] {
+                let got = run(cut, replay_all);
+                assert_eq!(got.ops, want.ops, "cut {cut}, replay_all {replay_all}");
+                assert_eq!(got.edges, want.edges, "cut {cut}, replay_all {replay_all}");
+            }
+        }
+    }
+
+    #[test]
+    fn holds_follow_contributions_until_committed() {
+        let mut a = RollupAggregator::new(config());
+        let child = span(1, 2, Some(1), "cart", SpanKind::Server, T0, &[]);
+        feed(&mut a, 7, 0, std::slice::from_ref(&child));
+        // The op series and the pending child both reference segment 7: one hold.
+        assert_eq!(a.take_hold_deltas(), vec![(7, 1)]);
+        // Minute written: the batch takes a hold, the pending child keeps one.
+        let b = a.drain(T0 + 2 * MINUTE_NS);
+        assert_eq!(b.origin_segments(), vec![7]);
+        assert_eq!(
+            b.origins[0].parts[OriginPart::Main as usize].0,
+            vec![(0, 1)]
+        );
+        assert!(b.origins[0].parts[OriginPart::Child as usize].is_empty());
+        assert_eq!(a.take_hold_deltas(), vec![(7, 1)]);
+        // The parent arrives from segment 8: the child's edge settles into a
+        // new origin of segment 7, and the pending hold becomes the series'.
+        let parent = span(1, 1, None, "web", SpanKind::Server, T0, &[]);
+        feed(&mut a, 8, 0, std::slice::from_ref(&parent));
+        assert_eq!(a.take_hold_deltas(), vec![(8, 1)]);
+        let b2 = a.drain_all();
+        assert_eq!(b2.origin_segments(), vec![7, 8]);
+        let mut d = a.take_hold_deltas();
+        d.sort();
+        // Handed to the batch: +1 each for the batch, -1 each for the aggregator.
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(b2.edges.len(), 1);
+        let seven = b2.origins.iter().find(|o| o.segment == 7).expect("7");
+        assert_eq!(seven.parts[OriginPart::Child as usize].0, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn max_hold_writes_unfinished_minutes_and_early_flush_keeps_origins() {
+        let mut a = RollupAggregator::new(RollupConfig {
+            max_hold_secs: 20,
+            max_series: 2,
+            ..Default::default()
+        });
+        let spans: Vec<Span> = (0..3u8)
+            .map(|i| {
+                let mut s = span(1, i + 1, None, "svc", SpanKind::Server, T0 + S, &[]);
+                s.name = format!("op{i}");
+                s
+            })
+            .collect();
+        feed(&mut a, 1, 0, &spans);
+        assert_eq!(a.stats().early_flushes, 1);
+        // Not finished, held 0 s: only the early-flushed part goes out; its
+        // origins name exactly the spans it counted.
+        let b = a.drain(T0 + 2 * S);
+        let counted: u64 = b.operations.iter().map(|o| o.count).sum();
+        assert_eq!(counted, 2);
+        let main: u64 = b
+            .origins
+            .iter()
+            .flat_map(|o| o.parts[OriginPart::Main as usize].0.iter())
+            .map(|(s, e)| e - s)
+            .sum();
+        assert_eq!(main, 2);
+        // 20 s later the unfinished minute is written anyway.
+        assert!(a.drain(T0 + 10 * S).operations.is_empty());
+        let b = a.drain(T0 + 23 * S);
+        assert_eq!(b.operations.len(), 1);
+        assert_eq!(b.origins.len(), 1);
+        assert_eq!(
+            b.origins[0].parts[OriginPart::Main as usize].0,
+            vec![(2, 3)]
+        );
+    }
+
+    #[test]
+    fn replayed_span_already_stored_still_finds_its_children() {
+        // Stored before the crash: the parent's op. Not stored: the child.
+        let mut stored = RollupOrigin {
+            segment: 1,
+            minute_ns: T0,
+            ..Default::default()
+        };
+        for p in &mut stored.parts {
+            p.insert(0);
+        }
+        let mut a = RollupAggregator::new(config());
+        a.set_written(WrittenOrigins::from_stored([stored]));
+        let parent = span(1, 1, None, "web", SpanKind::Client, T0, &[]);
+        let child = span(1, 2, Some(1), "cart", SpanKind::Server, T0, &[]);
+        feed(&mut a, 1, 0, &[parent, child]);
+        let b = a.drain_all();
+        assert_eq!(b.operations.len(), 1, "only the child's op");
+        assert_eq!(b.operations[0].service, "cart");
+        assert_eq!(
+            b.edges.len(),
+            1,
+            "the child's edge, found through the cached parent"
+        );
+        assert_eq!(a.stats().replayed_already_stored, 1);
     }
 }

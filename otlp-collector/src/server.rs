@@ -209,11 +209,14 @@ impl Collector {
         )?;
         let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
-        let queue = Queue::new(
-            config.queue.max_spans,
-            config.queue.max_bytes,
+        let budgets = config.memory_budgets()?;
+        let memory = crate::memory::MemoryGuard::start(
+            &budgets,
+            Duration::from_millis(config.limits.memory_check_interval_ms),
             metrics.clone(),
-        );
+        )
+        .map_err(StartError::Spawn)?;
+        let queue = Queue::new(config.queue.max_spans, budgets.queue_bytes, metrics.clone());
         let receiver_tokens = TokenSet::new(load_tokens(
             &config.auth.receiver_tokens,
             config.auth.receiver_tokens_file.as_deref(),
@@ -227,6 +230,8 @@ impl Collector {
             wal.clone(),
             metrics.clone(),
             config.limits.clone(),
+            budgets.inflight_bytes,
+            memory,
             config.queue.retry_after_secs,
             receiver_tokens,
         );
@@ -352,7 +357,21 @@ impl Collector {
             let (wal, queue, metrics, ready) =
                 (wal.clone(), queue.clone(), metrics.clone(), ready.clone());
             let limits = config.limits.clone();
+            // Rollups the sink already stored for the replayed spans are not
+            // counted again: their origins reach the aggregator first.
+            let written = {
+                let (store, instance, segments) =
+                    (store.clone(), wal.instance(), replay_segments.clone());
+                tokio::spawn(async move {
+                    crate::pipeline::load_written_origins(&*store, instance, &segments).await
+                })
+            };
+            let origins_to = pipeline.written_origins_sender();
+            let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
+                if let Ok(w) = rt.block_on(written) {
+                    origins_to.send(w);
+                }
                 let n = crate::pipeline::replay(&wal, &queue, &replay_segments, &limits, &metrics);
                 if n > 0 {
                     tracing::info!(

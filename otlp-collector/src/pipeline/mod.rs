@@ -6,7 +6,12 @@
 //! ```
 //!
 //! Spans dropped by sampling are released from the WAL at once; kept spans are
-//! released only after the sink committed their batch. A slow or failed sink
+//! released only after the sink committed their batch. Independently, a
+//! segment stays while rollup contributions of its spans are only in memory
+//! (the aggregator's rollup holds, handed to each rollup batch and released
+//! once the sink committed it), and each rollup batch carries the WAL
+//! positions it accounts for, which the sink stores with it: at replay those
+//! are not counted again (see `rollup::origins`). A slow or failed sink
 //! blocks the worker (the channel is bounded), the queue fills, and receivers
 //! answer 429 / RESOURCE_EXHAUSTED: backpressure instead of memory growth.
 
@@ -28,7 +33,7 @@ use std::collections::BTreeMap;
 use crate::config::{BatcherConfig, LimitsConfig};
 use crate::metrics::{Metrics, Source};
 use crate::model::{Span, SpanKind, TraceId};
-use crate::rollup::{RollupAggregator, RollupBatch};
+use crate::rollup::{RollupAggregator, RollupBatch, RollupOrigin, SpanOrigin, WrittenOrigins};
 use crate::storage::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery,
@@ -83,7 +88,13 @@ impl Stages {
             rollups: RollupAggregator::new(cfg.rollups.clone()),
             head: HeadSampler::new(cfg.sampling.head.clone())?,
             tail: if cfg.sampling.tail.enabled {
-                Some(TailSampler::new(&cfg.sampling.tail)?)
+                // The buffer's byte bound, derived from limits.memory_limit_mib
+                // unless set (an invalid configuration is reported by validate()).
+                let mut tail = cfg.sampling.tail.clone();
+                if let Ok(b) = cfg.memory_budgets() {
+                    tail.max_bytes = Some(b.tail_bytes);
+                }
+                Some(TailSampler::new(&tail)?)
             } else {
                 None
             },
@@ -135,14 +146,19 @@ impl Stages {
     fn process(
         &mut self,
         segment: u64,
+        first_span: u64,
         spans: Vec<Span>,
         kept: &mut Vec<(Span, u64)>,
         released: &mut Vec<(u64, u64)>,
     ) {
         let now = Instant::now();
         let (mut head_keep, mut head_drop) = (0u64, 0u64);
-        for mut span in spans {
-            self.rollups.observe(&span);
+        for (i, mut span) in spans.into_iter().enumerate() {
+            let origin = SpanOrigin {
+                segment,
+                ordinal: first_span + i as u64,
+            };
+            self.rollups.observe_at(&span, Some(origin));
             if !self.head.sample(&span) {
                 head_drop += 1;
                 continue;
@@ -228,6 +244,10 @@ impl Stages {
         metrics
             .rollup_early_flushes
             .fetch_add(now.early_flushes - was.early_flushes, Relaxed);
+        metrics.rollup_replayed_already_stored.fetch_add(
+            now.replayed_already_stored - was.replayed_already_stored,
+            Relaxed,
+        );
         self.published_rollups = now.clone();
 
         for (k, v) in std::mem::take(&mut self.decisions) {
@@ -253,6 +273,19 @@ impl Stages {
             self.rollups.drain(now_ns())
         }
     }
+
+    /// Applies the aggregator's rollup-hold changes to the WAL: holds first,
+    /// then releases, so a segment is never deleted in between. Call before
+    /// releasing the spans of the same round.
+    fn apply_rollup_holds(&mut self, wal: &Wal) {
+        for (seg, d) in self.rollups.take_hold_deltas() {
+            if d > 0 {
+                wal.hold_rollups(seg, d as u64);
+            } else {
+                wal.release_rollups(seg, d.unsigned_abs());
+            }
+        }
+    }
 }
 
 fn now_ns() -> u64 {
@@ -262,9 +295,22 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Hands stored rollup origins to the pipeline's aggregator (see
+/// [`Pipeline::written_origins_sender`]).
+#[derive(Debug, Clone)]
+pub struct WrittenOriginsSender(crossbeam_channel::Sender<WrittenOrigins>);
+
+impl WrittenOriginsSender {
+    /// Sends them; the aggregator takes them before the next queue item.
+    pub fn send(&self, written: WrittenOrigins) {
+        let _ = self.0.send(written);
+    }
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     stop: Arc<AtomicBool>,
+    written_tx: crossbeam_channel::Sender<WrittenOrigins>,
     worker: Option<std::thread::JoinHandle<()>>,
     sink: Option<tokio::task::JoinHandle<()>>,
 }
@@ -286,6 +332,7 @@ impl Pipeline {
         mut stages: Stages,
     ) -> std::io::Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (written_tx, written_rx) = crossbeam_channel::bounded::<WrittenOrigins>(1);
         let (tx, rx) = tokio::sync::mpsc::channel::<SinkMsg>(cfg.max_pending_batches);
         let sink = tokio::spawn(sink_task(
             rx,
@@ -313,7 +360,18 @@ impl Pipeline {
                     let mut stopping = false;
                     match queue.pop(wait) {
                         Some(item) => {
-                            stages.process(item.segment, item.spans, &mut kept, &mut released)
+                            // Sent before replay pushes anything, so it is here
+                            // before the first replayed item.
+                            if let Ok(w) = written_rx.try_recv() {
+                                stages.rollups.set_written(w);
+                            }
+                            stages.process(
+                                item.segment,
+                                item.first_span,
+                                item.spans,
+                                &mut kept,
+                                &mut released,
+                            )
                         }
                         None if stop2.load(Relaxed) && queue.is_empty() => stopping = true,
                         None => {}
@@ -323,6 +381,7 @@ impl Pipeline {
                         stages.tick(&mut kept, &mut released);
                         stages.publish(&metrics);
                     }
+                    stages.apply_rollup_holds(&wal);
                     for (seg, n) in released.drain(..) {
                         wal.release(seg, n);
                     }
@@ -342,7 +401,10 @@ impl Pipeline {
                     }
                     if stopping || last_rollup.elapsed() >= rollup_every {
                         last_rollup = Instant::now();
-                        let r = stages.take_rollups(stopping);
+                        let mut r = stages.take_rollups(stopping);
+                        r.wal_instance = wal.instance();
+                        // The batch's holds are taken before the aggregator's are let go.
+                        stages.apply_rollup_holds(&wal);
                         if !r.is_empty() && tx.blocking_send(SinkMsg::Rollups(r)).is_err() {
                             return;
                         }
@@ -356,9 +418,16 @@ impl Pipeline {
             })?;
         Ok(Pipeline {
             stop,
+            written_tx,
             worker: Some(worker),
             sink: Some(sink),
         })
+    }
+
+    /// Where to hand the rollup origins a sink already stored for the
+    /// segments about to be replayed. Send before replay pushes anything.
+    pub fn written_origins_sender(&self) -> WrittenOriginsSender {
+        WrittenOriginsSender(self.written_tx.clone())
     }
 
     /// Drains the queue into the sink, waiting at most `timeout`. Whatever is
@@ -390,6 +459,10 @@ async fn sink_task(
     metrics: Arc<Metrics>,
     cfg: BatcherConfig,
 ) {
+    let mut prune = OriginPruner {
+        last_run: None,
+        pruned_below: 0,
+    };
     while let Some(msg) = rx.recv().await {
         match msg {
             SinkMsg::Spans(batch) => {
@@ -409,9 +482,74 @@ async fn sink_task(
             SinkMsg::Rollups(r) => {
                 if write_with_retry(&cfg, &metrics, "rollups", || store.write_rollups(&r)).await {
                     metrics.rollups_written.fetch_add(1, Relaxed);
+                    prune.after_write(&*store, &wal).await;
+                }
+                // Committed (or given up for good, and counted): the WAL need
+                // not keep these segments for the batch any more.
+                for seg in r.origin_segments() {
+                    wal.release_rollups(seg, 1);
                 }
             }
         }
+    }
+}
+
+/// Deletes stored rollup origins of this WAL's deleted segments now and then
+/// (segment ids are never reused, so they are never needed again).
+struct OriginPruner {
+    last_run: Option<Instant>,
+    pruned_below: u64,
+}
+
+impl OriginPruner {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    async fn after_write(&mut self, store: &dyn SpanStore, wal: &Wal) {
+        if self.last_run.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last_run = Some(Instant::now());
+        let Some(oldest) = wal.oldest_segment() else {
+            return;
+        };
+        if oldest <= self.pruned_below {
+            return;
+        }
+        match store.prune_rollup_origins(wal.instance(), oldest).await {
+            Ok(_) => self.pruned_below = oldest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune stored rollup origins; retrying later")
+            }
+        }
+    }
+}
+
+/// Loads the rollup origins the sink stored for the WAL segments about to be
+/// replayed, retrying while the sink is unavailable. A sink that refuses the
+/// query for good is logged and replay counts everything (which may count
+/// some spans twice) rather than not starting.
+pub async fn load_written_origins(
+    store: &dyn SpanStore,
+    instance: u64,
+    segments: &[u64],
+) -> WrittenOrigins {
+    if segments.is_empty() {
+        return WrittenOrigins::default();
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.rollup_origins(instance, segments).await {
+            Ok(rows) => return WrittenOrigins::from_stored(rows),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "cannot load stored rollup origins before replay; retrying");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stored rollup origins; replayed spans are counted in rollups again");
+                return WrittenOrigins::default();
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -474,13 +612,20 @@ pub fn replay(
                 continue;
             }
         };
+        // Span ordinals follow the records' span counts, as when they were written.
+        let mut first_span = 0u64;
         for rec in records {
+            let pos = wal::WalPos {
+                segment: seg,
+                first_span,
+            };
+            first_span += rec.spans as u64;
             match crate::receiver::decode(rec.format, &rec.payload, limits) {
                 Ok(d) if !d.spans.is_empty() => {
                     let n = d.spans.len() as u64;
                     // Count before pushing so that a release can never precede the add.
                     wal.add_outstanding(seg, n);
-                    queue.reserve_blocking(n, d.bytes).push(seg, d.spans);
+                    queue.reserve_blocking(n, d.bytes).push(pos, d.spans);
                     metrics
                         .source(Source::WalReplay)
                         .accepted
@@ -514,6 +659,21 @@ impl SpanStore for NullStore {
     }
     async fn write_rollups(&self, _rollups: &RollupBatch) -> StorageResult<()> {
         Ok(())
+    }
+    async fn rollup_origins(
+        &self,
+        _instance: u64,
+        _segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        // Nothing was stored, so nothing is skipped at replay.
+        Ok(Vec::new())
+    }
+    async fn prune_rollup_origins(
+        &self,
+        _instance: u64,
+        _below_segment: u64,
+    ) -> StorageResult<u64> {
+        Ok(0)
     }
     async fn get_trace(
         &self,
@@ -625,12 +785,14 @@ mod tests {
         // Trace 1 is held; trace 2 overflows max_traces = 1, deciding 1 early.
         stages.process(
             1,
+            0,
             vec![span(1, 1, None, "a", attrs())],
             &mut kept,
             &mut released,
         );
         stages.process(
             1,
+            0,
             vec![span(2, 1, None, "b", vec![])],
             &mut kept,
             &mut released,
@@ -638,6 +800,7 @@ mod tests {
         // Trace 3 decides 2 early and evicts 1's decision from the 1-entry cache.
         stages.process(
             1,
+            0,
             vec![span(3, 1, None, "c", vec![])],
             &mut kept,
             &mut released,
@@ -646,6 +809,7 @@ mod tests {
         // unknown to the rollups and pending_children = 0 gives it up.
         stages.process(
             1,
+            0,
             vec![span(2, 2, Some(9), "b", vec![])],
             &mut kept,
             &mut released,
@@ -705,6 +869,7 @@ mod tests {
         for trace in [4, 5] {
             stages.process(
                 1,
+                0,
                 vec![span(trace, 1, None, "c", attrs())],
                 &mut kept,
                 &mut released,

@@ -11,12 +11,15 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::metrics::Metrics;
 use crate::model::Span;
+use crate::pipeline::wal::WalPos;
 
 /// A batch of validated spans from one WAL record.
 #[derive(Debug)]
 pub struct QueueItem {
     /// WAL segment holding these spans (released after commit or drop).
     pub segment: u64,
+    /// Ordinal of the first span in its WAL segment (the rest follow in order).
+    pub first_span: u64,
     /// The spans.
     pub spans: Vec<Span>,
     /// Estimated in-memory bytes (what the reservation counted).
@@ -46,10 +49,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Pushes the batch into the room reserved for it.
-    pub fn push(mut self, segment: u64, spans: Vec<Span>) {
+    /// Pushes the batch, which sits at `pos` in the WAL, into the room reserved for it.
+    pub fn push(mut self, pos: WalPos, spans: Vec<Span>) {
         let item = QueueItem {
-            segment,
+            segment: pos.segment,
+            first_span: pos.first_span,
             spans,
             bytes: self.bytes,
             reserved_spans: self.spans,
@@ -170,10 +174,16 @@ mod tests {
         let r = q.try_reserve(8, 100).unwrap();
         assert!(q.try_reserve(3, 10).is_none(), "span bound");
         drop(q.try_reserve(2, 10).unwrap());
-        r.push(7, Vec::new());
+        r.push(
+            WalPos {
+                segment: 7,
+                first_span: 3,
+            },
+            Vec::new(),
+        );
         assert_eq!(q.len_spans(), 8);
         let item = q.pop(Duration::from_millis(10)).unwrap();
-        assert_eq!(item.segment, 7);
+        assert_eq!((item.segment, item.first_span), (7, 3));
         assert_eq!(q.len_spans(), 0);
         // Oversized batch admitted only into an empty queue; byte bound enforced.
         let big = q.try_reserve(50, 10).unwrap();

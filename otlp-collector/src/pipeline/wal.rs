@@ -11,8 +11,15 @@
 //! Each segment tracks how many of its spans are still outstanding (queued,
 //! held by tail sampling or not yet committed by the sink). A segment file is
 //! deleted once it is sealed (no longer written to, or fully replayed) and its
-//! outstanding count is zero. The total size of all segments is bounded; an
-//! append beyond it is refused with [`WalError::Full`] (backpressure).
+//! outstanding count is zero and no rollup contribution of its spans is held
+//! only in memory ([`Wal::hold_rollups`]). The total size of all segments is
+//! bounded; an append beyond it is refused with [`WalError::Full`] (backpressure).
+//!
+//! Every span has a stable position: its segment and its ordinal among the
+//! spans of that segment ([`WalPos`]), the same when it is replayed. Segment
+//! ids are never reused within a WAL directory, and the directory has a random
+//! identity ([`Wal::instance`]), both kept in the `wal.meta` file; rollup
+//! origins stored by the sinks name spans by (instance, segment, ordinal).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -82,6 +89,18 @@ pub enum WalError {
     },
 }
 
+/// Where an appended record's spans sit in the WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalPos {
+    /// Segment id (release the spans against it).
+    pub segment: u64,
+    /// Ordinal of the record's first span among the spans of the segment.
+    pub first_span: u64,
+}
+
+/// Name of the file holding the WAL's identity and next segment id.
+const META_FILE: &str = "wal.meta";
+
 /// One record read back at replay.
 #[derive(Debug)]
 pub struct Record {
@@ -96,6 +115,9 @@ pub struct Record {
 #[derive(Debug)]
 struct SegInfo {
     outstanding: u64,
+    /// Holders of rollup contributions of this segment's spans not yet
+    /// committed by the sink (the aggregator, rollup batches in flight).
+    rollup_holds: u64,
     sealed: bool,
     /// Found at open and not fully replayed yet: never deleted before replay ends.
     replaying: bool,
@@ -105,6 +127,7 @@ struct SegInfo {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    instance: u64,
     segments: Mutex<BTreeMap<u64, SegInfo>>,
     total_bytes: std::sync::atomic::AtomicU64,
     max_bytes: u64,
@@ -123,7 +146,7 @@ impl Shared {
 
     /// Deletes a segment if sealed and empty; called with the lock held.
     fn maybe_delete(&self, segs: &mut BTreeMap<u64, SegInfo>, id: u64) {
-        let done = matches!(segs.get(&id), Some(s) if s.sealed && s.outstanding == 0);
+        let done = matches!(segs.get(&id), Some(s) if s.sealed && s.outstanding == 0 && s.rollup_holds == 0);
         if !done {
             return;
         }
@@ -150,7 +173,7 @@ struct AppendReq {
     format: RecordFormat,
     spans: u32,
     payload: Bytes,
-    reply: tokio::sync::oneshot::Sender<Result<u64, WalError>>,
+    reply: tokio::sync::oneshot::Sender<Result<WalPos, WalError>>,
 }
 
 /// Handle to the WAL; cheap to clone.
@@ -171,6 +194,74 @@ impl std::fmt::Debug for Wal {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.wal"))
+}
+
+/// A fresh random WAL identity (never 0), from the standard library's
+/// randomly keyed hasher mixed with the time and the process id.
+fn random_instance() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// `wal.meta`: identity and the next segment id never used yet.
+#[derive(Debug, PartialEq, Eq)]
+struct Meta {
+    instance: u64,
+    next_segment: u64,
+}
+
+impl Meta {
+    fn parse(text: &str) -> Option<Meta> {
+        let mut lines = text.lines();
+        if lines.next()? != "ferrotrace-wal 1" {
+            return None;
+        }
+        let mut field = |name: &str| -> Option<u64> {
+            let l = lines.next()?;
+            let v = l.strip_prefix(name)?.strip_prefix(' ')?;
+            if name == "instance" {
+                u64::from_str_radix(v, 16).ok()
+            } else {
+                v.parse().ok()
+            }
+        };
+        let instance = field("instance")?;
+        let next_segment = field("next_segment")?;
+        Some(Meta {
+            instance,
+            next_segment,
+        })
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "ferrotrace-wal 1\ninstance {:016x}\nnext_segment {}\n",
+            self.instance, self.next_segment
+        )
+    }
+
+    /// Writes the file atomically (temporary file, fsync, rename, directory fsync).
+    fn store(&self, dir: &Path) -> Result<(), WalError> {
+        let tmp = dir.join("wal.meta.tmp");
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(self.render().as_bytes())
+            .map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        let path = dir.join(META_FILE);
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -208,6 +299,7 @@ impl Wal {
                 id,
                 SegInfo {
                     outstanding: 0,
+                    rollup_holds: 0,
                     sealed: false,
                     replaying: true,
                     bytes,
@@ -215,9 +307,27 @@ impl Wal {
             );
         }
         let replay: Vec<u64> = segments.keys().copied().collect();
-        let first = replay.last().map(|l| l + 1).unwrap_or(1);
+        let meta_path = dir.join(META_FILE);
+        let meta = match std::fs::read_to_string(&meta_path) {
+            Ok(text) => match Meta::parse(&text) {
+                Some(m) => Some(m),
+                None => {
+                    tracing::warn!(path = %meta_path.display(), "unreadable WAL meta file; starting a new WAL identity (rollups of replayed spans may be counted again)");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&meta_path)(e)),
+        };
+        let first = replay
+            .last()
+            .map(|l| l + 1)
+            .unwrap_or(1)
+            .max(meta.as_ref().map_or(1, |m| m.next_segment));
+        let instance = meta.map_or_else(random_instance, |m| m.instance);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            instance,
             segments: Mutex::new(segments),
             total_bytes: std::sync::atomic::AtomicU64::new(total),
             max_bytes: cfg.max_bytes,
@@ -243,13 +353,14 @@ impl Wal {
     }
 
     /// Appends one record; resolves once it is durable per the fsync policy.
-    /// Returns the segment id the record's spans must be released against.
+    /// Returns where its spans sit: the segment they must be released
+    /// against, and the first span's ordinal in it.
     pub async fn append(
         &self,
         format: RecordFormat,
         spans: u32,
         payload: Bytes,
-    ) -> Result<u64, WalError> {
+    ) -> Result<WalPos, WalError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         match self.tx.try_send(AppendReq {
             format,
@@ -338,6 +449,35 @@ impl Wal {
         self.shared.maybe_delete(&mut segs, id);
     }
 
+    /// Adds `n` rollup holds on segment `id`: it is not deleted until they are
+    /// released, because rollup contributions of its spans are only in memory.
+    pub fn hold_rollups(&self, id: u64, n: u64) {
+        if let Some(s) = self.shared.segments.lock().get_mut(&id) {
+            s.rollup_holds += n;
+        }
+    }
+
+    /// Releases `n` rollup holds on segment `id` (the sink committed the
+    /// rollups, or they were given up).
+    pub fn release_rollups(&self, id: u64, n: u64) {
+        let mut segs = self.shared.segments.lock();
+        if let Some(s) = segs.get_mut(&id) {
+            s.rollup_holds = s.rollup_holds.saturating_sub(n);
+        }
+        self.shared.maybe_delete(&mut segs, id);
+    }
+
+    /// This WAL directory's identity (random, kept in `wal.meta`).
+    pub fn instance(&self) -> u64 {
+        self.shared.instance
+    }
+
+    /// The oldest segment still present (`None` when there is none): rollup
+    /// origins of older segments of this WAL are no longer needed.
+    pub fn oldest_segment(&self) -> Option<u64> {
+        self.shared.segments.lock().keys().next().copied()
+    }
+
     /// Bytes in all segment files.
     pub fn total_bytes(&self) -> u64 {
         self.shared.total_bytes.load(Relaxed)
@@ -384,6 +524,8 @@ struct Writer {
     current: u64,
     file: File,
     file_len: u64,
+    /// Spans of the records written to the current segment so far.
+    spans_written: u64,
     dirty: bool,
     /// A write or fsync on the current segment failed: its tail is in an
     /// unknown state (a torn record would hide every later record from
@@ -406,6 +548,7 @@ impl Writer {
             current: first,
             file,
             file_len: len,
+            spans_written: 0,
             dirty: false,
             poisoned: false,
             last_sync: Instant::now(),
@@ -414,6 +557,13 @@ impl Writer {
     }
 
     fn create(shared: &Shared, id: u64) -> Result<(File, u64), WalError> {
+        // Record the id as used before the file exists, so it is never reused
+        // even if this segment is deleted before the next start.
+        Meta {
+            instance: shared.instance,
+            next_segment: id + 1,
+        }
+        .store(&shared.dir)?;
         let path = shared.path(id);
         let file = OpenOptions::new()
             .create(true)
@@ -429,6 +579,7 @@ impl Writer {
             id,
             SegInfo {
                 outstanding: 0,
+                rollup_holds: 0,
                 sealed: false,
                 replaying: false,
                 bytes: 0,
@@ -488,6 +639,7 @@ impl Writer {
         let (file, len) = Self::create(&self.shared, old + 1)?;
         self.file = file;
         self.file_len = len;
+        self.spans_written = 0;
         self.current = old + 1;
         self.poisoned = false;
         self.dirty = false;
@@ -575,7 +727,7 @@ impl Writer {
             }
         }
         self.buf.clear();
-        let mut accepted: Vec<AppendReq> = Vec::with_capacity(group.len());
+        let mut accepted: Vec<(AppendReq, u64)> = Vec::with_capacity(group.len());
         let mut spans_total = 0u64;
         for r in group.drain(..) {
             let rec_len = (HEADER_LEN + r.payload.len()) as u64;
@@ -596,15 +748,16 @@ impl Writer {
             self.buf.extend_from_slice(&fmt);
             self.buf.extend_from_slice(&spans);
             self.buf.extend_from_slice(&r.payload);
+            let first_span = self.spans_written + spans_total;
             spans_total += r.spans as u64;
-            accepted.push(r);
+            accepted.push((r, first_span));
         }
         if accepted.is_empty() {
             return;
         }
         let path = self.shared.path(self.current);
-        let refuse = |accepted: Vec<AppendReq>, e: &std::io::Error| {
-            for r in accepted {
+        let refuse = |accepted: Vec<(AppendReq, u64)>, e: &std::io::Error| {
+            for (r, _) in accepted {
                 let _ = r.reply.send(Err(WalError::Io {
                     path: path.clone(),
                     source: std::io::Error::new(e.kind(), e.to_string()),
@@ -621,6 +774,9 @@ impl Writer {
         }
         let n = self.buf.len() as u64;
         self.file_len += n;
+        // The records are in the file now (even if their fsync fails below,
+        // replay will read them), so later ordinals come after theirs.
+        self.spans_written += spans_total;
         self.dirty = true;
         {
             let mut segs = self.shared.segments.lock();
@@ -655,8 +811,11 @@ impl Writer {
             .metrics
             .wal_appends
             .fetch_add(accepted.len() as u64, Relaxed);
-        for r in accepted {
-            let _ = r.reply.send(Ok(self.current));
+        for (r, first_span) in accepted {
+            let _ = r.reply.send(Ok(WalPos {
+                segment: self.current,
+                first_span,
+            }));
         }
     }
 }
@@ -697,7 +856,8 @@ mod tests {
                 .append(RecordFormat::OtlpJson, 2, Bytes::from(vec![i; 100]))
                 .await
                 .unwrap();
-            segs.push(s);
+            assert_eq!(s.first_span, (i as u64 % 2) * 2);
+            segs.push(s.segment);
         }
         // 113-byte records, 200-byte segments: rotation after every second record.
         assert_eq!(segs, vec![1, 1, 2, 2, 3, 3]);
@@ -717,6 +877,66 @@ mod tests {
         // Segment with nothing outstanding is deleted at finish_replay.
         wal.finish_replay(1);
         assert!(!segment_path(dir.path(), 1).exists());
+        wal.close();
+    }
+
+    #[tokio::test]
+    async fn rollup_holds_keep_segments_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        let instance = wal.instance();
+        assert_ne!(instance, 0);
+        let mut pos = Vec::new();
+        for i in 0..3u8 {
+            pos.push(
+                wal.append(RecordFormat::OtlpJson, 2, Bytes::from(vec![i; 100]))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Segment 1 is sealed (rotated); its spans are released but the
+        // rollups of one of them are still only in memory.
+        wal.hold_rollups(1, 2);
+        wal.release(1, 4);
+        assert!(segment_path(dir.path(), 1).exists());
+        wal.release_rollups(1, 1);
+        assert!(segment_path(dir.path(), 1).exists());
+        wal.release_rollups(1, 1);
+        assert!(!segment_path(dir.path(), 1).exists());
+        assert_eq!(wal.oldest_segment(), Some(2));
+        // Everything committed: a clean close deletes every segment.
+        wal.release(2, 2);
+        wal.close();
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+                .count(),
+            0
+        );
+        // Reopened: same identity, and segment ids continue after the highest ever used.
+        let (wal, replay) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        assert!(replay.is_empty());
+        assert_eq!(wal.instance(), instance);
+        let p = wal
+            .append(RecordFormat::OtlpJson, 1, Bytes::from(vec![9u8; 10]))
+            .await
+            .unwrap();
+        assert_eq!(
+            p,
+            WalPos {
+                segment: 3,
+                first_span: 0
+            }
+        );
+        wal.close();
+        // A lost meta file means a new identity (origins stored under the old
+        // one no longer match), never a reused (identity, segment) pair.
+        std::fs::remove_file(dir.path().join(META_FILE)).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), &cfg(), m).unwrap();
+        assert_ne!(wal.instance(), instance);
+        assert_eq!(replay, vec![3]);
         wal.close();
     }
 
@@ -767,7 +987,7 @@ mod tests {
             .append(RecordFormat::OtlpProto, 3, Bytes::from(vec![1u8; 50]))
             .await
             .unwrap();
-        assert_eq!(ok, 1);
+        assert_eq!(ok.segment, 1);
         wal.shared.fail_fsyncs.store(1, Relaxed);
         let err = wal
             .append(RecordFormat::OtlpProto, 5, Bytes::from(vec![2u8; 50]))
@@ -781,7 +1001,7 @@ mod tests {
             .append(RecordFormat::OtlpProto, 2, Bytes::from(vec![3u8; 50]))
             .await
             .unwrap();
-        assert_eq!(next, 2);
+        assert_eq!(next.segment, 2);
         assert_eq!(m.wal_appends.load(Relaxed), 2);
         // Segment 1 is sealed and only the acknowledged record's 3 spans are
         // outstanding: the refused record does not keep it alive.

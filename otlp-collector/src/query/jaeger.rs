@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use serde_json::{json, Value};
 
 use crate::model::{hex, AttrValue, KeyValue, SpanKind, StatusCode as SpanStatus, TraceId};
@@ -22,6 +23,10 @@ use super::params::{
 };
 use super::tree::TraceTree;
 use super::QueryState;
+
+/// Full-trace reads a Jaeger search runs at once: enough to overlap the store's
+/// round trips, few enough not to crowd out other queries on a small pool.
+const TRACE_READS_IN_FLIGHT: usize = 8;
 
 /// Jaeger v1 routes.
 pub fn routes() -> Router<QueryState> {
@@ -235,12 +240,17 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> JRe
         let page = st.search(&query).await.map_err(error_response)?;
         trace_ids = page.traces.iter().map(|t| t.trace_id).collect();
     }
-    let mut data = Vec::with_capacity(trace_ids.len());
-    for id in trace_ids {
-        if let Some(t) = st.trace(id, raw).await.map_err(error_response)? {
-            data.push(trace_json(&t));
-        }
-    }
+    // The reads run a few at a time rather than one after another: a page of 20
+    // traces is otherwise 20 store round trips in a row. `buffered` keeps the
+    // result order and holds at most `TRACE_READS_IN_FLIGHT` traces not yet
+    // turned into JSON; the page itself is bounded by `max_limit`.
+    let trees: Vec<Option<TraceTree>> = stream::iter(trace_ids)
+        .map(|id| st.trace(id, raw))
+        .buffered(TRACE_READS_IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(error_response)?;
+    let data: Vec<Value> = trees.iter().flatten().map(trace_json).collect();
     let n = data.len();
     Ok(envelope(Value::Array(data), n))
 }

@@ -18,6 +18,12 @@
 //!   for an exact round trip and the columns trace summaries need.
 //! - `ft_op_rollups` / `ft_edge_rollups`: per-minute rollups, appended and
 //!   merged at query time.
+//! - `ft_rollup_origins`: the WAL spans each rollup batch accounts for
+//!   (see `rollup::origins`). ClickHouse has no transactions: they are
+//!   inserted after the batch's rollup rows, so a crash between the two
+//!   inserts counts that batch again at replay (at-least-once, this sink only).
+//!   Kept bounded by retention (day partitions), not pruned per segment,
+//!   because a delete is a mutation here.
 //!
 //! Retried batches: both span tables are `ReplacingMergeTree` keyed so a retried
 //! span collapses at merge time, and until then every query deduplicates
@@ -47,7 +53,7 @@ use super::{
     StorageError, StorageResult, TimeRange, TraceQuery,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
-use crate::rollup::{RollupBatch, MINUTE_NS};
+use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
 
 /// Cluster mode settings.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -93,17 +99,23 @@ impl Default for ClickHouseOptions {
 }
 
 /// Search condition for error spans.
+/// Width of the search probe's first time slice below its top (100 ms): a
+/// dense store fills the probe from a slice or two; a sparse hour takes about
+/// nine slices, each reading next to nothing.
+const PROBE_FIRST_SLICE_NS: u64 = 100_000_000;
+
 const ERROR_STATUS_COND: &str = "status_code = 2";
 const _: () = assert!(StatusCode::Error as u8 == 2);
 
 /// Schema migrations: `{t}` is replaced by the table suffix (`_local` in
 /// cluster mode). Each statement is idempotent.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
-    1,
-    "spans, trace lookup, rollups",
-    &[
-        "CREATE TABLE IF NOT EXISTS ft_spans{t} (
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+        1,
+        "spans, trace lookup, rollups",
+        &[
+            "CREATE TABLE IF NOT EXISTS ft_spans{t} (
             trace_id     FixedString(16),
             span_id      FixedString(8),
             service      String,
@@ -118,7 +130,7 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY intDiv(start_ns, 86400000000000)
         ORDER BY (service, name, start_ns, trace_id, span_id)",
-        "CREATE TABLE IF NOT EXISTS ft_traces{t} (
+            "CREATE TABLE IF NOT EXISTS ft_traces{t} (
             trace_id     FixedString(16),
             span_id      FixedString(8),
             has_parent   UInt8,
@@ -131,7 +143,7 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY intDiv(start_ns, 86400000000000)
         ORDER BY (trace_id, span_id)",
-        "CREATE TABLE IF NOT EXISTS ft_op_rollups{t} (
+            "CREATE TABLE IF NOT EXISTS ft_op_rollups{t} (
             minute_ns  UInt64,
             service    String,
             operation  String,
@@ -142,7 +154,7 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = MergeTree()
         PARTITION BY intDiv(minute_ns, 86400000000000)
         ORDER BY (service, operation, minute_ns)",
-        "CREATE TABLE IF NOT EXISTS ft_edge_rollups{t} (
+            "CREATE TABLE IF NOT EXISTS ft_edge_rollups{t} (
             minute_ns  UInt64,
             caller     String,
             callee     String,
@@ -152,8 +164,21 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
         ) ENGINE = MergeTree()
         PARTITION BY intDiv(minute_ns, 86400000000000)
         ORDER BY (minute_ns, caller, callee)",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "rollup origins",
+        &["CREATE TABLE IF NOT EXISTS ft_rollup_origins{t} (
+            instance   UInt64,
+            segment    UInt64,
+            minute_ns  UInt64,
+            ranges     String
+        ) ENGINE = MergeTree()
+        PARTITION BY intDiv(minute_ns, 86400000000000)
+        ORDER BY (instance, segment)"],
+    ),
+];
 
 /// Tables of the schema, with the sharding key used in cluster mode.
 const TABLES: &[(&str, &str)] = &[
@@ -161,6 +186,7 @@ const TABLES: &[(&str, &str)] = &[
     ("ft_traces", "cityHash64(trace_id)"),
     ("ft_op_rollups", "cityHash64(service)"),
     ("ft_edge_rollups", "cityHash64(caller)"),
+    ("ft_rollup_origins", "cityHash64(instance)"),
 ];
 
 #[derive(Row, Serialize)]
@@ -213,10 +239,26 @@ struct EdgeRollupRow<'a> {
     sketch: String,
 }
 
+#[derive(Row, Serialize, Deserialize)]
+struct OriginRow {
+    instance: u64,
+    segment: u64,
+    minute_ns: u64,
+    #[serde(with = "serde_bytes")]
+    ranges: Vec<u8>,
+}
+
 #[derive(Row, Deserialize)]
 struct PayloadRow {
     #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
+}
+
+/// How many matching spans a bound holds and the newest one's start.
+#[derive(Row, Deserialize)]
+struct NewestRow {
+    n: u64,
+    newest: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -472,6 +514,13 @@ impl ClickHouseStore {
             }
             if let Some(c) = &self.opts.cluster {
                 for (table, key) in TABLES {
+                    // Only the tables this migration creates.
+                    if !statements
+                        .iter()
+                        .any(|st| st.contains(&format!("{table}{{t}} ")))
+                    {
+                        continue;
+                    }
                     let ddl = format!(
                         "CREATE TABLE IF NOT EXISTS {table} AS {table}_local \
                          ENGINE = Distributed({}, {}, {table}_local, {key})",
@@ -520,6 +569,139 @@ impl ClickHouseStore {
             ins.with_setting("insert_distributed_sync", "1")
         } else {
             ins
+        }
+    }
+
+    /// Starts of the newest `n` matching spans in `[range start, top)`, newest
+    /// first.
+    ///
+    /// ClickHouse 18.16 answers `ORDER BY start_ns DESC LIMIT n` by reading
+    /// every matching row of its bounds, so the probe asks for time slices
+    /// below `top` instead — `[top − w, top)` first, then each older slice
+    /// four times as wide — and stops once `n` starts are in: a broad search
+    /// over a dense store reads only its recent part. Slices are disjoint and
+    /// each is newer than the next, so their answers concatenate into exactly
+    /// the newest `n` of the whole range.
+    async fn search_probe(
+        &self,
+        q: &TraceQuery,
+        filter: &SpanFilter,
+        top: u64,
+        n: usize,
+    ) -> StorageResult<Vec<u64>> {
+        let sql = format!(
+            "SELECT start_ns FROM ft_spans WHERE {} ORDER BY start_ns DESC LIMIT ?",
+            filter.sql()
+        );
+        let mut starts = Vec::new();
+        let mut hi = top;
+        let mut width = PROBE_FIRST_SLICE_NS;
+        let mut jumped = false;
+        while starts.len() < n && hi > q.range.start_ns {
+            let lo = hi.saturating_sub(width).max(q.range.start_ns);
+            let slice = filter
+                .bind(self.query(&sql), q, lo, hi)
+                .bind((n - starts.len()) as u64)
+                .fetch_all::<u64>()
+                .await
+                .map_err(map_err)?;
+            let empty = slice.is_empty();
+            starts.extend(slice);
+            hi = lo;
+            width = width.saturating_mul(4);
+            if empty && starts.is_empty() && !jumped && hi > q.range.start_ns {
+                // Nothing just below `top` (the matching spans stopped a while
+                // ago): widening from here would end in one slice over all of
+                // them. One pass over the key columns finds the newest instead,
+                // and the slices restart just above it.
+                jumped = true;
+                match self.newest_start(q, filter, hi).await? {
+                    Some(newest) => {
+                        hi = newest + 1;
+                        width = PROBE_FIRST_SLICE_NS;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(starts)
+    }
+
+    /// Start of the newest matching span in `[range start, hi)`, if any.
+    async fn newest_start(
+        &self,
+        q: &TraceQuery,
+        filter: &SpanFilter,
+        hi: u64,
+    ) -> StorageResult<Option<u64>> {
+        let sql = format!(
+            "SELECT count() AS n, max(start_ns) AS newest FROM ft_spans WHERE {}",
+            filter.sql()
+        );
+        let row = filter
+            .bind(self.query(&sql), q, q.range.start_ns, hi)
+            .fetch_one::<NewestRow>()
+            .await
+            .map_err(map_err)?;
+        Ok((row.n > 0).then_some(row.newest))
+    }
+
+    /// One search window (see `sink_common::SearchWindows`): traces with a
+    /// matching span starting in `[max(from, range start), range end)` whose
+    /// trace start is `>= from` and sorts after the cursor, newest first, at
+    /// most `n`. The trace starts come from the lookup table (ordered by trace
+    /// id), reading only the granules of the candidate traces.
+    async fn search_window(
+        &self,
+        q: &TraceQuery,
+        filter: &SpanFilter,
+        from: Option<u64>,
+        cursor: Option<(u64, TraceId)>,
+        n: usize,
+    ) -> StorageResult<Vec<(TraceId, u64)>> {
+        let lo = from.map_or(q.range.start_ns, |a| a.max(q.range.start_ns));
+        let (pre, _) = self.prewhere();
+        let mut sql = format!(
+            "SELECT trace_id, min(start_ns) AS tstart FROM ft_traces \
+             {pre} trace_id IN (SELECT trace_id FROM ft_spans WHERE {}) \
+             GROUP BY trace_id HAVING 1",
+            filter.sql()
+        );
+        if from.is_some() {
+            sql.push_str(" AND tstart >= ?");
+        }
+        if cursor.is_some() {
+            sql.push_str(
+                " AND (tstart < ? OR (tstart = ? AND trace_id < toFixedString(unhex(?), 16)))",
+            );
+        }
+        sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
+        let mut query = filter.bind(self.query(&sql), q, lo, q.range.end_ns);
+        if let Some(a) = from {
+            query = query.bind(a);
+        }
+        if let Some((cs, cid)) = cursor {
+            query = query.bind(cs).bind(cs).bind(hex(&cid));
+        }
+        let keys = query
+            .bind(n as u64)
+            .fetch_all::<TraceKeyRow>()
+            .await
+            .map_err(map_err)?;
+        Ok(keys.into_iter().map(|k| (k.trace_id, k.tstart)).collect())
+    }
+
+    /// Keywords for a lookup by trace id in `ft_traces`: `("PREWHERE", "WHERE")`
+    /// on a single server, so the other columns are read only from granules
+    /// that hold the trace (the server's own PREWHERE optimizer never moves a
+    /// condition on the first primary-key column, and would move the time
+    /// bounds instead, which select nothing); `("WHERE", "AND")` over
+    /// `Distributed` tables.
+    fn prewhere(&self) -> (&'static str, &'static str) {
+        if self.opts.cluster.is_some() {
+            ("WHERE", "AND")
+        } else {
+            ("PREWHERE", "WHERE")
         }
     }
 
@@ -730,6 +912,98 @@ fn kinds_cond(kinds: &[SpanKind]) -> String {
     }
 }
 
+/// The conditions on a matching span besides its start time, in `ft_spans`
+/// terms, with the values to bind in order.
+struct SpanFilter {
+    conds: Vec<std::borrow::Cow<'static, str>>,
+    attrs: Vec<(String, Vec<(u8, String)>)>,
+}
+
+impl SpanFilter {
+    /// `None` when no stored span can match (an unsearchable attribute value).
+    fn new(q: &TraceQuery) -> StorageResult<Option<Self>> {
+        let mut conds: Vec<std::borrow::Cow<'static, str>> = Vec::new();
+        let mut attrs = Vec::new();
+        if q.service.is_some() {
+            conds.push("service = ?".into());
+        }
+        if q.operation.is_some() {
+            conds.push("name = ?".into());
+        }
+        if q.min_duration_ns.is_some() {
+            conds.push("duration_ns >= ?".into());
+        }
+        if q.max_duration_ns.is_some() {
+            conds.push("duration_ns <= ?".into());
+        }
+        if q.errors_only {
+            conds.push(ERROR_STATUS_COND.into());
+        }
+        for f in &q.attributes {
+            common::check_filter(&f.key, &f.value)?;
+            // A typed condition has one candidate value; a Jaeger text
+            // condition one per type whose text equals it. Any of them matches.
+            let alts: Vec<(u8, String)> = f
+                .candidates()
+                .iter()
+                .filter_map(common::scalar_text)
+                .collect();
+            if alts.is_empty() {
+                return Ok(None);
+            }
+            conds.push(
+                format!(
+                    "arrayExists((k, t, v) -> k = ? AND ({}), attr_keys, attr_types, attr_values)",
+                    vec!["(t = ? AND v = ?)"; alts.len()].join(" OR ")
+                )
+                .into(),
+            );
+            attrs.push((f.key.clone(), alts));
+        }
+        Ok(Some(SpanFilter { conds, attrs }))
+    }
+
+    /// `start_ns >= ? AND start_ns < ?` and the conditions, to bind with [`Self::bind`].
+    fn sql(&self) -> String {
+        let mut out = "start_ns >= ? AND start_ns < ?".to_string();
+        for c in &self.conds {
+            out.push_str(" AND ");
+            out.push_str(c);
+        }
+        out
+    }
+
+    /// Binds the time bounds and the condition values of [`Self::sql`].
+    fn bind(
+        &self,
+        mut query: clickhouse::query::Query,
+        q: &TraceQuery,
+        lo: u64,
+        hi: u64,
+    ) -> clickhouse::query::Query {
+        query = query.bind(lo).bind(hi);
+        if let Some(s) = &q.service {
+            query = query.bind(s.as_str());
+        }
+        if let Some(o) = &q.operation {
+            query = query.bind(o.as_str());
+        }
+        if let Some(v) = q.min_duration_ns {
+            query = query.bind(v);
+        }
+        if let Some(v) = q.max_duration_ns {
+            query = query.bind(v);
+        }
+        for (k, alts) in &self.attrs {
+            query = query.bind(k.as_str());
+            for (t, v) in alts {
+                query = query.bind(*t).bind(v.as_str());
+            }
+        }
+        query
+    }
+}
+
 #[async_trait]
 impl SpanStore for ClickHouseStore {
     fn name(&self) -> &'static str {
@@ -797,7 +1071,67 @@ impl SpanStore for ClickHouseStore {
             }
             ins.end().await.map_err(map_err)?;
         }
+        // No transactions: after the rows (see the module documentation).
+        if !rollups.origins.is_empty() {
+            let mut ins = self.insert_setting(
+                self.client
+                    .insert::<OriginRow>("ft_rollup_origins")
+                    .await
+                    .map_err(map_err)?,
+            );
+            for o in &rollups.origins {
+                let row = OriginRow {
+                    instance: rollups.wal_instance,
+                    segment: o.segment,
+                    minute_ns: o.minute_ns,
+                    ranges: o.encode_ranges(),
+                };
+                ins.write(&row).await.map_err(map_err)?;
+            }
+            ins.end().await.map_err(map_err)?;
+        }
         Ok(())
+    }
+
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        let rows = self
+            .query(
+                "SELECT instance, segment, minute_ns, ranges FROM ft_rollup_origins \
+                 WHERE instance = ? AND has(?, segment)",
+            )
+            .bind(instance)
+            .bind(segments.to_vec())
+            .fetch_all::<OriginRow>()
+            .await
+            .map_err(map_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RollupOrigin {
+                    segment: r.segment,
+                    minute_ns: r.minute_ns,
+                    parts: RollupOrigin::decode_ranges(&r.ranges).map_err(|e| {
+                        StorageError::Backend(format!(
+                            "stored rollup origin of WAL segment {} is corrupt ({e}); delete its rows from ft_rollup_origins",
+                            r.segment
+                        ))
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_rollup_origins(
+        &self,
+        _instance: u64,
+        _below_segment: u64,
+    ) -> StorageResult<u64> {
+        // A delete is a mutation rewriting parts; retention drops the day
+        // partitions instead (see the module documentation).
+        Ok(0)
     }
 
     async fn get_trace(
@@ -809,11 +1143,13 @@ impl SpanStore for ClickHouseStore {
             Some(r) => (r.start_ns, r.end_ns),
             None => (0, u64::MAX),
         };
+        let (pre, rest) = self.prewhere();
+        let sql = format!(
+            "SELECT payload FROM ft_traces {pre} trace_id = toFixedString(unhex(?), 16) \
+             {rest} start_ns >= ? AND start_ns < ?"
+        );
         let rows = self
-            .query(
-                "SELECT payload FROM ft_traces WHERE trace_id = toFixedString(unhex(?), 16) \
-                 AND start_ns >= ? AND start_ns < ?",
-            )
+            .query(&sql)
             .bind(hex(&trace_id))
             .bind(lo)
             .bind(hi)
@@ -836,98 +1172,29 @@ impl SpanStore for ClickHouseStore {
         }
         let limit = q.limit.min(self.opts.max_search_limit);
         let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-        let mut conds: Vec<std::borrow::Cow<'static, str>> =
-            vec!["start_ns >= ?".into(), "start_ns < ?".into()];
-        let mut attrs = Vec::new();
-        if q.service.is_some() {
-            conds.push("service = ?".into());
-        }
-        if q.operation.is_some() {
-            conds.push("name = ?".into());
-        }
-        if q.min_duration_ns.is_some() {
-            conds.push("duration_ns >= ?".into());
-        }
-        if q.max_duration_ns.is_some() {
-            conds.push("duration_ns <= ?".into());
-        }
-        if q.errors_only {
-            conds.push(ERROR_STATUS_COND.into());
-        }
-        for f in &q.attributes {
-            common::check_filter(&f.key, &f.value)?;
-            // A typed condition has one candidate value; a Jaeger text
-            // condition one per type whose text equals it. Any of them matches.
-            let alts: Vec<(u8, String)> = f
-                .candidates()
-                .iter()
-                .filter_map(common::scalar_text)
-                .collect();
-            if alts.is_empty() {
-                return Ok(SearchPage::default());
-            }
-            conds.push(
-                format!(
-                    "arrayExists((k, t, v) -> k = ? AND ({}), attr_keys, attr_types, attr_values)",
-                    vec!["(t = ? AND v = ?)"; alts.len()].join(" OR ")
-                )
-                .into(),
-            );
-            attrs.push((f.key.clone(), alts));
-        }
-        let mut sql = format!(
-            "SELECT trace_id, min(start_ns) AS tstart FROM ft_traces \
-             WHERE trace_id IN (SELECT trace_id FROM ft_spans WHERE {}) GROUP BY trace_id",
-            conds.join(" AND ")
-        );
-        if cursor.is_some() {
-            sql.push_str(
-                " HAVING tstart < ? OR (tstart = ? AND trace_id < toFixedString(unhex(?), 16))",
-            );
-        }
-        sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
-        let mut query = self.query(&sql).bind(q.range.start_ns).bind(q.range.end_ns);
-        if let Some(s) = &q.service {
-            query = query.bind(s.as_str());
-        }
-        if let Some(o) = &q.operation {
-            query = query.bind(o.as_str());
-        }
-        if let Some(v) = q.min_duration_ns {
-            query = query.bind(v);
-        }
-        if let Some(v) = q.max_duration_ns {
-            query = query.bind(v);
-        }
-        for (k, alts) in &attrs {
-            query = query.bind(k.as_str());
-            for (t, v) in alts {
-                query = query.bind(*t).bind(v.as_str());
-            }
-        }
-        if let Some((cs, cid)) = cursor {
-            query = query.bind(cs).bind(cs).bind(hex(&cid));
-        }
-        let keys = query
-            .bind((limit + 1) as u64)
-            .fetch_all::<TraceKeyRow>()
-            .await
-            .map_err(map_err)?;
-        let more = keys.len() > limit;
-        let ids: Vec<(TraceId, u64)> = keys
-            .iter()
-            .take(limit)
-            .map(|k| (k.trace_id, k.tstart))
-            .collect();
+        let Some(filter) = SpanFilter::new(q)? else {
+            return Ok(SearchPage::default());
+        };
+        let filter = &filter;
+        let (ids, more) = common::search_windows(
+            q.range,
+            cursor,
+            limit,
+            move |top, n| self.search_probe(q, filter, top, n),
+            move |from, n| self.search_window(q, filter, from, cursor, n),
+        )
+        .await?;
         if ids.is_empty() {
             return Ok(SearchPage::default());
         }
         let hex_ids: Vec<String> = ids.iter().map(|(id, _)| hex(id)).collect();
+        let (pre, _) = self.prewhere();
+        let sql = format!(
+            "SELECT trace_id, span_id, has_parent, service, name, start_ns, end_ns, status_code \
+             FROM ft_traces {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16))"
+        );
         let rows = self
-            .query(
-                "SELECT trace_id, span_id, has_parent, service, name, start_ns, end_ns, status_code \
-                 FROM ft_traces WHERE trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16))",
-            )
+            .query(&sql)
             .bind(hex_ids)
             .fetch_all::<SummaryChRow>()
             .await
@@ -1115,6 +1382,9 @@ impl SpanStore for ClickHouseStore {
                     .await?;
                 report.rollups_deleted += self
                     .retain_table(node, "ft_edge_rollups", "minute_ns", bound)
+                    .await?;
+                // Bookkeeping, not counted as rollup rows.
+                self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
                     .await?;
             }
         }

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::config::{Config, StorageKind};
 use crate::model::{Span, SpanKind, TraceId};
-use crate::rollup::RollupBatch;
+use crate::rollup::{RollupBatch, RollupOrigin};
 
 /// Why the configured sink could not be opened at all (as opposed to "not
 /// reachable yet", which is retried).
@@ -212,6 +212,18 @@ impl SpanStore for ConnectingStore {
     }
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
         self.wait().await.write_rollups(rollups).await
+    }
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        self.wait().await.rollup_origins(instance, segments).await
+    }
+    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64> {
+        self.now()?
+            .prune_rollup_origins(instance, below_segment)
+            .await
     }
     async fn get_trace(
         &self,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AttrValue, Span, SpanKind, TraceId};
-use crate::rollup::RollupBatch;
+use crate::rollup::{RollupBatch, RollupOrigin};
 
 pub mod clickhouse;
 pub mod connecting;
@@ -311,8 +311,25 @@ pub trait SpanStore: Send + Sync + 'static {
     /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
 
-    /// Merges per-minute rollups into the stored ones (counts add, sketches merge).
+    /// Merges per-minute rollups into the stored ones (counts add, sketches
+    /// merge), and stores the batch's `origins` (the WAL spans it accounts
+    /// for, under `wal_instance`) in the same transaction where the database
+    /// has transactions; otherwise after the rows.
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()>;
+
+    /// The rollup origins stored by [`write_rollups`](Self::write_rollups)
+    /// for WAL `instance`'s `segments` (any number of rows per segment, any
+    /// order). Read at start, before the WAL is replayed.
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>>;
+
+    /// Deletes the stored origins of WAL `instance` for segments below
+    /// `below_segment` (deleted from the WAL, never reused); returns the rows
+    /// removed (an estimate where the database deletes asynchronously).
+    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64>;
 
     /// All spans of a trace, ordered by start time. `range` narrows the lookup
     /// when known; an unknown trace gives an empty vector.

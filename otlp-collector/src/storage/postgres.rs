@@ -74,7 +74,7 @@ use super::{
     StorageError, StorageResult, TimeRange, TraceQuery,
 };
 use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
-use crate::rollup::{RollupBatch, MINUTE_NS};
+use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
 
 /// Tuning for [`PostgresStore`].
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -108,10 +108,11 @@ impl Default for PostgresOptions {
 
 /// Schema migrations, applied in order; a version is applied once and recorded.
 /// Never edit a released migration: append a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "spans partitioned by day, typed JSONB attributes, rollups",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "spans partitioned by day, typed JSONB attributes, rollups",
+        r#"
 CREATE TABLE ft_spans (
     trace_id       bytea    NOT NULL,
     span_id        bytea    NOT NULL,
@@ -156,7 +157,22 @@ CREATE TABLE ft_edge_rollups (
 );
 CREATE INDEX ft_edge_rollups_minute ON ft_edge_rollups (minute_ns);
 "#,
-)];
+    ),
+    (
+        2,
+        "rollup origins: the WAL spans each rollup batch accounts for",
+        r#"
+CREATE TABLE ft_rollup_origins (
+    instance  bigint NOT NULL,
+    segment   bigint NOT NULL,
+    minute_ns bigint NOT NULL,
+    ranges    bytea  NOT NULL
+);
+CREATE INDEX ft_rollup_origins_segment ON ft_rollup_origins (instance, segment);
+CREATE INDEX ft_rollup_origins_minute ON ft_rollup_origins (minute_ns);
+"#,
+    ),
+];
 
 /// Advisory lock key serializing migrations and partition DDL across collectors.
 const DDL_LOCK: i64 = 0x6674_7261_6365; // "ftrace"
@@ -631,6 +647,124 @@ fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
+/// The conditions on a matching span besides its start time, with their
+/// values appended to `params` (numbered after what `params` already holds).
+/// `None` when no stored span can match (an unsearchable attribute value).
+fn span_conditions(q: &TraceQuery, params: &mut Params) -> StorageResult<Option<Vec<String>>> {
+    let mut conds = Vec::new();
+    if let Some(svc) = &q.service {
+        params.push(Box::new(esc(svc).into_owned()));
+        conds.push(format!("service = ${}", params.len()));
+    }
+    if let Some(op) = &q.operation {
+        params.push(Box::new(esc(op).into_owned()));
+        conds.push(format!("name = ${}", params.len()));
+    }
+    if let Some(min) = q.min_duration_ns {
+        params.push(Box::new(to_i64(min)));
+        conds.push(format!("duration_ns >= ${}", params.len()));
+    }
+    if let Some(max) = q.max_duration_ns {
+        params.push(Box::new(to_i64(max)));
+        conds.push(format!("duration_ns <= ${}", params.len()));
+    }
+    if q.errors_only {
+        conds.push(format!("status_code = {}", StatusCode::Error as i16));
+    }
+    for f in &q.attributes {
+        common::check_filter(&f.key, &f.value)?;
+        // A typed condition has one candidate value; a Jaeger text
+        // condition one per type whose text equals it. Any of them matches.
+        let mut alts = Vec::new();
+        for value in f.candidates() {
+            // An infinite double cannot be stored searchably, so it matches nothing.
+            if let Some(el) = attr_json(&f.key, &value) {
+                params.push(Box::new(serde_json::Value::Array(vec![el])));
+                alts.push(format!("attributes @> ${}", params.len()));
+            }
+        }
+        if alts.is_empty() {
+            return Ok(None);
+        }
+        conds.push(format!("({})", alts.join(" OR ")));
+    }
+    Ok(Some(conds))
+}
+
+/// Starts of the newest `n` matching spans in `[range start, top)`, newest
+/// first: a backward scan of the (service, start) indexes of the partitions
+/// the bounds select, stopping after `n`.
+async fn search_probe(
+    client: &Client,
+    q: &TraceQuery,
+    top: u64,
+    n: usize,
+) -> StorageResult<Vec<u64>> {
+    let mut params: Params = vec![Box::new(to_i64(q.range.start_ns)), Box::new(to_i64(top))];
+    let mut conds = vec!["start_ns >= $1".to_string(), "start_ns < $2".to_string()];
+    match span_conditions(q, &mut params)? {
+        Some(c) => conds.extend(c),
+        None => return Ok(Vec::new()),
+    }
+    params.push(Box::new(n as i64));
+    let sql = format!(
+        "SELECT start_ns FROM ft_spans WHERE {} ORDER BY start_ns DESC LIMIT ${}",
+        conds.join(" AND "),
+        params.len()
+    );
+    let rows = client.query(&sql, &refs(&params)).await.map_err(map_err)?;
+    Ok(rows.iter().map(|r| from_i64(r.get(0))).collect())
+}
+
+/// One search window (see `sink_common::SearchWindows`): traces with a
+/// matching span starting in `[max(from, range start), range end)` whose
+/// trace start is `>= from` and sorts after the cursor, newest first, at most
+/// `n`. Each candidate's start comes from the primary key index.
+async fn search_window(
+    client: &Client,
+    q: &TraceQuery,
+    from: Option<u64>,
+    cursor: Option<(u64, TraceId)>,
+    n: usize,
+) -> StorageResult<Vec<(TraceId, u64)>> {
+    let lo = from.map_or(q.range.start_ns, |a| a.max(q.range.start_ns));
+    let mut params: Params = vec![Box::new(to_i64(lo)), Box::new(to_i64(q.range.end_ns))];
+    let mut conds = vec!["start_ns >= $1".to_string(), "start_ns < $2".to_string()];
+    match span_conditions(q, &mut params)? {
+        Some(c) => conds.extend(c),
+        None => return Ok(Vec::new()),
+    }
+    let mut sql = format!(
+        "WITH m AS (SELECT DISTINCT trace_id FROM ft_spans WHERE {}), \
+         t AS (SELECT s.trace_id, MIN(s.start_ns) AS tstart FROM ft_spans s \
+               WHERE s.trace_id IN (SELECT trace_id FROM m) GROUP BY s.trace_id) \
+         SELECT trace_id, tstart FROM t WHERE true",
+        conds.join(" AND ")
+    );
+    if let Some(a) = from {
+        params.push(Box::new(to_i64(a)));
+        sql.push_str(&format!(" AND tstart >= ${}", params.len()));
+    }
+    if let Some((cs, cid)) = cursor {
+        params.push(Box::new(to_i64(cs)));
+        params.push(Box::new(cid.to_vec()));
+        sql.push_str(&format!(
+            " AND (tstart, trace_id) < (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    params.push(Box::new(n as i64));
+    sql.push_str(&format!(
+        " ORDER BY tstart DESC, trace_id DESC LIMIT ${}",
+        params.len()
+    ));
+    let rows = client.query(&sql, &refs(&params)).await.map_err(map_err)?;
+    rows.iter()
+        .map(|r| Ok((trace_id_from(r.get::<_, &[u8]>(0))?, from_i64(r.get(1)))))
+        .collect()
+}
+
 fn trace_id_from(v: &[u8]) -> StorageResult<TraceId> {
     TraceId::try_from(v).map_err(|_| {
         StorageError::Backend(format!(
@@ -742,7 +876,74 @@ impl SpanStore for PostgresStore {
             }
             w.as_mut().finish().await.map_err(map_err)?;
         }
+        // Same transaction as the rows: both are stored or neither.
+        if !rollups.origins.is_empty() {
+            let ins = tx
+                .prepare(
+                    "INSERT INTO ft_rollup_origins (instance, segment, minute_ns, ranges)                      VALUES ($1, $2, $3, $4)",
+                )
+                .await
+                .map_err(map_err)?;
+            let instance = rollups.wal_instance as i64;
+            for o in &rollups.origins {
+                tx.execute(
+                    &ins,
+                    &[
+                        &instance,
+                        &to_i64(o.segment),
+                        &to_i64(o.minute_ns),
+                        &o.encode_ranges(),
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            }
+        }
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        let segs: Vec<i64> = segments.iter().map(|s| to_i64(*s)).collect();
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT segment, minute_ns, ranges FROM ft_rollup_origins \
+                 WHERE instance = $1 AND segment = ANY($2)",
+                &[&(instance as i64), &segs],
+            )
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let segment = from_i64(r.get(0));
+                let ranges: &[u8] = r.get(2);
+                Ok(RollupOrigin {
+                    segment,
+                    minute_ns: from_i64(r.get(1)),
+                    parts: RollupOrigin::decode_ranges(ranges).map_err(|e| {
+                        StorageError::Backend(format!(
+                            "stored rollup origin of WAL segment {segment} is corrupt ({e}); delete its rows from ft_rollup_origins"
+                        ))
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(
+                "DELETE FROM ft_rollup_origins WHERE instance = $1 AND segment < $2",
+                &[&(instance as i64), &to_i64(below_segment)],
+            )
+            .await
+            .map_err(map_err)
     }
 
     async fn get_trace(
@@ -779,81 +980,20 @@ impl SpanStore for PostgresStore {
         }
         let limit = q.limit.min(self.opts.max_search_limit);
         let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-        let mut params: Params = vec![
-            Box::new(to_i64(q.range.start_ns)),
-            Box::new(to_i64(q.range.end_ns)),
-        ];
-        let mut conds = vec!["start_ns >= $1".to_string(), "start_ns < $2".to_string()];
-        if let Some(svc) = &q.service {
-            params.push(Box::new(esc(svc).into_owned()));
-            conds.push(format!("service = ${}", params.len()));
+        // Validates the filters once; `None`: no stored span can match.
+        if span_conditions(q, &mut Vec::new())?.is_none() {
+            return Ok(SearchPage::default());
         }
-        if let Some(op) = &q.operation {
-            params.push(Box::new(esc(op).into_owned()));
-            conds.push(format!("name = ${}", params.len()));
-        }
-        if let Some(min) = q.min_duration_ns {
-            params.push(Box::new(to_i64(min)));
-            conds.push(format!("duration_ns >= ${}", params.len()));
-        }
-        if let Some(max) = q.max_duration_ns {
-            params.push(Box::new(to_i64(max)));
-            conds.push(format!("duration_ns <= ${}", params.len()));
-        }
-        if q.errors_only {
-            conds.push(format!("status_code = {}", StatusCode::Error as i16));
-        }
-        for f in &q.attributes {
-            common::check_filter(&f.key, &f.value)?;
-            // A typed condition has one candidate value; a Jaeger text
-            // condition one per type whose text equals it. Any of them matches.
-            let mut alts = Vec::new();
-            for value in f.candidates() {
-                // An infinite double cannot be stored searchably, so it matches nothing.
-                if let Some(el) = attr_json(&f.key, &value) {
-                    params.push(Box::new(serde_json::Value::Array(vec![el])));
-                    alts.push(format!("attributes @> ${}", params.len()));
-                }
-            }
-            if alts.is_empty() {
-                return Ok(SearchPage::default());
-            }
-            conds.push(format!("({})", alts.join(" OR ")));
-        }
-        let mut sql = format!(
-            "WITH m AS (SELECT DISTINCT trace_id FROM ft_spans WHERE {}), \
-             t AS (SELECT s.trace_id, MIN(s.start_ns) AS tstart FROM ft_spans s \
-                   WHERE s.trace_id IN (SELECT trace_id FROM m) GROUP BY s.trace_id) \
-             SELECT trace_id, tstart FROM t",
-            conds.join(" AND ")
-        );
-        if let Some((cs, cid)) = cursor {
-            params.push(Box::new(to_i64(cs)));
-            params.push(Box::new(cid.to_vec()));
-            sql.push_str(&format!(
-                " WHERE (tstart, trace_id) < (${}, ${})",
-                params.len() - 1,
-                params.len()
-            ));
-        }
-        params.push(Box::new((limit + 1) as i64));
-        sql.push_str(&format!(
-            " ORDER BY tstart DESC, trace_id DESC LIMIT ${}",
-            params.len()
-        ));
-
         let conn = self.pool.get().await?;
-        let rows = conn
-            .client
-            .query(&sql, &refs(&params))
-            .await
-            .map_err(map_err)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in &rows {
-            ids.push((trace_id_from(r.get::<_, &[u8]>(0))?, from_i64(r.get(1))));
-        }
-        let more = ids.len() > limit;
-        ids.truncate(limit);
+        let client = &conn.client;
+        let (ids, more) = common::search_windows(
+            q.range,
+            cursor,
+            limit,
+            move |top, n| search_probe(client, q, top, n),
+            move |from, n| search_window(client, q, from, cursor, n),
+        )
+        .await?;
         if ids.is_empty() {
             return Ok(SearchPage::default());
         }
@@ -1104,6 +1244,15 @@ impl SpanStore for PostgresStore {
                 .client
                 .execute(
                     "DELETE FROM ft_edge_rollups WHERE minute_ns <= $1",
+                    &[&last_minute],
+                )
+                .await
+                .map_err(map_err)?;
+            // Backstop for WALs that are gone (never pruned by segment);
+            // bookkeeping, not counted as rollup rows.
+            conn.client
+                .execute(
+                    "DELETE FROM ft_rollup_origins WHERE minute_ns <= $1",
                     &[&last_minute],
                 )
                 .await

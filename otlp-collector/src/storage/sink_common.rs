@@ -97,6 +97,186 @@ pub(crate) fn search_page(
     }
 }
 
+/// Traces of one search step: `(trace id, trace start)`, newest first.
+pub(crate) type TraceKeys = Vec<(TraceId, u64)>;
+
+/// How many of the newest matching span starts a sink's probe returns at most
+/// (see [`SearchWindows`]); bounds the probe's result and its sort.
+const MAX_PROBE: usize = 16_384;
+
+/// The early-stopping search plan every sink runs (described in
+/// `docs/storage.md`, "Search").
+///
+/// A search returns the traces with a matching span in the range, ordered by
+/// trace start (the earliest span of the whole trace) then trace id, newest
+/// first. Instead of computing the start of every matching trace, a sink
+/// answers a sequence of windows with decreasing lower bounds `a`: "traces
+/// with a matching span starting in `[a, range end)` whose trace start is
+/// `>= a` (and past the cursor), newest first, at most `limit + 1`". A trace
+/// missing from that answer has all its matching spans before `a`, so its
+/// trace start is before `a` and it sorts after every trace in the answer:
+/// once a window yields `limit + 1` traces, they are exactly the first
+/// `limit + 1` of the full result, so the page and its `more` flag are exact.
+/// The last window is the whole range without a trace-start bound (the
+/// complete search), used only when no earlier window was enough.
+///
+/// Where windows start: a probe returns the starts of the newest matching
+/// spans below `top` (the range end, or just past the cursor's trace start,
+/// since no later-starting trace can be on the page); window `k` starts at
+/// the `2·(limit+1)·4^k`-th of them, so window sizes follow the data's density
+/// (a burst of spans gives a narrow window, sparse data a wide one). Past the
+/// probe the width below `top` grows ×4 per step until it covers the range.
+#[derive(Debug)]
+pub(crate) struct SearchWindows {
+    range_start: u64,
+    top: u64,
+    first_rank: usize,
+    probe: Vec<u64>,
+    probe_full: bool,
+    step: u32,
+    prev: Option<u64>,
+    done: bool,
+}
+
+impl SearchWindows {
+    /// The exclusive upper bound of the probe: matching spans at or after it
+    /// cannot start a trace that may appear on the page.
+    pub(crate) fn probe_top(range: TimeRange, cursor: Option<(u64, TraceId)>) -> u64 {
+        match cursor {
+            Some((cs, _)) => range.end_ns.min(cs.saturating_add(1)),
+            None => range.end_ns,
+        }
+    }
+
+    /// How many span starts the probe should return for a page of `limit`.
+    pub(crate) fn probe_len(limit: usize) -> usize {
+        (limit + 1).saturating_mul(2 * 64).min(MAX_PROBE)
+    }
+
+    /// A plan for a page of `limit` traces from the probe's answer: the
+    /// starts of the newest matching spans in `[range start, top)`, newest
+    /// first, at most [`Self::probe_len`] of them.
+    pub(crate) fn new(
+        range: TimeRange,
+        cursor: Option<(u64, TraceId)>,
+        limit: usize,
+        probe: Vec<u64>,
+    ) -> Self {
+        let probe_full = probe.len() >= Self::probe_len(limit);
+        SearchWindows {
+            range_start: range.start_ns,
+            top: Self::probe_top(range, cursor),
+            first_rank: (limit + 1).saturating_mul(2),
+            probe,
+            probe_full,
+            step: 0,
+            prev: None,
+            done: false,
+        }
+    }
+
+    /// The next window: `Some(Some(a))` for "matching in `[a, end)`, trace
+    /// start `>= a`", `Some(None)` for the complete search (always the last),
+    /// `None` when the plan is exhausted.
+    pub(crate) fn next_window(&mut self) -> Option<Option<u64>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let rank = 4usize
+                .checked_pow(self.step)
+                .and_then(|m| m.checked_mul(self.first_rank));
+            self.step = self.step.saturating_add(1);
+            let candidate = match rank.and_then(|r| self.probe.get(r - 1)) {
+                Some(&a) => Some(a),
+                // Every matching span below `top` is in the probe and some
+                // trace starts before the oldest: only the complete search is left.
+                None if !self.probe_full => None,
+                None => {
+                    let oldest = self.probe.last().copied().unwrap_or(self.top);
+                    match self.prev {
+                        Some(p) if p <= oldest => {
+                            Some(self.top.saturating_sub((self.top - p).saturating_mul(4)))
+                        }
+                        _ => Some(oldest),
+                    }
+                }
+            };
+            match candidate {
+                Some(a) if a > self.range_start && a < self.top => {
+                    // Equal starts at several probe ranks give the same window twice.
+                    if self.prev.is_some_and(|p| a >= p) {
+                        continue;
+                    }
+                    self.prev = Some(a);
+                    return Some(Some(a));
+                }
+                _ => {
+                    self.done = true;
+                    return Some(None);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a [`SearchWindows`] plan with a synchronous sink. `probe(top, n)`
+/// returns the starts of the newest `n` matching spans in `[range start, top)`,
+/// newest first; `window(a, n)` the traces of window `a` (see
+/// [`SearchWindows`]), at most `n`. Returns the page's traces and whether more
+/// follow.
+pub(crate) fn search_windows_sync(
+    range: TimeRange,
+    cursor: Option<(u64, TraceId)>,
+    limit: usize,
+    probe: impl FnOnce(u64, usize) -> StorageResult<Vec<u64>>,
+    mut window: impl FnMut(Option<u64>, usize) -> StorageResult<TraceKeys>,
+) -> StorageResult<(TraceKeys, bool)> {
+    let top = SearchWindows::probe_top(range, cursor);
+    let starts = probe(top, SearchWindows::probe_len(limit))?;
+    let mut plan = SearchWindows::new(range, cursor, limit, starts);
+    while let Some(from) = plan.next_window() {
+        let keys = window(from, limit + 1)?;
+        if keys.len() > limit || from.is_none() {
+            return Ok(page_keys(keys, limit));
+        }
+    }
+    Ok((Vec::new(), false))
+}
+
+/// [`search_windows_sync`] for an asynchronous sink.
+pub(crate) async fn search_windows<P, W, PF, WF>(
+    range: TimeRange,
+    cursor: Option<(u64, TraceId)>,
+    limit: usize,
+    probe: P,
+    mut window: W,
+) -> StorageResult<(TraceKeys, bool)>
+where
+    P: FnOnce(u64, usize) -> PF,
+    PF: std::future::Future<Output = StorageResult<Vec<u64>>>,
+    W: FnMut(Option<u64>, usize) -> WF,
+    WF: std::future::Future<Output = StorageResult<TraceKeys>>,
+{
+    let top = SearchWindows::probe_top(range, cursor);
+    let starts = probe(top, SearchWindows::probe_len(limit)).await?;
+    let mut plan = SearchWindows::new(range, cursor, limit, starts);
+    while let Some(from) = plan.next_window() {
+        let keys = window(from, limit + 1).await?;
+        if keys.len() > limit || from.is_none() {
+            return Ok(page_keys(keys, limit));
+        }
+    }
+    Ok((Vec::new(), false))
+}
+
+/// The first `limit` keys and whether there were more.
+fn page_keys(mut keys: TraceKeys, limit: usize) -> (TraceKeys, bool) {
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    (keys, more)
+}
+
 /// The columns of one stored span that a trace summary needs.
 #[derive(Clone, Debug)]
 pub(crate) struct SummaryRow {
@@ -333,6 +513,173 @@ pub(crate) fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A span of the model store: trace, start, and whether it matches the query.
+    type ModelSpan = (u8, u64, bool);
+
+    fn model_keys(
+        spans: &[ModelSpan],
+        range: TimeRange,
+        from: Option<u64>,
+        cursor: Option<(u64, TraceId)>,
+        n: usize,
+    ) -> TraceKeys {
+        let lo = from.map_or(range.start_ns, |a| a.max(range.start_ns));
+        let starts = trace_starts(spans);
+        let hit: BTreeSet<u8> = spans
+            .iter()
+            .filter(|(_, s, m)| *m && *s >= lo && *s < range.end_ns)
+            .map(|(t, _, _)| *t)
+            .collect();
+        let mut keys: TraceKeys = hit
+            .into_iter()
+            .map(|t| ([t; 16], starts[&t]))
+            .filter(|(id, s)| from.is_none_or(|a| *s >= a) && cursor.is_none_or(|c| (*s, *id) < c))
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse((k.1, k.0)));
+        keys.truncate(n);
+        keys
+    }
+
+    fn trace_starts(spans: &[ModelSpan]) -> BTreeMap<u8, u64> {
+        let mut starts: BTreeMap<u8, u64> = BTreeMap::new();
+        for &(t, s, _) in spans {
+            let e = starts.entry(t).or_insert(s);
+            *e = (*e).min(s);
+        }
+        starts
+    }
+
+    fn model_probe(spans: &[ModelSpan], range: TimeRange, top: u64, n: usize) -> Vec<u64> {
+        let mut v: Vec<u64> = spans
+            .iter()
+            .filter(|(_, s, m)| *m && *s >= range.start_ns && *s < top)
+            .map(|(_, s, _)| *s)
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.truncate(n);
+        v
+    }
+
+    /// The windowed search gives exactly the complete search's pages on random
+    /// stores: long traces whose root starts long before their matching span,
+    /// many equal trace starts, matches only in the oldest part of the range,
+    /// traces starting before the range, every page size.
+    #[test]
+    fn windowed_search_equals_complete_search() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut windows_run, mut beyond_probe) = (0usize, 0usize);
+        for round in 0..120 {
+            let traces = 1 + rnd(if round % 3 == 1 { 8 } else { 60 }) as u8;
+            let span_len = [1, 10, 1_000, 100_000][rnd(4) as usize];
+            let mut spans = Vec::new();
+            for t in 0..traces {
+                let root = rnd(1_000_000);
+                // Every third round: enough matching spans to fill the probe.
+                let n = 1 + rnd(if round % 3 == 0 { 40 } else { 6 });
+                for i in 0..n {
+                    let s = if i == 0 { root } else { root + rnd(span_len) };
+                    // Round 0 mod 5: matches only in the oldest tenth.
+                    let m = rnd(3) == 0 && (round % 5 != 0 || s < 100_000);
+                    spans.push((t, if rnd(4) == 0 { s / 1000 * 1000 } else { s }, m));
+                }
+            }
+            // Every third round: two old traces match often in the newest
+            // tenth, filling the probe with spans of traces that start before
+            // every window it gives.
+            if round % 3 == 1 {
+                for t in [traces, traces.wrapping_add(1)] {
+                    spans.push((t, rnd(1_000), false));
+                    for _ in 0..400 {
+                        spans.push((t, 1_000_000 - rnd(100_000), true));
+                    }
+                }
+            }
+            let range = TimeRange {
+                start_ns: rnd(50_000),
+                end_ns: 1_000_000 - rnd(50_000) + rnd(2) * 200_000,
+            };
+            for limit in [1, 3, 7, 20] {
+                let mut cursor = None;
+                for _page in 0..300 {
+                    let want = model_keys(&spans, range, None, cursor, limit + 1);
+                    let (want_page, want_more) = page_keys(want, limit);
+                    let probed = model_probe(
+                        &spans,
+                        range,
+                        SearchWindows::probe_top(range, cursor),
+                        SearchWindows::probe_len(limit),
+                    );
+                    let got = search_windows_sync(
+                        range,
+                        cursor,
+                        limit,
+                        |top, n| Ok(model_probe(&spans, range, top, n)),
+                        |from, n| {
+                            windows_run += 1;
+                            if from.is_some_and(|a| !probed.contains(&a)) {
+                                beyond_probe += 1;
+                            }
+                            Ok(model_keys(&spans, range, from, cursor, n))
+                        },
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        got,
+                        (want_page.clone(), want_more),
+                        "round {round} limit {limit}"
+                    );
+                    match (want_more, want_page.last()) {
+                        (true, Some((id, s))) => cursor = Some((*s, *id)),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        assert!(windows_run > 500, "{windows_run} windows");
+        assert!(beyond_probe > 20, "{beyond_probe} windows past the probe");
+    }
+
+    #[test]
+    fn windows_shrink_then_cover_the_range() {
+        let range = TimeRange {
+            start_ns: 0,
+            end_ns: 1 << 40,
+        };
+        let probe: Vec<u64> = (0..SearchWindows::probe_len(20) as u64)
+            .map(|i| (1 << 40) - 1 - i * 10)
+            .collect();
+        let mut plan = SearchWindows::new(range, None, 20, probe.clone());
+        let mut got = Vec::new();
+        while let Some(w) = plan.next_window() {
+            got.push(w);
+        }
+        assert_eq!(
+            got[0],
+            Some(probe[41]),
+            "first window: the 42nd newest match"
+        );
+        assert_eq!(got[1], Some(probe[4 * 42 - 1]));
+        assert_eq!(
+            got.last(),
+            Some(&None),
+            "last window is the complete search"
+        );
+        let bounds: Vec<u64> = got.iter().flatten().copied().collect();
+        assert!(bounds.windows(2).all(|w| w[0] > w[1]), "{bounds:?}");
+        assert!(got.len() < 30, "{} windows", got.len());
+        // A cursor moves the top of the windows to its trace start.
+        let mut plan = SearchWindows::new(range, Some((1000, [0; 16])), 20, vec![]);
+        assert_eq!(SearchWindows::probe_top(range, Some((1000, [0; 16]))), 1001);
+        assert_eq!(plan.next_window(), Some(None), "no match below the cursor");
+        assert_eq!(plan.next_window(), None);
+    }
 
     #[test]
     fn civil_dates_round_trip() {

@@ -19,8 +19,8 @@ use ferrotrace_collector::model::{
     AttrValue, Event, KeyValue, Link, Span, SpanKind, StatusCode, TraceId,
 };
 use ferrotrace_collector::rollup::{
-    EdgeRollup, LatencySketch, OperationRollup, RollupAggregator, RollupBatch, MINUTE_NS,
-    SKETCH_RELATIVE_ACCURACY,
+    EdgeRollup, LatencySketch, OperationRollup, RollupAggregator, RollupBatch, RollupOrigin,
+    MINUTE_NS, SKETCH_RELATIVE_ACCURACY,
 };
 use ferrotrace_collector::storage::{
     AttrFilter, LatencyPoint, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery,
@@ -156,10 +156,12 @@ pub async fn run_all(store: &dyn SpanStore) {
     round_trip(store).await;
     idempotent_retry(store).await;
     rollups_merge(store).await;
+    rollup_origins(store).await;
     search_filters(store).await;
     search_attributes(store).await;
     search_attributes_as_text(store).await;
     search_pagination(store).await;
+    search_early_stop_exact(store).await;
     trace_lookup(store).await;
     services_and_operations(store).await;
     dependencies(store).await;
@@ -336,6 +338,111 @@ fn sketch_of(values: &[u64]) -> LatencySketch {
     s
 }
 
+/// Rollup origins are stored with their batch, read back per WAL instance and
+/// segment (every row, each batch's ranges intact), and pruned by segment.
+pub async fn rollup_origins(store: &dyn SpanStore) {
+    let m = day(3) + 20 * MINUTE_NS;
+    let origin = |segment, minute_ns, ranges: [&[(u64, u64)]; 3]| {
+        let mut o = RollupOrigin {
+            segment,
+            minute_ns,
+            ..Default::default()
+        };
+        for (part, rs) in o.parts.iter_mut().zip(ranges) {
+            for &(s, e) in rs {
+                part.insert_range(s, e);
+            }
+        }
+        o
+    };
+    let op = OperationRollup {
+        minute_ns: m,
+        service: "ro-svc".into(),
+        operation: "ro-op".into(),
+        kind: SpanKind::Server,
+        count: 1,
+        errors: 0,
+        sketch: sketch_of(&[MS]),
+    };
+    // Two WALs share the database; the ids are as large as they get.
+    let (wal_a, wal_b) = (u64::MAX - 7, 42u64);
+    let first = origin(5, m, [&[(0, 100)], &[(0, 40), (41, 100)], &[(0, 100)]]);
+    let second = origin(5, m, [&[(100, 150)], &[(40, 41), (100, 150)], &[]]);
+    let other_segment = origin(6, m + MINUTE_NS, [&[(0, 1)], &[(0, 1)], &[(0, 1)]]);
+    store
+        .write_rollups(&RollupBatch {
+            operations: vec![op.clone()],
+            origins: vec![first.clone(), other_segment.clone()],
+            wal_instance: wal_a,
+            ..Default::default()
+        })
+        .await
+        .expect("rollups with origins");
+    // A batch of origins only (contributions settled with nothing to count).
+    store
+        .write_rollups(&RollupBatch {
+            origins: vec![second.clone()],
+            wal_instance: wal_a,
+            ..Default::default()
+        })
+        .await
+        .expect("origins only");
+    store
+        .write_rollups(&RollupBatch {
+            origins: vec![origin(5, m, [&[(7, 8)], &[], &[]])],
+            wal_instance: wal_b,
+            ..Default::default()
+        })
+        .await
+        .expect("other WAL");
+    let sorted = |mut v: Vec<RollupOrigin>| {
+        v.sort_by_key(|o| (o.segment, o.minute_ns, o.parts[0].0.first().copied()));
+        v
+    };
+    let got = store
+        .rollup_origins(wal_a, &[5, 6, 9])
+        .await
+        .expect("read origins");
+    assert_eq!(
+        sorted(got),
+        vec![first.clone(), second.clone(), other_segment.clone()]
+    );
+    let got = store
+        .rollup_origins(wal_a, &[6])
+        .await
+        .expect("one segment");
+    assert_eq!(got, vec![other_segment.clone()]);
+    let got = store.rollup_origins(wal_b, &[5]).await.expect("other WAL");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].parts[0].0, vec![(7, 8)]);
+    assert!(store
+        .rollup_origins(7, &[5])
+        .await
+        .expect("unknown WAL")
+        .is_empty());
+    // Pruning is by segment and WAL; a sink may instead leave it to retention
+    // (it returns 0 then), but must never remove what is still needed.
+    let pruned = store.prune_rollup_origins(wal_a, 6).await.expect("prune");
+    let left = store
+        .rollup_origins(wal_a, &[5, 6])
+        .await
+        .expect("after prune");
+    if pruned > 0 {
+        assert_eq!(pruned, 2);
+        assert_eq!(left, vec![other_segment]);
+    } else {
+        assert_eq!(left.len(), 3);
+    }
+    assert_eq!(
+        store
+            .rollup_origins(wal_b, &[5])
+            .await
+            .expect("other WAL kept")
+            .len(),
+        1
+    );
+}
+
 /// Rollups written in several batches for the same keys add up.
 pub async fn rollups_merge(store: &dyn SpanStore) {
     let m = day(3) + 10 * MINUTE_NS;
@@ -362,6 +469,7 @@ pub async fn rollups_merge(store: &dyn SpanStore) {
         .write_rollups(&RollupBatch {
             operations: vec![op(3, 1, &a)],
             edges: vec![edge(3, 0, &a)],
+            ..Default::default()
         })
         .await
         .expect("rollups 1");
@@ -369,6 +477,7 @@ pub async fn rollups_merge(store: &dyn SpanStore) {
         .write_rollups(&RollupBatch {
             operations: vec![op(2, 0, &b)],
             edges: vec![edge(2, 2, &b)],
+            ..Default::default()
         })
         .await
         .expect("rollups 2");
@@ -892,6 +1001,244 @@ pub async fn search_pagination(store: &dyn SpanStore) {
         store.search(&q).await.is_err(),
         "garbage cursor is an error"
     );
+}
+
+/// One condition set of [`search_early_stop_exact`], checked against a model.
+struct ModelQuery {
+    what: &'static str,
+    range: TimeRange,
+    service: Option<&'static str>,
+    operation: Option<&'static str>,
+    attr: Option<(&'static str, &'static str)>,
+    min_duration_ns: Option<u64>,
+    max_duration_ns: Option<u64>,
+    errors_only: bool,
+}
+
+impl ModelQuery {
+    fn matches(&self, s: &Span) -> bool {
+        s.start_ns >= self.range.start_ns
+            && s.start_ns < self.range.end_ns
+            && self.service.is_none_or(|v| s.service_name == v)
+            && self.operation.is_none_or(|v| s.name == v)
+            && self.min_duration_ns.is_none_or(|v| s.duration_ns() >= v)
+            && self.max_duration_ns.is_none_or(|v| s.duration_ns() <= v)
+            && (!self.errors_only || s.status_code == StatusCode::Error)
+            && self.attr.is_none_or(|(k, v)| {
+                s.attributes
+                    .iter()
+                    .any(|a| a.key == k && a.value == AttrValue::Str(v.into()))
+            })
+    }
+
+    fn query(&self, limit: usize) -> TraceQuery {
+        TraceQuery {
+            service: self.service.map(Into::into),
+            operation: self.operation.map(Into::into),
+            attributes: self
+                .attr
+                .map(|(k, v)| vec![AttrFilter::typed(k, AttrValue::Str(v.into()))])
+                .unwrap_or_default(),
+            min_duration_ns: self.min_duration_ns,
+            max_duration_ns: self.max_duration_ns,
+            errors_only: self.errors_only,
+            range: self.range,
+            limit,
+            cursor: None,
+        }
+    }
+}
+
+/// Search returns exactly the traces a complete scan would, in order, on every
+/// page, however a sink stops early: long traces whose root starts hours before
+/// their only matching span, traces starting before the range, many traces
+/// with the same start (ties broken by trace id across page boundaries), a
+/// service that matches only in the oldest part of the range, `limit + 1`
+/// exactness of the next-page cursor, and every filter kind. Expected pages come
+/// from a model over the written spans.
+pub async fn search_early_stop_exact(store: &dyn SpanStore) {
+    const HOUR: u64 = 3_600_000 * MS;
+    let d = day(16);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut spans = Vec::new();
+    for i in 0..150u32 {
+        let t = tid(16, i);
+        // Every seventh trace starts on a 10-minute mark: many equal starts.
+        let root_start = if i % 7 == 0 {
+            d + HOUR + rnd(120) * 10 * 60_000 * MS
+        } else {
+            d + HOUR + rnd(20 * HOUR)
+        };
+        // One trace in ten is long: children up to 20 hours after the root.
+        let spread = if i % 10 == 3 { 20 * HOUR } else { 50 * MS };
+        let mut root = span(t, 0, None, "sw-a", "root", root_start, 200 * MS);
+        root.attributes
+            .push(kv("sw.k", AttrValue::Str(format!("v{}", rnd(3)))));
+        spans.push(root);
+        for c in 1..=rnd(5) as u32 {
+            let start = (root_start + 1 + rnd(spread)).min(d + DAY - 1);
+            let svc = ["sw-a", "sw-b", "sw-c"][rnd(3) as usize];
+            let op = ["op1", "op2"][rnd(2) as usize];
+            let mut s = span(t, c, Some(0), svc, op, start, (1 + rnd(100)) * MS);
+            if rnd(5) == 0 {
+                s.status_code = StatusCode::Error;
+            }
+            s.attributes
+                .push(kv("sw.k", AttrValue::Str(format!("v{}", rnd(3)))));
+            spans.push(s);
+        }
+        // A service seen only in the oldest two hours of the day.
+        if root_start < d + 3 * HOUR {
+            spans.push(span(t, 9, Some(0), "sw-old", "op1", root_start + MS, MS));
+        }
+    }
+    // Traces starting in the day before, with a matching span in this day.
+    for i in 0..3u32 {
+        let t = tid(16, 1000 + i);
+        spans.push(span(
+            t,
+            0,
+            None,
+            "sw-a",
+            "root",
+            d - HOUR + i as u64,
+            2 * HOUR,
+        ));
+        spans.push(span(
+            t,
+            1,
+            Some(0),
+            "sw-b",
+            "op1",
+            d + 10 * HOUR + i as u64,
+            MS,
+        ));
+        spans.push(span(
+            t,
+            2,
+            Some(0),
+            "sw-old",
+            "op1",
+            d + HOUR + i as u64,
+            MS,
+        ));
+    }
+    for chunk in spans.chunks(100) {
+        store.write_spans(chunk).await.expect("write");
+    }
+    let mut tstart: std::collections::BTreeMap<TraceId, u64> = Default::default();
+    for s in &spans {
+        let e = tstart.entry(s.trace_id).or_insert(s.start_ns);
+        *e = (*e).min(s.start_ns);
+    }
+    let whole = day_range(d);
+    let base = ModelQuery {
+        what: "",
+        range: whole,
+        service: None,
+        operation: None,
+        attr: None,
+        min_duration_ns: None,
+        max_duration_ns: None,
+        errors_only: false,
+    };
+    let queries = vec![
+        ModelQuery {
+            what: "service",
+            service: Some("sw-b"),
+            ..base
+        },
+        ModelQuery {
+            what: "service + operation",
+            service: Some("sw-c"),
+            operation: Some("op1"),
+            ..base
+        },
+        ModelQuery {
+            what: "attribute",
+            attr: Some(("sw.k", "v1")),
+            ..base
+        },
+        ModelQuery {
+            what: "service + duration",
+            service: Some("sw-a"),
+            min_duration_ns: Some(40 * MS),
+            max_duration_ns: Some(90 * MS),
+            ..base
+        },
+        ModelQuery {
+            what: "errors",
+            errors_only: true,
+            ..base
+        },
+        ModelQuery {
+            what: "only old matches",
+            service: Some("sw-old"),
+            ..base
+        },
+        ModelQuery {
+            what: "no filter",
+            ..base
+        },
+        ModelQuery {
+            what: "sub-range",
+            range: TimeRange {
+                start_ns: d + 5 * HOUR,
+                end_ns: d + 15 * HOUR,
+            },
+            service: Some("sw-b"),
+            ..base
+        },
+    ];
+    for mq in &queries {
+        let mut want: Vec<(u64, TraceId)> = spans
+            .iter()
+            .filter(|s| mq.matches(s))
+            .map(|s| (tstart[&s.trace_id], s.trace_id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert!(want.len() > 3, "{}: the data set gives matches", mq.what);
+        want.dedup();
+        for limit in [3, 10, want.len() - 1, want.len()] {
+            let mut q = mq.query(limit);
+            let mut got: Vec<(u64, TraceId)> = Vec::new();
+            for page_no in 0.. {
+                let page = store
+                    .search(&q)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} limit {limit}: {e}", mq.what));
+                let offset = page_no * limit;
+                let expect = &want[offset.min(want.len())..(offset + limit).min(want.len())];
+                let keys: Vec<(u64, TraceId)> = page
+                    .traces
+                    .iter()
+                    .map(|t| (t.start_ns, t.trace_id))
+                    .collect();
+                assert_eq!(keys, expect, "{} limit {limit} page {page_no}", mq.what);
+                got.extend(keys);
+                let more = offset + limit < want.len();
+                assert_eq!(
+                    page.next_cursor.is_some(),
+                    more,
+                    "{} limit {limit} page {page_no}: next cursor iff more traces",
+                    mq.what
+                );
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "{} limit {limit}: every trace once", mq.what);
+        }
+    }
 }
 
 /// Trace lookup by id, optionally narrowed by time.

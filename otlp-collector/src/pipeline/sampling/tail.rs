@@ -35,8 +35,10 @@ pub struct TailSamplingConfig {
     pub decision_wait_ms: u64,
     /// Traces held at once (default 50 000).
     pub max_traces: usize,
-    /// Approximate bytes of spans held at once (default 256 MiB).
-    pub max_bytes: usize,
+    /// Approximate bytes of spans held at once. Unset: a quarter of
+    /// `limits.memory_limit_mib` in the collector (see
+    /// `Config::memory_budgets`), 256 MiB for a sampler built alone.
+    pub max_bytes: Option<usize>,
     /// Decided traces remembered so late spans follow their decision
     /// (default 100 000).
     pub decision_cache_entries: usize,
@@ -50,7 +52,7 @@ impl Default for TailSamplingConfig {
             enabled: false,
             decision_wait_ms: 30_000,
             max_traces: 50_000,
-            max_bytes: 256 << 20,
+            max_bytes: None,
             decision_cache_entries: 100_000,
             policies: Vec::new(),
         }
@@ -367,7 +369,8 @@ impl<T> TailSampler<T> {
                 why: "tail sampling needs at least one policy (add `rule = \"always\"` to keep everything)".into(),
             });
         }
-        if config.max_traces == 0 || config.max_bytes == 0 {
+        let max_bytes = config.max_bytes.unwrap_or(256 << 20);
+        if config.max_traces == 0 || max_bytes == 0 {
             return Err(SamplingConfigError::Invalid {
                 what: "sampling.tail.max_traces / max_bytes".into(),
                 why: "must be greater than 0".into(),
@@ -381,7 +384,7 @@ impl<T> TailSampler<T> {
         Ok(TailSampler {
             wait: Duration::from_millis(config.decision_wait_ms),
             max_traces: config.max_traces,
-            max_bytes: config.max_bytes,
+            max_bytes,
             cache_entries: config.decision_cache_entries,
             policies,
             traces: HashMap::new(),
@@ -799,7 +802,7 @@ mod tests {
         assert_eq!(t.stats().early_decisions_max_bytes, 0);
         // Byte bound: one huge span forces its own trace out at once.
         let mut c = cfg(vec![("all", Rule::Always)]);
-        c.max_bytes = 10_000;
+        c.max_bytes = Some(10_000);
         let mut t = TailSampler::<u8>::new(&c).expect("config");
         let mut big = span(7, 1, 0, 1);
         big.attributes
