@@ -27,6 +27,16 @@ Usage (release binaries built first):
   python3 benches/scripts/store_bench.py --sink postgres --duration 30
   python3 benches/scripts/store_bench.py --sink clickhouse --duration 30
   python3 benches/scripts/store_bench.py --sink null --duration 20
+
+Loading and querying can run as separate invocations (each short enough for
+/work/freeze.sh, and the same data can be queried by two collector builds):
+  store_bench.py --sink clickhouse --duration 15 --replicate 17 --keep-db /tmp/ch.json
+      loads (and replicates), stops the collector, leaves the database and the
+      data directory in place and writes their location to the state file;
+  store_bench.py --resume /tmp/ch.json --target-dir DIR
+      starts DIR's collector on that data and runs only the queries;
+  store_bench.py --resume /tmp/ch.json --stop-db
+      ... and then stops the database and deletes the data.
 """
 
 import argparse
@@ -76,6 +86,20 @@ def unprivileged(cmd):
 
 
 class Postgres:
+    kind = "postgres"
+
+    @classmethod
+    def attach(cls, st):
+        """The server a `--keep-db` run left running."""
+        self = cls.__new__(cls)
+        self.bin, self.dir, self.port, self.url = st["bin"], st["dir"], st["port"], st["url"]
+        self.pid, self.proc = st["pid"], None
+        return self
+
+    def state(self):
+        return {"bin": self.bin, "dir": self.dir, "port": self.port, "url": self.url,
+                "pid": self.proc.pid}
+
     def __init__(self, root):
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         self.bin = os.environ.get("FERROTRACE_PG_BIN") or (bins[-1] if bins else None)
@@ -135,11 +159,24 @@ class Postgres:
         return int(self.psql("SELECT count(*) FROM ft_spans", "bench"))
 
     def stop(self):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(30)
+        stop_server(self, 30)
 
 
 class ClickHouse:
+    kind = "clickhouse"
+
+    @classmethod
+    def attach(cls, st):
+        """The server a `--keep-db` run left running."""
+        self = cls.__new__(cls)
+        self.dir, self.http_port, self.tcp_port = st["dir"], st["http_port"], st["tcp_port"]
+        self.url, self.pid, self.proc = st["url"], st["pid"], None
+        return self
+
+    def state(self):
+        return {"dir": self.dir, "http_port": self.http_port, "tcp_port": self.tcp_port,
+                "url": self.url, "pid": self.proc.pid}
+
     def __init__(self, root):
         exe = shutil.which("clickhouse-server") or "/usr/bin/clickhouse"
         cmd = [exe] if exe.endswith("clickhouse-server") else [exe, "server"]
@@ -221,8 +258,23 @@ class ClickHouse:
         return int(self.sql("SELECT count() FROM bench.ft_spans").strip())
 
     def stop(self):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(60)
+        stop_server(self, 60)
+
+
+def stop_server(db, timeout):
+    """Stops a database server started here or by a `--keep-db` run."""
+    if db.proc:
+        os.killpg(db.proc.pid, signal.SIGTERM)
+        db.proc.wait(timeout)
+        return
+    os.killpg(db.pid, signal.SIGTERM)
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            os.kill(db.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
 
 
 def metric(text, name):
@@ -242,9 +294,124 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
+def run_queries(args, q, acked, copies):
+    """Times the queries through the collector's HTTP API at `q`."""
+    now_us = int(time.time() * 1e6)
+    start_us = now_us - 3600 * 10**6
+    services = json.loads(http(f"{q}/api/services"))["data"]
+    ids, search_ms = [], []
+    for i in range(args.searches):
+        svc = services[i % len(services)]
+        url = (f"{q}/api/traces?service={urllib.parse.quote(svc)}&start={start_us}"
+               f"&end={now_us}&limit=20")
+        t = time.perf_counter()
+        body = json.loads(http(url))
+        search_ms.append((time.perf_counter() - t) * 1000)
+        ids += [tr["traceID"] for tr in body["data"]]
+    # The store's search alone: the native API returns summaries, while the
+    # Jaeger search above also reads each of the (up to 20) traces in full.
+    native_ms = []
+    for i in range(args.searches):
+        svc = services[i % len(services)]
+        url = (f"{q}/api/native/search?service={urllib.parse.quote(svc)}"
+               f"&start={start_us * 1000}&end={now_us * 1000}&limit=20")
+        t = time.perf_counter()
+        http(url)
+        native_ms.append((time.perf_counter() - t) * 1000)
+    # Ids of traces anywhere in the window: loadgen's ids are (conn+1, seq).
+    conns, per_conn = args.connections, max(1, acked // args.batch // args.connections)
+    sample = [f"{random.randrange(copies):08x}{c + 1:08x}{random.randrange(per_conn):016x}"
+              for c in [random.randrange(conns) for _ in range(args.lookups)]]
+    lookup_ms, found = [], 0
+    for tid in sample:
+        t = time.perf_counter()
+        try:
+            body = json.loads(http(f"{q}/api/traces/{tid}"))
+            found += 1 if body["data"] else 0
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+        lookup_ms.append((time.perf_counter() - t) * 1000)
+    lat = {}
+    for name, extra in [("rollup", ""), ("exact", "&exact=true")]:
+        ns_now = int(time.time() * 1e9)
+        url = (f"{q}/api/native/latency?service={urllib.parse.quote(services[0])}"
+               f"&start={ns_now - 3600 * 10**9}&end={ns_now}{extra}")
+        t = time.perf_counter()
+        try:
+            http(url)
+            lat[name] = round((time.perf_counter() - t) * 1000, 1)
+        except urllib.error.HTTPError as e:
+            lat[name] = f"HTTP {e.code}: {e.read()[:200]!r}"
+    return {
+        "trace_by_id_ms": {"n": len(lookup_ms), "found": found,
+                           "p50": round(pct(lookup_ms, 50), 1),
+                           "p99": round(pct(lookup_ms, 99), 1)},
+        "search_ms": {"n": len(search_ms), "p50": round(pct(search_ms, 50), 1),
+                      "p95": round(pct(search_ms, 95), 1)},
+        "native_search_ms": {"n": len(native_ms), "p50": round(pct(native_ms, 50), 1),
+                             "p95": round(pct(native_ms, 95), 1)},
+        "percentiles_ms": lat,
+    }
+
+
+def start_collector(args, sink, root, db):
+    rel = os.path.join(args.target_dir, "release")
+    ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
+    cmd = [f"{rel}/ferrotrace-collector", "--data-dir", f"{root}/data", "--storage", sink,
+           "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
+           "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
+           "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
+           "--http-addr", f"127.0.0.1:{ports['query']}"]
+    if db:
+        cmd += ["--storage-url", db.url]
+    collector = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                 stderr=open(f"{root}/collector.log", "a"))
+    q = f"http://127.0.0.1:{ports['query']}"
+    wait_until(lambda: http(f"{q}/readyz", timeout=2) is not None, 60, "collector")
+    return collector, ports, q
+
+
+def stop_collector(collector):
+    collector.send_signal(signal.SIGTERM)
+    try:
+        collector.wait(60)
+    except subprocess.TimeoutExpired:
+        collector.kill()
+
+
+def resume(args):
+    """Queries the data a `--keep-db` run left, with this run's collector."""
+    with open(args.resume) as f:
+        st = json.load(f)
+    for k in ["connections", "batch"]:
+        setattr(args, k, st[k])
+    db = None
+    if st["sink"] == "postgres":
+        db = Postgres.attach(st["db"])
+    elif st["sink"] == "clickhouse":
+        db = ClickHouse.attach(st["db"])
+    result = {"sink": st["sink"], "resumed_from": args.resume,
+              "collector": os.path.join(args.target_dir, "release", "ferrotrace-collector")}
+    collector = None
+    try:
+        collector, _, q = start_collector(args, st["sink"], st["root"], db)
+        queries = run_queries(args, q, st["acked"], st["copies"])
+        result["queries"] = {"stored_spans": st["stored_spans"], **queries}
+    finally:
+        if collector:
+            stop_collector(collector)
+        if args.stop_db:
+            if db:
+                db.stop()
+            shutil.rmtree(st["root"], ignore_errors=True)
+            os.remove(args.resume)
+    print(json.dumps(result))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sink", choices=["sqlite", "postgres", "clickhouse", "null"], required=True)
+    ap.add_argument("--sink", choices=["sqlite", "postgres", "clickhouse", "null"])
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--rate", type=int, default=0, help="spans/s; 0 = as fast as acked")
@@ -257,15 +424,27 @@ def main():
                     help="PostgreSQL/ClickHouse: before the queries, copy the stored spans "
                          "this many times in total inside the database, each copy with its "
                          "own trace ids (first 4 id bytes = copy number), to query a larger store")
+    ap.add_argument("--keep-db", metavar="STATE",
+                    help="load only: leave the database and data in place, describe them in "
+                         "the STATE file for --resume")
+    ap.add_argument("--resume", metavar="STATE",
+                    help="query only, the data a --keep-db run left")
+    ap.add_argument("--stop-db", action="store_true",
+                    help="with --resume: afterwards stop the database and delete the data")
     ap.add_argument("--target-dir", default=os.environ.get(
         "CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ferrotrace/target")))
     args = ap.parse_args()
+    if args.resume:
+        return resume(args)
+    if not args.sink:
+        ap.error("--sink is required (unless --resume)")
 
     rel = os.path.join(args.target_dir, "release")
-    collector_bin, loadgen_bin = f"{rel}/ferrotrace-collector", f"{rel}/loadgen"
+    loadgen_bin = f"{rel}/loadgen"
     root = tempfile.mkdtemp(prefix="ferrotrace-bench-")
     os.chmod(root, 0o755)  # the database server runs as `nobody` when we are root
     db = None
+    keep = False
     result = {"sink": args.sink, "duration_s": args.duration, "connections": args.connections}
     collector = None
     try:
@@ -273,18 +452,7 @@ def main():
             db = Postgres(root)
         elif args.sink == "clickhouse":
             db = ClickHouse(root)
-        ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
-        cmd = [collector_bin, "--data-dir", f"{root}/data", "--storage", args.sink,
-               "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
-               "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
-               "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
-               "--http-addr", f"127.0.0.1:{ports['query']}"]
-        if db:
-            cmd += ["--storage-url", db.url]
-        collector = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                     stderr=open(f"{root}/collector.log", "w"))
-        q = f"http://127.0.0.1:{ports['query']}"
-        wait_until(lambda: http(f"{q}/readyz", timeout=2) is not None, 60, "collector")
+        collector, ports, q = start_collector(args, args.sink, root, db)
 
         lg = [loadgen_bin, "--protocol", "grpc", "--endpoint", f"127.0.0.1:{ports['grpc']}",
               "--connections", str(args.connections), "--batch", str(args.batch),
@@ -312,73 +480,45 @@ def main():
                 if line.startswith("VmHWM"):
                     result["collector_peak_rss_kib_final"] = int(line.split()[1])
         result["sink_write_errors"] = metric(m, "ferrotrace_sink_errors_total")
+        # Refused requests by cause (queue_full, inflight_full, memory_limit, ...).
+        prefix = 'ferrotrace_requests_failed_total{status="'
+        result["requests_failed"] = {
+            line[len(prefix):].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+            for line in m.splitlines() if line.startswith(prefix)}
+        result["memory_limit_bytes"] = metric(m, "ferrotrace_memory_limit_bytes")
 
         if db and args.replicate > 1:
             t = time.time()
             result["replicated_spans"] = db.replicate(args.replicate)
             result["replicate_seconds"] = round(time.time() - t, 1)
-        if not args.skip_queries and args.sink != "null":
-            now_us = int(time.time() * 1e6)
-            start_us = now_us - 3600 * 10**6
-            services = json.loads(http(f"{q}/api/services"))["data"]
-            ids, search_ms = [], []
-            for i in range(args.searches):
-                svc = services[i % len(services)]
-                url = (f"{q}/api/traces?service={urllib.parse.quote(svc)}&start={start_us}"
-                       f"&end={now_us}&limit=20")
-                t = time.perf_counter()
-                body = json.loads(http(url))
-                search_ms.append((time.perf_counter() - t) * 1000)
-                ids += [tr["traceID"] for tr in body["data"]]
-            # Ids of traces anywhere in the window: loadgen's ids are (conn+1, seq).
-            conns, per_conn = args.connections, max(1, acked // args.batch // args.connections)
-            copies = args.replicate if db else 1
-            sample = [f"{random.randrange(copies):08x}{c + 1:08x}{random.randrange(per_conn):016x}"
-                      for c in [random.randrange(conns) for _ in range(args.lookups)]]
-            lookup_ms, found = [], 0
-            for tid in sample:
-                t = time.perf_counter()
-                try:
-                    body = json.loads(http(f"{q}/api/traces/{tid}"))
-                    found += 1 if body["data"] else 0
-                except urllib.error.HTTPError as e:
-                    if e.code != 404:
-                        raise
-                lookup_ms.append((time.perf_counter() - t) * 1000)
-            lat = {}
-            for name, extra in [("rollup", ""), ("exact", "&exact=true")]:
-                ns_now = int(time.time() * 1e9)
-                url = (f"{q}/api/native/latency?service={urllib.parse.quote(services[0])}"
-                       f"&start={ns_now - 3600 * 10**9}&end={ns_now}{extra}")
-                t = time.perf_counter()
-                try:
-                    http(url)
-                    lat[name] = round((time.perf_counter() - t) * 1000, 1)
-                except urllib.error.HTTPError as e:
-                    lat[name] = f"HTTP {e.code}: {e.read()[:200]!r}"
-            result["queries"] = {
-                "stored_spans": result.get("replicated_spans", acked),
-                "trace_by_id_ms": {"n": len(lookup_ms), "found": found,
-                                   "p50": round(pct(lookup_ms, 50), 1),
-                                   "p99": round(pct(lookup_ms, 99), 1)},
-                "search_ms": {"n": len(search_ms), "p50": round(pct(search_ms, 50), 1),
-                              "p95": round(pct(search_ms, 95), 1)},
-                "percentiles_ms": lat,
-            }
-        if db and args.replicate == 1:
+        copies = args.replicate if db else 1
+        if args.keep_db:
+            if args.sink == "null":
+                raise SystemExit("--keep-db needs a sink that stores spans")
+            stop_collector(collector)
+            collector = None
+            with open(args.keep_db, "w") as f:
+                json.dump({"sink": args.sink, "root": root, "acked": acked, "copies": copies,
+                           "stored_spans": result.get("replicated_spans", acked),
+                           "connections": args.connections, "batch": args.batch,
+                           "db": db.state() if db else None}, f)
+            keep = True
+            result["kept"] = args.keep_db
+        elif not args.skip_queries and args.sink != "null":
+            queries = run_queries(args, q, acked, copies)
+            result["queries"] = {"stored_spans": result.get("replicated_spans", acked),
+                                 **queries}
+        if db and args.replicate == 1 and not keep:
             result["raw_bulk_load"] = db.raw_bulk_load(root)
             result["sink_vs_raw"] = round(result["sink_spans_per_s"] /
                                           result["raw_bulk_load"]["rows_per_s"], 3)
     finally:
         if collector:
-            collector.send_signal(signal.SIGTERM)
-            try:
-                collector.wait(60)
-            except subprocess.TimeoutExpired:
-                collector.kill()
-        if db:
-            db.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            stop_collector(collector)
+        if not keep:
+            if db:
+                db.stop()
+            shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(result))
 
 
