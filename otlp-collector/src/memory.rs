@@ -13,6 +13,17 @@
 //! when the soft limit is crossed are refused before they are queued, so
 //! nothing more enters the pipeline until memory is back under it.
 //!
+//! A sample alone is not enough: between two samples many concurrent
+//! requests can be read and decoded, and a decoded request takes several
+//! times its body's size. So every byte a request is about to hold is
+//! admitted against a projection ([`MemoryGuard::admits`]): resident memory
+//! at the last sample, plus every body byte and decoding reserve held by
+//! requests in flight, plus the new bytes, must stay under the soft limit.
+//! Memory of a request that is already resident is counted twice until its
+//! response is sent; that errs on the side of refusing. A request is always
+//! admitted when no other request holds anything, so a collector whose
+//! baseline is near its limit still makes progress one request at a time.
+//!
 //! glibc's malloc keeps freed memory mapped (per-thread arenas), so after a
 //! spike the resident size can stay above the soft limit with nothing live
 //! and the collector would refuse forever. While above the soft limit the
@@ -110,6 +121,31 @@ impl MemoryGuard {
             self.soft,
             self.limit,
         )
+    }
+
+    /// Whether a request may take `extra` more bytes (body or decoding
+    /// reserve) while it already holds `own`: the last resident sample plus
+    /// everything requests in flight hold plus `extra` must fit under the
+    /// soft limit, unless no other request holds anything. Always true
+    /// without a limit.
+    pub fn admits(&self, extra: u64, own: u64) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        let m = &self.metrics;
+        let held = m
+            .inflight_bytes
+            .load(Relaxed)
+            .saturating_add(m.memory.reserved_bytes.load(Relaxed));
+        if held <= own {
+            return true;
+        }
+        m.memory
+            .resident_bytes
+            .load(Relaxed)
+            .saturating_add(held)
+            .saturating_add(extra)
+            <= self.soft
     }
 
     /// Resident bytes at the last sample (0 if never sampled).
@@ -230,5 +266,30 @@ mod tests {
             MemoryGuard::disabled(Arc::new(Metrics::default())).pressure(),
             Pressure::Normal
         );
+    }
+
+    #[test]
+    fn admission_projects_what_requests_in_flight_hold() {
+        let metrics = Arc::new(Metrics::default());
+        let g = MemoryGuard {
+            limit: 1000,
+            soft: 800,
+            metrics: metrics.clone(),
+            last_trim: parking_lot::Mutex::new(None),
+        };
+        let m = &metrics.memory;
+        m.resident_bytes.store(500, Relaxed);
+        // Alone: admitted even beyond the soft limit, so there is progress.
+        assert!(g.admits(10_000, 0));
+        // Others hold 200 (bodies) + 50 (reserves): 500 + 250 + 50 fits, 51 not.
+        metrics.inflight_bytes.store(200, Relaxed);
+        m.reserved_bytes.store(50, Relaxed);
+        assert!(g.admits(50, 0));
+        assert!(!g.admits(51, 0));
+        // What the asking request holds itself counts once, not as "others".
+        assert!(g.admits(50, 100));
+        assert!(g.admits(10_000, 250));
+        // No limit: always admitted.
+        assert!(MemoryGuard::disabled(metrics).admits(u64::MAX, 0));
     }
 }

@@ -554,6 +554,9 @@ pub struct MemoryMetrics {
     pub soft_limit_bytes: AtomicU64,
     /// Times freed heap memory was handed back to the OS (`malloc_trim`).
     pub trims: AtomicU64,
+    /// Memory reserved for decoding the requests in flight (an estimate
+    /// per request from its body size; see `receiver::decode_reserve`).
+    pub reserved_bytes: AtomicU64,
 }
 
 impl MemoryMetrics {
@@ -582,6 +585,12 @@ impl MemoryMetrics {
                 "counter",
                 "Times the memory guard returned freed heap memory to the OS (glibc malloc_trim) while above the soft limit.",
                 &self.trims,
+            ),
+            (
+                "ferrotrace_memory_reserved_bytes",
+                "gauge",
+                "Memory reserved for decoding the requests in flight; with the bodies in flight and resident memory it must fit under the soft limit for a request to be admitted.",
+                &self.reserved_bytes,
             ),
         ] {
             let _ = writeln!(

@@ -182,6 +182,41 @@ pub struct Link {
     pub flags: u32,
 }
 
+/// Bytes malloc takes for a request of `n` bytes (0 for no allocation):
+/// glibc rounds `n` plus an 8-byte header up to 16, with a 32-byte minimum.
+fn chunk_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        ((n + 8 + 15) & !15).max(32)
+    }
+}
+
+fn string_bytes(s: &str) -> usize {
+    chunk_bytes(s.len())
+}
+
+fn value_heap_bytes(v: &AttrValue) -> usize {
+    match v {
+        AttrValue::Str(s) => chunk_bytes(s.capacity()),
+        AttrValue::Bytes(b) => chunk_bytes(b.capacity()),
+        AttrValue::Array(a) => {
+            chunk_bytes(a.capacity() * std::mem::size_of::<AttrValue>())
+                + a.iter().map(value_heap_bytes).sum::<usize>()
+        }
+        AttrValue::KvList(kvs) => kvs_heap_bytes(kvs),
+        AttrValue::Bool(_) | AttrValue::Int(_) | AttrValue::Double(_) => 0,
+    }
+}
+
+fn kvs_heap_bytes(kvs: &Vec<KeyValue>) -> usize {
+    chunk_bytes(kvs.capacity() * std::mem::size_of::<KeyValue>())
+        + kvs
+            .iter()
+            .map(|kv| chunk_bytes(kv.key.capacity()) + value_heap_bytes(&kv.value))
+            .sum::<usize>()
+}
+
 /// One span, flattened: resource and scope are copied onto each span so that a
 /// span is self-contained in the WAL, the pipeline and every sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -239,6 +274,35 @@ impl Span {
     pub fn is_error(&self) -> bool {
         self.status_code == StatusCode::Error
     }
+    /// Memory the span occupies: its own struct plus every heap allocation
+    /// it owns (by capacity, with malloc's per-chunk overhead), so that the
+    /// byte budgets of the queue and the tail-sampling buffer bound real
+    /// memory. `tests/decode_memory.rs` checks it against a counting
+    /// allocator.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Span>()
+            + string_bytes(&self.trace_state)
+            + string_bytes(&self.name)
+            + string_bytes(&self.status_message)
+            + string_bytes(&self.service_name)
+            + string_bytes(&self.scope_name)
+            + string_bytes(&self.scope_version)
+            + kvs_heap_bytes(&self.attributes)
+            + kvs_heap_bytes(&self.resource_attributes)
+            + chunk_bytes(self.events.capacity() * std::mem::size_of::<Event>())
+            + self
+                .events
+                .iter()
+                .map(|e| string_bytes(&e.name) + kvs_heap_bytes(&e.attributes))
+                .sum::<usize>()
+            + chunk_bytes(self.links.capacity() * std::mem::size_of::<Link>())
+            + self
+                .links
+                .iter()
+                .map(|l| string_bytes(&l.trace_state) + kvs_heap_bytes(&l.attributes))
+                .sum::<usize>()
+    }
+
     /// Looks up a span attribute.
     pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
         self.attributes

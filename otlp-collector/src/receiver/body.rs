@@ -4,6 +4,8 @@
 //! inflating at most the limit. Every byte held (as received and inflated) is
 //! charged to one budget shared by all requests ([`InflightBudget`]), so many
 //! concurrent large bodies cannot together exceed `limits.max_inflight_bytes`.
+//! Every charge, and the reserve taken for decoding a body, is also admitted
+//! against the memory limit ([`MemoryGuard::admits`]).
 
 use std::io::Read;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +16,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::memory::MemoryGuard;
 use crate::metrics::Metrics;
 
 /// The memory budget for request bodies in flight, shared by every receiver.
@@ -22,16 +25,19 @@ pub struct InflightBudget {
     sem: Arc<Semaphore>,
     max: usize,
     metrics: Arc<Metrics>,
+    memory: Arc<MemoryGuard>,
 }
 
 impl InflightBudget {
     /// A budget of `max` bytes; the current charge is published in `metrics`.
-    pub fn new(max: usize, metrics: Arc<Metrics>) -> InflightBudget {
+    /// Charges and reserves are also admitted against `memory`'s limit.
+    pub fn new(max: usize, metrics: Arc<Metrics>, memory: Arc<MemoryGuard>) -> InflightBudget {
         let max = max.min(Semaphore::MAX_PERMITS);
         InflightBudget {
             sem: Arc::new(Semaphore::new(max)),
             max,
             metrics,
+            memory,
         }
     }
 
@@ -42,6 +48,7 @@ impl InflightBudget {
             budget: self.clone(),
             permit: None,
             bytes: 0,
+            reserved: 0,
         }
     }
 }
@@ -52,14 +59,20 @@ pub struct InflightGuard {
     budget: InflightBudget,
     permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
+    reserved: u64,
 }
 
 impl InflightGuard {
     /// Charges `n` more bytes, or fails with [`BodyError::OverBudget`] when
-    /// the budget has not that much room left (nothing is charged then).
+    /// the budget has not that much room left, or [`BodyError::MemoryLimit`]
+    /// when holding them would take the process over its soft memory limit
+    /// (nothing is charged then).
     pub fn charge(&mut self, n: usize) -> Result<(), BodyError> {
         if n == 0 {
             return Ok(());
+        }
+        if !self.budget.memory.admits(n as u64, self.held()) {
+            return Err(BodyError::MemoryLimit);
         }
         let permits = u32::try_from(n).map_err(|_| BodyError::OverBudget(self.budget.max))?;
         let p = self
@@ -80,18 +93,38 @@ impl InflightGuard {
         Ok(())
     }
 
+    /// Reserves `n` bytes of memory for decoding the body (not charged to
+    /// `limits.max_inflight_bytes`, which bounds bodies), or fails with
+    /// [`BodyError::MemoryLimit`] when that would take the process over its
+    /// soft memory limit. Held until the guard is dropped.
+    pub fn reserve(&mut self, n: u64) -> Result<(), BodyError> {
+        if !self.budget.memory.admits(n, self.held()) {
+            return Err(BodyError::MemoryLimit);
+        }
+        self.reserved += n;
+        self.budget
+            .metrics
+            .memory
+            .reserved_bytes
+            .fetch_add(n, Relaxed);
+        Ok(())
+    }
+
     /// Bytes charged so far.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    fn held(&self) -> u64 {
+        self.bytes as u64 + self.reserved
     }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.budget
-            .metrics
-            .inflight_bytes
-            .fetch_sub(self.bytes as u64, Relaxed);
+        let m = &self.budget.metrics;
+        m.inflight_bytes.fetch_sub(self.bytes as u64, Relaxed);
+        m.memory.reserved_bytes.fetch_sub(self.reserved, Relaxed);
     }
 }
 
@@ -116,6 +149,9 @@ pub enum BodyError {
          (limits.max_inflight_bytes); retry later"
     )]
     OverBudget(usize),
+    /// Holding more would take the process over its soft memory limit.
+    #[error("the collector is at its memory limit (limits.memory_limit_mib); retry later")]
+    MemoryLimit,
 }
 
 /// Reads a whole body, refusing it once it passes `limit` bytes; the bytes
@@ -219,7 +255,8 @@ mod tests {
     use std::io::Write;
 
     fn budget(max: usize) -> InflightBudget {
-        InflightBudget::new(max, Arc::new(Metrics::default()))
+        let metrics = Arc::new(Metrics::default());
+        InflightBudget::new(max, metrics.clone(), MemoryGuard::disabled(metrics))
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Decoded {
     pub rejected: u64,
     /// Why (the first few problems), for the partial-success message.
     pub errors: Vec<String>,
-    /// Estimated in-memory size of `spans`.
+    /// Memory held by `spans` ([`Span::heap_bytes`]), charged to the queue.
     pub bytes: u64,
     /// Attributes dropped by the per-span limit.
     pub attributes_dropped: u64,
@@ -94,7 +94,7 @@ impl Decoded {
             ));
             return;
         }
-        self.bytes += size as u64;
+        self.bytes += span.heap_bytes() as u64;
         self.spans.push(span);
     }
 }
@@ -377,7 +377,7 @@ fn attrs_size(kvs: &[KeyValue]) -> usize {
 
 /// Estimated size of a span's own data (resource and scope excluded: they are
 /// shared by every span of a request on the wire). Used for the span size
-/// limit and for the queue's byte bound.
+/// limit (`limits.max_span_bytes`); memory budgets use [`Span::heap_bytes`].
 pub fn estimate_size(s: &Span) -> usize {
     128 + s.name.len()
         + s.trace_state.len()

@@ -25,7 +25,7 @@ use prost::Message;
 use super::body::{gunzip_limited, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
-use super::{decode, Ingest, SubmitError};
+use super::{decode, decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::pipeline::wal::RecordFormat;
@@ -96,11 +96,13 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Reads, size-checks and inflates a body; on failure, the response to send.
+/// Reads, size-checks and inflates a body, and reserves memory for decoding
+/// it as `format`; on failure, the response to send.
 async fn read_body(
     ing: &Ingest,
     source: Source,
     enc: Enc,
+    format: RecordFormat,
     headers: &HeaderMap,
     body: Body,
     guard: &mut InflightGuard,
@@ -135,18 +137,23 @@ async fn read_body(
         )),
         other => other,
     };
+    let data = data.and_then(|d| {
+        guard.reserve(decode_reserve(format, d.len()))?;
+        Ok(d)
+    });
     data.map_err(|e| {
-        if let BodyError::OverBudget(_) = e {
-            ing.over_budget();
+        if let BodyError::OverBudget(_) | BodyError::MemoryLimit = e {
+            ing.count_refusal(&e);
             return refused(enc, &e.to_string(), ing.retry_after_secs);
         }
         let status = match e {
             BodyError::TooLarge(_) | BodyError::InflatedTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            BodyError::BadGzip(_) | BodyError::Read(_) | BodyError::OverBudget(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            BodyError::BadGzip(_)
+            | BodyError::Read(_)
+            | BodyError::OverBudget(_)
+            | BodyError::MemoryLimit => StatusCode::BAD_REQUEST,
         };
         ing.bad_request(source, status.as_str());
         respond(status, enc, code::INVALID_ARGUMENT, &e.to_string())
@@ -228,7 +235,7 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
     }
     // Holds the body's share of the in-flight budget until the response is built.
     let mut guard = ing.inflight.guard();
-    let data = match read_body(&ing, source, enc, &parts.headers, body, &mut guard).await {
+    let data = match read_body(&ing, source, enc, format, &parts.headers, body, &mut guard).await {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -288,7 +295,17 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         return submit_error(Enc::Text, e);
     }
     let mut guard = ing.inflight.guard();
-    let data = match read_body(&ing, source, Enc::Text, &parts.headers, body, &mut guard).await {
+    let data = match read_body(
+        &ing,
+        source,
+        Enc::Text,
+        RecordFormat::ZipkinJson,
+        &parts.headers,
+        body,
+        &mut guard,
+    )
+    .await
+    {
         Ok(d) => d,
         Err(r) => return r,
     };

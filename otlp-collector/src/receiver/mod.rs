@@ -50,6 +50,30 @@ pub fn decode(
     }
 }
 
+/// Memory to reserve for decoding a body of `len` bytes: the most the heap
+/// grows per body byte while decoding it (the wire structs and the spans
+/// built from them are alive together). The factors are the worst shapes
+/// measured in `tests/decode_memory.rs` (spans carrying nothing but their
+/// ids: 28x for protobuf, 11x for OTLP/JSON, 15x for Zipkin), rounded up;
+/// that test fails if any shape it decodes exceeds its reserve. Realistic
+/// requests take 2.5x to 9x, so the reserve errs on the side of refusing,
+/// and only matters near the memory limit.
+pub fn decode_reserve(format: RecordFormat, len: usize) -> u64 {
+    let per_byte = match format {
+        RecordFormat::OtlpProto => DECODE_RESERVE_PROTO,
+        RecordFormat::OtlpJson => DECODE_RESERVE_JSON,
+        RecordFormat::ZipkinJson => DECODE_RESERVE_ZIPKIN,
+    };
+    (len as u64).saturating_mul(per_byte)
+}
+
+/// Reserve per body byte for OTLP protobuf; see [`decode_reserve`].
+pub const DECODE_RESERVE_PROTO: u64 = 32;
+/// Reserve per body byte for OTLP/JSON; see [`decode_reserve`].
+pub const DECODE_RESERVE_JSON: u64 = 14;
+/// Reserve per body byte for Zipkin v2 JSON; see [`decode_reserve`].
+pub const DECODE_RESERVE_ZIPKIN: u64 = 18;
+
 /// Why a submitted batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -107,7 +131,7 @@ impl Ingest {
         Arc::new(Ingest {
             queue,
             wal,
-            inflight: body::InflightBudget::new(inflight_bytes, metrics.clone()),
+            inflight: body::InflightBudget::new(inflight_bytes, metrics.clone(), memory.clone()),
             memory,
             metrics,
             limits,
@@ -135,6 +159,23 @@ impl Ingest {
     /// whole memory budget (429 / RESOURCE_EXHAUSTED with a retry hint).
     pub fn over_budget(&self) {
         self.metrics.requests_failed.add("inflight_full", 1);
+    }
+
+    /// Counts a request refused because holding its body or decoding it
+    /// would take the process over its soft memory limit (429 /
+    /// RESOURCE_EXHAUSTED with a retry hint).
+    pub fn memory_refused(&self) {
+        self.metrics.requests_failed.add("memory_limit", 1);
+    }
+
+    /// Counts a refusal of the in-flight budget (`OverBudget`) or of the
+    /// memory limit (`MemoryLimit`); other errors are not refusals.
+    pub fn count_refusal(&self, e: &body::BodyError) {
+        match e {
+            body::BodyError::OverBudget(_) => self.over_budget(),
+            body::BodyError::MemoryLimit => self.memory_refused(),
+            _ => {}
+        }
     }
 
     /// Refuses a new request, before its body is read, while the process is

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use super::body::{gunzip_into, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
-use super::{decode, Ingest, SubmitError};
+use super::{decode, decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::pipeline::wal::RecordFormat;
@@ -206,7 +206,7 @@ where
         )
     };
     let over_budget = |e: BodyError| {
-        ing.over_budget();
+        ing.count_refusal(&e);
         status_with_details(
             Code::ResourceExhausted,
             code::RESOURCE_EXHAUSTED,
@@ -218,7 +218,7 @@ where
     // The gRPC frame adds a 5-byte prefix to the message.
     let data = match read_limited(body, None, max_req.saturating_add(5), guard).await {
         Ok(d) => d,
-        Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
+        Err(e @ (BodyError::OverBudget(_) | BodyError::MemoryLimit)) => return Err(over_budget(e)),
         Err(BodyError::TooLarge(_)) => {
             return Err(too_large(format!(
                 "request message exceeds the {max_req}-byte limit (limits.max_request_bytes)"
@@ -254,7 +254,9 @@ where
                          (limits.max_decompressed_bytes)"
                     )))
                 }
-                Err(e @ BodyError::OverBudget(_)) => return Err(over_budget(e)),
+                Err(e @ (BodyError::OverBudget(_) | BodyError::MemoryLimit)) => {
+                    return Err(over_budget(e))
+                }
                 Err(e) => {
                     ing.bad_request(source, "invalid_argument");
                     return Err(status_with_details(
@@ -279,6 +281,12 @@ where
     }
     // tonic buffers the frame once more while decoding it.
     guard.charge(body.len()).map_err(over_budget)?;
+    guard
+        .reserve(decode_reserve(
+            RecordFormat::OtlpProto,
+            body.len().saturating_sub(5),
+        ))
+        .map_err(over_budget)?;
     Ok(http::Request::from_parts(
         parts,
         http_body_util::Full::new(body),

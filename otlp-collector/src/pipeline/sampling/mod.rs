@@ -10,8 +10,6 @@ pub mod tail;
 
 use serde::Deserialize;
 
-use crate::model::{AttrValue, KeyValue, Span};
-
 pub use head::{HeadSampler, HeadSamplingConfig};
 pub use tail::{Decided, Decision, TailSampler, TailSamplingConfig};
 
@@ -57,42 +55,4 @@ pub(crate) fn check_rate(what: &str, value: f64) -> Result<(), SamplingConfigErr
             value,
         })
     }
-}
-
-fn value_bytes(v: &AttrValue) -> usize {
-    16 + match v {
-        AttrValue::Str(s) => s.len(),
-        AttrValue::Bytes(b) => b.len(),
-        AttrValue::Array(a) => a.iter().map(value_bytes).sum(),
-        AttrValue::KvList(kvs) => kvs_bytes(kvs),
-        _ => 8,
-    }
-}
-
-fn kvs_bytes(kvs: &[KeyValue]) -> usize {
-    kvs.iter()
-        .map(|kv| 24 + kv.key.len() + value_bytes(&kv.value))
-        .sum()
-}
-
-/// Approximate heap + inline size of a span, for memory limits. Counts every
-/// string and collection so the estimate grows with what the span holds.
-pub fn approx_span_bytes(s: &Span) -> usize {
-    std::mem::size_of::<Span>()
-        + s.trace_state.len()
-        + s.name.len()
-        + s.status_message.len()
-        + s.service_name.len()
-        + s.scope_name.len()
-        + s.scope_version.len()
-        + kvs_bytes(&s.attributes)
-        + kvs_bytes(&s.resource_attributes)
-        + s.events
-            .iter()
-            .map(|e| 64 + e.name.len() + kvs_bytes(&e.attributes))
-            .sum::<usize>()
-        + s.links
-            .iter()
-            .map(|l| 64 + l.trace_state.len() + kvs_bytes(&l.attributes))
-            .sum::<usize>()
 }

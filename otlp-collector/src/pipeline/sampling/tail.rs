@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{approx_span_bytes, check_rate, SamplingConfigError};
+use super::{check_rate, SamplingConfigError};
 use crate::model::{AttrValue, Span, TraceId};
 
 /// `[sampling.tail]` configuration.
@@ -435,7 +435,7 @@ impl<T> TailSampler<T> {
                 spans: vec![Held { span, ticket }],
             }];
         }
-        let size = approx_span_bytes(&span);
+        let size = span.heap_bytes();
         self.bytes += size;
         match self.traces.get_mut(&tid) {
             Some(buf) => {
