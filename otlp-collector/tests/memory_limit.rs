@@ -43,8 +43,9 @@ struct Addrs {
 fn spawn(dir: &std::path::Path, a: &Addrs) -> Child {
     let config = dir.join("collector.toml");
     // The budgets are derived from the limit (40 MiB each), except the queue,
-    // which is set larger on purpose: its byte estimate does not see
-    // allocator overhead, so only the memory guard can keep this bound.
+    // which is set larger on purpose (80 MiB of spans on top of everything
+    // else would not fit under 160 MiB), so that the memory guard, not the
+    // queue's own bound, is what must keep the process under the limit.
     std::fs::write(
         &config,
         format!(
