@@ -4,8 +4,11 @@
 //! default row validation asks the server for `RowBinaryWithNamesAndTypes` and
 //! sends `describe_include_subcolumns`, which ClickHouse 18.16 (Debian's
 //! package) does not know, so validation is switched off; everything else the
-//! crate sends (LZ4-compressed `RowBinary`, `database`, client-side bound
-//! parameters) works on 18.16 and on current releases.
+//! crate sends (optional LZ4 block compression, `database`, client-side bound
+//! parameters) works on 18.16 and on current releases. The span tables' rows
+//! are encoded by hand (module `rowbinary`) and sent as `INSERT ... FORMAT
+//! RowBinary` bodies; bodies are uncompressed unless `[clickhouse] compression
+//! = "lz4"` (on loopback or a fast network LZ4 only costs CPU on both ends).
 //!
 //! The schema uses only what 18.16 has (see `docs/storage.md`):
 //! - `ft_spans`: the searchable columns, `ReplacingMergeTree` partitioned by
