@@ -236,12 +236,15 @@ impl Collector {
             receiver_tokens,
         );
         let stages = Stages::from_config(&config)?;
+        let mut batcher = config.batcher.clone();
+        batcher.max_spans = Some(batcher.spans_per_batch(config.storage.kind));
+        batcher.max_concurrent_writes = Some(batcher.concurrent_writes(config.storage.kind));
         let pipeline = Pipeline::start(
             queue.clone(),
             wal.clone(),
             store.clone(),
             metrics.clone(),
-            config.batcher.clone(),
+            batcher,
             stages,
         )
         .map_err(StartError::Spawn)?;

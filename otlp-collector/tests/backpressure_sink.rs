@@ -115,7 +115,7 @@ async fn saturated_collector_refuses_with_retry_hints_and_loses_nothing() {
     let (c, store, _dir) = start_gated(|cfg| {
         cfg.queue.max_spans = 40;
         cfg.queue.retry_after_secs = 3;
-        cfg.batcher.max_spans = 10;
+        cfg.batcher.max_spans = Some(10);
         cfg.batcher.max_pending_batches = 1;
     })
     .await;
@@ -188,7 +188,7 @@ async fn full_wal_refuses_and_down_sink_is_retried() {
     let (c, store, dir) = start_gated(|cfg| {
         cfg.wal.segment_bytes = 4096;
         cfg.wal.max_bytes = 16 * 1024;
-        cfg.batcher.max_spans = 5;
+        cfg.batcher.max_spans = Some(5);
         // A segment also waits for the rollups of its spans to be written
         // (every rollup_flush_ms): write them often, so it shrinks back in time.
         cfg.batcher.rollup_flush_ms = 50;

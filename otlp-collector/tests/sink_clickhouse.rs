@@ -7,7 +7,7 @@ mod conformance;
 mod support;
 
 use ferrotrace_collector::model::{AttrValue, KeyValue};
-use ferrotrace_collector::storage::clickhouse::{ClickHouseOptions, ClickHouseStore};
+use ferrotrace_collector::storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Compression};
 use ferrotrace_collector::storage::{AttrFilter, SpanStore, StorageError, TimeRange, TraceQuery};
 use support::clickhouse::ChServer;
 
@@ -42,6 +42,83 @@ async fn clickhouse_passes_conformance_suite() {
             .trim(),
         "2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_passes_conformance_suite_with_lz4() {
+    let Some(ch) = ChServer::start() else { return };
+    let opts = ClickHouseOptions {
+        compression: Compression::Lz4,
+        ..ClickHouseOptions::default()
+    };
+    let store = ClickHouseStore::connect(&ch.url("conformance_lz4"), opts)
+        .await
+        .expect("connect");
+    conformance::run_all(&store).await;
+}
+
+/// A batch whose rows are several send chunks long arrives whole, with and
+/// without compression.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_arrive_whole() {
+    let Some(ch) = ChServer::start() else { return };
+    for (db, compression) in [
+        ("big_none", Compression::None),
+        ("big_lz4", Compression::Lz4),
+    ] {
+        let opts = ClickHouseOptions {
+            compression,
+            ..ClickHouseOptions::default()
+        };
+        let store = ClickHouseStore::connect(&ch.url(db), opts)
+            .await
+            .expect("connect");
+        let t0 = conformance::day(50);
+        // 4,000 spans of ~1 KiB: both tables get several MiB in one insert.
+        let spans: Vec<_> = (0..4_000u32)
+            .map(|i| {
+                let trace = conformance::tid(92, i / 100);
+                let mut s = conformance::span(
+                    trace,
+                    i % 100,
+                    (i % 100 != 0).then_some(0),
+                    "big",
+                    "op",
+                    t0 + i as u64,
+                    1_000,
+                );
+                s.attributes.push(KeyValue::new(
+                    "blob",
+                    AttrValue::Str(format!("{i:04}").repeat(250)),
+                ));
+                s.attributes
+                    .push(KeyValue::new("n", AttrValue::Int(i as i64)));
+                s
+            })
+            .collect();
+        store.write_spans(&spans).await.expect("write");
+        for table in ["ft_traces", "ft_spans"] {
+            assert_eq!(
+                ch.sql(&format!("SELECT count() FROM {db}.{table}")).trim(),
+                "4000",
+                "{db}.{table}"
+            );
+        }
+        let trace = conformance::tid(92, 39);
+        assert_eq!(
+            store.get_trace(trace, None).await.expect("get"),
+            spans[3_900..].to_vec()
+        );
+        let mut q = query(conformance::day_range(t0));
+        q.attributes = vec![AttrFilter {
+            key: "n".into(),
+            value: AttrValue::Int(3_999),
+            mode: Default::default(),
+        }];
+        let page = store.search(&q).await.expect("search");
+        assert_eq!(page.traces.len(), 1, "{db}");
+        assert_eq!(page.traces[0].trace_id, trace);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,8 +345,10 @@ impl Pipeline {
         let worker = std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
-                let mut batcher =
-                    Batcher::new(cfg.max_spans, Duration::from_millis(cfg.max_delay_ms));
+                let mut batcher = Batcher::new(
+                    cfg.max_spans.unwrap_or(8_192),
+                    Duration::from_millis(cfg.max_delay_ms),
+                );
                 let rollup_every = Duration::from_millis(cfg.rollup_flush_ms.max(1));
                 let mut last_rollup = Instant::now();
                 let mut last_tick = Instant::now();
@@ -463,21 +465,24 @@ async fn sink_task(
         last_run: None,
         pruned_below: 0,
     };
-    while let Some(msg) = rx.recv().await {
+    // Span batches in flight: each is committed (or dropped) on its own and
+    // releases its own WAL spans, so their order does not matter. A slot is
+    // free before the next message is taken, so at most this many batches
+    // are held beyond the channel's `max_pending_batches`.
+    let max_writes = cfg.max_concurrent_writes.unwrap_or(1).max(1);
+    let mut writing = tokio::task::JoinSet::new();
+    loop {
+        while writing.len() >= max_writes {
+            reap(writing.join_next().await);
+        }
+        let Some(msg) = rx.recv().await else { break };
         match msg {
             SinkMsg::Spans(batch) => {
-                let n = batch.spans.len() as u64;
-                let ok =
-                    write_with_retry(&cfg, &metrics, "spans", || store.write_spans(&batch.spans))
-                        .await;
-                if ok {
-                    metrics.sink_spans_written.fetch_add(n, Relaxed);
-                } else {
-                    metrics.dropped.add("sink_rejected", n);
-                }
-                for (seg, c) in batch.segments {
-                    wal.release(seg, c);
-                }
+                let (store, wal, metrics, cfg) =
+                    (store.clone(), wal.clone(), metrics.clone(), cfg.clone());
+                writing.spawn(async move {
+                    write_span_batch(&*store, &wal, &metrics, &cfg, batch).await
+                });
             }
             SinkMsg::Rollups(r) => {
                 if write_with_retry(&cfg, &metrics, "rollups", || store.write_rollups(&r)).await {
@@ -491,6 +496,40 @@ async fn sink_task(
                 }
             }
         }
+    }
+    while let Some(done) = writing.join_next().await {
+        reap(Some(done));
+    }
+}
+
+/// A finished span-batch write: a panic in it goes on as before (it ends
+/// the sink task), it is not swallowed.
+fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+/// Writes one span batch (retrying as [`write_with_retry`] does), counts it,
+/// and releases its spans from the WAL once committed or given up on.
+async fn write_span_batch(
+    store: &dyn SpanStore,
+    wal: &Wal,
+    metrics: &Metrics,
+    cfg: &BatcherConfig,
+    batch: SinkBatch,
+) {
+    let n = batch.spans.len() as u64;
+    let ok = write_with_retry(cfg, metrics, "spans", || store.write_spans(&batch.spans)).await;
+    if ok {
+        metrics.sink_spans_written.fetch_add(n, Relaxed);
+    } else {
+        metrics.dropped.add("sink_rejected", n);
+    }
+    for (seg, c) in batch.segments {
+        wal.release(seg, c);
     }
 }
 

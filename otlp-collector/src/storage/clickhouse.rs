@@ -4,8 +4,11 @@
 //! default row validation asks the server for `RowBinaryWithNamesAndTypes` and
 //! sends `describe_include_subcolumns`, which ClickHouse 18.16 (Debian's
 //! package) does not know, so validation is switched off; everything else the
-//! crate sends (LZ4-compressed `RowBinary`, `database`, client-side bound
-//! parameters) works on 18.16 and on current releases.
+//! crate sends (optional LZ4 block compression, `database`, client-side bound
+//! parameters) works on 18.16 and on current releases. The span tables' rows
+//! are encoded by hand (module `rowbinary`) and sent as `INSERT ... FORMAT
+//! RowBinary` bodies; bodies are uncompressed unless `[clickhouse] compression
+//! = "lz4"` (on loopback or a fast network LZ4 only costs CPU on both ends).
 //!
 //! The schema uses only what 18.16 has (see `docs/storage.md`):
 //! - `ft_spans`: the searchable columns, `ReplacingMergeTree` partitioned by
@@ -47,13 +50,20 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 use super::sink_common::{self as common, SummaryRow, DAY_NS};
-use super::sqlite::{decode_span, encode_span};
+use super::sqlite::decode_span;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
+
+mod rowbinary;
+
+/// Bytes of encoded rows handed to the HTTP body at a time: large enough
+/// that per-chunk costs vanish, small enough that an insert's memory stays
+/// bounded whatever the batch size.
+const SEND_CHUNK: usize = 1 << 20;
 
 /// Cluster mode settings.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -83,6 +93,20 @@ pub struct ClickHouseOptions {
     pub max_search_limit: usize,
     /// How long retention waits for its delete mutations (seconds).
     pub mutation_timeout_secs: u64,
+    /// Compression of the HTTP bodies exchanged with the server.
+    pub compression: Compression,
+}
+
+/// Compression of the HTTP bodies exchanged with ClickHouse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// ClickHouse's own LZ4 block compression (`compress=1`): fewer bytes on a
+    /// real network, at a CPU cost on both ends.
+    Lz4,
+    /// Uncompressed.
+    #[default]
+    None,
 }
 
 impl Default for ClickHouseOptions {
@@ -94,6 +118,7 @@ impl Default for ClickHouseOptions {
             max_latency_points: 10_000,
             max_search_limit: 10_000,
             mutation_timeout_secs: 60,
+            compression: Compression::default(),
         }
     }
 }
@@ -188,35 +213,6 @@ const TABLES: &[(&str, &str)] = &[
     ("ft_edge_rollups", "cityHash64(caller)"),
     ("ft_rollup_origins", "cityHash64(instance)"),
 ];
-
-#[derive(Row, Serialize)]
-struct SpanRow<'a> {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    service: &'a str,
-    name: &'a str,
-    kind: u8,
-    start_ns: u64,
-    duration_ns: u64,
-    status_code: u8,
-    attr_keys: Vec<&'a str>,
-    attr_types: Vec<u8>,
-    attr_values: Vec<String>,
-}
-
-#[derive(Row, Serialize)]
-struct TraceRow<'a> {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    has_parent: u8,
-    service: &'a str,
-    name: &'a str,
-    start_ns: u64,
-    end_ns: u64,
-    status_code: u8,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-}
 
 #[derive(Row, Serialize)]
 struct OpRollupRow<'a> {
@@ -387,8 +383,14 @@ fn valid_identifier(s: &str) -> bool {
         && !s.as_bytes()[0].is_ascii_digit()
 }
 
-fn client_for(url: &ParsedUrl, database: Option<&str>) -> Client {
-    let mut c = Client::default().with_url(&url.base).with_validation(false);
+fn client_for(url: &ParsedUrl, database: Option<&str>, compression: Compression) -> Client {
+    let mut c = Client::default()
+        .with_url(&url.base)
+        .with_validation(false)
+        .with_compression(match compression {
+            Compression::Lz4 => clickhouse::Compression::Lz4,
+            Compression::None => clickhouse::Compression::None,
+        });
     if let Some(u) = &url.user {
         c = c.with_user(u);
     }
@@ -441,14 +443,17 @@ impl ClickHouseStore {
                 "ClickHouse database name {database:?} must be letters, digits and _"
             )));
         }
-        let admin = client_for(&parsed, None);
+        let admin = client_for(&parsed, None, opts.compression);
         admin
             .query("SELECT 1")
             .fetch_one::<u8>()
             .await
             .map_err(map_err)?;
         let (nodes, local_suffix) = match &opts.cluster {
-            None => (vec![client_for(&parsed, Some(&database))], ""),
+            None => (
+                vec![client_for(&parsed, Some(&database), opts.compression)],
+                "",
+            ),
             Some(c) => {
                 if !valid_identifier(&c.name) {
                     return Err(StorageError::Backend(format!(
@@ -464,13 +469,17 @@ impl ClickHouseStore {
                 }
                 let mut nodes = Vec::new();
                 for u in &c.shard_urls {
-                    nodes.push(client_for(&parse_url(u)?, Some(&database)));
+                    nodes.push(client_for(
+                        &parse_url(u)?,
+                        Some(&database),
+                        opts.compression,
+                    ));
                 }
                 (nodes, "_local")
             }
         };
         let store = ClickHouseStore {
-            client: client_for(&parsed, Some(&database)),
+            client: client_for(&parsed, Some(&database), opts.compression),
             nodes,
             local_suffix,
             database,
@@ -538,7 +547,7 @@ impl ClickHouseStore {
                         for st in *statements {
                             if st.contains(&format!("{table}{{t}} ")) {
                                 exec(
-                                    &client_for(url, Some(&self.database)),
+                                    &client_for(url, Some(&self.database), self.opts.compression),
                                     &st.replace("{t}", "_local"),
                                 )
                                 .await?;
@@ -718,61 +727,48 @@ impl ClickHouseStore {
 
     /// Writes the lookup table first, then the search table: a trace that a
     /// search finds can always be read (a failure in between is healed by
-    /// the retry, which deduplicates).
+    /// the retry, which deduplicates). Returns once the server acknowledged
+    /// both inserts.
     async fn insert_spans(&self, spans: &[&Span]) -> StorageResult<()> {
-        let mut ins = self.insert_setting(
-            self.client
-                .insert::<TraceRow<'_>>("ft_traces")
-                .await
-                .map_err(map_err)?,
-        );
-        for s in spans {
-            let row = TraceRow {
-                trace_id: s.trace_id,
-                span_id: s.span_id,
-                has_parent: s.parent_span_id.is_some() as u8,
-                service: &s.service_name,
-                name: &s.name,
-                start_ns: s.start_ns,
-                end_ns: s.end_ns,
-                status_code: s.status_code as u8,
-                payload: encode_span(s),
-            };
-            ins.write(&row).await.map_err(map_err)?;
-        }
-        ins.end().await.map_err(map_err)?;
+        let mut enc = rowbinary::Encoder::default();
+        self.insert_rows("ft_traces", rowbinary::TRACE_COLUMNS, spans, |s, out| {
+            enc.trace_row(s, out)
+        })
+        .await?;
+        self.insert_rows("ft_spans", rowbinary::SPAN_COLUMNS, spans, |s, out| {
+            enc.span_row(s, out)
+        })
+        .await
+    }
 
-        let mut ins = self.insert_setting(
-            self.client
-                .insert::<SpanRow<'_>>("ft_spans")
-                .await
-                .map_err(map_err)?,
-        );
+    /// One `INSERT INTO table (columns) FORMAT RowBinary` of every span's row,
+    /// sent in chunks of about [`SEND_CHUNK`] bytes as they are encoded (so
+    /// the server parses while the rest is encoded and memory stays bounded).
+    async fn insert_rows(
+        &self,
+        table: &str,
+        columns: &str,
+        spans: &[&Span],
+        mut row: impl FnMut(&Span, &mut Vec<u8>),
+    ) -> StorageResult<()> {
+        let mut ins = self
+            .client
+            .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"));
+        if self.opts.cluster.is_some() {
+            // Acknowledged means stored on the shards, not queued on the entry server.
+            ins = ins.with_setting("insert_distributed_sync", "1");
+        }
+        let mut buf = Vec::with_capacity(SEND_CHUNK + SEND_CHUNK / 4);
         for s in spans {
-            let mut attr_keys = Vec::with_capacity(s.attributes.len());
-            let mut attr_types = Vec::with_capacity(s.attributes.len());
-            let mut attr_values = Vec::with_capacity(s.attributes.len());
-            for kv in &s.attributes {
-                if let Some((t, v)) = common::scalar_text(&kv.value) {
-                    attr_keys.push(kv.key.as_str());
-                    attr_types.push(t);
-                    attr_values.push(v);
-                }
+            row(s, &mut buf);
+            if buf.len() >= SEND_CHUNK {
+                let chunk =
+                    std::mem::replace(&mut buf, Vec::with_capacity(SEND_CHUNK + SEND_CHUNK / 4));
+                ins.send(chunk.into()).await.map_err(map_err)?;
             }
-            let row = SpanRow {
-                trace_id: s.trace_id,
-                span_id: s.span_id,
-                service: &s.service_name,
-                name: &s.name,
-                kind: s.kind as u8,
-                start_ns: s.start_ns,
-                duration_ns: s.duration_ns(),
-                status_code: s.status_code as u8,
-                attr_keys,
-                attr_types,
-                attr_values,
-            };
-            ins.write(&row).await.map_err(map_err)?;
+        }
+        if !buf.is_empty() {
+            ins.send(buf.into()).await.map_err(map_err)?;
         }
         ins.end().await.map_err(map_err)
     }

@@ -31,16 +31,45 @@ pub(crate) const T_DOUBLE: u8 = 3;
 /// canonical per value (equal values give equal text, `-0.0` is written as `0`
 /// so it equals `0.0` as in SQL numeric comparison).
 pub(crate) fn scalar_text(v: &AttrValue) -> Option<(u8, String)> {
+    let mut text = String::new();
+    write_scalar_text(v, &mut text).map(|t| (t, text))
+}
+
+/// Type code of a searchable scalar attribute value (`None` for bytes,
+/// arrays, maps and NaN), without making its text.
+pub(crate) fn scalar_type(v: &AttrValue) -> Option<u8> {
     match v {
-        AttrValue::Str(s) => Some((T_STR, s.clone())),
-        AttrValue::Bool(b) => Some((T_BOOL, b.to_string())),
-        AttrValue::Int(i) => Some((T_INT, i.to_string())),
+        AttrValue::Str(_) => Some(T_STR),
+        AttrValue::Bool(_) => Some(T_BOOL),
+        AttrValue::Int(_) => Some(T_INT),
         AttrValue::Double(d) if d.is_nan() => None,
-        AttrValue::Double(d) if *d == 0.0 => Some((T_DOUBLE, "0".into())),
-        AttrValue::Double(d) => Some((T_DOUBLE, format!("{d:?}"))),
-        // Bytes, arrays and maps stay in the span blob but are not searchable.
+        AttrValue::Double(_) => Some(T_DOUBLE),
         _ => None,
     }
+}
+
+/// Appends the canonical text of [`scalar_text`] to `out` and returns the
+/// type code (`None`, appending nothing, for a value that is not searchable).
+/// Lets a sink write the text into a reused buffer instead of a new `String`.
+pub(crate) fn write_scalar_text(v: &AttrValue, out: &mut String) -> Option<u8> {
+    use std::fmt::Write;
+    let t = scalar_type(v)?;
+    // Writing into a String cannot fail.
+    let _ = match v {
+        AttrValue::Str(s) => {
+            out.push_str(s);
+            Ok(())
+        }
+        AttrValue::Bool(b) => write!(out, "{b}"),
+        AttrValue::Int(i) => write!(out, "{i}"),
+        AttrValue::Double(d) if *d == 0.0 => {
+            out.push('0');
+            Ok(())
+        }
+        AttrValue::Double(d) => write!(out, "{d:?}"),
+        _ => Ok(()),
+    };
+    Some(t)
 }
 
 /// Checks that an attribute filter value is searchable (string, bool, int or

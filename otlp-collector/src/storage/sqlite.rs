@@ -1157,7 +1157,8 @@ fn put_kvs(out: &mut Vec<u8>, kvs: &[crate::model::KeyValue]) {
     }
 }
 
-fn encode_span_into(s: &Span, out: &mut Vec<u8>) {
+/// Appends the blob of [`encode_span`] to `out` (lets a caller reuse one buffer).
+pub(crate) fn encode_span_into(s: &Span, out: &mut Vec<u8>) {
     out.push(CODEC_VERSION);
     out.extend_from_slice(&s.trace_id);
     out.extend_from_slice(&s.span_id);
