@@ -11,22 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use serde_json::{json, Value};
 
 use crate::model::{hex, AttrValue, KeyValue, SpanKind, StatusCode as SpanStatus, TraceId};
 use crate::storage::{AttrFilter, TraceQuery};
 
-use super::engine::QueryError;
+use super::engine::{search_read_range, QueryError};
 use super::params::{
     parse_duration, parse_limit_clamped, parse_time, parse_trace_id, Pairs, ParamError,
 };
 use super::tree::TraceTree;
 use super::QueryState;
-
-/// Full-trace reads a Jaeger search runs at once: enough to overlap the store's
-/// round trips, few enough not to crowd out other queries on a small pool.
-const TRACE_READS_IN_FLIGHT: usize = 8;
 
 /// Jaeger v1 routes.
 pub fn routes() -> Router<QueryState> {
@@ -225,6 +220,7 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> JRe
     let raw = p.flag(&["raw"]).map_err(bad)?;
     let ids: Vec<&str> = p.all("traceID").collect();
     let mut trace_ids = Vec::new();
+    let mut range = None;
     if !ids.is_empty() {
         if ids.len() > st.limits.max_limit {
             return Err(bad(ParamError::new(format!(
@@ -239,18 +235,15 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> JRe
         let query = parse_find(&st, &p).map_err(bad)?;
         let page = st.search(&query).await.map_err(error_response)?;
         trace_ids = page.traces.iter().map(|t| t.trace_id).collect();
+        range = search_read_range(&page.traces);
     }
-    // The reads run a few at a time rather than one after another: a page of 20
-    // traces is otherwise 20 store round trips in a row. `buffered` keeps the
-    // result order and holds at most `TRACE_READS_IN_FLIGHT` traces not yet
-    // turned into JSON; the page itself is bounded by `max_limit`.
-    let trees: Vec<Option<TraceTree>> = stream::iter(trace_ids)
-        .map(|id| st.trace(id, raw))
-        .buffered(TRACE_READS_IN_FLIGHT)
-        .try_collect()
+    // The whole page is read in one store round trip (the page is bounded by
+    // `max_limit`), in the search's order; a repeated `traceID` is shown once.
+    let trees = st
+        .traces(&trace_ids, raw, range)
         .await
         .map_err(error_response)?;
-    let data: Vec<Value> = trees.iter().flatten().map(trace_json).collect();
+    let data: Vec<Value> = trees.iter().map(trace_json).collect();
     let n = data.len();
     Ok(envelope(Value::Array(data), n))
 }
