@@ -267,6 +267,14 @@ struct TraceKeyRow {
     tstart: u64,
 }
 
+/// A span blob with its row's trace id (`get_traces`).
+#[derive(Row, Deserialize)]
+struct TracePayloadRow {
+    trace_id: [u8; 16],
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
 #[derive(Row, Deserialize)]
 struct SummaryChRow {
     trace_id: [u8; 16],
@@ -1187,7 +1195,7 @@ impl SpanStore for ClickHouseStore {
         let hex_ids: Vec<String> = ids.iter().map(|id| hex(id)).collect();
         let (pre, rest) = self.prewhere();
         let sql = format!(
-            "SELECT payload FROM ft_traces \
+            "SELECT trace_id, payload FROM ft_traces \
              {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16)) \
              {rest} start_ns >= ? AND start_ns < ?"
         );
@@ -1196,13 +1204,13 @@ impl SpanStore for ClickHouseStore {
             .bind(hex_ids)
             .bind(lo)
             .bind(hi)
-            .fetch_all::<PayloadRow>()
+            .fetch_all::<TracePayloadRow>()
             .await
             .map_err(map_err)?;
         let spans = rows
             .iter()
-            .map(|r| decode_span(&r.payload))
-            .collect::<StorageResult<Vec<Span>>>()?;
+            .map(|r| Ok((r.trace_id, decode_span(&r.payload)?)))
+            .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
         Ok(common::group_traces(&ids, spans))
     }
 

@@ -992,15 +992,20 @@ impl SpanStore for PostgresStore {
         let rows = conn
             .client
             .query(
-                "SELECT payload FROM ft_spans WHERE trace_id = ANY($1) AND start_ns >= $2 AND start_ns < $3",
+                "SELECT trace_id, payload FROM ft_spans WHERE trace_id = ANY($1) AND start_ns >= $2 AND start_ns < $3",
                 &[&id_list, &lo, &hi],
             )
             .await
             .map_err(map_err)?;
         let spans = rows
             .iter()
-            .map(|r| decode_span(r.get::<_, &[u8]>(0)))
-            .collect::<StorageResult<Vec<Span>>>()?;
+            .map(|r| {
+                Ok((
+                    trace_id_from(r.get::<_, &[u8]>(0))?,
+                    decode_span(r.get::<_, &[u8]>(1))?,
+                ))
+            })
+            .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
         Ok(common::group_traces(&ids, spans))
     }
 

@@ -377,13 +377,15 @@ pub(crate) fn distinct_trace_ids(ids: &[TraceId]) -> StorageResult<Vec<TraceId>>
     Ok(ids.iter().filter(|id| seen.insert(**id)).copied().collect())
 }
 
-/// Splits the spans a `get_traces` call read into traces, in the order of
-/// `order` (distinct ids), each one ordered by [`order_trace`]; ids without
-/// spans are left out, and so are spans of ids not asked for.
-pub(crate) fn group_traces(order: &[TraceId], spans: Vec<Span>) -> Vec<TraceSpans> {
+/// Splits the spans a `get_traces` call read, each with the trace id of its
+/// row, into traces in the order of `order` (distinct ids), each one ordered
+/// by [`order_trace`]; ids without spans are left out, and so are spans of ids
+/// not asked for. Grouped by the row's indexed id column, the one the lookup
+/// matched, as `get_trace` returns whatever rows match its id.
+pub(crate) fn group_traces(order: &[TraceId], rows: Vec<(TraceId, Span)>) -> Vec<TraceSpans> {
     let mut by_trace: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
-    for s in spans {
-        by_trace.entry(s.trace_id).or_default().push(s);
+    for (id, s) in rows {
+        by_trace.entry(id).or_default().push(s);
     }
     order
         .iter()

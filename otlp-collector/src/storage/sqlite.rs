@@ -676,7 +676,7 @@ fn get_traces_tx(
         // length is another statement, which would evict the hot ones.
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT data FROM spans WHERE trace_id IN ({marks}) \
+                "SELECT trace_id, data FROM spans WHERE trace_id IN ({marks}) \
                  AND +start_ns >= ? AND +start_ns < ?"
             ))
             .map_err(map_err)?;
@@ -687,10 +687,13 @@ fn get_traces_tx(
         args.push(lo.into());
         args.push(hi.into());
         let rows = stmt
-            .query_map(params_from_iter(args.iter()), |r| r.get::<_, Vec<u8>>(0))
+            .query_map(params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(map_err)?;
         for row in rows {
-            spans.push(decode_span(&row.map_err(map_err)?)?);
+            let (id, data) = row.map_err(map_err)?;
+            spans.push((trace_id_from(id)?, decode_span(&data)?));
         }
     }
     Ok(common::group_traces(&ids, spans))
