@@ -60,6 +60,13 @@ impl SpanStore for GatedStore {
     async fn get_trace(&self, t: TraceId, r: Option<TimeRange>) -> StorageResult<Vec<Span>> {
         self.inner.get_trace(t, r).await
     }
+    async fn get_traces(
+        &self,
+        ts: &[TraceId],
+        r: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        self.inner.get_traces(ts, r).await
+    }
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
         self.inner.search(q).await
     }

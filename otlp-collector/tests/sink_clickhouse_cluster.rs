@@ -98,6 +98,20 @@ async fn spans_written_through_the_sink_are_found_through_the_distributed_tables
             let got = store.get_trace(*t, None).await.expect("get_trace");
             assert_eq!(got, spans[2 * n..2 * n + 2].to_vec(), "trace {n}");
         }
+        // All 40 traces (on both shards) in one read, in the order asked.
+        let mut asked = traces.clone();
+        asked.reverse();
+        let got = store.get_traces(&asked, None).await.expect("get_traces");
+        assert_eq!(got.len(), traces.len(), "every trace, from both shards");
+        for (i, (id, got)) in got.iter().enumerate() {
+            let n = traces.len() - 1 - i;
+            assert_eq!(*id, traces[n]);
+            assert_eq!(
+                *got,
+                spans[2 * n..2 * n + 2].to_vec(),
+                "trace {n} in the batch"
+            );
+        }
         let r = conformance::day_range(t0);
         let q = TraceQuery {
             service: Some("db".into()),

@@ -36,7 +36,7 @@ use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupAggregator, RollupBatch, RollupOrigin, SpanOrigin, WrittenOrigins};
 use crate::storage::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
 use batcher::{Batcher, SinkBatch};
 use enrich::Enricher;
@@ -719,6 +719,13 @@ impl SpanStore for NullStore {
         _trace_id: TraceId,
         _range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>> {
+        Ok(Vec::new())
+    }
+    async fn get_traces(
+        &self,
+        _trace_ids: &[TraceId],
+        _range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
         Ok(Vec::new())
     }
     async fn search(&self, _query: &TraceQuery) -> StorageResult<SearchPage> {

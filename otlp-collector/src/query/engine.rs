@@ -4,7 +4,7 @@
 use crate::model::{SpanKind, TraceId};
 use crate::storage::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, SearchPage, StorageError, TimeRange,
-    TraceQuery,
+    TraceQuery, TraceSummary, MAX_TRACES_PER_READ,
 };
 
 use super::params::{now_ns, ParamError};
@@ -42,6 +42,26 @@ impl QueryError {
 /// it. Internal and client spans are work it does to answer them, so counting
 /// them would inflate the request rate (and dilute the error rate).
 pub const ENTRY_KINDS: [SpanKind; 2] = [SpanKind::Server, SpanKind::Consumer];
+
+/// The time range to read a search page's traces in: from the UTC day of the
+/// earliest span start among the summaries, unbounded above; `None` for an
+/// empty page.
+///
+/// A summary covers every span the trace had at search time, so every one of
+/// them starts in the range, and the stores skip the day partitions before it
+/// (PostgreSQL, ClickHouse): a trace-id probe otherwise visits every retained
+/// day. The lower bound is floored to the day (the partition unit, so nothing
+/// is lost) so that a span arriving between the search and the read, such as
+/// a root span that ends and is exported last, is still shown unless it
+/// started on an earlier day; no upper bound, because late spans start later.
+pub fn search_read_range(traces: &[TraceSummary]) -> Option<TimeRange> {
+    const DAY_NS: u64 = 86_400 * 1_000_000_000;
+    let earliest = traces.iter().map(|t| t.start_ns).min()?;
+    Some(TimeRange {
+        start_ns: earliest - earliest % DAY_NS,
+        end_ns: u64::MAX,
+    })
+}
 
 /// Which spans a service-level figure (request rate, error rate, percentiles) counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +153,32 @@ impl QueryState {
             return Ok(None);
         }
         Ok(Some(TraceTree::build(spans, !raw)))
+    }
+
+    /// Several traces assembled into trees (skew-adjusted unless `raw`), read
+    /// with one store round trip per [`MAX_TRACES_PER_READ`] ids, in the order
+    /// of `trace_ids`; unknown ids are left out and a repeated id gives one
+    /// tree. `range` narrows the read as in [`SpanStore::get_traces`]
+    /// (see [`search_read_range`] for a search page's).
+    ///
+    /// [`SpanStore::get_traces`]: crate::storage::SpanStore::get_traces
+    pub async fn traces(
+        &self,
+        trace_ids: &[TraceId],
+        raw: bool,
+        range: Option<TimeRange>,
+    ) -> Result<Vec<TraceTree>, QueryError> {
+        let mut out = Vec::with_capacity(trace_ids.len());
+        let mut seen = std::collections::HashSet::new();
+        for chunk in trace_ids.chunks(MAX_TRACES_PER_READ) {
+            for (id, spans) in self.store.get_traces(chunk, range).await? {
+                // An id repeated across chunks is read twice but shown once.
+                if seen.insert(id) {
+                    out.push(TraceTree::build(spans, !raw));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Searches traces after validating the window and the limit.

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::model::{hex, AttrValue, KeyValue, Span};
 use crate::storage::{AttrFilter, TraceQuery};
 
-use super::engine::QueryError;
+use super::engine::{search_read_range, QueryError};
 use super::params::{
     format_rfc3339, parse_duration, parse_limit_clamped, parse_time, parse_trace_id, Pairs,
     ParamError,
@@ -167,12 +167,13 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VRe
     let p = Pairs::parse(q.as_deref());
     let (query, raw) = parse_query(&st, &p).map_err(bad)?;
     let page = st.search(&query).await.map_err(error_response)?;
-    let mut spans = Vec::new();
-    for t in &page.traces {
-        if let Some(tree) = st.trace(t.trace_id, raw).await.map_err(error_response)? {
-            spans.extend(tree.spans);
-        }
-    }
+    let ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
+    // The whole page in one store round trip, in the search's order.
+    let trees = st
+        .traces(&ids, raw, search_read_range(&page.traces))
+        .await
+        .map_err(error_response)?;
+    let spans: Vec<_> = trees.into_iter().flat_map(|t| t.spans).collect();
     if spans.is_empty() {
         // Jaeger's v3 gateway answers an empty search with 404.
         return Err(error_response(QueryError::NotFound(

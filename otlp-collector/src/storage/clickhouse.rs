@@ -53,7 +53,7 @@ use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::sqlite::decode_span;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -261,6 +261,14 @@ struct NewestRow {
 struct TraceKeyRow {
     trace_id: [u8; 16],
     tstart: u64,
+}
+
+/// A span blob with its row's trace id (`get_traces`).
+#[derive(Row, Deserialize)]
+struct TracePayloadRow {
+    trace_id: [u8; 16],
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
 }
 
 #[derive(Row, Deserialize)]
@@ -1156,10 +1164,50 @@ impl SpanStore for ClickHouseStore {
             .iter()
             .map(|r| decode_span(&r.payload))
             .collect::<StorageResult<Vec<Span>>>()?;
-        spans.sort_by_key(|a| (a.start_ns, a.span_id));
-        let mut seen = BTreeSet::new();
-        spans.retain(|s| seen.insert(s.span_id));
+        common::order_trace(&mut spans);
         Ok(spans)
+    }
+
+    /// One query on the trace-id lookup table, as `get_trace` and the search's
+    /// summaries read it: `trace_id IN (subquery)` is matched against the
+    /// primary key (18.16 included), so only the granules holding the ids are
+    /// read; the time bounds skip day partitions outside `range`. The ids go
+    /// as hex in one array parameter (client-side bound, so in the query
+    /// text); [`MAX_TRACES_PER_READ`](super::MAX_TRACES_PER_READ) keeps that
+    /// text under 40 KB.
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        let ids = common::distinct_trace_ids(trace_ids)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = match range {
+            Some(r) => (r.start_ns, r.end_ns),
+            None => (0, u64::MAX),
+        };
+        let hex_ids: Vec<String> = ids.iter().map(|id| hex(id)).collect();
+        let (pre, rest) = self.prewhere();
+        let sql = format!(
+            "SELECT trace_id, payload FROM ft_traces \
+             {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16)) \
+             {rest} start_ns >= ? AND start_ns < ?"
+        );
+        let rows = self
+            .query(&sql)
+            .bind(hex_ids)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all::<TracePayloadRow>()
+            .await
+            .map_err(map_err)?;
+        let spans = rows
+            .iter()
+            .map(|r| Ok((r.trace_id, decode_span(&r.payload)?)))
+            .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
+        Ok(common::group_traces(&ids, spans))
     }
 
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
 use crate::config::{Config, StorageKind};
 use crate::model::{Span, SpanKind, TraceId};
@@ -231,6 +231,13 @@ impl SpanStore for ConnectingStore {
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>> {
         self.now()?.get_trace(trace_id, range).await
+    }
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        self.now()?.get_traces(trace_ids, range).await
     }
     async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage> {
         self.now()?.search(query).await

@@ -296,6 +296,17 @@ pub struct RetentionReport {
     pub rollups_deleted: u64,
 }
 
+/// Most trace ids one [`SpanStore::get_traces`] call accepts (duplicates
+/// included). It bounds the size of the statement a sink sends (SQLite binds
+/// ids in chunks of 500, below its variable limit; PostgreSQL binds one array;
+/// ClickHouse sends the ids in the query text) and, with the per-trace size,
+/// what one call holds in memory. 1,000 is ten times the query API's largest
+/// page; callers with more ids split them (see `QueryState::traces`).
+pub const MAX_TRACES_PER_READ: usize = 1_000;
+
+/// The spans of one trace as [`SpanStore::get_traces`] returns them.
+pub type TraceSpans = (TraceId, Vec<Span>);
+
 /// A trace store. One implementation per database; all pass `storage::conformance`.
 #[async_trait]
 pub trait SpanStore: Send + Sync + 'static {
@@ -338,6 +349,23 @@ pub trait SpanStore: Send + Sync + 'static {
         trace_id: TraceId,
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>>;
+
+    /// All spans of each trace in `trace_ids`, read in one round trip (one
+    /// statement per 500 ids on SQLite), for a search page that shows whole
+    /// traces. Each trace's spans are exactly what
+    /// [`get_trace`](Self::get_trace) returns for it with the same `range`
+    /// (ordered by start time, then span id). Traces come in the order of
+    /// their first appearance in `trace_ids`, once each however often they
+    /// are asked for; an id with no stored span (in `range`) is left out.
+    /// More than [`MAX_TRACES_PER_READ`] ids is
+    /// [`StorageError::InvalidQuery`]. No default implementation: a wrapper
+    /// that fell back to one `get_trace` per id would silently lose the
+    /// single round trip, so every store spells out how it reads a batch.
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>>;
 
     /// Searches traces, newest first, with cursor pagination.
     async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage>;

@@ -71,7 +71,7 @@ use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::sqlite::{decode_span, encode_span};
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
 use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -968,10 +968,45 @@ impl SpanStore for PostgresStore {
             .iter()
             .map(|r| decode_span(r.get::<_, &[u8]>(0)))
             .collect::<StorageResult<Vec<Span>>>()?;
-        spans.sort_by_key(|a| (a.start_ns, a.span_id));
-        let mut seen = BTreeSet::new();
-        spans.retain(|s| seen.insert(s.span_id));
+        common::order_trace(&mut spans);
         Ok(spans)
+    }
+
+    /// One statement: `trace_id = ANY($1)` probes the trace-id index of each
+    /// partition, and the time bounds prune the day partitions outside `range`.
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        let ids = common::distinct_trace_ids(trace_ids)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = match range {
+            Some(r) => (to_i64(r.start_ns), to_i64(r.end_ns)),
+            None => (i64::MIN, i64::MAX),
+        };
+        let id_list: Vec<&[u8]> = ids.iter().map(|id| &id[..]).collect();
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT trace_id, payload FROM ft_spans WHERE trace_id = ANY($1) AND start_ns >= $2 AND start_ns < $3",
+                &[&id_list, &lo, &hi],
+            )
+            .await
+            .map_err(map_err)?;
+        let spans = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    trace_id_from(r.get::<_, &[u8]>(0))?,
+                    decode_span(r.get::<_, &[u8]>(1))?,
+                ))
+            })
+            .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
+        Ok(common::group_traces(&ids, spans))
     }
 
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {

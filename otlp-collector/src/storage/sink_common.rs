@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, SearchPage, StorageError, StorageResult, TimeRange,
-    TraceSummary,
+    TraceSpans, TraceSummary, MAX_TRACES_PER_READ,
 };
-use crate::model::{AttrValue, SpanId, StatusCode, TraceId};
+use crate::model::{AttrValue, Span, SpanId, StatusCode, TraceId};
 use crate::rollup::{LatencySketch, MINUTE_NS};
 
 /// One day in nanoseconds (partitions are per UTC day).
@@ -379,6 +379,49 @@ pub(crate) fn summarize(ids: &[TraceId], rows: Vec<SummaryRow>) -> Vec<TraceSumm
                 services: services.into_iter().collect(),
                 error_count: errors,
             }
+        })
+        .collect()
+}
+
+/// Puts one trace's spans in the order `get_trace` promises (start time, then
+/// span id) and keeps one copy of each span id: a retried batch may still be
+/// stored twice until the database merges it (ClickHouse), and a span id seen
+/// twice with different start times is still one span (the earliest is kept).
+pub(crate) fn order_trace(spans: &mut Vec<Span>) {
+    spans.sort_by_key(|a| (a.start_ns, a.span_id));
+    let mut seen = BTreeSet::new();
+    spans.retain(|s| seen.insert(s.span_id));
+}
+
+/// The distinct ids of a `get_traces` call in order of first appearance, or
+/// `InvalidQuery` when the call asks for more than [`MAX_TRACES_PER_READ`].
+pub(crate) fn distinct_trace_ids(ids: &[TraceId]) -> StorageResult<Vec<TraceId>> {
+    if ids.len() > MAX_TRACES_PER_READ {
+        return Err(StorageError::InvalidQuery(format!(
+            "{} trace ids in one read: at most {MAX_TRACES_PER_READ}; split the ids into several reads",
+            ids.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    Ok(ids.iter().filter(|id| seen.insert(**id)).copied().collect())
+}
+
+/// Splits the spans a `get_traces` call read, each with the trace id of its
+/// row, into traces in the order of `order` (distinct ids), each one ordered
+/// by [`order_trace`]; ids without spans are left out, and so are spans of ids
+/// not asked for. Grouped by the row's indexed id column, the one the lookup
+/// matched, as `get_trace` returns whatever rows match its id.
+pub(crate) fn group_traces(order: &[TraceId], rows: Vec<(TraceId, Span)>) -> Vec<TraceSpans> {
+    let mut by_trace: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
+    for (id, s) in rows {
+        by_trace.entry(id).or_default().push(s);
+    }
+    order
+        .iter()
+        .filter_map(|id| {
+            let mut spans = by_trace.remove(id)?;
+            order_trace(&mut spans);
+            Some((*id, spans))
         })
         .collect()
 }

@@ -34,7 +34,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use super::sink_common as common;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSummary,
+    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans, TraceSummary,
 };
 use crate::model::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId};
 use crate::rollup::{LatencySketch, RollupBatch, RollupOrigin, MINUTE_NS};
@@ -651,6 +651,54 @@ fn get_trace_tx(
     Ok(out)
 }
 
+/// Ids bound per `get_traces` statement: below SQLite's variable limit (999
+/// before 3.32, 32,766 since) with room for the two time bounds.
+const TRACE_IDS_PER_STATEMENT: usize = 500;
+
+/// [`SpanStore::get_traces`]: one `trace_id IN (...)` statement per
+/// [`TRACE_IDS_PER_STATEMENT`] distinct ids, each answered from the
+/// `(trace_id, span_id)` index, all on one connection.
+fn get_traces_tx(
+    conn: &Connection,
+    ids: &[TraceId],
+    range: Option<TimeRange>,
+) -> StorageResult<Vec<TraceSpans>> {
+    let ids = common::distinct_trace_ids(ids)?;
+    let (lo, hi) = match range {
+        Some(r) => (to_i64(r.start_ns), to_i64(r.end_ns)),
+        None => (i64::MIN, i64::MAX),
+    };
+    let mut spans = Vec::new();
+    for chunk in ids.chunks(TRACE_IDS_PER_STATEMENT) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        // Unary `+` keeps the planner off the `start_ns` index: the ids are
+        // always the narrower condition. Not `prepare_cached`: every chunk
+        // length is another statement, which would evict the hot ones.
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT trace_id, data FROM spans WHERE trace_id IN ({marks}) \
+                 AND +start_ns >= ? AND +start_ns < ?"
+            ))
+            .map_err(map_err)?;
+        let mut args: Vec<rusqlite::types::Value> = chunk
+            .iter()
+            .map(|id| rusqlite::types::Value::Blob(id.to_vec()))
+            .collect();
+        args.push(lo.into());
+        args.push(hi.into());
+        let rows = stmt
+            .query_map(params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(map_err)?;
+        for row in rows {
+            let (id, data) = row.map_err(map_err)?;
+            spans.push((trace_id_from(id)?, decode_span(&data)?));
+        }
+    }
+    Ok(common::group_traces(&ids, spans))
+}
+
 fn services_tx(conn: &Connection, range: TimeRange) -> StorageResult<Vec<String>> {
     // Loose index scan: one probe per distinct service instead of reading every
     // span in the window.
@@ -1027,6 +1075,16 @@ impl SpanStore for SqliteStore {
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>> {
         self.with_reader(move |c, _| get_trace_tx(c, &trace_id, range))
+            .await
+    }
+
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        let ids = trace_ids.to_vec();
+        self.with_reader(move |c, _| get_traces_tx(c, &ids, range))
             .await
     }
 

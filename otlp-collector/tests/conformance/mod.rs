@@ -23,8 +23,8 @@ use ferrotrace_collector::rollup::{
     MINUTE_NS, SKETCH_RELATIVE_ACCURACY,
 };
 use ferrotrace_collector::storage::{
-    AttrFilter, LatencyPoint, LatencyQuery, Operation, SpanStore, TimeRange, TraceQuery,
-    TraceSummary,
+    AttrFilter, LatencyPoint, LatencyQuery, Operation, SpanStore, StorageError, TimeRange,
+    TraceQuery, TraceSpans, TraceSummary, MAX_TRACES_PER_READ,
 };
 
 /// 1 ms in ns.
@@ -163,6 +163,7 @@ pub async fn run_all(store: &dyn SpanStore) {
     search_pagination(store).await;
     search_early_stop_exact(store).await;
     trace_lookup(store).await;
+    batch_trace_reads(store).await;
     services_and_operations(store).await;
     dependencies(store).await;
     exact_percentiles(store).await;
@@ -1275,6 +1276,172 @@ pub async fn trace_lookup(store: &dyn SpanStore) {
             .expect("unknown")
             .is_empty(),
         "unknown trace"
+    );
+}
+
+/// What `get_traces(ids, range)` must return: `get_trace` of each distinct id
+/// (first appearance order) that has spans.
+async fn one_by_one(
+    store: &dyn SpanStore,
+    ids: &[TraceId],
+    range: Option<TimeRange>,
+) -> Vec<TraceSpans> {
+    let mut out: Vec<TraceSpans> = Vec::new();
+    for id in ids {
+        if out.iter().any(|(t, _)| t == id) {
+            continue;
+        }
+        let spans = store.get_trace(*id, range).await.expect("get_trace");
+        if !spans.is_empty() {
+            out.push((*id, spans));
+        }
+    }
+    out
+}
+
+/// Many traces read at once (`get_traces`) equal the single-trace reads:
+/// order of the request, duplicates read once, missing ids absent, a trace
+/// written in several batches (one of them retried) over two days, the time
+/// range, more ids than SQLite binds in one statement, and the id limit.
+pub async fn batch_trace_reads(store: &dyn SpanStore) {
+    let d1 = day(17);
+    let d2 = day(18);
+    let svc = "batch-svc";
+    // Trace 1: every field set, on day 1.
+    let mut full = full_span();
+    full.trace_id = tid(17, 1);
+    let shift = d1 + 3_600_000_000_000 - full.start_ns;
+    full.start_ns += shift;
+    full.end_ns += shift;
+    for e in &mut full.events {
+        e.time_ns += shift;
+    }
+    full.service_name = svc.into();
+    let t1 = vec![
+        span(
+            full.trace_id,
+            3,
+            None,
+            svc,
+            "root",
+            full.start_ns - 10,
+            90 * MS,
+        ),
+        full,
+    ];
+    // Trace 2: root late on day 1, children on day 2 in a second batch that
+    // is then retried (a duplicate until the database merges it).
+    let t2id = tid(17, 2);
+    let t2_first = vec![span(t2id, 0, None, svc, "root", d2 - 5 * MS, 60 * MS)];
+    let t2_second = vec![
+        span(t2id, 2, Some(0), svc, "child-b", d2 + 2 * MS, MS),
+        span(t2id, 1, Some(0), svc, "child-a", d2 + MS, 2 * MS),
+    ];
+    // Trace 3: one span on day 2; traces 10..50: two spans each, on day 2, with
+    // the same span ids in every trace.
+    let t3 = vec![span(tid(17, 3), 0, None, svc, "single", d2 + 10 * MS, MS)];
+    let mut many = Vec::new();
+    for n in 10..50u32 {
+        let t = tid(17, n);
+        let at = d2 + 3_600_000_000_000 + n as u64 * MS;
+        many.push(span(t, 0, None, svc, "many-root", at, 5 * MS));
+        many.push(span(t, 1, Some(0), svc, "many-child", at + 1, MS));
+    }
+    let mut first = t1.clone();
+    first.extend(t2_first.clone());
+    store.write_spans(&first).await.expect("write day 1");
+    store.write_spans(&t2_second).await.expect("write day 2");
+    store.write_spans(&t2_second).await.expect("retry day 2");
+    store.write_spans(&t3).await.expect("write trace 3");
+    store.write_spans(&many).await.expect("write many");
+
+    let missing = tid(17, 9_999);
+    let (a, b, c) = (tid(17, 1), t2id, tid(17, 3));
+    let ids = [c, a, missing, b, a, c, missing];
+    let got = store.get_traces(&ids, None).await.expect("get_traces");
+    let mut t1_sorted = t1.clone();
+    t1_sorted.sort_by_key(|s| s.start_ns);
+    let mut t2_sorted = t2_first.clone();
+    t2_sorted.extend(t2_second.iter().cloned());
+    t2_sorted.sort_by_key(|s| s.start_ns);
+    assert_eq!(
+        got,
+        vec![(c, t3.clone()), (a, t1_sorted), (b, t2_sorted)],
+        "request order, each trace once, missing ids absent, spans ordered by start"
+    );
+    assert_eq!(
+        got,
+        one_by_one(store, &ids, None).await,
+        "same as get_trace"
+    );
+
+    let many_ids: Vec<TraceId> = (10..50u32).rev().map(|n| tid(17, n)).collect();
+    let got = store.get_traces(&many_ids, None).await.expect("many");
+    assert_eq!(got.len(), 40, "every trace of the page");
+    assert!(got.iter().all(|(_, s)| s.len() == 2));
+    assert_eq!(
+        got,
+        one_by_one(store, &many_ids, None).await,
+        "many: same as get_trace"
+    );
+
+    // The range applies to spans, as in get_trace: day 2 only.
+    let r = Some(day_range(d2));
+    let ids = [a, b, c];
+    let got = store.get_traces(&ids, r).await.expect("with range");
+    assert_eq!(
+        got.iter().map(|(id, s)| (*id, s.len())).collect::<Vec<_>>(),
+        vec![(b, 2), (c, 1)],
+        "trace 1 (day 1 only) absent, trace 2 without its day-1 root"
+    );
+    assert_eq!(
+        got,
+        one_by_one(store, &ids, r).await,
+        "range: same as get_trace"
+    );
+
+    // Empty and all-missing requests.
+    assert!(store.get_traces(&[], None).await.expect("empty").is_empty());
+    assert!(store
+        .get_traces(&[missing, tid(17, 9_998)], None)
+        .await
+        .expect("all missing")
+        .is_empty());
+
+    // More distinct ids than one SQLite statement binds: found ids at both
+    // ends and in the middle, the rest unknown.
+    let mut big: Vec<TraceId> = (0..900u32).map(|n| tid(17, 10_000 + n)).collect();
+    big[0] = tid(17, 10);
+    big[450] = b;
+    big[899] = c;
+    big.push(b);
+    let got = store.get_traces(&big, None).await.expect("900 ids");
+    assert_eq!(
+        got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![tid(17, 10), b, c]
+    );
+    assert_eq!(
+        got,
+        one_by_one(store, &big, None).await,
+        "900 ids: same as get_trace"
+    );
+
+    // The documented limit, counted with duplicates.
+    let too_many = vec![a; MAX_TRACES_PER_READ + 1];
+    match store.get_traces(&too_many, None).await {
+        Err(StorageError::InvalidQuery(msg)) => {
+            assert!(msg.contains(&MAX_TRACES_PER_READ.to_string()), "{msg}")
+        }
+        other => panic!("more than MAX_TRACES_PER_READ ids: {other:?}"),
+    }
+    let at_limit = vec![a; MAX_TRACES_PER_READ];
+    assert_eq!(
+        store
+            .get_traces(&at_limit, None)
+            .await
+            .expect("at the limit")
+            .len(),
+        1
     );
 }
 
