@@ -1016,9 +1016,12 @@ impl SpanStore for PostgresStore {
         let mut conn = self.pool.get().await?;
         // The probe and the windows are short index walks: a parallel plan
         // costs more to start its workers (15-40 ms measured) than the walk
-        // itself (1-3 ms), so this read-only transaction runs serially.
+        // itself (1-3 ms), and on recent, not yet vacuumed rows the planner's
+        // cost estimate of the per-trace MIN passes the JIT thresholds, whose
+        // compilation took 100-140 ms per window that ran in 2-11 ms. So this
+        // read-only transaction runs serially and without JIT.
         let tx = conn.client.transaction().await.map_err(map_err)?;
-        tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off")
             .await
             .map_err(map_err)?;
         let top = SearchWindows::probe_top(q.range, cursor);
