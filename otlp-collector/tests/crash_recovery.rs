@@ -3,6 +3,7 @@
 //! exactly once.
 
 mod ingest_util;
+mod net;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -12,15 +13,11 @@ use std::time::{Duration, Instant};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
 use ferrotrace_collector::storage::SpanStore;
 use ingest_util::*;
+use net::free_addr;
 use parking_lot::Mutex;
 use prost::Message;
 
 const SPANS_PER_REQUEST: u32 = 20;
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 fn spawn(data: &std::path::Path, otlp: SocketAddr, http: SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ferrotrace-collector"))
@@ -64,7 +61,7 @@ async fn wait_ready(http: SocketAddr) {
 async fn kill_9_during_ingestion_loses_no_acknowledged_span_and_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (otlp, http) = (free_port(), free_port());
+    let (otlp, http) = (free_addr(), free_addr());
     let mut child = spawn(&data, otlp, http);
     wait_ready(http).await;
 
@@ -112,7 +109,7 @@ async fn kill_9_during_ingestion_loses_no_acknowledged_span_and_duplicates_none(
     );
 
     // Restart on the same data dir: the WAL is replayed into the store.
-    let (otlp2, http2) = (free_port(), free_port());
+    let (otlp2, http2) = (free_addr(), free_addr());
     let mut child = spawn(&data, otlp2, http2);
     wait_ready(http2).await;
     let store =

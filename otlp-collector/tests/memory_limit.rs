@@ -7,6 +7,7 @@
 //! span is stored, nothing else is, and the collector accepts again.
 
 mod ingest_util;
+mod net;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrotrace_collector::receiver::rpc_status::{RetryInfo, RpcStatus};
 use ingest_util::*;
+use net::free_addr;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
@@ -28,11 +30,6 @@ const SPANS_PER_REQUEST: u32 = 1_000;
 const HTTP_CLIENTS: u32 = 12;
 const GRPC_CLIENTS: u32 = 6;
 const LOAD: Duration = Duration::from_secs(12);
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 struct Addrs {
     grpc: SocketAddr,
@@ -148,9 +145,9 @@ struct Tally {
 async fn memory_stays_under_the_limit_when_saturated_and_the_collector_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let a = Addrs {
-        grpc: free_port(),
-        http: free_port(),
-        query: free_port(),
+        grpc: free_addr(),
+        http: free_addr(),
+        query: free_addr(),
     };
     let mut child = KillOnDrop(spawn(dir.path(), &a));
     let pid = child.0.id();

@@ -6,6 +6,7 @@
 //! spans whose rollups were already stored).
 
 mod ingest_util;
+mod net;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use ferrotrace_collector::rollup::MINUTE_NS;
 use ferrotrace_collector::storage::sqlite::SqliteStore;
 use ferrotrace_collector::storage::{LatencyQuery, SpanStore, TimeRange};
 use ingest_util::{kv, span_id, trace_id};
+use net::free_addr;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -38,18 +40,13 @@ finalize_delay_secs = 0
 rate = 0.5
 "#;
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 struct Running {
     child: Child,
     otlp: SocketAddr,
 }
 
 fn spawn(dir: &Path) -> Running {
-    let (otlp, http) = (free_port(), free_port());
+    let (otlp, http) = (free_addr(), free_addr());
     let child = Command::new(env!("CARGO_BIN_EXE_ferrotrace-collector"))
         .arg("--config")
         .arg(dir.join("collector.toml"))

@@ -11,9 +11,12 @@
 
 pub mod certs;
 pub mod clickhouse;
+#[path = "../net/mod.rs"]
+pub mod net;
 pub mod postgres;
 
-use std::net::TcpListener;
+pub use net::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -31,14 +34,6 @@ pub fn missing(what: &str) {
         );
     }
     eprintln!("SKIPPED: {what}");
-}
-
-/// A free loopback port (bound then released; the tiny race is acceptable for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 must work")
 }
 
 /// First existing executable among `candidates`.
