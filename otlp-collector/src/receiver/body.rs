@@ -172,7 +172,10 @@ where
     let mut body = std::pin::pin!(body);
     let capacity = content_length.unwrap_or(16 * 1024).min(limit as u64) as usize;
     // The buffer is allocated now, so it is charged now.
-    guard.charge(capacity)?;
+    if let Err(e) = guard.charge(capacity) {
+        discard_rest(body.as_mut(), limit).await;
+        return Err(e);
+    }
     let mut charged = capacity;
     let mut buf = BytesMut::with_capacity(capacity);
     let mut single: Option<Bytes> = None;
@@ -184,7 +187,12 @@ where
                 return Err(BodyError::TooLarge(limit));
             }
             if total > charged {
-                guard.charge(total - charged)?;
+                if let Err(e) = guard.charge(total - charged) {
+                    // Dropped before the rest is read: memory is what is short.
+                    drop((single.take(), std::mem::take(&mut buf)));
+                    discard_rest(body.as_mut(), limit).await;
+                    return Err(e);
+                }
                 charged = total;
             }
             // The common case is one frame: keep it without copying.
@@ -199,6 +207,29 @@ where
         }
     }
     Ok(single.unwrap_or_else(|| buf.freeze()))
+}
+
+/// Reads and drops the rest of a body the collector refused, one frame at a
+/// time (nothing is kept), so the client gets the refusal and its retry hint
+/// instead of a broken pipe: hyper closes a connection whose request body was
+/// not read, and a client still writing a large body would see the reset
+/// first. Stops after `limit` bytes or 10 s; then the connection is closed.
+pub async fn discard_rest<B>(mut body: std::pin::Pin<&mut B>, limit: usize)
+where
+    B: Body<Data = Bytes>,
+{
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len();
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }
 
 /// Inflates gzip (possibly multi-member) into at most `limit` bytes, charging

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::body::{gunzip_limited, read_limited, BodyError, InflightGuard};
+use super::body::{discard_rest, gunzip_limited, read_limited, BodyError, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
 use super::{decode, decode_reserve, Ingest, SubmitError};
@@ -230,7 +230,7 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         return r;
     }
     if let Err(e) = ing.check_memory() {
-        discard_body(body, ing.limits.max_request_bytes).await;
+        discard_rest(std::pin::pin!(body), ing.limits.max_request_bytes).await;
         return submit_error(enc, e);
     }
     // Holds the body's share of the in-flight budget until the response is built.
@@ -291,7 +291,7 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         return r;
     }
     if let Err(e) = ing.check_memory() {
-        discard_body(body, ing.limits.max_request_bytes).await;
+        discard_rest(std::pin::pin!(body), ing.limits.max_request_bytes).await;
         return submit_error(Enc::Text, e);
     }
     let mut guard = ing.inflight.guard();
@@ -329,26 +329,4 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         }
         Err(e) => submit_error(Enc::Text, e),
     }
-}
-
-/// Reads and drops a refused request's body, one frame at a time (nothing is
-/// kept), so the client gets the 429 and its retry hint instead of a broken
-/// pipe: hyper closes a connection whose request body was not read, and a
-/// client still writing a large body would see the reset first. Stops after
-/// `limit` bytes or 10 s; then the connection is closed as before.
-async fn discard_body(body: Body, limit: usize) {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let drain = async {
-        let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Some(d) = frame.data_ref() {
-                seen += d.len();
-                if seen > limit {
-                    break;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }
