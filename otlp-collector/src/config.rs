@@ -283,9 +283,11 @@ pub struct BatcherConfig {
     /// How often rollups are flushed to the sink.
     pub rollup_flush_ms: u64,
     /// Span batches written to the sink at the same time; unset means 2 for
-    /// ClickHouse (one insert is largely single-threaded on the server, so a
-    /// second one overlaps its parsing and part writing with the next batch's
-    /// encoding) and 1 for the other sinks ([`BatcherConfig::concurrent_writes`]).
+    /// ClickHouse and PostgreSQL (one insert is largely single-threaded on the
+    /// server, so a second one overlaps the server's work with the next
+    /// batch's encoding; each PostgreSQL write has its own pooled connection
+    /// and staging table) and 1 for SQLite, which has one writer
+    /// ([`BatcherConfig::concurrent_writes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_writes: Option<usize>,
 }
@@ -304,9 +306,31 @@ impl BatcherConfig {
     pub fn concurrent_writes(&self, kind: StorageKind) -> usize {
         match self.max_concurrent_writes {
             Some(n) => n.max(1),
-            None if kind == StorageKind::Clickhouse => 2,
+            None if matches!(kind, StorageKind::Clickhouse | StorageKind::Postgres) => 2,
             None => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod batcher_defaults {
+    use super::*;
+
+    #[test]
+    fn batch_size_and_writes_in_flight_default_per_sink() {
+        let b = BatcherConfig::default();
+        assert_eq!(b.concurrent_writes(StorageKind::Clickhouse), 2);
+        assert_eq!(b.concurrent_writes(StorageKind::Postgres), 2);
+        assert_eq!(b.concurrent_writes(StorageKind::Sqlite), 1);
+        assert_eq!(b.spans_per_batch(StorageKind::Clickhouse), 32_768);
+        assert_eq!(b.spans_per_batch(StorageKind::Postgres), 8_192);
+        let set = BatcherConfig {
+            max_concurrent_writes: Some(0),
+            max_spans: Some(10),
+            ..BatcherConfig::default()
+        };
+        assert_eq!(set.concurrent_writes(StorageKind::Postgres), 1);
+        assert_eq!(set.spans_per_batch(StorageKind::Clickhouse), 10);
     }
 }
 
