@@ -15,7 +15,9 @@
 
 use crate::model::Span;
 use crate::storage::sink_common as common;
-use crate::storage::sqlite::encode_span_into;
+// RowBinary's `String` is an unsigned LEB128 length and the bytes: the same
+// encoding as the span blob's, so the blob's writers serve both.
+use crate::storage::sqlite::{encode_span_into, put_bytes as put_string, put_varint as put_leb128};
 
 /// Columns of an [`Encoder::trace_row`] row, in order.
 pub(super) const TRACE_COLUMNS: &str =
@@ -32,19 +34,6 @@ pub(super) struct Encoder {
     blob: Vec<u8>,
     /// Text of one non-string attribute value.
     text: String,
-}
-
-fn put_leb128(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_string(out: &mut Vec<u8>, b: &[u8]) {
-    put_leb128(out, b.len() as u64);
-    out.extend_from_slice(b);
 }
 
 impl Encoder {
