@@ -36,7 +36,10 @@ pub enum StartError {
     #[error(transparent)]
     Wal(#[from] WalError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+    #[error(
+        "cannot listen on {addr} for {what}: {source}; {}",
+        bind_hint(what, source)
+    )]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -54,6 +57,90 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start the pipeline: {0}")]
     Spawn(std::io::Error),
+}
+
+/// Process exit codes of `ferrotrace-collector` for failures at start (see
+/// docs/operations.md): scripts and service managers can tell a mistake in
+/// the configuration from a busy port or an unusable disk.
+pub mod exit_code {
+    /// Anything not listed below.
+    pub const OTHER: u8 = 1;
+    /// The configuration is invalid (file, environment override, flag, or a
+    /// file it names such as a TLS certificate or a token file).
+    pub const CONFIG: u8 = 2;
+    /// A listener cannot bind: address in use, permission denied, or not an
+    /// address of this machine.
+    pub const LISTEN: u8 = 3;
+    /// The data directory, write-ahead log or SQLite database cannot be used.
+    pub const STORAGE: u8 = 4;
+}
+
+impl StartError {
+    /// The process exit code this failure maps to ([`exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::Stage(_) | StartError::Tls(_) => exit_code::CONFIG,
+            StartError::Bind { .. } => exit_code::LISTEN,
+            StartError::Wal(_) => exit_code::STORAGE,
+            StartError::Spawn(_) => exit_code::OTHER,
+        }
+    }
+}
+
+/// The command-line flag and configuration key that set a listener's
+/// address, by the listener's name in [`StartError::Bind`].
+fn listener_setting(what: &str) -> (&'static str, &'static str) {
+    match what {
+        "otlp grpc" => ("--otlp-grpc-addr", "server.otlp_grpc_addr"),
+        "otlp http" => ("--otlp-http-addr", "server.otlp_http_addr"),
+        "zipkin" => ("--zipkin-addr", "server.zipkin_addr"),
+        _ => ("--http-addr", "server.http_addr"),
+    }
+}
+
+/// What to do about a listener that cannot bind, naming the flag and key to change.
+fn bind_hint(what: &str, e: &std::io::Error) -> String {
+    let (flag, key) = listener_setting(what);
+    let change = format!(
+        "give the {what} listener another address with {flag} (or {key}; \"\" disables it)"
+    );
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("another process is listening there: stop it, or {change}")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need the CAP_NET_BIND_SERVICE capability: grant it, or {change}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("that IP address is not on this machine: {change}")
+        }
+        _ => change,
+    }
+}
+
+/// Validates everything a start would check in the configuration, without
+/// opening anything or binding a listener: cross-field rules and memory
+/// budgets, the TLS certificate and key, token files, the pipeline stages
+/// (sampling, enrichment, redaction) and the storage URL's form.
+/// `ferrotrace-collector check-config` runs this.
+pub fn check_config(config: &Config) -> Result<(), StartError> {
+    config.validate()?;
+    crate::tls::server_config(
+        config.tls.cert_file.as_deref(),
+        config.tls.key_file.as_deref(),
+    )?;
+    load_tokens(
+        &config.auth.receiver_tokens,
+        config.auth.receiver_tokens_file.as_deref(),
+    )?;
+    load_tokens(
+        &config.auth.query_tokens,
+        config.auth.query_tokens_file.as_deref(),
+    )?;
+    Stages::from_config(config)?;
+    crate::storage::connecting::check_url(config)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(())
 }
 
 /// Addresses the listeners actually bound (useful with port 0).

@@ -81,7 +81,9 @@ impl LimitsConfig {
 
 /// `default`, capped at `cap` (at least 1 byte).
 fn derived(default: usize, cap: u64) -> usize {
-    usize::try_from(cap).map_or(default, |c| default.min(c)).max(1)
+    usize::try_from(cap)
+        .map_or(default, |c| default.min(c))
+        .max(1)
 }
 
 /// The memory limit and the byte budgets in force, after deriving the ones

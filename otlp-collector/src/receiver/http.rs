@@ -132,9 +132,9 @@ async fn read_body(
     let raw = read_limited(body, content_length, ing.limits.request_bytes(), guard).await;
     let data = match raw {
         Ok(d) if gzip => gunzip_limited(&d, ing.limits.decompressed_bytes(), guard),
-        Ok(d) if d.len() > ing.limits.decompressed_bytes() => Err(BodyError::InflatedTooLarge(
-            ing.limits.decompressed_bytes(),
-        )),
+        Ok(d) if d.len() > ing.limits.decompressed_bytes() => {
+            Err(BodyError::InflatedTooLarge(ing.limits.decompressed_bytes()))
+        }
         other => other,
     };
     let data = data.and_then(|d| {
