@@ -4,7 +4,6 @@
 //! timeout, close the WAL).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthResult, TokenSet};
 use crate::config::{load_tokens, Config, ConfigError};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
@@ -167,7 +167,7 @@ pub struct Collector {
     pipeline: Pipeline,
     shutdown_tx: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     replay: Option<tokio::task::JoinHandle<u64>>,
     drain_timeout: Duration,
 }
@@ -183,8 +183,7 @@ impl std::fmt::Debug for Collector {
 #[derive(Clone)]
 struct HealthState {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-    store: Arc<dyn SpanStore>,
+    health: Arc<Health>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, StartError> {
@@ -230,13 +229,7 @@ async fn metrics_handler(State(h): State<HealthState>) -> Response {
 }
 
 async fn readyz(State(h): State<HealthState>) -> Response {
-    let mut why = Vec::new();
-    if !h.ready.load(Relaxed) {
-        why.push("replaying the write-ahead log or shutting down".to_string());
-    }
-    if let Err(sink) = h.store.ready() {
-        why.push(format!("sink: {sink}"));
-    }
+    let why = h.health.reasons();
     if why.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -296,6 +289,7 @@ impl Collector {
         )?;
         let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
+        let health = Health::new(store.clone(), wal.clone(), metrics.clone());
         let budgets = config.memory_budgets()?;
         let memory = crate::memory::MemoryGuard::start(
             &budgets,
@@ -331,6 +325,7 @@ impl Collector {
             wal.clone(),
             store.clone(),
             metrics.clone(),
+            health.clone(),
             batcher,
             stages,
         )
@@ -349,7 +344,6 @@ impl Collector {
             http: local(&query_l),
         };
 
-        let ready = Arc::new(AtomicBool::new(false));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
 
@@ -413,8 +407,7 @@ impl Collector {
         if let Some(l) = query_l {
             let health = HealthState {
                 metrics: metrics.clone(),
-                ready: ready.clone(),
-                store: store.clone(),
+                health: health.clone(),
             };
             let base = Router::new()
                 .route("/metrics", get(metrics_handler))
@@ -433,6 +426,10 @@ impl Collector {
             servers.push(serve_axum(l, router, "query")?);
         }
 
+        servers.push(tokio::spawn(crate::health::run(
+            health.clone(),
+            shutdown_rx.clone(),
+        )));
         let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
         *metrics.retention.lock() = Some(retention_stats.clone());
         servers.push(tokio::spawn(crate::storage::retention::run(
@@ -444,8 +441,8 @@ impl Collector {
 
         // Replay after the listeners are up: /healthz answers meanwhile, /readyz once done.
         let replay = {
-            let (wal, queue, metrics, ready) =
-                (wal.clone(), queue.clone(), metrics.clone(), ready.clone());
+            let (wal, queue, metrics, health) =
+                (wal.clone(), queue.clone(), metrics.clone(), health.clone());
             let limits = config.limits.clone();
             // Rollups the sink already stored for the replayed spans are not
             // counted again: their origins reach the aggregator first.
@@ -470,7 +467,7 @@ impl Collector {
                         "replayed the write-ahead log"
                     );
                 }
-                ready.store(true, Relaxed);
+                health.set_serving(true);
                 n
             })
         };
@@ -483,7 +480,7 @@ impl Collector {
             pipeline,
             shutdown_tx,
             servers,
-            ready,
+            health,
             replay: Some(replay),
             drain_timeout: config.drain_timeout(),
         })
@@ -499,13 +496,18 @@ impl Collector {
 
     /// True once WAL replay is done and the collector is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
+        self.health.is_serving()
+    }
+
+    /// Why `/readyz` would answer 503 now (empty when ready).
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        self.health.reasons()
     }
 
     /// Stops accepting, drains the queue into the sink for at most the drain
     /// timeout, and closes the WAL. Returns true if everything was committed.
     pub async fn shutdown(mut self) -> bool {
-        self.ready.store(false, Relaxed);
+        self.health.set_serving(false);
         self.ingest.stop_accepting();
         let _ = self.shutdown_tx.send(true);
         // In-flight requests finish (they were acknowledged or refused); give them a moment.

@@ -207,6 +207,13 @@ impl SpanStore for ConnectingStore {
             None => Err(self.status.lock().clone()),
         }
     }
+    async fn ping(&self) -> StorageResult<()> {
+        // Not connected yet is what ready() reports; nothing to ask meanwhile.
+        match self.connected() {
+            Some(s) => s.ping().await,
+            None => Ok(()),
+        }
+    }
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         self.wait().await.write_spans(spans).await
     }

@@ -144,12 +144,39 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn configure(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    persist_wal(conn)?;
     conn.busy_timeout(std::time::Duration::from_millis(config.busy_timeout_ms))?;
     // Negative cache_size is in KiB.
     conn.pragma_update(None, "cache_size", -(to_i64(config.cache_kib)))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", false)?;
     Ok(())
+}
+
+/// Keeps the `-wal` and `-shm` files when the last connection closes
+/// (`SQLITE_FCNTL_PERSIST_WAL`) instead of deleting them. Opening a WAL-mode
+/// database, even read-only, needs its `-shm` file: a clean shutdown that
+/// deleted it would leave a collector restarted on a completely full disk
+/// unable to create it again, and so unable to serve queries.
+fn persist_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: the handle is valid while `conn` lives; this file control
+    // reads and writes one int through the pointer, which outlives the call.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL as std::os::raw::c_int,
+            (&mut on as *mut std::os::raw::c_int).cast(),
+        )
+    };
+    match rc {
+        rusqlite::ffi::SQLITE_OK => Ok(()),
+        code => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some("cannot keep the SQLite WAL files (SQLITE_FCNTL_PERSIST_WAL)".into()),
+        )),
+    }
 }
 
 impl SqliteStore {

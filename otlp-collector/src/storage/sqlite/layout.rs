@@ -323,8 +323,16 @@ fn begin_migration(conn: &mut Connection) -> StorageResult<()> {
         .map_err(map_err)?;
     }
     tx.execute_batch(SCHEMA).map_err(map_err)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+    // Rewriting the same version would dirty the header page: a database
+    // already at this layout is opened without writing anything, which
+    // also works on a full disk.
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(map_err)?;
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(map_err)?;
+    }
     tx.commit().map_err(map_err)
 }
 
