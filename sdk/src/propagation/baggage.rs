@@ -107,15 +107,12 @@ fn push_property(out: &mut String, key: &str, value: Option<String>) {
 
 /// A property value made safe for the header: every byte outside
 /// `baggage-octet` percent-encoded. Properties are kept in their wire form,
-/// so an existing `%XX` escape is left as it is; any other `%` is encoded.
+/// and `%` is a baggage-octet: it is sent as it is, so a property read from
+/// a header (`%XX` escapes, or a `%` that starts none) goes out unchanged.
 fn encode_property_value(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = String::with_capacity(b.len());
-    for (i, &c) in b.iter().enumerate() {
-        let escape = c == b'%'
-            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-        if (c != b'%' && is_value_octet(c)) || escape {
+    let mut out = String::with_capacity(v.len());
+    for &c in v.as_bytes() {
+        if is_value_octet(c) {
             out.push(c as char);
         } else {
             out.push_str(&format!("%{c:02X}"));
@@ -281,7 +278,7 @@ mod tests {
         let h = format_baggage(&b).unwrap();
         assert_eq!(
             h,
-            "k=v;ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag,next=n"
+            "k=v;ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%;esc=%41;flag,next=n"
         );
         assert!(h.bytes().all(|c| c.is_ascii_graphic()), "{h}");
         // Read back: the same two members, nothing injected.
@@ -292,7 +289,7 @@ mod tests {
         assert_eq!(back.get("evil"), None);
         assert_eq!(
             back.entry("k").unwrap().metadata(),
-            "ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag"
+            "ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%;esc=%41;flag"
         );
         // Formatting what was extracted is stable.
         assert_eq!(format_baggage(&back).unwrap(), h);
