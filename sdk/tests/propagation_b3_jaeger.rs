@@ -267,7 +267,10 @@ fn jaeger_interop_with_opentelemetry_jaeger_propagator() {
     assert_eq!(mine["uberctx-tenant"], "acme");
     let back = theirs.extract_with_context(&opentelemetry_032::Context::new(), &mine);
     assert_eq!(
-        back.span().span_context().trace_state().get("uberctx-tenant"),
+        back.span()
+            .span_context()
+            .trace_state()
+            .get("uberctx-tenant"),
         Some("acme")
     );
 }

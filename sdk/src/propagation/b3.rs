@@ -391,11 +391,19 @@ mod tests {
             ctx(T32, true, None)
         );
         assert_eq!(
-            p(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", "0")]),
+            p(&[
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "0")
+            ]),
             ctx(T32, false, None)
         );
         assert_eq!(
-            p(&[("X-B3-TraceId", T16), ("X-B3-SpanId", S), ("X-B3-Sampled", "1")]),
+            p(&[
+                ("X-B3-TraceId", T16),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "1")
+            ]),
             ctx(T16, true, None),
             "64-bit trace id, left-padded"
         );
@@ -404,7 +412,11 @@ mod tests {
             ctx(T32, false, Some(SamplingState::Deferred))
         );
         assert_eq!(
-            p(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Flags", "1")]),
+            p(&[
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Flags", "1")
+            ]),
             ctx(T32, true, Some(SamplingState::Debug)),
             "debug implies sampled"
         );
@@ -430,7 +442,11 @@ mod tests {
         );
         for (v, want) in [("true", true), ("false", false)] {
             assert_eq!(
-                p(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", v)]),
+                p(&[
+                    ("X-B3-TraceId", T32),
+                    ("X-B3-SpanId", S),
+                    ("X-B3-Sampled", v)
+                ]),
                 ctx(T32, want, None),
                 "lenient {v}"
             );
@@ -446,9 +462,21 @@ mod tests {
             vec![("X-B3-Flags", "1")],
             vec![("X-B3-SpanId", S), ("X-B3-Sampled", "1")],
             vec![("X-B3-TraceId", T32), ("X-B3-Sampled", "1")],
-            vec![("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", "")],
-            vec![("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", "d")],
-            vec![("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", "10")],
+            vec![
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", ""),
+            ],
+            vec![
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "d"),
+            ],
+            vec![
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "10"),
+            ],
             vec![
                 ("X-B3-TraceId", T32),
                 ("X-B3-SpanId", S),
@@ -462,9 +490,15 @@ mod tests {
             vec![("X-B3-TraceId", &T32[2..]), ("X-B3-SpanId", S)],
             vec![("X-B3-TraceId", "0000000000000000"), ("X-B3-SpanId", S)],
             vec![("X-B3-TraceId", T32), ("X-B3-SpanId", "0000000000000000")],
-            vec![("X-B3-TraceId", "4BF92F3577B34DA6A3CE929D0E0E4736"), ("X-B3-SpanId", S)],
+            vec![
+                ("X-B3-TraceId", "4BF92F3577B34DA6A3CE929D0E0E4736"),
+                ("X-B3-SpanId", S),
+            ],
             vec![("X-B3-TraceId", T32), ("X-B3-SpanId", "00F067AA0BA902B7")],
-            vec![("X-B3-TraceId", "4bf92f3577b34da6a3ce929d0e0e4hhh"), ("X-B3-SpanId", S)],
+            vec![
+                ("X-B3-TraceId", "4bf92f3577b34da6a3ce929d0e0e4hhh"),
+                ("X-B3-SpanId", S),
+            ],
         ];
         for kv in bad {
             assert_eq!(p(&kv), None, "{kv:?}");
@@ -482,7 +516,11 @@ mod tests {
         let cx = B3Propagator::multi().extract_with_context(&Context::new(), &h);
         assert_eq!(cx.span_context().trace_id().to_string(), T32);
         // A malformed single header does not hide valid multiple headers.
-        let h = headers(&[("b3", "garbage"), ("X-B3-TraceId", other), ("X-B3-SpanId", S)]);
+        let h = headers(&[
+            ("b3", "garbage"),
+            ("X-B3-TraceId", other),
+            ("X-B3-SpanId", S),
+        ]);
         let cx = B3Propagator::single().extract_with_context(&Context::new(), &h);
         assert_eq!(cx.span_context().trace_id().to_string(), other);
         assert!(cx.span_context().is_remote());
@@ -512,14 +550,22 @@ mod tests {
         let out = round_trip(multi, &headers(&[("b3", &format!("{T32}-{S}-d-{P}"))]));
         assert_eq!(
             out,
-            headers(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Flags", "1")])
+            headers(&[
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Flags", "1")
+            ])
         );
         let out = round_trip(multi, &headers(&[("b3", &format!("{T32}-{S}"))]));
         assert_eq!(out, headers(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S)]));
         let out = round_trip(multi, &headers(&[("b3", &format!("{T32}-{S}-0"))]));
         assert_eq!(
             out,
-            headers(&[("X-B3-TraceId", T32), ("X-B3-SpanId", S), ("X-B3-Sampled", "0")])
+            headers(&[
+                ("X-B3-TraceId", T32),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "0")
+            ])
         );
     }
 

@@ -123,7 +123,11 @@ mod tests {
             cx.span_context().trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        assert_eq!(sampling_state(&cx), None, "b3's debug belongs to another trace");
+        assert_eq!(
+            sampling_state(&cx),
+            None,
+            "b3's debug belongs to another trace"
+        );
         assert_eq!(cx.baggage().get("a"), Some("1"));
         assert_eq!(cx.baggage().get("b"), Some("2"));
 

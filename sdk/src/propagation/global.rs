@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn names() {
         let (p, unknown) = propagator_from_names("tracecontext, baggage,B3,fancy,ottrace");
-        assert_eq!(p.fields(), vec!["traceparent", "tracestate", "baggage", "b3"]);
+        assert_eq!(
+            p.fields(),
+            vec!["traceparent", "tracestate", "baggage", "b3"]
+        );
         assert_eq!(unknown, vec!["fancy".to_string(), "ottrace".to_string()]);
         let (p, _) = propagator_from_names("none,tracecontext");
         assert!(p.fields().is_empty());
@@ -154,7 +157,13 @@ mod tests {
         let (p, unknown) = propagator_from_names("jaeger,b3multi,jaeger,JAEGER, b3multi ");
         assert_eq!(
             p.fields(),
-            vec!["uber-trace-id", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags"]
+            vec![
+                "uber-trace-id",
+                "x-b3-traceid",
+                "x-b3-spanid",
+                "x-b3-sampled",
+                "x-b3-flags"
+            ]
         );
         assert!(unknown.is_empty());
     }

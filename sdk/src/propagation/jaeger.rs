@@ -175,7 +175,8 @@ fn extract_baggage(cx: &Context, extractor: &dyn Extractor) -> Option<crate::con
         .into_iter()
         .filter(|k| {
             k.len() > BAGGAGE_PREFIX.len()
-                && k.as_bytes()[..BAGGAGE_PREFIX.len()].eq_ignore_ascii_case(BAGGAGE_PREFIX.as_bytes())
+                && k.as_bytes()[..BAGGAGE_PREFIX.len()]
+                    .eq_ignore_ascii_case(BAGGAGE_PREFIX.as_bytes())
         })
         .collect();
     if keys.is_empty() {
@@ -185,7 +186,10 @@ fn extract_baggage(cx: &Context, extractor: &dyn Extractor) -> Option<crate::con
     // carrier's iteration order.
     keys.sort_unstable();
     let mut baggage = cx.baggage().clone();
-    let mut bytes: usize = baggage.iter().map(|e| e.key().len() + e.value().len()).sum();
+    let mut bytes: usize = baggage
+        .iter()
+        .map(|e| e.key().len() + e.value().len())
+        .sum();
     let mut changed = false;
     for header in keys {
         if baggage.len() >= MAX_BAGGAGE_MEMBERS {
@@ -285,13 +289,33 @@ mod tests {
     fn uber_trace_id_spec_vectors() {
         let want = |flags| Some((T.to_string(), "0000000000017c29".to_string(), flags));
         assert_eq!(parse(&format!("{T}:0000000000017c29:0:1")), want(1));
-        assert_eq!(parse("4d0000000000000016:17c29:0:1"), want(1), "short ids are left-padded");
-        assert_eq!(parse("4D0000000000000016:17C29:0:01"), want(1), "either case");
-        assert_eq!(parse("4d0000000000000016:17c29:1a2b:3"), want(3), "parent ignored");
+        assert_eq!(
+            parse("4d0000000000000016:17c29:0:1"),
+            want(1),
+            "short ids are left-padded"
+        );
+        assert_eq!(
+            parse("4D0000000000000016:17C29:0:01"),
+            want(1),
+            "either case"
+        );
+        assert_eq!(
+            parse("4d0000000000000016:17c29:1a2b:3"),
+            want(3),
+            "parent ignored"
+        );
         assert_eq!(parse("4d0000000000000016:17c29:0:0"), want(0));
-        assert_eq!(parse("4d0000000000000016:17c29:0:9"), want(9), "firehose bit");
+        assert_eq!(
+            parse("4d0000000000000016:17c29:0:9"),
+            want(9),
+            "firehose bit"
+        );
         assert_eq!(parse("4d0000000000000016:17c29:0:ff"), want(0xff));
-        assert_eq!(parse("4d0000000000000016%3A17c29%3A0%3A1"), want(1), "URL-encoded");
+        assert_eq!(
+            parse("4d0000000000000016%3A17c29%3A0%3A1"),
+            want(1),
+            "URL-encoded"
+        );
         assert_eq!(parse("4d0000000000000016%3a17c29%3a0%3a1"), want(1));
         assert_eq!(parse(" 4d0000000000000016:17c29:0:1 "), want(1));
         assert_eq!(
@@ -333,7 +357,11 @@ mod tests {
         ] {
             assert_eq!(parse(v), None, "{v:?}");
         }
-        assert_eq!(parse(&format!("{T}:{}:0:1", "0".repeat(200))), None, "too long");
+        assert_eq!(
+            parse(&format!("{T}:{}:0:1", "0".repeat(200))),
+            None,
+            "too long"
+        );
     }
 
     #[test]
@@ -350,10 +378,17 @@ mod tests {
             let h = headers(&[("uber-trace-id", &format!("{T}:17c29:0:{flags}"))]);
             let cx = p.extract_with_context(&Context::new(), &h);
             assert_eq!(cx.span_context().is_sampled(), sampled, "{flags}");
-            assert_eq!(sampling_state(&cx) == Some(SamplingState::Debug), debug, "{flags}");
+            assert_eq!(
+                sampling_state(&cx) == Some(SamplingState::Debug),
+                debug,
+                "{flags}"
+            );
             let mut got = HashMap::new();
             p.inject_context(&cx, &mut got);
-            assert_eq!(got["uber-trace-id"], format!("{T}:0000000000017c29:0:{out}"));
+            assert_eq!(
+                got["uber-trace-id"],
+                format!("{T}:0000000000017c29:0:{out}")
+            );
         }
     }
 
@@ -375,7 +410,11 @@ mod tests {
         let b = cx.baggage();
         assert_eq!(b.get("key1"), Some("value 1 / blah"));
         assert_eq!(b.get("key2"), Some("a b"));
-        assert_eq!(b.get("pct"), Some("100%"), "a malformed escape is kept as sent");
+        assert_eq!(
+            b.get("pct"),
+            Some("100%"),
+            "a malformed escape is kept as sent"
+        );
         assert_eq!(b.get("w3c"), Some("from-w3c"), "earlier entries win");
         assert_eq!(b.len(), 4, "{b:?}");
 
@@ -394,7 +433,11 @@ mod tests {
         assert!(b.len() <= MAX_BAGGAGE_MEMBERS);
         let bytes: usize = b.iter().map(|e| e.key().len() + e.value().len()).sum();
         assert!(bytes <= MAX_BAGGAGE_BYTES, "{bytes}");
-        assert_eq!(b.get("k0000").map(str::len), Some(50), "sorted: the first keys are kept");
+        assert_eq!(
+            b.get("k0000").map(str::len),
+            Some(50),
+            "sorted: the first keys are kept"
+        );
     }
 
     #[test]
