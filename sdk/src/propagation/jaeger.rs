@@ -98,7 +98,7 @@ fn hex_number(s: &str, max: usize) -> Option<u128> {
 /// Decodes `%XX` escapes (a malformed escape makes the value invalid);
 /// `plus_is_space` turns `+` into a space, as URL query encoding does.
 fn url_decode(s: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
-    if !s.contains('%') && !(plus_is_space && s.contains('+')) {
+    if !(s.contains('%') || plus_is_space && s.contains('+')) {
         return Some(Cow::Borrowed(s));
     }
     let b = s.as_bytes();
