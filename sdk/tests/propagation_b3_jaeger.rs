@@ -351,14 +351,27 @@ proptest! {
         for (k, v) in baggage {
             h.insert(format!("uberctx-{k}"), v);
         }
+        // The same headers as an HTTP server receives them (those that are valid headers).
+        let mut hm = http::HeaderMap::new();
+        for (k, v) in &h {
+            if let (Ok(k), Ok(v)) = (
+                http::header::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                hm.append(k, v);
+            }
+        }
         let (all, _) = propagator_from_names("tracecontext,baggage,b3,b3multi,jaeger");
-        for p in [
+        for (p, carrier) in [
             &B3Propagator::single() as &dyn TextMapPropagator,
             &B3Propagator::multi(),
             &JaegerPropagator::new(),
             &all,
-        ] {
-            let cx = p.extract_with_context(&Context::new(), &h);
+        ]
+        .into_iter()
+        .flat_map(|p| [(p, &h as &dyn ferrotrace::propagation::Extractor), (p, &hm)])
+        {
+            let cx = p.extract_with_context(&Context::new(), carrier);
             let sc = cx.span_context();
             if sc.trace_id().is_valid() || sc.span_id().is_valid() {
                 prop_assert!(sc.is_valid() && sc.is_remote());
