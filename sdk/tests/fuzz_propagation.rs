@@ -1,5 +1,6 @@
 //! Structure-aware fuzzing of the SDK's decoders of network input: the
-//! `traceparent`, `tracestate` and `baggage` headers. Each decoder gets at
+//! `traceparent`, `tracestate` and `baggage` headers, B3 (single and multiple
+//! headers) and Jaeger's `uber-trace-id`. Each decoder gets at
 //! least 100,000 generated inputs (`FERROTRACE_FUZZ_INPUTS` for more):
 //! well-formed headers built from their grammar and byte-level mutations of
 //! them (see `fuzz_util`). For every input: no panic, and whatever the
@@ -13,8 +14,8 @@ use std::collections::HashMap;
 
 use ferrotrace::context::Context;
 use ferrotrace::propagation::{
-    format_baggage, parse_baggage, parse_traceparent, BaggagePropagator, TextMapPropagator,
-    TraceContextPropagator,
+    format_baggage, parse_baggage, parse_traceparent, sampling_state, B3Propagator,
+    BaggagePropagator, JaegerPropagator, TextMapPropagator, TraceContextPropagator,
 };
 use ferrotrace::{SpanContext, TraceState};
 use fuzz_util::{fuzz, mutations, variants};
@@ -308,4 +309,171 @@ fn fuzz_baggage() {
         }
         Ok(inputs.len() as u64)
     });
+}
+
+/// Extracted by `prop`, injected again by it and extracted again: the same
+/// span context and sampling state.
+fn assert_reinjects(
+    prop: &dyn TextMapPropagator,
+    carrier: &HashMap<String, String>,
+) -> Result<bool, TestCaseError> {
+    let cx = prop.extract_with_context(&Context::new(), carrier);
+    let sc = cx.span_context();
+    if !sc.is_valid() {
+        return Ok(false);
+    }
+    prop_assert!(sc.is_remote());
+    let mut out: HashMap<String, String> = HashMap::new();
+    prop.inject_context(&cx, &mut out);
+    let again = prop.extract_with_context(&Context::new(), &out);
+    let sc2 = again.span_context();
+    prop_assert_eq!(
+        (sc2.trace_id(), sc2.span_id(), sc2.is_sampled()),
+        (sc.trace_id(), sc.span_id(), sc.is_sampled()),
+        "{:?} -> {:?}",
+        carrier,
+        out
+    );
+    prop_assert_eq!(sampling_state(&again), sampling_state(&cx), "{:?}", out);
+    Ok(true)
+}
+
+/// B3 headers from the specification: the single `b3` header, or the
+/// `X-B3-*` ones, with 128- or 64-bit trace ids and every sampling form.
+fn b3() -> impl Strategy<Value = (Vec<(String, String)>, Option<(u128, u64)>)> {
+    let trace = prop_oneof![
+        3 => any::<u128>().prop_filter("non-zero", |t| *t != 0).prop_map(|t| (t, format!("{t:032x}"))),
+        1 => any::<u64>().prop_filter("non-zero", |t| *t != 0).prop_map(|t| (u128::from(t), format!("{t:016x}"))),
+    ];
+    let span = any::<u64>().prop_filter("non-zero", |s| *s != 0);
+    let parent = prop_oneof![
+        Just(None),
+        any::<u64>()
+            .prop_filter("non-zero", |s| *s != 0)
+            .prop_map(Some)
+    ];
+    let sampling = prop::sample::select(vec!["", "1", "0", "d", "true", "false"]);
+    (trace, span, parent, sampling, any::<bool>()).prop_map(
+        |((t, t_hex), s, parent, sampling, single)| {
+            if single {
+                let sampling = match sampling {
+                    "true" => "1",
+                    "false" => "0",
+                    other => other,
+                };
+                let mut v = format!("{t_hex}-{s:016x}");
+                if !sampling.is_empty() || parent.is_some() {
+                    v.push('-');
+                    v.push_str(if sampling.is_empty() { "1" } else { sampling });
+                }
+                if let Some(p) = parent {
+                    v.push_str(&format!("-{p:016x}"));
+                }
+                (vec![("b3".to_string(), v)], Some((t, s)))
+            } else {
+                let mut h = vec![
+                    ("x-b3-traceid".to_string(), t_hex),
+                    ("x-b3-spanid".to_string(), format!("{s:016x}")),
+                ];
+                match sampling {
+                    "" => {}
+                    "d" => h.push(("x-b3-flags".to_string(), "1".to_string())),
+                    other => h.push(("x-b3-sampled".to_string(), other.to_string())),
+                }
+                if let Some(p) = parent {
+                    h.push(("x-b3-parentspanid".to_string(), format!("{p:016x}")));
+                }
+                (h, Some((t, s)))
+            }
+        },
+    )
+}
+
+#[test]
+fn fuzz_b3() {
+    let strategy = (b3(), any::<prop::sample::Index>(), mutations());
+    fuzz("B3", strategy, |((headers, expect), which, ms)| {
+        // One header per case is mutated; which one is part of the case.
+        let idx = which.index(headers.len());
+        let inputs = variants(headers[idx].1.as_bytes(), &ms, HEADER_DICT);
+        for (i, raw) in inputs.iter().enumerate() {
+            let mut carrier: HashMap<String, String> = headers.iter().cloned().collect();
+            carrier.insert(headers[idx].0.clone(), lossy(raw));
+            let single = assert_reinjects(&B3Propagator::single(), &carrier)?;
+            let multi = assert_reinjects(&B3Propagator::multi(), &carrier)?;
+            prop_assert_eq!(single, multi, "both encodings extract alike: {:?}", carrier);
+            if i == 0 {
+                let sc = B3Propagator::single()
+                    .extract_span_context(&carrier)
+                    .map(|sc| {
+                        (
+                            u128::from_be_bytes(sc.trace_id().to_bytes()),
+                            u64::from_be_bytes(sc.span_id().to_bytes()),
+                        )
+                    });
+                prop_assert_eq!(sc, expect, "{:?}", carrier);
+            }
+        }
+        Ok(inputs.len() as u64)
+    });
+}
+
+/// `uber-trace-id: {trace}:{span}:{parent}:{flags}` as Jaeger clients send
+/// it: hex numbers without leading zeros (or with), `:` or `%3A`, and
+/// `uberctx-*` baggage beside it.
+fn uber_trace_id() -> impl Strategy<Value = (String, Vec<(String, String)>, (u128, u64))> {
+    (
+        any::<u128>().prop_filter("non-zero", |t| *t != 0),
+        any::<u64>().prop_filter("non-zero", |s| *s != 0),
+        any::<u64>(),
+        0u8..4,
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(
+            (from_chars(LOWER, 1, 8), from_chars(BAGGAGE_OCTET, 0, 8)),
+            0..3,
+        ),
+    )
+        .prop_map(|(t, s, p, flags, padded, escaped, baggage)| {
+            let (t_hex, s_hex, p_hex) = if padded {
+                (
+                    format!("{t:032x}"),
+                    format!("{s:016x}"),
+                    format!("{p:016x}"),
+                )
+            } else {
+                (format!("{t:x}"), format!("{s:x}"), format!("{p:x}"))
+            };
+            let sep = if escaped { "%3A" } else { ":" };
+            let v = [t_hex, s_hex, p_hex, format!("{flags:x}")].join(sep);
+            let baggage = baggage
+                .into_iter()
+                .map(|(k, v)| (format!("uberctx-{k}"), v))
+                .collect();
+            (v, baggage, (t, s))
+        })
+}
+
+#[test]
+fn fuzz_jaeger() {
+    let prop = JaegerPropagator::new();
+    fuzz(
+        "Jaeger uber-trace-id",
+        (uber_trace_id(), mutations()),
+        |((v, baggage, (t, s)), ms)| {
+            let inputs = variants(v.as_bytes(), &ms, HEADER_DICT);
+            for (i, raw) in inputs.iter().enumerate() {
+                let mut carrier: HashMap<String, String> = baggage.iter().cloned().collect();
+                carrier.insert("uber-trace-id".to_string(), lossy(raw));
+                let valid = assert_reinjects(&prop, &carrier)?;
+                if i == 0 {
+                    prop_assert!(valid, "{:?}", carrier);
+                    let sc = prop.extract_span_context(&carrier).expect("valid");
+                    prop_assert_eq!(u128::from_be_bytes(sc.trace_id().to_bytes()), t);
+                    prop_assert_eq!(u64::from_be_bytes(sc.span_id().to_bytes()), s);
+                }
+            }
+            Ok(inputs.len() as u64)
+        },
+    );
 }
