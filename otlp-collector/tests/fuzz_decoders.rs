@@ -274,6 +274,7 @@ fn limits() -> LimitsConfig {
 fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
     fn any(v: &AttrValue) -> AnyValue {
         let value = match v {
+            AttrValue::Empty => return AnyValue { value: None },
             AttrValue::Str(s) => V::StringValue(s.clone()),
             AttrValue::Bool(b) => V::BoolValue(*b),
             AttrValue::Int(i) => V::IntValue(*i),

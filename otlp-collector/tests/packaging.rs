@@ -358,8 +358,10 @@ fn packaged_config_comments_show_the_defaults() {
         })
         .collect();
     assert!(uncommented > 60, "only {uncommented} keys listed");
-    let mut want = ferrotrace_collector::config::Config::default();
-    want.data_dir = PathBuf::from("/var/lib/ferrotrace");
+    let want = ferrotrace_collector::config::Config {
+        data_dir: PathBuf::from("/var/lib/ferrotrace"),
+        ..Default::default()
+    };
     assert_eq!(format!("{:?}", parsed(&all)), format!("{want:?}"));
     assert_eq!(format!("{:?}", parsed(text)), format!("{want:?}"));
     ferrotrace_collector::server::check_config(&parsed(text)).unwrap();

@@ -340,7 +340,10 @@ fn assert_reinjects(
 
 /// B3 headers from the specification: the single `b3` header, or the
 /// `X-B3-*` ones, with 128- or 64-bit trace ids and every sampling form.
-fn b3() -> impl Strategy<Value = (Vec<(String, String)>, Option<(u128, u64)>)> {
+/// Headers, and the trace and span id they carry.
+type Headers = (Vec<(String, String)>, Option<(u128, u64)>);
+
+fn b3() -> impl Strategy<Value = Headers> {
     let trace = prop_oneof![
         3 => any::<u128>().prop_filter("non-zero", |t| *t != 0).prop_map(|t| (t, format!("{t:032x}"))),
         1 => any::<u64>().prop_filter("non-zero", |t| *t != 0).prop_map(|t| (u128::from(t), format!("{t:016x}"))),
