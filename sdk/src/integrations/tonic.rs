@@ -74,6 +74,12 @@ impl Extractor for MetadataExtractor<'_> {
             .filter_map(|v| v.to_str().ok())
             .collect()
     }
+    fn has_multiple(&self, key: &str) -> bool {
+        self.0.get_all(key).iter().nth(1).is_some()
+    }
+    fn has_unreadable(&self, key: &str) -> bool {
+        self.0.get_all(key).iter().any(|v| v.to_str().is_err())
+    }
 }
 
 /// Injects the current context into a request's metadata. Usable as a tonic

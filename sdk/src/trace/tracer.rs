@@ -170,10 +170,16 @@ impl<'t> SpanBuilder<'t> {
                 .map(|p| p.trace_state().clone())
                 .unwrap_or_default(),
         };
+        // W3C Trace Context Level 2: a trace id generated here is random (the
+        // per-thread CSPRNG), so its `random` flag is set; a continued trace
+        // keeps whatever its parent said about the same trace id.
+        let random = parent.as_ref().is_none_or(|p| p.trace_flags().is_random());
         let span_context = SpanContext::new(
             trace_id,
             span_id,
-            TraceFlags::default().with_sampled(sampled),
+            TraceFlags::default()
+                .with_sampled(sampled)
+                .with_random(random),
             false,
             trace_state,
         );
