@@ -52,6 +52,13 @@ pub trait SpanExporter: Send + Sync + 'static {
     fn shutdown(&self) -> ExportResult {
         Ok(())
     }
+    /// True if the exporter reports its own failures through
+    /// [`diagnostics`](crate::trace::diagnostics) (with what only it knows,
+    /// such as the endpoint and a likely fix); the processors then only count
+    /// them. Otherwise (the default) the processor reports each failed export.
+    fn reports_failures(&self) -> bool {
+        false
+    }
 }
 
 /// Hooks into the span lifecycle. Implementations must never block the caller

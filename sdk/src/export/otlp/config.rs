@@ -36,6 +36,14 @@ impl Protocol {
             _ => None,
         }
     }
+    /// The `OTEL_EXPORTER_OTLP_PROTOCOL` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
     /// The specification's default: `http/protobuf` when the `otlp-http`
     /// feature is built, otherwise `grpc`.
     pub fn default_for_build() -> Self {

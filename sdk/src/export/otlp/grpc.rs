@@ -92,7 +92,18 @@ impl GrpcTransport {
 /// Sorts a gRPC failure into retryable or not, as the OTLP specification lists.
 pub fn classify(status: &tonic::Status) -> AttemptError {
     let retry_after = retry_delay_from_status_details(status.details());
-    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    let mut message = format!("gRPC {:?}: {}", status.code(), status.message());
+    // Transport failures keep their cause (h2 or I/O error) in the source
+    // chain, not in the message: it is what tells a wrong port from a dead one.
+    let mut src = std::error::Error::source(status);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        src = e.source();
+    }
     match status.code() {
         Code::Unavailable
         | Code::DeadlineExceeded

@@ -24,6 +24,7 @@ pub mod config;
 pub mod encode;
 #[cfg(feature = "otlp-grpc")]
 pub mod grpc;
+pub mod hint;
 #[cfg(feature = "otlp-http")]
 pub mod http;
 pub mod rpc;
@@ -277,26 +278,63 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>, ExportError> {
         .map_err(|e| ExportError::Failed(format!("gzip compression failed: {e}")))
 }
 
+impl OtlpExporter {
+    /// Reports a failed batch with the endpoint, protocol and likely fix.
+    fn report_failure(&self, error: &str, spans: u64) {
+        use crate::trace::diagnostics::{enabled, report, Diagnostic, ExportFailure, Level};
+        if !enabled(Level::Error) {
+            return;
+        }
+        report(Diagnostic::ExportFailed(ExportFailure {
+            endpoint: self.config.endpoint.clone(),
+            protocol: self.config.protocol.as_str().to_string(),
+            error: error.to_string(),
+            spans,
+            likely_fix: hint::likely_fix(self.config.protocol, &self.config.endpoint, error),
+        }));
+    }
+
+    fn report_breaker(&self, state: super::stats::BreakerState) {
+        use crate::trace::diagnostics::{report, Diagnostic};
+        report(Diagnostic::Breaker {
+            endpoint: self.config.endpoint.clone(),
+            protocol: self.config.protocol.as_str().to_string(),
+            state,
+            cooldown: (state == super::stats::BreakerState::Open).then(|| self.breaker.cooldown()),
+        });
+    }
+}
+
 impl SpanExporter for OtlpExporter {
     fn export(&self, batch: Vec<SpanData>) -> ExportResult {
+        use super::stats::BreakerState;
         if batch.is_empty() {
             return Ok(());
         }
         let jobs = self.jobs.lock().clone().ok_or(ExportError::Shutdown)?;
         let n = batch.len() as u64;
-        if self.breaker.acquire() == Permit::Rejected {
-            self.stats.add_dropped_breaker_open(n);
-            return Err(ExportError::Failed(format!(
-                "circuit breaker open after repeated failures to reach {}; batch of {n} spans dropped",
-                self.config.endpoint
-            )));
+        match self.breaker.acquire() {
+            Permit::Rejected => {
+                // Not reported per batch: the breaker's opening was, and the
+                // drops are counted (`dropped_breaker_open`).
+                self.stats.add_dropped_breaker_open(n);
+                return Err(ExportError::Failed(format!(
+                    "circuit breaker open after repeated failures to reach {}; batch of {n} spans dropped",
+                    self.config.endpoint
+                )));
+            }
+            Permit::Probe => self.report_breaker(BreakerState::HalfOpen),
+            Permit::Allowed => {}
         }
         let payload = match self.payload(batch) {
             Ok(p) => p,
             Err(e) => {
                 // Settle a probe permit too, or the breaker would stay half-open.
-                self.breaker.record_failure();
+                if self.breaker.record_failure() {
+                    self.report_breaker(BreakerState::Open);
+                }
                 self.stats.set_last_error(e.to_string());
+                self.report_failure(&e.to_string(), n);
                 return Err(e);
             }
         };
@@ -333,10 +371,21 @@ impl SpanExporter for OtlpExporter {
             },
         };
         match &result {
-            Ok(()) => self.breaker.record_success(),
+            Ok(()) => {
+                if self.breaker.record_success() {
+                    self.report_breaker(BreakerState::Closed);
+                }
+            }
             Err(e) => {
-                self.breaker.record_failure();
+                let message = match e {
+                    ExportError::Failed(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 self.stats.set_last_error(e.to_string());
+                self.report_failure(&message, n);
+                if self.breaker.record_failure() {
+                    self.report_breaker(BreakerState::Open);
+                }
             }
         }
         result
@@ -348,6 +397,10 @@ impl SpanExporter for OtlpExporter {
             Some(_) => Ok(()),
             None => Err(ExportError::Shutdown),
         }
+    }
+
+    fn reports_failures(&self) -> bool {
+        true
     }
 }
 
