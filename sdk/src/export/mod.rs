@@ -9,6 +9,7 @@ pub use crate::trace::span_data::SpanData;
 
 pub mod batch;
 pub mod breaker;
+pub mod console;
 pub mod in_memory;
 #[cfg(feature = "otlp")]
 pub mod otlp;
@@ -17,6 +18,7 @@ pub mod simple;
 pub mod stats;
 
 pub use batch::BatchSpanProcessor;
+pub use console::ConsoleExporter;
 pub use in_memory::InMemorySpanExporter;
 #[cfg(feature = "otlp")]
 pub use otlp::OtlpExporter;

@@ -89,10 +89,36 @@ impl TracerSource {
         match self {
             TracerSource::Fixed(t) => std::borrow::Cow::Borrowed(t),
             TracerSource::Global(name) => {
-                std::borrow::Cow::Owned(crate::trace::global::tracer(*name))
+                let provider = crate::trace::global::installed_tracer_provider();
+                if provider.is_none() {
+                    warn_no_global_provider(name);
+                }
+                std::borrow::Cow::Owned(
+                    provider
+                        .unwrap_or_else(crate::trace::global::tracer_provider)
+                        .tracer(*name),
+                )
             }
         }
     }
+}
+
+/// Reports, once per scope and process, that a `from_global()` integration
+/// traced something before any provider was installed.
+#[cfg(any(feature = "http", feature = "tracing"))]
+fn warn_no_global_provider(scope: &'static str) {
+    use parking_lot::Mutex;
+    static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    {
+        let mut w = WARNED.lock();
+        if w.contains(&scope) {
+            return;
+        }
+        w.push(scope);
+    }
+    crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::NoGlobalProvider {
+        scope,
+    });
 }
 
 #[cfg(test)]

@@ -154,6 +154,11 @@ impl<'t> SpanBuilder<'t> {
         }
         .filter(SpanContext::is_valid);
         let provider = &*tracer.provider;
+        if provider.disabled {
+            // OTEL_SDK_DISABLED: pass the parent's context through, like the
+            // OpenTelemetry API's no-op tracer.
+            return Span::non_recording(parent.unwrap_or_default());
+        }
         let (trace_id, span_id) = match &parent {
             Some(p) => (p.trace_id(), new_span_id()),
             None => new_trace_and_span_id(),
