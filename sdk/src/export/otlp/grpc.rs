@@ -39,6 +39,13 @@ impl GrpcTransport {
                 Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca.pem())),
                 None => tls.with_webpki_roots(),
             };
+            let tls = match &config.client_identity {
+                Some(id) => tls.identity(tonic::transport::Identity::from_pem(
+                    id.cert_pem(),
+                    id.key_pem(),
+                )),
+                None => tls,
+            };
             endpoint
                 .tls_config(tls)
                 .map_err(|e| invalid(e.to_string()))?

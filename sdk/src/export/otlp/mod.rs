@@ -42,9 +42,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use parking_lot::Mutex;
 use prost::Message;
 
-#[cfg(feature = "tls")]
-pub use self::config::CaCertificate;
 use self::config::Settings;
+#[cfg(feature = "tls")]
+pub use self::config::{CaCertificate, ClientIdentity};
 pub use self::config::{Compression, ConfigError, OtlpConfig, Protocol};
 pub use self::encode::encode_request;
 use super::breaker::{BreakerConfig, CircuitBreaker, Permit};
@@ -126,6 +126,42 @@ impl OtlpExporterBuilder {
     pub fn with_ca_certificate_file(self, path: impl Into<std::path::PathBuf>) -> Self {
         let path = path.into();
         self.update(|s| s.ca_certificate = Some(config::CaSource::File { path, var: None }))
+    }
+    /// Presents this client certificate chain and private key (PEM) to
+    /// `https` endpoints that ask for one (mTLS), over gRPC and HTTP.
+    /// Overrides `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` / `..._CLIENT_KEY`.
+    /// Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_pem(
+        self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        let (cert, key) = (cert_pem.into(), key_pem.into());
+        self.update(|s| s.client_identity = Some(config::IdentitySource::Pem { cert, key }))
+    }
+    /// Like [`with_client_identity_pem`](Self::with_client_identity_pem),
+    /// read from files when the exporter is built. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_files(
+        self,
+        cert_path: impl Into<std::path::PathBuf>,
+        key_path: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let (cert, key) = (cert_path.into(), key_path.into());
+        self.update(|s| {
+            s.client_identity = Some(config::IdentitySource::Files {
+                cert: (cert, None),
+                key: (key, None),
+            })
+        })
+    }
+    /// For a gRPC endpoint given without a scheme (`collector:4317`): `true`
+    /// sends plain text, `false` TLS (`OTEL_EXPORTER_OTLP_TRACES_INSECURE`;
+    /// the OpenTelemetry default is `false`). An `http://` or `https://`
+    /// endpoint decides by itself.
+    pub fn with_insecure(self, insecure: bool) -> Self {
+        self.update(|s| s.insecure = Some(insecure))
     }
     /// Uses these counters instead of [`ExportStats::global`].
     pub fn with_stats(mut self, stats: ExportStats) -> Self {
