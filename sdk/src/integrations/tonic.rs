@@ -118,7 +118,9 @@ impl GrpcServerLayer {
         }
     }
 
-    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]).
+    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
+    /// looked up per call. Needs a global provider (`ferrotrace::init()`);
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcServerLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),
@@ -168,7 +170,9 @@ impl GrpcClientLayer {
         }
     }
 
-    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]).
+    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
+    /// looked up per call. Needs a global provider (`ferrotrace::init()`);
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcClientLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),
