@@ -84,7 +84,7 @@ impl LayerConfig {
     }
 
     /// Baggage entries copied onto the span as attributes (same key).
-    fn push_baggage(&self, attrs: &mut Vec<KeyValue>, cx: &Context) {
+    pub(crate) fn push_baggage(&self, attrs: &mut Vec<KeyValue>, cx: &Context) {
         for key in self.baggage_attributes.iter() {
             if let Some(v) = cx.baggage().get(key) {
                 attrs.push(KeyValue::new(Key::from_static(key), v.to_string()));
@@ -92,7 +92,7 @@ impl LayerConfig {
         }
     }
 
-    fn propagator(&self) -> Arc<dyn TextMapPropagator> {
+    pub(crate) fn propagator(&self) -> Arc<dyn TextMapPropagator> {
         self.propagator.clone().unwrap_or_else(text_map_propagator)
     }
 }
@@ -196,7 +196,7 @@ fn method_name(method: &Method) -> Option<&'static str> {
     })
 }
 
-fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
+pub(crate) fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
     match method_name(method) {
         Some(m) => {
             attrs.push(KeyValue::new("http.request.method", m));

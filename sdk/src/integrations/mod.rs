@@ -6,6 +6,8 @@
 //!   clients (hyper-util); with the `axum` feature the server layer names spans
 //!   after axum's matched route.
 //! - `tonic` feature: [`tonic`] metadata carriers and gRPC server/client layers.
+//! - `reqwest` feature: [`reqwest`] a `reqwest-middleware` middleware for
+//!   reqwest clients.
 //! - `tracing` feature: [`tracing`] a `tracing_subscriber::Layer` that records
 //!   `tracing` spans and events as ferrotrace spans.
 //! - `opentelemetry` feature: [`opentelemetry`] implements the `opentelemetry`
@@ -23,6 +25,8 @@ pub mod http;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod propagate;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 #[cfg(feature = "tracing")]
