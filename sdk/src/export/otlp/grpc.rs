@@ -2,21 +2,23 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use tonic::client::Grpc;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::config::{Compression, ConfigError, OtlpConfig};
+use super::proto::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse, EXPORT_PATH,
+};
 use super::rpc::retry_delay_from_status_details;
 use crate::export::retry::AttemptError;
 
 pub(crate) struct GrpcTransport {
-    client: TraceServiceClient<Channel>,
+    /// A plain unary gRPC client for `TraceService/Export` (what generated
+    /// client code does, without the generated code).
+    client: Grpc<Channel>,
     metadata: MetadataMap,
 }
 
@@ -59,7 +61,7 @@ impl GrpcTransport {
                 feature: "tls",
             });
         }
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        let mut client = Grpc::new(endpoint.connect_lazy());
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -89,7 +91,14 @@ impl GrpcTransport {
         let mut req = tonic::Request::new(request.clone());
         *req.metadata_mut() = self.metadata.clone();
         req.set_timeout(timeout);
-        match self.client.export(req).await {
+        if let Err(e) = self.client.ready().await {
+            return Err(classify(&tonic::Status::unavailable(format!(
+                "the channel is not ready: {e}"
+            ))));
+        }
+        let codec = tonic_prost::ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        match self.client.unary(req, path, codec).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(classify(&status)),
         }

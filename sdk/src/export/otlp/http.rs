@@ -1,5 +1,6 @@
 //! OTLP/HTTP transport (protobuf or JSON bodies) on hyper.
 
+use super::proto::collector::trace::v1::ExportTraceServiceResponse;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
@@ -9,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
 use super::config::{Compression, ConfigError, OtlpConfig, Protocol};
@@ -185,7 +185,7 @@ impl HttpTransport {
             return None;
         }
         if self.json {
-            serde_json::from_slice(body).ok()
+            super::json::response_from_json(body)
         } else {
             ExportTraceServiceResponse::decode(body).ok()
         }

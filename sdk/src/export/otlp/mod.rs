@@ -27,6 +27,9 @@ pub mod grpc;
 pub mod hint;
 #[cfg(feature = "otlp-http")]
 pub mod http;
+#[cfg(feature = "otlp-http")]
+pub mod json;
+pub mod proto;
 pub mod rpc;
 
 use std::io::Write;
@@ -34,11 +37,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use self::proto::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use parking_lot::Mutex;
 use prost::Message;
 
@@ -292,8 +293,7 @@ pub fn encode_protobuf(batch: Vec<SpanData>) -> Vec<u8> {
 /// integers, 64-bit integers as strings), as the specification maps it.
 #[cfg(feature = "otlp-http")]
 pub fn encode_json(request: &ExportTraceServiceRequest) -> Result<Vec<u8>, ExportError> {
-    serde_json::to_vec(request)
-        .map_err(|e| ExportError::Failed(format!("OTLP/JSON encoding failed: {e}")))
+    Ok(json::request_to_json(request))
 }
 
 #[cfg(not(feature = "otlp-http"))]
