@@ -26,7 +26,7 @@ pub enum BaggageError {
 /// use ferrotrace::context::BaggageProperty;
 /// let ttl = BaggageProperty::new("ttl", Some("60")).unwrap();
 /// assert_eq!((ttl.key(), ttl.value()), ("ttl", Some("60")));
-/// assert!(BaggageProperty::new("bad key", None).is_err());
+/// assert!(BaggageProperty::new("bad key", None::<&str>).is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaggageProperty {
