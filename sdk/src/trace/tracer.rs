@@ -159,9 +159,19 @@ impl<'t> SpanBuilder<'t> {
             // OpenTelemetry API's no-op tracer.
             return Span::non_recording(parent.unwrap_or_default());
         }
-        let (trace_id, span_id) = match &parent {
-            Some(p) => (p.trace_id(), new_span_id()),
-            None => new_trace_and_span_id(),
+        // W3C Trace Context Level 2: a trace id generated here is random (the
+        // per-thread CSPRNG), so its `random` flag is set; a continued trace
+        // keeps what its parent said about the same trace id.
+        let (trace_id, span_id, random) = match &parent {
+            Some(p) => (
+                p.trace_id(),
+                new_span_id(),
+                p.trace_flags().to_u8() & TraceFlags::RANDOM.to_u8(),
+            ),
+            None => {
+                let (t, s) = new_trace_and_span_id();
+                (t, s, TraceFlags::RANDOM.to_u8())
+            }
         };
         let result =
             provider
@@ -175,16 +185,10 @@ impl<'t> SpanBuilder<'t> {
                 .map(|p| p.trace_state().clone())
                 .unwrap_or_default(),
         };
-        // W3C Trace Context Level 2: a trace id generated here is random (the
-        // per-thread CSPRNG), so its `random` flag is set; a continued trace
-        // keeps whatever its parent said about the same trace id.
-        let random = parent.as_ref().is_none_or(|p| p.trace_flags().is_random());
         let span_context = SpanContext::new(
             trace_id,
             span_id,
-            TraceFlags::default()
-                .with_sampled(sampled)
-                .with_random(random),
+            TraceFlags::new(random | u8::from(sampled)),
             false,
             trace_state,
         );
