@@ -22,13 +22,13 @@
 //! | `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*` | the OTLP exporter and batch processor (see `docs/sdk-export.md`) |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource |
 //! | `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SPAN_*_LIMIT` | sampler and limits |
-//! | `OTEL_PROPAGATORS` | the global propagator (default W3C `tracecontext,baggage`) |
+//! | `OTEL_PROPAGATORS` | the global propagator (`tracecontext`, `baggage`, `b3`, `b3multi`, `jaeger`, `none`; default W3C `tracecontext,baggage`) |
 //! | `OTEL_LOG_LEVEL` | which SDK diagnostics are reported |
 
 use std::time::Duration;
 
 use crate::export::{ConsoleExporter, ExportResult, SimpleSpanProcessor, SpanProcessor};
-use crate::propagation::global::{propagator_from_names, set_text_map_propagator};
+use crate::propagation::global::set_text_map_propagator;
 use crate::propagation::TextMapPropagator;
 use crate::resource::Resource;
 use crate::trace::diagnostics::{self, Diagnostic};
@@ -267,24 +267,13 @@ fn env_exporters() -> Vec<TracesExporter> {
     list
 }
 
-/// The propagator `init` installs unless one is given in code. This is the
-/// one place where the environment-selected propagator plugs in: the names
-/// of `OTEL_PROPAGATORS` are resolved by `propagation::global`, and the
-/// default is the W3C composite, `tracecontext,baggage`.
+/// The propagator `init` installs unless one is given in code: the one place
+/// where the environment selects it. `OTEL_PROPAGATORS` (tracecontext,
+/// baggage, b3, b3multi, jaeger, none) is resolved by
+/// [`propagators_from_env`](crate::propagation::global::propagators_from_env);
+/// the default is the W3C composite, `tracecontext,baggage`.
 fn env_propagator() -> Box<dyn TextMapPropagator> {
-    let spec = std::env::var("OTEL_PROPAGATORS").unwrap_or_default();
-    let spec = if spec.trim().is_empty() {
-        "tracecontext,baggage"
-    } else {
-        spec.as_str()
-    };
-    let (p, unknown) = propagator_from_names(spec);
-    if !unknown.is_empty() {
-        diagnostics::report(Diagnostic::Config(format!(
-            "OTEL_PROPAGATORS: unsupported propagator(s) {unknown:?} ignored"
-        )));
-    }
-    Box::new(p)
+    Box::new(crate::propagation::global::propagators_from_env())
 }
 
 fn set_text_map_propagator_boxed(p: Box<dyn TextMapPropagator>) {

@@ -11,6 +11,7 @@ pub mod critical_path;
 pub mod engine;
 pub mod grpc;
 pub mod jaeger;
+pub mod jaeger_model;
 pub mod jaeger_v3;
 pub mod params;
 pub mod skew;
