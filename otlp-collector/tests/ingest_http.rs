@@ -243,7 +243,23 @@ async fn bad_requests_get_precise_status_codes() {
     );
     let r = request("GET", addr, "/v1/traces", &[], bytes::Bytes::new()).await;
     assert_eq!(r.status, 405);
-    assert_eq!(post(addr, "/v1/logs", &[PROTO], "").await.status, 404);
+    assert_eq!(r.headers["allow"], "POST");
+    // Signals this collector does not take: 404 with a google.rpc.Status in
+    // the request's encoding.
+    for path in ["/v1/logs", "/v1/metrics"] {
+        let r = post(addr, path, &[PROTO], "").await;
+        assert_eq!(r.status, 404);
+        assert_eq!(r.headers["content-type"], "application/x-protobuf");
+        let st =
+            ferrotrace_collector::receiver::rpc_status::RpcStatus::decode(r.body.as_ref()).unwrap();
+        assert_eq!(st.code, 12);
+        assert!(st.message.contains(path), "{}", st.message);
+        let r = post(addr, path, &[JSON], "{}").await;
+        assert_eq!(r.status, 404);
+        assert_eq!(r.headers["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["code"], 12);
+    }
 
     // A chunked body with no Content-Length is accepted...
     let body = request_with(6, 2).encode_to_vec();
@@ -306,6 +322,44 @@ async fn zipkin_v2_json_is_mapped_and_stored() {
         400
     );
     assert_eq!(post(addr, "/api/v2/spans", &[PROTO], "x").await.status, 415);
+    // What a web page can send cross-origin without a CORS preflight: no
+    // Content-Type, or text/plain. Refused, nothing stored.
+    let forged = body.replace("4d1e00c0db9010db", "4d1e00c0db9010dc");
+    assert_eq!(
+        post(addr, "/api/v2/spans", &[], forged.clone())
+            .await
+            .status,
+        415
+    );
+    assert_eq!(
+        post(
+            addr,
+            "/api/v2/spans",
+            &[("content-type", "text/plain")],
+            forged
+        )
+        .await
+        .status,
+        415
+    );
+    // A span without a timestamp is rejected, never stored in 1970.
+    use ferrotrace_collector::storage::SpanStore as _;
+    let untimed = r#"[{"traceId":"86154a4ba6e91399","id":"4d1e00c0db9010dd","name":"x"}]"#;
+    assert_eq!(
+        post(addr, "/api/v2/spans", &[JSON], untimed).await.status,
+        202
+    );
+    let mut untimed_tid = [0u8; 16];
+    untimed_tid[8..].copy_from_slice(&[0x86, 0x15, 0x4a, 0x4b, 0xa6, 0xe9, 0x13, 0x99]);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(tc
+        .store
+        .get_trace(untimed_tid, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let spans = tc.store.get_trace(tid, None).await.unwrap();
+    assert_eq!(spans.len(), 1, "the forged span was not stored");
     tc.collector.shutdown().await;
 }
 
@@ -480,6 +534,9 @@ async fn in_flight_bodies_share_a_memory_budget() {
         wait_spans(tc.store.as_ref(), trace_id(1), 20).await.len(),
         20
     );
-    assert_eq!(wait_spans(tc.store.as_ref(), trace_id(2), 20).await.len(), 20);
+    assert_eq!(
+        wait_spans(tc.store.as_ref(), trace_id(2), 20).await.len(),
+        20
+    );
     tc.collector.shutdown().await;
 }

@@ -18,7 +18,9 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ingest_util::*;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
@@ -56,7 +58,12 @@ fn until_closed(mut read: tokio::net::tcp::OwnedReadHalf, t0: Instant) -> JoinHa
 }
 
 /// An HTTP/1.1 request whose headers arrive, then its body one byte at a time.
-async fn slow_http1_body(addr: SocketAddr, path: &str, ct: &str, t0: Instant) -> JoinHandle<Duration> {
+async fn slow_http1_body(
+    addr: SocketAddr,
+    path: &str,
+    ct: &str,
+    t0: Instant,
+) -> JoinHandle<Duration> {
     let s = TcpStream::connect(addr).await.expect("connect");
     let (read, mut write) = s.into_split();
     let head = format!(
@@ -102,11 +109,17 @@ async fn idle(addr: SocketAddr, t0: Instant) -> JoinHandle<Duration> {
 /// `first` and then trickles; resolves when the server has closed the
 /// connection. With `grpc`, `first` is a gRPC frame header declaring a 4 MiB
 /// message.
-async fn slow_h2_body(addr: SocketAddr, path: &str, grpc: bool, t0: Instant) -> JoinHandle<Duration> {
+async fn slow_h2_body(
+    addr: SocketAddr,
+    path: &str,
+    grpc: bool,
+    t0: Instant,
+) -> JoinHandle<Duration> {
     let s = TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .expect("h2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2 handshake");
     let conn_done = tokio::spawn(async move {
         let _ = conn.await;
         t0.elapsed()
@@ -277,7 +290,9 @@ async fn slow_and_idle_clients_are_cut_off_and_exports_still_succeed() {
         for h in handles {
             let closed_at = tokio::time::timeout(limit + slack, h)
                 .await
-                .unwrap_or_else(|_| panic!("{kind}: a connection still open after {:?}", limit + slack))
+                .unwrap_or_else(|_| {
+                    panic!("{kind}: a connection still open after {:?}", limit + slack)
+                })
                 .unwrap();
             worst = worst.max(closed_at);
         }
@@ -290,7 +305,9 @@ async fn slow_and_idle_clients_are_cut_off_and_exports_still_succeed() {
     assert!(m.closed_count("query", "idle") >= SLOW as u64);
     let text = tc.collector.metrics.render();
     assert!(
-        text.contains("ferrotrace_connections_closed_total{listener=\"otlp_grpc\",reason=\"body_too_slow\"}"),
+        text.contains(
+            "ferrotrace_connections_closed_total{listener=\"otlp_grpc\",reason=\"body_too_slow\"}"
+        ),
         "{text}"
     );
     // Nothing was refused for memory: the claims were never charged.
@@ -340,9 +357,11 @@ async fn claimed_content_length_is_not_charged() {
 /// if the connection failed.
 async fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
