@@ -405,13 +405,21 @@ fn healthz_answers_with_hundreds_of_idle_connections_under_a_low_fd_limit() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("start the collector binary");
+    // Killed however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = KillOnDrop(cmd.spawn().expect("start the collector binary"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let result = rt.block_on(async {
+    rt.block_on(async {
         let get = |path: &'static str| async move {
             let t = Instant::now();
             let r = tokio::time::timeout(Duration::from_secs(5), raw_get(query, path))
@@ -464,7 +472,4 @@ fn healthz_answers_with_hundreds_of_idle_connections_under_a_low_fd_limit() {
         );
         drop(conns);
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }

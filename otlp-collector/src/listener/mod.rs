@@ -132,7 +132,7 @@ pub fn raise_fd_limit() -> u64 {
                 r.rlim_cur = r.rlim_max;
             }
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -147,7 +147,7 @@ pub fn fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 1024;
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
