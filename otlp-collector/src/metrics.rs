@@ -669,7 +669,7 @@ impl NetMetrics {
         for (name, help, map) in [
             (
                 "ferrotrace_connections_closed_total",
-                "Connections the collector closed, by listener and reason: header_timeout (connections.header_read_timeout_ms), body_timeout (connections.body_read_timeout_ms), body_too_slow (connections.min_body_rate_bytes_per_sec), idle (connections.idle_timeout_ms), evicted (the longest-idle connection, closed to make room at connections.max_per_listener or the file-descriptor budget), tls_handshake (failed or timed out).",
+                "Connections the collector closed, by listener and reason: header_timeout (connections.header_read_timeout_ms), http2_keepalive (a PING unanswered for connections.http2_keepalive_timeout_ms), body_timeout (connections.body_read_timeout_ms), body_too_slow (connections.min_body_rate_bytes_per_sec), idle (connections.idle_timeout_ms), evicted (the longest-idle connection, closed to make room at connections.max_per_listener or the file-descriptor budget), tls_handshake (failed or timed out).",
                 &self.closed,
             ),
             (

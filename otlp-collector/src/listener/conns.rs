@@ -241,3 +241,42 @@ impl Drop for ConnSlot {
         self.table.remove(&self.state);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_a_limit_the_longest_idle_is_closed_and_busy_ones_never() {
+        let metrics = Arc::new(Metrics::default());
+        let t = ConnTable::new(3, metrics.clone());
+        let a = t.admit("l", 2).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = t.admit("l", 2).unwrap();
+        // Per-listener limit: `a` (idle longest) makes room.
+        let c = t.admit("l", 2).unwrap();
+        assert!(a.state.closing.load(Relaxed) && !b.state.closing.load(Relaxed));
+        assert_eq!(metrics.net.closed_count("l", "evicted"), 1);
+        drop(a);
+        // Busy connections are never closed to make room.
+        let _rb = b.state.begin_request();
+        let _rc = c.state.begin_request();
+        assert_eq!(t.admit("l", 2).unwrap_err(), "max_connections");
+        // The process-wide limit (3) counts every listener.
+        let d = t.admit("other", 10).unwrap();
+        let rd = d.state.begin_request();
+        assert_eq!(t.admit("other", 10).unwrap_err(), "fd_limit");
+        // ... and evicts an idle connection of any listener.
+        drop(_rb);
+        let e = t.admit("other", 10).unwrap();
+        assert!(
+            b.state.closing.load(Relaxed),
+            "the idle one of `l` was closed"
+        );
+        assert!(!d.state.closing.load(Relaxed));
+        drop(rd);
+        drop((b, c, d, e));
+        assert_eq!(t.open("l") + t.open("other"), 0);
+        assert_eq!(metrics.net.open("l") + metrics.net.open("other"), 0);
+    }
+}

@@ -287,18 +287,22 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     }
 }
 
-fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Which of hyper's own timeouts ended a connection, if one did: the HTTP/1
+/// header-read timeout or an unanswered HTTP/2 keep-alive PING (hyper
+/// reports both as `is_timeout`; the PING one says so in its source).
+fn hyper_timeout(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut timeout = false;
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_timeout())
-        {
-            return true;
+        if err.to_string() == "keep-alive timed out" {
+            return Some("http2_keepalive");
         }
+        timeout |= err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_timeout());
         cur = err.source();
     }
-    false
+    timeout.then_some("header_timeout")
 }
 
 async fn run<I, S, B>(
@@ -345,10 +349,8 @@ async fn run<I, S, B>(
         });
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
-                    if is_header_timeout(&*e) {
-                        ctx.metrics.net.closed(ctx.name, "header_timeout");
-                    }
+                if let Some(reason) = r.err().and_then(|e| hyper_timeout(&*e)) {
+                    ctx.metrics.net.closed(ctx.name, reason);
                 }
                 return;
             }
