@@ -12,6 +12,7 @@ pub mod engine;
 pub mod grpc;
 pub mod hosts;
 pub mod jaeger;
+pub mod jaeger_model;
 pub mod jaeger_v3;
 pub mod params;
 pub mod skew;

@@ -341,8 +341,9 @@ fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue 
         Some(any_value::Value::KvlistValue(kv)) => {
             AttrValue::KvList(convert_attrs_at(kv.values, depth + 1, cut))
         }
-        // An empty AnyValue: keep the key with an empty string rather than lose it.
-        Some(_) | None => AttrValue::Str(String::new()),
+        // An empty AnyValue (or one of a kind this build does not know): the
+        // key is kept, with no value.
+        Some(_) | None => AttrValue::Empty,
     }
 }
 
@@ -479,6 +480,39 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn an_empty_any_value_keeps_its_key_without_a_value() {
+        let kvs = convert_attrs(
+            vec![
+                PKeyValue {
+                    key: "unset".into(),
+                    value: Some(AnyValue { value: None }),
+                    ..Default::default()
+                },
+                PKeyValue {
+                    key: "absent".into(),
+                    value: None,
+                    ..Default::default()
+                },
+                PKeyValue {
+                    key: "s".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(String::new())),
+                    }),
+                    ..Default::default()
+                },
+            ],
+            &mut 0,
+        );
+        assert_eq!(kvs[0].value, AttrValue::Empty);
+        assert_eq!(kvs[1].value, AttrValue::Empty);
+        assert_eq!(
+            kvs[2].value,
+            AttrValue::Str(String::new()),
+            "an empty string stays a string"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! W3C Trace Context and Baggage propagation.
+//! Context propagation: W3C Trace Context and Baggage, B3 (single and multiple
+//! headers) and Jaeger, alone or composed.
 //!
 //! The API mirrors the `opentelemetry` crate's: a [`TextMapPropagator`] writes a
 //! [`Context`] into a carrier through an [`Injector`] and reads one back through
@@ -19,17 +20,24 @@
 //! assert!(cx.span_context().is_sampled());
 //! ```
 
+mod b3;
 mod baggage;
 mod composite;
 pub mod global;
+mod jaeger;
+mod sampling_state;
 mod trace_context;
 
 use std::collections::HashMap;
 
 use crate::context::Context;
 pub use crate::context::{Baggage, BaggageEntry, BaggageError};
+pub use b3::{B3Encoding, B3Propagator};
 pub use baggage::{format_baggage, parse_baggage, BaggagePropagator};
 pub use composite::TextMapCompositePropagator;
+pub use global::propagators_from_env;
+pub use jaeger::JaegerPropagator;
+pub use sampling_state::{sampling_state, SamplingState};
 pub use trace_context::{parse_traceparent, TraceContextPropagator};
 
 /// Writes propagation fields into a carrier (HTTP headers, message metadata).
