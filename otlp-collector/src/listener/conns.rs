@@ -133,11 +133,15 @@ impl ConnTable {
 
     /// Registers a new connection on `listener`, closing the longest-idle
     /// connection first when a limit is reached; refuses it when nothing is
-    /// idle. The slot unregisters the connection when dropped.
+    /// idle. `overflow` more connections than the process-wide limit are
+    /// allowed for this listener when nothing is idle (the query listener's
+    /// probes, while every receiver connection is busy; they come out of
+    /// `reserved_fds`). The slot unregisters the connection when dropped.
     pub fn admit(
         self: &Arc<Self>,
         listener: &'static str,
         max_per_listener: usize,
+        overflow: usize,
     ) -> Result<ConnSlot, RefuseReason> {
         let mut g = self.inner.lock();
         let now = Instant::now();
@@ -146,7 +150,10 @@ impl ConnTable {
         {
             return Err("max_connections");
         }
-        if g.total.open - g.total.closing >= self.max_total && !self.evict_locked(&mut g, None, now)
+        let live = g.total.open - g.total.closing;
+        if live >= self.max_total
+            && !self.evict_locked(&mut g, None, now)
+            && live >= self.max_total + overflow
         {
             return Err("fd_limit");
         }
@@ -250,25 +257,30 @@ mod tests {
     async fn at_a_limit_the_longest_idle_is_closed_and_busy_ones_never() {
         let metrics = Arc::new(Metrics::default());
         let t = ConnTable::new(3, metrics.clone());
-        let a = t.admit("l", 2).unwrap();
+        let a = t.admit("l", 2, 0).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let b = t.admit("l", 2).unwrap();
+        let b = t.admit("l", 2, 0).unwrap();
         // Per-listener limit: `a` (idle longest) makes room.
-        let c = t.admit("l", 2).unwrap();
+        let c = t.admit("l", 2, 0).unwrap();
         assert!(a.state.closing.load(Relaxed) && !b.state.closing.load(Relaxed));
         assert_eq!(metrics.net.closed_count("l", "evicted"), 1);
         drop(a);
         // Busy connections are never closed to make room.
         let _rb = b.state.begin_request();
         let _rc = c.state.begin_request();
-        assert_eq!(t.admit("l", 2).unwrap_err(), "max_connections");
+        assert_eq!(t.admit("l", 2, 0).unwrap_err(), "max_connections");
         // The process-wide limit (3) counts every listener.
-        let d = t.admit("other", 10).unwrap();
+        let d = t.admit("other", 10, 0).unwrap();
         let rd = d.state.begin_request();
-        assert_eq!(t.admit("other", 10).unwrap_err(), "fd_limit");
+        assert_eq!(t.admit("other", 10, 0).unwrap_err(), "fd_limit");
+        // The query listener's overflow lets a probe in while all are busy.
+        let probe = t.admit("query", 10, 1).unwrap();
+        let busy_probe = probe.state.begin_request();
+        assert_eq!(t.admit("query", 10, 1).unwrap_err(), "fd_limit");
+        drop((busy_probe, probe));
         // ... and evicts an idle connection of any listener.
         drop(_rb);
-        let e = t.admit("other", 10).unwrap();
+        let e = t.admit("other", 10, 0).unwrap();
         assert!(
             b.state.closing.load(Relaxed),
             "the idle one of `l` was closed"

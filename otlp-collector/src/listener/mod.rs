@@ -42,12 +42,19 @@ pub use timed_body::{BodyReadError, TimedBody};
 /// how long it may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Connections the query listener (health probes, metrics scrapes) may open
+/// beyond the process-wide budget when every connection is busy.
+const QUERY_OVERFLOW: usize = 16;
+
 /// What one listener serves with: its name (the `listener` label), its
 /// limits, TLS, and the shared connection table.
 pub struct ListenerCtx {
     /// `otlp_grpc`, `otlp_http`, `zipkin` or `query`.
     pub name: &'static str,
     max_connections: usize,
+    /// Connections past the process-wide limit this listener may open when
+    /// none is idle (see [`ConnTable::admit`]).
+    overflow: usize,
     idle_timeout: Duration,
     body_timeout: Duration,
     min_rate: u64,
@@ -88,6 +95,7 @@ impl ListenerCtx {
         Arc::new(ListenerCtx {
             name,
             max_connections: c.max_per_listener,
+            overflow: if name == "query" { QUERY_OVERFLOW } else { 0 },
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
             body_timeout: Duration::from_millis(c.body_read_timeout_ms),
             min_rate: c.min_body_rate_bytes_per_sec,
@@ -185,22 +193,24 @@ pub async fn serve<S, B>(
             r = tcp.accept() => r,
         };
         match accepted {
-            Ok((stream, _remote)) => match ctx.table.admit(ctx.name, ctx.max_connections) {
-                Ok(slot) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_conn(
-                        stream,
-                        slot,
-                        ctx.clone(),
-                        svc.clone(),
-                        shutdown.clone(),
-                    ));
+            Ok((stream, _remote)) => {
+                match ctx.table.admit(ctx.name, ctx.max_connections, ctx.overflow) {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_conn(
+                            stream,
+                            slot,
+                            ctx.clone(),
+                            svc.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                    Err(reason) => {
+                        ctx.metrics.net.refused(ctx.name, reason);
+                        drop(stream);
+                    }
                 }
-                Err(reason) => {
-                    ctx.metrics.net.refused(ctx.name, reason);
-                    drop(stream);
-                }
-            },
+            }
             Err(e) => {
                 ctx.metrics.net.refused(ctx.name, "accept_error");
                 tracing::debug!(listener = ctx.name, error = %e, "accept failed");
