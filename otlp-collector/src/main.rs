@@ -238,6 +238,9 @@ fn check_config(args: &Args) -> Result<(), Failure> {
 
 fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args).map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    // Every client connection takes a file descriptor: use the hard limit.
+    let fds = ferrotrace_collector::listener::raise_fd_limit();
+    tracing::debug!(fds, "file descriptor limit");
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| {
             format!(

@@ -10,6 +10,7 @@ pub mod api;
 pub mod critical_path;
 pub mod engine;
 pub mod grpc;
+pub mod hosts;
 pub mod jaeger;
 pub mod jaeger_model;
 pub mod jaeger_v3;

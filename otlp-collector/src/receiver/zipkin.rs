@@ -10,7 +10,11 @@
 //! - `tags` → string attributes, except: `otel.status_code` / `otel.status_description`
 //!   and `error` → status (an `error` tag means status ERROR with its value as
 //!   message), `otel.scope.name`/`otel.library.name` and the `*.version` tags → scope.
-//! - `annotations` → events (microseconds → nanoseconds, value → name).
+//! - `annotations` → events (microseconds → nanoseconds, value → name; one
+//!   without a timestamp is placed at the span's start).
+//! - A span without `timestamp` (or 0) is rejected (counted and logged; Zipkin
+//!   has no partial-success answer): giving it the receive time would change
+//!   it on WAL replay.
 //! - 64-bit trace ids are left-padded to 128 bits.
 
 use std::collections::BTreeMap;
@@ -192,7 +196,16 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
             format!("span {i}: {what} {us} µs is past the year 2554 (64-bit nanoseconds overflow)")
         })
     };
-    let start_ns = nanos("timestamp", z.timestamp.unwrap_or(0))?;
+    // Rejected rather than stamped with the receive time: WAL replay decodes
+    // the same bytes again and must produce the same span.
+    let start_ns = match z.timestamp {
+        Some(t) if t > 0 => nanos("timestamp", t)?,
+        _ => {
+            return Err(format!(
+                "span {i}: no timestamp (Zipkin spans need their start time in epoch microseconds)"
+            ))
+        }
+    };
     let end_ns = start_ns
         .checked_add(nanos("duration", z.duration.unwrap_or(0))?)
         .ok_or_else(|| format!("span {i}: timestamp + duration is past the year 2554"))?;
@@ -202,7 +215,11 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
         .into_iter()
         .map(|a| {
             Ok(Event {
-                time_ns: nanos("annotation timestamp", a.timestamp.unwrap_or(0))?,
+                // An annotation without a time is placed at the span's start.
+                time_ns: match a.timestamp.filter(|t| *t > 0) {
+                    Some(t) => nanos("annotation timestamp", t)?,
+                    None => start_ns,
+                },
                 name: a.value.unwrap_or_default(),
                 attributes: Vec::new(),
                 dropped_attributes_count: 0,
@@ -292,11 +309,22 @@ mod tests {
                 d.error_message()
             );
         }
-        let d = decode(
-            br#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":18446744073709551,"duration":0}]"#,
-            &l,
-        )
-        .unwrap();
-        assert_eq!(d.spans[0].start_ns, 18_446_744_073_709_551_000);
+    }
+
+    #[test]
+    fn a_span_without_timestamp_is_rejected_not_stored_in_1970() {
+        let body = br#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","name":"a"},
+            {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dc","timestamp":0},
+            {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dd","timestamp":1472470996199000,
+             "annotations":[{"value":"no time"}]}]"#;
+        let d = decode(body, &LimitsConfig::default()).unwrap();
+        assert_eq!(d.rejected, 2);
+        assert!(
+            d.error_message().contains("no timestamp"),
+            "{}",
+            d.error_message()
+        );
+        assert_eq!(d.spans.len(), 1);
+        assert_eq!(d.spans[0].events[0].time_ns, d.spans[0].start_ns);
     }
 }
