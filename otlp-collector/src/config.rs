@@ -54,6 +54,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Listener addresses.
     pub server: ServerConfig,
+    /// The Jaeger receivers (gRPC, Thrift over HTTP, agent UDP); all off by default.
+    pub jaeger: crate::receiver::jaeger::JaegerConfig,
     /// Per-connection limits and timeouts of every listener.
     pub connections: ConnectionsConfig,
     /// Who may address the query listener.
@@ -529,6 +531,10 @@ impl Config {
             ));
         }
         self.connections.validate()?;
+        let authenticated = !self.auth.receiver_tokens.iter().all(String::is_empty)
+            || self.auth.receiver_tokens_file.is_some()
+            || self.tls.cert_file.is_some();
+        self.jaeger.validate(authenticated)?;
         // The byte budgets: each set or derived from limits.memory_limit_mib,
         // large enough for one request at the limits, together under the soft limit.
         self.memory_budgets()?;

@@ -43,6 +43,12 @@ struct Args {
     /// Zipkin v2 listen address [default: 127.0.0.1:9411]; "" disables.
     #[arg(long, env = "FERROTRACE_ZIPKIN_ADDR", global = true)]
     zipkin_addr: Option<String>,
+    /// Turn on the Jaeger receivers that have no address in the configuration,
+    /// on Jaeger's usual ports on loopback: gRPC 127.0.0.1:14250, Thrift over
+    /// HTTP 127.0.0.1:14268, agent UDP 127.0.0.1:6831 (compact) and :6832
+    /// (binary). Addresses: [jaeger] in the configuration file.
+    #[arg(long, env = "FERROTRACE_JAEGER", global = true)]
+    jaeger: bool,
     /// Query API, UI and /metrics listen address [default: 127.0.0.1:16686]; "" disables.
     #[arg(long, env = "FERROTRACE_HTTP_ADDR", global = true)]
     http_addr: Option<String>,
@@ -125,6 +131,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         if let Some(v) = src {
             *dst = v.clone();
         }
+    }
+    if args.jaeger {
+        cfg.jaeger.enable_defaults();
     }
     if let Some(c) = &args.tls_cert {
         cfg.tls.cert_file = Some(c.clone());
@@ -216,6 +225,14 @@ fn check_config(args: &Args) -> Result<(), Failure> {
         addr(&s.otlp_http_addr),
         addr(&s.zipkin_addr),
         addr(&s.http_addr)
+    );
+    let j = &cfg.jaeger;
+    println!(
+        "  jaeger: grpc {}, thrift http {}, agent udp compact {}, agent udp binary {}",
+        addr(&j.grpc_addr),
+        addr(&j.thrift_http_addr),
+        addr(&j.agent_compact_addr),
+        addr(&j.agent_binary_addr)
     );
     println!(
         "  storage: {}, data dir {}, write-ahead log {} (at most {} bytes)",

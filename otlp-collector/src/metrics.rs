@@ -21,14 +21,32 @@ pub enum Source {
     ZipkinJson = 3,
     /// Replayed from the WAL at start.
     WalReplay = 4,
+    /// Zipkin v2 protobuf over HTTP.
+    ZipkinProto = 5,
+    /// Zipkin v1 JSON over HTTP.
+    ZipkinV1Json = 6,
+    /// Jaeger gRPC `PostSpans`.
+    JaegerGrpc = 7,
+    /// Jaeger Thrift binary over HTTP.
+    JaegerThriftHttp = 8,
+    /// Jaeger agent UDP, Thrift compact.
+    JaegerAgentCompact = 9,
+    /// Jaeger agent UDP, Thrift binary.
+    JaegerAgentBinary = 10,
 }
 
 impl Source {
-    const ALL: [Source; 5] = [
+    const ALL: [Source; 11] = [
         Source::OtlpGrpc,
         Source::OtlpHttpProto,
         Source::OtlpHttpJson,
         Source::ZipkinJson,
+        Source::ZipkinProto,
+        Source::ZipkinV1Json,
+        Source::JaegerGrpc,
+        Source::JaegerThriftHttp,
+        Source::JaegerAgentCompact,
+        Source::JaegerAgentBinary,
         Source::WalReplay,
     ];
     /// `(receiver, protocol)` labels.
@@ -39,6 +57,12 @@ impl Source {
             Source::OtlpHttpJson => ("otlp", "http/json"),
             Source::ZipkinJson => ("zipkin", "http/json"),
             Source::WalReplay => ("wal", "replay"),
+            Source::ZipkinProto => ("zipkin", "http/protobuf"),
+            Source::ZipkinV1Json => ("zipkin", "http/json-v1"),
+            Source::JaegerGrpc => ("jaeger", "grpc"),
+            Source::JaegerThriftHttp => ("jaeger", "http/thrift"),
+            Source::JaegerAgentCompact => ("jaeger", "udp/thrift-compact"),
+            Source::JaegerAgentBinary => ("jaeger", "udp/thrift-binary"),
         }
     }
 }
@@ -137,7 +161,7 @@ const LATENCY_BOUNDS: &[f64] = &[
 /// All self-metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    sources: [SourceCounters; 5],
+    sources: [SourceCounters; 11],
     /// Spans dropped anywhere, by reason (`invalid`, `sampled_out`, `sink_rejected`, ...).
     pub dropped: CounterVec,
     /// Attributes dropped by the per-span limit.
@@ -217,6 +241,8 @@ pub struct Metrics {
     pub memory: MemoryMetrics,
     /// Connection counts and the connections the listeners closed or refused.
     pub net: NetMetrics,
+    /// Datagrams the UDP listeners (the Jaeger agent ports) read and dropped.
+    pub udp: UdpMetrics,
     /// Attribute values nested (arrays, kvlists) deeper than
     /// [`crate::receiver::convert::MAX_ANY_VALUE_DEPTH`]; the deeper part was cut.
     pub attribute_depth_truncated: AtomicU64,
@@ -266,6 +292,7 @@ impl Default for Metrics {
             ack_latency: Histogram::new(LATENCY_BOUNDS),
             memory: MemoryMetrics::default(),
             net: NetMetrics::default(),
+            udp: UdpMetrics::default(),
             attribute_depth_truncated: AtomicU64::new(0),
             retention: Mutex::new(None),
         }
@@ -549,6 +576,7 @@ impl Metrics {
         }
         self.memory.render(&mut out);
         self.net.render(&mut out);
+        self.udp.render(&mut out);
         let name = "ferrotrace_attribute_depth_truncated_total";
         let _ = writeln!(
             out,
@@ -708,6 +736,75 @@ impl NetMetrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((l, r), v) in map.lock().iter() {
+                let _ = writeln!(out, "{name}{{listener=\"{l}\",reason=\"{r}\"}} {v}");
+            }
+        }
+    }
+}
+
+/// What one UDP listener ([`crate::receiver::jaeger::udp`]) publishes.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    /// Datagrams read from the socket.
+    pub received: AtomicU64,
+    /// Datagrams waiting for a worker now.
+    pub queued: AtomicU64,
+    dropped: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl UdpCounters {
+    /// Counts a datagram dropped for `reason`.
+    pub fn dropped(&self, reason: &'static str) {
+        *self.dropped.lock().entry(reason).or_insert(0) += 1;
+    }
+    /// Datagrams dropped for `reason` so far.
+    pub fn dropped_count(&self, reason: &str) -> u64 {
+        self.dropped.lock().get(reason).copied().unwrap_or(0)
+    }
+}
+
+/// The UDP listeners' counters, by listener.
+#[derive(Debug, Default)]
+pub struct UdpMetrics {
+    /// The Jaeger agent's Thrift compact port (6831).
+    pub jaeger_compact: UdpCounters,
+    /// The Jaeger agent's Thrift binary port (6832).
+    pub jaeger_binary: UdpCounters,
+}
+
+impl UdpMetrics {
+    fn render(&self, out: &mut String) {
+        let all = [
+            ("jaeger_compact", &self.jaeger_compact),
+            ("jaeger_binary", &self.jaeger_binary),
+        ];
+        for (name, kind, help, field) in [
+            (
+                "ferrotrace_udp_datagrams_received_total",
+                "counter",
+                "Datagrams read from a UDP listener's socket (Jaeger agent ports), by listener.",
+                (|c| &c.received) as fn(&UdpCounters) -> &AtomicU64,
+            ),
+            (
+                "ferrotrace_udp_datagrams_queued",
+                "gauge",
+                "Datagrams waiting to be decoded, by listener (at most jaeger.agent_queue_packets).",
+                |c| &c.queued,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}
+# TYPE {name} {kind}");
+            for (l, c) in all {
+                let _ = writeln!(out, "{name}{{listener=\"{l}\"}} {}", field(c).load(Relaxed));
+            }
+        }
+        let name = "ferrotrace_udp_datagrams_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Datagrams a UDP listener dropped (UDP cannot be told to retry), by listener and reason: too_large (over jaeger.agent_max_packet_bytes), queue_full (jaeger.agent_queue_packets waiting), memory (in-flight budget or memory limit), undecodable, too_many_spans (limits.max_spans_per_request), refused (queue or WAL full: the spans are in ferrotrace_receiver_spans_refused_total), unavailable (shutting down), read_error.\n# TYPE {name} counter"
+        );
+        for (l, c) in all {
+            for (r, v) in c.dropped.lock().iter() {
                 let _ = writeln!(out, "{name}{{listener=\"{l}\",reason=\"{r}\"}} {v}");
             }
         }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
 use crate::pipeline::{Pipeline, Stages};
-use crate::receiver::{http as rhttp, otlp_grpc, Ingest};
+use crate::receiver::{http as rhttp, jaeger, otlp_grpc, Ingest};
 use crate::storage::SpanStore;
 
 /// Why the collector could not start.
@@ -94,6 +94,10 @@ fn listener_setting(what: &str) -> (&'static str, &'static str) {
         "otlp grpc" => ("--otlp-grpc-addr", "server.otlp_grpc_addr"),
         "otlp http" => ("--otlp-http-addr", "server.otlp_http_addr"),
         "zipkin" => ("--zipkin-addr", "server.zipkin_addr"),
+        "jaeger grpc" => ("--jaeger", "jaeger.grpc_addr"),
+        "jaeger thrift http" => ("--jaeger", "jaeger.thrift_http_addr"),
+        "jaeger agent compact" => ("--jaeger", "jaeger.agent_compact_addr"),
+        "jaeger agent binary" => ("--jaeger", "jaeger.agent_binary_addr"),
         _ => ("--http-addr", "server.http_addr"),
     }
 }
@@ -152,6 +156,14 @@ pub struct BoundAddrs {
     pub otlp_http: Option<SocketAddr>,
     /// Zipkin.
     pub zipkin: Option<SocketAddr>,
+    /// Jaeger gRPC (`PostSpans`).
+    pub jaeger_grpc: Option<SocketAddr>,
+    /// Jaeger Thrift over HTTP (`/api/traces`).
+    pub jaeger_thrift_http: Option<SocketAddr>,
+    /// Jaeger agent UDP, Thrift compact.
+    pub jaeger_agent_compact: Option<SocketAddr>,
+    /// Jaeger agent UDP, Thrift binary.
+    pub jaeger_agent_binary: Option<SocketAddr>,
     /// Query API, UI and metrics.
     pub http: Option<SocketAddr>,
 }
@@ -192,6 +204,24 @@ async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, Sta
     }
     TcpListener::bind(addr)
         .await
+        .map(Some)
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Binds a Jaeger agent UDP socket; `None` when the address is empty.
+fn bind_udp(
+    what: &'static str,
+    addr: &str,
+    cfg: &jaeger::JaegerConfig,
+) -> Result<Option<tokio::net::UdpSocket>, StartError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    jaeger::udp::bind(addr, cfg.agent_socket_buffer_bytes)
         .map(Some)
         .map_err(|source| StartError::Bind {
             what,
@@ -310,12 +340,23 @@ impl Collector {
         let grpc_l = bind("otlp grpc", &config.server.otlp_grpc_addr).await?;
         let http_l = bind("otlp http", &config.server.otlp_http_addr).await?;
         let zipkin_l = bind("zipkin", &config.server.zipkin_addr).await?;
+        let jaeger = &config.jaeger;
+        let jaeger_grpc_l = bind("jaeger grpc", &jaeger.grpc_addr).await?;
+        let jaeger_http_l = bind("jaeger thrift http", &jaeger.thrift_http_addr).await?;
+        let compact_u = bind_udp("jaeger agent compact", &jaeger.agent_compact_addr, jaeger)?;
+        let binary_u = bind_udp("jaeger agent binary", &jaeger.agent_binary_addr, jaeger)?;
         let query_l = bind("query/ui/metrics", &config.server.http_addr).await?;
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let local_udp =
+            |u: &Option<tokio::net::UdpSocket>| u.as_ref().and_then(|u| u.local_addr().ok());
         let addrs = BoundAddrs {
             otlp_grpc: local(&grpc_l),
             otlp_http: local(&http_l),
             zipkin: local(&zipkin_l),
+            jaeger_grpc: local(&jaeger_grpc_l),
+            jaeger_thrift_http: local(&jaeger_http_l),
+            jaeger_agent_compact: local_udp(&compact_u),
+            jaeger_agent_binary: local_udp(&binary_u),
             http: local(&query_l),
         };
 
@@ -366,6 +407,36 @@ impl Collector {
                 rhttp::zipkin_router(ingest.clone()),
                 shutdown_rx.clone(),
             )));
+        }
+        if let Some(l) = jaeger_grpc_l {
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("jaeger_grpc", true),
+                jaeger::grpc::CollectorServiceServer::new(ingest.clone()),
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(l) = jaeger_http_l {
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("jaeger_http", false),
+                jaeger::http::router(ingest.clone()),
+                shutdown_rx.clone(),
+            )));
+        }
+        for (sock, agent) in [
+            (compact_u, jaeger::udp::COMPACT),
+            (binary_u, jaeger::udp::BINARY),
+        ] {
+            if let Some(sock) = sock {
+                servers.push(tokio::spawn(jaeger::udp::serve(
+                    sock,
+                    agent,
+                    ingest.clone(),
+                    config.jaeger.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
         }
         if let Some(l) = query_l {
             let health = HealthState {

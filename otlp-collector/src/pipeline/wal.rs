@@ -1,7 +1,8 @@
 //! The write-ahead log: numbered segment files of length-prefixed, CRC-checked
 //! records, each holding one accepted request body exactly as decoded at the
-//! edge (OTLP protobuf, OTLP JSON or Zipkin JSON), so replay runs the same
-//! decoder and yields the same spans.
+//! edge (OTLP protobuf or JSON, Zipkin JSON or protobuf, Jaeger protobuf or
+//! Thrift: [`RecordFormat`]), so replay runs the same decoder and yields the
+//! same spans.
 //!
 //! One writer thread appends records and group-commits them: every append
 //! waiting when a write starts shares one `fsync` (policy `always`), so the
@@ -61,6 +62,18 @@ pub enum RecordFormat {
     OtlpJson = 2,
     /// Zipkin v2 JSON span list.
     ZipkinJson = 3,
+    /// Jaeger gRPC `PostSpansRequest` protobuf.
+    JaegerProto = 4,
+    /// Jaeger Thrift binary `Batch` (`POST /api/traces`).
+    JaegerThrift = 5,
+    /// Jaeger agent datagram: `emitBatch` in Thrift compact.
+    JaegerAgentCompact = 6,
+    /// Jaeger agent datagram: `emitBatch` in Thrift binary.
+    JaegerAgentBinary = 7,
+    /// Zipkin v2 protobuf `ListOfSpans`.
+    ZipkinProto = 8,
+    /// Zipkin v1 JSON span list.
+    ZipkinV1Json = 9,
 }
 
 impl RecordFormat {
@@ -69,6 +82,12 @@ impl RecordFormat {
             1 => Some(RecordFormat::OtlpProto),
             2 => Some(RecordFormat::OtlpJson),
             3 => Some(RecordFormat::ZipkinJson),
+            4 => Some(RecordFormat::JaegerProto),
+            5 => Some(RecordFormat::JaegerThrift),
+            6 => Some(RecordFormat::JaegerAgentCompact),
+            7 => Some(RecordFormat::JaegerAgentBinary),
+            8 => Some(RecordFormat::ZipkinProto),
+            9 => Some(RecordFormat::ZipkinV1Json),
             _ => None,
         }
     }

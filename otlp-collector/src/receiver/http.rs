@@ -1,5 +1,6 @@
 //! OTLP/HTTP (`POST /v1/traces`, protobuf or JSON, optionally gzip) and
-//! Zipkin v2 (`POST /api/v2/spans`, JSON) endpoints. Responses come in the
+//! Zipkin (`POST /api/v2/spans`, JSON or protobuf; `POST /api/v1/spans`, v1
+//! JSON) endpoints. Responses come in the
 //! request's encoding: an `ExportTraceServiceResponse` (with partial success
 //! when spans were rejected) or a `google.rpc.Status` on error.
 
@@ -79,21 +80,26 @@ async fn otlp_method_not_allowed(State(ing): State<Arc<Ingest>>, headers: Header
     r
 }
 
-/// The Zipkin router (`/api/v2/spans`).
+/// The Zipkin router: `/api/v2/spans` (JSON or protobuf) and
+/// `/api/v1/spans` (v1 JSON).
 pub fn zipkin_router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/api/v2/spans", post(zipkin_spans))
+        .route("/api/v1/spans", post(zipkin_v1_spans))
         .with_state(ingest)
 }
 
+/// The encoding of error bodies: OTLP's `google.rpc.Status` in protobuf or
+/// JSON, or plain text (Zipkin, Jaeger).
 #[derive(Clone, Copy, PartialEq)]
-enum Enc {
+pub(crate) enum Enc {
     Proto,
     Json,
     Text,
 }
 
-fn respond(status: StatusCode, enc: Enc, grpc_code: i32, msg: &str) -> Response {
+/// An error response with `msg` in the encoding `enc`.
+pub(crate) fn respond(status: StatusCode, enc: Enc, grpc_code: i32, msg: &str) -> Response {
     let (ct, body) = match enc {
         Enc::Proto => ("application/x-protobuf", rpc_status::status(grpc_code, msg)),
         Enc::Json => (
@@ -129,7 +135,8 @@ fn refused(enc: Enc, msg: &str, secs: u64) -> Response {
         .unwrap_or_default()
 }
 
-fn content_type(headers: &HeaderMap) -> String {
+/// The media type of the request body, lowercase, without parameters.
+pub(crate) fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -140,7 +147,7 @@ fn content_type(headers: &HeaderMap) -> String {
 
 /// Reads, size-checks and inflates a body, and reserves memory for decoding
 /// it as `format`; on failure, the response to send.
-async fn read_body(
+pub(crate) async fn read_body(
     ing: &Ingest,
     source: Source,
     enc: Enc,
@@ -203,7 +210,8 @@ async fn read_body(
     })
 }
 
-fn check_auth(ing: &Ingest, source: Source, enc: Enc, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token; on failure, the 401 response to send.
+pub(crate) fn check_auth(ing: &Ingest, source: Source, enc: Enc, headers: &HeaderMap) -> Result<(), Response> {
     match ing.tokens.check(headers) {
         AuthResult::Allowed => Ok(()),
         r => {
@@ -223,7 +231,8 @@ fn check_auth(ing: &Ingest, source: Source, enc: Enc, headers: &HeaderMap) -> Re
     }
 }
 
-fn decode_error(ing: &Ingest, source: Source, enc: Enc, e: DecodeError) -> Response {
+/// The 400/413 response for a body that could not be decoded (counted).
+pub(crate) fn decode_error(ing: &Ingest, source: Source, enc: Enc, e: DecodeError) -> Response {
     let status = match e {
         DecodeError::Malformed(_) => StatusCode::BAD_REQUEST,
         DecodeError::TooManySpans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -232,7 +241,8 @@ fn decode_error(ing: &Ingest, source: Source, enc: Enc, e: DecodeError) -> Respo
     respond(status, enc, code::INVALID_ARGUMENT, &e.to_string())
 }
 
-fn submit_error(enc: Enc, e: SubmitError) -> Response {
+/// The 429/503 response for a batch the ingest path did not accept.
+pub(crate) fn submit_error(enc: Enc, e: SubmitError) -> Response {
     match e {
         SubmitError::Refused(why, secs) => refused(enc, &format!("{why}; retry later"), secs),
         SubmitError::Unavailable(m) => {
@@ -314,25 +324,62 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
 }
 
 async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
-    let started = Instant::now();
-    let source = Source::ZipkinJson;
     let (parts, body) = req.into_parts();
-    match content_type(&parts.headers).as_str() {
+    let (source, format) = match content_type(&parts.headers).as_str() {
         // Required, as the Zipkin reporters send it: a browser can send a
         // cross-origin POST without a type (or with text/plain) and no CORS
-        // preflight, but not with application/json.
-        "application/json" => {}
+        // preflight, but not with application/json or protobuf.
+        "application/json" => (Source::ZipkinJson, RecordFormat::ZipkinJson),
+        "application/x-protobuf" | "application/protobuf" => {
+            (Source::ZipkinProto, RecordFormat::ZipkinProto)
+        }
         other => {
-            ing.bad_request(source, "415");
+            ing.bad_request(Source::ZipkinJson, "415");
             return respond(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Enc::Text,
                 0,
-                &format!("unsupported Content-Type {other:?}; this receiver takes Zipkin v2 JSON (Content-Type: application/json)"),
+                &format!("unsupported Content-Type {other:?}; this receiver takes Zipkin v2 JSON (Content-Type: application/json) or protobuf (application/x-protobuf)"),
+            );
+        }
+    };
+    zipkin_ingest(&ing, source, format, parts, body).await
+}
+
+async fn zipkin_v1_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    match content_type(&parts.headers).as_str() {
+        "application/json" => {}
+        other => {
+            ing.bad_request(Source::ZipkinV1Json, "415");
+            return respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Enc::Text,
+                0,
+                &format!("unsupported Content-Type {other:?}; /api/v1/spans takes Zipkin v1 JSON (Content-Type: application/json); Zipkin v1 Thrift is not supported"),
             );
         }
     }
-    if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
+    zipkin_ingest(
+        &ing,
+        Source::ZipkinV1Json,
+        RecordFormat::ZipkinV1Json,
+        parts,
+        body,
+    )
+    .await
+}
+
+/// The shared tail of the Zipkin endpoints: token, body, decode, WAL, 202.
+async fn zipkin_ingest(
+    ing: &Ingest,
+    source: Source,
+    format: RecordFormat,
+    parts: http::request::Parts,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    if let Err(r) = check_auth(ing, source, Enc::Text, &parts.headers) {
         return r;
     }
     if let Err(e) = ing.check_memory() {
@@ -341,10 +388,10 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
     }
     let mut guard = ing.inflight.guard();
     let data = match read_body(
-        &ing,
+        ing,
         source,
         Enc::Text,
-        RecordFormat::ZipkinJson,
+        format,
         &parts.headers,
         body,
         &mut guard,
@@ -354,14 +401,11 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         Ok(d) => d,
         Err(r) => return r,
     };
-    let decoded = match decode(RecordFormat::ZipkinJson, &data, &ing.limits) {
+    let decoded = match decode(format, &data, &ing.limits) {
         Ok(d) => d,
-        Err(e) => return decode_error(&ing, source, Enc::Text, e),
+        Err(e) => return decode_error(ing, source, Enc::Text, e),
     };
-    match ing
-        .submit(source, RecordFormat::ZipkinJson, data, decoded, started)
-        .await
-    {
+    match ing.submit(source, format, data, decoded, started).await {
         Ok(ack) => {
             // Zipkin has no partial-success body; rejected spans are counted and logged.
             if ack.rejected > 0 {

@@ -1,4 +1,5 @@
-//! Receivers: OTLP/gRPC, OTLP/HTTP (protobuf and JSON) and Zipkin v2 JSON.
+//! Receivers: OTLP/gRPC, OTLP/HTTP (protobuf and JSON), Zipkin (v2 JSON and
+//! protobuf, v1 JSON) and Jaeger (gRPC, Thrift over HTTP, agent UDP).
 //! Each decodes its wire format into [`crate::model::Span`]s once, then hands
 //! them to [`Ingest::submit`], which reserves queue room, appends the request
 //! to the WAL and only then acknowledges.
@@ -6,10 +7,13 @@
 pub mod body;
 pub mod convert;
 pub mod http;
+pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_json;
 pub mod rpc_status;
 pub mod zipkin;
+pub mod zipkin_proto;
+pub mod zipkin_v1;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -47,6 +51,16 @@ pub fn decode(
             convert::from_otlp(req, limits)
         }
         RecordFormat::ZipkinJson => zipkin::decode(body, limits),
+        RecordFormat::ZipkinProto => zipkin_proto::decode(body, limits),
+        RecordFormat::ZipkinV1Json => zipkin_v1::decode(body, limits),
+        RecordFormat::JaegerProto => jaeger::decode_grpc(body, limits),
+        RecordFormat::JaegerThrift => jaeger::decode_thrift_http(body, limits),
+        RecordFormat::JaegerAgentCompact => {
+            jaeger::decode_agent(body, jaeger::thrift::Protocol::Compact, limits)
+        }
+        RecordFormat::JaegerAgentBinary => {
+            jaeger::decode_agent(body, jaeger::thrift::Protocol::Binary, limits)
+        }
     }
 }
 
@@ -62,7 +76,12 @@ pub fn decode_reserve(format: RecordFormat, len: usize) -> u64 {
     let per_byte = match format {
         RecordFormat::OtlpProto => DECODE_RESERVE_PROTO,
         RecordFormat::OtlpJson => DECODE_RESERVE_JSON,
-        RecordFormat::ZipkinJson => DECODE_RESERVE_ZIPKIN,
+        RecordFormat::ZipkinJson | RecordFormat::ZipkinV1Json => DECODE_RESERVE_ZIPKIN,
+        RecordFormat::ZipkinProto => DECODE_RESERVE_ZIPKIN_PROTO,
+        RecordFormat::JaegerProto => DECODE_RESERVE_JAEGER_PROTO,
+        RecordFormat::JaegerThrift
+        | RecordFormat::JaegerAgentCompact
+        | RecordFormat::JaegerAgentBinary => DECODE_RESERVE_JAEGER_THRIFT,
     };
     (len as u64).saturating_mul(per_byte)
 }
@@ -71,8 +90,14 @@ pub fn decode_reserve(format: RecordFormat, len: usize) -> u64 {
 pub const DECODE_RESERVE_PROTO: u64 = 32;
 /// Reserve per body byte for OTLP/JSON; see [`decode_reserve`].
 pub const DECODE_RESERVE_JSON: u64 = 14;
-/// Reserve per body byte for Zipkin v2 JSON; see [`decode_reserve`].
+/// Reserve per body byte for Zipkin v2 and v1 JSON; see [`decode_reserve`].
 pub const DECODE_RESERVE_ZIPKIN: u64 = 18;
+/// Reserve per body byte for Zipkin protobuf; see [`decode_reserve`].
+pub const DECODE_RESERVE_ZIPKIN_PROTO: u64 = 32;
+/// Reserve per body byte for Jaeger protobuf; see [`decode_reserve`].
+pub const DECODE_RESERVE_JAEGER_PROTO: u64 = 32;
+/// Reserve per body byte for Jaeger Thrift (binary and compact); see [`decode_reserve`].
+pub const DECODE_RESERVE_JAEGER_THRIFT: u64 = 32;
 
 /// Why a submitted batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]

@@ -29,20 +29,27 @@ use crate::pipeline::wal::RecordFormat;
 /// Full method path.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Decodes requests as raw bytes, encodes `ExportTraceServiceResponse`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RawCodec;
+/// Decodes requests as raw bytes, encodes the response message `R`
+/// (`ExportTraceServiceResponse` here; the Jaeger gRPC receiver uses it too).
+#[derive(Debug)]
+pub struct RawCodec<R = ExportTraceServiceResponse>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Default for RawCodec<R> {
+    fn default() -> Self {
+        RawCodec(std::marker::PhantomData)
+    }
+}
 
 /// Encoder half of [`RawCodec`].
-#[derive(Debug, Default)]
-pub struct ResponseEncoder;
+#[derive(Debug)]
+pub struct ResponseEncoder<R>(std::marker::PhantomData<fn() -> R>);
 
 /// Decoder half of [`RawCodec`].
 #[derive(Debug, Default)]
 pub struct RawDecoder;
 
-impl Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
     type Error = Status;
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
@@ -59,13 +66,13 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+impl<R: Message + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ResponseEncoder;
+    type Encoder = ResponseEncoder<R>;
     type Decoder = RawDecoder;
-    fn encoder(&mut self) -> ResponseEncoder {
-        ResponseEncoder
+    fn encoder(&mut self) -> ResponseEncoder<R> {
+        ResponseEncoder(std::marker::PhantomData)
     }
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder
@@ -92,7 +99,8 @@ impl tonic::server::NamedService for TraceServiceServer {
 #[derive(Clone)]
 struct ExportSvc(Arc<Ingest>);
 
-fn status_with_details(code_: Code, grpc: i32, msg: String, retry: Option<u64>) -> Status {
+/// A status with a `google.rpc.Status` (and RetryInfo when `retry` is set) in its details.
+pub(crate) fn status_with_details(code_: Code, grpc: i32, msg: String, retry: Option<u64>) -> Status {
     let details = match retry {
         Some(secs) => rpc_status::status_with_retry(grpc, &msg, secs),
         None => rpc_status::status(grpc, &msg),
@@ -160,17 +168,19 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
 ///
 /// Everything held is charged to `guard` (the shared in-flight budget),
 /// including the copy tonic makes of the frame; over budget →
-/// RESOURCE_EXHAUSTED with RetryInfo.
+/// RESOURCE_EXHAUSTED with RetryInfo. `source` and `format` say which
+/// receiver this is (for metrics and the decoding memory reserve).
 async fn read_limited_frame<B>(
     ing: &Ingest,
     req: http::Request<B>,
     guard: &mut InflightGuard,
+    source: Source,
+    format: RecordFormat,
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Status>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + 'static,
 {
-    let source = Source::OtlpGrpc;
     // Checked before reading the body, so an unauthenticated client cannot
     // make the collector buffer a message.
     let auth = ing
@@ -286,10 +296,7 @@ where
     // tonic buffers the frame once more while decoding it.
     guard.charge(body.len()).map_err(over_budget)?;
     guard
-        .reserve(decode_reserve(
-            RecordFormat::OtlpProto,
-            body.len().saturating_sub(5),
-        ))
+        .reserve(decode_reserve(format, body.len().saturating_sub(5)))
         .map_err(over_budget)?;
     Ok(http::Request::from_parts(
         parts,
@@ -313,36 +320,64 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let ingest = self.ingest.clone();
         if req.uri().path() == EXPORT_PATH {
-            Box::pin(async move {
-                // Held until the response is ready, so the budget covers the
-                // request's bytes for as long as they are in memory.
-                let mut guard = ingest.inflight.guard();
-                let req = match read_limited_frame(&ingest, req, &mut guard).await {
-                    Ok(r) => r,
-                    Err(status) => return Ok(status.into_http()),
-                };
-                // Decompression is done above under our limits; the decoded
-                // message can be at most the decompressed limit.
-                let max = ingest.limits.decompressed_bytes();
-                let mut grpc = tonic::server::Grpc::new(RawCodec)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .send_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(max);
-                let resp = grpc.unary(ExportSvc(ingest), req).await;
-                drop(guard);
-                Ok(resp)
-            })
+            let svc = ExportSvc(ingest.clone());
+            Box::pin(serve_unary(
+                ingest,
+                req,
+                Source::OtlpGrpc,
+                RecordFormat::OtlpProto,
+                svc,
+            ))
         } else {
-            Box::pin(async move {
-                let mut response = http::Response::new(tonic::body::Body::default());
-                let h = response.headers_mut();
-                h.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
-                h.insert(
-                    http::header::CONTENT_TYPE,
-                    tonic::metadata::GRPC_CONTENT_TYPE,
-                );
-                Ok(response)
-            })
+            Box::pin(async { Ok(unimplemented()) })
         }
     }
+}
+
+/// Serves one unary call whose request message is taken as raw bytes:
+/// authentication, the body read under the limits and the in-flight budget
+/// ([`read_limited_frame`]), then `svc`. Shared by the OTLP and Jaeger gRPC
+/// receivers.
+pub(crate) async fn serve_unary<B, S, R>(
+    ingest: Arc<Ingest>,
+    req: http::Request<B>,
+    source: Source,
+    format: RecordFormat,
+    svc: S,
+) -> Result<http::Response<tonic::body::Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + 'static,
+    S: tonic::server::UnaryService<Bytes, Response = R>,
+    R: Message + Send + 'static,
+{
+    // Held until the response is ready, so the budget covers the
+    // request's bytes for as long as they are in memory.
+    let mut guard = ingest.inflight.guard();
+    let req = match read_limited_frame(&ingest, req, &mut guard, source, format).await {
+        Ok(r) => r,
+        Err(status) => return Ok(status.into_http()),
+    };
+    // Decompression is done above under our limits; the decoded
+    // message can be at most the decompressed limit.
+    let max = ingest.limits.decompressed_bytes();
+    let mut grpc = tonic::server::Grpc::new(RawCodec::<R>::default())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    let resp = grpc.unary(svc, req).await;
+    drop(guard);
+    Ok(resp)
+}
+
+/// The answer to a method this server does not have: `UNIMPLEMENTED`.
+pub(crate) fn unimplemented() -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::default());
+    let h = response.headers_mut();
+    h.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+    h.insert(
+        http::header::CONTENT_TYPE,
+        tonic::metadata::GRPC_CONTENT_TYPE,
+    );
+    response
 }

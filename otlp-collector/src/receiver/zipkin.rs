@@ -26,37 +26,41 @@ use super::otlp_json::decode_hex;
 use crate::config::LimitsConfig;
 use crate::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode};
 
+/// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
+/// (`zipkin_proto`, `zipkin_v1`) and share the mapping ([`convert_with_ids`]).
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-struct ZSpan {
-    trace_id: Option<String>,
-    id: Option<String>,
-    parent_id: Option<String>,
-    name: Option<String>,
-    kind: Option<String>,
-    timestamp: Option<u64>,
-    duration: Option<u64>,
-    local_endpoint: Option<ZEndpoint>,
-    remote_endpoint: Option<ZEndpoint>,
-    annotations: Option<Vec<ZAnnotation>>,
-    tags: Option<BTreeMap<String, serde_json::Value>>,
-    shared: Option<bool>,
+pub(super) struct ZSpan {
+    pub(super) trace_id: Option<String>,
+    pub(super) id: Option<String>,
+    pub(super) parent_id: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) timestamp: Option<u64>,
+    pub(super) duration: Option<u64>,
+    pub(super) local_endpoint: Option<ZEndpoint>,
+    pub(super) remote_endpoint: Option<ZEndpoint>,
+    pub(super) annotations: Option<Vec<ZAnnotation>>,
+    pub(super) tags: Option<BTreeMap<String, serde_json::Value>>,
+    pub(super) shared: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+/// A Zipkin endpoint.
+#[derive(Deserialize, Default, Clone)]
 #[serde(default, rename_all = "camelCase")]
-struct ZEndpoint {
-    service_name: Option<String>,
-    ipv4: Option<String>,
-    ipv6: Option<String>,
-    port: Option<i64>,
+pub(super) struct ZEndpoint {
+    pub(super) service_name: Option<String>,
+    pub(super) ipv4: Option<String>,
+    pub(super) ipv6: Option<String>,
+    pub(super) port: Option<i64>,
 }
 
+/// A Zipkin annotation.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ZAnnotation {
-    timestamp: Option<u64>,
-    value: Option<String>,
+pub(super) struct ZAnnotation {
+    pub(super) timestamp: Option<u64>,
+    pub(super) value: Option<String>,
 }
 
 /// Decodes a Zipkin v2 JSON span list into validated spans.
@@ -90,15 +94,27 @@ fn hex_id(i: usize, field: &str, v: Option<&str>) -> Result<Vec<u8>, String> {
 }
 
 fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
-    let mut trace = hex_id(i, "traceId", z.trace_id.as_deref())?;
+    let trace = hex_id(i, "traceId", z.trace_id.as_deref())?;
+    let span_id = hex_id(i, "id", z.id.as_deref())?;
+    let parent = hex_id(i, "parentId", z.parent_id.as_deref())?;
+    convert_with_ids(i, trace, &span_id, &parent, z)
+}
+
+/// Maps a Zipkin span whose ids are already bytes (the `ZSpan`'s own id
+/// fields are not read); a 64-bit trace id is left-padded to 128 bits.
+pub(super) fn convert_with_ids(
+    i: usize,
+    mut trace: Vec<u8>,
+    span_id: &[u8],
+    parent: &[u8],
+    z: ZSpan,
+) -> Result<Span, String> {
     if trace.len() == 8 {
         let mut t = vec![0u8; 8];
         t.extend_from_slice(&trace);
         trace = t;
     }
-    let span_id = hex_id(i, "id", z.id.as_deref())?;
-    let parent = hex_id(i, "parentId", z.parent_id.as_deref())?;
-    let (trace_id, span_id, parent_span_id) = convert_ids(i, &trace, &span_id, &parent)?;
+    let (trace_id, span_id, parent_span_id) = convert_ids(i, &trace, span_id, parent)?;
 
     let mut tags: BTreeMap<String, String> = z
         .tags
