@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
 # (Debian packages postgresql, clickhouse-server, chromium, openssl; the Python
-# OpenTelemetry SDK for interop), then checks formatting and lints, then runs
+# OpenTelemetry SDK for interop; Jaeger and Zipkin clients in a virtualenv and
+# an npm prefix), then checks formatting and lints, then runs
 # `cargo test --workspace`.
 #
 # Usage: ./scripts/test.sh            (from the repository root)
@@ -30,6 +31,7 @@ pg_bin_dir >/dev/null || missing_pkgs+=(postgresql)
 command -v clickhouse-server >/dev/null || [ -x /usr/bin/clickhouse ] || missing_pkgs+=(clickhouse-server)
 command -v chromium >/dev/null || missing_pkgs+=(chromium)
 [ -x /usr/bin/openssl ] || missing_pkgs+=(openssl)
+command -v npm >/dev/null || missing_pkgs+=(npm)
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -44,6 +46,31 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grp
   python3 -m pip install -q --disable-pip-version-check \
     opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 fi
+
+# Jaeger and Zipkin clients for the interop tests (otlp-collector/tests/
+# interop_jaeger_zipkin.rs). They are retired and pin old libraries (protobuf
+# 3), so they get a virtualenv of their own instead of the system Python, and
+# Node's jaeger-client an npm prefix. The tests find them at these paths.
+export FERROTRACE_PY_LEGACY="${FERROTRACE_PY_LEGACY:-$HOME/.cache/ferrotrace/py-legacy/bin/python}"
+export FERROTRACE_NODE_JAEGER="${FERROTRACE_NODE_JAEGER:-$HOME/.cache/ferrotrace/node-jaeger/node_modules}"
+legacy_imports='import jaeger_client, py_zipkin, opentelemetry.exporter.jaeger.thrift, opentelemetry.exporter.jaeger.proto.grpc, opentelemetry.exporter.zipkin.json, opentelemetry.exporter.zipkin.proto.http'
+if ! "$FERROTRACE_PY_LEGACY" -c "$legacy_imports" 2>/dev/null; then
+  log "installing the Python Jaeger/Zipkin clients in a virtualenv (interop tests)"
+  venv="$(dirname "$(dirname "$FERROTRACE_PY_LEGACY")")"
+  python3 -m venv "$venv"
+  # six: jaeger-client's generated Thrift code imports it without declaring it.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    'jaeger-client==4.8.0' six 'py-zipkin==1.2.8' 'protobuf==3.20.3' \
+    'opentelemetry-sdk==1.21.0' 'opentelemetry-exporter-jaeger-thrift==1.21.0' \
+    'opentelemetry-exporter-jaeger-proto-grpc==1.21.0' \
+    'opentelemetry-exporter-zipkin-json==1.21.0' 'opentelemetry-exporter-zipkin-proto-http==1.21.0'
+fi
+if [ "${CI:-}" = true ]; then "$FERROTRACE_PY_LEGACY" -c "$legacy_imports"; fi
+if ! NODE_PATH="$FERROTRACE_NODE_JAEGER" node -e "require('jaeger-client')" 2>/dev/null; then
+  log "installing Node's jaeger-client (interop tests)"
+  npm install --silent --no-audit --no-fund --prefix "$(dirname "$FERROTRACE_NODE_JAEGER")" jaeger-client@3.19.0
+fi
+if [ "${CI:-}" = true ]; then NODE_PATH="$FERROTRACE_NODE_JAEGER" node -e "require('jaeger-client')"; fi
 
 # cargo-deb, for the Debian packaging test (otlp-collector/tests/packaging.rs);
 # the version is pinned because the test relies on its command line.
