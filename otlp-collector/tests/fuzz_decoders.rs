@@ -1,5 +1,7 @@
 //! Structure-aware fuzzing of the collector's decoders of network input:
-//! OTLP protobuf, OTLP/JSON, Zipkin v2 JSON and the query API's parameters.
+//! OTLP protobuf, OTLP/JSON, Zipkin v2 JSON and protobuf, Zipkin v1 JSON,
+//! Jaeger Thrift (agent compact and binary, HTTP) and protobuf (`jaeger.rs`)
+//! and the query API's parameters.
 //! Each decoder gets at least 100,000 generated inputs
 //! (`FERROTRACE_FUZZ_INPUTS` for more): well-formed inputs built by proptest
 //! strategies that follow the format, and byte-level mutations of each (see
@@ -22,7 +24,8 @@ use ferrotrace_collector::query::params::{
     parse_limit_clamped, parse_rfc3339, parse_time, parse_trace_id, percent_decode, Pairs,
 };
 use ferrotrace_collector::receiver::convert::{from_otlp, Decoded};
-use ferrotrace_collector::receiver::{decode, zipkin};
+use ferrotrace_collector::receiver::zipkin_proto::pb as zpb;
+use ferrotrace_collector::receiver::{decode, zipkin, zipkin_proto, zipkin_v1};
 use fuzz_util::{fuzz, mutations, variants};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -1039,6 +1042,308 @@ fn fuzz_zipkin_json() {
                             "{}",
                             String::from_utf8_lossy(raw)
                         );
+                    }
+                }
+            }
+            Ok(inputs.len() as u64)
+        },
+    );
+}
+
+// ---------------------------------------------------------------- Zipkin protobuf
+
+fn unhex(s: &str) -> Vec<u8> {
+    ferrotrace_collector::receiver::otlp_json::decode_hex(s).unwrap_or_default()
+}
+
+/// An endpoint in protobuf, and an address text that is no IP address (the
+/// protobuf field holds bytes: the decoder can only have read such a text
+/// from a tag of the same name, so it goes back to the tags).
+fn zpb_endpoint(e: &J) -> (Option<zpb::Endpoint>, Option<String>) {
+    let Some(e) = e.as_object() else {
+        return (None, None);
+    };
+    let (mut ipv4, mut ipv6, mut text) = (Vec::new(), Vec::new(), None);
+    for k in ["ipv4", "ipv6"] {
+        let Some(s) = e.get(k).and_then(J::as_str) else {
+            continue;
+        };
+        // An address goes to the field of its family, whichever key named it.
+        match s.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) if ipv4.is_empty() => ipv4 = a.octets().to_vec(),
+            Ok(std::net::IpAddr::V6(a)) if ipv6.is_empty() => ipv6 = a.octets().to_vec(),
+            Ok(_) => {}
+            Err(_) => text = Some(s.to_string()),
+        }
+    }
+    let ep = zpb::Endpoint {
+        service_name: e
+            .get("serviceName")
+            .and_then(J::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        ipv4,
+        ipv6,
+        port: e
+            .get("port")
+            .and_then(J::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0),
+    };
+    (Some(ep), text)
+}
+
+/// A Zipkin v2 JSON span list as the protobuf `ListOfSpans` carrying the
+/// same span (the JSON's kind spellings the enum lacks become "unspecified").
+fn json_to_zpb(list: &J) -> zpb::ListOfSpans {
+    let spans = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| {
+            let id = |k: &str| z.get(k).and_then(J::as_str).map(unhex).unwrap_or_default();
+            let kind = match z.get("kind").and_then(J::as_str) {
+                Some("CLIENT") => zpb::span::Kind::Client,
+                Some("SERVER") => zpb::span::Kind::Server,
+                Some("PRODUCER") => zpb::span::Kind::Producer,
+                Some("CONSUMER") => zpb::span::Kind::Consumer,
+                _ => zpb::span::Kind::SpanKindUnspecified,
+            };
+            let (local_endpoint, host_text) =
+                z.get("localEndpoint").map_or((None, None), zpb_endpoint);
+            let (remote_endpoint, peer_text) =
+                z.get("remoteEndpoint").map_or((None, None), zpb_endpoint);
+            let mut tags: std::collections::HashMap<String, String> = z
+                .get("tags")
+                .and_then(J::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let v = match v {
+                        J::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            if let Some(t) = host_text {
+                tags.insert("net.host.ip".into(), t);
+            }
+            if let Some(t) = peer_text {
+                tags.insert("net.peer.ip".into(), t);
+            }
+            zpb::Span {
+                trace_id: id("traceId"),
+                parent_id: id("parentId"),
+                id: id("id"),
+                kind: kind as i32,
+                name: z.get("name").and_then(J::as_str).unwrap_or_default().into(),
+                timestamp: z.get("timestamp").and_then(J::as_u64).unwrap_or(0),
+                duration: z.get("duration").and_then(J::as_u64).unwrap_or(0),
+                local_endpoint,
+                remote_endpoint,
+                annotations: z
+                    .get("annotations")
+                    .and_then(J::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| zpb::Annotation {
+                        timestamp: a["timestamp"].as_u64().unwrap_or(0),
+                        value: a["value"].as_str().unwrap_or_default().into(),
+                    })
+                    .collect(),
+                tags,
+                debug: false,
+                shared: z.get("shared").and_then(J::as_bool).unwrap_or(false),
+            }
+        })
+        .collect();
+    zpb::ListOfSpans { spans }
+}
+
+#[test]
+fn fuzz_zipkin_protobuf() {
+    fuzz(
+        "Zipkin protobuf",
+        (zipkin_spans(), mutations()),
+        |(list, ms)| {
+            let body = json_to_zpb(&list).encode_to_vec();
+            let inputs = variants(&body, &ms, PROTO_DICT);
+            for (i, raw) in inputs.iter().enumerate() {
+                let got = zipkin_proto::decode(raw, &limits());
+                if i == 0 {
+                    // Well-formed: the same spans as the same list in JSON.
+                    let d = got
+                        .as_ref()
+                        .map_err(|e| TestCaseError::fail(format!("valid protobuf refused: {e}")))?;
+                    let json = serde_json::to_vec(&list).expect("JSON");
+                    let j = zipkin::decode(&json, &limits()).expect("the JSON twin");
+                    prop_assert_eq!(d.rejected, j.rejected);
+                    if canonical(&d.spans) != canonical(&j.spans) {
+                        prop_assert_eq!(format!("{:?}", d.spans), format!("{:?}", j.spans));
+                    }
+                }
+                if let Ok(d) = got {
+                    // Round trip: the model back to Zipkin (the JSON inverse
+                    // above, carried into protobuf) and decoded again.
+                    let back: J = serde_json::from_slice(&to_zipkin(&d.spans)).expect("JSON");
+                    let again = zipkin_proto::decode(&json_to_zpb(&back).encode_to_vec(), &limits())
+                        .map_err(|e| TestCaseError::fail(format!("re-encoded spans refused: {e}")))?;
+                    prop_assert_eq!(again.rejected, 0, "{}", again.error_message());
+                    let (a, b) = (
+                        without_dropped_counts(&again.spans),
+                        without_dropped_counts(&d.spans),
+                    );
+                    if canonical(&a) != canonical(&b) {
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                    }
+                }
+            }
+            Ok(inputs.len() as u64)
+        },
+    );
+}
+
+// ---------------------------------------------------------------- Zipkin v1 JSON
+
+/// A Zipkin v1 JSON span list built from its schema: core and other
+/// annotations with endpoints, binary annotations of every value type
+/// (including the `lc`, `sa`, `ca` keys), with and without span timestamps.
+fn zipkin_v1_spans() -> BoxedStrategy<J> {
+    let hex_id = |n: usize| {
+        vec(any::<u8>(), n)
+            .prop_filter("non-zero", |v| v.iter().any(|b| *b != 0))
+            .prop_map(|b| hex(&b))
+    };
+    let endpoint = (
+        prop::sample::select(vec!["", "svc", "other", "db"]),
+        prop_oneof![Just(None), (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Some(format!("10.0.{a}.{b}")))],
+        prop_oneof![Just(None), (1i64..65536).prop_map(Some)],
+    )
+        .prop_map(|(svc, ip, port)| {
+            let mut m = serde_json::Map::new();
+            m.insert("serviceName".into(), json!(svc));
+            if let Some(ip) = ip {
+                m.insert("ipv4".into(), json!(ip));
+            }
+            if let Some(p) = port {
+                m.insert("port".into(), json!(p));
+            }
+            J::Object(m)
+        });
+    let annotation = (
+        prop::sample::select(vec!["cs", "cr", "sr", "ss", "ms", "mr", "ws", "wr", "retry", ""]),
+        0u64..4_000_000_000_000_000,
+        prop_oneof![Just(None), endpoint.clone().prop_map(Some)],
+    )
+        .prop_map(|(v, t, e)| {
+            let mut m = serde_json::Map::new();
+            m.insert("value".into(), json!(v));
+            m.insert("timestamp".into(), json!(t));
+            if let Some(e) = e {
+                m.insert("endpoint".into(), e);
+            }
+            J::Object(m)
+        });
+    let binary = (
+        prop_oneof![
+            3 => word(1, 8),
+            1 => prop::sample::select(vec!["lc", "sa", "ca", "ma", "error", "http.path", "span.kind"])
+                .prop_map(str::to_string),
+        ],
+        prop_oneof![
+            3 => text().prop_map(J::String),
+            1 => any::<bool>().prop_map(J::Bool),
+            1 => any::<i64>().prop_map(|i| json!(i)),
+        ],
+        prop_oneof![Just(None), endpoint.prop_map(Some)],
+    )
+        .prop_map(|(k, v, e)| {
+            let mut m = serde_json::Map::new();
+            m.insert("key".into(), json!(k));
+            m.insert("value".into(), v);
+            if let Some(e) = e {
+                m.insert("endpoint".into(), e);
+            }
+            J::Object(m)
+        });
+    let span = (
+        (prop_oneof![hex_id(16), hex_id(8)], hex_id(8), prop_oneof![Just(None), hex_id(8).prop_map(Some)], text()),
+        prop_oneof![Just(None), (1_000_000_000_000u64..4_000_000_000_000_000, 0u64..100_000_000).prop_map(Some)],
+        vec(annotation, 0..4),
+        vec(binary, 0..4),
+    )
+        .prop_map(|((t, id, parent, name), times, anns, bins)| {
+            let mut m = serde_json::Map::new();
+            m.insert("traceId".into(), json!(t));
+            m.insert("id".into(), json!(id));
+            if let Some(p) = parent {
+                m.insert("parentId".into(), json!(p));
+            }
+            m.insert("name".into(), json!(name));
+            if let Some((ts, d)) = times {
+                m.insert("timestamp".into(), json!(ts));
+                m.insert("duration".into(), json!(d));
+            }
+            m.insert("annotations".into(), J::Array(anns));
+            m.insert("binaryAnnotations".into(), J::Array(bins));
+            J::Object(m)
+        });
+    vec(span, 0..5).prop_map(J::Array).boxed()
+}
+
+#[test]
+fn fuzz_zipkin_v1_json() {
+    fuzz(
+        "Zipkin v1 JSON",
+        (zipkin_v1_spans(), mutations()),
+        |(list, ms)| {
+            let body = serde_json::to_vec(&list).expect("JSON");
+            let inputs = variants(&body, &ms, JSON_DICT);
+            for (i, raw) in inputs.iter().enumerate() {
+                let got = zipkin_v1::decode(raw, &limits());
+                if i == 0 {
+                    let d = got
+                        .as_ref()
+                        .map_err(|e| TestCaseError::fail(format!("valid v1 JSON refused: {e}")))?;
+                    let given = list.as_array().expect("array");
+                    prop_assert_eq!(d.spans.len() + d.rejected as usize, given.len());
+                    // A span is rejected only for having no time at all.
+                    for (z, s) in given.iter().filter(|z| {
+                        z.get("timestamp").is_some()
+                            || z["annotations"].as_array().unwrap().iter().any(|a| {
+                                a["timestamp"].as_u64() > Some(0) && a["value"] != ""
+                            })
+                    }).zip(&d.spans) {
+                        prop_assert_eq!(hex(&s.span_id), z["id"].as_str().unwrap());
+                        prop_assert_eq!(&s.name, z["name"].as_str().unwrap());
+                        let first_core = z["annotations"].as_array().unwrap().iter().find_map(|a| {
+                            match a["value"].as_str().unwrap() {
+                                "cs" | "cr" => Some(SpanKind::Client),
+                                "sr" | "ss" => Some(SpanKind::Server),
+                                "ms" => Some(SpanKind::Producer),
+                                "mr" => Some(SpanKind::Consumer),
+                                _ => None,
+                            }
+                        });
+                        if let Some(k) = first_core {
+                            prop_assert_eq!(s.kind, k);
+                        }
+                    }
+                }
+                if let Ok(d) = got {
+                    // v1 is read as v2 (see receiver/zipkin_v1.rs): what it
+                    // decodes to, written as Zipkin v2 JSON and decoded, is the same.
+                    let again = zipkin::decode(&to_zipkin(&d.spans), &limits()).map_err(|e| {
+                        TestCaseError::fail(format!("re-encoded v1 spans refused: {e}"))
+                    })?;
+                    prop_assert_eq!(again.rejected, 0, "{}", again.error_message());
+                    let (a, b) = (
+                        without_dropped_counts(&again.spans),
+                        without_dropped_counts(&d.spans),
+                    );
+                    if canonical(&a) != canonical(&b) {
+                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "{}", String::from_utf8_lossy(raw));
                     }
                 }
             }

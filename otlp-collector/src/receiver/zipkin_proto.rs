@@ -2,8 +2,9 @@
 //! application/x-protobuf`, a `zipkin.proto3.ListOfSpans`) → [`Span`]s,
 //! mapped exactly as Zipkin v2 JSON is ([`super::zipkin`]): the protobuf
 //! span is read into the same form and converted by the same code. IP
-//! addresses (4 or 16 bytes on this wire) become their text form; a
-//! timestamp or duration of 0 means absent, as in the protobuf's comments.
+//! addresses (4 or 16 bytes on this wire) become their text form, other
+//! lengths are ignored; a timestamp or duration of 0 means absent, as in the
+//! protobuf's comments.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -19,16 +20,15 @@ pub mod pb {
     include!("zipkin_gen.rs");
 }
 
+/// An address as text; bytes of another length than 4 or 16 are no
+/// address and are ignored (as absent).
 fn ip(b: &[u8]) -> Option<String> {
-    match b.len() {
-        0 => None,
-        4 => <[u8; 4]>::try_from(b).ok().map(|a| Ipv4Addr::from(a).to_string()),
-        16 => <[u8; 16]>::try_from(b)
-            .ok()
-            .map(|a| Ipv6Addr::from(a).to_string()),
-        // Not an address: keep the bytes visible rather than drop them.
-        _ => Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+    if let Ok(a) = <[u8; 4]>::try_from(b) {
+        return Some(Ipv4Addr::from(a).to_string());
     }
+    <[u8; 16]>::try_from(b)
+        .ok()
+        .map(|a| Ipv6Addr::from(a).to_string())
 }
 
 fn endpoint(e: pb::Endpoint) -> ZEndpoint {
