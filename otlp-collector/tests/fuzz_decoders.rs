@@ -12,6 +12,10 @@
 
 #[path = "../../sdk/tests/fuzz_util/mod.rs"]
 mod fuzz_util;
+#[path = "fuzz_decoders/jaeger.rs"]
+mod jaeger;
+#[path = "jaeger_util/mod.rs"]
+mod jaeger_util;
 
 use std::sync::Arc;
 
