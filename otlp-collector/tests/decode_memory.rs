@@ -11,6 +11,7 @@
 //! One test function: the allocator's counters are process-wide.
 
 mod ingest_util;
+mod jaeger_util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -18,7 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use ferrotrace_collector::config::LimitsConfig;
 use ferrotrace_collector::pipeline::wal::RecordFormat;
 use ferrotrace_collector::receiver::{decode, decode_reserve};
+use ferrotrace_collector::receiver::jaeger::proto::pb as jpb;
+use ferrotrace_collector::receiver::zipkin_proto::pb as zpb;
 use ingest_util::*;
+use jaeger_util::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use prost::Message;
@@ -212,6 +216,125 @@ fn decoding_stays_within_its_reserve_and_budgets_see_what_spans_hold() {
         "zipkin bare spans",
         zipkin,
         zipkin_spans(5000, 0).into_bytes(),
+    ));
+
+    // Jaeger: spans with nothing but their required fields, small ids (the
+    // fewest bytes per span in the compact protocol), and spans with the
+    // most tags allowed, each as small as possible.
+    let bare = |n: usize, tags: usize| TBatch {
+        process: TProcess {
+            service: "s".into(),
+            tags: None,
+        },
+        spans: (0..n)
+            .map(|i| {
+                let mut s = simple_span(0, 1, i as i64 + 1, 1, 0, "");
+                s.flags = 0;
+                if tags > 0 {
+                    s.tags = Some(
+                        (0..tags)
+                            .map(|t| tag(&(t % 10).to_string(), TVal::Str(String::new())))
+                            .collect(),
+                    );
+                }
+                s
+            })
+            .collect(),
+        seq_no: None,
+    };
+    cases.push((
+        "jaeger thrift binary ids only",
+        RecordFormat::JaegerThrift,
+        encode_batch(&bare(5000, 0), Proto::Binary),
+    ));
+    cases.push((
+        "jaeger agent compact ids only",
+        RecordFormat::JaegerAgentCompact,
+        encode_emit_batch(&bare(3000, 0), Proto::Compact),
+    ));
+    cases.push((
+        "jaeger agent binary ids only",
+        RecordFormat::JaegerAgentBinary,
+        encode_emit_batch(&bare(800, 0), Proto::Binary),
+    ));
+    cases.push((
+        "jaeger agent compact tiny tags",
+        RecordFormat::JaegerAgentCompact,
+        encode_emit_batch(&bare(60, 128), Proto::Compact),
+    ));
+    cases.push((
+        "jaeger thrift binary tiny tags",
+        RecordFormat::JaegerThrift,
+        encode_batch(&bare(200, 128), Proto::Binary),
+    ));
+    let jspans = |n: usize, tags: usize| jpb::PostSpansRequest {
+        batch: Some(jpb::Batch {
+            process: Some(jpb::Process {
+                service_name: "s".into(),
+                tags: vec![],
+            }),
+            spans: (0..n)
+                .map(|i| jpb::Span {
+                    trace_id: vec![1; 16],
+                    span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                    tags: (0..tags)
+                        .map(|t| jpb::KeyValue {
+                            key: (t % 10).to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    cases.push((
+        "jaeger protobuf ids only",
+        RecordFormat::JaegerProto,
+        jspans(5000, 0).encode_to_vec(),
+    ));
+    cases.push((
+        "jaeger protobuf tiny tags",
+        RecordFormat::JaegerProto,
+        jspans(200, 128).encode_to_vec(),
+    ));
+    let zspans = |n: usize, tags: usize| zpb::ListOfSpans {
+        spans: (0..n)
+            .map(|i| zpb::Span {
+                trace_id: vec![1; 16],
+                id: (i as u64 + 1).to_be_bytes().to_vec(),
+                timestamp: 1,
+                tags: (0..tags).map(|t| (t.to_string(), String::new())).collect(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    cases.push((
+        "zipkin protobuf ids only",
+        RecordFormat::ZipkinProto,
+        zspans(5000, 0).encode_to_vec(),
+    ));
+    cases.push((
+        "zipkin protobuf many tags",
+        RecordFormat::ZipkinProto,
+        zspans(200, 128).encode_to_vec(),
+    ));
+    let v1: Vec<String> = (0..5000)
+        .map(|i| {
+            format!(
+                r#"{{"traceId":"0102030405060708090a0b0c0d0e0f10","id":"{:016x}","timestamp":1}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    cases.push((
+        "zipkin v1 ids only",
+        RecordFormat::ZipkinV1Json,
+        format!("[{}]", v1.join(",")).into_bytes(),
     ));
 
     let mut failures = Vec::new();

@@ -68,7 +68,9 @@ pub fn decode(
 /// grows per body byte while decoding it (the wire structs and the spans
 /// built from them are alive together). The factors are the worst shapes
 /// measured in `tests/decode_memory.rs` (spans carrying nothing but their
-/// ids: 28x for protobuf, 11x for OTLP/JSON, 15x for Zipkin), rounded up;
+/// ids: 28x for protobuf, 11x for OTLP/JSON, 15x for Zipkin JSON, 25x for
+/// Zipkin protobuf, 29x for Jaeger protobuf, 8x for Jaeger Thrift binary,
+/// 34x for Jaeger Thrift compact), rounded up;
 /// that test fails if any shape it decodes exceeds its reserve. Realistic
 /// requests take 2.5x to 9x, so the reserve errs on the side of refusing,
 /// and only matters near the memory limit.
@@ -79,9 +81,10 @@ pub fn decode_reserve(format: RecordFormat, len: usize) -> u64 {
         RecordFormat::ZipkinJson | RecordFormat::ZipkinV1Json => DECODE_RESERVE_ZIPKIN,
         RecordFormat::ZipkinProto => DECODE_RESERVE_ZIPKIN_PROTO,
         RecordFormat::JaegerProto => DECODE_RESERVE_JAEGER_PROTO,
-        RecordFormat::JaegerThrift
-        | RecordFormat::JaegerAgentCompact
-        | RecordFormat::JaegerAgentBinary => DECODE_RESERVE_JAEGER_THRIFT,
+        RecordFormat::JaegerThrift | RecordFormat::JaegerAgentBinary => {
+            DECODE_RESERVE_JAEGER_THRIFT
+        }
+        RecordFormat::JaegerAgentCompact => DECODE_RESERVE_JAEGER_COMPACT,
     };
     (len as u64).saturating_mul(per_byte)
 }
@@ -96,8 +99,11 @@ pub const DECODE_RESERVE_ZIPKIN: u64 = 18;
 pub const DECODE_RESERVE_ZIPKIN_PROTO: u64 = 32;
 /// Reserve per body byte for Jaeger protobuf; see [`decode_reserve`].
 pub const DECODE_RESERVE_JAEGER_PROTO: u64 = 32;
-/// Reserve per body byte for Jaeger Thrift (binary and compact); see [`decode_reserve`].
-pub const DECODE_RESERVE_JAEGER_THRIFT: u64 = 32;
+/// Reserve per body byte for Jaeger Thrift binary; see [`decode_reserve`].
+pub const DECODE_RESERVE_JAEGER_THRIFT: u64 = 10;
+/// Reserve per body byte for Jaeger Thrift compact (a span of small ids
+/// takes 18 bytes there); see [`decode_reserve`].
+pub const DECODE_RESERVE_JAEGER_COMPACT: u64 = 40;
 
 /// Why a submitted batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]
