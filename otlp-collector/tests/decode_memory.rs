@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use ferrotrace_collector::config::LimitsConfig;
 use ferrotrace_collector::pipeline::wal::RecordFormat;
-use ferrotrace_collector::receiver::{decode, decode_reserve};
 use ferrotrace_collector::receiver::jaeger::proto::pb as jpb;
 use ferrotrace_collector::receiver::zipkin_proto::pb as zpb;
+use ferrotrace_collector::receiver::{decode, decode_reserve};
 use ingest_util::*;
 use jaeger_util::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;

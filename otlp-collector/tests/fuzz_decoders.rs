@@ -1191,8 +1191,11 @@ fn fuzz_zipkin_protobuf() {
                     // Round trip: the model back to Zipkin (the JSON inverse
                     // above, carried into protobuf) and decoded again.
                     let back: J = serde_json::from_slice(&to_zipkin(&d.spans)).expect("JSON");
-                    let again = zipkin_proto::decode(&json_to_zpb(&back).encode_to_vec(), &limits())
-                        .map_err(|e| TestCaseError::fail(format!("re-encoded spans refused: {e}")))?;
+                    let again =
+                        zipkin_proto::decode(&json_to_zpb(&back).encode_to_vec(), &limits())
+                            .map_err(|e| {
+                                TestCaseError::fail(format!("re-encoded spans refused: {e}"))
+                            })?;
                     prop_assert_eq!(again.rejected, 0, "{}", again.error_message());
                     let (a, b) = (
                         without_dropped_counts(&again.spans),
@@ -1221,7 +1224,10 @@ fn zipkin_v1_spans() -> BoxedStrategy<J> {
     };
     let endpoint = (
         prop::sample::select(vec!["", "svc", "other", "db"]),
-        prop_oneof![Just(None), (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Some(format!("10.0.{a}.{b}")))],
+        prop_oneof![
+            Just(None),
+            (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Some(format!("10.0.{a}.{b}")))
+        ],
         prop_oneof![Just(None), (1i64..65536).prop_map(Some)],
     )
         .prop_map(|(svc, ip, port)| {
@@ -1236,7 +1242,9 @@ fn zipkin_v1_spans() -> BoxedStrategy<J> {
             J::Object(m)
         });
     let annotation = (
-        prop::sample::select(vec!["cs", "cr", "sr", "ss", "ms", "mr", "ws", "wr", "retry", ""]),
+        prop::sample::select(vec![
+            "cs", "cr", "sr", "ss", "ms", "mr", "ws", "wr", "retry", "",
+        ]),
         0u64..4_000_000_000_000_000,
         prop_oneof![Just(None), endpoint.clone().prop_map(Some)],
     )
@@ -1272,8 +1280,20 @@ fn zipkin_v1_spans() -> BoxedStrategy<J> {
             J::Object(m)
         });
     let span = (
-        (prop_oneof![hex_id(16), hex_id(8)], hex_id(8), prop_oneof![Just(None), hex_id(8).prop_map(Some)], text()),
-        prop_oneof![Just(None), (1_000_000_000_000u64..4_000_000_000_000_000, 0u64..100_000_000).prop_map(Some)],
+        (
+            prop_oneof![hex_id(16), hex_id(8)],
+            hex_id(8),
+            prop_oneof![Just(None), hex_id(8).prop_map(Some)],
+            text(),
+        ),
+        prop_oneof![
+            Just(None),
+            (
+                1_000_000_000_000u64..4_000_000_000_000_000,
+                0u64..100_000_000
+            )
+                .prop_map(Some)
+        ],
         vec(annotation, 0..4),
         vec(binary, 0..4),
     )
@@ -1313,23 +1333,29 @@ fn fuzz_zipkin_v1_json() {
                     let given = list.as_array().expect("array");
                     prop_assert_eq!(d.spans.len() + d.rejected as usize, given.len());
                     // A span is rejected only for having no time at all.
-                    for (z, s) in given.iter().filter(|z| {
-                        z.get("timestamp").is_some()
-                            || z["annotations"].as_array().unwrap().iter().any(|a| {
-                                a["timestamp"].as_u64() > Some(0) && a["value"] != ""
+                    for (z, s) in
+                        given
+                            .iter()
+                            .filter(|z| {
+                                z.get("timestamp").is_some()
+                                    || z["annotations"].as_array().unwrap().iter().any(|a| {
+                                        a["timestamp"].as_u64() > Some(0) && a["value"] != ""
+                                    })
                             })
-                    }).zip(&d.spans) {
+                            .zip(&d.spans)
+                    {
                         prop_assert_eq!(hex(&s.span_id), z["id"].as_str().unwrap());
                         prop_assert_eq!(&s.name, z["name"].as_str().unwrap());
-                        let first_core = z["annotations"].as_array().unwrap().iter().find_map(|a| {
-                            match a["value"].as_str().unwrap() {
-                                "cs" | "cr" => Some(SpanKind::Client),
-                                "sr" | "ss" => Some(SpanKind::Server),
-                                "ms" => Some(SpanKind::Producer),
-                                "mr" => Some(SpanKind::Consumer),
-                                _ => None,
-                            }
-                        });
+                        let first_core =
+                            z["annotations"].as_array().unwrap().iter().find_map(|a| {
+                                match a["value"].as_str().unwrap() {
+                                    "cs" | "cr" => Some(SpanKind::Client),
+                                    "sr" | "ss" => Some(SpanKind::Server),
+                                    "ms" => Some(SpanKind::Producer),
+                                    "mr" => Some(SpanKind::Consumer),
+                                    _ => None,
+                                }
+                            });
                         if let Some(k) = first_core {
                             prop_assert_eq!(s.kind, k);
                         }
@@ -1347,7 +1373,12 @@ fn fuzz_zipkin_v1_json() {
                         without_dropped_counts(&d.spans),
                     );
                     if canonical(&a) != canonical(&b) {
-                        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "{}", String::from_utf8_lossy(raw));
+                        prop_assert_eq!(
+                            format!("{a:?}"),
+                            format!("{b:?}"),
+                            "{}",
+                            String::from_utf8_lossy(raw)
+                        );
                     }
                 }
             }

@@ -304,9 +304,13 @@ async fn every_jaeger_and_zipkin_transport_lands_in_the_store() {
     check_rich(&wait_spans(store, trace_of(3, 103), 1).await, "binary-svc");
 
     // gRPC.
-    grpc_post(a.jaeger_grpc.unwrap(), proto_batch(4, 104, "grpc-svc"), None)
-        .await
-        .expect("PostSpans");
+    grpc_post(
+        a.jaeger_grpc.unwrap(),
+        proto_batch(4, 104, "grpc-svc"),
+        None,
+    )
+    .await
+    .expect("PostSpans");
     let spans = wait_spans(store, trace_of(4, 104), 2).await;
     assert_eq!(spans.len(), 2);
     let child = spans.iter().find(|s| s.name == "child").unwrap();
@@ -359,7 +363,11 @@ async fn every_jaeger_and_zipkin_transport_lands_in_the_store() {
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let got = wait_spans(store, trace_of(5, 105), 1).await;
     assert_eq!(
-        (got[0].service_name.as_str(), got[0].kind, got[0].name.as_str()),
+        (
+            got[0].service_name.as_str(),
+            got[0].kind,
+            got[0].name.as_str()
+        ),
         ("zipkin-proto", SpanKind::Client, "zp")
     );
     assert_eq!(got[0].attribute("k"), Some(&s("v")));
@@ -377,7 +385,11 @@ async fn every_jaeger_and_zipkin_transport_lands_in_the_store() {
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let got = wait_spans(store, trace_of(6, 106), 1).await;
     assert_eq!(
-        (got[0].service_name.as_str(), got[0].kind, got[0].end_ns - got[0].start_ns),
+        (
+            got[0].service_name.as_str(),
+            got[0].kind,
+            got[0].end_ns - got[0].start_ns
+        ),
         ("zipkin-v1", SpanKind::Server, 40_000)
     );
 
@@ -515,9 +527,14 @@ async fn hostile_input_is_refused_counted_and_harms_nothing_else() {
     send_udp(u, &zipkin_call.buf).await;
     // ... and the listener still takes a good datagram.
     send_udp(u, &good).await;
-    check_rich(&wait_spans(&*t.store, trace_of(8, 108), 1).await, "udp-after");
+    check_rich(
+        &wait_spans(&*t.store, trace_of(8, 108), 1).await,
+        "udp-after",
+    );
     let dropped = |r: &str| {
-        format!("ferrotrace_udp_datagrams_dropped_total{{listener=\"jaeger_compact\",reason=\"{r}\"}}")
+        format!(
+            "ferrotrace_udp_datagrams_dropped_total{{listener=\"jaeger_compact\",reason=\"{r}\"}}"
+        )
     };
     assert_eq!(wait_metric(q, &dropped("undecodable"), 4).await, 4);
     assert_eq!(metric(q, &dropped("too_large")).await, 1);
@@ -713,7 +730,9 @@ async fn the_wal_replays_every_new_record_format() {
             wal.append(*f, *n, Bytes::from(body.clone())).await.unwrap();
         }
         let w = wal.clone();
-        tokio::task::spawn_blocking(move || w.close()).await.unwrap();
+        tokio::task::spawn_blocking(move || w.close())
+            .await
+            .unwrap();
     }
     // A collector over the same directory replays them: the same decoders
     // run on the same bytes.
@@ -732,6 +751,9 @@ async fn the_wal_replays_every_new_record_format() {
         let got = wait_spans(&*store, *trace, *n).await;
         assert_eq!(got.len(), *n, "{f:?}");
     }
-    check_rich(&wait_spans(&*store, trace_of(22, 122), 1).await, "r-compact");
+    check_rich(
+        &wait_spans(&*store, trace_of(22, 122), 1).await,
+        "r-compact",
+    );
     assert!(collector.shutdown().await);
 }

@@ -58,7 +58,10 @@ fn legacy_python(imports: &str) -> Option<PathBuf> {
     let py = std::env::var_os("FERROTRACE_PY_LEGACY")
         .map(PathBuf::from)
         .unwrap_or_else(|| home_cache("py-legacy/bin/python"));
-    match Command::new(&py).args(["-c", &format!("import {imports}")]).output() {
+    match Command::new(&py)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+    {
         Ok(o) if o.status.success() => Some(py),
         Ok(o) => {
             missing(
@@ -166,8 +169,9 @@ fn jaeger_json_value(vtype: &str, v: &Value) -> (String, Value) {
 fn client_tag(t: &Value) -> (String, (String, Value)) {
     let key = t["key"].as_str().unwrap().to_string();
     let vtype = match &t["vType"] {
-        Value::Number(n) => ["STRING", "DOUBLE", "BOOL", "LONG", "BINARY"][n.as_u64().unwrap() as usize]
-            .to_string(),
+        Value::Number(n) => {
+            ["STRING", "DOUBLE", "BOOL", "LONG", "BINARY"][n.as_u64().unwrap() as usize].to_string()
+        }
         Value::String(s) => s.clone(),
         other => panic!("vType {other}"),
     };
@@ -232,7 +236,12 @@ fn json_tags(tags: &Value) -> BTreeMap<String, (String, Value)> {
 
 /// Compares what a Jaeger client sent (its Thrift spans and process) with
 /// the trace the Jaeger API returns.
-fn compare_jaeger(process: &Value, process_tags: BTreeMap<String, (String, Value)>, spans: &[Value], trace: &Value) {
+fn compare_jaeger(
+    process: &Value,
+    process_tags: BTreeMap<String, (String, Value)>,
+    spans: &[Value],
+    trace: &Value,
+) {
     let got: Vec<&Value> = trace["spans"].as_array().unwrap().iter().collect();
     assert_eq!(got.len(), spans.len(), "{trace}");
     for s in spans {
@@ -245,14 +254,30 @@ fn compare_jaeger(process: &Value, process_tags: BTreeMap<String, (String, Value
         let tid = jaeger_trace_text(i64_of(&s["traceIdHigh"]), i64_of(&s["traceIdLow"]));
         assert_eq!(j["traceID"], tid.as_str(), "{what}");
         assert_eq!(j["operationName"], s["operationName"], "{what}");
-        assert_eq!(j["startTime"].as_u64().unwrap(), i64_of(&s["startTime"]), "{what}");
-        assert_eq!(j["duration"].as_u64().unwrap(), i64_of(&s["duration"]), "{what}");
-        assert_eq!(j["flags"].as_u64().unwrap_or(0), s["flags"].as_u64().unwrap(), "{what}");
+        assert_eq!(
+            j["startTime"].as_u64().unwrap(),
+            i64_of(&s["startTime"]),
+            "{what}"
+        );
+        assert_eq!(
+            j["duration"].as_u64().unwrap(),
+            i64_of(&s["duration"]),
+            "{what}"
+        );
+        assert_eq!(
+            j["flags"].as_u64().unwrap_or(0),
+            s["flags"].as_u64().unwrap(),
+            "{what}"
+        );
         // References: the parent first, then the client's own.
         let mut want = Vec::new();
         let parent = i64_of(&s["parentSpanId"]);
         if parent != 0 {
-            want.push(("CHILD_OF".to_string(), tid.clone(), format!("{parent:016x}")));
+            want.push((
+                "CHILD_OF".to_string(),
+                tid.clone(),
+                format!("{parent:016x}"),
+            ));
         }
         for r in s["references"].as_array().into_iter().flatten() {
             let kind = match &r["refType"] {
@@ -301,7 +326,12 @@ fn compare_jaeger(process: &Value, process_tags: BTreeMap<String, (String, Value
             .map(|l| {
                 (
                     i64_of(&l["timestamp"]),
-                    l["fields"].as_array().unwrap().iter().map(client_tag).collect(),
+                    l["fields"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(client_tag)
+                        .collect(),
                 )
             })
             .collect();
@@ -345,13 +375,20 @@ async fn python_jaeger_client_over_agent_udp_compact() {
     let script = scripts().join("jaeger_client_udp.py");
     let out = run(
         py,
-        vec![script.display().to_string(), "127.0.0.1".into(), port.to_string()],
+        vec![
+            script.display().to_string(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ],
         None,
     )
     .await;
     let spans = out["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 2, "{out}");
-    let tid = jaeger_trace_text(i64_of(&spans[0]["traceIdHigh"]), i64_of(&spans[0]["traceIdLow"]));
+    let tid = jaeger_trace_text(
+        i64_of(&spans[0]["traceIdHigh"]),
+        i64_of(&spans[0]["traceIdLow"]),
+    );
     let doc = read_back(a.http.unwrap(), &format!("/api/traces/{tid}"), 2).await;
     let process_tags = renamed_process_tags(
         out["process"]["tags"]
@@ -370,7 +407,10 @@ async fn python_jaeger_client_over_agent_udp_compact() {
         .find(|s| s["operationName"] == "parent")
         .unwrap();
     let tags = json_tags(&root["tags"]);
-    assert_eq!(tags["sampler.type"], ("string".into(), Value::from("const")));
+    assert_eq!(
+        tags["sampler.type"],
+        ("string".into(), Value::from("const"))
+    );
     assert_eq!(tags["sampler.param"], ("bool".into(), Value::Bool(true)));
     assert!(t.collector.shutdown().await);
 }
@@ -405,7 +445,10 @@ async fn node_jaeger_client_over_agent_udp_binary_and_http_thrift() {
     };
     let t = start(jaeger_on).await;
     let a = t.collector.addrs.clone();
-    let script = scripts().join("jaeger_client_node.js").display().to_string();
+    let script = scripts()
+        .join("jaeger_client_node.js")
+        .display()
+        .to_string();
     for args in [
         vec![
             script.clone(),
@@ -423,8 +466,10 @@ async fn node_jaeger_client_over_agent_udp_binary_and_http_thrift() {
         assert_eq!(out["errors"], Value::Array(vec![]), "{args:?}: {out}");
         let spans = out["spans"].as_array().unwrap();
         assert_eq!(spans.len(), 3, "{out}");
-        let tid =
-            jaeger_trace_text(i64_of(&spans[0]["traceIdHigh"]), i64_of(&spans[0]["traceIdLow"]));
+        let tid = jaeger_trace_text(
+            i64_of(&spans[0]["traceIdHigh"]),
+            i64_of(&spans[0]["traceIdLow"]),
+        );
         // The child and its parent share a trace; `other` has its own.
         let mine: Vec<Value> = spans
             .iter()
@@ -434,14 +479,23 @@ async fn node_jaeger_client_over_agent_udp_binary_and_http_thrift() {
             .cloned()
             .collect();
         let doc = read_back(a.http.unwrap(), &format!("/api/traces/{tid}"), mine.len()).await;
-        compare_jaeger(&out["process"], node_process_tags(&out["process"]), &mine, &doc["data"][0]);
+        compare_jaeger(
+            &out["process"],
+            node_process_tags(&out["process"]),
+            &mine,
+            &doc["data"][0],
+        );
         let child = doc["data"][0]["spans"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["operationName"] == "child")
             .expect("child");
-        assert_eq!(child["references"].as_array().unwrap().len(), 2, "parent and follows-from");
+        assert_eq!(
+            child["references"].as_array().unwrap().len(),
+            2,
+            "parent and follows-from"
+        );
     }
     assert!(t.collector.shutdown().await);
 }
@@ -624,7 +678,12 @@ async fn py_zipkin_v1_json() {
     let sent = out[0]["body"].as_array().unwrap();
     assert_eq!(out[0]["status"], 202);
     let tid = format!("{:0>32}", sent[0]["traceId"].as_str().unwrap());
-    let doc = read_back(a.http.unwrap(), &format!("/api/native/traces/{tid}?raw=true"), 2).await;
+    let doc = read_back(
+        a.http.unwrap(),
+        &format!("/api/native/traces/{tid}?raw=true"),
+        2,
+    )
+    .await;
     for s in sent {
         let id = s["id"].as_str().unwrap();
         let g = doc["spans"]
@@ -636,8 +695,16 @@ async fn py_zipkin_v1_json() {
         let what = format!("v1 span {}", s["name"]);
         assert_eq!(g["name"], s["name"], "{what}");
         assert_eq!(g["service"], "py-zipkin-v1", "{what}");
-        assert_eq!(g["parent_span_id"], s.get("parentId").cloned().unwrap_or(Value::Null), "{what}");
-        assert_eq!(g["start_ns"], s["timestamp"].as_u64().unwrap() * 1000, "{what}");
+        assert_eq!(
+            g["parent_span_id"],
+            s.get("parentId").cloned().unwrap_or(Value::Null),
+            "{what}"
+        );
+        assert_eq!(
+            g["start_ns"],
+            s["timestamp"].as_u64().unwrap() * 1000,
+            "{what}"
+        );
         assert_eq!(
             g["end_ns"].as_u64().unwrap() - g["start_ns"].as_u64().unwrap(),
             s["duration"].as_u64().unwrap() * 1000,

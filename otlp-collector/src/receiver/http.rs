@@ -211,7 +211,12 @@ pub(crate) async fn read_body(
 }
 
 /// Checks the bearer token; on failure, the 401 response to send.
-pub(crate) fn check_auth(ing: &Ingest, source: Source, enc: Enc, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn check_auth(
+    ing: &Ingest,
+    source: Source,
+    enc: Enc,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
     match ing.tokens.check(headers) {
         AuthResult::Allowed => Ok(()),
         r => {

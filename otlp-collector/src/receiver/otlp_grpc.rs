@@ -100,7 +100,12 @@ impl tonic::server::NamedService for TraceServiceServer {
 struct ExportSvc(Arc<Ingest>);
 
 /// A status with a `google.rpc.Status` (and RetryInfo when `retry` is set) in its details.
-pub(crate) fn status_with_details(code_: Code, grpc: i32, msg: String, retry: Option<u64>) -> Status {
+pub(crate) fn status_with_details(
+    code_: Code,
+    grpc: i32,
+    msg: String,
+    retry: Option<u64>,
+) -> Status {
     let details = match retry {
         Some(secs) => rpc_status::status_with_retry(grpc, &msg, secs),
         None => rpc_status::status(grpc, &msg),

@@ -53,9 +53,8 @@ fn kind(k: i32) -> Option<String> {
 
 /// Decodes a `ListOfSpans` into validated spans.
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
-    let list = pb::ListOfSpans::decode(body).map_err(|e| {
-        DecodeError::Malformed(format!("invalid Zipkin protobuf ListOfSpans: {e}"))
-    })?;
+    let list = pb::ListOfSpans::decode(body)
+        .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin protobuf ListOfSpans: {e}")))?;
     if list.spans.len() > limits.max_spans_per_request {
         return Err(DecodeError::TooManySpans {
             count: list.spans.len(),
@@ -138,7 +137,13 @@ mod tests {
             shared: true,
         };
         let body = pb::ListOfSpans {
-            spans: vec![span.clone(), pb::Span { id: vec![1; 3], ..span }],
+            spans: vec![
+                span.clone(),
+                pb::Span {
+                    id: vec![1; 3],
+                    ..span
+                },
+            ],
         }
         .encode_to_vec();
         let d = decode(&body, &LimitsConfig::default()).unwrap();
@@ -148,9 +153,18 @@ mod tests {
         assert_eq!(s.kind, SpanKind::Server);
         assert_eq!(s.service_name, "frontend");
         assert_eq!(s.end_ns - s.start_ns, 207_000_000);
-        assert_eq!((s.status_code, s.status_message.as_str()), (StatusCode::Error, "boom"));
-        assert_eq!(s.attribute("net.host.ip"), Some(&AttrValue::Str("127.0.0.1".into())));
-        assert_eq!(s.attribute("net.peer.ip"), Some(&AttrValue::Str("::1".into())));
+        assert_eq!(
+            (s.status_code, s.status_message.as_str()),
+            (StatusCode::Error, "boom")
+        );
+        assert_eq!(
+            s.attribute("net.host.ip"),
+            Some(&AttrValue::Str("127.0.0.1".into()))
+        );
+        assert_eq!(
+            s.attribute("net.peer.ip"),
+            Some(&AttrValue::Str("::1".into()))
+        );
         assert_eq!(s.attribute("zipkin.shared"), Some(&AttrValue::Bool(true)));
         assert_eq!(s.events[0].name, "ws");
         assert!(decode(b"\x0a\xff", &LimitsConfig::default()).is_err());
@@ -163,6 +177,10 @@ mod tests {
             }],
         };
         let d = decode(&none.encode_to_vec(), &LimitsConfig::default()).unwrap();
-        assert!(d.error_message().contains("no timestamp"), "{}", d.error_message());
+        assert!(
+            d.error_message().contains("no timestamp"),
+            "{}",
+            d.error_message()
+        );
     }
 }

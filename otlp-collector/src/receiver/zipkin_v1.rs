@@ -184,8 +184,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
                 hex_id(i, "parentId", v.parent_id.as_deref())?,
             ))
         })();
-        let converted =
-            ids.and_then(|(t, s, p)| convert_with_ids(i, t, &s, &p, to_v2(v)));
+        let converted = ids.and_then(|(t, s, p)| convert_with_ids(i, t, &s, &p, to_v2(v)));
         match converted {
             Ok(span) => out.push(span, limits, i),
             Err(e) => out.reject(e),

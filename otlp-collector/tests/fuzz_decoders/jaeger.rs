@@ -78,11 +78,7 @@ fn tbatch() -> BoxedStrategy<TBatch> {
         (
             prop_oneof![
                 Just(None),
-                vec(
-                    (0i32..3, any::<bool>(), any::<i64>(), any::<i64>()),
-                    0..3
-                )
-                .prop_map(Some),
+                vec((0i32..3, any::<bool>(), any::<i64>(), any::<i64>()), 0..3).prop_map(Some),
             ],
             0i32..4,
             1_000_000_000_000i64..4_000_000_000_000_000,
@@ -97,33 +93,31 @@ fn tbatch() -> BoxedStrategy<TBatch> {
         ),
     )
         .prop_map(
-            |((high, low, id, parent, name), (refs, flags, start, duration), (tags, logs))| {
-                TSpan {
-                    low,
-                    high,
-                    span_id: id,
-                    parent,
-                    name,
-                    refs: refs.map(|rs| {
-                        rs.into_iter()
-                            .map(|(kind, same, l, s)| TRef {
-                                kind,
-                                low: if same { low } else { l },
-                                high: if same { high } else { l.rotate_left(7) },
-                                span: s,
-                            })
-                            .collect()
-                    }),
-                    flags,
-                    start,
-                    duration,
-                    tags,
-                    logs: logs.map(|ls| {
-                        ls.into_iter()
-                            .map(|(ts, fields)| TLog { ts, fields })
-                            .collect()
-                    }),
-                }
+            |((high, low, id, parent, name), (refs, flags, start, duration), (tags, logs))| TSpan {
+                low,
+                high,
+                span_id: id,
+                parent,
+                name,
+                refs: refs.map(|rs| {
+                    rs.into_iter()
+                        .map(|(kind, same, l, s)| TRef {
+                            kind,
+                            low: if same { low } else { l },
+                            high: if same { high } else { l.rotate_left(7) },
+                            span: s,
+                        })
+                        .collect()
+                }),
+                flags,
+                start,
+                duration,
+                tags,
+                logs: logs.map(|ls| {
+                    ls.into_iter()
+                        .map(|(ts, fields)| TLog { ts, fields })
+                        .collect()
+                }),
             },
         );
     (
@@ -262,10 +256,9 @@ fn inverse(s: &Span) -> Inverse {
         .links
         .iter()
         .map(|l| {
-            let child_of = l
-                .attributes
-                .iter()
-                .any(|kv| kv.key == "opentracing.ref_type" && kv.value == AttrValue::Str("child_of".into()));
+            let child_of = l.attributes.iter().any(|kv| {
+                kv.key == "opentracing.ref_type" && kv.value == AttrValue::Str("child_of".into())
+            });
             (child_of, l.trace_id, l.span_id)
         })
         .collect();
@@ -393,7 +386,10 @@ fn encode(b: &TBatch, wire: Wire) -> Vec<u8> {
     }
 }
 
-fn decode(raw: &[u8], wire: Wire) -> Result<ferrotrace_collector::receiver::convert::Decoded, String> {
+fn decode(
+    raw: &[u8],
+    wire: Wire,
+) -> Result<ferrotrace_collector::receiver::convert::Decoded, String> {
     match wire {
         Wire::AgentCompact => decode_agent(raw, Protocol::Compact, &limits()),
         Wire::AgentBinary => decode_agent(raw, Protocol::Binary, &limits()),

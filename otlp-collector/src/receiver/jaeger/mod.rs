@@ -117,7 +117,10 @@ impl JaegerConfig {
                 ))
             })?;
             let udp = name.starts_with("jaeger.agent_");
-            if udp && authenticated && !parsed.ip().is_loopback() && !self.agent_allow_unauthenticated
+            if udp
+                && authenticated
+                && !parsed.ip().is_loopback()
+                && !self.agent_allow_unauthenticated
             {
                 return Err(ConfigError::Invalid(format!(
                     "{name} = {addr:?} listens beyond loopback, but UDP carries no bearer token \
@@ -181,7 +184,11 @@ mod tests {
         c.agent_allow_unauthenticated = false;
         c.validate(true).unwrap();
         c.grpc_addr = "localhost:1".into();
-        assert!(c.validate(false).unwrap_err().to_string().contains("jaeger.grpc_addr"));
+        assert!(c
+            .validate(false)
+            .unwrap_err()
+            .to_string()
+            .contains("jaeger.grpc_addr"));
         let mut d = JaegerConfig::default();
         d.enable_defaults();
         assert_eq!(d.agent_binary_addr, DEFAULT_AGENT_BINARY_ADDR);

@@ -304,7 +304,12 @@ fn convert(i: usize, js: JSpan, res: &(String, Vec<KeyValue>)) -> Result<Span, S
             .iter()
             .filter(same_trace)
             .find(|r| r.child_of)
-            .or_else(|| js.references.iter().filter(same_trace).find(|r| !r.child_of))
+            .or_else(|| {
+                js.references
+                    .iter()
+                    .filter(same_trace)
+                    .find(|r| !r.child_of)
+            })
             .map(|r| r.span_id.clone())
             .unwrap_or_default()
     };
@@ -325,7 +330,11 @@ fn convert(i: usize, js: JSpan, res: &(String, Vec<KeyValue>)) -> Result<Span, S
                 r.span_id.len()
             ));
         };
-        let ref_type = if r.child_of { "child_of" } else { "follows_from" };
+        let ref_type = if r.child_of {
+            "child_of"
+        } else {
+            "follows_from"
+        };
         links.push(Link {
             trace_id: t,
             span_id: s,
@@ -503,7 +512,10 @@ mod tests {
             (StatusCode::Error, "boom")
         );
         assert_eq!(sp.trace_state, "a=b");
-        assert_eq!((sp.scope_name.as_str(), sp.scope_version.as_str()), ("lib", "1.0"));
+        assert_eq!(
+            (sp.scope_name.as_str(), sp.scope_version.as_str()),
+            ("lib", "1.0")
+        );
         assert_eq!(
             sp.attributes,
             vec![
@@ -579,7 +591,12 @@ mod tests {
         let links: Vec<(u64, String)> = sp
             .links
             .iter()
-            .map(|l| (u64::from_be_bytes(l.span_id), l.attributes[0].value.to_text()))
+            .map(|l| {
+                (
+                    u64::from_be_bytes(l.span_id),
+                    l.attributes[0].value.to_text(),
+                )
+            })
             .collect();
         assert_eq!(
             links,
@@ -614,7 +631,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.rejected, 1);
-        assert!(d.error_message().contains("reference"), "{}", d.error_message());
+        assert!(
+            d.error_message().contains("reference"),
+            "{}",
+            d.error_message()
+        );
     }
 
     #[test]

@@ -51,10 +51,7 @@ fn timestamp_ns(what: &str, t: Option<prost_types::Timestamp>) -> Result<u64, St
 fn duration_ns(d: Option<prost_types::Duration>) -> Result<u64, String> {
     let Some(d) = d else { return Ok(0) };
     let (Ok(s), Ok(n)) = (u64::try_from(d.seconds), u64::try_from(d.nanos)) else {
-        return Err(format!(
-            "duration {}s {}ns is negative",
-            d.seconds, d.nanos
-        ));
+        return Err(format!("duration {}s {}ns is negative", d.seconds, d.nanos));
     };
     if n >= 1_000_000_000 {
         return Err(format!("duration has {n} nanoseconds (must be below 10^9)"));

@@ -334,7 +334,8 @@ impl<'a> Reader<'a> {
                     15 => self.varint(5, "list size")?,
                     small => u64::from(small),
                 };
-                let n = usize::try_from(n).map_err(|_| format!("Thrift list size {n} too large"))?;
+                let n =
+                    usize::try_from(n).map_err(|_| format!("Thrift list size {n} too large"))?;
                 (t, n)
             }
         };
@@ -595,13 +596,18 @@ mod tests {
     fn huge_declared_lengths_are_refused_before_allocating() {
         // Binary string of 2^31-1 bytes with 3 bytes present.
         let mut r = Reader::new(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3], Protocol::Binary);
-        assert!(r.string("key").unwrap_err().contains("declares 2147483647 bytes"));
+        assert!(r
+            .string("key")
+            .unwrap_err()
+            .contains("declares 2147483647 bytes"));
         // Negative length.
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xfe], Protocol::Binary);
         assert!(r.binary("v").unwrap_err().contains("negative"));
         // A list of 2^31-1 structs in 6 bytes.
         let mut r = Reader::new(&[12, 0x7f, 0xff, 0xff, 0xff, 0], Protocol::Binary);
-        let e = r.list(TType::Struct, "spans", |r| r.skip(TType::Struct)).unwrap_err();
+        let e = r
+            .list(TType::Struct, "spans", |r| r.skip(TType::Struct))
+            .unwrap_err();
         assert!(e.contains("declares 2147483647 elements"), "{e}");
         // Compact: list of 2^32 i64 (varint size), nothing after.
         let mut r = Reader::new(&[0xf6, 0xff, 0xff, 0xff, 0xff, 0x0f], Protocol::Compact);
@@ -620,7 +626,10 @@ mod tests {
         }
         buf.extend(std::iter::repeat_n(0u8, 101));
         let mut r = Reader::new(&buf, Protocol::Binary);
-        assert!(r.skip(TType::Struct).unwrap_err().contains("deeper than 64"));
+        assert!(r
+            .skip(TType::Struct)
+            .unwrap_err()
+            .contains("deeper than 64"));
         // Compact: lists of lists.
         let mut buf = Vec::new();
         for _ in 0..200 {
@@ -674,7 +683,9 @@ mod tests {
         c.extend_from_slice(b"emitBatch");
         let h = Reader::new(&c, Protocol::Compact).message_begin().unwrap();
         assert_eq!((h.name.as_str(), h.kind), ("emitBatch", 4));
-        assert!(Reader::new(&[0x80], Protocol::Compact).message_begin().is_err());
+        assert!(Reader::new(&[0x80], Protocol::Compact)
+            .message_begin()
+            .is_err());
         assert!(Reader::new(&[], Protocol::Compact).message_begin().is_err());
         // Invalid UTF-8 in a name.
         let bad = [0x82, 0x81, 0x01, 2, 0xff, 0xfe];

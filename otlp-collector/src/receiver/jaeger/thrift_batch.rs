@@ -185,7 +185,8 @@ fn read_batch(r: &mut Reader<'_>, limits: &LimitsConfig) -> Result<JBatch, Decod
         match (id, t) {
             (1, TType::Struct) => process = Some(read_process(r)?),
             (2, TType::List) => {
-                spans = Some(r.list_limited(limits.max_spans_per_request, &mut too_many, read_span)?)
+                spans =
+                    Some(r.list_limited(limits.max_spans_per_request, &mut too_many, read_span)?)
             }
             _ => return Ok(false),
         }
@@ -212,13 +213,18 @@ impl Reader<'_> {
         too_many: &mut Option<(usize, usize)>,
         elem: impl FnMut(&mut Self) -> Result<T, String>,
     ) -> Result<Vec<T>, String> {
-        self.list_checked(TType::Struct, "spans", |n| {
-            if n > max {
-                *too_many = Some((n, max));
-                return Err(format!("{n} spans (limit {max})"));
-            }
-            Ok(())
-        }, elem)
+        self.list_checked(
+            TType::Struct,
+            "spans",
+            |n| {
+                if n > max {
+                    *too_many = Some((n, max));
+                    return Err(format!("{n} spans (limit {max})"));
+                }
+                Ok(())
+            },
+            elem,
+        )
     }
 }
 
@@ -231,8 +237,9 @@ pub fn decode_batch(body: &[u8], limits: &LimitsConfig) -> Result<JBatch, Decode
         }
         other => other,
     })?;
-    r.finish("Batch")
-        .map_err(|m| DecodeError::Malformed(format!("invalid Jaeger Thrift (binary) Batch: {m}")))?;
+    r.finish("Batch").map_err(|m| {
+        DecodeError::Malformed(format!("invalid Jaeger Thrift (binary) Batch: {m}"))
+    })?;
     Ok(b)
 }
 
@@ -247,7 +254,11 @@ pub fn decode_agent(
         Protocol::Compact => "compact",
         Protocol::Binary => "binary",
     };
-    let bad = |m: String| DecodeError::Malformed(format!("invalid Jaeger agent datagram (Thrift {name}): {m}"));
+    let bad = |m: String| {
+        DecodeError::Malformed(format!(
+            "invalid Jaeger agent datagram (Thrift {name}): {m}"
+        ))
+    };
     let mut r = Reader::new(datagram, proto);
     let h = r.message_begin().map_err(bad)?;
     match h.name.as_str() {
