@@ -680,7 +680,9 @@ async fn the_wal_replays_every_new_record_format() {
         }],
     }
     .encode_to_vec();
-    let records: Vec<(RecordFormat, u32, Vec<u8>, [u8; 16], usize)> = vec![
+    // (format, spans in the record, body, trace, spans stored)
+    type Record = (RecordFormat, u32, Vec<u8>, [u8; 16], usize);
+    let records: Vec<Record> = vec![
         (
             RecordFormat::JaegerThrift,
             1,

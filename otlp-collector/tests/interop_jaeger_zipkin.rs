@@ -25,7 +25,7 @@ mod ingest_util;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -221,7 +221,10 @@ fn jaeger_trace_text(high: u64, low: u64) -> String {
     }
 }
 
-fn json_tags(tags: &Value) -> BTreeMap<String, (String, Value)> {
+/// Tags by key: (type, value).
+type Tags = BTreeMap<String, (String, Value)>;
+
+fn json_tags(tags: &Value) -> Tags {
     tags.as_array()
         .unwrap()
         .iter()
@@ -236,12 +239,7 @@ fn json_tags(tags: &Value) -> BTreeMap<String, (String, Value)> {
 
 /// Compares what a Jaeger client sent (its Thrift spans and process) with
 /// the trace the Jaeger API returns.
-fn compare_jaeger(
-    process: &Value,
-    process_tags: BTreeMap<String, (String, Value)>,
-    spans: &[Value],
-    trace: &Value,
-) {
+fn compare_jaeger(process: &Value, process_tags: Tags, spans: &[Value], trace: &Value) {
     let got: Vec<&Value> = trace["spans"].as_array().unwrap().iter().collect();
     assert_eq!(got.len(), spans.len(), "{trace}");
     for s in spans {
@@ -305,7 +303,7 @@ fn compare_jaeger(
         assert_eq!(refs, want, "{what}: references");
         // Tags: every one the client sent, typed; `error = true` also shows
         // as otel.status_code = ERROR (the status it became).
-        let mut want_tags: BTreeMap<String, (String, Value)> = s["tags"]
+        let mut want_tags: Tags = s["tags"]
             .as_array()
             .into_iter()
             .flatten()
@@ -319,7 +317,7 @@ fn compare_jaeger(
         }
         assert_eq!(json_tags(&j["tags"]), want_tags, "{what}: tags");
         // Logs: timestamps and typed fields.
-        let want_logs: Vec<(u64, BTreeMap<String, (String, Value)>)> = s["logs"]
+        let want_logs: Vec<(u64, Tags)> = s["logs"]
             .as_array()
             .into_iter()
             .flatten()
@@ -335,7 +333,7 @@ fn compare_jaeger(
                 )
             })
             .collect();
-        let logs: Vec<(u64, BTreeMap<String, (String, Value)>)> = j["logs"]
+        let logs: Vec<(u64, Tags)> = j["logs"]
             .as_array()
             .unwrap()
             .iter()
@@ -351,7 +349,7 @@ fn compare_jaeger(
 }
 
 /// A Thrift process's tags as Jaeger JSON shows them after the translator's renames.
-fn renamed_process_tags(tags: Vec<(String, (String, Value))>) -> BTreeMap<String, (String, Value)> {
+fn renamed_process_tags(tags: Vec<(String, (String, Value))>) -> Tags {
     tags.into_iter()
         .map(|(k, (t, v))| match k.as_str() {
             "hostname" => ("host.name".to_string(), (t, v)),
@@ -417,7 +415,7 @@ async fn python_jaeger_client_over_agent_udp_compact() {
 
 /// Node's process tags are untyped in the script's dump; the sender types
 /// them by their JavaScript type.
-fn node_process_tags(p: &Value) -> BTreeMap<String, (String, Value)> {
+fn node_process_tags(p: &Value) -> Tags {
     renamed_process_tags(
         p["tags"]
             .as_array()
@@ -502,7 +500,7 @@ async fn node_jaeger_client_over_agent_udp_binary_and_http_thrift() {
 
 // ------------------------------------------------ OpenTelemetry exporters
 
-fn native_attrs(v: &Value) -> BTreeMap<String, (String, Value)> {
+fn native_attrs(v: &Value) -> Tags {
     json_tags(v)
 }
 
@@ -517,9 +515,9 @@ fn near(got: &Value, want: &Value, what: &str) {
 /// Runs the OpenTelemetry script in `mode` against `endpoint` and checks the
 /// stored trace against the SDK's spans; `typed` says whether attribute
 /// types survive (Jaeger) or become strings (Zipkin).
-async fn otel_round_trip(py: &PathBuf, q: SocketAddr, mode: &str, endpoint: String) {
+async fn otel_round_trip(py: &Path, q: SocketAddr, mode: &str, endpoint: String) {
     let script = scripts().join("otel_exporters.py").display().to_string();
-    let out = run(py.clone(), vec![script, mode.into(), endpoint], None).await;
+    let out = run(py.to_path_buf(), vec![script, mode.into(), endpoint], None).await;
     assert_eq!(out["ok"], serde_json::json!([true, true]), "{mode}: {out}");
     let spans = out["spans"].as_array().unwrap();
     let tid = spans[0]["trace_id"].as_str().unwrap();

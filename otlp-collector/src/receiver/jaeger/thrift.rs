@@ -631,10 +631,8 @@ mod tests {
             .unwrap_err()
             .contains("deeper than 64"));
         // Compact: lists of lists.
-        let mut buf = Vec::new();
-        for _ in 0..200 {
-            buf.push(0x19); // one element of type list
-        }
+        // Each byte: a list of one element of type list.
+        let buf = vec![0x19u8; 200];
         let mut r = Reader::new(&buf, Protocol::Compact);
         assert!(r.skip(TType::List).unwrap_err().contains("deeper than 64"));
     }
