@@ -321,7 +321,16 @@ async fn zipkin_v2_json_is_mapped_and_stored() {
         post(addr, "/api/v2/spans", &[JSON], "{oops").await.status,
         400
     );
-    assert_eq!(post(addr, "/api/v2/spans", &[PROTO], "x").await.status, 415);
+    // Protobuf is Zipkin's other encoding (a ListOfSpans): "x" is not one.
+    let r = post(addr, "/api/v2/spans", &[PROTO], "x").await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("Zipkin protobuf ListOfSpans"));
+    assert_eq!(
+        post(addr, "/api/v2/spans", &[("content-type", "text/plain")], "x")
+            .await
+            .status,
+        415
+    );
     // What a web page can send cross-origin without a CORS preflight: no
     // Content-Type, or text/plain. Refused, nothing stored.
     let forged = body.replace("4d1e00c0db9010db", "4d1e00c0db9010dc");
