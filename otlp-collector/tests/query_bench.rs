@@ -5,8 +5,13 @@
 //! `FT_BENCH_SINK` picks the store: `sqlite` (default), `postgres` or
 //! `clickhouse`; the last two start a throwaway server through the test
 //! harness (`tests/support/`), as the sink tests do, and stop it at the end.
+//! PostgreSQL's statistics are gathered (`ANALYZE`) after the load unless
+//! `FT_BENCH_PG_ANALYZE=0`.
 //! `FT_BENCH_SQLITE_DIR` keeps the SQLite file in that directory (for
 //! `EXPLAIN QUERY PLAN` afterwards) instead of a temporary one.
+//! `FT_BENCH_HOLD_S=N` keeps the loaded store (and its server) up for N
+//! seconds after the measurements, printing where it is, to examine query
+//! plans by hand.
 
 mod query_support;
 mod support;
@@ -28,6 +33,8 @@ use support::postgres::PgServer;
 /// The store under test and what keeps it alive (temp dir or server).
 struct BenchStore {
     store: Arc<dyn SpanStore>,
+    /// Where to reach the stored data from outside (file path or URL).
+    location: String,
     _keep: Box<dyn Any + Send>,
 }
 
@@ -51,9 +58,11 @@ async fn open_store() -> Option<BenchStore> {
                         (t.path().to_path_buf(), Box::new(t))
                     }
                 };
-            let store = SqliteStore::open(dir.join("bench.db")).unwrap();
+            let path = dir.join("bench.db");
+            let store = SqliteStore::open(&path).unwrap();
             Some(BenchStore {
                 store: Arc::new(store),
+                location: path.display().to_string(),
                 _keep: keep,
             })
         }
@@ -63,17 +72,19 @@ async fn open_store() -> Option<BenchStore> {
             let store = PostgresStore::connect(&url).await.unwrap();
             Some(BenchStore {
                 store: Arc::new(store),
+                location: url,
                 _keep: Box::new(pg),
             })
         }
         "clickhouse" => {
             let ch = ChServer::start()?;
-            let store =
-                ClickHouseStore::connect(&ch.url("query_bench"), ClickHouseOptions::default())
-                    .await
-                    .unwrap();
+            let url = ch.url("query_bench");
+            let store = ClickHouseStore::connect(&url, ClickHouseOptions::default())
+                .await
+                .unwrap();
             Some(BenchStore {
                 store: Arc::new(store),
+                location: url,
                 _keep: Box::new(ch),
             })
         }
@@ -156,6 +167,26 @@ async fn query_latency_bench() {
         store.name(),
         t0.elapsed().as_secs_f64()
     );
+    if store.name() == "postgres" && std::env::var("FT_BENCH_PG_ANALYZE").as_deref() != Ok("0") {
+        // Autovacuum's first ANALYZE of the new day partition comes a minute or
+        // so after the load, sometimes in the middle of the measurements;
+        // until then the planner has no statistics for it and reads every span
+        // of a service for a broad search (docs/benchmarks.md). So that each
+        // run measures one state, the statistics are gathered here, as
+        // autovacuum would; FT_BENCH_PG_ANALYZE=0 measures without them.
+        let t = Instant::now();
+        let (client, conn) = tokio_postgres::connect(&bench.location, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client.batch_execute("ANALYZE").await.unwrap();
+        drop(client);
+        let _ = task.await;
+        println!(
+            "BENCH postgres ANALYZE after the load took {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let addr = serve_store(store.clone()).await;
     let (s, e) = (rfc(start), rfc(end));
 
@@ -265,4 +296,11 @@ async fn query_latency_bench() {
             .collect(),
     )
     .await;
+    if let Some(hold) = std::env::var("FT_BENCH_HOLD_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        println!("BENCH holding {} for {hold}s", bench.location);
+        tokio::time::sleep(std::time::Duration::from_secs(hold)).await;
+    }
 }
