@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod budgets;
+pub mod connections;
 pub use budgets::MemoryBudgets;
+pub use connections::{ConnectionsConfig, QueryConfig};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Listener addresses.
     pub server: ServerConfig,
+    /// Per-connection limits and timeouts of every listener.
+    pub connections: ConnectionsConfig,
+    /// Who may address the query listener.
+    pub query: QueryConfig,
     /// Sink selection.
     pub storage: StorageConfig,
     /// Write-ahead log.
@@ -517,6 +523,7 @@ impl Config {
                 "limits.max_request_bytes and limits.max_decompressed_bytes must be above 0".into(),
             ));
         }
+        self.connections.validate()?;
         // The byte budgets: each set or derived from limits.memory_limit_mib,
         // large enough for one request at the limits, together under the soft limit.
         self.memory_budgets()?;

@@ -136,6 +136,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = load(&args)?;
+    // Every client connection takes a file descriptor: use the hard limit.
+    let fds = ferrotrace_collector::listener::raise_fd_limit();
+    tracing::debug!(fds, "file descriptor limit");
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -208,6 +208,11 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     /// The memory guard's gauges and counters.
     pub memory: MemoryMetrics,
+    /// Connection counts and the connections the listeners closed or refused.
+    pub net: NetMetrics,
+    /// Attribute values nested (arrays, kvlists) deeper than
+    /// [`crate::receiver::convert::MAX_ANY_VALUE_DEPTH`]; the deeper part was cut.
+    pub attribute_depth_truncated: AtomicU64,
     /// Retention task counters, once the task runs.
     pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
 }
@@ -250,6 +255,8 @@ impl Default for Metrics {
             rollup_replayed_already_stored: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
             memory: MemoryMetrics::default(),
+            net: NetMetrics::default(),
+            attribute_depth_truncated: AtomicU64::new(0),
             retention: Mutex::new(None),
         }
     }
@@ -513,6 +520,13 @@ impl Metrics {
             );
         }
         self.memory.render(&mut out);
+        self.net.render(&mut out);
+        let name = "ferrotrace_attribute_depth_truncated_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Attribute values nested (arrays, kvlists) deeper than the documented depth (16); the deeper part was replaced by an empty value.\n# TYPE {name} counter\n{name} {}",
+            self.attribute_depth_truncated.load(Relaxed)
+        );
         self.sink_write_latency.render(
             &mut out,
             "ferrotrace_sink_write_seconds",
@@ -598,6 +612,76 @@ impl MemoryMetrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 v.load(Relaxed)
             );
+        }
+    }
+}
+
+/// What the listeners ([`crate::listener`]) publish about connections.
+#[derive(Debug, Default)]
+pub struct NetMetrics {
+    open: Mutex<BTreeMap<&'static str, u64>>,
+    closed: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl NetMetrics {
+    /// A connection was accepted on `listener`.
+    pub fn opened(&self, listener: &'static str) {
+        *self.open.lock().entry(listener).or_insert(0) += 1;
+    }
+    /// A connection of `listener` ended (for any reason).
+    pub fn ended(&self, listener: &'static str) {
+        if let Some(v) = self.open.lock().get_mut(listener) {
+            *v = v.saturating_sub(1);
+        }
+    }
+    /// The collector closed a connection of `listener` for `reason`.
+    pub fn closed(&self, listener: &'static str, reason: &'static str) {
+        *self.closed.lock().entry((listener, reason)).or_insert(0) += 1;
+    }
+    /// A new connection to `listener` was closed at once for `reason`.
+    pub fn refused(&self, listener: &'static str, reason: &'static str) {
+        *self.refused.lock().entry((listener, reason)).or_insert(0) += 1;
+    }
+    /// Open connections of `listener`.
+    pub fn open(&self, listener: &str) -> u64 {
+        self.open.lock().get(listener).copied().unwrap_or(0)
+    }
+    /// Connections of `listener` the collector closed for `reason`.
+    pub fn closed_count(&self, listener: &str, reason: &str) -> u64 {
+        self.closed
+            .lock()
+            .iter()
+            .filter(|((l, r), _)| *l == listener && *r == reason)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "ferrotrace_connections_open";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open client connections, by listener.\n# TYPE {name} gauge"
+        );
+        for (l, v) in self.open.lock().iter() {
+            let _ = writeln!(out, "{name}{{listener=\"{l}\"}} {v}");
+        }
+        for (name, help, map) in [
+            (
+                "ferrotrace_connections_closed_total",
+                "Connections the collector closed, by listener and reason: header_timeout (connections.header_read_timeout_ms), http2_keepalive (a PING unanswered for connections.http2_keepalive_timeout_ms), body_timeout (connections.body_read_timeout_ms), body_too_slow (connections.min_body_rate_bytes_per_sec), idle (connections.idle_timeout_ms), evicted (the longest-idle connection, closed to make room at connections.max_per_listener or the file-descriptor budget), tls_handshake (failed or timed out).",
+                &self.closed,
+            ),
+            (
+                "ferrotrace_connections_refused_total",
+                "New connections closed at once, by listener and reason: max_connections (connections.max_per_listener reached and none idle), fd_limit (RLIMIT_NOFILE minus connections.reserved_fds reached and none idle), accept_error (the accept call failed, e.g. EMFILE).",
+                &self.refused,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((l, r), v) in map.lock().iter() {
+                let _ = writeln!(out, "{name}{{listener=\"{l}\",reason=\"{r}\"}} {v}");
+            }
         }
     }
 }

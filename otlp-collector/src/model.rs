@@ -97,6 +97,9 @@ pub enum AttrValue {
     Array(Vec<AttrValue>),
     /// Nested key/value list.
     KvList(Vec<KeyValue>),
+    /// An `AnyValue` with no value set (the key is kept; the query APIs show it
+    /// as OTLP's `{}`, as text as the empty string).
+    Empty,
 }
 
 impl AttrValue {
@@ -108,6 +111,7 @@ impl AttrValue {
             AttrValue::Bool(b) => b.to_string(),
             AttrValue::Int(i) => i.to_string(),
             AttrValue::Double(d) => d.to_string(),
+            AttrValue::Empty => String::new(),
             other => serde_json::to_string(&other.to_json()).unwrap_or_default(),
         }
     }
@@ -129,6 +133,7 @@ impl AttrValue {
                     .map(|kv| (kv.key.clone(), kv.value.to_json()))
                     .collect(),
             ),
+            AttrValue::Empty => J::Null,
         }
     }
 }
@@ -205,7 +210,7 @@ fn value_heap_bytes(v: &AttrValue) -> usize {
                 + a.iter().map(value_heap_bytes).sum::<usize>()
         }
         AttrValue::KvList(kvs) => kvs_heap_bytes(kvs),
-        AttrValue::Bool(_) | AttrValue::Int(_) | AttrValue::Double(_) => 0,
+        AttrValue::Bool(_) | AttrValue::Int(_) | AttrValue::Double(_) | AttrValue::Empty => 0,
     }
 }
 

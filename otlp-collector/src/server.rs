@@ -114,23 +114,6 @@ async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, Sta
         })
 }
 
-/// Wraps a bound listener so it serves TLS only.
-fn tls_listener(
-    l: TcpListener,
-    config: &Arc<rustls::ServerConfig>,
-    name: &'static str,
-    metrics: &Arc<Metrics>,
-) -> Result<crate::tls::TlsListener, StartError> {
-    let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    crate::tls::TlsListener::new(l, config.clone(), name, metrics.clone()).map_err(|source| {
-        StartError::Bind {
-            what: name,
-            addr,
-            source,
-        }
-    })
-}
-
 async fn metrics_handler(State(h): State<HealthState>) -> Response {
     (
         [(
@@ -187,14 +170,6 @@ async fn query_auth(
                 "missing or wrong bearer token\n",
             )
                 .into_response()
-        }
-    }
-}
-
-async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
         }
     }
 }
@@ -266,62 +241,50 @@ impl Collector {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
 
+        let fd_limit = crate::listener::fd_limit();
+        let table = crate::listener::conns::ConnTable::new(
+            crate::listener::connection_budget(fd_limit, config.connections.reserved_fds),
+            metrics.clone(),
+        );
+        tracing::debug!(
+            fd_limit,
+            connections = table.max_total(),
+            "connection budget over all listeners"
+        );
+        let ctx = |name: &'static str, http2_only: bool| {
+            crate::listener::ListenerCtx::new(
+                name,
+                &config.connections,
+                tls.clone(),
+                table.clone(),
+                metrics.clone(),
+                http2_only,
+            )
+        };
         if let Some(l) = grpc_l {
             let svc = otlp_grpc::TraceServiceServer::new(ingest.clone());
-            let sig = shutdown_signal(shutdown_rx.clone());
-            let router = tonic::transport::Server::builder().add_service(svc);
-            let log = |r: Result<(), tonic::transport::Error>| {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "OTLP/gRPC server failed");
-                }
-            };
-            servers.push(match &tls {
-                Some(t) => {
-                    let incoming = tls_listener(l, t, "otlp_grpc", &metrics)?.into_stream();
-                    tokio::spawn(async move {
-                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
-                    })
-                }
-                None => {
-                    let incoming =
-                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-                    tokio::spawn(async move {
-                        log(router.serve_with_incoming_shutdown(incoming, sig).await)
-                    })
-                }
-            });
-        }
-        let serve_axum = |l: TcpListener, router: Router, name: &'static str| {
-            let sig = shutdown_signal(shutdown_rx.clone());
-            Ok::<_, StartError>(match &tls {
-                Some(t) => {
-                    let l = tls_listener(l, t, name, &metrics)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
-                            tracing::error!(error = %e, server = name, "HTTPS server failed");
-                        }
-                    })
-                }
-                None => tokio::spawn(async move {
-                    if let Err(e) = axum::serve(l, router).with_graceful_shutdown(sig).await {
-                        tracing::error!(error = %e, server = name, "HTTP server failed");
-                    }
-                }),
-            })
-        };
-        if let Some(l) = http_l {
-            servers.push(serve_axum(
+            servers.push(tokio::spawn(crate::listener::serve(
                 l,
+                ctx("otlp_grpc", true),
+                svc,
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(l) = http_l {
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("otlp_http", false),
                 rhttp::otlp_router(ingest.clone()),
-                "otlp_http",
-            )?);
+                shutdown_rx.clone(),
+            )));
         }
         if let Some(l) = zipkin_l {
-            servers.push(serve_axum(
+            servers.push(tokio::spawn(crate::listener::serve(
                 l,
+                ctx("zipkin", false),
                 rhttp::zipkin_router(ingest.clone()),
-                "zipkin",
-            )?);
+                shutdown_rx.clone(),
+            )));
         }
         if let Some(l) = query_l {
             let health = HealthState {
@@ -337,13 +300,35 @@ impl Collector {
             let mut router = base.merge(crate::query::router(crate::query::QueryState::new(
                 store.clone(),
             )));
+            let open = l
+                .local_addr()
+                .map(|a| !a.ip().is_loopback())
+                .unwrap_or(false);
             if query_tokens.enabled() {
                 router = router.layer(axum::middleware::from_fn_with_state(
                     (query_tokens, metrics.clone()),
                     query_auth,
                 ));
+            } else if open {
+                tracing::warn!(
+                    addr = %config.server.http_addr,
+                    "the query API and UI listen beyond loopback without a query token: anyone \
+                     who can reach this address can read every trace; set [auth] \
+                     query_tokens_file (or bind server.http_addr to 127.0.0.1 behind a proxy)"
+                );
             }
-            servers.push(serve_axum(l, router, "query")?);
+            // Outermost: a request for another host name is refused before
+            // anything else (DNS-rebinding pages never reach the API).
+            router = router.layer(axum::middleware::from_fn_with_state(
+                crate::query::hosts::HostCheck::new(&config.query.allowed_hosts, metrics.clone()),
+                crate::query::hosts::check_host,
+            ));
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("query", false),
+                router,
+                shutdown_rx.clone(),
+            )));
         }
 
         let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());

@@ -145,13 +145,16 @@ fn decoding_stays_within_its_reserve_and_budgets_see_what_spans_hold() {
         s.status = None;
     }
     cases.push(("proto bare spans", proto, bare.encode_to_vec()));
-    // Hostile: the smallest valid span on the wire (ids only).
+    // Hostile: the smallest valid span on the wire (ids and a start time,
+    // without which a span is rejected).
     let mut minimal = request_with(6, 5000);
     for s in &mut minimal.resource_spans[0].scope_spans[0].spans {
         let (t, id) = (s.trace_id.clone(), s.span_id.clone());
         *s = Default::default();
         s.trace_id = t;
         s.span_id = id;
+        s.start_time_unix_nano = 1;
+        s.end_time_unix_nano = 1;
     }
     cases.push(("proto ids only", proto, minimal.encode_to_vec()));
     // Hostile: many empty events.
@@ -176,7 +179,7 @@ fn decoding_stays_within_its_reserve_and_budgets_see_what_spans_hold() {
     let ids_only: Vec<String> = (0..5000)
         .map(|i| {
             format!(
-                r#"{{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"{:016x}"}}"#,
+                r#"{{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"{:016x}","startTimeUnixNano":1,"endTimeUnixNano":1}}"#,
                 i + 1
             )
         })
@@ -190,7 +193,7 @@ fn decoding_stays_within_its_reserve_and_budgets_see_what_spans_hold() {
     let ids_only: Vec<String> = (0..5000)
         .map(|i| {
             format!(
-                r#"{{"traceId":"0102030405060708090a0b0c0d0e0f10","id":"{:016x}"}}"#,
+                r#"{{"traceId":"0102030405060708090a0b0c0d0e0f10","id":"{:016x}","timestamp":1}}"#,
                 i + 1
             )
         })

@@ -67,7 +67,7 @@ async fn jaeger_v1_shapes() {
     let (st, v) = get_json(a, &format!("/api/traces/{}", hex(&fx.checkout))).await;
     assert_eq!(st, 200, "{v}");
     assert_envelope(&v);
-    assert_eq!(v["total"], 1);
+    assert_eq!(v["total"], 0, "Jaeger leaves total at 0 for traces");
     let t = &v["data"][0];
     assert_eq!(keys(t), ["processes", "spans", "traceID", "warnings"]);
     assert_eq!(t["traceID"], hex(&fx.checkout));
@@ -255,8 +255,25 @@ async fn jaeger_v1_shapes() {
         10,
         "error=true means status error"
     );
+    // No service: every service is searched (Jaeger allows it where the
+    // storage can); `lookback` is ignored when `start` is given, in any form
+    // the Jaeger UI sends.
+    let all = format!("/api/traces?start={s_us}&end={e_us}&limit=100&operation=odd");
+    let (st, v) = get_json(a, &all).await;
+    assert_eq!(st, 200, "{v}");
+    let every = trace_ids(&v);
+    assert_eq!(
+        every.len(),
+        15,
+        "the odd pager traces, found without a service"
+    );
+    for lookback in ["2d", "7d", "2w", "1h", "custom", "nonsense"] {
+        let (st, v) = get_json(a, &format!("{all}&lookback={lookback}")).await;
+        assert_eq!(st, 200, "lookback={lookback}: {v}");
+        assert_eq!(trace_ids(&v), every, "lookback={lookback}");
+    }
     for (q, needle) in [
-        ("/api/traces?start=1&end=2".to_string(), "service"),
+        ("/api/traces?start=yesterday".to_string(), "start"),
         (format!("{base}&minDuration=fast"), "minDuration"),
         (format!("{base}&tags=notjson"), "tags"),
         (format!("{base}&tag=nocolon"), "key:value"),
@@ -398,17 +415,36 @@ async fn jaeger_v3_shapes() {
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("start_time_min"));
+        .contains("startTimeMin"));
 
     let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=pager&query.start_time_min={s}&query.start_time_max={e}&query.search_depth=2")).await;
     assert_eq!(st, 200, "{v}");
-    let sm = v["result"]["summaries"].as_array().unwrap();
+    assert_eq!(keys(&v), ["summaries"]);
+    let sm = v["summaries"].as_array().unwrap();
     assert_eq!(sm.len(), 2);
     assert_eq!(sm[0]["traceId"], hex(&fx.pager[29]));
     assert_eq!(sm[0]["rootServiceName"], "pager");
+    assert_eq!(sm[0]["rootOperationName"], "odd");
     assert_eq!(sm[0]["spanCount"], 1);
-    assert_eq!(sm[0]["durationNanos"], (30 * MS).to_string());
-    assert!(v["result"]["nextPageToken"].is_string());
+    let (start, end) = (
+        sm[0]["minStartTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+        sm[0]["maxEndTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+    );
+    assert_eq!(end - start, 30 * MS);
+    assert_eq!(sm[0]["errorSpanCount"], 0);
+    assert_eq!(sm[0]["orphanSpanCount"], 0);
+    assert_eq!(
+        sm[0]["services"],
+        serde_json::json!([{ "name": "pager", "spanCount": 1, "errorSpanCount": 0 }])
+    );
 }
 
 fn trace_ids(v: &Value) -> Vec<String> {
@@ -570,9 +606,7 @@ async fn jaeger_tags_match_by_text_and_limits_clamp() {
     let (s3, e3) = (rfc(base - 60_000 * MS), rfc(base + 600_000 * MS));
     let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=shop&query.start_time_min={s3}&query.start_time_max={e3}&query.attributes=%7B%22http.status_code%22%3A%22500%22%7D")).await;
     assert_eq!(st, 200, "{v}");
-    let summaries = v["result"]["summaries"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{v}"));
+    let summaries = v["summaries"].as_array().unwrap_or_else(|| panic!("{v}"));
     assert_eq!(summaries.len(), 2, "{v}");
 
     // The native API stays typed: 500 is the int, "500" the string.
@@ -601,10 +635,16 @@ async fn jaeger_tags_match_by_text_and_limits_clamp() {
     assert_eq!(st, 200, "{v}");
     assert_envelope(&v);
     assert_eq!(v["data"].as_array().unwrap().len(), 100);
-    assert_eq!(v["total"], 100);
+    assert_eq!(v["total"], 0, "Jaeger leaves total at 0 for traces");
     assert_eq!(v["data"][0]["traceID"], hex(&tid(6119)), "newest first");
     let (_, v) = get_json(a, "/api/traces?service=bulk&limit=0").await;
-    assert_eq!(v["data"].as_array().unwrap().len(), 20, "default limit");
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        100,
+        "Jaeger's default limit (100)"
+    );
+    let (_, v) = get_json(a, "/api/traces?service=bulk").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 100, "no limit: 100");
     let (st, v) = get_json(a, "/api/traces?service=bulk&limit=-5").await;
     assert_eq!(st, 400, "{v}");
     assert!(
@@ -617,7 +657,7 @@ async fn jaeger_tags_match_by_text_and_limits_clamp() {
     let (st, v) = get_json(a, &format!("/api/v3/trace-summaries?query.service_name=bulk&query.start_time_min={s3}&query.start_time_max={e3}&query.search_depth=500")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
-        v["result"]["summaries"].as_array().unwrap().len(),
+        v["summaries"].as_array().unwrap().len(),
         100,
         "v3 clamps too"
     );

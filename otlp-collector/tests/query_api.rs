@@ -583,6 +583,77 @@ async fn query_token_guards_the_api_but_not_the_ui_assets() {
     sv.collector.shutdown().await;
 }
 
+/// GET with the given `Host` header (HTTP/1.1); the status.
+async fn status_for_host(addr: std::net::SocketAddr, host: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// DNS rebinding: a page whose own name resolves to the collector reaches it
+/// with that name in `Host`. Only known names are served; probes and the
+/// metrics scrape answer any name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_listener_answers_only_allowed_host_names() {
+    let sv =
+        start_collector_with(|c| c.query.allowed_hosts = vec!["traces.example.com".into()]).await;
+    let a = sv.addr;
+    let port = a.port();
+    let trace = hex(&sv.fx.checkout);
+    let data_paths = [
+        "/".to_string(),
+        "/ui/app.js".to_string(),
+        "/api/services".to_string(),
+        format!("/api/native/traces/{trace}"),
+        "/api/v3/services".to_string(),
+    ];
+    for path in &data_paths {
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            format!("traces.example.com:{port}"),
+            "TRACES.example.com".to_string(),
+        ] {
+            assert_eq!(status_for_host(a, &host, path).await, 200, "{host} {path}");
+        }
+        for host in [
+            format!("attacker.example:{port}"),
+            "127.0.0.1.attacker.example".to_string(),
+            format!("example.com:{port}"),
+        ] {
+            assert_eq!(status_for_host(a, &host, path).await, 421, "{host} {path}");
+        }
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            status_for_host(a, "collector.monitoring.svc:16686", path).await,
+            200,
+            "{path}"
+        );
+    }
+    let (_, metrics) = get(a, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "ferrotrace_requests_failed_total{{status=\"421\"}} {}",
+            data_paths.len() * 3
+        )),
+        "{metrics}"
+    );
+    sv.collector.shutdown().await;
+}
+
 /// A service's requests are its SERVER and CONSUMER spans: internal and
 /// client spans do not inflate its request rate or dilute its error rate and
 /// percentiles. A service without entry spans falls back to all of its spans,

@@ -25,6 +25,7 @@ pub mod attributes;
 pub mod context;
 pub mod export;
 pub mod ids;
+mod init;
 pub mod integrations;
 pub mod propagation;
 pub mod resource;
@@ -34,4 +35,7 @@ pub mod trace;
 pub use attributes::{Array, Key, KeyValue, StringValue, Value};
 pub use context::{Context, SpanContext, TraceFlags, TraceState};
 pub use ids::{SpanId, TraceId};
+pub use init::{
+    builder, init, InitBuilder, InitError, TelemetryGuard, TracesExporter, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use resource::Resource;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use export_support::{rich_batch, span_id, trace_id, GrpcServer, HttpServer};
 use ferrotrace::export::batch::BatchSpanProcessor;
-use ferrotrace::export::otlp::{encode_request, Compression, OtlpExporter, Protocol};
+use ferrotrace::export::otlp::{encode_protobuf, Compression, OtlpExporter, Protocol};
 use ferrotrace::export::stats::ExportStats;
 use ferrotrace::export::{SpanExporter, SpanProcessor};
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
+use prost::Message;
 
 fn exporter(
     protocol: Protocol,
@@ -56,9 +57,12 @@ fn array(v: &V) -> Vec<V> {
 }
 
 /// Checks the received request field by field against what `rich_batch` sent
-/// (independently of the encoder), then as a whole against the encoder.
+/// (independently of the encoder), then as a whole against the encoder's
+/// protobuf bytes read with the official `opentelemetry-proto` types.
 fn assert_exact(received: &ExportTraceServiceRequest) {
-    assert_eq!(received, &encode_request(rich_batch()));
+    let official = ExportTraceServiceRequest::decode(encode_protobuf(rich_batch()).as_slice())
+        .expect("the SDK's protobuf decodes with opentelemetry-proto");
+    assert_eq!(received, &official);
 
     // Grouping: resource "checkout" (spans 0, 2, 3) then "payments" (1, 4);
     // within checkout, scope "http" (0, 3) then "db" (2).

@@ -401,3 +401,135 @@ fn events_without_any_reachable_span_are_not_recorded() {
     assert!(child.events.is_empty());
     assert_eq!(spans.len(), 2);
 }
+
+#[test]
+fn debug_and_trace_are_not_recorded_by_default() {
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        let _req = tracing::info_span!("request").entered();
+        tracing::debug!("library detail");
+        tracing::trace!("frame sent");
+        {
+            // A library's debug span: not recorded; an info event inside it
+            // goes to the nearest recorded ancestor.
+            let _lib = tracing::debug_span!("h2 stream").entered();
+            tracing::info!("inside library span");
+            let _inner = tracing::info_span!("handler step").entered();
+        }
+        tracing::info!("done");
+    });
+    let spans = exporter.finished_spans();
+    let names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["handler step", "request"]);
+    let (step, request) = (&spans[0], &spans[1]);
+    assert_eq!(step.parent_span_id, request.span_context.span_id());
+    let events: Vec<_> = request.events.iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(events, ["inside library span", "done"]);
+
+    // Opting in records debug too.
+    let (exporter, provider) = setup();
+    let subscriber = tracing_subscriber::registry().with(
+        FerrotraceLayer::new(provider.tracer("app"))
+            .with_max_level(tracing::level_filters::LevelFilter::DEBUG),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        let _s = tracing::debug_span!("debug span").entered();
+        tracing::debug!("detail");
+        tracing::trace!("still not");
+    });
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].events.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_during_a_client_call_belong_to_the_client_span() {
+    use axum::routing::get;
+    use ferrotrace::integrations::http::{HttpClientLayer, HttpServerLayer};
+    use http_body_util::{BodyExt, Full};
+    use tower::{Service, ServiceExt};
+
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    let dispatch = tracing::Dispatch::new(subscriber);
+
+    // Downstream service (untraced).
+    let down = axum::Router::new().route("/down", get(|| async { "ok" }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, down).await.unwrap() });
+
+    // The client stack logs (as hyper or a retry layer would) below the client layer.
+    let d2 = dispatch.clone();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let traced = tower::ServiceBuilder::new()
+        .layer(HttpClientLayer::new(provider.tracer("http-client")))
+        .map_request(move |r: http::Request<Full<bytes::Bytes>>| {
+            tracing::dispatcher::with_default(&d2, || tracing::info!("client stack: sending"));
+            r
+        })
+        .service(client);
+
+    let app = axum::Router::new()
+        .route(
+            "/front",
+            get(move || {
+                let (dispatch, mut traced) = (dispatch.clone(), traced.clone());
+                async move {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        tracing::info!("handler: before")
+                    });
+                    let req = http::Request::get(format!("http://{down_addr}/down"))
+                        .body(Full::new(bytes::Bytes::new()))
+                        .unwrap();
+                    let resp = traced.ready().await.unwrap().call(req).await.unwrap();
+                    let _ = resp.into_body().collect().await;
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        tracing::info!("handler: after")
+                    });
+                    "done"
+                }
+            }),
+        )
+        .layer(HttpServerLayer::new(provider.tracer("http")));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let resp = client
+        .oneshot(
+            http::Request::get(format!("http://{addr}/front"))
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"done");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while exporter.finished_spans().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let spans = exporter.finished_spans();
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .unwrap();
+    let client = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
+    assert_eq!(client.parent_span_id, server.span_context.span_id());
+    let names = |s: &ferrotrace::export::SpanData| -> Vec<String> {
+        s.events.iter().map(|e| e.name.to_string()).collect()
+    };
+    assert_eq!(names(client), ["client stack: sending"]);
+    assert_eq!(names(server), ["handler: before", "handler: after"]);
+}

@@ -38,6 +38,10 @@ impl QueryError {
     }
 }
 
+/// The number of traces a Jaeger search returns when the request gives no
+/// limit (`defaultQueryLimit` of Jaeger's v1 API, `defaultSearchDepth` of v3).
+pub const JAEGER_DEFAULT_LIMIT: usize = 100;
+
 /// The span kinds that are a service's requests: the spans where work enters
 /// it. Internal and client spans are work it does to answer them, so counting
 /// them would inflate the request rate (and dilute the error rate).
@@ -125,6 +129,20 @@ impl QueryState {
             )));
         }
         Ok(TimeRange { start_ns, end_ns })
+    }
+
+    /// A window for the Jaeger-compatible APIs: start before end, and a window
+    /// wider than the maximum narrowed to its newest part instead of refused.
+    /// Jaeger has no such maximum and its UI offers two-week lookbacks; results
+    /// are newest first, so the newest part holds what a limited page shows.
+    pub fn jaeger_window(&self, start_ns: u64, end_ns: u64) -> Result<TimeRange, ParamError> {
+        let start_ns = start_ns.max(end_ns.saturating_sub(self.limits.max_window_ns));
+        self.check_window(start_ns, end_ns)
+    }
+
+    /// Jaeger's default search limit (100), within this server's maximum.
+    pub fn jaeger_default_limit(&self) -> usize {
+        JAEGER_DEFAULT_LIMIT.min(self.limits.max_limit)
     }
 
     /// A window from optional bounds: a missing end means now, a missing start

@@ -80,6 +80,13 @@ fn attr(kv: &KeyValue) -> pb::Attribute {
         AttrValue::Int(i) => V::IntValue(*i),
         AttrValue::Double(d) => V::DoubleValue(*d),
         AttrValue::Bytes(b) => V::BytesValue(b.clone()),
+        // An empty AnyValue: the key with no value.
+        AttrValue::Empty => {
+            return pb::Attribute {
+                key: kv.key.clone(),
+                value: None,
+            }
+        }
         other => V::JsonValue(other.to_text()),
     };
     pb::Attribute {

@@ -1,8 +1,11 @@
-//! The Jaeger v3 HTTP query API (the one the current Jaeger UI calls). Traces
-//! are OTLP JSON (`resourceSpans` → `scopeSpans` → `spans`, hex ids, nanosecond
-//! timestamps as strings) wrapped in `{"result": ...}`; errors are
-//! `{"error": {"httpCode": ..., "message": ...}}`. Parameters are accepted in
-//! both snake_case (`query.service_name`) and camelCase (`query.serviceName`).
+//! The Jaeger v3 HTTP query API (the one the current Jaeger UI calls for
+//! services, operations and search), answered as Jaeger's `api_v3` HTTP
+//! gateway answers: traces as OTLP JSON (`resourceSpans` → `scopeSpans` →
+//! `spans`, hex ids, 64-bit integers as strings) in `{"result": ...}`; search
+//! summaries as `{"summaries": [...]}`; errors as
+//! `{"error": {"httpCode": ..., "message": ...}}`. Parameters in camelCase
+//! (`query.serviceName`) and Jaeger's deprecated snake_case aliases
+//! (`query.service_name`); trace ids in hex or base64.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -12,14 +15,14 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::model::{hex, AttrValue, KeyValue, Span};
+use crate::model::{hex, AttrValue, KeyValue, Span, SpanKind, StatusCode as SpanStatus};
 use crate::storage::{AttrFilter, TraceQuery};
 
 use super::engine::{search_read_range, QueryError};
 use super::params::{
-    format_rfc3339, parse_duration, parse_limit_clamped, parse_time, parse_trace_id, Pairs,
-    ParamError,
+    parse_duration, parse_jaeger_trace_id, parse_limit_clamped, parse_time, Pairs, ParamError,
 };
+use super::tree::TraceTree;
 use super::QueryState;
 
 /// Jaeger v3 routes.
@@ -47,6 +50,11 @@ fn bad(e: ParamError) -> Response {
     error_response(QueryError::BadRequest(e))
 }
 
+/// The answer to a request that found no trace (get by id, or a search).
+fn no_traces() -> Response {
+    error_response(QueryError::NotFound("No traces found".into()))
+}
+
 type VResult = Result<Json<Value>, Response>;
 
 async fn services(State(st): State<QueryState>) -> VResult {
@@ -57,12 +65,21 @@ async fn services(State(st): State<QueryState>) -> VResult {
     Ok(Json(json!({ "services": s })))
 }
 
+/// The v3 span-kind text: Jaeger's gateway reports an operation without a
+/// kind as `internal`.
+fn kind_name(k: SpanKind) -> &'static str {
+    match k {
+        SpanKind::Unspecified => SpanKind::Internal.as_str(),
+        other => other.as_str(),
+    }
+}
+
 async fn operations(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VResult {
     let p = Pairs::parse(q.as_deref());
     let service = p
         .get(&["service"])
         .ok_or_else(|| bad(ParamError::new("parameter 'service' is required")))?;
-    let kind = p.get(&["span_kind", "spanKind"]);
+    let kind = p.get(&["spanKind", "span_kind"]);
     let range = st
         .window_or_lookback(None, None, st.limits.max_window_ns)
         .map_err(bad)?;
@@ -70,12 +87,23 @@ async fn operations(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VRes
         .operations(service, range)
         .await
         .map_err(error_response)?;
+    let mut seen = std::collections::HashSet::new();
     let ops: Vec<Value> = ops
         .iter()
-        .filter(|o| kind.is_none_or(|k| o.kind.as_str() == k))
-        .map(|o| json!({ "name": o.name, "spanKind": o.kind.as_str() }))
+        .filter(|o| kind.is_none_or(|k| kind_name(o.kind) == k))
+        // An unspecified and an internal kind of one name show as one row.
+        .filter(|o| seen.insert((o.name.as_str(), kind_name(o.kind))))
+        .map(|o| json!({ "name": o.name, "spanKind": kind_name(o.kind) }))
         .collect();
     Ok(Json(json!({ "operations": ops })))
+}
+
+/// An optional RFC 3339 time parameter (canonical name first, then the alias).
+fn time_param(p: &Pairs, names: &[&str]) -> Result<Option<u64>, ParamError> {
+    match names.iter().find_map(|n| p.get(&[n]).map(|v| (*n, v))) {
+        Some((n, v)) => parse_time(n, v, 1).map(Some),
+        None => Ok(None),
+    }
 }
 
 async fn get_trace(
@@ -84,36 +112,52 @@ async fn get_trace(
     RawQuery(q): RawQuery,
 ) -> VResult {
     let p = Pairs::parse(q.as_deref());
-    let trace_id = parse_trace_id(&id).map_err(bad)?;
-    let raw = p.flag(&["raw_traces", "rawTraces"]).map_err(bad)?;
+    let trace_id = parse_jaeger_trace_id(&id).map_err(|e| {
+        bad(ParamError::new(format!(
+            "malformed parameter trace_id: {e}"
+        )))
+    })?;
+    // Lookup hints in Jaeger; the whole trace is read here, but malformed
+    // values are refused as Jaeger refuses them.
+    time_param(&p, &["startTime", "start_time"]).map_err(bad)?;
+    time_param(&p, &["endTime", "end_time"]).map_err(bad)?;
+    let raw = p.flag(&["rawTraces", "raw_traces"]).map_err(bad)?;
     match st.trace(trace_id, raw).await.map_err(error_response)? {
         Some(t) => Ok(Json(json!({ "result": otlp_json(t.spans.iter()) }))),
-        None => Err(error_response(QueryError::NotFound(format!(
-            "trace {} not found",
-            hex(&trace_id)
-        )))),
+        None => Err(no_traces()),
     }
 }
 
 fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamError> {
-    let g = |snake: &str, camel: &str| {
-        p.get(&[&format!("query.{snake}"), &format!("query.{camel}")])
+    let g = |camel: &str, snake: &str| {
+        p.get(&[&format!("query.{camel}"), &format!("query.{snake}")])
             .map(str::to_string)
     };
-    let service = g("service_name", "serviceName")
-        .ok_or_else(|| ParamError::new("parameter 'query.service_name' is required"))?;
-    let start = g("start_time_min", "startTimeMin").ok_or_else(|| {
-        ParamError::new("parameter 'query.start_time_min' is required (RFC 3339)")
-    })?;
-    let end = g("start_time_max", "startTimeMax").ok_or_else(|| {
-        ParamError::new("parameter 'query.start_time_max' is required (RFC 3339)")
-    })?;
-    let start = parse_time("query.start_time_min", &start, 1)?;
-    let end = parse_time("query.start_time_max", &end, 1)?;
-    let range = st.check_window(start, end)?;
-    let dur = |snake: &str, camel: &str| {
-        g(snake, camel)
-            .map(|v| parse_duration(&format!("query.{snake}"), &v, 1))
+    if g("filter", "filter").is_some() {
+        return Err(ParamError::new(
+            "query.filter (a filter expression) is not supported; use query.attributes",
+        ));
+    }
+    let (start, end) = match (
+        time_param(p, &["query.startTimeMin", "query.start_time_min"])?,
+        time_param(p, &["query.startTimeMax", "query.start_time_max"])?,
+    ) {
+        (Some(s), Some(e)) => (s, e),
+        _ => {
+            return Err(ParamError::new(
+                "query.startTimeMin and query.startTimeMax are required (RFC 3339, e.g. 2024-05-01T10:00:00Z)",
+            ))
+        }
+    };
+    if start >= end {
+        return Err(ParamError::new(
+            "query.startTimeMin must be before query.startTimeMax",
+        ));
+    }
+    let range = st.jaeger_window(start, end)?;
+    let dur = |camel: &str, snake: &str| {
+        g(camel, snake)
+            .map(|v| parse_duration(&format!("query.{camel}"), &v, 1))
             .transpose()
     };
     let mut attributes = Vec::new();
@@ -121,7 +165,7 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
     if let Some(a) = g("attributes", "attributes") {
         let map: serde_json::Map<String, Value> = serde_json::from_str(&a).map_err(|e| {
             ParamError::new(format!(
-                "malformed 'query.attributes': expected a JSON object such as {{\"http.status_code\":\"500\"}} ({e})"
+                "malformed parameter query.attributes: expected a JSON object such as {{\"http.status_code\":\"500\"}} ({e})"
             ))
         })?;
         for (k, v) in map {
@@ -130,7 +174,7 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
                 Value::Bool(_) | Value::Number(_) => v.to_string(),
                 _ => {
                     return Err(ParamError::new(format!(
-                        "malformed 'query.attributes': the value of {k:?} must be a string"
+                        "malformed parameter query.attributes: the value of {k:?} must be a string"
                     )))
                 }
             };
@@ -142,22 +186,24 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
             }
         }
     }
-    let raw = p.flag(&["query.raw_traces", "query.rawTraces"])?;
+    let raw = p.flag(&["query.rawTraces", "query.raw_traces"])?;
+    let depth = g("searchDepth", "search_depth").or_else(|| g("num_traces", "numTraces"));
     Ok((
         TraceQuery {
-            service: Some(service),
-            operation: g("operation_name", "operationName"),
+            // Absent means every service (the UI's "all services").
+            service: g("serviceName", "service_name"),
+            operation: g("operationName", "operation_name"),
             attributes,
-            min_duration_ns: dur("duration_min", "durationMin")?,
-            max_duration_ns: dur("duration_max", "durationMax")?,
+            min_duration_ns: dur("durationMin", "duration_min")?,
+            max_duration_ns: dur("durationMax", "duration_max")?,
             errors_only,
             range,
             limit: parse_limit_clamped(
-                g("search_depth", "searchDepth").as_deref(),
-                st.limits.default_limit,
+                depth.as_deref(),
+                st.jaeger_default_limit(),
                 st.limits.max_limit,
             )?,
-            cursor: g("page_token", "pageToken"),
+            cursor: g("pageToken", "page_token"),
         },
         raw,
     ))
@@ -176,40 +222,75 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VRe
     let spans: Vec<_> = trees.into_iter().flat_map(|t| t.spans).collect();
     if spans.is_empty() {
         // Jaeger's v3 gateway answers an empty search with 404.
-        return Err(error_response(QueryError::NotFound(
-            "No traces found".into(),
-        )));
+        return Err(no_traces());
     }
     Ok(Json(json!({ "result": otlp_json(spans.iter()) })))
 }
 
-async fn find_summaries(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VResult {
-    let p = Pairs::parse(q.as_deref());
-    let (query, _) = parse_query(&st, &p).map_err(bad)?;
-    let page = st.search(&query).await.map_err(error_response)?;
-    let summaries: Vec<Value> = page
-        .traces
-        .iter()
-        .map(|t| {
-            json!({
-                "traceId": hex(&t.trace_id),
-                "rootServiceName": t.root_service,
-                "rootSpanName": t.root_operation,
-                "startTime": format_rfc3339(t.start_ns),
-                "startTimeUnixNano": t.start_ns.to_string(),
-                "durationNanos": t.duration_ns.to_string(),
-                "spanCount": t.span_count,
-                "services": t.services,
-                "errorCount": t.error_count,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "result": { "summaries": summaries, "nextPageToken": page.next_cursor }
-    })))
+/// Jaeger's `TraceSummary` of one trace, computed from its (skew-adjusted)
+/// spans as Jaeger's query service does: the root is the earliest span without
+/// a parent; errors are spans with status `ERROR`; orphans are spans whose
+/// parent is not in the trace; services sorted by name, with their counts.
+fn summary(t: &TraceTree) -> Option<Value> {
+    let first = t.spans.first()?;
+    let ids: std::collections::HashSet<_> = t.spans.iter().map(|s| s.span_id).collect();
+    let mut services: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let (mut min_start, mut max_end) = (u64::MAX, 0u64);
+    let (mut errors, mut orphans) = (0u64, 0u64);
+    let mut root: Option<&Span> = None;
+    for s in &t.spans {
+        let err = s.status_code == SpanStatus::Error;
+        let e = services.entry(&s.service_name).or_default();
+        e.0 += 1;
+        e.1 += u64::from(err);
+        errors += u64::from(err);
+        min_start = min_start.min(s.start_ns);
+        max_end = max_end.max(s.end_ns);
+        match s.parent_span_id {
+            None => {
+                if root.is_none_or(|r| s.start_ns < r.start_ns) {
+                    root = Some(s);
+                }
+            }
+            Some(p) if !ids.contains(&p) => orphans += 1,
+            Some(_) => {}
+        }
+    }
+    Some(json!({
+        "traceId": hex(&first.trace_id),
+        "rootServiceName": root.map(|r| r.service_name.as_str()).unwrap_or_default(),
+        "rootOperationName": root.map(|r| r.name.as_str()).unwrap_or_default(),
+        "minStartTimeUnixNano": min_start.to_string(),
+        "maxEndTimeUnixNano": max_end.to_string(),
+        "spanCount": t.spans.len(),
+        "errorSpanCount": errors,
+        "orphanSpanCount": orphans,
+        "services": services
+            .iter()
+            .map(|(name, (spans, errors))| json!({
+                "name": name, "spanCount": spans, "errorSpanCount": errors,
+            }))
+            .collect::<Vec<_>>(),
+    }))
 }
 
-/// An attribute value in OTLP JSON (`AnyValue`).
+async fn find_summaries(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VResult {
+    let p = Pairs::parse(q.as_deref());
+    // Summaries always use adjusted data, as in Jaeger: rawTraces has no effect.
+    let (query, _) = parse_query(&st, &p).map_err(bad)?;
+    let page = st.search(&query).await.map_err(error_response)?;
+    let ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
+    let trees = st
+        .traces(&ids, false, search_read_range(&page.traces))
+        .await
+        .map_err(error_response)?;
+    let summaries: Vec<Value> = trees.iter().filter_map(summary).collect();
+    Ok(Json(json!({ "summaries": summaries })))
+}
+
+/// An attribute value in OTLP JSON (`AnyValue`), as protobuf's JSON mapping
+/// writes it: 64-bit integers as strings, non-finite doubles as `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`, bytes as base64, an empty value as `{}`.
 pub fn any_value(v: &AttrValue) -> Value {
     match v {
         AttrValue::Str(s) => json!({ "stringValue": s }),
@@ -217,7 +298,9 @@ pub fn any_value(v: &AttrValue) -> Value {
         AttrValue::Int(i) => json!({ "intValue": i.to_string() }),
         AttrValue::Double(d) => match serde_json::Number::from_f64(*d) {
             Some(n) => json!({ "doubleValue": n }),
-            None => json!({ "doubleValue": d.to_string() }),
+            None if d.is_nan() => json!({ "doubleValue": "NaN" }),
+            None if *d > 0.0 => json!({ "doubleValue": "Infinity" }),
+            None => json!({ "doubleValue": "-Infinity" }),
         },
         AttrValue::Bytes(b) => {
             json!({ "bytesValue": base64::engine::general_purpose::STANDARD.encode(b) })
@@ -226,6 +309,7 @@ pub fn any_value(v: &AttrValue) -> Value {
             json!({ "arrayValue": { "values": a.iter().map(any_value).collect::<Vec<_>>() } })
         }
         AttrValue::KvList(kvs) => json!({ "kvlistValue": { "values": kvs_json(kvs) } }),
+        AttrValue::Empty => json!({}),
     }
 }
 
@@ -314,4 +398,41 @@ fn span_json(s: &Span) -> Value {
         "droppedLinksCount": s.dropped_links_count,
         "status": { "code": s.status_code as u8, "message": s.status_message },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_values_follow_the_protobuf_json_mapping() {
+        assert_eq!(
+            any_value(&AttrValue::Int(i64::MAX)),
+            json!({"intValue": "9223372036854775807"})
+        );
+        assert_eq!(
+            any_value(&AttrValue::Double(f64::NAN)),
+            json!({"doubleValue": "NaN"})
+        );
+        assert_eq!(
+            any_value(&AttrValue::Double(f64::INFINITY)),
+            json!({"doubleValue": "Infinity"})
+        );
+        assert_eq!(
+            any_value(&AttrValue::Double(f64::NEG_INFINITY)),
+            json!({"doubleValue": "-Infinity"})
+        );
+        assert_eq!(
+            any_value(&AttrValue::Double(1.5)),
+            json!({"doubleValue": 1.5})
+        );
+        assert_eq!(any_value(&AttrValue::Empty), json!({}));
+        assert_eq!(
+            any_value(&AttrValue::Array(vec![
+                AttrValue::Empty,
+                AttrValue::Bytes(vec![1, 2, 3])
+            ])),
+            json!({"arrayValue": {"values": [{}, {"bytesValue": "AQID"}]}})
+        );
+    }
 }

@@ -43,6 +43,51 @@ pub fn parse_trace_id(s: &str) -> Result<TraceId, ParamError> {
     Ok(id)
 }
 
+/// Parses a trace id as Jaeger's HTTP APIs accept it in a path: hex as
+/// [`parse_trace_id`] reads it, or else standard or URL-safe base64, padded or
+/// not, of 16 bytes (or of 8, the low half), as the OTLP JSON `bytes` form.
+pub fn parse_jaeger_trace_id(s: &str) -> Result<TraceId, ParamError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    let hex_err = match parse_trace_id(s) {
+        Ok(id) => return Ok(id),
+        Err(e) => e,
+    };
+    // 16 bytes are 24 base64 characters with padding, 22 without.
+    let t = s.trim();
+    if t.len() <= 24 {
+        for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let Ok(b) = engine.decode(t) else { continue };
+            let mut id = [0u8; 16];
+            match b.len() {
+                16 => id.copy_from_slice(&b),
+                8 => id[8..].copy_from_slice(&b),
+                _ => continue,
+            }
+            if id == [0u8; 16] {
+                return Err(ParamError::new(
+                    "invalid trace id: the all-zero id is not a valid trace id",
+                ));
+            }
+            return Ok(id);
+        }
+    }
+    Err(ParamError::new(format!("{hex_err}, or base64 of 16 bytes")))
+}
+
+/// The Jaeger UI's `lookback` values (`1h`, `2d`, `7d`, `2w`, Go durations) in
+/// nanoseconds; `None` for anything else (`custom`, garbage), which Jaeger
+/// ignores rather than refuses.
+pub fn parse_lookback(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last()? {
+        (i, 'd') => (&s[..i], 86_400_000_000_000u64),
+        (i, 'w') => (&s[..i], 7 * 86_400_000_000_000u64),
+        _ => return parse_duration("lookback", s, 1_000).ok(),
+    };
+    num.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// Parses a Go-style duration (`1.2s`, `150ms`, `1h30m`, `250us`, `10µs`, `5ns`)
 /// into nanoseconds. A bare integer is taken as microseconds when
 /// `bare_unit_ns` is 1000, nanoseconds when it is 1, and so on.
@@ -337,6 +382,55 @@ mod tests {
         assert!(parse_trace_id("xyz").is_err());
         assert!(parse_trace_id("0").is_err());
         assert!(parse_trace_id(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn jaeger_trace_ids_hex_or_base64() {
+        let id = parse_trace_id("0123456789abcdef0123456789abcdef").unwrap();
+        for s in [
+            "ASNFZ4mrze8BI0VniavN7w==",
+            "ASNFZ4mrze8BI0VniavN7w",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_jaeger_trace_id(s).unwrap(), id, "{s}");
+        }
+        let low = parse_trace_id("0123456789abcdef").unwrap();
+        assert_eq!(parse_jaeger_trace_id("ASNFZ4mrze8=").unwrap(), low);
+        // URL-safe alphabet: bytes fb ff → "-_".
+        let mut want = [0u8; 16];
+        want[0] = 0xfb;
+        want[1] = 0xff;
+        assert_eq!(
+            parse_jaeger_trace_id("-_8AAAAAAAAAAAAAAAAAAA").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_jaeger_trace_id("+/8AAAAAAAAAAAAAAAAAAA").unwrap(),
+            want
+        );
+        for bad in [
+            "",
+            "zz",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "ASNFZ4mrze8BI0VniavN",
+            "A".repeat(40).as_str(),
+        ] {
+            assert!(parse_jaeger_trace_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn jaeger_ui_lookbacks() {
+        let h = 3_600_000_000_000u64;
+        assert_eq!(parse_lookback("1h"), Some(h));
+        assert_eq!(parse_lookback("2d"), Some(48 * h));
+        assert_eq!(parse_lookback("7d"), Some(168 * h));
+        assert_eq!(parse_lookback("2w"), Some(336 * h));
+        assert_eq!(parse_lookback("30m"), Some(h / 2));
+        assert_eq!(parse_lookback("custom"), None);
+        assert_eq!(parse_lookback("xd"), None);
+        assert_eq!(parse_lookback(""), None);
+        assert_eq!(parse_lookback("99999999999999999999w"), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) fn type_name(v: &AttrValue) -> &'static str {
         AttrValue::Bytes(_) => "bytes",
         AttrValue::Array(_) => "array",
         AttrValue::KvList(_) => "map",
+        AttrValue::Empty => "empty",
     }
 }
 
@@ -56,6 +57,7 @@ impl Serialize for ValueJson<'_> {
                 }
                 map.end()
             }
+            AttrValue::Empty => s.serialize_none(),
         }
     }
 }
@@ -294,6 +296,7 @@ mod tests {
             AttrValue::Bytes(vec![0, 255]),
             AttrValue::Array(vec![AttrValue::Int(1), AttrValue::Str("x".into())]),
             AttrValue::KvList(vec![KeyValue::new("k", AttrValue::Bool(false))]),
+            AttrValue::Empty,
         ];
         for v in &values {
             let streamed = serde_json::to_value(ValueJson(v)).unwrap();

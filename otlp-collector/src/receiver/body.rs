@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -143,6 +143,9 @@ pub enum BodyError {
     /// The connection failed while reading.
     #[error("error reading request body: {0}")]
     Read(String),
+    /// The body came too slowly (`[connections]` body deadline or minimum rate).
+    #[error("{0}")]
+    TimedOut(String),
     /// Request bodies in flight already hold the whole memory budget.
     #[error(
         "the collector is holding its limit of {0} bytes of request bodies \
@@ -154,8 +157,18 @@ pub enum BodyError {
     MemoryLimit,
 }
 
-/// Reads a whole body, refusing it once it passes `limit` bytes; the bytes
-/// are charged to `guard` as they arrive.
+/// The first allocation for a body, and so the first charge: what a client
+/// holds before it has sent anything, whatever `Content-Length` it claims.
+const FIRST_CHUNK: usize = 64 * 1024;
+
+/// Reads a whole body, refusing it once it passes `limit` bytes. Memory is
+/// charged to `guard` for the bytes that have arrived, never for what
+/// `Content-Length` claims: the buffer starts at 64 KiB (or the claimed
+/// length when smaller) and at least doubles as data arrives, so the charge
+/// is at most twice what was received (plus 64 KiB) and a client that
+/// claims a large body and sends it slowly holds little. A claimed length
+/// only caps the growth, so a body that arrives in full takes no copy more
+/// than a buffer sized in advance would at the last step.
 pub async fn read_limited<B>(
     body: B,
     content_length: Option<u64>,
@@ -164,49 +177,71 @@ pub async fn read_limited<B>(
 ) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     if content_length.is_some_and(|l| l > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }
     let mut body = std::pin::pin!(body);
-    let capacity = content_length.unwrap_or(16 * 1024).min(limit as u64) as usize;
-    // The buffer is allocated now, so it is charged now.
-    if let Err(e) = guard.charge(capacity) {
-        discard_rest(body.as_mut(), limit).await;
-        return Err(e);
-    }
-    let mut charged = capacity;
-    let mut buf = BytesMut::with_capacity(capacity);
+    let claimed = content_length.map(|l| l as usize);
+    let mut charged = 0usize;
+    let mut buf: Vec<u8> = Vec::new();
     let mut single: Option<Bytes> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            let total = buf.len() + single.as_ref().map_or(0, Bytes::len) + data.len();
-            if total > limit {
-                return Err(BodyError::TooLarge(limit));
+        let frame = frame.map_err(|e| read_error(&e))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let held = buf.len() + single.as_ref().map_or(0, Bytes::len);
+        let total = held + data.len();
+        if total > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        // The common case is one frame: keep it without copying.
+        if held == 0 {
+            if let Err(e) = guard.charge(data.len().saturating_sub(charged)) {
+                drop(data);
+                discard_rest(body.as_mut(), limit).await;
+                return Err(e);
             }
-            if total > charged {
-                if let Err(e) = guard.charge(total - charged) {
+            charged = charged.max(data.len());
+            single = Some(data);
+            continue;
+        }
+        if total > buf.capacity() {
+            let first = claimed.unwrap_or(FIRST_CHUNK).clamp(1, FIRST_CHUNK);
+            let mut target = total.max(buf.capacity().saturating_mul(2)).max(first);
+            // Never past the claimed length (while it holds) or the limit.
+            if let Some(c) = claimed.filter(|c| *c >= total) {
+                target = target.min(c);
+            }
+            let target = target.min(limit).max(total);
+            if target > charged {
+                if let Err(e) = guard.charge(target - charged) {
                     // Dropped before the rest is read: memory is what is short.
                     drop((single.take(), std::mem::take(&mut buf)));
                     discard_rest(body.as_mut(), limit).await;
                     return Err(e);
                 }
-                charged = total;
+                charged = target;
             }
-            // The common case is one frame: keep it without copying.
-            if buf.is_empty() && single.is_none() {
-                single = Some(data);
-            } else {
-                if let Some(s) = single.take() {
-                    buf.extend_from_slice(&s);
-                }
-                buf.extend_from_slice(&data);
-            }
+            buf.reserve_exact(target - buf.len());
         }
+        if let Some(s) = single.take() {
+            buf.extend_from_slice(&s);
+        }
+        buf.extend_from_slice(&data);
     }
-    Ok(single.unwrap_or_else(|| buf.freeze()))
+    Ok(single.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+/// Maps a body error: a deadline or rate trip of the listener
+/// ([`crate::listener::BodyReadError`]) is [`BodyError::TimedOut`].
+fn read_error(e: &(dyn std::error::Error + 'static)) -> BodyError {
+    match crate::listener::BodyReadError::find(e) {
+        Some(b) if b.is_timeout() => BodyError::TimedOut(b.to_string()),
+        _ => BodyError::Read(e.to_string()),
+    }
 }
 
 /// Reads and drops the rest of a body the collector refused, one frame at a

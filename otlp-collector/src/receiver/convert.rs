@@ -11,6 +11,20 @@ use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, Sta
 /// At most this many per-span problems are spelled out in a partial-success message.
 const MAX_REPORTED_ERRORS: usize = 3;
 
+/// How deeply attribute values may nest (arrays and kvlists in arrays and
+/// kvlists; a plain attribute value is depth 1). An array or kvlist at this
+/// depth is kept empty, the rest of the attribute and the span are kept, and
+/// the cut is counted (`ferrotrace_attribute_depth_truncated_total`). Deeper
+/// nesting than protobuf's stack guard allows (prost's recursion limit of 100
+/// nested messages: about 31 kvlist or 47 array levels) still makes a
+/// protobuf request undecodable (400); OTLP/JSON skips anything below the
+/// cut unread, at any depth.
+pub const MAX_ANY_VALUE_DEPTH: usize = 16;
+
+/// The latest time the stores hold: they keep nanoseconds as a signed
+/// 64-bit integer (2262-04-11T23:47:16Z).
+pub const MAX_TIMESTAMP_NS: u64 = i64::MAX as u64;
+
 /// Why a whole request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -42,6 +56,8 @@ pub struct Decoded {
     pub attributes_dropped: u64,
     /// Values truncated by the length limit.
     pub values_truncated: u64,
+    /// Attribute values cut at [`MAX_ANY_VALUE_DEPTH`].
+    pub depth_truncated: u64,
 }
 
 impl Decoded {
@@ -73,6 +89,22 @@ impl Decoded {
 
     /// Validates a converted span, applies limits and keeps it, or rejects it.
     pub fn push(&mut self, mut span: Span, limits: &LimitsConfig, index: usize) {
+        if span.start_ns == 0 {
+            self.reject(format!(
+                "span {index} ({}): start time is missing (start_time_unix_nano = 0)",
+                crate::model::hex(&span.span_id),
+            ));
+            return;
+        }
+        if span.end_ns > MAX_TIMESTAMP_NS {
+            self.reject(format!(
+                "span {index} ({}): end time {} ns is after 2262-04-11, the latest time \
+                 the store can hold",
+                crate::model::hex(&span.span_id),
+                span.end_ns
+            ));
+            return;
+        }
         if span.end_ns < span.start_ns {
             self.reject(format!(
                 "span {index} ({}): end time {} is before start time {}",
@@ -162,9 +194,10 @@ pub fn from_otlp(
         ..Decoded::default()
     };
     let mut index = 0usize;
+    let cut = &mut 0u64;
     for rs in req.resource_spans {
         let mut resource_attributes = match rs.resource {
-            Some(r) => convert_attrs(r.attributes),
+            Some(r) => convert_attrs(r.attributes, cut),
             None => Vec::new(),
         };
         let (d, t) = limit_attrs(&mut resource_attributes, limits);
@@ -206,7 +239,7 @@ pub fn from_otlp(
                                 trace_id,
                                 span_id,
                                 trace_state: l.trace_state,
-                                attributes: convert_attrs(l.attributes),
+                                attributes: convert_attrs(l.attributes, cut),
                                 dropped_attributes_count: l.dropped_attributes_count,
                                 flags: l.flags,
                             }),
@@ -239,7 +272,7 @@ pub fn from_otlp(
                     kind: SpanKind::from_i32(ps.kind),
                     start_ns: ps.start_time_unix_nano,
                     end_ns: ps.end_time_unix_nano,
-                    attributes: convert_attrs(ps.attributes),
+                    attributes: convert_attrs(ps.attributes, cut),
                     dropped_attributes_count: ps.dropped_attributes_count,
                     events: ps
                         .events
@@ -247,7 +280,7 @@ pub fn from_otlp(
                         .map(|e| Event {
                             time_ns: e.time_unix_nano,
                             name: e.name,
-                            attributes: convert_attrs(e.attributes),
+                            attributes: convert_attrs(e.attributes, cut),
                             dropped_attributes_count: e.dropped_attributes_count,
                         })
                         .collect(),
@@ -265,35 +298,52 @@ pub fn from_otlp(
             }
         }
     }
+    out.depth_truncated = *cut;
     Ok(out)
 }
 
-/// Converts OTLP attributes.
-pub fn convert_attrs(kvs: Vec<PKeyValue>) -> Vec<KeyValue> {
+/// Converts OTLP attributes, cutting values nested deeper than
+/// [`MAX_ANY_VALUE_DEPTH`] (counted in `cut`).
+pub fn convert_attrs(kvs: Vec<PKeyValue>, cut: &mut u64) -> Vec<KeyValue> {
+    convert_attrs_at(kvs, 1, cut)
+}
+
+fn convert_attrs_at(kvs: Vec<PKeyValue>, depth: usize, cut: &mut u64) -> Vec<KeyValue> {
     kvs.into_iter()
         .map(|kv| KeyValue {
             key: kv.key,
-            value: convert_value(kv.value),
+            value: convert_value(kv.value, depth, cut),
         })
         .collect()
 }
 
-fn convert_value(v: Option<AnyValue>) -> AttrValue {
+fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue {
     match v.and_then(|v| v.value) {
         Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
         Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
         Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
         Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(d),
         Some(any_value::Value::BytesValue(b)) => AttrValue::Bytes(b),
+        Some(any_value::Value::ArrayValue(a)) if depth >= MAX_ANY_VALUE_DEPTH => {
+            *cut += u64::from(!a.values.is_empty());
+            AttrValue::Array(Vec::new())
+        }
+        Some(any_value::Value::KvlistValue(kv)) if depth >= MAX_ANY_VALUE_DEPTH => {
+            *cut += u64::from(!kv.values.is_empty());
+            AttrValue::KvList(Vec::new())
+        }
         Some(any_value::Value::ArrayValue(a)) => AttrValue::Array(
             a.values
                 .into_iter()
-                .map(|v| convert_value(Some(v)))
+                .map(|v| convert_value(Some(v), depth + 1, cut))
                 .collect(),
         ),
-        Some(any_value::Value::KvlistValue(kv)) => AttrValue::KvList(convert_attrs(kv.values)),
-        // An empty AnyValue: keep the key with an empty string rather than lose it.
-        Some(_) | None => AttrValue::Str(String::new()),
+        Some(any_value::Value::KvlistValue(kv)) => {
+            AttrValue::KvList(convert_attrs_at(kv.values, depth + 1, cut))
+        }
+        // An empty AnyValue (or one of a kind this build does not know): the
+        // key is kept, with no value.
+        Some(_) | None => AttrValue::Empty,
     }
 }
 
@@ -433,6 +483,39 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_any_value_keeps_its_key_without_a_value() {
+        let kvs = convert_attrs(
+            vec![
+                PKeyValue {
+                    key: "unset".into(),
+                    value: Some(AnyValue { value: None }),
+                    ..Default::default()
+                },
+                PKeyValue {
+                    key: "absent".into(),
+                    value: None,
+                    ..Default::default()
+                },
+                PKeyValue {
+                    key: "s".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(String::new())),
+                    }),
+                    ..Default::default()
+                },
+            ],
+            &mut 0,
+        );
+        assert_eq!(kvs[0].value, AttrValue::Empty);
+        assert_eq!(kvs[1].value, AttrValue::Empty);
+        assert_eq!(
+            kvs[2].value,
+            AttrValue::Str(String::new()),
+            "an empty string stays a string"
+        );
+    }
+
+    #[test]
     fn invalid_spans_are_rejected_and_rest_kept() {
         let r = req(vec![
             pspan(vec![1; 16], vec![2; 8], 1, 2),
@@ -497,5 +580,76 @@ mod tests {
         let d = from_otlp(req(vec![p]), &limits).unwrap();
         assert_eq!(d.rejected, 1);
         assert!(d.error_message().contains("span size limit"));
+    }
+
+    #[test]
+    fn unrepresentable_or_missing_times_are_rejected_with_a_message() {
+        let r = req(vec![
+            pspan(vec![1; 16], vec![2; 8], 0, 5),
+            pspan(vec![1; 16], vec![3; 8], 1, u64::MAX),
+            pspan(vec![1; 16], vec![4; 8], i64::MAX as u64, i64::MAX as u64),
+        ]);
+        let d = from_otlp(r, &LimitsConfig::default()).unwrap();
+        assert_eq!(d.rejected, 2);
+        assert_eq!(d.spans.len(), 1);
+        let msg = d.error_message();
+        assert!(msg.contains("start time is missing"), "{msg}");
+        assert!(msg.contains("after 2262-04-11"), "{msg}");
+    }
+
+    fn nested(depth: usize) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(any_value::Value::StringValue("leaf".into())),
+        };
+        for i in 0..depth {
+            v = AnyValue {
+                value: Some(if i % 2 == 0 {
+                    any_value::Value::ArrayValue(
+                        opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![v] },
+                    )
+                } else {
+                    any_value::Value::KvlistValue(
+                        opentelemetry_proto::tonic::common::v1::KeyValueList {
+                            values: vec![PKeyValue {
+                                key: "k".into(),
+                                value: Some(v),
+                                ..Default::default()
+                            }],
+                        },
+                    )
+                }),
+            };
+        }
+        v
+    }
+
+    fn depth_of(v: &AttrValue) -> usize {
+        match v {
+            AttrValue::Array(a) => 1 + a.first().map_or(0, depth_of),
+            AttrValue::KvList(kv) => 1 + kv.first().map_or(0, |kv| depth_of(&kv.value)),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn deep_values_are_cut_on_the_attribute_and_counted() {
+        let mut p = pspan(vec![1; 16], vec![2; 8], 1, 2);
+        for (k, depth) in [("deep", 24), ("edge", MAX_ANY_VALUE_DEPTH - 1), ("flat", 0)] {
+            p.attributes.push(PKeyValue {
+                key: k.into(),
+                value: Some(nested(depth)),
+                ..Default::default()
+            });
+        }
+        // Survives protobuf encoding and decoding (within prost's recursion limit).
+        let bytes = prost::Message::encode_to_vec(&req(vec![p]));
+        let decoded = <ExportTraceServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
+        let d = from_otlp(decoded, &LimitsConfig::default()).unwrap();
+        assert_eq!(d.rejected, 0);
+        assert_eq!(d.depth_truncated, 1, "only the attribute past the limit");
+        let s = &d.spans[0];
+        assert_eq!(depth_of(&s.attributes[0].value), MAX_ANY_VALUE_DEPTH);
+        assert_eq!(depth_of(&s.attributes[1].value), MAX_ANY_VALUE_DEPTH - 1);
+        assert_eq!(s.attributes[2].value, AttrValue::Str("leaf".into()));
     }
 }

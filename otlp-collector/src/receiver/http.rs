@@ -30,11 +30,53 @@ use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::pipeline::wal::RecordFormat;
 
-/// The OTLP/HTTP router (`/v1/traces`).
+/// The OTLP/HTTP router (`/v1/traces`). Other paths (`/v1/metrics`,
+/// `/v1/logs`: signals this collector does not take) get 404, and other
+/// methods 405, each with a `google.rpc.Status` in the request's encoding.
 pub fn otlp_router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/traces", post(otlp_traces))
+        .method_not_allowed_fallback(otlp_method_not_allowed)
+        .fallback(otlp_not_found)
         .with_state(ingest)
+}
+
+/// The encoding of a request's body (protobuf unless it says JSON), for errors.
+fn request_enc(headers: &HeaderMap) -> Enc {
+    match content_type(headers).as_str() {
+        "application/json" => Enc::Json,
+        _ => Enc::Proto,
+    }
+}
+
+async fn otlp_not_found(
+    State(ing): State<Arc<Ingest>>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    ing.bad_request(Source::OtlpHttpProto, "404");
+    let path: String = uri.path().chars().take(100).collect();
+    respond(
+        StatusCode::NOT_FOUND,
+        request_enc(&headers),
+        code::UNIMPLEMENTED,
+        &format!(
+            "no OTLP endpoint at {path:?}: this collector takes traces only (POST /v1/traces)"
+        ),
+    )
+}
+
+async fn otlp_method_not_allowed(State(ing): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
+    ing.bad_request(Source::OtlpHttpProto, "405");
+    let mut r = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        request_enc(&headers),
+        code::UNIMPLEMENTED,
+        "use POST for /v1/traces",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+    r
 }
 
 /// The Zipkin router (`/api/v2/spans`).
@@ -150,6 +192,7 @@ async fn read_body(
             BodyError::TooLarge(_) | BodyError::InflatedTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             BodyError::BadGzip(_)
             | BodyError::Read(_)
             | BodyError::OverBudget(_)
@@ -275,15 +318,17 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
     let source = Source::ZipkinJson;
     let (parts, body) = req.into_parts();
     match content_type(&parts.headers).as_str() {
-        // Zipkin reporters always send JSON; an absent type is taken as JSON.
-        "application/json" | "" => {}
+        // Required, as the Zipkin reporters send it: a browser can send a
+        // cross-origin POST without a type (or with text/plain) and no CORS
+        // preflight, but not with application/json.
+        "application/json" => {}
         other => {
             ing.bad_request(source, "415");
             return respond(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Enc::Text,
                 0,
-                &format!("unsupported Content-Type {other:?}; this receiver takes Zipkin v2 JSON (application/json)"),
+                &format!("unsupported Content-Type {other:?}; this receiver takes Zipkin v2 JSON (Content-Type: application/json)"),
             );
         }
     }

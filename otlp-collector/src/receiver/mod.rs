@@ -223,6 +223,9 @@ impl Ingest {
         self.metrics
             .attribute_values_truncated
             .fetch_add(decoded.values_truncated, Relaxed);
+        self.metrics
+            .attribute_depth_truncated
+            .fetch_add(decoded.depth_truncated, Relaxed);
         let ack = Ack {
             rejected: decoded.rejected,
             error_message: decoded.error_message(),

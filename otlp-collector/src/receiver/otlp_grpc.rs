@@ -168,7 +168,7 @@ async fn read_limited_frame<B>(
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Status>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let source = Source::OtlpGrpc;
     // Checked before reading the body, so an unauthenticated client cannot
@@ -223,6 +223,10 @@ where
             return Err(too_large(format!(
                 "request message exceeds the {max_req}-byte limit (limits.max_request_bytes)"
             )))
+        }
+        Err(e @ BodyError::TimedOut(_)) => {
+            ing.bad_request(source, "deadline_exceeded");
+            return Err(Status::deadline_exceeded(e.to_string()));
         }
         Err(e) => {
             ing.bad_request(source, "invalid_argument");
@@ -296,7 +300,7 @@ where
 impl<B> tower::Service<http::Request<B>> for TraceServiceServer
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display + Send + 'static,
+    B::Error: std::error::Error + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;

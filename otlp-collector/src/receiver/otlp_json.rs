@@ -5,6 +5,8 @@
 //! lowerCamelCase or the proto field names. Decodes into the protobuf types so
 //! that one conversion path ([`super::convert`]) serves every encoding.
 
+use std::cell::Cell;
+
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -16,6 +18,8 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+
+use super::convert::MAX_ANY_VALUE_DEPTH;
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest`.
 pub fn decode(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
@@ -52,7 +56,7 @@ impl JResourceSpans {
         ResourceSpans {
             resource: self.resource.map(|r| Resource {
                 attributes: kvs(r.attributes),
-                dropped_attributes_count: r.dropped_attributes_count.0 as u32,
+                dropped_attributes_count: r.dropped_attributes_count.0,
                 entity_refs: Vec::new(),
             }),
             scope_spans: self
@@ -71,7 +75,7 @@ struct JResource {
     #[serde(deserialize_with = "null_default")]
     attributes: Vec<JKeyValue>,
     #[serde(alias = "dropped_attributes_count")]
-    dropped_attributes_count: Num,
+    dropped_attributes_count: U32,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,7 +95,7 @@ impl JScopeSpans {
                 name: s.name,
                 version: s.version,
                 attributes: kvs(s.attributes),
-                dropped_attributes_count: s.dropped_attributes_count.0 as u32,
+                dropped_attributes_count: s.dropped_attributes_count.0,
             }),
             spans: self.spans.into_iter().map(JSpan::into_proto).collect(),
             schema_url: self.schema_url,
@@ -109,40 +113,40 @@ struct JScope {
     #[serde(deserialize_with = "null_default")]
     attributes: Vec<JKeyValue>,
     #[serde(alias = "dropped_attributes_count")]
-    dropped_attributes_count: Num,
+    dropped_attributes_count: U32,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct JSpan {
     #[serde(alias = "trace_id")]
-    trace_id: HexId,
+    trace_id: HexId<16>,
     #[serde(alias = "span_id")]
-    span_id: HexId,
+    span_id: HexId<8>,
     #[serde(alias = "trace_state", deserialize_with = "null_default")]
     trace_state: String,
     #[serde(alias = "parent_span_id")]
-    parent_span_id: HexId,
-    flags: Num,
+    parent_span_id: HexId<8>,
+    flags: U32,
     #[serde(deserialize_with = "null_default")]
     name: String,
     kind: KindEnum,
     #[serde(alias = "start_time_unix_nano")]
-    start_time_unix_nano: Num,
+    start_time_unix_nano: U64,
     #[serde(alias = "end_time_unix_nano")]
-    end_time_unix_nano: Num,
+    end_time_unix_nano: U64,
     #[serde(deserialize_with = "null_default")]
     attributes: Vec<JKeyValue>,
     #[serde(alias = "dropped_attributes_count")]
-    dropped_attributes_count: Num,
+    dropped_attributes_count: U32,
     #[serde(deserialize_with = "null_default")]
     events: Vec<JEvent>,
     #[serde(alias = "dropped_events_count")]
-    dropped_events_count: Num,
+    dropped_events_count: U32,
     #[serde(deserialize_with = "null_default")]
     links: Vec<JLink>,
     #[serde(alias = "dropped_links_count")]
-    dropped_links_count: Num,
+    dropped_links_count: U32,
     status: Option<JStatus>,
 }
 
@@ -153,24 +157,24 @@ impl JSpan {
             span_id: self.span_id.0,
             trace_state: self.trace_state,
             parent_span_id: self.parent_span_id.0,
-            flags: self.flags.0 as u32,
+            flags: self.flags.0,
             name: self.name,
             kind: self.kind.0,
-            start_time_unix_nano: self.start_time_unix_nano.0 as u64,
-            end_time_unix_nano: self.end_time_unix_nano.0 as u64,
+            start_time_unix_nano: self.start_time_unix_nano.0,
+            end_time_unix_nano: self.end_time_unix_nano.0,
             attributes: kvs(self.attributes),
-            dropped_attributes_count: self.dropped_attributes_count.0 as u32,
+            dropped_attributes_count: self.dropped_attributes_count.0,
             events: self
                 .events
                 .into_iter()
                 .map(|e| span::Event {
-                    time_unix_nano: e.time_unix_nano.0 as u64,
+                    time_unix_nano: e.time_unix_nano.0,
                     name: e.name,
                     attributes: kvs(e.attributes),
-                    dropped_attributes_count: e.dropped_attributes_count.0 as u32,
+                    dropped_attributes_count: e.dropped_attributes_count.0,
                 })
                 .collect(),
-            dropped_events_count: self.dropped_events_count.0 as u32,
+            dropped_events_count: self.dropped_events_count.0,
             links: self
                 .links
                 .into_iter()
@@ -179,11 +183,11 @@ impl JSpan {
                     span_id: l.span_id.0,
                     trace_state: l.trace_state,
                     attributes: kvs(l.attributes),
-                    dropped_attributes_count: l.dropped_attributes_count.0 as u32,
-                    flags: l.flags.0 as u32,
+                    dropped_attributes_count: l.dropped_attributes_count.0,
+                    flags: l.flags.0,
                 })
                 .collect(),
-            dropped_links_count: self.dropped_links_count.0 as u32,
+            dropped_links_count: self.dropped_links_count.0,
             status: self.status.map(|s| Status {
                 message: s.message,
                 code: s.code.0,
@@ -196,29 +200,29 @@ impl JSpan {
 #[serde(default, rename_all = "camelCase")]
 struct JEvent {
     #[serde(alias = "time_unix_nano")]
-    time_unix_nano: Num,
+    time_unix_nano: U64,
     #[serde(deserialize_with = "null_default")]
     name: String,
     #[serde(deserialize_with = "null_default")]
     attributes: Vec<JKeyValue>,
     #[serde(alias = "dropped_attributes_count")]
-    dropped_attributes_count: Num,
+    dropped_attributes_count: U32,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct JLink {
     #[serde(alias = "trace_id")]
-    trace_id: HexId,
+    trace_id: HexId<16>,
     #[serde(alias = "span_id")]
-    span_id: HexId,
+    span_id: HexId<8>,
     #[serde(alias = "trace_state", deserialize_with = "null_default")]
     trace_state: String,
     #[serde(deserialize_with = "null_default")]
     attributes: Vec<JKeyValue>,
     #[serde(alias = "dropped_attributes_count")]
-    dropped_attributes_count: Num,
-    flags: Num,
+    dropped_attributes_count: U32,
+    flags: U32,
 }
 
 #[derive(Deserialize, Default)]
@@ -237,15 +241,43 @@ struct JKeyValue {
     value: Option<JAnyValue>,
 }
 
+/// An `AnyValue`, or a placeholder for one nested too deeply to matter:
+/// conversion cuts at [`MAX_ANY_VALUE_DEPTH`], so values below the next level
+/// are skipped unread (serde_json skips without recursing, so no nesting
+/// depth makes the request fail).
+enum JAnyValue {
+    Fields(JAnyFields),
+    Skipped,
+}
+
+thread_local! {
+    /// How many `AnyValue`s the current thread is decoding inside each other.
+    static ANY_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+impl<'de> Deserialize<'de> for JAnyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let depth = ANY_DEPTH.get();
+        if depth > MAX_ANY_VALUE_DEPTH {
+            de::IgnoredAny::deserialize(d)?;
+            return Ok(JAnyValue::Skipped);
+        }
+        ANY_DEPTH.set(depth + 1);
+        let r = JAnyFields::deserialize(d);
+        ANY_DEPTH.set(depth);
+        r.map(JAnyValue::Fields)
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-struct JAnyValue {
+struct JAnyFields {
     #[serde(alias = "string_value")]
     string_value: Option<String>,
     #[serde(alias = "bool_value")]
     bool_value: Option<bool>,
     #[serde(alias = "int_value")]
-    int_value: Option<Num>,
+    int_value: Option<I64>,
     #[serde(alias = "double_value")]
     double_value: Option<Float>,
     #[serde(alias = "array_value")]
@@ -275,12 +307,16 @@ fn kvs(v: Vec<JKeyValue>) -> Vec<PKeyValue> {
 
 fn any(v: JAnyValue) -> AnyValue {
     use any_value::Value as V;
+    let v = match v {
+        JAnyValue::Fields(f) => f,
+        JAnyValue::Skipped => return AnyValue { value: None },
+    };
     let value = if let Some(s) = v.string_value {
         Some(V::StringValue(s))
     } else if let Some(b) = v.bool_value {
         Some(V::BoolValue(b))
     } else if let Some(i) = v.int_value {
-        Some(V::IntValue(i.0 as i64))
+        Some(V::IntValue(i.0))
     } else if let Some(d) = v.double_value {
         Some(V::DoubleValue(d.0))
     } else if let Some(a) = v.array_value {
@@ -307,44 +343,60 @@ where
 }
 
 /// An integer given as a JSON number or a decimal string (64-bit values are
-/// strings in proto3 JSON). Stored as i128 so that u64 and i64 both fit.
-#[derive(Default, Clone, Copy)]
-struct Num(i128);
-
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an integer as a number or a string")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
-                Ok(Num(v as i128))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
-                Ok(Num(v as i128))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
-                if v.fract() == 0.0 && v.abs() < 1.9e19 {
-                    Ok(Num(v as i128))
-                } else {
-                    Err(E::custom(format!("{v} is not an integer")))
-                }
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Num, E> {
-                v.trim()
-                    .parse::<i128>()
-                    .map(Num)
-                    .map_err(|_| E::custom(format!("{v:?} is not an integer")))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Num, E> {
-                Ok(Num(0))
+/// strings in proto3 JSON), parsed wide and then checked against the field's
+/// type: a value out of range (`"18446744073709551616"`, `"-1"` for a
+/// `fixed64`) makes the request invalid instead of wrapping.
+fn wide_int<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = i128;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer as a number or a string")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
+            Ok(v as i128)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
+            Ok(v as i128)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i128, E> {
+            if v.fract() == 0.0 && v.abs() < 1.9e19 {
+                Ok(v as i128)
+            } else {
+                Err(E::custom(format!("{v} is not an integer")))
             }
         }
-        d.deserialize_any(V)
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
+            v.trim()
+                .parse::<i128>()
+                .map_err(|_| E::custom(format!("{v:?} is not an integer")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<i128, E> {
+            Ok(0)
+        }
     }
+    d.deserialize_any(V)
 }
+
+/// An integer field of a fixed width; see [`wide_int`].
+macro_rules! json_int {
+    ($name:ident, $t:ty, $what:literal) => {
+        #[derive(Default, Clone, Copy)]
+        struct $name($t);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let n = wide_int(d)?;
+                <$t>::try_from(n)
+                    .map($name)
+                    .map_err(|_| de::Error::custom(format!("{n} is out of range for {}", $what)))
+            }
+        }
+    };
+}
+
+json_int!(U64, u64, "a fixed64 (0 to 18446744073709551615)");
+json_int!(I64, i64, "an int64");
+json_int!(U32, u32, "a uint32");
 
 /// A double as a number or a string (including "NaN", "Infinity", "-Infinity").
 struct Float(f64);
@@ -383,15 +435,30 @@ impl<'de> Deserialize<'de> for Float {
     }
 }
 
-/// A trace or span id in hex, any case. Invalid hex yields an empty id, which
-/// validation then rejects for that span only (the rest of the batch is kept).
+/// A trace (`N` = 16) or span (`N` = 8) id in hex, any case, as the OTLP
+/// specification says (not base64). Empty or `null` is the proto default
+/// (no parent; a missing trace or span id is rejected for that span only);
+/// anything else that is not exactly `2 * N` hex digits makes the request
+/// invalid, so a malformed parent id never turns a child into a root.
 #[derive(Default)]
-struct HexId(Vec<u8>);
+struct HexId<const N: usize>(Vec<u8>);
 
-impl<'de> Deserialize<'de> for HexId {
+impl<'de, const N: usize> Deserialize<'de> for HexId<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-        Ok(HexId(decode_hex(&s).unwrap_or_default()))
+        if s.is_empty() {
+            return Ok(HexId(Vec::new()));
+        }
+        match decode_hex(&s) {
+            Some(b) if b.len() == N => Ok(HexId(b)),
+            _ => {
+                let shown: String = s.chars().take(64).collect();
+                Err(de::Error::custom(format!(
+                    "id {shown:?} is not {} hex digits (OTLP/JSON ids are hex, not base64)",
+                    2 * N
+                )))
+            }
+        }
     }
 }
 
@@ -440,7 +507,9 @@ macro_rules! json_enum {
                 #[serde(untagged)]
                 enum Raw { N(i64), S(String), Null(()) }
                 match Raw::deserialize(d)? {
-                    Raw::N(n) => Ok($name(n as i32)),
+                    Raw::N(n) => i32::try_from(n).map($name).map_err(|_| {
+                        de::Error::custom(format!("enum value {n} is out of range"))
+                    }),
                     Raw::Null(()) => Ok($name(0)),
                     Raw::S(s) => match s.as_str() {
                         $($s => Ok($name($v)),)*
@@ -519,11 +588,11 @@ mod tests {
     #[test]
     fn empty_and_snake_case_and_errors() {
         assert!(decode(b"{}").unwrap().resource_spans.is_empty());
-        let r = decode(br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"zz","span_id":"0102030405060708"}]}]}]}"#).unwrap();
+        let r = decode(br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"","span_id":"0102030405060708","parent_span_id":null}]}]}]}"#).unwrap();
         let s = &r.resource_spans[0].scope_spans[0].spans[0];
         assert!(
-            s.trace_id.is_empty(),
-            "bad hex becomes an invalid (rejected) id"
+            s.trace_id.is_empty() && s.parent_span_id.is_empty(),
+            "an empty id is the proto default (the span is then rejected alone)"
         );
         assert_eq!(s.span_id.len(), 8);
         let err = decode(b"{\"resourceSpans\":[").unwrap_err();
@@ -532,6 +601,95 @@ mod tests {
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#
         )
         .is_err());
+    }
+
+    fn one_span(fields: &str) -> Result<ExportTraceServiceRequest, String> {
+        decode(
+            format!(
+                r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"{fields}}}]}}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+    }
+
+    #[test]
+    fn ids_must_be_hex_of_the_right_length() {
+        // Base64 (what a generic protobuf-JSON encoder writes), wrong length,
+        // non-hex: the whole request is refused, never a silent root span.
+        for bad in [
+            r#","parentSpanId":"7uGbfsPBsXQ=""#,
+            r#","parentSpanId":"eee19b7ec3c1b1""#,
+            r#","parentSpanId":"eee19b7ec3c1b17400""#,
+            r#","parentSpanId":"zze19b7ec3c1b174""#,
+            r#","links":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"abc"}]"#,
+            r#","links":[{"traceId":"W47/95gDgQPSabYzgT/GDA==","spanId":"eee19b7ec3c1b174"}]"#,
+        ] {
+            let e = one_span(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert!(e.contains("hex digits"), "{e}");
+        }
+        let e = decode(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103","spanId":"eee19b7ec3c1b174"}]}]}]}"#).unwrap_err();
+        assert!(e.contains("32 hex digits"), "{e}");
+        let ok = one_span(r#","parentSpanId":"EEE19B7EC3C1B173""#).unwrap();
+        assert_eq!(
+            ok.resource_spans[0].scope_spans[0].spans[0].parent_span_id,
+            vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x73]
+        );
+    }
+
+    #[test]
+    fn integers_out_of_range_are_refused_not_wrapped() {
+        for bad in [
+            r#","startTimeUnixNano":"18446744073709551616""#,
+            r#","startTimeUnixNano":"-1""#,
+            r#","endTimeUnixNano":-5"#,
+            r#","events":[{"timeUnixNano":"-1"}]"#,
+            r#","attributes":[{"key":"k","value":{"intValue":"9223372036854775808"}}]"#,
+            r#","attributes":[{"key":"k","value":{"intValue":"-9223372036854775809"}}]"#,
+            r#","flags":4294967296"#,
+            r#","droppedAttributesCount":-1"#,
+            r#","kind":4294967298"#,
+        ] {
+            let e = one_span(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert!(e.contains("out of range"), "{bad}: {e}");
+        }
+        let r = one_span(
+            r#","startTimeUnixNano":"18446744073709551615","attributes":[{"key":"k","value":{"intValue":"-9223372036854775808"}}]"#,
+        )
+        .unwrap();
+        let s = &r.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(s.start_time_unix_nano, u64::MAX);
+        match &s.attributes[0].value.as_ref().unwrap().value {
+            Some(any_value::Value::IntValue(i)) => assert_eq!(*i, i64::MIN),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_nesting_depth_decodes_and_is_cut_below_the_limit() {
+        // 5,000 arrays deep: far past serde_json's own recursion limit (128).
+        let depth = 5000;
+        let v = format!(
+            r#"{}{{"stringValue":"leaf"}}{}"#,
+            r#"{"arrayValue":{"values":["#.repeat(depth),
+            "]}}".repeat(depth)
+        );
+        let r = one_span(&format!(r#","attributes":[{{"key":"deep","value":{v}}},{{"key":"ok","value":{{"boolValue":true}}}}]"#))
+            .unwrap();
+        let s = &r.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(s.attributes.len(), 2);
+        // Kept down to one level below the cut.
+        let mut cur = s.attributes[0].value.clone().unwrap();
+        let mut levels = 0;
+        while let Some(any_value::Value::ArrayValue(a)) = cur.value {
+            levels += 1;
+            cur = a.values[0].clone();
+        }
+        assert_eq!(levels, MAX_ANY_VALUE_DEPTH + 1);
+        assert!(cur.value.is_none(), "skipped below the cut");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub mod code {
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     /// UNAVAILABLE.
     pub const UNAVAILABLE: i32 = 14;
+    /// `UNIMPLEMENTED` (no such endpoint or method).
+    pub const UNIMPLEMENTED: i32 = 12;
     /// UNAUTHENTICATED.
     pub const UNAUTHENTICATED: i32 = 16;
 }

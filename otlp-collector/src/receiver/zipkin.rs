@@ -10,7 +10,11 @@
 //! - `tags` → string attributes, except: `otel.status_code` / `otel.status_description`
 //!   and `error` → status (an `error` tag means status ERROR with its value as
 //!   message), `otel.scope.name`/`otel.library.name` and the `*.version` tags → scope.
-//! - `annotations` → events (microseconds → nanoseconds, value → name).
+//! - `annotations` → events (microseconds → nanoseconds, value → name; one
+//!   without a timestamp is placed at the span's start).
+//! - A span without `timestamp` (or 0) is rejected (counted and logged; Zipkin
+//!   has no partial-success answer): giving it the receive time would change
+//!   it on WAL replay.
 //! - 64-bit trace ids are left-padded to 128 bits.
 
 use std::collections::BTreeMap;
@@ -185,14 +189,27 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
         .service_name
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown_service".to_string());
-    let start_ns = z.timestamp.unwrap_or(0).saturating_mul(1000);
+    // Rejected rather than stamped with the receive time: WAL replay decodes
+    // the same bytes again and must produce the same span.
+    let start_ns = match z.timestamp {
+        Some(t) if t > 0 => t.saturating_mul(1000),
+        _ => {
+            return Err(format!(
+                "span {i}: no timestamp (Zipkin spans need their start time in epoch microseconds)"
+            ))
+        }
+    };
     let end_ns = start_ns.saturating_add(z.duration.unwrap_or(0).saturating_mul(1000));
     let events = z
         .annotations
         .unwrap_or_default()
         .into_iter()
         .map(|a| Event {
-            time_ns: a.timestamp.unwrap_or(0).saturating_mul(1000),
+            // An annotation without a time is placed at the span's start.
+            time_ns: a
+                .timestamp
+                .filter(|t| *t > 0)
+                .map_or(start_ns, |t| t.saturating_mul(1000)),
             name: a.value.unwrap_or_default(),
             attributes: Vec::new(),
             dropped_attributes_count: 0,
@@ -263,5 +280,22 @@ mod tests {
         assert_eq!(s.attribute("zipkin.shared"), Some(&AttrValue::Bool(true)));
         assert!(s.attribute("error").is_none());
         assert!(decode(b"{}", &LimitsConfig::default()).is_err());
+    }
+
+    #[test]
+    fn a_span_without_timestamp_is_rejected_not_stored_in_1970() {
+        let body = br#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","name":"a"},
+            {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dc","timestamp":0},
+            {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dd","timestamp":1472470996199000,
+             "annotations":[{"value":"no time"}]}]"#;
+        let d = decode(body, &LimitsConfig::default()).unwrap();
+        assert_eq!(d.rejected, 2);
+        assert!(
+            d.error_message().contains("no timestamp"),
+            "{}",
+            d.error_message()
+        );
+        assert_eq!(d.spans.len(), 1);
+        assert_eq!(d.spans[0].events[0].time_ns, d.spans[0].start_ns);
     }
 }

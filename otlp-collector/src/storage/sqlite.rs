@@ -1246,6 +1246,7 @@ fn put_value(out: &mut Vec<u8>, v: &AttrValue) {
             out.push(6);
             put_kvs(out, kvs);
         }
+        AttrValue::Empty => out.push(7),
     }
 }
 
@@ -1377,6 +1378,7 @@ impl<'a> Reader<'a> {
                 AttrValue::Array(a)
             }
             6 => AttrValue::KvList(self.kvs(depth + 1)?),
+            7 => AttrValue::Empty,
             _ => return Err("unknown value tag"),
         })
     }
@@ -1499,11 +1501,12 @@ mod tests {
                 KeyValue::new("neg", AttrValue::Int(i64::MIN)),
                 KeyValue::new("negz", AttrValue::Double(-0.0)),
                 KeyValue::new("b", AttrValue::Bytes(vec![0, 255, 1])),
+                KeyValue::new("empty", AttrValue::Empty),
                 KeyValue::new(
                     "nested",
                     AttrValue::KvList(vec![KeyValue::new(
                         "arr",
-                        AttrValue::Array(vec![AttrValue::Bool(true)]),
+                        AttrValue::Array(vec![AttrValue::Bool(true), AttrValue::Empty]),
                     )]),
                 ),
             ],

@@ -216,6 +216,12 @@ pub fn full_span() -> Span {
             ]),
         ),
         kv("empty", AttrValue::Str(String::new())),
+        // An OTLP AnyValue with no value set.
+        kv("no.value", AttrValue::Empty),
+        kv(
+            "array.with.empty",
+            AttrValue::Array(vec![AttrValue::Empty, AttrValue::Int(1)]),
+        ),
     ];
     s.dropped_attributes_count = 2;
     s.events = vec![

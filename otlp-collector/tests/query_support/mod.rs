@@ -480,6 +480,14 @@ pub struct ServedCollector {
 /// Starts a collector whose query API and UI require `token`; the fixture's
 /// traces begin 20 minutes ago.
 pub async fn start_collector_with_query_token(token: &str) -> ServedCollector {
+    let token = token.to_string();
+    start_collector_with(move |cfg| cfg.auth.query_tokens = vec![token]).await
+}
+
+/// Starts a collector over the fixture with `tweak` applied to its config.
+pub async fn start_collector_with(
+    tweak: impl FnOnce(&mut ferrotrace_collector::config::Config),
+) -> ServedCollector {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("spans.db")).unwrap());
     let base = (now_ns() - 20 * 60 * 1_000_000_000) / 1_000_000_000 * 1_000_000_000;
@@ -493,7 +501,7 @@ pub async fn start_collector_with_query_token(token: &str) -> ServedCollector {
     cfg.server.otlp_http_addr = String::new();
     cfg.server.zipkin_addr = String::new();
     cfg.server.http_addr = "127.0.0.1:0".into();
-    cfg.auth.query_tokens = vec![token.to_string()];
+    tweak(&mut cfg);
     let mut collector =
         ferrotrace_collector::server::Collector::start(cfg, store.clone() as Arc<dyn SpanStore>)
             .await

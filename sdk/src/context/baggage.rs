@@ -18,12 +18,54 @@ pub enum BaggageError {
     TooManyMembers,
 }
 
-/// One baggage member: key, (decoded) value and its raw properties (`;`-separated).
+/// One property of a baggage member (W3C Baggage `property = key OWS [ "=" OWS value ]`):
+/// a token key and an optional value, kept decoded (percent-encoding is
+/// undone on extract and applied again on inject).
+///
+/// ```
+/// use ferrotrace::context::BaggageProperty;
+/// let ttl = BaggageProperty::new("ttl", Some("60")).unwrap();
+/// assert_eq!((ttl.key(), ttl.value()), ("ttl", Some("60")));
+/// assert!(BaggageProperty::new("bad key", None::<&str>).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaggageProperty {
+    key: String,
+    value: Option<String>,
+}
+
+impl BaggageProperty {
+    /// A property; fails when `key` is not an RFC 7230 token. The value may
+    /// hold any text: it is percent-encoded when sent.
+    pub fn new(
+        key: impl Into<String>,
+        value: Option<impl Into<String>>,
+    ) -> Result<Self, BaggageError> {
+        let key = key.into();
+        if !valid_key(&key) {
+            return Err(BaggageError::Key(key));
+        }
+        Ok(BaggageProperty {
+            key,
+            value: value.map(Into::into),
+        })
+    }
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The decoded value (`None` for a key-only property such as `secret`).
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+}
+
+/// One baggage member: key, (decoded) value and its properties.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaggageEntry {
     key: String,
     value: String,
-    metadata: String,
+    properties: Vec<BaggageProperty>,
 }
 
 impl BaggageEntry {
@@ -35,9 +77,16 @@ impl BaggageEntry {
     pub fn value(&self) -> &str {
         &self.value
     }
-    /// The member's properties as written in the header (e.g. `ttl=60;secret`), possibly empty.
-    pub fn metadata(&self) -> &str {
-        &self.metadata
+    /// The member's properties in header order (e.g. `ttl=60;secret`), possibly none.
+    pub fn properties(&self) -> &[BaggageProperty] {
+        &self.properties
+    }
+    /// The value of property `key` (`Some(None)` for a key-only property).
+    pub fn property(&self, key: &str) -> Option<Option<&str>> {
+        self.properties
+            .iter()
+            .find(|p| p.key == key)
+            .map(BaggageProperty::value)
     }
 }
 
@@ -99,24 +148,38 @@ impl Baggage {
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Result<(), BaggageError> {
-        self.insert_with_metadata(key, value, "")
+        self.insert_with_properties(key, value, Vec::new())
     }
 
-    /// Sets `key` to `value` with properties (`;`-separated, as in the header).
-    pub fn insert_with_metadata(
+    /// Sets `key` to `value` with properties (replacing an existing member
+    /// in place).
+    ///
+    /// ```
+    /// use ferrotrace::context::{Baggage, BaggageProperty};
+    /// let mut b = Baggage::new();
+    /// b.insert_with_properties(
+    ///     "user.id",
+    ///     "42",
+    ///     [BaggageProperty::new("ttl", Some("60")).unwrap()],
+    /// )
+    /// .unwrap();
+    /// assert_eq!(b.entry("user.id").unwrap().property("ttl"), Some(Some("60")));
+    /// ```
+    pub fn insert_with_properties(
         &mut self,
         key: impl Into<String>,
         value: impl Into<String>,
-        metadata: impl Into<String>,
+        properties: impl IntoIterator<Item = BaggageProperty>,
     ) -> Result<(), BaggageError> {
         let key = key.into();
         if !valid_key(&key) {
             return Err(BaggageError::Key(key));
         }
-        let (value, metadata) = (value.into(), metadata.into());
+        let value = value.into();
+        let properties: Vec<BaggageProperty> = properties.into_iter().collect();
         if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
             e.value = value;
-            e.metadata = metadata;
+            e.properties = properties;
             return Ok(());
         }
         if self.entries.len() >= MAX_BAGGAGE_MEMBERS {
@@ -125,7 +188,7 @@ impl Baggage {
         self.entries.push(BaggageEntry {
             key,
             value,
-            metadata,
+            properties,
         });
         Ok(())
     }

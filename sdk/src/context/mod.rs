@@ -12,7 +12,7 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 
-pub use baggage::{Baggage, BaggageEntry, BaggageError};
+pub use baggage::{Baggage, BaggageEntry, BaggageError, BaggageProperty};
 pub use current::ContextGuard;
 pub use future::{FutureExt, WithContext};
 pub use span_context::{SpanContext, TraceFlags, TraceState};

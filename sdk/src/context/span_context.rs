@@ -2,7 +2,9 @@
 
 use crate::ids::{SpanId, TraceId};
 
-/// W3C trace flags (8 bits; only the `sampled` bit is defined).
+/// W3C trace flags (8 bits). Trace Context Level 2 defines two: `sampled`
+/// (`0x01`) and `random-trace-id` (`0x02`, the trace id's right-most 7 bytes
+/// are random); the others are reserved and sent as zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TraceFlags(u8);
 
@@ -11,6 +13,11 @@ impl TraceFlags {
     pub const NOT_SAMPLED: TraceFlags = TraceFlags(0);
     /// The `sampled` flag.
     pub const SAMPLED: TraceFlags = TraceFlags(1);
+    /// The `random-trace-id` flag (W3C Trace Context Level 2).
+    pub const RANDOM: TraceFlags = TraceFlags(2);
+    /// The flags W3C Trace Context Level 2 defines (`sampled | random`); a
+    /// `traceparent` carries only these, the reserved bits are sent as zero.
+    pub const DEFINED: TraceFlags = TraceFlags(3);
 
     /// Flags from the raw byte.
     pub const fn new(bits: u8) -> Self {
@@ -30,6 +37,19 @@ impl TraceFlags {
             TraceFlags(self.0 | 1)
         } else {
             TraceFlags(self.0 & !1)
+        }
+    }
+    /// True if the `random-trace-id` bit is set: at least the right-most 7
+    /// bytes of the trace id were drawn at random.
+    pub const fn is_random(self) -> bool {
+        self.0 & 2 == 2
+    }
+    /// A copy with the `random-trace-id` bit set or cleared.
+    pub const fn with_random(self, random: bool) -> Self {
+        if random {
+            TraceFlags(self.0 | 2)
+        } else {
+            TraceFlags(self.0 & !2)
         }
     }
 }

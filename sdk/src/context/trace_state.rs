@@ -1,6 +1,6 @@
-//! W3C `tracestate`: vendor-specific key/value list carried with the trace.
-//!
-//! (Parsing, validation and mutation are implemented alongside the propagator.)
+//! W3C `tracestate`: vendor-specific key/value list carried with the trace:
+//! parsing and validation (Trace Context Level 2, "tracestate Header Field
+//! Values") and the mutations the spec allows ("Mutating the tracestate Field").
 
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ pub const MAX_TRACE_STATE_MEMBERS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceStateError {
     /// A key does not follow the W3C grammar.
-    #[error("invalid tracestate key {0:?}: keys start with a-z and contain only a-z 0-9 _ - * / @ (at most 256 characters)")]
+    #[error("invalid tracestate key {0:?}: keys start with a-z or 0-9 and contain only a-z 0-9 _ - * / @ (at most 256 characters)")]
     Key(String),
     /// A value does not follow the W3C grammar.
     #[error("invalid tracestate value for key {0:?}: values are 1-256 printable ASCII characters without ',' or '=' and not ending with a space")]
@@ -60,7 +60,8 @@ pub enum TraceStateError {
     /// A member is not `key=value`.
     #[error("invalid tracestate member {0:?}: expected key=value")]
     Member(String),
-    /// The same key appears twice.
+    /// The same key was given twice to [`TraceState::from_key_value`]
+    /// (a received header keeps the first occurrence instead).
     #[error("duplicate tracestate key {0:?}")]
     Duplicate(String),
     /// More than 32 members.
@@ -68,11 +69,13 @@ pub enum TraceStateError {
     TooManyMembers,
 }
 
-/// W3C key: a lowercase letter first, then up to 255 of `a-z 0-9 _ - * / @`
-/// (the `tenant@system` form is accepted with `@` anywhere after the first character).
+/// W3C key (Trace Context Level 2, "Key": `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`): a lowercase
+/// letter or a digit first, at most 256 characters, `@` anywhere after the
+/// first character (`foo@`, `foo@bar@baz`, `tenant@system`).
 pub fn valid_key(key: &str) -> bool {
     let b = key.as_bytes();
-    if b.is_empty() || b.len() > 256 || !b[0].is_ascii_lowercase() {
+    if b.is_empty() || b.len() > 256 || !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
         return false;
     }
     b[1..].iter().all(|&c| {
@@ -139,17 +142,25 @@ impl TraceState {
     /// let ts = TraceState::from_header("congo=t61rcWkgMzE, tenant@vendor=x").unwrap();
     /// assert_eq!(ts.get("tenant@vendor"), Some("x"));
     /// assert!(TraceState::from_header("FOO=1").is_err());
+    /// // A key may start with a digit; a repeated key keeps its first value.
+    /// let ts = TraceState::from_header("1vendor=a,foo=1,foo=2").unwrap();
+    /// assert_eq!(ts.header(), "1vendor=a,foo=1");
     /// ```
     pub fn from_header(header: &str) -> Result<Self, TraceStateError> {
         Self::from_headers(std::iter::once(header))
     }
 
     /// Parses several `tracestate` header values as one list (W3C: multiple
-    /// headers are combined as if joined with `,`).
+    /// headers are combined as if joined with `,`). A key that appears again
+    /// keeps its first value: the spec lets a vendor discard duplicates, and
+    /// dropping the whole list would lose every other vendor's entry.
+    /// More than 32 list-members (counting repeats) or any malformed member
+    /// makes the whole list invalid.
     pub fn from_headers<'a>(
         headers: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, TraceStateError> {
         let mut out: Vec<(String, String)> = Vec::new();
+        let mut members = 0usize;
         for header in headers {
             for member in header.split(',') {
                 let member = member.trim_matches(is_ows);
@@ -165,11 +176,12 @@ impl TraceState {
                 if !valid_value(v) {
                     return Err(TraceStateError::Value(k.to_string()));
                 }
-                if out.len() == MAX_TRACE_STATE_MEMBERS {
+                members += 1;
+                if members > MAX_TRACE_STATE_MEMBERS {
                     return Err(TraceStateError::TooManyMembers);
                 }
                 if out.iter().any(|(e, _)| e == k) {
-                    return Err(TraceStateError::Duplicate(k.to_string()));
+                    continue;
                 }
                 out.push((k.to_string(), v.to_string()));
             }

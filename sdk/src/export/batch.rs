@@ -23,7 +23,7 @@
 //! bsp.shutdown(Duration::from_secs(1)).unwrap();
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -188,6 +188,10 @@ struct Shared {
     /// `check_mask + 1` of their own spans.
     check_mask: u32,
     stats: ExportStats,
+    /// Spans this processor dropped because its queue was full (the shared
+    /// stats may sum several processors); the batch thread reports the
+    /// growth, so the producer's drop path only adds one increment.
+    dropped_full: AtomicU64,
     /// Times the batch thread woke up (tests check it does not spin).
     #[cfg(test)]
     wakeups: std::sync::atomic::AtomicU64,
@@ -258,6 +262,7 @@ impl BatchSpanProcessor {
                 (1u32 << every.ilog2()) - 1
             },
             stats: stats.clone(),
+            dropped_full: AtomicU64::new(0),
             #[cfg(test)]
             wakeups: std::sync::atomic::AtomicU64::new(0),
         });
@@ -328,6 +333,7 @@ impl SpanProcessor for BatchSpanProcessor {
             }
             Err(TrySendError::Full(_)) => {
                 s.stats.add_dropped_queue_full(1);
+                s.dropped_full.fetch_add(1, Ordering::Relaxed);
                 if !s.wake_pending.load(Ordering::Relaxed)
                     && !s.wake_pending.swap(true, Ordering::AcqRel)
                 {
@@ -440,7 +446,9 @@ fn batch_loop(
 ) {
     let stats = shared.stats.clone();
     let mut next_export = Instant::now() + config.scheduled_delay;
+    let mut dropped_reported = 0u64;
     loop {
+        report_queue_full(&shared, &mut dropped_reported, config.max_queue_size);
         let wait = next_export.saturating_duration_since(Instant::now());
         let woke = ctrl.recv_timeout(wait);
         #[cfg(test)]
@@ -471,6 +479,7 @@ fn batch_loop(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    report_queue_full(&shared, &mut dropped_reported, config.max_queue_size);
     // Spans that slipped in between the final drain and now are counted, not lost silently.
     let late = rx.try_iter().count() as u64;
     if late > 0 {
@@ -478,8 +487,23 @@ fn batch_loop(
     }
 }
 
+/// Reports spans dropped on a full queue since the last report (one
+/// diagnostic per batch-thread wake-up at most, never one per span).
+fn report_queue_full(shared: &Shared, reported: &mut u64, capacity: usize) {
+    let now = shared.dropped_full.load(Ordering::Relaxed);
+    if now > *reported {
+        crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::SpansDropped {
+            reason: crate::trace::diagnostics::DropReason::QueueFull,
+            count: now - *reported,
+            capacity,
+        });
+        *reported = now;
+    }
+}
+
 fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: ExportStats) {
     let mut failed_since_barrier: Option<ExportError> = None;
+    let reports = exporter.reports_failures();
     for job in jobs.iter() {
         match job {
             Job::Export(batch) => {
@@ -489,6 +513,13 @@ fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: Expo
                     Err(e) => {
                         stats.add_dropped_export_failed(n);
                         stats.set_last_error(e.to_string());
+                        if !reports {
+                            crate::trace::diagnostics::report(
+                                crate::trace::diagnostics::Diagnostic::Export(format!(
+                                    "batch span processor: {e}; {n} spans dropped"
+                                )),
+                            );
+                        }
                         failed_since_barrier = Some(e);
                     }
                 }

@@ -111,20 +111,28 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a successful export: the breaker closes.
-    pub fn record_success(&self) {
+    /// Records a successful export: the breaker closes. Returns `true` if it
+    /// was not closed before (a transition worth reporting).
+    pub fn record_success(&self) -> bool {
         let mut g = self.inner.lock();
         g.consecutive_failures = 0;
         if g.state != BreakerState::Closed {
             g.state = BreakerState::Closed;
             g.opened_at = None;
             self.stats.set_breaker_state(BreakerState::Closed);
+            return true;
         }
+        false
+    }
+
+    /// The configured cool-down.
+    pub fn cooldown(&self) -> Duration {
+        self.config.cooldown
     }
 
     /// Records a failed export: a failed probe, or reaching the threshold, opens
-    /// the breaker.
-    pub fn record_failure(&self) {
+    /// the breaker. Returns `true` if this failure opened it.
+    pub fn record_failure(&self) -> bool {
         let mut g = self.inner.lock();
         g.consecutive_failures = g.consecutive_failures.saturating_add(1);
         let open = match g.state {
@@ -140,6 +148,7 @@ impl CircuitBreaker {
             g.opened_at = Some(Instant::now());
             self.stats.set_breaker_state(BreakerState::Open);
         }
+        open
     }
 }
 

@@ -9,6 +9,7 @@ pub use crate::trace::span_data::SpanData;
 
 pub mod batch;
 pub mod breaker;
+pub mod console;
 pub mod in_memory;
 #[cfg(feature = "otlp")]
 pub mod otlp;
@@ -17,6 +18,7 @@ pub mod simple;
 pub mod stats;
 
 pub use batch::BatchSpanProcessor;
+pub use console::ConsoleExporter;
 pub use in_memory::InMemorySpanExporter;
 #[cfg(feature = "otlp")]
 pub use otlp::OtlpExporter;
@@ -51,6 +53,13 @@ pub trait SpanExporter: Send + Sync + 'static {
     /// Releases resources; later exports fail with [`ExportError::Shutdown`].
     fn shutdown(&self) -> ExportResult {
         Ok(())
+    }
+    /// True if the exporter reports its own failures through
+    /// [`diagnostics`](crate::trace::diagnostics) (with what only it knows,
+    /// such as the endpoint and a likely fix); the processors then only count
+    /// them. Otherwise (the default) the processor reports each failed export.
+    fn reports_failures(&self) -> bool {
+        false
     }
 }
 

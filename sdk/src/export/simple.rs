@@ -48,10 +48,12 @@ impl<E: SpanExporter> SpanProcessor for SimpleSpanProcessor<E> {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let result = self.exporter.lock().export(vec![span]);
-        if let Err(e) = result {
+        let exporter = self.exporter.lock();
+        if let Err(e) = exporter.export(vec![span]) {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            report(Diagnostic::Export(format!("simple span processor: {e}")));
+            if !exporter.reports_failures() {
+                report(Diagnostic::Export(format!("simple span processor: {e}")));
+            }
         }
     }
 

@@ -84,7 +84,7 @@ impl LayerConfig {
     }
 
     /// Baggage entries copied onto the span as attributes (same key).
-    fn push_baggage(&self, attrs: &mut Vec<KeyValue>, cx: &Context) {
+    pub(crate) fn push_baggage(&self, attrs: &mut Vec<KeyValue>, cx: &Context) {
         for key in self.baggage_attributes.iter() {
             if let Some(v) = cx.baggage().get(key) {
                 attrs.push(KeyValue::new(Key::from_static(key), v.to_string()));
@@ -92,7 +92,7 @@ impl LayerConfig {
         }
     }
 
-    fn propagator(&self) -> Arc<dyn TextMapPropagator> {
+    pub(crate) fn propagator(&self) -> Arc<dyn TextMapPropagator> {
         self.propagator.clone().unwrap_or_else(text_map_propagator)
     }
 }
@@ -112,7 +112,11 @@ impl HttpServerLayer {
     }
 
     /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
-    /// looked up per request.
+    /// looked up per request, so a provider installed after the router was
+    /// built is used. Needs a global provider — `ferrotrace::init()` or
+    /// [`set_tracer_provider`](crate::trace::global::set_tracer_provider):
+    /// without one nothing is recorded (context still propagates) and a
+    /// diagnostic says so once.
     pub fn from_global() -> Self {
         HttpServerLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http),
@@ -192,7 +196,7 @@ fn method_name(method: &Method) -> Option<&'static str> {
     })
 }
 
-fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
+pub(crate) fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
     match method_name(method) {
         Some(m) => {
             attrs.push(KeyValue::new("http.request.method", m));
@@ -535,7 +539,10 @@ where
 /// Tower layer that traces outgoing HTTP requests: a `CLIENT` span per
 /// request, the context injected into the request headers, the response
 /// status recorded (4xx and 5xx are errors). The span ends when the response
-/// body is finished or dropped.
+/// body is finished or dropped. While the request is in flight the client
+/// span is the current context (with a [`SpanInbox`](crate::trace::SpanInbox)),
+/// so events the client stack logs through the `tracing` bridge, and spans
+/// it starts, belong to the client span.
 ///
 /// ```no_run
 /// use ferrotrace::integrations::http::HttpClientLayer;
@@ -563,7 +570,9 @@ impl HttpClientLayer {
         }
     }
 
-    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]).
+    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
+    /// looked up per request. Needs a global provider (`ferrotrace::init()`);
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         HttpClientLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http),
@@ -675,20 +684,33 @@ where
                 inner: self.inner.call(req),
                 span: None,
                 protocol: self.config.protocol,
+                cx: None,
             };
         }
         let (mut parts, body) = req.into_parts();
-        let span = client_span(&self.config, &parts);
+        let mut span = client_span(&self.config, &parts);
         // Inject even when unsampled: the callee must continue this trace.
-        let cx = Context::current().with_span_context(span.span_context().clone());
+        let mut cx = Context::current().with_span_context(span.span_context().clone());
         self.config
             .propagator()
             .inject_context(&cx, &mut parts.headers);
+        // While the request is in flight the client span is current, with an
+        // inbox: what the client stack logs (`tracing` events outside any
+        // `tracing` span) and the spans it starts belong to it, not to the
+        // caller's (e.g. the server request's) span.
+        if let Some(inbox) = span.inbox() {
+            cx = cx.with_value(inbox);
+        }
         let req = Request::from_parts(parts, body);
+        let inner = {
+            let _guard = cx.clone().attach();
+            self.inner.call(req)
+        };
         ClientResponseFuture {
-            inner: self.inner.call(req),
+            inner,
             span: Some(span),
             protocol: self.config.protocol,
+            cx: Some(cx),
         }
     }
 }
@@ -700,6 +722,8 @@ pin_project_lite::pin_project! {
         inner: F,
         span: Option<Span>,
         protocol: Protocol,
+        // The client span's context, current while `inner` is polled.
+        cx: Option<Context>,
     }
 }
 
@@ -720,7 +744,11 @@ where
 
     fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match std::task::ready!(this.inner.poll(task)) {
+        let polled = {
+            let _guard = this.cx.as_ref().map(|cx| cx.clone().attach());
+            this.inner.poll(task)
+        };
+        match std::task::ready!(polled) {
             Ok(resp) => {
                 let Some(mut span) = this.span.take() else {
                     return Poll::Ready(Ok(resp.map(TracedBody::passthrough)));

@@ -6,6 +6,8 @@
 //!   clients (hyper-util); with the `axum` feature the server layer names spans
 //!   after axum's matched route.
 //! - `tonic` feature: [`tonic`] metadata carriers and gRPC server/client layers.
+//! - `reqwest` feature: [`reqwest`] a `reqwest-middleware` middleware for
+//!   reqwest clients.
 //! - `tracing` feature: [`tracing`] a `tracing_subscriber::Layer` that records
 //!   `tracing` spans and events as ferrotrace spans.
 //! - `opentelemetry` feature: [`opentelemetry`] implements the `opentelemetry`
@@ -23,6 +25,8 @@ pub mod http;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod propagate;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 #[cfg(feature = "tracing")]
@@ -89,10 +93,36 @@ impl TracerSource {
         match self {
             TracerSource::Fixed(t) => std::borrow::Cow::Borrowed(t),
             TracerSource::Global(name) => {
-                std::borrow::Cow::Owned(crate::trace::global::tracer(*name))
+                let provider = crate::trace::global::installed_tracer_provider();
+                if provider.is_none() {
+                    warn_no_global_provider(name);
+                }
+                std::borrow::Cow::Owned(
+                    provider
+                        .unwrap_or_else(crate::trace::global::tracer_provider)
+                        .tracer(*name),
+                )
             }
         }
     }
+}
+
+/// Reports, once per scope and process, that a `from_global()` integration
+/// traced something before any provider was installed.
+#[cfg(any(feature = "http", feature = "tracing"))]
+fn warn_no_global_provider(scope: &'static str) {
+    use parking_lot::Mutex;
+    static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    {
+        let mut w = WARNED.lock();
+        if w.contains(&scope) {
+            return;
+        }
+        w.push(scope);
+    }
+    crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::NoGlobalProvider {
+        scope,
+    });
 }
 
 #[cfg(test)]

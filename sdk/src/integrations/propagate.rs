@@ -108,15 +108,22 @@ impl Injector for BTreeMap<String, String> {
     }
 }
 
+/// Keys match case-insensitively, as for `HashMap`.
 impl Extractor for BTreeMap<String, String> {
     fn get(&self, key: &str) -> Option<&str> {
-        BTreeMap::get(self, key).map(String::as_str)
+        crate::propagation::map_get(BTreeMap::get(self, key), self.iter(), key)
     }
     fn keys(&self) -> Vec<&str> {
         BTreeMap::keys(self).map(String::as_str).collect()
     }
-    fn has_multiple(&self, _key: &str) -> bool {
-        false
+    fn get_all(&self, key: &str) -> Vec<&str> {
+        crate::propagation::map_get_all(BTreeMap::get(self, key), self.iter(), key)
+    }
+    fn has_multiple(&self, key: &str) -> bool {
+        BTreeMap::keys(self)
+            .filter(|k| k.eq_ignore_ascii_case(key))
+            .nth(1)
+            .is_some()
     }
 }
 

@@ -74,6 +74,12 @@ impl Extractor for MetadataExtractor<'_> {
             .filter_map(|v| v.to_str().ok())
             .collect()
     }
+    fn has_multiple(&self, key: &str) -> bool {
+        self.0.get_all(key).iter().nth(1).is_some()
+    }
+    fn has_unreadable(&self, key: &str) -> bool {
+        self.0.get_all(key).iter().any(|v| v.to_str().is_err())
+    }
 }
 
 /// Injects the current context into a request's metadata. Usable as a tonic
@@ -112,7 +118,9 @@ impl GrpcServerLayer {
         }
     }
 
-    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]).
+    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
+    /// looked up per call. Needs a global provider (`ferrotrace::init()`);
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcServerLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),
@@ -162,7 +170,9 @@ impl GrpcClientLayer {
         }
     }
 
-    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]).
+    /// Records spans with the global provider's tracer (scope [`SCOPE_NAME`]),
+    /// looked up per call. Needs a global provider (`ferrotrace::init()`);
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcClientLayer {
             config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),

@@ -19,6 +19,17 @@
 //!   the innermost entered `tracing` span or a ferrotrace span made current
 //!   (e.g. by the HTTP server layer), so both kinds of spans nest together.
 //!   Entering a `tracing` span makes its ferrotrace context current.
+//! - Level filter: by default only `INFO`, `WARN` and `ERROR` spans and
+//!   events are recorded, so the `DEBUG`/`TRACE` output of libraries (hyper,
+//!   h2, tonic) does not land on request spans; [`FerrotraceLayer::with_max_level`]
+//!   changes it, and a per-target filter can be added with
+//!   `tracing_subscriber`'s `Layer::with_filter` (e.g. `Targets`). A span
+//!   below the level is not recorded; what happens inside it goes to its
+//!   nearest recorded ancestor. The filter applies to this layer only (other
+//!   layers, e.g. a `fmt` layer at `DEBUG`, still see everything).
+//! - Events that happen while an HTTP or gRPC client span of ferrotrace's
+//!   layers is current belong to that client span (the client layers make
+//!   it current, with an inbox, while the request is in flight).
 //! - Nothing is recorded on the SDK's own threads or inside
 //!   [`suppress_instrumentation`](super::suppress_instrumentation), and events
 //!   from the `ferrotrace` target are ignored: no feedback loop.
@@ -45,7 +56,7 @@ use std::fmt;
 
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::{Event, Level, Metadata, Subscriber};
+use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -66,7 +77,11 @@ const MAX_ENTERED: usize = 1024;
 pub struct FerrotraceLayer {
     tracer: TracerSource,
     code_location: bool,
+    max_level: LevelFilter,
 }
+
+/// The layer's default level filter: `INFO` (and `WARN`, `ERROR`).
+pub const DEFAULT_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 
 impl FerrotraceLayer {
     /// Records with `tracer`.
@@ -74,16 +89,32 @@ impl FerrotraceLayer {
         FerrotraceLayer {
             tracer: TracerSource::Fixed(tracer),
             code_location: true,
+            max_level: DEFAULT_MAX_LEVEL,
         }
     }
 
     /// Records with the global provider's tracer (scope [`SCOPE_NAME`]),
-    /// looked up per span.
+    /// looked up per span. Needs a global provider (`ferrotrace::init()` or
+    /// [`set_tracer_provider`](crate::trace::global::set_tracer_provider)):
+    /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         FerrotraceLayer {
             tracer: TracerSource::Global(SCOPE_NAME),
             code_location: true,
+            max_level: DEFAULT_MAX_LEVEL,
         }
+    }
+
+    /// The most verbose level recorded (default [`DEFAULT_MAX_LEVEL`], `INFO`):
+    /// `LevelFilter::DEBUG` also records debug spans and events,
+    /// `LevelFilter::WARN` only warnings and errors.
+    pub fn with_max_level(mut self, level: LevelFilter) -> Self {
+        self.max_level = level;
+        self
+    }
+
+    fn records(&self, meta: &Metadata<'_>) -> bool {
+        *meta.level() <= self.max_level
     }
 
     /// Whether spans get `code.file.path` and `code.line.number` (default `true`).
@@ -266,10 +297,11 @@ impl FerrotraceLayer {
             return Context::current().without_span();
         }
         if let Some(parent) = attrs.parent() {
-            if let Some(state_cx) = ctx
-                .span(parent)
-                .and_then(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
-            {
+            // The nearest recorded ancestor (a parent below the level filter is skipped).
+            if let Some(state_cx) = ctx.span(parent).and_then(|s| {
+                s.scope()
+                    .find_map(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
+            }) {
                 return state_cx;
             }
         }
@@ -280,7 +312,10 @@ impl FerrotraceLayer {
             return current;
         }
         ctx.lookup_current()
-            .and_then(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
+            .and_then(|s| {
+                s.scope()
+                    .find_map(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
+            })
             .unwrap_or(current)
     }
 }
@@ -291,7 +326,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let meta = attrs.metadata();
-        if super::is_suppressed() || is_internal(meta) {
+        if !self.records(meta) || super::is_suppressed() || is_internal(meta) {
             return;
         }
         let Some(span_ref) = ctx.span(id) else {
@@ -364,17 +399,24 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
         let meta = event.metadata();
-        if super::is_suppressed() || is_internal(meta) {
+        if !self.records(meta) || super::is_suppressed() || is_internal(meta) {
             return;
         }
-        let span_ref = ctx.event_span(event);
+        // The event's span, or its nearest recorded ancestor (spans below the
+        // level filter have no ferrotrace span).
+        let span_ref = ctx.event_span(event).and_then(|s| {
+            s.scope()
+                .find(|s| s.extensions().get::<SpanState>().is_some())
+        });
         let mut ext = span_ref.as_ref().map(|s| s.extensions_mut());
         let target = match ext.as_mut().and_then(|e| e.get_mut::<SpanState>()) {
             Some(state) if !state.span.is_recording() => return,
             Some(state) => EventTarget::Span(&mut state.span),
-            // Outside any `tracing` span: the current ferrotrace span, when
-            // its owner (e.g. the HTTP server layer) left an inbox for it.
-            None if event.is_root() || event.parent().is_some() => return,
+            // Outside any recorded `tracing` span: the current ferrotrace span
+            // (a server request span, or a client span while its request is
+            // in flight), when its owner left an inbox for it.
+            None if event.is_root() => return,
+            None if event.parent().is_some() && ctx.event_span(event).is_none() => return,
             None => match SpanInbox::current() {
                 Some(inbox) => EventTarget::Inbox(inbox),
                 None => return,

@@ -4,13 +4,14 @@ use percent_encoding::{AsciiSet, CONTROLS};
 
 use super::{Extractor, Injector, TextMapPropagator};
 use crate::context::baggage::{valid_key, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
-use crate::context::{Baggage, Context};
+use crate::context::{Baggage, BaggageProperty, Context};
 
 const BAGGAGE: &str = "baggage";
 
-/// Characters percent-encoded in values on inject: everything outside W3C's
-/// `baggage-octet`, plus `%` (so decoding is unambiguous) and `=` (allowed by
-/// W3C, but some implementations split values at `=`; encoding it is always valid).
+/// Characters percent-encoded in values (and property values) on inject:
+/// everything outside W3C's `baggage-octet`, plus `%` (the spec: "The percent
+/// code point MUST be percent-encoded") and `=` (allowed by W3C, but some
+/// implementations split values at `=`; encoding it is always valid).
 const VALUE_ENCODE: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -24,65 +25,64 @@ fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
-/// W3C `baggage-octet` (plus `%`, which introduces an escape).
+/// W3C `baggage-octet` (which includes `%`, the escape character).
 fn is_value_octet(c: u8) -> bool {
     matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
 
-/// Percent-decodes a value. `+` stays a literal plus; a `%` not followed by two
-/// hex digits and any invalid UTF-8 become U+FFFD.
+/// Percent-decodes a value or property value. `+` stays a literal plus; a
+/// `%` not followed by two hex digits (`100%`, `%G1`) is kept literally, so a
+/// value another SDK sent unencoded survives unchanged; `%XX` octets that are
+/// not valid UTF-8 become U+FFFD, as W3C Baggage ("value") requires.
 fn decode_value(v: &str) -> String {
     if !v.contains('%') {
         return v.to_string();
     }
     let b = v.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                }
-                _ => {
-                    out.extend_from_slice("\u{FFFD}".as_bytes());
-                    i += 1;
-                }
+        let escape = (b[i] == b'%')
+            .then(|| Some((hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?)))
+            .flatten();
+        match escape {
+            Some((h, l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
             }
-        } else {
-            out.push(b[i]);
-            i += 1;
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn encode_value(v: &str, out: &mut String) {
+    out.extend(percent_encoding::utf8_percent_encode(v, VALUE_ENCODE));
+}
+
 /// Parses one list-member: `key OWS = OWS value *( OWS ; OWS property )`.
-fn parse_member(member: &str) -> Option<(String, String, String)> {
-    let (kv, props) = match member.split_once(';') {
-        Some((kv, props)) => (kv, Some(props)),
-        None => (member, None),
-    };
-    let (k, v) = kv.split_once('=')?;
+/// `None` when the key, the value or any property is malformed: the member is
+/// dropped whole, never forwarded with a property silently removed.
+fn parse_member(member: &str) -> Option<(&str, String, Vec<BaggageProperty>)> {
+    let mut parts = member.split(';');
+    let (k, v) = parts.next()?.split_once('=')?;
     let (k, v) = (k.trim_matches(is_ows), v.trim_matches(is_ows));
     if !valid_key(k) || !v.bytes().all(is_value_octet) {
         return None;
     }
-    let mut metadata = String::new();
-    for p in props.into_iter().flat_map(|p| p.split(';')) {
+    let mut properties = Vec::new();
+    for p in parts {
         let (pk, pv) = split_property(p);
-        // An invalid property is dropped; the member itself stays valid.
         if !valid_key(pk) || !pv.is_none_or(|v| v.bytes().all(is_value_octet)) {
-            continue;
+            return None;
         }
-        push_property(&mut metadata, pk, pv.map(str::to_string));
+        properties.push(BaggageProperty::new(pk, pv.map(decode_value)).ok()?);
     }
-    Some((k.to_string(), decode_value(v), metadata))
+    Some((k, decode_value(v), properties))
 }
 
 /// `key OWS [ "=" OWS value ]` with surrounding OWS removed.
@@ -94,53 +94,10 @@ fn split_property(p: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn push_property(out: &mut String, key: &str, value: Option<String>) {
-    if !out.is_empty() {
-        out.push(';');
-    }
-    out.push_str(key);
-    if let Some(v) = value {
-        out.push('=');
-        out.push_str(&v);
-    }
-}
-
-/// A property value made safe for the header: every byte outside
-/// `baggage-octet` percent-encoded. Properties are kept in their wire form,
-/// so an existing `%XX` escape is left as it is; any other `%` is encoded.
-fn encode_property_value(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = String::with_capacity(b.len());
-    for (i, &c) in b.iter().enumerate() {
-        let escape = c == b'%'
-            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-        if (c != b'%' && is_value_octet(c)) || escape {
-            out.push(c as char);
-        } else {
-            out.push_str(&format!("%{c:02X}"));
-        }
-    }
-    out
-}
-
-/// The properties of a member as they may be sent: each `key[=value]` with a
-/// token key (others are dropped, like on extract) and an encoded value, so
-/// metadata set through the API can never add members or break the header.
-fn format_properties(metadata: &str) -> String {
-    let mut out = String::new();
-    for p in metadata.split(';') {
-        let (pk, pv) = split_property(p);
-        if valid_key(pk) {
-            push_property(&mut out, pk, pv.map(encode_property_value));
-        }
-    }
-    out
-}
-
-/// Parses `baggage` header values (several headers are one list). Invalid
-/// members are skipped; members beyond 180, or that would take the total past
-/// 8192 bytes, are dropped.
+/// Parses `baggage` header values (several headers are one list). A
+/// malformed member (bad key, a character outside `baggage-octet`, no `=`, a
+/// malformed property) is dropped whole and the others are kept; members
+/// beyond 180, or that would take the total past 8192 bytes, are dropped.
 pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage {
     let mut baggage = Baggage::new();
     let mut bytes = 0usize;
@@ -157,8 +114,8 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
             if bytes + cost > MAX_BAGGAGE_BYTES {
                 continue;
             }
-            if let Some((k, v, m)) = parse_member(member) {
-                if baggage.insert_with_metadata(k, v, m).is_ok() {
+            if let Some((k, v, p)) = parse_member(member) {
+                if baggage.insert_with_properties(k, v, p).is_ok() {
                     bytes += cost;
                 }
             }
@@ -168,7 +125,8 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
 }
 
 /// Serializes baggage as a `baggage` header, dropping members that would exceed
-/// 180 members or 8192 bytes. `None` when nothing is left to send.
+/// 180 members or 8192 bytes (whole members only). Values and property values
+/// are percent-encoded. `None` when nothing is left to send.
 pub fn format_baggage(baggage: &Baggage) -> Option<String> {
     let mut out = String::new();
     let mut count = 0;
@@ -180,15 +138,13 @@ pub fn format_baggage(baggage: &Baggage) -> Option<String> {
         member.clear();
         member.push_str(e.key());
         member.push('=');
-        member.extend(percent_encoding::utf8_percent_encode(
-            e.value(),
-            VALUE_ENCODE,
-        ));
-        if !e.metadata().is_empty() {
-            let props = format_properties(e.metadata());
-            if !props.is_empty() {
-                member.push(';');
-                member.push_str(&props);
+        encode_value(e.value(), &mut member);
+        for p in e.properties() {
+            member.push(';');
+            member.push_str(p.key());
+            if let Some(v) = p.value() {
+                member.push('=');
+                encode_value(v, &mut member);
             }
         }
         let sep = usize::from(!out.is_empty());
@@ -247,7 +203,11 @@ mod tests {
     fn decoding_rules() {
         assert_eq!(decode_value("a+b"), "a+b");
         assert_eq!(decode_value("a%20b"), "a b");
-        assert_eq!(decode_value("%zz"), "\u{FFFD}zz");
+        assert_eq!(decode_value("%zz"), "%zz");
+        assert_eq!(decode_value("100%"), "100%");
+        assert_eq!(decode_value("%G1"), "%G1");
+        assert_eq!(decode_value("%4"), "%4");
+        assert_eq!(decode_value("%%41"), "%A");
         assert_eq!(decode_value("%ff"), "\u{FFFD}");
         assert_eq!(decode_value("%E2%82%AC"), "€");
     }
@@ -256,52 +216,38 @@ mod tests {
     fn members_and_properties() {
         let b = parse_baggage(["k1=v1;p1;p2=x , k2 = a=b, bad key=1, k3=%E2%82%AC"]);
         assert_eq!(b.get("k1"), Some("v1"));
-        assert_eq!(b.entry("k1").unwrap().metadata(), "p1;p2=x");
+        let props = b.entry("k1").unwrap().properties();
+        assert_eq!(props.len(), 2);
+        assert_eq!((props[0].key(), props[0].value()), ("p1", None));
+        assert_eq!((props[1].key(), props[1].value()), ("p2", Some("x")));
         assert_eq!(b.get("k2"), Some("a=b"));
         assert_eq!(b.get("k3"), Some("€"));
         assert_eq!(b.len(), 3);
     }
 
     #[test]
-    fn property_values_outside_baggage_octet_are_dropped_on_extract() {
-        let b = parse_baggage([r#"k=v;ok=1;bad="q";bad2=a\b;flag"#]);
-        assert_eq!(b.entry("k").unwrap().metadata(), "ok=1;flag");
-    }
-
-    #[test]
     fn properties_set_through_the_api_cannot_corrupt_the_header() {
         let mut b = Baggage::new();
-        b.insert_with_metadata(
-            "k",
-            "v",
-            "ttl = 60;x=a,evil=1;bad key=2;q=\"quoted\" é;pct=100%;esc=%41;;flag",
-        )
-        .unwrap();
+        let props = [
+            BaggageProperty::new("ttl", Some("60")).unwrap(),
+            BaggageProperty::new("x", Some("a,evil=1")).unwrap(),
+            BaggageProperty::new("q", Some("\"quoted\" é;next")).unwrap(),
+            BaggageProperty::new("pct", Some("100%")).unwrap(),
+            BaggageProperty::new("flag", None::<String>).unwrap(),
+        ];
+        b.insert_with_properties("k", "v", props.clone()).unwrap();
         b.insert("next", "n").unwrap();
         let h = format_baggage(&b).unwrap();
         assert_eq!(
             h,
-            "k=v;ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag,next=n"
+            "k=v;ttl=60;x=a%2Cevil%3D1;q=%22quoted%22%20%C3%A9%3Bnext;pct=100%25;flag,next=n"
         );
         assert!(h.bytes().all(|c| c.is_ascii_graphic()), "{h}");
-        // Read back: the same two members, nothing injected.
+        // Read back: the same two members and the same decoded properties.
         let back = parse_baggage([h.as_str()]);
         assert_eq!(back.len(), 2, "{back:?}");
-        assert_eq!(back.get("k"), Some("v"));
-        assert_eq!(back.get("next"), Some("n"));
         assert_eq!(back.get("evil"), None);
-        assert_eq!(
-            back.entry("k").unwrap().metadata(),
-            "ttl=60;x=a%2Cevil=1;q=%22quoted%22%20%C3%A9;pct=100%25;esc=%41;flag"
-        );
-        // Formatting what was extracted is stable.
+        assert_eq!(back.entry("k").unwrap().properties(), &props[..]);
         assert_eq!(format_baggage(&back).unwrap(), h);
-    }
-
-    #[test]
-    fn metadata_with_only_invalid_properties_adds_no_separator() {
-        let mut b = Baggage::new();
-        b.insert_with_metadata("k", "v", "bad key;=x; ").unwrap();
-        assert_eq!(format_baggage(&b).unwrap(), "k=v");
     }
 }

@@ -1,10 +1,16 @@
 //! Several propagators applied in order.
 
+use super::sampling_state::RemoteSamplingState;
 use super::{Extractor, Injector, TextMapPropagator};
-use crate::context::Context;
+use crate::context::{Context, SpanContext};
 
 /// Runs each inner propagator in order: every one injects; extraction threads
 /// the context through all of them (later ones see what earlier ones extracted).
+///
+/// The first propagator that extracts a valid span context wins: later ones
+/// still add what else they carry (baggage), but cannot replace that span
+/// context. So `tracecontext,b3` follows `traceparent` when a request carries
+/// both, and `b3` when it carries only B3 headers.
 pub struct TextMapCompositePropagator {
     propagators: Vec<Box<dyn TextMapPropagator>>,
 }
@@ -33,8 +39,30 @@ impl TextMapPropagator for TextMapCompositePropagator {
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
         let mut out = cx.clone();
+        // The winning span context and the sampling state that came with it.
+        let mut first: Option<(SpanContext, Option<RemoteSamplingState>)> = None;
         for p in &self.propagators {
-            out = p.extract_with_context(&out, extractor);
+            let next = p.extract_with_context(&out, extractor);
+            match &first {
+                None => {
+                    let sc = next.span_context();
+                    if sc.is_valid() && sc.is_remote() && sc != out.span_context() {
+                        first = Some((sc.clone(), next.get::<RemoteSamplingState>().copied()));
+                    }
+                    out = next;
+                }
+                Some((sc, state)) => {
+                    let mut kept = next.with_span_context(sc.clone());
+                    let later = next.get::<RemoteSamplingState>().copied();
+                    if later != *state {
+                        kept = kept.with_value(state.unwrap_or(RemoteSamplingState {
+                            trace_id: sc.trace_id(),
+                            state: None,
+                        }));
+                    }
+                    out = kept;
+                }
+            }
         }
         out
     }
@@ -49,5 +77,97 @@ impl TextMapPropagator for TextMapCompositePropagator {
             }
         }
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::propagation::{
+        sampling_state, B3Propagator, BaggagePropagator, JaegerPropagator, SamplingState,
+        TraceContextPropagator,
+    };
+    use std::collections::HashMap;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const B3: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d";
+    const UBER: &str = "80f198ee56343ba864fe8b2a57d3eff7:e457b5a2e4d86bd1:0:1";
+
+    fn all() -> TextMapCompositePropagator {
+        TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+            Box::new(B3Propagator::single()),
+            Box::new(JaegerPropagator::new()),
+        ])
+    }
+
+    fn headers(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn first_valid_span_context_wins_and_baggage_is_merged() {
+        let p = all();
+        let h = headers(&[
+            ("traceparent", TP),
+            ("b3", B3),
+            ("uber-trace-id", UBER),
+            ("baggage", "a=1"),
+            ("uberctx-b", "2"),
+        ]);
+        let cx = p.extract_with_context(&Context::new(), &h);
+        assert_eq!(
+            cx.span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            sampling_state(&cx),
+            None,
+            "b3's debug belongs to another trace"
+        );
+        assert_eq!(cx.baggage().get("a"), Some("1"));
+        assert_eq!(cx.baggage().get("b"), Some("2"));
+
+        // No traceparent: b3 is next; jaeger's (same trace, not debug) does not
+        // clear b3's debug state.
+        let h = headers(&[("b3", B3), ("uber-trace-id", UBER)]);
+        let cx = p.extract_with_context(&Context::new(), &h);
+        assert_eq!(cx.span_context().span_id().to_string(), "e457b5a2e4d86bd1");
+        assert_eq!(sampling_state(&cx), Some(SamplingState::Debug));
+
+        // An invalid traceparent does not count: the next valid one wins.
+        let h = headers(&[("traceparent", "00-garbage"), ("uber-trace-id", UBER)]);
+        let cx = p.extract_with_context(&Context::new(), &h);
+        assert_eq!(
+            cx.span_context().trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+        assert_eq!(sampling_state(&cx), None);
+    }
+
+    #[test]
+    fn inject_writes_every_format() {
+        let h = headers(&[("traceparent", TP), ("baggage", "a=1")]);
+        let p = all();
+        let cx = p.extract_with_context(&Context::new(), &h);
+        let mut out = HashMap::new();
+        p.inject_context(&cx, &mut out);
+        let mut keys: Vec<&str> = out.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["b3", "baggage", "traceparent", "uber-trace-id", "uberctx-a"]
+        );
+        assert_eq!(
+            out["b3"],
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
+        );
+        assert_eq!(
+            out["uber-trace-id"],
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1"
+        );
     }
 }

@@ -6,38 +6,81 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{
-    BaggagePropagator, TextMapCompositePropagator, TextMapPropagator, TraceContextPropagator,
+    B3Propagator, BaggagePropagator, JaegerPropagator, TextMapCompositePropagator,
+    TextMapPropagator, TraceContextPropagator,
 };
 
 static GLOBAL: RwLock<Option<Arc<dyn TextMapPropagator>>> = RwLock::new(None);
 
-/// Builds the propagator named by an `OTEL_PROPAGATORS` value. Known names:
-/// `tracecontext`, `baggage`, `none`; unknown names are skipped and returned
-/// so the caller can report them.
+/// The `OTEL_PROPAGATORS` names this SDK implements, as the OpenTelemetry
+/// specification spells them.
+pub const SUPPORTED_PROPAGATORS: [&str; 6] =
+    ["tracecontext", "baggage", "b3", "b3multi", "jaeger", "none"];
+
+/// Names the specification lists that this SDK does not implement (ignored with a warning).
+const KNOWN_UNSUPPORTED: [&str; 2] = ["xray", "ottrace"];
+
+/// The propagator for one `OTEL_PROPAGATORS` name (lowercase), if implemented.
+fn propagator_named(name: &str) -> Option<Box<dyn TextMapPropagator>> {
+    Some(match name {
+        "tracecontext" => Box::new(TraceContextPropagator::new()),
+        "baggage" => Box::new(BaggagePropagator::new()),
+        "b3" => Box::new(B3Propagator::single()),
+        "b3multi" => Box::new(B3Propagator::multi()),
+        "jaeger" => Box::new(JaegerPropagator::new()),
+        _ => return None,
+    })
+}
+
+/// Builds the propagator named by an `OTEL_PROPAGATORS` value: the
+/// comma-separated names (case-insensitive) `tracecontext`, `baggage`, `b3`
+/// (single header), `b3multi`, `jaeger` and `none`, composed in the given order
+/// (duplicates count once). `none` anywhere means no propagator at all.
+/// Unsupported names are skipped and returned so the caller can report them.
+///
+/// ```
+/// use ferrotrace::propagation::{global::propagator_from_names, TextMapPropagator};
+/// let (p, unknown) = propagator_from_names("tracecontext,baggage,b3multi,jaeger,xray");
+/// assert_eq!(
+///     p.fields(),
+///     ["traceparent", "tracestate", "baggage", "x-b3-traceid", "x-b3-spanid",
+///      "x-b3-sampled", "x-b3-flags", "uber-trace-id"]
+/// );
+/// assert_eq!(unknown, ["xray"]);
+/// ```
 pub fn propagator_from_names(spec: &str) -> (TextMapCompositePropagator, Vec<String>) {
     let mut list: Vec<Box<dyn TextMapPropagator>> = Vec::new();
     let mut unknown = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut none = false;
     for name in spec.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let name_lc = name.to_ascii_lowercase();
-        match name_lc.as_str() {
-            "none" => return (TextMapCompositePropagator::new(Vec::new()), unknown),
-            "tracecontext" if !seen.contains(&"tracecontext") => {
-                seen.push("tracecontext");
-                list.push(Box::new(TraceContextPropagator::new()));
-            }
-            "baggage" if !seen.contains(&"baggage") => {
-                seen.push("baggage");
-                list.push(Box::new(BaggagePropagator::new()));
-            }
-            "tracecontext" | "baggage" => {}
-            _ => unknown.push(name.to_string()),
+        if name_lc == "none" {
+            none = true;
+            continue;
         }
+        if seen.contains(&name_lc) {
+            continue;
+        }
+        match propagator_named(&name_lc) {
+            Some(p) => {
+                list.push(p);
+                seen.push(name_lc);
+            }
+            None => unknown.push(name.to_string()),
+        }
+    }
+    if none {
+        list.clear();
     }
     (TextMapCompositePropagator::new(list), unknown)
 }
 
-fn from_env() -> Arc<dyn TextMapPropagator> {
+/// The propagator configured by `OTEL_PROPAGATORS` (default
+/// `tracecontext,baggage`), as the global setup installs it. Unsupported
+/// names, and `none` combined with other names, are reported through the SDK
+/// diagnostics hook and otherwise ignored, as the specification requires.
+pub fn propagators_from_env() -> TextMapCompositePropagator {
     let spec = std::env::var("OTEL_PROPAGATORS").unwrap_or_default();
     let spec = if spec.trim().is_empty() {
         "tracecontext,baggage".to_string()
@@ -45,12 +88,40 @@ fn from_env() -> Arc<dyn TextMapPropagator> {
         spec
     };
     let (p, unknown) = propagator_from_names(&spec);
+    let report = |msg: String| {
+        crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(msg))
+    };
     if !unknown.is_empty() {
-        crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(format!(
-            "OTEL_PROPAGATORS: unsupported propagator(s) {unknown:?} ignored; supported: tracecontext, baggage, none"
-        )));
+        let (listed, other): (Vec<&String>, Vec<&String>) = unknown
+            .iter()
+            .partition(|n| KNOWN_UNSUPPORTED.contains(&n.to_ascii_lowercase().as_str()));
+        report(format!(
+            "OTEL_PROPAGATORS: {}ignored; supported: {}",
+            match (listed.is_empty(), other.is_empty()) {
+                (true, _) => format!("unknown propagator(s) {other:?} "),
+                (false, true) => format!("propagator(s) {listed:?} not implemented by ferrotrace "),
+                (false, false) => format!(
+                    "unknown propagator(s) {other:?} and propagator(s) {listed:?} not implemented by ferrotrace "
+                ),
+            },
+            SUPPORTED_PROPAGATORS.join(", ")
+        ));
     }
-    Arc::new(p)
+    let names: Vec<String> = spec
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| n == "none") && names.iter().any(|n| n != "none") {
+        report(format!(
+            "OTEL_PROPAGATORS={spec:?}: \"none\" disables propagation; the other names are ignored"
+        ));
+    }
+    p
+}
+
+fn from_env() -> Arc<dyn TextMapPropagator> {
+    Arc::new(propagators_from_env())
 }
 
 /// Replaces the global propagator.
@@ -73,10 +144,27 @@ mod tests {
 
     #[test]
     fn names() {
-        let (p, unknown) = propagator_from_names("tracecontext, baggage,b3");
-        assert_eq!(p.fields(), vec!["traceparent", "tracestate", "baggage"]);
-        assert_eq!(unknown, vec!["b3".to_string()]);
+        let (p, unknown) = propagator_from_names("tracecontext, baggage,B3,fancy,ottrace");
+        assert_eq!(
+            p.fields(),
+            vec!["traceparent", "tracestate", "baggage", "b3"]
+        );
+        assert_eq!(unknown, vec!["fancy".to_string(), "ottrace".to_string()]);
         let (p, _) = propagator_from_names("none,tracecontext");
         assert!(p.fields().is_empty());
+        let (p, _) = propagator_from_names("tracecontext,none");
+        assert!(p.fields().is_empty());
+        let (p, unknown) = propagator_from_names("jaeger,b3multi,jaeger,JAEGER, b3multi ");
+        assert_eq!(
+            p.fields(),
+            vec![
+                "uber-trace-id",
+                "x-b3-traceid",
+                "x-b3-spanid",
+                "x-b3-sampled",
+                "x-b3-flags"
+            ]
+        );
+        assert!(unknown.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! W3C Trace Context and Baggage propagation.
+//! Context propagation: W3C Trace Context and Baggage, B3 (single and multiple
+//! headers) and Jaeger, alone or composed.
 //!
 //! The API mirrors the `opentelemetry` crate's: a [`TextMapPropagator`] writes a
 //! [`Context`] into a carrier through an [`Injector`] and reads one back through
@@ -19,17 +20,24 @@
 //! assert!(cx.span_context().is_sampled());
 //! ```
 
+mod b3;
 mod baggage;
 mod composite;
 pub mod global;
+mod jaeger;
+mod sampling_state;
 mod trace_context;
 
 use std::collections::HashMap;
 
 use crate::context::Context;
-pub use crate::context::{Baggage, BaggageEntry, BaggageError};
+pub use crate::context::{Baggage, BaggageEntry, BaggageError, BaggageProperty};
+pub use b3::{B3Encoding, B3Propagator};
 pub use baggage::{format_baggage, parse_baggage, BaggagePropagator};
 pub use composite::TextMapCompositePropagator;
+pub use global::propagators_from_env;
+pub use jaeger::JaegerPropagator;
+pub use sampling_state::{sampling_state, SamplingState};
 pub use trace_context::{parse_traceparent, TraceContextPropagator};
 
 /// Writes propagation fields into a carrier (HTTP headers, message metadata).
@@ -38,8 +46,9 @@ pub trait Injector {
     fn set(&mut self, key: &str, value: String);
 }
 
-/// Reads propagation fields from a carrier. Keys are looked up case-insensitively
-/// where the carrier allows it (HTTP headers).
+/// Reads propagation fields from a carrier. Keys are looked up
+/// case-insensitively (HTTP header names are case-insensitive: `TraceParent`
+/// is `traceparent`), for every carrier this crate implements.
 pub trait Extractor {
     /// The first value of `key`.
     fn get(&self, key: &str) -> Option<&str>;
@@ -55,6 +64,45 @@ pub trait Extractor {
     fn has_multiple(&self, key: &str) -> bool {
         self.get_all(key).len() > 1
     }
+    /// True if a value of `key` is present but is not text (an HTTP header
+    /// line with bytes outside visible ASCII). [`get`](Self::get) and
+    /// [`get_all`](Self::get_all) leave such a value out, so a propagator that
+    /// combines every value into one list (W3C `tracestate`) asks this to
+    /// treat the combined value as invalid instead of using what is left.
+    /// Carriers that hold only strings never have one (the default).
+    fn has_unreadable(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+/// The value of `key` in a string map, case-insensitively: the exact key
+/// first (the usual lowercase case costs one hash look-up), then a scan.
+pub(crate) fn map_get<'a>(
+    exact: Option<&'a String>,
+    mut entries: impl Iterator<Item = (&'a String, &'a String)>,
+    key: &str,
+) -> Option<&'a str> {
+    if let Some(v) = exact {
+        return Some(v.as_str());
+    }
+    entries
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value whose key equals `key` case-insensitively, the exact-case key first.
+pub(crate) fn map_get_all<'a>(
+    exact: Option<&'a String>,
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+    key: &str,
+) -> Vec<&'a str> {
+    let mut out: Vec<&str> = exact.map(String::as_str).into_iter().collect();
+    out.extend(
+        entries
+            .filter(|(k, _)| k.as_str() != key && k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str()),
+    );
+    out
 }
 
 impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
@@ -65,14 +113,20 @@ impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
 
 impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
     fn get(&self, key: &str) -> Option<&str> {
-        // Keys are stored lowercase by `Injector`; propagators ask in lowercase.
-        HashMap::get(self, key).map(String::as_str)
+        map_get(HashMap::get(self, key), self.iter(), key)
     }
     fn keys(&self) -> Vec<&str> {
         HashMap::keys(self).map(String::as_str).collect()
     }
-    fn has_multiple(&self, _key: &str) -> bool {
-        false
+    fn get_all(&self, key: &str) -> Vec<&str> {
+        map_get_all(HashMap::get(self, key), self.iter(), key)
+    }
+    fn has_multiple(&self, key: &str) -> bool {
+        // Two keys that differ only in case are two headers of one name.
+        HashMap::keys(self)
+            .filter(|k| k.eq_ignore_ascii_case(key))
+            .nth(1)
+            .is_some()
     }
 }
 
@@ -103,6 +157,11 @@ impl Extractor for http::HeaderMap {
     }
     fn has_multiple(&self, key: &str) -> bool {
         http::HeaderMap::get_all(self, key).iter().nth(1).is_some()
+    }
+    fn has_unreadable(&self, key: &str) -> bool {
+        http::HeaderMap::get_all(self, key)
+            .iter()
+            .any(|v| v.to_str().is_err())
     }
 }
 

@@ -12,8 +12,9 @@ const TRACESTATE: &str = "tracestate";
 /// Version `00` must be exactly `00-<32 hex>-<16 hex>-<2 hex>`. A higher version
 /// is read by its first four fields and may be followed by `-` and more data.
 /// Version `ff`, wrong lengths, non-hex or uppercase characters, all-zero ids
-/// and wrong separators are rejected (`None`). Only the `sampled` flag is kept,
-/// as in `opentelemetry_sdk`.
+/// and wrong separators are rejected (`None`). The flags Trace Context Level 2
+/// defines are kept (`sampled` 0x01 and `random-trace-id` 0x02); reserved bits
+/// are dropped, since they must be sent as zero.
 ///
 /// ```
 /// use ferrotrace::propagation::parse_traceparent;
@@ -46,7 +47,11 @@ pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
     if !trace_id.is_valid() || !span_id.is_valid() {
         return None;
     }
-    Some((trace_id, span_id, TraceFlags::new(flags & 1)))
+    Some((
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & TraceFlags::DEFINED.to_u8()),
+    ))
 }
 
 /// Formats a `traceparent` (version `00`) without intermediate allocations.
@@ -59,7 +64,10 @@ pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
     buf[35] = b'-';
     write_hex(&sc.span_id().to_bytes(), &mut buf[36..52]);
     buf[52] = b'-';
-    write_hex(&[sc.trace_flags().to_u8() & 1], &mut buf[53..55]);
+    write_hex(
+        &[sc.trace_flags().to_u8() & TraceFlags::DEFINED.to_u8()],
+        &mut buf[53..55],
+    );
     // Every byte written above is ASCII.
     buf.iter().map(|&c| c as char).collect()
 }
@@ -68,7 +76,10 @@ pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
 ///
 /// An invalid or absent `traceparent` (including two `traceparent` headers)
 /// extracts nothing, so the next span starts a new trace; `tracestate` is then
-/// ignored. An invalid `tracestate` is dropped while the valid `traceparent` is kept.
+/// ignored. An invalid `tracestate` (a malformed member, more than 32 members,
+/// or a header line that is not ASCII text) is dropped as a whole while the
+/// valid `traceparent` is kept; a repeated key keeps its first value.
+/// The `random-trace-id` flag (Level 2) is extracted and injected unchanged.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceContextPropagator;
 
@@ -85,11 +96,14 @@ impl TraceContextPropagator {
             return None;
         }
         let (trace_id, span_id, flags) = parse_traceparent(tp)?;
-        let trace_state = if extractor.get(TRACESTATE).is_some() {
-            TraceState::from_headers(extractor.get_all(TRACESTATE)).unwrap_or_default()
-        } else {
-            TraceState::NONE
-        };
+        // A header line that is not text makes the combined list unknown:
+        // invalid as a whole, like a malformed member (never the other lines alone).
+        let trace_state =
+            if extractor.get(TRACESTATE).is_none() || extractor.has_unreadable(TRACESTATE) {
+                TraceState::NONE
+            } else {
+                TraceState::from_headers(extractor.get_all(TRACESTATE)).unwrap_or_default()
+            };
         Some(SpanContext::new(
             trace_id,
             span_id,

@@ -38,6 +38,25 @@ pub fn tracer(name: impl Into<Cow<'static, str>>) -> Tracer {
     tracer_provider().tracer(name)
 }
 
+/// The global provider if one was installed (`None` while only the no-op
+/// default is there).
+pub fn installed_tracer_provider() -> Option<TracerProvider> {
+    GLOBAL.read().clone()
+}
+
+/// Removes `provider` from the global slot if it is the one installed
+/// (another provider installed since is left alone). Returns whether it was.
+pub(crate) fn uninstall(provider: &TracerProvider) -> bool {
+    let mut g = GLOBAL.write();
+    if g.as_ref()
+        .is_some_and(|p| std::sync::Arc::ptr_eq(&p.inner, &provider.inner))
+    {
+        *g = None;
+        return true;
+    }
+    false
+}
+
 /// Removes the global provider and shuts it down (flushing its processors).
 pub fn shutdown_tracer_provider(timeout: Duration) -> ExportResult {
     let p = GLOBAL.write().take();

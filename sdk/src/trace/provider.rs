@@ -25,6 +25,8 @@ pub(crate) struct ProviderInner {
     pub(crate) limits: SpanLimits,
     pub(crate) watchdog: Option<Watchdog>,
     pub(crate) is_shutdown: AtomicBool,
+    /// `OTEL_SDK_DISABLED`: spans only pass their parent's context through.
+    pub(crate) disabled: bool,
 }
 
 impl ProviderInner {
@@ -74,6 +76,12 @@ impl TracerProvider {
     /// A builder; see [`TracerProviderBuilder`].
     pub fn builder() -> TracerProviderBuilder {
         TracerProviderBuilder::default()
+    }
+
+    /// True if the SDK is disabled (`OTEL_SDK_DISABLED=true` or
+    /// [`TracerProviderBuilder::with_sdk_disabled`]).
+    pub fn is_disabled(&self) -> bool {
+        self.inner.disabled
     }
 
     /// A tracer for the instrumentation scope `name`.
@@ -168,12 +176,18 @@ pub struct TracerProviderBuilder {
     limits: Option<SpanLimits>,
     unended_span_age: Option<Option<Duration>>,
     watch_capacity: Option<usize>,
+    disabled: Option<bool>,
 }
 
 impl TracerProviderBuilder {
     /// Adds a processor (called in the order added).
     pub fn with_span_processor(mut self, p: impl SpanProcessor) -> Self {
         self.processors.push(Box::new(p));
+        self
+    }
+
+    pub(crate) fn with_span_processor_boxed(mut self, p: Box<dyn SpanProcessor>) -> Self {
+        self.processors.push(p);
         self
     }
 
@@ -220,8 +234,34 @@ impl TracerProviderBuilder {
         self
     }
 
+    /// Disables (or, with `false`, enables) the SDK regardless of
+    /// `OTEL_SDK_DISABLED`. A disabled provider records and exports nothing,
+    /// starts no thread and drops its processors; its spans are non-recording
+    /// and carry their parent's context unchanged (no new ids), so a trace
+    /// passing through the service stays connected.
+    pub fn with_sdk_disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
     /// Builds the provider.
     pub fn build(self) -> TracerProvider {
+        let disabled = self.disabled.unwrap_or_else(sdk_disabled_from_env);
+        if disabled {
+            // Dropping the processors shuts them down (nothing was queued).
+            drop(self.processors);
+            return TracerProvider {
+                inner: Arc::new(ProviderInner {
+                    resource: Arc::new(resource_from_env()),
+                    processors: Vec::new(),
+                    sampler: Sampler::AlwaysOff,
+                    limits: SpanLimits::default(),
+                    watchdog: None,
+                    is_shutdown: AtomicBool::new(false),
+                    disabled: true,
+                }),
+            };
+        }
         let mut resource = resource_from_env();
         if let Some(r) = &self.resource {
             resource = resource.merge(r);
@@ -242,7 +282,28 @@ impl TracerProviderBuilder {
                 limits: self.limits.unwrap_or_else(SpanLimits::from_env),
                 watchdog,
                 is_shutdown: AtomicBool::new(false),
+                disabled: false,
             }),
+        }
+    }
+}
+
+/// Reads `OTEL_SDK_DISABLED` (`true`, case-insensitive, disables; `false` or
+/// unset enables; anything else enables and is reported).
+pub fn sdk_disabled_from_env() -> bool {
+    parse_sdk_disabled(std::env::var("OTEL_SDK_DISABLED").ok().as_deref())
+}
+
+fn parse_sdk_disabled(v: Option<&str>) -> bool {
+    match v.map(str::trim) {
+        None | Some("") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(
+                format!("OTEL_SDK_DISABLED={v:?} is not true or false; the SDK stays enabled"),
+            ));
+            false
         }
     }
 }

@@ -154,9 +154,24 @@ impl<'t> SpanBuilder<'t> {
         }
         .filter(SpanContext::is_valid);
         let provider = &*tracer.provider;
-        let (trace_id, span_id) = match &parent {
-            Some(p) => (p.trace_id(), new_span_id()),
-            None => new_trace_and_span_id(),
+        if provider.disabled {
+            // OTEL_SDK_DISABLED: pass the parent's context through, like the
+            // OpenTelemetry API's no-op tracer.
+            return Span::non_recording(parent.unwrap_or_default());
+        }
+        // W3C Trace Context Level 2: a trace id generated here is random (the
+        // per-thread CSPRNG), so its `random` flag is set; a continued trace
+        // keeps what its parent said about the same trace id.
+        let (trace_id, span_id, random) = match &parent {
+            Some(p) => (
+                p.trace_id(),
+                new_span_id(),
+                p.trace_flags().to_u8() & TraceFlags::RANDOM.to_u8(),
+            ),
+            None => {
+                let (t, s) = new_trace_and_span_id();
+                (t, s, TraceFlags::RANDOM.to_u8())
+            }
         };
         let result =
             provider
@@ -173,7 +188,7 @@ impl<'t> SpanBuilder<'t> {
         let span_context = SpanContext::new(
             trace_id,
             span_id,
-            TraceFlags::default().with_sampled(sampled),
+            TraceFlags::new(random | u8::from(sampled)),
             false,
             trace_state,
         );

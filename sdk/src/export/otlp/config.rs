@@ -36,6 +36,14 @@ impl Protocol {
             _ => None,
         }
     }
+    /// The `OTEL_EXPORTER_OTLP_PROTOCOL` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
     /// The specification's default: `http/protobuf` when the `otlp-http`
     /// feature is built, otherwise `grpc`.
     pub fn default_for_build() -> Self {
@@ -114,6 +122,14 @@ pub enum ConfigError {
         /// What was wrong.
         reason: String,
     },
+    /// The client certificate or key (mTLS) cannot be read or used.
+    #[error("cannot use the client certificate/key from {source_desc}: {reason}")]
+    ClientIdentity {
+        /// Where they came from (variables and paths, files, or in-memory PEM).
+        source_desc: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The exporter's runtime thread could not be started.
     #[error("could not start the exporter thread: {0}")]
     Runtime(String),
@@ -140,6 +156,11 @@ pub struct OtlpConfig {
     /// of the webpki roots (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`).
     #[cfg(feature = "tls")]
     pub ca_certificate: Option<CaCertificate>,
+    /// The client certificate chain and key presented to `https` endpoints
+    /// that ask for one (mTLS; `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`
+    /// and `..._CLIENT_KEY`).
+    #[cfg(feature = "tls")]
+    pub client_identity: Option<ClientIdentity>,
 }
 
 /// A PEM bundle of CA certificates to trust for `https` endpoints.
@@ -204,6 +225,128 @@ impl CaCertificate {
     }
 }
 
+/// A client certificate chain and its private key (PEM), for mTLS.
+#[cfg(feature = "tls")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    source: String,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("ClientIdentity")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl ClientIdentity {
+    /// Checks that `cert_pem` holds at least one certificate and `key_pem` a
+    /// private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) fn from_pem(
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        source: String,
+    ) -> Result<Self, ConfigError> {
+        let id = ClientIdentity {
+            cert_pem,
+            key_pem,
+            source,
+        };
+        id.certs()?;
+        id.key()?;
+        Ok(id)
+    }
+
+    fn invalid(&self, reason: String) -> ConfigError {
+        ConfigError::ClientIdentity {
+            source_desc: self.source.clone(),
+            reason,
+        }
+    }
+
+    /// The certificate chain.
+    pub fn certs(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid(format!("certificate is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(self.invalid("no PEM `CERTIFICATE` block in the certificate file".into()));
+        }
+        Ok(certs)
+    }
+
+    /// The private key.
+    pub fn key(&self) -> Result<rustls::pki_types::PrivateKeyDer<'static>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| {
+            self.invalid(format!(
+                "no usable private key (PKCS#8, PKCS#1 or SEC1 PEM) in the key file: {e}"
+            ))
+        })
+    }
+
+    /// The certificate PEM as given.
+    pub fn cert_pem(&self) -> &[u8] {
+        &self.cert_pem
+    }
+
+    /// The key PEM as given.
+    pub fn key_pem(&self) -> &[u8] {
+        &self.key_pem
+    }
+
+    /// Where they came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Where a client certificate and key come from.
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub(crate) enum IdentitySource {
+    Pem {
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    },
+    Files {
+        cert: (std::path::PathBuf, Option<&'static str>),
+        key: (std::path::PathBuf, Option<&'static str>),
+    },
+}
+
+#[cfg(feature = "tls")]
+impl IdentitySource {
+    fn load(&self) -> Result<ClientIdentity, ConfigError> {
+        match self {
+            IdentitySource::Pem { cert, key } => {
+                ClientIdentity::from_pem(cert.clone(), key.clone(), "in-memory PEM".into())
+            }
+            IdentitySource::Files { cert, key } => {
+                let desc = |(path, var): &(std::path::PathBuf, Option<&'static str>)| match var {
+                    Some(v) => format!("{v}={}", path.display()),
+                    None => format!("file {}", path.display()),
+                };
+                let source = format!("{} and {}", desc(cert), desc(key));
+                let read = |f: &(std::path::PathBuf, Option<&'static str>)| {
+                    std::fs::read(&f.0).map_err(|e| ConfigError::ClientIdentity {
+                        source_desc: desc(f),
+                        reason: e.to_string(),
+                    })
+                };
+                ClientIdentity::from_pem(read(cert)?, read(key)?, source)
+            }
+        }
+    }
+}
+
 /// Where a custom CA comes from, read when the configuration is resolved.
 #[cfg(feature = "tls")]
 #[derive(Clone, Debug)]
@@ -260,6 +403,11 @@ pub(crate) struct Settings {
     pub breaker: BreakerConfig,
     #[cfg(feature = "tls")]
     pub ca_certificate: Option<CaSource>,
+    #[cfg(feature = "tls")]
+    pub client_identity: Option<IdentitySource>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]INSECURE`: `Some(true)` sends a
+    /// scheme-less gRPC endpoint in plain text, otherwise over TLS.
+    pub insecure: Option<bool>,
 }
 
 impl Settings {
@@ -348,6 +496,94 @@ impl Settings {
                 }),
             });
         }
+        #[cfg(feature = "tls")]
+        {
+            let cert = pick(
+                lookup,
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            );
+            let key = pick(
+                lookup,
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            );
+            let var =
+                |specific: bool, s: &'static str, g: &'static str| if specific { s } else { g };
+            match (cert, key) {
+                (Some((c, cs)), Some((k, ks))) => {
+                    s.client_identity = Some(IdentitySource::Files {
+                        cert: (
+                            c.trim().into(),
+                            Some(var(
+                                cs,
+                                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                            )),
+                        ),
+                        key: (
+                            k.trim().into(),
+                            Some(var(
+                                ks,
+                                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                            )),
+                        ),
+                    });
+                }
+                (Some((c, cs)), None) => {
+                    return Err(ConfigError::InvalidEnv {
+                        var: var(cs, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+                        value: c,
+                        reason: "a client certificate needs its key: set OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY too",
+                    });
+                }
+                (None, Some((k, ks))) => {
+                    return Err(ConfigError::InvalidEnv {
+                        var: var(ks, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+                        value: k,
+                        reason: "a client key needs its certificate: set OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE too",
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        for var in [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        ] {
+            if lookup(var).is_some_and(|v| !v.trim().is_empty()) {
+                crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(
+                    format!("{var} is ignored: TLS needs the ferrotrace cargo feature `tls`"),
+                ));
+            }
+        }
+        if let Some((v, specific)) = pick(
+            lookup,
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+            "OTEL_EXPORTER_OTLP_INSECURE",
+        ) {
+            s.insecure = Some(match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ConfigError::InvalidEnv {
+                        var: if specific {
+                            "OTEL_EXPORTER_OTLP_TRACES_INSECURE"
+                        } else {
+                            "OTEL_EXPORTER_OTLP_INSECURE"
+                        },
+                        value: v.clone(),
+                        reason: "use true or false",
+                    })
+                }
+            });
+        }
         Ok(s)
     }
 
@@ -360,7 +596,13 @@ impl Settings {
             (Some((e, true)), _) => e.clone(),
             (Some((e, false)), _) => format!("{}{HTTP_TRACES_PATH}", e.trim_end_matches('/')),
         };
-        let endpoint = normalize_endpoint(&endpoint)?;
+        // The OTLP spec: INSECURE only applies to a gRPC endpoint given
+        // without a scheme; then `false` (the default) means TLS.
+        let default_scheme = match protocol {
+            Protocol::Grpc if self.insecure != Some(true) => "https",
+            _ => "http",
+        };
+        let endpoint = normalize_endpoint(&endpoint, default_scheme)?;
         for (k, v) in &self.headers {
             validate_header(k, v)?;
         }
@@ -378,6 +620,12 @@ impl Settings {
                 .as_ref()
                 .map(CaSource::load)
                 .transpose()?,
+            #[cfg(feature = "tls")]
+            client_identity: self
+                .client_identity
+                .as_ref()
+                .map(IdentitySource::load)
+                .transpose()?,
         })
     }
 }
@@ -391,13 +639,13 @@ pub(crate) fn set_header(headers: &mut Vec<(String, String)>, k: String, v: Stri
     }
 }
 
-/// Adds `http://` to a bare `host:port` and checks the URL parses.
-fn normalize_endpoint(e: &str) -> Result<String, ConfigError> {
+/// Adds `default_scheme://` to a bare `host:port` and checks the URL parses.
+fn normalize_endpoint(e: &str, default_scheme: &str) -> Result<String, ConfigError> {
     let e = e.trim();
     let with_scheme = if e.contains("://") {
         e.to_string()
     } else {
-        format!("http://{e}")
+        format!("{default_scheme}://{e}")
     };
     let uri: http::Uri =
         with_scheme
@@ -514,12 +762,52 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoint, "http://other:9999/custom");
+        // A scheme-less gRPC endpoint: plain text only with INSECURE=true
+        // (the OTLP spec's default, `false`, means TLS).
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://collector:4317");
         let c = resolve(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
         ])
         .unwrap();
-        assert_eq!(c.endpoint, "http://collector:4317");
+        assert_eq!(c.endpoint, "https://collector:4317");
+        let c = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "FALSE"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.endpoint, "https://collector:4317",
+            "the traces variable wins"
+        );
+        // A scheme in the endpoint decides; INSECURE does not apply to HTTP.
+        for (protocol, endpoint, want) in [
+            ("grpc", "http://collector:4317", "http://collector:4317"),
+            ("grpc", "https://collector:4317", "https://collector:4317"),
+            (
+                "http/protobuf",
+                "collector:4318",
+                "http://collector:4318/v1/traces",
+            ),
+        ] {
+            let c = resolve(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+            ])
+            .unwrap();
+            assert_eq!(c.endpoint, want);
+        }
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_INSECURE", "yes")]).unwrap_err();
+        assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_INSECURE"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Conversion of [`SpanData`] into OTLP protobuf types (from the
-//! `opentelemetry-proto` crate), grouped by resource and instrumentation scope.
+//! Conversion of [`SpanData`] into OTLP protobuf messages ([`super::proto`]),
+//! grouped by resource and instrumentation scope.
 //!
 //! Every field is carried over exactly: ids as raw bytes, kind and status code
 //! as the OTLP enum numbers, W3C trace flags in the low byte of `flags` with
@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1 as pc;
-use opentelemetry_proto::tonic::resource::v1 as pr;
-use opentelemetry_proto::tonic::trace::v1 as pt;
+use super::proto::collector::trace::v1::ExportTraceServiceRequest;
+use super::proto::common::v1 as pc;
+use super::proto::resource::v1 as pr;
+use super::proto::trace::v1 as pt;
 
 use crate::attributes::{Array, KeyValue, Value};
 use crate::context::SpanContext;
@@ -85,7 +85,6 @@ pub fn encode_resource(resource: &Resource) -> pr::Resource {
     pr::Resource {
         attributes: resource.iter().map(encode_key_value).collect(),
         dropped_attributes_count: 0,
-        ..Default::default()
     }
 }
 
@@ -101,13 +100,13 @@ pub fn encode_scope(scope: &InstrumentationScope) -> pc::InstrumentationScope {
 
 /// The OTLP enum number for a span kind.
 pub fn encode_kind(kind: SpanKind) -> i32 {
-    (match kind {
-        SpanKind::Internal => pt::span::SpanKind::Internal,
-        SpanKind::Server => pt::span::SpanKind::Server,
-        SpanKind::Client => pt::span::SpanKind::Client,
-        SpanKind::Producer => pt::span::SpanKind::Producer,
-        SpanKind::Consumer => pt::span::SpanKind::Consumer,
-    }) as i32
+    match kind {
+        SpanKind::Internal => pt::span::KIND_INTERNAL,
+        SpanKind::Server => pt::span::KIND_SERVER,
+        SpanKind::Client => pt::span::KIND_CLIENT,
+        SpanKind::Producer => pt::span::KIND_PRODUCER,
+        SpanKind::Consumer => pt::span::KIND_CONSUMER,
+    }
 }
 
 /// The OTLP status for a span status.
@@ -115,15 +114,15 @@ pub fn encode_status(status: &Status) -> pt::Status {
     match status {
         Status::Unset => pt::Status {
             message: String::new(),
-            code: pt::status::StatusCode::Unset as i32,
+            code: pt::status::CODE_UNSET,
         },
         Status::Ok => pt::Status {
             message: String::new(),
-            code: pt::status::StatusCode::Ok as i32,
+            code: pt::status::CODE_OK,
         },
         Status::Error { description } => pt::Status {
             message: description.to_string(),
-            code: pt::status::StatusCode::Error as i32,
+            code: pt::status::CODE_ERROR,
         },
     }
 }
@@ -189,7 +188,6 @@ pub fn encode_key_value(kv: &KeyValue) -> pc::KeyValue {
     pc::KeyValue {
         key: kv.key.as_str().to_string(),
         value: Some(encode_value(&kv.value)),
-        ..Default::default()
     }
 }
 

@@ -2,21 +2,23 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use tonic::client::Grpc;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::config::{Compression, ConfigError, OtlpConfig};
+use super::proto::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse, EXPORT_PATH,
+};
 use super::rpc::retry_delay_from_status_details;
 use crate::export::retry::AttemptError;
 
 pub(crate) struct GrpcTransport {
-    client: TraceServiceClient<Channel>,
+    /// A plain unary gRPC client for `TraceService/Export` (what generated
+    /// client code does, without the generated code).
+    client: Grpc<Channel>,
     metadata: MetadataMap,
 }
 
@@ -39,6 +41,13 @@ impl GrpcTransport {
                 Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca.pem())),
                 None => tls.with_webpki_roots(),
             };
+            let tls = match &config.client_identity {
+                Some(id) => tls.identity(tonic::transport::Identity::from_pem(
+                    id.cert_pem(),
+                    id.key_pem(),
+                )),
+                None => tls,
+            };
             endpoint
                 .tls_config(tls)
                 .map_err(|e| invalid(e.to_string()))?
@@ -52,7 +61,7 @@ impl GrpcTransport {
                 feature: "tls",
             });
         }
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        let mut client = Grpc::new(endpoint.connect_lazy());
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -82,7 +91,14 @@ impl GrpcTransport {
         let mut req = tonic::Request::new(request.clone());
         *req.metadata_mut() = self.metadata.clone();
         req.set_timeout(timeout);
-        match self.client.export(req).await {
+        if let Err(e) = self.client.ready().await {
+            return Err(classify(&tonic::Status::unavailable(format!(
+                "the channel is not ready: {e}"
+            ))));
+        }
+        let codec = tonic_prost::ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        match self.client.unary(req, path, codec).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(classify(&status)),
         }
@@ -92,7 +108,18 @@ impl GrpcTransport {
 /// Sorts a gRPC failure into retryable or not, as the OTLP specification lists.
 pub fn classify(status: &tonic::Status) -> AttemptError {
     let retry_after = retry_delay_from_status_details(status.details());
-    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    let mut message = format!("gRPC {:?}: {}", status.code(), status.message());
+    // Transport failures keep their cause (h2 or I/O error) in the source
+    // chain, not in the message: it is what tells a wrong port from a dead one.
+    let mut src = std::error::Error::source(status);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        src = e.source();
+    }
     match status.code() {
         Code::Unavailable
         | Code::DeadlineExceeded

@@ -1,5 +1,6 @@
 //! OTLP/HTTP transport (protobuf or JSON bodies) on hyper.
 
+use super::proto::collector::trace::v1::ExportTraceServiceResponse;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
@@ -9,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
 use super::config::{Compression, ConfigError, OtlpConfig, Protocol};
@@ -53,21 +53,28 @@ impl HttpTransport {
                 endpoint: config.endpoint.clone(),
                 reason: format!("TLS setup failed: {e}"),
             };
-            let builder = hyper_rustls::HttpsConnectorBuilder::new();
-            let builder = match &config.ca_certificate {
-                Some(ca) => builder.with_tls_config(
-                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .map_err(tls_failed)?
-                    .with_root_certificates(ca.root_store())
-                    .with_no_client_auth(),
-                ),
-                None => builder
-                    .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-                    .map_err(tls_failed)?,
+            let roots = match &config.ca_certificate {
+                Some(ca) => ca.root_store(),
+                None => rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                },
             };
+            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(tls_failed)?
+            .with_root_certificates(roots);
+            let tls = match &config.client_identity {
+                Some(id) => tls
+                    .with_client_auth_cert(id.certs()?, id.key()?)
+                    .map_err(|e| ConfigError::ClientIdentity {
+                        source_desc: id.source().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                None => tls.with_no_client_auth(),
+            };
+            let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
             builder.https_or_http().enable_http1().wrap_connector(http)
         };
         #[cfg(not(feature = "tls"))]
@@ -178,7 +185,7 @@ impl HttpTransport {
             return None;
         }
         if self.json {
-            serde_json::from_slice(body).ok()
+            super::json::response_from_json(body)
         } else {
             ExportTraceServiceResponse::decode(body).ok()
         }

@@ -24,8 +24,12 @@ pub mod config;
 pub mod encode;
 #[cfg(feature = "otlp-grpc")]
 pub mod grpc;
+pub mod hint;
 #[cfg(feature = "otlp-http")]
 pub mod http;
+#[cfg(feature = "otlp-http")]
+pub mod json;
+pub mod proto;
 pub mod rpc;
 
 use std::io::Write;
@@ -33,17 +37,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use self::proto::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use parking_lot::Mutex;
 use prost::Message;
 
-#[cfg(feature = "tls")]
-pub use self::config::CaCertificate;
 use self::config::Settings;
+#[cfg(feature = "tls")]
+pub use self::config::{CaCertificate, ClientIdentity};
 pub use self::config::{Compression, ConfigError, OtlpConfig, Protocol};
 pub use self::encode::encode_request;
 use super::breaker::{BreakerConfig, CircuitBreaker, Permit};
@@ -125,6 +127,42 @@ impl OtlpExporterBuilder {
     pub fn with_ca_certificate_file(self, path: impl Into<std::path::PathBuf>) -> Self {
         let path = path.into();
         self.update(|s| s.ca_certificate = Some(config::CaSource::File { path, var: None }))
+    }
+    /// Presents this client certificate chain and private key (PEM) to
+    /// `https` endpoints that ask for one (mTLS), over gRPC and HTTP.
+    /// Overrides `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` / `..._CLIENT_KEY`.
+    /// Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_pem(
+        self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        let (cert, key) = (cert_pem.into(), key_pem.into());
+        self.update(|s| s.client_identity = Some(config::IdentitySource::Pem { cert, key }))
+    }
+    /// Like [`with_client_identity_pem`](Self::with_client_identity_pem),
+    /// read from files when the exporter is built. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_files(
+        self,
+        cert_path: impl Into<std::path::PathBuf>,
+        key_path: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let (cert, key) = (cert_path.into(), key_path.into());
+        self.update(|s| {
+            s.client_identity = Some(config::IdentitySource::Files {
+                cert: (cert, None),
+                key: (key, None),
+            })
+        })
+    }
+    /// For a gRPC endpoint given without a scheme (`collector:4317`): `true`
+    /// sends plain text, `false` TLS (`OTEL_EXPORTER_OTLP_TRACES_INSECURE`;
+    /// the OpenTelemetry default is `false`). An `http://` or `https://`
+    /// endpoint decides by itself.
+    pub fn with_insecure(self, insecure: bool) -> Self {
+        self.update(|s| s.insecure = Some(insecure))
     }
     /// Uses these counters instead of [`ExportStats::global`].
     pub fn with_stats(mut self, stats: ExportStats) -> Self {
@@ -255,8 +293,7 @@ pub fn encode_protobuf(batch: Vec<SpanData>) -> Vec<u8> {
 /// integers, 64-bit integers as strings), as the specification maps it.
 #[cfg(feature = "otlp-http")]
 pub fn encode_json(request: &ExportTraceServiceRequest) -> Result<Vec<u8>, ExportError> {
-    serde_json::to_vec(request)
-        .map_err(|e| ExportError::Failed(format!("OTLP/JSON encoding failed: {e}")))
+    Ok(json::request_to_json(request))
 }
 
 #[cfg(not(feature = "otlp-http"))]
@@ -277,26 +314,63 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>, ExportError> {
         .map_err(|e| ExportError::Failed(format!("gzip compression failed: {e}")))
 }
 
+impl OtlpExporter {
+    /// Reports a failed batch with the endpoint, protocol and likely fix.
+    fn report_failure(&self, error: &str, spans: u64) {
+        use crate::trace::diagnostics::{enabled, report, Diagnostic, ExportFailure, Level};
+        if !enabled(Level::Error) {
+            return;
+        }
+        report(Diagnostic::ExportFailed(ExportFailure {
+            endpoint: self.config.endpoint.clone(),
+            protocol: self.config.protocol.as_str().to_string(),
+            error: error.to_string(),
+            spans,
+            likely_fix: hint::likely_fix(self.config.protocol, &self.config.endpoint, error),
+        }));
+    }
+
+    fn report_breaker(&self, state: super::stats::BreakerState) {
+        use crate::trace::diagnostics::{report, Diagnostic};
+        report(Diagnostic::Breaker {
+            endpoint: self.config.endpoint.clone(),
+            protocol: self.config.protocol.as_str().to_string(),
+            state,
+            cooldown: (state == super::stats::BreakerState::Open).then(|| self.breaker.cooldown()),
+        });
+    }
+}
+
 impl SpanExporter for OtlpExporter {
     fn export(&self, batch: Vec<SpanData>) -> ExportResult {
+        use super::stats::BreakerState;
         if batch.is_empty() {
             return Ok(());
         }
         let jobs = self.jobs.lock().clone().ok_or(ExportError::Shutdown)?;
         let n = batch.len() as u64;
-        if self.breaker.acquire() == Permit::Rejected {
-            self.stats.add_dropped_breaker_open(n);
-            return Err(ExportError::Failed(format!(
-                "circuit breaker open after repeated failures to reach {}; batch of {n} spans dropped",
-                self.config.endpoint
-            )));
+        match self.breaker.acquire() {
+            Permit::Rejected => {
+                // Not reported per batch: the breaker's opening was, and the
+                // drops are counted (`dropped_breaker_open`).
+                self.stats.add_dropped_breaker_open(n);
+                return Err(ExportError::Failed(format!(
+                    "circuit breaker open after repeated failures to reach {}; batch of {n} spans dropped",
+                    self.config.endpoint
+                )));
+            }
+            Permit::Probe => self.report_breaker(BreakerState::HalfOpen),
+            Permit::Allowed => {}
         }
         let payload = match self.payload(batch) {
             Ok(p) => p,
             Err(e) => {
                 // Settle a probe permit too, or the breaker would stay half-open.
-                self.breaker.record_failure();
+                if self.breaker.record_failure() {
+                    self.report_breaker(BreakerState::Open);
+                }
                 self.stats.set_last_error(e.to_string());
+                self.report_failure(&e.to_string(), n);
                 return Err(e);
             }
         };
@@ -333,10 +407,21 @@ impl SpanExporter for OtlpExporter {
             },
         };
         match &result {
-            Ok(()) => self.breaker.record_success(),
+            Ok(()) => {
+                if self.breaker.record_success() {
+                    self.report_breaker(BreakerState::Closed);
+                }
+            }
             Err(e) => {
-                self.breaker.record_failure();
+                let message = match e {
+                    ExportError::Failed(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 self.stats.set_last_error(e.to_string());
+                self.report_failure(&message, n);
+                if self.breaker.record_failure() {
+                    self.report_breaker(BreakerState::Open);
+                }
             }
         }
         result
@@ -348,6 +433,10 @@ impl SpanExporter for OtlpExporter {
             Some(_) => Ok(()),
             None => Err(ExportError::Shutdown),
         }
+    }
+
+    fn reports_failures(&self) -> bool {
+        true
     }
 }
 
