@@ -94,10 +94,20 @@ fn listener_setting(what: &str) -> (&'static str, &'static str) {
         "otlp grpc" => ("--otlp-grpc-addr", "server.otlp_grpc_addr"),
         "otlp http" => ("--otlp-http-addr", "server.otlp_http_addr"),
         "zipkin" => ("--zipkin-addr", "server.zipkin_addr"),
-        "jaeger grpc" => ("--jaeger", "jaeger.grpc_addr"),
-        "jaeger thrift http" => ("--jaeger", "jaeger.thrift_http_addr"),
-        "jaeger agent compact" => ("--jaeger", "jaeger.agent_compact_addr"),
-        "jaeger agent binary" => ("--jaeger", "jaeger.agent_binary_addr"),
+        // No flag of their own: the environment override names them.
+        "jaeger grpc" => ("FERROTRACE__JAEGER__GRPC_ADDR", "jaeger.grpc_addr"),
+        "jaeger thrift http" => (
+            "FERROTRACE__JAEGER__THRIFT_HTTP_ADDR",
+            "jaeger.thrift_http_addr",
+        ),
+        "jaeger agent compact" => (
+            "FERROTRACE__JAEGER__AGENT_COMPACT_ADDR",
+            "jaeger.agent_compact_addr",
+        ),
+        "jaeger agent binary" => (
+            "FERROTRACE__JAEGER__AGENT_BINARY_ADDR",
+            "jaeger.agent_binary_addr",
+        ),
         _ => ("--http-addr", "server.http_addr"),
     }
 }

@@ -326,9 +326,14 @@ async fn zipkin_v2_json_is_mapped_and_stored() {
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("Zipkin protobuf ListOfSpans"));
     assert_eq!(
-        post(addr, "/api/v2/spans", &[("content-type", "text/plain")], "x")
-            .await
-            .status,
+        post(
+            addr,
+            "/api/v2/spans",
+            &[("content-type", "text/plain")],
+            "x"
+        )
+        .await
+        .status,
         415
     );
     // What a web page can send cross-origin without a CORS preflight: no
