@@ -897,6 +897,15 @@ fn group_http() -> Group {
         let rt = rt();
         variants.push(Variant::new(name, move |n| drive(&rt, &router, tp, n)));
     }
+    {
+        // A layer that does nothing: what axum's `Router::layer` costs any
+        // middleware (boxing the service, its future and the body).
+        let router = hello_router().layer(tower::layer::util::Identity::new());
+        let rt = rt();
+        variants.push(Variant::new("noop_layer", move |n| {
+            drive(&rt, &router, Some(TP_UNSAMPLED), n)
+        }));
+    }
     for (name, tp) in [
         ("ferrotrace_sampled", Some(TP_SAMPLED)),
         ("ferrotrace_unsampled", Some(TP_UNSAMPLED)),
@@ -962,6 +971,9 @@ fn group_http() -> Group {
         variants,
         ratios: vec![],
         deltas: vec![
+            ("noop_layer", "no_layer_unsampled_tp"),
+            ("ferrotrace_sampled", "noop_layer"),
+            ("ferrotrace_unsampled", "noop_layer"),
             ("ferrotrace_sampled", "no_layer"),
             ("ferrotrace_unsampled", "no_layer_unsampled_tp"),
             ("tracing_opentelemetry_sampled", "no_layer"),

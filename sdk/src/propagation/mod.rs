@@ -64,6 +64,14 @@ pub trait Extractor {
     fn has_multiple(&self, key: &str) -> bool {
         self.get_all(key).len() > 1
     }
+    /// The value of `key` when it appears exactly once (`traceparent`: two
+    /// of them make the context invalid). The default asks
+    /// [`get`](Self::get) and [`has_multiple`](Self::has_multiple); carriers
+    /// that can answer with one look-up override it.
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        let v = self.get(key)?;
+        (!self.has_multiple(key)).then_some(v)
+    }
     /// True if a value of `key` is present but is not text (an HTTP header
     /// line with bytes outside visible ASCII). [`get`](Self::get) and
     /// [`get_all`](Self::get_all) leave such a value out, so a propagator that
@@ -142,26 +150,57 @@ impl Injector for http::HeaderMap {
     }
 }
 
+/// The header names the built-in propagators read, parsed once: looking a
+/// `HeaderName` up skips validating and lower-casing the `&str` each time.
+fn known_header(key: &str) -> Option<&'static http::HeaderName> {
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+    static BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+    match key {
+        "traceparent" => Some(&TRACEPARENT),
+        "tracestate" => Some(&TRACESTATE),
+        "baggage" => Some(&BAGGAGE),
+        _ => None,
+    }
+}
+
+/// Every value of `key` in a header map (a known name without re-parsing it).
+fn header_values<'a>(map: &'a http::HeaderMap, key: &str) -> http::header::ValueIter<'a, http::HeaderValue> {
+    match known_header(key) {
+        Some(name) => map.get_all(name).iter(),
+        None => map.get_all(key).iter(),
+    }
+}
+
 impl Extractor for http::HeaderMap {
     fn get(&self, key: &str) -> Option<&str> {
-        http::HeaderMap::get(self, key).and_then(|v| v.to_str().ok())
+        match known_header(key) {
+            Some(name) => http::HeaderMap::get(self, name),
+            None => http::HeaderMap::get(self, key),
+        }
+        .and_then(|v| v.to_str().ok())
+    }
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        let mut values = header_values(self, key);
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        first.to_str().ok()
     }
     fn keys(&self) -> Vec<&str> {
         http::HeaderMap::keys(self).map(|k| k.as_str()).collect()
     }
     fn get_all(&self, key: &str) -> Vec<&str> {
-        http::HeaderMap::get_all(self, key)
-            .iter()
+        header_values(self, key)
             .filter_map(|v| v.to_str().ok())
             .collect()
     }
     fn has_multiple(&self, key: &str) -> bool {
-        http::HeaderMap::get_all(self, key).iter().nth(1).is_some()
+        header_values(self, key).nth(1).is_some()
     }
     fn has_unreadable(&self, key: &str) -> bool {
-        http::HeaderMap::get_all(self, key)
-            .iter()
-            .any(|v| v.to_str().is_err())
+        header_values(self, key).any(|v| v.to_str().is_err())
     }
 }
 
