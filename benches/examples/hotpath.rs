@@ -95,6 +95,25 @@ fn run_tracing(n: u64) {
     }
 }
 
+#[inline(never)]
+fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: &'static str, n: u64) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    rt.block_on(async {
+        for _ in 0..n {
+            let req = http::Request::builder()
+                .uri("/users/42")
+                .header("host", "api.example.com:8080")
+                .header("user-agent", "bench/1.0")
+                .header("traceparent", tp)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let resp = router.clone().oneshot(req).await.expect("infallible");
+            black_box(resp.into_body().collect().await.expect("body"));
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "sampled".into());
@@ -144,6 +163,30 @@ fn main() {
         "registry" => {
             let sub = tracing_subscriber::registry();
             tracing::subscriber::with_default(sub, || run_tracing(n));
+        }
+        "http_unsampled" | "http_sampled" | "http_noop" => {
+            let flags = if mode == "http_sampled" { "01" } else { "00" };
+            let tp: &'static str = Box::leak(
+                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                    .into_boxed_str(),
+            );
+            let p = provider(Sampler::default());
+            let router = axum::Router::new().route(
+                "/users/{id}",
+                axum::routing::get(|| async { "hello, world" }),
+            );
+            let router = if mode == "http_noop" {
+                router.layer(tower::layer::util::Identity::new())
+            } else {
+                router.layer(ferrotrace::integrations::http::HttpServerLayer::new(
+                    p.tracer("hotpath"),
+                ))
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            run_http(&rt, &router, tp, n);
+            p.shutdown(Duration::from_secs(10)).expect("shutdown");
         }
         other => panic!("unknown mode {other}"),
     }

@@ -64,9 +64,33 @@ fn split_at_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
     Some((&s[..i], &s[i + 1..]))
 }
 
+/// W3C `baggage-octet` (which includes `%`, the escape character), as a table.
+const VALUE_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
+        c += 1;
+    }
+    t
+};
+
 /// W3C `baggage-octet` (which includes `%`, the escape character).
 fn is_value_octet(c: u8) -> bool {
-    matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+    VALUE_OCTET[c as usize]
+}
+
+/// Whether every byte of `v` is a `baggage-octet` (`None` if not), and
+/// whether it holds a `%` to decode: one pass over the value.
+#[inline]
+fn scan_value(v: &str) -> Option<bool> {
+    let mut ok = true;
+    let mut pct = false;
+    for &c in v.as_bytes() {
+        ok &= VALUE_OCTET[c as usize];
+        pct |= c == b'%';
+    }
+    ok.then_some(pct)
 }
 
 /// Percent-decodes a value or property value. `+` stays a literal plus; a
@@ -125,9 +149,10 @@ fn parse_member(member: &str) -> Option<(String, usize, Vec<BaggageProperty>)> {
     };
     let (k, v) = split_at_byte(head, b'=')?;
     let (k, v) = (trim_ows(k), trim_ows(v));
-    if !valid_key(k) || !v.bytes().all(is_value_octet) {
+    if !valid_key(k) {
         return None;
     }
+    let has_escape = scan_value(v)?;
     let mut properties = Vec::new();
     for p in props.into_iter().flat_map(|p| split_bytes(p, b';')) {
         let (pk, pv) = split_property(p);
@@ -143,7 +168,11 @@ fn parse_member(member: &str) -> Option<(String, usize, Vec<BaggageProperty>)> {
     }
     let mut text = String::with_capacity(k.len() + v.len());
     text.push_str(k);
-    decode_into(v, &mut text);
+    if has_escape {
+        decode_into(v, &mut text);
+    } else {
+        text.push_str(v);
+    }
     Some((text, k.len(), properties))
 }
 
@@ -164,7 +193,8 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
     let mut baggage = Baggage::new();
     let mut bytes = 0usize;
     for header in headers {
-        baggage.reserve(header.bytes().filter(|&c| c == b',').count() + 1);
+        let commas: usize = header.as_bytes().iter().map(|&c| usize::from(c == b',')).sum();
+        baggage.reserve(commas + 1);
         for member in split_bytes(header, b',') {
             let member = trim_ows(member);
             if member.is_empty() {

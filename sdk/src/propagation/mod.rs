@@ -119,9 +119,49 @@ impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
     }
 }
 
+/// Up to this many entries, a string map is searched by a scan instead of a
+/// hash look-up: comparing a few keys (most differ in length) is cheaper than
+/// hashing the key with `SipHash`, and a case-insensitive match needs the
+/// scan anyway when the exact key is absent.
+const SCAN_MAX: usize = 8;
+
+/// A small map's value of `key`: the exact-case key first, else the first
+/// key that matches case-insensitively (as [`map_get`]).
+fn scan_get<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+    key: &str,
+) -> Option<&'a str> {
+    let mut other = None;
+    for (k, v) in entries {
+        if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
+            if k == key {
+                return Some(v.as_str());
+            }
+            other.get_or_insert(v.as_str());
+        }
+    }
+    other
+}
+
 impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
     fn get(&self, key: &str) -> Option<&str> {
+        if self.len() <= SCAN_MAX {
+            return scan_get(self.iter(), key);
+        }
         map_get(HashMap::get(self, key), self.iter(), key)
+    }
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        // One scan: the value when exactly one key matches case-insensitively.
+        let mut found = None;
+        for (k, v) in self.iter() {
+            if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v.as_str());
+            }
+        }
+        found
     }
     fn keys(&self) -> Vec<&str> {
         HashMap::keys(self).map(String::as_str).collect()
@@ -141,10 +181,12 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
 impl Injector for http::HeaderMap {
     fn set(&mut self, key: &str, value: String) {
         // A value or name that is not a valid header is skipped: propagation must never fail the request.
-        if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(key.as_bytes()),
-            http::header::HeaderValue::from_str(&value),
-        ) {
+        let name = match known_header(key) {
+            Some(name) => Ok(name.clone()),
+            None => http::header::HeaderName::from_bytes(key.as_bytes()),
+        };
+        // `try_from(String)` keeps the string's buffer (no copy).
+        if let (Ok(name), Ok(value)) = (name, http::header::HeaderValue::try_from(value)) {
             self.insert(name, value);
         }
     }
