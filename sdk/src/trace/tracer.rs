@@ -255,7 +255,9 @@ impl Tracer {
         let limits = provider.limits;
         // The caller's attribute list becomes the span's (no copy) once the
         // limits are applied in place.
-        attributes.extend(sampler_attributes);
+        if !sampler_attributes.is_empty() {
+            attributes.extend(sampler_attributes);
+        }
         let dropped_attributes_count = limit_attributes(
             &mut attributes,
             limits.max_attributes_per_span,
