@@ -71,8 +71,8 @@ impl Tracer {
         match provider.sampler.builtin_decision(parent.as_ref(), trace_id) {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
-                    return Span::non_recording(unsampled_context(
-                        trace_id, span_id, random, parent,
+                    return Span::non_recording(unrecorded_context(
+                        trace_id, span_id, random, decision, parent,
                     ));
                 }
                 let (name, attributes) = details();
@@ -135,7 +135,9 @@ impl Tracer {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
                     // The unsampled path: no clock read, no allocation.
-                    return Span::non_recording(unsampled_context(ids.0, ids.1, ids.2, parent));
+                    return Span::non_recording(unrecorded_context(
+                        ids.0, ids.1, ids.2, decision, parent,
+                    ));
                 }
                 self.build(
                     name,
@@ -350,19 +352,23 @@ fn new_ids(parent: Option<&SpanContext>) -> (TraceId, SpanId, u8) {
     }
 }
 
-/// The context of a span that does not record: new span id, sampled flag
-/// clear, the parent's trace state kept (moved, not cloned).
+/// The context of a span that does not record: a new span id, the sampled
+/// flag as the sampler decided (a provider without processors still
+/// propagates a sampled decision), the parent's trace state kept (moved, not
+/// cloned).
 #[inline]
-fn unsampled_context(
+fn unrecorded_context(
     trace_id: TraceId,
     span_id: SpanId,
     random: u8,
+    decision: SamplingDecision,
     parent: Option<SpanContext>,
 ) -> SpanContext {
+    let sampled = u8::from(decision == SamplingDecision::RecordAndSample);
     SpanContext::new(
         trace_id,
         span_id,
-        TraceFlags::new(random),
+        TraceFlags::new(random | sampled),
         false,
         parent.map(SpanContext::into_trace_state).unwrap_or_default(),
     )
