@@ -45,6 +45,13 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grp
     opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 fi
 
+# cargo-deb, for the Debian packaging test (otlp-collector/tests/packaging.rs);
+# the version is pinned because the test relies on its command line.
+if ! cargo deb --version 2>/dev/null | grep -q '3\.8\.0'; then
+  log "installing cargo-deb 3.8.0 (packaging test; about 2 minutes on 2 cores)"
+  cargo install cargo-deb --version 3.8.0 --locked
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

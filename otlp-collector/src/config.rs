@@ -223,9 +223,13 @@ impl Default for QueueConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Maximum request body as sent (compressed) in bytes; larger → 413.
-    pub max_request_bytes: usize,
-    /// Maximum body after decompression in bytes; larger → 413.
-    pub max_decompressed_bytes: usize,
+    /// Unset = 8 MiB, or a sixteenth of the in-flight budget when that is
+    /// smaller ([`LimitsConfig::request_bytes`]).
+    pub max_request_bytes: Option<usize>,
+    /// Maximum body after decompression in bytes; larger → 413. Unset =
+    /// 32 MiB, or a quarter of the in-flight budget when that is smaller
+    /// ([`LimitsConfig::decompressed_bytes`]).
+    pub max_decompressed_bytes: Option<usize>,
     /// Memory budget for request bodies held by all receivers at once (as
     /// received plus inflated); a request that would exceed it → 429 /
     /// RESOURCE_EXHAUSTED with a retry hint. Unset = a quarter of
@@ -252,8 +256,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_request_bytes: 8 * 1024 * 1024,
-            max_decompressed_bytes: 32 * 1024 * 1024,
+            max_request_bytes: None,
+            max_decompressed_bytes: None,
             max_inflight_bytes: None,
             memory_limit_mib: budgets::DEFAULT_MEMORY_LIMIT_MIB,
             memory_soft_limit_percent: 80,
@@ -518,7 +522,8 @@ impl Config {
                 "batcher.max_spans and batcher.max_pending_batches must be above 0".into(),
             ));
         }
-        if self.limits.max_request_bytes == 0 || self.limits.max_decompressed_bytes == 0 {
+        if self.limits.max_request_bytes == Some(0) || self.limits.max_decompressed_bytes == Some(0)
+        {
             return Err(ConfigError::Invalid(
                 "limits.max_request_bytes and limits.max_decompressed_bytes must be above 0".into(),
             ));

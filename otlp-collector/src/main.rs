@@ -2,52 +2,109 @@
 //! write-ahead log, and stores them (embedded SQLite by default).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use clap::Parser;
-use ferrotrace_collector::config::{Config, StorageKind};
-use ferrotrace_collector::server::Collector;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrotrace_collector::config::{Config, FsyncPolicy, StorageKind};
+use ferrotrace_collector::server::{exit_code, Collector};
+
+const AFTER_HELP: &str = "\
+Configuration: built-in defaults, then the file given with --config, then
+environment overrides, then the flags above. Every key of the file can be
+overridden with FERROTRACE__SECTION__KEY=value (double underscores, any case),
+e.g. FERROTRACE__QUEUE__MAX_SPANS=500000 or FERROTRACE__LIMITS__MEMORY_LIMIT_MIB=256;
+values are TOML (numbers, true/false, [\"lists\"]), anything else is a string.
+Keys and defaults: docs/configuration.md.
+
+Exit codes: 0 clean shutdown (or valid configuration for check-config),
+1 other failure, 2 invalid configuration, 3 a listener cannot bind (address in
+use, permission denied), 4 the data directory, write-ahead log or database
+cannot be used.";
 
 /// OTLP/Zipkin trace collector with a durable write-ahead log.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (see docs/configuration.md). Every key is optional.
-    #[arg(long, env = "FERROTRACE_CONFIG")]
+    #[arg(long, env = "FERROTRACE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Directory for the WAL and the SQLite database [default: ./ferrotrace-data].
-    #[arg(long, env = "FERROTRACE_DATA_DIR")]
+    #[arg(long, env = "FERROTRACE_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317]; "" disables.
-    #[arg(long, env = "FERROTRACE_OTLP_GRPC_ADDR")]
+    #[arg(long, env = "FERROTRACE_OTLP_GRPC_ADDR", global = true)]
     otlp_grpc_addr: Option<String>,
     /// OTLP/HTTP listen address [default: 127.0.0.1:4318]; "" disables.
-    #[arg(long, env = "FERROTRACE_OTLP_HTTP_ADDR")]
+    #[arg(long, env = "FERROTRACE_OTLP_HTTP_ADDR", global = true)]
     otlp_http_addr: Option<String>,
     /// Zipkin v2 listen address [default: 127.0.0.1:9411]; "" disables.
-    #[arg(long, env = "FERROTRACE_ZIPKIN_ADDR")]
+    #[arg(long, env = "FERROTRACE_ZIPKIN_ADDR", global = true)]
     zipkin_addr: Option<String>,
     /// Query API, UI and /metrics listen address [default: 127.0.0.1:16686]; "" disables.
-    #[arg(long, env = "FERROTRACE_HTTP_ADDR")]
+    #[arg(long, env = "FERROTRACE_HTTP_ADDR", global = true)]
     http_addr: Option<String>,
     /// PEM certificate chain; with --tls-key, every listener serves TLS only.
-    #[arg(long, env = "FERROTRACE_TLS_CERT")]
+    #[arg(long, env = "FERROTRACE_TLS_CERT", global = true)]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "FERROTRACE_TLS_KEY")]
+    #[arg(long, env = "FERROTRACE_TLS_KEY", global = true)]
     tls_key: Option<PathBuf>,
     /// Sink [default: sqlite]. `null` discards spans (benchmarking only).
-    #[arg(long, env = "FERROTRACE_STORAGE", value_enum)]
+    #[arg(long, env = "FERROTRACE_STORAGE", value_enum, global = true)]
     storage: Option<StorageKind>,
     /// Connection URL for postgres/clickhouse (or the SQLite file for sqlite).
-    #[arg(long, env = "FERROTRACE_STORAGE_URL")]
+    #[arg(long, env = "FERROTRACE_STORAGE_URL", global = true)]
     storage_url: Option<String>,
     /// WAL fsync policy: always (default), interval, never.
-    #[arg(long, env = "FERROTRACE_WAL_FSYNC")]
+    #[arg(long, env = "FERROTRACE_WAL_FSYNC", global = true)]
     wal_fsync: Option<String>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
-    #[arg(long, env = "FERROTRACE_LOG", default_value = "info")]
+    #[arg(long, env = "FERROTRACE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format on stderr: `text` for people, `json` (one JSON object
+    /// per line) for log shippers.
+    #[arg(
+        long,
+        env = "FERROTRACE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum Command {
+    /// Validate the configuration (file, environment overrides and flags)
+    /// and exit: 0 when it is valid, 2 when not. Opens no listener, sink or
+    /// data directory.
+    CheckConfig,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
+}
+
+/// A failure that ends the process with `code` (see [`exit_code`]).
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn new(code: u8, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code,
+            error: error.into(),
+        }
+    }
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -83,10 +140,10 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(p) = &args.wal_fsync {
         cfg.wal.fsync = match p.as_str() {
-            "always" => ferrotrace_collector::config::FsyncPolicy::Always,
-            "interval" => ferrotrace_collector::config::FsyncPolicy::Interval,
-            "never" => ferrotrace_collector::config::FsyncPolicy::Never,
-            other => bail!("--wal-fsync {other:?}: expected always, interval or never"),
+            "always" => FsyncPolicy::Always,
+            "interval" => FsyncPolicy::Interval,
+            "never" => FsyncPolicy::Never,
+            other => anyhow::bail!("--wal-fsync {other:?}: expected always, interval or never"),
         };
     }
     cfg.validate().with_context(|| config_source(args))?;
@@ -127,39 +184,139 @@ async fn wait_for_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = load(&args)?;
+fn init_logging(args: &Args) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .context("invalid --log filter (tracing EnvFilter syntax, e.g. info or warn,ferrotrace_collector=debug)")
+        .map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// `check-config`: everything a start validates, nothing it opens.
+fn check_config(args: &Args) -> Result<(), Failure> {
+    let cfg = load(args).map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    ferrotrace_collector::server::check_config(&cfg)
+        .with_context(|| config_source(args))
+        .map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    let budgets = cfg
+        .memory_budgets()
+        .map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    let addr = |a: &str| if a.is_empty() { "disabled" } else { a }.to_string();
+    let s = &cfg.server;
+    println!("configuration is valid ({})", config_source(args));
+    println!(
+        "  listeners: otlp grpc {}, otlp http {}, zipkin {}, query/ui/metrics {}",
+        addr(&s.otlp_grpc_addr),
+        addr(&s.otlp_http_addr),
+        addr(&s.zipkin_addr),
+        addr(&s.http_addr)
+    );
+    println!(
+        "  storage: {}, data dir {}, write-ahead log {} (at most {} bytes)",
+        cfg.storage.kind.as_str(),
+        cfg.data_dir.display(),
+        cfg.wal_dir().display(),
+        cfg.wal.max_bytes
+    );
+    println!(
+        "  memory limit {} MiB: queue {} bytes, request bodies in flight {} bytes, \
+         requests up to {} bytes ({} inflated)",
+        cfg.limits.memory_limit_mib,
+        budgets.queue_bytes,
+        budgets.inflight_bytes,
+        cfg.limits.request_bytes(),
+        cfg.limits.decompressed_bytes()
+    );
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let cfg = load(&args).map_err(|e| Failure::new(exit_code::CONFIG, e))?;
     // Every client connection takes a file descriptor: use the hard limit.
     let fds = ferrotrace_collector::listener::raise_fd_limit();
     tracing::debug!(fds, "file descriptor limit");
     std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the data directory {} (--data-dir / data_dir)",
+                cfg.data_dir.display()
+            )
+        })
+        .map_err(|e| Failure::new(exit_code::STORAGE, e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("collector")
         .build()
-        .context("starting the tokio runtime")?;
-    rt.block_on(async move {
+        .context("starting the tokio runtime")
+        .map_err(|e| Failure::new(exit_code::OTHER, e))?;
+    let result = rt.block_on(async move {
         // A database sink that is down is connected in the background; only
         // a bad URL or an unusable SQLite file stops the start.
-        let source = config_source(&args);
-        let store = ferrotrace_collector::storage::connecting::open(&cfg)
-            .with_context(|| source.clone())?;
+        let store = ferrotrace_collector::storage::connecting::open(&cfg).map_err(|e| {
+            use ferrotrace_collector::storage::connecting::OpenError;
+            let code = match e {
+                OpenError::Config { .. } => exit_code::CONFIG,
+                OpenError::Sqlite { .. } => exit_code::STORAGE,
+            };
+            Failure::new(code, e)
+        })?;
         let collector = Collector::start(cfg, store)
             .await
-            .with_context(|| source.clone())?;
+            .map_err(|e| Failure::new(e.exit_code(), e))?;
         wait_for_signal().await;
         tracing::info!("signal received; shutting down");
         collector.shutdown().await;
-        anyhow::Ok(())
-    })?;
+        Ok(())
+    });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    Ok(())
+    result
+}
+
+/// The error and its causes on one line. Most errors here already quote
+/// their cause in their own message, so a cause is only appended when the
+/// text so far does not contain it.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let json = args.log_format == LogFormat::Json;
+    let mut logging = false;
+    let result = init_logging(&args).and_then(|()| {
+        logging = true;
+        match args.command {
+            Some(Command::CheckConfig) => check_config(&args),
+            None => run(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json && logging {
+                // Log shippers read stderr as JSON lines: the reason goes there too.
+                tracing::error!(exit_code = f.code, "{}", render(&f.error));
+            } else {
+                eprintln!("error: {}", render(&f.error));
+            }
+            ExitCode::from(f.code)
+        }
+    }
 }

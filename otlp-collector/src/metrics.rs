@@ -158,6 +158,13 @@ pub struct Metrics {
     pub wal_bytes: AtomicU64,
     /// WAL segment files.
     pub wal_segments: AtomicU64,
+    /// `wal.max_bytes`: appends beyond it are refused.
+    pub wal_max_bytes: AtomicU64,
+    /// Bytes free (for the collector's user) on the WAL's file system, read
+    /// every few seconds.
+    pub wal_disk_free_bytes: AtomicU64,
+    /// 1 when `/readyz` would answer 200, else 0.
+    pub ready: AtomicU64,
     /// fsync calls on the WAL.
     pub wal_fsyncs: AtomicU64,
     /// WAL appends (records).
@@ -231,6 +238,9 @@ impl Default for Metrics {
             queue_bytes: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             wal_segments: AtomicU64::new(0),
+            wal_max_bytes: AtomicU64::new(0),
+            wal_disk_free_bytes: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
             wal_fsyncs: AtomicU64::new(0),
             wal_appends: AtomicU64::new(0),
             wal_segments_deleted: AtomicU64::new(0),
@@ -378,7 +388,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 22] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 25] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -420,6 +430,24 @@ impl Metrics {
                 "gauge",
                 "WAL segment files.",
                 &self.wal_segments,
+            ),
+            (
+                "ferrotrace_wal_max_bytes",
+                "gauge",
+                "wal.max_bytes: appends beyond it are refused with 429 / RESOURCE_EXHAUSTED.",
+                &self.wal_max_bytes,
+            ),
+            (
+                "ferrotrace_wal_disk_free_bytes",
+                "gauge",
+                "Bytes available on the WAL's file system, read every 2 s.",
+                &self.wal_disk_free_bytes,
+            ),
+            (
+                "ferrotrace_ready",
+                "gauge",
+                "1 when /readyz answers 200 (replay done, sink answering and writing, disk and WAL not full), else 0.",
+                &self.ready,
             ),
             (
                 "ferrotrace_wal_fsyncs_total",

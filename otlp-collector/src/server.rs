@@ -4,7 +4,6 @@
 //! timeout, close the WAL).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthResult, TokenSet};
 use crate::config::{load_tokens, Config, ConfigError};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
@@ -36,7 +36,10 @@ pub enum StartError {
     #[error(transparent)]
     Wal(#[from] WalError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+    #[error(
+        "cannot listen on {addr} for {what}: {source}; {}",
+        bind_hint(what, source)
+    )]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -54,6 +57,90 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start the pipeline: {0}")]
     Spawn(std::io::Error),
+}
+
+/// Process exit codes of `ferrotrace-collector` for failures at start (see
+/// docs/operations.md): scripts and service managers can tell a mistake in
+/// the configuration from a busy port or an unusable disk.
+pub mod exit_code {
+    /// Anything not listed below.
+    pub const OTHER: u8 = 1;
+    /// The configuration is invalid (file, environment override, flag, or a
+    /// file it names such as a TLS certificate or a token file).
+    pub const CONFIG: u8 = 2;
+    /// A listener cannot bind: address in use, permission denied, or not an
+    /// address of this machine.
+    pub const LISTEN: u8 = 3;
+    /// The data directory, write-ahead log or SQLite database cannot be used.
+    pub const STORAGE: u8 = 4;
+}
+
+impl StartError {
+    /// The process exit code this failure maps to ([`exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::Stage(_) | StartError::Tls(_) => exit_code::CONFIG,
+            StartError::Bind { .. } => exit_code::LISTEN,
+            StartError::Wal(_) => exit_code::STORAGE,
+            StartError::Spawn(_) => exit_code::OTHER,
+        }
+    }
+}
+
+/// The command-line flag and configuration key that set a listener's
+/// address, by the listener's name in [`StartError::Bind`].
+fn listener_setting(what: &str) -> (&'static str, &'static str) {
+    match what {
+        "otlp grpc" => ("--otlp-grpc-addr", "server.otlp_grpc_addr"),
+        "otlp http" => ("--otlp-http-addr", "server.otlp_http_addr"),
+        "zipkin" => ("--zipkin-addr", "server.zipkin_addr"),
+        _ => ("--http-addr", "server.http_addr"),
+    }
+}
+
+/// What to do about a listener that cannot bind, naming the flag and key to change.
+fn bind_hint(what: &str, e: &std::io::Error) -> String {
+    let (flag, key) = listener_setting(what);
+    let change = format!(
+        "give the {what} listener another address with {flag} (or {key}; \"\" disables it)"
+    );
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("another process is listening there: stop it, or {change}")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need the CAP_NET_BIND_SERVICE capability: grant it, or {change}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("that IP address is not on this machine: {change}")
+        }
+        _ => change,
+    }
+}
+
+/// Validates everything a start would check in the configuration, without
+/// opening anything or binding a listener: cross-field rules and memory
+/// budgets, the TLS certificate and key, token files, the pipeline stages
+/// (sampling, enrichment, redaction) and the storage URL's form.
+/// `ferrotrace-collector check-config` runs this.
+pub fn check_config(config: &Config) -> Result<(), StartError> {
+    config.validate()?;
+    crate::tls::server_config(
+        config.tls.cert_file.as_deref(),
+        config.tls.key_file.as_deref(),
+    )?;
+    load_tokens(
+        &config.auth.receiver_tokens,
+        config.auth.receiver_tokens_file.as_deref(),
+    )?;
+    load_tokens(
+        &config.auth.query_tokens,
+        config.auth.query_tokens_file.as_deref(),
+    )?;
+    Stages::from_config(config)?;
+    crate::storage::connecting::check_url(config)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(())
 }
 
 /// Addresses the listeners actually bound (useful with port 0).
@@ -80,7 +167,7 @@ pub struct Collector {
     pipeline: Pipeline,
     shutdown_tx: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     replay: Option<tokio::task::JoinHandle<u64>>,
     drain_timeout: Duration,
 }
@@ -96,8 +183,7 @@ impl std::fmt::Debug for Collector {
 #[derive(Clone)]
 struct HealthState {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-    store: Arc<dyn SpanStore>,
+    health: Arc<Health>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<Option<TcpListener>, StartError> {
@@ -126,13 +212,7 @@ async fn metrics_handler(State(h): State<HealthState>) -> Response {
 }
 
 async fn readyz(State(h): State<HealthState>) -> Response {
-    let mut why = Vec::new();
-    if !h.ready.load(Relaxed) {
-        why.push("replaying the write-ahead log or shutting down".to_string());
-    }
-    if let Err(sink) = h.store.ready() {
-        why.push(format!("sink: {sink}"));
-    }
+    let why = h.health.reasons();
     if why.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -184,6 +264,7 @@ impl Collector {
         )?;
         let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
+        let health = Health::new(store.clone(), wal.clone(), metrics.clone());
         let budgets = config.memory_budgets()?;
         let memory = crate::memory::MemoryGuard::start(
             &budgets,
@@ -219,6 +300,7 @@ impl Collector {
             wal.clone(),
             store.clone(),
             metrics.clone(),
+            health.clone(),
             batcher,
             stages,
         )
@@ -237,7 +319,6 @@ impl Collector {
             http: local(&query_l),
         };
 
-        let ready = Arc::new(AtomicBool::new(false));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
 
@@ -289,8 +370,7 @@ impl Collector {
         if let Some(l) = query_l {
             let health = HealthState {
                 metrics: metrics.clone(),
-                ready: ready.clone(),
-                store: store.clone(),
+                health: health.clone(),
             };
             let base = Router::new()
                 .route("/metrics", get(metrics_handler))
@@ -331,6 +411,10 @@ impl Collector {
             )));
         }
 
+        servers.push(tokio::spawn(crate::health::run(
+            health.clone(),
+            shutdown_rx.clone(),
+        )));
         let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
         *metrics.retention.lock() = Some(retention_stats.clone());
         servers.push(tokio::spawn(crate::storage::retention::run(
@@ -342,8 +426,8 @@ impl Collector {
 
         // Replay after the listeners are up: /healthz answers meanwhile, /readyz once done.
         let replay = {
-            let (wal, queue, metrics, ready) =
-                (wal.clone(), queue.clone(), metrics.clone(), ready.clone());
+            let (wal, queue, metrics, health) =
+                (wal.clone(), queue.clone(), metrics.clone(), health.clone());
             let limits = config.limits.clone();
             // Rollups the sink already stored for the replayed spans are not
             // counted again: their origins reach the aggregator first.
@@ -368,7 +452,7 @@ impl Collector {
                         "replayed the write-ahead log"
                     );
                 }
-                ready.store(true, Relaxed);
+                health.set_serving(true);
                 n
             })
         };
@@ -381,7 +465,7 @@ impl Collector {
             pipeline,
             shutdown_tx,
             servers,
-            ready,
+            health,
             replay: Some(replay),
             drain_timeout: config.drain_timeout(),
         })
@@ -397,13 +481,18 @@ impl Collector {
 
     /// True once WAL replay is done and the collector is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
+        self.health.is_serving()
+    }
+
+    /// Why `/readyz` would answer 503 now (empty when ready).
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        self.health.reasons()
     }
 
     /// Stops accepting, drains the queue into the sink for at most the drain
     /// timeout, and closes the WAL. Returns true if everything was committed.
     pub async fn shutdown(mut self) -> bool {
-        self.ready.store(false, Relaxed);
+        self.health.set_serving(false);
         self.ingest.stop_accepting();
         let _ = self.shutdown_tx.send(true);
         // In-flight requests finish (they were acknowledged or refused); give them a moment.

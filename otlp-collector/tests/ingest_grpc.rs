@@ -166,8 +166,8 @@ fn peak_rss() -> u64 {
 async fn oversized_messages_and_gzip_bombs_are_refused_with_resource_exhausted() {
     use prost::Message;
     let tc = start(|c| {
-        c.limits.max_request_bytes = 64 * 1024;
-        c.limits.max_decompressed_bytes = 1024 * 1024;
+        c.limits.max_request_bytes = Some(64 * 1024);
+        c.limits.max_decompressed_bytes = Some(1024 * 1024);
     })
     .await;
     let addr = tc.collector.addrs.otlp_grpc.unwrap();
@@ -221,8 +221,8 @@ async fn oversized_messages_and_gzip_bombs_are_refused_with_resource_exhausted()
     // under the request limit, so it is read), inflating past the 1 MiB limit.
     tc.collector.shutdown().await;
     let tc = start(|c| {
-        c.limits.max_request_bytes = 2 * 1024 * 1024;
-        c.limits.max_decompressed_bytes = 1024 * 1024;
+        c.limits.max_request_bytes = Some(2 * 1024 * 1024);
+        c.limits.max_decompressed_bytes = Some(1024 * 1024);
     })
     .await;
     let addr = tc.collector.addrs.otlp_grpc.unwrap();

@@ -149,8 +149,8 @@ async fn partial_success_reports_invalid_spans_and_keeps_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_precise_status_codes() {
     let tc = start(|c| {
-        c.limits.max_request_bytes = 64 * 1024;
-        c.limits.max_decompressed_bytes = 256 * 1024;
+        c.limits.max_request_bytes = Some(64 * 1024);
+        c.limits.max_decompressed_bytes = Some(256 * 1024);
         c.limits.max_spans_per_request = 100;
     })
     .await;
@@ -462,8 +462,8 @@ async fn in_flight_bodies_share_a_memory_budget() {
     // The smallest budget allowed: 2 × (64 KiB + 64 KiB) + 1024.
     let budget = 2 * (LIMIT + LIMIT) + 1024;
     let tc = start(|c| {
-        c.limits.max_request_bytes = LIMIT;
-        c.limits.max_decompressed_bytes = LIMIT;
+        c.limits.max_request_bytes = Some(LIMIT);
+        c.limits.max_decompressed_bytes = Some(LIMIT);
         c.limits.max_inflight_bytes = Some(budget);
     })
     .await;

@@ -383,7 +383,7 @@ async fn layout_1_file_is_converted_at_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let old: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_v1', 'span_attributes')",
@@ -402,6 +402,104 @@ async fn layout_1_file_is_converted_at_open() {
     assert_eq!(
         store.get_trace(full.trace_id, None).await.expect("get"),
         vec![full]
+    );
+}
+
+/// The indexes of the `spans` table, by name.
+fn span_indexes(conn: &rusqlite::Connection) -> Vec<String> {
+    conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spans' ORDER BY name",
+    )
+    .expect("prepare")
+    .query_map([], |r| r.get(0))
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_2_file_gets_the_layout_3_indexes_at_open() {
+    use ferrotrace_collector::model::{SpanKind, StatusCode};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traces.db");
+    let t0 = conformance::day(0);
+    // 300 traces of one server and two client spans; every tenth trace has
+    // an erroring client span.
+    let spans: Vec<_> = (0..900u32)
+        .map(|i| {
+            let (t, k) = (i / 3, i % 3);
+            let mut s = conformance::span(
+                conformance::tid(61, t),
+                k,
+                (k != 0).then_some(0),
+                "svc",
+                "op",
+                t0 + t as u64 * 1_000_000 + k as u64,
+                10 + i as u64,
+            );
+            if k != 0 {
+                s.kind = SpanKind::Client;
+            }
+            if t % 10 == 0 && k == 2 {
+                s.status_code = StatusCode::Error;
+            }
+            s
+        })
+        .collect();
+    let store = SqliteStore::open(&path).expect("create");
+    store.write_spans(&spans).await.expect("write");
+    drop(store);
+    // The same file as the layout-2 sink left it: same tables, its two time
+    // indexes (verbatim) instead of layout 3's four indexes.
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "DROP INDEX spans_service_start_v3; DROP INDEX spans_service_name_start_v3; \
+             DROP INDEX spans_errors; DROP INDEX spans_service_errors; \
+             CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns); \
+             CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns); \
+             PRAGMA user_version = 2;",
+        )
+        .expect("downgrade to layout 2");
+    }
+
+    let store = SqliteStore::open(&path).expect("open builds the layout-3 indexes");
+    let range = TimeRange {
+        start_ns: t0,
+        end_ns: t0 + conformance::DAY,
+    };
+    let mut q = conformance_query(range);
+    q.errors_only = true;
+    q.limit = 100;
+    let page = store.search(&q).await.expect("errors-only search");
+    let found: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
+    let want: Vec<_> = (0..30u32)
+        .rev()
+        .map(|k| conformance::tid(61, k * 10))
+        .collect();
+    assert_eq!(found, want);
+    // Entry spans only: the 300 server spans, durations 10, 13, ..., 907.
+    let pct = store
+        .exact_percentiles("svc", None, &[SpanKind::Server], range, &[0.0, 1.0])
+        .await
+        .expect("percentiles");
+    assert_eq!(pct, vec![10, 907]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 3);
+    assert_eq!(
+        span_indexes(&conn),
+        vec![
+            "spans_errors",
+            "spans_service_errors",
+            "spans_service_name_start_v3",
+            "spans_service_start_v3",
+            "spans_start",
+            "spans_trace",
+        ]
     );
 }
 

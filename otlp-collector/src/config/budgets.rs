@@ -9,8 +9,16 @@
 //! the sink, rollups, the sink's caches, decoding and allocator overhead.
 //! Whatever the budgets miss, the memory guard ([`crate::memory`]) catches:
 //! above the soft limit the receivers refuse new requests.
+//!
+//! The request size limits follow the in-flight budget unless set: a request
+//! at the limits holds its body as received and inflated, twice for gRPC
+//! (2 × (`max_request_bytes` + `max_decompressed_bytes`)), and that must fit
+//! in the budget with room for other requests. Their defaults (8 and
+//! 32 MiB) are therefore capped at a sixteenth and a quarter of the
+//! budget: unchanged from 512 MiB of memory limit up, halved at 256 MiB
+//! (4 and 16 MiB), so that a small limit starts without tuning.
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, LimitsConfig};
 
 /// Bytes in a MiB.
 pub const MIB: u64 = 1 << 20;
@@ -21,6 +29,62 @@ pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
 
 /// Each derived budget is the limit divided by this.
 const SHARE_DIVISOR: u64 = 4;
+
+/// Default of `limits.max_request_bytes` when the in-flight budget is large enough.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Default of `limits.max_decompressed_bytes` when the in-flight budget is large enough.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 32 << 20;
+/// A derived `max_request_bytes` is at most the in-flight budget divided by this.
+const REQUEST_SHARE_DIVISOR: u64 = 16;
+/// A derived `max_decompressed_bytes` is at most the in-flight budget divided by this.
+const DECOMPRESSED_SHARE_DIVISOR: u64 = 4;
+
+impl LimitsConfig {
+    /// The limit the derived budgets are shares of: `memory_limit_mib`, or
+    /// its default when the guard is off (0).
+    fn budget_basis(&self) -> u64 {
+        match self.memory_limit_mib.saturating_mul(MIB) {
+            0 => DEFAULT_MEMORY_LIMIT_MIB * MIB,
+            b => b,
+        }
+    }
+
+    /// The in-flight body budget in force: `max_inflight_bytes`, or a
+    /// quarter of the memory limit.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.max_inflight_bytes
+            .map_or(self.budget_basis() / SHARE_DIVISOR, |v| v as u64)
+    }
+
+    /// `max_request_bytes` in force: as set, or 8 MiB capped at a
+    /// sixteenth of the in-flight budget (see the module documentation).
+    pub fn request_bytes(&self) -> usize {
+        self.max_request_bytes.unwrap_or_else(|| {
+            derived(
+                DEFAULT_MAX_REQUEST_BYTES,
+                self.inflight_bytes() / REQUEST_SHARE_DIVISOR,
+            )
+        })
+    }
+
+    /// `max_decompressed_bytes` in force: as set, or 32 MiB capped at a
+    /// quarter of the in-flight budget (see the module documentation).
+    pub fn decompressed_bytes(&self) -> usize {
+        self.max_decompressed_bytes.unwrap_or_else(|| {
+            derived(
+                DEFAULT_MAX_DECOMPRESSED_BYTES,
+                self.inflight_bytes() / DECOMPRESSED_SHARE_DIVISOR,
+            )
+        })
+    }
+}
+
+/// `default`, capped at `cap` (at least 1 byte).
+fn derived(default: usize, cap: u64) -> usize {
+    usize::try_from(cap)
+        .map_or(default, |c| default.min(c))
+        .max(1)
+}
 
 /// The memory limit and the byte budgets in force, after deriving the ones
 /// not set explicitly.
@@ -87,12 +151,7 @@ impl Config {
             )));
         }
         let limit_bytes = l.memory_limit_mib.saturating_mul(MIB);
-        let basis = if limit_bytes == 0 {
-            DEFAULT_MEMORY_LIMIT_MIB * MIB
-        } else {
-            limit_bytes
-        };
-        let share = basis / SHARE_DIVISOR;
+        let share = l.budget_basis() / SHARE_DIVISOR;
         let soft_limit_bytes =
             (u128::from(limit_bytes) * u128::from(l.memory_soft_limit_percent) / 100) as u64;
         let queue = Budget::new("queue.max_bytes", self.queue.max_bytes, share);
@@ -116,8 +175,8 @@ impl Config {
         }
         // The most one request can hold: a gRPC message as received, inflated,
         // and the uncompressed frame tonic buffers (which may carry trailing bytes).
-        let largest = (l.max_request_bytes as u64)
-            .saturating_add(l.max_decompressed_bytes as u64)
+        let largest = (l.request_bytes() as u64)
+            .saturating_add(l.decompressed_bytes() as u64)
             .saturating_mul(2)
             .saturating_add(1024);
         if inflight.bytes < largest {
@@ -134,7 +193,8 @@ impl Config {
                 "{why} must be at least 2 × (limits.max_request_bytes + \
                  limits.max_decompressed_bytes) + 1024 = {largest}, or a request at the limits \
                  could never be read: lower limits.max_request_bytes / \
-                 limits.max_decompressed_bytes, or raise the budget"
+                 limits.max_decompressed_bytes (or leave them unset: they are then derived \
+                 from the budget), or raise the budget"
             )));
         }
         if limit_bytes > 0 {
@@ -264,22 +324,66 @@ mod tests {
     }
 
     #[test]
-    fn small_limit_needs_smaller_requests() {
+    fn request_limits_follow_a_small_memory_limit() {
+        // The defaults up from 512 MiB: 8 and 32 MiB.
+        for limit in [512, 1024, 4096, 0] {
+            let c = with(|c| c.limits.memory_limit_mib = limit);
+            assert_eq!(c.limits.request_bytes(), 8 * MIB as usize, "{limit}");
+            assert_eq!(c.limits.decompressed_bytes(), 32 * MIB as usize, "{limit}");
+            c.validate().unwrap();
+        }
+        // 256 MiB with every other setting at its default starts: 4 and 16 MiB
+        // (a request at the limits holds 40 of the 64 MiB in-flight budget).
+        let c = with(|c| c.limits.memory_limit_mib = 256);
+        c.validate().unwrap();
+        assert_eq!(c.limits.request_bytes(), 4 * MIB as usize);
+        assert_eq!(c.limits.decompressed_bytes(), 16 * MIB as usize);
+        let b = c.memory_budgets().unwrap();
+        assert_eq!(b.inflight_bytes as u64, 64 * MIB);
+        // So do smaller limits; an explicit in-flight budget is the basis when set.
+        for limit in [160, 64, 16] {
+            with(|c| c.limits.memory_limit_mib = limit)
+                .validate()
+                .unwrap_or_else(|e| panic!("{limit}: {e}"));
+        }
+        let c = with(|c| {
+            c.limits.memory_limit_mib = 1024;
+            c.limits.max_inflight_bytes = Some(32 << 20);
+        });
+        assert_eq!(c.limits.request_bytes(), 2 << 20);
+        assert_eq!(c.limits.decompressed_bytes(), 8 << 20);
+        c.validate().unwrap();
+        // Explicit request limits are kept as set, also when one alone is set.
+        let c = with(|c| {
+            c.limits.memory_limit_mib = 256;
+            c.limits.max_request_bytes = Some(1 << 20);
+        });
+        assert_eq!(c.limits.request_bytes(), 1 << 20);
+        assert_eq!(c.limits.decompressed_bytes(), 16 << 20);
+    }
+
+    #[test]
+    fn explicit_request_limits_too_big_for_the_budget_are_refused() {
         // 160 MiB leaves 40 MiB for request bodies, less than one request at
-        // the default size limits (8 + 32 MiB, twice) needs.
-        let err = with(|c| c.limits.memory_limit_mib = 160)
-            .validate()
-            .unwrap_err()
-            .to_string();
+        // 8 + 32 MiB (twice) needs.
+        let err = with(|c| {
+            c.limits.memory_limit_mib = 160;
+            c.limits.max_request_bytes = Some(8 << 20);
+            c.limits.max_decompressed_bytes = Some(32 << 20);
+        })
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("derived as a quarter of limits.memory_limit_mib = 160")
-                && err.contains("limits.max_request_bytes"),
+                && err.contains("limits.max_request_bytes")
+                && err.contains("leave them unset"),
             "{err}"
         );
         let b = with(|c| {
             c.limits.memory_limit_mib = 160;
-            c.limits.max_request_bytes = 4 << 20;
-            c.limits.max_decompressed_bytes = 8 << 20;
+            c.limits.max_request_bytes = Some(4 << 20);
+            c.limits.max_decompressed_bytes = Some(8 << 20);
         })
         .memory_budgets()
         .unwrap();

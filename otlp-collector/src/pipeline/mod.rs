@@ -322,12 +322,14 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the worker thread and the sink task (on the current tokio runtime).
+    /// Starts the worker thread and the sink task (on the current tokio
+    /// runtime). Sink write results are reported to `health` (`/readyz`).
     pub fn start(
         queue: Arc<Queue>,
         wal: Wal,
         store: Arc<dyn SpanStore>,
         metrics: Arc<Metrics>,
+        health: Arc<crate::health::Health>,
         cfg: BatcherConfig,
         mut stages: Stages,
     ) -> std::io::Result<Pipeline> {
@@ -339,6 +341,7 @@ impl Pipeline {
             store,
             wal.clone(),
             metrics.clone(),
+            health,
             cfg.clone(),
         ));
         let stop2 = stop.clone();
@@ -459,6 +462,7 @@ async fn sink_task(
     store: Arc<dyn SpanStore>,
     wal: Wal,
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
     cfg: BatcherConfig,
 ) {
     let mut prune = OriginPruner {
@@ -478,14 +482,23 @@ async fn sink_task(
         let Some(msg) = rx.recv().await else { break };
         match msg {
             SinkMsg::Spans(batch) => {
-                let (store, wal, metrics, cfg) =
-                    (store.clone(), wal.clone(), metrics.clone(), cfg.clone());
+                let (store, wal, metrics, health, cfg) = (
+                    store.clone(),
+                    wal.clone(),
+                    metrics.clone(),
+                    health.clone(),
+                    cfg.clone(),
+                );
                 writing.spawn(async move {
-                    write_span_batch(&*store, &wal, &metrics, &cfg, batch).await
+                    write_span_batch(&*store, &wal, &metrics, &health, &cfg, batch).await
                 });
             }
             SinkMsg::Rollups(r) => {
-                if write_with_retry(&cfg, &metrics, "rollups", || store.write_rollups(&r)).await {
+                if write_with_retry(&cfg, &metrics, &health, "rollups", || {
+                    store.write_rollups(&r)
+                })
+                .await
+                {
                     metrics.rollups_written.fetch_add(1, Relaxed);
                     prune.after_write(&*store, &wal).await;
                 }
@@ -518,11 +531,15 @@ async fn write_span_batch(
     store: &dyn SpanStore,
     wal: &Wal,
     metrics: &Metrics,
+    health: &crate::health::Health,
     cfg: &BatcherConfig,
     batch: SinkBatch,
 ) {
     let n = batch.spans.len() as u64;
-    let ok = write_with_retry(cfg, metrics, "spans", || store.write_spans(&batch.spans)).await;
+    let ok = write_with_retry(cfg, metrics, health, "spans", || {
+        store.write_spans(&batch.spans)
+    })
+    .await;
     if ok {
         metrics.sink_spans_written.fetch_add(n, Relaxed);
     } else {
@@ -594,10 +611,13 @@ pub async fn load_written_origins(
 
 /// Writes with exponential backoff: retryable errors are retried until they
 /// succeed (the WAL holds the data meanwhile); other errors are tried
-/// `max_attempts_non_retryable` times. Returns true on success.
+/// `max_attempts_non_retryable` times. Returns true on success. Outcomes are
+/// reported to `health`: a retryable failure makes `/readyz` report the sink
+/// until a write succeeds.
 async fn write_with_retry<F, Fut>(
     cfg: &BatcherConfig,
     metrics: &Metrics,
+    health: &crate::health::Health,
     what: &str,
     mut op: F,
 ) -> bool
@@ -612,10 +632,12 @@ where
         match op().await {
             Ok(()) => {
                 metrics.sink_write_latency.observe(started.elapsed());
+                health.sink_write_ok();
                 return true;
             }
             Err(e) if e.is_retryable() => {
                 metrics.sink_errors.add("retryable", 1);
+                health.sink_write_failed(&e);
                 tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "sink write failed; retrying");
             }
             Err(e) => {

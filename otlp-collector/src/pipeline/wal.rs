@@ -15,6 +15,13 @@
 //! only in memory ([`Wal::hold_rollups`]). The total size of all segments is
 //! bounded; an append beyond it is refused with [`WalError::Full`] (backpressure).
 //!
+//! A write that fails for lack of space (ENOSPC, EDQUOT) refuses the appends
+//! of its group like any I/O error, and is remembered ([`Wal::out_of_space`])
+//! until an append succeeds or [`Wal::check_space`] sees space again. A full
+//! disk at open is not fatal: the writer starts without a segment and
+//! creates one with the first append that finds room, so a collector can
+//! start, replay and serve queries on a full disk.
+//!
 //! Every span has a stable position: its segment and its ordinal among the
 //! spans of that segment ([`WalPos`]), the same when it is replayed. Segment
 //! ids are never reused within a WAL directory, and the directory has a random
@@ -89,6 +96,41 @@ pub enum WalError {
     },
 }
 
+impl WalError {
+    /// True when the failure is a lack of space (ENOSPC, or EDQUOT: quota).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, WalError::Io { source, .. } if is_out_of_space(source))
+    }
+}
+
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// Bytes available to this process on the file system holding `dir`.
+#[cfg(unix)]
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and outlives the call; statvfs fills
+    // the struct when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u64 here, u32 on some).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Bytes available on the file system holding `dir` (not known here).
+#[cfg(not(unix))]
+pub fn free_bytes(_dir: &Path) -> std::io::Result<u64> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
 /// Where an appended record's spans sit in the WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WalPos {
@@ -100,6 +142,11 @@ pub struct WalPos {
 
 /// Name of the file holding the WAL's identity and next segment id.
 const META_FILE: &str = "wal.meta";
+
+/// Free bytes on the WAL's file system at which [`Wal::check_space`] takes a
+/// lack of space as resolved (a group of appends is up to 8 MiB; most are
+/// far smaller).
+pub const SPACE_RECOVERED_BYTES: u64 = 4 << 20;
 
 /// One record read back at replay.
 #[derive(Debug)]
@@ -132,6 +179,12 @@ struct Shared {
     total_bytes: std::sync::atomic::AtomicU64,
     max_bytes: u64,
     metrics: Arc<Metrics>,
+    /// The last write failed for lack of space, and why; cleared by a
+    /// successful append or [`Wal::check_space`].
+    out_of_space: Mutex<Option<String>>,
+    /// An append was refused because the WAL held `max_bytes`, and none has
+    /// been written since.
+    refusing_full: std::sync::atomic::AtomicBool,
     /// Test-only fault injection: the next this-many `fsync` calls fail, as a
     /// failing disk would make them. Real write errors are tested end to end
     /// through `/dev/full`; an fsync error cannot be provoked that way.
@@ -142,6 +195,17 @@ struct Shared {
 impl Shared {
     fn path(&self, id: u64) -> PathBuf {
         segment_path(&self.dir, id)
+    }
+
+    /// Remembers a failure for lack of space (other failures are not kept).
+    fn note_error(&self, e: &WalError) {
+        if e.is_out_of_space() {
+            let mut o = self.out_of_space.lock();
+            if o.is_none() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "the write-ahead log's disk is full; appends are refused (503) until space is freed");
+            }
+            *o = Some(e.to_string());
+        }
     }
 
     /// Deletes a segment if sealed and empty; called with the lock held.
@@ -251,10 +315,15 @@ impl Meta {
     /// Writes the file atomically (temporary file, fsync, rename, directory fsync).
     fn store(&self, dir: &Path) -> Result<(), WalError> {
         let tmp = dir.join("wal.meta.tmp");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(self.render().as_bytes())
-            .map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(self.render().as_bytes())?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A partial temporary file (a full disk) is of no use to anyone.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
         let path = dir.join(META_FILE);
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         if let Ok(d) = File::open(dir) {
@@ -332,10 +401,16 @@ impl Wal {
             total_bytes: std::sync::atomic::AtomicU64::new(total),
             max_bytes: cfg.max_bytes,
             metrics: metrics.clone(),
+            out_of_space: Mutex::new(None),
+            refusing_full: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             fail_fsyncs: std::sync::atomic::AtomicU32::new(0),
         });
         metrics.wal_bytes.store(total, Relaxed);
+        metrics.wal_max_bytes.store(cfg.max_bytes, Relaxed);
+        if let Ok(free) = free_bytes(dir) {
+            metrics.wal_disk_free_bytes.store(free, Relaxed);
+        }
         let (tx, rx) = bounded(APPEND_CHANNEL_CAPACITY);
         let mut writer = Writer::new(shared.clone(), cfg, first)?;
         let handle = std::thread::Builder::new()
@@ -478,6 +553,49 @@ impl Wal {
         self.shared.segments.lock().keys().next().copied()
     }
 
+    /// Why the last write failed for lack of space, while that lasts: until
+    /// an append succeeds or [`Wal::check_space`] finds
+    /// [`SPACE_RECOVERED_BYTES`] free.
+    pub fn out_of_space(&self) -> Option<String> {
+        self.shared.out_of_space.lock().clone()
+    }
+
+    /// True while appends are refused because the WAL holds `wal.max_bytes`:
+    /// from the first refusal until an append succeeds again or the sink has
+    /// brought the WAL under 90% of the limit.
+    pub fn refusing_full(&self) -> bool {
+        self.shared.refusing_full.load(Relaxed)
+            && self.total_bytes().saturating_mul(10) >= self.shared.max_bytes.saturating_mul(9)
+    }
+
+    /// Reads the free space on the WAL's file system into
+    /// `ferrotrace_wal_disk_free_bytes`, and ends a lack of space once
+    /// [`SPACE_RECOVERED_BYTES`] are free (the next append then creates a
+    /// segment if there is none). Blocking (one `statvfs`).
+    pub fn check_space(&self) {
+        let free = match free_bytes(&self.shared.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the WAL disk's free space");
+                return;
+            }
+        };
+        self.shared.metrics.wal_disk_free_bytes.store(free, Relaxed);
+        if free >= SPACE_RECOVERED_BYTES && self.shared.out_of_space.lock().take().is_some() {
+            tracing::info!(dir = %self.shared.dir.display(), free_bytes = free, "space is free again on the write-ahead log's disk; accepting appends");
+        }
+    }
+
+    /// The WAL directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// `wal.max_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.max_bytes
+    }
+
     /// Bytes in all segment files.
     pub fn total_bytes(&self) -> u64 {
         self.shared.total_bytes.load(Relaxed)
@@ -521,8 +639,14 @@ struct Writer {
     policy: FsyncPolicy,
     interval: Duration,
     segment_bytes: u64,
+    /// The segment being written (meaningless while `file` is `None`).
     current: u64,
-    file: File,
+    /// Its file; `None` when no segment could be created yet (a full disk
+    /// at open): the next group creates one.
+    file: Option<File>,
+    /// Id of the next segment to create; ids are never reused, also when
+    /// creating one fails.
+    next_id: u64,
     file_len: u64,
     /// Spans of the records written to the current segment so far.
     spans_written: u64,
@@ -539,7 +663,16 @@ struct Writer {
 
 impl Writer {
     fn new(shared: Arc<Shared>, cfg: &WalConfig, first: u64) -> Result<Writer, WalError> {
-        let (file, len) = Self::create(&shared, first)?;
+        let (file, len) = match Self::create(&shared, first) {
+            Ok((f, len)) => (Some(f), len),
+            // A full disk must not stop the start: replay and queries need
+            // no new segment, and appends are refused until one can be made.
+            Err(e) if e.is_out_of_space() => {
+                shared.note_error(&e);
+                (None, 0)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Writer {
             shared,
             policy: cfg.fsync,
@@ -547,6 +680,7 @@ impl Writer {
             segment_bytes: cfg.segment_bytes,
             current: first,
             file,
+            next_id: first + 1,
             file_len: len,
             spans_written: 0,
             dirty: false,
@@ -603,6 +737,8 @@ impl Writer {
             self.dirty = false;
             if let Err(e) = &result {
                 self.shared.metrics.wal_io_errors.add("fsync", 1);
+                self.shared
+                    .note_error(&io_err(&self.shared.path(self.current))(copy_io(e)));
                 self.poisoned = true;
                 tracing::error!(
                     error = %e,
@@ -625,29 +761,39 @@ impl Writer {
                 return Err(std::io::Error::other("injected fsync failure"));
             }
         }
-        self.file.sync_data()
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
     }
 
+    /// Starts a new segment; the current one (if any) is sealed.
     fn rotate(&mut self) -> Result<(), WalError> {
-        if !self.poisoned {
+        if self.file.is_some() && !self.poisoned {
             // Under `always` everything written is already synced; under
             // `interval` a failure here concerns records already acknowledged
             // by policy, so it can only be counted and logged (in `sync`).
             let _ = self.sync();
         }
-        let old = self.current;
-        let (file, len) = Self::create(&self.shared, old + 1)?;
-        self.file = file;
+        let id = self.next_id;
+        // Taken even if creating it fails: wal.meta may already name it.
+        self.next_id += 1;
+        let (file, len) = Self::create(&self.shared, id).inspect_err(|e| {
+            self.shared.note_error(e);
+        })?;
+        let old = self.file.replace(file).map(|_| self.current);
         self.file_len = len;
         self.spans_written = 0;
-        self.current = old + 1;
+        self.current = id;
         self.poisoned = false;
         self.dirty = false;
-        let mut segs = self.shared.segments.lock();
-        if let Some(s) = segs.get_mut(&old) {
-            s.sealed = true;
+        if let Some(old) = old {
+            let mut segs = self.shared.segments.lock();
+            if let Some(s) = segs.get_mut(&old) {
+                s.sealed = true;
+            }
+            self.shared.maybe_delete(&mut segs, old);
         }
-        self.shared.maybe_delete(&mut segs, old);
         Ok(())
     }
 
@@ -656,9 +802,9 @@ impl Writer {
     fn account_partial_write(&mut self) {
         let actual = self
             .file
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(self.file_len);
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(self.file_len, |m| m.len());
         let grown = actual.saturating_sub(self.file_len);
         self.file_len = actual;
         if grown > 0 {
@@ -716,7 +862,7 @@ impl Writer {
     }
 
     fn write_group(&mut self, group: &mut Vec<AppendReq>) {
-        if self.poisoned || self.file_len >= self.segment_bytes {
+        if self.file.is_none() || self.poisoned || self.file_len >= self.segment_bytes {
             if let Err(e) = self.rotate() {
                 self.shared.metrics.wal_io_errors.add("rotate", 1);
                 tracing::error!(error = %e, "cannot start a new WAL segment; refusing the appends");
@@ -733,6 +879,7 @@ impl Writer {
             let rec_len = (HEADER_LEN + r.payload.len()) as u64;
             let total = self.shared.total_bytes.load(Relaxed) + self.buf.len() as u64;
             if total + rec_len > self.shared.max_bytes {
+                self.shared.refusing_full.store(true, Relaxed);
                 let _ = r.reply.send(Err(WalError::Full(self.shared.max_bytes)));
                 continue;
             }
@@ -764,8 +911,17 @@ impl Writer {
                 }));
             }
         };
-        if let Err(e) = self.file.write_all(&self.buf) {
+        let Some(file) = self.file.as_mut() else {
+            // Not reached: a group only gets here after a segment exists.
+            refuse(
+                accepted,
+                &std::io::Error::other("no WAL segment to write to"),
+            );
+            return;
+        };
+        if let Err(e) = file.write_all(&self.buf) {
             self.shared.metrics.wal_io_errors.add("write", 1);
+            self.shared.note_error(&io_err(&path)(copy_io(&e)));
             tracing::error!(error = %e, path = %path.display(), "WAL write failed; refusing the appends and closing the segment");
             self.poisoned = true;
             self.account_partial_write();
@@ -802,6 +958,11 @@ impl Writer {
             refuse(accepted, &e);
             return;
         }
+        // Written and durable: whatever kept appends out is over.
+        if self.shared.out_of_space.lock().take().is_some() {
+            tracing::info!(dir = %self.shared.dir.display(), "the write-ahead log writes again");
+        }
+        self.shared.refusing_full.store(false, Relaxed);
         // Only acknowledged spans are outstanding: a refused record never
         // reaches the queue, so it must not keep the segment alive.
         if let Some(s) = self.shared.segments.lock().get_mut(&self.current) {
@@ -817,6 +978,13 @@ impl Writer {
                 first_span,
             }));
         }
+    }
+}
+
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -970,6 +1138,75 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
         assert_eq!(wal.read_segment(1).unwrap().len(), 1);
         assert_eq!(m.wal_corrupt_records.load(Relaxed), 1);
+        wal.close();
+    }
+
+    #[tokio::test]
+    async fn lack_of_space_and_a_full_wal_are_remembered_until_an_append_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        // One record per segment: every append opens the next segment file.
+        let cfg = WalConfig {
+            segment_bytes: 1,
+            max_bytes: 2000,
+            ..WalConfig::default()
+        };
+        let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+        let rec = || Bytes::from(vec![7u8; 100]);
+        assert_eq!(
+            wal.append(RecordFormat::OtlpJson, 1, rec())
+                .await
+                .unwrap()
+                .segment,
+            1
+        );
+        assert_eq!(wal.out_of_space(), None);
+        // Segment 2 is /dev/full: its write fails with ENOSPC, as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", segment_path(dir.path(), 2)).unwrap();
+        let err = wal
+            .append(RecordFormat::OtlpJson, 1, rec())
+            .await
+            .unwrap_err();
+        assert!(err.is_out_of_space(), "{err}");
+        let why = wal.out_of_space().expect("remembered");
+        assert!(why.contains("No space left on device"), "{why}");
+        // The next append goes to a fresh segment and ends it.
+        assert_eq!(
+            wal.append(RecordFormat::OtlpJson, 1, rec())
+                .await
+                .unwrap()
+                .segment,
+            3
+        );
+        assert_eq!(wal.out_of_space(), None);
+
+        // Full: 113-byte records, 2000 bytes: the 18th is refused at 1921 bytes.
+        let mut full = false;
+        let mut segs = vec![1, 3];
+        for _ in 0..40 {
+            match wal.append(RecordFormat::OtlpJson, 1, rec()).await {
+                Ok(p) => segs.push(p.segment),
+                Err(WalError::Full(_)) => {
+                    full = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(full);
+        assert!(wal.refusing_full(), "{} bytes", wal.total_bytes());
+        // The sink commits one record: still above 90%, still refusing.
+        wal.release(segs.remove(0), 1);
+        assert!(wal.total_bytes() >= 1800, "{}", wal.total_bytes());
+        assert!(wal.refusing_full());
+        // Under 90% the WAL no longer counts as full, without any append.
+        wal.release(segs.remove(0), 1);
+        assert!(!wal.refusing_full(), "{} bytes", wal.total_bytes());
+        // And a successful append ends it outright.
+        wal.shared.refusing_full.store(true, Relaxed);
+        wal.append(RecordFormat::OtlpJson, 1, rec()).await.unwrap();
+        assert!(!wal.shared.refusing_full.load(Relaxed));
+        assert_eq!(m.wal_max_bytes.load(Relaxed), 2000);
         wal.close();
     }
 

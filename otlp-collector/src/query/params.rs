@@ -105,36 +105,57 @@ pub fn parse_duration(name: &str, s: &str, bare_unit_ns: u64) -> Result<u64, Par
     if let Ok(n) = s.parse::<u64>() {
         return n.checked_mul(bare_unit_ns).ok_or_else(bad);
     }
-    let mut total: f64 = 0.0;
+    // Decimal arithmetic in units of 1e-18 ns, so that every duration that
+    // fits in u64 nanoseconds is exact (f64 loses nanoseconds past ~104 days).
+    const SCALE: u128 = 1_000_000_000_000_000_000;
+    let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
-        if num_len == 0 {
+        let (int, frac) = rest[..num_len]
+            .split_once('.')
+            .unwrap_or((&rest[..num_len], ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
             return Err(bad());
         }
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let mult: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
-        total += num * mult;
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        let whole_ns = whole
+            .checked_mul(mult)
+            .filter(|ns| *ns <= u128::from(u64::MAX))
+            .ok_or_else(bad)?;
+        // Digits past the 18th are below 1e-18 of the unit: ignored.
+        let frac = &frac[..frac.len().min(18)];
+        let frac_part: u128 = if frac.is_empty() {
+            0
+        } else {
+            let f: u128 = frac.parse().map_err(|_| bad())?;
+            f * mult * 10u128.pow(18 - frac.len() as u32)
+        };
+        total = total
+            .checked_add(whole_ns * SCALE + frac_part)
+            .ok_or_else(bad)?;
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(total.round() as u64)
+    u64::try_from((total + SCALE / 2) / SCALE).map_err(|_| bad())
 }
 
 /// Parses a timestamp: RFC 3339 (`2024-05-01T10:00:00Z`, fractional seconds and
@@ -202,6 +223,9 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         Some(c @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let v = oh * 3600 + om * 60;
             if *c == b'+' {
                 v
@@ -212,6 +236,10 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
+    // 2024-02-31 is not a date (days_from_civil would read it as March 2).
+    if civil_from_days(days) != (year, month, day) {
+        return None;
+    }
     let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
     if secs < 0 {
         return None;
@@ -443,6 +471,25 @@ mod tests {
         assert!(parse_duration("d", "1.2", 1000).is_err());
         assert!(parse_duration("d", "5 parsecs", 1000).is_err());
         assert!(parse_duration("d", "ms", 1000).is_err());
+        // Exact to the nanosecond beyond f64's 2^53.
+        assert_eq!(
+            parse_duration("d", "97514758640877000ns", 1000).unwrap(),
+            97_514_758_640_877_000
+        );
+        assert_eq!(
+            parse_duration("d", "18446744073709551615ns", 1).unwrap(),
+            u64::MAX
+        );
+        assert!(parse_duration("d", "18446744073709551616ns", 1).is_err());
+        assert!(parse_duration("d", "5124095576h1s", 1).is_err());
+        assert_eq!(parse_duration("d", "0.5ns", 1).unwrap(), 1);
+        assert_eq!(parse_duration("d", ".25s", 1).unwrap(), 250_000_000);
+        assert_eq!(
+            parse_duration("d", "1.000000001s", 1).unwrap(),
+            1_000_000_001
+        );
+        assert!(parse_duration("d", "1..2s", 1).is_err());
+        assert!(parse_duration("d", ".s", 1).is_err());
     }
 
     #[test]
@@ -455,6 +502,12 @@ mod tests {
             1_714_557_600_000_000_000
         );
         assert!(parse_rfc3339("2024-13-01T10:00:00Z").is_none());
+        assert!(parse_rfc3339("2024-02-30T10:00:00Z").is_none());
+        assert!(parse_rfc3339("2023-02-29T10:00:00Z").is_none());
+        assert!(parse_rfc3339("2024-02-29T10:00:00Z").is_some());
+        assert!(parse_rfc3339("2024-04-31T10:00:00Z").is_none());
+        assert!(parse_rfc3339("2024-05-01T10:00:00+24:00").is_none());
+        assert!(parse_rfc3339("2024-05-01T10:00:00+02:60").is_none());
         assert!(parse_rfc3339("yesterday").is_none());
     }
 

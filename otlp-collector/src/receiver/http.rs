@@ -171,12 +171,12 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let raw = read_limited(body, content_length, ing.limits.max_request_bytes, guard).await;
+    let raw = read_limited(body, content_length, ing.limits.request_bytes(), guard).await;
     let data = match raw {
-        Ok(d) if gzip => gunzip_limited(&d, ing.limits.max_decompressed_bytes, guard),
-        Ok(d) if d.len() > ing.limits.max_decompressed_bytes => Err(BodyError::InflatedTooLarge(
-            ing.limits.max_decompressed_bytes,
-        )),
+        Ok(d) if gzip => gunzip_limited(&d, ing.limits.decompressed_bytes(), guard),
+        Ok(d) if d.len() > ing.limits.decompressed_bytes() => {
+            Err(BodyError::InflatedTooLarge(ing.limits.decompressed_bytes()))
+        }
         other => other,
     };
     let data = data.and_then(|d| {
@@ -273,7 +273,7 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         return r;
     }
     if let Err(e) = ing.check_memory() {
-        discard_rest(std::pin::pin!(body), ing.limits.max_request_bytes).await;
+        discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
         return submit_error(enc, e);
     }
     // Holds the body's share of the in-flight budget until the response is built.
@@ -336,7 +336,7 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
         return r;
     }
     if let Err(e) = ing.check_memory() {
-        discard_rest(std::pin::pin!(body), ing.limits.max_request_bytes).await;
+        discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
         return submit_error(Enc::Text, e);
     }
     let mut guard = ing.inflight.guard();

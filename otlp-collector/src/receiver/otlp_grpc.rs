@@ -192,8 +192,8 @@ where
             Some(secs),
         ));
     }
-    let max_req = ing.limits.max_request_bytes;
-    let max_inflated = ing.limits.max_decompressed_bytes;
+    let max_req = ing.limits.request_bytes();
+    let max_inflated = ing.limits.decompressed_bytes();
     let too_large = |what: String| {
         ing.bad_request(source, "resource_exhausted");
         // No RetryInfo: the same request will never fit, so per the OTLP
@@ -323,7 +323,7 @@ where
                 };
                 // Decompression is done above under our limits; the decoded
                 // message can be at most the decompressed limit.
-                let max = ingest.limits.max_decompressed_bytes;
+                let max = ingest.limits.decompressed_bytes();
                 let mut grpc = tonic::server::Grpc::new(RawCodec)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip)

@@ -189,32 +189,43 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
         .service_name
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown_service".to_string());
+    // Microseconds beyond what u64 nanoseconds hold (past the year 2554)
+    // reject the span: saturating would store a time that was never sent.
+    let nanos = |what: &str, us: u64| {
+        us.checked_mul(1000).ok_or_else(|| {
+            format!("span {i}: {what} {us} µs is past the year 2554 (64-bit nanoseconds overflow)")
+        })
+    };
     // Rejected rather than stamped with the receive time: WAL replay decodes
     // the same bytes again and must produce the same span.
     let start_ns = match z.timestamp {
-        Some(t) if t > 0 => t.saturating_mul(1000),
+        Some(t) if t > 0 => nanos("timestamp", t)?,
         _ => {
             return Err(format!(
                 "span {i}: no timestamp (Zipkin spans need their start time in epoch microseconds)"
             ))
         }
     };
-    let end_ns = start_ns.saturating_add(z.duration.unwrap_or(0).saturating_mul(1000));
+    let end_ns = start_ns
+        .checked_add(nanos("duration", z.duration.unwrap_or(0))?)
+        .ok_or_else(|| format!("span {i}: timestamp + duration is past the year 2554"))?;
     let events = z
         .annotations
         .unwrap_or_default()
         .into_iter()
-        .map(|a| Event {
-            // An annotation without a time is placed at the span's start.
-            time_ns: a
-                .timestamp
-                .filter(|t| *t > 0)
-                .map_or(start_ns, |t| t.saturating_mul(1000)),
-            name: a.value.unwrap_or_default(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
+        .map(|a| {
+            Ok(Event {
+                // An annotation without a time is placed at the span's start.
+                time_ns: match a.timestamp.filter(|t| *t > 0) {
+                    Some(t) => nanos("annotation timestamp", t)?,
+                    None => start_ns,
+                },
+                name: a.value.unwrap_or_default(),
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+            })
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     Ok(Span {
         trace_id,
         span_id,
@@ -280,6 +291,24 @@ mod tests {
         assert_eq!(s.attribute("zipkin.shared"), Some(&AttrValue::Bool(true)));
         assert!(s.attribute("error").is_none());
         assert!(decode(b"{}", &LimitsConfig::default()).is_err());
+    }
+
+    #[test]
+    fn times_past_64_bit_nanoseconds_reject_the_span() {
+        let l = LimitsConfig::default();
+        for body in [
+            r#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":18446744073709552}]"#,
+            r#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":18446744073709551,"duration":1}]"#,
+            r#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":1,"annotations":[{"timestamp":18446744073709552,"value":"x"}]}]"#,
+        ] {
+            let d = decode(body.as_bytes(), &l).unwrap();
+            assert_eq!((d.spans.len(), d.rejected), (0, 1), "{body}");
+            assert!(
+                d.error_message().contains("year 2554"),
+                "{}",
+                d.error_message()
+            );
+        }
     }
 
     #[test]

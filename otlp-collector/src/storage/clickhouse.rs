@@ -1014,6 +1014,14 @@ impl SpanStore for ClickHouseStore {
         "clickhouse"
     }
 
+    async fn ping(&self) -> StorageResult<()> {
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .map_err(map_err)
+    }
+
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         if spans.is_empty() {
             return Ok(());

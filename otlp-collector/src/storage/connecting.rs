@@ -207,6 +207,13 @@ impl SpanStore for ConnectingStore {
             None => Err(self.status.lock().clone()),
         }
     }
+    async fn ping(&self) -> StorageResult<()> {
+        // Not connected yet is what ready() reports; nothing to ask meanwhile.
+        match self.connected() {
+            Some(s) => s.ping().await,
+            None => Ok(()),
+        }
+    }
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         self.wait().await.write_spans(spans).await
     }
@@ -271,6 +278,29 @@ impl SpanStore for ConnectingStore {
     }
 }
 
+/// Checks what [`open`] checks before connecting: a database sink has a
+/// URL, and it is well formed. Connects to nothing.
+pub fn check_url(cfg: &Config) -> Result<(), OpenError> {
+    let kind = cfg.storage.kind;
+    let check: fn(&str) -> Result<(), String> = match kind {
+        StorageKind::Postgres => |u| super::postgres::check_url(u).map_err(|e| e.to_string()),
+        StorageKind::Clickhouse => |u| super::clickhouse::check_url(u).map_err(|e| e.to_string()),
+        StorageKind::Sqlite | StorageKind::Null => return Ok(()),
+    };
+    let url = cfg
+        .storage
+        .url
+        .as_deref()
+        .ok_or_else(|| OpenError::Config {
+            kind: kind.as_str(),
+            reason: "needs a connection URL (--storage-url or storage.url)".into(),
+        })?;
+    check(url).map_err(|reason| OpenError::Config {
+        kind: kind.as_str(),
+        reason,
+    })
+}
+
 /// Opens the sink the configuration selects. SQLite (a local file) is opened
 /// now and its failure is fatal; PostgreSQL and ClickHouse have their URL
 /// checked now and are then connected in the background (see
@@ -278,12 +308,9 @@ impl SpanStore for ConnectingStore {
 /// `batcher.retry_max_ms`. Must be called on a tokio runtime.
 pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
     let kind = cfg.storage.kind;
-    let url = || {
-        cfg.storage.url.clone().ok_or_else(|| OpenError::Config {
-            kind: kind.as_str(),
-            reason: "needs a connection URL (--storage-url or storage.url)".into(),
-        })
-    };
+    check_url(cfg)?;
+    // Present for the database sinks: check_url made sure of it.
+    let url = || cfg.storage.url.clone().unwrap_or_default();
     let initial = Duration::from_millis(cfg.batcher.retry_initial_ms);
     let max = Duration::from_millis(cfg.batcher.retry_max_ms);
     Ok(match kind {
@@ -298,11 +325,7 @@ pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
             Arc::new(store)
         }
         StorageKind::Postgres => {
-            let url = url()?;
-            super::postgres::check_url(&url).map_err(|e| OpenError::Config {
-                kind: "postgres",
-                reason: e.to_string(),
-            })?;
+            let url = url();
             let opts = cfg.postgres.clone();
             let u = url.clone();
             Arc::new(ConnectingStore::spawn(
@@ -320,11 +343,7 @@ pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
             ))
         }
         StorageKind::Clickhouse => {
-            let url = url()?;
-            super::clickhouse::check_url(&url).map_err(|e| OpenError::Config {
-                kind: "clickhouse",
-                reason: e.to_string(),
-            })?;
+            let url = url();
             let opts = cfg.clickhouse.clone();
             let u = url.clone();
             Arc::new(ConnectingStore::spawn(

@@ -319,6 +319,14 @@ pub trait SpanStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// One cheap round trip to the database (`SELECT 1`), run every few
+    /// seconds by the readiness check so that a sink lost after it was
+    /// connected is reported without waiting for a write to fail. Embedded
+    /// stores have nothing to ask.
+    async fn ping(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
 

@@ -399,6 +399,8 @@ pub struct PostgresStore {
     partitions: Mutex<BTreeSet<i64>>,
     /// Days whose partition could not be created (rows go to the default partition).
     skipped_days: Mutex<BTreeSet<i64>>,
+    /// The readiness check's own connection ([`SpanStore::ping`]).
+    probe: AsyncMutex<Option<Client>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -471,6 +473,7 @@ impl PostgresStore {
             opts,
             partitions: Mutex::new(BTreeSet::new()),
             skipped_days: Mutex::new(BTreeSet::new()),
+            probe: AsyncMutex::new(None),
         };
         store.migrate().await?;
         store.load_partitions().await?;
@@ -807,6 +810,23 @@ fn trace_id_from(v: &[u8]) -> StorageResult<TraceId> {
 impl SpanStore for PostgresStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn ping(&self) -> StorageResult<()> {
+        // A connection of its own: the pool's may all be busy with long
+        // writes or queries, which says nothing about the server answering.
+        let mut probe = self.probe.lock().await;
+        if probe.as_ref().is_none_or(|c| c.is_closed()) {
+            *probe = Some(self.pool.connect().await?.client);
+        }
+        let Some(client) = probe.as_ref() else {
+            return Ok(());
+        };
+        if let Err(e) = client.simple_query("SELECT 1").await {
+            *probe = None;
+            return Err(map_err(e));
+        }
+        Ok(())
     }
 
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {

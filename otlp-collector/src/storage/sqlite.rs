@@ -40,6 +40,8 @@ use crate::model::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId};
 use crate::rollup::{LatencySketch, RollupBatch, RollupOrigin, MINUTE_NS};
 
 mod layout;
+#[cfg(test)]
+mod plan_tests;
 
 /// Tuning for [`SqliteStore`].
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -144,12 +146,39 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn configure(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    persist_wal(conn)?;
     conn.busy_timeout(std::time::Duration::from_millis(config.busy_timeout_ms))?;
     // Negative cache_size is in KiB.
     conn.pragma_update(None, "cache_size", -(to_i64(config.cache_kib)))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", false)?;
     Ok(())
+}
+
+/// Keeps the `-wal` and `-shm` files when the last connection closes
+/// (`SQLITE_FCNTL_PERSIST_WAL`) instead of deleting them. Opening a WAL-mode
+/// database, even read-only, needs its `-shm` file: a clean shutdown that
+/// deleted it would leave a collector restarted on a completely full disk
+/// unable to create it again, and so unable to serve queries.
+fn persist_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: the handle is valid while `conn` lives; this file control
+    // reads and writes one int through the pointer, which outlives the call.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL as std::os::raw::c_int,
+            (&mut on as *mut std::os::raw::c_int).cast(),
+        )
+    };
+    match rc {
+        rusqlite::ffi::SQLITE_OK => Ok(()),
+        code => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some("cannot keep the SQLite WAL files (SQLITE_FCNTL_PERSIST_WAL)".into()),
+        )),
+    }
 }
 
 impl SqliteStore {
@@ -484,6 +513,8 @@ fn span_conditions(q: &TraceQuery) -> StorageResult<(Vec<String>, Vec<rusqlite::
         args.push(to_i64(max).into());
     }
     if q.errors_only {
+        // A literal, not a bound value: SQLite uses the partial error indexes
+        // (`WHERE status_code = 2`, see `layout`) only when it sees it.
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
@@ -494,8 +525,23 @@ fn span_conditions(q: &TraceQuery) -> StorageResult<(Vec<String>, Vec<rusqlite::
     Ok((conds, args))
 }
 
+/// The probe's statement: starts of the newest matching spans in
+/// `[?, ?)`, newest first, `LIMIT ?`; the conditions' values are bound
+/// between the time bounds and the limit.
+fn probe_sql(conds: &[String]) -> String {
+    let mut sql =
+        "SELECT s.start_ns FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?".to_string();
+    for c in conds {
+        sql.push_str(" AND ");
+        sql.push_str(c);
+    }
+    sql.push_str(" ORDER BY s.start_ns DESC LIMIT ?");
+    sql
+}
+
 /// Starts of the newest `n` matching spans in `[range start, top)`, newest
-/// first (walks the service/time indexes backwards and stops after `n`).
+/// first (walks a time index backwards — per service, or of error spans
+/// only, when the query names them — and stops after `n`).
 fn probe_tx(
     conn: &Connection,
     q: &TraceQuery,
@@ -504,22 +550,37 @@ fn probe_tx(
     top: u64,
     n: usize,
 ) -> StorageResult<Vec<u64>> {
-    let mut sql =
-        "SELECT s.start_ns FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?".to_string();
-    for c in conds {
-        sql.push_str(" AND ");
-        sql.push_str(c);
-    }
-    sql.push_str(" ORDER BY s.start_ns DESC LIMIT ?");
     let mut all: Vec<rusqlite::types::Value> =
         vec![to_i64(q.range.start_ns).into(), to_i64(top).into()];
     all.extend(args.iter().cloned());
     all.push(to_i64(n as u64).into());
-    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut stmt = conn.prepare_cached(&probe_sql(conds)).map_err(map_err)?;
     let rows = stmt
         .query_map(params_from_iter(all.iter()), |r| r.get::<_, i64>(0))
         .map_err(map_err)?;
     rows.map(|r| r.map(from_i64).map_err(map_err)).collect()
+}
+
+/// A window's statement. Bound in order: the lower and upper start bounds,
+/// the conditions' values, then the trace-start bound if `bounded`, the
+/// cursor's start (twice) and trace id if `after_cursor`, and the limit.
+fn window_sql(conds: &[String], bounded: bool, after_cursor: bool) -> String {
+    let mut sql = "SELECT trace_id, (SELECT MIN(sp.start_ns) FROM spans sp WHERE sp.trace_id = m.trace_id) AS tstart \
+         FROM (SELECT DISTINCT s.trace_id FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?"
+        .to_string();
+    for c in conds {
+        sql.push_str(" AND ");
+        sql.push_str(c);
+    }
+    sql.push_str(") m WHERE 1");
+    if bounded {
+        sql.push_str(" AND tstart >= ?");
+    }
+    if after_cursor {
+        sql.push_str(" AND (tstart < ? OR (tstart = ? AND trace_id < ?))");
+    }
+    sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
+    sql
 }
 
 /// One search window: traces with a matching span starting in
@@ -536,29 +597,19 @@ fn window_tx(
     n: usize,
 ) -> StorageResult<Vec<(TraceId, u64)>> {
     let lo = from.map_or(q.range.start_ns, |a| a.max(q.range.start_ns));
-    let mut sql = "SELECT trace_id, (SELECT MIN(sp.start_ns) FROM spans sp WHERE sp.trace_id = m.trace_id) AS tstart \
-         FROM (SELECT DISTINCT s.trace_id FROM spans s WHERE s.start_ns >= ? AND s.start_ns < ?"
-        .to_string();
     let mut all: Vec<rusqlite::types::Value> =
         vec![to_i64(lo).into(), to_i64(q.range.end_ns).into()];
-    for c in conds {
-        sql.push_str(" AND ");
-        sql.push_str(c);
-    }
     all.extend(args.iter().cloned());
-    sql.push_str(") m WHERE 1");
     if let Some(a) = from {
-        sql.push_str(" AND tstart >= ?");
         all.push(to_i64(a).into());
     }
     if let Some((cs, cid)) = cursor {
-        sql.push_str(" AND (tstart < ? OR (tstart = ? AND trace_id < ?))");
         all.push(to_i64(cs).into());
         all.push(to_i64(cs).into());
         all.push(cid.to_vec().into());
     }
-    sql.push_str(" ORDER BY tstart DESC, trace_id DESC LIMIT ?");
     all.push(to_i64(n as u64).into());
+    let sql = window_sql(conds, from.is_some(), cursor.is_some());
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
     let rows = stmt
         .query_map(params_from_iter(all.iter()), |r| {
@@ -883,19 +934,16 @@ fn latency_tx(
         .collect())
 }
 
-fn exact_percentiles_tx(
-    conn: &Connection,
+/// The statements of [`exact_percentiles_tx`] — the count of matching spans
+/// and their durations in ascending order — and their bound values. Both are
+/// answered from the `(service[, name], start_ns, duration_ns, kind)` index
+/// alone, without reading span rows.
+fn exact_statements(
     service: &str,
     operation: Option<&str>,
     kinds: &[SpanKind],
     range: TimeRange,
-    qs: &[f64],
-) -> StorageResult<Vec<u64>> {
-    if let Some(q) = qs.iter().find(|q| !(0.0..=1.0).contains(*q)) {
-        return Err(StorageError::InvalidQuery(format!(
-            "quantile {q} is outside [0, 1]"
-        )));
-    }
+) -> (String, String, Vec<rusqlite::types::Value>) {
     let mut where_ = String::from("service = ?1 AND start_ns >= ?2 AND start_ns < ?3");
     let mut args: Vec<rusqlite::types::Value> = vec![
         service.to_string().into(),
@@ -914,8 +962,29 @@ fn exact_percentiles_tx(
         }
         where_.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
     }
+    (
+        format!("SELECT COUNT(*) FROM spans WHERE {where_}"),
+        format!("SELECT duration_ns FROM spans WHERE {where_} ORDER BY duration_ns"),
+        args,
+    )
+}
+
+fn exact_percentiles_tx(
+    conn: &Connection,
+    service: &str,
+    operation: Option<&str>,
+    kinds: &[SpanKind],
+    range: TimeRange,
+    qs: &[f64],
+) -> StorageResult<Vec<u64>> {
+    if let Some(q) = qs.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(StorageError::InvalidQuery(format!(
+            "quantile {q} is outside [0, 1]"
+        )));
+    }
+    let (count_sql, durations_sql, args) = exact_statements(service, operation, kinds, range);
     let n: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM spans WHERE {where_}"))
+        .prepare_cached(&count_sql)
         .map_err(map_err)?
         .query_row(params_from_iter(args.iter()), |r| r.get(0))
         .map_err(map_err)?;
@@ -932,11 +1001,7 @@ fn exact_percentiles_tx(
     wanted.sort();
     let mut out = vec![0u64; qs.len()];
     // One sorted pass over the durations picks every rank; memory stays O(qs).
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT duration_ns FROM spans WHERE {where_} ORDER BY duration_ns"
-        ))
-        .map_err(map_err)?;
+    let mut stmt = conn.prepare_cached(&durations_sql).map_err(map_err)?;
     let mut rows = stmt.query(params_from_iter(args.iter())).map_err(map_err)?;
     let mut rank = 0u64;
     let mut w = 0;

@@ -441,7 +441,7 @@ pub async fn fill(store: &SqliteStore, spans: &[Span]) {
     store.write_rollups(&batch).await.expect("write rollups");
 }
 
-pub async fn serve_store(store: Arc<SqliteStore>) -> SocketAddr {
+pub async fn serve_store(store: Arc<dyn SpanStore>) -> SocketAddr {
     let app = router(QueryState::new(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -14,6 +14,7 @@ pub mod clickhouse;
 #[path = "../net/mod.rs"]
 pub mod net;
 pub mod postgres;
+pub mod smallfs;
 
 pub use net::free_port;
 
@@ -109,10 +110,16 @@ impl ServerProcess {
 
     /// Stops the whole process group: TERM, then KILL after 10 s.
     pub fn stop(&mut self) {
+        self.stop_with("-TERM");
+    }
+
+    /// Stops the whole process group with `signal` (as `kill` names it,
+    /// e.g. `-INT`), then KILL after 10 s.
+    pub fn stop_with(&mut self, signal: &str) {
         if !self.running() {
             return;
         }
-        self.signal_group("-TERM");
+        self.signal_group(signal);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if !self.running() {

@@ -20,6 +20,8 @@ pub struct PgServer {
     pub port: u16,
     /// Certificates, when started with [`PgServer::start_tls`].
     pub tls: Option<PgTlsFiles>,
+    /// The PostgreSQL binaries' directory (for [`PgServer::restart`]).
+    bin: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -97,7 +99,7 @@ impl PgServer {
             return None;
         };
         let initdb = find_exe(&[bin.join("initdb")])?;
-        let postgres = find_exe(&[bin.join("postgres")])?;
+        find_exe(&[bin.join("postgres")])?;
         let dir = tempfile::Builder::new()
             .prefix("ferrotrace-pg-")
             .tempdir()
@@ -154,72 +156,29 @@ impl PgServer {
             )
             .expect("write pg_hba.conf");
         }
-        let log = dir.path().join("postgres.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        chown_unprivileged(&log);
-        let mut cmd = command_as_unprivileged(&postgres);
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sock)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=40",
-                "-c",
-                "shared_buffers=64MB",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log_file.try_clone().expect("log handle"));
-        if tls.is_some() {
-            cmd.args(["-c", "ssl=on", "-c"])
-                .arg(format!(
-                    "ssl_cert_file={}",
-                    tls_dir.join("server.pem").display()
-                ))
-                .arg("-c")
-                .arg(format!(
-                    "ssl_key_file={}",
-                    tls_dir.join("server.key").display()
-                ));
-        }
-        let mut process = ServerProcess::spawn(cmd, "postgres");
-        let isready = bin.join("pg_isready");
-        let ready = wait_until(Duration::from_secs(60), || {
-            if !process.running() {
-                return false;
-            }
-            Command::new(&isready)
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        assert!(
-            ready,
-            "postgres did not become ready:\n{}",
-            super::tail(&log, 30)
-        );
+        let process = launch(&bin, dir.path(), port, tls.is_some());
         Some(PgServer {
             process,
             port,
             tls,
+            bin,
             dir,
         })
+    }
+
+    /// Stops the server at once, as an outage would: PostgreSQL's fast
+    /// shutdown (SIGINT) ends every session instead of waiting for clients
+    /// to leave, as [`stop`](Self::stop)'s smart shutdown does.
+    pub fn stop_fast(&mut self) {
+        self.process.stop_with("-INT");
+    }
+
+    /// Starts the server again on the same data directory and port after
+    /// [`stop`](Self::stop) or [`stop_fast`](Self::stop_fast) (a database
+    /// outage that ends), and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.process = launch(&self.bin, self.dir.path(), self.port, self.tls.is_some());
     }
 
     /// URL of a database on this server.
@@ -266,4 +225,79 @@ impl PgServer {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+/// Starts `postgres` on the data directory in `dir` (made by `initdb`) and
+/// waits until it accepts connections on `port`. The log is appended to
+/// `dir/postgres.log`.
+fn launch(bin: &Path, dir: &Path, port: u16, tls: bool) -> ServerProcess {
+    let postgres = bin.join("postgres");
+    let data = dir.join("data");
+    let sock = dir.join("sock");
+    let tls_dir = dir.join("tls");
+    let log = dir.join("postgres.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
+    chown_unprivileged(&log);
+    let mut cmd = command_as_unprivileged(&postgres);
+    cmd.arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(&sock)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=40",
+            "-c",
+            "shared_buffers=64MB",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log_file.try_clone().expect("log handle"));
+    if tls {
+        cmd.args(["-c", "ssl=on", "-c"])
+            .arg(format!(
+                "ssl_cert_file={}",
+                tls_dir.join("server.pem").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "ssl_key_file={}",
+                tls_dir.join("server.key").display()
+            ));
+    }
+    let mut process = ServerProcess::spawn(cmd, "postgres");
+    let isready = bin.join("pg_isready");
+    let ready = wait_until(Duration::from_secs(60), || {
+        if !process.running() {
+            return false;
+        }
+        Command::new(&isready)
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(
+        ready,
+        "postgres did not become ready:\n{}",
+        super::tail(&log, 30)
+    );
+    process
 }

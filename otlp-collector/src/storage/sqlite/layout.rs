@@ -1,7 +1,7 @@
 //! The SQLite sink's on-disk layout: the schema, how a span becomes rows, and
 //! the migration from older layouts.
 //!
-//! Layout version 2 (`PRAGMA user_version = 2`), chosen so that almost every
+//! Layout version 3 (`PRAGMA user_version = 3`), chosen so that almost every
 //! index entry a write adds lands at the right-hand end of its B-tree (cheap,
 //! and the touched pages stay in cache) instead of at a random place:
 //!
@@ -9,6 +9,12 @@
 //!   span blob) is appended. A `UNIQUE (trace_id, span_id)` index keeps writes
 //!   idempotent; it is the only index with random keys, and its entries are
 //!   small. The time indexes are appended per service/operation.
+//! - The `(service[, name], start_ns, duration_ns, kind)` indexes answer exact
+//!   percentiles (which filter on `kind`: entry spans only) without reading
+//!   span rows. Two partial indexes hold only error spans, `(start_ns)` and
+//!   `(service, start_ns)`, so an errors-only search reads the error spans of
+//!   its range, not every span of it; a write pays for them only on error
+//!   spans.
 //! - `span_attrs` holds one row per scalar span attribute, keyed by
 //!   `(span_rowid, idx)`, so rows are appended in span order too (and
 //!   retention deletes them by span). One index, on `term`: a 64-bit XXH3
@@ -16,10 +22,14 @@
 //!   condition becomes a term lookup, and the stored key, type and value are
 //!   compared as well, so a hash collision can never produce a wrong match.
 //!
-//! Version 1 (`user_version = 0`, today's main before this layout) kept spans
-//! in a table clustered on `(trace_id, span_id)` and attributes in a
-//! `WITHOUT ROWID` table clustered on `(trace_id, span_id, idx)` with three
-//! partial indexes. [`prepare`] converts such a file when the store opens.
+//! Version 2 had the same tables with `(service[, name], start_ns,
+//! duration_ns)` indexes (no `kind`) and no error indexes; [`prepare`] builds
+//! the new indexes and drops the old ones when the store opens.
+//!
+//! Version 1 (`user_version = 0`) kept spans in a table clustered on
+//! `(trace_id, span_id)` and attributes in a `WITHOUT ROWID` table clustered
+//! on `(trace_id, span_id, idx)` with three partial indexes. [`prepare`]
+//! converts such a file when the store opens.
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
@@ -29,7 +39,7 @@ use crate::model::{AttrValue, Span};
 use crate::storage::{AttrFilter, StorageError, StorageResult};
 
 /// The layout this code writes (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Spans moved per transaction when converting a layout-1 file.
 pub(super) const MIGRATION_CHUNK: usize = 10_000;
@@ -51,8 +61,12 @@ CREATE TABLE IF NOT EXISTS spans (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, span_id);
 CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
-CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns);
-CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns);
+CREATE INDEX IF NOT EXISTS spans_service_start_v3 ON spans (service, start_ns, duration_ns, kind);
+CREATE INDEX IF NOT EXISTS spans_service_name_start_v3 ON spans (service, name, start_ns, duration_ns, kind);
+-- Error spans only (status code 2 = error, the literal the search writes, so
+-- that SQLite can use them).
+CREATE INDEX IF NOT EXISTS spans_errors ON spans (start_ns) WHERE status_code = 2;
+CREATE INDEX IF NOT EXISTS spans_service_errors ON spans (service, start_ns) WHERE status_code = 2;
 
 -- `value` has no declared type on purpose: no affinity, so a string "500"
 -- stays text and the integer 500 stays an integer.
@@ -136,7 +150,7 @@ pub(super) fn term(key: &str, ty: i64, value: ValueRef<'_>, buf: &mut Vec<u8>) -
 const ATTR_ROWS_PER_INSERT: usize = 16;
 const ATTR_COLUMNS: usize = 6;
 
-/// Prepared statements that write spans in layout 2, for one transaction.
+/// Prepared statements that write spans in the current layout, for one transaction.
 pub(super) struct SpanWriter<'c> {
     conn: &'c Connection,
     ins_span: CachedStatement<'c>,
@@ -284,10 +298,11 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> StorageResult<boo
 }
 
 /// Brings the database at `conn` to [`SCHEMA_VERSION`]: creates the schema in
-/// a new file, or converts a layout-1 file (see the module docs). Conversion
-/// moves spans in transactions of `chunk` spans, so it needs little extra
-/// disk and a crash in the middle resumes at the next open without loss or
-/// duplicates. Runs before the store serves anything.
+/// a new file, builds the layout-3 indexes of a layout-2 file, or converts a
+/// layout-1 file (see the module docs). Conversion moves spans in
+/// transactions of `chunk` spans, so it needs little extra disk and a crash
+/// in the middle resumes at the next open without loss or duplicates. Runs
+/// before the store serves anything.
 pub(super) fn prepare(conn: &mut Connection, chunk: usize) -> StorageResult<()> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -298,19 +313,21 @@ pub(super) fn prepare(conn: &mut Connection, chunk: usize) -> StorageResult<()> 
              this one reads up to {SCHEMA_VERSION}: upgrade the collector or use another data directory"
         )));
     }
-    begin_migration(conn)?;
+    begin_migration(conn, version)?;
     while move_v1_chunk(conn, chunk)? {}
     Ok(())
 }
 
-/// Creates the layout-2 schema, first setting a layout-1 `spans` table aside
-/// as `spans_v1` (its indexes and the old attribute table are dropped: the
-/// span blob is the source of everything). One transaction.
-fn begin_migration(conn: &mut Connection) -> StorageResult<()> {
+/// Creates the current schema in one transaction. A layout-1 `spans` table
+/// is first set aside as `spans_v1` (its indexes and the old attribute table
+/// are dropped: the span blob is the source of everything); a layout-2 file
+/// gets the layout-3 indexes built from its rows and loses the layout-2 ones.
+fn begin_migration(conn: &mut Connection, version: i64) -> StorageResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    let v1 = table_exists(&tx, "spans")? && !has_column(&tx, "spans", "id")?;
+    let has_spans = table_exists(&tx, "spans")?;
+    let v1 = has_spans && !has_column(&tx, "spans", "id")?;
     if v1 {
         tracing::info!("converting the SQLite database from layout 1 to layout {SCHEMA_VERSION}");
         tx.execute_batch(
@@ -321,15 +338,31 @@ fn begin_migration(conn: &mut Connection) -> StorageResult<()> {
              ALTER TABLE spans RENAME TO spans_v1;",
         )
         .map_err(map_err)?;
+    } else if has_spans && version < SCHEMA_VERSION {
+        tracing::info!(
+            "building the layout-{SCHEMA_VERSION} indexes of the SQLite database (layout {version}); \
+             this reads every stored span once"
+        );
     }
     tx.execute_batch(SCHEMA).map_err(map_err)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(map_err)?;
+    // Layout 2's time indexes, replaced by the `_v3` ones (which add `kind`).
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS spans_service_start; \
+         DROP INDEX IF EXISTS spans_service_name_start;",
+    )
+    .map_err(map_err)?;
+    // Rewriting the same version would dirty the header page: a database
+    // already at this layout is opened without writing anything, which
+    // also works on a full disk.
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(map_err)?;
+    }
     tx.commit().map_err(map_err)
 }
 
 /// Moves up to `chunk` spans (oldest arrival first) from `spans_v1` into the
-/// layout-2 tables in one transaction; drops `spans_v1` once empty. Returns
+/// current tables in one transaction; drops `spans_v1` once empty. Returns
 /// whether rows may remain.
 fn move_v1_chunk(conn: &mut Connection, chunk: usize) -> StorageResult<bool> {
     if !table_exists(conn, "spans_v1")? {
