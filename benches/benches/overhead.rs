@@ -466,8 +466,8 @@ fn group_bsp_attrs() -> Group {
         );
     }
     {
-        use ot::{Span, Tracer, TracerProvider};
         use opentelemetry::KeyValue;
+        use ot::{Span, Tracer, TracerProvider};
         let (p, c) = ot::provider(ot::Sampler::AlwaysOn);
         let tracer = p.tracer("bench");
         let produced = Arc::new(AtomicU64::new(0));
@@ -567,14 +567,17 @@ fn group_unsampled() -> Group {
             Default::default(),
         );
         let cx = opentelemetry::Context::new().with_remote_span_context(parent);
-        variants.push(Variant::new("opentelemetry_sdk_unsampled_parent", move |n| {
-            let _g = cx.clone().attach();
-            for _ in 0..n {
-                let mut s = tracer.start("op");
-                s.end();
-                black_box(&s);
-            }
-        }));
+        variants.push(Variant::new(
+            "opentelemetry_sdk_unsampled_parent",
+            move |n| {
+                let _g = cx.clone().attach();
+                for _ in 0..n {
+                    let mut s = tracer.start("op");
+                    s.end();
+                    black_box(&s);
+                }
+            },
+        ));
     }
     Group {
         name: "unsampled span start + end",
@@ -860,12 +863,7 @@ fn hello_router() -> axum::Router {
 }
 
 /// Runs `n` requests through `router` on a current-thread runtime, reading each body.
-fn drive(
-    rt: &tokio::runtime::Runtime,
-    router: &axum::Router,
-    tp: Option<&'static str>,
-    n: u64,
-) {
+fn drive(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: Option<&'static str>, n: u64) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     rt.block_on(async {
@@ -929,8 +927,8 @@ fn group_http() -> Group {
         );
     }
     {
-        use tracing_subscriber::layer::SubscriberExt;
         use ot::TracerProvider;
+        use tracing_subscriber::layer::SubscriberExt;
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
@@ -938,9 +936,7 @@ fn group_http() -> Group {
             ("tracing_opentelemetry_sampled", Some(TP_SAMPLED)),
             ("tracing_opentelemetry_unsampled", Some(TP_UNSAMPLED)),
         ] {
-            let (p, c) = ot::provider(ot::Sampler::ParentBased(Box::new(
-                ot::Sampler::AlwaysOn,
-            )));
+            let (p, c) = ot::provider(ot::Sampler::ParentBased(Box::new(ot::Sampler::AlwaysOn)));
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(p.tracer("bench"))
                 .with_location(true)
@@ -984,6 +980,9 @@ fn group_http() -> Group {
 
 // ---------------------------------------------------------------------------
 
+/// Builds a group's variants.
+type MakeGroup = fn() -> Group;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut rounds = 21usize;
@@ -992,17 +991,14 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rounds" => {
-                rounds = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--rounds N");
+                rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N");
             }
             // Flags cargo bench passes through.
             s if s.starts_with("--") => {}
             s => wanted.push(s.to_string()),
         }
     }
-    let all: [(&str, fn() -> Group); 6] = [
+    let all: [(&str, MakeGroup); 6] = [
         ("bsp", group_bsp),
         ("bsp_attrs", group_bsp_attrs),
         ("unsampled", group_unsampled),

@@ -21,7 +21,10 @@ use axum::Router;
 
 struct Discard;
 impl ferrotrace::export::SpanExporter for Discard {
-    fn export(&self, _batch: Vec<ferrotrace::export::SpanData>) -> ferrotrace::export::ExportResult {
+    fn export(
+        &self,
+        _batch: Vec<ferrotrace::export::SpanData>,
+    ) -> ferrotrace::export::ExportResult {
         Ok(())
     }
 }
@@ -51,10 +54,13 @@ fn main() {
         "noop" => app.layer(tower::layer::util::Identity::new()),
         "ferrotrace" => {
             let provider = ferrotrace::trace::TracerProvider::builder()
-                .with_span_processor(ferrotrace::export::BatchSpanProcessor::builder(Discard).build())
+                .with_span_processor(
+                    ferrotrace::export::BatchSpanProcessor::builder(Discard).build(),
+                )
                 .with_service_name("hello")
                 .build();
-            let layer = ferrotrace::integrations::http::HttpServerLayer::new(provider.tracer("hello"));
+            let layer =
+                ferrotrace::integrations::http::HttpServerLayer::new(provider.tracer("hello"));
             _ft_provider = Some(provider);
             app.layer(layer)
         }

@@ -119,8 +119,15 @@ fn check(o: &Outcome, label: &str) {
             .collect::<Vec<_>>()
     );
     // Every span is accounted for: exported or counted as dropped.
-    assert_eq!(o.produced, o.exported + o.dropped, "spans lost without a count");
-    assert!(o.dropped > 0, "the exporter was not outrun (nothing dropped)");
+    assert_eq!(
+        o.produced,
+        o.exported + o.dropped,
+        "spans lost without a count"
+    );
+    assert!(
+        o.dropped > 0,
+        "the exporter was not outrun (nothing dropped)"
+    );
     assert!(
         o.dropped > o.exported,
         "producers should outrun a 20 ms/batch exporter by far"

@@ -193,7 +193,11 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
     let mut baggage = Baggage::new();
     let mut bytes = 0usize;
     for header in headers {
-        let commas: usize = header.as_bytes().iter().map(|&c| usize::from(c == b',')).sum();
+        let commas: usize = header
+            .as_bytes()
+            .iter()
+            .map(|&c| usize::from(c == b','))
+            .sum();
         baggage.reserve(commas + 1);
         for member in split_bytes(header, b',') {
             let member = trim_ows(member);

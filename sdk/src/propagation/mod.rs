@@ -207,7 +207,10 @@ fn known_header(key: &str) -> Option<&'static http::HeaderName> {
 }
 
 /// Every value of `key` in a header map (a known name without re-parsing it).
-fn header_values<'a>(map: &'a http::HeaderMap, key: &str) -> http::header::ValueIter<'a, http::HeaderValue> {
+fn header_values<'a>(
+    map: &'a http::HeaderMap,
+    key: &str,
+) -> http::header::ValueIter<'a, http::HeaderValue> {
     match known_header(key) {
         Some(name) => map.get_all(name).iter(),
         None => map.get_all(key).iter(),

@@ -276,10 +276,9 @@ impl Sampler {
                     Drop
                 })
             }
-            Sampler::ParentBased(p) => {
-                p.delegate(parent)
-                    .decide(parent, trace_id, name, kind, attributes, links)
-            }
+            Sampler::ParentBased(p) => p
+                .delegate(parent)
+                .decide(parent, trace_id, name, kind, attributes, links),
             Sampler::Custom(s) => s.should_sample(parent, trace_id, name, kind, attributes, links),
         }
     }

@@ -75,6 +75,9 @@ fn limited_list(
 const POOL_MAX: usize = 32;
 
 thread_local! {
+    // The boxes themselves are what is recycled (each becomes a span's
+    // `Box<Recording>`), so `Vec<Box<_>>` is intended.
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<MaybeUninit<Recording>>>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::attributes::KeyValue;
 use crate::context::{Context, SpanContext, TraceFlags};
 use crate::ids::{new_span_id, new_trace_and_span_id, SpanId, TraceId};
-use crate::trace::provider::ProviderInner;
 use crate::trace::limits::limit_attributes;
+use crate::trace::provider::ProviderInner;
 use crate::trace::sampler::SamplingDecision;
 use crate::trace::span::{Recording, Span};
 use crate::trace::span_data::{InstrumentationScope, Link, SpanKind, Status};
@@ -176,21 +176,15 @@ impl Tracer {
         links: Vec<Link>,
         start_time_ns: Option<u64>,
     ) -> Span {
-        let result = self.provider.sampler.decide(
-            parent.as_ref(),
-            ids.0,
-            &name,
-            kind,
-            &attributes,
-            &links,
-        );
+        let result =
+            self.provider
+                .sampler
+                .decide(parent.as_ref(), ids.0, &name, kind, &attributes, &links);
         if result.decision == SamplingDecision::Drop || !self.records() {
             let sampled = result.decision == SamplingDecision::RecordAndSample;
             let trace_state = match result.trace_state {
                 Some(ts) => ts,
-                None => parent
-                    .map(|p| p.trace_state().clone())
-                    .unwrap_or_default(),
+                None => parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
             };
             return Span::non_recording(SpanContext::new(
                 ids.0,
@@ -370,7 +364,9 @@ fn unrecorded_context(
         span_id,
         TraceFlags::new(random | sampled),
         false,
-        parent.map(SpanContext::into_trace_state).unwrap_or_default(),
+        parent
+            .map(SpanContext::into_trace_state)
+            .unwrap_or_default(),
     )
 }
 
