@@ -22,14 +22,22 @@ pub enum IdParseError {
     Zero,
 }
 
-#[inline]
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Value of each byte as a lowercase hex digit; 0xff for anything else
+/// (uppercase included: W3C ids are lowercase).
+const HEX_VAL: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Parses exactly `N*2` lowercase hex characters into bytes (zero allowed).
 #[inline]
@@ -41,10 +49,21 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseErro
         });
     }
     let mut out = [0u8; N];
+    // One table look-up per character and a single check at the end: the
+    // hot path (valid ids) has no branch per character.
+    let mut bad = 0u8;
     for i in 0..N {
-        let hi = hex_val(s[2 * i]).ok_or(IdParseError::Char(2 * i))?;
-        let lo = hex_val(s[2 * i + 1]).ok_or(IdParseError::Char(2 * i + 1))?;
-        out[i] = (hi << 4) | lo;
+        let hi = HEX_VAL[s[2 * i] as usize];
+        let lo = HEX_VAL[s[2 * i + 1] as usize];
+        bad |= hi | lo;
+        out[i] = (hi << 4) | (lo & 0xf);
+    }
+    if bad & 0xf0 != 0 {
+        let pos = s
+            .iter()
+            .position(|&c| HEX_VAL[c as usize] == 0xff)
+            .unwrap_or(0);
+        return Err(IdParseError::Char(pos));
     }
     Ok(out)
 }

@@ -353,3 +353,21 @@ fn global_provider_helpers() {
     global::shutdown_tracer_provider(Duration::from_secs(1)).unwrap();
     assert!(!global::tracer("x").start("op").is_recording());
 }
+
+#[test]
+fn without_processors_a_sampled_decision_still_propagates() {
+    // Nothing records, but the context says what the sampler decided, so a
+    // downstream service continues a sampled trace.
+    let provider = TracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
+        .build();
+    let tracer = provider.tracer("t");
+    let span = tracer.start("op");
+    assert!(!span.is_recording());
+    assert!(span.span_context().is_sampled());
+    assert!(span.span_context().trace_flags().is_random());
+    let off = TracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOff)
+        .build();
+    assert!(!off.tracer("t").start("op").span_context().is_sampled());
+}

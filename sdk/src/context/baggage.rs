@@ -61,21 +61,33 @@ impl BaggageProperty {
 }
 
 /// One baggage member: key, (decoded) value and its properties.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BaggageEntry {
-    key: String,
-    value: String,
+    /// The key immediately followed by the decoded value: one allocation per
+    /// member (extracting a header allocates once per member, not twice).
+    text: Box<str>,
+    key_len: usize,
     properties: Vec<BaggageProperty>,
+}
+
+impl std::fmt::Debug for BaggageEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaggageEntry")
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("properties", &self.properties)
+            .finish()
+    }
 }
 
 impl BaggageEntry {
     /// The key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.text[..self.key_len]
     }
     /// The decoded value.
     pub fn value(&self) -> &str {
-        &self.value
+        &self.text[self.key_len..]
     }
     /// The member's properties in header order (e.g. `ttl=60;secret`), possibly none.
     pub fn properties(&self) -> &[BaggageProperty] {
@@ -107,31 +119,45 @@ pub struct Baggage {
     entries: Vec<BaggageEntry>,
 }
 
+/// RFC 7230 `tchar`, as a table (one load per byte of a key).
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 /// RFC 7230 `tchar`.
+#[inline]
 pub(crate) fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[c as usize]
 }
 
 /// True if `key` is a valid baggage key (an RFC 7230 token).
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.bytes().all(is_tchar)
+    // No early exit: keys are short, and a branch-free loop is cheaper.
+    !key.is_empty() && key.as_bytes().iter().fold(true, |ok, &c| ok & is_tchar(c))
 }
 
 impl Baggage {
@@ -175,38 +201,63 @@ impl Baggage {
         if !valid_key(&key) {
             return Err(BaggageError::Key(key));
         }
-        let value = value.into();
-        let properties: Vec<BaggageProperty> = properties.into_iter().collect();
-        if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
-            e.value = value;
-            e.properties = properties;
+        let key_len = key.len();
+        let mut text = key;
+        text.push_str(&value.into());
+        self.insert_entry(BaggageEntry {
+            text: text.into_boxed_str(),
+            key_len,
+            properties: properties.into_iter().collect(),
+        })
+    }
+
+    /// Inserts a member whose key is already validated: `text` holds the
+    /// key followed by the value.
+    pub(crate) fn insert_parsed(
+        &mut self,
+        text: String,
+        key_len: usize,
+        properties: Vec<BaggageProperty>,
+    ) -> Result<(), BaggageError> {
+        self.insert_entry(BaggageEntry {
+            text: text.into_boxed_str(),
+            key_len,
+            properties,
+        })
+    }
+
+    /// Room for `n` more members without reallocating.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.entries
+            .reserve(n.min(MAX_BAGGAGE_MEMBERS.saturating_sub(self.entries.len())));
+    }
+
+    fn insert_entry(&mut self, entry: BaggageEntry) -> Result<(), BaggageError> {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key() == entry.key()) {
+            *e = entry;
             return Ok(());
         }
         if self.entries.len() >= MAX_BAGGAGE_MEMBERS {
             return Err(BaggageError::TooManyMembers);
         }
-        self.entries.push(BaggageEntry {
-            key,
-            value,
-            properties,
-        });
+        self.entries.push(entry);
         Ok(())
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let i = self.entries.iter().position(|e| e.key == key)?;
-        Some(self.entries.remove(i).value)
+        let i = self.entries.iter().position(|e| e.key() == key)?;
+        Some(self.entries.remove(i).value().to_string())
     }
 
     /// The value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entry(key).map(|e| e.value.as_str())
+        self.entry(key).map(BaggageEntry::value)
     }
 
     /// The full entry for `key`.
     pub fn entry(&self, key: &str) -> Option<&BaggageEntry> {
-        self.entries.iter().find(|e| e.key == key)
+        self.entries.iter().find(|e| e.key() == key)
     }
 
     /// Members in insertion order.

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use super::Context;
+use super::{Context, SpanContext};
 
 /// The attached contexts of one thread. The current context is the last
 /// `Some`; a guard dropped out of order leaves a `None` hole that is trimmed
@@ -43,6 +43,19 @@ pub(super) fn with_current<T>(f: impl FnOnce(&Context) -> T) -> T {
         // The closure above either ran `f` (so `out` is set) or did not run (so `f` is still here).
         (None, None) => unreachable!("context closure neither ran nor remained"),
     }
+}
+
+/// The current context's span context, cloned (the span starting path: no
+/// closure juggling, one thread-local access).
+#[inline]
+pub(super) fn current_span_context() -> Option<SpanContext> {
+    STACK
+        .try_with(|s| {
+            let stack = s.try_borrow().ok()?;
+            stack.entries.last()?.as_ref()?.span.clone()
+        })
+        .ok()
+        .flatten()
 }
 
 pub(super) fn attach(cx: Context) -> ContextGuard {

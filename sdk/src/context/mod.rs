@@ -12,6 +12,8 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::trace::SpanInbox;
+
 pub use baggage::{Baggage, BaggageEntry, BaggageError, BaggageProperty};
 pub use current::ContextGuard;
 pub use future::{FutureExt, WithContext};
@@ -38,6 +40,10 @@ pub struct Context {
     span: Option<SpanContext>,
     baggage: Option<Arc<Baggage>>,
     values: Option<Arc<Values>>,
+    /// The active span's inbox, when its owner made one reachable (the HTTP
+    /// and gRPC server layers): a slot of its own instead of a typed value,
+    /// so a traced request costs one allocation for it, not three.
+    inbox: Option<SpanInbox>,
 }
 
 impl Context {
@@ -47,6 +53,7 @@ impl Context {
             span: None,
             baggage: None,
             values: None,
+            inbox: None,
         }
     }
 
@@ -56,8 +63,9 @@ impl Context {
     }
 
     /// The current context's span context (cloned without cloning the rest).
+    #[inline]
     pub(crate) fn current_span_context() -> Option<SpanContext> {
-        current::with_current(|cx| cx.span.clone())
+        current::current_span_context()
     }
 
     /// Makes `self` the thread's current context until the guard is dropped,
@@ -82,6 +90,7 @@ impl Context {
             span: Some(span_context),
             baggage: self.baggage.clone(),
             values: self.values.clone(),
+            inbox: self.inbox.clone(),
         }
     }
 
@@ -91,6 +100,7 @@ impl Context {
             span: None,
             baggage: self.baggage.clone(),
             values: self.values.clone(),
+            inbox: self.inbox.clone(),
         }
     }
 
@@ -109,6 +119,7 @@ impl Context {
                 Some(Arc::new(baggage))
             },
             values: self.values.clone(),
+            inbox: self.inbox.clone(),
         }
     }
 
@@ -127,7 +138,25 @@ impl Context {
             span: self.span.clone(),
             baggage: self.baggage.clone(),
             values: Some(Arc::new(values)),
+            inbox: self.inbox.clone(),
         }
+    }
+
+    /// A copy carrying `inbox` for its active span (see [`SpanInbox`]).
+    pub(crate) fn with_inbox(&self, inbox: SpanInbox) -> Context {
+        let mut cx = self.clone();
+        cx.inbox = Some(inbox);
+        cx
+    }
+
+    /// The inbox set with [`Context::with_inbox`].
+    pub(crate) fn inbox(&self) -> Option<&SpanInbox> {
+        self.inbox.as_ref()
+    }
+
+    /// Runs `f` on the current context without cloning it.
+    pub(crate) fn map_current<T>(f: impl FnOnce(&Context) -> T) -> T {
+        current::with_current(f)
     }
 
     /// The value of type `T`, if one was set.

@@ -116,6 +116,10 @@ impl SpanContext {
     pub fn trace_state(&self) -> &TraceState {
         &self.trace_state
     }
+    /// The trace state, moved out (no reference-count traffic).
+    pub(crate) fn into_trace_state(self) -> TraceState {
+        self.trace_state
+    }
     /// True when both ids are valid (non-zero).
     pub fn is_valid(&self) -> bool {
         self.trace_id.is_valid() && self.span_id.is_valid()

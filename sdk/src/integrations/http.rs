@@ -95,6 +95,16 @@ impl LayerConfig {
     pub(crate) fn propagator(&self) -> Arc<dyn TextMapPropagator> {
         self.propagator.clone().unwrap_or_else(text_map_propagator)
     }
+
+    /// Runs `f` with the layer's propagator, or the global one, without
+    /// cloning an `Arc` per request (a shared reference count touched by
+    /// every worker thread).
+    pub(crate) fn with_propagator<T>(&self, f: impl FnOnce(&dyn TextMapPropagator) -> T) -> T {
+        match &self.propagator {
+            Some(p) => f(&**p),
+            None => crate::propagation::global::with_text_map_propagator(f),
+        }
+    }
 }
 
 /// Tower layer that traces incoming HTTP requests. See the [module docs](self).
@@ -232,26 +242,66 @@ fn default_port(scheme: Option<&str>) -> Option<u16> {
     }
 }
 
+/// Splits a `Host` header value (`host`, `host:port`, `[v6]`, `[v6]:port`)
+/// without allocating; `None` when it is not of that shape.
+fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &h[..end + 2];
+        match &rest[end + 1..] {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port)),
+            Some(_) => return None,
+            None => (h, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%')
+        });
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    Some((host, port))
+}
+
 /// `server.address`/`server.port` from the URI authority, else the `Host` header.
 fn push_server_address(attrs: &mut Vec<KeyValue>, uri: &Uri, headers: &HeaderMap) {
     let (host, port) = if let Some(a) = uri.authority() {
-        (Some(a.host().to_string()), a.port_u16())
+        (Some(a.host()), a.port_u16())
     } else if let Some(h) = headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
     {
-        match h.parse::<http::uri::Authority>() {
-            Ok(a) => (Some(a.host().to_string()), a.port_u16()),
-            Err(_) => (None, None),
+        match split_host(h) {
+            Some((host, port)) => (Some(host), port),
+            None => (None, None),
         }
     } else {
         (None, None)
     };
     if let Some(host) = host {
-        attrs.push(KeyValue::new("server.address", host));
+        attrs.push(KeyValue::new("server.address", host.to_string()));
         if let Some(port) = port.or_else(|| default_port(uri.scheme_str())) {
             attrs.push(KeyValue::new("server.port", i64::from(port)));
         }
+    }
+}
+
+/// `url.scheme`: the two usual ones without allocating.
+fn scheme_value(uri: &Uri) -> crate::attributes::Value {
+    match uri.scheme_str() {
+        None | Some("http") => "http".into(),
+        Some("https") => "https".into(),
+        Some(other) => other.to_string().into(),
     }
 }
 
@@ -271,7 +321,12 @@ pub(crate) fn grpc_method(path: &str) -> Option<(&str, &str)> {
         .then_some((service, method))
 }
 
-fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Context) -> Span {
+/// The server span's name and attributes (built only for a span that records).
+fn server_details(
+    config: &LayerConfig,
+    parts: &http::request::Parts,
+    parent: &Context,
+) -> (Cow<'static, str>, Vec<KeyValue>) {
     let mut attrs = Vec::with_capacity(10);
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
@@ -289,10 +344,7 @@ fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Cont
         Protocol::Http => {
             let method = push_method(&mut attrs, &parts.method);
             attrs.push(KeyValue::new("url.path", parts.uri.path().to_string()));
-            attrs.push(KeyValue::new(
-                "url.scheme",
-                parts.uri.scheme_str().unwrap_or("http").to_string(),
-            ));
+            attrs.push(KeyValue::new("url.scheme", scheme_value(&parts.uri)));
             push_server_address(&mut attrs, &parts.uri, &parts.headers);
             if let Some(v) = protocol_version(parts.version) {
                 attrs.push(KeyValue::new("network.protocol.version", v));
@@ -306,7 +358,11 @@ fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Cont
             }
             match route_of(parts, config.route_fn.as_ref()) {
                 Some(route) => {
-                    let name = format!("{method} {route}");
+                    // Not `format!`: its machinery costs ~700 instructions here.
+                    let mut name = String::with_capacity(method.len() + 1 + route.len());
+                    name.push_str(method);
+                    name.push(' ');
+                    name.push_str(&route);
                     attrs.push(KeyValue::new("http.route", route));
                     name.into()
                 }
@@ -315,14 +371,21 @@ fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Cont
         }
     };
     config.push_baggage(&mut attrs, parent);
+    (name, attrs)
+}
+
+/// Starts the server span. The sampler decides first; the name, the
+/// attributes and their strings are built only when the span records.
+fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Context) -> Span {
+    let parent_sc = parent
+        .has_active_span()
+        .then(|| parent.span_context().clone());
     config
         .tracer
         .tracer()
-        .span_builder(name)
-        .with_kind(SpanKind::Server)
-        .with_parent_context(parent)
-        .with_attributes(attrs)
-        .start()
+        .start_lazy(SpanKind::Server, parent_sc, || {
+            server_details(config, parts, parent)
+        })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -395,14 +458,13 @@ where
         let (parts, body) = req.into_parts();
         let parent = self
             .config
-            .propagator()
-            .extract_with_context(&Context::current(), &parts.headers);
+            .with_propagator(|p| p.extract_with_context(&Context::current(), &parts.headers));
         let mut span = server_span(&self.config, &parts, &parent);
         let mut cx = parent.with_span_context(span.span_context().clone());
         // Lets code that only sees the context (the `tracing` bridge, for
         // events outside any `tracing` span) add events to the request span.
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_value(inbox);
+            cx = cx.with_inbox(inbox);
         }
         let req = Request::from_parts(parts, body);
         let inner = {
@@ -699,7 +761,7 @@ where
         // `tracing` span) and the spans it starts belong to it, not to the
         // caller's (e.g. the server request's) span.
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_value(inbox);
+            cx = cx.with_inbox(inbox);
         }
         let req = Request::from_parts(parts, body);
         let inner = {

@@ -126,7 +126,7 @@ impl Middleware for TracingMiddleware {
             .propagator()
             .inject_context(&cx, req.headers_mut());
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_value(inbox);
+            cx = cx.with_inbox(inbox);
         }
         let result = next.run(req, extensions).with_context(cx).await;
         match &result {

@@ -332,7 +332,10 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut fields = Fields::default();
+        let mut fields = Fields {
+            attrs: Vec::with_capacity(attrs.fields().len() + 2),
+            ..Fields::default()
+        };
         attrs.record(&mut fields);
         if self.code_location {
             if let Some(file) = meta.file() {
@@ -348,14 +351,17 @@ where
         };
         let parent = self.parent_context(attrs, &ctx);
         let status = fields.status();
-        let mut span = self
-            .tracer
-            .tracer()
-            .span_builder(name)
-            .with_kind(fields.kind.unwrap_or_default())
-            .with_parent_context(&parent)
-            .with_attributes(std::mem::take(&mut fields.attrs))
-            .start();
+        let parent_sc = parent
+            .has_active_span()
+            .then(|| parent.span_context().clone());
+        let mut span = self.tracer.tracer().start_span(
+            name,
+            fields.kind.unwrap_or_default(),
+            parent_sc,
+            std::mem::take(&mut fields.attrs),
+            Vec::new(),
+            None,
+        );
         if let Some(status) = status {
             span.set_status(status);
         }
@@ -422,11 +428,15 @@ where
                 None => return,
             },
         };
-        let mut fields = Fields::default();
+        let mut fields = Fields {
+            attrs: Vec::with_capacity(meta.fields().len() + 2),
+            ..Fields::default()
+        };
         event.record(&mut fields);
         let mut attrs = std::mem::take(&mut fields.attrs);
         attrs.push(KeyValue::new("level", meta.level().as_str()));
-        attrs.push(KeyValue::new("target", meta.target().to_string()));
+        // An event's metadata is `'static`: the target needs no copy.
+        attrs.push(KeyValue::new("target", meta.target()));
         if let Some(err) = fields.error.as_ref().filter(|e| !e.is_empty()) {
             attrs.push(KeyValue::new("exception.message", err.clone()));
         }
@@ -435,11 +445,8 @@ where
             None if fields.error.is_some() => "exception".into(),
             None => "event".into(),
         };
-        let mut statuses = Vec::with_capacity(2);
-        if *meta.level() == Level::ERROR {
-            statuses.push(Status::error(name.clone()));
-        }
-        statuses.extend(fields.status());
+        let level_status = (*meta.level() == Level::ERROR).then(|| Status::error(name.clone()));
+        let statuses = level_status.into_iter().chain(fields.status());
         match target {
             EventTarget::Span(span) => {
                 for st in statuses {

@@ -21,26 +21,99 @@ const VALUE_ENCODE: &AsciiSet = &CONTROLS
     .add(b'%')
     .add(b'=');
 
-fn is_ows(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// `s` without leading and trailing OWS (space, tab): a byte loop, cheaper
+/// than `trim_matches` on the short pieces of a header.
+#[inline]
+fn trim_ows(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && matches!(b[start], b' ' | b'\t') {
+        start += 1;
+    }
+    while end > start && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    // Both ends are at ASCII bytes, so at character boundaries.
+    &s[start..end]
 }
+
+/// The pieces of `s` between `sep` bytes (an ASCII separator), like
+/// `str::split` without the general pattern machinery.
+fn split_bytes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match split_at_byte(r, sep) {
+            Some((piece, tail)) => {
+                rest = Some(tail);
+                Some(piece)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// `s` split at the first `sep` (an ASCII byte).
+#[inline]
+fn split_at_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.as_bytes().iter().position(|&c| c == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// W3C `baggage-octet` (which includes `%`, the escape character), as a table.
+const VALUE_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
+        c += 1;
+    }
+    t
+};
 
 /// W3C `baggage-octet` (which includes `%`, the escape character).
 fn is_value_octet(c: u8) -> bool {
-    matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+    VALUE_OCTET[c as usize]
+}
+
+/// Whether every byte of `v` is a `baggage-octet` (`None` if not), and
+/// whether it holds a `%` to decode: one pass over the value.
+#[inline]
+fn scan_value(v: &str) -> Option<bool> {
+    let mut ok = true;
+    let mut pct = false;
+    for &c in v.as_bytes() {
+        ok &= VALUE_OCTET[c as usize];
+        pct |= c == b'%';
+    }
+    ok.then_some(pct)
 }
 
 /// Percent-decodes a value or property value. `+` stays a literal plus; a
 /// `%` not followed by two hex digits (`100%`, `%G1`) is kept literally, so a
 /// value another SDK sent unencoded survives unchanged; `%XX` octets that are
 /// not valid UTF-8 become U+FFFD, as W3C Baggage ("value") requires.
+#[cfg(test)]
 fn decode_value(v: &str) -> String {
-    if !v.contains('%') {
-        return v.to_string();
+    let mut out = String::new();
+    decode_into(v, &mut out);
+    out
+}
+
+/// [`decode_value`] appending to `out` (no allocation of its own when the
+/// value has no `%`).
+fn decode_into(v: &str, out: &mut String) {
+    if !v.as_bytes().contains(&b'%') {
+        out.push_str(v);
+        return;
     }
     let b = v.as_bytes();
     let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
+    let mut bytes = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         let escape = (b[i] == b'%')
@@ -48,48 +121,66 @@ fn decode_value(v: &str) -> String {
             .flatten();
         match escape {
             Some((h, l)) => {
-                out.push((h * 16 + l) as u8);
+                bytes.push((h * 16 + l) as u8);
                 i += 3;
             }
             None => {
-                out.push(b[i]);
+                bytes.push(b[i]);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out.push_str(&String::from_utf8_lossy(&bytes));
 }
 
 fn encode_value(v: &str, out: &mut String) {
     out.extend(percent_encoding::utf8_percent_encode(v, VALUE_ENCODE));
 }
 
-/// Parses one list-member: `key OWS = OWS value *( OWS ; OWS property )`.
-/// `None` when the key, the value or any property is malformed: the member is
-/// dropped whole, never forwarded with a property silently removed.
-fn parse_member(member: &str) -> Option<(&str, String, Vec<BaggageProperty>)> {
-    let mut parts = member.split(';');
-    let (k, v) = parts.next()?.split_once('=')?;
-    let (k, v) = (k.trim_matches(is_ows), v.trim_matches(is_ows));
-    if !valid_key(k) || !v.bytes().all(is_value_octet) {
+/// Parses one list-member: `key OWS = OWS value *( OWS ; OWS property )`
+/// into the key followed by the decoded value (one string), the key's length
+/// and the properties. `None` when the key, the value or any property is
+/// malformed: the member is dropped whole, never forwarded with a property
+/// silently removed.
+fn parse_member(member: &str) -> Option<(String, usize, Vec<BaggageProperty>)> {
+    let (head, props) = match split_at_byte(member, b';') {
+        Some((h, p)) => (h, Some(p)),
+        None => (member, None),
+    };
+    let (k, v) = split_at_byte(head, b'=')?;
+    let (k, v) = (trim_ows(k), trim_ows(v));
+    if !valid_key(k) {
         return None;
     }
+    let has_escape = scan_value(v)?;
     let mut properties = Vec::new();
-    for p in parts {
+    for p in props.into_iter().flat_map(|p| split_bytes(p, b';')) {
         let (pk, pv) = split_property(p);
         if !valid_key(pk) || !pv.is_none_or(|v| v.bytes().all(is_value_octet)) {
             return None;
         }
-        properties.push(BaggageProperty::new(pk, pv.map(decode_value)).ok()?);
+        let pv = pv.map(|v| {
+            let mut out = String::new();
+            decode_into(v, &mut out);
+            out
+        });
+        properties.push(BaggageProperty::new(pk, pv).ok()?);
     }
-    Some((k, decode_value(v), properties))
+    let mut text = String::with_capacity(k.len() + v.len());
+    text.push_str(k);
+    if has_escape {
+        decode_into(v, &mut text);
+    } else {
+        text.push_str(v);
+    }
+    Some((text, k.len(), properties))
 }
 
 /// `key OWS [ "=" OWS value ]` with surrounding OWS removed.
 fn split_property(p: &str) -> (&str, Option<&str>) {
-    let p = p.trim_matches(is_ows);
-    match p.split_once('=') {
-        Some((k, v)) => (k.trim_matches(is_ows), Some(v.trim_matches(is_ows))),
+    let p = trim_ows(p);
+    match split_at_byte(p, b'=') {
+        Some((k, v)) => (trim_ows(k), Some(trim_ows(v))),
         None => (p, None),
     }
 }
@@ -102,8 +193,14 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
     let mut baggage = Baggage::new();
     let mut bytes = 0usize;
     for header in headers {
-        for member in header.split(',') {
-            let member = member.trim_matches(is_ows);
+        let commas: usize = header
+            .as_bytes()
+            .iter()
+            .map(|&c| usize::from(c == b','))
+            .sum();
+        baggage.reserve(commas + 1);
+        for member in split_bytes(header, b',') {
+            let member = trim_ows(member);
             if member.is_empty() {
                 continue;
             }
@@ -114,8 +211,8 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
             if bytes + cost > MAX_BAGGAGE_BYTES {
                 continue;
             }
-            if let Some((k, v, p)) = parse_member(member) {
-                if baggage.insert_with_properties(k, v, p).is_ok() {
+            if let Some((text, key_len, p)) = parse_member(member) {
+                if baggage.insert_parsed(text, key_len, p).is_ok() {
                     bytes += cost;
                 }
             }
@@ -179,10 +276,15 @@ impl TextMapPropagator for BaggagePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        if extractor.get(BAGGAGE).is_none() {
+        let Some(first) = extractor.get(BAGGAGE) else {
             return cx.clone();
-        }
-        let baggage = parse_baggage(extractor.get_all(BAGGAGE));
+        };
+        // Collecting every header line allocates; one line is the usual case.
+        let baggage = if extractor.has_multiple(BAGGAGE) {
+            parse_baggage(extractor.get_all(BAGGAGE))
+        } else {
+            parse_baggage([first])
+        };
         if baggage.is_empty() {
             cx.clone()
         } else {

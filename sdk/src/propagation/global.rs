@@ -129,6 +129,19 @@ pub fn set_text_map_propagator(p: impl TextMapPropagator + 'static) {
     *GLOBAL.write() = Some(Arc::new(p));
 }
 
+/// Runs `f` with the global propagator (built from `OTEL_PROPAGATORS` on
+/// first use) under a read lock, without cloning it.
+pub fn with_text_map_propagator<T>(f: impl FnOnce(&dyn TextMapPropagator) -> T) -> T {
+    {
+        let r = GLOBAL.read();
+        if let Some(p) = r.as_ref() {
+            return f(&**p);
+        }
+    }
+    let p = text_map_propagator();
+    f(&*p)
+}
+
 /// The global propagator (built from `OTEL_PROPAGATORS` on first use).
 pub fn text_map_propagator() -> Arc<dyn TextMapPropagator> {
     if let Some(p) = GLOBAL.read().as_ref() {

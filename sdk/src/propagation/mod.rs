@@ -64,6 +64,14 @@ pub trait Extractor {
     fn has_multiple(&self, key: &str) -> bool {
         self.get_all(key).len() > 1
     }
+    /// The value of `key` when it appears exactly once (`traceparent`: two
+    /// of them make the context invalid). The default asks
+    /// [`get`](Self::get) and [`has_multiple`](Self::has_multiple); carriers
+    /// that can answer with one look-up override it.
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        let v = self.get(key)?;
+        (!self.has_multiple(key)).then_some(v)
+    }
     /// True if a value of `key` is present but is not text (an HTTP header
     /// line with bytes outside visible ASCII). [`get`](Self::get) and
     /// [`get_all`](Self::get_all) leave such a value out, so a propagator that
@@ -111,9 +119,49 @@ impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
     }
 }
 
+/// Up to this many entries, a string map is searched by a scan instead of a
+/// hash look-up: comparing a few keys (most differ in length) is cheaper than
+/// hashing the key with `SipHash`, and a case-insensitive match needs the
+/// scan anyway when the exact key is absent.
+const SCAN_MAX: usize = 8;
+
+/// A small map's value of `key`: the exact-case key first, else the first
+/// key that matches case-insensitively (as [`map_get`]).
+fn scan_get<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+    key: &str,
+) -> Option<&'a str> {
+    let mut other = None;
+    for (k, v) in entries {
+        if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
+            if k == key {
+                return Some(v.as_str());
+            }
+            other.get_or_insert(v.as_str());
+        }
+    }
+    other
+}
+
 impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
     fn get(&self, key: &str) -> Option<&str> {
+        if self.len() <= SCAN_MAX {
+            return scan_get(self.iter(), key);
+        }
         map_get(HashMap::get(self, key), self.iter(), key)
+    }
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        // One scan: the value when exactly one key matches case-insensitively.
+        let mut found = None;
+        for (k, v) in self.iter() {
+            if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v.as_str());
+            }
+        }
+        found
     }
     fn keys(&self) -> Vec<&str> {
         HashMap::keys(self).map(String::as_str).collect()
@@ -133,35 +181,71 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
 impl Injector for http::HeaderMap {
     fn set(&mut self, key: &str, value: String) {
         // A value or name that is not a valid header is skipped: propagation must never fail the request.
-        if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(key.as_bytes()),
-            http::header::HeaderValue::from_str(&value),
-        ) {
+        let name = match known_header(key) {
+            Some(name) => Ok(name.clone()),
+            None => http::header::HeaderName::from_bytes(key.as_bytes()),
+        };
+        // `try_from(String)` keeps the string's buffer (no copy).
+        if let (Ok(name), Ok(value)) = (name, http::header::HeaderValue::try_from(value)) {
             self.insert(name, value);
         }
     }
 }
 
+/// The header names the built-in propagators read, parsed once: looking a
+/// `HeaderName` up skips validating and lower-casing the `&str` each time.
+fn known_header(key: &str) -> Option<&'static http::HeaderName> {
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+    static BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+    match key {
+        "traceparent" => Some(&TRACEPARENT),
+        "tracestate" => Some(&TRACESTATE),
+        "baggage" => Some(&BAGGAGE),
+        _ => None,
+    }
+}
+
+/// Every value of `key` in a header map (a known name without re-parsing it).
+fn header_values<'a>(
+    map: &'a http::HeaderMap,
+    key: &str,
+) -> http::header::ValueIter<'a, http::HeaderValue> {
+    match known_header(key) {
+        Some(name) => map.get_all(name).iter(),
+        None => map.get_all(key).iter(),
+    }
+}
+
 impl Extractor for http::HeaderMap {
     fn get(&self, key: &str) -> Option<&str> {
-        http::HeaderMap::get(self, key).and_then(|v| v.to_str().ok())
+        match known_header(key) {
+            Some(name) => http::HeaderMap::get(self, name),
+            None => http::HeaderMap::get(self, key),
+        }
+        .and_then(|v| v.to_str().ok())
+    }
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        let mut values = header_values(self, key);
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        first.to_str().ok()
     }
     fn keys(&self) -> Vec<&str> {
         http::HeaderMap::keys(self).map(|k| k.as_str()).collect()
     }
     fn get_all(&self, key: &str) -> Vec<&str> {
-        http::HeaderMap::get_all(self, key)
-            .iter()
+        header_values(self, key)
             .filter_map(|v| v.to_str().ok())
             .collect()
     }
     fn has_multiple(&self, key: &str) -> bool {
-        http::HeaderMap::get_all(self, key).iter().nth(1).is_some()
+        header_values(self, key).nth(1).is_some()
     }
     fn has_unreadable(&self, key: &str) -> bool {
-        http::HeaderMap::get_all(self, key)
-            .iter()
-            .any(|v| v.to_str().is_err())
+        header_values(self, key).any(|v| v.to_str().is_err())
     }
 }
 

@@ -68,8 +68,8 @@ pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
         &[sc.trace_flags().to_u8() & TraceFlags::DEFINED.to_u8()],
         &mut buf[53..55],
     );
-    // Every byte written above is ASCII.
-    buf.iter().map(|&c| c as char).collect()
+    // Every byte written above is ASCII hex or '-', so this never fails.
+    String::from_utf8(buf.to_vec()).unwrap_or_default()
 }
 
 /// The W3C Trace Context propagator (`traceparent` + `tracestate`).
@@ -91,10 +91,7 @@ impl TraceContextPropagator {
 
     /// The span context carried by `extractor`, if valid (marked remote).
     pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
-        let tp = extractor.get(TRACEPARENT)?;
-        if extractor.has_multiple(TRACEPARENT) {
-            return None;
-        }
+        let tp = extractor.get_unique(TRACEPARENT)?;
         let (trace_id, span_id, flags) = parse_traceparent(tp)?;
         // A header line that is not text makes the combined list unknown:
         // invalid as a whole, like a malformed member (never the other lines alone).

@@ -1,6 +1,6 @@
 //! Span limits: how much a single span may carry.
 
-use crate::attributes::{Array, StringValue, Value};
+use crate::attributes::{Array, KeyValue, StringValue, Value};
 
 /// Per-span limits (OpenTelemetry defaults: 128 of everything, no value-length limit).
 /// What a limit drops is counted on the span and exported as `dropped_*_count`.
@@ -104,5 +104,48 @@ pub(crate) fn truncate_value(v: &mut Value, max: Option<usize>) {
             }
         }
         _ => {}
+    }
+}
+
+/// Applies a count limit and the value-length limit to an attribute list in
+/// place (no new list unless a key repeats): string values truncated, a
+/// repeated key keeps its last value at its first position, attributes past
+/// `max_count` dropped. Returns how many were dropped.
+pub(crate) fn limit_attributes(
+    attrs: &mut Vec<KeyValue>,
+    max_count: u32,
+    max_len: Option<usize>,
+) -> u32 {
+    if attrs.is_empty() {
+        return 0;
+    }
+    if max_len.is_some() {
+        for kv in attrs.iter_mut() {
+            truncate_value(&mut kv.value, max_len);
+        }
+    }
+    let max_count = max_count as usize;
+    // Repeated keys are rare: look first, rebuild only when there is one.
+    let repeated = (1..attrs.len()).any(|i| attrs[..i].iter().any(|e| e.key == attrs[i].key));
+    if repeated {
+        let mut dropped = 0u32;
+        let mut out: Vec<KeyValue> = Vec::with_capacity(attrs.len().min(max_count));
+        for kv in attrs.drain(..) {
+            if let Some(e) = out.iter_mut().find(|e| e.key == kv.key) {
+                e.value = kv.value;
+            } else if out.len() < max_count {
+                out.push(kv);
+            } else {
+                dropped = dropped.saturating_add(1);
+            }
+        }
+        *attrs = out;
+        dropped
+    } else if attrs.len() > max_count {
+        let dropped = u32::try_from(attrs.len() - max_count).unwrap_or(u32::MAX);
+        attrs.truncate(max_count);
+        dropped
+    } else {
+        0
     }
 }

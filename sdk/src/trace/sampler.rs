@@ -126,6 +126,22 @@ impl ParentBased {
     }
 }
 
+impl ParentBased {
+    /// The delegate for this parent situation.
+    #[inline]
+    fn delegate(&self, parent: Option<&SpanContext>) -> &Sampler {
+        match parent {
+            None => &self.root,
+            Some(pc) => match (pc.is_remote(), pc.is_sampled()) {
+                (true, true) => &self.remote_parent_sampled,
+                (true, false) => &self.remote_parent_not_sampled,
+                (false, true) => &self.local_parent_sampled,
+                (false, false) => &self.local_parent_not_sampled,
+            },
+        }
+    }
+}
+
 impl From<ParentBased> for Sampler {
     fn from(p: ParentBased) -> Self {
         Sampler::ParentBased(Box::new(p))
@@ -208,6 +224,36 @@ impl Sampler {
         }
     }
 
+    /// The decision of a built-in sampler that adds no attributes and keeps
+    /// the parent's trace state (every built-in today), from the parent and
+    /// the trace id alone: no [`SamplingResult`] is built, and the span's
+    /// name, attributes and links are not needed, so callers can decide
+    /// before building them. `None` when a [`Sampler::Custom`] answers for
+    /// this parent situation; then [`Sampler::decide`] must be asked with the
+    /// span's details. A built-in that needs the details or changes the trace
+    /// state (a remote or consistent-probability sampler) returns `None` too.
+    #[inline]
+    pub(crate) fn builtin_decision(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+    ) -> Option<SamplingDecision> {
+        use SamplingDecision::*;
+        match self {
+            Sampler::AlwaysOn => Some(RecordAndSample),
+            Sampler::AlwaysOff => Some(Drop),
+            Sampler::TraceIdRatioBased(r) => {
+                Some(if trace_id_ratio_sampled(&trace_id.to_bytes(), *r) {
+                    RecordAndSample
+                } else {
+                    Drop
+                })
+            }
+            Sampler::ParentBased(p) => p.delegate(parent).builtin_decision(parent, trace_id),
+            Sampler::Custom(_) => None,
+        }
+    }
+
     /// The decision without allocation for the built-in samplers.
     #[inline]
     pub(crate) fn decide(
@@ -230,18 +276,9 @@ impl Sampler {
                     Drop
                 })
             }
-            Sampler::ParentBased(p) => {
-                let delegate = match parent {
-                    None => &p.root,
-                    Some(pc) => match (pc.is_remote(), pc.is_sampled()) {
-                        (true, true) => &p.remote_parent_sampled,
-                        (true, false) => &p.remote_parent_not_sampled,
-                        (false, true) => &p.local_parent_sampled,
-                        (false, false) => &p.local_parent_not_sampled,
-                    },
-                };
-                delegate.decide(parent, trace_id, name, kind, attributes, links)
-            }
+            Sampler::ParentBased(p) => p
+                .delegate(parent)
+                .decide(parent, trace_id, name, kind, attributes, links),
             Sampler::Custom(s) => s.should_sample(parent, trace_id, name, kind, attributes, links),
         }
     }

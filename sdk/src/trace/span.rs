@@ -5,6 +5,8 @@
 //! span keeps its state in one box, handed to the processors when it ends.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -12,7 +14,7 @@ use parking_lot::Mutex;
 use crate::attributes::{Key, KeyValue, Value};
 use crate::context::{Context, ContextGuard, SpanContext};
 use crate::ids::SpanId;
-use crate::trace::limits::{truncate_value, SpanLimits};
+use crate::trace::limits::{limit_attributes, truncate_value, SpanLimits};
 use crate::trace::span_data::{Event, Link, SpanData, SpanKind, Status};
 use crate::trace::tracer::Tracer;
 use crate::trace::watchdog::WatchToken;
@@ -58,16 +60,25 @@ fn push_limited(
 }
 
 fn limited_list(
-    attrs: Vec<KeyValue>,
+    mut attrs: Vec<KeyValue>,
     max_count: u32,
     max_len: Option<usize>,
 ) -> (Vec<KeyValue>, u32) {
-    let mut out = Vec::with_capacity(attrs.len().min(max_count as usize));
-    let mut dropped = 0;
-    for kv in attrs {
-        push_limited(&mut out, &mut dropped, kv, max_count, max_len);
-    }
-    (out, dropped)
+    let dropped = limit_attributes(&mut attrs, max_count, max_len);
+    (attrs, dropped)
+}
+
+/// Recycled recording boxes, per thread: a sampled span's state is a few
+/// hundred bytes, and taking a box from here instead of the allocator (and
+/// returning it when the span ends) saves a malloc/free pair per span.
+/// Bounded: beyond `POOL_MAX` boxes, ended spans free theirs.
+const POOL_MAX: usize = 32;
+
+thread_local! {
+    // The boxes themselves are what is recycled (each becomes a span's
+    // `Box<Recording>`), so `Vec<Box<_>>` is intended.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<MaybeUninit<Recording>>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Recording {
@@ -188,6 +199,46 @@ impl Span {
             span_context,
             inner: None,
         }
+    }
+
+    /// `rec` in a box from this thread's pool (or a new one).
+    #[inline]
+    pub(crate) fn boxed_recording(rec: Recording) -> Box<Recording> {
+        let slot = POOL
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .ok()
+            .flatten();
+        match slot {
+            Some(mut b) => {
+                b.write(rec);
+                // SAFETY: just initialised by `write`.
+                unsafe { b.assume_init() }
+            }
+            None => Box::new(rec),
+        }
+    }
+
+    /// Moves the state out of its box and returns the box to this thread's pool.
+    #[inline]
+    fn unbox_recording(b: Box<Recording>) -> Recording {
+        let raw = Box::into_raw(b);
+        // SAFETY: `raw` comes from a live `Box<Recording>`; the value is read
+        // exactly once and the allocation is then owned, uninitialised, by
+        // `slot` (same layout: `MaybeUninit<T>` has `T`'s).
+        let (rec, slot) = unsafe {
+            (
+                std::ptr::read(raw),
+                Box::from_raw(raw.cast::<MaybeUninit<Recording>>()),
+            )
+        };
+        let _ = POOL.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < POOL_MAX {
+                    p.push(slot);
+                }
+            }
+        });
+        rec
     }
 
     pub(crate) fn recording(span_context: SpanContext, rec: Box<Recording>) -> Self {
@@ -375,14 +426,18 @@ impl Span {
         self.end_inner(Some(end_ns));
     }
 
+    #[inline]
     fn end_inner(&mut self, end_ns: Option<u64>) {
-        let Some(mut rec) = self.inner.take() else {
-            return;
-        };
+        if let Some(rec) = self.inner.take() {
+            self.finish(rec, end_ns);
+        }
+    }
+
+    fn finish(&mut self, rec: Box<Recording>, end_ns: Option<u64>) {
+        let mut rec = Span::unbox_recording(rec);
         if let Some(inbox) = rec.inbox.take() {
             rec.apply_inbox(&inbox);
         }
-        // Field moves straight out of the box (no whole-struct copy first).
         let Recording {
             tracer,
             name,
@@ -399,7 +454,7 @@ impl Span {
             status,
             watch,
             inbox: _,
-        } = *rec;
+        } = rec;
         let end_time_ns = end_ns
             .unwrap_or_else(crate::time::now_ns)
             .max(start_time_ns);
@@ -477,12 +532,12 @@ impl SpanInbox {
     /// there. An inbox inherited from an outer span (a context derived for a
     /// child span keeps the parent's values) is not returned.
     pub fn current() -> Option<SpanInbox> {
-        Self::of(&Context::current())
+        Context::map_current(Self::of)
     }
 
     /// Like [`SpanInbox::current`], for `cx`.
     pub fn of(cx: &Context) -> Option<SpanInbox> {
-        let inbox = cx.get::<SpanInbox>()?;
+        let inbox = cx.inbox().or_else(|| cx.get::<SpanInbox>())?;
         (cx.has_active_span() && cx.span_context().span_id() == inbox.span_id)
             .then(|| inbox.clone())
     }
@@ -526,6 +581,7 @@ impl SpanInbox {
 }
 
 impl Drop for Span {
+    #[inline]
     fn drop(&mut self) {
         self.end_inner(None);
     }

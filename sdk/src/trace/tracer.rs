@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::attributes::KeyValue;
 use crate::context::{Context, SpanContext, TraceFlags};
-use crate::ids::{new_span_id, new_trace_and_span_id};
+use crate::ids::{new_span_id, new_trace_and_span_id, SpanId, TraceId};
+use crate::trace::limits::limit_attributes;
 use crate::trace::provider::ProviderInner;
 use crate::trace::sampler::SamplingDecision;
 use crate::trace::span::{Recording, Span};
@@ -40,7 +41,250 @@ impl Tracer {
     /// Starts a span named `name`, child of the current context's span (if any).
     #[inline]
     pub fn start(&self, name: impl Into<Cow<'static, str>>) -> Span {
-        self.span_builder(name).start()
+        self.start_span(
+            name.into(),
+            SpanKind::Internal,
+            Context::current_span_context(),
+            Vec::new(),
+            Vec::new(),
+            None,
+        )
+    }
+
+    /// Starts a span whose name and attributes are built only if it records:
+    /// the sampler decides first from the parent and the trace id (every
+    /// built-in sampler can), so an unsampled request costs no strings. A
+    /// [`Sampler::Custom`](crate::trace::Sampler::Custom) sampler may look at
+    /// the name and attributes, so for it `details` runs before the decision.
+    pub(crate) fn start_lazy(
+        &self,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        details: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
+    ) -> Span {
+        let parent = parent.filter(SpanContext::is_valid);
+        let provider = &*self.provider;
+        if provider.disabled {
+            return Span::non_recording(parent.unwrap_or_default());
+        }
+        let (trace_id, span_id, random) = new_ids(parent.as_ref());
+        match provider.sampler.builtin_decision(parent.as_ref(), trace_id) {
+            Some(decision) => {
+                if decision == SamplingDecision::Drop || !self.records() {
+                    return Span::non_recording(unrecorded_context(
+                        trace_id, span_id, random, decision, parent,
+                    ));
+                }
+                let (name, attributes) = details();
+                self.build(
+                    name,
+                    kind,
+                    parent,
+                    (trace_id, span_id, random),
+                    decision,
+                    None,
+                    attributes,
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                )
+            }
+            None => {
+                let (name, attributes) = details();
+                self.start_decided_by_sampler(
+                    name,
+                    kind,
+                    parent,
+                    (trace_id, span_id, random),
+                    attributes,
+                    Vec::new(),
+                    None,
+                )
+            }
+        }
+    }
+
+    /// True when a sampled span would be recorded at all (processors
+    /// present, not shut down).
+    #[inline]
+    fn records(&self) -> bool {
+        !self.provider.processors.is_empty() && !self.provider.is_shutdown.load(Ordering::Relaxed)
+    }
+
+    /// The span start path shared by [`Tracer::start`], [`SpanBuilder`] and
+    /// the integrations (which pass their attribute list without a copy).
+    #[inline]
+    pub(crate) fn start_span(
+        &self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        start_time_ns: Option<u64>,
+    ) -> Span {
+        let parent = parent.filter(SpanContext::is_valid);
+        let provider = &*self.provider;
+        if provider.disabled {
+            // OTEL_SDK_DISABLED: pass the parent's context through, like the
+            // OpenTelemetry API's no-op tracer.
+            return Span::non_recording(parent.unwrap_or_default());
+        }
+        let ids = new_ids(parent.as_ref());
+        match provider.sampler.builtin_decision(parent.as_ref(), ids.0) {
+            Some(decision) => {
+                if decision == SamplingDecision::Drop || !self.records() {
+                    // The unsampled path: no clock read, no allocation.
+                    return Span::non_recording(unrecorded_context(
+                        ids.0, ids.1, ids.2, decision, parent,
+                    ));
+                }
+                self.build(
+                    name,
+                    kind,
+                    parent,
+                    ids,
+                    decision,
+                    None,
+                    attributes,
+                    Vec::new(),
+                    links,
+                    start_time_ns,
+                )
+            }
+            None => self.start_decided_by_sampler(
+                name,
+                kind,
+                parent,
+                ids,
+                attributes,
+                links,
+                start_time_ns,
+            ),
+        }
+    }
+
+    /// A custom sampler's full decision (it may add attributes and replace the trace state).
+    #[allow(clippy::too_many_arguments)]
+    fn start_decided_by_sampler(
+        &self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        ids: (TraceId, SpanId, u8),
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        start_time_ns: Option<u64>,
+    ) -> Span {
+        let result =
+            self.provider
+                .sampler
+                .decide(parent.as_ref(), ids.0, &name, kind, &attributes, &links);
+        if result.decision == SamplingDecision::Drop || !self.records() {
+            let sampled = result.decision == SamplingDecision::RecordAndSample;
+            let trace_state = match result.trace_state {
+                Some(ts) => ts,
+                None => parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
+            };
+            return Span::non_recording(SpanContext::new(
+                ids.0,
+                ids.1,
+                TraceFlags::new(ids.2 | u8::from(sampled)),
+                false,
+                trace_state,
+            ));
+        }
+        self.build(
+            name,
+            kind,
+            parent,
+            ids,
+            result.decision,
+            result.trace_state,
+            attributes,
+            result.attributes,
+            links,
+            start_time_ns,
+        )
+    }
+
+    /// Builds the recording state of a span that records.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        (trace_id, span_id, random): (TraceId, SpanId, u8),
+        decision: SamplingDecision,
+        trace_state: Option<crate::context::TraceState>,
+        mut attributes: Vec<KeyValue>,
+        sampler_attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        start_time_ns: Option<u64>,
+    ) -> Span {
+        let provider = &*self.provider;
+        let sampled = decision == SamplingDecision::RecordAndSample;
+        let (parent_span_id, parent_is_remote, parent_state) = match parent {
+            Some(p) => (p.span_id(), p.is_remote(), p.into_trace_state()),
+            None => (SpanId::INVALID, false, Default::default()),
+        };
+        let span_context = SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::new(random | u8::from(sampled)),
+            false,
+            trace_state.unwrap_or(parent_state),
+        );
+        let now = crate::time::now_ns();
+        let watch = if sampled {
+            provider.watchdog.as_ref().and_then(|w| {
+                let static_name = match &name {
+                    Cow::Borrowed(s) => Some(*s),
+                    Cow::Owned(_) => None,
+                };
+                w.state.register(now, trace_id, span_id, static_name)
+            })
+        } else {
+            None
+        };
+        let limits = provider.limits;
+        // The caller's attribute list becomes the span's (no copy) once the
+        // limits are applied in place.
+        if !sampler_attributes.is_empty() {
+            attributes.extend(sampler_attributes);
+        }
+        let dropped_attributes_count = limit_attributes(
+            &mut attributes,
+            limits.max_attributes_per_span,
+            limits.max_attribute_value_length,
+        );
+        let mut rec = Span::boxed_recording(Recording {
+            tracer: self.clone(),
+            name,
+            kind,
+            start_time_ns: start_time_ns.unwrap_or(now),
+            parent_span_id,
+            parent_is_remote,
+            attributes,
+            dropped_attributes_count,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+            status: Status::Unset,
+            watch,
+            inbox: None,
+        });
+        for link in links {
+            rec.push_link(link, &limits);
+        }
+        if sampled {
+            for p in &provider.processors {
+                p.on_start(&span_context, &rec.name);
+            }
+        }
+        Span::recording(span_context, rec)
     }
 
     /// Starts a span whose parent is `cx`'s span (a root span if `cx` has none).
@@ -84,6 +328,48 @@ impl Tracer {
     }
 }
 
+/// New ids: the parent's trace id and a new span id, or a new trace; and the
+/// W3C Trace Context Level 2 random flag: a trace id generated here is random
+/// (the per-thread CSPRNG), a continued trace keeps what its parent said.
+#[inline]
+fn new_ids(parent: Option<&SpanContext>) -> (TraceId, SpanId, u8) {
+    match parent {
+        Some(p) => (
+            p.trace_id(),
+            new_span_id(),
+            p.trace_flags().to_u8() & TraceFlags::RANDOM.to_u8(),
+        ),
+        None => {
+            let (t, s) = new_trace_and_span_id();
+            (t, s, TraceFlags::RANDOM.to_u8())
+        }
+    }
+}
+
+/// The context of a span that does not record: a new span id, the sampled
+/// flag as the sampler decided (a provider without processors still
+/// propagates a sampled decision), the parent's trace state kept (moved, not
+/// cloned).
+#[inline]
+fn unrecorded_context(
+    trace_id: TraceId,
+    span_id: SpanId,
+    random: u8,
+    decision: SamplingDecision,
+    parent: Option<SpanContext>,
+) -> SpanContext {
+    let sampled = u8::from(decision == SamplingDecision::RecordAndSample);
+    SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(random | sampled),
+        false,
+        parent
+            .map(SpanContext::into_trace_state)
+            .unwrap_or_default(),
+    )
+}
+
 enum Parent {
     Current,
     Explicit(Option<SpanContext>),
@@ -108,7 +394,12 @@ impl<'t> SpanBuilder<'t> {
     }
     /// Attributes known at start (visible to the sampler).
     pub fn with_attributes(mut self, attrs: impl IntoIterator<Item = KeyValue>) -> Self {
-        self.attributes.extend(attrs);
+        if self.attributes.is_empty() {
+            // Collecting a `Vec` reuses its allocation: the list becomes the span's.
+            self.attributes = attrs.into_iter().collect();
+        } else {
+            self.attributes.extend(attrs);
+        }
         self
     }
     /// Links known at start (visible to the sampler).
@@ -151,107 +442,7 @@ impl<'t> SpanBuilder<'t> {
         let parent = match parent {
             Parent::Current => Context::current_span_context(),
             Parent::Explicit(sc) => sc,
-        }
-        .filter(SpanContext::is_valid);
-        let provider = &*tracer.provider;
-        if provider.disabled {
-            // OTEL_SDK_DISABLED: pass the parent's context through, like the
-            // OpenTelemetry API's no-op tracer.
-            return Span::non_recording(parent.unwrap_or_default());
-        }
-        // W3C Trace Context Level 2: a trace id generated here is random (the
-        // per-thread CSPRNG), so its `random` flag is set; a continued trace
-        // keeps what its parent said about the same trace id.
-        let (trace_id, span_id, random) = match &parent {
-            Some(p) => (
-                p.trace_id(),
-                new_span_id(),
-                p.trace_flags().to_u8() & TraceFlags::RANDOM.to_u8(),
-            ),
-            None => {
-                let (t, s) = new_trace_and_span_id();
-                (t, s, TraceFlags::RANDOM.to_u8())
-            }
         };
-        let result =
-            provider
-                .sampler
-                .decide(parent.as_ref(), trace_id, &name, kind, &attributes, &links);
-        let sampled = result.decision == SamplingDecision::RecordAndSample;
-        let trace_state = match result.trace_state {
-            Some(ts) => ts,
-            None => parent
-                .as_ref()
-                .map(|p| p.trace_state().clone())
-                .unwrap_or_default(),
-        };
-        let span_context = SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::new(random | u8::from(sampled)),
-            false,
-            trace_state,
-        );
-        let recording = result.decision != SamplingDecision::Drop
-            && !provider.processors.is_empty()
-            && !provider.is_shutdown.load(Ordering::Relaxed);
-        if !recording {
-            return Span::non_recording(span_context);
-        }
-
-        let now = crate::time::now_ns();
-        let start_time_ns = start_time_ns.unwrap_or(now);
-        let watch = if sampled {
-            provider.watchdog.as_ref().and_then(|w| {
-                let static_name = match &name {
-                    Cow::Borrowed(s) => Some(*s),
-                    Cow::Owned(_) => None,
-                };
-                w.state.register(
-                    now,
-                    span_context.trace_id(),
-                    span_context.span_id(),
-                    static_name,
-                )
-            })
-        } else {
-            None
-        };
-        // Built directly in its box: the state is a few hundred bytes, and a
-        // stack copy into the box shows up in the sampled-span profile.
-        let mut rec = Box::new(Recording {
-            tracer: tracer.clone(),
-            name,
-            kind,
-            start_time_ns,
-            parent_span_id: parent.as_ref().map(|p| p.span_id()).unwrap_or_default(),
-            parent_is_remote: parent.as_ref().is_some_and(|p| p.is_remote()),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status: Status::Unset,
-            watch,
-            inbox: None,
-        });
-        let limits = provider.limits;
-        if !attributes.is_empty() || !result.attributes.is_empty() {
-            rec.attributes
-                .reserve(attributes.len() + result.attributes.len());
-            for kv in attributes.into_iter().chain(result.attributes) {
-                rec.push_attribute(kv, &limits);
-            }
-        }
-        for link in links {
-            rec.push_link(link, &limits);
-        }
-        if sampled {
-            for p in &provider.processors {
-                p.on_start(&span_context, &rec.name);
-            }
-        }
-        Span::recording(span_context, rec)
+        tracer.start_span(name, kind, parent, attributes, links, start_time_ns)
     }
 }

@@ -1,0 +1,193 @@
+//! Runs one hot-path operation N times, for instruction counts under
+//! callgrind (deterministic, unlike time on a shared machine):
+//!
+//! ```sh
+//! cargo build --release -p ferrotrace-benches --example hotpath
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+//!     --toggle-collect='hotpath::run*' target/release/examples/hotpath unsampled 20000
+//! callgrind_annotate /tmp/cg.out | head -40
+//! ```
+//!
+//! Only the calling thread's work inside `run*` is counted (`--toggle-collect`);
+//! the batch processor's threads are measured by the `overhead` bench.
+//! Divide the total by N for instructions per operation.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use ferrotrace::export::{ExportResult, SpanData, SpanExporter};
+use ferrotrace::propagation::TextMapPropagator;
+use ferrotrace::trace::{Sampler, TracerProvider};
+
+struct Discard;
+impl SpanExporter for Discard {
+    fn export(&self, batch: Vec<SpanData>) -> ExportResult {
+        drop(batch);
+        Ok(())
+    }
+}
+
+fn provider(sampler: Sampler) -> TracerProvider {
+    let bsp = ferrotrace::export::BatchSpanProcessor::builder(Discard)
+        .with_max_queue_size(1 << 16)
+        .build();
+    TracerProvider::builder()
+        .with_span_processor(bsp)
+        .with_sampler(sampler)
+        .with_service_name("hotpath")
+        .build()
+}
+
+#[inline(never)]
+fn run_spans(t: &ferrotrace::trace::Tracer, n: u64) {
+    for _ in 0..n {
+        let mut s = t.start("op");
+        s.end();
+        black_box(&s);
+    }
+}
+
+#[inline(never)]
+fn run_extract(
+    p: &ferrotrace::propagation::TraceContextPropagator,
+    c: &HashMap<String, String>,
+    n: u64,
+) {
+    for _ in 0..n {
+        black_box(p.extract_with_context(&ferrotrace::Context::new(), black_box(c)));
+    }
+}
+
+#[inline(never)]
+fn run_inject(
+    p: &ferrotrace::propagation::TraceContextPropagator,
+    cx: &ferrotrace::Context,
+    n: u64,
+) {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        out.clear();
+        p.inject_context(cx, &mut out);
+    }
+    black_box(out);
+}
+
+#[inline(never)]
+fn run_baggage(
+    p: &ferrotrace::propagation::BaggagePropagator,
+    c: &HashMap<String, String>,
+    n: u64,
+) {
+    for _ in 0..n {
+        black_box(p.extract_with_context(&ferrotrace::Context::new(), black_box(c)));
+    }
+}
+
+#[inline(never)]
+fn run_tracing(n: u64) {
+    for i in 0..n {
+        let span = tracing::info_span!("request", user.id = i, http.route = "/api/orders");
+        let _e = span.enter();
+        let child = tracing::info_span!("db.query");
+        let _c = child.enter();
+        tracing::info!("cache miss");
+    }
+}
+
+#[inline(never)]
+fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: &'static str, n: u64) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    rt.block_on(async {
+        for _ in 0..n {
+            let req = http::Request::builder()
+                .uri("/users/42")
+                .header("host", "api.example.com:8080")
+                .header("user-agent", "bench/1.0")
+                .header("traceparent", tp)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let resp = router.clone().oneshot(req).await.expect("infallible");
+            black_box(resp.into_body().collect().await.expect("body"));
+        }
+    });
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "sampled".into());
+    let n: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    match mode.as_str() {
+        "sampled" => {
+            let p = provider(Sampler::AlwaysOn);
+            run_spans(&p.tracer("hotpath"), n);
+            p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        "unsampled" => {
+            let p = provider(Sampler::AlwaysOff);
+            run_spans(&p.tracer("hotpath"), n);
+        }
+        "extract" | "inject" => {
+            let mut c = HashMap::new();
+            c.insert(
+                "traceparent".to_string(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            );
+            let prop = ferrotrace::propagation::TraceContextPropagator::new();
+            if mode == "extract" {
+                run_extract(&prop, &c, n);
+            } else {
+                let cx = prop.extract_with_context(&ferrotrace::Context::new(), &c);
+                run_inject(&prop, &cx, n);
+            }
+        }
+        "baggage" => {
+            let mut c = HashMap::new();
+            c.insert(
+                "baggage".to_string(),
+                "user.id=42,tenant=acme,region=eu-west-1,feature.flag=checkout%20v2,session=7f3a9c21"
+                    .to_string(),
+            );
+            run_baggage(&ferrotrace::propagation::BaggagePropagator::new(), &c, n);
+        }
+        "tracing" => {
+            use tracing_subscriber::layer::SubscriberExt;
+            let p = provider(Sampler::AlwaysOn);
+            let layer =
+                ferrotrace::integrations::tracing::FerrotraceLayer::new(p.tracer("hotpath"));
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, || run_tracing(n));
+            p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        "registry" => {
+            let sub = tracing_subscriber::registry();
+            tracing::subscriber::with_default(sub, || run_tracing(n));
+        }
+        "http_unsampled" | "http_sampled" | "http_noop" => {
+            let flags = if mode == "http_sampled" { "01" } else { "00" };
+            let tp: &'static str = Box::leak(
+                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                    .into_boxed_str(),
+            );
+            let p = provider(Sampler::default());
+            let router = axum::Router::new().route(
+                "/users/{id}",
+                axum::routing::get(|| async { "hello, world" }),
+            );
+            let router = if mode == "http_noop" {
+                router.layer(tower::layer::util::Identity::new())
+            } else {
+                router.layer(ferrotrace::integrations::http::HttpServerLayer::new(
+                    p.tracer("hotpath"),
+                ))
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            run_http(&rt, &router, tp, n);
+            p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
