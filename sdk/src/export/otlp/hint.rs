@@ -42,6 +42,10 @@ pub fn likely_fix(protocol: Protocol, endpoint: &str, error: &str) -> Option<Str
             || e.contains("invalid http version")
             || e.contains("http2 preface")
             || e.contains("received invalid response")
+            // The HTTP/2 server's SETTINGS/GOAWAY frame arrived before the
+            // HTTP/1 client had written its request (timing-dependent twin of
+            // "invalid http version").
+            || e.contains("received unexpected message from connection")
             || (e.contains("connection closed before message completed") && port == Some(4317)));
     if http_to_grpc {
         return Some(format!(
@@ -155,6 +159,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fix, "http/protobuf was sent to a gRPC port (4317): set OTEL_EXPORTER_OTLP_PROTOCOL=grpc, or send to the OTLP/HTTP port (4318 by default)");
+        // hyper's wording when the gRPC server speaks first, on any port.
+        let fix = likely_fix(
+            Protocol::HttpProtobuf,
+            "http://127.0.0.1:35683/v1/traces",
+            "cannot reach http://127.0.0.1:35683/v1/traces: client error (SendRequest): received unexpected message from connection (gave up after 1 attempts)",
+        )
+        .unwrap();
+        assert!(fix.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "{fix}");
         let fix = likely_fix(
             Protocol::Grpc,
             "http://localhost:4318",
