@@ -53,8 +53,19 @@ fi
 # Node's jaeger-client an npm prefix. The tests find them at these paths.
 export FERROTRACE_PY_LEGACY="${FERROTRACE_PY_LEGACY:-$HOME/.cache/ferrotrace/py-legacy/bin/python}"
 export FERROTRACE_NODE_JAEGER="${FERROTRACE_NODE_JAEGER:-$HOME/.cache/ferrotrace/node-jaeger/node_modules}"
-legacy_imports='import jaeger_client, py_zipkin, opentelemetry.exporter.jaeger.thrift, opentelemetry.exporter.jaeger.proto.grpc, opentelemetry.exporter.zipkin.json, opentelemetry.exporter.zipkin.proto.http'
-if ! "$FERROTRACE_PY_LEGACY" -c "$legacy_imports" 2>/dev/null; then
+# Each module is imported in its own interpreter: py_zipkin and the OTel Zipkin
+# protobuf exporter both register a top-level `zipkin.proto`, so importing
+# them together fails although each test only ever loads one of them.
+legacy_modules=(jaeger_client py_zipkin opentelemetry.exporter.jaeger.thrift
+  opentelemetry.exporter.jaeger.proto.grpc opentelemetry.exporter.zipkin.json
+  opentelemetry.exporter.zipkin.proto.http)
+legacy_ok() {
+  local m
+  for m in "${legacy_modules[@]}"; do
+    "$FERROTRACE_PY_LEGACY" -c "import $m" 2>/dev/null || { [ "${1:-}" = loud ] && "$FERROTRACE_PY_LEGACY" -c "import $m"; return 1; }
+  done
+}
+if ! legacy_ok; then
   log "installing the Python Jaeger/Zipkin clients in a virtualenv (interop tests)"
   venv="$(dirname "$(dirname "$FERROTRACE_PY_LEGACY")")"
   python3 -m venv "$venv"
@@ -65,7 +76,7 @@ if ! "$FERROTRACE_PY_LEGACY" -c "$legacy_imports" 2>/dev/null; then
     'opentelemetry-exporter-jaeger-proto-grpc==1.21.0' \
     'opentelemetry-exporter-zipkin-json==1.21.0' 'opentelemetry-exporter-zipkin-proto-http==1.21.0'
 fi
-if [ "${CI:-}" = true ]; then "$FERROTRACE_PY_LEGACY" -c "$legacy_imports"; fi
+if [ "${CI:-}" = true ]; then legacy_ok loud; fi
 if ! NODE_PATH="$FERROTRACE_NODE_JAEGER" node -e "require('jaeger-client')" 2>/dev/null; then
   log "installing Node's jaeger-client (interop tests)"
   npm install --silent --no-audit --no-fund --prefix "$(dirname "$FERROTRACE_NODE_JAEGER")" jaeger-client@3.19.0
