@@ -1,5 +1,6 @@
 //! Tracer provider, tracer, spans, samplers and span limits.
 
+pub mod consistent;
 pub mod diagnostics;
 pub mod global;
 pub mod limits;
@@ -10,6 +11,7 @@ pub mod span_data;
 mod tracer;
 mod watchdog;
 
+pub use consistent::ConsistentProbability;
 pub use limits::SpanLimits;
 pub use provider::{TracerProvider, TracerProviderBuilder, DEFAULT_UNENDED_SPAN_AGE};
 pub use sampler::{ParentBased, Sampler, SamplingDecision, SamplingResult, ShouldSample};
