@@ -179,6 +179,16 @@ pub enum Diagnostic {
         /// The integration's instrumentation scope (e.g. `ferrotrace.http`).
         scope: &'static str,
     },
+    /// The remote sampler could not fetch (or rejected) a sampling strategy;
+    /// the strategy in force stays (the initial sampler until one arrived).
+    RemoteSamplingFailed {
+        /// The URL polled.
+        url: String,
+        /// What went wrong.
+        error: String,
+        /// Failures counted so far by this sampler.
+        failures: u64,
+    },
 }
 
 impl Diagnostic {
@@ -194,6 +204,7 @@ impl Diagnostic {
             },
             Diagnostic::SpansDropped { .. } => Level::Warn,
             Diagnostic::NoGlobalProvider { .. } => Level::Warn,
+            Diagnostic::RemoteSamplingFailed { .. } => Level::Warn,
         }
     }
 
@@ -207,11 +218,12 @@ impl Diagnostic {
             Diagnostic::Breaker { .. } => 3,
             Diagnostic::SpansDropped { .. } => 4,
             Diagnostic::NoGlobalProvider { .. } => 5,
+            Diagnostic::RemoteSamplingFailed { .. } => 6,
         }
     }
 }
 
-const CLASSES: usize = 6;
+const CLASSES: usize = 7;
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,6 +282,10 @@ impl std::fmt::Display for Diagnostic {
             Diagnostic::NoGlobalProvider { scope } => write!(
                 f,
                 "{scope}: from_global() found no global tracer provider, so nothing it traces is recorded (context is still propagated): call ferrotrace::init() or trace::global::set_tracer_provider at startup, or build the layer with ::new(provider.tracer(..))"
+            ),
+            Diagnostic::RemoteSamplingFailed { url, error, failures } => write!(
+                f,
+                "remote sampling strategy from {url} not updated ({failures} failures so far): {error}; the strategy in force stays. Check the endpoint in OTEL_TRACES_SAMPLER_ARG (endpoint=http://host:5778) and that the sampling server is up"
             ),
         }
     }

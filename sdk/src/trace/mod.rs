@@ -5,6 +5,8 @@ pub mod diagnostics;
 pub mod global;
 pub mod limits;
 pub mod provider;
+#[cfg(feature = "jaeger-remote")]
+pub mod remote;
 pub mod sampler;
 mod span;
 pub mod span_data;

@@ -211,13 +211,45 @@ impl Sampler {
     /// `parentbased_always_on`). Invalid values fall back to the default and are
     /// reported through diagnostics.
     pub fn from_env() -> Self {
+        Self::from_env_for_service(None)
+    }
+
+    /// [`from_env`](Self::from_env) for a provider whose `service.name` is
+    /// known (the remote sampler asks for that service's strategy).
+    pub(crate) fn from_env_for_service(service: Option<&str>) -> Self {
         let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
-        Self::from_config(&name, arg.as_deref())
+        Self::from_config_for_service(&name, arg.as_deref(), service)
     }
 
     /// The sampler for an `OTEL_TRACES_SAMPLER` name and optional argument.
+    /// A remote sampler asks for the service `OTEL_SERVICE_NAME` (or
+    /// `OTEL_RESOURCE_ATTRIBUTES`) names.
     pub fn from_config(name: &str, arg: Option<&str>) -> Self {
+        Self::from_config_for_service(name, arg, None)
+    }
+
+    fn from_config_for_service(name: &str, arg: Option<&str>, service: Option<&str>) -> Self {
+        #[cfg(feature = "jaeger-remote")]
+        let remote = || {
+            let from_env;
+            let service = match service {
+                Some(s) => s,
+                None => {
+                    from_env = crate::trace::provider::resource_from_env()
+                        .get("service.name")
+                        .and_then(|v| match v {
+                            crate::attributes::Value::String(s) => Some(s.as_str().to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "unknown_service".into());
+                    &from_env
+                }
+            };
+            crate::trace::remote::RemoteSampler::from_arg(arg, service)
+        };
+        #[cfg(not(feature = "jaeger-remote"))]
+        let _ = service;
         let ratio = || match arg.map(str::trim) {
             None | Some("") => 1.0,
             Some(a) => match a.parse::<f64>() {
@@ -243,13 +275,9 @@ impl Sampler {
                 Sampler::parent_based(Sampler::consistent_probability(ratio()))
             }
             #[cfg(feature = "jaeger-remote")]
-            "jaeger_remote" => {
-                Sampler::JaegerRemote(crate::trace::remote::RemoteSampler::from_arg(arg))
-            }
+            "jaeger_remote" => Sampler::JaegerRemote(remote()),
             #[cfg(feature = "jaeger-remote")]
-            "parentbased_jaeger_remote" => Sampler::parent_based(Sampler::JaegerRemote(
-                crate::trace::remote::RemoteSampler::from_arg(arg),
-            )),
+            "parentbased_jaeger_remote" => Sampler::parent_based(Sampler::JaegerRemote(remote())),
             #[cfg(not(feature = "jaeger-remote"))]
             "jaeger_remote" | "parentbased_jaeger_remote" => {
                 super::diagnostics::report(super::diagnostics::Diagnostic::Config(format!(

@@ -1,0 +1,200 @@
+//! A strategy ready for the hot path: thresholds and root trace states
+//! pre-computed, operations in a hash map, rate limiters lock-free.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::context::{SpanContext, TraceState};
+use crate::ids::TraceId;
+use crate::trace::consistent::{decide_threshold, root_state, updated_state, ThUpdate, Threshold};
+use crate::trace::sampler::Sampler;
+
+use super::strategy::StrategyResponse;
+
+/// A probability with its threshold and the `ot=th:..` state of a root it keeps.
+#[derive(Debug)]
+pub(crate) struct Probability {
+    pub(crate) probability: f64,
+    threshold: Option<Threshold>,
+    root_state: TraceState,
+}
+
+impl Probability {
+    pub(crate) fn new(p: f64) -> Self {
+        let threshold = Threshold::from_probability(p.clamp(0.0, 1.0)).ok();
+        Probability {
+            probability: p,
+            threshold,
+            root_state: threshold.map(root_state).unwrap_or_default(),
+        }
+    }
+
+    #[inline]
+    fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+    ) -> (bool, Option<TraceState>) {
+        decide_threshold(parent, trace_id, self.threshold, Some(&self.root_state))
+    }
+}
+
+/// A token bucket without a lock: `next_ns` is when the next token is due;
+/// up to `burst` tokens accumulate while idle (Jaeger's rate limiter keeps
+/// `max(rate, 1)` credits).
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    pub(crate) per_second: f64,
+    interval_ns: u64,
+    burst_ns: u64,
+    next_ns: AtomicU64,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_second: f64) -> Self {
+        let interval_ns = if per_second > 0.0 {
+            (1e9 / per_second).clamp(1.0, u64::MAX as f64 / 4.0) as u64
+        } else {
+            u64::MAX / 4
+        };
+        let burst = per_second.max(1.0);
+        RateLimiter {
+            per_second,
+            interval_ns,
+            burst_ns: ((burst - 1.0) * interval_ns as f64).min(u64::MAX as f64 / 4.0) as u64,
+            next_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a token if one is due at `now_ns`.
+    #[inline]
+    pub(crate) fn try_acquire(&self, now_ns: u64) -> bool {
+        if self.per_second <= 0.0 {
+            return false;
+        }
+        let mut next = self.next_ns.load(Ordering::Relaxed);
+        loop {
+            if now_ns < next {
+                return false;
+            }
+            let base = next.max(now_ns.saturating_sub(self.burst_ns));
+            match self.next_ns.compare_exchange_weak(
+                next,
+                base.saturating_add(self.interval_ns),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => next = actual,
+            }
+        }
+    }
+}
+
+/// One operation: its probability and its lower-bound limiter.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    pub(crate) probability: Probability,
+    lower_bound: RateLimiter,
+}
+
+/// What decides, by kind.
+#[derive(Debug)]
+pub(crate) enum Compiled {
+    /// Before the first strategy arrived: the initial sampler.
+    Initial(Sampler),
+    /// One probability.
+    Probabilistic(Probability),
+    /// At most N traces per second.
+    RateLimiting(RateLimiter),
+    /// Per-operation probabilities with lower bounds.
+    PerOperation {
+        default: Operation,
+        operations: HashMap<String, Operation>,
+    },
+}
+
+impl Compiled {
+    pub(crate) fn from_response(r: &StrategyResponse) -> Compiled {
+        match r {
+            StrategyResponse::Probabilistic(p) => Compiled::Probabilistic(Probability::new(*p)),
+            StrategyResponse::RateLimiting(r) => Compiled::RateLimiting(RateLimiter::new(*r)),
+            StrategyResponse::PerOperation(p) => {
+                let op = |prob: f64| Operation {
+                    probability: Probability::new(prob),
+                    lower_bound: RateLimiter::new(p.default_lower_bound_per_second),
+                };
+                Compiled::PerOperation {
+                    default: op(p.default_probability),
+                    operations: p
+                        .operations
+                        .iter()
+                        .map(|o| (o.operation.clone(), op(o.probability)))
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// The decision for a span named `name`, and the trace state to record:
+    /// a probabilistic keep records its threshold; a keep by a rate limiter
+    /// (Jaeger's lower bound, or a rate-limiting strategy) has no known
+    /// probability, so any threshold is erased.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Result<(bool, Option<TraceState>), &Sampler> {
+        match self {
+            Compiled::Initial(s) => Err(s),
+            Compiled::Probabilistic(p) => Ok(p.decide(parent, trace_id)),
+            Compiled::RateLimiting(l) => {
+                let keep = l.try_acquire(crate::time::now_ns());
+                Ok((keep, updated_state(parent, ThUpdate::Erase, None)))
+            }
+            Compiled::PerOperation {
+                default,
+                operations,
+            } => {
+                let op = operations.get(name).unwrap_or(default);
+                let (keep, ts) = op.probability.decide(parent, trace_id);
+                if !keep && op.lower_bound.try_acquire(crate::time::now_ns()) {
+                    return Ok((true, updated_state(parent, ThUpdate::Erase, None)));
+                }
+                Ok((keep, ts))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_the_rate() {
+        let l = RateLimiter::new(10.0);
+        let t0 = 1_000_000_000_000;
+        // Idle long enough: a burst of max(rate, 1) = 10.
+        let burst = (0..100).filter(|_| l.try_acquire(t0)).count();
+        assert_eq!(burst, 10);
+        // Then one per 100 ms.
+        assert!(!l.try_acquire(t0 + 50_000_000));
+        assert!(l.try_acquire(t0 + 100_000_000));
+        assert!(!l.try_acquire(t0 + 150_000_000));
+        // Over 10 s of steady demand: 100 tokens (plus nothing more).
+        let l = RateLimiter::new(10.0);
+        let mut n = 0;
+        for ms in 0..10_000u64 {
+            if l.try_acquire(t0 + ms * 1_000_000) {
+                n += 1;
+            }
+        }
+        assert!((100..=110).contains(&n), "{n}");
+        assert!(!RateLimiter::new(0.0).try_acquire(t0));
+        // A rate below 1/s still allows one.
+        assert!(RateLimiter::new(0.01).try_acquire(t0));
+    }
+}
