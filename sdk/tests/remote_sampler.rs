@@ -220,6 +220,7 @@ fn per_operation_probabilities_and_lower_bound() {
     ));
     let before = s.stats().fetches;
     wait_until("the new strategy", || s.stats().fetches >= before + 2);
+    let started = Instant::now();
     // Strategy changes reach spans started on other threads too.
     let handles: Vec<_> = (0..4)
         .map(|_| {
@@ -233,9 +234,10 @@ fn per_operation_probabilities_and_lower_bound() {
         assert!(ths.iter().all(Option::is_none), "{ths:?}");
         total += kept;
     }
-    // Burst of max(2, 1) = 2 per refreshed limiter, plus at most one per
-    // 500 ms of test time and per strategy refresh (each fetch builds fresh limiters).
-    assert!((1..=40).contains(&total), "{total}");
+    // A burst of max(2, 1) = 2, then 2 per second of test time (an
+    // unchanged strategy is not reinstalled, so polls do not refill it).
+    let allowed = 2 + (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!((1..=allowed).contains(&total), "{total} > {allowed}");
 }
 
 #[test]

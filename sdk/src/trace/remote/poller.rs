@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 
 use super::compiled::Compiled;
-use super::strategy::parse_strategy;
+use super::strategy::{parse_strategy, StrategyResponse};
 use super::Shared;
 use crate::trace::diagnostics::{self, Diagnostic};
 
@@ -58,9 +58,10 @@ fn run(p: Poller, stop: crossbeam_channel::Receiver<()>) {
             .pool_max_idle_per_host(1)
             .build::<_, Empty<Bytes>>(http)
     };
+    let mut last = None;
     loop {
         match rt.block_on(fetch(&client, &p)) {
-            Ok(body) => apply(&p, &body),
+            Ok(body) => apply(&p, &body, &mut last),
             Err(e) => fail(&p, e),
         }
         let wait = jittered(p.interval, p.jitter);
@@ -132,16 +133,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn apply(p: &Poller, body: &[u8]) {
+/// Installs a new strategy. An unchanged one is not reinstalled: the rate
+/// limiters keep their state (no extra burst per poll) and the per-thread
+/// caches stay valid.
+fn apply(p: &Poller, body: &[u8], last: &mut Option<StrategyResponse>) {
     match parse_strategy(body, p.max_operations) {
         Ok(response) => {
-            if let super::strategy::StrategyResponse::PerOperation(po) = &response {
+            if let StrategyResponse::PerOperation(po) = &response {
                 p.shared
                     .counters
                     .operations_dropped
                     .fetch_add(po.operations_dropped as u64, Ordering::Relaxed);
             }
-            p.shared.install(Compiled::from_response(&response));
+            if last.as_ref() != Some(&response) {
+                p.shared.install(Compiled::from_response(&response));
+                *last = Some(response);
+            }
             *p.shared.counters.last_error.lock() = None;
             p.shared.counters.fetches.fetch_add(1, Ordering::Relaxed);
         }
