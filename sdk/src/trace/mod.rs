@@ -4,6 +4,7 @@ pub mod consistent;
 pub mod diagnostics;
 pub mod global;
 pub mod limits;
+pub mod load_shedding;
 pub mod provider;
 #[cfg(feature = "jaeger-remote")]
 pub mod remote;

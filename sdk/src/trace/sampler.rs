@@ -70,6 +70,10 @@ pub enum Sampler {
     /// sampling server (see [`RemoteSampler`](crate::trace::remote::RemoteSampler)).
     #[cfg(feature = "jaeger-remote")]
     JaegerRemote(crate::trace::remote::RemoteSampler),
+    /// A sampler whose probability is lowered (consistently, recorded in
+    /// `th`) while the export pipeline is overloaded. Built with
+    /// [`LoadShedding::builder`](crate::trace::load_shedding::LoadShedding::builder).
+    LoadShedding(Arc<crate::trace::load_shedding::LoadShedding>),
     /// Follow the parent's decision; use delegates for each parent situation.
     ParentBased(Box<ParentBased>),
     /// A user-supplied policy.
@@ -335,6 +339,18 @@ impl Sampler {
             Sampler::Custom(_) => None,
             #[cfg(feature = "jaeger-remote")]
             Sampler::JaegerRemote(_) => None,
+            Sampler::LoadShedding(l) => {
+                let inner = l.inner().builtin_decision(parent, trace_id);
+                // Shedding can only turn a keep into a drop (and rewrite th).
+                if l.level() == 0
+                    || inner == Some(Drop)
+                    || !crate::trace::load_shedding::LoadShedding::applies(parent)
+                {
+                    inner
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -391,6 +407,12 @@ impl Sampler {
             Sampler::Custom(s) => s.should_sample(parent, trace_id, name, kind, attributes, links),
             #[cfg(feature = "jaeger-remote")]
             Sampler::JaegerRemote(r) => r.decide(parent, trace_id, name),
+            Sampler::LoadShedding(l) => {
+                let inner = l
+                    .inner()
+                    .decide(parent, trace_id, name, kind, attributes, links);
+                l.shed(parent, trace_id, inner)
+            }
         }
     }
 }
