@@ -79,14 +79,30 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while remote.stats().fetches == 0 {
-        assert!(Instant::now() < deadline, "no strategy: {:?}", remote.stats());
+        assert!(
+            Instant::now() < deadline,
+            "no strategy: {:?}",
+            remote.stats()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let cases: [(&str, &'static str, Sampler); 5] = [
-        ("p0.01/consistent_static", "op", Sampler::consistent_probability(0.01)),
+        (
+            "p0.01/consistent_static",
+            "op",
+            Sampler::consistent_probability(0.01),
+        ),
         ("p0.01/remote", "op", Sampler::JaegerRemote(remote.clone())),
-        ("p0.01/legacy_traceidratio", "op", Sampler::TraceIdRatioBased(0.01)),
-        ("p1/consistent_static", "keep", Sampler::consistent_probability(1.0)),
+        (
+            "p0.01/legacy_traceidratio",
+            "op",
+            Sampler::TraceIdRatioBased(0.01),
+        ),
+        (
+            "p1/consistent_static",
+            "keep",
+            Sampler::consistent_probability(1.0),
+        ),
         ("p1/remote", "keep", Sampler::JaegerRemote(remote.clone())),
     ];
     let mut g = c.benchmark_group("sampling_root_span");
@@ -99,6 +115,37 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     let span = tracer.span_builder(name).as_root().start();
                     black_box(&span);
+                }
+                Duration::from_nanos(thread_cpu_ns() - t0)
+            })
+        });
+    }
+    g.finish();
+
+    // The sampler alone (no span): where the difference above comes from.
+    use ferrotrace::trace::ShouldSample;
+    let mut g = c.benchmark_group("sampler_decide");
+    let ids: Vec<_> = (0..1024).map(|_| ferrotrace::ids::new_trace_id()).collect();
+    for (id, sampler) in [
+        (
+            "p0.01/consistent_static",
+            Sampler::consistent_probability(0.01),
+        ),
+        ("p0.01/remote", Sampler::JaegerRemote(remote.clone())),
+    ] {
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let t0 = thread_cpu_ns();
+                for i in 0..iters {
+                    let r = sampler.should_sample(
+                        None,
+                        ids[(i & 1023) as usize],
+                        "op",
+                        ferrotrace::trace::SpanKind::Internal,
+                        &[],
+                        &[],
+                    );
+                    black_box(r);
                 }
                 Duration::from_nanos(thread_cpu_ns() - t0)
             })

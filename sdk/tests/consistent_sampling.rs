@@ -239,6 +239,14 @@ fn independent_samplers_state_or_erase_their_threshold() {
         ),
         (false, "ot=k:v,congo=x".into())
     );
+    // A drop with no th to erase leaves the parent's tracestate untouched (order included).
+    assert_eq!(
+        child_state(
+            Sampler::consistent_probability(0.5),
+            &remote_parent(low, true, true, "congo=x,ot=k:v")
+        ),
+        (false, "congo=x,ot=k:v".into())
+    );
     // rv is used and propagated unchanged.
     assert_eq!(
         child_state(

@@ -394,6 +394,10 @@ pub(crate) fn updated_state(
         ThUpdate::Erase => {
             let ts = ts?;
             let ot_raw = ts.get(OT_KEY)?;
+            if !has_th_member(ot_raw) {
+                // Nothing to erase: the parent's state is kept as it is.
+                return None;
+            }
             let mut ot = OtState::parse(ot_raw);
             ot.th = None;
             Some(ot.apply_to(ts))

@@ -2,6 +2,7 @@
 //! pre-computed, operations in a hash map, rate limiters lock-free.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{SpanContext, TraceState};
@@ -91,6 +92,79 @@ impl RateLimiter {
     }
 }
 
+/// FxHash (rustc's hasher): a multiply and a rotate per 8 bytes. The
+/// per-operation look-up runs for every span, where SipHash's keyed
+/// rounds were a large part of the remote sampler's cost. Keys come from the
+/// sampling server and are at most [`super::DEFAULT_MAX_OPERATIONS`]-bounded,
+/// so crafted collisions could at worst make look-ups linear in that bound.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type OperationMap = HashMap<String, Operation, BuildHasherDefault<FxHasher>>;
+
+/// Monotonic time in nanoseconds from the coarse clock (a few ms of
+/// resolution, about a quarter of the precise clock's cost): the limiters run
+/// for every span a probability drops, and their burst bounds any unevenness.
+#[cfg(target_os = "linux")]
+#[inline]
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes into the timespec we own; CLOCK_MONOTONIC_COARSE exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Elsewhere: the SDK's span clock.
+#[cfg(not(target_os = "linux"))]
+#[inline]
+fn coarse_now_ns() -> u64 {
+    crate::time::now_ns()
+}
+
 /// One operation: its probability and its lower-bound limiter.
 #[derive(Debug)]
 pub(crate) struct Operation {
@@ -110,7 +184,7 @@ pub(crate) enum Compiled {
     /// Per-operation probabilities with lower bounds.
     PerOperation {
         default: Operation,
-        operations: HashMap<String, Operation>,
+        operations: OperationMap,
     },
 }
 
@@ -151,7 +225,7 @@ impl Compiled {
             Compiled::Initial(s) => Err(s),
             Compiled::Probabilistic(p) => Ok(p.decide(parent, trace_id)),
             Compiled::RateLimiting(l) => {
-                let keep = l.try_acquire(crate::time::now_ns());
+                let keep = l.try_acquire(coarse_now_ns());
                 Ok((keep, updated_state(parent, ThUpdate::Erase, None)))
             }
             Compiled::PerOperation {
@@ -160,7 +234,11 @@ impl Compiled {
             } => {
                 let op = operations.get(name).unwrap_or(default);
                 let (keep, ts) = op.probability.decide(parent, trace_id);
-                if !keep && op.lower_bound.try_acquire(crate::time::now_ns()) {
+                // The clock is read only when a lower bound is configured.
+                if !keep
+                    && op.lower_bound.per_second > 0.0
+                    && op.lower_bound.try_acquire(coarse_now_ns())
+                {
                     return Ok((true, updated_state(parent, ThUpdate::Erase, None)));
                 }
                 Ok((keep, ts))

@@ -203,8 +203,12 @@ impl RemoteSampler {
         trace_id: TraceId,
         name: &str,
     ) -> SamplingResult {
-        self.with_current(|c| match c.decide(parent, trace_id, name) {
-            Ok((sampled, trace_state)) => SamplingResult {
+        // Only the small (decision, trace state) pair crosses the per-thread
+        // cache's closure; the initial sampler (before the first strategy)
+        // decides outside it.
+        let decided = self.with_current(|c| c.decide(parent, trace_id, name).ok());
+        match decided {
+            Some((sampled, trace_state)) => SamplingResult {
                 decision: if sampled {
                     SamplingDecision::RecordAndSample
                 } else {
@@ -213,8 +217,29 @@ impl RemoteSampler {
                 attributes: Vec::new(),
                 trace_state,
             },
-            Err(initial) => initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[]),
-        })
+            None => {
+                let current = self.handle.shared.current.lock().clone();
+                match &*current {
+                    Compiled::Initial(initial) => {
+                        initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
+                    }
+                    // A strategy arrived in between: decide with it.
+                    c => {
+                        let (sampled, trace_state) =
+                            c.decide(parent, trace_id, name).unwrap_or((false, None));
+                        SamplingResult {
+                            decision: if sampled {
+                                SamplingDecision::RecordAndSample
+                            } else {
+                                SamplingDecision::Drop
+                            },
+                            attributes: Vec::new(),
+                            trace_state,
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `f` on the strategy in force. The per-thread cache holds the
