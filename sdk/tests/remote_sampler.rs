@@ -309,7 +309,7 @@ fn bad_responses_are_counted_and_keep_the_last_strategy() {
                 200,
                 r#"{"probabilisticSampling":{"samplingRate":2}}"#.into(),
             ),
-            "probabilisticSampling.samplingRate: expected a probability in [0, 1], got 2",
+            "probabilisticSampling.samplingRate: expected a probability in [0, 1], got 2.0",
         ),
         (Reply::Json(200, "[".repeat(3000)), "not valid JSON"),
         (

@@ -128,7 +128,7 @@ fn probability(obj: &Map<String, Value>, key: &str, path: &str) -> Result<f64, S
     } else {
         Err(field(
             &join(path, key),
-            format!("expected a probability in [0, 1], got {p}"),
+            format!("expected a probability in [0, 1], got {p:?}"),
         ))
     }
 }
@@ -140,7 +140,7 @@ fn rate(obj: &Map<String, Value>, key: &str, path: &str) -> Result<f64, Strategy
     } else {
         Err(field(
             &join(path, key),
-            format!("expected a rate of at least 0, got {r}"),
+            format!("expected a rate of at least 0, got {r:?}"),
         ))
     }
 }
@@ -380,5 +380,48 @@ mod tests {
             parse(&long).unwrap_err().to_string().len() < 300,
             "values are cut in messages"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Arbitrary bytes never panic; whatever is accepted is in range.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            check(parse_strategy(&body, 5));
+        }
+
+        /// Near-miss JSON (the right keys, random values and nesting) never panics.
+        #[test]
+        fn near_miss_json_never_panics(
+            ty in r#"(null|0|1|2|-1|"PROBABILISTIC"|"RATE_LIMITING"|"x"|\[\]|\{\})"#,
+            v in r#"(null|0|1|0\.5|-0\.5|2|1e308|-1e308|"0\.5"|true|\[\]|\{\}|\{"samplingRate":0\.1\})"#,
+            op in r#"(null|1|"a"|""|\[\]|"\\u0000")"#,
+            n in 0usize..12,
+        ) {
+            let ops: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"operation":{op},"probabilisticSampling":{{"samplingRate":{v}}},"i":{i}}}"#))
+                .collect();
+            let body = format!(
+                r#"{{"strategyType":{ty},"probabilisticSampling":{{"samplingRate":{v}}},"rateLimitingSampling":{{"maxTracesPerSecond":{v}}},"operationSampling":{{"defaultSamplingProbability":{v},"defaultLowerBoundTracesPerSecond":{v},"perOperationStrategies":[{}]}}}}"#,
+                ops.join(",")
+            );
+            check(parse_strategy(body.as_bytes(), 5));
+        }
+    }
+
+    fn check(r: Result<StrategyResponse, StrategyError>) {
+        let ok_p = |p: f64| (0.0..=1.0).contains(&p);
+        match r {
+            Ok(StrategyResponse::Probabilistic(p)) => assert!(ok_p(p)),
+            Ok(StrategyResponse::RateLimiting(r)) => assert!(r >= 0.0 && r.is_finite()),
+            Ok(StrategyResponse::PerOperation(po)) => {
+                assert!(ok_p(po.default_probability));
+                assert!(po.default_lower_bound_per_second >= 0.0);
+                assert!(po.operations.len() <= 5);
+                assert!(po.operations.iter().all(|o| ok_p(o.probability)));
+            }
+            Err(e) => assert!(e.to_string().len() < 400, "{e}"),
+        }
     }
 }
