@@ -19,6 +19,10 @@
 //!   keep timestamps monotonic). So the TSC clock stays within about a
 //!   millisecond of the monotonic-clock timestamps (microseconds in practice,
 //!   see the tests), and never goes backwards.
+//! - **Giving up.** If the kernel stops using the TSC as its clock source,
+//!   the measured rate moves by more than [`MAX_RATE_CHANGE_PPM`], or the
+//!   formula is more than [`GIVE_UP_AHEAD_NS`] ahead (the TSC jumped), the
+//!   process returns to the monotonic clock for good.
 //! - **Publishing.** The parameters sit behind a sequence lock: readers retry
 //!   if a re-anchor happened while they read (once a second, a few
 //!   nanoseconds long); one writer at a time (`try_lock`, others keep the old
@@ -37,6 +41,14 @@ pub(crate) const PERIOD_NS: u64 = 1_000_000_000;
 pub(crate) const MAX_SLEW_PPM: i128 = 500;
 /// A formula further behind the monotonic clock than this steps forward.
 pub(crate) const STEP_NS: i128 = 1_000_000;
+/// A formula further *ahead* of the monotonic clock than this (the TSC
+/// jumped, e.g. a virtual machine moved to another host) is given up: slewing
+/// it back would take too long, so timestamps return to the monotonic clock
+/// (one step back, at most this long, once in the life of the process).
+pub(crate) const GIVE_UP_AHEAD_NS: i128 = 10_000_000;
+/// A measured rate this far from the current one (per million) means the TSC
+/// does not tick steadily after all: given up too.
+pub(crate) const MAX_RATE_CHANGE_PPM: i128 = 10_000;
 
 const UNDECIDED: u8 = 0;
 const CALIBRATING: u8 = 1;
@@ -98,10 +110,20 @@ pub(crate) fn rate(from: Reference, to: Reference) -> Option<u64> {
 /// reference `prev`: continuous with `cur` at `now.tsc` unless `cur` is more
 /// than [`STEP_NS`] behind (then it steps forward to `now.ns`), with the
 /// measured rate corrected to close the remaining gap over [`PERIOD_NS`].
+/// `None` means the TSC is not to be trusted any more: it went backwards or
+/// stood still, its rate changed by more than [`MAX_RATE_CHANGE_PPM`], or the
+/// formula got more than [`GIVE_UP_AHEAD_NS`] ahead.
 pub(crate) fn reanchor(cur: Params, prev: Reference, now: Reference) -> Option<Params> {
     let measured = rate(prev, now)?;
+    let change = (measured as i128 - cur.mult as i128).abs() * 1_000_000 / cur.mult.max(1) as i128;
+    if change > MAX_RATE_CHANGE_PPM {
+        return None;
+    }
     let formula = cur.at(now.tsc);
     let gap = now.ns as i128 - formula as i128;
+    if gap < -GIVE_UP_AHEAD_NS {
+        return None;
+    }
     if gap > STEP_NS {
         return Some(Params {
             tsc0: now.tsc,
@@ -167,16 +189,20 @@ const TIGHT_TICKS: u64 = 10_000;
 /// Whether this machine's TSC may be used: the kernel's clock source is the
 /// TSC and the CPU says its TSC is invariant (CPUID 0x8000_0007, EDX bit 8).
 fn usable() -> bool {
-    let kernel_uses_tsc =
-        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-            .map(|s| s.trim() == "tsc")
-            .unwrap_or(false);
-    if !kernel_uses_tsc {
+    if !kernel_uses_tsc() {
         return false;
     }
     // Leaf 0x8000_0000 says which extended leaves exist before 0x8000_0007 is read.
     let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
     max_ext >= 0x8000_0007 && std::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
+}
+
+/// The kernel's current clock source is the TSC (read once per period: a few
+/// microseconds a second).
+fn kernel_uses_tsc() -> bool {
+    std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .map(|s| s.trim() == "tsc")
+        .unwrap_or(false)
 }
 
 fn publish(p: Params, period_ticks: u64) {
@@ -280,16 +306,21 @@ fn recalibrate() {
     if now.tsc < RECAL_AT.load(Ordering::Relaxed) {
         return; // another thread re-anchored already
     }
-    match reanchor(cur, *w, now) {
+    // The kernel gives up on the TSC when it finds it unstable; so do we.
+    let next = if kernel_uses_tsc() {
+        reanchor(cur, *w, now)
+    } else {
+        None
+    };
+    match next {
         Some(p) => {
             *w = now;
             publish(p, p.ticks_in(PERIOD_NS));
         }
         None => {
-            // The TSC went backwards or stood still against the monotonic
-            // clock: stop trusting it. The formula's last values may be
-            // slightly ahead of the monotonic clock; that is the one place a
-            // later timestamp could be earlier, by the slew bound at most.
+            // Stop trusting the TSC. The formula's last values may be ahead
+            // of the monotonic clock (by GIVE_UP_AHEAD_NS at most): the one
+            // place where a later timestamp can be earlier, once.
             STATE.store(UNUSABLE, Ordering::Release);
             publish(
                 Params {
@@ -370,20 +401,20 @@ mod tests {
             mult: GHZ3,
         };
         let prev = Reference { tsc: 0, ns: 0 };
-        // 50 ms ahead: corrected at MAX_SLEW_PPM only, never stepped back.
+        // 5 ms ahead: corrected at MAX_SLEW_PPM only, never stepped back.
         let ahead = Reference {
             tsc: 3_000_000_000,
-            ns: cur.at(3_000_000_000) - 50_000_000,
+            ns: cur.at(3_000_000_000) - 5_000_000,
         };
         let p = reanchor(cur, prev, ahead).unwrap();
         assert_eq!(p.at(ahead.tsc), cur.at(ahead.tsc));
         let measured = rate(prev, ahead).unwrap() as i128;
         let ppm = (measured - p.mult as i128) * 1_000_000 / measured;
         assert!((MAX_SLEW_PPM - 1..=MAX_SLEW_PPM).contains(&ppm), "{ppm}");
-        // 50 ms behind: steps forward to the monotonic clock.
+        // 5 ms behind: steps forward to the monotonic clock.
         let behind = Reference {
             tsc: 3_000_000_000,
-            ns: cur.at(3_000_000_000) + 50_000_000,
+            ns: cur.at(3_000_000_000) + 5_000_000,
         };
         let q = reanchor(cur, prev, behind).unwrap();
         assert_eq!(q.at(behind.tsc), behind.ns);
@@ -394,6 +425,24 @@ mod tests {
             Reference { tsc: 5, ns: 9 }
         )
         .is_none());
+        // So is a rate that changed by more than MAX_RATE_CHANGE_PPM (here 5%).
+        let faster = Reference {
+            tsc: 3_000_000_000,
+            ns: 1_050_000_000,
+        };
+        assert!(reanchor(cur, prev, faster).is_none());
+        // And a formula more than GIVE_UP_AHEAD_NS ahead (a TSC that jumped)
+        // at an unchanged rate.
+        let jumped = Params {
+            ns0: 2 * GIVE_UP_AHEAD_NS as u64,
+            ..cur
+        };
+        let now = Reference {
+            tsc: 3_000_000_000,
+            ns: cur.at(3_000_000_000),
+        };
+        assert!(reanchor(jumped, prev, now).is_none());
+        assert!(reanchor(cur, prev, now).is_some());
     }
 
     #[test]
