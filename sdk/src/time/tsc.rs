@@ -23,13 +23,15 @@
 //!   the measured rate moves by more than [`MAX_RATE_CHANGE_PPM`], or the
 //!   formula is more than [`GIVE_UP_AHEAD_NS`] ahead (the TSC jumped), the
 //!   process returns to the monotonic clock for good.
-//! - **Publishing.** The parameters sit behind a sequence lock: readers retry
-//!   if a re-anchor happened while they read (once a second, a few
-//!   nanoseconds long); one writer at a time (`try_lock`, others keep the old
-//!   parameters).
+//! - **Publishing.** Two parameter slots, each behind a sequence lock: the
+//!   one writer (`try_lock`; others keep the old parameters) fills the slot
+//!   readers are not using and then switches them over, so a writer
+//!   preempted mid-write never makes readers wait. A reader retries (with the
+//!   new slot) if the switch happened while it read, so no reader computes a
+//!   timestamp from parameters that were already replaced.
 
 use std::arch::x86_64::_rdtsc;
-use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -56,14 +58,33 @@ const ACTIVE: u8 = 2;
 const UNUSABLE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNDECIDED);
-/// Sequence lock: odd while the parameters below are being written.
-static SEQ: AtomicU64 = AtomicU64::new(0);
-static TSC0: AtomicU64 = AtomicU64::new(0);
-static NS0: AtomicU64 = AtomicU64::new(0);
-/// Nanoseconds per tick × 2³²; 0 until calibrated.
-static MULT: AtomicU64 = AtomicU64::new(0);
-/// TSC value from which the next re-anchor is due.
-static RECAL_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+/// One published set of parameters.
+struct Slot {
+    /// Sequence lock: odd while the fields below are being written.
+    seq: AtomicU64,
+    tsc0: AtomicU64,
+    ns0: AtomicU64,
+    /// Nanoseconds per tick × 2³²; 0 until calibrated.
+    mult: AtomicU64,
+    /// TSC value from which the next re-anchor is due.
+    recal_at: AtomicU64,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Slot {
+            seq: AtomicU64::new(0),
+            tsc0: AtomicU64::new(0),
+            ns0: AtomicU64::new(0),
+            mult: AtomicU64::new(0),
+            recal_at: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
+/// Index of the slot readers use.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
 
 /// The writer's state: the last (TSC, monotonic timestamp) reference pair.
 static WRITER: Mutex<Reference> = Mutex::new(Reference { tsc: 0, ns: 0 });
@@ -205,15 +226,34 @@ fn kernel_uses_tsc() -> bool {
         .unwrap_or(false)
 }
 
+/// The parameters readers use now (only the writer, holding `WRITER`, calls this).
+fn current() -> (Params, u64) {
+    let slot = &SLOTS[CURRENT.load(Ordering::Relaxed) & 1];
+    (
+        Params {
+            tsc0: slot.tsc0.load(Ordering::Relaxed),
+            ns0: slot.ns0.load(Ordering::Relaxed),
+            mult: slot.mult.load(Ordering::Relaxed),
+        },
+        slot.recal_at.load(Ordering::Relaxed),
+    )
+}
+
+/// Writes `p` into the slot readers are not using, then switches them to it.
+/// Called with `WRITER` held (one writer at a time).
 fn publish(p: Params, period_ticks: u64) {
-    let s = SEQ.load(Ordering::Relaxed);
-    SEQ.store(s.wrapping_add(1), Ordering::Relaxed);
+    let next = (CURRENT.load(Ordering::Relaxed) + 1) & 1;
+    let slot = &SLOTS[next];
+    let s = slot.seq.load(Ordering::Relaxed);
+    slot.seq.store(s.wrapping_add(1), Ordering::Relaxed);
     fence(Ordering::Release);
-    TSC0.store(p.tsc0, Ordering::Relaxed);
-    NS0.store(p.ns0, Ordering::Relaxed);
-    MULT.store(p.mult, Ordering::Relaxed);
-    RECAL_AT.store(p.tsc0.saturating_add(period_ticks), Ordering::Relaxed);
-    SEQ.store(s.wrapping_add(2), Ordering::Release);
+    slot.tsc0.store(p.tsc0, Ordering::Relaxed);
+    slot.ns0.store(p.ns0, Ordering::Relaxed);
+    slot.mult.store(p.mult, Ordering::Relaxed);
+    slot.recal_at
+        .store(p.tsc0.saturating_add(period_ticks), Ordering::Relaxed);
+    slot.seq.store(s.wrapping_add(2), Ordering::Release);
+    CURRENT.store(next, Ordering::Release);
 }
 
 /// Now from the TSC, or `None` when the caller must read the monotonic clock
@@ -221,14 +261,22 @@ fn publish(p: Params, period_ticks: u64) {
 #[inline]
 pub(crate) fn now_ns() -> Option<u64> {
     loop {
-        let s1 = SEQ.load(Ordering::Acquire);
-        let tsc0 = TSC0.load(Ordering::Relaxed);
-        let ns0 = NS0.load(Ordering::Relaxed);
-        let mult = MULT.load(Ordering::Relaxed);
-        let recal_at = RECAL_AT.load(Ordering::Relaxed);
+        let i = CURRENT.load(Ordering::Acquire);
+        let slot = &SLOTS[i & 1];
+        let s1 = slot.seq.load(Ordering::Acquire);
+        let tsc0 = slot.tsc0.load(Ordering::Relaxed);
+        let ns0 = slot.ns0.load(Ordering::Relaxed);
+        let mult = slot.mult.load(Ordering::Relaxed);
+        let recal_at = slot.recal_at.load(Ordering::Relaxed);
         let tsc = rdtsc();
         fence(Ordering::Acquire);
-        if s1 & 1 != 0 || SEQ.load(Ordering::Relaxed) != s1 {
+        // Retry if these parameters were replaced meanwhile (then the other
+        // slot is complete), or, only for a reader stalled through two
+        // re-anchors, are being rewritten.
+        if s1 & 1 != 0
+            || slot.seq.load(Ordering::Relaxed) != s1
+            || CURRENT.load(Ordering::Relaxed) != i
+        {
             std::hint::spin_loop();
             continue;
         }
@@ -297,13 +345,12 @@ fn recalibrate() {
         return;
     };
     // We are the only writer: the published parameters are stable here.
-    let cur = Params {
-        tsc0: TSC0.load(Ordering::Relaxed),
-        ns0: NS0.load(Ordering::Relaxed),
-        mult: MULT.load(Ordering::Relaxed),
-    };
+    let (cur, recal_at) = current();
+    if cur.mult == 0 {
+        return; // given up already
+    }
     let now = sample(cur.mult);
-    if now.tsc < RECAL_AT.load(Ordering::Relaxed) {
+    if now.tsc < recal_at {
         return; // another thread re-anchored already
     }
     // The kernel gives up on the TSC when it finds it unstable; so do we.
@@ -447,14 +494,15 @@ mod tests {
 
     #[test]
     fn the_live_clock_is_monotonic_per_thread_and_close_to_the_monotonic_clock() {
-        // Runs through calibration (and on a TSC machine, into the TSC path).
+        // Runs through calibration and, on a TSC machine, into the TSC path
+        // and through one re-anchor (PERIOD_NS).
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 std::thread::spawn(|| {
                     let mut prev = super::super::now_ns();
                     let mut worst = 0u64;
                     let t = std::time::Instant::now();
-                    while t.elapsed() < std::time::Duration::from_millis(60) {
+                    while t.elapsed() < std::time::Duration::from_millis(1_100) {
                         for _ in 0..1_000 {
                             let n = super::super::now_ns();
                             assert!(n >= prev, "went back {} ns", prev - n);
@@ -472,6 +520,14 @@ mod tests {
             let worst = t.join().unwrap();
             // Generous for a loaded machine (preemption between the two reads).
             assert!(worst < 5_000_000, "{worst} ns from the monotonic clock");
+        }
+        if usable() {
+            assert_eq!(STATE.load(Ordering::Acquire), ACTIVE);
+            // Re-anchored at least once: the current slot is not the first one
+            // published (that one's period started at calibration).
+            let (p, _) = current();
+            assert!(p.mult > 0);
+            assert!(SLOTS.iter().all(|s| s.mult.load(Ordering::Relaxed) > 0));
         }
     }
 }
