@@ -9,7 +9,7 @@
 //! `tsc`, invariant TSC), timestamps come from the TSC read directly (`rdtsc`,
 //! ~10 ns on the benchmark VM against ~24 ns for `clock_gettime` through the
 //! vDSO, twice per span) and are kept on the monotonic clock above by
-//! re-anchoring once a second: see [`tsc`]. Everywhere else, and during the
+//! re-anchoring once a second (module `tsc`, private). Everywhere else, and during the
 //! first few milliseconds of a process while the TSC rate is measured, the
 //! monotonic clock is read as described.
 
@@ -34,7 +34,7 @@ static ANCHOR: OnceLock<Anchor> = OnceLock::new();
 /// instructions per read in `Duration` arithmetic, twice per span.
 /// `quanta`/`minstant` were not adopted for the TSC path: their one-off
 /// calibration leaves a rate error that accumulates against this clock, which
-/// [`tsc`] corrects by re-anchoring (slewing) every second.
+/// the `tsc` module corrects by re-anchoring (slewing) every second.
 #[cfg(unix)]
 #[inline]
 fn mono_ns() -> u64 {
