@@ -3,6 +3,7 @@
 pub mod consistent;
 pub mod diagnostics;
 pub mod global;
+mod interned;
 pub mod limits;
 pub mod load_shedding;
 pub mod provider;
@@ -15,6 +16,7 @@ mod tracer;
 mod watchdog;
 
 pub use consistent::ConsistentProbability;
+pub use interned::{Interned, MAX_INTERNED};
 pub use limits::SpanLimits;
 pub use provider::{TracerProvider, TracerProviderBuilder, DEFAULT_UNENDED_SPAN_AGE};
 pub use sampler::{ParentBased, Sampler, SamplingDecision, SamplingResult, ShouldSample};
