@@ -306,11 +306,14 @@ impl Sampler {
     /// when the decision needs the span's details ([`Sampler::Custom`], the
     /// remote sampler's per-operation rates) or changes the trace state (a
     /// threshold to record or erase); then [`Sampler::decide`] must be asked.
+    /// `name` is the span name when the caller already has it: the remote
+    /// sampler can then answer a plain drop here too.
     #[inline]
     pub(crate) fn builtin_decision(
         &self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,
+        name: Option<&str>,
     ) -> Option<SamplingDecision> {
         use SamplingDecision::*;
         match self {
@@ -333,14 +336,14 @@ impl Sampler {
                     (Some(pc), Some(sampled)) => (parent_based_update(pc, sampled, trace_id)
                         == ThUpdate::Keep)
                         .then_some(if sampled { RecordAndSample } else { Drop }),
-                    _ => delegate.builtin_decision(parent, trace_id),
+                    _ => delegate.builtin_decision(parent, trace_id, name),
                 }
             }
             Sampler::Custom(_) => None,
             #[cfg(feature = "jaeger-remote")]
-            Sampler::JaegerRemote(_) => None,
+            Sampler::JaegerRemote(r) => name.and_then(|n| r.quick_drop(parent, trace_id, n)),
             Sampler::LoadShedding(l) => {
-                let inner = l.inner().builtin_decision(parent, trace_id);
+                let inner = l.inner().builtin_decision(parent, trace_id, name);
                 // Shedding can only turn a keep into a drop (and rewrite th).
                 if l.level() == 0
                     || inner == Some(Drop)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::context::{SpanContext, TraceState};
 use crate::ids::TraceId;
 use crate::trace::consistent::{decide_threshold, root_state, updated_state, ThUpdate, Threshold};
-use crate::trace::sampler::Sampler;
+use crate::trace::sampler::{Sampler, SamplingDecision};
 
 use super::strategy::StrategyResponse;
 
@@ -28,6 +28,20 @@ impl Probability {
             threshold,
             root_state: threshold.map(root_state).unwrap_or_default(),
         }
+    }
+
+    /// True when the span is dropped and the parent's trace state needs no
+    /// change (no parent, or one with an empty trace state and the random flag).
+    #[inline]
+    fn quick_drop(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        if parent.is_some_and(|p| !p.trace_state().is_empty() || !p.trace_flags().is_random()) {
+            return false;
+        }
+        !self.threshold.is_some_and(|t| {
+            t.keeps(crate::trace::consistent::Randomness::from_trace_id(
+                trace_id,
+            ))
+        })
     }
 
     #[inline]
@@ -206,6 +220,32 @@ impl Compiled {
                         .map(|o| (o.operation.clone(), op(o.probability)))
                         .collect(),
                 }
+            }
+        }
+    }
+
+    /// True when [`decide`](Self::decide) would drop the span without
+    /// changing the trace state and without consulting a limiter (which must
+    /// be asked once per span, so such cases take the full path).
+    #[inline]
+    pub(crate) fn quick_drop(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> bool {
+        match self {
+            Compiled::Initial(s) => {
+                s.builtin_decision(parent, trace_id, Some(name)) == Some(SamplingDecision::Drop)
+            }
+            Compiled::Probabilistic(p) => p.quick_drop(parent, trace_id),
+            Compiled::RateLimiting(_) => false,
+            Compiled::PerOperation {
+                default,
+                operations,
+            } => {
+                let op = operations.get(name).unwrap_or(default);
+                op.lower_bound.per_second <= 0.0 && op.probability.quick_drop(parent, trace_id)
             }
         }
     }

@@ -195,6 +195,20 @@ impl RemoteSampler {
         }
     }
 
+    /// `Some(Drop)` when the span is dropped with no trace state change and
+    /// no limiter involved (the common unsampled span), decided without
+    /// building a [`SamplingResult`]; `None` when the full decision is needed.
+    #[inline]
+    pub(crate) fn quick_drop(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Option<SamplingDecision> {
+        self.with_current(|c| c.quick_drop(parent, trace_id, name))
+            .then_some(SamplingDecision::Drop)
+    }
+
     /// The decision for a span named `name`.
     #[inline]
     pub(crate) fn decide(
