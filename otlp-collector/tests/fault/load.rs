@@ -285,7 +285,13 @@ async fn send_http(
         Ok(Err(e)) => return Outcome::Transport(e),
         Ok(Ok(a)) => a,
     };
-    let text = || String::from_utf8_lossy(&body).into_owned();
+    // Refusals carry a `google.rpc.Status` in the request's encoding
+    // (protobuf here); show its message.
+    let text = || {
+        RpcStatus::decode(body.as_ref())
+            .map(|s| s.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned())
+    };
     match status {
         200 => check_partial_success(&body),
         429 => {
