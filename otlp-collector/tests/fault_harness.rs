@@ -20,7 +20,8 @@ use fault::{env_u64, get, metric, percentile, verify, Rng};
 use support::postgres::PgServer;
 use support::smallfs::SmallFs;
 
-static SERIAL: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+// A tokio lock: each test has its own runtime, and the guard is held across awaits.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Spans per request (and per trace) in the crash, shutdown, outage and
 /// disk scenarios: a typical SDK batch is a few hundred spans of many
@@ -99,13 +100,13 @@ async fn crash_cycles(sink: Sink, cycles: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_cycles_sqlite() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     crash_cycles(Sink::Sqlite, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_cycles_postgres() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     let Some(pg) = PgServer::start() else {
         return;
     };
@@ -117,7 +118,7 @@ async fn crash_cycles_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long run (minutes); see docs/reliability.md"]
 async fn crash_cycles_long() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     let n = env_u64("FERROTRACE_CRASH_CYCLES", 20);
     crash_cycles(Sink::Sqlite, n).await;
     if let Some(pg) = PgServer::start() {
@@ -130,7 +131,7 @@ async fn crash_cycles_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_in_time_and_loses_nothing() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = Spec::new(&dir.path().join("data"), dir.path(), Sink::Sqlite, "");
     let mut c = spec.spawn();
@@ -303,7 +304,7 @@ async fn sink_outage(outage: Duration, wal_max_bytes: Option<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_under_load_quick() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     sink_outage(Duration::from_secs(10), Some(4 << 20)).await;
 }
 
@@ -312,7 +313,7 @@ async fn postgres_outage_under_load_quick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long run (about 2 minutes); see docs/reliability.md"]
 async fn postgres_outage_under_load_long() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     let wal = std::env::var("FERROTRACE_OUTAGE_WAL_BYTES")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -327,7 +328,7 @@ async fn postgres_outage_under_load_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_filled_under_load_refuses_then_recovers_losing_nothing() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     let Some(fs) = SmallFs::mount(64) else {
         return;
     };
@@ -605,7 +606,7 @@ async fn overload(seconds: u64, extra_toml: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_at_three_times_the_sustainable_rate_quick() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     // A quarter of the queue budget the limit gives by default (64 MiB,
     // about 33,000 of these spans), so that the queue fills within the short
     // run even when the calibration underestimates the sink's rate on a
@@ -619,6 +620,6 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long run; see docs/reliability.md"]
 async fn overload_at_three_times_the_sustainable_rate_long() {
-    let _serial = SERIAL.lock();
+    let _serial = SERIAL.lock().await;
     overload(env_u64("FERROTRACE_OVERLOAD_SECS", 60), "").await;
 }

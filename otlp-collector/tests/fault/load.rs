@@ -222,7 +222,7 @@ async fn sender(
             n += 1;
         }
         let req = export(t, shape.spans);
-        let outcome = if w % 2 == 0 {
+        let outcome = if w.is_multiple_of(2) {
             send_http(&client, http, &req).await
         } else {
             send_grpc(&mut grpc_client, req).await
