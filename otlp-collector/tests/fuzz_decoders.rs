@@ -1603,7 +1603,7 @@ const QUERY_DICT: &[&[u8]] = &[
 #[test]
 fn fuzz_query_parameters() {
     let state = ferrotrace_collector::query::QueryState::new(Arc::new(
-        ferrotrace_collector::pipeline::NullStore,
+        ferrotrace_collector::storage::null::NullStore,
     ));
     fuzz(
         "query parameters",

@@ -26,18 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-
 use std::collections::BTreeMap;
 
 use crate::config::{BatcherConfig, LimitsConfig};
 use crate::metrics::{Metrics, Source};
-use crate::model::{Span, SpanKind, TraceId};
-use crate::rollup::{RollupAggregator, RollupBatch, RollupOrigin, SpanOrigin, WrittenOrigins};
-use crate::storage::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
-};
+use crate::model::{now_ns, Span};
+use crate::rollup::{RollupAggregator, RollupBatch, SpanOrigin, WrittenOrigins};
+use crate::storage::{SpanStore, StorageResult};
 use batcher::{Batcher, SinkBatch};
 use enrich::Enricher;
 use queue::Queue;
@@ -286,13 +281,6 @@ impl Stages {
             }
         }
     }
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Hands stored rollup origins to the pipeline's aggregator (see
@@ -705,85 +693,10 @@ pub fn replay(
     total
 }
 
-/// A sink that discards everything: for benchmarking the ingest path only
-/// (`--storage null`). Queries return nothing.
-#[derive(Debug, Default)]
-pub struct NullStore;
-
-#[async_trait]
-impl SpanStore for NullStore {
-    fn name(&self) -> &'static str {
-        "null"
-    }
-    async fn write_spans(&self, _spans: &[Span]) -> StorageResult<()> {
-        Ok(())
-    }
-    async fn write_rollups(&self, _rollups: &RollupBatch) -> StorageResult<()> {
-        Ok(())
-    }
-    async fn rollup_origins(
-        &self,
-        _instance: u64,
-        _segments: &[u64],
-    ) -> StorageResult<Vec<RollupOrigin>> {
-        // Nothing was stored, so nothing is skipped at replay.
-        Ok(Vec::new())
-    }
-    async fn prune_rollup_origins(
-        &self,
-        _instance: u64,
-        _below_segment: u64,
-    ) -> StorageResult<u64> {
-        Ok(0)
-    }
-    async fn get_trace(
-        &self,
-        _trace_id: TraceId,
-        _range: Option<TimeRange>,
-    ) -> StorageResult<Vec<Span>> {
-        Ok(Vec::new())
-    }
-    async fn get_traces(
-        &self,
-        _trace_ids: &[TraceId],
-        _range: Option<TimeRange>,
-    ) -> StorageResult<Vec<TraceSpans>> {
-        Ok(Vec::new())
-    }
-    async fn search(&self, _query: &TraceQuery) -> StorageResult<SearchPage> {
-        Ok(SearchPage::default())
-    }
-    async fn services(&self, _range: TimeRange) -> StorageResult<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn operations(&self, _service: &str, _range: TimeRange) -> StorageResult<Vec<Operation>> {
-        Ok(Vec::new())
-    }
-    async fn dependencies(&self, _range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
-        Ok(Vec::new())
-    }
-    async fn latency(&self, _query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
-        Ok(Vec::new())
-    }
-    async fn exact_percentiles(
-        &self,
-        _service: &str,
-        _operation: Option<&str>,
-        _kinds: &[SpanKind],
-        _range: TimeRange,
-        _qs: &[f64],
-    ) -> StorageResult<Vec<u64>> {
-        Ok(Vec::new())
-    }
-    async fn apply_retention(&self, _cutoff_ns: u64) -> StorageResult<RetentionReport> {
-        Err(StorageError::Backend("the null sink stores nothing".into()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttrValue, KeyValue};
+    use crate::model::{AttrValue, KeyValue, SpanKind};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, attrs: Vec<KeyValue>) -> Span {
         let start_ns = now_ns() - 1_000_000;

@@ -364,7 +364,7 @@ pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
             tracing::warn!(
                 "storage = null: spans are discarded after the pipeline (benchmarking only)"
             );
-            Arc::new(crate::pipeline::NullStore)
+            Arc::new(crate::storage::null::NullStore)
         }
     })
 }
@@ -416,7 +416,7 @@ mod tests {
                     if n < 3 {
                         Err(StorageError::Unavailable("connection refused".into()))
                     } else {
-                        Ok(Arc::new(crate::pipeline::NullStore) as Arc<dyn SpanStore>)
+                        Ok(Arc::new(crate::storage::null::NullStore) as Arc<dyn SpanStore>)
                     }
                 }
             },

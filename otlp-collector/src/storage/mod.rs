@@ -15,9 +15,12 @@ use crate::rollup::{RollupBatch, RollupOrigin};
 
 pub mod clickhouse;
 pub mod connecting;
+pub mod null;
 pub mod postgres;
 pub mod retention;
+mod rollup_math;
 mod sink_common;
+pub mod span_codec;
 pub mod sqlite;
 
 /// Why a storage operation failed.
