@@ -198,7 +198,7 @@ pub async fn run(health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WalConfig;
+    use crate::pipeline::wal::WalConfig;
     use crate::storage::{SearchPage, StorageResult, TimeRange};
     use async_trait::async_trait;
 

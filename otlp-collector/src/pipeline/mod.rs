@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use crate::config::{BatcherConfig, LimitsConfig};
 use crate::metrics::{Metrics, Source};
 use crate::model::{now_ns, Span};
+use crate::receiver::limits::LimitsConfig;
 use crate::rollup::{RollupAggregator, RollupBatch, SpanOrigin, WrittenOrigins};
 use crate::storage::{SpanStore, StorageResult};
+use batcher::BatcherConfig;
 use batcher::{Batcher, SinkBatch};
 use enrich::Enricher;
 use queue::Queue;

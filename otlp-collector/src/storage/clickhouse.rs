@@ -339,7 +339,7 @@ fn parse_url(url: &str) -> StorageResult<ParsedUrl> {
     let bad = |why: &str| {
         StorageError::Backend(format!(
             "invalid ClickHouse URL {:?} ({why}); expected http://[user[:password]@]host:8123[/database]",
-            super::connecting::redact_url(url)
+            super::url::redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;

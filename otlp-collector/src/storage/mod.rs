@@ -22,6 +22,7 @@ mod rollup_math;
 mod sink_common;
 pub mod span_codec;
 pub mod sqlite;
+pub mod url;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
