@@ -39,6 +39,12 @@ pub struct BatcherConfig {
     /// ([`BatcherConfig::concurrent_writes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_writes: Option<usize>,
+    /// Longest one span-batch write may take (ms); a write still running
+    /// then is abandoned, counted (`ferrotrace_sink_errors_total{kind="timeout"}`)
+    /// and retried like a retryable error. Span writes are idempotent, so a
+    /// write that committed anyway is harmless; rollup writes are not, so
+    /// they are not timed out.
+    pub write_timeout_ms: u64,
 }
 
 impl BatcherConfig {
@@ -72,6 +78,7 @@ impl Default for BatcherConfig {
             max_attempts_non_retryable: 3,
             rollup_flush_ms: 2_000,
             max_concurrent_writes: None,
+            write_timeout_ms: 60_000,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::origins::OriginPruner;
 use super::wal::Wal;
 use crate::metrics::Metrics;
 use crate::rollup::RollupBatch;
-use crate::storage::{SpanStore, StorageResult};
+use crate::storage::{SpanStore, StorageError, StorageResult};
 
 /// What travels from the worker to the sink task.
 pub(super) enum SinkMsg {
@@ -55,7 +55,9 @@ pub(super) async fn sink_task(
                 });
             }
             SinkMsg::Rollups(r) => {
-                if write_with_retry(&cfg, &metrics, &health, "rollups", || {
+                // No timeout: a rollup write merges counts, so retrying one that
+                // committed after it was abandoned would count it twice.
+                if write_with_retry(&cfg, &metrics, &health, "rollups", None, || {
                     store.write_rollups(&r)
                 })
                 .await
@@ -97,7 +99,8 @@ async fn write_span_batch(
     batch: SinkBatch,
 ) {
     let n = batch.spans.len() as u64;
-    let ok = write_with_retry(cfg, metrics, health, "spans", || {
+    let timeout = Some(Duration::from_millis(cfg.write_timeout_ms.max(1)));
+    let ok = write_with_retry(cfg, metrics, health, "spans", timeout, || {
         store.write_spans(&batch.spans)
     })
     .await;
@@ -115,12 +118,14 @@ async fn write_span_batch(
 /// succeed (the WAL holds the data meanwhile); other errors are tried
 /// `max_attempts_non_retryable` times. Returns true on success. Outcomes are
 /// reported to `health`: a retryable failure makes `/readyz` report the sink
-/// until a write succeeds.
+/// until a write succeeds. With a `timeout`, an attempt still running then is
+/// abandoned and retried as a retryable failure (counted as `timeout`).
 async fn write_with_retry<F, Fut>(
     cfg: &BatcherConfig,
     metrics: &Metrics,
     health: &crate::health::Health,
     what: &str,
+    timeout: Option<Duration>,
     mut op: F,
 ) -> bool
 where
@@ -131,7 +136,26 @@ where
     let mut fatal_attempts = 0u32;
     loop {
         let started = Instant::now();
-        match op().await {
+        let outcome = match timeout {
+            Some(t) => match tokio::time::timeout(t, op()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics.sink_errors.add("timeout", 1);
+                    let e = StorageError::Unavailable(format!(
+                        "sink {what} write did not finish within {} ms (batcher.write_timeout_ms); \
+                         the database is slow or stuck",
+                        t.as_millis()
+                    ));
+                    health.sink_write_failed(&e);
+                    tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "sink write timed out; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(cfg.retry_max_ms.max(1)));
+                    continue;
+                }
+            },
+            None => op().await,
+        };
+        match outcome {
             Ok(()) => {
                 metrics.sink_write_latency.observe(started.elapsed());
                 health.sink_write_ok();
@@ -154,5 +178,71 @@ where
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(cfg.retry_max_ms.max(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::wal::WalConfig;
+    use crate::storage::null::NullStore;
+    use std::sync::atomic::AtomicU32;
+
+    fn cfg(timeout_ms: u64) -> BatcherConfig {
+        BatcherConfig {
+            retry_initial_ms: 1,
+            retry_max_ms: 2,
+            write_timeout_ms: timeout_ms,
+            ..BatcherConfig::default()
+        }
+    }
+
+    fn health(metrics: &Arc<Metrics>) -> (tempfile::TempDir, Arc<crate::health::Health>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (wal, _) = Wal::open(dir.path(), &WalConfig::default(), metrics.clone()).expect("wal");
+        let h = crate::health::Health::new(Arc::new(NullStore), wal, metrics.clone());
+        (dir, h)
+    }
+
+    #[tokio::test]
+    async fn a_stuck_write_is_abandoned_counted_and_retried() {
+        let metrics = Arc::new(Metrics::default());
+        let (_dir, health) = health(&metrics);
+        let calls = AtomicU32::new(0);
+        let ok = write_with_retry(
+            &cfg(20),
+            &metrics,
+            &health,
+            "spans",
+            Some(Duration::from_millis(20)),
+            || {
+                let n = calls.fetch_add(1, Relaxed);
+                async move {
+                    if n < 2 {
+                        // Hangs far beyond the timeout (a stuck database).
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert!(ok, "the write succeeds once the sink answers");
+        assert_eq!(calls.load(Relaxed), 3);
+        assert_eq!(metrics.sink_errors.get("timeout"), 2);
+        assert_eq!(metrics.sink_errors.get("retryable"), 0);
+    }
+
+    #[tokio::test]
+    async fn without_a_timeout_a_slow_write_is_waited_for() {
+        let metrics = Arc::new(Metrics::default());
+        let (_dir, health) = health(&metrics);
+        let ok = write_with_retry(&cfg(1), &metrics, &health, "rollups", None, || async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        })
+        .await;
+        assert!(ok);
+        assert_eq!(metrics.sink_errors.get("timeout"), 0);
     }
 }
