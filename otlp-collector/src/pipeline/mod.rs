@@ -160,6 +160,63 @@ mod tests {
     }
 
     #[test]
+    fn spans_a_held_stage_passes_on_later_run_through_the_stages_after_it() {
+        let cfg: crate::config::Config = toml::from_str(
+            r#"
+            [sampling.tail]
+            enabled = true
+            decision_wait_ms = 0
+            policies = [{ name = "all", rule = "always" }]
+            [redact]
+            drop_keys = ["password"]
+            "#,
+        )
+        .expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let attrs = vec![
+            KeyValue::new("password", AttrValue::Str("pw".into())),
+            KeyValue::new("note", AttrValue::Str("x".into())),
+        ];
+        stages.process(
+            4,
+            0,
+            vec![span(1, 1, None, "a", attrs)],
+            &mut kept,
+            &mut released,
+        );
+        assert!(kept.is_empty(), "tail sampling holds the trace");
+        std::thread::sleep(Duration::from_millis(2));
+        stages.tick(&mut kept, &mut released);
+        assert_eq!(kept.len(), 1, "decided at the tick");
+        let (s, seg) = &kept[0];
+        assert_eq!(*seg, 4, "the WAL segment travels with the span");
+        let keys: Vec<&str> = s.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["note"],
+            "redaction ran after tail sampling let it go"
+        );
+        assert!(released.is_empty());
+    }
+
+    #[test]
+    fn head_drops_release_their_segment_once_per_item() {
+        let cfg: crate::config::Config =
+            toml::from_str("[sampling.head]\nrate = 0.0\n").expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let spans = (1..=5).map(|t| span(t, 1, None, "a", vec![])).collect();
+        stages.process(7, 0, spans, &mut kept, &mut released);
+        assert!(kept.is_empty());
+        assert_eq!(released, vec![(7, 5)]);
+        let metrics = Metrics::default();
+        stages.publish(&metrics);
+        assert_eq!(metrics.dropped.get("sampled_out_head"), 5);
+        assert_eq!(metrics.sampling_decisions.get("head:drop:rate"), 5);
+    }
+
+    #[test]
     fn internal_counters_reach_metrics() {
         let cfg: crate::config::Config = toml::from_str(
             r#"
