@@ -104,8 +104,8 @@ mod ft {
             links: Vec::new(),
             dropped_links_count: 0,
             status: Status::Ok,
-            resource,
-            scope,
+            resource: resource.into(),
+            scope: scope.into(),
         }
     }
 }

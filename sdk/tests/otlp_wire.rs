@@ -79,8 +79,8 @@ proptest! {
             KeyValue::new("i", int),
             KeyValue::new("f", float),
         ];
-        span.resource = resource("prop");
-        span.scope = scope("prop");
+        span.resource = resource("prop").into();
+        span.scope = scope("prop").into();
         let mut pb = official_from_protobuf(vec![span.clone()]);
         let mut json = official_from_json(vec![span]);
         // serde_json's default float parser (used here to read the body) may

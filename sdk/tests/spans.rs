@@ -371,3 +371,31 @@ fn without_processors_a_sampled_decision_still_propagates() {
         .build();
     assert!(!off.tracer("t").start("op").span_context().is_sampled());
 }
+
+#[test]
+fn resource_and_scope_are_shared_between_spans_and_providers_not_copied() {
+    use ferrotrace::trace::Interned;
+    // Two providers with the same resource and tracers with the same scope
+    // (as a process that rebuilds its provider does): their spans refer to
+    // one stored resource and one stored scope, and still read correctly.
+    let (p1, t1, e1) = setup();
+    let (_p2, t2, e2) = setup();
+    t1.start("a").end();
+    t1.start("b").end();
+    t2.start("c").end();
+    let (s1, s2) = (e1.finished_spans(), e2.finished_spans());
+    assert!(Interned::ptr_eq(&s1[0].resource, &s1[1].resource));
+    assert!(Interned::ptr_eq(&s1[0].resource, &s2[0].resource));
+    assert!(Interned::ptr_eq(&s1[0].scope, &s2[0].scope));
+    assert_eq!(
+        s2[0].resource.get("service.name"),
+        Some(&Value::from("svc"))
+    );
+    assert_eq!(s2[0].scope.version.as_deref(), Some("1.2.3"));
+    // A different scope is a different value.
+    let t3 = p1.tracer("other");
+    t3.start("d").end();
+    let s3 = e1.finished_spans();
+    assert_eq!(s3[2].scope.name, "other");
+    assert!(!Interned::ptr_eq(&s3[2].scope, &s1[0].scope));
+}

@@ -2,6 +2,7 @@
 
 pub mod diagnostics;
 pub mod global;
+mod interned;
 pub mod limits;
 pub mod provider;
 pub mod sampler;
@@ -10,6 +11,7 @@ pub mod span_data;
 mod tracer;
 mod watchdog;
 
+pub use interned::{Interned, MAX_INTERNED};
 pub use limits::SpanLimits;
 pub use provider::{TracerProvider, TracerProviderBuilder, DEFAULT_UNENDED_SPAN_AGE};
 pub use sampler::{ParentBased, Sampler, SamplingDecision, SamplingResult, ShouldSample};

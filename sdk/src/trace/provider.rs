@@ -9,17 +9,23 @@ use std::time::Duration;
 use crate::attributes::KeyValue;
 use crate::export::{ExportError, ExportResult, SpanExporter, SpanProcessor};
 use crate::resource::Resource;
+use crate::trace::interned::{Interned, Interner};
 use crate::trace::limits::SpanLimits;
 use crate::trace::sampler::Sampler;
 use crate::trace::span_data::InstrumentationScope;
 use crate::trace::tracer::Tracer;
 use crate::trace::watchdog::{Watchdog, DEFAULT_WATCH_CAPACITY};
 
+/// Resources of the providers built in this process (see [`Interned`]).
+static RESOURCES: Interner<Resource> = Interner::new();
+/// Scopes of the tracers handed out in this process.
+static SCOPES: Interner<InstrumentationScope> = Interner::new();
+
 /// Default age after which an open span is reported.
 pub const DEFAULT_UNENDED_SPAN_AGE: Duration = Duration::from_secs(300);
 
 pub(crate) struct ProviderInner {
-    pub(crate) resource: Arc<Resource>,
+    pub(crate) resource: Interned<Resource>,
     pub(crate) processors: Vec<Box<dyn SpanProcessor>>,
     pub(crate) sampler: Sampler,
     pub(crate) limits: SpanLimits,
@@ -109,7 +115,7 @@ impl TracerProvider {
 
     /// A tracer for a fully described scope.
     pub fn tracer_with_scope(&self, scope: InstrumentationScope) -> Tracer {
-        Tracer::new(self.inner.clone(), Arc::new(scope))
+        Tracer::new(self.inner.clone(), SCOPES.intern(scope))
     }
 
     /// The resource attached to every span.
@@ -252,7 +258,7 @@ impl TracerProviderBuilder {
             drop(self.processors);
             return TracerProvider {
                 inner: Arc::new(ProviderInner {
-                    resource: Arc::new(resource_from_env()),
+                    resource: RESOURCES.intern(resource_from_env()),
                     processors: Vec::new(),
                     sampler: Sampler::AlwaysOff,
                     limits: SpanLimits::default(),
@@ -276,7 +282,7 @@ impl TracerProviderBuilder {
             age.map(|a| Watchdog::start(a, self.watch_capacity.unwrap_or(DEFAULT_WATCH_CAPACITY)));
         TracerProvider {
             inner: Arc::new(ProviderInner {
-                resource: Arc::new(resource),
+                resource: RESOURCES.intern(resource),
                 processors: self.processors,
                 sampler: self.sampler.unwrap_or_else(Sampler::from_env),
                 limits: self.limits.unwrap_or_else(SpanLimits::from_env),

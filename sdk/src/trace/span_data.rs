@@ -2,12 +2,12 @@
 //! finished-span record ([`SpanData`]) that processors and exporters receive.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use crate::attributes::KeyValue;
 use crate::context::SpanContext;
 use crate::ids::SpanId;
 use crate::resource::Resource;
+use crate::trace::interned::Interned;
 
 /// The role of a span in a trace (OTLP `SpanKind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -118,8 +118,9 @@ pub struct SpanData {
     pub dropped_links_count: u32,
     /// Final status.
     pub status: Status,
-    /// The provider's resource.
-    pub resource: Arc<Resource>,
-    /// The tracer's instrumentation scope.
-    pub scope: Arc<InstrumentationScope>,
+    /// The provider's resource (interned: no reference count per span; build
+    /// one by hand with `Arc::new(resource).into()`).
+    pub resource: Interned<Resource>,
+    /// The tracer's instrumentation scope (interned like the resource).
+    pub scope: Interned<InstrumentationScope>,
 }

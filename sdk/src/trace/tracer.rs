@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::attributes::KeyValue;
 use crate::context::{Context, SpanContext, TraceFlags};
 use crate::ids::{new_span_id, new_trace_and_span_id, SpanId, TraceId};
+use crate::trace::interned::Interned;
 use crate::trace::limits::limit_attributes;
 use crate::trace::provider::ProviderInner;
 use crate::trace::sampler::SamplingDecision;
@@ -17,7 +18,7 @@ use crate::trace::span_data::{InstrumentationScope, Link, SpanKind, Status};
 #[derive(Clone)]
 pub struct Tracer {
     pub(crate) provider: Arc<ProviderInner>,
-    pub(crate) scope: Arc<InstrumentationScope>,
+    pub(crate) scope: Interned<InstrumentationScope>,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -29,7 +30,7 @@ impl std::fmt::Debug for Tracer {
 }
 
 impl Tracer {
-    pub(crate) fn new(provider: Arc<ProviderInner>, scope: Arc<InstrumentationScope>) -> Self {
+    pub(crate) fn new(provider: Arc<ProviderInner>, scope: Interned<InstrumentationScope>) -> Self {
         Tracer { provider, scope }
     }
 

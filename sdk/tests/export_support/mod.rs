@@ -132,8 +132,8 @@ pub fn rich_span(i: u64, resource: &Arc<Resource>, scope: &Arc<InstrumentationSc
         } else {
             Status::Unset
         },
-        resource: Arc::clone(resource),
-        scope: Arc::clone(scope),
+        resource: Arc::clone(resource).into(),
+        scope: Arc::clone(scope).into(),
     }
 }
 
@@ -164,8 +164,8 @@ pub fn small_span(i: u64) -> SpanData {
         links: Vec::new(),
         dropped_links_count: 0,
         status: Status::Unset,
-        resource: R.with(Arc::clone),
-        scope: S.with(Arc::clone),
+        resource: R.with(Arc::clone).into(),
+        scope: S.with(Arc::clone).into(),
     }
 }
 

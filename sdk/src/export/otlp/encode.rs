@@ -6,8 +6,6 @@
 //! the "parent is remote" bits 8 and 9 set as the specification describes,
 //! trace state as its header text, and all `dropped_*_count`s.
 
-use std::sync::Arc;
-
 use super::proto::collector::trace::v1::ExportTraceServiceRequest;
 use super::proto::common::v1 as pc;
 use super::proto::resource::v1 as pr;
@@ -17,6 +15,7 @@ use crate::attributes::{Array, KeyValue, Value};
 use crate::context::SpanContext;
 use crate::resource::Resource;
 use crate::trace::span_data::{InstrumentationScope, SpanData, SpanKind, Status};
+use crate::trace::Interned;
 
 /// `flags` bit 8: whether the parent is remote is known.
 pub const FLAGS_CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
@@ -24,23 +23,23 @@ pub const FLAGS_CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
 pub const FLAGS_CONTEXT_IS_REMOTE: u32 = 0x200;
 
 /// Spans of one scope, in arrival order.
-type ScopeGroup = (Arc<InstrumentationScope>, Vec<pt::Span>);
+type ScopeGroup = (Interned<InstrumentationScope>, Vec<pt::Span>);
 /// Scopes of one resource, in first-seen order.
-type ResourceGroup = (Arc<Resource>, Vec<ScopeGroup>);
+type ResourceGroup = (Interned<Resource>, Vec<ScopeGroup>);
 
 /// Builds one export request from a batch, grouping spans by resource, then by
 /// scope, in first-seen order.
 pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
     // Batches almost always hold one resource and a handful of scopes, so a
-    // linear search with an `Arc` pointer fast path beats hashing.
+    // linear search with a pointer fast path (interned values share one address) beats hashing.
     let mut groups: Vec<ResourceGroup> = Vec::new();
     for span in batch {
-        let resource = Arc::clone(&span.resource);
-        let scope = Arc::clone(&span.scope);
+        let resource = span.resource.clone();
+        let scope = span.scope.clone();
         let encoded = encode_span(span);
         let gi = match groups
             .iter()
-            .position(|(r, _)| Arc::ptr_eq(r, &resource) || **r == *resource)
+            .position(|(r, _)| Interned::ptr_eq(r, &resource) || **r == *resource)
         {
             Some(i) => i,
             None => {
@@ -51,7 +50,7 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
         let scopes = &mut groups[gi].1;
         let si = match scopes
             .iter()
-            .position(|(s, _)| Arc::ptr_eq(s, &scope) || **s == *scope)
+            .position(|(s, _)| Interned::ptr_eq(s, &scope) || **s == *scope)
         {
             Some(i) => i,
             None => {
