@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod listener;
+pub mod log_limit;
 pub mod memory;
 pub mod metrics;
 pub mod model;

@@ -41,6 +41,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::receiver::format::RecordFormat;
 use serde::{Deserialize, Serialize};
@@ -679,6 +680,12 @@ struct Writer {
     poisoned: bool,
     last_sync: Instant,
     buf: Vec<u8>,
+    /// Log limits for the errors a persisting fault (a full disk) repeats
+    /// on every group of appends; every occurrence is still counted in
+    /// `wal_io_errors`.
+    rotate_log: LogLimiter,
+    write_log: LogLimiter,
+    fsync_log: LogLimiter,
 }
 
 impl Writer {
@@ -707,6 +714,9 @@ impl Writer {
             poisoned: false,
             last_sync: Instant::now(),
             buf: Vec::with_capacity(1024 * 1024),
+            rotate_log: LogLimiter::default(),
+            write_log: LogLimiter::default(),
+            fsync_log: LogLimiter::default(),
         })
     }
 
@@ -760,11 +770,14 @@ impl Writer {
                 self.shared
                     .note_error(&io_err(&self.shared.path(self.current))(copy_io(e)));
                 self.poisoned = true;
-                tracing::error!(
-                    error = %e,
-                    path = %self.shared.path(self.current).display(),
-                    "WAL fsync failed; records not known to be on disk are refused and the segment is closed"
-                );
+                if let Some(suppressed) = self.fsync_log.admit_now() {
+                    tracing::error!(
+                        error = %e,
+                        path = %self.shared.path(self.current).display(),
+                        suppressed,
+                        "WAL fsync failed; records not known to be on disk are refused and the segment is closed"
+                    );
+                }
             }
         }
         self.last_sync = Instant::now();
@@ -885,7 +898,14 @@ impl Writer {
         if self.file.is_none() || self.poisoned || self.file_len >= self.segment_bytes {
             if let Err(e) = self.rotate() {
                 self.shared.metrics.wal_io_errors.add("rotate", 1);
-                tracing::error!(error = %e, "cannot start a new WAL segment; refusing the appends");
+                if let Some(suppressed) = self.rotate_log.admit_now() {
+                    tracing::error!(
+                        error = %e,
+                        suppressed,
+                        "cannot start a new WAL segment; refusing the appends (repeats are logged at most once per {}s, `suppressed` counts those not logged)",
+                        self.rotate_log.interval().as_secs()
+                    );
+                }
                 for r in group.drain(..) {
                     let _ = r.reply.send(Err(copy_err(&e)));
                 }
@@ -942,7 +962,9 @@ impl Writer {
         if let Err(e) = file.write_all(&self.buf) {
             self.shared.metrics.wal_io_errors.add("write", 1);
             self.shared.note_error(&io_err(&path)(copy_io(&e)));
-            tracing::error!(error = %e, path = %path.display(), "WAL write failed; refusing the appends and closing the segment");
+            if let Some(suppressed) = self.write_log.admit_now() {
+                tracing::error!(error = %e, path = %path.display(), suppressed, "WAL write failed; refusing the appends and closing the segment");
+            }
             self.poisoned = true;
             self.account_partial_write();
             refuse(accepted, &e);
