@@ -172,7 +172,7 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
     fn has_multiple(&self, key: &str) -> bool {
         // Two keys that differ only in case are two headers of one name.
         HashMap::keys(self)
-            .filter(|k| k.eq_ignore_ascii_case(key))
+            .filter(|k| k.len() == key.len() && k.eq_ignore_ascii_case(key))
             .nth(1)
             .is_some()
     }
