@@ -22,22 +22,26 @@ pub enum IdParseError {
     Zero,
 }
 
-/// Value of each byte as a lowercase hex digit; 0xff for anything else
-/// (uppercase included: W3C ids are lowercase).
-const HEX_VAL: [u8; 256] = {
-    let mut t = [0xffu8; 256];
+/// Each byte's value as a lowercase hex digit, shifted left by `SHIFT`
+/// bits, in a `u16`; 0x100 for anything else (uppercase included: W3C ids
+/// are lowercase). Bit 8 is outside every valid digit's bits, so OR-ing the
+/// high and low digits' entries gives the byte and an error flag at once.
+const fn hex_table<const SHIFT: u32>() -> [u16; 256] {
+    let mut t = [0x100u16; 256];
     let mut i = 0;
     while i < 10 {
-        t[b'0' as usize + i] = i as u8;
+        t[b'0' as usize + i] = (i as u16) << SHIFT;
         i += 1;
     }
     let mut i = 0;
     while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'a' as usize + i] = (10 + i as u16) << SHIFT;
         i += 1;
     }
     t
-};
+}
+const HEX_HI: [u16; 256] = hex_table::<4>();
+const HEX_LO: [u16; 256] = hex_table::<0>();
 
 /// Parses exactly `N*2` lowercase hex characters into bytes (zero allowed).
 #[inline]
@@ -49,19 +53,18 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseErro
         });
     }
     let mut out = [0u8; N];
-    // One table look-up per character and a single check at the end: the
-    // hot path (valid ids) has no branch per character.
-    let mut bad = 0u8;
-    for i in 0..N {
-        let hi = HEX_VAL[s[2 * i] as usize];
-        let lo = HEX_VAL[s[2 * i + 1] as usize];
-        bad |= hi | lo;
-        out[i] = (hi << 4) | (lo & 0xf);
+    // Two table look-ups per byte and a single check at the end: the hot
+    // path (valid ids) has no branch per character, no shift and no mask.
+    let mut bad = 0u16;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let v = HEX_HI[pair[0] as usize] | HEX_LO[pair[1] as usize];
+        bad |= v;
+        *o = v as u8;
     }
-    if bad & 0xf0 != 0 {
+    if bad & 0x100 != 0 {
         let pos = s
             .iter()
-            .position(|&c| HEX_VAL[c as usize] == 0xff)
+            .position(|&c| HEX_LO[c as usize] == 0x100)
             .unwrap_or(0);
         return Err(IdParseError::Char(pos));
     }
@@ -295,6 +298,32 @@ mod tests {
             let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(std::str::from_utf8(&out).unwrap(), want, "len {len}");
         }
+    }
+
+    #[test]
+    fn hex_parsing_accepts_exactly_lowercase_digits_in_every_position() {
+        for c in 0..=255u8 {
+            let digit = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+            for pos in 0..4 {
+                let mut s = *b"7a0f";
+                s[pos] = c;
+                match parse_hex::<2>(&s) {
+                    Ok(v) => {
+                        assert!(digit, "{c:#x} accepted at {pos}");
+                        let want = u16::from_str_radix(std::str::from_utf8(&s).unwrap(), 16);
+                        assert_eq!(u16::from_be_bytes(v), want.unwrap());
+                    }
+                    Err(e) => {
+                        assert!(!digit, "{c:#x} rejected at {pos}");
+                        assert_eq!(e, IdParseError::Char(pos));
+                    }
+                }
+            }
+        }
+        let all: Vec<u8> = (0..=255u8).collect();
+        let mut hex = vec![0u8; 512];
+        write_hex(&all, &mut hex);
+        assert_eq!(parse_hex::<256>(&hex).unwrap().to_vec(), all);
     }
 
     #[test]
