@@ -179,6 +179,26 @@ pub enum Diagnostic {
         /// The integration's instrumentation scope (e.g. `ferrotrace.http`).
         scope: &'static str,
     },
+    /// The remote sampler could not fetch (or rejected) a sampling strategy;
+    /// the strategy in force stays (the initial sampler until one arrived).
+    RemoteSamplingFailed {
+        /// The URL polled.
+        url: String,
+        /// What went wrong.
+        error: String,
+        /// Failures counted so far by this sampler.
+        failures: u64,
+    },
+    /// Load-based protection changed its level: the sampling probability is
+    /// now multiplied by `2^-level`.
+    LoadShedding {
+        /// The new level.
+        level: u8,
+        /// True when it rose (pressure), false when it fell (recovery).
+        raised: bool,
+        /// Spans shed so far.
+        spans_shed: u64,
+    },
 }
 
 impl Diagnostic {
@@ -194,6 +214,14 @@ impl Diagnostic {
             },
             Diagnostic::SpansDropped { .. } => Level::Warn,
             Diagnostic::NoGlobalProvider { .. } => Level::Warn,
+            Diagnostic::RemoteSamplingFailed { .. } => Level::Warn,
+            Diagnostic::LoadShedding { raised, .. } => {
+                if *raised {
+                    Level::Warn
+                } else {
+                    Level::Info
+                }
+            }
         }
     }
 
@@ -207,11 +235,13 @@ impl Diagnostic {
             Diagnostic::Breaker { .. } => 3,
             Diagnostic::SpansDropped { .. } => 4,
             Diagnostic::NoGlobalProvider { .. } => 5,
+            Diagnostic::RemoteSamplingFailed { .. } => 6,
+            Diagnostic::LoadShedding { .. } => 7,
         }
     }
 }
 
-const CLASSES: usize = 6;
+const CLASSES: usize = 8;
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,6 +300,28 @@ impl std::fmt::Display for Diagnostic {
             Diagnostic::NoGlobalProvider { scope } => write!(
                 f,
                 "{scope}: from_global() found no global tracer provider, so nothing it traces is recorded (context is still propagated): call ferrotrace::init() or trace::global::set_tracer_provider at startup, or build the layer with ::new(provider.tracer(..))"
+            ),
+            Diagnostic::RemoteSamplingFailed { url, error, failures } => write!(
+                f,
+                "remote sampling strategy from {url} not updated ({failures} failures so far): {error}; the strategy in force stays. Check the endpoint in OTEL_TRACES_SAMPLER_ARG (endpoint=http://host:5778) and that the sampling server is up"
+            ),
+            Diagnostic::LoadShedding {
+                level,
+                raised: true,
+                spans_shed,
+            } => write!(
+                f,
+                "export pipeline overloaded (batch queue dropping spans or circuit breaker open): sampling lowered to 1/{} of the configured probability ({spans_shed} spans shed so far); the threshold is recorded in tracestate so counts stay right",
+                1u64 << level
+            ),
+            Diagnostic::LoadShedding {
+                level,
+                raised: false,
+                ..
+            } => write!(
+                f,
+                "export pressure eased: sampling raised to 1/{} of the configured probability",
+                1u64 << level
             ),
         }
     }

@@ -280,11 +280,19 @@ impl TracerProviderBuilder {
             .unwrap_or(Some(DEFAULT_UNENDED_SPAN_AGE));
         let watchdog =
             age.map(|a| Watchdog::start(a, self.watch_capacity.unwrap_or(DEFAULT_WATCH_CAPACITY)));
+        // A remote sampler from the environment asks for this provider's service.
+        let sampler = self.sampler.unwrap_or_else(|| {
+            let service = match resource.get("service.name") {
+                Some(crate::attributes::Value::String(s)) => Some(s.as_str().to_string()),
+                _ => None,
+            };
+            Sampler::from_env_for_service(service.as_deref())
+        });
         TracerProvider {
             inner: Arc::new(ProviderInner {
                 resource: RESOURCES.intern(resource),
                 processors: self.processors,
-                sampler: self.sampler.unwrap_or_else(Sampler::from_env),
+                sampler,
                 limits: self.limits.unwrap_or_else(SpanLimits::from_env),
                 watchdog,
                 is_shutdown: AtomicBool::new(false),

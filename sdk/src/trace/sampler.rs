@@ -6,6 +6,9 @@ use std::sync::Arc;
 use crate::attributes::KeyValue;
 use crate::context::{SpanContext, TraceState};
 use crate::ids::TraceId;
+use crate::trace::consistent::{
+    parent_based_update, parent_has_th, updated_state, ConsistentProbability, ThUpdate, Threshold,
+};
 use crate::trace::span_data::{Link, SpanKind};
 
 /// Whether a span is dropped, only recorded, or recorded and exported.
@@ -30,16 +33,6 @@ pub struct SamplingResult {
     pub trace_state: Option<TraceState>,
 }
 
-impl SamplingResult {
-    fn of(decision: SamplingDecision) -> Self {
-        SamplingResult {
-            decision,
-            attributes: Vec::new(),
-            trace_state: None,
-        }
-    }
-}
-
 /// A custom sampling policy.
 pub trait ShouldSample: Send + Sync + fmt::Debug {
     /// Decides for a span about to start. `parent` is the valid parent span
@@ -62,9 +55,25 @@ pub enum Sampler {
     AlwaysOn,
     /// Sample nothing.
     AlwaysOff,
-    /// Sample a fraction of traces, decided by the trace id alone
-    /// (see [`trace_id_ratio_sampled`]).
+    /// The legacy ratio rule: a fraction of traces, decided by the trace id
+    /// alone (see [`trace_id_ratio_sampled`], the rule of `opentelemetry_sdk`
+    /// 0.33 and of the collector's head sampler). It records no threshold
+    /// (and erases a parent's `th`), so a span it keeps has an unknown
+    /// adjusted count; prefer [`Sampler::ConsistentProbability`].
     TraceIdRatioBased(f64),
+    /// Consistent probability sampling (OpenTelemetry tracestate `th`/`rv`):
+    /// keeps a trace when its 56 bits of randomness reach the threshold and
+    /// records `ot=th:..` on the spans it keeps. See
+    /// [`consistent`](crate::trace::consistent).
+    ConsistentProbability(ConsistentProbability),
+    /// Jaeger remote sampling: per-operation probabilities polled from a
+    /// sampling server (see [`RemoteSampler`](crate::trace::remote::RemoteSampler)).
+    #[cfg(feature = "jaeger-remote")]
+    JaegerRemote(crate::trace::remote::RemoteSampler),
+    /// A sampler whose probability is lowered (consistently, recorded in
+    /// `th`) while the export pipeline is overloaded. Built with
+    /// [`LoadShedding::builder`](crate::trace::load_shedding::LoadShedding::builder).
+    LoadShedding(Arc<crate::trace::load_shedding::LoadShedding>),
     /// Follow the parent's decision; use delegates for each parent situation.
     ParentBased(Box<ParentBased>),
     /// A user-supplied policy.
@@ -127,6 +136,18 @@ impl ParentBased {
 }
 
 impl ParentBased {
+    /// The fixed answer of a parent-present delegate that follows the parent
+    /// (`AlwaysOn`/`AlwaysOff`): then the parent's threshold is propagated
+    /// (if consistent) instead of a new one being stated.
+    #[inline]
+    fn follows_parent(delegate: &Sampler) -> Option<bool> {
+        match delegate {
+            Sampler::AlwaysOn => Some(true),
+            Sampler::AlwaysOff => Some(false),
+            _ => None,
+        }
+    }
+
     /// The delegate for this parent situation.
     #[inline]
     fn delegate(&self, parent: Option<&SpanContext>) -> &Sampler {
@@ -181,19 +202,58 @@ impl Sampler {
         ParentBased::new(root).into()
     }
 
+    /// A [`Sampler::ConsistentProbability`] keeping `probability` of traces.
+    pub fn consistent_probability(probability: f64) -> Self {
+        Sampler::ConsistentProbability(ConsistentProbability::new(probability))
+    }
+
     /// The sampler named by `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`
     /// (`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
-    /// `parentbased_always_off`, `parentbased_traceidratio`; default
+    /// `parentbased_always_off`, `parentbased_traceidratio`,
+    /// `consistent_probability`, `parentbased_consistent_probability`,
+    /// `jaeger_remote`, `parentbased_jaeger_remote`; default
     /// `parentbased_always_on`). Invalid values fall back to the default and are
     /// reported through diagnostics.
     pub fn from_env() -> Self {
+        Self::from_env_for_service(None)
+    }
+
+    /// [`from_env`](Self::from_env) for a provider whose `service.name` is
+    /// known (the remote sampler asks for that service's strategy).
+    pub(crate) fn from_env_for_service(service: Option<&str>) -> Self {
         let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
-        Self::from_config(&name, arg.as_deref())
+        Self::from_config_for_service(&name, arg.as_deref(), service)
     }
 
     /// The sampler for an `OTEL_TRACES_SAMPLER` name and optional argument.
+    /// A remote sampler asks for the service `OTEL_SERVICE_NAME` (or
+    /// `OTEL_RESOURCE_ATTRIBUTES`) names.
     pub fn from_config(name: &str, arg: Option<&str>) -> Self {
+        Self::from_config_for_service(name, arg, None)
+    }
+
+    fn from_config_for_service(name: &str, arg: Option<&str>, service: Option<&str>) -> Self {
+        #[cfg(feature = "jaeger-remote")]
+        let remote = || {
+            let from_env;
+            let service = match service {
+                Some(s) => s,
+                None => {
+                    from_env = crate::trace::provider::resource_from_env()
+                        .get("service.name")
+                        .and_then(|v| match v {
+                            crate::attributes::Value::String(s) => Some(s.as_str().to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "unknown_service".into());
+                    &from_env
+                }
+            };
+            crate::trace::remote::RemoteSampler::from_arg(arg, service)
+        };
+        #[cfg(not(feature = "jaeger-remote"))]
+        let _ = service;
         let ratio = || match arg.map(str::trim) {
             None | Some("") => 1.0,
             Some(a) => match a.parse::<f64>() {
@@ -214,6 +274,21 @@ impl Sampler {
             "parentbased_traceidratio" => {
                 Sampler::parent_based(Sampler::TraceIdRatioBased(ratio()))
             }
+            "consistent_probability" => Sampler::consistent_probability(ratio()),
+            "parentbased_consistent_probability" => {
+                Sampler::parent_based(Sampler::consistent_probability(ratio()))
+            }
+            #[cfg(feature = "jaeger-remote")]
+            "jaeger_remote" => Sampler::JaegerRemote(remote()),
+            #[cfg(feature = "jaeger-remote")]
+            "parentbased_jaeger_remote" => Sampler::parent_based(Sampler::JaegerRemote(remote())),
+            #[cfg(not(feature = "jaeger-remote"))]
+            "jaeger_remote" | "parentbased_jaeger_remote" => {
+                super::diagnostics::report(super::diagnostics::Diagnostic::Config(format!(
+                    "OTEL_TRACES_SAMPLER={name:?} needs the ferrotrace cargo feature `jaeger-remote`; using parentbased_always_on"
+                )));
+                Sampler::default()
+            }
             "" | "parentbased_always_on" => Sampler::parent_based(Sampler::AlwaysOn),
             other => {
                 super::diagnostics::report(super::diagnostics::Diagnostic::Config(format!(
@@ -225,36 +300,66 @@ impl Sampler {
     }
 
     /// The decision of a built-in sampler that adds no attributes and keeps
-    /// the parent's trace state (every built-in today), from the parent and
-    /// the trace id alone: no [`SamplingResult`] is built, and the span's
-    /// name, attributes and links are not needed, so callers can decide
-    /// before building them. `None` when a [`Sampler::Custom`] answers for
-    /// this parent situation; then [`Sampler::decide`] must be asked with the
-    /// span's details. A built-in that needs the details or changes the trace
-    /// state (a remote or consistent-probability sampler) returns `None` too.
+    /// the parent's trace state, from the parent and the trace id alone: no
+    /// [`SamplingResult`] is built, and the span's name, attributes and links
+    /// are not needed, so callers can decide before building them. `None`
+    /// when the decision needs the span's details ([`Sampler::Custom`], the
+    /// remote sampler's per-operation rates) or changes the trace state (a
+    /// threshold to record or erase); then [`Sampler::decide`] must be asked.
+    /// `name` is the span name when the caller already has it: the remote
+    /// sampler can then answer a plain drop here too.
     #[inline]
     pub(crate) fn builtin_decision(
         &self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,
+        name: Option<&str>,
     ) -> Option<SamplingDecision> {
         use SamplingDecision::*;
         match self {
-            Sampler::AlwaysOn => Some(RecordAndSample),
-            Sampler::AlwaysOff => Some(Drop),
+            Sampler::AlwaysOn => (!parent_has_th(parent)).then_some(RecordAndSample),
+            Sampler::AlwaysOff => (!parent_has_th(parent)).then_some(Drop),
             Sampler::TraceIdRatioBased(r) => {
+                if parent_has_th(parent) {
+                    return None;
+                }
                 Some(if trace_id_ratio_sampled(&trace_id.to_bytes(), *r) {
                     RecordAndSample
                 } else {
                     Drop
                 })
             }
-            Sampler::ParentBased(p) => p.delegate(parent).builtin_decision(parent, trace_id),
+            Sampler::ConsistentProbability(c) => c.quick_drop(parent, trace_id).map(|()| Drop),
+            Sampler::ParentBased(p) => {
+                let delegate = p.delegate(parent);
+                match (parent, ParentBased::follows_parent(delegate)) {
+                    (Some(pc), Some(sampled)) => (parent_based_update(pc, sampled, trace_id)
+                        == ThUpdate::Keep)
+                        .then_some(if sampled { RecordAndSample } else { Drop }),
+                    _ => delegate.builtin_decision(parent, trace_id, name),
+                }
+            }
             Sampler::Custom(_) => None,
+            #[cfg(feature = "jaeger-remote")]
+            Sampler::JaegerRemote(r) => name.and_then(|n| r.quick_drop(parent, trace_id, n)),
+            Sampler::LoadShedding(l) => {
+                let inner = l.inner().builtin_decision(parent, trace_id, name);
+                // Shedding can only turn a keep into a drop (and rewrite th).
+                if l.level() == 0
+                    || inner == Some(Drop)
+                    || !crate::trace::load_shedding::LoadShedding::applies(parent)
+                {
+                    inner
+                } else {
+                    None
+                }
+            }
         }
     }
 
-    /// The decision without allocation for the built-in samplers.
+    /// The full decision: attributes and the trace state to record.
+    /// Allocation-free for the built-in samplers unless a threshold is recorded
+    /// or erased.
     #[inline]
     pub(crate) fn decide(
         &self,
@@ -266,20 +371,51 @@ impl Sampler {
         links: &[Link],
     ) -> SamplingResult {
         use SamplingDecision::*;
+        let with_state = |sampled: bool, trace_state: Option<TraceState>| SamplingResult {
+            decision: if sampled { RecordAndSample } else { Drop },
+            attributes: Vec::new(),
+            trace_state,
+        };
         match self {
-            Sampler::AlwaysOn => SamplingResult::of(RecordAndSample),
-            Sampler::AlwaysOff => SamplingResult::of(Drop),
-            Sampler::TraceIdRatioBased(r) => {
-                SamplingResult::of(if trace_id_ratio_sampled(&trace_id.to_bytes(), *r) {
-                    RecordAndSample
+            // Probability 1: a parent's threshold no longer describes the
+            // span, so th:0 replaces it (a root keeps no trace state: its
+            // adjusted count, 1, is also what an absent threshold means).
+            Sampler::AlwaysOn => with_state(
+                true,
+                if parent_has_th(parent) {
+                    updated_state(parent, ThUpdate::Set(Threshold::ALWAYS_SAMPLE), None)
                 } else {
-                    Drop
-                })
+                    None
+                },
+            ),
+            Sampler::AlwaysOff => with_state(false, updated_state(parent, ThUpdate::Erase, None)),
+            Sampler::TraceIdRatioBased(r) => with_state(
+                trace_id_ratio_sampled(&trace_id.to_bytes(), *r),
+                updated_state(parent, ThUpdate::Erase, None),
+            ),
+            Sampler::ConsistentProbability(c) => {
+                let (sampled, ts) = c.decide(parent, trace_id);
+                with_state(sampled, ts)
             }
-            Sampler::ParentBased(p) => p
-                .delegate(parent)
-                .decide(parent, trace_id, name, kind, attributes, links),
+            Sampler::ParentBased(p) => {
+                let delegate = p.delegate(parent);
+                match (parent, ParentBased::follows_parent(delegate)) {
+                    (Some(pc), Some(sampled)) => with_state(
+                        sampled,
+                        updated_state(parent, parent_based_update(pc, sampled, trace_id), None),
+                    ),
+                    _ => delegate.decide(parent, trace_id, name, kind, attributes, links),
+                }
+            }
             Sampler::Custom(s) => s.should_sample(parent, trace_id, name, kind, attributes, links),
+            #[cfg(feature = "jaeger-remote")]
+            Sampler::JaegerRemote(r) => r.decide(parent, trace_id, name),
+            Sampler::LoadShedding(l) => {
+                let inner = l
+                    .inner()
+                    .decide(parent, trace_id, name, kind, attributes, links);
+                l.shed(parent, trace_id, inner)
+            }
         }
     }
 }

@@ -69,7 +69,10 @@ impl Tracer {
             return Span::non_recording(parent.unwrap_or_default());
         }
         let (trace_id, span_id, random) = new_ids(parent.as_ref());
-        match provider.sampler.builtin_decision(parent.as_ref(), trace_id) {
+        match provider
+            .sampler
+            .builtin_decision(parent.as_ref(), trace_id, None)
+        {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
                     return Span::non_recording(unrecorded_context(
@@ -132,7 +135,10 @@ impl Tracer {
             return Span::non_recording(parent.unwrap_or_default());
         }
         let ids = new_ids(parent.as_ref());
-        match provider.sampler.builtin_decision(parent.as_ref(), ids.0) {
+        match provider
+            .sampler
+            .builtin_decision(parent.as_ref(), ids.0, Some(&name))
+        {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
                     // The unsampled path: no clock read, no allocation.

@@ -1,0 +1,318 @@
+//! A strategy ready for the hot path: thresholds and root trace states
+//! pre-computed, operations in a hash map, rate limiters lock-free.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::context::{SpanContext, TraceState};
+use crate::ids::TraceId;
+use crate::trace::consistent::{decide_threshold, root_state, updated_state, ThUpdate, Threshold};
+use crate::trace::sampler::{Sampler, SamplingDecision};
+
+use super::strategy::StrategyResponse;
+
+/// A probability with its threshold and the `ot=th:..` state of a root it keeps.
+#[derive(Debug)]
+pub(crate) struct Probability {
+    pub(crate) probability: f64,
+    threshold: Option<Threshold>,
+    root_state: TraceState,
+}
+
+impl Probability {
+    pub(crate) fn new(p: f64) -> Self {
+        let threshold = Threshold::from_probability(p.clamp(0.0, 1.0)).ok();
+        Probability {
+            probability: p,
+            threshold,
+            root_state: threshold.map(root_state).unwrap_or_default(),
+        }
+    }
+
+    /// True when the span is dropped and the parent's trace state needs no
+    /// change (no parent, or one with an empty trace state and the random flag).
+    #[inline]
+    fn quick_drop(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        if parent.is_some_and(|p| !p.trace_state().is_empty() || !p.trace_flags().is_random()) {
+            return false;
+        }
+        !self.threshold.is_some_and(|t| {
+            t.keeps(crate::trace::consistent::Randomness::from_trace_id(
+                trace_id,
+            ))
+        })
+    }
+
+    #[inline]
+    fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+    ) -> (bool, Option<TraceState>) {
+        decide_threshold(parent, trace_id, self.threshold, Some(&self.root_state))
+    }
+}
+
+/// A token bucket without a lock: `next_ns` is when the next token is due;
+/// up to `burst` tokens accumulate while idle (Jaeger's rate limiter keeps
+/// `max(rate, 1)` credits).
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    pub(crate) per_second: f64,
+    interval_ns: u64,
+    burst_ns: u64,
+    next_ns: AtomicU64,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_second: f64) -> Self {
+        let interval_ns = if per_second > 0.0 {
+            (1e9 / per_second).clamp(1.0, u64::MAX as f64 / 4.0) as u64
+        } else {
+            u64::MAX / 4
+        };
+        let burst = per_second.max(1.0);
+        RateLimiter {
+            per_second,
+            interval_ns,
+            burst_ns: ((burst - 1.0) * interval_ns as f64).min(u64::MAX as f64 / 4.0) as u64,
+            next_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a token if one is due at `now_ns`.
+    #[inline]
+    pub(crate) fn try_acquire(&self, now_ns: u64) -> bool {
+        if self.per_second <= 0.0 {
+            return false;
+        }
+        let mut next = self.next_ns.load(Ordering::Relaxed);
+        loop {
+            if now_ns < next {
+                return false;
+            }
+            let base = next.max(now_ns.saturating_sub(self.burst_ns));
+            match self.next_ns.compare_exchange_weak(
+                next,
+                base.saturating_add(self.interval_ns),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => next = actual,
+            }
+        }
+    }
+}
+
+/// FxHash (rustc's hasher): a multiply and a rotate per 8 bytes. The
+/// per-operation look-up runs for every span, where SipHash's keyed
+/// rounds were a large part of the remote sampler's cost. Keys come from the
+/// sampling server and are at most [`super::DEFAULT_MAX_OPERATIONS`]-bounded,
+/// so crafted collisions could at worst make look-ups linear in that bound.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type OperationMap = HashMap<String, Operation, BuildHasherDefault<FxHasher>>;
+
+/// Monotonic time in nanoseconds from the coarse clock (a few ms of
+/// resolution, about a quarter of the precise clock's cost): the limiters run
+/// for every span a probability drops, and their burst bounds any unevenness.
+#[cfg(target_os = "linux")]
+#[inline]
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes into the timespec we own; CLOCK_MONOTONIC_COARSE exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Elsewhere: the SDK's span clock.
+#[cfg(not(target_os = "linux"))]
+#[inline]
+fn coarse_now_ns() -> u64 {
+    crate::time::now_ns()
+}
+
+/// One operation: its probability and its lower-bound limiter.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    pub(crate) probability: Probability,
+    lower_bound: RateLimiter,
+}
+
+/// What decides, by kind.
+#[derive(Debug)]
+pub(crate) enum Compiled {
+    /// Before the first strategy arrived: the initial sampler.
+    Initial(Sampler),
+    /// One probability.
+    Probabilistic(Probability),
+    /// At most N traces per second.
+    RateLimiting(RateLimiter),
+    /// Per-operation probabilities with lower bounds.
+    PerOperation {
+        default: Operation,
+        operations: OperationMap,
+    },
+}
+
+impl Compiled {
+    pub(crate) fn from_response(r: &StrategyResponse) -> Compiled {
+        match r {
+            StrategyResponse::Probabilistic(p) => Compiled::Probabilistic(Probability::new(*p)),
+            StrategyResponse::RateLimiting(r) => Compiled::RateLimiting(RateLimiter::new(*r)),
+            StrategyResponse::PerOperation(p) => {
+                let op = |prob: f64| Operation {
+                    probability: Probability::new(prob),
+                    lower_bound: RateLimiter::new(p.default_lower_bound_per_second),
+                };
+                Compiled::PerOperation {
+                    default: op(p.default_probability),
+                    operations: p
+                        .operations
+                        .iter()
+                        .map(|o| (o.operation.clone(), op(o.probability)))
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// True when [`decide`](Self::decide) would drop the span without
+    /// changing the trace state and without consulting a limiter (which must
+    /// be asked once per span, so such cases take the full path).
+    #[inline]
+    pub(crate) fn quick_drop(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> bool {
+        match self {
+            Compiled::Initial(s) => {
+                s.builtin_decision(parent, trace_id, Some(name)) == Some(SamplingDecision::Drop)
+            }
+            Compiled::Probabilistic(p) => p.quick_drop(parent, trace_id),
+            Compiled::RateLimiting(_) => false,
+            Compiled::PerOperation {
+                default,
+                operations,
+            } => {
+                let op = operations.get(name).unwrap_or(default);
+                op.lower_bound.per_second <= 0.0 && op.probability.quick_drop(parent, trace_id)
+            }
+        }
+    }
+
+    /// The decision for a span named `name`, and the trace state to record:
+    /// a probabilistic keep records its threshold; a keep by a rate limiter
+    /// (Jaeger's lower bound, or a rate-limiting strategy) has no known
+    /// probability, so any threshold is erased.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Result<(bool, Option<TraceState>), &Sampler> {
+        match self {
+            Compiled::Initial(s) => Err(s),
+            Compiled::Probabilistic(p) => Ok(p.decide(parent, trace_id)),
+            Compiled::RateLimiting(l) => {
+                let keep = l.try_acquire(coarse_now_ns());
+                Ok((keep, updated_state(parent, ThUpdate::Erase, None)))
+            }
+            Compiled::PerOperation {
+                default,
+                operations,
+            } => {
+                let op = operations.get(name).unwrap_or(default);
+                let (keep, ts) = op.probability.decide(parent, trace_id);
+                // The clock is read only when a lower bound is configured.
+                if !keep
+                    && op.lower_bound.per_second > 0.0
+                    && op.lower_bound.try_acquire(coarse_now_ns())
+                {
+                    return Ok((true, updated_state(parent, ThUpdate::Erase, None)));
+                }
+                Ok((keep, ts))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_the_rate() {
+        let l = RateLimiter::new(10.0);
+        let t0 = 1_000_000_000_000;
+        // Idle long enough: a burst of max(rate, 1) = 10.
+        let burst = (0..100).filter(|_| l.try_acquire(t0)).count();
+        assert_eq!(burst, 10);
+        // Then one per 100 ms.
+        assert!(!l.try_acquire(t0 + 50_000_000));
+        assert!(l.try_acquire(t0 + 100_000_000));
+        assert!(!l.try_acquire(t0 + 150_000_000));
+        // Over 10 s of steady demand: 100 tokens (plus nothing more).
+        let l = RateLimiter::new(10.0);
+        let mut n = 0;
+        for ms in 0..10_000u64 {
+            if l.try_acquire(t0 + ms * 1_000_000) {
+                n += 1;
+            }
+        }
+        assert!((100..=110).contains(&n), "{n}");
+        assert!(!RateLimiter::new(0.0).try_acquire(t0));
+        // A rate below 1/s still allows one.
+        assert!(RateLimiter::new(0.01).try_acquire(t0));
+    }
+}

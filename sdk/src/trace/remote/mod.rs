@@ -1,0 +1,419 @@
+//! Jaeger remote sampling: a sampler whose strategy — one probability, a
+//! rate limit, or per-operation probabilities with a lower bound — is
+//! polled from a sampling server (`GET <endpoint>?service=NAME`, Jaeger's
+//! JSON strategy response; the ferrotrace collector, a Jaeger collector or
+//! agent, or the OpenTelemetry Collector's `jaegerremotesampling` extension).
+//!
+//! - Probabilities are applied with the consistent probability rule
+//!   ([`consistent`](crate::trace::consistent)), so a kept span records
+//!   `ot=th:..` and its adjusted count is known downstream. A span kept only
+//!   by a rate limiter has no known probability: its threshold is erased.
+//! - Polling runs on the sampler's own thread (interval with jitter); span
+//!   creation never waits for it. The hot path reads the current strategy
+//!   through a per-thread cache validated by one atomic load: no lock, no
+//!   shared reference-count traffic.
+//! - Before the first strategy arrives the initial sampler decides; when the
+//!   server is unreachable or answers badly the last good strategy stays in
+//!   force. Failures are counted ([`RemoteSampler::stats`]) and reported
+//!   through [`diagnostics`](crate::trace::diagnostics).
+//! - Bounded: the response body (default 1 MiB), the operations kept
+//!   (default 2,000), the request time (default 10 s).
+
+mod compiled;
+mod config;
+mod poller;
+pub mod strategy;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::context::SpanContext;
+use crate::ids::TraceId;
+use crate::trace::sampler::{Sampler, SamplingDecision, SamplingResult};
+use crate::trace::span_data::SpanKind;
+
+use compiled::Compiled;
+pub use config::{RemoteSamplerConfigError, DEFAULT_ENDPOINT};
+
+/// Default polling interval (the OpenTelemetry default for `jaeger_remote`).
+pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(60);
+/// Default initial sampling probability before the first strategy arrives.
+pub const DEFAULT_INITIAL_SAMPLING_RATE: f64 = 0.001;
+/// Default largest response body accepted.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Default largest number of per-operation strategies kept (Jaeger clients' default).
+pub const DEFAULT_MAX_OPERATIONS: usize = 2000;
+/// Default time limit of one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default jitter: each wait is the interval ± this fraction, so a fleet
+/// started together does not poll in lock step.
+pub const DEFAULT_JITTER: f64 = 0.1;
+
+/// Counters of a [`RemoteSampler`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteSamplerStats {
+    /// Requests answered with a strategy that was applied.
+    pub fetches: u64,
+    /// Requests that failed (unreachable, timeout, non-200, too large, invalid JSON).
+    pub fetch_failures: u64,
+    /// Per-operation entries left out (duplicates, or beyond the maximum), summed over fetches.
+    pub operations_dropped: u64,
+    /// The most recent failure, if the last request failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    fetches: AtomicU64,
+    fetch_failures: AtomicU64,
+    operations_dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// State shared by the sampler handles and the poller thread.
+struct Shared {
+    /// Distinguishes samplers in the per-thread caches (never reused).
+    id: u64,
+    /// Bumped after every strategy change; the hot path compares it.
+    generation: AtomicU64,
+    current: Mutex<Arc<Compiled>>,
+    counters: Counters,
+    url: String,
+}
+
+impl Shared {
+    fn install(&self, c: Compiled) {
+        *self.current.lock() = Arc::new(c);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Ends the poller when the last sampler handle is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    _stop: crossbeam_channel::Sender<()>,
+}
+
+/// The Jaeger remote sampler. Cheap to clone (a handle); the poller thread
+/// stops when the last clone is dropped. Use it as the root of
+/// [`Sampler::ParentBased`] (`parentbased_jaeger_remote`) so children follow
+/// their parent, as Jaeger clients do.
+#[derive(Clone)]
+pub struct RemoteSampler {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for RemoteSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSampler")
+            .field("url", &self.handle.shared.url)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Configures a [`RemoteSampler`].
+#[derive(Clone, Debug)]
+pub struct RemoteSamplerBuilder {
+    service: String,
+    endpoint: String,
+    interval: Duration,
+    jitter: f64,
+    initial: Sampler,
+    max_response_bytes: usize,
+    max_operations: usize,
+    request_timeout: Duration,
+}
+
+impl RemoteSampler {
+    /// A builder for the service named `service` (the `service` query parameter).
+    pub fn builder(service: impl Into<String>) -> RemoteSamplerBuilder {
+        RemoteSamplerBuilder {
+            service: service.into(),
+            endpoint: DEFAULT_ENDPOINT.to_string(),
+            interval: DEFAULT_POLLING_INTERVAL,
+            jitter: DEFAULT_JITTER,
+            initial: Sampler::consistent_probability(DEFAULT_INITIAL_SAMPLING_RATE),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The sampler `OTEL_TRACES_SAMPLER=jaeger_remote` selects:
+    /// `OTEL_TRACES_SAMPLER_ARG` is `endpoint=..,pollingIntervalMs=..,initialSamplingRate=..`
+    /// (each optional); invalid parts are reported and their defaults used.
+    pub(crate) fn from_arg(arg: Option<&str>, service: &str) -> RemoteSampler {
+        let (builder, problems) = config::builder_from_arg(arg.unwrap_or(""), service);
+        for p in problems {
+            crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(
+                p.to_string(),
+            ));
+        }
+        builder.build_or_report()
+    }
+
+    /// The URL polled (with the `service` query).
+    pub fn url(&self) -> &str {
+        &self.handle.shared.url
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> RemoteSamplerStats {
+        let c = &self.handle.shared.counters;
+        RemoteSamplerStats {
+            fetches: c.fetches.load(Ordering::Relaxed),
+            fetch_failures: c.fetch_failures.load(Ordering::Relaxed),
+            operations_dropped: c.operations_dropped.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().clone(),
+        }
+    }
+
+    /// A description of the strategy in force (for logs and debug pages).
+    pub fn description(&self) -> String {
+        let current = self.handle.shared.current.lock().clone();
+        match &*current {
+            Compiled::Initial(s) => format!("JaegerRemoteSampler{{initial: {s:?}}}"),
+            Compiled::Probabilistic(p) => {
+                format!("JaegerRemoteSampler{{probabilistic: {}}}", p.probability)
+            }
+            Compiled::RateLimiting(l) => {
+                format!("JaegerRemoteSampler{{rateLimiting: {}/s}}", l.per_second)
+            }
+            Compiled::PerOperation {
+                default,
+                operations,
+            } => format!(
+                "JaegerRemoteSampler{{perOperation: {} operations, default {}}}",
+                operations.len(),
+                default.probability.probability
+            ),
+        }
+    }
+
+    /// `Some(Drop)` when the span is dropped with no trace state change and
+    /// no limiter involved (the common unsampled span), decided without
+    /// building a [`SamplingResult`]; `None` when the full decision is needed.
+    #[inline]
+    pub(crate) fn quick_drop(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Option<SamplingDecision> {
+        self.with_current(|c| c.quick_drop(parent, trace_id, name))
+            .then_some(SamplingDecision::Drop)
+    }
+
+    /// The decision for a span named `name`.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> SamplingResult {
+        // Only the small (decision, trace state) pair crosses the per-thread
+        // cache's closure; the initial sampler (before the first strategy)
+        // decides outside it.
+        let decided = self.with_current(|c| c.decide(parent, trace_id, name).ok());
+        match decided {
+            Some((sampled, trace_state)) => SamplingResult {
+                decision: if sampled {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::Drop
+                },
+                attributes: Vec::new(),
+                trace_state,
+            },
+            None => {
+                let current = self.handle.shared.current.lock().clone();
+                match &*current {
+                    Compiled::Initial(initial) => {
+                        initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
+                    }
+                    // A strategy arrived in between: decide with it.
+                    c => {
+                        let (sampled, trace_state) =
+                            c.decide(parent, trace_id, name).unwrap_or((false, None));
+                        SamplingResult {
+                            decision: if sampled {
+                                SamplingDecision::RecordAndSample
+                            } else {
+                                SamplingDecision::Drop
+                            },
+                            attributes: Vec::new(),
+                            trace_state,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the strategy in force. The per-thread cache holds the
+    /// strategy with the generation it was read at; while the generation is
+    /// unchanged (every span between two strategy changes) no lock is taken
+    /// and no shared counter is touched.
+    #[inline]
+    fn with_current<T>(&self, f: impl Fn(&Compiled) -> T) -> T {
+        let shared = &self.handle.shared;
+        let generation = shared.generation.load(Ordering::Acquire);
+        let cached = CACHE.try_with(|cache| {
+            // Re-entrance (a diagnostics hook or custom initial sampler
+            // starting a span) finds the cache borrowed: slow path below.
+            let mut cache = cache.try_borrow_mut().ok()?;
+            let i = match cache.iter().position(|e| e.0 == shared.id) {
+                Some(i) if cache[i].1 == generation => i,
+                Some(i) => {
+                    cache[i] = (shared.id, generation, shared.current.lock().clone());
+                    i
+                }
+                None => {
+                    if cache.len() == CACHE_ENTRIES {
+                        cache.remove(0);
+                    }
+                    cache.push((shared.id, generation, shared.current.lock().clone()));
+                    cache.len() - 1
+                }
+            };
+            Some(f(&cache[i].2))
+        });
+        match cached {
+            Ok(Some(v)) => v,
+            _ => {
+                let current = shared.current.lock().clone();
+                f(&current)
+            }
+        }
+    }
+}
+
+/// Samplers cached per thread (a process normally has one).
+const CACHE_ENTRIES: usize = 4;
+
+type CacheEntry = (u64, u64, Arc<Compiled>);
+
+thread_local! {
+    static CACHE: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl RemoteSamplerBuilder {
+    /// The sampling server: a base URL (`http://host:5778`, then
+    /// `/api/sampling` is requested) or a full URL with a path
+    /// (`http://agent:5778/sampling`). Only `http` is supported.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+    /// How often the strategy is fetched (default 60 s; at least 10 ms).
+    pub fn with_polling_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+    /// Each wait is the interval ± this fraction at random (0 to 0.5, default 0.1).
+    pub fn with_jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 0.5)
+        };
+        self
+    }
+    /// The sampler deciding until the first strategy arrives (default: a
+    /// consistent probability sampler at 0.001).
+    pub fn with_initial_sampler(mut self, sampler: Sampler) -> Self {
+        self.initial = sampler;
+        self
+    }
+    /// The largest response body accepted (default 1 MiB).
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+    /// The most per-operation strategies kept (default 2,000); the rest use the default probability.
+    pub fn with_max_operations(mut self, n: usize) -> Self {
+        self.max_operations = n;
+        self
+    }
+    /// The time limit of one request (default 10 s).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Validates the endpoint and starts the poller thread (the first
+    /// request goes out at once).
+    pub fn build(self) -> Result<RemoteSampler, RemoteSamplerConfigError> {
+        let url = config::strategy_url(&self.endpoint, &self.service)?;
+        let uri: http::Uri =
+            url.parse().map_err(
+                |e: http::uri::InvalidUri| RemoteSamplerConfigError::Endpoint {
+                    endpoint: self.endpoint.clone(),
+                    reason: e.to_string(),
+                },
+            )?;
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(Compiled::Initial(self.initial.clone()))),
+            counters: Counters::default(),
+            url,
+        });
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        poller::start(
+            poller::Poller {
+                shared: shared.clone(),
+                uri,
+                interval: self.interval,
+                jitter: self.jitter,
+                max_response_bytes: self.max_response_bytes,
+                max_operations: self.max_operations,
+                timeout: self.request_timeout,
+            },
+            stop_rx,
+        )
+        .map_err(|e| RemoteSamplerConfigError::Thread(e.to_string()))?;
+        Ok(RemoteSampler {
+            handle: Arc::new(Handle {
+                shared,
+                _stop: stop_tx,
+            }),
+        })
+    }
+
+    /// [`build`](Self::build), or — when the configuration is invalid — a
+    /// sampler that keeps the initial sampler and never polls, with the
+    /// problem reported (environment configuration must not stop a service).
+    pub(crate) fn build_or_report(self) -> RemoteSampler {
+        let initial = self.initial.clone();
+        match self.clone().build() {
+            Ok(s) => s,
+            Err(e) => {
+                crate::trace::diagnostics::report(crate::trace::diagnostics::Diagnostic::Config(
+                    format!("{e}; the remote sampler keeps its initial sampler and does not poll"),
+                ));
+                let (stop_tx, _) = crossbeam_channel::bounded::<()>(0);
+                RemoteSampler {
+                    handle: Arc::new(Handle {
+                        shared: Arc::new(Shared {
+                            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                            generation: AtomicU64::new(0),
+                            current: Mutex::new(Arc::new(Compiled::Initial(initial))),
+                            counters: Counters::default(),
+                            url: String::new(),
+                        }),
+                        _stop: stop_tx,
+                    }),
+                }
+            }
+        }
+    }
+}
