@@ -292,7 +292,9 @@ mod tests {
             }
         }
         for len in 0..=20usize {
-            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(37) ^ 0xc3).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(37) ^ 0xc3)
+                .collect();
             let mut out = vec![0u8; len * 2];
             write_hex(&bytes, &mut out);
             let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
