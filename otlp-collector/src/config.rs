@@ -78,6 +78,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Head and tail sampling (`[sampling.head]`, `[sampling.tail]`).
     pub sampling: crate::pipeline::sampling::SamplingConfig,
+    /// The remote sampling API served to SDKs (`[sampling_api]`); off by default.
+    pub sampling_api: crate::sampling_api::SamplingApiConfig,
     /// Resource enrichment.
     pub enrich: crate::pipeline::enrich::EnrichConfig,
     /// Redaction of attribute values.
@@ -535,6 +537,7 @@ impl Config {
             || self.auth.receiver_tokens_file.is_some()
             || self.tls.cert_file.is_some();
         self.jaeger.validate(authenticated)?;
+        self.sampling_api.validate()?;
         // The byte budgets: each set or derived from limits.memory_limit_mib,
         // large enough for one request at the limits, together under the soft limit.
         self.memory_budgets()?;

@@ -108,6 +108,7 @@ fn listener_setting(what: &str) -> (&'static str, &'static str) {
             "FERROTRACE__JAEGER__AGENT_BINARY_ADDR",
             "jaeger.agent_binary_addr",
         ),
+        "sampling api" => ("--sampling-addr", "sampling_api.addr"),
         _ => ("--http-addr", "server.http_addr"),
     }
 }
@@ -176,6 +177,8 @@ pub struct BoundAddrs {
     pub jaeger_agent_binary: Option<SocketAddr>,
     /// Query API, UI and metrics.
     pub http: Option<SocketAddr>,
+    /// Remote sampling API.
+    pub sampling: Option<SocketAddr>,
 }
 
 /// A running collector.
@@ -356,6 +359,7 @@ impl Collector {
         let compact_u = bind_udp("jaeger agent compact", &jaeger.agent_compact_addr, jaeger)?;
         let binary_u = bind_udp("jaeger agent binary", &jaeger.agent_binary_addr, jaeger)?;
         let query_l = bind("query/ui/metrics", &config.server.http_addr).await?;
+        let sampling_l = bind("sampling api", config.sampling_api.listen_addr()).await?;
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let local_udp =
             |u: &Option<tokio::net::UdpSocket>| u.as_ref().and_then(|u| u.local_addr().ok());
@@ -368,6 +372,7 @@ impl Collector {
             jaeger_agent_compact: local_udp(&compact_u),
             jaeger_agent_binary: local_udp(&binary_u),
             http: local(&query_l),
+            sampling: local(&sampling_l),
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -447,6 +452,18 @@ impl Collector {
                     shutdown_rx.clone(),
                 )));
             }
+        }
+        if let Some(l) = sampling_l {
+            let state = crate::sampling_api::SamplingState::new(
+                crate::sampling_api::Strategies::new(&config.sampling_api),
+                metrics.clone(),
+            );
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("sampling", false),
+                crate::sampling_api::router(state),
+                shutdown_rx.clone(),
+            )));
         }
         if let Some(l) = query_l {
             let health = HealthState {
