@@ -13,6 +13,13 @@ pub mod budgets;
 pub mod connections;
 pub use budgets::MemoryBudgets;
 pub use connections::{ConnectionsConfig, QueryConfig};
+// Owned by the modules they configure; re-exported so `config` reads as the
+// whole file's schema.
+pub use crate::pipeline::batcher::BatcherConfig;
+pub use crate::pipeline::queue::QueueConfig;
+pub use crate::pipeline::wal::{FsyncPolicy, WalConfig};
+pub use crate::receiver::limits::LimitsConfig;
+pub use crate::storage::connecting::{StorageConfig, StorageKind};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -117,248 +124,6 @@ impl Default for ServerConfig {
             otlp_http_addr: "127.0.0.1:4318".into(),
             zipkin_addr: "127.0.0.1:9411".into(),
             http_addr: "127.0.0.1:16686".into(),
-        }
-    }
-}
-
-/// Which sink stores spans.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageKind {
-    /// Embedded SQLite in `data_dir` (default).
-    #[default]
-    Sqlite,
-    /// PostgreSQL at `storage.url`.
-    Postgres,
-    /// ClickHouse at `storage.url`.
-    Clickhouse,
-    /// Discards everything after the pipeline: for benchmarking the ingest path only.
-    Null,
-}
-
-impl StorageKind {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageKind::Sqlite => "sqlite",
-            StorageKind::Postgres => "postgres",
-            StorageKind::Clickhouse => "clickhouse",
-            StorageKind::Null => "null",
-        }
-    }
-}
-
-/// Sink selection.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// `sqlite`, `postgres`, `clickhouse` or `null`.
-    pub kind: StorageKind,
-    /// Connection URL for postgres/clickhouse; SQLite file path override for sqlite.
-    pub url: Option<String>,
-}
-
-/// When the WAL calls `fsync`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Before every acknowledgement (group commit: one fsync per batch of concurrent appends).
-    #[default]
-    Always,
-    /// Every `fsync_interval_ms`; an OS crash may lose the last interval (a process crash does not).
-    Interval,
-    /// Never; the OS flushes when it likes.
-    Never,
-}
-
-/// Write-ahead log settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WalConfig {
-    /// Directory; default `<data_dir>/wal`.
-    pub dir: Option<PathBuf>,
-    /// fsync policy.
-    pub fsync: FsyncPolicy,
-    /// Interval for `fsync = "interval"`.
-    pub fsync_interval_ms: u64,
-    /// A segment file is closed and a new one started past this size.
-    pub segment_bytes: u64,
-    /// Total size of all segments; appends beyond it are refused (backpressure).
-    pub max_bytes: u64,
-}
-
-impl Default for WalConfig {
-    fn default() -> Self {
-        WalConfig {
-            dir: None,
-            fsync: FsyncPolicy::Always,
-            fsync_interval_ms: 100,
-            segment_bytes: 32 * 1024 * 1024,
-            max_bytes: 1024 * 1024 * 1024,
-        }
-    }
-}
-
-/// Queue bounds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueConfig {
-    /// Maximum spans waiting for the pipeline.
-    pub max_spans: u64,
-    /// Maximum estimated in-memory bytes waiting for the pipeline; unset =
-    /// a quarter of `limits.memory_limit_mib` (see [`Config::memory_budgets`]).
-    pub max_bytes: Option<u64>,
-    /// `Retry-After` seconds (and gRPC RetryInfo delay) sent when full.
-    pub retry_after_secs: u64,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            max_spans: 200_000,
-            max_bytes: None,
-            retry_after_secs: 1,
-        }
-    }
-}
-
-/// Receiver limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Maximum request body as sent (compressed) in bytes; larger → 413.
-    /// Unset = 8 MiB, or a sixteenth of the in-flight budget when that is
-    /// smaller ([`LimitsConfig::request_bytes`]).
-    pub max_request_bytes: Option<usize>,
-    /// Maximum body after decompression in bytes; larger → 413. Unset =
-    /// 32 MiB, or a quarter of the in-flight budget when that is smaller
-    /// ([`LimitsConfig::decompressed_bytes`]).
-    pub max_decompressed_bytes: Option<usize>,
-    /// Memory budget for request bodies held by all receivers at once (as
-    /// received plus inflated); a request that would exceed it → 429 /
-    /// RESOURCE_EXHAUSTED with a retry hint. Unset = a quarter of
-    /// `memory_limit_mib` (see [`Config::memory_budgets`]).
-    pub max_inflight_bytes: Option<usize>,
-    /// Limit on the collector's resident memory in MiB; 0 turns the memory
-    /// guard off. Budgets not set explicitly are derived from it.
-    pub memory_limit_mib: u64,
-    /// Above this percentage of `memory_limit_mib` of resident memory the
-    /// receivers refuse new requests (429 / RESOURCE_EXHAUSTED with a retry hint).
-    pub memory_soft_limit_percent: u64,
-    /// How often the memory guard samples resident memory (ms).
-    pub memory_check_interval_ms: u64,
-    /// Maximum spans in one request; more → 413.
-    pub max_spans_per_request: usize,
-    /// Attributes kept per span (and per event/link/resource); the rest are dropped and counted.
-    pub max_attributes_per_span: usize,
-    /// Longest string/bytes attribute value in bytes; longer values are truncated and counted.
-    pub max_attribute_value_bytes: usize,
-    /// Largest span (estimated decoded size) in bytes; larger spans are rejected.
-    pub max_span_bytes: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_request_bytes: None,
-            max_decompressed_bytes: None,
-            max_inflight_bytes: None,
-            memory_limit_mib: budgets::DEFAULT_MEMORY_LIMIT_MIB,
-            memory_soft_limit_percent: 80,
-            memory_check_interval_ms: 10,
-            max_spans_per_request: 50_000,
-            max_attributes_per_span: 128,
-            max_attribute_value_bytes: 8 * 1024,
-            max_span_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// Batching towards the sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BatcherConfig {
-    /// A batch is written once it has this many spans; unset means 32768
-    /// for ClickHouse (every insert makes a new part per table that the
-    /// server merges again later, so fewer, larger inserts cost it less CPU
-    /// per span) and 8192 for the other sinks ([`BatcherConfig::spans_per_batch`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_spans: Option<usize>,
-    /// ... or once its oldest span has waited this long.
-    pub max_delay_ms: u64,
-    /// Batches waiting for the sink (each up to `max_spans`); when full the pipeline waits.
-    pub max_pending_batches: usize,
-    /// First retry delay after a failed sink write; doubles up to `retry_max_ms`.
-    pub retry_initial_ms: u64,
-    /// Longest retry delay.
-    pub retry_max_ms: u64,
-    /// A non-retryable sink error is tried this many times before the batch is dropped (counted).
-    pub max_attempts_non_retryable: u32,
-    /// How often rollups are flushed to the sink.
-    pub rollup_flush_ms: u64,
-    /// Span batches written to the sink at the same time; unset means 2 for
-    /// ClickHouse and PostgreSQL (one insert is largely single-threaded on the
-    /// server, so a second one overlaps the server's work with the next
-    /// batch's encoding; each PostgreSQL write has its own pooled connection
-    /// and staging table) and 1 for SQLite, which has one writer
-    /// ([`BatcherConfig::concurrent_writes`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_writes: Option<usize>,
-}
-
-impl BatcherConfig {
-    /// Batch size for the `kind` sink (at least 1).
-    pub fn spans_per_batch(&self, kind: StorageKind) -> usize {
-        match self.max_spans {
-            Some(n) => n.max(1),
-            None if kind == StorageKind::Clickhouse => 32_768,
-            None => 8_192,
-        }
-    }
-
-    /// Span batches written at the same time for the `kind` sink (at least 1).
-    pub fn concurrent_writes(&self, kind: StorageKind) -> usize {
-        match self.max_concurrent_writes {
-            Some(n) => n.max(1),
-            None if matches!(kind, StorageKind::Clickhouse | StorageKind::Postgres) => 2,
-            None => 1,
-        }
-    }
-}
-
-#[cfg(test)]
-mod batcher_defaults {
-    use super::*;
-
-    #[test]
-    fn batch_size_and_writes_in_flight_default_per_sink() {
-        let b = BatcherConfig::default();
-        assert_eq!(b.concurrent_writes(StorageKind::Clickhouse), 2);
-        assert_eq!(b.concurrent_writes(StorageKind::Postgres), 2);
-        assert_eq!(b.concurrent_writes(StorageKind::Sqlite), 1);
-        assert_eq!(b.spans_per_batch(StorageKind::Clickhouse), 32_768);
-        assert_eq!(b.spans_per_batch(StorageKind::Postgres), 8_192);
-        let set = BatcherConfig {
-            max_concurrent_writes: Some(0),
-            max_spans: Some(10),
-            ..BatcherConfig::default()
-        };
-        assert_eq!(set.concurrent_writes(StorageKind::Postgres), 1);
-        assert_eq!(set.spans_per_batch(StorageKind::Clickhouse), 10);
-    }
-}
-
-impl Default for BatcherConfig {
-    fn default() -> Self {
-        BatcherConfig {
-            max_spans: None,
-            max_delay_ms: 200,
-            max_pending_batches: 4,
-            retry_initial_ms: 100,
-            retry_max_ms: 5_000,
-            max_attempts_non_retryable: 3,
-            rollup_flush_ms: 2_000,
-            max_concurrent_writes: None,
         }
     }
 }
@@ -496,6 +261,20 @@ impl Config {
         }
     }
 
+    /// The options that open the configured sink
+    /// ([`crate::storage::connecting::open`]).
+    pub fn sink_options(&self) -> crate::storage::connecting::SinkOptions {
+        crate::storage::connecting::SinkOptions {
+            storage: self.storage.clone(),
+            sqlite_path: self.sqlite_path(),
+            sqlite: self.sqlite.clone(),
+            postgres: self.postgres.clone(),
+            clickhouse: self.clickhouse.clone(),
+            retry_initial: Duration::from_millis(self.batcher.retry_initial_ms),
+            retry_max: Duration::from_millis(self.batcher.retry_max_ms),
+        }
+    }
+
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, addr) in [
@@ -585,6 +364,24 @@ pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>
         );
     }
     Ok(out)
+}
+
+impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
+    fn from(e: crate::sampling_api::config::SamplingApiConfigError) -> Self {
+        ConfigError::Invalid(e.0)
+    }
+}
+
+impl From<crate::receiver::jaeger::JaegerConfigError> for ConfigError {
+    fn from(e: crate::receiver::jaeger::JaegerConfigError) -> Self {
+        ConfigError::Invalid(e.0)
+    }
+}
+
+impl From<&Config> for crate::storage::connecting::SinkOptions {
+    fn from(cfg: &Config) -> Self {
+        cfg.sink_options()
+    }
 }
 
 #[cfg(test)]

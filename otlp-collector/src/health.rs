@@ -198,7 +198,7 @@ pub async fn run(health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WalConfig;
+    use crate::pipeline::wal::WalConfig;
     use crate::storage::{SearchPage, StorageResult, TimeRange};
     use async_trait::async_trait;
 
@@ -221,22 +221,22 @@ mod tests {
             }
         }
         async fn write_spans(&self, spans: &[crate::model::Span]) -> StorageResult<()> {
-            crate::pipeline::NullStore.write_spans(spans).await
+            crate::storage::null::NullStore.write_spans(spans).await
         }
         async fn write_rollups(&self, r: &crate::rollup::RollupBatch) -> StorageResult<()> {
-            crate::pipeline::NullStore.write_rollups(r).await
+            crate::storage::null::NullStore.write_rollups(r).await
         }
         async fn rollup_origins(
             &self,
             instance: u64,
             segments: &[u64],
         ) -> StorageResult<Vec<crate::rollup::RollupOrigin>> {
-            crate::pipeline::NullStore
+            crate::storage::null::NullStore
                 .rollup_origins(instance, segments)
                 .await
         }
         async fn prune_rollup_origins(&self, instance: u64, below: u64) -> StorageResult<u64> {
-            crate::pipeline::NullStore
+            crate::storage::null::NullStore
                 .prune_rollup_origins(instance, below)
                 .await
         }
@@ -245,39 +245,41 @@ mod tests {
             id: crate::model::TraceId,
             range: Option<TimeRange>,
         ) -> StorageResult<Vec<crate::model::Span>> {
-            crate::pipeline::NullStore.get_trace(id, range).await
+            crate::storage::null::NullStore.get_trace(id, range).await
         }
         async fn get_traces(
             &self,
             ids: &[crate::model::TraceId],
             range: Option<TimeRange>,
         ) -> StorageResult<Vec<crate::storage::TraceSpans>> {
-            crate::pipeline::NullStore.get_traces(ids, range).await
+            crate::storage::null::NullStore.get_traces(ids, range).await
         }
         async fn search(&self, q: &crate::storage::TraceQuery) -> StorageResult<SearchPage> {
-            crate::pipeline::NullStore.search(q).await
+            crate::storage::null::NullStore.search(q).await
         }
         async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
-            crate::pipeline::NullStore.services(range).await
+            crate::storage::null::NullStore.services(range).await
         }
         async fn operations(
             &self,
             service: &str,
             range: TimeRange,
         ) -> StorageResult<Vec<crate::storage::Operation>> {
-            crate::pipeline::NullStore.operations(service, range).await
+            crate::storage::null::NullStore
+                .operations(service, range)
+                .await
         }
         async fn dependencies(
             &self,
             range: TimeRange,
         ) -> StorageResult<Vec<crate::storage::DependencyEdge>> {
-            crate::pipeline::NullStore.dependencies(range).await
+            crate::storage::null::NullStore.dependencies(range).await
         }
         async fn latency(
             &self,
             q: &crate::storage::LatencyQuery,
         ) -> StorageResult<Vec<crate::storage::LatencyPoint>> {
-            crate::pipeline::NullStore.latency(q).await
+            crate::storage::null::NullStore.latency(q).await
         }
         async fn exact_percentiles(
             &self,
@@ -287,7 +289,7 @@ mod tests {
             range: TimeRange,
             qs: &[f64],
         ) -> StorageResult<Vec<u64>> {
-            crate::pipeline::NullStore
+            crate::storage::null::NullStore
                 .exact_percentiles(service, operation, kinds, range, qs)
                 .await
         }
@@ -295,7 +297,9 @@ mod tests {
             &self,
             cutoff_ns: u64,
         ) -> StorageResult<crate::storage::RetentionReport> {
-            crate::pipeline::NullStore.apply_retention(cutoff_ns).await
+            crate::storage::null::NullStore
+                .apply_retention(cutoff_ns)
+                .await
         }
     }
 

@@ -317,6 +317,15 @@ impl Span {
     }
 }
 
+/// Current wall time in nanoseconds since the Unix epoch (0 before the epoch,
+/// `u64::MAX` past the year 2554).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Lowercase hex of bytes (for ids in APIs and logs).
 pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -153,7 +153,7 @@ pub fn check_config(config: &Config) -> Result<(), StartError> {
         config.auth.query_tokens_file.as_deref(),
     )?;
     Stages::from_config(config)?;
-    crate::storage::connecting::check_url(config)
+    crate::storage::connecting::check_url(&config.storage)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(())
 }

@@ -17,9 +17,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use ferrotrace_collector::config::LimitsConfig;
-use ferrotrace_collector::pipeline::wal::RecordFormat;
 use ferrotrace_collector::receiver::jaeger::proto::pb as jpb;
 use ferrotrace_collector::receiver::zipkin_proto::pb as zpb;
+use ferrotrace_collector::receiver::RecordFormat;
 use ferrotrace_collector::receiver::{decode, decode_reserve};
 use ingest_util::*;
 use jaeger_util::*;

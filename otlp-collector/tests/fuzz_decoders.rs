@@ -22,13 +22,13 @@ use std::sync::Arc;
 use base64::Engine as _;
 use ferrotrace_collector::config::LimitsConfig;
 use ferrotrace_collector::model::{AttrValue, KeyValue, Span, SpanKind, StatusCode};
-use ferrotrace_collector::pipeline::wal::RecordFormat;
 use ferrotrace_collector::query::params::{
     format_rfc3339, infer_value, parse_attr_condition, parse_bool, parse_duration, parse_limit,
     parse_limit_clamped, parse_rfc3339, parse_time, parse_trace_id, percent_decode, Pairs,
 };
 use ferrotrace_collector::receiver::convert::{from_otlp, Decoded};
 use ferrotrace_collector::receiver::zipkin_proto::pb as zpb;
+use ferrotrace_collector::receiver::RecordFormat;
 use ferrotrace_collector::receiver::{decode, zipkin, zipkin_proto, zipkin_v1};
 use fuzz_util::{fuzz, mutations, variants};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -1603,7 +1603,7 @@ const QUERY_DICT: &[&[u8]] = &[
 #[test]
 fn fuzz_query_parameters() {
     let state = ferrotrace_collector::query::QueryState::new(Arc::new(
-        ferrotrace_collector::pipeline::NullStore,
+        ferrotrace_collector::storage::null::NullStore,
     ));
     fuzz(
         "query parameters",

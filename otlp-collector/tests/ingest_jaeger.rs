@@ -661,7 +661,8 @@ async fn udp_under_backpressure_drops_and_counts_and_http_answers_429() {
 #[tokio::test]
 async fn the_wal_replays_every_new_record_format() {
     use ferrotrace_collector::metrics::Metrics;
-    use ferrotrace_collector::pipeline::wal::{RecordFormat, Wal};
+    use ferrotrace_collector::pipeline::wal::Wal;
+    use ferrotrace_collector::receiver::RecordFormat;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();

@@ -273,7 +273,7 @@ fn write_layout_1(path: &std::path::Path, spans: &[ferrotrace_collector::model::
                 s.end_ns as i64,
                 (s.end_ns - s.start_ns) as i64,
                 s.status_code as i64,
-                ferrotrace_collector::storage::sqlite::encode_span(s),
+                ferrotrace_collector::storage::span_codec::encode_span(s),
             ],
         )
         .expect("layout-1 span");

@@ -23,9 +23,7 @@ use super::{Config, ConfigError, LimitsConfig};
 /// Bytes in a MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// Default of `limits.memory_limit_mib`: its derived budgets are the
-/// collector's historical fixed defaults (256 MiB each).
-pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
+pub use crate::receiver::limits::DEFAULT_MEMORY_LIMIT_MIB;
 
 /// Each derived budget is the limit divided by this.
 const SHARE_DIVISOR: u64 = 4;

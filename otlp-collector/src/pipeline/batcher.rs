@@ -5,6 +5,83 @@
 use std::time::{Duration, Instant};
 
 use crate::model::Span;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::connecting::StorageKind;
+
+/// Batching towards the sink.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatcherConfig {
+    /// A batch is written once it has this many spans; unset means 32768
+    /// for ClickHouse (every insert makes a new part per table that the
+    /// server merges again later, so fewer, larger inserts cost it less CPU
+    /// per span) and 8192 for the other sinks ([`BatcherConfig::spans_per_batch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_spans: Option<usize>,
+    /// ... or once its oldest span has waited this long.
+    pub max_delay_ms: u64,
+    /// Batches waiting for the sink (each up to `max_spans`); when full the pipeline waits.
+    pub max_pending_batches: usize,
+    /// First retry delay after a failed sink write; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// A non-retryable sink error is tried this many times before the batch is dropped (counted).
+    pub max_attempts_non_retryable: u32,
+    /// How often rollups are flushed to the sink.
+    pub rollup_flush_ms: u64,
+    /// Span batches written to the sink at the same time; unset means 2 for
+    /// ClickHouse and PostgreSQL (one insert is largely single-threaded on the
+    /// server, so a second one overlaps the server's work with the next
+    /// batch's encoding; each PostgreSQL write has its own pooled connection
+    /// and staging table) and 1 for SQLite, which has one writer
+    /// ([`BatcherConfig::concurrent_writes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_writes: Option<usize>,
+    /// Longest one span-batch write may take (ms); a write still running
+    /// then is abandoned, counted (`ferrotrace_sink_errors_total{kind="timeout"}`)
+    /// and retried like a retryable error. Span writes are idempotent, so a
+    /// write that committed anyway is harmless; rollup writes are not, so
+    /// they are not timed out.
+    pub write_timeout_ms: u64,
+}
+
+impl BatcherConfig {
+    /// Batch size for the `kind` sink (at least 1).
+    pub fn spans_per_batch(&self, kind: StorageKind) -> usize {
+        match self.max_spans {
+            Some(n) => n.max(1),
+            None if kind == StorageKind::Clickhouse => 32_768,
+            None => 8_192,
+        }
+    }
+
+    /// Span batches written at the same time for the `kind` sink (at least 1).
+    pub fn concurrent_writes(&self, kind: StorageKind) -> usize {
+        match self.max_concurrent_writes {
+            Some(n) => n.max(1),
+            None if matches!(kind, StorageKind::Clickhouse | StorageKind::Postgres) => 2,
+            None => 1,
+        }
+    }
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        BatcherConfig {
+            max_spans: None,
+            max_delay_ms: 200,
+            max_pending_batches: 4,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            max_attempts_non_retryable: 3,
+            rollup_flush_ms: 2_000,
+            max_concurrent_writes: None,
+            write_timeout_ms: 60_000,
+        }
+    }
+}
 
 /// A batch ready for the sink.
 #[derive(Debug, Default)]
@@ -128,5 +205,27 @@ mod tests {
         b.add(span(1), 1);
         std::thread::sleep(Duration::from_millis(3));
         assert!(b.ready());
+    }
+}
+
+#[cfg(test)]
+mod config_defaults {
+    use super::*;
+
+    #[test]
+    fn batch_size_and_writes_in_flight_default_per_sink() {
+        let b = BatcherConfig::default();
+        assert_eq!(b.concurrent_writes(StorageKind::Clickhouse), 2);
+        assert_eq!(b.concurrent_writes(StorageKind::Postgres), 2);
+        assert_eq!(b.concurrent_writes(StorageKind::Sqlite), 1);
+        assert_eq!(b.spans_per_batch(StorageKind::Clickhouse), 32_768);
+        assert_eq!(b.spans_per_batch(StorageKind::Postgres), 8_192);
+        let set = BatcherConfig {
+            max_concurrent_writes: Some(0),
+            max_spans: Some(10),
+            ..BatcherConfig::default()
+        };
+        assert_eq!(set.concurrent_writes(StorageKind::Postgres), 1);
+        assert_eq!(set.spans_per_batch(StorageKind::Clickhouse), 10);
     }
 }

@@ -17,295 +17,31 @@
 
 pub mod batcher;
 pub mod enrich;
+mod origins;
 pub mod queue;
 pub mod redact;
+mod replay;
 pub mod sampling;
+mod sink;
+mod stages;
 pub mod wal;
+mod worker;
+
+pub use origins::{load_written_origins, WrittenOriginsSender};
+pub use replay::replay;
+pub use stages::{StageError, Stages};
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-
-use std::collections::BTreeMap;
-
-use crate::config::{BatcherConfig, LimitsConfig};
-use crate::metrics::{Metrics, Source};
-use crate::model::{Span, SpanKind, TraceId};
-use crate::rollup::{RollupAggregator, RollupBatch, RollupOrigin, SpanOrigin, WrittenOrigins};
-use crate::storage::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
-};
-use batcher::{Batcher, SinkBatch};
-use enrich::Enricher;
+use crate::metrics::Metrics;
+use crate::rollup::WrittenOrigins;
+use crate::storage::SpanStore;
+use batcher::BatcherConfig;
 use queue::Queue;
-use redact::Redactor;
-use sampling::{Decided, HeadSampler, TailSampler};
+use sink::SinkMsg;
 use wal::Wal;
-
-/// What travels from the worker to the sink task.
-enum SinkMsg {
-    Spans(SinkBatch),
-    Rollups(RollupBatch),
-}
-
-/// Why a pipeline stage could not be built from its configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    /// Bad `[sampling]`.
-    #[error(transparent)]
-    Sampling(#[from] sampling::SamplingConfigError),
-    /// Bad `[enrich]`.
-    #[error(transparent)]
-    Enrich(#[from] enrich::EnrichConfigError),
-    /// Bad `[redact]`.
-    #[error(transparent)]
-    Redact(#[from] redact::RedactConfigError),
-}
-
-/// The processing stages between the queue and the batcher: rollups (every
-/// span, before sampling), head sampling, tail sampling (holds spans with
-/// their WAL segment as ticket), enrichment and redaction.
-pub struct Stages {
-    rollups: RollupAggregator,
-    head: HeadSampler,
-    tail: Option<TailSampler<u64>>,
-    enricher: Enricher,
-    redactor: Redactor,
-    decisions: BTreeMap<String, u64>,
-    /// Tail and rollup counters as of the last [`Stages::publish`], so that
-    /// only the growth since then is added to the metrics.
-    published_tail: sampling::tail::TailStats,
-    published_rollups: crate::rollup::RollupStats,
-}
-
-impl Stages {
-    /// Builds every stage from the configuration.
-    pub fn from_config(cfg: &crate::config::Config) -> Result<Stages, StageError> {
-        Ok(Stages {
-            rollups: RollupAggregator::new(cfg.rollups.clone()),
-            head: HeadSampler::new(cfg.sampling.head.clone())?,
-            tail: if cfg.sampling.tail.enabled {
-                // The buffer's byte bound, derived from limits.memory_limit_mib
-                // unless set (an invalid configuration is reported by validate()).
-                let mut tail = cfg.sampling.tail.clone();
-                if let Ok(b) = cfg.memory_budgets() {
-                    tail.max_bytes = Some(b.tail_bytes);
-                }
-                Some(TailSampler::new(&tail)?)
-            } else {
-                None
-            },
-            enricher: Enricher::new(&cfg.enrich)?,
-            redactor: Redactor::new(&cfg.redact)?,
-            decisions: BTreeMap::new(),
-            published_tail: Default::default(),
-            published_rollups: Default::default(),
-        })
-    }
-
-    fn finish(&mut self, span: &mut Span) {
-        if !self.enricher.is_noop() {
-            self.enricher.apply(span);
-        }
-        if !self.redactor.is_noop() {
-            self.redactor.apply(span);
-        }
-    }
-
-    fn take_decided(
-        &mut self,
-        decided: Vec<Decided<u64>>,
-        kept: &mut Vec<(Span, u64)>,
-        released: &mut Vec<(u64, u64)>,
-    ) {
-        for d in decided {
-            let n = d.spans.len() as u64;
-            let verdict = if d.decision.sampled { "keep" } else { "drop" };
-            *self
-                .decisions
-                .entry(format!("tail:{verdict}:{}", d.decision.reason))
-                .or_insert(0) += n;
-            for h in d.spans {
-                if d.decision.sampled {
-                    let mut span = h.span;
-                    self.finish(&mut span);
-                    kept.push((span, h.ticket));
-                } else {
-                    released.push((h.ticket, 1));
-                }
-            }
-        }
-    }
-
-    /// Runs a queue item through the stages: kept spans with their segment
-    /// go to `kept`, dropped ones to `released`; held spans (tail sampling)
-    /// appear later from [`Stages::tick`].
-    fn process(
-        &mut self,
-        segment: u64,
-        first_span: u64,
-        spans: Vec<Span>,
-        kept: &mut Vec<(Span, u64)>,
-        released: &mut Vec<(u64, u64)>,
-    ) {
-        let now = Instant::now();
-        let (mut head_keep, mut head_drop) = (0u64, 0u64);
-        for (i, mut span) in spans.into_iter().enumerate() {
-            let origin = SpanOrigin {
-                segment,
-                ordinal: first_span + i as u64,
-            };
-            self.rollups.observe_at(&span, Some(origin));
-            if !self.head.sample(&span) {
-                head_drop += 1;
-                continue;
-            }
-            head_keep += 1;
-            match self.tail.as_mut() {
-                Some(tail) => {
-                    let decided = tail.offer(span, segment, now);
-                    self.take_decided(decided, kept, released);
-                }
-                None => {
-                    self.finish(&mut span);
-                    kept.push((span, segment));
-                }
-            }
-        }
-        if head_drop > 0 {
-            released.push((segment, head_drop));
-            *self.decisions.entry("head:drop:rate".into()).or_insert(0) += head_drop;
-        }
-        *self.decisions.entry("head:keep:rate".into()).or_insert(0) += head_keep;
-    }
-
-    /// Decides tail-sampled traces whose wait has elapsed.
-    fn tick(&mut self, kept: &mut Vec<(Span, u64)>, released: &mut Vec<(u64, u64)>) {
-        if let Some(tail) = self.tail.as_mut() {
-            let decided = tail.tick(Instant::now());
-            self.take_decided(decided, kept, released);
-        }
-    }
-
-    /// Moves decision, tail-sampling, redaction and rollup counts into the
-    /// metrics.
-    pub fn publish(&mut self, metrics: &Metrics) {
-        if let Some(tail) = &self.tail {
-            let (now, was) = (tail.stats(), &self.published_tail);
-            metrics.tail_early_decisions.add(
-                "max_traces",
-                now.early_decisions_max_traces - was.early_decisions_max_traces,
-            );
-            metrics.tail_early_decisions.add(
-                "max_bytes",
-                now.early_decisions_max_bytes - was.early_decisions_max_bytes,
-            );
-            metrics
-                .tail_late_spans
-                .fetch_add(now.late_spans - was.late_spans, Relaxed);
-            metrics.tail_decision_cache_evictions.fetch_add(
-                now.decision_cache_evictions - was.decision_cache_evictions,
-                Relaxed,
-            );
-            metrics
-                .tail_held_traces
-                .store(tail.held_traces() as u64, Relaxed);
-            metrics
-                .tail_held_bytes
-                .store(tail.held_bytes() as u64, Relaxed);
-            self.published_tail = now.clone();
-        }
-        let r = &mut self.redactor;
-        metrics
-            .redact_values
-            .add("mask", std::mem::take(&mut r.values_masked));
-        metrics
-            .redact_values
-            .add("hash", std::mem::take(&mut r.values_hashed));
-        metrics
-            .redact_attributes_dropped
-            .fetch_add(std::mem::take(&mut r.attributes_dropped), Relaxed);
-        let (now, was) = (self.rollups.stats(), &self.published_rollups);
-        metrics
-            .rollup_spans_observed
-            .fetch_add(now.spans_observed - was.spans_observed, Relaxed);
-        metrics
-            .rollup_dropped
-            .add("series_limit", now.series_dropped - was.series_dropped);
-        metrics
-            .rollup_dropped
-            .add("parent_timeout", now.pending_expired - was.pending_expired);
-        metrics
-            .rollup_dropped
-            .add("pending_full", now.pending_evicted - was.pending_evicted);
-        metrics
-            .rollup_early_flushes
-            .fetch_add(now.early_flushes - was.early_flushes, Relaxed);
-        metrics.rollup_replayed_already_stored.fetch_add(
-            now.replayed_already_stored - was.replayed_already_stored,
-            Relaxed,
-        );
-        self.published_rollups = now.clone();
-
-        for (k, v) in std::mem::take(&mut self.decisions) {
-            metrics.sampling_decisions.add(&k, v);
-            if k.contains(":drop:") {
-                metrics.dropped.add(
-                    if k.starts_with("head") {
-                        "sampled_out_head"
-                    } else {
-                        "sampled_out_tail"
-                    },
-                    v,
-                );
-            }
-        }
-    }
-
-    /// Rollups of minutes that are complete (`all`: everything, at shutdown).
-    fn take_rollups(&mut self, all: bool) -> RollupBatch {
-        if all {
-            self.rollups.drain_all()
-        } else {
-            self.rollups.drain(now_ns())
-        }
-    }
-
-    /// Applies the aggregator's rollup-hold changes to the WAL: holds first,
-    /// then releases, so a segment is never deleted in between. Call before
-    /// releasing the spans of the same round.
-    fn apply_rollup_holds(&mut self, wal: &Wal) {
-        for (seg, d) in self.rollups.take_hold_deltas() {
-            if d > 0 {
-                wal.hold_rollups(seg, d as u64);
-            } else {
-                wal.release_rollups(seg, d.unsigned_abs());
-            }
-        }
-    }
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Hands stored rollup origins to the pipeline's aggregator (see
-/// [`Pipeline::written_origins_sender`]).
-#[derive(Debug, Clone)]
-pub struct WrittenOriginsSender(crossbeam_channel::Sender<WrittenOrigins>);
-
-impl WrittenOriginsSender {
-    /// Sends them; the aggregator takes them before the next queue item.
-    pub fn send(&self, written: WrittenOrigins) {
-        let _ = self.0.send(written);
-    }
-}
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -331,12 +67,12 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         health: Arc<crate::health::Health>,
         cfg: BatcherConfig,
-        mut stages: Stages,
+        stages: Stages,
     ) -> std::io::Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
         let (written_tx, written_rx) = crossbeam_channel::bounded::<WrittenOrigins>(1);
         let (tx, rx) = tokio::sync::mpsc::channel::<SinkMsg>(cfg.max_pending_batches);
-        let sink = tokio::spawn(sink_task(
+        let sink = tokio::spawn(sink::sink_task(
             rx,
             store,
             wal.clone(),
@@ -347,80 +83,7 @@ impl Pipeline {
         let stop2 = stop.clone();
         let worker = std::thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || {
-                let mut batcher = Batcher::new(
-                    cfg.max_spans.unwrap_or(8_192),
-                    Duration::from_millis(cfg.max_delay_ms),
-                );
-                let rollup_every = Duration::from_millis(cfg.rollup_flush_ms.max(1));
-                let mut last_rollup = Instant::now();
-                let mut last_tick = Instant::now();
-                let mut kept: Vec<(Span, u64)> = Vec::new();
-                let mut released: Vec<(u64, u64)> = Vec::new();
-                loop {
-                    let wait = batcher
-                        .time_left()
-                        .unwrap_or(Duration::from_millis(50))
-                        .min(Duration::from_millis(50));
-                    let mut stopping = false;
-                    match queue.pop(wait) {
-                        Some(item) => {
-                            // Sent before replay pushes anything, so it is here
-                            // before the first replayed item.
-                            if let Ok(w) = written_rx.try_recv() {
-                                stages.rollups.set_written(w);
-                            }
-                            stages.process(
-                                item.segment,
-                                item.first_span,
-                                item.spans,
-                                &mut kept,
-                                &mut released,
-                            )
-                        }
-                        None if stop2.load(Relaxed) && queue.is_empty() => stopping = true,
-                        None => {}
-                    }
-                    if last_tick.elapsed() >= Duration::from_millis(100) {
-                        last_tick = Instant::now();
-                        stages.tick(&mut kept, &mut released);
-                        stages.publish(&metrics);
-                    }
-                    stages.apply_rollup_holds(&wal);
-                    for (seg, n) in released.drain(..) {
-                        wal.release(seg, n);
-                    }
-                    for (span, seg) in kept.drain(..) {
-                        batcher.add(span, seg);
-                        if batcher.ready()
-                            && tx.blocking_send(SinkMsg::Spans(batcher.take())).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    if (stopping || batcher.ready())
-                        && !batcher.is_empty()
-                        && tx.blocking_send(SinkMsg::Spans(batcher.take())).is_err()
-                    {
-                        return;
-                    }
-                    if stopping || last_rollup.elapsed() >= rollup_every {
-                        last_rollup = Instant::now();
-                        let mut r = stages.take_rollups(stopping);
-                        r.wal_instance = wal.instance();
-                        // The batch's holds are taken before the aggregator's are let go.
-                        stages.apply_rollup_holds(&wal);
-                        if !r.is_empty() && tx.blocking_send(SinkMsg::Rollups(r)).is_err() {
-                            return;
-                        }
-                    }
-                    if stopping {
-                        // Spans still held by tail sampling stay in the WAL and are replayed at next start.
-                        stages.publish(&metrics);
-                        return;
-                    }
-                }
-            })?;
+            .spawn(move || worker::run(queue, wal, metrics, cfg, stages, written_rx, tx, stop2))?;
         Ok(Pipeline {
             stop,
             written_tx,
@@ -457,333 +120,10 @@ impl Pipeline {
     }
 }
 
-async fn sink_task(
-    mut rx: tokio::sync::mpsc::Receiver<SinkMsg>,
-    store: Arc<dyn SpanStore>,
-    wal: Wal,
-    metrics: Arc<Metrics>,
-    health: Arc<crate::health::Health>,
-    cfg: BatcherConfig,
-) {
-    let mut prune = OriginPruner {
-        last_run: None,
-        pruned_below: 0,
-    };
-    // Span batches in flight: each is committed (or dropped) on its own and
-    // releases its own WAL spans, so their order does not matter. A slot is
-    // free before the next message is taken, so at most this many batches
-    // are held beyond the channel's `max_pending_batches`.
-    let max_writes = cfg.max_concurrent_writes.unwrap_or(1).max(1);
-    let mut writing = tokio::task::JoinSet::new();
-    loop {
-        while writing.len() >= max_writes {
-            reap(writing.join_next().await);
-        }
-        let Some(msg) = rx.recv().await else { break };
-        match msg {
-            SinkMsg::Spans(batch) => {
-                let (store, wal, metrics, health, cfg) = (
-                    store.clone(),
-                    wal.clone(),
-                    metrics.clone(),
-                    health.clone(),
-                    cfg.clone(),
-                );
-                writing.spawn(async move {
-                    write_span_batch(&*store, &wal, &metrics, &health, &cfg, batch).await
-                });
-            }
-            SinkMsg::Rollups(r) => {
-                if write_with_retry(&cfg, &metrics, &health, "rollups", || {
-                    store.write_rollups(&r)
-                })
-                .await
-                {
-                    metrics.rollups_written.fetch_add(1, Relaxed);
-                    prune.after_write(&*store, &wal).await;
-                }
-                // Committed (or given up for good, and counted): the WAL need
-                // not keep these segments for the batch any more.
-                for seg in r.origin_segments() {
-                    wal.release_rollups(seg, 1);
-                }
-            }
-        }
-    }
-    while let Some(done) = writing.join_next().await {
-        reap(Some(done));
-    }
-}
-
-/// A finished span-batch write: a panic in it goes on as before (it ends
-/// the sink task), it is not swallowed.
-fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
-    if let Some(Err(e)) = done {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-    }
-}
-
-/// Writes one span batch (retrying as [`write_with_retry`] does), counts it,
-/// and releases its spans from the WAL once committed or given up on.
-async fn write_span_batch(
-    store: &dyn SpanStore,
-    wal: &Wal,
-    metrics: &Metrics,
-    health: &crate::health::Health,
-    cfg: &BatcherConfig,
-    batch: SinkBatch,
-) {
-    let n = batch.spans.len() as u64;
-    let ok = write_with_retry(cfg, metrics, health, "spans", || {
-        store.write_spans(&batch.spans)
-    })
-    .await;
-    if ok {
-        metrics.sink_spans_written.fetch_add(n, Relaxed);
-    } else {
-        metrics.dropped.add("sink_rejected", n);
-    }
-    for (seg, c) in batch.segments {
-        wal.release(seg, c);
-    }
-}
-
-/// Deletes stored rollup origins of this WAL's deleted segments now and then
-/// (segment ids are never reused, so they are never needed again).
-struct OriginPruner {
-    last_run: Option<Instant>,
-    pruned_below: u64,
-}
-
-impl OriginPruner {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    async fn after_write(&mut self, store: &dyn SpanStore, wal: &Wal) {
-        if self.last_run.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            return;
-        }
-        self.last_run = Some(Instant::now());
-        let Some(oldest) = wal.oldest_segment() else {
-            return;
-        };
-        if oldest <= self.pruned_below {
-            return;
-        }
-        match store.prune_rollup_origins(wal.instance(), oldest).await {
-            Ok(_) => self.pruned_below = oldest,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot prune stored rollup origins; retrying later")
-            }
-        }
-    }
-}
-
-/// Loads the rollup origins the sink stored for the WAL segments about to be
-/// replayed, retrying while the sink is unavailable. A sink that refuses the
-/// query for good is logged and replay counts everything (which may count
-/// some spans twice) rather than not starting.
-pub async fn load_written_origins(
-    store: &dyn SpanStore,
-    instance: u64,
-    segments: &[u64],
-) -> WrittenOrigins {
-    if segments.is_empty() {
-        return WrittenOrigins::default();
-    }
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store.rollup_origins(instance, segments).await {
-            Ok(rows) => return WrittenOrigins::from_stored(rows),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "cannot load stored rollup origins before replay; retrying");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load stored rollup origins; replayed spans are counted in rollups again");
-                return WrittenOrigins::default();
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Writes with exponential backoff: retryable errors are retried until they
-/// succeed (the WAL holds the data meanwhile); other errors are tried
-/// `max_attempts_non_retryable` times. Returns true on success. Outcomes are
-/// reported to `health`: a retryable failure makes `/readyz` report the sink
-/// until a write succeeds.
-async fn write_with_retry<F, Fut>(
-    cfg: &BatcherConfig,
-    metrics: &Metrics,
-    health: &crate::health::Health,
-    what: &str,
-    mut op: F,
-) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StorageResult<()>>,
-{
-    let mut delay = Duration::from_millis(cfg.retry_initial_ms.max(1));
-    let mut fatal_attempts = 0u32;
-    loop {
-        let started = Instant::now();
-        match op().await {
-            Ok(()) => {
-                metrics.sink_write_latency.observe(started.elapsed());
-                health.sink_write_ok();
-                return true;
-            }
-            Err(e) if e.is_retryable() => {
-                metrics.sink_errors.add("retryable", 1);
-                health.sink_write_failed(&e);
-                tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "sink write failed; retrying");
-            }
-            Err(e) => {
-                metrics.sink_errors.add("fatal", 1);
-                fatal_attempts += 1;
-                if fatal_attempts >= cfg.max_attempts_non_retryable {
-                    tracing::error!(error = %e, what, attempts = fatal_attempts, "sink rejected the batch; dropping it");
-                    return false;
-                }
-                tracing::warn!(error = %e, what, "sink rejected the batch; retrying");
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(cfg.retry_max_ms.max(1)));
-    }
-}
-
-/// Replays WAL segments into the queue (waiting for room, never dropping), then
-/// seals them so they are deleted once committed. Returns the spans replayed.
-pub fn replay(
-    wal: &Wal,
-    queue: &Arc<Queue>,
-    segments: &[u64],
-    limits: &LimitsConfig,
-    metrics: &Metrics,
-) -> u64 {
-    let mut total = 0u64;
-    for &seg in segments {
-        let records = match wal.read_segment(seg) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(segment = seg, error = %e, "cannot read WAL segment; leaving it in place");
-                continue;
-            }
-        };
-        // Span ordinals follow the records' span counts, as when they were written.
-        let mut first_span = 0u64;
-        for rec in records {
-            let pos = wal::WalPos {
-                segment: seg,
-                first_span,
-            };
-            first_span += rec.spans as u64;
-            match crate::receiver::decode(rec.format, &rec.payload, limits) {
-                Ok(d) if !d.spans.is_empty() => {
-                    let n = d.spans.len() as u64;
-                    // Count before pushing so that a release can never precede the add.
-                    wal.add_outstanding(seg, n);
-                    queue.reserve_blocking(n, d.bytes).push(pos, d.spans);
-                    metrics
-                        .source(Source::WalReplay)
-                        .accepted
-                        .fetch_add(n, Relaxed);
-                    total += n;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    metrics.wal_corrupt_records.fetch_add(1, Relaxed);
-                    tracing::warn!(segment = seg, error = %e, "undecodable WAL record skipped");
-                }
-            }
-        }
-        wal.finish_replay(seg);
-    }
-    total
-}
-
-/// A sink that discards everything: for benchmarking the ingest path only
-/// (`--storage null`). Queries return nothing.
-#[derive(Debug, Default)]
-pub struct NullStore;
-
-#[async_trait]
-impl SpanStore for NullStore {
-    fn name(&self) -> &'static str {
-        "null"
-    }
-    async fn write_spans(&self, _spans: &[Span]) -> StorageResult<()> {
-        Ok(())
-    }
-    async fn write_rollups(&self, _rollups: &RollupBatch) -> StorageResult<()> {
-        Ok(())
-    }
-    async fn rollup_origins(
-        &self,
-        _instance: u64,
-        _segments: &[u64],
-    ) -> StorageResult<Vec<RollupOrigin>> {
-        // Nothing was stored, so nothing is skipped at replay.
-        Ok(Vec::new())
-    }
-    async fn prune_rollup_origins(
-        &self,
-        _instance: u64,
-        _below_segment: u64,
-    ) -> StorageResult<u64> {
-        Ok(0)
-    }
-    async fn get_trace(
-        &self,
-        _trace_id: TraceId,
-        _range: Option<TimeRange>,
-    ) -> StorageResult<Vec<Span>> {
-        Ok(Vec::new())
-    }
-    async fn get_traces(
-        &self,
-        _trace_ids: &[TraceId],
-        _range: Option<TimeRange>,
-    ) -> StorageResult<Vec<TraceSpans>> {
-        Ok(Vec::new())
-    }
-    async fn search(&self, _query: &TraceQuery) -> StorageResult<SearchPage> {
-        Ok(SearchPage::default())
-    }
-    async fn services(&self, _range: TimeRange) -> StorageResult<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn operations(&self, _service: &str, _range: TimeRange) -> StorageResult<Vec<Operation>> {
-        Ok(Vec::new())
-    }
-    async fn dependencies(&self, _range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
-        Ok(Vec::new())
-    }
-    async fn latency(&self, _query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
-        Ok(Vec::new())
-    }
-    async fn exact_percentiles(
-        &self,
-        _service: &str,
-        _operation: Option<&str>,
-        _kinds: &[SpanKind],
-        _range: TimeRange,
-        _qs: &[f64],
-    ) -> StorageResult<Vec<u64>> {
-        Ok(Vec::new())
-    }
-    async fn apply_retention(&self, _cutoff_ns: u64) -> StorageResult<RetentionReport> {
-        Err(StorageError::Backend("the null sink stores nothing".into()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttrValue, KeyValue};
+    use crate::model::{now_ns, AttrValue, KeyValue, Span, SpanKind};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, attrs: Vec<KeyValue>) -> Span {
         let start_ns = now_ns() - 1_000_000;
@@ -817,6 +157,63 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    }
+
+    #[test]
+    fn spans_a_held_stage_passes_on_later_run_through_the_stages_after_it() {
+        let cfg: crate::config::Config = toml::from_str(
+            r#"
+            [sampling.tail]
+            enabled = true
+            decision_wait_ms = 0
+            policies = [{ name = "all", rule = "always" }]
+            [redact]
+            drop_keys = ["password"]
+            "#,
+        )
+        .expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let attrs = vec![
+            KeyValue::new("password", AttrValue::Str("pw".into())),
+            KeyValue::new("note", AttrValue::Str("x".into())),
+        ];
+        stages.process(
+            4,
+            0,
+            vec![span(1, 1, None, "a", attrs)],
+            &mut kept,
+            &mut released,
+        );
+        assert!(kept.is_empty(), "tail sampling holds the trace");
+        std::thread::sleep(Duration::from_millis(2));
+        stages.tick(&mut kept, &mut released);
+        assert_eq!(kept.len(), 1, "decided at the tick");
+        let (s, seg) = &kept[0];
+        assert_eq!(*seg, 4, "the WAL segment travels with the span");
+        let keys: Vec<&str> = s.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["note"],
+            "redaction ran after tail sampling let it go"
+        );
+        assert!(released.is_empty());
+    }
+
+    #[test]
+    fn head_drops_release_their_segment_once_per_item() {
+        let cfg: crate::config::Config =
+            toml::from_str("[sampling.head]\nrate = 0.0\n").expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let spans = (1..=5).map(|t| span(t, 1, None, "a", vec![])).collect();
+        stages.process(7, 0, spans, &mut kept, &mut released);
+        assert!(kept.is_empty());
+        assert_eq!(released, vec![(7, 5)]);
+        let metrics = Metrics::default();
+        stages.publish(&metrics);
+        assert_eq!(metrics.dropped.get("sampled_out_head"), 5);
+        assert_eq!(metrics.sampling_decisions.get("head:drop:rate"), 5);
     }
 
     #[test]

@@ -12,6 +12,30 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use crate::metrics::Metrics;
 use crate::model::Span;
 use crate::pipeline::wal::WalPos;
+use serde::{Deserialize, Serialize};
+
+/// Queue bounds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Maximum spans waiting for the pipeline.
+    pub max_spans: u64,
+    /// Maximum estimated in-memory bytes waiting for the pipeline; unset =
+    /// a quarter of `limits.memory_limit_mib` (see [`Config::memory_budgets`]).
+    pub max_bytes: Option<u64>,
+    /// `Retry-After` seconds (and gRPC RetryInfo delay) sent when full.
+    pub retry_after_secs: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_spans: 200_000,
+            max_bytes: None,
+            retry_after_secs: 1,
+        }
+    }
+}
 
 /// A batch of validated spans from one WAL record.
 #[derive(Debug)]

@@ -41,8 +41,50 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::config::{FsyncPolicy, WalConfig};
 use crate::metrics::Metrics;
+use crate::receiver::format::RecordFormat;
+use serde::{Deserialize, Serialize};
+
+/// When the WAL calls `fsync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement (group commit: one fsync per batch of concurrent appends).
+    #[default]
+    Always,
+    /// Every `fsync_interval_ms`; an OS crash may lose the last interval (a process crash does not).
+    Interval,
+    /// Never; the OS flushes when it likes.
+    Never,
+}
+
+/// Write-ahead log settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// Directory; default `<data_dir>/wal`.
+    pub dir: Option<PathBuf>,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Interval for `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// A segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Total size of all segments; appends beyond it are refused (backpressure).
+    pub max_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            dir: None,
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 100,
+            segment_bytes: 32 * 1024 * 1024,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
 
 /// Record header: payload length (u32 LE), CRC32 of format+span count+payload
 /// (u32 LE), format (u8), span count (u32 LE).
@@ -51,47 +93,6 @@ const HEADER_LEN: usize = 13;
 const APPEND_CHANNEL_CAPACITY: usize = 8192;
 /// Largest group written with one `write` + `fsync`.
 const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
-
-/// The wire format of a record's payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RecordFormat {
-    /// `ExportTraceServiceRequest` protobuf.
-    OtlpProto = 1,
-    /// OTLP/JSON `ExportTraceServiceRequest`.
-    OtlpJson = 2,
-    /// Zipkin v2 JSON span list.
-    ZipkinJson = 3,
-    /// Jaeger gRPC `PostSpansRequest` protobuf.
-    JaegerProto = 4,
-    /// Jaeger Thrift binary `Batch` (`POST /api/traces`).
-    JaegerThrift = 5,
-    /// Jaeger agent datagram: `emitBatch` in Thrift compact.
-    JaegerAgentCompact = 6,
-    /// Jaeger agent datagram: `emitBatch` in Thrift binary.
-    JaegerAgentBinary = 7,
-    /// Zipkin v2 protobuf `ListOfSpans`.
-    ZipkinProto = 8,
-    /// Zipkin v1 JSON span list.
-    ZipkinV1Json = 9,
-}
-
-impl RecordFormat {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            1 => Some(RecordFormat::OtlpProto),
-            2 => Some(RecordFormat::OtlpJson),
-            3 => Some(RecordFormat::ZipkinJson),
-            4 => Some(RecordFormat::JaegerProto),
-            5 => Some(RecordFormat::JaegerThrift),
-            6 => Some(RecordFormat::JaegerAgentCompact),
-            7 => Some(RecordFormat::JaegerAgentBinary),
-            8 => Some(RecordFormat::ZipkinProto),
-            9 => Some(RecordFormat::ZipkinV1Json),
-            _ => None,
-        }
-    }
-}
 
 /// Why a WAL operation failed.
 #[derive(Debug, thiserror::Error)]

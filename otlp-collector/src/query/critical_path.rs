@@ -8,7 +8,7 @@
 
 use crate::model::Span;
 
-use super::tree::NodeInfo;
+use super::node::NodeInfo;
 
 /// Marks `critical` on the spans of every root's critical path.
 pub fn mark(spans: &[Span], nodes: &mut [NodeInfo]) {

@@ -14,6 +14,7 @@ pub mod hosts;
 pub mod jaeger;
 pub mod jaeger_model;
 pub mod jaeger_v3;
+pub mod node;
 pub mod params;
 pub mod skew;
 pub mod trace_json;

@@ -390,13 +390,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Current wall time in nanoseconds since the epoch.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use crate::model::now_ns;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 
 use crate::model::Span;
 
-use super::tree::NodeInfo;
+use super::node::NodeInfo;
 
 /// Shifts the spans in place (display order: parents before children) and
 /// records the shifts in `nodes`. Returns how many spans were corrected.

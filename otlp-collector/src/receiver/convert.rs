@@ -5,8 +5,8 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as PKeyValue};
 
-use crate::config::LimitsConfig;
 use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::receiver::limits::LimitsConfig;
 
 /// At most this many per-span problems are spelled out in a partial-success message.
 const MAX_REPORTED_ERRORS: usize = 3;

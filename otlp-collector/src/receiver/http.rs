@@ -29,7 +29,7 @@ use super::rpc_status::{self, code};
 use super::{decode, decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
-use crate::pipeline::wal::RecordFormat;
+use crate::receiver::format::RecordFormat;
 
 /// The OTLP/HTTP router (`/v1/traces`). Other paths (`/v1/metrics`,
 /// `/v1/logs`: signals this collector does not take) get 404, and other

@@ -6,8 +6,10 @@
 
 pub mod body;
 pub mod convert;
+pub mod format;
 pub mod http;
 pub mod jaeger;
+pub mod limits;
 pub mod otlp_grpc;
 pub mod otlp_json;
 pub mod rpc_status;
@@ -24,12 +26,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::auth::TokenSet;
-use crate::config::LimitsConfig;
 use crate::memory::{MemoryGuard, Pressure};
 use crate::metrics::{Metrics, Source};
 use crate::pipeline::queue::Queue;
-use crate::pipeline::wal::{RecordFormat, Wal, WalError};
+use crate::pipeline::wal::{Wal, WalError};
 use convert::{DecodeError, Decoded};
+pub use format::RecordFormat;
+pub use limits::LimitsConfig;
 
 /// Decodes a request body (or a WAL record) of the given format.
 pub fn decode(

@@ -24,7 +24,7 @@ use super::rpc_status::{self, code};
 use super::{decode, decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
-use crate::pipeline::wal::RecordFormat;
+use crate::receiver::format::RecordFormat;
 
 /// Full method path.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";

@@ -23,8 +23,8 @@ use serde::Deserialize;
 
 use super::convert::{convert_ids, DecodeError, Decoded};
 use super::otlp_json::decode_hex;
-use crate::config::LimitsConfig;
 use crate::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode};
+use crate::receiver::limits::LimitsConfig;
 
 /// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
 /// (`zipkin_proto`, `zipkin_v1`) and share the mapping ([`convert_with_ids`]).

@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::convert::{DecodeError, Decoded};
 use super::zipkin::{convert_with_ids, ZAnnotation, ZEndpoint, ZSpan};
-use crate::config::LimitsConfig;
+use crate::receiver::limits::LimitsConfig;
 
 /// Messages generated from `proto/zipkin/zipkin.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

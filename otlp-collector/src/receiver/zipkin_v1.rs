@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::convert::{DecodeError, Decoded};
 use super::otlp_json::decode_hex;
 use super::zipkin::{convert_with_ids, ZAnnotation, ZEndpoint, ZSpan};
-use crate::config::LimitsConfig;
+use crate::receiver::limits::LimitsConfig;
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]

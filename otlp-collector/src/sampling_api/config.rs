@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+/// A `[sampling_api]` setting that is invalid, with the key and how to fix
+/// it (`config` reports it as an invalid configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SamplingApiConfigError(pub String);
 
 /// Jaeger's default remote-sampling port, on loopback.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5778";
@@ -64,11 +68,11 @@ pub struct ServiceStrategyConfig {
     pub operations: BTreeMap<String, f64>,
 }
 
-fn invalid(msg: String) -> ConfigError {
-    ConfigError::Invalid(msg)
+fn invalid(msg: String) -> SamplingApiConfigError {
+    SamplingApiConfigError(msg)
 }
 
-fn probability(key: &str, p: f64) -> Result<(), ConfigError> {
+fn probability(key: &str, p: f64) -> Result<(), SamplingApiConfigError> {
     if (0.0..=1.0).contains(&p) {
         Ok(())
     } else {
@@ -89,7 +93,7 @@ impl SamplingApiConfig {
     }
 
     /// Checks ranges, counts and name lengths; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), SamplingApiConfigError> {
         if self.enabled && self.addr.parse::<SocketAddr>().is_err() {
             return Err(invalid(format!(
                 "sampling_api.addr = {:?} is not an IP:port address (e.g. {DEFAULT_ADDR}); \

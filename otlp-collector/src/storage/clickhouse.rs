@@ -49,8 +49,9 @@ use async_trait::async_trait;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
+use super::rollup_math;
 use super::sink_common::{self as common, SummaryRow, DAY_NS};
-use super::sqlite::decode_span;
+use super::span_codec::decode_span;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
@@ -338,7 +339,7 @@ fn parse_url(url: &str) -> StorageResult<ParsedUrl> {
     let bad = |why: &str| {
         StorageError::Backend(format!(
             "invalid ClickHouse URL {:?} ({why}); expected http://[user[:password]@]host:8123[/database]",
-            super::connecting::redact_url(url)
+            super::url::redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
@@ -1057,7 +1058,7 @@ impl SpanStore for ClickHouseStore {
                     kind: r.kind as u8,
                     count: r.count,
                     errors: r.errors,
-                    sketch: common::encode_sketch(&r.sketch)?,
+                    sketch: rollup_math::encode_sketch(&r.sketch)?,
                 };
                 ins.write(&row).await.map_err(map_err)?;
             }
@@ -1077,7 +1078,7 @@ impl SpanStore for ClickHouseStore {
                     callee: &r.callee,
                     calls: r.calls,
                     errors: r.errors,
-                    sketch: common::encode_sketch(&r.sketch)?,
+                    sketch: rollup_math::encode_sketch(&r.sketch)?,
                 };
                 ins.write(&row).await.map_err(map_err)?;
             }
@@ -1307,7 +1308,7 @@ impl SpanStore for ClickHouseStore {
         if range.end_ns <= range.start_ns {
             return Ok(Vec::new());
         }
-        let (lo, hi) = common::minute_bounds(range);
+        let (lo, hi) = rollup_math::minute_bounds(range);
         let rows = self
             .query(
                 "SELECT caller, callee, calls, errors, sketch FROM ft_edge_rollups \
@@ -1320,18 +1321,18 @@ impl SpanStore for ClickHouseStore {
             .map_err(map_err)?;
         let mut merged = Vec::with_capacity(rows.len());
         for r in rows {
-            let sketch = common::decode_sketch(&r.sketch)?;
+            let sketch = rollup_math::decode_sketch(&r.sketch)?;
             merged.push((r.caller, r.callee, r.calls, r.errors, sketch));
         }
-        Ok(common::merge_edges(merged))
+        Ok(rollup_math::merge_edges(merged))
     }
 
     async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
         if q.range.end_ns <= q.range.start_ns {
             return Ok(Vec::new());
         }
-        let step = common::latency_step(q, self.opts.max_latency_points)?;
-        let (lo, hi) = common::minute_bounds(q.range);
+        let step = rollup_math::latency_step(q, self.opts.max_latency_points)?;
+        let (lo, hi) = rollup_math::minute_bounds(q.range);
         let op = if q.operation.is_some() {
             " AND operation = ?"
         } else {
@@ -1358,10 +1359,10 @@ impl SpanStore for ClickHouseStore {
                 r.minute_ns,
                 r.count,
                 r.errors,
-                common::decode_sketch(&r.sketch)?,
+                rollup_math::decode_sketch(&r.sketch)?,
             ));
         }
-        Ok(common::latency_points(q, step, data))
+        Ok(rollup_math::latency_points(q, step, data))
     }
 
     async fn exact_percentiles(
@@ -1372,7 +1373,7 @@ impl SpanStore for ClickHouseStore {
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        common::check_quantiles(qs)?;
+        rollup_math::check_quantiles(qs)?;
         if qs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1393,7 +1394,10 @@ impl SpanStore for ClickHouseStore {
         }
         // Ranks are computed here, in the same floating point as the other
         // sinks, then picked from the sorted durations in one pass.
-        let ranks: Vec<u64> = qs.iter().map(|q| common::nearest_rank(*q, n)).collect();
+        let ranks: Vec<u64> = qs
+            .iter()
+            .map(|q| rollup_math::nearest_rank(*q, n))
+            .collect();
         let op = if operation.is_some() {
             " AND name = ?"
         } else {

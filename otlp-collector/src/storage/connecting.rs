@@ -7,20 +7,82 @@
 //! [`SpanStore::ready`] says why, for `/readyz`.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::clickhouse::ClickHouseOptions;
+use super::postgres::PostgresOptions;
+use super::sqlite::SqliteConfig;
+use super::url::redact_url;
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
-use crate::config::{Config, StorageKind};
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
+
+/// Which sink stores spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Embedded SQLite in `data_dir` (default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL at `storage.url`.
+    Postgres,
+    /// ClickHouse at `storage.url`.
+    Clickhouse,
+    /// Discards everything after the pipeline: for benchmarking the ingest path only.
+    Null,
+}
+
+impl StorageKind {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::Sqlite => "sqlite",
+            StorageKind::Postgres => "postgres",
+            StorageKind::Clickhouse => "clickhouse",
+            StorageKind::Null => "null",
+        }
+    }
+}
+
+/// Sink selection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite`, `postgres`, `clickhouse` or `null`.
+    pub kind: StorageKind,
+    /// Connection URL for postgres/clickhouse; SQLite file path override for sqlite.
+    pub url: Option<String>,
+}
+
+/// Everything [`open`] needs, assembled by `config` from the `[storage]`,
+/// `[sqlite]`, `[postgres]`, `[clickhouse]` and `[batcher]` sections.
+#[derive(Clone, Debug, Default)]
+pub struct SinkOptions {
+    /// Which sink, and its URL.
+    pub storage: StorageConfig,
+    /// The SQLite database file (for `kind = sqlite`).
+    pub sqlite_path: PathBuf,
+    /// SQLite sink tuning.
+    pub sqlite: SqliteConfig,
+    /// PostgreSQL sink tuning.
+    pub postgres: PostgresOptions,
+    /// ClickHouse sink tuning.
+    pub clickhouse: ClickHouseOptions,
+    /// First delay between connection attempts of a database sink.
+    pub retry_initial: Duration,
+    /// Longest delay between connection attempts.
+    pub retry_max: Duration,
+}
 
 /// Why the configured sink could not be opened at all (as opposed to "not
 /// reachable yet", which is retried).
@@ -68,29 +130,6 @@ impl Drop for ConnectingStore {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Hides the password of a connection string, in URL form
-/// (`postgres://user:secret@host/db`, `?password=secret`) or libpq key=value
-/// form (`password=secret` or `password='a secret'`), for log lines.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = scheme_end + 3;
-        let authority_end = out[rest..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| rest + i);
-        if let Some(at) = out[rest..authority_end].rfind('@') {
-            let userinfo = &out[rest..rest + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest + colon + 1..rest + at, "***");
-            }
-        }
-    }
-    // Compiled per call: this runs once per log line of a failed connect.
-    let kv = regex::Regex::new(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]+)")
-        .expect("static regex");
-    kv.replace_all(&out, "${1}***").into_owned()
 }
 
 impl ConnectingStore {
@@ -280,21 +319,17 @@ impl SpanStore for ConnectingStore {
 
 /// Checks what [`open`] checks before connecting: a database sink has a
 /// URL, and it is well formed. Connects to nothing.
-pub fn check_url(cfg: &Config) -> Result<(), OpenError> {
-    let kind = cfg.storage.kind;
+pub fn check_url(storage: &StorageConfig) -> Result<(), OpenError> {
+    let kind = storage.kind;
     let check: fn(&str) -> Result<(), String> = match kind {
         StorageKind::Postgres => |u| super::postgres::check_url(u).map_err(|e| e.to_string()),
         StorageKind::Clickhouse => |u| super::clickhouse::check_url(u).map_err(|e| e.to_string()),
         StorageKind::Sqlite | StorageKind::Null => return Ok(()),
     };
-    let url = cfg
-        .storage
-        .url
-        .as_deref()
-        .ok_or_else(|| OpenError::Config {
-            kind: kind.as_str(),
-            reason: "needs a connection URL (--storage-url or storage.url)".into(),
-        })?;
+    let url = storage.url.as_deref().ok_or_else(|| OpenError::Config {
+        kind: kind.as_str(),
+        reason: "needs a connection URL (--storage-url or storage.url)".into(),
+    })?;
     check(url).map_err(|reason| OpenError::Config {
         kind: kind.as_str(),
         reason,
@@ -306,16 +341,16 @@ pub fn check_url(cfg: &Config) -> Result<(), OpenError> {
 /// checked now and are then connected in the background (see
 /// [`ConnectingStore`]), with the backoff of `batcher.retry_initial_ms` ..
 /// `batcher.retry_max_ms`. Must be called on a tokio runtime.
-pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
+pub fn open(opts: impl Into<SinkOptions>) -> Result<Arc<dyn SpanStore>, OpenError> {
+    let cfg: SinkOptions = opts.into();
     let kind = cfg.storage.kind;
-    check_url(cfg)?;
+    check_url(&cfg.storage)?;
     // Present for the database sinks: check_url made sure of it.
     let url = || cfg.storage.url.clone().unwrap_or_default();
-    let initial = Duration::from_millis(cfg.batcher.retry_initial_ms);
-    let max = Duration::from_millis(cfg.batcher.retry_max_ms);
+    let (initial, max) = (cfg.retry_initial, cfg.retry_max);
     Ok(match kind {
         StorageKind::Sqlite => {
-            let path = cfg.sqlite_path();
+            let path = cfg.sqlite_path.clone();
             let store = super::sqlite::SqliteStore::open_with(&path, cfg.sqlite.clone()).map_err(
                 |source| OpenError::Sqlite {
                     path: path.display().to_string(),
@@ -364,7 +399,7 @@ pub fn open(cfg: &Config) -> Result<Arc<dyn SpanStore>, OpenError> {
             tracing::warn!(
                 "storage = null: spans are discarded after the pipeline (benchmarking only)"
             );
-            Arc::new(crate::pipeline::NullStore)
+            Arc::new(crate::storage::null::NullStore)
         }
     })
 }
@@ -416,7 +451,7 @@ mod tests {
                     if n < 3 {
                         Err(StorageError::Unavailable("connection refused".into()))
                     } else {
-                        Ok(Arc::new(crate::pipeline::NullStore) as Arc<dyn SpanStore>)
+                        Ok(Arc::new(crate::storage::null::NullStore) as Arc<dyn SpanStore>)
                     }
                 }
             },

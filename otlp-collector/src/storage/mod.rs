@@ -15,10 +15,14 @@ use crate::rollup::{RollupBatch, RollupOrigin};
 
 pub mod clickhouse;
 pub mod connecting;
+pub mod null;
 pub mod postgres;
 pub mod retention;
+mod rollup_math;
 mod sink_common;
+pub mod span_codec;
 pub mod sqlite;
+pub mod url;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

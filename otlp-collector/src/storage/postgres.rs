@@ -69,8 +69,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::rollup_math;
 use super::sink_common::{self as common, SearchWindows, SummaryRow, DAY_NS};
-use super::sqlite::{decode_span, encode_span};
+use super::span_codec::{decode_span, encode_span};
 use super::{
     DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
     StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
@@ -477,7 +478,7 @@ impl PostgresStore {
         };
         store.migrate().await?;
         store.load_partitions().await?;
-        let today = (common::now_ns() / DAY_NS) as i64;
+        let today = (crate::model::now_ns() / DAY_NS) as i64;
         let ahead: Vec<i64> = (today..=today + store.opts.partition_future_days as i64).collect();
         store.ensure_partitions(&ahead).await?;
         Ok(store)
@@ -555,7 +556,7 @@ impl PostgresStore {
 
     /// Creates the missing day partitions among `days` (those inside the window).
     async fn ensure_partitions(&self, days: &[i64]) -> StorageResult<()> {
-        let today = (common::now_ns() / DAY_NS) as i64;
+        let today = (crate::model::now_ns() / DAY_NS) as i64;
         let lo = today - self.opts.partition_past_days as i64;
         let hi = today + self.opts.partition_future_days as i64;
         let missing: Vec<i64> = {
@@ -833,7 +834,7 @@ impl SpanStore for PostgresStore {
         if spans.is_empty() {
             return Ok(());
         }
-        let today = (common::now_ns() / DAY_NS) as i64;
+        let today = (crate::model::now_ns() / DAY_NS) as i64;
         let mut days: Vec<i64> = spans.iter().map(|s| (s.start_ns / DAY_NS) as i64).collect();
         days.extend(today..=today + self.opts.partition_future_days as i64);
         self.ensure_partitions(&days).await?;
@@ -869,7 +870,7 @@ impl SpanStore for PostgresStore {
             );
             tokio::pin!(w);
             for r in &rollups.operations {
-                let sketch = common::encode_sketch(&r.sketch)?.into_bytes();
+                let sketch = rollup_math::encode_sketch(&r.sketch)?.into_bytes();
                 let (svc, op) = (esc(&r.service), esc(&r.operation));
                 let (svc, op): (&str, &str) = (&svc, &op);
                 w.as_mut()
@@ -908,7 +909,7 @@ impl SpanStore for PostgresStore {
             );
             tokio::pin!(w);
             for r in &rollups.edges {
-                let sketch = common::encode_sketch(&r.sketch)?.into_bytes();
+                let sketch = rollup_math::encode_sketch(&r.sketch)?.into_bytes();
                 let (caller, callee) = (esc(&r.caller), esc(&r.callee));
                 let (caller, callee): (&str, &str) = (&caller, &callee);
                 w.as_mut()
@@ -1186,7 +1187,7 @@ impl SpanStore for PostgresStore {
         if range.end_ns <= range.start_ns {
             return Ok(Vec::new());
         }
-        let (lo, hi) = common::minute_bounds(range);
+        let (lo, hi) = rollup_math::minute_bounds(range);
         let conn = self.pool.get().await?;
         let rows = conn
             .client
@@ -1204,18 +1205,18 @@ impl SpanStore for PostgresStore {
                 unesc(r.get(1)),
                 from_i64(r.get(2)),
                 from_i64(r.get(3)),
-                common::decode_sketch(r.get::<_, &[u8]>(4))?,
+                rollup_math::decode_sketch(r.get::<_, &[u8]>(4))?,
             ));
         }
-        Ok(common::merge_edges(merged))
+        Ok(rollup_math::merge_edges(merged))
     }
 
     async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
         if q.range.end_ns <= q.range.start_ns {
             return Ok(Vec::new());
         }
-        let step = common::latency_step(q, self.opts.max_latency_points)?;
-        let (lo, hi) = common::minute_bounds(q.range);
+        let step = rollup_math::latency_step(q, self.opts.max_latency_points)?;
+        let (lo, hi) = rollup_math::minute_bounds(q.range);
         let svc = esc(&q.service).into_owned();
         let mut params: Params = vec![Box::new(svc), Box::new(to_i64(lo)), Box::new(to_i64(hi))];
         let mut sql = String::from(
@@ -1246,10 +1247,10 @@ impl SpanStore for PostgresStore {
                 from_i64(r.get(0)),
                 from_i64(r.get(1)),
                 from_i64(r.get(2)),
-                common::decode_sketch(r.get::<_, &[u8]>(3))?,
+                rollup_math::decode_sketch(r.get::<_, &[u8]>(3))?,
             ));
         }
-        Ok(common::latency_points(q, step, data))
+        Ok(rollup_math::latency_points(q, step, data))
     }
 
     async fn exact_percentiles(
@@ -1260,7 +1261,7 @@ impl SpanStore for PostgresStore {
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        common::check_quantiles(qs)?;
+        rollup_math::check_quantiles(qs)?;
         if qs.is_empty() {
             return Ok(Vec::new());
         }

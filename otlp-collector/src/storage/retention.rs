@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::model::now_ns;
 
 use serde::Deserialize;
 
@@ -54,13 +56,6 @@ pub struct RetentionStats {
 /// it is deleted.
 pub fn cutoff_ns(now_ns: u64, max_age: Duration) -> u64 {
     now_ns.saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs one retention pass now; returns what was deleted, or `None` when

@@ -17,7 +17,7 @@ use tonic::{Code, Status};
 
 use super::proto::pb::PostSpansResponse;
 use crate::metrics::Source;
-use crate::pipeline::wal::RecordFormat;
+use crate::receiver::format::RecordFormat;
 use crate::receiver::otlp_grpc::{serve_unary, status_with_details, unimplemented};
 use crate::receiver::rpc_status::code;
 use crate::receiver::{decode, Ingest, SubmitError};

@@ -17,8 +17,8 @@ use axum::Router;
 use http::StatusCode;
 
 use crate::metrics::Source;
-use crate::pipeline::wal::RecordFormat;
 use crate::receiver::body::discard_rest;
+use crate::receiver::format::RecordFormat;
 use crate::receiver::http::{
     check_auth, content_type, decode_error, read_body, respond, submit_error, Enc,
 };

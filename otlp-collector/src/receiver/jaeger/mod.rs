@@ -25,8 +25,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, LimitsConfig};
 use crate::receiver::convert::{DecodeError, Decoded};
+use crate::receiver::limits::LimitsConfig;
 
 /// Jaeger's usual collector gRPC port, on loopback (what `--jaeger` binds).
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:14250";
@@ -36,6 +36,12 @@ pub const DEFAULT_THRIFT_HTTP_ADDR: &str = "127.0.0.1:14268";
 pub const DEFAULT_AGENT_COMPACT_ADDR: &str = "127.0.0.1:6831";
 /// Jaeger's usual agent port for Thrift binary, on loopback.
 pub const DEFAULT_AGENT_BINARY_ADDR: &str = "127.0.0.1:6832";
+
+/// A `[jaeger]` setting that is invalid, with the key and how to fix it
+/// (`config` reports it as an invalid configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct JaegerConfigError(pub String);
 
 /// `[jaeger]`: the Jaeger listeners (each off while its address is empty)
 /// and the UDP agent's bounds.
@@ -101,7 +107,7 @@ impl JaegerConfig {
 
     /// Checks addresses and bounds; `authenticated` is true when receiver
     /// tokens or TLS are configured (which UDP cannot honour).
-    pub fn validate(&self, authenticated: bool) -> Result<(), ConfigError> {
+    pub fn validate(&self, authenticated: bool) -> Result<(), JaegerConfigError> {
         for (name, addr) in [
             ("jaeger.grpc_addr", &self.grpc_addr),
             ("jaeger.thrift_http_addr", &self.thrift_http_addr),
@@ -112,7 +118,7 @@ impl JaegerConfig {
                 continue;
             }
             let parsed: SocketAddr = addr.parse().map_err(|_| {
-                ConfigError::Invalid(format!(
+                JaegerConfigError(format!(
                     "{name} = {addr:?} is not an IP:port address (e.g. 127.0.0.1:14250)"
                 ))
             })?;
@@ -122,7 +128,7 @@ impl JaegerConfig {
                 && !parsed.ip().is_loopback()
                 && !self.agent_allow_unauthenticated
             {
-                return Err(ConfigError::Invalid(format!(
+                return Err(JaegerConfigError(format!(
                     "{name} = {addr:?} listens beyond loopback, but UDP carries no bearer token \
                      and no TLS, so receiver tokens / TLS cannot protect it: bind it to \
                      127.0.0.1 (a Jaeger agent or client on the same host), or set \
@@ -132,13 +138,13 @@ impl JaegerConfig {
             }
         }
         if !(1..=65_507).contains(&self.agent_max_packet_bytes) {
-            return Err(ConfigError::Invalid(format!(
+            return Err(JaegerConfigError(format!(
                 "jaeger.agent_max_packet_bytes = {} must be between 1 and 65507 (the largest UDP payload)",
                 self.agent_max_packet_bytes
             )));
         }
         if self.agent_queue_packets == 0 || self.agent_workers == 0 {
-            return Err(ConfigError::Invalid(
+            return Err(JaegerConfigError(
                 "jaeger.agent_queue_packets and jaeger.agent_workers must be above 0".into(),
             ));
         }

@@ -32,9 +32,9 @@
 
 use std::collections::HashMap;
 
-use crate::config::LimitsConfig;
 use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanKind, StatusCode};
 use crate::receiver::convert::{convert_ids, limit_attrs, DecodeError, Decoded};
+use crate::receiver::limits::LimitsConfig;
 
 /// A batch of spans from one process (Thrift `Batch`, protobuf `Batch`).
 #[derive(Debug, Default)]

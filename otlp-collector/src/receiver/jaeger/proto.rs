@@ -4,9 +4,9 @@
 use prost::Message;
 
 use super::model::{JBatch, JLog, JProcess, JRef, JSpan};
-use crate::config::LimitsConfig;
 use crate::model::{AttrValue, KeyValue};
 use crate::receiver::convert::DecodeError;
+use crate::receiver::limits::LimitsConfig;
 
 /// Messages generated from `proto/jaeger/api_v2/*.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

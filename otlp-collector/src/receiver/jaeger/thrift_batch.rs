@@ -6,9 +6,9 @@
 
 use super::model::{micros_to_nanos, thrift_times, JBatch, JLog, JProcess, JRef, JSpan};
 use super::thrift::{Protocol, Reader, TType};
-use crate::config::LimitsConfig;
 use crate::model::{AttrValue, KeyValue};
 use crate::receiver::convert::DecodeError;
+use crate::receiver::limits::LimitsConfig;
 
 /// Reads a struct: `field` is called with each field's type and id and
 /// returns false for fields it does not read (they are skipped).

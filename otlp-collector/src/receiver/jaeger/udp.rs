@@ -40,9 +40,9 @@ use super::thrift::Protocol;
 use super::JaegerConfig;
 use crate::memory::Pressure;
 use crate::metrics::{Source, UdpCounters};
-use crate::pipeline::wal::RecordFormat;
 use crate::receiver::body::InflightGuard;
 use crate::receiver::convert::DecodeError;
+use crate::receiver::format::RecordFormat;
 use crate::receiver::{decode, decode_reserve, Ingest, SubmitError};
 
 /// Which agent port: its protocol, WAL format, metrics source and name.

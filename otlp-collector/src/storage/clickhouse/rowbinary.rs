@@ -17,7 +17,7 @@ use crate::model::Span;
 use crate::storage::sink_common as common;
 // RowBinary's `String` is an unsigned LEB128 length and the bytes: the same
 // encoding as the span blob's, so the blob's writers serve both.
-use crate::storage::sqlite::{encode_span_into, put_bytes as put_string, put_varint as put_leb128};
+use crate::storage::span_codec::{encode_span_into, put_bytes, put_varint};
 
 /// Columns of an [`Encoder::trace_row`] row, in order.
 pub(super) const TRACE_COLUMNS: &str =
@@ -45,12 +45,12 @@ impl Encoder {
         out.extend_from_slice(&s.trace_id);
         out.extend_from_slice(&s.span_id);
         out.push(s.parent_span_id.is_some() as u8);
-        put_string(out, s.service_name.as_bytes());
-        put_string(out, s.name.as_bytes());
+        put_bytes(out, s.service_name.as_bytes());
+        put_bytes(out, s.name.as_bytes());
         out.extend_from_slice(&s.start_ns.to_le_bytes());
         out.extend_from_slice(&s.end_ns.to_le_bytes());
         out.push(s.status_code as u8);
-        put_string(out, &self.blob);
+        put_bytes(out, &self.blob);
     }
 
     /// Appends the `ft_spans` row of `s` ([`SPAN_COLUMNS`]) to `out`: the
@@ -59,8 +59,8 @@ impl Encoder {
     pub(super) fn span_row(&mut self, s: &Span, out: &mut Vec<u8>) {
         out.extend_from_slice(&s.trace_id);
         out.extend_from_slice(&s.span_id);
-        put_string(out, s.service_name.as_bytes());
-        put_string(out, s.name.as_bytes());
+        put_bytes(out, s.service_name.as_bytes());
+        put_bytes(out, s.name.as_bytes());
         out.push(s.kind as u8);
         out.extend_from_slice(&s.start_ns.to_le_bytes());
         out.extend_from_slice(&s.duration_ns().to_le_bytes());
@@ -71,22 +71,22 @@ impl Encoder {
                 .filter_map(|kv| common::scalar_type(&kv.value).map(|t| (kv, t)))
         };
         let n = searchable().count() as u64;
-        put_leb128(out, n);
+        put_varint(out, n);
         for (kv, _) in searchable() {
-            put_string(out, kv.key.as_bytes());
+            put_bytes(out, kv.key.as_bytes());
         }
-        put_leb128(out, n);
+        put_varint(out, n);
         for (_, t) in searchable() {
             out.push(t);
         }
-        put_leb128(out, n);
+        put_varint(out, n);
         for (kv, _) in searchable() {
             match &kv.value {
-                crate::model::AttrValue::Str(v) => put_string(out, v.as_bytes()),
+                crate::model::AttrValue::Str(v) => put_bytes(out, v.as_bytes()),
                 v => {
                     self.text.clear();
                     common::write_scalar_text(v, &mut self.text);
-                    put_string(out, self.text.as_bytes());
+                    put_bytes(out, self.text.as_bytes());
                 }
             }
         }
@@ -97,7 +97,7 @@ impl Encoder {
 mod tests {
     use super::*;
     use crate::model::{AttrValue, KeyValue, SpanKind, StatusCode};
-    use crate::storage::sqlite::{decode_span, encode_span};
+    use crate::storage::span_codec::{decode_span, encode_span};
 
     fn span() -> Span {
         let kv = |k: &str, v| KeyValue {
@@ -186,7 +186,7 @@ mod tests {
         want.extend_from_slice(&1_500u64.to_le_bytes());
         want.push(2);
         let blob = encode_span(&s);
-        put_leb128(&mut want, blob.len() as u64);
+        put_varint(&mut want, blob.len() as u64);
         want.extend_from_slice(&blob);
         assert_eq!(out, want);
         // The blob is the SQLite sink's span codec (its round trip is tested

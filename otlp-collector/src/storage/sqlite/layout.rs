@@ -34,8 +34,9 @@
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 
-use super::{decode_span, encode_span_into, map_err, to_i64};
+use super::{map_err, to_i64};
 use crate::model::{AttrValue, Span};
+use crate::storage::span_codec::{decode_span, encode_span_into};
 use crate::storage::{AttrFilter, StorageError, StorageResult};
 
 /// The layout this code writes (`PRAGMA user_version`).
