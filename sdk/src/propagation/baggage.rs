@@ -93,44 +93,95 @@ fn scan_value(v: &str) -> Option<bool> {
     ok.then_some(pct)
 }
 
-/// Percent-decodes a value or property value. `+` stays a literal plus; a
-/// `%` not followed by two hex digits (`100%`, `%G1`) is kept literally, so a
-/// value another SDK sent unencoded survives unchanged; `%XX` octets that are
-/// not valid UTF-8 become U+FFFD, as W3C Baggage ("value") requires.
-#[cfg(test)]
-fn decode_value(v: &str) -> String {
-    let mut out = String::new();
-    decode_into(v, &mut out);
-    out
+/// The value of one hex digit of a `%XX` escape (either case).
+#[inline]
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
-/// [`decode_value`] appending to `out` (no allocation of its own when the
-/// value has no `%`).
-fn decode_into(v: &str, out: &mut String) {
-    if !v.as_bytes().contains(&b'%') {
-        out.push_str(v);
-        return;
+/// The octet a `%XX` escape at the start of `b` stands for, if it is one.
+#[inline]
+fn escape_at(b: &[u8]) -> Option<u8> {
+    match b {
+        [b'%', h, l, ..] => Some(hex_digit(*h)? << 4 | hex_digit(*l)?),
+        _ => None,
     }
-    let b = v.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut bytes = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let escape = (b[i] == b'%')
-            .then(|| Some((hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?)))
-            .flatten();
-        match escape {
-            Some((h, l)) => {
-                bytes.push((h * 16 + l) as u8);
-                i += 3;
+}
+
+/// How many bytes percent-decoding `v` yields (each valid `%XX` is one).
+fn decoded_len(v: &[u8]) -> usize {
+    let mut n = v.len();
+    let mut rest = v;
+    while let Some(p) = rest.iter().position(|&c| c == b'%') {
+        let skip = if escape_at(&rest[p..]).is_some() {
+            n -= 2;
+            3
+        } else {
+            1
+        };
+        rest = &rest[p + skip..];
+    }
+    n
+}
+
+/// Appends `v` percent-decoded to `out`, copying the text between escapes
+/// as whole runs. `+` stays a literal plus; a `%` not followed by two hex
+/// digits (`100%`, `%G1`) is kept literally, so a value another SDK sent
+/// unencoded survives unchanged.
+fn decode_bytes(v: &[u8], out: &mut Vec<u8>) {
+    let mut rest = v;
+    while let Some(p) = rest.iter().position(|&c| c == b'%') {
+        out.extend_from_slice(&rest[..p]);
+        let skip = match escape_at(&rest[p..]) {
+            Some(octet) => {
+                out.push(octet);
+                3
             }
             None => {
-                bytes.push(b[i]);
-                i += 1;
+                out.push(b'%');
+                1
             }
-        }
+        };
+        rest = &rest[p + skip..];
     }
-    out.push_str(&String::from_utf8_lossy(&bytes));
+    out.extend_from_slice(rest);
+}
+
+/// `bytes` as a string without copying when they are UTF-8; otherwise each
+/// invalid sequence becomes U+FFFD, as W3C Baggage ("value") requires.
+fn into_string_lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// `prefix` followed by `v` percent-decoded, in one allocation of exactly
+/// the final length when the result is UTF-8 (the member's text is kept as
+/// a boxed `str`, so spare capacity would cost a reallocation).
+fn decode_after(prefix: &str, v: &str) -> String {
+    let vb = v.as_bytes();
+    if !vb.contains(&b'%') {
+        let mut out = String::with_capacity(prefix.len() + v.len());
+        out.push_str(prefix);
+        out.push_str(v);
+        return out;
+    }
+    let mut bytes = Vec::with_capacity(prefix.len() + decoded_len(vb));
+    bytes.extend_from_slice(prefix.as_bytes());
+    decode_bytes(vb, &mut bytes);
+    into_string_lossy(bytes)
+}
+
+/// Percent-decodes a value or property value (see [`decode_bytes`]); `%XX`
+/// octets that are not valid UTF-8 become U+FFFD.
+fn decode_value(v: &str) -> String {
+    decode_after("", v)
 }
 
 fn encode_value(v: &str, out: &mut String) {
@@ -159,20 +210,18 @@ fn parse_member(member: &str) -> Option<(String, usize, Vec<BaggageProperty>)> {
         if !valid_key(pk) || !pv.is_none_or(|v| v.bytes().all(is_value_octet)) {
             return None;
         }
-        let pv = pv.map(|v| {
-            let mut out = String::new();
-            decode_into(v, &mut out);
-            out
-        });
-        properties.push(BaggageProperty::new(pk, pv).ok()?);
+        properties.push(BaggageProperty::new(pk, pv.map(decode_value)).ok()?);
     }
-    let mut text = String::with_capacity(k.len() + v.len());
-    text.push_str(k);
-    if has_escape {
-        decode_into(v, &mut text);
+    // The key is a token (ASCII), so a lossy conversion never touches it
+    // and `k.len()` stays the key's length in the text.
+    let text = if has_escape {
+        decode_after(k, v)
     } else {
+        let mut text = String::with_capacity(k.len() + v.len());
+        text.push_str(k);
         text.push_str(v);
-    }
+        text
+    };
     Some((text, k.len(), properties))
 }
 
@@ -193,11 +242,12 @@ pub fn parse_baggage<'a>(headers: impl IntoIterator<Item = &'a str>) -> Baggage 
     let mut baggage = Baggage::new();
     let mut bytes = 0usize;
     for header in headers {
-        let commas: usize = header
+        // `u32` lanes: the compiler counts 16 bytes at a time.
+        let commas = header
             .as_bytes()
             .iter()
-            .map(|&c| usize::from(c == b','))
-            .sum();
+            .map(|&c| u32::from(c == b','))
+            .sum::<u32>() as usize;
         baggage.reserve(commas + 1);
         for member in split_bytes(header, b',') {
             let member = trim_ows(member);
@@ -312,6 +362,58 @@ mod tests {
         assert_eq!(decode_value("%%41"), "%A");
         assert_eq!(decode_value("%ff"), "\u{FFFD}");
         assert_eq!(decode_value("%E2%82%AC"), "€");
+        assert_eq!(decode_value("%E2%82x%AC"), "\u{FFFD}x\u{FFFD}");
+        assert_eq!(decode_value("a%2"), "a%2");
+        assert_eq!(decode_value("%4a%4A"), "JJ");
+    }
+
+    /// The decoder against a straightforward reference (decode every valid
+    /// `%XX`, then one lossy UTF-8 conversion of the whole) on every string
+    /// of up to four symbols drawn from escapes, partial escapes and text.
+    #[test]
+    fn decoding_matches_a_reference_on_generated_values() {
+        fn reference(v: &str) -> String {
+            let b = v.as_bytes();
+            let hex = |c: u8| (c as char).to_digit(16);
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                let esc = (b[i] == b'%')
+                    .then(|| Some((hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?)))
+                    .flatten();
+                match esc {
+                    Some((h, l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        let symbols = [
+            "a", "%", "%4", "%41", "%e2", "%82", "%AC", "%ff", "%C3", "%a9", "%%", "+", "%G1",
+        ];
+        let mut stack = vec![(String::new(), 0)];
+        let mut checked = 0;
+        while let Some((v, depth)) = stack.pop() {
+            let got = decode_value(&v);
+            assert_eq!(got, reference(&v), "{v:?}");
+            // The member text's length is exact: prefix + decoded value.
+            let text = decode_after("key", &v);
+            assert_eq!(&text[..3], "key");
+            assert_eq!(&text[3..], got);
+            checked += 1;
+            if depth < 4 {
+                for s in symbols {
+                    stack.push((format!("{v}{s}"), depth + 1));
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]

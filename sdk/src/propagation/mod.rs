@@ -133,10 +133,15 @@ fn scan_get<'a>(
 ) -> Option<&'a str> {
     let mut other = None;
     for (k, v) in entries {
-        if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
-            if k == key {
-                return Some(v.as_str());
-            }
+        if k.len() != key.len() {
+            continue;
+        }
+        // The exact key (the usual lowercase case) is one `memcmp`; the
+        // byte-by-byte case-insensitive compare only runs when it is not.
+        if k == key {
+            return Some(v.as_str());
+        }
+        if k.eq_ignore_ascii_case(key) {
             other.get_or_insert(v.as_str());
         }
     }
@@ -154,7 +159,7 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
         // One scan: the value when exactly one key matches case-insensitively.
         let mut found = None;
         for (k, v) in self.iter() {
-            if k.len() == key.len() && k.eq_ignore_ascii_case(key) {
+            if k.len() == key.len() && (k == key || k.eq_ignore_ascii_case(key)) {
                 if found.is_some() {
                     return None;
                 }
@@ -172,7 +177,7 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
     fn has_multiple(&self, key: &str) -> bool {
         // Two keys that differ only in case are two headers of one name.
         HashMap::keys(self)
-            .filter(|k| k.eq_ignore_ascii_case(key))
+            .filter(|k| k.len() == key.len() && (*k == key || k.eq_ignore_ascii_case(key)))
             .nth(1)
             .is_some()
     }
