@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use ferrotrace_collector::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::SpanStore;
+use ferrotrace_collector::storage::SpanWriter;
 
 /// xorshift64*: deterministic ids without adding a dependency to the example.
 struct Rng(u64);

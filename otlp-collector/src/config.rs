@@ -85,6 +85,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Head and tail sampling (`[sampling.head]`, `[sampling.tail]`).
     pub sampling: crate::pipeline::sampling::SamplingConfig,
+    /// The remote sampling API served to SDKs (`[sampling_api]`); off by default.
+    pub sampling_api: crate::sampling_api::SamplingApiConfig,
     /// Resource enrichment.
     pub enrich: crate::pipeline::enrich::EnrichConfig,
     /// Redaction of attribute values.
@@ -314,6 +316,7 @@ impl Config {
             || self.auth.receiver_tokens_file.is_some()
             || self.tls.cert_file.is_some();
         self.jaeger.validate(authenticated)?;
+        self.sampling_api.validate()?;
         // The byte budgets: each set or derived from limits.memory_limit_mib,
         // large enough for one request at the limits, together under the soft limit.
         self.memory_budgets()?;
@@ -361,6 +364,12 @@ pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>
         );
     }
     Ok(out)
+}
+
+impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
+    fn from(e: crate::sampling_api::config::SamplingApiConfigError) -> Self {
+        ConfigError::Invalid(e.0)
+    }
 }
 
 impl From<crate::receiver::jaeger::JaegerConfigError> for ConfigError {

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::pipeline::wal::Wal;
-use crate::storage::{SpanStore, StorageError};
+use crate::storage::{SpanWriter, StorageError};
 
 /// How often the sink is asked whether it answers, and the disk's free space read.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The collector's readiness, shared by `/readyz`, the sink task (which
 /// reports write results) and the periodic health check.
 pub struct Health {
-    store: Arc<dyn SpanStore>,
+    store: Arc<dyn SpanWriter>,
     wal: Wal,
     metrics: Arc<Metrics>,
     /// WAL replay done and not shutting down.
@@ -60,7 +60,7 @@ impl std::fmt::Debug for Health {
 impl Health {
     /// Readiness of a collector writing through `wal` into `store`; not
     /// serving until [`Health::set_serving`].
-    pub fn new(store: Arc<dyn SpanStore>, wal: Wal, metrics: Arc<Metrics>) -> Arc<Health> {
+    pub fn new(store: Arc<dyn SpanWriter>, wal: Wal, metrics: Arc<Metrics>) -> Arc<Health> {
         Arc::new(Health {
             store,
             wal,
@@ -199,7 +199,7 @@ pub async fn run(health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
 mod tests {
     use super::*;
     use crate::pipeline::wal::WalConfig;
-    use crate::storage::{SearchPage, StorageResult, TimeRange};
+    use crate::storage::StorageResult;
     use async_trait::async_trait;
 
     /// A sink whose health check answers as told.
@@ -209,7 +209,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl crate::storage::SpanStore for Flaky {
+    impl crate::storage::SpanWriter for Flaky {
         fn name(&self) -> &'static str {
             "flaky"
         }
@@ -238,67 +238,6 @@ mod tests {
         async fn prune_rollup_origins(&self, instance: u64, below: u64) -> StorageResult<u64> {
             crate::storage::null::NullStore
                 .prune_rollup_origins(instance, below)
-                .await
-        }
-        async fn get_trace(
-            &self,
-            id: crate::model::TraceId,
-            range: Option<TimeRange>,
-        ) -> StorageResult<Vec<crate::model::Span>> {
-            crate::storage::null::NullStore.get_trace(id, range).await
-        }
-        async fn get_traces(
-            &self,
-            ids: &[crate::model::TraceId],
-            range: Option<TimeRange>,
-        ) -> StorageResult<Vec<crate::storage::TraceSpans>> {
-            crate::storage::null::NullStore.get_traces(ids, range).await
-        }
-        async fn search(&self, q: &crate::storage::TraceQuery) -> StorageResult<SearchPage> {
-            crate::storage::null::NullStore.search(q).await
-        }
-        async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
-            crate::storage::null::NullStore.services(range).await
-        }
-        async fn operations(
-            &self,
-            service: &str,
-            range: TimeRange,
-        ) -> StorageResult<Vec<crate::storage::Operation>> {
-            crate::storage::null::NullStore
-                .operations(service, range)
-                .await
-        }
-        async fn dependencies(
-            &self,
-            range: TimeRange,
-        ) -> StorageResult<Vec<crate::storage::DependencyEdge>> {
-            crate::storage::null::NullStore.dependencies(range).await
-        }
-        async fn latency(
-            &self,
-            q: &crate::storage::LatencyQuery,
-        ) -> StorageResult<Vec<crate::storage::LatencyPoint>> {
-            crate::storage::null::NullStore.latency(q).await
-        }
-        async fn exact_percentiles(
-            &self,
-            service: &str,
-            operation: Option<&str>,
-            kinds: &[crate::model::SpanKind],
-            range: TimeRange,
-            qs: &[f64],
-        ) -> StorageResult<Vec<u64>> {
-            crate::storage::null::NullStore
-                .exact_percentiles(service, operation, kinds, range, qs)
-                .await
-        }
-        async fn apply_retention(
-            &self,
-            cutoff_ns: u64,
-        ) -> StorageResult<crate::storage::RetentionReport> {
-            crate::storage::null::NullStore
-                .apply_retention(cutoff_ns)
                 .await
         }
     }

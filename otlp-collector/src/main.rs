@@ -49,6 +49,11 @@ struct Args {
     /// (binary). Addresses: [jaeger] in the configuration file.
     #[arg(long, env = "FERROTRACE_JAEGER", global = true)]
     jaeger: bool,
+    /// Remote sampling API (Jaeger's `GET /api/sampling?service=NAME`) listen
+    /// address; giving it turns the API on [default: off, 127.0.0.1:5778 when
+    /// sampling_api.enabled]; "" disables.
+    #[arg(long, env = "FERROTRACE_SAMPLING_ADDR", global = true)]
+    sampling_addr: Option<String>,
     /// Query API, UI and /metrics listen address [default: 127.0.0.1:16686]; "" disables.
     #[arg(long, env = "FERROTRACE_HTTP_ADDR", global = true)]
     http_addr: Option<String>,
@@ -134,6 +139,10 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if args.jaeger {
         cfg.jaeger.enable_defaults();
+    }
+    if let Some(a) = &args.sampling_addr {
+        cfg.sampling_api.enabled = !a.is_empty();
+        cfg.sampling_api.addr = a.clone();
     }
     if let Some(c) = &args.tls_cert {
         cfg.tls.cert_file = Some(c.clone());
@@ -233,6 +242,12 @@ fn check_config(args: &Args) -> Result<(), Failure> {
         addr(&j.thrift_http_addr),
         addr(&j.agent_compact_addr),
         addr(&j.agent_binary_addr)
+    );
+    println!(
+        "  sampling api: {} ({} services pinned, default probability {})",
+        addr(cfg.sampling_api.listen_addr()),
+        cfg.sampling_api.services.len(),
+        cfg.sampling_api.default_probability
     );
     println!(
         "  storage: {}, data dir {}, write-ahead log {} (at most {} bytes)",

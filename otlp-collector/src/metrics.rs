@@ -203,6 +203,8 @@ pub struct Metrics {
     pub inflight_bytes: AtomicU64,
     /// Sampling decisions by `stage:decision:reason`.
     pub sampling_decisions: CounterVec,
+    /// Remote sampling API requests by outcome (pinned, default, bad_request).
+    pub sampling_api_requests: CounterVec,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -274,6 +276,7 @@ impl Default for Metrics {
             wal_io_errors: CounterVec::default(),
             inflight_bytes: AtomicU64::new(0),
             sampling_decisions: CounterVec::default(),
+            sampling_api_requests: CounterVec::default(),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),
@@ -347,7 +350,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 10] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 11] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -377,6 +380,12 @@ impl Metrics {
                 "Sampling decisions by stage, decision and reason.",
                 "decision",
                 &self.sampling_decisions,
+            ),
+            (
+                "ferrotrace_sampling_api_requests_total",
+                "Remote sampling API requests: served a pinned service's strategy (pinned), the default one (default), or refused with 400 (bad_request).",
+                "outcome",
+                &self.sampling_api_requests,
             ),
             (
                 "ferrotrace_sink_errors_total",

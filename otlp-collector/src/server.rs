@@ -24,7 +24,7 @@ use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
 use crate::pipeline::{Pipeline, Stages};
 use crate::receiver::{http as rhttp, jaeger, otlp_grpc, Ingest};
-use crate::storage::SpanStore;
+use crate::storage::{Retention, SpanReader, SpanStore, SpanWriter};
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ fn listener_setting(what: &str) -> (&'static str, &'static str) {
             "FERROTRACE__JAEGER__AGENT_BINARY_ADDR",
             "jaeger.agent_binary_addr",
         ),
+        "sampling api" => ("--sampling-addr", "sampling_api.addr"),
         _ => ("--http-addr", "server.http_addr"),
     }
 }
@@ -176,6 +177,8 @@ pub struct BoundAddrs {
     pub jaeger_agent_binary: Option<SocketAddr>,
     /// Query API, UI and metrics.
     pub http: Option<SocketAddr>,
+    /// Remote sampling API.
+    pub sampling: Option<SocketAddr>,
 }
 
 /// A running collector.
@@ -298,13 +301,19 @@ impl Collector {
     /// Starts everything on the current tokio runtime.
     pub async fn start(config: Config, store: Arc<dyn SpanStore>) -> Result<Collector, StartError> {
         config.validate()?;
+        // Each part gets the one role it uses: the pipeline and /readyz the
+        // writer, the query API the readers, the retention timer retention.
+        let sink = store.name();
+        let writer: Arc<dyn SpanWriter> = store.clone();
+        let reader: Arc<dyn SpanReader> = store.clone();
+        let retention: Arc<dyn Retention> = store;
         let tls = crate::tls::server_config(
             config.tls.cert_file.as_deref(),
             config.tls.key_file.as_deref(),
         )?;
         let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
-        let health = Health::new(store.clone(), wal.clone(), metrics.clone());
+        let health = Health::new(writer.clone(), wal.clone(), metrics.clone());
         let budgets = config.memory_budgets()?;
         let memory = crate::memory::MemoryGuard::start(
             &budgets,
@@ -338,7 +347,7 @@ impl Collector {
         let pipeline = Pipeline::start(
             queue.clone(),
             wal.clone(),
-            store.clone(),
+            writer.clone(),
             metrics.clone(),
             health.clone(),
             batcher,
@@ -356,6 +365,7 @@ impl Collector {
         let compact_u = bind_udp("jaeger agent compact", &jaeger.agent_compact_addr, jaeger)?;
         let binary_u = bind_udp("jaeger agent binary", &jaeger.agent_binary_addr, jaeger)?;
         let query_l = bind("query/ui/metrics", &config.server.http_addr).await?;
+        let sampling_l = bind("sampling api", config.sampling_api.listen_addr()).await?;
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let local_udp =
             |u: &Option<tokio::net::UdpSocket>| u.as_ref().and_then(|u| u.local_addr().ok());
@@ -368,6 +378,7 @@ impl Collector {
             jaeger_agent_compact: local_udp(&compact_u),
             jaeger_agent_binary: local_udp(&binary_u),
             http: local(&query_l),
+            sampling: local(&sampling_l),
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -448,6 +459,18 @@ impl Collector {
                 )));
             }
         }
+        if let Some(l) = sampling_l {
+            let state = crate::sampling_api::SamplingState::new(
+                crate::sampling_api::Strategies::new(&config.sampling_api),
+                metrics.clone(),
+            );
+            servers.push(tokio::spawn(crate::listener::serve(
+                l,
+                ctx("sampling", false),
+                crate::sampling_api::router(state),
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(l) = query_l {
             let health = HealthState {
                 metrics: metrics.clone(),
@@ -459,7 +482,7 @@ impl Collector {
                 .route("/readyz", get(readyz))
                 .with_state(health);
             let mut router = base.merge(crate::query::router(crate::query::QueryState::new(
-                store.clone(),
+                reader.clone(),
             )));
             let open = l
                 .local_addr()
@@ -499,7 +522,8 @@ impl Collector {
         let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
         *metrics.retention.lock() = Some(retention_stats.clone());
         servers.push(tokio::spawn(crate::storage::retention::run(
-            store.clone(),
+            retention,
+            sink,
             config.retention.clone(),
             retention_stats,
             shutdown_rx.clone(),
@@ -514,7 +538,7 @@ impl Collector {
             // counted again: their origins reach the aggregator first.
             let written = {
                 let (store, instance, segments) =
-                    (store.clone(), wal.instance(), replay_segments.clone());
+                    (writer.clone(), wal.instance(), replay_segments.clone());
                 tokio::spawn(async move {
                     crate::pipeline::load_written_origins(&*store, instance, &segments).await
                 })
@@ -537,7 +561,7 @@ impl Collector {
                 n
             })
         };
-        tracing::info!(?addrs, sink = store.name(), "collector started");
+        tracing::info!(?addrs, sink, "collector started");
         Ok(Collector {
             addrs,
             metrics,

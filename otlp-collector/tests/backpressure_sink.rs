@@ -27,7 +27,7 @@ struct GatedStore {
 }
 
 #[async_trait]
-impl SpanStore for GatedStore {
+impl SpanWriter for GatedStore {
     fn name(&self) -> &'static str {
         "gated"
     }
@@ -57,6 +57,10 @@ impl SpanStore for GatedStore {
     async fn prune_rollup_origins(&self, instance: u64, below: u64) -> StorageResult<u64> {
         self.inner.prune_rollup_origins(instance, below).await
     }
+}
+
+#[async_trait]
+impl TraceReader for GatedStore {
     async fn get_trace(&self, t: TraceId, r: Option<TimeRange>) -> StorageResult<Vec<Span>> {
         self.inner.get_trace(t, r).await
     }
@@ -76,6 +80,10 @@ impl SpanStore for GatedStore {
     async fn operations(&self, s: &str, r: TimeRange) -> StorageResult<Vec<Operation>> {
         self.inner.operations(s, r).await
     }
+}
+
+#[async_trait]
+impl AnalyticsReader for GatedStore {
     async fn dependencies(&self, r: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         self.inner.dependencies(r).await
     }
@@ -92,6 +100,10 @@ impl SpanStore for GatedStore {
     ) -> StorageResult<Vec<u64>> {
         self.inner.exact_percentiles(s, o, k, r, qs).await
     }
+}
+
+#[async_trait]
+impl Retention for GatedStore {
     async fn apply_retention(&self, c: u64) -> StorageResult<RetentionReport> {
         self.inner.apply_retention(c).await
     }

@@ -203,6 +203,29 @@ fn address_in_use_exits_3_naming_the_listener_and_its_flag() {
 }
 
 #[test]
+fn sampling_addr_turns_the_sampling_api_on_and_a_busy_one_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr().to_string();
+    let o = run(Command::new(BIN)
+        .arg("check-config")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--sampling-addr", &addr]));
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains(&format!("sampling api: {addr}")), "{out}");
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let o = run(start(&dir.path().join("data")).args(["--sampling-addr", &busy_addr]));
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("--sampling-addr") && err.contains("sampling_api.addr"),
+        "{err}"
+    );
+}
+
+#[test]
 fn permission_denied_on_a_privileged_port_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::SpanStore;
+use ferrotrace_collector::storage::TraceReader;
 use ingest_util::*;
 use net::free_addr;
 use parking_lot::Mutex;

@@ -357,7 +357,7 @@ async fn zipkin_v2_json_is_mapped_and_stored() {
         415
     );
     // A span without a timestamp is rejected, never stored in 1970.
-    use ferrotrace_collector::storage::SpanStore as _;
+    use ferrotrace_collector::storage::TraceReader as _;
     let untimed = r#"[{"traceId":"86154a4ba6e91399","id":"4d1e00c0db9010dd","name":"x"}]"#;
     assert_eq!(
         post(addr, "/api/v2/spans", &[JSON], untimed).await.status,

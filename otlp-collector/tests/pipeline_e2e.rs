@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrotrace_collector::config::Config;
 use ferrotrace_collector::model::{AttrValue, KeyValue as Kv, Span};
-use ferrotrace_collector::storage::{LatencyQuery, SpanStore, TimeRange};
+use ferrotrace_collector::storage::{AnalyticsReader, LatencyQuery, TimeRange, TraceReader};
 use ingest_util::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;

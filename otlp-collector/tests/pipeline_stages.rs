@@ -18,7 +18,9 @@ use ferrotrace_collector::pipeline::sampling::{
 };
 use ferrotrace_collector::rollup::RollupAggregator;
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::{AttrFilter, LatencyQuery, SpanStore, TraceQuery};
+use ferrotrace_collector::storage::{
+    AnalyticsReader, AttrFilter, LatencyQuery, SpanWriter, TraceQuery, TraceReader,
+};
 
 const TRACES: u32 = 300;
 

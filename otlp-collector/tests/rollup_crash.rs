@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ferrotrace_collector::rollup::MINUTE_NS;
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::{LatencyQuery, SpanStore, TimeRange};
+use ferrotrace_collector::storage::{AnalyticsReader, LatencyQuery, TimeRange};
 use ingest_util::{kv, span_id, trace_id};
 use net::free_addr;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -8,7 +8,10 @@ mod support;
 
 use ferrotrace_collector::model::{AttrValue, KeyValue};
 use ferrotrace_collector::storage::clickhouse::{ClickHouseOptions, ClickHouseStore, Compression};
-use ferrotrace_collector::storage::{AttrFilter, SpanStore, StorageError, TimeRange, TraceQuery};
+use ferrotrace_collector::storage::{
+    AnalyticsReader, AttrFilter, Retention, SpanWriter, StorageError, TimeRange, TraceQuery,
+    TraceReader,
+};
 use support::clickhouse::ChServer;
 
 fn query(range: TimeRange) -> TraceQuery {

@@ -12,7 +12,9 @@ mod support;
 use ferrotrace_collector::storage::clickhouse::{
     ClickHouseOptions, ClickHouseStore, ClusterOptions,
 };
-use ferrotrace_collector::storage::{SpanStore, TraceQuery};
+use ferrotrace_collector::storage::{
+    AnalyticsReader, Retention, SpanWriter, TraceQuery, TraceReader,
+};
 use support::clickhouse::{ChServer, CLUSTER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@ mod support;
 
 use ferrotrace_collector::model::{AttrValue, KeyValue};
 use ferrotrace_collector::storage::postgres::{PostgresOptions, PostgresStore, MIGRATIONS};
-use ferrotrace_collector::storage::{AttrFilter, SpanStore, StorageError, TimeRange, TraceQuery};
+use ferrotrace_collector::storage::{
+    AttrFilter, Retention, SpanWriter, StorageError, TimeRange, TraceQuery, TraceReader,
+};
 use support::postgres::PgServer;
 
 fn wide_partitions() -> PostgresOptions {

@@ -6,7 +6,9 @@ mod conformance;
 
 use ferrotrace_collector::model::AttrValue;
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::{SpanStore, StorageError, TimeRange};
+use ferrotrace_collector::storage::{
+    AnalyticsReader, Retention, SpanWriter, StorageError, TimeRange, TraceReader,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_conformance_suite() {

@@ -9,7 +9,7 @@ mod ingest_util;
 use std::time::Duration;
 
 use ferrotrace_collector::receiver::rpc_status::RpcStatus;
-use ferrotrace_collector::storage::SpanStore;
+use ferrotrace_collector::storage::TraceReader;
 use ingest_util::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::rollup::WrittenOrigins;
-use crate::storage::SpanStore;
+use crate::storage::SpanWriter;
 use batcher::BatcherConfig;
 use queue::Queue;
 use sink::SinkMsg;
@@ -63,7 +63,7 @@ impl Pipeline {
     pub fn start(
         queue: Arc<Queue>,
         wal: Wal,
-        store: Arc<dyn SpanStore>,
+        store: Arc<dyn SpanWriter>,
         metrics: Arc<Metrics>,
         health: Arc<crate::health::Health>,
         cfg: BatcherConfig,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::wal::Wal;
 use crate::rollup::WrittenOrigins;
-use crate::storage::SpanStore;
+use crate::storage::SpanWriter;
 
 /// Hands stored rollup origins to the pipeline's aggregator (see
 /// [`Pipeline::written_origins_sender`]).
@@ -31,7 +31,7 @@ pub(super) struct OriginPruner {
 impl OriginPruner {
     const EVERY: Duration = Duration::from_secs(60);
 
-    pub(super) async fn after_write(&mut self, store: &dyn SpanStore, wal: &Wal) {
+    pub(super) async fn after_write(&mut self, store: &dyn SpanWriter, wal: &Wal) {
         if self.last_run.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return;
         }
@@ -56,7 +56,7 @@ impl OriginPruner {
 /// query for good is logged and replay counts everything (which may count
 /// some spans twice) rather than not starting.
 pub async fn load_written_origins(
-    store: &dyn SpanStore,
+    store: &dyn SpanWriter,
     instance: u64,
     segments: &[u64],
 ) -> WrittenOrigins {

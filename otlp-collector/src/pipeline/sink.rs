@@ -13,7 +13,7 @@ use super::origins::OriginPruner;
 use super::wal::Wal;
 use crate::metrics::Metrics;
 use crate::rollup::RollupBatch;
-use crate::storage::{SpanStore, StorageError, StorageResult};
+use crate::storage::{SpanWriter, StorageError, StorageResult};
 
 /// What travels from the worker to the sink task.
 pub(super) enum SinkMsg {
@@ -23,7 +23,7 @@ pub(super) enum SinkMsg {
 
 pub(super) async fn sink_task(
     mut rx: tokio::sync::mpsc::Receiver<SinkMsg>,
-    store: Arc<dyn SpanStore>,
+    store: Arc<dyn SpanWriter>,
     wal: Wal,
     metrics: Arc<Metrics>,
     health: Arc<crate::health::Health>,
@@ -91,7 +91,7 @@ fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
 /// Writes one span batch (retrying as [`write_with_retry`] does), counts it,
 /// and releases its spans from the WAL once committed or given up on.
 async fn write_span_batch(
-    store: &dyn SpanStore,
+    store: &dyn SpanWriter,
     wal: &Wal,
     metrics: &Metrics,
     health: &crate::health::Health,

@@ -176,10 +176,10 @@ impl QueryState {
     /// Several traces assembled into trees (skew-adjusted unless `raw`), read
     /// with one store round trip per [`MAX_TRACES_PER_READ`] ids, in the order
     /// of `trace_ids`; unknown ids are left out and a repeated id gives one
-    /// tree. `range` narrows the read as in [`SpanStore::get_traces`]
+    /// tree. `range` narrows the read as in [`TraceReader::get_traces`]
     /// (see [`search_read_range`] for a search page's).
     ///
-    /// [`SpanStore::get_traces`]: crate::storage::SpanStore::get_traces
+    /// [`TraceReader::get_traces`]: crate::storage::TraceReader::get_traces
     pub async fn traces(
         &self,
         trace_ids: &[TraceId],

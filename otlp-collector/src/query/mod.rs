@@ -1,6 +1,6 @@
 //! Query side of the collector: a native JSON API, the Jaeger-compatible v1 and
 //! v3 HTTP APIs, and the web UI, all served by one axum [`Router`] over any
-//! [`SpanStore`].
+//! [`SpanReader`] (the trace and analytics reader roles; queries never write).
 //!
 //! Every search carries a time range no wider than [`QueryLimits::max_window_ns`]
 //! and a limit of at most [`QueryLimits::max_limit`]; parameters are validated
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::storage::SpanStore;
+use crate::storage::SpanReader;
 
 pub use engine::QueryError;
 pub use tree::{NodeInfo, TraceTree};
@@ -64,15 +64,15 @@ impl Default for QueryLimits {
 /// Shared state of the query routes: the store and the limits.
 #[derive(Clone)]
 pub struct QueryState {
-    /// The span store queries read from.
-    pub store: Arc<dyn SpanStore>,
+    /// The sink's reader roles that queries read from.
+    pub store: Arc<dyn SpanReader>,
     /// Query bounds.
     pub limits: QueryLimits,
 }
 
 impl QueryState {
     /// State with default limits.
-    pub fn new(store: Arc<dyn SpanStore>) -> Self {
+    pub fn new(store: Arc<dyn SpanReader>) -> Self {
         QueryState {
             store,
             limits: QueryLimits::default(),

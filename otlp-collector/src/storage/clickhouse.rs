@@ -53,8 +53,9 @@ use super::rollup_math;
 use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::span_codec::decode_span;
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
+    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
+    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -1010,11 +1011,10 @@ impl SpanFilter {
 }
 
 #[async_trait]
-impl SpanStore for ClickHouseStore {
+impl SpanWriter for ClickHouseStore {
     fn name(&self) -> &'static str {
         "clickhouse"
     }
-
     async fn ping(&self) -> StorageResult<()> {
         self.client
             .query("SELECT 1")
@@ -1022,7 +1022,6 @@ impl SpanStore for ClickHouseStore {
             .await
             .map_err(map_err)
     }
-
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         if spans.is_empty() {
             return Ok(());
@@ -1041,7 +1040,6 @@ impl SpanStore for ClickHouseStore {
         }
         Ok(())
     }
-
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
         if !rollups.operations.is_empty() {
             let mut ins = self.insert_setting(
@@ -1105,7 +1103,6 @@ impl SpanStore for ClickHouseStore {
         }
         Ok(())
     }
-
     async fn rollup_origins(
         &self,
         instance: u64,
@@ -1136,7 +1133,6 @@ impl SpanStore for ClickHouseStore {
             })
             .collect()
     }
-
     async fn prune_rollup_origins(
         &self,
         _instance: u64,
@@ -1146,7 +1142,10 @@ impl SpanStore for ClickHouseStore {
         // partitions instead (see the module documentation).
         Ok(0)
     }
+}
 
+#[async_trait]
+impl TraceReader for ClickHouseStore {
     async fn get_trace(
         &self,
         trace_id: TraceId,
@@ -1176,7 +1175,6 @@ impl SpanStore for ClickHouseStore {
         common::order_trace(&mut spans);
         Ok(spans)
     }
-
     /// One query on the trace-id lookup table, as `get_trace` and the search's
     /// summaries read it: `trace_id IN (subquery)` is matched against the
     /// primary key (18.16 included), so only the granules holding the ids are
@@ -1218,7 +1216,6 @@ impl SpanStore for ClickHouseStore {
             .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
         Ok(common::group_traces(&ids, spans))
     }
-
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
         if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
             return Ok(SearchPage::default());
@@ -1269,7 +1266,6 @@ impl SpanStore for ClickHouseStore {
         let traces = common::summarize(&order, summary_rows);
         Ok(common::search_page(&ids, more, traces))
     }
-
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
         let mut out = self
             .query("SELECT DISTINCT service FROM ft_spans WHERE start_ns >= ? AND start_ns < ?")
@@ -1281,7 +1277,6 @@ impl SpanStore for ClickHouseStore {
         out.sort();
         Ok(out)
     }
-
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
         let rows = self
             .query(
@@ -1303,7 +1298,10 @@ impl SpanStore for ClickHouseStore {
         out.sort();
         Ok(out)
     }
+}
 
+#[async_trait]
+impl AnalyticsReader for ClickHouseStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         if range.end_ns <= range.start_ns {
             return Ok(Vec::new());
@@ -1326,7 +1324,6 @@ impl SpanStore for ClickHouseStore {
         }
         Ok(rollup_math::merge_edges(merged))
     }
-
     async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
         if q.range.end_ns <= q.range.start_ns {
             return Ok(Vec::new());
@@ -1364,7 +1361,6 @@ impl SpanStore for ClickHouseStore {
         }
         Ok(rollup_math::latency_points(q, step, data))
     }
-
     async fn exact_percentiles(
         &self,
         service: &str,
@@ -1420,7 +1416,10 @@ impl SpanStore for ClickHouseStore {
         let values = query.fetch_one::<Vec<u64>>().await.map_err(map_err)?;
         Ok(values)
     }
+}
 
+#[async_trait]
+impl Retention for ClickHouseStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         let mut report = RetentionReport::default();
         for node in &self.nodes {

@@ -4,7 +4,7 @@
 //! acknowledging into the write-ahead log. Until the connection is made,
 //! writes wait (the WAL and the bounded queue hold the spans, and the
 //! receivers push back once those fill), queries answer "unavailable", and
-//! [`SpanStore::ready`] says why, for `/readyz`.
+//! [`SpanWriter::ready`] says why, for `/readyz`.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,8 +21,9 @@ use super::postgres::PostgresOptions;
 use super::sqlite::SqliteConfig;
 use super::url::redact_url;
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
+    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
+    RetentionReport, SearchPage, SpanStore, SpanWriter, StorageError, StorageResult, TimeRange,
+    TraceQuery, TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -236,7 +237,7 @@ impl ConnectingStore {
 }
 
 #[async_trait]
-impl SpanStore for ConnectingStore {
+impl SpanWriter for ConnectingStore {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -271,6 +272,10 @@ impl SpanStore for ConnectingStore {
             .prune_rollup_origins(instance, below_segment)
             .await
     }
+}
+
+#[async_trait]
+impl TraceReader for ConnectingStore {
     async fn get_trace(
         &self,
         trace_id: TraceId,
@@ -294,6 +299,10 @@ impl SpanStore for ConnectingStore {
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
         self.now()?.operations(service, range).await
     }
+}
+
+#[async_trait]
+impl AnalyticsReader for ConnectingStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         self.now()?.dependencies(range).await
     }
@@ -312,6 +321,10 @@ impl SpanStore for ConnectingStore {
             .exact_percentiles(service, operation, kinds, range, qs)
             .await
     }
+}
+
+#[async_trait]
+impl Retention for ConnectingStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         self.now()?.apply_retention(cutoff_ns).await
     }

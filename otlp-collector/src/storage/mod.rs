@@ -1,5 +1,5 @@
-//! The storage trait every sink implements (SQLite, PostgreSQL, ClickHouse),
-//! and the query types it speaks.
+//! The storage roles every sink implements (SQLite, PostgreSQL, ClickHouse,
+//! null; see [`roles`](self::roles) for the traits), and the query types they speak.
 //!
 //! Rules every sink follows (checked by the shared conformance suite):
 //! - `write_spans` is idempotent on `(trace_id, span_id)`: a retried batch never
@@ -7,22 +7,23 @@
 //! - Every query carries a time range and a limit; results come newest first.
 //! - Values are always passed as bound parameters, never spliced into SQL.
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AttrValue, Span, SpanKind, TraceId};
-use crate::rollup::{RollupBatch, RollupOrigin};
 
 pub mod clickhouse;
 pub mod connecting;
 pub mod null;
 pub mod postgres;
 pub mod retention;
+mod roles;
 mod rollup_math;
 mod sink_common;
 pub mod span_codec;
 pub mod sqlite;
 pub mod url;
+
+pub use roles::{AnalyticsReader, Retention, SpanReader, SpanStore, SpanWriter, TraceReader};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +301,7 @@ pub struct RetentionReport {
     pub rollups_deleted: u64,
 }
 
-/// Most trace ids one [`SpanStore::get_traces`] call accepts (duplicates
+/// Most trace ids one [`TraceReader::get_traces`] call accepts (duplicates
 /// included). It bounds the size of the statement a sink sends (SQLite binds
 /// ids in chunks of 500, below its variable limit; PostgreSQL binds one array;
 /// ClickHouse sends the ids in the query text) and, with the per-trace size,
@@ -308,108 +309,8 @@ pub struct RetentionReport {
 /// page; callers with more ids split them (see `QueryState::traces`).
 pub const MAX_TRACES_PER_READ: usize = 1_000;
 
-/// The spans of one trace as [`SpanStore::get_traces`] returns them.
+/// The spans of one trace as [`TraceReader::get_traces`] returns them.
 pub type TraceSpans = (TraceId, Vec<Span>);
-
-/// A trace store. One implementation per database; all pass `storage::conformance`.
-#[async_trait]
-pub trait SpanStore: Send + Sync + 'static {
-    /// Short name for logs and metrics (`sqlite`, `postgres`, `clickhouse`).
-    fn name(&self) -> &'static str;
-
-    /// `Ok` when the sink can take writes now; otherwise why not (shown by
-    /// `/readyz`). A sink that is opened before the collector starts is ready.
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// One cheap round trip to the database (`SELECT 1`), run every few
-    /// seconds by the readiness check so that a sink lost after it was
-    /// connected is reported without waiting for a write to fail. Embedded
-    /// stores have nothing to ask.
-    async fn ping(&self) -> StorageResult<()> {
-        Ok(())
-    }
-
-    /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
-    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
-
-    /// Merges per-minute rollups into the stored ones (counts add, sketches
-    /// merge), and stores the batch's `origins` (the WAL spans it accounts
-    /// for, under `wal_instance`) in the same transaction where the database
-    /// has transactions; otherwise after the rows.
-    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()>;
-
-    /// The rollup origins stored by [`write_rollups`](Self::write_rollups)
-    /// for WAL `instance`'s `segments` (any number of rows per segment, any
-    /// order). Read at start, before the WAL is replayed.
-    async fn rollup_origins(
-        &self,
-        instance: u64,
-        segments: &[u64],
-    ) -> StorageResult<Vec<RollupOrigin>>;
-
-    /// Deletes the stored origins of WAL `instance` for segments below
-    /// `below_segment` (deleted from the WAL, never reused); returns the rows
-    /// removed (an estimate where the database deletes asynchronously).
-    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64>;
-
-    /// All spans of a trace, ordered by start time. `range` narrows the lookup
-    /// when known; an unknown trace gives an empty vector.
-    async fn get_trace(
-        &self,
-        trace_id: TraceId,
-        range: Option<TimeRange>,
-    ) -> StorageResult<Vec<Span>>;
-
-    /// All spans of each trace in `trace_ids`, read in one round trip (one
-    /// statement per 500 ids on SQLite), for a search page that shows whole
-    /// traces. Each trace's spans are exactly what
-    /// [`get_trace`](Self::get_trace) returns for it with the same `range`
-    /// (ordered by start time, then span id). Traces come in the order of
-    /// their first appearance in `trace_ids`, once each however often they
-    /// are asked for; an id with no stored span (in `range`) is left out.
-    /// More than [`MAX_TRACES_PER_READ`] ids is
-    /// [`StorageError::InvalidQuery`]. No default implementation: a wrapper
-    /// that fell back to one `get_trace` per id would silently lose the
-    /// single round trip, so every store spells out how it reads a batch.
-    async fn get_traces(
-        &self,
-        trace_ids: &[TraceId],
-        range: Option<TimeRange>,
-    ) -> StorageResult<Vec<TraceSpans>>;
-
-    /// Searches traces, newest first, with cursor pagination.
-    async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage>;
-
-    /// Services that have spans in the window, sorted.
-    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>>;
-
-    /// Operations of a service in the window, sorted.
-    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>>;
-
-    /// Service-graph edges over the window (from rollups).
-    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>>;
-
-    /// Latency/rate figures from rollups: one point per `step_ns` bucket, or one in total.
-    async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>>;
-
-    /// Exact duration percentiles (ns) from stored spans of `service`
-    /// (and `operation`, and of one of `kinds` unless it is empty) that start
-    /// in `range`; one value per quantile in `qs` (each in `[0, 1]`,
-    /// nearest-rank). Empty when no span matches.
-    async fn exact_percentiles(
-        &self,
-        service: &str,
-        operation: Option<&str>,
-        kinds: &[SpanKind],
-        range: TimeRange,
-        qs: &[f64],
-    ) -> StorageResult<Vec<u64>>;
-
-    /// Deletes spans and rollups that started before `cutoff_ns`.
-    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
+    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
+    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -17,7 +18,7 @@ use crate::rollup::{RollupBatch, RollupOrigin};
 pub struct NullStore;
 
 #[async_trait]
-impl SpanStore for NullStore {
+impl SpanWriter for NullStore {
     fn name(&self) -> &'static str {
         "null"
     }
@@ -42,6 +43,10 @@ impl SpanStore for NullStore {
     ) -> StorageResult<u64> {
         Ok(0)
     }
+}
+
+#[async_trait]
+impl TraceReader for NullStore {
     async fn get_trace(
         &self,
         _trace_id: TraceId,
@@ -65,6 +70,10 @@ impl SpanStore for NullStore {
     async fn operations(&self, _service: &str, _range: TimeRange) -> StorageResult<Vec<Operation>> {
         Ok(Vec::new())
     }
+}
+
+#[async_trait]
+impl AnalyticsReader for NullStore {
     async fn dependencies(&self, _range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         Ok(Vec::new())
     }
@@ -81,6 +90,10 @@ impl SpanStore for NullStore {
     ) -> StorageResult<Vec<u64>> {
         Ok(Vec::new())
     }
+}
+
+#[async_trait]
+impl Retention for NullStore {
     async fn apply_retention(&self, _cutoff_ns: u64) -> StorageResult<RetentionReport> {
         Err(StorageError::Backend("the null sink stores nothing".into()))
     }

@@ -73,8 +73,9 @@ use super::rollup_math;
 use super::sink_common::{self as common, SearchWindows, SummaryRow, DAY_NS};
 use super::span_codec::{decode_span, encode_span};
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
+    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
+    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -400,7 +401,7 @@ pub struct PostgresStore {
     partitions: Mutex<BTreeSet<i64>>,
     /// Days whose partition could not be created (rows go to the default partition).
     skipped_days: Mutex<BTreeSet<i64>>,
-    /// The readiness check's own connection ([`SpanStore::ping`]).
+    /// The readiness check's own connection ([`SpanWriter::ping`]).
     probe: AsyncMutex<Option<Client>>,
 }
 
@@ -808,11 +809,10 @@ fn trace_id_from(v: &[u8]) -> StorageResult<TraceId> {
 }
 
 #[async_trait]
-impl SpanStore for PostgresStore {
+impl SpanWriter for PostgresStore {
     fn name(&self) -> &'static str {
         "postgres"
     }
-
     async fn ping(&self) -> StorageResult<()> {
         // A connection of its own: the pool's may all be busy with long
         // writes or queries, which says nothing about the server answering.
@@ -829,7 +829,6 @@ impl SpanStore for PostgresStore {
         }
         Ok(())
     }
-
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         if spans.is_empty() {
             return Ok(());
@@ -841,7 +840,6 @@ impl SpanStore for PostgresStore {
         self.copy_spans(spans).await?;
         Ok(())
     }
-
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
         if rollups.is_empty() {
             return Ok(());
@@ -951,7 +949,6 @@ impl SpanStore for PostgresStore {
         }
         tx.commit().await.map_err(map_err)
     }
-
     async fn rollup_origins(
         &self,
         instance: u64,
@@ -984,7 +981,6 @@ impl SpanStore for PostgresStore {
             })
             .collect()
     }
-
     async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64> {
         let conn = self.pool.get().await?;
         conn.client
@@ -995,7 +991,10 @@ impl SpanStore for PostgresStore {
             .await
             .map_err(map_err)
     }
+}
 
+#[async_trait]
+impl TraceReader for PostgresStore {
     async fn get_trace(
         &self,
         trace_id: TraceId,
@@ -1021,7 +1020,6 @@ impl SpanStore for PostgresStore {
         common::order_trace(&mut spans);
         Ok(spans)
     }
-
     /// One statement: `trace_id = ANY($1)` probes the trace-id index of each
     /// partition, and the time bounds prune the day partitions outside `range`.
     async fn get_traces(
@@ -1058,7 +1056,6 @@ impl SpanStore for PostgresStore {
             .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
         Ok(common::group_traces(&ids, spans))
     }
-
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
         if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
             return Ok(SearchPage::default());
@@ -1138,7 +1135,6 @@ impl SpanStore for PostgresStore {
         let traces = common::summarize(&order, summary_rows);
         Ok(common::search_page(&ids, more, traces))
     }
-
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
         let conn = self.pool.get().await?;
         // Loose index scan over (service, start_ns): one probe per service.
@@ -1161,7 +1157,6 @@ impl SpanStore for PostgresStore {
         out.dedup();
         Ok(out)
     }
-
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
         let conn = self.pool.get().await?;
         let rows = conn
@@ -1182,7 +1177,10 @@ impl SpanStore for PostgresStore {
         out.sort();
         Ok(out)
     }
+}
 
+#[async_trait]
+impl AnalyticsReader for PostgresStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         if range.end_ns <= range.start_ns {
             return Ok(Vec::new());
@@ -1210,7 +1208,6 @@ impl SpanStore for PostgresStore {
         }
         Ok(rollup_math::merge_edges(merged))
     }
-
     async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
         if q.range.end_ns <= q.range.start_ns {
             return Ok(Vec::new());
@@ -1252,7 +1249,6 @@ impl SpanStore for PostgresStore {
         }
         Ok(rollup_math::latency_points(q, step, data))
     }
-
     async fn exact_percentiles(
         &self,
         service: &str,
@@ -1302,7 +1298,10 @@ impl SpanStore for PostgresStore {
         let values: Vec<i64> = row.get(1);
         Ok(values.into_iter().map(from_i64).collect())
     }
+}
 
+#[async_trait]
+impl Retention for PostgresStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         let cutoff = to_i64(cutoff_ns);
         let mut report = RetentionReport::default();

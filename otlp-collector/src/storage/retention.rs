@@ -9,7 +9,7 @@ use crate::model::now_ns;
 
 use serde::Deserialize;
 
-use super::SpanStore;
+use super::Retention;
 
 /// `[retention]` configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -61,7 +61,8 @@ pub fn cutoff_ns(now_ns: u64, max_age: Duration) -> u64 {
 /// Runs one retention pass now; returns what was deleted, or `None` when
 /// retention is disabled.
 pub async fn run_once(
-    store: &dyn SpanStore,
+    store: &dyn Retention,
+    sink: &str,
     config: &RetentionConfig,
     stats: &RetentionStats,
 ) -> Option<super::RetentionReport> {
@@ -77,7 +78,7 @@ pub async fn run_once(
                 .rollups_deleted
                 .fetch_add(report.rollups_deleted, Ordering::Relaxed);
             tracing::debug!(
-                sink = store.name(),
+                sink,
                 spans = report.spans_deleted,
                 rollups = report.rollups_deleted,
                 "retention pass done"
@@ -86,7 +87,7 @@ pub async fn run_once(
         }
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(sink = store.name(), error = %e, "retention pass failed; retrying at the next interval");
+            tracing::warn!(sink, error = %e, "retention pass failed; retrying at the next interval");
             None
         }
     }
@@ -95,7 +96,8 @@ pub async fn run_once(
 /// Runs retention every `interval_secs` until `shutdown` turns true (or its
 /// sender is dropped). Returns at once when retention is disabled.
 pub async fn run(
-    store: Arc<dyn SpanStore>,
+    store: Arc<dyn Retention>,
+    sink: &'static str,
     config: RetentionConfig,
     stats: Arc<RetentionStats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -108,7 +110,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                run_once(store.as_ref(), &config, &stats).await;
+                run_once(store.as_ref(), sink, &config, &stats).await;
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {

@@ -34,8 +34,9 @@ use super::rollup_math;
 use super::sink_common as common;
 use super::span_codec::decode_span;
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage, SpanStore,
-    StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans, TraceSummary,
+    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
+    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans, TraceSummary,
 };
 use crate::model::{Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -694,7 +695,7 @@ fn get_trace_tx(
 /// before 3.32, 32,766 since) with room for the two time bounds.
 const TRACE_IDS_PER_STATEMENT: usize = 500;
 
-/// [`SpanStore::get_traces`]: one `trace_id IN (...)` statement per
+/// [`TraceReader::get_traces`]: one `trace_id IN (...)` statement per
 /// [`TRACE_IDS_PER_STATEMENT`] distinct ids, each answered from the
 /// `(trace_id, span_id)` index, all on one connection.
 fn get_traces_tx(
@@ -1014,11 +1015,10 @@ fn retention_tx(
 }
 
 #[async_trait]
-impl SpanStore for SqliteStore {
+impl SpanWriter for SqliteStore {
     fn name(&self) -> &'static str {
         "sqlite"
     }
-
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         if spans.is_empty() {
             return Ok(());
@@ -1027,7 +1027,6 @@ impl SpanStore for SqliteStore {
         self.with_writer(move |c, _| write_spans_tx(c, &spans))
             .await
     }
-
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
         if rollups.is_empty() {
             return Ok(());
@@ -1036,7 +1035,6 @@ impl SpanStore for SqliteStore {
         self.with_writer(move |c, _| write_rollups_tx(c, &batch))
             .await
     }
-
     async fn rollup_origins(
         &self,
         instance: u64,
@@ -1047,7 +1045,6 @@ impl SpanStore for SqliteStore {
         self.with_writer(move |c, _| rollup_origins_tx(c, instance, &segments))
             .await
     }
-
     async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64> {
         self.with_writer(move |c, _| {
             c.execute(
@@ -1059,7 +1056,10 @@ impl SpanStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl TraceReader for SqliteStore {
     async fn get_trace(
         &self,
         trace_id: TraceId,
@@ -1068,7 +1068,6 @@ impl SpanStore for SqliteStore {
         self.with_reader(move |c, _| get_trace_tx(c, &trace_id, range))
             .await
     }
-
     async fn get_traces(
         &self,
         trace_ids: &[TraceId],
@@ -1078,32 +1077,30 @@ impl SpanStore for SqliteStore {
         self.with_reader(move |c, _| get_traces_tx(c, &ids, range))
             .await
     }
-
     async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage> {
         let q = query.clone();
         self.with_reader(move |c, _| search_tx(c, &q)).await
     }
-
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
         self.with_reader(move |c, _| services_tx(c, range)).await
     }
-
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
         let service = service.to_string();
         self.with_reader(move |c, _| operations_tx(c, &service, range))
             .await
     }
+}
 
+#[async_trait]
+impl AnalyticsReader for SqliteStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
         self.with_reader(move |c, _| dependencies_tx(c, range))
             .await
     }
-
     async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
         let q = query.clone();
         self.with_reader(move |c, cfg| latency_tx(c, &q, cfg)).await
     }
-
     async fn exact_percentiles(
         &self,
         service: &str,
@@ -1123,7 +1120,10 @@ impl SpanStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Retention for SqliteStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         self.with_writer(move |c, cfg| retention_tx(c, cutoff_ns, cfg.retention_chunk))
             .await

@@ -1,5 +1,5 @@
 //! The exactly-once check: every acknowledged trace read back through the
-//! store API (`SpanStore::get_traces`, what the query API serves from) with
+//! store API (`TraceReader::get_traces`, what the query API serves from) with
 //! exactly the spans that were sent, each once.
 
 use std::collections::{BTreeMap, BTreeSet};

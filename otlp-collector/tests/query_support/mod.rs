@@ -11,7 +11,7 @@ use ferrotrace_collector::model::{AttrValue, Event, KeyValue, Link, Span, SpanKi
 use ferrotrace_collector::query::{router, QueryState};
 use ferrotrace_collector::rollup::{RollupAggregator, RollupConfig};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::storage::SpanStore;
+use ferrotrace_collector::storage::{SpanStore, SpanWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod cdp;

@@ -1,0 +1,145 @@
+//! The answers: Jaeger's JSON sampling strategy (the JSON form of
+//! `jaeger.api_v2.SamplingStrategyResponse`, as Jaeger's collector and agent
+//! serve it), built once at start for every pinned service and the default.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::config::{SamplingApiConfig, ServiceStrategyConfig};
+
+/// Prepared response bodies, looked up by service name.
+#[derive(Debug)]
+pub struct Strategies {
+    default: Bytes,
+    services: HashMap<String, Bytes>,
+}
+
+/// Whether a body came from a pinned service or the default (for metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The service is pinned in `[sampling_api.services]`.
+    Pinned,
+    /// Any other service.
+    Default,
+}
+
+impl Strategies {
+    /// Renders every answer from a validated configuration.
+    pub fn new(cfg: &SamplingApiConfig) -> Strategies {
+        let default = render(
+            cfg.default_probability,
+            cfg.default_lower_bound_traces_per_second,
+            &ServiceStrategyConfig::default(),
+        );
+        let services = cfg
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let p = s.probability.unwrap_or(cfg.default_probability);
+                let body = render(p, cfg.default_lower_bound_traces_per_second, s);
+                (name.clone(), body)
+            })
+            .collect();
+        Strategies { default, services }
+    }
+
+    /// The body for `service`: its pinned strategy, or the default one.
+    pub fn get(&self, service: &str) -> (&Bytes, Source) {
+        match self.services.get(service) {
+            Some(b) => (b, Source::Pinned),
+            None => (&self.default, Source::Default),
+        }
+    }
+}
+
+/// One strategy. Jaeger's shape: a service-wide probabilistic strategy,
+/// plus `operationSampling` when there is something per operation (pinned
+/// operations or a lower bound), whose default probability is the
+/// service's. `strategyType` is always written (Jaeger's legacy endpoint
+/// does; protobuf JSON may omit it as the zero value, which clients accept).
+fn render(probability: f64, lower_bound: f64, s: &ServiceStrategyConfig) -> Bytes {
+    let mut v = json!({
+        "strategyType": "PROBABILISTIC",
+        "probabilisticSampling": { "samplingRate": probability },
+    });
+    if !s.operations.is_empty() || lower_bound > 0.0 {
+        let per_op: Vec<Value> = s
+            .operations
+            .iter()
+            .map(|(op, p)| {
+                json!({
+                    "operation": op,
+                    "probabilisticSampling": { "samplingRate": p },
+                })
+            })
+            .collect();
+        v["operationSampling"] = json!({
+            "defaultSamplingProbability": probability,
+            "defaultLowerBoundTracesPerSecond": lower_bound,
+            "perOperationStrategies": per_op,
+        });
+    }
+    Bytes::from(serde_json::to_vec(&v).expect("a JSON value serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: &Bytes) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn default_is_plain_probabilistic() {
+        let s = Strategies::new(&SamplingApiConfig::default());
+        let (b, src) = s.get("anything");
+        assert_eq!(src, Source::Default);
+        assert_eq!(
+            parse(b),
+            json!({"strategyType": "PROBABILISTIC", "probabilisticSampling": {"samplingRate": 0.001}})
+        );
+    }
+
+    #[test]
+    fn pinned_service_with_operations_has_jaegers_per_operation_shape() {
+        let cfg: SamplingApiConfig = toml::from_str(
+            r#"
+            default_probability = 0.1
+            default_lower_bound_traces_per_second = 0.5
+            [services.checkout]
+            probability = 0.25
+            operations = { "GET /cart" = 1.0, "a\"quote" = 0.0 }
+            [services.plain]
+            "#,
+        )
+        .unwrap();
+        let s = Strategies::new(&cfg);
+        let (b, src) = s.get("checkout");
+        assert_eq!(src, Source::Pinned);
+        assert_eq!(
+            parse(b),
+            json!({
+                "strategyType": "PROBABILISTIC",
+                "probabilisticSampling": {"samplingRate": 0.25},
+                "operationSampling": {
+                    "defaultSamplingProbability": 0.25,
+                    "defaultLowerBoundTracesPerSecond": 0.5,
+                    "perOperationStrategies": [
+                        {"operation": "GET /cart", "probabilisticSampling": {"samplingRate": 1.0}},
+                        {"operation": "a\"quote", "probabilisticSampling": {"samplingRate": 0.0}},
+                    ],
+                },
+            })
+        );
+        // A pinned service without a probability gets the default one.
+        let (b, _) = s.get("plain");
+        assert_eq!(parse(b)["probabilisticSampling"]["samplingRate"], 0.1);
+        assert_eq!(
+            parse(b)["operationSampling"]["perOperationStrategies"],
+            json!([])
+        );
+    }
+}

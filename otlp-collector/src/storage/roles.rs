@@ -1,0 +1,151 @@
+//! The storage interface, split by role as Jaeger v2 splits `tracestore`
+//! (writer, reader) from `depstore`: each part of the collector depends on
+//! the role it uses and nothing more.
+//!
+//! - [`SpanWriter`]: what the pipeline needs: spans, rollups, the rollup
+//!   origins that make WAL replay exact, and readiness (`/readyz` asks
+//!   whether the sink can take writes).
+//! - [`TraceReader`]: traces by id (one or a batch), search, services and
+//!   operations: the trace half of the query API.
+//! - [`AnalyticsReader`]: dependencies, latency/rate series and exact
+//!   percentiles: the aggregate half of the query API.
+//! - [`Retention`]: deleting what is older than the configured age.
+//!
+//! A database sink implements all four; [`SpanStore`] names that bundle (it
+//! is implemented for every type that has the four roles), and is what
+//! [`open`](super::connecting::open) returns and the collector starts with.
+//! [`SpanReader`] bundles the two readers for the query layer.
+
+use async_trait::async_trait;
+
+use super::{
+    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage,
+    StorageResult, TimeRange, TraceQuery, TraceSpans,
+};
+use crate::model::{Span, SpanKind, TraceId};
+use crate::rollup::{RollupBatch, RollupOrigin};
+
+/// The write side of a sink, used by the pipeline (and by `/readyz`).
+#[async_trait]
+pub trait SpanWriter: Send + Sync + 'static {
+    /// Short name for logs and metrics (`sqlite`, `postgres`, `clickhouse`).
+    fn name(&self) -> &'static str;
+
+    /// `Ok` when the sink can take writes now; otherwise why not (shown by
+    /// `/readyz`). A sink that is opened before the collector starts is ready.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// One cheap round trip to the database (`SELECT 1`), run every few
+    /// seconds by the readiness check so that a sink lost after it was
+    /// connected is reported without waiting for a write to fail. Embedded
+    /// stores have nothing to ask.
+    async fn ping(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
+
+    /// Merges per-minute rollups into the stored ones (counts add, sketches
+    /// merge), and stores the batch's `origins` (the WAL spans it accounts
+    /// for, under `wal_instance`) in the same transaction where the database
+    /// has transactions; otherwise after the rows.
+    async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()>;
+
+    /// The rollup origins stored by [`write_rollups`](Self::write_rollups)
+    /// for WAL `instance`'s `segments` (any number of rows per segment, any
+    /// order). Read at start, before the WAL is replayed.
+    async fn rollup_origins(
+        &self,
+        instance: u64,
+        segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>>;
+
+    /// Deletes the stored origins of WAL `instance` for segments below
+    /// `below_segment` (deleted from the WAL, never reused); returns the rows
+    /// removed (an estimate where the database deletes asynchronously).
+    async fn prune_rollup_origins(&self, instance: u64, below_segment: u64) -> StorageResult<u64>;
+}
+
+/// Trace reads: by id, in batches, by search, and the service/operation
+/// lists the search forms offer (Jaeger's `tracestore.Reader`).
+#[async_trait]
+pub trait TraceReader: Send + Sync + 'static {
+    /// All spans of a trace, ordered by start time. `range` narrows the lookup
+    /// when known; an unknown trace gives an empty vector.
+    async fn get_trace(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<Span>>;
+
+    /// All spans of each trace in `trace_ids`, read in one round trip (one
+    /// statement per 500 ids on SQLite), for a search page that shows whole
+    /// traces. Each trace's spans are exactly what
+    /// [`get_trace`](Self::get_trace) returns for it with the same `range`
+    /// (ordered by start time, then span id). Traces come in the order of
+    /// their first appearance in `trace_ids`, once each however often they
+    /// are asked for; an id with no stored span (in `range`) is left out.
+    /// More than [`MAX_TRACES_PER_READ`](super::MAX_TRACES_PER_READ) ids is
+    /// [`StorageError::InvalidQuery`](super::StorageError::InvalidQuery). No default implementation: a wrapper
+    /// that fell back to one `get_trace` per id would silently lose the
+    /// single round trip, so every store spells out how it reads a batch.
+    async fn get_traces(
+        &self,
+        trace_ids: &[TraceId],
+        range: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>>;
+
+    /// Searches traces, newest first, with cursor pagination.
+    async fn search(&self, query: &TraceQuery) -> StorageResult<SearchPage>;
+
+    /// Services that have spans in the window, sorted.
+    async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>>;
+
+    /// Operations of a service in the window, sorted.
+    async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>>;
+}
+
+/// Aggregate reads over rollups and span durations (Jaeger's
+/// `depstore.Reader`, plus latency and rates).
+#[async_trait]
+pub trait AnalyticsReader: Send + Sync + 'static {
+    /// Service-graph edges over the window (from rollups).
+    async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>>;
+
+    /// Latency/rate figures from rollups: one point per `step_ns` bucket, or one in total.
+    async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>>;
+
+    /// Exact duration percentiles (ns) from stored spans of `service`
+    /// (and `operation`, and of one of `kinds` unless it is empty) that start
+    /// in `range`; one value per quantile in `qs` (each in `[0, 1]`,
+    /// nearest-rank). Empty when no span matches.
+    async fn exact_percentiles(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        kinds: &[SpanKind],
+        range: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>>;
+}
+
+/// Deleting old data, run by `storage::retention` on a timer.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Deletes spans and rollups that started before `cutoff_ns`.
+    async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
+}
+
+/// Both readers: what the query layer holds.
+pub trait SpanReader: TraceReader + AnalyticsReader {}
+
+impl<T: TraceReader + AnalyticsReader + ?Sized> SpanReader for T {}
+
+/// A whole sink: all four roles. One implementation per database; all pass
+/// the shared conformance suite (`tests/conformance`).
+pub trait SpanStore: SpanWriter + SpanReader + Retention {}
+
+impl<T: SpanWriter + TraceReader + AnalyticsReader + Retention + ?Sized> SpanStore for T {}
