@@ -51,6 +51,9 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30000);
 pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of the control channel (flush/shutdown requests and wake-ups).
 const CONTROL_CAPACITY: usize = 64;
+/// How often the batch thread reports queue-full drops while it waits to hand
+/// a batch to a busy exporter.
+const REPORT_WHILE_WAITING: Duration = Duration::from_millis(100);
 
 /// Batch processor settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,17 +373,36 @@ impl Drop for BatchSpanProcessor {
 /// Sends one batch to the export thread, waiting at most the export timeout
 /// for the previous one to finish; a batch that cannot be handed over in time
 /// is dropped and counted.
+///
+/// While it waits (a slow or hung exporter), `report` runs every
+/// [`REPORT_WHILE_WAITING`], so that spans dropped on the full queue meanwhile
+/// are reported then and not only once the exporter returns.
 fn hand_over(
     job_tx: &Sender<Job>,
     batch: Vec<SpanData>,
     config: &BatchConfig,
     stats: &ExportStats,
+    report: &mut dyn FnMut(),
 ) {
     let n = batch.len() as u64;
     if n == 0 {
         return;
     }
-    match job_tx.send_timeout(Job::Export(batch), config.export_timeout) {
+    let deadline = Instant::now() + config.export_timeout;
+    let mut job = Job::Export(batch);
+    let sent = loop {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(REPORT_WHILE_WAITING);
+        match job_tx.send_timeout(job, wait) {
+            Err(SendTimeoutError::Timeout(back)) if Instant::now() < deadline => {
+                report();
+                job = back;
+            }
+            other => break other,
+        }
+    };
+    match sent {
         Ok(()) => {}
         Err(SendTimeoutError::Timeout(_)) => {
             stats.add_dropped_export_failed(n);
@@ -401,6 +423,7 @@ fn drain(
     config: &BatchConfig,
     stats: &ExportStats,
     only_full: bool,
+    report: &mut dyn FnMut(),
 ) {
     let size = config.max_export_batch_size;
     loop {
@@ -418,7 +441,7 @@ fn drain(
         if batch.is_empty() {
             return;
         }
-        hand_over(job_tx, batch, config, stats);
+        hand_over(job_tx, batch, config, stats, report);
     }
 }
 
@@ -447,8 +470,11 @@ fn batch_loop(
     let stats = shared.stats.clone();
     let mut next_export = Instant::now() + config.scheduled_delay;
     let mut dropped_reported = 0u64;
+    let capacity = config.max_queue_size;
+    let shared_for_report = shared.clone();
+    let mut report = move || report_queue_full(&shared_for_report, &mut dropped_reported, capacity);
     loop {
-        report_queue_full(&shared, &mut dropped_reported, config.max_queue_size);
+        report();
         let wait = next_export.saturating_duration_since(Instant::now());
         let woke = ctrl.recv_timeout(wait);
         #[cfg(test)]
@@ -456,10 +482,10 @@ fn batch_loop(
         match woke {
             Ok(Control::BatchReady) => {
                 shared.wake_pending.store(false, Ordering::Release);
-                drain(&rx, &job_tx, &config, &stats, true);
+                drain(&rx, &job_tx, &config, &stats, true, &mut report);
             }
             Ok(Control::Flush(reply)) => {
-                drain(&rx, &job_tx, &config, &stats, false);
+                drain(&rx, &job_tx, &config, &stats, false, &mut report);
                 next_export = Instant::now() + config.scheduled_delay;
                 // The caller waits on `reply` with its own timeout; if the
                 // export thread is stuck, this send times out and the caller
@@ -467,19 +493,19 @@ fn batch_loop(
                 send_control_job(&job_tx, Job::Barrier(reply), &config);
             }
             Ok(Control::Shutdown(reply)) => {
-                drain(&rx, &job_tx, &config, &stats, false);
+                drain(&rx, &job_tx, &config, &stats, false, &mut report);
                 send_control_job(&job_tx, Job::Shutdown(reply), &config);
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
                 shared.wake_pending.store(false, Ordering::Release);
-                drain(&rx, &job_tx, &config, &stats, false);
+                drain(&rx, &job_tx, &config, &stats, false, &mut report);
                 next_export = Instant::now() + config.scheduled_delay;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    report_queue_full(&shared, &mut dropped_reported, config.max_queue_size);
+    report();
     // Spans that slipped in between the final drain and now are counted, not lost silently.
     let late = rx.try_iter().count() as u64;
     if late > 0 {
