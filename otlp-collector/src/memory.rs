@@ -20,7 +20,12 @@
 //! at the last sample, plus every body byte and decoding reserve held by
 //! requests in flight, plus the new bytes, must stay under the soft limit.
 //! Memory of a request that is already resident is counted twice until its
-//! response is sent; that errs on the side of refusing. A request is always
+//! response is sent; that errs on the side of refusing. What a finished
+//! request held stays in the projection until the next sample
+//! ([`MemoryGuard::released`]): its decoded spans are now in the queue, but
+//! the last sample predates them, and a sampling thread starved of CPU on a
+//! busy machine would otherwise let one stale sample admit request after
+//! request (CI once saw the peak 28 KiB over a 160 MiB limit). A request is always
 //! admitted when no other request holds anything, so a collector whose
 //! baseline is near its limit still makes progress one request at a time.
 //!
@@ -34,6 +39,7 @@
 //!
 //! Without `/proc` (not Linux) the guard is inert and the budgets alone apply.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -64,6 +70,8 @@ pub struct MemoryGuard {
     soft: u64,
     metrics: Arc<Metrics>,
     last_trim: parking_lot::Mutex<Option<Instant>>,
+    /// Bytes held by requests that finished since the last sample.
+    unsampled: AtomicU64,
 }
 
 impl MemoryGuard {
@@ -84,6 +92,7 @@ impl MemoryGuard {
             soft: budgets.soft_limit_bytes,
             metrics,
             last_trim: parking_lot::Mutex::new(None),
+            unsampled: AtomicU64::new(0),
         });
         if guard.limit > 0 && resident_bytes().is_some() {
             guard.tick();
@@ -108,6 +117,7 @@ impl MemoryGuard {
             soft: 0,
             metrics,
             last_trim: parking_lot::Mutex::new(None),
+            unsampled: AtomicU64::new(0),
         })
     }
 
@@ -143,9 +153,19 @@ impl MemoryGuard {
         m.memory
             .resident_bytes
             .load(Relaxed)
+            .saturating_add(self.unsampled.load(Relaxed))
             .saturating_add(held)
             .saturating_add(extra)
             <= self.soft
+    }
+
+    /// Records that a request which held `bytes` (body and decoding reserve)
+    /// has finished: until the next sample they stay in the projection, as
+    /// what they became (spans in the queue) is not in the last sample yet.
+    pub fn released(&self, bytes: u64) {
+        if self.limit > 0 && bytes > 0 {
+            self.unsampled.fetch_add(bytes, Relaxed);
+        }
     }
 
     /// Resident bytes at the last sample (0 if never sampled).
@@ -156,7 +176,11 @@ impl MemoryGuard {
     /// Samples resident memory; above the soft limit, first hands freed heap
     /// memory back to the OS (rate-limited) and samples again.
     fn tick(&self) {
+        // Taken before reading: a release after this point is in the next
+        // projection even if this sample already saw it (errs on refusing).
+        let unsampled = self.unsampled.swap(0, Relaxed);
         let Some(mut rss) = resident_bytes() else {
+            self.unsampled.fetch_add(unsampled, Relaxed);
             return;
         };
         if rss > self.soft {
@@ -276,6 +300,7 @@ mod tests {
             soft: 800,
             metrics: metrics.clone(),
             last_trim: parking_lot::Mutex::new(None),
+            unsampled: AtomicU64::new(0),
         };
         let m = &metrics.memory;
         m.resident_bytes.store(500, Relaxed);
@@ -289,6 +314,13 @@ mod tests {
         // What the asking request holds itself counts once, not as "others".
         assert!(g.admits(50, 100));
         assert!(g.admits(10_000, 250));
+        // A request that finished since the sample still counts: 50 more
+        // would now overshoot; the next sample takes it out again.
+        g.released(1);
+        assert!(!g.admits(50, 0));
+        assert!(g.admits(49, 0));
+        g.tick();
+        assert_eq!(g.unsampled.load(Relaxed), 0);
         // No limit: always admitted.
         assert!(MemoryGuard::disabled(metrics).admits(u64::MAX, 0));
     }

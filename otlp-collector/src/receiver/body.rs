@@ -125,6 +125,7 @@ impl Drop for InflightGuard {
         let m = &self.budget.metrics;
         m.inflight_bytes.fetch_sub(self.bytes as u64, Relaxed);
         m.memory.reserved_bytes.fetch_sub(self.reserved, Relaxed);
+        self.budget.memory.released(self.held());
     }
 }
 
