@@ -614,6 +614,7 @@ impl Metrics {
             ] {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
+            r.size.render(&mut out, self.wal_bytes.load(Relaxed));
         }
         out
     }
