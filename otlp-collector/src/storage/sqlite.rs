@@ -959,8 +959,20 @@ fn retention_tx(
     cutoff_ns: u64,
     chunk: usize,
 ) -> StorageResult<RetentionReport> {
-    let cutoff = to_i64(cutoff_ns);
     let mut report = RetentionReport::default();
+    retention_into(conn, cutoff_ns, chunk, &mut report)?;
+    Ok(report)
+}
+
+/// [`retention_tx`], counting into `report` as it goes: when a later chunk
+/// fails (a full disk), what the committed chunks deleted is still known.
+fn retention_into(
+    conn: &mut Connection,
+    cutoff_ns: u64,
+    chunk: usize,
+    report: &mut RetentionReport,
+) -> StorageResult<()> {
+    let cutoff = to_i64(cutoff_ns);
     loop {
         // Small transactions: the writer is released between chunks so ingest
         // keeps flowing while a large backlog is deleted.
@@ -980,6 +992,7 @@ fn retention_tx(
             tx.commit().map_err(map_err)?;
             break;
         }
+        let mut deleted = 0;
         {
             let mut del_attr = tx
                 .prepare_cached("DELETE FROM span_attrs WHERE span_rowid = ?1")
@@ -989,10 +1002,11 @@ fn retention_tx(
                 .map_err(map_err)?;
             for rowid in &victims {
                 del_attr.execute(params![rowid]).map_err(map_err)?;
-                report.spans_deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
+                deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
             }
         }
         tx.commit().map_err(map_err)?;
+        report.spans_deleted += deleted;
     }
     // A minute bucket goes only when all of it is older than the cutoff.
     if cutoff_ns >= MINUTE_NS {
@@ -1019,7 +1033,7 @@ fn retention_tx(
         .map_err(map_err)?;
         tx.commit().map_err(map_err)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Spans deleted per transaction by an eviction on a full disk.
@@ -1132,15 +1146,31 @@ fn evict_tx(
                 .unwrap_or(0),
         };
         let cutoff = from_i64(last).saturating_add(1);
-        let deleted = retention_tx(conn, cutoff, chunk)?;
+        let mut deleted = RetentionReport::default();
+        let outcome = retention_into(conn, cutoff, chunk, &mut deleted);
         report = EvictionReport {
             spans_deleted: deleted.spans_deleted,
             rollups_deleted: deleted.rollups_deleted,
             cutoff_ns: cutoff,
         };
+        match outcome {
+            Ok(()) => {}
+            // Nothing deleted: the caller retries.
+            Err(e) if deleted.spans_deleted == 0 => return Err(e),
+            // Some chunks were committed (oldest first): report them, so the
+            // cutoff (an upper bound of what is gone) is published.
+            Err(e) => {
+                tracing::warn!(error = %e, spans = deleted.spans_deleted, "sqlite: eviction stopped part-way; the rest at the next check");
+            }
+        }
     }
     if give_back {
-        give_back_space(conn)?;
+        if let Err(e) = give_back_space(conn) {
+            if report.spans_deleted == 0 {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "sqlite: could not give the evicted space back yet; retried at the next check");
+        }
     }
     Ok(report)
 }
