@@ -215,9 +215,17 @@ impl SqliteStore {
         // DELETE only moves them to the free list). It takes effect only on
         // a new file before anything is written to it (switching to WAL
         // writes the header); an older file keeps its mode (docs/storage.md).
-        writer
-            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        // Only then: on an existing file the pragma opens a write
+        // transaction, which a full disk refuses, and the collector must
+        // start on a full disk.
+        let pages: i64 = writer
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
             .map_err(map_err)?;
+        if pages == 0 {
+            writer
+                .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(map_err)?;
+        }
         let mode: String = writer
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(map_err)?;
