@@ -22,8 +22,10 @@
 //!   specification asks ("if storage is full, drop oldest traces but
 //!   continue collecting").
 //!
-//! Sinks that are database servers (PostgreSQL, ClickHouse) report no disk
-//! usage and are bounded by age only.
+//! A database server's disk is not the collector's: PostgreSQL reports its
+//! tables' size without a directory, so only an explicit budget applies to
+//! it (dropping whole day partitions) and never the full-disk rule;
+//! ClickHouse reports nothing and is bounded by age only.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -282,10 +284,23 @@ pub async fn check_once(
         budget: max,
         reserve,
     } = *limits.get_or_insert_with(|| {
-        let fs_size = crate::pipeline::wal::fs_size_bytes(&usage.dir).ok();
-        let l = Limits {
-            budget: resolve_budget(config.max_disk_bytes, fs_size),
-            reserve: crate::pipeline::wal::free_space_reserve(min_free_bytes, fs_size),
+        let l = match &usage.dir {
+            Some(dir) => {
+                let fs_size = crate::pipeline::wal::fs_size_bytes(dir).ok();
+                Limits {
+                    budget: resolve_budget(config.max_disk_bytes, fs_size),
+                    reserve: crate::pipeline::wal::free_space_reserve(min_free_bytes, fs_size),
+                }
+            }
+            // A database server: only an explicit budget; its disk is not ours.
+            None => Limits {
+                budget: if config.max_disk_bytes > 0 {
+                    config.max_disk_bytes
+                } else {
+                    u64::MAX
+                },
+                reserve: 0,
+            },
         };
         store.set_disk_budget(l.budget);
         tracing::info!(
@@ -296,11 +311,15 @@ pub async fn check_once(
         );
         l
     });
-    s.max_bytes.store(max, Relaxed);
+    s.max_bytes
+        .store(if max == u64::MAX { 0 } else { max }, Relaxed);
     s.file_bytes.store(usage.file_bytes, Relaxed);
     s.live_bytes.store(usage.live_bytes, Relaxed);
     s.oldest_ns.store(usage.oldest_ns.unwrap_or(0), Relaxed);
-    let free = crate::pipeline::wal::free_bytes(&usage.dir).ok();
+    let free = usage
+        .dir
+        .as_deref()
+        .and_then(|d| crate::pipeline::wal::free_bytes(d).ok());
     let ev = plan(&usage, max, free, reserve)?;
     let started = std::time::Instant::now();
     match store.evict_oldest(ev.bytes, ev.give_back).await {
@@ -395,7 +414,7 @@ mod tests {
 
     fn usage(file: u64, live: u64) -> DiskUsage {
         DiskUsage {
-            dir: ".".into(),
+            dir: Some(".".into()),
             file_bytes: file,
             live_bytes: live,
             oldest_ns: Some(1),

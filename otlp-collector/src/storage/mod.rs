@@ -306,8 +306,9 @@ pub struct RetentionReport {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiskUsage {
     /// The directory holding the store's files (its free space is what a
-    /// full disk is judged by).
-    pub dir: std::path::PathBuf,
+    /// full disk is judged by); `None` for a database server, whose disk is
+    /// not the collector's (then only an explicit budget applies).
+    pub dir: Option<std::path::PathBuf>,
     /// Bytes of the store's files on disk (database, journal, shared memory).
     pub file_bytes: u64,
     /// Bytes holding data: what the size budget (`retention.max_disk_bytes`)

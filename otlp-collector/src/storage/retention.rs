@@ -20,9 +20,9 @@ pub struct RetentionConfig {
     pub max_age_hours: u64,
     /// How often retention runs, in seconds (default 300).
     pub interval_secs: u64,
-    /// Size budget of the embedded store's data (`storage::budget`): past
-    /// it the oldest data is deleted. 0 (the default) = half the size of the
-    /// file system holding the store.
+    /// Size budget of the store's data (`storage::budget`): past it the
+    /// oldest data is deleted. 0 (the default) = half the size of the file
+    /// system holding the SQLite store; no size budget for a database server.
     pub max_disk_bytes: u64,
     /// How often the store's size and the disk's free space are checked,
     /// in milliseconds (default 1000).

@@ -1081,7 +1081,7 @@ fn disk_usage_tx(conn: &Connection, path: &Path) -> StorageResult<DiskUsage> {
         _ => PathBuf::from("."),
     };
     Ok(DiskUsage {
-        dir,
+        dir: Some(dir),
         file_bytes: file_bytes(path),
         live_bytes: live_bytes(conn)?,
         oldest_ns: oldest.map(from_i64),
