@@ -22,10 +22,10 @@
 //!   specification asks ("if storage is full, drop oldest traces but
 //!   continue collecting").
 //!
-//! A database server's disk is not the collector's: PostgreSQL reports its
-//! tables' size without a directory, so only an explicit budget applies to
-//! it (dropping whole day partitions) and never the full-disk rule;
-//! ClickHouse reports nothing and is bounded by age only.
+//! A database server's disk is not the collector's: PostgreSQL and
+//! ClickHouse report their tables' size without a directory, so only an
+//! explicit budget applies to them (dropping whole day partitions) and
+//! never the full-disk rule.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
