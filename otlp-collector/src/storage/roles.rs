@@ -139,9 +139,9 @@ pub trait Retention: Send + Sync + 'static {
     /// Deletes spans and rollups that started before `cutoff_ns`.
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
 
-    /// The store's size on disk, or `None` for a store that does not account
-    /// for it (a database server, whose disk is not the collector's); such a
-    /// store is bounded by age only.
+    /// The store's size on disk (for a database server its tables' size on
+    /// the server, without a directory), or `None` for a store that does not
+    /// account for it (the null sink); such a store is bounded by age only.
     async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
         Ok(None)
     }
