@@ -140,3 +140,86 @@ async fn a_store_past_its_size_budget_drops_the_oldest_traces_and_keeps_collecti
     let (status, _) = c.sigterm(Duration::from_secs(30));
     assert!(status.success());
 }
+
+/// The case a free-space reserve alone failed (docs/reliability.md, "Disk
+/// full under load"): the stored data itself fills a small disk. With a
+/// budget larger than the disk, only the full-disk rule bounds the store:
+/// below the reserve (a quarter of the 32 MiB disk) the WAL refuses with 503
+/// and the store evicts its oldest data and gives the space back, so the
+/// collector keeps acknowledging without anyone freeing space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_data_filling_the_disk_evicts_the_oldest_and_keeps_collecting() {
+    let Some(fs) = support::smallfs::SmallFs::mount(32) else {
+        return;
+    };
+    let conf = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new(
+        &fs.path().join("data"),
+        conf.path(),
+        Sink::Sqlite,
+        "[wal]\nsegment_bytes = 4194304\n[retention]\nmax_disk_bytes = 1073741824\n\
+         size_check_interval_ms = 200\n",
+    );
+    let mut c = spec.spawn();
+    c.wait_ready(Duration::from_secs(60)).await;
+    let q = spec.query;
+    let load = Load::start(spec.otlp_http, spec.otlp_grpc, LoadShape::closed(4, SPANS));
+    let started = Instant::now();
+    let mut evicted_at = None;
+    while started.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = metric(
+            q,
+            "ferrotrace_storage_evictions_total{reason=\"disk_full\"}",
+        )
+        .await
+        .unwrap_or(0);
+        if n > 0 && evicted_at.is_none() {
+            evicted_at = Some((started.elapsed(), load.acked()));
+        }
+        // Keep loading a while after the first eviction: collection goes on.
+        if let Some((at, _)) = evicted_at {
+            if started.elapsed() > at + Duration::from_secs(3) {
+                break;
+            }
+        }
+    }
+    let (at, acked_then) = evicted_at.expect("the full disk made the store evict within 40 s");
+    let acked_after = load.acked() - acked_then;
+    let events = load.stop().await;
+    let [ok, exhausted, unavailable, transport] = counts(&events);
+    assert_eq!(transport, 0, "the collector kept answering");
+    assert!(
+        acked_after > 0,
+        "requests are acknowledged after the store evicted for the full disk"
+    );
+    let acked = acked_with_start(&events);
+    let found = verify::exactly_once_unless_evicted(
+        &spec.store_config(),
+        q,
+        0,
+        &acked,
+        SPANS,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(found.evicted > 0 && found.whole > 0, "{found:?}");
+    let free = fs.available();
+    // Read after the check: the sink drained the WAL meanwhile, and the
+    // store went on evicting.
+    let disk_full_spans = metric(
+        q,
+        "ferrotrace_storage_evicted_spans_total{reason=\"disk_full\"}",
+    )
+    .await
+    .unwrap_or(0);
+    eprintln!(
+        "stored data filled a 32 MiB {}: first disk-full eviction after {at:?}; {acked_after} \
+         requests acknowledged in the 3 s after it; overall {ok} acknowledged, {exhausted} 429, \
+         {unavailable} 503; {disk_full_spans} spans evicted for the full disk; {} traces stored \
+         whole, {} older than the cutoff evicted; {free} bytes free at the end",
+        fs.kind, found.whole, found.evicted
+    );
+    let (status, _) = c.sigterm(Duration::from_secs(30));
+    assert!(status.success());
+}

@@ -258,6 +258,17 @@ pub struct Limits {
     pub reserve: u64,
 }
 
+/// The budget the store sizes its journal from: the size budget, but at
+/// most four times the free-space reserve (the journal gets a sixteenth of
+/// it, so at most a quarter of the reserve). On a large disk (a 256 MiB
+/// reserve) that changes nothing.
+pub fn journal_budget(l: Limits) -> u64 {
+    if l.reserve == 0 {
+        return l.budget;
+    }
+    l.budget.min(l.reserve.saturating_mul(4))
+}
+
 /// One check: measures the store, publishes the gauges, and runs the
 /// eviction [`plan`] asks for. `limits` are resolved from `config` and
 /// `min_free_bytes` (the configured `wal.min_free_bytes`), and the budget
@@ -302,7 +313,10 @@ pub async fn check_once(
                 reserve: 0,
             },
         };
-        store.set_disk_budget(l.budget);
+        // The store sizes its journal from this: within the reserve too, or
+        // on a disk smaller than the budget the journal alone (written in
+        // full before a checkpoint copies it back) could take the reserve.
+        store.set_disk_budget(journal_budget(l));
         tracing::info!(
             sink,
             max_disk_bytes = l.budget,
@@ -511,6 +525,16 @@ mod tests {
             plan(&usage(10 * MIB, 10 * MIB), 100 * MIB, Some(2 * MIB), 0),
             None
         );
+    }
+
+    #[test]
+    fn the_journal_stays_within_the_reserve() {
+        let l = |budget, reserve| Limits { budget, reserve };
+        // A 1 GiB budget on a 64 MiB disk (16 MiB reserve): sized as 64 MiB.
+        assert_eq!(journal_budget(l(1 << 30, 16 * MIB)), 64 * MIB);
+        assert_eq!(journal_budget(l(32 * MIB, 16 * MIB)), 32 * MIB);
+        assert_eq!(journal_budget(l(100 << 30, 256 * MIB)), 1 << 30);
+        assert_eq!(journal_budget(l(5 * MIB, 0)), 5 * MIB);
     }
 
     #[test]

@@ -1205,8 +1205,10 @@ fn give_back_space(conn: &Connection) -> StorageResult<()> {
     Ok(())
 }
 
-/// The journal size for a store with a size budget of `budget` bytes: at
-/// most a sixteenth of the budget (at least 1 MiB), so that on a small disk
+/// The journal size for a store with a size budget of `budget` bytes (the
+/// size task passes `storage::budget::journal_budget`, which is also bounded
+/// by the free-space reserve): at most a sixteenth of it (at least 1 MiB),
+/// so that on a small disk
 /// the `-wal` file (which holds every write until a checkpoint copies it
 /// into the database) does not take the room the budget leaves.
 fn autocheckpoint_pages(configured: u32, budget: u64) -> u32 {
