@@ -301,6 +301,17 @@ async fn query_auth(
     }
 }
 
+/// What each part of a collector holds of its store: the pipeline and
+/// `/readyz` the writer, the query API the readers, the retention timer
+/// retention; a router's writer forwards and it has nothing to read or
+/// expire, and its receivers learn when no backend is in the ring.
+struct Roles {
+    writer: Arc<dyn SpanWriter>,
+    reader: Arc<dyn SpanReader>,
+    retention: Option<Arc<dyn Retention>>,
+    no_backend: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
 impl Collector {
     /// Starts everything on the current tokio runtime, storing spans in `store`.
     pub async fn start(config: Config, store: Arc<dyn SpanStore>) -> Result<Collector, StartError> {
@@ -336,30 +347,30 @@ impl Collector {
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
-        // Each part gets the one role it uses: the pipeline and /readyz the
-        // writer, the query API the readers, the retention timer retention.
-        // A router's writer forwards; it has nothing to read or expire.
         let router = store.is_none();
-        let (writer, reader, retention, no_backend): (
-            Arc<dyn SpanWriter>,
-            Arc<dyn SpanReader>,
-            Option<Arc<dyn Retention>>,
-            Option<Arc<std::sync::atomic::AtomicBool>>,
-        ) = match store {
-            Some(store) => {
-                let writer: Arc<dyn SpanWriter> = store.clone();
-                let reader: Arc<dyn SpanReader> = store.clone();
-                let retention: Arc<dyn Retention> = store;
-                (writer, reader, Some(retention), None)
-            }
+        let Roles {
+            writer,
+            reader,
+            retention,
+            no_backend,
+        } = match store {
+            Some(store) => Roles {
+                writer: store.clone(),
+                reader: store.clone(),
+                retention: Some(store),
+                no_backend: None,
+            },
             None => {
                 let (r, task) =
                     crate::route::Router::start(&config.route, &metrics, shutdown_rx.clone())
                         .map_err(ConfigError::from)?;
                 servers.push(task);
-                let writer: Arc<dyn SpanWriter> = r.forwarder.clone();
-                let reader: Arc<dyn SpanReader> = Arc::new(crate::storage::null::NullStore);
-                (writer, reader, None, Some(r.membership.no_backend_flag()))
+                Roles {
+                    writer: r.forwarder.clone(),
+                    reader: Arc::new(crate::storage::null::NullStore),
+                    retention: None,
+                    no_backend: Some(r.membership.no_backend_flag()),
+                }
             }
         };
         let sink = writer.name();
