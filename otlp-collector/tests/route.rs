@@ -378,7 +378,80 @@ async fn traces_stay_whole_on_one_backend_and_a_killed_backend_loses_nothing() {
         rerouted.len() as u64,
         "every moved trace counted as split once"
     );
+
+    // The restarted backend passed its health check: it is back in the
+    // ring and takes its traces back (the router reconnects to it).
+    wait_metric(
+        q,
+        "ferrotrace_route_ring_size",
+        |v| v == 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    send_phase(&mut c, 9, Duration::ZERO).await;
+    let s = wait_stored(&specs, (TRACES * 10) as usize, Duration::from_secs(30)).await;
+    for t in 1..=TRACES {
+        let on: Vec<usize> = (0..3).filter(|b| s[*b].contains_key(&(t, 9))).collect();
+        assert_eq!(
+            on,
+            vec![owner1[&t]],
+            "trace {t} span 9 after the backend returned"
+        );
+    }
+    let back = metric(q, "ferrotrace_route_split_traces_total")
+        .await
+        .unwrap()
+        - splits;
+    assert_eq!(back, of_killed.len() as u64, "moving back is a split too");
     rproc.sigterm(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_finds_its_backends_through_dns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("backend");
+    let rdir = dir.path().join("router");
+    std::fs::create_dir_all(&bdir).expect("dir");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    let backend = Spec::new(&bdir, &bdir, Sink::Sqlite, "");
+    let mut bp = backend.spawn();
+    bp.wait_ready(Duration::from_secs(20)).await;
+    // `localhost` resolves to 127.0.0.1 (and perhaps ::1, where nothing
+    // listens: that backend stays out of the ring).
+    let router = Spec::new(
+        &rdir,
+        &rdir,
+        Sink::Sqlite,
+        &format!(
+            "[route]\ndns_name = \"localhost:{}\"\nhealth_port = {}\nhealth_interval_ms = 100\n",
+            backend.otlp_grpc.port(),
+            backend.query.port()
+        ),
+    );
+    let mut rp = router.spawn();
+    rp.wait_ready(Duration::from_secs(20)).await;
+    assert!(
+        metric(router.query, "ferrotrace_route_backends")
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        metric(router.query, "ferrotrace_route_ring_size").await,
+        Some(1)
+    );
+    let traces: Vec<u32> = (1..=10).collect();
+    client(router.otlp_grpc)
+        .export(request(&traces, 0))
+        .await
+        .expect("acknowledged");
+    let start = Instant::now();
+    while stored(&backend).await.len() < 10 {
+        assert!(start.elapsed() < Duration::from_secs(20), "not forwarded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = rp.sigterm(Duration::from_secs(10));
+    let _ = bp.sigterm(Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
