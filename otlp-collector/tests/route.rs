@@ -288,6 +288,13 @@ async fn traces_stay_whole_on_one_backend_and_a_killed_backend_loses_nothing() {
         "backend out of the ring {:?} after kill -9",
         killed_at.elapsed()
     );
+    // The kill happened under load: forwards to the killed backend failed
+    // (and were retried from the router's WAL).
+    let failures = metric(q, "ferrotrace_route_forward_failures_total")
+        .await
+        .unwrap();
+    eprintln!("forward requests failed meanwhile: {failures}");
+    assert!(failures > 0, "no forward to the killed backend failed");
 
     // Phase 3, with the ring at two backends: span 8 of every trace shows
     // where each trace goes now.
