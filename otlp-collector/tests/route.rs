@@ -113,8 +113,13 @@ async fn send_phase(c: &mut TraceServiceClient<Channel>, i: u32, gap: Duration) 
 /// Every stored span of the test's traces in one backend's store, as
 /// `(trace, span index)` with the number of rows.
 async fn stored(spec: &Spec) -> BTreeMap<(u32, u32), usize> {
+    stored_upto(spec, TRACES).await
+}
+
+/// [`stored`] for traces `1..=last`.
+async fn stored_upto(spec: &Spec, last: u32) -> BTreeMap<(u32, u32), usize> {
     let store = connecting::open(&spec.store_config()).expect("open a backend's store");
-    let ids: Vec<u32> = (1..=TRACES).collect();
+    let ids: Vec<u32> = (1..=last).collect();
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(MAX_TRACES_PER_READ) {
         let tids: Vec<_> = chunk.iter().map(|t| trace_id(*t)).collect();
@@ -620,6 +625,106 @@ async fn a_router_sends_its_token_to_backends_that_require_one() {
         metric(router.query, "ferrotrace_route_forward_failures_total").await,
         Some(0)
     );
+    let _ = rp.sigterm(Duration::from_secs(10));
+    let _ = bp.sigterm(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_backend_makes_the_router_hold_and_push_back_then_drain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("backend");
+    let rdir = dir.path().join("router");
+    std::fs::create_dir_all(&bdir).expect("dir");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    // A backend over its memory limit (8 MiB: any collector process is
+    // above its 80% soft limit) refuses every request with
+    // RESOURCE_EXHAUSTED, and stays ready: saturated, not broken.
+    let backend = Spec::new(
+        &bdir,
+        &bdir,
+        Sink::Sqlite,
+        "[limits]\nmemory_limit_mib = 8\n",
+    );
+    let mut bp = backend.spawn();
+    bp.wait_ready(Duration::from_secs(20)).await;
+    let router = Spec::new(
+        &rdir,
+        &rdir,
+        Sink::Sqlite,
+        &format!(
+            "[route]\nbackends = [\"{}@{}\"]\nhealth_interval_ms = 100\n\
+             [queue]\nmax_spans = 200\n[shutdown]\ndrain_timeout_ms = 1000\n",
+            backend.otlp_grpc,
+            backend.query.port()
+        ),
+    );
+    let mut rp = router.spawn();
+    rp.wait_ready(Duration::from_secs(20)).await;
+    let mut c = client(router.otlp_grpc);
+    let mut acked: Vec<u32> = Vec::new();
+    let refusal = loop {
+        let n = acked.len() as u32;
+        let traces: Vec<u32> = (n + 1..=n + 25).collect();
+        match c.export(request(&traces, 0)).await {
+            Ok(_) => acked.extend(traces),
+            Err(s) => break s,
+        }
+        assert!(acked.len() < 50_000, "the router never pushed back");
+    };
+    // The backend is in the ring, so this is backpressure (429), not 503.
+    assert_eq!(
+        refusal.code(),
+        tonic::Code::ResourceExhausted,
+        "{refusal:?}"
+    );
+    assert_eq!(
+        metric(router.query, "ferrotrace_route_ring_size").await,
+        Some(1)
+    );
+    assert_eq!(
+        metric(router.query, "ferrotrace_route_forwarded_spans_total").await,
+        Some(0)
+    );
+    let (_, text, _) = fault::get(router.query, "/metrics", Duration::from_secs(5))
+        .await
+        .expect("metrics");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ferrotrace_route_forward_failures_total")
+                && l.contains("code=\"ResourceExhausted\"")),
+        "no RESOURCE_EXHAUSTED forward counted"
+    );
+
+    // The backend restarts with room: everything the router acknowledged
+    // (held in its WAL meanwhile) drains to it, each span once.
+    bp.kill9();
+    std::fs::write(&backend.config_file, "[batcher]\nmax_delay_ms = 20\n").expect("config");
+    let mut bp = backend.spawn();
+    bp.wait_ready(Duration::from_secs(20)).await;
+    wait_metric(
+        router.query,
+        "ferrotrace_route_forwarded_spans_total",
+        |v| v >= acked.len() as u64,
+        Duration::from_secs(30),
+    )
+    .await;
+    let last = *acked.last().expect("some acknowledged");
+    let start = Instant::now();
+    loop {
+        let got = stored_upto(&backend, last).await;
+        assert!(got.values().all(|n| *n == 1), "a span stored twice");
+        if got.len() == acked.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} of {} stored",
+            got.len(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("held and drained {} acknowledged spans", acked.len());
     let _ = rp.sigterm(Duration::from_secs(10));
     let _ = bp.sigterm(Duration::from_secs(10));
 }
