@@ -101,6 +101,9 @@ pub struct Config {
     pub postgres: crate::storage::postgres::PostgresOptions,
     /// ClickHouse sink tuning.
     pub clickhouse: crate::storage::clickhouse::ClickHouseOptions,
+    /// The router role (`[route]`, `--route-to`): forward spans by trace id
+    /// to backend collectors instead of storing them.
+    pub route: crate::route::RouteConfig,
 }
 
 /// Listener addresses. All bind to loopback by default.
@@ -312,6 +315,10 @@ impl Config {
             ));
         }
         self.connections.validate()?;
+        self.route.validate()?;
+        if self.route.enabled() {
+            self.validate_router()?;
+        }
         let authenticated = !self.auth.receiver_tokens.iter().all(String::is_empty)
             || self.auth.receiver_tokens_file.is_some()
             || self.tls.cert_file.is_some();
@@ -342,6 +349,33 @@ impl Config {
         Ok(())
     }
 
+    /// A router forwards every span as received: what would change or drop
+    /// spans before they reach the backend that sees the whole trace
+    /// belongs on the backends, and is refused here rather than ignored.
+    fn validate_router(&self) -> Result<(), ConfigError> {
+        let mut on = Vec::new();
+        if self.sampling.tail.enabled {
+            on.push("[sampling.tail] enabled");
+        }
+        if self.sampling.head.rate < 1.0 || !self.sampling.head.services.is_empty() {
+            on.push("[sampling.head] rates below 1");
+        }
+        if !crate::pipeline::enrich::Enricher::new(&self.enrich).is_ok_and(|e| e.is_noop()) {
+            on.push("[enrich] rules");
+        }
+        if !crate::pipeline::redact::Redactor::new(&self.redact).is_ok_and(|r| r.is_noop()) {
+            on.push("[redact] rules");
+        }
+        if on.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "this collector is a router ([route] / --route-to), which forwards every span \
+             unchanged to the backend owning its trace; configure {} on the backends instead",
+            on.join(", ")
+        )))
+    }
+
     /// The drain timeout as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown.drain_timeout_ms)
@@ -368,6 +402,12 @@ pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>
 
 impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
     fn from(e: crate::sampling_api::config::SamplingApiConfigError) -> Self {
+        ConfigError::Invalid(e.0)
+    }
+}
+
+impl From<crate::route::RouteConfigError> for ConfigError {
+    fn from(e: crate::route::RouteConfigError) -> Self {
         ConfigError::Invalid(e.0)
     }
 }

@@ -209,6 +209,9 @@ impl Stage for RedactStage {
 pub struct Stages {
     pub(super) rollups: RollupAggregator,
     chain: Vec<Box<dyn Stage>>,
+    /// False on a router: its backends compute the rollups from every span
+    /// they receive; counting here too would count every span twice.
+    observe_rollups: bool,
     /// Rollup counters as of the last [`Stages::publish`].
     published_rollups: crate::rollup::RollupStats,
 }
@@ -247,8 +250,21 @@ impl Stages {
         Ok(Stages {
             rollups: RollupAggregator::new(cfg.rollups.clone()),
             chain,
+            observe_rollups: true,
             published_rollups: Default::default(),
         })
+    }
+
+    /// A router's stages: none, and no rollups. Every span is forwarded as
+    /// received; the backend that owns its trace samples, enriches, redacts
+    /// and counts it, seeing the whole trace.
+    pub fn for_router(cfg: &crate::config::Config) -> Stages {
+        Stages {
+            rollups: RollupAggregator::new(cfg.rollups.clone()),
+            chain: Vec::new(),
+            observe_rollups: false,
+            published_rollups: Default::default(),
+        }
     }
 
     /// Runs `spans` through the chain from stage `from` on.
@@ -284,7 +300,7 @@ impl Stages {
         released: &mut Vec<(u64, u64)>,
     ) {
         let now = Instant::now();
-        for (i, span) in spans.iter().enumerate() {
+        for (i, span) in spans.iter().enumerate().filter(|_| self.observe_rollups) {
             let origin = SpanOrigin {
                 segment,
                 ordinal: first_span + i as u64,
