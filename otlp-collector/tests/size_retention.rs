@@ -184,7 +184,18 @@ async fn the_stored_data_filling_the_disk_evicts_the_oldest_and_keeps_collecting
             }
         }
     }
-    let (at, acked_then) = evicted_at.expect("the full disk made the store evict within 40 s");
+    let Some((at, acked_then)) = evicted_at else {
+        let m = |s: &'static str| metric(q, s);
+        panic!(
+            "no eviction for the full disk within 40 s: {} bytes free, store {:?} B, WAL {:?} B, \
+             sink wrote {:?} spans, {} acknowledged",
+            fs.available(),
+            m("ferrotrace_storage_bytes{tier=\"hot\"}").await,
+            m("ferrotrace_storage_bytes{tier=\"wal\"}").await,
+            m("ferrotrace_sink_spans_written_total").await,
+            load.acked()
+        );
+    };
     let acked_after = load.acked() - acked_then;
     let events = load.stop().await;
     let [ok, exhausted, unavailable, transport] = counts(&events);

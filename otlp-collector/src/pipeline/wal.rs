@@ -944,15 +944,20 @@ impl Writer {
         let _ = self.sync();
     }
 
-    /// An out-of-space error when writing `n` more bytes would leave less than
-    /// the sink's reserve free (one `statvfs` per group).
-    fn below_reserve(&self, n: u64) -> Option<std::io::Error> {
+    /// An out-of-space error when less than the sink's reserve is free
+    /// (one `statvfs` per group). The group's own size is not added: a group
+    /// may take the free space a little below the reserve, which is what
+    /// makes the store evict (`storage::budget` acts below the reserve).
+    /// Refusing already when `free < reserve + group` left a band where the
+    /// WAL refused every group and the store, not growing, never evicted:
+    /// refusals for good (found by `tests/size_retention.rs`).
+    fn below_reserve(&self) -> Option<std::io::Error> {
         let reserve = self.shared.min_free_bytes;
         if reserve == 0 {
             return None;
         }
         let free = free_bytes(&self.shared.dir).ok()?;
-        (free < reserve.saturating_add(n)).then(|| {
+        (free < reserve).then(|| {
             std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 format!(
@@ -1020,7 +1025,7 @@ impl Writer {
                 }));
             }
         };
-        if let Some(e) = self.below_reserve(self.buf.len() as u64) {
+        if let Some(e) = self.below_reserve() {
             self.shared
                 .note_error(&io_err(&path)(std::io::Error::new(e.kind(), e.to_string())));
             refuse(accepted, &e);
