@@ -340,7 +340,21 @@ impl Collector {
             config.queue.retry_after_secs,
             receiver_tokens,
         );
-        let stages = Stages::from_config(&config)?;
+        let mut stages = Stages::from_config(&config)?;
+        // Adaptive sampling: the pipeline counts root spans, a task turns the
+        // counts into the strategies the sampling API serves.
+        let sampling_strategies = Arc::new(crate::sampling_api::Strategies::new(
+            &config.sampling_api,
+        ));
+        let adaptive = &config.sampling_api.adaptive;
+        let throughput = (config.sampling_api.enabled && adaptive.enabled).then(|| {
+            Arc::new(crate::sampling_api::adaptive::ThroughputRecorder::new(
+                adaptive.max_operations,
+            ))
+        });
+        if let Some(t) = &throughput {
+            stages.set_throughput(t.clone());
+        }
         let mut batcher = config.batcher.clone();
         batcher.max_spans = Some(batcher.spans_per_batch(config.storage.kind));
         batcher.max_concurrent_writes = Some(batcher.concurrent_writes(config.storage.kind));
@@ -459,11 +473,18 @@ impl Collector {
                 )));
             }
         }
-        if let Some(l) = sampling_l {
-            let state = crate::sampling_api::SamplingState::new(
-                crate::sampling_api::Strategies::new(&config.sampling_api),
+        if let Some(t) = throughput {
+            servers.push(tokio::spawn(crate::sampling_api::recompute::run(
+                config.sampling_api.adaptive.clone(),
+                t,
+                sampling_strategies.clone(),
                 metrics.clone(),
-            );
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(l) = sampling_l {
+            let state =
+                crate::sampling_api::SamplingState::shared(sampling_strategies, metrics.clone());
             servers.push(tokio::spawn(crate::listener::serve(
                 l,
                 ctx("sampling", false),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::enrich::{self, Enricher};
@@ -208,6 +209,9 @@ impl Stage for RedactStage {
 /// enrichment, redaction.
 pub struct Stages {
     pub(super) rollups: RollupAggregator,
+    /// Adaptive sampling's root-span counts, when `[sampling_api.adaptive]`
+    /// is on.
+    throughput: Option<Arc<crate::sampling_api::adaptive::ThroughputRecorder>>,
     chain: Vec<Box<dyn Stage>>,
     /// Rollup counters as of the last [`Stages::publish`].
     published_rollups: crate::rollup::RollupStats,
@@ -246,9 +250,18 @@ impl Stages {
         }
         Ok(Stages {
             rollups: RollupAggregator::new(cfg.rollups.clone()),
+            throughput: None,
             chain,
             published_rollups: Default::default(),
         })
+    }
+
+    /// Counts root spans' adjusted throughput into `recorder` (adaptive sampling).
+    pub fn set_throughput(
+        &mut self,
+        recorder: Arc<crate::sampling_api::adaptive::ThroughputRecorder>,
+    ) {
+        self.throughput = Some(recorder);
     }
 
     /// Runs `spans` through the chain from stage `from` on.
@@ -284,12 +297,22 @@ impl Stages {
         released: &mut Vec<(u64, u64)>,
     ) {
         let now = Instant::now();
-        for (i, span) in spans.iter().enumerate() {
-            let origin = SpanOrigin {
-                segment,
-                ordinal: first_span + i as u64,
-            };
-            self.rollups.observe_at(span, Some(origin));
+        {
+            // Root spans with their adjusted counts, for adaptive sampling.
+            let mut roots = Vec::new();
+            for (i, span) in spans.iter().enumerate() {
+                let origin = SpanOrigin {
+                    segment,
+                    ordinal: first_span + i as u64,
+                };
+                let w = self.rollups.observe_at(span, Some(origin));
+                if self.throughput.is_some() && span.parent_span_id.is_none() {
+                    roots.push((span.service_name.as_str(), span.name.as_str(), w));
+                }
+            }
+            if let (Some(t), false) = (&self.throughput, roots.is_empty()) {
+                t.record(roots);
+            }
         }
         let spans = spans.into_iter().map(|s| (s, segment)).collect();
         self.run(0, spans, now, kept, released);
@@ -329,6 +352,13 @@ impl Stages {
         metrics
             .rollup_dropped
             .add("pending_full", now.pending_evicted - was.pending_evicted);
+        for (source, now, was) in [
+            ("threshold", now.weight_threshold, was.weight_threshold),
+            ("jaeger", now.weight_jaeger, was.weight_jaeger),
+            ("malformed", now.weight_malformed, was.weight_malformed),
+        ] {
+            metrics.rollup_weight_sources.add(source, now - was);
+        }
         metrics
             .rollup_early_flushes
             .fetch_add(now.early_flushes - was.early_flushes, Relaxed);
