@@ -200,7 +200,13 @@ fn request(service: &str, spans: Vec<PSpan>) -> ExportTraceServiceRequest {
 /// Generates every service's traffic; returns the truth and the requests an
 /// SDK would have exported (batches of spans per service).
 fn generate(base: u64) -> (BTreeMap<String, Truth>, Vec<ExportTraceServiceRequest>) {
-    let mut rng = Rng(0x00AD_1057_ED00_C0DE);
+    // FERROTRACE_GROUND_TRUTH_SEED=N draws other traffic (for measuring the
+    // spread of the errors); the default is fixed so CI is reproducible.
+    let seed = std::env::var("FERROTRACE_GROUND_TRUTH_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x00AD_1057_ED00_C0DE);
+    let mut rng = Rng(seed);
     let mut truth: BTreeMap<String, Truth> = BTreeMap::new();
     let mut out = Vec::new();
     for svc in services() {
@@ -379,7 +385,7 @@ async fn estimated_counts_and_percentiles_match_the_unsampled_truth() {
     let rates = get_json(api, &format!("/api/native/rates?{w}")).await;
     let deps = get_json(api, &format!("/api/native/dependencies?{w}")).await;
     eprintln!(
-        "{:<14} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
+        "{:<14} {:>6} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
         "service", "p", "true", "estimate", "err %", "bound %", "errs %", "p50 %", "p95 %", "p99 %"
     );
     for (name, t) in &truth {
@@ -423,7 +429,7 @@ async fn estimated_counts_and_percentiles_match_the_unsampled_truth() {
             rel.push(100.0 * (v - exact) / exact);
         }
         eprintln!(
-            "{:<14} {:>5} {:>8} {:>9} {:>+7.2} {:>7.2} {:>+7.2} | {:>+7.2} {:>+7.2} {:>+7.2}",
+            "{:<14} {:>6.4} {:>8} {:>9} {:>+7.2} {:>7.2} {:>+7.2} | {:>+7.2} {:>+7.2} {:>+7.2}",
             name,
             p,
             t.requests,

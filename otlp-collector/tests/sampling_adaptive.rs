@@ -150,6 +150,13 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
         }
     }
     let v = settled.expect("hot operation never settled near target/rate");
+    eprintln!(
+        "settled after {:.1?}: hot {:?} (target/rate = {}), cold {:?}",
+        started.elapsed(),
+        op_rate(&v, "hot"),
+        TARGET / 200.0,
+        op_rate(&v, "cold")
+    );
     assert_eq!(op_rate(&v, "cold"), Some(1.0), "a quiet operation keeps everything: {v}");
     let pinned = strategy(sampling, "pinned").await;
     assert_eq!(pinned["probabilisticSampling"]["samplingRate"], 0.5, "{pinned}");
@@ -176,6 +183,7 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
         reacted <= Duration::from_millis(2_500),
         "took {reacted:?} to react to the spike"
     );
+    eprintln!("10x spike answered after {reacted:.1?} (interval 1 s)");
     let v = strategy(sampling, "shop").await;
     assert_eq!(op_rate(&v, "cold"), Some(1.0), "cold not starved by the spike: {v}");
 
