@@ -604,7 +604,7 @@ impl RollupAggregator {
             hold_deltas: HMap::new(),
             written: WrittenOrigins::default(),
             unflushed_since: None,
-            round_state: 0x5EED_0FAD_1C0D_E5u64,
+            round_state: 0x005E_ED0F_AD1C_0DE5_u64,
             stats: RollupStats::default(),
         }
     }

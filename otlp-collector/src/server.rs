@@ -343,9 +343,8 @@ impl Collector {
         let mut stages = Stages::from_config(&config)?;
         // Adaptive sampling: the pipeline counts root spans, a task turns the
         // counts into the strategies the sampling API serves.
-        let sampling_strategies = Arc::new(crate::sampling_api::Strategies::new(
-            &config.sampling_api,
-        ));
+        let sampling_strategies =
+            Arc::new(crate::sampling_api::Strategies::new(&config.sampling_api));
         let adaptive = &config.sampling_api.adaptive;
         let throughput = (config.sampling_api.enabled && adaptive.enabled).then(|| {
             Arc::new(crate::sampling_api::adaptive::ThroughputRecorder::new(

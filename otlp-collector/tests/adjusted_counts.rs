@@ -258,7 +258,9 @@ fn generate(base: u64) -> (BTreeMap<String, Truth>, Vec<ExportTraceServiceReques
                     ],
                 )
             };
-            kept.push(pspan(trace, root, None, ts, "GET /", start, dur, error, attrs));
+            kept.push(pspan(
+                trace, root, None, ts, "GET /", start, dur, error, attrs,
+            ));
             if svc.calls_backend {
                 // The child inherits the parent's `th` (ParentBased).
                 let child: [u8; 8] = rng.id();
@@ -295,7 +297,12 @@ fn probability_of(service: &str) -> f64 {
     let th_p = |p: f64| Threshold::from_probability(p).expect("p").probability();
     match service {
         "backend" => th_p(0.01),
-        s => match services().iter().find(|x| x.name == s).expect("service").rule {
+        s => match services()
+            .iter()
+            .find(|x| x.name == s)
+            .expect("service")
+            .rule
+        {
             Rule::Consistent(p) => th_p(p),
             Rule::JaegerTags(p) => p,
         },
@@ -304,7 +311,12 @@ fn probability_of(service: &str) -> f64 {
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let r = ingest_util::request("GET", addr, path, &[], Bytes::new()).await;
-    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     serde_json::from_slice(&r.body).expect("json")
 }
 
@@ -420,7 +432,10 @@ async fn estimated_counts_and_percentiles_match_the_unsampled_truth() {
             let v = lat[key].as_f64().expect(key);
             let kept = n * p;
             let qb = SIGMAS * (q * (1.0 - q) * (1.0 - p) / kept).sqrt() + 1.0 / n;
-            let (lo, hi) = (true_rank(&sorted, v / 1.0101), true_rank(&sorted, v * 1.0101));
+            let (lo, hi) = (
+                true_rank(&sorted, v / 1.0101),
+                true_rank(&sorted, v * 1.0101),
+            );
             assert!(
                 lo <= q + qb && hi >= q - qb,
                 "{name} {key} = {v}: true ranks [{lo}, {hi}] vs q {q} ± {qb}"

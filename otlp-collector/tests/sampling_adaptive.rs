@@ -108,10 +108,16 @@ fn op_rate(v: &serde_json::Value, op: &str) -> Option<f64> {
 async fn send_tick(otlp: std::net::SocketAddr, seq: &mut u64, tick: u64, hot_rate: f64) {
     let per_tick_true = hot_rate * TICK.as_secs_f64();
     let mut rs = vec![
-        roots(seq, "shop", "hot", (per_tick_true * 0.1).round() as usize, 0.1),
+        roots(
+            seq,
+            "shop",
+            "hot",
+            (per_tick_true * 0.1).round() as usize,
+            0.1,
+        ),
         roots(seq, "pinned", "op", 10, 1.0),
     ];
-    if tick % 10 == 0 {
+    if tick.is_multiple_of(10) {
         rs.push(roots(seq, "shop", "cold", 1, 1.0));
     }
     let body = ExportTraceServiceRequest { resource_spans: rs }.encode_to_vec();
@@ -143,7 +149,8 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
         let v = strategy(sampling, "shop").await;
         if let Some(p) = op_rate(&v, "hot") {
             // target / rate = 5 / 200; the period's count varies by a tick or so.
-            if (p - TARGET / 200.0).abs() < 0.3 * TARGET / 200.0 && started.elapsed().as_secs() >= 3 {
+            if (p - TARGET / 200.0).abs() < 0.3 * TARGET / 200.0 && started.elapsed().as_secs() >= 3
+            {
                 settled = Some(v);
                 break;
             }
@@ -157,9 +164,16 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
         TARGET / 200.0,
         op_rate(&v, "cold")
     );
-    assert_eq!(op_rate(&v, "cold"), Some(1.0), "a quiet operation keeps everything: {v}");
+    assert_eq!(
+        op_rate(&v, "cold"),
+        Some(1.0),
+        "a quiet operation keeps everything: {v}"
+    );
     let pinned = strategy(sampling, "pinned").await;
-    assert_eq!(pinned["probabilisticSampling"]["samplingRate"], 0.5, "{pinned}");
+    assert_eq!(
+        pinned["probabilisticSampling"]["samplingRate"], 0.5,
+        "{pinned}"
+    );
     assert!(pinned["operationSampling"].is_null(), "{pinned}");
     // A service never seen gets the default.
     let other = strategy(sampling, "nobody").await;
@@ -185,7 +199,11 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
     );
     eprintln!("10x spike answered after {reacted:.1?} (interval 1 s)");
     let v = strategy(sampling, "shop").await;
-    assert_eq!(op_rate(&v, "cold"), Some(1.0), "cold not starved by the spike: {v}");
+    assert_eq!(
+        op_rate(&v, "cold"),
+        Some(1.0),
+        "cold not starved by the spike: {v}"
+    );
 
     // The SDK's RemoteSampler follows the served per-operation rate.
     let served = op_rate(&v, "hot").expect("hot");
@@ -208,7 +226,13 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
     let t = p.tracer("t");
     let n = 200_000usize;
     let kept = (0..n)
-        .filter(|_| t.span_builder("hot").as_root().start().span_context().is_sampled())
+        .filter(|_| {
+            t.span_builder("hot")
+                .as_root()
+                .start()
+                .span_context()
+                .is_sampled()
+        })
         .count();
     // The strategy may have been recomputed between our read and the
     // sampler's fetch; either way it is near target / 2000. Binomial 5σ
@@ -233,5 +257,11 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
 
 /// The quiet operation is served 1: every root span of it is sampled.
 fn cold_ok(t: &ferrotrace::trace::Tracer) -> bool {
-    (0..1_000).all(|_| t.span_builder("cold").as_root().start().span_context().is_sampled())
+    (0..1_000).all(|_| {
+        t.span_builder("cold")
+            .as_root()
+            .start()
+            .span_context()
+            .is_sampled()
+    })
 }

@@ -190,9 +190,9 @@ mod tests {
             "ot=th:-1",
             "ot=th:+8",
             "ot=th:0x8",
-            "ot=th:fffffffffffffff",  // 15 digits
-            "ot=th:100000000000000",  // 15 digits, would overflow 56 bits
-            "ot=th:FFFF;th:8",        // the first th wins (upper-case hex is accepted)
+            "ot=th:fffffffffffffff", // 15 digits
+            "ot=th:100000000000000", // 15 digits, would overflow 56 bits
+            "ot=th:FFFF;th:8",       // the first th wins (upper-case hex is accepted)
             "ot=th: 8",
             "ot=th:8,ot=th:fd70a,FOO=1", // invalid member: whole tracestate invalid
             "ot=th:8,=x",
@@ -239,7 +239,10 @@ mod tests {
         let (c, src) = jaeger("probabilistic", AttrValue::Double(0.25));
         assert_eq!((c, src), (4.0, WeightSource::JaegerTags));
         assert_eq!(jaeger("probabilistic", AttrValue::Int(1)).0, 1.0);
-        assert_eq!(jaeger("probabilistic", AttrValue::Str("0.01".into())).0, 100.0);
+        assert_eq!(
+            jaeger("probabilistic", AttrValue::Str("0.01".into())).0,
+            100.0
+        );
         // Other samplers say nothing about a probability.
         assert_eq!(
             jaeger("ratelimiting", AttrValue::Double(2.0)).1,

@@ -386,7 +386,12 @@ mod tests {
     #[test]
     fn recorder_and_engine_are_bounded() {
         let rec = ThroughputRecorder::new(2);
-        rec.record([("s", "a", 1.0), ("s", "b", 2.0), ("s", "c", 3.0), ("s", "a", 1.0)]);
+        rec.record([
+            ("s", "a", 1.0),
+            ("s", "b", 2.0),
+            ("s", "c", 3.0),
+            ("s", "a", 1.0),
+        ]);
         let (c, dropped) = rec.take();
         assert_eq!(c.len(), 2);
         assert_eq!(c[&("s".to_string(), "a".to_string())], 2.0);

@@ -41,8 +41,12 @@ pub async fn run(
         since = Instant::now();
         let rates = engine.recompute(counts, period);
         strategies.set_adaptive(&rates);
-        metrics.sampling_adaptive_dropped.fetch_add(dropped, Relaxed);
-        metrics.sampling_adaptive_recomputations.fetch_add(1, Relaxed);
+        metrics
+            .sampling_adaptive_dropped
+            .fetch_add(dropped, Relaxed);
+        metrics
+            .sampling_adaptive_recomputations
+            .fetch_add(1, Relaxed);
         metrics
             .sampling_adaptive_operations
             .store(engine.tracked() as u64, Relaxed);
