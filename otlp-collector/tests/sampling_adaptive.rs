@@ -104,17 +104,12 @@ fn op_rate(v: &serde_json::Value, op: &str) -> Option<f64> {
 }
 
 /// Sends one tick of traffic: `hot` at `hot_rate` true traces/s (sampled at
-/// 10% by the SDK), `cold` at 1 trace every 10 ticks, `pinned` at 100/s.
-async fn send_tick(otlp: std::net::SocketAddr, seq: &mut u64, tick: u64, hot_rate: f64) {
-    let per_tick_true = hot_rate * TICK.as_secs_f64();
+/// 10% by the SDK), `cold` at 1 trace every 10 ticks, `pinned` 10 a tick.
+/// Returns the true hot traces the tick stands for.
+async fn send_tick(otlp: std::net::SocketAddr, seq: &mut u64, tick: u64, hot_rate: f64) -> f64 {
+    let kept = (hot_rate * TICK.as_secs_f64() * 0.1).round() as usize;
     let mut rs = vec![
-        roots(
-            seq,
-            "shop",
-            "hot",
-            (per_tick_true * 0.1).round() as usize,
-            0.1,
-        ),
+        roots(seq, "shop", "hot", kept, 0.1),
         roots(seq, "pinned", "op", 10, 1.0),
     ];
     if tick.is_multiple_of(10) {
@@ -129,6 +124,7 @@ async fn send_tick(otlp: std::net::SocketAddr, seq: &mut u64, tick: u64, hot_rat
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    kept as f64 * 10.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,29 +135,31 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
     let mut seq = 0u64;
     let mut tick = 0u64;
 
-    // Phase 1: hot at 200 true traces/s (20 spans/s, each counting 10).
+    // Phase 1: hot at about 200 true traces/s (2 spans a tick, each
+    // counting 10; a busy machine stretches the ticks, so the rate the
+    // probability must answer is measured from what was sent).
     let started = Instant::now();
+    let mut sent = 0.0;
     let mut settled = None;
-    while started.elapsed() < Duration::from_secs(8) {
-        send_tick(otlp, &mut seq, tick, 200.0).await;
+    while started.elapsed() < Duration::from_secs(10) {
+        sent += send_tick(otlp, &mut seq, tick, 200.0).await;
         tick += 1;
         tokio::time::sleep(TICK).await;
         let v = strategy(sampling, "shop").await;
+        let want = TARGET / (sent / started.elapsed().as_secs_f64());
         if let Some(p) = op_rate(&v, "hot") {
-            // target / rate = 5 / 200; the period's count varies by a tick or so.
-            if (p - TARGET / 200.0).abs() < 0.3 * TARGET / 200.0 && started.elapsed().as_secs() >= 3
-            {
-                settled = Some(v);
+            // A period's count varies by a tick or so.
+            if (p - want).abs() < 0.3 * want && started.elapsed().as_secs() >= 3 {
+                settled = Some((v, want));
                 break;
             }
         }
     }
-    let v = settled.expect("hot operation never settled near target/rate");
+    let (v, want) = settled.expect("hot operation never settled near target/rate");
     eprintln!(
-        "settled after {:.1?}: hot {:?} (target/rate = {}), cold {:?}",
+        "settled after {:.1?}: hot {:?} (target/rate = {want:.4}), cold {:?}",
         started.elapsed(),
         op_rate(&v, "hot"),
-        TARGET / 200.0,
         op_rate(&v, "cold")
     );
     assert_eq!(
@@ -179,22 +177,25 @@ async fn rates_follow_adjusted_throughput_spikes_and_pins() {
     let other = strategy(sampling, "nobody").await;
     assert_eq!(other["probabilisticSampling"]["samplingRate"], 0.001);
 
-    // Phase 2: a 10× spike. Within about one full period of it (1 s, plus
-    // the period the spike started in), hot is served target / 2000.
+    // Phase 2: a 10× spike. The first recomputation after one full period
+    // of it serves target / rate: at most two periods (the one the spike
+    // started in, then a full one), plus the pipeline's lag on a busy machine.
     let spike = Instant::now();
+    let mut sent = 0.0;
     let reacted = loop {
-        send_tick(otlp, &mut seq, tick, 2_000.0).await;
+        sent += send_tick(otlp, &mut seq, tick, 2_000.0).await;
         tick += 1;
         tokio::time::sleep(TICK).await;
         let v = strategy(sampling, "shop").await;
         let p = op_rate(&v, "hot").expect("hot");
-        if p <= 1.3 * TARGET / 2_000.0 {
+        let want = TARGET / (sent / spike.elapsed().as_secs_f64());
+        if p <= 1.3 * want {
             break spike.elapsed();
         }
-        assert!(spike.elapsed() < Duration::from_secs(5), "no reaction: {v}");
+        assert!(spike.elapsed() < Duration::from_secs(6), "no reaction: {v}");
     };
     assert!(
-        reacted <= Duration::from_millis(2_500),
+        reacted <= Duration::from_millis(3_000),
         "took {reacted:?} to react to the spike"
     );
     eprintln!("10x spike answered after {reacted:.1?} (interval 1 s)");
