@@ -122,7 +122,10 @@ pub struct ThroughputRecorder {
 
 #[derive(Debug, Default)]
 struct Counts {
-    by_op: HashMap<(String, String), f64>,
+    /// Service → operation → adjusted count; nested so that a known pair is
+    /// found by `&str` without allocating.
+    by_service: HashMap<String, HashMap<String, f64>>,
+    pairs: usize,
     dropped: u64,
 }
 
@@ -137,12 +140,17 @@ impl ThroughputRecorder {
 
     /// Adds root spans `(service, operation, adjusted count)`.
     pub fn record<'a>(&self, roots: impl IntoIterator<Item = (&'a str, &'a str, f64)>) {
-        let mut c = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let c = &mut *guard;
         for (service, op, w) in roots {
-            if let Some(v) = c.by_op.get_mut(&(service.to_string(), op.to_string())) {
+            if let Some(v) = c.by_service.get_mut(service).and_then(|m| m.get_mut(op)) {
                 *v += w;
-            } else if c.by_op.len() < self.max {
-                c.by_op.insert((service.to_string(), op.to_string()), w);
+            } else if c.pairs < self.max {
+                c.pairs += 1;
+                c.by_service
+                    .entry(service.to_string())
+                    .or_default()
+                    .insert(op.to_string(), w);
             } else {
                 c.dropped += 1;
             }
@@ -152,8 +160,13 @@ impl ThroughputRecorder {
     /// The counts since the last call, and how many roots were not counted
     /// because the table was full.
     pub fn take(&self) -> (HashMap<(String, String), f64>, u64) {
-        let mut c = self.inner.lock();
-        (std::mem::take(&mut c.by_op), std::mem::take(&mut c.dropped))
+        let c = std::mem::take(&mut *self.inner.lock());
+        let counts = c
+            .by_service
+            .into_iter()
+            .flat_map(|(s, ops)| ops.into_iter().map(move |(o, n)| ((s.clone(), o), n)))
+            .collect();
+        (counts, c.dropped)
     }
 }
 
