@@ -1,52 +1,10 @@
-//! `google.rpc.Status` and `google.rpc.RetryInfo`, encoded by hand with prost
-//! (two small messages do not justify another dependency). Used for gRPC error
-//! details and for OTLP/HTTP protobuf error bodies.
+//! `google.rpc.Status` carrying `google.rpc.RetryInfo`, the messages from
+//! `tonic-types` (the gRPC project's own), for gRPC error details and for
+//! OTLP/HTTP protobuf error bodies.
 
 use prost::Message;
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Any {
-    /// Type URL.
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    /// Encoded message.
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, Message)]
-pub struct RpcStatus {
-    /// gRPC code.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// Message.
-    #[prost(string, tag = "2")]
-    pub message: String,
-    /// Details.
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<Any>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Duration {
-    /// Seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, Message)]
-pub struct RetryInfo {
-    /// How long the client should wait.
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<Duration>,
-}
+use prost_types::{Any, Duration};
+pub use tonic_types::pb::{RetryInfo, Status as RpcStatus};
 
 /// gRPC code numbers used here.
 pub mod code {

@@ -1,6 +1,11 @@
 //! The few `google.rpc` messages OTLP uses to carry retry hints: a gRPC status's
 //! binary details (`google.rpc.Status` holding `google.rpc.RetryInfo`), also
 //! usable by servers that want to send such a hint.
+//!
+//! Declared here rather than taken from `tonic-types` (as the collector does)
+//! because that crate depends on tonic, which the default, HTTP-only SDK
+//! build does not compile; like the OTLP messages in `proto`, they are two
+//! small prost messages.
 
 use std::time::Duration;
 
