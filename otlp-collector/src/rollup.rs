@@ -530,6 +530,8 @@ pub struct RollupAggregator {
     unflushed_since: Option<u64>,
     /// State of the draws that round weighted counts (see `round_counts`).
     round_state: u64,
+    /// The last `tracestate` weighed (see [`weight::ThresholdMemo`]).
+    weight_memo: weight::ThresholdMemo,
     stats: RollupStats,
 }
 
@@ -605,6 +607,7 @@ impl RollupAggregator {
             written: WrittenOrigins::default(),
             unflushed_since: None,
             round_state: 0x005E_ED0F_AD1C_0DE5_u64,
+            weight_memo: Default::default(),
             stats: RollupStats::default(),
         }
     }
@@ -776,7 +779,7 @@ impl RollupAggregator {
         let minute = minute_of(span.start_ns);
         let dur = span.duration_ns();
         let err = span.is_error();
-        let (w, source) = weight::adjusted_count(span);
+        let (w, source) = weight::adjusted_count_memo(span, &mut self.weight_memo);
         match source {
             weight::WeightSource::Threshold => self.stats.weight_threshold += 1,
             weight::WeightSource::JaegerTags => self.stats.weight_jaeger += 1,

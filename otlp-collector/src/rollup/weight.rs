@@ -40,8 +40,45 @@ pub enum WeightSource {
 /// The adjusted count of `span` and where it came from. Always finite and in
 /// `[1, 2^56]`.
 pub fn adjusted_count(span: &Span) -> (f64, WeightSource) {
+    adjusted_count_memo(span, &mut ThresholdMemo::default())
+}
+
+/// Longest trace state [`ThresholdMemo`] remembers (longer ones are parsed
+/// every time, so the memo's memory stays bounded).
+const MEMO_MAX_LEN: usize = 512;
+
+/// The last trace state parsed and its result. Spans of one trace, and of
+/// one service sampling at one probability, carry the same `tracestate`
+/// string, so most spans are answered by one string comparison instead of a
+/// parse that allocates.
+#[derive(Debug, Default)]
+pub struct ThresholdMemo {
+    trace_state: String,
+    result: Option<Result<f64, ()>>,
+}
+
+impl ThresholdMemo {
+    fn threshold_count(&mut self, trace_state: &str) -> Option<Result<f64, ()>> {
+        if !trace_state.contains("ot=") {
+            return None;
+        }
+        if !self.trace_state.is_empty() && self.trace_state == trace_state {
+            return self.result;
+        }
+        let r = threshold_count(trace_state);
+        if trace_state.len() <= MEMO_MAX_LEN {
+            self.trace_state.clear();
+            self.trace_state.push_str(trace_state);
+            self.result = r;
+        }
+        r
+    }
+}
+
+/// [`adjusted_count`], answering repeated trace states from `memo`.
+pub fn adjusted_count_memo(span: &Span, memo: &mut ThresholdMemo) -> (f64, WeightSource) {
     let mut malformed = false;
-    match threshold_count(&span.trace_state) {
+    match memo.threshold_count(&span.trace_state) {
         Some(Ok(c)) => return (c, WeightSource::Threshold),
         Some(Err(())) => malformed = true,
         None => {}
@@ -222,6 +259,35 @@ mod tests {
         assert_eq!(count(&long).0, 1.0);
         let many = (0..1000).map(|i| format!("k{i}=v")).collect::<Vec<_>>();
         assert_eq!(count(&format!("{},ot=th:8", many.join(","))).0, 1.0);
+    }
+
+    #[test]
+    fn the_memo_answers_like_a_fresh_parse() {
+        let mut memo = ThresholdMemo::default();
+        let long = format!("x={},ot=th:8", "v".repeat(250));
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let many = format!("{},ot=th:8", many.join(","));
+        for ts in [
+            "ot=th:8",
+            "ot=th:8",
+            "ot=th:c",
+            "ot=th:zz",
+            "ot=th:zz",
+            "",
+            "a=b",
+            "ot=th:8",
+            long.as_str(),
+            long.as_str(),
+            many.as_str(),
+            "ot=th:fd70a",
+        ] {
+            let s = span(ts, vec![]);
+            assert_eq!(
+                adjusted_count_memo(&s, &mut memo),
+                adjusted_count(&s),
+                "{ts}"
+            );
+        }
     }
 
     fn jaeger(t: &str, p: AttrValue) -> (f64, WeightSource) {
