@@ -331,6 +331,113 @@ async fn postgres_outage_under_load_long() {
     .await;
 }
 
+// ---------------------------------------------------------- hung database
+
+/// A database that accepts connections and never answers (PostgreSQL frozen
+/// with SIGSTOP mid-load): each stalled write is abandoned after
+/// `batcher.write_timeout_ms`, counted as `timeout` and retried; `/readyz`
+/// reports the sink; acknowledgements continue into the WAL; once the
+/// server runs again every acknowledged span is stored exactly once, the
+/// abandoned writes that the server then finishes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_database_writes_time_out_are_retried_and_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut pg) = PgServer::start() else {
+        return;
+    };
+    let url = pg.fresh_db("hung").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    const TIMEOUT_MS: u64 = 1500;
+    let spec = Spec::new(
+        &dir.path().join("data"),
+        dir.path(),
+        Sink::Postgres(url),
+        // Continues the shared settings' `[batcher]` table (fault/proc.rs).
+        &format!("write_timeout_ms = {TIMEOUT_MS}\n"),
+    );
+    let mut c = spec.spawn();
+    c.wait_ready(Duration::from_secs(60)).await;
+    let load = Load::start(spec.otlp_http, spec.otlp_grpc, LoadShape::closed(4, SPANS));
+    wait_acked_beyond(&load, 0, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let timeouts = |q| async move {
+        metric(q, "ferrotrace_sink_errors_total{kind=\"timeout\"}")
+            .await
+            .unwrap_or(0)
+    };
+    let timeouts_before = timeouts(spec.query).await;
+
+    pg.freeze();
+    let frozen = Instant::now();
+    let hang = Duration::from_secs(8);
+    let mut not_ready_at = None;
+    let mut healthz = Vec::new();
+    while frozen.elapsed() < hang {
+        let t = Instant::now();
+        let h = get(spec.query, "/healthz", Duration::from_secs(2)).await;
+        healthz.push((h.map(|a| a.0), t.elapsed()));
+        if not_ready_at.is_none() {
+            if let Some((503, body, _)) = get(spec.query, "/readyz", Duration::from_secs(2)).await {
+                if body.contains("sink:") {
+                    not_ready_at = Some(frozen.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let timed_out = timeouts(spec.query).await - timeouts_before;
+    let acked_while_hung = load.acked();
+    pg.thaw();
+    let thawed = Instant::now();
+    let ready_after = c.wait_ready(Duration::from_secs(60)).await;
+    wait_acked_beyond(&load, load.acked(), Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = load.stop().await;
+
+    let not_ready_at =
+        not_ready_at.expect("/readyz never reported the timed-out writes to the hung database");
+    assert!(
+        not_ready_at < Duration::from_millis(TIMEOUT_MS) * 3 + Duration::from_secs(2),
+        "/readyz reported the hung database only after {not_ready_at:?}"
+    );
+    assert!(timed_out > 0, "no sink write was counted as timed out");
+    assert!(
+        healthz.iter().all(|(s, _)| *s == Some(200)),
+        "/healthz while the database hung: {healthz:?}"
+    );
+    let acked_during = acked_between(&events, frozen, thawed);
+    assert!(
+        acked_during > 0,
+        "nothing acknowledged into the WAL while the database hung ({acked_while_hung} in all)"
+    );
+    let others: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Unavailable(_) | Outcome::Transport(_)))
+        .take(3)
+        .collect();
+    assert!(others.is_empty(), "answers other than 200/429: {others:?}");
+    let acked = acked_traces(&events);
+    let took = verify::exactly_once(
+        &spec.store_config(),
+        &acked,
+        SPANS,
+        Duration::from_secs(180),
+    )
+    .await;
+    let mut lat: Vec<Duration> = healthz.iter().map(|h| h.1).collect();
+    eprintln!(
+        "PostgreSQL frozen {hang:?}: {timed_out} writes abandoned after {TIMEOUT_MS} ms; /readyz \
+         503 after {not_ready_at:?}; {acked_during} requests acknowledged while it hung; \
+         /healthz p50 {:?} max {:?}; ready {ready_after:?} after the thaw; all {} acknowledged \
+         traces stored exactly once ({took:?} after the load stopped)",
+        percentile(&mut lat, 50.0),
+        percentile(&mut lat, 100.0),
+        acked.len()
+    );
+    let (status, _) = c.sigterm(Duration::from_secs(30));
+    assert!(status.success());
+}
+
 // --------------------------------------------------------------- disk full
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ pub struct PgServer {
     pub tls: Option<PgTlsFiles>,
     /// The PostgreSQL binaries' directory (for [`PgServer::restart`]).
     bin: PathBuf,
+    /// Stopped by [`PgServer::freeze`]: thawed before it is stopped.
+    frozen: bool,
     dir: tempfile::TempDir,
 }
 
@@ -162,6 +164,7 @@ impl PgServer {
             port,
             tls,
             bin,
+            frozen: false,
             dir,
         })
     }
@@ -171,6 +174,25 @@ impl PgServer {
     /// to leave, as [`stop`](Self::stop)'s smart shutdown does.
     pub fn stop_fast(&mut self) {
         self.process.stop_with("-INT");
+    }
+
+    /// Freezes the server and every session (SIGSTOP to the postmaster, then
+    /// to its children, which PostgreSQL puts in sessions of their own):
+    /// the kernel still accepts connections into the listen backlog, and
+    /// writes in progress hang, answered by nothing until [`thaw`](Self::thaw).
+    pub fn freeze(&mut self) {
+        let pm = self.process.child.id().to_string();
+        let _ = Command::new("kill").args(["-STOP", &pm]).status();
+        let _ = Command::new("pkill").args(["-STOP", "-P", &pm]).status();
+        self.frozen = true;
+    }
+
+    /// Lets a server frozen by [`freeze`](Self::freeze) run again.
+    pub fn thaw(&mut self) {
+        let pm = self.process.child.id().to_string();
+        let _ = Command::new("pkill").args(["-CONT", "-P", &pm]).status();
+        let _ = Command::new("kill").args(["-CONT", &pm]).status();
+        self.frozen = false;
     }
 
     /// Starts the server again on the same data directory and port after
@@ -300,4 +322,13 @@ fn launch(bin: &Path, dir: &Path, port: u16, tls: bool) -> ServerProcess {
         super::tail(&log, 30)
     );
     process
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Frozen sessions would not act on the postmaster's shutdown.
+        if self.frozen {
+            self.thaw();
+        }
+    }
 }

@@ -143,6 +143,7 @@ impl Context {
     }
 
     /// A copy carrying `inbox` for its active span (see [`SpanInbox`]).
+    #[cfg(feature = "http")]
     pub(crate) fn with_inbox(&self, inbox: SpanInbox) -> Context {
         let mut cx = self.clone();
         cx.inbox = Some(inbox);

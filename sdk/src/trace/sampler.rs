@@ -309,6 +309,8 @@ impl Sampler {
     /// `name` is the span name when the caller already has it: the remote
     /// sampler can then answer a plain drop here too.
     #[inline]
+    // Without the remote sampler `name` is only passed down to delegates.
+    #[cfg_attr(not(feature = "jaeger-remote"), allow(clippy::only_used_in_recursion))]
     pub(crate) fn builtin_decision(
         &self,
         parent: Option<&SpanContext>,

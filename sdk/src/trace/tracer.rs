@@ -57,6 +57,7 @@ impl Tracer {
     /// built-in sampler can), so an unsampled request costs no strings. A
     /// [`Sampler::Custom`](crate::trace::Sampler::Custom) sampler may look at
     /// the name and attributes, so for it `details` runs before the decision.
+    #[cfg(feature = "http")]
     pub(crate) fn start_lazy(
         &self,
         kind: SpanKind,
