@@ -434,7 +434,9 @@ fn round_counts(count: f64, errors: f64, u: f64) -> (u64, u64) {
     (c, r(errors).min(c))
 }
 
-/// splitmix64: the rounding draws (deterministic per aggregator, no shared RNG).
+/// splitmix64: the rounding draws (a deterministic sequence per aggregator,
+/// no shared RNG; which series gets which draw follows the hash maps' order,
+/// so totals may differ by a unit between processes, never on average).
 fn next_unit(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
