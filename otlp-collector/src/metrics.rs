@@ -261,6 +261,8 @@ pub struct Metrics {
     pub attribute_depth_truncated: AtomicU64,
     /// Retention task counters, once the task runs.
     pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
+    /// The router role's counters, when the collector runs as a router.
+    pub route: Mutex<Option<std::sync::Arc<RouteMetrics>>>,
 }
 
 impl Default for Metrics {
@@ -313,6 +315,7 @@ impl Default for Metrics {
             udp: UdpMetrics::default(),
             attribute_depth_truncated: AtomicU64::new(0),
             retention: Mutex::new(None),
+            route: Mutex::new(None),
         }
     }
 }
@@ -654,7 +657,88 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
         }
+        if let Some(r) = self.route.lock().as_ref() {
+            r.render(&mut out);
+        }
         out
+    }
+}
+
+/// What the router role (`crate::route`) counts. Backends are labelled by
+/// their configured (or resolved) `host:port`.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    /// Spans a backend acknowledged, by backend.
+    pub forwarded: CounterVec,
+    /// Spans a backend acknowledged but rejected as invalid (OTLP partial success), by backend.
+    pub rejected: CounterVec,
+    /// Forward requests that failed, by `backend` and gRPC `code` (joined by [`ROUTE_LABEL_SEP`]).
+    pub forward_failures: CounterVec,
+    /// Failed `/readyz` checks, by backend.
+    pub health_failures: CounterVec,
+    /// Backends known (configured and resolved).
+    pub backends: AtomicU64,
+    /// Backends in the ring (healthy).
+    pub ring_size: AtomicU64,
+    /// Traces whose spans went to a different backend than their earlier
+    /// spans (a membership change between them), among recent traces.
+    pub split_traces: AtomicU64,
+    /// Acknowledged spans of a retried batch forgotten before the retry (sent again).
+    pub acked_forgotten: AtomicU64,
+    /// Failed resolutions of `route.dns_name`.
+    pub dns_failures: AtomicU64,
+}
+
+/// Separates the two labels of [`RouteMetrics::forward_failures`]' keys.
+pub const ROUTE_LABEL_SEP: char = '\u{1f}';
+
+impl RouteMetrics {
+    fn render(&self, out: &mut String) {
+        for (name, help, v) in [
+            (
+                "ferrotrace_route_forwarded_spans_total",
+                "Spans forwarded to and acknowledged by a backend.",
+                &self.forwarded,
+            ),
+            (
+                "ferrotrace_route_rejected_spans_total",
+                "Forwarded spans a backend rejected as invalid (partial success); not retried.",
+                &self.rejected,
+            ),
+            (
+                "ferrotrace_route_health_check_failures_total",
+                "Failed GET /readyz checks of a backend.",
+                &self.health_failures,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, n) in v.snapshot() {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {n}", escape_label(&k));
+            }
+        }
+        let name = "ferrotrace_route_forward_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Forward requests a backend did not acknowledge (retried from the WAL), by gRPC code.\n# TYPE {name} counter"
+        );
+        for (k, n) in self.forward_failures.snapshot() {
+            let (b, code) = k.split_once(ROUTE_LABEL_SEP).unwrap_or((&k, ""));
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{}\",code=\"{}\"}} {n}",
+                escape_label(b),
+                escape_label(code)
+            );
+        }
+        for (name, kind, help, v) in [
+            ("ferrotrace_route_backends", "gauge", "Backends known (configured or resolved).", &self.backends),
+            ("ferrotrace_route_ring_size", "gauge", "Backends in the ring (passing health checks).", &self.ring_size),
+            ("ferrotrace_route_split_traces_total", "counter", "Traces whose spans went to another backend than their earlier spans because the ring changed (among the last route.recent_traces traces).", &self.split_traces),
+            ("ferrotrace_route_acked_forgotten_total", "counter", "Acknowledged spans of a retried batch forgotten before the retry (route.acked_spans), so sent again.", &self.acked_forgotten),
+            ("ferrotrace_route_dns_failures_total", "counter", "Failed resolutions of route.dns_name.", &self.dns_failures),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+        }
     }
 }
 

@@ -213,6 +213,9 @@ pub struct Stages {
     /// is on.
     throughput: Option<Arc<crate::sampling_api::adaptive::ThroughputRecorder>>,
     chain: Vec<Box<dyn Stage>>,
+    /// False on a router: its backends compute the rollups from every span
+    /// they receive; counting here too would count every span twice.
+    observe_rollups: bool,
     /// Rollup counters as of the last [`Stages::publish`].
     published_rollups: crate::rollup::RollupStats,
 }
@@ -252,6 +255,7 @@ impl Stages {
             rollups: RollupAggregator::new(cfg.rollups.clone()),
             throughput: None,
             chain,
+            observe_rollups: true,
             published_rollups: Default::default(),
         })
     }
@@ -262,6 +266,19 @@ impl Stages {
         recorder: Arc<crate::sampling_api::adaptive::ThroughputRecorder>,
     ) {
         self.throughput = Some(recorder);
+    }
+
+    /// A router's stages: none, and no rollups. Every span is forwarded as
+    /// received; the backend that owns its trace samples, enriches, redacts
+    /// and counts it, seeing the whole trace.
+    pub fn for_router(cfg: &crate::config::Config) -> Stages {
+        Stages {
+            rollups: RollupAggregator::new(cfg.rollups.clone()),
+            throughput: None,
+            chain: Vec::new(),
+            observe_rollups: false,
+            published_rollups: Default::default(),
+        }
     }
 
     /// Runs `spans` through the chain from stage `from` on.
@@ -297,7 +314,7 @@ impl Stages {
         released: &mut Vec<(u64, u64)>,
     ) {
         let now = Instant::now();
-        {
+        if self.observe_rollups {
             // Root spans with their adjusted counts, for adaptive sampling.
             let mut roots = Vec::new();
             for (i, span) in spans.iter().enumerate() {
