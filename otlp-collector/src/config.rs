@@ -366,6 +366,11 @@ impl Config {
         if !crate::pipeline::redact::Redactor::new(&self.redact).is_ok_and(|r| r.is_noop()) {
             on.push("[redact] rules");
         }
+        // Adaptive rates come from the spans a collector counts; a router
+        // counts none.
+        if self.sampling_api.adaptive.enabled {
+            on.push("[sampling_api.adaptive] enabled");
+        }
         if on.is_empty() {
             return Ok(());
         }
@@ -436,6 +441,21 @@ mod tests {
             Some(&p),
             env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
         )
+    }
+
+    #[test]
+    fn a_router_refuses_adaptive_sampling_it_cannot_compute() {
+        let c = load_str(
+            "[route]\nbackends = [\"127.0.0.1:4317\"]\n\
+             [sampling_api.adaptive]\nenabled = true\n",
+            vec![],
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("router") && err.contains("[sampling_api.adaptive] enabled"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -205,6 +205,13 @@ pub struct Metrics {
     pub sampling_decisions: CounterVec,
     /// Remote sampling API requests by outcome (pinned, default, bad_request).
     pub sampling_api_requests: CounterVec,
+    /// Adaptive sampling: recomputations of the served rates.
+    pub sampling_adaptive_recomputations: AtomicU64,
+    /// Adaptive sampling: (service, operation) pairs whose rate is tracked now.
+    pub sampling_adaptive_operations: AtomicU64,
+    /// Adaptive sampling: root spans not counted because
+    /// `sampling_api.adaptive.max_operations` pairs were already tracked.
+    pub sampling_adaptive_dropped: AtomicU64,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -233,6 +240,10 @@ pub struct Metrics {
     pub rollup_spans_observed: AtomicU64,
     /// Rollup observations lost, by reason.
     pub rollup_dropped: CounterVec,
+    /// Spans the rollups weighted by a sampling probability, by source
+    /// (`threshold`, `jaeger`), and spans whose sampling information was
+    /// unusable and counted 1 (`malformed`).
+    pub rollup_weight_sources: CounterVec,
     /// Times the rollup series limit forced an early flush.
     pub rollup_early_flushes: AtomicU64,
     /// Rollup contributions of replayed spans not counted again (already stored).
@@ -279,6 +290,9 @@ impl Default for Metrics {
             inflight_bytes: AtomicU64::new(0),
             sampling_decisions: CounterVec::default(),
             sampling_api_requests: CounterVec::default(),
+            sampling_adaptive_recomputations: AtomicU64::new(0),
+            sampling_adaptive_operations: AtomicU64::new(0),
+            sampling_adaptive_dropped: AtomicU64::new(0),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),
@@ -292,6 +306,7 @@ impl Default for Metrics {
             redact_attributes_dropped: AtomicU64::new(0),
             rollup_spans_observed: AtomicU64::new(0),
             rollup_dropped: CounterVec::default(),
+            rollup_weight_sources: CounterVec::default(),
             rollup_early_flushes: AtomicU64::new(0),
             rollup_replayed_already_stored: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
@@ -353,7 +368,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 11] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 12] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -386,7 +401,7 @@ impl Metrics {
             ),
             (
                 "ferrotrace_sampling_api_requests_total",
-                "Remote sampling API requests: served a pinned service's strategy (pinned), the default one (default), or refused with 400 (bad_request).",
+                "Remote sampling API requests: served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 (bad_request).",
                 "outcome",
                 &self.sampling_api_requests,
             ),
@@ -420,6 +435,12 @@ impl Metrics {
                 "reason",
                 &self.rollup_dropped,
             ),
+            (
+                "ferrotrace_rollup_weighted_spans_total",
+                "Spans whose rollup weight (adjusted count) came from sampling information, by source: threshold (ot=th: in tracestate), jaeger (sampler.type=probabilistic with sampler.param), malformed (present but unusable: invalid tracestate, bad th, sampler.param outside (0, 1]; counted 1). Other spans count 1.",
+                "source",
+                &self.rollup_weight_sources,
+            ),
         ];
         for (name, help, label, v) in vecs {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -427,7 +448,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 25] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 28] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -553,6 +574,24 @@ impl Metrics {
                 "counter",
                 "Attributes removed by redact.drop_keys.",
                 &self.redact_attributes_dropped,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_recomputations_total",
+                "counter",
+                "Times the adaptive sampling rates were recomputed and the served strategies replaced.",
+                &self.sampling_adaptive_recomputations,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_operations",
+                "gauge",
+                "(service, operation) pairs whose adaptive sampling rate is tracked now.",
+                &self.sampling_adaptive_operations,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_dropped_total",
+                "counter",
+                "Root spans not counted for adaptive sampling because sampling_api.adaptive.max_operations pairs were already tracked in the period.",
+                &self.sampling_adaptive_dropped,
             ),
             (
                 "ferrotrace_rollup_spans_observed_total",

@@ -409,11 +409,25 @@ impl Collector {
         if let Some(flag) = no_backend {
             ingest.set_no_downstream_flag(flag);
         }
-        let stages = if router {
+        let mut stages = if router {
             Stages::for_router(&config)
         } else {
             Stages::from_config(&config)?
         };
+        // Adaptive sampling: the pipeline counts root spans, a task turns the
+        // counts into the strategies the sampling API serves. A router counts
+        // nothing (its backends see the spans), so it serves pinned rates only.
+        let sampling_strategies =
+            Arc::new(crate::sampling_api::Strategies::new(&config.sampling_api));
+        let adaptive = &config.sampling_api.adaptive;
+        let throughput = (!router && config.sampling_api.enabled && adaptive.enabled).then(|| {
+            Arc::new(crate::sampling_api::adaptive::ThroughputRecorder::new(
+                adaptive.max_operations,
+            ))
+        });
+        if let Some(t) = &throughput {
+            stages.set_throughput(t.clone());
+        }
         let mut batcher = config.batcher.clone();
         batcher.max_spans = Some(batcher.spans_per_batch(config.storage.kind));
         batcher.max_concurrent_writes = Some(if router {
@@ -535,11 +549,18 @@ impl Collector {
                 )));
             }
         }
-        if let Some(l) = sampling_l {
-            let state = crate::sampling_api::SamplingState::new(
-                crate::sampling_api::Strategies::new(&config.sampling_api),
+        if let Some(t) = throughput {
+            servers.push(tokio::spawn(crate::sampling_api::recompute::run(
+                config.sampling_api.adaptive.clone(),
+                t,
+                sampling_strategies.clone(),
                 metrics.clone(),
-            );
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(l) = sampling_l {
+            let state =
+                crate::sampling_api::SamplingState::shared(sampling_strategies, metrics.clone());
             servers.push(tokio::spawn(crate::listener::serve(
                 l,
                 ctx("sampling", false),
