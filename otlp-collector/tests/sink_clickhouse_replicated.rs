@@ -8,7 +8,6 @@
 
 mod conformance;
 mod ingest_util;
-mod net;
 mod support;
 
 use std::process::{Child, Command, Stdio};
@@ -109,7 +108,7 @@ fn spawn_collector(
     url: &str,
     cluster: &ClusterOptions,
 ) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
-    let (otlp, http) = (net::free_addr(), net::free_addr());
+    let (otlp, http) = (support::net::free_addr(), support::net::free_addr());
     let shards: Vec<String> = cluster
         .shards
         .iter()
@@ -405,4 +404,84 @@ async fn replicated_cluster_passes_the_storage_conformance_suite() {
         .await
         .expect("connect");
     conformance::run_all(&store).await;
+}
+
+/// Ingest rate through the sink into an unreplicated 2-shard cluster and a
+/// replicated 2-shard × 2-replica cluster, side by side in one run. Run with
+/// `cargo test -p ferrotrace-collector --test sink_clickhouse_replicated
+/// -- --ignored --nocapture ingest_rate`; prints spans/s for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn ingest_rate_replicated_vs_unreplicated() {
+    const BATCH: u32 = 10_000;
+    const BATCHES: u32 = 20;
+    let Some(zk) = ZooKeeper::start() else {
+        return;
+    };
+    let Some(plain) = ChServer::start_cluster(2) else {
+        return;
+    };
+    let Some(replicated) = ChServer::start_replicated(2, 2, &zk) else {
+        return;
+    };
+    let plain_opts = opts(ClusterOptions {
+        name: CLUSTER.into(),
+        shard_urls: plain.iter().map(|s| s.url("traces")).collect(),
+        ..ClusterOptions::default()
+    });
+    let stores = [
+        (
+            "unreplicated 2 shards",
+            ClickHouseStore::connect(&plain[0].url("traces"), plain_opts)
+                .await
+                .expect("connect"),
+        ),
+        (
+            "replicated 2 shards x 2 replicas",
+            ClickHouseStore::connect(
+                &replicated[0][0].url("traces"),
+                opts(cluster_of(&replicated)),
+            )
+            .await
+            .expect("connect"),
+        ),
+    ];
+    let t0 = conformance::day(70);
+    let batches: Vec<Vec<_>> = (0..BATCHES)
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| {
+                    let n = b * BATCH + i;
+                    conformance::span(
+                        conformance::tid(95, n / 10),
+                        n % 10,
+                        (!n.is_multiple_of(10)).then_some(0),
+                        "svc",
+                        "op",
+                        t0 + u64::from(n) * 1_000,
+                        5_000,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    for (name, store) in &stores {
+        let started = Instant::now();
+        for b in &batches {
+            store.write_spans(b).await.expect("write");
+        }
+        let took = started.elapsed();
+        let total = u64::from(BATCH * BATCHES);
+        println!(
+            "{name}: {total} spans acknowledged in {:.2} s = {:.0} spans/s",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        );
+    }
+    let started = Instant::now();
+    wait_replicated(&replicated, u64::from(BATCH * BATCHES));
+    println!(
+        "replicas converged {:.2} s after the last acknowledgement",
+        started.elapsed().as_secs_f64()
+    );
 }
