@@ -1,9 +1,9 @@
 //! ClickHouse replicated cluster mode: a throwaway ZooKeeper and a 2-shard ×
 //! 2-replica cluster of `clickhouse-server`s on loopback ports. Spans written
 //! through the sink and through a real collector binary land on both shards
-//! and on both replicas of each shard; with one replica killed (the entry
-//! server the sink and the collector were configured with) ingest and reads
-//! continue; restarted, the replica catches up. Misconfigured clusters fail
+//! and on both replicas of each shard; with one replica of each shard killed
+//! (among them the entry server the sink and the collector were configured
+//! with) ingest and reads continue; restarted, the replicas catch up. Misconfigured clusters fail
 //! with a message naming the problem.
 
 mod conformance;
@@ -248,9 +248,12 @@ async fn replicated_cluster_keeps_ingest_and_reads_with_a_replica_down_and_catch
     }
     wait_traces(&store, 5_001..=5_010).await;
 
-    // 2. Kill the entry server (replica 1 of shard 1): ingest continues
-    // through the sink and the collector, every trace is readable.
+    // 2. Kill one replica of each shard, among them the entry server
+    // (replica 1 of shard 1) and the replica reads of shard 2 go to first
+    // (replica 1): ingest continues through the sink and the collector, and
+    // every trace is readable.
     servers[0][0].kill();
+    servers[1][0].kill();
     let more: Vec<_> = (0..40u32).map(|n| conformance::tid(94, n)).collect();
     let more_spans = spans_for(&more, t0 + 100_000);
     store
@@ -261,7 +264,7 @@ async fn replicated_cluster_keeps_ingest_and_reads_with_a_replica_down_and_catch
         send(otlp, 5_000 + t).await;
     }
     // A sink started while the replica is down, through another entry.
-    let reader = ClickHouseStore::connect(&servers[1][1].url("traces"), opts(cluster.clone()))
+    let reader = ClickHouseStore::connect(&servers[0][1].url("traces"), opts(cluster.clone()))
         .await
         .expect("connect with a replica down");
     for s in [&store, &reader] {
@@ -279,10 +282,9 @@ async fn replicated_cluster_keeps_ingest_and_reads_with_a_replica_down_and_catch
         }
         wait_traces(s, 5_001..=5_020).await;
     }
-    // Every span on one live replica of each shard (replication is
-    // asynchronous between the live replicas of shard 2).
+    // Every span on the live replica of each shard.
     let live =
-        || local_spans(&servers[0][1], "ft_traces") + local_spans(&servers[1][0], "ft_traces");
+        || local_spans(&servers[0][1], "ft_traces") + local_spans(&servers[1][1], "ft_traces");
     let deadline = Instant::now() + Duration::from_secs(30);
     while live() != 80 + 80 + 100 {
         assert!(
@@ -293,8 +295,9 @@ async fn replicated_cluster_keeps_ingest_and_reads_with_a_replica_down_and_catch
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // 3. Restart it: it catches up with what was written while it was down.
+    // 3. Restart them: they catch up with what was written while they were down.
     servers[0][0].restart();
+    servers[1][0].restart();
     wait_replicated(&servers, 260);
     for t in 21..=25u32 {
         send(otlp, 5_000 + t).await;
