@@ -7,7 +7,9 @@
 //! Run: `cargo run --release -p ferrotrace-collector --example rollup_observe`
 //! (prints ns per span; the median of 7 rounds over 400,000 spans). With
 //! `-- --origins` each span is fed with a WAL position (`observe_at`), as the
-//! pipeline does, so the crash-exactness bookkeeping is included.
+//! pipeline does, so the crash-exactness bookkeeping is included. With
+//! `-- --th` every span carries `tracestate: ot=th:fd70a` (sampled at 1% by
+//! its SDK), so the adjusted-count lookup is included.
 
 use std::time::Instant;
 
@@ -29,7 +31,7 @@ impl Rng {
     }
 }
 
-fn spans(traces: usize, t0: u64) -> Vec<Span> {
+fn spans(traces: usize, t0: u64, trace_state: &str) -> Vec<Span> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let services: Vec<String> = (0..SERVICES).map(|i| format!("service-{i:02}")).collect();
     let mut out = Vec::with_capacity(traces * SPANS_PER_TRACE);
@@ -77,7 +79,7 @@ fn spans(traces: usize, t0: u64) -> Vec<Span> {
                 trace_id,
                 span_id,
                 parent_span_id: parent,
-                trace_state: String::new(),
+                trace_state: trace_state.to_string(),
                 flags: 1,
                 name: format!("{} /api/v1/op{op}", if i % 2 == 0 { "GET" } else { "call" }),
                 kind,
@@ -112,7 +114,8 @@ fn spans(traces: usize, t0: u64) -> Vec<Span> {
 
 fn main() {
     let t0 = 1_700_000_000 * 1_000_000_000 / MINUTE_NS * MINUTE_NS;
-    let input = spans(50_000, t0);
+    let th = std::env::args().any(|a| a == "--th");
+    let input = spans(50_000, t0, if th { "ot=th:fd70a" } else { "" });
     let origins = std::env::args().any(|a| a == "--origins");
     let mut rounds = Vec::new();
     let mut checksum = 0u64;

@@ -101,6 +101,9 @@ pub struct Config {
     pub postgres: crate::storage::postgres::PostgresOptions,
     /// ClickHouse sink tuning.
     pub clickhouse: crate::storage::clickhouse::ClickHouseOptions,
+    /// The router role (`[route]`, `--route-to`): forward spans by trace id
+    /// to backend collectors instead of storing them.
+    pub route: crate::route::RouteConfig,
 }
 
 /// Listener addresses. All bind to loopback by default.
@@ -312,6 +315,10 @@ impl Config {
             ));
         }
         self.connections.validate()?;
+        self.route.validate()?;
+        if self.route.enabled() {
+            self.validate_router()?;
+        }
         let authenticated = !self.auth.receiver_tokens.iter().all(String::is_empty)
             || self.auth.receiver_tokens_file.is_some()
             || self.tls.cert_file.is_some();
@@ -340,6 +347,38 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// A router forwards every span as received: what would change or drop
+    /// spans before they reach the backend that sees the whole trace
+    /// belongs on the backends, and is refused here rather than ignored.
+    fn validate_router(&self) -> Result<(), ConfigError> {
+        let mut on = Vec::new();
+        if self.sampling.tail.enabled {
+            on.push("[sampling.tail] enabled");
+        }
+        if self.sampling.head.rate < 1.0 || !self.sampling.head.services.is_empty() {
+            on.push("[sampling.head] rates below 1");
+        }
+        if !crate::pipeline::enrich::Enricher::new(&self.enrich).is_ok_and(|e| e.is_noop()) {
+            on.push("[enrich] rules");
+        }
+        if !crate::pipeline::redact::Redactor::new(&self.redact).is_ok_and(|r| r.is_noop()) {
+            on.push("[redact] rules");
+        }
+        // Adaptive rates come from the spans a collector counts; a router
+        // counts none.
+        if self.sampling_api.adaptive.enabled {
+            on.push("[sampling_api.adaptive] enabled");
+        }
+        if on.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "this collector is a router ([route] / --route-to), which forwards every span \
+             unchanged to the backend owning its trace; configure {} on the backends instead",
+            on.join(", ")
+        )))
     }
 
     /// The drain timeout as a duration.
@@ -372,6 +411,12 @@ impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
     }
 }
 
+impl From<crate::route::RouteConfigError> for ConfigError {
+    fn from(e: crate::route::RouteConfigError) -> Self {
+        ConfigError::Invalid(e.0)
+    }
+}
+
 impl From<crate::receiver::jaeger::JaegerConfigError> for ConfigError {
     fn from(e: crate::receiver::jaeger::JaegerConfigError) -> Self {
         ConfigError::Invalid(e.0)
@@ -396,6 +441,21 @@ mod tests {
             Some(&p),
             env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
         )
+    }
+
+    #[test]
+    fn a_router_refuses_adaptive_sampling_it_cannot_compute() {
+        let c = load_str(
+            "[route]\nbackends = [\"127.0.0.1:4317\"]\n\
+             [sampling_api.adaptive]\nenabled = true\n",
+            vec![],
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("router") && err.contains("[sampling_api.adaptive] enabled"),
+            "{err}"
+        );
     }
 
     #[test]

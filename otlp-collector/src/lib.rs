@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod query;
 pub mod receiver;
 pub mod rollup;
+pub mod route;
 pub mod sampling_api;
 pub mod server;
 pub mod storage;

@@ -73,6 +73,11 @@ struct Args {
     #[arg(long, env = "FERROTRACE_WAL_FSYNC", global = true)]
     wal_fsync: Option<String>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
+    /// Run as a router: forward every span, by trace id, to these backend
+    /// collectors' OTLP/gRPC addresses (`host:port[@http_port]`, comma-separated;
+    /// sets route.backends).
+    #[arg(long, env = "FERROTRACE_ROUTE_TO", global = true)]
+    route_to: Option<String>,
     #[arg(long, env = "FERROTRACE_LOG", default_value = "info", global = true)]
     log: String,
     /// Log line format on stderr: `text` for people, `json` (one JSON object
@@ -164,6 +169,21 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             other => anyhow::bail!("--wal-fsync {other:?}: expected always, interval or never"),
         };
     }
+    if let Some(r) = &args.route_to {
+        let backends: Vec<String> = r
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(String::from)
+            .collect();
+        if backends.is_empty() {
+            anyhow::bail!(
+                "--route-to {r:?} lists no backend: give host:port[@http_port] of each backend \
+                 collector's OTLP/gRPC receiver, comma-separated"
+            );
+        }
+        cfg.route.backends = backends;
+    }
     cfg.validate().with_context(|| config_source(args))?;
     Ok(cfg)
 }
@@ -249,6 +269,19 @@ fn check_config(args: &Args) -> Result<(), Failure> {
         cfg.sampling_api.services.len(),
         cfg.sampling_api.default_probability
     );
+    if cfg.route.enabled() {
+        println!(
+            "  router: forwards to {} (dns {}), health checks every {} ms, out after {} failures",
+            if cfg.route.backends.is_empty() {
+                "no static backends".to_string()
+            } else {
+                cfg.route.backends.join(", ")
+            },
+            addr(&cfg.route.dns_name),
+            cfg.route.health_interval_ms,
+            cfg.route.unhealthy_after
+        );
+    }
     println!(
         "  storage: {}, data dir {}, write-ahead log {} (at most {} bytes)",
         cfg.storage.kind.as_str(),
@@ -288,6 +321,16 @@ fn run(args: Args) -> Result<(), Failure> {
         .context("starting the tokio runtime")
         .map_err(|e| Failure::new(exit_code::OTHER, e))?;
     let result = rt.block_on(async move {
+        if cfg.route.enabled() {
+            // A router stores nothing: no sink is opened.
+            let collector = Collector::start_router(cfg)
+                .await
+                .map_err(|e| Failure::new(e.exit_code(), e))?;
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            collector.shutdown().await;
+            return Ok(());
+        }
         // A database sink that is down is connected in the background; only
         // a bad URL or an unusable SQLite file stops the start.
         let store = ferrotrace_collector::storage::connecting::open(&cfg).map_err(|e| {

@@ -205,6 +205,13 @@ pub struct Metrics {
     pub sampling_decisions: CounterVec,
     /// Remote sampling API requests by outcome (pinned, default, bad_request).
     pub sampling_api_requests: CounterVec,
+    /// Adaptive sampling: recomputations of the served rates.
+    pub sampling_adaptive_recomputations: AtomicU64,
+    /// Adaptive sampling: (service, operation) pairs whose rate is tracked now.
+    pub sampling_adaptive_operations: AtomicU64,
+    /// Adaptive sampling: root spans not counted because
+    /// `sampling_api.adaptive.max_operations` pairs were already tracked.
+    pub sampling_adaptive_dropped: AtomicU64,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -233,6 +240,10 @@ pub struct Metrics {
     pub rollup_spans_observed: AtomicU64,
     /// Rollup observations lost, by reason.
     pub rollup_dropped: CounterVec,
+    /// Spans the rollups weighted by a sampling probability, by source
+    /// (`threshold`, `jaeger`), and spans whose sampling information was
+    /// unusable and counted 1 (`malformed`).
+    pub rollup_weight_sources: CounterVec,
     /// Times the rollup series limit forced an early flush.
     pub rollup_early_flushes: AtomicU64,
     /// Rollup contributions of replayed spans not counted again (already stored).
@@ -250,6 +261,8 @@ pub struct Metrics {
     pub attribute_depth_truncated: AtomicU64,
     /// Retention task counters, once the task runs.
     pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
+    /// The router role's counters, when the collector runs as a router.
+    pub route: Mutex<Option<std::sync::Arc<RouteMetrics>>>,
 }
 
 impl Default for Metrics {
@@ -277,6 +290,9 @@ impl Default for Metrics {
             inflight_bytes: AtomicU64::new(0),
             sampling_decisions: CounterVec::default(),
             sampling_api_requests: CounterVec::default(),
+            sampling_adaptive_recomputations: AtomicU64::new(0),
+            sampling_adaptive_operations: AtomicU64::new(0),
+            sampling_adaptive_dropped: AtomicU64::new(0),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),
@@ -290,6 +306,7 @@ impl Default for Metrics {
             redact_attributes_dropped: AtomicU64::new(0),
             rollup_spans_observed: AtomicU64::new(0),
             rollup_dropped: CounterVec::default(),
+            rollup_weight_sources: CounterVec::default(),
             rollup_early_flushes: AtomicU64::new(0),
             rollup_replayed_already_stored: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
@@ -298,6 +315,7 @@ impl Default for Metrics {
             udp: UdpMetrics::default(),
             attribute_depth_truncated: AtomicU64::new(0),
             retention: Mutex::new(None),
+            route: Mutex::new(None),
         }
     }
 }
@@ -350,7 +368,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 11] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 12] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -383,7 +401,7 @@ impl Metrics {
             ),
             (
                 "ferrotrace_sampling_api_requests_total",
-                "Remote sampling API requests: served a pinned service's strategy (pinned), the default one (default), or refused with 400 (bad_request).",
+                "Remote sampling API requests: served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 (bad_request).",
                 "outcome",
                 &self.sampling_api_requests,
             ),
@@ -417,6 +435,12 @@ impl Metrics {
                 "reason",
                 &self.rollup_dropped,
             ),
+            (
+                "ferrotrace_rollup_weighted_spans_total",
+                "Spans whose rollup weight (adjusted count) came from sampling information, by source: threshold (ot=th: in tracestate), jaeger (sampler.type=probabilistic with sampler.param), malformed (present but unusable: invalid tracestate, bad th, sampler.param outside (0, 1]; counted 1). Other spans count 1.",
+                "source",
+                &self.rollup_weight_sources,
+            ),
         ];
         for (name, help, label, v) in vecs {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -424,7 +448,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 25] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 28] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -552,6 +576,24 @@ impl Metrics {
                 &self.redact_attributes_dropped,
             ),
             (
+                "ferrotrace_sampling_adaptive_recomputations_total",
+                "counter",
+                "Times the adaptive sampling rates were recomputed and the served strategies replaced.",
+                &self.sampling_adaptive_recomputations,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_operations",
+                "gauge",
+                "(service, operation) pairs whose adaptive sampling rate is tracked now.",
+                &self.sampling_adaptive_operations,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_dropped_total",
+                "counter",
+                "Root spans not counted for adaptive sampling because sampling_api.adaptive.max_operations pairs were already tracked in the period.",
+                &self.sampling_adaptive_dropped,
+            ),
+            (
                 "ferrotrace_rollup_spans_observed_total",
                 "counter",
                 "Spans observed by the rollup aggregator (every span received, before sampling).",
@@ -615,7 +657,88 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
         }
+        if let Some(r) = self.route.lock().as_ref() {
+            r.render(&mut out);
+        }
         out
+    }
+}
+
+/// What the router role (`crate::route`) counts. Backends are labelled by
+/// their configured (or resolved) `host:port`.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    /// Spans a backend acknowledged, by backend.
+    pub forwarded: CounterVec,
+    /// Spans a backend acknowledged but rejected as invalid (OTLP partial success), by backend.
+    pub rejected: CounterVec,
+    /// Forward requests that failed, by `backend` and gRPC `code` (joined by [`ROUTE_LABEL_SEP`]).
+    pub forward_failures: CounterVec,
+    /// Failed `/readyz` checks, by backend.
+    pub health_failures: CounterVec,
+    /// Backends known (configured and resolved).
+    pub backends: AtomicU64,
+    /// Backends in the ring (healthy).
+    pub ring_size: AtomicU64,
+    /// Traces whose spans went to a different backend than their earlier
+    /// spans (a membership change between them), among recent traces.
+    pub split_traces: AtomicU64,
+    /// Acknowledged spans of a retried batch forgotten before the retry (sent again).
+    pub acked_forgotten: AtomicU64,
+    /// Failed resolutions of `route.dns_name`.
+    pub dns_failures: AtomicU64,
+}
+
+/// Separates the two labels of [`RouteMetrics::forward_failures`]' keys.
+pub const ROUTE_LABEL_SEP: char = '\u{1f}';
+
+impl RouteMetrics {
+    fn render(&self, out: &mut String) {
+        for (name, help, v) in [
+            (
+                "ferrotrace_route_forwarded_spans_total",
+                "Spans forwarded to and acknowledged by a backend.",
+                &self.forwarded,
+            ),
+            (
+                "ferrotrace_route_rejected_spans_total",
+                "Forwarded spans a backend rejected as invalid (partial success); not retried.",
+                &self.rejected,
+            ),
+            (
+                "ferrotrace_route_health_check_failures_total",
+                "Failed GET /readyz checks of a backend.",
+                &self.health_failures,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, n) in v.snapshot() {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {n}", escape_label(&k));
+            }
+        }
+        let name = "ferrotrace_route_forward_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Forward requests a backend did not acknowledge (retried from the WAL), by gRPC code.\n# TYPE {name} counter"
+        );
+        for (k, n) in self.forward_failures.snapshot() {
+            let (b, code) = k.split_once(ROUTE_LABEL_SEP).unwrap_or((&k, ""));
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{}\",code=\"{}\"}} {n}",
+                escape_label(b),
+                escape_label(code)
+            );
+        }
+        for (name, kind, help, v) in [
+            ("ferrotrace_route_backends", "gauge", "Backends known (configured or resolved).", &self.backends),
+            ("ferrotrace_route_ring_size", "gauge", "Backends in the ring (passing health checks).", &self.ring_size),
+            ("ferrotrace_route_split_traces_total", "counter", "Traces whose spans went to another backend than their earlier spans because the ring changed (among the last route.recent_traces traces).", &self.split_traces),
+            ("ferrotrace_route_acked_forgotten_total", "counter", "Acknowledged spans of a retried batch forgotten before the retry (route.acked_spans), so sent again.", &self.acked_forgotten),
+            ("ferrotrace_route_dns_failures_total", "counter", "Failed resolutions of route.dns_name.", &self.dns_failures),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+        }
     }
 }
 

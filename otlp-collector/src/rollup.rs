@@ -1,7 +1,15 @@
-//! Per-minute rollups computed at ingest from every span, before sampling:
-//! per service/operation request, error and latency counts, and caller → callee
-//! edges. Sinks store them and merge them at query time, so rates, percentiles
-//! and the service graph stay right at any sampling rate with no batch job.
+//! Per-minute rollups computed at ingest from every span, before the
+//! collector's own sampling: per service/operation request, error and latency
+//! counts, and caller → callee edges. Sinks store them and merge them at query
+//! time, so rates, percentiles and the service graph stay right at any
+//! collector sampling rate with no batch job.
+//!
+//! Spans the sender sampled stand for more than one request: every count, error,
+//! latency weight and edge adds the span's adjusted count ([`weight`]: `1/p`
+//! from the `ot=th:` tracestate value or Jaeger's `sampler.param`, else 1), so
+//! the rollups estimate the unsampled traffic. The collector's head and tail
+//! samplers run after this and so never weight a rollup: composing them
+//! would count the collector's drops twice.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -12,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AttrValue, Span, SpanId, SpanKind, TraceId};
 
 mod origins;
+pub mod weight;
 pub use origins::{OriginPart, RangeSet, RollupOrigin, SpanOrigin, WrittenOrigins};
 
 /// One minute in nanoseconds.
@@ -21,18 +30,22 @@ pub const MINUTE_NS: u64 = 60_000_000_000;
 pub const SKETCH_RELATIVE_ACCURACY: f64 = 0.01;
 
 /// A mergeable latency sketch with bounded relative error (DDSketch-style
-/// logarithmic buckets). Values are nanoseconds. Merging is exact: the sketch
-/// of two batches merged equals the sketch of both batches observed at once.
+/// logarithmic buckets). Values are nanoseconds; every value carries a weight,
+/// its adjusted count (see [`weight`]), so the quantiles estimate the
+/// unsampled traffic. Merging is exact up to floating-point addition: the
+/// sketch of two batches merged equals the sketch of both batches observed at
+/// once. Stored as JSON by every sink; sketches stored with integer counts
+/// (before weights) read back unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySketch {
-    /// Bucket index → count. Index `i` holds values in `(γ^(i-1), γ^i]`.
-    pub buckets: BTreeMap<i32, u64>,
-    /// Count of zero values.
-    pub zeros: u64,
-    /// Total count.
-    pub count: u64,
-    /// Sum of values (ns), for averages.
-    pub sum: u128,
+    /// Bucket index → weight. Index `i` holds values in `(γ^(i-1), γ^i]`.
+    pub buckets: BTreeMap<i32, f64>,
+    /// Weight of zero values.
+    pub zeros: f64,
+    /// Total weight.
+    pub count: f64,
+    /// Weighted sum of values (ns), for averages.
+    pub sum: f64,
     /// Smallest value seen.
     pub min: u64,
     /// Largest value seen.
@@ -44,30 +57,39 @@ fn gamma() -> f64 {
 }
 
 impl LatencySketch {
-    /// Records one value (ns).
+    /// Records one value (ns) with weight 1.
     pub fn add(&mut self, v: u64) {
-        if self.count == 0 || v < self.min {
+        self.add_weighted(v, 1.0)
+    }
+
+    /// Records one value (ns) standing for `weight` values (its adjusted
+    /// count). A weight that is not finite and positive is ignored.
+    pub fn add_weighted(&mut self, v: u64, weight: f64) {
+        if !(weight.is_finite() && weight > 0.0) {
+            return;
+        }
+        if self.count == 0.0 || v < self.min {
             self.min = v;
         }
         if v > self.max {
             self.max = v;
         }
-        self.count += 1;
-        self.sum += v as u128;
+        self.count += weight;
+        self.sum += v as f64 * weight;
         if v == 0 {
-            self.zeros += 1;
+            self.zeros += weight;
         } else {
             let idx = ((v as f64).ln() / gamma().ln()).ceil() as i32;
-            *self.buckets.entry(idx).or_insert(0) += 1;
+            *self.buckets.entry(idx).or_insert(0.0) += weight;
         }
     }
 
     /// Merges another sketch into this one.
     pub fn merge(&mut self, other: &LatencySketch) {
-        if other.count == 0 {
+        if other.count <= 0.0 {
             return;
         }
-        if self.count == 0 || other.min < self.min {
+        if self.count <= 0.0 || other.min < self.min {
             self.min = other.min;
         }
         if other.max > self.max {
@@ -77,35 +99,37 @@ impl LatencySketch {
         self.sum += other.sum;
         self.zeros += other.zeros;
         for (i, c) in &other.buckets {
-            *self.buckets.entry(*i).or_insert(0) += c;
+            *self.buckets.entry(*i).or_insert(0.0) += c;
         }
     }
 
-    /// Average (ns); 0 when empty.
+    /// Weighted average (ns); 0 when empty.
     pub fn mean(&self) -> u64 {
-        if self.count == 0 {
+        if self.count <= 0.0 {
             0
         } else {
-            (self.sum / self.count as u128) as u64
+            (self.sum / self.count) as u64
         }
     }
 
-    /// The `q`-quantile (nearest rank, `q` in `[0, 1]`) within the relative
-    /// accuracy, clamped to the observed min/max; 0 when empty.
+    /// The weighted `q`-quantile (`q` in `[0, 1]`): the smallest value whose
+    /// cumulative weight reaches `q` × the total weight (with weight 1 per
+    /// value, the nearest rank), within the relative accuracy, clamped to the
+    /// observed min/max; 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
-        if self.count == 0 {
+        if self.count <= 0.0 {
             return 0;
         }
-        let q = q.clamp(0.0, 1.0);
-        let rank = ((q * self.count as f64).ceil() as u64).max(1);
-        if rank <= self.zeros {
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        let rank = q * self.count;
+        if self.zeros > 0.0 && rank <= self.zeros {
             return 0;
         }
         let mut seen = self.zeros;
         let g = gamma();
         for (i, c) in &self.buckets {
             seen += c;
-            if seen >= rank {
+            if seen >= rank && *c > 0.0 {
                 let v = 2.0 * g.powi(*i) / (g + 1.0);
                 return (v.round() as u64).clamp(self.min, self.max);
             }
@@ -125,9 +149,11 @@ pub struct OperationRollup {
     pub operation: String,
     /// Span kind.
     pub kind: SpanKind,
-    /// Spans counted.
+    /// Requests this minute's spans stand for: the sum of their adjusted
+    /// counts (1 per span the sender did not sample), rounded to an integer
+    /// without bias (see `round_counts`).
     pub count: u64,
-    /// Of which errors.
+    /// Of which errors (weighted and rounded the same way).
     pub errors: u64,
     /// Latency sketch of the spans' durations.
     pub sketch: LatencySketch,
@@ -142,9 +168,10 @@ pub struct EdgeRollup {
     pub caller: String,
     /// Called service or peer.
     pub callee: String,
-    /// Calls.
+    /// Calls: the adjusted counts of the spans that show them, rounded
+    /// without bias.
     pub calls: u64,
-    /// Failed calls.
+    /// Failed calls (weighted and rounded the same way).
     pub errors: u64,
     /// Latency sketch of the calls.
     pub sketch: LatencySketch,
@@ -269,6 +296,12 @@ pub struct RollupStats {
     /// Contributions of replayed spans not counted again because a sink had
     /// already stored them before the restart.
     pub replayed_already_stored: u64,
+    /// Spans weighted by the `th` of their `ot` tracestate member.
+    pub weight_threshold: u64,
+    /// Spans weighted by Jaeger `sampler.type`/`sampler.param` tags.
+    pub weight_jaeger: u64,
+    /// Spans with sampling information that could not be used (counted 1).
+    pub weight_malformed: u64,
 }
 
 type SpanKey = (TraceId, SpanId);
@@ -362,19 +395,55 @@ impl hashbrown::Equivalent<EdgeKey> for EdgeKeyRef<'_> {
     }
 }
 
+/// One series' weighted sums: every span adds its adjusted count.
 #[derive(Clone, Debug, Default)]
 struct Acc {
-    count: u64,
-    errors: u64,
+    count: f64,
+    errors: f64,
     sketch: LatencySketch,
 }
 
 impl Acc {
-    fn add(&mut self, duration_ns: u64, error: bool) {
-        self.count += 1;
-        self.errors += error as u64;
-        self.sketch.add(duration_ns);
+    fn add(&mut self, duration_ns: u64, error: bool, weight: f64) {
+        self.count += weight;
+        if error {
+            self.errors += weight;
+        }
+        self.sketch.add_weighted(duration_ns, weight);
     }
+}
+
+/// Unbiased integer rounding of a series' weighted `(count, errors)` for the
+/// sinks' integer columns: both are rounded with the same uniform draw `u`
+/// (`floor(x + u)`), so each has expectation exactly `x`, `errors <= count`
+/// still holds, and integers (every span weighing 1) stay exact. A series
+/// flushed in several partial rows adds at most one unit of noise per row
+/// instead of a systematic bias.
+fn round_counts(count: f64, errors: f64, u: f64) -> (u64, u64) {
+    let r = |x: f64| {
+        // Weights are >= 1, so near-integers come from float addition:
+        // snap them instead of letting `u` decide.
+        let n = x.round();
+        if (x - n).abs() < 1e-6 {
+            n as u64
+        } else {
+            (x + u).floor() as u64
+        }
+    };
+    let c = r(count);
+    (c, r(errors).min(c))
+}
+
+/// splitmix64: the rounding draws (a deterministic sequence per aggregator,
+/// no shared RNG; which series gets which draw follows the hash maps' order,
+/// so totals may differ by a unit between processes, never on average).
+fn next_unit(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[derive(Debug)]
@@ -385,6 +454,8 @@ struct PendingChild {
     end_ns: u64,
     duration_ns: u64,
     error: bool,
+    /// The child's adjusted count: the weight of its call.
+    weight: f64,
     /// Where the child sits in the WAL (its edge is its contribution).
     origin: Option<SpanOrigin>,
     /// The edge was stored before a restart: match it (so the parent's peer
@@ -399,6 +470,8 @@ struct PeerCandidate {
     peer: String,
     duration_ns: u64,
     error: bool,
+    /// The client span's adjusted count: the weight of its call.
+    weight: f64,
     origin: Option<SpanOrigin>,
 }
 
@@ -457,6 +530,10 @@ pub struct RollupAggregator {
     written: WrittenOrigins,
     /// When (drain clock) origins were first seen unflushed, for `max_hold_secs`.
     unflushed_since: Option<u64>,
+    /// State of the draws that round weighted counts (see `round_counts`).
+    round_state: u64,
+    /// The last `tracestate` weighed (see [`weight::ThresholdMemo`]).
+    weight_memo: weight::ThresholdMemo,
     stats: RollupStats,
 }
 
@@ -531,6 +608,8 @@ impl RollupAggregator {
             hold_deltas: HMap::new(),
             written: WrittenOrigins::default(),
             unflushed_since: None,
+            round_state: 0x005E_ED0F_AD1C_0DE5_u64,
+            weight_memo: Default::default(),
             stats: RollupStats::default(),
         }
     }
@@ -620,21 +699,27 @@ impl RollupAggregator {
         true
     }
 
-    fn add_edge(&mut self, minute: u64, caller: &Arc<str>, callee: &str, dur: u64, err: bool) {
+    fn add_edge(
+        &mut self,
+        minute: u64,
+        caller: &Arc<str>,
+        callee: &str,
+        (dur, err, w): (u64, bool, f64),
+    ) {
         let key = EdgeKeyRef {
             minute,
             caller,
             callee,
         };
         if let Some(acc) = self.edges.get_mut(&key) {
-            acc.add(dur, err);
+            acc.add(dur, err, w);
             return;
         }
         if !self.room_for_series() {
             return;
         }
         let mut acc = Acc::default();
-        acc.add(dur, err);
+        acc.add(dur, err, w);
         self.edges.insert(
             EdgeKey {
                 minute,
@@ -645,7 +730,13 @@ impl RollupAggregator {
         );
     }
 
-    fn add_op(&mut self, minute: u64, service: &Arc<str>, span: &Span, dur: u64, err: bool) {
+    fn add_op(
+        &mut self,
+        minute: u64,
+        service: &Arc<str>,
+        span: &Span,
+        (dur, err, w): (u64, bool, f64),
+    ) {
         let key = OpKeyRef {
             minute,
             service,
@@ -653,14 +744,14 @@ impl RollupAggregator {
             kind: span.kind,
         };
         if let Some(acc) = self.ops.get_mut(&key) {
-            acc.add(dur, err);
+            acc.add(dur, err, w);
             return;
         }
         if !self.room_for_series() {
             return;
         }
         let mut acc = Acc::default();
-        acc.add(dur, err);
+        acc.add(dur, err, w);
         self.ops.insert(
             OpKey {
                 minute,
@@ -674,12 +765,13 @@ impl RollupAggregator {
 
     /// Counts one span. Call for every received span, before sampling.
     pub fn observe(&mut self, span: &Span) {
-        self.observe_at(span, None)
+        self.observe_at(span, None);
     }
 
     /// Counts one span that sits at `origin` in the WAL (see the type's
-    /// documentation on crash exactness).
-    pub fn observe_at(&mut self, span: &Span, origin: Option<SpanOrigin>) {
+    /// documentation on crash exactness). Returns the span's adjusted count
+    /// (its weight in the rollups).
+    pub fn observe_at(&mut self, span: &Span, origin: Option<SpanOrigin>) -> f64 {
         self.stats.spans_observed += 1;
         let written = match origin {
             Some(o) if !self.written.is_empty() => self.written.written(o),
@@ -689,6 +781,13 @@ impl RollupAggregator {
         let minute = minute_of(span.start_ns);
         let dur = span.duration_ns();
         let err = span.is_error();
+        let (w, source) = weight::adjusted_count_memo(span, &mut self.weight_memo);
+        match source {
+            weight::WeightSource::Threshold => self.stats.weight_threshold += 1,
+            weight::WeightSource::JaegerTags => self.stats.weight_jaeger += 1,
+            weight::WeightSource::Malformed => self.stats.weight_malformed += 1,
+            weight::WeightSource::None => {}
+        }
         // Parts of this span accounted for but not marked yet. They are
         // marked together (one origin lookup), always before anything that
         // can add a series (and so flush early), so a part and its
@@ -702,7 +801,7 @@ impl RollupAggregator {
         if written[MAIN] {
             self.stats.replayed_already_stored += 1;
         } else {
-            self.add_op(minute, &service, span, dur, err);
+            self.add_op(minute, &service, span, (dur, err, w));
             marks.add(MAIN);
         }
 
@@ -719,8 +818,7 @@ impl RollupAggregator {
                             &parent_service,
                             &service,
                             minute,
-                            dur,
-                            err,
+                            (dur, err, w),
                             !written[CHILD],
                         );
                     }
@@ -733,8 +831,7 @@ impl RollupAggregator {
                         service.clone(),
                         minute,
                         span.end_ns,
-                        dur,
-                        err,
+                        (dur, err, w),
                         o,
                         written[CHILD],
                     );
@@ -767,6 +864,7 @@ impl RollupAggregator {
                         peer: peer.to_string(),
                         duration_ns: dur,
                         error: err,
+                        weight: w,
                         origin,
                     },
                 );
@@ -789,8 +887,7 @@ impl RollupAggregator {
                         &service,
                         &c.service,
                         c.minute_ns,
-                        c.duration_ns,
-                        c.error,
+                        (c.duration_ns, c.error, c.weight),
                         !c.stored,
                     );
                 }
@@ -799,6 +896,7 @@ impl RollupAggregator {
         }
 
         self.remember(me, service);
+        w
     }
 
     fn flush_marks(&mut self, m: &mut Marks) {
@@ -833,8 +931,7 @@ impl RollupAggregator {
         caller: &Arc<str>,
         callee: &str,
         minute: u64,
-        dur: u64,
-        err: bool,
+        call: (u64, bool, f64),
         count: bool,
     ) {
         if let Some(c) = self.peers.remove(&parent) {
@@ -844,7 +941,7 @@ impl RollupAggregator {
         }
         if count {
             self.stats.parent_child_calls += 1;
-            self.add_edge(minute, caller, callee, dur, err);
+            self.add_edge(minute, caller, callee, call);
         } else {
             self.stats.replayed_already_stored += 1;
         }
@@ -874,8 +971,7 @@ impl RollupAggregator {
         service: Arc<str>,
         minute_ns: u64,
         end_ns: u64,
-        duration_ns: u64,
-        error: bool,
+        (duration_ns, error, weight): (u64, bool, f64),
         origin: Option<SpanOrigin>,
         stored: bool,
     ) {
@@ -886,6 +982,7 @@ impl RollupAggregator {
             end_ns,
             duration_ns,
             error,
+            weight,
             origin,
             stored,
         };
@@ -954,7 +1051,12 @@ impl RollupAggregator {
             self.stats.peer_calls_suppressed += 1;
         } else {
             self.stats.peer_calls += 1;
-            self.add_edge(c.minute_ns, &c.caller, &c.peer, c.duration_ns, c.error);
+            self.add_edge(
+                c.minute_ns,
+                &c.caller,
+                &c.peer,
+                (c.duration_ns, c.error, c.weight),
+            );
         }
         self.settle_peer(&c);
     }
@@ -968,24 +1070,27 @@ impl RollupAggregator {
 
     /// Moves the series and origins of the minutes `pick` selects into `out`.
     fn take_into(&mut self, out: &mut RollupBatch, pick: impl Fn(u64) -> bool) {
+        let state = &mut self.round_state;
         for (k, a) in self.ops.extract_if(|k, _| pick(k.minute)) {
+            let (count, errors) = round_counts(a.count, a.errors, next_unit(state));
             out.operations.push(OperationRollup {
                 minute_ns: k.minute,
                 service: k.service.to_string(),
                 operation: k.name.into(),
                 kind: k.kind,
-                count: a.count,
-                errors: a.errors,
+                count,
+                errors,
                 sketch: a.sketch,
             });
         }
         for (k, a) in self.edges.extract_if(|k, _| pick(k.minute)) {
+            let (calls, errors) = round_counts(a.count, a.errors, next_unit(state));
             out.edges.push(EdgeRollup {
                 minute_ns: k.minute,
                 caller: k.caller.to_string(),
                 callee: k.callee.into(),
-                calls: a.count,
-                errors: a.errors,
+                calls,
+                errors,
                 sketch: a.sketch,
             });
         }
@@ -1137,6 +1242,9 @@ mod tests {
 }
 
 #[cfg(test)]
+mod weighted_tests;
+
+#[cfg(test)]
 mod aggregator_tests {
     use super::*;
     use crate::model::{KeyValue, StatusCode};
@@ -1206,7 +1314,7 @@ mod aggregator_tests {
         let r = &b.operations[0];
         assert_eq!(
             (r.minute_ns, r.count, r.errors, r.sketch.count),
-            (T0, 2, 1, 2)
+            (T0, 2, 1, 2.0)
         );
         let rest = a.drain_all();
         assert_eq!(rest.operations.len(), 1);
@@ -1245,7 +1353,7 @@ mod aggregator_tests {
         ));
         let b = a.drain_all();
         let e = edge(&b, "web", "db-svc").expect("edge");
-        assert_eq!((e.calls, e.errors, e.sketch.sum), (2, 1, 10_000));
+        assert_eq!((e.calls, e.errors, e.sketch.sum), (2, 1, 10_000.0));
         assert_eq!(b.edges.len(), 1);
         assert_eq!(a.stats().parent_child_calls, 2);
     }
@@ -1291,7 +1399,7 @@ mod aggregator_tests {
         a.observe(&srv);
         let b = a.drain(T0 + 10 * MINUTE_NS);
         let pg = edge(&b, "web", "postgresql").expect("db edge");
-        assert_eq!((pg.calls, pg.sketch.sum), (1, 5_000));
+        assert_eq!((pg.calls, pg.sketch.sum), (1, 5_000.0));
         assert_eq!(edge(&b, "web", "cart").expect("cart edge").calls, 1);
         assert!(edge(&b, "web", "cart.internal").is_none());
         assert!(edge(&b, "web", "x").is_none());

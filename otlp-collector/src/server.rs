@@ -152,7 +152,11 @@ pub fn check_config(config: &Config) -> Result<(), StartError> {
         &config.auth.query_tokens,
         config.auth.query_tokens_file.as_deref(),
     )?;
-    Stages::from_config(config)?;
+    if config.route.enabled() {
+        crate::route::membership::Membership::check(&config.route).map_err(ConfigError::from)?;
+    } else {
+        Stages::from_config(config)?;
+    }
     crate::storage::connecting::check_url(&config.storage)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(())
@@ -297,21 +301,83 @@ async fn query_auth(
     }
 }
 
+/// What each part of a collector holds of its store: the pipeline and
+/// `/readyz` the writer, the query API the readers, the retention timer
+/// retention; a router's writer forwards and it has nothing to read or
+/// expire, and its receivers learn when no backend is in the ring.
+struct Roles {
+    writer: Arc<dyn SpanWriter>,
+    reader: Arc<dyn SpanReader>,
+    retention: Option<Arc<dyn Retention>>,
+    no_backend: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
 impl Collector {
-    /// Starts everything on the current tokio runtime.
+    /// Starts everything on the current tokio runtime, storing spans in `store`.
     pub async fn start(config: Config, store: Arc<dyn SpanStore>) -> Result<Collector, StartError> {
+        if config.route.enabled() {
+            return Err(ConfigError::Invalid(
+                "[route] is configured: start this collector with Collector::start_router".into(),
+            )
+            .into());
+        }
+        Self::start_as(config, Some(store)).await
+    }
+
+    /// Starts a router (`[route]` / `--route-to`): the same receivers, WAL
+    /// and acknowledgements, then every span forwarded to the backend
+    /// collector owning its trace id; nothing is stored here, so the query
+    /// API answers empty (query the backends).
+    pub async fn start_router(config: Config) -> Result<Collector, StartError> {
+        if !config.route.enabled() {
+            return Err(ConfigError::Invalid(
+                "the router has no backends: set route.backends, --route-to or route.dns_name"
+                    .into(),
+            )
+            .into());
+        }
+        Self::start_as(config, None).await
+    }
+
+    async fn start_as(
+        config: Config,
+        store: Option<Arc<dyn SpanStore>>,
+    ) -> Result<Collector, StartError> {
         config.validate()?;
-        // Each part gets the one role it uses: the pipeline and /readyz the
-        // writer, the query API the readers, the retention timer retention.
-        let sink = store.name();
-        let writer: Arc<dyn SpanWriter> = store.clone();
-        let reader: Arc<dyn SpanReader> = store.clone();
-        let retention: Arc<dyn Retention> = store;
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut servers = Vec::new();
+        let router = store.is_none();
+        let Roles {
+            writer,
+            reader,
+            retention,
+            no_backend,
+        } = match store {
+            Some(store) => Roles {
+                writer: store.clone(),
+                reader: store.clone(),
+                retention: Some(store),
+                no_backend: None,
+            },
+            None => {
+                let (r, task) =
+                    crate::route::Router::start(&config.route, &metrics, shutdown_rx.clone())
+                        .map_err(ConfigError::from)?;
+                servers.push(task);
+                Roles {
+                    writer: r.forwarder.clone(),
+                    reader: Arc::new(crate::storage::null::NullStore),
+                    retention: None,
+                    no_backend: Some(r.membership.no_backend_flag()),
+                }
+            }
+        };
+        let sink = writer.name();
         let tls = crate::tls::server_config(
             config.tls.cert_file.as_deref(),
             config.tls.key_file.as_deref(),
         )?;
-        let metrics = Arc::new(Metrics::default());
         let (wal, replay_segments) = Wal::open(&config.wal_dir(), &config.wal, metrics.clone())?;
         let health = Health::new(writer.clone(), wal.clone(), metrics.clone());
         let budgets = config.memory_budgets()?;
@@ -340,10 +406,37 @@ impl Collector {
             config.queue.retry_after_secs,
             receiver_tokens,
         );
-        let stages = Stages::from_config(&config)?;
+        if let Some(flag) = no_backend {
+            ingest.set_no_downstream_flag(flag);
+        }
+        let mut stages = if router {
+            Stages::for_router(&config)
+        } else {
+            Stages::from_config(&config)?
+        };
+        // Adaptive sampling: the pipeline counts root spans, a task turns the
+        // counts into the strategies the sampling API serves. A router counts
+        // nothing (its backends see the spans), so it serves pinned rates only.
+        let sampling_strategies =
+            Arc::new(crate::sampling_api::Strategies::new(&config.sampling_api));
+        let adaptive = &config.sampling_api.adaptive;
+        let throughput = (!router && config.sampling_api.enabled && adaptive.enabled).then(|| {
+            Arc::new(crate::sampling_api::adaptive::ThroughputRecorder::new(
+                adaptive.max_operations,
+            ))
+        });
+        if let Some(t) = &throughput {
+            stages.set_throughput(t.clone());
+        }
         let mut batcher = config.batcher.clone();
         batcher.max_spans = Some(batcher.spans_per_batch(config.storage.kind));
-        batcher.max_concurrent_writes = Some(batcher.concurrent_writes(config.storage.kind));
+        batcher.max_concurrent_writes = Some(if router {
+            // Forwards to several backends: one slow backend's batch should
+            // not be the only one in flight.
+            batcher.max_concurrent_writes.unwrap_or(2).max(1)
+        } else {
+            batcher.concurrent_writes(config.storage.kind)
+        });
         let pipeline = Pipeline::start(
             queue.clone(),
             wal.clone(),
@@ -380,9 +473,6 @@ impl Collector {
             http: local(&query_l),
             sampling: local(&sampling_l),
         };
-
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut servers = Vec::new();
 
         let fd_limit = crate::listener::fd_limit();
         let table = crate::listener::conns::ConnTable::new(
@@ -459,11 +549,18 @@ impl Collector {
                 )));
             }
         }
-        if let Some(l) = sampling_l {
-            let state = crate::sampling_api::SamplingState::new(
-                crate::sampling_api::Strategies::new(&config.sampling_api),
+        if let Some(t) = throughput {
+            servers.push(tokio::spawn(crate::sampling_api::recompute::run(
+                config.sampling_api.adaptive.clone(),
+                t,
+                sampling_strategies.clone(),
                 metrics.clone(),
-            );
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(l) = sampling_l {
+            let state =
+                crate::sampling_api::SamplingState::shared(sampling_strategies, metrics.clone());
             servers.push(tokio::spawn(crate::listener::serve(
                 l,
                 ctx("sampling", false),
@@ -519,15 +616,17 @@ impl Collector {
             health.clone(),
             shutdown_rx.clone(),
         )));
-        let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
-        *metrics.retention.lock() = Some(retention_stats.clone());
-        servers.push(tokio::spawn(crate::storage::retention::run(
-            retention,
-            sink,
-            config.retention.clone(),
-            retention_stats,
-            shutdown_rx.clone(),
-        )));
+        if let Some(retention) = retention {
+            let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
+            *metrics.retention.lock() = Some(retention_stats.clone());
+            servers.push(tokio::spawn(crate::storage::retention::run(
+                retention,
+                sink,
+                config.retention.clone(),
+                retention_stats,
+                shutdown_rx.clone(),
+            )));
+        }
 
         // Replay after the listeners are up: /healthz answers meanwhile, /readyz once done.
         let replay = {

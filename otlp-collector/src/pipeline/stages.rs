@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::enrich::{self, Enricher};
@@ -208,7 +209,13 @@ impl Stage for RedactStage {
 /// enrichment, redaction.
 pub struct Stages {
     pub(super) rollups: RollupAggregator,
+    /// Adaptive sampling's root-span counts, when `[sampling_api.adaptive]`
+    /// is on.
+    throughput: Option<Arc<crate::sampling_api::adaptive::ThroughputRecorder>>,
     chain: Vec<Box<dyn Stage>>,
+    /// False on a router: its backends compute the rollups from every span
+    /// they receive; counting here too would count every span twice.
+    observe_rollups: bool,
     /// Rollup counters as of the last [`Stages::publish`].
     published_rollups: crate::rollup::RollupStats,
 }
@@ -246,9 +253,32 @@ impl Stages {
         }
         Ok(Stages {
             rollups: RollupAggregator::new(cfg.rollups.clone()),
+            throughput: None,
             chain,
+            observe_rollups: true,
             published_rollups: Default::default(),
         })
+    }
+
+    /// Counts root spans' adjusted throughput into `recorder` (adaptive sampling).
+    pub fn set_throughput(
+        &mut self,
+        recorder: Arc<crate::sampling_api::adaptive::ThroughputRecorder>,
+    ) {
+        self.throughput = Some(recorder);
+    }
+
+    /// A router's stages: none, and no rollups. Every span is forwarded as
+    /// received; the backend that owns its trace samples, enriches, redacts
+    /// and counts it, seeing the whole trace.
+    pub fn for_router(cfg: &crate::config::Config) -> Stages {
+        Stages {
+            rollups: RollupAggregator::new(cfg.rollups.clone()),
+            throughput: None,
+            chain: Vec::new(),
+            observe_rollups: false,
+            published_rollups: Default::default(),
+        }
     }
 
     /// Runs `spans` through the chain from stage `from` on.
@@ -284,12 +314,22 @@ impl Stages {
         released: &mut Vec<(u64, u64)>,
     ) {
         let now = Instant::now();
-        for (i, span) in spans.iter().enumerate() {
-            let origin = SpanOrigin {
-                segment,
-                ordinal: first_span + i as u64,
-            };
-            self.rollups.observe_at(span, Some(origin));
+        if self.observe_rollups {
+            // Root spans with their adjusted counts, for adaptive sampling.
+            let mut roots = Vec::new();
+            for (i, span) in spans.iter().enumerate() {
+                let origin = SpanOrigin {
+                    segment,
+                    ordinal: first_span + i as u64,
+                };
+                let w = self.rollups.observe_at(span, Some(origin));
+                if self.throughput.is_some() && span.parent_span_id.is_none() {
+                    roots.push((span.service_name.as_str(), span.name.as_str(), w));
+                }
+            }
+            if let (Some(t), false) = (&self.throughput, roots.is_empty()) {
+                t.record(roots);
+            }
         }
         let spans = spans.into_iter().map(|s| (s, segment)).collect();
         self.run(0, spans, now, kept, released);
@@ -329,6 +369,13 @@ impl Stages {
         metrics
             .rollup_dropped
             .add("pending_full", now.pending_evicted - was.pending_evicted);
+        for (source, now, was) in [
+            ("threshold", now.weight_threshold, was.weight_threshold),
+            ("jaeger", now.weight_jaeger, was.weight_jaeger),
+            ("malformed", now.weight_malformed, was.weight_malformed),
+        ] {
+            metrics.rollup_weight_sources.add(source, now - was);
+        }
         metrics
             .rollup_early_flushes
             .fetch_add(now.early_flushes - was.early_flushes, Relaxed);

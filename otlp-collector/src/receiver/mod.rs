@@ -146,6 +146,10 @@ pub struct Ingest {
     /// The process-wide memory limit (`limits.memory_limit_mib`).
     pub memory: Arc<MemoryGuard>,
     accepting: AtomicBool,
+    /// On a router: true while no backend is in the ring. A full queue or
+    /// WAL is then refused with 503 / UNAVAILABLE, not 429: nothing drains
+    /// it until a backend is back.
+    no_downstream: std::sync::OnceLock<Arc<AtomicBool>>,
 }
 
 impl Ingest {
@@ -172,7 +176,27 @@ impl Ingest {
             retry_after_secs,
             tokens,
             accepting: AtomicBool::new(true),
+            no_downstream: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes refusals for a full queue or WAL answer 503 / UNAVAILABLE while
+    /// `flag` is true (a router with no backend in its ring). Set once.
+    pub fn set_no_downstream_flag(&self, flag: Arc<AtomicBool>) {
+        let _ = self.no_downstream.set(flag);
+    }
+
+    /// A refusal because the queue or WAL is full: 429 with a retry hint,
+    /// or 503 when nothing downstream will drain it (see
+    /// [`Ingest::set_no_downstream_flag`]).
+    fn full(&self, why: &'static str) -> SubmitError {
+        if self.no_downstream.get().is_some_and(|f| f.load(Relaxed)) {
+            SubmitError::Unavailable(format!(
+                "{why} and no backend is in the router's ring (all failed their health checks)"
+            ))
+        } else {
+            SubmitError::Refused(why, self.retry_after_secs)
+        }
     }
 
     /// Stops acknowledging new requests (shutdown); they get 503 / UNAVAILABLE.
@@ -284,7 +308,7 @@ impl Ingest {
         let Some(reservation) = self.queue.try_reserve(n, decoded.bytes) else {
             m.refused.fetch_add(n, Relaxed);
             self.metrics.requests_failed.add("queue_full", 1);
-            return Err(SubmitError::Refused("queue full", self.retry_after_secs));
+            return Err(self.full("queue full"));
         };
         match self.wal.append(format, n as u32, payload).await {
             Ok(segment) => {
@@ -296,10 +320,7 @@ impl Ingest {
             Err(WalError::Full(_)) => {
                 m.refused.fetch_add(n, Relaxed);
                 self.metrics.requests_failed.add("wal_full", 1);
-                Err(SubmitError::Refused(
-                    "write-ahead log full",
-                    self.retry_after_secs,
-                ))
+                Err(self.full("write-ahead log full"))
             }
             Err(WalError::Busy) => {
                 m.refused.fetch_add(n, Relaxed);

@@ -44,6 +44,9 @@ pub struct SamplingApiConfig {
     pub default_lower_bound_traces_per_second: f64,
     /// Pinned services by name.
     pub services: BTreeMap<String, ServiceStrategyConfig>,
+    /// `[sampling_api.adaptive]`: rates computed from observed throughput
+    /// for services not pinned here.
+    pub adaptive: super::adaptive::AdaptiveConfig,
 }
 
 impl Default for SamplingApiConfig {
@@ -54,6 +57,7 @@ impl Default for SamplingApiConfig {
             default_probability: 0.001,
             default_lower_bound_traces_per_second: 0.0,
             services: BTreeMap::new(),
+            adaptive: Default::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ impl SamplingApiConfig {
                  {MAX_LOWER_BOUND_PER_SECOND}"
             )));
         }
+        self.adaptive.validate()?;
         if self.services.len() > MAX_SERVICES {
             return Err(invalid(format!(
                 "sampling_api.services pins {} services; at most {MAX_SERVICES} are allowed",

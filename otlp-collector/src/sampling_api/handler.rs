@@ -26,8 +26,13 @@ pub struct SamplingState {
 impl SamplingState {
     /// Serves `strategies`, counting requests in `metrics`.
     pub fn new(strategies: Strategies, metrics: Arc<Metrics>) -> SamplingState {
+        Self::shared(Arc::new(strategies), metrics)
+    }
+
+    /// Serves strategies that another task updates (adaptive rates).
+    pub fn shared(strategies: Arc<Strategies>, metrics: Arc<Metrics>) -> SamplingState {
         SamplingState {
-            strategies: Arc::new(strategies),
+            strategies,
             metrics,
         }
     }
@@ -83,10 +88,11 @@ async fn strategy(State(s): State<SamplingState>, RawQuery(q): RawQuery) -> Resp
     let (body, source) = s.strategies.get(&service);
     let outcome = match source {
         Source::Pinned => "pinned",
+        Source::Adaptive => "adaptive",
         Source::Default => "default",
     };
     s.metrics.sampling_api_requests.add(outcome, 1);
-    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]

@@ -7,11 +7,15 @@
 //! - [`strategy`]: Jaeger's JSON strategy, rendered once at start.
 //! - [`handler`]: the query check (the `service` parameter, once, bounded)
 //!   and the answer; counted in `ferrotrace_sampling_api_requests_total`.
-//!
-//! Rates are pinned in configuration; adaptive rates are not computed here.
+//! - [`adaptive`]: `[sampling_api.adaptive]`, probabilities computed from the
+//!   observed adjusted throughput of root spans; pinned services win.
+//! - [`recompute`]: the periodic task that turns the pipeline's counts into
+//!   served strategies.
 
+pub mod adaptive;
 pub mod config;
 pub mod handler;
+pub mod recompute;
 pub mod strategy;
 
 pub use config::SamplingApiConfig;

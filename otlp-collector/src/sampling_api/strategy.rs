@@ -1,12 +1,16 @@
 //! The answers: Jaeger's JSON sampling strategy (the JSON form of
 //! `jaeger.api_v2.SamplingStrategyResponse`, as Jaeger's collector and agent
-//! serve it), built once at start for every pinned service and the default.
+//! serve it), built once at start for every pinned service and the default,
+//! and at every recomputation for the services with adaptive rates.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use serde_json::{json, Value};
 
+use super::adaptive::ServiceRates;
 use super::config::{SamplingApiConfig, ServiceStrategyConfig};
 
 /// Prepared response bodies, looked up by service name.
@@ -14,6 +18,9 @@ use super::config::{SamplingApiConfig, ServiceStrategyConfig};
 pub struct Strategies {
     default: Bytes,
     services: HashMap<String, Bytes>,
+    lower_bound: f64,
+    /// Adaptive answers, replaced whole at each recomputation.
+    adaptive: RwLock<Arc<HashMap<String, Bytes>>>,
 }
 
 /// Whether a body came from a pinned service or the default (for metrics).
@@ -21,6 +28,8 @@ pub struct Strategies {
 pub enum Source {
     /// The service is pinned in `[sampling_api.services]`.
     Pinned,
+    /// Computed from the service's observed throughput.
+    Adaptive,
     /// Any other service.
     Default,
 }
@@ -42,15 +51,41 @@ impl Strategies {
                 (name.clone(), body)
             })
             .collect();
-        Strategies { default, services }
+        Strategies {
+            default,
+            services,
+            lower_bound: cfg.default_lower_bound_traces_per_second,
+            adaptive: RwLock::new(Arc::new(HashMap::new())),
+        }
     }
 
-    /// The body for `service`: its pinned strategy, or the default one.
-    pub fn get(&self, service: &str) -> (&Bytes, Source) {
-        match self.services.get(service) {
-            Some(b) => (b, Source::Pinned),
-            None => (&self.default, Source::Default),
+    /// The body for `service`: its pinned strategy (pinned rates win), its
+    /// adaptive one, or the default one.
+    pub fn get(&self, service: &str) -> (Bytes, Source) {
+        if let Some(b) = self.services.get(service) {
+            return (b.clone(), Source::Pinned);
         }
+        if let Some(b) = self.adaptive.read().get(service) {
+            return (b.clone(), Source::Adaptive);
+        }
+        (self.default.clone(), Source::Default)
+    }
+
+    /// Replaces the adaptive answers; pinned services are left out (their
+    /// pinned answer is served).
+    pub fn set_adaptive(&self, rates: &BTreeMap<String, ServiceRates>) {
+        let map: HashMap<String, Bytes> = rates
+            .iter()
+            .filter(|(s, _)| !self.services.contains_key(*s))
+            .map(|(s, r)| {
+                let cfg = ServiceStrategyConfig {
+                    probability: Some(r.probability),
+                    operations: r.operations.clone(),
+                };
+                (s.clone(), render(r.probability, self.lower_bound, &cfg))
+            })
+            .collect();
+        *self.adaptive.write() = Arc::new(map);
     }
 }
 
@@ -98,7 +133,7 @@ mod tests {
         let (b, src) = s.get("anything");
         assert_eq!(src, Source::Default);
         assert_eq!(
-            parse(b),
+            parse(&b),
             json!({"strategyType": "PROBABILISTIC", "probabilisticSampling": {"samplingRate": 0.001}})
         );
     }
@@ -120,7 +155,7 @@ mod tests {
         let (b, src) = s.get("checkout");
         assert_eq!(src, Source::Pinned);
         assert_eq!(
-            parse(b),
+            parse(&b),
             json!({
                 "strategyType": "PROBABILISTIC",
                 "probabilisticSampling": {"samplingRate": 0.25},
@@ -136,10 +171,48 @@ mod tests {
         );
         // A pinned service without a probability gets the default one.
         let (b, _) = s.get("plain");
-        assert_eq!(parse(b)["probabilisticSampling"]["samplingRate"], 0.1);
+        assert_eq!(parse(&b)["probabilisticSampling"]["samplingRate"], 0.1);
         assert_eq!(
-            parse(b)["operationSampling"]["perOperationStrategies"],
+            parse(&b)["operationSampling"]["perOperationStrategies"],
             json!([])
         );
+    }
+
+    #[test]
+    fn adaptive_answers_yield_to_pinned_ones() {
+        let cfg: SamplingApiConfig = toml::from_str(
+            r#"
+            [services.pinned]
+            probability = 0.5
+            "#,
+        )
+        .unwrap();
+        let s = Strategies::new(&cfg);
+        let rates: BTreeMap<String, ServiceRates> = ["pinned", "free"]
+            .into_iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    ServiceRates {
+                        probability: 0.02,
+                        operations: [("hot".to_string(), 0.01)].into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        s.set_adaptive(&rates);
+        let (b, src) = s.get("pinned");
+        assert_eq!(src, Source::Pinned);
+        assert_eq!(parse(&b)["probabilisticSampling"]["samplingRate"], 0.5);
+        let (b, src) = s.get("free");
+        assert_eq!(src, Source::Adaptive);
+        let v = parse(&b);
+        assert_eq!(v["probabilisticSampling"]["samplingRate"], 0.02);
+        assert_eq!(v["operationSampling"]["defaultSamplingProbability"], 0.02);
+        assert_eq!(
+            v["operationSampling"]["perOperationStrategies"],
+            json!([{"operation": "hot", "probabilisticSampling": {"samplingRate": 0.01}}])
+        );
+        assert_eq!(s.get("other").1, Source::Default);
     }
 }

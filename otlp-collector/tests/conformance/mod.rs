@@ -156,6 +156,7 @@ pub async fn run_all(store: &dyn SpanStore) {
     round_trip(store).await;
     idempotent_retry(store).await;
     rollups_merge(store).await;
+    weighted_rollups(store).await;
     rollup_origins(store).await;
     search_filters(store).await;
     search_attributes(store).await;
@@ -521,6 +522,71 @@ pub async fn rollups_merge(store: &dyn SpanStore) {
         (5, 2, 3 * MS)
     );
     assert_close("edge p95", deps[0].p95_ns, 5 * MS);
+}
+
+/// Sketches whose values carry fractional weights (adjusted counts of
+/// sampled spans) are stored and merged faithfully: weighted mean and
+/// quantiles come back as written, whatever the sink.
+pub async fn weighted_rollups(store: &dyn SpanStore) {
+    let m = day(3) + 40 * MINUTE_NS;
+    let weighted = || {
+        let mut s = LatencySketch::default();
+        // 99.5 requests of 1 ms and 0.5 of 10 ms: 100 in all.
+        s.add_weighted(MS, 99.5);
+        s.add_weighted(10 * MS, 0.5);
+        s
+    };
+    for _ in 0..2 {
+        store
+            .write_rollups(&RollupBatch {
+                operations: vec![OperationRollup {
+                    minute_ns: m,
+                    service: "wr-svc".into(),
+                    operation: "wr-op".into(),
+                    kind: SpanKind::Server,
+                    count: 100,
+                    errors: 3,
+                    sketch: weighted(),
+                }],
+                edges: vec![EdgeRollup {
+                    minute_ns: m,
+                    caller: "wr-a".into(),
+                    callee: "wr-b".into(),
+                    calls: 100,
+                    errors: 3,
+                    sketch: weighted(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("weighted rollups");
+    }
+    let range = TimeRange {
+        start_ns: m,
+        end_ns: m + MINUTE_NS,
+    };
+    let pts = store
+        .latency(&LatencyQuery {
+            service: "wr-svc".into(),
+            operation: Some("wr-op".into()),
+            range,
+            step_ns: None,
+            kinds: vec![],
+        })
+        .await
+        .expect("latency");
+    assert_eq!((pts[0].count, pts[0].errors), (200, 6));
+    // Rank 0.99 × 200 = 198 falls in the 199 weight of 1 ms; 0.999 would not.
+    assert_close("weighted p99", pts[0].p99_ns, MS);
+    let deps = store.dependencies(range).await.expect("dependencies");
+    let e = deps
+        .iter()
+        .find(|e| e.caller == "wr-a")
+        .expect("weighted edge");
+    assert_eq!((e.calls, e.errors), (200, 6));
+    // (199 × 1 ms + 1 × 10 ms) / 200, exactly.
+    assert_eq!(e.avg_ns, 1_045_000);
+    assert_close("weighted edge p95", e.p95_ns, MS);
 }
 
 /// Search by service, operation, duration, errors and time; one span must

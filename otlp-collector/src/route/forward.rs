@@ -1,0 +1,227 @@
+//! The forwarding sink: a [`SpanWriter`] that splits a batch by the ring's
+//! owner of each trace id and exports each part to its backend over
+//! OTLP/gRPC, succeeding only when every part was acknowledged. The
+//! pipeline's sink task (`pipeline/sink.rs`) then gives at-least-once
+//! forwarding for free: a failed write is retried with backoff (regrouped
+//! by the ring of that moment) while the WAL holds the batch, and the WAL
+//! releases it only after success.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tonic::Code;
+
+use super::encode;
+use super::membership::{Member, Membership};
+use super::recent::{Acked, TraceOwners};
+use crate::metrics::{RouteMetrics, ROUTE_LABEL_SEP};
+use crate::model::Span;
+use crate::rollup::{RollupBatch, RollupOrigin};
+use crate::storage::{SpanWriter, StorageError, StorageResult};
+
+/// Forwards span batches to the ring's backends.
+pub struct Forwarder {
+    membership: Arc<Membership>,
+    metrics: Arc<RouteMetrics>,
+    max_spans_per_request: usize,
+    acked: Mutex<Acked>,
+    owners: Mutex<TraceOwners>,
+    /// `Bearer <route.token_file>` for backends that require a token.
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("membership", &self.membership)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend's gRPC status means for the batch: every code the
+/// backend or the transport gives for "not now" is retryable (the WAL holds
+/// the spans); only a request the backend can never take (INVALID_ARGUMENT
+/// and the like: a bug or mismatched limits) is not.
+fn classify(backend: &str, s: &tonic::Status) -> StorageError {
+    let what = format!("backend {backend} answered {:?}: {}", s.code(), s.message());
+    match s.code() {
+        Code::ResourceExhausted => StorageError::Unavailable(format!(
+            "{what} (the backend is saturated; spans wait in the router's WAL)"
+        )),
+        Code::InvalidArgument
+        | Code::Unimplemented
+        | Code::OutOfRange
+        | Code::FailedPrecondition => StorageError::Backend(what),
+        // Unauthenticated/PermissionDenied are configuration to fix; the WAL holds meanwhile.
+        _ => StorageError::Unavailable(what),
+    }
+}
+
+impl Forwarder {
+    /// A forwarder over `membership`'s ring; fails if `route.token_file`
+    /// cannot be read.
+    pub fn new(
+        membership: Arc<Membership>,
+        metrics: Arc<RouteMetrics>,
+        cfg: &super::RouteConfig,
+    ) -> Result<Forwarder, super::RouteConfigError> {
+        let authorization = match cfg.token()? {
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                super::RouteConfigError(
+                    "route.token_file: the token is not a valid header value".into(),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Forwarder {
+            authorization,
+            membership,
+            metrics,
+            max_spans_per_request: cfg.max_spans_per_request.max(1),
+            acked: Mutex::new(Acked::new(cfg.acked_spans)),
+            owners: Mutex::new(TraceOwners::new(cfg.recent_traces)),
+        })
+    }
+
+    /// Exports one request to `m`; the number of spans it rejected as invalid.
+    async fn send(&self, m: &Member, spans: &[&Span]) -> Result<u64, StorageError> {
+        let req = encode::request(spans);
+        let mut client = m.client.clone();
+        let mut req = tonic::Request::new(req);
+        if let Some(a) = &self.authorization {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        match client.export(req).await {
+            Ok(r) => Ok(r
+                .into_inner()
+                .partial_success
+                .map_or(0, |p| p.rejected_spans.max(0) as u64)),
+            Err(s) => {
+                self.metrics.forward_failures.add(
+                    &format!("{}{ROUTE_LABEL_SEP}{:?}", m.addr.grpc, s.code()),
+                    1,
+                );
+                Err(classify(&m.addr.grpc, &s))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SpanWriter for Forwarder {
+    fn name(&self) -> &'static str {
+        "route"
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.membership.ring().members.is_empty() {
+            Err(
+                "no backend is in the ring (none passed its /readyz check yet, or all \
+                 failed route.unhealthy_after checks); spans wait in the write-ahead log"
+                    .into(),
+            )
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        let ring = self.membership.ring();
+        if ring.members.is_empty() {
+            return Err(StorageError::Unavailable(
+                "no backend is in the ring; spans wait in the router's write-ahead log".into(),
+            ));
+        }
+        // Group by owner, skipping what a backend already acknowledged in an
+        // earlier attempt of this batch.
+        let mut groups: Vec<Vec<&Span>> = vec![Vec::new(); ring.members.len()];
+        {
+            let acked = self.acked.lock();
+            for s in spans {
+                if !acked.is_empty() && acked.contains(&(s.trace_id, s.span_id)) {
+                    continue;
+                }
+                if let Some(i) = ring.owner(&s.trace_id) {
+                    groups[i].push(s);
+                }
+            }
+        }
+        let parts: Vec<(usize, &[&Span])> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.chunks(self.max_spans_per_request).map(move |c| (i, c)))
+            .collect();
+        let results = futures_util::future::join_all(
+            parts
+                .iter()
+                .map(|(i, chunk)| self.send(&ring.members[*i], chunk)),
+        )
+        .await;
+        let failed = results.iter().any(Result::is_err);
+        let mut first_err = None;
+        let mut splits = 0u64;
+        {
+            let mut owners = self.owners.lock();
+            let mut acked = self.acked.lock();
+            for ((i, chunk), r) in parts.iter().zip(results) {
+                let m = &ring.members[*i];
+                match r {
+                    Ok(rejected) => {
+                        self.metrics.forwarded.add(
+                            &m.addr.grpc,
+                            chunk.len() as u64 - rejected.min(chunk.len() as u64),
+                        );
+                        self.metrics.rejected.add(&m.addr.grpc, rejected);
+                        let mut last = None;
+                        for s in chunk.iter() {
+                            if last != Some(s.trace_id) {
+                                last = Some(s.trace_id);
+                                splits += u64::from(owners.record(s.trace_id, m.seed));
+                            }
+                            if failed {
+                                acked.insert((s.trace_id, s.span_id));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if !failed && !acked.is_empty() {
+                // The batch is done: nothing of it will be retried.
+                for s in spans {
+                    acked.forget(&(s.trace_id, s.span_id));
+                }
+            }
+            let forgotten = std::mem::take(&mut acked.evicted);
+            self.metrics.acked_forgotten.fetch_add(forgotten, Relaxed);
+        }
+        self.metrics.split_traces.fetch_add(splits, Relaxed);
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// A router keeps no rollups: its pipeline computes none (the backends
+    /// compute them from every span they receive), so this is never called
+    /// with anything to store.
+    async fn write_rollups(&self, _rollups: &RollupBatch) -> StorageResult<()> {
+        Ok(())
+    }
+
+    async fn rollup_origins(
+        &self,
+        _instance: u64,
+        _segments: &[u64],
+    ) -> StorageResult<Vec<RollupOrigin>> {
+        Ok(Vec::new())
+    }
+
+    async fn prune_rollup_origins(&self, _instance: u64, _below: u64) -> StorageResult<u64> {
+        Ok(0)
+    }
+}
