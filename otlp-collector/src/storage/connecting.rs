@@ -369,6 +369,12 @@ pub fn open(opts: impl Into<SinkOptions>) -> Result<Arc<dyn SpanStore>, OpenErro
     let cfg: SinkOptions = opts.into();
     let kind = cfg.storage.kind;
     check_url(&cfg.storage)?;
+    if matches!(kind, StorageKind::Clickhouse) {
+        super::clickhouse::check_options(&cfg.clickhouse).map_err(|e| OpenError::Config {
+            kind: kind.as_str(),
+            reason: e.to_string(),
+        })?;
+    }
     // Present for the database sinks: check_url made sure of it.
     let url = || cfg.storage.url.clone().unwrap_or_default();
     let (initial, max) = (cfg.retry_initial, cfg.retry_max);
