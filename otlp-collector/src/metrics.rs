@@ -656,6 +656,7 @@ impl Metrics {
             ] {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
+            r.size.render(&mut out, self.wal_bytes.load(Relaxed));
         }
         if let Some(r) = self.route.lock().as_ref() {
             r.render(&mut out);

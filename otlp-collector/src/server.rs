@@ -627,9 +627,17 @@ impl Collector {
             let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
             *metrics.retention.lock() = Some(retention_stats.clone());
             servers.push(tokio::spawn(crate::storage::retention::run(
+                retention.clone(),
+                sink,
+                config.retention.clone(),
+                retention_stats.clone(),
+                shutdown_rx.clone(),
+            )));
+            servers.push(tokio::spawn(crate::storage::budget::run(
                 retention,
                 sink,
                 config.retention.clone(),
+                config.wal.min_free_bytes,
                 retention_stats,
                 shutdown_rx.clone(),
             )));

@@ -53,9 +53,9 @@ use super::rollup_math;
 use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::span_codec::decode_span;
 use super::{
-    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
-    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
-    TraceReader, TraceSpans,
+    AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
+    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
+    TimeRange, TraceQuery, TraceReader, TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -1444,6 +1444,90 @@ impl Retention for ClickHouseStore {
             }
         }
         Ok(report)
+    }
+
+    /// The compressed size of the active parts of every table on every node
+    /// (`system.parts`, column `bytes`: the compressed size on ClickHouse
+    /// 18.16, an alias of `bytes_on_disk` later).
+    async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
+        let mut bytes = 0u64;
+        for node in &self.nodes {
+            bytes += node
+                .query(
+                    "SELECT toUInt64(sum(bytes)) FROM system.parts \
+                     WHERE database = currentDatabase() AND active AND table LIKE 'ft%'",
+                )
+                .fetch_one::<u64>()
+                .await
+                .map_err(map_err)?;
+        }
+        #[derive(Row, Deserialize)]
+        struct Oldest {
+            start: u64,
+            rows: u64,
+        }
+        let oldest = self
+            .client
+            .query(
+                "SELECT toUInt64(min(start_ns)) AS start, toUInt64(count()) AS rows FROM ft_traces",
+            )
+            .fetch_one::<Oldest>()
+            .await
+            .map_err(map_err)?;
+        Ok(Some(DiskUsage {
+            dir: None,
+            file_bytes: bytes,
+            live_bytes: bytes,
+            oldest_ns: (oldest.rows > 0).then_some(oldest.start),
+        }))
+    }
+
+    /// Drops whole day partitions, oldest first, until their sizes (over
+    /// every node and table) add up to `bytes` (at least one), through
+    /// [`apply_retention`](Self::apply_retention) with the end of the last
+    /// of those days as the cutoff.
+    async fn evict_oldest(&self, bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
+        #[derive(Row, Deserialize)]
+        struct P {
+            partition: String,
+            bytes: u64,
+        }
+        let mut days: BTreeMap<u64, u64> = BTreeMap::new();
+        for node in &self.nodes {
+            let parts = node
+                .query(
+                    "SELECT partition, toUInt64(sum(bytes)) AS bytes FROM system.parts \
+                     WHERE database = currentDatabase() AND active AND table = ? GROUP BY partition",
+                )
+                .bind(format!("ft_spans{}", self.local_suffix))
+                .fetch_all::<P>()
+                .await
+                .map_err(map_err)?;
+            for p in parts {
+                if let Ok(day) = p.partition.trim_matches('\'').parse::<u64>() {
+                    *days.entry(day).or_default() += p.bytes;
+                }
+            }
+        }
+        let mut freed = 0u64;
+        let mut last = None;
+        for (day, size) in days {
+            if bytes == 0 || (last.is_some() && freed >= bytes) {
+                break;
+            }
+            freed = freed.saturating_add(size);
+            last = Some(day);
+        }
+        let Some(day) = last else {
+            return Ok(EvictionReport::default());
+        };
+        let cutoff = day.saturating_add(1).saturating_mul(DAY_NS);
+        let report = self.apply_retention(cutoff).await?;
+        Ok(EvictionReport {
+            spans_deleted: report.spans_deleted,
+            rollups_deleted: report.rollups_deleted,
+            cutoff_ns: cutoff,
+        })
     }
 }
 
