@@ -103,6 +103,40 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::sampling_api::{SamplingApiConfig, Strategies};
 
+    /// The hand-written types against an independent implementation: the
+    /// bytes below are Python `protobuf`'s encoding of the same messages,
+    /// from a descriptor built field by field after `sampling.proto`.
+    #[test]
+    fn wire_format_matches_pythons_protobuf() {
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let prob = |p| Some(pb::ProbabilisticSamplingStrategy { sampling_rate: p });
+        let r = pb::SamplingStrategyResponse {
+            strategy_type: pb::SamplingStrategyType::RateLimiting as i32,
+            probabilistic_sampling: prob(0.25),
+            rate_limiting_sampling: Some(pb::RateLimitingSamplingStrategy {
+                max_traces_per_second: 7,
+            }),
+            operation_sampling: Some(pb::PerOperationSamplingStrategies {
+                default_sampling_probability: 0.25,
+                default_lower_bound_traces_per_second: 0.5,
+                per_operation_strategies: vec![pb::OperationSamplingStrategy {
+                    operation: "GET /cart".into(),
+                    probabilistic_sampling: prob(1.0),
+                }],
+                default_upper_bound_traces_per_second: 9.0,
+            }),
+        };
+        assert_eq!(
+            hex(r.encode_to_vec()),
+            "0801120909000000000000d03f1a020807223309000000000000d03f11000000000000e03f1a160a09\
+             474554202f63617274120909000000000000f03f210000000000002240"
+        );
+        let q = pb::SamplingStrategyParameters {
+            service_name: "checkout".into(),
+        };
+        assert_eq!(hex(q.encode_to_vec()), "0a08636865636b6f7574");
+    }
+
     #[test]
     fn answers_like_the_http_api_and_refuses_bad_names() {
         let cfg: SamplingApiConfig = toml::from_str(
