@@ -401,7 +401,7 @@ impl Metrics {
             ),
             (
                 "ferrotrace_sampling_api_requests_total",
-                "Remote sampling API requests: served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 (bad_request).",
+                "Remote sampling API requests (HTTP and gRPC): served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 / INVALID_ARGUMENT (bad_request).",
                 "outcome",
                 &self.sampling_api_requests,
             ),
