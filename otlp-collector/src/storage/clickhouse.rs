@@ -467,6 +467,25 @@ struct Node {
     client: Client,
 }
 
+/// Runs `op` on the first replica of a shard that answers: a replica that is
+/// unreachable is skipped for the next one (logged), any other error ends it.
+async fn on_one_replica<'a, T, F, Fut>(replicas: &'a [Node], what: &str, op: F) -> StorageResult<T>
+where
+    F: Fn(&'a Client) -> Fut,
+    Fut: std::future::Future<Output = StorageResult<T>>,
+{
+    let mut i = 0;
+    loop {
+        match op(&replicas[i].client).await {
+            Err(StorageError::Unavailable(why)) if i + 1 < replicas.len() => {
+                tracing::warn!(server = %replicas[i].url, error = %why, what, "clickhouse replica unreachable; using the next one");
+                i += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The ClickHouse [`SpanStore`].
 pub struct ClickHouseStore {
     /// Servers that take reads and writes (through the `Distributed` tables
@@ -1627,39 +1646,32 @@ impl Retention for ClickHouseStore {
         for replicas in &self.nodes {
             // Replicated tables replicate partition drops and mutations: one
             // replica of each shard runs them, the next one if it is down.
-            let mut i = 0;
-            loop {
-                match self.retain_node(&replicas[i].client, cutoff_ns).await {
-                    Ok(r) => {
-                        report.spans_deleted += r.spans_deleted;
-                        report.rollups_deleted += r.rollups_deleted;
-                        break;
-                    }
-                    Err(StorageError::Unavailable(why)) if i + 1 < replicas.len() => {
-                        tracing::warn!(server = %replicas[i].url, error = %why, "retention: replica unreachable; using the next one");
-                        i += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let r =
+                on_one_replica(replicas, "retention", |c| self.retain_node(c, cutoff_ns)).await?;
+            report.spans_deleted += r.spans_deleted;
+            report.rollups_deleted += r.rollups_deleted;
         }
         Ok(report)
     }
 
-    /// The compressed size of the active parts of every table on every node
-    /// (`system.parts`, column `bytes`: the compressed size on ClickHouse
-    /// 18.16, an alias of `bytes_on_disk` later).
+    /// The compressed size of the active parts of every table, one copy of
+    /// the data: each shard's size read on its first reachable replica (the
+    /// replicas of a shard hold the same rows, so the budget counts the data,
+    /// not its copies). `system.parts`, column `bytes`: the compressed size on
+    /// ClickHouse 18.16, an alias of `bytes_on_disk` later.
     async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
         let mut bytes = 0u64;
-        for node in &self.nodes {
-            bytes += node
-                .query(
+        for replicas in &self.nodes {
+            bytes += on_one_replica(replicas, "disk usage", |c| async move {
+                c.query(
                     "SELECT toUInt64(sum(bytes)) FROM system.parts \
                      WHERE database = currentDatabase() AND active AND table LIKE 'ft%'",
                 )
                 .fetch_one::<u64>()
                 .await
-                .map_err(map_err)?;
+                .map_err(map_err)
+            })
+            .await?;
         }
         #[derive(Row, Deserialize)]
         struct Oldest {
@@ -1667,13 +1679,17 @@ impl Retention for ClickHouseStore {
             rows: u64,
         }
         let oldest = self
-            .client
-            .query(
-                "SELECT toUInt64(min(start_ns)) AS start, toUInt64(count()) AS rows FROM ft_traces",
-            )
-            .fetch_one::<Oldest>()
-            .await
-            .map_err(map_err)?;
+            .failover(|| async {
+                self.client()
+                    .query(
+                        "SELECT toUInt64(min(start_ns)) AS start, toUInt64(count()) AS rows \
+                         FROM ft_traces",
+                    )
+                    .fetch_one::<Oldest>()
+                    .await
+                    .map_err(map_err)
+            })
+            .await?;
         Ok(Some(DiskUsage {
             dir: None,
             file_bytes: bytes,
@@ -1693,16 +1709,23 @@ impl Retention for ClickHouseStore {
             bytes: u64,
         }
         let mut days: BTreeMap<u64, u64> = BTreeMap::new();
-        for node in &self.nodes {
-            let parts = node
-                .query(
-                    "SELECT partition, toUInt64(sum(bytes)) AS bytes FROM system.parts \
-                     WHERE database = currentDatabase() AND active AND table = ? GROUP BY partition",
-                )
-                .bind(format!("ft_spans{}", self.local_suffix))
-                .fetch_all::<P>()
-                .await
-                .map_err(map_err)?;
+        let table = format!("ft_spans{}", self.local_suffix);
+        for replicas in &self.nodes {
+            let parts = on_one_replica(replicas, "eviction", |c| {
+                let table = table.clone();
+                async move {
+                    c.query(
+                        "SELECT partition, toUInt64(sum(bytes)) AS bytes FROM system.parts \
+                         WHERE database = currentDatabase() AND active AND table = ? \
+                         GROUP BY partition",
+                    )
+                    .bind(table)
+                    .fetch_all::<P>()
+                    .await
+                    .map_err(map_err)
+                }
+            })
+            .await?;
             for p in parts {
                 if let Ok(day) = p.partition.trim_matches('\'').parse::<u64>() {
                     *days.entry(day).or_default() += p.bytes;
