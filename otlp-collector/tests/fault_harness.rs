@@ -279,6 +279,20 @@ async fn sink_outage(outage: Duration, wal_max_bytes: Option<u64>) {
             "{why:?}"
         );
     }
+    if wal_max_bytes.is_none() {
+        // The WAL, not the in-memory queue, is the outage budget: with the
+        // default WAL the queue filling up refuses nothing.
+        let queue_full: Vec<&Event> = refusals
+            .iter()
+            .copied()
+            .filter(|e| matches!(&e.outcome, Outcome::Exhausted(m) if m.contains("queue full")))
+            .take(3)
+            .collect();
+        assert!(
+            queue_full.is_empty(),
+            "refused for a full queue while the WAL had room: {queue_full:?}"
+        );
+    }
     let acked = acked_traces(&events);
     let took = verify::exactly_once(
         &spec.store_config(),
@@ -731,7 +745,13 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
     // noisy machine (seen: 2,600 spans/s calibrated, 4,700 written under
     // overload), and refusals are certain to be seen. The long run keeps
     // the default.
-    overload(12, "[queue]\nmax_bytes = 16777216\n").await;
+    // Requests beyond the queue wait in the WAL only (the outage budget),
+    // so a 32 MiB WAL makes the refusals certain here too.
+    overload(
+        12,
+        "[queue]\nmax_bytes = 16777216\n[wal]\nmax_bytes = 33554432\nsegment_bytes = 4194304\n",
+    )
+    .await;
 }
 
 /// The documented run: `FERROTRACE_OVERLOAD_SECS` (default 60) of overload.

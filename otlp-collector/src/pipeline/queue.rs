@@ -29,7 +29,7 @@ pub struct QueueConfig {
     /// Requests acknowledged while the queue is full and kept in the WAL
     /// only (read back as the queue gets room), at most; beyond it, and
     /// when the WAL is full, requests are refused. 0 = refuse when the
-    /// queue is full. Each costs about 40 bytes of memory.
+    /// queue is full. Each costs about 32 bytes of memory.
     pub wal_only_max_records: u64,
 }
 

@@ -179,3 +179,49 @@ pub(super) fn run(
         wal_only.pop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(first_span: u64) -> WalPos {
+        WalPos {
+            segment: 1,
+            first_span,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn admissions_are_bounded_and_an_unused_one_gives_its_room_back() {
+        let metrics = Arc::new(Metrics::default());
+        let w = WalOnly::new(2, metrics.clone());
+        assert!(!w.is_active());
+        let a = w.try_admit().expect("room");
+        let b = w.try_admit().expect("room");
+        assert!(w.is_active(), "an admission under way counts");
+        assert!(w.try_admit().is_none(), "bounded");
+        drop(b); // its WAL append failed
+        a.push(pos(0), 5);
+        assert_eq!(metrics.wal_only_spans.load(Relaxed), 5);
+        assert_eq!(metrics.wal_only_records.load(Relaxed), 1);
+        let c = w.try_admit().expect("the dropped one's room");
+        c.push(pos(5), 3);
+        assert!(w.try_admit().is_none());
+        // Oldest first.
+        assert_eq!(w.front(Duration::ZERO), Some((pos(0), 5)));
+        w.pop();
+        assert_eq!(w.front(Duration::ZERO), Some((pos(5), 3)));
+        w.pop();
+        assert_eq!(w.front(Duration::from_millis(1)), None);
+        assert!(!w.is_active());
+        assert_eq!(metrics.wal_only_spans.load(Relaxed), 0);
+        assert_eq!(metrics.wal_only_records.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn zero_records_means_never() {
+        let w = WalOnly::new(0, Arc::new(Metrics::default()));
+        assert!(w.try_admit().is_none());
+    }
+}
