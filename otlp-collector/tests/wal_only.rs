@@ -193,8 +193,15 @@ fn assert_stored_exactly(dir: &std::path::Path, acked: &[u32]) {
     let stored = stored(dir);
     let expected: BTreeSet<Vec<u8>> = acked.iter().map(|t| trace_id(*t).to_vec()).collect();
     let stored_ids: BTreeSet<Vec<u8>> = stored.keys().cloned().collect();
-    assert_eq!(stored_ids.len(), expected.len(), "stored vs acknowledged traces");
-    assert!(stored_ids == expected, "stored traces differ from acknowledged");
+    assert_eq!(
+        stored_ids.len(),
+        expected.len(),
+        "stored vs acknowledged traces"
+    );
+    assert!(
+        stored_ids == expected,
+        "stored traces differ from acknowledged"
+    );
     for t in acked {
         assert_eq!(
             stored[&trace_id(*t).to_vec()],

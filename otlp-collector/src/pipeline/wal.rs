@@ -1333,7 +1333,10 @@ mod tests {
         let seg = written[0].0.segment;
         let recs = wal.read_segment(seg).unwrap();
         let mut off = 0;
-        for (r, (p, _)) in recs.iter().zip(written.iter().filter(|(p, _)| p.segment == seg)) {
+        for (r, (p, _)) in recs
+            .iter()
+            .zip(written.iter().filter(|(p, _)| p.segment == seg))
+        {
             assert_eq!(p.offset, off);
             off += r.encoded_len();
         }
