@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (Debian packages postgresql, clickhouse-server, chromium, openssl; the Python
+# (Debian packages postgresql, clickhouse-server, zookeeper, chromium, openssl; the Python
 # OpenTelemetry SDK for interop; Jaeger and Zipkin clients in a virtualenv and
 # an npm prefix), then checks formatting and lints, then runs
 # `cargo test --workspace`.
@@ -29,6 +29,8 @@ pg_bin_dir() {
 }
 pg_bin_dir >/dev/null || missing_pkgs+=(postgresql)
 command -v clickhouse-server >/dev/null || [ -x /usr/bin/clickhouse ] || missing_pkgs+=(clickhouse-server)
+# ZooKeeper (Java) for the replicated ClickHouse cluster tests.
+{ [ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/bin/java ]; } || missing_pkgs+=(zookeeper)
 command -v chromium >/dev/null || missing_pkgs+=(chromium)
 [ -x /usr/bin/openssl ] || missing_pkgs+=(openssl)
 command -v npm >/dev/null || missing_pkgs+=(npm)

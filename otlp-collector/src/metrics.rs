@@ -413,7 +413,7 @@ impl Metrics {
             ),
             (
                 "ferrotrace_sampling_api_requests_total",
-                "Remote sampling API requests: served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 (bad_request).",
+                "Remote sampling API requests (HTTP and gRPC): served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 / INVALID_ARGUMENT (bad_request).",
                 "outcome",
                 &self.sampling_api_requests,
             ),
@@ -692,6 +692,7 @@ impl Metrics {
             ] {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
+            r.size.render(&mut out, self.wal_bytes.load(Relaxed));
         }
         if let Some(r) = self.route.lock().as_ref() {
             r.render(&mut out);

@@ -508,8 +508,14 @@ impl Collector {
                 http2_only,
             )
         };
+        // The gRPC sampling API rides on the gRPC listeners (as Jaeger's
+        // collector serves it on 14250), with their auth and limits.
+        let sampling_grpc = config.sampling_api.enabled.then(|| {
+            crate::sampling_api::SamplingState::shared(sampling_strategies.clone(), metrics.clone())
+        });
         if let Some(l) = grpc_l {
-            let svc = otlp_grpc::TraceServiceServer::new(ingest.clone());
+            let svc = otlp_grpc::TraceServiceServer::new(ingest.clone())
+                .with_sampling(sampling_grpc.clone());
             servers.push(tokio::spawn(crate::listener::serve(
                 l,
                 ctx("otlp_grpc", true),
@@ -537,7 +543,8 @@ impl Collector {
             servers.push(tokio::spawn(crate::listener::serve(
                 l,
                 ctx("jaeger_grpc", true),
-                jaeger::grpc::CollectorServiceServer::new(ingest.clone()),
+                jaeger::grpc::CollectorServiceServer::new(ingest.clone())
+                    .with_sampling(sampling_grpc.clone()),
                 shutdown_rx.clone(),
             )));
         }
@@ -634,9 +641,17 @@ impl Collector {
             let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
             *metrics.retention.lock() = Some(retention_stats.clone());
             servers.push(tokio::spawn(crate::storage::retention::run(
+                retention.clone(),
+                sink,
+                config.retention.clone(),
+                retention_stats.clone(),
+                shutdown_rx.clone(),
+            )));
+            servers.push(tokio::spawn(crate::storage::budget::run(
                 retention,
                 sink,
                 config.retention.clone(),
+                config.wal.min_free_bytes,
                 retention_stats,
                 shutdown_rx.clone(),
             )));

@@ -124,6 +124,54 @@ async fn large_batches_arrive_whole() {
     }
 }
 
+/// Size-bounded retention on ClickHouse (issue 18): the tables' size from
+/// `system.parts`, and evicting drops whole day partitions, oldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_eviction_drops_the_oldest_day_partitions() {
+    let Some(ch) = ChServer::start() else {
+        return;
+    };
+    let store = ClickHouseStore::connect(&ch.url("size"), ClickHouseOptions::default())
+        .await
+        .expect("connect");
+    for day in 1..=4u64 {
+        let spans: Vec<_> = (0..200u32)
+            .map(|i| {
+                conformance::span(
+                    conformance::tid(70 + day as u8, i),
+                    0,
+                    None,
+                    "size",
+                    "op",
+                    conformance::day(day) + u64::from(i) * 1_000,
+                    7,
+                )
+            })
+            .collect();
+        store.write_spans(&spans).await.expect("write");
+    }
+    let before = store.disk_usage().await.expect("usage").expect("measured");
+    assert_eq!(before.dir, None);
+    assert_eq!(before.oldest_ns, Some(conformance::day(1)));
+    assert!(before.live_bytes > 0);
+    let r = store.evict_oldest(1, false).await.expect("evict");
+    assert_eq!(r.cutoff_ns, conformance::day(2), "{r:?}");
+    assert_eq!(r.spans_deleted, 200, "{r:?}");
+    let after = store.disk_usage().await.expect("usage").expect("measured");
+    assert_eq!(after.oldest_ns, Some(conformance::day(2)));
+    assert!(after.live_bytes < before.live_bytes, "{before:?} {after:?}");
+    let kept = store
+        .get_trace(conformance::tid(74, 5), None)
+        .await
+        .expect("get");
+    assert_eq!(kept.len(), 1, "the newest day is kept");
+    let gone = store
+        .get_trace(conformance::tid(71, 5), None)
+        .await
+        .expect("get");
+    assert!(gone.is_empty(), "the oldest day is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_partitions_and_outage() {
     let Some(mut ch) = ChServer::start() else {

@@ -26,6 +26,7 @@ async fn spans_written_through_the_sink_are_found_through_the_distributed_tables
         cluster: Some(ClusterOptions {
             name: CLUSTER.into(),
             shard_urls: servers.iter().map(|s| s.url("traces")).collect(),
+            ..ClusterOptions::default()
         }),
         ..ClickHouseOptions::default()
     };
@@ -187,6 +188,7 @@ async fn spans_sent_to_the_collector_are_found_through_the_distributed_tables() 
     let cluster = ClusterOptions {
         name: CLUSTER.into(),
         shard_urls: servers.iter().map(|s| s.url("traces")).collect(),
+        ..ClusterOptions::default()
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = test_config(dir.path());

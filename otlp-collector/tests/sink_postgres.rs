@@ -221,6 +221,66 @@ async fn migrations_partitions_retention_and_nul() {
     }
 }
 
+/// Size-bounded retention on PostgreSQL (issue 18): the tables' size is
+/// measured on the server, and evicting drops whole day partitions, oldest
+/// first, until their sizes add up to what was asked; newer days are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_eviction_drops_the_oldest_day_partitions() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.fresh_db("size").await;
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    let today = conformance::BASE.max(now_ns()) / conformance::DAY * conformance::DAY;
+    let d = |n: u64| today - n * conformance::DAY;
+    // 200 spans on each of the four days before today.
+    for day in 1..=4u64 {
+        let spans: Vec<_> = (0..200u32)
+            .map(|i| {
+                conformance::span(
+                    conformance::tid(70 + day as u8, i),
+                    0,
+                    None,
+                    "size",
+                    "op",
+                    d(day) + u64::from(i) * 1_000,
+                    7,
+                )
+            })
+            .collect();
+        store.write_spans(&spans).await.expect("write");
+    }
+    let before = store.disk_usage().await.expect("usage").expect("measured");
+    assert_eq!(before.dir, None, "a server's disk is not the collector's");
+    assert_eq!(before.oldest_ns, Some(d(4)));
+    assert!(before.live_bytes > 0);
+    // One byte: the oldest day goes, nothing else.
+    let r = store.evict_oldest(1, false).await.expect("evict");
+    assert_eq!((r.spans_deleted, r.cutoff_ns), (200, d(3)), "{r:?}");
+    let after = store.disk_usage().await.expect("usage").expect("measured");
+    assert_eq!(after.oldest_ns, Some(d(3)));
+    assert!(after.live_bytes < before.live_bytes, "{before:?} {after:?}");
+    assert_eq!(sql_count(&url, "SELECT COUNT(*) FROM ft_spans").await, 600);
+    // Asking for more than one day's size takes the next days too, oldest first.
+    let r = store
+        .evict_oldest(after.live_bytes / 4, false)
+        .await
+        .expect("evict");
+    assert!(r.spans_deleted >= 200 && r.cutoff_ns >= d(2), "{r:?}");
+    let left = sql_count(&url, "SELECT COUNT(*) FROM ft_spans").await;
+    assert_eq!(left as u64, 600 - r.spans_deleted);
+    assert_eq!(
+        sql_count(
+            &url,
+            &format!(
+                "SELECT COUNT(*) FROM ft_spans WHERE start_ns >= {}",
+                r.cutoff_ns
+            )
+        )
+        .await,
+        left,
+        "every span after the cutoff is kept"
+    );
+}
+
 #[tokio::test]
 async fn bad_urls_are_rejected_clearly() {
     // Rejected before any connection is tried, so a typo fails the start.

@@ -73,6 +73,15 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// Total size of all segments; appends beyond it are refused (backpressure).
     pub max_bytes: u64,
+    /// Free bytes kept on the WAL's file system for the sink: appends are
+    /// refused (503, as on a full disk) while less is free. A sink on the same
+    /// disk (the SQLite store) needs room to commit what would free the WAL's
+    /// segments; without a reserve the WAL takes every byte freed after a full
+    /// disk and the two starve each other. The store's size retention
+    /// (`storage::budget`) evicts its oldest data and gives the space back
+    /// whenever less than this is free on its disk, so the reserve always
+    /// comes back. 0 = automatic: a quarter of the file system, at most 256 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -83,6 +92,7 @@ impl Default for WalConfig {
             fsync_interval_ms: 100,
             segment_bytes: 32 * 1024 * 1024,
             max_bytes: 1024 * 1024 * 1024,
+            min_free_bytes: 0,
         }
     }
 }
@@ -144,6 +154,37 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     // The field types differ between platforms (u64 here, u32 on some).
     #[allow(clippy::unnecessary_cast)]
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Size of the file system holding `dir`.
+#[cfg(unix)]
+pub fn fs_size_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: as in `free_bytes`.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Size of the file system holding `dir` (not known here).
+#[cfg(not(unix))]
+pub fn fs_size_bytes(_dir: &Path) -> std::io::Result<u64> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// The free-space reserve for `wal.min_free_bytes` (0: a quarter of the file
+/// system, at most 256 MiB; 0 too when the size cannot be read).
+pub fn free_space_reserve(configured: u64, fs_size: Option<u64>) -> u64 {
+    if configured > 0 {
+        return configured;
+    }
+    fs_size.map_or(0, |size| (size / 4).min(256 << 20))
 }
 
 /// Bytes available on the file system holding `dir` (not known here).
@@ -209,6 +250,8 @@ struct Shared {
     segments: Mutex<BTreeMap<u64, SegInfo>>,
     total_bytes: std::sync::atomic::AtomicU64,
     max_bytes: u64,
+    /// Free bytes kept for the sink (`wal.min_free_bytes`, resolved).
+    min_free_bytes: u64,
     metrics: Arc<Metrics>,
     /// The last write failed for lack of space, and why; cleared by a
     /// successful append or [`Wal::check_space`].
@@ -431,6 +474,7 @@ impl Wal {
             segments: Mutex::new(segments),
             total_bytes: std::sync::atomic::AtomicU64::new(total),
             max_bytes: cfg.max_bytes,
+            min_free_bytes: free_space_reserve(cfg.min_free_bytes, fs_size_bytes(dir).ok()),
             metrics: metrics.clone(),
             out_of_space: Mutex::new(None),
             refusing_full: std::sync::atomic::AtomicBool::new(false),
@@ -656,7 +700,8 @@ impl Wal {
             }
         };
         self.shared.metrics.wal_disk_free_bytes.store(free, Relaxed);
-        if free >= SPACE_RECOVERED_BYTES && self.shared.out_of_space.lock().take().is_some() {
+        let recovered = SPACE_RECOVERED_BYTES.saturating_add(self.shared.min_free_bytes);
+        if free >= recovered && self.shared.out_of_space.lock().take().is_some() {
             tracing::info!(dir = %self.shared.dir.display(), free_bytes = free, "space is free again on the write-ahead log's disk; accepting appends");
         }
     }
@@ -664,6 +709,11 @@ impl Wal {
     /// The WAL directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The free-space reserve (`wal.min_free_bytes`, resolved).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.shared.min_free_bytes
     }
 
     /// `wal.max_bytes`.
@@ -948,6 +998,30 @@ impl Writer {
         let _ = self.sync();
     }
 
+    /// An out-of-space error when less than the sink's reserve is free
+    /// (one `statvfs` per group). The group's own size is not added: a group
+    /// may take the free space a little below the reserve, which is what
+    /// makes the store evict (`storage::budget` acts below the reserve).
+    /// Refusing already when `free < reserve + group` left a band where the
+    /// WAL refused every group and the store, not growing, never evicted:
+    /// refusals for good (found by `tests/size_retention.rs`).
+    fn below_reserve(&self) -> Option<std::io::Error> {
+        let reserve = self.shared.min_free_bytes;
+        if reserve == 0 {
+            return None;
+        }
+        let free = free_bytes(&self.shared.dir).ok()?;
+        (free < reserve).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "No space left on device for the write-ahead log: {free} bytes free, \
+                     {reserve} kept for the sink (wal.min_free_bytes)"
+                ),
+            )
+        })
+    }
+
     fn write_group(&mut self, group: &mut Vec<AppendReq>) {
         if self.file.is_none() || self.poisoned || self.file_len >= self.segment_bytes {
             if let Err(e) = self.rotate() {
@@ -1006,6 +1080,12 @@ impl Writer {
                 }));
             }
         };
+        if let Some(e) = self.below_reserve() {
+            self.shared
+                .note_error(&io_err(&path)(std::io::Error::new(e.kind(), e.to_string())));
+            refuse(accepted, &e);
+            return;
+        }
         let Some(file) = self.file.as_mut() else {
             // Not reached: a group only gets here after a segment exists.
             refuse(
@@ -1101,6 +1181,34 @@ fn copy_err(e: &WalError) -> WalError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_free_space_reserve_defaults_to_a_quarter_of_the_disk_at_most_256_mib() {
+        assert_eq!(free_space_reserve(0, Some(64 << 20)), 16 << 20);
+        assert_eq!(free_space_reserve(0, Some(100 << 30)), 256 << 20);
+        assert_eq!(free_space_reserve(0, None), 0);
+        assert_eq!(free_space_reserve(5, Some(64 << 20)), 5);
+    }
+
+    #[tokio::test]
+    async fn appends_are_refused_as_out_of_space_below_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let free = free_bytes(dir.path()).unwrap();
+        // A reserve larger than what is free: every append is refused.
+        let cfg = WalConfig {
+            min_free_bytes: free.saturating_add(1 << 30),
+            ..cfg()
+        };
+        let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+        let err = wal
+            .append(RecordFormat::OtlpProto, 1, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(err.is_out_of_space(), "{err}");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        assert!(wal.out_of_space().is_some());
+    }
 
     fn cfg() -> WalConfig {
         WalConfig {

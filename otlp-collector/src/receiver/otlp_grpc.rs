@@ -25,6 +25,8 @@ use super::{decode, decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::receiver::format::RecordFormat;
+use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
+use crate::sampling_api::SamplingState;
 
 /// Full method path.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -83,12 +85,22 @@ impl<R: Message + Send + 'static> Codec for RawCodec<R> {
 #[derive(Clone, Debug)]
 pub struct TraceServiceServer {
     ingest: Arc<Ingest>,
+    sampling: Option<SamplingState>,
 }
 
 impl TraceServiceServer {
     /// Wraps the ingest path.
     pub fn new(ingest: Arc<Ingest>) -> Self {
-        TraceServiceServer { ingest }
+        TraceServiceServer {
+            ingest,
+            sampling: None,
+        }
+    }
+
+    /// Also serves `jaeger.api_v2.SamplingManager/GetSamplingStrategy`.
+    pub fn with_sampling(mut self, sampling: Option<SamplingState>) -> Self {
+        self.sampling = sampling;
+        self
     }
 }
 
@@ -333,6 +345,14 @@ where
                 RecordFormat::OtlpProto,
                 svc,
             ))
+        } else if let (Some(s), GET_SAMPLING_STRATEGY_PATH) = (&self.sampling, req.uri().path()) {
+            sampling_grpc::serve(
+                s.clone(),
+                ingest,
+                req,
+                Source::OtlpGrpc,
+                RecordFormat::OtlpProto,
+            )
         } else {
             Box::pin(async { Ok(unimplemented()) })
         }

@@ -19,8 +19,8 @@ pub const MAX_QUERY_BYTES: usize = 4_096;
 /// What the handler serves from.
 #[derive(Clone, Debug)]
 pub struct SamplingState {
-    strategies: Arc<Strategies>,
-    metrics: Arc<Metrics>,
+    pub(super) strategies: Arc<Strategies>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl SamplingState {

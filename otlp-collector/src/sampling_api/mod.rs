@@ -1,10 +1,14 @@
 //! The remote sampling API: the collector serves sampling strategies to
 //! SDKs over Jaeger's HTTP protocol (`GET /api/sampling?service=NAME`, and
-//! the agent's `/sampling`), so Jaeger clients and the ferrotrace SDK's
-//! `RemoteSampler` learn their rates from the collector.
+//! the agent's `/sampling`) and gRPC protocol
+//! (`jaeger.api_v2.SamplingManager/GetSamplingStrategy`), so Jaeger clients
+//! and the ferrotrace SDK's `RemoteSampler` learn their rates from the
+//! collector.
 //!
 //! - [`config`]: `[sampling_api]`, the pinned probabilities and the address.
 //! - [`strategy`]: Jaeger's JSON strategy, rendered once at start.
+//! - [`grpc`]: the gRPC method, served on the collector's gRPC listeners.
+//! - [`proto`]: Jaeger's sampling messages.
 //! - [`handler`]: the query check (the `service` parameter, once, bounded)
 //!   and the answer; counted in `ferrotrace_sampling_api_requests_total`.
 //! - [`adaptive`]: `[sampling_api.adaptive]`, probabilities computed from the
@@ -14,7 +18,9 @@
 
 pub mod adaptive;
 pub mod config;
+pub mod grpc;
 pub mod handler;
+pub mod proto;
 pub mod recompute;
 pub mod strategy;
 

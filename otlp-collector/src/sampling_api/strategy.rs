@@ -1,7 +1,11 @@
-//! The answers: Jaeger's JSON sampling strategy (the JSON form of
+//! The answers: Jaeger's sampling strategy (the JSON form of
 //! `jaeger.api_v2.SamplingStrategyResponse`, as Jaeger's collector and agent
 //! serve it), built once at start for every pinned service and the default,
 //! and at every recomputation for the services with adaptive rates.
+//!
+//! One source of truth for both protocols: each strategy is built once as
+//! the protobuf message the gRPC `SamplingManager` returns, and the JSON the
+//! HTTP API returns is rendered from that same message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,15 +16,25 @@ use serde_json::{json, Value};
 
 use super::adaptive::ServiceRates;
 use super::config::{SamplingApiConfig, ServiceStrategyConfig};
+use super::proto::pb;
 
-/// Prepared response bodies, looked up by service name.
+/// One service's strategy in both wire forms.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP API's JSON body.
+    pub json: Bytes,
+    /// The gRPC API's message (the JSON above is rendered from it).
+    pub proto: pb::SamplingStrategyResponse,
+}
+
+/// Prepared answers, looked up by service name.
 #[derive(Debug)]
 pub struct Strategies {
-    default: Bytes,
-    services: HashMap<String, Bytes>,
+    default: Arc<Answer>,
+    services: HashMap<String, Arc<Answer>>,
     lower_bound: f64,
     /// Adaptive answers, replaced whole at each recomputation.
-    adaptive: RwLock<Arc<HashMap<String, Bytes>>>,
+    adaptive: RwLock<Arc<HashMap<String, Arc<Answer>>>>,
 }
 
 /// Whether a body came from a pinned service or the default (for metrics).
@@ -59,9 +73,15 @@ impl Strategies {
         }
     }
 
-    /// The body for `service`: its pinned strategy (pinned rates win), its
-    /// adaptive one, or the default one.
+    /// The JSON body for `service` (see [`answer`](Self::answer)).
     pub fn get(&self, service: &str) -> (Bytes, Source) {
+        let (a, src) = self.answer(service);
+        (a.json.clone(), src)
+    }
+
+    /// The answer for `service`: its pinned strategy (pinned rates win), its
+    /// adaptive one, or the default one. Both APIs look up here.
+    pub fn answer(&self, service: &str) -> (Arc<Answer>, Source) {
         if let Some(b) = self.services.get(service) {
             return (b.clone(), Source::Pinned);
         }
@@ -74,7 +94,7 @@ impl Strategies {
     /// Replaces the adaptive answers; pinned services are left out (their
     /// pinned answer is served).
     pub fn set_adaptive(&self, rates: &BTreeMap<String, ServiceRates>) {
-        let map: HashMap<String, Bytes> = rates
+        let map: HashMap<String, Arc<Answer>> = rates
             .iter()
             .filter(|(s, _)| !self.services.contains_key(*s))
             .map(|(s, r)| {
@@ -92,27 +112,58 @@ impl Strategies {
 /// One strategy. Jaeger's shape: a service-wide probabilistic strategy,
 /// plus `operationSampling` when there is something per operation (pinned
 /// operations or a lower bound), whose default probability is the
-/// service's. `strategyType` is always written (Jaeger's legacy endpoint
-/// does; protobuf JSON may omit it as the zero value, which clients accept).
-fn render(probability: f64, lower_bound: f64, s: &ServiceStrategyConfig) -> Bytes {
+/// service's.
+fn render(probability: f64, lower_bound: f64, s: &ServiceStrategyConfig) -> Arc<Answer> {
+    let prob = |p: f64| Some(pb::ProbabilisticSamplingStrategy { sampling_rate: p });
+    let operation_sampling = (!s.operations.is_empty() || lower_bound > 0.0).then(|| {
+        pb::PerOperationSamplingStrategies {
+            default_sampling_probability: probability,
+            default_lower_bound_traces_per_second: lower_bound,
+            per_operation_strategies: s
+                .operations
+                .iter()
+                .map(|(op, p)| pb::OperationSamplingStrategy {
+                    operation: op.clone(),
+                    probabilistic_sampling: prob(*p),
+                })
+                .collect(),
+            default_upper_bound_traces_per_second: 0.0,
+        }
+    });
+    let proto = pb::SamplingStrategyResponse {
+        strategy_type: pb::SamplingStrategyType::Probabilistic as i32,
+        probabilistic_sampling: prob(probability),
+        rate_limiting_sampling: None,
+        operation_sampling,
+    };
+    let json = to_json(&proto);
+    Arc::new(Answer { json, proto })
+}
+
+/// Jaeger's JSON form of the message. `strategyType` is always written
+/// (Jaeger's legacy endpoint does; protobuf JSON may omit it as the zero
+/// value, which clients accept); the upper bound, never set here, is left
+/// out as Jaeger's legacy endpoint does.
+fn to_json(m: &pb::SamplingStrategyResponse) -> Bytes {
+    let rate = |p: &Option<pb::ProbabilisticSamplingStrategy>| json!({ "samplingRate": p.map(|p| p.sampling_rate).unwrap_or(0.0) });
     let mut v = json!({
         "strategyType": "PROBABILISTIC",
-        "probabilisticSampling": { "samplingRate": probability },
+        "probabilisticSampling": rate(&m.probabilistic_sampling),
     });
-    if !s.operations.is_empty() || lower_bound > 0.0 {
-        let per_op: Vec<Value> = s
-            .operations
+    if let Some(o) = &m.operation_sampling {
+        let per_op: Vec<Value> = o
+            .per_operation_strategies
             .iter()
-            .map(|(op, p)| {
+            .map(|s| {
                 json!({
-                    "operation": op,
-                    "probabilisticSampling": { "samplingRate": p },
+                    "operation": s.operation,
+                    "probabilisticSampling": rate(&s.probabilistic_sampling),
                 })
             })
             .collect();
         v["operationSampling"] = json!({
-            "defaultSamplingProbability": probability,
-            "defaultLowerBoundTracesPerSecond": lower_bound,
+            "defaultSamplingProbability": o.default_sampling_probability,
+            "defaultLowerBoundTracesPerSecond": o.default_lower_bound_traces_per_second,
             "perOperationStrategies": per_op,
         });
     }

@@ -43,6 +43,7 @@
 //! shard's HTTP URL.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -53,29 +54,75 @@ use super::rollup_math;
 use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::span_codec::decode_span;
 use super::{
-    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
-    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
-    TraceReader, TraceSpans,
+    AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
+    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
+    TimeRange, TraceQuery, TraceReader, TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
 
+mod replicas;
 mod rowbinary;
+mod topology;
+
+use topology::Topology;
 
 /// Bytes of encoded rows handed to the HTTP body at a time: large enough
 /// that per-chunk costs vanish, small enough that an insert's memory stays
 /// bounded whatever the batch size.
 const SEND_CHUNK: usize = 1 << 20;
 
-/// Cluster mode settings.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+/// Cluster mode settings: the cluster's name and its servers, in one of two
+/// forms (see `topology`): `shard_urls` (one server per shard, no replicas)
+/// or `shards` (per shard, every replica; replicated tables).
+#[derive(Clone, Debug, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterOptions {
     /// Cluster name from the servers' `remote_servers` configuration.
     pub name: String,
-    /// HTTP URL of every shard's server (one per shard replica), used to create
-    /// the `*_local` tables and to run retention on them.
+    /// Unreplicated form: the HTTP URL of each shard's one server, used to
+    /// create the `*_local` tables and to run retention on them.
     pub shard_urls: Vec<String>,
+    /// Replicated form: per shard, the HTTP URL of each of its replicas
+    /// (`[["s1r1", "s1r2"], ["s2r1", "s2r2"]]`; every shard the same count).
+    /// Tables become `Replicated*MergeTree`; the servers need ZooKeeper and
+    /// the `{shard}` / `{replica}` macros, and the cluster
+    /// `<internal_replication>true</internal_replication>`.
+    pub shards: Vec<Vec<String>>,
+    /// ZooKeeper path under which the replicated tables register
+    /// (`<path>/<database>/{shard}/<table>_local`).
+    pub zookeeper_path: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            name: String::new(),
+            shard_urls: Vec::new(),
+            shards: Vec::new(),
+            zookeeper_path: topology::DEFAULT_ZOOKEEPER_PATH.into(),
+        }
+    }
+}
+
+/// Checks the cluster configuration's shape without connecting (at start, so
+/// that a malformed cluster fails the start instead of being retried forever).
+pub(crate) fn check_options(opts: &ClickHouseOptions) -> StorageResult<()> {
+    if let Some(c) = &opts.cluster {
+        check_cluster_name(&c.name)?;
+        Topology::from_options(c)?;
+    }
+    Ok(())
+}
+
+fn check_cluster_name(name: &str) -> StorageResult<()> {
+    if valid_identifier(name) {
+        Ok(())
+    } else {
+        Err(StorageError::Backend(format!(
+            "ClickHouse cluster name {name:?} must be letters, digits and _"
+        )))
+    }
 }
 
 /// Tuning for [`ClickHouseStore`].
@@ -413,14 +460,28 @@ fn client_for(url: &ParsedUrl, database: Option<&str>, compression: Compression)
     c
 }
 
+/// One server of the cluster (or the single server).
+struct Node {
+    /// URL with the password hidden, for messages.
+    url: String,
+    client: Client,
+}
+
 /// The ClickHouse [`SpanStore`].
 pub struct ClickHouseStore {
-    /// Reads and writes go here (the `Distributed` tables in cluster mode).
-    client: Client,
-    /// Where the data physically lives: the server itself, or every shard.
-    nodes: Vec<Client>,
+    /// Servers that take reads and writes (through the `Distributed` tables
+    /// in cluster mode): the configured URL, then in replicated mode every
+    /// replica, so that the loss of one server does not stop the sink.
+    entries: Vec<Node>,
+    /// Index into `entries` of the one in use; moved on when it is unreachable.
+    current: AtomicUsize,
+    /// Where the data physically lives, shard by shard (each shard: its
+    /// replicas): the server itself, or every shard's servers.
+    nodes: Vec<Vec<Node>>,
     /// Suffix of the physical tables on `nodes` (`""` or `"_local"`).
     local_suffix: &'static str,
+    /// `Replicated*MergeTree` tables (the cluster's `shards` form).
+    replicated: bool,
     database: String,
     opts: ClickHouseOptions,
 }
@@ -441,6 +502,10 @@ async fn exec(client: &Client, sql: &str) -> StorageResult<()> {
 impl ClickHouseStore {
     /// Connects, creates the database and tables (migrations) and checks the
     /// server answers. `url` is `http://[user[:password]@]host:8123[/database]`.
+    ///
+    /// In replicated cluster mode the first reachable of `url` and the
+    /// replicas is used, and a replica that is down is skipped (with a
+    /// warning) as long as every shard has one that answers.
     pub async fn connect(url: &str, opts: ClickHouseOptions) -> StorageResult<Self> {
         let parsed = parse_url(url)?;
         let database = opts
@@ -453,50 +518,131 @@ impl ClickHouseStore {
                 "ClickHouse database name {database:?} must be letters, digits and _"
             )));
         }
-        let admin = client_for(&parsed, None, opts.compression);
-        admin
-            .query("SELECT 1")
-            .fetch_one::<u8>()
-            .await
-            .map_err(map_err)?;
-        let (nodes, local_suffix) = match &opts.cluster {
-            None => (
-                vec![client_for(&parsed, Some(&database), opts.compression)],
-                "",
-            ),
-            Some(c) => {
-                if !valid_identifier(&c.name) {
-                    return Err(StorageError::Backend(format!(
-                        "ClickHouse cluster name {:?} must be letters, digits and _",
-                        c.name
-                    )));
+        check_options(&opts)?;
+        let topology = match &opts.cluster {
+            Some(c) => Some(Topology::from_options(c)?),
+            None => None,
+        };
+        let replicated = topology.as_ref().is_some_and(|t| t.replicated);
+        let node = |u: &str| -> StorageResult<Node> {
+            Ok(Node {
+                url: super::url::redact_url(u),
+                client: client_for(&parse_url(u)?, Some(&database), opts.compression),
+            })
+        };
+        let mut entries = vec![node(url)?];
+        if let (true, Some(t)) = (replicated, &topology) {
+            for u in t.urls() {
+                if parse_url(u)?.base != parsed.base {
+                    entries.push(node(u)?);
                 }
-                if c.shard_urls.is_empty() {
-                    return Err(StorageError::Backend(
-                        "ClickHouse cluster mode needs the HTTP URL of every shard (shard_urls)"
-                            .into(),
-                    ));
+            }
+        }
+        // The first entry that answers; without replicas only `url` counts.
+        let mut first = None;
+        let mut error = None;
+        for (i, e) in entries.iter().enumerate() {
+            // Bound to "default": the database may not exist yet.
+            let probe = e.client.clone().with_database("default");
+            match probe
+                .query("SELECT 1")
+                .fetch_one::<u8>()
+                .await
+                .map_err(map_err)
+            {
+                Ok(_) => {
+                    first = Some(i);
+                    break;
                 }
-                let mut nodes = Vec::new();
-                for u in &c.shard_urls {
-                    nodes.push(client_for(
-                        &parse_url(u)?,
-                        Some(&database),
-                        opts.compression,
-                    ));
+                Err(err) => {
+                    if replicated {
+                        tracing::warn!(server = %e.url, error = %err, "clickhouse server unreachable; trying the next replica");
+                    }
+                    error.get_or_insert(err);
                 }
-                (nodes, "_local")
+            }
+        }
+        let Some(first) = first else {
+            return Err(error.expect("at least one entry"));
+        };
+        let (nodes, local_suffix) = match &topology {
+            None => (vec![vec![node(url)?]], ""),
+            Some(t) => {
+                let mut shards = Vec::new();
+                for replicas in &t.shards {
+                    shards.push(
+                        replicas
+                            .iter()
+                            .map(|u| node(u))
+                            .collect::<StorageResult<Vec<_>>>()?,
+                    );
+                }
+                (shards, "_local")
             }
         };
+        let admin = entries[first].client.clone().with_database("default");
         let store = ClickHouseStore {
-            client: client_for(&parsed, Some(&database), opts.compression),
+            entries,
+            current: AtomicUsize::new(first),
             nodes,
             local_suffix,
+            replicated,
             database,
             opts,
         };
-        store.migrate(&admin, &parsed).await?;
+        if replicated {
+            store.migrate_replicated().await?;
+        } else {
+            store.migrate(&admin, &parsed).await?;
+        }
         Ok(store)
+    }
+
+    /// Replicated mode reads and writes with `load_balancing = in_order`: the
+    /// `Distributed` tables then pick the first live replica of each shard
+    /// (in `<remote_servers>` order) for both, so a read sees the writes
+    /// acknowledged before it even though replication between replicas is
+    /// asynchronous; when that replica is down both move to the next one.
+    ///
+    /// The server reads and writes go to now.
+    fn client(&self) -> &Client {
+        &self.entries[self.current.load(Ordering::Relaxed) % self.entries.len()].client
+    }
+
+    /// Runs `op` against the current entry server; when that server is
+    /// unreachable, moves on to the next entry and runs `op` again, at most
+    /// once per entry. Without replicas there is one entry: `op` runs once.
+    /// `op` must be safe to repeat (every write of this sink is idempotent or,
+    /// for rollups, at-least-once already).
+    async fn failover<T, F, Fut>(&self, op: F) -> StorageResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = StorageResult<T>>,
+    {
+        let n = self.entries.len();
+        let mut attempt = 0;
+        loop {
+            let at = self.current.load(Ordering::Relaxed) % n;
+            match op().await {
+                Err(StorageError::Unavailable(why)) if attempt + 1 < n => {
+                    attempt += 1;
+                    // Another task may have moved on already: keep its choice.
+                    let _ = self.current.compare_exchange(
+                        at,
+                        (at + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    tracing::warn!(
+                        server = %self.entries[at].url,
+                        next = %self.entries[(at + 1) % n].url,
+                        error = %why,
+                        "clickhouse server unreachable; using another replica"
+                    );
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Creates the database and applies pending migrations on every node, and
@@ -504,18 +650,19 @@ impl ClickHouseStore {
     async fn migrate(&self, admin: &Client, url: &ParsedUrl) -> StorageResult<()> {
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database);
         exec(admin, &create_db).await?;
-        for node in &self.nodes {
+        for node in self.nodes.iter().flatten() {
+            let node = &node.client;
             // The shard clients are bound to the database; create it without that.
             exec(&node.clone().with_database("default"), &create_db).await?;
         }
         exec(
-            &self.client,
+            self.client(),
             "CREATE TABLE IF NOT EXISTS ft_schema_migrations \
              (version UInt32, description String, applied_at DateTime) ENGINE = TinyLog",
         )
         .await?;
         let applied: BTreeSet<u32> = self
-            .client
+            .client()
             .query("SELECT version FROM ft_schema_migrations")
             .fetch_all::<u32>()
             .await
@@ -526,7 +673,8 @@ impl ClickHouseStore {
             if applied.contains(version) {
                 continue;
             }
-            for node in &self.nodes {
+            for node in self.nodes.iter().flatten() {
+                let node = &node.client;
                 for st in *statements {
                     exec(node, &st.replace("{t}", self.local_suffix)).await?;
                 }
@@ -547,7 +695,7 @@ impl ClickHouseStore {
                     );
                     // The AS clause needs the local table on the entry server too.
                     let entry_has_local = self
-                        .client
+                        .client()
                         .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?")
                         .bind(format!("{table}_local"))
                         .fetch_one::<u64>()
@@ -564,10 +712,10 @@ impl ClickHouseStore {
                             }
                         }
                     }
-                    exec(&self.client, &ddl).await?;
+                    exec(self.client(), &ddl).await?;
                 }
             }
-            self.client
+            self.client()
                 .query("INSERT INTO ft_schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
                 .bind(version)
                 .bind(*description)
@@ -583,9 +731,18 @@ impl ClickHouseStore {
         &self,
         ins: clickhouse::insert::Insert<T>,
     ) -> clickhouse::insert::Insert<T> {
-        if self.opts.cluster.is_some() {
+        let ins = if self.opts.cluster.is_some() {
             // Acknowledged means stored on the shards, not queued on the entry server.
             ins.with_setting("insert_distributed_sync", "1")
+        } else {
+            ins
+        };
+        if self.replicated {
+            // Replicated tables drop an insert block identical to a recent
+            // one. Two different rollup batches can be identical (same minute,
+            // same counts) and both count: keep every block.
+            ins.with_setting("insert_deduplicate", "0")
+                .with_setting("load_balancing", "in_order")
         } else {
             ins
         }
@@ -725,7 +882,13 @@ impl ClickHouseStore {
     }
 
     fn query(&self, sql: &str) -> clickhouse::query::Query {
-        let q = self.client.query(sql);
+        let q = self.client().query(sql);
+        let q = if self.replicated {
+            // Read the replica the writes went to (see `client`).
+            q.with_setting("load_balancing", "in_order")
+        } else {
+            q
+        };
         if self.opts.cluster.is_some() {
             // `IN (subquery)` over the Distributed tables runs per shard on the
             // local tables: correct because a trace lives on one shard.
@@ -762,11 +925,14 @@ impl ClickHouseStore {
         mut row: impl FnMut(&Span, &mut Vec<u8>),
     ) -> StorageResult<()> {
         let mut ins = self
-            .client
+            .client()
             .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"));
         if self.opts.cluster.is_some() {
             // Acknowledged means stored on the shards, not queued on the entry server.
             ins = ins.with_setting("insert_distributed_sync", "1");
+        }
+        if self.replicated {
+            ins = ins.with_setting("load_balancing", "in_order");
         }
         let mut buf = Vec::with_capacity(SEND_CHUNK + SEND_CHUNK / 4);
         for s in spans {
@@ -1016,122 +1182,134 @@ impl SpanWriter for ClickHouseStore {
         "clickhouse"
     }
     async fn ping(&self) -> StorageResult<()> {
-        self.client
-            .query("SELECT 1")
-            .execute()
-            .await
-            .map_err(map_err)
+        self.failover(move || async move {
+            self.client()
+                .query("SELECT 1")
+                .execute()
+                .await
+                .map_err(map_err)
+        })
+        .await
     }
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
-        if spans.is_empty() {
-            return Ok(());
-        }
-        let mut by_day: BTreeMap<u64, Vec<&Span>> = BTreeMap::new();
-        for s in spans {
-            by_day.entry(s.start_ns / DAY_NS).or_default().push(s);
-        }
-        if by_day.len() <= self.opts.max_days_per_insert.max(1) {
-            return self.insert_spans(&spans.iter().collect::<Vec<_>>()).await;
-        }
-        let days: Vec<Vec<&Span>> = by_day.into_values().collect();
-        for chunk in days.chunks(self.opts.max_days_per_insert.max(1)) {
-            let group: Vec<&Span> = chunk.iter().flatten().copied().collect();
-            self.insert_spans(&group).await?;
-        }
-        Ok(())
+        self.failover(move || async move {
+            if spans.is_empty() {
+                return Ok(());
+            }
+            let mut by_day: BTreeMap<u64, Vec<&Span>> = BTreeMap::new();
+            for s in spans {
+                by_day.entry(s.start_ns / DAY_NS).or_default().push(s);
+            }
+            if by_day.len() <= self.opts.max_days_per_insert.max(1) {
+                return self.insert_spans(&spans.iter().collect::<Vec<_>>()).await;
+            }
+            let days: Vec<Vec<&Span>> = by_day.into_values().collect();
+            for chunk in days.chunks(self.opts.max_days_per_insert.max(1)) {
+                let group: Vec<&Span> = chunk.iter().flatten().copied().collect();
+                self.insert_spans(&group).await?;
+            }
+            Ok(())
+        })
+        .await
     }
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
-        if !rollups.operations.is_empty() {
-            let mut ins = self.insert_setting(
-                self.client
-                    .insert::<OpRollupRow<'_>>("ft_op_rollups")
-                    .await
-                    .map_err(map_err)?,
-            );
-            for r in &rollups.operations {
-                let row = OpRollupRow {
-                    minute_ns: r.minute_ns,
-                    service: &r.service,
-                    operation: &r.operation,
-                    kind: r.kind as u8,
-                    count: r.count,
-                    errors: r.errors,
-                    sketch: rollup_math::encode_sketch(&r.sketch)?,
-                };
-                ins.write(&row).await.map_err(map_err)?;
+        self.failover(move || async move {
+            if !rollups.operations.is_empty() {
+                let mut ins = self.insert_setting(
+                    self.client()
+                        .insert::<OpRollupRow<'_>>("ft_op_rollups")
+                        .await
+                        .map_err(map_err)?,
+                );
+                for r in &rollups.operations {
+                    let row = OpRollupRow {
+                        minute_ns: r.minute_ns,
+                        service: &r.service,
+                        operation: &r.operation,
+                        kind: r.kind as u8,
+                        count: r.count,
+                        errors: r.errors,
+                        sketch: rollup_math::encode_sketch(&r.sketch)?,
+                    };
+                    ins.write(&row).await.map_err(map_err)?;
+                }
+                ins.end().await.map_err(map_err)?;
             }
-            ins.end().await.map_err(map_err)?;
-        }
-        if !rollups.edges.is_empty() {
-            let mut ins = self.insert_setting(
-                self.client
-                    .insert::<EdgeRollupRow<'_>>("ft_edge_rollups")
-                    .await
-                    .map_err(map_err)?,
-            );
-            for r in &rollups.edges {
-                let row = EdgeRollupRow {
-                    minute_ns: r.minute_ns,
-                    caller: &r.caller,
-                    callee: &r.callee,
-                    calls: r.calls,
-                    errors: r.errors,
-                    sketch: rollup_math::encode_sketch(&r.sketch)?,
-                };
-                ins.write(&row).await.map_err(map_err)?;
+            if !rollups.edges.is_empty() {
+                let mut ins = self.insert_setting(
+                    self.client()
+                        .insert::<EdgeRollupRow<'_>>("ft_edge_rollups")
+                        .await
+                        .map_err(map_err)?,
+                );
+                for r in &rollups.edges {
+                    let row = EdgeRollupRow {
+                        minute_ns: r.minute_ns,
+                        caller: &r.caller,
+                        callee: &r.callee,
+                        calls: r.calls,
+                        errors: r.errors,
+                        sketch: rollup_math::encode_sketch(&r.sketch)?,
+                    };
+                    ins.write(&row).await.map_err(map_err)?;
+                }
+                ins.end().await.map_err(map_err)?;
             }
-            ins.end().await.map_err(map_err)?;
-        }
-        // No transactions: after the rows (see the module documentation).
-        if !rollups.origins.is_empty() {
-            let mut ins = self.insert_setting(
-                self.client
-                    .insert::<OriginRow>("ft_rollup_origins")
-                    .await
-                    .map_err(map_err)?,
-            );
-            for o in &rollups.origins {
-                let row = OriginRow {
-                    instance: rollups.wal_instance,
-                    segment: o.segment,
-                    minute_ns: o.minute_ns,
-                    ranges: o.encode_ranges(),
-                };
-                ins.write(&row).await.map_err(map_err)?;
+            // No transactions: after the rows (see the module documentation).
+            if !rollups.origins.is_empty() {
+                let mut ins = self.insert_setting(
+                    self.client()
+                        .insert::<OriginRow>("ft_rollup_origins")
+                        .await
+                        .map_err(map_err)?,
+                );
+                for o in &rollups.origins {
+                    let row = OriginRow {
+                        instance: rollups.wal_instance,
+                        segment: o.segment,
+                        minute_ns: o.minute_ns,
+                        ranges: o.encode_ranges(),
+                    };
+                    ins.write(&row).await.map_err(map_err)?;
+                }
+                ins.end().await.map_err(map_err)?;
             }
-            ins.end().await.map_err(map_err)?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
     async fn rollup_origins(
         &self,
         instance: u64,
         segments: &[u64],
     ) -> StorageResult<Vec<RollupOrigin>> {
-        let rows = self
-            .query(
-                "SELECT instance, segment, minute_ns, ranges FROM ft_rollup_origins \
-                 WHERE instance = ? AND has(?, segment)",
-            )
-            .bind(instance)
-            .bind(segments.to_vec())
-            .fetch_all::<OriginRow>()
-            .await
-            .map_err(map_err)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(RollupOrigin {
-                    segment: r.segment,
-                    minute_ns: r.minute_ns,
-                    parts: RollupOrigin::decode_ranges(&r.ranges).map_err(|e| {
-                        StorageError::Backend(format!(
-                            "stored rollup origin of WAL segment {} is corrupt ({e}); delete its rows from ft_rollup_origins",
-                            r.segment
-                        ))
-                    })?,
+        self.failover(move || async move {
+            let rows = self
+                .query(
+                    "SELECT instance, segment, minute_ns, ranges FROM ft_rollup_origins \
+                     WHERE instance = ? AND has(?, segment)",
+                )
+                .bind(instance)
+                .bind(segments.to_vec())
+                .fetch_all::<OriginRow>()
+                .await
+                .map_err(map_err)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(RollupOrigin {
+                        segment: r.segment,
+                        minute_ns: r.minute_ns,
+                        parts: RollupOrigin::decode_ranges(&r.ranges).map_err(|e| {
+                            StorageError::Backend(format!(
+                                "stored rollup origin of WAL segment {} is corrupt ({e}); delete its rows from ft_rollup_origins",
+                                r.segment
+                            ))
+                        })?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
     async fn prune_rollup_origins(
         &self,
@@ -1151,29 +1329,32 @@ impl TraceReader for ClickHouseStore {
         trace_id: TraceId,
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>> {
-        let (lo, hi) = match range {
-            Some(r) => (r.start_ns, r.end_ns),
-            None => (0, u64::MAX),
-        };
-        let (pre, rest) = self.prewhere();
-        let sql = format!(
-            "SELECT payload FROM ft_traces {pre} trace_id = toFixedString(unhex(?), 16) \
-             {rest} start_ns >= ? AND start_ns < ?"
-        );
-        let rows = self
-            .query(&sql)
-            .bind(hex(&trace_id))
-            .bind(lo)
-            .bind(hi)
-            .fetch_all::<PayloadRow>()
-            .await
-            .map_err(map_err)?;
-        let mut spans = rows
-            .iter()
-            .map(|r| decode_span(&r.payload))
-            .collect::<StorageResult<Vec<Span>>>()?;
-        common::order_trace(&mut spans);
-        Ok(spans)
+        self.failover(move || async move {
+            let (lo, hi) = match range {
+                Some(r) => (r.start_ns, r.end_ns),
+                None => (0, u64::MAX),
+            };
+            let (pre, rest) = self.prewhere();
+            let sql = format!(
+                "SELECT payload FROM ft_traces {pre} trace_id = toFixedString(unhex(?), 16) \
+                 {rest} start_ns >= ? AND start_ns < ?"
+            );
+            let rows = self
+                .query(&sql)
+                .bind(hex(&trace_id))
+                .bind(lo)
+                .bind(hi)
+                .fetch_all::<PayloadRow>()
+                .await
+                .map_err(map_err)?;
+            let mut spans = rows
+                .iter()
+                .map(|r| decode_span(&r.payload))
+                .collect::<StorageResult<Vec<Span>>>()?;
+            common::order_trace(&mut spans);
+            Ok(spans)
+        })
+        .await
     }
     /// One query on the trace-id lookup table, as `get_trace` and the search's
     /// summaries read it: `trace_id IN (subquery)` is matched against the
@@ -1187,179 +1368,197 @@ impl TraceReader for ClickHouseStore {
         trace_ids: &[TraceId],
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<TraceSpans>> {
-        let ids = common::distinct_trace_ids(trace_ids)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (lo, hi) = match range {
-            Some(r) => (r.start_ns, r.end_ns),
-            None => (0, u64::MAX),
-        };
-        let hex_ids: Vec<String> = ids.iter().map(|id| hex(id)).collect();
-        let (pre, rest) = self.prewhere();
-        let sql = format!(
-            "SELECT trace_id, payload FROM ft_traces \
-             {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16)) \
-             {rest} start_ns >= ? AND start_ns < ?"
-        );
-        let rows = self
-            .query(&sql)
-            .bind(hex_ids)
-            .bind(lo)
-            .bind(hi)
-            .fetch_all::<TracePayloadRow>()
-            .await
-            .map_err(map_err)?;
-        let spans = rows
-            .iter()
-            .map(|r| Ok((r.trace_id, decode_span(&r.payload)?)))
-            .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
-        Ok(common::group_traces(&ids, spans))
+        self.failover(move || async move {
+            let ids = common::distinct_trace_ids(trace_ids)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (lo, hi) = match range {
+                Some(r) => (r.start_ns, r.end_ns),
+                None => (0, u64::MAX),
+            };
+            let hex_ids: Vec<String> = ids.iter().map(|id| hex(id)).collect();
+            let (pre, rest) = self.prewhere();
+            let sql = format!(
+                "SELECT trace_id, payload FROM ft_traces \
+                 {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16)) \
+                 {rest} start_ns >= ? AND start_ns < ?"
+            );
+            let rows = self
+                .query(&sql)
+                .bind(hex_ids)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all::<TracePayloadRow>()
+                .await
+                .map_err(map_err)?;
+            let spans = rows
+                .iter()
+                .map(|r| Ok((r.trace_id, decode_span(&r.payload)?)))
+                .collect::<StorageResult<Vec<(TraceId, Span)>>>()?;
+            Ok(common::group_traces(&ids, spans))
+        })
+        .await
     }
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
-        if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
-            return Ok(SearchPage::default());
-        }
-        let limit = q.limit.min(self.opts.max_search_limit);
-        let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-        let Some(filter) = SpanFilter::new(q)? else {
-            return Ok(SearchPage::default());
-        };
-        let filter = &filter;
-        let (ids, more) = common::search_windows(
-            q.range,
-            cursor,
-            limit,
-            move |top, n| self.search_probe(q, filter, top, n),
-            move |from, n| self.search_window(q, filter, from, cursor, n),
-        )
-        .await?;
-        if ids.is_empty() {
-            return Ok(SearchPage::default());
-        }
-        let hex_ids: Vec<String> = ids.iter().map(|(id, _)| hex(id)).collect();
-        let (pre, _) = self.prewhere();
-        let sql = format!(
-            "SELECT trace_id, span_id, has_parent, service, name, start_ns, end_ns, status_code \
-             FROM ft_traces {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16))"
-        );
-        let rows = self
-            .query(&sql)
-            .bind(hex_ids)
-            .fetch_all::<SummaryChRow>()
-            .await
-            .map_err(map_err)?;
-        let summary_rows = rows
-            .into_iter()
-            .map(|r| SummaryRow {
-                trace_id: r.trace_id,
-                span_id: r.span_id,
-                is_root: r.has_parent == 0,
-                service: r.service,
-                name: r.name,
-                start_ns: r.start_ns,
-                end_ns: r.end_ns,
-                status_code: r.status_code,
-            })
-            .collect();
-        let order: Vec<TraceId> = ids.iter().map(|(id, _)| *id).collect();
-        let traces = common::summarize(&order, summary_rows);
-        Ok(common::search_page(&ids, more, traces))
+        self.failover(move || async move {
+            if q.limit == 0 || q.range.end_ns <= q.range.start_ns {
+                return Ok(SearchPage::default());
+            }
+            let limit = q.limit.min(self.opts.max_search_limit);
+            let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
+            let Some(filter) = SpanFilter::new(q)? else {
+                return Ok(SearchPage::default());
+            };
+            let filter = &filter;
+            let (ids, more) = common::search_windows(
+                q.range,
+                cursor,
+                limit,
+                move |top, n| self.search_probe(q, filter, top, n),
+                move |from, n| self.search_window(q, filter, from, cursor, n),
+            )
+            .await?;
+            if ids.is_empty() {
+                return Ok(SearchPage::default());
+            }
+            let hex_ids: Vec<String> = ids.iter().map(|(id, _)| hex(id)).collect();
+            let (pre, _) = self.prewhere();
+            let sql = format!(
+                "SELECT trace_id, span_id, has_parent, service, name, start_ns, end_ns, status_code \
+                 FROM ft_traces {pre} trace_id IN (SELECT toFixedString(unhex(arrayJoin(?)), 16))"
+            );
+            let rows = self
+                .query(&sql)
+                .bind(hex_ids)
+                .fetch_all::<SummaryChRow>()
+                .await
+                .map_err(map_err)?;
+            let summary_rows = rows
+                .into_iter()
+                .map(|r| SummaryRow {
+                    trace_id: r.trace_id,
+                    span_id: r.span_id,
+                    is_root: r.has_parent == 0,
+                    service: r.service,
+                    name: r.name,
+                    start_ns: r.start_ns,
+                    end_ns: r.end_ns,
+                    status_code: r.status_code,
+                })
+                .collect();
+            let order: Vec<TraceId> = ids.iter().map(|(id, _)| *id).collect();
+            let traces = common::summarize(&order, summary_rows);
+            Ok(common::search_page(&ids, more, traces))
+        })
+        .await
     }
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
-        let mut out = self
-            .query("SELECT DISTINCT service FROM ft_spans WHERE start_ns >= ? AND start_ns < ?")
-            .bind(range.start_ns)
-            .bind(range.end_ns)
-            .fetch_all::<String>()
-            .await
-            .map_err(map_err)?;
-        out.sort();
-        Ok(out)
+        self.failover(move || async move {
+            let mut out = self
+                .query("SELECT DISTINCT service FROM ft_spans WHERE start_ns >= ? AND start_ns < ?")
+                .bind(range.start_ns)
+                .bind(range.end_ns)
+                .fetch_all::<String>()
+                .await
+                .map_err(map_err)?;
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
-        let rows = self
-            .query(
-                "SELECT DISTINCT name, kind FROM ft_spans WHERE service = ? AND start_ns >= ? AND start_ns < ?",
-            )
-            .bind(service)
-            .bind(range.start_ns)
-            .bind(range.end_ns)
-            .fetch_all::<OperationRow>()
-            .await
-            .map_err(map_err)?;
-        let mut out: Vec<Operation> = rows
-            .into_iter()
-            .map(|r| Operation {
-                name: r.name,
-                kind: SpanKind::from_i32(r.kind as i32),
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+        self.failover(move || async move {
+            let rows = self
+                .query(
+                    "SELECT DISTINCT name, kind FROM ft_spans WHERE service = ? AND start_ns >= ? AND start_ns < ?",
+                )
+                .bind(service)
+                .bind(range.start_ns)
+                .bind(range.end_ns)
+                .fetch_all::<OperationRow>()
+                .await
+                .map_err(map_err)?;
+            let mut out: Vec<Operation> = rows
+                .into_iter()
+                .map(|r| Operation {
+                    name: r.name,
+                    kind: SpanKind::from_i32(r.kind as i32),
+                })
+                .collect();
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl AnalyticsReader for ClickHouseStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
-        if range.end_ns <= range.start_ns {
-            return Ok(Vec::new());
-        }
-        let (lo, hi) = rollup_math::minute_bounds(range);
-        let rows = self
-            .query(
-                "SELECT caller, callee, calls, errors, sketch FROM ft_edge_rollups \
-                 WHERE minute_ns >= ? AND minute_ns < ?",
-            )
-            .bind(lo)
-            .bind(hi)
-            .fetch_all::<EdgeRow>()
-            .await
-            .map_err(map_err)?;
-        let mut merged = Vec::with_capacity(rows.len());
-        for r in rows {
-            let sketch = rollup_math::decode_sketch(&r.sketch)?;
-            merged.push((r.caller, r.callee, r.calls, r.errors, sketch));
-        }
-        Ok(rollup_math::merge_edges(merged))
+        self.failover(move || async move {
+            if range.end_ns <= range.start_ns {
+                return Ok(Vec::new());
+            }
+            let (lo, hi) = rollup_math::minute_bounds(range);
+            let rows = self
+                .query(
+                    "SELECT caller, callee, calls, errors, sketch FROM ft_edge_rollups \
+                     WHERE minute_ns >= ? AND minute_ns < ?",
+                )
+                .bind(lo)
+                .bind(hi)
+                .fetch_all::<EdgeRow>()
+                .await
+                .map_err(map_err)?;
+            let mut merged = Vec::with_capacity(rows.len());
+            for r in rows {
+                let sketch = rollup_math::decode_sketch(&r.sketch)?;
+                merged.push((r.caller, r.callee, r.calls, r.errors, sketch));
+            }
+            Ok(rollup_math::merge_edges(merged))
+        })
+        .await
     }
     async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
-        if q.range.end_ns <= q.range.start_ns {
-            return Ok(Vec::new());
-        }
-        let step = rollup_math::latency_step(q, self.opts.max_latency_points)?;
-        let (lo, hi) = rollup_math::minute_bounds(q.range);
-        let op = if q.operation.is_some() {
-            " AND operation = ?"
-        } else {
-            ""
-        };
-        let kinds = kinds_cond(&q.kinds);
-        let mut query = self
-            .query(&format!(
-                "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
-                 WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?{kinds}"
-            ))
-            .bind(q.service.as_str());
-        if let Some(o) = &q.operation {
-            query = query.bind(o.as_str());
-        }
-        query = query.bind(lo).bind(hi);
-        for k in &q.kinds {
-            query = query.bind(*k as u8);
-        }
-        let rows = query.fetch_all::<LatencyRow>().await.map_err(map_err)?;
-        let mut data = Vec::with_capacity(rows.len());
-        for r in rows {
-            data.push((
-                r.minute_ns,
-                r.count,
-                r.errors,
-                rollup_math::decode_sketch(&r.sketch)?,
-            ));
-        }
-        Ok(rollup_math::latency_points(q, step, data))
+        self.failover(move || async move {
+            if q.range.end_ns <= q.range.start_ns {
+                return Ok(Vec::new());
+            }
+            let step = rollup_math::latency_step(q, self.opts.max_latency_points)?;
+            let (lo, hi) = rollup_math::minute_bounds(q.range);
+            let op = if q.operation.is_some() {
+                " AND operation = ?"
+            } else {
+                ""
+            };
+            let kinds = kinds_cond(&q.kinds);
+            let mut query = self
+                .query(&format!(
+                    "SELECT minute_ns, count, errors, sketch FROM ft_op_rollups \
+                     WHERE service = ?{op} AND minute_ns >= ? AND minute_ns < ?{kinds}"
+                ))
+                .bind(q.service.as_str());
+            if let Some(o) = &q.operation {
+                query = query.bind(o.as_str());
+            }
+            query = query.bind(lo).bind(hi);
+            for k in &q.kinds {
+                query = query.bind(*k as u8);
+            }
+            let rows = query.fetch_all::<LatencyRow>().await.map_err(map_err)?;
+            let mut data = Vec::with_capacity(rows.len());
+            for r in rows {
+                data.push((
+                    r.minute_ns,
+                    r.count,
+                    r.errors,
+                    rollup_math::decode_sketch(&r.sketch)?,
+                ));
+            }
+            Ok(rollup_math::latency_points(q, step, data))
+        })
+        .await
     }
     async fn exact_percentiles(
         &self,
@@ -1369,52 +1568,55 @@ impl AnalyticsReader for ClickHouseStore {
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
-        rollup_math::check_quantiles(qs)?;
-        if qs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let n = self
-            .span_filter(
-                "SELECT count() FROM (SELECT 1",
-                service,
-                operation,
-                kinds,
-                range,
-                ")",
-            )
-            .fetch_one::<u64>()
-            .await
-            .map_err(map_err)?;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        // Ranks are computed here, in the same floating point as the other
-        // sinks, then picked from the sorted durations in one pass.
-        let ranks: Vec<u64> = qs
-            .iter()
-            .map(|q| rollup_math::nearest_rank(*q, n))
-            .collect();
-        let op = if operation.is_some() {
-            " AND name = ?"
-        } else {
-            ""
-        };
-        let kind = kinds_cond(kinds);
-        let sql = format!(
-            "SELECT arrayMap(r -> s[least(r, length(s))], ?) FROM \
-             (SELECT arraySort(groupArray(d)) AS s FROM (SELECT duration_ns AS d FROM ft_spans \
-              WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} LIMIT 1 BY trace_id, span_id))"
-        );
-        let mut query = self.query(&sql).bind(ranks).bind(service);
-        if let Some(o) = operation {
-            query = query.bind(o);
-        }
-        query = query.bind(range.start_ns).bind(range.end_ns);
-        for k in kinds {
-            query = query.bind(*k as u8);
-        }
-        let values = query.fetch_one::<Vec<u64>>().await.map_err(map_err)?;
-        Ok(values)
+        self.failover(move || async move {
+            rollup_math::check_quantiles(qs)?;
+            if qs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let n = self
+                .span_filter(
+                    "SELECT count() FROM (SELECT 1",
+                    service,
+                    operation,
+                    kinds,
+                    range,
+                    ")",
+                )
+                .fetch_one::<u64>()
+                .await
+                .map_err(map_err)?;
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            // Ranks are computed here, in the same floating point as the other
+            // sinks, then picked from the sorted durations in one pass.
+            let ranks: Vec<u64> = qs
+                .iter()
+                .map(|q| rollup_math::nearest_rank(*q, n))
+                .collect();
+            let op = if operation.is_some() {
+                " AND name = ?"
+            } else {
+                ""
+            };
+            let kind = kinds_cond(kinds);
+            let sql = format!(
+                "SELECT arrayMap(r -> s[least(r, length(s))], ?) FROM \
+                 (SELECT arraySort(groupArray(d)) AS s FROM (SELECT duration_ns AS d FROM ft_spans \
+                  WHERE service = ?{op} AND start_ns >= ? AND start_ns < ?{kind} LIMIT 1 BY trace_id, span_id))"
+            );
+            let mut query = self.query(&sql).bind(ranks).bind(service);
+            if let Some(o) = operation {
+                query = query.bind(o);
+            }
+            query = query.bind(range.start_ns).bind(range.end_ns);
+            for k in kinds {
+                query = query.bind(*k as u8);
+            }
+            let values = query.fetch_one::<Vec<u64>>().await.map_err(map_err)?;
+            Ok(values)
+        })
+        .await
     }
 }
 
@@ -1422,26 +1624,135 @@ impl AnalyticsReader for ClickHouseStore {
 impl Retention for ClickHouseStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         let mut report = RetentionReport::default();
-        for node in &self.nodes {
-            // Count spans from the lookup table: one row per span there too.
-            report.spans_deleted += self
-                .retain_table(node, "ft_traces", "start_ns", cutoff_ns)
-                .await?;
-            self.retain_table(node, "ft_spans", "start_ns", cutoff_ns)
-                .await?;
-            if cutoff_ns >= MINUTE_NS {
-                // A minute bucket goes only when all of it is older than the cutoff.
-                let bound = cutoff_ns - MINUTE_NS + 1;
-                report.rollups_deleted += self
-                    .retain_table(node, "ft_op_rollups", "minute_ns", bound)
-                    .await?;
-                report.rollups_deleted += self
-                    .retain_table(node, "ft_edge_rollups", "minute_ns", bound)
-                    .await?;
-                // Bookkeeping, not counted as rollup rows.
-                self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
-                    .await?;
+        for replicas in &self.nodes {
+            // Replicated tables replicate partition drops and mutations: one
+            // replica of each shard runs them, the next one if it is down.
+            let mut i = 0;
+            loop {
+                match self.retain_node(&replicas[i].client, cutoff_ns).await {
+                    Ok(r) => {
+                        report.spans_deleted += r.spans_deleted;
+                        report.rollups_deleted += r.rollups_deleted;
+                        break;
+                    }
+                    Err(StorageError::Unavailable(why)) if i + 1 < replicas.len() => {
+                        tracing::warn!(server = %replicas[i].url, error = %why, "retention: replica unreachable; using the next one");
+                        i += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+        }
+        Ok(report)
+    }
+
+    /// The compressed size of the active parts of every table on every node
+    /// (`system.parts`, column `bytes`: the compressed size on ClickHouse
+    /// 18.16, an alias of `bytes_on_disk` later).
+    async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
+        let mut bytes = 0u64;
+        for node in &self.nodes {
+            bytes += node
+                .query(
+                    "SELECT toUInt64(sum(bytes)) FROM system.parts \
+                     WHERE database = currentDatabase() AND active AND table LIKE 'ft%'",
+                )
+                .fetch_one::<u64>()
+                .await
+                .map_err(map_err)?;
+        }
+        #[derive(Row, Deserialize)]
+        struct Oldest {
+            start: u64,
+            rows: u64,
+        }
+        let oldest = self
+            .client
+            .query(
+                "SELECT toUInt64(min(start_ns)) AS start, toUInt64(count()) AS rows FROM ft_traces",
+            )
+            .fetch_one::<Oldest>()
+            .await
+            .map_err(map_err)?;
+        Ok(Some(DiskUsage {
+            dir: None,
+            file_bytes: bytes,
+            live_bytes: bytes,
+            oldest_ns: (oldest.rows > 0).then_some(oldest.start),
+        }))
+    }
+
+    /// Drops whole day partitions, oldest first, until their sizes (over
+    /// every node and table) add up to `bytes` (at least one), through
+    /// [`apply_retention`](Self::apply_retention) with the end of the last
+    /// of those days as the cutoff.
+    async fn evict_oldest(&self, bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
+        #[derive(Row, Deserialize)]
+        struct P {
+            partition: String,
+            bytes: u64,
+        }
+        let mut days: BTreeMap<u64, u64> = BTreeMap::new();
+        for node in &self.nodes {
+            let parts = node
+                .query(
+                    "SELECT partition, toUInt64(sum(bytes)) AS bytes FROM system.parts \
+                     WHERE database = currentDatabase() AND active AND table = ? GROUP BY partition",
+                )
+                .bind(format!("ft_spans{}", self.local_suffix))
+                .fetch_all::<P>()
+                .await
+                .map_err(map_err)?;
+            for p in parts {
+                if let Ok(day) = p.partition.trim_matches('\'').parse::<u64>() {
+                    *days.entry(day).or_default() += p.bytes;
+                }
+            }
+        }
+        let mut freed = 0u64;
+        let mut last = None;
+        for (day, size) in days {
+            if bytes == 0 || (last.is_some() && freed >= bytes) {
+                break;
+            }
+            freed = freed.saturating_add(size);
+            last = Some(day);
+        }
+        let Some(day) = last else {
+            return Ok(EvictionReport::default());
+        };
+        let cutoff = day.saturating_add(1).saturating_mul(DAY_NS);
+        let report = self.apply_retention(cutoff).await?;
+        Ok(EvictionReport {
+            spans_deleted: report.spans_deleted,
+            rollups_deleted: report.rollups_deleted,
+            cutoff_ns: cutoff,
+        })
+    }
+}
+
+impl ClickHouseStore {
+    /// Retention on the physical tables of one server.
+    async fn retain_node(&self, node: &Client, cutoff_ns: u64) -> StorageResult<RetentionReport> {
+        let mut report = RetentionReport::default();
+        // Count spans from the lookup table: one row per span there too.
+        report.spans_deleted += self
+            .retain_table(node, "ft_traces", "start_ns", cutoff_ns)
+            .await?;
+        self.retain_table(node, "ft_spans", "start_ns", cutoff_ns)
+            .await?;
+        if cutoff_ns >= MINUTE_NS {
+            // A minute bucket goes only when all of it is older than the cutoff.
+            let bound = cutoff_ns - MINUTE_NS + 1;
+            report.rollups_deleted += self
+                .retain_table(node, "ft_op_rollups", "minute_ns", bound)
+                .await?;
+            report.rollups_deleted += self
+                .retain_table(node, "ft_edge_rollups", "minute_ns", bound)
+                .await?;
+            // Bookkeeping, not counted as rollup rows.
+            self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
+                .await?;
         }
         Ok(report)
     }

@@ -21,9 +21,9 @@ use super::postgres::PostgresOptions;
 use super::sqlite::SqliteConfig;
 use super::url::redact_url;
 use super::{
-    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
-    RetentionReport, SearchPage, SpanStore, SpanWriter, StorageError, StorageResult, TimeRange,
-    TraceQuery, TraceReader, TraceSpans,
+    AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
+    Operation, Retention, RetentionReport, SearchPage, SpanStore, SpanWriter, StorageError,
+    StorageResult, TimeRange, TraceQuery, TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -328,6 +328,17 @@ impl Retention for ConnectingStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
         self.now()?.apply_retention(cutoff_ns).await
     }
+    async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
+        self.now()?.disk_usage().await
+    }
+    fn set_disk_budget(&self, bytes: u64) {
+        if let Ok(store) = self.now() {
+            store.set_disk_budget(bytes);
+        }
+    }
+    async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        self.now()?.evict_oldest(bytes, give_back).await
+    }
 }
 
 /// Checks what [`open`] checks before connecting: a database sink has a
@@ -358,6 +369,12 @@ pub fn open(opts: impl Into<SinkOptions>) -> Result<Arc<dyn SpanStore>, OpenErro
     let cfg: SinkOptions = opts.into();
     let kind = cfg.storage.kind;
     check_url(&cfg.storage)?;
+    if matches!(kind, StorageKind::Clickhouse) {
+        super::clickhouse::check_options(&cfg.clickhouse).map_err(|e| OpenError::Config {
+            kind: kind.as_str(),
+            reason: e.to_string(),
+        })?;
+    }
     // Present for the database sinks: check_url made sure of it.
     let url = || cfg.storage.url.clone().unwrap_or_default();
     let (initial, max) = (cfg.retry_initial, cfg.retry_max);

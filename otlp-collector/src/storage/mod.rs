@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{AttrValue, Span, SpanKind, TraceId};
 
+pub mod budget;
 pub mod clickhouse;
 pub mod connecting;
 pub mod null;
@@ -299,6 +300,34 @@ pub struct RetentionReport {
     pub spans_deleted: u64,
     /// Rollup rows deleted.
     pub rollups_deleted: u64,
+}
+
+/// How much disk a store takes, for its size budget ([`budget`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The directory holding the store's files (its free space is what a
+    /// full disk is judged by); `None` for a database server, whose disk is
+    /// not the collector's (then only an explicit budget applies).
+    pub dir: Option<std::path::PathBuf>,
+    /// Bytes of the store's files on disk (database, journal, shared memory).
+    pub file_bytes: u64,
+    /// Bytes holding data: what the size budget (`retention.max_disk_bytes`)
+    /// is compared with. Space freed by deletes is reused by later writes,
+    /// so the files stay about this size.
+    pub live_bytes: u64,
+    /// Start of the oldest stored span (ns), `None` when the store is empty.
+    pub oldest_ns: Option<u64>,
+}
+
+/// What one size eviction removed ([`Retention::evict_oldest`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EvictionReport {
+    /// Spans deleted.
+    pub spans_deleted: u64,
+    /// Rollup rows deleted (whole minutes before the cutoff).
+    pub rollups_deleted: u64,
+    /// Everything that started before this (ns) was deleted; 0 when nothing was.
+    pub cutoff_ns: u64,
 }
 
 /// Most trace ids one [`TraceReader::get_traces`] call accepts (duplicates

@@ -73,9 +73,9 @@ use super::rollup_math;
 use super::sink_common::{self as common, SearchWindows, SummaryRow, DAY_NS};
 use super::span_codec::{decode_span, encode_span};
 use super::{
-    AnalyticsReader, DependencyEdge, LatencyPoint, LatencyQuery, Operation, Retention,
-    RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
-    TraceReader, TraceSpans,
+    AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
+    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
+    TimeRange, TraceQuery, TraceReader, TraceSpans,
 };
 use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -1366,6 +1366,78 @@ impl Retention for PostgresStore {
                 .map_err(map_err)?;
         }
         Ok(report)
+    }
+
+    /// The tables' total size on the server (`pg_total_relation_size`: data,
+    /// indexes, TOAST) of every span partition and the rollup tables.
+    async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT (SELECT COALESCE(SUM(pg_total_relation_size(i.inhrelid)), 0) \
+                   FROM pg_inherits i WHERE i.inhparent = 'ft_spans'::regclass)::int8 \
+                 + pg_total_relation_size('ft_op_rollups') \
+                 + pg_total_relation_size('ft_edge_rollups') \
+                 + pg_total_relation_size('ft_rollup_origins'), \
+                 (SELECT MIN(start_ns) FROM ft_spans)",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        let bytes = from_i64(row.get::<_, i64>(0));
+        Ok(Some(DiskUsage {
+            dir: None,
+            file_bytes: bytes,
+            live_bytes: bytes,
+            oldest_ns: row.get::<_, Option<i64>>(1).map(from_i64),
+        }))
+    }
+
+    /// Drops whole day partitions, oldest first, until their sizes add up
+    /// to `bytes` (at least one), through [`apply_retention`](Self::apply_retention)
+    /// with the end of the last of those days as the cutoff (which also
+    /// deletes what older spans the default partition holds). A dropped
+    /// partition's space goes back to the file system at once.
+    async fn evict_oldest(&self, bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ft_spans'::regclass",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        drop(conn);
+        let mut days: Vec<(i64, u64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                Some((parse_partition_name(&name)?, from_i64(r.get::<_, i64>(1))))
+            })
+            .collect();
+        days.sort_unstable();
+        let mut freed = 0u64;
+        let mut last = None;
+        for (day, size) in days {
+            if bytes == 0 || (last.is_some() && freed >= bytes) {
+                break;
+            }
+            freed = freed.saturating_add(size);
+            last = Some(day);
+        }
+        let Some(day) = last else {
+            return Ok(EvictionReport::default());
+        };
+        let cutoff = from_i64(day.saturating_add(1)).saturating_mul(DAY_NS);
+        let report = self.apply_retention(cutoff).await?;
+        Ok(EvictionReport {
+            spans_deleted: report.spans_deleted,
+            rollups_deleted: report.rollups_deleted,
+            cutoff_ns: cutoff,
+        })
     }
 }
 

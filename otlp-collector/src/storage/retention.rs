@@ -20,6 +20,13 @@ pub struct RetentionConfig {
     pub max_age_hours: u64,
     /// How often retention runs, in seconds (default 300).
     pub interval_secs: u64,
+    /// Size budget of the store's data (`storage::budget`): past it the
+    /// oldest data is deleted. 0 (the default) = half the size of the file
+    /// system holding the SQLite store; no size budget for a database server.
+    pub max_disk_bytes: u64,
+    /// How often the store's size and the disk's free space are checked,
+    /// in milliseconds (default 1000).
+    pub size_check_interval_ms: u64,
 }
 
 impl Default for RetentionConfig {
@@ -27,6 +34,8 @@ impl Default for RetentionConfig {
         RetentionConfig {
             max_age_hours: 168,
             interval_secs: 300,
+            max_disk_bytes: 0,
+            size_check_interval_ms: 1000,
         }
     }
 }
@@ -50,6 +59,8 @@ pub struct RetentionStats {
     pub spans_deleted: AtomicU64,
     /// Rollup rows deleted in total.
     pub rollups_deleted: AtomicU64,
+    /// Size retention's gauges and eviction counters.
+    pub size: super::budget::SizeStats,
 }
 
 /// The cutoff for a retention run at `now_ns`: everything that started before
@@ -77,6 +88,9 @@ pub async fn run_once(
             stats
                 .rollups_deleted
                 .fetch_add(report.rollups_deleted, Ordering::Relaxed);
+            stats
+                .size
+                .count(super::budget::Reason::Age, report.spans_deleted);
             tracing::debug!(
                 sink,
                 spans = report.spans_deleted,
@@ -134,7 +148,8 @@ mod tests {
         );
         assert!(RetentionConfig {
             max_age_hours: 0,
-            interval_secs: 1
+            interval_secs: 1,
+            ..RetentionConfig::default()
         }
         .max_age()
         .is_none());

@@ -19,8 +19,8 @@
 use async_trait::async_trait;
 
 use super::{
-    DependencyEdge, LatencyPoint, LatencyQuery, Operation, RetentionReport, SearchPage,
-    StorageResult, TimeRange, TraceQuery, TraceSpans,
+    DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery, Operation,
+    RetentionReport, SearchPage, StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -132,11 +132,33 @@ pub trait AnalyticsReader: Send + Sync + 'static {
     ) -> StorageResult<Vec<u64>>;
 }
 
-/// Deleting old data, run by `storage::retention` on a timer.
+/// Deleting old data: by age (`storage::retention`, on a timer) and by size
+/// (`storage::budget`: the store's size budget and a full disk).
 #[async_trait]
 pub trait Retention: Send + Sync + 'static {
     /// Deletes spans and rollups that started before `cutoff_ns`.
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport>;
+
+    /// The store's size on disk (for a database server its tables' size on
+    /// the server, without a directory), or `None` for a store that does not
+    /// account for it (the null sink); such a store is bounded by age only.
+    async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
+        Ok(None)
+    }
+
+    /// Tells the store its size budget once it is known (an embedded store
+    /// sizes its own journal from it). The default ignores it.
+    fn set_disk_budget(&self, _bytes: u64) {}
+
+    /// Deletes about `bytes` of the oldest data, oldest first: every span
+    /// (and rollup minute) before a cutoff chosen so that roughly that much
+    /// goes. With `give_back`, the freed space is returned to the file system
+    /// (a full disk); otherwise later writes reuse it inside the store.
+    async fn evict_oldest(&self, _bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
+        Err(StorageError::Backend(
+            "this sink has no size-bounded retention".into(),
+        ))
+    }
 }
 
 /// Both readers: what the query layer holds.

@@ -50,6 +50,9 @@ pub struct Event {
     pub at: Instant,
     pub trace: u32,
     pub outcome: Outcome,
+    /// Start time of the request's first span (ns since the epoch); the
+    /// spans of one request start within microseconds of it.
+    pub start_ns: u64,
 }
 
 /// How the senders behave.
@@ -156,6 +159,21 @@ pub fn acked_traces(events: &[Event]) -> Vec<u32> {
     acked
 }
 
+/// The acknowledged traces of `events`, each with the earliest start time
+/// any request of it carried (a resend moves the timestamps to its own
+/// time; an earlier attempt may have been stored).
+pub fn acked_with_start(events: &[Event]) -> Vec<(u32, u64)> {
+    let mut earliest: std::collections::HashMap<u32, u64> = Default::default();
+    for e in events {
+        let v = earliest.entry(e.trace).or_insert(e.start_ns);
+        *v = (*v).min(e.start_ns);
+    }
+    acked_traces(events)
+        .into_iter()
+        .map(|t| (t, earliest[&t]))
+        .collect()
+}
+
 /// Counts of acknowledged, exhausted, unavailable and transport outcomes.
 pub fn counts(events: &[Event]) -> [usize; 4] {
     let mut c = [0; 4];
@@ -222,6 +240,7 @@ async fn sender(
             n += 1;
         }
         let req = export(t, shape.spans);
+        let start_ns = req.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano;
         let outcome = if w.is_multiple_of(2) {
             send_http(&client, http, &req).await
         } else {
@@ -232,6 +251,7 @@ async fn sender(
             at: Instant::now(),
             trace: t,
             outcome,
+            start_ns,
         });
         if acked {
             t += 1;

@@ -104,6 +104,15 @@ pub async fn metric(query: SocketAddr, series: &str) -> Option<u64> {
     )
 }
 
+/// The value of one series (spelled out with its labels) in the
+/// collector's `/metrics` as a float; `None` when it did not answer or the
+/// series is missing.
+pub async fn metric_f64(query: SocketAddr, series: &str) -> Option<f64> {
+    let (_, text, _) = get(query, "/metrics", Duration::from_secs(5)).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Percentile `p` (0..=100) of `xs` (sorted here); zero when empty.
 pub fn percentile(xs: &mut [Duration], p: f64) -> Duration {
     if xs.is_empty() {

@@ -71,3 +71,106 @@ pub async fn exactly_once(cfg: &Config, acked: &[u32], spans: u32, within: Durat
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Start times within this of the eviction cutoff count as before it (the
+/// cutoff travels through `/metrics` as float seconds, to the microsecond).
+const CUTOFF_MARGIN_NS: u64 = 1_000_000;
+
+/// The collector's size-eviction cutoff (`ferrotrace_storage_evicted_before_seconds`)
+/// in ns, or 0 when it did not answer.
+pub async fn eviction_cutoff_ns(query: std::net::SocketAddr) -> u64 {
+    let secs = super::metric_f64(
+        query,
+        "ferrotrace_storage_evicted_before_seconds{tier=\"hot\"}",
+    )
+    .await
+    .unwrap_or(0.0);
+    (secs * 1e9) as u64
+}
+
+/// What [`exactly_once_unless_evicted`] found.
+#[derive(Debug, Default)]
+pub struct Evicted {
+    /// Traces wholly stored.
+    pub whole: usize,
+    /// Traces older than the cutoff that are gone or partly gone.
+    pub evicted: usize,
+    /// The eviction cutoff at the end (ns).
+    pub cutoff_ns: u64,
+}
+
+/// [`exactly_once`] for a store with size-bounded retention: `acked` holds
+/// each acknowledged trace with the earliest start time it was sent with.
+/// A trace that started at or after the collector's eviction cutoff (read
+/// from `query`'s `/metrics` on every round, and never below `floor_ns`)
+/// must be stored wholly, exactly once; an older one may be gone or partly
+/// gone (it was evicted, oldest first) but never duplicated or foreign.
+pub async fn exactly_once_unless_evicted(
+    cfg: &Config,
+    query: std::net::SocketAddr,
+    floor_ns: u64,
+    acked: &[(u32, u64)],
+    spans: u32,
+    within: Duration,
+) -> Evicted {
+    let store = connecting::open(cfg).expect("open the collector's store");
+    let start = Instant::now();
+    let starts: BTreeMap<u32, u64> = acked.iter().copied().collect();
+    let mut pending: BTreeSet<u32> = starts.keys().copied().collect();
+    let mut out = Evicted {
+        cutoff_ns: floor_ns,
+        ..Evicted::default()
+    };
+    loop {
+        out.cutoff_ns = out.cutoff_ns.max(eviction_cutoff_ns(query).await);
+        let cutoff = out.cutoff_ns;
+        let evictable = |t: &u32| starts[t] < cutoff.saturating_add(CUTOFF_MARGIN_NS);
+        let batch: Vec<u32> = pending.iter().copied().collect();
+        let mut found_any: BTreeSet<u32> = BTreeSet::new();
+        for chunk in batch.chunks(MAX_TRACES_PER_READ) {
+            let ids: Vec<_> = chunk.iter().map(|t| trace_id(*t)).collect();
+            let Ok(found) = store.get_traces(&ids, None).await else {
+                break;
+            };
+            for (id, got) in found {
+                let t = trace_number(&id);
+                found_any.insert(t);
+                let want: BTreeSet<[u8; 8]> = (0..spans).map(|i| span_id(t, i)).collect();
+                let ids: Vec<[u8; 8]> = got.iter().map(|s| s.span_id).collect();
+                let distinct: BTreeSet<[u8; 8]> = ids.iter().copied().collect();
+                assert_eq!(
+                    distinct.len(),
+                    ids.len(),
+                    "trace {t}: a span is stored more than once"
+                );
+                assert!(
+                    distinct.is_subset(&want),
+                    "trace {t}: spans stored that were never sent"
+                );
+                if distinct == want {
+                    pending.remove(&t);
+                    out.whole += 1;
+                }
+            }
+        }
+        let older: Vec<u32> = pending.iter().copied().filter(|t| evictable(t)).collect();
+        let newer = pending.len() - older.len();
+        if newer == 0 {
+            out.evicted = older.len();
+            return out;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{newer} of {} acknowledged traces that started after the eviction cutoff ({cutoff} ns) \
+             not (wholly) stored after {within:?}; first (trace, start, partly stored): {:?}",
+            acked.len(),
+            pending
+                .iter()
+                .filter(|t| !evictable(t))
+                .take(10)
+                .map(|t| (t, starts[t], found_any.contains(t)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

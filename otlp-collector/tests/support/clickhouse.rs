@@ -11,12 +11,108 @@ use std::time::Duration;
 
 use super::{find_exe, free_port, missing, wait_until, ServerProcess};
 
+/// A running throwaway ZooKeeper (Debian package `zookeeper`): one standalone
+/// server on a free loopback port with its data in a temp dir, admin server
+/// off; stopped and deleted on drop.
+pub struct ZooKeeper {
+    process: ServerProcess,
+    /// Client port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl ZooKeeper {
+    /// Starts one, or `None` (after printing why) when ZooKeeper or Java is
+    /// not installed outside CI.
+    pub fn start() -> Option<ZooKeeper> {
+        let jar = std::env::var("FERROTRACE_ZOOKEEPER_JAR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from("/usr/share/java/zookeeper.jar"));
+        let java = find_exe(&[PathBuf::from("/usr/bin/java")]);
+        let (Some(java), true) = (java, jar.exists()) else {
+            missing("ZooKeeper not found (/usr/share/java/zookeeper.jar and java); install the Debian package zookeeper or set FERROTRACE_ZOOKEEPER_JAR");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("ferrotrace-zk-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("zoo.cfg"),
+            format!(
+                "tickTime=500\ndataDir={d}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr\n"
+            ),
+        )
+        .expect("write zoo.cfg");
+        let log = std::fs::File::create(dir.path().join("zk.log")).expect("zk log");
+        let mut cmd = Command::new(java);
+        // The standalone server's main class; the Debian jar needs nothing
+        // else on the class path (logging falls back to a no-op).
+        cmd.arg("-Xmx256m")
+            .arg("-Dzookeeper.admin.enableServer=false")
+            .arg("-cp")
+            .arg(class_path(&jar))
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(dir.path().join("zoo.cfg"))
+            .current_dir(dir.path())
+            .stdout(log.try_clone().expect("zk log"))
+            .stderr(log);
+        let mut process = ServerProcess::spawn(cmd, "zookeeper");
+        let ready = wait_until(Duration::from_secs(60), || {
+            process.running() && zk_serving(port)
+        });
+        assert!(
+            ready,
+            "zookeeper did not become ready:\n{}",
+            super::tail(&dir.path().join("zk.log"), 30)
+        );
+        Some(ZooKeeper { process, port, dir })
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        // Before the temp dir goes.
+        self.process.stop();
+        let _ = &self.dir;
+    }
+}
+
+/// The ZooKeeper jar, plus Debian's simple SLF4J binding when installed so
+/// that `zk.log` says why a client was refused.
+fn class_path(jar: &std::path::Path) -> std::ffi::OsString {
+    let mut cp = jar.as_os_str().to_owned();
+    let simple = std::path::Path::new("/usr/share/java/slf4j-simple.jar");
+    if simple.exists() {
+        cp.push(":");
+        cp.push(simple);
+    }
+    cp
+}
+
+/// True once the server serves requests: `ruok` answers `imok` before that
+/// (while it loads its data), `srvr` reports the server's mode only after.
+fn zk_serving(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = String::new();
+    s.write_all(b"srvr").is_ok() && s.read_to_string(&mut out).is_ok() && out.contains("Mode: ")
+}
+
 /// Name of the cluster the servers of [`ChServer::start_cluster`] form.
 pub const CLUSTER: &str = "ft_test";
 
 /// A running throwaway ClickHouse; stopped and deleted on drop.
 pub struct ChServer {
     process: ServerProcess,
+    /// How it was started, for [`ChServer::restart`].
+    exe: PathBuf,
+    pre: Vec<&'static str>,
     /// HTTP port on 127.0.0.1.
     pub http_port: u16,
     /// Native protocol port on 127.0.0.1 (used between shards).
@@ -62,10 +158,6 @@ impl ChServer {
 
     /// Starts `n` servers that form the cluster [`CLUSTER`] with one shard each.
     pub fn start_cluster(n: usize) -> Option<Vec<ChServer>> {
-        let Some((exe, pre)) = server_command() else {
-            missing("clickhouse-server not found; set FERROTRACE_CLICKHOUSE_BIN or install clickhouse-server");
-            return None;
-        };
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let shards: String = ports
             .iter()
@@ -75,8 +167,82 @@ impl ChServer {
                 )
             })
             .collect();
+        let remote = format!("<remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>");
+        Self::start_servers(ports.into_iter().map(|p| (p, remote.clone())).collect())
+    }
+
+    /// Starts `shards` × `replicas` servers that form the cluster [`CLUSTER`]
+    /// with `internal_replication`, all using `zk`, with the macros
+    /// `{shard}` = `0<s>` and `{replica}` = `r<r>` (1-based). Returned shard
+    /// by shard.
+    pub fn start_replicated(
+        shards: usize,
+        replicas: usize,
+        zk: &ZooKeeper,
+    ) -> Option<Vec<Vec<ChServer>>> {
+        Self::start_replicated_with(shards, replicas, |s, r| {
+            format!(
+                "<zookeeper><node><host>127.0.0.1</host><port>{}</port></node>\
+                 <session_timeout_ms>6000</session_timeout_ms></zookeeper>\
+                 <macros><shard>0{s}</shard><replica>r{r}</replica></macros>",
+                zk.port
+            )
+        })
+    }
+
+    /// Like [`ChServer::start_replicated`], with each server's ZooKeeper and
+    /// macros configuration given by `extra(shard, replica)` (1-based), to
+    /// start misconfigured clusters.
+    pub fn start_replicated_with(
+        shards: usize,
+        replicas: usize,
+        extra: impl Fn(usize, usize) -> String,
+    ) -> Option<Vec<Vec<ChServer>>> {
+        let ports: Vec<Vec<(u16, u16)>> = (0..shards)
+            .map(|_| (0..replicas).map(|_| (free_port(), free_port())).collect())
+            .collect();
+        let xml: String = ports
+            .iter()
+            .map(|rs| {
+                let r: String = rs
+                    .iter()
+                    .map(|(_, tcp)| {
+                        format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>")
+                    })
+                    .collect();
+                format!("<shard><internal_replication>true</internal_replication>{r}</shard>")
+            })
+            .collect();
+        let remote = format!("<remote_servers><{CLUSTER}>{xml}</{CLUSTER}></remote_servers>");
+        let mut specs = Vec::new();
+        for (s, rs) in ports.iter().enumerate() {
+            for (r, p) in rs.iter().enumerate() {
+                // Replicas fetch parts from each other over the interserver
+                // HTTP port, addressed by this host name.
+                let inter = format!(
+                    "<interserver_http_host>127.0.0.1</interserver_http_host>\
+                     <interserver_http_port>{}</interserver_http_port>",
+                    free_port()
+                );
+                specs.push((*p, format!("{remote}{inter}{}", extra(s + 1, r + 1))));
+            }
+        }
+        let mut all = Self::start_servers(specs)?.into_iter();
+        Some(
+            (0..shards)
+                .map(|_| all.by_ref().take(replicas).collect())
+                .collect(),
+        )
+    }
+
+    /// Starts one server per `((http, tcp), extra config XML)`.
+    fn start_servers(specs: Vec<((u16, u16), String)>) -> Option<Vec<ChServer>> {
+        let Some((exe, pre)) = server_command() else {
+            missing("clickhouse-server not found; set FERROTRACE_CLICKHOUSE_BIN or install clickhouse-server");
+            return None;
+        };
         let mut servers = Vec::new();
-        for (http_port, tcp_port) in ports {
+        for ((http_port, tcp_port), extra) in specs {
             let dir = tempfile::Builder::new()
                 .prefix("ferrotrace-ch-")
                 .tempdir()
@@ -101,7 +267,7 @@ impl ChServer {
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <mlock_executable>false</mlock_executable>
-  <remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>
+  {extra}
 </yandex>
 "#
             );
@@ -114,33 +280,55 @@ impl ChServer {
 "#;
             std::fs::write(dir.path().join("config.xml"), config).expect("write config");
             std::fs::write(dir.path().join("users.xml"), users).expect("write users");
-            let mut cmd = Command::new(&exe);
-            cmd.args(&pre)
-                .arg(format!("--config-file={d}/config.xml"))
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let process = ServerProcess::spawn(cmd, "clickhouse-server");
+            let process = Self::spawn(&exe, &pre, dir.path());
             servers.push(ChServer {
                 process,
+                exe: exe.clone(),
+                pre: pre.clone(),
                 http_port,
                 tcp_port,
                 dir,
             });
         }
         for s in &mut servers {
-            let port = s.http_port;
-            let proc_ = &mut s.process;
-            let ready = wait_until(Duration::from_secs(60), || {
-                proc_.running() && http_get(port, "/ping").is_some_and(|r| r.ends_with("Ok.\n"))
-            });
-            assert!(
-                ready,
-                "clickhouse-server did not become ready:\n{}",
-                super::tail(&s.dir.path().join("err.log"), 30)
-            );
+            s.wait_ready();
         }
         Some(servers)
+    }
+
+    fn spawn(exe: &PathBuf, pre: &[&'static str], dir: &std::path::Path) -> ServerProcess {
+        let mut cmd = Command::new(exe);
+        cmd.args(pre)
+            .arg(format!("--config-file={}/config.xml", dir.display()))
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ServerProcess::spawn(cmd, "clickhouse-server")
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.http_port;
+        let proc_ = &mut self.process;
+        let ready = wait_until(Duration::from_secs(60), || {
+            proc_.running() && http_get(port, "/ping").is_some_and(|r| r.ends_with("Ok.\n"))
+        });
+        assert!(
+            ready,
+            "clickhouse-server did not become ready:\n{}",
+            super::tail(&self.dir.path().join("err.log"), 30)
+        );
+    }
+
+    /// Kills the server (`kill -9`); the directory stays for [`ChServer::restart`].
+    pub fn kill(&mut self) {
+        self.process.stop_with("-KILL");
+    }
+
+    /// Starts the server again on the same ports and data after a stop or kill.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.process = Self::spawn(&self.exe, &self.pre, self.dir.path());
+        self.wait_ready();
     }
 
     /// Stops the server now (the directory stays until drop).

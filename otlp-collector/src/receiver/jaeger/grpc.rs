@@ -21,6 +21,8 @@ use crate::receiver::format::RecordFormat;
 use crate::receiver::otlp_grpc::{serve_unary, status_with_details, unimplemented};
 use crate::receiver::rpc_status::code;
 use crate::receiver::{decode, Ingest, SubmitError};
+use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
+use crate::sampling_api::SamplingState;
 
 /// Full method path.
 pub const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
@@ -29,12 +31,23 @@ pub const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 #[derive(Clone, Debug)]
 pub struct CollectorServiceServer {
     ingest: Arc<Ingest>,
+    sampling: Option<SamplingState>,
 }
 
 impl CollectorServiceServer {
     /// Wraps the ingest path.
     pub fn new(ingest: Arc<Ingest>) -> Self {
-        CollectorServiceServer { ingest }
+        CollectorServiceServer {
+            ingest,
+            sampling: None,
+        }
+    }
+
+    /// Also serves `jaeger.api_v2.SamplingManager/GetSamplingStrategy`, as
+    /// Jaeger's collector does on this port.
+    pub fn with_sampling(mut self, sampling: Option<SamplingState>) -> Self {
+        self.sampling = sampling;
+        self
     }
 }
 
@@ -117,6 +130,14 @@ where
                 RecordFormat::JaegerProto,
                 svc,
             ))
+        } else if let (Some(s), GET_SAMPLING_STRATEGY_PATH) = (&self.sampling, req.uri().path()) {
+            sampling_grpc::serve(
+                s.clone(),
+                ingest,
+                req,
+                Source::JaegerGrpc,
+                RecordFormat::JaegerProto,
+            )
         } else {
             Box::pin(async { Ok(unimplemented()) })
         }
