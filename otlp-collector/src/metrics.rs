@@ -178,6 +178,14 @@ pub struct Metrics {
     pub queue_spans: AtomicU64,
     /// Estimated bytes waiting in the queue.
     pub queue_bytes: AtomicU64,
+    /// Acknowledged spans kept in the WAL only, waiting to be read back into the queue.
+    pub wal_only_spans: AtomicU64,
+    /// Acknowledged records (requests) kept in the WAL only.
+    pub wal_only_records: AtomicU64,
+    /// Spans read back from the WAL into the queue after waiting there only.
+    pub wal_only_read_back: AtomicU64,
+    /// WAL-only records that could not be read back (left for the next start's replay).
+    pub wal_only_read_errors: AtomicU64,
     /// Bytes in WAL segment files.
     pub wal_bytes: AtomicU64,
     /// WAL segment files.
@@ -277,6 +285,10 @@ impl Default for Metrics {
             tls_handshake_failures: CounterVec::default(),
             queue_spans: AtomicU64::new(0),
             queue_bytes: AtomicU64::new(0),
+            wal_only_spans: AtomicU64::new(0),
+            wal_only_records: AtomicU64::new(0),
+            wal_only_read_back: AtomicU64::new(0),
+            wal_only_read_errors: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             wal_segments: AtomicU64::new(0),
             wal_max_bytes: AtomicU64::new(0),
@@ -448,7 +460,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 28] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 32] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -526,6 +538,30 @@ impl Metrics {
                 "counter",
                 "WAL segments deleted after all their spans were committed or dropped.",
                 &self.wal_segments_deleted,
+            ),
+            (
+                "ferrotrace_queue_wal_only_spans",
+                "gauge",
+                "Acknowledged spans kept in the WAL only (the queue was full), waiting to be read back.",
+                &self.wal_only_spans,
+            ),
+            (
+                "ferrotrace_queue_wal_only_records",
+                "gauge",
+                "Acknowledged requests kept in the WAL only, waiting to be read back (bounded by queue.wal_only_max_records).",
+                &self.wal_only_records,
+            ),
+            (
+                "ferrotrace_queue_wal_only_read_back_total",
+                "counter",
+                "Spans read back from the WAL into the queue after waiting in the WAL only.",
+                &self.wal_only_read_back,
+            ),
+            (
+                "ferrotrace_queue_wal_only_read_errors_total",
+                "counter",
+                "WAL-only records that could not be read back; their spans stay in the WAL for the next start's replay.",
+                &self.wal_only_read_errors,
             ),
             (
                 "ferrotrace_wal_corrupt_records_total",

@@ -396,9 +396,14 @@ impl Collector {
             &config.auth.query_tokens,
             config.auth.query_tokens_file.as_deref(),
         )?);
+        let wal_only = crate::pipeline::wal_only::WalOnly::new(
+            config.queue.wal_only_max_records,
+            metrics.clone(),
+        );
         let ingest = Ingest::new(
             queue.clone(),
             wal.clone(),
+            wal_only.clone(),
             metrics.clone(),
             config.limits.clone(),
             budgets.inflight_bytes,
@@ -447,6 +452,15 @@ impl Collector {
             stages,
         )
         .map_err(StartError::Spawn)?;
+        pipeline
+            .start_wal_only_reader(
+                wal_only,
+                queue.clone(),
+                wal.clone(),
+                config.limits.clone(),
+                metrics.clone(),
+            )
+            .map_err(StartError::Spawn)?;
 
         // Bind everything before serving so a busy port fails the start.
         let grpc_l = bind("otlp grpc", &config.server.otlp_grpc_addr).await?;

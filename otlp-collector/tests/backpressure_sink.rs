@@ -134,6 +134,9 @@ async fn saturated_collector_refuses_with_retry_hints_and_loses_nothing() {
     let (c, store, _dir) = start_gated(|cfg| {
         cfg.queue.max_spans = 40;
         cfg.queue.retry_after_secs = 3;
+        // A few requests wait in the WAL only once the queue is full (they
+        // are read back and stored below), then the queue-full refusal.
+        cfg.queue.wal_only_max_records = 3;
         cfg.batcher.max_spans = Some(10);
         cfg.batcher.max_pending_batches = 1;
     })
@@ -342,6 +345,8 @@ async fn saturated_collector_memory_stays_bounded() {
     let (c, store, _dir) = start_gated(|cfg| {
         cfg.queue.max_spans = 2_000;
         cfg.queue.max_bytes = Some(16 << 20);
+        // Requests kept in the WAL only hold no memory; a few, then refusals.
+        cfg.queue.wal_only_max_records = 8;
     })
     .await;
     let http = c.addrs.otlp_http.unwrap();

@@ -279,6 +279,20 @@ async fn sink_outage(outage: Duration, wal_max_bytes: Option<u64>) {
             "{why:?}"
         );
     }
+    if wal_max_bytes.is_none() {
+        // The WAL, not the in-memory queue, is the outage budget: with the
+        // default WAL the queue filling up refuses nothing.
+        let queue_full: Vec<&Event> = refusals
+            .iter()
+            .copied()
+            .filter(|e| matches!(&e.outcome, Outcome::Exhausted(m) if m.contains("queue full")))
+            .take(3)
+            .collect();
+        assert!(
+            queue_full.is_empty(),
+            "refused for a full queue while the WAL had room: {queue_full:?}"
+        );
+    }
     let acked = acked_traces(&events);
     let took = verify::exactly_once(
         &spec.store_config(),
@@ -771,7 +785,14 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
     // noisy machine (seen: 2,600 spans/s calibrated, 4,700 written under
     // overload), and refusals are certain to be seen. The long run keeps
     // the default.
-    overload(12, "[queue]\nmax_bytes = 16777216\n").await;
+    // Requests beyond the queue wait in the WAL only (the outage budget),
+    // so a small WAL makes the refusals certain here too (seen: 17 MB of
+    // excess over the 12 s, debug build).
+    overload(
+        12,
+        "[queue]\nmax_bytes = 16777216\n[wal]\nmax_bytes = 6291456\nsegment_bytes = 1048576\n",
+    )
+    .await;
 }
 
 /// The documented run: `FERROTRACE_OVERLOAD_SECS` (default 60) of overload.
@@ -779,5 +800,11 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
 #[ignore = "long run; see docs/reliability.md"]
 async fn overload_at_three_times_the_sustainable_rate_long() {
     let _serial = SERIAL.lock().await;
-    overload(env_u64("FERROTRACE_OVERLOAD_SECS", 60), "").await;
+    // Default budgets, except the WAL: requests beyond the queue wait in
+    // the WAL only, and 1 GiB would absorb the whole excess of the run.
+    overload(
+        env_u64("FERROTRACE_OVERLOAD_SECS", 60),
+        "[wal]\nmax_bytes = 33554432\nsegment_bytes = 4194304\n",
+    )
+    .await;
 }

@@ -43,12 +43,15 @@ fn spawn(dir: &std::path::Path, a: &Addrs) -> Child {
     // which is set larger on purpose (80 MiB of spans on top of everything
     // else would not fit under 160 MiB), so that the memory guard, not the
     // queue's own bound, is what must keep the process under the limit.
+    // Few requests may wait in the WAL only (they hold no memory), so the
+    // queue still fills and the sink's catch-up stays short.
     std::fs::write(
         &config,
         format!(
             "[limits]\nmemory_limit_mib = {LIMIT_MIB}\nmax_request_bytes = 4194304\n\
              max_decompressed_bytes = 8388608\n\
              [queue]\nmax_spans = 1000000\nmax_bytes = 83886080\nretry_after_secs = 1\n\
+             wal_only_max_records = 16\n\
              [sqlite]\ncache_kib = 4096\nbusy_timeout_ms = 200\n\
              [batcher]\nretry_max_ms = 500\n"
         ),

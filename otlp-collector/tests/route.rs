@@ -493,7 +493,7 @@ async fn a_router_without_a_healthy_backend_refuses_with_unavailable_once_full()
         Sink::Sqlite,
         &format!(
             "[route]\nbackends = [\"{nobody}@{}\"]\nhealth_interval_ms = 50\n\
-             [queue]\nmax_spans = 100\n[shutdown]\ndrain_timeout_ms = 1000\n",
+             [queue]\nmax_spans = 100\nwal_only_max_records = 10\n[shutdown]\ndrain_timeout_ms = 1000\n",
             nobody.port()
         ),
     );
@@ -514,7 +514,8 @@ async fn a_router_without_a_healthy_backend_refuses_with_unavailable_once_full()
     };
     assert!(body.contains("no backend is in the ring"), "{body}");
     let mut c = client(router.otlp_grpc);
-    // Acknowledged into the WAL until the queue is full, then UNAVAILABLE.
+    // Acknowledged until the queue and the WAL-only allowance (10 requests)
+    // are full, then UNAVAILABLE.
     let mut acked = 0;
     let refusal = loop {
         let traces: Vec<u32> = (acked * 40 + 1..=acked * 40 + 40).collect();
@@ -669,7 +670,7 @@ async fn a_saturated_backend_makes_the_router_hold_and_push_back_then_drain() {
         Sink::Sqlite,
         &format!(
             "[route]\nbackends = [\"{}@{}\"]\nhealth_interval_ms = 100\n\
-             [queue]\nmax_spans = 200\n[shutdown]\ndrain_timeout_ms = 1000\n",
+             [queue]\nmax_spans = 200\nwal_only_max_records = 10\n[shutdown]\ndrain_timeout_ms = 1000\n",
             backend.otlp_grpc,
             backend.query.port()
         ),

@@ -12,8 +12,10 @@
 //! once the sink committed it), and each rollup batch carries the WAL
 //! positions it accounts for, which the sink stores with it: at replay those
 //! are not counted again (see `rollup::origins`). A slow or failed sink
-//! blocks the worker (the channel is bounded), the queue fills, and receivers
-//! answer 429 / RESOURCE_EXHAUSTED: backpressure instead of memory growth.
+//! blocks the worker (the channel is bounded) and the queue fills; receivers
+//! then keep acknowledging into the WAL only ([`wal_only`]: read back into
+//! the queue as it gets room) until the WAL is full, and only then answer
+//! 429 / RESOURCE_EXHAUSTED: backpressure instead of memory growth.
 
 pub mod batcher;
 pub mod enrich;
@@ -25,6 +27,7 @@ pub mod sampling;
 mod sink;
 mod stages;
 pub mod wal;
+pub mod wal_only;
 mod worker;
 
 pub use origins::{load_written_origins, WrittenOriginsSender};
@@ -90,6 +93,24 @@ impl Pipeline {
             worker: Some(worker),
             sink: Some(sink),
         })
+    }
+
+    /// Starts the thread that reads spans kept in the WAL only back into
+    /// the queue; it stops with the pipeline ([`Pipeline::drain`]), leaving
+    /// what still waits in the WAL for the next start's replay.
+    pub fn start_wal_only_reader(
+        &self,
+        wal_only: Arc<wal_only::WalOnly>,
+        queue: Arc<Queue>,
+        wal: Wal,
+        limits: crate::receiver::limits::LimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<()> {
+        let stop = self.stop.clone();
+        std::thread::Builder::new()
+            .name("wal-only-reader".into())
+            .spawn(move || wal_only::run(wal_only, queue, wal, limits, metrics, stop))?;
+        Ok(())
     }
 
     /// Where to hand the rollup origins a sink already stored for the

@@ -1,7 +1,8 @@
 //! The bounded queue between the receivers and the pipeline worker, bounded in
 //! spans and in estimated bytes. A receiver first *reserves* room, then writes
 //! the WAL, then pushes: so a batch the WAL acknowledged always fits, and a
-//! full queue is detected before anything is written (→ 429 / RESOURCE_EXHAUSTED).
+//! full queue is detected before anything is written (the request is then kept
+//! in the WAL only, see `pipeline::wal_only`, or refused: 429 / RESOURCE_EXHAUSTED).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -25,6 +26,11 @@ pub struct QueueConfig {
     pub max_bytes: Option<u64>,
     /// `Retry-After` seconds (and gRPC RetryInfo delay) sent when full.
     pub retry_after_secs: u64,
+    /// Requests acknowledged while the queue is full and kept in the WAL
+    /// only (read back as the queue gets room), at most; beyond it, and
+    /// when the WAL is full, requests are refused. 0 = refuse when the
+    /// queue is full. Each costs about 32 bytes of memory.
+    pub wal_only_max_records: u64,
 }
 
 impl Default for QueueConfig {
@@ -33,6 +39,7 @@ impl Default for QueueConfig {
             max_spans: 200_000,
             max_bytes: None,
             retry_after_secs: 1,
+            wal_only_max_records: 1_000_000,
         }
     }
 }
@@ -202,6 +209,7 @@ mod tests {
             WalPos {
                 segment: 7,
                 first_span: 3,
+                offset: 0,
             },
             Vec::new(),
         );

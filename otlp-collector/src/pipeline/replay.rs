@@ -29,13 +29,15 @@ pub fn replay(
             }
         };
         // Span ordinals follow the records' span counts, as when they were written.
-        let mut first_span = 0u64;
+        let (mut first_span, mut offset) = (0u64, 0u64);
         for rec in records {
             let pos = wal::WalPos {
                 segment: seg,
                 first_span,
+                offset,
             };
             first_span += rec.spans as u64;
+            offset += rec.encoded_len();
             match crate::receiver::decode(rec.format, &rec.payload, limits) {
                 Ok(d) if !d.spans.is_empty() => {
                     let n = d.spans.len() as u64;

@@ -200,6 +200,9 @@ pub struct WalPos {
     pub segment: u64,
     /// Ordinal of the record's first span among the spans of the segment.
     pub first_span: u64,
+    /// Byte offset of the record in its segment file (where
+    /// [`Wal::read_record_at`] finds it again).
+    pub offset: u64,
 }
 
 /// Name of the file holding the WAL's identity and next segment id.
@@ -219,6 +222,13 @@ pub struct Record {
     pub spans: u32,
     /// The request body.
     pub payload: Bytes,
+}
+
+impl Record {
+    /// Bytes the record takes in its segment file (header and payload).
+    pub fn encoded_len(&self) -> u64 {
+        (HEADER_LEN + self.payload.len()) as u64
+    }
 }
 
 #[derive(Debug)]
@@ -561,6 +571,50 @@ impl Wal {
             );
         }
         Ok(out)
+    }
+
+    /// Reads back the one record an append acknowledged at `pos` (for spans
+    /// kept in the WAL only, see `pipeline::wal_only`). Reads just that
+    /// record, so memory is bounded by its size; the segment may still be
+    /// being written. A record that is not intact there is an error (the
+    /// caller leaves its spans in the WAL for the next start's replay).
+    pub fn read_record_at(&self, pos: WalPos) -> Result<Record, WalError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.shared.path(pos.segment);
+        let corrupt = |what: &str| WalError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no intact record at offset {}: {what}", pos.offset),
+            ),
+        };
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header, pos.offset)
+            .map_err(io_err(&path))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let format = RecordFormat::from_u8(header[8]).ok_or_else(|| corrupt("format"))?;
+        let spans = u32::from_le_bytes([header[9], header[10], header[11], header[12]]);
+        // A record never exceeds one group of appends (or the file).
+        let file_len = file.metadata().map_err(io_err(&path))?.len();
+        if pos.offset + (HEADER_LEN + len) as u64 > file_len {
+            return Err(corrupt("length beyond the end of the segment"));
+        }
+        let mut payload = vec![0u8; len];
+        file.read_exact_at(&mut payload, pos.offset + HEADER_LEN as u64)
+            .map_err(io_err(&path))?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..HEADER_LEN]);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            return Err(corrupt("checksum"));
+        }
+        Ok(Record {
+            format,
+            spans,
+            payload: Bytes::from(payload),
+        })
     }
 
     /// Marks `n` more spans of segment `id` as outstanding (used at replay).
@@ -987,7 +1041,7 @@ impl Writer {
             }
         }
         self.buf.clear();
-        let mut accepted: Vec<(AppendReq, u64)> = Vec::with_capacity(group.len());
+        let mut accepted: Vec<(AppendReq, u64, u64)> = Vec::with_capacity(group.len());
         let mut spans_total = 0u64;
         for r in group.drain(..) {
             let rec_len = (HEADER_LEN + r.payload.len()) as u64;
@@ -1003,6 +1057,7 @@ impl Writer {
             hasher.update(&fmt);
             hasher.update(&spans);
             hasher.update(&r.payload);
+            let offset = self.file_len + self.buf.len() as u64;
             self.buf
                 .extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(&hasher.finalize().to_le_bytes());
@@ -1011,14 +1066,14 @@ impl Writer {
             self.buf.extend_from_slice(&r.payload);
             let first_span = self.spans_written + spans_total;
             spans_total += r.spans as u64;
-            accepted.push((r, first_span));
+            accepted.push((r, first_span, offset));
         }
         if accepted.is_empty() {
             return;
         }
         let path = self.shared.path(self.current);
-        let refuse = |accepted: Vec<(AppendReq, u64)>, e: &std::io::Error| {
-            for (r, _) in accepted {
+        let refuse = |accepted: Vec<(AppendReq, u64, u64)>, e: &std::io::Error| {
+            for (r, _, _) in accepted {
                 let _ = r.reply.send(Err(WalError::Io {
                     path: path.clone(),
                     source: std::io::Error::new(e.kind(), e.to_string()),
@@ -1094,10 +1149,11 @@ impl Writer {
             .metrics
             .wal_appends
             .fetch_add(accepted.len() as u64, Relaxed);
-        for (r, first_span) in accepted {
+        for (r, first_span, offset) in accepted {
             let _ = r.reply.send(Ok(WalPos {
                 segment: self.current,
                 first_span,
+                offset,
             }));
         }
     }
@@ -1245,7 +1301,8 @@ mod tests {
             p,
             WalPos {
                 segment: 3,
-                first_span: 0
+                first_span: 0,
+                offset: 0
             }
         );
         wal.close();
@@ -1357,6 +1414,46 @@ mod tests {
         wal.append(RecordFormat::OtlpJson, 1, rec()).await.unwrap();
         assert!(!wal.shared.refusing_full.load(Relaxed));
         assert_eq!(m.wal_max_bytes.load(Relaxed), 2000);
+        wal.close();
+    }
+
+    #[tokio::test]
+    async fn read_record_at_finds_each_acknowledged_record_and_rejects_a_wrong_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let (wal, _) = Wal::open(dir.path(), &cfg(), m.clone()).unwrap();
+        let mut written = Vec::new();
+        for i in 0..5u8 {
+            let payload = Bytes::from(vec![i; 10 + usize::from(i) * 7]);
+            let p = wal
+                .append(RecordFormat::ZipkinJson, u32::from(i) + 1, payload.clone())
+                .await
+                .unwrap();
+            written.push((p, payload));
+        }
+        for (p, payload) in &written {
+            let r = wal.read_record_at(*p).unwrap();
+            assert_eq!(r.payload, *payload);
+            assert_eq!(r.format, RecordFormat::ZipkinJson);
+            assert_eq!(u64::from(r.spans), u64::from(payload[0]) + 1);
+        }
+        // Offsets agree with what replay reads.
+        let seg = written[0].0.segment;
+        let recs = wal.read_segment(seg).unwrap();
+        let mut off = 0;
+        for (r, (p, _)) in recs
+            .iter()
+            .zip(written.iter().filter(|(p, _)| p.segment == seg))
+        {
+            assert_eq!(p.offset, off);
+            off += r.encoded_len();
+        }
+        let bad = WalPos {
+            offset: written[1].0.offset + 1,
+            ..written[1].0
+        };
+        assert!(wal.read_record_at(bad).is_err());
+        assert_eq!(m.wal_corrupt_records.load(Relaxed), 0);
         wal.close();
     }
 

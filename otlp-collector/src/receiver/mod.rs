@@ -30,6 +30,7 @@ use crate::memory::{MemoryGuard, Pressure};
 use crate::metrics::{Metrics, Source};
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
+use crate::pipeline::wal_only::WalOnly;
 use convert::{DecodeError, Decoded};
 pub use format::RecordFormat;
 pub use limits::LimitsConfig;
@@ -133,6 +134,8 @@ pub struct Ack {
 pub struct Ingest {
     queue: Arc<Queue>,
     wal: Wal,
+    /// Requests acknowledged into the WAL only while the queue is full.
+    wal_only: Arc<WalOnly>,
     /// Self-metrics.
     pub metrics: Arc<Metrics>,
     /// Receiver limits.
@@ -159,6 +162,7 @@ impl Ingest {
     pub fn new(
         queue: Arc<Queue>,
         wal: Wal,
+        wal_only: Arc<WalOnly>,
         metrics: Arc<Metrics>,
         limits: LimitsConfig,
         inflight_bytes: usize,
@@ -169,6 +173,7 @@ impl Ingest {
         Arc::new(Ingest {
             queue,
             wal,
+            wal_only,
             inflight: body::InflightBudget::new(inflight_bytes, metrics.clone(), memory.clone()),
             memory,
             metrics,
@@ -305,14 +310,32 @@ impl Ingest {
                 self.retry_after_secs,
             ));
         }
-        let Some(reservation) = self.queue.try_reserve(n, decoded.bytes) else {
-            m.refused.fetch_add(n, Relaxed);
-            self.metrics.requests_failed.add("queue_full", 1);
-            return Err(self.full("queue full"));
+        // Behind requests already waiting in the WAL only, a request waits
+        // there too (first in, first out); otherwise it is queued if there
+        // is room, or kept in the WAL only if not.
+        let direct = if self.wal_only.is_active() {
+            None
+        } else {
+            self.queue.try_reserve(n, decoded.bytes)
+        };
+        let admitted = match direct {
+            Some(r) => Ok(r),
+            None => match self.wal_only.try_admit() {
+                Some(a) => Err(a),
+                None => {
+                    m.refused.fetch_add(n, Relaxed);
+                    self.metrics.requests_failed.add("queue_full", 1);
+                    return Err(self.full("queue full"));
+                }
+            },
         };
         match self.wal.append(format, n as u32, payload).await {
-            Ok(segment) => {
-                reservation.push(segment, decoded.spans);
+            Ok(pos) => {
+                match admitted {
+                    Ok(reservation) => reservation.push(pos, decoded.spans),
+                    // The decoded spans are dropped here: the WAL holds them.
+                    Err(admission) => admission.push(pos, n),
+                }
                 m.accepted.fetch_add(n, Relaxed);
                 self.metrics.ack_latency.observe(started.elapsed());
                 Ok(ack)
