@@ -651,7 +651,6 @@ async fn sample_pipeline(query: std::net::SocketAddr, until: Instant) -> Vec<(In
 /// `seconds` of 3x the sustainable rate at a 256 MiB memory limit, with
 /// `extra_toml` added to the overloaded collector's configuration.
 async fn overload(seconds: u64, extra_toml: &str) {
-    const LIMIT_MIB: u64 = 256;
     // The sustainable rate: what the collector stores per second, end to
     // end, when 8 closed-loop senders give it all it takes (the queue then
     // fills when the sink is the bottleneck), under the default (large)
@@ -673,7 +672,49 @@ async fn overload(seconds: u64, extra_toml: &str) {
     c.kill9();
     drop(dir);
 
-    // 3x that, offered open-loop by 24 senders, to a collector limited to 256 MiB.
+    // The calibration can underestimate the sink when other work shares the
+    // cores during it and not later (seen in CI: 3,303 spans/s calibrated,
+    // 8,089 written under "3x"): then the run was no overload and nothing
+    // had to be refused. Such a run is repeated at 3x the rate the sink
+    // actually wrote in it, at most twice; every run must keep every other
+    // promise, and the last one must have been refused.
+    let mut offered = 3.0 * sustainable;
+    for attempt in 1..=3 {
+        let run = overload_run(seconds, extra_toml, sustainable, calibration_queue, offered).await;
+        if run.exhausted > 0 {
+            return;
+        }
+        assert!(
+            attempt < 3 && run.offered_rate < 2.0 * run.sink_rate,
+            "{:.0} spans/s ({:.1}x what the sink wrote) was never refused",
+            run.offered_rate,
+            run.offered_rate / run.sink_rate
+        );
+        eprintln!(
+            "  no overload: offered {:.0} spans/s while the sink wrote {:.0}; again at 3x that",
+            run.offered_rate, run.sink_rate
+        );
+        offered = 3.0 * run.sink_rate;
+    }
+}
+
+/// What one overload run found.
+struct OverloadRun {
+    exhausted: usize,
+    offered_rate: f64,
+    sink_rate: f64,
+}
+
+/// `offered` spans/s open-loop by 24 senders to a collector limited to 256
+/// MiB; asserts everything but that requests were refused.
+async fn overload_run(
+    seconds: u64,
+    extra_toml: &str,
+    sustainable: f64,
+    calibration_queue: u64,
+    offered: f64,
+) -> OverloadRun {
+    const LIMIT_MIB: u64 = 256;
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = Spec::new(
         &dir.path().join("data"),
@@ -684,7 +725,6 @@ async fn overload(seconds: u64, extra_toml: &str) {
     let mut c = spec.spawn();
     c.wait_ready(Duration::from_secs(60)).await;
     let senders = 24u32;
-    let offered = 3.0 * sustainable;
     let interval = Duration::from_secs_f64(f64::from(senders * OVERLOAD_SPANS) / offered);
     let shape = LoadShape {
         senders,
@@ -751,7 +791,6 @@ async fn overload(seconds: u64, extra_toml: &str) {
         peak_kib < LIMIT_MIB * 1024,
         "peak RSS {peak_kib} KiB over the {LIMIT_MIB} MiB limit"
     );
-    assert!(exhausted > 0, "3x the sustainable rate was never refused");
     assert_eq!(
         unavailable + transport,
         0,
@@ -774,6 +813,11 @@ async fn overload(seconds: u64, extra_toml: &str) {
     .await;
     let (status, _) = c.sigterm(Duration::from_secs(30));
     assert!(status.success());
+    OverloadRun {
+        exhausted,
+        offered_rate,
+        sink_rate: sink_late,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
