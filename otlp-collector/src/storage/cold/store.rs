@@ -501,6 +501,20 @@ fn row_matches(k: &format::RowKeys, q: &TraceQuery) -> bool {
         && (!q.errors_only || k.status == format::STATUS_ERROR)
 }
 
+/// True when span `s` satisfies every condition of `q` (start in its range
+/// included), as the hot stores decide it.
+pub(crate) fn span_matches(s: &Span, q: &TraceQuery) -> bool {
+    let k = format::RowKeys {
+        trace_id: s.trace_id,
+        start_ns: s.start_ns,
+        duration_ns: s.duration_ns(),
+        service: s.service_name.clone(),
+        name: s.name.clone(),
+        status: s.status_code as i32,
+    };
+    row_matches(&k, q) && q.attributes.iter().all(|a| attr_matches(s, a))
+}
+
 /// A span attribute matches the filter as the hot stores match it: same key,
 /// and a value equal to one of the filter's candidates (type included).
 pub(crate) fn attr_matches(s: &Span, f: &AttrFilter) -> bool {

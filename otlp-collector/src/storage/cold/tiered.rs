@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::store::ColdStore;
+use super::store::{span_matches, ColdStore};
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
 use crate::storage::sink_common::{self as common, SummaryRow};
@@ -72,6 +72,31 @@ impl TieredStore {
                 let n = cold_ids.get(&id).map_or(0, |s| s.len() as u64);
                 (id, spans, n)
             })
+            .collect())
+    }
+
+    /// Of `ids`, the traces with a span in the hot store matching `q` in
+    /// `hot_range`: the hot phase of the search lists those.
+    async fn listed_hot(
+        &self,
+        ids: &[TraceId],
+        q: &TraceQuery,
+        hot_range: TimeRange,
+    ) -> StorageResult<HashSet<TraceId>> {
+        if ids.is_empty() || hot_range.start_ns >= hot_range.end_ns {
+            return Ok(HashSet::new());
+        }
+        let hq = TraceQuery {
+            range: hot_range,
+            ..q.clone()
+        };
+        Ok(self
+            .hot
+            .get_traces(ids, Some(hot_range))
+            .await?
+            .into_iter()
+            .filter(|(_, spans)| spans.iter().any(|s| span_matches(s, &hq)))
+            .map(|(id, _)| id)
             .collect())
     }
 
@@ -168,31 +193,40 @@ impl TraceReader for TieredStore {
             .collect())
     }
 
+    /// Hot first, then cold: the hot store answers for `[covered, end)`
+    /// (where `covered` is one past the newest cold span), the cold tier for
+    /// `[start, covered)`; a cold-phase trace that also has a matching span
+    /// in the hot part was already listed there and is left out. A cursor
+    /// starting with `c` continues in the cold tier.
     async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
         let covered = self.cold.covered_until();
-        let cold_part = covered > q.range.start_ns;
-        let (hot_cursor, cold_cursor, in_cold) = match q.cursor.as_deref() {
+        let cold_cursor = match q.cursor.as_deref() {
             Some(c) if c.starts_with(COLD_CURSOR) => {
                 let rest = &c[1..];
-                let cur = if rest.is_empty() {
+                Some(if rest.is_empty() {
                     None
                 } else {
                     Some(common::decode_cursor(rest)?)
-                };
-                (None, cur, true)
+                })
             }
-            other => (other.map(str::to_string), None, false),
+            _ => None,
         };
-        if !cold_part && !in_cold {
+        if covered <= q.range.start_ns && cold_cursor.is_none() {
             return self.hot.search(q).await;
         }
+        let hot_range = TimeRange {
+            start_ns: q.range.start_ns.max(covered),
+            end_ns: q.range.end_ns,
+        };
         let mut traces = Vec::new();
-        if !in_cold {
-            let hq = TraceQuery {
-                cursor: hot_cursor,
-                ..q.clone()
-            };
-            let page = self.hot.search(&hq).await?;
+        if cold_cursor.is_none() && hot_range.start_ns < hot_range.end_ns {
+            let page = self
+                .hot
+                .search(&TraceQuery {
+                    range: hot_range,
+                    ..q.clone()
+                })
+                .await?;
             if page.next_cursor.is_some() {
                 return Ok(page);
             }
@@ -213,23 +247,19 @@ impl TraceReader for TieredStore {
             cursor: None,
             ..q.clone()
         };
-        let seen: HashSet<TraceId> = traces.iter().map(|t| t.trace_id).collect();
-        let (keys, more) = if cq.range.start_ns < cq.range.end_ns {
-            self.cold.search(&cq, cold_cursor, remaining).await?
-        } else {
-            (Vec::new(), false)
-        };
+        let (keys, more) = self
+            .cold
+            .search(&cq, cold_cursor.flatten(), remaining)
+            .await?;
         let next_cursor = if more {
             keys.last()
                 .map(|(id, s)| format!("{COLD_CURSOR}{}", common::encode_cursor(*s, id)))
         } else {
             None
         };
-        let ids: Vec<TraceId> = keys
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| !seen.contains(id))
-            .collect();
+        let ids: Vec<TraceId> = keys.iter().map(|(id, _)| *id).collect();
+        let listed_hot = self.listed_hot(&ids, q, hot_range).await?;
+        let ids: Vec<TraceId> = ids.into_iter().filter(|id| !listed_hot.contains(id)).collect();
         traces.extend(self.summaries(&ids).await?);
         Ok(SearchPage {
             traces,
