@@ -355,6 +355,26 @@ async fn local_directory_tier_serves_old_traces_by_id_and_search() {
         }
     }
     assert_eq!(n, 11);
+    // A damaged file under a valid name fails the reads that touch it, with
+    // an error naming the cold tier; nothing panics.
+    let bad = dir.path().join("cold/spans/2020-01-01/00");
+    std::fs::create_dir_all(&bad).expect("dir");
+    std::fs::write(
+        bad.join("00000000000000000001-00000000000000000002-1-0000000000000001.parquet"),
+        b"PAR1 this is not a parquet file \x05\x00\x00\x00PAR1",
+    )
+    .expect("write");
+    let cold = ColdStore::open(&cold_config(Some(&dir.path().join("cold"))))
+        .await
+        .expect("open");
+    assert_eq!(cold.files().len(), 12);
+    let err = cold.spans_of(&[tid(1)], None).await.expect_err("corrupt file");
+    assert!(err.to_string().contains("cold tier"), "{err}");
+    let err = cold
+        .search(&query(TimeRange { start_ns: 0, end_ns: 10 }, 10), None, 10)
+        .await
+        .expect_err("corrupt file");
+    assert!(err.to_string().contains("cold tier"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

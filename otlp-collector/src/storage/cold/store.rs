@@ -312,7 +312,14 @@ impl ColdStore {
         }
         let mut pieces = Pieces::new(e.size);
         pieces.add(tail_off, tail.clone());
-        let meta = format::parse_metadata(&pieces)?;
+        // Parsed on a blocking thread: a file corrupt enough to panic the
+        // decoder fails this read (a join error), never the collector.
+        let (meta, pieces) = tokio::task::spawn_blocking(move || {
+            format::parse_metadata(&pieces).map(|m| (m, pieces))
+        })
+        .await
+        .map_err(join_err)??;
+        let mut pieces = pieces;
         let ranges: Vec<(u64, u64)> = (0..meta.num_row_groups())
             .filter_map(|rg| format::bloom_range(&meta, rg))
             .collect();
@@ -325,9 +332,14 @@ impl ColdStore {
                 pieces.add(lo, self.get_range(&e.path, lo..hi).await?);
             }
         }
-        let blooms = (0..meta.num_row_groups())
-            .map(|rg| format::read_bloom(&meta, rg, &pieces))
-            .collect::<StorageResult<Vec<_>>>()?;
+        let (meta, blooms) = tokio::task::spawn_blocking(move || {
+            let blooms = (0..meta.num_row_groups())
+                .map(|rg| format::read_bloom(&meta, rg, &pieces))
+                .collect::<StorageResult<Vec<_>>>()?;
+            Ok::<_, StorageError>((meta, blooms))
+        })
+        .await
+        .map_err(join_err)??;
         let idx = Arc::new(FileIndex {
             tail_off,
             tail,
