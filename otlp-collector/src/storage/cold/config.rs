@@ -56,7 +56,7 @@ pub struct ColdConfig {
     /// How often the tiering task runs, in seconds (default 300).
     pub interval_secs: u64,
     /// Most spans one cold file holds (a run writes several files per hour
-    /// when more spans age out; default 200,000).
+    /// when more spans age out; default 100,000: a run holds that many in memory).
     pub max_spans_per_file: usize,
     /// Most files one cold query may open (default 256): a lookup by id
     /// opens only the files whose trace-id index may hold it; a search opens
@@ -83,7 +83,7 @@ impl Default for ColdConfig {
             slow_threshold_ms: 1000,
             sample_fraction: 0.1,
             interval_secs: 300,
-            max_spans_per_file: 200_000,
+            max_spans_per_file: 100_000,
             max_files_per_query: 256,
             max_bytes_per_query: 1 << 30,
             index_cache_files: 16_384,

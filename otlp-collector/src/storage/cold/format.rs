@@ -56,6 +56,16 @@ pub(crate) mod col {
     pub const SPAN: usize = 8;
 }
 
+/// The columns a search reads (everything but the span blob).
+pub const KEY_COLUMNS: [usize; 6] = [
+    col::TRACE_ID,
+    col::START,
+    col::DURATION,
+    col::SERVICE,
+    col::NAME,
+    col::STATUS,
+];
+
 /// Rows per row group: small enough that a lookup decodes little beyond the
 /// trace it wants, large enough that the footer stays small.
 pub const ROW_GROUP_ROWS: usize = 8_192;

@@ -444,19 +444,40 @@ impl ColdStore {
         self.stats.searches.fetch_add(1, Relaxed);
         let mut budget = ReadBudget::new(&self.config);
         let mut keys: HashMap<TraceId, u64> = HashMap::new();
+        // Only the searchable columns are fetched; the span blobs only when
+        // an attribute condition needs them.
+        let mut cols = format::KEY_COLUMNS.to_vec();
+        if !q.attributes.is_empty() {
+            cols.push(format::col::SPAN);
+        }
         for e in files {
             budget.open(&self.stats, "a cold search")?;
-            budget.read(&self.stats, e.size, "a cold search")?;
-            let data = self
+            let idx = self.index_of(&e, &mut budget).await?;
+            let ranges: Vec<std::ops::Range<u64>> = (0..idx.meta.num_row_groups())
+                .flat_map(|rg| {
+                    let g = idx.meta.row_group(rg);
+                    cols.iter()
+                        .map(|&c| {
+                            let (a, n) = g.column(c).byte_range();
+                            a..a + n
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            budget.read(&self.stats, total, "a cold search")?;
+            let parts = self
                 .store
-                .get(&e.path)
-                .await
-                .map_err(|err| os_err("reading", &e.path, err))?
-                .bytes()
+                .get_ranges(&e.path, &ranges)
                 .await
                 .map_err(|err| os_err("reading", &e.path, err))?;
+            let mut pieces = Pieces::new(e.size);
+            pieces.add(idx.tail_off, idx.tail.clone());
+            for (r, b) in ranges.iter().zip(parts) {
+                pieces.add(r.start, b);
+            }
             let q = q.clone();
-            let found = tokio::task::spawn_blocking(move || scan_file(data, &q))
+            let found = tokio::task::spawn_blocking(move || scan_file(pieces, &q))
                 .await
                 .map_err(join_err)??;
             for (id, start) in found {
@@ -476,8 +497,8 @@ impl ColdStore {
 }
 
 /// The matching rows of one file: `(trace id, span start)`.
-fn scan_file(data: Bytes, q: &TraceQuery) -> StorageResult<Vec<(TraceId, u64)>> {
-    let f = OpenFile::open(Pieces::whole(data))?;
+fn scan_file(pieces: Pieces, q: &TraceQuery) -> StorageResult<Vec<(TraceId, u64)>> {
+    let f = OpenFile::open(pieces)?;
     let mut out = Vec::new();
     for rg in 0..f.row_groups() {
         let keys = f.keys(rg)?;
