@@ -207,13 +207,17 @@ impl ChunkReader for Pieces {
     type T = bytes::buf::Reader<Bytes>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        // Sequential reads start at a column chunk; serve up to the end of its piece.
-        for (off, data) in &self.pieces {
-            let piece_end = off + data.len() as u64;
-            if *off <= start && start <= piece_end {
-                use bytes::Buf;
-                return Ok(data.slice((start - off) as usize..).reader());
-            }
+        // Sequential reads start at a page header; serve up to the end of the
+        // piece that reaches furthest past `start` (pieces may touch or overlap:
+        // one ending exactly at `start` has nothing to give).
+        let best = self
+            .pieces
+            .iter()
+            .filter(|(off, data)| *off <= start && start < off + data.len() as u64)
+            .max_by_key(|(off, data)| off + data.len() as u64);
+        if let Some((off, data)) = best {
+            use bytes::Buf;
+            return Ok(data.slice((start - off) as usize..).reader());
         }
         Err(parquet::errors::ParquetError::General(format!(
             "byte {start} of the file was not fetched"
@@ -549,6 +553,30 @@ mod tests {
         let keys = f.keys(0).expect("keys");
         assert_eq!(keys.len(), ROW_GROUP_ROWS);
         assert!(keys.windows(2).all(|w| w[0].trace_id <= w[1].trace_id), "sorted by trace id");
+    }
+
+    #[test]
+    fn key_columns_read_from_their_own_byte_ranges() {
+        for traces in [10u64, 31, 1_000, 3_000] {
+            let (_, data) = file(traces);
+            let whole = Pieces::whole(data.clone());
+            let meta = parse_metadata(&whole).expect("footer");
+            let tail_off = data.len() as u64 - footer_len(&data).expect("len");
+            let mut p = Pieces::new(data.len() as u64);
+            p.add(tail_off, data.slice(tail_off as usize..));
+            for rg in 0..meta.num_row_groups() {
+                for &c in &KEY_COLUMNS {
+                    let (a, n) = meta.row_group(rg).column(c).byte_range();
+                    p.add(a, data.slice(a as usize..(a + n) as usize));
+                }
+            }
+            let f = OpenFile::open(p).expect("open");
+            let g = OpenFile::open(whole).expect("open");
+            for rg in 0..f.row_groups() {
+                let a = f.keys(rg).unwrap_or_else(|e| panic!("{traces} traces rg {rg}: {e}"));
+                assert_eq!(a.len(), g.keys(rg).expect("keys").len());
+            }
+        }
     }
 
     #[test]
