@@ -22,7 +22,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrotrace_collector::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode, TraceId};
+use ferrotrace_collector::model::{
+    AttrValue, Event, KeyValue, Span, SpanKind, StatusCode, TraceId,
+};
 use ferrotrace_collector::storage::cold::{ColdConfig, ColdStore};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
 use ferrotrace_collector::storage::{Retention, SpanWriter, TimeRange, TraceQuery};
@@ -30,7 +32,10 @@ use ferrotrace_collector::storage::{Retention, SpanWriter, TimeRange, TraceQuery
 const HOUR: u64 = 3_600_000_000_000;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A random-looking trace id for trace number `t` (production ids are random).
@@ -66,7 +71,11 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                 trace_state: String::new(),
                 flags: 0,
                 name: format!("GET /api/items/{}", i % 16),
-                kind: if i == 0 { SpanKind::Server } else { SpanKind::Client },
+                kind: if i == 0 {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Client
+                },
                 start_ns: start,
                 end_ns: start + 250_000 + (i as u64 % 97) * 10_000,
                 attributes: vec![
@@ -78,11 +87,11 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                     KeyValue::new("server.port", AttrValue::Int(8080)),
                     KeyValue::new("user_agent.original", s("loadgen/1.0")),
                     KeyValue::new("network.protocol.version", s("1.1")),
-                    KeyValue::new("app.cache_hit", AttrValue::Bool(i % 3 == 0)),
+                    KeyValue::new("app.cache_hit", AttrValue::Bool(i.is_multiple_of(3))),
                     KeyValue::new("app.items", AttrValue::Double(i as f64 * 1.5)),
                 ],
                 dropped_attributes_count: 0,
-                events: if i % 4 == 0 {
+                events: if i.is_multiple_of(4) {
                     vec![Event {
                         time_ns: start + 1_000,
                         name: "cache.lookup".into(),
@@ -122,7 +131,11 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     let mut n = 0;
     for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
         let m = e.metadata().expect("meta");
-        n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
     }
     n
 }
@@ -152,7 +165,11 @@ async fn cold_tier_bench() {
     for chunk in spans.chunks(1_000) {
         hot.write_spans(chunk).await.expect("write");
     }
-    let usage = hot.disk_usage().await.expect("usage").expect("sqlite has usage");
+    let usage = hot
+        .disk_usage()
+        .await
+        .expect("usage")
+        .expect("sqlite has usage");
     let cold_dir = root.path().join("size");
     let cold = ColdStore::open(&cfg(Some(&cold_dir))).await.expect("cold");
     let t = Instant::now();
@@ -186,7 +203,7 @@ async fn cold_tier_bench() {
             let tr = f * (per_file / 200) + k;
             let start = base + tr * 200 * span_gap;
             batch.extend(loadgen_trace(tr, start, tr % 8));
-            if k % 50 == 0 {
+            if k.is_multiple_of(50) {
                 present.push(tr);
             }
         }
@@ -217,7 +234,10 @@ async fn cold_tier_bench() {
     // Cold cache: a fresh store fetches every file's index on its first lookup.
     let fresh = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
     let t = Instant::now();
-    let (s, _) = fresh.spans_of(&[tid(present[0])], None).await.expect("first");
+    let (s, _) = fresh
+        .spans_of(&[tid(present[0])], None)
+        .await
+        .expect("first");
     println!(
         "FIRST_LOOKUP (index cache empty, {} files) {:.1} ms, {} spans",
         fresh.files().len(),
@@ -251,7 +271,11 @@ async fn cold_tier_bench() {
     };
     for (label, service, min_dur) in [
         ("service", Some("loadgen-svc-1"), None),
-        ("service+min_duration", Some("loadgen-svc-1"), Some(1_200_000u64)),
+        (
+            "service+min_duration",
+            Some("loadgen-svc-1"),
+            Some(1_200_000u64),
+        ),
     ] {
         let mut lat = Vec::new();
         let mut found = 0;
@@ -277,7 +301,11 @@ async fn cold_tier_bench() {
             "SEARCH day ({label}) n=10 p50={:.0} ms p95={:.0} ms results={found} files_in_day={}",
             pct(&lat, 0.5),
             pct(&lat, 0.95),
-            fresh.files().iter().filter(|e| e.max_ns >= day.start_ns && e.min_ns < day.end_ns).count()
+            fresh
+                .files()
+                .iter()
+                .filter(|e| e.max_ns >= day.start_ns && e.min_ns < day.end_ns)
+                .count()
         );
     }
 
@@ -291,7 +319,14 @@ async fn s3_lookups(now: u64) {
     use std::process::{Command, Stdio};
     let port = support::free_port();
     let mut child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -319,7 +354,7 @@ async fn s3_lookups(now: u64) {
         for k in 0..500 {
             let tr = f * 500 + k;
             batch.extend(loadgen_trace(tr, base + tr * 1_000_000_000, tr % 8));
-            if k % 25 == 0 {
+            if k.is_multiple_of(25) {
                 present.push(tr);
             }
         }
@@ -327,7 +362,10 @@ async fn s3_lookups(now: u64) {
     }
     let fresh = Arc::new(ColdStore::open(&c).await.expect("s3"));
     let t = Instant::now();
-    fresh.spans_of(&[tid(present[0])], None).await.expect("first");
+    fresh
+        .spans_of(&[tid(present[0])], None)
+        .await
+        .expect("first");
     println!(
         "S3 FIRST_LOOKUP ({} files) {:.1} ms",
         fresh.files().len(),

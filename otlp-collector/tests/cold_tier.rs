@@ -40,9 +40,9 @@ fn tid(t: u32) -> TraceId {
 }
 
 /// Trace `t`: a frontend root and `n - 1` backend children starting at
-/// `start`; error traces (t % 5 == 0) have a failing child and status 500.
+/// `start`; error traces (t.is_multiple_of(5)) have a failing child and status 500.
 fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
-    let error = t % 5 == 0;
+    let error = t.is_multiple_of(5);
     (0..n)
         .map(|i| {
             let mut sid = [0u8; 8];
@@ -60,8 +60,16 @@ fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
                 }),
                 trace_state: String::new(),
                 flags: 1,
-                name: if root { "GET /orders".into() } else { format!("query {i}") },
-                kind: if root { SpanKind::Server } else { SpanKind::Client },
+                name: if root {
+                    "GET /orders".into()
+                } else {
+                    format!("query {i}")
+                },
+                kind: if root {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Client
+                },
                 start_ns: start + u64::from(i) * MS,
                 end_ns: start + u64::from(i) * MS + if root { 100 * MS } else { 5 * MS },
                 attributes: vec![
@@ -82,7 +90,11 @@ fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
                     StatusCode::Unset
                 },
                 status_message: String::new(),
-                service_name: if root { "frontend".into() } else { "backend".into() },
+                service_name: if root {
+                    "frontend".into()
+                } else {
+                    "backend".into()
+                },
                 resource_attributes: vec![KeyValue::new(
                     "service.name",
                     AttrValue::Str(if root { "frontend" } else { "backend" }.into()),
@@ -110,7 +122,16 @@ fn data() -> Data {
     let now = now_ns();
     let base = now - 10 * DAY;
     let old = (0..40u32)
-        .map(|t| (t, trace(t, base + u64::from(t / 2) * HOUR + u64::from(t % 2) * 60_000 * MS, 5)))
+        .map(|t| {
+            (
+                t,
+                trace(
+                    t,
+                    base + u64::from(t / 2) * HOUR + u64::from(t % 2) * 60_000 * MS,
+                    5,
+                ),
+            )
+        })
         .collect();
     Data {
         now,
@@ -125,7 +146,9 @@ async fn fill(hot: &dyn SpanStore, d: &Data) {
         hot.write_spans(spans).await.expect("write old");
     }
     for &t in &d.recent {
-        hot.write_spans(&trace(t, d.now - HOUR, 3)).await.expect("write recent");
+        hot.write_spans(&trace(t, d.now - HOUR, 3))
+            .await
+            .expect("write recent");
     }
     let mut s = trace(d.straddler, d.now - 7 * DAY - HOUR, 2);
     s[1].start_ns = d.now - HOUR;
@@ -181,7 +204,9 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     let cold = Arc::new(ColdStore::open(&cold_cfg).await.expect("open cold"));
     assert!(cold.files().is_empty(), "a fresh location is empty");
     let hot_dyn: Arc<dyn SpanStore> = hot.clone();
-    let report = run_once(hot_dyn.as_ref(), &cold, d.now).await.expect("tiering");
+    let report = run_once(hot_dyn.as_ref(), &cold, d.now)
+        .await
+        .expect("tiering");
     // 40 old traces x 5 spans, and the straddler's old span.
     assert_eq!(report.spans_aged, 201, "{report:?}");
     assert_eq!(report.spans_written, 201, "{report:?}");
@@ -211,9 +236,17 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     assert!(opened.iter().all(|&n| n >= 1), "{opened:?}");
     // 21 files, 1% false positives per filter: about 0.2 extra files per lookup at most.
     assert!(total <= 40 + 12, "files opened per lookup: {opened:?}");
-    assert_eq!(cold.stats.index_loads.load(Relaxed), 21, "each index fetched once");
+    assert_eq!(
+        cold.stats.index_loads.load(Relaxed),
+        21,
+        "each index fetched once"
+    );
     let before = cold.stats.files_opened.load(Relaxed);
-    assert!(tiered.get_trace(tid(9999), None).await.expect("get").is_empty());
+    assert!(tiered
+        .get_trace(tid(9999), None)
+        .await
+        .expect("get")
+        .is_empty());
     assert!(cold.stats.files_opened.load(Relaxed) - before <= 2);
     // A range narrows the files looked at.
     let first_hour = TimeRange {
@@ -221,10 +254,18 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
         end_ns: d.now - 10 * DAY + HOUR,
     };
     assert_eq!(
-        tiered.get_trace(tid(0), Some(first_hour)).await.expect("get").len(),
+        tiered
+            .get_trace(tid(0), Some(first_hour))
+            .await
+            .expect("get")
+            .len(),
         5
     );
-    assert!(tiered.get_trace(tid(39), Some(first_hour)).await.expect("get").is_empty());
+    assert!(tiered
+        .get_trace(tid(39), Some(first_hour))
+        .await
+        .expect("get")
+        .is_empty());
     // Batch reads, in the order asked, unknown ids left out.
     let batch = tiered
         .get_traces(&[tid(7), tid(9999), tid(100), tid(7), tid(3)], None)
@@ -235,7 +276,10 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
 
     // The straddler: one span in each tier, merged; a span in both tiers
     // (a run that crashed before its hot delete) is returned once.
-    let st = tiered.get_trace_tiered(tid(d.straddler), None).await.expect("get");
+    let st = tiered
+        .get_trace_tiered(tid(d.straddler), None)
+        .await
+        .expect("get");
     assert_eq!(st.spans.len(), 2);
     assert_eq!(st.cold_spans, 1);
     hot.write_spans(&d.old[3].1[..2]).await.expect("rewrite");
@@ -254,14 +298,24 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     let page = tiered.search(&q).await.expect("search");
     let mut got: Vec<TraceId> = page.traces.iter().map(|t| t.trace_id).collect();
     got.sort();
-    let mut want: Vec<TraceId> = (0..40).filter(|t| t % 5 == 0).map(tid).collect();
+    let mut want: Vec<TraceId> = (0..40u32)
+        .filter(|t| t.is_multiple_of(5))
+        .map(tid)
+        .collect();
     want.sort();
     assert_eq!(got, want);
     assert!(page.next_cursor.is_none());
-    let s = page.traces.iter().find(|t| t.trace_id == tid(0)).expect("t0");
+    let s = page
+        .traces
+        .iter()
+        .find(|t| t.trace_id == tid(0))
+        .expect("t0");
     assert_eq!((s.span_count, s.error_count, s.cold_spans), (5, 1, 5));
     assert_eq!(s.root_service, "frontend");
-    assert_eq!(s.services, vec!["backend".to_string(), "frontend".to_string()]);
+    assert_eq!(
+        s.services,
+        vec!["backend".to_string(), "frontend".to_string()]
+    );
     let mut q = query(old_range, 100);
     q.attributes = vec![AttrFilter::text("http.status_code", "500")];
     assert_eq!(tiered.search(&q).await.expect("search").traces.len(), 8);
@@ -286,7 +340,13 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     let distinct: HashSet<TraceId> = pages.iter().map(|p| p.0).collect();
     assert_eq!(distinct.len(), pages.len(), "no trace twice: {pages:?}");
     assert_eq!(distinct.len(), 40 + 5 + 1);
-    assert!(pages.iter().take(6).all(|p| p.1 == 0 || p.0 == tid(d.straddler)), "hot first");
+    assert!(
+        pages
+            .iter()
+            .take(6)
+            .all(|p| p.1 == 0 || p.0 == tid(d.straddler)),
+        "hot first"
+    );
     assert!(pages.iter().skip(6).all(|p| p.1 == 5), "then cold");
 
     // Limits: a search over more files than allowed, a lookup over the byte cap.
@@ -297,7 +357,9 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     .await
     .expect("open");
     match tight.search(&query(old_range, 10), None, 10).await {
-        Err(StorageError::InvalidQuery(m)) => assert!(m.contains("cold.max_files_per_query"), "{m}"),
+        Err(StorageError::InvalidQuery(m)) => {
+            assert!(m.contains("cold.max_files_per_query"), "{m}")
+        }
         other => panic!("expected a limit error, got {other:?}"),
     }
     assert_eq!(tight.stats.limit_errors.load(Relaxed), 1);
@@ -308,7 +370,9 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     .await
     .expect("open");
     match tiny.spans_of(&[tid(1)], None).await {
-        Err(StorageError::InvalidQuery(m)) => assert!(m.contains("cold.max_bytes_per_query"), "{m}"),
+        Err(StorageError::InvalidQuery(m)) => {
+            assert!(m.contains("cold.max_bytes_per_query"), "{m}")
+        }
         other => panic!("expected a limit error, got {other:?}"),
     }
 
@@ -321,7 +385,11 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     let (files, spans) = cold.evict_before(cutoff).await.expect("evict");
     assert_eq!((files, spans), (10, 100));
     assert_eq!(cold.files().len(), 11);
-    assert!(tiered.get_trace(tid(0), None).await.expect("get").is_empty());
+    assert!(tiered
+        .get_trace(tid(0), None)
+        .await
+        .expect("get")
+        .is_empty());
     assert_eq!(tiered.get_trace(tid(25), None).await.expect("get").len(), 5);
     other.refresh().await.expect("refresh");
     assert_eq!(other.files().len(), 11);
@@ -368,10 +436,23 @@ async fn local_directory_tier_serves_old_traces_by_id_and_search() {
         .await
         .expect("open");
     assert_eq!(cold.files().len(), 12);
-    let err = cold.spans_of(&[tid(1)], None).await.expect_err("corrupt file");
+    let err = cold
+        .spans_of(&[tid(1)], None)
+        .await
+        .expect_err("corrupt file");
     assert!(err.to_string().contains("cold tier"), "{err}");
     let err = cold
-        .search(&query(TimeRange { start_ns: 0, end_ns: 10 }, 10), None, 10)
+        .search(
+            &query(
+                TimeRange {
+                    start_ns: 0,
+                    end_ns: 10,
+                },
+                10,
+            ),
+            None,
+            10,
+        )
         .await
         .expect_err("corrupt file");
     assert!(err.to_string().contains("cold tier"), "{err}");
@@ -380,7 +461,12 @@ async fn local_directory_tier_serves_old_traces_by_id_and_search() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_keeps_only_error_traces_or_a_consistent_sample() {
     for (policy, expect) in [
-        (ColdPolicy::Errors, (0..40).filter(|t| t % 5 == 0).collect::<Vec<u32>>()),
+        (
+            ColdPolicy::Errors,
+            (0..40u32)
+                .filter(|t| t.is_multiple_of(5))
+                .collect::<Vec<u32>>(),
+        ),
         (
             ColdPolicy::Sampled,
             (0..40)
@@ -399,13 +485,19 @@ async fn policy_keeps_only_error_traces_or_a_consistent_sample() {
         };
         let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
         let hot_dyn: Arc<dyn SpanStore> = hot.clone();
-        let r = run_once(hot_dyn.as_ref(), &cold, d.now).await.expect("tier");
+        let r = run_once(hot_dyn.as_ref(), &cold, d.now)
+            .await
+            .expect("tier");
         assert_eq!(r.spans_aged, 201);
         let tiered = TieredStore::new(hot_dyn, cold.clone());
         let mut kept = Vec::new();
         for t in 0..40 {
             let s = tiered.get_trace(tid(t), None).await.expect("get");
-            assert!(s.is_empty() || s.len() == 5, "whole traces: {t} {}", s.len());
+            assert!(
+                s.is_empty() || s.len() == 5,
+                "whole traces: {t} {}",
+                s.len()
+            );
             if !s.is_empty() {
                 kept.push(t);
             }
@@ -443,7 +535,14 @@ fn start_moto() -> Option<Moto> {
     }
     let port = support::free_port();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -451,7 +550,10 @@ fn start_moto() -> Option<Moto> {
     let m = Moto { child, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "moto did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Some(m)
@@ -519,7 +621,9 @@ async fn collector_moves_old_spans_and_serves_them_from_the_cold_tier() {
     loop {
         let m = ingest_util::request("GET", q, "/metrics", &[], bytes::Bytes::new()).await;
         let text = String::from_utf8_lossy(&m.body).into_owned();
-        if text.contains("ferrotrace_cold_files 21") && text.contains("ferrotrace_cold_tiering_runs_total 1") {
+        if text.contains("ferrotrace_cold_files 21")
+            && text.contains("ferrotrace_cold_tiering_runs_total 1")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no tiering run:\n{text}");

@@ -97,7 +97,11 @@ async fn get_trace(
     let p = Pairs::parse(q.as_deref());
     let trace_id = parse_trace_id(&id).map_err(bad)?;
     let raw = p.flag(&["raw"]).map_err(bad)?;
-    match st.trace_tiered(trace_id, raw).await.map_err(error_response)? {
+    match st
+        .trace_tiered(trace_id, raw)
+        .await
+        .map_err(error_response)?
+    {
         // Streamed from the tree: a large trace never exists as a JSON value tree.
         Some((tree, cold_spans)) => match serde_json::to_vec(&TraceJson {
             tree: &tree,

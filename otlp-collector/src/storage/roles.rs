@@ -19,9 +19,9 @@
 use async_trait::async_trait;
 
 use super::{
-    DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage, LatencyPoint, LatencyQuery, Operation,
-    RetentionReport, SearchPage, StorageError, StorageResult, TieredTrace, TimeRange, TraceQuery,
-    TraceSpans,
+    DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage, LatencyPoint,
+    LatencyQuery, Operation, RetentionReport, SearchPage, StorageError, StorageResult, TieredTrace,
+    TimeRange, TraceQuery, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};

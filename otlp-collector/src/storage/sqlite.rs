@@ -985,7 +985,13 @@ fn export_before_tx(
     let rows = stmt
         .query_map(
             params![to_i64(cutoff_ns), a_start, a_row, limit.max(1) as i64],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
         )
         .map_err(map_err)?;
     let mut page = super::ExportPage::default();

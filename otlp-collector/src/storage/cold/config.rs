@@ -140,7 +140,9 @@ impl ColdConfig {
         }
         if let Some(e) = &self.endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(format!("cold.endpoint = {e:?} must start with http:// or https://"));
+                return Err(format!(
+                    "cold.endpoint = {e:?} must start with http:// or https://"
+                ));
             }
             if e.starts_with("http://") && !self.allow_http {
                 return Err(format!(

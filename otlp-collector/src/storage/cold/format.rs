@@ -79,18 +79,27 @@ fn parquet_err(what: &str) -> impl Fn(parquet::errors::ParquetError) -> StorageE
 
 /// Encodes `spans` as one Parquet file (sorted by trace id, then start).
 pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
-    spans.sort_by(|a, b| (a.trace_id, a.start_ns, a.span_id).cmp(&(b.trace_id, b.start_ns, b.span_id)));
+    spans.sort_by(|a, b| {
+        (a.trace_id, a.start_ns, a.span_id).cmp(&(b.trace_id, b.start_ns, b.span_id))
+    });
     let schema = Arc::new(parse_message_type(SCHEMA).map_err(parquet_err("schema"))?);
     let tid = parquet::schema::types::ColumnPath::from("trace_id");
     let blob = parquet::schema::types::ColumnPath::from("span");
     // Distinct trace ids per row group sizes each filter (at most one per row).
     let ndv = spans
         .chunks(ROW_GROUP_ROWS)
-        .map(|c| c.windows(2).filter(|w| w[0].trace_id != w[1].trace_id).count() as u64 + 1)
+        .map(|c| {
+            c.windows(2)
+                .filter(|w| w[0].trace_id != w[1].trace_id)
+                .count() as u64
+                + 1
+        })
         .max()
         .unwrap_or(1);
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(parquet_err("zstd level"))?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(parquet_err("zstd level"))?,
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         // The blob column is opaque: no dictionary, no statistics.
@@ -110,14 +119,47 @@ pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
         let mut i = 0;
         while let Some(mut c) = rg.next_column().map_err(parquet_err("column"))? {
             let r = match i {
-                0 => write_col::<FixedLenByteArrayType>(&mut c, chunk.iter().map(|s| FixedLenByteArray::from(s.trace_id.to_vec())).collect()),
-                1 => write_col::<FixedLenByteArrayType>(&mut c, chunk.iter().map(|s| FixedLenByteArray::from(s.span_id.to_vec())).collect()),
-                2 => write_col::<Int64Type>(&mut c, chunk.iter().map(|s| s.start_ns as i64).collect()),
-                3 => write_col::<Int64Type>(&mut c, chunk.iter().map(|s| s.duration_ns() as i64).collect()),
-                4 => write_col::<ByteArrayType>(&mut c, chunk.iter().map(|s| ByteArray::from(s.service_name.as_str())).collect()),
-                5 => write_col::<ByteArrayType>(&mut c, chunk.iter().map(|s| ByteArray::from(s.name.as_str())).collect()),
+                0 => write_col::<FixedLenByteArrayType>(
+                    &mut c,
+                    chunk
+                        .iter()
+                        .map(|s| FixedLenByteArray::from(s.trace_id.to_vec()))
+                        .collect(),
+                ),
+                1 => write_col::<FixedLenByteArrayType>(
+                    &mut c,
+                    chunk
+                        .iter()
+                        .map(|s| FixedLenByteArray::from(s.span_id.to_vec()))
+                        .collect(),
+                ),
+                2 => write_col::<Int64Type>(
+                    &mut c,
+                    chunk.iter().map(|s| s.start_ns as i64).collect(),
+                ),
+                3 => write_col::<Int64Type>(
+                    &mut c,
+                    chunk.iter().map(|s| s.duration_ns() as i64).collect(),
+                ),
+                4 => write_col::<ByteArrayType>(
+                    &mut c,
+                    chunk
+                        .iter()
+                        .map(|s| ByteArray::from(s.service_name.as_str()))
+                        .collect(),
+                ),
+                5 => write_col::<ByteArrayType>(
+                    &mut c,
+                    chunk
+                        .iter()
+                        .map(|s| ByteArray::from(s.name.as_str()))
+                        .collect(),
+                ),
                 6 => write_col::<Int32Type>(&mut c, chunk.iter().map(|s| s.kind as i32).collect()),
-                7 => write_col::<Int32Type>(&mut c, chunk.iter().map(|s| s.status_code as i32).collect()),
+                7 => write_col::<Int32Type>(
+                    &mut c,
+                    chunk.iter().map(|s| s.status_code as i32).collect(),
+                ),
                 _ => write_col::<ByteArrayType>(
                     &mut c,
                     chunk
@@ -296,10 +338,12 @@ pub fn row_groups_for(meta: &ParquetMetaData, trace_id: &TraceId) -> Vec<usize> 
         .iter()
         .enumerate()
         .filter(|(_, rg)| match rg.column(col::TRACE_ID).statistics() {
-            Some(Statistics::FixedLenByteArray(s)) => match (s.min_bytes_opt(), s.max_bytes_opt()) {
-                (Some(lo), Some(hi)) => lo <= &trace_id[..] && &trace_id[..] <= hi,
-                _ => true,
-            },
+            Some(Statistics::FixedLenByteArray(s)) => {
+                match (s.min_bytes_opt(), s.max_bytes_opt()) {
+                    (Some(lo), Some(hi)) => lo <= &trace_id[..] && &trace_id[..] <= hi,
+                    _ => true,
+                }
+            }
             _ => true,
         })
         .map(|(i, _)| i)
@@ -328,7 +372,11 @@ pub fn bloom_range(meta: &ParquetMetaData, rg: usize) -> Option<(u64, u64)> {
 }
 
 /// The trace-id bloom filter of row group `rg` from fetched `pieces`.
-pub fn read_bloom(meta: &ParquetMetaData, rg: usize, pieces: &Pieces) -> StorageResult<Option<Sbbf>> {
+pub fn read_bloom(
+    meta: &ParquetMetaData,
+    rg: usize,
+    pieces: &Pieces,
+) -> StorageResult<Option<Sbbf>> {
     guard("bloom filter", || {
         Sbbf::read_from_column_chunk(meta.row_group(rg).column(col::TRACE_ID), pieces)
             .map_err(parquet_err("bloom filter"))
@@ -362,7 +410,8 @@ fn read_col<T: DataType>(
     i: usize,
     rows: usize,
 ) -> StorageResult<Vec<T::T>> {
-    let mut r = get_typed_column_reader::<T>(rg.get_column_reader(i).map_err(parquet_err("column"))?);
+    let mut r =
+        get_typed_column_reader::<T>(rg.get_column_reader(i).map_err(parquet_err("column"))?);
     let mut out = Vec::with_capacity(rows);
     loop {
         let (records, _, _) = r
@@ -402,7 +451,10 @@ impl OpenFile {
     }
 
     fn spans_of_inner(&self, rg: usize, ids: &[TraceId]) -> StorageResult<Vec<Span>> {
-        let g = self.reader.get_row_group(rg).map_err(parquet_err("row group"))?;
+        let g = self
+            .reader
+            .get_row_group(rg)
+            .map_err(parquet_err("row group"))?;
         let rows = self.reader.metadata().row_group(rg).num_rows() as usize;
         let tids = read_col::<FixedLenByteArrayType>(&*g, col::TRACE_ID, rows)?;
         let hits: Vec<usize> = tids
@@ -427,7 +479,10 @@ impl OpenFile {
     }
 
     fn keys_inner(&self, rg: usize) -> StorageResult<Vec<RowKeys>> {
-        let g = self.reader.get_row_group(rg).map_err(parquet_err("row group"))?;
+        let g = self
+            .reader
+            .get_row_group(rg)
+            .map_err(parquet_err("row group"))?;
         let rows = self.reader.metadata().row_group(rg).num_rows() as usize;
         let tids = read_col::<FixedLenByteArrayType>(&*g, col::TRACE_ID, rows)?;
         let starts = read_col::<Int64Type>(&*g, col::START, rows)?;
@@ -435,15 +490,23 @@ impl OpenFile {
         let services = read_col::<ByteArrayType>(&*g, col::SERVICE, rows)?;
         let names = read_col::<ByteArrayType>(&*g, col::NAME, rows)?;
         let status = read_col::<Int32Type>(&*g, col::STATUS, rows)?;
-        let n = [starts.len(), durs.len(), services.len(), names.len(), status.len()]
-            .into_iter()
-            .fold(tids.len(), usize::min);
+        let n = [
+            starts.len(),
+            durs.len(),
+            services.len(),
+            names.len(),
+            status.len(),
+        ]
+        .into_iter()
+        .fold(tids.len(), usize::min);
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let mut trace_id = [0u8; 16];
             let t = tids[i].data();
             if t.len() != 16 {
-                return Err(StorageError::Backend("cold tier: trace id is not 16 bytes".into()));
+                return Err(StorageError::Backend(
+                    "cold tier: trace id is not 16 bytes".into(),
+                ));
             }
             trace_id.copy_from_slice(t);
             out.push(RowKeys {
@@ -464,7 +527,10 @@ impl OpenFile {
     }
 
     fn spans_at_inner(&self, rg: usize, rows: &[usize]) -> StorageResult<Vec<Span>> {
-        let g = self.reader.get_row_group(rg).map_err(parquet_err("row group"))?;
+        let g = self
+            .reader
+            .get_row_group(rg)
+            .map_err(parquet_err("row group"))?;
         let n = self.reader.metadata().row_group(rg).num_rows() as usize;
         let blobs = read_col::<ByteArrayType>(&*g, col::SPAN, n)?;
         rows.iter()
@@ -514,7 +580,9 @@ mod tests {
     }
 
     fn file(traces: u64) -> (Vec<Span>, Bytes) {
-        let mut spans: Vec<Span> = (0..traces).flat_map(|t| (0..3).map(move |i| span(t, i))).collect();
+        let mut spans: Vec<Span> = (0..traces)
+            .flat_map(|t| (0..3).map(move |i| span(t, i)))
+            .collect();
         let data = write_file(&mut spans).expect("write");
         (spans, Bytes::from(data))
     }
@@ -524,9 +592,17 @@ mod tests {
         let (spans, data) = file(3_000);
         let pieces = Pieces::whole(data);
         let meta = parse_metadata(&pieces).expect("footer");
-        assert_eq!(meta.num_row_groups(), 2, "9,000 rows in groups of {ROW_GROUP_ROWS}");
+        assert_eq!(
+            meta.num_row_groups(),
+            2,
+            "9,000 rows in groups of {ROW_GROUP_ROWS}"
+        );
         let blooms: Vec<Sbbf> = (0..2)
-            .map(|rg| read_bloom(&meta, rg, &pieces).expect("bloom").expect("present"))
+            .map(|rg| {
+                read_bloom(&meta, rg, &pieces)
+                    .expect("bloom")
+                    .expect("present")
+            })
             .collect();
         let f = OpenFile::open(pieces).expect("open");
         for t in [0u64, 1, 1_499, 2_999] {
@@ -549,10 +625,16 @@ mod tests {
                 .into_iter()
                 .any(|rg| bloom_may_hold(&blooms[rg], &id)) as u32;
         }
-        assert!(passed < 300, "{passed} of 10,000 absent ids passed the index");
+        assert!(
+            passed < 300,
+            "{passed} of 10,000 absent ids passed the index"
+        );
         let keys = f.keys(0).expect("keys");
         assert_eq!(keys.len(), ROW_GROUP_ROWS);
-        assert!(keys.windows(2).all(|w| w[0].trace_id <= w[1].trace_id), "sorted by trace id");
+        assert!(
+            keys.windows(2).all(|w| w[0].trace_id <= w[1].trace_id),
+            "sorted by trace id"
+        );
     }
 
     #[test]
@@ -573,7 +655,9 @@ mod tests {
             let f = OpenFile::open(p).expect("open");
             let g = OpenFile::open(whole).expect("open");
             for rg in 0..f.row_groups() {
-                let a = f.keys(rg).unwrap_or_else(|e| panic!("{traces} traces rg {rg}: {e}"));
+                let a = f
+                    .keys(rg)
+                    .unwrap_or_else(|e| panic!("{traces} traces rg {rg}: {e}"));
                 assert_eq!(a.len(), g.keys(rg).expect("keys").len());
             }
         }
@@ -589,12 +673,12 @@ mod tests {
         // on a blocking-pool thread as in the store; a decoder panic would be
         // caught there, but none may happen at all here.
         let mut x: u64 = 0x1234_5678;
-        for round in 0..300 {
+        for round in 0..300u32 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let mut b = data.to_vec();
-            if round % 3 == 0 {
+            if round.is_multiple_of(3) {
                 b.truncate((x as usize) % b.len());
             } else {
                 let at = (x as usize) % b.len();

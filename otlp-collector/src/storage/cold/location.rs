@@ -80,7 +80,9 @@ pub fn file_path(prefix: &Path, min_ns: u64, max_ns: u64, spans: u64, nonce: u64
     spans_dir(prefix)
         .join(format!("{y:04}-{m:02}-{d:02}"))
         .join(format!("{hour:02}"))
-        .join(format!("{min_ns:020}-{max_ns:020}-{spans}-{nonce:016x}.parquet"))
+        .join(format!(
+            "{min_ns:020}-{max_ns:020}-{spans}-{nonce:016x}.parquet"
+        ))
 }
 
 /// Reads a file's time range and span count back from its name; `None` for

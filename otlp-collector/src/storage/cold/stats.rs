@@ -49,32 +49,120 @@ impl ColdStats {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let rows: [(&str, &str, &str, String); 18] = [
-            ("ferrotrace_cold_files", "gauge", "Files in the cold tier.", self.files.load(Relaxed).to_string()),
-            ("ferrotrace_cold_bytes", "gauge", "Bytes of the cold tier's files.", self.bytes.load(Relaxed).to_string()),
-            ("ferrotrace_cold_spans", "gauge", "Spans in the cold tier's files.", self.spans.load(Relaxed).to_string()),
+            (
+                "ferrotrace_cold_files",
+                "gauge",
+                "Files in the cold tier.",
+                self.files.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_bytes",
+                "gauge",
+                "Bytes of the cold tier's files.",
+                self.bytes.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans",
+                "gauge",
+                "Spans in the cold tier's files.",
+                self.spans.load(Relaxed).to_string(),
+            ),
             (
                 "ferrotrace_cold_oldest_timestamp_seconds",
                 "gauge",
                 "Start time of the oldest cold span (Unix seconds; 0 = empty).",
                 format!("{:.6}", self.oldest_ns.load(Relaxed) as f64 / 1e9),
             ),
-            ("ferrotrace_cold_tiering_runs_total", "counter", "Tiering runs completed.", self.runs.load(Relaxed).to_string()),
-            ("ferrotrace_cold_tiering_failures_total", "counter", "Tiering runs that failed (retried at the next interval).", self.failures.load(Relaxed).to_string()),
-            ("ferrotrace_cold_files_written_total", "counter", "Cold files written.", self.files_written.load(Relaxed).to_string()),
-            ("ferrotrace_cold_bytes_written_total", "counter", "Bytes of cold files written.", self.bytes_written.load(Relaxed).to_string()),
-            ("ferrotrace_cold_spans_written_total", "counter", "Spans moved from the hot store into cold files.", self.spans_written.load(Relaxed).to_string()),
-            ("ferrotrace_cold_spans_not_kept_total", "counter", "Spans that aged out of the hot store without going cold (cold.policy).", self.spans_not_kept.load(Relaxed).to_string()),
-            ("ferrotrace_cold_evicted_files_total", "counter", "Cold files deleted by age (cold.cold_days).", self.files_evicted.load(Relaxed).to_string()),
-            ("ferrotrace_cold_evicted_spans_total", "counter", "Spans in cold files deleted by age.", self.spans_evicted.load(Relaxed).to_string()),
-            ("ferrotrace_cold_lookups_total", "counter", "Trace-by-id reads that consulted the cold tier.", self.lookups.load(Relaxed).to_string()),
-            ("ferrotrace_cold_searches_total", "counter", "Searches that consulted the cold tier.", self.searches.load(Relaxed).to_string()),
-            ("ferrotrace_cold_files_opened_total", "counter", "Cold files whose rows a read opened.", self.files_opened.load(Relaxed).to_string()),
-            ("ferrotrace_cold_index_loads_total", "counter", "Cold file indexes (footer and trace-id bloom filters) fetched into the cache.", self.index_loads.load(Relaxed).to_string()),
-            ("ferrotrace_cold_read_bytes_total", "counter", "Bytes fetched from the cold location by reads.", self.bytes_read.load(Relaxed).to_string()),
-            ("ferrotrace_cold_limit_errors_total", "counter", "Cold reads refused by cold.max_files_per_query or cold.max_bytes_per_query.", self.limit_errors.load(Relaxed).to_string()),
+            (
+                "ferrotrace_cold_tiering_runs_total",
+                "counter",
+                "Tiering runs completed.",
+                self.runs.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_tiering_failures_total",
+                "counter",
+                "Tiering runs that failed (retried at the next interval).",
+                self.failures.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_files_written_total",
+                "counter",
+                "Cold files written.",
+                self.files_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_bytes_written_total",
+                "counter",
+                "Bytes of cold files written.",
+                self.bytes_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_written_total",
+                "counter",
+                "Spans moved from the hot store into cold files.",
+                self.spans_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_not_kept_total",
+                "counter",
+                "Spans that aged out of the hot store without going cold (cold.policy).",
+                self.spans_not_kept.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_evicted_files_total",
+                "counter",
+                "Cold files deleted by age (cold.cold_days).",
+                self.files_evicted.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_evicted_spans_total",
+                "counter",
+                "Spans in cold files deleted by age.",
+                self.spans_evicted.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_lookups_total",
+                "counter",
+                "Trace-by-id reads that consulted the cold tier.",
+                self.lookups.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_searches_total",
+                "counter",
+                "Searches that consulted the cold tier.",
+                self.searches.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_files_opened_total",
+                "counter",
+                "Cold files whose rows a read opened.",
+                self.files_opened.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_index_loads_total",
+                "counter",
+                "Cold file indexes (footer and trace-id bloom filters) fetched into the cache.",
+                self.index_loads.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_read_bytes_total",
+                "counter",
+                "Bytes fetched from the cold location by reads.",
+                self.bytes_read.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_limit_errors_total",
+                "counter",
+                "Cold reads refused by cold.max_files_per_query or cold.max_bytes_per_query.",
+                self.limit_errors.load(Relaxed).to_string(),
+            ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
     }
 }

@@ -211,7 +211,10 @@ impl ColdStore {
     pub async fn write(&self, spans: Vec<Span>) -> StorageResult<Vec<FileEntry>> {
         let mut by_hour: BTreeMap<u64, Vec<Span>> = BTreeMap::new();
         for s in spans {
-            by_hour.entry(s.start_ns / 3_600_000_000_000).or_default().push(s);
+            by_hour
+                .entry(s.start_ns / 3_600_000_000_000)
+                .or_default()
+                .push(s);
         }
         let mut written = Vec::new();
         for (_, hour) in by_hour {
@@ -293,7 +296,11 @@ impl ColdStore {
 
     /// The index of `e`, from the cache or fetched (footer, then the bloom
     /// filters, which the writer puts together just before the footer).
-    async fn index_of(&self, e: &FileEntry, budget: &mut ReadBudget) -> StorageResult<Arc<FileIndex>> {
+    async fn index_of(
+        &self,
+        e: &FileEntry,
+        budget: &mut ReadBudget,
+    ) -> StorageResult<Arc<FileIndex>> {
         if let Some(i) = self.index.lock().get(e.path.as_ref()) {
             return Ok(i.clone());
         }
@@ -303,7 +310,10 @@ impl ColdStore {
         let mut tail = self.get_range(&e.path, tail_off..e.size).await?;
         let need = format::footer_len(&tail)?;
         if need > e.size {
-            return Err(StorageError::Backend(format!("cold tier: {}: footer longer than the file", e.path)));
+            return Err(StorageError::Backend(format!(
+                "cold tier: {}: footer longer than the file",
+                e.path
+            )));
         }
         if need > tail.len() as u64 {
             budget.read(&self.stats, need, "a cold lookup")?;
@@ -489,7 +499,7 @@ impl ColdStore {
             .into_iter()
             .filter(|(id, s)| cursor.is_none_or(|(cs, cid)| (*s, *id) < (cs, cid)))
             .collect();
-        v.sort_unstable_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+        v.sort_unstable_by_key(|b| std::cmp::Reverse((b.1, b.0)));
         let more = v.len() > limit;
         v.truncate(limit);
         Ok((v, more))

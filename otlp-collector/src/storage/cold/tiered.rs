@@ -16,8 +16,8 @@ use crate::storage::sink_common::{self as common, SummaryRow};
 use crate::storage::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage,
     LatencyPoint, LatencyQuery, Operation, Retention, RetentionReport, SearchPage, SpanStore,
-    SpanWriter, StorageResult, TieredTrace, TimeRange, TraceQuery, TraceReader,
-    TraceSpans, TraceSummary,
+    SpanWriter, StorageResult, TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans,
+    TraceSummary,
 };
 
 /// Marks a search cursor that continues in the cold tier (a hot cursor is
@@ -259,7 +259,10 @@ impl TraceReader for TieredStore {
         };
         let ids: Vec<TraceId> = keys.iter().map(|(id, _)| *id).collect();
         let listed_hot = self.listed_hot(&ids, q, hot_range).await?;
-        let ids: Vec<TraceId> = ids.into_iter().filter(|id| !listed_hot.contains(id)).collect();
+        let ids: Vec<TraceId> = ids
+            .into_iter()
+            .filter(|id| !listed_hot.contains(id))
+            .collect();
         traces.extend(self.summaries(&ids).await?);
         Ok(SearchPage {
             traces,

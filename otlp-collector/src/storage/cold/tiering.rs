@@ -105,7 +105,10 @@ async fn keep(
     Ok(spans
         .into_iter()
         .filter(|s| {
-            let t = whole.get(&s.trace_id).map(Vec::as_slice).unwrap_or(std::slice::from_ref(s));
+            let t = whole
+                .get(&s.trace_id)
+                .map(Vec::as_slice)
+                .unwrap_or(std::slice::from_ref(s));
             policy::keeps(config, &s.trace_id, t)
         })
         .collect())
