@@ -1,10 +1,12 @@
-//! Cold tier measurements for docs/benchmarks.md ("Cold tier"); #[ignore]d,
-//! run in release:
+//! `cold_bench`: cold tier measurements for docs/benchmarks.md ("Cold
+//! tier"). A binary rather than an ignored test so that a release build
+//! needs none of the test-only dependencies:
 //!
 //! ```text
-//! COLD_BENCH_SPANS=10000000 cargo test --release -p ferrotrace-collector \
-//!     --test cold_bench -- --ignored --nocapture --test-threads 1
+//! COLD_BENCH_SPANS=10000000 COLD_BENCH_S3=1 cargo run --release -p ferrotrace-collector --bin cold_bench
 //! ```
+//!
+//! Files go to a directory under `$TMPDIR` (or `COLD_BENCH_DIR`), removed at the end.
 //!
 //! 1. Bytes per span, hot (SQLite) vs cold (Parquet, zstd), for the load
 //!    generator's spans (`src/bin/loadgen.rs`: 200 spans per trace, 10
@@ -15,9 +17,6 @@
 //! 3. Search over one cold day: p50/p95.
 //! 4. With `COLD_BENCH_S3=1` and moto installed: trace by id against moto's
 //!    S3 server (1M spans).
-
-mod ingest_util;
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,10 +148,27 @@ fn cfg(dir: Option<&std::path::Path>) -> ColdConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run in release, see the module doc"]
-async fn cold_tier_bench() {
-    let root = tempfile::tempdir().expect("tempdir");
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let root_dir = std::env::var_os("COLD_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("cold-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root_dir).expect("bench dir");
+    run(&root_dir).await;
+    let _ = std::fs::remove_dir_all(&root_dir);
+}
+
+struct Root<'a>(&'a std::path::Path);
+
+impl Root<'_> {
+    fn path(&self) -> &std::path::Path {
+        self.0
+    }
+}
+
+async fn run(root_dir: &std::path::Path) {
+    let root = Root(root_dir);
     let now = ferrotrace_collector::model::now_ns();
 
     // 1. Bytes per span.
@@ -317,7 +333,10 @@ async fn cold_tier_bench() {
 
 async fn s3_lookups(now: u64) {
     use std::process::{Command, Stdio};
-    let port = support::free_port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let mut child = Command::new("python3")
         .args([
             "-m",
@@ -334,9 +353,16 @@ async fn s3_lookups(now: u64) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let r = ingest_util::request("PUT", addr, "/bench", &[], bytes::Bytes::new()).await;
-    assert_eq!(r.status, 200);
+    {
+        // Create the bucket (moto takes an unsigned request).
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("moto");
+        c.write_all(b"PUT /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("put");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     let c = ColdConfig {
