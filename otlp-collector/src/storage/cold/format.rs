@@ -71,7 +71,7 @@ pub const KEY_COLUMNS: [usize; 6] = [
 pub const ROW_GROUP_ROWS: usize = 8_192;
 
 /// False-positive rate of the per-row-group trace-id bloom filters.
-pub const BLOOM_FPP: f64 = 0.01;
+pub const BLOOM_FPP: f64 = 0.001;
 
 fn parquet_err(what: &str) -> impl Fn(parquet::errors::ParquetError) -> StorageError + '_ {
     move |e| StorageError::Backend(format!("cold tier: {what}: {e}"))
