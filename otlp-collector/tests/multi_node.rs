@@ -55,19 +55,20 @@ const DECISION_WAIT_MS: u64 = 1_500;
 /// rows, one entry per row.
 type Stored = BTreeMap<(u32, u32), Vec<usize>>;
 
-/// The running deployment.
+/// The running deployment. Fields drop in order: the collectors stop
+/// before the ClickHouse servers, and those before ZooKeeper.
 struct Deployment {
-    _zk: ZooKeeper,
-    ch: Vec<Vec<ChServer>>,
-    backends: Vec<Spec>,
-    bprocs: Vec<Option<Proc>>,
-    routers: Vec<Spec>,
     _rprocs: Vec<Proc>,
+    bprocs: Vec<Option<Proc>>,
     clients: Vec<TraceServiceClient<Channel>>,
     /// A reader of the shared store (the test's own, not a collector's).
     store: Arc<dyn SpanStore>,
+    backends: Vec<Spec>,
+    routers: Vec<Spec>,
     /// Ring seeds of the backends, in their order.
     seeds: Vec<u64>,
+    ch: Vec<Vec<ChServer>>,
+    _zk: ZooKeeper,
 }
 
 fn client(addr: SocketAddr) -> TraceServiceClient<Channel> {
@@ -109,11 +110,8 @@ impl Deployment {
                 )
             })
             .collect();
-        let mut bprocs: Vec<Option<Proc>> = backends
-            .iter()
-            .take(3)
-            .map(|s| Some(s.spawn()))
-            .collect();
+        let mut bprocs: Vec<Option<Proc>> =
+            backends.iter().take(3).map(|s| Some(s.spawn())).collect();
         bprocs.push(None);
         for p in bprocs.iter_mut().flatten() {
             p.wait_ready(Duration::from_secs(60)).await;
@@ -236,6 +234,34 @@ impl Deployment {
         }
     }
 
+    /// Spans backend `b`'s tail sampler decided (kept or dropped): every
+    /// sampling decision but the head sampler's (rate 1: it keeps all).
+    async fn tail_decisions(&self, b: usize) -> u64 {
+        let all = self
+            .backend_metric(b, "ferrotrace_sampling_decisions_total")
+            .await;
+        let head = self
+            .backend_metric(
+                b,
+                "ferrotrace_sampling_decisions_total{decision=\"head:keep:rate\"}",
+            )
+            .await;
+        all - head
+    }
+
+    /// No running backend gave up on a batch (span or rollup batch dropped
+    /// after `max_attempts_non_retryable` non-retryable errors) since it started.
+    async fn assert_nothing_dropped(&self) {
+        for (b, p) in self.bprocs.iter().enumerate() {
+            if p.is_some() {
+                let fatal = self
+                    .backend_metric(b, "ferrotrace_sink_errors_total{kind=\"fatal\"}")
+                    .await;
+                assert_eq!(fatal, 0, "backend {b}: a sink error was not retried");
+            }
+        }
+    }
+
     /// A metric of backend `b` (0 when it does not answer).
     async fn backend_metric(&self, b: usize, series: &str) -> u64 {
         metric(self.backends[b].query, series).await.unwrap_or(0)
@@ -252,11 +278,7 @@ async fn send_via(
 ) {
     for chunk in traces.chunks(CHUNK * 2) {
         for r in 0..2u32 {
-            let part: Vec<u32> = chunk
-                .iter()
-                .copied()
-                .filter(|t| (t + i) % 2 == r)
-                .collect();
+            let part: Vec<u32> = chunk.iter().copied().filter(|t| (t + i) % 2 == r).collect();
             if part.is_empty() {
                 continue;
             }
@@ -351,9 +373,7 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     loop {
         let mut n = 0;
         for b in ring3 {
-            n += d
-                .backend_metric(b, "ferrotrace_sampling_decisions_total")
-                .await;
+            n += d.tail_decisions(b).await;
         }
         if n >= total {
             assert_eq!(n, total, "a span was decided twice");
@@ -373,7 +393,11 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
         for i in 0..SPANS {
             let rows = s.get(&(t, i));
             if t % 3 == 0 {
-                assert_eq!(rows, Some(&vec![o]), "trace {t} span {i}: once, on backend {o}");
+                assert_eq!(
+                    rows,
+                    Some(&vec![o]),
+                    "trace {t} span {i}: once, on backend {o}"
+                );
                 kept_on[o] += 1;
             } else {
                 assert_eq!(rows, None, "trace {t} has no failed span: dropped whole");
@@ -387,9 +411,7 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
                 "ferrotrace_sampling_decisions_total{decision=\"tail:keep:errors\"}",
             )
             .await;
-        let all = d
-            .backend_metric(b, "ferrotrace_sampling_decisions_total")
-            .await;
+        let all = d.tail_decisions(b).await;
         let accepted = d
             .backend_metric(b, "ferrotrace_receiver_spans_accepted_total")
             .await;
@@ -398,9 +420,19 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
             "backend {b}: {owned} traces, {accepted} spans received, {keep} kept, {} dropped",
             all - keep
         );
-        assert_eq!(keep, kept_on[b], "backend {b} kept exactly its failed traces");
-        assert_eq!(all, accepted, "backend {b} decided each span it received once");
-        assert_eq!(accepted, owned * u64::from(SPANS), "backend {b} got whole traces");
+        assert_eq!(
+            keep, kept_on[b],
+            "backend {b} kept exactly its failed traces"
+        );
+        assert_eq!(
+            all, accepted,
+            "backend {b} decided each span it received once"
+        );
+        assert_eq!(
+            accepted,
+            owned * u64::from(SPANS),
+            "backend {b} got whole traces"
+        );
     }
     for r in &d.routers {
         assert_eq!(
@@ -412,10 +444,13 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     for b in ring3 {
         for &t in &kept {
             let hex: String = trace_id(t).iter().map(|x| format!("{x:02x}")).collect();
-            let (code, body, _) =
-                fault::get(d.backends[b].query, &format!("/api/traces/{hex}"), Duration::from_secs(5))
-                    .await
-                    .expect("query API answers");
+            let (code, body, _) = fault::get(
+                d.backends[b].query,
+                &format!("/api/traces/{hex}"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("query API answers");
             assert_eq!(code, 200, "backend {b} trace {t}: {body}");
             let v: serde_json::Value = serde_json::from_str(&body).expect("json");
             let n = v["data"][0]["spans"].as_array().map_or(0, |a| a.len());
@@ -440,6 +475,15 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     d.bprocs[killed].take().expect("running").kill9();
     sender.await.expect("sender: every request acknowledged");
     d.wait_ring(2).await;
+    // The kill happened under load: forwards to the killed backend failed
+    // and were retried from the routers' WAL.
+    let mut failures = 0;
+    for r in &d.routers {
+        failures += metric(r.query, "ferrotrace_route_forward_failures_total")
+            .await
+            .unwrap_or(0);
+    }
+    assert!(failures > 0, "no forward to the killed backend failed");
     let p = d.backends[killed].spawn();
     d.bprocs[killed] = Some(p);
     d.bprocs[killed]
@@ -489,11 +533,15 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     assert!(s.values().all(|r| r.len() == 1), "stored once each");
     // Through a backend's query API as well.
     let hex: String = trace_id(2_003).iter().map(|x| format!("{x:02x}")).collect();
-    let (code, body, _) = fault::get(d.backends[0].query, &format!("/api/traces/{hex}"), Duration::from_secs(5))
-        .await
-        .expect("query API answers");
+    let (code, body, _) = fault::get(
+        d.backends[0].query,
+        &format!("/api/traces/{hex}"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("query API answers");
     assert_eq!(code, 200, "{body}");
-    let peer = replica_counts(&d.ch)[down.0][2];
+    let peer = support::clickhouse::local_spans(&d.ch[down.0][1 - down.1], "ft_traces");
     d.ch[down.0][down.1].restart();
     let start = Instant::now();
     loop {
@@ -510,6 +558,7 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     support::clickhouse::wait_replicas_agree(&d.ch, None);
+    d.assert_nothing_dropped().await;
     eprintln!(
         "phase 3 (a ClickHouse replica down) done at {:?}: {want} spans stored, \
          replica caught up",
@@ -531,9 +580,27 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     let back = wave(&d, &traces, 3, &[0, 1, 2, 3]).await;
     let mut fractions = Vec::new();
     for (what, from, to, left, joined) in [
-        ("remove backend 1 of 3", &before, &removed, Some(1usize), None),
-        ("add backend 3 (3 in the ring)", &removed, &added, None, Some(3usize)),
-        ("put backend 1 back (4 in the ring)", &added, &back, None, Some(1)),
+        (
+            "remove backend 1 of 3",
+            &before,
+            &removed,
+            Some(1usize),
+            None,
+        ),
+        (
+            "add backend 3 (3 in the ring)",
+            &removed,
+            &added,
+            None,
+            Some(3usize),
+        ),
+        (
+            "put backend 1 back (4 in the ring)",
+            &added,
+            &back,
+            None,
+            Some(1),
+        ),
     ] {
         let mut moved = 0;
         for t in &traces {
@@ -549,7 +616,10 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
             moved += usize::from(a != b);
         }
         let f = moved as f64 / traces.len() as f64;
-        eprintln!("{what}: {moved} of {} traces rerouted ({f:.3})", traces.len());
+        eprintln!(
+            "{what}: {moved} of {} traces rerouted ({f:.3})",
+            traces.len()
+        );
         fractions.push(f);
     }
     assert!(
@@ -571,7 +641,15 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
             metric(r.query, "ferrotrace_route_split_traces_total").await
         );
     }
+    d.assert_nothing_dropped().await;
     eprintln!("all phases done in {:?}", started.elapsed());
+    // Throwaway servers: no graceful shutdown needed (it takes seconds each).
+    d.bprocs.clear();
+    d._rprocs.clear();
+    for s in d.ch.iter_mut().flatten() {
+        s.kill();
+    }
+    d._zk.kill();
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -596,7 +674,10 @@ fn parts(s: &ChServer, table: &str) -> (u64, u64) {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    (v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0))
+    (
+        v.first().copied().unwrap_or(0),
+        v.get(1).copied().unwrap_or(0),
+    )
 }
 
 /// Per-role cost for the capacity model in docs/scaling.md: two routers,
@@ -691,21 +772,48 @@ async fn capacity_per_role() {
         w1 - w0,
         rate
     );
-    println!("routers (2):            {:.2} CPU s = {:.2} s per 1M spans", r1 - r0, per_m(r1 - r0));
-    println!("backends (3):           {:.2} CPU s = {:.2} s per 1M spans", b1 - b0, per_m(b1 - b0));
-    println!("ClickHouse (2x2):       {:.2} CPU s = {:.2} s per 1M spans (both replicas)", c1 - c0, per_m(c1 - c0));
-    println!("ZooKeeper:              {:.2} CPU s = {:.2} s per 1M spans", z1 - z0, per_m(z1 - z0));
+    println!(
+        "routers (2):            {:.2} CPU s = {:.2} s per 1M spans",
+        r1 - r0,
+        per_m(r1 - r0)
+    );
+    println!(
+        "backends (3):           {:.2} CPU s = {:.2} s per 1M spans",
+        b1 - b0,
+        per_m(b1 - b0)
+    );
+    println!(
+        "ClickHouse (2x2):       {:.2} CPU s = {:.2} s per 1M spans (both replicas)",
+        c1 - c0,
+        per_m(c1 - c0)
+    );
+    println!(
+        "ZooKeeper:              {:.2} CPU s = {:.2} s per 1M spans",
+        z1 - z0,
+        per_m(z1 - z0)
+    );
     // Bytes on disk per span, as written and after merging everything.
     for phase in ["as written", "merged"] {
         if phase == "merged" {
             for s in d.ch.iter().flatten() {
-                for t in ["ft_traces_local", "ft_spans_local", "ft_op_rollups_local", "ft_edge_rollups_local"] {
+                for t in [
+                    "ft_traces_local",
+                    "ft_spans_local",
+                    "ft_op_rollups_local",
+                    "ft_edge_rollups_local",
+                ] {
                     s.sql(&format!("OPTIMIZE TABLE traces.{t} FINAL"));
                 }
             }
         }
         let stored: u64 = per_shard.iter().sum();
-        for t in ["ft_traces_local", "ft_spans_local", "ft_op_rollups_local", "ft_edge_rollups_local", "ft_rollup_origins_local"] {
+        for t in [
+            "ft_traces_local",
+            "ft_spans_local",
+            "ft_op_rollups_local",
+            "ft_edge_rollups_local",
+            "ft_rollup_origins_local",
+        ] {
             let (mut rows, mut bytes) = (0, 0);
             for s in d.ch.iter().flatten() {
                 let (r, b) = parts(s, t);

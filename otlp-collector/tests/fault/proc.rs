@@ -53,11 +53,8 @@ impl Spec {
             }
             _ => String::new(),
         };
-        std::fs::write(
-            &config_file,
-            format!("{BASE_TOML}{extra_toml}\n{storage}"),
-        )
-        .expect("write config");
+        std::fs::write(&config_file, format!("{BASE_TOML}{extra_toml}\n{storage}"))
+            .expect("write config");
         Spec {
             data_dir: data_dir.to_path_buf(),
             config_file,

@@ -241,6 +241,18 @@ pub fn span_i_of_each(
         .expect("clock")
         .as_nanos() as u64
         - 5_000_000;
+    span_i_of_each_at(traces, i, error, start)
+}
+
+/// [`span_i_of_each`] with every span starting at `start` (ns since the
+/// epoch): a resend of the same span is then byte-for-byte the same span,
+/// as a client's retry is.
+pub fn span_i_of_each_at(
+    traces: &[u32],
+    i: u32,
+    error: impl Fn(u32, u32) -> bool,
+    start: u64,
+) -> ExportTraceServiceRequest {
     let spans = traces
         .iter()
         .map(|&t| PSpan {

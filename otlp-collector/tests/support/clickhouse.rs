@@ -74,6 +74,11 @@ impl ZooKeeper {
 }
 
 impl ZooKeeper {
+    /// Kills the server (`kill -9`): a throwaway server needs no graceful stop.
+    pub fn kill(&mut self) {
+        self.process.stop_with("-KILL");
+    }
+
     /// Process id of the running server (for its CPU time in /proc).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
