@@ -361,6 +361,13 @@ impl ChServer {
     /// Runs one statement over HTTP and returns the body (for assertions
     /// beside the sink, e.g. physical row counts).
     pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql)
+            .unwrap_or_else(|resp| panic!("{sql}: {resp}"))
+    }
+
+    /// [`ChServer::sql`] that returns the whole response when the server
+    /// answers anything but 200.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
         let enc: String = sql
             .bytes()
             .map(|b| {
@@ -373,11 +380,11 @@ impl ChServer {
             .collect();
         let resp = http_get(self.http_port, &format!("/?query={enc}")).unwrap_or_default();
         let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{sql}: {resp}"
-        );
-        body.to_string()
+        if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+            Ok(body.to_string())
+        } else {
+            Err(resp)
+        }
     }
 }
 
