@@ -83,13 +83,20 @@ fn client(addr: SocketAddr) -> TraceServiceClient<Channel> {
 impl Deployment {
     /// Starts everything but backend 3 (the one added later), with
     /// `node_toml` in every collector's configuration and `backend_toml`
-    /// in the backends'; `None` when ZooKeeper or ClickHouse is not
-    /// installed outside CI.
+    /// in the backends' (after the shared test settings of `fault::proc`,
+    /// or the collector's defaults when `defaults`); `None` when ZooKeeper
+    /// or ClickHouse is not installed outside CI.
     async fn start(
         dir: &std::path::Path,
+        defaults: bool,
         node_toml: &str,
         backend_toml: &str,
     ) -> Option<Deployment> {
+        let spec = if defaults {
+            Spec::with_defaults
+        } else {
+            Spec::new
+        };
         let zk = ZooKeeper::start()?;
         let ch = ChServer::start_replicated(2, 2, &zk)?;
         let cluster = cluster_options(&ch);
@@ -100,7 +107,7 @@ impl Deployment {
                 std::fs::create_dir_all(&d).expect("dir");
                 // Backends enter the cluster through different servers.
                 let url = ch[b % 2][(b / 2) % 2].url("traces");
-                Spec::new(
+                spec(
                     &d,
                     &d,
                     Sink::ClickHouse {
@@ -129,7 +136,7 @@ impl Deployment {
             .map(|r| {
                 let d = dir.join(format!("router{r}"));
                 std::fs::create_dir_all(&d).expect("dir");
-                Spec::new(
+                spec(
                     &d,
                     &d,
                     Sink::Sqlite,
@@ -373,7 +380,8 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
         "[sampling.tail]\nenabled = true\ndecision_wait_ms = {DECISION_WAIT_MS}\n\
          [[sampling.tail.policies]]\nname = \"errors\"\nrule = \"status_error\"\n"
     );
-    let Some(mut d) = Deployment::start(dir.path(), "[wal]\nfsync = \"never\"\n", &tail).await
+    let Some(mut d) =
+        Deployment::start(dir.path(), false, "[wal]\nfsync = \"never\"\n", &tail).await
     else {
         return;
     };
@@ -709,7 +717,7 @@ fn parts(s: &ChServer, table: &str) -> (u64, u64) {
 /// `--release`:
 ///
 /// ```text
-/// FERROTRACE_CAPACITY_RATE=6000 FERROTRACE_CAPACITY_SECS=30 \
+/// FERROTRACE_CAPACITY_RATE=6000 FERROTRACE_CAPACITY_SECS=30 FERROTRACE_CAPACITY_BATCH_DELAY_MS=200 \
 ///   cargo test --release -p ferrotrace-collector --test multi_node -- \
 ///   --ignored --nocapture capacity
 /// ```
@@ -722,7 +730,12 @@ async fn capacity_per_role() {
     let keep_all = "[sampling.tail]\nenabled = true\ndecision_wait_ms = 2000\n\
                     [[sampling.tail.policies]]\nname = \"errors\"\nrule = \"status_error\"\n\
                     [[sampling.tail.policies]]\nname = \"rest\"\nrule = \"always\"\n";
-    let Some(d) = Deployment::start(dir.path(), "", keep_all).await else {
+    // Every setting at its default but the batch delay (200 ms by default):
+    // ClickHouse's and ZooKeeper's cost per span depend on the spans per
+    // insert, which at a low rate the delay decides.
+    let delay = fault::env_u64("FERROTRACE_CAPACITY_BATCH_DELAY_MS", 200);
+    let node = format!("[batcher]\nmax_delay_ms = {delay}\n");
+    let Some(d) = Deployment::start(dir.path(), true, &node, keep_all).await else {
         return;
     };
     let backends: Vec<u32> = d.bprocs.iter().flatten().map(|p| p.pid).collect();
@@ -760,7 +773,16 @@ async fn capacity_per_role() {
         (cpu_secs(zk) - z0) / idle_secs,
     ];
     let (r0, b0, c0, z0) = (sum(&routers), sum(&backends), sum(&servers), cpu_secs(zk));
-    let (f0, w0) = (fwd().await, written().await);
+    let writes = || async {
+        let mut n = 0;
+        for b in 0..3 {
+            n += d
+                .backend_metric(b, "ferrotrace_sink_write_seconds_count")
+                .await;
+        }
+        n
+    };
+    let (f0, w0, i0) = (fwd().await, written().await, writes().await);
     let t0 = Instant::now();
     let loadgens: Vec<std::process::Child> = d
         .routers
@@ -778,6 +800,22 @@ async fn capacity_per_role() {
                 .expect("spawn loadgen")
         })
         .collect();
+    // Memory the tail samplers hold mid-run: about rate × decision wait spans.
+    tokio::time::sleep(Duration::from_secs(secs / 2)).await;
+    let (mut held, mut held_traces) = (0, 0);
+    for b in 0..3 {
+        held += d
+            .backend_metric(b, "ferrotrace_tail_sampling_held_bytes")
+            .await;
+        held_traces += d
+            .backend_metric(b, "ferrotrace_tail_sampling_held_traces")
+            .await;
+    }
+    println!(
+        "tail samplers hold {held} bytes in {held_traces} traces mid-run \
+         (≈ {:.0} bytes per held span at {rate} spans/s × 2 s wait)",
+        held as f64 / (rate as f64 * 2.0)
+    );
     for mut l in loadgens {
         assert!(l.wait().expect("loadgen").success());
     }
@@ -794,6 +832,7 @@ async fn capacity_per_role() {
     };
     let per_shard = support::clickhouse::wait_replicas_agree(&d.ch, None);
     let took = t0.elapsed().as_secs_f64();
+    let inserts = writes().await - i0;
     let (r1, b1, c1, z1) = (sum(&routers), sum(&backends), sum(&servers), cpu_secs(zk));
     let spans = (w1 - w0) as f64;
     let per_m = |cpu: f64| cpu / spans * 1e6;
@@ -810,10 +849,12 @@ async fn capacity_per_role() {
         per_m(idle[3] * took)
     );
     println!(
-        "{} spans forwarded, {} stored in {took:.1} s ({:.0} spans/s offered)",
+        "{} spans forwarded, {} stored in {took:.1} s ({:.0} spans/s offered); \
+         {inserts} sink batch writes (spans and rollups), {:.0} spans per write",
         f1 - f0,
         w1 - w0,
-        rate
+        rate,
+        spans / inserts.max(1) as f64
     );
     println!(
         "routers (2):            {:.2} CPU s = {:.2} s per 1M spans",

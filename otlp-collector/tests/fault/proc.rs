@@ -45,6 +45,22 @@ impl Spec {
     /// A collector with its data in `data_dir`, its configuration file in
     /// `conf_dir`, `extra_toml` appended to the shared settings.
     pub fn new(data_dir: &Path, conf_dir: &Path, sink: Sink, extra_toml: &str) -> Spec {
+        Self::with_base(data_dir, conf_dir, sink, BASE_TOML, extra_toml)
+    }
+
+    /// [`Spec::new`] without the shared test settings: the collector runs
+    /// with its defaults plus `toml` (for measurements).
+    pub fn with_defaults(data_dir: &Path, conf_dir: &Path, sink: Sink, toml: &str) -> Spec {
+        Self::with_base(data_dir, conf_dir, sink, "", toml)
+    }
+
+    fn with_base(
+        data_dir: &Path,
+        conf_dir: &Path,
+        sink: Sink,
+        base: &str,
+        extra_toml: &str,
+    ) -> Spec {
         let config_file = conf_dir.join("collector.toml");
         // A cluster is configured in the file (it has no command-line flags).
         let storage = match &sink {
@@ -53,7 +69,7 @@ impl Spec {
             }
             _ => String::new(),
         };
-        std::fs::write(&config_file, format!("{BASE_TOML}{extra_toml}\n{storage}"))
+        std::fs::write(&config_file, format!("{base}{extra_toml}\n{storage}"))
             .expect("write config");
         Spec {
             data_dir: data_dir.to_path_buf(),
