@@ -389,13 +389,13 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     let ring3 = [0usize, 1, 2];
 
     // 1. Tail sampling on whole traces. Trace t fails in its last span
-    // when t % 3 == 0; only failed traces are kept.
+    // when t is a multiple of 3; only failed traces are kept.
     let traces: Vec<u32> = (1..=180).collect();
-    let failed = |t: u32, i: u32| t % 3 == 0 && i == SPANS - 1;
+    let failed = |t: u32, i: u32| t.is_multiple_of(3) && i == SPANS - 1;
     for i in 0..SPANS {
         d.send(&traces, i, failed).await;
     }
-    let kept: Vec<u32> = traces.iter().copied().filter(|t| t % 3 == 0).collect();
+    let kept: Vec<u32> = traces.iter().copied().filter(|t| t.is_multiple_of(3)).collect();
     let s = d
         .wait_stored(&traces, every_span(&kept, SPANS), Duration::from_secs(30))
         .await;
@@ -424,7 +424,7 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
         let o = d.owner(&ring3, t);
         for i in 0..SPANS {
             let rows = s.get(&(t, i));
-            if t % 3 == 0 {
+            if t.is_multiple_of(3) {
                 assert_eq!(
                     rows,
                     Some(&vec![o]),
