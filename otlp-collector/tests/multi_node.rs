@@ -395,7 +395,11 @@ async fn routers_backends_and_a_replicated_cluster_keep_traces_whole_and_survive
     for i in 0..SPANS {
         d.send(&traces, i, failed).await;
     }
-    let kept: Vec<u32> = traces.iter().copied().filter(|t| t.is_multiple_of(3)).collect();
+    let kept: Vec<u32> = traces
+        .iter()
+        .copied()
+        .filter(|t| t.is_multiple_of(3))
+        .collect();
     let s = d
         .wait_stored(&traces, every_span(&kept, SPANS), Duration::from_secs(30))
         .await;

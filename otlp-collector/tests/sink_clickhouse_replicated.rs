@@ -71,7 +71,12 @@ fn spawn_collector(
     cluster: &ClusterOptions,
 ) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let (otlp, http) = (support::net::free_addr(), support::net::free_addr());
-    let config = support::clickhouse::collector_toml(url, cluster);
+    // The test's spans are months old (fixed days): retention, which now
+    // runs as soon as the sink connects, would delete them.
+    let config = format!(
+        "{}\n[retention]\nmax_age_hours = 0\n",
+        support::clickhouse::collector_toml(url, cluster)
+    );
     let path = dir.join("collector.toml");
     std::fs::write(&path, config).expect("write config");
     let child = Command::new(env!("CARGO_BIN_EXE_ferrotrace-collector"))

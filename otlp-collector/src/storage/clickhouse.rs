@@ -362,7 +362,7 @@ fn map_err(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error as E;
     match e {
         E::Network(_) | E::TimedOut => StorageError::Unavailable(format!(
-            "clickhouse unreachable: {e}; check that the server is up and --storage-url is right"
+            "{UNREACHABLE}: {e}; check that the server is up and --storage-url is right"
         )),
         E::BadResponse(msg) if transient_server_error(&msg) => {
             StorageError::Unavailable(format!("clickhouse (transient, retried): {msg}"))
@@ -371,6 +371,10 @@ fn map_err(e: clickhouse::error::Error) -> StorageError {
         other => StorageError::Backend(format!("clickhouse: {other}")),
     }
 }
+
+/// How an error from a server that did not answer begins (the entry-server
+/// failover moves on only for these).
+const UNREACHABLE: &str = "clickhouse unreachable";
 
 /// ClickHouse server error codes that say "not now" rather than "never":
 /// the server could not reach another server of the cluster (a replica or
@@ -667,7 +671,13 @@ impl ClickHouseStore {
         loop {
             let at = self.current.load(Ordering::Relaxed) % n;
             match op().await {
-                Err(StorageError::Unavailable(why)) if attempt + 1 < n => {
+                // Only an entry server that does not answer is left; a
+                // transient error it answered with (another server of the
+                // cluster unreachable, ZooKeeper) goes back to the caller,
+                // whose retry reaches the same entry server.
+                Err(StorageError::Unavailable(why))
+                    if attempt + 1 < n && why.starts_with(UNREACHABLE) =>
+                {
                     attempt += 1;
                     // Another task may have moved on already: keep its choice.
                     let _ = self.current.compare_exchange(
