@@ -346,6 +346,18 @@ impl Config {
                 self.storage.kind.as_str()
             )));
         }
+        let adaptive = &self.sampling_api.adaptive;
+        if adaptive.enabled
+            && adaptive.source == crate::sampling_api::adaptive::AdaptiveSource::Store
+            && self.storage.kind == StorageKind::Null
+        {
+            return Err(ConfigError::Invalid(
+                "sampling_api.adaptive.source = \"store\" needs a store to share counts through \
+                 (sqlite, postgres or clickhouse); the null sink stores nothing: use \
+                 source = \"local\""
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
