@@ -471,6 +471,21 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_rates_from_the_store_need_a_store() {
+        let toml = "[sampling_api.adaptive]\nenabled = true\nsource = \"store\"\n";
+        let mut c = load_str(toml, vec![]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.sampling_api.adaptive.source,
+            crate::sampling_api::adaptive::AdaptiveSource::Store
+        );
+        c.storage.kind = StorageKind::Null;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("source = \"store\"") && err.contains("null"), "{err}");
+        assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = load_str("", vec![]).unwrap();
         assert_eq!(c.server.otlp_grpc_addr, "127.0.0.1:4317");
