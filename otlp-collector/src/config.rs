@@ -481,7 +481,10 @@ mod tests {
         );
         c.storage.kind = StorageKind::Null;
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("source = \"store\"") && err.contains("null"), "{err}");
+        assert!(
+            err.contains("source = \"store\"") && err.contains("null"),
+            "{err}"
+        );
         assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
     }
 

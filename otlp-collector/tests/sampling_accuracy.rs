@@ -42,7 +42,11 @@ use ferrotrace_collector::sampling_api::adaptive::AdaptiveSource;
 use sampling_sim::{body, fetch, send, Rng, Served, Source};
 
 /// The three operations: two of `shop`, one of `search`.
-const OPS: [(&str, &str); 3] = [("shop", "checkout"), ("shop", "browse"), ("search", "query")];
+const OPS: [(&str, &str); 3] = [
+    ("shop", "checkout"),
+    ("shop", "browse"),
+    ("search", "query"),
+];
 
 struct Phase {
     name: &'static str,
@@ -201,7 +205,12 @@ fn sigma(sc: &Scenario, secs: f64) -> f64 {
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let r = ingest_util::request("GET", addr, path, &[], Bytes::new()).await;
-    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     serde_json::from_slice(&r.body).expect("json")
 }
 
@@ -256,7 +265,11 @@ async fn report(sc: &Scenario, o: &Outcome, tc: &ingest_util::TestCollector) -> 
     // Everything sent was stored.
     let deadline = Instant::now() + Duration::from_secs(30);
     let m = &tc.collector.metrics;
-    while m.sink_spans_written.load(std::sync::atomic::Ordering::Relaxed) < o.sent_spans {
+    while m
+        .sink_spans_written
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < o.sent_spans
+    {
         assert!(Instant::now() < deadline, "not all kept spans were stored");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -339,7 +352,9 @@ async fn accuracy_quick() {
     // client's next poll, and a loaded machine's lag.
     let answered = o.spike_answered.expect("the spike was never answered");
     assert!(answered <= 4.0, "spike answered after {answered} s");
-    let end = o.spike_end_answered.expect("the spike's end was never answered");
+    let end = o
+        .spike_end_answered
+        .expect("the spike's end was never answered");
     // Halved per period while beyond the noise, then averaged: ~7 periods.
     assert!(end <= 12.0, "spike end answered after {end} s");
     tc.collector.shutdown().await;

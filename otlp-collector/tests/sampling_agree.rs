@@ -197,7 +197,11 @@ async fn collectors_sharing_postgres_serve_identical_rates_from_the_total_traffi
     let shop = &got[0].1;
     let search = &all_strategies(&sampling, "search").await[0].1;
     for (svc, op, rate) in rates {
-        let p = if svc == "shop" { shop.p(op) } else { search.p(op) };
+        let p = if svc == "shop" {
+            shop.p(op)
+        } else {
+            search.p(op)
+        };
         let want = (TARGET / rate).min(1.0);
         eprintln!("{svc}/{op}: true {rate}/s, served {p:.5}, target/rate {want:.5}");
         assert!(
@@ -221,10 +225,14 @@ async fn collectors_sharing_postgres_serve_identical_rates_from_the_total_traffi
             .await
             .expect("metrics");
         assert_eq!(errors, 0, "collector {i} had store errors");
-        let recomputed = fault::metric(s.query, "ferrotrace_sampling_adaptive_recomputations_total")
-            .await
-            .expect("metrics");
-        assert!(recomputed >= 15, "collector {i}: {recomputed} recomputations");
+        let recomputed =
+            fault::metric(s.query, "ferrotrace_sampling_adaptive_recomputations_total")
+                .await
+                .expect("metrics");
+        assert!(
+            recomputed >= 15,
+            "collector {i}: {recomputed} recomputations"
+        );
     }
     drop(late);
     drop(procs);

@@ -401,7 +401,12 @@ impl AdaptiveEngine {
                     }
                 }
             }
-            out.extend(ops[i..j].iter().zip(ps).map(|((k, _), p)| ((*k).clone(), p)));
+            out.extend(
+                ops[i..j]
+                    .iter()
+                    .zip(ps)
+                    .map(|((k, _), p)| ((*k).clone(), p)),
+            );
             i = j;
         }
         out

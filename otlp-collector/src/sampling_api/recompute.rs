@@ -67,7 +67,9 @@ fn publish(
     dropped: u64,
 ) {
     strategies.set_adaptive(rates);
-    metrics.sampling_adaptive_dropped.fetch_add(dropped, Relaxed);
+    metrics
+        .sampling_adaptive_dropped
+        .fetch_add(dropped, Relaxed);
     metrics
         .sampling_adaptive_recomputations
         .fetch_add(1, Relaxed);
@@ -213,7 +215,9 @@ pub async fn run_store(
             }
             Err(e) => {
                 metrics.sampling_adaptive_store_errors.add("read", 1);
-                metrics.sampling_adaptive_dropped.fetch_add(dropped, Relaxed);
+                metrics
+                    .sampling_adaptive_dropped
+                    .fetch_add(dropped, Relaxed);
                 tracing::warn!(
                     error = %e,
                     "reading adaptive sampling counts from the store failed; the last rates stay served"
@@ -317,7 +321,12 @@ mod tests {
         for k in 0..12u64 {
             for op in 0..50u64 {
                 let n = (k * 7919 + op * 104_729) % 100_000 + 1;
-                rows.push(row(k * 10, &format!("svc{}", op % 7), &format!("op{op}"), n));
+                rows.push(row(
+                    k * 10,
+                    &format!("svc{}", op % 7),
+                    &format!("op{op}"),
+                    n,
+                ));
             }
         }
         let a = periods_from_rows(rows.clone(), 120, 10, cfg.window_periods());
@@ -335,8 +344,10 @@ mod tests {
 
     #[test]
     fn the_delay_is_half_the_period_at_most_five_seconds() {
-        let mut c = AdaptiveConfig::default();
-        c.interval_secs = 1;
+        let mut c = AdaptiveConfig {
+            interval_secs: 1,
+            ..Default::default()
+        };
         assert_eq!(store_delay(&c), Duration::from_millis(500));
         c.interval_secs = 60;
         assert_eq!(store_delay(&c), Duration::from_secs(5));

@@ -23,8 +23,8 @@ use super::url::redact_url;
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
     Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
-    SearchPage, SpanStore, SpanWriter, StorageError,
-    StorageResult, TimeRange, TraceQuery, TraceReader, TraceSpans,
+    SearchPage, SpanStore, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};

@@ -185,8 +185,8 @@ pub async fn sampling_counts(store: &dyn SpanStore) {
     let p0 = day(3) + 600_000_000_000;
     let p = 10_000_000_000;
     let hostile = "op \"quoted\" \\ ' é \u{0}nul";
-    let write = |start: u64, secs: u32, collector: &str, rows: &[(&str, &str, u64)]| {
-        SamplingPeriodCounts {
+    let write =
+        |start: u64, secs: u32, collector: &str, rows: &[(&str, &str, u64)]| SamplingPeriodCounts {
             period_start_ns: start,
             period_secs: secs,
             collector: collector.into(),
@@ -194,8 +194,7 @@ pub async fn sampling_counts(store: &dyn SpanStore) {
                 .iter()
                 .map(|(s, o, n)| (s.to_string(), o.to_string(), *n))
                 .collect(),
-        }
-    };
+        };
     let a = write(p0, 10, "a", &[("svc", "op1", 1_500), ("svc", hostile, 10)]);
     store.write_sampling_counts(&a).await.expect("write a");
     store
@@ -231,10 +230,16 @@ pub async fn sampling_counts(store: &dyn SpanStore) {
         .expect("read");
     assert_eq!(got, want);
     // The window's end is exclusive.
-    let got = store.read_sampling_counts(10, p0, p0 + p).await.expect("read");
+    let got = store
+        .read_sampling_counts(10, p0, p0 + p)
+        .await
+        .expect("read");
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(
-        store.read_sampling_counts(1, p0, p0 + p).await.expect("read"),
+        store
+            .read_sampling_counts(1, p0, p0 + p)
+            .await
+            .expect("read"),
         vec![row(p0, "op1", 99)]
     );
     let pruned = store.prune_sampling_counts(p0 + p).await.expect("prune");
