@@ -38,8 +38,7 @@ use super::body::{grpc_status_from, Protocol};
 use super::TracerSource;
 use crate::attributes::{Key, KeyValue};
 use crate::context::Context;
-use crate::propagation::global::text_map_propagator;
-use crate::propagation::TextMapPropagator;
+use crate::propagation::{ScannedHeaders, TextMapPropagator};
 use crate::trace::{Span, SpanKind, Status, Tracer};
 
 /// The instrumentation scope name used when a layer takes its tracer from
@@ -92,10 +91,6 @@ impl LayerConfig {
         }
     }
 
-    pub(crate) fn propagator(&self) -> Arc<dyn TextMapPropagator> {
-        self.propagator.clone().unwrap_or_else(text_map_propagator)
-    }
-
     /// Runs `f` with the layer's propagator, or the global one, without
     /// cloning an `Arc` per request (a shared reference count touched by
     /// every worker thread).
@@ -110,14 +105,15 @@ impl LayerConfig {
 /// Tower layer that traces incoming HTTP requests. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct HttpServerLayer {
-    config: LayerConfig,
+    // Shared with every service the layer makes (and their per-request clones).
+    config: Arc<LayerConfig>,
 }
 
 impl HttpServerLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         HttpServerLayer {
-            config: LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http),
+            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http)),
         }
     }
 
@@ -129,20 +125,20 @@ impl HttpServerLayer {
     /// diagnostic says so once.
     pub fn from_global() -> Self {
         HttpServerLayer {
-            config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http),
+            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http)),
         }
     }
 
     /// Uses `propagator` instead of the global one.
     pub fn with_propagator(mut self, propagator: impl TextMapPropagator + 'static) -> Self {
-        self.config.propagator = Some(Arc::new(propagator));
+        Arc::make_mut(&mut self.config).propagator = Some(Arc::new(propagator));
         self
     }
 
     /// Copies these baggage entries (when present) onto each span as
     /// attributes with the same key, e.g. `["tenant"]`.
     pub fn with_baggage_attributes(mut self, keys: impl IntoIterator<Item = &'static str>) -> Self {
-        self.config.baggage_attributes = keys.into_iter().collect();
+        Arc::make_mut(&mut self.config).baggage_attributes = keys.into_iter().collect();
         self
     }
 
@@ -150,7 +146,7 @@ impl HttpServerLayer {
     /// `true`). Either way the span ends with an error status and a `panic`
     /// exception event; with `false` the panic continues unwinding afterwards.
     pub fn with_catch_panics(mut self, catch: bool) -> Self {
-        self.config.catch_panics = catch;
+        Arc::make_mut(&mut self.config).catch_panics = catch;
         self
     }
 
@@ -159,7 +155,7 @@ impl HttpServerLayer {
         mut self,
         f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.config.route_fn = Some(Arc::new(f));
+        Arc::make_mut(&mut self.config).route_fn = Some(Arc::new(f));
         self
     }
 }
@@ -169,7 +165,7 @@ impl<S> Layer<S> for HttpServerLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ServerTraceService {
             inner,
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
         }
     }
 }
@@ -178,12 +174,13 @@ impl<S> Layer<S> for HttpServerLayer {
 #[derive(Clone, Debug)]
 pub struct ServerTraceService<S> {
     inner: S,
-    config: LayerConfig,
+    // Shared: axum clones the service for every request.
+    config: Arc<LayerConfig>,
 }
 
 impl<S> ServerTraceService<S> {
     #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
-    pub(crate) fn from_parts(inner: S, config: LayerConfig) -> Self {
+    pub(crate) fn from_parts(inner: S, config: Arc<LayerConfig>) -> Self {
         ServerTraceService { inner, config }
     }
 }
@@ -456,27 +453,34 @@ where
             };
         }
         let (parts, body) = req.into_parts();
-        let parent = self
-            .config
-            .with_propagator(|p| p.extract_with_context(&Context::current(), &parts.headers));
+        // One pass over the headers finds the W3C ones; the propagators'
+        // look-ups then read fields instead of hashing names.
+        let parent = self.config.with_propagator(|p| {
+            p.extract_with_context(&Context::current(), &ScannedHeaders::new(&parts.headers))
+        });
         let mut span = server_span(&self.config, &parts, &parent);
-        let mut cx = parent.with_span_context(span.span_context().clone());
+        let mut cx = parent.into_with_span_context(span.span_context().clone());
         // Lets code that only sees the context (the `tracing` bridge, for
         // events outside any `tracing` span) add events to the request span.
         if let Some(inbox) = span.inbox() {
             cx = cx.with_inbox(inbox);
         }
+        // A span that does not record needs no status, no body wrapper and no
+        // end: only its context travels (made current below, so the handler's
+        // outgoing calls continue the trace).
+        let mut span = span.is_recording().then_some(span);
         let req = Request::from_parts(parts, body);
-        let inner = {
-            let _guard = cx.clone().attach();
-            catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))
-        };
+        let inner = cx.run_attached(|| catch_unwind(AssertUnwindSafe(|| self.inner.call(req))));
         let inner = match inner {
             Ok(f) => Some(f),
             Err(payload) => {
-                record_panic(&mut span, &panic_message(&*payload));
+                if let Some(span) = span.as_mut() {
+                    record_panic(span, &panic_message(&*payload));
+                }
                 if !self.config.catch_panics {
-                    span.end();
+                    if let Some(mut span) = span {
+                        span.end();
+                    }
                     std::panic::resume_unwind(payload);
                 }
                 None
@@ -484,7 +488,7 @@ where
         };
         ServerResponseFuture {
             inner,
-            span: Some(span),
+            span,
             cx,
             catch_panics: self.config.catch_panics,
             protocol: self.config.protocol,
@@ -554,10 +558,10 @@ where
             }
             return Poll::Ready(Ok(panic_response(*this.protocol)));
         };
-        let polled = {
-            let _guard = this.cx.clone().attach();
-            catch_unwind(AssertUnwindSafe(|| inner.poll(task)))
-        };
+        // The context is moved onto the thread's stack and back, not cloned.
+        let polled = this
+            .cx
+            .run_attached(|| catch_unwind(AssertUnwindSafe(|| inner.poll(task))));
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(Ok(resp))) => {
@@ -621,14 +625,15 @@ where
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpClientLayer {
-    config: LayerConfig,
+    // Shared with every service the layer makes (and their per-request clones).
+    config: Arc<LayerConfig>,
 }
 
 impl HttpClientLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         HttpClientLayer {
-            config: LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http),
+            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http)),
         }
     }
 
@@ -637,20 +642,20 @@ impl HttpClientLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         HttpClientLayer {
-            config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http),
+            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http)),
         }
     }
 
     /// Uses `propagator` instead of the global one.
     pub fn with_propagator(mut self, propagator: impl TextMapPropagator + 'static) -> Self {
-        self.config.propagator = Some(Arc::new(propagator));
+        Arc::make_mut(&mut self.config).propagator = Some(Arc::new(propagator));
         self
     }
 
     /// Copies these baggage entries (when present) onto each span as
     /// attributes with the same key, e.g. `["tenant"]`.
     pub fn with_baggage_attributes(mut self, keys: impl IntoIterator<Item = &'static str>) -> Self {
-        self.config.baggage_attributes = keys.into_iter().collect();
+        Arc::make_mut(&mut self.config).baggage_attributes = keys.into_iter().collect();
         self
     }
 }
@@ -660,7 +665,7 @@ impl<S> Layer<S> for HttpClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ClientTraceService {
             inner,
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
         }
     }
 }
@@ -669,12 +674,13 @@ impl<S> Layer<S> for HttpClientLayer {
 #[derive(Clone, Debug)]
 pub struct ClientTraceService<S> {
     inner: S,
-    config: LayerConfig,
+    // Shared: axum clones the service for every request.
+    config: Arc<LayerConfig>,
 }
 
 impl<S> ClientTraceService<S> {
     #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
-    pub(crate) fn from_parts(inner: S, config: LayerConfig) -> Self {
+    pub(crate) fn from_parts(inner: S, config: Arc<LayerConfig>) -> Self {
         ClientTraceService { inner, config }
     }
 }
@@ -692,7 +698,11 @@ fn full_url(uri: &Uri) -> String {
     }
 }
 
-fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
+/// The client span's name and attributes (built only for a span that records).
+fn client_details(
+    config: &LayerConfig,
+    parts: &http::request::Parts,
+) -> (Cow<'static, str>, Vec<KeyValue>) {
     let mut attrs = Vec::with_capacity(8);
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
@@ -717,14 +727,21 @@ fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
             method.into()
         }
     };
-    config.push_baggage(&mut attrs, &Context::current());
-    config
-        .tracer
-        .tracer()
-        .span_builder(name)
-        .with_kind(SpanKind::Client)
-        .with_attributes(attrs)
-        .start()
+    if !config.baggage_attributes.is_empty() {
+        Context::map_current(|cx| config.push_baggage(&mut attrs, cx));
+    }
+    (name, attrs)
+}
+
+/// Starts the client span, child of the current context's span. Like the
+/// server span, the sampler decides first: an unsampled request builds no
+/// name, no attribute and no `url.full` string.
+fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
+    config.tracer.tracer().start_lazy(
+        SpanKind::Client,
+        Context::current_span_context(),
+        || client_details(config, parts),
+    )
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientTraceService<S>
@@ -752,10 +769,9 @@ where
         let (mut parts, body) = req.into_parts();
         let mut span = client_span(&self.config, &parts);
         // Inject even when unsampled: the callee must continue this trace.
-        let mut cx = Context::current().with_span_context(span.span_context().clone());
+        let mut cx = Context::current().into_with_span_context(span.span_context().clone());
         self.config
-            .propagator()
-            .inject_context(&cx, &mut parts.headers);
+            .with_propagator(|p| p.inject_context(&cx, &mut parts.headers));
         // While the request is in flight the client span is current, with an
         // inbox: what the client stack logs (`tracing` events outside any
         // `tracing` span) and the spans it starts belong to it, not to the
@@ -764,13 +780,11 @@ where
             cx = cx.with_inbox(inbox);
         }
         let req = Request::from_parts(parts, body);
-        let inner = {
-            let _guard = cx.clone().attach();
-            self.inner.call(req)
-        };
+        let inner = cx.run_attached(|| self.inner.call(req));
         ClientResponseFuture {
             inner,
-            span: Some(span),
+            // A span that does not record needs no response status and no end.
+            span: span.is_recording().then_some(span),
             protocol: self.config.protocol,
             cx: Some(cx),
         }
@@ -806,9 +820,11 @@ where
 
     fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = {
-            let _guard = this.cx.as_ref().map(|cx| cx.clone().attach());
-            this.inner.poll(task)
+        // The context is moved onto the thread's stack and back, not cloned.
+        let inner = this.inner;
+        let polled = match this.cx.as_mut() {
+            Some(cx) => cx.run_attached(|| inner.poll(task)),
+            None => inner.poll(task),
         };
         match std::task::ready!(polled) {
             Ok(resp) => {
