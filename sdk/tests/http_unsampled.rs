@@ -16,8 +16,7 @@ use ferrotrace::context::{Context, FutureExt};
 use ferrotrace::export::InMemorySpanExporter;
 use ferrotrace::integrations::http::{ClientTraceService, HttpClientLayer, HttpServerLayer};
 use ferrotrace::trace::{
-    Link, Sampler, SamplingDecision, SamplingResult, ShouldSample, SpanKind, Tracer,
-    TracerProvider,
+    Link, Sampler, SamplingDecision, SamplingResult, ShouldSample, SpanKind, Tracer, TracerProvider,
 };
 use ferrotrace::{KeyValue, SpanContext, TraceId};
 use http_body_util::{BodyExt, Full};
@@ -139,9 +138,15 @@ async fn unsampled_request_still_propagates_its_trace() {
     assert_eq!(tp.len(), 4, "traceparent {}", parts[1]);
     assert_eq!(tp[1], TRACE);
     assert_ne!(tp[2], PARENT);
-    assert_ne!(tp[2], seen[1], "the client span's id, not the server span's");
+    assert_ne!(
+        tp[2], seen[1],
+        "the client span's id, not the server span's"
+    );
     assert_eq!(u8::from_str_radix(tp[3], 16).unwrap() & 1, 0, "not sampled");
-    assert_eq!(parts[2], "tenant=acme", "baggage travels with unsampled requests");
+    assert_eq!(
+        parts[2], "tenant=acme",
+        "baggage travels with unsampled requests"
+    );
 
     // Nothing was recorded.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -159,12 +164,20 @@ async fn unsampled_request_still_propagates_its_trace() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let spans = exporter.finished_spans();
-    let server = spans.iter().find(|s| s.span_kind == SpanKind::Server).unwrap();
-    let client = spans.iter().find(|s| s.span_kind == SpanKind::Client).unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .unwrap();
+    let client = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
     assert_eq!(server.name, "GET /call");
     assert_eq!(client.name, "GET");
     assert_eq!(client.parent_span_id, server.span_context.span_id());
-    let has = |s: &ferrotrace::export::SpanData, k: &str| s.attributes.iter().any(|a| a.key.as_str() == k);
+    let has = |s: &ferrotrace::export::SpanData, k: &str| {
+        s.attributes.iter().any(|a| a.key.as_str() == k)
+    };
     assert!(has(server, "url.path") && has(server, "http.route") && has(server, "server.address"));
     assert!(has(client, "url.full") && has(client, "server.port"));
 }
@@ -185,7 +198,10 @@ impl ShouldSample for Recorder {
     ) -> SamplingResult {
         self.0.lock().unwrap().push((
             name.to_string(),
-            attributes.iter().map(|a| a.key.as_str().to_string()).collect(),
+            attributes
+                .iter()
+                .map(|a| a.key.as_str().to_string())
+                .collect(),
         ));
         SamplingResult {
             decision: SamplingDecision::Drop,
@@ -211,11 +227,22 @@ async fn custom_sampler_sees_name_and_attributes_before_deciding() {
         &[],
     )
     .await;
-    assert!(text.ends_with("false|") || text.contains("false|00-"), "{text}");
+    assert!(
+        text.ends_with("false|") || text.contains("false|00-"),
+        "{text}"
+    );
     let asked = recorder.0.lock().unwrap().clone();
     // test client, front server, front's client: each asked with its details.
-    let server = asked.iter().find(|(n, _)| n == "GET /call").expect("server span asked");
-    for k in ["http.request.method", "url.path", "http.route", "server.address"] {
+    let server = asked
+        .iter()
+        .find(|(n, _)| n == "GET /call")
+        .expect("server span asked");
+    for k in [
+        "http.request.method",
+        "url.path",
+        "http.route",
+        "server.address",
+    ] {
         assert!(server.1.iter().any(|a| a == k), "{k} in {:?}", server.1);
     }
     let clients: Vec<_> = asked.iter().filter(|(n, _)| n == "GET").collect();

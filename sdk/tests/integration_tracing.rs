@@ -552,7 +552,10 @@ impl ferrotrace::trace::ShouldSample for AskedSampler {
         self.0.lock().unwrap().push((
             name.to_string(),
             kind,
-            attributes.iter().map(|a| a.key.as_str().to_string()).collect(),
+            attributes
+                .iter()
+                .map(|a| a.key.as_str().to_string())
+                .collect(),
         ));
         ferrotrace::trace::SamplingResult {
             decision: if name == "keep" {
@@ -581,7 +584,12 @@ fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
     let subscriber =
         tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
     let (outer, inner) = tracing::subscriber::with_default(subscriber, || {
-        let span = tracing::info_span!("request", user.id = 7, route = "/a", late = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "request",
+            user.id = 7,
+            route = "/a",
+            late = tracing::field::Empty
+        );
         let _e = span.enter();
         span.record("late", "value");
         let outer = Context::current().span_context().clone();
@@ -592,7 +600,11 @@ fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
     });
     assert!(outer.is_valid() && !outer.is_sampled());
     assert!(inner.is_valid() && !inner.is_sampled());
-    assert_eq!(inner.trace_id(), outer.trace_id(), "the child continues the trace");
+    assert_eq!(
+        inner.trace_id(),
+        outer.trace_id(),
+        "the child continues the trace"
+    );
     assert_ne!(inner.span_id(), outer.span_id());
     assert!(exporter.finished_spans().is_empty());
 
@@ -605,7 +617,8 @@ fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
     let subscriber =
         tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
     tracing::subscriber::with_default(subscriber, || {
-        let _a = tracing::info_span!("drop", otel.name = "keep", otel.kind = "client", n = 1).entered();
+        let _a =
+            tracing::info_span!("drop", otel.name = "keep", otel.kind = "client", n = 1).entered();
         let _b = tracing::info_span!("other", m = 2).entered();
     });
     let asked = asked.0.lock().unwrap().clone();
@@ -613,7 +626,10 @@ fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
     assert_eq!(asked[0].0, "keep");
     assert_eq!(asked[0].1, SpanKind::Client);
     assert!(asked[0].2.contains(&"n".to_string()), "{asked:?}");
-    assert!(asked[0].2.contains(&"code.line.number".to_string()), "{asked:?}");
+    assert!(
+        asked[0].2.contains(&"code.line.number".to_string()),
+        "{asked:?}"
+    );
     assert_eq!(asked[1].0, "other");
     assert!(asked[1].2.contains(&"m".to_string()));
     let spans = exporter.finished_spans();

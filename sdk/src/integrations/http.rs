@@ -113,7 +113,10 @@ impl HttpServerLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         HttpServerLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Http,
+            )),
         }
     }
 
@@ -125,7 +128,10 @@ impl HttpServerLayer {
     /// diagnostic says so once.
     pub fn from_global() -> Self {
         HttpServerLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Http,
+            )),
         }
     }
 
@@ -465,9 +471,10 @@ where
         if let Some(inbox) = span.inbox() {
             cx = cx.with_inbox(inbox);
         }
-        // A span that does not record needs no status, no body wrapper and no
-        // end: only its context travels (made current below, so the handler's
-        // outgoing calls continue the trace).
+        // A span that does not record needs no status and no end, so the
+        // response future and the body carry none (the body passes through):
+        // only its context travels, made current below so the handler's
+        // outgoing calls continue the trace.
         let mut span = span.is_recording().then_some(span);
         let req = Request::from_parts(parts, body);
         let inner = cx.run_attached(|| catch_unwind(AssertUnwindSafe(|| self.inner.call(req))));
@@ -633,7 +640,10 @@ impl HttpClientLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         HttpClientLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Http)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Http,
+            )),
         }
     }
 
@@ -642,7 +652,10 @@ impl HttpClientLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         HttpClientLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Http)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Http,
+            )),
         }
     }
 
@@ -737,11 +750,12 @@ fn client_details(
 /// server span, the sampler decides first: an unsampled request builds no
 /// name, no attribute and no `url.full` string.
 fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
-    config.tracer.tracer().start_lazy(
-        SpanKind::Client,
-        Context::current_span_context(),
-        || client_details(config, parts),
-    )
+    config
+        .tracer
+        .tracer()
+        .start_lazy(SpanKind::Client, Context::current_span_context(), || {
+            client_details(config, parts)
+        })
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientTraceService<S>

@@ -115,7 +115,10 @@ impl GrpcServerLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         GrpcServerLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Grpc)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Grpc,
+            )),
         }
     }
 
@@ -124,7 +127,10 @@ impl GrpcServerLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcServerLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Grpc,
+            )),
         }
     }
 
@@ -168,7 +174,10 @@ impl GrpcClientLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         GrpcClientLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Grpc)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Grpc,
+            )),
         }
     }
 
@@ -177,7 +186,10 @@ impl GrpcClientLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcClientLayer {
-            config: Arc::new(LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc)),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Grpc,
+            )),
         }
     }
 

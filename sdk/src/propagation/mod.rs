@@ -377,17 +377,34 @@ mod tests {
         let cases: Vec<Vec<(&str, &[u8])>> = vec![
             vec![],
             vec![("traceparent", tp.as_bytes())],
-            vec![("traceparent", tp.as_bytes()), ("traceparent", tp.as_bytes())],
-            vec![("traceparent", tp.as_bytes()), ("tracestate", b"a=1"), ("tracestate", b"b=2")],
+            vec![
+                ("traceparent", tp.as_bytes()),
+                ("traceparent", tp.as_bytes()),
+            ],
+            vec![
+                ("traceparent", tp.as_bytes()),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"b=2"),
+            ],
             vec![("traceparent", tp.as_bytes()), ("tracestate", b"a=\xff")],
             vec![("tracestate", b"a=1"), ("tracestate", b"\xff")],
             vec![("baggage", b"k=v"), ("baggage", b"x=y"), ("host", b"h")],
-            vec![("baggage", b"\xfe"), ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7")],
+            vec![
+                ("baggage", b"\xfe"),
+                ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7"),
+            ],
             vec![("b3", b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
         ];
         let keys = [
-            "traceparent", "tracestate", "baggage", "Traceparent", "BAGGAGE", "b3",
-            "x-b3-traceid", "host", "absent",
+            "traceparent",
+            "tracestate",
+            "baggage",
+            "Traceparent",
+            "BAGGAGE",
+            "b3",
+            "x-b3-traceid",
+            "host",
+            "absent",
         ];
         for case in cases {
             let mut map = http::HeaderMap::new();
@@ -399,11 +416,27 @@ mod tests {
             }
             let scan = ScannedHeaders::new(&map);
             for key in keys {
-                assert_eq!(Extractor::get(&scan, key), Extractor::get(&map, key), "{key} {case:?}");
+                assert_eq!(
+                    Extractor::get(&scan, key),
+                    Extractor::get(&map, key),
+                    "{key} {case:?}"
+                );
                 assert_eq!(scan.get_unique(key), map.get_unique(key), "{key} {case:?}");
-                assert_eq!(scan.get_all(key), Extractor::get_all(&map, key), "{key} {case:?}");
-                assert_eq!(scan.has_multiple(key), map.has_multiple(key), "{key} {case:?}");
-                assert_eq!(scan.has_unreadable(key), map.has_unreadable(key), "{key} {case:?}");
+                assert_eq!(
+                    scan.get_all(key),
+                    Extractor::get_all(&map, key),
+                    "{key} {case:?}"
+                );
+                assert_eq!(
+                    scan.has_multiple(key),
+                    map.has_multiple(key),
+                    "{key} {case:?}"
+                );
+                assert_eq!(
+                    scan.has_unreadable(key),
+                    map.has_unreadable(key),
+                    "{key} {case:?}"
+                );
             }
             let mut a = scan.keys();
             let mut b = Extractor::keys(&map);
