@@ -326,7 +326,10 @@ impl AnalyticsReader for ConnectingStore {
 #[async_trait]
 impl Retention for ConnectingStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
-        self.now()?.apply_retention(cutoff_ns).await
+        // A store not connected yet has nothing to delete: the pass waits for
+        // the connection (the retention task cancels it at shutdown) instead
+        // of failing and warning on every start against a database.
+        self.wait().await.apply_retention(cutoff_ns).await
     }
     async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
         self.now()?.disk_usage().await
