@@ -245,6 +245,20 @@ fn default_port(scheme: Option<&str>) -> Option<u16> {
     }
 }
 
+/// Bytes a host may contain: letters, digits and `.-_[]:%` (the brackets
+/// and colons of an IPv6 literal, `%` of a zone id).
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric()
+            || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%');
+        i += 1;
+    }
+    t
+};
+
 /// Splits a `Host` header value (`host`, `host:port`, `[v6]`, `[v6]:port`)
 /// without allocating; `None` when it is not of that shape.
 fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
@@ -256,16 +270,29 @@ fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
             p => (host, Some(p.strip_prefix(':')?)),
         }
     } else {
-        match h.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            Some(_) => return None,
-            None => (h, None),
+        // One pass (the usual `name:port` case): the host's bytes are
+        // checked up to the first colon; a second colon is not a host.
+        let b = h.as_bytes();
+        let mut colon = b.len();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b':' {
+                colon = i;
+                break;
+            }
+            if !HOST_BYTES[usize::from(c)] {
+                return None;
+            }
         }
+        if colon == b.len() {
+            return (!h.is_empty()).then_some((h, None));
+        }
+        let (host, port) = (&h[..colon], &h[colon + 1..]);
+        if host.is_empty() || port.contains(':') {
+            return None;
+        }
+        return Some((host, Some(port.parse::<u16>().ok()?)));
     };
-    let valid_host = !host.is_empty()
-        && host.bytes().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%')
-        });
+    let valid_host = !host.is_empty() && host.bytes().all(|c| HOST_BYTES[usize::from(c)]);
     if !valid_host {
         return None;
     }
@@ -866,6 +893,81 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The previous `split_host`, kept as the reference for the one-pass version.
+    fn split_host_reference(h: &str) -> Option<(&str, Option<u16>)> {
+        let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+            let end = rest.find(']')?;
+            let host = &h[..end + 2];
+            match &rest[end + 1..] {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':')?)),
+            }
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                Some(_) => return None,
+                None => (h, None),
+            }
+        };
+        let valid_host = !host.is_empty()
+            && host.bytes().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%')
+            });
+        if !valid_host {
+            return None;
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok()?),
+        };
+        Some((host, port))
+    }
+
+    #[test]
+    fn split_host_matches_the_reference() {
+        let fixed = [
+            "",
+            ":",
+            "a:",
+            ":80",
+            "a:80",
+            "a:+80",
+            "a:65536",
+            "a:8:0",
+            "a::80",
+            "a b:80",
+            "api.example.com:8080",
+            "[::1]",
+            "[::1]:443",
+            "[::1]x",
+            "[",
+            "a]b:1",
+            "a[b",
+            "h%25:1",
+            "é:80",
+            "a:٣",
+            "localhost",
+            "a_b-c.d:0",
+        ];
+        for h in fixed {
+            assert_eq!(split_host(h), split_host_reference(h), "{h:?}");
+        }
+        // Generated: short strings over an alphabet rich in the bytes that matter.
+        let alphabet: Vec<char> = "a.-_[]:%0189 +é".chars().collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let h: String = (0..len)
+                .map(|i| alphabet[((x >> (i * 5 + 3)) % alphabet.len() as u64) as usize])
+                .collect();
+            assert_eq!(split_host(&h), split_host_reference(&h), "{h:?}");
+        }
+    }
 
     #[test]
     fn grpc_paths() {
