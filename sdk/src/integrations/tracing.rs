@@ -368,7 +368,7 @@ where
         if let Some(status) = status {
             span.set_status(status);
         }
-        let cx = parent.with_span_context(span.span_context().clone());
+        let cx = parent.into_with_span_context(span.span_context().clone());
         span_ref.extensions_mut().insert(SpanState { span, cx });
     }
 
