@@ -335,12 +335,15 @@ fn scheme_value(uri: &Uri) -> crate::attributes::Value {
     }
 }
 
-fn route_of(parts: &http::request::Parts, route_fn: Option<&RouteFn>) -> Option<String> {
+fn route_of<'a>(
+    parts: &'a http::request::Parts,
+    route_fn: Option<&RouteFn>,
+) -> Option<Cow<'a, str>> {
     #[cfg(feature = "axum")]
     if let Some(p) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return Some(p.as_str().to_string());
+        return Some(Cow::Borrowed(p.as_str()));
     }
-    route_fn.and_then(|f| f(parts))
+    route_fn.and_then(|f| f(parts)).map(Cow::Owned)
 }
 
 /// `/package.Service/Method` → (`package.Service`, `Method`).
@@ -387,15 +390,22 @@ fn server_details(
                 attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
             }
             match route_of(parts, config.route_fn.as_ref()) {
-                Some(route) => {
-                    // Not `format!`: its machinery costs ~700 instructions here.
-                    let mut name = String::with_capacity(method.len() + 1 + route.len());
-                    name.push_str(method);
-                    name.push(' ');
-                    name.push_str(&route);
-                    attrs.push(KeyValue::new("http.route", route));
-                    name.into()
-                }
+                Some(route) => match super::route_names::route_and_name(method, &route) {
+                    // The usual case: a known route, no allocation.
+                    Some((route, name)) => {
+                        attrs.push(KeyValue::new("http.route", route));
+                        name.into()
+                    }
+                    None => {
+                        // Not `format!`: its machinery costs ~700 instructions here.
+                        let mut name = String::with_capacity(method.len() + 1 + route.len());
+                        name.push_str(method);
+                        name.push(' ');
+                        name.push_str(&route);
+                        attrs.push(KeyValue::new("http.route", route.into_owned()));
+                        name.into()
+                    }
+                },
                 None => method.into(),
             }
         }
