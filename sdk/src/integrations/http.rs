@@ -355,6 +355,10 @@ pub(crate) fn grpc_method(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The server span's name and attributes (built only for a span that records).
+/// Never inlined: kept out of the layer's `call`, the unsampled path stays
+/// short (measured: inlined here it cost an unsampled request ~30 ns through
+/// code layout alone, at the same instruction count).
+#[inline(never)]
 fn server_details(
     config: &LayerConfig,
     parts: &http::request::Parts,
@@ -748,7 +752,9 @@ fn full_url(uri: &Uri) -> String {
     }
 }
 
-/// The client span's name and attributes (built only for a span that records).
+/// The client span's name and attributes (built only for a span that records;
+/// never inlined, as [`server_details`]).
+#[inline(never)]
 fn client_details(
     config: &LayerConfig,
     parts: &http::request::Parts,
