@@ -27,6 +27,10 @@
 //!   inserts counts that batch again at replay (at-least-once, this sink only).
 //!   Kept bounded by retention (day partitions), not pruned per segment,
 //!   because a delete is a mutation here.
+//! - `ft_sampling_counts`: each collector's adjusted root-span counts per
+//!   adaptive-sampling period (`source = "store"`); a retried insert is
+//!   counted once by reading the largest row per (period, collector,
+//!   service, operation). Dropped by retention's day partitions.
 //!
 //! Retried batches: both span tables are `ReplacingMergeTree` keyed so a retried
 //! span collapses at merge time, and until then every query deduplicates
@@ -55,8 +59,9 @@ use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::span_codec::decode_span;
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
-    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
-    TimeRange, TraceQuery, TraceReader, TraceSpans,
+    Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
+    SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery, TraceReader,
+    TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -252,6 +257,20 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         PARTITION BY intDiv(minute_ns, 86400000000000)
         ORDER BY (instance, segment)"],
     ),
+    (
+        3,
+        "adaptive sampling counts",
+        &["CREATE TABLE IF NOT EXISTS ft_sampling_counts{t} (
+            period_start_ns  UInt64,
+            period_secs      UInt32,
+            collector        String,
+            service          String,
+            operation        String,
+            count_milli      UInt64
+        ) ENGINE = MergeTree()
+        PARTITION BY intDiv(period_start_ns, 86400000000000)
+        ORDER BY (period_secs, period_start_ns, service, operation, collector)"],
+    ),
 ];
 
 /// Tables of the schema, with the sharding key used in cluster mode.
@@ -261,7 +280,26 @@ const TABLES: &[(&str, &str)] = &[
     ("ft_op_rollups", "cityHash64(service)"),
     ("ft_edge_rollups", "cityHash64(caller)"),
     ("ft_rollup_origins", "cityHash64(instance)"),
+    ("ft_sampling_counts", "cityHash64(service)"),
 ];
+
+#[derive(Row, Serialize)]
+struct SamplingCountInsert<'a> {
+    period_start_ns: u64,
+    period_secs: u32,
+    collector: &'a str,
+    service: &'a str,
+    operation: &'a str,
+    count_milli: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SamplingCountRead {
+    period_start_ns: u64,
+    service: String,
+    operation: String,
+    count_milli: u64,
+}
 
 #[derive(Row, Serialize)]
 struct OpRollupRow<'a> {
@@ -362,11 +400,39 @@ fn map_err(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error as E;
     match e {
         E::Network(_) | E::TimedOut => StorageError::Unavailable(format!(
-            "clickhouse unreachable: {e}; check that the server is up and --storage-url is right"
+            "{UNREACHABLE}: {e}; check that the server is up and --storage-url is right"
         )),
+        E::BadResponse(msg) if transient_server_error(&msg) => {
+            StorageError::Unavailable(format!("clickhouse (transient, retried): {msg}"))
+        }
         E::BadResponse(msg) => StorageError::Backend(format!("clickhouse: {msg}")),
         other => StorageError::Backend(format!("clickhouse: {other}")),
     }
+}
+
+/// How an error from a server that did not answer begins (the entry-server
+/// failover moves on only for these).
+const UNREACHABLE: &str = "clickhouse unreachable";
+
+/// ClickHouse server error codes that say "not now" rather than "never":
+/// the server could not reach another server of the cluster (a replica or
+/// shard going down mid-insert through a `Distributed` table: 209
+/// SOCKET_TIMEOUT, 210 NETWORK_ERROR, 279 ALL_CONNECTION_TRIES_FAILED,
+/// 319 UNKNOWN_STATUS_OF_INSERT), lost its ZooKeeper session (225
+/// NO_ZOOKEEPER, 242 TABLE_IS_READ_ONLY, 999 KEEPER_EXCEPTION) or is
+/// overloaded (159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 252
+/// TOO_MANY_PARTS). Such a batch is retried with backoff like an
+/// unreachable server, never dropped after `max_attempts_non_retryable`
+/// (a rollup batch was, when a replica stopped during the multi-node test).
+fn transient_server_error(msg: &str) -> bool {
+    const TRANSIENT: [u32; 10] = [159, 202, 209, 210, 225, 242, 252, 279, 319, 999];
+    msg.split("Code: ")
+        .nth(1)
+        .and_then(|rest| {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<u32>().ok()
+        })
+        .is_some_and(|code| TRANSIENT.contains(&code))
 }
 
 /// Connection parts of a ClickHouse URL `http://[user[:password]@]host:port[/database]`.
@@ -643,7 +709,13 @@ impl ClickHouseStore {
         loop {
             let at = self.current.load(Ordering::Relaxed) % n;
             match op().await {
-                Err(StorageError::Unavailable(why)) if attempt + 1 < n => {
+                // Only an entry server that does not answer is left; a
+                // transient error it answered with (another server of the
+                // cluster unreachable, ZooKeeper) goes back to the caller,
+                // whose retry reaches the same entry server.
+                Err(StorageError::Unavailable(why))
+                    if attempt + 1 < n && why.starts_with(UNREACHABLE) =>
+                {
                     attempt += 1;
                     // Another task may have moved on already: keep its choice.
                     let _ = self.current.compare_exchange(
@@ -1342,6 +1414,74 @@ impl SpanWriter for ClickHouseStore {
 }
 
 #[async_trait]
+impl SamplingCounts for ClickHouseStore {
+    async fn write_sampling_counts(&self, c: &SamplingPeriodCounts) -> StorageResult<()> {
+        if c.counts.is_empty() {
+            return Ok(());
+        }
+        self.failover(move || async move {
+            let mut ins = self.insert_setting(
+                self.client()
+                    .insert::<SamplingCountInsert<'_>>("ft_sampling_counts")
+                    .await
+                    .map_err(map_err)?,
+            );
+            for (service, operation, n) in &c.counts {
+                let row = SamplingCountInsert {
+                    period_start_ns: c.period_start_ns,
+                    period_secs: c.period_secs,
+                    collector: &c.collector,
+                    service,
+                    operation,
+                    count_milli: *n,
+                };
+                ins.write(&row).await.map_err(map_err)?;
+            }
+            ins.end().await.map_err(map_err)
+        })
+        .await
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        self.failover(move || async move {
+            // The inner max() counts a retried insert (same period,
+            // collector, service, operation, same count) once.
+            let rows = self
+                .query(
+                    "SELECT period_start_ns, service, operation, sum(c) AS count_milli FROM ( \
+                       SELECT period_start_ns, service, operation, collector, \
+                              max(count_milli) AS c \
+                       FROM ft_sampling_counts \
+                       WHERE period_secs = ? AND period_start_ns >= ? AND period_start_ns < ? \
+                       GROUP BY period_start_ns, service, operation, collector) \
+                     GROUP BY period_start_ns, service, operation \
+                     ORDER BY period_start_ns, service, operation",
+                )
+                .bind(period_secs)
+                .bind(from_ns)
+                .bind(to_ns)
+                .fetch_all::<SamplingCountRead>()
+                .await
+                .map_err(map_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| SamplingCountRow {
+                    period_start_ns: r.period_start_ns,
+                    service: r.service,
+                    operation: r.operation,
+                    count_milli: r.count_milli,
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl TraceReader for ClickHouseStore {
     async fn get_trace(
         &self,
@@ -1776,6 +1916,8 @@ impl ClickHouseStore {
             // Bookkeeping, not counted as rollup rows.
             self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
                 .await?;
+            self.retain_table(node, "ft_sampling_counts", "period_start_ns", bound)
+                .await?;
         }
         Ok(report)
     }
@@ -1783,6 +1925,26 @@ impl ClickHouseStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transient_server_errors_are_retried_and_others_are_not() {
+        use super::transient_server_error as t;
+        assert!(t(
+            "Code: 210, e.displayText() = DB::NetException: Connection reset by peer"
+        ));
+        assert!(t(
+            "Code: 242, e.displayText() = DB::Exception: Table is in readonly mode"
+        ));
+        assert!(t(
+            "Code: 279, e.displayText() = DB::NetException: All connection tries failed"
+        ));
+        assert!(!t(
+            "Code: 62, e.displayText() = DB::Exception: Syntax error"
+        ));
+        assert!(!t("Code: 2100, e.displayText() = nothing"));
+        assert!(!t("no code at all"));
+        assert!(!t("Code: "));
+    }
+
     use super::*;
 
     #[test]

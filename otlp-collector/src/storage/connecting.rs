@@ -22,8 +22,9 @@ use super::sqlite::SqliteConfig;
 use super::url::redact_url;
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
-    Operation, Retention, RetentionReport, SearchPage, SpanStore, SpanWriter, StorageError,
-    StorageResult, TimeRange, TraceQuery, TraceReader, TraceSpans,
+    Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
+    SearchPage, SpanStore, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -349,6 +350,26 @@ impl Retention for ConnectingStore {
         limit: usize,
     ) -> StorageResult<super::ExportPage> {
         self.now()?.export_before(cutoff_ns, after, limit).await
+    }
+}
+
+#[async_trait]
+impl SamplingCounts for ConnectingStore {
+    async fn write_sampling_counts(&self, counts: &SamplingPeriodCounts) -> StorageResult<()> {
+        self.now()?.write_sampling_counts(counts).await
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        self.now()?
+            .read_sampling_counts(period_secs, from_ns, to_ns)
+            .await
+    }
+    async fn prune_sampling_counts(&self, before_ns: u64) -> StorageResult<u64> {
+        self.now()?.prune_sampling_counts(before_ns).await
     }
 }
 

@@ -15,9 +15,9 @@ use crate::rollup::{RollupBatch, RollupOrigin};
 use crate::storage::sink_common::{self as common, SummaryRow};
 use crate::storage::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage,
-    LatencyPoint, LatencyQuery, Operation, Retention, RetentionReport, SearchPage, SpanStore,
-    SpanWriter, StorageResult, TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans,
-    TraceSummary,
+    LatencyPoint, LatencyQuery, Operation, Retention, RetentionReport, SamplingCountRow,
+    SamplingCounts, SamplingPeriodCounts, SearchPage, SpanStore, SpanWriter, StorageResult,
+    TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans, TraceSummary,
 };
 
 /// Marks a search cursor that continues in the cold tier (a hot cursor is
@@ -321,5 +321,25 @@ impl Retention for TieredStore {
         limit: usize,
     ) -> StorageResult<ExportPage> {
         self.hot.export_before(cutoff_ns, after, limit).await
+    }
+}
+
+#[async_trait]
+impl SamplingCounts for TieredStore {
+    async fn write_sampling_counts(&self, counts: &SamplingPeriodCounts) -> StorageResult<()> {
+        self.hot.write_sampling_counts(counts).await
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        self.hot
+            .read_sampling_counts(period_secs, from_ns, to_ns)
+            .await
+    }
+    async fn prune_sampling_counts(&self, before_ns: u64) -> StorageResult<u64> {
+        self.hot.prune_sampling_counts(before_ns).await
     }
 }
