@@ -691,6 +691,15 @@ impl Wal {
             && self.total_bytes().saturating_mul(10) >= self.shared.max_bytes.saturating_mul(9)
     }
 
+    /// True while the WAL holds at least 3/4 of `wal.max_bytes` or refuses
+    /// appends for being full: segments held only until their spans'
+    /// rollups are written should then go at once (the pipeline writes
+    /// unfinished minutes early), or it refuses requests the sink could take.
+    pub fn nearly_full(&self) -> bool {
+        self.refusing_full()
+            || self.total_bytes().saturating_mul(4) >= self.shared.max_bytes.saturating_mul(3)
+    }
+
     /// Whether appending a record of `len_hint` payload bytes (0 = not
     /// known) would certainly be refused because the WAL holds `max_bytes`:
     /// lets a receiver refuse before it reads and decodes a body the append
@@ -1416,6 +1425,10 @@ mod tests {
         );
         assert_eq!(wal.out_of_space(), None);
 
+        // Nothing refused yet: an unknown size is let through, a body
+        // larger than the whole WAL is not.
+        assert!(!wal.would_be_full(0));
+        assert!(wal.would_be_full(5000));
         // Full: 113-byte records, 2000 bytes: the 18th is refused at 1921 bytes.
         let mut full = false;
         let mut segs = vec![1, 3];
@@ -1431,11 +1444,12 @@ mod tests {
         }
         assert!(full);
         assert!(wal.refusing_full(), "{} bytes", wal.total_bytes());
-        // Before reading a body: a record like the refused one would not
-        // fit, nor would a known-large one; a tiny known one would.
+        // Before reading a body: a record of unknown size is taken to be as
+        // large as the refused one, and would not fit; a known size is a
+        // lower bound and never lowers that.
         assert!(wal.would_be_full(0));
+        assert!(wal.would_be_full(1));
         assert!(wal.would_be_full(1000));
-        assert!(!wal.would_be_full(1), "{} bytes", wal.total_bytes());
         // The sink commits one record: still above 90%, still refusing.
         wal.release(segs.remove(0), 1);
         assert!(wal.total_bytes() >= 1800, "{}", wal.total_bytes());

@@ -85,7 +85,7 @@ pub(super) fn run(
         }
         if stopping || last_rollup.elapsed() >= rollup_every {
             last_rollup = Instant::now();
-            let mut r = stages.take_rollups(stopping);
+            let mut r = stages.take_rollups(stopping, wal.nearly_full());
             r.wal_instance = wal.instance();
             // The batch's holds are taken before the aggregator's are let go.
             stages.apply_rollup_holds(&wal);
