@@ -14,7 +14,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fault::load::{acked_traces, acked_with_start, counts, Event, Load, LoadShape, Outcome};
+use fault::load::{
+    acked_traces, acked_with_start, counts, export, Event, Load, LoadShape, Outcome,
+};
 use fault::proc::{Sink, Spec};
 use fault::{env_u64, get, metric, percentile, verify, Rng};
 use support::postgres::PgServer;
@@ -654,7 +656,7 @@ async fn sample_pipeline(
 
 /// `seconds` of 3x the sustainable rate at a 256 MiB memory limit, with
 /// `extra_toml` added to the overloaded collector's configuration.
-async fn overload(seconds: u64, extra_toml: &str) {
+async fn overload(seconds: u64, extra_toml: &str, segment_bytes: u64) {
     // The sustainable rate: what the collector stores per second, end to
     // end, when 8 closed-loop senders give it all it takes (the queue then
     // fills when the sink is the bottleneck), under the default (large)
@@ -684,7 +686,15 @@ async fn overload(seconds: u64, extra_toml: &str) {
     // promise, and the last one must have been refused.
     let mut offered = 3.0 * sustainable;
     for attempt in 1..=3 {
-        let run = overload_run(seconds, extra_toml, sustainable, calibration_queue, offered).await;
+        let run = overload_run(
+            seconds,
+            extra_toml,
+            segment_bytes,
+            sustainable,
+            calibration_queue,
+            offered,
+        )
+        .await;
         if run.exhausted > 0 {
             return;
         }
@@ -718,6 +728,7 @@ struct OverloadRun {
 async fn overload_run(
     seconds: u64,
     extra_toml: &str,
+    segment_bytes: u64,
     sustainable: f64,
     calibration_queue: u64,
     offered: f64,
@@ -813,15 +824,19 @@ async fn overload_run(
     );
     // Admission lets the sink's rate through: in the steady state every
     // span the sink writes frees room for one more, so what is admitted
-    // keeps up with what is written. Over a window of a few seconds the
-    // two differ by what the WAL and the queue gained or lost in it, hence
-    // the tolerance (measured in docs/reliability.md: 144-216% over three
-    // runs; 54% before the fixes, which refused while the queue was empty).
+    // keeps up with what is written. The WAL frees room a whole segment at
+    // a time, so over a window of a few seconds admission may lag by up to
+    // one segment of spans (seen: the WAL 1.2 MiB under its peak at the
+    // last sample, a segment just deleted and not yet refilled).
     if exhausted > 0 {
+        let window = (last - mid).as_secs_f64();
+        let record = prost::Message::encoded_len(&export(0, OVERLOAD_SPANS)) as f64;
+        let segment_spans = segment_bytes as f64 / record * f64::from(OVERLOAD_SPANS);
         assert!(
-            admitted_late >= ADMITTED_OF_WRITTEN * sink_late,
+            admitted_late * window + segment_spans >= ADMITTED_OF_WRITTEN * sink_late * window,
             "admitted {admitted_late:.0} spans/s in the second half while the sink wrote \
-             {sink_late:.0}: under {:.0}% of it",
+             {sink_late:.0}: under {:.0}% of it, even allowing one WAL segment ({segment_spans:.0} \
+             spans) over the {window:.1} s",
             100.0 * ADMITTED_OF_WRITTEN
         );
     }
@@ -869,6 +884,7 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
     overload(
         12,
         "[queue]\nmax_bytes = 16777216\n[wal]\nmax_bytes = 6291456\nsegment_bytes = 1048576\n",
+        1 << 20,
     )
     .await;
 }
@@ -883,6 +899,7 @@ async fn overload_at_three_times_the_sustainable_rate_long() {
     overload(
         env_u64("FERROTRACE_OVERLOAD_SECS", 60),
         "[wal]\nmax_bytes = 33554432\nsegment_bytes = 4194304\n",
+        4 << 20,
     )
     .await;
 }
