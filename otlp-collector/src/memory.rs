@@ -377,7 +377,10 @@ mod tests {
         assert!(g.admits(10_000, 250));
         // A request that finished since the sample still counts: 50 more
         // would now overshoot; the next sample takes it out again.
-        assert!(g.trim_wanted.swap(false, Relaxed), "a refusal asked for a trim");
+        assert!(
+            g.trim_wanted.swap(false, Relaxed),
+            "a refusal asked for a trim"
+        );
         g.released(1);
         assert!(!g.trim_wanted.load(Relaxed), "nothing refused since");
         assert!(!g.admits(50, 0));
@@ -385,7 +388,10 @@ mod tests {
         assert!(g.admits(49, 0));
         g.tick();
         assert!(!g.trim_wanted.load(Relaxed), "the sample trimmed");
-        assert_eq!(metrics.memory.trims.load(Relaxed), u64::from(cfg!(all(target_os = "linux", target_env = "gnu"))));
+        assert_eq!(
+            metrics.memory.trims.load(Relaxed),
+            u64::from(cfg!(all(target_os = "linux", target_env = "gnu")))
+        );
         assert_eq!(g.unsampled.load(Relaxed), 0);
         // No limit: always admitted.
         assert!(MemoryGuard::disabled(metrics).admits(u64::MAX, 0));

@@ -365,7 +365,8 @@ fn healthz_ok(port: u16) -> bool {
         return false;
     };
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if c.write_all(req.as_bytes()).is_err() {
         return false;
     }

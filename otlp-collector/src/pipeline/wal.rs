@@ -1457,7 +1457,10 @@ mod tests {
         // Under 90% the WAL no longer counts as full, without any append.
         wal.release(segs.remove(0), 1);
         assert!(!wal.refusing_full(), "{} bytes", wal.total_bytes());
-        assert!(!wal.would_be_full(0), "room again for a record like the refused one");
+        assert!(
+            !wal.would_be_full(0),
+            "room again for a record like the refused one"
+        );
         // And a successful append ends it outright.
         wal.shared.refusing_full.store(true, Relaxed);
         wal.append(RecordFormat::OtlpJson, 1, rec()).await.unwrap();

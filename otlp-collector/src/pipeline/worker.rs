@@ -73,13 +73,21 @@ pub(super) fn run(
         }
         for (span, seg) in kept.drain(..) {
             batcher.add(span, seg);
-            if batcher.ready() && tx.spans.blocking_send(SinkMsg::Spans(batcher.take())).is_err() {
+            if batcher.ready()
+                && tx
+                    .spans
+                    .blocking_send(SinkMsg::Spans(batcher.take()))
+                    .is_err()
+            {
                 return;
             }
         }
         if (stopping || batcher.ready())
             && !batcher.is_empty()
-            && tx.spans.blocking_send(SinkMsg::Spans(batcher.take())).is_err()
+            && tx
+                .spans
+                .blocking_send(SinkMsg::Spans(batcher.take()))
+                .is_err()
         {
             return;
         }

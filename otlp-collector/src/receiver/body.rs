@@ -178,9 +178,7 @@ impl Drop for InflightGuard {
         // Whatever a `DecodeReserve` clone does later finds nothing left.
         let reserved = self.reserved.bytes.swap(0, Relaxed);
         m.memory.reserved_bytes.fetch_sub(reserved, Relaxed);
-        self.budget
-            .memory
-            .released(self.bytes as u64 + reserved);
+        self.budget.memory.released(self.bytes as u64 + reserved);
     }
 }
 

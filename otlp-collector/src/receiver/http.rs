@@ -307,7 +307,17 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         Ok(d) => d,
         Err(e) => return decode_error(&ing, source, enc, e),
     };
-    match ing.submit(source, format, data, decoded, started, Some(&guard.decode_reserve())).await {
+    match ing
+        .submit(
+            source,
+            format,
+            data,
+            decoded,
+            started,
+            Some(&guard.decode_reserve()),
+        )
+        .await
+    {
         Ok(ack) => {
             let body = match enc {
                 Enc::Json => super::otlp_json::encode_response(ack.rejected, &ack.error_message),
@@ -416,7 +426,17 @@ async fn zipkin_ingest(
         Ok(d) => d,
         Err(e) => return decode_error(ing, source, Enc::Text, e),
     };
-    match ing.submit(source, format, data, decoded, started, Some(&guard.decode_reserve())).await {
+    match ing
+        .submit(
+            source,
+            format,
+            data,
+            decoded,
+            started,
+            Some(&guard.decode_reserve()),
+        )
+        .await
+    {
         Ok(ack) => {
             // Zipkin has no partial-success body; rejected spans are counted and logged.
             if ack.rejected > 0 {

@@ -17,10 +17,10 @@ use tonic::{Code, Status};
 
 use super::proto::pb::PostSpansResponse;
 use crate::metrics::Source;
+use crate::receiver::body::DecodeReserve;
 use crate::receiver::format::RecordFormat;
 use crate::receiver::otlp_grpc::{serve_unary, status_with_details, unimplemented};
 use crate::receiver::rpc_status::code;
-use crate::receiver::body::DecodeReserve;
 use crate::receiver::{decode, Ingest, SubmitError};
 use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
 use crate::sampling_api::SamplingState;
