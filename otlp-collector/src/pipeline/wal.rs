@@ -707,19 +707,27 @@ impl Wal {
     /// took CPU from the sink). While appends are refused for a full WAL
     /// (until one succeeds), a request of unknown size is taken to be as
     /// large as the last refused one. Errs on letting a request through:
-    /// the append decides.
+    /// the append decides. A request refused here counts as a refused
+    /// append: the WAL is then refusing for being full ([`Wal::refusing_full`],
+    /// which `/readyz` reports) until an append succeeds.
     pub fn would_be_full(&self, len_hint: u64) -> bool {
-        let len = if self.shared.refusing_full.load(Relaxed) {
+        let refusing = self.shared.refusing_full.load(Relaxed);
+        let len = if refusing {
             len_hint.max(self.shared.refused_len.load(Relaxed))
         } else {
             len_hint
         };
-        len > 0
+        let full = len > 0
             && self
                 .total_bytes()
                 .saturating_add(HEADER_LEN as u64)
                 .saturating_add(len)
-                > self.shared.max_bytes
+                > self.shared.max_bytes;
+        if full && !refusing {
+            self.shared.refused_len.store(len, Relaxed);
+            self.shared.refusing_full.store(true, Relaxed);
+        }
+        full
     }
 
     /// Reads the free space on the WAL's file system into
@@ -1426,9 +1434,16 @@ mod tests {
         assert_eq!(wal.out_of_space(), None);
 
         // Nothing refused yet: an unknown size is let through, a body
-        // larger than the whole WAL is not.
+        // larger than the whole WAL is not, and that refusal makes the WAL
+        // refuse for being full (reported by /readyz) until an append
+        // succeeds.
         assert!(!wal.would_be_full(0));
         assert!(wal.would_be_full(5000));
+        assert!(wal.shared.refusing_full.load(Relaxed));
+        assert!(wal.would_be_full(0), "as large as the refused one");
+        // (An append that succeeds ends it; shown below.)
+        wal.shared.refusing_full.store(false, Relaxed);
+        assert!(!wal.would_be_full(0));
         // Full: 113-byte records, 2000 bytes: the 18th is refused at 1921 bytes.
         let mut full = false;
         let mut segs = vec![1, 3];
