@@ -757,6 +757,20 @@ fn group_tracing() -> Group {
         );
     }
     {
+        // The same unit when the sampler says no (AlwaysOff): what the
+        // bridge costs a service that samples a fraction of its traffic.
+        let (p, _, _) = ft::provider(ft::Sampler::AlwaysOff, true);
+        let layer = ferrotrace::integrations::tracing::FerrotraceLayer::new(p.tracer("bench"));
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        variants.push(Variant::new("ferrotrace_layer_unsampled", move |n| {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for i in 0..n {
+                    tracing_unit(i);
+                }
+            });
+        }));
+    }
+    {
         use ot::TracerProvider;
         let (p, c) = ot::provider(ot::Sampler::AlwaysOn);
         // Configured like ferrotrace's layer: code location on, no thread
@@ -824,6 +838,7 @@ fn group_tracing() -> Group {
             ("ferrotrace_layer", "tracing_opentelemetry"),
             ("ferrotrace_layer", "fastrace"),
             ("tracing_opentelemetry", "bare_registry"),
+            ("ferrotrace_layer_unsampled", "bare_registry"),
         ],
         deltas: vec![],
     }
@@ -978,6 +993,90 @@ fn group_http() -> Group {
     }
 }
 
+/// The HTTP client layer in process: a request through
+/// `HttpClientLayer` into a service that answers at once, inside a sampled
+/// or an unsampled parent context (what a handler's outgoing call costs).
+fn group_http_client() -> Group {
+    use tower::{Layer, Service, ServiceExt};
+    type Answer = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+    fn answer(_req: http::Request<String>) -> Answer {
+        std::future::ready(Ok(http::Response::new(String::new())))
+    }
+    fn client_request() -> http::Request<String> {
+        http::Request::get("http://api.example.com:8080/users/42?x=1")
+            .header("user-agent", "bench/1.0")
+            .body(String::new())
+            .expect("request")
+    }
+    fn drive<S>(rt: &tokio::runtime::Runtime, svc: &S, parent: &ferrotrace::Context, n: u64)
+    where
+        S: Service<http::Request<String>> + Clone,
+        S::Response: std::fmt::Debug,
+        S::Error: std::fmt::Debug,
+    {
+        let _g = parent.clone().attach();
+        rt.block_on(async {
+            for _ in 0..n {
+                let resp = svc.clone().oneshot(client_request()).await.expect("ok");
+                black_box(resp);
+            }
+        });
+    }
+    let parent = |flags| {
+        ferrotrace::Context::new().with_span_context(ferrotrace::SpanContext::new(
+            ferrotrace::TraceId::from_bytes([7; 16]),
+            ferrotrace::SpanId::from_bytes([7; 8]),
+            flags,
+            true,
+            ferrotrace::TraceState::NONE,
+        ))
+    };
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    };
+    let mut variants = Vec::new();
+    {
+        let svc = tower::service_fn(answer);
+        let rt = rt();
+        let cx = parent(ferrotrace::TraceFlags::SAMPLED);
+        variants.push(Variant::new("no_layer", move |n| drive(&rt, &svc, &cx, n)));
+    }
+    for (name, flags) in [
+        ("ferrotrace_sampled", ferrotrace::TraceFlags::SAMPLED),
+        ("ferrotrace_unsampled", ferrotrace::TraceFlags::NOT_SAMPLED),
+    ] {
+        let (p, c, s) = ft::provider(ft::Sampler::default(), true);
+        let svc = ferrotrace::integrations::http::HttpClientLayer::new(p.tracer("bench"))
+            .layer(tower::service_fn(answer));
+        let rt = rt();
+        let cx = parent(flags);
+        let produced = Arc::new(AtomicU64::new(0));
+        let pr = produced.clone();
+        let sampled = name == "ferrotrace_sampled";
+        variants.push(
+            Variant::new(name, move |n| {
+                drive(&rt, &svc, &cx, n);
+                if sampled {
+                    pr.fetch_add(n, Ordering::Relaxed);
+                }
+            })
+            .with_flush(ft::flusher(p, c, s, produced)),
+        );
+    }
+    Group {
+        name: "HTTP client layer: GET through HttpClientLayer into an immediate answer",
+        ops: 8_192,
+        variants,
+        ratios: vec![],
+        deltas: vec![
+            ("ferrotrace_sampled", "no_layer"),
+            ("ferrotrace_unsampled", "no_layer"),
+        ],
+    }
+}
+
 // ---------------------------------------------------------------------------
 
 /// Builds a group's variants.
@@ -998,13 +1097,14 @@ fn main() {
             s => wanted.push(s.to_string()),
         }
     }
-    let all: [(&str, MakeGroup); 6] = [
+    let all: [(&str, MakeGroup); 7] = [
         ("bsp", group_bsp),
         ("bsp_attrs", group_bsp_attrs),
         ("unsampled", group_unsampled),
         ("propagation", group_propagation),
         ("tracing", group_tracing),
         ("http", group_http),
+        ("http_client", group_http_client),
     ];
     println!(
         "# overhead (ferrotrace {}, {} CPUs, started {:?})",

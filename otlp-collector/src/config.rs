@@ -346,6 +346,18 @@ impl Config {
                 self.storage.kind.as_str()
             )));
         }
+        let adaptive = &self.sampling_api.adaptive;
+        if adaptive.enabled
+            && adaptive.source == crate::sampling_api::adaptive::AdaptiveSource::Store
+            && self.storage.kind == StorageKind::Null
+        {
+            return Err(ConfigError::Invalid(
+                "sampling_api.adaptive.source = \"store\" needs a store to share counts through \
+                 (sqlite, postgres or clickhouse); the null sink stores nothing: use \
+                 source = \"local\""
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -456,6 +468,24 @@ mod tests {
             err.contains("router") && err.contains("[sampling_api.adaptive] enabled"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn adaptive_rates_from_the_store_need_a_store() {
+        let toml = "[sampling_api.adaptive]\nenabled = true\nsource = \"store\"\n";
+        let mut c = load_str(toml, vec![]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.sampling_api.adaptive.source,
+            crate::sampling_api::adaptive::AdaptiveSource::Store
+        );
+        c.storage.kind = StorageKind::Null;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("source = \"store\"") && err.contains("null"),
+            "{err}"
+        );
+        assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
     }
 
     #[test]

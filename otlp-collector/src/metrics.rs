@@ -220,6 +220,9 @@ pub struct Metrics {
     /// Adaptive sampling: root spans not counted because
     /// `sampling_api.adaptive.max_operations` pairs were already tracked.
     pub sampling_adaptive_dropped: AtomicU64,
+    /// Adaptive sampling with `source = "store"`: failed store operations by
+    /// `write`, `read`, `prune`.
+    pub sampling_adaptive_store_errors: CounterVec,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -305,6 +308,7 @@ impl Default for Metrics {
             sampling_adaptive_recomputations: AtomicU64::new(0),
             sampling_adaptive_operations: AtomicU64::new(0),
             sampling_adaptive_dropped: AtomicU64::new(0),
+            sampling_adaptive_store_errors: CounterVec::default(),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),
@@ -380,7 +384,7 @@ impl Metrics {
                 );
             }
         }
-        let vecs: [(&str, &str, &str, &CounterVec); 12] = [
+        let vecs: [(&str, &str, &str, &CounterVec); 13] = [
             (
                 "ferrotrace_spans_dropped_total",
                 "Spans dropped after receipt, by reason.",
@@ -416,6 +420,12 @@ impl Metrics {
                 "Remote sampling API requests (HTTP and gRPC): served a pinned service's strategy (pinned), an adaptive one computed from observed throughput (adaptive), the default one (default), or refused with 400 / INVALID_ARGUMENT (bad_request).",
                 "outcome",
                 &self.sampling_api_requests,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_store_errors_total",
+                "Adaptive sampling with source = \"store\": failed writes of this collector's counts, reads of the store-wide counts (the last rates stay served) and prunes of old periods.",
+                "op",
+                &self.sampling_adaptive_store_errors,
             ),
             (
                 "ferrotrace_sink_errors_total",

@@ -309,6 +309,8 @@ struct Roles {
     writer: Arc<dyn SpanWriter>,
     reader: Arc<dyn SpanReader>,
     retention: Option<Arc<dyn Retention>>,
+    /// Adaptive sampling's shared counts (`source = "store"`).
+    counts: Option<Arc<dyn crate::storage::SamplingCounts>>,
     no_backend: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -352,12 +354,14 @@ impl Collector {
             writer,
             reader,
             retention,
+            counts,
             no_backend,
         } = match store {
             Some(store) => Roles {
                 writer: store.clone(),
                 reader: store.clone(),
-                retention: Some(store),
+                retention: Some(store.clone()),
+                counts: Some(store),
                 no_backend: None,
             },
             None => {
@@ -369,6 +373,7 @@ impl Collector {
                     writer: r.forwarder.clone(),
                     reader: Arc::new(crate::storage::null::NullStore),
                     retention: None,
+                    counts: None,
                     no_backend: Some(r.membership.no_backend_flag()),
                 }
             }
@@ -571,13 +576,27 @@ impl Collector {
             }
         }
         if let Some(t) = throughput {
-            servers.push(tokio::spawn(crate::sampling_api::recompute::run(
-                config.sampling_api.adaptive.clone(),
-                t,
-                sampling_strategies.clone(),
-                metrics.clone(),
-                shutdown_rx.clone(),
-            )));
+            let adaptive = config.sampling_api.adaptive.clone();
+            let task = match (adaptive.source, counts) {
+                (crate::sampling_api::adaptive::AdaptiveSource::Store, Some(store)) => {
+                    tokio::spawn(crate::sampling_api::recompute::run_store(
+                        adaptive,
+                        t,
+                        store,
+                        sampling_strategies.clone(),
+                        metrics.clone(),
+                        shutdown_rx.clone(),
+                    ))
+                }
+                _ => tokio::spawn(crate::sampling_api::recompute::run(
+                    adaptive,
+                    t,
+                    sampling_strategies.clone(),
+                    metrics.clone(),
+                    shutdown_rx.clone(),
+                )),
+            };
+            servers.push(task);
         }
         if let Some(l) = sampling_l {
             let state =

@@ -109,6 +109,8 @@ impl Retention for GatedStore {
     }
 }
 
+impl ferrotrace_collector::storage::SamplingCounts for GatedStore {}
+
 async fn start_gated(
     tweak: impl FnOnce(&mut ferrotrace_collector::config::Config),
 ) -> (Collector, Arc<GatedStore>, tempfile::TempDir) {

@@ -35,15 +35,15 @@ async fn clickhouse_passes_conformance_suite() {
         .await
         .expect("connect");
     conformance::run_all(&store).await;
-    // Connecting again to the migrated database applies nothing twice (two
-    // migrations: the schema, then the rollup origins table).
+    // Connecting again to the migrated database applies nothing twice (three
+    // migrations: the schema, the rollup origins table, the sampling counts).
     ClickHouseStore::connect(&ch.url("conformance"), ClickHouseOptions::default())
         .await
         .expect("reconnect");
     assert_eq!(
         ch.sql("SELECT count() FROM conformance.ft_schema_migrations")
             .trim(),
-        "2"
+        "3"
     );
 }
 

@@ -533,3 +533,108 @@ async fn events_during_a_client_call_belong_to_the_client_span() {
     assert_eq!(names(client), ["client stack: sending"]);
     assert_eq!(names(server), ["handler: before", "handler: after"]);
 }
+
+/// Remembers the name, kind and attribute keys it is asked about; samples
+/// spans named `keep`.
+#[derive(Debug, Default)]
+struct AskedSampler(std::sync::Mutex<Vec<(String, SpanKind, Vec<String>)>>);
+
+impl ferrotrace::trace::ShouldSample for AskedSampler {
+    fn should_sample(
+        &self,
+        _parent: Option<&ferrotrace::SpanContext>,
+        _trace_id: ferrotrace::TraceId,
+        name: &str,
+        kind: SpanKind,
+        attributes: &[ferrotrace::KeyValue],
+        _links: &[ferrotrace::trace::Link],
+    ) -> ferrotrace::trace::SamplingResult {
+        self.0.lock().unwrap().push((
+            name.to_string(),
+            kind,
+            attributes
+                .iter()
+                .map(|a| a.key.as_str().to_string())
+                .collect(),
+        ));
+        ferrotrace::trace::SamplingResult {
+            decision: if name == "keep" {
+                ferrotrace::trace::SamplingDecision::RecordAndSample
+            } else {
+                ferrotrace::trace::SamplingDecision::Drop
+            },
+            attributes: Vec::new(),
+            trace_state: None,
+        }
+    }
+}
+
+/// The bridge lets the sampler decide before it records a span's fields
+/// (issue 16): an unsampled span records nothing, yet its context still
+/// reaches the code inside it and its children; a custom sampler still sees
+/// the fields, `otel.name` and `otel.kind`.
+#[test]
+fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(Sampler::AlwaysOff)
+        .with_unended_span_age(None)
+        .build();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    let (outer, inner) = tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            "request",
+            user.id = 7,
+            route = "/a",
+            late = tracing::field::Empty
+        );
+        let _e = span.enter();
+        span.record("late", "value");
+        let outer = Context::current().span_context().clone();
+        let child = tracing::info_span!("db");
+        let _c = child.enter();
+        tracing::info!("inside");
+        (outer, Context::current().span_context().clone())
+    });
+    assert!(outer.is_valid() && !outer.is_sampled());
+    assert!(inner.is_valid() && !inner.is_sampled());
+    assert_eq!(
+        inner.trace_id(),
+        outer.trace_id(),
+        "the child continues the trace"
+    );
+    assert_ne!(inner.span_id(), outer.span_id());
+    assert!(exporter.finished_spans().is_empty());
+
+    let asked = std::sync::Arc::new(AskedSampler::default());
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(Sampler::Custom(asked.clone()))
+        .with_unended_span_age(None)
+        .build();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    tracing::subscriber::with_default(subscriber, || {
+        let _a =
+            tracing::info_span!("drop", otel.name = "keep", otel.kind = "client", n = 1).entered();
+        let _b = tracing::info_span!("other", m = 2).entered();
+    });
+    let asked = asked.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[0].0, "keep");
+    assert_eq!(asked[0].1, SpanKind::Client);
+    assert!(asked[0].2.contains(&"n".to_string()), "{asked:?}");
+    assert!(
+        asked[0].2.contains(&"code.line.number".to_string()),
+        "{asked:?}"
+    );
+    assert_eq!(asked[1].0, "other");
+    assert!(asked[1].2.contains(&"m".to_string()));
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "keep");
+    assert_eq!(spans[0].span_kind, SpanKind::Client);
+    assert_eq!(attr(&spans[0], "n"), Some(&Value::I64(1)));
+}

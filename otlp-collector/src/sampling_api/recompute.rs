@@ -1,19 +1,34 @@
-//! The periodic task behind `[sampling_api.adaptive]`: every `interval_secs`
-//! it takes the pipeline's adjusted root-span counts, folds them into the
-//! [`AdaptiveEngine`] and replaces the served strategies.
+//! The periodic task behind `[sampling_api.adaptive]`: it turns the
+//! pipeline's adjusted root-span counts into the served strategies.
+//!
+//! - `source = "local"` ([`run`]): every `interval_secs` it folds this
+//!   collector's counts into its [`AdaptiveEngine`].
+//! - `source = "store"` ([`run_store`]): periods are aligned to the wall
+//!   clock (`[k·interval, (k+1)·interval)` in Unix time). At the end of each
+//!   period every collector writes its counts into the shared store; after
+//!   [`store_delay`] it reads the store-wide sums of the last
+//!   [`window_periods`](AdaptiveConfig::window_periods) periods and replays
+//!   them through a fresh, deterministic engine. Collectors on one store
+//!   read the same rows, so they serve bit-identical probabilities computed
+//!   from the total traffic, with no election and no state of their own: a
+//!   collector that starts (or restarts) serves the same rates as the
+//!   others from its first recomputation.
 
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ThroughputRecorder};
+use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ServiceRates, ThroughputRecorder};
 use super::strategy::Strategies;
 use crate::metrics::Metrics;
+use crate::storage::{SamplingCountRow, SamplingCounts, SamplingPeriodCounts};
 
-/// Runs until `shutdown` turns true. The period is measured, not assumed,
-/// so a late tick does not inflate the rates.
+/// `source = "local"`: runs until `shutdown` turns true. The period is
+/// measured, not assumed, so a late tick does not inflate the rates.
 pub async fn run(
     cfg: AdaptiveConfig,
     recorder: Arc<ThroughputRecorder>,
@@ -40,15 +55,301 @@ pub async fn run(
         let period = since.elapsed().as_secs_f64();
         since = Instant::now();
         let rates = engine.recompute(counts, period);
-        strategies.set_adaptive(&rates);
-        metrics
-            .sampling_adaptive_dropped
-            .fetch_add(dropped, Relaxed);
-        metrics
-            .sampling_adaptive_recomputations
-            .fetch_add(1, Relaxed);
-        metrics
-            .sampling_adaptive_operations
-            .store(engine.tracked() as u64, Relaxed);
+        publish(&strategies, &metrics, &rates, engine.tracked(), dropped);
+    }
+}
+
+fn publish(
+    strategies: &Strategies,
+    metrics: &Metrics,
+    rates: &BTreeMap<String, ServiceRates>,
+    tracked: usize,
+    dropped: u64,
+) {
+    strategies.set_adaptive(rates);
+    metrics
+        .sampling_adaptive_dropped
+        .fetch_add(dropped, Relaxed);
+    metrics
+        .sampling_adaptive_recomputations
+        .fetch_add(1, Relaxed);
+    metrics
+        .sampling_adaptive_operations
+        .store(tracked as u64, Relaxed);
+}
+
+/// How long after a period ends the collectors read the store: every
+/// collector's write of that period must be in by then (so their clocks
+/// must agree to well within it). Half the period, at most 5 s.
+pub fn store_delay(cfg: &AdaptiveConfig) -> Duration {
+    Duration::from_millis((cfg.interval_secs * 500).min(5_000))
+}
+
+/// A name for this process's rows: random, so that a restart within a
+/// period never collides with the rows its previous run wrote.
+fn collector_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::model::now_ns());
+    h.write_u32(std::process::id());
+    format!("{:016x}-{}", h.finish(), std::process::id())
+}
+
+/// Adjusted counts as the integers the store sums (thousandths, rounded;
+/// saturating, never wrapping).
+pub fn to_milli(counts: BTreeMap<(String, String), f64>) -> Vec<(String, String, u64)> {
+    counts
+        .into_iter()
+        .map(|((s, o), n)| {
+            let m = (n * 1000.0).round();
+            let m = if m.is_finite() && m > 0.0 {
+                m.min(u64::MAX as f64) as u64
+            } else {
+                0
+            };
+            (s, o, m)
+        })
+        .filter(|r| r.2 > 0)
+        .collect()
+}
+
+/// The store's rows as one map per period, oldest first: `window` periods
+/// ending before `end_ns`, an empty map for a period without rows.
+pub fn periods_from_rows(
+    rows: Vec<SamplingCountRow>,
+    end_ns: u64,
+    period_ns: u64,
+    window: u32,
+) -> Vec<BTreeMap<(String, String), f64>> {
+    let first = end_ns.saturating_sub(window as u64 * period_ns);
+    let mut out = vec![BTreeMap::new(); window as usize];
+    for r in rows {
+        if r.period_start_ns < first || r.period_start_ns >= end_ns {
+            continue;
+        }
+        let i = ((r.period_start_ns - first) / period_ns) as usize;
+        if let Some(p) = out.get_mut(i) {
+            p.insert((r.service, r.operation), r.count_milli as f64 / 1000.0);
+        }
+    }
+    out
+}
+
+/// Sleeps until Unix time `at_ns`; false when shutdown came first.
+async fn sleep_until_unix(at_ns: u64, shutdown: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let now = crate::model::now_ns();
+        if now >= at_ns {
+            return true;
+        }
+        // Re-read the clock at least every second: a stepped clock moves the
+        // boundary, and periods follow the wall clock, not a monotonic one.
+        let wait = Duration::from_nanos((at_ns - now).min(1_000_000_000));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// `source = "store"`: runs until `shutdown` turns true (see the module
+/// documentation).
+pub async fn run_store(
+    cfg: AdaptiveConfig,
+    recorder: Arc<ThroughputRecorder>,
+    store: Arc<dyn SamplingCounts>,
+    strategies: Arc<Strategies>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let collector = collector_id();
+    let period_ns = cfg.interval_secs * 1_000_000_000;
+    let period_secs = cfg.interval_secs as u32;
+    let window = cfg.window_periods();
+    let delay = store_delay(&cfg).as_nanos() as u64;
+    tracing::info!(
+        collector = %collector,
+        interval_secs = cfg.interval_secs,
+        window_periods = window,
+        "adaptive sampling rates computed from the store's counts of every collector"
+    );
+    loop {
+        let now = crate::model::now_ns();
+        let boundary = (now / period_ns + 1) * period_ns;
+        if !sleep_until_unix(boundary, &mut shutdown).await {
+            return;
+        }
+        // This collector's share of the period that just ended.
+        let (counts, dropped) = recorder.take();
+        let batch = SamplingPeriodCounts {
+            period_start_ns: boundary - period_ns,
+            period_secs,
+            collector: collector.clone(),
+            counts: to_milli(counts),
+        };
+        if !batch.counts.is_empty() {
+            write_within(&*store, &batch, boundary + delay / 2, &metrics).await;
+        }
+        // Periods older than the window (and a margin) are read by nobody.
+        let keep_from = boundary.saturating_sub((window as u64 + 2) * period_ns);
+        if let Err(e) = store.prune_sampling_counts(keep_from).await {
+            metrics.sampling_adaptive_store_errors.add("prune", 1);
+            tracing::debug!(error = %e, "pruning old adaptive sampling counts failed");
+        }
+        if !sleep_until_unix(boundary + delay, &mut shutdown).await {
+            return;
+        }
+        let from = boundary.saturating_sub(window as u64 * period_ns);
+        match store
+            .read_sampling_counts(period_secs, from, boundary)
+            .await
+        {
+            Ok(rows) => {
+                let periods = periods_from_rows(rows, boundary, period_ns, window);
+                let (rates, tracked) =
+                    AdaptiveEngine::replay(cfg.clone(), periods, cfg.interval_secs as f64);
+                publish(&strategies, &metrics, &rates, tracked, dropped);
+            }
+            Err(e) => {
+                metrics.sampling_adaptive_store_errors.add("read", 1);
+                metrics
+                    .sampling_adaptive_dropped
+                    .fetch_add(dropped, Relaxed);
+                tracing::warn!(
+                    error = %e,
+                    "reading adaptive sampling counts from the store failed; the last rates stay served"
+                );
+            }
+        }
+    }
+}
+
+/// Writes `batch`, retrying a failed write until `deadline_ns` (the others
+/// read at the period's end plus the delay; a later write would only be
+/// seen from the next period on).
+async fn write_within(
+    store: &dyn SamplingCounts,
+    batch: &SamplingPeriodCounts,
+    deadline_ns: u64,
+    metrics: &Metrics,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match store.write_sampling_counts(batch).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.sampling_adaptive_store_errors.add("write", 1);
+                if crate::model::now_ns() + backoff.as_nanos() as u64 >= deadline_ns {
+                    tracing::warn!(
+                        error = %e,
+                        "writing this collector's adaptive sampling counts failed; its share of \
+                         the period is missing from every collector's rates"
+                    );
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(p: u64, s: &str, o: &str, n: u64) -> SamplingCountRow {
+        SamplingCountRow {
+            period_start_ns: p,
+            service: s.into(),
+            operation: o.into(),
+            count_milli: n,
+        }
+    }
+
+    #[test]
+    fn rows_become_periods_oldest_first_with_gaps_empty() {
+        let p = 10;
+        let rows = vec![
+            row(70, "s", "a", 1_000),
+            row(90, "s", "a", 2_500),
+            row(90, "s", "b", 500),
+            row(100, "s", "late", 1), // at the end: not in the window
+            row(10, "s", "old", 1),   // before the window
+        ];
+        let periods = periods_from_rows(rows, 100, p, 4);
+        assert_eq!(periods.len(), 4);
+        assert!(periods[0].is_empty()); // 60
+        assert_eq!(periods[1][&("s".into(), "a".into())], 1.0); // 70
+        assert!(periods[2].is_empty()); // 80
+        assert_eq!(periods[3].len(), 2); // 90
+        assert_eq!(periods[3][&("s".into(), "a".into())], 2.5);
+    }
+
+    #[test]
+    fn milli_counts_round_and_saturate() {
+        let c: BTreeMap<(String, String), f64> = [
+            (("s".to_string(), "a".to_string()), 1.2345),
+            (("s".to_string(), "z".to_string()), 0.0),
+            (("s".to_string(), "h".to_string()), 1e300),
+            (("s".to_string(), "n".to_string()), f64::NAN),
+        ]
+        .into_iter()
+        .collect();
+        let m = to_milli(c);
+        assert_eq!(
+            m,
+            vec![
+                ("s".into(), "a".into(), 1_235),
+                ("s".into(), "h".into(), u64::MAX)
+            ]
+        );
+    }
+
+    #[test]
+    fn replaying_the_same_rows_gives_identical_rates_whatever_the_row_order() {
+        let cfg = AdaptiveConfig {
+            enabled: true,
+            target_traces_per_second: 3.0,
+            smoothing_periods: 3,
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        for k in 0..12u64 {
+            for op in 0..50u64 {
+                let n = (k * 7919 + op * 104_729) % 100_000 + 1;
+                rows.push(row(
+                    k * 10,
+                    &format!("svc{}", op % 7),
+                    &format!("op{op}"),
+                    n,
+                ));
+            }
+        }
+        let a = periods_from_rows(rows.clone(), 120, 10, cfg.window_periods());
+        rows.reverse();
+        let b = periods_from_rows(rows, 120, 10, cfg.window_periods());
+        let (ra, _) = AdaptiveEngine::replay(cfg.clone(), a, 1.0);
+        let (rb, _) = AdaptiveEngine::replay(cfg, b, 1.0);
+        assert_eq!(ra, rb);
+        for (s, r) in &ra {
+            for (o, p) in &r.operations {
+                assert_eq!(p.to_bits(), rb[s].operations[o].to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn the_delay_is_half_the_period_at_most_five_seconds() {
+        let mut c = AdaptiveConfig {
+            interval_secs: 1,
+            ..Default::default()
+        };
+        assert_eq!(store_delay(&c), Duration::from_millis(500));
+        c.interval_secs = 60;
+        assert_eq!(store_delay(&c), Duration::from_secs(5));
     }
 }

@@ -27,6 +27,10 @@
 //!   inserts counts that batch again at replay (at-least-once, this sink only).
 //!   Kept bounded by retention (day partitions), not pruned per segment,
 //!   because a delete is a mutation here.
+//! - `ft_sampling_counts`: each collector's adjusted root-span counts per
+//!   adaptive-sampling period (`source = "store"`); a retried insert is
+//!   counted once by reading the largest row per (period, collector,
+//!   service, operation). Dropped by retention's day partitions.
 //!
 //! Retried batches: both span tables are `ReplacingMergeTree` keyed so a retried
 //! span collapses at merge time, and until then every query deduplicates
@@ -55,8 +59,9 @@ use super::sink_common::{self as common, SummaryRow, DAY_NS};
 use super::span_codec::decode_span;
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
-    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
-    TimeRange, TraceQuery, TraceReader, TraceSpans,
+    Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
+    SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery, TraceReader,
+    TraceSpans,
 };
 use crate::model::{hex, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -252,6 +257,20 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         PARTITION BY intDiv(minute_ns, 86400000000000)
         ORDER BY (instance, segment)"],
     ),
+    (
+        3,
+        "adaptive sampling counts",
+        &["CREATE TABLE IF NOT EXISTS ft_sampling_counts{t} (
+            period_start_ns  UInt64,
+            period_secs      UInt32,
+            collector        String,
+            service          String,
+            operation        String,
+            count_milli      UInt64
+        ) ENGINE = MergeTree()
+        PARTITION BY intDiv(period_start_ns, 86400000000000)
+        ORDER BY (period_secs, period_start_ns, service, operation, collector)"],
+    ),
 ];
 
 /// Tables of the schema, with the sharding key used in cluster mode.
@@ -261,7 +280,26 @@ const TABLES: &[(&str, &str)] = &[
     ("ft_op_rollups", "cityHash64(service)"),
     ("ft_edge_rollups", "cityHash64(caller)"),
     ("ft_rollup_origins", "cityHash64(instance)"),
+    ("ft_sampling_counts", "cityHash64(service)"),
 ];
+
+#[derive(Row, Serialize)]
+struct SamplingCountInsert<'a> {
+    period_start_ns: u64,
+    period_secs: u32,
+    collector: &'a str,
+    service: &'a str,
+    operation: &'a str,
+    count_milli: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SamplingCountRead {
+    period_start_ns: u64,
+    service: String,
+    operation: String,
+    count_milli: u64,
+}
 
 #[derive(Row, Serialize)]
 struct OpRollupRow<'a> {
@@ -1342,6 +1380,74 @@ impl SpanWriter for ClickHouseStore {
 }
 
 #[async_trait]
+impl SamplingCounts for ClickHouseStore {
+    async fn write_sampling_counts(&self, c: &SamplingPeriodCounts) -> StorageResult<()> {
+        if c.counts.is_empty() {
+            return Ok(());
+        }
+        self.failover(move || async move {
+            let mut ins = self.insert_setting(
+                self.client()
+                    .insert::<SamplingCountInsert<'_>>("ft_sampling_counts")
+                    .await
+                    .map_err(map_err)?,
+            );
+            for (service, operation, n) in &c.counts {
+                let row = SamplingCountInsert {
+                    period_start_ns: c.period_start_ns,
+                    period_secs: c.period_secs,
+                    collector: &c.collector,
+                    service,
+                    operation,
+                    count_milli: *n,
+                };
+                ins.write(&row).await.map_err(map_err)?;
+            }
+            ins.end().await.map_err(map_err)
+        })
+        .await
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        self.failover(move || async move {
+            // The inner max() counts a retried insert (same period,
+            // collector, service, operation, same count) once.
+            let rows = self
+                .query(
+                    "SELECT period_start_ns, service, operation, sum(c) AS count_milli FROM ( \
+                       SELECT period_start_ns, service, operation, collector, \
+                              max(count_milli) AS c \
+                       FROM ft_sampling_counts \
+                       WHERE period_secs = ? AND period_start_ns >= ? AND period_start_ns < ? \
+                       GROUP BY period_start_ns, service, operation, collector) \
+                     GROUP BY period_start_ns, service, operation \
+                     ORDER BY period_start_ns, service, operation",
+                )
+                .bind(period_secs)
+                .bind(from_ns)
+                .bind(to_ns)
+                .fetch_all::<SamplingCountRead>()
+                .await
+                .map_err(map_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| SamplingCountRow {
+                    period_start_ns: r.period_start_ns,
+                    service: r.service,
+                    operation: r.operation,
+                    count_milli: r.count_milli,
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl TraceReader for ClickHouseStore {
     async fn get_trace(
         &self,
@@ -1775,6 +1881,8 @@ impl ClickHouseStore {
                 .await?;
             // Bookkeeping, not counted as rollup rows.
             self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
+                .await?;
+            self.retain_table(node, "ft_sampling_counts", "period_start_ns", bound)
                 .await?;
         }
         Ok(report)

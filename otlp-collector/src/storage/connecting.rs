@@ -22,8 +22,9 @@ use super::sqlite::SqliteConfig;
 use super::url::redact_url;
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
-    Operation, Retention, RetentionReport, SearchPage, SpanStore, SpanWriter, StorageError,
-    StorageResult, TimeRange, TraceQuery, TraceReader, TraceSpans,
+    Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
+    SearchPage, SpanStore, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery,
+    TraceReader, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -326,7 +327,10 @@ impl AnalyticsReader for ConnectingStore {
 #[async_trait]
 impl Retention for ConnectingStore {
     async fn apply_retention(&self, cutoff_ns: u64) -> StorageResult<RetentionReport> {
-        self.now()?.apply_retention(cutoff_ns).await
+        // A store not connected yet has nothing to delete: the pass waits for
+        // the connection (the retention task cancels it at shutdown) instead
+        // of failing and warning on every start against a database.
+        self.wait().await.apply_retention(cutoff_ns).await
     }
     async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
         self.now()?.disk_usage().await
@@ -338,6 +342,26 @@ impl Retention for ConnectingStore {
     }
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.now()?.evict_oldest(bytes, give_back).await
+    }
+}
+
+#[async_trait]
+impl SamplingCounts for ConnectingStore {
+    async fn write_sampling_counts(&self, counts: &SamplingPeriodCounts) -> StorageResult<()> {
+        self.now()?.write_sampling_counts(counts).await
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        self.now()?
+            .read_sampling_counts(period_secs, from_ns, to_ns)
+            .await
+    }
+    async fn prune_sampling_counts(&self, before_ns: u64) -> StorageResult<u64> {
+        self.now()?.prune_sampling_counts(before_ns).await
     }
 }
 

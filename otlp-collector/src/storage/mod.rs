@@ -24,7 +24,10 @@ pub mod span_codec;
 pub mod sqlite;
 pub mod url;
 
-pub use roles::{AnalyticsReader, Retention, SpanReader, SpanStore, SpanWriter, TraceReader};
+pub use roles::{
+    AnalyticsReader, Retention, SamplingCountRow, SamplingCounts, SamplingPeriodCounts, SpanReader,
+    SpanStore, SpanWriter, TraceReader,
+};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -98,3 +98,7 @@ impl Retention for NullStore {
         Err(StorageError::Backend("the null sink stores nothing".into()))
     }
 }
+
+/// Stores nothing, so it cannot share adaptive sampling counts (the
+/// configuration refuses `source = "store"` with the null sink).
+impl super::SamplingCounts for NullStore {}

@@ -74,8 +74,9 @@ use super::sink_common::{self as common, SearchWindows, SummaryRow, DAY_NS};
 use super::span_codec::{decode_span, encode_span};
 use super::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery,
-    Operation, Retention, RetentionReport, SearchPage, SpanWriter, StorageError, StorageResult,
-    TimeRange, TraceQuery, TraceReader, TraceSpans,
+    Operation, Retention, RetentionReport, SamplingCountRow, SamplingCounts, SamplingPeriodCounts,
+    SearchPage, SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery, TraceReader,
+    TraceSpans,
 };
 use crate::model::{AttrValue, Span, SpanKind, StatusCode, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin, MINUTE_NS};
@@ -196,6 +197,22 @@ CREATE INDEX ft_spans_service_name_start_v3 ON ft_spans (service, name, start_ns
     INCLUDE (trace_id, duration_ns, kind);
 DROP INDEX ft_spans_service_name_start;
 ALTER INDEX ft_spans_service_name_start_v3 RENAME TO ft_spans_service_name_start;
+"#,
+    ),
+    (
+        4,
+        "adaptive sampling counts per period, per collector (source = \"store\")",
+        r#"
+CREATE TABLE ft_sampling_counts (
+    period_start_ns bigint  NOT NULL,
+    period_secs     integer NOT NULL,
+    collector       text    NOT NULL,
+    service         text    NOT NULL,
+    operation       text    NOT NULL,
+    count_milli     bigint  NOT NULL,
+    PRIMARY KEY (period_secs, period_start_ns, collector, service, operation)
+);
+CREATE INDEX ft_sampling_counts_start ON ft_sampling_counts (period_start_ns);
 "#,
     ),
 ];
@@ -1297,6 +1314,79 @@ impl AnalyticsReader for PostgresStore {
         }
         let values: Vec<i64> = row.get(1);
         Ok(values.into_iter().map(from_i64).collect())
+    }
+}
+
+/// Rows per `INSERT` of sampling counts (the arrays are sent as parameters).
+const SAMPLING_ROWS_PER_INSERT: usize = 10_000;
+
+#[async_trait]
+impl SamplingCounts for PostgresStore {
+    async fn write_sampling_counts(&self, c: &SamplingPeriodCounts) -> StorageResult<()> {
+        let conn = self.pool.get().await?;
+        for chunk in c.counts.chunks(SAMPLING_ROWS_PER_INSERT) {
+            let services: Vec<String> = chunk.iter().map(|r| esc(&r.0).into_owned()).collect();
+            let ops: Vec<String> = chunk.iter().map(|r| esc(&r.1).into_owned()).collect();
+            let counts: Vec<i64> = chunk.iter().map(|r| to_i64(r.2)).collect();
+            // A retried write (its first attempt committed) adds nothing.
+            conn.client
+                .execute(
+                    "INSERT INTO ft_sampling_counts \
+                     (period_start_ns, period_secs, collector, service, operation, count_milli) \
+                     SELECT $1, $2, $3, s, o, n FROM unnest($4::text[], $5::text[], $6::bigint[]) \
+                     AS t(s, o, n) ON CONFLICT DO NOTHING",
+                    &[
+                        &to_i64(c.period_start_ns),
+                        &(c.period_secs as i32),
+                        &esc(&c.collector).as_ref(),
+                        &services,
+                        &ops,
+                        &counts,
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+    async fn read_sampling_counts(
+        &self,
+        period_secs: u32,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT period_start_ns, service, operation, sum(count_milli)::bigint \
+                 FROM ft_sampling_counts \
+                 WHERE period_secs = $1 AND period_start_ns >= $2 AND period_start_ns < $3 \
+                 GROUP BY period_start_ns, service, operation \
+                 ORDER BY period_start_ns, service, operation",
+                &[&(period_secs as i32), &to_i64(from_ns), &to_i64(to_ns)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SamplingCountRow {
+                period_start_ns: from_i64(r.get(0)),
+                service: unesc(r.get(1)),
+                operation: unesc(r.get(2)),
+                count_milli: from_i64(r.get(3)),
+            })
+            .collect())
+    }
+    async fn prune_sampling_counts(&self, before_ns: u64) -> StorageResult<u64> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(
+                "DELETE FROM ft_sampling_counts WHERE period_start_ns < $1",
+                &[&to_i64(before_ns)],
+            )
+            .await
+            .map_err(map_err)
     }
 }
 

@@ -122,10 +122,13 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(config.interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The pass is inside the select so shutdown cancels it: it may wait
+        // for a sink that is still connecting.
         tokio::select! {
-            _ = tick.tick() => {
+            _ = async {
+                tick.tick().await;
                 run_once(store.as_ref(), sink, &config, &stats).await;
-            }
+            } => {}
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;
@@ -157,6 +160,83 @@ mod tests {
             RetentionConfig::default().max_age(),
             Some(Duration::from_secs(7 * 24 * 3600))
         );
+    }
+
+    /// A sink still connecting at start-up is not a failed retention pass:
+    /// the first pass waits for the connection (no failure counted, no
+    /// warning), and shutdown ends the task even if it never connects.
+    #[tokio::test]
+    async fn first_pass_waits_for_a_connecting_sink_and_shutdown_cancels_it() {
+        use crate::storage::connecting::ConnectingStore;
+        use crate::storage::{SpanStore, StorageError};
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite: Arc<dyn SpanStore> = Arc::new(
+            crate::storage::sqlite::SqliteStore::open(dir.path().join("spans.db")).unwrap(),
+        );
+        let connects = |fail_first: u32| {
+            let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let sqlite = sqlite.clone();
+            move || {
+                let k = n.fetch_add(1, Ordering::SeqCst);
+                let sqlite = sqlite.clone();
+                async move {
+                    if k < fail_first {
+                        Err(StorageError::Unavailable("connection refused".into()))
+                    } else {
+                        Ok(sqlite)
+                    }
+                }
+            }
+        };
+        let config = RetentionConfig {
+            max_age_hours: 1,
+            interval_secs: 3600,
+            ..RetentionConfig::default()
+        };
+
+        let store: Arc<dyn Retention> = Arc::new(ConnectingStore::spawn(
+            "null",
+            "postgres://nowhere/db",
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+            connects(3),
+        ));
+        let stats = Arc::new(RetentionStats::default());
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(store, "null", config.clone(), stats.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while stats.runs.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no retention pass after connecting"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops at shutdown")
+            .unwrap();
+
+        let never: Arc<dyn Retention> = Arc::new(ConnectingStore::spawn(
+            "null",
+            "postgres://nowhere/db",
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+            connects(u32::MAX),
+        ));
+        let stats = Arc::new(RetentionStats::default());
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(never, "null", config, stats.clone(), rx));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a pass waiting for a sink that never connects is cancelled at shutdown")
+            .unwrap();
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.runs.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! - [`AnalyticsReader`]: dependencies, latency/rate series and exact
 //!   percentiles: the aggregate half of the query API.
 //! - [`Retention`]: deleting what is older than the configured age.
+//! - [`SamplingCounts`]: each collector's adjusted root-span counts per
+//!   adaptive-sampling period, shared through the store so that every
+//!   collector on it computes the same rates (`source = "store"`).
 //!
 //! A database sink implements all four; [`SpanStore`] names that bundle (it
 //! is implemented for every type that has the four roles), and is what
@@ -166,8 +169,73 @@ pub trait SpanReader: TraceReader + AnalyticsReader {}
 
 impl<T: TraceReader + AnalyticsReader + ?Sized> SpanReader for T {}
 
-/// A whole sink: all four roles. One implementation per database; all pass
-/// the shared conformance suite (`tests/conformance`).
-pub trait SpanStore: SpanWriter + SpanReader + Retention {}
+/// One collector's adjusted root-span counts for one adaptive-sampling
+/// period (`[sampling_api.adaptive] source = "store"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SamplingPeriodCounts {
+    /// Start of the period, ns since the epoch (a multiple of the period).
+    pub period_start_ns: u64,
+    /// Length of the period in seconds (`interval_secs`); collectors with a
+    /// different period never mix their rows.
+    pub period_secs: u32,
+    /// Which collector counted them (random per process, so a retried
+    /// write is stored once and a restart never collides with itself).
+    pub collector: String,
+    /// `(service, operation, adjusted count × 1000)`: integers, so that the
+    /// store's sums are exact and the same whatever order it adds them in.
+    pub counts: Vec<(String, String, u64)>,
+}
 
-impl<T: SpanWriter + TraceReader + AnalyticsReader + Retention + ?Sized> SpanStore for T {}
+/// The sum over every collector of one (period, service, operation).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SamplingCountRow {
+    /// Start of the period, ns since the epoch.
+    pub period_start_ns: u64,
+    /// Service name.
+    pub service: String,
+    /// Root span name.
+    pub operation: String,
+    /// Adjusted count × 1000, summed over collectors.
+    pub count_milli: u64,
+}
+
+/// Adaptive sampling's shared counts. A sink without them (the null sink, a
+/// router's forwarder) keeps the defaults, which refuse.
+#[async_trait]
+pub trait SamplingCounts: Send + Sync + 'static {
+    /// Stores one collector's counts for one period; storing the same
+    /// (period, collector, service, operation) again changes nothing.
+    async fn write_sampling_counts(&self, _counts: &SamplingPeriodCounts) -> StorageResult<()> {
+        Err(StorageError::Backend(
+            "this sink does not store adaptive sampling counts".into(),
+        ))
+    }
+
+    /// Every collector's counts summed per (period, service, operation), for
+    /// periods of `period_secs` starting in `[from_ns, to_ns)`, sorted.
+    async fn read_sampling_counts(
+        &self,
+        _period_secs: u32,
+        _from_ns: u64,
+        _to_ns: u64,
+    ) -> StorageResult<Vec<SamplingCountRow>> {
+        Err(StorageError::Backend(
+            "this sink does not store adaptive sampling counts".into(),
+        ))
+    }
+
+    /// Deletes counts of periods starting before `before_ns`; returns the
+    /// rows removed (0 where age retention drops them instead).
+    async fn prune_sampling_counts(&self, _before_ns: u64) -> StorageResult<u64> {
+        Ok(0)
+    }
+}
+
+/// A whole sink: all five roles. One implementation per database; all pass
+/// the shared conformance suite (`tests/conformance`).
+pub trait SpanStore: SpanWriter + SpanReader + Retention + SamplingCounts {}
+
+impl<T: SpanWriter + TraceReader + AnalyticsReader + Retention + SamplingCounts + ?Sized> SpanStore
+    for T
+{
+}

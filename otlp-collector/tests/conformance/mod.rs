@@ -158,6 +158,7 @@ pub async fn run_all(store: &dyn SpanStore) {
     rollups_merge(store).await;
     weighted_rollups(store).await;
     rollup_origins(store).await;
+    sampling_counts(store).await;
     search_filters(store).await;
     search_attributes(store).await;
     search_attributes_as_text(store).await;
@@ -173,6 +174,84 @@ pub async fn run_all(store: &dyn SpanStore) {
     hostile_strings(store).await;
     // Last: it deletes (only) days before every other check's.
     retention(store).await;
+}
+
+/// Adaptive sampling's shared counts: several collectors' rows of a period
+/// are summed, a retried write counts once, other periods and other period
+/// lengths stay apart, hostile names survive, and pruning removes old
+/// periods (or leaves them to age retention).
+pub async fn sampling_counts(store: &dyn SpanStore) {
+    use ferrotrace_collector::storage::{SamplingCountRow, SamplingPeriodCounts};
+    let p0 = day(3) + 600_000_000_000;
+    let p = 10_000_000_000;
+    let hostile = "op \"quoted\" \\ ' é \u{0}nul";
+    let write =
+        |start: u64, secs: u32, collector: &str, rows: &[(&str, &str, u64)]| SamplingPeriodCounts {
+            period_start_ns: start,
+            period_secs: secs,
+            collector: collector.into(),
+            counts: rows
+                .iter()
+                .map(|(s, o, n)| (s.to_string(), o.to_string(), *n))
+                .collect(),
+        };
+    let a = write(p0, 10, "a", &[("svc", "op1", 1_500), ("svc", hostile, 10)]);
+    store.write_sampling_counts(&a).await.expect("write a");
+    store
+        .write_sampling_counts(&write(p0, 10, "b", &[("svc", "op1", 2_500)]))
+        .await
+        .expect("write b");
+    // A retry of a write whose first attempt was stored.
+    store.write_sampling_counts(&a).await.expect("retry a");
+    store
+        .write_sampling_counts(&write(p0 + p, 10, "a", &[("svc", "op1", 7)]))
+        .await
+        .expect("write next period");
+    // Another period length: never mixed in.
+    store
+        .write_sampling_counts(&write(p0, 1, "c", &[("svc", "op1", 99)]))
+        .await
+        .expect("write 1 s period");
+    let row = |start: u64, op: &str, n: u64| SamplingCountRow {
+        period_start_ns: start,
+        service: "svc".into(),
+        operation: op.into(),
+        count_milli: n,
+    };
+    let mut want = vec![
+        row(p0, "op1", 4_000),
+        row(p0, hostile, 10),
+        row(p0 + p, "op1", 7),
+    ];
+    want.sort();
+    let got = store
+        .read_sampling_counts(10, p0, p0 + 2 * p)
+        .await
+        .expect("read");
+    assert_eq!(got, want);
+    // The window's end is exclusive.
+    let got = store
+        .read_sampling_counts(10, p0, p0 + p)
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        store
+            .read_sampling_counts(1, p0, p0 + p)
+            .await
+            .expect("read"),
+        vec![row(p0, "op1", 99)]
+    );
+    let pruned = store.prune_sampling_counts(p0 + p).await.expect("prune");
+    let left = store
+        .read_sampling_counts(10, p0, p0 + 2 * p)
+        .await
+        .expect("read after prune");
+    if pruned > 0 {
+        assert_eq!(left, vec![row(p0 + p, "op1", 7)]);
+    } else {
+        assert_eq!(left.len(), 3, "nothing pruned, nothing gone: {left:?}");
+    }
 }
 
 /// The span of [`round_trip`], with every field set.

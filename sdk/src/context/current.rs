@@ -88,16 +88,14 @@ impl std::fmt::Debug for ContextGuard {
     }
 }
 
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        let index = self.index;
-        let _ = STACK.try_with(|s| {
-            // Take the detached context out before releasing the borrow, so its
-            // destructor (which may touch the current context) runs unborrowed.
-            let removed = {
-                let Ok(mut s) = s.try_borrow_mut() else {
-                    return None;
-                };
+impl ContextGuard {
+    /// Detaches the guard's context and hands it back (`None` if it was
+    /// already gone); the guard's drop then does nothing.
+    fn detach(&mut self) -> Option<Context> {
+        let index = std::mem::replace(&mut self.index, usize::MAX);
+        STACK
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
                 if index >= s.entries.len() {
                     return None;
                 }
@@ -106,10 +104,37 @@ impl Drop for ContextGuard {
                     s.entries.pop();
                 }
                 removed
-            };
-            drop(removed);
-            Some(())
-        });
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+/// Makes `*cx` the current context while `f` runs by moving it onto the
+/// thread's stack and back afterwards: no clone and no drop of the context,
+/// for callers that attach the same context again and again (a future's
+/// `poll`). If `f` unwinds, the context is detached and dropped and `*cx`
+/// is left empty.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn with_attached<T>(cx: &mut Context, f: impl FnOnce() -> T) -> T {
+    let mut guard = attach(std::mem::take(cx));
+    let out = f();
+    let back = guard.detach();
+    // Detached already: the guard's drop would only look the index up again.
+    std::mem::forget(guard);
+    if let Some(back) = back {
+        *cx = back;
+    }
+    out
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        // The detached context is dropped after the stack's borrow is
+        // released (inside `detach`), so its destructor may touch the
+        // current context.
+        drop(self.detach());
     }
 }
 
@@ -134,6 +159,22 @@ mod tests {
         assert_eq!(cur(), Some(1));
         drop(g1);
         assert_eq!(cur(), None);
+    }
+
+    #[test]
+    fn with_attached_moves_the_context_back() {
+        let mut cx = Context::new().with_value(N(9));
+        let seen = super::with_attached(&mut cx, cur);
+        assert_eq!(seen, Some(9));
+        assert_eq!(cur(), None);
+        assert_eq!(cx.get::<N>(), Some(&N(9)));
+        // Nested: an inner attach left attached (leaked guard) does not lose ours.
+        let mut outer = Context::new().with_value(N(1));
+        super::with_attached(&mut outer, || {
+            std::mem::forget(Context::new().with_value(N(2)).attach());
+            assert_eq!(cur(), Some(2));
+        });
+        assert_eq!(outer.get::<N>(), Some(&N(1)));
     }
 
     #[test]

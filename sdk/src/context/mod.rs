@@ -94,6 +94,24 @@ impl Context {
         }
     }
 
+    /// `self` with its active span replaced by `span_context`: the same as
+    /// [`with_span_context`](Self::with_span_context), but the baggage,
+    /// values and inbox are moved, not cloned.
+    #[cfg(any(feature = "http", feature = "tracing"))]
+    pub(crate) fn into_with_span_context(mut self, span_context: SpanContext) -> Context {
+        self.span = Some(span_context);
+        self
+    }
+
+    /// Runs `f` with `*self` as the current context, moving it onto the
+    /// thread's stack and back (no clone): for a future that attaches its
+    /// context on every `poll`.
+    #[cfg(feature = "http")]
+    #[inline(always)]
+    pub(crate) fn run_attached<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        current::with_attached(self, f)
+    }
+
     /// A copy without an active span (the next span started in it is a root).
     pub fn without_span(&self) -> Context {
         Context {

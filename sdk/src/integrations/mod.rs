@@ -27,6 +27,8 @@ pub mod opentelemetry;
 pub mod propagate;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+#[cfg(feature = "http")]
+mod route_names;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 #[cfg(feature = "tracing")]

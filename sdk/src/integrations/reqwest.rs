@@ -101,30 +101,32 @@ impl Middleware for TracingMiddleware {
         if super::is_suppressed() {
             return next.run(req, extensions).await;
         }
-        let mut attrs = Vec::with_capacity(6);
-        let method = push_method(&mut attrs, req.method());
-        attrs.push(KeyValue::new("url.full", full_url(req.url())));
-        if let Some(host) = req.url().host_str() {
-            attrs.push(KeyValue::new("server.address", host.to_string()));
-        }
-        if let Some(port) = req.url().port_or_known_default() {
-            attrs.push(KeyValue::new("server.port", i64::from(port)));
-        }
         let current = Context::current();
-        self.config.push_baggage(&mut attrs, &current);
-        let mut span = self
-            .config
-            .tracer
-            .tracer()
-            .span_builder(Cow::Borrowed(method))
-            .with_kind(SpanKind::Client)
-            .with_attributes(attrs)
-            .start();
+        // The sampler decides first: an unsampled request builds no
+        // attribute and no `url.full` string.
+        let mut span = self.config.tracer.tracer().start_lazy(
+            SpanKind::Client,
+            current
+                .has_active_span()
+                .then(|| current.span_context().clone()),
+            || {
+                let mut attrs = Vec::with_capacity(6);
+                let method = push_method(&mut attrs, req.method());
+                attrs.push(KeyValue::new("url.full", full_url(req.url())));
+                if let Some(host) = req.url().host_str() {
+                    attrs.push(KeyValue::new("server.address", host.to_string()));
+                }
+                if let Some(port) = req.url().port_or_known_default() {
+                    attrs.push(KeyValue::new("server.port", i64::from(port)));
+                }
+                self.config.push_baggage(&mut attrs, &current);
+                (Cow::Borrowed(method), attrs)
+            },
+        );
         // Inject even when unsampled: the callee must continue this trace.
         let mut cx = current.with_span_context(span.span_context().clone());
         self.config
-            .propagator()
-            .inject_context(&cx, req.headers_mut());
+            .with_propagator(|p| p.inject_context(&cx, req.headers_mut()));
         if let Some(inbox) = span.inbox() {
             cx = cx.with_inbox(inbox);
         }

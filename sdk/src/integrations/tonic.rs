@@ -107,14 +107,18 @@ pub fn extract_from_request<T>(request: &tonic::Request<T>) -> Context {
 /// `tonic::transport::Server::builder().layer(GrpcServerLayer::new(tracer))`.
 #[derive(Clone, Debug)]
 pub struct GrpcServerLayer {
-    config: LayerConfig,
+    // Shared with every service the layer makes (and their per-request clones).
+    config: Arc<LayerConfig>,
 }
 
 impl GrpcServerLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         GrpcServerLayer {
-            config: LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Grpc),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Grpc,
+            )),
         }
     }
 
@@ -123,27 +127,30 @@ impl GrpcServerLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcServerLayer {
-            config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Grpc,
+            )),
         }
     }
 
     /// Uses `propagator` instead of the global one.
     pub fn with_propagator(mut self, propagator: impl TextMapPropagator + 'static) -> Self {
-        self.config.propagator = Some(Arc::new(propagator));
+        Arc::make_mut(&mut self.config).propagator = Some(Arc::new(propagator));
         self
     }
 
     /// Copies these baggage entries (when present) onto each span as
     /// attributes with the same key, e.g. `["tenant"]`.
     pub fn with_baggage_attributes(mut self, keys: impl IntoIterator<Item = &'static str>) -> Self {
-        self.config.baggage_attributes = keys.into_iter().collect();
+        Arc::make_mut(&mut self.config).baggage_attributes = keys.into_iter().collect();
         self
     }
 
     /// Whether a panicking handler is answered with status `INTERNAL` (default
     /// `true`) instead of unwinding further. The span records the panic either way.
     pub fn with_catch_panics(mut self, catch: bool) -> Self {
-        self.config.catch_panics = catch;
+        Arc::make_mut(&mut self.config).catch_panics = catch;
         self
     }
 }
@@ -151,7 +158,7 @@ impl GrpcServerLayer {
 impl<S> Layer<S> for GrpcServerLayer {
     type Service = ServerTraceService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ServerTraceService::from_parts(inner, self.config.clone())
+        ServerTraceService::from_parts(inner, Arc::clone(&self.config))
     }
 }
 
@@ -159,14 +166,18 @@ impl<S> Layer<S> for GrpcServerLayer {
 /// request metadata. Wrap a `tonic::transport::Channel` with it.
 #[derive(Clone, Debug)]
 pub struct GrpcClientLayer {
-    config: LayerConfig,
+    // Shared with every service the layer makes (and their per-request clones).
+    config: Arc<LayerConfig>,
 }
 
 impl GrpcClientLayer {
     /// Records spans with `tracer`.
     pub fn new(tracer: Tracer) -> Self {
         GrpcClientLayer {
-            config: LayerConfig::new(TracerSource::Fixed(tracer), Protocol::Grpc),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Fixed(tracer),
+                Protocol::Grpc,
+            )),
         }
     }
 
@@ -175,20 +186,23 @@ impl GrpcClientLayer {
     /// without one nothing is recorded and a diagnostic says so once.
     pub fn from_global() -> Self {
         GrpcClientLayer {
-            config: LayerConfig::new(TracerSource::Global(SCOPE_NAME), Protocol::Grpc),
+            config: Arc::new(LayerConfig::new(
+                TracerSource::Global(SCOPE_NAME),
+                Protocol::Grpc,
+            )),
         }
     }
 
     /// Uses `propagator` instead of the global one.
     pub fn with_propagator(mut self, propagator: impl TextMapPropagator + 'static) -> Self {
-        self.config.propagator = Some(Arc::new(propagator));
+        Arc::make_mut(&mut self.config).propagator = Some(Arc::new(propagator));
         self
     }
 
     /// Copies these baggage entries (when present) onto each span as
     /// attributes with the same key, e.g. `["tenant"]`.
     pub fn with_baggage_attributes(mut self, keys: impl IntoIterator<Item = &'static str>) -> Self {
-        self.config.baggage_attributes = keys.into_iter().collect();
+        Arc::make_mut(&mut self.config).baggage_attributes = keys.into_iter().collect();
         self
     }
 }
@@ -196,7 +210,7 @@ impl GrpcClientLayer {
 impl<S> Layer<S> for GrpcClientLayer {
     type Service = ClientTraceService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ClientTraceService::from_parts(inner, self.config.clone())
+        ClientTraceService::from_parts(inner, Arc::clone(&self.config))
     }
 }
 

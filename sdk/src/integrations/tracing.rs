@@ -63,6 +63,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::TracerSource;
 use crate::attributes::{Key, KeyValue};
 use crate::context::{Context, ContextGuard};
+use crate::trace::tracer::LazyDetails;
 use crate::trace::{Span, SpanInbox, SpanKind, Status, Tracer};
 
 /// Scope name used when the layer takes its tracer from the global provider.
@@ -332,40 +333,42 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut fields = Fields {
-            attrs: Vec::with_capacity(attrs.fields().len() + 2),
-            ..Fields::default()
-        };
-        attrs.record(&mut fields);
-        if self.code_location {
-            if let Some(file) = meta.file() {
-                fields.attrs.push(KeyValue::new("code.file.path", file));
-            }
-            if let Some(line) = meta.line() {
-                fields.attrs.push(KeyValue::new("code.line.number", line));
-            }
-        }
-        let name: Cow<'static, str> = match fields.name.take() {
-            Some(n) => n.into(),
-            None => meta.name().into(),
-        };
         let parent = self.parent_context(attrs, &ctx);
-        let status = fields.status();
         let parent_sc = parent
             .has_active_span()
             .then(|| parent.span_context().clone());
-        let mut span = self.tracer.tracer().start_span(
-            name,
-            fields.kind.unwrap_or_default(),
-            parent_sc,
-            std::mem::take(&mut fields.attrs),
-            Vec::new(),
-            None,
-        );
+        // The sampler decides first: an unsampled span records no field, so
+        // it copies no string (only its context is kept, for its children).
+        let mut status = None;
+        let mut span = self.tracer.tracer().start_lazy_with(parent_sc, || {
+            let mut fields = Fields {
+                attrs: Vec::with_capacity(attrs.fields().len() + 2),
+                ..Fields::default()
+            };
+            attrs.record(&mut fields);
+            if self.code_location {
+                if let Some(file) = meta.file() {
+                    fields.attrs.push(KeyValue::new("code.file.path", file));
+                }
+                if let Some(line) = meta.line() {
+                    fields.attrs.push(KeyValue::new("code.line.number", line));
+                }
+            }
+            let name: Cow<'static, str> = match fields.name.take() {
+                Some(n) => n.into(),
+                None => meta.name().into(),
+            };
+            status = fields.status();
+            LazyDetails {
+                name,
+                kind: fields.kind.unwrap_or_default(),
+                attributes: std::mem::take(&mut fields.attrs),
+            }
+        });
         if let Some(status) = status {
             span.set_status(status);
         }
-        let cx = parent.with_span_context(span.span_context().clone());
+        let cx = parent.into_with_span_context(span.span_context().clone());
         span_ref.extensions_mut().insert(SpanState { span, cx });
     }
 
@@ -377,6 +380,9 @@ where
         let Some(state) = ext.get_mut::<SpanState>() else {
             return;
         };
+        if !state.span.is_recording() {
+            return;
+        }
         let mut fields = Fields::default();
         values.record(&mut fields);
         if let Some(name) = fields.name.take() {

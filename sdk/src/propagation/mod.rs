@@ -254,6 +254,94 @@ impl Extractor for http::HeaderMap {
     }
 }
 
+/// An [`Extractor`] over an [`http::HeaderMap`] that has found the values of
+/// the W3C headers (`traceparent`, `tracestate`, `baggage`) in one pass over
+/// the map, so the default propagators' look-ups (five per request) cost a
+/// field read each instead of hashing the name and probing the map every
+/// time. Any other key (B3, Jaeger, custom propagators) and repeated W3C
+/// headers are answered by the map itself, so the results are the same as
+/// the map's own [`Extractor`] implementation.
+pub(crate) struct ScannedHeaders<'a> {
+    map: &'a http::HeaderMap,
+    /// First value and number of values (saturating at 2) of
+    /// `traceparent`, `tracestate` and `baggage`.
+    known: [(Option<&'a http::HeaderValue>, u8); 3],
+}
+
+impl<'a> ScannedHeaders<'a> {
+    /// Scans `map` once. A request usually carries a handful of headers:
+    /// comparing each name's length, then its bytes, is cheaper than three
+    /// hash look-ups of names that are mostly absent.
+    pub(crate) fn new(map: &'a http::HeaderMap) -> Self {
+        let mut known = [(None, 0u8); 3];
+        for (name, value) in map.iter() {
+            let n = name.as_str();
+            let slot = match n.len() {
+                11 if n == "traceparent" => 0,
+                10 if n == "tracestate" => 1,
+                7 if n == "baggage" => 2,
+                _ => continue,
+            };
+            let (first, count): &mut (Option<&http::HeaderValue>, u8) = &mut known[slot];
+            if first.is_none() {
+                *first = Some(value);
+            }
+            *count = count.saturating_add(1).min(2);
+        }
+        ScannedHeaders { map, known }
+    }
+
+    /// The scanned slot of `key`, when it is one of the three names.
+    fn slot(&self, key: &str) -> Option<(Option<&'a http::HeaderValue>, u8)> {
+        let i = match key {
+            "traceparent" => 0,
+            "tracestate" => 1,
+            "baggage" => 2,
+            _ => return None,
+        };
+        Some(self.known[i])
+    }
+}
+
+impl Extractor for ScannedHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.slot(key) {
+            Some((first, _)) => first.and_then(|v| v.to_str().ok()),
+            None => Extractor::get(self.map, key),
+        }
+    }
+    fn get_unique(&self, key: &str) -> Option<&str> {
+        match self.slot(key) {
+            Some((Some(v), 1)) => v.to_str().ok(),
+            Some(_) => None,
+            None => Extractor::get_unique(self.map, key),
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        Extractor::keys(self.map)
+    }
+    fn get_all(&self, key: &str) -> Vec<&str> {
+        match self.slot(key) {
+            Some((None, _)) => Vec::new(),
+            Some((Some(v), 1)) => v.to_str().ok().into_iter().collect(),
+            _ => Extractor::get_all(self.map, key),
+        }
+    }
+    fn has_multiple(&self, key: &str) -> bool {
+        match self.slot(key) {
+            Some((_, count)) => count > 1,
+            None => Extractor::has_multiple(self.map, key),
+        }
+    }
+    fn has_unreadable(&self, key: &str) -> bool {
+        match self.slot(key) {
+            Some((None, _)) => false,
+            Some((Some(v), 1)) => v.to_str().is_err(),
+            _ => Extractor::has_unreadable(self.map, key),
+        }
+    }
+}
+
 /// Injects a [`Context`] into, and extracts one from, a text carrier.
 pub trait TextMapPropagator: Send + Sync {
     /// Writes the fields for `cx` into `injector`.
@@ -280,6 +368,89 @@ pub trait TextMapPropagator: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ScannedHeaders` answers every question exactly as the header map
+    /// itself, for the W3C names it scans and for any other name.
+    #[test]
+    fn scanned_headers_answer_like_the_map() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cases: Vec<Vec<(&str, &[u8])>> = vec![
+            vec![],
+            vec![("traceparent", tp.as_bytes())],
+            vec![
+                ("traceparent", tp.as_bytes()),
+                ("traceparent", tp.as_bytes()),
+            ],
+            vec![
+                ("traceparent", tp.as_bytes()),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"b=2"),
+            ],
+            vec![("traceparent", tp.as_bytes()), ("tracestate", b"a=\xff")],
+            vec![("tracestate", b"a=1"), ("tracestate", b"\xff")],
+            vec![("baggage", b"k=v"), ("baggage", b"x=y"), ("host", b"h")],
+            vec![
+                ("baggage", b"\xfe"),
+                ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7"),
+            ],
+            vec![("b3", b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        ];
+        let keys = [
+            "traceparent",
+            "tracestate",
+            "baggage",
+            "Traceparent",
+            "BAGGAGE",
+            "b3",
+            "x-b3-traceid",
+            "host",
+            "absent",
+        ];
+        for case in cases {
+            let mut map = http::HeaderMap::new();
+            for (k, v) in &case {
+                map.append(
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            let scan = ScannedHeaders::new(&map);
+            for key in keys {
+                assert_eq!(
+                    Extractor::get(&scan, key),
+                    Extractor::get(&map, key),
+                    "{key} {case:?}"
+                );
+                assert_eq!(scan.get_unique(key), map.get_unique(key), "{key} {case:?}");
+                assert_eq!(
+                    scan.get_all(key),
+                    Extractor::get_all(&map, key),
+                    "{key} {case:?}"
+                );
+                assert_eq!(
+                    scan.has_multiple(key),
+                    map.has_multiple(key),
+                    "{key} {case:?}"
+                );
+                assert_eq!(
+                    scan.has_unreadable(key),
+                    map.has_unreadable(key),
+                    "{key} {case:?}"
+                );
+            }
+            let mut a = scan.keys();
+            let mut b = Extractor::keys(&map);
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b);
+            // And the default propagators extract the same context through either.
+            let (prop, _) = global::propagator_from_names("tracecontext,baggage,b3");
+            let x = prop.extract_with_context(&Context::new(), &scan);
+            let y = prop.extract_with_context(&Context::new(), &map);
+            assert_eq!(x.span_context(), y.span_context(), "{case:?}");
+            assert_eq!(x.baggage(), y.baggage(), "{case:?}");
+        }
+    }
 
     #[test]
     fn header_map_get_all_and_multiple() {

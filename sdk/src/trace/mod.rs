@@ -12,7 +12,7 @@ pub mod remote;
 pub mod sampler;
 mod span;
 pub mod span_data;
-mod tracer;
+pub(crate) mod tracer;
 mod watchdog;
 
 pub use consistent::ConsistentProbability;

@@ -64,6 +64,24 @@ impl Tracer {
         parent: Option<SpanContext>,
         details: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
     ) -> Span {
+        self.start_lazy_with(parent, || {
+            let (name, attributes) = details();
+            LazyDetails {
+                name,
+                kind,
+                attributes,
+            }
+        })
+    }
+
+    /// [`Tracer::start_lazy`] for callers whose details also say the kind
+    /// (the `tracing` bridge: `otel.kind` is one of the span's fields).
+    #[cfg(any(feature = "http", feature = "tracing"))]
+    pub(crate) fn start_lazy_with(
+        &self,
+        parent: Option<SpanContext>,
+        details: impl FnOnce() -> LazyDetails,
+    ) -> Span {
         let parent = parent.filter(SpanContext::is_valid);
         let provider = &*self.provider;
         if provider.disabled {
@@ -80,28 +98,28 @@ impl Tracer {
                         trace_id, span_id, random, decision, parent,
                     ));
                 }
-                let (name, attributes) = details();
+                let d = details();
                 self.build(
-                    name,
-                    kind,
+                    d.name,
+                    d.kind,
                     parent,
                     (trace_id, span_id, random),
                     decision,
                     None,
-                    attributes,
+                    d.attributes,
                     Vec::new(),
                     Vec::new(),
                     None,
                 )
             }
             None => {
-                let (name, attributes) = details();
+                let d = details();
                 self.start_decided_by_sampler(
-                    name,
-                    kind,
+                    d.name,
+                    d.kind,
                     parent,
                     (trace_id, span_id, random),
-                    attributes,
+                    d.attributes,
                     Vec::new(),
                     None,
                 )
@@ -376,6 +394,14 @@ fn unrecorded_context(
             .map(SpanContext::into_trace_state)
             .unwrap_or_default(),
     )
+}
+
+/// What a lazily started span is built from (see [`Tracer::start_lazy_with`]).
+#[cfg(any(feature = "http", feature = "tracing"))]
+pub(crate) struct LazyDetails {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) kind: SpanKind,
+    pub(crate) attributes: Vec<KeyValue>,
 }
 
 enum Parent {
