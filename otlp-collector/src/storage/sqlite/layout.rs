@@ -162,7 +162,7 @@ pub(super) struct SpanWriter<'c> {
 /// `OR IGNORE`: no row here can conflict (the span's row id is new and
 /// `idx` unique within it, `value` is never NULL), but a multi-row statement
 /// that could abort half-way makes SQLite copy every page it touches into a
-/// statement journal first, to undo just that statement: 6–8% of the
+/// statement journal first, to undo just that statement: 6–9% of the
 /// collector's CPU at 15,000 spans/s (profile in docs/benchmarks.md). A
 /// statement that cannot abort needs none.
 fn insert_attrs_sql(rows: usize) -> String {
