@@ -340,4 +340,72 @@ mod tests {
         assert!(toks[1].is_none());
         assert_eq!(st.unwatched(), 2);
     }
+
+    /// More threads than shards claim slots at once (shards shared), and
+    /// spans end on other threads than the one that started them: every
+    /// slot is claimed by one span only, and exactly the spans not ended
+    /// are reported, with their own ids.
+    #[test]
+    fn concurrent_claims_and_cross_thread_ends() {
+        let st = Arc::new(WatchdogState::new(Duration::from_secs(1), 1 << 16));
+        let threads: Vec<_> = (0..(SHARDS as u64 * 2 + 3))
+            .map(|t| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    (0..20u64)
+                        .map(|i| {
+                            let id = (t << 32) | (i + 1);
+                            let tok = st
+                                .register(
+                                    10,
+                                    TraceId::from_bytes(u128::from(id).to_be_bytes()),
+                                    SpanId::from_bytes(id.to_be_bytes()),
+                                    Some("x"),
+                                )
+                                .unwrap();
+                            (id, tok)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<(u64, WatchToken)> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(st.live(), all.len());
+        // End the even ids on another thread.
+        let ended: Vec<WatchToken> = all
+            .iter()
+            .filter(|(id, _)| id % 2 == 0)
+            .map(|(_, t)| *t)
+            .collect();
+        let st2 = st.clone();
+        std::thread::spawn(move || ended.into_iter().for_each(|t| st2.unregister(t)))
+            .join()
+            .unwrap();
+        let open = all.iter().filter(|(id, _)| id % 2 == 1).count();
+        assert_eq!(st.live(), open);
+        // The live slots hold exactly the odd ids, each slot one span's own ids.
+        let mut seen: Vec<u64> = st
+            .shards
+            .iter()
+            .filter_map(|s| s.slots.get())
+            .flat_map(|s| s.iter())
+            .filter(|s| s.state.load(Ordering::Acquire) & LIVE != 0)
+            .map(|s| {
+                let id = s.span_id.load(Ordering::Relaxed);
+                assert_eq!(s.trace_hi.load(Ordering::Relaxed), 0);
+                assert_eq!(s.trace_lo.load(Ordering::Relaxed), id);
+                assert_eq!(id % 2, 1);
+                id
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), open);
+        assert_eq!(st.scan(2_000_000_000), open);
+        assert_eq!(st.scan(3_000_000_000), 0);
+        assert_eq!(st.reported(), open as u64);
+    }
 }

@@ -393,6 +393,59 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::remote::strategy::{OperationStrategy, PerOperation};
+
+    /// The per-thread memo answers exactly as the map: alternating names,
+    /// a name longer than the memo keeps, an unknown name (the default),
+    /// and a new strategy (a new `Current`) never sees the old operation.
+    #[test]
+    fn operation_memo_answers_as_the_map() {
+        let per_op = |keep: f64| {
+            Arc::new(Compiled::from_response(&StrategyResponse::PerOperation(
+                PerOperation {
+                    default_probability: 0.0,
+                    default_lower_bound_per_second: 0.0,
+                    operations: vec![
+                        OperationStrategy {
+                            operation: "keep".into(),
+                            probability: keep,
+                        },
+                        OperationStrategy {
+                            operation: "drop".into(),
+                            probability: 0.0,
+                        },
+                        OperationStrategy {
+                            operation: "k".repeat(MEMO_MAX_NAME + 1),
+                            probability: 1.0,
+                        },
+                    ],
+                    operations_dropped: 0,
+                },
+            )))
+        };
+        let long = "k".repeat(MEMO_MAX_NAME + 1);
+        let mut cur = Current::new(per_op(1.0));
+        for i in 0..200u32 {
+            let trace_id = TraceId::from_bytes([(i % 251) as u8 + 1; 16]);
+            let name = match i % 5 {
+                0 | 1 => "keep",
+                2 => "drop",
+                3 => long.as_str(),
+                _ => "unknown",
+            };
+            let expect = name == "keep" || name == long;
+            assert_eq!(cur.quick_drop(None, trace_id, name), !expect, "{name}");
+            let (keep, _) = cur.decide(None, trace_id, name).unwrap();
+            assert_eq!(keep, expect, "{name}");
+            // The same answers as the map-only path.
+            assert_eq!(cur.compiled.decide(None, trace_id, name).unwrap().0, keep);
+        }
+        // A new strategy: "keep" is now dropped.
+        let mut cur = Current::new(per_op(0.0));
+        let t = TraceId::from_bytes([7; 16]);
+        assert!(cur.quick_drop(None, t, "keep"));
+        assert!(!cur.decide(None, t, "keep").unwrap().0);
+    }
 
     #[test]
     fn rate_limiter_allows_the_burst_then_the_rate() {
