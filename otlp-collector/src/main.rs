@@ -303,6 +303,8 @@ fn check_config(args: &Args) -> Result<(), Failure> {
 
 fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args).map_err(|e| Failure::new(exit_code::CONFIG, e))?;
+    // Before any thread of the runtime allocates (arenas are per thread).
+    ferrotrace_collector::memory::tune_allocator(cfg.limits.memory_limit_mib > 0);
     // Every client connection takes a file descriptor: use the hard limit.
     let fds = ferrotrace_collector::listener::raise_fd_limit();
     tracing::debug!(fds, "file descriptor limit");

@@ -257,6 +257,8 @@ pub struct Metrics {
     pub rollup_weight_sources: CounterVec,
     /// Times the rollup series limit forced an early flush.
     pub rollup_early_flushes: AtomicU64,
+    /// Rollup drains that wrote unfinished minutes because the WAL was nearly full.
+    pub rollup_wal_full_flushes: AtomicU64,
     /// Rollup contributions of replayed spans not counted again (already stored).
     pub rollup_replayed_already_stored: AtomicU64,
     /// Receive-to-ack latency of successful requests.
@@ -324,6 +326,7 @@ impl Default for Metrics {
             rollup_dropped: CounterVec::default(),
             rollup_weight_sources: CounterVec::default(),
             rollup_early_flushes: AtomicU64::new(0),
+            rollup_wal_full_flushes: AtomicU64::new(0),
             rollup_replayed_already_stored: AtomicU64::new(0),
             ack_latency: Histogram::new(LATENCY_BOUNDS),
             memory: MemoryMetrics::default(),
@@ -470,7 +473,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(&k));
             }
         }
-        let scalars: [(&str, &str, &str, &AtomicU64); 32] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 33] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 "gauge",
@@ -650,6 +653,12 @@ impl Metrics {
                 "counter",
                 "Times rollups.max_series forced the in-memory rollups to be flushed before their minute ended.",
                 &self.rollup_early_flushes,
+            ),
+            (
+                "ferrotrace_rollup_wal_full_flushes_total",
+                "counter",
+                "Times the rollups of unfinished minutes were written early because the write-ahead log was nearly full (its segments wait for their spans' rollups).",
+                &self.rollup_wal_full_flushes,
             ),
             (
                 "ferrotrace_rollup_replayed_already_stored_total",

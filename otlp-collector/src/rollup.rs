@@ -288,6 +288,9 @@ pub struct RollupStats {
     pub span_cache_evictions: u64,
     /// Times the series limit forced an early flush.
     pub early_flushes: u64,
+    /// Drains that wrote unfinished minutes because the WAL was nearly full
+    /// ([`RollupAggregator::drain_for_full_wal`]).
+    pub wal_full_flushes: u64,
     /// Observations not counted because the series limit was hit twice over
     /// (nobody drained).
     pub series_dropped: u64,
@@ -530,6 +533,9 @@ pub struct RollupAggregator {
     written: WrittenOrigins,
     /// When (drain clock) origins were first seen unflushed, for `max_hold_secs`.
     unflushed_since: Option<u64>,
+    /// The next drain writes everything, as when `max_hold_secs` has passed
+    /// ([`RollupAggregator::drain_for_full_wal`]).
+    write_held_now: bool,
     /// State of the draws that round weighted counts (see `round_counts`).
     round_state: u64,
     /// The last `tracestate` weighed (see [`weight::ThresholdMemo`]).
@@ -608,6 +614,7 @@ impl RollupAggregator {
             hold_deltas: HMap::new(),
             written: WrittenOrigins::default(),
             unflushed_since: None,
+            write_held_now: false,
             round_state: 0x005E_ED0F_AD1C_0DE5_u64,
             weight_memo: Default::default(),
             stats: RollupStats::default(),
@@ -1166,10 +1173,10 @@ impl RollupAggregator {
         }
 
         let hold_ns = self.config.max_hold_secs.saturating_mul(1_000_000_000);
-        let mut all = false;
+        let mut all = std::mem::take(&mut self.write_held_now);
         if hold_ns > 0 && !(self.origins.is_empty() && self.ready.origins.is_empty()) {
             let since = *self.unflushed_since.get_or_insert(now_ns);
-            all = now_ns.saturating_sub(since) >= hold_ns;
+            all |= now_ns.saturating_sub(since) >= hold_ns;
         }
         // Origins of spans with scattered timestamps (many minutes) are
         // bounded like series: past the limit everything is written now.
@@ -1181,6 +1188,23 @@ impl RollupAggregator {
             self.take_into(&mut out, finished);
         }
         self.hand_out(out)
+    }
+
+    /// Like [`RollupAggregator::drain`], but writes every contribution of spans
+    /// that came through the WAL now, as if `max_hold_secs` had passed: the
+    /// WAL is nearly full, and segments whose spans the sink has already
+    /// stored, kept only until their rollups are written, would otherwise
+    /// make the collector refuse requests the sink could take (seen under
+    /// overload with a small WAL: `write-ahead log full` while the queue was
+    /// empty). Peer resolution and pending children are left as `drain`
+    /// leaves them.
+    pub fn drain_for_full_wal(&mut self, now_ns: u64) -> RollupBatch {
+        if self.origins.is_empty() && self.ready.origins.is_empty() {
+            return self.drain(now_ns);
+        }
+        self.stats.wal_full_flushes += 1;
+        self.write_held_now = true;
+        self.drain(now_ns)
     }
 
     /// Returns everything accumulated, finished or not (for shutdown).
@@ -1830,6 +1854,29 @@ mod origin_tests {
         assert_eq!(b2.edges.len(), 1);
         let seven = b2.origins.iter().find(|o| o.segment == 7).expect("7");
         assert_eq!(seven.parts[OriginPart::Child as usize].0, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn a_full_wal_writes_unfinished_minutes_at_once() {
+        let mut a = RollupAggregator::new(RollupConfig {
+            max_hold_secs: 20,
+            ..Default::default()
+        });
+        let root = span(1, 1, None, "svc", SpanKind::Server, T0 + S, &[]);
+        feed(&mut a, 4, 0, std::slice::from_ref(&root));
+        assert_eq!(a.take_hold_deltas(), vec![(4, 1)]);
+        // Minute not finished, held 0 of 20 s: nothing is written yet.
+        assert!(a.drain(T0 + 2 * S).is_empty());
+        // The WAL is nearly full: written now, the segment's hold handed to
+        // the batch (released when the sink commits it).
+        let b = a.drain_for_full_wal(T0 + 2 * S);
+        assert_eq!(b.operations.iter().map(|o| o.count).sum::<u64>(), 1);
+        assert_eq!(b.origin_segments(), vec![4]);
+        assert!(a.take_hold_deltas().is_empty(), "+1 batch, -1 aggregator");
+        assert_eq!(a.stats().wal_full_flushes, 1);
+        // Nothing held: no flush counted, and the next drain is an ordinary one.
+        assert!(a.drain_for_full_wal(T0 + 3 * S).is_empty());
+        assert_eq!(a.stats().wal_full_flushes, 1);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The real `ferrotrace-collector` binary's command line: `check-config`, the
 //! exit code of each kind of start failure (2 configuration, 3 listener,
-//! 4 storage), the "address in use" message, `--log-format json` and `--help`.
+//! 4 storage), the "address in use" message, `--log-format json`, `--help`
+//! and the start-up warning for a query listener open beyond loopback.
 
 mod net;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -355,4 +357,58 @@ fn chown_nobody(dir: &Path) {
         .expect("chown");
     assert!(st.success());
     // The temp dir's parent must be traversable by nobody (it is /tmp).
+}
+
+/// `GET /healthz` on loopback `port`: true once it answers 200.
+fn healthz_ok(port: u16) -> bool {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if c.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn a_query_listener_beyond_loopback_without_a_token_warns_at_start() {
+    for (host, warns) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_addr().port();
+        let addr = format!("{host}:{port}");
+        let mut cmd = start_with(&dir.path().join("data"), &[("--http-addr", &addr)]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FERROTRACE") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the collector");
+        // The query router (and its warning) is built before it answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !healthz_ok(port) {
+            if Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+                let _ = child.kill();
+                let o = child.wait_with_output().expect("output");
+                panic!("{addr}: /healthz never answered: {}", text(&o.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("kill");
+        let err = text(&child.wait_with_output().expect("output").stderr);
+        assert_eq!(
+            err.contains("listen beyond loopback without a query token"),
+            warns,
+            "{addr}: {err}"
+        );
+    }
 }

@@ -15,75 +15,25 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ferrotrace_collector::storage::{connecting, MAX_TRACES_PER_READ};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
 use tonic::transport::Channel;
 
 use fault::metric;
 use fault::proc::{Proc, Sink, Spec};
-use ingest_util::{span_id, trace_id};
+use ingest_util::trace_id;
 
 /// Traces sent; each gets spans 0..=8 over three phases.
 const TRACES: u32 = 300;
 /// Traces per request: a request holds one span of each of these traces.
 const CHUNK: usize = 25;
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
 /// One request with span `i` of each trace in `traces` (span 0 is the root).
 fn request(traces: &[u32], i: u32) -> ExportTraceServiceRequest {
-    let start = now_ns() - 5_000_000;
-    let spans = traces
-        .iter()
-        .map(|&t| PSpan {
-            trace_id: trace_id(t).to_vec(),
-            span_id: span_id(t, i).to_vec(),
-            parent_span_id: if i == 0 {
-                vec![]
-            } else {
-                span_id(t, 0).to_vec()
-            },
-            name: format!("op-{i}"),
-            kind: 2,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + 1_000_000,
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(format!("svc-{i}"))),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "route-test".into(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    ingest_util::span_i_of_each(traces, i, |_, _| false)
 }
 
 fn client(addr: SocketAddr) -> TraceServiceClient<Channel> {

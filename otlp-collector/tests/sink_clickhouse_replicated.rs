@@ -17,17 +17,10 @@ use ferrotrace_collector::storage::clickhouse::{
     ClickHouseOptions, ClickHouseStore, ClusterOptions,
 };
 use ferrotrace_collector::storage::{SpanWriter, TraceReader};
-use support::clickhouse::{ChServer, ZooKeeper, CLUSTER};
+use support::clickhouse::{local_spans, ChServer, ZooKeeper, CLUSTER};
 
 fn cluster_of(servers: &[Vec<ChServer>]) -> ClusterOptions {
-    ClusterOptions {
-        name: CLUSTER.into(),
-        shards: servers
-            .iter()
-            .map(|rs| rs.iter().map(|s| s.url("traces")).collect())
-            .collect(),
-        ..ClusterOptions::default()
-    }
+    support::clickhouse::cluster_options(servers)
 }
 
 fn opts(cluster: ClusterOptions) -> ClickHouseOptions {
@@ -37,41 +30,10 @@ fn opts(cluster: ClusterOptions) -> ClickHouseOptions {
     }
 }
 
-/// Distinct spans in one server's local table.
-fn local_spans(s: &ChServer, table: &str) -> u64 {
-    s.sql(&format!(
-        "SELECT uniqExact(trace_id, span_id) FROM traces.{table}_local"
-    ))
-    .trim()
-    .parse()
-    .expect("count")
-}
-
 /// Waits until both replicas of every shard hold the same spans in both span
-/// tables, and returns the per-shard counts.
+/// tables, `total` in all, and returns the per-shard counts.
 fn wait_replicated(servers: &[Vec<ChServer>], total: u64) -> Vec<u64> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let counts: Vec<Vec<u64>> = servers
-            .iter()
-            .map(|rs| {
-                rs.iter()
-                    .flat_map(|s| [local_spans(s, "ft_traces"), local_spans(s, "ft_spans")])
-                    .collect()
-            })
-            .collect();
-        let per_shard: Vec<u64> = counts.iter().map(|c| c[0]).collect();
-        let same = counts.iter().all(|c| c.iter().all(|n| *n == c[0]));
-        if same && per_shard.iter().sum::<u64>() == total {
-            return per_shard;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge on {total} spans: {counts:?} \
-             (per shard: [replica 1 ft_traces, ft_spans, replica 2 ft_traces, ft_spans])"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::clickhouse::wait_replicas_agree(servers, Some(total))
 }
 
 fn spans_for(
@@ -109,21 +71,11 @@ fn spawn_collector(
     cluster: &ClusterOptions,
 ) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let (otlp, http) = (support::net::free_addr(), support::net::free_addr());
-    let shards: Vec<String> = cluster
-        .shards
-        .iter()
-        .map(|rs| {
-            let r: Vec<String> = rs.iter().map(|u| format!("{u:?}")).collect();
-            format!("[{}]", r.join(", "))
-        })
-        .collect();
     // The spans are from 2023 (`request_with`): age retention is off, or
     // its first pass, which runs as soon as the sink connects, deletes them.
     let config = format!(
-        "[storage]\nkind = \"clickhouse\"\nurl = {url:?}\n\n[retention]\nmax_age_hours = 0\n\n\
-         [clickhouse.cluster]\nname = {:?}\nshards = [{}]\n",
-        cluster.name,
-        shards.join(", ")
+        "{}\n[retention]\nmax_age_hours = 0\n",
+        support::clickhouse::collector_toml(url, cluster)
     );
     let path = dir.join("collector.toml");
     std::fs::write(&path, config).expect("write config");

@@ -74,6 +74,11 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Number of the first connection: trace ids derive from the connection
+    /// number, so several loadgens sending at once need distinct ranges
+    /// (e.g. 0 and 100) or they send the same traces.
+    #[arg(long, default_value_t = 0)]
+    first_connection: u64,
 }
 
 #[derive(Default)]
@@ -571,7 +576,7 @@ fn main() -> anyhow::Result<()> {
             tasks.push(tokio::spawn(run_conn(
                 args.clone(),
                 endpoint,
-                c as u64,
+                args.first_connection + c as u64,
                 stats.clone(),
                 stop.clone(),
             )));

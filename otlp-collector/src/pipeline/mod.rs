@@ -43,7 +43,6 @@ use crate::rollup::WrittenOrigins;
 use crate::storage::SpanWriter;
 use batcher::BatcherConfig;
 use queue::Queue;
-use sink::SinkMsg;
 use wal::Wal;
 
 /// A running pipeline.
@@ -74,7 +73,7 @@ impl Pipeline {
     ) -> std::io::Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
         let (written_tx, written_rx) = crossbeam_channel::bounded::<WrittenOrigins>(1);
-        let (tx, rx) = tokio::sync::mpsc::channel::<SinkMsg>(cfg.max_pending_batches);
+        let (tx, rx) = sink::channels(cfg.max_pending_batches);
         let sink = tokio::spawn(sink::sink_task(
             rx,
             store,

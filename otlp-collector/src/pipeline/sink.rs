@@ -21,8 +21,54 @@ pub(super) enum SinkMsg {
     Rollups(RollupBatch),
 }
 
+/// The worker's ends of the two channels to the sink task.
+pub(super) struct SinkTx {
+    /// Span batches, at most `batcher.max_pending_batches` waiting.
+    pub spans: tokio::sync::mpsc::Sender<SinkMsg>,
+    /// Rollup batches, taken before any waiting span batch.
+    pub rollups: tokio::sync::mpsc::Sender<SinkMsg>,
+}
+
+/// The sink task's ends of [`SinkTx`].
+pub(super) struct SinkRx {
+    spans: tokio::sync::mpsc::Receiver<SinkMsg>,
+    rollups: tokio::sync::mpsc::Receiver<SinkMsg>,
+}
+
+/// The channels from the worker to the sink task. Rollups have their own,
+/// read first: a WAL segment whose spans are all stored still waits for
+/// the rollups counting them, and behind a full channel of span batches (a
+/// slow sink) a rollup batch waited seconds, keeping the WAL full of
+/// stored spans while the collector refused requests for a full WAL.
+pub(super) fn channels(max_pending_batches: usize) -> (SinkTx, SinkRx) {
+    let (spans_tx, spans) = tokio::sync::mpsc::channel(max_pending_batches.max(1));
+    let (rollups_tx, rollups) = tokio::sync::mpsc::channel(max_pending_batches.max(1));
+    (
+        SinkTx {
+            spans: spans_tx,
+            rollups: rollups_tx,
+        },
+        SinkRx { spans, rollups },
+    )
+}
+
+impl SinkRx {
+    /// The next message, rollups first; `None` once the worker has gone and
+    /// both channels are drained.
+    async fn recv(&mut self) -> Option<SinkMsg> {
+        tokio::select! {
+            biased;
+            Some(m) = self.rollups.recv() => Some(m),
+            m = self.spans.recv() => match m {
+                Some(m) => Some(m),
+                None => self.rollups.recv().await,
+            },
+        }
+    }
+}
+
 pub(super) async fn sink_task(
-    mut rx: tokio::sync::mpsc::Receiver<SinkMsg>,
+    mut rx: SinkRx,
     store: Arc<dyn SpanWriter>,
     wal: Wal,
     metrics: Arc<Metrics>,

@@ -379,6 +379,9 @@ impl Stages {
         metrics
             .rollup_early_flushes
             .fetch_add(now.early_flushes - was.early_flushes, Relaxed);
+        metrics
+            .rollup_wal_full_flushes
+            .fetch_add(now.wal_full_flushes - was.wal_full_flushes, Relaxed);
         metrics.rollup_replayed_already_stored.fetch_add(
             now.replayed_already_stored - was.replayed_already_stored,
             Relaxed,
@@ -386,10 +389,14 @@ impl Stages {
         self.published_rollups = now.clone();
     }
 
-    /// Rollups of minutes that are complete (`all`: everything, at shutdown).
-    pub(super) fn take_rollups(&mut self, all: bool) -> RollupBatch {
+    /// Rollups of minutes that are complete (`all`: everything, at shutdown;
+    /// `wal_full`: also every unfinished minute of spans that came through
+    /// the WAL, so that their segments can go).
+    pub(super) fn take_rollups(&mut self, all: bool, wal_full: bool) -> RollupBatch {
         if all {
             self.rollups.drain_all()
+        } else if wal_full {
+            self.rollups.drain_for_full_wal(now_ns())
         } else {
             self.rollups.drain(now_ns())
         }

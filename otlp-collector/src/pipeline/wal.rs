@@ -259,6 +259,9 @@ struct Shared {
     /// An append was refused because the WAL held `max_bytes`, and none has
     /// been written since.
     refusing_full: std::sync::atomic::AtomicBool,
+    /// Payload bytes of the last record refused for a full WAL: the size
+    /// [`Wal::would_be_full`] assumes for a request of unknown size.
+    refused_len: std::sync::atomic::AtomicU64,
     /// Test-only fault injection: the next this-many `fsync` calls fail, as a
     /// failing disk would make them. Real write errors are tested end to end
     /// through `/dev/full`; an fsync error cannot be provoked that way.
@@ -478,6 +481,7 @@ impl Wal {
             metrics: metrics.clone(),
             out_of_space: Mutex::new(None),
             refusing_full: std::sync::atomic::AtomicBool::new(false),
+            refused_len: std::sync::atomic::AtomicU64::new(0),
             #[cfg(test)]
             fail_fsyncs: std::sync::atomic::AtomicU32::new(0),
         });
@@ -685,6 +689,45 @@ impl Wal {
     pub fn refusing_full(&self) -> bool {
         self.shared.refusing_full.load(Relaxed)
             && self.total_bytes().saturating_mul(10) >= self.shared.max_bytes.saturating_mul(9)
+    }
+
+    /// True while the WAL holds at least 3/4 of `wal.max_bytes` or refuses
+    /// appends for being full: segments held only until their spans'
+    /// rollups are written should then go at once (the pipeline writes
+    /// unfinished minutes early), or it refuses requests the sink could take.
+    pub fn nearly_full(&self) -> bool {
+        self.refusing_full()
+            || self.total_bytes().saturating_mul(4) >= self.shared.max_bytes.saturating_mul(3)
+    }
+
+    /// Whether appending a record of `len_hint` payload bytes (0 = not
+    /// known) would certainly be refused because the WAL holds `max_bytes`:
+    /// lets a receiver refuse before it reads and decodes a body the append
+    /// would refuse anyway (on two cores, refused requests decoded in vain
+    /// took CPU from the sink). While appends are refused for a full WAL
+    /// (until one succeeds), a request of unknown size is taken to be as
+    /// large as the last refused one. Errs on letting a request through:
+    /// the append decides. A request refused here counts as a refused
+    /// append: the WAL is then refusing for being full ([`Wal::refusing_full`],
+    /// which `/readyz` reports) until an append succeeds.
+    pub fn would_be_full(&self, len_hint: u64) -> bool {
+        let refusing = self.shared.refusing_full.load(Relaxed);
+        let len = if refusing {
+            len_hint.max(self.shared.refused_len.load(Relaxed))
+        } else {
+            len_hint
+        };
+        let full = len > 0
+            && self
+                .total_bytes()
+                .saturating_add(HEADER_LEN as u64)
+                .saturating_add(len)
+                > self.shared.max_bytes;
+        if full && !refusing {
+            self.shared.refused_len.store(len, Relaxed);
+            self.shared.refusing_full.store(true, Relaxed);
+        }
+        full
     }
 
     /// Reads the free space on the WAL's file system into
@@ -1047,6 +1090,9 @@ impl Writer {
             let rec_len = (HEADER_LEN + r.payload.len()) as u64;
             let total = self.shared.total_bytes.load(Relaxed) + self.buf.len() as u64;
             if total + rec_len > self.shared.max_bytes {
+                self.shared
+                    .refused_len
+                    .store(r.payload.len() as u64, Relaxed);
                 self.shared.refusing_full.store(true, Relaxed);
                 let _ = r.reply.send(Err(WalError::Full(self.shared.max_bytes)));
                 continue;
@@ -1387,6 +1433,17 @@ mod tests {
         );
         assert_eq!(wal.out_of_space(), None);
 
+        // Nothing refused yet: an unknown size is let through, a body
+        // larger than the whole WAL is not, and that refusal makes the WAL
+        // refuse for being full (reported by /readyz) until an append
+        // succeeds.
+        assert!(!wal.would_be_full(0));
+        assert!(wal.would_be_full(5000));
+        assert!(wal.shared.refusing_full.load(Relaxed));
+        assert!(wal.would_be_full(0), "as large as the refused one");
+        // (An append that succeeds ends it; shown below.)
+        wal.shared.refusing_full.store(false, Relaxed);
+        assert!(!wal.would_be_full(0));
         // Full: 113-byte records, 2000 bytes: the 18th is refused at 1921 bytes.
         let mut full = false;
         let mut segs = vec![1, 3];
@@ -1402,6 +1459,12 @@ mod tests {
         }
         assert!(full);
         assert!(wal.refusing_full(), "{} bytes", wal.total_bytes());
+        // Before reading a body: a record of unknown size is taken to be as
+        // large as the refused one, and would not fit; a known size is a
+        // lower bound and never lowers that.
+        assert!(wal.would_be_full(0));
+        assert!(wal.would_be_full(1));
+        assert!(wal.would_be_full(1000));
         // The sink commits one record: still above 90%, still refusing.
         wal.release(segs.remove(0), 1);
         assert!(wal.total_bytes() >= 1800, "{}", wal.total_bytes());
@@ -1409,6 +1472,10 @@ mod tests {
         // Under 90% the WAL no longer counts as full, without any append.
         wal.release(segs.remove(0), 1);
         assert!(!wal.refusing_full(), "{} bytes", wal.total_bytes());
+        assert!(
+            !wal.would_be_full(0),
+            "room again for a record like the refused one"
+        );
         // And a successful append ends it outright.
         wal.shared.refusing_full.store(true, Relaxed);
         wal.append(RecordFormat::OtlpJson, 1, rec()).await.unwrap();

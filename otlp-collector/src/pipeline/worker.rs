@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::batcher::{Batcher, BatcherConfig};
 use super::queue::Queue;
-use super::sink::SinkMsg;
+use super::sink::{SinkMsg, SinkTx};
 use super::stages::Stages;
 use super::wal::Wal;
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ pub(super) fn run(
     cfg: BatcherConfig,
     mut stages: Stages,
     written_rx: crossbeam_channel::Receiver<WrittenOrigins>,
-    tx: tokio::sync::mpsc::Sender<SinkMsg>,
+    tx: SinkTx,
     stop: Arc<AtomicBool>,
 ) {
     let mut batcher = Batcher::new(
@@ -73,23 +73,31 @@ pub(super) fn run(
         }
         for (span, seg) in kept.drain(..) {
             batcher.add(span, seg);
-            if batcher.ready() && tx.blocking_send(SinkMsg::Spans(batcher.take())).is_err() {
+            if batcher.ready()
+                && tx
+                    .spans
+                    .blocking_send(SinkMsg::Spans(batcher.take()))
+                    .is_err()
+            {
                 return;
             }
         }
         if (stopping || batcher.ready())
             && !batcher.is_empty()
-            && tx.blocking_send(SinkMsg::Spans(batcher.take())).is_err()
+            && tx
+                .spans
+                .blocking_send(SinkMsg::Spans(batcher.take()))
+                .is_err()
         {
             return;
         }
         if stopping || last_rollup.elapsed() >= rollup_every {
             last_rollup = Instant::now();
-            let mut r = stages.take_rollups(stopping);
+            let mut r = stages.take_rollups(stopping, wal.nearly_full());
             r.wal_instance = wal.instance();
             // The batch's holds are taken before the aggregator's are let go.
             stages.apply_rollup_holds(&wal);
-            if !r.is_empty() && tx.blocking_send(SinkMsg::Rollups(r)).is_err() {
+            if !r.is_empty() && tx.rollups.blocking_send(SinkMsg::Rollups(r)).is_err() {
                 return;
             }
         }

@@ -8,6 +8,7 @@
 //! against the memory limit ([`MemoryGuard::admits`]).
 
 use std::io::Read;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -48,8 +49,53 @@ impl InflightBudget {
             budget: self.clone(),
             permit: None,
             bytes: 0,
-            reserved: 0,
+            reserved: DecodeReserve {
+                bytes: Arc::new(AtomicU64::new(0)),
+                metrics: self.metrics.clone(),
+            },
         }
+    }
+}
+
+/// A request's decoding reserve ([`InflightGuard::reserve`]), shared so that
+/// whoever holds the decoded spans can lower it to what they really take
+/// ([`DecodeReserve::settle`]) while the guard stays with the connection
+/// code (the gRPC receivers decode inside tonic, away from their guard).
+#[derive(Clone, Debug)]
+pub struct DecodeReserve {
+    bytes: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl DecodeReserve {
+    /// Lowers the reserve to at most `keep` bytes. The reserve is the worst
+    /// case of decoding (up to 40x the body); once decoding has ended, what
+    /// stays in memory is the decoded spans (`Decoded::bytes`), or nothing
+    /// once they are dropped, and holding the worst case for the rest of the
+    /// request (the WAL append and its fsync) refused other requests for
+    /// memory that was never used. Never raises it.
+    pub fn settle(&self, keep: u64) {
+        let mut cur = self.bytes.load(Relaxed);
+        while cur > keep {
+            match self
+                .bytes
+                .compare_exchange_weak(cur, keep, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    self.metrics
+                        .memory
+                        .reserved_bytes
+                        .fetch_sub(cur - keep, Relaxed);
+                    return;
+                }
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
     }
 }
 
@@ -59,7 +105,7 @@ pub struct InflightGuard {
     budget: InflightBudget,
     permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
-    reserved: u64,
+    reserved: DecodeReserve,
 }
 
 impl InflightGuard {
@@ -101,7 +147,7 @@ impl InflightGuard {
         if !self.budget.memory.admits(n, self.held()) {
             return Err(BodyError::MemoryLimit);
         }
-        self.reserved += n;
+        self.reserved.bytes.fetch_add(n, Relaxed);
         self.budget
             .metrics
             .memory
@@ -110,13 +156,18 @@ impl InflightGuard {
         Ok(())
     }
 
+    /// The decoding reserve, to lower once decoding has ended.
+    pub fn decode_reserve(&self) -> DecodeReserve {
+        self.reserved.clone()
+    }
+
     /// Bytes charged so far.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
     fn held(&self) -> u64 {
-        self.bytes as u64 + self.reserved
+        self.bytes as u64 + self.reserved.bytes()
     }
 }
 
@@ -124,8 +175,10 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         let m = &self.budget.metrics;
         m.inflight_bytes.fetch_sub(self.bytes as u64, Relaxed);
-        m.memory.reserved_bytes.fetch_sub(self.reserved, Relaxed);
-        self.budget.memory.released(self.held());
+        // Whatever a `DecodeReserve` clone does later finds nothing left.
+        let reserved = self.reserved.bytes.swap(0, Relaxed);
+        m.memory.reserved_bytes.fetch_sub(reserved, Relaxed);
+        self.budget.memory.released(self.bytes as u64 + reserved);
     }
 }
 
@@ -346,6 +399,29 @@ mod tests {
             gunzip_limited(b"not gzip", 100, g),
             Err(BodyError::BadGzip(_))
         ));
+    }
+
+    #[test]
+    fn a_settled_reserve_is_lowered_never_raised_and_returned_once() {
+        let b = budget(usize::MAX);
+        let mut g = b.guard();
+        g.charge(100).unwrap();
+        g.reserve(3200).unwrap();
+        let r = g.decode_reserve();
+        let reserved = || b.metrics.memory.reserved_bytes.load(Relaxed);
+        assert_eq!(reserved(), 3200);
+        r.settle(500);
+        assert_eq!((r.bytes(), reserved(), g.held()), (500, 500, 600));
+        r.settle(900);
+        assert_eq!(r.bytes(), 500, "never raised");
+        r.settle(0);
+        assert_eq!(reserved(), 0);
+        g.reserve(40).unwrap();
+        drop(g);
+        assert_eq!(reserved(), 0);
+        r.settle(0); // after the guard: nothing left to return
+        assert_eq!((r.bytes(), reserved()), (0, 0));
+        assert_eq!(b.metrics.inflight_bytes.load(Relaxed), 0);
     }
 
     #[tokio::test]

@@ -135,6 +135,15 @@ fn refused(enc: Enc, msg: &str, secs: u64) -> Response {
         .unwrap_or_default()
 }
 
+/// The body's `Content-Length`, when given: a lower bound of what a
+/// request will append to the WAL ([`Ingest::check_admission`]).
+pub(crate) fn content_length_hint(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// The media type of the request body, lowercase, without parameters.
 pub(crate) fn content_type(headers: &HeaderMap) -> String {
     headers
@@ -174,10 +183,7 @@ pub(crate) async fn read_body(
             ));
         }
     };
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length = content_length_hint(headers);
     let raw = read_limited(body, content_length, ing.limits.request_bytes(), guard).await;
     let data = match raw {
         Ok(d) if gzip => gunzip_limited(&d, ing.limits.decompressed_bytes(), guard),
@@ -287,7 +293,7 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
     if let Err(r) = check_auth(&ing, source, enc, &parts.headers) {
         return r;
     }
-    if let Err(e) = ing.check_memory() {
+    if let Err(e) = ing.check_admission(content_length_hint(&parts.headers)) {
         discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
         return submit_error(enc, e);
     }
@@ -301,7 +307,17 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         Ok(d) => d,
         Err(e) => return decode_error(&ing, source, enc, e),
     };
-    match ing.submit(source, format, data, decoded, started).await {
+    match ing
+        .submit(
+            source,
+            format,
+            data,
+            decoded,
+            started,
+            Some(&guard.decode_reserve()),
+        )
+        .await
+    {
         Ok(ack) => {
             let body = match enc {
                 Enc::Json => super::otlp_json::encode_response(ack.rejected, &ack.error_message),
@@ -387,7 +403,7 @@ async fn zipkin_ingest(
     if let Err(r) = check_auth(ing, source, Enc::Text, &parts.headers) {
         return r;
     }
-    if let Err(e) = ing.check_memory() {
+    if let Err(e) = ing.check_admission(content_length_hint(&parts.headers)) {
         discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
         return submit_error(Enc::Text, e);
     }
@@ -410,7 +426,17 @@ async fn zipkin_ingest(
         Ok(d) => d,
         Err(e) => return decode_error(ing, source, Enc::Text, e),
     };
-    match ing.submit(source, format, data, decoded, started).await {
+    match ing
+        .submit(
+            source,
+            format,
+            data,
+            decoded,
+            started,
+            Some(&guard.decode_reserve()),
+        )
+        .await
+    {
         Ok(ack) => {
             // Zipkin has no partial-success body; rejected spans are counted and logged.
             if ack.rejected > 0 {

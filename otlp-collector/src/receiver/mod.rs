@@ -256,6 +256,22 @@ impl Ingest {
         ))
     }
 
+    /// Refuses a new request, before its body is read, while the process is
+    /// above its soft memory limit ([`Ingest::check_memory`]) or the WAL has
+    /// no room for it ([`Wal::would_be_full`]; `len_hint` is the body's
+    /// `Content-Length` when known): reading and decoding a body that will
+    /// be refused anyway only takes CPU from the sink. The refusal is the
+    /// one the append would give (429 `write-ahead log full`, counted as
+    /// `wal_full`).
+    pub fn check_admission(&self, len_hint: Option<u64>) -> Result<(), SubmitError> {
+        self.check_memory()?;
+        if self.wal.would_be_full(len_hint.unwrap_or(0)) {
+            self.metrics.requests_failed.add("wal_full", 1);
+            return Err(self.full("write-ahead log full"));
+        }
+        Ok(())
+    }
+
     /// Counts a request refused before decoding (bad body, limit, content type).
     pub fn bad_request(&self, source: Source, status: &str) {
         self.metrics
@@ -266,7 +282,9 @@ impl Ingest {
     }
 
     /// Writes the valid spans of a decoded request to the WAL and queues them;
-    /// returns once they are durable.
+    /// returns once they are durable. `reserve`, the request's decoding
+    /// reserve, is lowered to what the decoded spans take (decoding has
+    /// ended), and to nothing once they wait in the WAL only.
     pub async fn submit(
         &self,
         source: Source,
@@ -274,7 +292,11 @@ impl Ingest {
         payload: Bytes,
         decoded: Decoded,
         started: Instant,
+        reserve: Option<&body::DecodeReserve>,
     ) -> Result<Ack, SubmitError> {
+        if let Some(r) = reserve {
+            r.settle(decoded.bytes);
+        }
         let m = self.metrics.source(source);
         let n = decoded.spans.len() as u64;
         m.received.fetch_add(n + decoded.rejected, Relaxed);
@@ -333,8 +355,15 @@ impl Ingest {
             Ok(pos) => {
                 match admitted {
                     Ok(reservation) => reservation.push(pos, decoded.spans),
-                    // The decoded spans are dropped here: the WAL holds them.
-                    Err(admission) => admission.push(pos, n),
+                    // The decoded spans are dropped here: the WAL holds them,
+                    // and this request holds no more than its body now.
+                    Err(admission) => {
+                        admission.push(pos, n);
+                        drop(decoded.spans);
+                        if let Some(r) = reserve {
+                            r.settle(0);
+                        }
+                    }
                 }
                 m.accepted.fetch_add(n, Relaxed);
                 self.metrics.ack_latency.observe(started.elapsed());

@@ -18,7 +18,7 @@ use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
-use super::body::{gunzip_into, read_limited, BodyError, InflightGuard};
+use super::body::{gunzip_into, read_limited, BodyError, DecodeReserve, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
 use super::{decode, decode_reserve, Ingest, SubmitError};
@@ -132,6 +132,7 @@ async fn export(
     let started = Instant::now();
     let source = Source::OtlpGrpc;
     // Authentication was checked before the body was read (read_limited_frame).
+    let reserve = req.extensions().get::<DecodeReserve>().cloned();
     let body = req.into_inner();
     let decoded = match decode(RecordFormat::OtlpProto, &body, &ing.limits) {
         Ok(d) => d,
@@ -146,7 +147,14 @@ async fn export(
         }
     };
     match ing
-        .submit(source, RecordFormat::OtlpProto, body, decoded, started)
+        .submit(
+            source,
+            RecordFormat::OtlpProto,
+            body,
+            decoded,
+            started,
+            reserve.as_ref(),
+        )
         .await
     {
         Ok(ack) => Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -211,7 +219,7 @@ where
             "bearer token not accepted"
         }));
     }
-    if let Err(SubmitError::Refused(why, secs)) = ing.check_memory() {
+    if let Err(SubmitError::Refused(why, secs)) = ing.check_admission(None) {
         return Err(status_with_details(
             Code::ResourceExhausted,
             code::RESOURCE_EXHAUSTED,
@@ -315,6 +323,8 @@ where
     guard
         .reserve(decode_reserve(format, body.len().saturating_sub(5)))
         .map_err(over_budget)?;
+    // The service lowers the reserve once it has decoded the message.
+    parts.extensions.insert(guard.decode_reserve());
     Ok(http::Request::from_parts(
         parts,
         http_body_util::Full::new(body),

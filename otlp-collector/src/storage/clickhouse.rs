@@ -400,11 +400,39 @@ fn map_err(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error as E;
     match e {
         E::Network(_) | E::TimedOut => StorageError::Unavailable(format!(
-            "clickhouse unreachable: {e}; check that the server is up and --storage-url is right"
+            "{UNREACHABLE}: {e}; check that the server is up and --storage-url is right"
         )),
+        E::BadResponse(msg) if transient_server_error(&msg) => {
+            StorageError::Unavailable(format!("clickhouse (transient, retried): {msg}"))
+        }
         E::BadResponse(msg) => StorageError::Backend(format!("clickhouse: {msg}")),
         other => StorageError::Backend(format!("clickhouse: {other}")),
     }
+}
+
+/// How an error from a server that did not answer begins (the entry-server
+/// failover moves on only for these).
+const UNREACHABLE: &str = "clickhouse unreachable";
+
+/// ClickHouse server error codes that say "not now" rather than "never":
+/// the server could not reach another server of the cluster (a replica or
+/// shard going down mid-insert through a `Distributed` table: 209
+/// SOCKET_TIMEOUT, 210 NETWORK_ERROR, 279 ALL_CONNECTION_TRIES_FAILED,
+/// 319 UNKNOWN_STATUS_OF_INSERT), lost its ZooKeeper session (225
+/// NO_ZOOKEEPER, 242 TABLE_IS_READ_ONLY, 999 KEEPER_EXCEPTION) or is
+/// overloaded (159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 252
+/// TOO_MANY_PARTS). Such a batch is retried with backoff like an
+/// unreachable server, never dropped after `max_attempts_non_retryable`
+/// (a rollup batch was, when a replica stopped during the multi-node test).
+fn transient_server_error(msg: &str) -> bool {
+    const TRANSIENT: [u32; 10] = [159, 202, 209, 210, 225, 242, 252, 279, 319, 999];
+    msg.split("Code: ")
+        .nth(1)
+        .and_then(|rest| {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<u32>().ok()
+        })
+        .is_some_and(|code| TRANSIENT.contains(&code))
 }
 
 /// Connection parts of a ClickHouse URL `http://[user[:password]@]host:port[/database]`.
@@ -681,7 +709,13 @@ impl ClickHouseStore {
         loop {
             let at = self.current.load(Ordering::Relaxed) % n;
             match op().await {
-                Err(StorageError::Unavailable(why)) if attempt + 1 < n => {
+                // Only an entry server that does not answer is left; a
+                // transient error it answered with (another server of the
+                // cluster unreachable, ZooKeeper) goes back to the caller,
+                // whose retry reaches the same entry server.
+                Err(StorageError::Unavailable(why))
+                    if attempt + 1 < n && why.starts_with(UNREACHABLE) =>
+                {
                     attempt += 1;
                     // Another task may have moved on already: keep its choice.
                     let _ = self.current.compare_exchange(
@@ -1891,6 +1925,26 @@ impl ClickHouseStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transient_server_errors_are_retried_and_others_are_not() {
+        use super::transient_server_error as t;
+        assert!(t(
+            "Code: 210, e.displayText() = DB::NetException: Connection reset by peer"
+        ));
+        assert!(t(
+            "Code: 242, e.displayText() = DB::Exception: Table is in readonly mode"
+        ));
+        assert!(t(
+            "Code: 279, e.displayText() = DB::NetException: All connection tries failed"
+        ));
+        assert!(!t(
+            "Code: 62, e.displayText() = DB::Exception: Syntax error"
+        ));
+        assert!(!t("Code: 2100, e.displayText() = nothing"));
+        assert!(!t("no code at all"));
+        assert!(!t("Code: "));
+    }
+
     use super::*;
 
     #[test]

@@ -19,6 +19,11 @@ pub enum Sink {
     Sqlite,
     /// PostgreSQL at this URL.
     Postgres(String),
+    /// A ClickHouse cluster, through the entry server at `url`.
+    ClickHouse {
+        url: String,
+        cluster: ferrotrace_collector::storage::clickhouse::ClusterOptions,
+    },
 }
 
 /// How to start (and start again) one collector: data dir, sink, ports and
@@ -40,8 +45,32 @@ impl Spec {
     /// A collector with its data in `data_dir`, its configuration file in
     /// `conf_dir`, `extra_toml` appended to the shared settings.
     pub fn new(data_dir: &Path, conf_dir: &Path, sink: Sink, extra_toml: &str) -> Spec {
+        Self::with_base(data_dir, conf_dir, sink, BASE_TOML, extra_toml)
+    }
+
+    /// [`Spec::new`] without the shared test settings: the collector runs
+    /// with its defaults plus `toml` (for measurements).
+    pub fn with_defaults(data_dir: &Path, conf_dir: &Path, sink: Sink, toml: &str) -> Spec {
+        Self::with_base(data_dir, conf_dir, sink, "", toml)
+    }
+
+    fn with_base(
+        data_dir: &Path,
+        conf_dir: &Path,
+        sink: Sink,
+        base: &str,
+        extra_toml: &str,
+    ) -> Spec {
         let config_file = conf_dir.join("collector.toml");
-        std::fs::write(&config_file, format!("{BASE_TOML}{extra_toml}")).expect("write config");
+        // A cluster is configured in the file (it has no command-line flags).
+        let storage = match &sink {
+            Sink::ClickHouse { url, cluster } => {
+                crate::support::clickhouse::collector_toml(url, cluster)
+            }
+            _ => String::new(),
+        };
+        std::fs::write(&config_file, format!("{base}{extra_toml}\n{storage}"))
+            .expect("write config");
         Spec {
             data_dir: data_dir.to_path_buf(),
             config_file,
@@ -85,9 +114,17 @@ impl Spec {
         };
         c.batcher.retry_initial_ms = 50;
         c.batcher.retry_max_ms = 500;
-        if let Sink::Postgres(url) = &self.sink {
-            c.storage.kind = StorageKind::Postgres;
-            c.storage.url = Some(url.clone());
+        match &self.sink {
+            Sink::Sqlite => {}
+            Sink::Postgres(url) => {
+                c.storage.kind = StorageKind::Postgres;
+                c.storage.url = Some(url.clone());
+            }
+            Sink::ClickHouse { url, cluster } => {
+                c.storage.kind = StorageKind::Clickhouse;
+                c.storage.url = Some(url.clone());
+                c.clickhouse.cluster = Some(cluster.clone());
+            }
         }
         c
     }

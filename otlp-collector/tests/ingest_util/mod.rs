@@ -226,3 +226,72 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).expect("gzip");
     e.finish().expect("gzip")
 }
+
+/// One request holding span `i` of each trace in `traces` (span 0 is the
+/// root, the others its children), service `svc-<i>`, started just now;
+/// spans for which `error(trace, i)` is true have status ERROR. For tests
+/// that send the spans of a trace in separate requests.
+pub fn span_i_of_each(
+    traces: &[u32],
+    i: u32,
+    error: impl Fn(u32, u32) -> bool,
+) -> ExportTraceServiceRequest {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        - 5_000_000;
+    span_i_of_each_at(traces, i, error, start)
+}
+
+/// [`span_i_of_each`] with every span starting at `start` (ns since the
+/// epoch): a resend of the same span is then byte-for-byte the same span,
+/// as a client's retry is.
+pub fn span_i_of_each_at(
+    traces: &[u32],
+    i: u32,
+    error: impl Fn(u32, u32) -> bool,
+    start: u64,
+) -> ExportTraceServiceRequest {
+    let spans = traces
+        .iter()
+        .map(|&t| PSpan {
+            trace_id: trace_id(t).to_vec(),
+            span_id: span_id(t, i).to_vec(),
+            parent_span_id: if i == 0 {
+                vec![]
+            } else {
+                span_id(t, 0).to_vec()
+            },
+            name: format!("op-{i}"),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000_000,
+            status: error(t, i).then(|| Status {
+                message: "failed".into(),
+                code: status::StatusCode::Error as i32,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv(
+                    "service.name",
+                    any_value::Value::StringValue(format!("svc-{i}")),
+                )],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "route-test".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}

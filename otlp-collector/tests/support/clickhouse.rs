@@ -73,6 +73,18 @@ impl ZooKeeper {
     }
 }
 
+impl ZooKeeper {
+    /// Kills the server (`kill -9`): a throwaway server needs no graceful stop.
+    pub fn kill(&mut self) {
+        self.process.stop_with("-KILL");
+    }
+
+    /// Process id of the running server (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
         // Before the temp dir goes.
@@ -336,6 +348,11 @@ impl ChServer {
         self.process.stop();
     }
 
+    /// Process id of the running server (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// HTTP URL of a database on this server.
     pub fn url(&self, db: &str) -> String {
         format!("http://127.0.0.1:{}/{db}", self.http_port)
@@ -344,6 +361,13 @@ impl ChServer {
     /// Runs one statement over HTTP and returns the body (for assertions
     /// beside the sink, e.g. physical row counts).
     pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql)
+            .unwrap_or_else(|resp| panic!("{sql}: {resp}"))
+    }
+
+    /// [`ChServer::sql`] that returns the whole response when the server
+    /// answers anything but 200.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
         let enc: String = sql
             .bytes()
             .map(|b| {
@@ -356,10 +380,91 @@ impl ChServer {
             .collect();
         let resp = http_get(self.http_port, &format!("/?query={enc}")).unwrap_or_default();
         let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+            Ok(body.to_string())
+        } else {
+            Err(resp)
+        }
+    }
+}
+
+/// The sink's cluster options for `servers` (shard by shard, as
+/// [`ChServer::start_replicated`] returns them) in the [`CLUSTER`].
+pub fn cluster_options(
+    servers: &[Vec<ChServer>],
+) -> ferrotrace_collector::storage::clickhouse::ClusterOptions {
+    ferrotrace_collector::storage::clickhouse::ClusterOptions {
+        name: CLUSTER.into(),
+        shards: servers
+            .iter()
+            .map(|rs| rs.iter().map(|s| s.url("traces")).collect())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The `[storage]` and `[clickhouse.cluster]` sections of a collector's
+/// configuration file writing to `cluster` through the entry server `url`.
+pub fn collector_toml(
+    url: &str,
+    cluster: &ferrotrace_collector::storage::clickhouse::ClusterOptions,
+) -> String {
+    let shards: Vec<String> = cluster
+        .shards
+        .iter()
+        .map(|rs| {
+            let r: Vec<String> = rs.iter().map(|u| format!("{u:?}")).collect();
+            format!("[{}]", r.join(", "))
+        })
+        .collect();
+    format!(
+        "[storage]\nkind = \"clickhouse\"\nurl = {url:?}\n\n\
+         [clickhouse.cluster]\nname = {:?}\nshards = [{}]\n",
+        cluster.name,
+        shards.join(", ")
+    )
+}
+
+/// Distinct spans in one server's local `table` (`ft_traces` or `ft_spans`).
+pub fn local_spans(s: &ChServer, table: &str) -> u64 {
+    s.sql(&format!(
+        "SELECT uniqExact(trace_id, span_id) FROM traces.{table}_local"
+    ))
+    .trim()
+    .parse()
+    .expect("count")
+}
+
+/// Per shard, the distinct spans its replicas hold in both span tables
+/// (`[replica 1 ft_traces, ft_spans, replica 2 ft_traces, ft_spans, ...]`).
+pub fn replica_counts(servers: &[Vec<ChServer>]) -> Vec<Vec<u64>> {
+    servers
+        .iter()
+        .map(|rs| {
+            rs.iter()
+                .flat_map(|s| [local_spans(s, "ft_traces"), local_spans(s, "ft_spans")])
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until both span tables on every replica of each shard hold the
+/// same spans, and (when `total` is given) the shards `total` in all;
+/// returns the per-shard counts.
+pub fn wait_replicas_agree(servers: &[Vec<ChServer>], total: Option<u64>) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = replica_counts(servers);
+        let per_shard: Vec<u64> = counts.iter().map(|c| c[0]).collect();
+        let same = counts.iter().all(|c| c.iter().all(|n| *n == c[0]));
+        if same && total.is_none_or(|t| per_shard.iter().sum::<u64>() == t) {
+            return per_shard;
+        }
         assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{sql}: {resp}"
+            std::time::Instant::now() < deadline,
+            "replicas did not converge on {total:?} spans: {counts:?} \
+             (per shard: [replica 1 ft_traces, ft_spans, replica 2 ft_traces, ft_spans])"
         );
-        body.to_string()
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -261,6 +261,7 @@ impl Extractor for http::HeaderMap {
 /// time. Any other key (B3, Jaeger, custom propagators) and repeated W3C
 /// headers are answered by the map itself, so the results are the same as
 /// the map's own [`Extractor`] implementation.
+#[cfg(feature = "http")]
 pub(crate) struct ScannedHeaders<'a> {
     map: &'a http::HeaderMap,
     /// First value and number of values (saturating at 2) of
@@ -268,6 +269,7 @@ pub(crate) struct ScannedHeaders<'a> {
     known: [(Option<&'a http::HeaderValue>, u8); 3],
 }
 
+#[cfg(feature = "http")]
 impl<'a> ScannedHeaders<'a> {
     /// Scans `map` once. A request usually carries a handful of headers:
     /// comparing each name's length, then its bytes, is cheaper than three
@@ -303,6 +305,7 @@ impl<'a> ScannedHeaders<'a> {
     }
 }
 
+#[cfg(feature = "http")]
 impl Extractor for ScannedHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         match self.slot(key) {
@@ -371,6 +374,7 @@ mod tests {
 
     /// `ScannedHeaders` answers every question exactly as the header map
     /// itself, for the W3C names it scans and for any other name.
+    #[cfg(feature = "http")]
     #[test]
     fn scanned_headers_answer_like_the_map() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 
 use super::proto::pb::PostSpansResponse;
 use crate::metrics::Source;
+use crate::receiver::body::DecodeReserve;
 use crate::receiver::format::RecordFormat;
 use crate::receiver::otlp_grpc::{serve_unary, status_with_details, unimplemented};
 use crate::receiver::rpc_status::code;
@@ -65,6 +66,7 @@ async fn post_spans(
     let started = Instant::now();
     let source = Source::JaegerGrpc;
     let format = RecordFormat::JaegerProto;
+    let reserve = req.extensions().get::<DecodeReserve>().cloned();
     let body = req.into_inner();
     let decoded = match decode(format, &body, &ing.limits) {
         Ok(d) => d,
@@ -78,7 +80,10 @@ async fn post_spans(
             ));
         }
     };
-    match ing.submit(source, format, body, decoded, started).await {
+    match ing
+        .submit(source, format, body, decoded, started, reserve.as_ref())
+        .await
+    {
         Ok(ack) => {
             if ack.rejected > 0 {
                 tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "jaeger gRPC spans rejected");

@@ -20,7 +20,8 @@ use crate::metrics::Source;
 use crate::receiver::body::discard_rest;
 use crate::receiver::format::RecordFormat;
 use crate::receiver::http::{
-    check_auth, content_type, decode_error, read_body, respond, submit_error, Enc,
+    check_auth, content_length_hint, content_type, decode_error, read_body, respond, submit_error,
+    Enc,
 };
 use crate::receiver::{decode, Ingest};
 
@@ -54,7 +55,7 @@ async fn traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
     if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
         return r;
     }
-    if let Err(e) = ing.check_memory() {
+    if let Err(e) = ing.check_admission(content_length_hint(&parts.headers)) {
         discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
         return submit_error(Enc::Text, e);
     }
@@ -77,7 +78,17 @@ async fn traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         Ok(d) => d,
         Err(e) => return decode_error(&ing, source, Enc::Text, e),
     };
-    match ing.submit(source, format, data, decoded, started).await {
+    match ing
+        .submit(
+            source,
+            format,
+            data,
+            decoded,
+            started,
+            Some(&guard.decode_reserve()),
+        )
+        .await
+    {
         Ok(ack) => {
             // No partial-success answer in Jaeger: rejected spans are counted and logged.
             if ack.rejected > 0 {

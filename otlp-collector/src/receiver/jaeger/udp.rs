@@ -220,7 +220,14 @@ async fn worker(rx: Arc<Mutex<mpsc::Receiver<Packet>>>, ing: Arc<Ingest>, agent:
             }
         };
         match ing
-            .submit(agent.source, agent.format, data, decoded, started)
+            .submit(
+                agent.source,
+                agent.format,
+                data,
+                decoded,
+                started,
+                Some(&guard.decode_reserve()),
+            )
             .await
         {
             Ok(ack) => {
