@@ -49,6 +49,14 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grp
     opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 fi
 
+# moto in server mode: the S3-compatible server the cold-tier tests start
+# (otlp-collector/tests/cold_tier.rs).
+if ! python3 -c 'import moto.server' 2>/dev/null; then
+  log "installing moto[server] (cold tier S3 tests)"
+  python3 -m pip install -q --disable-pip-version-check 'moto[server]'
+fi
+if [ "${CI:-}" = true ]; then python3 -c 'import moto.server'; fi
+
 # Jaeger and Zipkin clients for the interop tests (otlp-collector/tests/
 # interop_jaeger_zipkin.rs). They are retired and pin old libraries (protobuf
 # 3), so they get a virtualenv of their own instead of the system Python, and

@@ -95,6 +95,8 @@ pub struct Config {
     pub rollups: crate::rollup::RollupConfig,
     /// Age-based retention in the sink.
     pub retention: crate::storage::retention::RetentionConfig,
+    /// The cold tier (`[cold]`): Parquet files under the hot store.
+    pub cold: crate::storage::cold::ColdConfig,
     /// SQLite sink tuning.
     pub sqlite: crate::storage::sqlite::SqliteConfig,
     /// PostgreSQL sink tuning.
@@ -315,6 +317,13 @@ impl Config {
             ));
         }
         self.connections.validate()?;
+        self.cold.validate().map_err(ConfigError::Invalid)?;
+        if self.cold.enabled() && self.storage.kind != StorageKind::Sqlite {
+            return Err(ConfigError::Invalid(format!(
+                "[cold] needs the sqlite sink (storage {} cannot page its spans out to the cold tier yet)",
+                self.storage.kind.as_str()
+            )));
+        }
         self.route.validate()?;
         if self.route.enabled() {
             self.validate_router()?;

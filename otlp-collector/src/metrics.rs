@@ -274,6 +274,8 @@ pub struct Metrics {
     pub attribute_depth_truncated: AtomicU64,
     /// Retention task counters, once the task runs.
     pub retention: Mutex<Option<std::sync::Arc<crate::storage::retention::RetentionStats>>>,
+    /// The cold tier's metrics, once it is open.
+    pub cold: Mutex<Option<std::sync::Arc<crate::storage::cold::ColdStats>>>,
     /// The router role's counters, when the collector runs as a router.
     pub route: Mutex<Option<std::sync::Arc<RouteMetrics>>>,
 }
@@ -334,6 +336,7 @@ impl Default for Metrics {
             udp: UdpMetrics::default(),
             attribute_depth_truncated: AtomicU64::new(0),
             retention: Mutex::new(None),
+            cold: Mutex::new(None),
             route: Mutex::new(None),
         }
     }
@@ -712,6 +715,9 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
             }
             r.size.render(&mut out, self.wal_bytes.load(Relaxed));
+        }
+        if let Some(c) = self.cold.lock().as_ref() {
+            c.render(&mut out);
         }
         if let Some(r) = self.route.lock().as_ref() {
             r.render(&mut out);

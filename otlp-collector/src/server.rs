@@ -54,6 +54,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The cold tier's location could not be opened or listed.
+    #[error("cold tier: {0}")]
+    Cold(crate::storage::StorageError),
     /// A thread could not be started.
     #[error("cannot start the pipeline: {0}")]
     Spawn(std::io::Error),
@@ -81,7 +84,7 @@ impl StartError {
         match self {
             StartError::Config(_) | StartError::Stage(_) | StartError::Tls(_) => exit_code::CONFIG,
             StartError::Bind { .. } => exit_code::LISTEN,
-            StartError::Wal(_) => exit_code::STORAGE,
+            StartError::Wal(_) | StartError::Cold(_) => exit_code::STORAGE,
             StartError::Spawn(_) => exit_code::OTHER,
         }
     }
@@ -357,13 +360,33 @@ impl Collector {
             counts,
             no_backend,
         } = match store {
-            Some(store) => Roles {
-                writer: store.clone(),
-                reader: store.clone(),
-                retention: Some(store.clone()),
-                counts: Some(store),
-                no_backend: None,
-            },
+            Some(store) => {
+                // With a cold tier, reads fall through to it and the tiering
+                // task replaces age retention (it moves, then deletes).
+                let store: Arc<dyn SpanStore> = if config.cold.enabled() {
+                    let cold = Arc::new(
+                        crate::storage::cold::ColdStore::open(&config.cold)
+                            .await
+                            .map_err(StartError::Cold)?,
+                    );
+                    *metrics.cold.lock() = Some(cold.stats.clone());
+                    servers.push(tokio::spawn(crate::storage::cold::tiering::run(
+                        store.clone(),
+                        cold.clone(),
+                        shutdown_rx.clone(),
+                    )));
+                    Arc::new(crate::storage::cold::TieredStore::new(store, cold))
+                } else {
+                    store
+                };
+                Roles {
+                    writer: store.clone(),
+                    reader: store.clone(),
+                    retention: Some(store.clone()),
+                    counts: Some(store),
+                    no_backend: None,
+                }
+            }
             None => {
                 let (r, task) =
                     crate::route::Router::start(&config.route, &metrics, shutdown_rx.clone())
@@ -659,13 +682,16 @@ impl Collector {
         if let Some(retention) = retention {
             let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
             *metrics.retention.lock() = Some(retention_stats.clone());
-            servers.push(tokio::spawn(crate::storage::retention::run(
-                retention.clone(),
-                sink,
-                config.retention.clone(),
-                retention_stats.clone(),
-                shutdown_rx.clone(),
-            )));
+            // With a cold tier, age retention is the tiering task's (above).
+            if !config.cold.enabled() {
+                servers.push(tokio::spawn(crate::storage::retention::run(
+                    retention.clone(),
+                    sink,
+                    config.retention.clone(),
+                    retention_stats.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
             servers.push(tokio::spawn(crate::storage::budget::run(
                 retention,
                 sink,

@@ -97,9 +97,17 @@ async fn get_trace(
     let p = Pairs::parse(q.as_deref());
     let trace_id = parse_trace_id(&id).map_err(bad)?;
     let raw = p.flag(&["raw"]).map_err(bad)?;
-    match st.trace(trace_id, raw).await.map_err(error_response)? {
+    match st
+        .trace_tiered(trace_id, raw)
+        .await
+        .map_err(error_response)?
+    {
         // Streamed from the tree: a large trace never exists as a JSON value tree.
-        Some(tree) => match serde_json::to_vec(&TraceJson { tree: &tree, raw }) {
+        Some((tree, cold_spans)) => match serde_json::to_vec(&TraceJson {
+            tree: &tree,
+            raw,
+            cold_spans,
+        }) {
             Ok(body) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
             Err(e) => Err(error_response(QueryError::Storage(StorageError::Backend(
                 format!("cannot encode trace {}: {e}", hex(&trace_id)),
@@ -153,6 +161,16 @@ async fn search(State(st): State<QueryState>, RawQuery(q): RawQuery) -> ApiResul
     })))
 }
 
+/// Which tier a trace was read from: `hot`, `cold` (every span from the
+/// cold tier's files) or `mixed`.
+pub fn tier_name(cold_spans: u64, spans: u64) -> &'static str {
+    match cold_spans {
+        0 => "hot",
+        n if n >= spans => "cold",
+        _ => "mixed",
+    }
+}
+
 /// One search result as native JSON.
 pub fn summary_json(t: &TraceSummary) -> Value {
     json!({
@@ -165,6 +183,8 @@ pub fn summary_json(t: &TraceSummary) -> Value {
         "span_count": t.span_count,
         "services": t.services,
         "error_count": t.error_count,
+        "cold_spans": t.cold_spans,
+        "tier": tier_name(t.cold_spans, t.span_count),
     })
 }
 

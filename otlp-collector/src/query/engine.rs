@@ -173,6 +173,20 @@ impl QueryState {
         Ok(Some(TraceTree::build(spans, !raw)))
     }
 
+    /// [`trace`](Self::trace) and how many of its spans came from the cold
+    /// tier (the native API marks them).
+    pub async fn trace_tiered(
+        &self,
+        trace_id: TraceId,
+        raw: bool,
+    ) -> Result<Option<(TraceTree, u64)>, QueryError> {
+        let t = self.store.get_trace_tiered(trace_id, None).await?;
+        if t.spans.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((TraceTree::build(t.spans, !raw), t.cold_spans)))
+    }
+
     /// Several traces assembled into trees (skew-adjusted unless `raw`), read
     /// with one store round trip per [`MAX_TRACES_PER_READ`] ids, in the order
     /// of `trace_ids`; unknown ids are left out and a repeated id gives one

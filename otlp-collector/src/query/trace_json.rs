@@ -224,6 +224,8 @@ pub struct TraceJson<'a> {
     pub tree: &'a TraceTree,
     /// Whether skew adjustment was turned off.
     pub raw: bool,
+    /// Spans read from the cold tier (rendered as `cold_spans` and `tier`).
+    pub cold_spans: u64,
 }
 
 impl Serialize for TraceJson<'_> {
@@ -237,7 +239,7 @@ impl Serialize for TraceJson<'_> {
         let root = t.root();
         // With no root the first span (earliest) names the trace.
         let named = root.or(if t.spans.is_empty() { None } else { Some(0) });
-        let mut m = s.serialize_map(Some(15))?;
+        let mut m = s.serialize_map(Some(17))?;
         m.serialize_entry("trace_id", &t.spans.first().map(|s| hex(&s.trace_id)))?;
         m.serialize_entry("partial", &t.partial)?;
         m.serialize_entry("root_missing", &root.is_none())?;
@@ -249,6 +251,11 @@ impl Serialize for TraceJson<'_> {
         m.serialize_entry("raw", &self.raw)?;
         m.serialize_entry("skew_adjusted_spans", &t.skew_adjusted)?;
         m.serialize_entry("span_count", &t.spans.len())?;
+        m.serialize_entry("cold_spans", &self.cold_spans)?;
+        m.serialize_entry(
+            "tier",
+            crate::query::api::tier_name(self.cold_spans, t.spans.len() as u64),
+        )?;
         m.serialize_entry(
             "error_count",
             &t.spans.iter().filter(|s| s.is_error()).count(),
@@ -333,8 +340,10 @@ mod tests {
         let doc = serde_json::to_value(TraceJson {
             tree: &tree,
             raw: false,
+            cold_spans: 0,
         })
         .unwrap();
+        assert_eq!(doc["tier"], "hot");
         assert_eq!(doc["span_count"], 1);
         assert_eq!(doc["root_service"], "svc");
         assert_eq!(doc["duration_ns"], 4_000);

@@ -343,6 +343,14 @@ impl Retention for ConnectingStore {
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.now()?.evict_oldest(bytes, give_back).await
     }
+    async fn export_before(
+        &self,
+        cutoff_ns: u64,
+        after: Option<super::ExportCursor>,
+        limit: usize,
+    ) -> StorageResult<super::ExportPage> {
+        self.now()?.export_before(cutoff_ns, after, limit).await
+    }
 }
 
 #[async_trait]

@@ -13,6 +13,7 @@ use crate::model::{AttrValue, Span, SpanKind, TraceId};
 
 pub mod budget;
 pub mod clickhouse;
+pub mod cold;
 pub mod connecting;
 pub mod null;
 pub mod postgres;
@@ -224,6 +225,19 @@ pub struct TraceSummary {
     pub services: Vec<String>,
     /// Number of spans with status `Error`.
     pub error_count: u64,
+    /// Spans read from the cold tier (`storage::cold`); 0 for a hot trace.
+    #[serde(default)]
+    pub cold_spans: u64,
+}
+
+/// A trace and how many of its spans came from the cold tier
+/// ([`TraceReader::get_trace_tiered`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TieredTrace {
+    /// All spans, as [`TraceReader::get_trace`] returns them.
+    pub spans: Vec<Span>,
+    /// Distinct span ids read from the cold tier.
+    pub cold_spans: u64,
 }
 
 /// One page of search results, newest first.
@@ -331,6 +345,25 @@ pub struct EvictionReport {
     pub rollups_deleted: u64,
     /// Everything that started before this (ns) was deleted; 0 when nothing was.
     pub cutoff_ns: u64,
+}
+
+/// Where an [`ExportPage`] ended: the last span's start and the sink's
+/// tiebreaker (SQLite's row id), opaque to the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// Start of the last span returned (ns).
+    pub start_ns: u64,
+    /// The sink's tiebreaker among equal starts.
+    pub row: i64,
+}
+
+/// One page of [`Retention::export_before`].
+#[derive(Clone, Debug, Default)]
+pub struct ExportPage {
+    /// Spans, oldest first.
+    pub spans: Vec<Span>,
+    /// Pass as `after` for the next page; `None` when this was the last.
+    pub next: Option<ExportCursor>,
 }
 
 /// Most trace ids one [`TraceReader::get_traces`] call accepts (duplicates

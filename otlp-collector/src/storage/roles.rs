@@ -22,8 +22,9 @@
 use async_trait::async_trait;
 
 use super::{
-    DependencyEdge, DiskUsage, EvictionReport, LatencyPoint, LatencyQuery, Operation,
-    RetentionReport, SearchPage, StorageError, StorageResult, TimeRange, TraceQuery, TraceSpans,
+    DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage, LatencyPoint,
+    LatencyQuery, Operation, RetentionReport, SearchPage, StorageError, StorageResult, TieredTrace,
+    TimeRange, TraceQuery, TraceSpans,
 };
 use crate::model::{Span, SpanKind, TraceId};
 use crate::rollup::{RollupBatch, RollupOrigin};
@@ -83,6 +84,20 @@ pub trait TraceReader: Send + Sync + 'static {
         trace_id: TraceId,
         range: Option<TimeRange>,
     ) -> StorageResult<Vec<Span>>;
+
+    /// [`get_trace`](Self::get_trace) and how many of the spans came from
+    /// the cold tier (`storage::cold`), for the native API to mark them. A
+    /// store without a cold tier has none.
+    async fn get_trace_tiered(
+        &self,
+        trace_id: TraceId,
+        range: Option<TimeRange>,
+    ) -> StorageResult<TieredTrace> {
+        Ok(TieredTrace {
+            spans: self.get_trace(trace_id, range).await?,
+            cold_spans: 0,
+        })
+    }
 
     /// All spans of each trace in `trace_ids`, read in one round trip (one
     /// statement per 500 ids on SQLite), for a search page that shows whole
@@ -160,6 +175,21 @@ pub trait Retention: Send + Sync + 'static {
     async fn evict_oldest(&self, _bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
         Err(StorageError::Backend(
             "this sink has no size-bounded retention".into(),
+        ))
+    }
+
+    /// Up to `limit` spans that started before `cutoff_ns`, oldest first,
+    /// after `after` (the previous page's `next`): what the cold tier's
+    /// tiering task copies out before the hot delete (`storage::cold`). A
+    /// sink that cannot page its spans this way has no cold tier.
+    async fn export_before(
+        &self,
+        _cutoff_ns: u64,
+        _after: Option<ExportCursor>,
+        _limit: usize,
+    ) -> StorageResult<ExportPage> {
+        Err(StorageError::Backend(
+            "this sink cannot move spans to the cold tier (only SQLite can)".into(),
         ))
     }
 }

@@ -377,6 +377,7 @@ pub(crate) fn summarize(ids: &[TraceId], rows: Vec<SummaryRow>) -> Vec<TraceSumm
                 span_count: count,
                 services: services.into_iter().collect(),
                 error_count: errors,
+                cold_spans: 0,
             }
         })
         .collect()

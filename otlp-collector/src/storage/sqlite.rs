@@ -699,6 +699,7 @@ fn summarize(conn: &Connection, id: &TraceId) -> StorageResult<TraceSummary> {
         span_count: count,
         services: services.into_iter().collect(),
         error_count: errors,
+        cold_spans: 0,
     })
 }
 
@@ -979,6 +980,53 @@ fn exact_percentiles_tx(
         }
     }
     Ok(out)
+}
+
+/// [`Retention::export_before`]: one page in `(start_ns, id)` order, read
+/// along the `spans_start` index (which ends in the row id).
+fn export_before_tx(
+    conn: &Connection,
+    cutoff_ns: u64,
+    after: Option<super::ExportCursor>,
+    limit: usize,
+) -> StorageResult<super::ExportPage> {
+    let (a_start, a_row) = match after {
+        Some(c) => (to_i64(c.start_ns), c.row),
+        None => (i64::MIN, i64::MIN),
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, start_ns, data FROM spans WHERE start_ns < ?1 \
+             AND (start_ns > ?2 OR (start_ns = ?2 AND id > ?3)) \
+             ORDER BY start_ns, id LIMIT ?4",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![to_i64(cutoff_ns), a_start, a_row, limit.max(1) as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )
+        .map_err(map_err)?;
+    let mut page = super::ExportPage::default();
+    let mut last = None;
+    for row in rows {
+        let (id, start, data) = row.map_err(map_err)?;
+        page.spans.push(decode_span(&data)?);
+        last = Some(super::ExportCursor {
+            start_ns: start.max(0) as u64,
+            row: id,
+        });
+    }
+    if page.spans.len() >= limit.max(1) {
+        page.next = last;
+    }
+    Ok(page)
 }
 
 fn retention_tx(
@@ -1428,6 +1476,15 @@ impl Retention for SqliteStore {
     async fn disk_usage(&self) -> StorageResult<Option<DiskUsage>> {
         let path = self.inner.path.clone();
         self.with_reader(move |c, _| disk_usage_tx(c, &path).map(Some))
+            .await
+    }
+    async fn export_before(
+        &self,
+        cutoff_ns: u64,
+        after: Option<super::ExportCursor>,
+        limit: usize,
+    ) -> StorageResult<super::ExportPage> {
+        self.with_reader(move |c, _| export_before_tx(c, cutoff_ns, after, limit))
             .await
     }
     fn set_disk_budget(&self, bytes: u64) {

@@ -779,6 +779,7 @@ pub async fn search_filters(store: &dyn SpanStore) {
             span_count: 2,
             services: vec!["sf-backend".into(), "sf-frontend".into()],
             error_count: 1,
+            cold_spans: 0,
         }],
         "summary covers the whole trace"
     );

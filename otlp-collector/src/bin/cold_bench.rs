@@ -1,0 +1,420 @@
+//! `cold_bench`: cold tier measurements for docs/benchmarks.md ("Cold
+//! tier"). A binary rather than an ignored test so that a release build
+//! needs none of the test-only dependencies:
+//!
+//! ```text
+//! COLD_BENCH_SPANS=10000000 COLD_BENCH_S3=1 cargo run --release -p ferrotrace-collector --bin cold_bench
+//! ```
+//!
+//! Files go to a directory under `$TMPDIR` (or `COLD_BENCH_DIR`), removed at the end.
+//!
+//! 1. Bytes per span, hot (SQLite) vs cold (Parquet, zstd), for the load
+//!    generator's spans (`src/bin/loadgen.rs`: 200 spans per trace, 10
+//!    attributes, an event on every fourth span).
+//! 2. Trace by id over `COLD_BENCH_SPANS` spans of files generated directly
+//!    (100,000 spans per file over two days, random trace ids): p50/p99 with
+//!    the index cache cold and warm, and files opened per lookup.
+//! 3. Search over one cold day: p50/p95.
+//! 4. With `COLD_BENCH_S3=1` and moto installed: trace by id against moto's
+//!    S3 server (1M spans).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrotrace_collector::model::{
+    AttrValue, Event, KeyValue, Span, SpanKind, StatusCode, TraceId,
+};
+use ferrotrace_collector::storage::cold::{ColdConfig, ColdStore};
+use ferrotrace_collector::storage::sqlite::SqliteStore;
+use ferrotrace_collector::storage::{Retention, SpanWriter, TimeRange, TraceQuery};
+
+const HOUR: u64 = 3_600_000_000_000;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A random-looking trace id for trace number `t` (production ids are random).
+fn tid(t: u64) -> TraceId {
+    let a = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5;
+    let b = a.rotate_left(31).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&a.to_be_bytes());
+    id[8..].copy_from_slice(&b.to_be_bytes());
+    id
+}
+
+/// The load generator's trace `t` (200 spans) starting at `now`, as the
+/// collector stores it (resource and scope copied onto each span).
+fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
+    let s = |v: &str| AttrValue::Str(v.into());
+    (0..200usize)
+        .map(|i| {
+            let mut span_id = [0u8; 8];
+            span_id[..4].copy_from_slice(&(t as u32).to_be_bytes());
+            span_id[4..].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+            let parent = (i > 0).then(|| {
+                let mut p = span_id;
+                p[4..].copy_from_slice(&1u32.to_be_bytes());
+                p
+            });
+            let start = now - 5_000_000 + i as u64 * 1_000;
+            let service = format!("loadgen-svc-{}", conn % 4);
+            Span {
+                trace_id: tid(t),
+                span_id,
+                parent_span_id: parent,
+                trace_state: String::new(),
+                flags: 0,
+                name: format!("GET /api/items/{}", i % 16),
+                kind: if i == 0 {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Client
+                },
+                start_ns: start,
+                end_ns: start + 250_000 + (i as u64 % 97) * 10_000,
+                attributes: vec![
+                    KeyValue::new("http.request.method", s("GET")),
+                    KeyValue::new("http.route", s("/api/items/{id}")),
+                    KeyValue::new("http.response.status_code", AttrValue::Int(200)),
+                    KeyValue::new("url.path", AttrValue::Str(format!("/api/items/{i}"))),
+                    KeyValue::new("server.address", s("items.internal")),
+                    KeyValue::new("server.port", AttrValue::Int(8080)),
+                    KeyValue::new("user_agent.original", s("loadgen/1.0")),
+                    KeyValue::new("network.protocol.version", s("1.1")),
+                    KeyValue::new("app.cache_hit", AttrValue::Bool(i.is_multiple_of(3))),
+                    KeyValue::new("app.items", AttrValue::Double(i as f64 * 1.5)),
+                ],
+                dropped_attributes_count: 0,
+                events: if i.is_multiple_of(4) {
+                    vec![Event {
+                        time_ns: start + 1_000,
+                        name: "cache.lookup".into(),
+                        attributes: vec![KeyValue::new(
+                            "cache.key",
+                            AttrValue::Str(format!("item:{i}")),
+                        )],
+                        dropped_attributes_count: 0,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                dropped_events_count: 0,
+                links: Vec::new(),
+                dropped_links_count: 0,
+                status_code: StatusCode::Unset,
+                status_message: String::new(),
+                service_name: service.clone(),
+                resource_attributes: vec![
+                    KeyValue::new("service.name", AttrValue::Str(service)),
+                    KeyValue::new("service.version", s("1.0.0")),
+                    KeyValue::new("host.name", s("bench")),
+                ],
+                scope_name: "loadgen".into(),
+                scope_version: "1.0".into(),
+            }
+        })
+        .collect()
+}
+
+fn pct(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let m = e.metadata().expect("meta");
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}
+
+fn cfg(dir: Option<&std::path::Path>) -> ColdConfig {
+    ColdConfig {
+        dir: dir.map(|d| d.to_path_buf()),
+        max_files_per_query: 100_000,
+        max_bytes_per_query: u64::MAX / 2,
+        ..ColdConfig::default()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let root_dir = std::env::var_os("COLD_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("cold-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root_dir).expect("bench dir");
+    run(&root_dir).await;
+    let _ = std::fs::remove_dir_all(&root_dir);
+}
+
+struct Root<'a>(&'a std::path::Path);
+
+impl Root<'_> {
+    fn path(&self) -> &std::path::Path {
+        self.0
+    }
+}
+
+async fn run(root_dir: &std::path::Path) {
+    let root = Root(root_dir);
+    let now = ferrotrace_collector::model::now_ns();
+
+    // 1. Bytes per span.
+    let n_traces = env("COLD_BENCH_SIZE_TRACES", 1_000);
+    let spans: Vec<Span> = (0..n_traces)
+        .flat_map(|t| loadgen_trace(t, now - 10 * 24 * HOUR + t * 1_000_000, t % 8))
+        .collect();
+    let n = spans.len() as u64;
+    let hot = SqliteStore::open(root.path().join("hot.db")).expect("sqlite");
+    for chunk in spans.chunks(1_000) {
+        hot.write_spans(chunk).await.expect("write");
+    }
+    let usage = hot
+        .disk_usage()
+        .await
+        .expect("usage")
+        .expect("sqlite has usage");
+    let cold_dir = root.path().join("size");
+    let cold = ColdStore::open(&cfg(Some(&cold_dir))).await.expect("cold");
+    let t = Instant::now();
+    cold.write(spans).await.expect("write cold");
+    let write_s = t.elapsed().as_secs_f64();
+    let cold_bytes = dir_bytes(&cold_dir);
+    println!(
+        "BYTES spans={n} hot_live={:.0} B/span hot_files={:.0} B/span cold={:.1} B/span ratio_live={:.1}x ratio_files={:.1}x cold_write={:.0} spans/s",
+        usage.live_bytes as f64 / n as f64,
+        usage.file_bytes as f64 / n as f64,
+        cold_bytes as f64 / n as f64,
+        usage.live_bytes as f64 / cold_bytes as f64,
+        usage.file_bytes as f64 / cold_bytes as f64,
+        n as f64 / write_s
+    );
+    drop(hot);
+
+    // 2. Trace by id over generated files.
+    let total = env("COLD_BENCH_SPANS", 10_000_000);
+    let per_file = 100_000u64;
+    let files = total.div_ceil(per_file);
+    let big = root.path().join("big");
+    let store = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
+    let base = now - 20 * 24 * HOUR;
+    let span_gap = 2 * 24 * HOUR / total.max(1); // two days of spans
+    let t = Instant::now();
+    let mut present = Vec::new();
+    for f in 0..files {
+        let mut batch = Vec::with_capacity(per_file as usize);
+        for k in 0..per_file / 200 {
+            let tr = f * (per_file / 200) + k;
+            let start = base + tr * 200 * span_gap;
+            batch.extend(loadgen_trace(tr, start, tr % 8));
+            if k.is_multiple_of(50) {
+                present.push(tr);
+            }
+        }
+        store.write(batch).await.expect("write");
+    }
+    let gen_s = t.elapsed().as_secs_f64();
+    let bytes = dir_bytes(&big);
+    println!(
+        "GENERATED spans={} files={} bytes={} ({:.1} B/span) in {gen_s:.0}s",
+        files * per_file,
+        store.files().len(),
+        bytes,
+        bytes as f64 / (files * per_file) as f64
+    );
+    let lookups = |store: Arc<ColdStore>, ids: Vec<TraceId>| async move {
+        let mut lat = Vec::new();
+        let mut opened = Vec::new();
+        for id in ids {
+            let t = Instant::now();
+            let (spans, o) = store.spans_of(&[id], None).await.expect("lookup");
+            lat.push(t.elapsed());
+            opened.push(o);
+            std::hint::black_box(spans);
+        }
+        lat.sort();
+        (lat, opened)
+    };
+    // Cold cache: a fresh store fetches every file's index on its first lookup.
+    let fresh = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
+    let t = Instant::now();
+    let (s, _) = fresh
+        .spans_of(&[tid(present[0])], None)
+        .await
+        .expect("first");
+    println!(
+        "FIRST_LOOKUP (index cache empty, {} files) {:.1} ms, {} spans",
+        fresh.files().len(),
+        t.elapsed().as_secs_f64() * 1e3,
+        s.len()
+    );
+    for round in 0..3 {
+        let ids: Vec<TraceId> = present.iter().map(|&t| tid(t)).collect();
+        let (lat, opened) = lookups(fresh.clone(), ids).await;
+        let absent: Vec<TraceId> = (0..200).map(|i| tid(u64::MAX / 2 + i)).collect();
+        let (alat, aopened) = lookups(fresh.clone(), absent).await;
+        println!(
+            "LOOKUP round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            opened.iter().sum::<usize>() as f64 / opened.len() as f64,
+            opened.iter().max().unwrap_or(&0),
+            alat.len(),
+            pct(&alat, 0.5),
+            pct(&alat, 0.99),
+            aopened.iter().sum::<usize>() as f64 / aopened.len() as f64,
+            aopened.iter().max().unwrap_or(&0),
+        );
+    }
+
+    // 3. Search over one cold day.
+    let day = TimeRange {
+        start_ns: base,
+        end_ns: base + 24 * HOUR,
+    };
+    for (label, service, min_dur) in [
+        ("service", Some("loadgen-svc-1"), None),
+        (
+            "service+min_duration",
+            Some("loadgen-svc-1"),
+            Some(1_200_000u64),
+        ),
+    ] {
+        let mut lat = Vec::new();
+        let mut found = 0;
+        for _ in 0..10 {
+            let q = TraceQuery {
+                service: service.map(str::to_string),
+                operation: None,
+                attributes: Vec::new(),
+                min_duration_ns: min_dur,
+                max_duration_ns: None,
+                errors_only: false,
+                range: day,
+                limit: 20,
+                cursor: None,
+            };
+            let t = Instant::now();
+            let (keys, _) = fresh.search(&q, None, 20).await.expect("search");
+            lat.push(t.elapsed());
+            found = keys.len();
+        }
+        lat.sort();
+        println!(
+            "SEARCH day ({label}) n=10 p50={:.0} ms p95={:.0} ms results={found} files_in_day={}",
+            pct(&lat, 0.5),
+            pct(&lat, 0.95),
+            fresh
+                .files()
+                .iter()
+                .filter(|e| e.max_ns >= day.start_ns && e.min_ns < day.end_ns)
+                .count()
+        );
+    }
+
+    // 4. S3 (moto).
+    if std::env::var("COLD_BENCH_S3").is_ok_and(|v| v == "1") {
+        s3_lookups(now).await;
+    }
+}
+
+async fn s3_lookups(now: u64) {
+    use std::process::{Command, Stdio};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    {
+        // Create the bucket (moto takes an unsigned request).
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("moto");
+        c.write_all(b"PUT /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("put");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let c = ColdConfig {
+        bucket: Some("bench".into()),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        allow_http: true,
+        ..cfg(None)
+    };
+    let store = Arc::new(ColdStore::open(&c).await.expect("s3"));
+    let total = env("COLD_BENCH_S3_SPANS", 1_000_000);
+    let base = now - 20 * 24 * HOUR;
+    let mut present = Vec::new();
+    for f in 0..total / 100_000 {
+        let mut batch = Vec::new();
+        for k in 0..500 {
+            let tr = f * 500 + k;
+            batch.extend(loadgen_trace(tr, base + tr * 1_000_000_000, tr % 8));
+            if k.is_multiple_of(25) {
+                present.push(tr);
+            }
+        }
+        store.write(batch).await.expect("put");
+    }
+    let fresh = Arc::new(ColdStore::open(&c).await.expect("s3"));
+    let t = Instant::now();
+    fresh
+        .spans_of(&[tid(present[0])], None)
+        .await
+        .expect("first");
+    println!(
+        "S3 FIRST_LOOKUP ({} files) {:.1} ms",
+        fresh.files().len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    for round in 0..3 {
+        let mut lat = Vec::new();
+        let mut opened = 0;
+        for &tr in &present {
+            let t = Instant::now();
+            let (_, o) = fresh.spans_of(&[tid(tr)], None).await.expect("lookup");
+            lat.push(t.elapsed());
+            opened += o;
+        }
+        lat.sort();
+        println!(
+            "S3 LOOKUP round={round} n={} p50={:.2} ms p99={:.2} ms opened mean={:.3}",
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            opened as f64 / lat.len() as f64
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,168 @@
+//! The cold tier's self-metrics.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Counters and gauges of the cold tier (rendered on `/metrics`).
+#[derive(Debug, Default)]
+pub struct ColdStats {
+    /// Files in the cold tier (gauge).
+    pub files: AtomicU64,
+    /// Bytes of those files (gauge).
+    pub bytes: AtomicU64,
+    /// Spans in those files (gauge; duplicates from a retried run included).
+    pub spans: AtomicU64,
+    /// Start of the oldest cold span (ns; 0 = empty).
+    pub oldest_ns: AtomicU64,
+    /// Tiering runs completed / failed.
+    pub runs: AtomicU64,
+    /// Tiering runs that failed (the next run retries).
+    pub failures: AtomicU64,
+    /// Files written.
+    pub files_written: AtomicU64,
+    /// Bytes written.
+    pub bytes_written: AtomicU64,
+    /// Spans copied from the hot store into cold files.
+    pub spans_written: AtomicU64,
+    /// Spans that aged out of the hot store without going cold (policy).
+    pub spans_not_kept: AtomicU64,
+    /// Cold files deleted by age (`cold_days`).
+    pub files_evicted: AtomicU64,
+    /// Spans in those files.
+    pub spans_evicted: AtomicU64,
+    /// Trace-by-id lookups that consulted the cold tier (one per call).
+    pub lookups: AtomicU64,
+    /// Searches that consulted the cold tier.
+    pub searches: AtomicU64,
+    /// Files whose rows a cold read opened (lookups and searches).
+    pub files_opened: AtomicU64,
+    /// File indexes (footer and trace-id bloom filters) fetched into the cache.
+    pub index_loads: AtomicU64,
+    /// Bytes fetched from the cold location by reads (indexes included).
+    pub bytes_read: AtomicU64,
+    /// Cold reads refused for exceeding `max_files_per_query` or `max_bytes_per_query`.
+    pub limit_errors: AtomicU64,
+}
+
+impl ColdStats {
+    /// Appends the Prometheus text of these metrics.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let rows: [(&str, &str, &str, String); 18] = [
+            (
+                "ferrotrace_cold_files",
+                "gauge",
+                "Files in the cold tier.",
+                self.files.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_bytes",
+                "gauge",
+                "Bytes of the cold tier's files.",
+                self.bytes.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans",
+                "gauge",
+                "Spans in the cold tier's files.",
+                self.spans.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_oldest_timestamp_seconds",
+                "gauge",
+                "Start time of the oldest cold span (Unix seconds; 0 = empty).",
+                format!("{:.6}", self.oldest_ns.load(Relaxed) as f64 / 1e9),
+            ),
+            (
+                "ferrotrace_cold_tiering_runs_total",
+                "counter",
+                "Tiering runs completed.",
+                self.runs.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_tiering_failures_total",
+                "counter",
+                "Tiering runs that failed (retried at the next interval).",
+                self.failures.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_files_written_total",
+                "counter",
+                "Cold files written.",
+                self.files_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_bytes_written_total",
+                "counter",
+                "Bytes of cold files written.",
+                self.bytes_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_written_total",
+                "counter",
+                "Spans moved from the hot store into cold files.",
+                self.spans_written.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_not_kept_total",
+                "counter",
+                "Spans that aged out of the hot store without going cold (cold.policy).",
+                self.spans_not_kept.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_evicted_files_total",
+                "counter",
+                "Cold files deleted by age (cold.cold_days).",
+                self.files_evicted.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_evicted_spans_total",
+                "counter",
+                "Spans in cold files deleted by age.",
+                self.spans_evicted.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_lookups_total",
+                "counter",
+                "Trace-by-id reads that consulted the cold tier.",
+                self.lookups.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_searches_total",
+                "counter",
+                "Searches that consulted the cold tier.",
+                self.searches.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_files_opened_total",
+                "counter",
+                "Cold files whose rows a read opened.",
+                self.files_opened.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_index_loads_total",
+                "counter",
+                "Cold file indexes (footer and trace-id bloom filters) fetched into the cache.",
+                self.index_loads.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_read_bytes_total",
+                "counter",
+                "Bytes fetched from the cold location by reads.",
+                self.bytes_read.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_limit_errors_total",
+                "counter",
+                "Cold reads refused by cold.max_files_per_query or cold.max_bytes_per_query.",
+                self.limit_errors.load(Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The tiering task: every `cold.interval_secs`, copies the spans that aged
+//! past `cold.hot_days` (and that `cold.policy` keeps) from the hot store
+//! into new cold files, then deletes them from the hot store (the age
+//! retention of a collector with a cold tier), then deletes cold files past
+//! `cold.cold_days`.
+//!
+//! The copy finishes before the hot delete starts: a crash in between
+//! leaves the spans in both tiers, the next run copies them again, and
+//! reads keep one copy of each span id.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::policy;
+use super::store::ColdStore;
+use crate::model::{now_ns, Span, TraceId};
+use crate::storage::{SpanStore, StorageResult, MAX_TRACES_PER_READ};
+
+/// Spans asked of the hot store per page.
+const EXPORT_PAGE: usize = 10_000;
+
+/// What one tiering run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TierReport {
+    /// Spans read from the hot store (older than the hot cutoff).
+    pub spans_aged: u64,
+    /// Of which written to cold files.
+    pub spans_written: u64,
+    /// Cold files written.
+    pub files_written: u64,
+    /// Spans deleted from the hot store.
+    pub hot_deleted: u64,
+    /// Cold files deleted by age.
+    pub cold_files_deleted: u64,
+}
+
+/// Runs one tiering pass as of `now_ns`.
+pub async fn run_once(
+    hot: &dyn SpanStore,
+    cold: &ColdStore,
+    now_ns: u64,
+) -> StorageResult<TierReport> {
+    let config = cold.config().clone();
+    let cutoff = config.hot_cutoff(now_ns);
+    let mut report = TierReport::default();
+    let mut pending: Vec<Span> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = hot.export_before(cutoff, after, EXPORT_PAGE).await?;
+        report.spans_aged += page.spans.len() as u64;
+        let kept = keep(hot, &config, page.spans).await?;
+        pending.extend(kept);
+        if pending.len() >= config.max_spans_per_file {
+            report.spans_written += pending.len() as u64;
+            report.files_written += cold.write(std::mem::take(&mut pending)).await?.len() as u64;
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if !pending.is_empty() {
+        report.spans_written += pending.len() as u64;
+        report.files_written += cold.write(pending).await?.len() as u64;
+    }
+    cold.stats
+        .spans_not_kept
+        .fetch_add(report.spans_aged - report.spans_written, Relaxed);
+    report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
+    report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
+    cold.stats.runs.fetch_add(1, Relaxed);
+    Ok(report)
+}
+
+/// The spans of `spans` whose trace the policy keeps; for a policy that
+/// looks at the whole trace, the trace as the hot store has it (spans not
+/// yet aged included).
+async fn keep(
+    hot: &dyn SpanStore,
+    config: &super::ColdConfig,
+    spans: Vec<Span>,
+) -> StorageResult<Vec<Span>> {
+    if !policy::needs_spans(config) {
+        return Ok(spans
+            .into_iter()
+            .filter(|s| policy::keeps(config, &s.trace_id, &[]))
+            .collect());
+    }
+    let ids: Vec<TraceId> = {
+        let mut seen = HashSet::new();
+        spans
+            .iter()
+            .map(|s| s.trace_id)
+            .filter(|id| seen.insert(*id))
+            .collect()
+    };
+    let mut whole: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
+    for chunk in ids.chunks(MAX_TRACES_PER_READ) {
+        for (id, t) in hot.get_traces(chunk, None).await? {
+            whole.insert(id, t);
+        }
+    }
+    Ok(spans
+        .into_iter()
+        .filter(|s| {
+            let t = whole
+                .get(&s.trace_id)
+                .map(Vec::as_slice)
+                .unwrap_or(std::slice::from_ref(s));
+            policy::keeps(config, &s.trace_id, t)
+        })
+        .collect())
+}
+
+/// Runs tiering every `cold.interval_secs` until `shutdown` turns true.
+pub async fn run(
+    hot: Arc<dyn SpanStore>,
+    cold: Arc<ColdStore>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(cold.config().interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match run_once(hot.as_ref(), &cold, now_ns()).await {
+                    Ok(r) => tracing::debug!(
+                        aged = r.spans_aged,
+                        written = r.spans_written,
+                        files = r.files_written,
+                        hot_deleted = r.hot_deleted,
+                        cold_files_deleted = r.cold_files_deleted,
+                        "tiering pass done"
+                    ),
+                    Err(e) => {
+                        cold.stats.failures.fetch_add(1, Relaxed);
+                        tracing::warn!(error = %e, "tiering pass failed; retrying at the next interval");
+                    }
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The cold tier (issue 18): spans older than `cold.hot_days` move from the
+//! SQLite hot store into Parquet files, in a local directory and in a real
+//! S3-compatible server (moto, started by the test), and reads fall
+//! through: trace by id (merged across tiers, one copy per span id), search
+//! with cursors across both tiers, the collector's native and Jaeger APIs.
+//! Lookups by id open only the files whose trace-id index may hold the id.
+
+mod ingest_util;
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrotrace_collector::model::{
+    hex, now_ns, AttrValue, KeyValue, Span, SpanKind, StatusCode, TraceId,
+};
+use ferrotrace_collector::storage::cold::tiering::run_once;
+use ferrotrace_collector::storage::cold::{ColdConfig, ColdPolicy, ColdStore, TieredStore};
+use ferrotrace_collector::storage::sqlite::SqliteStore;
+use ferrotrace_collector::storage::{
+    AttrFilter, SpanStore, SpanWriter, StorageError, TimeRange, TraceQuery, TraceReader,
+};
+
+const MS: u64 = 1_000_000;
+const HOUR: u64 = 3_600_000 * MS;
+const DAY: u64 = 24 * HOUR;
+
+/// A trace id that looks random (so that the bloom filters, not the
+/// row-group min/max, are what keeps a lookup to one file).
+fn tid(t: u32) -> TraceId {
+    let mut id = [0u8; 16];
+    let a = u64::from(t).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555;
+    let b = a.rotate_left(29).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    id[..8].copy_from_slice(&a.to_be_bytes());
+    id[8..].copy_from_slice(&b.to_be_bytes());
+    id
+}
+
+/// Trace `t`: a frontend root and `n - 1` backend children starting at
+/// `start`; error traces (t.is_multiple_of(5)) have a failing child and status 500.
+fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
+    let error = t.is_multiple_of(5);
+    (0..n)
+        .map(|i| {
+            let mut sid = [0u8; 8];
+            sid[..4].copy_from_slice(&t.to_be_bytes());
+            sid[4..].copy_from_slice(&(i + 1).to_be_bytes());
+            let root = i == 0;
+            Span {
+                trace_id: tid(t),
+                span_id: sid,
+                parent_span_id: (!root).then(|| {
+                    let mut p = [0u8; 8];
+                    p[..4].copy_from_slice(&t.to_be_bytes());
+                    p[4..].copy_from_slice(&1u32.to_be_bytes());
+                    p
+                }),
+                trace_state: String::new(),
+                flags: 1,
+                name: if root {
+                    "GET /orders".into()
+                } else {
+                    format!("query {i}")
+                },
+                kind: if root {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Client
+                },
+                start_ns: start + u64::from(i) * MS,
+                end_ns: start + u64::from(i) * MS + if root { 100 * MS } else { 5 * MS },
+                attributes: vec![
+                    KeyValue::new(
+                        "http.status_code",
+                        AttrValue::Int(if error && root { 500 } else { 200 }),
+                    ),
+                    KeyValue::new("t", AttrValue::Int(i64::from(t))),
+                ],
+                dropped_attributes_count: 0,
+                events: Vec::new(),
+                dropped_events_count: 0,
+                links: Vec::new(),
+                dropped_links_count: 0,
+                status_code: if error && i == n - 1 {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: String::new(),
+                service_name: if root {
+                    "frontend".into()
+                } else {
+                    "backend".into()
+                },
+                resource_attributes: vec![KeyValue::new(
+                    "service.name",
+                    AttrValue::Str(if root { "frontend" } else { "backend" }.into()),
+                )],
+                scope_name: "test".into(),
+                scope_version: "1".into(),
+            }
+        })
+        .collect()
+}
+
+/// What a test writes: 40 old traces over 20 hours starting 10 days ago
+/// (2 per hour), 5 recent ones, and one with a span on each side of the
+/// hot cutoff.
+struct Data {
+    now: u64,
+    old: Vec<(u32, Vec<Span>)>,
+    recent: Vec<u32>,
+    straddler: u32,
+}
+
+const STRADDLER: u32 = 1000;
+
+fn data() -> Data {
+    let now = now_ns();
+    let base = now - 10 * DAY;
+    let old = (0..40u32)
+        .map(|t| {
+            (
+                t,
+                trace(
+                    t,
+                    base + u64::from(t / 2) * HOUR + u64::from(t % 2) * 60_000 * MS,
+                    5,
+                ),
+            )
+        })
+        .collect();
+    Data {
+        now,
+        old,
+        recent: (100..105).collect(),
+        straddler: STRADDLER,
+    }
+}
+
+async fn fill(hot: &dyn SpanStore, d: &Data) {
+    for (_, spans) in &d.old {
+        hot.write_spans(spans).await.expect("write old");
+    }
+    for &t in &d.recent {
+        hot.write_spans(&trace(t, d.now - HOUR, 3))
+            .await
+            .expect("write recent");
+    }
+    let mut s = trace(d.straddler, d.now - 7 * DAY - HOUR, 2);
+    s[1].start_ns = d.now - HOUR;
+    s[1].end_ns = d.now - HOUR + MS;
+    hot.write_spans(&s).await.expect("write straddler");
+}
+
+fn cold_config(dir: Option<&std::path::Path>) -> ColdConfig {
+    ColdConfig {
+        dir: dir.map(|d| d.to_path_buf()),
+        hot_days: 7,
+        cold_days: 30,
+        max_spans_per_file: 1_000,
+        ..ColdConfig::default()
+    }
+}
+
+fn query(range: TimeRange, limit: usize) -> TraceQuery {
+    TraceQuery {
+        service: None,
+        operation: None,
+        attributes: Vec::new(),
+        min_duration_ns: None,
+        max_duration_ns: None,
+        errors_only: false,
+        range,
+        limit,
+        cursor: None,
+    }
+}
+
+/// Every page of `q`, following cursors; the trace ids in order.
+async fn all_pages(store: &dyn TraceReader, mut q: TraceQuery) -> Vec<(TraceId, u64)> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let page = store.search(&q).await.expect("search");
+        assert!(page.traces.len() <= q.limit);
+        out.extend(page.traces.iter().map(|t| (t.trace_id, t.cold_spans)));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+/// The whole behaviour against one location: tiering, reads by id with the
+/// files-opened count, merging, search and pagination across tiers, policy
+/// bookkeeping, limits and cold retention.
+async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cold = Arc::new(ColdStore::open(&cold_cfg).await.expect("open cold"));
+    assert!(cold.files().is_empty(), "a fresh location is empty");
+    let hot_dyn: Arc<dyn SpanStore> = hot.clone();
+    let report = run_once(hot_dyn.as_ref(), &cold, d.now)
+        .await
+        .expect("tiering");
+    // 40 old traces x 5 spans, and the straddler's old span.
+    assert_eq!(report.spans_aged, 201, "{report:?}");
+    assert_eq!(report.spans_written, 201, "{report:?}");
+    assert_eq!(report.hot_deleted, 201, "{report:?}");
+    // One file per hour: 20 hours of old traces and the straddler's hour.
+    assert_eq!(report.files_written, 21, "{report:?}");
+    assert_eq!(cold.files().len(), 21);
+    assert_eq!(cold.stats.spans.load(Relaxed), 201);
+    assert!(cold.stats.bytes.load(Relaxed) > 0);
+    assert_eq!(cold.stats.oldest_ns.load(Relaxed), d.old[0].1[0].start_ns);
+
+    let tiered = TieredStore::new(hot_dyn.clone(), cold.clone());
+    // Reads by id: the hot store has nothing old left, the tiered store
+    // returns each old trace exactly as written, opening one file.
+    for (t, _) in &d.old {
+        assert!(hot.get_trace(tid(*t), None).await.expect("hot").is_empty());
+    }
+    let mut opened = Vec::new();
+    for (t, spans) in &d.old {
+        let before = cold.stats.files_opened.load(Relaxed);
+        let got = tiered.get_trace_tiered(tid(*t), None).await.expect("get");
+        opened.push(cold.stats.files_opened.load(Relaxed) - before);
+        assert_eq!(&got.spans, spans, "trace {t} reads back exactly");
+        assert_eq!(got.cold_spans, 5);
+    }
+    let total: u64 = opened.iter().sum();
+    assert!(opened.iter().all(|&n| n >= 1), "{opened:?}");
+    // 21 files, 1% false positives per filter: about 0.2 extra files per lookup at most.
+    assert!(total <= 40 + 12, "files opened per lookup: {opened:?}");
+    assert_eq!(
+        cold.stats.index_loads.load(Relaxed),
+        21,
+        "each index fetched once"
+    );
+    let before = cold.stats.files_opened.load(Relaxed);
+    assert!(tiered
+        .get_trace(tid(9999), None)
+        .await
+        .expect("get")
+        .is_empty());
+    assert!(cold.stats.files_opened.load(Relaxed) - before <= 2);
+    // A range narrows the files looked at.
+    let first_hour = TimeRange {
+        start_ns: d.now - 10 * DAY,
+        end_ns: d.now - 10 * DAY + HOUR,
+    };
+    assert_eq!(
+        tiered
+            .get_trace(tid(0), Some(first_hour))
+            .await
+            .expect("get")
+            .len(),
+        5
+    );
+    assert!(tiered
+        .get_trace(tid(39), Some(first_hour))
+        .await
+        .expect("get")
+        .is_empty());
+    // Batch reads, in the order asked, unknown ids left out.
+    let batch = tiered
+        .get_traces(&[tid(7), tid(9999), tid(100), tid(7), tid(3)], None)
+        .await
+        .expect("batch");
+    let ids: Vec<TraceId> = batch.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![tid(7), tid(100), tid(3)]);
+
+    // The straddler: one span in each tier, merged; a span in both tiers
+    // (a run that crashed before its hot delete) is returned once.
+    let st = tiered
+        .get_trace_tiered(tid(d.straddler), None)
+        .await
+        .expect("get");
+    assert_eq!(st.spans.len(), 2);
+    assert_eq!(st.cold_spans, 1);
+    hot.write_spans(&d.old[3].1[..2]).await.expect("rewrite");
+    let again = tiered.get_trace_tiered(tid(3), None).await.expect("get");
+    assert_eq!(again.spans, d.old[3].1, "one copy per span id");
+    assert_eq!(again.cold_spans, 5);
+
+    // Search over the cold day: filters as the hot store applies them.
+    let old_range = TimeRange {
+        start_ns: d.now - 11 * DAY,
+        end_ns: d.now - 9 * DAY,
+    };
+    let mut q = query(old_range, 100);
+    q.service = Some("backend".into());
+    q.errors_only = true;
+    let page = tiered.search(&q).await.expect("search");
+    let mut got: Vec<TraceId> = page.traces.iter().map(|t| t.trace_id).collect();
+    got.sort();
+    let mut want: Vec<TraceId> = (0..40u32)
+        .filter(|t| t.is_multiple_of(5))
+        .map(tid)
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(page.next_cursor.is_none());
+    let s = page
+        .traces
+        .iter()
+        .find(|t| t.trace_id == tid(0))
+        .expect("t0");
+    assert_eq!((s.span_count, s.error_count, s.cold_spans), (5, 1, 5));
+    assert_eq!(s.root_service, "frontend");
+    assert_eq!(
+        s.services,
+        vec!["backend".to_string(), "frontend".to_string()]
+    );
+    let mut q = query(old_range, 100);
+    q.attributes = vec![AttrFilter::text("http.status_code", "500")];
+    assert_eq!(tiered.search(&q).await.expect("search").traces.len(), 8);
+    let mut q = query(old_range, 100);
+    q.min_duration_ns = Some(50 * MS);
+    q.operation = Some("GET /orders".into());
+    assert_eq!(tiered.search(&q).await.expect("search").traces.len(), 40);
+    q.min_duration_ns = Some(101 * MS);
+    assert!(tiered.search(&q).await.expect("search").traces.is_empty());
+
+    // Pagination: cold only, then across both tiers; no trace twice, newest first.
+    let pages = all_pages(&tiered, query(old_range, 7)).await;
+    assert_eq!(pages.len(), 40);
+    assert_eq!(pages.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 40);
+    assert_eq!(pages[0].0, tid(39), "newest first");
+    assert_eq!(pages[39].0, tid(0));
+    let everything = TimeRange {
+        start_ns: d.now - 11 * DAY,
+        end_ns: d.now,
+    };
+    let pages = all_pages(&tiered, query(everything, 10)).await;
+    let distinct: HashSet<TraceId> = pages.iter().map(|p| p.0).collect();
+    assert_eq!(distinct.len(), pages.len(), "no trace twice: {pages:?}");
+    assert_eq!(distinct.len(), 40 + 5 + 1);
+    assert!(
+        pages
+            .iter()
+            .take(6)
+            .all(|p| p.1 == 0 || p.0 == tid(d.straddler)),
+        "hot first"
+    );
+    assert!(pages.iter().skip(6).all(|p| p.1 == 5), "then cold");
+
+    // Limits: a search over more files than allowed, a lookup over the byte cap.
+    let tight = ColdStore::open(&ColdConfig {
+        max_files_per_query: 3,
+        ..cold_cfg.clone()
+    })
+    .await
+    .expect("open");
+    match tight.search(&query(old_range, 10), None, 10).await {
+        Err(StorageError::InvalidQuery(m)) => {
+            assert!(m.contains("cold.max_files_per_query"), "{m}")
+        }
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    assert_eq!(tight.stats.limit_errors.load(Relaxed), 1);
+    let tiny = ColdStore::open(&ColdConfig {
+        max_bytes_per_query: 100,
+        ..cold_cfg.clone()
+    })
+    .await
+    .expect("open");
+    match tiny.spans_of(&[tid(1)], None).await {
+        Err(StorageError::InvalidQuery(m)) => {
+            assert!(m.contains("cold.max_bytes_per_query"), "{m}")
+        }
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+
+    // A second process sees the same files (the catalog is the listing).
+    let other = ColdStore::open(&cold_cfg).await.expect("reopen");
+    assert_eq!(other.files().len(), 21);
+
+    // Cold retention: files whose spans all started before the cutoff go.
+    let cutoff = d.now - 10 * DAY + 10 * HOUR;
+    let (files, spans) = cold.evict_before(cutoff).await.expect("evict");
+    assert_eq!((files, spans), (10, 100));
+    assert_eq!(cold.files().len(), 11);
+    assert!(tiered
+        .get_trace(tid(0), None)
+        .await
+        .expect("get")
+        .is_empty());
+    assert_eq!(tiered.get_trace(tid(25), None).await.expect("get").len(), 5);
+    other.refresh().await.expect("refresh");
+    assert_eq!(other.files().len(), 11);
+    let mut text = String::new();
+    cold.stats.render(&mut text);
+    for m in [
+        "ferrotrace_cold_files 11",
+        "ferrotrace_cold_evicted_files_total 10",
+        "ferrotrace_cold_files_written_total 21",
+        "ferrotrace_cold_lookups_total",
+        "ferrotrace_cold_files_opened_total",
+    ] {
+        assert!(text.contains(m), "{m} in\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_tier_serves_old_traces_by_id_and_search() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    exercise(hot, cold_config(Some(&dir.path().join("cold")))).await;
+    // Only Parquet files under spans/<day>/<hour>/.
+    let mut n = 0;
+    for day in std::fs::read_dir(dir.path().join("cold/spans")).expect("spans dir") {
+        for hour in std::fs::read_dir(day.expect("day").path()).expect("hours") {
+            for f in std::fs::read_dir(hour.expect("hour").path()).expect("files") {
+                let p = f.expect("file").path();
+                assert_eq!(p.extension().and_then(|e| e.to_str()), Some("parquet"));
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, 11);
+    // A damaged file under a valid name fails the reads that touch it, with
+    // an error naming the cold tier; nothing panics.
+    let bad = dir.path().join("cold/spans/2020-01-01/00");
+    std::fs::create_dir_all(&bad).expect("dir");
+    std::fs::write(
+        bad.join("00000000000000000001-00000000000000000002-1-0000000000000001.parquet"),
+        b"PAR1 this is not a parquet file \x05\x00\x00\x00PAR1",
+    )
+    .expect("write");
+    let cold = ColdStore::open(&cold_config(Some(&dir.path().join("cold"))))
+        .await
+        .expect("open");
+    assert_eq!(cold.files().len(), 12);
+    let err = cold
+        .spans_of(&[tid(1)], None)
+        .await
+        .expect_err("corrupt file");
+    assert!(err.to_string().contains("cold tier"), "{err}");
+    let err = cold
+        .search(
+            &query(
+                TimeRange {
+                    start_ns: 0,
+                    end_ns: 10,
+                },
+                10,
+            ),
+            None,
+            10,
+        )
+        .await
+        .expect_err("corrupt file");
+    assert!(err.to_string().contains("cold tier"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_keeps_only_error_traces_or_a_consistent_sample() {
+    for (policy, expect) in [
+        (
+            ColdPolicy::Errors,
+            (0..40u32)
+                .filter(|t| t.is_multiple_of(5))
+                .collect::<Vec<u32>>(),
+        ),
+        (
+            ColdPolicy::Sampled,
+            (0..40)
+                .filter(|t| ferrotrace_collector::storage::cold::policy::sampled(&tid(*t), 0.5))
+                .collect(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+        let d = data();
+        fill(hot.as_ref(), &d).await;
+        let cfg = ColdConfig {
+            policy,
+            sample_fraction: 0.5,
+            ..cold_config(Some(&dir.path().join("cold")))
+        };
+        let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
+        let hot_dyn: Arc<dyn SpanStore> = hot.clone();
+        let r = run_once(hot_dyn.as_ref(), &cold, d.now)
+            .await
+            .expect("tier");
+        assert_eq!(r.spans_aged, 201);
+        let tiered = TieredStore::new(hot_dyn, cold.clone());
+        let mut kept = Vec::new();
+        for t in 0..40 {
+            let s = tiered.get_trace(tid(t), None).await.expect("get");
+            assert!(
+                s.is_empty() || s.len() == 5,
+                "whole traces: {t} {}",
+                s.len()
+            );
+            if !s.is_empty() {
+                kept.push(t);
+            }
+        }
+        assert_eq!(kept, expect, "{policy:?}");
+        assert!(!kept.is_empty() && kept.len() < 40);
+        let not_kept = cold.stats.spans_not_kept.load(Relaxed);
+        assert_eq!(r.spans_written + not_kept, 201, "{policy:?}");
+    }
+}
+
+/// moto's S3 server on a free loopback port, stopped on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Option<Moto> {
+    let ok = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        support::missing("moto (python3 -m pip install 'moto[server]')");
+        return None;
+    }
+    let port = support::free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn moto");
+    let m = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tier_in_a_real_moto_server_serves_old_traces() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    // Create the bucket (moto accepts an unsigned request).
+    let resp = ingest_util::request(
+        "PUT",
+        format!("127.0.0.1:{}", moto.port).parse().expect("addr"),
+        "/ferrotrace-cold",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "create bucket");
+    // Credentials from the standard variables, as in production.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    let cfg = ColdConfig {
+        bucket: Some("ferrotrace-cold".into()),
+        endpoint: Some(endpoint),
+        allow_http: true,
+        prefix: "collector-a".into(),
+        ..cold_config(None)
+    };
+    cfg.validate().expect("valid");
+    exercise(hot, cfg.clone()).await;
+    // A wrong bucket is a clear error at open.
+    let err = ColdStore::open(&ColdConfig {
+        bucket: Some("no-such-bucket".into()),
+        ..cfg
+    })
+    .await
+    .err()
+    .expect("missing bucket");
+    assert!(err.to_string().contains("no-such-bucket"), "{err}");
+}
+
+/// The collector itself: tiering runs on its timer, the native API marks a
+/// cold trace, the Jaeger API serves it, search finds it, /metrics counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_moves_old_spans_and_serves_them_from_the_cold_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = ingest_util::test_config(dir.path());
+    cfg.cold = ColdConfig {
+        interval_secs: 1,
+        ..cold_config(Some(&dir.path().join("cold")))
+    };
+    let store = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    let d = data();
+    fill(store.as_ref(), &d).await;
+    let collector = ferrotrace_collector::server::Collector::start(cfg, store.clone())
+        .await
+        .expect("collector starts");
+    let q = collector.addrs.http.expect("query addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = ingest_util::request("GET", q, "/metrics", &[], bytes::Bytes::new()).await;
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        if text.contains("ferrotrace_cold_files 21")
+            && text.contains("ferrotrace_cold_tiering_runs_total 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tiering run:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(store.get_trace(tid(4), None).await.expect("hot").is_empty());
+    let get = |path: String| async move {
+        let r = ingest_util::request("GET", q, &path, &[], bytes::Bytes::new()).await;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        (r.status, v)
+    };
+    let (status, v) = get(format!("/api/native/traces/{}", hex(&tid(4)))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["tier"], "cold");
+    assert_eq!(v["cold_spans"], 5);
+    assert_eq!(v["span_count"], 5);
+    let (status, v) = get(format!("/api/native/traces/{}", hex(&tid(STRADDLER)))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["tier"], "mixed");
+    let (status, v) = get(format!("/api/native/traces/{}", hex(&tid(100)))).await;
+    assert_eq!((status, &v["tier"]), (200, &serde_json::json!("hot")));
+    let (status, v) = get(format!("/api/traces/{}", hex(&tid(4)))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(5));
+    let (status, v) = get(format!(
+        "/api/native/search?service=backend&errors_only=true&start={}&end={}&limit=50",
+        d.now - 11 * DAY,
+        d.now - 9 * DAY
+    ))
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let traces = v["traces"].as_array().expect("traces");
+    assert_eq!(traces.len(), 8, "{v}");
+    assert!(traces.iter().all(|t| t["tier"] == "cold"), "{v}");
+    collector.shutdown().await;
+}
