@@ -19,6 +19,15 @@ fn attr<'a>(s: &'a ferrotrace::export::SpanData, k: &str) -> Option<&'a Value> {
         .map(|kv| &kv.value)
 }
 
+/// A plain reqwest client. In a workspace build, reqwest's features are
+/// unified with the collector's (`rustls-no-provider`, for its S3 cold tier),
+/// and such a reqwest panics at `Client::new()` unless a rustls crypto
+/// provider is installed; the workspace's provider is ring.
+fn client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn wait_for(exporter: &InMemorySpanExporter, n: usize) -> Vec<ferrotrace::export::SpanData> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while exporter.finished_spans().len() < n && std::time::Instant::now() < deadline {
@@ -51,7 +60,7 @@ async fn requests_get_client_spans_and_carry_the_context() {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
 
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let client = reqwest_middleware::ClientBuilder::new(client())
         .with(TracingMiddleware::new(provider.tracer("client")).with_baggage_attributes(["tenant"]))
         .build();
     let mut baggage = Baggage::new();
@@ -142,7 +151,7 @@ async fn transport_errors_end_the_span_as_an_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let client = reqwest_middleware::ClientBuilder::new(client())
         .with(TracingMiddleware::new(provider.tracer("client")))
         .build();
     assert!(client
