@@ -110,13 +110,6 @@ pub(super) fn parse_url(url: &str) -> StorageResult<ParsedUrl> {
     })
 }
 
-pub(super) fn valid_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
-}
-
 pub(super) fn client_for(
     url: &ParsedUrl,
     database: Option<&str>,
@@ -173,6 +166,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::options::valid_identifier;
     #[test]
     fn transient_server_errors_are_retried_and_others_are_not() {
         use super::transient_server_error as t;

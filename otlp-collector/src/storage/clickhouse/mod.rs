@@ -73,8 +73,9 @@ mod topology;
 mod write;
 
 pub(crate) use connection::check_url;
-use connection::{client_for, map_err, parse_url, valid_identifier, Node, UNREACHABLE};
+use connection::{client_for, map_err, parse_url, Node, UNREACHABLE};
 pub(crate) use options::check_options;
+use options::valid_identifier;
 pub use options::{ClickHouseOptions, ClusterOptions, Compression};
 use schema::{MIGRATIONS, TABLES};
 use topology::Topology;

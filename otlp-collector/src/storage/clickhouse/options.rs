@@ -1,6 +1,5 @@
 //! The sink's configuration (`[clickhouse]`, `[clickhouse.cluster]`).
 
-use super::connection::valid_identifier;
 use super::topology::Topology;
 use crate::storage::{StorageError, StorageResult};
 
@@ -102,4 +101,12 @@ impl Default for ClickHouseOptions {
             compression: Compression::default(),
         }
     }
+}
+
+/// A database or cluster name safe to put into SQL unquoted.
+pub(super) fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
 }

@@ -446,8 +446,8 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse_config;
     use super::*;
-    use crate::storage::postgres::parse_config;
 
     #[test]
     fn tls_options_are_taken_out_of_urls_and_key_value_strings() {
