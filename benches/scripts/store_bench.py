@@ -432,6 +432,8 @@ def main():
     ap.add_argument("--lookups", type=int, default=200)
     ap.add_argument("--searches", type=int, default=40)
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="perf record -g the collector during the load into FILE")
     ap.add_argument("--replicate", type=int, default=1,
                     help="PostgreSQL/ClickHouse: before the queries, copy the stored spans "
                          "this many times in total inside the database, each copy with its "
@@ -476,6 +478,13 @@ def main():
         # PostgreSQL works in one process per connection: only ClickHouse is counted.
         db_pid = (db.proc.pid if db.proc else db.pid) if db and db.kind == "clickhouse" else None
         cpu0 = (cpu_seconds(collector.pid), cpu_seconds(db_pid) if db_pid else None)
+        perf = None
+        if args.perf:
+            # Call-graph samples of the collector while the load runs (and
+            # the sink drains): what its CPU goes to (`perf report -i FILE`).
+            perf = subprocess.Popen(["perf", "record", "-F", "299", "-g", "-o", args.perf,
+                                     "-p", str(collector.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.time()
         out = subprocess.check_output(lg, text=True)
         result["loadgen"] = json.loads(out.strip().splitlines()[-1])
@@ -497,7 +506,12 @@ def main():
             if db_pid:
                 result["db_cpu_s_per_million_committed"] = round(
                     (cpu_seconds(db_pid) - cpu0[1]) * per_m, 2)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         m = http(f"{q}/metrics", timeout=5).decode()
+        # Spans that waited in the WAL only (queue full) and were read back.
+        result["wal_only_read_back"] = metric(m, "ferrotrace_queue_wal_only_read_back_total")
         with open(f"/proc/{collector.pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM"):

@@ -422,6 +422,292 @@ fn fuzz_otlp_protobuf() {
     });
 }
 
+// ------------------------------------- OTLP protobuf: direct decoder vs structs
+
+/// The old decoding path, kept here as the oracle for the direct decoder
+/// (`receiver::otlp_proto`): prost into the `opentelemetry-proto` structs,
+/// then `from_otlp`, with the receiver's error text.
+fn decode_via_structs(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, String> {
+    let req = ExportTraceServiceRequest::decode(body)
+        .map_err(|e| format!("invalid OTLP protobuf ExportTraceServiceRequest: {e}"))?;
+    from_otlp(req, limits).map_err(|e| e.to_string())
+}
+
+/// Everything a decode yields except `bytes` (the queue charge follows
+/// allocation capacities, which the two paths size differently; the
+/// decode_memory test holds each to what it really holds). `Debug` of the
+/// spans is exact, NaN and -0.0 included.
+fn outcome(d: &Result<Decoded, String>) -> String {
+    match d {
+        Ok(d) => format!(
+            "ok spans={:?} rejected={} errors={:?} dropped={} truncated={} cut={}",
+            d.spans,
+            d.rejected,
+            d.errors,
+            d.attributes_dropped,
+            d.values_truncated,
+            d.depth_truncated
+        ),
+        Err(e) => format!("err {e}"),
+    }
+}
+
+/// Tight limits half of the time, so that truncation, dropping, the span
+/// size limit and the span count limit are compared too.
+fn differential_limits(tight: bool) -> LimitsConfig {
+    if tight {
+        LimitsConfig {
+            max_spans_per_request: 3,
+            max_attributes_per_span: 2,
+            max_attribute_value_bytes: 3,
+            max_span_bytes: 300,
+            ..LimitsConfig::default()
+        }
+    } else {
+        LimitsConfig::default()
+    }
+}
+
+fn assert_same_decoding(body: &[u8], limits: &LimitsConfig) -> Result<(), TestCaseError> {
+    let new = decode(RecordFormat::OtlpProto, body, limits).map_err(|e| e.to_string());
+    let old = decode_via_structs(body, limits);
+    let (a, b) = (outcome(&new), outcome(&old));
+    prop_assert!(a == b, "body {}\ndirect: {a}\nstructs: {b}", hex(body));
+    Ok(())
+}
+
+/// A protobuf message of arbitrary shape: field numbers 1-17 (every field
+/// number OTLP's trace messages use, plus an unknown one) with any wire
+/// type, nested messages, groups, repeated and conflicting fields, invalid
+/// UTF-8. Where it meets OTLP's schema it exercises merging, oneof
+/// replacement, wire-type checks and skipping.
+#[derive(Clone, Debug)]
+enum RawField {
+    Varint(u64),
+    Fixed32(u32),
+    Fixed64(u64),
+    Bytes(Vec<u8>),
+    Message(Vec<(u32, RawField)>),
+    Group(Vec<(u32, RawField)>),
+}
+
+fn raw_message() -> BoxedStrategy<Vec<(u32, RawField)>> {
+    let leaf = prop_oneof![
+        2 => prop_oneof![Just(0u64), Just(1), Just(2), Just(5), Just(u64::MAX), any::<u64>()]
+            .prop_map(RawField::Varint),
+        1 => any::<u32>().prop_map(RawField::Fixed32),
+        2 => prop_oneof![Just(0u64), Just(1), Just(1_700_000_000_000_000_000), any::<u64>()]
+            .prop_map(RawField::Fixed64),
+        3 => prop_oneof![
+            vec(any::<u8>(), 0..4),
+            vec(any::<u8>(), 8),
+            vec(any::<u8>(), 16),
+            Just(b"service.name".to_vec()),
+            Just(vec![0xff, 0xfe]),
+        ]
+        .prop_map(RawField::Bytes),
+    ];
+    let field = leaf.prop_recursive(5, 48, 4, |inner| {
+        let fields = vec((1u32..=17, inner), 0..4);
+        prop_oneof![
+            6 => fields.clone().prop_map(RawField::Message),
+            1 => fields.prop_map(RawField::Group),
+        ]
+    });
+    vec((1u32..=17, field), 0..4).boxed()
+}
+
+fn encode_raw(fields: &[(u32, RawField)], out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    for (tag, f) in fields {
+        match f {
+            RawField::Varint(v) => {
+                encode_key(*tag, WireType::Varint, out);
+                encode_varint(*v, out);
+            }
+            RawField::Fixed32(v) => {
+                encode_key(*tag, WireType::ThirtyTwoBit, out);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            RawField::Fixed64(v) => {
+                encode_key(*tag, WireType::SixtyFourBit, out);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            RawField::Bytes(b) => {
+                encode_key(*tag, WireType::LengthDelimited, out);
+                encode_varint(b.len() as u64, out);
+                out.extend_from_slice(b);
+            }
+            RawField::Message(m) => {
+                let mut inner = Vec::new();
+                encode_raw(m, &mut inner);
+                encode_key(*tag, WireType::LengthDelimited, out);
+                encode_varint(inner.len() as u64, out);
+                out.extend_from_slice(&inner);
+            }
+            RawField::Group(m) => {
+                encode_key(*tag, WireType::StartGroup, out);
+                encode_raw(m, out);
+                encode_key(*tag, WireType::EndGroup, out);
+            }
+        }
+    }
+}
+
+/// The direct protobuf decoder and the struct path agree (same spans, same
+/// counts, same error text) on generated OTLP requests, their byte-level
+/// mutations, and messages of arbitrary shape and their mutations.
+#[test]
+fn differential_otlp_protobuf() {
+    let strategy = (
+        prop_oneof![request(false), request(true)],
+        raw_message(),
+        mutations(),
+        any::<bool>(),
+    );
+    fuzz(
+        "OTLP protobuf direct vs structs",
+        strategy,
+        |(req, raw, ms, tight)| {
+            let limits = differential_limits(tight);
+            let body = req.encode_to_vec();
+            let mut n = 0;
+            for input in variants(&body, &ms, PROTO_DICT) {
+                assert_same_decoding(&input, &limits)?;
+                n += 1;
+            }
+            // The arbitrary message as a whole request and as a ResourceSpans,
+            // a ScopeSpans and a Span inside a valid frame.
+            let mut shaped = Vec::new();
+            encode_raw(&raw, &mut shaped);
+            let wrap =
+                |tag: u32, inner: Vec<(u32, RawField)>| vec![(tag, RawField::Message(inner))];
+            let frames = [
+                raw.clone(),
+                wrap(1, raw.clone()),
+                wrap(1, wrap(2, raw.clone())),
+                wrap(1, wrap(2, wrap(2, raw.clone()))),
+            ];
+            for (i, frame) in frames.iter().enumerate() {
+                let mut b = Vec::new();
+                encode_raw(frame, &mut b);
+                assert_same_decoding(&b, &limits)?;
+                if i == 3 {
+                    for m in ms.iter().take(4) {
+                        assert_same_decoding(&fuzz_util::mutate(&b, *m, PROTO_DICT), &limits)?;
+                    }
+                }
+            }
+            Ok(n + 8)
+        },
+    );
+}
+
+/// Hostile bodies, hand-made: nesting at and past prost's recursion limit
+/// (in attribute values, groups and unknown fields), truncated and
+/// overlong lengths, conflicting repeated fields, a resource after its spans.
+#[test]
+fn differential_otlp_protobuf_hostile() {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    fn msg(tag: u32, inner: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_key(tag, WireType::LengthDelimited, &mut out);
+        encode_varint(inner.len() as u64, &mut out);
+        out.extend_from_slice(inner);
+        out
+    }
+    fn span_with_attr(value: Vec<u8>) -> Vec<u8> {
+        let mut s = msg(1, &[1; 16]);
+        s.extend(msg(2, &[2; 8]));
+        s.extend([0x39]);
+        s.extend(1u64.to_le_bytes());
+        s.extend([0x41]);
+        s.extend(2u64.to_le_bytes());
+        let mut kv = msg(1, b"k");
+        kv.extend(msg(2, &value));
+        s.extend(msg(9, &kv));
+        msg(1, &msg(2, &msg(2, &s)))
+    }
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    // AnyValue nested n deep through arrays, kvlists, and a mix.
+    for n in [14, 15, 16, 17, 30, 31, 32, 33, 45, 46, 47, 48, 49, 60] {
+        for style in 0..3 {
+            let mut v = msg(1, b"leaf");
+            for i in 0..n {
+                let kvlist = style == 1 || (style == 2 && i % 2 == 1);
+                v = if kvlist {
+                    let mut kv = msg(1, b"k");
+                    kv.extend(msg(2, &v));
+                    msg(6, &msg(1, &kv))
+                } else {
+                    msg(5, &msg(1, &v))
+                };
+            }
+            bodies.push(span_with_attr(v));
+        }
+    }
+    // Groups and unknown messages nested around the limit, at the top and
+    // inside a span.
+    for n in [90, 95, 96, 97, 98, 99, 100, 101] {
+        let mut g = Vec::new();
+        for _ in 0..n {
+            encode_key(20, WireType::StartGroup, &mut g);
+        }
+        for _ in 0..n {
+            encode_key(20, WireType::EndGroup, &mut g);
+        }
+        bodies.push(g.clone());
+        let mut s = msg(1, &[1; 16]);
+        s.extend(g);
+        bodies.push(msg(1, &msg(2, &msg(2, &s))));
+    }
+    // An unmatched or mismatched end group; a stray end group.
+    bodies.push(vec![0xa3, 0x01, 0xac, 0x01]);
+    bodies.push(vec![0xa3, 0x01]);
+    bodies.push(vec![0xa4, 0x01]);
+    // Lengths past the end, inside and across message boundaries.
+    bodies.push(vec![0x0a, 0x05, 0x12, 0x10, 0x0a]);
+    bodies.push(vec![0x0a, 0x02, 0x12, 0x05, 0x0a, 0x00, 0x00, 0x00, 0x00]);
+    bodies.push(vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    bodies.push(vec![
+        0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+    ]);
+    // Invalid UTF-8 in fields the model does not keep.
+    bodies.push(msg(1, &msg(3, &[0xff])));
+    bodies.push(msg(1, &msg(2, &msg(3, &[0xc0]))));
+    bodies.push(msg(1, &msg(1, &msg(3, &msg(3, &[0xff])))));
+    // A resource after the spans, and twice (merged); a scope twice.
+    let good = span_with_attr(msg(1, b"v"));
+    let resource = |svc: &[u8]| {
+        let mut kv = msg(1, b"service.name");
+        kv.extend(msg(2, &msg(1, svc)));
+        msg(1, &msg(1, &kv))
+    };
+    let inner = &good[2..]; // the ResourceSpans content (length fits in one byte)
+    let mut rs = inner.to_vec();
+    rs.extend(resource(b"late"));
+    bodies.push(msg(1, &rs));
+    let mut rs = resource(b"");
+    rs.extend(inner);
+    rs.extend(resource(b"second"));
+    bodies.push(msg(1, &rs));
+    // Conflicting oneof members and merged arrays in one value.
+    let mut v = msg(5, &msg(1, &msg(1, b"a")));
+    v.extend(msg(5, &msg(1, &msg(1, b"b"))));
+    bodies.push(span_with_attr(v.clone()));
+    v.extend(msg(1, b"replaced"));
+    bodies.push(span_with_attr(v.clone()));
+    v.extend([0x40, 0x07]);
+    bodies.push(span_with_attr(v));
+    for body in &bodies {
+        for tight in [false, true] {
+            if let Err(e) = assert_same_decoding(body, &differential_limits(tight)) {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- OTLP/JSON
 
 /// How a generated OTLP/JSON body spells things: the spec allows all of these.

@@ -25,6 +25,15 @@ use prost::Message;
 const QUEUE_BYTES: u64 = 1 << 20;
 const SPANS_PER_REQUEST: u32 = 50;
 const CLIENTS: u32 = 4;
+/// Batch size and waiting batches of the sink path, set explicitly: spans the
+/// pipeline has taken out of the queue are held there, at most one batch being
+/// written, `PENDING_BATCHES` waiting and one being filled (a batch closes
+/// once it reaches `BATCH_SPANS`, so it may exceed it by one request less a
+/// span), plus the request in the worker's hands.
+const BATCH_SPANS: u64 = 500;
+const PENDING_BATCHES: u64 = 4;
+const TAKEN_FROM_QUEUE_MAX: u64 =
+    (PENDING_BATCHES + 2) * (BATCH_SPANS + SPANS_PER_REQUEST as u64) + SPANS_PER_REQUEST as u64;
 
 struct Addrs {
     http: SocketAddr,
@@ -39,7 +48,8 @@ fn spawn(dir: &std::path::Path, a: &Addrs) -> Child {
             "[queue]\nmax_bytes = {QUEUE_BYTES}\nretry_after_secs = 1\n\
              [wal]\nmax_bytes = 268435456\nsegment_bytes = 4194304\n\
              [sqlite]\nbusy_timeout_ms = 100\n\
-             [batcher]\nretry_max_ms = 300\nmax_delay_ms = 20\n"
+             [batcher]\nretry_max_ms = 300\nmax_delay_ms = 20\n\
+             max_spans = {BATCH_SPANS}\nmax_pending_batches = {PENDING_BATCHES}\n"
         ),
     )
     .unwrap();
@@ -261,8 +271,9 @@ async fn acknowledgements_go_on_beyond_the_queue_and_each_span_is_stored_once() 
         "acknowledged {acked_spans} spans, not well beyond the queue's {queue_spans}"
     );
     assert!(
-        wal_only + queue_spans + u64::from(SPANS_PER_REQUEST) * 64 >= acked_spans,
-        "the spans not in the queue wait in the WAL only: {wal_only} + {queue_spans} of {acked_spans}"
+        wal_only + queue_spans + TAKEN_FROM_QUEUE_MAX >= acked_spans,
+        "the spans not in the queue wait in the WAL only: {wal_only} + {queue_spans} \
+         (+ at most {TAKEN_FROM_QUEUE_MAX} taken by the blocked sink path) of {acked_spans}"
     );
     assert!(
         peak_kib < 256 * 1024,

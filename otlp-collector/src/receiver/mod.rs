@@ -12,6 +12,7 @@ pub mod jaeger;
 pub mod limits;
 pub mod otlp_grpc;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod rpc_status;
 pub mod zipkin;
 pub mod zipkin_proto;
@@ -22,8 +23,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 
 use crate::auth::TokenSet;
 use crate::memory::{MemoryGuard, Pressure};
@@ -42,14 +41,7 @@ pub fn decode(
     limits: &LimitsConfig,
 ) -> Result<Decoded, DecodeError> {
     match format {
-        RecordFormat::OtlpProto => {
-            let req = ExportTraceServiceRequest::decode(body).map_err(|e| {
-                DecodeError::Malformed(format!(
-                    "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
-                ))
-            })?;
-            convert::from_otlp(req, limits)
-        }
+        RecordFormat::OtlpProto => otlp_proto::decode(body, limits),
         RecordFormat::OtlpJson => {
             let req = otlp_json::decode(body).map_err(DecodeError::Malformed)?;
             convert::from_otlp(req, limits)

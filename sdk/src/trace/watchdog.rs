@@ -3,17 +3,22 @@
 //! completion, a missing `end()` on a manually managed span).
 //!
 //! Cost model: a sharded registry of start times, touched only at span start
-//! and end (one uncontended lock of the calling thread's shard each time), and
-//! scanned by one background thread a few times per age period. Nothing runs
+//! and end, and scanned by one background thread a few times per age period.
+//! No lock on the span path: a start claims a free slot of the calling
+//! thread's shard with one compare-and-swap (uncontended: the shard is the
+//! thread's own unless more than `SHARDS` threads start spans) and publishes
+//! the span's ids with plain stores; an end frees the slot with one plain
+//! store. (A shard lock taken at start and at end cost four atomic
+//! read-modify-writes per span, 17–22 ns, measured in round 4.) Nothing runs
 //! per attribute or event, and unsampled spans never touch it. The registry is
-//! bounded; spans started while it is full are not watched and are counted.
+//! bounded; spans started while the calling thread's shard is full (or while
+//! the `MAX_PROBES` slots after its cursor all hold open spans) are not watched
+//! and are counted.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use super::diagnostics::{report, Diagnostic};
 use crate::ids::{SpanId, TraceId};
@@ -22,20 +27,41 @@ const SHARDS: usize = 16;
 /// Default maximum number of open spans watched per provider.
 pub const DEFAULT_WATCH_CAPACITY: usize = 65_536;
 
+/// Most slots a start probes for a free one. A span is left unwatched when
+/// this many slots in a row (from the thread's cursor) hold open spans: when
+/// the shard is full, or a long run of long-lived spans fills that stretch
+/// (the cursor then moves past it, so the next start probes further on).
+const MAX_PROBES: usize = 64;
+
+/// Slot state: free.
+const FREE: u64 = 0;
+/// Slot state: claimed by a start that is still writing the ids (not scanned).
+const CLAIMED: u64 = 1;
+/// Slot state bit: a live span; the low bits are its start time.
+const LIVE: u64 = 1 << 63;
+/// Slot state bit: the live span was reported.
+const REPORTED: u64 = 1 << 62;
+/// Start times are kept to 62 bits (nanoseconds: until the year 2116).
+const START_MASK: u64 = REPORTED - 1;
+
+/// One watched span. Every field is atomic because the scanning thread reads
+/// the slot while other threads claim and free it; `state` orders the rest
+/// (ids written before the `Release` store of `LIVE | start`, read after an
+/// `Acquire` load of it, and the state re-checked after reading them).
+#[derive(Default)]
 struct Slot {
-    start_ns: u64,
-    trace_id: TraceId,
-    span_id: SpanId,
-    name: Option<&'static str>,
-    live: bool,
-    reported: bool,
+    state: AtomicU64,
+    trace_hi: AtomicU64,
+    trace_lo: AtomicU64,
+    span_id: AtomicU64,
+    name_ptr: AtomicPtr<u8>,
+    name_len: AtomicUsize,
 }
 
-#[derive(Default)]
+/// A shard's slots, allocated on the first span the shard watches (a provider
+/// used from one thread allocates one shard, not the whole capacity).
 struct Shard {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
+    slots: OnceLock<Box<[Slot]>>,
 }
 
 /// Where a watched span is registered; given back at end.
@@ -46,7 +72,7 @@ pub(crate) struct WatchToken {
 }
 
 pub(crate) struct WatchdogState {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Shard]>,
     per_shard_capacity: usize,
     max_age_ns: u64,
     reported: AtomicU64,
@@ -56,6 +82,10 @@ pub(crate) struct WatchdogState {
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     static MY_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Where this thread's next claim starts looking: just after its last
+    /// claimed slot, which in the usual nesting (spans ending soon after
+    /// they start) is free, so a claim probes one slot.
+    static CURSOR: Cell<u32> = const { Cell::new(0) };
 }
 
 fn my_shard() -> usize {
@@ -75,12 +105,25 @@ fn my_shard() -> usize {
 impl WatchdogState {
     fn new(max_age: Duration, capacity: usize) -> Self {
         WatchdogState {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard_capacity: capacity.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    slots: OnceLock::new(),
+                })
+                .collect(),
+            per_shard_capacity: capacity.div_ceil(SHARDS).clamp(1, u32::MAX as usize),
             max_age_ns: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
             reported: AtomicU64::new(0),
             unwatched: AtomicU64::new(0),
         }
+    }
+
+    #[inline]
+    fn slots_of(&self, shard: usize) -> &[Slot] {
+        self.shards[shard].slots.get_or_init(|| {
+            (0..self.per_shard_capacity)
+                .map(|_| Slot::default())
+                .collect()
+        })
     }
 
     #[inline]
@@ -92,68 +135,122 @@ impl WatchdogState {
         name: Option<&'static str>,
     ) -> Option<WatchToken> {
         let shard_idx = my_shard();
-        let mut shard = self.shards[shard_idx].lock();
-        let slot = Slot {
-            start_ns,
-            trace_id,
-            span_id,
-            name,
-            live: true,
-            reported: false,
-        };
-        let idx = if let Some(i) = shard.free.pop() {
-            shard.slots[i as usize] = slot;
-            i
-        } else if shard.slots.len() < self.per_shard_capacity {
-            shard.slots.push(slot);
-            (shard.slots.len() - 1) as u32
-        } else {
-            drop(shard);
-            self.unwatched.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        shard.live += 1;
-        Some(WatchToken {
-            shard: shard_idx as u16,
-            slot: idx,
-        })
+        let slots = self.slots_of(shard_idx);
+        let n = slots.len();
+        let first = CURSOR.try_with(Cell::get).unwrap_or(0) as usize % n;
+        // Probe at most `MAX_PROBES` slots from the cursor: a shard filled
+        // by leaked spans must not make every later span walk all of it.
+        let probes = n.min(MAX_PROBES);
+        for k in 0..probes {
+            let i = (first + k) % n;
+            let s = &slots[i];
+            if s.state.load(Ordering::Relaxed) != FREE
+                || s.state
+                    .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let t = u128::from_be_bytes(trace_id.to_bytes());
+            s.trace_hi.store((t >> 64) as u64, Ordering::Relaxed);
+            s.trace_lo.store(t as u64, Ordering::Relaxed);
+            s.span_id
+                .store(u64::from_be_bytes(span_id.to_bytes()), Ordering::Relaxed);
+            let (p, l) = name.map_or((std::ptr::null_mut(), 0), |nm| {
+                (nm.as_ptr().cast_mut(), nm.len())
+            });
+            s.name_ptr.store(p, Ordering::Relaxed);
+            s.name_len.store(l, Ordering::Relaxed);
+            s.state
+                .store(LIVE | (start_ns & START_MASK), Ordering::Release);
+            let _ = CURSOR.try_with(|c| c.set(((i + 1) % n) as u32));
+            return Some(WatchToken {
+                shard: shard_idx as u16,
+                slot: i as u32,
+            });
+        }
+        // The next claim looks past the run of open spans just probed.
+        let _ = CURSOR.try_with(|c| c.set(((first + probes) % n) as u32));
+        self.unwatched.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
+    /// Frees the span's slot. Called once per token (a span ends once).
     #[inline]
     pub(crate) fn unregister(&self, t: WatchToken) {
-        let mut shard = self.shards[t.shard as usize].lock();
-        if let Some(s) = shard.slots.get_mut(t.slot as usize) {
-            if s.live {
-                s.live = false;
-                shard.live -= 1;
-                shard.free.push(t.slot);
-            }
+        if let Some(s) = self.shards[t.shard as usize]
+            .slots
+            .get()
+            .and_then(|slots| slots.get(t.slot as usize))
+        {
+            // A plain store: only the span's owner frees its slot, and the
+            // scanner's mark (`REPORTED`) is a compare-and-swap that fails
+            // once the slot is freed.
+            s.state.store(FREE, Ordering::Release);
         }
+    }
+
+    /// Live (claimed and published) slots; for tests.
+    #[cfg(test)]
+    fn live(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.slots.get())
+            .flat_map(|s| s.iter())
+            .filter(|s| s.state.load(Ordering::Acquire) & LIVE != 0)
+            .count()
     }
 
     /// Reports every live span older than the age, once. Returns how many.
     pub(crate) fn scan(&self, now_ns: u64) -> usize {
         let mut found: Vec<Diagnostic> = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            if shard.live == 0 {
-                continue;
-            }
-            for s in shard.slots.iter_mut() {
-                if s.live && !s.reported && now_ns.saturating_sub(s.start_ns) >= self.max_age_ns {
-                    s.reported = true;
-                    found.push(Diagnostic::UnendedSpan {
-                        trace_id: s.trace_id,
-                        span_id: s.span_id,
-                        name: s.name,
-                        age: Duration::from_nanos(now_ns.saturating_sub(s.start_ns)),
-                    });
+        for slots in self.shards.iter().filter_map(|s| s.slots.get()) {
+            for s in slots.iter() {
+                let state = s.state.load(Ordering::Acquire);
+                if state & LIVE == 0 || state & REPORTED != 0 {
+                    continue;
                 }
+                let start_ns = state & START_MASK;
+                let age = now_ns.saturating_sub(start_ns);
+                if age < self.max_age_ns {
+                    continue;
+                }
+                let hi = s.trace_hi.load(Ordering::Relaxed);
+                let lo = s.trace_lo.load(Ordering::Relaxed);
+                let span_id = s.span_id.load(Ordering::Relaxed);
+                let p = s.name_ptr.load(Ordering::Relaxed);
+                let l = s.name_len.load(Ordering::Relaxed);
+                // Marking succeeds only if the slot still holds the same
+                // span (freed and re-claimed slots change state; a new
+                // span with the very same start nanosecond in the same
+                // slot is the one case this cannot tell apart).
+                if s.state
+                    .compare_exchange(state, state | REPORTED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let name = if p.is_null() {
+                    None
+                } else {
+                    // SAFETY: `p`/`l` were stored from a `&'static str` by
+                    // `register` before the `Release` store of this state,
+                    // which the `Acquire` load above observed, and the CAS
+                    // confirmed the slot was not re-claimed since.
+                    Some(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(p, l)) })
+                };
+                let t = (u128::from(hi) << 64) | u128::from(lo);
+                found.push(Diagnostic::UnendedSpan {
+                    trace_id: TraceId::from_bytes(t.to_be_bytes()),
+                    span_id: SpanId::from_bytes(span_id.to_be_bytes()),
+                    name,
+                    age: Duration::from_nanos(age),
+                });
             }
         }
         let n = found.len();
         self.reported.fetch_add(n as u64, Ordering::Relaxed);
-        // Reported outside the shard locks: the hook may be slow.
+        // Reported after the scan: the hook may be slow.
         for d in found {
             report(d);
         }
@@ -234,7 +331,7 @@ mod tests {
         assert_eq!(st.reported(), 1);
         st.unregister(a);
         st.unregister(a);
-        assert_eq!(st.shards.iter().map(|s| s.lock().live).sum::<usize>(), 0);
+        assert_eq!(st.live(), 0);
     }
 
     #[test]
@@ -253,5 +350,99 @@ mod tests {
         assert!(toks[0].is_some());
         assert!(toks[1].is_none());
         assert_eq!(st.unwatched(), 2);
+    }
+
+    /// More threads than shards claim slots at once (shards shared), and
+    /// spans end on other threads than the one that started them: every
+    /// slot is claimed by one span only, and exactly the spans not ended
+    /// are reported, with their own ids.
+    #[test]
+    fn concurrent_claims_and_cross_thread_ends() {
+        let st = Arc::new(WatchdogState::new(Duration::from_secs(1), 1 << 16));
+        let threads: Vec<_> = (0..(SHARDS as u64 * 2 + 3))
+            .map(|t| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    (0..20u64)
+                        .map(|i| {
+                            let id = (t << 32) | (i + 1);
+                            let tok = st
+                                .register(
+                                    10,
+                                    TraceId::from_bytes(u128::from(id).to_be_bytes()),
+                                    SpanId::from_bytes(id.to_be_bytes()),
+                                    Some("x"),
+                                )
+                                .unwrap();
+                            (id, tok)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<(u64, WatchToken)> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(st.live(), all.len());
+        // End the even ids on another thread.
+        let ended: Vec<WatchToken> = all
+            .iter()
+            .filter(|(id, _)| id % 2 == 0)
+            .map(|(_, t)| *t)
+            .collect();
+        let st2 = st.clone();
+        std::thread::spawn(move || ended.into_iter().for_each(|t| st2.unregister(t)))
+            .join()
+            .unwrap();
+        let open = all.iter().filter(|(id, _)| id % 2 == 1).count();
+        assert_eq!(st.live(), open);
+        // The live slots hold exactly the odd ids, each slot one span's own ids.
+        let mut seen: Vec<u64> = st
+            .shards
+            .iter()
+            .filter_map(|s| s.slots.get())
+            .flat_map(|s| s.iter())
+            .filter(|s| s.state.load(Ordering::Acquire) & LIVE != 0)
+            .map(|s| {
+                let id = s.span_id.load(Ordering::Relaxed);
+                assert_eq!(s.trace_hi.load(Ordering::Relaxed), 0);
+                assert_eq!(s.trace_lo.load(Ordering::Relaxed), id);
+                assert_eq!(id % 2, 1);
+                id
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), open);
+        assert_eq!(st.scan(2_000_000_000), open);
+        assert_eq!(st.scan(3_000_000_000), 0);
+        assert_eq!(st.reported(), open as u64);
+    }
+
+    /// A full shard costs a bounded probe per start, and a slot freed
+    /// anywhere in it is found again within a few starts.
+    #[test]
+    fn full_shard_probes_are_bounded_and_freed_slots_found() {
+        let per_shard = 200;
+        let st = WatchdogState::new(Duration::from_secs(1), SHARDS * per_shard);
+        let reg = || {
+            st.register(
+                0,
+                TraceId::from_bytes([3; 16]),
+                SpanId::from_bytes([3; 8]),
+                None,
+            )
+        };
+        let _ = CURSOR.try_with(|c| c.set(0));
+        let toks: Vec<_> = (0..per_shard).map(|_| reg().unwrap()).collect();
+        assert!(reg().is_none());
+        assert_eq!(st.unwatched(), 1);
+        st.unregister(toks[150]);
+        let tries = (0..per_shard.div_ceil(MAX_PROBES) + 1)
+            .position(|_| reg().is_some())
+            .expect("the freed slot is found");
+        assert!(tries <= per_shard.div_ceil(MAX_PROBES));
+        assert_eq!(st.live(), per_shard);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::context::{SpanContext, TraceState};
 use crate::ids::TraceId;
@@ -186,6 +188,115 @@ pub(crate) struct Operation {
     lower_bound: RateLimiter,
 }
 
+impl Operation {
+    /// [`Compiled::quick_drop`] for this operation.
+    #[inline]
+    fn quick_drop(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        self.lower_bound.per_second <= 0.0 && self.probability.quick_drop(parent, trace_id)
+    }
+
+    /// [`Compiled::decide`] for this operation.
+    #[inline]
+    fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+    ) -> (bool, Option<TraceState>) {
+        let (keep, ts) = self.probability.decide(parent, trace_id);
+        // The clock is read only when a lower bound is configured.
+        if !keep
+            && self.lower_bound.per_second > 0.0
+            && self.lower_bound.try_acquire(coarse_now_ns())
+        {
+            return (true, updated_state(parent, ThUpdate::Erase, None));
+        }
+        (keep, ts)
+    }
+}
+
+/// Span names longer than this are not remembered by [`Current`] (looked up each time).
+const MEMO_MAX_NAME: usize = 128;
+
+/// The strategy in force as one thread sees it, with a memo of the last span
+/// name looked up in a per-operation strategy and the operation found. Spans
+/// of one thread mostly repeat a name (a handler's spans, a loop's), and a
+/// sampled span is asked about twice (the quick drop, then the full
+/// decision): a hit compares the name with the remembered one instead of
+/// hashing it and probing the map.
+pub(crate) struct Current {
+    pub(crate) compiled: Arc<Compiled>,
+    memo_name: String,
+    /// Points into `compiled`'s operations (or its default), which `compiled`
+    /// keeps alive and never changes; reset whenever `compiled` is replaced.
+    memo_op: Option<NonNull<Operation>>,
+}
+
+impl Current {
+    pub(crate) fn new(compiled: Arc<Compiled>) -> Self {
+        Current {
+            compiled,
+            memo_name: String::new(),
+            memo_op: None,
+        }
+    }
+
+    /// The operation deciding spans named `name`; `None` unless per-operation.
+    #[inline]
+    fn operation(&mut self, name: &str) -> Option<&Operation> {
+        let Compiled::PerOperation {
+            default,
+            operations,
+        } = &*self.compiled
+        else {
+            return None;
+        };
+        if let Some(op) = self.memo_op {
+            if self.memo_name == name {
+                // SAFETY: `memo_op` was taken from `self.compiled`, which is
+                // immutable and still held (it is reset when replaced).
+                return Some(unsafe { op.as_ref() });
+            }
+        }
+        let op = operations.get(name).unwrap_or(default);
+        if name.len() <= MEMO_MAX_NAME {
+            self.memo_name.clear();
+            self.memo_name.push_str(name);
+            self.memo_op = Some(NonNull::from(op));
+        } else {
+            self.memo_op = None;
+        }
+        Some(op)
+    }
+
+    /// [`Compiled::quick_drop`] through the memo.
+    #[inline]
+    pub(crate) fn quick_drop(
+        &mut self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> bool {
+        match self.operation(name) {
+            Some(op) => op.quick_drop(parent, trace_id),
+            None => self.compiled.quick_drop(parent, trace_id, name),
+        }
+    }
+
+    /// [`Compiled::decide`] through the memo.
+    #[inline]
+    pub(crate) fn decide(
+        &mut self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Result<(bool, Option<TraceState>), &Sampler> {
+        if let Some(op) = self.operation(name) {
+            return Ok(op.decide(parent, trace_id));
+        }
+        self.compiled.decide(parent, trace_id, name)
+    }
+}
+
 /// What decides, by kind.
 #[derive(Debug)]
 pub(crate) enum Compiled {
@@ -243,10 +354,10 @@ impl Compiled {
             Compiled::PerOperation {
                 default,
                 operations,
-            } => {
-                let op = operations.get(name).unwrap_or(default);
-                op.lower_bound.per_second <= 0.0 && op.probability.quick_drop(parent, trace_id)
-            }
+            } => operations
+                .get(name)
+                .unwrap_or(default)
+                .quick_drop(parent, trace_id),
         }
     }
 
@@ -271,18 +382,10 @@ impl Compiled {
             Compiled::PerOperation {
                 default,
                 operations,
-            } => {
-                let op = operations.get(name).unwrap_or(default);
-                let (keep, ts) = op.probability.decide(parent, trace_id);
-                // The clock is read only when a lower bound is configured.
-                if !keep
-                    && op.lower_bound.per_second > 0.0
-                    && op.lower_bound.try_acquire(coarse_now_ns())
-                {
-                    return Ok((true, updated_state(parent, ThUpdate::Erase, None)));
-                }
-                Ok((keep, ts))
-            }
+            } => Ok(operations
+                .get(name)
+                .unwrap_or(default)
+                .decide(parent, trace_id)),
         }
     }
 }
@@ -290,6 +393,59 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::remote::strategy::{OperationStrategy, PerOperation};
+
+    /// The per-thread memo answers exactly as the map: alternating names,
+    /// a name longer than the memo keeps, an unknown name (the default),
+    /// and a new strategy (a new `Current`) never sees the old operation.
+    #[test]
+    fn operation_memo_answers_as_the_map() {
+        let per_op = |keep: f64| {
+            Arc::new(Compiled::from_response(&StrategyResponse::PerOperation(
+                PerOperation {
+                    default_probability: 0.0,
+                    default_lower_bound_per_second: 0.0,
+                    operations: vec![
+                        OperationStrategy {
+                            operation: "keep".into(),
+                            probability: keep,
+                        },
+                        OperationStrategy {
+                            operation: "drop".into(),
+                            probability: 0.0,
+                        },
+                        OperationStrategy {
+                            operation: "k".repeat(MEMO_MAX_NAME + 1),
+                            probability: 1.0,
+                        },
+                    ],
+                    operations_dropped: 0,
+                },
+            )))
+        };
+        let long = "k".repeat(MEMO_MAX_NAME + 1);
+        let mut cur = Current::new(per_op(1.0));
+        for i in 0..200u32 {
+            let trace_id = TraceId::from_bytes([(i % 251) as u8 + 1; 16]);
+            let name = match i % 5 {
+                0 | 1 => "keep",
+                2 => "drop",
+                3 => long.as_str(),
+                _ => "unknown",
+            };
+            let expect = name == "keep" || name == long;
+            assert_eq!(cur.quick_drop(None, trace_id, name), !expect, "{name}");
+            let (keep, _) = cur.decide(None, trace_id, name).unwrap();
+            assert_eq!(keep, expect, "{name}");
+            // The same answers as the map-only path.
+            assert_eq!(cur.compiled.decide(None, trace_id, name).unwrap().0, keep);
+        }
+        // A new strategy: "keep" is now dropped.
+        let mut cur = Current::new(per_op(0.0));
+        let t = TraceId::from_bytes([7; 16]);
+        assert!(cur.quick_drop(None, t, "keep"));
+        assert!(!cur.decide(None, t, "keep").unwrap().0);
+    }
 
     #[test]
     fn rate_limiter_allows_the_burst_then_the_rate() {

@@ -36,7 +36,7 @@ use crate::ids::TraceId;
 use crate::trace::sampler::{Sampler, SamplingDecision, SamplingResult};
 use crate::trace::span_data::SpanKind;
 
-use compiled::Compiled;
+use compiled::{Compiled, Current};
 pub use config::{RemoteSamplerConfigError, DEFAULT_ENDPOINT};
 
 /// Default polling interval (the OpenTelemetry default for `jaeger_remote`).
@@ -261,35 +261,32 @@ impl RemoteSampler {
     /// unchanged (every span between two strategy changes) no lock is taken
     /// and no shared counter is touched.
     #[inline]
-    fn with_current<T>(&self, f: impl Fn(&Compiled) -> T) -> T {
+    fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
         let shared = &self.handle.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let cached = CACHE.try_with(|cache| {
             // Re-entrance (a diagnostics hook or custom initial sampler
             // starting a span) finds the cache borrowed: slow path below.
             let mut cache = cache.try_borrow_mut().ok()?;
-            let i = match cache.iter().position(|e| e.0 == shared.id) {
-                Some(i) if cache[i].1 == generation => i,
+            let i = match cache.iter().position(|e| e.id == shared.id) {
+                Some(i) if cache[i].generation == generation => i,
                 Some(i) => {
-                    cache[i] = (shared.id, generation, shared.current.lock().clone());
+                    cache[i] = CacheEntry::new(shared, generation);
                     i
                 }
                 None => {
                     if cache.len() == CACHE_ENTRIES {
                         cache.remove(0);
                     }
-                    cache.push((shared.id, generation, shared.current.lock().clone()));
+                    cache.push(CacheEntry::new(shared, generation));
                     cache.len() - 1
                 }
             };
-            Some(f(&cache[i].2))
+            Some(f(&mut cache[i].current))
         });
         match cached {
             Ok(Some(v)) => v,
-            _ => {
-                let current = shared.current.lock().clone();
-                f(&current)
-            }
+            _ => f(&mut Current::new(shared.current.lock().clone())),
         }
     }
 }
@@ -297,7 +294,21 @@ impl RemoteSampler {
 /// Samplers cached per thread (a process normally has one).
 const CACHE_ENTRIES: usize = 4;
 
-type CacheEntry = (u64, u64, Arc<Compiled>);
+struct CacheEntry {
+    id: u64,
+    generation: u64,
+    current: Current,
+}
+
+impl CacheEntry {
+    fn new(shared: &Shared, generation: u64) -> Self {
+        CacheEntry {
+            id: shared.id,
+            generation,
+            current: Current::new(shared.current.lock().clone()),
+        }
+    }
+}
 
 thread_local! {
     static CACHE: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };

@@ -1,0 +1,856 @@
+//! OTLP/protobuf `ExportTraceServiceRequest` bytes → [`Span`]s in one pass,
+//! without the `opentelemetry-proto` structs in between.
+//!
+//! Decoding through the generated structs allocated every id, attribute list
+//! and value twice (once for the struct, once for the model) and walked the
+//! request twice. This reader builds the model directly from the wire, with
+//! the same result as `prost` decoding followed by [`convert::from_otlp`]
+//! (`tests/otlp_proto_differential.rs` holds the two to the same spans and the
+//! same errors, on generated, mutated and hostile bodies):
+//!
+//! - the same wire rules as prost 0.14: known fields must have their wire
+//!   type, strings must be UTF-8 (also in fields the model does not keep),
+//!   unknown fields and groups are skipped, a repeated non-repeated field
+//!   replaces (scalars) or merges (messages, `AnyValue`'s oneof) as prost
+//!   does, and the same recursion limit (100 nested messages) applies;
+//! - the same error text: prost's own `DecodeError`s (taken from prost's
+//!   encoding helpers), with the same `Message.field` trail;
+//! - the same conversion rules (ids, times, limits, depth cut at
+//!   [`MAX_ANY_VALUE_DEPTH`], which span problems reject a span) through
+//!   the shared [`Decoded::push`] and [`convert_ids`].
+//!
+//! A resource or scope may follow the spans it describes on the wire, so
+//! spans are kept pending until their `ResourceSpans` message ends and then
+//! completed with the service name, resource attributes and scope.
+
+use prost::bytes::Buf;
+use prost::encoding::{check_wire_type, decode_key, decode_varint, DecodeContext, WireType};
+use prost::DecodeError;
+
+use super::convert::{
+    convert_ids, limit_attrs, DecodeError as RequestError, Decoded, MAX_ANY_VALUE_DEPTH,
+};
+use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::receiver::limits::LimitsConfig;
+
+/// prost's recursion limit (`prost::RECURSION_LIMIT`, not public): nested
+/// messages allowed below the top-level one.
+const RECURSION_LIMIT: u32 = 100;
+
+type R<T> = Result<T, DecodeError>;
+
+/// Decodes an OTLP protobuf trace request into validated spans.
+pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, RequestError> {
+    let mut req = Request::default();
+    let mut buf = body;
+    let ctx = RECURSION_LIMIT;
+    let parsed: R<()> = (|| {
+        while buf.has_remaining() {
+            let (tag, wt) = decode_key(&mut buf)?;
+            match tag {
+                1 => resource_spans(wt, &mut buf, ctx, &mut req)
+                    .map_err(|e| at(e, "ExportTraceServiceRequest", "resource_spans"))?,
+                _ => skip_field(wt, tag, &mut buf, ctx)?,
+            }
+        }
+        Ok(())
+    })();
+    parsed.map_err(|e| {
+        RequestError::Malformed(format!(
+            "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
+        ))
+    })?;
+    if req.count > limits.max_spans_per_request {
+        return Err(RequestError::TooManySpans {
+            count: req.count,
+            limit: limits.max_spans_per_request,
+        });
+    }
+    let mut out = Decoded {
+        spans: Vec::with_capacity(req.count),
+        ..Decoded::default()
+    };
+    for group in req.groups {
+        group.finish(limits, &mut out);
+    }
+    out.depth_truncated = req.cut;
+    Ok(out)
+}
+
+/// What the whole request has produced so far.
+#[derive(Default)]
+struct Request {
+    /// Spans seen (valid or not), for `max_spans_per_request`.
+    count: usize,
+    /// One entry per `ResourceSpans`, in request order.
+    groups: Vec<Group>,
+    /// Attribute values cut at the depth limit, in spans kept or rejected
+    /// after conversion (as `from_otlp` counts them).
+    cut: u64,
+}
+
+/// A `ResourceSpans` message: its resource and its spans, pending.
+#[derive(Default)]
+struct Group {
+    resource_attributes: Vec<KeyValue>,
+    /// Cut values in the resource's attributes.
+    resource_cut: u64,
+    spans: Vec<Pending>,
+}
+
+/// A span waiting for its resource: converted, or why it was rejected.
+struct Pending {
+    index: usize,
+    span: Result<Span, String>,
+    scope: usize,
+}
+
+impl Group {
+    /// Completes the spans with the resource and scope, validates and keeps them.
+    fn finish(mut self, limits: &LimitsConfig, out: &mut Decoded) {
+        let (d, t) = limit_attrs(&mut self.resource_attributes, limits);
+        out.attributes_dropped += d;
+        out.values_truncated += t;
+        let service_name = self
+            .resource_attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match &kv.value {
+                AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "unknown_service".to_string());
+        for p in self.spans {
+            match p.span {
+                Err(why) => out.reject(why),
+                Ok(mut span) => {
+                    span.service_name = service_name.clone();
+                    span.resource_attributes = self.resource_attributes.clone();
+                    out.push(span, limits, p.index);
+                }
+            }
+        }
+    }
+}
+
+/// Adds prost's `Message.field` trail entry to an error.
+#[cold]
+fn at(mut e: DecodeError, message: &'static str, field: &'static str) -> DecodeError {
+    e.push(message, field);
+    e
+}
+
+/// prost's "buffer underflow", from prost itself (its error kinds are private).
+#[cold]
+fn underflow() -> DecodeError {
+    let mut empty: &[u8] = &[];
+    skip_field_prost(WireType::SixtyFourBit, &mut empty)
+}
+
+#[cold]
+fn skip_field_prost(wt: WireType, buf: &mut &[u8]) -> DecodeError {
+    match prost::encoding::skip_field(wt, 1, buf, DecodeContext::default()) {
+        Err(e) => e,
+        Ok(()) => unreachable!("prost skipped a field past the end of its input"),
+    }
+}
+
+/// prost's "invalid string value: data is not UTF-8 encoded".
+#[cold]
+fn invalid_string() -> DecodeError {
+    let mut s = String::new();
+    let mut bad: &[u8] = &[1, 0xff];
+    match prost::encoding::string::merge(
+        WireType::LengthDelimited,
+        &mut s,
+        &mut bad,
+        DecodeContext::default(),
+    ) {
+        Err(e) => e,
+        Ok(()) => unreachable!("prost accepted invalid UTF-8"),
+    }
+}
+
+/// prost's "recursion limit reached": a group nested past the limit.
+#[cold]
+fn recursion_limit() -> DecodeError {
+    let nested = [0x0b_u8; RECURSION_LIMIT as usize];
+    skip_field_prost(WireType::StartGroup, &mut &nested[..])
+}
+
+/// `prost::encoding::skip_field` with this reader's recursion count.
+fn skip_field(wt: WireType, tag: u32, buf: &mut &[u8], ctx: u32) -> R<()> {
+    if ctx == 0 {
+        return Err(recursion_limit());
+    }
+    let len = match wt {
+        WireType::Varint => decode_varint(buf).map(|_| 0)?,
+        WireType::ThirtyTwoBit => 4,
+        WireType::SixtyFourBit => 8,
+        WireType::LengthDelimited => decode_varint(buf)?,
+        WireType::StartGroup => loop {
+            let (inner_tag, inner_wt) = decode_key(buf)?;
+            match inner_wt {
+                WireType::EndGroup => {
+                    if inner_tag != tag {
+                        return Err(end_group_error(inner_tag));
+                    }
+                    break 0;
+                }
+                _ => skip_field(inner_wt, inner_tag, buf, ctx - 1)?,
+            }
+        },
+        WireType::EndGroup => return Err(end_group_error(tag)),
+    };
+    if len > buf.len() as u64 {
+        return Err(underflow());
+    }
+    buf.advance(len as usize);
+    Ok(())
+}
+
+/// prost's "unexpected end group tag".
+#[cold]
+fn end_group_error(_tag: u32) -> DecodeError {
+    let mut b: &[u8] = &[];
+    skip_field_prost(WireType::EndGroup, &mut b)
+}
+
+/// A nested message (`prost::encoding::message::merge`): checks the wire
+/// type and the recursion limit, then runs `field` for each of its fields
+/// with the inner recursion count.
+fn message<'a, F>(wt: WireType, buf: &mut &'a [u8], ctx: u32, mut field: F) -> R<()>
+where
+    F: FnMut(u32, WireType, &mut &'a [u8], u32) -> R<()>,
+{
+    check_wire_type(WireType::LengthDelimited, wt)?;
+    if ctx == 0 {
+        return Err(recursion_limit());
+    }
+    let inner = ctx - 1;
+    // prost::encoding::merge_loop, on the same buffer: a field may run past
+    // the message's end (delimited length exceeded), as in prost.
+    prost::encoding::merge_loop(
+        &mut (),
+        buf,
+        DecodeContext::default(),
+        |_, buf: &mut &'a [u8], _| {
+            let (tag, wt) = decode_key(buf)?;
+            field(tag, wt, buf, inner)
+        },
+    )
+}
+
+/// A length-delimited field's bytes (`bytes::merge`), borrowed.
+fn bytes_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a [u8]> {
+    check_wire_type(WireType::LengthDelimited, wt)?;
+    let len = decode_varint(buf)?;
+    if len > buf.len() as u64 {
+        return Err(underflow());
+    }
+    let (b, rest) = buf.split_at(len as usize);
+    *buf = rest;
+    Ok(b)
+}
+
+/// A string field, checked for UTF-8 and borrowed.
+fn str_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a str> {
+    std::str::from_utf8(bytes_field(wt, buf)?).map_err(|_| invalid_string())
+}
+
+fn string_field(wt: WireType, buf: &mut &[u8]) -> R<String> {
+    str_field(wt, buf).map(str::to_owned)
+}
+
+fn varint_field(wt: WireType, buf: &mut &[u8]) -> R<u64> {
+    check_wire_type(WireType::Varint, wt)?;
+    decode_varint(buf)
+}
+
+fn fixed64_field(wt: WireType, buf: &mut &[u8]) -> R<u64> {
+    check_wire_type(WireType::SixtyFourBit, wt)?;
+    if buf.len() < 8 {
+        return Err(underflow());
+    }
+    Ok(buf.get_u64_le())
+}
+
+fn fixed32_field(wt: WireType, buf: &mut &[u8]) -> R<u32> {
+    check_wire_type(WireType::ThirtyTwoBit, wt)?;
+    if buf.len() < 4 {
+        return Err(underflow());
+    }
+    Ok(buf.get_u32_le())
+}
+
+fn resource_spans(wt: WireType, buf: &mut &[u8], ctx: u32, req: &mut Request) -> R<()> {
+    let mut group = Group::default();
+    // Scope names/versions of this group's ScopeSpans, by position.
+    let mut scopes: Vec<(String, String)> = Vec::new();
+    let mut span_cut = 0u64;
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+            1 => key_value(
+                wt,
+                buf,
+                ctx,
+                &mut group.resource_attributes,
+                &mut group.resource_cut,
+            )
+            .map_err(|e| at(e, "Resource", "attributes")),
+            2 => varint_field(wt, buf)
+                .map(drop)
+                .map_err(|e| at(e, "Resource", "dropped_attributes_count")),
+            3 => entity_ref(wt, buf, ctx).map_err(|e| at(e, "Resource", "entity_refs")),
+            _ => skip_field(wt, tag, buf, ctx),
+        })
+        .map_err(|e| at(e, "ResourceSpans", "resource")),
+        2 => {
+            let scope = scopes.len();
+            scopes.push((String::new(), String::new()));
+            scope_spans(
+                wt,
+                buf,
+                ctx,
+                req,
+                &mut group,
+                &mut scopes[scope],
+                scope,
+                &mut span_cut,
+            )
+            .map_err(|e| at(e, "ResourceSpans", "scope_spans"))
+        }
+        3 => str_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "ResourceSpans", "schema_url")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })?;
+    // The scope of each span, now that every ScopeSpans has ended.
+    for p in &mut group.spans {
+        if let Ok(span) = &mut p.span {
+            let (name, version) = &scopes[p.scope];
+            span.scope_name = name.clone();
+            span.scope_version = version.clone();
+        }
+    }
+    req.cut += group.resource_cut + span_cut;
+    req.groups.push(group);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scope_spans(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    req: &mut Request,
+    group: &mut Group,
+    scope_out: &mut (String, String),
+    scope: usize,
+    cut: &mut u64,
+) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => {
+            instrumentation_scope(wt, buf, ctx, scope_out).map_err(|e| at(e, "ScopeSpans", "scope"))
+        }
+        2 => {
+            let index = req.count;
+            req.count += 1;
+            let (span, span_cut) =
+                span(wt, buf, ctx, index).map_err(|e| at(e, "ScopeSpans", "spans"))?;
+            *cut += span_cut;
+            group.spans.push(Pending { index, span, scope });
+            Ok(())
+        }
+        3 => str_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "ScopeSpans", "schema_url")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
+
+fn instrumentation_scope(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    out: &mut (String, String),
+) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => string_field(wt, buf)
+            .map(|s| out.0 = s)
+            .map_err(|e| at(e, "InstrumentationScope", "name")),
+        2 => string_field(wt, buf)
+            .map(|s| out.1 = s)
+            .map_err(|e| at(e, "InstrumentationScope", "version")),
+        // Decoded for the same checks, not kept (nor counted when cut: the
+        // model has no scope attributes).
+        3 => key_value(wt, buf, ctx, &mut Vec::new(), &mut 0)
+            .map_err(|e| at(e, "InstrumentationScope", "attributes")),
+        4 => varint_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "InstrumentationScope", "dropped_attributes_count")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
+
+fn entity_ref(wt: WireType, buf: &mut &[u8], ctx: u32) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| {
+        let field = match tag {
+            1 => "schema_url",
+            2 => "r#type",
+            3 => "id_keys",
+            4 => "description_keys",
+            _ => return skip_field(wt, tag, buf, ctx),
+        };
+        str_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "EntityRef", field))
+    })
+}
+
+/// A span's fields as they arrive; ids are checked at the end.
+#[derive(Default)]
+struct SpanFields<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    parent: &'a [u8],
+    kind: i32,
+    status_code: i32,
+    links: Vec<RawLink<'a>>,
+    attrs_cut: u64,
+    events_cut: u64,
+}
+
+struct RawLink<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    trace_state: String,
+    attributes: Vec<KeyValue>,
+    cut: u64,
+    dropped_attributes_count: u32,
+    flags: u32,
+}
+
+/// One span: the converted span or why it is rejected, and the values cut
+/// at the depth limit in what `from_otlp` converts for it.
+fn span<'a>(
+    wt: WireType,
+    buf: &mut &'a [u8],
+    ctx: u32,
+    index: usize,
+) -> R<(Result<Span, String>, u64)> {
+    let mut f = SpanFields::<'a>::default();
+    let (n_attrs, n_events) = count_repeated(buf);
+    let mut s = Span {
+        trace_id: [0; 16],
+        span_id: [0; 8],
+        parent_span_id: None,
+        trace_state: String::new(),
+        flags: 0,
+        name: String::new(),
+        kind: SpanKind::Unspecified,
+        start_ns: 0,
+        end_ns: 0,
+        attributes: Vec::with_capacity(n_attrs),
+        dropped_attributes_count: 0,
+        events: Vec::with_capacity(n_events),
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status_code: StatusCode::Unset,
+        status_message: String::new(),
+        service_name: String::new(),
+        resource_attributes: Vec::new(),
+        scope_name: String::new(),
+        scope_version: String::new(),
+    };
+    message(wt, buf, ctx, |tag, wt, buf, ctx| {
+        let r = match tag {
+            1 => bytes_field(wt, buf).map(|b| f.trace_id = b),
+            2 => bytes_field(wt, buf).map(|b| f.span_id = b),
+            3 => string_field(wt, buf).map(|v| s.trace_state = v),
+            4 => bytes_field(wt, buf).map(|b| f.parent = b),
+            5 => string_field(wt, buf).map(|v| s.name = v),
+            6 => varint_field(wt, buf).map(|v| f.kind = v as i32),
+            7 => fixed64_field(wt, buf).map(|v| s.start_ns = v),
+            8 => fixed64_field(wt, buf).map(|v| s.end_ns = v),
+            9 => key_value(wt, buf, ctx, &mut s.attributes, &mut f.attrs_cut),
+            10 => varint_field(wt, buf).map(|v| s.dropped_attributes_count = v as u32),
+            11 => event(wt, buf, ctx, &mut s.events, &mut f.events_cut),
+            12 => varint_field(wt, buf).map(|v| s.dropped_events_count = v as u32),
+            13 => link(wt, buf, ctx, &mut f.links),
+            14 => varint_field(wt, buf).map(|v| s.dropped_links_count = v as u32),
+            15 => status(wt, buf, ctx, &mut f.status_code, &mut s.status_message),
+            16 => fixed32_field(wt, buf).map(|v| s.flags = v),
+            _ => return skip_field(wt, tag, buf, ctx),
+        };
+        r.map_err(|e| at(e, "Span", SPAN_FIELDS[tag as usize - 1]))
+    })?;
+    let (trace_id, span_id, parent) = match convert_ids(index, f.trace_id, f.span_id, f.parent) {
+        Ok(ids) => ids,
+        // Nothing of a span with bad ids is converted by `from_otlp`.
+        Err(e) => return Ok((Err(e), 0)),
+    };
+    // Every link is converted before a bad one rejects the span; the last
+    // bad one is reported.
+    let mut bad_link = None;
+    let mut links_cut = 0;
+    let mut links = Vec::with_capacity(f.links.len());
+    for l in f.links {
+        let t: Option<TraceId> = l.trace_id.try_into().ok();
+        let sp: Option<SpanId> = l.span_id.try_into().ok();
+        match (t, sp) {
+            (Some(trace_id), Some(span_id)) => {
+                links_cut += l.cut;
+                links.push(Link {
+                    trace_id,
+                    span_id,
+                    trace_state: l.trace_state,
+                    attributes: l.attributes,
+                    dropped_attributes_count: l.dropped_attributes_count,
+                    flags: l.flags,
+                });
+            }
+            _ => {
+                bad_link = Some(format!(
+                    "span {index}: a link has a trace_id of {} bytes / span_id of {} bytes (need 16 / 8)",
+                    l.trace_id.len(),
+                    l.span_id.len()
+                ));
+            }
+        }
+    }
+    if let Some(e) = bad_link {
+        return Ok((Err(e), links_cut));
+    }
+    s.trace_id = trace_id;
+    s.span_id = span_id;
+    s.parent_span_id = parent;
+    s.kind = SpanKind::from_i32(f.kind);
+    s.status_code = StatusCode::from_i32(f.status_code);
+    s.links = links;
+    Ok((Ok(s), links_cut + f.attrs_cut + f.events_cut))
+}
+
+/// How many attributes and events the span message at the front of `buf`
+/// (its length prefix first) holds, to size their vectors once: a quick
+/// walk over its field keys that stops at anything unexpected (the real
+/// pass reports it). The counts are bounded by the message's length.
+fn count_repeated(buf: &[u8]) -> (usize, usize) {
+    let mut b = buf;
+    let Ok(len) = decode_varint(&mut b) else {
+        return (0, 0);
+    };
+    let Some(mut m) = usize::try_from(len).ok().and_then(|l| b.get(..l)) else {
+        return (0, 0);
+    };
+    let (mut attrs, mut events) = (0, 0);
+    while !m.is_empty() {
+        let Ok((tag, wt)) = decode_key(&mut m) else {
+            break;
+        };
+        let skip = match wt {
+            WireType::Varint => match decode_varint(&mut m) {
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => match decode_varint(&mut m) {
+                Ok(l) => l,
+                Err(_) => break,
+            },
+            WireType::StartGroup | WireType::EndGroup => break,
+        };
+        if skip > m.len() as u64 {
+            break;
+        }
+        m.advance(skip as usize);
+        match (tag, wt) {
+            (9, WireType::LengthDelimited) => attrs += 1,
+            (11, WireType::LengthDelimited) => events += 1,
+            _ => {}
+        }
+    }
+    (attrs, events)
+}
+
+/// Span field names by tag, for the error trail.
+const SPAN_FIELDS: [&str; 16] = [
+    "trace_id",
+    "span_id",
+    "trace_state",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "attributes",
+    "dropped_attributes_count",
+    "events",
+    "dropped_events_count",
+    "links",
+    "dropped_links_count",
+    "status",
+    "flags",
+];
+
+fn status(wt: WireType, buf: &mut &[u8], ctx: u32, code: &mut i32, msg: &mut String) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        2 => string_field(wt, buf)
+            .map(|v| *msg = v)
+            .map_err(|e| at(e, "Status", "message")),
+        3 => varint_field(wt, buf)
+            .map(|v| *code = v as i32)
+            .map_err(|e| at(e, "Status", "code")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
+
+fn event(wt: WireType, buf: &mut &[u8], ctx: u32, out: &mut Vec<Event>, cut: &mut u64) -> R<()> {
+    let mut e = Event {
+        time_ns: 0,
+        name: String::new(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    };
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => fixed64_field(wt, buf)
+            .map(|v| e.time_ns = v)
+            .map_err(|err| at(err, "Event", "time_unix_nano")),
+        2 => string_field(wt, buf)
+            .map(|v| e.name = v)
+            .map_err(|err| at(err, "Event", "name")),
+        3 => key_value(wt, buf, ctx, &mut e.attributes, cut)
+            .map_err(|err| at(err, "Event", "attributes")),
+        4 => varint_field(wt, buf)
+            .map(|v| e.dropped_attributes_count = v as u32)
+            .map_err(|err| at(err, "Event", "dropped_attributes_count")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })?;
+    out.push(e);
+    Ok(())
+}
+
+fn link<'a>(wt: WireType, buf: &mut &'a [u8], ctx: u32, out: &mut Vec<RawLink<'a>>) -> R<()> {
+    let mut l = RawLink {
+        trace_id: &[],
+        span_id: &[],
+        trace_state: String::new(),
+        attributes: Vec::new(),
+        cut: 0,
+        dropped_attributes_count: 0,
+        flags: 0,
+    };
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => bytes_field(wt, buf)
+            .map(|b| l.trace_id = b)
+            .map_err(|e| at(e, "Link", "trace_id")),
+        2 => bytes_field(wt, buf)
+            .map(|b| l.span_id = b)
+            .map_err(|e| at(e, "Link", "span_id")),
+        3 => string_field(wt, buf)
+            .map(|v| l.trace_state = v)
+            .map_err(|e| at(e, "Link", "trace_state")),
+        4 => key_value(wt, buf, ctx, &mut l.attributes, &mut l.cut)
+            .map_err(|e| at(e, "Link", "attributes")),
+        5 => varint_field(wt, buf)
+            .map(|v| l.dropped_attributes_count = v as u32)
+            .map_err(|e| at(e, "Link", "dropped_attributes_count")),
+        6 => fixed32_field(wt, buf)
+            .map(|v| l.flags = v)
+            .map_err(|e| at(e, "Link", "flags")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })?;
+    out.push(l);
+    Ok(())
+}
+
+/// A `KeyValue` at attribute depth 1, appended to `out`.
+fn key_value(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    out: &mut Vec<KeyValue>,
+    cut: &mut u64,
+) -> R<()> {
+    key_value_at(wt, buf, ctx, 1, Some(out), cut)
+}
+
+/// A `KeyValue` whose value sits at attribute depth `depth`; appended to
+/// `out` when the value is built (`None`: checked only, below a cut).
+fn key_value_at(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    depth: usize,
+    out: Option<&mut Vec<KeyValue>>,
+    cut: &mut u64,
+) -> R<()> {
+    let build = out.is_some();
+    let mut key = String::new();
+    let mut value = Any::default();
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => str_field(wt, buf)
+            .map(|k| {
+                if build {
+                    key = k.to_owned();
+                }
+            })
+            .map_err(|e| at(e, "KeyValue", "key")),
+        2 => any_value(wt, buf, ctx, depth, build, &mut value)
+            .map_err(|e| at(e, "KeyValue", "value")),
+        3 => varint_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "KeyValue", "key_strindex")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })?;
+    if let Some(out) = out {
+        let (value, c) = value.finish(depth);
+        *cut += c;
+        out.push(KeyValue { key, value });
+    }
+    Ok(())
+}
+
+/// `AnyValue`'s oneof as decoded so far (a later field replaces it, or
+/// merges into it when both are arrays or both key/value lists, as prost
+/// does). Arrays and lists below the depth cut only count their elements.
+#[derive(Default)]
+enum Any {
+    #[default]
+    Unset,
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(Vec<u8>),
+    /// A oneof member the model has no value for (`string_value_strindex`).
+    Other,
+    /// Elements, values cut inside them, and the element count.
+    Array(Vec<AttrValue>, u64, usize),
+    KvList(Vec<KeyValue>, u64, usize),
+}
+
+impl Any {
+    /// The model value and the values cut at [`MAX_ANY_VALUE_DEPTH`].
+    fn finish(self, depth: usize) -> (AttrValue, u64) {
+        match self {
+            Any::Unset | Any::Other => (AttrValue::Empty, 0),
+            Any::Str(s) => (AttrValue::Str(s), 0),
+            Any::Bool(b) => (AttrValue::Bool(b), 0),
+            Any::Int(i) => (AttrValue::Int(i), 0),
+            Any::Double(d) => (AttrValue::Double(d), 0),
+            Any::Bytes(b) => (AttrValue::Bytes(b), 0),
+            Any::Array(_, _, n) if depth >= MAX_ANY_VALUE_DEPTH => {
+                (AttrValue::Array(Vec::new()), u64::from(n > 0))
+            }
+            Any::KvList(_, _, n) if depth >= MAX_ANY_VALUE_DEPTH => {
+                (AttrValue::KvList(Vec::new()), u64::from(n > 0))
+            }
+            Any::Array(mut v, c, _) => {
+                v.shrink_to_fit();
+                (AttrValue::Array(v), c)
+            }
+            Any::KvList(mut v, c, _) => {
+                v.shrink_to_fit();
+                (AttrValue::KvList(v), c)
+            }
+        }
+    }
+}
+
+/// Merges an `AnyValue` message at attribute depth `depth` into `v`.
+/// `build` false: only checked (it sits below a cut).
+fn any_value(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    depth: usize,
+    build: bool,
+    v: &mut Any,
+) -> R<()> {
+    // Elements of an array or list at or past the cut are not converted.
+    let inner_build = build && depth < MAX_ANY_VALUE_DEPTH;
+    message(wt, buf, ctx, |tag, wt, buf, ctx| {
+        let r = match tag {
+            1 => str_field(wt, buf)
+                .map(|s| *v = Any::Str(if build { s.to_owned() } else { String::new() })),
+            2 => varint_field(wt, buf).map(|b| *v = Any::Bool(b != 0)),
+            3 => varint_field(wt, buf).map(|i| *v = Any::Int(i as i64)),
+            4 => fixed64_field(wt, buf).map(|d| *v = Any::Double(f64::from_bits(d))),
+            5 => {
+                if !matches!(v, Any::Array(..)) {
+                    *v = Any::Array(Vec::new(), 0, 0);
+                }
+                let Any::Array(items, cut, n) = v else {
+                    unreachable!()
+                };
+                array_value(wt, buf, ctx, depth + 1, inner_build, items, cut, n)
+            }
+            6 => {
+                if !matches!(v, Any::KvList(..)) {
+                    *v = Any::KvList(Vec::new(), 0, 0);
+                }
+                let Any::KvList(items, cut, n) = v else {
+                    unreachable!()
+                };
+                kvlist_value(wt, buf, ctx, depth + 1, inner_build, items, cut, n)
+            }
+            7 => bytes_field(wt, buf)
+                .map(|b| *v = Any::Bytes(if build { b.to_vec() } else { Vec::new() })),
+            8 => varint_field(wt, buf).map(|_| *v = Any::Other),
+            _ => return skip_field(wt, tag, buf, ctx),
+        };
+        r.map_err(|e| at(e, "AnyValue", "value"))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn array_value(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    depth: usize,
+    build: bool,
+    items: &mut Vec<AttrValue>,
+    cut: &mut u64,
+    n: &mut usize,
+) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => {
+            let mut item = Any::default();
+            any_value(wt, buf, ctx, depth, build, &mut item)
+                .map_err(|e| at(e, "ArrayValue", "values"))?;
+            *n += 1;
+            if build {
+                let (value, c) = item.finish(depth);
+                *cut += c;
+                items.push(value);
+            }
+            Ok(())
+        }
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn kvlist_value(
+    wt: WireType,
+    buf: &mut &[u8],
+    ctx: u32,
+    depth: usize,
+    build: bool,
+    items: &mut Vec<KeyValue>,
+    cut: &mut u64,
+    n: &mut usize,
+) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => {
+            *n += 1;
+            key_value_at(wt, buf, ctx, depth, build.then_some(&mut *items), cut)
+                .map_err(|e| at(e, "KeyValueList", "values"))
+        }
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
