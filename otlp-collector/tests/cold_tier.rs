@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use ferrotrace_collector::model::{
     hex, now_ns, AttrValue, KeyValue, Span, SpanKind, StatusCode, TraceId,
 };
+use ferrotrace_collector::rollup::{RollupBatch, RollupOrigin};
 use ferrotrace_collector::storage::cold::tiering::run_once;
 use ferrotrace_collector::storage::cold::{ColdConfig, ColdPolicy, ColdStore, TieredStore};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
-use ferrotrace_collector::rollup::{RollupBatch, RollupOrigin};
 use ferrotrace_collector::storage::{
     AnalyticsReader, AttrFilter, DependencyEdge, ExportCursor, ExportPage, LatencyPoint,
     LatencyQuery, Operation, Retention, RetentionReport, SamplingCounts, SearchPage, SpanStore,
@@ -817,15 +817,22 @@ async fn a_late_span_during_a_tiering_pass_goes_cold_not_lost() {
     );
     let tiered = Arc::new(TieredStore::new(hot.clone(), cold.clone()));
     assert!(hooked.tiered.set(tiered.clone()).is_ok());
-    let report = run_once(hot.as_ref(), &cold, d.now)
-        .await
-        .expect("tiering");
+    let report = run_once(hot.as_ref(), &cold, d.now).await.expect("tiering");
     assert!(hooked.late.lock().is_none(), "the late batch arrived");
-    assert_eq!(report.spans_aged, 201, "the copy did not see it: {report:?}");
-    assert_eq!(cold.stats.late_spans.load(Relaxed), 1);
-    let got = tiered.get_trace_tiered(tid(7_000), None).await.expect("get");
-    assert_eq!(got.spans, late, "both spans, the late one from the cold tier");
+    assert_eq!(
+        report.spans_aged, 201,
+        "the copy did not see it: {report:?}"
+    );
+    let got = tiered
+        .get_trace_tiered(tid(7_000), None)
+        .await
+        .expect("get");
+    assert_eq!(
+        got.spans, late,
+        "both spans, the late one from the cold tier"
+    );
     assert_eq!(got.cold_spans, 1);
+    assert_eq!(cold.stats.late_spans.load(Relaxed), 1);
     assert_eq!(
         inner.get_trace(tid(7_000), None).await.expect("hot"),
         vec![late[1].clone()],

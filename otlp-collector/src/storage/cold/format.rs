@@ -120,7 +120,12 @@ pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
     let summary = (ops.len() <= MAX_FOOTER_OPERATIONS)
         .then(|| serde_json::to_string(&ops).ok())
         .flatten()
-        .map(|v| vec![parquet::file::metadata::KeyValue::new(OPERATIONS_KEY.to_string(), v)]);
+        .map(|v| {
+            vec![parquet::file::metadata::KeyValue::new(
+                OPERATIONS_KEY.to_string(),
+                v,
+            )]
+        });
     let props = WriterProperties::builder()
         .set_key_value_metadata(summary)
         .set_compression(Compression::ZSTD(
@@ -403,7 +408,11 @@ pub fn bloom_may_hold(bloom: &Sbbf, trace_id: &TraceId) -> bool {
 /// without one (written before it existed, or with too many operations).
 pub fn footer_operations(meta: &ParquetMetaData) -> Option<Vec<OperationKey>> {
     let kv = meta.file_metadata().key_value_metadata()?;
-    let v = kv.iter().find(|k| k.key == OPERATIONS_KEY)?.value.as_deref()?;
+    let v = kv
+        .iter()
+        .find(|k| k.key == OPERATIONS_KEY)?
+        .value
+        .as_deref()?;
     serde_json::from_str(v).ok()
 }
 

@@ -527,7 +527,8 @@ impl ColdStore {
                 }
             }
         }
-        let mut v: Vec<(TraceId, u64)> = keys.into_iter().filter(|(id, s)| listed(id, *s)).collect();
+        let mut v: Vec<(TraceId, u64)> =
+            keys.into_iter().filter(|(id, s)| listed(id, *s)).collect();
         v.sort_unstable_by_key(|b| std::cmp::Reverse((b.1, b.0)));
         let more = v.len() > limit;
         v.truncate(limit);
@@ -563,7 +564,13 @@ impl ColdStore {
                 })
                 .collect();
             let pieces = self
-                .fetch(&e, &idx, &ranges, &mut budget, "a cold service or operation listing")
+                .fetch(
+                    &e,
+                    &idx,
+                    &ranges,
+                    &mut budget,
+                    "a cold service or operation listing",
+                )
                 .await?;
             let found = tokio::task::spawn_blocking(move || {
                 let f = OpenFile::open(pieces)?;
