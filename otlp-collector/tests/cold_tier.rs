@@ -846,6 +846,76 @@ async fn a_late_span_during_a_tiering_pass_goes_cold_not_lost() {
     assert_eq!(cold.stats.late_spans.load(Relaxed), 1);
 }
 
+/// Size-bounded eviction with a cold tier moves the oldest spans to the
+/// cold tier before deleting them from the hot store; when the copy cannot
+/// be made, it still deletes them ("drop oldest, keep collecting") and
+/// counts the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_eviction_moves_the_oldest_spans_cold_and_still_drops_when_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cold_dir = dir.path().join("cold");
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(&cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let hot_dyn: Arc<dyn SpanStore> = hot.clone();
+    let tiered = TieredStore::new(hot_dyn, cold.clone());
+    let usage = hot.disk_usage().await.expect("usage").expect("some");
+    let r = tiered
+        .evict_oldest(usage.live_bytes / 4, false)
+        .await
+        .expect("evict");
+    assert!(r.spans_deleted > 0, "{r:?}");
+    assert_eq!(
+        cold.stats.spans_moved_by_eviction.load(Relaxed),
+        r.spans_deleted,
+        "every evicted span was copied first"
+    );
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 0);
+    let moved: Vec<&(u32, Vec<Span>)> = d
+        .old
+        .iter()
+        .filter(|(_, s)| s[0].start_ns < r.cutoff_ns)
+        .collect();
+    assert!(!moved.is_empty());
+    for (t, spans) in &moved {
+        let left = hot.get_trace(tid(*t), None).await.expect("hot");
+        assert!(left.iter().all(|s| s.start_ns >= r.cutoff_ns), "trace {t}");
+        let got = tiered.get_trace_tiered(tid(*t), None).await.expect("get");
+        assert_eq!(&got.spans, spans, "trace {t} whole, from both tiers");
+        assert!(got.cold_spans > 0);
+    }
+    // The cold location breaks (a file where its directory was): the next
+    // eviction deletes anyway and counts the failed copy.
+    std::fs::remove_dir_all(&cold_dir).expect("rm");
+    std::fs::write(&cold_dir, b"not a directory").expect("file");
+    let r2 = tiered
+        .evict_oldest(usage.live_bytes / 4, false)
+        .await
+        .expect("evicts without the copy");
+    assert!(r2.spans_deleted > 0, "{r2:?}");
+    assert!(r2.cutoff_ns > r.cutoff_ns);
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 1);
+    assert_eq!(
+        cold.stats.spans_moved_by_eviction.load(Relaxed),
+        r.spans_deleted
+    );
+    let gone = d
+        .old
+        .iter()
+        .find(|(_, s)| s[0].start_ns >= r.cutoff_ns && s[4].start_ns < r2.cutoff_ns)
+        .expect("a trace evicted by the second pass");
+    assert!(tiered
+        .get_trace(tid(gone.0), None)
+        .await
+        .expect("get")
+        .is_empty());
+}
+
 /// An S3 endpoint that accepts connections and never answers: the cold
 /// tier's reads fail within the configured request timeout and retries
 /// (`cold.request_timeout_ms`, `cold.max_retries`, `cold.retry_timeout_ms`),

@@ -29,6 +29,10 @@ pub struct ColdStats {
     /// Spans that arrived already older than a running tiering pass's cutoff
     /// and were written straight to the cold tier (policy applied).
     pub late_spans: AtomicU64,
+    /// Spans a size or disk-full eviction copied cold before deleting them hot.
+    pub spans_moved_by_eviction: AtomicU64,
+    /// Size or disk-full evictions that deleted spans without the cold copy.
+    pub eviction_copy_failures: AtomicU64,
     /// Cold files deleted by age (`cold_days`).
     pub files_evicted: AtomicU64,
     /// Spans in those files.
@@ -53,7 +57,7 @@ impl ColdStats {
     /// Appends the Prometheus text of these metrics.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &str, String); 20] = [
+        let rows: [(&str, &str, &str, String); 22] = [
             (
                 "ferrotrace_cold_files",
                 "gauge",
@@ -119,6 +123,18 @@ impl ColdStats {
                 "counter",
                 "Spans that arrived older than a running tiering pass's cutoff and went straight to the cold tier (before cold.policy).",
                 self.late_spans.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_moved_by_eviction_total",
+                "counter",
+                "Spans a size or disk-full eviction copied to the cold tier before deleting them from the hot store.",
+                self.spans_moved_by_eviction.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_eviction_copy_failures_total",
+                "counter",
+                "Size or disk-full evictions that deleted the oldest spans without the cold copy (copy failed or a tiering pass held the tier); collection continues.",
+                self.eviction_copy_failures.load(Relaxed).to_string(),
             ),
             (
                 "ferrotrace_cold_evicted_files_total",

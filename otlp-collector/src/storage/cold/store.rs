@@ -109,6 +109,8 @@ pub struct ColdStore {
     pub stats: Arc<ColdStats>,
     /// Late spans during a tiering pass ([`super::tiering::Fence`]).
     pub fence: super::tiering::Fence,
+    /// Held by a tiering pass or an eviction's copy: one fence at a time.
+    pub pass: tokio::sync::Mutex<()>,
 }
 
 fn os_err(what: &str, path: &Path, e: object_store::Error) -> StorageError {
@@ -141,6 +143,7 @@ impl ColdStore {
             nonce: AtomicU64::new(crate::model::now_ns()),
             stats: Arc::new(ColdStats::default()),
             fence: Default::default(),
+            pass: tokio::sync::Mutex::new(()),
         };
         s.refresh().await?;
         Ok(s)

@@ -369,8 +369,17 @@ impl Retention for TieredStore {
     fn set_disk_budget(&self, bytes: u64) {
         self.hot.set_disk_budget(bytes)
     }
+    /// Moves the oldest spans to the cold tier, then deletes them hot
+    /// ([`super::tiering::evict_moving`]); deletes them uncopied when the
+    /// copy cannot be made, so collection always continues.
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
-        self.hot.evict_oldest(bytes, give_back).await
+        super::tiering::evict_moving(self.hot.as_ref(), &self.cold, bytes, give_back).await
+    }
+    async fn eviction_cutoff(&self, bytes: u64, give_back: bool) -> StorageResult<Option<u64>> {
+        self.hot.eviction_cutoff(bytes, give_back).await
+    }
+    async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        self.hot.evict_before(cutoff_ns, give_back).await
     }
     async fn export_before(
         &self,

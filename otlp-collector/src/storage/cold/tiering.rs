@@ -93,7 +93,24 @@ pub async fn run_once(
 ) -> StorageResult<TierReport> {
     let config = cold.config().clone();
     let cutoff = config.hot_cutoff(now_ns);
+    let _pass = cold.pass.lock().await;
     let _fence = cold.fence.raise(cutoff).await;
+    let mut report = copy_before(hot, cold, cutoff).await?;
+    report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
+    report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
+    cold.stats.runs.fetch_add(1, Relaxed);
+    Ok(report)
+}
+
+/// Copies the spans that started before `cutoff` (and that the policy
+/// keeps) from the hot store into new cold files; the caller holds the
+/// pass lock and the fence raised at `cutoff`, and deletes them hot after.
+async fn copy_before(
+    hot: &dyn SpanStore,
+    cold: &ColdStore,
+    cutoff: u64,
+) -> StorageResult<TierReport> {
+    let config = cold.config().clone();
     let mut report = TierReport::default();
     let mut pending: Vec<Span> = Vec::new();
     let mut after = None;
@@ -118,10 +135,51 @@ pub async fn run_once(
     cold.stats
         .spans_not_kept
         .fetch_add(report.spans_aged - report.spans_written, Relaxed);
-    report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
-    report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
-    cold.stats.runs.fetch_add(1, Relaxed);
     Ok(report)
+}
+
+/// A size or disk-full eviction with a cold tier: the spans before the
+/// cutoff the hot store picks for `bytes` are copied cold (policy applied)
+/// before the hot store deletes them. "Drop oldest, keep collecting" comes
+/// first: when the copy fails (the cold location is down, or on the same
+/// full disk) or, on a full disk, a tiering pass holds the cold tier, the
+/// spans are deleted uncopied and counted
+/// (`ferrotrace_cold_eviction_copy_failures_total`).
+pub async fn evict_moving(
+    hot: &dyn SpanStore,
+    cold: &ColdStore,
+    bytes: u64,
+    give_back: bool,
+) -> StorageResult<crate::storage::EvictionReport> {
+    let Some(cutoff) = hot.eviction_cutoff(bytes, give_back).await? else {
+        return hot.evict_oldest(bytes, give_back).await;
+    };
+    // Over budget, waiting for a tiering pass is fine; on a full disk the
+    // space is needed now.
+    let pass = if give_back {
+        cold.pass.try_lock().ok()
+    } else {
+        Some(cold.pass.lock().await)
+    };
+    let failure = match pass {
+        None => "a tiering pass holds the cold tier".to_string(),
+        Some(_pass) => {
+            let _fence = cold.fence.raise(cutoff).await;
+            match copy_before(hot, cold, cutoff).await {
+                Ok(r) => {
+                    cold.stats
+                        .spans_moved_by_eviction
+                        .fetch_add(r.spans_written, Relaxed);
+                    // Under the fence: a late span meanwhile goes cold.
+                    return hot.evict_before(cutoff, give_back).await;
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    cold.stats.eviction_copy_failures.fetch_add(1, Relaxed);
+    tracing::warn!(error = %failure, cutoff_ns = cutoff, "size eviction could not copy the oldest spans to the cold tier; deleting them anyway (drop oldest, keep collecting)");
+    hot.evict_before(cutoff, give_back).await
 }
 
 /// The spans of `spans` whose trace the policy keeps; for a policy that
