@@ -392,10 +392,8 @@ impl Retention for SqliteStore {
             .await
     }
     async fn eviction_cutoff(&self, bytes: u64, give_back: bool) -> StorageResult<Option<u64>> {
-        self.with_reader(move |c, cfg| {
-            eviction_cutoff_tx(c, bytes, give_back, cfg.retention_chunk)
-        })
-        .await
+        self.with_reader(move |c, cfg| eviction_cutoff_tx(c, bytes, give_back, cfg.retention_chunk))
+            .await
     }
     async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.with_writer(move |c, cfg| {
