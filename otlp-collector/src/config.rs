@@ -426,8 +426,8 @@ pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>
     Ok(out)
 }
 
-impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
-    fn from(e: crate::sampling_api::config::SamplingApiConfigError) -> Self {
+impl From<crate::sampling_api::limits::SamplingApiConfigError> for ConfigError {
+    fn from(e: crate::sampling_api::limits::SamplingApiConfigError) -> Self {
         ConfigError::Invalid(e.0)
     }
 }
