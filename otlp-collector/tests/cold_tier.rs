@@ -488,8 +488,10 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     assert_eq!(tiered.get_trace(tid(25), None).await.expect("get").len(), 5);
     other.refresh().await.expect("refresh");
     assert_eq!(other.files().len(), 11);
-    let mut text = String::new();
-    cold.stats.render(&mut text);
+    // The tier's families as /metrics shows them once it is registered.
+    let metrics = ferrotrace_collector::metrics::Metrics::default();
+    metrics.register(Box::new(cold.stats.clone()));
+    let text = metrics.render();
     for m in [
         "ferrotrace_cold_files 11",
         "ferrotrace_cold_evicted_files_total 10",
