@@ -6,8 +6,12 @@
 //!
 //! - Probabilities are applied with the consistent probability rule
 //!   ([`consistent`](crate::trace::consistent)), so a kept span records
-//!   `ot=th:..` and its adjusted count is known downstream. A span kept only
-//!   by a rate limiter has no known probability: its threshold is erased.
+//!   `ot=th:..` and its adjusted count is known downstream. The
+//!   per-operation lower bound (`defaultLowerBoundTracesPerSecond`) raises
+//!   a quiet operation's probability instead of keeping spans by a token
+//!   bucket, so the spans it keeps carry their threshold too (see
+//!   `lower_bound.rs`). A span kept by a rate-limiting strategy has no known
+//!   probability: its threshold is erased.
 //! - Polling runs on the sampler's own thread (interval with jitter); span
 //!   creation never waits for it. The hot path reads the current strategy
 //!   through a per-thread cache validated by one atomic load: no lock, no
@@ -21,6 +25,7 @@
 
 mod compiled;
 mod config;
+mod lower_bound;
 mod poller;
 pub mod strategy;
 
@@ -187,6 +192,7 @@ impl RemoteSampler {
             Compiled::PerOperation {
                 default,
                 operations,
+                ..
             } => format!(
                 "JaegerRemoteSampler{{perOperation: {} operations, default {}}}",
                 operations.len(),
