@@ -163,7 +163,7 @@ type OperationMap = HashMap<String, Operation, BuildHasherDefault<FxHasher>>;
 /// for every span a probability drops, and their burst bounds any unevenness.
 #[cfg(target_os = "linux")]
 #[inline]
-fn coarse_now_ns() -> u64 {
+pub(crate) fn coarse_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -178,7 +178,7 @@ fn coarse_now_ns() -> u64 {
 /// Elsewhere: the SDK's span clock.
 #[cfg(not(target_os = "linux"))]
 #[inline]
-fn coarse_now_ns() -> u64 {
+pub(crate) fn coarse_now_ns() -> u64 {
     crate::time::now_ns()
 }
 
@@ -186,7 +186,7 @@ fn coarse_now_ns() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Operation {
     pub(crate) probability: Probability,
-    lower_bound: LowerBound,
+    pub(crate) lower_bound: LowerBound,
 }
 
 impl Operation {
@@ -345,7 +345,7 @@ pub(crate) const UNLISTED_SLOTS: usize = 256;
 
 /// The operation deciding spans named `name`.
 #[inline]
-fn lookup<'a>(
+pub(crate) fn lookup<'a>(
     default: &'a Operation,
     operations: &'a OperationMap,
     unlisted: &'a [Operation],
@@ -364,19 +364,40 @@ fn lookup<'a>(
 }
 
 impl Compiled {
+    #[cfg(test)]
     pub(crate) fn from_response(r: &StrategyResponse) -> Compiled {
+        Self::following(r, None)
+    }
+
+    /// The strategy `r`, replacing `previous`: each operation's lower bound
+    /// continues the counts its name had (so the bound's windows are not
+    /// restarted by every new strategy — an adaptive server changes the
+    /// probabilities every period, and a restarted window would keep
+    /// `bound × W × (1 + ln(n / (bound × W)))` instead of `bound × W`).
+    pub(crate) fn following(r: &StrategyResponse, previous: Option<&Compiled>) -> Compiled {
         match r {
             StrategyResponse::Probabilistic(p) => Compiled::Probabilistic(Probability::new(*p)),
             StrategyResponse::RateLimiting(r) => Compiled::RateLimiting(RateLimiter::new(*r)),
             StrategyResponse::PerOperation(p) => {
-                let op = |prob: f64| Operation {
-                    probability: Probability::new(prob),
-                    lower_bound: LowerBound::new(p.default_lower_bound_per_second),
+                let before = |name: Option<&str>, slot: usize| match previous {
+                    Some(Compiled::PerOperation {
+                        default,
+                        operations,
+                        unlisted,
+                    }) => Some(match name {
+                        Some(n) => &lookup(default, operations, unlisted, n).lower_bound,
+                        None => &unlisted.get(slot).unwrap_or(default).lower_bound,
+                    }),
+                    _ => None,
                 };
-                let default = op(p.default_probability);
+                let op = |prob: f64, prev: Option<&LowerBound>| Operation {
+                    probability: Probability::new(prob),
+                    lower_bound: LowerBound::continuing(p.default_lower_bound_per_second, prev),
+                };
+                let default = op(p.default_probability, None);
                 let unlisted = if default.lower_bound.is_set() {
                     (0..UNLISTED_SLOTS)
-                        .map(|_| op(p.default_probability))
+                        .map(|i| op(p.default_probability, before(None, i)))
                         .collect()
                 } else {
                     Box::default()
@@ -387,7 +408,10 @@ impl Compiled {
                     operations: p
                         .operations
                         .iter()
-                        .map(|o| (o.operation.clone(), op(o.probability)))
+                        .map(|o| {
+                            let prev = before(Some(&o.operation), 0);
+                            (o.operation.clone(), op(o.probability, prev))
+                        })
                         .collect(),
                 }
             }

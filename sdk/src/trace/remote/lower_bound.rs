@@ -68,6 +68,28 @@ impl LowerBound {
         }
     }
 
+    /// A lower bound of `per_second` that continues `previous`'s window and
+    /// counts when its windows have the same length (a new strategy with
+    /// the same bound).
+    pub(crate) fn continuing(per_second: f64, previous: Option<&LowerBound>) -> Self {
+        let l = Self::new(per_second);
+        if let Some(p) = previous.filter(|p| l.is_set() && p.window_ns == l.window_ns) {
+            l.window
+                .store(p.window.load(Ordering::Relaxed), Ordering::Relaxed);
+            l.current
+                .store(p.current.load(Ordering::Relaxed), Ordering::Relaxed);
+            l.previous
+                .store(p.previous.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        l
+    }
+
+    /// Spans counted in the current window (for tests).
+    #[cfg(test)]
+    pub(crate) fn seen(&self) -> u64 {
+        self.current.load(Ordering::Relaxed)
+    }
+
     /// True when a lower bound is configured.
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
@@ -138,5 +160,20 @@ mod tests {
         assert_eq!(l.probability(t0 + S), 0.02);
         // After a skipped window nothing is known again.
         assert_eq!(l.probability(t0 + 3 * S), 1.0);
+    }
+
+    #[test]
+    fn a_new_strategy_continues_the_counts_of_the_same_bound() {
+        let l = LowerBound::new(2.0);
+        let t0 = 1_000 * S;
+        for _ in 0..100 {
+            l.probability(t0);
+        }
+        let next = LowerBound::continuing(2.0, Some(&l));
+        assert_eq!(next.probability(t0 + S), 0.02, "the previous window's 100");
+        // Another bound (another window length) starts afresh.
+        let other = LowerBound::continuing(0.5, Some(&l));
+        assert_eq!(other.probability(t0 + S), 1.0);
+        assert!(!LowerBound::continuing(0.0, Some(&l)).is_set());
     }
 }
