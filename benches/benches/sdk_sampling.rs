@@ -168,7 +168,8 @@ fn bench(c: &mut Criterion) {
         .unwrap()
     };
     {
-        use opentelemetry::trace::{SamplingDecision, SpanKind, TraceId};
+        use opentelemetry::trace::{SpanKind, TraceId};
+        use opentelemetry_sdk::trace::SamplingDecision;
         use opentelemetry_sdk::trace::ShouldSample;
         let deadline = Instant::now() + Duration::from_secs(20);
         while ot_remote

@@ -99,6 +99,7 @@ async fn collectors_sharing_a_clickhouse_cluster_serve_identical_rates_from_the_
 
 /// The scenario on the store `sink(i)` gives collector `i`.
 async fn agree(sink: impl Fn(usize) -> Sink) {
+    let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut specs = Vec::new();
     let mut procs: Vec<Proc> = Vec::new();
@@ -110,6 +111,7 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     for p in &mut procs {
         p.wait_ready(Duration::from_secs(60)).await;
     }
+    eprintln!("collectors ready after {:.1} s", begun.elapsed().as_secs_f64());
     let otlp: Vec<SocketAddr> = specs.iter().map(|(s, _)| s.otlp_http).collect();
     let mut sampling: Vec<SocketAddr> = specs.iter().map(|(_, a)| *a).collect();
 
@@ -262,4 +264,5 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     }
     drop(late);
     drop(procs);
+    eprintln!("done after {:.1} s", begun.elapsed().as_secs_f64());
 }
