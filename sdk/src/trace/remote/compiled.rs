@@ -214,7 +214,10 @@ impl Operation {
 
     /// The decision with a lower bound at `now_ns`: the larger of the
     /// operation's probability and the lower bound's, applied consistently
-    /// and recorded (see [`LowerBound`]).
+    /// and recorded (see [`LowerBound`]). Kept out of line: operations
+    /// without a bound (the common case) keep a small inlined decision.
+    #[cold]
+    #[inline(never)]
     fn decide_at(
         &self,
         parent: Option<&SpanContext>,

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::context::{SpanContext, TraceState};
+use crate::context::SpanContext;
 use crate::ids::TraceId;
 use crate::trace::sampler::{Sampler, SamplingDecision, SamplingResult};
 use crate::trace::span_data::SpanKind;
@@ -204,11 +204,6 @@ impl RemoteSampler {
     /// `Some(Drop)` when the span is dropped with no trace state change and
     /// no limiter involved (the common unsampled span), decided without
     /// building a [`SamplingResult`]; `None` when the full decision is needed.
-    ///
-    /// A root span that is not a quick drop is decided in full here, at
-    /// once, and the decision is left for the [`decide`](Self::decide) call
-    /// that follows for the same span (the tracer asks both questions): a
-    /// kept span then costs one look-up of the operation, not two.
     #[inline]
     pub(crate) fn quick_drop(
         &self,
@@ -216,44 +211,8 @@ impl RemoteSampler {
         trace_id: TraceId,
         name: &str,
     ) -> Option<SamplingDecision> {
-        let id = self.handle.shared.id;
-        self.with_cache(|current, pending| {
-            if current.quick_drop(parent, trace_id, name) {
-                return true;
-            }
-            if parent.is_none() {
-                if let Ok((sampled, trace_state)) = current.decide(None, trace_id, name) {
-                    *pending = Some(Pending {
-                        sampler: id,
-                        trace_id,
-                        name: (name.as_ptr() as usize, name.len()),
-                        sampled,
-                        trace_state,
-                    });
-                }
-            }
-            false
-        })
-        .then_some(SamplingDecision::Drop)
-    }
-
-    /// The decision [`quick_drop`](Self::quick_drop) left for this root span, if any.
-    #[inline]
-    fn take_pending(&self, trace_id: TraceId, name: &str) -> Option<Pending> {
-        let id = self.handle.shared.id;
-        CACHE
-            .try_with(|cache| {
-                let mut cache = cache.try_borrow_mut().ok()?;
-                // Any pending decision is consumed or superseded here: one
-                // left by a caller that never asked `decide` must not linger.
-                let p = cache.pending.take()?;
-                (p.sampler == id
-                    && p.trace_id == trace_id
-                    && p.name == (name.as_ptr() as usize, name.len()))
-                .then_some(p)
-            })
-            .ok()
-            .flatten()
+        self.with_current(|c| c.quick_drop(parent, trace_id, name))
+            .then_some(SamplingDecision::Drop)
     }
 
     /// The decision for a span named `name`.
@@ -264,23 +223,10 @@ impl RemoteSampler {
         trace_id: TraceId,
         name: &str,
     ) -> SamplingResult {
-        if parent.is_none() {
-            if let Some(p) = self.take_pending(trace_id, name) {
-                return SamplingResult {
-                    decision: if p.sampled {
-                        SamplingDecision::RecordAndSample
-                    } else {
-                        SamplingDecision::Drop
-                    },
-                    attributes: Vec::new(),
-                    trace_state: p.trace_state,
-                };
-            }
-        }
         // Only the small (decision, trace state) pair crosses the per-thread
         // cache's closure; the initial sampler (before the first strategy)
         // decides outside it.
-        let decided = self.with_cache(|c, _| c.decide(parent, trace_id, name).ok());
+        let decided = self.with_current(|c| c.decide(parent, trace_id, name).ok());
         match decided {
             Some((sampled, trace_state)) => SamplingResult {
                 decision: if sampled {
@@ -316,39 +262,37 @@ impl RemoteSampler {
         }
     }
 
-    /// Runs `f` on the strategy in force and the thread's pending decision.
-    /// The per-thread cache holds the strategy with the generation it was
-    /// read at; while the generation is unchanged (every span between two
-    /// strategy changes) no lock is taken and no shared counter is touched.
+    /// Runs `f` on the strategy in force. The per-thread cache holds the
+    /// strategy with the generation it was read at; while the generation is
+    /// unchanged (every span between two strategy changes) no lock is taken
+    /// and no shared counter is touched.
     #[inline]
-    fn with_cache<T>(&self, f: impl Fn(&mut Current, &mut Option<Pending>) -> T) -> T {
+    fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
         let shared = &self.handle.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let cached = CACHE.try_with(|cache| {
             // Re-entrance (a diagnostics hook or custom initial sampler
             // starting a span) finds the cache borrowed: slow path below.
             let mut cache = cache.try_borrow_mut().ok()?;
-            let Cache { entries, pending } = &mut *cache;
-            let i = match entries.iter().position(|e| e.id == shared.id) {
-                Some(i) if entries[i].generation == generation => i,
+            let i = match cache.iter().position(|e| e.id == shared.id) {
+                Some(i) if cache[i].generation == generation => i,
                 Some(i) => {
-                    entries[i] = CacheEntry::new(shared, generation);
+                    cache[i] = CacheEntry::new(shared, generation);
                     i
                 }
                 None => {
-                    if entries.len() == CACHE_ENTRIES {
-                        entries.remove(0);
+                    if cache.len() == CACHE_ENTRIES {
+                        cache.remove(0);
                     }
-                    entries.push(CacheEntry::new(shared, generation));
-                    entries.len() - 1
+                    cache.push(CacheEntry::new(shared, generation));
+                    cache.len() - 1
                 }
             };
-            Some(f(&mut entries[i].current, pending))
+            Some(f(&mut cache[i].current))
         });
         match cached {
             Ok(Some(v)) => v,
-            // No pending decision is left from the slow path.
-            _ => f(&mut Current::new(shared.current.lock().clone()), &mut None),
+            _ => f(&mut Current::new(shared.current.lock().clone())),
         }
     }
 }
@@ -372,31 +316,8 @@ impl CacheEntry {
     }
 }
 
-/// A root span's decision taken by [`RemoteSampler::quick_drop`], for the
-/// [`RemoteSampler::decide`] call about the same span: the sampler, the
-/// trace id and the name's address and length identify it (an address is
-/// compared, never followed; another caller's name only misses).
-struct Pending {
-    sampler: u64,
-    trace_id: TraceId,
-    name: (usize, usize),
-    sampled: bool,
-    trace_state: Option<TraceState>,
-}
-
-/// One thread's strategies and its pending decision.
-struct Cache {
-    entries: Vec<CacheEntry>,
-    pending: Option<Pending>,
-}
-
 thread_local! {
-    static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache {
-            entries: Vec::new(),
-            pending: None,
-        })
-    };
+    static CACHE: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -518,7 +439,7 @@ impl RemoteSamplerBuilder {
 mod tests {
     use super::*;
     use crate::trace::remote::compiled::lookup;
-    use crate::trace::remote::strategy::{OperationStrategy, PerOperation, StrategyResponse};
+    use crate::trace::remote::strategy::{PerOperation, StrategyResponse};
 
     fn sampler_with(response: StrategyResponse) -> RemoteSampler {
         let s = RemoteSampler::builder("t")
@@ -528,52 +449,8 @@ mod tests {
         s
     }
 
-    /// The tracer's two questions about a root span (quick drop, then the
-    /// full decision) answer exactly as the full decision alone, and a
-    /// decision left pending never answers for another span.
-    #[test]
-    fn a_pending_decision_answers_only_its_own_span() {
-        let response = StrategyResponse::PerOperation(PerOperation {
-            default_probability: 0.25,
-            default_lower_bound_per_second: 0.0,
-            operations: vec![OperationStrategy {
-                operation: "half".into(),
-                probability: 0.5,
-            }],
-            operations_dropped: 0,
-        });
-        let s = sampler_with(response.clone());
-        let reference = Compiled::from_response(&response);
-        let mut kept = 0;
-        for i in 0..2000 {
-            let t = crate::ids::new_trace_id();
-            let name = if i % 2 == 0 { "half" } else { "other" };
-            let want = reference.decide(None, t, name).unwrap();
-            let got = match s.quick_drop(None, t, name) {
-                Some(_) => (false, None),
-                None => {
-                    let r = s.decide(None, t, name);
-                    (r.decision == SamplingDecision::RecordAndSample, r.trace_state)
-                }
-            };
-            assert_eq!(got, want, "{name}");
-            kept += usize::from(got.0);
-            // Left pending for `t`, asked about another span: decided afresh.
-            if s.quick_drop(None, t, name).is_none() {
-                let other = crate::ids::new_trace_id();
-                let r = s.decide(None, other, name);
-                let want = reference.decide(None, other, name).unwrap();
-                assert_eq!(
-                    (r.decision == SamplingDecision::RecordAndSample, r.trace_state),
-                    want
-                );
-            }
-        }
-        assert!((600..=900).contains(&kept), "{kept}");
-    }
-
-    /// With a lower bound every span is counted once, whether its decision
-    /// was taken in the quick-drop question or the full one.
+    /// With a lower bound every span is counted once, through the tracer's
+    /// two questions (the quick drop, then the full decision).
     #[test]
     fn lower_bound_counts_each_span_once() {
         // One trace an hour: the whole test runs in one window.
