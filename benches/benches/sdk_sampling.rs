@@ -173,7 +173,14 @@ fn bench(c: &mut Criterion) {
         use opentelemetry_sdk::trace::ShouldSample;
         let deadline = Instant::now() + Duration::from_secs(20);
         while ot_remote
-            .should_sample(None, TraceId::from(7u128), "keep", &SpanKind::Internal, &[], &[])
+            .should_sample(
+                None,
+                TraceId::from(7u128),
+                "keep",
+                &SpanKind::Internal,
+                &[],
+                &[],
+            )
             .decision
             != SamplingDecision::RecordAndSample
         {
@@ -312,7 +319,11 @@ fn bench(c: &mut Criterion) {
             "keep",
             ot::Sampler::TraceIdRatioBased(1.0),
         ),
-        ("p1/opentelemetry_sdk_jaeger_remote", "keep", ot_remote.clone()),
+        (
+            "p1/opentelemetry_sdk_jaeger_remote",
+            "keep",
+            ot_remote.clone(),
+        ),
     ] {
         use opentelemetry_sdk::trace::ShouldSample;
         g.bench_function(id, |b| {

@@ -42,10 +42,7 @@ fn spec(dir: &std::path::Path, sink: Sink, i: usize) -> (Spec, SocketAddr) {
          target_traces_per_second = {TARGET}\ninterval_secs = 1\nsmoothing_periods = 4\n\
          min_probability = 0.0001\n"
     );
-    (
-        Spec::new(&data, &conf, sink, &toml),
-        sampling,
-    )
+    (Spec::new(&data, &conf, sink, &toml), sampling)
 }
 
 /// Fetches `service`'s strategy from every collector, `near` the middle of
@@ -111,7 +108,10 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     for p in &mut procs {
         p.wait_ready(Duration::from_secs(60)).await;
     }
-    eprintln!("collectors ready after {:.1} s", begun.elapsed().as_secs_f64());
+    eprintln!(
+        "collectors ready after {:.1} s",
+        begun.elapsed().as_secs_f64()
+    );
     let otlp: Vec<SocketAddr> = specs.iter().map(|(s, _)| s.otlp_http).collect();
     let mut sampling: Vec<SocketAddr> = specs.iter().map(|(_, a)| *a).collect();
 

@@ -51,7 +51,12 @@ fn config(c: &mut Config) {
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let r = ingest_util::request("GET", addr, path, &[], Bytes::new()).await;
-    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     serde_json::from_slice(&r.body).expect("json")
 }
 
@@ -80,7 +85,11 @@ async fn quiet_operations_get_traces_and_counts_stay_right() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while remote.stats().fetches == 0 {
-        assert!(Instant::now() < deadline, "no strategy: {:?}", remote.stats());
+        assert!(
+            Instant::now() < deadline,
+            "no strategy: {:?}",
+            remote.stats()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let exporter = InMemorySpanExporter::default();

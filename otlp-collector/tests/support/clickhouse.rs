@@ -419,7 +419,11 @@ pub fn collector_toml(
         .collect();
     // The unreplicated form (`shard_urls`) when no replicated shards are given.
     let servers = if cluster.shards.is_empty() {
-        let urls: Vec<String> = cluster.shard_urls.iter().map(|u| format!("{u:?}")).collect();
+        let urls: Vec<String> = cluster
+            .shard_urls
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect();
         format!("shard_urls = [{}]", urls.join(", "))
     } else {
         format!("shards = [{}]", shards.join(", "))

@@ -476,7 +476,9 @@ mod tests {
         else {
             panic!("per-operation")
         };
-        let seen = lookup(default, operations, unlisted, "op").lower_bound.seen();
+        let seen = lookup(default, operations, unlisted, "op")
+            .lower_bound
+            .seen();
         let hour = 3_600_000_000_000;
         if before / hour == crate::trace::remote::compiled::coarse_now_ns() / hour {
             assert_eq!(seen, 500);
