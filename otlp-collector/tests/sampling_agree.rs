@@ -1,6 +1,8 @@
 //! Several collectors agree on adaptive rates (`[sampling_api.adaptive]
 //! source = "store"`): three real collector processes share one real
-//! PostgreSQL; simulated SDK clients send their kept root spans unevenly
+//! PostgreSQL — or a real two-shard ClickHouse cluster, each collector
+//! entering through a different server, so the counts they write land on
+//! different shards and are summed through the `Distributed` table; simulated SDK clients send their kept root spans unevenly
 //! (60% / 30% / 10% of the traces to the three collectors) while sampling
 //! at the served rate. Every collector must serve byte-identical strategies
 //! at every moment checked, computed from the *total* traffic (a collector
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use fault::proc::{Proc, Sink, Spec};
 use sampling_sim::{body, fetch, send, Rng, Served, Source};
+use support::clickhouse::{ChServer, CLUSTER};
 use support::net::free_addr;
 use support::postgres::PgServer;
 
@@ -27,7 +30,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// A collector with the sampling API on its own port, adaptive rates from
 /// the store, 1 s periods.
-fn spec(dir: &std::path::Path, url: &str, i: usize) -> (Spec, SocketAddr) {
+fn spec(dir: &std::path::Path, sink: Sink, i: usize) -> (Spec, SocketAddr) {
     let data = dir.join(format!("data{i}"));
     let conf = dir.join(format!("conf{i}"));
     std::fs::create_dir_all(&data).unwrap();
@@ -39,10 +42,7 @@ fn spec(dir: &std::path::Path, url: &str, i: usize) -> (Spec, SocketAddr) {
          target_traces_per_second = {TARGET}\ninterval_secs = 1\nsmoothing_periods = 4\n\
          min_probability = 0.0001\n"
     );
-    (
-        Spec::new(&data, &conf, Sink::Postgres(url.to_string()), &toml),
-        sampling,
-    )
+    (Spec::new(&data, &conf, sink, &toml), sampling)
 }
 
 /// Fetches `service`'s strategy from every collector, `near` the middle of
@@ -73,17 +73,45 @@ async fn collectors_sharing_postgres_serve_identical_rates_from_the_total_traffi
         return;
     };
     let url = pg.fresh_db("agree").await;
+    agree(|_| Sink::Postgres(url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_sharing_a_clickhouse_cluster_serve_identical_rates_from_the_total_traffic() {
+    let Some(servers) = ChServer::start_cluster(2) else {
+        return;
+    };
+    let cluster = ferrotrace_collector::storage::clickhouse::ClusterOptions {
+        name: CLUSTER.into(),
+        shard_urls: servers.iter().map(|s| s.url("traces")).collect(),
+        ..Default::default()
+    };
+    // Collectors enter through alternate servers.
+    agree(|i| Sink::ClickHouse {
+        url: servers[i % 2].url("traces"),
+        cluster: cluster.clone(),
+    })
+    .await;
+}
+
+/// The scenario on the store `sink(i)` gives collector `i`.
+async fn agree(sink: impl Fn(usize) -> Sink) {
+    let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut specs = Vec::new();
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..3 {
-        let (s, sampling) = spec(dir.path(), &url, i);
+        let (s, sampling) = spec(dir.path(), sink(i), i);
         procs.push(s.spawn());
         specs.push((s, sampling));
     }
     for p in &mut procs {
         p.wait_ready(Duration::from_secs(60)).await;
     }
+    eprintln!(
+        "collectors ready after {:.1} s",
+        begun.elapsed().as_secs_f64()
+    );
     let otlp: Vec<SocketAddr> = specs.iter().map(|(s, _)| s.otlp_http).collect();
     let mut sampling: Vec<SocketAddr> = specs.iter().map(|(_, a)| *a).collect();
 
@@ -152,7 +180,7 @@ async fn collectors_sharing_postgres_serve_identical_rates_from_the_total_traffi
         // A fourth collector joins after 10 s (without stopping the
         // traffic); it is compared with the others from 4 s after its start.
         if late.is_none() && started.elapsed() >= Duration::from_secs(10) {
-            let (s, a) = spec(dir.path(), &url, 3);
+            let (s, a) = spec(dir.path(), sink(3), 3);
             let p = s.spawn();
             late = Some((s, a, p, Instant::now()));
         }
@@ -236,4 +264,5 @@ async fn collectors_sharing_postgres_serve_identical_rates_from_the_total_traffi
     }
     drop(late);
     drop(procs);
+    eprintln!("done after {:.1} s", begun.elapsed().as_secs_f64());
 }

@@ -417,11 +417,21 @@ pub fn collector_toml(
             format!("[{}]", r.join(", "))
         })
         .collect();
+    // The unreplicated form (`shard_urls`) when no replicated shards are given.
+    let servers = if cluster.shards.is_empty() {
+        let urls: Vec<String> = cluster
+            .shard_urls
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect();
+        format!("shard_urls = [{}]", urls.join(", "))
+    } else {
+        format!("shards = [{}]", shards.join(", "))
+    };
     format!(
         "[storage]\nkind = \"clickhouse\"\nurl = {url:?}\n\n\
-         [clickhouse.cluster]\nname = {:?}\nshards = [{}]\n",
+         [clickhouse.cluster]\nname = {:?}\n{servers}\n",
         cluster.name,
-        shards.join(", ")
     )
 }
 

@@ -12,6 +12,7 @@ use crate::ids::TraceId;
 use crate::trace::consistent::{decide_threshold, root_state, updated_state, ThUpdate, Threshold};
 use crate::trace::sampler::{Sampler, SamplingDecision};
 
+use super::lower_bound::LowerBound;
 use super::strategy::StrategyResponse;
 
 /// A probability with its threshold and the `ot=th:..` state of a root it keeps.
@@ -162,7 +163,7 @@ type OperationMap = HashMap<String, Operation, BuildHasherDefault<FxHasher>>;
 /// for every span a probability drops, and their burst bounds any unevenness.
 #[cfg(target_os = "linux")]
 #[inline]
-fn coarse_now_ns() -> u64 {
+pub(crate) fn coarse_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -177,22 +178,23 @@ fn coarse_now_ns() -> u64 {
 /// Elsewhere: the SDK's span clock.
 #[cfg(not(target_os = "linux"))]
 #[inline]
-fn coarse_now_ns() -> u64 {
+pub(crate) fn coarse_now_ns() -> u64 {
     crate::time::now_ns()
 }
 
-/// One operation: its probability and its lower-bound limiter.
+/// One operation: its probability and its lower bound.
 #[derive(Debug)]
 pub(crate) struct Operation {
     pub(crate) probability: Probability,
-    lower_bound: RateLimiter,
+    pub(crate) lower_bound: LowerBound,
 }
 
 impl Operation {
-    /// [`Compiled::quick_drop`] for this operation.
+    /// [`Compiled::quick_drop`] for this operation. With a lower bound every
+    /// span must be counted, so it takes the full decision.
     #[inline]
     fn quick_drop(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
-        self.lower_bound.per_second <= 0.0 && self.probability.quick_drop(parent, trace_id)
+        !self.lower_bound.is_set() && self.probability.quick_drop(parent, trace_id)
     }
 
     /// [`Compiled::decide`] for this operation.
@@ -202,15 +204,33 @@ impl Operation {
         parent: Option<&SpanContext>,
         trace_id: TraceId,
     ) -> (bool, Option<TraceState>) {
-        let (keep, ts) = self.probability.decide(parent, trace_id);
-        // The clock is read only when a lower bound is configured.
-        if !keep
-            && self.lower_bound.per_second > 0.0
-            && self.lower_bound.try_acquire(coarse_now_ns())
-        {
-            return (true, updated_state(parent, ThUpdate::Erase, None));
+        // The clock is read only when a lower bound is configured and the
+        // operation's own probability is below 1.
+        if self.lower_bound.is_set() && self.probability.probability < 1.0 {
+            return self.decide_at(parent, trace_id, coarse_now_ns());
         }
-        (keep, ts)
+        self.probability.decide(parent, trace_id)
+    }
+
+    /// The decision with a lower bound at `now_ns`: the larger of the
+    /// operation's probability and the lower bound's, applied consistently
+    /// and recorded (see [`LowerBound`]). Kept out of line: operations
+    /// without a bound (the common case) keep a small inlined decision.
+    #[cold]
+    #[inline(never)]
+    fn decide_at(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        now_ns: u64,
+    ) -> (bool, Option<TraceState>) {
+        let p = self.lower_bound.probability(now_ns);
+        if p <= self.probability.probability {
+            return self.probability.decide(parent, trace_id);
+        }
+        // A new threshold per span: its trace state is formatted only for
+        // spans it keeps (about `lower_bound` a second).
+        decide_threshold(parent, trace_id, Threshold::from_probability(p).ok(), None)
     }
 }
 
@@ -246,6 +266,7 @@ impl Current {
         let Compiled::PerOperation {
             default,
             operations,
+            unlisted,
         } = &*self.compiled
         else {
             return None;
@@ -257,7 +278,7 @@ impl Current {
                 return Some(unsafe { op.as_ref() });
             }
         }
-        let op = operations.get(name).unwrap_or(default);
+        let op = lookup(default, operations, unlisted, name);
         if name.len() <= MEMO_MAX_NAME {
             self.memo_name.clear();
             self.memo_name.push_str(name);
@@ -310,25 +331,90 @@ pub(crate) enum Compiled {
     PerOperation {
         default: Operation,
         operations: OperationMap,
+        /// With a lower bound: [`UNLISTED_SLOTS`] copies of `default`, each
+        /// with its own lower bound, for operations not listed (chosen by a
+        /// hash of the name), so a quiet operation the server does not list
+        /// yet is not starved by a busy one it does not list either.
+        /// Empty without a lower bound.
+        unlisted: Box<[Operation]>,
     },
 }
 
+/// Lower-bound slots shared by operations the strategy does not list: a
+/// quiet one shares its slot with another one in 256 (then it gets its share
+/// of the bound). Jaeger's clients create a limiter per operation seen
+/// instead; fixed slots keep memory bounded without a lock on the hot path.
+pub(crate) const UNLISTED_SLOTS: usize = 256;
+
+/// The operation deciding spans named `name`.
+#[inline]
+pub(crate) fn lookup<'a>(
+    default: &'a Operation,
+    operations: &'a OperationMap,
+    unlisted: &'a [Operation],
+    name: &str,
+) -> &'a Operation {
+    if let Some(op) = operations.get(name) {
+        return op;
+    }
+    if unlisted.is_empty() {
+        return default;
+    }
+    let mut h = FxHasher::default();
+    h.write(name.as_bytes());
+    // FxHash's high bits are its well-mixed ones.
+    &unlisted[(h.finish() >> 56) as usize % unlisted.len()]
+}
+
 impl Compiled {
+    #[cfg(test)]
     pub(crate) fn from_response(r: &StrategyResponse) -> Compiled {
+        Self::following(r, None)
+    }
+
+    /// The strategy `r`, replacing `previous`: each operation's lower bound
+    /// continues the counts its name had (so the bound's windows are not
+    /// restarted by every new strategy — an adaptive server changes the
+    /// probabilities every period, and a restarted window would keep
+    /// `bound × W × (1 + ln(n / (bound × W)))` instead of `bound × W`).
+    pub(crate) fn following(r: &StrategyResponse, previous: Option<&Compiled>) -> Compiled {
         match r {
             StrategyResponse::Probabilistic(p) => Compiled::Probabilistic(Probability::new(*p)),
             StrategyResponse::RateLimiting(r) => Compiled::RateLimiting(RateLimiter::new(*r)),
             StrategyResponse::PerOperation(p) => {
-                let op = |prob: f64| Operation {
+                let before = |name: Option<&str>, slot: usize| match previous {
+                    Some(Compiled::PerOperation {
+                        default,
+                        operations,
+                        unlisted,
+                    }) => Some(match name {
+                        Some(n) => &lookup(default, operations, unlisted, n).lower_bound,
+                        None => &unlisted.get(slot).unwrap_or(default).lower_bound,
+                    }),
+                    _ => None,
+                };
+                let op = |prob: f64, prev: Option<&LowerBound>| Operation {
                     probability: Probability::new(prob),
-                    lower_bound: RateLimiter::new(p.default_lower_bound_per_second),
+                    lower_bound: LowerBound::continuing(p.default_lower_bound_per_second, prev),
+                };
+                let default = op(p.default_probability, None);
+                let unlisted = if default.lower_bound.is_set() {
+                    (0..UNLISTED_SLOTS)
+                        .map(|i| op(p.default_probability, before(None, i)))
+                        .collect()
+                } else {
+                    Box::default()
                 };
                 Compiled::PerOperation {
-                    default: op(p.default_probability),
+                    default,
+                    unlisted,
                     operations: p
                         .operations
                         .iter()
-                        .map(|o| (o.operation.clone(), op(o.probability)))
+                        .map(|o| {
+                            let prev = before(Some(&o.operation), 0);
+                            (o.operation.clone(), op(o.probability, prev))
+                        })
                         .collect(),
                 }
             }
@@ -354,10 +440,8 @@ impl Compiled {
             Compiled::PerOperation {
                 default,
                 operations,
-            } => operations
-                .get(name)
-                .unwrap_or(default)
-                .quick_drop(parent, trace_id),
+                unlisted,
+            } => lookup(default, operations, unlisted, name).quick_drop(parent, trace_id),
         }
     }
 
@@ -382,10 +466,8 @@ impl Compiled {
             Compiled::PerOperation {
                 default,
                 operations,
-            } => Ok(operations
-                .get(name)
-                .unwrap_or(default)
-                .decide(parent, trace_id)),
+                unlisted,
+            } => Ok(lookup(default, operations, unlisted, name).decide(parent, trace_id)),
         }
     }
 }
@@ -445,6 +527,113 @@ mod tests {
         let t = TraceId::from_bytes([7; 16]);
         assert!(cur.quick_drop(None, t, "keep"));
         assert!(!cur.decide(None, t, "keep").unwrap().0);
+    }
+
+    /// The lower bound keeps a quiet operation's traces with probabilities
+    /// that are recorded: the operation served 0.001 gets about the lower
+    /// bound's traces per second (or all of them when it is quieter than
+    /// that), every kept span carries `th`, and the sum of adjusted counts
+    /// (1 / the recorded probability) estimates the true number of spans
+    /// within 5 standard deviations (Horvitz–Thompson; the variance
+    /// estimated from the kept spans, sum of (1 - p) / p^2).
+    #[test]
+    fn lower_bound_keeps_quiet_operations_with_recorded_probabilities() {
+        use crate::trace::consistent::OtState;
+        const S: f64 = 1e9;
+        // (served probability, lower bound /s, rate /s, seconds, kept per second expected)
+        let cases = [
+            (0.001, 0.5, 0.2, 4000.0, 0.2),  // quieter than the bound: all kept
+            (0.001, 0.5, 3.0, 2000.0, 0.5),  // one per 2-second window
+            (0.001, 0.5, 200.0, 300.0, 0.5), // busy, the bound still wins
+            (0.0, 2.0, 50.0, 300.0, 2.0),    // probability 0
+            (0.1, 0.5, 200.0, 60.0, 20.0),   // the probability keeps more: the bound is idle
+        ];
+        for (p, lb, rate, secs, per_sec) in cases {
+            let op = Operation {
+                probability: Probability::new(p),
+                lower_bound: LowerBound::new(lb),
+            };
+            let n = (rate * secs) as u64;
+            let t0 = 1_000_000.0 * S;
+            let (mut kept, mut estimate, mut variance) = (0u64, 0.0f64, 0.0f64);
+            for i in 0..n {
+                let now = (t0 + i as f64 * S / rate) as u64;
+                let (keep, ts) = op.decide_at(None, crate::ids::new_trace_id(), now);
+                if keep {
+                    let th = OtState::of(&ts.expect("a kept span records its threshold"))
+                        .th
+                        .expect("th");
+                    let (c, q) = (th.adjusted_count(), th.probability());
+                    kept += 1;
+                    estimate += c;
+                    variance += (1.0 - q) / (q * q);
+                } else {
+                    assert!(ts.is_none(), "a dropped root has no trace state");
+                }
+            }
+            let case = format!("p {p}, bound {lb}/s, {rate}/s for {secs} s: {kept} kept, estimate {estimate:.0} of {n}");
+            let expect = per_sec * secs;
+            assert!(
+                (kept as f64 - expect).abs() <= 5.0 * expect.sqrt() + 0.1 * expect,
+                "{case}: expected about {expect:.0} kept"
+            );
+            assert!(
+                (estimate - n as f64).abs() <= 5.0 * variance.sqrt() + 1.0,
+                "{case}: sigma {:.0}",
+                variance.sqrt()
+            );
+        }
+    }
+
+    /// Operations the strategy does not list get lower-bound slots of their
+    /// own (by name): a quiet one is not starved by a busy one that is not
+    /// listed either; without a lower bound they share the default.
+    #[test]
+    fn unlisted_operations_do_not_share_one_lower_bound() {
+        let compile = |lb: f64| {
+            Compiled::from_response(&StrategyResponse::PerOperation(PerOperation {
+                default_probability: 0.001,
+                default_lower_bound_per_second: lb,
+                operations: vec![],
+                operations_dropped: 0,
+            }))
+        };
+        let c = compile(1.0);
+        let Compiled::PerOperation {
+            default,
+            operations,
+            unlisted,
+        } = &c
+        else {
+            panic!("per-operation")
+        };
+        assert_eq!(unlisted.len(), UNLISTED_SLOTS);
+        let busy = lookup(default, operations, unlisted, "GET /busy");
+        let quiet = lookup(default, operations, unlisted, "nightly-report");
+        assert!(!std::ptr::eq(busy, quiet), "pick names in different slots");
+        assert!(std::ptr::eq(
+            quiet,
+            lookup(default, operations, unlisted, "nightly-report")
+        ));
+        let t0 = 1_000_000_000_000_000u64;
+        let (mut busy_kept, mut quiet_kept) = (0, 0);
+        // 100 s: the busy operation at 1000/s, the quiet one every 5 s.
+        for ms in 0..100_000u64 {
+            let now = t0 + ms * 1_000_000;
+            if busy.decide_at(None, crate::ids::new_trace_id(), now).0 {
+                busy_kept += 1;
+            }
+            if ms % 5000 == 0 && quiet.decide_at(None, crate::ids::new_trace_id(), now).0 {
+                quiet_kept += 1;
+            }
+        }
+        assert_eq!(quiet_kept, 20, "every quiet span is kept");
+        // About 1 a second (both rules ask 1/1000), plus the first window's few: 4σ.
+        assert!((65..=150).contains(&busy_kept), "{busy_kept}");
+        let Compiled::PerOperation { unlisted, .. } = compile(0.0) else {
+            panic!("per-operation")
+        };
+        assert!(unlisted.is_empty());
     }
 
     #[test]

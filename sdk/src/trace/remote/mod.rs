@@ -6,8 +6,12 @@
 //!
 //! - Probabilities are applied with the consistent probability rule
 //!   ([`consistent`](crate::trace::consistent)), so a kept span records
-//!   `ot=th:..` and its adjusted count is known downstream. A span kept only
-//!   by a rate limiter has no known probability: its threshold is erased.
+//!   `ot=th:..` and its adjusted count is known downstream. The
+//!   per-operation lower bound (`defaultLowerBoundTracesPerSecond`) raises
+//!   a quiet operation's probability instead of keeping spans by a token
+//!   bucket, so the spans it keeps carry their threshold too (see
+//!   `lower_bound.rs`). A span kept by a rate-limiting strategy has no known
+//!   probability: its threshold is erased.
 //! - Polling runs on the sampler's own thread (interval with jitter); span
 //!   creation never waits for it. The hot path reads the current strategy
 //!   through a per-thread cache validated by one atomic load: no lock, no
@@ -21,6 +25,7 @@
 
 mod compiled;
 mod config;
+mod lower_bound;
 mod poller;
 pub mod strategy;
 
@@ -187,6 +192,7 @@ impl RemoteSampler {
             Compiled::PerOperation {
                 default,
                 operations,
+                ..
             } => format!(
                 "JaegerRemoteSampler{{perOperation: {} operations, default {}}}",
                 operations.len(),
@@ -425,6 +431,60 @@ impl RemoteSamplerBuilder {
                     }),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::remote::compiled::lookup;
+    use crate::trace::remote::strategy::{PerOperation, StrategyResponse};
+
+    fn sampler_with(response: StrategyResponse) -> RemoteSampler {
+        let s = RemoteSampler::builder("t")
+            .with_endpoint("ftp://not-polled")
+            .build_or_report();
+        s.handle.shared.install(Compiled::from_response(&response));
+        s
+    }
+
+    /// With a lower bound every span is counted once, through the tracer's
+    /// two questions (the quick drop, then the full decision).
+    #[test]
+    fn lower_bound_counts_each_span_once() {
+        // One trace an hour: the whole test runs in one window.
+        let s = sampler_with(StrategyResponse::PerOperation(PerOperation {
+            default_probability: 0.0,
+            default_lower_bound_per_second: 1e-9,
+            operations: vec![],
+            operations_dropped: 0,
+        }));
+        let before = crate::trace::remote::compiled::coarse_now_ns();
+        for _ in 0..500 {
+            let t = crate::ids::new_trace_id();
+            if s.quick_drop(None, t, "op").is_none() {
+                s.decide(None, t, "op");
+            }
+        }
+        let compiled = s.handle.shared.current.lock().clone();
+        let Compiled::PerOperation {
+            default,
+            operations,
+            unlisted,
+        } = &*compiled
+        else {
+            panic!("per-operation")
+        };
+        let seen = lookup(default, operations, unlisted, "op")
+            .lower_bound
+            .seen();
+        let hour = 3_600_000_000_000;
+        if before / hour == crate::trace::remote::compiled::coarse_now_ns() / hour {
+            assert_eq!(seen, 500);
+        } else {
+            // The run crossed a window's end: only the last part counts.
+            assert!(seen <= 500, "{seen}");
         }
     }
 }

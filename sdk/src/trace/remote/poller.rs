@@ -135,7 +135,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Installs a new strategy. An unchanged one is not reinstalled: the rate
 /// limiters keep their state (no extra burst per poll) and the per-thread
-/// caches stay valid.
+/// caches stay valid. A changed one continues the lower bounds' counts.
 fn apply(p: &Poller, body: &[u8], last: &mut Option<StrategyResponse>) {
     match parse_strategy(body, p.max_operations) {
         Ok(response) => {
@@ -146,7 +146,9 @@ fn apply(p: &Poller, body: &[u8], last: &mut Option<StrategyResponse>) {
                     .fetch_add(po.operations_dropped as u64, Ordering::Relaxed);
             }
             if last.as_ref() != Some(&response) {
-                p.shared.install(Compiled::from_response(&response));
+                let previous = p.shared.current.lock().clone();
+                p.shared
+                    .install(Compiled::following(&response, Some(&previous)));
                 *last = Some(response);
             }
             *p.shared.counters.last_error.lock() = None;
