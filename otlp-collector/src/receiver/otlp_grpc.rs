@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use super::body::{gunzip_into, read_limited, BodyError, DecodeReserve, InflightGuard};
 use super::convert::DecodeError;
 use super::rpc_status::{self, code};
-use super::{decode, decode_reserve, Ingest, SubmitError};
+use super::{decode_reserve, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::receiver::format::RecordFormat;
@@ -134,7 +134,7 @@ async fn export(
     // Authentication was checked before the body was read (read_limited_frame).
     let reserve = req.extensions().get::<DecodeReserve>().cloned();
     let body = req.into_inner();
-    let decoded = match decode(RecordFormat::OtlpProto, &body, &ing.limits) {
+    let decoded = match ing.decode(RecordFormat::OtlpProto, &body) {
         Ok(d) => d,
         Err(e) => {
             ing.bad_request(source, "invalid_argument");
