@@ -895,3 +895,170 @@ async fn a_router_forwards_over_tls_and_refuses_a_backend_its_ca_did_not_sign() 
     let _ = rp.sigterm(Duration::from_secs(10));
     let _ = bp.sigterm(Duration::from_secs(10));
 }
+
+/// A TCP relay in front of a backend that can start swallowing everything
+/// the backend answers (`blackhole`), on open connections and new ones:
+/// the backend still receives and stores, its answers never arrive.
+struct Relay {
+    addr: SocketAddr,
+    blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn relay(upstream: SocketAddr) -> Relay {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let blackhole = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hole = blackhole.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            let hole = hole.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if !hole.load(Relaxed) && cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Relay { addr, blackhole }
+}
+
+/// The one case in which a span is stored by two backends: a backend
+/// stores a forwarded part but its acknowledgement never reaches the
+/// router (here a relay swallows its answers), and the backend leaves the
+/// ring (its health checks stop answering) before the router's retry,
+/// which then goes to the trace's next owner. Nothing is lost (at least
+/// once); each of the first backend's traces ends up with that span in
+/// both stores. Separate SQLite stores show it; a shared PostgreSQL store
+/// absorbs it by its key, a shared ClickHouse store keeps a second row
+/// until a merge (docs/scaling.md, "Guarantees").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_and_a_ring_change_store_a_span_on_two_backends() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<Spec> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).expect("dir");
+            Spec::new(&d, &d, Sink::Sqlite, "")
+        })
+        .collect();
+    let mut procs = Vec::new();
+    for s in &specs {
+        let mut p = s.spawn();
+        p.wait_ready(Duration::from_secs(20)).await;
+        procs.push(p);
+    }
+    let grpc = relay(specs[0].otlp_grpc).await;
+    let health = relay(specs[0].query).await;
+    let rdir = dir.path().join("router");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    let router = Spec::new(
+        &rdir,
+        &rdir,
+        Sink::Sqlite,
+        &format!(
+            "[route]\nbackends = [\"{}@{}\", \"{}@{}\"]\nhealth_interval_ms = 100\n\
+             health_timeout_ms = 200\nunhealthy_after = 3\nforward_timeout_ms = 1000\n",
+            grpc.addr,
+            health.addr.port(),
+            specs[1].otlp_grpc,
+            specs[1].query.port()
+        ),
+    );
+    let mut rp = router.spawn();
+    rp.wait_ready(Duration::from_secs(20)).await;
+    wait_metric(
+        router.query,
+        "ferrotrace_route_ring_size",
+        |n| n == 2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let traces: Vec<u32> = (1..=40).collect();
+    let mut c = client(router.otlp_grpc);
+    // Span 0 of every trace, answered normally: each trace has one owner.
+    c.export(request(&traces, 0)).await.expect("acknowledged");
+    let before = wait_stored(&specs, 40, Duration::from_secs(20)).await;
+    let on_a: BTreeSet<u32> = before[0].keys().map(|(t, _)| *t).collect();
+    assert!(!on_a.is_empty() && on_a.len() < 40, "both backends own traces");
+    // Backend a's answers are swallowed from now on; span 1 reaches it.
+    grpc.blackhole.store(true, Relaxed);
+    c.export(request(&traces, 1)).await.expect("acknowledged");
+    let has = |m: &BTreeMap<(u32, u32), usize>, t: u32| m.contains_key(&(t, 1));
+    let start = Instant::now();
+    loop {
+        let a = stored(&specs[0]).await;
+        if on_a.iter().all(|t| has(&a, *t)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "backend a did not store span 1 of its traces"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its acknowledgement never came; now its health checks go unanswered
+    // too: it leaves the ring, and the retry goes to each trace's next owner.
+    health.blackhole.store(true, Relaxed);
+    let start = Instant::now();
+    let (a, b) = loop {
+        let (a, b) = (stored(&specs[0]).await, stored(&specs[1]).await);
+        if on_a.iter().all(|t| has(&b, *t)) {
+            break (a, b);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the retry did not reach backend b; router failures: {:?}",
+            metric(router.query, "ferrotrace_route_forward_failures_total").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for t in &traces {
+        assert!(has(&a, *t) || has(&b, *t), "span 1 of trace {t} lost");
+    }
+    let twice: Vec<u32> = traces
+        .iter()
+        .copied()
+        .filter(|t| has(&a, *t) && has(&b, *t))
+        .collect();
+    println!(
+        "span 1 stored on both backends for {} of 40 traces (backend a owned {})",
+        twice.len(),
+        on_a.len()
+    );
+    assert_eq!(twice, on_a.iter().copied().collect::<Vec<_>>());
+    assert!(
+        a.values().chain(b.values()).all(|&n| n == 1),
+        "within one store every span is one row"
+    );
+    assert!(
+        metric(router.query, "ferrotrace_route_split_traces_total")
+            .await
+            .unwrap_or(0)
+            >= on_a.len() as u64,
+        "the moved traces are counted as split"
+    );
+    let _ = rp.sigterm(Duration::from_secs(10));
+    for mut p in procs {
+        let _ = p.sigterm(Duration::from_secs(10));
+    }
+}
