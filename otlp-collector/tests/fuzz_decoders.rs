@@ -764,7 +764,12 @@ fn assert_scan_matches(body: &[u8], limits: &LimitsConfig) -> Result<(), TestCas
             .collect();
         let got: Vec<&Span> = part.spans.iter().collect();
         // Debug is exact, NaN and -0.0 included.
-        prop_assert_eq!(format!("{got:?}"), format!("{mine:?}"), "body {}", hex(body));
+        prop_assert_eq!(
+            format!("{got:?}"),
+            format!("{mine:?}"),
+            "body {}",
+            hex(body)
+        );
     }
     Ok(())
 }

@@ -767,7 +767,9 @@ async fn a_router_forwards_protobuf_bytes_that_decode_as_the_clients_request() {
         trace_id: vec![1, 2, 3],
         ..req.resource_spans[0].scope_spans[0].spans[0].clone()
     };
-    req.resource_spans[0].scope_spans[0].spans.insert(1, invalid);
+    req.resource_spans[0].scope_spans[0]
+        .spans
+        .insert(1, invalid);
     req.resource_spans.push(other);
     let body = req.encode_to_vec();
     let want = decode(RecordFormat::OtlpProto, &body, &LimitsConfig::default()).expect("decodes");
@@ -778,7 +780,9 @@ async fn a_router_forwards_protobuf_bytes_that_decode_as_the_clients_request() {
         .await
         .expect("acknowledged")
         .into_inner();
-    let ps = answer.partial_success.expect("the invalid span is reported");
+    let ps = answer
+        .partial_success
+        .expect("the invalid span is reported");
     assert_eq!(ps.rejected_spans, 1);
     assert_eq!(ps.error_message, want.error_message());
 
@@ -793,7 +797,10 @@ async fn a_router_forwards_protobuf_bytes_that_decode_as_the_clients_request() {
         if n == 5 {
             break got;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{n} of 5 spans stored");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{n} of 5 spans stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut got: Vec<_> = stored.into_iter().flat_map(|(_, s)| s).collect();
@@ -999,7 +1006,10 @@ async fn a_lost_acknowledgement_and_a_ring_change_store_a_span_on_two_backends()
     c.export(request(&traces, 0)).await.expect("acknowledged");
     let before = wait_stored(&specs, 40, Duration::from_secs(20)).await;
     let on_a: BTreeSet<u32> = before[0].keys().map(|(t, _)| *t).collect();
-    assert!(!on_a.is_empty() && on_a.len() < 40, "both backends own traces");
+    assert!(
+        !on_a.is_empty() && on_a.len() < 40,
+        "both backends own traces"
+    );
     // Backend a's answers are swallowed from now on; span 1 reaches it.
     grpc.blackhole.store(true, Relaxed);
     c.export(request(&traces, 1)).await.expect("acknowledged");

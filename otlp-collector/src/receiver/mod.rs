@@ -366,9 +366,7 @@ impl Ingest {
         match self.wal.append(format, n as u32, payload).await {
             Ok(pos) => {
                 match admitted {
-                    Ok(reservation) => {
-                        reservation.push_with_wire(pos, decoded.spans, decoded.wire)
-                    }
+                    Ok(reservation) => reservation.push_with_wire(pos, decoded.spans, decoded.wire),
                     // The decoded spans are dropped here: the WAL holds them,
                     // and this request holds no more than its body now.
                     Err(admission) => {

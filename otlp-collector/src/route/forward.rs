@@ -295,7 +295,11 @@ impl Decoder for ResponseDecoder {
     ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
         ExportTraceServiceResponse::decode(src)
             .map(Some)
-            .map_err(|e| tonic::Status::internal(format!("the backend's answer is not an ExportTraceServiceResponse: {e}")))
+            .map_err(|e| {
+                tonic::Status::internal(format!(
+                    "the backend's answer is not an ExportTraceServiceResponse: {e}"
+                ))
+            })
     }
 }
 

@@ -129,7 +129,10 @@ impl BackendTls {
         tokio::time::timeout(timeout, connect).await.map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("TLS connection to {addr} not made within {} ms", timeout.as_millis()),
+                format!(
+                    "TLS connection to {addr} not made within {} ms",
+                    timeout.as_millis()
+                ),
             )
         })?
     }

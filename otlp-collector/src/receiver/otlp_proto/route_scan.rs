@@ -33,7 +33,7 @@ use prost::encoding::{decode_key, decode_varint, encode_varint, encoded_len_vari
 
 use super::{
     at, bytes_field, entity_ref, fixed32_field, fixed64_field, instrumentation_scope, key_value_at,
-    message, skip_field, span, status, str_field, varint_field, RECURSION_LIMIT, R, SPAN_FIELDS,
+    message, skip_field, span, status, str_field, varint_field, R, RECURSION_LIMIT, SPAN_FIELDS,
 };
 use crate::model::{SpanId, TraceId};
 use crate::receiver::convert::{
@@ -86,8 +86,7 @@ impl WireRequest {
                 + self.group_fields.capacity()
                 + self.scope_fields.capacity())
                 * std::mem::size_of::<Range<usize>>()
-            + self.scopes.capacity() * std::mem::size_of::<(usize, Range<usize>)>())
-            as u64
+            + self.scopes.capacity() * std::mem::size_of::<(usize, Range<usize>)>()) as u64
     }
 }
 
@@ -466,8 +465,8 @@ mod tests {
     use super::*;
     use crate::receiver::otlp_proto::decode;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
     use opentelemetry_proto::tonic::common::v1::KeyValue as PKeyValue;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
     use prost::Message;
@@ -592,7 +591,10 @@ mod tests {
             body.clone(), // 6 spans > 5
         ] {
             let want = decode(&bad, &limits).map(drop).unwrap_err().to_string();
-            let got = scan(Bytes::from(bad), &limits).map(drop).unwrap_err().to_string();
+            let got = scan(Bytes::from(bad), &limits)
+                .map(drop)
+                .unwrap_err()
+                .to_string();
             assert_eq!(got, want);
         }
     }
