@@ -105,12 +105,8 @@ impl Forwarder {
         }
         let sent = match grpc.ready().await {
             Ok(()) => {
-                grpc.unary(
-                    req,
-                    PathAndQuery::from_static(EXPORT_PATH),
-                    ForwardCodec::default(),
-                )
-                .await
+                grpc.unary(req, PathAndQuery::from_static(EXPORT_PATH), ForwardCodec)
+                    .await
             }
             Err(e) => Err(tonic::Status::unavailable(format!(
                 "cannot connect to the backend: {e}"

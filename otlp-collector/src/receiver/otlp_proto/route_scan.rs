@@ -274,7 +274,7 @@ impl<'a> Scanner<'a> {
         scope: usize,
         field_start: usize,
     ) -> R<()> {
-        let before: &'a [u8] = *buf;
+        let before: &'a [u8] = buf;
         let mut f = SpanIds::default();
         message(wt, buf, ctx, |tag, wt, buf, ctx| {
             let r = match tag {
