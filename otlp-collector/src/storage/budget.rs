@@ -22,6 +22,10 @@
 //!   specification asks ("if storage is full, drop oldest traces but
 //!   continue collecting").
 //!
+//! With a cold tier the store is a `TieredStore`, whose eviction copies the
+//! spans before the cutoff to the cold tier first (`cold::tiering::evict_moving`)
+//! and deletes them anyway when it cannot.
+//!
 //! A database server's disk is not the collector's: PostgreSQL and
 //! ClickHouse report their tables' size without a directory, so only an
 //! explicit budget applies to them (dropping whole day partitions) and

@@ -26,6 +26,13 @@ pub struct ColdStats {
     pub spans_written: AtomicU64,
     /// Spans that aged out of the hot store without going cold (policy).
     pub spans_not_kept: AtomicU64,
+    /// Spans that arrived already older than a running tiering pass's cutoff
+    /// and were written straight to the cold tier (policy applied).
+    pub late_spans: AtomicU64,
+    /// Spans a size or disk-full eviction copied cold before deleting them hot.
+    pub spans_moved_by_eviction: AtomicU64,
+    /// Size or disk-full evictions that deleted spans without the cold copy.
+    pub eviction_copy_failures: AtomicU64,
     /// Cold files deleted by age (`cold_days`).
     pub files_evicted: AtomicU64,
     /// Spans in those files.
@@ -34,6 +41,8 @@ pub struct ColdStats {
     pub lookups: AtomicU64,
     /// Searches that consulted the cold tier.
     pub searches: AtomicU64,
+    /// Files a search left unread because its page was settled early.
+    pub search_files_skipped: AtomicU64,
     /// Files whose rows a cold read opened (lookups and searches).
     pub files_opened: AtomicU64,
     /// File indexes (footer and trace-id bloom filters) fetched into the cache.
@@ -48,7 +57,7 @@ impl ColdStats {
     /// Appends the Prometheus text of these metrics.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &str, String); 18] = [
+        let rows: [(&str, &str, &str, String); 22] = [
             (
                 "ferrotrace_cold_files",
                 "gauge",
@@ -110,6 +119,24 @@ impl ColdStats {
                 self.spans_not_kept.load(Relaxed).to_string(),
             ),
             (
+                "ferrotrace_cold_late_spans_total",
+                "counter",
+                "Spans that arrived older than a running tiering pass's cutoff and went straight to the cold tier (before cold.policy).",
+                self.late_spans.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_spans_moved_by_eviction_total",
+                "counter",
+                "Spans a size or disk-full eviction copied to the cold tier before deleting them from the hot store.",
+                self.spans_moved_by_eviction.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_eviction_copy_failures_total",
+                "counter",
+                "Size or disk-full evictions that deleted the oldest spans without the cold copy (copy failed or a tiering pass held the tier); collection continues.",
+                self.eviction_copy_failures.load(Relaxed).to_string(),
+            ),
+            (
                 "ferrotrace_cold_evicted_files_total",
                 "counter",
                 "Cold files deleted by age (cold.cold_days).",
@@ -132,6 +159,12 @@ impl ColdStats {
                 "counter",
                 "Searches that consulted the cold tier.",
                 self.searches.load(Relaxed).to_string(),
+            ),
+            (
+                "ferrotrace_cold_search_files_skipped_total",
+                "counter",
+                "Cold files a search left unread because its page was already settled.",
+                self.search_files_skipped.load(Relaxed).to_string(),
             ),
             (
                 "ferrotrace_cold_files_opened_total",
