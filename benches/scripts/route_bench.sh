@@ -8,12 +8,17 @@
 # forwarded; idle CPU is measured first and reported.
 #
 #   cargo build --release -p ferrotrace-collector --bins
-#   benches/scripts/route_bench.sh [target/release] [rate spans/s] [seconds]
+#   benches/scripts/route_bench.sh [target/release] [rate spans/s] [seconds] [router [route] TOML]
+#
+# The fourth argument adds keys to the router's [route] section, e.g.
+# "reslice = false" (decode and re-encode instead of forwarding bytes).
 set -eu
 BIN=${1:-target/release}
 RATE=${2:-4000}
 SECS=${3:-30}
+ROUTE_TOML=${4:-}
 DIR=$(mktemp -d)
+printf '[route]\n%s\n' "$ROUTE_TOML" > "$DIR/router.toml"
 B_GRPC=127.0.0.1:24317 B_HTTP=127.0.0.1:26686
 R_GRPC=127.0.0.1:25317 R_HTTP=127.0.0.1:27686
 "$BIN/ferrotrace-collector" --data-dir "$DIR/b" --otlp-grpc-addr $B_GRPC --otlp-http-addr "" \
@@ -21,7 +26,7 @@ R_GRPC=127.0.0.1:25317 R_HTTP=127.0.0.1:27686
 BP=$!
 sleep 2
 "$BIN/ferrotrace-collector" --data-dir "$DIR/r" --otlp-grpc-addr $R_GRPC --otlp-http-addr "" \
-    --zipkin-addr "" --http-addr $R_HTTP --route-to "$B_GRPC@${B_HTTP#*:}" --log warn 2>"$DIR/r.log" &
+    --zipkin-addr "" --http-addr $R_HTTP --config "$DIR/router.toml" --route-to "$B_GRPC@${B_HTTP#*:}" --log warn 2>"$DIR/r.log" &
 RP=$!
 trap 'kill $RP $BP 2>/dev/null; rm -rf "$DIR"' EXIT
 sleep 3

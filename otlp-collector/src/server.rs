@@ -441,6 +441,7 @@ impl Collector {
         );
         if let Some(flag) = no_backend {
             ingest.set_no_downstream_flag(flag);
+            ingest.set_reslice(config.route.reslice);
         }
         let mut stages = if router {
             Stages::for_router(&config)

@@ -143,8 +143,10 @@ impl Deployment {
                     &format!(
                         "{node_toml}\
                          [route]\nbackends = [{}]\nhealth_interval_ms = 100\n\
-                         health_timeout_ms = 500\nunhealthy_after = 3\nforward_timeout_ms = 2000\n",
-                        list.join(", ")
+                         health_timeout_ms = 500\nunhealthy_after = 3\nforward_timeout_ms = 2000\n{}\n",
+                        list.join(", "),
+                        // More [route] keys for measurements (e.g. `reslice = false`).
+                        std::env::var("FERROTRACE_CAPACITY_ROUTE_TOML").unwrap_or_default()
                     ),
                 )
             })

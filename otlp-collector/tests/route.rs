@@ -695,3 +695,380 @@ async fn a_saturated_backend_makes_the_router_hold_and_push_back_then_drain() {
     let _ = rp.sigterm(Duration::from_secs(10));
     let _ = bp.sigterm(Duration::from_secs(10));
 }
+
+/// A router forwards OTLP protobuf as bytes (`route.reslice`, the default):
+/// what the backend stores is exactly what decoding the client's request
+/// gives (every field, resources and scopes included, for spans of two
+/// resources and three scopes), and the router answers an invalid span as
+/// a collector does (partial success with the decoder's reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_forwards_protobuf_bytes_that_decode_as_the_clients_request() {
+    use ferrotrace_collector::receiver::{decode, LimitsConfig, RecordFormat};
+    use opentelemetry_proto::tonic::trace::v1::Span as PSpan;
+    use prost::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("backend");
+    let rdir = dir.path().join("router");
+    std::fs::create_dir_all(&bdir).expect("dir");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    let backend = Spec::new(&bdir, &bdir, Sink::Sqlite, "");
+    let mut bp = backend.spawn();
+    bp.wait_ready(Duration::from_secs(20)).await;
+    let router = Spec::new(
+        &rdir,
+        &rdir,
+        Sink::Sqlite,
+        &format!(
+            "[route]\nbackends = [\"{}@{}\"]\nhealth_interval_ms = 100\n",
+            backend.otlp_grpc,
+            backend.query.port()
+        ),
+    );
+    let mut rp = router.spawn();
+    rp.wait_ready(Duration::from_secs(20)).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        - 60_000_000_000;
+    let at_now = |mut r: ExportTraceServiceRequest| {
+        for s in r
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            s.start_time_unix_nano = now + (s.start_time_unix_nano % 1_000_000);
+            s.end_time_unix_nano = now + (s.end_time_unix_nano % 1_000_000);
+            for e in &mut s.events {
+                e.time_unix_nano = now + 1;
+            }
+        }
+        r
+    };
+    let mut req = at_now(ingest_util::request_with(1, 3));
+    let second = at_now(ingest_util::request_with(2, 2));
+    let mut other = second.resource_spans[0].clone();
+    other.resource.as_mut().expect("resource").attributes[0]
+        .value
+        .as_mut()
+        .expect("value")
+        .value = Some(
+        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("svc-other".into()),
+    );
+    // A second scope in the first resource, holding one span of trace 2.
+    let mut scope2 = req.resource_spans[0].scope_spans[0].clone();
+    scope2.scope.as_mut().expect("scope").name = "scope-2".into();
+    scope2.spans = vec![other.scope_spans[0].spans.remove(1)];
+    req.resource_spans[0].scope_spans.push(scope2);
+    // An invalid span (a 3-byte trace id) among the valid ones.
+    let invalid = PSpan {
+        trace_id: vec![1, 2, 3],
+        ..req.resource_spans[0].scope_spans[0].spans[0].clone()
+    };
+    req.resource_spans[0].scope_spans[0]
+        .spans
+        .insert(1, invalid);
+    req.resource_spans.push(other);
+    let body = req.encode_to_vec();
+    let want = decode(RecordFormat::OtlpProto, &body, &LimitsConfig::default()).expect("decodes");
+    assert_eq!((want.spans.len(), want.rejected), (5, 1));
+
+    let answer = client(router.otlp_grpc)
+        .export(req)
+        .await
+        .expect("acknowledged")
+        .into_inner();
+    let ps = answer
+        .partial_success
+        .expect("the invalid span is reported");
+    assert_eq!(ps.rejected_spans, 1);
+    assert_eq!(ps.error_message, want.error_message());
+
+    let store = connecting::open(&backend.store_config()).expect("open the backend's store");
+    let start = Instant::now();
+    let stored = loop {
+        let got = store
+            .get_traces(&[trace_id(1), trace_id(2)], None)
+            .await
+            .expect("read");
+        let n: usize = got.iter().map(|(_, s)| s.len()).sum();
+        if n == 5 {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{n} of 5 spans stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut got: Vec<_> = stored.into_iter().flat_map(|(_, s)| s).collect();
+    let mut want = want.spans;
+    got.sort_by_key(|s| (s.trace_id, s.span_id));
+    want.sort_by_key(|s| (s.trace_id, s.span_id));
+    assert_eq!(got, want, "stored as the client's request decodes");
+    wait_metric(
+        router.query,
+        "ferrotrace_route_forwarded_spans_total",
+        |v| v == 5,
+        Duration::from_secs(5),
+    )
+    .await;
+    let _ = rp.sigterm(Duration::from_secs(10));
+    let _ = bp.sigterm(Duration::from_secs(10));
+}
+
+/// Router → backend TLS (`route.tls_ca_file`) with a bearer token: a
+/// backend serving TLS (a throwaway CA and certificate made with
+/// `openssl`) and requiring a token passes the router's health checks over
+/// HTTPS and receives every span over gRPC with TLS; a router trusting
+/// another CA never lets it into its ring (the handshake fails, counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_forwards_over_tls_and_refuses_a_backend_its_ca_did_not_sign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = support::certs::make(dir.path());
+    let bdir = dir.path().join("backend");
+    std::fs::create_dir_all(&bdir).expect("dir");
+    let backend = Spec::new(
+        &bdir,
+        &bdir,
+        Sink::Sqlite,
+        &format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             [auth]\nreceiver_tokens = [\"s3cret-token\"]\n",
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    );
+    let mut bp = backend.spawn();
+    let token = dir.path().join("backend.token");
+    std::fs::write(&token, "s3cret-token\n").expect("token");
+    let router_with = |name: &str, ca: &std::path::Path| {
+        let rdir = dir.path().join(name);
+        std::fs::create_dir_all(&rdir).expect("dir");
+        Spec::new(
+            &rdir,
+            &rdir,
+            Sink::Sqlite,
+            &format!(
+                "[route]\nbackends = [\"{}@{}\"]\nhealth_interval_ms = 100\n\
+                 token_file = \"{}\"\ntls_ca_file = \"{}\"\n",
+                backend.otlp_grpc,
+                backend.query.port(),
+                token.display(),
+                ca.display()
+            ),
+        )
+    };
+    let router = router_with("router", &certs.ca);
+    let mut rp = router.spawn();
+    // Ready only once the backend passed a health check, over HTTPS.
+    rp.wait_ready(Duration::from_secs(30)).await;
+    let traces: Vec<u32> = (1..=10).collect();
+    client(router.otlp_grpc)
+        .export(request(&traces, 0))
+        .await
+        .expect("acknowledged");
+    let start = Instant::now();
+    while stored(&backend).await.len() < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not forwarded over TLS; router failures: {:?}",
+            metric(router.query, "ferrotrace_route_forward_failures_total").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(router.query, "ferrotrace_route_forward_failures_total").await,
+        Some(0)
+    );
+
+    let wrong = router_with("router-other-ca", &certs.other_ca);
+    let mut wp = wrong.spawn();
+    wait_metric(
+        wrong.query,
+        "ferrotrace_route_health_check_failures_total",
+        |n| n >= 5,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        metric(wrong.query, "ferrotrace_route_ring_size").await,
+        Some(0),
+        "a backend whose certificate the router cannot verify stays out of the ring"
+    );
+    let _ = wp.sigterm(Duration::from_secs(10));
+    let _ = rp.sigterm(Duration::from_secs(10));
+    let _ = bp.sigterm(Duration::from_secs(10));
+}
+
+/// A TCP relay in front of a backend that can start swallowing everything
+/// the backend answers (`blackhole`), on open connections and new ones:
+/// the backend still receives and stores, its answers never arrive.
+struct Relay {
+    addr: SocketAddr,
+    blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn relay(upstream: SocketAddr) -> Relay {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let blackhole = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hole = blackhole.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            let hole = hole.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if !hole.load(Relaxed) && cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Relay { addr, blackhole }
+}
+
+/// The one case in which a span is stored by two backends: a backend
+/// stores a forwarded part but its acknowledgement never reaches the
+/// router (here a relay swallows its answers), and the backend leaves the
+/// ring (its health checks stop answering) before the router's retry,
+/// which then goes to the trace's next owner. Nothing is lost (at least
+/// once); each of the first backend's traces ends up with that span in
+/// both stores. Separate SQLite stores show it; a shared PostgreSQL store
+/// absorbs it by its key, a shared ClickHouse store keeps a second row
+/// until a merge (docs/scaling.md, "Guarantees").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_and_a_ring_change_store_a_span_on_two_backends() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<Spec> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).expect("dir");
+            Spec::new(&d, &d, Sink::Sqlite, "")
+        })
+        .collect();
+    let mut procs = Vec::new();
+    for s in &specs {
+        let mut p = s.spawn();
+        p.wait_ready(Duration::from_secs(20)).await;
+        procs.push(p);
+    }
+    let grpc = relay(specs[0].otlp_grpc).await;
+    let health = relay(specs[0].query).await;
+    let rdir = dir.path().join("router");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    let router = Spec::new(
+        &rdir,
+        &rdir,
+        Sink::Sqlite,
+        &format!(
+            "[route]\nbackends = [\"{}@{}\", \"{}@{}\"]\nhealth_interval_ms = 100\n\
+             health_timeout_ms = 200\nunhealthy_after = 3\nforward_timeout_ms = 1000\n",
+            grpc.addr,
+            health.addr.port(),
+            specs[1].otlp_grpc,
+            specs[1].query.port()
+        ),
+    );
+    let mut rp = router.spawn();
+    rp.wait_ready(Duration::from_secs(20)).await;
+    wait_metric(
+        router.query,
+        "ferrotrace_route_ring_size",
+        |n| n == 2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let traces: Vec<u32> = (1..=40).collect();
+    let mut c = client(router.otlp_grpc);
+    // Span 0 of every trace, answered normally: each trace has one owner.
+    c.export(request(&traces, 0)).await.expect("acknowledged");
+    let before = wait_stored(&specs, 40, Duration::from_secs(20)).await;
+    let on_a: BTreeSet<u32> = before[0].keys().map(|(t, _)| *t).collect();
+    assert!(
+        !on_a.is_empty() && on_a.len() < 40,
+        "both backends own traces"
+    );
+    // Backend a's answers are swallowed from now on; span 1 reaches it.
+    grpc.blackhole.store(true, Relaxed);
+    c.export(request(&traces, 1)).await.expect("acknowledged");
+    let has = |m: &BTreeMap<(u32, u32), usize>, t: u32| m.contains_key(&(t, 1));
+    let start = Instant::now();
+    loop {
+        let a = stored(&specs[0]).await;
+        if on_a.iter().all(|t| has(&a, *t)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "backend a did not store span 1 of its traces"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its acknowledgement never came; now its health checks go unanswered
+    // too: it leaves the ring, and the retry goes to each trace's next owner.
+    health.blackhole.store(true, Relaxed);
+    let start = Instant::now();
+    let (a, b) = loop {
+        let (a, b) = (stored(&specs[0]).await, stored(&specs[1]).await);
+        if on_a.iter().all(|t| has(&b, *t)) {
+            break (a, b);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the retry did not reach backend b; router failures: {:?}",
+            metric(router.query, "ferrotrace_route_forward_failures_total").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for t in &traces {
+        assert!(has(&a, *t) || has(&b, *t), "span 1 of trace {t} lost");
+    }
+    let twice: Vec<u32> = traces
+        .iter()
+        .copied()
+        .filter(|t| has(&a, *t) && has(&b, *t))
+        .collect();
+    println!(
+        "span 1 stored on both backends for {} of 40 traces (backend a owned {})",
+        twice.len(),
+        on_a.len()
+    );
+    assert_eq!(twice, on_a.iter().copied().collect::<Vec<_>>());
+    assert!(
+        a.values().chain(b.values()).all(|&n| n == 1),
+        "within one store every span is one row"
+    );
+    assert!(
+        metric(router.query, "ferrotrace_route_split_traces_total")
+            .await
+            .unwrap_or(0)
+            >= on_a.len() as u64,
+        "the moved traces are counted as split"
+    );
+    let _ = rp.sigterm(Duration::from_secs(10));
+    for mut p in procs {
+        let _ = p.sigterm(Duration::from_secs(10));
+    }
+}

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::model::Span;
+use crate::receiver::otlp_proto::route_scan::WireRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::connecting::StorageKind;
@@ -88,8 +91,24 @@ impl Default for BatcherConfig {
 pub struct SinkBatch {
     /// Spans to write.
     pub spans: Vec<Span>,
+    /// A router's requests forwarded as bytes (`QueueItem::wire`).
+    pub wire: Vec<Arc<WireRequest>>,
+    /// Spans in `wire`.
+    pub wire_spans: usize,
     /// `(segment, spans)` to release after the write commits.
     pub segments: Vec<(u64, u64)>,
+}
+
+impl SinkBatch {
+    /// Spans in the batch, built or on the wire.
+    pub fn len(&self) -> usize {
+        self.spans.len() + self.wire_spans
+    }
+
+    /// True when it holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Accumulates spans until `max_spans` or `max_delay` is reached.
@@ -121,6 +140,20 @@ impl Batcher {
         self.count(segment, 1);
     }
 
+    /// Adds a request whose spans are forwarded as bytes, from `segment`.
+    pub fn add_wire(&mut self, wire: Arc<WireRequest>, segment: u64) {
+        let n = wire.spans.len();
+        if n == 0 {
+            return;
+        }
+        if self.first_at.is_none() {
+            self.first_at = Some(Instant::now());
+        }
+        self.current.wire_spans += n;
+        self.current.wire.push(wire);
+        self.count(segment, n as u64);
+    }
+
     /// Accounts spans of `segment` without adding spans (used when a later stage
     /// will release them with this batch).
     fn count(&mut self, segment: u64, n: u64) {
@@ -132,7 +165,7 @@ impl Batcher {
 
     /// True when the batch is full or its oldest span has waited `max_delay`.
     pub fn ready(&self) -> bool {
-        self.current.spans.len() >= self.max_spans
+        self.current.len() >= self.max_spans
             || self.first_at.is_some_and(|t| t.elapsed() >= self.max_delay)
     }
 
@@ -144,7 +177,7 @@ impl Batcher {
 
     /// True when no span is waiting.
     pub fn is_empty(&self) -> bool {
-        self.current.spans.is_empty()
+        self.current.is_empty()
     }
 
     /// Takes the current batch.

@@ -13,6 +13,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use crate::metrics::Metrics;
 use crate::model::Span;
 use crate::pipeline::wal::WalPos;
+use crate::receiver::otlp_proto::route_scan::WireRequest;
 use serde::{Deserialize, Serialize};
 
 /// Queue bounds.
@@ -53,6 +54,9 @@ pub struct QueueItem {
     pub first_span: u64,
     /// The spans.
     pub spans: Vec<Span>,
+    /// On a router: an OTLP protobuf request whose spans were found on the
+    /// wire and are forwarded as bytes (`spans` is then empty).
+    pub wire: Option<Arc<WireRequest>>,
     /// Estimated in-memory bytes (what the reservation counted).
     pub bytes: u64,
     /// Spans the reservation counted (freed when the item is popped).
@@ -81,11 +85,18 @@ pub struct Reservation {
 
 impl Reservation {
     /// Pushes the batch, which sits at `pos` in the WAL, into the room reserved for it.
-    pub fn push(mut self, pos: WalPos, spans: Vec<Span>) {
+    pub fn push(self, pos: WalPos, spans: Vec<Span>) {
+        self.push_with_wire(pos, spans, None)
+    }
+
+    /// [`Reservation::push`] for a decoded request that may hold its spans
+    /// on the wire (`Decoded::wire`, a router's OTLP protobuf).
+    pub fn push_with_wire(mut self, pos: WalPos, spans: Vec<Span>, wire: Option<Arc<WireRequest>>) {
         let item = QueueItem {
             segment: pos.segment,
             first_span: pos.first_span,
             spans,
+            wire,
             bytes: self.bytes,
             reserved_spans: self.spans,
         };

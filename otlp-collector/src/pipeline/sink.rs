@@ -144,10 +144,10 @@ async fn write_span_batch(
     cfg: &BatcherConfig,
     batch: SinkBatch,
 ) {
-    let n = batch.spans.len() as u64;
+    let n = batch.len() as u64;
     let timeout = Some(Duration::from_millis(cfg.write_timeout_ms.max(1)));
     let ok = write_with_retry(cfg, metrics, health, "spans", timeout, || {
-        store.write_spans(&batch.spans)
+        store.write_spans_and_wire(&batch.spans, &batch.wire)
     })
     .await;
     if ok {

@@ -51,13 +51,20 @@ pub(super) fn run(
                 if let Ok(w) = written_rx.try_recv() {
                     stages.rollups.set_written(w);
                 }
-                stages.process(
-                    item.segment,
-                    item.first_span,
-                    item.spans,
-                    &mut kept,
-                    &mut released,
-                )
+                // A router's request forwarded as bytes runs through no
+                // stage (a router has none) and goes to the batch as it is.
+                if let Some(w) = item.wire {
+                    batcher.add_wire(w, item.segment);
+                }
+                if !item.spans.is_empty() {
+                    stages.process(
+                        item.segment,
+                        item.first_span,
+                        item.spans,
+                        &mut kept,
+                        &mut released,
+                    )
+                }
             }
             None if stop.load(Relaxed) && queue.is_empty() => stopping = true,
             None => {}

@@ -58,9 +58,22 @@ pub struct Decoded {
     pub values_truncated: u64,
     /// Attribute values cut at [`MAX_ANY_VALUE_DEPTH`].
     pub depth_truncated: u64,
+    /// A router's OTLP protobuf request as scanned on the wire
+    /// (`otlp_proto::route_scan`): its valid spans are here, not in `spans`.
+    pub wire: Option<std::sync::Arc<super::otlp_proto::route_scan::WireRequest>>,
 }
 
 impl Decoded {
+    /// Valid spans, built or on the wire.
+    pub fn len(&self) -> usize {
+        self.spans.len() + self.wire.as_ref().map_or(0, |w| w.spans.len())
+    }
+
+    /// True when no span is valid.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Records one rejected span.
     pub fn reject(&mut self, why: String) {
         self.rejected += 1;

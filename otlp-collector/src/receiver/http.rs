@@ -303,7 +303,7 @@ async fn otlp_traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let decoded = match decode(format, &data, &ing.limits) {
+    let decoded = match ing.decode(format, &data) {
         Ok(d) => d,
         Err(e) => return decode_error(&ing, source, enc, e),
     };

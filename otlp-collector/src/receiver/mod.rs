@@ -32,7 +32,7 @@ use crate::metrics::{Metrics, Source};
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
 use crate::pipeline::wal_only::WalOnly;
-use convert::Decoded;
+use convert::{DecodeError, Decoded};
 pub use decoding::{
     decode, decode_reserve, DECODE_RESERVE_JAEGER_COMPACT, DECODE_RESERVE_JAEGER_PROTO,
     DECODE_RESERVE_JAEGER_THRIFT, DECODE_RESERVE_JSON, DECODE_RESERVE_PROTO, DECODE_RESERVE_ZIPKIN,
@@ -85,6 +85,9 @@ pub struct Ingest {
     /// WAL is then refused with 503 / UNAVAILABLE, not 429: nothing drains
     /// it until a backend is back.
     no_downstream: std::sync::OnceLock<Arc<AtomicBool>>,
+    /// On a router with `route.reslice`: OTLP protobuf requests are scanned
+    /// on the wire and forwarded as bytes, never built into spans.
+    reslice: AtomicBool,
 }
 
 impl Ingest {
@@ -114,7 +117,24 @@ impl Ingest {
             tokens,
             accepting: AtomicBool::new(true),
             no_downstream: std::sync::OnceLock::new(),
+            reslice: AtomicBool::new(false),
         })
+    }
+
+    /// Makes [`Ingest::decode`] scan OTLP protobuf on the wire (a router
+    /// with `route.reslice`).
+    pub fn set_reslice(&self, on: bool) {
+        self.reslice.store(on, Relaxed);
+    }
+
+    /// Decodes a received body under the receivers' limits: on a router
+    /// that re-slices, OTLP protobuf is only scanned
+    /// (`otlp_proto::route_scan`), with the same errors and rejections.
+    pub fn decode(&self, format: RecordFormat, body: &Bytes) -> Result<Decoded, DecodeError> {
+        if format == RecordFormat::OtlpProto && self.reslice.load(Relaxed) {
+            return otlp_proto::route_scan::scan(body.clone(), &self.limits);
+        }
+        decode(format, body, &self.limits)
     }
 
     /// Makes refusals for a full queue or WAL answer 503 / UNAVAILABLE while
@@ -230,7 +250,7 @@ impl Ingest {
             r.settle(decoded.bytes);
         }
         let m = self.metrics.source(source);
-        let n = decoded.spans.len() as u64;
+        let n = decoded.len() as u64;
         m.received.fetch_add(n + decoded.rejected, Relaxed);
         m.rejected.fetch_add(decoded.rejected, Relaxed);
         self.metrics.dropped.add("invalid", decoded.rejected);
@@ -286,12 +306,13 @@ impl Ingest {
         match self.wal.append(format, n as u32, payload).await {
             Ok(pos) => {
                 match admitted {
-                    Ok(reservation) => reservation.push(pos, decoded.spans),
+                    Ok(reservation) => reservation.push_with_wire(pos, decoded.spans, decoded.wire),
                     // The decoded spans are dropped here: the WAL holds them,
                     // and this request holds no more than its body now.
                     Err(admission) => {
                         admission.push(pos, n);
                         drop(decoded.spans);
+                        drop(decoded.wire);
                         if let Some(r) = reserve {
                             r.settle(0);
                         }

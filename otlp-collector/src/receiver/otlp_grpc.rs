@@ -21,7 +21,7 @@ use super::body::DecodeReserve;
 use super::convert::DecodeError;
 use super::grpc_unary::{serve_unary, status_with_details, unimplemented};
 use super::rpc_status::code;
-use super::{decode, Ingest, SubmitError};
+use super::{Ingest, SubmitError};
 use crate::metrics::Source;
 use crate::receiver::format::RecordFormat;
 use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
@@ -69,7 +69,7 @@ async fn export(
     // Authentication was checked before the body was read (read_limited_frame).
     let reserve = req.extensions().get::<DecodeReserve>().cloned();
     let body = req.into_inner();
-    let decoded = match decode(RecordFormat::OtlpProto, &body, &ing.limits) {
+    let decoded = match ing.decode(RecordFormat::OtlpProto, &body) {
         Ok(d) => d,
         Err(e) => {
             ing.bad_request(source, "invalid_argument");

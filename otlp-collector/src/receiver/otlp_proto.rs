@@ -23,6 +23,8 @@
 //! spans are kept pending until their `ResourceSpans` message ends and then
 //! completed with the service name, resource attributes and scope.
 
+pub mod route_scan;
+
 use prost::bytes::Buf;
 use prost::encoding::{check_wire_type, decode_key, decode_varint, DecodeContext, WireType};
 use prost::DecodeError;

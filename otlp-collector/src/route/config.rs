@@ -50,6 +50,21 @@ pub struct RouteConfig {
     /// bearer token sent to the backends (`authorization: Bearer ...`), for
     /// backends with `[auth] receiver_tokens`. Never logged.
     pub token_file: Option<std::path::PathBuf>,
+    /// OTLP protobuf requests (gRPC and HTTP) are forwarded without being
+    /// decoded into spans: the router scans them for each span's trace id
+    /// (with the decoder's checks and rejections) and copies each span's
+    /// bytes, with its resource and scope, into the request for its
+    /// backend. `false` decodes and re-encodes them like every other
+    /// protocol (which is always done for OTLP/JSON, Zipkin, Jaeger and
+    /// WAL replay).
+    pub reslice: bool,
+    /// PEM file with the CA certificate(s) that signed the backends'
+    /// certificates: forwarding and health checks then use TLS (the
+    /// backends serve it with `[tls]`). Unset: plain TCP.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The name checked in every backend's certificate; empty: the host of
+    /// each backend's address.
+    pub tls_server_name: String,
 }
 
 impl Default for RouteConfig {
@@ -67,6 +82,9 @@ impl Default for RouteConfig {
             recent_traces: 100_000,
             acked_spans: 100_000,
             token_file: None,
+            reslice: true,
+            tls_ca_file: None,
+            tls_server_name: String::new(),
         }
     }
 }

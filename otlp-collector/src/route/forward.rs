@@ -10,14 +10,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::{BufMut, Bytes};
+use http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use parking_lot::Mutex;
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 
 use super::encode;
 use super::membership::{Member, Membership};
 use super::recent::{Acked, TraceOwners};
 use crate::metrics::{RouteMetrics, ROUTE_LABEL_SEP};
-use crate::model::Span;
+use crate::model::{Span, SpanId, TraceId};
+use crate::receiver::otlp_grpc::EXPORT_PATH;
+use crate::receiver::otlp_proto::route_scan::{reslice, WireRequest};
 use crate::rollup::{RollupBatch, RollupOrigin};
 use crate::storage::{SpanWriter, StorageError, StorageResult};
 
@@ -85,15 +92,27 @@ impl Forwarder {
         })
     }
 
-    /// Exports one request to `m`; the number of spans it rejected as invalid.
-    async fn send(&self, m: &Member, spans: &[&Span]) -> Result<u64, StorageError> {
-        let req = encode::request(spans);
-        let mut client = m.client.clone();
-        let mut req = tonic::Request::new(req);
+    /// Exports one request (`body`, an encoded `ExportTraceServiceRequest`)
+    /// to `m`; the number of spans it rejected as invalid.
+    async fn send(&self, m: &Member, body: Vec<u8>) -> Result<u64, StorageError> {
+        let mut grpc = tonic::client::Grpc::new(m.channel.clone())
+            // The backend's own receiver limit applies; this only lifts tonic's 4 MiB default.
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let mut req = tonic::Request::new(Bytes::from(body));
         if let Some(a) = &self.authorization {
             req.metadata_mut().insert("authorization", a.clone());
         }
-        match client.export(req).await {
+        let sent = match grpc.ready().await {
+            Ok(()) => {
+                grpc.unary(req, PathAndQuery::from_static(EXPORT_PATH), ForwardCodec)
+                    .await
+            }
+            Err(e) => Err(tonic::Status::unavailable(format!(
+                "cannot connect to the backend: {e}"
+            ))),
+        };
+        match sent {
             Ok(r) => Ok(r
                 .into_inner()
                 .partial_success
@@ -106,6 +125,190 @@ impl Forwarder {
                 Err(classify(&m.addr.grpc, &s))
             }
         }
+    }
+
+    /// Forwards `spans` and the spans of `wire` to the backends owning
+    /// their traces, succeeding only when every part was acknowledged.
+    async fn forward(&self, spans: &[Span], wire: &[Arc<WireRequest>]) -> StorageResult<()> {
+        let ring = self.membership.ring();
+        if ring.members.is_empty() {
+            return Err(StorageError::Unavailable(
+                "no backend is in the ring; spans wait in the router's write-ahead log".into(),
+            ));
+        }
+        let all = spans.iter().map(Item::Built).chain(
+            wire.iter()
+                .flat_map(|w| (0..w.spans.len()).map(move |i| Item::Wire(w.as_ref(), i))),
+        );
+        // Group by owner, skipping what a backend already acknowledged in an
+        // earlier attempt of this batch.
+        let mut groups: Vec<Vec<Item<'_>>> = vec![Vec::new(); ring.members.len()];
+        {
+            let acked = self.acked.lock();
+            for item in all.clone() {
+                let ids = item.ids();
+                if !acked.is_empty() && acked.contains(&ids) {
+                    continue;
+                }
+                if let Some(i) = ring.owner(&ids.0) {
+                    groups[i].push(item);
+                }
+            }
+        }
+        let parts: Vec<(usize, &[Item<'_>])> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.chunks(self.max_spans_per_request).map(move |c| (i, c)))
+            .collect();
+        let results = futures_util::future::join_all(
+            parts
+                .iter()
+                .map(|(i, chunk)| self.send(&ring.members[*i], encode_items(chunk))),
+        )
+        .await;
+        let failed = results.iter().any(Result::is_err);
+        let mut first_err = None;
+        let mut splits = 0u64;
+        {
+            let mut owners = self.owners.lock();
+            let mut acked = self.acked.lock();
+            for ((i, chunk), r) in parts.iter().zip(results) {
+                let m = &ring.members[*i];
+                match r {
+                    Ok(rejected) => {
+                        self.metrics.forwarded.add(
+                            &m.addr.grpc,
+                            chunk.len() as u64 - rejected.min(chunk.len() as u64),
+                        );
+                        self.metrics.rejected.add(&m.addr.grpc, rejected);
+                        let mut last = None;
+                        for item in chunk.iter() {
+                            let (trace, span) = item.ids();
+                            if last != Some(trace) {
+                                last = Some(trace);
+                                splits += u64::from(owners.record(trace, m.seed));
+                            }
+                            if failed {
+                                acked.insert((trace, span));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if !failed && !acked.is_empty() {
+                // The batch is done: nothing of it will be retried.
+                for item in all {
+                    acked.forget(&item.ids());
+                }
+            }
+            let forgotten = std::mem::take(&mut acked.evicted);
+            self.metrics.acked_forgotten.fetch_add(forgotten, Relaxed);
+        }
+        self.metrics.split_traces.fetch_add(splits, Relaxed);
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// One span to forward: built into the model (other protocols, WAL
+/// replay), or found on the wire in an OTLP protobuf request.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Built(&'a Span),
+    Wire(&'a WireRequest, usize),
+}
+
+impl Item<'_> {
+    fn ids(&self) -> (TraceId, SpanId) {
+        match self {
+            Item::Built(s) => (s.trace_id, s.span_id),
+            Item::Wire(w, i) => (w.spans[*i].trace_id, w.spans[*i].span_id),
+        }
+    }
+}
+
+/// One `ExportTraceServiceRequest` holding `items`: built spans encoded,
+/// wire spans copied with their framing. Two encoded requests
+/// concatenated are one request with both lists of `resource_spans`
+/// (protobuf merges repeated fields), so the two parts are simply appended.
+fn encode_items(items: &[Item<'_>]) -> Vec<u8> {
+    let built: Vec<&Span> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Built(s) => Some(*s),
+            Item::Wire(..) => None,
+        })
+        .collect();
+    let on_wire: Vec<(&WireRequest, usize)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Wire(w, s) => Some((*w, *s)),
+            Item::Built(_) => None,
+        })
+        .collect();
+    let mut out = if built.is_empty() {
+        Vec::new()
+    } else {
+        encode::request(&built).encode_to_vec()
+    };
+    reslice(&on_wire, &mut out);
+    out
+}
+
+/// The client codec of a forward: the request goes as the bytes it is, the
+/// answer is decoded as an `ExportTraceServiceResponse`.
+#[derive(Debug, Default)]
+struct ForwardCodec;
+
+/// Encoder half of [`ForwardCodec`].
+#[derive(Debug, Default)]
+struct BytesEncoder;
+
+/// Decoder half of [`ForwardCodec`].
+#[derive(Debug, Default)]
+struct ResponseDecoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| {
+                tonic::Status::internal(format!(
+                    "the backend's answer is not an ExportTraceServiceResponse: {e}"
+                ))
+            })
+    }
+}
+
+impl Codec for ForwardCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = BytesEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
     }
 }
 
@@ -128,82 +331,15 @@ impl SpanWriter for Forwarder {
     }
 
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
-        let ring = self.membership.ring();
-        if ring.members.is_empty() {
-            return Err(StorageError::Unavailable(
-                "no backend is in the ring; spans wait in the router's write-ahead log".into(),
-            ));
-        }
-        // Group by owner, skipping what a backend already acknowledged in an
-        // earlier attempt of this batch.
-        let mut groups: Vec<Vec<&Span>> = vec![Vec::new(); ring.members.len()];
-        {
-            let acked = self.acked.lock();
-            for s in spans {
-                if !acked.is_empty() && acked.contains(&(s.trace_id, s.span_id)) {
-                    continue;
-                }
-                if let Some(i) = ring.owner(&s.trace_id) {
-                    groups[i].push(s);
-                }
-            }
-        }
-        let parts: Vec<(usize, &[&Span])> = groups
-            .iter()
-            .enumerate()
-            .flat_map(|(i, g)| g.chunks(self.max_spans_per_request).map(move |c| (i, c)))
-            .collect();
-        let results = futures_util::future::join_all(
-            parts
-                .iter()
-                .map(|(i, chunk)| self.send(&ring.members[*i], chunk)),
-        )
-        .await;
-        let failed = results.iter().any(Result::is_err);
-        let mut first_err = None;
-        let mut splits = 0u64;
-        {
-            let mut owners = self.owners.lock();
-            let mut acked = self.acked.lock();
-            for ((i, chunk), r) in parts.iter().zip(results) {
-                let m = &ring.members[*i];
-                match r {
-                    Ok(rejected) => {
-                        self.metrics.forwarded.add(
-                            &m.addr.grpc,
-                            chunk.len() as u64 - rejected.min(chunk.len() as u64),
-                        );
-                        self.metrics.rejected.add(&m.addr.grpc, rejected);
-                        let mut last = None;
-                        for s in chunk.iter() {
-                            if last != Some(s.trace_id) {
-                                last = Some(s.trace_id);
-                                splits += u64::from(owners.record(s.trace_id, m.seed));
-                            }
-                            if failed {
-                                acked.insert((s.trace_id, s.span_id));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            if !failed && !acked.is_empty() {
-                // The batch is done: nothing of it will be retried.
-                for s in spans {
-                    acked.forget(&(s.trace_id, s.span_id));
-                }
-            }
-            let forgotten = std::mem::take(&mut acked.evicted);
-            self.metrics.acked_forgotten.fetch_add(forgotten, Relaxed);
-        }
-        self.metrics.split_traces.fetch_add(splits, Relaxed);
-        match first_err {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        self.forward(spans, &[]).await
+    }
+
+    async fn write_spans_and_wire(
+        &self,
+        spans: &[Span],
+        wire: &[Arc<WireRequest>],
+    ) -> StorageResult<()> {
+        self.forward(spans, wire).await
     }
 
     /// A router keeps no rollups: its pipeline computes none (the backends

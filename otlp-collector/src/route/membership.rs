@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::{split_host_port, BackendAddr, RouteConfig, RouteConfigError};
 use super::ring;
+use super::tls::BackendTls;
 use crate::metrics::RouteMetrics;
 
 /// One backend collector.
@@ -27,8 +27,9 @@ pub struct Member {
     pub addr: BackendAddr,
     /// Its rendezvous seed (from the name).
     pub seed: u64,
-    /// The OTLP/gRPC client (one HTTP/2 connection, made lazily and again after a failure).
-    pub client: TraceServiceClient<Channel>,
+    /// Its OTLP/gRPC channel (one HTTP/2 connection, made lazily and again
+    /// after a failure); the forwarder sends request bytes over it.
+    pub channel: Channel,
     failures: AtomicU32,
     healthy: AtomicBool,
     /// Found through `route.dns_name` (dropped when no longer resolved).
@@ -49,6 +50,7 @@ impl Member {
         addr: BackendAddr,
         cfg: &RouteConfig,
         from_dns: bool,
+        tls: Option<&BackendTls>,
     ) -> Result<Member, RouteConfigError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", addr.grpc))
             .map_err(|e| RouteConfigError(format!("route backend {:?}: {e}", addr.grpc)))?
@@ -57,10 +59,21 @@ impl Member {
             .tcp_nodelay(true);
         Ok(Member {
             seed: ring::seed(&addr.grpc),
-            client: TraceServiceClient::new(endpoint.connect_lazy())
-                // The backend's own receiver limit applies; this only lifts tonic's 4 MiB default.
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
+            channel: match tls {
+                None => endpoint.connect_lazy(),
+                Some(tls) => {
+                    let (tls, grpc) = (tls.clone(), addr.grpc.clone());
+                    let timeout = Duration::from_millis(cfg.forward_timeout_ms);
+                    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                        let (tls, grpc) = (tls.clone(), grpc.clone());
+                        async move {
+                            tls.connect(&grpc, true, timeout)
+                                .await
+                                .map(hyper_util::rt::TokioIo::new)
+                        }
+                    }))
+                }
+            },
             failures: AtomicU32::new(0),
             healthy: AtomicBool::new(false),
             addr,
@@ -101,6 +114,8 @@ pub struct Membership {
         hyper_util::client::legacy::connect::HttpConnector,
         Empty<Bytes>,
     >,
+    /// TLS to the backends (`route.tls_ca_file`), for members found later too.
+    tls: Option<BackendTls>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -117,6 +132,7 @@ impl Membership {
     pub fn check(cfg: &RouteConfig) -> Result<(), RouteConfigError> {
         cfg.validate()?;
         cfg.token()?;
+        BackendTls::from_config(cfg)?;
         for addr in cfg.static_backends()? {
             Endpoint::from_shared(format!("http://{}", addr.grpc))
                 .map_err(|e| RouteConfigError(format!("route backend {:?}: {e}", addr.grpc)))?;
@@ -129,9 +145,13 @@ impl Membership {
         cfg: &RouteConfig,
         metrics: Arc<RouteMetrics>,
     ) -> Result<Membership, RouteConfigError> {
+        let tls = BackendTls::from_config(cfg)?;
         let mut all = BTreeMap::new();
         for addr in cfg.static_backends()? {
-            all.insert(addr.grpc.clone(), Arc::new(Member::new(addr, cfg, false)?));
+            all.insert(
+                addr.grpc.clone(),
+                Arc::new(Member::new(addr, cfg, false, tls.as_ref())?),
+            );
         }
         if all.is_empty() && cfg.dns_name.is_empty() {
             return Err(RouteConfigError(
@@ -152,6 +172,7 @@ impl Membership {
             metrics,
             no_backend: Arc::new(AtomicBool::new(true)),
             http,
+            tls,
         };
         m.publish();
         Ok(m)
@@ -182,6 +203,9 @@ impl Membership {
     }
 
     async fn probe(&self, m: &Member) -> Result<(), String> {
+        if let Some(tls) = &self.tls {
+            return self.probe_tls(tls, m).await;
+        }
         let uri = format!("http://{}/readyz", m.addr.health);
         let req = http::Request::get(&uri)
             .body(Empty::<Bytes>::new())
@@ -192,6 +216,41 @@ impl Membership {
             Ok(Err(e)) => Err(format!("{uri}: {e}")),
             Ok(Ok(r)) if r.status().is_success() => Ok(()),
             Ok(Ok(r)) => Err(format!("{uri} answered {}", r.status())),
+        }
+    }
+
+    /// [`Membership::probe`] over TLS: one connection per check (a check
+    /// a second per backend; no pool to keep).
+    async fn probe_tls(&self, tls: &BackendTls, m: &Member) -> Result<(), String> {
+        let uri = format!("https://{}/readyz", m.addr.health);
+        let t = Duration::from_millis(self.cfg.health_timeout_ms);
+        let check = async {
+            let stream = tls
+                .connect(&m.addr.health, false, t)
+                .await
+                .map_err(|e| format!("{uri}: {e}"))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("{uri}: {e}"))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = http::Request::get("/readyz")
+                .header(http::header::HOST, &m.addr.health)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            sender
+                .send_request(req)
+                .await
+                .map(|r| r.status())
+                .map_err(|e| format!("{uri}: {e}"))
+        };
+        match tokio::time::timeout(t, check).await {
+            Err(_) => Err(format!("{uri} did not answer within {} ms", t.as_millis())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(s)) if s.is_success() => Ok(()),
+            Ok(Ok(s)) => Err(format!("{uri} answered {s}")),
         }
     }
 
@@ -265,7 +324,7 @@ impl Membership {
                 if all.contains_key(&name) {
                     continue;
                 }
-                match Member::new(addr, &self.cfg, true) {
+                match Member::new(addr, &self.cfg, true, self.tls.as_ref()) {
                     Ok(m) => {
                         tracing::info!(backend = %name, "backend found through route.dns_name");
                         all.insert(name, Arc::new(m));

@@ -10,7 +10,8 @@
 //! - [`forward`]: the forwarding sink (a `SpanWriter`), so the pipeline's
 //!   WAL, retry and release machinery gives at-least-once forwarding;
 //! - [`encode`]: spans back to an OTLP request;
-//! - [`recent`]: the bounded memories of acknowledged spans and trace owners.
+//! - [`recent`]: the bounded memories of acknowledged spans and trace owners;
+//! - [`tls`]: TLS to the backends (`route.tls_ca_file`).
 //!
 //! A router runs no pipeline stages: sampling, enrichment, redaction and
 //! rollups happen on the backends, which see whole traces and every span
@@ -22,6 +23,7 @@ pub mod forward;
 pub mod membership;
 pub mod recent;
 pub mod ring;
+pub mod tls;
 
 pub use config::{RouteConfig, RouteConfigError};
 

@@ -52,6 +52,25 @@ pub trait SpanWriter: Send + Sync + 'static {
     /// Writes a batch of spans durably; idempotent on `(trace_id, span_id)`.
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()>;
 
+    /// Writes `spans` and the spans of `wire`, requests a router scanned
+    /// but never built into spans (`receiver::otlp_proto::route_scan`).
+    /// Only the router's forwarder takes wire requests; every other sink
+    /// writes `spans` and refuses them (they never reach it).
+    async fn write_spans_and_wire(
+        &self,
+        spans: &[Span],
+        wire: &[std::sync::Arc<crate::receiver::otlp_proto::route_scan::WireRequest>],
+    ) -> StorageResult<()> {
+        if !wire.is_empty() {
+            return Err(StorageError::Backend(format!(
+                "the {} sink cannot store OTLP requests that were not decoded \
+                 (route.reslice is for routers only)",
+                self.name()
+            )));
+        }
+        self.write_spans(spans).await
+    }
+
     /// Merges per-minute rollups into the stored ones (counts add, sketches
     /// merge), and stores the batch's `origins` (the WAL spans it accounts
     /// for, under `wal_instance`) in the same transaction where the database

@@ -1,0 +1,630 @@
+//! The router's reading of OTLP/protobuf trace requests (issue 13, "the
+//! router must be cheap"): every span's trace id, span id and byte range,
+//! and the byte ranges of the resource and scope framing around it, found
+//! without building the span model; and [`reslice`], which writes a new
+//! `ExportTraceServiceRequest` from any subset of those spans by copying
+//! their bytes and the framing they sat in.
+//!
+//! Strictness is the ingest path's: [`scan`] walks every field with the
+//! same wire rules, UTF-8 checks, recursion limit and error text as
+//! [`super::decode`] (the same helper functions, checking without
+//! building), refuses the same bodies with the same message, enforces
+//! `max_spans_per_request`, and rejects the same spans with the same
+//! reasons. The cheap checks (ids, times, link ids) are made on the wire;
+//! a span that fails one, or whose wire size could put its decoded size
+//! over `limits.max_span_bytes`, is decoded with the full decoder and
+//! judged by `Decoded::push` itself, so the verdicts cannot drift apart.
+//! What it does not do is count truncations (attribute limits, depth cut):
+//! nothing is truncated here, the backend decodes the same bytes with the
+//! same limits and counts them. `tests/fuzz_decoders.rs`
+//! (`differential_route_scan`) holds scan + reslice to the full decoder.
+//!
+//! Copying is exact: a span's bytes are its whole `spans` field as sent
+//! (key, length and body), the framing is every other field of its
+//! `ScopeSpans` and `ResourceSpans` as sent (unknown ones included, in
+//! their order), so the backend decodes each span exactly as the router's
+//! full decoder would have.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use prost::bytes::Buf;
+use prost::encoding::{decode_key, decode_varint, encode_varint, encoded_len_varint, WireType};
+
+use super::{
+    at, bytes_field, entity_ref, fixed32_field, fixed64_field, instrumentation_scope, key_value_at,
+    message, skip_field, span, status, str_field, varint_field, R, RECURSION_LIMIT, SPAN_FIELDS,
+};
+use crate::model::{SpanId, TraceId};
+use crate::receiver::convert::{
+    convert_ids, DecodeError as RequestError, Decoded, MAX_TIMESTAMP_NS,
+};
+use crate::receiver::limits::LimitsConfig;
+
+/// The decoded size of a span is at most this many times its wire size
+/// (plus 128): the densest shape is an empty link, 2 wire bytes counted as
+/// 48 by `estimate_size`; an empty event is 2 bytes for 32, an empty
+/// attribute 2 bytes for 24. Spans whose wire size could exceed
+/// `max_span_bytes` this way are judged by the full decoder.
+const MAX_ESTIMATE_PER_WIRE_BYTE: usize = 24;
+
+/// A scanned request: the body and where its spans and framing are.
+#[derive(Debug, Clone)]
+pub struct WireRequest {
+    body: Bytes,
+    /// Each `ResourceSpans`: its range in `group_fields`.
+    groups: Vec<Range<usize>>,
+    /// Byte ranges of the non-`scope_spans` fields of every `ResourceSpans`.
+    group_fields: Vec<Range<usize>>,
+    /// Each `ScopeSpans`: its `ResourceSpans` and its range in `scope_fields`.
+    scopes: Vec<(usize, Range<usize>)>,
+    /// Byte ranges of the non-`spans` fields of every `ScopeSpans`.
+    scope_fields: Vec<Range<usize>>,
+    /// The valid spans, in request order.
+    pub spans: Vec<WireSpan>,
+}
+
+/// One valid span of a [`WireRequest`].
+#[derive(Debug, Clone)]
+pub struct WireSpan {
+    /// Its trace id (what the router routes by).
+    pub trace_id: TraceId,
+    /// Its span id.
+    pub span_id: SpanId,
+    /// Index of its `ScopeSpans` in the request.
+    scope: usize,
+    /// Its whole `spans` field in the body (key, length, message).
+    range: Range<usize>,
+}
+
+impl WireRequest {
+    /// Memory it holds (body, tables), charged to the queue.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.body.len()
+            + self.spans.capacity() * std::mem::size_of::<WireSpan>()
+            + (self.groups.capacity()
+                + self.group_fields.capacity()
+                + self.scope_fields.capacity())
+                * std::mem::size_of::<Range<usize>>()
+            + self.scopes.capacity() * std::mem::size_of::<(usize, Range<usize>)>()) as u64
+    }
+}
+
+/// Byte offset of `rest` (a tail of `body`) in `body`.
+fn offset(body: &[u8], rest: &[u8]) -> usize {
+    rest.as_ptr() as usize - body.as_ptr() as usize
+}
+
+/// Where the body of the length-delimited message at the front of `buf`
+/// starts (after its length prefix); `None` if the prefix is bad (the
+/// message walk then reports it).
+fn message_start(body: &[u8], buf: &[u8]) -> Option<usize> {
+    let mut b = buf;
+    decode_varint(&mut b).ok()?;
+    Some(offset(body, b))
+}
+
+/// Scans an OTLP protobuf trace request: the valid spans with their trace
+/// ids and byte ranges (in `Decoded::wire`), the invalid ones rejected
+/// with the full decoder's reasons, malformed bodies refused with its
+/// error. `Decoded::spans` stays empty: nothing is built.
+pub fn scan(body: Bytes, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
+    let mut s = Scanner {
+        body: &body,
+        limits,
+        count: 0,
+        out: Decoded::default(),
+        groups: Vec::new(),
+        group_fields: Vec::new(),
+        scopes: Vec::new(),
+        scope_fields: Vec::new(),
+        spans: Vec::new(),
+    };
+    let mut buf: &[u8] = &body;
+    let ctx = RECURSION_LIMIT;
+    let parsed: R<()> = (|| {
+        while buf.has_remaining() {
+            let (tag, wt) = decode_key(&mut buf)?;
+            match tag {
+                1 => s
+                    .resource_spans(wt, &mut buf, ctx)
+                    .map_err(|e| at(e, "ExportTraceServiceRequest", "resource_spans"))?,
+                _ => skip_field(wt, tag, &mut buf, ctx)?,
+            }
+        }
+        Ok(())
+    })();
+    parsed.map_err(|e| {
+        RequestError::Malformed(format!(
+            "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
+        ))
+    })?;
+    if s.count > limits.max_spans_per_request {
+        return Err(RequestError::TooManySpans {
+            count: s.count,
+            limit: limits.max_spans_per_request,
+        });
+    }
+    let Scanner {
+        mut out,
+        groups,
+        group_fields,
+        scopes,
+        scope_fields,
+        spans,
+        ..
+    } = s;
+    let wire = WireRequest {
+        body: body.clone(),
+        groups,
+        group_fields,
+        scopes,
+        scope_fields,
+        spans,
+    };
+    out.bytes = wire.heap_bytes();
+    out.wire = Some(std::sync::Arc::new(wire));
+    Ok(out)
+}
+
+struct Scanner<'a> {
+    body: &'a [u8],
+    limits: &'a LimitsConfig,
+    /// Spans seen (valid or not), for `max_spans_per_request`.
+    count: usize,
+    out: Decoded,
+    groups: Vec<Range<usize>>,
+    group_fields: Vec<Range<usize>>,
+    scopes: Vec<(usize, Range<usize>)>,
+    scope_fields: Vec<Range<usize>>,
+    spans: Vec<WireSpan>,
+}
+
+/// A span's fields as the scan finds them.
+#[derive(Default)]
+struct SpanIds<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    parent: &'a [u8],
+    start: u64,
+    end: u64,
+    bad_link: bool,
+}
+
+impl<'a> Scanner<'a> {
+    /// A `ResourceSpans`, walked as `super::resource_spans` walks it.
+    fn resource_spans(&mut self, wt: WireType, buf: &mut &'a [u8], ctx: u32) -> R<()> {
+        let body = self.body;
+        let group = self.groups.len();
+        let first_field = self.group_fields.len();
+        let mut field_start = message_start(body, buf).unwrap_or(0);
+        message(wt, buf, ctx, |tag, wt, buf, ctx| {
+            let r = match tag {
+                1 => message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+                    1 => key_value_at(wt, buf, ctx, 1, None, &mut 0)
+                        .map_err(|e| at(e, "Resource", "attributes")),
+                    2 => varint_field(wt, buf)
+                        .map(drop)
+                        .map_err(|e| at(e, "Resource", "dropped_attributes_count")),
+                    3 => entity_ref(wt, buf, ctx).map_err(|e| at(e, "Resource", "entity_refs")),
+                    _ => skip_field(wt, tag, buf, ctx),
+                })
+                .map_err(|e| at(e, "ResourceSpans", "resource")),
+                2 => self
+                    .scope_spans(wt, buf, ctx, group)
+                    .map_err(|e| at(e, "ResourceSpans", "scope_spans")),
+                3 => str_field(wt, buf)
+                    .map(drop)
+                    .map_err(|e| at(e, "ResourceSpans", "schema_url")),
+                _ => skip_field(wt, tag, buf, ctx),
+            };
+            r?;
+            let end = offset(body, buf);
+            if tag != 2 {
+                self.group_fields.push(field_start..end);
+            }
+            field_start = end;
+            Ok(())
+        })?;
+        self.groups.push(first_field..self.group_fields.len());
+        Ok(())
+    }
+
+    /// A `ScopeSpans`, walked as `super::scope_spans` walks it.
+    fn scope_spans(&mut self, wt: WireType, buf: &mut &'a [u8], ctx: u32, group: usize) -> R<()> {
+        let body = self.body;
+        let scope = self.scopes.len();
+        // Pushed first so that spans can name it; its field range is set at the end.
+        self.scopes.push((group, 0..0));
+        let first_field = self.scope_fields.len();
+        let mut field_start = message_start(body, buf).unwrap_or(0);
+        message(wt, buf, ctx, |tag, wt, buf, ctx| {
+            match tag {
+                1 => instrumentation_scope(wt, buf, ctx, &mut (String::new(), String::new()))
+                    .map_err(|e| at(e, "ScopeSpans", "scope"))?,
+                2 => {
+                    let index = self.count;
+                    self.count += 1;
+                    self.span(wt, buf, ctx, index, scope, field_start)
+                        .map_err(|e| at(e, "ScopeSpans", "spans"))?;
+                }
+                3 => str_field(wt, buf)
+                    .map(drop)
+                    .map_err(|e| at(e, "ScopeSpans", "schema_url"))?,
+                _ => skip_field(wt, tag, buf, ctx)?,
+            }
+            let end = offset(body, buf);
+            if tag != 2 {
+                self.scope_fields.push(field_start..end);
+            }
+            field_start = end;
+            Ok(())
+        })?;
+        self.scopes[scope].1 = first_field..self.scope_fields.len();
+        Ok(())
+    }
+
+    /// One span: checked on the wire, kept (its ids and range) or rejected.
+    fn span(
+        &mut self,
+        wt: WireType,
+        buf: &mut &'a [u8],
+        ctx: u32,
+        index: usize,
+        scope: usize,
+        field_start: usize,
+    ) -> R<()> {
+        let before: &'a [u8] = buf;
+        let mut f = SpanIds::default();
+        message(wt, buf, ctx, |tag, wt, buf, ctx| {
+            let r = match tag {
+                1 => bytes_field(wt, buf).map(|b| f.trace_id = b),
+                2 => bytes_field(wt, buf).map(|b| f.span_id = b),
+                3 | 5 => str_field(wt, buf).map(drop),
+                4 => bytes_field(wt, buf).map(|b| f.parent = b),
+                6 | 10 | 12 | 14 => varint_field(wt, buf).map(drop),
+                7 => fixed64_field(wt, buf).map(|v| f.start = v),
+                8 => fixed64_field(wt, buf).map(|v| f.end = v),
+                9 => key_value_at(wt, buf, ctx, 1, None, &mut 0),
+                11 => event(wt, buf, ctx),
+                13 => link(wt, buf, ctx, &mut f.bad_link),
+                15 => status(wt, buf, ctx, &mut 0, &mut String::new()),
+                16 => fixed32_field(wt, buf).map(drop),
+                _ => return skip_field(wt, tag, buf, ctx),
+            };
+            r.map_err(|e| at(e, "Span", SPAN_FIELDS[tag as usize - 1]))
+        })?;
+        let end = offset(self.body, buf);
+        let ids = convert_ids(index, f.trace_id, f.span_id, f.parent);
+        let wire_len = end - offset(self.body, before);
+        let plain = ids.is_ok()
+            && !f.bad_link
+            && f.start != 0
+            && f.end <= MAX_TIMESTAMP_NS
+            && f.end >= f.start
+            && 128 + wire_len.saturating_mul(MAX_ESTIMATE_PER_WIRE_BYTE)
+                <= self.limits.max_span_bytes;
+        if !plain && !self.judge(wt, before, ctx, index)? {
+            return Ok(());
+        }
+        let (trace_id, span_id) = match ids {
+            Ok((t, s, _)) => (t, s),
+            // The full decoder rejects bad ids first, so this is not reached.
+            Err(why) => {
+                self.out.reject(why);
+                return Ok(());
+            }
+        };
+        self.spans.push(WireSpan {
+            trace_id,
+            span_id,
+            scope,
+            range: field_start..end,
+        });
+        Ok(())
+    }
+
+    /// A span the wire checks cannot pass: decoded in full and validated
+    /// by `Decoded::push`, as the ingest path would. True if it is valid.
+    fn judge(&mut self, wt: WireType, mut at_span: &'a [u8], ctx: u32, index: usize) -> R<bool> {
+        let (converted, _) = span(wt, &mut at_span, ctx, index)?;
+        let mut verdict = Decoded::default();
+        match converted {
+            Err(why) => verdict.reject(why),
+            Ok(s) => verdict.push(s, self.limits, index),
+        }
+        match verdict.errors.pop() {
+            Some(why) => {
+                self.out.reject(why);
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+}
+
+/// An `Event`, checked as `super::event` decodes it.
+fn event(wt: WireType, buf: &mut &[u8], ctx: u32) -> R<()> {
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => fixed64_field(wt, buf)
+            .map(drop)
+            .map_err(|err| at(err, "Event", "time_unix_nano")),
+        2 => str_field(wt, buf)
+            .map(drop)
+            .map_err(|err| at(err, "Event", "name")),
+        3 => key_value_at(wt, buf, ctx, 1, None, &mut 0)
+            .map_err(|err| at(err, "Event", "attributes")),
+        4 => varint_field(wt, buf)
+            .map(drop)
+            .map_err(|err| at(err, "Event", "dropped_attributes_count")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })
+}
+
+/// A `Link`, checked as `super::link` decodes it; `bad` is set when its
+/// ids have the wrong lengths (the span is then rejected).
+fn link(wt: WireType, buf: &mut &[u8], ctx: u32, bad: &mut bool) -> R<()> {
+    let (mut trace_len, mut span_len) = (0, 0);
+    message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
+        1 => bytes_field(wt, buf)
+            .map(|b| trace_len = b.len())
+            .map_err(|e| at(e, "Link", "trace_id")),
+        2 => bytes_field(wt, buf)
+            .map(|b| span_len = b.len())
+            .map_err(|e| at(e, "Link", "span_id")),
+        3 => str_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "Link", "trace_state")),
+        4 => key_value_at(wt, buf, ctx, 1, None, &mut 0).map_err(|e| at(e, "Link", "attributes")),
+        5 => varint_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "Link", "dropped_attributes_count")),
+        6 => fixed32_field(wt, buf)
+            .map(drop)
+            .map_err(|e| at(e, "Link", "flags")),
+        _ => skip_field(wt, tag, buf, ctx),
+    })?;
+    if trace_len != 16 || span_len != 8 {
+        *bad = true;
+    }
+    Ok(())
+}
+
+/// Writes an `ExportTraceServiceRequest` holding `spans` (a span is its
+/// request and its index in `WireRequest::spans`) to `out`: consecutive
+/// spans of one `ResourceSpans` share one, consecutive spans of one
+/// `ScopeSpans` share one, each with its original framing fields.
+pub fn reslice(spans: &[(&WireRequest, usize)], out: &mut Vec<u8>) {
+    // Runs of one ScopeSpans, then runs of those within one ResourceSpans.
+    struct Run {
+        scope: usize,
+        spans: Range<usize>,
+        len: usize,
+    }
+    let same = |a: &WireRequest, b: &WireRequest| std::ptr::eq(a, b);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        let (req, first) = spans[i];
+        let scope = req.spans[first].scope;
+        let start = i;
+        let mut len: usize = req.scope_fields[req.scopes[scope].1.clone()]
+            .iter()
+            .map(|r| r.len())
+            .sum();
+        while i < spans.len()
+            && same(spans[i].0, req)
+            && spans[i].0.spans[spans[i].1].scope == scope
+        {
+            len += spans[i].0.spans[spans[i].1].range.len();
+            i += 1;
+        }
+        runs.push(Run {
+            scope,
+            spans: start..i,
+            len,
+        });
+    }
+    let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let mut r = 0;
+    while r < runs.len() {
+        let req = spans[runs[r].spans.start].0;
+        let group = req.scopes[runs[r].scope].0;
+        let first = r;
+        let mut len: usize = req.group_fields[req.groups[group].clone()]
+            .iter()
+            .map(|f| f.len())
+            .sum();
+        while r < runs.len()
+            && same(spans[runs[r].spans.start].0, req)
+            && req.scopes[runs[r].scope].0 == group
+        {
+            len += framed(runs[r].len);
+            r += 1;
+        }
+        out.push(0x0a); // ExportTraceServiceRequest.resource_spans
+        encode_varint(len as u64, out);
+        for f in &req.group_fields[req.groups[group].clone()] {
+            out.extend_from_slice(&req.body[f.clone()]);
+        }
+        for run in &runs[first..r] {
+            out.push(0x12); // ResourceSpans.scope_spans
+            encode_varint(run.len as u64, out);
+            for f in &req.scope_fields[req.scopes[run.scope].1.clone()] {
+                out.extend_from_slice(&req.body[f.clone()]);
+            }
+            for &(req, s) in &spans[run.spans.clone()] {
+                out.extend_from_slice(&req.body[req.spans[s].range.clone()]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::otlp_proto::decode;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue as PKeyValue;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
+    use prost::Message;
+
+    fn kv(k: &str, v: &str) -> PKeyValue {
+        PKeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pspan(t: u8, s: u8, start: u64) -> PSpan {
+        PSpan {
+            trace_id: vec![t; 16],
+            span_id: vec![s; 8],
+            name: format!("op{s}"),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 10,
+            attributes: vec![kv("a", "b")],
+            ..Default::default()
+        }
+    }
+
+    fn request() -> Vec<u8> {
+        let scope = |name: &str, spans| ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spans,
+            schema_url: "s".into(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", "a")],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![
+                        scope("x", vec![pspan(1, 1, 5), pspan(2, 2, 5), pspan(1, 3, 0)]),
+                        scope("y", vec![pspan(3, 4, 5)]),
+                    ],
+                    schema_url: "r".into(),
+                },
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", "b")],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![scope("z", vec![pspan(2, 5, 7), pspan(0, 6, 7)])],
+                    schema_url: String::new(),
+                },
+            ],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn resliced_parts_decode_to_the_spans_of_the_whole() {
+        let body = request();
+        let limits = LimitsConfig::default();
+        let full = decode(&body, &limits).expect("decodes");
+        let scanned = scan(Bytes::from(body), &limits).expect("scans");
+        assert_eq!(scanned.rejected, full.rejected);
+        assert_eq!(scanned.errors, full.errors);
+        assert!(scanned.spans.is_empty(), "nothing built");
+        let wire = scanned.wire.expect("wire");
+        assert_eq!(wire.spans.len(), full.spans.len());
+        // Two parts by trace id parity; each decodes to its share, in order.
+        for part in [0, 1] {
+            let picked: Vec<(&WireRequest, usize)> = (0..wire.spans.len())
+                .filter(|&i| wire.spans[i].trace_id[0] % 2 == part)
+                .map(|i| (&*wire, i))
+                .collect();
+            let mut out = Vec::new();
+            reslice(&picked, &mut out);
+            let got = decode(&out, &limits).expect("re-sliced part decodes");
+            let want: Vec<_> = full
+                .spans
+                .iter()
+                .filter(|s| s.trace_id[0] % 2 == part)
+                .cloned()
+                .collect();
+            assert_eq!(got.spans, want);
+            assert_eq!(got.rejected, 0);
+        }
+    }
+
+    #[test]
+    fn spans_from_two_requests_share_one_output() {
+        let limits = LimitsConfig::default();
+        let a = scan(Bytes::from(request()), &limits).unwrap().wire.unwrap();
+        let b = scan(Bytes::from(request()), &limits).unwrap().wire.unwrap();
+        let picked: Vec<(&WireRequest, usize)> = (0..a.spans.len())
+            .map(|i| (&*a, i))
+            .chain((0..b.spans.len()).map(|i| (&*b, i)))
+            .collect();
+        let mut out = Vec::new();
+        reslice(&picked, &mut out);
+        let got = decode(&out, &limits).unwrap();
+        let one = decode(&request(), &limits).unwrap();
+        let mut want = one.spans.clone();
+        want.extend(one.spans);
+        assert_eq!(got.spans, want);
+    }
+
+    #[test]
+    fn malformed_and_oversized_requests_get_the_decoders_error() {
+        let limits = LimitsConfig {
+            max_spans_per_request: 5,
+            ..LimitsConfig::default()
+        };
+        let body = request();
+        for bad in [
+            body[..body.len() - 3].to_vec(),
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            vec![0x0a, 0x02, 0x12, 0x05],
+            body.clone(), // 6 spans > 5
+        ] {
+            let want = decode(&bad, &limits).map(drop).unwrap_err().to_string();
+            let got = scan(Bytes::from(bad), &limits)
+                .map(drop)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_span_over_the_size_limit_is_judged_by_the_full_decoder() {
+        let limits = LimitsConfig {
+            max_span_bytes: 400,
+            max_attribute_value_bytes: 100,
+            ..LimitsConfig::default()
+        };
+        let mut big = pspan(1, 1, 5);
+        // Long values are truncated to 100 bytes first: this one fits then.
+        big.attributes = vec![kv("k", &"v".repeat(5_000))];
+        let mut too_big = pspan(2, 2, 5);
+        too_big.attributes = (0..20).map(|i| kv(&format!("k{i}"), "v")).collect();
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![big, too_big],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let full = decode(&body, &limits).unwrap();
+        let scanned = scan(Bytes::from(body), &limits).unwrap();
+        assert_eq!(full.spans.len(), 1);
+        assert_eq!(scanned.wire.unwrap().spans.len(), 1);
+        assert_eq!(scanned.errors, full.errors);
+    }
+}
