@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use crate::model::Span;
-use crate::receiver::otlp_proto::route_scan::WireRequest;
+use crate::receiver::otlp_proto::wire_request::WireRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::connecting::StorageKind;

@@ -13,7 +13,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use crate::metrics::Metrics;
 use crate::model::Span;
 use crate::pipeline::wal::WalPos;
-use crate::receiver::otlp_proto::route_scan::WireRequest;
+use crate::receiver::otlp_proto::wire_request::WireRequest;
 use serde::{Deserialize, Serialize};
 
 /// Queue bounds.

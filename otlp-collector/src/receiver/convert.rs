@@ -60,7 +60,7 @@ pub struct Decoded {
     pub depth_truncated: u64,
     /// A router's OTLP protobuf request as scanned on the wire
     /// (`otlp_proto::route_scan`): its valid spans are here, not in `spans`.
-    pub wire: Option<std::sync::Arc<super::otlp_proto::route_scan::WireRequest>>,
+    pub wire: Option<std::sync::Arc<super::otlp_proto::wire_request::WireRequest>>,
 }
 
 impl Decoded {

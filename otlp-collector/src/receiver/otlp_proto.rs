@@ -24,6 +24,7 @@
 //! completed with the service name, resource attributes and scope.
 
 pub mod route_scan;
+pub mod wire_request;
 
 use prost::bytes::Buf;
 use prost::encoding::{check_wire_type, decode_key, decode_varint, DecodeContext, WireType};

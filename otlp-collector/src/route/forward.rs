@@ -24,7 +24,7 @@ use super::recent::{Acked, TraceOwners};
 use crate::metrics::{RouteMetrics, ROUTE_LABEL_SEP};
 use crate::model::{Span, SpanId, TraceId};
 use crate::receiver::otlp_grpc::EXPORT_PATH;
-use crate::receiver::otlp_proto::route_scan::{reslice, WireRequest};
+use crate::receiver::otlp_proto::wire_request::{reslice, WireRequest};
 use crate::rollup::{RollupBatch, RollupOrigin};
 use crate::storage::{SpanWriter, StorageError, StorageResult};
 

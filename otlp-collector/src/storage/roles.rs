@@ -59,7 +59,7 @@ pub trait SpanWriter: Send + Sync + 'static {
     async fn write_spans_and_wire(
         &self,
         spans: &[Span],
-        wire: &[std::sync::Arc<crate::receiver::otlp_proto::route_scan::WireRequest>],
+        wire: &[std::sync::Arc<crate::receiver::otlp_proto::wire_request::WireRequest>],
     ) -> StorageResult<()> {
         if !wire.is_empty() {
             return Err(StorageError::Backend(format!(

@@ -3,7 +3,8 @@
 //! and the byte ranges of the resource and scope framing around it, found
 //! without building the span model; and [`reslice`], which writes a new
 //! `ExportTraceServiceRequest` from any subset of those spans by copying
-//! their bytes and the framing they sat in.
+//! their bytes and the framing they sat in (both in [`super::wire_request`],
+//! re-exported here).
 //!
 //! Strictness is the ingest path's: [`scan`] walks every field with the
 //! same wire rules, UTF-8 checks, recursion limit and error text as
@@ -29,13 +30,13 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use prost::bytes::Buf;
-use prost::encoding::{decode_key, decode_varint, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{decode_key, decode_varint, WireType};
 
+pub use super::wire_request::{reslice, WireRequest, WireSpan};
 use super::{
     at, bytes_field, entity_ref, fixed32_field, fixed64_field, instrumentation_scope, key_value_at,
     message, skip_field, span, status, str_field, varint_field, R, RECURSION_LIMIT, SPAN_FIELDS,
 };
-use crate::model::{SpanId, TraceId};
 use crate::receiver::convert::{
     convert_ids, DecodeError as RequestError, Decoded, MAX_TIMESTAMP_NS,
 };
@@ -47,48 +48,6 @@ use crate::receiver::limits::LimitsConfig;
 /// attribute 2 bytes for 24. Spans whose wire size could exceed
 /// `max_span_bytes` this way are judged by the full decoder.
 const MAX_ESTIMATE_PER_WIRE_BYTE: usize = 24;
-
-/// A scanned request: the body and where its spans and framing are.
-#[derive(Debug, Clone)]
-pub struct WireRequest {
-    body: Bytes,
-    /// Each `ResourceSpans`: its range in `group_fields`.
-    groups: Vec<Range<usize>>,
-    /// Byte ranges of the non-`scope_spans` fields of every `ResourceSpans`.
-    group_fields: Vec<Range<usize>>,
-    /// Each `ScopeSpans`: its `ResourceSpans` and its range in `scope_fields`.
-    scopes: Vec<(usize, Range<usize>)>,
-    /// Byte ranges of the non-`spans` fields of every `ScopeSpans`.
-    scope_fields: Vec<Range<usize>>,
-    /// The valid spans, in request order.
-    pub spans: Vec<WireSpan>,
-}
-
-/// One valid span of a [`WireRequest`].
-#[derive(Debug, Clone)]
-pub struct WireSpan {
-    /// Its trace id (what the router routes by).
-    pub trace_id: TraceId,
-    /// Its span id.
-    pub span_id: SpanId,
-    /// Index of its `ScopeSpans` in the request.
-    scope: usize,
-    /// Its whole `spans` field in the body (key, length, message).
-    range: Range<usize>,
-}
-
-impl WireRequest {
-    /// Memory it holds (body, tables), charged to the queue.
-    pub fn heap_bytes(&self) -> u64 {
-        (self.body.len()
-            + self.spans.capacity() * std::mem::size_of::<WireSpan>()
-            + (self.groups.capacity()
-                + self.group_fields.capacity()
-                + self.scope_fields.capacity())
-                * std::mem::size_of::<Range<usize>>()
-            + self.scopes.capacity() * std::mem::size_of::<(usize, Range<usize>)>()) as u64
-    }
-}
 
 /// Byte offset of `rest` (a tail of `body`) in `body`.
 fn offset(body: &[u8], rest: &[u8]) -> usize {
@@ -388,76 +347,6 @@ fn link(wt: WireType, buf: &mut &[u8], ctx: u32, bad: &mut bool) -> R<()> {
         *bad = true;
     }
     Ok(())
-}
-
-/// Writes an `ExportTraceServiceRequest` holding `spans` (a span is its
-/// request and its index in `WireRequest::spans`) to `out`: consecutive
-/// spans of one `ResourceSpans` share one, consecutive spans of one
-/// `ScopeSpans` share one, each with its original framing fields.
-pub fn reslice(spans: &[(&WireRequest, usize)], out: &mut Vec<u8>) {
-    // Runs of one ScopeSpans, then runs of those within one ResourceSpans.
-    struct Run {
-        scope: usize,
-        spans: Range<usize>,
-        len: usize,
-    }
-    let same = |a: &WireRequest, b: &WireRequest| std::ptr::eq(a, b);
-    let mut runs: Vec<Run> = Vec::new();
-    let mut i = 0;
-    while i < spans.len() {
-        let (req, first) = spans[i];
-        let scope = req.spans[first].scope;
-        let start = i;
-        let mut len: usize = req.scope_fields[req.scopes[scope].1.clone()]
-            .iter()
-            .map(|r| r.len())
-            .sum();
-        while i < spans.len()
-            && same(spans[i].0, req)
-            && spans[i].0.spans[spans[i].1].scope == scope
-        {
-            len += spans[i].0.spans[spans[i].1].range.len();
-            i += 1;
-        }
-        runs.push(Run {
-            scope,
-            spans: start..i,
-            len,
-        });
-    }
-    let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    let mut r = 0;
-    while r < runs.len() {
-        let req = spans[runs[r].spans.start].0;
-        let group = req.scopes[runs[r].scope].0;
-        let first = r;
-        let mut len: usize = req.group_fields[req.groups[group].clone()]
-            .iter()
-            .map(|f| f.len())
-            .sum();
-        while r < runs.len()
-            && same(spans[runs[r].spans.start].0, req)
-            && req.scopes[runs[r].scope].0 == group
-        {
-            len += framed(runs[r].len);
-            r += 1;
-        }
-        out.push(0x0a); // ExportTraceServiceRequest.resource_spans
-        encode_varint(len as u64, out);
-        for f in &req.group_fields[req.groups[group].clone()] {
-            out.extend_from_slice(&req.body[f.clone()]);
-        }
-        for run in &runs[first..r] {
-            out.push(0x12); // ResourceSpans.scope_spans
-            encode_varint(run.len as u64, out);
-            for f in &req.scope_fields[req.scopes[run.scope].1.clone()] {
-                out.extend_from_slice(&req.body[f.clone()]);
-            }
-            for &(req, s) in &spans[run.spans.clone()] {
-                out.extend_from_slice(&req.body[req.spans[s].range.clone()]);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

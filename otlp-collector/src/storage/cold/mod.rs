@@ -13,6 +13,7 @@
 //! - [`policy`]: which traces go cold.
 
 pub mod config;
+pub mod fence;
 pub mod format;
 pub mod location;
 pub mod policy;

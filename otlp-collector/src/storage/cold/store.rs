@@ -107,8 +107,8 @@ pub struct ColdStore {
     nonce: AtomicU64,
     /// Metrics.
     pub stats: Arc<ColdStats>,
-    /// Late spans during a tiering pass ([`super::tiering::Fence`]).
-    pub fence: super::tiering::Fence,
+    /// Late spans during a tiering pass ([`super::fence::Fence`]).
+    pub fence: super::fence::Fence,
     /// Held by a tiering pass or an eviction's copy: one fence at a time.
     pub pass: tokio::sync::Mutex<()>,
 }

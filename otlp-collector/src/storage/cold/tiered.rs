@@ -149,7 +149,7 @@ impl SpanWriter for TieredStore {
     }
     /// To the hot store; while a tiering pass runs, spans older than its
     /// cutoff go to the cold tier instead (its hot delete would remove them
-    /// uncopied; see [`super::tiering::Fence`]).
+    /// uncopied; see [`super::fence::Fence`]).
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
         let (_guard, cutoff) = self.cold.fence.enter().await;
         if spans.iter().all(|s| s.start_ns >= cutoff) {

@@ -19,8 +19,7 @@
 //! or written cold: none is deleted uncopied.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,44 +44,6 @@ pub struct TierReport {
     pub hot_deleted: u64,
     /// Cold files deleted by age.
     pub cold_files_deleted: u64,
-}
-
-/// Keeps spans older than a running tiering pass's cutoff out of the hot
-/// store while the pass runs (see the module documentation).
-#[derive(Debug, Default)]
-pub struct Fence {
-    /// The running pass's cutoff (ns); 0 when no pass runs.
-    cutoff: AtomicU64,
-    /// Held shared by every write through the tiered store; a pass takes it
-    /// exclusively once, after raising the cutoff, to wait for the writes
-    /// that started before.
-    gate: tokio::sync::RwLock<()>,
-}
-
-impl Fence {
-    /// Enters a write: returns the guard to hold until the write is
-    /// committed and the cutoff below which spans must go cold (0: none).
-    pub async fn enter(&self) -> (tokio::sync::RwLockReadGuard<'_, ()>, u64) {
-        let g = self.gate.read().await;
-        (g, self.cutoff.load(SeqCst))
-    }
-
-    /// Raises the fence at `cutoff` and waits until no write that may have
-    /// missed it is still under way; lowered when the returned guard drops.
-    async fn raise(&self, cutoff: u64) -> Raised<'_> {
-        self.cutoff.store(cutoff, SeqCst);
-        drop(self.gate.write().await);
-        Raised(self)
-    }
-}
-
-/// Lowers the fence when dropped (the pass ended, failed, or was cancelled).
-struct Raised<'a>(&'a Fence);
-
-impl Drop for Raised<'_> {
-    fn drop(&mut self) {
-        self.0.cutoff.store(0, SeqCst);
-    }
 }
 
 /// Runs one tiering pass as of `now_ns`.
