@@ -32,6 +32,7 @@
 mod meta;
 mod read;
 mod space;
+mod spare;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -82,6 +83,12 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// Total size of all segments; appends beyond it are refused (backpressure).
     pub max_bytes: u64,
+    /// Prepare the next segment ahead of time on its own thread, zero-filled
+    /// to `segment_bytes` (when the disk has room beyond `min_free_bytes`), so
+    /// that rotating costs an acknowledgement no `fsync`s and the group
+    /// commit's `fdatasync` changes no file size (see `wal/spare.rs`).
+    /// `false`: segments are created when needed and grow as written.
+    pub preallocate: bool,
     /// Free bytes kept on the WAL's file system for the sink: appends are
     /// refused (503, as on a full disk) while less is free. A sink on the same
     /// disk (the SQLite store) needs room to commit what would free the WAL's
@@ -101,6 +108,7 @@ impl Default for WalConfig {
             fsync_interval_ms: 100,
             segment_bytes: 32 * 1024 * 1024,
             max_bytes: 1024 * 1024 * 1024,
+            preallocate: true,
             min_free_bytes: 0,
         }
     }

@@ -10,7 +10,9 @@ use crate::receiver::format::RecordFormat;
 
 impl Wal {
     /// Reads every intact record of a segment. A torn or corrupt tail (a crash
-    /// mid-write) ends the segment; it is counted, not an error.
+    /// mid-write) ends the segment; it is counted, not an error. A rest of
+    /// zero bytes is the unwritten part of a prepared segment (`wal/spare.rs`):
+    /// the segment's clean end.
     pub fn read_segment(&self, id: u64) -> Result<Vec<Record>, WalError> {
         let path = self.shared.path(id);
         let data = Bytes::from(std::fs::read(&path).map_err(io_err(&path))?);
@@ -42,7 +44,7 @@ impl Wal {
             });
             pos = end;
         }
-        if pos != data.len() {
+        if pos != data.len() && data[pos..].iter().any(|&b| b != 0) {
             self.shared
                 .metrics
                 .wal_corrupt_records

@@ -1,6 +1,8 @@
 //! Unit tests of the WAL: append, replay, release, limits and failures.
 
 use super::*;
+use std::fs::OpenOptions;
+use std::time::Duration;
 
 #[test]
 fn the_free_space_reserve_defaults_to_a_quarter_of_the_disk_at_most_256_mib() {
@@ -30,10 +32,14 @@ async fn appends_are_refused_as_out_of_space_below_the_reserve() {
     assert!(wal.out_of_space().is_some());
 }
 
+/// Small segments created when needed: these tests follow segment ids and
+/// put faults at the next segment's path before it exists, which a prepared
+/// spare would already occupy (the spare path has its own tests below).
 fn cfg() -> WalConfig {
     WalConfig {
         segment_bytes: 200,
         max_bytes: 2000,
+        preallocate: false,
         ..WalConfig::default()
     }
 }
@@ -176,6 +182,7 @@ async fn lack_of_space_and_a_full_wal_are_remembered_until_an_append_succeeds() 
     let cfg = WalConfig {
         segment_bytes: 1,
         max_bytes: 2000,
+        preallocate: false,
         ..WalConfig::default()
     };
     let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
@@ -300,11 +307,18 @@ async fn read_record_at_finds_each_acknowledged_record_and_rejects_a_wrong_offse
 
 #[tokio::test]
 async fn failed_fsync_refuses_the_append_and_closes_the_segment() {
+    for preallocate in [false, true] {
+        failed_fsync_refuses_the_append_and_closes_the_segment_with(preallocate).await;
+    }
+}
+
+async fn failed_fsync_refuses_the_append_and_closes_the_segment_with(preallocate: bool) {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
     let cfg = WalConfig {
         segment_bytes: 10_000,
         max_bytes: 100_000,
+        preallocate,
         ..WalConfig::default()
     };
     let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
@@ -332,5 +346,123 @@ async fn failed_fsync_refuses_the_append_and_closes_the_segment() {
     // outstanding: the refused record does not keep it alive.
     wal.release(1, 3);
     assert!(!segment_path(dir.path(), 1).exists());
+    wal.close();
+}
+
+/// Segment files in `dir`, by id.
+fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let id = e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok()?;
+            Some((id, e.metadata().unwrap().len()))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::default());
+    let cfg = WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        ..WalConfig::default()
+    };
+    assert!(cfg.preallocate, "the default");
+    let (wal, replay) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    assert!(replay.is_empty());
+    let mut written = Vec::new();
+    for i in 0..40u8 {
+        let payload = Bytes::from(vec![i.max(1); 300 + usize::from(i)]);
+        let p = wal
+            .append(RecordFormat::OtlpProto, 2, payload.clone())
+            .await
+            .unwrap();
+        written.push((p, payload));
+    }
+    // Segments follow each other without gaps, positions as without spares.
+    let segs: Vec<u64> = written.iter().map(|(p, _)| p.segment).collect();
+    assert_eq!(segs[0], 1);
+    assert!(segs.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+    let last = *segs.last().unwrap();
+    assert!(last >= 3, "{segs:?}");
+    for (p, payload) in &written {
+        assert_eq!(wal.read_record_at(*p).unwrap().payload, *payload);
+    }
+    // Every segment after the first was prepared: zero-filled to the
+    // segment size (a group may run past it), and the next one is ready.
+    // (The spare for the segment after the last is being prepared meanwhile.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while segment_files(dir.path()).last().unwrap().0 <= last {
+        assert!(std::time::Instant::now() < deadline, "no spare prepared");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let files = segment_files(dir.path());
+    for (id, len) in &files[..files.len() - 1] {
+        if *id > 1 {
+            assert!(*len >= 4096, "segment {id} is {len} bytes");
+        }
+    }
+    assert_eq!(files.last().unwrap().0, last + 1, "a spare waits: {files:?}");
+    // Only used segments are in the table and counted.
+    assert_eq!(wal.segment_count() as u64, last);
+    let logical: u64 = written.iter().map(|(_, p)| (HEADER_LEN + p.len()) as u64).sum();
+    assert_eq!(wal.total_bytes(), logical);
+    wal.close();
+    // The unused spare is gone with the close; the rest replays every
+    // record, the zeros after the last one are no corruption.
+    assert_eq!(segment_files(dir.path()).last().unwrap().0, last);
+    let (wal, replay) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    assert_eq!(replay, (1..=last).collect::<Vec<_>>());
+    let mut read = Vec::new();
+    for id in &replay {
+        read.extend(wal.read_segment(*id).unwrap().into_iter().map(|r| r.payload));
+    }
+    assert_eq!(read, written.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
+    assert_eq!(m.wal_corrupt_records.load(Relaxed), 0);
+    // Ids are never reused: new appends go after the spare that was deleted.
+    let p = wal
+        .append(RecordFormat::OtlpProto, 1, Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    assert_eq!(p.segment, last + 2);
+    wal.close();
+}
+
+#[tokio::test]
+async fn a_torn_record_in_a_prepared_segment_is_counted_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::default());
+    let cfg = WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        ..WalConfig::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    let mut last = None;
+    // Past the first segment, into a prepared one.
+    for i in 0..20u8 {
+        last = Some(
+            wal.append(RecordFormat::OtlpProto, 1, Bytes::from(vec![i + 1; 400]))
+                .await
+                .unwrap(),
+        );
+    }
+    let last = last.unwrap();
+    assert!(last.segment > 1);
+    wal.close();
+    // Damage the last record's payload in place (the file keeps its size).
+    let path = segment_path(dir.path(), last.segment);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xff; 8], last.offset + 20).unwrap();
+    drop(f);
+    let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    let recs = wal.read_segment(last.segment).unwrap();
+    assert!(recs.iter().all(|r| r.payload.len() == 400));
+    assert_eq!(m.wal_corrupt_records.load(Relaxed), 1);
     wal.close();
 }

@@ -2,7 +2,7 @@
 //! `write` and syncs it per the fsync policy (group commit), rotates segments.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::space::free_bytes;
+use super::spare::{Preparer, Spare};
 use super::{
     io_err, AppendReq, FsyncPolicy, Meta, SegInfo, Shared, WalConfig, WalError, WalPos, HEADER_LEN,
     MAX_GROUP_BYTES,
@@ -30,6 +31,11 @@ pub(super) struct Writer {
     /// creating one fails.
     next_id: u64,
     file_len: u64,
+    /// Zero bytes written ahead into the current segment (a prepared spare):
+    /// records up to here overwrite them, changing no file size.
+    zeroed: u64,
+    /// The next segment, being prepared or ready (`wal.preallocate`).
+    spare: Option<Preparer>,
     /// Spans of the records written to the current segment so far.
     spans_written: u64,
     dirty: bool,
@@ -61,7 +67,15 @@ impl Writer {
             }
             Err(e) => return Err(e),
         };
-        Ok(Writer {
+        let spare = if cfg.preallocate {
+            Some(
+                Preparer::start(shared.clone(), cfg.segment_bytes, Self::create_file)
+                    .map_err(io_err(&shared.dir))?,
+            )
+        } else {
+            None
+        };
+        let mut w = Writer {
             shared,
             policy: cfg.fsync,
             interval: Duration::from_millis(cfg.fsync_interval_ms.max(1)),
@@ -70,6 +84,8 @@ impl Writer {
             file,
             next_id: first + 1,
             file_len: len,
+            zeroed: 0,
+            spare,
             spans_written: 0,
             dirty: false,
             poisoned: false,
@@ -78,10 +94,34 @@ impl Writer {
             rotate_log: LogLimiter::default(),
             write_log: LogLimiter::default(),
             fsync_log: LogLimiter::default(),
-        })
+        };
+        if w.file.is_some() {
+            w.request_spare();
+        }
+        Ok(w)
     }
 
+    /// Asks the preparer for the next segment id, if there is a preparer
+    /// and nothing is asked for yet (the id is taken now: ids stay in order).
+    fn request_spare(&mut self) {
+        let id = self.next_id;
+        if let Some(p) = self.spare.as_mut() {
+            if !p.pending() && p.request(id) {
+                self.next_id += 1;
+            }
+        }
+    }
+
+    /// Creates segment `id` and records it in the segment table.
     fn create(shared: &Shared, id: u64) -> Result<(File, u64), WalError> {
+        let made = Self::create_file(shared, id)?;
+        Self::register(shared, id);
+        Ok(made)
+    }
+
+    /// Creates segment `id`'s file (empty), its id recorded in `wal.meta`
+    /// first; not yet in the segment table (a spare is entered when used).
+    fn create_file(shared: &Shared, id: u64) -> Result<(File, u64), WalError> {
         // Record the id as used before the file exists, so it is never reused
         // even if this segment is deleted before the next start.
         Meta {
@@ -90,15 +130,22 @@ impl Writer {
         }
         .store(&shared.dir)?;
         let path = shared.path(id);
+        // Written at explicit offsets (not O_APPEND: a prepared spare is
+        // overwritten from the start).
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
         // Make the new directory entry durable so a crash cannot lose a synced segment.
         if let Ok(d) = File::open(&shared.dir) {
             let _ = d.sync_all();
         }
+        Ok((file, 0))
+    }
+
+    /// Enters segment `id` in the segment table, empty.
+    fn register(shared: &Shared, id: u64) {
         let mut segs = shared.segments.lock();
         segs.insert(
             id,
@@ -114,7 +161,6 @@ impl Writer {
             .metrics
             .wal_segments
             .store(segs.len() as u64, Relaxed);
-        Ok((file, 0))
     }
 
     /// Syncs the current segment if it has unsynced writes. A failure is
@@ -169,14 +215,21 @@ impl Writer {
             // by policy, so it can only be counted and logged (in `sync`).
             let _ = self.sync();
         }
-        let id = self.next_id;
-        // Taken even if creating it fails: wal.meta may already name it.
-        self.next_id += 1;
-        let (file, len) = Self::create(&self.shared, id).inspect_err(|e| {
-            self.shared.note_error(e);
-        })?;
+        let (id, file, zeroed) = match self.take_spare() {
+            Some(s) => (s.id, s.file, s.zeroed),
+            None => {
+                let id = self.next_id;
+                // Taken even if creating it fails: wal.meta may already name it.
+                self.next_id += 1;
+                let (file, _) = Self::create(&self.shared, id).inspect_err(|e| {
+                    self.shared.note_error(e);
+                })?;
+                (id, file, 0)
+            }
+        };
         let old = self.file.replace(file).map(|_| self.current);
-        self.file_len = len;
+        self.file_len = 0;
+        self.zeroed = zeroed;
         self.spans_written = 0;
         self.current = id;
         self.poisoned = false;
@@ -188,17 +241,49 @@ impl Writer {
             }
             self.shared.maybe_delete(&mut segs, old);
         }
+        self.request_spare();
         Ok(())
+    }
+
+    /// The prepared spare, entered in the segment table, waiting for it if
+    /// it is still being prepared; `None` without one (or if preparing it
+    /// failed: the caller then creates a segment itself, with a new id).
+    fn take_spare(&mut self) -> Option<Spare> {
+        let (id, made) = self.spare.as_mut()?.take()?;
+        match made {
+            Ok(s) => {
+                Self::register(&self.shared, s.id);
+                Some(s)
+            }
+            Err(e) => {
+                tracing::debug!(segment = id, error = %e, "the next WAL segment could not be prepared; creating it now");
+                None
+            }
+        }
+    }
+
+    /// Stops the preparer and deletes an unused spare (it holds no record).
+    fn drop_spare(&mut self) {
+        if let Some(mut p) = self.spare.take() {
+            if let Some((id, Ok(_))) = p.stop() {
+                let _ = std::fs::remove_file(self.shared.path(id));
+            }
+        }
     }
 
     /// Accounts for whatever a failed write left in the current segment, so
     /// the size bookkeeping matches the file.
-    fn account_partial_write(&mut self) {
-        let actual = self
-            .file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(self.file_len, |m| m.len());
+    fn account_partial_write(&mut self, attempted: u64) {
+        let actual = if self.file_len < self.zeroed {
+            // Inside zero-filled space the file's size says nothing: count
+            // the whole attempt (the segment is closed after this anyway).
+            self.file_len + attempted
+        } else {
+            self.file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map_or(self.file_len, |m| m.len())
+        };
         let grown = actual.saturating_sub(self.file_len);
         self.file_len = actual;
         if grown > 0 {
@@ -253,6 +338,7 @@ impl Writer {
             }
         }
         let _ = self.sync();
+        self.drop_spare();
     }
 
     /// An out-of-space error when less than the sink's reserve is free
@@ -354,14 +440,14 @@ impl Writer {
             );
             return;
         };
-        if let Err(e) = file.write_all(&self.buf) {
+        if let Err(e) = file.write_all_at(&self.buf, self.file_len) {
             self.shared.metrics.wal_io_errors.add("write", 1);
             self.shared.note_error(&io_err(&path)(copy_io(&e)));
             if let Some(suppressed) = self.write_log.admit_now() {
                 tracing::error!(error = %e, path = %path.display(), suppressed, "WAL write failed; refusing the appends and closing the segment");
             }
             self.poisoned = true;
-            self.account_partial_write();
+            self.account_partial_write(self.buf.len() as u64);
             refuse(accepted, &e);
             return;
         }
