@@ -14,11 +14,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fault::cpu::CpuSnapshot;
 use fault::load::{
     acked_traces, acked_with_start, counts, export, Event, Load, LoadShape, Outcome,
 };
 use fault::proc::{Sink, Spec};
-use fault::cpu::CpuSnapshot;
 use fault::{env_u64, get, metric, percentile, verify, Rng};
 use support::postgres::PgServer;
 use support::smallfs::SmallFs;
@@ -886,7 +886,9 @@ async fn overload_run(
          peak; load average {}",
         cores_collector * 1e6 / sink_late.max(1.0),
         thread_list(&busiest),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     assert!(
         peak_kib < LIMIT_MIB * 1024,

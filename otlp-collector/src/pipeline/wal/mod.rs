@@ -163,7 +163,6 @@ pub struct WalPos {
     pub offset: u64,
 }
 
-
 /// Free bytes on the WAL's file system at which [`Wal::check_space`] takes a
 /// lack of space as resolved (a group of appends is up to 8 MiB; most are
 /// far smaller).
@@ -411,8 +410,6 @@ impl Wal {
         }
         rx.await.unwrap_or(Err(WalError::Closed))
     }
-
-
 
     /// Marks `n` more spans of segment `id` as outstanding (used at replay).
     pub fn add_outstanding(&self, id: u64, n: u64) {

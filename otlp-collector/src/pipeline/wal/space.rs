@@ -60,4 +60,3 @@ pub fn free_space_reserve(configured: u64, fs_size: Option<u64>) -> u64 {
 pub fn free_bytes(_dir: &Path) -> std::io::Result<u64> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
-

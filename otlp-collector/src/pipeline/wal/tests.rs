@@ -407,10 +407,17 @@ async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
             assert!(*len >= 4096, "segment {id} is {len} bytes");
         }
     }
-    assert_eq!(files.last().unwrap().0, last + 1, "a spare waits: {files:?}");
+    assert_eq!(
+        files.last().unwrap().0,
+        last + 1,
+        "a spare waits: {files:?}"
+    );
     // Only used segments are in the table and counted.
     assert_eq!(wal.segment_count() as u64, last);
-    let logical: u64 = written.iter().map(|(_, p)| (HEADER_LEN + p.len()) as u64).sum();
+    let logical: u64 = written
+        .iter()
+        .map(|(_, p)| (HEADER_LEN + p.len()) as u64)
+        .sum();
     assert_eq!(wal.total_bytes(), logical);
     wal.close();
     // The unused spare is gone with the close; the rest replays every
@@ -420,9 +427,17 @@ async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
     assert_eq!(replay, (1..=last).collect::<Vec<_>>());
     let mut read = Vec::new();
     for id in &replay {
-        read.extend(wal.read_segment(*id).unwrap().into_iter().map(|r| r.payload));
+        read.extend(
+            wal.read_segment(*id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.payload),
+        );
     }
-    assert_eq!(read, written.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        read,
+        written.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
+    );
     assert_eq!(m.wal_corrupt_records.load(Relaxed), 0);
     // Ids are never reused: new appends go after the spare that was deleted.
     let p = wal

@@ -56,7 +56,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, cfg: &WalConfig, first: u64) -> Result<Writer, WalError> {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        cfg: &WalConfig,
+        first: u64,
+    ) -> Result<Writer, WalError> {
         let (file, len) = match Self::create(&shared, first) {
             Ok((f, len)) => (Some(f), len),
             // A full disk must not stop the start: replay and queries need
