@@ -17,11 +17,6 @@ use ferrotrace_collector::config::LimitsConfig;
 use ferrotrace_collector::receiver::convert::{from_otlp, Decoded};
 use ferrotrace_collector::receiver::{decode, RecordFormat};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value::Value as V, AnyValue, InstrumentationScope, KeyValue,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
 struct Counting;
@@ -46,86 +41,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn kv(key: &str, v: V) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
+#[path = "../src/bin/loadgen/request.rs"]
+mod loadgen_request;
 
-/// The load generator's request (`src/bin/loadgen.rs`, `build_request`).
+/// The load generator's request of `n` spans (`src/bin/loadgen/request.rs`).
 fn request(n: usize) -> ExportTraceServiceRequest {
-    let now = 1_700_000_000_000_000_000u64;
-    let spans = (0..n)
-        .map(|i| {
-            let mut span_id = [0u8; 8];
-            span_id[4..].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-            let parent = if i == 0 {
-                Vec::new()
-            } else {
-                vec![0, 0, 0, 0, 0, 0, 0, 1]
-            };
-            Span {
-                trace_id: vec![7; 16],
-                span_id: span_id.to_vec(),
-                parent_span_id: parent,
-                name: format!("GET /api/items/{}", i % 16),
-                kind: if i == 0 { 2 } else { 3 },
-                start_time_unix_nano: now,
-                end_time_unix_nano: now + 250_000,
-                attributes: vec![
-                    kv("http.request.method", V::StringValue("GET".into())),
-                    kv("http.route", V::StringValue("/api/items/{id}".into())),
-                    kv("http.response.status_code", V::IntValue(200)),
-                    kv("url.path", V::StringValue(format!("/api/items/{i}"))),
-                    kv("server.address", V::StringValue("items.internal".into())),
-                    kv("server.port", V::IntValue(8080)),
-                    kv("user_agent.original", V::StringValue("loadgen/1.0".into())),
-                    kv("network.protocol.version", V::StringValue("1.1".into())),
-                    kv("app.cache_hit", V::BoolValue(i % 3 == 0)),
-                    kv("app.items", V::DoubleValue(i as f64 * 1.5)),
-                ],
-                events: if i % 4 == 0 {
-                    vec![span::Event {
-                        time_unix_nano: now + 1_000,
-                        name: "cache.lookup".into(),
-                        attributes: vec![kv("cache.key", V::StringValue(format!("item:{i}")))],
-                        dropped_attributes_count: 0,
-                    }]
-                } else {
-                    Vec::new()
-                },
-                status: Some(Status {
-                    message: String::new(),
-                    code: 0,
-                }),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", V::StringValue("loadgen-svc-1".into())),
-                    kv("service.version", V::StringValue("1.0.0".into())),
-                    kv("host.name", V::StringValue("bench".into())),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "loadgen".into(),
-                    version: "1.0".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    loadgen_request::build_request(0, 0, n, 1_700_000_000_000_000_000)
 }
 
 fn old_path(body: &[u8]) -> Decoded {

@@ -9,7 +9,7 @@
 //! Files go to a directory under `$TMPDIR` (or `COLD_BENCH_DIR`), removed at the end.
 //!
 //! 1. Bytes per span, hot (SQLite) vs cold (Parquet, zstd), for the load
-//!    generator's spans (`src/bin/loadgen.rs`: 200 spans per trace, 10
+//!    generator's spans (`src/bin/loadgen/request.rs`: 200 spans per trace, 10
 //!    attributes, an event on every fourth span).
 //! 2. Trace by id over `COLD_BENCH_SPANS` spans of files generated directly
 //!    (100,000 spans per file over two days, random trace ids): p50/p99 with

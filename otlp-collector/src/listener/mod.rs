@@ -122,41 +122,35 @@ impl std::fmt::Debug for ListenerCtx {
 /// lower (as Go's runtime does): the default soft limit of 1024 is small for
 /// a server. Returns the soft limit in force.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+    let Some(r) = nofile_limit() else {
+        return 1024;
+    };
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
+        // SAFETY: setrlimit only reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return r.rlim_max;
         }
-        if r.rlim_cur < r.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                r.rlim_cur = r.rlim_max;
-            }
-        }
-        r.rlim_cur
     }
+    r.rlim_cur
 }
 
 /// The soft `RLIMIT_NOFILE` in force.
 pub fn fd_limit() -> u64 {
+    nofile_limit().map_or(1024, |r| r.rlim_cur)
+}
+
+/// `getrlimit(RLIMIT_NOFILE)`; `None` when the call fails.
+fn nofile_limit() -> Option<libc::rlimit> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit only writes the struct passed.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
-        }
-        r.rlim_cur
-    }
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0).then_some(r)
 }
 
 /// Connections all listeners may hold together: the file-descriptor limit
@@ -382,5 +376,25 @@ async fn run<I, S, B>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_the_fd_limit_reaches_the_hard_limit_and_is_what_fd_limit_reports() {
+        let before = fd_limit();
+        let hard = nofile_limit().expect("getrlimit works on Linux").rlim_max;
+        let raised = raise_fd_limit();
+        assert!(raised >= before, "{raised} < {before}");
+        // Up to the hard limit, unless the kernel refuses it (a hard limit
+        // above fs.nr_open): then unchanged.
+        assert!(
+            raised == hard || raised == before,
+            "{raised} {hard} {before}"
+        );
+        assert_eq!(fd_limit(), raised);
     }
 }

@@ -45,6 +45,18 @@ impl GrpcQuery {
     pub fn into_server(self) -> QueryServiceServer<GrpcQuery> {
         QueryServiceServer::new(self)
     }
+
+    /// The request's window, checked, or the default lookback when it has
+    /// none (services and operations).
+    fn window_or_lookback(&self, range: Option<pb::TimeRange>) -> Result<TimeRange, Status> {
+        match range {
+            Some(x) => self.state.check_window(x.start_ns, x.end_ns),
+            None => self
+                .state
+                .window_or_lookback(None, None, self.state.limits.max_window_ns),
+        }
+        .map_err(bad)
+    }
 }
 
 fn status(e: QueryError) -> Status {
@@ -228,13 +240,7 @@ impl pb::query_service_server::QueryService for GrpcQuery {
         req: Request<pb::GetServicesRequest>,
     ) -> Result<Response<pb::GetServicesResponse>, Status> {
         let r = req.into_inner();
-        let window = match r.range {
-            Some(x) => self.state.check_window(x.start_ns, x.end_ns),
-            None => self
-                .state
-                .window_or_lookback(None, None, self.state.limits.max_window_ns),
-        }
-        .map_err(bad)?;
+        let window = self.window_or_lookback(r.range)?;
         let services = self.state.services(window).await.map_err(status)?;
         Ok(Response::new(pb::GetServicesResponse { services }))
     }
@@ -249,13 +255,7 @@ impl pb::query_service_server::QueryService for GrpcQuery {
                 "missing service: name the service whose operations to list",
             ));
         }
-        let window = match r.range {
-            Some(x) => self.state.check_window(x.start_ns, x.end_ns),
-            None => self
-                .state
-                .window_or_lookback(None, None, self.state.limits.max_window_ns),
-        }
-        .map_err(bad)?;
+        let window = self.window_or_lookback(r.range)?;
         let ops = self
             .state
             .operations(&r.service, window)

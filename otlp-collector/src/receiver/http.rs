@@ -364,7 +364,7 @@ async fn zipkin_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response 
             );
         }
     };
-    zipkin_ingest(&ing, source, format, parts, body).await
+    accept_text(&ing, source, format, parts, body, Instant::now(), "zipkin").await
 }
 
 async fn zipkin_v1_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
@@ -381,25 +381,31 @@ async fn zipkin_v1_spans(State(ing): State<Arc<Ingest>>, req: Request) -> Respon
             );
         }
     }
-    zipkin_ingest(
+    accept_text(
         &ing,
         Source::ZipkinV1Json,
         RecordFormat::ZipkinV1Json,
         parts,
         body,
+        Instant::now(),
+        "zipkin",
     )
     .await
 }
 
-/// The shared tail of the Zipkin endpoints: token, body, decode, WAL, 202.
-async fn zipkin_ingest(
+/// The shared tail of the Zipkin and Jaeger Thrift HTTP endpoints, once the
+/// content type is checked: token, body, decode, WAL, `202 Accepted` with an
+/// empty body; errors as plain text. `started` is when the request's latency
+/// starts; `what` names the protocol in the log line for rejected spans.
+pub(crate) async fn accept_text(
     ing: &Ingest,
     source: Source,
     format: RecordFormat,
     parts: http::request::Parts,
     body: Body,
+    started: Instant,
+    what: &str,
 ) -> Response {
-    let started = Instant::now();
     if let Err(r) = check_auth(ing, source, Enc::Text, &parts.headers) {
         return r;
     }
@@ -438,9 +444,10 @@ async fn zipkin_ingest(
         .await
     {
         Ok(ack) => {
-            // Zipkin has no partial-success body; rejected spans are counted and logged.
+            // Zipkin and Jaeger have no partial-success answer; rejected
+            // spans are counted and logged.
             if ack.rejected > 0 {
-                tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "zipkin spans rejected");
+                tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "{what} spans rejected");
             }
             Response::builder()
                 .status(StatusCode::ACCEPTED)

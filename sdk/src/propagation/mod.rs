@@ -44,6 +44,16 @@ pub use trace_context::{parse_traceparent, TraceContextPropagator};
 pub trait Injector {
     /// Sets `key` to `value`, replacing any previous value.
     fn set(&mut self, key: &str, value: String);
+
+    /// The carrier as an `http::HeaderMap`, if it is one. Lets the built-in
+    /// propagators insert a `traceparent` they formatted themselves (hex
+    /// digits and dashes: a valid header value by construction) without
+    /// `HeaderValue` checking its bytes again. Only `HeaderMap`'s own
+    /// implementation overrides it; other carriers keep the default.
+    #[doc(hidden)]
+    fn as_header_map(&mut self) -> Option<&mut http::HeaderMap> {
+        None
+    }
 }
 
 /// Reads propagation fields from a carrier. Keys are looked up
@@ -195,6 +205,26 @@ impl Injector for http::HeaderMap {
             self.insert(name, value);
         }
     }
+
+    fn as_header_map(&mut self) -> Option<&mut http::HeaderMap> {
+        Some(self)
+    }
+}
+
+/// Inserts `traceparent` as formatted by
+/// [`format_traceparent`](trace_context::format_traceparent), skipping
+/// `HeaderValue`'s byte check (~55 bytes, one at a time) and reusing the
+/// string's buffer.
+pub(crate) fn insert_traceparent(headers: &mut http::HeaderMap, value: String) {
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    debug_assert!(value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+    // SAFETY (a validity, not a memory-safety, requirement of `http`): the
+    // value is `format_traceparent`'s output, only ASCII hex digits and `-`,
+    // all of them bytes a header value may hold. Debug builds of `http`
+    // check it anyway.
+    let value =
+        unsafe { http::HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from(value)) };
+    headers.insert(TRACEPARENT.clone(), value);
 }
 
 /// The header names the built-in propagators read, parsed once: looking a
@@ -453,6 +483,43 @@ mod tests {
             let y = prop.extract_with_context(&Context::new(), &map);
             assert_eq!(x.span_context(), y.span_context(), "{case:?}");
             assert_eq!(x.baggage(), y.baggage(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn header_map_inject_fast_path_equals_the_generic_one() {
+        use crate::context::{SpanContext, TraceFlags, TraceState};
+        use crate::ids::{SpanId, TraceId};
+        let prop = TraceContextPropagator::new();
+        for (flags, state) in [(0x01, ""), (0x00, "a=1,b=2"), (0x03, "")] {
+            let sc = SpanContext::new(
+                TraceId::from_bytes([0xab; 16]),
+                SpanId::from_bytes([0x0f; 8]),
+                TraceFlags::new(flags),
+                false,
+                TraceState::from_header(state).unwrap_or_default(),
+            );
+            let cx = Context::new().with_span_context(sc);
+            // Through `as_header_map` (unchecked value) ...
+            let mut fast = http::HeaderMap::new();
+            fast.insert("traceparent", http::HeaderValue::from_static("stale"));
+            prop.inject_context(&cx, &mut fast);
+            // ... and through `set` with a carrier that hides the map.
+            struct Generic(http::HeaderMap);
+            impl Injector for Generic {
+                fn set(&mut self, key: &str, value: String) {
+                    self.0.set(key, value);
+                }
+            }
+            let mut slow = Generic(http::HeaderMap::new());
+            prop.inject_context(&cx, &mut slow);
+            assert_eq!(fast, slow.0, "flags {flags:#x}, state {state:?}");
+            assert_eq!(fast.get_all("traceparent").iter().count(), 1, "replaced");
+            let tp = fast["traceparent"].to_str().unwrap();
+            assert_eq!(
+                parse_traceparent(tp).map(|p| p.0),
+                Some(TraceId::from_bytes([0xab; 16]))
+            );
         }
     }
 

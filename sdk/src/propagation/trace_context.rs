@@ -126,7 +126,11 @@ impl TextMapPropagator for TraceContextPropagator {
         if !sc.is_valid() {
             return;
         }
-        injector.set(TRACEPARENT, format_traceparent(sc));
+        let traceparent = format_traceparent(sc);
+        match injector.as_header_map() {
+            Some(headers) => super::insert_traceparent(headers, traceparent),
+            None => injector.set(TRACEPARENT, traceparent),
+        }
         if !sc.trace_state().is_empty() {
             injector.set(TRACESTATE, sc.trace_state().header());
         }

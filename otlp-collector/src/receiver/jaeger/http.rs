@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
@@ -17,13 +16,9 @@ use axum::Router;
 use http::StatusCode;
 
 use crate::metrics::Source;
-use crate::receiver::body::discard_rest;
 use crate::receiver::format::RecordFormat;
-use crate::receiver::http::{
-    check_auth, content_length_hint, content_type, decode_error, read_body, respond, submit_error,
-    Enc,
-};
-use crate::receiver::{decode, Ingest};
+use crate::receiver::http::{accept_text, content_type, respond, Enc};
+use crate::receiver::Ingest;
 
 /// The router (`/api/traces`).
 pub fn router(ingest: Arc<Ingest>) -> Router {
@@ -52,53 +47,5 @@ async fn traces(State(ing): State<Arc<Ingest>>, req: Request) -> Response {
             );
         }
     }
-    if let Err(r) = check_auth(&ing, source, Enc::Text, &parts.headers) {
-        return r;
-    }
-    if let Err(e) = ing.check_admission(content_length_hint(&parts.headers)) {
-        discard_rest(std::pin::pin!(body), ing.limits.request_bytes()).await;
-        return submit_error(Enc::Text, e);
-    }
-    let mut guard = ing.inflight.guard();
-    let data = match read_body(
-        &ing,
-        source,
-        Enc::Text,
-        format,
-        &parts.headers,
-        body,
-        &mut guard,
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let decoded = match decode(format, &data, &ing.limits) {
-        Ok(d) => d,
-        Err(e) => return decode_error(&ing, source, Enc::Text, e),
-    };
-    match ing
-        .submit(
-            source,
-            format,
-            data,
-            decoded,
-            started,
-            Some(&guard.decode_reserve()),
-        )
-        .await
-    {
-        Ok(ack) => {
-            // No partial-success answer in Jaeger: rejected spans are counted and logged.
-            if ack.rejected > 0 {
-                tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "jaeger thrift spans rejected");
-            }
-            Response::builder()
-                .status(StatusCode::ACCEPTED)
-                .body(Body::empty())
-                .unwrap_or_default()
-        }
-        Err(e) => submit_error(Enc::Text, e),
-    }
+    accept_text(&ing, source, format, parts, body, started, "jaeger thrift").await
 }

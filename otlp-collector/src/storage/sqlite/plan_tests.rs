@@ -13,10 +13,10 @@
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, StatementStatus};
 
-use super::{
-    exact_percentiles_tx, exact_statements, layout, probe_sql, search_tx, span_conditions,
-    window_sql, write_spans_tx,
-};
+use super::analytics::{exact_percentiles_tx, exact_statements};
+use super::layout;
+use super::read::{probe_sql, search_tx, span_conditions, window_sql};
+use super::write::write_spans_tx;
 use crate::model::{AttrValue, KeyValue, Span, SpanKind, StatusCode};
 use crate::storage::{TimeRange, TraceQuery};
 

@@ -27,15 +27,14 @@ use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes};
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+mod request;
+
+use request::{build_request, span_times};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Proto {
@@ -91,114 +90,11 @@ struct Stats {
     latencies_us: Mutex<Vec<u32>>,
 }
 
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-/// Start, end and event time of span `i` of a request built at `now`.
-fn span_times(i: usize, now: u64) -> (u64, u64, u64) {
-    let start = now - 5_000_000 + i as u64 * 1_000;
-    (
-        start,
-        start + 250_000 + (i as u64 % 97) * 10_000,
-        start + 1_000,
-    )
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// A request of `n` realistic spans; ids derive from `conn` and `seq` so every
-/// span is unique, timestamps from `now` (ns since the Unix epoch).
-fn build_request(conn: u64, seq: u64, n: usize, now: u64) -> ExportTraceServiceRequest {
-    use any_value::Value as V;
-    let mut trace_id = [0u8; 16];
-    trace_id[..8].copy_from_slice(&(conn + 1).to_be_bytes());
-    trace_id[8..].copy_from_slice(&seq.to_be_bytes());
-    let spans = (0..n)
-        .map(|i| {
-            let mut span_id = [0u8; 8];
-            span_id[..4].copy_from_slice(&(seq as u32).to_be_bytes());
-            span_id[4..].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-            let parent = if i == 0 {
-                Vec::new()
-            } else {
-                let mut p = span_id;
-                p[4..].copy_from_slice(&1u32.to_be_bytes());
-                p.to_vec()
-            };
-            let (start, end, event_time) = span_times(i, now);
-            Span {
-                trace_id: trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent,
-                name: format!("GET /api/items/{}", i % 16),
-                kind: if i == 0 { 2 } else { 3 },
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes: vec![
-                    kv("http.request.method", V::StringValue("GET".into())),
-                    kv("http.route", V::StringValue("/api/items/{id}".into())),
-                    kv("http.response.status_code", V::IntValue(200)),
-                    kv("url.path", V::StringValue(format!("/api/items/{i}"))),
-                    kv("server.address", V::StringValue("items.internal".into())),
-                    kv("server.port", V::IntValue(8080)),
-                    kv("user_agent.original", V::StringValue("loadgen/1.0".into())),
-                    kv("network.protocol.version", V::StringValue("1.1".into())),
-                    kv("app.cache_hit", V::BoolValue(i % 3 == 0)),
-                    kv("app.items", V::DoubleValue(i as f64 * 1.5)),
-                ],
-                events: if i % 4 == 0 {
-                    vec![span::Event {
-                        time_unix_nano: event_time,
-                        name: "cache.lookup".into(),
-                        attributes: vec![kv("cache.key", V::StringValue(format!("item:{i}")))],
-                        dropped_attributes_count: 0,
-                    }]
-                } else {
-                    Vec::new()
-                },
-                status: Some(Status {
-                    message: String::new(),
-                    code: 0,
-                }),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv(
-                        "service.name",
-                        V::StringValue(format!("loadgen-svc-{}", conn % 4)),
-                    ),
-                    kv("service.version", V::StringValue("1.0.0".into())),
-                    kv("host.name", V::StringValue("bench".into())),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "loadgen".into(),
-                    version: "1.0".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
 }
 
 /// Byte offsets, in the encoded request, of the fields of one span that differ
@@ -668,6 +564,7 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     #[test]
     fn template_matches_built_requests() {

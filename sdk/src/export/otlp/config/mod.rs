@@ -1,10 +1,27 @@
 //! OTLP exporter configuration: the `OTEL_EXPORTER_OTLP_*` environment
 //! variables with the specification's defaults, overridable by builder methods.
+//!
+//! Split by concern: this file holds the resolved configuration and how the
+//! environment and the builder's settings become it; `values.rs` parses and
+//! checks endpoints and headers; `tls.rs` (feature `tls`) loads CA
+//! certificates and client identities.
 
 use std::time::Duration;
 
 use crate::export::breaker::BreakerConfig;
 use crate::export::retry::RetryPolicy;
+
+#[cfg(feature = "tls")]
+mod tls;
+mod values;
+
+#[cfg(feature = "tls")]
+pub use tls::{CaCertificate, ClientIdentity};
+#[cfg(feature = "tls")]
+pub(crate) use tls::{CaSource, IdentitySource};
+pub use values::parse_headers;
+pub(crate) use values::set_header;
+use values::{normalize_endpoint, validate_header};
 
 /// Default gRPC endpoint.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -161,221 +178,6 @@ pub struct OtlpConfig {
     /// and `..._CLIENT_KEY`).
     #[cfg(feature = "tls")]
     pub client_identity: Option<ClientIdentity>,
-}
-
-/// A PEM bundle of CA certificates to trust for `https` endpoints.
-#[cfg(feature = "tls")]
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaCertificate {
-    pem: Vec<u8>,
-    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
-    source: String,
-}
-
-#[cfg(feature = "tls")]
-impl std::fmt::Debug for CaCertificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaCertificate")
-            .field("source", &self.source)
-            .field("certificates", &self.certs.len())
-            .finish()
-    }
-}
-
-#[cfg(feature = "tls")]
-impl CaCertificate {
-    /// Parses a PEM bundle; `source` says where it came from, for errors.
-    pub(crate) fn from_pem(pem: Vec<u8>, source: String) -> Result<Self, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        let invalid = |reason: String| ConfigError::CaCertificate {
-            source_desc: source.clone(),
-            reason,
-        };
-        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(format!("not valid PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(invalid("no PEM `CERTIFICATE` block found".into()));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for (i, c) in certs.iter().enumerate() {
-            roots
-                .add(c.clone())
-                .map_err(|e| invalid(format!("certificate #{}: {e}", i + 1)))?;
-        }
-        Ok(CaCertificate { pem, certs, source })
-    }
-
-    /// The PEM text as given.
-    pub fn pem(&self) -> &[u8] {
-        &self.pem
-    }
-
-    /// A root store holding exactly these certificates.
-    pub fn root_store(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        // Every certificate was accepted by `from_pem`.
-        roots.add_parsable_certificates(self.certs.iter().cloned());
-        roots
-    }
-
-    /// Where the certificates came from.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-}
-
-/// A client certificate chain and its private key (PEM), for mTLS.
-#[cfg(feature = "tls")]
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    source: String,
-}
-
-#[cfg(feature = "tls")]
-impl std::fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("ClientIdentity")
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-#[cfg(feature = "tls")]
-impl ClientIdentity {
-    /// Checks that `cert_pem` holds at least one certificate and `key_pem` a
-    /// private key (PKCS#8, PKCS#1 or SEC1).
-    pub(crate) fn from_pem(
-        cert_pem: Vec<u8>,
-        key_pem: Vec<u8>,
-        source: String,
-    ) -> Result<Self, ConfigError> {
-        let id = ClientIdentity {
-            cert_pem,
-            key_pem,
-            source,
-        };
-        id.certs()?;
-        id.key()?;
-        Ok(id)
-    }
-
-    fn invalid(&self, reason: String) -> ConfigError {
-        ConfigError::ClientIdentity {
-            source_desc: self.source.clone(),
-            reason,
-        }
-    }
-
-    /// The certificate chain.
-    pub fn certs(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&self.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.invalid(format!("certificate is not valid PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(self.invalid("no PEM `CERTIFICATE` block in the certificate file".into()));
-        }
-        Ok(certs)
-    }
-
-    /// The private key.
-    pub fn key(&self) -> Result<rustls::pki_types::PrivateKeyDer<'static>, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| {
-            self.invalid(format!(
-                "no usable private key (PKCS#8, PKCS#1 or SEC1 PEM) in the key file: {e}"
-            ))
-        })
-    }
-
-    /// The certificate PEM as given.
-    pub fn cert_pem(&self) -> &[u8] {
-        &self.cert_pem
-    }
-
-    /// The key PEM as given.
-    pub fn key_pem(&self) -> &[u8] {
-        &self.key_pem
-    }
-
-    /// Where they came from.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-}
-
-/// Where a client certificate and key come from.
-#[cfg(feature = "tls")]
-#[derive(Clone, Debug)]
-pub(crate) enum IdentitySource {
-    Pem {
-        cert: Vec<u8>,
-        key: Vec<u8>,
-    },
-    Files {
-        cert: (std::path::PathBuf, Option<&'static str>),
-        key: (std::path::PathBuf, Option<&'static str>),
-    },
-}
-
-#[cfg(feature = "tls")]
-impl IdentitySource {
-    fn load(&self) -> Result<ClientIdentity, ConfigError> {
-        match self {
-            IdentitySource::Pem { cert, key } => {
-                ClientIdentity::from_pem(cert.clone(), key.clone(), "in-memory PEM".into())
-            }
-            IdentitySource::Files { cert, key } => {
-                let desc = |(path, var): &(std::path::PathBuf, Option<&'static str>)| match var {
-                    Some(v) => format!("{v}={}", path.display()),
-                    None => format!("file {}", path.display()),
-                };
-                let source = format!("{} and {}", desc(cert), desc(key));
-                let read = |f: &(std::path::PathBuf, Option<&'static str>)| {
-                    std::fs::read(&f.0).map_err(|e| ConfigError::ClientIdentity {
-                        source_desc: desc(f),
-                        reason: e.to_string(),
-                    })
-                };
-                ClientIdentity::from_pem(read(cert)?, read(key)?, source)
-            }
-        }
-    }
-}
-
-/// Where a custom CA comes from, read when the configuration is resolved.
-#[cfg(feature = "tls")]
-#[derive(Clone, Debug)]
-pub(crate) enum CaSource {
-    Pem(Vec<u8>),
-    File {
-        path: std::path::PathBuf,
-        var: Option<&'static str>,
-    },
-}
-
-#[cfg(feature = "tls")]
-impl CaSource {
-    fn load(&self) -> Result<CaCertificate, ConfigError> {
-        match self {
-            CaSource::Pem(pem) => CaCertificate::from_pem(pem.clone(), "in-memory PEM".into()),
-            CaSource::File { path, var } => {
-                let desc = match var {
-                    Some(v) => format!("{v}={}", path.display()),
-                    None => format!("file {}", path.display()),
-                };
-                let pem = std::fs::read(path).map_err(|e| ConfigError::CaCertificate {
-                    source_desc: desc.clone(),
-                    reason: e.to_string(),
-                })?;
-                CaCertificate::from_pem(pem, desc)
-            }
-        }
-    }
 }
 
 fn pick(
@@ -630,90 +432,6 @@ impl Settings {
     }
 }
 
-pub(crate) fn set_header(headers: &mut Vec<(String, String)>, k: String, v: String) {
-    let k = k.to_ascii_lowercase();
-    if let Some(e) = headers.iter_mut().find(|(n, _)| *n == k) {
-        e.1 = v;
-    } else {
-        headers.push((k, v));
-    }
-}
-
-/// Adds `default_scheme://` to a bare `host:port` and checks the URL parses.
-fn normalize_endpoint(e: &str, default_scheme: &str) -> Result<String, ConfigError> {
-    let e = e.trim();
-    let with_scheme = if e.contains("://") {
-        e.to_string()
-    } else {
-        format!("{default_scheme}://{e}")
-    };
-    let uri: http::Uri =
-        with_scheme
-            .parse()
-            .map_err(|err: http::uri::InvalidUri| ConfigError::InvalidEndpoint {
-                endpoint: e.to_string(),
-                reason: err.to_string(),
-            })?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        other => {
-            return Err(ConfigError::InvalidEndpoint {
-                endpoint: e.to_string(),
-                reason: format!("scheme {other:?} is not http or https"),
-            })
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConfigError::InvalidEndpoint {
-            endpoint: e.to_string(),
-            reason: "no host".into(),
-        });
-    }
-    Ok(with_scheme)
-}
-
-fn validate_header(k: &str, v: &str) -> Result<(), ConfigError> {
-    http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| ConfigError::InvalidHeader {
-        name: k.to_string(),
-        reason: e.to_string(),
-    })?;
-    http::HeaderValue::from_str(v).map_err(|e| ConfigError::InvalidHeader {
-        name: k.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(())
-}
-
-/// Parses the W3C-baggage-like `key1=value1,key2=value2` list of
-/// `OTEL_EXPORTER_OTLP_HEADERS`; values are percent-decoded.
-pub fn parse_headers(var: &'static str, s: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut out = Vec::new();
-    for item in s.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        let (k, v) = item.split_once('=').ok_or(ConfigError::InvalidEnv {
-            var,
-            value: s.to_string(),
-            reason: "use comma-separated key=value pairs",
-        })?;
-        let k = k.trim();
-        if k.is_empty() {
-            return Err(ConfigError::InvalidEnv {
-                var,
-                value: s.to_string(),
-                reason: "a header name is empty",
-            });
-        }
-        let v = percent_encoding::percent_decode_str(v.trim())
-            .decode_utf8_lossy()
-            .into_owned();
-        out.push((k.to_ascii_lowercase(), v));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,19 +587,5 @@ mod tests {
             .to_string();
         assert!(e.contains("OTEL_EXPORTER_OTLP_CERTIFICATE="), "{e}");
         assert!(resolve(&[]).unwrap().ca_certificate.is_none());
-    }
-
-    #[cfg(feature = "tls")]
-    #[test]
-    fn ca_certificate_must_hold_a_certificate() {
-        let e = CaCertificate::from_pem(b"not a certificate".to_vec(), "test".into())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no PEM `CERTIFICATE` block"), "{e}");
-        let bad = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let e = CaCertificate::from_pem(bad.to_vec(), "test".into())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("certificate #1"), "{e}");
     }
 }

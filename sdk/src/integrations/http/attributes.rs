@@ -1,0 +1,259 @@
+//! The HTTP semantic-convention attributes the server and client layers
+//! share: request method, protocol version, `server.address`/`server.port`
+//! (from the URI or the `Host` header, split without allocating), `url.scheme`
+//! and the gRPC service/method of a path.
+
+use http::{HeaderMap, Method, Uri, Version};
+
+use crate::attributes::KeyValue;
+
+/// Semantic conventions allow only the known methods as `http.request.method`;
+/// anything else is `_OTHER` (with the original in `http.request.method_original`),
+/// which also keeps span names low-cardinality.
+fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return None,
+    })
+}
+
+pub(crate) fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
+    match method_name(method) {
+        Some(m) => {
+            attrs.push(KeyValue::new("http.request.method", m));
+            m
+        }
+        None => {
+            attrs.push(KeyValue::new("http.request.method", "_OTHER"));
+            attrs.push(KeyValue::new(
+                "http.request.method_original",
+                method.as_str().to_string(),
+            ));
+            "HTTP"
+        }
+    }
+}
+
+pub(super) fn protocol_version(v: Version) -> Option<&'static str> {
+    Some(match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+fn default_port(scheme: Option<&str>) -> Option<u16> {
+    match scheme {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    }
+}
+
+/// Bytes a host may contain: letters, digits and `.-_[]:%` (the brackets
+/// and colons of an IPv6 literal, `%` of a zone id).
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric()
+            || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%');
+        i += 1;
+    }
+    t
+};
+
+/// Splits a `Host` header value (`host`, `host:port`, `[v6]`, `[v6]:port`)
+/// without allocating; `None` when it is not of that shape.
+fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &h[..end + 2];
+        match &rest[end + 1..] {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        // One pass (the usual `name:port` case): the host's bytes are
+        // checked up to the first colon; a second colon is not a host.
+        let b = h.as_bytes();
+        let mut colon = b.len();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b':' {
+                colon = i;
+                break;
+            }
+            if !HOST_BYTES[usize::from(c)] {
+                return None;
+            }
+        }
+        if colon == b.len() {
+            return (!h.is_empty()).then_some((h, None));
+        }
+        let (host, port) = (&h[..colon], &h[colon + 1..]);
+        if host.is_empty() || port.contains(':') {
+            return None;
+        }
+        return Some((host, Some(port.parse::<u16>().ok()?)));
+    };
+    let valid_host = !host.is_empty() && host.bytes().all(|c| HOST_BYTES[usize::from(c)]);
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    Some((host, port))
+}
+
+/// `server.address`/`server.port` from the URI authority, else the `Host` header.
+pub(super) fn push_server_address(attrs: &mut Vec<KeyValue>, uri: &Uri, headers: &HeaderMap) {
+    let (host, port) = if let Some(a) = uri.authority() {
+        (Some(a.host()), a.port_u16())
+    } else if let Some(h) = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        match split_host(h) {
+            Some((host, port)) => (Some(host), port),
+            None => (None, None),
+        }
+    } else {
+        (None, None)
+    };
+    if let Some(host) = host {
+        attrs.push(KeyValue::new("server.address", host.to_string()));
+        if let Some(port) = port.or_else(|| default_port(uri.scheme_str())) {
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+}
+
+/// `url.scheme`: the two usual ones without allocating.
+pub(super) fn scheme_value(uri: &Uri) -> crate::attributes::Value {
+    match uri.scheme_str() {
+        None | Some("http") => "http".into(),
+        Some("https") => "https".into(),
+        Some(other) => other.to_string().into(),
+    }
+}
+
+/// `/package.Service/Method` → (`package.Service`, `Method`).
+pub(crate) fn grpc_method(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The previous `split_host`, kept as the reference for the one-pass version.
+    fn split_host_reference(h: &str) -> Option<(&str, Option<u16>)> {
+        let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+            let end = rest.find(']')?;
+            let host = &h[..end + 2];
+            match &rest[end + 1..] {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':')?)),
+            }
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                Some(_) => return None,
+                None => (h, None),
+            }
+        };
+        let valid_host = !host.is_empty()
+            && host.bytes().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, b'.' | b'-' | b'_' | b'[' | b']' | b':' | b'%')
+            });
+        if !valid_host {
+            return None;
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok()?),
+        };
+        Some((host, port))
+    }
+
+    #[test]
+    fn split_host_matches_the_reference() {
+        let fixed = [
+            "",
+            ":",
+            "a:",
+            ":80",
+            "a:80",
+            "a:+80",
+            "a:65536",
+            "a:8:0",
+            "a::80",
+            "a b:80",
+            "api.example.com:8080",
+            "[::1]",
+            "[::1]:443",
+            "[::1]x",
+            "[",
+            "a]b:1",
+            "a[b",
+            "h%25:1",
+            "é:80",
+            "a:٣",
+            "localhost",
+            "a_b-c.d:0",
+        ];
+        for h in fixed {
+            assert_eq!(split_host(h), split_host_reference(h), "{h:?}");
+        }
+        // Generated: short strings over an alphabet rich in the bytes that matter.
+        let alphabet: Vec<char> = "a.-_[]:%0189 +é".chars().collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let h: String = (0..len)
+                .map(|i| alphabet[((x >> (i * 5 + 3)) % alphabet.len() as u64) as usize])
+                .collect();
+            assert_eq!(split_host(&h), split_host_reference(&h), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_paths() {
+        assert_eq!(
+            grpc_method("/pay.Payments/Charge"),
+            Some(("pay.Payments", "Charge"))
+        );
+        assert_eq!(grpc_method("/nope"), None);
+        assert_eq!(grpc_method("//x"), None);
+        assert_eq!(grpc_method("/a/b/c"), None);
+    }
+
+    #[test]
+    fn unknown_method_is_other() {
+        let mut attrs = Vec::new();
+        let m = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(push_method(&mut attrs, &m), "HTTP");
+        assert_eq!(attrs[0], KeyValue::new("http.request.method", "_OTHER"));
+    }
+}
