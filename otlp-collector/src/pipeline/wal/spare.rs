@@ -26,6 +26,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::space::free_bytes;
 use super::{Shared, WalError};
 
+/// Creates a segment's file (see `Writer::create_file`).
+pub(super) type CreateFile = fn(&Shared, u64) -> Result<(File, u64), WalError>;
+
 /// A prepared segment: its id, its file, and how many zero bytes were
 /// written ahead into it (0: an empty file).
 pub(super) struct Spare {
@@ -50,7 +53,7 @@ impl Preparer {
     pub(super) fn start(
         shared: Arc<Shared>,
         segment_bytes: u64,
-        create: fn(&Shared, u64) -> Result<(File, u64), WalError>,
+        create: CreateFile,
     ) -> std::io::Result<Preparer> {
         let (req_tx, req_rx) = bounded::<u64>(1);
         let (done_tx, done_rx) = bounded(1);

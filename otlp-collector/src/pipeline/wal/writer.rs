@@ -138,6 +138,7 @@ impl Writer {
         // overwritten from the start).
         let file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
