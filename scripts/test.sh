@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: installs what the tests need when missing
 # (Debian packages postgresql, clickhouse-server, zookeeper, chromium, openssl; the Python
 # OpenTelemetry SDK for interop; Jaeger and Zipkin clients in a virtualenv and
-# an npm prefix), then checks formatting and lints, then runs
+# an npm prefix), then checks formatting, import cycles and lints, then runs
 # `cargo test --workspace`.
 #
 # Usage: ./scripts/test.sh            (from the repository root)
@@ -102,6 +102,13 @@ fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+# Layering: no import cycles between the collector's modules (the script
+# follows every use and inline path through re-exports; its own test proves
+# it sees each kind of path). A new cycle fails the run here.
+log "import cycles (otlp-collector/scripts/import_cycles.py)"
+python3 otlp-collector/scripts/import_cycles_test.py
+python3 otlp-collector/scripts/import_cycles.py
 
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,8 +1,25 @@
 //! Bearer-token authentication for the receivers and, separately, the query
 //! API and UI. Tokens are compared in constant time and never logged.
 
+use std::path::PathBuf;
+
 use http::HeaderMap;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+/// Bearer-token authentication; no tokens means no authentication.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Tokens accepted by the receivers (OTLP gRPC/HTTP, Zipkin).
+    pub receiver_tokens: Vec<String>,
+    /// File with one receiver token per line (merged with `receiver_tokens`).
+    pub receiver_tokens_file: Option<PathBuf>,
+    /// Tokens accepted by the query API and UI.
+    pub query_tokens: Vec<String>,
+    /// File with one query token per line (merged with `query_tokens`).
+    pub query_tokens_file: Option<PathBuf>,
+}
 
 /// A set of accepted tokens; empty means authentication is off.
 #[derive(Clone, Default)]

@@ -15,11 +15,13 @@ pub use budgets::MemoryBudgets;
 pub use connections::{ConnectionsConfig, QueryConfig};
 // Owned by the modules they configure; re-exported so `config` reads as the
 // whole file's schema.
+pub use crate::auth::AuthConfig;
 pub use crate::pipeline::batcher::BatcherConfig;
 pub use crate::pipeline::queue::QueueConfig;
 pub use crate::pipeline::wal::{FsyncPolicy, WalConfig};
 pub use crate::receiver::limits::LimitsConfig;
 pub use crate::storage::connecting::{StorageConfig, StorageKind};
+pub use crate::tls::TlsConfig;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -131,31 +133,6 @@ impl Default for ServerConfig {
             http_addr: "127.0.0.1:16686".into(),
         }
     }
-}
-
-/// Bearer-token authentication; no tokens means no authentication.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Tokens accepted by the receivers (OTLP gRPC/HTTP, Zipkin).
-    pub receiver_tokens: Vec<String>,
-    /// File with one receiver token per line (merged with `receiver_tokens`).
-    pub receiver_tokens_file: Option<PathBuf>,
-    /// Tokens accepted by the query API and UI.
-    pub query_tokens: Vec<String>,
-    /// File with one query token per line (merged with `query_tokens`).
-    pub query_tokens_file: Option<PathBuf>,
-}
-
-/// TLS for every listener. With both files set, the OTLP/gRPC, OTLP/HTTP,
-/// Zipkin and query/UI/metrics listeners serve TLS only; with neither, plain TCP.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain (server certificate first, then intermediates).
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
-    pub key_file: Option<PathBuf>,
 }
 
 /// Graceful shutdown.
@@ -426,8 +403,8 @@ pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>
     Ok(out)
 }
 
-impl From<crate::sampling_api::config::SamplingApiConfigError> for ConfigError {
-    fn from(e: crate::sampling_api::config::SamplingApiConfigError) -> Self {
+impl From<crate::sampling_api::limits::SamplingApiConfigError> for ConfigError {
+    fn from(e: crate::sampling_api::limits::SamplingApiConfigError) -> Self {
         ConfigError::Invalid(e.0)
     }
 }

@@ -9,6 +9,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferrotrace_collector::config::{Config, FsyncPolicy, StorageKind};
 use ferrotrace_collector::server::{exit_code, Collector};
 
+/// With feature `mimalloc`: mimalloc instead of glibc's malloc. Spans are
+/// decoded on the receivers' threads and freed on the pipeline's and the
+/// sink's, and glibc's arenas made those cross-thread frees about half of the
+/// ingest CPU (docs/benchmarks.md, "Session-5 allocator"). The memory guard
+/// purges it explicitly ([`purge_heap`]).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Decommits every free page mimalloc holds now (it otherwise waits its
+/// purge delay): what the memory guard needs to get resident memory back
+/// under the limit after a spike.
+#[cfg(feature = "mimalloc")]
+fn purge_heap() {
+    // SAFETY: mi_collect only frees memory mimalloc holds unused; it may be
+    // called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 const AFTER_HELP: &str = "\
 Configuration: built-in defaults, then the file given with --config, then
 environment overrides, then the flags above. Every key of the file can be
@@ -305,6 +324,8 @@ fn run(args: Args) -> Result<(), Failure> {
     let cfg = load(&args).map_err(|e| Failure::new(exit_code::CONFIG, e))?;
     // Before any thread of the runtime allocates (arenas are per thread).
     ferrotrace_collector::memory::tune_allocator(cfg.limits.memory_limit_mib > 0);
+    #[cfg(feature = "mimalloc")]
+    ferrotrace_collector::memory::set_heap_purge(purge_heap);
     // Every client connection takes a file descriptor: use the hard limit.
     let fds = ferrotrace_collector::listener::raise_fd_limit();
     tracing::debug!(fds, "file descriptor limit");

@@ -40,9 +40,12 @@
 //! could take, refusing for memory with an empty queue). So a refusal asks
 //! the guard thread to trim too ([`MemoryGuard::admits`]), and
 //! [`tune_allocator`] makes glibc keep less freed memory in the first place
-//! when a limit is set. With another allocator (e.g. mimalloc, which
-//! returns memory itself) the call only trims glibc's own, mostly unused
-//! heap and is harmless.
+//! when a limit is set. Built with feature `mimalloc`, the collector binary
+//! allocates with mimalloc (`src/main.rs`) and registers its explicit purge ([`set_heap_purge`]:
+//! `mi_collect(true)`, which decommits every free page of mimalloc's arenas
+//! at once instead of after its 1 s purge delay); the guard calls it before
+//! `malloc_trim`, which still matters for what C libraries (SQLite) take
+//! from glibc's malloc.
 //!
 //! Without `/proc` (not Linux) the guard is inert and the budgets alone apply.
 
@@ -293,22 +296,51 @@ pub fn resident_bytes() -> Option<u64> {
     None
 }
 
-/// Returns free heap pages to the OS; true if the allocator supports it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// The global allocator's own "return free memory now" call, if the binary
+/// installed one (see [`set_heap_purge`]).
+static HEAP_PURGE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers the global allocator's explicit purge, called by the guard
+/// whenever it trims (above the soft limit or after a refusal, at most every
+/// [`TRIM_EVERY`]). A binary that replaces glibc's malloc (the collector uses
+/// mimalloc) calls this once at start; the first registration wins.
+pub fn set_heap_purge(purge: fn()) {
+    let _ = HEAP_PURGE.set(purge);
+}
+
+/// Returns free heap pages to the OS; true if an allocator supports it.
 fn trim_heap() -> bool {
+    let purged = HEAP_PURGE.get().map(|purge| purge()).is_some();
+    trim_glibc() || purged
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_glibc() -> bool {
     // SAFETY: malloc_trim only releases memory glibc's malloc holds free.
     unsafe { libc::malloc_trim(0) };
     true
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() -> bool {
+fn trim_glibc() -> bool {
     false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registered_heap_purge_runs_with_every_trim() {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        set_heap_purge(|| {
+            CALLS.fetch_add(1, Relaxed);
+        });
+        let before = CALLS.load(Relaxed);
+        assert!(trim_heap());
+        assert!(trim_heap());
+        assert_eq!(CALLS.load(Relaxed), before + 2);
+    }
 
     #[test]
     fn pressure_levels() {

@@ -254,7 +254,7 @@ async fn metrics_handler(State(h): State<HealthState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::exposition::CONTENT_TYPE,
         )],
         h.metrics.render(),
     )
@@ -369,7 +369,7 @@ impl Collector {
                             .await
                             .map_err(StartError::Cold)?,
                     );
-                    *metrics.cold.lock() = Some(cold.stats.clone());
+                    metrics.register(Box::new(cold.stats.clone()));
                     servers.push(tokio::spawn(crate::storage::cold::tiering::run(
                         store.clone(),
                         cold.clone(),
@@ -681,7 +681,7 @@ impl Collector {
         )));
         if let Some(retention) = retention {
             let retention_stats = Arc::new(crate::storage::retention::RetentionStats::default());
-            *metrics.retention.lock() = Some(retention_stats.clone());
+            metrics.register(retention_stats.collector(metrics.wal_bytes.clone()));
             // With a cold tier, age retention is the tiering task's (above).
             if !config.cold.enabled() {
                 servers.push(tokio::spawn(crate::storage::retention::run(

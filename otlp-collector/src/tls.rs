@@ -12,6 +12,18 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+/// TLS for every listener. With both files set, the OTLP/gRPC, OTLP/HTTP,
+/// Zipkin and query/UI/metrics listeners serve TLS only; with neither, plain TCP.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (server certificate first, then intermediates).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub key_file: Option<PathBuf>,
+}
 
 /// Why the TLS certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]

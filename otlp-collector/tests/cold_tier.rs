@@ -17,11 +17,14 @@ use std::time::{Duration, Instant};
 use ferrotrace_collector::model::{
     hex, now_ns, AttrValue, KeyValue, Span, SpanKind, StatusCode, TraceId,
 };
+use ferrotrace_collector::rollup::{RollupBatch, RollupOrigin};
 use ferrotrace_collector::storage::cold::tiering::run_once;
 use ferrotrace_collector::storage::cold::{ColdConfig, ColdPolicy, ColdStore, TieredStore};
 use ferrotrace_collector::storage::sqlite::SqliteStore;
 use ferrotrace_collector::storage::{
-    AttrFilter, SpanStore, SpanWriter, StorageError, TimeRange, TraceQuery, TraceReader,
+    AnalyticsReader, AttrFilter, DependencyEdge, ExportCursor, ExportPage, LatencyPoint,
+    LatencyQuery, Operation, Retention, RetentionReport, SamplingCounts, SearchPage, SpanStore,
+    SpanWriter, StorageError, StorageResult, TimeRange, TraceQuery, TraceReader, TraceSpans,
 };
 
 const MS: u64 = 1_000_000;
@@ -120,7 +123,9 @@ const STRADDLER: u32 = 1000;
 
 fn data() -> Data {
     let now = now_ns();
-    let base = now - 10 * DAY;
+    // Ten minutes past a UTC hour, so that each hour-file holds exactly two
+    // traces (a base in an hour's last minute would split the pairs).
+    let base = (now - 10 * DAY) / HOUR * HOUR + 10 * 60_000 * MS;
     let old = (0..40u32)
         .map(|t| {
             (
@@ -250,8 +255,8 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     assert!(cold.stats.files_opened.load(Relaxed) - before <= 2);
     // A range narrows the files looked at.
     let first_hour = TimeRange {
-        start_ns: d.now - 10 * DAY,
-        end_ns: d.now - 10 * DAY + HOUR,
+        start_ns: d.old[0].1[0].start_ns,
+        end_ns: d.old[0].1[0].start_ns + HOUR,
     };
     assert_eq!(
         tiered
@@ -349,6 +354,96 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     );
     assert!(pages.iter().skip(6).all(|p| p.1 == 5), "then cold");
 
+    // Services and operations of a cold range: from the files' footer
+    // summaries when the range covers them whole (no file opened), from
+    // their columns, filtered by start, when it cuts them.
+    // (The hot store holds two old spans again, rewritten above: trace 3's
+    // root and its "query 1" child.)
+    let hot_ops = hot.operations("backend", old_range).await.expect("hot");
+    assert_eq!(hot_ops.len(), 1, "{hot_ops:?}");
+    let opened = cold.stats.files_opened.load(Relaxed);
+    assert_eq!(
+        tiered.services(old_range).await.expect("services"),
+        vec!["backend".to_string(), "frontend".to_string()]
+    );
+    let ops = tiered
+        .operations("backend", old_range)
+        .await
+        .expect("operations");
+    let want: Vec<Operation> = (1..5)
+        .map(|i| Operation {
+            name: format!("query {i}"),
+            kind: SpanKind::Client,
+        })
+        .collect();
+    assert_eq!(ops, want);
+    assert_eq!(
+        cold.stats.files_opened.load(Relaxed),
+        opened,
+        "footers only"
+    );
+    // The first 2 ms of trace 0: its root and first child only.
+    let t0 = d.old[0].1[0].start_ns;
+    let cut = TimeRange {
+        start_ns: t0,
+        end_ns: t0 + 2 * MS,
+    };
+    let ops = tiered.operations("backend", cut).await.expect("operations");
+    assert_eq!(ops, want[..1].to_vec());
+    let ops = tiered
+        .operations("frontend", cut)
+        .await
+        .expect("operations");
+    assert_eq!(
+        ops,
+        vec![Operation {
+            name: "GET /orders".into(),
+            kind: SpanKind::Server
+        }]
+    );
+    assert_eq!(
+        cold.stats.files_opened.load(Relaxed),
+        opened + 2,
+        "a cut file is read"
+    );
+    // Recent ranges are the hot store's alone.
+    let recent = TimeRange {
+        start_ns: d.now - 2 * HOUR,
+        end_ns: d.now,
+    };
+    assert_eq!(
+        tiered.services(recent).await.expect("services"),
+        hot.services(recent).await.expect("services")
+    );
+
+    // Early stop: files are read newest first and the search stops once its
+    // page is settled. 2 traces per hour-file: a page of 3 reads the two
+    // newest of the 20 files in the window, and says there is more.
+    let (opened, skipped) = (
+        cold.stats.files_opened.load(Relaxed),
+        cold.stats.search_files_skipped.load(Relaxed),
+    );
+    let (keys, more) = cold
+        .search(&query(old_range, 3), None, 3)
+        .await
+        .expect("search");
+    let ids: Vec<TraceId> = keys.iter().map(|k| k.0).collect();
+    assert_eq!(ids, vec![tid(39), tid(38), tid(37)]);
+    assert!(more);
+    assert_eq!(cold.stats.files_opened.load(Relaxed) - opened, 2);
+    assert_eq!(cold.stats.search_files_skipped.load(Relaxed) - skipped, 18);
+    // The next page re-reads the newer files (to leave out what page one
+    // listed) and stops again: 4 files, not 20.
+    let opened = cold.stats.files_opened.load(Relaxed);
+    let (keys, more) = cold
+        .search(&query(old_range, 3), Some((keys[2].1, keys[2].0)), 3)
+        .await
+        .expect("search");
+    let ids: Vec<TraceId> = keys.iter().map(|k| k.0).collect();
+    assert_eq!(ids, vec![tid(36), tid(35), tid(34)]);
+    assert!(more);
+    assert_eq!(cold.stats.files_opened.load(Relaxed) - opened, 4);
+
     // Limits: a search over more files than allowed, a lookup over the byte cap.
     let tight = ColdStore::open(&ColdConfig {
         max_files_per_query: 3,
@@ -381,7 +476,7 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     assert_eq!(other.files().len(), 21);
 
     // Cold retention: files whose spans all started before the cutoff go.
-    let cutoff = d.now - 10 * DAY + 10 * HOUR;
+    let cutoff = d.old[0].1[0].start_ns + 10 * HOUR;
     let (files, spans) = cold.evict_before(cutoff).await.expect("evict");
     assert_eq!((files, spans), (10, 100));
     assert_eq!(cold.files().len(), 11);
@@ -393,8 +488,10 @@ async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
     assert_eq!(tiered.get_trace(tid(25), None).await.expect("get").len(), 5);
     other.refresh().await.expect("refresh");
     assert_eq!(other.files().len(), 11);
-    let mut text = String::new();
-    cold.stats.render(&mut text);
+    // The tier's families as /metrics shows them once it is registered.
+    let metrics = ferrotrace_collector::metrics::Metrics::default();
+    metrics.register(Box::new(cold.stats.clone()));
+    let text = metrics.render();
     for m in [
         "ferrotrace_cold_files 11",
         "ferrotrace_cold_evicted_files_total 10",
@@ -598,6 +695,292 @@ async fn s3_tier_in_a_real_moto_server_serves_old_traces() {
     .err()
     .expect("missing bucket");
     assert!(err.to_string().contains("no-such-bucket"), "{err}");
+}
+
+/// A SQLite hot store that, once the tiering pass's copy has read its first
+/// page, receives a late span (already older than `hot_days`) through the
+/// tiered store: the moment the pass's hot delete would remove it uncopied.
+struct LateArrival {
+    inner: Arc<SqliteStore>,
+    tiered: std::sync::OnceLock<Arc<TieredStore>>,
+    late: parking_lot::Mutex<Option<Vec<Span>>>,
+}
+
+#[async_trait::async_trait]
+impl SpanWriter for LateArrival {
+    fn name(&self) -> &'static str {
+        "late-arrival"
+    }
+    async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
+        self.inner.write_spans(spans).await
+    }
+    async fn write_rollups(&self, r: &RollupBatch) -> StorageResult<()> {
+        self.inner.write_rollups(r).await
+    }
+    async fn rollup_origins(&self, i: u64, s: &[u64]) -> StorageResult<Vec<RollupOrigin>> {
+        self.inner.rollup_origins(i, s).await
+    }
+    async fn prune_rollup_origins(&self, i: u64, below: u64) -> StorageResult<u64> {
+        self.inner.prune_rollup_origins(i, below).await
+    }
+}
+
+#[async_trait::async_trait]
+impl TraceReader for LateArrival {
+    async fn get_trace(&self, t: TraceId, r: Option<TimeRange>) -> StorageResult<Vec<Span>> {
+        self.inner.get_trace(t, r).await
+    }
+    async fn get_traces(
+        &self,
+        ts: &[TraceId],
+        r: Option<TimeRange>,
+    ) -> StorageResult<Vec<TraceSpans>> {
+        self.inner.get_traces(ts, r).await
+    }
+    async fn search(&self, q: &TraceQuery) -> StorageResult<SearchPage> {
+        self.inner.search(q).await
+    }
+    async fn services(&self, r: TimeRange) -> StorageResult<Vec<String>> {
+        self.inner.services(r).await
+    }
+    async fn operations(&self, s: &str, r: TimeRange) -> StorageResult<Vec<Operation>> {
+        self.inner.operations(s, r).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AnalyticsReader for LateArrival {
+    async fn dependencies(&self, r: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        self.inner.dependencies(r).await
+    }
+    async fn latency(&self, q: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        self.inner.latency(q).await
+    }
+    async fn exact_percentiles(
+        &self,
+        s: &str,
+        o: Option<&str>,
+        k: &[SpanKind],
+        r: TimeRange,
+        qs: &[f64],
+    ) -> StorageResult<Vec<u64>> {
+        self.inner.exact_percentiles(s, o, k, r, qs).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Retention for LateArrival {
+    async fn apply_retention(&self, c: u64) -> StorageResult<RetentionReport> {
+        self.inner.apply_retention(c).await
+    }
+    async fn export_before(
+        &self,
+        cutoff_ns: u64,
+        after: Option<ExportCursor>,
+        limit: usize,
+    ) -> StorageResult<ExportPage> {
+        let page = self.inner.export_before(cutoff_ns, after, limit).await?;
+        let late = self.late.lock().take();
+        if let Some(late) = late {
+            let tiered = self.tiered.get().expect("tiered store set").clone();
+            tiered.write_spans(&late).await.expect("late write");
+        }
+        Ok(page)
+    }
+}
+
+impl SamplingCounts for LateArrival {}
+
+/// A span that arrives already older than `hot_days` while a tiering pass
+/// runs (after its copy read past the span's place, before its hot delete)
+/// goes to the cold tier, not into the hot store to be deleted uncopied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_span_during_a_tiering_pass_goes_cold_not_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    let d = data();
+    fill(inner.as_ref(), &d).await;
+    // Older than every stored span (the copy reads oldest first, so it has
+    // passed this span's place by the time it arrives), and one fresh span
+    // in the same batch, which stays hot.
+    let mut late = trace(7_000, d.now - 12 * DAY, 2);
+    late[1].start_ns = d.now - HOUR;
+    late[1].end_ns = d.now - HOUR + MS;
+    let hooked = Arc::new(LateArrival {
+        inner: inner.clone(),
+        tiered: std::sync::OnceLock::new(),
+        late: parking_lot::Mutex::new(Some(late.clone())),
+    });
+    let hot: Arc<dyn SpanStore> = hooked.clone();
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(&dir.path().join("cold"))))
+            .await
+            .expect("open cold"),
+    );
+    let tiered = Arc::new(TieredStore::new(hot.clone(), cold.clone()));
+    assert!(hooked.tiered.set(tiered.clone()).is_ok());
+    let report = run_once(hot.as_ref(), &cold, d.now).await.expect("tiering");
+    assert!(hooked.late.lock().is_none(), "the late batch arrived");
+    assert_eq!(
+        report.spans_aged, 201,
+        "the copy did not see it: {report:?}"
+    );
+    let got = tiered
+        .get_trace_tiered(tid(7_000), None)
+        .await
+        .expect("get");
+    assert_eq!(
+        got.spans, late,
+        "both spans, the late one from the cold tier"
+    );
+    assert_eq!(got.cold_spans, 1);
+    assert_eq!(cold.stats.late_spans.load(Relaxed), 1);
+    assert_eq!(
+        inner.get_trace(tid(7_000), None).await.expect("hot"),
+        vec![late[1].clone()],
+        "only the fresh span went to the hot store"
+    );
+    // After the pass the fence is down: an old span goes to the hot store
+    // (the next pass moves it).
+    let after = trace(7_001, d.now - 12 * DAY, 1);
+    tiered.write_spans(&after).await.expect("write");
+    assert_eq!(inner.get_trace(tid(7_001), None).await.expect("hot"), after);
+    assert_eq!(cold.stats.late_spans.load(Relaxed), 1);
+}
+
+/// Size-bounded eviction with a cold tier moves the oldest spans to the
+/// cold tier before deleting them from the hot store; when the copy cannot
+/// be made, it still deletes them ("drop oldest, keep collecting") and
+/// counts the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_eviction_moves_the_oldest_spans_cold_and_still_drops_when_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cold_dir = dir.path().join("cold");
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(&cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let hot_dyn: Arc<dyn SpanStore> = hot.clone();
+    let tiered = TieredStore::new(hot_dyn, cold.clone());
+    let usage = hot.disk_usage().await.expect("usage").expect("some");
+    let r = tiered
+        .evict_oldest(usage.live_bytes / 4, false)
+        .await
+        .expect("evict");
+    assert!(r.spans_deleted > 0, "{r:?}");
+    assert_eq!(
+        cold.stats.spans_moved_by_eviction.load(Relaxed),
+        r.spans_deleted,
+        "every evicted span was copied first"
+    );
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 0);
+    let moved: Vec<&(u32, Vec<Span>)> = d
+        .old
+        .iter()
+        .filter(|(_, s)| s[0].start_ns < r.cutoff_ns)
+        .collect();
+    assert!(!moved.is_empty());
+    for (t, spans) in &moved {
+        let left = hot.get_trace(tid(*t), None).await.expect("hot");
+        assert!(left.iter().all(|s| s.start_ns >= r.cutoff_ns), "trace {t}");
+        let got = tiered.get_trace_tiered(tid(*t), None).await.expect("get");
+        assert_eq!(&got.spans, spans, "trace {t} whole, from both tiers");
+        assert!(got.cold_spans > 0);
+    }
+    // The cold location breaks (a file where its directory was): the next
+    // eviction deletes anyway and counts the failed copy.
+    std::fs::remove_dir_all(&cold_dir).expect("rm");
+    std::fs::write(&cold_dir, b"not a directory").expect("file");
+    let r2 = tiered
+        .evict_oldest(usage.live_bytes / 4, false)
+        .await
+        .expect("evicts without the copy");
+    assert!(r2.spans_deleted > 0, "{r2:?}");
+    assert!(r2.cutoff_ns > r.cutoff_ns);
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 1);
+    assert_eq!(
+        cold.stats.spans_moved_by_eviction.load(Relaxed),
+        r.spans_deleted
+    );
+    let gone = d
+        .old
+        .iter()
+        .find(|(_, s)| s[0].start_ns >= r.cutoff_ns && s[4].start_ns < r2.cutoff_ns)
+        .expect("a trace evicted by the second pass");
+    assert!(tiered
+        .get_trace(tid(gone.0), None)
+        .await
+        .expect("get")
+        .is_empty());
+}
+
+/// An S3 endpoint that accepts connections and never answers: the cold
+/// tier's reads fail within the configured request timeout and retries
+/// (`cold.request_timeout_ms`, `cold.max_retries`, `cold.retry_timeout_ms`),
+/// not after the client library's defaults (10 retries over 3 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_s3_endpoint_fails_within_the_configured_timeouts_and_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            // Held open, never answered, never closed.
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                accepted.fetch_add(1, Relaxed);
+                held.push(c);
+            }
+        });
+    }
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cfg = ColdConfig {
+        bucket: Some("silent".into()),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        allow_http: true,
+        request_timeout_ms: 300,
+        connect_timeout_ms: 300,
+        max_retries: 2,
+        retry_timeout_ms: 10_000,
+        ..cold_config(None)
+    };
+    cfg.validate().expect("valid");
+    let started = Instant::now();
+    let err = ColdStore::open(&cfg)
+        .await
+        .err()
+        .expect("a silent endpoint is an error");
+    let took = started.elapsed();
+    let attempts = accepted.load(Relaxed);
+    eprintln!("silent endpoint: failed after {took:?}, {attempts} connections: {err}");
+    assert!(err.to_string().contains("cold tier: listing"), "{err}");
+    // 3 attempts of 300 ms and two backoffs (about 100 and 200 ms, jittered).
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(took >= Duration::from_millis(900), "took {took:?}");
+    assert_eq!(attempts, 3, "the first attempt and max_retries = 2 retries");
+
+    // retry_timeout_ms bounds the retries too: none starts past it.
+    let accepted_before = accepted.load(Relaxed);
+    let started = Instant::now();
+    let err = ColdStore::open(&ColdConfig {
+        max_retries: 20,
+        retry_timeout_ms: 1_000,
+        ..cfg
+    })
+    .await
+    .err()
+    .expect("still silent");
+    let took = started.elapsed();
+    let attempts = accepted.load(Relaxed) - accepted_before;
+    eprintln!("retry_timeout_ms = 1000: failed after {took:?}, {attempts} connections: {err}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(attempts < 20, "{attempts} attempts");
 }
 
 /// The collector itself: tiering runs on its timer, the native API marks a

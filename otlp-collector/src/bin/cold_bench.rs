@@ -295,6 +295,10 @@ async fn run(root_dir: &std::path::Path) {
     ] {
         let mut lat = Vec::new();
         let mut found = 0;
+        let opened_before = fresh
+            .stats
+            .files_opened
+            .load(std::sync::atomic::Ordering::Relaxed);
         for _ in 0..10 {
             let q = TraceQuery {
                 service: service.map(str::to_string),
@@ -313,10 +317,16 @@ async fn run(root_dir: &std::path::Path) {
             found = keys.len();
         }
         lat.sort();
+        let opened = fresh
+            .stats
+            .files_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - opened_before;
         println!(
-            "SEARCH day ({label}) n=10 p50={:.0} ms p95={:.0} ms results={found} files_in_day={}",
+            "SEARCH day ({label}) n=10 p50={:.0} ms p95={:.0} ms results={found} files_opened_per_search={:.1} files_in_day={}",
             pct(&lat, 0.5),
             pct(&lat, 0.95),
+            opened as f64 / 10.0,
             fresh
                 .files()
                 .iter()

@@ -38,7 +38,7 @@ pub fn replay(
             };
             first_span += rec.spans as u64;
             offset += rec.encoded_len();
-            match crate::receiver::decode(rec.format, &rec.payload, limits) {
+            match crate::receiver::decoding::decode(rec.format, &rec.payload, limits) {
                 Ok(d) if !d.spans.is_empty() => {
                     let n = d.spans.len() as u64;
                     // Count before pushing so that a release can never precede the add.

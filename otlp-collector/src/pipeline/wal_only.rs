@@ -153,7 +153,7 @@ pub(super) fn run(
                 continue;
             }
         };
-        match crate::receiver::decode(record.format, &record.payload, &limits) {
+        match crate::receiver::decoding::decode(record.format, &record.payload, &limits) {
             Ok(d) if !d.spans.is_empty() => {
                 let n = d.spans.len() as u64;
                 let reservation = loop {

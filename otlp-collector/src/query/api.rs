@@ -24,7 +24,7 @@ use super::params::{
     format_rfc3339, parse_attr_condition, parse_duration, parse_limit, parse_time, parse_trace_id,
     Pairs, ParamError,
 };
-use super::trace_json::TraceJson;
+use super::trace_json::{tier_name, TraceJson};
 use super::QueryState;
 
 /// Native API routes.
@@ -159,16 +159,6 @@ async fn search(State(st): State<QueryState>, RawQuery(q): RawQuery) -> ApiResul
         "traces": page.traces.iter().map(summary_json).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
     })))
-}
-
-/// Which tier a trace was read from: `hot`, `cold` (every span from the
-/// cold tier's files) or `mixed`.
-pub fn tier_name(cold_spans: u64, spans: u64) -> &'static str {
-    match cold_spans {
-        0 => "hot",
-        n if n >= spans => "cold",
-        _ => "mixed",
-    }
 }
 
 /// One search result as native JSON.

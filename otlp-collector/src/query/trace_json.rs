@@ -252,10 +252,7 @@ impl Serialize for TraceJson<'_> {
         m.serialize_entry("skew_adjusted_spans", &t.skew_adjusted)?;
         m.serialize_entry("span_count", &t.spans.len())?;
         m.serialize_entry("cold_spans", &self.cold_spans)?;
-        m.serialize_entry(
-            "tier",
-            crate::query::api::tier_name(self.cold_spans, t.spans.len() as u64),
-        )?;
+        m.serialize_entry("tier", tier_name(self.cold_spans, t.spans.len() as u64))?;
         m.serialize_entry(
             "error_count",
             &t.spans.iter().filter(|s| s.is_error()).count(),
@@ -281,6 +278,17 @@ impl Serialize for TraceJson<'_> {
             }),
         )?;
         m.end()
+    }
+}
+
+/// Which tier a trace was read from: `hot`, `cold` (every span from the
+/// cold tier's files) or `mixed`: the `tier` field of a trace and of a
+/// search result.
+pub fn tier_name(cold_spans: u64, spans: u64) -> &'static str {
+    match cold_spans {
+        0 => "hot",
+        n if n >= spans => "cold",
+        _ => "mixed",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The wire formats the receivers accept. A WAL record stores its payload as
 //! received with this tag, so replay runs the same decoder
-//! ([`super::decode`]) as the live path.
+//! ([`super::decoding::decode`]) as the live path.
 
 /// The wire format of a record's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

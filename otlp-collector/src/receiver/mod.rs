@@ -6,7 +6,9 @@
 
 pub mod body;
 pub mod convert;
+pub mod decoding;
 pub mod format;
+pub mod grpc_unary;
 pub mod http;
 pub mod jaeger;
 pub mod limits;
@@ -30,76 +32,14 @@ use crate::metrics::{Metrics, Source};
 use crate::pipeline::queue::Queue;
 use crate::pipeline::wal::{Wal, WalError};
 use crate::pipeline::wal_only::WalOnly;
-use convert::{DecodeError, Decoded};
+use convert::Decoded;
+pub use decoding::{
+    decode, decode_reserve, DECODE_RESERVE_JAEGER_COMPACT, DECODE_RESERVE_JAEGER_PROTO,
+    DECODE_RESERVE_JAEGER_THRIFT, DECODE_RESERVE_JSON, DECODE_RESERVE_PROTO, DECODE_RESERVE_ZIPKIN,
+    DECODE_RESERVE_ZIPKIN_PROTO,
+};
 pub use format::RecordFormat;
 pub use limits::LimitsConfig;
-
-/// Decodes a request body (or a WAL record) of the given format.
-pub fn decode(
-    format: RecordFormat,
-    body: &[u8],
-    limits: &LimitsConfig,
-) -> Result<Decoded, DecodeError> {
-    match format {
-        RecordFormat::OtlpProto => otlp_proto::decode(body, limits),
-        RecordFormat::OtlpJson => {
-            let req = otlp_json::decode(body).map_err(DecodeError::Malformed)?;
-            convert::from_otlp(req, limits)
-        }
-        RecordFormat::ZipkinJson => zipkin::decode(body, limits),
-        RecordFormat::ZipkinProto => zipkin_proto::decode(body, limits),
-        RecordFormat::ZipkinV1Json => zipkin_v1::decode(body, limits),
-        RecordFormat::JaegerProto => jaeger::decode_grpc(body, limits),
-        RecordFormat::JaegerThrift => jaeger::decode_thrift_http(body, limits),
-        RecordFormat::JaegerAgentCompact => {
-            jaeger::decode_agent(body, jaeger::thrift::Protocol::Compact, limits)
-        }
-        RecordFormat::JaegerAgentBinary => {
-            jaeger::decode_agent(body, jaeger::thrift::Protocol::Binary, limits)
-        }
-    }
-}
-
-/// Memory to reserve for decoding a body of `len` bytes: the most the heap
-/// grows per body byte while decoding it (the wire structs and the spans
-/// built from them are alive together). The factors are the worst shapes
-/// measured in `tests/decode_memory.rs` (spans carrying nothing but their
-/// ids: 28x for protobuf, 11x for OTLP/JSON, 15x for Zipkin JSON, 25x for
-/// Zipkin protobuf, 29x for Jaeger protobuf, 8x for Jaeger Thrift binary,
-/// 34x for Jaeger Thrift compact), rounded up;
-/// that test fails if any shape it decodes exceeds its reserve. Realistic
-/// requests take 2.5x to 9x, so the reserve errs on the side of refusing,
-/// and only matters near the memory limit.
-pub fn decode_reserve(format: RecordFormat, len: usize) -> u64 {
-    let per_byte = match format {
-        RecordFormat::OtlpProto => DECODE_RESERVE_PROTO,
-        RecordFormat::OtlpJson => DECODE_RESERVE_JSON,
-        RecordFormat::ZipkinJson | RecordFormat::ZipkinV1Json => DECODE_RESERVE_ZIPKIN,
-        RecordFormat::ZipkinProto => DECODE_RESERVE_ZIPKIN_PROTO,
-        RecordFormat::JaegerProto => DECODE_RESERVE_JAEGER_PROTO,
-        RecordFormat::JaegerThrift | RecordFormat::JaegerAgentBinary => {
-            DECODE_RESERVE_JAEGER_THRIFT
-        }
-        RecordFormat::JaegerAgentCompact => DECODE_RESERVE_JAEGER_COMPACT,
-    };
-    (len as u64).saturating_mul(per_byte)
-}
-
-/// Reserve per body byte for OTLP protobuf; see [`decode_reserve`].
-pub const DECODE_RESERVE_PROTO: u64 = 32;
-/// Reserve per body byte for OTLP/JSON; see [`decode_reserve`].
-pub const DECODE_RESERVE_JSON: u64 = 14;
-/// Reserve per body byte for Zipkin v2 and v1 JSON; see [`decode_reserve`].
-pub const DECODE_RESERVE_ZIPKIN: u64 = 18;
-/// Reserve per body byte for Zipkin protobuf; see [`decode_reserve`].
-pub const DECODE_RESERVE_ZIPKIN_PROTO: u64 = 32;
-/// Reserve per body byte for Jaeger protobuf; see [`decode_reserve`].
-pub const DECODE_RESERVE_JAEGER_PROTO: u64 = 32;
-/// Reserve per body byte for Jaeger Thrift binary; see [`decode_reserve`].
-pub const DECODE_RESERVE_JAEGER_THRIFT: u64 = 10;
-/// Reserve per body byte for Jaeger Thrift compact (a span of small ids
-/// takes 18 bytes there); see [`decode_reserve`].
-pub const DECODE_RESERVE_JAEGER_COMPACT: u64 = 40;
 
 /// Why a submitted batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]

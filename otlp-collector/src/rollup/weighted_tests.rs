@@ -1,8 +1,9 @@
 //! Rollups weighted by adjusted counts: operations, errors, latency and both
 //! kinds of edges count each span `1/p` times.
 
+use super::series::{next_unit, round_counts};
 use super::*;
-use crate::model::{KeyValue, StatusCode};
+use crate::model::{AttrValue, KeyValue, Span, SpanKind, StatusCode};
 
 const T0: u64 = 1_700_000_040 * 1_000_000_000 - (1_700_000_040 * 1_000_000_000) % MINUTE_NS;
 

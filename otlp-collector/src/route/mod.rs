@@ -51,7 +51,7 @@ impl Router {
     ) -> Result<(Router, tokio::task::JoinHandle<()>), RouteConfigError> {
         cfg.validate()?;
         let rm = Arc::new(RouteMetrics::default());
-        *metrics.route.lock() = Some(rm.clone());
+        metrics.register(Box::new(rm.clone()));
         let membership = Arc::new(membership::Membership::new(cfg, rm.clone())?);
         let forwarder = Arc::new(forward::Forwarder::new(membership.clone(), rm, cfg)?);
         let task = tokio::spawn(membership.clone().run(shutdown));

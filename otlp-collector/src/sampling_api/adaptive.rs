@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::config::{SamplingApiConfigError, MAX_OPERATIONS_PER_SERVICE};
+use super::limits::{SamplingApiConfigError, MAX_OPERATIONS_PER_SERVICE};
 
 /// `[sampling_api.adaptive]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,27 +6,13 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// A `[sampling_api]` setting that is invalid, with the key and how to fix
-/// it (`config` reports it as an invalid configuration).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SamplingApiConfigError(pub String);
+use super::limits::{
+    SamplingApiConfigError, MAX_LOWER_BOUND_PER_SECOND, MAX_OPERATIONS_PER_SERVICE,
+    MAX_OPERATIONS_TOTAL, MAX_OPERATION_NAME_BYTES, MAX_SERVICES, MAX_SERVICE_NAME_BYTES,
+};
 
 /// Jaeger's default remote-sampling port, on loopback.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5778";
-/// Services that may be pinned (each answer is prepared at start).
-pub const MAX_SERVICES: usize = 10_000;
-/// Pinned operations per service (the ferrotrace SDK and Jaeger's clients
-/// keep at most 2,000 per-operation entries).
-pub const MAX_OPERATIONS_PER_SERVICE: usize = 2_000;
-/// Pinned operations over all services.
-pub const MAX_OPERATIONS_TOTAL: usize = 100_000;
-/// Longest service name, in bytes (also the longest `service` query value).
-pub const MAX_SERVICE_NAME_BYTES: usize = 256;
-/// Longest operation name, in bytes.
-pub const MAX_OPERATION_NAME_BYTES: usize = 1_024;
-/// Highest lower bound Jaeger's clients accept without complaint.
-pub const MAX_LOWER_BOUND_PER_SECOND: f64 = 10_000.0;
 
 /// The remote sampling API (Jaeger's `GET /api/sampling?service=NAME`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -19,13 +19,13 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Status;
 
-use super::config::MAX_SERVICE_NAME_BYTES;
 use super::handler::SamplingState;
+use super::limits::MAX_SERVICE_NAME_BYTES;
 use super::proto::pb;
 use super::strategy::Source;
 use crate::metrics::Source as IngestSource;
 use crate::receiver::format::RecordFormat;
-use crate::receiver::otlp_grpc::serve_unary;
+use crate::receiver::grpc_unary::serve_unary;
 use crate::receiver::Ingest;
 
 /// Full method path.

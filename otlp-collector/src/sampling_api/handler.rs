@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::config::MAX_SERVICE_NAME_BYTES;
+use super::limits::MAX_SERVICE_NAME_BYTES;
 use super::strategy::{Source, Strategies};
 use crate::metrics::Metrics;
 

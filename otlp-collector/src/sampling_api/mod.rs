@@ -6,6 +6,8 @@
 //! collector.
 //!
 //! - [`config`]: `[sampling_api]`, the pinned probabilities and the address.
+//! - [`limits`]: the API's bounds and its configuration error, shared by
+//!   `config`, `adaptive` and the handlers.
 //! - [`strategy`]: Jaeger's JSON strategy, rendered once at start.
 //! - [`grpc`]: the gRPC method, served on the collector's gRPC listeners.
 //! - [`proto`]: Jaeger's sampling messages.
@@ -20,6 +22,7 @@ pub mod adaptive;
 pub mod config;
 pub mod grpc;
 pub mod handler;
+pub mod limits;
 pub mod proto;
 pub mod recompute;
 pub mod strategy;

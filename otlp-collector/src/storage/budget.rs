@@ -22,16 +22,20 @@
 //!   specification asks ("if storage is full, drop oldest traces but
 //!   continue collecting").
 //!
+//! With a cold tier the store is a `TieredStore`, whose eviction copies the
+//! spans before the cutoff to the cold tier first (`cold::tiering::evict_moving`)
+//! and deletes them anyway when it cannot.
+//!
 //! A database server's disk is not the collector's: PostgreSQL and
 //! ClickHouse report their tables' size without a directory, so only an
 //! explicit budget applies to them (dropping whole day partitions) and
 //! never the full-disk rule.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::retention::{RetentionConfig, RetentionStats};
+use super::retention::{Reason, RetentionConfig, RetentionStats};
 use super::{DiskUsage, EvictionReport, Retention};
 
 /// After a size eviction the store holds at most this share of its budget.
@@ -44,146 +48,6 @@ pub const FALLBACK_BUDGET_BYTES: u64 = 10 << 30;
 /// Free bytes below which the disk counts as full even when the reserve is
 /// smaller (or unknown).
 pub const MIN_FREE_BYTES: u64 = 1 << 20;
-
-/// Why data was deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Older than `retention.max_age_hours`.
-    Age = 0,
-    /// The store exceeded `retention.max_disk_bytes`.
-    Size = 1,
-    /// Less than the free-space reserve was free on the store's disk.
-    DiskFull = 2,
-}
-
-impl Reason {
-    /// Every reason, in label order.
-    pub const ALL: [Reason; 3] = [Reason::Age, Reason::Size, Reason::DiskFull];
-
-    /// The `reason` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Age => "age",
-            Reason::Size => "size",
-            Reason::DiskFull => "disk_full",
-        }
-    }
-}
-
-/// What the size task measured and deleted (exported as self-metrics).
-#[derive(Debug, Default)]
-pub struct SizeStats {
-    /// Deletion passes that removed something, by [`Reason`].
-    pub evictions: [AtomicU64; 3],
-    /// Spans deleted, by [`Reason`].
-    pub evicted_spans: [AtomicU64; 3],
-    /// The store's files on disk (bytes), at the last check.
-    pub file_bytes: AtomicU64,
-    /// The store's live bytes (what the budget counts), at the last check.
-    pub live_bytes: AtomicU64,
-    /// The budget in bytes (0 until the task has resolved it).
-    pub max_bytes: AtomicU64,
-    /// Start of the oldest stored span (ns; 0 = empty or unknown).
-    pub oldest_ns: AtomicU64,
-    /// Size and disk-full evictions deleted everything that started before
-    /// this (ns; 0 = none yet). Only grows.
-    pub evicted_before_ns: AtomicU64,
-}
-
-impl SizeStats {
-    /// Counts a deletion pass of `spans` spans for `reason` (a pass that
-    /// deleted nothing is not an eviction).
-    pub fn count(&self, reason: Reason, spans: u64) {
-        if spans > 0 {
-            self.evictions[reason as usize].fetch_add(1, Relaxed);
-            self.evicted_spans[reason as usize].fetch_add(spans, Relaxed);
-        }
-    }
-
-    /// Appends the Prometheus text of these metrics; `wal_bytes` is the
-    /// write-ahead log's size (the other tier on the collector's disk).
-    pub fn render(&self, out: &mut String, wal_bytes: u64) {
-        use std::fmt::Write;
-        let secs = |ns: u64| ns as f64 / 1e9;
-        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        family(
-            "ferrotrace_storage_bytes",
-            "gauge",
-            "Bytes on disk per storage tier: hot = the embedded store's files, wal = the write-ahead log's segments.",
-            &[
-                (
-                    "{tier=\"hot\"}".into(),
-                    self.file_bytes.load(Relaxed).to_string(),
-                ),
-                ("{tier=\"wal\"}".into(), wal_bytes.to_string()),
-            ],
-        );
-        family(
-            "ferrotrace_storage_used_bytes",
-            "gauge",
-            "Bytes of the hot store holding data, compared with retention.max_disk_bytes.",
-            &[(
-                "{tier=\"hot\"}".into(),
-                self.live_bytes.load(Relaxed).to_string(),
-            )],
-        );
-        family(
-            "ferrotrace_storage_max_bytes",
-            "gauge",
-            "The hot store's size budget (retention.max_disk_bytes, resolved; 0 = not known yet).",
-            &[(
-                "{tier=\"hot\"}".into(),
-                self.max_bytes.load(Relaxed).to_string(),
-            )],
-        );
-        family(
-            "ferrotrace_storage_oldest_timestamp_seconds",
-            "gauge",
-            "Start time of the oldest stored span (Unix seconds; 0 = empty).",
-            &[(
-                "{tier=\"hot\"}".into(),
-                format!("{:.6}", secs(self.oldest_ns.load(Relaxed))),
-            )],
-        );
-        family(
-            "ferrotrace_storage_evicted_before_seconds",
-            "gauge",
-            "Size and disk-full evictions deleted every span that started before this (Unix seconds; 0 = none).",
-            &[(
-                "{tier=\"hot\"}".into(),
-                format!("{:.6}", secs(self.evicted_before_ns.load(Relaxed))),
-            )],
-        );
-        let by_reason = |v: &[AtomicU64; 3]| -> Vec<(String, String)> {
-            Reason::ALL
-                .iter()
-                .map(|r| {
-                    (
-                        format!("{{reason=\"{}\"}}", r.as_str()),
-                        v[*r as usize].load(Relaxed).to_string(),
-                    )
-                })
-                .collect()
-        };
-        family(
-            "ferrotrace_storage_evictions_total",
-            "counter",
-            "Deletion passes that removed stored data, by reason (age, size, disk_full).",
-            &by_reason(&self.evictions),
-        );
-        family(
-            "ferrotrace_storage_evicted_spans_total",
-            "counter",
-            "Stored spans deleted, by reason (age, size, disk_full).",
-            &by_reason(&self.evicted_spans),
-        );
-    }
-}
 
 /// The budget: `configured`, or with 0 half of the file system (`fs_size`),
 /// or [`FALLBACK_BUDGET_BYTES`] when that is unknown.
@@ -542,26 +406,5 @@ mod tests {
         assert_eq!(resolve_budget(0, Some(64 * MIB)), 32 * MIB);
         assert_eq!(resolve_budget(5 * MIB, Some(64 * MIB)), 5 * MIB);
         assert_eq!(resolve_budget(0, None), FALLBACK_BUDGET_BYTES);
-    }
-
-    #[test]
-    fn metrics_name_every_reason_and_tier() {
-        let s = SizeStats::default();
-        s.count(Reason::Size, 7);
-        s.count(Reason::DiskFull, 0);
-        s.evicted_before_ns
-            .store(1_500_000_000_000_000_000, Relaxed);
-        let mut out = String::new();
-        s.render(&mut out, 42);
-        for line in [
-            "ferrotrace_storage_bytes{tier=\"wal\"} 42",
-            "ferrotrace_storage_evictions_total{reason=\"size\"} 1",
-            "ferrotrace_storage_evictions_total{reason=\"disk_full\"} 0",
-            "ferrotrace_storage_evicted_spans_total{reason=\"size\"} 7",
-            "ferrotrace_storage_evicted_spans_total{reason=\"age\"} 0",
-            "ferrotrace_storage_evicted_before_seconds{tier=\"hot\"} 1500000000.000000",
-        ] {
-            assert!(out.contains(line), "{line} missing in\n{out}");
-        }
     }
 }

@@ -343,6 +343,12 @@ impl Retention for ConnectingStore {
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.now()?.evict_oldest(bytes, give_back).await
     }
+    async fn eviction_cutoff(&self, bytes: u64, give_back: bool) -> StorageResult<Option<u64>> {
+        self.now()?.eviction_cutoff(bytes, give_back).await
+    }
+    async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        self.now()?.evict_before(cutoff_ns, give_back).await
+    }
     async fn export_before(
         &self,
         cutoff_ns: u64,

@@ -1,7 +1,7 @@
 //! Age-based retention: a background task that periodically asks the sink to
 //! delete spans and rollups older than the configured maximum age.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use crate::model::now_ns;
 use serde::Deserialize;
 
 use super::Retention;
+use crate::metrics::{Collector, EncodeResult, Families, MetricType};
 
 /// `[retention]` configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -60,7 +61,168 @@ pub struct RetentionStats {
     /// Rollup rows deleted in total.
     pub rollups_deleted: AtomicU64,
     /// Size retention's gauges and eviction counters.
-    pub size: super::budget::SizeStats,
+    pub size: SizeStats,
+}
+
+/// Why data was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Older than `retention.max_age_hours`.
+    Age = 0,
+    /// The store exceeded `retention.max_disk_bytes`.
+    Size = 1,
+    /// Less than the free-space reserve was free on the store's disk.
+    DiskFull = 2,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 3] = [Reason::Age, Reason::Size, Reason::DiskFull];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Age => "age",
+            Reason::Size => "size",
+            Reason::DiskFull => "disk_full",
+        }
+    }
+}
+
+/// What the size task measured and deleted (exported as self-metrics).
+#[derive(Debug, Default)]
+pub struct SizeStats {
+    /// Deletion passes that removed something, by [`Reason`].
+    pub evictions: [AtomicU64; 3],
+    /// Spans deleted, by [`Reason`].
+    pub evicted_spans: [AtomicU64; 3],
+    /// The store's files on disk (bytes), at the last check.
+    pub file_bytes: AtomicU64,
+    /// The store's live bytes (what the budget counts), at the last check.
+    pub live_bytes: AtomicU64,
+    /// The budget in bytes (0 until the task has resolved it).
+    pub max_bytes: AtomicU64,
+    /// Start of the oldest stored span (ns; 0 = empty or unknown).
+    pub oldest_ns: AtomicU64,
+    /// Size and disk-full evictions deleted everything that started before
+    /// this (ns; 0 = none yet). Only grows.
+    pub evicted_before_ns: AtomicU64,
+}
+
+impl SizeStats {
+    /// Counts a deletion pass of `spans` spans for `reason` (a pass that
+    /// deleted nothing is not an eviction).
+    pub fn count(&self, reason: Reason, spans: u64) {
+        if spans > 0 {
+            self.evictions[reason as usize].fetch_add(1, Relaxed);
+            self.evicted_spans[reason as usize].fetch_add(spans, Relaxed);
+        }
+    }
+
+    /// Writes these families; `wal_bytes` is the write-ahead log's size (the
+    /// other tier on the collector's disk).
+    pub fn encode(&self, f: &mut Families, wal_bytes: u64) -> EncodeResult {
+        let secs = |ns: &AtomicU64| ns.load(Relaxed) as f64 / 1e9;
+        let hot = [("tier", "hot")];
+        f.family(
+            "ferrotrace_storage_bytes",
+            MetricType::Gauge,
+            "Bytes on disk per storage tier: hot = the embedded store's files, wal = the write-ahead log's segments.",
+            [
+                (hot, self.file_bytes.load(Relaxed)),
+                ([("tier", "wal")], wal_bytes),
+            ],
+        )?;
+        f.family(
+            "ferrotrace_storage_used_bytes",
+            MetricType::Gauge,
+            "Bytes of the hot store holding data, compared with retention.max_disk_bytes.",
+            [(hot, self.live_bytes.load(Relaxed))],
+        )?;
+        f.family(
+            "ferrotrace_storage_max_bytes",
+            MetricType::Gauge,
+            "The hot store's size budget (retention.max_disk_bytes, resolved; 0 = not known yet).",
+            [(hot, self.max_bytes.load(Relaxed))],
+        )?;
+        f.family(
+            "ferrotrace_storage_oldest_timestamp_seconds",
+            MetricType::Gauge,
+            "Start time of the oldest stored span (Unix seconds; 0 = empty).",
+            [(hot, secs(&self.oldest_ns))],
+        )?;
+        f.family(
+            "ferrotrace_storage_evicted_before_seconds",
+            MetricType::Gauge,
+            "Size and disk-full evictions deleted every span that started before this (Unix seconds; 0 = none).",
+            [(hot, secs(&self.evicted_before_ns))],
+        )?;
+        let by_reason = |v: &[AtomicU64; 3]| {
+            Reason::ALL.map(|r| ([("reason", r.as_str())], v[r as usize].load(Relaxed)))
+        };
+        f.family(
+            "ferrotrace_storage_evictions_total",
+            MetricType::Counter,
+            "Deletion passes that removed stored data, by reason (age, size, disk_full).",
+            by_reason(&self.evictions),
+        )?;
+        f.family(
+            "ferrotrace_storage_evicted_spans_total",
+            MetricType::Counter,
+            "Stored spans deleted, by reason (age, size, disk_full).",
+            by_reason(&self.evicted_spans),
+        )
+    }
+}
+
+impl RetentionStats {
+    /// The families of both retention passes (age here, size in
+    /// `storage::budget`) for [`crate::metrics::Metrics::register`];
+    /// `wal_bytes` is the WAL's size gauge, shown beside the hot store's.
+    pub fn collector(self: &Arc<Self>, wal_bytes: Arc<AtomicU64>) -> Box<dyn Collector> {
+        Box::new(RetentionFamilies {
+            stats: self.clone(),
+            wal_bytes,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RetentionFamilies {
+    stats: Arc<RetentionStats>,
+    wal_bytes: Arc<AtomicU64>,
+}
+
+impl Collector for RetentionFamilies {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> EncodeResult {
+        let f = &mut Families::new(encoder);
+        let r = &self.stats;
+        for (name, help, v) in [
+            (
+                "ferrotrace_retention_runs_total",
+                "Age retention passes completed (retention.max_age_hours).",
+                &r.runs,
+            ),
+            (
+                "ferrotrace_retention_failures_total",
+                "Age retention passes that failed (retried at the next interval).",
+                &r.failures,
+            ),
+            (
+                "ferrotrace_retention_spans_deleted_total",
+                "Spans deleted by age retention.",
+                &r.spans_deleted,
+            ),
+            (
+                "ferrotrace_retention_rollups_deleted_total",
+                "Rollup rows deleted by age retention.",
+                &r.rollups_deleted,
+            ),
+        ] {
+            f.counter(name, help, v.load(Relaxed))?;
+        }
+        r.size.encode(f, self.wal_bytes.load(Relaxed))
+    }
 }
 
 /// The cutoff for a retention run at `now_ns`: everything that started before
@@ -88,9 +250,7 @@ pub async fn run_once(
             stats
                 .rollups_deleted
                 .fetch_add(report.rollups_deleted, Ordering::Relaxed);
-            stats
-                .size
-                .count(super::budget::Reason::Age, report.spans_deleted);
+            stats.size.count(Reason::Age, report.spans_deleted);
             tracing::debug!(
                 sink,
                 spans = report.spans_deleted,
@@ -246,5 +406,30 @@ mod tests {
         let ok: RetentionConfig = serde_json::from_str(r#"{"max_age_hours": 2}"#).expect("parse");
         assert_eq!(ok.max_age_hours, 2);
         assert_eq!(ok.interval_secs, 300);
+    }
+
+    #[test]
+    fn metrics_name_every_reason_and_tier() {
+        let stats = Arc::new(RetentionStats::default());
+        let s = &stats.size;
+        s.count(Reason::Size, 7);
+        s.count(Reason::DiskFull, 0);
+        s.evicted_before_ns
+            .store(1_500_000_000_000_000_000, Ordering::Relaxed);
+        stats.runs.store(3, Ordering::Relaxed);
+        let metrics = crate::metrics::Metrics::default();
+        metrics.register(stats.collector(Arc::new(AtomicU64::new(42))));
+        let out = metrics.render();
+        for line in [
+            "ferrotrace_storage_bytes{tier=\"wal\"} 42",
+            "ferrotrace_storage_evictions_total{reason=\"size\"} 1",
+            "ferrotrace_storage_evictions_total{reason=\"disk_full\"} 0",
+            "ferrotrace_storage_evicted_spans_total{reason=\"size\"} 7",
+            "ferrotrace_storage_evicted_spans_total{reason=\"age\"} 0",
+            "ferrotrace_storage_evicted_before_seconds{tier=\"hot\"} 1500000000.0",
+            "# TYPE ferrotrace_retention_runs_total counter\nferrotrace_retention_runs_total 3",
+        ] {
+            assert!(out.contains(line), "{line} missing in\n{out}");
+        }
     }
 }

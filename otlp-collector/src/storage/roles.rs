@@ -178,6 +178,27 @@ pub trait Retention: Send + Sync + 'static {
         ))
     }
 
+    /// The cutoff [`evict_oldest`](Self::evict_oldest) would delete before
+    /// for `bytes` now, without deleting anything (`None`: nothing to evict,
+    /// or a store that cannot tell). With a cold tier the spans before it
+    /// are copied cold first, then [`evict_before`](Self::evict_before) runs.
+    async fn eviction_cutoff(&self, _bytes: u64, _give_back: bool) -> StorageResult<Option<u64>> {
+        Ok(None)
+    }
+
+    /// [`evict_oldest`](Self::evict_oldest) with the cutoff given: deletes
+    /// every span (and rollup minute) before `cutoff_ns`, and with
+    /// `give_back` returns the space to the file system.
+    async fn evict_before(
+        &self,
+        _cutoff_ns: u64,
+        _give_back: bool,
+    ) -> StorageResult<EvictionReport> {
+        Err(StorageError::Backend(
+            "this sink has no size-bounded retention".into(),
+        ))
+    }
+
     /// Up to `limit` spans that started before `cutoff_ns`, oldest first,
     /// after `after` (the previous page's `next`): what the cold tier's
     /// tiering task copies out before the hot delete (`storage::cold`). A

@@ -1,5 +1,5 @@
 //! Jaeger gRPC: `jaeger.api_v2.CollectorService/PostSpans` (the Jaeger
-//! collector's port 14250). Served like OTLP/gRPC ([`otlp_grpc::serve_unary`]):
+//! collector's port 14250). Served like OTLP/gRPC ([`crate::receiver::grpc_unary::serve_unary`]):
 //! the request message is kept as raw bytes (they go to the WAL as sent),
 //! limits, bearer token and in-flight budget are checked before decoding,
 //! and the answer comes only once the spans are in the WAL. Jaeger has no
@@ -19,7 +19,7 @@ use super::proto::pb::PostSpansResponse;
 use crate::metrics::Source;
 use crate::receiver::body::DecodeReserve;
 use crate::receiver::format::RecordFormat;
-use crate::receiver::otlp_grpc::{serve_unary, status_with_details, unimplemented};
+use crate::receiver::grpc_unary::{serve_unary, status_with_details, unimplemented};
 use crate::receiver::rpc_status::code;
 use crate::receiver::{decode, Ingest, SubmitError};
 use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};

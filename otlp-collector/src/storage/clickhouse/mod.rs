@@ -74,10 +74,10 @@ mod write;
 
 pub(crate) use connection::check_url;
 use connection::{client_for, map_err, parse_url, Node, UNREACHABLE};
-pub(crate) use options::check_options;
 use options::valid_identifier;
 pub use options::{ClickHouseOptions, ClusterOptions, Compression};
 use schema::{MIGRATIONS, TABLES};
+pub(crate) use topology::check_options;
 use topology::Topology;
 
 #[derive(Row, Serialize)]

@@ -1,7 +1,7 @@
 //! The sink's configuration (`[clickhouse]`, `[clickhouse.cluster]`).
 
-use super::topology::Topology;
-use crate::storage::{StorageError, StorageResult};
+/// Default ZooKeeper path under which replicated tables register.
+pub const DEFAULT_ZOOKEEPER_PATH: &str = "/clickhouse/ferrotrace";
 
 /// Cluster mode settings: the cluster's name and its servers, in one of two
 /// forms (see `topology`): `shard_urls` (one server per shard, no replicas)
@@ -31,28 +31,8 @@ impl Default for ClusterOptions {
             name: String::new(),
             shard_urls: Vec::new(),
             shards: Vec::new(),
-            zookeeper_path: super::topology::DEFAULT_ZOOKEEPER_PATH.into(),
+            zookeeper_path: DEFAULT_ZOOKEEPER_PATH.into(),
         }
-    }
-}
-
-/// Checks the cluster configuration's shape without connecting (at start, so
-/// that a malformed cluster fails the start instead of being retried forever).
-pub(crate) fn check_options(opts: &ClickHouseOptions) -> StorageResult<()> {
-    if let Some(c) = &opts.cluster {
-        check_cluster_name(&c.name)?;
-        Topology::from_options(c)?;
-    }
-    Ok(())
-}
-
-fn check_cluster_name(name: &str) -> StorageResult<()> {
-    if valid_identifier(name) {
-        Ok(())
-    } else {
-        Err(StorageError::Backend(format!(
-            "ClickHouse cluster name {name:?} must be letters, digits and _"
-        )))
     }
 }
 

@@ -11,11 +11,29 @@
 //! The shape is checked here without connecting, so a malformed cluster
 //! fails the collector's start with a message naming the problem.
 
-use super::ClusterOptions;
+use super::connection::check_url;
+use super::options::{valid_identifier, ClickHouseOptions, ClusterOptions, DEFAULT_ZOOKEEPER_PATH};
 use crate::storage::{StorageError, StorageResult};
 
-/// Default ZooKeeper path under which replicated tables register.
-pub const DEFAULT_ZOOKEEPER_PATH: &str = "/clickhouse/ferrotrace";
+/// Checks the cluster configuration's shape without connecting (at start, so
+/// that a malformed cluster fails the start instead of being retried forever).
+pub(crate) fn check_options(opts: &ClickHouseOptions) -> StorageResult<()> {
+    if let Some(c) = &opts.cluster {
+        check_cluster_name(&c.name)?;
+        Topology::from_options(c)?;
+    }
+    Ok(())
+}
+
+fn check_cluster_name(name: &str) -> StorageResult<()> {
+    if valid_identifier(name) {
+        Ok(())
+    } else {
+        Err(StorageError::Backend(format!(
+            "ClickHouse cluster name {name:?} must be letters, digits and _"
+        )))
+    }
+}
 
 /// Servers of a cluster, shard by shard (each shard: its replicas' URLs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +88,7 @@ impl Topology {
                 )));
             }
             for u in replicas {
-                super::check_url(u)?;
+                check_url(u)?;
                 if !seen.insert(u.trim_end_matches('/')) {
                     return Err(bad(format!(
                         "server {} is listed twice (a server is one replica of one shard)",

@@ -66,6 +66,21 @@ pub struct ColdConfig {
     pub max_bytes_per_query: u64,
     /// File indexes (footer and trace-id bloom filters) kept in memory (default 16,384 files).
     pub index_cache_files: usize,
+    /// S3: most time one request may take, connecting to the last byte of
+    /// the answer, in ms (default 30,000); a request past it fails and is
+    /// retried. A local directory has no timeout (a hung network mount
+    /// hangs the reads that touch it).
+    pub request_timeout_ms: u64,
+    /// S3: most time to establish a connection, in ms (default 5,000).
+    pub connect_timeout_ms: u64,
+    /// S3: retries of a failed request (connection errors, timeouts of
+    /// reads, 5xx and throttling answers), with exponential backoff from
+    /// 100 ms (default 3; 0 = none).
+    pub max_retries: usize,
+    /// S3: no retry starts later than this after the first attempt, in ms
+    /// (default 60,000): with `request_timeout_ms`, it bounds how long one
+    /// cold read or file write can take.
+    pub retry_timeout_ms: u64,
 }
 
 impl Default for ColdConfig {
@@ -87,9 +102,16 @@ impl Default for ColdConfig {
             max_files_per_query: 256,
             max_bytes_per_query: 1 << 30,
             index_cache_files: 16_384,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            max_retries: 3,
+            retry_timeout_ms: 60_000,
         }
     }
 }
+
+/// Most retries `cold.max_retries` accepts.
+pub const MAX_RETRIES: usize = 20;
 
 /// Nanoseconds in a day.
 pub const DAY_NS: u64 = 86_400 * 1_000_000_000;
@@ -132,11 +154,22 @@ impl ColdConfig {
             || self.max_bytes_per_query == 0
             || self.index_cache_files == 0
             || self.interval_secs == 0
+            || self.request_timeout_ms == 0
+            || self.connect_timeout_ms == 0
+            || self.retry_timeout_ms == 0
         {
             return Err("cold.max_spans_per_file, cold.max_files_per_query, \
-                 cold.max_bytes_per_query, cold.index_cache_files and cold.interval_secs \
+                 cold.max_bytes_per_query, cold.index_cache_files, cold.interval_secs, \
+                 cold.request_timeout_ms, cold.connect_timeout_ms and cold.retry_timeout_ms \
                  must be above 0"
                 .into());
+        }
+        if self.max_retries > MAX_RETRIES {
+            return Err(format!(
+                "cold.max_retries = {} is above {MAX_RETRIES}: bound the time a cold read \
+                 can take with cold.retry_timeout_ms instead",
+                self.max_retries
+            ));
         }
         if let Some(e) = &self.endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
@@ -182,33 +215,63 @@ mod tests {
     fn validation_names_the_key() {
         assert!(ColdConfig::default().validate().is_ok());
         assert!(on().validate().is_ok());
-        let both = ColdConfig {
-            bucket: Some("b".into()),
-            ..on()
-        };
-        assert!(both.validate().unwrap_err().contains("choose one"));
-        let days = ColdConfig {
-            cold_days: 7,
-            ..on()
-        };
-        assert!(days.validate().unwrap_err().contains("cold.cold_days"));
-        let frac = ColdConfig {
-            sample_fraction: 1.5,
-            ..on()
-        };
-        assert!(frac.validate().unwrap_err().contains("sample_fraction"));
-        let http = ColdConfig {
-            dir: None,
-            bucket: Some("b".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
-            ..on()
-        };
-        assert!(http.validate().unwrap_err().contains("allow_http"));
-        let zero = ColdConfig {
-            max_files_per_query: 0,
-            ..on()
-        };
-        assert!(zero.validate().is_err());
+        let cases = [
+            (
+                ColdConfig {
+                    bucket: Some("b".into()),
+                    ..on()
+                },
+                "choose one",
+            ),
+            (
+                ColdConfig {
+                    cold_days: 7,
+                    ..on()
+                },
+                "cold.cold_days",
+            ),
+            (
+                ColdConfig {
+                    sample_fraction: 1.5,
+                    ..on()
+                },
+                "sample_fraction",
+            ),
+            (
+                ColdConfig {
+                    dir: None,
+                    bucket: Some("b".into()),
+                    endpoint: Some("http://127.0.0.1:1".into()),
+                    ..on()
+                },
+                "allow_http",
+            ),
+            (
+                ColdConfig {
+                    max_files_per_query: 0,
+                    ..on()
+                },
+                "cold.max_files_per_query",
+            ),
+            (
+                ColdConfig {
+                    request_timeout_ms: 0,
+                    ..on()
+                },
+                "cold.request_timeout_ms",
+            ),
+            (
+                ColdConfig {
+                    max_retries: 1_000,
+                    ..on()
+                },
+                "cold.max_retries",
+            ),
+        ];
+        for (c, key) in cases {
+            let e = c.validate().expect_err(key);
+            assert!(e.contains(key), "{e} should name {key}");
+        }
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub(crate) mod col {
     pub const DURATION: usize = 3;
     pub const SERVICE: usize = 4;
     pub const NAME: usize = 5;
+    pub const KIND: usize = 6;
     pub const STATUS: usize = 7;
     pub const SPAN: usize = 8;
 }
@@ -69,6 +70,22 @@ pub const KEY_COLUMNS: [usize; 6] = [
 /// Rows per row group: small enough that a lookup decodes little beyond the
 /// trace it wants, large enough that the footer stays small.
 pub const ROW_GROUP_ROWS: usize = 8_192;
+
+/// The columns a services/operations listing reads from a file whose
+/// footer has no operations summary, or that its time range cuts.
+pub const OPERATION_COLUMNS: [usize; 4] = [col::START, col::SERVICE, col::NAME, col::KIND];
+
+/// Footer key of a file's distinct `(service, span name, kind)` triples
+/// (JSON), so that a services/operations listing over a range that covers
+/// the file whole reads only its (cached) footer.
+pub const OPERATIONS_KEY: &str = "ferrotrace.operations";
+
+/// Most distinct triples a footer summary holds; a file with more has none
+/// (its listing reads the columns instead), so the footer stays small.
+pub const MAX_FOOTER_OPERATIONS: usize = 2_048;
+
+/// One distinct `(service, span name, span kind number)` of a file.
+pub type OperationKey = (String, String, i32);
 
 /// False-positive rate of the per-row-group trace-id bloom filters.
 pub const BLOOM_FPP: f64 = 0.001;
@@ -96,7 +113,21 @@ pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
         })
         .max()
         .unwrap_or(1);
+    let ops: std::collections::BTreeSet<(&str, &str, i32)> = spans
+        .iter()
+        .map(|s| (s.service_name.as_str(), s.name.as_str(), s.kind as i32))
+        .collect();
+    let summary = (ops.len() <= MAX_FOOTER_OPERATIONS)
+        .then(|| serde_json::to_string(&ops).ok())
+        .flatten()
+        .map(|v| {
+            vec![parquet::file::metadata::KeyValue::new(
+                OPERATIONS_KEY.to_string(),
+                v,
+            )]
+        });
     let props = WriterProperties::builder()
+        .set_key_value_metadata(summary)
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).map_err(parquet_err("zstd level"))?,
         ))
@@ -119,47 +150,14 @@ pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
         let mut i = 0;
         while let Some(mut c) = rg.next_column().map_err(parquet_err("column"))? {
             let r = match i {
-                0 => write_col::<FixedLenByteArrayType>(
-                    &mut c,
-                    chunk
-                        .iter()
-                        .map(|s| FixedLenByteArray::from(s.trace_id.to_vec()))
-                        .collect(),
-                ),
-                1 => write_col::<FixedLenByteArrayType>(
-                    &mut c,
-                    chunk
-                        .iter()
-                        .map(|s| FixedLenByteArray::from(s.span_id.to_vec()))
-                        .collect(),
-                ),
-                2 => write_col::<Int64Type>(
-                    &mut c,
-                    chunk.iter().map(|s| s.start_ns as i64).collect(),
-                ),
-                3 => write_col::<Int64Type>(
-                    &mut c,
-                    chunk.iter().map(|s| s.duration_ns() as i64).collect(),
-                ),
-                4 => write_col::<ByteArrayType>(
-                    &mut c,
-                    chunk
-                        .iter()
-                        .map(|s| ByteArray::from(s.service_name.as_str()))
-                        .collect(),
-                ),
-                5 => write_col::<ByteArrayType>(
-                    &mut c,
-                    chunk
-                        .iter()
-                        .map(|s| ByteArray::from(s.name.as_str()))
-                        .collect(),
-                ),
-                6 => write_col::<Int32Type>(&mut c, chunk.iter().map(|s| s.kind as i32).collect()),
-                7 => write_col::<Int32Type>(
-                    &mut c,
-                    chunk.iter().map(|s| s.status_code as i32).collect(),
-                ),
+                0 => write_col::<FixedLenByteArrayType>(&mut c, fixed(chunk, |s| &s.trace_id)),
+                1 => write_col::<FixedLenByteArrayType>(&mut c, fixed(chunk, |s| &s.span_id)),
+                2 => write_col::<Int64Type>(&mut c, ints(chunk, |s| s.start_ns as i64)),
+                3 => write_col::<Int64Type>(&mut c, ints(chunk, |s| s.duration_ns() as i64)),
+                4 => write_col::<ByteArrayType>(&mut c, texts(chunk, |s| &s.service_name)),
+                5 => write_col::<ByteArrayType>(&mut c, texts(chunk, |s| &s.name)),
+                6 => write_col::<Int32Type>(&mut c, ints(chunk, |s| s.kind as i32)),
+                7 => write_col::<Int32Type>(&mut c, ints(chunk, |s| s.status_code as i32)),
                 _ => write_col::<ByteArrayType>(
                     &mut c,
                     chunk
@@ -180,6 +178,24 @@ pub fn write_file(spans: &mut [Span]) -> StorageResult<Vec<u8>> {
     }
     w.close().map_err(parquet_err("file close"))?;
     Ok(out)
+}
+
+/// A fixed-length byte column's values.
+fn fixed(chunk: &[Span], f: impl Fn(&Span) -> &[u8]) -> Vec<FixedLenByteArray> {
+    chunk
+        .iter()
+        .map(|s| FixedLenByteArray::from(f(s).to_vec()))
+        .collect()
+}
+
+/// A UTF-8 column's values.
+fn texts(chunk: &[Span], f: impl Fn(&Span) -> &str) -> Vec<ByteArray> {
+    chunk.iter().map(|s| ByteArray::from(f(s))).collect()
+}
+
+/// An integer column's values.
+fn ints<T>(chunk: &[Span], f: impl Fn(&Span) -> T) -> Vec<T> {
+    chunk.iter().map(f).collect()
 }
 
 fn write_col<T: DataType>(
@@ -388,6 +404,18 @@ pub fn bloom_may_hold(bloom: &Sbbf, trace_id: &TraceId) -> bool {
     bloom.check(&FixedLenByteArray::from(trace_id.to_vec()))
 }
 
+/// The footer's operations summary ([`OPERATIONS_KEY`]); `None` for a file
+/// without one (written before it existed, or with too many operations).
+pub fn footer_operations(meta: &ParquetMetaData) -> Option<Vec<OperationKey>> {
+    let kv = meta.file_metadata().key_value_metadata()?;
+    let v = kv
+        .iter()
+        .find(|k| k.key == OPERATIONS_KEY)?
+        .value
+        .as_deref()?;
+    serde_json::from_str(v).ok()
+}
+
 /// The searchable columns of one row, plus its index in the row group.
 #[derive(Clone, Debug)]
 pub struct RowKeys {
@@ -451,11 +479,7 @@ impl OpenFile {
     }
 
     fn spans_of_inner(&self, rg: usize, ids: &[TraceId]) -> StorageResult<Vec<Span>> {
-        let g = self
-            .reader
-            .get_row_group(rg)
-            .map_err(parquet_err("row group"))?;
-        let rows = self.reader.metadata().row_group(rg).num_rows() as usize;
+        let (g, rows) = self.row_group(rg)?;
         let tids = read_col::<FixedLenByteArrayType>(&*g, col::TRACE_ID, rows)?;
         let hits: Vec<usize> = tids
             .iter()
@@ -466,11 +490,20 @@ impl OpenFile {
         if hits.is_empty() {
             return Ok(Vec::new());
         }
-        let blobs = read_col::<ByteArrayType>(&*g, col::SPAN, rows)?;
-        hits.into_iter()
-            .filter_map(|i| blobs.get(i))
-            .map(|b| decode_span(b.data()))
-            .collect()
+        decode_rows(&*g, rows, &hits)
+    }
+
+    /// Row group `rg`'s reader and its number of rows.
+    fn row_group(
+        &self,
+        rg: usize,
+    ) -> StorageResult<(Box<dyn parquet::file::reader::RowGroupReader + '_>, usize)> {
+        let g = self
+            .reader
+            .get_row_group(rg)
+            .map_err(parquet_err("row group"))?;
+        let rows = self.reader.metadata().row_group(rg).num_rows() as usize;
+        Ok((g, rows))
     }
 
     /// The searchable columns of every row of row group `rg`.
@@ -479,11 +512,7 @@ impl OpenFile {
     }
 
     fn keys_inner(&self, rg: usize) -> StorageResult<Vec<RowKeys>> {
-        let g = self
-            .reader
-            .get_row_group(rg)
-            .map_err(parquet_err("row group"))?;
-        let rows = self.reader.metadata().row_group(rg).num_rows() as usize;
+        let (g, rows) = self.row_group(rg)?;
         let tids = read_col::<FixedLenByteArrayType>(&*g, col::TRACE_ID, rows)?;
         let starts = read_col::<Int64Type>(&*g, col::START, rows)?;
         let durs = read_col::<Int64Type>(&*g, col::DURATION, rows)?;
@@ -521,23 +550,60 @@ impl OpenFile {
         Ok(out)
     }
 
+    /// The distinct `(service, name, kind)` of row group `rg`'s rows that
+    /// start in `[from_ns, to_ns)`.
+    pub fn operations(
+        &self,
+        rg: usize,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> StorageResult<std::collections::BTreeSet<OperationKey>> {
+        guard("read", || {
+            let (g, rows) = self.row_group(rg)?;
+            let starts = read_col::<Int64Type>(&*g, col::START, rows)?;
+            let services = read_col::<ByteArrayType>(&*g, col::SERVICE, rows)?;
+            let names = read_col::<ByteArrayType>(&*g, col::NAME, rows)?;
+            let kinds = read_col::<Int32Type>(&*g, col::KIND, rows)?;
+            Ok(starts
+                .iter()
+                .zip(&services)
+                .zip(&names)
+                .zip(&kinds)
+                .filter(|(((s, _), _), _)| (from_ns..to_ns).contains(&(**s as u64)))
+                .map(|(((_, svc), name), kind)| {
+                    (
+                        String::from_utf8_lossy(svc.data()).into_owned(),
+                        String::from_utf8_lossy(name.data()).into_owned(),
+                        *kind,
+                    )
+                })
+                .collect())
+        })
+    }
+
     /// The decoded spans at `rows` (indices) of row group `rg`.
     pub fn spans_at(&self, rg: usize, rows: &[usize]) -> StorageResult<Vec<Span>> {
         guard("read", || self.spans_at_inner(rg, rows))
     }
 
     fn spans_at_inner(&self, rg: usize, rows: &[usize]) -> StorageResult<Vec<Span>> {
-        let g = self
-            .reader
-            .get_row_group(rg)
-            .map_err(parquet_err("row group"))?;
-        let n = self.reader.metadata().row_group(rg).num_rows() as usize;
-        let blobs = read_col::<ByteArrayType>(&*g, col::SPAN, n)?;
-        rows.iter()
-            .filter_map(|&i| blobs.get(i))
-            .map(|b| decode_span(b.data()))
-            .collect()
+        let (g, n) = self.row_group(rg)?;
+        decode_rows(&*g, n, rows)
     }
+}
+
+/// The spans at `rows` (indices) of a row group of `n` rows, decoded from
+/// their blobs (indices past the end are skipped).
+fn decode_rows(
+    g: &dyn parquet::file::reader::RowGroupReader,
+    n: usize,
+    rows: &[usize],
+) -> StorageResult<Vec<Span>> {
+    let blobs = read_col::<ByteArrayType>(g, col::SPAN, n)?;
+    rows.iter()
+        .filter_map(|&i| blobs.get(i))
+        .map(|b| decode_span(b.data()))
+        .collect()
 }
 
 /// Status code number of an error span in the `status` column.
@@ -604,6 +670,11 @@ mod tests {
                     .expect("present")
             })
             .collect();
+        let ops = footer_operations(&meta).expect("footer summary");
+        let want: Vec<OperationKey> = (0..3)
+            .map(|i| ("svc".to_string(), format!("op{i}"), SpanKind::Server as i32))
+            .collect();
+        assert_eq!(ops, want);
         let f = OpenFile::open(pieces).expect("open");
         for t in [0u64, 1, 1_499, 2_999] {
             let id = span(t, 0).trace_id;

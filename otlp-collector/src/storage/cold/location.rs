@@ -8,9 +8,11 @@
 //! (under a unique name), read, and deleted whole by retention.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use super::config::ColdConfig;
 use crate::storage::sink_common::civil_from_days;
@@ -61,6 +63,24 @@ pub fn open(config: &ColdConfig) -> Result<(Arc<dyn ObjectStore>, Path), Storage
         b = b.with_region("us-east-1");
     }
     b = b.with_allow_http(config.allow_http);
+    // Explicit bounds (not the library's defaults of 10 retries over up to
+    // 3 minutes): a query waiting on the cold tier answers, or fails, in
+    // about retry_timeout_ms + request_timeout_ms.
+    let ms = |v: u64| format!("{v}ms");
+    b = b
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+            ms(config.request_timeout_ms),
+        )
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            ms(config.connect_timeout_ms),
+        )
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: config.max_retries,
+            retry_timeout: Duration::from_millis(config.retry_timeout_ms),
+        });
     let s3 = b
         .build()
         .map_err(|e| StorageError::Backend(format!("cold.bucket {bucket}: {e}")))?;

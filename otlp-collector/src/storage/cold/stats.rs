@@ -3,6 +3,8 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::metrics::{Collector, EncodeResult, Families, MetricType};
+
 /// Counters and gauges of the cold tier (rendered on `/metrics`).
 #[derive(Debug, Default)]
 pub struct ColdStats {
@@ -26,6 +28,13 @@ pub struct ColdStats {
     pub spans_written: AtomicU64,
     /// Spans that aged out of the hot store without going cold (policy).
     pub spans_not_kept: AtomicU64,
+    /// Spans that arrived already older than a running tiering pass's cutoff
+    /// and were written straight to the cold tier (policy applied).
+    pub late_spans: AtomicU64,
+    /// Spans a size or disk-full eviction copied cold before deleting them hot.
+    pub spans_moved_by_eviction: AtomicU64,
+    /// Size or disk-full evictions that deleted spans without the cold copy.
+    pub eviction_copy_failures: AtomicU64,
     /// Cold files deleted by age (`cold_days`).
     pub files_evicted: AtomicU64,
     /// Spans in those files.
@@ -34,6 +43,8 @@ pub struct ColdStats {
     pub lookups: AtomicU64,
     /// Searches that consulted the cold tier.
     pub searches: AtomicU64,
+    /// Files a search left unread because its page was settled early.
+    pub search_files_skipped: AtomicU64,
     /// Files whose rows a cold read opened (lookups and searches).
     pub files_opened: AtomicU64,
     /// File indexes (footer and trace-id bloom filters) fetched into the cache.
@@ -44,125 +55,151 @@ pub struct ColdStats {
     pub limit_errors: AtomicU64,
 }
 
-impl ColdStats {
-    /// Appends the Prometheus text of these metrics.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let rows: [(&str, &str, &str, String); 18] = [
+/// Registered with [`crate::metrics::Metrics::register`] once the tier is open.
+impl Collector for ColdStats {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> EncodeResult {
+        let f = &mut Families::new(encoder);
+        let gauges: [(&str, MetricType, &str, &AtomicU64); 3] = [
             (
                 "ferrotrace_cold_files",
-                "gauge",
+                MetricType::Gauge,
                 "Files in the cold tier.",
-                self.files.load(Relaxed).to_string(),
+                &self.files,
             ),
             (
                 "ferrotrace_cold_bytes",
-                "gauge",
+                MetricType::Gauge,
                 "Bytes of the cold tier's files.",
-                self.bytes.load(Relaxed).to_string(),
+                &self.bytes,
             ),
             (
                 "ferrotrace_cold_spans",
-                "gauge",
+                MetricType::Gauge,
                 "Spans in the cold tier's files.",
-                self.spans.load(Relaxed).to_string(),
+                &self.spans,
             ),
-            (
-                "ferrotrace_cold_oldest_timestamp_seconds",
-                "gauge",
-                "Start time of the oldest cold span (Unix seconds; 0 = empty).",
-                format!("{:.6}", self.oldest_ns.load(Relaxed) as f64 / 1e9),
-            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            f.single(name, kind, help, v.load(Relaxed))?;
+        }
+        f.gauge(
+            "ferrotrace_cold_oldest_timestamp_seconds",
+            "Start time of the oldest cold span (Unix seconds; 0 = empty).",
+            self.oldest_ns.load(Relaxed) as f64 / 1e9,
+        )?;
+        let rows: [(&str, MetricType, &str, &AtomicU64); 18] = [
             (
                 "ferrotrace_cold_tiering_runs_total",
-                "counter",
+                MetricType::Counter,
                 "Tiering runs completed.",
-                self.runs.load(Relaxed).to_string(),
+                &self.runs,
             ),
             (
                 "ferrotrace_cold_tiering_failures_total",
-                "counter",
+                MetricType::Counter,
                 "Tiering runs that failed (retried at the next interval).",
-                self.failures.load(Relaxed).to_string(),
+                &self.failures,
             ),
             (
                 "ferrotrace_cold_files_written_total",
-                "counter",
+                MetricType::Counter,
                 "Cold files written.",
-                self.files_written.load(Relaxed).to_string(),
+                &self.files_written,
             ),
             (
                 "ferrotrace_cold_bytes_written_total",
-                "counter",
+                MetricType::Counter,
                 "Bytes of cold files written.",
-                self.bytes_written.load(Relaxed).to_string(),
+                &self.bytes_written,
             ),
             (
                 "ferrotrace_cold_spans_written_total",
-                "counter",
+                MetricType::Counter,
                 "Spans moved from the hot store into cold files.",
-                self.spans_written.load(Relaxed).to_string(),
+                &self.spans_written,
             ),
             (
                 "ferrotrace_cold_spans_not_kept_total",
-                "counter",
+                MetricType::Counter,
                 "Spans that aged out of the hot store without going cold (cold.policy).",
-                self.spans_not_kept.load(Relaxed).to_string(),
+                &self.spans_not_kept,
+            ),
+            (
+                "ferrotrace_cold_late_spans_total",
+                MetricType::Counter,
+                "Spans that arrived older than a running tiering pass's cutoff and went straight to the cold tier (before cold.policy).",
+                &self.late_spans,
+            ),
+            (
+                "ferrotrace_cold_spans_moved_by_eviction_total",
+                MetricType::Counter,
+                "Spans a size or disk-full eviction copied to the cold tier before deleting them from the hot store.",
+                &self.spans_moved_by_eviction,
+            ),
+            (
+                "ferrotrace_cold_eviction_copy_failures_total",
+                MetricType::Counter,
+                "Size or disk-full evictions that deleted the oldest spans without the cold copy (copy failed or a tiering pass held the tier); collection continues.",
+                &self.eviction_copy_failures,
             ),
             (
                 "ferrotrace_cold_evicted_files_total",
-                "counter",
+                MetricType::Counter,
                 "Cold files deleted by age (cold.cold_days).",
-                self.files_evicted.load(Relaxed).to_string(),
+                &self.files_evicted,
             ),
             (
                 "ferrotrace_cold_evicted_spans_total",
-                "counter",
+                MetricType::Counter,
                 "Spans in cold files deleted by age.",
-                self.spans_evicted.load(Relaxed).to_string(),
+                &self.spans_evicted,
             ),
             (
                 "ferrotrace_cold_lookups_total",
-                "counter",
+                MetricType::Counter,
                 "Trace-by-id reads that consulted the cold tier.",
-                self.lookups.load(Relaxed).to_string(),
+                &self.lookups,
             ),
             (
                 "ferrotrace_cold_searches_total",
-                "counter",
+                MetricType::Counter,
                 "Searches that consulted the cold tier.",
-                self.searches.load(Relaxed).to_string(),
+                &self.searches,
+            ),
+            (
+                "ferrotrace_cold_search_files_skipped_total",
+                MetricType::Counter,
+                "Cold files a search left unread because its page was already settled.",
+                &self.search_files_skipped,
             ),
             (
                 "ferrotrace_cold_files_opened_total",
-                "counter",
+                MetricType::Counter,
                 "Cold files whose rows a read opened.",
-                self.files_opened.load(Relaxed).to_string(),
+                &self.files_opened,
             ),
             (
                 "ferrotrace_cold_index_loads_total",
-                "counter",
+                MetricType::Counter,
                 "Cold file indexes (footer and trace-id bloom filters) fetched into the cache.",
-                self.index_loads.load(Relaxed).to_string(),
+                &self.index_loads,
             ),
             (
                 "ferrotrace_cold_read_bytes_total",
-                "counter",
+                MetricType::Counter,
                 "Bytes fetched from the cold location by reads.",
-                self.bytes_read.load(Relaxed).to_string(),
+                &self.bytes_read,
             ),
             (
                 "ferrotrace_cold_limit_errors_total",
-                "counter",
+                MetricType::Counter,
                 "Cold reads refused by cold.max_files_per_query or cold.max_bytes_per_query.",
-                self.limit_errors.load(Relaxed).to_string(),
+                &self.limit_errors,
             ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            f.single(name, kind, help, v.load(Relaxed))?;
         }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! location's listing), a cache of their trace-id indexes, and the reads a
 //! query needs (spans of trace ids, searches), bounded per query.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::ParquetMetaData;
 
 use super::config::ColdConfig;
-use super::format::{self, OpenFile, Pieces};
+use super::format::{self, OpenFile, OperationKey, Pieces};
 use super::location::{self, FileEntry};
 use super::stats::ColdStats;
 use crate::model::{Span, TraceId};
@@ -107,6 +107,10 @@ pub struct ColdStore {
     nonce: AtomicU64,
     /// Metrics.
     pub stats: Arc<ColdStats>,
+    /// Late spans during a tiering pass ([`super::tiering::Fence`]).
+    pub fence: super::tiering::Fence,
+    /// Held by a tiering pass or an eviction's copy: one fence at a time.
+    pub pass: tokio::sync::Mutex<()>,
 }
 
 fn os_err(what: &str, path: &Path, e: object_store::Error) -> StorageError {
@@ -138,6 +142,8 @@ impl ColdStore {
             index: Mutex::new(HashMap::new()),
             nonce: AtomicU64::new(crate::model::now_ns()),
             stats: Arc::new(ColdStats::default()),
+            fence: Default::default(),
+            pass: tokio::sync::Mutex::new(()),
         };
         s.refresh().await?;
         Ok(s)
@@ -402,18 +408,9 @@ impl ColdStore {
                     a..b
                 })
                 .collect();
-            let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-            budget.read(&self.stats, total, "a cold trace lookup")?;
-            let parts = self
-                .store
-                .get_ranges(&e.path, &ranges)
-                .await
-                .map_err(|err| os_err("reading", &e.path, err))?;
-            let mut pieces = Pieces::new(e.size);
-            pieces.add(idx.tail_off, idx.tail.clone());
-            for (r, b) in ranges.iter().zip(parts) {
-                pieces.add(r.start, b);
-            }
+            let pieces = self
+                .fetch(&e, &idx, &ranges, &mut budget, "a cold trace lookup")
+                .await?;
             let want = sorted.clone();
             let spans = tokio::task::spawn_blocking(move || {
                 let f = OpenFile::open(pieces)?;
@@ -432,11 +429,45 @@ impl ColdStore {
         Ok((out, budget.files_opened()))
     }
 
+    /// Fetches `ranges` of file `e` (charged to `budget`) and returns them
+    /// with the file's cached tail, ready to open.
+    async fn fetch(
+        &self,
+        e: &FileEntry,
+        idx: &FileIndex,
+        ranges: &[std::ops::Range<u64>],
+        budget: &mut ReadBudget,
+        what: &str,
+    ) -> StorageResult<Pieces> {
+        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        budget.read(&self.stats, total, what)?;
+        let parts = self
+            .store
+            .get_ranges(&e.path, ranges)
+            .await
+            .map_err(|err| os_err("reading", &e.path, err))?;
+        let mut pieces = Pieces::new(e.size);
+        pieces.add(idx.tail_off, idx.tail.clone());
+        for (r, b) in ranges.iter().zip(parts) {
+            pieces.add(r.start, b);
+        }
+        Ok(pieces)
+    }
+
     /// Traces with a span in the cold files that matches `q` (every
-    /// condition, start in `q.range`), as `(trace id, start of its earliest
+    /// condition, start in `q.range`), as `(trace id, start of its newest
     /// matching cold span)`, newest first, after `cursor`; at most `limit`,
-    /// and whether more match. Reads every file overlapping the window
-    /// (bounded by the per-query limits).
+    /// and whether more match.
+    ///
+    /// Files are read newest first (by their latest span start) and the
+    /// search stops as soon as `limit + 1` traces are settled: a trace whose
+    /// key is above every unread file's latest start cannot change (unread
+    /// spans are all older) and outranks every trace still unsettled, so
+    /// the page is known. A trace's key is its *newest* matching span for
+    /// exactly this reason (an oldest-span key could still drop when an
+    /// older file is read). Every file overlapping the window is read only
+    /// when fewer traces match; a later page re-reads the files newer than
+    /// its cursor (to know which traces earlier pages listed).
     pub async fn search(
         &self,
         q: &TraceQuery,
@@ -444,25 +475,23 @@ impl ColdStore {
         limit: usize,
     ) -> StorageResult<(Vec<(TraceId, u64)>, bool)> {
         let mut files = self.candidates(Some(q.range));
-        if let Some((cs, _)) = cursor {
-            // A file starting after the cursor holds only traces already shown.
-            files.retain(|e| e.min_ns <= cs);
-        }
         if files.is_empty() {
             return Ok((Vec::new(), false));
         }
+        files.sort_unstable_by_key(|e| std::cmp::Reverse((e.max_ns, e.min_ns)));
         self.stats.searches.fetch_add(1, Relaxed);
         let mut budget = ReadBudget::new(&self.config);
         let mut keys: HashMap<TraceId, u64> = HashMap::new();
+        let listed = |id: &TraceId, s: u64| cursor.is_none_or(|(cs, cid)| (s, *id) < (cs, cid));
         // Only the searchable columns are fetched; the span blobs only when
         // an attribute condition needs them.
         let mut cols = format::KEY_COLUMNS.to_vec();
         if !q.attributes.is_empty() {
             cols.push(format::col::SPAN);
         }
-        for e in files {
+        for (i, e) in files.iter().enumerate() {
             budget.open(&self.stats, "a cold search")?;
-            let idx = self.index_of(&e, &mut budget).await?;
+            let idx = self.index_of(e, &mut budget).await?;
             let ranges: Vec<std::ops::Range<u64>> = (0..idx.meta.num_row_groups())
                 .flat_map(|rg| {
                     let g = idx.meta.row_group(rg);
@@ -474,35 +503,91 @@ impl ColdStore {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-            budget.read(&self.stats, total, "a cold search")?;
-            let parts = self
-                .store
-                .get_ranges(&e.path, &ranges)
-                .await
-                .map_err(|err| os_err("reading", &e.path, err))?;
-            let mut pieces = Pieces::new(e.size);
-            pieces.add(idx.tail_off, idx.tail.clone());
-            for (r, b) in ranges.iter().zip(parts) {
-                pieces.add(r.start, b);
-            }
+            let pieces = self
+                .fetch(e, &idx, &ranges, &mut budget, "a cold search")
+                .await?;
             let q = q.clone();
             let found = tokio::task::spawn_blocking(move || scan_file(pieces, &q))
                 .await
                 .map_err(join_err)??;
             for (id, start) in found {
                 let k = keys.entry(id).or_insert(start);
-                *k = (*k).min(start);
+                *k = (*k).max(start);
+            }
+            let Some(next) = files.get(i + 1) else {
+                break;
+            };
+            if keys.len() > limit {
+                let settled = keys
+                    .iter()
+                    .filter(|(id, s)| **s > next.max_ns && listed(id, **s))
+                    .count();
+                if settled > limit {
+                    self.stats
+                        .search_files_skipped
+                        .fetch_add((files.len() - i - 1) as u64, Relaxed);
+                    break;
+                }
             }
         }
-        let mut v: Vec<(TraceId, u64)> = keys
-            .into_iter()
-            .filter(|(id, s)| cursor.is_none_or(|(cs, cid)| (*s, *id) < (cs, cid)))
-            .collect();
+        let mut v: Vec<(TraceId, u64)> =
+            keys.into_iter().filter(|(id, s)| listed(id, *s)).collect();
         v.sort_unstable_by_key(|b| std::cmp::Reverse((b.1, b.0)));
         let more = v.len() > limit;
         v.truncate(limit);
         Ok((v, more))
+    }
+}
+
+impl ColdStore {
+    /// The distinct `(service, span name, kind)` of the cold spans starting
+    /// in `range`. A file the range covers whole answers from its footer
+    /// summary (cached with its index: no column is read); a file the range
+    /// cuts, or one without a summary, has its four columns read and
+    /// filtered by start, so the answer is exact.
+    pub async fn operations(&self, range: TimeRange) -> StorageResult<BTreeSet<OperationKey>> {
+        let mut out = BTreeSet::new();
+        let mut budget = ReadBudget::new(&self.config);
+        for e in self.candidates(Some(range)) {
+            let idx = self.index_of(&e, &mut budget).await?;
+            if e.min_ns >= range.start_ns && e.max_ns < range.end_ns {
+                if let Some(ops) = format::footer_operations(&idx.meta) {
+                    out.extend(ops);
+                    continue;
+                }
+            }
+            budget.open(&self.stats, "a cold service or operation listing")?;
+            let ranges: Vec<std::ops::Range<u64>> = (0..idx.meta.num_row_groups())
+                .flat_map(|rg| {
+                    let g = idx.meta.row_group(rg);
+                    format::OPERATION_COLUMNS.map(|c| {
+                        let (a, n) = g.column(c).byte_range();
+                        a..a + n
+                    })
+                })
+                .collect();
+            let pieces = self
+                .fetch(
+                    &e,
+                    &idx,
+                    &ranges,
+                    &mut budget,
+                    "a cold service or operation listing",
+                )
+                .await?;
+            let found = tokio::task::spawn_blocking(move || {
+                let f = OpenFile::open(pieces)?;
+                let mut v = BTreeSet::new();
+                for rg in 0..f.row_groups() {
+                    v.extend(f.operations(rg, range.start_ns, range.end_ns)?);
+                }
+                Ok::<_, StorageError>(v)
+            })
+            .await
+            .map_err(join_err)??;
+            out.extend(found);
+        }
+        Ok(out)
     }
 }
 

@@ -5,6 +5,7 @@
 //! each span id).
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -100,6 +101,15 @@ impl TieredStore {
             .collect())
     }
 
+    /// The part of `range` the cold tier covers (`None` if none).
+    fn cold_part(&self, range: TimeRange) -> Option<TimeRange> {
+        let end = range.end_ns.min(self.cold.covered_until());
+        (range.start_ns < end).then_some(TimeRange {
+            start_ns: range.start_ns,
+            end_ns: end,
+        })
+    }
+
     /// The summaries of `ids` from both tiers.
     async fn summaries(&self, ids: &[TraceId]) -> StorageResult<Vec<TraceSummary>> {
         let merged = self.merged(ids, None).await?;
@@ -137,8 +147,30 @@ impl SpanWriter for TieredStore {
     async fn ping(&self) -> StorageResult<()> {
         self.hot.ping().await
     }
+    /// To the hot store; while a tiering pass runs, spans older than its
+    /// cutoff go to the cold tier instead (its hot delete would remove them
+    /// uncopied; see [`super::tiering::Fence`]).
     async fn write_spans(&self, spans: &[Span]) -> StorageResult<()> {
-        self.hot.write_spans(spans).await
+        let (_guard, cutoff) = self.cold.fence.enter().await;
+        if spans.iter().all(|s| s.start_ns >= cutoff) {
+            return self.hot.write_spans(spans).await;
+        }
+        let (late, fresh): (Vec<Span>, Vec<Span>) =
+            spans.iter().cloned().partition(|s| s.start_ns < cutoff);
+        let n = late.len() as u64;
+        let kept = super::tiering::keep(self.hot.as_ref(), self.cold.config(), late).await?;
+        let stats = &self.cold.stats;
+        stats.late_spans.fetch_add(n, Relaxed);
+        stats
+            .spans_not_kept
+            .fetch_add(n - kept.len() as u64, Relaxed);
+        if !kept.is_empty() {
+            self.cold.write(kept).await?;
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.hot.write_spans(&fresh).await
     }
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
         self.hot.write_rollups(rollups).await
@@ -270,11 +302,37 @@ impl TraceReader for TieredStore {
         })
     }
 
+    /// The hot store's services, and for the part of `range` the cold tier
+    /// covers, those of its files.
     async fn services(&self, range: TimeRange) -> StorageResult<Vec<String>> {
-        self.hot.services(range).await
+        let mut out: BTreeSet<String> = self.hot.services(range).await?.into_iter().collect();
+        if let Some(cr) = self.cold_part(range) {
+            out.extend(self.cold.operations(cr).await?.into_iter().map(|o| o.0));
+        }
+        Ok(out.into_iter().collect())
     }
+    /// As [`services`](Self::services), the operations of `service`.
     async fn operations(&self, service: &str, range: TimeRange) -> StorageResult<Vec<Operation>> {
-        self.hot.operations(service, range).await
+        let mut out: BTreeSet<Operation> = self
+            .hot
+            .operations(service, range)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(cr) = self.cold_part(range) {
+            out.extend(
+                self.cold
+                    .operations(cr)
+                    .await?
+                    .into_iter()
+                    .filter(|o| o.0 == service)
+                    .map(|(_, name, kind)| Operation {
+                        name,
+                        kind: SpanKind::from_i32(kind),
+                    }),
+            );
+        }
+        Ok(out.into_iter().collect())
     }
 }
 
@@ -311,8 +369,17 @@ impl Retention for TieredStore {
     fn set_disk_budget(&self, bytes: u64) {
         self.hot.set_disk_budget(bytes)
     }
+    /// Moves the oldest spans to the cold tier, then deletes them hot
+    /// ([`super::tiering::evict_moving`]); deletes them uncopied when the
+    /// copy cannot be made, so collection always continues.
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
-        self.hot.evict_oldest(bytes, give_back).await
+        super::tiering::evict_moving(self.hot.as_ref(), &self.cold, bytes, give_back).await
+    }
+    async fn eviction_cutoff(&self, bytes: u64, give_back: bool) -> StorageResult<Option<u64>> {
+        self.hot.eviction_cutoff(bytes, give_back).await
+    }
+    async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        self.hot.evict_before(cutoff_ns, give_back).await
     }
     async fn export_before(
         &self,

@@ -7,9 +7,20 @@
 //! The copy finishes before the hot delete starts: a crash in between
 //! leaves the spans in both tiers, the next run copies them again, and
 //! reads keep one copy of each span id.
+//!
+//! Late spans: the hot delete removes every span before the run's cutoff,
+//! also one that arrived (already older than `hot_days`) after the copy
+//! read past its place. So a run raises a [`Fence`] first: from then until
+//! its delete is done, [`TieredStore`](super::TieredStore) writes spans
+//! older than the run's cutoff straight to the cold tier (the policy
+//! applied) instead of the hot store. The fence waits for the writes
+//! already under way (they may not have seen it) before the copy starts
+//! reading, so every span older than the cutoff is either read by the copy
+//! or written cold: none is deleted uncopied.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +47,44 @@ pub struct TierReport {
     pub cold_files_deleted: u64,
 }
 
+/// Keeps spans older than a running tiering pass's cutoff out of the hot
+/// store while the pass runs (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Fence {
+    /// The running pass's cutoff (ns); 0 when no pass runs.
+    cutoff: AtomicU64,
+    /// Held shared by every write through the tiered store; a pass takes it
+    /// exclusively once, after raising the cutoff, to wait for the writes
+    /// that started before.
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Fence {
+    /// Enters a write: returns the guard to hold until the write is
+    /// committed and the cutoff below which spans must go cold (0: none).
+    pub async fn enter(&self) -> (tokio::sync::RwLockReadGuard<'_, ()>, u64) {
+        let g = self.gate.read().await;
+        (g, self.cutoff.load(SeqCst))
+    }
+
+    /// Raises the fence at `cutoff` and waits until no write that may have
+    /// missed it is still under way; lowered when the returned guard drops.
+    async fn raise(&self, cutoff: u64) -> Raised<'_> {
+        self.cutoff.store(cutoff, SeqCst);
+        drop(self.gate.write().await);
+        Raised(self)
+    }
+}
+
+/// Lowers the fence when dropped (the pass ended, failed, or was cancelled).
+struct Raised<'a>(&'a Fence);
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.cutoff.store(0, SeqCst);
+    }
+}
+
 /// Runs one tiering pass as of `now_ns`.
 pub async fn run_once(
     hot: &dyn SpanStore,
@@ -44,6 +93,24 @@ pub async fn run_once(
 ) -> StorageResult<TierReport> {
     let config = cold.config().clone();
     let cutoff = config.hot_cutoff(now_ns);
+    let _pass = cold.pass.lock().await;
+    let _fence = cold.fence.raise(cutoff).await;
+    let mut report = copy_before(hot, cold, cutoff).await?;
+    report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
+    report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
+    cold.stats.runs.fetch_add(1, Relaxed);
+    Ok(report)
+}
+
+/// Copies the spans that started before `cutoff` (and that the policy
+/// keeps) from the hot store into new cold files; the caller holds the
+/// pass lock and the fence raised at `cutoff`, and deletes them hot after.
+async fn copy_before(
+    hot: &dyn SpanStore,
+    cold: &ColdStore,
+    cutoff: u64,
+) -> StorageResult<TierReport> {
+    let config = cold.config().clone();
     let mut report = TierReport::default();
     let mut pending: Vec<Span> = Vec::new();
     let mut after = None;
@@ -68,16 +135,57 @@ pub async fn run_once(
     cold.stats
         .spans_not_kept
         .fetch_add(report.spans_aged - report.spans_written, Relaxed);
-    report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
-    report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
-    cold.stats.runs.fetch_add(1, Relaxed);
     Ok(report)
+}
+
+/// A size or disk-full eviction with a cold tier: the spans before the
+/// cutoff the hot store picks for `bytes` are copied cold (policy applied)
+/// before the hot store deletes them. "Drop oldest, keep collecting" comes
+/// first: when the copy fails (the cold location is down, or on the same
+/// full disk) or, on a full disk, a tiering pass holds the cold tier, the
+/// spans are deleted uncopied and counted
+/// (`ferrotrace_cold_eviction_copy_failures_total`).
+pub async fn evict_moving(
+    hot: &dyn SpanStore,
+    cold: &ColdStore,
+    bytes: u64,
+    give_back: bool,
+) -> StorageResult<crate::storage::EvictionReport> {
+    let Some(cutoff) = hot.eviction_cutoff(bytes, give_back).await? else {
+        return hot.evict_oldest(bytes, give_back).await;
+    };
+    // Over budget, waiting for a tiering pass is fine; on a full disk the
+    // space is needed now.
+    let pass = if give_back {
+        cold.pass.try_lock().ok()
+    } else {
+        Some(cold.pass.lock().await)
+    };
+    let failure = match pass {
+        None => "a tiering pass holds the cold tier".to_string(),
+        Some(_pass) => {
+            let _fence = cold.fence.raise(cutoff).await;
+            match copy_before(hot, cold, cutoff).await {
+                Ok(r) => {
+                    cold.stats
+                        .spans_moved_by_eviction
+                        .fetch_add(r.spans_written, Relaxed);
+                    // Under the fence: a late span meanwhile goes cold.
+                    return hot.evict_before(cutoff, give_back).await;
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    cold.stats.eviction_copy_failures.fetch_add(1, Relaxed);
+    tracing::warn!(error = %failure, cutoff_ns = cutoff, "size eviction could not copy the oldest spans to the cold tier; deleting them anyway (drop oldest, keep collecting)");
+    hot.evict_before(cutoff, give_back).await
 }
 
 /// The spans of `spans` whose trace the policy keeps; for a policy that
 /// looks at the whole trace, the trace as the hot store has it (spans not
-/// yet aged included).
-async fn keep(
+/// yet aged included) with `spans` themselves.
+pub(crate) async fn keep(
     hot: &dyn SpanStore,
     config: &super::ColdConfig,
     spans: Vec<Span>,
@@ -102,13 +210,16 @@ async fn keep(
             whole.insert(id, t);
         }
     }
+    // A late span (written straight to the cold tier) is not in the hot
+    // store: its own status and duration count too. Duplicates do not
+    // change the policy's "any span" answers.
+    for s in &spans {
+        whole.entry(s.trace_id).or_default().push(s.clone());
+    }
     Ok(spans
         .into_iter()
         .filter(|s| {
-            let t = whole
-                .get(&s.trace_id)
-                .map(Vec::as_slice)
-                .unwrap_or(std::slice::from_ref(s));
+            let t = whole.get(&s.trace_id).map_or(&[][..], Vec::as_slice);
             policy::keeps(config, &s.trace_id, t)
         })
         .collect())

@@ -208,13 +208,34 @@ fn evict_tx(
             tracing::debug!(error = %e, "sqlite: giving space back before the eviction failed");
         }
     }
-    // Small transactions on a full disk: each one's pages must fit in the
-    // journal's room.
-    let chunk = if give_back {
+    let cutoff = if bytes > 0 {
+        eviction_cutoff_tx(conn, bytes, give_back, chunk)?
+    } else {
+        None
+    };
+    evict_before_tx(conn, cutoff, give_back, chunk)
+}
+
+/// Small transactions on a full disk: each one's pages must fit in the
+/// journal's room.
+fn eviction_chunk(give_back: bool, chunk: usize) -> usize {
+    if give_back {
         chunk.min(FULL_DISK_CHUNK)
     } else {
         chunk
-    };
+    }
+}
+
+/// The cutoff an eviction of about `bytes` deletes before (`None`: the
+/// store is empty): one past the start of the `k`-th oldest span, `k` from
+/// the bytes per span.
+fn eviction_cutoff_tx(
+    conn: &Connection,
+    bytes: u64,
+    give_back: bool,
+    chunk: usize,
+) -> StorageResult<Option<u64>> {
+    let chunk = eviction_chunk(give_back, chunk);
     let live = live_bytes(conn)?;
     // Row ids grow with arrival and retention deletes the oldest, so the id
     // range is the span count (an overestimate if rows were deleted out of
@@ -225,35 +246,50 @@ fn evict_tx(
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(map_err)?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(None);
+    };
+    let n = from_i64(hi.saturating_sub(lo)).saturating_add(1);
+    let per_span = (live / n).max(1);
+    // At most MAX_EVICTION_CHUNKS chunks per call, so that the writer
+    // (and ingest) waits for one eviction call at most that long; the
+    // size task calls again while there is more to delete.
+    let k = bytes
+        .max(1)
+        .div_ceil(per_span)
+        .clamp(1, n)
+        .min((chunk.max(1) * MAX_EVICTION_CHUNKS) as u64);
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?1",
+            params![to_i64(k - 1)],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    let last = match last {
+        Some(l) => l,
+        None => conn
+            .query_row("SELECT MAX(start_ns) FROM spans", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map_err(map_err)?
+            .unwrap_or(0),
+    };
+    Ok(Some(from_i64(last).saturating_add(1)))
+}
+
+/// Deletes every span (and rollup minute) before `cutoff` (none when
+/// `None`), then with `give_back` returns the space to the file system.
+fn evict_before_tx(
+    conn: &mut Connection,
+    cutoff: Option<u64>,
+    give_back: bool,
+    chunk: usize,
+) -> StorageResult<EvictionReport> {
+    let chunk = eviction_chunk(give_back, chunk);
     let mut report = EvictionReport::default();
-    if let (Some(lo), Some(hi), true) = (lo, hi, bytes > 0) {
-        let n = from_i64(hi.saturating_sub(lo)).saturating_add(1);
-        let per_span = (live / n).max(1);
-        // At most MAX_EVICTION_CHUNKS chunks per call, so that the writer
-        // (and ingest) waits for one eviction call at most that long; the
-        // size task calls again while there is more to delete.
-        let k = bytes
-            .div_ceil(per_span)
-            .clamp(1, n)
-            .min((chunk.max(1) * MAX_EVICTION_CHUNKS) as u64);
-        let last: Option<i64> = conn
-            .query_row(
-                "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?1",
-                params![to_i64(k - 1)],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(map_err)?;
-        let last = match last {
-            Some(l) => l,
-            None => conn
-                .query_row("SELECT MAX(start_ns) FROM spans", [], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })
-                .map_err(map_err)?
-                .unwrap_or(0),
-        };
-        let cutoff = from_i64(last).saturating_add(1);
+    if let Some(cutoff) = cutoff {
         let mut deleted = RetentionReport::default();
         let outcome = retention_into(conn, cutoff, chunk, &mut deleted);
         report = EvictionReport {
@@ -354,6 +390,21 @@ impl Retention for SqliteStore {
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.with_writer(move |c, cfg| evict_tx(c, bytes, give_back, cfg.retention_chunk))
             .await
+    }
+    async fn eviction_cutoff(&self, bytes: u64, give_back: bool) -> StorageResult<Option<u64>> {
+        self.with_reader(move |c, cfg| eviction_cutoff_tx(c, bytes, give_back, cfg.retention_chunk))
+            .await
+    }
+    async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        self.with_writer(move |c, cfg| {
+            if give_back {
+                if let Err(e) = give_back_space(c) {
+                    tracing::debug!(error = %e, "sqlite: giving space back before the eviction failed");
+                }
+            }
+            evict_before_tx(c, Some(cutoff_ns), give_back, cfg.retention_chunk)
+        })
+        .await
     }
 }
 
