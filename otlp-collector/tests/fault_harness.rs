@@ -14,6 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fault::cpu::CpuSnapshot;
 use fault::load::{
     acked_traces, acked_with_start, counts, export, Event, Load, LoadShape, Outcome,
 };
@@ -636,22 +637,47 @@ fn summary(name: &str, xs: &[Option<Duration>]) -> String {
     )
 }
 
-/// Samples of the queue, the sink and the WAL every 500 ms until `until`:
-/// (time, queued spans, spans written in total, WAL bytes).
-async fn sample_pipeline(
-    query: std::net::SocketAddr,
-    until: Instant,
-) -> Vec<(Instant, u64, u64, u64)> {
+/// One sample of the overloaded collector's pipeline.
+struct Sample {
+    at: Instant,
+    /// Spans in the in-memory queue, and the bytes charged for them.
+    queued: u64,
+    queue_bytes: u64,
+    /// Spans the sink has written in total.
+    written: u64,
+    wal_bytes: u64,
+    cpu: CpuSnapshot,
+}
+
+/// Samples of the queue, the sink, the WAL and CPU time every 500 ms until `until`.
+async fn sample_pipeline(query: std::net::SocketAddr, pid: u32, until: Instant) -> Vec<Sample> {
     let mut out = Vec::new();
     while Instant::now() < until {
         let queued = metric(query, "ferrotrace_queue_spans").await.unwrap_or(0);
-        let wal = metric(query, "ferrotrace_wal_bytes").await.unwrap_or(0);
+        let queue_bytes = metric(query, "ferrotrace_queue_bytes").await.unwrap_or(0);
+        let wal_bytes = metric(query, "ferrotrace_wal_bytes").await.unwrap_or(0);
         if let Some(written) = metric(query, "ferrotrace_sink_spans_written_total").await {
-            out.push((Instant::now(), queued, written, wal));
+            out.push(Sample {
+                at: Instant::now(),
+                queued,
+                queue_bytes,
+                written,
+                wal_bytes,
+                cpu: CpuSnapshot::take(pid),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     out
+}
+
+/// "name/tid 0.42" for the busiest threads.
+fn thread_list(threads: &[(String, u32, f64)]) -> String {
+    threads
+        .iter()
+        .map(|(n, tid, c)| format!("{n}/{tid} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `seconds` of 3x the sustainable rate at a 256 MiB memory limit, with
@@ -670,10 +696,24 @@ async fn overload(seconds: u64, extra_toml: &str, segment_bytes: u64) {
         spec.otlp_grpc,
         LoadShape::closed(8, OVERLOAD_SPANS),
     );
-    let sustainable = sink_rate(&spec, Duration::from_secs(3), Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu0 = CpuSnapshot::take(c.pid);
+    let t0 = Instant::now();
+    let sustainable = sink_rate(&spec, Duration::ZERO, Duration::from_secs(5)).await;
+    let (collector, own, threads) =
+        cpu0.cores_until(&CpuSnapshot::take(c.pid), t0.elapsed().as_secs_f64(), 6);
     let calibration_queue = metric(spec.query, "ferrotrace_queue_spans")
         .await
         .unwrap_or(0);
+    // Where the cores went while the sink set the pace (issue 11: under
+    // overload the sink wrote a fraction of this rate).
+    eprintln!(
+        "calibration: sink {sustainable:.0} spans/s; cores: collector {collector:.2} \
+         ({:.1} CPU-s per 1M written), load generator (this process) {own:.2}; \
+         busiest collector threads: {}",
+        collector * 1e6 / sustainable.max(1.0),
+        thread_list(&threads)
+    );
     load.stop().await;
     c.kill9();
     drop(dir);
@@ -761,7 +801,7 @@ async fn overload_run(
     let (health, query, samples) = tokio::join!(
         probe(spec.query, "/healthz", until),
         probe(spec.query, "/api/services", until),
-        sample_pipeline(spec.query, until)
+        sample_pipeline(spec.query, c.pid, until)
     );
     let peak_kib = c.peak_rss_kib();
     let refused_memory = metric(
@@ -779,14 +819,31 @@ async fn overload_run(
     let offered_rate = rate(events.len(), started);
     // Steady state: the second half of the run (the queue absorbs the
     // excess at first).
-    let (mid, queued_mid, written_mid, wal_mid) = samples[samples.len() / 2];
-    let (last, _, written_last, wal_last) = *samples.last().expect("samples");
+    let half = &samples[samples.len() / 2];
+    let (mid, queued_mid, written_mid, wal_mid) =
+        (half.at, half.queued, half.written, half.wal_bytes);
+    let end_sample = samples.last().expect("samples");
+    let (last, written_last, wal_last) = (end_sample.at, end_sample.written, end_sample.wal_bytes);
     // Both over the same window, between the two samples.
     let admitted_late = acked_between(&events, mid, last) as f64 * f64::from(OVERLOAD_SPANS)
         / (last - mid).as_secs_f64();
     let sink_late = (written_last - written_mid) as f64 / (last - mid).as_secs_f64();
-    let queue_peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let wal_peak = samples.iter().map(|s| s.3).max().unwrap_or(0);
+    let queue_peak = samples.iter().map(|s| s.queued).max().unwrap_or(0);
+    let wal_peak = samples.iter().map(|s| s.wal_bytes).max().unwrap_or(0);
+    // Bytes the queue charges per span it holds, at its fullest sample.
+    let per_queued_span = samples
+        .iter()
+        .max_by_key(|s| s.queued)
+        .filter(|s| s.queued > 0)
+        .map_or(0, |s| s.queue_bytes / s.queued);
+    let (cores_collector, cores_own, busiest) =
+        half.cpu
+            .cores_until(&end_sample.cpu, (last - mid).as_secs_f64(), 6);
+    let refused_late = events
+        .iter()
+        .filter(|e| e.at >= mid && e.at < last && matches!(e.outcome, Outcome::Exhausted(_)))
+        .count() as f64
+        / (last - mid).as_secs_f64();
     let rollup_flushes = metric(spec.query, "ferrotrace_rollup_wal_full_flushes_total")
         .await
         .unwrap_or(0);
@@ -821,6 +878,17 @@ async fn overload_run(
         peak_kib / 1024,
         summary("/healthz", &health),
         summary("/api/services", &query)
+    );
+    eprintln!(
+        "  second half: cores: collector {cores_collector:.2} ({:.1} CPU-s per 1M written), \
+         load generator (this process) {cores_own:.2}; {refused_late:.0} refusals/s; busiest \
+         collector threads: {}; queue charged {per_queued_span} bytes per queued span at its \
+         peak; load average {}",
+        cores_collector * 1e6 / sink_late.max(1.0),
+        thread_list(&busiest),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     assert!(
         peak_kib < LIMIT_MIB * 1024,
@@ -885,9 +953,14 @@ async fn overload_at_three_times_the_sustainable_rate_quick() {
     // Requests beyond the queue wait in the WAL only (the outage budget),
     // so a small WAL makes the refusals certain here too (seen: 17 MB of
     // excess over the 12 s, debug build).
+    // `FERROTRACE_OVERLOAD_WAL_BYTES` replaces the 6 MiB WAL for a
+    // measurement (how the WAL's size bounds what the sink gets to write).
+    let wal_bytes = env_u64("FERROTRACE_OVERLOAD_WAL_BYTES", 6 << 20);
     overload(
         12,
-        "[queue]\nmax_bytes = 16777216\n[wal]\nmax_bytes = 6291456\nsegment_bytes = 1048576\n",
+        &format!(
+            "[queue]\nmax_bytes = 16777216\n[wal]\nmax_bytes = {wal_bytes}\nsegment_bytes = 1048576\n"
+        ),
         1 << 20,
     )
     .await;

@@ -29,7 +29,13 @@ async fn failed_wal_write_is_refused_not_acknowledged() {
         "this test needs /dev/full"
     );
     // One record per segment: every request opens the next segment file.
-    let tc = start(|c| c.wal.segment_bytes = 1).await;
+    // Segments created when needed (no prepared spare): the fault is put at
+    // the next segment's path before the segment exists.
+    let tc = start(|c| {
+        c.wal.segment_bytes = 1;
+        c.wal.preallocate = false;
+    })
+    .await;
     let wal_dir = tc.dir.path().join("wal");
     let http = tc.collector.addrs.otlp_http.unwrap();
     let grpc = tc.collector.addrs.otlp_grpc.unwrap();

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod cpu;
 pub mod load;
 pub mod proc;
 pub mod verify;
