@@ -87,7 +87,10 @@ pub struct WalConfig {
     /// to `segment_bytes` (when the disk has room beyond `min_free_bytes`), so
     /// that rotating costs an acknowledgement no `fsync`s and the group
     /// commit's `fdatasync` changes no file size (see `wal/spare.rs`).
-    /// `false`: segments are created when needed and grow as written.
+    /// `false` (the default): segments are created when needed and grow as
+    /// written. Off by default because end to end (ack p99 at 12k spans/s into
+    /// SQLite, docs/benchmarks.md) it showed no gain yet, only in the
+    /// `fdatasync` micro-benchmark.
     pub preallocate: bool,
     /// Free bytes kept on the WAL's file system for the sink: appends are
     /// refused (503, as on a full disk) while less is free. A sink on the same
@@ -108,7 +111,7 @@ impl Default for WalConfig {
             fsync_interval_ms: 100,
             segment_bytes: 32 * 1024 * 1024,
             max_bytes: 1024 * 1024 * 1024,
-            preallocate: true,
+            preallocate: false,
             min_free_bytes: 0,
         }
     }
