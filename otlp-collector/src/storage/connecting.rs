@@ -375,7 +375,15 @@ impl SamplingCounts for ConnectingStore {
             .await
     }
     async fn prune_sampling_counts(&self, before_ns: u64) -> StorageResult<u64> {
-        self.now()?.prune_sampling_counts(before_ns).await
+        // Housekeeping, run every period from start: before the first
+        // connection there is nothing this collector could prune, and the
+        // first prune after connecting covers the same rows — not an error
+        // (a collector whose database connects after its first period
+        // boundary counted one, seen on a loaded machine).
+        match self.connected() {
+            Some(store) => store.prune_sampling_counts(before_ns).await,
+            None => Ok(0),
+        }
     }
 }
 
@@ -541,5 +549,30 @@ mod tests {
             .unwrap();
         assert!(store.ready().is_ok());
         assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn sampling_counts_before_the_first_connection_prune_nothing_and_write_fails() {
+        use crate::storage::{SamplingCounts, SamplingPeriodCounts, StorageError};
+        let store = ConnectingStore::spawn(
+            "null",
+            "postgres://nowhere/db",
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+            || async {
+                Err::<Arc<dyn SpanStore>, _>(StorageError::Unavailable("connection refused".into()))
+            },
+        );
+        // Housekeeping is not an error before the database is there...
+        assert_eq!(store.prune_sampling_counts(u64::MAX).await.unwrap(), 0);
+        // ...but losing this collector's counts is.
+        let counts = SamplingPeriodCounts {
+            period_start_ns: 0,
+            period_secs: 1,
+            collector: "c".into(),
+            counts: Vec::new(),
+        };
+        assert!(store.write_sampling_counts(&counts).await.is_err());
+        assert!(store.read_sampling_counts(1, 0, 1).await.is_err());
     }
 }
