@@ -41,6 +41,7 @@ mod attributes;
 mod client;
 mod server;
 
+#[cfg(feature = "reqwest")]
 pub(crate) use attributes::push_method;
 pub use client::{ClientResponseFuture, ClientTraceService, HttpClientLayer};
 pub use server::{HttpServerLayer, ServerResponseFuture, ServerTraceService};
