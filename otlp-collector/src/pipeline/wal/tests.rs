@@ -367,12 +367,16 @@ fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
 async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
+    assert!(
+        !WalConfig::default().preallocate,
+        "opt-in until an end-to-end gain is measured"
+    );
     let cfg = WalConfig {
         segment_bytes: 4096,
         max_bytes: 1 << 20,
+        preallocate: true,
         ..WalConfig::default()
     };
-    assert!(cfg.preallocate, "the default");
     let (wal, replay) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
     assert!(replay.is_empty());
     let mut written = Vec::new();
@@ -455,6 +459,7 @@ async fn a_torn_record_in_a_prepared_segment_is_counted_as_corrupt() {
     let cfg = WalConfig {
         segment_bytes: 4096,
         max_bytes: 1 << 20,
+        preallocate: true,
         ..WalConfig::default()
     };
     let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
