@@ -24,23 +24,21 @@
 //! completed with the service name, resource attributes and scope.
 
 pub mod route_scan;
+mod wire;
 pub mod wire_request;
 
 use prost::bytes::Buf;
-use prost::encoding::{check_wire_type, decode_key, decode_varint, DecodeContext, WireType};
-use prost::DecodeError;
+use prost::encoding::{decode_key, decode_varint, WireType};
 
 use super::convert::{
     convert_ids, limit_attrs, DecodeError as RequestError, Decoded, MAX_ANY_VALUE_DEPTH,
 };
 use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId};
 use crate::receiver::limits::LimitsConfig;
-
-/// prost's recursion limit (`prost::RECURSION_LIMIT`, not public): nested
-/// messages allowed below the top-level one.
-const RECURSION_LIMIT: u32 = 100;
-
-type R<T> = Result<T, DecodeError>;
+use wire::{
+    at, bytes_field, fixed32_field, fixed64_field, message, skip_field, str_field, string_field,
+    varint_field, R, RECURSION_LIMIT,
+};
 
 /// Decodes an OTLP protobuf trace request into validated spans.
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, RequestError> {
@@ -134,156 +132,6 @@ impl Group {
             }
         }
     }
-}
-
-/// Adds prost's `Message.field` trail entry to an error.
-#[cold]
-fn at(mut e: DecodeError, message: &'static str, field: &'static str) -> DecodeError {
-    e.push(message, field);
-    e
-}
-
-/// prost's "buffer underflow", from prost itself (its error kinds are private).
-#[cold]
-fn underflow() -> DecodeError {
-    let mut empty: &[u8] = &[];
-    skip_field_prost(WireType::SixtyFourBit, &mut empty)
-}
-
-#[cold]
-fn skip_field_prost(wt: WireType, buf: &mut &[u8]) -> DecodeError {
-    match prost::encoding::skip_field(wt, 1, buf, DecodeContext::default()) {
-        Err(e) => e,
-        Ok(()) => unreachable!("prost skipped a field past the end of its input"),
-    }
-}
-
-/// prost's "invalid string value: data is not UTF-8 encoded".
-#[cold]
-fn invalid_string() -> DecodeError {
-    let mut s = String::new();
-    let mut bad: &[u8] = &[1, 0xff];
-    match prost::encoding::string::merge(
-        WireType::LengthDelimited,
-        &mut s,
-        &mut bad,
-        DecodeContext::default(),
-    ) {
-        Err(e) => e,
-        Ok(()) => unreachable!("prost accepted invalid UTF-8"),
-    }
-}
-
-/// prost's "recursion limit reached": a group nested past the limit.
-#[cold]
-fn recursion_limit() -> DecodeError {
-    let nested = [0x0b_u8; RECURSION_LIMIT as usize];
-    skip_field_prost(WireType::StartGroup, &mut &nested[..])
-}
-
-/// `prost::encoding::skip_field` with this reader's recursion count.
-fn skip_field(wt: WireType, tag: u32, buf: &mut &[u8], ctx: u32) -> R<()> {
-    if ctx == 0 {
-        return Err(recursion_limit());
-    }
-    let len = match wt {
-        WireType::Varint => decode_varint(buf).map(|_| 0)?,
-        WireType::ThirtyTwoBit => 4,
-        WireType::SixtyFourBit => 8,
-        WireType::LengthDelimited => decode_varint(buf)?,
-        WireType::StartGroup => loop {
-            let (inner_tag, inner_wt) = decode_key(buf)?;
-            match inner_wt {
-                WireType::EndGroup => {
-                    if inner_tag != tag {
-                        return Err(end_group_error(inner_tag));
-                    }
-                    break 0;
-                }
-                _ => skip_field(inner_wt, inner_tag, buf, ctx - 1)?,
-            }
-        },
-        WireType::EndGroup => return Err(end_group_error(tag)),
-    };
-    if len > buf.len() as u64 {
-        return Err(underflow());
-    }
-    buf.advance(len as usize);
-    Ok(())
-}
-
-/// prost's "unexpected end group tag".
-#[cold]
-fn end_group_error(_tag: u32) -> DecodeError {
-    let mut b: &[u8] = &[];
-    skip_field_prost(WireType::EndGroup, &mut b)
-}
-
-/// A nested message (`prost::encoding::message::merge`): checks the wire
-/// type and the recursion limit, then runs `field` for each of its fields
-/// with the inner recursion count.
-fn message<'a, F>(wt: WireType, buf: &mut &'a [u8], ctx: u32, mut field: F) -> R<()>
-where
-    F: FnMut(u32, WireType, &mut &'a [u8], u32) -> R<()>,
-{
-    check_wire_type(WireType::LengthDelimited, wt)?;
-    if ctx == 0 {
-        return Err(recursion_limit());
-    }
-    let inner = ctx - 1;
-    // prost::encoding::merge_loop, on the same buffer: a field may run past
-    // the message's end (delimited length exceeded), as in prost.
-    prost::encoding::merge_loop(
-        &mut (),
-        buf,
-        DecodeContext::default(),
-        |_, buf: &mut &'a [u8], _| {
-            let (tag, wt) = decode_key(buf)?;
-            field(tag, wt, buf, inner)
-        },
-    )
-}
-
-/// A length-delimited field's bytes (`bytes::merge`), borrowed.
-fn bytes_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a [u8]> {
-    check_wire_type(WireType::LengthDelimited, wt)?;
-    let len = decode_varint(buf)?;
-    if len > buf.len() as u64 {
-        return Err(underflow());
-    }
-    let (b, rest) = buf.split_at(len as usize);
-    *buf = rest;
-    Ok(b)
-}
-
-/// A string field, checked for UTF-8 and borrowed.
-fn str_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a str> {
-    std::str::from_utf8(bytes_field(wt, buf)?).map_err(|_| invalid_string())
-}
-
-fn string_field(wt: WireType, buf: &mut &[u8]) -> R<String> {
-    str_field(wt, buf).map(str::to_owned)
-}
-
-fn varint_field(wt: WireType, buf: &mut &[u8]) -> R<u64> {
-    check_wire_type(WireType::Varint, wt)?;
-    decode_varint(buf)
-}
-
-fn fixed64_field(wt: WireType, buf: &mut &[u8]) -> R<u64> {
-    check_wire_type(WireType::SixtyFourBit, wt)?;
-    if buf.len() < 8 {
-        return Err(underflow());
-    }
-    Ok(buf.get_u64_le())
-}
-
-fn fixed32_field(wt: WireType, buf: &mut &[u8]) -> R<u32> {
-    check_wire_type(WireType::ThirtyTwoBit, wt)?;
-    if buf.len() < 4 {
-        return Err(underflow());
-    }
-    Ok(buf.get_u32_le())
 }
 
 fn resource_spans(wt: WireType, buf: &mut &[u8], ctx: u32, req: &mut Request) -> R<()> {
