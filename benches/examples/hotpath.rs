@@ -11,6 +11,16 @@
 //! Only the calling thread's work inside `run*` is counted (`--toggle-collect`);
 //! the batch processor's threads are measured by the `overhead` bench.
 //! Divide the total by N for instructions per operation.
+//!
+//! Whole-process instructions per sampled span through the batch processor
+//! (calling, batch and exporter threads), for ferrotrace and for
+//! `opentelemetry_sdk` configured alike: run without `--toggle-collect` at two
+//! N and take (Ir(2N) − Ir(N)) / N, which cancels start-up and shutdown:
+//!
+//! ```sh
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/hotpath sampled 40000          # and 20000; sampled_otel
+//! ```
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -41,6 +51,16 @@ fn provider(sampler: Sampler) -> TracerProvider {
 
 #[inline(never)]
 fn run_spans(t: &ferrotrace::trace::Tracer, n: u64) {
+    for _ in 0..n {
+        let mut s = t.start("op");
+        s.end();
+        black_box(&s);
+    }
+}
+
+#[inline(never)]
+fn run_otel_spans(t: &opentelemetry_sdk::trace::SdkTracer, n: u64) {
+    use opentelemetry::trace::{Span as _, Tracer as _};
     for _ in 0..n {
         let mut s = t.start("op");
         s.end();
@@ -123,6 +143,36 @@ fn main() {
             let p = provider(Sampler::AlwaysOn);
             run_spans(&p.tracer("hotpath"), n);
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        "sampled_otel" => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+            #[derive(Debug)]
+            struct OtDiscard;
+            impl opentelemetry_sdk::trace::SpanExporter for OtDiscard {
+                async fn export(
+                    &self,
+                    batch: Vec<opentelemetry_sdk::trace::SpanData>,
+                ) -> opentelemetry_sdk::error::OTelSdkResult {
+                    drop(batch);
+                    Ok(())
+                }
+            }
+            let bsp = BatchSpanProcessor::builder(OtDiscard)
+                .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(1 << 16).build())
+                .build();
+            let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_span_processor(bsp)
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name("hotpath")
+                        .build(),
+                )
+                .build();
+            let t = p.tracer("hotpath");
+            run_otel_spans(&t, n);
+            p.shutdown().expect("shutdown");
         }
         "unsampled" => {
             let p = provider(Sampler::AlwaysOff);
