@@ -299,10 +299,15 @@ impl SpanProcessor for BatchSpanProcessor {
             s.stats.add_dropped_shutdown(1);
             return;
         }
-        match s.queue.push(span) {
-            Pushed::Queued(false) => {}
-            Pushed::Queued(true) => s.wake(),
-            Pushed::Full(span) => {
+        match s.queue.push(&span) {
+            Pushed::Queued(filled) => {
+                // The queue owns the span now (copied into its slot).
+                std::mem::forget(span);
+                if filled {
+                    s.wake();
+                }
+            }
+            Pushed::Full => {
                 if s.is_shutdown.load(Ordering::Relaxed) {
                     // Raced with shutdown: the queue was retired.
                     s.stats.add_dropped_shutdown(1);
@@ -311,7 +316,6 @@ impl SpanProcessor for BatchSpanProcessor {
                     s.dropped_full.fetch_add(1, Ordering::Relaxed);
                     s.wake();
                 }
-                // Dropped after the counters, off the bookkeeping path.
                 drop(span);
             }
         }

@@ -61,8 +61,8 @@ struct Chunk {
 pub(crate) enum Pushed {
     /// Queued; `true` if this span filled a chunk (wake the batch thread).
     Queued(bool),
-    /// The queue is full (or retired): the span is handed back to be dropped.
-    Full(SpanData),
+    /// The queue is full (or retired): the span stays the caller's.
+    Full,
 }
 
 pub(crate) struct SpanQueue {
@@ -78,8 +78,22 @@ unsafe impl Send for SpanQueue {}
 // SAFETY: as above; every shared field is atomic.
 unsafe impl Sync for SpanQueue {}
 
+/// A `Vec<SpanData>` buffer of capacity `cap`, leaked to the chunk. Its pages
+/// are touched here, on the batch thread: a batch-sized buffer is ~128 KiB,
+/// which the allocator often serves from pages it returned to the system, and
+/// the first write to each page would otherwise be a page fault on a
+/// producer's thread.
 fn fresh_buffer(cap: usize) -> *mut SpanData {
     let mut v = std::mem::ManuallyDrop::new(Vec::<SpanData>::with_capacity(cap));
+    let base = v.as_mut_ptr().cast::<u8>();
+    let bytes = cap * std::mem::size_of::<SpanData>();
+    let mut off = 0;
+    while off < bytes {
+        // SAFETY: `off < bytes`, inside the allocation; the slots are
+        // uninitialised storage, so writing a byte there is allowed.
+        unsafe { base.add(off).write_volatile(0) };
+        off += 4096;
+    }
     v.as_mut_ptr()
 }
 
@@ -111,9 +125,13 @@ impl SpanQueue {
         &self.chunks[(seq % self.chunks.len() as u64) as usize]
     }
 
-    /// Queues `span` without blocking.
+    /// Queues a copy of `*span` without blocking; on [`Pushed::Queued`] the
+    /// queue owns the span and the caller must forget its own (no drop), on
+    /// [`Pushed::Full`] the caller keeps it. Taking a reference copies the
+    /// span straight from the caller's argument into its slot: a move into
+    /// a local first cost one more copy of ~250 bytes per span.
     #[inline]
-    pub(crate) fn push(&self, span: SpanData) -> Pushed {
+    pub(crate) fn push(&self, span: &SpanData) -> Pushed {
         // Two tries: the current chunk, and the next one if the current was
         // full (its filler may not have moved `cur` on yet).
         for _ in 0..2 {
@@ -128,8 +146,9 @@ impl SpanQueue {
                 let base = c.storage.load(Ordering::Acquire);
                 // SAFETY: index `i` of this arming's buffer (capacity `cap`)
                 // is ours alone; the batch thread reads it only after our
-                // `written` increment below.
-                unsafe { base.add(i).write(span) };
+                // `written` increment below. Ownership moves to the slot:
+                // the caller forgets its copy (see the doc comment).
+                unsafe { std::ptr::copy_nonoverlapping(span, base.add(i), 1) };
                 c.written.fetch_add(1, Ordering::Release);
                 let filled = i + 1 == c.cap;
                 if filled {
@@ -150,7 +169,7 @@ impl SpanQueue {
                 .0
                 .compare_exchange(s, s + 1, Ordering::SeqCst, Ordering::Relaxed);
         }
-        Pushed::Full(span)
+        Pushed::Full
     }
 
     /// The sequence number of the chunk being filled.
@@ -295,6 +314,14 @@ mod tests {
         }
     }
 
+    fn push(q: &SpanQueue, s: SpanData) -> Pushed {
+        let r = q.push(&s);
+        if let Pushed::Queued(_) = r {
+            std::mem::forget(s);
+        }
+        r
+    }
+
     fn drain(q: &SpanQueue, next: &mut u64) -> Vec<u64> {
         let mut out = Vec::new();
         let sealed = q.seal_current();
@@ -312,24 +339,24 @@ mod tests {
         let q = SpanQueue::new(10, 4);
         let mut filled = 0;
         for i in 0..10 {
-            match q.push(span(i)) {
+            match push(&q, span(i)) {
                 Pushed::Queued(f) => filled += usize::from(f),
-                Pushed::Full(_) => panic!("span {i} refused below capacity"),
+                Pushed::Full => panic!("span {i} refused below capacity"),
             }
         }
         assert_eq!(filled, 3);
-        assert!(matches!(q.push(span(10)), Pushed::Full(s) if s.start_time_ns == 10));
+        assert!(matches!(push(&q, span(10)), Pushed::Full));
         let mut next = 0;
         assert_eq!(drain(&q, &mut next), (0..10).collect::<Vec<_>>());
         // Re-armed: the queue takes spans again, and a partial chunk is sealed.
         for i in 20..25 {
-            assert!(matches!(q.push(span(i)), Pushed::Queued(_)));
+            assert!(matches!(push(&q, span(i)), Pushed::Queued(_)));
         }
         assert_eq!(drain(&q, &mut next), (20..25).collect::<Vec<_>>());
         assert!(q.current_is_empty());
-        assert!(matches!(q.push(span(30)), Pushed::Queued(false)));
+        assert!(matches!(push(&q, span(30)), Pushed::Queued(false)));
         assert_eq!(q.retire(), 1);
-        assert!(matches!(q.push(span(31)), Pushed::Full(_)));
+        assert!(matches!(push(&q, span(31)), Pushed::Full));
     }
 
     #[test]
@@ -342,7 +369,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut refused = 0u64;
                     for i in 0..per {
-                        if let Pushed::Full(_) = q.push(span(t * per + i)) {
+                        if let Pushed::Full = push(&q, span(t * per + i)) {
                             refused += 1;
                         }
                     }
