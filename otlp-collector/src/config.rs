@@ -295,11 +295,13 @@ impl Config {
         }
         self.connections.validate()?;
         self.cold.validate().map_err(ConfigError::Invalid)?;
-        if self.cold.enabled() && self.storage.kind != StorageKind::Sqlite {
-            return Err(ConfigError::Invalid(format!(
-                "[cold] needs the sqlite sink (storage {} cannot page its spans out to the cold tier yet)",
-                self.storage.kind.as_str()
-            )));
+        // Every database sink pages its old spans out (`Retention::export_before`);
+        // the null sink stores nothing to move.
+        if self.cold.enabled() && self.storage.kind == StorageKind::Null {
+            return Err(ConfigError::Invalid(
+                "[cold] needs a sink that stores spans (sqlite, postgres or clickhouse), not storage null"
+                    .into(),
+            ));
         }
         self.route.validate()?;
         if self.route.enabled() {

@@ -53,7 +53,9 @@ pub async fn run_once(
     now_ns: u64,
 ) -> StorageResult<TierReport> {
     let config = cold.config().clone();
-    let cutoff = config.hot_cutoff(now_ns);
+    // Rounded down to a partition boundary where the hot store deletes
+    // whole partitions only (PostgreSQL and ClickHouse: UTC days).
+    let cutoff = hot.tier_cutoff(config.hot_cutoff(now_ns));
     let _pass = cold.pass.lock().await;
     let _fence = cold.fence.raise(cutoff).await;
     let mut report = copy_before(hot, cold, cutoff).await?;
