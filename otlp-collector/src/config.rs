@@ -476,6 +476,28 @@ mod tests {
         assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
     }
 
+    /// Every database sink can be the hot store under a cold tier; the
+    /// null sink, which stores nothing, cannot.
+    #[test]
+    fn a_cold_tier_needs_a_sink_that_stores_spans() {
+        let toml = "[cold]\ndir = \"/tmp/ferrotrace-cold\"\n";
+        let mut c = load_str(toml, vec![]).unwrap();
+        assert!(c.cold.enabled());
+        for (kind, url) in [
+            (StorageKind::Sqlite, None),
+            (StorageKind::Postgres, Some("postgres://db/traces")),
+            (StorageKind::Clickhouse, Some("http://db:8123/traces")),
+        ] {
+            c.storage.kind = kind;
+            c.storage.url = url.map(String::from);
+            c.validate()
+                .unwrap_or_else(|e| panic!("{} under [cold]: {e}", kind.as_str()));
+        }
+        c.storage.kind = StorageKind::Null;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[cold]") && err.contains("null"), "{err}");
+    }
+
     #[test]
     fn empty_file_gives_defaults() {
         let c = load_str("", vec![]).unwrap();

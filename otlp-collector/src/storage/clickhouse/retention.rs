@@ -321,23 +321,30 @@ impl ClickHouseStore {
         let mut report = RetentionReport::default();
         // Count spans from the lookup table: one row per span there too.
         report.spans_deleted += self
-            .retain_table(node, "ft_traces", "start_ns", cutoff_ns)
+            .retain_table(node, "ft_traces", "start_ns", 1, cutoff_ns)
             .await?;
-        self.retain_table(node, "ft_spans", "start_ns", cutoff_ns)
+        self.retain_table(node, "ft_spans", "start_ns", 1, cutoff_ns)
             .await?;
         if cutoff_ns >= MINUTE_NS {
             // A minute bucket goes only when all of it is older than the cutoff.
             let bound = cutoff_ns - MINUTE_NS + 1;
             report.rollups_deleted += self
-                .retain_table(node, "ft_op_rollups", "minute_ns", bound)
+                .retain_table(node, "ft_op_rollups", "minute_ns", MINUTE_NS, bound)
                 .await?;
             report.rollups_deleted += self
-                .retain_table(node, "ft_edge_rollups", "minute_ns", bound)
+                .retain_table(node, "ft_edge_rollups", "minute_ns", MINUTE_NS, bound)
                 .await?;
             // Bookkeeping, not counted as rollup rows.
-            self.retain_table(node, "ft_rollup_origins", "minute_ns", bound)
+            self.retain_table(node, "ft_rollup_origins", "minute_ns", MINUTE_NS, bound)
                 .await?;
-            self.retain_table(node, "ft_sampling_counts", "period_start_ns", bound)
+            // Periods are whole seconds, so their starts are too.
+            self.retain_table(
+                node,
+                "ft_sampling_counts",
+                "period_start_ns",
+                1_000_000_000,
+                bound,
+            )
                 .await?;
         }
         Ok(report)
@@ -379,18 +386,23 @@ impl ClickHouseStore {
 
     /// Deletes rows older than the cutoff in one physical table on one node:
     /// drops whole day partitions, then a mutation for the cutoff's own day.
+    /// `time_col` holds multiples of `step` (a minute for rollups), so a
+    /// day whose last possible value is before the cutoff is dropped whole:
+    /// with a cutoff at midnight (the cold tier's passes) the previous day's
+    /// rollups go by `DROP PARTITION`, not by a mutation that rewrites them.
     /// Returns the rows removed (partition row counts include not-yet-merged duplicates).
     pub(super) async fn retain_table(
         &self,
         node: &Client,
         table: &str,
         time_col: &str,
+        step: u64,
         cutoff: u64,
     ) -> StorageResult<u64> {
         let physical = format!("{table}{}", self.local_suffix);
         let mut removed = 0;
         for (day, rows) in self.partitions(node, &physical).await? {
-            if (day + 1).saturating_mul(DAY_NS) <= cutoff {
+            if (day + 1).saturating_mul(DAY_NS) - step.max(1) < cutoff {
                 // Partition ids are integers read back from system.parts.
                 exec(
                     node,

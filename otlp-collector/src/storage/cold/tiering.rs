@@ -200,6 +200,12 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // A database sink still connecting at start: not a failed
+                // pass (the next tick tries again).
+                if let Err(why) = hot.ready() {
+                    tracing::debug!(reason = %why, "tiering pass skipped: the hot store is not ready");
+                    continue;
+                }
                 match run_once(hot.as_ref(), &cold, now_ns()).await {
                     Ok(r) => tracing::debug!(
                         aged = r.spans_aged,
