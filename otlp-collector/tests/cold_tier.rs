@@ -1197,6 +1197,51 @@ async fn tier_cutoff_is_a_day_boundary(hot: Arc<dyn SpanStore>, cold_dir: &std::
     assert_eq!(tiered.get_trace(tid(600), None).await.expect("get"), before);
 }
 
+/// A pass that crashed between its copy and its hot delete: the next pass
+/// copies the same spans again (new files), and reads and search still
+/// return each span and trace once.
+async fn recopy_after_a_crash_keeps_one_copy(hot: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let first = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(first.spans_written, 201, "{first:?}");
+    // The crash: the hot delete never happened.
+    for (_, spans) in &d.old {
+        hot.write_spans(spans).await.expect("write old again");
+    }
+    let second = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(second.spans_written, 200, "{second:?}");
+    assert_eq!(
+        cold.stats.spans.load(Relaxed),
+        401,
+        "two copies in the files"
+    );
+    let tiered = TieredStore::new(hot.clone(), cold.clone());
+    for (t, spans) in &d.old {
+        let got = tiered.get_trace_tiered(tid(*t), None).await.expect("get");
+        assert_eq!(&got.spans, spans, "trace {t} once");
+    }
+    let old_range = TimeRange {
+        start_ns: d.now - 11 * DAY,
+        end_ns: d.now - 9 * DAY,
+    };
+    let pages = all_pages(&tiered, query(old_range, 7)).await;
+    assert_eq!(pages.len(), 40);
+    assert_eq!(pages.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_copy_and_delete_is_copied_again_and_read_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    recopy_after_a_crash_keeps_one_copy(hot, &dir.path().join("cold")).await;
+}
+
 /// The whole cold-tier behaviour with PostgreSQL as the hot store, against
 /// a throwaway server (one database per scenario).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1229,6 +1274,7 @@ async fn postgres_hot_store_moves_old_days_to_the_cold_tier() {
     late_span(open("cold_late").await, &dir.path().join("c2")).await;
     size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
     tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
+    recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
 }
 
 /// The whole cold-tier behaviour with ClickHouse as the hot store, against
@@ -1268,4 +1314,5 @@ async fn clickhouse_hot_store_moves_old_days_to_the_cold_tier() {
     late_span(open("cold_late").await, &dir.path().join("c2")).await;
     size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
     tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
+    recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
 }

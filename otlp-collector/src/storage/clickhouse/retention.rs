@@ -345,7 +345,7 @@ impl ClickHouseStore {
                 1_000_000_000,
                 bound,
             )
-                .await?;
+            .await?;
         }
         Ok(report)
     }
