@@ -1316,3 +1316,77 @@ async fn clickhouse_hot_store_moves_old_days_to_the_cold_tier() {
     tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
     recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
 }
+
+/// Measurement, not a check (`-- --ignored --nocapture move_rate`): how
+/// fast a tiering pass moves one old day of `FT_COLD_MOVE_SPANS` spans
+/// (default 200,000; 5-span traces, random ids) out of each hot store
+/// (SQLite as the baseline) into a local directory. The figures are in
+/// docs/storage.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn move_rate() {
+    let n: u32 = std::env::var("FT_COLD_MOVE_SPANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let pg = support::postgres::PgServer::start();
+    let ch = support::clickhouse::ChServer::start();
+    let sqlite_dir = tempfile::tempdir().expect("tempdir");
+    let mut stores: Vec<(&str, Arc<dyn SpanStore>)> = vec![(
+        "sqlite",
+        Arc::new(SqliteStore::open(sqlite_dir.path().join("spans.db")).expect("sqlite")),
+    )];
+    if let Some(pg) = &pg {
+        let url = pg.fresh_db("cold_rate").await;
+        stores.push((
+            "postgres",
+            Arc::new(PostgresStore::connect(&url).await.expect("connect")),
+        ));
+    }
+    if let Some(ch) = &ch {
+        stores.push((
+            "clickhouse",
+            Arc::new(
+                ClickHouseStore::connect(&ch.url("cold_rate"), ClickHouseOptions::default())
+                    .await
+                    .expect("connect"),
+            ),
+        ));
+    }
+    let now = now_ns();
+    let day = now / DAY * DAY - 10 * DAY;
+    for (name, hot) in stores {
+        let traces = n / 5;
+        let mut batch = Vec::new();
+        for t in 0..traces {
+            // Spread over the day, 10 minutes to 23:50.
+            let start = day + 10 * 60_000 * MS + u64::from(t) * (23 * HOUR) / u64::from(traces);
+            batch.extend(trace(t, start, 5));
+            if batch.len() >= 20_000 {
+                hot.write_spans(&batch).await.expect("write");
+                batch.clear();
+            }
+        }
+        hot.write_spans(&batch).await.expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cold = Arc::new(
+            ColdStore::open(&ColdConfig {
+                max_spans_per_file: 100_000,
+                ..cold_config(Some(dir.path()))
+            })
+            .await
+            .expect("open cold"),
+        );
+        let t0 = Instant::now();
+        let r = run_once(hot.as_ref(), &cold, now).await.expect("tier");
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(r.spans_written, u64::from(traces) * 5, "{r:?}");
+        println!(
+            "{name}: moved {} spans in {secs:.2} s ({:.0} spans/s), {} files, hot deleted {}",
+            r.spans_written,
+            r.spans_written as f64 / secs,
+            r.files_written,
+            r.hot_deleted
+        );
+    }
+}
