@@ -561,53 +561,50 @@ async fn local_directory_tier_serves_old_traces_by_id_and_search() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_keeps_only_error_traces_or_a_consistent_sample() {
-    for (policy, expect) in [
-        (
-            ColdPolicy::Errors,
-            (0..40u32)
-                .filter(|t| t.is_multiple_of(5))
-                .collect::<Vec<u32>>(),
-        ),
-        (
-            ColdPolicy::Sampled,
-            (0..40)
-                .filter(|t| ferrotrace_collector::storage::cold::policy::sampled(&tid(*t), 0.5))
-                .collect(),
-        ),
-    ] {
+    for policy in [ColdPolicy::Errors, ColdPolicy::Sampled] {
         let dir = tempfile::tempdir().expect("tempdir");
         let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
-        let d = data();
-        fill(hot.as_ref(), &d).await;
-        let cfg = ColdConfig {
-            policy,
-            sample_fraction: 0.5,
-            ..cold_config(Some(&dir.path().join("cold")))
-        };
-        let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
-        let hot_dyn: Arc<dyn SpanStore> = hot.clone();
-        let r = run_once(hot_dyn.as_ref(), &cold, d.now)
-            .await
-            .expect("tier");
-        assert_eq!(r.spans_aged, 201);
-        let tiered = TieredStore::new(hot_dyn, cold.clone());
-        let mut kept = Vec::new();
-        for t in 0..40 {
-            let s = tiered.get_trace(tid(t), None).await.expect("get");
-            assert!(
-                s.is_empty() || s.len() == 5,
-                "whole traces: {t} {}",
-                s.len()
-            );
-            if !s.is_empty() {
-                kept.push(t);
-            }
-        }
-        assert_eq!(kept, expect, "{policy:?}");
-        assert!(!kept.is_empty() && kept.len() < 40);
-        let not_kept = cold.stats.spans_not_kept.load(Relaxed);
-        assert_eq!(r.spans_written + not_kept, 201, "{policy:?}");
+        policy_run(hot, policy, &dir.path().join("cold")).await;
     }
+}
+
+/// One tiering pass with `policy` (`errors` or `sampled` at 0.5) over a
+/// fresh hot store: whole traces are kept or not, as the policy says.
+async fn policy_run(hot: Arc<dyn SpanStore>, policy: ColdPolicy, cold_dir: &std::path::Path) {
+    let expect: Vec<u32> = match policy {
+        ColdPolicy::Errors => (0..40u32).filter(|t| t.is_multiple_of(5)).collect(),
+        ColdPolicy::Sampled => (0..40)
+            .filter(|t| ferrotrace_collector::storage::cold::policy::sampled(&tid(*t), 0.5))
+            .collect(),
+        other => panic!("no expectation for {other:?}"),
+    };
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cfg = ColdConfig {
+        policy,
+        sample_fraction: 0.5,
+        ..cold_config(Some(cold_dir))
+    };
+    let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
+    let r = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(r.spans_aged, 201);
+    let tiered = TieredStore::new(hot, cold.clone());
+    let mut kept = Vec::new();
+    for t in 0..40 {
+        let s = tiered.get_trace(tid(t), None).await.expect("get");
+        assert!(
+            s.is_empty() || s.len() == 5,
+            "whole traces: {t} {}",
+            s.len()
+        );
+        if !s.is_empty() {
+            kept.push(t);
+        }
+    }
+    assert_eq!(kept, expect, "{policy:?}");
+    assert!(!kept.is_empty() && kept.len() < 40);
+    let not_kept = cold.stats.spans_not_kept.load(Relaxed);
+    assert_eq!(r.spans_written + not_kept, 201, "{policy:?}");
 }
 
 /// moto's S3 server on a free loopback port, stopped on drop.
@@ -1275,6 +1272,14 @@ async fn postgres_hot_store_moves_old_days_to_the_cold_tier() {
     size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
     tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
     recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
+    // The errors policy judges whole traces as the hot store has them (a
+    // batched read by trace id on the server).
+    policy_run(
+        open("cold_policy").await,
+        ColdPolicy::Errors,
+        &dir.path().join("c6"),
+    )
+    .await;
 }
 
 /// The whole cold-tier behaviour with ClickHouse as the hot store, against
@@ -1315,6 +1320,14 @@ async fn clickhouse_hot_store_moves_old_days_to_the_cold_tier() {
     size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
     tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
     recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
+    // The errors policy judges whole traces as the hot store has them (a
+    // batched read by trace id on the server).
+    policy_run(
+        open("cold_policy").await,
+        ColdPolicy::Errors,
+        &dir.path().join("c6"),
+    )
+    .await;
 }
 
 /// Measurement, not a check (`-- --ignored --nocapture move_rate`): how
