@@ -1403,3 +1403,94 @@ async fn move_rate() {
         );
     }
 }
+
+/// The collector with a PostgreSQL or ClickHouse store opened from its
+/// configuration (`storage.kind`, `storage.url`, connecting in the
+/// background) and `[cold]`: the configuration is accepted, tiering runs on
+/// its timer once the store is connected, and the APIs serve the moved
+/// traces from the cold tier.
+async fn collector_with_a_server_store(
+    kind: ferrotrace_collector::config::StorageKind,
+    url: String,
+    direct: Arc<dyn SpanStore>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = data();
+    fill(direct.as_ref(), &d).await;
+    let mut cfg = ingest_util::test_config(dir.path());
+    cfg.storage.kind = kind;
+    cfg.storage.url = Some(url);
+    cfg.cold = ColdConfig {
+        interval_secs: 1,
+        ..cold_config(Some(&dir.path().join("cold")))
+    };
+    let store = ferrotrace_collector::storage::connecting::open(&cfg).expect("open");
+    let collector = ferrotrace_collector::server::Collector::start(cfg, store)
+        .await
+        .expect("collector starts with [cold] over a database sink");
+    let q = collector.addrs.http.expect("query addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = ingest_util::request("GET", q, "/metrics", &[], bytes::Bytes::new()).await;
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        if text.contains("ferrotrace_cold_files 21") {
+            assert!(
+                text.contains("ferrotrace_cold_tiering_failures_total 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tiering run:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(direct
+        .get_trace(tid(4), None)
+        .await
+        .expect("hot")
+        .is_empty());
+    let r = ingest_util::request(
+        "GET",
+        q,
+        &format!("/api/native/traces/{}", hex(&tid(4))),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(
+        (&v["tier"], &v["cold_spans"]),
+        (&serde_json::json!("cold"), &serde_json::json!(5))
+    );
+    let r = ingest_util::request(
+        "GET",
+        q,
+        &format!("/api/native/traces/{}", hex(&tid(STRADDLER))),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["tier"], "mixed", "{v}");
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_with_postgres_and_clickhouse_moves_old_days_cold() {
+    use ferrotrace_collector::config::StorageKind;
+    if let Some(pg) = support::postgres::PgServer::start() {
+        let url = pg.fresh_db("cold_collector").await;
+        let direct: Arc<dyn SpanStore> =
+            Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+        collector_with_a_server_store(StorageKind::Postgres, url, direct).await;
+    }
+    if let Some(ch) = support::clickhouse::ChServer::start() {
+        let url = ch.url("cold_collector");
+        let direct: Arc<dyn SpanStore> = Arc::new(
+            ClickHouseStore::connect(&url, ClickHouseOptions::default())
+                .await
+                .expect("connect"),
+        );
+        collector_with_a_server_store(StorageKind::Clickhouse, url, direct).await;
+    }
+}
