@@ -159,7 +159,11 @@ fn main() {
                 }
             }
             let bsp = BatchSpanProcessor::builder(OtDiscard)
-                .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(1 << 16).build())
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(1 << 16)
+                        .build(),
+                )
                 .build();
             let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_span_processor(bsp)

@@ -470,10 +470,26 @@ fn batch_loop(
         match woke {
             Ok(Control::BatchReady) => {
                 shared.wake_pending.store(false, Ordering::SeqCst);
-                drain(queue, &mut next, &job_tx, &config, &stats, true, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    true,
+                    &mut report,
+                );
             }
             Ok(Control::Flush(reply)) => {
-                drain(queue, &mut next, &job_tx, &config, &stats, false, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 next_export = Instant::now() + config.scheduled_delay;
                 // The caller waits on `reply` with its own timeout; if the
                 // export thread is stuck, this send times out and the caller
@@ -481,13 +497,29 @@ fn batch_loop(
                 send_control_job(&job_tx, Job::Barrier(reply), &config);
             }
             Ok(Control::Shutdown(reply)) => {
-                drain(queue, &mut next, &job_tx, &config, &stats, false, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 send_control_job(&job_tx, Job::Shutdown(reply), &config);
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
                 shared.wake_pending.store(false, Ordering::SeqCst);
-                drain(queue, &mut next, &job_tx, &config, &stats, false, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 next_export = Instant::now() + config.scheduled_delay;
             }
             Err(RecvTimeoutError::Disconnected) => break,

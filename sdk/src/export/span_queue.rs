@@ -155,12 +155,10 @@ impl SpanQueue {
                     // SeqCst pairs with the batch thread's reset of its
                     // wake-up flag and its SeqCst read of `cur`, so a full
                     // chunk never waits for the schedule delay.
-                    let _ = self.cur.0.compare_exchange(
-                        s,
-                        s + 1,
-                        Ordering::SeqCst,
-                        Ordering::Relaxed,
-                    );
+                    let _ =
+                        self.cur
+                            .0
+                            .compare_exchange(s, s + 1, Ordering::SeqCst, Ordering::Relaxed);
                 }
                 return Pushed::Queued(filled);
             }
