@@ -14,6 +14,9 @@ description resolves against that folder; continuation lines (description
 column only) resolve like the entry above them. Exit status 1 on any
 mismatch, with the lists printed.
 
+Also: no production file of either crate (sdk/src, otlp-collector/src) is
+over 800 lines unless one of its first 10 lines says why ("Over ~800 lines").
+
 Run from anywhere: python3 otlp-collector/scripts/architecture_doc_check.py
 """
 import os
@@ -24,6 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SRC = os.path.join(ROOT, "otlp-collector", "src")
 SDK_LIB = os.path.join(ROOT, "sdk", "src", "lib.rs")
+MAX_LINES = 800
+REASON = "Over ~800 lines"
 DOC = os.path.join(ROOT, "docs", "architecture.md")
 # Where the description column starts in the map.
 DESC_COL = 21
@@ -78,8 +83,27 @@ def sdk_mismatches(text):
     return out
 
 
+def long_files():
+    """Production files over MAX_LINES lines with no reason at their top."""
+    out = []
+    for crate in ("sdk", "otlp-collector"):
+        for d, _, fs in os.walk(os.path.join(ROOT, crate, "src")):
+            for f in fs:
+                if not f.endswith(".rs"):
+                    continue
+                path = os.path.join(d, f)
+                lines = open(path, encoding="utf-8").read().splitlines()
+                if len(lines) > MAX_LINES and not any(REASON in l for l in lines[:10]):
+                    rel = os.path.relpath(path, ROOT)
+                    out.append(f"{rel} has {len(lines)} lines and no '{REASON}' reason at its top")
+    return out
+
+
 def main():
     text = open(DOC, encoding="utf-8").read()
+    long = long_files()
+    for line in long:
+        print(line)
     sdk = sdk_mismatches(text)
     for line in sdk:
         print(line)
@@ -95,9 +119,12 @@ def main():
         print(f"docs/architecture.md names {p} (map line {named[p]}), which does not exist")
     for p in unlisted:
         print(f"otlp-collector/src/{p} is not in docs/architecture.md's module map")
-    if missing or unlisted or sdk:
+    if missing or unlisted or sdk or long:
         return 1
-    print(f"module maps match the tree: {len(files)} collector files, the SDK's top-level modules")
+    print(
+        f"module maps match the tree: {len(files)} collector files, the SDK's top-level "
+        f"modules; no file over {MAX_LINES} lines without a reason"
+    )
     return 0
 
 
