@@ -64,7 +64,10 @@ struct Args {
     /// Run time in seconds (at most 600).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Stop after this many spans in total.
+    /// Stop after this many spans in total, counted when sent (a refused or
+    /// failed request counts too, and is not resent). A multiple of --batch
+    /// sends exactly that many: the fixed-count mode of
+    /// benches/scripts/callgrind_ingest.py, which checks nothing was refused.
     #[arg(long, default_value_t = 100_000_000)]
     max_spans: u64,
     /// Collector pid: report its CPU seconds and peak RSS from /proc.
