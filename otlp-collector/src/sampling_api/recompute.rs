@@ -200,16 +200,6 @@ pub async fn run_store(
         if !batch.counts.is_empty() {
             write_within(&*store, &batch, boundary + delay / 2, &metrics).await;
         }
-        // This collector's settings, every period (an idle collector serves
-        // strategies too), stamped with the boundary itself so that readers
-        // with other periods see it within their look-back.
-        let announce = SamplingPeriodCounts {
-            period_start_ns: boundary,
-            period_secs: SETTINGS_PERIOD_SECS,
-            collector: collector.clone(),
-            counts: vec![(String::new(), conflicts.mine().to_string(), 1)],
-        };
-        write_within(&*store, &announce, boundary + delay / 2, &metrics).await;
         // Periods older than the window (and a margin) are read by nobody.
         let keep_from = boundary.saturating_sub((window as u64 + 2) * period_ns);
         if let Err(e) = store.prune_sampling_counts(keep_from).await {
@@ -225,6 +215,10 @@ pub async fn run_store(
             .await
         {
             Ok(rows) => {
+                // Only once the store has answered: before its first
+                // connection a write would fail (and count as an error) on
+                // every start.
+                announce(&*store, &collector, conflicts.mine(), boundary, &metrics).await;
                 check_settings(&*store, &mut conflicts, window as u64 * period_ns, &metrics).await;
                 let periods = periods_from_rows(rows, boundary, period_ns, window);
                 let (rates, tracked) =
@@ -242,6 +236,29 @@ pub async fn run_store(
                 );
             }
         }
+    }
+}
+
+/// Writes this collector's settings fingerprint, stamped `at_ns` (the
+/// period's boundary, so that readers with other period lengths see it
+/// within their look-back), every period: an idle collector serves
+/// strategies too. One attempt: the next period writes it again.
+async fn announce(
+    store: &dyn SamplingCounts,
+    collector: &str,
+    settings: &str,
+    at_ns: u64,
+    metrics: &Metrics,
+) {
+    let row = SamplingPeriodCounts {
+        period_start_ns: at_ns,
+        period_secs: SETTINGS_PERIOD_SECS,
+        collector: collector.to_string(),
+        counts: vec![(String::new(), settings.to_string(), 1)],
+    };
+    if let Err(e) = store.write_sampling_counts(&row).await {
+        metrics.sampling_adaptive_store_errors.add("write", 1);
+        tracing::warn!(error = %e, "announcing this collector's adaptive sampling settings in the store failed");
     }
 }
 
