@@ -237,6 +237,25 @@ impl Operation {
 /// Span names longer than this are not remembered by [`Current`] (looked up each time).
 const MEMO_MAX_NAME: usize = 128;
 
+/// `a == b` for span names, compared 8 bytes at a time in line: the
+/// remembered name is compared for every span, and names are short, where
+/// a call to `memcmp` costs more than the comparison itself.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        if word(p) != word(q) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
+}
+
 /// The strategy in force as one thread sees it, with a memo of the last span
 /// name looked up in a per-operation strategy and the operation found. Spans
 /// of one thread mostly repeat a name (a handler's spans, a loop's), and a
@@ -261,8 +280,25 @@ impl Current {
     }
 
     /// The operation deciding spans named `name`; `None` unless per-operation.
+    /// The memo is checked first: it is only ever set for a per-operation
+    /// strategy, so a hit needs neither the strategy's kind nor the map.
     #[inline]
     fn operation(&mut self, name: &str) -> Option<&Operation> {
+        if let Some(op) = self.memo_op {
+            if same_name(&self.memo_name, name) {
+                // SAFETY: `memo_op` was taken from `self.compiled`, which is
+                // immutable and still held (it is reset when replaced).
+                return Some(unsafe { op.as_ref() });
+            }
+        }
+        self.operation_miss(name)
+    }
+
+    /// [`operation`](Self::operation) past the memo: the map look-up, and
+    /// the memo updated. Out of line, so the hit stays small enough to
+    /// inline into both questions of the tracer.
+    #[inline(never)]
+    fn operation_miss(&mut self, name: &str) -> Option<&Operation> {
         let Compiled::PerOperation {
             default,
             operations,
@@ -271,13 +307,6 @@ impl Current {
         else {
             return None;
         };
-        if let Some(op) = self.memo_op {
-            if self.memo_name == name {
-                // SAFETY: `memo_op` was taken from `self.compiled`, which is
-                // immutable and still held (it is reset when replaced).
-                return Some(unsafe { op.as_ref() });
-            }
-        }
         let op = lookup(default, operations, unlisted, name);
         if name.len() <= MEMO_MAX_NAME {
             self.memo_name.clear();
@@ -527,6 +556,31 @@ mod tests {
         let t = TraceId::from_bytes([7; 16]);
         assert!(cur.quick_drop(None, t, "keep"));
         assert!(!cur.decide(None, t, "keep").unwrap().0);
+    }
+
+    #[test]
+    fn same_name_is_string_equality() {
+        let names = [
+            "",
+            "a",
+            "b",
+            "keep",
+            "kept",
+            "GET /api",
+            "GET /apj",
+            "GET /api/orders/{id}",
+            "GET /api/orders/{ie}",
+            "GET /api/orders/{id}x",
+            "12345678",
+            "12345679",
+            "123456781234567",
+            "123456781234568",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 
     /// The lower bound keeps a quiet operation's traces with probabilities

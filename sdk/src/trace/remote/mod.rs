@@ -268,27 +268,20 @@ impl RemoteSampler {
     /// and no shared counter is touched.
     #[inline]
     fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
-        let shared = &self.handle.shared;
+        let shared = &*self.handle.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let cached = CACHE.try_with(|cache| {
             // Re-entrance (a diagnostics hook or custom initial sampler
             // starting a span) finds the cache borrowed: slow path below.
             let mut cache = cache.try_borrow_mut().ok()?;
-            let i = match cache.iter().position(|e| e.id == shared.id) {
-                Some(i) if cache[i].generation == generation => i,
-                Some(i) => {
-                    cache[i] = CacheEntry::new(shared, generation);
-                    i
-                }
-                None => {
-                    if cache.len() == CACHE_ENTRIES {
-                        cache.remove(0);
-                    }
-                    cache.push(CacheEntry::new(shared, generation));
-                    cache.len() - 1
-                }
-            };
-            Some(f(&mut cache[i].current))
+            // A process normally has one sampler: its entry is the first.
+            let hit = cache
+                .first()
+                .is_some_and(|e| e.id == shared.id && e.generation == generation);
+            if !hit {
+                CacheEntry::move_to_front(&mut cache, shared, generation);
+            }
+            Some(f(&mut cache.first_mut()?.current))
         });
         match cached {
             Ok(Some(v)) => v,
@@ -307,6 +300,29 @@ struct CacheEntry {
 }
 
 impl CacheEntry {
+    /// Puts the entry of `shared` at `generation` first: refreshed if its
+    /// generation is older, added (dropping the last entry when full) if
+    /// missing. Out of line: it runs after a strategy change, or when a
+    /// thread alternates between samplers.
+    #[cold]
+    #[inline(never)]
+    fn move_to_front(cache: &mut Vec<CacheEntry>, shared: &Shared, generation: u64) {
+        match cache.iter().position(|e| e.id == shared.id) {
+            Some(i) => {
+                if cache[i].generation != generation {
+                    cache[i] = CacheEntry::new(shared, generation);
+                }
+                cache.swap(0, i);
+            }
+            None => {
+                if cache.len() == CACHE_ENTRIES {
+                    cache.pop();
+                }
+                cache.insert(0, CacheEntry::new(shared, generation));
+            }
+        }
+    }
+
     fn new(shared: &Shared, generation: u64) -> Self {
         CacheEntry {
             id: shared.id,
@@ -447,6 +463,46 @@ mod tests {
             .build_or_report();
         s.handle.shared.install(Compiled::from_response(&response));
         s
+    }
+
+    fn per_op(keep: f64) -> StrategyResponse {
+        StrategyResponse::PerOperation(PerOperation {
+            default_probability: 0.0,
+            default_lower_bound_per_second: 0.0,
+            operations: vec![crate::trace::remote::strategy::OperationStrategy {
+                operation: "op".into(),
+                probability: keep,
+            }],
+            operations_dropped: 0,
+        })
+    }
+
+    /// One thread alternating between more samplers than its cache holds,
+    /// with strategies changing in between: every answer is the one of the
+    /// sampler asked, with its current strategy.
+    #[test]
+    fn the_per_thread_cache_follows_samplers_and_strategy_changes() {
+        let samplers: Vec<RemoteSampler> = (0..CACHE_ENTRIES + 2)
+            .map(|i| sampler_with(per_op((i % 2) as f64)))
+            .collect();
+        let t = crate::ids::new_trace_id();
+        for round in 0..4 {
+            for (i, s) in samplers.iter().enumerate() {
+                // Strategies flip every other round.
+                let keep = (i + round / 2) % 2 == 1;
+                assert_eq!(s.quick_drop(None, t, "op").is_some(), !keep, "{i} {round}");
+                let sampled = s.decide(None, t, "op").decision == SamplingDecision::RecordAndSample;
+                assert_eq!(sampled, keep, "{i} {round}");
+            }
+            if round == 1 {
+                for (i, s) in samplers.iter().enumerate() {
+                    s.handle
+                        .shared
+                        .install(Compiled::from_response(&per_op(((i + 1) % 2) as f64)));
+                }
+            }
+        }
+        CACHE.with(|c| assert!(c.borrow().len() <= CACHE_ENTRIES));
     }
 
     /// With a lower bound every span is counted once, through the tracer's
