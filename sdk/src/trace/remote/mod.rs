@@ -226,7 +226,7 @@ impl RemoteSampler {
         // Only the small (decision, trace state) pair crosses the per-thread
         // cache's closure; the initial sampler (before the first strategy)
         // decides outside it.
-        let decided = self.with_current(|c| c.decide(parent, trace_id, name).ok());
+        let decided = self.with_current(|c| c.decide(parent, trace_id, name));
         match decided {
             Some((sampled, trace_state)) => SamplingResult {
                 decision: if sampled {
