@@ -237,26 +237,38 @@ impl RemoteSampler {
                 attributes: Vec::new(),
                 trace_state,
             },
-            None => {
-                let current = self.handle.shared.current.lock().clone();
-                match &*current {
-                    Compiled::Initial(initial) => {
-                        initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
-                    }
-                    // A strategy arrived in between: decide with it.
-                    c => {
-                        let (sampled, trace_state) =
-                            c.decide(parent, trace_id, name).unwrap_or((false, None));
-                        SamplingResult {
-                            decision: if sampled {
-                                SamplingDecision::RecordAndSample
-                            } else {
-                                SamplingDecision::Drop
-                            },
-                            attributes: Vec::new(),
-                            trace_state,
-                        }
-                    }
+            None => self.decide_initial(parent, trace_id, name),
+        }
+    }
+
+    /// [`decide`](Self::decide) before the first strategy: the initial
+    /// sampler's decision. Out of line, so the common path keeps a small
+    /// frame.
+    #[cold]
+    #[inline(never)]
+    fn decide_initial(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> SamplingResult {
+        let current = self.handle.shared.current.lock().clone();
+        match &*current {
+            Compiled::Initial(initial) => {
+                initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
+            }
+            // A strategy arrived in between: decide with it.
+            c => {
+                let (sampled, trace_state) =
+                    c.decide(parent, trace_id, name).unwrap_or((false, None));
+                SamplingResult {
+                    decision: if sampled {
+                        SamplingDecision::RecordAndSample
+                    } else {
+                        SamplingDecision::Drop
+                    },
+                    attributes: Vec::new(),
+                    trace_state,
                 }
             }
         }
@@ -285,9 +297,18 @@ impl RemoteSampler {
         });
         match cached {
             Ok(Some(v)) => v,
-            _ => f(&mut Current::new(shared.current.lock().clone())),
+            _ => uncached(shared, f),
         }
     }
+}
+
+/// [`RemoteSampler::with_current`] without the per-thread cache (re-entered,
+/// or the thread is exiting): the strategy is read under the lock. Out of
+/// line, so the closure is not inlined twice into the hot path.
+#[cold]
+#[inline(never)]
+fn uncached<T>(shared: &Shared, f: impl Fn(&mut Current) -> T) -> T {
+    f(&mut Current::new(shared.current.lock().clone()))
 }
 
 /// Samplers cached per thread (a process normally has one).
