@@ -11,6 +11,12 @@
 //! Only the calling thread's work inside `run*` is counted (`--toggle-collect`);
 //! the batch processor's threads are measured by the `overhead` bench.
 //! Divide the total by N for instructions per operation.
+//!
+//! Samplers: `sampler_<static|remote>_<p1|p001>` runs `should_sample` alone,
+//! `root_<static|remote>_<p1|p001>` a root span through a discarding simple
+//! processor (the `sdk_sampling` bench's cases; the remote sampler's strategy
+//! comes from a loopback server, so count `(Ir(2N) − Ir(N)) / N` on the whole
+//! program to leave its start-up out).
 
 use std::collections::HashMap;
 use std::hint::black_box;
