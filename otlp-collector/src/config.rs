@@ -295,11 +295,13 @@ impl Config {
         }
         self.connections.validate()?;
         self.cold.validate().map_err(ConfigError::Invalid)?;
-        if self.cold.enabled() && self.storage.kind != StorageKind::Sqlite {
-            return Err(ConfigError::Invalid(format!(
-                "[cold] needs the sqlite sink (storage {} cannot page its spans out to the cold tier yet)",
-                self.storage.kind.as_str()
-            )));
+        // Every database sink pages its old spans out (`Retention::export_before`);
+        // the null sink stores nothing to move.
+        if self.cold.enabled() && self.storage.kind == StorageKind::Null {
+            return Err(ConfigError::Invalid(
+                "[cold] needs a sink that stores spans (sqlite, postgres or clickhouse), not storage null"
+                    .into(),
+            ));
         }
         self.route.validate()?;
         if self.route.enabled() {
@@ -472,6 +474,28 @@ mod tests {
             "{err}"
         );
         assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
+    }
+
+    /// Every database sink can be the hot store under a cold tier; the
+    /// null sink, which stores nothing, cannot.
+    #[test]
+    fn a_cold_tier_needs_a_sink_that_stores_spans() {
+        let toml = "[cold]\ndir = \"/tmp/ferrotrace-cold\"\n";
+        let mut c = load_str(toml, vec![]).unwrap();
+        assert!(c.cold.enabled());
+        for (kind, url) in [
+            (StorageKind::Sqlite, None),
+            (StorageKind::Postgres, Some("postgres://db/traces")),
+            (StorageKind::Clickhouse, Some("http://db:8123/traces")),
+        ] {
+            c.storage.kind = kind;
+            c.storage.url = url.map(String::from);
+            c.validate()
+                .unwrap_or_else(|e| panic!("{} under [cold]: {e}", kind.as_str()));
+        }
+        c.storage.kind = StorageKind::Null;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[cold]") && err.contains("null"), "{err}");
     }
 
     #[test]
