@@ -191,10 +191,12 @@ mod tests {
         let b = SamplingApiConfig::default();
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert!(differences(&fingerprint(&a), &fingerprint(&b)).is_empty());
-        // The listening address and the source do not change strategies.
-        let mut c = SamplingApiConfig::default();
-        c.addr = "0.0.0.0:1".into();
-        c.enabled = true;
+        // The listening address does not change strategies.
+        let c = SamplingApiConfig {
+            addr: "0.0.0.0:1".into(),
+            enabled: true,
+            ..Default::default()
+        };
         assert_eq!(fingerprint(&a), fingerprint(&c));
     }
 
