@@ -500,6 +500,7 @@ impl Collector {
                 (crate::sampling_api::adaptive::AdaptiveSource::Store, Some(store)) => {
                     tokio::spawn(crate::sampling_api::recompute::run_store(
                         adaptive,
+                        crate::sampling_api::settings::fingerprint(&config.sampling_api),
                         t,
                         store,
                         sampling_strategies.clone(),
