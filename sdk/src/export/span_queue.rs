@@ -15,21 +15,30 @@
 //! Protocol (all producers are lock-free and never wait):
 //! - `cur` is the sequence number of the chunk being filled; chunk `s` lives
 //!   in slot `s % K` and is usable while that slot is `armed` for `s`.
-//! - A producer claims an index with one `fetch_add` on `claimed`; an index
-//!   below `cap` is its slot to write, then it counts the write in `written`.
-//!   The producer taking the last index moves `cur` on (and wakes the batch
-//!   thread). An index at or past `cap` means full or sealed: the producer
-//!   helps move `cur` on and tries the next chunk once; if that chunk is not
-//!   armed (still exporting) the queue is full and the span is dropped.
-//! - The batch thread seals a partial chunk by adding `cap` to `claimed` (no
+//! - A chunk's `claim` word holds the arming's sequence number (low 32 bits
+//!   of `s`, high half) and the number of claimed indices (low half). A
+//!   producer claims an index with a compare-and-swap that succeeds only
+//!   while the word still names the arming it read from `cur` and the count
+//!   is below `cap`; its index is its slot to write, then it counts the write
+//!   in `written`. The producer taking the last index moves `cur` on (and
+//!   wakes the batch thread). A full or sealed chunk makes the producer help
+//!   move `cur` on and try the next chunk once; a chunk still armed for an
+//!   older sequence (being exported) means the queue is full and the span is
+//!   dropped; one already re-armed for a later sequence means `cur` moved on
+//!   while this producer was descheduled, and it reads `cur` again.
+//! - The batch thread seals a partial chunk by adding `cap` to the count (no
 //!   later claim can succeed), moves `cur` on, waits until `written` equals
 //!   the claims made before the seal (producers are mid-write for
 //!   nanoseconds), takes the buffer as a `Vec` and re-arms the slot for
 //!   `s + K` with a fresh buffer: `written`, `armed` and the buffer are
-//!   published by the `Release` store that resets `claimed` to 0.
-//! - A producer that read an old `cur` and claims after the slot was re-armed
-//!   lands in the re-armed chunk: a valid claim (the seal of that chunk will
-//!   wait for it), so no span is lost or written into a buffer already taken.
+//!   published by the `Release` store of the new arming's `claim` word.
+//! - Why the sequence number is in the word a producer claims with: with a
+//!   bare count, a producer that read `cur` = `s`, was descheduled while the
+//!   chunk was exported and its slot re-armed for `s + K`, then claimed,
+//!   would write its span into chunk `s + K` ahead of `cur`; with no further
+//!   traffic `cur` would never reach it, and the span waited indefinitely (a
+//!   stress run of `concurrent_producers_lose_and_duplicate_nothing` found it
+//!   about once in 1,000 runs).
 //!
 //! Bounded: the chunks hold at most `max_queue_size` spans in total (the last
 //! chunk is shorter when the queue is not a multiple of the batch size); like
@@ -48,13 +57,25 @@ struct Padded<T>(T);
 struct Chunk {
     /// Sequence number this slot currently holds; `u64::MAX` once retired.
     armed: AtomicU64,
-    /// Next index to claim; `>= cap` once the chunk is full or sealed.
-    claimed: AtomicUsize,
+    /// `tag(armed)` in the high half, the next index to claim in the low half
+    /// (`>= cap` once the chunk is full or sealed); [`RETIRED`] once retired.
+    claim: AtomicU64,
     /// Completed writes of successful claims.
     written: AtomicUsize,
     /// Buffer of a `Vec<SpanData>` with capacity `cap` (null once retired).
     storage: AtomicPtr<SpanData>,
     cap: usize,
+}
+
+/// A `claim` word's count (low half).
+const COUNT: u64 = u32::MAX as u64;
+/// The `claim` word of a retired chunk: a count no claim can pass.
+const RETIRED: u64 = u64::MAX;
+
+/// The `claim` word of a fresh arming for sequence `seq`.
+#[inline]
+fn armed_word(seq: u64) -> u64 {
+    (seq & COUNT) << 32
 }
 
 /// Result of [`SpanQueue::push`].
@@ -107,7 +128,7 @@ impl SpanQueue {
                 let cap = batch.min(capacity - i * batch);
                 Chunk {
                     armed: AtomicU64::new(i as u64),
-                    claimed: AtomicUsize::new(0),
+                    claim: AtomicU64::new(armed_word(i as u64)),
                     written: AtomicUsize::new(0),
                     storage: AtomicPtr::new(fresh_buffer(cap)),
                     cap,
@@ -134,38 +155,62 @@ impl SpanQueue {
     pub(crate) fn push(&self, span: &SpanData) -> Pushed {
         // Two tries: the current chunk, and the next one if the current was
         // full (its filler may not have moved `cur` on yet).
-        for _ in 0..2 {
+        'chunk: for _ in 0..2 {
             let s = self.cur.0.load(Ordering::Acquire);
             let c = self.chunk(s);
-            if c.armed.load(Ordering::Acquire) != s {
-                // Still being exported (or retired): the queue is full.
-                break;
-            }
-            let i = c.claimed.fetch_add(1, Ordering::AcqRel);
-            if i < c.cap {
-                let base = c.storage.load(Ordering::Acquire);
-                // SAFETY: index `i` of this arming's buffer (capacity `cap`)
-                // is ours alone; the batch thread reads it only after our
-                // `written` increment below. Ownership moves to the slot:
-                // the caller forgets its copy (see the doc comment).
-                unsafe { std::ptr::copy_nonoverlapping(span, base.add(i), 1) };
-                c.written.fetch_add(1, Ordering::Release);
-                let filled = i + 1 == c.cap;
-                if filled {
-                    // SeqCst pairs with the batch thread's reset of its
-                    // wake-up flag and its SeqCst read of `cur`, so a full
-                    // chunk never waits for the schedule delay.
+            let tag = armed_word(s);
+            let mut word = c.claim.load(Ordering::Acquire);
+            loop {
+                if word & !COUNT != tag {
+                    if word != RETIRED && (((word >> 32) as u32).wrapping_sub(s as u32) as i32) > 0
+                    {
+                        // Re-armed for a later sequence: `cur` moved on.
+                        continue 'chunk;
+                    }
+                    // Still being exported (or retired): the queue is full.
+                    break 'chunk;
+                }
+                let i = (word & COUNT) as usize;
+                if i >= c.cap {
                     let _ =
                         self.cur
                             .0
                             .compare_exchange(s, s + 1, Ordering::SeqCst, Ordering::Relaxed);
+                    continue 'chunk;
                 }
-                return Pushed::Queued(filled);
+                match c.claim.compare_exchange_weak(
+                    word,
+                    word + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        let base = c.storage.load(Ordering::Acquire);
+                        // SAFETY: index `i` of arming `s`'s buffer (capacity
+                        // `cap`) is ours alone; the batch thread reads it only
+                        // after our `written` increment below, and cannot
+                        // re-arm the slot before it. Ownership moves to the
+                        // slot: the caller forgets its copy (see the doc
+                        // comment).
+                        unsafe { std::ptr::copy_nonoverlapping(span, base.add(i), 1) };
+                        c.written.fetch_add(1, Ordering::Release);
+                        let filled = i + 1 == c.cap;
+                        if filled {
+                            // SeqCst pairs with the batch thread's reset of its
+                            // wake-up flag and its SeqCst read of `cur`, so a
+                            // full chunk never waits for the schedule delay.
+                            let _ = self.cur.0.compare_exchange(
+                                s,
+                                s + 1,
+                                Ordering::SeqCst,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        return Pushed::Queued(filled);
+                    }
+                    Err(now) => word = now,
+                }
             }
-            let _ = self
-                .cur
-                .0
-                .compare_exchange(s, s + 1, Ordering::SeqCst, Ordering::Relaxed);
         }
         Pushed::Full
     }
@@ -189,7 +234,8 @@ impl SpanQueue {
     pub(crate) fn current_is_empty(&self) -> bool {
         let s = self.current();
         let c = self.chunk(s);
-        c.armed.load(Ordering::Acquire) != s || c.claimed.load(Ordering::Acquire) == 0
+        c.claim.load(Ordering::Acquire) & !COUNT != armed_word(s)
+            || c.claim.load(Ordering::Acquire) & COUNT == 0
     }
 
     /// Batch thread only: seals the chunk being filled if it holds any span
@@ -197,10 +243,13 @@ impl SpanQueue {
     pub(crate) fn seal_current(&self) -> Option<(u64, usize)> {
         let s = self.current();
         let c = self.chunk(s);
-        if c.armed.load(Ordering::Acquire) != s || c.claimed.load(Ordering::Acquire) == 0 {
+        let word = c.claim.load(Ordering::Acquire);
+        if word & !COUNT != armed_word(s) || word & COUNT == 0 {
             return None;
         }
-        let before = c.claimed.fetch_add(c.cap, Ordering::AcqRel);
+        // The count stays far below the low half's limit: claims stop at
+        // `cap`, and only this thread adds `cap` once per arming.
+        let before = (c.claim.fetch_add(c.cap as u64, Ordering::AcqRel) & COUNT) as usize;
         let _ = self
             .cur
             .0
@@ -219,15 +268,15 @@ impl SpanQueue {
         let base = c.storage.load(Ordering::Relaxed);
         // SAFETY: `base` is a `Vec<SpanData>` buffer of capacity `cap` whose
         // first `n` slots were written (Acquire on `written` above); no
-        // producer can claim in it any more (`claimed >= cap`), and the slot
+        // producer can claim in it any more (its count is `>= cap`), and the slot
         // gets a new buffer below before claims are allowed again.
         let spans = unsafe { Vec::from_raw_parts(base, n, c.cap) };
+        let next = seq + self.chunks.len() as u64;
         c.storage.store(fresh_buffer(c.cap), Ordering::Relaxed);
         c.written.store(0, Ordering::Relaxed);
-        c.armed
-            .store(seq + self.chunks.len() as u64, Ordering::Relaxed);
+        c.armed.store(next, Ordering::Relaxed);
         // Publishes the three stores above to the next successful claim.
-        c.claimed.store(0, Ordering::Release);
+        c.claim.store(armed_word(next), Ordering::Release);
         spans
     }
 
@@ -237,7 +286,7 @@ impl SpanQueue {
     pub(crate) fn retire(&self) -> u64 {
         let mut late = 0u64;
         for c in self.chunks.iter() {
-            let before = c.claimed.swap(usize::MAX / 2, Ordering::AcqRel);
+            let before = (c.claim.swap(RETIRED, Ordering::AcqRel) & COUNT) as usize;
             c.armed.store(u64::MAX, Ordering::Release);
             let base = c.storage.swap(std::ptr::null_mut(), Ordering::AcqRel);
             if base.is_null() {
