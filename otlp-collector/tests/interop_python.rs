@@ -129,7 +129,7 @@ fn assert_attrs(stored: &[KeyValue], expected: &Value, what: &str) {
     for (k, v) in exp {
         let got = stored
             .iter()
-            .find(|kv| &kv.key == k)
+            .find(|kv| kv.key == *k)
             .unwrap_or_else(|| panic!("{what}: {k} missing"));
         assert_eq!(got.value, json_to_attr(v), "{what}: attribute {k}");
     }
