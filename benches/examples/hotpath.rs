@@ -11,6 +11,22 @@
 //! Only the calling thread's work inside `run*` is counted (`--toggle-collect`);
 //! the batch processor's threads are measured by the `overhead` bench.
 //! Divide the total by N for instructions per operation.
+//!
+//! Whole-process instructions per sampled span through the batch processor
+//! (calling, batch and exporter threads), for ferrotrace and for
+//! `opentelemetry_sdk` configured alike: run without `--toggle-collect` at two
+//! N and take (Ir(2N) − Ir(N)) / N, which cancels start-up and shutdown:
+//!
+//! ```sh
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/hotpath sampled 40000          # and 20000; sampled_otel
+//! ```
+//!
+//! Samplers: `sampler_<static|remote>_<p1|p001>` runs `should_sample` alone,
+//! `root_<static|remote>_<p1|p001>` a root span through a discarding simple
+//! processor (the `sdk_sampling` bench's cases; the remote sampler's strategy
+//! comes from a loopback server, so count `(Ir(2N) − Ir(N)) / N` on the whole
+//! program to leave its start-up out).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -41,6 +57,16 @@ fn provider(sampler: Sampler) -> TracerProvider {
 
 #[inline(never)]
 fn run_spans(t: &ferrotrace::trace::Tracer, n: u64) {
+    for _ in 0..n {
+        let mut s = t.start("op");
+        s.end();
+        black_box(&s);
+    }
+}
+
+#[inline(never)]
+fn run_otel_spans(t: &opentelemetry_sdk::trace::SdkTracer, n: u64) {
+    use opentelemetry::trace::{Span as _, Tracer as _};
     for _ in 0..n {
         let mut s = t.start("op");
         s.end();
@@ -114,6 +140,92 @@ fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: &'static st
     });
 }
 
+/// Serves one per-operation strategy to every request, as
+/// `benches/benches/sdk_sampling.rs` does: `op` at 1%, `keep` at 100%.
+fn strategy_server() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let body = r#"{"strategyType":"PROBABILISTIC",
+            "probabilisticSampling":{"samplingRate":0.01},
+            "operationSampling":{"defaultSamplingProbability":0.01,
+            "defaultLowerBoundTracesPerSecond":0,"defaultUpperBoundTracesPerSecond":0,
+            "perOperationStrategies":[
+              {"operation":"op","probabilisticSampling":{"samplingRate":0.01}},
+              {"operation":"keep","probabilisticSampling":{"samplingRate":1}}]}}"#;
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The sampler of a `sampler_*` / `root_*` mode: `static` (consistent
+/// probability) or `remote` (the Jaeger remote sampler, strategy fetched
+/// once from [`strategy_server`]), at `p1` (span `keep`, probability 1) or
+/// `p001` (span `op`, 1%).
+fn sampler_for(kind: &str, p: &str) -> (Sampler, &'static str) {
+    let (name, prob) = match p {
+        "p1" => ("keep", 1.0),
+        "p001" => ("op", 0.01),
+        other => panic!("unknown probability {other}"),
+    };
+    let sampler = match kind {
+        "static" => Sampler::consistent_probability(prob),
+        "remote" => {
+            let r = ferrotrace::trace::remote::RemoteSampler::builder("hotpath")
+                .with_endpoint(strategy_server())
+                .with_polling_interval(Duration::from_secs(3600))
+                .with_initial_sampler(Sampler::AlwaysOff)
+                .build()
+                .expect("remote sampler");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while r.stats().fetches == 0 {
+                assert!(std::time::Instant::now() < deadline, "no strategy");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Sampler::JaegerRemote(r)
+        }
+        other => panic!("unknown sampler {other}"),
+    };
+    (sampler, name)
+}
+
+#[inline(never)]
+fn run_sampler(s: &Sampler, name: &str, ids: &[ferrotrace::ids::TraceId], n: u64) {
+    use ferrotrace::trace::ShouldSample;
+    for i in 0..n {
+        let r = s.should_sample(
+            None,
+            ids[(i & 1023) as usize],
+            name,
+            ferrotrace::trace::SpanKind::Internal,
+            &[],
+            &[],
+        );
+        black_box(r);
+    }
+}
+
+#[inline(never)]
+fn run_root_spans(t: &ferrotrace::trace::Tracer, name: &'static str, n: u64) {
+    for _ in 0..n {
+        let span = t.span_builder(name).as_root().start();
+        black_box(&span);
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "sampled".into());
@@ -123,6 +235,40 @@ fn main() {
             let p = provider(Sampler::AlwaysOn);
             run_spans(&p.tracer("hotpath"), n);
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        "sampled_otel" => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+            #[derive(Debug)]
+            struct OtDiscard;
+            impl opentelemetry_sdk::trace::SpanExporter for OtDiscard {
+                async fn export(
+                    &self,
+                    batch: Vec<opentelemetry_sdk::trace::SpanData>,
+                ) -> opentelemetry_sdk::error::OTelSdkResult {
+                    drop(batch);
+                    Ok(())
+                }
+            }
+            let bsp = BatchSpanProcessor::builder(OtDiscard)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(1 << 16)
+                        .build(),
+                )
+                .build();
+            let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_span_processor(bsp)
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name("hotpath")
+                        .build(),
+                )
+                .build();
+            let t = p.tracer("hotpath");
+            run_otel_spans(&t, n);
+            p.shutdown().expect("shutdown");
         }
         "unsampled" => {
             let p = provider(Sampler::AlwaysOff);
@@ -187,6 +333,31 @@ fn main() {
                 .expect("runtime");
             run_http(&rt, &router, tp, n);
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        // `sampler_<static|remote>_<p1|p001>`: `should_sample` alone, as
+        // the `sampler_decide` group of the sdk_sampling bench;
+        // `root_<static|remote>_<p1|p001>`: a root span started and ended
+        // through a simple processor whose exporter discards, as its
+        // `sampling_root_span` group.
+        m if m.starts_with("sampler_") || m.starts_with("root_") => {
+            let mut parts = m.splitn(3, '_');
+            let (what, kind, p) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let (sampler, name) = sampler_for(kind, p);
+            if what == "sampler" {
+                let ids: Vec<_> = (0..1024).map(|_| ferrotrace::ids::new_trace_id()).collect();
+                run_sampler(&sampler, name, &ids, n);
+            } else {
+                let p = TracerProvider::builder()
+                    .with_simple_exporter(Discard)
+                    .with_sampler(sampler)
+                    .with_unended_span_age(None)
+                    .build();
+                run_root_spans(&p.tracer("hotpath"), name, n);
+            }
         }
         other => panic!("unknown mode {other}"),
     }

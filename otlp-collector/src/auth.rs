@@ -1,7 +1,7 @@
 //! Bearer-token authentication for the receivers and, separately, the query
 //! API and UI. Tokens are compared in constant time and never logged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,35 @@ pub struct AuthConfig {
     pub query_tokens: Vec<String>,
     /// File with one query token per line (merged with `query_tokens`).
     pub query_tokens_file: Option<PathBuf>,
+}
+
+/// A token file named in `[auth]` could not be read; `config` turns it into
+/// its `ConfigError::Read` (the same message as any other unreadable file).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read token file {path}: {source}")]
+pub struct TokenFileError {
+    /// File path.
+    pub path: PathBuf,
+    /// Underlying error.
+    pub source: std::io::Error,
+}
+
+/// Reads tokens from config values and an optional file (one per line, `#` comments).
+pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>, TokenFileError> {
+    let mut out: Vec<String> = inline.iter().filter(|t| !t.is_empty()).cloned().collect();
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|source| TokenFileError {
+            path: f.to_path_buf(),
+            source,
+        })?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(out)
 }
 
 /// A set of accepted tokens; empty means authentication is off.

@@ -3,23 +3,23 @@
 //! command-line flags for the common settings. `docs/configuration.md` lists
 //! every key with its default.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub mod budgets;
-pub mod connections;
 pub use budgets::MemoryBudgets;
-pub use connections::{ConnectionsConfig, QueryConfig};
 // Owned by the modules they configure; re-exported so `config` reads as the
 // whole file's schema.
 pub use crate::auth::AuthConfig;
+pub use crate::listener::config::ConnectionsConfig;
 pub use crate::pipeline::batcher::BatcherConfig;
 pub use crate::pipeline::queue::QueueConfig;
 pub use crate::pipeline::wal::{FsyncPolicy, WalConfig};
+pub use crate::query::hosts::QueryConfig;
 pub use crate::receiver::limits::LimitsConfig;
+pub use crate::server::{ServerConfig, ShutdownConfig};
 pub use crate::storage::connecting::{StorageConfig, StorageKind};
 pub use crate::tls::TlsConfig;
 
@@ -108,47 +108,6 @@ pub struct Config {
     /// The router role (`[route]`, `--route-to`): forward spans by trace id
     /// to backend collectors instead of storing them.
     pub route: crate::route::RouteConfig,
-}
-
-/// Listener addresses. All bind to loopback by default.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// OTLP/gRPC listener; empty string disables it.
-    pub otlp_grpc_addr: String,
-    /// OTLP/HTTP listener; empty string disables it.
-    pub otlp_http_addr: String,
-    /// Zipkin v2 listener; empty string disables it.
-    pub zipkin_addr: String,
-    /// Query API, UI, `/metrics`, `/healthz`, `/readyz`; empty string disables it.
-    pub http_addr: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            otlp_grpc_addr: "127.0.0.1:4317".into(),
-            otlp_http_addr: "127.0.0.1:4318".into(),
-            zipkin_addr: "127.0.0.1:9411".into(),
-            http_addr: "127.0.0.1:16686".into(),
-        }
-    }
-}
-
-/// Graceful shutdown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShutdownConfig {
-    /// How long to drain the queue into the sink after SIGTERM/SIGINT; the rest stays in the WAL.
-    pub drain_timeout_ms: u64,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        ShutdownConfig {
-            drain_timeout_ms: 10_000,
-        }
-    }
 }
 
 impl Config {
@@ -259,18 +218,7 @@ impl Config {
 
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, addr) in [
-            ("server.otlp_grpc_addr", &self.server.otlp_grpc_addr),
-            ("server.otlp_http_addr", &self.server.otlp_http_addr),
-            ("server.zipkin_addr", &self.server.zipkin_addr),
-            ("server.http_addr", &self.server.http_addr),
-        ] {
-            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} = {addr:?} is not an IP:port address (e.g. 127.0.0.1:4317)"
-                )));
-            }
-        }
+        self.server.validate().map_err(ConfigError::Invalid)?;
         if self.wal.segment_bytes == 0 || self.wal.max_bytes < self.wal.segment_bytes {
             return Err(ConfigError::Invalid(format!(
                 "wal.max_bytes ({}) must be at least wal.segment_bytes ({}) and both above 0",
@@ -293,13 +241,15 @@ impl Config {
                 "limits.max_request_bytes and limits.max_decompressed_bytes must be above 0".into(),
             ));
         }
-        self.connections.validate()?;
+        self.connections.validate().map_err(ConfigError::Invalid)?;
         self.cold.validate().map_err(ConfigError::Invalid)?;
-        if self.cold.enabled() && self.storage.kind != StorageKind::Sqlite {
-            return Err(ConfigError::Invalid(format!(
-                "[cold] needs the sqlite sink (storage {} cannot page its spans out to the cold tier yet)",
-                self.storage.kind.as_str()
-            )));
+        // Every database sink pages its old spans out (`Retention::export_before`);
+        // the null sink stores nothing to move.
+        if self.cold.enabled() && self.storage.kind == StorageKind::Null {
+            return Err(ConfigError::Invalid(
+                "[cold] needs a sink that stores spans (sqlite, postgres or clickhouse), not storage null"
+                    .into(),
+            ));
         }
         self.route.validate()?;
         if self.route.enabled() {
@@ -378,29 +328,15 @@ impl Config {
             on.join(", ")
         )))
     }
-
-    /// The drain timeout as a duration.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown.drain_timeout_ms)
-    }
 }
 
-/// Reads tokens from config values and an optional file (one per line, `#` comments).
-pub fn load_tokens(inline: &[String], file: Option<&Path>) -> Result<Vec<String>, ConfigError> {
-    let mut out: Vec<String> = inline.iter().filter(|t| !t.is_empty()).cloned().collect();
-    if let Some(f) = file {
-        let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
-            path: f.to_path_buf(),
-            source,
-        })?;
-        out.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+impl From<crate::auth::TokenFileError> for ConfigError {
+    fn from(e: crate::auth::TokenFileError) -> Self {
+        ConfigError::Read {
+            path: e.path,
+            source: e.source,
+        }
     }
-    Ok(out)
 }
 
 impl From<crate::sampling_api::limits::SamplingApiConfigError> for ConfigError {
@@ -472,6 +408,28 @@ mod tests {
             "{err}"
         );
         assert!(load_str("[sampling_api.adaptive]\nsource = \"elected\"\n", vec![]).is_err());
+    }
+
+    /// Every database sink can be the hot store under a cold tier; the
+    /// null sink, which stores nothing, cannot.
+    #[test]
+    fn a_cold_tier_needs_a_sink_that_stores_spans() {
+        let toml = "[cold]\ndir = \"/tmp/ferrotrace-cold\"\n";
+        let mut c = load_str(toml, vec![]).unwrap();
+        assert!(c.cold.enabled());
+        for (kind, url) in [
+            (StorageKind::Sqlite, None),
+            (StorageKind::Postgres, Some("postgres://db/traces")),
+            (StorageKind::Clickhouse, Some("http://db:8123/traces")),
+        ] {
+            c.storage.kind = kind;
+            c.storage.url = url.map(String::from);
+            c.validate()
+                .unwrap_or_else(|e| panic!("{} under [cold]: {e}", kind.as_str()));
+        }
+        c.storage.kind = StorageKind::Null;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[cold]") && err.contains("null"), "{err}");
     }
 
     #[test]

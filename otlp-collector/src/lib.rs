@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod disk;
 pub mod health;
 pub mod listener;
 pub mod log_limit;

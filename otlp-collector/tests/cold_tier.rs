@@ -1,5 +1,6 @@
 //! The cold tier (issue 18): spans older than `cold.hot_days` move from the
-//! SQLite hot store into Parquet files, in a local directory and in a real
+//! hot store (SQLite, and PostgreSQL and ClickHouse servers started by the
+//! tests) into Parquet files, in a local directory and in a real
 //! S3-compatible server (moto, started by the test), and reads fall
 //! through: trace by id (merged across tiers, one copy per span id), search
 //! with cursors across both tiers, the collector's native and Jaeger APIs.
@@ -18,8 +19,10 @@ use ferrotrace_collector::model::{
     hex, now_ns, AttrValue, KeyValue, Span, SpanKind, StatusCode, TraceId,
 };
 use ferrotrace_collector::rollup::{RollupBatch, RollupOrigin};
+use ferrotrace_collector::storage::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use ferrotrace_collector::storage::cold::tiering::run_once;
 use ferrotrace_collector::storage::cold::{ColdConfig, ColdPolicy, ColdStore, TieredStore};
+use ferrotrace_collector::storage::postgres::PostgresStore;
 use ferrotrace_collector::storage::sqlite::SqliteStore;
 use ferrotrace_collector::storage::{
     AnalyticsReader, AttrFilter, DependencyEdge, ExportCursor, ExportPage, LatencyPoint,
@@ -111,7 +114,8 @@ fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
 
 /// What a test writes: 40 old traces over 20 hours starting 10 days ago
 /// (2 per hour), 5 recent ones, and one with a span on each side of the
-/// hot cutoff.
+/// hot cutoff (its old span 8 days ago, so also before a cutoff rounded
+/// down to a UTC day, as PostgreSQL and ClickHouse move whole days).
 struct Data {
     now: u64,
     old: Vec<(u32, Vec<Span>)>,
@@ -155,7 +159,7 @@ async fn fill(hot: &dyn SpanStore, d: &Data) {
             .await
             .expect("write recent");
     }
-    let mut s = trace(d.straddler, d.now - 7 * DAY - HOUR, 2);
+    let mut s = trace(d.straddler, d.now - 8 * DAY - HOUR, 2);
     s[1].start_ns = d.now - HOUR;
     s[1].end_ns = d.now - HOUR + MS;
     hot.write_spans(&s).await.expect("write straddler");
@@ -203,7 +207,7 @@ async fn all_pages(store: &dyn TraceReader, mut q: TraceQuery) -> Vec<(TraceId, 
 /// The whole behaviour against one location: tiering, reads by id with the
 /// files-opened count, merging, search and pagination across tiers, policy
 /// bookkeeping, limits and cold retention.
-async fn exercise(hot: Arc<SqliteStore>, cold_cfg: ColdConfig) {
+async fn exercise(hot: Arc<dyn SpanStore>, cold_cfg: ColdConfig) {
     let d = data();
     fill(hot.as_ref(), &d).await;
     let cold = Arc::new(ColdStore::open(&cold_cfg).await.expect("open cold"));
@@ -557,53 +561,50 @@ async fn local_directory_tier_serves_old_traces_by_id_and_search() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_keeps_only_error_traces_or_a_consistent_sample() {
-    for (policy, expect) in [
-        (
-            ColdPolicy::Errors,
-            (0..40u32)
-                .filter(|t| t.is_multiple_of(5))
-                .collect::<Vec<u32>>(),
-        ),
-        (
-            ColdPolicy::Sampled,
-            (0..40)
-                .filter(|t| ferrotrace_collector::storage::cold::policy::sampled(&tid(*t), 0.5))
-                .collect(),
-        ),
-    ] {
+    for policy in [ColdPolicy::Errors, ColdPolicy::Sampled] {
         let dir = tempfile::tempdir().expect("tempdir");
         let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
-        let d = data();
-        fill(hot.as_ref(), &d).await;
-        let cfg = ColdConfig {
-            policy,
-            sample_fraction: 0.5,
-            ..cold_config(Some(&dir.path().join("cold")))
-        };
-        let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
-        let hot_dyn: Arc<dyn SpanStore> = hot.clone();
-        let r = run_once(hot_dyn.as_ref(), &cold, d.now)
-            .await
-            .expect("tier");
-        assert_eq!(r.spans_aged, 201);
-        let tiered = TieredStore::new(hot_dyn, cold.clone());
-        let mut kept = Vec::new();
-        for t in 0..40 {
-            let s = tiered.get_trace(tid(t), None).await.expect("get");
-            assert!(
-                s.is_empty() || s.len() == 5,
-                "whole traces: {t} {}",
-                s.len()
-            );
-            if !s.is_empty() {
-                kept.push(t);
-            }
-        }
-        assert_eq!(kept, expect, "{policy:?}");
-        assert!(!kept.is_empty() && kept.len() < 40);
-        let not_kept = cold.stats.spans_not_kept.load(Relaxed);
-        assert_eq!(r.spans_written + not_kept, 201, "{policy:?}");
+        policy_run(hot, policy, &dir.path().join("cold")).await;
     }
+}
+
+/// One tiering pass with `policy` (`errors` or `sampled` at 0.5) over a
+/// fresh hot store: whole traces are kept or not, as the policy says.
+async fn policy_run(hot: Arc<dyn SpanStore>, policy: ColdPolicy, cold_dir: &std::path::Path) {
+    let expect: Vec<u32> = match policy {
+        ColdPolicy::Errors => (0..40u32).filter(|t| t.is_multiple_of(5)).collect(),
+        ColdPolicy::Sampled => (0..40)
+            .filter(|t| ferrotrace_collector::storage::cold::policy::sampled(&tid(*t), 0.5))
+            .collect(),
+        other => panic!("no expectation for {other:?}"),
+    };
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cfg = ColdConfig {
+        policy,
+        sample_fraction: 0.5,
+        ..cold_config(Some(cold_dir))
+    };
+    let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
+    let r = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(r.spans_aged, 201);
+    let tiered = TieredStore::new(hot, cold.clone());
+    let mut kept = Vec::new();
+    for t in 0..40 {
+        let s = tiered.get_trace(tid(t), None).await.expect("get");
+        assert!(
+            s.is_empty() || s.len() == 5,
+            "whole traces: {t} {}",
+            s.len()
+        );
+        if !s.is_empty() {
+            kept.push(t);
+        }
+    }
+    assert_eq!(kept, expect, "{policy:?}");
+    assert!(!kept.is_empty() && kept.len() < 40);
+    let not_kept = cold.stats.spans_not_kept.load(Relaxed);
+    assert_eq!(r.spans_written + not_kept, 201, "{policy:?}");
 }
 
 /// moto's S3 server on a free loopback port, stopped on drop.
@@ -701,7 +702,7 @@ async fn s3_tier_in_a_real_moto_server_serves_old_traces() {
 /// page, receives a late span (already older than `hot_days`) through the
 /// tiered store: the moment the pass's hot delete would remove it uncopied.
 struct LateArrival {
-    inner: Arc<SqliteStore>,
+    inner: Arc<dyn SpanStore>,
     tiered: std::sync::OnceLock<Arc<TieredStore>>,
     late: parking_lot::Mutex<Option<Vec<Span>>>,
 }
@@ -773,6 +774,9 @@ impl Retention for LateArrival {
     async fn apply_retention(&self, c: u64) -> StorageResult<RetentionReport> {
         self.inner.apply_retention(c).await
     }
+    fn tier_cutoff(&self, c: u64) -> u64 {
+        self.inner.tier_cutoff(c)
+    }
     async fn export_before(
         &self,
         cutoff_ns: u64,
@@ -798,11 +802,16 @@ impl SamplingCounts for LateArrival {}
 async fn a_late_span_during_a_tiering_pass_goes_cold_not_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inner = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    late_span(inner, &dir.path().join("cold")).await;
+}
+
+/// The late-span scenario against any hot store, cold files in `cold_dir`.
+async fn late_span(inner: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
     let d = data();
     fill(inner.as_ref(), &d).await;
-    // Older than every stored span (the copy reads oldest first, so it has
-    // passed this span's place by the time it arrives), and one fresh span
-    // in the same batch, which stays hot.
+    // Older than every stored span (the copy reads oldest first, by start
+    // or by day, so it has passed this span's place by the time it
+    // arrives), and one fresh span in the same batch, which stays hot.
     let mut late = trace(7_000, d.now - 12 * DAY, 2);
     late[1].start_ns = d.now - HOUR;
     late[1].end_ns = d.now - HOUR + MS;
@@ -813,7 +822,7 @@ async fn a_late_span_during_a_tiering_pass_goes_cold_not_lost() {
     });
     let hot: Arc<dyn SpanStore> = hooked.clone();
     let cold = Arc::new(
-        ColdStore::open(&cold_config(Some(&dir.path().join("cold"))))
+        ColdStore::open(&cold_config(Some(cold_dir)))
             .await
             .expect("open cold"),
     );
@@ -1042,4 +1051,446 @@ async fn collector_moves_old_spans_and_serves_them_from_the_cold_tier() {
     assert_eq!(traces.len(), 8, "{v}");
     assert!(traces.iter().all(|t| t["tier"] == "cold"), "{v}");
     collector.shutdown().await;
+}
+
+/// Every span before the cutoff comes out of `export_before` exactly once
+/// over pages of `limit` (short and empty pages allowed while `next` is
+/// set), whatever the sink's slicing; nothing after the cutoff does.
+async fn export_pages_every_span_once(hot: &dyn SpanStore, d: &Data, cutoff: u64, limit: usize) {
+    let mut want: Vec<(TraceId, [u8; 8])> = d
+        .old
+        .iter()
+        .flat_map(|(_, spans)| spans.iter())
+        .chain(std::iter::once(
+            &trace(d.straddler, d.now - 8 * DAY - HOUR, 1)[0],
+        ))
+        .filter(|s| s.start_ns < cutoff)
+        .map(|s| (s.trace_id, s.span_id))
+        .collect();
+    want.sort();
+    let mut got = Vec::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = hot
+            .export_before(cutoff, after, limit)
+            .await
+            .expect("export");
+        assert!(page.spans.len() <= limit, "a page holds at most its limit");
+        got.extend(page.spans.iter().map(|s| (s.trace_id, s.span_id)));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    got.sort();
+    assert_eq!(got.len(), want.len(), "each span once");
+    assert_eq!(got, want);
+}
+
+/// Size eviction on a server hot store (PostgreSQL, ClickHouse): the oldest
+/// whole day goes, copied cold first; with the cold location broken the
+/// next day goes uncopied and the failure is counted.
+async fn size_eviction_on_a_server(hot: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
+    let now = now_ns();
+    // Three old UTC days, 4 traces each (at 01:00, 02:00, ...), and a recent one.
+    let first_day = now / DAY * DAY - 12 * DAY;
+    let days: Vec<Vec<u32>> = (0..3u32).map(|k| (k * 10..k * 10 + 4).collect()).collect();
+    for (k, ts) in days.iter().enumerate() {
+        for (i, &t) in ts.iter().enumerate() {
+            let start = first_day + k as u64 * DAY + (i as u64 + 1) * HOUR;
+            hot.write_spans(&trace(t, start, 5)).await.expect("write");
+        }
+    }
+    hot.write_spans(&trace(500, now - HOUR, 3))
+        .await
+        .expect("write");
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let tiered = TieredStore::new(hot.clone(), cold.clone());
+    let r = tiered.evict_oldest(1, false).await.expect("evict");
+    assert_eq!(r.cutoff_ns, first_day + DAY, "the oldest whole day: {r:?}");
+    assert_eq!(r.spans_deleted, 20, "{r:?}");
+    assert_eq!(cold.stats.spans_moved_by_eviction.load(Relaxed), 20);
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 0);
+    for &t in &days[0] {
+        assert!(hot.get_trace(tid(t), None).await.expect("hot").is_empty());
+        let got = tiered.get_trace_tiered(tid(t), None).await.expect("get");
+        assert_eq!(got.spans.len(), 5, "trace {t} from the cold tier");
+        assert_eq!(got.cold_spans, 5);
+    }
+    for &t in &days[1] {
+        let got = tiered.get_trace_tiered(tid(t), None).await.expect("get");
+        assert_eq!(
+            (got.spans.len(), got.cold_spans),
+            (5, 0),
+            "trace {t} still hot"
+        );
+    }
+    // Search over the evicted day finds its traces in the cold tier.
+    let q = query(
+        TimeRange {
+            start_ns: first_day,
+            end_ns: first_day + 2 * DAY,
+        },
+        100,
+    );
+    let found = all_pages(&tiered, q).await;
+    assert_eq!(found.len(), 8, "{found:?}");
+    assert_eq!(found.iter().filter(|p| p.1 == 5).count(), 4, "{found:?}");
+    // The cold location breaks: the next day goes anyway, counted.
+    std::fs::remove_dir_all(cold_dir).expect("rm");
+    std::fs::write(cold_dir, b"not a directory").expect("file");
+    let r2 = tiered
+        .evict_oldest(1, false)
+        .await
+        .expect("evicts without the copy");
+    assert_eq!(r2.cutoff_ns, first_day + 2 * DAY, "{r2:?}");
+    assert_eq!(r2.spans_deleted, 20, "{r2:?}");
+    assert_eq!(cold.stats.eviction_copy_failures.load(Relaxed), 1);
+    assert_eq!(cold.stats.spans_moved_by_eviction.load(Relaxed), 20);
+    for &t in &days[1] {
+        assert!(tiered
+            .get_trace(tid(t), None)
+            .await
+            .expect("get")
+            .is_empty());
+    }
+    for &t in days[2].iter().chain(&[500]) {
+        assert!(!hot.get_trace(tid(t), None).await.expect("hot").is_empty());
+    }
+}
+
+/// The tiering pass on a server hot store moves whole UTC days: the cutoff
+/// is rounded down to midnight, so a span a little older than `hot_days`
+/// but on the cutoff's day stays hot until the next day's pass.
+async fn tier_cutoff_is_a_day_boundary(hot: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
+    let now = now_ns();
+    let cutoff = now - 7 * DAY;
+    let midnight = cutoff / DAY * DAY;
+    assert_eq!(hot.tier_cutoff(cutoff), midnight);
+    let before = trace(600, midnight - HOUR, 2);
+    // Between midnight and the exact cutoff (empty when the test runs in
+    // the first millisecond of a UTC day).
+    let same_day = trace(601, midnight + (cutoff - midnight) / 2, 1);
+    hot.write_spans(&before).await.expect("write");
+    hot.write_spans(&same_day).await.expect("write");
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let report = run_once(hot.as_ref(), &cold, now).await.expect("tier");
+    assert_eq!(
+        (report.spans_aged, report.hot_deleted),
+        (2, 2),
+        "{report:?}"
+    );
+    assert!(hot.get_trace(tid(600), None).await.expect("hot").is_empty());
+    assert_eq!(hot.get_trace(tid(601), None).await.expect("hot"), same_day);
+    let tiered = TieredStore::new(hot.clone(), cold.clone());
+    assert_eq!(tiered.get_trace(tid(600), None).await.expect("get"), before);
+}
+
+/// A pass that crashed between its copy and its hot delete: the next pass
+/// copies the same spans again (new files), and reads and search still
+/// return each span and trace once.
+async fn recopy_after_a_crash_keeps_one_copy(hot: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    let cold = Arc::new(
+        ColdStore::open(&cold_config(Some(cold_dir)))
+            .await
+            .expect("open cold"),
+    );
+    let first = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(first.spans_written, 201, "{first:?}");
+    // The crash: the hot delete never happened.
+    for (_, spans) in &d.old {
+        hot.write_spans(spans).await.expect("write old again");
+    }
+    let second = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
+    assert_eq!(second.spans_written, 200, "{second:?}");
+    assert_eq!(
+        cold.stats.spans.load(Relaxed),
+        401,
+        "two copies in the files"
+    );
+    let tiered = TieredStore::new(hot.clone(), cold.clone());
+    for (t, spans) in &d.old {
+        let got = tiered.get_trace_tiered(tid(*t), None).await.expect("get");
+        assert_eq!(&got.spans, spans, "trace {t} once");
+    }
+    let old_range = TimeRange {
+        start_ns: d.now - 11 * DAY,
+        end_ns: d.now - 9 * DAY,
+    };
+    let pages = all_pages(&tiered, query(old_range, 7)).await;
+    assert_eq!(pages.len(), 40);
+    assert_eq!(pages.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_copy_and_delete_is_copied_again_and_read_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
+    recopy_after_a_crash_keeps_one_copy(hot, &dir.path().join("cold")).await;
+}
+
+/// The whole cold-tier behaviour with PostgreSQL as the hot store, against
+/// a throwaway server (one database per scenario).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hot_store_moves_old_days_to_the_cold_tier() {
+    let Some(pg) = support::postgres::PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |db: &'static str| {
+        let pg = &pg;
+        async move {
+            let url = pg.fresh_db(db).await;
+            let store: Arc<dyn SpanStore> =
+                Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+            store
+        }
+    };
+    let hot = open("cold_export").await;
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    for limit in [10_000, 7, 1] {
+        export_pages_every_span_once(hot.as_ref(), &d, hot.tier_cutoff(d.now - 7 * DAY), limit)
+            .await;
+    }
+    exercise(
+        open("cold_exercise").await,
+        cold_config(Some(&dir.path().join("c1"))),
+    )
+    .await;
+    late_span(open("cold_late").await, &dir.path().join("c2")).await;
+    size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
+    tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
+    recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
+    // The errors policy judges whole traces as the hot store has them (a
+    // batched read by trace id on the server).
+    policy_run(
+        open("cold_policy").await,
+        ColdPolicy::Errors,
+        &dir.path().join("c6"),
+    )
+    .await;
+}
+
+/// The whole cold-tier behaviour with ClickHouse as the hot store, against
+/// a throwaway server (one database per scenario).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_hot_store_moves_old_days_to_the_cold_tier() {
+    let Some(ch) = support::clickhouse::ChServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |db: &'static str| {
+        let url = ch.url(db);
+        async move {
+            let store: Arc<dyn SpanStore> = Arc::new(
+                ClickHouseStore::connect(&url, ClickHouseOptions::default())
+                    .await
+                    .expect("connect"),
+            );
+            store
+        }
+    };
+    let hot = open("cold_export").await;
+    let d = data();
+    fill(hot.as_ref(), &d).await;
+    // Copies of a span not merged yet (a retried batch) come out once.
+    hot.write_spans(&d.old[0].1).await.expect("write again");
+    hot.write_spans(&d.old[1].1).await.expect("write again");
+    for limit in [10_000, 7, 1] {
+        export_pages_every_span_once(hot.as_ref(), &d, hot.tier_cutoff(d.now - 7 * DAY), limit)
+            .await;
+    }
+    exercise(
+        open("cold_exercise").await,
+        cold_config(Some(&dir.path().join("c1"))),
+    )
+    .await;
+    late_span(open("cold_late").await, &dir.path().join("c2")).await;
+    size_eviction_on_a_server(open("cold_size").await, &dir.path().join("c3")).await;
+    tier_cutoff_is_a_day_boundary(open("cold_cutoff").await, &dir.path().join("c4")).await;
+    recopy_after_a_crash_keeps_one_copy(open("cold_recopy").await, &dir.path().join("c5")).await;
+    // The errors policy judges whole traces as the hot store has them (a
+    // batched read by trace id on the server).
+    policy_run(
+        open("cold_policy").await,
+        ColdPolicy::Errors,
+        &dir.path().join("c6"),
+    )
+    .await;
+}
+
+/// Measurement, not a check (`-- --ignored --nocapture move_rate`): how
+/// fast a tiering pass moves one old day of `FT_COLD_MOVE_SPANS` spans
+/// (default 200,000; 5-span traces, random ids) out of each hot store
+/// (SQLite as the baseline) into a local directory. The figures are in
+/// docs/storage.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn move_rate() {
+    let n: u32 = std::env::var("FT_COLD_MOVE_SPANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let pg = support::postgres::PgServer::start();
+    let ch = support::clickhouse::ChServer::start();
+    let sqlite_dir = tempfile::tempdir().expect("tempdir");
+    let mut stores: Vec<(&str, Arc<dyn SpanStore>)> = vec![(
+        "sqlite",
+        Arc::new(SqliteStore::open(sqlite_dir.path().join("spans.db")).expect("sqlite")),
+    )];
+    if let Some(pg) = &pg {
+        let url = pg.fresh_db("cold_rate").await;
+        stores.push((
+            "postgres",
+            Arc::new(PostgresStore::connect(&url).await.expect("connect")),
+        ));
+    }
+    if let Some(ch) = &ch {
+        stores.push((
+            "clickhouse",
+            Arc::new(
+                ClickHouseStore::connect(&ch.url("cold_rate"), ClickHouseOptions::default())
+                    .await
+                    .expect("connect"),
+            ),
+        ));
+    }
+    let now = now_ns();
+    let day = now / DAY * DAY - 10 * DAY;
+    for (name, hot) in stores {
+        let traces = n / 5;
+        let mut batch = Vec::new();
+        for t in 0..traces {
+            // Spread over the day, 10 minutes to 23:50.
+            let start = day + 10 * 60_000 * MS + u64::from(t) * (23 * HOUR) / u64::from(traces);
+            batch.extend(trace(t, start, 5));
+            if batch.len() >= 20_000 {
+                hot.write_spans(&batch).await.expect("write");
+                batch.clear();
+            }
+        }
+        hot.write_spans(&batch).await.expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cold = Arc::new(
+            ColdStore::open(&ColdConfig {
+                max_spans_per_file: 100_000,
+                ..cold_config(Some(dir.path()))
+            })
+            .await
+            .expect("open cold"),
+        );
+        let t0 = Instant::now();
+        let r = run_once(hot.as_ref(), &cold, now).await.expect("tier");
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(r.spans_written, u64::from(traces) * 5, "{r:?}");
+        println!(
+            "{name}: moved {} spans in {secs:.2} s ({:.0} spans/s), {} files, hot deleted {}",
+            r.spans_written,
+            r.spans_written as f64 / secs,
+            r.files_written,
+            r.hot_deleted
+        );
+    }
+}
+
+/// The collector with a PostgreSQL or ClickHouse store opened from its
+/// configuration (`storage.kind`, `storage.url`, connecting in the
+/// background) and `[cold]`: the configuration is accepted, tiering runs on
+/// its timer once the store is connected, and the APIs serve the moved
+/// traces from the cold tier.
+async fn collector_with_a_server_store(
+    kind: ferrotrace_collector::config::StorageKind,
+    url: String,
+    direct: Arc<dyn SpanStore>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = data();
+    fill(direct.as_ref(), &d).await;
+    let mut cfg = ingest_util::test_config(dir.path());
+    cfg.storage.kind = kind;
+    cfg.storage.url = Some(url);
+    cfg.cold = ColdConfig {
+        interval_secs: 1,
+        ..cold_config(Some(&dir.path().join("cold")))
+    };
+    let store = ferrotrace_collector::storage::connecting::open(&cfg).expect("open");
+    let collector = ferrotrace_collector::server::Collector::start(cfg, store)
+        .await
+        .expect("collector starts with [cold] over a database sink");
+    let q = collector.addrs.http.expect("query addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = ingest_util::request("GET", q, "/metrics", &[], bytes::Bytes::new()).await;
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        if text.contains("ferrotrace_cold_files 21") {
+            assert!(
+                text.contains("ferrotrace_cold_tiering_failures_total 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tiering run:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(direct
+        .get_trace(tid(4), None)
+        .await
+        .expect("hot")
+        .is_empty());
+    let r = ingest_util::request(
+        "GET",
+        q,
+        &format!("/api/native/traces/{}", hex(&tid(4))),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(
+        (&v["tier"], &v["cold_spans"]),
+        (&serde_json::json!("cold"), &serde_json::json!(5))
+    );
+    let r = ingest_util::request(
+        "GET",
+        q,
+        &format!("/api/native/traces/{}", hex(&tid(STRADDLER))),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["tier"], "mixed", "{v}");
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_with_postgres_and_clickhouse_moves_old_days_cold() {
+    use ferrotrace_collector::config::StorageKind;
+    if let Some(pg) = support::postgres::PgServer::start() {
+        let url = pg.fresh_db("cold_collector").await;
+        let direct: Arc<dyn SpanStore> =
+            Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+        collector_with_a_server_store(StorageKind::Postgres, url, direct).await;
+    }
+    if let Some(ch) = support::clickhouse::ChServer::start() {
+        let url = ch.url("cold_collector");
+        let direct: Arc<dyn SpanStore> = Arc::new(
+            ClickHouseStore::connect(&url, ClickHouseOptions::default())
+                .await
+                .expect("connect"),
+        );
+        collector_with_a_server_store(StorageKind::Clickhouse, url, direct).await;
+    }
 }

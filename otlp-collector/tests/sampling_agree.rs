@@ -8,7 +8,8 @@
 //! at every moment checked, computed from the *total* traffic (a collector
 //! computing from its own share would serve ~1.7×, 3.3× and 10× the
 //! probability), and a fourth collector started late serves the same
-//! strategy from its first recomputation.
+//! strategy from its first recomputation. Collectors on one store whose
+//! adaptive settings differ are reported by every one of them.
 
 mod fault;
 mod ingest_util;
@@ -31,6 +32,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// A collector with the sampling API on its own port, adaptive rates from
 /// the store, 1 s periods.
 fn spec(dir: &std::path::Path, sink: Sink, i: usize) -> (Spec, SocketAddr) {
+    spec_with_target(dir, sink, i, TARGET)
+}
+
+/// [`spec`] with another target.
+fn spec_with_target(
+    dir: &std::path::Path,
+    sink: Sink,
+    i: usize,
+    target: f64,
+) -> (Spec, SocketAddr) {
     let data = dir.join(format!("data{i}"));
     let conf = dir.join(format!("conf{i}"));
     std::fs::create_dir_all(&data).unwrap();
@@ -39,7 +50,7 @@ fn spec(dir: &std::path::Path, sink: Sink, i: usize) -> (Spec, SocketAddr) {
     let toml = format!(
         "[sampling_api]\nenabled = true\naddr = \"{sampling}\"\ndefault_probability = 0.01\n\
          [sampling_api.adaptive]\nenabled = true\nsource = \"store\"\n\
-         target_traces_per_second = {TARGET}\ninterval_secs = 1\nsmoothing_periods = 4\n\
+         target_traces_per_second = {target}\ninterval_secs = 1\nsmoothing_periods = 4\n\
          min_probability = 0.0001\n"
     );
     (Spec::new(&data, &conf, sink, &toml), sampling)
@@ -102,6 +113,78 @@ async fn collectors_sharing_a_clickhouse_cluster_serve_identical_rates_from_the_
         cluster: cluster.clone(),
     })
     .await;
+}
+
+/// Two collectors on one PostgreSQL database with the same settings see no
+/// conflict; a third with another target is reported by all three
+/// (`ferrotrace_sampling_adaptive_settings_conflicts` 1; the error log
+/// names `target_traces_per_second` with both values, checked by the unit
+/// tests of `sampling_api::settings`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_sharing_postgres_with_different_settings_are_reported() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let url = pg.fresh_db("settings").await;
+    let dir = tempfile::tempdir().unwrap();
+    let conflicts = |s: &Spec| {
+        let q = s.query;
+        async move {
+            fault::metric(q, "ferrotrace_sampling_adaptive_settings_conflicts")
+                .await
+                .expect("metrics")
+        }
+    };
+    let mut specs = Vec::new();
+    let mut procs = Vec::new();
+    for i in 0..2 {
+        let (s, _) = spec(dir.path(), Sink::Postgres(url.clone()), i);
+        procs.push(s.spawn());
+        specs.push(s);
+    }
+    for p in &mut procs {
+        p.wait_ready(Duration::from_secs(60)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in &specs {
+        loop {
+            let n = fault::metric(s.query, "ferrotrace_sampling_adaptive_recomputations_total")
+                .await
+                .expect("metrics");
+            if n >= 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{n} recomputations");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for s in &specs {
+        assert_eq!(conflicts(s).await, 0, "the same settings agree");
+    }
+    let (odd, _) = spec_with_target(dir.path(), Sink::Postgres(url.clone()), 2, TARGET / 4.0);
+    let mut p = odd.spawn();
+    p.wait_ready(Duration::from_secs(60)).await;
+    procs.push(p);
+    specs.push(odd);
+    for (i, s) in specs.iter().enumerate() {
+        loop {
+            let n = conflicts(s).await;
+            if n == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector {i} counts {n} other settings"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let errors = fault::metric(s.query, "ferrotrace_sampling_adaptive_store_errors_total")
+            .await
+            .expect("metrics");
+        assert_eq!(errors, 0, "collector {i} had store errors");
+    }
+    drop(procs);
 }
 
 /// The scenario on the store `sink(i)` gives collector `i`.

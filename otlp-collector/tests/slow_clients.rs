@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferrotrace_collector::config::Config;
+use futures_util::future::join_all;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,19 +27,26 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How many slow connections of each kind.
 const SLOW: usize = 200;
 /// A slow client sends one byte this often.
 const TRICKLE: Duration = Duration::from_millis(300);
+/// Until the attack begins, a slow-body client sends this much this often
+/// (5 KiB/s, well above `min_body_rate_bytes_per_sec`), so that no body
+/// connection is cut while the others are still being opened.
+const BEFORE_ATTACK: (usize, Duration) = (512, Duration::from_millis(100));
 /// What a body claims: large, so a collector that charged the claim would
 /// be out of in-flight budget at once.
 const CLAIMED: usize = 4 * 1024 * 1024;
 
 fn short_timeouts(c: &mut Config) {
     c.connections.header_read_timeout_ms = 1_000;
-    c.connections.body_read_timeout_ms = 3_000;
+    // Longer than opening every connection can take on a loaded machine: the
+    // slow bodies must be cut by the rate check (body_too_slow), not by this.
+    c.connections.body_read_timeout_ms = 10_000;
     c.connections.min_body_rate_bytes_per_sec = 1024;
     c.connections.min_body_rate_window_ms = 1_000;
     c.connections.idle_timeout_ms = 2_000;
@@ -57,11 +65,23 @@ fn until_closed(mut read: tokio::net::tcp::OwnedReadHalf, t0: Instant) -> JoinHa
     })
 }
 
-/// An HTTP/1.1 request whose headers arrive, then its body one byte at a time.
+/// A slow-body client's next write and pause: at a passing rate until
+/// `attack` turns true, then one byte per [`TRICKLE`].
+fn pace(attack: &watch::Receiver<bool>) -> (Bytes, Duration) {
+    if *attack.borrow() {
+        (Bytes::from_static(b"x"), TRICKLE)
+    } else {
+        (Bytes::from(vec![b'x'; BEFORE_ATTACK.0]), BEFORE_ATTACK.1)
+    }
+}
+
+/// An HTTP/1.1 request whose headers arrive, then its body: at a passing
+/// rate until `attack`, then one byte at a time.
 async fn slow_http1_body(
     addr: SocketAddr,
     path: &str,
     ct: &str,
+    attack: watch::Receiver<bool>,
     t0: Instant,
 ) -> JoinHandle<Duration> {
     let s = TcpStream::connect(addr).await.expect("connect");
@@ -71,8 +91,12 @@ async fn slow_http1_body(
     );
     write.write_all(head.as_bytes()).await.expect("write");
     tokio::spawn(async move {
-        while write.write_all(b"x").await.is_ok() {
-            tokio::time::sleep(TRICKLE).await;
+        loop {
+            let (chunk, pause) = pace(&attack);
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
         }
     });
     until_closed(read, t0)
@@ -106,13 +130,14 @@ async fn idle(addr: SocketAddr, t0: Instant) -> JoinHandle<Duration> {
 }
 
 /// An HTTP/2 (prior knowledge, no TLS) request whose body starts with
-/// `first` and then trickles; resolves when the server has closed the
-/// connection. With `grpc`, `first` is a gRPC frame header declaring a 4 MiB
-/// message.
+/// `first`, goes on at a passing rate until `attack` and then trickles;
+/// resolves when the server has closed the connection. With `grpc`, `first`
+/// is a gRPC frame header declaring a 4 MiB message.
 async fn slow_h2_body(
     addr: SocketAddr,
     path: &str,
     grpc: bool,
+    attack: watch::Receiver<bool>,
     t0: Instant,
 ) -> JoinHandle<Duration> {
     let s = TcpStream::connect(addr).await.expect("connect");
@@ -154,9 +179,13 @@ async fn slow_h2_body(
     });
     tokio::spawn(async move {
         let mut next = Bytes::from(first);
-        while tx.send(next).await.is_ok() {
-            tokio::time::sleep(TRICKLE).await;
-            next = Bytes::from_static(b"x");
+        loop {
+            if tx.send(next).await.is_err() {
+                break;
+            }
+            let pause;
+            (next, pause) = pace(&attack);
+            tokio::time::sleep(pause).await;
         }
     });
     conn_done
@@ -213,30 +242,27 @@ async fn slow_and_idle_clients_are_cut_off_and_exports_still_succeed() {
         a.http.unwrap(),
     );
     let t0 = Instant::now();
-    let mut body_h1 = Vec::new();
-    let mut body_h2 = Vec::new();
-    let mut body_grpc = Vec::new();
-    let mut headers = Vec::new();
-    let mut idles = Vec::new();
-    for _ in 0..SLOW {
-        body_h1.push(slow_http1_body(http, "/v1/traces", "application/x-protobuf", t0).await);
-        body_h2.push(slow_h2_body(http, "/v1/traces", false, t0).await);
-        body_grpc.push(
-            slow_h2_body(
-                grpc,
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                true,
-                t0,
-            )
-            .await,
-        );
-        headers.push(slow_http1_headers(zipkin, t0).await);
-        idles.push(idle(query, t0).await);
-    }
+    // All 1,000 connections are opened at once, and the slow bodies keep a
+    // passing rate until every connection is open (`attack`): opened one
+    // after another and trickling from their first byte, the first were cut
+    // (their 1 s rate window) before the last were open whenever the machine
+    // was busy, and `wait_open` below saw too few.
+    let (start_attack, attack) = watch::channel(false);
+    let grpc_path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let ct = "application/x-protobuf";
+    let (body_h1, body_h2, body_grpc, headers, idles) = tokio::join!(
+        join_all((0..SLOW).map(|_| slow_http1_body(http, "/v1/traces", ct, attack.clone(), t0))),
+        join_all((0..SLOW).map(|_| slow_h2_body(http, "/v1/traces", false, attack.clone(), t0))),
+        join_all((0..SLOW).map(|_| slow_h2_body(grpc, grpc_path, true, attack.clone(), t0))),
+        join_all((0..SLOW).map(|_| slow_http1_headers(zipkin, t0))),
+        join_all((0..SLOW).map(|_| idle(query, t0))),
+    );
     let opened = t0.elapsed();
-    // Everything is held open at once (the first of them are about to be cut).
+    // Every body is held open at once; from now on they trickle and are
+    // about to be cut.
     wait_open(&tc, "otlp_http", 2 * SLOW as u64 - 50).await;
     wait_open(&tc, "otlp_grpc", SLOW as u64 - 25).await;
+    start_attack.send_replace(true);
 
     // The official exporter, over gRPC and HTTP/protobuf, while they are open.
     let grpc_exp = opentelemetry_otlp::SpanExporter::builder()
@@ -299,11 +325,28 @@ async fn slow_and_idle_clients_are_cut_off_and_exports_still_succeed() {
         println!("{kind}: all {SLOW} closed, the last {worst:?} after the attack began");
     }
     let m = &tc.collector.metrics.net;
-    assert!(m.closed_count("otlp_http", "body_too_slow") >= 2 * SLOW as u64);
-    assert!(m.closed_count("otlp_grpc", "body_too_slow") >= SLOW as u64);
-    assert!(m.closed_count("zipkin", "header_timeout") >= SLOW as u64);
-    assert!(m.closed_count("query", "idle") >= SLOW as u64);
     let text = tc.collector.metrics.render();
+    // Every closure by listener and reason, for a failing assertion below.
+    let closed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ferrotrace_connections_closed_total{"))
+        .collect();
+    assert!(
+        m.closed_count("otlp_http", "body_too_slow") >= 2 * SLOW as u64,
+        "{closed:#?}"
+    );
+    assert!(
+        m.closed_count("otlp_grpc", "body_too_slow") >= SLOW as u64,
+        "{closed:#?}"
+    );
+    assert!(
+        m.closed_count("zipkin", "header_timeout") >= SLOW as u64,
+        "{closed:#?}"
+    );
+    assert!(
+        m.closed_count("query", "idle") >= SLOW as u64,
+        "{closed:#?}"
+    );
     assert!(
         text.contains(
             "ferrotrace_connections_closed_total{listener=\"otlp_grpc\",reason=\"body_too_slow\"}"

@@ -15,6 +15,7 @@
 //! Every closed or refused connection is counted in
 //! `ferrotrace_connections_closed_total` / `_refused_total` by listener and reason.
 
+pub mod config;
 pub mod conns;
 pub mod timed_body;
 
@@ -33,8 +34,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::config::ConnectionsConfig;
 use crate::metrics::Metrics;
+pub use config::ConnectionsConfig;
 use conns::{ConnSlot, ConnState, ConnTable};
 pub use timed_body::{BodyReadError, TimedBody};
 

@@ -134,7 +134,7 @@ impl Collector for Core {
         for (name, help, label, v) in vecs {
             v.encode(f, name, help, label)?;
         }
-        let scalars: [(&str, MetricType, &str, &AtomicU64); 33] = [
+        let scalars: [(&str, MetricType, &str, &AtomicU64); 34] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 MetricType::Gauge,
@@ -296,6 +296,12 @@ impl Collector for Core {
                 MetricType::Gauge,
                 "(service, operation) pairs whose adaptive sampling rate is tracked now.",
                 &self.sampling_adaptive_operations,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_settings_conflicts",
+                MetricType::Gauge,
+                "Adaptive sampling with source = \"store\": distinct [sampling_api] settings other than this collector's announced in the shared store by collectors in the last window; above 0, collectors serve different strategies (the error log names the differing setting).",
+                &self.sampling_adaptive_settings_conflicts,
             ),
             (
                 "ferrotrace_sampling_adaptive_dropped_total",

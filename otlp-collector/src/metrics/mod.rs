@@ -241,6 +241,10 @@ pub struct Core {
     /// Adaptive sampling with `source = "store"`: failed store operations by
     /// `write`, `read`, `prune`.
     pub sampling_adaptive_store_errors: CounterVec,
+    /// Adaptive sampling with `source = "store"`: distinct settings other
+    /// than this collector's that collectors on the same store announced in
+    /// the last window (0 when all agree).
+    pub sampling_adaptive_settings_conflicts: AtomicU64,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -325,6 +329,7 @@ impl Default for Core {
             sampling_adaptive_operations: AtomicU64::new(0),
             sampling_adaptive_dropped: AtomicU64::new(0),
             sampling_adaptive_store_errors: CounterVec::default(),
+            sampling_adaptive_settings_conflicts: AtomicU64::new(0),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),

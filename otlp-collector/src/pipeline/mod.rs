@@ -236,6 +236,41 @@ mod tests {
         assert_eq!(metrics.sampling_decisions.get("head:drop:rate"), 5);
     }
 
+    /// A failed span passes a rate-0 head sampler, with the spans of its
+    /// trace after it, counted as `head:keep:error`; with a budget of one
+    /// trace a second, the second failed trace is dropped and counted.
+    #[test]
+    fn head_keeps_failed_spans_and_counts_them() {
+        let cfg: crate::config::Config =
+            toml::from_str("[sampling.head]\nrate = 0.0\nmax_error_traces_per_second = 1.0\n")
+                .expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let failed = |trace: u8, id: u8| {
+            let mut s = span(trace, id, Some(1), "db", vec![]);
+            s.status_code = crate::model::StatusCode::Error;
+            s
+        };
+        let spans = vec![
+            span(1, 2, Some(1), "cache", vec![]),
+            failed(1, 3),
+            span(1, 1, None, "root", vec![]),
+            failed(2, 3),
+            span(3, 1, None, "other", vec![]),
+        ];
+        stages.process(7, 0, spans, &mut kept, &mut released);
+        let names: Vec<_> = kept.iter().map(|(s, _)| s.name.as_str()).collect();
+        assert_eq!(names, ["db", "root"]);
+        assert_eq!(released, vec![(7, 3)]);
+        let metrics = Metrics::default();
+        stages.publish(&metrics);
+        assert_eq!(metrics.sampling_decisions.get("head:keep:error"), 2);
+        assert_eq!(metrics.sampling_decisions.get("head:keep:rate"), 0);
+        assert_eq!(metrics.sampling_decisions.get("head:drop:rate"), 2);
+        assert_eq!(metrics.sampling_decisions.get("head:drop:error_limit"), 1);
+        assert_eq!(metrics.dropped.get("sampled_out_head"), 3);
+    }
+
     #[test]
     fn internal_counters_reach_metrics() {
         let cfg: crate::config::Config = toml::from_str(

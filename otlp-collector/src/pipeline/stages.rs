@@ -57,18 +57,16 @@ pub trait Stage: Send {
 /// Head sampling: a consistent per-trace keep/drop at the trace id ratio.
 struct HeadStage {
     sampler: HeadSampler,
-    kept: u64,
-    dropped: u64,
+    /// Counters as of the last publish, so only the growth is added.
+    published: sampling::head::HeadStats,
 }
 
 impl Stage for HeadStage {
-    fn consume(&mut self, spans: Vec<(Span, u64)>, _now: Instant, out: &mut Flow) {
+    fn consume(&mut self, spans: Vec<(Span, u64)>, now: Instant, out: &mut Flow) {
         for (span, segment) in spans {
-            if self.sampler.sample(&span) {
-                self.kept += 1;
+            if self.sampler.sample_at(&span, || now) {
                 out.kept.push((span, segment));
             } else {
-                self.dropped += 1;
                 // One release per segment run, as spans of one item share it.
                 match out.released.last_mut() {
                     Some((s, n)) if *s == segment => *n += 1,
@@ -79,12 +77,22 @@ impl Stage for HeadStage {
     }
 
     fn publish(&mut self, metrics: &Metrics) {
-        let (kept, dropped) = (
-            std::mem::take(&mut self.kept),
-            std::mem::take(&mut self.dropped),
-        );
-        metrics.sampling_decisions.add("head:keep:rate", kept);
-        metrics.sampling_decisions.add("head:drop:rate", dropped);
+        let now = self.sampler.stats().clone();
+        let was = std::mem::replace(&mut self.published, now.clone());
+        let kept = now.spans_sampled - was.spans_sampled;
+        let spared = now.spans_kept_for_error - was.spans_kept_for_error;
+        let dropped = now.spans_dropped - was.spans_dropped;
+        let over = now.errors_over_limit - was.errors_over_limit;
+        metrics
+            .sampling_decisions
+            .add("head:keep:rate", kept - spared);
+        metrics.sampling_decisions.add("head:keep:error", spared);
+        metrics
+            .sampling_decisions
+            .add("head:drop:rate", dropped - over);
+        metrics
+            .sampling_decisions
+            .add("head:drop:error_limit", over);
         metrics.dropped.add("sampled_out_head", dropped);
     }
 }
@@ -227,8 +235,7 @@ impl Stages {
     pub fn from_config(cfg: &crate::config::Config) -> Result<Stages, StageError> {
         let mut chain: Vec<Box<dyn Stage>> = vec![Box::new(HeadStage {
             sampler: HeadSampler::new(cfg.sampling.head.clone())?,
-            kept: 0,
-            dropped: 0,
+            published: Default::default(),
         })];
         if cfg.sampling.tail.enabled {
             // The buffer's byte bound, derived from limits.memory_limit_mib

@@ -213,6 +213,21 @@ impl QueryState {
         Ok(out)
     }
 
+    /// A search's page of traces as trees (skew-adjusted unless `raw`), in
+    /// the search's order: the whole page (bounded by `max_limit`) read in
+    /// one store round trip per [`MAX_TRACES_PER_READ`] ids, narrowed to
+    /// [`search_read_range`]. The Jaeger v1 and v3 searches answer with it.
+    pub async fn search_trees(
+        &self,
+        q: &TraceQuery,
+        raw: bool,
+    ) -> Result<Vec<TraceTree>, QueryError> {
+        let page = self.search(q).await?;
+        let ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
+        self.traces(&ids, raw, search_read_range(&page.traces))
+            .await
+    }
+
     /// Searches traces after validating the window and the limit.
     pub async fn search(&self, q: &TraceQuery) -> Result<SearchPage, QueryError> {
         self.check_window(q.range.start_ns, q.range.end_ns)?;

@@ -18,8 +18,21 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode};
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
+
+/// `[query]`: the query listener (`server.http_addr`); `config` re-exports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Host names (without port) that requests to the query API and UI may
+    /// carry in `Host` / `:authority`, besides `localhost`, IP addresses and
+    /// the listen address: the names a browser or a proxy uses to reach the
+    /// collector. Any other name gets 421, which stops DNS-rebinding pages.
+    /// `"*"` accepts every name.
+    pub allowed_hosts: Vec<String>,
+}
 
 /// The names the query listener answers to; see the module docs.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::model::SpanKind;
 use crate::storage::{AttrFilter, TraceQuery};
 
-use super::engine::{search_read_range, QueryError};
+use super::engine::QueryError;
 use super::jaeger_model::{jaeger_trace_id, JaegerTrace};
 use super::params::{
     now_ns, parse_duration, parse_jaeger_trace_id, parse_limit_clamped, parse_lookback, parse_time,
@@ -296,14 +296,7 @@ async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> JRe
         return traces_by_ids(&st, &p, &ids, raw).await;
     }
     let query = parse_find(&st, &p).map_err(bad)?;
-    let page = st.search(&query).await.map_err(error_response)?;
-    let trace_ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
-    // The whole page is read in one store round trip (the page is bounded by
-    // `max_limit`), in the search's order.
-    let trees = st
-        .traces(&trace_ids, raw, search_read_range(&page.traces))
-        .await
-        .map_err(error_response)?;
+    let trees = st.search_trees(&query, raw).await.map_err(error_response)?;
     Ok(traces_response(&p, &trees, None))
 }
 

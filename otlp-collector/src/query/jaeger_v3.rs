@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::model::{hex, AttrValue, KeyValue, Span, SpanKind, StatusCode as SpanStatus};
 use crate::storage::{AttrFilter, TraceQuery};
 
-use super::engine::{search_read_range, QueryError};
+use super::engine::QueryError;
 use super::params::{
     parse_duration, parse_jaeger_trace_id, parse_limit_clamped, parse_time, Pairs, ParamError,
 };
@@ -212,13 +212,7 @@ fn parse_query(st: &QueryState, p: &Pairs) -> Result<(TraceQuery, bool), ParamEr
 async fn find_traces(State(st): State<QueryState>, RawQuery(q): RawQuery) -> VResult {
     let p = Pairs::parse(q.as_deref());
     let (query, raw) = parse_query(&st, &p).map_err(bad)?;
-    let page = st.search(&query).await.map_err(error_response)?;
-    let ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
-    // The whole page in one store round trip, in the search's order.
-    let trees = st
-        .traces(&ids, raw, search_read_range(&page.traces))
-        .await
-        .map_err(error_response)?;
+    let trees = st.search_trees(&query, raw).await.map_err(error_response)?;
     let spans: Vec<_> = trees.into_iter().flat_map(|t| t.spans).collect();
     if spans.is_empty() {
         // Jaeger's v3 gateway answers an empty search with 404.
@@ -278,10 +272,8 @@ async fn find_summaries(State(st): State<QueryState>, RawQuery(q): RawQuery) -> 
     let p = Pairs::parse(q.as_deref());
     // Summaries always use adjusted data, as in Jaeger: rawTraces has no effect.
     let (query, _) = parse_query(&st, &p).map_err(bad)?;
-    let page = st.search(&query).await.map_err(error_response)?;
-    let ids: Vec<_> = page.traces.iter().map(|t| t.trace_id).collect();
     let trees = st
-        .traces(&ids, false, search_read_range(&page.traces))
+        .search_trees(&query, false)
         .await
         .map_err(error_response)?;
     let summaries: Vec<Value> = trees.iter().filter_map(summary).collect();

@@ -43,6 +43,21 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// `limits.max_spans_per_request` against a request's span count (valid
+    /// or not): every decoder refuses a request over it the same way.
+    #[inline]
+    pub fn check_span_count(count: usize, limits: &LimitsConfig) -> Result<(), DecodeError> {
+        if count > limits.max_spans_per_request {
+            return Err(DecodeError::TooManySpans {
+                count,
+                limit: limits.max_spans_per_request,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The valid spans of a request and an account of what was rejected or cut.
 #[derive(Debug, Default)]
 pub struct Decoded {
@@ -198,12 +213,7 @@ pub fn from_otlp(
         .flat_map(|r| r.scope_spans.iter())
         .map(|s| s.spans.len())
         .sum();
-    if count > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count,
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(count, limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(count),
         ..Decoded::default()

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -18,9 +19,9 @@ use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
-use super::body::{gunzip_into, read_limited, BodyError, InflightGuard};
+use super::body::{gunzip_into, read_limited, BodyError, DecodeReserve, InflightGuard};
 use super::rpc_status::{self, code};
-use super::{decode_reserve, Ingest, SubmitError};
+use super::{decode_reserve, Ack, Ingest, SubmitError};
 use crate::auth::AuthResult;
 use crate::metrics::Source;
 use crate::receiver::format::RecordFormat;
@@ -89,6 +90,22 @@ pub(crate) fn status_with_details(
     Status::with_details(code_, msg, Bytes::from(details))
 }
 
+/// `INVALID_ARGUMENT` naming the problem, counted as a bad request of `source`.
+fn invalid_argument(ing: &Ingest, source: Source, message: String) -> Status {
+    ing.bad_request(source, "invalid_argument");
+    status_with_details(Code::InvalidArgument, code::INVALID_ARGUMENT, message, None)
+}
+
+/// A saturated collector's answer: `RESOURCE_EXHAUSTED` with RetryInfo.
+fn retry_later(why: &str, secs: u64) -> Status {
+    status_with_details(
+        Code::ResourceExhausted,
+        code::RESOURCE_EXHAUSTED,
+        format!("{why}; retry later"),
+        Some(secs),
+    )
+}
+
 /// Reads the unary request body under the compressed-size limit
 /// (`limits.max_request_bytes`, counted on the gRPC frame as received) and
 /// inflates a gzip message under the decompressed-size limit
@@ -125,12 +142,7 @@ where
         }));
     }
     if let Err(SubmitError::Refused(why, secs)) = ing.check_admission(None) {
-        return Err(status_with_details(
-            Code::ResourceExhausted,
-            code::RESOURCE_EXHAUSTED,
-            format!("{why}; retry later"),
-            Some(secs),
-        ));
+        return Err(retry_later(why, secs));
     }
     let max_req = ing.limits.request_bytes();
     let max_inflated = ing.limits.decompressed_bytes();
@@ -169,13 +181,7 @@ where
             return Err(Status::deadline_exceeded(e.to_string()));
         }
         Err(e) => {
-            ing.bad_request(source, "invalid_argument");
-            return Err(status_with_details(
-                Code::InvalidArgument,
-                code::INVALID_ARGUMENT,
-                e.to_string(),
-                None,
-            ));
+            return Err(invalid_argument(ing, source, e.to_string()));
         }
     };
     let mut body = data.clone();
@@ -202,12 +208,10 @@ where
                     return Err(over_budget(e))
                 }
                 Err(e) => {
-                    ing.bad_request(source, "invalid_argument");
-                    return Err(status_with_details(
-                        Code::InvalidArgument,
-                        code::INVALID_ARGUMENT,
+                    return Err(invalid_argument(
+                        ing,
+                        source,
                         format!("gzip-compressed gRPC message: {e}"),
-                        None,
                     ));
                 }
             };
@@ -234,6 +238,36 @@ where
         parts,
         http_body_util::Full::new(body),
     ))
+}
+
+/// The request of an ingest call (OTLP `Export`, Jaeger `PostSpans`), once
+/// [`serve_unary`] has authenticated, admitted and read it: decoded
+/// (`INVALID_ARGUMENT` naming the problem if it cannot be) and submitted; a
+/// refusal is `RESOURCE_EXHAUSTED` with RetryInfo, a stopping collector
+/// `UNAVAILABLE`. Each service turns the [`Ack`] into its own response.
+pub(crate) async fn decode_and_submit(
+    ing: &Ingest,
+    source: Source,
+    format: RecordFormat,
+    req: tonic::Request<Bytes>,
+) -> Result<Ack, Status> {
+    let started = Instant::now();
+    let reserve = req.extensions().get::<DecodeReserve>().cloned();
+    let body = req.into_inner();
+    let decoded = match ing.decode(format, &body) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(invalid_argument(ing, source, e.to_string()));
+        }
+    };
+    ing.submit(source, format, body, decoded, started, reserve.as_ref())
+        .await
+        .map_err(|e| match e {
+            SubmitError::Refused(why, secs) => retry_later(why, secs),
+            SubmitError::Unavailable(m) => {
+                Status::unavailable(format!("collector unavailable: {m}"))
+            }
+        })
 }
 
 /// Serves one unary call whose request message is taken as raw bytes:

@@ -9,19 +9,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use tonic::{Code, Status};
+use tonic::Status;
 
-use super::body::DecodeReserve;
-use super::convert::DecodeError;
-use super::grpc_unary::{serve_unary, status_with_details, unimplemented};
-use super::rpc_status::code;
-use super::{Ingest, SubmitError};
+use super::grpc_unary::{decode_and_submit, serve_unary, unimplemented};
+use super::Ingest;
 use crate::metrics::Source;
 use crate::receiver::format::RecordFormat;
 use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
@@ -64,50 +60,14 @@ async fn export(
     ing: Arc<Ingest>,
     req: tonic::Request<Bytes>,
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-    let started = Instant::now();
-    let source = Source::OtlpGrpc;
     // Authentication was checked before the body was read (read_limited_frame).
-    let reserve = req.extensions().get::<DecodeReserve>().cloned();
-    let body = req.into_inner();
-    let decoded = match ing.decode(RecordFormat::OtlpProto, &body) {
-        Ok(d) => d,
-        Err(e) => {
-            ing.bad_request(source, "invalid_argument");
-            let msg = e.to_string();
-            return Err(match e {
-                DecodeError::Malformed(_) | DecodeError::TooManySpans { .. } => {
-                    status_with_details(Code::InvalidArgument, code::INVALID_ARGUMENT, msg, None)
-                }
-            });
-        }
-    };
-    match ing
-        .submit(
-            source,
-            RecordFormat::OtlpProto,
-            body,
-            decoded,
-            started,
-            reserve.as_ref(),
-        )
-        .await
-    {
-        Ok(ack) => Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: (ack.rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: ack.rejected as i64,
-                error_message: ack.error_message,
-            }),
-        })),
-        Err(SubmitError::Refused(why, secs)) => Err(status_with_details(
-            Code::ResourceExhausted,
-            code::RESOURCE_EXHAUSTED,
-            format!("{why}; retry later"),
-            Some(secs),
-        )),
-        Err(SubmitError::Unavailable(m)) => {
-            Err(Status::unavailable(format!("collector unavailable: {m}")))
-        }
-    }
+    let ack = decode_and_submit(&ing, Source::OtlpGrpc, RecordFormat::OtlpProto, req).await?;
+    Ok(tonic::Response::new(ExportTraceServiceResponse {
+        partial_success: (ack.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: ack.rejected as i64,
+            error_message: ack.error_message,
+        }),
+    }))
 }
 
 impl tonic::server::UnaryService<Bytes> for ExportSvc {

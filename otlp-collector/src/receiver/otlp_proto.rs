@@ -5,7 +5,7 @@
 //! and value twice (once for the struct, once for the model) and walked the
 //! request twice. This reader builds the model directly from the wire, with
 //! the same result as `prost` decoding followed by [`convert::from_otlp`]
-//! (`tests/otlp_proto_differential.rs` holds the two to the same spans and the
+//! (`tests/fuzz_decoders.rs`, `differential_otlp_protobuf*`, holds the two to the same spans and the
 //! same errors, on generated, mutated and hostile bodies):
 //!
 //! - the same wire rules as prost 0.14: known fields must have their wire
@@ -45,13 +45,37 @@ use wire::{
 /// Decodes an OTLP protobuf trace request into validated spans.
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, RequestError> {
     let mut req = Request::default();
+    walk_request(body, |wt, buf, ctx| resource_spans(wt, buf, ctx, &mut req))?;
+    RequestError::check_span_count(req.count, limits)?;
+    let mut out = Decoded {
+        spans: Vec::with_capacity(req.count),
+        ..Decoded::default()
+    };
+    for group in req.groups {
+        group.finish(limits, &mut out);
+    }
+    out.depth_truncated = req.cut;
+    Ok(out)
+}
+
+/// The top level of an `ExportTraceServiceRequest`, walked the same way by
+/// [`decode`] and the router's [`route_scan::scan`]: each `resource_spans`
+/// field goes to `resource_spans` (which walks it into the caller's state),
+/// every other field is skipped, and a malformed body is refused with
+/// prost's error and the message's field trail. Generic and inlined, so each
+/// caller gets the loop it had written out before.
+#[inline]
+fn walk_request<'a>(
+    body: &'a [u8],
+    mut resource_spans: impl FnMut(WireType, &mut &'a [u8], u32) -> R<()>,
+) -> Result<(), RequestError> {
     let mut buf = body;
     let ctx = RECURSION_LIMIT;
     let parsed: R<()> = (|| {
         while buf.has_remaining() {
             let (tag, wt) = decode_key(&mut buf)?;
             match tag {
-                1 => resource_spans(wt, &mut buf, ctx, &mut req)
+                1 => resource_spans(wt, &mut buf, ctx)
                     .map_err(|e| at(e, "ExportTraceServiceRequest", "resource_spans"))?,
                 _ => skip_field(wt, tag, &mut buf, ctx)?,
             }
@@ -62,22 +86,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, RequestErro
         RequestError::Malformed(format!(
             "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
         ))
-    })?;
-    if req.count > limits.max_spans_per_request {
-        return Err(RequestError::TooManySpans {
-            count: req.count,
-            limit: limits.max_spans_per_request,
-        });
-    }
-    let mut out = Decoded {
-        spans: Vec::with_capacity(req.count),
-        ..Decoded::default()
-    };
-    for group in req.groups {
-        group.finish(limits, &mut out);
-    }
-    out.depth_truncated = req.cut;
-    Ok(out)
+    })
 }
 
 /// What the whole request has produced so far.

@@ -67,12 +67,7 @@ pub(super) struct ZAnnotation {
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let spans: Vec<ZSpan> = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;
-    if spans.len() > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count: spans.len(),
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(spans.len(), limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(spans.len()),
         ..Decoded::default()

@@ -55,12 +55,7 @@ fn kind(k: i32) -> Option<String> {
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let list = pb::ListOfSpans::decode(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin protobuf ListOfSpans: {e}")))?;
-    if list.spans.len() > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count: list.spans.len(),
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(list.spans.len(), limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(list.spans.len()),
         ..Decoded::default()

@@ -166,12 +166,7 @@ fn hex_id(i: usize, field: &str, v: Option<&str>) -> Result<Vec<u8>, String> {
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let spans: Vec<V1Span> = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v1 JSON span list: {e}")))?;
-    if spans.len() > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count: spans.len(),
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(spans.len(), limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(spans.len()),
         ..Decoded::default()

@@ -10,14 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 
+use super::codec::ForwardCodec;
 use super::encode;
 use super::membership::{Member, Membership};
 use super::recent::{Acked, TraceOwners};
@@ -258,58 +257,6 @@ fn encode_items(items: &[Item<'_>]) -> Vec<u8> {
     };
     reslice(&on_wire, &mut out);
     out
-}
-
-/// The client codec of a forward: the request goes as the bytes it is, the
-/// answer is decoded as an `ExportTraceServiceResponse`.
-#[derive(Debug, Default)]
-struct ForwardCodec;
-
-/// Encoder half of [`ForwardCodec`].
-#[derive(Debug, Default)]
-struct BytesEncoder;
-
-/// Decoder half of [`ForwardCodec`].
-#[derive(Debug, Default)]
-struct ResponseDecoder;
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| {
-                tonic::Status::internal(format!(
-                    "the backend's answer is not an ExportTraceServiceResponse: {e}"
-                ))
-            })
-    }
-}
-
-impl Codec for ForwardCodec {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = BytesEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
 }
 
 #[async_trait]

@@ -10,6 +10,8 @@
 //! - [`forward`]: the forwarding sink (a `SpanWriter`), so the pipeline's
 //!   WAL, retry and release machinery gives at-least-once forwarding;
 //! - [`encode`]: spans back to an OTLP request;
+//! - [`codec`]: the client codec of a pre-encoded `Export` (the load
+//!   generator sends through it too);
 //! - [`recent`]: the bounded memories of acknowledged spans and trace owners;
 //! - [`tls`]: TLS to the backends (`route.tls_ca_file`).
 //!
@@ -17,6 +19,7 @@
 //! rollups happen on the backends, which see whole traces and every span
 //! (`Stages::for_router`).
 
+pub mod codec;
 pub mod config;
 pub mod encode;
 pub mod forward;
@@ -25,6 +28,7 @@ pub mod recent;
 pub mod ring;
 pub mod tls;
 
+pub use codec::ForwardCodec;
 pub use config::{RouteConfig, RouteConfigError};
 
 use std::sync::Arc;

@@ -17,6 +17,8 @@
 //!   observed adjusted throughput of root spans; pinned services win.
 //! - [`recompute`]: the periodic task that turns the pipeline's counts into
 //!   served strategies.
+//! - [`settings`]: the fingerprint of the settings collectors sharing a
+//!   store must agree on, and the check that they do.
 
 pub mod adaptive;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod handler;
 pub mod limits;
 pub mod proto;
 pub mod recompute;
+pub mod settings;
 pub mod strategy;
 
 pub use config::SamplingApiConfig;

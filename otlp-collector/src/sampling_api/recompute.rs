@@ -12,7 +12,10 @@
 //!   read the same rows, so they serve bit-identical probabilities computed
 //!   from the total traffic, with no election and no state of their own: a
 //!   collector that starts (or restarts) serves the same rates as the
-//!   others from its first recomputation.
+//!   others from its first recomputation. Every period each collector also
+//!   announces the fingerprint of its settings in the store and compares
+//!   the others' with it ([`settings`](super::settings)): collectors on one
+//!   store with different settings are reported, not silently divergent.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ServiceRates, ThroughputRecorder};
+use super::settings::{ConflictTracker, SETTINGS_PERIOD_SECS};
 use super::strategy::Strategies;
 use crate::metrics::Metrics;
 use crate::storage::{SamplingCountRow, SamplingCounts, SamplingPeriodCounts};
@@ -156,9 +160,11 @@ async fn sleep_until_unix(at_ns: u64, shutdown: &mut watch::Receiver<bool>) -> b
 }
 
 /// `source = "store"`: runs until `shutdown` turns true (see the module
-/// documentation).
+/// documentation). `settings` is this collector's
+/// [`fingerprint`](super::settings::fingerprint).
 pub async fn run_store(
     cfg: AdaptiveConfig,
+    settings: String,
     recorder: Arc<ThroughputRecorder>,
     store: Arc<dyn SamplingCounts>,
     strategies: Arc<Strategies>,
@@ -170,6 +176,7 @@ pub async fn run_store(
     let period_secs = cfg.interval_secs as u32;
     let window = cfg.window_periods();
     let delay = store_delay(&cfg).as_nanos() as u64;
+    let mut conflicts = ConflictTracker::new(settings);
     tracing::info!(
         collector = %collector,
         interval_secs = cfg.interval_secs,
@@ -208,6 +215,11 @@ pub async fn run_store(
             .await
         {
             Ok(rows) => {
+                // Only once the store has answered: before its first
+                // connection a write would fail (and count as an error) on
+                // every start.
+                announce(&*store, &collector, conflicts.mine(), boundary, &metrics).await;
+                check_settings(&*store, &mut conflicts, window as u64 * period_ns, &metrics).await;
                 let periods = periods_from_rows(rows, boundary, period_ns, window);
                 let (rates, tracked) =
                     AdaptiveEngine::replay(cfg.clone(), periods, cfg.interval_secs as f64);
@@ -223,6 +235,64 @@ pub async fn run_store(
                     "reading adaptive sampling counts from the store failed; the last rates stay served"
                 );
             }
+        }
+    }
+}
+
+/// Writes this collector's settings fingerprint, stamped `at_ns` (the
+/// period's boundary, so that readers with other period lengths see it
+/// within their look-back), every period: an idle collector serves
+/// strategies too. One attempt: the next period writes it again.
+async fn announce(
+    store: &dyn SamplingCounts,
+    collector: &str,
+    settings: &str,
+    at_ns: u64,
+    metrics: &Metrics,
+) {
+    let row = SamplingPeriodCounts {
+        period_start_ns: at_ns,
+        period_secs: SETTINGS_PERIOD_SECS,
+        collector: collector.to_string(),
+        counts: vec![(String::new(), settings.to_string(), 1)],
+    };
+    if let Err(e) = store.write_sampling_counts(&row).await {
+        metrics.sampling_adaptive_store_errors.add("write", 1);
+        tracing::warn!(error = %e, "announcing this collector's adaptive sampling settings in the store failed");
+    }
+}
+
+/// Reads the settings announced in the last `lookback_ns` and compares them
+/// with this collector's: the distinct others go to the gauge, and a change
+/// is logged as an error naming the differing settings. A failed read is a
+/// store error and leaves the gauge as it was.
+async fn check_settings(
+    store: &dyn SamplingCounts,
+    conflicts: &mut ConflictTracker,
+    lookback_ns: u64,
+    metrics: &Metrics,
+) {
+    let now = crate::model::now_ns();
+    match store
+        .read_sampling_counts(
+            SETTINGS_PERIOD_SECS,
+            now.saturating_sub(lookback_ns),
+            now + 1,
+        )
+        .await
+    {
+        Ok(rows) => {
+            let (n, errors) = conflicts.observe(rows.iter().map(|r| r.operation.as_str()), now);
+            metrics
+                .sampling_adaptive_settings_conflicts
+                .store(n as u64, Relaxed);
+            for e in errors {
+                tracing::error!("{e}");
+            }
+        }
+        Err(e) => {
+            metrics.sampling_adaptive_store_errors.add("read", 1);
+            tracing::warn!(error = %e, "reading the adaptive sampling settings of the other collectors failed");
         }
     }
 }
@@ -340,6 +410,72 @@ mod tests {
                 assert_eq!(p.to_bits(), rb[s].operations[o].to_bits());
             }
         }
+    }
+
+    /// Collectors sharing one SQLite file (each with its own connection, as
+    /// separate processes would have): two with the same settings see no
+    /// conflict; a third with another target is seen by all three, each
+    /// counting one other set of settings.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collectors_sharing_a_sqlite_file_detect_different_settings() {
+        use crate::sampling_api::config::SamplingApiConfig;
+        use crate::sampling_api::settings::fingerprint;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let (stop, shutdown) = watch::channel(false);
+        let api = |target: f64| {
+            let mut c = SamplingApiConfig::default();
+            c.adaptive.enabled = true;
+            c.adaptive.source = super::super::adaptive::AdaptiveSource::Store;
+            c.adaptive.interval_secs = 1;
+            c.adaptive.target_traces_per_second = target;
+            c
+        };
+        let start = |target: f64| {
+            let api = api(target);
+            let store: Arc<dyn SamplingCounts> =
+                Arc::new(crate::storage::sqlite::SqliteStore::open(&path).expect("open"));
+            let metrics = Arc::new(Metrics::default());
+            tokio::spawn(run_store(
+                api.adaptive.clone(),
+                fingerprint(&api),
+                Arc::new(ThroughputRecorder::new(100)),
+                store,
+                Arc::new(Strategies::new(&api)),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            metrics
+        };
+        let conflicts = |m: &Metrics| m.sampling_adaptive_settings_conflicts.load(Relaxed);
+        let recomputed = |m: &Metrics| m.sampling_adaptive_recomputations.load(Relaxed);
+        let (a, c) = (start(20.0), start(20.0));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while recomputed(&a) < 2 || recomputed(&c) < 2 {
+            assert!(Instant::now() < deadline, "no recomputation");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            (conflicts(&a), conflicts(&c)),
+            (0, 0),
+            "same settings agree"
+        );
+        let b = start(5.0);
+        while [&a, &b, &c].iter().any(|m| conflicts(m) != 1) {
+            assert!(
+                Instant::now() < deadline,
+                "conflicts a {} b {} c {}",
+                conflicts(&a),
+                conflicts(&b),
+                conflicts(&c)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for m in [&a, &b, &c] {
+            assert_eq!(m.sampling_adaptive_store_errors.get("read"), 0);
+            assert_eq!(m.sampling_adaptive_store_errors.get("write"), 0);
+        }
+        stop.send(true).unwrap();
     }
 
     #[test]

@@ -161,10 +161,10 @@ pub async fn check_once(
     } = *limits.get_or_insert_with(|| {
         let l = match &usage.dir {
             Some(dir) => {
-                let fs_size = crate::pipeline::wal::fs_size_bytes(dir).ok();
+                let fs_size = crate::disk::fs_size_bytes(dir).ok();
                 Limits {
                     budget: resolve_budget(config.max_disk_bytes, fs_size),
-                    reserve: crate::pipeline::wal::free_space_reserve(min_free_bytes, fs_size),
+                    reserve: crate::disk::free_space_reserve(min_free_bytes, fs_size),
                 }
             }
             // A database server: only an explicit budget; its disk is not ours.
@@ -197,7 +197,7 @@ pub async fn check_once(
     let free = usage
         .dir
         .as_deref()
-        .and_then(|d| crate::pipeline::wal::free_bytes(d).ok());
+        .and_then(|d| crate::disk::free_bytes(d).ok());
     let ev = plan(&usage, max, free, reserve)?;
     let started = std::time::Instant::now();
     match store.evict_oldest(ev.bytes, ev.give_back).await {

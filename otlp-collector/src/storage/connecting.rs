@@ -349,6 +349,10 @@ impl Retention for ConnectingStore {
     async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.now()?.evict_before(cutoff_ns, give_back).await
     }
+    fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
+        // Not connected yet: the pass fails at its first read anyway.
+        self.now().map_or(cutoff_ns, |s| s.tier_cutoff(cutoff_ns))
+    }
     async fn export_before(
         &self,
         cutoff_ns: u64,

@@ -347,14 +347,22 @@ pub struct EvictionReport {
     pub cutoff_ns: u64,
 }
 
-/// Where an [`ExportPage`] ended: the last span's start and the sink's
-/// tiebreaker (SQLite's row id), opaque to the caller.
+/// Where an [`ExportPage`] ended, opaque to the caller: SQLite pages by
+/// `(start_ns, row id)`; PostgreSQL and ClickHouse page one slice (a day,
+/// a trace-id bucket of a day) at a time by `(trace_id, span_id)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExportCursor {
     /// Start of the last span returned (ns).
     pub start_ns: u64,
-    /// The sink's tiebreaker among equal starts.
+    /// The sink's tiebreaker among equal starts (SQLite's row id), or the
+    /// slice being read (PostgreSQL and ClickHouse: its day number).
     pub row: i64,
+    /// The sink's position inside the slice (ClickHouse: the trace-id
+    /// buckets of the day and the current one); 0 for the others.
+    pub slice: u64,
+    /// The last `(trace_id, span_id)` returned in the slice; `None` at the
+    /// slice's start (and always for SQLite).
+    pub key: Option<(crate::model::TraceId, crate::model::SpanId)>,
 }
 
 /// One page of [`Retention::export_before`].

@@ -218,9 +218,22 @@ pub trait Retention: Send + Sync + 'static {
         ))
     }
 
-    /// Up to `limit` spans that started before `cutoff_ns`, oldest first,
-    /// after `after` (the previous page's `next`): what the cold tier's
-    /// tiering task copies out before the hot delete (`storage::cold`). A
+    /// The cutoff a tiering pass moves spans before, given the age cutoff
+    /// `cutoff_ns` (`now - cold.hot_days`). A sink that deletes whole
+    /// partitions cheaply and single rows dearly (PostgreSQL and ClickHouse,
+    /// by UTC day) rounds it down to a partition boundary, so that the hot
+    /// delete after the copy only drops partitions; its spans then stay hot
+    /// up to one partition longer. The default keeps it.
+    fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
+        cutoff_ns
+    }
+
+    /// Up to `limit` spans that started before `cutoff_ns`, after `after`
+    /// (the previous page's `next`), each span once over all pages: what the
+    /// cold tier's tiering task copies out before the hot delete
+    /// (`storage::cold`). SQLite returns them oldest first; PostgreSQL and
+    /// ClickHouse a day at a time, oldest day first, in trace-id order
+    /// within it (a page may be short, even empty, while `next` is set). A
     /// sink that cannot page its spans this way has no cold tier.
     async fn export_before(
         &self,
@@ -229,7 +242,7 @@ pub trait Retention: Send + Sync + 'static {
         _limit: usize,
     ) -> StorageResult<ExportPage> {
         Err(StorageError::Backend(
-            "this sink cannot move spans to the cold tier (only SQLite can)".into(),
+            "this sink cannot move spans to the cold tier".into(),
         ))
     }
 }

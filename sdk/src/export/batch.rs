@@ -1,6 +1,8 @@
-//! The batch span processor: `on_end` puts the span into a bounded queue and
-//! returns; a dedicated thread groups spans into batches and hands them to a
-//! second thread that calls the exporter.
+//! The batch span processor: `on_end` writes the span into a bounded queue of
+//! batch-sized chunks and returns; a dedicated thread hands full chunks (and,
+//! after the schedule delay or on flush, partial ones) as batches to a second
+//! thread that calls the exporter. A span is copied once, into its chunk: the
+//! chunk's storage is the `Vec` the exporter receives (see `span_queue`).
 //!
 //! No async runtime is needed or used, so the processor behaves the same from
 //! plain `main`, a tokio multi-thread runtime and a tokio current-thread
@@ -28,10 +30,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
-};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
+use super::span_queue::{Pushed, SpanQueue};
 use super::stats::ExportStats;
 use super::{ExportError, ExportResult, SpanData, SpanExporter, SpanProcessor};
 
@@ -180,16 +181,12 @@ enum Job {
 }
 
 struct Shared {
-    spans: Sender<SpanData>,
+    queue: SpanQueue,
     control: Sender<Control>,
     /// Set once a `BatchReady` is in flight, so producers send at most one
     /// wake-up per batch instead of one per span.
     wake_pending: AtomicBool,
     is_shutdown: AtomicBool,
-    batch_size: usize,
-    /// Power of two minus one: producers check for a full batch every
-    /// `check_mask + 1` of their own spans.
-    check_mask: u32,
     stats: ExportStats,
     /// Spans this processor dropped because its queue was full (the shared
     /// stats may sum several processors); the batch thread reports the
@@ -198,12 +195,6 @@ struct Shared {
     /// Times the batch thread woke up (tests check it does not spin).
     #[cfg(test)]
     wakeups: std::sync::atomic::AtomicU64,
-}
-
-thread_local! {
-    /// Spans this thread has queued (into any processor); only used to space
-    /// out full-batch checks.
-    static SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// A non-blocking batching [`SpanProcessor`]. See the module docs.
@@ -216,7 +207,7 @@ impl std::fmt::Debug for BatchSpanProcessor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchSpanProcessor")
             .field("config", &self.config)
-            .field("queued", &self.shared.spans.len())
+            .field("queued", &self.shared.queue.len())
             .finish()
     }
 }
@@ -241,29 +232,21 @@ impl BatchSpanProcessor {
         &self.shared.stats
     }
 
-    /// Spans currently queued.
+    /// Spans currently queued (a snapshot).
     pub fn queued(&self) -> usize {
-        self.shared.spans.len()
+        self.shared.queue.len()
     }
 
     fn start(exporter: Box<dyn SpanExporter>, config: BatchConfig, stats: ExportStats) -> Self {
-        let (span_tx, span_rx) = bounded(config.max_queue_size);
         let (ctrl_tx, ctrl_rx) = bounded(CONTROL_CAPACITY);
         // Capacity 1: one batch exporting, one waiting; pipelining batching
         // with exporting without letting batches pile up.
         let (job_tx, job_rx) = bounded::<Job>(1);
         let shared = Arc::new(Shared {
-            spans: span_tx,
+            queue: SpanQueue::new(config.max_queue_size, config.max_export_batch_size),
             control: ctrl_tx,
             wake_pending: AtomicBool::new(false),
             is_shutdown: AtomicBool::new(false),
-            batch_size: config.max_export_batch_size,
-            check_mask: {
-                // Up to 32, and small enough that a batch-sized queue cannot
-                // fill between two checks.
-                let every = (config.max_export_batch_size / 8).clamp(1, 32) as u32;
-                (1u32 << every.ilog2()) - 1
-            },
             stats: stats.clone(),
             dropped_full: AtomicU64::new(0),
             #[cfg(test)]
@@ -278,7 +261,7 @@ impl BatchSpanProcessor {
         let spawned = exporter_thread.and_then(|_| {
             thread::Builder::new()
                 .name("ferrotrace-bsp".into())
-                .spawn(move || batch_loop(batch_shared, span_rx, ctrl_rx, job_tx, config))
+                .spawn(move || batch_loop(batch_shared, ctrl_rx, job_tx, config))
         });
         if spawned.is_err() {
             // Without threads nothing can be exported: behave as shut down so
@@ -316,34 +299,25 @@ impl SpanProcessor for BatchSpanProcessor {
             s.stats.add_dropped_shutdown(1);
             return;
         }
-        match s.spans.try_send(span) {
-            Ok(()) => {
-                // Checking the queue length reads the consumer's cache line, so
-                // each producer thread only looks every `check_mask + 1` spans.
-                let n = SENDS.with(|c| {
-                    let n = c.get().wrapping_add(1);
-                    c.set(n);
-                    n
-                });
-                if n & s.check_mask == 0
-                    && s.spans.len() >= s.batch_size
-                    && !s.wake_pending.load(Ordering::Relaxed)
-                    && !s.wake_pending.swap(true, Ordering::AcqRel)
-                {
-                    // A full control channel already holds a wake-up.
-                    let _ = s.control.try_send(Control::BatchReady);
+        match s.queue.push(&span) {
+            Pushed::Queued(filled) => {
+                // The queue owns the span now (copied into its slot).
+                std::mem::forget(span);
+                if filled {
+                    s.wake();
                 }
             }
-            Err(TrySendError::Full(_)) => {
-                s.stats.add_dropped_queue_full(1);
-                s.dropped_full.fetch_add(1, Ordering::Relaxed);
-                if !s.wake_pending.load(Ordering::Relaxed)
-                    && !s.wake_pending.swap(true, Ordering::AcqRel)
-                {
-                    let _ = s.control.try_send(Control::BatchReady);
+            Pushed::Full => {
+                if s.is_shutdown.load(Ordering::Relaxed) {
+                    // Raced with shutdown: the queue was retired.
+                    s.stats.add_dropped_shutdown(1);
+                } else {
+                    s.stats.add_dropped_queue_full(1);
+                    s.dropped_full.fetch_add(1, Ordering::Relaxed);
+                    s.wake();
                 }
+                drop(span);
             }
-            Err(TrySendError::Disconnected(_)) => s.stats.add_dropped_shutdown(1),
         }
     }
 
@@ -366,6 +340,22 @@ impl Drop for BatchSpanProcessor {
     fn drop(&mut self) {
         if !self.shared.is_shutdown.load(Ordering::Acquire) {
             let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
+        }
+    }
+}
+
+impl Shared {
+    /// Wakes the batch thread (a chunk is full, or the queue is): at most
+    /// one wake-up in flight.
+    #[inline]
+    fn wake(&self) {
+        // SeqCst: pairs with the batch thread's reset of the flag before it
+        // reads the queue's position (see `span_queue`).
+        if !self.wake_pending.load(Ordering::SeqCst)
+            && !self.wake_pending.swap(true, Ordering::SeqCst)
+        {
+            // A full control channel already holds a wake-up.
+            let _ = self.control.try_send(Control::BatchReady);
         }
     }
 }
@@ -415,32 +405,29 @@ fn hand_over(
     }
 }
 
-/// Moves everything queued into batches for the export thread; with `only_full`
-/// a trailing partial batch stays queued.
+/// Hands every full chunk to the export thread, in order; without
+/// `only_full` the chunk being filled is sealed and handed over too.
+/// `next` is the sequence number of the oldest chunk not yet handed over.
 fn drain(
-    rx: &Receiver<SpanData>,
+    queue: &SpanQueue,
+    next: &mut u64,
     job_tx: &Sender<Job>,
     config: &BatchConfig,
     stats: &ExportStats,
     only_full: bool,
     report: &mut dyn FnMut(),
 ) {
-    let size = config.max_export_batch_size;
-    loop {
-        let queued = rx.len();
-        if queued == 0 || (only_full && queued < size) {
-            return;
-        }
-        let mut batch = Vec::with_capacity(queued.min(size));
-        while batch.len() < size {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
+    let sealed = if only_full {
+        None
+    } else {
+        queue.seal_current()
+    };
+    // Re-reads the position: chunks filled while a slow hand-over waited go
+    // out in the same pass.
+    while *next < queue.current() {
+        let len = sealed.filter(|(s, _)| s == next).map(|(_, n)| n);
+        let batch = queue.take(*next, len);
+        *next += 1;
         hand_over(job_tx, batch, config, stats, report);
     }
 }
@@ -462,7 +449,6 @@ fn send_control_job(job_tx: &Sender<Job>, job: Job, config: &BatchConfig) {
 
 fn batch_loop(
     shared: Arc<Shared>,
-    rx: Receiver<SpanData>,
     ctrl: Receiver<Control>,
     job_tx: Sender<Job>,
     config: BatchConfig,
@@ -473,6 +459,8 @@ fn batch_loop(
     let capacity = config.max_queue_size;
     let shared_for_report = shared.clone();
     let mut report = move || report_queue_full(&shared_for_report, &mut dropped_reported, capacity);
+    let queue = &shared.queue;
+    let mut next = 0u64;
     loop {
         report();
         let wait = next_export.saturating_duration_since(Instant::now());
@@ -481,11 +469,27 @@ fn batch_loop(
         shared.wakeups.fetch_add(1, Ordering::Relaxed);
         match woke {
             Ok(Control::BatchReady) => {
-                shared.wake_pending.store(false, Ordering::Release);
-                drain(&rx, &job_tx, &config, &stats, true, &mut report);
+                shared.wake_pending.store(false, Ordering::SeqCst);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    true,
+                    &mut report,
+                );
             }
             Ok(Control::Flush(reply)) => {
-                drain(&rx, &job_tx, &config, &stats, false, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 next_export = Instant::now() + config.scheduled_delay;
                 // The caller waits on `reply` with its own timeout; if the
                 // export thread is stuck, this send times out and the caller
@@ -493,21 +497,38 @@ fn batch_loop(
                 send_control_job(&job_tx, Job::Barrier(reply), &config);
             }
             Ok(Control::Shutdown(reply)) => {
-                drain(&rx, &job_tx, &config, &stats, false, &mut report);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 send_control_job(&job_tx, Job::Shutdown(reply), &config);
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
-                shared.wake_pending.store(false, Ordering::Release);
-                drain(&rx, &job_tx, &config, &stats, false, &mut report);
+                shared.wake_pending.store(false, Ordering::SeqCst);
+                drain(
+                    queue,
+                    &mut next,
+                    &job_tx,
+                    &config,
+                    &stats,
+                    false,
+                    &mut report,
+                );
                 next_export = Instant::now() + config.scheduled_delay;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     report();
-    // Spans that slipped in between the final drain and now are counted, not lost silently.
-    let late = rx.try_iter().count() as u64;
+    // Spans that slipped in between the final drain and now are counted, not
+    // lost silently; later ones find the queue retired.
+    let late = queue.retire();
     if late > 0 {
         stats.add_dropped_shutdown(late);
     }

@@ -15,6 +15,7 @@ pub mod in_memory;
 pub mod otlp;
 pub mod retry;
 pub mod simple;
+mod span_queue;
 pub mod stats;
 
 pub use batch::BatchSpanProcessor;

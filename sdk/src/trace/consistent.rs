@@ -509,7 +509,21 @@ pub(crate) fn decide_threshold(
     threshold: Option<Threshold>,
     root_state: Option<&TraceState>,
 ) -> (bool, Option<TraceState>) {
-    let ot = parent.map_or_else(OtState::default, |p| OtState::of(p.trace_state()));
+    let Some(p) = parent else {
+        // A root: no trace state to read or keep, and the randomness is the
+        // trace id's; what the general path below computes for it, without
+        // building (and dropping) an empty `OtState` and without
+        // `updated_state`'s parent checks. Every kept root span passes here.
+        return match threshold {
+            Some(t) if t.keeps(Randomness::from_trace_id(trace_id)) => (
+                true,
+                Some(root_state.map_or_else(|| self::root_state(t), TraceState::clone)),
+            ),
+            _ => (false, None),
+        };
+    };
+    let parent = Some(p);
+    let ot = OtState::of(p.trace_state());
     let r = randomness(parent, &ot, trace_id);
     match threshold {
         Some(t) if t.keeps(r) => (true, updated_state(parent, ThUpdate::Set(t), root_state)),

@@ -466,10 +466,14 @@ impl Span {
         // taken, so it holds `None`; the others are `Copy`), nothing can
         // panic before `recycle`, and the record is not touched afterwards:
         // `recycle` treats the allocation as uninitialised.
-        let (data, provider) = unsafe {
+        // Two statements rather than one block returning `(data, provider)`:
+        // the tuple cost one more copy of the record per span.
+        // SAFETY: see above; `provider` is read once and owned from here.
+        let provider = unsafe { std::ptr::read(&(*raw).tracer.provider) };
+        // SAFETY: see above.
+        let data = unsafe {
             let r = &*raw;
-            let provider = std::ptr::read(&r.tracer.provider);
-            let data = SpanData {
+            SpanData {
                 span_context: self.span_context.clone(),
                 parent_span_id: r.parent_span_id,
                 parent_is_remote: r.parent_is_remote,
@@ -486,10 +490,10 @@ impl Span {
                 status: std::ptr::read(&r.status),
                 resource: provider.resource.clone(),
                 scope: std::ptr::read(&r.tracer.scope),
-            };
-            Span::recycle(raw);
-            (data, provider)
+            }
         };
+        // SAFETY: every owned field was moved out above.
+        unsafe { Span::recycle(raw) };
         if let Some((last, rest)) = provider.processors.split_last() {
             for p in rest {
                 p.on_end(data.clone());

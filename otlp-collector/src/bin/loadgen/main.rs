@@ -24,16 +24,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 mod request;
 
+use ferrotrace_collector::receiver::otlp_grpc::EXPORT_PATH;
+use ferrotrace_collector::route::ForwardCodec;
 use request::{build_request, span_times};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -64,7 +64,10 @@ struct Args {
     /// Run time in seconds (at most 600).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Stop after this many spans in total.
+    /// Stop after this many spans in total, counted when sent (a refused or
+    /// failed request counts too, and is not resent). A multiple of --batch
+    /// sends exactly that many: the fixed-count mode of
+    /// benches/scripts/callgrind_ingest.py, which checks nothing was refused.
     #[arg(long, default_value_t = 100_000_000)]
     max_spans: u64,
     /// Collector pid: report its CPU seconds and peak RSS from /proc.
@@ -237,53 +240,6 @@ impl Template {
     }
 }
 
-/// gRPC codec sending an already-encoded `ExportTraceServiceRequest`.
-#[derive(Clone, Copy, Debug, Default)]
-struct PreEncodedCodec;
-
-/// Encoder half of [`PreEncodedCodec`].
-#[derive(Debug, Default)]
-struct BytesEncoder;
-
-/// Decoder half of [`PreEncodedCodec`].
-#[derive(Debug, Default)]
-struct ResponseDecoder;
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(format!("decoding the response: {e}")))
-    }
-}
-
-impl Codec for PreEncodedCodec {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = BytesEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
 enum Outcome {
     Ok,
     Refused,
@@ -331,9 +287,7 @@ async fn run_conn(
         }
     }
     let mut template = Template::new(conn, args.batch)?;
-    let export = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
+    let export = http::uri::PathAndQuery::from_static(EXPORT_PATH);
     let start = Instant::now();
     let mut seq = 0u64;
     let mut local_lat = Vec::with_capacity(4096);
@@ -358,7 +312,7 @@ async fn run_conn(
         let outcome = if let Some(c) = grpc.as_mut() {
             let sent = match c.ready().await {
                 Ok(()) => {
-                    c.unary(tonic::Request::new(body), export.clone(), PreEncodedCodec)
+                    c.unary(tonic::Request::new(body), export.clone(), ForwardCodec)
                         .await
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),

@@ -37,7 +37,7 @@ mod spare;
 mod tests;
 mod writer;
 
-pub use space::{free_bytes, free_space_reserve, fs_size_bytes};
+use crate::disk::{free_bytes, free_space_reserve, fs_size_bytes};
 
 use meta::{random_instance, Meta, META_FILE};
 use space::is_out_of_space;

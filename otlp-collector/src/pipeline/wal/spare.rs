@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::space::free_bytes;
 use super::{Shared, WalError};
+use crate::disk::free_bytes;
 
 /// Creates a segment's file (see `Writer::create_file`).
 pub(super) type CreateFile = fn(&Shared, u64) -> Result<(File, u64), WalError>;

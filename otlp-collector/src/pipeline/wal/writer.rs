@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::space::free_bytes;
 use super::spare::{Preparer, Spare};
 use super::{
     io_err, AppendReq, FsyncPolicy, Meta, SegInfo, Shared, WalConfig, WalError, WalPos, HEADER_LEN,
     MAX_GROUP_BYTES,
 };
+use crate::disk::free_bytes;
 use crate::log_limit::LogLimiter;
 
 pub(super) struct Writer {

@@ -10,18 +10,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::proto::pb::PostSpansResponse;
 use crate::metrics::Source;
-use crate::receiver::body::DecodeReserve;
 use crate::receiver::format::RecordFormat;
-use crate::receiver::grpc_unary::{serve_unary, status_with_details, unimplemented};
-use crate::receiver::rpc_status::code;
-use crate::receiver::{decode, Ingest, SubmitError};
+use crate::receiver::grpc_unary::{decode_and_submit, serve_unary, unimplemented};
+use crate::receiver::Ingest;
 use crate::sampling_api::grpc::{self as sampling_grpc, GET_SAMPLING_STRATEGY_PATH};
 use crate::sampling_api::SamplingState;
 
@@ -63,43 +60,11 @@ async fn post_spans(
     ing: Arc<Ingest>,
     req: tonic::Request<Bytes>,
 ) -> Result<tonic::Response<PostSpansResponse>, Status> {
-    let started = Instant::now();
-    let source = Source::JaegerGrpc;
-    let format = RecordFormat::JaegerProto;
-    let reserve = req.extensions().get::<DecodeReserve>().cloned();
-    let body = req.into_inner();
-    let decoded = match decode(format, &body, &ing.limits) {
-        Ok(d) => d,
-        Err(e) => {
-            ing.bad_request(source, "invalid_argument");
-            return Err(status_with_details(
-                Code::InvalidArgument,
-                code::INVALID_ARGUMENT,
-                e.to_string(),
-                None,
-            ));
-        }
-    };
-    match ing
-        .submit(source, format, body, decoded, started, reserve.as_ref())
-        .await
-    {
-        Ok(ack) => {
-            if ack.rejected > 0 {
-                tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "jaeger gRPC spans rejected");
-            }
-            Ok(tonic::Response::new(PostSpansResponse {}))
-        }
-        Err(SubmitError::Refused(why, secs)) => Err(status_with_details(
-            Code::ResourceExhausted,
-            code::RESOURCE_EXHAUSTED,
-            format!("{why}; retry later"),
-            Some(secs),
-        )),
-        Err(SubmitError::Unavailable(m)) => {
-            Err(Status::unavailable(format!("collector unavailable: {m}")))
-        }
+    let ack = decode_and_submit(&ing, Source::JaegerGrpc, RecordFormat::JaegerProto, req).await?;
+    if ack.rejected > 0 {
+        tracing::debug!(rejected = ack.rejected, message = %ack.error_message, "jaeger gRPC spans rejected");
     }
+    Ok(tonic::Response::new(PostSpansResponse {}))
 }
 
 impl tonic::server::UnaryService<Bytes> for PostSpansSvc {

@@ -400,12 +400,7 @@ fn convert(i: usize, js: JSpan, res: &(CompactString, Vec<KeyValue>)) -> Result<
 
 /// Maps a decoded batch to validated spans (limits applied).
 pub fn to_spans(batch: JBatch, limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
-    if batch.spans.len() > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count: batch.spans.len(),
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(batch.spans.len(), limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(batch.spans.len()),
         ..Decoded::default()

@@ -115,12 +115,7 @@ pub fn decode_post_spans(body: &[u8], limits: &LimitsConfig) -> Result<JBatch, D
         DecodeError::Malformed(format!("invalid Jaeger protobuf PostSpansRequest: {e}"))
     })?;
     let batch = req.batch.unwrap_or_default();
-    if batch.spans.len() > limits.max_spans_per_request {
-        return Err(DecodeError::TooManySpans {
-            count: batch.spans.len(),
-            limit: limits.max_spans_per_request,
-        });
-    }
+    DecodeError::check_span_count(batch.spans.len(), limits)?;
     Ok(JBatch {
         process: batch.process.map(process),
         spans: batch.spans.into_iter().map(span).collect(),

@@ -29,13 +29,12 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use prost::bytes::Buf;
-use prost::encoding::{decode_key, decode_varint, WireType};
+use prost::encoding::{decode_varint, WireType};
 
 pub use super::wire_request::{reslice, WireRequest, WireSpan};
 use super::{
     at, bytes_field, entity_ref, fixed32_field, fixed64_field, instrumentation_scope, key_value_at,
-    message, skip_field, span, status, str_field, varint_field, R, RECURSION_LIMIT, SPAN_FIELDS,
+    message, skip_field, span, status, str_field, varint_field, R, SPAN_FIELDS,
 };
 use crate::receiver::convert::{
     convert_ids, DecodeError as RequestError, Decoded, MAX_TIMESTAMP_NS,
@@ -79,31 +78,8 @@ pub fn scan(body: Bytes, limits: &LimitsConfig) -> Result<Decoded, RequestError>
         scope_fields: Vec::new(),
         spans: Vec::new(),
     };
-    let mut buf: &[u8] = &body;
-    let ctx = RECURSION_LIMIT;
-    let parsed: R<()> = (|| {
-        while buf.has_remaining() {
-            let (tag, wt) = decode_key(&mut buf)?;
-            match tag {
-                1 => s
-                    .resource_spans(wt, &mut buf, ctx)
-                    .map_err(|e| at(e, "ExportTraceServiceRequest", "resource_spans"))?,
-                _ => skip_field(wt, tag, &mut buf, ctx)?,
-            }
-        }
-        Ok(())
-    })();
-    parsed.map_err(|e| {
-        RequestError::Malformed(format!(
-            "invalid OTLP protobuf ExportTraceServiceRequest: {e}"
-        ))
-    })?;
-    if s.count > limits.max_spans_per_request {
-        return Err(RequestError::TooManySpans {
-            count: s.count,
-            limit: limits.max_spans_per_request,
-        });
-    }
+    super::walk_request(&body, |wt, buf, ctx| s.resource_spans(wt, buf, ctx))?;
+    RequestError::check_span_count(s.count, limits)?;
     let Scanner {
         mut out,
         groups,

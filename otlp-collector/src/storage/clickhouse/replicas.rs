@@ -216,13 +216,7 @@ impl ClickHouseStore {
             .map_err(map_err)?;
         for (version, description, _) in MIGRATIONS {
             if !applied.contains(version) {
-                node.client
-                    .query("INSERT INTO ft_schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
-                    .bind(version)
-                    .bind(*description)
-                    .execute()
-                    .await
-                    .map_err(map_err)?;
+                super::schema::record_migration(&node.client, *version, description).await?;
                 tracing::info!(version, server = %node.url, "clickhouse schema migration applied");
             }
         }

@@ -96,6 +96,22 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     ),
 ];
 
+/// Notes `version` as applied in `ft_schema_migrations` (on the server
+/// `client` talks to: every replica keeps its own record).
+pub(super) async fn record_migration(
+    client: &Client,
+    version: u32,
+    description: &str,
+) -> StorageResult<()> {
+    client
+        .query("INSERT INTO ft_schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
+        .bind(version)
+        .bind(description)
+        .execute()
+        .await
+        .map_err(map_err)
+}
+
 /// Tables of the schema, with the sharding key used in cluster mode.
 pub(super) const TABLES: &[(&str, &str)] = &[
     ("ft_spans", "cityHash64(trace_id)"),
@@ -177,13 +193,7 @@ impl ClickHouseStore {
                     exec(self.client(), &ddl).await?;
                 }
             }
-            self.client()
-                .query("INSERT INTO ft_schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
-                .bind(version)
-                .bind(*description)
-                .execute()
-                .await
-                .map_err(map_err)?;
+            record_migration(self.client(), *version, description).await?;
             tracing::info!(version, "clickhouse schema migration applied");
         }
         Ok(())

@@ -381,6 +381,9 @@ impl Retention for TieredStore {
     async fn evict_before(&self, cutoff_ns: u64, give_back: bool) -> StorageResult<EvictionReport> {
         self.hot.evict_before(cutoff_ns, give_back).await
     }
+    fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
+        self.hot.tier_cutoff(cutoff_ns)
+    }
     async fn export_before(
         &self,
         cutoff_ns: u64,

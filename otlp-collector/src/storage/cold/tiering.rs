@@ -53,7 +53,9 @@ pub async fn run_once(
     now_ns: u64,
 ) -> StorageResult<TierReport> {
     let config = cold.config().clone();
-    let cutoff = config.hot_cutoff(now_ns);
+    // Rounded down to a partition boundary where the hot store deletes
+    // whole partitions only (PostgreSQL and ClickHouse: UTC days).
+    let cutoff = hot.tier_cutoff(config.hot_cutoff(now_ns));
     let _pass = cold.pass.lock().await;
     let _fence = cold.fence.raise(cutoff).await;
     let mut report = copy_before(hot, cold, cutoff).await?;
@@ -198,6 +200,12 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // A database sink still connecting at start: not a failed
+                // pass (the next tick tries again).
+                if let Err(why) = hot.ready() {
+                    tracing::debug!(reason = %why, "tiering pass skipped: the hot store is not ready");
+                    continue;
+                }
                 match run_once(hot.as_ref(), &cold, now_ns()).await {
                     Ok(r) => tracing::debug!(
                         aged = r.spans_aged,

@@ -7,7 +7,15 @@ use super::schema::{parse_partition_name, DDL_LOCK};
 use super::{from_i64, map_err, to_i64, PostgresStore};
 use crate::rollup::MINUTE_NS;
 use crate::storage::sink_common::DAY_NS;
-use crate::storage::{DiskUsage, EvictionReport, Retention, RetentionReport, StorageResult};
+use crate::storage::span_codec::decode_span;
+use crate::storage::{
+    DiskUsage, EvictionReport, ExportCursor, ExportPage, Retention, RetentionReport, StorageError,
+    StorageResult,
+};
+
+/// The slice id of the default partition in an [`ExportCursor`] (day
+/// partitions use their day number).
+const DEFAULT_SLICE: i64 = -1;
 
 #[async_trait]
 impl Retention for PostgresStore {
@@ -108,7 +116,104 @@ impl Retention for PostgresStore {
     /// with the end of the last of those days as the cutoff (which also
     /// deletes what older spans the default partition holds). A dropped
     /// partition's space goes back to the file system at once.
-    async fn evict_oldest(&self, bytes: u64, _give_back: bool) -> StorageResult<EvictionReport> {
+    async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
+        match self.eviction_cutoff(bytes, give_back).await? {
+            Some(cutoff) => self.evict_before(cutoff, give_back).await,
+            None => Ok(EvictionReport::default()),
+        }
+    }
+
+    async fn evict_before(
+        &self,
+        cutoff_ns: u64,
+        _give_back: bool,
+    ) -> StorageResult<EvictionReport> {
+        let report = self.apply_retention(cutoff_ns).await?;
+        Ok(EvictionReport {
+            spans_deleted: report.spans_deleted,
+            rollups_deleted: report.rollups_deleted,
+            cutoff_ns,
+        })
+    }
+
+    /// Partitions are UTC days: a pass moves whole days, which its delete
+    /// then drops (no row deletes, no dead tuples to vacuum).
+    fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
+        cutoff_ns / DAY_NS * DAY_NS
+    }
+
+    /// The default partition first (timestamps far outside the partition
+    /// window, mostly old ones), then each day partition that starts
+    /// before the cutoff, oldest first; within one, along its primary key
+    /// `(trace_id, span_id, start_ns)`, so that each page continues the
+    /// index scan where the last one stopped: no sort, and no time index
+    /// needed. A page fills up from the next slices when one runs out.
+    async fn export_before(
+        &self,
+        cutoff_ns: u64,
+        after: Option<ExportCursor>,
+        limit: usize,
+    ) -> StorageResult<ExportPage> {
+        let limit = limit.max(1);
+        let cutoff = to_i64(cutoff_ns);
+        let mut slices: Vec<(i64, String)> = vec![(DEFAULT_SLICE, "ft_spans_default".into())];
+        slices.extend(
+            self.list_partitions()
+                .await?
+                .into_iter()
+                .filter(|(day, _)| day.saturating_mul(DAY_NS as i64) < cutoff),
+        );
+        let mut at = after;
+        let mut page = ExportPage::default();
+        let conn = self.pool.get().await?;
+        for (slice, table) in slices {
+            if at.is_some_and(|c| slice < c.row) {
+                continue;
+            }
+            // Continue inside the cursor's slice; a later slice from its start.
+            let (t, s, st) = match at
+                .filter(|c| c.row == slice)
+                .and_then(|c| c.key.map(|k| (k, c.start_ns)))
+            {
+                Some(((t, s), st)) => (t.to_vec(), s.to_vec(), to_i64(st)),
+                None => (Vec::new(), Vec::new(), i64::MIN),
+            };
+            let want = (limit - page.spans.len()) as i64;
+            // `table` comes from the catalog (`ft_spans_YYYYMMDD`) or is the
+            // default partition's fixed name.
+            let rows = conn
+                .client
+                .query(
+                    &format!(
+                        "SELECT trace_id, span_id, start_ns, payload FROM {table} \
+                         WHERE start_ns < $1 AND (trace_id, span_id, start_ns) > ($2, $3, $4) \
+                         ORDER BY trace_id, span_id, start_ns LIMIT $5"
+                    ),
+                    &[&cutoff, &t, &s, &st, &want],
+                )
+                .await
+                .map_err(map_err)?;
+            for r in &rows {
+                page.spans.push(decode_span(r.get::<_, &[u8]>(3))?);
+                let key = (id_bytes(r.get(0))?, id_bytes(r.get(1))?);
+                at = Some(ExportCursor {
+                    start_ns: from_i64(r.get(2)),
+                    row: slice,
+                    slice: 0,
+                    key: Some(key),
+                });
+            }
+            if page.spans.len() >= limit {
+                page.next = at;
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+
+    /// The end of the last of the oldest day partitions whose sizes add up
+    /// to `bytes` (at least one); `None` when there is no day partition.
+    async fn eviction_cutoff(&self, bytes: u64, _give_back: bool) -> StorageResult<Option<u64>> {
         let conn = self.pool.get().await?;
         let rows = conn
             .client
@@ -137,15 +242,12 @@ impl Retention for PostgresStore {
             freed = freed.saturating_add(size);
             last = Some(day);
         }
-        let Some(day) = last else {
-            return Ok(EvictionReport::default());
-        };
-        let cutoff = from_i64(day.saturating_add(1)).saturating_mul(DAY_NS);
-        let report = self.apply_retention(cutoff).await?;
-        Ok(EvictionReport {
-            spans_deleted: report.spans_deleted,
-            rollups_deleted: report.rollups_deleted,
-            cutoff_ns: cutoff,
-        })
+        Ok(last.map(|day| from_i64(day.saturating_add(1)).saturating_mul(DAY_NS)))
     }
+}
+
+/// A stored id column as a fixed-size id.
+fn id_bytes<const N: usize>(v: &[u8]) -> StorageResult<[u8; N]> {
+    v.try_into()
+        .map_err(|_| StorageError::Backend(format!("stored id of {} bytes, expected {N}", v.len())))
 }

@@ -54,6 +54,7 @@ fn export_before_tx(
         last = Some(ExportCursor {
             start_ns: start.max(0) as u64,
             row: id,
+            ..ExportCursor::default()
         });
     }
     if page.spans.len() >= limit.max(1) {

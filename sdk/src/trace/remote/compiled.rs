@@ -187,6 +187,10 @@ pub(crate) fn coarse_now_ns() -> u64 {
 pub(crate) struct Operation {
     pub(crate) probability: Probability,
     pub(crate) lower_bound: LowerBound,
+    /// A lower bound is set and the probability is below 1: the decision
+    /// needs the clock and the bound (computed once, when the strategy is
+    /// compiled, instead of two comparisons per span).
+    bounded: bool,
 }
 
 impl Operation {
@@ -195,6 +199,18 @@ impl Operation {
     #[inline]
     fn quick_drop(&self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
         !self.lower_bound.is_set() && self.probability.quick_drop(parent, trace_id)
+    }
+
+    /// An operation with probability `p` and a lower bound of `bound` per
+    /// second continuing `previous`'s counts (see [`LowerBound::continuing`]).
+    pub(crate) fn new(p: f64, bound: f64, previous: Option<&LowerBound>) -> Self {
+        let probability = Probability::new(p);
+        let lower_bound = LowerBound::continuing(bound, previous);
+        Operation {
+            bounded: lower_bound.is_set() && probability.probability < 1.0,
+            probability,
+            lower_bound,
+        }
     }
 
     /// [`Compiled::decide`] for this operation.
@@ -206,7 +222,7 @@ impl Operation {
     ) -> (bool, Option<TraceState>) {
         // The clock is read only when a lower bound is configured and the
         // operation's own probability is below 1.
-        if self.lower_bound.is_set() && self.probability.probability < 1.0 {
+        if self.bounded {
             return self.decide_at(parent, trace_id, coarse_now_ns());
         }
         self.probability.decide(parent, trace_id)
@@ -237,6 +253,48 @@ impl Operation {
 /// Span names longer than this are not remembered by [`Current`] (looked up each time).
 const MEMO_MAX_NAME: usize = 128;
 
+/// `a == b` for span names, in line and without a `memcmp` call: the
+/// remembered name is compared for every span, and names are short, where
+/// the call costs more than the comparison. Equal lengths are compared with
+/// two (overlapping) loads of the largest width that fits, from the front
+/// and from the back, plus whole words in between for longer names.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    #[inline(always)]
+    fn w8(s: &[u8], i: usize) -> u64 {
+        u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]))
+    }
+    #[inline(always)]
+    fn w4(s: &[u8], i: usize) -> u32 {
+        u32::from_ne_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]))
+    }
+    #[inline(always)]
+    fn w2(s: &[u8], i: usize) -> u16 {
+        u16::from_ne_bytes(s[i..i + 2].try_into().unwrap_or([0; 2]))
+    }
+    match n {
+        0 => true,
+        1 => a[0] == b[0],
+        2..=3 => w2(a, 0) == w2(b, 0) && w2(a, n - 2) == w2(b, n - 2),
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if w8(a, i) != w8(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            w8(a, n - 8) == w8(b, n - 8)
+        }
+    }
+}
+
 /// The strategy in force as one thread sees it, with a memo of the last span
 /// name looked up in a per-operation strategy and the operation found. Spans
 /// of one thread mostly repeat a name (a handler's spans, a loop's), and a
@@ -261,8 +319,28 @@ impl Current {
     }
 
     /// The operation deciding spans named `name`; `None` unless per-operation.
-    #[inline]
+    /// The memo is checked first: it is only ever set for a per-operation
+    /// strategy, so a hit needs neither the strategy's kind nor the map.
+    /// Always inlined: the hit is a few instructions, and as a call it made
+    /// the quick drop of an unsampled root span slower despite fewer
+    /// instructions.
+    #[inline(always)]
     fn operation(&mut self, name: &str) -> Option<&Operation> {
+        if let Some(op) = self.memo_op {
+            if same_name(&self.memo_name, name) {
+                // SAFETY: `memo_op` was taken from `self.compiled`, which is
+                // immutable and still held (it is reset when replaced).
+                return Some(unsafe { op.as_ref() });
+            }
+        }
+        self.operation_miss(name)
+    }
+
+    /// [`operation`](Self::operation) past the memo: the map look-up, and
+    /// the memo updated. Out of line, so the hit stays small enough to
+    /// inline into both questions of the tracer.
+    #[inline(never)]
+    fn operation_miss(&mut self, name: &str) -> Option<&Operation> {
         let Compiled::PerOperation {
             default,
             operations,
@@ -271,13 +349,6 @@ impl Current {
         else {
             return None;
         };
-        if let Some(op) = self.memo_op {
-            if self.memo_name == name {
-                // SAFETY: `memo_op` was taken from `self.compiled`, which is
-                // immutable and still held (it is reset when replaced).
-                return Some(unsafe { op.as_ref() });
-            }
-        }
         let op = lookup(default, operations, unlisted, name);
         if name.len() <= MEMO_MAX_NAME {
             self.memo_name.clear();
@@ -303,18 +374,19 @@ impl Current {
         }
     }
 
-    /// [`Compiled::decide`] through the memo.
+    /// [`Compiled::decide`] through the memo; `None` before the first
+    /// strategy (the initial sampler decides).
     #[inline]
     pub(crate) fn decide(
         &mut self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,
         name: &str,
-    ) -> Result<(bool, Option<TraceState>), &Sampler> {
+    ) -> Option<(bool, Option<TraceState>)> {
         if let Some(op) = self.operation(name) {
-            return Ok(op.decide(parent, trace_id));
+            return Some(op.decide(parent, trace_id));
         }
-        self.compiled.decide(parent, trace_id, name)
+        self.compiled.decide(parent, trace_id, name).ok()
     }
 }
 
@@ -393,9 +465,8 @@ impl Compiled {
                     }),
                     _ => None,
                 };
-                let op = |prob: f64, prev: Option<&LowerBound>| Operation {
-                    probability: Probability::new(prob),
-                    lower_bound: LowerBound::continuing(p.default_lower_bound_per_second, prev),
+                let op = |prob: f64, prev: Option<&LowerBound>| {
+                    Operation::new(prob, p.default_lower_bound_per_second, prev)
                 };
                 let default = op(p.default_probability, None);
                 let unlisted = if default.lower_bound.is_set() {
@@ -529,6 +600,31 @@ mod tests {
         assert!(!cur.decide(None, t, "keep").unwrap().0);
     }
 
+    #[test]
+    fn same_name_is_string_equality() {
+        let names = [
+            "",
+            "a",
+            "b",
+            "keep",
+            "kept",
+            "GET /api",
+            "GET /apj",
+            "GET /api/orders/{id}",
+            "GET /api/orders/{ie}",
+            "GET /api/orders/{id}x",
+            "12345678",
+            "12345679",
+            "123456781234567",
+            "123456781234568",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
     /// The lower bound keeps a quiet operation's traces with probabilities
     /// that are recorded: the operation served 0.001 gets about the lower
     /// bound's traces per second (or all of them when it is quieter than
@@ -549,10 +645,7 @@ mod tests {
             (0.1, 0.5, 200.0, 60.0, 20.0),   // the probability keeps more: the bound is idle
         ];
         for (p, lb, rate, secs, per_sec) in cases {
-            let op = Operation {
-                probability: Probability::new(p),
-                lower_bound: LowerBound::new(lb),
-            };
+            let op = Operation::new(p, lb, None);
             let n = (rate * secs) as u64;
             let t0 = 1_000_000.0 * S;
             let (mut kept, mut estimate, mut variance) = (0u64, 0.0f64, 0.0f64);

@@ -226,7 +226,7 @@ impl RemoteSampler {
         // Only the small (decision, trace state) pair crosses the per-thread
         // cache's closure; the initial sampler (before the first strategy)
         // decides outside it.
-        let decided = self.with_current(|c| c.decide(parent, trace_id, name).ok());
+        let decided = self.with_current(|c| c.decide(parent, trace_id, name));
         match decided {
             Some((sampled, trace_state)) => SamplingResult {
                 decision: if sampled {
@@ -237,26 +237,38 @@ impl RemoteSampler {
                 attributes: Vec::new(),
                 trace_state,
             },
-            None => {
-                let current = self.handle.shared.current.lock().clone();
-                match &*current {
-                    Compiled::Initial(initial) => {
-                        initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
-                    }
-                    // A strategy arrived in between: decide with it.
-                    c => {
-                        let (sampled, trace_state) =
-                            c.decide(parent, trace_id, name).unwrap_or((false, None));
-                        SamplingResult {
-                            decision: if sampled {
-                                SamplingDecision::RecordAndSample
-                            } else {
-                                SamplingDecision::Drop
-                            },
-                            attributes: Vec::new(),
-                            trace_state,
-                        }
-                    }
+            None => self.decide_initial(parent, trace_id, name),
+        }
+    }
+
+    /// [`decide`](Self::decide) before the first strategy: the initial
+    /// sampler's decision. Out of line, so the common path keeps a small
+    /// frame.
+    #[cold]
+    #[inline(never)]
+    fn decide_initial(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> SamplingResult {
+        let current = self.handle.shared.current.lock().clone();
+        match &*current {
+            Compiled::Initial(initial) => {
+                initial.decide(parent, trace_id, name, SpanKind::Internal, &[], &[])
+            }
+            // A strategy arrived in between: decide with it.
+            c => {
+                let (sampled, trace_state) =
+                    c.decide(parent, trace_id, name).unwrap_or((false, None));
+                SamplingResult {
+                    decision: if sampled {
+                        SamplingDecision::RecordAndSample
+                    } else {
+                        SamplingDecision::Drop
+                    },
+                    attributes: Vec::new(),
+                    trace_state,
                 }
             }
         }
@@ -268,33 +280,35 @@ impl RemoteSampler {
     /// and no shared counter is touched.
     #[inline]
     fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
-        let shared = &self.handle.shared;
+        let shared = &*self.handle.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let cached = CACHE.try_with(|cache| {
             // Re-entrance (a diagnostics hook or custom initial sampler
             // starting a span) finds the cache borrowed: slow path below.
             let mut cache = cache.try_borrow_mut().ok()?;
-            let i = match cache.iter().position(|e| e.id == shared.id) {
-                Some(i) if cache[i].generation == generation => i,
-                Some(i) => {
-                    cache[i] = CacheEntry::new(shared, generation);
-                    i
-                }
-                None => {
-                    if cache.len() == CACHE_ENTRIES {
-                        cache.remove(0);
-                    }
-                    cache.push(CacheEntry::new(shared, generation));
-                    cache.len() - 1
-                }
-            };
-            Some(f(&mut cache[i].current))
+            // A process normally has one sampler: its entry is the first.
+            let hit = cache
+                .first()
+                .is_some_and(|e| e.id == shared.id && e.generation == generation);
+            if !hit {
+                CacheEntry::move_to_front(&mut cache, shared, generation);
+            }
+            Some(f(&mut cache.first_mut()?.current))
         });
         match cached {
             Ok(Some(v)) => v,
-            _ => f(&mut Current::new(shared.current.lock().clone())),
+            _ => uncached(shared, f),
         }
     }
+}
+
+/// [`RemoteSampler::with_current`] without the per-thread cache (re-entered,
+/// or the thread is exiting): the strategy is read under the lock. Out of
+/// line, so the closure is not inlined twice into the hot path.
+#[cold]
+#[inline(never)]
+fn uncached<T>(shared: &Shared, f: impl Fn(&mut Current) -> T) -> T {
+    f(&mut Current::new(shared.current.lock().clone()))
 }
 
 /// Samplers cached per thread (a process normally has one).
@@ -307,6 +321,29 @@ struct CacheEntry {
 }
 
 impl CacheEntry {
+    /// Puts the entry of `shared` at `generation` first: refreshed if its
+    /// generation is older, added (dropping the last entry when full) if
+    /// missing. Out of line: it runs after a strategy change, or when a
+    /// thread alternates between samplers.
+    #[cold]
+    #[inline(never)]
+    fn move_to_front(cache: &mut Vec<CacheEntry>, shared: &Shared, generation: u64) {
+        match cache.iter().position(|e| e.id == shared.id) {
+            Some(i) => {
+                if cache[i].generation != generation {
+                    cache[i] = CacheEntry::new(shared, generation);
+                }
+                cache.swap(0, i);
+            }
+            None => {
+                if cache.len() == CACHE_ENTRIES {
+                    cache.pop();
+                }
+                cache.insert(0, CacheEntry::new(shared, generation));
+            }
+        }
+    }
+
     fn new(shared: &Shared, generation: u64) -> Self {
         CacheEntry {
             id: shared.id,
@@ -447,6 +484,46 @@ mod tests {
             .build_or_report();
         s.handle.shared.install(Compiled::from_response(&response));
         s
+    }
+
+    fn per_op(keep: f64) -> StrategyResponse {
+        StrategyResponse::PerOperation(PerOperation {
+            default_probability: 0.0,
+            default_lower_bound_per_second: 0.0,
+            operations: vec![crate::trace::remote::strategy::OperationStrategy {
+                operation: "op".into(),
+                probability: keep,
+            }],
+            operations_dropped: 0,
+        })
+    }
+
+    /// One thread alternating between more samplers than its cache holds,
+    /// with strategies changing in between: every answer is the one of the
+    /// sampler asked, with its current strategy.
+    #[test]
+    fn the_per_thread_cache_follows_samplers_and_strategy_changes() {
+        let samplers: Vec<RemoteSampler> = (0..CACHE_ENTRIES + 2)
+            .map(|i| sampler_with(per_op((i % 2) as f64)))
+            .collect();
+        let t = crate::ids::new_trace_id();
+        for round in 0..4 {
+            for (i, s) in samplers.iter().enumerate() {
+                // Strategies flip every other round.
+                let keep = (i + round / 2) % 2 == 1;
+                assert_eq!(s.quick_drop(None, t, "op").is_some(), !keep, "{i} {round}");
+                let sampled = s.decide(None, t, "op").decision == SamplingDecision::RecordAndSample;
+                assert_eq!(sampled, keep, "{i} {round}");
+            }
+            if round == 1 {
+                for (i, s) in samplers.iter().enumerate() {
+                    s.handle
+                        .shared
+                        .install(Compiled::from_response(&per_op(((i + 1) % 2) as f64)));
+                }
+            }
+        }
+        CACHE.with(|c| assert!(c.borrow().len() <= CACHE_ENTRIES));
     }
 
     /// With a lower bound every span is counted once, through the tracer's

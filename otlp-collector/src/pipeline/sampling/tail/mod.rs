@@ -249,15 +249,7 @@ impl<T> TailSampler<T> {
                 break;
             }
             self.order.pop_front();
-            if self
-                .traces
-                .get(&id)
-                .is_some_and(|b| b.generation == generation)
-            {
-                if let Some(d) = self.decide(id, now) {
-                    out.push(d);
-                }
-            }
+            self.decide_if_current(id, generation, now, &mut out);
         }
         out
     }
@@ -266,17 +258,30 @@ impl<T> TailSampler<T> {
     pub fn flush_all(&mut self, now: Instant) -> Vec<Decided<T>> {
         let mut out = Vec::new();
         while let Some((id, generation, _)) = self.order.pop_front() {
-            if self
-                .traces
-                .get(&id)
-                .is_some_and(|b| b.generation == generation)
-            {
-                if let Some(d) = self.decide(id, now) {
-                    out.push(d);
-                }
-            }
+            self.decide_if_current(id, generation, now, &mut out);
         }
         out
+    }
+
+    /// Decides `id` if the order entry (`generation`) is still the trace's
+    /// current one; an older entry is left over from a trace decided and
+    /// seen again since.
+    fn decide_if_current(
+        &mut self,
+        id: TraceId,
+        generation: u64,
+        now: Instant,
+        out: &mut Vec<Decided<T>>,
+    ) {
+        if self
+            .traces
+            .get(&id)
+            .is_some_and(|b| b.generation == generation)
+        {
+            if let Some(d) = self.decide(id, now) {
+                out.push(d);
+            }
+        }
     }
 
     fn decide(&mut self, id: TraceId, now: Instant) -> Option<Decided<T>> {

@@ -1,12 +1,9 @@
-//! `[connections]` (what every listener allows one client connection) and
-//! `[query]` (who may address the query listener). Kept apart from the rest
-//! of the configuration because they concern the network edge only.
+//! `[connections]`: what every listener allows one client connection.
+//! Owned by the listener that enforces it; `config` re-exports it.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use super::ConfigError;
 
 /// Per-connection limits, the same for every listener (OTLP/gRPC, OTLP/HTTP,
 /// Zipkin, query). A connection that breaks one is closed and counted in
@@ -67,7 +64,7 @@ impl Default for ConnectionsConfig {
 
 impl ConnectionsConfig {
     /// Checks the values that would make a listener unusable.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("connections.max_per_listener", self.max_per_listener as u64),
             (
@@ -98,7 +95,7 @@ impl ConnectionsConfig {
         ];
         for (key, v) in positive {
             if v == 0 {
-                return Err(ConfigError::Invalid(format!("{key} must be above 0")));
+                return Err(format!("{key} must be above 0"));
             }
         }
         Ok(())
@@ -108,16 +105,4 @@ impl ConnectionsConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
-}
-
-/// The query listener (`server.http_addr`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueryConfig {
-    /// Host names (without port) that requests to the query API and UI may
-    /// carry in `Host` / `:authority`, besides `localhost`, IP addresses and
-    /// the listen address: the names a browser or a proxy uses to reach the
-    /// collector. Any other name gets 421, which stops DNS-rebinding pages.
-    /// `"*"` accepts every name.
-    pub allowed_hosts: Vec<String>,
 }
