@@ -65,7 +65,10 @@ fn spans(traces: usize, t0: u64, trace_state: &str) -> Vec<Span> {
             let dur = 1_000 + rng.next() % 50_000_000;
             let attributes = vec![
                 KeyValue::new("http.request.method", AttrValue::Str("GET".into())),
-                KeyValue::new("http.route", AttrValue::Str(format!("/api/v1/op{op}"))),
+                KeyValue::new(
+                    "http.route",
+                    AttrValue::Str(compact_str::format_compact!("/api/v1/op{op}")),
+                ),
                 KeyValue::new("http.response.status_code", AttrValue::Int(200)),
                 KeyValue::new("url.scheme", AttrValue::Str("https".into())),
                 KeyValue::new("server.port", AttrValue::Int(8080)),
@@ -81,7 +84,10 @@ fn spans(traces: usize, t0: u64, trace_state: &str) -> Vec<Span> {
                 parent_span_id: parent,
                 trace_state: trace_state.to_string(),
                 flags: 1,
-                name: format!("{} /api/v1/op{op}", if i % 2 == 0 { "GET" } else { "call" }),
+                name: compact_str::format_compact!(
+                    "{} /api/v1/op{op}",
+                    if i % 2 == 0 { "GET" } else { "call" }
+                ),
                 kind,
                 start_ns: start + i as u64 * 1_000,
                 end_ns: start + i as u64 * 1_000 + dur,
@@ -97,10 +103,10 @@ fn spans(traces: usize, t0: u64, trace_state: &str) -> Vec<Span> {
                     StatusCode::Unset
                 },
                 status_message: String::new(),
-                service_name: services[svc].clone(),
+                service_name: services[svc].as_str().into(),
                 resource_attributes: vec![],
-                scope_name: String::new(),
-                scope_version: String::new(),
+                scope_name: Default::default(),
+                scope_version: Default::default(),
             });
         }
         if t % 2 == 0 {

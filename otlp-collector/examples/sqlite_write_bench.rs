@@ -35,7 +35,7 @@ impl Rng {
 }
 
 fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
-    let s = |v: &str| AttrValue::Str(v.to_string());
+    let s = |v: &str| AttrValue::Str(v.into());
     let mut span_id = [0u8; 8];
     span_id.copy_from_slice(&rng.next().to_be_bytes());
     Span {
@@ -44,7 +44,7 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
         parent_span_id: (!i.is_multiple_of(10)).then(|| rng.next().to_be_bytes()),
         trace_state: String::new(),
         flags: 1,
-        name: format!("GET /api/items/{}", i % 16),
+        name: compact_str::format_compact!("GET /api/items/{}", i % 16),
         kind: if i.is_multiple_of(10) {
             SpanKind::Server
         } else {
@@ -58,7 +58,10 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
             KeyValue::new("http.response.status_code", AttrValue::Int(200)),
             KeyValue::new(
                 "url.path",
-                AttrValue::Str(format!("/api/items/{}", rng.next() % 100_000)),
+                AttrValue::Str(compact_str::format_compact!(
+                    "/api/items/{}",
+                    rng.next() % 100_000
+                )),
             ),
             KeyValue::new("server.address", s("items.internal")),
             KeyValue::new("server.port", AttrValue::Int(8080)),
@@ -74,7 +77,7 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
                 name: "cache.lookup".into(),
                 attributes: vec![KeyValue::new(
                     "cache.key",
-                    AttrValue::Str(format!("item:{i}")),
+                    AttrValue::Str(compact_str::format_compact!("item:{i}")),
                 )],
                 dropped_attributes_count: 0,
             }]
@@ -90,11 +93,11 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
             StatusCode::Unset
         },
         status_message: String::new(),
-        service_name: format!("bench-svc-{}", (i / 10) % 4),
+        service_name: compact_str::format_compact!("bench-svc-{}", (i / 10) % 4),
         resource_attributes: vec![
             KeyValue::new(
                 "service.name",
-                AttrValue::Str(format!("bench-svc-{}", (i / 10) % 4)),
+                AttrValue::Str(compact_str::format_compact!("bench-svc-{}", (i / 10) % 4)),
             ),
             KeyValue::new("host.name", s("bench")),
         ],

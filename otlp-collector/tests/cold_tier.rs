@@ -69,7 +69,7 @@ fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
                 name: if root {
                     "GET /orders".into()
                 } else {
-                    format!("query {i}")
+                    compact_str::format_compact!("query {i}")
                 },
                 kind: if root {
                     SpanKind::Server

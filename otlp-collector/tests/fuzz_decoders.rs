@@ -282,7 +282,7 @@ fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
     fn any(v: &AttrValue) -> AnyValue {
         let value = match v {
             AttrValue::Empty => return AnyValue { value: None },
-            AttrValue::Str(s) => V::StringValue(s.clone()),
+            AttrValue::Str(s) => V::StringValue(s.to_string()),
             AttrValue::Bool(b) => V::BoolValue(*b),
             AttrValue::Int(i) => V::IntValue(*i),
             AttrValue::Double(d) => V::DoubleValue(*d),
@@ -296,7 +296,7 @@ fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
     }
     fn kv(kvs: &[KeyValue]) -> Vec<PKeyValue> {
         kvs.iter()
-            .map(|k| pkv(k.key.clone(), Some(any(&k.value))))
+            .map(|k| pkv(k.key.to_string(), Some(any(&k.value))))
             .collect()
     }
     let resource_spans = spans
@@ -309,8 +309,8 @@ fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
             }),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
-                    name: s.scope_name.clone(),
-                    version: s.scope_version.clone(),
+                    name: s.scope_name.to_string(),
+                    version: s.scope_version.to_string(),
                     ..Default::default()
                 }),
                 spans: vec![PSpan {
@@ -319,7 +319,7 @@ fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
                     trace_state: s.trace_state.clone(),
                     parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
                     flags: s.flags,
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     kind: s.kind as i32,
                     start_time_unix_nano: s.start_ns,
                     end_time_unix_nano: s.end_ns,
@@ -330,7 +330,7 @@ fn to_otlp(spans: &[Span]) -> ExportTraceServiceRequest {
                         .iter()
                         .map(|e| PEvent {
                             time_unix_nano: e.time_ns,
-                            name: e.name.clone(),
+                            name: e.name.to_string(),
                             attributes: kv(&e.attributes),
                             dropped_attributes_count: e.dropped_attributes_count,
                         })
@@ -1293,7 +1293,7 @@ fn to_zipkin(spans: &[Span]) -> Vec<u8> {
             for kv in attrs {
                 match &kv.value {
                     AttrValue::Str(v) => {
-                        tags.insert(kv.key.clone(), json!(v));
+                        tags.insert(kv.key.to_string(), json!(v));
                     }
                     other => panic!("the Zipkin decoder made a non-string tag: {other:?}"),
                 }
@@ -1894,7 +1894,7 @@ fn attr_text(v: &AttrValue) -> String {
             // Quoted when bare text would read as another type (or lose its
             // surrounding quotes or spaces).
             if infer_value(s.trim()) == AttrValue::Str(s.clone()) && s.trim() == s {
-                s.clone()
+                s.to_string()
             } else {
                 format!("\"{s}\"")
             }

@@ -114,7 +114,7 @@ fn hex_bytes<const N: usize>(s: &str) -> [u8; N] {
 
 fn json_to_attr(v: &Value) -> AttrValue {
     match v {
-        Value::String(s) => AttrValue::Str(s.clone()),
+        Value::String(s) => AttrValue::Str(s.as_str().into()),
         Value::Bool(b) => AttrValue::Bool(*b),
         Value::Number(n) if n.is_i64() => AttrValue::Int(n.as_i64().unwrap()),
         Value::Number(n) => AttrValue::Double(n.as_f64().unwrap()),
@@ -129,7 +129,7 @@ fn assert_attrs(stored: &[KeyValue], expected: &Value, what: &str) {
     for (k, v) in exp {
         let got = stored
             .iter()
-            .find(|kv| &kv.key == k)
+            .find(|kv| kv.key == *k)
             .unwrap_or_else(|| panic!("{what}: {k} missing"));
         assert_eq!(got.value, json_to_attr(v), "{what}: attribute {k}");
     }

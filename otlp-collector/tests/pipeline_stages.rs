@@ -38,7 +38,7 @@ fn trace(i: u32, t0: u64) -> Vec<Span> {
     );
     root.attributes.push(KeyValue::new(
         "user.email",
-        AttrValue::Str(format!("user{}@example.com", i % 7)),
+        AttrValue::Str(compact_str::format_compact!("user{}@example.com", i % 7)),
     ));
     let mut call = span(t, 1, Some(0), "shop-web", "call cart", start + MS, 60 * MS);
     call.kind = SpanKind::Client;
@@ -244,7 +244,7 @@ async fn stages_chain_into_sqlite() {
         operation: None,
         attributes: vec![AttrFilter {
             key: "user.email".into(),
-            value: AttrValue::Str(hashed),
+            value: AttrValue::Str(hashed.into()),
             mode: Default::default(),
         }],
         min_duration_ns: None,

@@ -147,7 +147,10 @@ async fn query_latency_bench() {
                     "http.status_code",
                     AttrValue::Int(if t % 50 == 0 { 500 } else { 200 }),
                 ),
-                KeyValue::new("customer", AttrValue::Str(format!("c{}", t % 1000))),
+                KeyValue::new(
+                    "customer",
+                    AttrValue::Str(compact_str::format_compact!("c{}", t % 1000)),
+                ),
             ];
             if t % 50 == 0 && i == per_trace - 1 {
                 s.status_code = StatusCode::Error;

@@ -92,7 +92,7 @@ async fn large_batches_arrive_whole() {
                 );
                 s.attributes.push(KeyValue::new(
                     "blob",
-                    AttrValue::Str(format!("{i:04}").repeat(250)),
+                    AttrValue::Str(compact_str::format_compact!("{i:04}").repeat(250)),
                 ));
                 s.attributes
                     .push(KeyValue::new("n", AttrValue::Int(i as i64)));

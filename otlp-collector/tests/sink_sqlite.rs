@@ -268,8 +268,8 @@ fn write_layout_1(path: &std::path::Path, spans: &[ferrotrace_collector::model::
                 &s.trace_id[..],
                 &s.span_id[..],
                 s.parent_span_id.as_ref().map(|p| &p[..]),
-                s.service_name,
-                s.name,
+                s.service_name.as_str(),
+                s.name.as_str(),
                 s.kind as i64,
                 s.start_ns as i64,
                 s.end_ns as i64,
@@ -290,7 +290,7 @@ fn write_layout_1(path: &std::path::Path, spans: &[ferrotrace_collector::model::
             tx.execute(
                 "INSERT INTO span_attributes (trace_id, span_id, idx, key, type, str_val, int_val, \
                  dbl_val) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![&s.trace_id[..], &s.span_id[..], i as i64, kv.key, ty, sv, iv, dv],
+                params![&s.trace_id[..], &s.span_id[..], i as i64, kv.key.as_str(), ty, sv, iv, dv],
             )
             .expect("layout-1 attribute");
         }
@@ -320,7 +320,10 @@ async fn layout_1_file_is_converted_at_open() {
             );
             s.attributes = vec![
                 KeyValue::new("i", AttrValue::Int(i as i64)),
-                KeyValue::new("code", AttrValue::Str(format!("{}", i % 7))),
+                KeyValue::new(
+                    "code",
+                    AttrValue::Str(compact_str::format_compact!("{}", i % 7)),
+                ),
                 KeyValue::new("ratio", AttrValue::Double(i as f64 / 4.0)),
                 KeyValue::new("hit", AttrValue::Bool(i % 3 == 0)),
             ];

@@ -69,7 +69,7 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                 parent_span_id: parent,
                 trace_state: String::new(),
                 flags: 0,
-                name: format!("GET /api/items/{}", i % 16),
+                name: compact_str::format_compact!("GET /api/items/{}", i % 16),
                 kind: if i == 0 {
                     SpanKind::Server
                 } else {
@@ -81,7 +81,10 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                     KeyValue::new("http.request.method", s("GET")),
                     KeyValue::new("http.route", s("/api/items/{id}")),
                     KeyValue::new("http.response.status_code", AttrValue::Int(200)),
-                    KeyValue::new("url.path", AttrValue::Str(format!("/api/items/{i}"))),
+                    KeyValue::new(
+                        "url.path",
+                        AttrValue::Str(compact_str::format_compact!("/api/items/{i}")),
+                    ),
                     KeyValue::new("server.address", s("items.internal")),
                     KeyValue::new("server.port", AttrValue::Int(8080)),
                     KeyValue::new("user_agent.original", s("loadgen/1.0")),
@@ -96,7 +99,7 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                         name: "cache.lookup".into(),
                         attributes: vec![KeyValue::new(
                             "cache.key",
-                            AttrValue::Str(format!("item:{i}")),
+                            AttrValue::Str(compact_str::format_compact!("item:{i}")),
                         )],
                         dropped_attributes_count: 0,
                     }]
@@ -108,9 +111,9 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                 dropped_links_count: 0,
                 status_code: StatusCode::Unset,
                 status_message: String::new(),
-                service_name: service.clone(),
+                service_name: service.as_str().into(),
                 resource_attributes: vec![
-                    KeyValue::new("service.name", AttrValue::Str(service)),
+                    KeyValue::new("service.name", AttrValue::Str(service.into())),
                     KeyValue::new("service.version", s("1.0.0")),
                     KeyValue::new("host.name", s("bench")),
                 ],

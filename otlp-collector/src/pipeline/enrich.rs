@@ -110,21 +110,21 @@ impl Enricher {
     /// Adds the configured attributes to the span's resource attributes.
     pub fn apply(&mut self, span: &mut Span) {
         // Per-service values first so they win over the common ones.
-        let svc = self.services.get(&span.service_name);
+        let svc = self.services.get(span.service_name.as_str());
         for (k, v) in svc.into_iter().flatten().chain(self.common.iter()) {
             match span.resource_attributes.iter_mut().find(|kv| kv.key == *k) {
                 Some(kv) => {
                     if self.overwrite
-                        && kv.value != AttrValue::Str(v.clone())
+                        && !matches!(&kv.value, AttrValue::Str(s) if s == v)
                         && !Self::set_this_round(svc, k, v)
                     {
-                        kv.value = AttrValue::Str(v.clone());
+                        kv.value = AttrValue::Str(v.as_str().into());
                         self.attributes_added += 1;
                     }
                 }
                 None => {
                     span.resource_attributes
-                        .push(KeyValue::new(k.clone(), AttrValue::Str(v.clone())));
+                        .push(KeyValue::new(k.as_str(), AttrValue::Str(v.as_str().into())));
                     self.attributes_added += 1;
                 }
             }
@@ -163,8 +163,8 @@ mod tests {
             status_message: String::new(),
             service_name: service.into(),
             resource_attributes: res,
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

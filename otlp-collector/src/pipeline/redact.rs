@@ -20,7 +20,7 @@ use regex::Regex;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::model::{AttrValue, KeyValue, Span};
+use crate::model::{AttrValue, CompactString, KeyValue, Span};
 
 /// Prefix of every replacement value.
 pub const REDACTED_PREFIX: &str = "redacted:";
@@ -234,7 +234,7 @@ impl Redactor {
         format!("{REDACTED_PREFIX}{}", crate::model::hex(&out))
     }
 
-    fn mask_str(&mut self, s: &mut String) {
+    fn mask_str(&mut self, s: &mut CompactString) {
         for i in 0..self.detectors.len() {
             let mut out = String::new();
             let mut last = 0;
@@ -269,7 +269,7 @@ impl Redactor {
             }
             if changed {
                 out.push_str(&s[last..]);
-                *s = out;
+                *s = out.into();
             }
         }
     }
@@ -287,23 +287,23 @@ impl Redactor {
         if !self.drop_keys.is_empty() {
             let before = kvs.len();
             let drop = &self.drop_keys;
-            kvs.retain(|kv| !drop.contains(&kv.key));
+            kvs.retain(|kv| !drop.iter().any(|k| kv.key == *k));
             self.attributes_dropped += (before - kvs.len()) as u64;
         }
         for kv in kvs.iter_mut() {
-            if self.hash_keys.contains(&kv.key) {
+            if self.hash_keys.iter().any(|k| kv.key == *k) {
                 if matches!(&kv.value, AttrValue::Str(s) if s.starts_with(REDACTED_PREFIX)) {
                     // Already redacted (e.g. a span replayed from the WAL).
                     continue;
                 }
                 let text = kv.value.to_text();
-                kv.value = AttrValue::Str(self.hash(&text));
+                kv.value = AttrValue::Str(self.hash(&text).into());
                 self.values_hashed += 1;
-            } else if self.mask_keys.contains(&kv.key) {
+            } else if self.mask_keys.iter().any(|k| kv.key == *k) {
                 if matches!(&kv.value, AttrValue::Str(s) if *s == self.mask) {
                     continue;
                 }
-                kv.value = AttrValue::Str(self.mask.clone());
+                kv.value = AttrValue::Str(self.mask.as_str().into());
                 self.values_masked += 1;
             } else if !self.detectors.is_empty() {
                 self.mask_value(&mut kv.value);
@@ -381,8 +381,8 @@ mod tests {
                 "owner.email",
                 AttrValue::Str("ops@corp.example".into()),
             )],
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 
@@ -436,7 +436,7 @@ mod tests {
             .find(|kv| kv.key == "list")
             .map(|kv| &kv.value)
         {
-            Some(AttrValue::Array(a)) => assert_eq!(a[0], AttrValue::Str(r.hash("x@y.io"))),
+            Some(AttrValue::Array(a)) => assert_eq!(a[0], AttrValue::Str(r.hash("x@y.io").into())),
             other => panic!("{other:?}"),
         }
         assert_eq!(r.attributes_dropped, 2);

@@ -87,7 +87,7 @@ fn range(r: Option<pb::TimeRange>, what: &str) -> Result<TimeRange, Status> {
 fn attr(kv: &KeyValue) -> pb::Attribute {
     use pb::attribute::Value as V;
     let value = match &kv.value {
-        AttrValue::Str(s) => V::StringValue(s.clone()),
+        AttrValue::Str(s) => V::StringValue(s.to_string()),
         AttrValue::Bool(b) => V::BoolValue(*b),
         AttrValue::Int(i) => V::IntValue(*i),
         AttrValue::Double(d) => V::DoubleValue(*d),
@@ -95,14 +95,14 @@ fn attr(kv: &KeyValue) -> pb::Attribute {
         // An empty AnyValue: the key with no value.
         AttrValue::Empty => {
             return pb::Attribute {
-                key: kv.key.clone(),
+                key: kv.key.to_string(),
                 value: None,
             }
         }
         other => V::JsonValue(other.to_text()),
     };
     pb::Attribute {
-        key: kv.key.clone(),
+        key: kv.key.to_string(),
         value: Some(value),
     }
 }
@@ -135,8 +135,8 @@ impl pb::query_service_server::QueryService for GrpcQuery {
                 parent_index: n.parent.map(|p| p as i64).unwrap_or(-1),
                 depth: n.depth,
                 subtree_end: n.subtree_end as u64,
-                name: s.name.clone(),
-                service: s.service_name.clone(),
+                name: s.name.to_string(),
+                service: s.service_name.to_string(),
                 kind: s.kind.as_str().to_string(),
                 start_ns: s.start_ns,
                 end_ns: s.end_ns,
@@ -162,7 +162,7 @@ impl pb::query_service_server::QueryService for GrpcQuery {
                     .iter()
                     .map(|e| pb::Event {
                         time_ns: e.time_ns,
-                        name: e.name.clone(),
+                        name: e.name.to_string(),
                         attributes: attrs(&e.attributes),
                     })
                     .collect(),
@@ -177,8 +177,8 @@ impl pb::query_service_server::QueryService for GrpcQuery {
                     })
                     .collect(),
                 resource: attrs(&s.resource_attributes),
-                scope_name: s.scope_name.clone(),
-                scope_version: s.scope_version.clone(),
+                scope_name: s.scope_name.to_string(),
+                scope_version: s.scope_version.to_string(),
             })
             .collect();
         Ok(Response::new(pb::GetTraceResponse {

@@ -547,7 +547,7 @@ mod tests {
             parent_span_id: parent.map(|p| [p; 8]),
             trace_state: String::new(),
             flags: 0x301,
-            name: format!("op {id}"),
+            name: compact_str::format_compact!("op {id}"),
             kind: SpanKind::Unspecified,
             start_ns: start,
             end_ns: start + 1_234_567,
@@ -564,8 +564,8 @@ mod tests {
                 KeyValue::new("service.name", AttrValue::Str(service.into())),
                 KeyValue::new("host.name", AttrValue::Str(host.into())),
             ],
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 
@@ -648,7 +648,7 @@ mod tests {
             },
             Event {
                 time_ns: t0 + 32_000,
-                name: String::new(),
+                name: Default::default(),
                 attributes: vec![],
                 dropped_attributes_count: 0,
             },

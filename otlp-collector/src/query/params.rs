@@ -293,7 +293,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// double quotes is always a string (`"200"` matches the string, not the int).
 pub fn infer_value(v: &str) -> AttrValue {
     if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-        return AttrValue::Str(v[1..v.len() - 1].to_string());
+        return AttrValue::Str(v[1..v.len() - 1].into());
     }
     match v {
         "true" => return AttrValue::Bool(true),
@@ -310,7 +310,7 @@ pub fn infer_value(v: &str) -> AttrValue {
             }
         }
     }
-    AttrValue::Str(v.to_string())
+    AttrValue::Str(v.into())
 }
 
 /// Parses one `key=value` attribute condition (the value typed by [`infer_value`]).

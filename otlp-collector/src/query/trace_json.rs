@@ -341,8 +341,8 @@ mod tests {
             status_message: String::new(),
             service_name: "svc".into(),
             resource_attributes: Vec::new(),
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         };
         let tree = TraceTree::build(vec![a], true);
         let doc = serde_json::to_value(TraceJson {

@@ -219,7 +219,7 @@ mod tests {
             parent_span_id: parent.map(|p| [0, 0, 0, 0, 0, 0, 0, p]),
             trace_state: String::new(),
             flags: 1,
-            name: format!("op{id}"),
+            name: compact_str::format_compact!("op{id}"),
             kind: SpanKind::Internal,
             start_ns: start,
             end_ns: end,
@@ -233,8 +233,8 @@ mod tests {
             status_message: String::new(),
             service_name: svc.into(),
             resource_attributes: vec![],
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

@@ -5,7 +5,9 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as PKeyValue};
 
-use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId,
+};
 use crate::receiver::limits::LimitsConfig;
 
 /// At most this many per-span problems are spelled out in a partial-success message.
@@ -233,11 +235,11 @@ pub fn from_otlp(
                 AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| "unknown_service".to_string());
+            .unwrap_or_else(|| CompactString::const_new("unknown_service"));
         for ss in rs.scope_spans {
-            let (scope_name, scope_version) = match ss.scope {
-                Some(s) => (s.name, s.version),
-                None => (String::new(), String::new()),
+            let (scope_name, scope_version): (CompactString, CompactString) = match ss.scope {
+                Some(s) => (s.name.into(), s.version.into()),
+                None => Default::default(),
             };
             for ps in ss.spans {
                 let i = index;
@@ -291,7 +293,7 @@ pub fn from_otlp(
                     parent_span_id,
                     trace_state: ps.trace_state,
                     flags: ps.flags,
-                    name: ps.name,
+                    name: ps.name.into(),
                     kind: SpanKind::from_i32(ps.kind),
                     start_ns: ps.start_time_unix_nano,
                     end_ns: ps.end_time_unix_nano,
@@ -302,7 +304,7 @@ pub fn from_otlp(
                         .into_iter()
                         .map(|e| Event {
                             time_ns: e.time_unix_nano,
-                            name: e.name,
+                            name: e.name.into(),
                             attributes: convert_attrs(e.attributes, cut),
                             dropped_attributes_count: e.dropped_attributes_count,
                         })
@@ -334,7 +336,7 @@ pub fn convert_attrs(kvs: Vec<PKeyValue>, cut: &mut u64) -> Vec<KeyValue> {
 fn convert_attrs_at(kvs: Vec<PKeyValue>, depth: usize, cut: &mut u64) -> Vec<KeyValue> {
     kvs.into_iter()
         .map(|kv| KeyValue {
-            key: kv.key,
+            key: kv.key.into(),
             value: convert_value(kv.value, depth, cut),
         })
         .collect()
@@ -342,7 +344,7 @@ fn convert_attrs_at(kvs: Vec<PKeyValue>, depth: usize, cut: &mut u64) -> Vec<Key
 
 fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue {
     match v.and_then(|v| v.value) {
-        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
+        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s.into()),
         Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
         Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
         Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(d),
@@ -371,7 +373,7 @@ fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue 
 }
 
 /// Truncates a string to at most `max` bytes on a char boundary.
-fn truncate_str(s: &mut String, max: usize) -> bool {
+fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     if s.len() <= max {
         return false;
     }
@@ -533,7 +535,7 @@ mod tests {
         assert_eq!(kvs[1].value, AttrValue::Empty);
         assert_eq!(
             kvs[2].value,
-            AttrValue::Str(String::new()),
+            AttrValue::Str(Default::default()),
             "an empty string stays a string"
         );
     }

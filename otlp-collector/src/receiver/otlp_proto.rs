@@ -33,11 +33,13 @@ use prost::encoding::{decode_key, decode_varint, WireType};
 use super::convert::{
     convert_ids, limit_attrs, DecodeError as RequestError, Decoded, MAX_ANY_VALUE_DEPTH,
 };
-use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId,
+};
 use crate::receiver::limits::LimitsConfig;
 use wire::{
-    at, bytes_field, fixed32_field, fixed64_field, message, skip_field, str_field, string_field,
-    varint_field, R, RECURSION_LIMIT,
+    at, bytes_field, compact_field, fixed32_field, fixed64_field, message, skip_field, str_field,
+    string_field, varint_field, R, RECURSION_LIMIT,
 };
 
 /// Decodes an OTLP protobuf trace request into validated spans.
@@ -129,7 +131,7 @@ impl Group {
                 AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| "unknown_service".to_string());
+            .unwrap_or_else(|| CompactString::const_new("unknown_service"));
         for p in self.spans {
             match p.span {
                 Err(why) => out.reject(why),
@@ -146,7 +148,7 @@ impl Group {
 fn resource_spans(wt: WireType, buf: &mut &[u8], ctx: u32, req: &mut Request) -> R<()> {
     let mut group = Group::default();
     // Scope names/versions of this group's ScopeSpans, by position.
-    let mut scopes: Vec<(String, String)> = Vec::new();
+    let mut scopes: Vec<(CompactString, CompactString)> = Vec::new();
     let mut span_cut = 0u64;
     message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
         1 => message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
@@ -167,7 +169,7 @@ fn resource_spans(wt: WireType, buf: &mut &[u8], ctx: u32, req: &mut Request) ->
         .map_err(|e| at(e, "ResourceSpans", "resource")),
         2 => {
             let scope = scopes.len();
-            scopes.push((String::new(), String::new()));
+            scopes.push((CompactString::default(), CompactString::default()));
             scope_spans(
                 wt,
                 buf,
@@ -205,7 +207,7 @@ fn scope_spans(
     ctx: u32,
     req: &mut Request,
     group: &mut Group,
-    scope_out: &mut (String, String),
+    scope_out: &mut (CompactString, CompactString),
     scope: usize,
     cut: &mut u64,
 ) -> R<()> {
@@ -233,13 +235,13 @@ fn instrumentation_scope(
     wt: WireType,
     buf: &mut &[u8],
     ctx: u32,
-    out: &mut (String, String),
+    out: &mut (CompactString, CompactString),
 ) -> R<()> {
     message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
-        1 => string_field(wt, buf)
+        1 => compact_field(wt, buf)
             .map(|s| out.0 = s)
             .map_err(|e| at(e, "InstrumentationScope", "name")),
-        2 => string_field(wt, buf)
+        2 => compact_field(wt, buf)
             .map(|s| out.1 = s)
             .map_err(|e| at(e, "InstrumentationScope", "version")),
         // Decoded for the same checks, not kept (nor counted when cut: the
@@ -307,7 +309,7 @@ fn span<'a>(
         parent_span_id: None,
         trace_state: String::new(),
         flags: 0,
-        name: String::new(),
+        name: CompactString::default(),
         kind: SpanKind::Unspecified,
         start_ns: 0,
         end_ns: 0,
@@ -319,10 +321,10 @@ fn span<'a>(
         dropped_links_count: 0,
         status_code: StatusCode::Unset,
         status_message: String::new(),
-        service_name: String::new(),
+        service_name: CompactString::default(),
         resource_attributes: Vec::new(),
-        scope_name: String::new(),
-        scope_version: String::new(),
+        scope_name: CompactString::default(),
+        scope_version: CompactString::default(),
     };
     message(wt, buf, ctx, |tag, wt, buf, ctx| {
         let r = match tag {
@@ -330,7 +332,7 @@ fn span<'a>(
             2 => bytes_field(wt, buf).map(|b| f.span_id = b),
             3 => string_field(wt, buf).map(|v| s.trace_state = v),
             4 => bytes_field(wt, buf).map(|b| f.parent = b),
-            5 => string_field(wt, buf).map(|v| s.name = v),
+            5 => compact_field(wt, buf).map(|v| s.name = v),
             6 => varint_field(wt, buf).map(|v| f.kind = v as i32),
             7 => fixed64_field(wt, buf).map(|v| s.start_ns = v),
             8 => fixed64_field(wt, buf).map(|v| s.end_ns = v),
@@ -470,7 +472,7 @@ fn status(wt: WireType, buf: &mut &[u8], ctx: u32, code: &mut i32, msg: &mut Str
 fn event(wt: WireType, buf: &mut &[u8], ctx: u32, out: &mut Vec<Event>, cut: &mut u64) -> R<()> {
     let mut e = Event {
         time_ns: 0,
-        name: String::new(),
+        name: CompactString::default(),
         attributes: Vec::new(),
         dropped_attributes_count: 0,
     };
@@ -478,7 +480,7 @@ fn event(wt: WireType, buf: &mut &[u8], ctx: u32, out: &mut Vec<Event>, cut: &mu
         1 => fixed64_field(wt, buf)
             .map(|v| e.time_ns = v)
             .map_err(|err| at(err, "Event", "time_unix_nano")),
-        2 => string_field(wt, buf)
+        2 => compact_field(wt, buf)
             .map(|v| e.name = v)
             .map_err(|err| at(err, "Event", "name")),
         3 => key_value(wt, buf, ctx, &mut e.attributes, cut)
@@ -548,13 +550,13 @@ fn key_value_at(
     cut: &mut u64,
 ) -> R<()> {
     let build = out.is_some();
-    let mut key = String::new();
+    let mut key = CompactString::default();
     let mut value = Any::default();
     message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
         1 => str_field(wt, buf)
             .map(|k| {
                 if build {
-                    key = k.to_owned();
+                    key = CompactString::from(k);
                 }
             })
             .map_err(|e| at(e, "KeyValue", "key")),
@@ -580,7 +582,7 @@ fn key_value_at(
 enum Any {
     #[default]
     Unset,
-    Str(String),
+    Str(CompactString),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -634,8 +636,13 @@ fn any_value(
     let inner_build = build && depth < MAX_ANY_VALUE_DEPTH;
     message(wt, buf, ctx, |tag, wt, buf, ctx| {
         let r = match tag {
-            1 => str_field(wt, buf)
-                .map(|s| *v = Any::Str(if build { s.to_owned() } else { String::new() })),
+            1 => str_field(wt, buf).map(|s| {
+                *v = Any::Str(if build {
+                    CompactString::from(s)
+                } else {
+                    CompactString::default()
+                })
+            }),
             2 => varint_field(wt, buf).map(|b| *v = Any::Bool(b != 0)),
             3 => varint_field(wt, buf).map(|i| *v = Any::Int(i as i64)),
             4 => fixed64_field(wt, buf).map(|d| *v = Any::Double(f64::from_bits(d))),

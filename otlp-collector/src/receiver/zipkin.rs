@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::convert::{convert_ids, DecodeError, Decoded};
 use super::otlp_json::decode_hex;
-use crate::model::{AttrValue, Event, KeyValue, Span, SpanKind, StatusCode};
+use crate::model::{AttrValue, CompactString, Event, KeyValue, Span, SpanKind, StatusCode};
 use crate::receiver::limits::LimitsConfig;
 
 /// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
@@ -172,21 +172,21 @@ pub(super) fn convert_with_ids(
 
     let mut attributes: Vec<KeyValue> = tags
         .into_iter()
-        .map(|(k, v)| KeyValue::new(k, AttrValue::Str(v)))
+        .map(|(k, v)| KeyValue::new(k, AttrValue::Str(v.into())))
         .collect();
     let local = z.local_endpoint.unwrap_or_default();
     if let Some(ip) = local.ipv4.or(local.ipv6) {
-        attributes.push(KeyValue::new("net.host.ip", AttrValue::Str(ip)));
+        attributes.push(KeyValue::new("net.host.ip", AttrValue::Str(ip.into())));
     }
     if let Some(p) = local.port.filter(|p| *p > 0) {
         attributes.push(KeyValue::new("net.host.port", AttrValue::Int(p)));
     }
     if let Some(remote) = z.remote_endpoint {
         if let Some(s) = remote.service_name.filter(|s| !s.is_empty()) {
-            attributes.push(KeyValue::new("peer.service", AttrValue::Str(s)));
+            attributes.push(KeyValue::new("peer.service", AttrValue::Str(s.into())));
         }
         if let Some(ip) = remote.ipv4.or(remote.ipv6) {
-            attributes.push(KeyValue::new("net.peer.ip", AttrValue::Str(ip)));
+            attributes.push(KeyValue::new("net.peer.ip", AttrValue::Str(ip.into())));
         }
         if let Some(p) = remote.port.filter(|p| *p > 0) {
             attributes.push(KeyValue::new("net.peer.port", AttrValue::Int(p)));
@@ -196,10 +196,10 @@ pub(super) fn convert_with_ids(
         attributes.push(KeyValue::new("zipkin.shared", AttrValue::Bool(true)));
     }
 
-    let service_name = local
+    let service_name: CompactString = local
         .service_name
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown_service".to_string());
+        .map_or_else(|| CompactString::const_new("unknown_service"), Into::into);
     // Microseconds beyond what u64 nanoseconds hold (past the year 2554)
     // reject the span: saturating would store a time that was never sent.
     let nanos = |what: &str, us: u64| {
@@ -231,7 +231,7 @@ pub(super) fn convert_with_ids(
                     Some(t) => nanos("annotation timestamp", t)?,
                     None => start_ns,
                 },
-                name: a.value.unwrap_or_default(),
+                name: a.value.unwrap_or_default().into(),
                 attributes: Vec::new(),
                 dropped_attributes_count: 0,
             })
@@ -243,7 +243,7 @@ pub(super) fn convert_with_ids(
         parent_span_id,
         trace_state: String::new(),
         flags: 0,
-        name: z.name.unwrap_or_default(),
+        name: z.name.unwrap_or_default().into(),
         kind,
         start_ns,
         end_ns,
@@ -260,8 +260,8 @@ pub(super) fn convert_with_ids(
             AttrValue::Str(service_name.clone()),
         )],
         service_name,
-        scope_name,
-        scope_version,
+        scope_name: scope_name.into(),
+        scope_version: scope_version.into(),
     })
 }
 

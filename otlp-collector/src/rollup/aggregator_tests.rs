@@ -20,7 +20,7 @@ fn span(
         parent_span_id: parent.map(|p| [p; 8]),
         trace_state: String::new(),
         flags: 1,
-        name: format!("{service}-op"),
+        name: compact_str::format_compact!("{service}-op"),
         kind,
         start_ns: start,
         end_ns: start + dur,
@@ -34,8 +34,8 @@ fn span(
         status_message: String::new(),
         service_name: service.into(),
         resource_attributes: vec![],
-        scope_name: String::new(),
-        scope_version: String::new(),
+        scope_name: Default::default(),
+        scope_version: Default::default(),
     }
 }
 
@@ -222,7 +222,7 @@ fn series_limit_flushes_early_then_drops_counted() {
     let mut a = RollupAggregator::new(cfg);
     for i in 0..5u8 {
         let mut s = span(1, i, None, "svc", SpanKind::Server, T0, 10);
-        s.name = format!("op{i}");
+        s.name = compact_str::format_compact!("op{i}");
         a.observe(&s);
     }
     // 2 accumulate, flush to ready (2), 2 more accumulate, 5th dropped.

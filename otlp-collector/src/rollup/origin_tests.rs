@@ -25,7 +25,7 @@ fn span(
         parent_span_id: parent.map(|p| [p; 8]),
         trace_state: String::new(),
         flags: 1,
-        name: format!("{service}-op{}", id % 3),
+        name: compact_str::format_compact!("{service}-op{}", id % 3),
         kind,
         start_ns: start,
         end_ns: start + 1_000,
@@ -42,8 +42,8 @@ fn span(
         status_message: String::new(),
         service_name: service.into(),
         resource_attributes: vec![],
-        scope_name: String::new(),
-        scope_version: String::new(),
+        scope_name: Default::default(),
+        scope_version: Default::default(),
     }
 }
 
@@ -206,8 +206,8 @@ fn expected() -> Sink {
                     .ops
                     .entry((
                         minute_of(s.start_ns),
-                        s.service_name.clone(),
-                        s.name.clone(),
+                        s.service_name.to_string(),
+                        s.name.to_string(),
                     ))
                     .or_default() += 1;
             }
@@ -382,7 +382,7 @@ fn max_hold_writes_unfinished_minutes_and_early_flush_keeps_origins() {
     let spans: Vec<Span> = (0..3u8)
         .map(|i| {
             let mut s = span(1, i + 1, None, "svc", SpanKind::Server, T0 + S, &[]);
-            s.name = format!("op{i}");
+            s.name = compact_str::format_compact!("op{i}");
             s
         })
         .collect();

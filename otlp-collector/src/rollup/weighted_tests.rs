@@ -14,7 +14,7 @@ fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind, ts
         parent_span_id: parent.map(|p| [p; 8]),
         trace_state: ts.into(),
         flags: 1,
-        name: format!("{service}-op"),
+        name: compact_str::format_compact!("{service}-op"),
         kind,
         start_ns: T0 + 1_000,
         end_ns: T0 + 1_000 + 1_000_000 * id as u64,
@@ -28,8 +28,8 @@ fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind, ts
         status_message: String::new(),
         service_name: service.into(),
         resource_attributes: vec![],
-        scope_name: String::new(),
-        scope_version: String::new(),
+        scope_name: Default::default(),
+        scope_version: Default::default(),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::model::{AttrValue, KeyValue, Span};
 fn value(v: &AttrValue) -> AnyValue {
     use any_value::Value as V;
     let value = match v {
-        AttrValue::Str(s) => Some(V::StringValue(s.clone())),
+        AttrValue::Str(s) => Some(V::StringValue(s.to_string())),
         AttrValue::Bool(b) => Some(V::BoolValue(*b)),
         AttrValue::Int(i) => Some(V::IntValue(*i)),
         AttrValue::Double(d) => Some(V::DoubleValue(*d)),
@@ -38,7 +38,7 @@ fn value(v: &AttrValue) -> AnyValue {
 fn attrs(kvs: &[KeyValue]) -> Vec<PKeyValue> {
     kvs.iter()
         .map(|kv| PKeyValue {
-            key: kv.key.clone(),
+            key: kv.key.to_string(),
             value: Some(value(&kv.value)),
             ..Default::default()
         })
@@ -73,7 +73,7 @@ fn span(s: &Span) -> PSpan {
         trace_state: s.trace_state.clone(),
         parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: s.flags,
-        name: s.name.clone(),
+        name: s.name.to_string(),
         kind: s.kind as i32,
         start_time_unix_nano: s.start_ns,
         end_time_unix_nano: s.end_ns,
@@ -84,7 +84,7 @@ fn span(s: &Span) -> PSpan {
             .iter()
             .map(|e| span::Event {
                 time_unix_nano: e.time_ns,
-                name: e.name.clone(),
+                name: e.name.to_string(),
                 attributes: attrs(&e.attributes),
                 dropped_attributes_count: e.dropped_attributes_count,
             })
@@ -134,8 +134,8 @@ pub fn request(spans: &[&Span]) -> ExportTraceServiceRequest {
         if !same_scope {
             rs.scope_spans.push(ScopeSpans {
                 scope: Some(InstrumentationScope {
-                    name: s.scope_name.clone(),
-                    version: s.scope_version.clone(),
+                    name: s.scope_name.to_string(),
+                    version: s.scope_version.to_string(),
                     ..Default::default()
                 }),
                 spans: Vec::new(),
@@ -175,7 +175,7 @@ mod tests {
             parent_span_id: (i > 1).then_some([1; 8]),
             trace_state: "ot=th:8".into(),
             flags: 257,
-            name: format!("op{i}"),
+            name: compact_str::format_compact!("op{i}"),
             kind: SpanKind::Client,
             start_ns: 1_700_000_000_000_000_000,
             end_ns: 1_700_000_000_000_001_000,

@@ -106,7 +106,7 @@ impl AttrFilter {
     pub fn text(key: impl Into<String>, text: impl Into<String>) -> Self {
         AttrFilter {
             key: key.into(),
-            value: AttrValue::Str(text.into()),
+            value: AttrValue::Str(text.into().into()),
             mode: AttrMatch::Text,
         }
     }
@@ -119,11 +119,11 @@ impl AttrFilter {
     pub fn candidates(&self) -> Vec<AttrValue> {
         let text = match (&self.mode, &self.value) {
             (AttrMatch::Typed, v) => return vec![v.clone()],
-            (AttrMatch::Text, AttrValue::Str(t)) => t.clone(),
+            (AttrMatch::Text, AttrValue::Str(t)) => t.to_string(),
             (AttrMatch::Text, AttrValue::Double(d)) => jaeger_float_text(*d),
             (AttrMatch::Text, other) => other.to_text(),
         };
-        let mut out = vec![AttrValue::Str(text.clone())];
+        let mut out = vec![AttrValue::Str(text.as_str().into())];
         match text.as_str() {
             "true" => out.push(AttrValue::Bool(true)),
             "false" => out.push(AttrValue::Bool(false)),

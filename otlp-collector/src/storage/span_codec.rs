@@ -8,7 +8,7 @@
 //! bytes, unknown tags and deep nesting are errors.
 
 use super::{StorageError, StorageResult};
-use crate::model::{AttrValue, Span, SpanId, SpanKind, StatusCode};
+use crate::model::{AttrValue, CompactString, Span, SpanId, SpanKind, StatusCode};
 
 const CODEC_VERSION: u8 = 1;
 /// Nesting limit when decoding arrays/maps, so a corrupt blob cannot overflow the stack.
@@ -177,6 +177,12 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> DecodeResult<String> {
         String::from_utf8(self.bytes()?).map_err(|_| "invalid utf-8")
     }
+    /// A string as the model's inline-when-short type (no allocation up to 24 bytes).
+    fn compact(&mut self) -> DecodeResult<CompactString> {
+        let n = self.len()?;
+        let s = std::str::from_utf8(self.take(n)?).map_err(|_| "invalid utf-8")?;
+        Ok(CompactString::from(s))
+    }
     fn arr<const N: usize>(&mut self) -> DecodeResult<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
@@ -187,7 +193,7 @@ impl<'a> Reader<'a> {
             return Err("nesting too deep");
         }
         Ok(match self.u8()? {
-            0 => AttrValue::Str(self.string()?),
+            0 => AttrValue::Str(self.compact()?),
             1 => AttrValue::Bool(self.u8()? != 0),
             2 => {
                 let z = self.varint()?;
@@ -212,7 +218,7 @@ impl<'a> Reader<'a> {
         let n = self.len()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let key = self.string()?;
+            let key = self.compact()?;
             let value = self.value(depth)?;
             out.push(crate::model::KeyValue { key, value });
         }
@@ -242,7 +248,7 @@ fn decode_span_inner(b: &[u8]) -> DecodeResult<Span> {
     };
     let trace_state = r.string()?;
     let flags = r.u32()?;
-    let name = r.string()?;
+    let name = r.compact()?;
     let kind = SpanKind::from_i32(r.u8()? as i32);
     let start_ns = r.varint()?;
     let end_ns = r.varint()?;
@@ -253,7 +259,7 @@ fn decode_span_inner(b: &[u8]) -> DecodeResult<Span> {
     for _ in 0..n {
         events.push(crate::model::Event {
             time_ns: r.varint()?,
-            name: r.string()?,
+            name: r.compact()?,
             attributes: r.kvs(0)?,
             dropped_attributes_count: r.u32()?,
         });
@@ -274,10 +280,10 @@ fn decode_span_inner(b: &[u8]) -> DecodeResult<Span> {
     let dropped_links_count = r.u32()?;
     let status_code = StatusCode::from_i32(r.u8()? as i32);
     let status_message = r.string()?;
-    let service_name = r.string()?;
+    let service_name = r.compact()?;
     let resource_attributes = r.kvs(0)?;
-    let scope_name = r.string()?;
-    let scope_version = r.string()?;
+    let scope_name = r.compact()?;
+    let scope_version = r.compact()?;
     if !r.b.is_empty() {
         return Err("trailing bytes");
     }

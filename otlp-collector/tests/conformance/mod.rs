@@ -295,7 +295,7 @@ pub fn full_span() -> Span {
                 ),
             ]),
         ),
-        kv("empty", AttrValue::Str(String::new())),
+        kv("empty", AttrValue::Str(Default::default())),
         // An OTLP AnyValue with no value set.
         kv("no.value", AttrValue::Empty),
         kv(
@@ -1231,8 +1231,10 @@ pub async fn search_early_stop_exact(store: &dyn SpanStore) {
         // One trace in ten is long: children up to 20 hours after the root.
         let spread = if i % 10 == 3 { 20 * HOUR } else { 50 * MS };
         let mut root = span(t, 0, None, "sw-a", "root", root_start, 200 * MS);
-        root.attributes
-            .push(kv("sw.k", AttrValue::Str(format!("v{}", rnd(3)))));
+        root.attributes.push(kv(
+            "sw.k",
+            AttrValue::Str(compact_str::format_compact!("v{}", rnd(3))),
+        ));
         spans.push(root);
         for c in 1..=rnd(5) as u32 {
             let start = (root_start + 1 + rnd(spread)).min(d + DAY - 1);
@@ -1242,8 +1244,10 @@ pub async fn search_early_stop_exact(store: &dyn SpanStore) {
             if rnd(5) == 0 {
                 s.status_code = StatusCode::Error;
             }
-            s.attributes
-                .push(kv("sw.k", AttrValue::Str(format!("v{}", rnd(3)))));
+            s.attributes.push(kv(
+                "sw.k",
+                AttrValue::Str(compact_str::format_compact!("v{}", rnd(3))),
+            ));
             spans.push(s);
         }
         // A service seen only in the oldest two hours of the day.
@@ -1911,7 +1915,7 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
     let mut s = span(tid(12, 1), 0, None, svc, op, t0, MS);
     s.attributes = vec![
         kv("k'\"\\", AttrValue::Str("v') OR 1=1 --".into())),
-        kv("big", AttrValue::Str(big.clone())),
+        kv("big", AttrValue::Str(big.as_str().into())),
         kv(
             "sql",
             AttrValue::Str("'; DELETE FROM spans WHERE '1'='1".into()),
@@ -1920,8 +1924,8 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
     s.status_message = big.clone();
     s.events.push(Event {
         time_ns: t0,
-        name: big.clone(),
-        attributes: vec![kv(&big, AttrValue::Str(big.clone()))],
+        name: big.as_str().into(),
+        attributes: vec![kv(&big, AttrValue::Str(big.as_str().into()))],
         dropped_attributes_count: 0,
     });
     let wild = span(tid(12, 2), 0, None, "h%", "h_", t0 + 1, MS);
@@ -1950,7 +1954,7 @@ pub async fn hostile_strings(store: &dyn SpanStore) {
         },
         AttrFilter {
             key: "big".into(),
-            value: AttrValue::Str(big.clone()),
+            value: AttrValue::Str(big.as_str().into()),
             mode: Default::default(),
         },
     ];

@@ -197,7 +197,7 @@ fn implied_status(attrs: &[KeyValue], kind: SpanKind) -> (StatusCode, String) {
         return (StatusCode::Unset, String::new());
     }
     let msg = match get("http.status_message") {
-        Some(AttrValue::Str(s)) => s.clone(),
+        Some(AttrValue::Str(s)) => s.to_string(),
         _ => String::new(),
     };
     (c, msg)
@@ -277,7 +277,7 @@ fn inverse(s: &Span) -> Inverse {
 
 fn to_tval(v: &AttrValue) -> TVal {
     match v {
-        AttrValue::Str(s) => TVal::Str(s.clone()),
+        AttrValue::Str(s) => TVal::Str(s.to_string()),
         AttrValue::Bool(b) => TVal::Bool(*b),
         AttrValue::Int(i) => TVal::Long(*i),
         AttrValue::Double(d) => TVal::Double(*d),
@@ -290,7 +290,7 @@ fn ttags(kvs: &[KeyValue]) -> Option<Vec<TTag>> {
     Some(
         kvs.iter()
             .map(|kv| TTag {
-                key: kv.key.clone(),
+                key: kv.key.to_string(),
                 value: to_tval(&kv.value),
             })
             .collect(),
@@ -321,7 +321,7 @@ fn to_tbatches(spans: &[Span]) -> Vec<TBatch> {
                     high,
                     span_id: i64::from_be_bytes(s.span_id),
                     parent: s.parent_span_id.map_or(0, i64::from_be_bytes),
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     refs: Some(
                         inv.refs
                             .iter()
@@ -602,7 +602,7 @@ fn to_protos(spans: &[Span]) -> Vec<jpb::PostSpansRequest> {
                     spans: vec![jpb::Span {
                         trace_id: s.trace_id.to_vec(),
                         span_id: s.span_id.to_vec(),
-                        operation_name: s.name.clone(),
+                        operation_name: s.name.to_string(),
                         references,
                         flags: s.flags,
                         start_time: ts(s.start_ns),

@@ -61,7 +61,10 @@ pub fn span(
         service_name: svc.into(),
         resource_attributes: vec![
             KeyValue::new("service.name", AttrValue::Str(svc.into())),
-            KeyValue::new("host.name", AttrValue::Str(format!("{svc}-host"))),
+            KeyValue::new(
+                "host.name",
+                AttrValue::Str(compact_str::format_compact!("{svc}-host")),
+            ),
         ],
         scope_name: "fixture".into(),
         scope_version: "1.0".into(),
@@ -354,7 +357,9 @@ pub fn generate(base: u64) -> (Fixture, Vec<Span>) {
     );
     x.attributes = vec![KeyValue::new(
         "payload",
-        AttrValue::Str(format!("{XSS}<script>alert(2)</script>")),
+        AttrValue::Str(compact_str::format_compact!(
+            "{XSS}<script>alert(2)</script>"
+        )),
     )];
     spans.push(x);
 

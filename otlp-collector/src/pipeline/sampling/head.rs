@@ -332,8 +332,8 @@ mod tests {
             status_message: String::new(),
             service_name: service.into(),
             resource_attributes: vec![],
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{AttrValue, Event, KeyValue, Link, Span, SpanKind, StatusCode};
+use crate::model::{AttrValue, CompactString, Event, KeyValue, Link, Span, SpanKind, StatusCode};
 use crate::receiver::convert::{convert_ids, limit_attrs, DecodeError, Decoded};
 use crate::receiver::limits::LimitsConfig;
 
@@ -143,7 +143,7 @@ fn dedupe(kvs: Vec<KeyValue>) -> Vec<KeyValue> {
     if kvs.len() < 2 {
         return kvs;
     }
-    let mut at: HashMap<String, usize> = HashMap::with_capacity(kvs.len());
+    let mut at: HashMap<CompactString, usize> = HashMap::with_capacity(kvs.len());
     let mut out: Vec<KeyValue> = Vec::with_capacity(kvs.len());
     for kv in kvs {
         match at.get(&kv.key) {
@@ -168,16 +168,16 @@ fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AttrValue> {
 
 /// A value as a string the way the translator reads one: strings as they
 /// are, any other type as the empty string.
-fn str_of(v: Option<&AttrValue>) -> String {
+fn str_of<T: for<'a> From<&'a str> + Default>(v: Option<&AttrValue>) -> T {
     match v {
-        Some(AttrValue::Str(s)) => s.clone(),
-        _ => String::new(),
+        Some(AttrValue::Str(s)) => T::from(s.as_str()),
+        _ => T::default(),
     }
 }
 
 /// The resource of a process: (service name, attributes).
-fn resource(p: Option<&JProcess>) -> (String, Vec<KeyValue>) {
-    let unknown = || "unknown_service".to_string();
+fn resource(p: Option<&JProcess>) -> (CompactString, Vec<KeyValue>) {
+    let unknown = || CompactString::const_new("unknown_service");
     let Some(p) = p.filter(|p| p.service_name != NO_SERVICE_NAME) else {
         return (unknown(), Vec::new());
     };
@@ -185,7 +185,7 @@ fn resource(p: Option<&JProcess>) -> (String, Vec<KeyValue>) {
     if !p.service_name.is_empty() {
         attrs.push(KeyValue::new(
             "service.name",
-            AttrValue::Str(p.service_name.clone()),
+            AttrValue::Str(p.service_name.as_str().into()),
         ));
     }
     attrs.extend(p.tags.iter().cloned());
@@ -199,7 +199,7 @@ fn resource(p: Option<&JProcess>) -> (String, Vec<KeyValue>) {
         if let Some(v) = take(&mut attrs, "jaeger.version") {
             attrs.push(KeyValue::new(
                 "opencensus.exporterversion",
-                AttrValue::Str(format!("Jaeger-{}", str_of(Some(&v)))),
+                AttrValue::Str(format!("Jaeger-{}", str_of::<CompactString>(Some(&v))).into()),
             ));
         }
     }
@@ -211,7 +211,7 @@ fn resource(p: Option<&JProcess>) -> (String, Vec<KeyValue>) {
 }
 
 fn kind_of(v: Option<AttrValue>) -> SpanKind {
-    match str_of(v.as_ref()).as_str() {
+    match str_of::<CompactString>(v.as_ref()).as_str() {
         "client" => SpanKind::Client,
         "server" => SpanKind::Server,
         "producer" => SpanKind::Producer,
@@ -255,7 +255,10 @@ fn status(attrs: &mut Vec<KeyValue>, kind: SpanKind) -> (StatusCode, String) {
     if let Some(c) = take(attrs, "otel.status_code") {
         if !set {
             set = true;
-            code = match str_of(Some(&c)).to_ascii_uppercase().as_str() {
+            code = match str_of::<CompactString>(Some(&c))
+                .to_ascii_uppercase()
+                .as_str()
+            {
                 "OK" => StatusCode::Ok,
                 "ERROR" => StatusCode::Error,
                 _ => StatusCode::Unset,
@@ -293,7 +296,7 @@ fn id_u64(b: &[u8]) -> Option<u64> {
 }
 
 /// Converts one span; `res` is its resource (service name, attributes).
-fn convert(i: usize, js: JSpan, res: &(String, Vec<KeyValue>)) -> Result<Span, String> {
+fn convert(i: usize, js: JSpan, res: &(CompactString, Vec<KeyValue>)) -> Result<Span, String> {
     let (start_ns, end_ns) = js.times.map_err(|e| format!("span {i}: {e}"))?;
     // The parent: Thrift's explicit id, else a reference within the trace.
     let parent: Vec<u8> = if js.parent_span_id != 0 {
@@ -351,7 +354,7 @@ fn convert(i: usize, js: JSpan, res: &(String, Vec<KeyValue>)) -> Result<Span, S
     let kind = kind_of(take(&mut attrs, "span.kind"));
     let (status_code, status_message) = status(&mut attrs, kind);
     let trace_state = str_of(take(&mut attrs, "w3c.tracestate").as_ref());
-    let (mut scope_name, mut scope_version) = (String::new(), String::new());
+    let (mut scope_name, mut scope_version) = (CompactString::default(), CompactString::default());
     if let Some(n) = take(&mut attrs, "otel.scope.name") {
         scope_name = str_of(Some(&n));
         if let Some(v) = take(&mut attrs, "otel.scope.version") {
@@ -376,7 +379,7 @@ fn convert(i: usize, js: JSpan, res: &(String, Vec<KeyValue>)) -> Result<Span, S
         parent_span_id,
         trace_state,
         flags: js.flags & 1,
-        name: js.operation_name,
+        name: js.operation_name.into(),
         kind,
         start_ns,
         end_ns,
@@ -402,7 +405,7 @@ pub fn to_spans(batch: JBatch, limits: &LimitsConfig) -> Result<Decoded, DecodeE
         spans: Vec::with_capacity(batch.spans.len()),
         ..Decoded::default()
     };
-    let limited = |mut res: (String, Vec<KeyValue>), out: &mut Decoded| {
+    let limited = |mut res: (CompactString, Vec<KeyValue>), out: &mut Decoded| {
         let (d, t) = limit_attrs(&mut res.1, limits);
         out.attributes_dropped += d;
         out.values_truncated += t;

@@ -4,7 +4,7 @@
 use prost::Message;
 
 use super::model::{JBatch, JLog, JProcess, JRef, JSpan};
-use crate::model::{AttrValue, KeyValue};
+use crate::model::{AttrValue, KeyValue, ToCompactString};
 use crate::receiver::convert::DecodeError;
 use crate::receiver::limits::LimitsConfig;
 
@@ -18,14 +18,19 @@ fn tags(kvs: Vec<pb::KeyValue>) -> Vec<KeyValue> {
     kvs.into_iter()
         .map(|kv| {
             let value = match pb::ValueType::try_from(kv.v_type) {
-                Ok(pb::ValueType::String) => AttrValue::Str(kv.v_str),
+                Ok(pb::ValueType::String) => AttrValue::Str(kv.v_str.into()),
                 Ok(pb::ValueType::Bool) => AttrValue::Bool(kv.v_bool),
                 Ok(pb::ValueType::Int64) => AttrValue::Int(kv.v_int64),
                 Ok(pb::ValueType::Float64) => AttrValue::Double(kv.v_float64),
                 Ok(pb::ValueType::Binary) => AttrValue::Bytes(kv.v_binary),
-                Err(_) => AttrValue::Str(format!("<Unknown Jaeger TagType {}>", kv.v_type)),
+                Err(_) => AttrValue::Str(
+                    format_args!("<Unknown Jaeger TagType {}>", kv.v_type).to_compact_string(),
+                ),
             };
-            KeyValue { key: kv.key, value }
+            KeyValue {
+                key: kv.key.into(),
+                value,
+            }
         })
         .collect()
 }

@@ -52,14 +52,17 @@ fn read_tag(r: &mut Reader<'_>) -> Result<KeyValue, String> {
     let vtype = vtype.ok_or_else(|| missing("Tag", "vType"))?;
     // An absent optional value reads as its type's zero value.
     let value = match vtype {
-        0 => AttrValue::Str(v_str.unwrap_or_default()),
+        0 => AttrValue::Str(v_str.unwrap_or_default().into()),
         1 => AttrValue::Double(v_double.unwrap_or_default()),
         2 => AttrValue::Bool(v_bool.unwrap_or_default()),
         3 => AttrValue::Int(v_long.unwrap_or_default()),
         4 => AttrValue::Bytes(v_binary.unwrap_or_default()),
-        other => AttrValue::Str(format!("<Unknown Jaeger TagType {other}>")),
+        other => AttrValue::Str(format!("<Unknown Jaeger TagType {other}>").into()),
     };
-    Ok(KeyValue { key, value })
+    Ok(KeyValue {
+        key: key.into(),
+        value,
+    })
 }
 
 fn read_tags(r: &mut Reader<'_>, what: &str) -> Result<Vec<KeyValue>, String> {

@@ -175,7 +175,7 @@ impl<'a> Scanner<'a> {
         let mut field_start = message_start(body, buf).unwrap_or(0);
         message(wt, buf, ctx, |tag, wt, buf, ctx| {
             match tag {
-                1 => instrumentation_scope(wt, buf, ctx, &mut (String::new(), String::new()))
+                1 => instrumentation_scope(wt, buf, ctx, &mut Default::default())
                     .map_err(|e| at(e, "ScopeSpans", "scope"))?,
                 2 => {
                     let index = self.count;

@@ -7,6 +7,8 @@ use prost::bytes::Buf;
 use prost::encoding::{check_wire_type, decode_key, decode_varint, DecodeContext, WireType};
 use prost::DecodeError;
 
+use crate::model::CompactString;
+
 /// prost's recursion limit (`prost::RECURSION_LIMIT`, not public): nested
 /// messages allowed below the top-level one.
 pub(super) const RECURSION_LIMIT: u32 = 100;
@@ -143,6 +145,13 @@ pub(super) fn str_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a str> {
 #[inline]
 pub(super) fn string_field(wt: WireType, buf: &mut &[u8]) -> R<String> {
     str_field(wt, buf).map(str::to_owned)
+}
+
+/// A string field as the model's inline-when-short string (no allocation up
+/// to 24 bytes).
+#[inline]
+pub(super) fn compact_field(wt: WireType, buf: &mut &[u8]) -> R<CompactString> {
+    str_field(wt, buf).map(CompactString::from)
 }
 
 #[inline]

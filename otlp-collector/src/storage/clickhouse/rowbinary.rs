@@ -110,7 +110,7 @@ mod tests {
             parent_span_id: Some([3; 8]),
             trace_state: String::new(),
             flags: 0,
-            name: "x".repeat(130),
+            name: "x".repeat(130).into(),
             kind: SpanKind::Client,
             start_ns: 1_000,
             end_ns: 1_500,
@@ -131,8 +131,8 @@ mod tests {
             status_message: String::new(),
             service_name: "svc".into(),
             resource_attributes: vec![],
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

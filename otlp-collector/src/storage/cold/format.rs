@@ -626,7 +626,7 @@ mod tests {
             parent_span_id: None,
             trace_state: String::new(),
             flags: 0,
-            name: format!("op{}", i % 3),
+            name: compact_str::format_compact!("op{}", i % 3),
             kind: SpanKind::Server,
             start_ns: 1_000 + t * 7 + i,
             end_ns: 2_000 + t * 7 + i,
@@ -640,8 +640,8 @@ mod tests {
             status_message: String::new(),
             service_name: "svc".into(),
             resource_attributes: Vec::new(),
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

@@ -636,8 +636,8 @@ pub(crate) fn span_matches(s: &Span, q: &TraceQuery) -> bool {
         trace_id: s.trace_id,
         start_ns: s.start_ns,
         duration_ns: s.duration_ns(),
-        service: s.service_name.clone(),
-        name: s.name.clone(),
+        service: s.service_name.to_string(),
+        name: s.name.to_string(),
         status: s.status_code as i32,
     };
     row_matches(&k, q) && q.attributes.iter().all(|a| attr_matches(s, a))

@@ -207,8 +207,8 @@ impl<'c> SpanWriter<'c> {
                 &s.trace_id[..],
                 &s.span_id[..],
                 s.parent_span_id.as_ref().map(|p| &p[..]),
-                s.service_name,
-                s.name,
+                s.service_name.as_str(),
+                s.name.as_str(),
                 s.kind as i64,
                 to_i64(s.start_ns),
                 to_i64(s.end_ns),
@@ -489,8 +489,8 @@ mod tests {
             status_message: String::new(),
             service_name: "svc".into(),
             resource_attributes: Vec::new(),
-            scope_name: String::new(),
-            scope_version: String::new(),
+            scope_name: Default::default(),
+            scope_version: Default::default(),
         }
     }
 

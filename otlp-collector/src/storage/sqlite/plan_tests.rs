@@ -45,7 +45,7 @@ fn spans() -> Vec<Span> {
                 parent_span_id: (i > 0).then(|| i.to_be_bytes()),
                 trace_state: String::new(),
                 flags: 1,
-                name: format!("op-{}", (t + i) % 20),
+                name: compact_str::format_compact!("op-{}", (t + i) % 20),
                 kind: if i == 0 {
                     SpanKind::Server
                 } else {
@@ -67,8 +67,8 @@ fn spans() -> Vec<Span> {
                 status_message: String::new(),
                 service_name: SERVICES[((t + i) % 10) as usize].into(),
                 resource_attributes: Vec::new(),
-                scope_name: String::new(),
-                scope_version: String::new(),
+                scope_name: Default::default(),
+                scope_version: Default::default(),
             });
         }
     }

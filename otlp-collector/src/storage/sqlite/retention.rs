@@ -432,7 +432,7 @@ mod tests {
                 s.end_ns = s.start_ns + 1_000;
                 s.attributes.push(crate::model::KeyValue::new(
                     "payload",
-                    AttrValue::Str("x".repeat(300)),
+                    AttrValue::Str("x".repeat(300).into()),
                 ));
                 s
             })

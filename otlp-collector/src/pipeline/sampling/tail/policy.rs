@@ -118,7 +118,8 @@ impl Compiled {
                 end.saturating_sub(start) >= *threshold
             }
             Compiled::Str(key, values) => spans.iter().any(|h| {
-                attrs(&h.span, key).any(|v| matches!(v, AttrValue::Str(s) if values.contains(s)))
+                attrs(&h.span, key)
+                    .any(|v| matches!(v, AttrValue::Str(s) if values.contains(s.as_str())))
             }),
             Compiled::Num(key, lo, hi) => spans.iter().any(|h| {
                 attrs(&h.span, key)

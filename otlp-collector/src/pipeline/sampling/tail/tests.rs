@@ -25,8 +25,8 @@ fn span(trace: u8, id: u8, start: u64, dur: u64) -> Span {
         status_message: String::new(),
         service_name: "svc".into(),
         resource_attributes: vec![],
-        scope_name: String::new(),
-        scope_version: String::new(),
+        scope_name: Default::default(),
+        scope_version: Default::default(),
     }
 }
 
@@ -238,8 +238,10 @@ fn full_buffer_decides_oldest_early_never_loses() {
     c.max_bytes = Some(10_000);
     let mut t = TailSampler::<u8>::new(&c).expect("config");
     let mut big = span(7, 1, 0, 1);
-    big.attributes
-        .push(KeyValue::new("blob", AttrValue::Str("x".repeat(20_000))));
+    big.attributes.push(KeyValue::new(
+        "blob",
+        AttrValue::Str("x".repeat(20_000).into()),
+    ));
     let d = t.offer(big, 7, now);
     assert_eq!(ids(&d), vec![(7, true, "all".into(), 1)]);
     assert_eq!(t.held_bytes(), 0);
