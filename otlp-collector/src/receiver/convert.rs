@@ -228,14 +228,7 @@ pub fn from_otlp(
         let (d, t) = limit_attrs(&mut resource_attributes, limits);
         out.attributes_dropped += d;
         out.values_truncated += t;
-        let service_name = resource_attributes
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match &kv.value {
-                AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| CompactString::const_new("unknown_service"));
+        let service_name = service_name_of(&resource_attributes);
         for ss in rs.scope_spans {
             let (scope_name, scope_version): (CompactString, CompactString) = match ss.scope {
                 Some(s) => (s.name.into(), s.version.into()),
@@ -399,6 +392,19 @@ fn limit_value(v: &mut AttrValue, max: usize) -> u64 {
             .sum(),
         _ => 0,
     }
+}
+
+/// The span's service: the resource's non-empty string `service.name`, or
+/// `unknown_service` as the OpenTelemetry SDKs name a service left unset.
+pub(crate) fn service_name_of(resource_attributes: &[KeyValue]) -> CompactString {
+    resource_attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match &kv.value {
+            AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| CompactString::const_new("unknown_service"))
 }
 
 /// Applies the attribute count and value length limits; returns (dropped, truncated).

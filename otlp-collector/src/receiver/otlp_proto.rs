@@ -31,7 +31,8 @@ use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, WireType};
 
 use super::convert::{
-    convert_ids, limit_attrs, DecodeError as RequestError, Decoded, MAX_ANY_VALUE_DEPTH,
+    convert_ids, limit_attrs, service_name_of, DecodeError as RequestError, Decoded,
+    MAX_ANY_VALUE_DEPTH,
 };
 use crate::model::{
     AttrValue, CompactString, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId,
@@ -123,15 +124,7 @@ impl Group {
         let (d, t) = limit_attrs(&mut self.resource_attributes, limits);
         out.attributes_dropped += d;
         out.values_truncated += t;
-        let service_name = self
-            .resource_attributes
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match &kv.value {
-                AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| CompactString::const_new("unknown_service"));
+        let service_name = service_name_of(&self.resource_attributes);
         for p in self.spans {
             match p.span {
                 Err(why) => out.reject(why),

@@ -426,6 +426,30 @@ pub(crate) fn group_traces(order: &[TraceId], rows: Vec<(TraceId, Span)>) -> Vec
         .collect()
 }
 
+/// Size eviction in a day-partitioned store (PostgreSQL day tables, ClickHouse
+/// day partitions): given each stored day (days since the epoch) with its
+/// bytes, in any order, the cutoff that drops the oldest whole days until
+/// together they free at least `bytes` — the end of the last of them — and at
+/// least one day when `bytes > 0`; `None` when nothing is stored or
+/// `bytes == 0`.
+pub(crate) fn day_eviction_cutoff(
+    days: impl IntoIterator<Item = (u64, u64)>,
+    bytes: u64,
+) -> Option<u64> {
+    let mut days: Vec<(u64, u64)> = days.into_iter().collect();
+    days.sort_unstable();
+    let mut freed = 0u64;
+    let mut last = None;
+    for (day, size) in days {
+        if bytes == 0 || (last.is_some() && freed >= bytes) {
+            break;
+        }
+        freed = freed.saturating_add(size);
+        last = Some(day);
+    }
+    last.map(|day| day.saturating_add(1).saturating_mul(DAY_NS))
+}
+
 /// UTC calendar date `(year, month, day)` of a day number since the epoch
 /// (Howard Hinnant's `civil_from_days`).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -455,6 +479,18 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_eviction_drops_the_oldest_whole_days_until_enough_is_freed() {
+        let days = [(20_002, 10), (20_000, 5), (20_001, 7)];
+        assert_eq!(day_eviction_cutoff(days, 0), None);
+        assert_eq!(day_eviction_cutoff([], 10), None);
+        // One day at least, even when it frees less than asked... then more.
+        assert_eq!(day_eviction_cutoff(days, 1), Some(20_001 * DAY_NS));
+        assert_eq!(day_eviction_cutoff(days, 5), Some(20_001 * DAY_NS));
+        assert_eq!(day_eviction_cutoff(days, 6), Some(20_002 * DAY_NS));
+        assert_eq!(day_eviction_cutoff(days, 1_000), Some(20_003 * DAY_NS));
+    }
 
     /// A span of the model store: trace, start, and whether it matches the query.
     type ModelSpan = (u8, u64, bool);

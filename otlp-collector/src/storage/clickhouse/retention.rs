@@ -12,7 +12,7 @@ use super::connection::{map_err, on_one_replica};
 use super::{exec, ClickHouseStore};
 use crate::model::hex;
 use crate::rollup::MINUTE_NS;
-use crate::storage::sink_common::DAY_NS;
+use crate::storage::sink_common::{day_eviction_cutoff, DAY_NS};
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
     DiskUsage, EvictionReport, ExportCursor, ExportPage, Retention, RetentionReport, StorageError,
@@ -249,16 +249,7 @@ impl Retention for ClickHouseStore {
                 }
             }
         }
-        let mut freed = 0u64;
-        let mut last = None;
-        for (day, size) in days {
-            if bytes == 0 || (last.is_some() && freed >= bytes) {
-                break;
-            }
-            freed = freed.saturating_add(size);
-            last = Some(day);
-        }
-        Ok(last.map(|day| day.saturating_add(1).saturating_mul(DAY_NS)))
+        Ok(day_eviction_cutoff(days, bytes))
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::schema::{parse_partition_name, DDL_LOCK};
 use super::{from_i64, map_err, to_i64, PostgresStore};
 use crate::rollup::MINUTE_NS;
-use crate::storage::sink_common::DAY_NS;
+use crate::storage::sink_common::{day_eviction_cutoff, DAY_NS};
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
     DiskUsage, EvictionReport, ExportCursor, ExportPage, Retention, RetentionReport, StorageError,
@@ -225,24 +225,14 @@ impl Retention for PostgresStore {
             .await
             .map_err(map_err)?;
         drop(conn);
-        let mut days: Vec<(i64, u64)> = rows
-            .iter()
-            .filter_map(|r| {
-                let name: String = r.get(0);
-                Some((parse_partition_name(&name)?, from_i64(r.get::<_, i64>(1))))
-            })
-            .collect();
-        days.sort_unstable();
-        let mut freed = 0u64;
-        let mut last = None;
-        for (day, size) in days {
-            if bytes == 0 || (last.is_some() && freed >= bytes) {
-                break;
-            }
-            freed = freed.saturating_add(size);
-            last = Some(day);
-        }
-        Ok(last.map(|day| from_i64(day.saturating_add(1)).saturating_mul(DAY_NS)))
+        let days = rows.iter().filter_map(|r| {
+            let name: String = r.get(0);
+            Some((
+                from_i64(parse_partition_name(&name)?),
+                from_i64(r.get::<_, i64>(1)),
+            ))
+        });
+        Ok(day_eviction_cutoff(days, bytes))
     }
 }
 
