@@ -88,8 +88,12 @@ async fn stages_chain_into_sqlite() {
     let t0 = day(20) + 3_600_000_000_000;
 
     let mut rollups = RollupAggregator::default();
+    // The pure ratio rule: this test pins how the stages compose (a head
+    // sampler's sparing of error spans, on by default, keeps failed traces
+    // from the failed span on and is tested in pipeline/sampling/head.rs).
     let mut head = HeadSampler::new(HeadSamplingConfig {
         rate: 0.5,
+        keep_errors: false,
         ..Default::default()
     })
     .expect("head");
