@@ -183,10 +183,16 @@ id_type!(SpanId, 8, "A 64-bit span id. Displayed as 16 lowercase hex characters.
 
 /// Generates new trace and span ids.
 ///
-/// Ids come from [`rand::rngs::ThreadRng`]: a ChaCha12 CSPRNG per thread, seeded
-/// from the operating system and periodically reseeded, so ids are unpredictable
-/// and never shared between threads without synchronisation. An all-zero draw
-/// (probability 2^-64 / 2^-128) is redrawn, so generated ids are always valid.
+/// Ids come from a ChaCha8 CSPRNG per thread (`rand_chacha`), seeded from
+/// [`rand::rngs::ThreadRng`] (itself seeded from the operating system) when
+/// the thread draws its first id, so ids are unpredictable and never shared
+/// between threads without synchronisation. ChaCha8 rather than `ThreadRng`'s
+/// ChaCha12 with reference counting and reseeding checks per draw: ids are
+/// drawn on every sampled span, and this is about half the instructions
+/// (ChaCha8 is the generator Go's runtime and `math/rand/v2` use for the same
+/// reason; an id needs unpredictability, not long-term key secrecy). An
+/// all-zero draw (probability 2^-64 / 2^-128) is redrawn, so generated ids
+/// are always valid.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IdGenerator;
 
@@ -203,48 +209,64 @@ impl IdGenerator {
     }
 }
 
+thread_local! {
+    // `UnsafeCell`, not `RefCell`: the generator is only touched inside
+    // `with_rng`, whose closures never re-enter it.
+    static RNG: std::cell::UnsafeCell<rand_chacha::ChaCha8Rng> =
+        std::cell::UnsafeCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+}
+
+/// Runs `f` with this thread's generator; on a thread whose thread-locals
+/// are being destroyed, with a fresh one seeded from the operating system.
+#[inline]
+fn with_rng<R>(f: impl Fn(&mut rand_chacha::ChaCha8Rng) -> R) -> R {
+    RNG.try_with(|r| {
+        // SAFETY: `f` does not call back into `with_rng` (it only draws
+        // numbers), so this is the only reference to the thread's generator.
+        f(unsafe { &mut *r.get() })
+    })
+    .unwrap_or_else(|_| f(&mut rand::SeedableRng::from_rng(&mut rand::rng())))
+}
+
 /// A new trace id and span id with one access to the per-thread CSPRNG
 /// (a root span needs both).
 #[inline]
 pub fn new_trace_and_span_id() -> (TraceId, SpanId) {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    loop {
-        let t: u128 = rng.random();
-        let s: u64 = rng.random();
+    use rand::RngCore;
+    with_rng(|rng| loop {
+        let t = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        let s = rng.next_u64();
         if t != 0 && s != 0 {
             return (
                 TraceId::from_bytes(t.to_be_bytes()),
                 SpanId::from_bytes(s.to_be_bytes()),
             );
         }
-    }
+    })
 }
 
 /// A new random, valid (non-zero) trace id from the per-thread CSPRNG.
 #[inline]
 pub fn new_trace_id() -> TraceId {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    loop {
-        let v: u128 = rng.random();
+    use rand::RngCore;
+    with_rng(|rng| loop {
+        let v = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
         if v != 0 {
             return TraceId::from_bytes(v.to_be_bytes());
         }
-    }
+    })
 }
 
 /// A new random, valid (non-zero) span id from the per-thread CSPRNG.
 #[inline]
 pub fn new_span_id() -> SpanId {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    loop {
-        let v: u64 = rng.random();
+    use rand::RngCore;
+    with_rng(|rng| loop {
+        let v = rng.next_u64();
         if v != 0 {
             return SpanId::from_bytes(v.to_be_bytes());
         }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, S
 
 use super::span_queue::{Pushed, SpanQueue};
 use super::stats::ExportStats;
-use super::{ExportError, ExportResult, SpanData, SpanExporter, SpanProcessor};
+use super::{ExportError, ExportResult, SpanData, SpanExporter, SpanProcessor, SpanSlot};
 
 /// Default `OTEL_BSP_MAX_QUEUE_SIZE`.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
@@ -294,6 +294,16 @@ impl BatchSpanProcessor {
 impl SpanProcessor for BatchSpanProcessor {
     #[inline]
     fn on_end(&self, span: SpanData) {
+        // SAFETY: `span` is a live local the slot owns from here; it is not
+        // used or dropped again (`ManuallyDrop`).
+        let mut span = std::mem::ManuallyDrop::new(span);
+        self.on_end_in_place(unsafe { SpanSlot::new(&mut *span) });
+    }
+
+    /// Copies the span from where it was recorded straight into its queue
+    /// slot: the only copy of a finished span on the calling thread.
+    #[inline]
+    fn on_end_in_place(&self, span: SpanSlot<'_>) {
         let s = &*self.shared;
         if s.is_shutdown.load(Ordering::Relaxed) {
             s.stats.add_dropped_shutdown(1);
@@ -302,7 +312,7 @@ impl SpanProcessor for BatchSpanProcessor {
         match s.queue.push(&span) {
             Pushed::Queued(filled) => {
                 // The queue owns the span now (copied into its slot).
-                std::mem::forget(span);
+                span.forget();
                 if filled {
                     s.wake();
                 }
@@ -319,6 +329,10 @@ impl SpanProcessor for BatchSpanProcessor {
                 drop(span);
             }
         }
+    }
+
+    fn observes_start(&self) -> bool {
+        false
     }
 
     fn force_flush(&self, timeout: Duration) -> ExportResult {

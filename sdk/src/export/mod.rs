@@ -3,6 +3,7 @@
 //! - [`SpanProcessor`]: hooks called when a span starts and ends.
 //! - [`SpanExporter`]: delivers batches of [`SpanData`] somewhere.
 
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 pub use crate::trace::span_data::SpanData;
@@ -72,8 +73,77 @@ pub trait SpanProcessor: Send + Sync + 'static {
     fn on_start(&self, _span_context: &crate::context::SpanContext, _name: &str) {}
     /// Called when a sampled span ends.
     fn on_end(&self, span: SpanData);
+    /// Called instead of [`on_end`](SpanProcessor::on_end) for the last
+    /// processor, with the finished span where it was recorded: a processor
+    /// that stores spans can copy it straight to its destination (the batch
+    /// processor's queue slot) instead of receiving it by value first. The
+    /// default moves the span out and calls `on_end`.
+    #[doc(hidden)]
+    fn on_end_in_place(&self, span: SpanSlot<'_>) {
+        self.on_end(span.take());
+    }
+    /// Whether [`on_start`](SpanProcessor::on_start) does anything; a
+    /// provider whose processors all say `false` skips the call per span.
+    #[doc(hidden)]
+    fn observes_start(&self) -> bool {
+        true
+    }
     /// Exports everything queued, within `timeout`.
     fn force_flush(&self, timeout: Duration) -> ExportResult;
     /// Flushes and stops, within `timeout`; later spans are dropped and counted.
     fn shutdown(&self, timeout: Duration) -> ExportResult;
+}
+
+/// A finished span owned in place (inside the span's recycled record), handed
+/// to [`SpanProcessor::on_end_in_place`]. Dereferences to the span; dropping
+/// the slot drops the span.
+#[doc(hidden)]
+pub struct SpanSlot<'a> {
+    span: &'a mut ManuallyDrop<SpanData>,
+}
+
+impl<'a> SpanSlot<'a> {
+    /// # Safety
+    /// `span` points to an initialised `SpanData` that the slot owns from
+    /// here: nothing else drops or reads it as owned during `'a`, and the
+    /// memory is treated as uninitialised after the slot is gone.
+    #[inline]
+    pub(crate) unsafe fn new(span: *mut SpanData) -> Self {
+        SpanSlot {
+            // SAFETY: `ManuallyDrop<T>` has `T`'s layout; the caller
+            // guarantees a valid, exclusively owned value.
+            span: unsafe { &mut *span.cast::<ManuallyDrop<SpanData>>() },
+        }
+    }
+
+    /// Moves the span out.
+    #[inline]
+    pub fn take(self) -> SpanData {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: the slot owns an initialised span and is not dropped
+        // (`ManuallyDrop`), so the span is moved out exactly once.
+        unsafe { ManuallyDrop::take(this.span) }
+    }
+
+    /// Gives up the span without dropping it: the caller has moved it
+    /// elsewhere by a bitwise copy (the batch queue's slot).
+    #[inline]
+    pub(crate) fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl std::ops::Deref for SpanSlot<'_> {
+    type Target = SpanData;
+    #[inline]
+    fn deref(&self) -> &SpanData {
+        self.span
+    }
+}
+
+impl Drop for SpanSlot<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the slot owns the span (see `new`) and was not consumed.
+        unsafe { ManuallyDrop::drop(self.span) }
+    }
 }

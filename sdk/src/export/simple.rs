@@ -57,6 +57,10 @@ impl<E: SpanExporter> SpanProcessor for SimpleSpanProcessor<E> {
         }
     }
 
+    fn observes_start(&self) -> bool {
+        false
+    }
+
     fn force_flush(&self, _timeout: Duration) -> ExportResult {
         self.exporter.lock().force_flush()
     }

@@ -33,6 +33,9 @@ pub(crate) struct ProviderInner {
     pub(crate) is_shutdown: AtomicBool,
     /// `OTEL_SDK_DISABLED`: spans only pass their parent's context through.
     pub(crate) disabled: bool,
+    /// Some processor implements `on_start` (the built-in ones do not): a
+    /// provider without one skips the call per sampled span.
+    pub(crate) observes_start: bool,
 }
 
 impl ProviderInner {
@@ -265,6 +268,7 @@ impl TracerProviderBuilder {
                     watchdog: None,
                     is_shutdown: AtomicBool::new(false),
                     disabled: true,
+                    observes_start: false,
                 }),
             };
         }
@@ -288,8 +292,10 @@ impl TracerProviderBuilder {
             };
             Sampler::from_env_for_service(service.as_deref())
         });
+        let observes_start = self.processors.iter().any(|p| p.observes_start());
         TracerProvider {
             inner: Arc::new(ProviderInner {
+                observes_start,
                 resource: RESOURCES.intern(resource),
                 processors: self.processors,
                 sampler,

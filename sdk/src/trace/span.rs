@@ -15,25 +15,20 @@ use crate::attributes::{Key, KeyValue, Value};
 use crate::context::{Context, ContextGuard, SpanContext};
 use crate::ids::SpanId;
 use crate::trace::limits::{limit_attributes, truncate_value, SpanLimits};
-use crate::trace::span_data::{Event, Link, SpanData, SpanKind, Status};
-use crate::trace::tracer::Tracer;
+use crate::export::SpanSlot;
+use crate::trace::provider::ProviderInner;
+use crate::trace::span_data::{Event, Link, SpanData, Status};
 use crate::trace::watchdog::WatchToken;
 
 /// The recording state of a sampled (or record-only) span.
+///
+/// The finished-span record is built here once, in its final form: `data`
+/// is the [`SpanData`] the processors receive (only `end_time_ns` is filled
+/// in at the end), so ending a span copies it once, into the batch queue's
+/// slot, instead of assembling a second record field by field first.
 pub(crate) struct Recording {
-    pub(crate) tracer: Tracer,
-    pub(crate) name: Cow<'static, str>,
-    pub(crate) kind: SpanKind,
-    pub(crate) start_time_ns: u64,
-    pub(crate) parent_span_id: SpanId,
-    pub(crate) parent_is_remote: bool,
-    pub(crate) attributes: Vec<KeyValue>,
-    pub(crate) dropped_attributes_count: u32,
-    pub(crate) events: Vec<Event>,
-    pub(crate) dropped_events_count: u32,
-    pub(crate) links: Vec<Link>,
-    pub(crate) dropped_links_count: u32,
-    pub(crate) status: Status,
+    pub(crate) data: SpanData,
+    pub(crate) provider: Arc<ProviderInner>,
     pub(crate) watch: Option<WatchToken>,
     /// Set once [`Span::inbox`] was called: updates from code that only sees
     /// the context, applied when the span ends.
@@ -83,9 +78,9 @@ thread_local! {
 
 impl Recording {
     fn set_status(&mut self, status: Status) {
-        match (&self.status, &status) {
+        match (&self.data.status, &status) {
             (Status::Ok, _) | (_, Status::Unset) => {}
-            _ => self.status = status,
+            _ => self.data.status = status,
         }
     }
 
@@ -96,8 +91,8 @@ impl Recording {
             st.closed = true;
             (std::mem::take(&mut st.items), st.dropped_events)
         };
-        let limits = self.tracer.provider.limits;
-        self.dropped_events_count = self.dropped_events_count.saturating_add(dropped);
+        let limits = self.provider.limits;
+        self.data.dropped_events_count = self.data.dropped_events_count.saturating_add(dropped);
         for item in items {
             match item {
                 InboxItem::Event {
@@ -112,8 +107,8 @@ impl Recording {
 
     pub(crate) fn push_attribute(&mut self, kv: KeyValue, limits: &SpanLimits) {
         push_limited(
-            &mut self.attributes,
-            &mut self.dropped_attributes_count,
+            &mut self.data.attributes,
+            &mut self.data.dropped_attributes_count,
             kv,
             limits.max_attributes_per_span,
             limits.max_attribute_value_length,
@@ -121,8 +116,8 @@ impl Recording {
     }
 
     pub(crate) fn push_link(&mut self, link: Link, limits: &SpanLimits) {
-        if self.links.len() >= limits.max_links_per_span as usize {
-            self.dropped_links_count = self.dropped_links_count.saturating_add(1);
+        if self.data.links.len() >= limits.max_links_per_span as usize {
+            self.data.dropped_links_count = self.data.dropped_links_count.saturating_add(1);
             return;
         }
         let (attributes, dropped) = limited_list(
@@ -130,7 +125,7 @@ impl Recording {
             limits.max_attributes_per_link,
             limits.max_attribute_value_length,
         );
-        self.links.push(Link {
+        self.data.links.push(Link {
             span_context: link.span_context,
             attributes,
             dropped_attributes_count: link.dropped_attributes_count.saturating_add(dropped),
@@ -144,8 +139,8 @@ impl Recording {
         attributes: Vec<KeyValue>,
         limits: &SpanLimits,
     ) {
-        if self.events.len() >= limits.max_events_per_span as usize {
-            self.dropped_events_count = self.dropped_events_count.saturating_add(1);
+        if self.data.events.len() >= limits.max_events_per_span as usize {
+            self.data.dropped_events_count = self.data.dropped_events_count.saturating_add(1);
             return;
         }
         let (attributes, dropped) = limited_list(
@@ -153,7 +148,7 @@ impl Recording {
             limits.max_attributes_per_event,
             limits.max_attribute_value_length,
         );
-        self.events.push(Event {
+        self.data.events.push(Event {
             name,
             timestamp_ns,
             attributes,
@@ -187,7 +182,7 @@ impl std::fmt::Debug for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Span")
             .field("span_context", &self.span_context)
-            .field("name", &self.inner.as_ref().map(|r| &r.name))
+            .field("name", &self.inner.as_ref().map(|r| &r.data.name))
             .field("recording", &self.inner.is_some())
             .finish()
     }
@@ -201,34 +196,15 @@ impl Span {
         }
     }
 
-    /// `rec` in a box from this thread's pool (or a new one).
+    /// An uninitialised recording box from this thread's pool (or a new
+    /// one); the tracer writes the record into it field by field, so the
+    /// ~300-byte record is not assembled on the stack and copied in.
     #[inline]
-    pub(crate) fn boxed_recording(rec: Recording) -> Box<Recording> {
-        let slot = POOL
-            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+    pub(crate) fn recording_box() -> Box<MaybeUninit<Recording>> {
+        POOL.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
             .ok()
-            .flatten();
-        match slot {
-            Some(mut b) => {
-                b.write(rec);
-                // SAFETY: just initialised by `write`.
-                unsafe { b.assume_init() }
-            }
-            None => Box::new(rec),
-        }
-    }
-
-    /// Moves the state out of its box and returns the box to this thread's pool.
-    #[inline]
-    fn unbox_recording(b: Box<Recording>) -> Recording {
-        let raw = Box::into_raw(b);
-        // SAFETY: `raw` comes from a live `Box<Recording>`; the value is read
-        // exactly once, then the allocation is recycled as uninitialised.
-        unsafe {
-            let rec = std::ptr::read(raw);
-            Span::recycle(raw);
-            rec
-        }
+            .flatten()
+            .unwrap_or_else(Box::new_uninit)
     }
 
     /// Returns a record's allocation to this thread's pool (or frees it).
@@ -290,7 +266,7 @@ impl Span {
     #[inline]
     pub fn set_attribute(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            let limits = rec.tracer.provider.limits;
+            let limits = rec.provider.limits;
             rec.push_attribute(KeyValue::new(key, value), &limits);
         }
     }
@@ -298,7 +274,7 @@ impl Span {
     /// Sets several attributes.
     pub fn set_attributes(&mut self, attrs: impl IntoIterator<Item = KeyValue>) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            let limits = rec.tracer.provider.limits;
+            let limits = rec.provider.limits;
             for kv in attrs {
                 rec.push_attribute(kv, &limits);
             }
@@ -320,7 +296,7 @@ impl Span {
         attributes: Vec<KeyValue>,
     ) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            let limits = rec.tracer.provider.limits;
+            let limits = rec.provider.limits;
             rec.push_event(name.into(), timestamp_ns, attributes, &limits);
         }
     }
@@ -328,7 +304,7 @@ impl Span {
     /// Adds a link to another span.
     pub fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            let limits = rec.tracer.provider.limits;
+            let limits = rec.provider.limits;
             rec.push_link(
                 Link {
                     span_context,
@@ -378,7 +354,7 @@ impl Span {
     /// ```
     pub fn inbox(&mut self) -> Option<SpanInbox> {
         let rec = self.inner.as_deref_mut()?;
-        let max_events = rec.tracer.provider.limits.max_events_per_span as usize;
+        let max_events = rec.provider.limits.max_events_per_span as usize;
         let shared = rec
             .inbox
             .get_or_insert_with(|| {
@@ -419,7 +395,7 @@ impl Span {
     /// Renames the span.
     pub fn update_name(&mut self, name: impl Into<Cow<'static, str>>) {
         if let Some(rec) = self.inner.as_deref_mut() {
-            rec.name = name.into();
+            rec.data.name = name.into();
         }
     }
 
@@ -446,60 +422,38 @@ impl Span {
         if let Some(inbox) = rec.inbox.take() {
             rec.apply_inbox(&inbox);
         }
-        let end_time_ns = end_ns
+        rec.data.end_time_ns = end_ns
             .unwrap_or_else(crate::time::now_ns)
-            .max(rec.start_time_ns);
-        if let (Some(w), Some(t)) = (rec.tracer.provider.watchdog.as_ref(), rec.watch) {
+            .max(rec.data.start_time_ns);
+        if let (Some(w), Some(t)) = (rec.provider.watchdog.as_ref(), rec.watch) {
             w.state.unregister(t);
         }
-        if !self.span_context.is_sampled() {
-            // Record-only: visible to code that checks is_recording, never exported.
-            drop(Span::unbox_recording(rec));
-            return;
-        }
         let raw = Box::into_raw(rec);
-        // Each field is read out of the box once, straight into the SpanData
-        // (moving the whole record out first cost one more copy of its ~250
-        // bytes per span); the allocation then goes back to the pool.
-        // SAFETY: `raw` comes from a live `Box<Recording>` that we own. Every
-        // field that owns something is read exactly once below (`inbox` was
-        // taken, so it holds `None`; the others are `Copy`), nothing can
-        // panic before `recycle`, and the record is not touched afterwards:
-        // `recycle` treats the allocation as uninitialised.
-        // Two statements rather than one block returning `(data, provider)`:
-        // the tuple cost one more copy of the record per span.
-        // SAFETY: see above; `provider` is read once and owned from here.
-        let provider = unsafe { std::ptr::read(&(*raw).tracer.provider) };
-        // SAFETY: see above.
-        let data = unsafe {
-            let r = &*raw;
-            SpanData {
-                span_context: self.span_context.clone(),
-                parent_span_id: r.parent_span_id,
-                parent_is_remote: r.parent_is_remote,
-                span_kind: r.kind,
-                name: std::ptr::read(&r.name),
-                start_time_ns: r.start_time_ns,
-                end_time_ns,
-                attributes: std::ptr::read(&r.attributes),
-                dropped_attributes_count: r.dropped_attributes_count,
-                events: std::ptr::read(&r.events),
-                dropped_events_count: r.dropped_events_count,
-                links: std::ptr::read(&r.links),
-                dropped_links_count: r.dropped_links_count,
-                status: std::ptr::read(&r.status),
-                resource: provider.resource.clone(),
-                scope: std::ptr::read(&r.tracer.scope),
+        // The record is handed to the processors where it is (`SpanSlot`):
+        // the batch processor copies it once, into its queue's slot; the box
+        // then goes back to the pool.
+        // SAFETY: `raw` comes from a live `Box<Recording>` that we own. Its
+        // owning fields are each moved out exactly once: `provider` here,
+        // `data` by the slot (consumed, or dropped in place, before
+        // `recycle`); `inbox` was taken above (it holds `None`) and `watch`
+        // is `Copy`. `recycle` then treats the allocation as uninitialised.
+        let provider = unsafe { std::ptr::read(&(*raw).provider) };
+        // SAFETY: see above; the slot owns `data` from here.
+        let slot = unsafe { SpanSlot::new(std::ptr::addr_of_mut!((*raw).data)) };
+        if self.span_context.is_sampled() {
+            if let Some((last, rest)) = provider.processors.split_last() {
+                for p in rest {
+                    p.on_end((*slot).clone());
+                }
+                last.on_end_in_place(slot);
             }
-        };
-        // SAFETY: every owned field was moved out above.
-        unsafe { Span::recycle(raw) };
-        if let Some((last, rest)) = provider.processors.split_last() {
-            for p in rest {
-                p.on_end(data.clone());
-            }
-            last.on_end(data);
+        } else {
+            // Record-only: visible to code that checks is_recording, never exported.
+            drop(slot);
         }
+        // SAFETY: every owned field was moved out above (a processor that
+        // panicked skips this: the allocation leaks, nothing is freed twice).
+        unsafe { Span::recycle(raw) };
     }
 }
 

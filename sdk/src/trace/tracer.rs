@@ -11,8 +11,8 @@ use crate::trace::interned::Interned;
 use crate::trace::limits::limit_attributes;
 use crate::trace::provider::ProviderInner;
 use crate::trace::sampler::SamplingDecision;
-use crate::trace::span::{Recording, Span};
-use crate::trace::span_data::{InstrumentationScope, Link, SpanKind, Status};
+use crate::trace::span::Span;
+use crate::trace::span_data::{InstrumentationScope, Link, SpanData, SpanKind, Status};
 
 /// Starts spans for one instrumentation scope. Cheap to clone.
 #[derive(Clone)]
@@ -280,34 +280,53 @@ impl Tracer {
         if !sampler_attributes.is_empty() {
             attributes.extend(sampler_attributes);
         }
-        let dropped_attributes_count = limit_attributes(
-            &mut attributes,
-            limits.max_attributes_per_span,
-            limits.max_attribute_value_length,
-        );
-        let mut rec = Span::boxed_recording(Recording {
-            tracer: self.clone(),
-            name,
-            kind,
-            start_time_ns: start_time_ns.unwrap_or(now),
-            parent_span_id,
-            parent_is_remote,
-            attributes,
-            dropped_attributes_count,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status: Status::Unset,
-            watch,
-            inbox: None,
-        });
-        for link in links {
-            rec.push_link(link, &limits);
+        let dropped_attributes_count = if attributes.is_empty() {
+            0
+        } else {
+            limit_attributes(
+                &mut attributes,
+                limits.max_attributes_per_span,
+                limits.max_attribute_value_length,
+            )
+        };
+        let mut slot = Span::recording_box();
+        let p = slot.as_mut_ptr();
+        // The record is written in place, in its final form (the `SpanData`
+        // the processors get): nothing is assembled on the stack and copied.
+        // SAFETY: `p` points to the box's uninitialised `Recording`; each
+        // field is written exactly once before `assume_init`.
+        let mut rec = unsafe {
+            std::ptr::addr_of_mut!((*p).data).write(SpanData {
+                span_context: span_context.clone(),
+                parent_span_id,
+                parent_is_remote,
+                span_kind: kind,
+                name,
+                start_time_ns: start_time_ns.unwrap_or(now),
+                end_time_ns: 0,
+                attributes,
+                dropped_attributes_count,
+                events: Vec::new(),
+                dropped_events_count: 0,
+                links: Vec::new(),
+                dropped_links_count: 0,
+                status: Status::Unset,
+                resource: provider.resource.clone(),
+                scope: self.scope.clone(),
+            });
+            std::ptr::addr_of_mut!((*p).provider).write(Arc::clone(&self.provider));
+            std::ptr::addr_of_mut!((*p).watch).write(watch);
+            std::ptr::addr_of_mut!((*p).inbox).write(None);
+            slot.assume_init()
+        };
+        if !links.is_empty() {
+            for link in links {
+                rec.push_link(link, &limits);
+            }
         }
-        if sampled {
+        if sampled && provider.observes_start {
             for p in &provider.processors {
-                p.on_start(&span_context, &rec.name);
+                p.on_start(&span_context, &rec.data.name);
             }
         }
         Span::recording(span_context, rec)
