@@ -81,25 +81,25 @@ pub(crate) struct WatchdogState {
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
-    static MY_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// Where this thread's next claim starts looking: just after its last
-    /// claimed slot, which in the usual nesting (spans ending soon after
-    /// they start) is free, so a claim probes one slot.
-    static CURSOR: Cell<u32> = const { Cell::new(0) };
+    /// This thread's shard (`u32::MAX` until the first claim picks one), and
+    /// where its next claim starts looking: just after its last claimed
+    /// slot, which in the usual nesting (spans ending soon after they
+    /// start) is free, so a claim probes one slot. One thread-local for
+    /// both: a sampled span's start reads and writes it once.
+    static LOCAL: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
 }
 
-fn my_shard() -> usize {
-    MY_SHARD
-        .try_with(|c| {
-            let v = c.get();
-            if v != usize::MAX {
-                return v;
-            }
-            let v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            c.set(v);
-            v
-        })
-        .unwrap_or(0)
+/// This thread's shard and cursor (shard 0 on a thread whose thread-locals
+/// are gone).
+#[inline]
+fn local() -> (usize, usize) {
+    let (shard, cursor) = LOCAL.try_with(Cell::get).unwrap_or((0, 0));
+    if shard != u32::MAX {
+        return (shard as usize, cursor as usize);
+    }
+    let shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    let _ = LOCAL.try_with(|c| c.set((shard as u32, 0)));
+    (shard, 0)
 }
 
 impl WatchdogState {
@@ -134,16 +134,20 @@ impl WatchdogState {
         span_id: SpanId,
         name: Option<&'static str>,
     ) -> Option<WatchToken> {
-        let shard_idx = my_shard();
+        let (shard_idx, cursor) = local();
         let slots = self.slots_of(shard_idx);
         let n = slots.len();
-        let first = CURSOR.try_with(Cell::get).unwrap_or(0) as usize % n;
+        // The cursor may come from another provider's (larger) shards.
+        let mut i = if cursor < n { cursor } else { 0 };
         // Probe at most `MAX_PROBES` slots from the cursor: a shard filled
         // by leaked spans must not make every later span walk all of it.
-        let probes = n.min(MAX_PROBES);
-        for k in 0..probes {
-            let i = (first + k) % n;
+        // (Wrapping by comparison, not `%`: a division per span costs tens of cycles.)
+        for _ in 0..n.min(MAX_PROBES) {
             let s = &slots[i];
+            i += 1;
+            if i == n {
+                i = 0;
+            }
             if s.state.load(Ordering::Relaxed) != FREE
                 || s.state
                     .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
@@ -163,14 +167,14 @@ impl WatchdogState {
             s.name_len.store(l, Ordering::Relaxed);
             s.state
                 .store(LIVE | (start_ns & START_MASK), Ordering::Release);
-            let _ = CURSOR.try_with(|c| c.set(((i + 1) % n) as u32));
+            let _ = LOCAL.try_with(|c| c.set((shard_idx as u32, i as u32)));
             return Some(WatchToken {
                 shard: shard_idx as u16,
-                slot: i as u32,
+                slot: (if i == 0 { n } else { i } - 1) as u32,
             });
         }
         // The next claim looks past the run of open spans just probed.
-        let _ = CURSOR.try_with(|c| c.set(((first + probes) % n) as u32));
+        let _ = LOCAL.try_with(|c| c.set((shard_idx as u32, i as u32)));
         self.unwatched.fetch_add(1, Ordering::Relaxed);
         None
     }
@@ -434,7 +438,8 @@ mod tests {
                 None,
             )
         };
-        let _ = CURSOR.try_with(|c| c.set(0));
+        let (shard, _) = local();
+        let _ = LOCAL.try_with(|c| c.set((shard as u32, 0)));
         let toks: Vec<_> = (0..per_shard).map(|_| reg().unwrap()).collect();
         assert!(reg().is_none());
         assert_eq!(st.unwatched(), 1);
