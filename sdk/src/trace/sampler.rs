@@ -308,6 +308,32 @@ impl Sampler {
     /// threshold to record or erase); then [`Sampler::decide`] must be asked.
     /// `name` is the span name when the caller already has it: the remote
     /// sampler can then answer a plain drop here too.
+    /// [`Sampler::builtin_decision`] with the default samplers' common case
+    /// answered inline, without a call: `AlwaysOn` / `AlwaysOff`, directly or
+    /// as the [`ParentBased`] delegate for this parent, when the parent (if
+    /// any) carries no trace state (so no `th` threshold can be involved).
+    /// The answer is the same as `builtin_decision`'s.
+    #[inline]
+    pub(crate) fn quick_decision(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: Option<&str>,
+    ) -> Option<SamplingDecision> {
+        if parent.is_none_or(|p| p.trace_state().is_empty()) {
+            let s = match self {
+                Sampler::ParentBased(p) => p.delegate(parent),
+                s => s,
+            };
+            match s {
+                Sampler::AlwaysOn => return Some(SamplingDecision::RecordAndSample),
+                Sampler::AlwaysOff => return Some(SamplingDecision::Drop),
+                _ => {}
+            }
+        }
+        self.builtin_decision(parent, trace_id, name)
+    }
+
     #[inline]
     // Without the remote sampler `name` is only passed down to delegates.
     #[cfg_attr(not(feature = "jaeger-remote"), allow(clippy::only_used_in_recursion))]

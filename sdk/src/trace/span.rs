@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -175,7 +175,10 @@ impl Recording {
 /// ```
 pub struct Span {
     span_context: SpanContext,
-    inner: Option<Box<Recording>>,
+    /// `ManuallyDrop`: `Drop for Span` ends the span, which always leaves
+    /// `None` here, so the field needs no drop glue of its own (a call per
+    /// span otherwise).
+    inner: ManuallyDrop<Option<Box<Recording>>>,
 }
 
 impl std::fmt::Debug for Span {
@@ -192,7 +195,7 @@ impl Span {
     pub(crate) fn non_recording(span_context: SpanContext) -> Self {
         Span {
             span_context,
-            inner: None,
+            inner: ManuallyDrop::new(None),
         }
     }
 
@@ -229,7 +232,7 @@ impl Span {
     pub(crate) fn recording(span_context: SpanContext, rec: Box<Recording>) -> Self {
         Span {
             span_context,
-            inner: Some(rec),
+            inner: ManuallyDrop::new(Some(rec)),
         }
     }
 

@@ -90,7 +90,7 @@ impl Tracer {
         let (trace_id, span_id, random) = new_ids(parent.as_ref());
         match provider
             .sampler
-            .builtin_decision(parent.as_ref(), trace_id, None)
+            .quick_decision(parent.as_ref(), trace_id, None)
         {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
@@ -156,7 +156,7 @@ impl Tracer {
         let ids = new_ids(parent.as_ref());
         match provider
             .sampler
-            .builtin_decision(parent.as_ref(), ids.0, Some(&name))
+            .quick_decision(parent.as_ref(), ids.0, Some(&name))
         {
             Some(decision) => {
                 if decision == SamplingDecision::Drop || !self.records() {
@@ -236,6 +236,7 @@ impl Tracer {
 
     /// Builds the recording state of a span that records.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn build(
         &self,
         name: Cow<'static, str>,
@@ -274,7 +275,6 @@ impl Tracer {
         } else {
             None
         };
-        let limits = provider.limits;
         // The caller's attribute list becomes the span's (no copy) once the
         // limits are applied in place.
         if !sampler_attributes.is_empty() {
@@ -285,8 +285,8 @@ impl Tracer {
         } else {
             limit_attributes(
                 &mut attributes,
-                limits.max_attributes_per_span,
-                limits.max_attribute_value_length,
+                provider.limits.max_attributes_per_span,
+                provider.limits.max_attribute_value_length,
             )
         };
         let mut slot = Span::recording_box();
@@ -320,6 +320,7 @@ impl Tracer {
             slot.assume_init()
         };
         if !links.is_empty() {
+            let limits = provider.limits;
             for link in links {
                 rec.push_link(link, &limits);
             }
