@@ -5,7 +5,7 @@
 //! span keeps its state in one box, handed to the processors when it ends.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::sync::Arc;
 
@@ -69,11 +69,31 @@ fn limited_list(
 /// Bounded: beyond `POOL_MAX` boxes, ended spans free theirs.
 const POOL_MAX: usize = 32;
 
+/// A thread's recycled boxes: a fixed array and a length in `Cell`s, so a
+/// take or a give-back is a few instructions (a `RefCell<Vec<_>>` cost a
+/// borrow flag and a capacity check each way).
+struct Pool {
+    len: Cell<usize>,
+    slots: [Cell<*mut MaybeUninit<Recording>>; POOL_MAX],
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for slot in &self.slots[..self.len.get()] {
+            // SAFETY: the first `len` slots hold boxes given back by
+            // `Span::recycle` (owned, uninitialised); each is freed once.
+            drop(unsafe { Box::from_raw(slot.get()) });
+        }
+    }
+}
+
 thread_local! {
-    // The boxes themselves are what is recycled (each becomes a span's
-    // `Box<Recording>`), so `Vec<Box<_>>` is intended.
-    #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<MaybeUninit<Recording>>>> = const { RefCell::new(Vec::new()) };
+    static POOL: Pool = const {
+        Pool {
+            len: Cell::new(0),
+            slots: [const { Cell::new(std::ptr::null_mut()) }; POOL_MAX],
+        }
+    };
 }
 
 impl Recording {
@@ -204,10 +224,22 @@ impl Span {
     /// ~300-byte record is not assembled on the stack and copied in.
     #[inline]
     pub(crate) fn recording_box() -> Box<MaybeUninit<Recording>> {
-        POOL.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        let pooled = POOL
+            .try_with(|p| {
+                let n = p.len.get();
+                (n > 0).then(|| {
+                    p.len.set(n - 1);
+                    p.slots[n - 1].get()
+                })
+            })
             .ok()
-            .flatten()
-            .unwrap_or_else(Box::new_uninit)
+            .flatten();
+        match pooled {
+            // SAFETY: slots below `len` hold owned boxes given back by
+            // `recycle`; taking it out of the pool (len - 1) makes it ours.
+            Some(raw) => unsafe { Box::from_raw(raw) },
+            None => Box::new_uninit(),
+        }
     }
 
     /// Returns a record's allocation to this thread's pool (or frees it).
@@ -219,14 +251,23 @@ impl Span {
     unsafe fn recycle(raw: *mut Recording) {
         // SAFETY: the caller guarantees `raw` is an owned, moved-out box;
         // `MaybeUninit<T>` has `T`'s layout, so the box is owned, uninitialised.
-        let slot = unsafe { Box::from_raw(raw.cast::<MaybeUninit<Recording>>()) };
-        let _ = POOL.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < POOL_MAX {
-                    p.push(slot);
+        let raw = raw.cast::<MaybeUninit<Recording>>();
+        let kept = POOL
+            .try_with(|p| {
+                let n = p.len.get();
+                if n < POOL_MAX {
+                    p.slots[n].set(raw);
+                    p.len.set(n + 1);
+                    true
+                } else {
+                    false
                 }
-            }
-        });
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: as above; the pool did not take it, so it is freed here.
+            drop(unsafe { Box::from_raw(raw) });
+        }
     }
 
     pub(crate) fn recording(span_context: SpanContext, rec: Box<Recording>) -> Self {
