@@ -235,6 +235,12 @@ fn main() {
             let p = provider(Sampler::AlwaysOn);
             run_spans(&p.tracer("hotpath"), n);
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
+            // For CPU-time runs with N above the queue's capacity: spans
+            // dropped on a full queue cost less and would flatter the figure.
+            if std::env::var_os("HOTPATH_STATS").is_some() {
+                let s = ferrotrace::export::ExportStats::global().snapshot();
+                eprintln!("{s:?}");
+            }
         }
         "sampled_otel" => {
             use opentelemetry::trace::TracerProvider as _;

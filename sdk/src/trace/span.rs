@@ -13,9 +13,9 @@ use parking_lot::Mutex;
 
 use crate::attributes::{Key, KeyValue, Value};
 use crate::context::{Context, ContextGuard, SpanContext};
+use crate::export::SpanSlot;
 use crate::ids::SpanId;
 use crate::trace::limits::{limit_attributes, truncate_value, SpanLimits};
-use crate::export::SpanSlot;
 use crate::trace::provider::ProviderInner;
 use crate::trace::span_data::{Event, Link, SpanData, Status};
 use crate::trace::watchdog::WatchToken;
