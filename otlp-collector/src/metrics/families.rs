@@ -359,7 +359,7 @@ impl Collector for Core {
         self.ack_latency.encode(
             f,
             "ferrotrace_receiver_ack_seconds",
-            "Time from request decoded to acknowledgement (WAL durable).",
+            "Time in the collector from a request to its acknowledgement (WAL durable), decoding included (OTLP/HTTP: reading the body too).",
         )?;
         self.decode_latency.encode(
             f,
