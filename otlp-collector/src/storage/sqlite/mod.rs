@@ -223,6 +223,7 @@ impl WriterThread {
 /// Raises this thread's nice value by `nice` (0: unchanged). Only ever
 /// lowers the priority, which needs no privilege; a failure is logged and
 /// the thread runs at the process's priority.
+#[cfg(target_os = "linux")]
 fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
@@ -231,7 +232,6 @@ fn lower_priority(nice: i32) {
     // with a thread id acts on that thread alone); no memory is passed.
     let rc = unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        *libc::__errno_location() = 0;
         let current = libc::getpriority(libc::PRIO_PROCESS, tid);
         libc::setpriority(libc::PRIO_PROCESS, tid, (current + nice).min(19))
     };
@@ -240,6 +240,14 @@ fn lower_priority(nice: i32) {
             error = %std::io::Error::last_os_error(),
             "cannot lower the SQLite writer thread's priority (sqlite.writer_nice); it runs at the process's"
         );
+    }
+}
+
+/// Elsewhere a thread's own nice value cannot be set portably.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(nice: i32) {
+    if nice > 0 {
+        tracing::warn!("sqlite.writer_nice is only applied on Linux; the SQLite writer thread runs at the process's priority");
     }
 }
 
@@ -522,13 +530,12 @@ mod tests {
     /// Writes run on the named writer thread, at the configured lower
     /// priority, one after the other; a panicking write is an error for its
     /// caller and the thread goes on with the next.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn writes_run_on_the_writer_thread_at_its_priority() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let process_nice = unsafe {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, 0)
-        };
+        // SAFETY: a plain syscall, no memory passed.
+        let process_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         let store = SqliteStore::open_with(
             dir.path().join("t.db"),
             SqliteConfig {
@@ -540,9 +547,9 @@ mod tests {
         let (name, nice) = store
             .with_writer(|_, _| {
                 let name = std::thread::current().name().map(str::to_owned);
+                // SAFETY: plain syscalls, no memory passed.
                 let nice = unsafe {
                     let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    *libc::__errno_location() = 0;
                     libc::getpriority(libc::PRIO_PROCESS, tid)
                 };
                 Ok((name, nice))
