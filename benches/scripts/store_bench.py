@@ -289,6 +289,89 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def io_bytes(pid):
+    """(read_bytes, write_bytes) a process made the block layer do so far
+    (/proc/PID/io; the collector's WAL and the SQLite files both count)."""
+    vals = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            vals[k] = int(v)
+    return vals.get("read_bytes", 0), vals.get("write_bytes", 0)
+
+
+def thread_times(pid):
+    """Per thread of `pid`: (name, CPU ns, ns waited on a run queue) from
+    /proc/PID/task/*/schedstat: what the threads did and how long they were
+    runnable but not running (CPU contention)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run, wait, _ = (int(x) for x in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        out[tid] = (name, run, wait)
+    return out
+
+
+def thread_groups(before, after):
+    """CPU seconds and run-queue wait seconds between two `thread_times`,
+    summed by thread name (digits dropped: tokio-runtime-w, wal-writer, ...)."""
+    groups = {}
+    for tid, (name, run, wait) in after.items():
+        r0, w0 = before.get(tid, (name, 0, 0))[1:]
+        key = name.rstrip("0123456789-_") or name
+        g = groups.setdefault(key, {"threads": 0, "cpu_s": 0.0, "runq_wait_s": 0.0})
+        g["threads"] += 1
+        g["cpu_s"] += (run - r0) / 1e9
+        g["runq_wait_s"] += (wait - w0) / 1e9
+    return {k: {"threads": v["threads"], "cpu_s": round(v["cpu_s"], 2),
+                "runq_wait_s": round(v["runq_wait_s"], 2)}
+            for k, v in sorted(groups.items(), key=lambda kv: -kv[1]["cpu_s"]) if v["cpu_s"] > 0.005}
+
+
+def histogram(text, name):
+    """Count, mean and p50/p99/p99.9 (linear within a bucket) of a Prometheus
+    histogram in the text exposition, in ms; None when it is not there."""
+    buckets = []
+    total = s = None
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le),
+                            float(line.rsplit(" ", 1)[1])))
+        elif line.startswith(name + "_count"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_sum"):
+            s = float(line.rsplit(" ", 1)[1])
+    if not total:
+        return None
+
+    def q(p):
+        rank = p * total
+        lo, prev = 0.0, 0.0
+        for le, c in buckets:
+            if c >= rank:
+                if le == float("inf"):
+                    return lo * 1e3
+                frac = (rank - prev) / max(c - prev, 1e-9)
+                return (lo + (le - lo) * frac) * 1e3
+            lo, prev = le, c
+        return lo * 1e3
+    return {"count": int(total), "mean_ms": round(s / total * 1e3, 3),
+            "p50_ms": round(q(0.5), 2), "p99_ms": round(q(0.99), 2), "p999_ms": round(q(0.999), 2)}
+
+
+# The parts of an acknowledgement the collector measures (ACK_PART_BOUNDS).
+ACK_PARTS = ["ferrotrace_receiver_ack_seconds", "ferrotrace_receiver_decode_seconds",
+             "ferrotrace_wal_append_seconds", "ferrotrace_wal_group_wait_seconds",
+             "ferrotrace_wal_write_seconds", "ferrotrace_wal_fsync_seconds",
+             "ferrotrace_sink_write_seconds"]
+
+
 def metric(text, name):
     total = 0.0
     found = False
@@ -478,6 +561,8 @@ def main():
         # PostgreSQL works in one process per connection: only ClickHouse is counted.
         db_pid = (db.proc.pid if db.proc else db.pid) if db and db.kind == "clickhouse" else None
         cpu0 = (cpu_seconds(collector.pid), cpu_seconds(db_pid) if db_pid else None)
+        threads0 = thread_times(collector.pid)
+        io0 = io_bytes(collector.pid)
         perf = None
         if args.perf:
             # Call-graph samples of the collector while the load runs (and
@@ -489,6 +574,19 @@ def main():
         out = subprocess.check_output(lg, text=True)
         result["loadgen"] = json.loads(out.strip().splitlines()[-1])
         acked = result["loadgen"]["accepted_spans"]
+        # While the load ran: each thread group's CPU and run-queue wait.
+        result["threads_during_load"] = thread_groups(threads0, thread_times(collector.pid))
+        m = http(f"{q}/metrics", timeout=5).decode()
+        result["ack_parts"] = {k[len("ferrotrace_"):-len("_seconds")]: h for k in ACK_PARTS
+                               if (h := histogram(m, k))}
+        io1 = io_bytes(collector.pid)
+        result["disk_write_kib_per_span_during_load"] = round(
+            (io1[1] - io0[1]) / 1024 / max(acked, 1), 3)
+        result["wal_appends_per_fsync"] = round(
+            (metric(m, "ferrotrace_wal_appends_total") or 0) /
+            max(metric(m, "ferrotrace_wal_fsyncs_total") or 0, 1), 2)
+        with open("/proc/loadavg") as f:
+            result["loadavg_1m_after_load"] = float(f.read().split()[0])
         if args.sink != "null":
             def drained():
                 m = http(f"{q}/metrics", timeout=5).decode()

@@ -359,7 +359,32 @@ impl Collector for Core {
         self.ack_latency.encode(
             f,
             "ferrotrace_receiver_ack_seconds",
-            "Time from request decoded to acknowledgement (WAL durable).",
+            "Time in the collector from a request to its acknowledgement (WAL durable), decoding included (OTLP/HTTP: reading the body too).",
+        )?;
+        self.decode_latency.encode(
+            f,
+            "ferrotrace_receiver_decode_seconds",
+            "Time a receiver took to decode one request body into spans.",
+        )?;
+        self.wal_group_wait.encode(
+            f,
+            "ferrotrace_wal_group_wait_seconds",
+            "Per WAL append: from the append until its group's write started (behind the previous group's write and fsync).",
+        )?;
+        self.wal_write_latency.encode(
+            f,
+            "ferrotrace_wal_write_seconds",
+            "Per WAL group commit: the write of the group's records.",
+        )?;
+        self.wal_fsync_latency.encode(
+            f,
+            "ferrotrace_wal_fsync_seconds",
+            "Per WAL fsync (fdatasync of the current segment).",
+        )?;
+        self.wal_append_latency.encode(
+            f,
+            "ferrotrace_wal_append_seconds",
+            "Per WAL append as the receiver sees it: from the append until its task has the durable answer.",
         )
     }
 }

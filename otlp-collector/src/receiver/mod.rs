@@ -131,10 +131,15 @@ impl Ingest {
     /// that re-slices, OTLP protobuf is only scanned
     /// (`otlp_proto::route_scan`), with the same errors and rejections.
     pub fn decode(&self, format: RecordFormat, body: &Bytes) -> Result<Decoded, DecodeError> {
-        if format == RecordFormat::OtlpProto && self.reslice.load(Relaxed) {
-            return otlp_proto::route_scan::scan(body.clone(), &self.limits);
-        }
-        decode(format, body, &self.limits)
+        let t = Instant::now();
+        let out = if format == RecordFormat::OtlpProto && self.reslice.load(Relaxed) {
+            otlp_proto::route_scan::scan(body.clone(), &self.limits)
+        } else {
+            decode(format, body, &self.limits)
+        };
+        // One part of the acknowledgement latency (ack_seconds includes it).
+        self.metrics.decode_latency.observe(t.elapsed());
+        out
     }
 
     /// Makes refusals for a full queue or WAL answer 503 / UNAVAILABLE while

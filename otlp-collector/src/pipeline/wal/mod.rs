@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Sender, TrySendError};
@@ -273,6 +274,8 @@ struct AppendReq {
     spans: u32,
     payload: Bytes,
     reply: tokio::sync::oneshot::Sender<Result<WalPos, WalError>>,
+    /// When the append was made (`ferrotrace_wal_group_wait_seconds`).
+    queued_at: Instant,
 }
 
 /// Handle to the WAL; cheap to clone.
@@ -401,17 +404,24 @@ impl Wal {
         payload: Bytes,
     ) -> Result<WalPos, WalError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        let queued_at = Instant::now();
         match self.tx.try_send(AppendReq {
             format,
             spans,
             payload,
             reply,
+            queued_at,
         }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(WalError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(WalError::Closed),
         }
-        rx.await.unwrap_or(Err(WalError::Closed))
+        let out = rx.await.unwrap_or(Err(WalError::Closed));
+        self.shared
+            .metrics
+            .wal_append_latency
+            .observe(queued_at.elapsed());
+        out
     }
 
     /// Marks `n` more spans of segment `id` as outstanding (used at replay).
@@ -578,6 +588,7 @@ impl Wal {
             spans: u32::MAX,
             payload: Bytes::new(),
             reply,
+            queued_at: Instant::now(),
         });
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();

@@ -197,6 +197,13 @@ impl Writer {
     }
 
     fn fsync_current(&self) -> std::io::Result<()> {
+        let t = Instant::now();
+        let r = self.fsync_current_untimed();
+        self.shared.metrics.wal_fsync_latency.observe(t.elapsed());
+        r
+    }
+
+    fn fsync_current_untimed(&self) -> std::io::Result<()> {
         #[cfg(test)]
         {
             let f = &self.shared.fail_fsyncs;
@@ -388,6 +395,13 @@ impl Writer {
                 return;
             }
         }
+        let started = Instant::now();
+        for r in group.iter() {
+            self.shared
+                .metrics
+                .wal_group_wait
+                .observe(started.saturating_duration_since(r.queued_at));
+        }
         self.buf.clear();
         let mut accepted: Vec<(AppendReq, u64, u64)> = Vec::with_capacity(group.len());
         let mut spans_total = 0u64;
@@ -445,7 +459,10 @@ impl Writer {
             );
             return;
         };
-        if let Err(e) = file.write_all_at(&self.buf, self.file_len) {
+        let t = Instant::now();
+        let written = file.write_all_at(&self.buf, self.file_len);
+        self.shared.metrics.wal_write_latency.observe(t.elapsed());
+        if let Err(e) = written {
             self.shared.metrics.wal_io_errors.add("write", 1);
             self.shared.note_error(&io_err(&path)(copy_io(&e)));
             if let Some(suppressed) = self.write_log.admit_now() {

@@ -18,9 +18,10 @@
 //! - `rollup_origins`: the WAL spans each rollup batch accounts for, written
 //!   in the batch's transaction (see `rollup::origins`).
 //!
-//! rusqlite is synchronous, so every operation runs on tokio's blocking pool
-//! with one writer connection and a few reader connections (WAL lets readers
-//! run while the writer commits). All values are bound parameters.
+//! rusqlite is synchronous: writes run on the store's own `sqlite-writer`
+//! thread with the one writer connection, reads on tokio's blocking pool
+//! with a few reader connections (WAL lets readers run while the writer
+//! commits). All values are bound parameters.
 //!
 //! Files by concern: [`layout`] (schema, span rows, migrations), `write.rs`
 //! (spans, rollups, origins), `read.rs` (trace reads and search),
@@ -65,6 +66,32 @@ pub struct SqliteConfig {
     /// the database file. Larger means fewer, cheaper checkpoints (a page
     /// written by several batches is copied once) and a larger `-wal` file.
     pub wal_autocheckpoint_pages: u32,
+    /// Nice value added to the `sqlite-writer` thread (0 = the process's
+    /// priority, at most 19). Acknowledgements depend on the receivers and
+    /// the collector's WAL, not on the store: a less favoured writer leaves
+    /// them the CPU first when cores are short, and still gets every idle
+    /// cycle (the sink keeping up is what `ferrotrace_queue_spans` shows).
+    pub writer_nice: i32,
+    /// When a committed write is made durable. `full` (default): SQLite
+    /// syncs its WAL inside every commit (`PRAGMA synchronous=FULL`), on the
+    /// writer thread. `normal`: the commit only writes (`synchronous=NORMAL`)
+    /// and the store syncs SQLite's WAL file itself on its `sqlite-sync`
+    /// thread before the write returns, so a write is still durable when it
+    /// returns (the collector releases its own WAL only then), while the
+    /// writer thread already runs the next write (with
+    /// `batcher.max_concurrent_writes` ≥ 2) and concurrent writes share one sync.
+    pub synchronous: SqliteSync,
+}
+
+/// [`SqliteConfig::synchronous`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// SQLite syncs in every commit.
+    #[default]
+    Full,
+    /// Commits only write; the store syncs SQLite's WAL before a write returns.
+    Normal,
 }
 
 impl Default for SqliteConfig {
@@ -76,6 +103,8 @@ impl Default for SqliteConfig {
             retention_chunk: 5_000,
             max_latency_points: 10_000,
             wal_autocheckpoint_pages: 16_384,
+            writer_nice: 0,
+            synchronous: SqliteSync::Full,
         }
     }
 }
@@ -115,9 +144,111 @@ fn map_err(e: rusqlite::Error) -> StorageError {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// Jobs for the `sqlite-writer` thread, which runs every write (see
+    /// [`WriterThread`]).
+    jobs: WriterThread,
+    /// With `synchronous = "normal"`: syncs SQLite's WAL after writes.
+    syncer: Option<WalSyncer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     config: SqliteConfig,
+}
+
+/// Syncs SQLite's WAL file for `synchronous = "normal"` on its own thread:
+/// every request waiting when a sync starts is answered by it (one
+/// `fdatasync` for all), and a request is only taken after the write it
+/// follows has returned, so its frames are in the file before the sync.
+struct WalSyncer {
+    tx: crossbeam_channel::Sender<tokio::sync::oneshot::Sender<std::io::Result<()>>>,
+}
+
+impl WalSyncer {
+    fn start(wal_file: std::fs::File) -> std::io::Result<WalSyncer> {
+        let (tx, rx) =
+            crossbeam_channel::unbounded::<tokio::sync::oneshot::Sender<std::io::Result<()>>>();
+        std::thread::Builder::new()
+            .name("sqlite-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = wal_file.sync_data();
+                    for w in waiting {
+                        let _ = w.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                }
+            })?;
+        Ok(WalSyncer { tx })
+    }
+}
+
+/// A job for the writer thread: it locks the writer connection itself.
+type WriterJob = Box<dyn FnOnce() + Send>;
+
+/// The thread that runs the store's writes, one at a time, in the order they
+/// were asked for. Its own named thread rather than tokio's blocking pool:
+/// the sink's CPU (a transaction of thousands of spans is tens of
+/// milliseconds of one core) shows apart from the tokio workers in
+/// per-thread tools (`top -H`, `/proc/PID/task/*/schedstat`, `perf`), and its
+/// scheduling priority can be set (`sqlite.writer_nice`) so that on a small
+/// machine the acknowledgement path (tokio workers, `wal-writer`) runs first
+/// when both want a core. The thread ends when the store is dropped (the job
+/// sender with it).
+struct WriterThread {
+    tx: crossbeam_channel::Sender<WriterJob>,
+}
+
+impl WriterThread {
+    fn start(nice: i32) -> std::io::Result<WriterThread> {
+        // Unbounded, but every job has a caller awaiting its answer, and
+        // the callers are few: the sink's span writes
+        // (`batcher.max_concurrent_writes`), one rollup write, retention and
+        // the sampling store, each one at a time.
+        let (tx, rx) = crossbeam_channel::unbounded::<WriterJob>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                lower_priority(nice);
+                for job in rx {
+                    job();
+                }
+            })?;
+        Ok(WriterThread { tx })
+    }
+}
+
+/// Raises this thread's nice value by `nice` (0: unchanged). Only ever
+/// lowers the priority, which needs no privilege; a failure is logged and
+/// the thread runs at the process's priority.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on the calling thread (on Linux, PRIO_PROCESS
+    // with a thread id acts on that thread alone); no memory is passed.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (current + nice).min(19))
+    };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the SQLite writer thread's priority (sqlite.writer_nice); it runs at the process's"
+        );
+    }
+}
+
+/// Elsewhere a thread's own nice value cannot be set portably.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(nice: i32) {
+    if nice > 0 {
+        tracing::warn!("sqlite.writer_nice is only applied on Linux; the SQLite writer thread runs at the process's priority");
+    }
 }
 
 /// The embedded SQLite [`SpanStore`].
@@ -223,8 +354,14 @@ impl SqliteStore {
             )));
         }
         // FULL: a commit is on disk when write_spans returns (see module docs).
+        // NORMAL: the same, by the store's own sync of SQLite's WAL file
+        // ([`WalSyncer`]) before a write returns.
+        let sync_mode = match config.synchronous {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        };
         writer
-            .pragma_update(None, "synchronous", "FULL")
+            .pragma_update(None, "synchronous", sync_mode)
             .map_err(map_err)?;
         writer
             .pragma_update(
@@ -255,10 +392,33 @@ impl SqliteStore {
             configure(&conn, &config).map_err(map_err)?;
             readers.push(Mutex::new(conn));
         }
+        let jobs = WriterThread::start(config.writer_nice).map_err(|e| {
+            StorageError::Unavailable(format!("cannot start the SQLite writer thread: {e}"))
+        })?;
+        let syncer = match config.synchronous {
+            SqliteSync::Full => None,
+            SqliteSync::Normal => {
+                // The `-wal` file exists from the WAL mode switch on, and is
+                // kept (`persist_wal`), so this handle stays on SQLite's file.
+                let mut wal_path = path.clone().into_os_string();
+                wal_path.push("-wal");
+                let started = std::fs::File::open(&wal_path)
+                    .and_then(WalSyncer::start)
+                    .map_err(|e| {
+                        StorageError::Unavailable(format!(
+                            "cannot open SQLite's WAL file {} to sync it (sqlite.synchronous = \"normal\"): {e}",
+                            std::path::Path::new(&wal_path).display()
+                        ))
+                    })?;
+                Some(started)
+            }
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
+                jobs,
+                syncer,
                 readers,
                 next_reader: AtomicUsize::new(0),
                 config,
@@ -277,12 +437,54 @@ impl SqliteStore {
         F: FnOnce(&mut Connection, &SqliteConfig) -> StorageResult<R> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock();
-            f(&mut conn, &inner.config)
-        })
-        .await
-        .map_err(|e| StorageError::Backend(format!("sqlite worker failed: {e}")))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: WriterJob = Box::new(move || {
+            let out = {
+                let mut conn = inner.writer.lock();
+                // A panic in a write ends that write (its caller gets an
+                // error, as from a failed blocking task), not the thread.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f(&mut conn, &inner.config)
+                }))
+            };
+            let _ = reply.send(out);
+        });
+        if self.inner.jobs.tx.send(job).is_err() {
+            return Err(StorageError::Backend(
+                "the SQLite writer thread has stopped".into(),
+            ));
+        }
+        match answer.await {
+            Ok(Ok(out)) => out,
+            Ok(Err(_)) => Err(StorageError::Backend(
+                "sqlite worker failed: the write panicked".into(),
+            )),
+            Err(_) => Err(StorageError::Backend(
+                "the SQLite writer thread has stopped".into(),
+            )),
+        }
+    }
+
+    /// [`Self::with_writer`] for a write that must be durable when it
+    /// returns: with `synchronous = "normal"`, SQLite's WAL file is synced
+    /// after the write (sharing the sync with concurrent writes).
+    async fn with_writer_durable<R, F>(&self, f: F) -> StorageResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection, &SqliteConfig) -> StorageResult<R> + Send + 'static,
+    {
+        let out = self.with_writer(f).await?;
+        if let Some(syncer) = &self.inner.syncer {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let stopped = || StorageError::Backend("the SQLite sync thread has stopped".into());
+            syncer.tx.send(reply).map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?.map_err(|e| {
+                StorageError::Unavailable(format!(
+                    "sqlite: cannot sync the WAL file: {e} (retry later; check the disk)"
+                ))
+            })?;
+        }
+        Ok(out)
     }
 
     async fn with_reader<R, F>(&self, f: F) -> StorageResult<R>
@@ -323,6 +525,89 @@ mod tests {
         let got = store.get_trace([7; 16], None).await.expect("get");
         assert_eq!(got.len(), 1);
         assert!(matches!(got[0].attributes[0].value, AttrValue::Double(d) if d.is_nan()));
+    }
+
+    /// Writes run on the named writer thread, at the configured lower
+    /// priority, one after the other; a panicking write is an error for its
+    /// caller and the thread goes on with the next.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn writes_run_on_the_writer_thread_at_its_priority() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // SAFETY: a plain syscall, no memory passed.
+        let process_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let store = SqliteStore::open_with(
+            dir.path().join("t.db"),
+            SqliteConfig {
+                writer_nice: 3,
+                ..SqliteConfig::default()
+            },
+        )
+        .expect("open");
+        let (name, nice) = store
+            .with_writer(|_, _| {
+                let name = std::thread::current().name().map(str::to_owned);
+                // SAFETY: plain syscalls, no memory passed.
+                let nice = unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::getpriority(libc::PRIO_PROCESS, tid)
+                };
+                Ok((name, nice))
+            })
+            .await
+            .expect("job");
+        assert_eq!(name.as_deref(), Some("sqlite-writer"));
+        assert_eq!(nice, (process_nice + 3).min(19));
+        let failed = store
+            .with_writer(|_, _| -> StorageResult<()> { panic!("injected") })
+            .await;
+        assert!(matches!(failed, Err(StorageError::Backend(m)) if m.contains("panicked")));
+        store
+            .write_spans(&[full_span()])
+            .await
+            .expect("write after a panic");
+        assert_eq!(store.get_trace([7; 16], None).await.expect("get").len(), 1);
+    }
+
+    /// `synchronous = "normal"`: commits do not sync, the store syncs
+    /// SQLite's WAL file before a write returns; concurrent writes work and
+    /// everything written is read back, also after reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn normal_sync_writes_are_synced_by_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let cfg = SqliteConfig {
+            synchronous: SqliteSync::Normal,
+            ..SqliteConfig::default()
+        };
+        let store = SqliteStore::open_with(&path, cfg.clone()).expect("open");
+        let sync: i64 = store
+            .inner
+            .writer
+            .lock()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("sync");
+        assert_eq!(sync, 1, "synchronous=NORMAL");
+        assert!(store.inner.syncer.is_some());
+        let writes = (0..8u8).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = full_span();
+                s.trace_id = [n + 1; 16];
+                store.write_spans(&[s]).await
+            })
+        });
+        for w in writes.collect::<Vec<_>>() {
+            w.await.expect("task").expect("write");
+        }
+        drop(store);
+        let store = SqliteStore::open_with(&path, cfg).expect("reopen");
+        for n in 0..8u8 {
+            assert_eq!(
+                store.get_trace([n + 1; 16], None).await.expect("get").len(),
+                1
+            );
+        }
     }
 
     #[tokio::test]

@@ -181,7 +181,7 @@ impl SpanWriter for SqliteStore {
             return Ok(());
         }
         let spans = spans.to_vec();
-        self.with_writer(move |c, _| write_spans_tx(c, &spans))
+        self.with_writer_durable(move |c, _| write_spans_tx(c, &spans))
             .await
     }
     async fn write_rollups(&self, rollups: &RollupBatch) -> StorageResult<()> {
@@ -189,7 +189,7 @@ impl SpanWriter for SqliteStore {
             return Ok(());
         }
         let batch = rollups.clone();
-        self.with_writer(move |c, _| write_rollups_tx(c, &batch))
+        self.with_writer_durable(move |c, _| write_rollups_tx(c, &batch))
             .await
     }
     async fn rollup_origins(
