@@ -408,7 +408,10 @@ async fn exercise(hot: Arc<dyn SpanStore>, cold_cfg: ColdConfig) {
     ] {
         match r {
             Err(StorageError::InvalidQuery(m)) => {
-                assert!(m.contains("not available before") && m.contains("cold.hot_days"), "{m}")
+                assert!(
+                    m.contains("not available before") && m.contains("cold.hot_days"),
+                    "{m}"
+                )
             }
             other => panic!("expected a clear refusal, got {other:?}"),
         }
@@ -1553,7 +1556,11 @@ async fn small_files(cold: &ColdStore, base: u64, hour: u64, first: u32, count: 
         let mut batch = Vec::new();
         for k in 0..5 {
             let t = first + f * 5 + k;
-            batch.extend(trace(t, base + hour * HOUR + u64::from(t % 1_000) * 1_000 * MS, 5));
+            batch.extend(trace(
+                t,
+                base + hour * HOUR + u64::from(t % 1_000) * 1_000 * MS,
+                5,
+            ));
             traces.push(t);
         }
         assert_eq!(cold.write(batch).await.expect("write").len(), 1);
@@ -1605,7 +1612,10 @@ async fn compaction_run(cfg: ColdConfig) {
             let mut rounds = 0;
             while !stop.load(Relaxed) || rounds == 0 {
                 five_spans_each(&cold, &traces).await;
-                let (found, _) = cold.search(&query(range, 1_000), None, 1_000).await.expect("search");
+                let (found, _) = cold
+                    .search(&query(range, 1_000), None, 1_000)
+                    .await
+                    .expect("search");
                 assert_eq!(found.len(), traces.len(), "search sees every trace once");
                 rounds += 1;
             }
@@ -1615,7 +1625,11 @@ async fn compaction_run(cfg: ColdConfig) {
     let r = cold.compact().await.expect("compact");
     stop.store(true, Relaxed);
     assert!(reader.await.expect("reader") >= 1);
-    assert_eq!((r.files_written, r.files_replaced, r.spans), (4, 40, 1_000), "{r:?}");
+    assert_eq!(
+        (r.files_written, r.files_replaced, r.spans),
+        (4, 40, 1_000),
+        "{r:?}"
+    );
     assert_eq!(cold.files().len(), 5);
     let before = cold.stats.files_opened.load(Relaxed);
     five_spans_each(&cold, &traces).await;
@@ -1624,9 +1638,17 @@ async fn compaction_run(cfg: ColdConfig) {
         traces.len() as u64,
         "one file per lookup after merging"
     );
-    assert_eq!(cold.compact().await.expect("again").files_written, 0, "nothing left to merge");
+    assert_eq!(
+        cold.compact().await.expect("again").files_written,
+        0,
+        "nothing left to merge"
+    );
     let other = ColdStore::open(&cfg).await.expect("reopen");
-    assert_eq!(other.files().len(), 5, "the location holds the merged files only");
+    assert_eq!(
+        other.files().len(),
+        5,
+        "the location holds the merged files only"
+    );
     five_spans_each(&other, &traces).await;
 
     // A crash after the merged file was written, before the deletes: a
@@ -1657,8 +1679,15 @@ async fn compaction_run(cfg: ColdConfig) {
     assert_eq!(restarted.files().len(), 8, "inputs still listed");
     five_spans_each(&restarted, &late2).await;
     let r = restarted.compact().await.expect("recover");
-    assert_eq!((r.recovered, r.files_written, r.files_replaced), (1, 1, 2), "{r:?}");
-    assert_eq!(ColdStore::open(&cfg).await.expect("reopen").files().len(), 7);
+    assert_eq!(
+        (r.recovered, r.files_written, r.files_replaced),
+        (1, 1, 2),
+        "{r:?}"
+    );
+    assert_eq!(
+        ColdStore::open(&cfg).await.expect("reopen").files().len(),
+        7
+    );
     five_spans_each(&restarted, &late2).await;
 
     // The same file written twice (a retried run): merged to one copy.

@@ -324,7 +324,11 @@ async fn lookups_at_scale(root: &std::path::Path, now: u64) {
 async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
     let traces = spans / 200;
     let step = (traces / 1_000).max(1);
-    let present: Vec<TraceId> = (0..traces).step_by(step as usize).take(1_000).map(tid).collect();
+    let present: Vec<TraceId> = (0..traces)
+        .step_by(step as usize)
+        .take(1_000)
+        .map(tid)
+        .collect();
     // Cold cache: a fresh store fetches every file's index on its first lookup.
     let fresh = Arc::new(ColdStore::open(&cfg(Some(big))).await.expect("cold"));
     let t = Instant::now();

@@ -77,7 +77,11 @@ pub enum StopAfter {
 /// `max_spans_per_file` spans, oldest first, packed into groups of at most
 /// `max_spans_per_file` spans; groups of one are left alone; at most
 /// `max_files` inputs in all.
-pub fn plan(files: &[FileEntry], max_spans_per_file: usize, max_files: usize) -> Vec<Vec<FileEntry>> {
+pub fn plan(
+    files: &[FileEntry],
+    max_spans_per_file: usize,
+    max_files: usize,
+) -> Vec<Vec<FileEntry>> {
     let max = max_spans_per_file.max(2) as u64;
     let mut hours: BTreeMap<u64, Vec<&FileEntry>> = BTreeMap::new();
     for e in files {
@@ -143,7 +147,9 @@ impl ColdStore {
             report.spans += spans;
             report.duplicates_dropped += dropped;
         }
-        self.stats.compactions.fetch_add(report.files_written, Relaxed);
+        self.stats
+            .compactions
+            .fetch_add(report.files_written, Relaxed);
         self.stats
             .compaction_files_replaced
             .fetch_add(report.files_replaced, Relaxed);
@@ -215,8 +221,8 @@ impl ColdStore {
                 }
             }
             .bytes()
-                .await
-                .map_err(|err| os_err("reading", &e.path, err))?;
+            .await
+            .map_err(|err| os_err("reading", &e.path, err))?;
             self.stats.bytes_read.fetch_add(data.len() as u64, Relaxed);
             let file = tokio::task::spawn_blocking(move || {
                 let f = OpenFile::open(Pieces::whole(data))?;

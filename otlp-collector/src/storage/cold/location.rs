@@ -140,7 +140,10 @@ pub fn manifests_dir(prefix: &Path) -> Path {
 
 /// The manifests under the cold tier's prefix (usually none). One that
 /// cannot be parsed (not written by this code) is skipped, never deleted.
-pub async fn manifests(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Manifest>, StorageError> {
+pub async fn manifests(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+) -> Result<Vec<Manifest>, StorageError> {
     use futures_util::StreamExt;
     let dir = manifests_dir(prefix);
     let mut listing = store.list(Some(&dir));
@@ -154,7 +157,10 @@ pub async fn manifests(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Man
     let mut out = Vec::new();
     for path in paths {
         let body = match store.get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| manifest_err("reading", &path, e))?,
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| manifest_err("reading", &path, e))?,
             // Finished by its compactor since the listing.
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(manifest_err("reading", &path, e)),

@@ -18,8 +18,7 @@ use crate::storage::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage,
     LatencyPoint, LatencyQuery, Operation, Retention, RetentionReport, SamplingCountRow,
     SamplingCounts, SamplingPeriodCounts, SearchPage, SpanStore, SpanWriter, StorageError,
-    StorageResult,
-    TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans, TraceSummary,
+    StorageResult, TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans, TraceSummary,
 };
 
 /// Marks a search cursor that continues in the cold tier (a hot cursor is
