@@ -1633,10 +1633,13 @@ async fn compaction_run(cfg: ColdConfig) {
     assert_eq!(cold.files().len(), 5);
     let before = cold.stats.files_opened.load(Relaxed);
     five_spans_each(&cold, &traces).await;
-    assert_eq!(
-        cold.stats.files_opened.load(Relaxed) - before,
-        traces.len() as u64,
-        "one file per lookup after merging"
+    let opened = cold.stats.files_opened.load(Relaxed) - before;
+    // About one file per lookup; a bloom filter's false positive (0.1% per
+    // row group) may add one now and then.
+    assert!(
+        opened >= traces.len() as u64 && opened <= traces.len() as u64 + 3,
+        "{opened} files opened for {} lookups",
+        traces.len()
     );
     assert_eq!(
         cold.compact().await.expect("again").files_written,
