@@ -386,6 +386,41 @@ async fn exercise(hot: Arc<dyn SpanStore>, cold_cfg: ColdConfig) {
         opened,
         "footers only"
     );
+    // Analytics over a cold range: the rollups went with the hot spans, so
+    // the range is refused with the first covered instant, not answered
+    // from part of the data; a range the hot store holds is answered.
+    for r in [
+        tiered.dependencies(old_range).await.map(|_| ()),
+        tiered
+            .latency(&LatencyQuery {
+                service: "backend".into(),
+                operation: None,
+                range: old_range,
+                step_ns: None,
+                kinds: Vec::new(),
+            })
+            .await
+            .map(|_| ()),
+        tiered
+            .exact_percentiles("backend", None, &[], old_range, &[0.5])
+            .await
+            .map(|_| ()),
+    ] {
+        match r {
+            Err(StorageError::InvalidQuery(m)) => {
+                assert!(
+                    m.contains("not available before") && m.contains("cold.hot_days"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected a clear refusal, got {other:?}"),
+        }
+    }
+    let recent = TimeRange {
+        start_ns: d.now - 2 * DAY,
+        end_ns: d.now,
+    };
+    tiered.dependencies(recent).await.expect("hot range");
     // The first 2 ms of trace 0: its root and first child only.
     let t0 = d.old[0].1[0].start_ns;
     let cut = TimeRange {
@@ -657,25 +692,30 @@ fn start_moto() -> Option<Moto> {
     Some(m)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_tier_in_a_real_moto_server_serves_old_traces() {
-    let Some(moto) = start_moto() else {
-        return;
-    };
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    // Create the bucket (moto accepts an unsigned request).
+/// Creates `bucket` in moto (which accepts an unsigned request) and sets
+/// the credentials in the standard variables, as in production; returns
+/// the endpoint.
+async fn moto_bucket(moto: &Moto, bucket: &str) -> String {
     let resp = ingest_util::request(
         "PUT",
         format!("127.0.0.1:{}", moto.port).parse().expect("addr"),
-        "/ferrotrace-cold",
+        &format!("/{bucket}"),
         &[],
         bytes::Bytes::new(),
     )
     .await;
     assert_eq!(resp.status, 200, "create bucket");
-    // Credentials from the standard variables, as in production.
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    format!("http://127.0.0.1:{}", moto.port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tier_in_a_real_moto_server_serves_old_traces() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let endpoint = moto_bucket(&moto, "ferrotrace-cold").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let hot = Arc::new(SqliteStore::open(dir.path().join("spans.db")).expect("sqlite"));
     let cfg = ColdConfig {
@@ -1200,10 +1240,14 @@ async fn tier_cutoff_is_a_day_boundary(hot: Arc<dyn SpanStore>, cold_dir: &std::
 async fn recopy_after_a_crash_keeps_one_copy(hot: Arc<dyn SpanStore>, cold_dir: &std::path::Path) {
     let d = data();
     fill(hot.as_ref(), &d).await;
+    // Compaction off: it would merge the two copies (checked at the end).
     let cold = Arc::new(
-        ColdStore::open(&cold_config(Some(cold_dir)))
-            .await
-            .expect("open cold"),
+        ColdStore::open(&ColdConfig {
+            compaction: false,
+            ..cold_config(Some(cold_dir))
+        })
+        .await
+        .expect("open cold"),
     );
     let first = run_once(hot.as_ref(), &cold, d.now).await.expect("tier");
     assert_eq!(first.spans_written, 201, "{first:?}");
@@ -1230,6 +1274,15 @@ async fn recopy_after_a_crash_keeps_one_copy(hot: Arc<dyn SpanStore>, cold_dir: 
     let pages = all_pages(&tiered, query(old_range, 7)).await;
     assert_eq!(pages.len(), 40);
     assert_eq!(pages.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 40);
+    // Compaction merges each hour's two copies into one file of one copy.
+    let c = cold.compact().await.expect("compact");
+    assert_eq!((c.files_written, c.files_replaced), (20, 40), "{c:?}");
+    assert_eq!(c.duplicates_dropped, 200, "{c:?}");
+    assert_eq!(cold.stats.spans.load(Relaxed), 201);
+    for (t, spans) in &d.old {
+        let (raw, _) = cold.spans_of(&[tid(*t)], None).await.expect("cold");
+        assert_eq!(raw.len(), spans.len(), "trace {t}: one copy in the files");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1493,4 +1546,194 @@ async fn collector_with_postgres_and_clickhouse_moves_old_days_cold() {
         );
         collector_with_a_server_store(StorageKind::Clickhouse, url, direct).await;
     }
+}
+
+/// `count` small cold files in UTC hour `hour` (ten days ago), five 5-span
+/// traces each, trace numbers from `first`.
+async fn small_files(cold: &ColdStore, base: u64, hour: u64, first: u32, count: u32) -> Vec<u32> {
+    let mut traces = Vec::new();
+    for f in 0..count {
+        let mut batch = Vec::new();
+        for k in 0..5 {
+            let t = first + f * 5 + k;
+            batch.extend(trace(
+                t,
+                base + hour * HOUR + u64::from(t % 1_000) * 1_000 * MS,
+                5,
+            ));
+            traces.push(t);
+        }
+        assert_eq!(cold.write(batch).await.expect("write").len(), 1);
+    }
+    traces
+}
+
+/// Every trace's spans straight from the cold files (no dedup: a gap or a
+/// duplicate file shows), exactly 5 each.
+async fn five_spans_each(cold: &ColdStore, traces: &[u32]) {
+    for &t in traces {
+        let (spans, _) = cold.spans_of(&[tid(t)], None).await.expect("lookup");
+        assert_eq!(spans.len(), 5, "trace {t}");
+    }
+}
+
+/// Compaction against one location: each hour's small files become one,
+/// lookups and searches running meanwhile see every span exactly once,
+/// and a crash at either step leaves a state that reads right and that
+/// the next pass finishes.
+async fn compaction_run(cfg: ColdConfig) {
+    let cfg = ColdConfig {
+        max_spans_per_file: 1_000,
+        ..cfg
+    };
+    let cold = Arc::new(ColdStore::open(&cfg).await.expect("open"));
+    let base = (now_ns() - 10 * DAY) / HOUR * HOUR;
+    let mut traces = Vec::new();
+    for h in 0..4 {
+        traces.extend(small_files(&cold, base, h, 1_000 * h as u32, 10).await);
+    }
+    // A file of 600 spans (over half of max_spans_per_file): left alone.
+    let big: Vec<Span> = (0..120u32)
+        .flat_map(|k| trace(5_000 + k, base + 4 * HOUR + u64::from(k) * MS, 5))
+        .collect();
+    cold.write(big).await.expect("write big");
+    assert_eq!(cold.files().len(), 41);
+    five_spans_each(&cold, &traces).await;
+
+    // Readers race the compaction: every lookup sees each span once.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (cold, traces, stop) = (cold.clone(), traces.clone(), stop.clone());
+        tokio::spawn(async move {
+            let range = TimeRange {
+                start_ns: base,
+                end_ns: base + 4 * HOUR,
+            };
+            let mut rounds = 0;
+            while !stop.load(Relaxed) || rounds == 0 {
+                five_spans_each(&cold, &traces).await;
+                let (found, _) = cold
+                    .search(&query(range, 1_000), None, 1_000)
+                    .await
+                    .expect("search");
+                assert_eq!(found.len(), traces.len(), "search sees every trace once");
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let r = cold.compact().await.expect("compact");
+    stop.store(true, Relaxed);
+    assert!(reader.await.expect("reader") >= 1);
+    assert_eq!(
+        (r.files_written, r.files_replaced, r.spans),
+        (4, 40, 1_000),
+        "{r:?}"
+    );
+    assert_eq!(cold.files().len(), 5);
+    let before = cold.stats.files_opened.load(Relaxed);
+    five_spans_each(&cold, &traces).await;
+    let opened = cold.stats.files_opened.load(Relaxed) - before;
+    // About one file per lookup; a bloom filter's false positive (0.1% per
+    // row group) may add one now and then.
+    assert!(
+        opened >= traces.len() as u64 && opened <= traces.len() as u64 + 3,
+        "{opened} files opened for {} lookups",
+        traces.len()
+    );
+    assert_eq!(
+        cold.compact().await.expect("again").files_written,
+        0,
+        "nothing left to merge"
+    );
+    let other = ColdStore::open(&cfg).await.expect("reopen");
+    assert_eq!(
+        other.files().len(),
+        5,
+        "the location holds the merged files only"
+    );
+    five_spans_each(&other, &traces).await;
+
+    // A crash after the merged file was written, before the deletes: a
+    // restart lists each span once; the next pass deletes the inputs.
+    let late = small_files(&cold, base, 6, 20_000, 3).await;
+    let r = cold
+        .compact_until(ferrotrace_collector::storage::cold::compact::StopAfter::Output)
+        .await
+        .expect("crash after output");
+    assert_eq!(r.files_written, 1);
+    let restarted = ColdStore::open(&cfg).await.expect("restart");
+    assert_eq!(restarted.files().len(), 6, "inputs hidden by the manifest");
+    five_spans_each(&restarted, &late).await;
+    let r = restarted.compact().await.expect("recover");
+    assert_eq!((r.recovered, r.files_written), (1, 0), "{r:?}");
+    let after = ColdStore::open(&cfg).await.expect("reopen");
+    assert_eq!(after.files().len(), 6, "inputs deleted, manifest gone");
+    five_spans_each(&after, &late).await;
+
+    // A crash after the manifest, before the merged file: nothing
+    // committed; the next pass drops the manifest and merges again.
+    let late2 = small_files(&after, base, 7, 30_000, 2).await;
+    after
+        .compact_until(ferrotrace_collector::storage::cold::compact::StopAfter::Manifest)
+        .await
+        .expect("crash after manifest");
+    let restarted = ColdStore::open(&cfg).await.expect("restart");
+    assert_eq!(restarted.files().len(), 8, "inputs still listed");
+    five_spans_each(&restarted, &late2).await;
+    let r = restarted.compact().await.expect("recover");
+    assert_eq!(
+        (r.recovered, r.files_written, r.files_replaced),
+        (1, 1, 2),
+        "{r:?}"
+    );
+    assert_eq!(
+        ColdStore::open(&cfg).await.expect("reopen").files().len(),
+        7
+    );
+    five_spans_each(&restarted, &late2).await;
+
+    // The same file written twice (a retried run): merged to one copy.
+    let dup: Vec<Span> = (0..5u32)
+        .flat_map(|k| trace(40_000 + k, base + 8 * HOUR + u64::from(k) * MS, 5))
+        .collect();
+    restarted.write(dup.clone()).await.expect("write");
+    restarted.write(dup).await.expect("write again");
+    let r = restarted.compact().await.expect("compact");
+    assert_eq!((r.files_written, r.duplicates_dropped), (1, 25), "{r:?}");
+    five_spans_each(&restarted, &(40_000..40_005).collect::<Vec<_>>()).await;
+
+    let metrics = ferrotrace_collector::metrics::Metrics::default();
+    metrics.register(Box::new(restarted.stats.clone()));
+    let text = metrics.render();
+    for m in [
+        "ferrotrace_cold_compaction_files_written_total 2",
+        "ferrotrace_cold_compaction_files_replaced_total 4",
+        "ferrotrace_cold_compaction_recoveries_total 1",
+        "ferrotrace_cold_compaction_failures_total 0",
+    ] {
+        assert!(text.contains(m), "{m} in\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_in_a_local_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    compaction_run(cold_config(Some(dir.path()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_in_a_moto_s3_server() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let endpoint = moto_bucket(&moto, "ferrotrace-cold").await;
+    compaction_run(ColdConfig {
+        bucket: Some("ferrotrace-cold".into()),
+        endpoint: Some(endpoint),
+        allow_http: true,
+        prefix: "compact".into(),
+        ..cold_config(None)
+    })
+    .await;
 }

@@ -12,11 +12,23 @@
 //!    generator's spans (`src/bin/loadgen/request.rs`: 200 spans per trace, 10
 //!    attributes, an event on every fourth span).
 //! 2. Trace by id over `COLD_BENCH_SPANS` spans of files generated directly
-//!    (100,000 spans per file over two days, random trace ids): p50/p99 with
-//!    the index cache cold and warm, and files opened per lookup.
-//! 3. Search over one cold day: p50/p95.
+//!    with the cold writer (100,000 spans per file over two days, random
+//!    trace ids), at each of `COLD_BENCH_CHECKPOINTS` (span counts, comma
+//!    separated) and at the end: p50/p99 with the index cache cold and warm,
+//!    and files opened per lookup.
+//! 3. Search over one cold day: p50/p95 (at the same points).
 //! 4. With `COLD_BENCH_S3=1` and moto installed: trace by id against moto's
-//!    S3 server (1M spans).
+//!    S3 server (`COLD_BENCH_S3_SPANS`, default 1M).
+//! 5. With `COLD_BENCH_COMPACT=1`: a day of small files as PostgreSQL and
+//!    ClickHouse write them (`COLD_BENCH_COMPACT_SPANS`, default 2M), lookups
+//!    and searches before and after one compaction pass.
+//!
+//! The 100M-span run of docs/benchmarks.md ("Session-7 cold tier"):
+//!
+//! ```text
+//! COLD_BENCH_SPANS=100000000 COLD_BENCH_CHECKPOINTS=1000000,10000000,30000000 \
+//!   COLD_BENCH_COMPACT=1 COLD_BENCH_S3=1 COLD_BENCH_S3_SPANS=10000000 target/release/cold_bench
+//! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -206,89 +218,156 @@ async fn run(root_dir: &std::path::Path) {
     );
     drop(hot);
 
-    // 2. Trace by id over generated files.
+    // The short parts first, so that a long scale run cut short still
+    // leaves them measured.
+    // 5. Compaction of small files.
+    if std::env::var("COLD_BENCH_COMPACT").is_ok_and(|v| v == "1") {
+        compaction(root.path(), now).await;
+    }
+
+    // 4. S3 (moto).
+    if std::env::var("COLD_BENCH_S3").is_ok_and(|v| v == "1") {
+        s3_lookups(now).await;
+    }
+
+    // 2. and 3. Trace by id and search over generated files, at each checkpoint.
+    lookups_at_scale(root.path(), now).await;
+}
+
+/// The spans of file `f` of the scale run: traces `f * 500 ..` (200 spans
+/// each), one every `200 * span_gap` ns from `base`.
+fn scale_file(f: u64, base: u64, span_gap: u64) -> Vec<Span> {
+    let per_file_traces = 100_000 / 200;
+    (0..per_file_traces)
+        .flat_map(|k| {
+            let tr = f * per_file_traces + k;
+            loadgen_trace(tr, base + tr * 200 * span_gap, tr % 8)
+        })
+        .collect()
+}
+
+/// Lookup latencies of `ids` (sorted) and the files each opened.
+async fn lookups(store: &ColdStore, ids: &[TraceId]) -> (Vec<Duration>, Vec<usize>) {
+    let mut lat = Vec::new();
+    let mut opened = Vec::new();
+    for id in ids {
+        let t = Instant::now();
+        let (spans, o) = store.spans_of(&[*id], None).await.expect("lookup");
+        lat.push(t.elapsed());
+        opened.push(o);
+        std::hint::black_box(spans);
+    }
+    lat.sort();
+    (lat, opened)
+}
+
+fn mean(v: &[usize]) -> f64 {
+    v.iter().sum::<usize>() as f64 / v.len().max(1) as f64
+}
+
+/// Trace by id over `COLD_BENCH_SPANS` spans of files generated directly
+/// with the cold writer (100,000 spans per file over two days, random
+/// trace ids; `COLD_BENCH_WRITERS` files encoded at once), measured at each
+/// of `COLD_BENCH_CHECKPOINTS` (comma-separated span counts) and at the end:
+/// the first lookup with an empty index cache, then three rounds of 1,000
+/// present and 200 absent ids, then searches over the first day.
+async fn lookups_at_scale(root: &std::path::Path, now: u64) {
+    use futures_util::StreamExt;
     let total = env("COLD_BENCH_SPANS", 10_000_000);
     let per_file = 100_000u64;
-    let files = total.div_ceil(per_file);
-    let big = root.path().join("big");
+    let mut checkpoints: Vec<u64> = std::env::var("COLD_BENCH_CHECKPOINTS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&v| v < total)
+        .collect();
+    checkpoints.push(total);
+    let writers = env("COLD_BENCH_WRITERS", 2).max(1) as usize;
+    let big = root.join("big");
     let store = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
     let base = now - 20 * 24 * HOUR;
     let span_gap = 2 * 24 * HOUR / total.max(1); // two days of spans
-    let t = Instant::now();
-    let mut present = Vec::new();
-    for f in 0..files {
-        let mut batch = Vec::with_capacity(per_file as usize);
-        for k in 0..per_file / 200 {
-            let tr = f * (per_file / 200) + k;
-            let start = base + tr * 200 * span_gap;
-            batch.extend(loadgen_trace(tr, start, tr % 8));
-            if k.is_multiple_of(50) {
-                present.push(tr);
-            }
-        }
-        store.write(batch).await.expect("write");
+    let mut done = 0u64;
+    let t_all = Instant::now();
+    for cp in checkpoints {
+        let files = cp.div_ceil(per_file);
+        let t = Instant::now();
+        futures_util::stream::iter(done..files)
+            .map(|f| {
+                let store = store.clone();
+                async move {
+                    let batch = tokio::task::spawn_blocking(move || scale_file(f, base, span_gap))
+                        .await
+                        .expect("generate");
+                    store.write(batch).await.expect("write");
+                }
+            })
+            .buffer_unordered(writers)
+            .collect::<Vec<()>>()
+            .await;
+        let gen_s = t.elapsed().as_secs_f64();
+        let new_spans = (files - done) * per_file;
+        done = files;
+        let spans = done * per_file;
+        let bytes = dir_bytes(&big);
+        println!(
+            "GENERATED spans={spans} files={} bytes={bytes} ({:.1} B/span) last step {new_spans} spans in {gen_s:.0}s ({:.0} spans/s), total {:.0}s",
+            store.files().len(),
+            bytes as f64 / spans as f64,
+            new_spans as f64 / gen_s,
+            t_all.elapsed().as_secs_f64()
+        );
+        measure_lookups(&big, spans, base).await;
     }
-    let gen_s = t.elapsed().as_secs_f64();
-    let bytes = dir_bytes(&big);
-    println!(
-        "GENERATED spans={} files={} bytes={} ({:.1} B/span) in {gen_s:.0}s",
-        files * per_file,
-        store.files().len(),
-        bytes,
-        bytes as f64 / (files * per_file) as f64
-    );
-    let lookups = |store: Arc<ColdStore>, ids: Vec<TraceId>| async move {
-        let mut lat = Vec::new();
-        let mut opened = Vec::new();
-        for id in ids {
-            let t = Instant::now();
-            let (spans, o) = store.spans_of(&[id], None).await.expect("lookup");
-            lat.push(t.elapsed());
-            opened.push(o);
-            std::hint::black_box(spans);
-        }
-        lat.sort();
-        (lat, opened)
-    };
+}
+
+async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
+    let traces = spans / 200;
+    let step = (traces / 1_000).max(1);
+    let present: Vec<TraceId> = (0..traces)
+        .step_by(step as usize)
+        .take(1_000)
+        .map(tid)
+        .collect();
     // Cold cache: a fresh store fetches every file's index on its first lookup.
-    let fresh = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
+    let fresh = Arc::new(ColdStore::open(&cfg(Some(big))).await.expect("cold"));
     let t = Instant::now();
-    let (s, _) = fresh
-        .spans_of(&[tid(present[0])], None)
-        .await
-        .expect("first");
+    let (s, _) = fresh.spans_of(&[present[1]], None).await.expect("first");
     println!(
-        "FIRST_LOOKUP (index cache empty, {} files) {:.1} ms, {} spans",
+        "FIRST_LOOKUP spans={spans} (index cache empty, {} files) {:.1} ms, {} spans",
         fresh.files().len(),
         t.elapsed().as_secs_f64() * 1e3,
         s.len()
     );
     for round in 0..3 {
-        let ids: Vec<TraceId> = present.iter().map(|&t| tid(t)).collect();
-        let (lat, opened) = lookups(fresh.clone(), ids).await;
+        let (lat, opened) = lookups(&fresh, &present).await;
         let absent: Vec<TraceId> = (0..200).map(|i| tid(u64::MAX / 2 + i)).collect();
-        let (alat, aopened) = lookups(fresh.clone(), absent).await;
+        let (alat, aopened) = lookups(&fresh, &absent).await;
         println!(
-            "LOOKUP round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
+            "LOOKUP spans={spans} round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
             lat.len(),
             pct(&lat, 0.5),
             pct(&lat, 0.99),
-            opened.iter().sum::<usize>() as f64 / opened.len() as f64,
+            mean(&opened),
             opened.iter().max().unwrap_or(&0),
             alat.len(),
             pct(&alat, 0.5),
             pct(&alat, 0.99),
-            aopened.iter().sum::<usize>() as f64 / aopened.len() as f64,
+            mean(&aopened),
             aopened.iter().max().unwrap_or(&0),
         );
     }
+    search_day(&fresh, base, &format!("spans={spans}")).await;
+}
 
-    // 3. Search over one cold day.
+/// Searches over the day from `base`: the 20 newest traces of a service,
+/// and with a minimum duration; 20 each.
+async fn search_day(store: &ColdStore, base: u64, label: &str) {
     let day = TimeRange {
         start_ns: base,
         end_ns: base + 24 * HOUR,
     };
-    for (label, service, min_dur) in [
+    for (what, service, min_dur) in [
         ("service", Some("loadgen-svc-1"), None),
         (
             "service+min_duration",
@@ -298,11 +377,12 @@ async fn run(root_dir: &std::path::Path) {
     ] {
         let mut lat = Vec::new();
         let mut found = 0;
-        let opened_before = fresh
+        let n = 20;
+        let opened_before = store
             .stats
             .files_opened
             .load(std::sync::atomic::Ordering::Relaxed);
-        for _ in 0..10 {
+        for _ in 0..n {
             let q = TraceQuery {
                 service: service.map(str::to_string),
                 operation: None,
@@ -315,32 +395,104 @@ async fn run(root_dir: &std::path::Path) {
                 cursor: None,
             };
             let t = Instant::now();
-            let (keys, _) = fresh.search(&q, None, 20).await.expect("search");
+            let (keys, _) = store.search(&q, None, 20).await.expect("search");
             lat.push(t.elapsed());
             found = keys.len();
         }
         lat.sort();
-        let opened = fresh
+        let opened = store
             .stats
             .files_opened
             .load(std::sync::atomic::Ordering::Relaxed)
             - opened_before;
         println!(
-            "SEARCH day ({label}) n=10 p50={:.0} ms p95={:.0} ms results={found} files_opened_per_search={:.1} files_in_day={}",
+            "SEARCH {label} day ({what}) n={n} p50={:.1} ms p95={:.1} ms results={found} files_opened_per_search={:.1} files_in_day={}",
             pct(&lat, 0.5),
             pct(&lat, 0.95),
-            opened as f64 / 10.0,
-            fresh
+            opened as f64 / n as f64,
+            store
                 .files()
                 .iter()
                 .filter(|e| e.max_ns >= day.start_ns && e.min_ns < day.end_ns)
                 .count()
         );
     }
+}
 
-    // 4. S3 (moto).
-    if std::env::var("COLD_BENCH_S3").is_ok_and(|v| v == "1") {
-        s3_lookups(now).await;
+/// Compaction: one day written as PostgreSQL and ClickHouse hand a day
+/// over (trace-id order, so each 100,000-span flush writes one small file
+/// per hour: `COLD_BENCH_COMPACT_SPANS` spans, default 2M, in about 24 ×
+/// spans / 100,000 files), lookups and searches before and after one
+/// compaction pass, and the pass's time.
+async fn compaction(root: &std::path::Path, now: u64) {
+    let total = env("COLD_BENCH_COMPACT_SPANS", 2_000_000);
+    let dir = root.join("compact");
+    let c = ColdConfig {
+        compaction_max_files: 100_000,
+        ..cfg(Some(&dir))
+    };
+    let store = ColdStore::open(&c).await.expect("cold");
+    let base = (now - 30 * 24 * HOUR) / (24 * HOUR) * (24 * HOUR);
+    let traces = total / 200;
+    let gap = 24 * HOUR / traces.max(1);
+    // Trace-id order: trace t's place in the day is a hash of its id.
+    let mut order: Vec<u64> = (0..traces).collect();
+    order.sort_by_key(|&t| tid(t));
+    for chunk in order.chunks(500) {
+        let batch: Vec<Span> = chunk
+            .iter()
+            .flat_map(|&t| {
+                // The trace's place in the day: its index, scattered.
+                let slot = t.wrapping_mul(0x9E37_79B9) % traces;
+                loadgen_trace(t, base + 5_000_000 + slot * gap, t % 8)
+            })
+            .collect();
+        store.write(batch).await.expect("write");
+    }
+    let files_before = store.files().len();
+    println!(
+        "COMPACT generated spans={total} files={files_before} bytes={}",
+        dir_bytes(&dir)
+    );
+    let ids: Vec<TraceId> = (0..traces)
+        .step_by((traces / 1_000).max(1) as usize)
+        .take(1_000)
+        .map(tid)
+        .collect();
+    for phase in ["before", "after"] {
+        if phase == "after" {
+            let t = Instant::now();
+            let r = store.compact().await.expect("compact");
+            println!(
+                "COMPACT pass {:.1} s: {} files merged into {} ({} spans, {:.0} spans/s), files now {}",
+                t.elapsed().as_secs_f64(),
+                r.files_replaced,
+                r.files_written,
+                r.spans,
+                r.spans as f64 / t.elapsed().as_secs_f64(),
+                store.files().len()
+            );
+        }
+        let fresh = ColdStore::open(&c).await.expect("cold");
+        let t = Instant::now();
+        fresh.spans_of(&[ids[0]], None).await.expect("first");
+        println!(
+            "COMPACT {phase} FIRST_LOOKUP ({} files) {:.1} ms",
+            fresh.files().len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        for round in 0..3 {
+            let (lat, opened) = lookups(&fresh, &ids).await;
+            println!(
+                "COMPACT {phase} LOOKUP round={round} n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
+                lat.len(),
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+                mean(&opened),
+                opened.iter().max().unwrap_or(&0)
+            );
+        }
+        search_day(&fresh, base, &format!("COMPACT {phase}")).await;
     }
 }
 

@@ -450,6 +450,48 @@ pub(crate) fn day_eviction_cutoff(
     last.map(|day| day.saturating_add(1).saturating_mul(DAY_NS))
 }
 
+/// [`Retention::evict_oldest`](super::Retention::evict_oldest) of a
+/// day-partitioned store: the cutoff its
+/// [`eviction_cutoff`](super::Retention::eviction_cutoff) picks (the end of
+/// the oldest days whose partitions add up to `bytes`), then
+/// [`evict_days_before`] it. A dropped partition's space goes back to the
+/// file system at once, so `give_back` needs nothing more. Shared by
+/// PostgreSQL and ClickHouse; not a trait default, because a store without
+/// size-bounded retention (the null sink) must keep refusing.
+pub(crate) async fn evict_oldest_days<R: super::Retention + ?Sized>(
+    store: &R,
+    bytes: u64,
+    give_back: bool,
+) -> StorageResult<super::EvictionReport> {
+    match store.eviction_cutoff(bytes, give_back).await? {
+        Some(cutoff) => evict_days_before(store, cutoff).await,
+        None => Ok(super::EvictionReport::default()),
+    }
+}
+
+/// [`Retention::evict_before`](super::Retention::evict_before) of a
+/// day-partitioned store: its age retention at `cutoff_ns` (whole days
+/// dropped, the rest of the cutoff's day deleted).
+pub(crate) async fn evict_days_before<R: super::Retention + ?Sized>(
+    store: &R,
+    cutoff_ns: u64,
+) -> StorageResult<super::EvictionReport> {
+    let report = store.apply_retention(cutoff_ns).await?;
+    Ok(super::EvictionReport {
+        spans_deleted: report.spans_deleted,
+        rollups_deleted: report.rollups_deleted,
+        cutoff_ns,
+    })
+}
+
+/// [`Retention::tier_cutoff`](super::Retention::tier_cutoff) of a
+/// day-partitioned store: rounded down to a UTC day, so that a tiering
+/// pass's hot delete only drops partitions (no row deletes or mutations);
+/// spans then stay hot up to a day longer.
+pub(crate) fn day_tier_cutoff(cutoff_ns: u64) -> u64 {
+    cutoff_ns / DAY_NS * DAY_NS
+}
+
 /// UTC calendar date `(year, month, day)` of a day number since the epoch
 /// (Howard Hinnant's `civil_from_days`).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {

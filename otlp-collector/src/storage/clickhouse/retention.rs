@@ -12,7 +12,9 @@ use super::connection::{map_err, on_one_replica};
 use super::{exec, ClickHouseStore};
 use crate::model::hex;
 use crate::rollup::MINUTE_NS;
-use crate::storage::sink_common::{day_eviction_cutoff, DAY_NS};
+use crate::storage::sink_common::{
+    day_eviction_cutoff, day_tier_cutoff, evict_days_before, evict_oldest_days, DAY_NS,
+};
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
     DiskUsage, EvictionReport, ExportCursor, ExportPage, Retention, RetentionReport, StorageError,
@@ -101,34 +103,19 @@ impl Retention for ClickHouseStore {
     }
 
     /// Drops whole day partitions, oldest first, until their sizes (over
-    /// every node and table) add up to `bytes` (at least one), through
-    /// [`apply_retention`](Self::apply_retention) with the end of the last
-    /// of those days as the cutoff.
+    /// every node and table) add up to `bytes` (at least one).
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
-        match self.eviction_cutoff(bytes, give_back).await? {
-            Some(cutoff) => self.evict_before(cutoff, give_back).await,
-            None => Ok(EvictionReport::default()),
-        }
+        evict_oldest_days(self, bytes, give_back).await
     }
 
-    async fn evict_before(
-        &self,
-        cutoff_ns: u64,
-        _give_back: bool,
-    ) -> StorageResult<EvictionReport> {
-        let report = self.apply_retention(cutoff_ns).await?;
-        Ok(EvictionReport {
-            spans_deleted: report.spans_deleted,
-            rollups_deleted: report.rollups_deleted,
-            cutoff_ns,
-        })
+    async fn evict_before(&self, cutoff_ns: u64, _: bool) -> StorageResult<EvictionReport> {
+        evict_days_before(self, cutoff_ns).await
     }
 
-    /// Partitions are UTC days: a pass moves whole days, which its delete
-    /// then drops (`DROP PARTITION`), never a mutation (which rewrites
-    /// every part it touches).
+    /// Whole UTC days: the hot delete after a pass drops partitions
+    /// (`DROP PARTITION`), never a mutation (which rewrites every part).
     fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
-        cutoff_ns / DAY_NS * DAY_NS
+        day_tier_cutoff(cutoff_ns)
     }
 
     /// One day partition of `ft_traces` (the blobs, ordered by

@@ -58,6 +58,14 @@ pub struct ColdConfig {
     /// Most spans one cold file holds (a run writes several files per hour
     /// when more spans age out; default 100,000: a run holds that many in memory).
     pub max_spans_per_file: usize,
+    /// Merge each hour's small cold files (under half of
+    /// `max_spans_per_file` spans) into fewer, larger ones after each
+    /// tiering run (default on; `storage::cold::compact`).
+    pub compaction: bool,
+    /// Most small files one compaction pass merges (default 1,024): the
+    /// rest wait for the next run. A merged file holds at most
+    /// `max_spans_per_file` spans, so that is what one merge holds in memory.
+    pub compaction_max_files: usize,
     /// Most files one cold query may open (default 256): a lookup by id
     /// opens only the files whose trace-id index may hold it; a search opens
     /// every file overlapping its window.
@@ -99,6 +107,8 @@ impl Default for ColdConfig {
             sample_fraction: 0.1,
             interval_secs: 300,
             max_spans_per_file: 100_000,
+            compaction: true,
+            compaction_max_files: 1_024,
             max_files_per_query: 256,
             max_bytes_per_query: 1 << 30,
             index_cache_files: 16_384,
@@ -151,6 +161,7 @@ impl ColdConfig {
         }
         if self.max_spans_per_file == 0
             || self.max_files_per_query == 0
+            || self.compaction_max_files == 0
             || self.max_bytes_per_query == 0
             || self.index_cache_files == 0
             || self.interval_secs == 0
@@ -159,7 +170,7 @@ impl ColdConfig {
             || self.retry_timeout_ms == 0
         {
             return Err("cold.max_spans_per_file, cold.max_files_per_query, \
-                 cold.max_bytes_per_query, cold.index_cache_files, cold.interval_secs, \
+                 cold.compaction_max_files, cold.max_bytes_per_query, cold.index_cache_files, cold.interval_secs, \
                  cold.request_timeout_ms, cold.connect_timeout_ms and cold.retry_timeout_ms \
                  must be above 0"
                 .into());

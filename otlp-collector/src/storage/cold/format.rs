@@ -590,6 +590,14 @@ impl OpenFile {
         let (g, n) = self.row_group(rg)?;
         decode_rows(&*g, n, rows)
     }
+
+    /// Every span of row group `rg` (compaction reads whole files).
+    pub fn all_spans(&self, rg: usize) -> StorageResult<Vec<Span>> {
+        guard("read", || {
+            let (g, n) = self.row_group(rg)?;
+            decode_rows(&*g, n, &(0..n).collect::<Vec<_>>())
+        })
+    }
 }
 
 /// The spans at `rows` (indices) of a row group of `n` rows, decoded from

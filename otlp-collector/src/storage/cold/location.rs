@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::config::ColdConfig;
 use crate::storage::sink_common::civil_from_days;
@@ -124,6 +124,70 @@ pub fn parse_name(path: &Path, size: u64) -> Option<FileEntry> {
         spans,
         size,
     })
+}
+
+/// One recorded merge: its output and inputs.
+pub struct Manifest {
+    pub path: Path,
+    pub output: Path,
+    pub inputs: Vec<Path>,
+}
+
+/// The directory of compaction manifests under `prefix` (`cold/compact.rs`).
+pub fn manifests_dir(prefix: &Path) -> Path {
+    prefix.clone().join("compactions")
+}
+
+/// The manifests under the cold tier's prefix (usually none). One that
+/// cannot be parsed (not written by this code) is skipped, never deleted.
+pub async fn manifests(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+) -> Result<Vec<Manifest>, StorageError> {
+    use futures_util::StreamExt;
+    let dir = manifests_dir(prefix);
+    let mut listing = store.list(Some(&dir));
+    let mut paths = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| manifest_err("listing", &dir, e))?;
+        if meta.location.as_ref().ends_with(".manifest") {
+            paths.push(meta.location);
+        }
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        let body = match store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| manifest_err("reading", &path, e))?,
+            // Finished by its compactor since the listing.
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(manifest_err("reading", &path, e)),
+        };
+        let text = String::from_utf8_lossy(&body);
+        let mut lines = text.lines().filter(|l| !l.is_empty());
+        let Some(output) = lines.next() else { continue };
+        let inputs: Vec<Path> = lines.map(Path::from).collect();
+        let output = Path::from(output);
+        // Only cold span files are ever named (a damaged manifest must not
+        // hide or delete anything else).
+        let is_span_file = |p: &Path| parse_name(p, 0).is_some();
+        if !is_span_file(&output) || inputs.is_empty() || !inputs.iter().all(is_span_file) {
+            tracing::warn!(manifest = %path, "cold tier: unreadable compaction manifest ignored");
+            continue;
+        }
+        out.push(Manifest {
+            path,
+            output,
+            inputs,
+        });
+    }
+    Ok(out)
+}
+
+fn manifest_err(what: &str, path: &Path, e: object_store::Error) -> StorageError {
+    StorageError::Unavailable(format!("cold tier: {what} {path}: {e}"))
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! - [`tiered`]: the hot store and the cold tier behind one set of roles.
 //! - [`tiering`]: the background task that moves aged spans.
 //! - [`policy`]: which traces go cold.
+//! - [`compact`]: merging each hour's small files.
 
+pub mod compact;
 pub mod config;
 pub mod fence;
 pub mod format;

@@ -53,6 +53,16 @@ pub struct ColdStats {
     pub bytes_read: AtomicU64,
     /// Cold reads refused for exceeding `max_files_per_query` or `max_bytes_per_query`.
     pub limit_errors: AtomicU64,
+    /// Merged files written by compaction.
+    pub compactions: AtomicU64,
+    /// Small files compaction replaced (deleted).
+    pub compaction_files_replaced: AtomicU64,
+    /// Spans written into merged files.
+    pub compaction_spans: AtomicU64,
+    /// Compaction passes that failed (retried after the next tiering run).
+    pub compaction_failures: AtomicU64,
+    /// Interrupted compactions finished (or undone) by a later pass.
+    pub compaction_recoveries: AtomicU64,
 }
 
 /// Registered with [`crate::metrics::Metrics::register`] once the tier is open.
@@ -87,7 +97,7 @@ impl Collector for ColdStats {
             "Start time of the oldest cold span (Unix seconds; 0 = empty).",
             self.oldest_ns.load(Relaxed) as f64 / 1e9,
         )?;
-        let rows: [(&str, MetricType, &str, &AtomicU64); 18] = [
+        let rows: [(&str, MetricType, &str, &AtomicU64); 23] = [
             (
                 "ferrotrace_cold_tiering_runs_total",
                 MetricType::Counter,
@@ -195,6 +205,36 @@ impl Collector for ColdStats {
                 MetricType::Counter,
                 "Cold reads refused by cold.max_files_per_query or cold.max_bytes_per_query.",
                 &self.limit_errors,
+            ),
+            (
+                "ferrotrace_cold_compaction_files_written_total",
+                MetricType::Counter,
+                "Merged cold files written by compaction.",
+                &self.compactions,
+            ),
+            (
+                "ferrotrace_cold_compaction_files_replaced_total",
+                MetricType::Counter,
+                "Small cold files replaced by merged ones and deleted.",
+                &self.compaction_files_replaced,
+            ),
+            (
+                "ferrotrace_cold_compaction_spans_total",
+                MetricType::Counter,
+                "Spans written into merged cold files.",
+                &self.compaction_spans,
+            ),
+            (
+                "ferrotrace_cold_compaction_failures_total",
+                MetricType::Counter,
+                "Compaction passes that failed (the next tiering run retries).",
+                &self.compaction_failures,
+            ),
+            (
+                "ferrotrace_cold_compaction_recoveries_total",
+                MetricType::Counter,
+                "Interrupted compactions a later pass finished or undid.",
+                &self.compaction_recoveries,
             ),
         ];
         for (name, kind, help, v) in rows {

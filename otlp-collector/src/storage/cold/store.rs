@@ -99,25 +99,32 @@ impl ReadBudget {
 
 /// The cold tier.
 pub struct ColdStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) prefix: Path,
     config: ColdConfig,
-    catalog: RwLock<BTreeMap<String, FileEntry>>,
+    pub(super) catalog: RwLock<BTreeMap<String, FileEntry>>,
     index: Mutex<HashMap<String, Arc<FileIndex>>>,
-    nonce: AtomicU64,
+    pub(super) nonce: AtomicU64,
+    /// Held (shared) by every read from its catalog snapshot to its last
+    /// fetch; a file removed from the catalog (compaction, age retention)
+    /// is deleted only after taking it exclusively once, so no read that
+    /// chose the file finds it gone.
+    pub(super) reads: tokio::sync::RwLock<()>,
     /// Metrics.
     pub stats: Arc<ColdStats>,
     /// Late spans during a tiering pass ([`super::fence::Fence`]).
     pub fence: super::fence::Fence,
     /// Held by a tiering pass or an eviction's copy: one fence at a time.
     pub pass: tokio::sync::Mutex<()>,
+    /// Held by a compaction pass: one at a time.
+    pub(super) compacting: tokio::sync::Mutex<()>,
 }
 
-fn os_err(what: &str, path: &Path, e: object_store::Error) -> StorageError {
+pub(super) fn os_err(what: &str, path: &Path, e: object_store::Error) -> StorageError {
     StorageError::Unavailable(format!("cold tier: {what} {path}: {e}"))
 }
 
-fn join_err(e: tokio::task::JoinError) -> StorageError {
+pub(super) fn join_err(e: tokio::task::JoinError) -> StorageError {
     StorageError::Backend(format!("cold tier worker failed: {e}"))
 }
 
@@ -141,9 +148,11 @@ impl ColdStore {
             catalog: RwLock::new(BTreeMap::new()),
             index: Mutex::new(HashMap::new()),
             nonce: AtomicU64::new(crate::model::now_ns()),
+            reads: tokio::sync::RwLock::new(()),
             stats: Arc::new(ColdStats::default()),
             fence: Default::default(),
             pass: tokio::sync::Mutex::new(()),
+            compacting: tokio::sync::Mutex::new(()),
         };
         s.refresh().await?;
         Ok(s)
@@ -155,7 +164,10 @@ impl ColdStore {
     }
 
     /// Re-reads the catalog from the location's listing (files written or
-    /// deleted by another process show up).
+    /// deleted by another process show up). The inputs of a compaction
+    /// whose merged file exists are left out (a compaction interrupted
+    /// before deleting them: `compact.rs`), so the listing never holds a
+    /// span twice.
     pub async fn refresh(&self) -> StorageResult<()> {
         let dir = location::spans_dir(&self.prefix);
         let mut listing = self.store.list(Some(&dir));
@@ -166,12 +178,19 @@ impl ColdStore {
                 files.insert(e.path.to_string(), e);
             }
         }
+        for m in location::manifests(&*self.store, &self.prefix).await? {
+            if files.contains_key(m.output.as_ref()) {
+                for i in &m.inputs {
+                    files.remove(i.as_ref());
+                }
+            }
+        }
         *self.catalog.write() = files;
         self.update_gauges();
         Ok(())
     }
 
-    fn update_gauges(&self) {
+    pub(super) fn update_gauges(&self) {
         let c = self.catalog.read();
         self.stats.files.store(c.len() as u64, Relaxed);
         self.stats
@@ -238,7 +257,12 @@ impl ColdStore {
         Ok(written)
     }
 
-    async fn write_file(&self, mut spans: Vec<Span>) -> StorageResult<FileEntry> {
+    /// Encodes `spans` as a new file (on a blocking thread) under a fresh
+    /// name: (its catalog entry, its bytes, the nonce in its name).
+    pub(super) async fn encode(
+        &self,
+        mut spans: Vec<Span>,
+    ) -> StorageResult<(FileEntry, Vec<u8>, u64)> {
         let min_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         let max_ns = spans.iter().map(|s| s.start_ns).max().unwrap_or(0);
         let count = spans.len() as u64;
@@ -246,19 +270,23 @@ impl ColdStore {
             .await
             .map_err(join_err)??;
         let nonce = self.nonce.fetch_add(1, Relaxed);
-        let path = location::file_path(&self.prefix, min_ns, max_ns, count, nonce);
-        let size = data.len() as u64;
+        let entry = FileEntry {
+            path: location::file_path(&self.prefix, min_ns, max_ns, count, nonce),
+            min_ns,
+            max_ns,
+            spans: count,
+            size: data.len() as u64,
+        };
+        Ok((entry, data, nonce))
+    }
+
+    async fn write_file(&self, spans: Vec<Span>) -> StorageResult<FileEntry> {
+        let (entry, data, _) = self.encode(spans).await?;
+        let (path, count, size) = (entry.path.clone(), entry.spans, entry.size);
         self.store
             .put(&path, PutPayload::from(data))
             .await
             .map_err(|e| os_err("writing", &path, e))?;
-        let entry = FileEntry {
-            path: path.clone(),
-            min_ns,
-            max_ns,
-            spans: count,
-            size,
-        };
         self.catalog.write().insert(path.to_string(), entry.clone());
         self.stats.files_written.fetch_add(1, Relaxed);
         self.stats.bytes_written.fetch_add(size, Relaxed);
@@ -277,13 +305,16 @@ impl ColdStore {
             .cloned()
             .collect();
         let (mut files, mut spans) = (0, 0);
+        // Out of the catalog first, then wait for the reads that may have
+        // chosen these files: none of them finds one gone. A failed delete
+        // leaves the file for the next listing (and the next run).
+        self.forget(&old);
+        drop(self.reads.write().await);
         for e in old {
             match self.store.delete(&e.path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(err) => return Err(os_err("deleting", &e.path, err)),
             }
-            self.catalog.write().remove(e.path.as_ref());
-            self.index.lock().remove(e.path.as_ref());
             files += 1;
             spans += e.spans;
         }
@@ -291,6 +322,16 @@ impl ColdStore {
         self.stats.spans_evicted.fetch_add(spans, Relaxed);
         self.update_gauges();
         Ok((files, spans))
+    }
+
+    /// Removes `files` from the catalog and the index cache (not from the location).
+    pub(super) fn forget(&self, files: &[FileEntry]) {
+        let mut c = self.catalog.write();
+        let mut idx = self.index.lock();
+        for e in files {
+            c.remove(e.path.as_ref());
+            idx.remove(e.path.as_ref());
+        }
     }
 
     async fn get_range(&self, path: &Path, r: std::ops::Range<u64>) -> StorageResult<Bytes> {
@@ -382,6 +423,7 @@ impl ColdStore {
         ids: &[TraceId],
         range: Option<TimeRange>,
     ) -> StorageResult<(Vec<Span>, usize)> {
+        let _reading = self.reads.read().await;
         let files = self.candidates(range);
         if files.is_empty() || ids.is_empty() {
             return Ok((Vec::new(), 0));
@@ -474,6 +516,7 @@ impl ColdStore {
         cursor: Option<(u64, TraceId)>,
         limit: usize,
     ) -> StorageResult<(Vec<(TraceId, u64)>, bool)> {
+        let _reading = self.reads.read().await;
         let mut files = self.candidates(Some(q.range));
         if files.is_empty() {
             return Ok((Vec::new(), false));
@@ -548,6 +591,7 @@ impl ColdStore {
     pub async fn operations(&self, range: TimeRange) -> StorageResult<BTreeSet<OperationKey>> {
         let mut out = BTreeSet::new();
         let mut budget = ReadBudget::new(&self.config);
+        let _reading = self.reads.read().await;
         for e in self.candidates(Some(range)) {
             let idx = self.index_of(&e, &mut budget).await?;
             if e.min_ns >= range.start_ns && e.max_ns < range.end_ns {

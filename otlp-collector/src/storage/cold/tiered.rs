@@ -17,8 +17,8 @@ use crate::storage::sink_common::{self as common, SummaryRow};
 use crate::storage::{
     AnalyticsReader, DependencyEdge, DiskUsage, EvictionReport, ExportCursor, ExportPage,
     LatencyPoint, LatencyQuery, Operation, Retention, RetentionReport, SamplingCountRow,
-    SamplingCounts, SamplingPeriodCounts, SearchPage, SpanStore, SpanWriter, StorageResult,
-    TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans, TraceSummary,
+    SamplingCounts, SamplingPeriodCounts, SearchPage, SpanStore, SpanWriter, StorageError,
+    StorageResult, TieredTrace, TimeRange, TraceQuery, TraceReader, TraceSpans, TraceSummary,
 };
 
 /// Marks a search cursor that continues in the cold tier (a hot cursor is
@@ -336,12 +336,42 @@ impl TraceReader for TieredStore {
     }
 }
 
+impl TieredStore {
+    /// Analytics come from the hot store only: its rollups (dependency
+    /// edges, rates, latency sketches) and, for exact percentiles, its spans
+    /// are deleted with the spans that move cold, and the cold files keep
+    /// spans only. A range reaching before what the hot store still holds
+    /// (one past the newest cold span) would be answered from part of its
+    /// data, so it is refused with the first instant that is covered.
+    fn analytics_covered(&self, range: TimeRange, what: &str) -> StorageResult<()> {
+        let from = self.cold.covered_until();
+        if range.start_ns >= from {
+            return Ok(());
+        }
+        let secs = from.div_ceil(1_000_000_000);
+        let (y, m, d) = common::civil_from_days((secs / 86_400) as i64);
+        let t = secs % 86_400;
+        Err(StorageError::InvalidQuery(format!(
+            "{what} is not available before {y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z: older \
+             spans are in the cold tier, which serves traces by id and search only; \
+             dependency graphs, rates and latency are kept for cold.hot_days ({} days) — \
+             start the range at or after that instant",
+            t / 3600,
+            t % 3600 / 60,
+            t % 60,
+            self.cold.config().hot_days
+        )))
+    }
+}
+
 #[async_trait]
 impl AnalyticsReader for TieredStore {
     async fn dependencies(&self, range: TimeRange) -> StorageResult<Vec<DependencyEdge>> {
+        self.analytics_covered(range, "the dependency graph")?;
         self.hot.dependencies(range).await
     }
     async fn latency(&self, query: &LatencyQuery) -> StorageResult<Vec<LatencyPoint>> {
+        self.analytics_covered(query.range, "latency and rates")?;
         self.hot.latency(query).await
     }
     async fn exact_percentiles(
@@ -352,6 +382,7 @@ impl AnalyticsReader for TieredStore {
         range: TimeRange,
         qs: &[f64],
     ) -> StorageResult<Vec<u64>> {
+        self.analytics_covered(range, "exact latency percentiles")?;
         self.hot
             .exact_percentiles(service, operation, kinds, range, qs)
             .await

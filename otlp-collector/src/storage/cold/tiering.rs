@@ -44,6 +44,8 @@ pub struct TierReport {
     pub hot_deleted: u64,
     /// Cold files deleted by age.
     pub cold_files_deleted: u64,
+    /// Small cold files merged into larger ones (`cold.compaction`).
+    pub files_compacted: u64,
 }
 
 /// Runs one tiering pass as of `now_ns`.
@@ -56,12 +58,27 @@ pub async fn run_once(
     // Rounded down to a partition boundary where the hot store deletes
     // whole partitions only (PostgreSQL and ClickHouse: UTC days).
     let cutoff = hot.tier_cutoff(config.hot_cutoff(now_ns));
-    let _pass = cold.pass.lock().await;
-    let _fence = cold.fence.raise(cutoff).await;
+    let pass = cold.pass.lock().await;
+    let fence = cold.fence.raise(cutoff).await;
     let mut report = copy_before(hot, cold, cutoff).await?;
     report.hot_deleted = hot.apply_retention(cutoff).await?.spans_deleted;
+    drop(fence);
     report.cold_files_deleted = cold.evict_before(config.cold_cutoff(now_ns)).await?.0;
     cold.stats.runs.fetch_add(1, Relaxed);
+    // Compaction never removes a file it did not pick, so it needs no pass
+    // lock: evictions waiting for one are not held up by it.
+    drop(pass);
+    if config.compaction {
+        // The move is done: a failed compaction is counted and retried
+        // after the next run, not reported as a failed run.
+        match cold.compact().await {
+            Ok(c) => report.files_compacted = c.files_replaced,
+            Err(e) => {
+                cold.stats.compaction_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "cold tier compaction failed; retrying after the next run");
+            }
+        }
+    }
     Ok(report)
 }
 

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use super::schema::{parse_partition_name, DDL_LOCK};
 use super::{from_i64, map_err, to_i64, PostgresStore};
 use crate::rollup::MINUTE_NS;
-use crate::storage::sink_common::{day_eviction_cutoff, DAY_NS};
+use crate::storage::sink_common::{
+    day_eviction_cutoff, day_tier_cutoff, evict_days_before, evict_oldest_days, DAY_NS,
+};
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
     DiskUsage, EvictionReport, ExportCursor, ExportPage, Retention, RetentionReport, StorageError,
@@ -112,34 +114,20 @@ impl Retention for PostgresStore {
     }
 
     /// Drops whole day partitions, oldest first, until their sizes add up
-    /// to `bytes` (at least one), through [`apply_retention`](Self::apply_retention)
-    /// with the end of the last of those days as the cutoff (which also
-    /// deletes what older spans the default partition holds). A dropped
-    /// partition's space goes back to the file system at once.
+    /// to `bytes` (at least one; which also deletes what older spans the
+    /// default partition holds).
     async fn evict_oldest(&self, bytes: u64, give_back: bool) -> StorageResult<EvictionReport> {
-        match self.eviction_cutoff(bytes, give_back).await? {
-            Some(cutoff) => self.evict_before(cutoff, give_back).await,
-            None => Ok(EvictionReport::default()),
-        }
+        evict_oldest_days(self, bytes, give_back).await
     }
 
-    async fn evict_before(
-        &self,
-        cutoff_ns: u64,
-        _give_back: bool,
-    ) -> StorageResult<EvictionReport> {
-        let report = self.apply_retention(cutoff_ns).await?;
-        Ok(EvictionReport {
-            spans_deleted: report.spans_deleted,
-            rollups_deleted: report.rollups_deleted,
-            cutoff_ns,
-        })
+    async fn evict_before(&self, cutoff_ns: u64, _: bool) -> StorageResult<EvictionReport> {
+        evict_days_before(self, cutoff_ns).await
     }
 
-    /// Partitions are UTC days: a pass moves whole days, which its delete
-    /// then drops (no row deletes, no dead tuples to vacuum).
+    /// Whole UTC days: the hot delete after a pass drops partitions (no
+    /// row deletes, no dead tuples to vacuum).
     fn tier_cutoff(&self, cutoff_ns: u64) -> u64 {
-        cutoff_ns / DAY_NS * DAY_NS
+        day_tier_cutoff(cutoff_ns)
     }
 
     /// The default partition first (timestamps far outside the partition
