@@ -38,22 +38,30 @@ impl TextMapPropagator for TextMapCompositePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let mut out = cx.clone();
+        self.extract_into(cx.clone(), extractor)
+    }
+
+    /// The context is threaded through the propagators by value (each moves
+    /// its baggage and values on), not cloned once per propagator.
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+        let mut out = cx;
         // The winning span context and the sampling state that came with it.
         let mut first: Option<(SpanContext, Option<RemoteSamplingState>)> = None;
         for p in &self.propagators {
-            let next = p.extract_with_context(&out, extractor);
             match &first {
                 None => {
+                    let before = out.span_context().clone();
+                    let next = p.extract_into(out, extractor);
                     let sc = next.span_context();
-                    if sc.is_valid() && sc.is_remote() && sc != out.span_context() {
+                    if sc.is_valid() && sc.is_remote() && *sc != before {
                         first = Some((sc.clone(), next.get::<RemoteSamplingState>().copied()));
                     }
                     out = next;
                 }
                 Some((sc, state)) => {
-                    let mut kept = next.with_span_context(sc.clone());
+                    let next = p.extract_into(out, extractor);
                     let later = next.get::<RemoteSamplingState>().copied();
+                    let mut kept = next.into_with_span_context(sc.clone());
                     if later != *state {
                         kept = kept.with_value(state.unwrap_or(RemoteSamplingState {
                             trace_id: sc.trace_id(),

@@ -387,6 +387,16 @@ pub trait TextMapPropagator: Send + Sync {
     /// The carrier keys this propagator reads and writes.
     fn fields(&self) -> Vec<&'static str>;
 
+    /// [`extract_with_context`](Self::extract_with_context) taking `cx` by
+    /// value: the built-in propagators move its baggage and values into the
+    /// result instead of cloning them (the HTTP server layer's path, once per
+    /// request). Implementations must return what `extract_with_context`
+    /// would; the default calls it.
+    #[doc(hidden)]
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+        self.extract_with_context(&cx, extractor)
+    }
+
     /// Injects the thread's current context.
     fn inject(&self, injector: &mut dyn Injector) {
         self.inject_context(&Context::current(), injector)
@@ -408,6 +418,7 @@ mod tests {
     #[test]
     fn scanned_headers_answer_like_the_map() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let long = "k=v,".repeat(40);
         let cases: Vec<Vec<(&str, &[u8])>> = vec![
             vec![],
             vec![("traceparent", tp.as_bytes())],
@@ -428,6 +439,10 @@ mod tests {
                 ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7"),
             ],
             vec![("b3", b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+            // Tab and visible ASCII are text; DEL and obs-text are not.
+            vec![("tracestate", b"a=1,\tb=2 ~"), ("baggage", b"k=v\x7f")],
+            vec![("baggage", b"k=v,k2=\xc3\xa9"), ("tracestate", b" ")],
+            vec![("baggage", long.as_bytes())],
         ];
         let keys = [
             "traceparent",
