@@ -116,6 +116,58 @@ mod tests {
             .collect()
     }
 
+    /// The by-value path the HTTP server layer takes gives what the
+    /// by-reference one gives, for each built-in propagator and the
+    /// composite, starting from a context that already carries baggage,
+    /// a value and a span.
+    #[test]
+    fn extract_into_equals_extract_with_context() {
+        #[derive(Debug, PartialEq)]
+        struct Tag(u8);
+        let mut b = crate::context::Baggage::new();
+        b.insert("outer", "1").unwrap();
+        let start = Context::new()
+            .with_baggage(b)
+            .with_value(Tag(7))
+            .with_span_context(SpanContext::new(
+                crate::ids::TraceId::from_bytes([1; 16]),
+                crate::ids::SpanId::from_bytes([2; 8]),
+                crate::context::TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ));
+        let props: Vec<Box<dyn TextMapPropagator>> = vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+            Box::new(all()),
+        ];
+        let carriers = [
+            headers(&[]),
+            headers(&[("traceparent", TP), ("baggage", "a=1,b=2")]),
+            headers(&[("traceparent", "00-garbage"), ("baggage", "=")]),
+            headers(&[("b3", B3), ("uber-trace-id", UBER), ("tracestate", "k=v")]),
+        ];
+        for p in &props {
+            for h in &carriers {
+                for cx in [Context::new(), start.clone()] {
+                    let by_ref = p.extract_with_context(&cx, h);
+                    let by_val = p.extract_into(cx.clone(), h);
+                    assert_eq!(by_ref.span_context(), by_val.span_context(), "{h:?}");
+                    assert_eq!(
+                        by_ref.baggage().iter().collect::<Vec<_>>(),
+                        by_val.baggage().iter().collect::<Vec<_>>(),
+                        "{h:?}"
+                    );
+                    assert_eq!(by_ref.get::<Tag>(), by_val.get::<Tag>());
+                    assert_eq!(
+                        by_ref.get::<RemoteSamplingState>(),
+                        by_val.get::<RemoteSamplingState>()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn first_valid_span_context_wins_and_baggage_is_merged() {
         let p = all();

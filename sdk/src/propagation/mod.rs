@@ -418,7 +418,6 @@ mod tests {
     #[test]
     fn scanned_headers_answer_like_the_map() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let long = "k=v,".repeat(40);
         let cases: Vec<Vec<(&str, &[u8])>> = vec![
             vec![],
             vec![("traceparent", tp.as_bytes())],
@@ -439,10 +438,6 @@ mod tests {
                 ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7"),
             ],
             vec![("b3", b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
-            // Tab and visible ASCII are text; DEL and obs-text are not.
-            vec![("tracestate", b"a=1,\tb=2 ~"), ("baggage", b"k=v\x7f")],
-            vec![("baggage", b"k=v,k2=\xc3\xa9"), ("tracestate", b" ")],
-            vec![("baggage", long.as_bytes())],
         ];
         let keys = [
             "traceparent",

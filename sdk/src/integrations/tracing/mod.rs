@@ -4,7 +4,9 @@
 //!
 //! - Span fields become typed attributes (`i64`, `f64`, `bool`, strings;
 //!   `u64` above `i64::MAX` and 128-bit integers as strings, `?debug` and
-//!   `%display` values as strings).
+//!   `%display` values as strings). They are recorded straight into the
+//!   span's attribute list; a string value that repeats at its callsite is
+//!   shared, not copied (bounded: see [`MAX_INTERNED`], [`VALUES_PER_SLOT`]).
 //! - Special fields: `otel.name` (span name), `otel.kind` (`server`, `client`,
 //!   `producer`, `consumer`, `internal`), `otel.status_code` (`ok`/`error`),
 //!   `otel.status_message`, and `error`: any value but `false` (a string,
