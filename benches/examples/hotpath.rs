@@ -22,6 +22,11 @@
 //!     target/release/examples/hotpath sampled 40000          # and 20000; sampled_otel
 //! ```
 //!
+//! The `tracing` bridge: `tracing` (ferrotrace's layer, `AlwaysOn`),
+//! `tracing_unsampled` (`AlwaysOff`), `tracing_otel` (tracing-opentelemetry
+//! over `opentelemetry_sdk`) and `registry` (no layer) run the same unit —
+//! a span with 2 fields, a child span, one event.
+//!
 //! Samplers: `sampler_<static|remote>_<p1|p001>` runs `should_sample` alone,
 //! `root_<static|remote>_<p1|p001>` a root span through a discarding simple
 //! processor (the `sdk_sampling` bench's cases; the remote sampler's strategy
@@ -226,6 +231,39 @@ fn run_root_spans(t: &ferrotrace::trace::Tracer, name: &'static str, n: u64) {
     }
 }
 
+/// `opentelemetry_sdk` with the batch processor configured like
+/// [`provider`]'s (queue 65,536) and an exporter that discards.
+fn otel_provider() -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    #[derive(Debug)]
+    struct OtDiscard;
+    impl opentelemetry_sdk::trace::SpanExporter for OtDiscard {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            drop(batch);
+            Ok(())
+        }
+    }
+    let bsp = BatchSpanProcessor::builder(OtDiscard)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(1 << 16)
+                .build(),
+        )
+        .build();
+    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(bsp)
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("hotpath")
+                .build(),
+        )
+        .build()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "sampled".into());
@@ -244,34 +282,7 @@ fn main() {
         }
         "sampled_otel" => {
             use opentelemetry::trace::TracerProvider as _;
-            use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
-            #[derive(Debug)]
-            struct OtDiscard;
-            impl opentelemetry_sdk::trace::SpanExporter for OtDiscard {
-                async fn export(
-                    &self,
-                    batch: Vec<opentelemetry_sdk::trace::SpanData>,
-                ) -> opentelemetry_sdk::error::OTelSdkResult {
-                    drop(batch);
-                    Ok(())
-                }
-            }
-            let bsp = BatchSpanProcessor::builder(OtDiscard)
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(1 << 16)
-                        .build(),
-                )
-                .build();
-            let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                .with_span_processor(bsp)
-                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name("hotpath")
-                        .build(),
-                )
-                .build();
+            let p = otel_provider();
             let t = p.tracer("hotpath");
             run_otel_spans(&t, n);
             p.shutdown().expect("shutdown");
@@ -311,6 +322,30 @@ fn main() {
             let sub = tracing_subscriber::registry().with(layer);
             tracing::subscriber::with_default(sub, || run_tracing(n));
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        "tracing_unsampled" => {
+            use tracing_subscriber::layer::SubscriberExt;
+            let p = provider(Sampler::AlwaysOff);
+            let layer =
+                ferrotrace::integrations::tracing::FerrotraceLayer::new(p.tracer("hotpath"));
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, || run_tracing(n));
+        }
+        "tracing_otel" => {
+            // tracing-opentelemetry over opentelemetry_sdk's batch processor,
+            // configured like the `overhead` bench's `tracing` group.
+            use opentelemetry::trace::TracerProvider as _;
+            use tracing_subscriber::layer::SubscriberExt;
+            let p = otel_provider();
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("hotpath"))
+                .with_location(true)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false);
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, || run_tracing(n));
+            p.shutdown().expect("shutdown");
         }
         "registry" => {
             let sub = tracing_subscriber::registry();

@@ -638,3 +638,50 @@ fn unsampled_spans_keep_their_context_and_custom_samplers_see_fields() {
     assert_eq!(spans[0].span_kind, SpanKind::Client);
     assert_eq!(attr(&spans[0], "n"), Some(&Value::I64(1)));
 }
+
+/// Issue 16: string values are recorded without a copy when they repeat at
+/// their callsite, and copied otherwise; either way each span and event
+/// carries exactly the value it was given — constant, varying (past the
+/// shared values of a field), long, `?debug`/`%display`, as a message or
+/// as `otel.name`.
+#[test]
+fn repeated_and_varying_string_values_are_recorded_exactly() {
+    let (exporter, provider) = setup();
+    let subscriber =
+        tracing_subscriber::registry().with(FerrotraceLayer::new(provider.tracer("app")));
+    let long = "L".repeat(300);
+    let n = 12;
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..n {
+            let user = format!("user-{i}");
+            let span = tracing::info_span!(
+                "op",
+                otel.name = %format_args!("op {}", i % 2),
+                route = "/orders/{id}",
+                user = user.as_str(),
+                who = ?user,
+                long = long.as_str(),
+            );
+            let _e = span.enter();
+            tracing::info!("constant message");
+            tracing::info!("message for {}", user);
+        }
+    });
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), n);
+    for (i, s) in spans.iter().enumerate() {
+        let user = format!("user-{i}");
+        assert_eq!(s.name, format!("op {}", i % 2));
+        assert_eq!(attr(s, "route"), Some(&Value::from("/orders/{id}")));
+        assert_eq!(attr(s, "user"), Some(&Value::from(user.clone())));
+        assert_eq!(attr(s, "who"), Some(&Value::from(format!("{user:?}"))));
+        assert_eq!(attr(s, "long"), Some(&Value::from(long.clone())));
+        let names: Vec<_> = s.events.iter().map(|e| e.name.to_string()).collect();
+        assert_eq!(names, ["constant message", &format!("message for {user}")]);
+    }
+    assert!(ferrotrace::integrations::tracing::interned_value_count() > 0);
+    assert!(
+        ferrotrace::integrations::tracing::interned_value_count()
+            <= ferrotrace::integrations::tracing::MAX_INTERNED
+    );
+}

@@ -97,9 +97,15 @@ impl Context {
     /// `self` with its active span replaced by `span_context`: the same as
     /// [`with_span_context`](Self::with_span_context), but the baggage,
     /// values and inbox are moved, not cloned.
-    #[cfg(any(feature = "http", feature = "tracing"))]
     pub(crate) fn into_with_span_context(mut self, span_context: SpanContext) -> Context {
         self.span = Some(span_context);
+        self
+    }
+
+    /// `self` carrying `baggage` (replacing any previous baggage): the same
+    /// as [`with_baggage`](Self::with_baggage), the rest moved, not cloned.
+    pub(crate) fn into_with_baggage(mut self, baggage: Baggage) -> Context {
+        self.baggage = (!baggage.is_empty()).then(|| Arc::new(baggage));
         self
     }
 

@@ -29,6 +29,8 @@ pub mod propagate;
 pub mod reqwest;
 #[cfg(feature = "http")]
 mod route_names;
+#[cfg(any(feature = "http", feature = "tracing"))]
+pub(crate) mod shared_values;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 #[cfg(feature = "tracing")]

@@ -326,8 +326,12 @@ impl TextMapPropagator for BaggagePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        self.extract_into(cx.clone(), extractor)
+    }
+
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
         let Some(first) = extractor.get(BAGGAGE) else {
-            return cx.clone();
+            return cx;
         };
         // Collecting every header line allocates; one line is the usual case.
         let baggage = if extractor.has_multiple(BAGGAGE) {
@@ -336,9 +340,9 @@ impl TextMapPropagator for BaggagePropagator {
             parse_baggage([first])
         };
         if baggage.is_empty() {
-            cx.clone()
+            cx
         } else {
-            cx.with_baggage(baggage)
+            cx.into_with_baggage(baggage)
         }
     }
 

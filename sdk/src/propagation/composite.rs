@@ -38,22 +38,30 @@ impl TextMapPropagator for TextMapCompositePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let mut out = cx.clone();
+        self.extract_into(cx.clone(), extractor)
+    }
+
+    /// The context is threaded through the propagators by value (each moves
+    /// its baggage and values on), not cloned once per propagator.
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+        let mut out = cx;
         // The winning span context and the sampling state that came with it.
         let mut first: Option<(SpanContext, Option<RemoteSamplingState>)> = None;
         for p in &self.propagators {
-            let next = p.extract_with_context(&out, extractor);
             match &first {
                 None => {
+                    let before = out.span_context().clone();
+                    let next = p.extract_into(out, extractor);
                     let sc = next.span_context();
-                    if sc.is_valid() && sc.is_remote() && sc != out.span_context() {
+                    if sc.is_valid() && sc.is_remote() && *sc != before {
                         first = Some((sc.clone(), next.get::<RemoteSamplingState>().copied()));
                     }
                     out = next;
                 }
                 Some((sc, state)) => {
-                    let mut kept = next.with_span_context(sc.clone());
+                    let next = p.extract_into(out, extractor);
                     let later = next.get::<RemoteSamplingState>().copied();
+                    let mut kept = next.into_with_span_context(sc.clone());
                     if later != *state {
                         kept = kept.with_value(state.unwrap_or(RemoteSamplingState {
                             trace_id: sc.trace_id(),
@@ -106,6 +114,58 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// The by-value path the HTTP server layer takes gives what the
+    /// by-reference one gives, for each built-in propagator and the
+    /// composite, starting from a context that already carries baggage,
+    /// a value and a span.
+    #[test]
+    fn extract_into_equals_extract_with_context() {
+        #[derive(Debug, PartialEq)]
+        struct Tag(u8);
+        let mut b = crate::context::Baggage::new();
+        b.insert("outer", "1").unwrap();
+        let start = Context::new()
+            .with_baggage(b)
+            .with_value(Tag(7))
+            .with_span_context(SpanContext::new(
+                crate::ids::TraceId::from_bytes([1; 16]),
+                crate::ids::SpanId::from_bytes([2; 8]),
+                crate::context::TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ));
+        let props: Vec<Box<dyn TextMapPropagator>> = vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+            Box::new(all()),
+        ];
+        let carriers = [
+            headers(&[]),
+            headers(&[("traceparent", TP), ("baggage", "a=1,b=2")]),
+            headers(&[("traceparent", "00-garbage"), ("baggage", "=")]),
+            headers(&[("b3", B3), ("uber-trace-id", UBER), ("tracestate", "k=v")]),
+        ];
+        for p in &props {
+            for h in &carriers {
+                for cx in [Context::new(), start.clone()] {
+                    let by_ref = p.extract_with_context(&cx, h);
+                    let by_val = p.extract_into(cx.clone(), h);
+                    assert_eq!(by_ref.span_context(), by_val.span_context(), "{h:?}");
+                    assert_eq!(
+                        by_ref.baggage().iter().collect::<Vec<_>>(),
+                        by_val.baggage().iter().collect::<Vec<_>>(),
+                        "{h:?}"
+                    );
+                    assert_eq!(by_ref.get::<Tag>(), by_val.get::<Tag>());
+                    assert_eq!(
+                        by_ref.get::<RemoteSamplingState>(),
+                        by_val.get::<RemoteSamplingState>()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

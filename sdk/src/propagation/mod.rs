@@ -387,6 +387,16 @@ pub trait TextMapPropagator: Send + Sync {
     /// The carrier keys this propagator reads and writes.
     fn fields(&self) -> Vec<&'static str>;
 
+    /// [`extract_with_context`](Self::extract_with_context) taking `cx` by
+    /// value: the built-in propagators move its baggage and values into the
+    /// result instead of cloning them (the HTTP server layer's path, once per
+    /// request). Implementations must return what `extract_with_context`
+    /// would; the default calls it.
+    #[doc(hidden)]
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+        self.extract_with_context(&cx, extractor)
+    }
+
     /// Injects the thread's current context.
     fn inject(&self, injector: &mut dyn Injector) {
         self.inject_context(&Context::current(), injector)

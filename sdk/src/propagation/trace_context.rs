@@ -143,6 +143,13 @@ impl TextMapPropagator for TraceContextPropagator {
         }
     }
 
+    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+        match self.extract_span_context(extractor) {
+            Some(sc) => cx.into_with_span_context(sc),
+            None => cx,
+        }
+    }
+
     fn fields(&self) -> Vec<&'static str> {
         vec![TRACEPARENT, TRACESTATE]
     }

@@ -135,7 +135,14 @@ pub(super) fn push_server_address(attrs: &mut Vec<KeyValue>, uri: &Uri, headers:
         (None, None)
     };
     if let Some(host) = host {
-        attrs.push(KeyValue::new("server.address", host.to_string()));
+        // A service sees few host names: interned, not copied per request.
+        attrs.push(KeyValue::new(
+            "server.address",
+            crate::integrations::shared_values::string_value(
+                crate::integrations::shared_values::http_slots::SERVER_ADDRESS,
+                host,
+            ),
+        ));
         if let Some(port) = port.or_else(|| default_port(uri.scheme_str())) {
             attrs.push(KeyValue::new("server.port", i64::from(port)));
         }

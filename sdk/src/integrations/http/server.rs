@@ -162,7 +162,15 @@ fn server_details(
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
             {
-                attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
+                // The same few clients call again and again: shared when
+                // repeated (bounded per thread), else copied.
+                attrs.push(KeyValue::new(
+                    "user_agent.original",
+                    crate::integrations::shared_values::string_value(
+                        crate::integrations::shared_values::http_slots::USER_AGENT,
+                        ua,
+                    ),
+                ));
             }
             match route_of(parts, config.route_fn.as_ref()) {
                 Some(route) => {
@@ -276,7 +284,7 @@ where
         // One pass over the headers finds the W3C ones; the propagators'
         // look-ups then read fields instead of hashing names.
         let parent = self.config.with_propagator(|p| {
-            p.extract_with_context(&Context::current(), &ScannedHeaders::new(&parts.headers))
+            p.extract_into(Context::current(), &ScannedHeaders::new(&parts.headers))
         });
         let mut span = server_span(&self.config, &parts, &parent);
         let mut cx = parent.into_with_span_context(span.span_context().clone());

@@ -4,7 +4,9 @@
 //!
 //! - Span fields become typed attributes (`i64`, `f64`, `bool`, strings;
 //!   `u64` above `i64::MAX` and 128-bit integers as strings, `?debug` and
-//!   `%display` values as strings).
+//!   `%display` values as strings). They are recorded straight into the
+//!   span's attribute list; a string value that repeats at its callsite is
+//!   shared, not copied (bounded: see [`MAX_INTERNED`], [`VALUES_PER_SLOT`]).
 //! - Special fields: `otel.name` (span name), `otel.kind` (`server`, `client`,
 //!   `producer`, `consumer`, `internal`), `otel.status_code` (`ok`/`error`),
 //!   `otel.status_message`, and `error`: any value but `false` (a string,
@@ -52,19 +54,24 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::fmt;
 
-use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::TracerSource;
-use crate::attributes::{Key, KeyValue};
+use crate::attributes::{KeyValue, Value};
 use crate::context::{Context, ContextGuard};
 use crate::trace::tracer::LazyDetails;
-use crate::trace::{Span, SpanInbox, SpanKind, Status, Tracer};
+use crate::trace::{Span, SpanInbox, Status, Tracer};
+
+mod fields;
+
+pub use super::shared_values::{
+    interned_value_count, MAX_INTERNED, MAX_SLOTS_PER_THREAD, MAX_VALUE_LEN, VALUES_PER_SLOT,
+};
+use fields::Recorder;
 
 /// Scope name used when the layer takes its tracer from the global provider.
 pub const SCOPE_NAME: &str = "ferrotrace.tracing";
@@ -125,14 +132,6 @@ impl FerrotraceLayer {
     }
 }
 
-/// Where an event is recorded.
-enum EventTarget<'a> {
-    /// The ferrotrace span of the event's `tracing` span.
-    Span(&'a mut Span),
-    /// The current ferrotrace span (no `tracing` span around the event).
-    Inbox(SpanInbox),
-}
-
 /// What the layer keeps in a `tracing` span's extensions.
 struct SpanState {
     span: Span,
@@ -147,146 +146,49 @@ thread_local! {
 
 fn is_internal(meta: &Metadata<'_>) -> bool {
     let t = meta.target();
-    t == "ferrotrace" || t.starts_with("ferrotrace::")
+    t.starts_with("ferrotrace") && (t.len() == "ferrotrace".len() || t[10..].starts_with("::"))
 }
 
-fn parse_kind(s: &str) -> Option<SpanKind> {
-    let s = s.trim_matches('"');
-    Some(match s.to_ascii_lowercase().as_str() {
-        "server" => SpanKind::Server,
-        "client" => SpanKind::Client,
-        "producer" => SpanKind::Producer,
-        "consumer" => SpanKind::Consumer,
-        "internal" => SpanKind::Internal,
-        _ => return None,
-    })
-}
-
-/// Collects fields into attributes and the special `otel.*` / `error` values.
-#[derive(Default)]
-struct Fields {
-    attrs: Vec<KeyValue>,
-    name: Option<String>,
-    kind: Option<SpanKind>,
-    status_code: Option<String>,
-    status_message: Option<String>,
-    error: Option<String>,
-    message: Option<String>,
-}
-
-impl Fields {
-    fn string(&mut self, field: &Field, value: String) {
-        match field.name() {
-            "otel.name" => self.name = Some(value),
-            "otel.kind" => self.kind = parse_kind(&value),
-            "otel.status_code" => self.status_code = Some(value),
-            "otel.status_message" => self.status_message = Some(value),
-            "message" => self.message = Some(value),
-            "error" => {
-                self.attrs.push(KeyValue::new("error", value.clone()));
-                self.error = Some(value);
-            }
-            name => self
-                .attrs
-                .push(KeyValue::new(Key::from_static(name), value)),
-        }
-    }
-
-    fn typed(&mut self, field: &Field, value: crate::attributes::Value) {
-        if field.name().starts_with("otel.") || field.name() == "message" {
-            self.string(field, format!("{}", DisplayValue(&value)));
-        } else if field.name() == "error" {
-            // `error = true`, `error = 42`: an error too, only `false` is not.
-            // A bare `true` says nothing beyond "failed", so no message.
-            self.error = match &value {
-                crate::attributes::Value::Bool(false) => None,
-                crate::attributes::Value::Bool(true) => Some(String::new()),
-                other => Some(format!("{}", DisplayValue(other))),
-            };
-            self.attrs.push(KeyValue {
-                key: Key::from_static("error"),
-                value,
-            });
-        } else {
-            self.attrs.push(KeyValue {
-                key: Key::from_static(field.name()),
-                value,
-            });
-        }
-    }
-
-    /// The status the special fields ask for, if any.
-    fn status(&self) -> Option<Status> {
-        if let Some(code) = &self.status_code {
-            let code = code.trim_matches('"').to_ascii_lowercase();
-            if code == "ok" {
-                return Some(Status::Ok);
-            }
-            if code == "error" {
-                let d = self
-                    .status_message
-                    .clone()
-                    .or_else(|| self.error.clone())
-                    .unwrap_or_default();
-                return Some(Status::error(d));
-            }
-        }
-        self.error.as_ref().map(|e| Status::error(e.clone()))
+fn cow_value(s: Cow<'static, str>) -> Value {
+    match s {
+        Cow::Borrowed(b) => Value::from(b),
+        Cow::Owned(o) => Value::from(o),
     }
 }
 
-struct DisplayValue<'a>(&'a crate::attributes::Value);
-
-impl fmt::Display for DisplayValue<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::attributes::Value;
-        match self.0 {
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::I64(i) => write!(f, "{i}"),
-            Value::F64(x) => write!(f, "{x}"),
-            Value::String(s) => f.write_str(s.as_str()),
-            Value::Array(a) => write!(f, "{a:?}"),
-        }
+/// `code.file.path` and `code.line.number`, from the callsite's `'static`
+/// metadata (no copy).
+fn push_code_location(attrs: &mut Vec<KeyValue>, meta: &'static Metadata<'static>) {
+    if let Some(file) = meta.file() {
+        attrs.push(KeyValue::new("code.file.path", file));
+    }
+    if let Some(line) = meta.line() {
+        attrs.push(KeyValue::new("code.line.number", line));
     }
 }
 
-impl Visit for Fields {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.typed(field, value.into());
+/// An event's name, attributes and the statuses it asks for (in order).
+fn build_event(event: &Event<'_>) -> (Cow<'static, str>, Vec<KeyValue>, [Option<Status>; 2]) {
+    let meta = event.metadata();
+    // Fields (the message among them, which is not an attribute), level, target.
+    let mut attrs = Vec::with_capacity(meta.fields().len() + 2);
+    let mut rec = Recorder::new(meta, &mut attrs);
+    event.record(&mut rec);
+    let mut special = rec.special;
+    attrs.push(KeyValue::new("level", meta.level().as_str()));
+    // An event's metadata is `'static`: the target needs no copy.
+    attrs.push(KeyValue::new("target", meta.target()));
+    if let Some(err) = special.error.as_ref().filter(|e| !e.is_empty()) {
+        attrs.push(KeyValue::new("exception.message", cow_value(err.clone())));
     }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.typed(field, value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(v) => self.typed(field, v.into()),
-            Err(_) => self.string(field, value.to_string()),
-        }
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        match i64::try_from(value) {
-            Ok(v) => self.typed(field, v.into()),
-            Err(_) => self.string(field, value.to_string()),
-        }
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        match i64::try_from(value) {
-            Ok(v) => self.typed(field, v.into()),
-            Err(_) => self.string(field, value.to_string()),
-        }
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.typed(field, value.into());
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.string(field, value.to_string());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.string(field, value.to_string());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.string(field, format!("{value:?}"));
-    }
+    let name: Cow<'static, str> = match special.message.take() {
+        Some(m) => m,
+        None if special.error.is_some() => Cow::Borrowed("exception"),
+        None => Cow::Borrowed("event"),
+    };
+    let level_status = (*meta.level() == Level::ERROR).then(|| Status::error(name.clone()));
+    let field_status = special.status();
+    (name, attrs, [level_status, field_status])
 }
 
 impl FerrotraceLayer {
@@ -327,7 +229,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let meta = attrs.metadata();
-        if !self.records(meta) || super::is_suppressed() || is_internal(meta) {
+        if !self.records(meta) || is_internal(meta) || super::is_suppressed() {
             return;
         }
         let Some(span_ref) = ctx.span(id) else {
@@ -337,32 +239,25 @@ where
         let parent_sc = parent
             .has_active_span()
             .then(|| parent.span_context().clone());
-        // The sampler decides first: an unsampled span records no field, so
-        // it copies no string (only its context is kept, for its children).
+        // The sampler decides first: an unsampled span records no field (only
+        // its context is kept, for its children). A recorded one gets its
+        // fields straight into the attribute list it keeps.
         let mut status = None;
+        let code_location = self.code_location;
         let mut span = self.tracer.tracer().start_lazy_with(parent_sc, || {
-            let mut fields = Fields {
-                attrs: Vec::with_capacity(attrs.fields().len() + 2),
-                ..Fields::default()
-            };
-            attrs.record(&mut fields);
-            if self.code_location {
-                if let Some(file) = meta.file() {
-                    fields.attrs.push(KeyValue::new("code.file.path", file));
-                }
-                if let Some(line) = meta.line() {
-                    fields.attrs.push(KeyValue::new("code.line.number", line));
-                }
+            let extra = if code_location { 2 } else { 0 };
+            let mut attributes = Vec::with_capacity(attrs.fields().len() + extra);
+            let mut rec = Recorder::new(meta, &mut attributes);
+            attrs.record(&mut rec);
+            let mut special = rec.special;
+            if code_location {
+                push_code_location(&mut attributes, meta);
             }
-            let name: Cow<'static, str> = match fields.name.take() {
-                Some(n) => n.into(),
-                None => meta.name().into(),
-            };
-            status = fields.status();
+            status = special.status();
             LazyDetails {
-                name,
-                kind: fields.kind.unwrap_or_default(),
-                attributes: std::mem::take(&mut fields.attrs),
+                name: special.name.take().unwrap_or(Cow::Borrowed(meta.name())),
+                kind: special.kind.unwrap_or_default(),
+                attributes,
             }
         });
         if let Some(status) = status {
@@ -383,15 +278,17 @@ where
         if !state.span.is_recording() {
             return;
         }
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        if let Some(name) = fields.name.take() {
+        let mut attributes = Vec::new();
+        let mut rec = Recorder::new(span_ref.metadata(), &mut attributes);
+        values.record(&mut rec);
+        let mut special = rec.special;
+        if let Some(name) = special.name.take() {
             state.span.update_name(name);
         }
-        if let Some(status) = fields.status() {
+        if let Some(status) = special.status() {
             state.span.set_status(status);
         }
-        state.span.set_attributes(fields.attrs);
+        state.span.set_attributes(attributes);
     }
 
     fn on_follows_from(&self, id: &Id, follows: &Id, ctx: LayerContext<'_, S>) {
@@ -411,60 +308,54 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
         let meta = event.metadata();
-        if !self.records(meta) || super::is_suppressed() || is_internal(meta) {
+        if !self.records(meta) || is_internal(meta) || super::is_suppressed() {
             return;
         }
         // The event's span, or its nearest recorded ancestor (spans below the
-        // level filter have no ferrotrace span).
-        let span_ref = ctx.event_span(event).and_then(|s| {
+        // level filter have no ferrotrace span), and whether it records.
+        let event_span = ctx.event_span(event);
+        let had_span = event_span.is_some();
+        let target = event_span.and_then(|s| {
+            let recording = |s: &SpanRef<'_, S>| {
+                s.extensions()
+                    .get::<SpanState>()
+                    .map(|st| st.span.is_recording())
+            };
+            // The event's own span first: `scope()` would look it up again.
+            if let Some(r) = recording(&s) {
+                return Some((s, r));
+            }
             s.scope()
-                .find(|s| s.extensions().get::<SpanState>().is_some())
+                .skip(1)
+                .find_map(|s| recording(&s).map(|r| (s, r)))
         });
-        let mut ext = span_ref.as_ref().map(|s| s.extensions_mut());
-        let target = match ext.as_mut().and_then(|e| e.get_mut::<SpanState>()) {
-            Some(state) if !state.span.is_recording() => return,
-            Some(state) => EventTarget::Span(&mut state.span),
+        match target {
+            Some((_, false)) => {}
+            Some((s, true)) => {
+                // Built before the span's extensions are locked: a field's
+                // `Debug` may itself log through `tracing`.
+                let (name, attrs, statuses) = build_event(event);
+                let mut ext = s.extensions_mut();
+                if let Some(state) = ext.get_mut::<SpanState>() {
+                    for st in statuses.into_iter().flatten() {
+                        state.span.set_status(st);
+                    }
+                    state.span.add_event(name, attrs);
+                }
+            }
             // Outside any recorded `tracing` span: the current ferrotrace span
             // (a server request span, or a client span while its request is
             // in flight), when its owner left an inbox for it.
-            None if event.is_root() => return,
-            None if event.parent().is_some() && ctx.event_span(event).is_none() => return,
-            None => match SpanInbox::current() {
-                Some(inbox) => EventTarget::Inbox(inbox),
-                None => return,
-            },
-        };
-        let mut fields = Fields {
-            attrs: Vec::with_capacity(meta.fields().len() + 2),
-            ..Fields::default()
-        };
-        event.record(&mut fields);
-        let mut attrs = std::mem::take(&mut fields.attrs);
-        attrs.push(KeyValue::new("level", meta.level().as_str()));
-        // An event's metadata is `'static`: the target needs no copy.
-        attrs.push(KeyValue::new("target", meta.target()));
-        if let Some(err) = fields.error.as_ref().filter(|e| !e.is_empty()) {
-            attrs.push(KeyValue::new("exception.message", err.clone()));
-        }
-        let name: Cow<'static, str> = match fields.message.take() {
-            Some(m) => m.into(),
-            None if fields.error.is_some() => "exception".into(),
-            None => "event".into(),
-        };
-        let level_status = (*meta.level() == Level::ERROR).then(|| Status::error(name.clone()));
-        let statuses = level_status.into_iter().chain(fields.status());
-        match target {
-            EventTarget::Span(span) => {
-                for st in statuses {
-                    span.set_status(st);
+            None if event.is_root() => {}
+            None if event.parent().is_some() && !had_span => {}
+            None => {
+                if let Some(inbox) = SpanInbox::current() {
+                    let (name, attrs, statuses) = build_event(event);
+                    for st in statuses.into_iter().flatten() {
+                        inbox.set_status(st);
+                    }
+                    inbox.add_event(name, attrs);
                 }
-                span.add_event(name, attrs);
-            }
-            EventTarget::Inbox(inbox) => {
-                for st in statuses {
-                    inbox.set_status(st);
-                }
-                inbox.add_event(name, attrs);
             }
         }
     }
@@ -504,8 +395,10 @@ where
         let Some(span_ref) = ctx.span(&id) else {
             return;
         };
-        let state = span_ref.extensions_mut().remove::<SpanState>();
-        if let Some(mut state) = state {
+        // Ended in place: the state itself goes when the registry clears the
+        // span's extensions, right after this (no move of it out of its box).
+        let mut ext = span_ref.extensions_mut();
+        if let Some(state) = ext.get_mut::<SpanState>() {
             state.span.end();
         }
     }
