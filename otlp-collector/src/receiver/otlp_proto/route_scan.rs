@@ -364,7 +364,6 @@ fn link(wt: WireType, buf: &mut &[u8], ctx: u32, bad: &mut bool) -> R<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

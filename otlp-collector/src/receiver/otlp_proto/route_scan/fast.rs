@@ -318,8 +318,8 @@ impl<'a> Fast<'a> {
                 (4, LEN) => parent = len(&mut b)?,
                 (3 | 5, LEN) => string(&mut b)?,
                 (6 | 10 | 12 | 14, VARINT) => {
-                varint(&mut b)?;
-            }
+                    varint(&mut b)?;
+                }
                 (7, I64) => start = fixed(&mut b, 8)?,
                 (8, I64) => end = fixed(&mut b, 8)?,
                 (9, LEN) => key_value(len(&mut b)?, 0)?,
@@ -327,8 +327,8 @@ impl<'a> Fast<'a> {
                 (13, LEN) => link(len(&mut b)?)?,
                 (15, LEN) => status(len(&mut b)?)?,
                 (16, I32) => {
-                fixed(&mut b, 4)?;
-            }
+                    fixed(&mut b, 4)?;
+                }
                 _ => return None,
             }
         }
