@@ -29,6 +29,18 @@ reported as invalid.
 Usage (release binaries; the loadgen of any version can drive any collector):
   python3 benches/scripts/callgrind_ingest.py --collector DIR/ferrotrace-collector \
       --loadgen DIR/loadgen --batch 50 --spans 50000 --runs 3 --out /tmp/cg --label after
+
+--route counts a router instead (issue 13): a backend collector (null sink, not
+under callgrind) is started first and the collector under callgrind forwards
+to it (`--route-to`, every [route] default); the window ends when the router
+has forwarded every span (`ferrotrace_route_forwarded_spans_total`) and the
+backend has received them all, plus one second for the router to release its
+WAL segments. --route-toml adds keys to the router's [route] section.
+
+--storage clickhouse counts a backend that stores into a throwaway
+ClickHouse server (started here with store_bench.py's settings, not counted):
+the collector's own instructions per stored span, the denominator of the
+router's cost goal.
 """
 
 import argparse
@@ -38,6 +50,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -99,17 +112,56 @@ def loadgen(args, port, spans, first_conn):
            "--connections", str(args.connections), "--batch", str(args.batch),
            "--max-spans", str(spans), "--duration", "600",
            "--first-connection", str(first_conn), "--json"]
+    if args.unknown_field:
+        cmd.append("--unknown-field")
     out = json.loads(subprocess.check_output(cmd, text=True).strip().splitlines()[-1])
     return out
+
+
+def start_backend(args, root):
+    """A plain null-sink collector for a router to forward to (not counted)."""
+    ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
+    cmd = [args.backend or args.collector, "--data-dir", f"{root}/backend", "--storage", "null",
+           "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
+           "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
+           "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
+           "--http-addr", f"127.0.0.1:{ports['query']}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=open(f"{root}/backend.log", "w"))
+    q = f"http://127.0.0.1:{ports['query']}"
+    wait_until(lambda: http(f"{q}/readyz", timeout=5) is not None, 120, "backend")
+    return proc, ports, q
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def one_run(args, i):
     root = tempfile.mkdtemp(prefix="ferrotrace-cg-")
     ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
     prefix = os.path.join(args.out, f"callgrind.{args.label}.b{args.batch}.r{i}")
+    backend = db = None
+    if args.route:
+        backend, bports, bq = start_backend(args, root)
+        with open(f"{root}/router.toml", "w") as f:
+            f.write("[route]\n" + args.route_toml + "\n")
+        role = ["--config", f"{root}/router.toml",
+                "--route-to", f"127.0.0.1:{bports['grpc']}@{bports['query']}"]
+    elif args.storage == "clickhouse":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from store_bench import ClickHouse
+        db = ClickHouse(root)
+        role = ["--storage", "clickhouse", "--storage-url", db.url]
+    else:
+        role = ["--storage", args.storage]
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p",
            "--collect-atstart=yes", "--dump-instr=no",
-           args.collector, "--data-dir", f"{root}/data", "--storage", "null",
+           args.collector, "--data-dir", f"{root}/data"] + role + [
            "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
            "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
            "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
@@ -118,11 +170,19 @@ def one_run(args, i):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     q = f"http://127.0.0.1:{ports['query']}"
     res = {"label": args.label, "batch": args.batch, "spans": args.spans,
-           "connections": args.connections, "run": i}
+           "connections": args.connections, "run": i,
+           "role": "router" if args.route else args.storage}
     try:
         wait_until(lambda: http(f"{q}/readyz", timeout=5) is not None, 600, "collector")
 
         def written():
+            if args.route:
+                # Forwarded by the router and received by the backend.
+                f = metric(http(f"{q}/metrics").decode(),
+                           "ferrotrace_route_forwarded_spans_total") or 0
+                b = metric(http(f"{bq}/metrics").decode(),
+                           "ferrotrace_sink_spans_written_total") or 0
+                return min(f, b)
             return metric(http(f"{q}/metrics").decode(), "ferrotrace_sink_spans_written_total") or 0
 
         if args.warmup:
@@ -142,6 +202,9 @@ def one_run(args, i):
             scrapes[0] += 1
             return written() - base >= lg["accepted_spans"]
         wait_until(drained, 600, "the sink to receive every span", 1.0)
+        if args.route:
+            # The router releases a WAL segment after its forward is acknowledged.
+            time.sleep(1.0)
         f = dump(proc.pid, prefix, existing)
         res["window_s"] = round(time.time() - t0, 1)
         res["scrapes"] = scrapes[0]
@@ -163,11 +226,11 @@ def one_run(args, i):
             secs = time.time() - t1
             res["idle_ir_per_s"] = round(total_ir(f2) / secs)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+        if backend:
+            stop(backend)
+        if db:
+            db.stop()
         subprocess.call(["rm", "-rf", root])
     return res
 
@@ -185,6 +248,15 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle-secs", type=float, default=0,
                     help="after each run, also count this many seconds without load")
+    ap.add_argument("--route", action="store_true",
+                    help="count a router forwarding to a null-sink backend")
+    ap.add_argument("--route-toml", default="", help="with --route: more [route] keys")
+    ap.add_argument("--unknown-field", action="store_true",
+                    help="loadgen appends an unknown field to every request (a router's scan "
+                         "then takes its careful walk instead of the fast path)")
+    ap.add_argument("--backend", help="with --route: the backend's binary (default --collector)")
+    ap.add_argument("--storage", default="null", choices=["null", "sqlite", "clickhouse"],
+                    help="the counted collector's sink (not with --route)")
     ap.add_argument("--out", required=True, help="directory for the callgrind dumps")
     args = ap.parse_args()
     if args.spans % (args.batch * args.connections):

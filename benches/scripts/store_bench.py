@@ -28,6 +28,12 @@ Usage (release binaries built first):
   python3 benches/scripts/store_bench.py --sink clickhouse --duration 30
   python3 benches/scripts/store_bench.py --sink null --duration 20
 
+Several collectors on one database (PostgreSQL or ClickHouse; issue 13):
+  python3 benches/scripts/store_bench.py --sink postgres --writers 2 --duration 30 --skip-queries
+  starts N collectors on the same database, each driven by its own loadgen
+  (--connections each, distinct trace ids); the sustained rate is every
+  acknowledged span over the time until every collector has committed its own.
+
 Loading and querying can run as separate invocations (each short enough for
 /work/freeze.sh, and the same data can be queried by two collector builds):
   store_bench.py --sink clickhouse --duration 15 --replicate 17 --keep-db /tmp/ch.json
@@ -450,10 +456,10 @@ def run_queries(args, q, acked, copies):
     }
 
 
-def start_collector(args, sink, root, db):
+def start_collector(args, sink, root, db, data="data"):
     rel = os.path.join(args.target_dir, "release")
     ports = {k: free_port() for k in ["grpc", "http", "zipkin", "query"]}
-    cmd = [f"{rel}/ferrotrace-collector", "--data-dir", f"{root}/data", "--storage", sink,
+    cmd = [f"{rel}/ferrotrace-collector", "--data-dir", f"{root}/{data}", "--storage", sink,
            "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
            "--otlp-http-addr", f"127.0.0.1:{ports['http']}",
            "--zipkin-addr", f"127.0.0.1:{ports['zipkin']}",
@@ -512,6 +518,9 @@ def main():
     ap.add_argument("--rate", type=int, default=0, help="spans/s; 0 = as fast as acked")
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--max-spans", type=int, default=0, help="stop after this many spans")
+    ap.add_argument("--writers", type=int, default=1,
+                    help="collectors writing to the one database at once, each with its own "
+                         "loadgen (PostgreSQL / ClickHouse)")
     ap.add_argument("--lookups", type=int, default=200)
     ap.add_argument("--searches", type=int, default=40)
     ap.add_argument("--skip-queries", action="store_true")
@@ -550,19 +559,30 @@ def main():
         elif args.sink == "clickhouse":
             db = ClickHouse(root)
         collector, ports, q = start_collector(args, args.sink, root, db)
+        if args.writers > 1 and not db:
+            raise SystemExit("--writers needs a database sink (postgres or clickhouse)")
+        # More writers on the same database (their migrations race at start).
+        others = [start_collector(args, args.sink, root, db, f"data{w}")
+                  for w in range(1, args.writers)]
+        result["writers"] = args.writers
 
-        lg = [loadgen_bin, "--protocol", "grpc", "--endpoint", f"127.0.0.1:{ports['grpc']}",
-              "--connections", str(args.connections), "--batch", str(args.batch),
-              "--duration", str(args.duration), "--collector-pid", str(collector.pid), "--json"]
-        if args.rate:
-            lg += ["--rate", str(args.rate)]
-        if args.max_spans:
-            lg += ["--max-spans", str(args.max_spans)]
+        def lg_cmd(p, pid, first):
+            lg = [loadgen_bin, "--protocol", "grpc", "--endpoint", f"127.0.0.1:{p['grpc']}",
+                  "--connections", str(args.connections), "--batch", str(args.batch),
+                  "--duration", str(args.duration), "--collector-pid", str(pid), "--json",
+                  "--first-connection", str(first)]
+            if args.rate:
+                lg += ["--rate", str(args.rate)]
+            if args.max_spans:
+                lg += ["--max-spans", str(args.max_spans)]
+            return lg
+        lg = lg_cmd(ports, collector.pid, 0)
         # PostgreSQL works in one process per connection: only ClickHouse is counted.
         db_pid = (db.proc.pid if db.proc else db.pid) if db and db.kind == "clickhouse" else None
         cpu0 = (cpu_seconds(collector.pid), cpu_seconds(db_pid) if db_pid else None)
         threads0 = thread_times(collector.pid)
         io0 = io_bytes(collector.pid)
+        cpu0_others = [cpu_seconds(c.pid) for c, _, _ in others]
         perf = None
         if args.perf:
             # Call-graph samples of the collector while the load runs (and
@@ -571,6 +591,8 @@ def main():
                                      "-p", str(collector.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.time()
+        more = [subprocess.Popen(lg_cmd(p, c.pid, 100 * w), stdout=subprocess.PIPE, text=True)
+                for w, (c, p, _) in enumerate(others, start=1)]
         out = subprocess.check_output(lg, text=True)
         result["loadgen"] = json.loads(out.strip().splitlines()[-1])
         acked = result["loadgen"]["accepted_spans"]
@@ -587,10 +609,19 @@ def main():
             max(metric(m, "ferrotrace_wal_fsyncs_total") or 0, 1), 2)
         with open("/proc/loadavg") as f:
             result["loadavg_1m_after_load"] = float(f.read().split()[0])
+        if more:
+            result["loadgen_others"] = [json.loads(m.communicate()[0].strip().splitlines()[-1])
+                                        for m in more]
+            result["accepted_per_writer"] = [acked] + [o["accepted_spans"]
+                                                       for o in result["loadgen_others"]]
+            acked = sum(result["accepted_per_writer"])
         if args.sink != "null":
             def drained():
-                m = http(f"{q}/metrics", timeout=5).decode()
-                return (metric(m, "ferrotrace_sink_spans_written_total") or 0) >= acked
+                n = 0
+                for qq in [q] + [o[2] for o in others]:
+                    m = http(f"{qq}/metrics", timeout=5).decode()
+                    n += metric(m, "ferrotrace_sink_spans_written_total") or 0
+                return n >= acked
             wait_until(drained, 1800, "the sink to commit every acked span")
             elapsed = time.time() - t0
             result["sink_committed_spans"] = acked
@@ -600,7 +631,9 @@ def main():
             # generator's figure stops when it does, before the sink drains).
             per_m = 1e6 / max(acked, 1)
             result["collector_cpu_s_per_million_committed"] = round(
-                (cpu_seconds(collector.pid) - cpu0[0]) * per_m, 2)
+                (cpu_seconds(collector.pid) - cpu0[0]
+                 + sum(cpu_seconds(c.pid) - c0
+                       for (c, _, _), c0 in zip(others, cpu0_others))) * per_m, 2)
             if db_pid:
                 result["db_cpu_s_per_million_committed"] = round(
                     (cpu_seconds(db_pid) - cpu0[1]) * per_m, 2)
@@ -650,6 +683,8 @@ def main():
     finally:
         if collector:
             stop_collector(collector)
+        for c, _, _ in locals().get("others") or []:
+            stop_collector(c)
         if not keep:
             if db:
                 db.stop()

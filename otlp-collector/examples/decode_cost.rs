@@ -6,6 +6,7 @@
 //! cargo build --release -p ferrotrace-collector --example decode_cost
 //! valgrind --tool=callgrind target/release/examples/decode_cost decode 200
 //! target/release/examples/decode_cost scan 2000
+//! target/release/examples/decode_cost scan-careful 2000
 //! ```
 //!
 //! The request is the load generator's (`src/bin/loadgen/request.rs`): 512
@@ -42,7 +43,11 @@ fn main() {
         let decoded = match mode.as_str() {
             "decode" => otlp_proto::decode(black_box(&body), &limits),
             "scan" => otlp_proto::route_scan::scan(black_box(body.clone()), &limits),
-            other => panic!("mode is decode or scan, not {other:?}"),
+            // The scan without its fast path (what every request took before it).
+            "scan-careful" => {
+                otlp_proto::route_scan::scan_careful(black_box(body.clone()), &limits)
+            }
+            other => panic!("mode is decode, scan or scan-careful, not {other:?}"),
         }
         .expect("the load generator's request decodes");
         kept += decoded.spans.len() + decoded.wire.as_ref().map_or(0, |w| w.spans.len());

@@ -144,12 +144,24 @@ impl Forwarder {
         let mut groups: Vec<Vec<Item<'_>>> = vec![Vec::new(); ring.members.len()];
         {
             let acked = self.acked.lock();
+            // Spans of one trace tend to come together (an SDK batches a
+            // request's spans, the load generator sends whole traces): the
+            // previous span's owner saves scoring every backend again.
+            let mut last: Option<(TraceId, Option<usize>)> = None;
             for item in all.clone() {
                 let ids = item.ids();
                 if !acked.is_empty() && acked.contains(&ids) {
                     continue;
                 }
-                if let Some(i) = ring.owner(&ids.0) {
+                let owner = match last {
+                    Some((t, o)) if t == ids.0 => o,
+                    _ => {
+                        let o = ring.owner(&ids.0);
+                        last = Some((ids.0, o));
+                        o
+                    }
+                };
+                if let Some(i) = owner {
                     groups[i].push(item);
                 }
             }

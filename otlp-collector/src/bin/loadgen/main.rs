@@ -81,6 +81,12 @@ struct Args {
     /// (e.g. 0 and 100) or they send the same traces.
     #[arg(long, default_value_t = 0)]
     first_connection: u64,
+    /// Append an unknown top-level field (number 1000, a varint: 3 bytes)
+    /// to every request. Receivers skip it; a router's scan leaves its fast
+    /// path for the careful walk on it, so one router binary can be counted
+    /// both ways (benches/scripts/callgrind_ingest.py --route).
+    #[arg(long)]
+    unknown_field: bool,
 }
 
 #[derive(Default)]
@@ -303,7 +309,12 @@ async fn run_conn(
             }
         }
         seq += 1;
-        let body = Bytes::copy_from_slice(template.fill(seq, now_ns()));
+        let body = if args.unknown_field {
+            // Field 1000, wire type varint (key 8000 = 0xc0 0x3e), value 1.
+            Bytes::from([template.fill(seq, now_ns()), &[0xc0, 0x3e, 0x01][..]].concat())
+        } else {
+            Bytes::copy_from_slice(template.fill(seq, now_ns()))
+        };
         // At a fixed rate the latency counts from when the request was due, not
         // from when it went out: a slow acknowledgement delays the next send, and
         // that wait is part of what a client at this rate sees (no coordinated

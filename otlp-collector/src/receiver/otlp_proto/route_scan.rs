@@ -41,6 +41,10 @@ use crate::receiver::convert::{
 };
 use crate::receiver::limits::LimitsConfig;
 
+/// The fast path of [`scan`], given up for the careful walk at the first
+/// thing it does not handle.
+mod fast;
+
 /// The decoded size of a span is at most this many times its wire size
 /// (plus 128): the densest shape is an empty link, 2 wire bytes counted as
 /// 48 by `estimate_size`; an empty event is 2 bytes for 32, an empty
@@ -67,6 +71,41 @@ fn message_start(body: &[u8], buf: &[u8]) -> Option<usize> {
 /// with the full decoder's reasons, malformed bodies refused with its
 /// error. `Decoded::spans` stays empty: nothing is built.
 pub fn scan(body: Bytes, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
+    if let Some(wire) = scan_fast(&body, limits) {
+        return Ok(Decoded {
+            bytes: wire.heap_bytes(),
+            wire: Some(std::sync::Arc::new(wire)),
+            ..Decoded::default()
+        });
+    }
+    scan_careful(body, limits)
+}
+
+/// [`fast`]'s walk: the request's tables when nothing in it needs the
+/// careful walk.
+fn scan_fast(body: &Bytes, limits: &LimitsConfig) -> Option<WireRequest> {
+    let mut f = fast::Fast {
+        body,
+        limits,
+        t: fast::Tables::default(),
+    };
+    f.request()?;
+    let t = f.t;
+    Some(WireRequest {
+        body: body.clone(),
+        groups: t.groups,
+        group_fields: t.group_fields,
+        scopes: t.scopes,
+        scope_fields: t.scope_fields,
+        spans: t.spans,
+    })
+}
+
+/// The careful walk alone: every field with the full decoder's helpers,
+/// errors and rejections ([`scan`] runs it when its fast path gives up;
+/// public for `examples/decode_cost.rs`, which counts both).
+#[doc(hidden)]
+pub fn scan_careful(body: Bytes, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
     let mut s = Scanner {
         body: &body,
         limits,
@@ -391,6 +430,181 @@ mod tests {
             ],
         }
         .encode_to_vec()
+    }
+
+    /// A request whose every span passes the wire checks, with everything
+    /// the fast path walks: two resources, scopes with attributes and
+    /// schema URLs, events, links, a status, flags and nested values.
+    fn clean_request() -> Vec<u8> {
+        use any_value::Value as V;
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+        use opentelemetry_proto::tonic::trace::v1::{span, Status};
+        let any = |v| AnyValue { value: Some(v) };
+        let rich = |t: u8, s: u8| {
+            let mut p = pspan(t, s, 5);
+            p.parent_span_id = vec![9; 8];
+            p.kind = 2;
+            p.flags = 0x301;
+            p.trace_state = "a=b".into();
+            p.attributes.extend([
+                PKeyValue {
+                    key: "n".into(),
+                    value: Some(any(V::ArrayValue(ArrayValue {
+                        values: vec![
+                            any(V::IntValue(-1)),
+                            any(V::DoubleValue(0.5)),
+                            any(V::BoolValue(true)),
+                            any(V::BytesValue(vec![0, 255])),
+                            any(V::KvlistValue(KeyValueList {
+                                values: vec![kv("é", "ü")],
+                            })),
+                        ],
+                    }))),
+                    ..Default::default()
+                },
+                PKeyValue {
+                    key: "unset".into(),
+                    value: Some(AnyValue { value: None }),
+                    ..Default::default()
+                },
+            ]);
+            p.events = vec![span::Event {
+                time_unix_nano: 6,
+                name: "ev".into(),
+                attributes: vec![kv("k", "v")],
+                dropped_attributes_count: 1,
+            }];
+            p.links = vec![span::Link {
+                trace_id: vec![7; 16],
+                span_id: vec![7; 8],
+                trace_state: "x=y".into(),
+                attributes: vec![kv("l", "m")],
+                dropped_attributes_count: 2,
+                flags: 1,
+            }];
+            p.status = Some(Status {
+                message: "fine".into(),
+                code: 1,
+            });
+            p.dropped_attributes_count = 1;
+            p.dropped_events_count = 2;
+            p.dropped_links_count = 3;
+            p
+        };
+        let scope = |name: &str, spans| ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: name.into(),
+                version: "1".into(),
+                attributes: vec![kv("s", "t")],
+                dropped_attributes_count: 1,
+            }),
+            spans,
+            schema_url: "s".into(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", "a")],
+                        dropped_attributes_count: 1,
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![
+                        scope("x", vec![rich(1, 1), pspan(2, 2, 5), rich(1, 3)]),
+                        scope("y", vec![pspan(3, 4, 5)]),
+                    ],
+                    schema_url: "r".into(),
+                },
+                ResourceSpans {
+                    resource: None,
+                    scope_spans: vec![scope("z", vec![rich(2, 5)])],
+                    schema_url: String::new(),
+                },
+            ],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_fast_path_records_what_the_careful_walk_records() {
+        let limits = LimitsConfig::default();
+        let body = Bytes::from(clean_request());
+        let fast = scan_fast(&body, &limits).expect("a clean request takes the fast path");
+        let careful = scan_careful(body.clone(), &limits).expect("scans");
+        assert_eq!(careful.rejected, 0);
+        assert_eq!(Some(&fast), careful.wire.as_deref());
+        assert_eq!(fast.spans.len(), 5);
+        // And what `scan` returns re-slices to the full decoder's spans.
+        let wire = scan(body.clone(), &limits).unwrap().wire.unwrap();
+        let all: Vec<(&WireRequest, usize)> = (0..wire.spans.len()).map(|i| (&*wire, i)).collect();
+        let mut out = Vec::new();
+        reslice(&all, &mut out);
+        assert_eq!(
+            decode(&out, &limits).unwrap().spans,
+            decode(&body, &limits).unwrap().spans
+        );
+    }
+
+    #[test]
+    fn the_fast_path_gives_up_on_what_it_does_not_handle() {
+        let limits = LimitsConfig::default();
+        let clean = clean_request();
+        let unknown_top_level = [&clean[..], &[0xf8u8, 0x01, 0x01][..]].concat();
+        let deep = {
+            // An attribute value nested past FAST_MAX_NESTING (within prost's limit).
+            let mut v = AnyValue {
+                value: Some(any_value::Value::StringValue("leaf".into())),
+            };
+            for _ in 0..=fast::FAST_MAX_NESTING {
+                v = AnyValue {
+                    value: Some(any_value::Value::ArrayValue(
+                        opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![v] },
+                    )),
+                };
+            }
+            let mut p = pspan(1, 1, 5);
+            p.attributes = vec![PKeyValue {
+                key: "deep".into(),
+                value: Some(v),
+                ..Default::default()
+            }];
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![p],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        for (what, body, spans) in [
+            ("a span to reject", request(), 4),
+            ("an unknown field", unknown_top_level, 5),
+            ("a deep value", deep, 1),
+            ("a cut body", clean[..clean.len() - 1].to_vec(), 0),
+        ] {
+            let body = Bytes::from(body);
+            assert!(scan_fast(&body, &limits).is_none(), "{what}");
+            // The careful walk then gives the full decoder's answer.
+            match (decode(&body, &limits), scan(body.clone(), &limits)) {
+                (Ok(full), Ok(scanned)) => {
+                    assert_eq!(full.spans.len(), spans, "{what}");
+                    assert_eq!(scanned.wire.unwrap().spans.len(), spans, "{what}");
+                    assert_eq!(scanned.errors, full.errors, "{what}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+                (a, b) => panic!("{what}: decoder {:?} vs scan {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+        // More spans than allowed: the careful walk's error.
+        let few = LimitsConfig {
+            max_spans_per_request: 4,
+            ..LimitsConfig::default()
+        };
+        assert!(scan_fast(&Bytes::from(clean.clone()), &few).is_none());
+        assert!(scan(Bytes::from(clean), &few).is_err());
     }
 
     #[test]

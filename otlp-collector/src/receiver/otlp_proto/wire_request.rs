@@ -13,7 +13,7 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use crate::model::{SpanId, TraceId};
 
 /// A scanned request: the body and where its spans and framing are.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireRequest {
     pub(super) body: Bytes,
     /// Each `ResourceSpans`: its range in `group_fields`.
@@ -29,7 +29,7 @@ pub struct WireRequest {
 }
 
 /// One valid span of a [`WireRequest`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireSpan {
     /// Its trace id (what the router routes by).
     pub trace_id: TraceId,
@@ -90,6 +90,8 @@ pub fn reslice(spans: &[(&WireRequest, usize)], out: &mut Vec<u8>) {
         });
     }
     let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    // Runs of one ResourceSpans: (its request, its index, its runs, its length).
+    let mut groups: Vec<(&WireRequest, usize, Range<usize>, usize)> = Vec::new();
     let mut r = 0;
     while r < runs.len() {
         let req = spans[runs[r].spans.start].0;
@@ -106,12 +108,17 @@ pub fn reslice(spans: &[(&WireRequest, usize)], out: &mut Vec<u8>) {
             len += framed(runs[r].len);
             r += 1;
         }
+        groups.push((req, group, first..r, len));
+    }
+    // One allocation for the whole request (it is copied span by span).
+    out.reserve(groups.iter().map(|g| framed(g.3)).sum());
+    for (req, group, group_runs, len) in groups {
         out.push(0x0a); // ExportTraceServiceRequest.resource_spans
         encode_varint(len as u64, out);
         for f in &req.group_fields[req.groups[group].clone()] {
             out.extend_from_slice(&req.body[f.clone()]);
         }
-        for run in &runs[first..r] {
+        for run in &runs[group_runs] {
             out.push(0x12); // ResourceSpans.scope_spans
             encode_varint(run.len as u64, out);
             for f in &req.scope_fields[req.scopes[run.scope].1.clone()] {
