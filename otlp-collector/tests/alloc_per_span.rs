@@ -261,7 +261,9 @@ fn decode_rounds_for_callgrind() {
         ),
         "zipkin" => (zipkin_request(n), zipkin),
         "zipkin-structs" => (zipkin_request(n), zipkin_structs),
-        other => panic!("FT_DECODE_PATH {other:?}: proto, json, json-structs, zipkin or zipkin-structs"),
+        other => {
+            panic!("FT_DECODE_PATH {other:?}: proto, json, json-structs, zipkin or zipkin-structs")
+        }
     };
     for _ in 0..rounds {
         let d = f(std::hint::black_box(&body));

@@ -21,7 +21,7 @@ use std::cell::Cell;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{null_default, KindEnum, StatusEnum, B64, Float, I64, U32, U64};
+use super::{null_default, Float, KindEnum, StatusEnum, B64, I64, U32, U64};
 use crate::model::{AttrValue, CompactString, Event, KeyValue, Link, Span, SpanKind, StatusCode};
 use crate::receiver::convert::{
     convert_ids, limit_attrs, service_name_of, DecodeError, Decoded, MAX_ANY_VALUE_DEPTH,
@@ -292,6 +292,9 @@ struct JKeyValue {
     value: Option<JAnyValue>,
 }
 
+/// Capacity of the scratch list kept between attribute lists.
+const MAX_SCRATCH: usize = 1024;
+
 /// An attribute list as the model holds it, and how many values in it were
 /// cut at [`MAX_ANY_VALUE_DEPTH`] (counted where it is converted).
 #[derive(Default)]
@@ -310,13 +313,26 @@ impl<'de> Deserialize<'de> for Attrs {
                 f.write_str("a sequence")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Attrs, A::Error> {
-                let mut out = Attrs::default();
+                // JSON says nothing of an array's length: collect into the
+                // thread's scratch list, then copy into one list of the
+                // exact size (one allocation instead of a growing list's
+                // three or four, and no spare capacity held in the queue).
+                // A nested list finds the scratch taken and uses its own.
+                let mut buf = KV_SCRATCH.take();
+                buf.clear();
+                let mut cut = 0;
                 while let Some(kv) = seq.next_element::<JKeyValue>()? {
-                    let (value, cut) = kv.value.map_or((AttrValue::Empty, 0), |v| (v.value, v.cut));
-                    out.cut += cut;
-                    out.list.push(KeyValue { key: kv.key, value });
+                    let (value, c) = kv.value.map_or((AttrValue::Empty, 0), |v| (v.value, v.cut));
+                    cut += c;
+                    buf.push(KeyValue { key: kv.key, value });
                 }
-                Ok(out)
+                let list = buf.drain(..).collect();
+                // Kept for the next list unless a huge one grew it (memory
+                // a thread would otherwise hold for good).
+                if buf.capacity() <= MAX_SCRATCH {
+                    KV_SCRATCH.set(buf);
+                }
+                Ok(Attrs { list, cut })
             }
         }
         d.deserialize_seq(V)
@@ -393,6 +409,9 @@ struct JAnyValue {
 thread_local! {
     /// How many `AnyValue`s the current thread is decoding inside each other.
     static ANY_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The scratch list attribute lists are collected in (see `Attrs`);
+    /// at most [`MAX_SCRATCH`] entries are kept between lists.
+    static KV_SCRATCH: Cell<Vec<KeyValue>> = const { Cell::new(Vec::new()) };
 }
 
 impl<'de> Deserialize<'de> for JAnyValue {
@@ -519,34 +538,40 @@ impl<const N: usize> HexId<N> {
 
 impl<'de, const N: usize> Deserialize<'de> for HexId<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The id, or the error's text: the error is raised once the
+        /// string has been read, as the earlier `HexId` raised it, so that
+        /// serde_json gives it the same position.
+        struct Id<const N: usize>(Result<HexId<N>, String>);
         struct V<const N: usize>;
         impl<const N: usize> Visitor<'_> for V<N> {
-            type Value = HexId<N>;
+            type Value = Id<N>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HexId<N>, E> {
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Id<N>, E> {
                 if s.is_empty() {
-                    return Ok(HexId(None));
+                    return Ok(Id(Ok(HexId(None))));
                 }
                 let mut out = [0u8; N];
                 if s.len() == 2 * N && hex_into(s.as_bytes(), &mut out) {
-                    return Ok(HexId(Some(out)));
+                    return Ok(Id(Ok(HexId(Some(out)))));
                 }
                 let shown: String = s.chars().take(64).collect();
-                Err(de::Error::custom(format!(
+                Ok(Id(Err(format!(
                     "id {shown:?} is not {} hex digits (OTLP/JSON ids are hex, not base64)",
                     2 * N
-                )))
+                ))))
             }
         }
-        struct Id<const N: usize>(HexId<N>);
         impl<'de, const N: usize> Deserialize<'de> for Id<N> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_string(V::<N>).map(Id)
+                d.deserialize_string(V::<N>)
             }
         }
-        Ok(Option::<Id<N>>::deserialize(d)?.map_or(HexId(None), |id| id.0))
+        match Option::<Id<N>>::deserialize(d)? {
+            None => Ok(HexId(None)),
+            Some(Id(id)) => id.map_err(de::Error::custom),
+        }
     }
 }
 
@@ -620,7 +645,12 @@ mod tests {
     fn deep_values_cut_and_counted_as_the_struct_path_does() {
         let l = LimitsConfig::default();
         for depth in [14, 15, 16, 17, 18, 40, 3000] {
-            for leaf in [r#"{"stringValue":"x"}"#, r#"{"intValue":"bad"}"#, "null", "{}"] {
+            for leaf in [
+                r#"{"stringValue":"x"}"#,
+                r#"{"intValue":"bad"}"#,
+                "null",
+                "{}",
+            ] {
                 let v = format!(
                     r#"{}{leaf}{}"#,
                     r#"{"kvlistValue":{"values":[{"key":"k","value":{"arrayValue":{"values":["#

@@ -14,6 +14,8 @@
 //! [`super`]). `tests/fuzz_decoders.rs` (`differential_zipkin_json*`) holds
 //! the two to the same spans and errors.
 
+use std::cell::Cell;
+
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -193,6 +195,14 @@ impl<'de> Deserialize<'de> for Annotations {
     }
 }
 
+thread_local! {
+    /// The scratch list tags are collected in (see `Tags`).
+    static TAG_SCRATCH: Cell<Vec<KeyValue>> = const { Cell::new(Vec::new()) };
+}
+
+/// Capacity of the scratch list kept between spans.
+const MAX_SCRATCH: usize = 1024;
+
 /// Tags as string attributes, sorted by key with one entry per key (the
 /// last one sent), as the earlier `BTreeMap` held them.
 #[derive(Default)]
@@ -207,7 +217,10 @@ impl<'de> Deserialize<'de> for Tags {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tags, A::Error> {
-                let mut out: Vec<KeyValue> = Vec::new();
+                // Collected in the thread's scratch list, then copied into
+                // one list of the exact size (JSON gives no length first).
+                let mut out = TAG_SCRATCH.take();
+                out.clear();
                 while let Some(key) = map.next_key::<CompactString>()? {
                     let TagValue(v) = map.next_value()?;
                     out.push(KeyValue {
@@ -228,7 +241,12 @@ impl<'de> Deserialize<'de> for Tags {
                         }
                     });
                 }
-                Ok(Tags(out))
+                let tags = Tags(out.drain(..).collect());
+                // Kept for the next span unless a huge map grew it.
+                if out.capacity() <= MAX_SCRATCH {
+                    TAG_SCRATCH.set(out);
+                }
+                Ok(tags)
             }
         }
         d.deserialize_map(V)
@@ -269,10 +287,14 @@ impl<'de> Deserialize<'de> for TagValue {
                 text(serde_json::Value::deserialize(().into_deserializer()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TagValue, A::Error> {
-                text(serde_json::Value::deserialize(SeqAccessDeserializer::new(seq)))
+                text(serde_json::Value::deserialize(SeqAccessDeserializer::new(
+                    seq,
+                )))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TagValue, A::Error> {
-                text(serde_json::Value::deserialize(MapAccessDeserializer::new(map)))
+                text(serde_json::Value::deserialize(MapAccessDeserializer::new(
+                    map,
+                )))
             }
         }
         d.deserialize_any(V)
@@ -364,6 +386,17 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
 
     let mut attributes = tags;
     let local = z.local_endpoint.unwrap_or_default();
+    // The attributes appended below, so the list grows once at most.
+    let remote = z.remote_endpoint.as_ref();
+    let extra = usize::from(local.ipv4.is_some() || local.ipv6.is_some())
+        + usize::from(local.port.is_some_and(|p| p > 0))
+        + remote.map_or(0, |r| {
+            usize::from(r.service_name.as_ref().is_some_and(|s| !s.is_empty()))
+                + usize::from(r.ipv4.is_some() || r.ipv6.is_some())
+                + usize::from(r.port.is_some_and(|p| p > 0))
+        })
+        + usize::from(z.shared == Some(true));
+    attributes.reserve_exact(extra);
     if let Some(ip) = local.ipv4.or(local.ipv6) {
         attributes.push(KeyValue::new("net.host.ip", AttrValue::Str(ip)));
     }
