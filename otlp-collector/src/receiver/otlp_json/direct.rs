@@ -326,7 +326,8 @@ impl<'de> Deserialize<'de> for Attrs {
                     cut += c;
                     buf.push(KeyValue { key: kv.key, value });
                 }
-                let list = buf.drain(..).collect();
+                let mut list = Vec::with_capacity(buf.len());
+                list.append(&mut buf);
                 // Kept for the next list unless a huge one grew it (memory
                 // a thread would otherwise hold for good).
                 if buf.capacity() <= MAX_SCRATCH {

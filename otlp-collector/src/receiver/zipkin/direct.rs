@@ -241,7 +241,9 @@ impl<'de> Deserialize<'de> for Tags {
                         }
                     });
                 }
-                let tags = Tags(out.drain(..).collect());
+                let mut tags = Vec::with_capacity(out.len());
+                tags.append(&mut out);
+                let tags = Tags(tags);
                 // Kept for the next span unless a huge map grew it.
                 if out.capacity() <= MAX_SCRATCH {
                     TAG_SCRATCH.set(out);
