@@ -252,7 +252,8 @@ fn decode_rounds_for_callgrind() {
     };
     let (rounds, n) = (env("FT_DECODE_ROUNDS", 10), env("FT_DECODE_SPANS", 500));
     let path = std::env::var("FT_DECODE_PATH").unwrap_or_else(|_| "proto".into());
-    let (body, f): (Vec<u8>, fn(&[u8]) -> Decoded) = match path.as_str() {
+    type DecodeFn = fn(&[u8]) -> Decoded;
+    let (body, f): (Vec<u8>, DecodeFn) = match path.as_str() {
         "proto" => (request(n).encode_to_vec(), direct),
         "json" => (serde_json::to_vec(&request(n)).expect("json"), otlp_json),
         "json-structs" => (

@@ -33,6 +33,8 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
     let req: JRequest = serde_json::from_slice(body).map_err(|e| {
         DecodeError::Malformed(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))
     })?;
+    // The scratch list is not held between requests (memory no span budget sees).
+    drop(KV_SCRATCH.take());
     let count: usize = req
         .resource_spans
         .iter()

@@ -29,6 +29,8 @@ use crate::receiver::otlp_json::direct::hex_into;
 pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let spans: Vec<ZSpan> = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;
+    // The scratch list is not held between requests (memory no span budget sees).
+    drop(TAG_SCRATCH.take());
     DecodeError::check_span_count(spans.len(), limits)?;
     let mut out = Decoded {
         spans: Vec::with_capacity(spans.len()),
