@@ -9,6 +9,9 @@
 //! round-trips: what it decodes to, encoded again (by an encoder written here
 //! from the format's specification, independent of the decoder) and decoded,
 //! is the same. Well-formed inputs must decode to what they were built from.
+//! The direct decoders (OTLP protobuf, OTLP/JSON, Zipkin v2 JSON) are also
+//! held to the earlier paths they replaced, kept as oracles: the same spans,
+//! counts and error text (`differential_*`).
 
 #[path = "../../sdk/tests/fuzz_util/mod.rs"]
 mod fuzz_util;
@@ -1090,7 +1093,7 @@ fn fuzz_otlp_json() {
         for (i, raw) in inputs.iter().enumerate() {
             // The receiver's path, in its two steps: JSON to the OTLP
             // request, then the request to validated spans.
-            let parsed = ferrotrace_collector::receiver::otlp_json::decode(raw);
+            let parsed = ferrotrace_collector::receiver::otlp_json::decode_to_request(raw);
             if i == 0 {
                 // Well-formed, in any of the spellings the spec allows: the
                 // same spans as the same request in protobuf.
@@ -1132,6 +1135,241 @@ fn fuzz_otlp_json() {
         }
         Ok(inputs.len() as u64)
     });
+}
+
+// ------------------------------------- OTLP/JSON: direct decoder vs structs
+
+/// The earlier OTLP/JSON path, the oracle of the direct decoder
+/// (`receiver::otlp_json::direct`): serde into the mirror structs, the
+/// `opentelemetry-proto` request, then `from_otlp`.
+fn json_via_structs(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, String> {
+    let req = ferrotrace_collector::receiver::otlp_json::decode_to_request(body)?;
+    from_otlp(req, limits).map_err(|e| e.to_string())
+}
+
+fn assert_same_json_decoding(body: &[u8], limits: &LimitsConfig) -> Result<(), TestCaseError> {
+    let new = decode(RecordFormat::OtlpJson, body, limits).map_err(|e| e.to_string());
+    let old = json_via_structs(body, limits);
+    let (a, b) = (outcome(&new), outcome(&old));
+    prop_assert!(
+        a == b,
+        "body {}\ndirect: {a}\nstructs: {b}",
+        String::from_utf8_lossy(body)
+    );
+    Ok(())
+}
+
+/// The direct OTLP/JSON decoder and the struct path agree (same spans, same
+/// counts, same error text) on generated requests in every spelling the
+/// specification allows, clean and not (bad ids, times, links), and on
+/// byte-level mutations of each, with default and tight limits.
+#[test]
+fn differential_otlp_json() {
+    let strategy = (
+        prop_oneof![request(false), request(true)],
+        json_style(),
+        mutations(),
+        any::<bool>(),
+    );
+    fuzz(
+        "OTLP/JSON direct vs structs",
+        strategy,
+        |(req, style, ms, tight)| {
+            let limits = differential_limits(tight);
+            let body = style.request(&req);
+            let inputs = variants(&body, &ms, JSON_DICT);
+            for input in &inputs {
+                assert_same_json_decoding(input, &limits)?;
+            }
+            Ok(inputs.len() as u64)
+        },
+    );
+}
+
+/// A span object with the given extra fields, in a valid request frame.
+fn json_span(fields: &str) -> Vec<u8> {
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"scope":{{"name":"lib","version":"1"}},"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000"{fields}}}]}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// Hostile OTLP/JSON, hand-made: nesting at, around and far past the depth
+/// cut (in arrays, kvlists, skipped branches and several fields at once),
+/// repeated and aliased fields, structs written as arrays, wrong types and
+/// `null` everywhere, extreme numbers, escapes, invalid UTF-8, trailing
+/// bytes, enum names and numbers out of range, bad base64 and ids.
+#[test]
+fn differential_otlp_json_hostile() {
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let deep = |depth: usize, leaf: &str, arr: bool, kv: bool| {
+        let (mut open, mut close) = (String::new(), String::new());
+        for i in 0..depth {
+            if (i % 2 == 0 && arr) || !kv {
+                open.push_str(r#"{"arrayValue":{"values":["#);
+                close.insert_str(0, "]}}");
+            } else {
+                open.push_str(r#"{"kvlistValue":{"values":[{"key":"k","value":"#);
+                close.insert_str(0, "}]}}");
+            }
+        }
+        format!("{open}{leaf}{close}")
+    };
+    for depth in [0, 1, 14, 15, 16, 17, 18, 19, 33, 64, 2000] {
+        for leaf in [
+            r#"{"stringValue":"leaf"}"#,
+            r#"{"intValue":"x"}"#,
+            r#"{"bytesValue":"!!"}"#,
+            "null",
+            "{}",
+            "5",
+            r#"{"arrayValue":{"values":[]}}"#,
+        ] {
+            for (arr, kv) in [(true, false), (false, true), (true, true)] {
+                let v = deep(depth, leaf, arr, kv);
+                bodies.push(json_span(&format!(
+                    r#","attributes":[{{"key":"deep","value":{v}}},{{"key":"two","value":{{"stringValue":"s","arrayValue":{{"values":[{v}]}}}}}}]"#
+                )));
+                bodies.push(json_span(&format!(
+                    r#","events":[{{"timeUnixNano":"1544712660500000000","attributes":[{{"key":"e","value":{v}}}]}}],"links":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b170","attributes":[{{"key":"l","value":{v}}}]}},{{"traceId":"","spanId":""}}]"#
+                )));
+            }
+            // In the resource, in the scope (checked, not kept), in a span with bad ids.
+            let v = deep(depth, leaf, true, true);
+            bodies.push(format!(
+                r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"r","value":{v}}}]}},"scopeSpans":[{{"scope":{{"attributes":[{{"key":"s","value":{v}}}]}},"spans":[{{"traceId":"00000000000000000000000000000000","spanId":"eee19b7ec3c1b174","attributes":[{{"key":"a","value":{v}}}]}}]}}]}}]}}"#
+            ).into_bytes());
+        }
+    }
+    for fields in [
+        r#","name":"a","name":"b""#,
+        r#","traceId":"5b8efff798038103d269b633813fc60c""#,
+        r#","trace_id":"5b8efff798038103d269b633813fc60c""#,
+        r#","start_time_unix_nano":1"#,
+        r#","attributes":[{"key":"k","key":"j"}]"#,
+        r#","attributes":[{"key":"k","value":{"stringValue":"a","string_value":"b"}}]"#,
+        r#","attributes":[{"key":"k","value":{"intValue":1,"doubleValue":2,"boolValue":false,"bytesValue":"AQID"}}]"#,
+        r#","attributes":[{"key":"k","value":{"doubleValue":"NaN"}},{"key":"m","value":{"doubleValue":"-Infinity"}},{"key":"z","value":{"doubleValue":-0.0}}]"#,
+        r#","attributes":[{"key":"k","value":{"doubleValue":"1e999"}},{"key":"m","value":{"doubleValue":" 2.5 "}}]"#,
+        r#","attributes":[{"key":"k","value":{"intValue":1.0}},{"key":"m","value":{"intValue":"1e3"}}]"#,
+        r#","attributes":[{"key":"k","value":{"intValue":1.5}}]"#,
+        r#","attributes":[{"key":"k","value":{"intValue":9223372036854775807}},{"key":"m","value":{"intValue":-9223372036854775808}}]"#,
+        r#","attributes":[{"key":"k","value":{"intValue":9223372036854775808}}]"#,
+        r#","attributes":[{"key":"k","value":{"bytesValue":"-_8="}},{"key":"m","value":{"bytesValue":"+/8"}},{"key":"n","value":{"bytesValue":null}}]"#,
+        r#","attributes":[{"key":"k","value":{"bytesValue":"A"}}]"#,
+        r#","attributes":[{"key":"\u00e9\ud83d\ude00 \"q\"","value":{"stringValue":"a\nb\u0000c-a-string-longer-than-24-bytes"}}]"#,
+        r#","attributes":[{"key":"k","value":{"stringValue":"\ud800"}}]"#,
+        r#","attributes":[{"key":null,"value":{"arrayValue":null}},{"key":"n","value":{"kvlistValue":{"values":null}}},{"key":"m","value":{"arrayValue":{}}}]"#,
+        r#","attributes":[["k",{"stringValue":"v"}]]"#,
+        r#","attributes":[{"key":"k","value":[]}]"#,
+        r#","attributes":[{"key":"k","value":[null,false,5,null,null,null,null]}]"#,
+        r#","attributes":[{"key":"k","value":{"arrayValue":[[{"stringValue":"v"}]]}}]"#,
+        r#","attributes":[{"key":"k","value":{"arrayValue":{"values":[{"stringValue":"v"}],"values":[]}}}]"#,
+        r#","attributes":{}"#,
+        r#","attributes":null,"events":null,"links":null,"status":null,"name":null,"traceState":null,"kind":null,"flags":null"#,
+        r#","kind":"SPAN_KIND_CONSUMER","status":{"code":"STATUS_CODE_OK","message":"fine"}"#,
+        r#","kind":"SPAN_KIND_NOPE""#,
+        r#","kind":"7""#,
+        r#","kind":-3,"status":{"code":99}"#,
+        r#","kind":2147483648"#,
+        r#","kind":1.0"#,
+        r#","kind":{}"#,
+        r#","kind":[]"#,
+        r#","kind":true"#,
+        r#","status":{"code":"2"}"#,
+        r#","status":{"code":{}}"#,
+        r#","status":[]"#,
+        r#","status":["m",2]"#,
+        r#","flags":-1"#,
+        r#","flags":"257""#,
+        r#","flags":4294967295,"droppedAttributesCount":"7","droppedEventsCount":3,"droppedLinksCount":"1""#,
+        r#","startTimeUnixNano":"  5  ","endTimeUnixNano":"4""#,
+        r#","startTimeUnixNano":1.5e3"#,
+        r#","startTimeUnixNano":1e19"#,
+        r#","startTimeUnixNano":1.9e19"#,
+        r#","endTimeUnixNano":"9223372036854775808""#,
+        r#","startTimeUnixNano":"+5""#,
+        r#","startTimeUnixNano":true"#,
+        r#","parentSpanId":"0000000000000000""#,
+        r#","parentSpanId":"EEE19B7EC3C1B17"#,
+        r#","parentSpanId":5"#,
+        r#","parentSpanId":"7uGbfsPBsXQ=""#,
+        r#","spanId":"""#,
+        r#","links":[{"traceId":"5b8efff798038103d269b633813fc60c"},{"spanId":"eee19b7ec3c1b170"}]"#,
+        r#","links":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b170","traceState":"a=b","flags":256,"droppedAttributesCount":1}]"#,
+        r#","events":[{"timeUnixNano":"1","name":"e","name":"f"}]"#,
+        r#","events":[["1","e",[],0]]"#,
+        r#","events":[{}, null]"#,
+        r#","unknown":{"deep":[[[[{"x":1}]]]]},"another":null"#,
+        r#","traceState":"k=v""#,
+        r#","name":"a name that is longer than twenty-four bytes""#,
+    ] {
+        bodies.push(json_span(fields));
+    }
+    for raw in [
+        &b""[..],
+        b" ",
+        b"{}",
+        b"[]",
+        b"null",
+        b"{} {}",
+        b"{}x",
+        b"\xef\xbb\xbf{}",
+        br#"{"resourceSpans":null}"#,
+        br#"{"resourceSpans":{}}"#,
+        br#"{"resourceSpans":[null]}"#,
+        br#"{"resourceSpans":[{}],"resource_spans":[]}"#,
+        br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","start_time_unix_nano":"1"}]}]}]}"#,
+        br#"{"resourceSpans":[[null,[[null,[[]],""]],""]]}"#,
+        br#"{"resourceSpans":[[{"attributes":[]},[],"",5]]}"#,
+        br#"{"resourceSpans":[{"schemaUrl":5}]}"#,
+        br#"{"resourceSpans":[{"schemaUrl":"\ud800"}]}"#,
+        br#"{"resourceSpans":[{"resource":5}]}"#,
+        br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"intValue":"5"}}]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","startTimeUnixNano":"1"}]}]}]}"#,
+        br#"{"resourceSpans":[{"scopeSpans":[{"scope":null,"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","startTimeUnixNano":"1"}]},{"scope":{"name":"a-scope-name-longer-than-24-bytes","version":null}}]}]}"#,
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","startTimeUnixNano":"1"}]}],"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"after"}}]}}]}"#,
+        b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"name\":\"\xff\xfe\"}]}]}]}",
+    ] {
+        bodies.push(raw.to_vec());
+    }
+    // Many spans and attributes, for the span count and per-span limits.
+    let many: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{:016x}","startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":[{}]}}"#,
+                i + 1,
+                1000 + i,
+                1000 + 2 * i,
+                (0..i % 7)
+                    .map(|k| format!(r#"{{"key":"k{k}","value":{{"stringValue":"{}"}}}}"#, "v".repeat(k * 9)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect();
+    bodies.push(
+        format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            many.join(",")
+        )
+        .into_bytes(),
+    );
+    let (mut n, mut failed) = (0, Vec::new());
+    for body in &bodies {
+        for tight in [false, true] {
+            if let Err(e) = assert_same_json_decoding(body, &differential_limits(tight)) {
+                failed.push(e.to_string());
+            }
+            n += 1;
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} differ:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(n > 500, "{n} hostile bodies");
 }
 
 // ---------------------------------------------------------------- Zipkin
@@ -1446,6 +1684,149 @@ fn fuzz_zipkin_json() {
             Ok(inputs.len() as u64)
         },
     );
+}
+
+// ------------------------------------- Zipkin v2 JSON: direct decoder vs structs
+
+fn assert_same_zipkin_decoding(body: &[u8], limits: &LimitsConfig) -> Result<(), TestCaseError> {
+    let new = zipkin::decode(body, limits).map_err(|e| e.to_string());
+    let old = zipkin::decode_via_structs(body, limits).map_err(|e| e.to_string());
+    let (a, b) = (outcome(&new), outcome(&old));
+    prop_assert!(
+        a == b,
+        "body {}\ndirect: {a}\nstructs: {b}",
+        String::from_utf8_lossy(body)
+    );
+    Ok(())
+}
+
+/// The direct Zipkin v2 JSON decoder and the struct path
+/// (`zipkin::decode_via_structs`, `ZSpan` with `String`s and
+/// `serde_json::Value` tags) agree on generated span lists and their
+/// byte-level mutations, with default and tight limits.
+#[test]
+fn differential_zipkin_json() {
+    fuzz(
+        "Zipkin JSON direct vs structs",
+        (zipkin_spans(), mutations(), any::<bool>()),
+        |(list, ms, tight)| {
+            let limits = differential_limits(tight);
+            let body = serde_json::to_vec(&list).expect("JSON");
+            let inputs = variants(&body, &ms, JSON_DICT);
+            for input in &inputs {
+                assert_same_zipkin_decoding(input, &limits)?;
+            }
+            Ok(inputs.len() as u64)
+        },
+    );
+}
+
+/// Hostile Zipkin v2 JSON, hand-made: tags out of order and repeated, tag
+/// values of every JSON type, the status/scope tags in every combination,
+/// ids of every length and case, times at the 64-bit nanosecond edge,
+/// wrong types, repeated fields, spans written as arrays.
+#[test]
+fn differential_zipkin_json_hostile() {
+    let span = |fields: &str| {
+        format!(
+            r#"[{{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":1472470996199000{fields}}}]"#
+        )
+        .into_bytes()
+    };
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for fields in [
+        r#","tags":{"b":"1","a":"2","c":"3","a":"4"}"#,
+        r#","tags":{"z":"1","z":"2","z":"3"}"#,
+        r#","tags":{"n":1.5,"i":-7,"u":18446744073709551615,"t":true,"nul":null,"arr":[1,"x",{"b":1,"a":[2]}],"obj":{"k":"v","a":null},"f":1e300,"e":-0.0}"#,
+        r#","tags":{"error":"true"}"#,
+        r#","tags":{"error":"boom","otel.status_description":"desc","otel.status_code":"ok"}"#,
+        r#","tags":{"error":"","otel.status_code":"Error"}"#,
+        r#","tags":{"error":false}"#,
+        r#","tags":{"otel.status_code":"UNSET","otel.status_description":"a-description-longer-than-24-bytes"}"#,
+        r#","tags":{"otel.scope.name":"s","otel.library.name":"l","otel.library.version":"lv"}"#,
+        r#","tags":{"otel.library.name":"l","otel.scope.version":"sv","otel.library.version":"lv"}"#,
+        r#","tags":{"span.kind":"SeRvEr"}"#,
+        r#","tags":{"span.kind":"internal"},"kind":"X""#,
+        r#","tags":{"span.kind":"client"},"kind":"PRODUCER""#,
+        r#","tags":{"span.kind":5}"#,
+        r#","tags":{"\u00e9":"\ud83d\ude00","a-key-longer-than-twenty-four-bytes":"a-value-longer-than-twenty-four-bytes"}"#,
+        r#","tags":null"#,
+        r#","tags":[]"#,
+        r#","tags":{"k":"v"},"tags":{}"#,
+        r#","kind":5"#,
+        r#","kind":null,"name":null,"parentId":null,"localEndpoint":null,"annotations":null,"shared":null"#,
+        r#","name":"a","name":"b""#,
+        r#","parentId":"""#,
+        r#","parentId":"0000000000000000""#,
+        r#","parentId":"4D1E00C0DB9010DA""#,
+        r#","parentId":"4d1e00c0db9010""#,
+        r#","parentId":"xyz""#,
+        r#","parentId":5"#,
+        r#","id":"4d1e00c0db9010db00""#,
+        r#","id":"0000000000000000""#,
+        r#","traceId":"86154a4ba6e9138586154a4ba6e91385""#,
+        r#","traceId":"86154a4ba6e9138586154a4ba6e9138586""#,
+        r#","traceId":"00000000000000000000000000000000""#,
+        r#","traceId":"0""#,
+        r#","traceId":"not hex at all, and longer than 24 bytes""#,
+        r#","timestamp":0"#,
+        r#","timestamp":null"#,
+        r#","timestamp":-1"#,
+        r#","timestamp":1.5"#,
+        r#","timestamp":"1""#,
+        r#","timestamp":18446744073709551,"duration":1000"#,
+        r#","timestamp":18446744073709551,"duration":1"#,
+        r#","timestamp":18446744073709552"#,
+        r#","duration":18446744073709551615"#,
+        r#","annotations":[{"timestamp":0,"value":"zero"},{"value":null},{"timestamp":18446744073709552,"value":"x"}]"#,
+        r#","annotations":[{"timestamp":1472470996199001},{"value":"a value longer than twenty-four bytes"}]"#,
+        r#","annotations":[[1,"v"]]"#,
+        r#","annotations":[null]"#,
+        r#","annotations":{}"#,
+        r#","localEndpoint":{"serviceName":"","ipv4":"","ipv6":"::1","port":0}"#,
+        r#","localEndpoint":{"serviceName":"svc","ipv6":"::1","port":-1},"remoteEndpoint":{"serviceName":"","ipv4":"1.2.3.4","port":65536}"#,
+        r#","remoteEndpoint":{"serviceName":"peer","ipv6":"fe80::1"},"shared":true"#,
+        r#","localEndpoint":["svc","1.2.3.4",null,80]"#,
+        r#","localEndpoint":{"port":"80"}"#,
+        r#","localEndpoint":{"port":1.0}"#,
+        r#","shared":false"#,
+        r#","shared":"true""#,
+        r#","debug":true,"unknown":{"a":[1,2,{"b":null}]}"#,
+    ] {
+        bodies.push(span(fields));
+    }
+    for raw in [
+        &b""[..],
+        b"{}",
+        b"[]",
+        b"null",
+        b"[null]",
+        b"[[]]",
+        b"[5]",
+        b"[] []",
+        b"[{}]",
+        br#"[["86154a4ba6e91385","4d1e00c0db9010db",null,"n","CLIENT",1472470996199000,5]]"#,
+        br#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":1472470996199000},{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dc","timestamp":1472470996199000,"tags":{"http.method":"GET"}},{"traceId":"xyz"},{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dd","timestamp":1,"duration":1}]"#,
+        b"[{\"name\":\"\xff\"}]",
+    ] {
+        bodies.push(raw.to_vec());
+    }
+    let (mut n, mut failed) = (0, Vec::new());
+    for body in &bodies {
+        for tight in [false, true] {
+            if let Err(e) = assert_same_zipkin_decoding(body, &differential_limits(tight)) {
+                failed.push(e.to_string());
+            }
+            n += 1;
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} differ:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(n > 100, "{n} hostile bodies");
 }
 
 // ---------------------------------------------------------------- Zipkin protobuf

@@ -3,7 +3,7 @@
 //! requests) and the pipeline (WAL replay, the WAL-only reader), so the
 //! pipeline depends on the decoders, not on the receivers' ingest path.
 
-use super::convert::{self, DecodeError, Decoded};
+use super::convert::{DecodeError, Decoded};
 use super::limits::LimitsConfig;
 use super::{jaeger, otlp_json, otlp_proto, zipkin, zipkin_proto, zipkin_v1, RecordFormat};
 
@@ -15,10 +15,7 @@ pub fn decode(
 ) -> Result<Decoded, DecodeError> {
     match format {
         RecordFormat::OtlpProto => otlp_proto::decode(body, limits),
-        RecordFormat::OtlpJson => {
-            let req = otlp_json::decode(body).map_err(DecodeError::Malformed)?;
-            convert::from_otlp(req, limits)
-        }
+        RecordFormat::OtlpJson => otlp_json::decode(body, limits),
         RecordFormat::ZipkinJson => zipkin::decode(body, limits),
         RecordFormat::ZipkinProto => zipkin_proto::decode(body, limits),
         RecordFormat::ZipkinV1Json => zipkin_v1::decode(body, limits),

@@ -2,8 +2,20 @@
 //! from a plain serde mapping: trace and span ids are hex (any case), other
 //! `bytes` are base64, 64-bit integers arrive as strings or numbers, enums as
 //! integers (names are accepted too), unknown fields are ignored, keys may be
-//! lowerCamelCase or the proto field names. Decodes into the protobuf types so
-//! that one conversion path ([`super::convert`]) serves every encoding.
+//! lowerCamelCase or the proto field names, `null` is the default.
+//!
+//! Two decoders share these rules (the scalar types below):
+//! - [`decode`] ([`direct`]), what the receivers and WAL replay use: builds
+//!   [`crate::model::Span`]s straight from the JSON (issue 19);
+//! - [`decode_to_request`], the earlier path: serde into mirror structs, then
+//!   the `opentelemetry-proto` request, then [`super::convert::from_otlp`].
+//!   Kept as the oracle of the differential tests (`tests/fuzz_decoders.rs`,
+//!   `differential_otlp_json*`: the same spans, counts and error text on
+//!   generated, mutated and hostile bodies) and for the fuzz test's round trips.
+
+pub mod direct;
+
+pub use direct::decode;
 
 use std::cell::Cell;
 
@@ -21,8 +33,9 @@ use serde::Deserialize;
 
 use super::convert::MAX_ANY_VALUE_DEPTH;
 
-/// Decodes an OTLP/JSON `ExportTraceServiceRequest`.
-pub fn decode(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+/// Decodes an OTLP/JSON `ExportTraceServiceRequest` into the
+/// `opentelemetry-proto` request (the earlier path, see the module docs).
+pub fn decode_to_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     let req: JRequest = serde_json::from_slice(body)
         .map_err(|e| format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}"))?;
     Ok(ExportTraceServiceRequest {
@@ -563,7 +576,7 @@ mod tests {
               "status":{"code":"STATUS_CODE_ERROR","message":"boom"},
               "events":[{"timeUnixNano":"1544712660500000000","name":"e"}],
               "links":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b170"}]}]}]}]}"#;
-        let req = decode(body).unwrap();
+        let req = decode_to_request(body).unwrap();
         let s = &req.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(s.trace_id[0], 0x5b);
         assert_eq!(s.span_id.len(), 8);
@@ -587,24 +600,24 @@ mod tests {
 
     #[test]
     fn empty_and_snake_case_and_errors() {
-        assert!(decode(b"{}").unwrap().resource_spans.is_empty());
-        let r = decode(br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"","span_id":"0102030405060708","parent_span_id":null}]}]}]}"#).unwrap();
+        assert!(decode_to_request(b"{}").unwrap().resource_spans.is_empty());
+        let r = decode_to_request(br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"","span_id":"0102030405060708","parent_span_id":null}]}]}]}"#).unwrap();
         let s = &r.resource_spans[0].scope_spans[0].spans[0];
         assert!(
             s.trace_id.is_empty() && s.parent_span_id.is_empty(),
             "an empty id is the proto default (the span is then rejected alone)"
         );
         assert_eq!(s.span_id.len(), 8);
-        let err = decode(b"{\"resourceSpans\":[").unwrap_err();
+        let err = decode_to_request(b"{\"resourceSpans\":[").unwrap_err();
         assert!(err.contains("invalid OTLP/JSON"), "{err}");
-        assert!(decode(
+        assert!(decode_to_request(
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#
         )
         .is_err());
     }
 
     fn one_span(fields: &str) -> Result<ExportTraceServiceRequest, String> {
-        decode(
+        decode_to_request(
             format!(
                 r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"{fields}}}]}}]}}]}}"#
             )
@@ -629,7 +642,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("accepted {bad}"));
             assert!(e.contains("hex digits"), "{e}");
         }
-        let e = decode(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103","spanId":"eee19b7ec3c1b174"}]}]}]}"#).unwrap_err();
+        let e = decode_to_request(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103","spanId":"eee19b7ec3c1b174"}]}]}]}"#).unwrap_err();
         assert!(e.contains("32 hex digits"), "{e}");
         let ok = one_span(r#","parentSpanId":"EEE19B7EC3C1B173""#).unwrap();
         assert_eq!(

@@ -16,6 +16,16 @@
 //!   has no partial-success answer): giving it the receive time would change
 //!   it on WAL replay.
 //! - 64-bit trace ids are left-padded to 128 bits.
+//!
+//! [`decode`] ([`direct`]) parses straight into the model's types (issue
+//! 19). [`decode_via_structs`], the earlier path through [`ZSpan`] with
+//! `String`s and `serde_json::Value` tags, is kept: the v1 JSON and protobuf
+//! receivers build `ZSpan`s and share its mapping ([`convert_with_ids`]), and
+//! the differential tests hold the direct decoder to it.
+
+pub mod direct;
+
+pub use direct::decode;
 
 use std::collections::BTreeMap;
 
@@ -63,8 +73,9 @@ pub(super) struct ZAnnotation {
     pub(super) value: Option<String>,
 }
 
-/// Decodes a Zipkin v2 JSON span list into validated spans.
-pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
+/// Decodes a Zipkin v2 JSON span list into validated spans through
+/// [`ZSpan`] (the earlier path; see the module docs).
+pub fn decode_via_structs(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let spans: Vec<ZSpan> = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;
     DecodeError::check_span_count(spans.len(), limits)?;
@@ -269,6 +280,17 @@ pub(super) fn convert_with_ids(
 mod tests {
     use super::*;
 
+    /// Both decoders, which must agree; the direct one's result.
+    fn both(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
+        let (new, old) = (decode(body, limits), decode_via_structs(body, limits));
+        let show = |d: &Result<Decoded, DecodeError>| match d {
+            Ok(d) => format!("{:?} {} {:?}", d.spans, d.rejected, d.errors),
+            Err(e) => format!("err {e}"),
+        };
+        assert_eq!(show(&new), show(&old));
+        new
+    }
+
     #[test]
     fn maps_like_opentelemetry() {
         let body = br#"[{"traceId":"86154a4ba6e91385","parentId":"86154a4ba6e91385","id":"4d1e00c0db9010db",
@@ -278,7 +300,7 @@ mod tests {
             "annotations":[{"timestamp":1472470996238000,"value":"ws"}],
             "tags":{"http.method":"GET","error":"timeout","otel.library.name":"lib"},"shared":true},
             {"traceId":"xyz","id":"4d1e00c0db9010db"}]"#;
-        let d = decode(body, &LimitsConfig::default()).unwrap();
+        let d = both(body, &LimitsConfig::default()).unwrap();
         assert_eq!(d.rejected, 1);
         let s = &d.spans[0];
         assert_eq!(&s.trace_id[..8], &[0; 8]);
@@ -301,7 +323,7 @@ mod tests {
         );
         assert_eq!(s.attribute("zipkin.shared"), Some(&AttrValue::Bool(true)));
         assert!(s.attribute("error").is_none());
-        assert!(decode(b"{}", &LimitsConfig::default()).is_err());
+        assert!(both(b"{}", &LimitsConfig::default()).is_err());
     }
 
     #[test]
@@ -312,7 +334,7 @@ mod tests {
             r#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":18446744073709551,"duration":1}]"#,
             r#"[{"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010db","timestamp":1,"annotations":[{"timestamp":18446744073709552,"value":"x"}]}]"#,
         ] {
-            let d = decode(body.as_bytes(), &l).unwrap();
+            let d = both(body.as_bytes(), &l).unwrap();
             assert_eq!((d.spans.len(), d.rejected), (0, 1), "{body}");
             assert!(
                 d.error_message().contains("year 2554"),
@@ -328,7 +350,7 @@ mod tests {
             {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dc","timestamp":0},
             {"traceId":"86154a4ba6e91385","id":"4d1e00c0db9010dd","timestamp":1472470996199000,
              "annotations":[{"value":"no time"}]}]"#;
-        let d = decode(body, &LimitsConfig::default()).unwrap();
+        let d = both(body, &LimitsConfig::default()).unwrap();
         assert_eq!(d.rejected, 2);
         assert!(
             d.error_message().contains("no timestamp"),
