@@ -141,7 +141,9 @@ impl Batcher {
             self.first_at = Some(Instant::now());
         }
         if self.current.spans.capacity() == 0 {
-            self.current.spans.reserve_exact(self.last_len.clamp(1, self.max_spans));
+            self.current
+                .spans
+                .reserve_exact(self.last_len.clamp(1, self.max_spans));
         }
         self.current.spans.push(span);
         self.count(segment, 1);

@@ -472,7 +472,10 @@ fn attrs_size(kvs: &[KeyValue]) -> usize {
             // Scalars inline: this runs for every attribute of every span.
             let value = match &kv.value {
                 AttrValue::Str(s) => s.len(),
-                AttrValue::Bool(_) | AttrValue::Int(_) | AttrValue::Double(_) | AttrValue::Empty => 8,
+                AttrValue::Bool(_)
+                | AttrValue::Int(_)
+                | AttrValue::Double(_)
+                | AttrValue::Empty => 8,
                 v => value_size(v),
             };
             kv.key.len() + value + 16

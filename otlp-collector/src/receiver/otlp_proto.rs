@@ -900,8 +900,8 @@ fn kvlist_value(
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
     use opentelemetry_proto::tonic::common::v1::KeyValue as PKeyValue;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
     use prost::Message;
