@@ -212,6 +212,7 @@ fn string_bytes(s: &str) -> usize {
 }
 
 /// Heap bytes of a [`CompactString`]: none when stored inline.
+#[inline]
 fn compact_bytes(s: &CompactString) -> usize {
     if s.is_heap_allocated() {
         chunk_bytes(s.capacity())
@@ -237,7 +238,19 @@ fn kvs_heap_bytes(kvs: &Vec<KeyValue>) -> usize {
     chunk_bytes(kvs.capacity() * std::mem::size_of::<KeyValue>())
         + kvs
             .iter()
-            .map(|kv| compact_bytes(&kv.key) + value_heap_bytes(&kv.value))
+            .map(|kv| {
+                // Scalars inline: every span's attributes are measured as
+                // they are decoded.
+                let value = match &kv.value {
+                    AttrValue::Str(s) => compact_bytes(s),
+                    AttrValue::Bool(_)
+                    | AttrValue::Int(_)
+                    | AttrValue::Double(_)
+                    | AttrValue::Empty => 0,
+                    v => value_heap_bytes(v),
+                };
+                compact_bytes(&kv.key) + value
+            })
             .sum::<usize>()
 }
 

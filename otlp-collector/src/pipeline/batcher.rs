@@ -118,6 +118,9 @@ pub struct Batcher {
     max_delay: Duration,
     current: SinkBatch,
     first_at: Option<Instant>,
+    /// Spans in the last batch taken: the next one is sized for as many when
+    /// its first span arrives, so it is not grown (and copied) step by step.
+    last_len: usize,
 }
 
 impl Batcher {
@@ -128,6 +131,7 @@ impl Batcher {
             max_delay,
             current: SinkBatch::default(),
             first_at: None,
+            last_len: 0,
         }
     }
 
@@ -135,6 +139,11 @@ impl Batcher {
     pub fn add(&mut self, span: Span, segment: u64) {
         if self.first_at.is_none() {
             self.first_at = Some(Instant::now());
+        }
+        if self.current.spans.capacity() == 0 {
+            self.current
+                .spans
+                .reserve_exact(self.last_len.clamp(1, self.max_spans));
         }
         self.current.spans.push(span);
         self.count(segment, 1);
@@ -165,8 +174,13 @@ impl Batcher {
 
     /// True when the batch is full or its oldest span has waited `max_delay`.
     pub fn ready(&self) -> bool {
+        self.is_full() || self.first_at.is_some_and(|t| t.elapsed() >= self.max_delay)
+    }
+
+    /// True when the batch has `max_spans` spans (no clock read: checked
+    /// after every span added; the age is checked once per round).
+    pub fn is_full(&self) -> bool {
         self.current.len() >= self.max_spans
-            || self.first_at.is_some_and(|t| t.elapsed() >= self.max_delay)
     }
 
     /// Time until the age bound triggers (`None` when empty).
@@ -183,6 +197,7 @@ impl Batcher {
     /// Takes the current batch.
     pub fn take(&mut self) -> SinkBatch {
         self.first_at = None;
+        self.last_len = self.current.spans.len();
         std::mem::take(&mut self.current)
     }
 }
@@ -230,6 +245,25 @@ mod tests {
         assert_eq!(batch.spans.len(), 3);
         assert_eq!(batch.segments, vec![(4, 2), (5, 1)]);
         assert!(b.is_empty() && b.time_left().is_none());
+    }
+
+    /// The next batch is sized for the last one when its first span
+    /// arrives (never past `max_spans`), so it does not grow step by step.
+    #[test]
+    fn a_batch_is_sized_like_the_last_one() {
+        let mut b = Batcher::new(3, Duration::from_secs(60));
+        b.add(span(1), 1);
+        b.add(span(2), 1);
+        assert!(!b.is_full());
+        b.add(span(3), 1);
+        assert!(b.is_full());
+        let _ = b.take();
+        assert_eq!(b.current.spans.capacity(), 0, "nothing held while empty");
+        b.add(span(4), 2);
+        assert_eq!(b.current.spans.capacity(), 3);
+        let batch = b.take();
+        assert_eq!(batch.spans.len(), 1);
+        assert_eq!(batch.segments, vec![(2, 1)]);
     }
 
     #[test]

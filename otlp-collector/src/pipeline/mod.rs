@@ -220,6 +220,32 @@ mod tests {
         assert!(released.is_empty());
     }
 
+    /// At rate 1 (the default) the head stage passes each item's spans on
+    /// whole: in order, with their segments, behind spans already kept,
+    /// and counted as kept by the rate.
+    #[test]
+    fn rate_one_passes_every_span_on_in_order_and_counts_it() {
+        let cfg: crate::config::Config = toml::from_str("").expect("config");
+        let mut stages = Stages::from_config(&cfg).expect("stages");
+        let (mut kept, mut released) = (Vec::new(), Vec::new());
+        let spans = (1..=4).map(|t| span(t, 1, None, "a", vec![])).collect();
+        stages.process(3, 0, spans, &mut kept, &mut released);
+        stages.process(
+            4,
+            4,
+            vec![span(9, 1, None, "b", vec![])],
+            &mut kept,
+            &mut released,
+        );
+        let got: Vec<(u8, u64)> = kept.iter().map(|(s, seg)| (s.trace_id[0], *seg)).collect();
+        assert_eq!(got, [(1, 3), (2, 3), (3, 3), (4, 3), (9, 4)]);
+        assert!(released.is_empty());
+        let metrics = Metrics::default();
+        stages.publish(&metrics);
+        assert_eq!(metrics.sampling_decisions.get("head:keep:rate"), 5);
+        assert_eq!(metrics.dropped.get("sampled_out_head"), 0);
+    }
+
     #[test]
     fn head_drops_release_their_segment_once_per_item() {
         let cfg: crate::config::Config =

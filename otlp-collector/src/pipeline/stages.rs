@@ -63,6 +63,14 @@ struct HeadStage {
 
 impl Stage for HeadStage {
     fn consume(&mut self, spans: Vec<(Span, u64)>, now: Instant, out: &mut Flow) {
+        if self.sampler.keeps_all() {
+            // Rate 1 (the default): the batch passes on as it is, without
+            // moving each span into a new vector.
+            self.sampler.count_all_kept(spans.len() as u64);
+            append_moved(&mut out.kept, spans);
+            return;
+        }
+        out.kept.reserve(spans.len());
         for (span, segment) in spans {
             if self.sampler.sample_at(&span, || now) {
                 out.kept.push((span, segment));
@@ -176,10 +184,22 @@ impl Stage for TailStage {
 /// Enrichment: adds or overwrites resource attributes.
 struct EnrichStage(Enricher);
 
+/// Appends `spans` to `to`; when `to` is empty the vector itself is moved
+/// (a span is a few hundred bytes: copying every one at each stage, and
+/// again as the receiving vector grows, was a measurable part of the
+/// per-span cost).
+fn append_moved(to: &mut Vec<(Span, u64)>, mut spans: Vec<(Span, u64)>) {
+    if to.is_empty() {
+        *to = spans;
+    } else {
+        to.append(&mut spans);
+    }
+}
+
 /// Rewrites every span with `f` and passes them all on.
 fn rewrite_all(mut spans: Vec<(Span, u64)>, out: &mut Flow, mut f: impl FnMut(&mut Span)) {
     spans.iter_mut().for_each(|(span, _)| f(span));
-    out.kept.append(&mut spans);
+    append_moved(&mut out.kept, spans);
 }
 
 impl Stage for EnrichStage {
@@ -306,7 +326,7 @@ impl Stages {
             released.append(&mut flow.released);
             spans = flow.kept;
         }
-        kept.append(&mut spans);
+        append_moved(kept, spans);
     }
 
     /// Runs a queue item through the stages: kept spans with their segment

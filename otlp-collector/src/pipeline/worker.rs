@@ -80,7 +80,8 @@ pub(super) fn run(
         }
         for (span, seg) in kept.drain(..) {
             batcher.add(span, seg);
-            if batcher.ready()
+            // Full only: the age is checked once below, not per span.
+            if batcher.is_full()
                 && tx
                     .spans
                     .blocking_send(SinkMsg::Spans(batcher.take()))

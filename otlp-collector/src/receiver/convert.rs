@@ -119,12 +119,21 @@ impl Decoded {
 
     /// Validates a converted span, applies limits and keeps it, or rejects it.
     pub fn push(&mut self, mut span: Span, limits: &LimitsConfig, index: usize) {
+        if self.check(&mut span, limits, index) {
+            self.spans.push(span);
+        }
+    }
+
+    /// [`Decoded::push`] without the push: validates `span` and applies the
+    /// limits to it where it is, counting it (true) or rejecting it (false),
+    /// for a decoder that builds its spans in place.
+    pub fn check(&mut self, span: &mut Span, limits: &LimitsConfig, index: usize) -> bool {
         if span.start_ns == 0 {
             self.reject(format!(
                 "span {index} ({}): start time is missing (start_time_unix_nano = 0)",
                 crate::model::hex(&span.span_id),
             ));
-            return;
+            return false;
         }
         if span.end_ns > MAX_TIMESTAMP_NS {
             self.reject(format!(
@@ -133,7 +142,7 @@ impl Decoded {
                 crate::model::hex(&span.span_id),
                 span.end_ns
             ));
-            return;
+            return false;
         }
         if span.end_ns < span.start_ns {
             self.reject(format!(
@@ -142,22 +151,22 @@ impl Decoded {
                 span.end_ns,
                 span.start_ns
             ));
-            return;
+            return false;
         }
-        let (dropped, truncated) = apply_span_limits(&mut span, limits);
+        let (dropped, truncated) = apply_span_limits(span, limits);
         self.attributes_dropped += dropped;
         self.values_truncated += truncated;
-        let size = estimate_size(&span);
+        let size = estimate_size(span);
         if size > limits.max_span_bytes {
             self.reject(format!(
                 "span {index} ({}): {size} bytes exceeds the {}-byte span size limit",
                 crate::model::hex(&span.span_id),
                 limits.max_span_bytes
             ));
-            return;
+            return false;
         }
         self.bytes += span.heap_bytes() as u64;
-        self.spans.push(span);
+        true
     }
 }
 
@@ -366,6 +375,7 @@ fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue 
 }
 
 /// Truncates a string to at most `max` bytes on a char boundary.
+#[inline]
 fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     if s.len() <= max {
         return false;
@@ -414,9 +424,15 @@ pub fn limit_attrs(attrs: &mut Vec<KeyValue>, limits: &LimitsConfig) -> (u64, u6
         dropped = (attrs.len() - limits.max_attributes_per_span) as u64;
         attrs.truncate(limits.max_attributes_per_span);
     }
+    let max = limits.max_attribute_value_bytes;
+    // Scalars inline: this runs for every attribute of every span.
     let truncated = attrs
         .iter_mut()
-        .map(|kv| limit_value(&mut kv.value, limits.max_attribute_value_bytes))
+        .map(|kv| match &mut kv.value {
+            AttrValue::Str(s) => truncate_str(s, max) as u64,
+            AttrValue::Bool(_) | AttrValue::Int(_) | AttrValue::Double(_) | AttrValue::Empty => 0,
+            v => limit_value(v, max),
+        })
         .sum();
     (dropped, truncated)
 }
@@ -452,7 +468,18 @@ fn value_size(v: &AttrValue) -> usize {
 
 fn attrs_size(kvs: &[KeyValue]) -> usize {
     kvs.iter()
-        .map(|kv| kv.key.len() + value_size(&kv.value) + 16)
+        .map(|kv| {
+            // Scalars inline: this runs for every attribute of every span.
+            let value = match &kv.value {
+                AttrValue::Str(s) => s.len(),
+                AttrValue::Bool(_)
+                | AttrValue::Int(_)
+                | AttrValue::Double(_)
+                | AttrValue::Empty => 8,
+                v => value_size(v),
+            };
+            kv.key.len() + value + 16
+        })
         .sum()
 }
 

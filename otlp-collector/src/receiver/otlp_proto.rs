@@ -1,3 +1,5 @@
+// Over ~800 lines and not split (issue 19): about 150 of them are unit tests of the
+// one-go attribute reader against the general walk, kept beside the code they pin.
 //! OTLP/protobuf `ExportTraceServiceRequest` bytes → [`Span`]s in one pass,
 //! without the `opentelemetry-proto` structs in between.
 //!
@@ -48,10 +50,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, RequestErro
     let mut req = Request::default();
     walk_request(body, |wt, buf, ctx| resource_spans(wt, buf, ctx, &mut req))?;
     RequestError::check_span_count(req.count, limits)?;
-    let mut out = Decoded {
-        spans: Vec::with_capacity(req.count),
-        ..Decoded::default()
-    };
+    let mut out = Decoded::default();
     for group in req.groups {
         group.finish(limits, &mut out);
     }
@@ -103,37 +102,53 @@ struct Request {
 }
 
 /// A `ResourceSpans` message: its resource and its spans, pending.
+///
+/// Converted spans are built in place in `spans` (a span is a few hundred
+/// bytes; building it elsewhere and moving it through a pending entry into
+/// the output cost several copies per span) and validated there at the end.
 #[derive(Default)]
 struct Group {
     resource_attributes: Vec<KeyValue>,
     /// Cut values in the resource's attributes.
     resource_cut: u64,
-    spans: Vec<Pending>,
-}
-
-/// A span waiting for its resource: converted, or why it was rejected.
-struct Pending {
-    index: usize,
-    span: Result<Span, String>,
-    scope: usize,
+    /// Converted spans, in request order.
+    spans: Vec<Span>,
+    /// For each of `spans`: its index in the request and its scope.
+    meta: Vec<(usize, usize)>,
+    /// Spans rejected while converting: index in the request, and why.
+    rejected: Vec<(usize, String)>,
 }
 
 impl Group {
-    /// Completes the spans with the resource and scope, validates and keeps them.
+    /// Completes the spans with the resource and scope, validates and keeps
+    /// them; rejections are reported in request order, as one pass over
+    /// the spans would.
     fn finish(mut self, limits: &LimitsConfig, out: &mut Decoded) {
         let (d, t) = limit_attrs(&mut self.resource_attributes, limits);
         out.attributes_dropped += d;
         out.values_truncated += t;
         let service_name = service_name_of(&self.resource_attributes);
-        for p in self.spans {
-            match p.span {
-                Err(why) => out.reject(why),
-                Ok(mut span) => {
-                    span.service_name = service_name.clone();
-                    span.resource_attributes = self.resource_attributes.clone();
-                    out.push(span, limits, p.index);
-                }
+        let mut rejected = self.rejected.into_iter().peekable();
+        let mut meta = self.meta.iter();
+        let mut spans = self.spans;
+        spans.retain_mut(|span| {
+            let Some(&(index, _)) = meta.next() else {
+                unreachable!("one meta entry per span")
+            };
+            while let Some((_, why)) = rejected.next_if(|(i, _)| *i < index) {
+                out.reject(why);
             }
+            span.service_name = service_name.clone();
+            span.resource_attributes = self.resource_attributes.clone();
+            out.check(span, limits, index)
+        });
+        for (_, why) in rejected {
+            out.reject(why);
+        }
+        if out.spans.is_empty() {
+            out.spans = spans;
+        } else {
+            out.spans.append(&mut spans);
         }
     }
 }
@@ -181,12 +196,10 @@ fn resource_spans(wt: WireType, buf: &mut &[u8], ctx: u32, req: &mut Request) ->
         _ => skip_field(wt, tag, buf, ctx),
     })?;
     // The scope of each span, now that every ScopeSpans has ended.
-    for p in &mut group.spans {
-        if let Ok(span) = &mut p.span {
-            let (name, version) = &scopes[p.scope];
-            span.scope_name = name.clone();
-            span.scope_version = version.clone();
-        }
+    for (span, &(_, scope)) in group.spans.iter_mut().zip(&group.meta) {
+        let (name, version) = &scopes[scope];
+        span.scope_name = name.clone();
+        span.scope_version = version.clone();
     }
     req.cut += group.resource_cut + span_cut;
     req.groups.push(group);
@@ -204,6 +217,10 @@ fn scope_spans(
     scope: usize,
     cut: &mut u64,
 ) -> R<()> {
+    // The group's spans are built in place: room for this message's at once.
+    let (n_spans, _) = count_fields(buf, 2, 0);
+    group.spans.reserve(n_spans);
+    group.meta.reserve(n_spans);
     message(wt, buf, ctx, |tag, wt, buf, ctx| match tag {
         1 => {
             instrumentation_scope(wt, buf, ctx, scope_out).map_err(|e| at(e, "ScopeSpans", "scope"))
@@ -211,10 +228,13 @@ fn scope_spans(
         2 => {
             let index = req.count;
             req.count += 1;
-            let (span, span_cut) =
-                span(wt, buf, ctx, index).map_err(|e| at(e, "ScopeSpans", "spans"))?;
+            let (verdict, span_cut) = span_into(wt, buf, ctx, index, &mut group.spans)
+                .map_err(|e| at(e, "ScopeSpans", "spans"))?;
             *cut += span_cut;
-            group.spans.push(Pending { index, span, scope });
+            match verdict {
+                Ok(()) => group.meta.push((index, scope)),
+                Err(why) => group.rejected.push((index, why)),
+            }
             Ok(())
         }
         3 => str_field(wt, buf)
@@ -295,8 +315,39 @@ fn span<'a>(
     index: usize,
 ) -> R<(Result<Span, String>, u64)> {
     let mut f = SpanFields::<'a>::default();
+    let mut s = empty_span(buf);
+    let (verdict, cut) = span_fields(wt, buf, ctx, index, &mut f, &mut s)?;
+    Ok((verdict.map(|()| s), cut))
+}
+
+/// [`span`], converted at the end of `out` (and taken off again when it is
+/// rejected), so the span is not moved once built.
+fn span_into<'a>(
+    wt: WireType,
+    buf: &mut &'a [u8],
+    ctx: u32,
+    index: usize,
+    out: &mut Vec<Span>,
+) -> R<(Result<(), String>, u64)> {
+    let mut f = SpanFields::<'a>::default();
+    out.push(empty_span(buf));
+    let Some(s) = out.last_mut() else {
+        unreachable!("a span was just pushed")
+    };
+    let converted = span_fields(wt, buf, ctx, index, &mut f, s);
+    match converted {
+        Ok((Ok(()), _)) => {}
+        // Rejected (or the request is malformed): no span is kept for it.
+        _ => drop(out.pop()),
+    }
+    converted
+}
+
+/// A span with nothing set yet, its vectors sized for the span message at
+/// the front of `buf`.
+fn empty_span(buf: &[u8]) -> Span {
     let (n_attrs, n_events) = count_repeated(buf);
-    let mut s = Span {
+    Span {
         trace_id: [0; 16],
         span_id: [0; 8],
         parent_span_id: None,
@@ -318,7 +369,18 @@ fn span<'a>(
         resource_attributes: Vec::new(),
         scope_name: CompactString::default(),
         scope_version: CompactString::default(),
-    };
+    }
+}
+
+/// [`span`]'s fields, read into `s` and `f`, then the ids and links checked.
+fn span_fields<'a>(
+    wt: WireType,
+    buf: &mut &'a [u8],
+    ctx: u32,
+    index: usize,
+    f: &mut SpanFields<'a>,
+    s: &mut Span,
+) -> R<(Result<(), String>, u64)> {
     message(wt, buf, ctx, |tag, wt, buf, ctx| {
         let r = match tag {
             1 => bytes_field(wt, buf).map(|b| f.trace_id = b),
@@ -351,7 +413,7 @@ fn span<'a>(
     let mut bad_link = None;
     let mut links_cut = 0;
     let mut links = Vec::with_capacity(f.links.len());
-    for l in f.links {
+    for l in std::mem::take(&mut f.links) {
         let t: Option<TraceId> = l.trace_id.try_into().ok();
         let sp: Option<SpanId> = l.span_id.try_into().ok();
         match (t, sp) {
@@ -384,14 +446,21 @@ fn span<'a>(
     s.kind = SpanKind::from_i32(f.kind);
     s.status_code = StatusCode::from_i32(f.status_code);
     s.links = links;
-    Ok((Ok(s), links_cut + f.attrs_cut + f.events_cut))
+    Ok((Ok(()), links_cut + f.attrs_cut + f.events_cut))
 }
 
 /// How many attributes and events the span message at the front of `buf`
-/// (its length prefix first) holds, to size their vectors once: a quick
-/// walk over its field keys that stops at anything unexpected (the real
-/// pass reports it). The counts are bounded by the message's length.
+/// (its length prefix first) holds, to size their vectors once.
 fn count_repeated(buf: &[u8]) -> (usize, usize) {
+    count_fields(buf, 9, 11)
+}
+
+/// How many length-delimited fields with tag `a` and with tag `b` the
+/// message at the front of `buf` (its length prefix first) holds, to size
+/// vectors once: a quick walk over its field keys that stops at anything
+/// unexpected (the real pass reports it). The counts are bounded by the
+/// message's length.
+fn count_fields(buf: &[u8], tag_a: u32, tag_b: u32) -> (usize, usize) {
     let mut b = buf;
     let Ok(len) = decode_varint(&mut b) else {
         return (0, 0);
@@ -399,7 +468,7 @@ fn count_repeated(buf: &[u8]) -> (usize, usize) {
     let Some(mut m) = usize::try_from(len).ok().and_then(|l| b.get(..l)) else {
         return (0, 0);
     };
-    let (mut attrs, mut events) = (0, 0);
+    let (mut na, mut nb) = (0, 0);
     while !m.is_empty() {
         let Ok((tag, wt)) = decode_key(&mut m) else {
             break;
@@ -421,13 +490,15 @@ fn count_repeated(buf: &[u8]) -> (usize, usize) {
             break;
         }
         m.advance(skip as usize);
-        match (tag, wt) {
-            (9, WireType::LengthDelimited) => attrs += 1,
-            (11, WireType::LengthDelimited) => events += 1,
-            _ => {}
+        if wt == WireType::LengthDelimited {
+            if tag == tag_a {
+                na += 1;
+            } else if tag == tag_b {
+                nb += 1;
+            }
         }
     }
-    (attrs, events)
+    (na, nb)
 }
 
 /// Span field names by tag, for the error trail.
@@ -529,7 +600,119 @@ fn key_value(
     out: &mut Vec<KeyValue>,
     cut: &mut u64,
 ) -> R<()> {
+    // Room for the KeyValue and its AnyValue under the recursion limit.
+    if wt == WireType::LengthDelimited && ctx >= 2 {
+        if let Some((kv, rest)) = plain_key_value(buf) {
+            out.push(kv);
+            *buf = rest;
+            return Ok(());
+        }
+    }
     key_value_at(wt, buf, ctx, 1, Some(out), cut)
+}
+
+/// The shape nearly every attribute has on the wire, read in one go: a
+/// `KeyValue` (length prefix first) holding its `key`, then its `value`
+/// with exactly one scalar (string, bool, int or double) and nothing else.
+/// Anything else, malformed input included, is `None` and read by
+/// [`key_value_at`], which gives the same result for these shapes (and
+/// every error): the general walk cost several times as much per attribute.
+#[inline]
+fn plain_key_value(buf: &[u8]) -> Option<(KeyValue, &[u8])> {
+    let mut b = buf;
+    let len = usize::try_from(decode_varint(&mut b).ok()?).ok()?;
+    if len > b.len() {
+        return None;
+    }
+    let (mut m, rest) = b.split_at(len);
+    let key = tagged_bytes(&mut m, 0x0a)?;
+    let value = tagged_bytes(&mut m, 0x12)?;
+    if !m.is_empty() {
+        return None;
+    }
+    let value = plain_any_value(value)?;
+    Some((
+        KeyValue {
+            key: attribute_key(wire::utf8(key)?),
+            value,
+        },
+        rest,
+    ))
+}
+
+/// Semantic-convention attribute keys longer than [`CompactString`]'s 24
+/// inline bytes, which would otherwise cost a heap copy in every span that
+/// carries them (`http.response.status_code` is on nearly every HTTP span).
+const LONG_KEYS: [&str; 14] = [
+    "http.response.status_code",
+    "http.request.resend_count",
+    "http.request.method_original",
+    "messaging.destination.name",
+    "messaging.kafka.message.key",
+    "messaging.batch.message_count",
+    "messaging.kafka.consumer.group",
+    "process.runtime.description",
+    "deployment.environment.name",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.response.finish_reasons",
+    "db.client.connection.pool.name",
+    "messaging.destination.partition.id",
+];
+
+/// An attribute key: inline when short, a reference to the static text for
+/// the well-known [`LONG_KEYS`] (no allocation either way), else on the heap.
+#[inline]
+fn attribute_key(k: &str) -> CompactString {
+    if k.len() > 24 {
+        if let Some(known) = LONG_KEYS.iter().find(|known| **known == k) {
+            return CompactString::const_new(known);
+        }
+    }
+    CompactString::from(k)
+}
+
+/// A length-delimited field with the key byte `key` at the front of `m`.
+#[inline]
+fn tagged_bytes<'a>(m: &mut &'a [u8], key: u8) -> Option<&'a [u8]> {
+    let (&k, mut b) = m.split_first()?;
+    if k != key {
+        return None;
+    }
+    let len = usize::try_from(decode_varint(&mut b).ok()?).ok()?;
+    if len > b.len() {
+        return None;
+    }
+    let (v, rest) = b.split_at(len);
+    *m = rest;
+    Some(v)
+}
+
+/// An `AnyValue` message body holding exactly one scalar field.
+#[inline]
+fn plain_any_value(m: &[u8]) -> Option<AttrValue> {
+    let (&key, mut v) = m.split_first()?;
+    let value = match key {
+        // string_value (1, length-delimited)
+        0x0a => {
+            let mut s = m;
+            let text = wire::utf8(tagged_bytes(&mut s, 0x0a)?)?;
+            v = s;
+            AttrValue::Str(CompactString::from(text))
+        }
+        // bool_value (2, varint)
+        0x10 => AttrValue::Bool(decode_varint(&mut v).ok()? != 0),
+        // int_value (3, varint)
+        0x18 => AttrValue::Int(decode_varint(&mut v).ok()? as i64),
+        // double_value (4, fixed64)
+        0x21 => {
+            let (bits, r) = v.split_first_chunk::<8>()?;
+            v = r;
+            AttrValue::Double(f64::from_bits(u64::from_le_bytes(*bits)))
+        }
+        _ => return None,
+    };
+    v.is_empty().then_some(value)
 }
 
 /// A `KeyValue` whose value sits at attribute depth `depth`; appended to
@@ -549,7 +732,7 @@ fn key_value_at(
         1 => str_field(wt, buf)
             .map(|k| {
                 if build {
-                    key = CompactString::from(k);
+                    key = attribute_key(k);
                 }
             })
             .map_err(|e| at(e, "KeyValue", "key")),
@@ -713,4 +896,134 @@ fn kvlist_value(
         }
         _ => skip_field(wt, tag, buf, ctx),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue as PKeyValue;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
+    use prost::Message;
+
+    fn kv(key: &str, value: Option<any_value::Value>) -> PKeyValue {
+        PKeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        }
+    }
+
+    fn request(attributes: Vec<PKeyValue>) -> Vec<u8> {
+        let span = PSpan {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "op".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes,
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv(
+                        "service.name",
+                        Some(any_value::Value::StringValue("svc".into())),
+                    )],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span.clone(), span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// Every attribute shape, whether the one-go reader takes it (scalars)
+    /// or leaves it to the general walk (no value, arrays, bytes, long and
+    /// non-ASCII text), decodes to what the `opentelemetry-proto` structs
+    /// and `from_otlp` give.
+    #[test]
+    fn plain_attributes_decode_as_the_general_walk_does() {
+        use any_value::Value as V;
+        let attributes = vec![
+            kv("s", Some(V::StringValue("text".into()))),
+            kv("empty", Some(V::StringValue(String::new()))),
+            kv("long", Some(V::StringValue("x".repeat(300)))),
+            kv("ünï", Some(V::StringValue("çødé ✓".into()))),
+            kv("b", Some(V::BoolValue(true))),
+            kv("f", Some(V::BoolValue(false))),
+            kv("i", Some(V::IntValue(-7))),
+            kv("big", Some(V::IntValue(i64::MAX))),
+            kv("d", Some(V::DoubleValue(-1.5))),
+            kv("nan", Some(V::DoubleValue(f64::NAN))),
+            kv("bytes", Some(V::BytesValue(vec![0, 255]))),
+            kv(
+                "arr",
+                Some(V::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(V::IntValue(1)),
+                    }],
+                })),
+            ),
+            kv("none", None),
+            kv("http.response.status_code", Some(V::IntValue(200))),
+            kv("a.key.longer.than.twenty.four", Some(V::IntValue(1))),
+        ];
+        let body = request(attributes);
+        let limits = LimitsConfig::default();
+        let direct = decode(&body, &limits).expect("decodes");
+        let req = ExportTraceServiceRequest::decode(&body[..]).expect("prost decodes");
+        let via_structs = super::super::convert::from_otlp(req, &limits).expect("converts");
+        assert_eq!(direct.spans.len(), 2);
+        // NaN != NaN: compare the debug text, which spells every value.
+        assert_eq!(
+            format!("{:?}", direct.spans),
+            format!("{:?}", via_structs.spans)
+        );
+        assert_eq!(direct.bytes, via_structs.bytes);
+        assert_eq!(direct.values_truncated, via_structs.values_truncated);
+    }
+
+    /// A well-known key longer than the inline 24 bytes costs no allocation
+    /// (a reference to the static text); an unknown one is on the heap.
+    #[test]
+    fn well_known_long_keys_are_not_copied_to_the_heap() {
+        let known = attribute_key("http.response.status_code");
+        assert_eq!(known, "http.response.status_code");
+        assert!(!known.is_heap_allocated());
+        let other = attribute_key("a.key.longer.than.twenty.four");
+        assert_eq!(other, "a.key.longer.than.twenty.four");
+        assert!(other.is_heap_allocated());
+        for k in LONG_KEYS {
+            assert!(k.len() > 24, "{k} fits inline anyway");
+        }
+    }
+
+    /// A value that does not end its `KeyValue` (a field after it) and a key
+    /// after the value are left to the general walk, with the same result.
+    #[test]
+    fn unusual_field_orders_fall_back_to_the_general_walk() {
+        let mut kv = Vec::new();
+        // value first, then key, then an unknown varint field 9.
+        let mut value = Vec::new();
+        value.extend([0x18, 0x05]); // int_value = 5
+        kv.extend([0x12, value.len() as u8]);
+        kv.extend(&value);
+        kv.extend([0x0a, 0x01, b'k']);
+        kv.extend([0x48, 0x01]);
+        let framed = [&[kv.len() as u8][..], &kv].concat();
+        assert!(plain_key_value(&framed).is_none());
+        let mut out = Vec::new();
+        let mut buf = &framed[..];
+        key_value(WireType::LengthDelimited, &mut buf, 10, &mut out, &mut 0).expect("valid");
+        assert!(buf.is_empty());
+        assert_eq!(out, vec![KeyValue::new("k", AttrValue::Int(5))]);
+    }
 }

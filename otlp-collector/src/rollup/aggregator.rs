@@ -9,7 +9,7 @@ use super::{
     minute_of, weight, EdgeRollup, OperationRollup, OriginPart, RangeSet, RollupBatch,
     RollupConfig, RollupOrigin, RollupStats, SpanOrigin, WrittenOrigins, MINUTE_NS,
 };
-use crate::model::{AttrValue, Span, SpanKind};
+use crate::model::{AttrValue, CompactString, Span, SpanKind};
 
 #[derive(Debug)]
 struct PendingChild {
@@ -32,7 +32,10 @@ struct PendingChild {
 struct PeerCandidate {
     minute_ns: u64,
     caller: Arc<str>,
-    peer: String,
+    /// Inline when short (a host or system name almost always is): most
+    /// client spans name a peer, and a heap copy per span was an allocator
+    /// call on the rollup hot path.
+    peer: CompactString,
     duration_ns: u64,
     error: bool,
     /// The client span's adjusted count: the weight of its call.
@@ -87,6 +90,9 @@ pub struct RollupAggregator {
     peers: HMap<SpanKey, PeerCandidate>,
     peer_order: VecDeque<SpanKey>,
     known: HSet<Arc<str>>,
+    /// The service interned last: the spans of a request share theirs, so
+    /// one comparison usually replaces a hash lookup per span.
+    last_service: Option<Arc<str>>,
     /// In-memory references to each WAL segment (origin entries here and in
     /// `ready`, pending children, peer candidates).
     seg_refs: HMap<u64, u64>,
@@ -168,6 +174,7 @@ impl RollupAggregator {
             peers: HMap::new(),
             peer_order: VecDeque::new(),
             known: HSet::new(),
+            last_service: None,
             seg_refs: HMap::new(),
             hold_deltas: HMap::new(),
             written: WrittenOrigins::default(),
@@ -235,8 +242,15 @@ impl RollupAggregator {
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(last) = &self.last_service {
+            if **last == *s {
+                return last.clone();
+            }
+        }
         if let Some(a) = self.known.get(s) {
-            return a.clone();
+            let a = a.clone();
+            self.last_service = Some(a.clone());
+            return a;
         }
         let a: Arc<str> = Arc::from(s);
         if self.known.len() < self.config.max_known_services {
@@ -374,19 +388,20 @@ impl RollupAggregator {
         let mut child_settled = true;
         if let Some(parent) = span.parent_span_id {
             let pkey = (span.trace_id, parent);
-            match self.recent.get(&pkey).cloned() {
+            match self.recent.get(&pkey) {
+                // Same service: no edge (no reference count touched).
+                Some(parent_service) if **parent_service == *span.service_name => {}
                 Some(parent_service) => {
-                    if *parent_service != *span.service_name {
-                        self.flush_marks(&mut marks);
-                        self.cross_service_call(
-                            pkey,
-                            &parent_service,
-                            &service,
-                            minute,
-                            (dur, err, w),
-                            !written[CHILD],
-                        );
-                    }
+                    let parent_service = parent_service.clone();
+                    self.flush_marks(&mut marks);
+                    self.cross_service_call(
+                        pkey,
+                        &parent_service,
+                        &service,
+                        minute,
+                        (dur, err, w),
+                        !written[CHILD],
+                    );
                 }
                 None => {
                     child_settled = false;
@@ -426,7 +441,7 @@ impl RollupAggregator {
                     PeerCandidate {
                         minute_ns: minute,
                         caller: service.clone(),
-                        peer: peer.to_string(),
+                        peer: CompactString::from(peer),
                         duration_ns: dur,
                         error: err,
                         weight: w,

@@ -190,6 +190,20 @@ impl HeadSampler {
             .unwrap_or(self.config.rate)
     }
 
+    /// True when every span is kept (rate 1 for every service): each span
+    /// would only be counted, so a caller may pass a whole batch on at once
+    /// and count it with [`HeadSampler::count_all_kept`].
+    pub fn keeps_all(&self) -> bool {
+        self.all
+    }
+
+    /// Counts `n` spans kept by a sampler that [`keeps_all`](Self::keeps_all),
+    /// as `n` calls of [`sample_at`](Self::sample_at) would.
+    pub fn count_all_kept(&mut self, n: u64) {
+        debug_assert!(self.all);
+        self.stats.spans_sampled += n;
+    }
+
     /// True when `span` is kept.
     pub fn sample(&mut self, span: &Span) -> bool {
         self.sample_at(span, Instant::now)

@@ -139,7 +139,21 @@ pub(super) fn bytes_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a [u8]> {
 /// A string field, checked for UTF-8 and borrowed.
 #[inline]
 pub(super) fn str_field<'a>(wt: WireType, buf: &mut &'a [u8]) -> R<&'a str> {
-    std::str::from_utf8(bytes_field(wt, buf)?).map_err(|_| invalid_string())
+    utf8(bytes_field(wt, buf)?).ok_or_else(invalid_string)
+}
+
+/// `bytes` as text if it is UTF-8. Attribute keys and values are nearly
+/// always short ASCII, which `is_ascii` checks a word at a time; the full
+/// validation (`str::from_utf8`) cost more than the rest of reading a
+/// string field.
+#[inline]
+pub(super) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 #[inline]
