@@ -18,7 +18,7 @@
 //! `cargo test --release -p ferrotrace-collector --test alloc_per_span -- --ignored --nocapture`
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::cell::Cell;
 use std::time::Instant;
 
 use ferrotrace_collector::config::LimitsConfig;
@@ -28,12 +28,25 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+// Per thread: the test harness runs the tests of this file on parallel
+// threads, and a process-wide count would add one test's allocations to
+// another's. A const-initialised `Cell` needs no allocation and no destructor.
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs_so_far() -> u64 {
+    ALLOCS.with(Cell::get)
+}
 
 // SAFETY: delegates to the system allocator; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
+        count_one();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -41,7 +54,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         // A reallocation is an allocator call too (and usually a copy).
-        ALLOCS.fetch_add(1, Relaxed);
+        count_one();
         unsafe { System.realloc(p, l, new) }
     }
 }
@@ -135,9 +148,9 @@ const MAX_ALLOCS_PER_SPAN: f64 = 29.5 / 2.0;
 
 /// Allocator calls per span of one decode of `body` (spans dropped after).
 fn allocs_per_span(body: &[u8], n: usize, f: fn(&[u8]) -> Decoded) -> f64 {
-    let before = ALLOCS.load(Relaxed);
+    let before = allocs_so_far();
     let d = f(body);
-    let after = ALLOCS.load(Relaxed);
+    let after = allocs_so_far();
     assert_eq!(d.spans.len(), n);
     drop(d);
     (after - before) as f64 / n as f64
