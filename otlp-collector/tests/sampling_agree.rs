@@ -219,6 +219,8 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     let mut sources: Vec<Source> = rates.iter().map(|(s, o, _)| Source::new(s, o)).collect();
     let mut rng = Rng(0x5eed_a9ee);
     let mut served: BTreeMap<&str, Served> = BTreeMap::new();
+    // What clients were served per operation over the last 8 s of traffic.
+    let mut history: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let shares = [0.6, 0.3, 0.1];
     let started = Instant::now();
     let mut last_poll = Instant::now() - Duration::from_secs(1);
@@ -234,6 +236,13 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
                 served.insert(svc, fetch(sampling[0], svc).await.1);
             }
             last_poll = Instant::now();
+            if started.elapsed() >= Duration::from_secs(18) {
+                for (svc, op, _) in rates {
+                    if let Some(s) = served.get(svc) {
+                        history.entry((svc, op)).or_default().push(s.p(op));
+                    }
+                }
+            }
         }
         let now = ferrotrace_collector::model::now_ns();
         // Traffic for the time since the last tick (ticks stretch on a busy
@@ -314,20 +323,38 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     // on ~TARGET kept traces (relative noise 1/sqrt(20) = 22%), smoothed
     // over 4 periods (~9% left); 35% is about 4σ. Computing from one
     // collector's share instead would be 1.7×–10× too high.
+    // Checked on the median of what clients were served over the last 8 s,
+    // not on one instant: when the machine stalls this test's client loop,
+    // the traffic of the stall arrives as one burst, which the adaptive rule
+    // rightly answers as a spike for a period or two (seen in CI as one
+    // operation 40% off at the final instant while the other three were
+    // right); a rule that followed the total traffic wrongly would be off
+    // in every poll.
     let got = all_strategies(&sampling, "shop").await;
     let shop = &got[0].1;
     let search = &all_strategies(&sampling, "search").await[0].1;
     for (svc, op, rate) in rates {
-        let p = if svc == "shop" {
+        let now = if svc == "shop" {
             shop.p(op)
         } else {
             search.p(op)
         };
+        let polls = history.get(&(svc, op)).cloned().unwrap_or_default();
+        assert!(polls.len() >= 8, "{svc}/{op}: {} polls", polls.len());
+        let mut sorted = polls.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p = sorted[sorted.len() / 2];
         let want = (TARGET / rate).min(1.0);
-        eprintln!("{svc}/{op}: true {rate}/s, served {p:.5}, target/rate {want:.5}");
+        eprintln!(
+            "{svc}/{op}: true {rate}/s, served {now:.5} at the end, median {p:.5} over {} polls \
+             (range {:.5}–{:.5}), target/rate {want:.5}",
+            polls.len(),
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
         assert!(
             (p - want).abs() <= 0.35 * want,
-            "{svc}/{op}: served {p}, want {want} (from the total traffic)"
+            "{svc}/{op}: served a median {p} over the last 8 s, want {want} (from the total traffic)"
         );
     }
     for (s, src) in sources.iter().zip(rates) {
