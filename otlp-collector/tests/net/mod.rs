@@ -10,9 +10,11 @@
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Lowest port drawn: above the well-known and most registered service ports.
 const LOWEST: u16 = 10_000;
@@ -33,6 +35,9 @@ fn random() -> u64 {
     h.finish()
 }
 
+/// Ports this process has handed out (or found taken).
+static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
 /// A loopback port that is free now and outside the ephemeral range.
 pub fn free_port() -> u16 {
     let top = ephemeral_start();
@@ -40,6 +45,12 @@ pub fn free_port() -> u16 {
         let span = u64::from(top - LOWEST);
         for _ in 0..200 {
             let port = LOWEST + (random() % span) as u16;
+            // A port handed out earlier may not be bound yet (its server is
+            // still starting): never hand it out twice (seen in CI: two of
+            // one test's collectors drew the same port).
+            if !GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+                continue;
+            }
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;
             }
