@@ -13,6 +13,12 @@ use super::limits::MAX_SERVICE_NAME_BYTES;
 use super::strategy::{Source, Strategies};
 use crate::metrics::Metrics;
 
+/// Response header naming the end (Unix time in nanoseconds) of the last
+/// wall-clock period whose store-wide counts the served strategy was
+/// computed from (`[sampling_api.adaptive] source = "store"` only):
+/// collectors on one store that name the same period serve the same bytes.
+pub const PERIOD_HEADER: &str = "x-ferrotrace-sampling-period-end";
+
 /// Longest query string read; longer ones are refused before parsing.
 pub const MAX_QUERY_BYTES: usize = 4_096;
 
@@ -85,14 +91,19 @@ async fn strategy(State(s): State<SamplingState>, RawQuery(q): RawQuery) -> Resp
                 .into_response();
         }
     };
-    let (body, source) = s.strategies.get(&service);
+    let (answer, source, period) = s.strategies.answer_with_period(&service);
+    let body = answer.json.clone();
     let outcome = match source {
         Source::Pinned => "pinned",
         Source::Adaptive => "adaptive",
         Source::Default => "default",
     };
     s.metrics.sampling_api_requests.add(outcome, 1);
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(p) = period {
+        resp.headers_mut().insert(PERIOD_HEADER, p.into());
+    }
+    resp
 }
 
 #[cfg(test)]

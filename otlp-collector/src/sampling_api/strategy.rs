@@ -33,9 +33,15 @@ pub struct Strategies {
     default: Arc<Answer>,
     services: HashMap<String, Arc<Answer>>,
     lower_bound: f64,
-    /// Adaptive answers, replaced whole at each recomputation.
-    adaptive: RwLock<Arc<HashMap<String, Arc<Answer>>>>,
+    /// Adaptive answers, replaced whole at each recomputation, with the end
+    /// (Unix ns) of the last store period they were computed from (`None`
+    /// for `source = "local"` or before the first recomputation): one lock,
+    /// so an answer and its period are always read together.
+    adaptive: RwLock<(Option<u64>, Arc<AdaptiveAnswers>)>,
 }
+
+/// The adaptive answers by service.
+type AdaptiveAnswers = HashMap<String, Arc<Answer>>;
 
 /// Whether a body came from a pinned service or the default (for metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +75,7 @@ impl Strategies {
             default,
             services,
             lower_bound: cfg.default_lower_bound_traces_per_second,
-            adaptive: RwLock::new(Arc::new(HashMap::new())),
+            adaptive: RwLock::new((None, Arc::new(HashMap::new()))),
         }
     }
 
@@ -82,18 +88,41 @@ impl Strategies {
     /// The answer for `service`: its pinned strategy (pinned rates win), its
     /// adaptive one, or the default one. Both APIs look up here.
     pub fn answer(&self, service: &str) -> (Arc<Answer>, Source) {
+        let (a, src, _) = self.answer_with_period(service);
+        (a, src)
+    }
+
+    /// [`answer`](Self::answer), and the end (Unix ns) of the last store
+    /// period the adaptive answers in force were computed from (`None` when
+    /// they do not come from the store's counts). Every answer carries it,
+    /// the default and pinned ones too: whether a service is adaptive at
+    /// all is decided by the same recomputation.
+    pub fn answer_with_period(&self, service: &str) -> (Arc<Answer>, Source, Option<u64>) {
+        let adaptive = self.adaptive.read();
+        let period = adaptive.0;
         if let Some(b) = self.services.get(service) {
-            return (b.clone(), Source::Pinned);
+            return (b.clone(), Source::Pinned, period);
         }
-        if let Some(b) = self.adaptive.read().get(service) {
-            return (b.clone(), Source::Adaptive);
+        if let Some(b) = adaptive.1.get(service) {
+            return (b.clone(), Source::Adaptive, period);
         }
-        (self.default.clone(), Source::Default)
+        (self.default.clone(), Source::Default, period)
     }
 
     /// Replaces the adaptive answers; pinned services are left out (their
     /// pinned answer is served).
     pub fn set_adaptive(&self, rates: &BTreeMap<String, ServiceRates>) {
+        self.set_adaptive_from(rates, None);
+    }
+
+    /// [`set_adaptive`](Self::set_adaptive) with the end (Unix ns) of the
+    /// last store period the rates were computed from, served beside every
+    /// answer (see [`answer_with_period`](Self::answer_with_period)).
+    pub fn set_adaptive_from(
+        &self,
+        rates: &BTreeMap<String, ServiceRates>,
+        period_end_ns: Option<u64>,
+    ) {
         let map: HashMap<String, Arc<Answer>> = rates
             .iter()
             .filter(|(s, _)| !self.services.contains_key(*s))
@@ -105,7 +134,7 @@ impl Strategies {
                 (s.clone(), render(r.probability, self.lower_bound, &cfg))
             })
             .collect();
-        *self.adaptive.write() = Arc::new(map);
+        *self.adaptive.write() = (period_end_ns, Arc::new(map));
     }
 }
 
@@ -265,5 +294,17 @@ mod tests {
             json!([{"operation": "hot", "probabilisticSampling": {"samplingRate": 0.01}}])
         );
         assert_eq!(s.get("other").1, Source::Default);
+        // Rates of `source = "local"` name no store period.
+        assert_eq!(s.answer_with_period("free").2, None);
+        // From the store: every answer names the period, with its body.
+        s.set_adaptive_from(&rates, Some(42_000_000_000));
+        for (name, src) in [
+            ("free", Source::Adaptive),
+            ("pinned", Source::Pinned),
+            ("other", Source::Default),
+        ] {
+            let (_, got, period) = s.answer_with_period(name);
+            assert_eq!((got, period), (src, Some(42_000_000_000)), "{name}");
+        }
     }
 }
