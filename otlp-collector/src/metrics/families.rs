@@ -134,7 +134,7 @@ impl Collector for Core {
         for (name, help, label, v) in vecs {
             v.encode(f, name, help, label)?;
         }
-        let scalars: [(&str, MetricType, &str, &AtomicU64); 34] = [
+        let scalars: [(&str, MetricType, &str, &AtomicU64); 35] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 MetricType::Gauge,
@@ -302,6 +302,12 @@ impl Collector for Core {
                 MetricType::Gauge,
                 "Adaptive sampling with source = \"store\": distinct [sampling_api] settings other than this collector's announced in the shared store by collectors in the last window; above 0, collectors serve different strategies (the error log names the differing setting).",
                 &self.sampling_adaptive_settings_conflicts,
+            ),
+            (
+                "ferrotrace_sampling_adaptive_late_writers_total",
+                MetricType::Counter,
+                "Adaptive sampling with source = \"store\": collectors seen in the previous period that had not marked their counts of a period written when this collector's bounded wait ended and it read the store anyway (its strategy for that period may differ from theirs).",
+                &self.sampling_adaptive_late_writers,
             ),
             (
                 "ferrotrace_sampling_adaptive_dropped_total",

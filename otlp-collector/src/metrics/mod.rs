@@ -254,6 +254,11 @@ pub struct Core {
     /// than this collector's that collectors on the same store announced in
     /// the last window (0 when all agree).
     pub sampling_adaptive_settings_conflicts: AtomicU64,
+    /// Adaptive sampling with `source = "store"`: collectors seen in the
+    /// previous period whose counts of a period were not marked written by
+    /// the time this collector stopped waiting and read (its strategy for
+    /// that period may differ from theirs).
+    pub sampling_adaptive_late_writers: AtomicU64,
     /// Spans written to the sink.
     pub sink_spans_written: AtomicU64,
     /// Sink batch writes that failed, by `retryable`/`fatal`.
@@ -351,6 +356,7 @@ impl Default for Core {
             sampling_adaptive_dropped: AtomicU64::new(0),
             sampling_adaptive_store_errors: CounterVec::default(),
             sampling_adaptive_settings_conflicts: AtomicU64::new(0),
+            sampling_adaptive_late_writers: AtomicU64::new(0),
             sink_spans_written: AtomicU64::new(0),
             sink_errors: CounterVec::default(),
             sink_write_latency: Histogram::new(LATENCY_BOUNDS),

@@ -5,17 +5,21 @@
 //!   collector's counts into its [`AdaptiveEngine`].
 //! - `source = "store"` ([`run_store`]): periods are aligned to the wall
 //!   clock (`[k·interval, (k+1)·interval)` in Unix time). At the end of each
-//!   period every collector writes its counts into the shared store; after
-//!   [`store_delay`] it reads the store-wide sums of the last
+//!   period every collector writes its counts into the shared store, then
+//!   marks the period written (a row naming it, holding the fingerprint of
+//!   its settings). After [`store_delay`] it waits, bounded, until every
+//!   collector that marked the previous period has marked this one
+//!   ([`await_writers`]), then reads the store-wide sums of the last
 //!   [`window_periods`](AdaptiveConfig::window_periods) periods and replays
 //!   them through a fresh, deterministic engine. Collectors on one store
 //!   read the same rows, so they serve bit-identical probabilities computed
 //!   from the total traffic, with no election and no state of their own: a
 //!   collector that starts (or restarts) serves the same rates as the
-//!   others from its first recomputation. Every period each collector also
-//!   announces the fingerprint of its settings in the store and compares
-//!   the others' with it ([`settings`](super::settings)): collectors on one
-//!   store with different settings are reported, not silently divergent.
+//!   others from its first recomputation. The served answers name the
+//!   period they were computed from (`x-ferrotrace-sampling-period-end`).
+//!   Each collector also compares the others' settings fingerprints with
+//!   its own ([`settings`](super::settings)): collectors on one store with
+//!   different settings are reported, not silently divergent.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -29,7 +33,7 @@ use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ServiceRates, ThroughputRe
 use super::settings::{ConflictTracker, SETTINGS_PERIOD_SECS};
 use super::strategy::Strategies;
 use crate::metrics::Metrics;
-use crate::storage::{SamplingCountRow, SamplingCounts, SamplingPeriodCounts};
+use crate::storage::{SamplingCountRow, SamplingCounts, SamplingPeriodCounts, StorageError};
 
 /// `source = "local"`: runs until `shutdown` turns true. The period is
 /// measured, not assumed, so a late tick does not inflate the rates.
@@ -71,6 +75,11 @@ fn publish(
     dropped: u64,
 ) {
     strategies.set_adaptive(rates);
+    record(metrics, tracked, dropped);
+}
+
+/// The metrics of one recomputation.
+fn record(metrics: &Metrics, tracked: usize, dropped: u64) {
     metrics
         .sampling_adaptive_dropped
         .fetch_add(dropped, Relaxed);
@@ -177,15 +186,23 @@ pub async fn run_store(
     let window = cfg.window_periods();
     let delay = store_delay(&cfg).as_nanos() as u64;
     let mut conflicts = ConflictTracker::new(settings);
+    // Whether the store has answered a read yet: before its first
+    // connection a write would fail (and count as an error) on every start,
+    // so until then the mark is written after the read, as a plain
+    // announcement.
+    let mut answered = false;
     tracing::info!(
         collector = %collector,
         interval_secs = cfg.interval_secs,
         window_periods = window,
         "adaptive sampling rates computed from the store's counts of every collector"
     );
+    // The boundary after the last one handled: the next to handle even when
+    // it has already passed.
+    let mut next: Option<u64> = None;
     loop {
-        let now = crate::model::now_ns();
-        let boundary = (now / period_ns + 1) * period_ns;
+        let boundary = next_boundary(next, crate::model::now_ns(), period_ns);
+        next = Some(boundary + period_ns);
         if !sleep_until_unix(boundary, &mut shutdown).await {
             return;
         }
@@ -197,9 +214,22 @@ pub async fn run_store(
             collector: collector.clone(),
             counts: to_milli(counts),
         };
-        if !batch.counts.is_empty() {
+        let rows = batch.counts.len();
+        if rows > 0 {
             write_within(&*store, &batch, boundary + delay / 2, &metrics).await;
         }
+        // The mark goes after the counts (acknowledged, or given up on):
+        // a reader that sees it reads them.
+        if answered {
+            announce(&*store, &collector, conflicts.mine(), boundary, &metrics).await;
+        }
+        tracing::debug!(
+            collector = %collector,
+            period_end_ns = boundary,
+            rows,
+            after_ms = ms_after(boundary),
+            "adaptive sampling counts written and marked"
+        );
         // Periods older than the window (and a margin) are read by nobody.
         let keep_from = boundary.saturating_sub((window as u64 + 2) * period_ns);
         if let Err(e) = store.prune_sampling_counts(keep_from).await {
@@ -209,21 +239,61 @@ pub async fn run_store(
         if !sleep_until_unix(boundary + delay, &mut shutdown).await {
             return;
         }
+        if answered {
+            await_writers(
+                &*store,
+                &collector,
+                boundary,
+                period_ns,
+                boundary + delay + delay / 2,
+                &metrics,
+            )
+            .await;
+        }
         let from = boundary.saturating_sub(window as u64 * period_ns);
         match store
             .read_sampling_counts(period_secs, from, boundary)
             .await
         {
             Ok(rows) => {
-                // Only once the store has answered: before its first
-                // connection a write would fail (and count as an error) on
-                // every start.
-                announce(&*store, &collector, conflicts.mine(), boundary, &metrics).await;
-                check_settings(&*store, &mut conflicts, window as u64 * period_ns, &metrics).await;
+                if !answered {
+                    announce(&*store, &collector, conflicts.mine(), boundary, &metrics).await;
+                    answered = true;
+                }
                 let periods = periods_from_rows(rows, boundary, period_ns, window);
+                let sums: Vec<u64> = periods
+                    .iter()
+                    .map(|p| p.values().map(|n| (n * 1000.0) as u64).sum())
+                    .collect();
                 let (rates, tracked) =
                     AdaptiveEngine::replay(cfg.clone(), periods, cfg.interval_secs as f64);
-                publish(&strategies, &metrics, &rates, tracked, dropped);
+                strategies.set_adaptive_from(&rates, Some(boundary));
+                record(&metrics, tracked, dropped);
+                tracing::debug!(
+                    collector = %collector,
+                    period_end_ns = boundary,
+                    after_ms = ms_after(boundary),
+                    milli_per_period = ?sums,
+                    "adaptive sampling rates recomputed from the store and published"
+                );
+                // After publishing: the comparison is a read of its own, and
+                // the new rates should not wait for it.
+                check_settings(&*store, &mut conflicts, window as u64 * period_ns, &metrics).await;
+            }
+            Err(e @ StorageError::Unavailable(_)) if !answered => {
+                // The store has never answered: a database still being
+                // connected to at start (the sink reports its connection
+                // attempts itself), not a failed read — counted as one, it
+                // made collectors whose database connected after their first
+                // boundary report a store error (seen under load). As with
+                // the prune, the first read after connecting covers it.
+                metrics
+                    .sampling_adaptive_dropped
+                    .fetch_add(dropped, Relaxed);
+                tracing::debug!(
+                    error = %e,
+                    "the store is not answering yet; adaptive sampling rates are computed from the next period on"
+                );
             }
             Err(e) => {
                 metrics.sampling_adaptive_store_errors.add("read", 1);
@@ -239,10 +309,134 @@ pub async fn run_store(
     }
 }
 
-/// Writes this collector's settings fingerprint, stamped `at_ns` (the
-/// period's boundary, so that readers with other period lengths see it
-/// within their look-back), every period: an idle collector serves
-/// strategies too. One attempt: the next period writes it again.
+/// The boundary to handle next, given the one after the last handled
+/// (`None` at start) and the time now. Normally the coming boundary. When
+/// the last recomputation ended after that boundary had passed (a loaded
+/// machine), that boundary still: taking the coming one instead, as the first
+/// version did, skipped a period — no counts written for it (its traffic
+/// added to the next period's), no mark (the others waited for it until
+/// their deadline, and ran late in turn), and the previous period's rates
+/// served for two periods, different from the others'. Only when more than
+/// a whole period was missed does it move on to the last boundary passed.
+pub fn next_boundary(next: Option<u64>, now_ns: u64, period_ns: u64) -> u64 {
+    let coming = (now_ns / period_ns + 1) * period_ns;
+    match next {
+        Some(b) if b + period_ns > now_ns => b.min(coming),
+        Some(b) => {
+            let last = coming - period_ns;
+            tracing::warn!(
+                skipped = (last - b) / period_ns,
+                "adaptive sampling fell more than a period behind; periods skipped"
+            );
+            last
+        }
+        None => coming,
+    }
+}
+
+/// Milliseconds from `boundary_ns` to now (for the debug log).
+fn ms_after(boundary_ns: u64) -> f64 {
+    crate::model::now_ns().saturating_sub(boundary_ns) as f64 / 1e6
+}
+
+/// How often a waiting reader looks for the marks again.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until every other collector that marked the previous period
+/// (stamped `boundary − period`) has marked the one ending at `boundary`
+/// too — its counts of the period are then in the store — or until
+/// `deadline_ns`. Reading before a slow collector's counts land (a loaded
+/// machine, a slow insert) is what made collectors replay different inputs
+/// for the same period and serve different strategies. A collector seen in
+/// the previous period that does not mark this one by the deadline (gone,
+/// or too slow) is counted in `sampling_adaptive_late_writers` and logged;
+/// the read goes ahead without it. A collector that has just started is
+/// not waited for (it marked no previous period).
+async fn await_writers(
+    store: &dyn SamplingCounts,
+    collector: &str,
+    boundary: u64,
+    period_ns: u64,
+    deadline_ns: u64,
+    metrics: &Metrics,
+) {
+    let previous = boundary.saturating_sub(period_ns);
+    let mut waited_for: Vec<String> = Vec::new();
+    loop {
+        let missing = match store
+            .read_sampling_counts(SETTINGS_PERIOD_SECS, previous, boundary + 1)
+            .await
+        {
+            Ok(rows) => missing_marks(&rows, collector, previous, boundary),
+            Err(e) => {
+                metrics.sampling_adaptive_store_errors.add("read", 1);
+                tracing::warn!(error = %e, "reading which collectors wrote their adaptive sampling counts failed");
+                return;
+            }
+        };
+        if missing.is_empty() {
+            if !waited_for.is_empty() {
+                tracing::debug!(
+                    collector = %collector,
+                    period_end_ns = boundary,
+                    after_ms = ms_after(boundary),
+                    waited_for = ?waited_for,
+                    "waited for other collectors' adaptive sampling counts"
+                );
+            }
+            return;
+        }
+        if waited_for.is_empty() {
+            waited_for = missing.clone();
+        }
+        if crate::model::now_ns() + WAIT_POLL.as_nanos() as u64 >= deadline_ns {
+            metrics
+                .sampling_adaptive_late_writers
+                .fetch_add(missing.len() as u64, Relaxed);
+            tracing::warn!(
+                collector = %collector,
+                period_end_ns = boundary,
+                missing = ?missing,
+                "collectors seen in the previous period had not written their adaptive sampling \
+                 counts when the wait ended; rates computed without them (other collectors may \
+                 serve different ones for this period)"
+            );
+            return;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+/// The collectors (other than `me`) whose mark stamped `previous` is among
+/// `rows` but whose mark stamped `boundary` is not. Marks written before
+/// collectors were named in them (an empty service) are ignored.
+pub fn missing_marks(
+    rows: &[SamplingCountRow],
+    me: &str,
+    previous: u64,
+    boundary: u64,
+) -> Vec<String> {
+    let at = |t: u64| -> std::collections::BTreeSet<&str> {
+        rows.iter()
+            .filter(|r| r.period_start_ns == t && !r.service.is_empty() && r.service != me)
+            .map(|r| r.service.as_str())
+            .collect()
+    };
+    let done = at(boundary);
+    at(previous)
+        .difference(&done)
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// Writes this collector's mark for the period ending at `at_ns`: a row
+/// under its own id (as the service) holding its settings fingerprint,
+/// stamped `at_ns` (the period's boundary, so that readers with other
+/// period lengths see it within their look-back), every period: an idle
+/// collector serves strategies too. Written once this collector's counts of
+/// the period are in, so it also tells the readers waiting in
+/// [`await_writers`] that they are. One attempt: the next period writes it
+/// again.
 async fn announce(
     store: &dyn SamplingCounts,
     collector: &str,
@@ -254,7 +448,7 @@ async fn announce(
         period_start_ns: at_ns,
         period_secs: SETTINGS_PERIOD_SECS,
         collector: collector.to_string(),
-        counts: vec![(String::new(), settings.to_string(), 1)],
+        counts: vec![(collector.to_string(), settings.to_string(), 1)],
     };
     if let Err(e) = store.write_sampling_counts(&row).await {
         metrics.sampling_adaptive_store_errors.add("write", 1);
@@ -357,6 +551,42 @@ mod tests {
         assert!(periods[2].is_empty()); // 80
         assert_eq!(periods[3].len(), 2); // 90
         assert_eq!(periods[3][&("s".into(), "a".into())], 2.5);
+    }
+
+    #[test]
+    fn a_collector_that_marked_the_previous_period_but_not_this_one_is_missing() {
+        let mark = |p: u64, c: &str| row(p, c, "format=1;x=1", 1);
+        let rows = vec![
+            mark(90, "a"),
+            mark(90, "b"),
+            mark(90, "me"),
+            mark(90, ""), // an old-format mark: names no collector
+            mark(100, "a"),
+            mark(100, "new"), // started this period: not waited for
+        ];
+        assert_eq!(missing_marks(&rows, "me", 90, 100), vec!["b".to_string()]);
+        let mut all = rows.clone();
+        all.push(mark(100, "b"));
+        assert!(missing_marks(&all, "me", 90, 100).is_empty());
+        // This collector never waits for itself.
+        assert!(missing_marks(&[mark(90, "me")], "me", 90, 100).is_empty());
+    }
+
+    #[test]
+    fn a_late_recomputation_handles_the_boundary_it_missed_instead_of_skipping_it() {
+        let p = 1_000;
+        // At start: the coming boundary.
+        assert_eq!(next_boundary(None, 10_300, p), 11_000);
+        // On time: the coming boundary.
+        assert_eq!(next_boundary(Some(11_000), 10_900, p), 11_000);
+        // The last recomputation ended 70 ms after 11_000: handle 11_000 now.
+        assert_eq!(next_boundary(Some(11_000), 11_070, p), 11_000);
+        assert_eq!(next_boundary(Some(11_000), 11_999, p), 11_000);
+        // More than a whole period behind: the last boundary passed.
+        assert_eq!(next_boundary(Some(11_000), 12_000, p), 12_000);
+        assert_eq!(next_boundary(Some(11_000), 13_500, p), 13_000);
+        // A clock stepped back: never a boundary further than the coming one.
+        assert_eq!(next_boundary(Some(11_000), 5_500, p), 6_000);
     }
 
     #[test]
