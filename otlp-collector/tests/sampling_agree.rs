@@ -5,7 +5,8 @@
 //! different shards and are summed through the `Distributed` table; simulated SDK clients send their kept root spans unevenly
 //! (60% / 30% / 10% of the traces to the three collectors) while sampling
 //! at the served rate. Every collector must serve byte-identical strategies
-//! at every moment checked, computed from the *total* traffic (a collector
+//! at every moment checked (compared among answers computed from the same
+//! period, which every answer names), computed from the *total* traffic (a collector
 //! computing from its own share would serve ~1.7×, 3.3× and 10× the
 //! probability), and a fourth collector started late serves the same
 //! strategy from its first recomputation. Collectors on one store whose
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fault::proc::{Proc, Sink, Spec};
-use sampling_sim::{body, fetch, send, Rng, Served, Source};
+use sampling_sim::{body, fetch, fetch_with_period, send, Rng, Served, Source};
 use support::clickhouse::{ChServer, CLUSTER};
 use support::net::free_addr;
 use support::postgres::PgServer;
@@ -56,26 +57,56 @@ fn spec_with_target(
     (Spec::new(&data, &conf, sink, &toml), sampling)
 }
 
-/// Fetches `service`'s strategy from every collector, `near` the middle of
-/// a wall-clock period (far from the recomputation, which happens half a
-/// period after each boundary).
-async fn all_strategies(sampling: &[SocketAddr], service: &str) -> Vec<(bytes::Bytes, Served)> {
-    let now = ferrotrace_collector::model::now_ns();
-    let into = now % 1_000_000_000;
-    // Aim for 0.05–0.35 s into a period (the recomputation is at 0.5 s).
-    let wait = if into < 50_000_000 {
-        50_000_000 - into
-    } else if into > 350_000_000 {
-        1_050_000_000 - into
-    } else {
-        0
-    };
-    tokio::time::sleep(Duration::from_nanos(wait)).await;
-    let mut out = Vec::new();
-    for s in sampling {
-        out.push(fetch(*s, service).await);
+/// How many times [`all_strategies`] fetches again when the answers name
+/// different periods, [`REFETCH_AFTER`] apart (re-aimed into the next
+/// period's fetch window when that passes the window's end): about three
+/// periods in all.
+const REFETCHES: usize = 10;
+const REFETCH_AFTER: Duration = Duration::from_millis(100);
+
+/// Fetches `service`'s strategy from every collector near the middle of a
+/// wall-clock period (far from the recomputation, which happens half a
+/// period after each boundary), with the period each answer was computed
+/// from. Answers are only comparable when they name the same period: when
+/// a recomputation fell between the fetches, or one collector published
+/// late (the machine stalled this loop or a collector), all are fetched
+/// again, at most [`REFETCHES`] times; returns the answers and how many
+/// fetch rounds had to be repeated.
+async fn all_strategies(
+    sampling: &[SocketAddr],
+    service: &str,
+) -> (Vec<(bytes::Bytes, Served, u64)>, usize) {
+    let mut periods = Vec::new();
+    for again in 0..=REFETCHES {
+        let now = ferrotrace_collector::model::now_ns();
+        let into = now % 1_000_000_000;
+        // Aim for 0.05–0.35 s into a period (the recomputation is at 0.5 s).
+        let wait = if into < 50_000_000 {
+            50_000_000 - into
+        } else if into > 350_000_000 {
+            1_050_000_000 - into
+        } else {
+            0
+        };
+        tokio::time::sleep(Duration::from_nanos(wait)).await;
+        let mut out = Vec::new();
+        for s in sampling {
+            let (b, served, period) = fetch_with_period(*s, service).await;
+            let period = period.expect("a strategy computed from the store names its period");
+            out.push((b, served, period));
+        }
+        periods = out.iter().map(|a| a.2).collect::<Vec<_>>();
+        if periods.iter().all(|p| *p == periods[0]) {
+            return (out, again);
+        }
+        eprintln!("{service}: answers computed from different periods {periods:?}; fetching again");
+        tokio::time::sleep(REFETCH_AFTER).await;
     }
-    out
+    panic!(
+        "{service}: {} fetch rounds in a row got answers computed from different periods \
+         (last {periods:?}): a collector serves stale rates",
+        REFETCHES + 1
+    );
 }
 
 /// The two scenarios run one after the other: each is four collector
@@ -220,16 +251,21 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     let mut rng = Rng(0x5eed_a9ee);
     let mut served: BTreeMap<&str, Served> = BTreeMap::new();
     // What clients were served per operation over the last 8 s of traffic.
-    let mut history: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut history: BTreeMap<(&str, &str), Vec<(Instant, f64)>> = BTreeMap::new();
     let shares = [0.6, 0.3, 0.1];
     let started = Instant::now();
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let mut late: Option<(Spec, SocketAddr, Proc, Instant)> = None;
     let mut checks = 0;
     let mut matched_total = 0;
+    let mut refetched = 0;
     let mut last_check = Instant::now();
     let mut last_tick = Instant::now();
-    while started.elapsed() < Duration::from_secs(26) {
+    // 26 s, or up to 40 s until 18 checks are done (fetch rounds repeated
+    // across a recomputation take time of their own on a loaded machine).
+    while started.elapsed() < Duration::from_secs(26)
+        || (checks < 18 && started.elapsed() < Duration::from_secs(40))
+    {
         // Clients poll every 250 ms, from collector 0 (all serve the same).
         if last_poll.elapsed() >= Duration::from_millis(250) {
             for svc in ["shop", "search"] {
@@ -239,7 +275,10 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
             if started.elapsed() >= Duration::from_secs(18) {
                 for (svc, op, _) in rates {
                     if let Some(s) = served.get(svc) {
-                        history.entry((svc, op)).or_default().push(s.p(op));
+                        history
+                            .entry((svc, op))
+                            .or_default()
+                            .push((Instant::now(), s.p(op)));
                     }
                 }
             }
@@ -298,25 +337,31 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
         {
             last_check = Instant::now();
             for svc in ["shop", "search"] {
-                let got = all_strategies(&sampling, svc).await;
+                let (got, again) = all_strategies(&sampling, svc).await;
+                refetched += again;
                 checks += 1;
                 let first = &got[0].0;
-                let same = got.iter().filter(|(b, _)| b == first).count();
+                let same = got.iter().filter(|(b, _, _)| b == first).count();
                 matched_total += same;
                 assert_eq!(
                     same,
                     got.len(),
-                    "{svc}: collectors disagree: {:#?}",
+                    "{svc}: collectors disagree on the strategy of period ending {}: {:#?}",
+                    got[0].2,
                     got.iter()
-                        .map(|(b, _)| String::from_utf8_lossy(b).into_owned())
+                        .map(|(b, _, _)| String::from_utf8_lossy(b).into_owned())
                         .collect::<Vec<_>>()
                 );
             }
         }
     }
+    let traffic_ended = Instant::now();
     assert!(checks >= 16, "{checks} checks");
     assert_eq!(sampling.len(), 4, "the late collector was compared too");
-    eprintln!("{checks} checks, {matched_total} strategies identical across collectors");
+    eprintln!(
+        "{checks} checks, {matched_total} strategies identical across collectors \
+         ({refetched} fetch rounds repeated because a recomputation fell between the fetches)"
+    );
 
     // The rates answer the total traffic: target / true rate for the busy
     // operations, 1 for the quiet one. The estimate of a 1 s period rests
@@ -330,16 +375,24 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     // operation 40% off at the final instant while the other three were
     // right); a rule that followed the total traffic wrongly would be off
     // in every poll.
-    let got = all_strategies(&sampling, "shop").await;
-    let shop = &got[0].1;
-    let search = &all_strategies(&sampling, "search").await[0].1;
+    let shop = &all_strategies(&sampling, "shop").await.0[0].1;
+    let search = &all_strategies(&sampling, "search").await.0[0].1;
     for (svc, op, rate) in rates {
         let now = if svc == "shop" {
             shop.p(op)
         } else {
             search.p(op)
         };
-        let polls = history.get(&(svc, op)).cloned().unwrap_or_default();
+        // The last 8 s (the run may have been extended for its checks).
+        let polls: Vec<f64> = history
+            .get(&(svc, op))
+            .map(|h| {
+                h.iter()
+                    .filter(|(at, _)| traffic_ended.duration_since(*at) <= Duration::from_secs(8))
+                    .map(|(_, p)| *p)
+                    .collect()
+            })
+            .unwrap_or_default();
         assert!(polls.len() >= 8, "{svc}/{op}: {} polls", polls.len());
         let mut sorted = polls.clone();
         sorted.sort_by(f64::total_cmp);

@@ -91,7 +91,13 @@ impl Spec {
             .args(["--otlp-http-addr", &self.otlp_http.to_string()])
             .args(["--otlp-grpc-addr", &self.otlp_grpc.to_string()])
             .args(["--http-addr", &self.query.to_string()])
-            .args(["--zipkin-addr", "", "--log", "warn"])
+            .args(["--zipkin-addr", ""])
+            // FT_COLLECTOR_LOG (an EnvFilter) raises the children's log
+            // level when diagnosing a test; warnings only by default.
+            .args([
+                "--log",
+                &std::env::var("FT_COLLECTOR_LOG").unwrap_or_else(|_| "warn".into()),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Sink::Postgres(url) = &self.sink {

@@ -48,6 +48,17 @@ impl Served {
 
 /// GET the strategy of `service` (the raw JSON body and its parsed form).
 pub async fn fetch(sampling: SocketAddr, service: &str) -> (Bytes, Served) {
+    let (body, served, _) = fetch_with_period(sampling, service).await;
+    (body, served)
+}
+
+/// [`fetch`], and the end (Unix ns) of the last store period the strategy
+/// was computed from (the `x-ferrotrace-sampling-period-end` header; `None`
+/// without one).
+pub async fn fetch_with_period(
+    sampling: SocketAddr,
+    service: &str,
+) -> (Bytes, Served, Option<u64>) {
     let r = request(
         "GET",
         sampling,
@@ -77,7 +88,11 @@ pub async fn fetch(sampling: SocketAddr, service: &str) -> (Bytes, Served) {
                 .collect()
         })
         .unwrap_or_default();
-    (r.body, Served { default, ops })
+    let period = r
+        .headers
+        .get("x-ferrotrace-sampling-period-end")
+        .map(|v| v.to_str().expect("ascii").parse().expect("a number"));
+    (r.body, Served { default, ops }, period)
 }
 
 /// One client population: `service`/`op` root traces at a true rate.
