@@ -504,7 +504,11 @@ impl Span {
 /// `is_recording`, never exported): out of the one-processor path.
 #[cold]
 #[inline(never)]
-fn hand_to_all(processors: &[Box<dyn crate::export::SpanProcessor>], slot: SpanSlot<'_>, sampled: bool) {
+fn hand_to_all(
+    processors: &[Box<dyn crate::export::SpanProcessor>],
+    slot: SpanSlot<'_>,
+    sampled: bool,
+) {
     if !sampled {
         drop(slot);
         return;
