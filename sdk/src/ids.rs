@@ -243,10 +243,31 @@ impl IdRng {
             self.pos = 0;
         }
         let b: &[u32] = self.buf.as_ref();
+        debug_assert!(b.len() >= 2 * WORDS);
         let mut out = [0u64; N];
-        for (k, o) in out.iter_mut().enumerate() {
-            let i = 2 * (self.pos + k);
-            *o = u64::from(b[i]) | (u64::from(b[i + 1]) << 32);
+        // One (unaligned) 64-bit load per word, without a bounds check per
+        // word: `pos + N <= WORDS` was established above, and the buffer
+        // holds `2 * WORDS` u32s (checked once per refill below).
+        if b.len() >= 2 * WORDS {
+            let base = b.as_ptr().cast::<u64>();
+            for (k, o) in out.iter_mut().enumerate() {
+                // SAFETY: `pos + k < WORDS`, so the eight bytes at u32 index
+                // `2 * (pos + k)` lie inside the `2 * WORDS`-u32 buffer;
+                // `read_unaligned` needs no alignment.
+                let w = unsafe { base.add(self.pos + k).read_unaligned() };
+                // Little-endian: the same value as `b[i] | b[i + 1] << 32`
+                // (ChaCha's word order); on big-endian swap the halves.
+                *o = if cfg!(target_endian = "little") {
+                    w
+                } else {
+                    w.rotate_left(32)
+                };
+            }
+        } else {
+            for (k, o) in out.iter_mut().enumerate() {
+                let i = 2 * (self.pos + k);
+                *o = u64::from(b[i]) | (u64::from(b[i + 1]) << 32);
+            }
         }
         self.pos += N;
         out

@@ -58,7 +58,9 @@ const ACTIVE: u8 = 2;
 const UNUSABLE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNDECIDED);
-/// One published set of parameters.
+/// One published set of parameters. Cache-line aligned: a slot's index
+/// becomes a shift, and the two slots never share a line.
+#[repr(align(64))]
 struct Slot {
     /// Sequence lock: odd while the fields below are being written.
     seq: AtomicU64,

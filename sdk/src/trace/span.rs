@@ -105,6 +105,7 @@ impl Recording {
     }
 
     /// Closes the inbox and applies what it holds, in arrival order.
+    #[cold]
     fn apply_inbox(&mut self, inbox: &Mutex<InboxState>) {
         let (items, dropped) = {
             let mut st = inbox.lock();
@@ -466,11 +467,14 @@ impl Span {
         if let Some(inbox) = rec.inbox.take() {
             rec.apply_inbox(&inbox);
         }
-        rec.data.end_time_ns = end_ns
-            .unwrap_or_else(crate::time::now_ns)
-            .max(rec.data.start_time_ns);
-        if let (Some(w), Some(t)) = (rec.provider.watchdog.as_ref(), rec.watch) {
-            w.state.unregister(t);
+        let end = match end_ns {
+            Some(t) => t,
+            None => crate::time::now_ns(),
+        };
+        rec.data.end_time_ns = end.max(rec.data.start_time_ns);
+        if let Some(t) = rec.watch {
+            // SAFETY: `rec.provider` keeps the watchdog that issued `t` alive.
+            unsafe { t.release() };
         }
         let raw = Box::into_raw(rec);
         // The record is handed to the processors where it is (`SpanSlot`):
@@ -484,20 +488,39 @@ impl Span {
         let provider = unsafe { std::ptr::read(&(*raw).provider) };
         // SAFETY: see above; the slot owns `data` from here.
         let slot = unsafe { SpanSlot::new(std::ptr::addr_of_mut!((*raw).data)) };
-        if self.span_context.is_sampled() {
-            if let Some((last, rest)) = provider.processors.split_last() {
-                for p in rest {
-                    p.on_end((*slot).clone());
-                }
-                last.on_end_in_place(slot);
-            }
-        } else {
-            // Record-only: visible to code that checks is_recording, never exported.
-            drop(slot);
+        match &provider.processors[..] {
+            // The usual pipeline: one processor, handed the record in place.
+            [only] if self.span_context.is_sampled() => only.on_end_in_place(slot),
+            processors => hand_to_all(processors, slot, self.span_context.is_sampled()),
         }
         // SAFETY: every owned field was moved out above (a processor that
         // panicked skips this: the allocation leaks, nothing is freed twice).
         unsafe { Span::recycle(raw) };
+    }
+}
+
+/// Several processors (earlier ones get a clone, the last the record in
+/// place), none, or a record-only span (visible to code that checks
+/// `is_recording`, never exported): out of the one-processor path.
+#[cold]
+#[inline(never)]
+fn hand_to_all(
+    processors: &[Box<dyn crate::export::SpanProcessor>],
+    slot: SpanSlot<'_>,
+    sampled: bool,
+) {
+    if !sampled {
+        drop(slot);
+        return;
+    }
+    match processors.split_last() {
+        Some((last, rest)) => {
+            for p in rest {
+                p.on_end((*slot).clone());
+            }
+            last.on_end_in_place(slot);
+        }
+        None => drop(slot),
     }
 }
 

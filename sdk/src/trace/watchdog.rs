@@ -24,6 +24,8 @@ use super::diagnostics::{report, Diagnostic};
 use crate::ids::{SpanId, TraceId};
 
 const SHARDS: usize = 16;
+// Shard indices are masked with `SHARDS - 1`.
+const _: () = assert!(SHARDS.is_power_of_two());
 /// Default maximum number of open spans watched per provider.
 pub const DEFAULT_WATCH_CAPACITY: usize = 65_536;
 
@@ -64,15 +66,39 @@ struct Shard {
     slots: OnceLock<Box<[Slot]>>,
 }
 
-/// Where a watched span is registered; given back at end.
+/// Where a watched span is registered; given back at end: the slot's state
+/// word itself, so ending a span frees it with one store (no shard and slot
+/// look-up with their bounds and initialisation checks).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WatchToken {
-    shard: u16,
-    slot: u32,
+    state: std::ptr::NonNull<AtomicU64>,
+}
+
+// SAFETY: the token only points to an atomic (`Sync`) inside a registry that
+// outlives it (see `WatchToken::release`).
+unsafe impl Send for WatchToken {}
+// SAFETY: as above.
+unsafe impl Sync for WatchToken {}
+
+impl WatchToken {
+    /// Frees the span's slot. Called once per token (a span ends once).
+    ///
+    /// # Safety
+    /// The registry that issued the token is still alive: a span's record
+    /// holds its provider, which owns the watchdog and its registry.
+    #[inline]
+    pub(crate) unsafe fn release(self) {
+        // A plain store: only the span's owner frees its slot, and the
+        // scanner's mark (`REPORTED`) is a compare-and-swap that fails
+        // once the slot is freed.
+        // SAFETY: the caller guarantees the registry (and so the slot) lives.
+        unsafe { self.state.as_ref() }.store(FREE, Ordering::Release);
+    }
 }
 
 pub(crate) struct WatchdogState {
-    shards: Box<[Shard]>,
+    /// A fixed array: a masked index needs no bounds check per span.
+    shards: [Shard; SHARDS],
     per_shard_capacity: usize,
     max_age_ns: u64,
     reported: AtomicU64,
@@ -105,11 +131,9 @@ fn local() -> (usize, usize) {
 impl WatchdogState {
     fn new(max_age: Duration, capacity: usize) -> Self {
         WatchdogState {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    slots: OnceLock::new(),
-                })
-                .collect(),
+            shards: std::array::from_fn(|_| Shard {
+                slots: OnceLock::new(),
+            }),
             per_shard_capacity: capacity.div_ceil(SHARDS).clamp(1, u32::MAX as usize),
             max_age_ns: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
             reported: AtomicU64::new(0),
@@ -119,7 +143,7 @@ impl WatchdogState {
 
     #[inline]
     fn slots_of(&self, shard: usize) -> &[Slot] {
-        self.shards[shard].slots.get_or_init(|| {
+        self.shards[shard & (SHARDS - 1)].slots.get_or_init(|| {
             (0..self.per_shard_capacity)
                 .map(|_| Slot::default())
                 .collect()
@@ -169,8 +193,7 @@ impl WatchdogState {
                 .store(LIVE | (start_ns & START_MASK), Ordering::Release);
             let _ = LOCAL.try_with(|c| c.set((shard_idx as u32, i as u32)));
             return Some(WatchToken {
-                shard: shard_idx as u16,
-                slot: (if i == 0 { n } else { i } - 1) as u32,
+                state: std::ptr::NonNull::from(&s.state),
             });
         }
         // The next claim looks past the run of open spans just probed.
@@ -179,19 +202,11 @@ impl WatchdogState {
         None
     }
 
-    /// Frees the span's slot. Called once per token (a span ends once).
-    #[inline]
+    /// Frees the span's slot (tests; spans call [`WatchToken::release`]).
+    #[cfg(test)]
     pub(crate) fn unregister(&self, t: WatchToken) {
-        if let Some(s) = self.shards[t.shard as usize]
-            .slots
-            .get()
-            .and_then(|slots| slots.get(t.slot as usize))
-        {
-            // A plain store: only the span's owner frees its slot, and the
-            // scanner's mark (`REPORTED`) is a compare-and-swap that fails
-            // once the slot is freed.
-            s.state.store(FREE, Ordering::Release);
-        }
+        // SAFETY: `t` was issued by `self`, which is alive.
+        unsafe { t.release() }
     }
 
     /// Live (claimed and published) slots; for tests.
