@@ -186,8 +186,14 @@ mod tests {
     fn a_forward_body_is_its_head_then_the_picked_spans() {
         let limits = LimitsConfig::default();
         let head = request("built", 100);
-        let a = scan(Bytes::from(request("a", 1)), &limits).unwrap().wire.unwrap();
-        let b = scan(Bytes::from(request("b", 20)), &limits).unwrap().wire.unwrap();
+        let a = scan(Bytes::from(request("a", 1)), &limits)
+            .unwrap()
+            .wire
+            .unwrap();
+        let b = scan(Bytes::from(request("b", 20)), &limits)
+            .unwrap()
+            .wire
+            .unwrap();
         let mut body = ForwardBody::from(Bytes::from(head.clone()));
         // Span 2 of `a` goes elsewhere: the run around it is copied in two pieces.
         for s in [0, 1, 3, 4] {
@@ -204,7 +210,12 @@ mod tests {
         let full = |r: &[u8]| decode(r, &limits).unwrap().spans;
         let mut want = full(&head);
         let of_a = full(&request("a", 1));
-        want.extend(of_a.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, s)| s.clone()));
+        want.extend(
+            of_a.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 2)
+                .map(|(_, s)| s.clone()),
+        );
         want.extend(full(&request("b", 20)));
         assert_eq!(got, want);
         // Without a head, it is what `reslice` writes.

@@ -328,7 +328,7 @@ async fn run_conn(
                         export.clone(),
                         ForwardCodec,
                     )
-                        .await
+                    .await
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };

@@ -460,6 +460,9 @@ mod tests {
         }
         // Non-ASCII UTF-8 is still accepted (by the full check), invalid is not.
         assert_eq!(utf8("é and ü".as_bytes()), Some(()));
-        assert_eq!(utf8(&[b'a'; 9].iter().chain(&[0xff]).copied().collect::<Vec<_>>()), None);
+        assert_eq!(
+            utf8(&[b'a'; 9].iter().chain(&[0xff]).copied().collect::<Vec<_>>()),
+            None
+        );
     }
 }
