@@ -84,9 +84,18 @@ bi=$(cpu $BP); ri=$(cpu $RP); sleep 10
 echo "idle 10 s: backend $(( $(cpu $BP) - bi )) ticks, router $(( $(cpu $RP) - ri )) ticks (1 tick = 1/$TCK s)"
 b0=$(cpu $BP); r0=$(cpu $RP); w0=$(written); f0=$(forwarded)
 c0=0; [ -z "$CP" ] || c0=$(cpu $CP)
-"$BIN/loadgen" --protocol grpc --endpoint $R_GRPC --connections 4 --rate "$RATE" --duration "$SECS"
+"$BIN/loadgen" --protocol grpc --endpoint $R_GRPC --connections 4 --rate "$RATE" --duration "$SECS" \
+    | tee "$DIR/loadgen.out"
+# The window ends when the router has forwarded every acknowledged span and
+# the backend has written them (waiting only for the backend to catch up with
+# what the router had forwarded when loadgen returned ended it early).
+acc=$(awk '/^accepted:/{print $2}' "$DIR/loadgen.out")
+i=0
+until [ $(( $(forwarded) - f0 )) -ge "$acc" ] && [ $(( $(written) - w0 )) -ge "$acc" ]; do
+    i=$((i + 1)); [ $i -lt 240 ] || { echo "not drained after 120 s"; break; }
+    sleep 0.5
+done
 f1=$(forwarded)
-while [ $(( $(written) - w0 )) -lt $(( f1 - f0 )) ]; do sleep 0.5; f1=$(forwarded); done
 b1=$(cpu $BP); r1=$(cpu $RP); w1=$(written)
 c1=0; [ -z "$CP" ] || c1=$(cpu $CP)
 awk -v r=$((r1 - r0)) -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v f=$((f1 - f0)) -v w=$((w1 - w0)) \

@@ -110,10 +110,19 @@ async fn raw_grpc(
     gzip_header: bool,
     payload: &[u8],
 ) -> (String, String) {
-    use http_body_util::BodyExt;
     let mut frame = vec![flag];
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(payload);
+    raw_grpc_body(addr, gzip_header, frame).await
+}
+
+/// Sends `frame` as the whole body of an OTLP `Export` call (see [`raw_grpc`]).
+async fn raw_grpc_body(
+    addr: std::net::SocketAddr,
+    gzip_header: bool,
+    frame: Vec<u8>,
+) -> (String, String) {
+    use http_body_util::BodyExt;
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Full<bytes::Bytes>>();
@@ -265,5 +274,37 @@ async fn oversized_messages_and_gzip_bombs_are_refused_with_resource_exhausted()
         .bad_requests
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(bad, 3);
+    tc.collector.shutdown().await;
+}
+
+/// The receiver hands a body that is exactly one uncompressed gRPC message to
+/// the service itself (tonic decodes an empty frame in its place, saving a
+/// copy); any other body still goes through tonic's own decoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_messages_bypass_tonics_copy_and_other_frames_do_not() {
+    use prost::Message;
+    let tc = start(|_| {}).await;
+    let addr = tc.collector.addrs.otlp_grpc.unwrap();
+    let msg = request_with(7, 4).encode_to_vec();
+    let (status, message) = raw_grpc(addr, 0, false, &msg).await;
+    assert_eq!(status, "0", "{message}");
+    assert_eq!(wait_spans(tc.store.as_ref(), trace_id(7), 4).await.len(), 4);
+    // The same message under a length prefix that claims more than was sent.
+    let other = request_with(8, 4).encode_to_vec();
+    let mut cut = vec![0];
+    cut.extend_from_slice(&(other.len() as u32 + 10).to_be_bytes());
+    cut.extend_from_slice(&other);
+    let (status, message) = raw_grpc_body(addr, false, cut).await;
+    assert_ne!(status, "0", "a cut frame is not accepted: {message}");
+    // An empty message is an empty request, answered as before.
+    let (status, message) = raw_grpc(addr, 0, false, &[]).await;
+    assert_eq!(status, "0", "{message}");
+    let accepted = tc
+        .collector
+        .metrics
+        .source(ferrotrace_collector::metrics::Source::OtlpGrpc)
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(accepted, 4);
     tc.collector.shutdown().await;
 }

@@ -114,7 +114,8 @@ fn retry_later(why: &str, secs: u64) -> Status {
 /// uncompressed frame) or the error response to send.
 ///
 /// Everything held is charged to `guard` (the shared in-flight budget),
-/// including the copy tonic makes of the frame; over budget →
+/// including the copy tonic makes of a frame it decodes itself (one that is
+/// not exactly one uncompressed message: see [`WholeMessage`]); over budget →
 /// RESOURCE_EXHAUSTED with RetryInfo. `source` and `format` say which
 /// receiver this is (for metrics and the decoding memory reserve).
 async fn read_limited_frame<B>(
@@ -227,17 +228,64 @@ where
         }
         // Another encoding is left to tonic, which answers UNIMPLEMENTED.
     }
-    // tonic buffers the frame once more while decoding it.
-    guard.charge(body.len()).map_err(over_budget)?;
     guard
         .reserve(decode_reserve(format, body.len().saturating_sub(5)))
         .map_err(over_budget)?;
     // The service lowers the reserve once it has decoded the message.
     parts.extensions.insert(guard.decode_reserve());
+    let body = match WholeMessage::of(&body) {
+        // tonic would copy the message into its own buffer to decode it
+        // (once more per request, the body's size in copying and a
+        // growing buffer); the service takes it from here instead and tonic
+        // decodes an empty frame in its place. Its own checks still run:
+        // the message is uncompressed (its flag), within
+        // `max_decoding_message_size` (the decompressed limit, checked
+        // above) and alone in the body.
+        Some(message) => {
+            parts.extensions.insert(message);
+            Bytes::from_static(&[0; 5])
+        }
+        None => {
+            // tonic buffers the frame once more while decoding it.
+            guard.charge(body.len()).map_err(over_budget)?;
+            body
+        }
+    };
     Ok(http::Request::from_parts(
         parts,
         http_body_util::Full::new(body),
     ))
+}
+
+/// A request message handed to the service beside tonic (see
+/// [`read_limited_frame`]): the body of a frame that is exactly one
+/// uncompressed message.
+#[derive(Clone, Debug)]
+struct WholeMessage(Bytes);
+
+impl WholeMessage {
+    /// The message of `frame` if the frame is one uncompressed gRPC message
+    /// and nothing else.
+    fn of(frame: &Bytes) -> Option<WholeMessage> {
+        let (&[flag, a, b, c, d], _) = frame.split_first_chunk::<5>()?;
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        (flag == 0 && frame.len() - 5 == len).then(|| WholeMessage(frame.slice(5..)))
+    }
+}
+
+/// `S` given the request's message from [`WholeMessage`] when
+/// [`read_limited_frame`] set it aside (tonic then decoded an empty one).
+struct WithMessage<S>(S);
+
+impl<S: tonic::server::UnaryService<Bytes>> tonic::server::UnaryService<Bytes> for WithMessage<S> {
+    type Response = S::Response;
+    type Future = S::Future;
+    fn call(&mut self, mut req: tonic::Request<Bytes>) -> S::Future {
+        if let Some(WholeMessage(m)) = req.extensions_mut().remove::<WholeMessage>() {
+            *req.get_mut() = m;
+        }
+        self.0.call(req)
+    }
 }
 
 /// The request of an ingest call (OTLP `Export`, Jaeger `PostSpans`), once
@@ -301,7 +349,7 @@ where
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
-    let resp = grpc.unary(svc, req).await;
+    let resp = grpc.unary(WithMessage(svc), req).await;
     drop(guard);
     Ok(resp)
 }

@@ -16,14 +16,14 @@ use parking_lot::Mutex;
 use prost::Message;
 use tonic::Code;
 
-use super::codec::ForwardCodec;
+use super::codec::{ForwardBody, ForwardCodec};
 use super::encode;
 use super::membership::{Member, Membership};
 use super::recent::{Acked, TraceOwners};
 use crate::metrics::{RouteMetrics, ROUTE_LABEL_SEP};
 use crate::model::{Span, SpanId, TraceId};
 use crate::receiver::otlp_grpc::EXPORT_PATH;
-use crate::receiver::otlp_proto::wire_request::{reslice, WireRequest};
+use crate::receiver::otlp_proto::wire_request::WireRequest;
 use crate::rollup::{RollupBatch, RollupOrigin};
 use crate::storage::{SpanWriter, StorageError, StorageResult};
 
@@ -91,14 +91,14 @@ impl Forwarder {
         })
     }
 
-    /// Exports one request (`body`, an encoded `ExportTraceServiceRequest`)
-    /// to `m`; the number of spans it rejected as invalid.
-    async fn send(&self, m: &Member, body: Vec<u8>) -> Result<u64, StorageError> {
+    /// Exports one request (`body`, written as an `ExportTraceServiceRequest`
+    /// by the codec) to `m`; the number of spans it rejected as invalid.
+    async fn send(&self, m: &Member, body: ForwardBody) -> Result<u64, StorageError> {
         let mut grpc = tonic::client::Grpc::new(m.channel.clone())
             // The backend's own receiver limit applies; this only lifts tonic's 4 MiB default.
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        let mut req = tonic::Request::new(Bytes::from(body));
+        let mut req = tonic::Request::new(body);
         if let Some(a) = &self.authorization {
             req.metadata_mut().insert("authorization", a.clone());
         }
@@ -137,7 +137,7 @@ impl Forwarder {
         }
         let all = spans.iter().map(Item::Built).chain(
             wire.iter()
-                .flat_map(|w| (0..w.spans.len()).map(move |i| Item::Wire(w.as_ref(), i))),
+                .flat_map(|w| (0..w.spans.len()).map(move |i| Item::Wire(w, i))),
         );
         // Group by owner, skipping what a backend already acknowledged in an
         // earlier attempt of this batch.
@@ -231,7 +231,7 @@ impl Forwarder {
 #[derive(Clone, Copy)]
 enum Item<'a> {
     Built(&'a Span),
-    Wire(&'a WireRequest, usize),
+    Wire(&'a Arc<WireRequest>, usize),
 }
 
 impl Item<'_> {
@@ -243,11 +243,10 @@ impl Item<'_> {
     }
 }
 
-/// One `ExportTraceServiceRequest` holding `items`: built spans encoded,
-/// wire spans copied with their framing. Two encoded requests
-/// concatenated are one request with both lists of `resource_spans`
-/// (protobuf merges repeated fields), so the two parts are simply appended.
-fn encode_items(items: &[Item<'_>]) -> Vec<u8> {
+/// One `ExportTraceServiceRequest` holding `items`: built spans encoded
+/// here, wire spans copied with their framing by the codec when tonic
+/// encodes the request (straight into its buffer).
+fn encode_items(items: &[Item<'_>]) -> ForwardBody {
     let built: Vec<&Span> = items
         .iter()
         .filter_map(|i| match i {
@@ -255,20 +254,17 @@ fn encode_items(items: &[Item<'_>]) -> Vec<u8> {
             Item::Wire(..) => None,
         })
         .collect();
-    let on_wire: Vec<(&WireRequest, usize)> = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Wire(w, s) => Some((*w, *s)),
-            Item::Built(_) => None,
-        })
-        .collect();
-    let mut out = if built.is_empty() {
-        Vec::new()
+    let mut body = if built.is_empty() {
+        ForwardBody::default()
     } else {
-        encode::request(&built).encode_to_vec()
+        ForwardBody::from(Bytes::from(encode::request(&built).encode_to_vec()))
     };
-    reslice(&on_wire, &mut out);
-    out
+    for i in items {
+        if let Item::Wire(w, s) = i {
+            body.push_wire(w, *s);
+        }
+    }
+    body
 }
 
 #[async_trait]

@@ -10,8 +10,8 @@
 //! - [`forward`]: the forwarding sink (a `SpanWriter`), so the pipeline's
 //!   WAL, retry and release machinery gives at-least-once forwarding;
 //! - [`encode`]: spans back to an OTLP request;
-//! - [`codec`]: the client codec of a pre-encoded `Export` (the load
-//!   generator sends through it too);
+//! - [`codec`]: the client codec of a pre-encoded or re-sliced `Export`
+//!   (the load generator sends through it too);
 //! - [`recent`]: the bounded memories of acknowledged spans and trace owners;
 //! - [`tls`]: TLS to the backends (`route.tls_ca_file`).
 //!
@@ -28,7 +28,7 @@ pub mod recent;
 pub mod ring;
 pub mod tls;
 
-pub use codec::ForwardCodec;
+pub use codec::{ForwardBody, ForwardCodec};
 pub use config::{RouteConfig, RouteConfigError};
 
 use std::sync::Arc;

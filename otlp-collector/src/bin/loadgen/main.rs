@@ -33,7 +33,7 @@ use prost::Message;
 mod request;
 
 use ferrotrace_collector::receiver::otlp_grpc::EXPORT_PATH;
-use ferrotrace_collector::route::ForwardCodec;
+use ferrotrace_collector::route::{ForwardBody, ForwardCodec};
 use request::{build_request, span_times};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -323,8 +323,12 @@ async fn run_conn(
         let outcome = if let Some(c) = grpc.as_mut() {
             let sent = match c.ready().await {
                 Ok(()) => {
-                    c.unary(tonic::Request::new(body), export.clone(), ForwardCodec)
-                        .await
+                    c.unary(
+                        tonic::Request::new(ForwardBody::from(body)),
+                        export.clone(),
+                        ForwardCodec,
+                    )
+                    .await
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };

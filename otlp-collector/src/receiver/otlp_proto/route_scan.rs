@@ -549,7 +549,8 @@ mod tests {
     fn the_fast_path_gives_up_on_what_it_does_not_handle() {
         let limits = LimitsConfig::default();
         let clean = clean_request();
-        let unknown_top_level = [&clean[..], &[0xf8u8, 0x01, 0x01][..]].concat();
+        // An unknown group (tag 31): prost skips it field by field; the fast path does not.
+        let group_top_level = [&clean[..], &[0xfbu8, 0x01, 0x08, 0x01, 0xfc, 0x01][..]].concat();
         let deep = {
             // An attribute value nested past FAST_MAX_NESTING (within prost's limit).
             let mut v = AnyValue {
@@ -581,7 +582,7 @@ mod tests {
         };
         for (what, body, spans) in [
             ("a span to reject", request(), 4),
-            ("an unknown field", unknown_top_level, 5),
+            ("an unknown group", group_top_level, 5),
             ("a deep value", deep, 1),
             ("a cut body", clean[..clean.len() - 1].to_vec(), 0),
         ] {
@@ -605,6 +606,83 @@ mod tests {
         };
         assert!(scan_fast(&Bytes::from(clean.clone()), &few).is_none());
         assert!(scan(Bytes::from(clean), &few).is_err());
+    }
+
+    /// `msg` (a message of `kind`) re-encoded with unknown fields of every
+    /// plain wire type appended to it and to every message nested in it, as
+    /// a sender on a newer OTLP version would send them.
+    fn with_unknown_fields(msg: &[u8], kind: &str) -> Vec<u8> {
+        use prost::encoding::{decode_key, encode_key, encode_varint};
+        // message.field tag=the nested message's kind
+        const SCHEMA: &str = "request.1=resource_spans resource_spans.1=resource \
+            resource_spans.2=scope_spans resource.1=key_value scope_spans.1=scope \
+            scope_spans.2=span scope.3=key_value span.9=key_value span.11=event span.13=link \
+            span.15=status event.3=key_value link.4=key_value key_value.2=any_value \
+            any_value.5=array any_value.6=kv_list array.1=any_value kv_list.1=key_value";
+        let mut out = Vec::new();
+        let mut b = msg;
+        while !b.is_empty() {
+            let (tag, wt) = decode_key(&mut b).unwrap();
+            encode_key(tag, wt, &mut out);
+            let start = b;
+            match wt {
+                WireType::Varint => drop(decode_varint(&mut b).unwrap()),
+                WireType::SixtyFourBit => b = &b[8..],
+                WireType::ThirtyTwoBit => b = &b[4..],
+                WireType::LengthDelimited => {
+                    let n = decode_varint(&mut b).unwrap() as usize;
+                    let (inner, rest) = b.split_at(n);
+                    b = rest;
+                    let nested = format!("{kind}.{tag}=");
+                    if let Some(sub) = SCHEMA.split(' ').find_map(|e| e.strip_prefix(&*nested)) {
+                        let inner = with_unknown_fields(inner, sub);
+                        encode_varint(inner.len() as u64, &mut out);
+                        out.extend_from_slice(&inner);
+                        continue;
+                    }
+                }
+                _ => unreachable!("no groups in these requests"),
+            }
+            out.extend_from_slice(&start[..start.len() - b.len()]);
+        }
+        // Tags 40-43: above every tag of every OTLP trace message.
+        encode_key(40, WireType::Varint, &mut out);
+        encode_varint(300, &mut out);
+        encode_key(41, WireType::LengthDelimited, &mut out);
+        out.extend_from_slice(&[3, 0xff, 0x00, 0x80]); // not UTF-8: not a string to anyone
+        encode_key(42, WireType::ThirtyTwoBit, &mut out);
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        encode_key(43, WireType::SixtyFourBit, &mut out);
+        out.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        out
+    }
+
+    #[test]
+    fn the_fast_path_skips_unknown_fields_as_the_careful_walk_does() {
+        let limits = LimitsConfig::default();
+        let body = Bytes::from(with_unknown_fields(&clean_request(), "request"));
+        assert!(
+            body.len() > clean_request().len() + 50 * 16,
+            "4 fields in every message"
+        );
+        let fast = scan_fast(&body, &limits).expect("unknown fields stay on the fast path");
+        let careful = scan_careful(body.clone(), &limits).expect("scans");
+        assert_eq!(careful.rejected, 0);
+        assert_eq!(Some(&fast), careful.wire.as_deref());
+        assert_eq!(fast.spans.len(), 5);
+        // Re-sliced, the spans (their unknown fields and framing kept) decode
+        // to what the whole request decodes to.
+        let all: Vec<(&WireRequest, usize)> = (0..fast.spans.len()).map(|i| (&fast, i)).collect();
+        let mut out = Vec::new();
+        reslice(&all, &mut out);
+        let full = decode(&body, &limits).unwrap();
+        assert_eq!(full.spans.len(), 5);
+        assert_eq!(decode(&out, &limits).unwrap().spans, full.spans);
+        // A known tag with another wire type still gives up (prost refuses it).
+        let mut wrong = body.to_vec();
+        wrong.extend_from_slice(&[0x08, 0x01]); // resource_spans as a varint
+        assert!(scan_fast(&Bytes::from(wrong.clone()), &limits).is_none());
+        assert!(scan(Bytes::from(wrong), &limits).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
 use crate::model::{SpanId, TraceId};
@@ -59,73 +59,142 @@ impl WireRequest {
 /// spans of one `ResourceSpans` share one, consecutive spans of one
 /// `ScopeSpans` share one, each with its original framing fields.
 pub fn reslice(spans: &[(&WireRequest, usize)], out: &mut Vec<u8>) {
-    // Runs of one ScopeSpans, then runs of those within one ResourceSpans.
-    struct Run {
-        scope: usize,
-        spans: Range<usize>,
-        len: usize,
-    }
-    let same = |a: &WireRequest, b: &WireRequest| std::ptr::eq(a, b);
-    let mut runs: Vec<Run> = Vec::new();
-    let mut i = 0;
-    while i < spans.len() {
-        let (req, first) = spans[i];
-        let scope = req.spans[first].scope;
-        let start = i;
-        let mut len: usize = req.scope_fields[req.scopes[scope].1.clone()]
-            .iter()
-            .map(|r| r.len())
-            .sum();
-        while i < spans.len()
-            && same(spans[i].0, req)
-            && spans[i].0.spans[spans[i].1].scope == scope
-        {
-            len += spans[i].0.spans[spans[i].1].range.len();
-            i += 1;
-        }
-        runs.push(Run {
-            scope,
-            spans: start..i,
-            len,
-        });
-    }
-    let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    // Runs of one ResourceSpans: (its request, its index, its runs, its length).
-    let mut groups: Vec<(&WireRequest, usize, Range<usize>, usize)> = Vec::new();
-    let mut r = 0;
-    while r < runs.len() {
-        let req = spans[runs[r].spans.start].0;
-        let group = req.scopes[runs[r].scope].0;
-        let first = r;
-        let mut len: usize = req.group_fields[req.groups[group].clone()]
-            .iter()
-            .map(|f| f.len())
-            .sum();
-        while r < runs.len()
-            && same(spans[runs[r].spans.start].0, req)
-            && req.scopes[runs[r].scope].0 == group
-        {
-            len += framed(runs[r].len);
-            r += 1;
-        }
-        groups.push((req, group, first..r, len));
-    }
+    let plan = Reslice::new(spans);
     // One allocation for the whole request (it is copied span by span).
-    out.reserve(groups.iter().map(|g| framed(g.3)).sum());
-    for (req, group, group_runs, len) in groups {
-        out.push(0x0a); // ExportTraceServiceRequest.resource_spans
-        encode_varint(len as u64, out);
-        for f in &req.group_fields[req.groups[group].clone()] {
-            out.extend_from_slice(&req.body[f.clone()]);
-        }
-        for run in &runs[group_runs] {
-            out.push(0x12); // ResourceSpans.scope_spans
-            encode_varint(run.len as u64, out);
-            for f in &req.scope_fields[req.scopes[run.scope].1.clone()] {
-                out.extend_from_slice(&req.body[f.clone()]);
+    out.reserve(plan.len());
+    plan.write(out);
+}
+
+/// Runs of spans of one `ScopeSpans`.
+struct Run {
+    scope: usize,
+    /// Its spans: a range of the input.
+    spans: Range<usize>,
+    /// Its `ScopeSpans` message's length.
+    len: usize,
+}
+
+/// Runs of one `ResourceSpans`.
+struct Group<'a> {
+    req: &'a WireRequest,
+    group: usize,
+    runs: Range<usize>,
+    /// Its `ResourceSpans` message's length.
+    len: usize,
+}
+
+/// A re-sliced request, measured before it is written: [`Reslice::len`]
+/// lets the writer reserve the exact size first (the router writes it
+/// straight into the gRPC client's buffer, `route::codec`, with no
+/// intermediate copy).
+pub struct Reslice<'s, 'a> {
+    spans: &'s [(&'a WireRequest, usize)],
+    runs: Vec<Run>,
+    groups: Vec<Group<'a>>,
+}
+
+/// A `ResourceSpans`' or `ScopeSpans`' field (one-byte key) of `len` bytes.
+fn framed(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+impl<'s, 'a> Reslice<'s, 'a> {
+    /// Groups `spans` as [`reslice`] writes them.
+    pub fn new(spans: &'s [(&'a WireRequest, usize)]) -> Self {
+        let same = |a: &WireRequest, b: &WireRequest| std::ptr::eq(a, b);
+        let mut runs: Vec<Run> = Vec::new();
+        let mut i = 0;
+        while i < spans.len() {
+            let (req, first) = spans[i];
+            let scope = req.spans[first].scope;
+            let start = i;
+            let mut len: usize = req.scope_fields[req.scopes[scope].1.clone()]
+                .iter()
+                .map(|r| r.len())
+                .sum();
+            while i < spans.len()
+                && same(spans[i].0, req)
+                && spans[i].0.spans[spans[i].1].scope == scope
+            {
+                len += spans[i].0.spans[spans[i].1].range.len();
+                i += 1;
             }
-            for &(req, s) in &spans[run.spans.clone()] {
-                out.extend_from_slice(&req.body[req.spans[s].range.clone()]);
+            runs.push(Run {
+                scope,
+                spans: start..i,
+                len,
+            });
+        }
+        let mut groups: Vec<Group<'a>> = Vec::new();
+        let mut r = 0;
+        while r < runs.len() {
+            let req = spans[runs[r].spans.start].0;
+            let group = req.scopes[runs[r].scope].0;
+            let first = r;
+            let mut len: usize = req.group_fields[req.groups[group].clone()]
+                .iter()
+                .map(|f| f.len())
+                .sum();
+            while r < runs.len()
+                && same(spans[runs[r].spans.start].0, req)
+                && req.scopes[runs[r].scope].0 == group
+            {
+                len += framed(runs[r].len);
+                r += 1;
+            }
+            groups.push(Group {
+                req,
+                group,
+                runs: first..r,
+                len,
+            });
+        }
+        Reslice {
+            spans,
+            runs,
+            groups,
+        }
+    }
+
+    /// The encoded request's length in bytes.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| framed(g.len)).sum()
+    }
+
+    /// True if it holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Writes the request ([`Reslice::len`] bytes) to `out`.
+    pub fn write(&self, out: &mut impl BufMut) {
+        for g in &self.groups {
+            let req = g.req;
+            out.put_u8(0x0a); // ExportTraceServiceRequest.resource_spans
+            encode_varint(g.len as u64, out);
+            for f in &req.group_fields[req.groups[g.group].clone()] {
+                out.put_slice(&req.body[f.clone()]);
+            }
+            for run in &self.runs[g.runs.clone()] {
+                out.put_u8(0x12); // ResourceSpans.scope_spans
+                encode_varint(run.len as u64, out);
+                for f in &req.scope_fields[req.scopes[run.scope].1.clone()] {
+                    out.put_slice(&req.body[f.clone()]);
+                }
+                // A run's spans are in one request and, unless some were
+                // left out (rejected, or owned by another backend), next to
+                // each other in its body: copied in one piece.
+                let mut piece = 0..0;
+                for &(_, s) in &self.spans[run.spans.clone()] {
+                    let r = &req.spans[s].range;
+                    if piece.end == r.start && !piece.is_empty() {
+                        piece.end = r.end;
+                    } else {
+                        out.put_slice(&req.body[piece]);
+                        piece = r.clone();
+                    }
+                }
+                out.put_slice(&req.body[piece]);
             }
         }
     }

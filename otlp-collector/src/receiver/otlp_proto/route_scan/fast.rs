@@ -6,7 +6,10 @@
 //! request of today's SDKs holds: every known field with its wire type,
 //! well-formed varints and lengths inside their message, UTF-8 strings,
 //! attribute values nested at most [`FAST_MAX_NESTING`] deep, spans that
-//! pass the cheap wire checks. Anything else (unknown fields, groups,
+//! pass the cheap wire checks, and unknown fields (a tag above every tag the
+//! careful walk knows in that message: a newer proto's field), skipped as
+//! prost skips them, so that a sender on a newer OTLP version does not pay
+//! both walks. Anything else (a known tag with another wire type, groups,
 //! entity refs, a span to reject or to judge in full, too many spans, any
 //! malformed byte) gives up. Since prost only accepts a message whose
 //! fields end exactly at its length, walking each message as its own slice
@@ -83,10 +86,53 @@ fn fixed(b: &mut &[u8], n: usize) -> Option<u64> {
     Some(u64::from_le_bytes(v))
 }
 
+/// True if every byte of `s` is ASCII. Attribute keys and values are short
+/// (5–30 bytes) and nearly always ASCII; `str::from_utf8` walks such a string
+/// byte by byte unless it happens to be word-aligned, so this reads it as
+/// (overlapping, unaligned) words instead: a handful of instructions for
+/// any string under 16 bytes.
+#[inline(always)]
+fn ascii(s: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let n = s.len();
+    if n < 8 {
+        if n >= 4 {
+            let half = |i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+            return (half(0) | half(n - 4)) & 0x8080_8080 == 0;
+        }
+        return s.iter().all(|&c| c < 0x80);
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if word(i) & HIGH != 0 {
+            return false;
+        }
+        i += 8;
+    }
+    word(n - 8) & HIGH == 0
+}
+
 #[inline(always)]
 fn utf8(s: &[u8]) -> Option<()> {
-    // ASCII is the common case: checked a word at a time by the standard library.
+    if ascii(s) {
+        return Some(());
+    }
     std::str::from_utf8(s).ok().map(drop)
+}
+
+/// An unknown field of a message (its tag above every tag the careful walk
+/// knows there, so prost's `skip_field` would skip it), skipped the same
+/// way; a group gives up (prost walks its nested fields).
+#[inline(always)]
+fn skip(wt: u8, b: &mut &[u8]) -> Option<()> {
+    match wt {
+        VARINT => varint(b).map(drop),
+        I64 => fixed(b, 8).map(drop),
+        LEN => len(b).map(drop),
+        I32 => fixed(b, 4).map(drop),
+        _ => None,
+    }
 }
 
 #[inline(always)]
@@ -99,14 +145,43 @@ fn key_value(mut b: &[u8], nest: u32) -> Option<()> {
     while !b.is_empty() {
         match key(&mut b)? {
             (1, LEN) => string(&mut b)?,
-            (2, LEN) => any_value(len(&mut b)?, nest)?,
+            (2, LEN) => value(len(&mut b)?, nest)?,
             (3, VARINT) => {
                 varint(&mut b)?;
             }
+            (t, wt) if t > 3 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
     Some(())
+}
+
+/// An attribute's `AnyValue`: the usual one, a single string, int, bool or
+/// double field, checked here without a call; any other to [`any_value`].
+#[inline(always)]
+fn value(v: &[u8], nest: u32) -> Option<()> {
+    match v.first() {
+        // string_value
+        Some(0x0a) => {
+            let mut r = &v[1..];
+            let s = len(&mut r)?;
+            if r.is_empty() {
+                return utf8(s);
+            }
+        }
+        // bool_value, int_value: one varint to the end
+        Some(0x10 | 0x18) => {
+            let mut r = &v[1..];
+            varint(&mut r)?;
+            if r.is_empty() {
+                return Some(());
+            }
+        }
+        // double_value
+        Some(0x21) if v.len() == 9 => return Some(()),
+        _ => {}
+    }
+    any_value(v, nest)
 }
 
 fn any_value(mut b: &[u8], nest: u32) -> Option<()> {
@@ -128,6 +203,7 @@ fn any_value(mut b: &[u8], nest: u32) -> Option<()> {
                 while !a.is_empty() {
                     match key(&mut a)? {
                         (1, LEN) => any_value(len(&mut a)?, nest + 1)?,
+                        (t, wt) if t > 1 => skip(wt, &mut a)?,
                         _ => return None,
                     }
                 }
@@ -138,10 +214,12 @@ fn any_value(mut b: &[u8], nest: u32) -> Option<()> {
                 while !l.is_empty() {
                     match key(&mut l)? {
                         (1, LEN) => key_value(len(&mut l)?, nest + 1)?,
+                        (t, wt) if t > 1 => skip(wt, &mut l)?,
                         _ => return None,
                     }
                 }
             }
+            (t, wt) if t > 8 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -155,6 +233,7 @@ fn resource(mut b: &[u8]) -> Option<()> {
             (2, VARINT) => {
                 varint(&mut b)?;
             }
+            (t, wt) if t > 3 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -169,6 +248,7 @@ fn scope(mut b: &[u8]) -> Option<()> {
             (4, VARINT) => {
                 varint(&mut b)?;
             }
+            (t, wt) if t > 4 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -186,6 +266,7 @@ fn event(mut b: &[u8]) -> Option<()> {
             (4, VARINT) => {
                 varint(&mut b)?;
             }
+            (t, wt) if t > 4 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -207,6 +288,7 @@ fn link(mut b: &[u8]) -> Option<()> {
             (6, I32) => {
                 fixed(&mut b, 4)?;
             }
+            (t, wt) if t > 6 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -220,6 +302,7 @@ fn status(mut b: &[u8]) -> Option<()> {
             (3, VARINT) => {
                 varint(&mut b)?;
             }
+            (t, wt) if t > 3 => skip(wt, &mut b)?,
             _ => return None,
         }
     }
@@ -246,6 +329,9 @@ impl<'a> Fast<'a> {
                     let m = len(&mut b)?;
                     self.resource_spans(m)?;
                 }
+                // Not recorded: the careful walk skips it too, and a
+                // re-sliced request is built from the `ResourceSpans` only.
+                (t, wt) if t > 1 => skip(wt, &mut b)?,
                 _ => return None,
             }
         }
@@ -265,6 +351,8 @@ impl<'a> Fast<'a> {
                     continue;
                 }
                 (3, LEN) => string(&mut b)?,
+                // Kept in the group's framing, as the careful walk keeps it.
+                (t, wt) if t > 3 => skip(wt, &mut b)?,
                 _ => return None,
             }
             let end = self.at(b);
@@ -292,6 +380,7 @@ impl<'a> Fast<'a> {
                     continue;
                 }
                 (3, LEN) => string(&mut b)?,
+                (t, wt) if t > 3 => skip(wt, &mut b)?,
                 _ => return None,
             }
             let end = self.at(b);
@@ -329,6 +418,7 @@ impl<'a> Fast<'a> {
                 (16, I32) => {
                     fixed(&mut b, 4)?;
                 }
+                (t, wt) if t > 16 => skip(wt, &mut b)?,
                 _ => return None,
             }
         }
@@ -346,5 +436,33 @@ impl<'a> Fast<'a> {
                 range,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_ascii_check_agrees_with_the_standard_library() {
+        let base: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..base.len() {
+            let s = &base[..n];
+            assert!(ascii(s), "{n}");
+            for at in 0..n {
+                for high in [0x80u8, 0xc3, 0xff] {
+                    let mut t = s.to_vec();
+                    t[at] = high;
+                    assert!(!ascii(&t), "{n} bytes, {high:#x} at {at}");
+                    assert_eq!(t.is_ascii(), ascii(&t));
+                }
+            }
+        }
+        // Non-ASCII UTF-8 is still accepted (by the full check), invalid is not.
+        assert_eq!(utf8("é and ü".as_bytes()), Some(()));
+        assert_eq!(
+            utf8(&[b'a'; 9].iter().chain(&[0xff]).copied().collect::<Vec<_>>()),
+            None
+        );
     }
 }
