@@ -41,7 +41,11 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64, loadgen: bool) 
     let s = |v: &str| AttrValue::Str(v.into());
     // The load generator: one server span per 200-span trace, no errors,
     // the service by connection (the trace id's first half).
-    let root = if loadgen { i == 0 } else { i.is_multiple_of(10) };
+    let root = if loadgen {
+        i == 0
+    } else {
+        i.is_multiple_of(10)
+    };
     let error = !loadgen && i % 50 == 7;
     let svc = if loadgen {
         (u64::from_be_bytes(trace_id[..8].try_into().expect("8 bytes")) - 1) % 4

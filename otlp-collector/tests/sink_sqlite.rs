@@ -424,8 +424,8 @@ fn span_indexes(conn: &rusqlite::Connection) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_2_file_is_converted_to_layout_4_at_open() {
-    use ferrotrace_collector::storage::AttrFilter;
     use ferrotrace_collector::model::{SpanKind, StatusCode};
+    use ferrotrace_collector::storage::AttrFilter;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("traces.db");
     let t0 = conformance::day(0);
@@ -451,7 +451,10 @@ async fn layout_2_file_is_converted_to_layout_4_at_open() {
             }
             s.attributes = vec![
                 ferrotrace_collector::model::KeyValue::new("t", AttrValue::Int(i64::from(t))),
-                ferrotrace_collector::model::KeyValue::new("k", AttrValue::Str(format!("k{k}").into())),
+                ferrotrace_collector::model::KeyValue::new(
+                    "k",
+                    AttrValue::Str(format!("k{k}").into()),
+                ),
             ];
             s
         })

@@ -285,14 +285,11 @@ pub(super) fn insert_spans(conn: &Connection, spans: &[Span]) -> StorageResult<u
 fn bind_attr_rows(stmt: &mut CachedStatement<'_>, rows: &[AttrRow<'_>]) -> StorageResult<()> {
     for (r, row) in rows.iter().enumerate() {
         let at = r * ATTR_COLUMNS;
-        stmt.raw_bind_parameter(at + 1, row.term)
-            .map_err(map_err)?;
+        stmt.raw_bind_parameter(at + 1, row.term).map_err(map_err)?;
         stmt.raw_bind_parameter(at + 2, row.span_rowid)
             .map_err(map_err)?;
-        stmt.raw_bind_parameter(at + 3, row.idx)
-            .map_err(map_err)?;
-        stmt.raw_bind_parameter(at + 4, row.key)
-            .map_err(map_err)?;
+        stmt.raw_bind_parameter(at + 3, row.idx).map_err(map_err)?;
+        stmt.raw_bind_parameter(at + 4, row.key).map_err(map_err)?;
         stmt.raw_bind_parameter(at + 5, row.ty).map_err(map_err)?;
         stmt.raw_bind_parameter(at + 6, ToSqlOutput::Borrowed(row.value))
             .map_err(map_err)?;
@@ -688,12 +685,14 @@ mod tests {
             mode: Default::default(),
         };
         let (cond, args) = attr_condition(&f, "s.id").expect("condition");
-        conn.prepare(&format!("SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"))
-            .expect("prepare")
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
+        conn.prepare(&format!(
+            "SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"
+        ))
+        .expect("prepare")
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
     }
 
     fn attr_span(n: u8) -> Span {

@@ -342,7 +342,9 @@ fn attribute_searches_look_terms_up_in_the_attribute_key() {
     for (sql, steps) in search_plans(&conn, &q) {
         let attrs: Vec<&String> = steps
             .iter()
-            .filter(|d| d.contains("span_attrs") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a"))
+            .filter(|d| {
+                d.contains("span_attrs") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a")
+            })
             .collect();
         assert!(
             !attrs.is_empty()
@@ -354,5 +356,8 @@ fn attribute_searches_look_terms_up_in_the_attribute_key() {
     }
     let page = search_tx(&conn, &q).expect("search");
     assert!(!page.traces.is_empty());
-    assert!(page.traces.iter().all(|t| t.services.iter().any(|s| s == "s3")));
+    assert!(page
+        .traces
+        .iter()
+        .all(|t| t.services.iter().any(|s| s == "s3")));
 }
