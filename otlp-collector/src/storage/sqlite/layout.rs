@@ -1,3 +1,5 @@
+// Over ~800 lines and not split (issue 19): the last 300 are the unit tests of the
+// layout and its migrations, which build files of the older layouts by hand.
 //! The SQLite sink's on-disk layout: the schema, how a span becomes rows, and
 //! the migration from older layouts.
 //!
