@@ -3,7 +3,10 @@
 //!
 //! Spans look like the load generator's (10 attributes: 6 strings, 2 ints, a
 //! bool, a double; an event on every fourth span; 4 services, 16 operations),
-//! but trace ids are random, as real trace ids are, and a trace has 10 spans.
+//! but trace ids are random, as real trace ids are, a trace has 10 spans and
+//! `url.path` takes 100,000 values. `--loadgen-ids 1` makes them as the load
+//! generator's instead (what `store_bench.py` stores): trace ids counting up
+//! on 8 connections, 200-span traces, 200 `url.path` values.
 //! The rate is reported per window of batches, so the effect of a growing
 //! database (B-trees outgrowing the page cache) shows.
 //!
@@ -34,18 +37,31 @@ impl Rng {
     }
 }
 
-fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
+fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64, loadgen: bool) -> Span {
     let s = |v: &str| AttrValue::Str(v.into());
+    // The load generator: one server span per 200-span trace, no errors,
+    // the service by connection (the trace id's first half).
+    let root = if loadgen {
+        i == 0
+    } else {
+        i.is_multiple_of(10)
+    };
+    let error = !loadgen && i % 50 == 7;
+    let svc = if loadgen {
+        (u64::from_be_bytes(trace_id[..8].try_into().expect("8 bytes")) - 1) % 4
+    } else {
+        (i as u64 / 10) % 4
+    };
     let mut span_id = [0u8; 8];
     span_id.copy_from_slice(&rng.next().to_be_bytes());
     Span {
         trace_id,
         span_id,
-        parent_span_id: (!i.is_multiple_of(10)).then(|| rng.next().to_be_bytes()),
+        parent_span_id: (!root).then(|| rng.next().to_be_bytes()),
         trace_state: String::new(),
         flags: 1,
         name: compact_str::format_compact!("GET /api/items/{}", i % 16),
-        kind: if i.is_multiple_of(10) {
+        kind: if root {
             SpanKind::Server
         } else {
             SpanKind::Client
@@ -60,7 +76,11 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
                 "url.path",
                 AttrValue::Str(compact_str::format_compact!(
                     "/api/items/{}",
-                    rng.next() % 100_000
+                    if loadgen {
+                        i as u64 % 200
+                    } else {
+                        rng.next() % 100_000
+                    }
                 )),
             ),
             KeyValue::new("server.address", s("items.internal")),
@@ -87,17 +107,17 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64) -> Span {
         dropped_events_count: 0,
         links: Vec::new(),
         dropped_links_count: 0,
-        status_code: if i % 50 == 7 {
+        status_code: if error {
             StatusCode::Error
         } else {
             StatusCode::Unset
         },
         status_message: String::new(),
-        service_name: compact_str::format_compact!("bench-svc-{}", (i / 10) % 4),
+        service_name: compact_str::format_compact!("bench-svc-{svc}"),
         resource_attributes: vec![
             KeyValue::new(
                 "service.name",
-                AttrValue::Str(compact_str::format_compact!("bench-svc-{}", (i / 10) % 4)),
+                AttrValue::Str(compact_str::format_compact!("bench-svc-{svc}")),
             ),
             KeyValue::new("host.name", s("bench")),
         ],
@@ -120,6 +140,7 @@ async fn main() {
     let total = arg(&args, "--spans", 400_000) as usize;
     let batch = arg(&args, "--batch", 1_000) as usize;
     let window = arg(&args, "--window", 100_000) as usize;
+    let loadgen = arg(&args, "--loadgen-ids", 0) != 0;
     let base = args
         .iter()
         .position(|a| a == "--dir")
@@ -138,11 +159,23 @@ async fn main() {
         let mut b = Vec::with_capacity(batch);
         let mut trace_id = [0u8; 16];
         for i in 0..batch {
-            if i.is_multiple_of(10) {
+            if loadgen {
+                // Request k of connection k % 8 is its (k / 8)th trace.
+                let k = ((n + i) / 200) as u64;
+                trace_id[..8].copy_from_slice(&(k % 8 + 1).to_be_bytes());
+                trace_id[8..].copy_from_slice(&(k / 8).to_be_bytes());
+            } else if i.is_multiple_of(10) {
                 trace_id[..8].copy_from_slice(&rng.next().to_be_bytes());
                 trace_id[8..].copy_from_slice(&rng.next().to_be_bytes());
             }
-            b.push(span(&mut rng, trace_id, i, t0_ns + (n + i) as u64 * 20_000));
+            let pos = if loadgen { (n + i) % 200 } else { i };
+            b.push(span(
+                &mut rng,
+                trace_id,
+                pos,
+                t0_ns + (n + i) as u64 * 20_000,
+                loadgen,
+            ));
         }
         n += batch;
         batches.push(b);

@@ -388,7 +388,7 @@ async fn layout_1_file_is_converted_at_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let old: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_v1', 'span_attributes')",
@@ -423,8 +423,9 @@ fn span_indexes(conn: &rusqlite::Connection) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layout_2_file_gets_the_layout_3_indexes_at_open() {
+async fn layout_2_file_is_converted_to_layout_4_at_open() {
     use ferrotrace_collector::model::{SpanKind, StatusCode};
+    use ferrotrace_collector::storage::AttrFilter;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("traces.db");
     let t0 = conformance::day(0);
@@ -448,14 +449,22 @@ async fn layout_2_file_gets_the_layout_3_indexes_at_open() {
             if t % 10 == 0 && k == 2 {
                 s.status_code = StatusCode::Error;
             }
+            s.attributes = vec![
+                ferrotrace_collector::model::KeyValue::new("t", AttrValue::Int(i64::from(t))),
+                ferrotrace_collector::model::KeyValue::new(
+                    "k",
+                    AttrValue::Str(format!("k{k}").into()),
+                ),
+            ];
             s
         })
         .collect();
     let store = SqliteStore::open(&path).expect("create");
     store.write_spans(&spans).await.expect("write");
     drop(store);
-    // The same file as the layout-2 sink left it: same tables, its two time
-    // indexes (verbatim) instead of layout 3's four indexes.
+    // The same file as the layout-2 sink left it: its two time indexes
+    // (verbatim) instead of layout 3's four indexes, and its attribute table
+    // (verbatim, as layout 3 kept it) keyed by span with a term index.
     {
         let conn = rusqlite::Connection::open(&path).expect("open");
         conn.execute_batch(
@@ -463,12 +472,19 @@ async fn layout_2_file_gets_the_layout_3_indexes_at_open() {
              DROP INDEX spans_errors; DROP INDEX spans_service_errors; \
              CREATE INDEX IF NOT EXISTS spans_service_start ON spans (service, start_ns, duration_ns); \
              CREATE INDEX IF NOT EXISTS spans_service_name_start ON spans (service, name, start_ns, duration_ns); \
+             CREATE TABLE span_attrs_old (span_rowid INTEGER NOT NULL, idx INTEGER NOT NULL, \
+                 term INTEGER NOT NULL, key TEXT NOT NULL, type INTEGER NOT NULL, value NOT NULL, \
+                 PRIMARY KEY (span_rowid, idx)) WITHOUT ROWID; \
+             INSERT INTO span_attrs_old SELECT span_rowid, idx, term, key, type, value FROM span_attrs; \
+             DROP TABLE span_attrs; \
+             ALTER TABLE span_attrs_old RENAME TO span_attrs; \
+             CREATE INDEX span_attrs_term ON span_attrs (term); \
              PRAGMA user_version = 2;",
         )
         .expect("downgrade to layout 2");
     }
 
-    let store = SqliteStore::open(&path).expect("open builds the layout-3 indexes");
+    let store = SqliteStore::open(&path).expect("open converts the layout-2 file");
     let range = TimeRange {
         start_ns: t0,
         end_ns: t0 + conformance::DAY,
@@ -489,12 +505,35 @@ async fn layout_2_file_gets_the_layout_3_indexes_at_open() {
         .await
         .expect("percentiles");
     assert_eq!(pct, vec![10, 907]);
+    // Attribute search finds the moved rows, typed and as Jaeger text.
+    let mut q = conformance_query(range);
+    q.attributes = vec![
+        AttrFilter::typed("t", AttrValue::Int(123)),
+        AttrFilter::text("k", "k2"),
+    ];
+    let page = store.search(&q).await.expect("attribute search");
+    assert_eq!(
+        page.traces.iter().map(|t| t.trace_id).collect::<Vec<_>>(),
+        vec![conformance::tid(61, 123)]
+    );
+    q.attributes = vec![AttrFilter::typed("k", AttrValue::Str("k1".into()))];
+    q.limit = 1_000;
+    assert_eq!(store.search(&q).await.expect("search").traces.len(), 300);
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open");
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    let (attr_rows, old): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM span_attrs), (SELECT COUNT(*) FROM sqlite_master \
+             WHERE name IN ('span_attrs_v3', 'span_attrs_term'))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("attribute rows");
+    assert_eq!((attr_rows, old), (1_800, 0));
     assert_eq!(
         span_indexes(&conn),
         vec![

@@ -12,8 +12,8 @@
 //!   columns and the full span as a compact binary blob ([`encode_span`](super::span_codec::encode_span)) for
 //!   an exact round trip; a `UNIQUE (trace_id, span_id)` index plus
 //!   `INSERT OR IGNORE` makes a retried batch a no-op.
-//! - `span_attrs`: the scalar span attributes, typed, with a hashed term index
-//!   for equality searches.
+//! - `span_attrs`: the scalar span attributes, typed, clustered on a hashed
+//!   term for equality searches.
 //! - `op_rollups` / `edge_rollups`: per-minute rollups, merged on write.
 //! - `rollup_origins`: the WAL spans each rollup batch accounts for, written
 //!   in the batch's transaction (see `rollup::origins`).

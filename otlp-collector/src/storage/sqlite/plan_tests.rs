@@ -326,3 +326,38 @@ fn exact_percentiles_read_one_covering_index() {
         );
     }
 }
+
+/// An attribute condition looks its terms up in `span_attrs`'s own key
+/// (layout 4: the table is clustered on the term, no separate index) and
+/// finds key, type and value there, with no second lookup per hit.
+#[test]
+fn attribute_searches_look_terms_up_in_the_attribute_key() {
+    let conn = store(&spans());
+    let mut q = query(Some("s3"), None, false);
+    q.attributes = vec![crate::storage::AttrFilter {
+        key: "http.status_code".into(),
+        value: AttrValue::Int(200),
+        mode: Default::default(),
+    }];
+    for (sql, steps) in search_plans(&conn, &q) {
+        let attrs: Vec<&String> = steps
+            .iter()
+            .filter(|d| {
+                d.contains("span_attrs") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a")
+            })
+            .collect();
+        assert!(
+            !attrs.is_empty()
+                && attrs
+                    .iter()
+                    .all(|d| d.starts_with("SEARCH a USING PRIMARY KEY (term=?")),
+            "expected {sql} to look terms up in span_attrs' primary key, plan: {steps:#?}"
+        );
+    }
+    let page = search_tx(&conn, &q).expect("search");
+    assert!(!page.traces.is_empty());
+    assert!(page
+        .traces
+        .iter()
+        .all(|t| t.services.iter().any(|s| s == "s3")));
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_i64, map_err, to_i64, SqliteStore};
+use super::{from_i64, layout, map_err, to_i64, SqliteStore};
 use crate::rollup::MINUTE_NS;
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
@@ -86,14 +86,17 @@ fn retention_into(
         // Small transactions: the writer is released between chunks so ingest
         // keeps flowing while a large backlog is deleted.
         let tx = conn.transaction().map_err(map_err)?;
-        let victims: Vec<i64> = {
+        // With the blob: a span's attribute rows are found by its terms.
+        let victims: Vec<(i64, Vec<u8>)> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2",
+                    "SELECT id, data FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2",
                 )
                 .map_err(map_err)?;
             let rows = stmt
-                .query_map(params![cutoff, chunk.max(1) as i64], |r| r.get(0))
+                .query_map(params![cutoff, chunk.max(1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(map_err)?;
             rows.collect::<Result<_, _>>().map_err(map_err)?
         };
@@ -103,14 +106,12 @@ fn retention_into(
         }
         let mut deleted = 0;
         {
-            let mut del_attr = tx
-                .prepare_cached("DELETE FROM span_attrs WHERE span_rowid = ?1")
-                .map_err(map_err)?;
             let mut del_span = tx
                 .prepare_cached("DELETE FROM spans WHERE rowid = ?1")
                 .map_err(map_err)?;
-            for rowid in &victims {
-                del_attr.execute(params![rowid]).map_err(map_err)?;
+            let mut buf = Vec::new();
+            for (rowid, data) in &victims {
+                layout::delete_span_attrs(&tx, *rowid, data, &mut buf)?;
                 deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
             }
         }
@@ -491,6 +492,27 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "trace {t}");
         }
+        // The deleted spans' attribute rows went with them (found by the
+        // terms recomputed from each blob), the kept spans' rows stayed.
+        let per_span = spans_of(0, 1)[0]
+            .attributes
+            .iter()
+            .filter(|kv| layout::indexed(&kv.value).is_some())
+            .count() as i64;
+        let (orphans, rows, live): (i64, i64, i64) = store
+            .with_writer(|c, _| {
+                c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM span_attrs WHERE span_rowid NOT IN (SELECT id FROM spans)), \
+                     (SELECT COUNT(*) FROM span_attrs), (SELECT COUNT(*) FROM spans)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(map_err)
+            })
+            .await
+            .expect("count");
+        assert_eq!(orphans, 0);
+        assert_eq!(rows, live * per_span);
         // The next eviction goes further, never back.
         let next = store.evict_oldest(1, false).await.expect("evict");
         assert!(next.cutoff_ns > report.cutoff_ns);

@@ -1,4 +1,4 @@
-//! The writer: spans (through [`layout::SpanWriter`]), rollups merged into
+//! The writer: spans (through [`layout::insert_spans`]), rollups merged into
 //! their minute rows, and the WAL rollup origins written in the rollups'
 //! transaction.
 
@@ -27,12 +27,7 @@ CREATE INDEX IF NOT EXISTS rollup_origins_minute ON rollup_origins (minute_ns);
 
 pub(super) fn write_spans_tx(conn: &mut Connection, spans: &[Span]) -> StorageResult<()> {
     let tx = conn.transaction().map_err(map_err)?;
-    {
-        let mut w = layout::SpanWriter::new(&tx)?;
-        for s in spans {
-            w.insert(s)?;
-        }
-    }
+    layout::insert_spans(&tx, spans)?;
     tx.commit().map_err(map_err)
 }
 
