@@ -252,8 +252,9 @@ def main():
                     help="count a router forwarding to a null-sink backend")
     ap.add_argument("--route-toml", default="", help="with --route: more [route] keys")
     ap.add_argument("--unknown-field", action="store_true",
-                    help="loadgen appends an unknown field to every request (a router's scan "
-                         "then takes its careful walk instead of the fast path)")
+                    help="loadgen appends an unknown field to every request (a newer sender's "
+                         "shape: the router's fast scan skips it; before session 8 it fell back "
+                         "to the careful walk)")
     ap.add_argument("--backend", help="with --route: the backend's binary (default --collector)")
     ap.add_argument("--storage", default="null", choices=["null", "sqlite", "clickhouse"],
                     help="the counted collector's sink (not with --route)")
