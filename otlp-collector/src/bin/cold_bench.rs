@@ -165,13 +165,24 @@ fn cfg(dir: Option<&std::path::Path>) -> ColdConfig {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `COLD_BENCH_KEEP=1`: the files stay (in `cold-bench-kept`) and a later
+    // run with the same `COLD_BENCH_SPANS` measures them without generating
+    // them again, so a long generation can run at low priority and the
+    // latencies be taken later on a quiet machine.
+    let keep = std::env::var("COLD_BENCH_KEEP").is_ok_and(|v| v == "1");
     let root_dir = std::env::var_os("COLD_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
-        .join(format!("cold-bench-{}", std::process::id()));
+        .join(if keep {
+            "cold-bench-kept".to_string()
+        } else {
+            format!("cold-bench-{}", std::process::id())
+        });
     std::fs::create_dir_all(&root_dir).expect("bench dir");
-    run(&root_dir).await;
-    let _ = std::fs::remove_dir_all(&root_dir);
+    run(&root_dir, keep).await;
+    if !keep {
+        let _ = std::fs::remove_dir_all(&root_dir);
+    }
 }
 
 struct Root<'a>(&'a std::path::Path);
@@ -182,9 +193,21 @@ impl Root<'_> {
     }
 }
 
-async fn run(root_dir: &std::path::Path) {
+async fn run(root_dir: &std::path::Path, keep: bool) {
     let root = Root(root_dir);
-    let now = ferrotrace_collector::model::now_ns();
+    // Kept files were generated relative to the first run's clock; the
+    // searches over "the first day" need the same origin.
+    let now_file = root_dir.join("now");
+    let now = match std::fs::read_to_string(&now_file) {
+        Ok(v) if keep => v.trim().parse().expect("cold-bench-kept/now"),
+        _ => {
+            let now = ferrotrace_collector::model::now_ns();
+            if keep {
+                std::fs::write(&now_file, now.to_string()).expect("write now");
+            }
+            now
+        }
+    };
 
     // 1. Bytes per span.
     let n_traces = env("COLD_BENCH_SIZE_TRACES", 1_000);
@@ -231,7 +254,12 @@ async fn run(root_dir: &std::path::Path) {
     }
 
     // 2. and 3. Trace by id and search over generated files, at each checkpoint.
-    lookups_at_scale(root.path(), now).await;
+    let spans = lookups_at_scale(root.path(), now, keep).await;
+
+    // 4b. The same files behind moto's S3 API.
+    if std::env::var("COLD_BENCH_S3_FROM_SCALE").is_ok_and(|v| v == "1") {
+        s3_from_scale(&root.path().join("big"), spans).await;
+    }
 }
 
 /// The spans of file `f` of the scale run: traces `f * 500 ..` (200 spans
@@ -271,7 +299,7 @@ fn mean(v: &[usize]) -> f64 {
 /// of `COLD_BENCH_CHECKPOINTS` (comma-separated span counts) and at the end:
 /// the first lookup with an empty index cache, then three rounds of 1,000
 /// present and 200 absent ids, then searches over the first day.
-async fn lookups_at_scale(root: &std::path::Path, now: u64) {
+async fn lookups_at_scale(root: &std::path::Path, now: u64, keep: bool) -> u64 {
     use futures_util::StreamExt;
     let total = env("COLD_BENCH_SPANS", 10_000_000);
     let per_file = 100_000u64;
@@ -287,7 +315,18 @@ async fn lookups_at_scale(root: &std::path::Path, now: u64) {
     let store = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
     let base = now - 20 * 24 * HOUR;
     let span_gap = 2 * 24 * HOUR / total.max(1); // two days of spans
-    let mut done = 0u64;
+    // Kept files: every file holds `per_file` spans (a file is written
+    // whole or not at all), so the count says where generation stopped;
+    // checkpoints already passed cannot be measured again.
+    let mut done = if keep { store.files().len() as u64 } else { 0 };
+    if done > 0 {
+        println!(
+            "KEPT {done} files ({} spans) in {}",
+            done * per_file,
+            big.display()
+        );
+        checkpoints.retain(|&cp| cp == total || cp.div_ceil(per_file) > done);
+    }
     let t_all = Instant::now();
     for cp in checkpoints {
         let files = cp.div_ceil(per_file);
@@ -319,6 +358,7 @@ async fn lookups_at_scale(root: &std::path::Path, now: u64) {
         );
         measure_lookups(&big, spans, base).await;
     }
+    done * per_file
 }
 
 async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
@@ -496,7 +536,9 @@ async fn compaction(root: &std::path::Path, now: u64) {
     }
 }
 
-async fn s3_lookups(now: u64) {
+/// Starts moto's S3 server on a free loopback port with a `bench` bucket;
+/// the cold tier configuration that points at it.
+fn start_moto() -> (std::process::Child, ColdConfig) {
     use std::process::{Command, Stdio};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -536,6 +578,11 @@ async fn s3_lookups(now: u64) {
         allow_http: true,
         ..cfg(None)
     };
+    (child, c)
+}
+
+async fn s3_lookups(now: u64) {
+    let (mut child, c) = start_moto();
     let store = Arc::new(ColdStore::open(&c).await.expect("s3"));
     let total = env("COLD_BENCH_S3_SPANS", 1_000_000);
     let base = now - 20 * 24 * HOUR;
@@ -578,6 +625,79 @@ async fn s3_lookups(now: u64) {
             pct(&lat, 0.5),
             pct(&lat, 0.99),
             opened as f64 / lat.len() as f64
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The scale run's files copied as they are into moto's bucket (the
+/// catalog is the listing, so the S3 store sees the same files), then the
+/// local run's lookups against S3: the first with an empty index cache,
+/// three rounds of 1,000 present and 200 absent ids.
+async fn s3_from_scale(big: &std::path::Path, spans: u64) {
+    use futures_util::{StreamExt, TryStreamExt};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    let (mut child, c) = start_moto();
+    let s3 = ColdStore::open(&c).await.expect("s3");
+    let local: Arc<dyn ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(big).expect("local store"),
+    );
+    let (s3_raw, _) = ferrotrace_collector::storage::cold::location::open(&c).expect("s3 location");
+    let objects: Vec<_> = local.list(None).try_collect().await.expect("list local");
+    let bytes: u64 = objects.iter().map(|m| m.size).sum();
+    let t = Instant::now();
+    futures_util::stream::iter(objects.iter().map(|m| m.location.clone()))
+        .map(|path| {
+            let (local, s3_raw) = (local.clone(), s3_raw.clone());
+            async move {
+                let data = local.get(&path).await.expect("read").bytes().await.expect("bytes");
+                s3_raw
+                    .put(&path, PutPayload::from(data))
+                    .await
+                    .expect("put to moto");
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    println!(
+        "S3_SCALE uploaded {} objects, {bytes} bytes, in {:.0} s",
+        objects.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop(s3);
+    let traces = spans / 200;
+    let step = (traces / 1_000).max(1);
+    let present: Vec<TraceId> = (0..traces)
+        .step_by(step as usize)
+        .take(1_000)
+        .map(tid)
+        .collect();
+    let fresh = ColdStore::open(&c).await.expect("s3");
+    let t = Instant::now();
+    let (s, _) = fresh.spans_of(&[present[1]], None).await.expect("first");
+    println!(
+        "S3_SCALE FIRST_LOOKUP spans={spans} (index cache empty, {} files) {:.1} ms, {} spans",
+        fresh.files().len(),
+        t.elapsed().as_secs_f64() * 1e3,
+        s.len()
+    );
+    for round in 0..3 {
+        let (lat, opened) = lookups(&fresh, &present).await;
+        let absent: Vec<TraceId> = (0..200).map(|i| tid(u64::MAX / 2 + i)).collect();
+        let (alat, aopened) = lookups(&fresh, &absent).await;
+        println!(
+            "S3_SCALE LOOKUP spans={spans} round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3}",
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            mean(&opened),
+            opened.iter().max().unwrap_or(&0),
+            alat.len(),
+            pct(&alat, 0.5),
+            pct(&alat, 0.99),
+            mean(&aopened),
         );
     }
     let _ = child.kill();
