@@ -22,6 +22,13 @@
 //! 5. With `COLD_BENCH_COMPACT=1`: a day of small files as PostgreSQL and
 //!    ClickHouse write them (`COLD_BENCH_COMPACT_SPANS`, default 2M), lookups
 //!    and searches before and after one compaction pass.
+//! 6. With `COLD_BENCH_S3_FROM_SCALE=1`: the files of 2. copied as they are
+//!    into moto's bucket, then the same lookups over S3 (the 100M-span S3
+//!    figure of docs/benchmarks.md).
+//!
+//! `COLD_BENCH_KEEP=1` keeps the generated files (`cold-bench-kept` under
+//! `COLD_BENCH_DIR`): a later run with the same `COLD_BENCH_SPANS` measures
+//! them without generating them again.
 //!
 //! The 100M-span run of docs/benchmarks.md ("Session-7 cold tier"):
 //!
@@ -315,6 +322,7 @@ async fn lookups_at_scale(root: &std::path::Path, now: u64, keep: bool) -> u64 {
     let store = Arc::new(ColdStore::open(&cfg(Some(&big))).await.expect("cold"));
     let base = now - 20 * 24 * HOUR;
     let span_gap = 2 * 24 * HOUR / total.max(1); // two days of spans
+
     // Kept files: every file holds `per_file` spans (a file is written
     // whole or not at all), so the count says where generation stopped;
     // checkpoints already passed cannot be measured again.
@@ -544,7 +552,7 @@ fn start_moto() -> (std::process::Child, ColdConfig) {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .args([
             "-m",
             "moto.server",
@@ -640,9 +648,8 @@ async fn s3_from_scale(big: &std::path::Path, spans: u64) {
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
     let (mut child, c) = start_moto();
     let s3 = ColdStore::open(&c).await.expect("s3");
-    let local: Arc<dyn ObjectStore> = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(big).expect("local store"),
-    );
+    let local: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(big).expect("local store"));
     let (s3_raw, _) = ferrotrace_collector::storage::cold::location::open(&c).expect("s3 location");
     let objects: Vec<_> = local.list(None).try_collect().await.expect("list local");
     let bytes: u64 = objects.iter().map(|m| m.size).sum();
@@ -651,7 +658,13 @@ async fn s3_from_scale(big: &std::path::Path, spans: u64) {
         .map(|path| {
             let (local, s3_raw) = (local.clone(), s3_raw.clone());
             async move {
-                let data = local.get(&path).await.expect("read").bytes().await.expect("bytes");
+                let data = local
+                    .get(&path)
+                    .await
+                    .expect("read")
+                    .bytes()
+                    .await
+                    .expect("bytes");
                 s3_raw
                     .put(&path, PutPayload::from(data))
                     .await
