@@ -369,7 +369,11 @@ async fn lookups_at_scale(root: &std::path::Path, now: u64, keep: bool) -> u64 {
     done * per_file
 }
 
-async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
+/// The first lookup on `store` (index cache empty), then three rounds of
+/// 1,000 present ids spread over `spans` and 200 absent ones; lines
+/// prefixed with `label` (the local run's and the S3 run's are the same
+/// measurement).
+async fn lookup_rounds(fresh: &ColdStore, spans: u64, label: &str) {
     let traces = spans / 200;
     let step = (traces / 1_000).max(1);
     let present: Vec<TraceId> = (0..traces)
@@ -377,22 +381,20 @@ async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
         .take(1_000)
         .map(tid)
         .collect();
-    // Cold cache: a fresh store fetches every file's index on its first lookup.
-    let fresh = Arc::new(ColdStore::open(&cfg(Some(big))).await.expect("cold"));
     let t = Instant::now();
     let (s, _) = fresh.spans_of(&[present[1]], None).await.expect("first");
     println!(
-        "FIRST_LOOKUP spans={spans} (index cache empty, {} files) {:.1} ms, {} spans",
+        "{label}FIRST_LOOKUP spans={spans} (index cache empty, {} files) {:.1} ms, {} spans",
         fresh.files().len(),
         t.elapsed().as_secs_f64() * 1e3,
         s.len()
     );
     for round in 0..3 {
-        let (lat, opened) = lookups(&fresh, &present).await;
+        let (lat, opened) = lookups(fresh, &present).await;
         let absent: Vec<TraceId> = (0..200).map(|i| tid(u64::MAX / 2 + i)).collect();
-        let (alat, aopened) = lookups(&fresh, &absent).await;
+        let (alat, aopened) = lookups(fresh, &absent).await;
         println!(
-            "LOOKUP spans={spans} round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
+            "{label}LOOKUP spans={spans} round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={}",
             lat.len(),
             pct(&lat, 0.5),
             pct(&lat, 0.99),
@@ -405,6 +407,12 @@ async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
             aopened.iter().max().unwrap_or(&0),
         );
     }
+}
+
+async fn measure_lookups(big: &std::path::Path, spans: u64, base: u64) {
+    // Cold cache: a fresh store fetches every file's index on its first lookup.
+    let fresh = Arc::new(ColdStore::open(&cfg(Some(big))).await.expect("cold"));
+    lookup_rounds(&fresh, spans, "").await;
     search_day(&fresh, base, &format!("spans={spans}")).await;
 }
 
@@ -680,39 +688,8 @@ async fn s3_from_scale(big: &std::path::Path, spans: u64) {
         t.elapsed().as_secs_f64()
     );
     drop(s3);
-    let traces = spans / 200;
-    let step = (traces / 1_000).max(1);
-    let present: Vec<TraceId> = (0..traces)
-        .step_by(step as usize)
-        .take(1_000)
-        .map(tid)
-        .collect();
     let fresh = ColdStore::open(&c).await.expect("s3");
-    let t = Instant::now();
-    let (s, _) = fresh.spans_of(&[present[1]], None).await.expect("first");
-    println!(
-        "S3_SCALE FIRST_LOOKUP spans={spans} (index cache empty, {} files) {:.1} ms, {} spans",
-        fresh.files().len(),
-        t.elapsed().as_secs_f64() * 1e3,
-        s.len()
-    );
-    for round in 0..3 {
-        let (lat, opened) = lookups(&fresh, &present).await;
-        let absent: Vec<TraceId> = (0..200).map(|i| tid(u64::MAX / 2 + i)).collect();
-        let (alat, aopened) = lookups(&fresh, &absent).await;
-        println!(
-            "S3_SCALE LOOKUP spans={spans} round={round} present n={} p50={:.2} ms p99={:.2} ms opened mean={:.3} max={} | absent n={} p50={:.2} ms p99={:.2} ms opened mean={:.3}",
-            lat.len(),
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            mean(&opened),
-            opened.iter().max().unwrap_or(&0),
-            alat.len(),
-            pct(&alat, 0.5),
-            pct(&alat, 0.99),
-            mean(&aopened),
-        );
-    }
+    lookup_rounds(&fresh, spans, "S3_SCALE ").await;
     let _ = child.kill();
     let _ = child.wait();
 }
