@@ -350,9 +350,15 @@ impl Collector {
             Arc::new(crate::sampling_api::Strategies::new(&config.sampling_api));
         let adaptive = &config.sampling_api.adaptive;
         let throughput = (!router && config.sampling_api.enabled && adaptive.enabled).then(|| {
-            Arc::new(crate::sampling_api::adaptive::ThroughputRecorder::new(
-                adaptive.max_operations,
-            ))
+            use crate::sampling_api::adaptive::{AdaptiveSource, ThroughputRecorder};
+            Arc::new(match adaptive.source {
+                // Stored counts are per wall-clock period.
+                AdaptiveSource::Store => ThroughputRecorder::per_period(
+                    adaptive.max_operations,
+                    adaptive.interval_secs * 1_000_000_000,
+                ),
+                AdaptiveSource::Local => ThroughputRecorder::new(adaptive.max_operations),
+            })
         });
         if let Some(t) = &throughput {
             stages.set_throughput(t.clone());

@@ -206,8 +206,9 @@ pub async fn run_store(
         if !sleep_until_unix(boundary, &mut shutdown).await {
             return;
         }
-        // This collector's share of the period that just ended.
-        let (counts, dropped) = recorder.take();
+        // This collector's share of the period that just ended (what was
+        // recorded since the boundary stays for the next one).
+        let (counts, dropped) = recorder.take_before(boundary);
         let batch = SamplingPeriodCounts {
             period_start_ns: boundary - period_ns,
             period_secs,
@@ -669,7 +670,7 @@ mod tests {
             tokio::spawn(run_store(
                 api.adaptive.clone(),
                 fingerprint(&api),
-                Arc::new(ThroughputRecorder::new(100)),
+                Arc::new(ThroughputRecorder::per_period(100, 1_000_000_000)),
                 store,
                 Arc::new(Strategies::new(&api)),
                 metrics.clone(),
