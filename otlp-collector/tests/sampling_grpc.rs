@@ -3,7 +3,9 @@
 //! gRPC listeners (`jaeger.grpc_addr`, as Jaeger's port 14250, and
 //! `server.otlp_grpc_addr`): for a pinned, an adaptive and a default service
 //! it answers exactly what the HTTP API answers; it honours the receivers'
-//! bearer token and refuses bad service names with INVALID_ARGUMENT.
+//! bearer token and refuses bad service names with INVALID_ARGUMENT; with
+//! `source = "store"` it names the period its answer was computed from in
+//! the response metadata, as the HTTP API's header does.
 
 mod ingest_util;
 
@@ -12,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrotrace_collector::config::Config;
+use ferrotrace_collector::sampling_api::adaptive::AdaptiveSource;
 use ferrotrace_collector::sampling_api::config::ServiceStrategyConfig;
 use ferrotrace_collector::sampling_api::grpc::GET_SAMPLING_STRATEGY_PATH;
+use ferrotrace_collector::sampling_api::handler::PERIOD_HEADER;
 use ferrotrace_collector::sampling_api::proto::pb;
 use ingest_util::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -48,6 +52,17 @@ async fn get(
     service: &str,
     token: Option<&str>,
 ) -> Result<pb::SamplingStrategyResponse, tonic::Status> {
+    get_with_metadata(addr, service, token)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// [`get`], with the response metadata.
+async fn get_with_metadata(
+    addr: SocketAddr,
+    service: &str,
+    token: Option<&str>,
+) -> Result<tonic::Response<pb::SamplingStrategyResponse>, tonic::Status> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -73,7 +88,6 @@ async fn get(
             codec,
         )
         .await
-        .map(|r| r.into_inner())
 }
 
 /// The protobuf answer in Jaeger's JSON shape, to compare with the HTTP API.
@@ -101,6 +115,12 @@ fn as_json(r: &pb::SamplingStrategyResponse) -> Value {
 }
 
 async fn http_strategy(addr: SocketAddr, service: &str) -> Value {
+    http_strategy_with_period(addr, service).await.0
+}
+
+/// [`http_strategy`], and the period its `x-ferrotrace-sampling-period-end`
+/// header names.
+async fn http_strategy_with_period(addr: SocketAddr, service: &str) -> (Value, Option<u64>) {
     let r = request(
         "GET",
         addr,
@@ -110,7 +130,18 @@ async fn http_strategy(addr: SocketAddr, service: &str) -> Value {
     )
     .await;
     assert_eq!(r.status, 200);
-    serde_json::from_slice(&r.body).expect("json")
+    let period = r
+        .headers
+        .get(PERIOD_HEADER)
+        .map(|v| v.to_str().expect("ascii").parse().expect("a number"));
+    (serde_json::from_slice(&r.body).expect("json"), period)
+}
+
+/// The period a gRPC answer's metadata names.
+fn grpc_period(r: &tonic::Response<pb::SamplingStrategyResponse>) -> Option<u64> {
+    r.metadata()
+        .get(PERIOD_HEADER)
+        .map(|v| v.to_str().expect("ascii").parse().expect("a number"))
 }
 
 /// `n` root spans of `shop`/`hot`, sampled at 100%.
@@ -217,6 +248,97 @@ async fn grpc_answers_exactly_what_http_answers_on_both_grpc_listeners() {
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
     assert_eq!(m.get("bad_request"), before + 2);
+    tc.collector.shutdown().await;
+}
+
+/// With `source = "store"` (the SQLite store here) every gRPC answer —
+/// pinned, adaptive and default — names the period it was computed from in
+/// its metadata `x-ferrotrace-sampling-period-end`, on both gRPC listeners,
+/// the same period the HTTP API's header names at the same moment and with
+/// the same strategy; without the store (`source = "local"`) neither names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_name_the_store_period_like_the_http_header() {
+    let tc = start(|c| {
+        cfg(c);
+        c.sampling_api.adaptive.source = AdaptiveSource::Store;
+    })
+    .await;
+    let a = &tc.collector.addrs;
+    let (jaeger, otlp_grpc, otlp_http, http) = (
+        a.jaeger_grpc.expect("jaeger grpc"),
+        a.otlp_grpc.expect("otlp grpc"),
+        a.otlp_http.expect("otlp http"),
+        a.sampling.expect("sampling"),
+    );
+    // Traffic for `shop` until two recomputations from the store's counts.
+    let mut seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = roots(&mut seq, 100).encode_to_vec();
+        let r = post(
+            otlp_http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        if tc
+            .collector
+            .metrics
+            .sampling_adaptive_recomputations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recomputation from the store");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for service in ["checkout", "shop", "unknown"] {
+        // A recomputation (every second) may fall between the calls: then
+        // the periods differ and all are asked again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (via_http, http_period) = http_strategy_with_period(http, service).await;
+            let http_period = http_period.expect("the HTTP answer names its period");
+            let mut same = true;
+            for addr in [jaeger, otlp_grpc] {
+                let r = get_with_metadata(addr, service, None)
+                    .await
+                    .expect("grpc answer");
+                let period = grpc_period(&r).unwrap_or_else(|| {
+                    panic!("{service} on {addr}: the gRPC answer names no period")
+                });
+                // A period is a second-aligned wall-clock boundary.
+                assert_eq!(period % 1_000_000_000, 0, "{period}");
+                if period != http_period {
+                    same = false;
+                    break;
+                }
+                assert_eq!(as_json(r.get_ref()), via_http, "{service} on {addr}");
+            }
+            if same {
+                break;
+            }
+            assert!(
+                attempts < 10,
+                "{service}: gRPC and HTTP named different periods 10 times in a row"
+            );
+        }
+    }
+    tc.collector.shutdown().await;
+
+    // `source = "local"`: no store period, so no metadata (as no header).
+    let tc = start(cfg).await;
+    let jaeger = tc.collector.addrs.jaeger_grpc.expect("jaeger grpc");
+    let http = tc.collector.addrs.sampling.expect("sampling");
+    let r = get_with_metadata(jaeger, "checkout", None)
+        .await
+        .expect("grpc answer");
+    assert_eq!(grpc_period(&r), None);
+    assert_eq!(http_strategy_with_period(http, "checkout").await.1, None);
     tc.collector.shutdown().await;
 }
 

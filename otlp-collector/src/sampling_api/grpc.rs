@@ -8,7 +8,10 @@
 //! path as the receivers' calls ([`serve_unary`]): bearer token, request
 //! size limits and in-flight budget are checked before the message is
 //! decoded. The answer is [`Strategies::answer`], the one the HTTP API
-//! serves, in its protobuf form.
+//! serves, in its protobuf form; like the HTTP API's header, the response
+//! metadata [`PERIOD_HEADER`] names the store period a `source = "store"`
+//! strategy was computed from, so a gRPC client can tell answers of
+//! different periods apart as an HTTP one can.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Status;
 
-use super::handler::SamplingState;
+use super::handler::{SamplingState, PERIOD_HEADER};
 use super::limits::MAX_SERVICE_NAME_BYTES;
 use super::proto::pb;
 use super::strategy::Source;
@@ -32,11 +35,13 @@ use crate::receiver::Ingest;
 pub const GET_SAMPLING_STRATEGY_PATH: &str = "/jaeger.api_v2.SamplingManager/GetSamplingStrategy";
 
 /// Checks the request and picks the answer. As the HTTP API: the service
-/// name must be non-empty and at most 256 bytes.
+/// name must be non-empty and at most 256 bytes, and an answer computed from
+/// the store's counts names its period in the metadata [`PERIOD_HEADER`]
+/// (Unix ns of the period's end).
 pub fn get_strategy(
     state: &SamplingState,
     body: &[u8],
-) -> Result<pb::SamplingStrategyResponse, Status> {
+) -> Result<tonic::Response<pb::SamplingStrategyResponse>, Status> {
     let bad = |msg: String| {
         state.metrics.sampling_api_requests.add("bad_request", 1);
         Status::invalid_argument(msg)
@@ -52,14 +57,20 @@ pub fn get_strategy(
             "serviceName is longer than {MAX_SERVICE_NAME_BYTES} bytes"
         )));
     }
-    let (answer, source) = state.strategies.answer(&service);
+    let (answer, source, period) = state.strategies.answer_with_period(&service);
     let outcome = match source {
         Source::Pinned => "pinned",
         Source::Adaptive => "adaptive",
         Source::Default => "default",
     };
     state.metrics.sampling_api_requests.add(outcome, 1);
-    Ok(answer.proto.clone())
+    let mut response = tonic::Response::new(answer.proto.clone());
+    if let Some(p) = period {
+        response
+            .metadata_mut()
+            .insert(PERIOD_HEADER, tonic::metadata::MetadataValue::from(p));
+    }
+    Ok(response)
 }
 
 #[derive(Clone)]
@@ -70,7 +81,7 @@ impl tonic::server::UnaryService<Bytes> for GetStrategySvc {
     type Future =
         Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, Status>> + Send>>;
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let r = get_strategy(&self.0, request.get_ref()).map(tonic::Response::new);
+        let r = get_strategy(&self.0, request.get_ref());
         Box::pin(async move { r })
     }
 }
@@ -155,13 +166,55 @@ mod tests {
             .encode_to_vec()
         };
         let r = get_strategy(&state, &req("checkout")).unwrap();
+        // Not computed from the store: no period named.
+        assert!(r.metadata().get(PERIOD_HEADER).is_none());
+        let r = r.into_inner();
         assert_eq!(r.probabilistic_sampling.unwrap().sampling_rate, 0.25);
         let ops = r.operation_sampling.unwrap().per_operation_strategies;
         assert_eq!(ops[0].operation, "GET /cart");
-        let d = get_strategy(&state, &req("other")).unwrap();
+        let d = get_strategy(&state, &req("other")).unwrap().into_inner();
         assert_eq!(d.probabilistic_sampling.unwrap().sampling_rate, 0.001);
         assert!(get_strategy(&state, &req("")).is_err());
         assert!(get_strategy(&state, &req(&"x".repeat(257))).is_err());
         assert!(get_strategy(&state, &[0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// Once the rates come from a store period, every answer (pinned,
+    /// adaptive or default, as the HTTP header) names that period's end in
+    /// its metadata, and the next recomputation's period replaces it.
+    #[test]
+    fn answers_name_the_store_period_in_metadata() {
+        let cfg: SamplingApiConfig = toml::from_str(
+            r#"
+            [services.checkout]
+            probability = 0.25
+            "#,
+        )
+        .unwrap();
+        let state = SamplingState::new(Strategies::new(&cfg), Arc::new(Metrics::default()));
+        let req = |name: &str| {
+            pb::SamplingStrategyParameters {
+                service_name: name.into(),
+            }
+            .encode_to_vec()
+        };
+        let period = |name: &str| {
+            get_strategy(&state, &req(name))
+                .unwrap()
+                .metadata()
+                .get(PERIOD_HEADER)
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap())
+        };
+        assert_eq!(period("other"), None);
+        let end = 1_765_000_000_000_000_000u64;
+        state
+            .strategies
+            .set_adaptive_from(&std::collections::BTreeMap::new(), Some(end));
+        assert_eq!(period("checkout"), Some(end));
+        assert_eq!(period("other"), Some(end));
+        state
+            .strategies
+            .set_adaptive_from(&std::collections::BTreeMap::new(), Some(end + 1_000_000_000));
+        assert_eq!(period("other"), Some(end + 1_000_000_000));
     }
 }

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 /// wall-clock period whose store-wide counts the served strategy was
 /// computed from (`[sampling_api.adaptive] source = "store"` only):
 /// collectors on one store that name the same period serve the same bytes.
+/// The gRPC method sends the same name as response metadata.
 pub const PERIOD_HEADER: &str = "x-ferrotrace-sampling-period-end";
 
 /// Longest query string read; longer ones are refused before parsing.
