@@ -312,26 +312,38 @@ impl Sampler {
     /// answered inline, without a call: `AlwaysOn` / `AlwaysOff`, directly or
     /// as the [`ParentBased`] delegate for this parent, when the parent (if
     /// any) carries no trace state (so no `th` threshold can be involved).
-    /// The answer is the same as `builtin_decision`'s.
+    /// The remote sampler (directly or as the delegate) answers its complete
+    /// decision here, with the trace state to record (`None` keeps the
+    /// parent's): its strategy is read through the per-thread cache, and a
+    /// second visit for [`Sampler::decide`] was most of what a kept span cost
+    /// beyond the static sampler. Otherwise the answer is `builtin_decision`'s,
+    /// with no trace state change.
     #[inline]
     pub(crate) fn quick_decision(
         &self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,
         name: Option<&str>,
-    ) -> Option<SamplingDecision> {
+    ) -> Option<(SamplingDecision, Option<TraceState>)> {
+        let s = match self {
+            Sampler::ParentBased(p) => p.delegate(parent),
+            s => s,
+        };
         if parent.is_none_or(|p| p.trace_state().is_empty()) {
-            let s = match self {
-                Sampler::ParentBased(p) => p.delegate(parent),
-                s => s,
-            };
             match s {
-                Sampler::AlwaysOn => return Some(SamplingDecision::RecordAndSample),
-                Sampler::AlwaysOff => return Some(SamplingDecision::Drop),
+                Sampler::AlwaysOn => return Some((SamplingDecision::RecordAndSample, None)),
+                Sampler::AlwaysOff => return Some((SamplingDecision::Drop, None)),
                 _ => {}
             }
         }
+        // A delegate that is not `AlwaysOn`/`AlwaysOff` decides alone (as in
+        // `decide`), so the remote sampler's decision is the whole answer.
+        #[cfg(feature = "jaeger-remote")]
+        if let (Sampler::JaegerRemote(r), Some(name)) = (s, name) {
+            return r.early_decision(parent, trace_id, name);
+        }
         self.builtin_decision(parent, trace_id, name)
+            .map(|d| (d, None))
     }
 
     #[inline]

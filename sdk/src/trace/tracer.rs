@@ -92,10 +92,15 @@ impl Tracer {
             .sampler
             .quick_decision(parent.as_ref(), trace_id, None)
         {
-            Some(decision) => {
+            Some((decision, trace_state)) => {
                 if decision == SamplingDecision::Drop || !self.records() {
                     return Span::non_recording(unrecorded_context(
-                        trace_id, span_id, random, decision, parent,
+                        trace_id,
+                        span_id,
+                        random,
+                        decision,
+                        parent,
+                        trace_state,
                     ));
                 }
                 let d = details();
@@ -105,7 +110,7 @@ impl Tracer {
                     parent,
                     (trace_id, span_id, random),
                     decision,
-                    None,
+                    trace_state,
                     d.attributes,
                     Vec::new(),
                     Vec::new(),
@@ -158,11 +163,16 @@ impl Tracer {
             .sampler
             .quick_decision(parent.as_ref(), ids.0, Some(&name))
         {
-            Some(decision) => {
+            Some((decision, trace_state)) => {
                 if decision == SamplingDecision::Drop || !self.records() {
                     // The unsampled path: no clock read, no allocation.
                     return Span::non_recording(unrecorded_context(
-                        ids.0, ids.1, ids.2, decision, parent,
+                        ids.0,
+                        ids.1,
+                        ids.2,
+                        decision,
+                        parent,
+                        trace_state,
                     ));
                 }
                 self.build(
@@ -171,7 +181,7 @@ impl Tracer {
                     parent,
                     ids,
                     decision,
-                    None,
+                    trace_state,
                     attributes,
                     Vec::new(),
                     links,
@@ -403,6 +413,7 @@ fn unrecorded_context(
     random: u8,
     decision: SamplingDecision,
     parent: Option<SpanContext>,
+    trace_state: Option<crate::context::TraceState>,
 ) -> SpanContext {
     let sampled = u8::from(decision == SamplingDecision::RecordAndSample);
     SpanContext::new(
@@ -410,9 +421,11 @@ fn unrecorded_context(
         span_id,
         TraceFlags::new(random | sampled),
         false,
-        parent
-            .map(SpanContext::into_trace_state)
-            .unwrap_or_default(),
+        trace_state.unwrap_or_else(|| {
+            parent
+                .map(SpanContext::into_trace_state)
+                .unwrap_or_default()
+        }),
     )
 }
 

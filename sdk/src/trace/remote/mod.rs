@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::context::SpanContext;
+use crate::context::{SpanContext, TraceState};
 use crate::ids::TraceId;
 use crate::trace::sampler::{Sampler, SamplingDecision, SamplingResult};
 use crate::trace::span_data::SpanKind;
@@ -213,6 +213,31 @@ impl RemoteSampler {
     ) -> Option<SamplingDecision> {
         self.with_current(|c| c.quick_drop(parent, trace_id, name))
             .then_some(SamplingDecision::Drop)
+    }
+
+    /// The complete decision for a span named `name` and the trace state to
+    /// record (`None` keeps the parent's), taken in one visit to the
+    /// per-thread cache; `None` before the first strategy (then
+    /// [`decide`](Self::decide) asks the initial sampler). The tracer asks
+    /// this first and does not ask again, so a lower bound counts each span once.
+    #[inline]
+    pub(crate) fn early_decision(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Option<(SamplingDecision, Option<TraceState>)> {
+        self.with_current(|c| c.decide(parent, trace_id, name))
+            .map(|(sampled, trace_state)| {
+                (
+                    if sampled {
+                        SamplingDecision::RecordAndSample
+                    } else {
+                        SamplingDecision::Drop
+                    },
+                    trace_state,
+                )
+            })
     }
 
     /// The decision for a span named `name`.
