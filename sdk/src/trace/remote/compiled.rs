@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::context::{SpanContext, TraceState};
 use crate::ids::TraceId;
-use crate::trace::consistent::{decide_threshold, root_state, updated_state, ThUpdate, Threshold};
+use crate::trace::consistent::{
+    decide_threshold, root_state, updated_state, Randomness, ThUpdate, Threshold,
+};
 use crate::trace::sampler::{Sampler, SamplingDecision};
 
 use super::lower_bound::LowerBound;
@@ -40,11 +42,9 @@ impl Probability {
         if parent.is_some_and(|p| !p.trace_state().is_empty() || !p.trace_flags().is_random()) {
             return false;
         }
-        !self.threshold.is_some_and(|t| {
-            t.keeps(crate::trace::consistent::Randomness::from_trace_id(
-                trace_id,
-            ))
-        })
+        !self
+            .threshold
+            .is_some_and(|t| t.keeps(Randomness::from_trace_id(trace_id)))
     }
 
     #[inline]
@@ -53,6 +53,17 @@ impl Probability {
         parent: Option<&SpanContext>,
         trace_id: TraceId,
     ) -> (bool, Option<TraceState>) {
+        if parent.is_none() {
+            // `decide_threshold`'s root case in line, with this probability's
+            // pre-built `ot=th:..`: the call cost a root span (kept or not)
+            // more than the comparison.
+            return match self.threshold {
+                Some(t) if t.keeps(Randomness::from_trace_id(trace_id)) => {
+                    (true, Some(self.root_state.clone()))
+                }
+                _ => (false, None),
+            };
+        }
         decide_threshold(parent, trace_id, self.threshold, Some(&self.root_state))
     }
 }
@@ -350,6 +361,8 @@ impl Current {
             return None;
         };
         let op = lookup(default, operations, unlisted, name);
+        // Forgotten first: a memo half rewritten must never answer.
+        self.memo_op = None;
         if name.len() <= MEMO_MAX_NAME {
             self.memo_name.clear();
             self.memo_name.push_str(name);
@@ -375,9 +388,33 @@ impl Current {
     }
 
     /// [`Compiled::decide`] through the memo; `None` before the first
-    /// strategy (the initial sampler decides).
-    #[inline]
+    /// strategy (the initial sampler decides). The memo hit of an operation
+    /// without a lower bound (a kept span's common case) is always inlined
+    /// into the per-thread cache's visit: as a call, its frame and the
+    /// result's copies cost more than the decision itself.
+    #[inline(always)]
     pub(crate) fn decide(
+        &mut self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+    ) -> Option<(bool, Option<TraceState>)> {
+        if let Some(op) = self.memo_op {
+            if same_name(&self.memo_name, name) {
+                // SAFETY: as in `operation`.
+                let op = unsafe { op.as_ref() };
+                if !op.bounded {
+                    return Some(op.probability.decide(parent, trace_id));
+                }
+            }
+        }
+        self.decide_past_memo(parent, trace_id, name)
+    }
+
+    /// [`decide`](Self::decide) past the memo's unbounded hit: the map
+    /// look-up, a lower bound, or a strategy that is not per-operation.
+    #[inline(never)]
+    fn decide_past_memo(
         &mut self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,

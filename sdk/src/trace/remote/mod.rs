@@ -14,8 +14,9 @@
 //!   probability: its threshold is erased.
 //! - Polling runs on the sampler's own thread (interval with jitter); span
 //!   creation never waits for it. The hot path reads the current strategy
-//!   through a per-thread cache validated by one atomic load: no lock, no
-//!   shared reference-count traffic.
+//!   through a per-thread cache validated by one atomic load and one
+//!   comparison (a process-wide unique stamp per installed strategy): no
+//!   lock, no shared reference-count traffic.
 //! - Before the first strategy arrives the initial sampler decides; when the
 //!   server is unreachable or answers badly the last good strategy stays in
 //!   force. Failures are counted ([`RemoteSampler::stats`]) and reported
@@ -29,7 +30,7 @@ mod lower_bound;
 mod poller;
 pub mod strategy;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +84,11 @@ struct Counters {
 struct Shared {
     /// Distinguishes samplers in the per-thread caches (never reused).
     id: u64,
-    /// Bumped after every strategy change; the hot path compares it.
-    generation: AtomicU64,
+    /// The stamp of the strategy in force: taken anew ([`next_stamp`]) after
+    /// every change, unique in the process, so one comparison with the
+    /// per-thread cache's tells that the cached strategy is this sampler's
+    /// current one (no separate sampler and generation checks).
+    stamp: AtomicU64,
     current: Mutex<Arc<Compiled>>,
     counters: Counters,
     url: String,
@@ -93,8 +97,28 @@ struct Shared {
 impl Shared {
     fn install(&self, c: Compiled) {
         *self.current.lock() = Arc::new(c);
-        self.generation.fetch_add(1, Ordering::Release);
+        // After the strategy: a thread that reads the new stamp then reads
+        // the new strategy (a stamp read before it labels the new strategy
+        // with the old stamp at worst, which the next call refreshes).
+        self.stamp.store(next_stamp(), Ordering::Release);
     }
+
+    fn new(id: u64, initial: Sampler, url: String) -> Shared {
+        Shared {
+            id,
+            stamp: AtomicU64::new(next_stamp()),
+            current: Mutex::new(Arc::new(Compiled::Initial(initial))),
+            counters: Counters::default(),
+            url,
+        }
+    }
+}
+
+/// Strategy stamps: never 0 (an empty slot) nor [`IN_USE`].
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Ends the poller when the last sampler handle is dropped.
@@ -299,31 +323,97 @@ impl RemoteSampler {
         }
     }
 
-    /// Runs `f` on the strategy in force. The per-thread cache holds the
-    /// strategy with the generation it was read at; while the generation is
-    /// unchanged (every span between two strategy changes) no lock is taken
-    /// and no shared counter is touched.
+    /// Runs `f` on the strategy in force. The thread's hot slot holds the
+    /// stamp of the strategy its cached entry was read at; while the stamp
+    /// is unchanged (every span between two strategy changes) no lock is
+    /// taken and no shared counter is touched: one atomic load, one
+    /// thread-local comparison and two stores.
     #[inline]
     fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
         let shared = &*self.handle.shared;
-        let generation = shared.generation.load(Ordering::Acquire);
-        let cached = CACHE.try_with(|cache| {
-            // Re-entrance (a diagnostics hook or custom initial sampler
-            // starting a span) finds the cache borrowed: slow path below.
-            let mut cache = cache.try_borrow_mut().ok()?;
-            // A process normally has one sampler: its entry is the first.
-            let hit = cache
-                .first()
-                .is_some_and(|e| e.id == shared.id && e.generation == generation);
-            if !hit {
-                CacheEntry::move_to_front(&mut cache, shared, generation);
+        let stamp = shared.stamp.load(Ordering::Acquire);
+        // `try_with` (inlined, unlike `with`): the slot has no destructor,
+        // so it never fails; if it did, the lock would serve.
+        let hot = HOT.try_with(|hot| hot as *const Hot);
+        let Ok(hot) = hot else {
+            return uncached(shared, f);
+        };
+        // SAFETY: a thread-local without a destructor lives as long as the thread.
+        let hot = unsafe { &*hot };
+        {
+            if hot.stamp.get() != stamp {
+                return refill(shared, stamp, hot, f);
             }
-            Some(f(&mut cache.first_mut()?.current))
-        });
-        match cached {
-            Ok(Some(v)) => v,
-            _ => uncached(shared, f),
+            hot.stamp.set(IN_USE);
+            let _restore = Restore { hot, stamp };
+            // SAFETY: the slot's stamp matched, so `current` points to the
+            // `Current` of the thread's front cache entry, set by `refill`
+            // and not moved or freed since: entries are boxed, the cache is
+            // changed only by `refill` (which marks the slot first) and its
+            // destructor clears the slot. `IN_USE` makes a re-entrant call
+            // (a diagnostics hook starting a span) take the uncached path,
+            // so this is the only reference.
+            f(unsafe { &mut *hot.current.get() })
         }
+    }
+}
+
+/// The slot's stamp while `f` runs on its entry (never a strategy's stamp).
+const IN_USE: u64 = u64::MAX;
+
+/// The hot path's view of the thread's cache: the stamp of the strategy its
+/// front entry holds, and that entry's [`Current`]. Plain `Cell`s with no
+/// destructor, so reading it needs no registration check; `stamp` is 0
+/// when there is nothing to use (not filled yet, or the cache destroyed)
+/// and [`IN_USE`] while the entry is borrowed.
+struct Hot {
+    stamp: Cell<u64>,
+    current: Cell<*mut Current>,
+}
+
+/// Puts the slot's stamp back when `f` returns (or unwinds).
+struct Restore<'a> {
+    hot: &'a Hot,
+    stamp: u64,
+}
+
+impl Drop for Restore<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.hot.stamp.set(self.stamp);
+    }
+}
+
+/// [`RemoteSampler::with_current`] when the hot slot does not hold `stamp`
+/// (a strategy change, another sampler, the thread's first span): the
+/// cache's entry for `shared` is put first (refreshed if older), the slot
+/// pointed at it, and `f` run. Re-entered (the slot is in use), or with
+/// the thread's cache gone, `f` runs on the strategy read under the lock.
+/// Out of line: it runs after a strategy change or when a thread
+/// alternates between samplers.
+#[cold]
+#[inline(never)]
+fn refill<T>(shared: &Shared, stamp: u64, hot: &Hot, f: impl Fn(&mut Current) -> T) -> T {
+    if hot.stamp.get() == IN_USE {
+        return uncached(shared, f);
+    }
+    // Marked before the cache changes: dropping a replaced strategy may run
+    // user code (a custom initial sampler's destructor) that starts a span.
+    hot.stamp.set(IN_USE);
+    let mut restore = Restore { hot, stamp: 0 };
+    let filled = CACHE.try_with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        Some(&mut cache.front(shared, stamp).current as *mut Current)
+    });
+    match filled {
+        Ok(Some(current)) => {
+            hot.current.set(current);
+            restore.stamp = stamp;
+            // SAFETY: `current` is in the boxed front entry, which only
+            // `refill` changes (not while the slot is `IN_USE`, as now).
+            f(unsafe { &mut *current })
+        }
+        _ => uncached(shared, f),
     }
 }
 
@@ -341,45 +431,63 @@ const CACHE_ENTRIES: usize = 4;
 
 struct CacheEntry {
     id: u64,
-    generation: u64,
+    stamp: u64,
     current: Current,
 }
 
 impl CacheEntry {
-    /// Puts the entry of `shared` at `generation` first: refreshed if its
-    /// generation is older, added (dropping the last entry when full) if
-    /// missing. Out of line: it runs after a strategy change, or when a
-    /// thread alternates between samplers.
-    #[cold]
-    #[inline(never)]
-    fn move_to_front(cache: &mut Vec<CacheEntry>, shared: &Shared, generation: u64) {
-        match cache.iter().position(|e| e.id == shared.id) {
-            Some(i) => {
-                if cache[i].generation != generation {
-                    cache[i] = CacheEntry::new(shared, generation);
-                }
-                cache.swap(0, i);
-            }
-            None => {
-                if cache.len() == CACHE_ENTRIES {
-                    cache.pop();
-                }
-                cache.insert(0, CacheEntry::new(shared, generation));
-            }
-        }
-    }
-
-    fn new(shared: &Shared, generation: u64) -> Self {
+    fn new(shared: &Shared, stamp: u64) -> Self {
         CacheEntry {
             id: shared.id,
-            generation,
+            stamp,
             current: Current::new(shared.current.lock().clone()),
         }
     }
 }
 
+/// The thread's cached strategies, most recently used first; boxed so the
+/// hot slot's pointer stays valid while entries move.
+struct Cache(Vec<Box<CacheEntry>>);
+
+impl Cache {
+    /// The entry of `shared` at `stamp`, put first: refreshed if its stamp
+    /// is older, added (dropping the last entry when full) if missing.
+    fn front(&mut self, shared: &Shared, stamp: u64) -> &mut CacheEntry {
+        let v = &mut self.0;
+        match v.iter().position(|e| e.id == shared.id) {
+            Some(i) => {
+                if v[i].stamp != stamp {
+                    *v[i] = CacheEntry::new(shared, stamp);
+                }
+                v.swap(0, i);
+            }
+            None => {
+                if v.len() == CACHE_ENTRIES {
+                    v.pop();
+                }
+                v.insert(0, Box::new(CacheEntry::new(shared, stamp)));
+            }
+        }
+        &mut v[0]
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // The entries are about to be freed (thread exit): a span started
+        // by a later thread-local destructor must not find them in the slot.
+        let _ = HOT.try_with(|h| h.stamp.set(0));
+    }
+}
+
 thread_local! {
-    static CACHE: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
+    static HOT: Hot = const {
+        Hot {
+            stamp: Cell::new(0),
+            current: Cell::new(std::ptr::null_mut()),
+        }
+    };
+    static CACHE: RefCell<Cache> = const { RefCell::new(Cache(Vec::new())) };
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -439,13 +547,11 @@ impl RemoteSamplerBuilder {
                     reason: e.to_string(),
                 },
             )?;
-        let shared = Arc::new(Shared {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
-            current: Mutex::new(Arc::new(Compiled::Initial(self.initial.clone()))),
-            counters: Counters::default(),
+        let shared = Arc::new(Shared::new(
+            NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            self.initial.clone(),
             url,
-        });
+        ));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         poller::start(
             poller::Poller {
@@ -482,13 +588,11 @@ impl RemoteSamplerBuilder {
                 let (stop_tx, _) = crossbeam_channel::bounded::<()>(0);
                 RemoteSampler {
                     handle: Arc::new(Handle {
-                        shared: Arc::new(Shared {
-                            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                            generation: AtomicU64::new(0),
-                            current: Mutex::new(Arc::new(Compiled::Initial(initial))),
-                            counters: Counters::default(),
-                            url: String::new(),
-                        }),
+                        shared: Arc::new(Shared::new(
+                            NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                            initial,
+                            String::new(),
+                        )),
                         _stop: stop_tx,
                     }),
                 }
@@ -548,7 +652,113 @@ mod tests {
                 }
             }
         }
-        CACHE.with(|c| assert!(c.borrow().len() <= CACHE_ENTRIES));
+        CACHE.with(|c| assert!(c.borrow().0.len() <= CACHE_ENTRIES));
+    }
+
+    /// The tracer's one-visit decision (`Sampler::quick_decision`) is the
+    /// full decision `Sampler::decide` gives, trace state included, for the
+    /// remote sampler alone and as `ParentBased`'s root, with and without
+    /// parents (sampled or not, random flag or not, with `ot=th` or another
+    /// vendor's entry in the trace state).
+    #[test]
+    fn the_tracers_early_decision_is_the_full_decision() {
+        use crate::context::{TraceFlags, TraceState};
+        use crate::ids::SpanId;
+        use crate::trace::sampler::ParentBased;
+        let s = sampler_with(StrategyResponse::PerOperation(PerOperation {
+            default_probability: 0.25,
+            default_lower_bound_per_second: 0.0,
+            operations: vec![
+                crate::trace::remote::strategy::OperationStrategy {
+                    operation: "op".into(),
+                    probability: 0.5,
+                },
+                crate::trace::remote::strategy::OperationStrategy {
+                    operation: "keep".into(),
+                    probability: 1.0,
+                },
+            ],
+            operations_dropped: 0,
+        }));
+        let parent = |flags: u8, remote: bool, ts: &str| {
+            SpanContext::new(
+                crate::ids::new_trace_id(),
+                SpanId::from_bytes([1; 8]),
+                TraceFlags::new(flags),
+                remote,
+                if ts.is_empty() {
+                    TraceState::NONE
+                } else {
+                    TraceState::from_header(ts).unwrap()
+                },
+            )
+        };
+        let parents = [
+            None,
+            Some(parent(3, false, "")),
+            Some(parent(2, true, "")),
+            Some(parent(1, true, "")),
+            Some(parent(3, true, "ot=th:8,vendor=x")),
+            Some(parent(3, true, "ot=th:c;rv:00000000000000")),
+            Some(parent(2, true, "vendor=x")),
+        ];
+        let samplers = [
+            Sampler::JaegerRemote(s.clone()),
+            Sampler::parent_based(Sampler::JaegerRemote(s.clone())),
+            ParentBased::new(Sampler::JaegerRemote(s.clone()))
+                .with_remote_parent_sampled(Sampler::JaegerRemote(s.clone()))
+                .with_remote_parent_not_sampled(Sampler::JaegerRemote(s.clone()))
+                .into(),
+        ];
+        let mut kept = 0;
+        for sampler in &samplers {
+            for p in &parents {
+                for name in ["op", "keep", "other"] {
+                    for _ in 0..64 {
+                        let t = p
+                            .as_ref()
+                            .map_or_else(crate::ids::new_trace_id, |p| p.trace_id());
+                        let full =
+                            sampler.decide(p.as_ref(), t, name, SpanKind::Internal, &[], &[]);
+                        let early = sampler
+                            .quick_decision(p.as_ref(), t, Some(name))
+                            .expect("a strategy is in force");
+                        assert_eq!(
+                            early,
+                            (full.decision, full.trace_state),
+                            "{sampler:?} {p:?} {name}"
+                        );
+                        kept += usize::from(early.0 == SamplingDecision::RecordAndSample);
+                    }
+                }
+            }
+        }
+        assert!(kept > 0);
+    }
+
+    /// A decision taken while another is running on the same thread (a
+    /// diagnostics hook or a destructor starting a span) reads the strategy
+    /// under the lock instead of borrowing the thread's entry twice, and
+    /// answers the same; afterwards the hot slot serves again.
+    #[test]
+    fn a_reentrant_decision_answers_without_the_thread_cache() {
+        let s = sampler_with(per_op(1.0));
+        let t = crate::ids::new_trace_id();
+        let keep = |s: &RemoteSampler| {
+            s.decide(None, t, "op").decision == SamplingDecision::RecordAndSample
+        };
+        assert!(keep(&s));
+        let (outer, inner) = s.with_current(|c| {
+            let inner = keep(&s);
+            HOT.with(|h| assert_eq!(h.stamp.get(), IN_USE));
+            (c.decide(None, t, "op").map(|d| d.0), inner)
+        });
+        assert_eq!((outer, inner), (Some(true), true));
+        let stamp = s.handle.shared.stamp.load(Ordering::Relaxed);
+        HOT.with(|h| assert_eq!(h.stamp.get(), stamp));
+        // A strategy change is seen at once.
+        s.handle.shared.install(Compiled::from_response(&per_op(0.0)));
+        assert!(!keep(&s));
     }
 
     /// With a lower bound every span is counted once, through the tracer's
