@@ -270,8 +270,7 @@ const MEMO_MAX_NAME: usize = 128;
 /// two (overlapping) loads of the largest width that fits, from the front
 /// and from the back, plus whole words in between for longer names.
 #[inline]
-fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn same_name(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -311,22 +310,38 @@ fn same_name(a: &str, b: &str) -> bool {
 /// of one thread mostly repeat a name (a handler's spans, a loop's), and a
 /// sampled span is asked about twice (the quick drop, then the full
 /// decision): a hit compares the name with the remembered one instead of
-/// hashing it and probing the map.
+/// hashing it and probing the map. What a hit reads is in this struct (the
+/// name inline, the operation's threshold copied): a root span's decision
+/// follows no pointer past it, which is what its time went to.
 pub(crate) struct Current {
     pub(crate) compiled: Arc<Compiled>,
-    memo_name: String,
     /// Points into `compiled`'s operations (or its default), which `compiled`
     /// keeps alive and never changes; reset whenever `compiled` is replaced.
     memo_op: Option<NonNull<Operation>>,
+    /// The memo's operation has no lower bound: its threshold below is its
+    /// whole decision.
+    memo_plain: bool,
+    memo_threshold: Option<Threshold>,
+    memo_len: usize,
+    memo_name: [u8; MEMO_MAX_NAME],
 }
 
 impl Current {
     pub(crate) fn new(compiled: Arc<Compiled>) -> Self {
         Current {
             compiled,
-            memo_name: String::new(),
             memo_op: None,
+            memo_plain: false,
+            memo_threshold: None,
+            memo_len: 0,
+            memo_name: [0; MEMO_MAX_NAME],
         }
+    }
+
+    /// The remembered name's bytes.
+    #[inline(always)]
+    fn memo_name(&self) -> &[u8] {
+        self.memo_name.get(..self.memo_len).unwrap_or_default()
     }
 
     /// The operation deciding spans named `name`; `None` unless per-operation.
@@ -338,7 +353,7 @@ impl Current {
     #[inline(always)]
     fn operation(&mut self, name: &str) -> Option<&Operation> {
         if let Some(op) = self.memo_op {
-            if same_name(&self.memo_name, name) {
+            if same_name(self.memo_name(), name.as_bytes()) {
                 // SAFETY: `memo_op` was taken from `self.compiled`, which is
                 // immutable and still held (it is reset when replaced).
                 return Some(unsafe { op.as_ref() });
@@ -363,12 +378,12 @@ impl Current {
         let op = lookup(default, operations, unlisted, name);
         // Forgotten first: a memo half rewritten must never answer.
         self.memo_op = None;
-        if name.len() <= MEMO_MAX_NAME {
-            self.memo_name.clear();
-            self.memo_name.push_str(name);
+        if let Some(buf) = self.memo_name.get_mut(..name.len()) {
+            buf.copy_from_slice(name.as_bytes());
+            self.memo_len = name.len();
+            self.memo_plain = !op.bounded;
+            self.memo_threshold = op.probability.threshold;
             self.memo_op = Some(NonNull::from(op));
-        } else {
-            self.memo_op = None;
         }
         Some(op)
     }
@@ -400,12 +415,19 @@ impl Current {
         name: &str,
     ) -> Option<(bool, Option<TraceState>)> {
         if let Some(op) = self.memo_op {
-            if same_name(&self.memo_name, name) {
+            if self.memo_plain && same_name(self.memo_name(), name.as_bytes()) {
                 // SAFETY: as in `operation`.
                 let op = unsafe { op.as_ref() };
-                if !op.bounded {
-                    return Some(op.probability.decide(parent, trace_id));
+                if parent.is_none() {
+                    // `Probability::decide`'s root case with the copied threshold.
+                    return Some(match self.memo_threshold {
+                        Some(t) if t.keeps(Randomness::from_trace_id(trace_id)) => {
+                            (true, Some(op.probability.root_state.clone()))
+                        }
+                        _ => (false, None),
+                    });
                 }
+                return Some(op.probability.decide(parent, trace_id));
             }
         }
         self.decide_past_memo(parent, trace_id, name)
@@ -657,7 +679,7 @@ mod tests {
         ];
         for a in names {
             for b in names {
-                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+                assert_eq!(same_name(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
             }
         }
     }

@@ -133,6 +133,9 @@ struct Handle {
 /// their parent, as Jaeger clients do.
 #[derive(Clone)]
 pub struct RemoteSampler {
+    /// The handle's `shared`, held here too so the hot path reaches the
+    /// strategy stamp with one pointer fewer.
+    shared: Arc<Shared>,
     handle: Arc<Handle>,
 }
 
@@ -159,6 +162,16 @@ pub struct RemoteSamplerBuilder {
 }
 
 impl RemoteSampler {
+    fn new(shared: Arc<Shared>, stop: crossbeam_channel::Sender<()>) -> RemoteSampler {
+        RemoteSampler {
+            shared: shared.clone(),
+            handle: Arc::new(Handle {
+                shared,
+                _stop: stop,
+            }),
+        }
+    }
+
     /// A builder for the service named `service` (the `service` query parameter).
     pub fn builder(service: impl Into<String>) -> RemoteSamplerBuilder {
         RemoteSamplerBuilder {
@@ -330,7 +343,7 @@ impl RemoteSampler {
     /// thread-local comparison and two stores.
     #[inline]
     fn with_current<T>(&self, f: impl Fn(&mut Current) -> T) -> T {
-        let shared = &*self.handle.shared;
+        let shared = &*self.shared;
         let stamp = shared.stamp.load(Ordering::Acquire);
         // `try_with` (inlined, unlike `with`): the slot has no destructor,
         // so it never fails; if it did, the lock would serve.
@@ -566,12 +579,7 @@ impl RemoteSamplerBuilder {
             stop_rx,
         )
         .map_err(|e| RemoteSamplerConfigError::Thread(e.to_string()))?;
-        Ok(RemoteSampler {
-            handle: Arc::new(Handle {
-                shared,
-                _stop: stop_tx,
-            }),
-        })
+        Ok(RemoteSampler::new(shared, stop_tx))
     }
 
     /// [`build`](Self::build), or — when the configuration is invalid — a
@@ -586,16 +594,14 @@ impl RemoteSamplerBuilder {
                     format!("{e}; the remote sampler keeps its initial sampler and does not poll"),
                 ));
                 let (stop_tx, _) = crossbeam_channel::bounded::<()>(0);
-                RemoteSampler {
-                    handle: Arc::new(Handle {
-                        shared: Arc::new(Shared::new(
-                            NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                            initial,
-                            String::new(),
-                        )),
-                        _stop: stop_tx,
-                    }),
-                }
+                RemoteSampler::new(
+                    Arc::new(Shared::new(
+                        NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                        initial,
+                        String::new(),
+                    )),
+                    stop_tx,
+                )
             }
         }
     }
