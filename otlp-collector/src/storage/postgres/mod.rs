@@ -401,7 +401,9 @@ mod tests {
     fn server_side_disk_and_connection_errors_are_retried_data_errors_are_not() {
         // disk full, out of memory, connection failure, admin shutdown,
         // serialization failure, deadlock, I/O error
-        for code in ["53100", "53200", "08006", "57P01", "40001", "40P01", "58030"] {
+        for code in [
+            "53100", "53200", "08006", "57P01", "40001", "40P01", "58030",
+        ] {
             assert!(retryable_sqlstate(code), "{code}");
         }
         // invalid text (22P02), unique violation, undefined table, syntax
