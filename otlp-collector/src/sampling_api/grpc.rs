@@ -212,9 +212,10 @@ mod tests {
             .set_adaptive_from(&std::collections::BTreeMap::new(), Some(end));
         assert_eq!(period("checkout"), Some(end));
         assert_eq!(period("other"), Some(end));
-        state
-            .strategies
-            .set_adaptive_from(&std::collections::BTreeMap::new(), Some(end + 1_000_000_000));
+        state.strategies.set_adaptive_from(
+            &std::collections::BTreeMap::new(),
+            Some(end + 1_000_000_000),
+        );
         assert_eq!(period("other"), Some(end + 1_000_000_000));
     }
 }

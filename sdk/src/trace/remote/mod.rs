@@ -587,7 +587,10 @@ mod tests {
                 }
             }
         }
-        assert!(kept > 0 && answered >= parents.len() * 3 * 64, "{kept} {answered}");
+        assert!(
+            kept > 0 && answered >= parents.len() * 3 * 64,
+            "{kept} {answered}"
+        );
     }
 
     /// A decision taken while another is running on the same thread (a
@@ -611,7 +614,9 @@ mod tests {
         let stamp = s.handle.shared.stamp.load(Ordering::Relaxed);
         HOT.with(|h| assert_eq!(h.stamp.get(), stamp));
         // A strategy change is seen at once.
-        s.handle.shared.install(Compiled::from_response(&per_op(0.0)));
+        s.handle
+            .shared
+            .install(Compiled::from_response(&per_op(0.0)));
         assert!(!keep(&s));
     }
 
