@@ -129,6 +129,8 @@ impl CacheEntry {
 
 /// The thread's cached strategies, most recently used first; boxed so the
 /// hot slot's pointer stays valid while entries move.
+// Boxed on purpose (clippy's `vec_box`): `Vec` moves its elements, the slot's pointer must not move.
+#[allow(clippy::vec_box)]
 pub(super) struct Cache(pub(super) Vec<Box<CacheEntry>>);
 
 impl Cache {
