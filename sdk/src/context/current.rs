@@ -45,6 +45,23 @@ pub(super) fn with_current<T>(f: impl FnOnce(&Context) -> T) -> T {
     }
 }
 
+/// A clone of the current context (one thread-local access, no closure
+/// juggling: the span-starting path of the `tracing` bridge).
+#[inline]
+pub(super) fn current() -> Context {
+    STACK
+        .try_with(|s| {
+            // SAFETY: as in `current_span_context`: cloning a `Context` only
+            // bumps reference counts, it never attaches or detaches one, so
+            // no mutable borrow can start while this reference is used.
+            let stack = unsafe { s.try_borrow_unguarded() }.ok()?;
+            stack.entries.last()?.clone()
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// The current context's span context, cloned (the span starting path: no
 /// closure juggling, one thread-local access).
 #[inline]
