@@ -298,3 +298,23 @@ fn deep_nesting_past_the_entered_bound_is_still_traced() {
     assert_eq!(after.parent_span_id, SpanId::INVALID);
     assert_eq!(after.events.len(), 1);
 }
+
+#[test]
+fn an_event_in_a_span_entered_again_goes_where_the_registry_says() {
+    // The registry's current span skips a span entered again further in:
+    // A, B, A again -> the event belongs to B, on the fast path as on the
+    // registry's.
+    let (exporter, provider) = setup();
+    let d = dispatch(&provider);
+    tracing::dispatcher::with_default(&d, || {
+        let a = tracing::info_span!("a");
+        let _a = a.enter();
+        let b = tracing::info_span!("b");
+        let _b = b.enter();
+        let _a2 = a.enter();
+        tracing::info!("which");
+    });
+    let spans = exporter.finished_spans();
+    assert_eq!(by_name(&spans, "b")[0].events.len(), 1);
+    assert!(by_name(&spans, "a")[0].events.is_empty());
+}

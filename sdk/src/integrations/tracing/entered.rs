@@ -34,6 +34,9 @@ struct Entry {
     layer: usize,
     id: u64,
     kind: Kind,
+    /// Entered again while already on the stack: like the registry, the
+    /// current span is then the innermost entry that is not a repeat.
+    repeat: bool,
     guard: Option<ContextGuard>,
 }
 
@@ -62,10 +65,12 @@ pub(super) fn enter(layer: usize, id: u64, kind: Kind, guard: Option<ContextGuar
     let pushed = ENTERED
         .try_with(|e| match e.try_borrow_mut() {
             Ok(mut e) if e.len() < MAX_ENTERED => {
+                let repeat = e.iter().any(|t| t.id == id && t.layer == layer);
                 e.push(Entry {
                     layer,
                     id,
                     kind,
+                    repeat,
                     guard,
                 });
                 None
@@ -117,7 +122,7 @@ pub(super) fn current(layer: usize) -> Top {
             let Ok(e) = e.try_borrow() else {
                 return Top::Unknown;
             };
-            match e.last() {
+            match e.iter().rev().find(|t| !t.repeat) {
                 None => Top::Empty,
                 Some(t) if t.layer == layer => Top::Span {
                     id: t.id,
@@ -160,6 +165,32 @@ mod tests {
         );
         exit(1, 11);
         assert_eq!(current(1), Top::Empty);
+    }
+
+    #[test]
+    fn a_span_entered_again_is_not_the_current_one() {
+        // As the registry's stack: A, B, A again -> the current span is B.
+        enter(3, 1, Kind::Recording, None);
+        enter(3, 2, Kind::Recording, None);
+        enter(3, 1, Kind::Recording, None);
+        assert_eq!(
+            current(3),
+            Top::Span {
+                id: 2,
+                kind: Kind::Recording
+            }
+        );
+        exit(3, 1);
+        exit(3, 2);
+        assert_eq!(
+            current(3),
+            Top::Span {
+                id: 1,
+                kind: Kind::Recording
+            }
+        );
+        exit(3, 1);
+        assert_eq!(current(3), Top::Empty);
     }
 
     #[test]
