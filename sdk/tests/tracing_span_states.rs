@@ -159,7 +159,10 @@ fn many_threads_at_once() {
     for child in by_name(&spans, "db.query") {
         let parent = requests[&key(child)];
         assert_eq!(child.parent_span_id, parent.span_context.span_id());
-        assert_eq!(child.span_context.trace_id(), parent.span_context.trace_id());
+        assert_eq!(
+            child.span_context.trace_id(),
+            parent.span_context.trace_id()
+        );
         // The event went to the innermost span of its own thread.
         assert_eq!(child.events.len(), 1);
         let ev = &child.events[0].attributes;
@@ -291,7 +294,11 @@ fn deep_nesting_past_the_entered_bound_is_still_traced() {
     let levels = by_name(&spans, "level");
     let deepest = levels
         .iter()
-        .find(|s| s.attributes.iter().any(|kv| kv.key.as_str() == "i" && kv.value == ferrotrace::Value::I64(depth as i64 - 1)))
+        .find(|s| {
+            s.attributes.iter().any(|kv| {
+                kv.key.as_str() == "i" && kv.value == ferrotrace::Value::I64(depth as i64 - 1)
+            })
+        })
         .unwrap();
     assert_eq!(deepest.events.len(), 1);
     let after = by_name(&spans, "after")[0];

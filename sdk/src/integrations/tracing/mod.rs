@@ -285,10 +285,9 @@ impl FerrotraceLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        span?.scope().find_map(|s| {
-            self.states
-                .with(s.id().into_u64(), |st| st.cx())
-        })
+        span?
+            .scope()
+            .find_map(|s| self.states.with(s.id().into_u64(), |st| st.cx()))
     }
 
     /// Adds a built event to `id`'s span (nothing if it closed meanwhile).
