@@ -260,12 +260,7 @@ async fn agree(sink: impl Fn(usize) -> Sink) {
     // for the pause as one burst — a real spike to the adaptive rule,
     // answered by lowering the served rates (CI saw shop/warm served 37%
     // under target/rate for a whole run).
-    let traffic = tokio::spawn(traffic(
-        otlp,
-        rates,
-        served.clone(),
-        stop.clone(),
-    ));
+    let traffic = tokio::spawn(traffic(otlp, rates, served.clone(), stop.clone()));
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let mut late: Option<(Spec, SocketAddr, Proc, Instant)> = None;
     let mut checks = 0;

@@ -185,15 +185,25 @@ fn attrs_json(span: &Span) -> serde_json::Value {
     )
 }
 
+/// Whether an error with this SQLSTATE may succeed if the same write is
+/// tried again: connection problems (08), insufficient resources such as a
+/// full disk (53), the server shutting down (57P), serialization failures
+/// and deadlocks (40001, 40P01), and an I/O error on the server (58030),
+/// which a full or failing disk on the database host also raises and which
+/// passes when the disk does. Anything else is a problem with the data or
+/// the schema, which retrying does not cure.
+fn retryable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "40001" | "40P01" | "58030")
+}
+
 /// Maps a driver error: connection and resource problems are retryable.
 fn map_err(e: tokio_postgres::Error) -> StorageError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let retryable = code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57P")
-            || code == "40001"
-            || code == "40P01";
+        let retryable = retryable_sqlstate(code);
         let msg = format!(
             "postgres: {} (SQLSTATE {code}){}",
             db.message(),
@@ -385,5 +395,20 @@ mod tests {
             assert_eq!(unesc(e.into_owned()), s);
         }
         assert_ne!(esc("a\0b"), esc("a\\0b"));
+    }
+
+    #[test]
+    fn server_side_disk_and_connection_errors_are_retried_data_errors_are_not() {
+        // disk full, out of memory, connection failure, admin shutdown,
+        // serialization failure, deadlock, I/O error
+        for code in [
+            "53100", "53200", "08006", "57P01", "40001", "40P01", "58030",
+        ] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        // invalid text (22P02), unique violation, undefined table, syntax
+        for code in ["22P02", "23505", "42P01", "42601", "XX000"] {
+            assert!(!retryable_sqlstate(code), "{code}");
+        }
     }
 }
