@@ -116,10 +116,17 @@ impl ContextGuard {
         STACK
             .try_with(|s| {
                 let mut s = s.try_borrow_mut().ok()?;
-                if index >= s.entries.len() {
+                let len = s.entries.len();
+                if index >= len {
                     return None;
                 }
-                let removed = s.entries[index].take();
+                // Usually the innermost: popped, not taken and then popped
+                // (one move of the context instead of two).
+                let removed = if index + 1 == len {
+                    s.entries.pop().flatten()
+                } else {
+                    s.entries[index].take()
+                };
                 while matches!(s.entries.last(), Some(None)) {
                     s.entries.pop();
                 }
