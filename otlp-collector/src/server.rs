@@ -350,7 +350,7 @@ impl Collector {
             Arc::new(crate::sampling_api::Strategies::new(&config.sampling_api));
         let adaptive = &config.sampling_api.adaptive;
         let throughput = (!router && config.sampling_api.enabled && adaptive.enabled).then(|| {
-            use crate::sampling_api::adaptive::{AdaptiveSource, ThroughputRecorder};
+            use crate::sampling_api::{adaptive::AdaptiveSource, throughput::ThroughputRecorder};
             Arc::new(match adaptive.source {
                 // Stored counts are per wall-clock period.
                 AdaptiveSource::Store => ThroughputRecorder::per_period(

@@ -239,7 +239,7 @@ pub struct Stages {
     pub(super) rollups: RollupAggregator,
     /// Adaptive sampling's root-span counts, when `[sampling_api.adaptive]`
     /// is on.
-    throughput: Option<Arc<crate::sampling_api::adaptive::ThroughputRecorder>>,
+    throughput: Option<Arc<crate::sampling_api::throughput::ThroughputRecorder>>,
     chain: Vec<Box<dyn Stage>>,
     /// False on a router: its backends compute the rollups from every span
     /// they receive; counting here too would count every span twice.
@@ -290,7 +290,7 @@ impl Stages {
     /// Counts root spans' adjusted throughput into `recorder` (adaptive sampling).
     pub fn set_throughput(
         &mut self,
-        recorder: Arc<crate::sampling_api::adaptive::ThroughputRecorder>,
+        recorder: Arc<crate::sampling_api::throughput::ThroughputRecorder>,
     ) {
         self.throughput = Some(recorder);
     }

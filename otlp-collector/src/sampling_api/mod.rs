@@ -15,6 +15,8 @@
 //!   and the answer; counted in `ferrotrace_sampling_api_requests_total`.
 //! - [`adaptive`]: `[sampling_api.adaptive]`, probabilities computed from the
 //!   observed adjusted throughput of root spans; pinned services win.
+//! - [`throughput`]: the root-span counts the rates are computed from, per
+//!   wall-clock period when collectors share a store.
 //! - [`recompute`]: the periodic task that turns the pipeline's counts into
 //!   served strategies.
 //! - [`settings`]: the fingerprint of the settings collectors sharing a
@@ -29,6 +31,7 @@ pub mod proto;
 pub mod recompute;
 pub mod settings;
 pub mod strategy;
+pub mod throughput;
 
 pub use config::SamplingApiConfig;
 pub use handler::{router, SamplingState};

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ServiceRates, ThroughputRecorder};
+use super::adaptive::{AdaptiveConfig, AdaptiveEngine, ServiceRates};
 use super::settings::{ConflictTracker, SETTINGS_PERIOD_SECS};
 use super::strategy::Strategies;
+use super::throughput::ThroughputRecorder;
 use crate::metrics::Metrics;
 use crate::storage::{SamplingCountRow, SamplingCounts, SamplingPeriodCounts, StorageError};
 
