@@ -45,6 +45,23 @@ pub(super) fn with_current<T>(f: impl FnOnce(&Context) -> T) -> T {
     }
 }
 
+/// A clone of the current context (one thread-local access, no closure
+/// juggling: the span-starting path of the `tracing` bridge).
+#[inline]
+pub(super) fn current() -> Context {
+    STACK
+        .try_with(|s| {
+            // SAFETY: as in `current_span_context`: cloning a `Context` only
+            // bumps reference counts, it never attaches or detaches one, so
+            // no mutable borrow can start while this reference is used.
+            let stack = unsafe { s.try_borrow_unguarded() }.ok()?;
+            stack.entries.last()?.clone()
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// The current context's span context, cloned (the span starting path: no
 /// closure juggling, one thread-local access).
 #[inline]
@@ -99,10 +116,17 @@ impl ContextGuard {
         STACK
             .try_with(|s| {
                 let mut s = s.try_borrow_mut().ok()?;
-                if index >= s.entries.len() {
+                let len = s.entries.len();
+                if index >= len {
                     return None;
                 }
-                let removed = s.entries[index].take();
+                // Usually the innermost: popped, not taken and then popped
+                // (one move of the context instead of two).
+                let removed = if index + 1 == len {
+                    s.entries.pop().flatten()
+                } else {
+                    s.entries[index].take()
+                };
                 while matches!(s.entries.last(), Some(None)) {
                     s.entries.pop();
                 }

@@ -59,7 +59,7 @@ impl Context {
 
     /// A clone of the calling thread's current context.
     pub fn current() -> Self {
-        current::with_current(|cx| cx.clone())
+        current::current()
     }
 
     /// The current context's span context (cloned without cloning the rest).
@@ -100,6 +100,45 @@ impl Context {
     pub(crate) fn into_with_span_context(mut self, span_context: SpanContext) -> Context {
         self.span = Some(span_context);
         self
+    }
+
+    /// What a child span's context inherits from `self` besides the active
+    /// span — baggage and values — moved out, or `None` when there is
+    /// neither (the usual case: the `tracing` bridge then keeps no copy). The
+    /// inbox is not kept: it only ever serves the span it was made for
+    /// (see [`SpanInbox::of`]), never a child's context.
+    pub(crate) fn into_inherited(self) -> Option<Box<Context>> {
+        if self.baggage.is_none() && self.values.is_none() {
+            return None;
+        }
+        Some(Box::new(Context {
+            span: None,
+            baggage: self.baggage,
+            values: self.values,
+            inbox: None,
+        }))
+    }
+
+    /// A context whose active span is `span_context`, with what
+    /// [`into_inherited`](Self::into_inherited) kept (clones of it).
+    pub(crate) fn from_inherited(
+        inherited: Option<&Context>,
+        span_context: SpanContext,
+    ) -> Context {
+        match inherited {
+            None => Context {
+                span: Some(span_context),
+                baggage: None,
+                values: None,
+                inbox: None,
+            },
+            Some(cx) => Context {
+                span: Some(span_context),
+                baggage: cx.baggage.clone(),
+                values: cx.values.clone(),
+                inbox: None,
+            },
+        }
     }
 
     /// `self` carrying `baggage` (replacing any previous baggage): the same

@@ -32,6 +32,11 @@
 //! - Events that happen while an HTTP or gRPC client span of ferrotrace's
 //!   layers is current belong to that client span (the client layers make
 //!   it current, with an inbox, while the request is in flight).
+//! - The layer keeps each span's state itself, keyed by `tracing` span id
+//!   (at most [`MAX_LIVE_SPANS`] per layer; past that a span is not recorded
+//!   and [`refused_span_count`] counts it), released when the span closes on
+//!   whichever thread. An event finds its span in a per-thread stack of the
+//!   entered spans, and asks the registry only when that stack cannot tell.
 //! - Nothing is recorded on the SDK's own threads or inside
 //!   [`suppress_instrumentation`](super::suppress_instrumentation), and events
 //!   from the `ferrotrace` target are ignored: no feedback loop.
@@ -53,7 +58,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
@@ -62,34 +67,60 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::TracerSource;
 use crate::attributes::{KeyValue, Value};
-use crate::context::{Context, ContextGuard};
+use crate::context::Context;
 use crate::trace::tracer::LazyDetails;
 use crate::trace::{Span, SpanInbox, Status, Tracer};
 
+mod entered;
 mod fields;
+mod states;
 
 pub use super::shared_values::{
     interned_value_count, MAX_INTERNED, MAX_SLOTS_PER_THREAD, MAX_VALUE_LEN, VALUES_PER_SLOT,
 };
+pub use states::MAX_LIVE_SPANS;
+
+use entered::{Kind, Top};
 use fields::Recorder;
+use states::SpanStates;
 
 /// Scope name used when the layer takes its tracer from the global provider.
 pub const SCOPE_NAME: &str = "ferrotrace.tracing";
 
-/// Most events a thread can have entered at once; deeper nesting is still
-/// traced but no longer made current (a bound on the guard stack).
-const MAX_ENTERED: usize = 1024;
-
 /// Records `tracing` spans and events through ferrotrace. See the [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// A clone is a new layer: it shares the configuration, not the spans it
+/// tracks (each layer keeps the state of the spans it records itself).
+#[derive(Debug)]
 pub struct FerrotraceLayer {
     tracer: TracerSource,
     code_location: bool,
     max_level: LevelFilter,
+    /// The state of each span this layer tracks, keyed by `tracing` id.
+    states: SpanStates<SpanState>,
+}
+
+impl Clone for FerrotraceLayer {
+    fn clone(&self) -> Self {
+        FerrotraceLayer {
+            tracer: self.tracer.clone(),
+            code_location: self.code_location,
+            max_level: self.max_level,
+            states: SpanStates::new(),
+        }
+    }
 }
 
 /// The layer's default level filter: `INFO` (and `WARN`, `ERROR`).
 pub const DEFAULT_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
+
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many `tracing` spans were not recorded, in this process, because a
+/// layer already tracked [`MAX_LIVE_SPANS`] live spans.
+pub fn refused_span_count() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
 
 impl FerrotraceLayer {
     /// Records with `tracer`.
@@ -98,6 +129,7 @@ impl FerrotraceLayer {
             tracer: TracerSource::Fixed(tracer),
             code_location: true,
             max_level: DEFAULT_MAX_LEVEL,
+            states: SpanStates::new(),
         }
     }
 
@@ -110,6 +142,7 @@ impl FerrotraceLayer {
             tracer: TracerSource::Global(SCOPE_NAME),
             code_location: true,
             max_level: DEFAULT_MAX_LEVEL,
+            states: SpanStates::new(),
         }
     }
 
@@ -130,18 +163,30 @@ impl FerrotraceLayer {
         self.code_location = on;
         self
     }
+
+    /// `tracing` spans this layer tracks right now (recorded, or kept for
+    /// their context): every one is released when its span closes.
+    pub fn live_spans(&self) -> usize {
+        self.states.len()
+    }
 }
 
-/// What the layer keeps in a `tracing` span's extensions.
+/// What the layer keeps per `tracing` span.
 struct SpanState {
     span: Span,
-    /// The parent context (baggage, values) with this span active: made
-    /// current while the `tracing` span is entered.
-    cx: Context,
+    /// What the span's context inherits from its parent's (baggage,
+    /// values); `None`, and no allocation, when there is nothing. Kept
+    /// small: states are moved in and out of their shard's table.
+    inherited: Option<Box<Context>>,
 }
 
-thread_local! {
-    static ENTERED: RefCell<Vec<(u64, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+impl SpanState {
+    /// The context made current while the `tracing` span is entered: the
+    /// inherited part with this span active.
+    #[inline]
+    fn cx(&self) -> Context {
+        Context::from_inherited(self.inherited.as_deref(), self.span.span_context().clone())
+    }
 }
 
 fn is_internal(meta: &Metadata<'_>) -> bool {
@@ -168,7 +213,9 @@ fn push_code_location(attrs: &mut Vec<KeyValue>, meta: &'static Metadata<'static
 }
 
 /// An event's name, attributes and the statuses it asks for (in order).
-fn build_event(event: &Event<'_>) -> (Cow<'static, str>, Vec<KeyValue>, [Option<Status>; 2]) {
+type BuiltEvent = (Cow<'static, str>, Vec<KeyValue>, [Option<Status>; 2]);
+
+fn build_event(event: &Event<'_>) -> BuiltEvent {
     let meta = event.metadata();
     // Fields (the message among them, which is not an attribute), level, target.
     let mut attrs = Vec::with_capacity(meta.fields().len() + 2);
@@ -192,6 +239,8 @@ fn build_event(event: &Event<'_>) -> (Cow<'static, str>, Vec<KeyValue>, [Option<
 }
 
 impl FerrotraceLayer {
+    /// The context a new span starts in: its explicit parent's, else the
+    /// current one.
     fn parent_context<S>(&self, attrs: &Attributes<'_>, ctx: &LayerContext<'_, S>) -> Context
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
@@ -200,12 +249,12 @@ impl FerrotraceLayer {
             return Context::current().without_span();
         }
         if let Some(parent) = attrs.parent() {
+            if let Some(cx) = self.states.with(parent.into_u64(), |st| st.cx()) {
+                return cx;
+            }
             // The nearest recorded ancestor (a parent below the level filter is skipped).
-            if let Some(state_cx) = ctx.span(parent).and_then(|s| {
-                s.scope()
-                    .find_map(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
-            }) {
-                return state_cx;
+            if let Some(cx) = self.nearest_cx(ctx.span(parent)) {
+                return cx;
             }
         }
         // Contextual: entering a traced span attaches its context, so the
@@ -214,12 +263,81 @@ impl FerrotraceLayer {
         if current.has_active_span() {
             return current;
         }
-        ctx.lookup_current()
-            .and_then(|s| {
-                s.scope()
-                    .find_map(|s| s.extensions().get::<SpanState>().map(|st| st.cx.clone()))
+        // A context without a span was attached inside an entered span: the
+        // entered span (or its nearest recorded ancestor) is the parent.
+        match entered::current(self.states.key()) {
+            Top::Empty => current,
+            Top::Span {
+                id,
+                kind: Kind::Recording | Kind::Unrecorded,
+            } => self
+                .states
+                .with(id, |st| st.cx())
+                .or_else(|| self.nearest_cx(ctx.lookup_current()))
+                .unwrap_or(current),
+            _ => self.nearest_cx(ctx.lookup_current()).unwrap_or(current),
+        }
+    }
+
+    /// The context of `span` or of its nearest ancestor this layer tracks
+    /// (the registry's view: the slow path).
+    fn nearest_cx<S>(&self, span: Option<SpanRef<'_, S>>) -> Option<Context>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        span?
+            .scope()
+            .find_map(|s| self.states.with(s.id().into_u64(), |st| st.cx()))
+    }
+
+    /// Adds a built event to `id`'s span (nothing if it closed meanwhile).
+    fn add_event(&self, id: u64, (name, attrs, statuses): BuiltEvent) {
+        self.states.with(id, |st| {
+            for s in statuses.into_iter().flatten() {
+                st.span.set_status(s);
+            }
+            st.span.add_event(name, attrs);
+        });
+    }
+
+    /// An event under no recorded `tracing` span: the registry's view of
+    /// where it belongs (its span, or that span's nearest recorded ancestor).
+    fn on_event_slow<S>(&self, event: &Event<'_>, ctx: &LayerContext<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let event_span = ctx.event_span(event);
+        let had_span = event_span.is_some();
+        let target = event_span.and_then(|s| {
+            s.scope().find_map(|s| {
+                let id = s.id().into_u64();
+                self.states
+                    .with(id, |st| st.span.is_recording())
+                    .map(|r| (id, r))
             })
-            .unwrap_or(current)
+        });
+        match target {
+            Some((_, false)) => {}
+            // Built before the span's state is locked: a field's `Debug`
+            // may itself log through `tracing`.
+            Some((id, true)) => self.add_event(id, build_event(event)),
+            None if event.is_root() => {}
+            None if event.parent().is_some() && !had_span => {}
+            None => to_inbox(event),
+        }
+    }
+}
+
+/// Outside any recorded `tracing` span: the current ferrotrace span (a
+/// server request span, or a client span while its request is in flight),
+/// when its owner left an inbox for it.
+fn to_inbox(event: &Event<'_>) {
+    if let Some(inbox) = SpanInbox::current() {
+        let (name, attrs, statuses) = build_event(event);
+        for st in statuses.into_iter().flatten() {
+            inbox.set_status(st);
+        }
+        inbox.add_event(name, attrs);
     }
 }
 
@@ -232,9 +350,11 @@ where
         if !self.records(meta) || is_internal(meta) || super::is_suppressed() {
             return;
         }
-        let Some(span_ref) = ctx.span(id) else {
+        let raw = id.into_u64();
+        if !self.states.has_room(raw) {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
             return;
-        };
+        }
         let parent = self.parent_context(attrs, &ctx);
         let parent_sc = parent
             .has_active_span()
@@ -263,47 +383,46 @@ where
         if let Some(status) = status {
             span.set_status(status);
         }
-        let cx = parent.into_with_span_context(span.span_context().clone());
-        span_ref.extensions_mut().insert(SpanState { span, cx });
+        let inherited = parent.into_inherited();
+        self.states.insert(raw, SpanState { span, inherited });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
-        let Some(span_ref) = ctx.span(id) else {
-            return;
-        };
-        let mut ext = span_ref.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>() else {
-            return;
-        };
-        if !state.span.is_recording() {
+        let raw = id.into_u64();
+        if self.states.with(raw, |st| st.span.is_recording()) != Some(true) {
             return;
         }
+        let Some(meta) = ctx.metadata(id) else {
+            return;
+        };
+        // Recorded before the state is locked: a field's `Debug` may log.
         let mut attributes = Vec::new();
-        let mut rec = Recorder::new(span_ref.metadata(), &mut attributes);
+        let mut rec = Recorder::new(meta, &mut attributes);
         values.record(&mut rec);
         let mut special = rec.special;
-        if let Some(name) = special.name.take() {
-            state.span.update_name(name);
-        }
-        if let Some(status) = special.status() {
-            state.span.set_status(status);
-        }
-        state.span.set_attributes(attributes);
+        let name = special.name.take();
+        let status = special.status();
+        self.states.with(raw, |st| {
+            if let Some(name) = name {
+                st.span.update_name(name);
+            }
+            if let Some(status) = status {
+                st.span.set_status(status);
+            }
+            st.span.set_attributes(attributes);
+        });
     }
 
-    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: LayerContext<'_, S>) {
-        let Some(other) = ctx.span(follows).and_then(|s| {
-            s.extensions()
-                .get::<SpanState>()
-                .map(|st| st.span.span_context().clone())
-        }) else {
+    fn on_follows_from(&self, id: &Id, follows: &Id, _ctx: LayerContext<'_, S>) {
+        let Some(other) = self
+            .states
+            .with(follows.into_u64(), |st| st.span.span_context().clone())
+        else {
             return;
         };
-        if let Some(span_ref) = ctx.span(id) {
-            if let Some(state) = span_ref.extensions_mut().get_mut::<SpanState>() {
-                state.span.add_link(other, Vec::new());
-            }
-        }
+        self.states.with(id.into_u64(), |st| {
+            st.span.add_link(other, Vec::new());
+        });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
@@ -311,94 +430,63 @@ where
         if !self.records(meta) || is_internal(meta) || super::is_suppressed() {
             return;
         }
-        // The event's span, or its nearest recorded ancestor (spans below the
-        // level filter have no ferrotrace span), and whether it records.
-        let event_span = ctx.event_span(event);
-        let had_span = event_span.is_some();
-        let target = event_span.and_then(|s| {
-            let recording = |s: &SpanRef<'_, S>| {
-                s.extensions()
-                    .get::<SpanState>()
-                    .map(|st| st.span.is_recording())
-            };
-            // The event's own span first: `scope()` would look it up again.
-            if let Some(r) = recording(&s) {
-                return Some((s, r));
-            }
-            s.scope()
-                .skip(1)
-                .find_map(|s| recording(&s).map(|r| (s, r)))
-        });
-        match target {
-            Some((_, false)) => {}
-            Some((s, true)) => {
-                // Built before the span's extensions are locked: a field's
-                // `Debug` may itself log through `tracing`.
-                let (name, attrs, statuses) = build_event(event);
-                let mut ext = s.extensions_mut();
-                if let Some(state) = ext.get_mut::<SpanState>() {
-                    for st in statuses.into_iter().flatten() {
-                        state.span.set_status(st);
-                    }
-                    state.span.add_event(name, attrs);
+        // A contextual event's span is the innermost span entered on this
+        // thread: known here without asking the registry, unless that span
+        // is one this layer does not track (then its nearest tracked
+        // ancestor is the registry's to find).
+        if event.is_contextual() {
+            match entered::current(self.states.key()) {
+                Top::Span {
+                    kind: Kind::Unrecorded,
+                    ..
+                } => return,
+                Top::Span {
+                    id,
+                    kind: Kind::Recording,
+                } => {
+                    // Built before the span's state is locked: a field's
+                    // `Debug` may itself log through `tracing`.
+                    return self.add_event(id, build_event(event));
                 }
-            }
-            // Outside any recorded `tracing` span: the current ferrotrace span
-            // (a server request span, or a client span while its request is
-            // in flight), when its owner left an inbox for it.
-            None if event.is_root() => {}
-            None if event.parent().is_some() && !had_span => {}
-            None => {
-                if let Some(inbox) = SpanInbox::current() {
-                    let (name, attrs, statuses) = build_event(event);
-                    for st in statuses.into_iter().flatten() {
-                        inbox.set_status(st);
-                    }
-                    inbox.add_event(name, attrs);
+                Top::Empty => return to_inbox(event),
+                Top::Span {
+                    kind: Kind::Untracked,
+                    ..
                 }
+                | Top::Unknown => {}
             }
+        }
+        self.on_event_slow(event, &ctx);
+    }
+
+    fn on_enter(&self, id: &Id, _ctx: LayerContext<'_, S>) {
+        let raw = id.into_u64();
+        let layer = self.states.key();
+        match self
+            .states
+            .with(raw, |st| (st.cx(), st.span.is_recording()))
+        {
+            Some((cx, recording)) => {
+                let kind = if recording {
+                    Kind::Recording
+                } else {
+                    Kind::Unrecorded
+                };
+                entered::enter(layer, raw, kind, Some(cx.attach()));
+            }
+            // Entered all the same: the stack's top stays the current span.
+            None => entered::enter(layer, raw, Kind::Untracked, None),
         }
     }
 
-    fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
-        let Some(span_ref) = ctx.span(id) else {
-            return;
-        };
-        let cx = match span_ref.extensions().get::<SpanState>() {
-            Some(state) => state.cx.clone(),
-            None => return,
-        };
-        let _ = ENTERED.try_with(|e| {
-            if let Ok(mut e) = e.try_borrow_mut() {
-                if e.len() < MAX_ENTERED {
-                    e.push((id.into_u64(), cx.attach()));
-                }
-            }
-        });
-    }
-
     fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
-        let raw = id.into_u64();
-        let guard = ENTERED
-            .try_with(|e| {
-                let mut e = e.try_borrow_mut().ok()?;
-                let pos = e.iter().rposition(|(i, _)| *i == raw)?;
-                Some(e.remove(pos).1)
-            })
-            .ok()
-            .flatten();
-        // Dropped outside the borrow: detaching may run other context code.
-        drop(guard);
+        entered::exit(self.states.key(), id.into_u64());
     }
 
-    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
-        let Some(span_ref) = ctx.span(&id) else {
-            return;
-        };
-        // Ended in place: the state itself goes when the registry clears the
-        // span's extensions, right after this (no move of it out of its box).
-        let mut ext = span_ref.extensions_mut();
-        if let Some(state) = ext.get_mut::<SpanState>() {
+    fn on_close(&self, id: Id, _ctx: LayerContext<'_, S>) {
+        // Ended outside the shard's lock: ending hands the span to the
+        // processors, which may export (and log) right away.
+        if let Some(mut state) = self.states.remove(id.into_u64()) {
             state.span.end();
         }
     }
