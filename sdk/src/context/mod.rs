@@ -107,6 +107,7 @@ impl Context {
     /// neither (the usual case: the `tracing` bridge then keeps no copy). The
     /// inbox is not kept: it only ever serves the span it was made for
     /// (see [`SpanInbox::of`]), never a child's context.
+    #[cfg(feature = "tracing")]
     pub(crate) fn into_inherited(self) -> Option<Box<Context>> {
         if self.baggage.is_none() && self.values.is_none() {
             return None;
@@ -121,6 +122,7 @@ impl Context {
 
     /// A context whose active span is `span_context`, with what
     /// [`into_inherited`](Self::into_inherited) kept (clones of it).
+    #[cfg(feature = "tracing")]
     pub(crate) fn from_inherited(
         inherited: Option<&Context>,
         span_context: SpanContext,
