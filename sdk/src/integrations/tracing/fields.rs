@@ -36,7 +36,16 @@ pub(super) struct Special {
 
 impl Special {
     /// The status the special fields ask for, if any.
+    #[inline]
     pub(super) fn status(&mut self) -> Option<Status> {
+        if self.status_code.is_none() && self.error.is_none() {
+            // The usual span or event: no status field at all.
+            return None;
+        }
+        self.status_slow()
+    }
+
+    fn status_slow(&mut self) -> Option<Status> {
         match self.status_code {
             Some(StatusCode::Ok) => return Some(Status::Ok),
             Some(StatusCode::Error) => {
