@@ -250,17 +250,32 @@ pub(crate) struct StackText {
 }
 
 impl StackText {
+    /// An empty text (nothing initialised).
     #[inline]
-    pub(crate) fn format(value: &dyn fmt::Debug) -> Self {
-        let mut t = StackText {
+    pub(crate) fn new() -> Self {
+        StackText {
             buf: [MaybeUninit::uninit(); MAX_VALUE_LEN],
             len: 0,
             spilled: None,
-        };
+        }
+    }
+
+    /// `value` formatted with `Debug`.
+    #[cfg(test)]
+    pub(crate) fn format(value: &dyn fmt::Debug) -> Self {
+        let mut t = StackText::new();
+        t.write_debug(value);
+        t
+    }
+
+    /// Appends `value` formatted with `Debug`. In place: the caller's text
+    /// is written where it lives (returning a new one copied its 160 bytes,
+    /// ~30 instructions per value, measured).
+    #[inline]
+    pub(crate) fn write_debug(&mut self, value: &dyn fmt::Debug) {
         // Writing into memory cannot fail unless a `Debug` impl reports an
         // error; what was written so far is kept (`format!` would panic).
-        let _ = fmt::write(&mut t, format_args!("{value:?}"));
-        t
+        let _ = fmt::write(self, format_args!("{value:?}"));
     }
 
     #[inline]

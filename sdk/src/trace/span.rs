@@ -169,11 +169,6 @@ impl Recording {
             limits.max_attributes_per_event,
             limits.max_attribute_value_length,
         );
-        if self.data.events.capacity() == 0 {
-            // The first event gets a list of one, not `Vec`'s first growth
-            // to four (256 bytes): most spans with events have one.
-            self.data.events.reserve_exact(1);
-        }
         self.data.events.push(Event {
             name,
             timestamp_ns,

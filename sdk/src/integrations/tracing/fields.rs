@@ -180,7 +180,8 @@ impl<'a> Recorder<'a> {
     /// A `?debug`/`%display` value: formatted on the stack when short, so a
     /// repeated value costs no allocation.
     fn formatted(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let t = StackText::format(value);
+        let mut t = StackText::new();
+        t.write_debug(value);
         match t.spilled() {
             true => self.text(field, Cow::Owned(t.into_string())),
             false => self.text(field, Cow::Borrowed(t.as_str())),
