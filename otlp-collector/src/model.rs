@@ -302,7 +302,10 @@ impl ResourceAttrs {
     fn heap_bytes(&self) -> usize {
         match &self.0 {
             // The Arc's two counters beside the `Vec`.
-            Some(a) => chunk_bytes(2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<KeyValue>>()) + kvs_heap_bytes(a),
+            Some(a) => {
+                chunk_bytes(2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<KeyValue>>())
+                    + kvs_heap_bytes(a)
+            }
             None => 0,
         }
     }

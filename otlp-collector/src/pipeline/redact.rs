@@ -398,7 +398,8 @@ mod tests {
             resource_attributes: vec![KeyValue::new(
                 "owner.email",
                 AttrValue::Str("ops@corp.example".into()),
-            )].into(),
+            )]
+            .into(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

@@ -269,7 +269,7 @@ fn scope_spans(
             req.count += 1;
             let (verdict, span_cut) =
                 span_into(wt, buf, ctx, index, &mut group.spans, &mut req.scratch)
-                .map_err(|e| at(e, "ScopeSpans", "spans"))?;
+                    .map_err(|e| at(e, "ScopeSpans", "spans"))?;
             *cut += span_cut;
             match verdict {
                 Ok(()) => group.meta.push((index, scope)),

@@ -269,7 +269,8 @@ pub(super) fn convert_with_ids(
         resource_attributes: vec![KeyValue::new(
             "service.name",
             AttrValue::Str(service_name.clone()),
-        )].into(),
+        )]
+        .into(),
         service_name,
         scope_name: scope_name.into(),
         scope_version: scope_version.into(),

@@ -4,12 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::peer::peer_attr;
 use super::series::*;
 use super::{
     minute_of, weight, EdgeRollup, OperationRollup, OriginPart, RangeSet, RollupBatch,
     RollupConfig, RollupOrigin, RollupStats, SpanOrigin, WrittenOrigins, MINUTE_NS,
 };
-use super::peer::peer_attr;
 use crate::model::{CompactString, Span};
 
 #[derive(Debug)]

@@ -21,10 +21,10 @@ mod sketch;
 pub mod weight;
 
 pub use aggregator::RollupAggregator;
-pub use peer::{peer_name, PEER_KEYS};
 pub use batch::{EdgeRollup, OperationRollup, RollupBatch};
 pub use config::{RollupConfig, RollupStats};
 pub use origins::{OriginPart, RangeSet, RollupOrigin, SpanOrigin, WrittenOrigins};
+pub use peer::{peer_name, PEER_KEYS};
 pub use sketch::{LatencySketch, SKETCH_RELATIVE_ACCURACY};
 
 /// One minute in nanoseconds.

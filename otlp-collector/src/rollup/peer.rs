@@ -10,7 +10,12 @@
 use crate::model::{AttrValue, CompactString, Span, SpanKind};
 
 /// The attributes that name a client span's peer, most preferred first.
-pub const PEER_KEYS: [&str; 4] = ["peer.service", "db.system", "server.address", "net.peer.name"];
+pub const PEER_KEYS: [&str; 4] = [
+    "peer.service",
+    "db.system",
+    "server.address",
+    "net.peer.name",
+];
 
 // The candidate keys have distinct lengths, so an attribute's key length
 // picks the one candidate it can be: one comparison per attribute at most.
@@ -119,7 +124,13 @@ mod tests {
     /// the key-by-key lookup on all of them (duplicates included).
     #[test]
     fn one_pass_agrees_with_the_key_by_key_lookup() {
-        let keys = ["peer.service", "db.system", "server.address", "net.peer.name", "http.method"];
+        let keys = [
+            "peer.service",
+            "db.system",
+            "server.address",
+            "net.peer.name",
+            "http.method",
+        ];
         let values = [
             AttrValue::Str("a".into()),
             AttrValue::Str("b".into()),
@@ -141,7 +152,13 @@ mod tests {
                         s.attributes.push(choices[n % choices.len()].clone());
                         n /= choices.len();
                     }
-                    assert_eq!(peer_name(&s), reference(&s), "{:?} {:?}", kind, s.attributes);
+                    assert_eq!(
+                        peer_name(&s),
+                        reference(&s),
+                        "{:?} {:?}",
+                        kind,
+                        s.attributes
+                    );
                     checked += 1;
                 }
             }
@@ -158,7 +175,10 @@ mod tests {
             KeyValue::new("db.system", AttrValue::Str("postgresql".into())),
         ];
         assert_eq!(peer_name(&s), Some("postgresql"));
-        s.attributes.push(KeyValue::new("peer.service", AttrValue::Str("billing".into())));
+        s.attributes.push(KeyValue::new(
+            "peer.service",
+            AttrValue::Str("billing".into()),
+        ));
         assert_eq!(peer_name(&s), Some("billing"));
         s.kind = SpanKind::Internal;
         assert_eq!(peer_name(&s), None);

@@ -363,7 +363,8 @@ pub(crate) mod tests {
             status_code: StatusCode::Error,
             status_message: "boom".into(),
             service_name: "svc".into(),
-            resource_attributes: vec![KeyValue::new("service.name", AttrValue::Str("svc".into()))].into(),
+            resource_attributes: vec![KeyValue::new("service.name", AttrValue::Str("svc".into()))]
+                .into(),
             scope_name: "scope".into(),
             scope_version: "1.0".into(),
         }

@@ -104,7 +104,8 @@ pub fn span(
         resource_attributes: vec![KeyValue::new(
             "service.name",
             AttrValue::Str(service.into()),
-        )].into(),
+        )]
+        .into(),
         scope_name: "conformance".into(),
         scope_version: "1".into(),
     }

@@ -98,7 +98,10 @@ mod tests {
             .copied()
             .chain(parts.iter().flatten().copied())
             .collect();
-        assert_eq!(std::fs::read(_dir.path().join("f")).expect("read"), expected);
+        assert_eq!(
+            std::fs::read(_dir.path().join("f")).expect("read"),
+            expected
+        );
     }
 
     #[test]

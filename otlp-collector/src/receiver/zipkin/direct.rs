@@ -475,7 +475,8 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
         resource_attributes: vec![KeyValue::new(
             "service.name",
             AttrValue::Str(service_name.clone()),
-        )].into(),
+        )]
+        .into(),
         service_name,
         scope_name,
         scope_version,
