@@ -473,3 +473,61 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue::new(k, AttrValue::Str(v.into()))
+    }
+
+    /// Spans of one resource share the list; changing one span's copy
+    /// leaves the others' alone.
+    #[test]
+    fn resource_attrs_are_shared_and_copied_on_write() {
+        let a = ResourceAttrs::new(vec![kv("service.name", "svc"), kv("host.name", "h")]);
+        let mut b = a.clone();
+        assert!(a.shares_with(&b));
+        b.make_mut().push(kv("team", "payments"));
+        assert!(!a.shares_with(&b));
+        assert_eq!(a.len(), 2);
+        assert_eq!(b.len(), 3);
+        assert_ne!(a, b);
+        // Equal content without sharing is still equal.
+        assert_eq!(a, ResourceAttrs::new(a.to_vec()));
+        assert_eq!(a, vec![kv("service.name", "svc"), kv("host.name", "h")]);
+    }
+
+    /// The empty list holds nothing; it serialises exactly like the plain
+    /// list, so the formats that store it did not change.
+    #[test]
+    fn resource_attrs_serialise_as_the_plain_list() {
+        let empty = ResourceAttrs::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty, ResourceAttrs::new(Vec::new()));
+        assert_eq!(empty.heap_bytes(), 0);
+        let list = vec![kv("service.name", "svc"), kv("host.name", "h")];
+        let shared = ResourceAttrs::new(list.clone());
+        let json = serde_json::to_string(&shared).expect("serialises");
+        assert_eq!(json, serde_json::to_string(&list).expect("serialises"));
+        let back: ResourceAttrs = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, shared);
+        assert_eq!(format!("{shared:?}"), format!("{list:?}"));
+    }
+
+    /// Every span holding a shared list is charged all of it: the memory
+    /// budgets never count less than the spans hold.
+    #[test]
+    fn every_holder_is_charged_the_whole_list() {
+        let list = vec![
+            kv("service.name", "a-service-name-over-24-bytes"),
+            kv("k", "v"),
+        ];
+        let alone = kvs_heap_bytes(&list);
+        let shared = ResourceAttrs::new(list);
+        let copy = shared.clone();
+        assert!(shared.heap_bytes() > alone);
+        assert_eq!(shared.heap_bytes(), copy.heap_bytes());
+    }
+}
