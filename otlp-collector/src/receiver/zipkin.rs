@@ -37,6 +37,7 @@ use crate::model::{
     AttrValue, CompactString, Event, KeyValue, ResourceAttrs, Span, SpanKind, StatusCode,
 };
 use crate::receiver::limits::LimitsConfig;
+use direct::service_resource;
 
 /// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
 /// (`zipkin_proto`, `zipkin_v1`) and share the mapping ([`convert_with_ids`]).
@@ -109,29 +110,9 @@ fn convert(i: usize, z: ZSpan, resource: &mut Option<ResourceAttrs>) -> Result<S
     convert_with_ids(i, trace, &span_id, &parent, z, resource)
 }
 
-/// A Zipkin span's resource: `service.name` alone. Consecutive spans of
-/// one service (a request nearly always holds one service's spans) share
-/// the list `last` holds, so a span does not cost a list of its own.
-pub(super) fn service_resource(
-    last: &mut Option<ResourceAttrs>,
-    service: &CompactString,
-) -> ResourceAttrs {
-    if let Some(r) = last {
-        if matches!(r.first(), Some(kv) if matches!(&kv.value, AttrValue::Str(s) if s == service)) {
-            return r.clone();
-        }
-    }
-    let r = ResourceAttrs::new(vec![KeyValue::new(
-        "service.name",
-        AttrValue::Str(service.clone()),
-    )]);
-    *last = Some(r.clone());
-    r
-}
-
 /// Maps a Zipkin span whose ids are already bytes (the `ZSpan`'s own id
 /// fields are not read); a 64-bit trace id is left-padded to 128 bits.
-/// `resource` is the request's last resource ([`service_resource`]).
+/// `resource` is the request's last resource (`direct::service_resource`).
 pub(super) fn convert_with_ids(
     i: usize,
     mut trace: Vec<u8>,

@@ -475,9 +475,29 @@ fn convert(i: usize, z: ZSpan, resource: &mut Option<ResourceAttrs>) -> Result<S
         dropped_links_count: 0,
         status_code,
         status_message,
-        resource_attributes: super::service_resource(resource, &service_name),
+        resource_attributes: service_resource(resource, &service_name),
         service_name,
         scope_name,
         scope_version,
     })
+}
+
+/// A Zipkin span's resource: `service.name` alone. Consecutive spans of
+/// one service (a request nearly always holds one service's spans) share
+/// the list `last` holds, so a span does not cost a list of its own.
+pub(super) fn service_resource(
+    last: &mut Option<ResourceAttrs>,
+    service: &CompactString,
+) -> ResourceAttrs {
+    if let Some(r) = last {
+        if matches!(r.first(), Some(kv) if matches!(&kv.value, AttrValue::Str(s) if s == service)) {
+            return r.clone();
+        }
+    }
+    let r = ResourceAttrs::new(vec![KeyValue::new(
+        "service.name",
+        AttrValue::Str(service.clone()),
+    )]);
+    *last = Some(r.clone());
+    r
 }
