@@ -214,6 +214,12 @@ impl Collector for Core {
                 &self.wal_segments_deleted,
             ),
             (
+                "ferrotrace_wal_rotations_unprepared_total",
+                MetricType::Counter,
+                "WAL rotations that created the next segment while appends waited (no prepared spare).",
+                &self.wal_rotations_unprepared,
+            ),
+            (
                 "ferrotrace_queue_wal_only_spans",
                 MetricType::Gauge,
                 "Acknowledged spans kept in the WAL only (the queue was full), waiting to be read back.",
@@ -386,6 +392,11 @@ impl Collector for Core {
             f,
             "ferrotrace_wal_fsync_seconds",
             "Per WAL fsync (fdatasync of the current segment).",
+        )?;
+        self.wal_rotate_latency.encode(
+            f,
+            "ferrotrace_wal_rotate_seconds",
+            "Per WAL segment rotation, while the appends of the group that rotates wait.",
         )?;
         self.wal_append_latency.encode(
             f,
