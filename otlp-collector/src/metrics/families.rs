@@ -134,7 +134,7 @@ impl Collector for Core {
         for (name, help, label, v) in vecs {
             v.encode(f, name, help, label)?;
         }
-        let scalars: [(&str, MetricType, &str, &AtomicU64); 35] = [
+        let scalars: [(&str, MetricType, &str, &AtomicU64); 36] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 MetricType::Gauge,
