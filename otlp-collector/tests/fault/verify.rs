@@ -88,6 +88,42 @@ pub async fn eviction_cutoff_ns(query: std::net::SocketAddr) -> u64 {
     (secs * 1e9) as u64
 }
 
+/// The eviction cutoff once size and disk-full evictions have stopped:
+/// waits (at most `within`) until neither `ferrotrace_storage_evictions_total`
+/// nor the cutoff changed for `quiet`, and returns the cutoff in ns. A test
+/// that kills the collector afterwards needs this as the floor of its next
+/// check: evictions go on after the load stops while the disk is under its
+/// free-space reserve, and a restarted collector's metric starts at 0.
+pub async fn settled_eviction_cutoff_ns(
+    query: std::net::SocketAddr,
+    quiet: Duration,
+    within: Duration,
+) -> u64 {
+    let start = Instant::now();
+    let read = || async {
+        let passes = super::metric(query, "ferrotrace_storage_evictions_total")
+            .await
+            .unwrap_or(0);
+        (passes, eviction_cutoff_ns(query).await)
+    };
+    let mut last = read().await;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = read().await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return last.1;
+        }
+        assert!(
+            start.elapsed() < within,
+            "evictions did not stop within {within:?} after the load stopped              (passes, cutoff ns): {last:?}"
+        );
+    }
+}
+
 /// What [`exactly_once_unless_evicted`] found.
 #[derive(Debug, Default)]
 pub struct Evicted {

@@ -11,12 +11,22 @@ use super::{Context, SpanContext};
 /// never resurrects a context that was already detached.
 struct Stack {
     entries: Vec<Option<Context>>,
+    /// The `tracing` bridge's entered spans, kept beside the contexts they
+    /// attached (see [`Mark`]).
+    #[cfg(feature = "tracing")]
+    marks: Vec<Mark>,
 }
 
 static EMPTY: Context = Context::new();
 
 thread_local! {
-    static STACK: RefCell<Stack> = const { RefCell::new(Stack { entries: Vec::new() }) };
+    static STACK: RefCell<Stack> = const {
+        RefCell::new(Stack {
+            entries: Vec::new(),
+            #[cfg(feature = "tracing")]
+            marks: Vec::new(),
+        })
+    };
 }
 
 /// Runs `f` on the current context. `f` must not attach or detach contexts
@@ -78,6 +88,27 @@ pub(super) fn current_span_context() -> Option<SpanContext> {
         .flatten()
 }
 
+/// Takes the context at `index` off `entries` (popped when it is the
+/// innermost, else left as a hole) and trims the holes left on top.
+#[inline]
+fn detach_at(entries: &mut Vec<Option<Context>>, index: usize) -> Option<Context> {
+    let len = entries.len();
+    if index >= len {
+        return None;
+    }
+    // Usually the innermost: popped, not taken and then popped (one move of
+    // the context instead of two).
+    let removed = if index + 1 == len {
+        entries.pop().flatten()
+    } else {
+        entries[index].take()
+    };
+    while matches!(entries.last(), Some(None)) {
+        entries.pop();
+    }
+    removed
+}
+
 pub(super) fn attach(cx: Context) -> ContextGuard {
     let index = STACK
         .try_with(|s| {
@@ -114,24 +145,7 @@ impl ContextGuard {
     fn detach(&mut self) -> Option<Context> {
         let index = std::mem::replace(&mut self.index, usize::MAX);
         STACK
-            .try_with(|s| {
-                let mut s = s.try_borrow_mut().ok()?;
-                let len = s.entries.len();
-                if index >= len {
-                    return None;
-                }
-                // Usually the innermost: popped, not taken and then popped
-                // (one move of the context instead of two).
-                let removed = if index + 1 == len {
-                    s.entries.pop().flatten()
-                } else {
-                    s.entries[index].take()
-                };
-                while matches!(s.entries.last(), Some(None)) {
-                    s.entries.pop();
-                }
-                removed
-            })
+            .try_with(|s| detach_at(&mut s.try_borrow_mut().ok()?.entries, index))
             .ok()
             .flatten()
     }
@@ -163,6 +177,145 @@ impl Drop for ContextGuard {
         // current context.
         drop(self.detach());
     }
+}
+
+/// What the `tracing` bridge keeps on this thread's stack for each span it
+/// saw entered: which layer (`owner`, an address), which span (`id`), the
+/// bridge's `kind` of it, whether it was already entered further out
+/// (`repeat`), and the index of the context entering it attached, if any.
+///
+/// Kept here, beside the contexts, so that entering or leaving a span is one
+/// thread-local access and one borrow for both (they were two stacks).
+#[cfg(feature = "tracing")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mark {
+    owner: usize,
+    id: u64,
+    kind: u8,
+    repeat: bool,
+    /// Index into `Stack::entries`; `usize::MAX` for none.
+    cx: usize,
+}
+
+#[cfg(feature = "tracing")]
+thread_local! {
+    /// Enters not marked (too many, or the stack was busy) and not yet
+    /// exited: while non-zero the top mark is not the current span.
+    static MISSED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The innermost mark, as [`top_mark`] sees it for one owner.
+#[cfg(feature = "tracing")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TopMark {
+    /// Nothing entered on this thread (that any owner marked).
+    Empty,
+    /// The innermost entered span is this owner's `id`, of `kind`.
+    Span {
+        /// The span.
+        id: u64,
+        /// What the owner said of it.
+        kind: u8,
+    },
+    /// Not known here: another owner's mark is on top, or marks were missed.
+    Unknown,
+}
+
+/// Marks `owner`'s span `id` entered and makes `cx` (if any) current until
+/// [`unmark`]. Beyond `max` marks, or when the stack is busy, nothing is
+/// marked or attached and the miss is counted (callers then ask elsewhere).
+#[cfg(feature = "tracing")]
+pub(crate) fn mark(owner: usize, id: u64, kind: u8, cx: Option<Context>, max: usize) {
+    let refused = STACK
+        .try_with(|s| {
+            let Ok(mut s) = s.try_borrow_mut() else {
+                return Some(cx);
+            };
+            if s.marks.len() >= max {
+                return Some(cx);
+            }
+            let repeat = s.marks.iter().any(|m| m.id == id && m.owner == owner);
+            let cx_index = match cx {
+                Some(cx) => {
+                    s.entries.push(Some(cx));
+                    s.entries.len() - 1
+                }
+                None => usize::MAX,
+            };
+            s.marks.push(Mark {
+                owner,
+                id,
+                kind,
+                repeat,
+                cx: cx_index,
+            });
+            None
+        })
+        .unwrap_or(None);
+    if let Some(cx) = refused {
+        let _ = MISSED.try_with(|m| m.set(m.get().saturating_add(1)));
+        // Dropped outside the stack's borrow.
+        drop(cx);
+    }
+}
+
+/// Removes `owner`'s innermost mark of `id` and detaches the context it
+/// attached (restoring the one current before it); an exit without a mark
+/// settles one miss.
+#[cfg(feature = "tracing")]
+pub(crate) fn unmark(owner: usize, id: u64) {
+    let found = STACK
+        .try_with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            let s = &mut *s;
+            // Usually the top: spans are left in the order they were entered.
+            let mark = match s.marks.last() {
+                Some(m) if m.id == id && m.owner == owner => s.marks.pop()?,
+                _ => {
+                    let pos = s
+                        .marks
+                        .iter()
+                        .rposition(|m| m.id == id && m.owner == owner)?;
+                    s.marks.remove(pos)
+                }
+            };
+            Some(detach_at(&mut s.entries, mark.cx))
+        })
+        .ok()
+        .flatten();
+    match found {
+        // The detached context is dropped after the borrow is released: its
+        // destructor may touch the current context.
+        Some(cx) => drop(cx),
+        None => {
+            let _ = MISSED.try_with(|m| m.set(m.get().saturating_sub(1)));
+        }
+    }
+}
+
+/// The innermost marked span that is not a repeat, if the marks can tell
+/// for `owner`.
+#[cfg(feature = "tracing")]
+#[inline]
+pub(crate) fn top_mark(owner: usize) -> TopMark {
+    if MISSED.try_with(std::cell::Cell::get).unwrap_or(1) != 0 {
+        return TopMark::Unknown;
+    }
+    STACK
+        .try_with(|s| {
+            let Ok(s) = s.try_borrow() else {
+                return TopMark::Unknown;
+            };
+            match s.marks.iter().rev().find(|m| !m.repeat) {
+                None => TopMark::Empty,
+                Some(m) if m.owner == owner => TopMark::Span {
+                    id: m.id,
+                    kind: m.kind,
+                },
+                Some(_) => TopMark::Unknown,
+            }
+        })
+        .unwrap_or(TopMark::Unknown)
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use crate::trace::SpanInbox;
 
 pub use baggage::{Baggage, BaggageEntry, BaggageError, BaggageProperty};
 pub use current::ContextGuard;
+#[cfg(feature = "tracing")]
+pub(crate) use current::{mark, top_mark, unmark, TopMark};
 pub use future::{FutureExt, WithContext};
 pub use span_context::{SpanContext, TraceFlags, TraceState};
 
@@ -102,26 +104,29 @@ impl Context {
         self
     }
 
-    /// What a child span's context inherits from `self` besides the active
-    /// span — baggage and values — moved out, or `None` when there is
-    /// neither (the usual case: the `tracing` bridge then keeps no copy). The
-    /// inbox is not kept: it only ever serves the span it was made for
+    /// `self` taken apart for a child span: the active span (when valid),
+    /// and what the child's context inherits besides it — baggage and
+    /// values — or `None` when there is neither (the usual case: the
+    /// `tracing` bridge then keeps no copy). Both are moved out, not cloned.
+    /// The inbox is not kept: it only ever serves the span it was made for
     /// (see [`SpanInbox::of`]), never a child's context.
     #[cfg(feature = "tracing")]
-    pub(crate) fn into_inherited(self) -> Option<Box<Context>> {
+    pub(crate) fn into_parent_parts(self) -> (Option<SpanContext>, Option<Box<Context>>) {
+        let span = self.span.filter(SpanContext::is_valid);
         if self.baggage.is_none() && self.values.is_none() {
-            return None;
+            return (span, None);
         }
-        Some(Box::new(Context {
+        let inherited = Box::new(Context {
             span: None,
             baggage: self.baggage,
             values: self.values,
             inbox: None,
-        }))
+        });
+        (span, Some(inherited))
     }
 
     /// A context whose active span is `span_context`, with what
-    /// [`into_inherited`](Self::into_inherited) kept (clones of it).
+    /// [`into_parent_parts`](Self::into_parent_parts) kept (clones of it).
     #[cfg(feature = "tracing")]
     pub(crate) fn from_inherited(
         inherited: Option<&Context>,

@@ -231,14 +231,7 @@ impl Tracer {
         start_time_ns: Option<u64>,
     ) -> Span {
         if decision == SamplingDecision::Drop || !self.records() {
-            let sampled = u8::from(decision == SamplingDecision::RecordAndSample);
-            return Span::non_recording(SpanContext::new(
-                ids.0,
-                ids.1,
-                TraceFlags::new(ids.2 | sampled),
-                false,
-                trace_state,
-            ));
+            return non_recording_with_state(ids, decision, trace_state);
         }
         self.build(
             name,
@@ -271,18 +264,13 @@ impl Tracer {
                 .sampler
                 .decide(parent.as_ref(), ids.0, &name, kind, &attributes, &links);
         if result.decision == SamplingDecision::Drop || !self.records() {
-            let sampled = result.decision == SamplingDecision::RecordAndSample;
             let trace_state = match result.trace_state {
                 Some(ts) => ts,
-                None => parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
+                None => parent
+                    .map(SpanContext::into_trace_state)
+                    .unwrap_or_default(),
             };
-            return Span::non_recording(SpanContext::new(
-                ids.0,
-                ids.1,
-                TraceFlags::new(ids.2 | u8::from(sampled)),
-                false,
-                trace_state,
-            ));
+            return non_recording_with_state(ids, result.decision, trace_state);
         }
         self.build(
             name,
@@ -478,6 +466,25 @@ fn unrecorded_context(
             .map(SpanContext::into_trace_state)
             .unwrap_or_default(),
     )
+}
+
+/// A span that does not record, with the trace state a sampler chose (the
+/// remote sampler's quick decision, a custom sampler's full one): the sampled
+/// flag as decided. Shared by both paths so they cannot drift apart.
+#[inline]
+fn non_recording_with_state(
+    (trace_id, span_id, random): (TraceId, SpanId, u8),
+    decision: SamplingDecision,
+    trace_state: crate::context::TraceState,
+) -> Span {
+    let sampled = u8::from(decision == SamplingDecision::RecordAndSample);
+    Span::non_recording(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(random | sampled),
+        false,
+        trace_state,
+    ))
 }
 
 /// What a lazily started span is built from (see [`Tracer::start_lazy_with`]).

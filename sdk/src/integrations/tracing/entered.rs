@@ -1,43 +1,44 @@
-//! The `tracing` spans a thread has entered, as the layer saw them: the
-//! guard that keeps each one's context current, and whether the layer
-//! records it. The top entry is the registry's current span as far as the
-//! layer is concerned (every `on_enter` it gets is pushed, recorded or
-//! not), so an event finds its span here without a registry look-up.
+//! The `tracing` spans a thread has entered, as the layer saw them: whether
+//! the layer records each one, and the context entering it made current.
+//! The top entry is the registry's current span as far as the layer is
+//! concerned (every `on_enter` it gets is pushed, recorded or not), so an
+//! event finds its span here without a registry look-up.
 //!
-//! The stack is per thread and shared by every layer instance; entries say
-//! which layer pushed them (by its states' key). When the stack cannot be
-//! trusted — more than [`MAX_ENTERED`] entered spans, or an enter that found
-//! the stack borrowed — [`current`] answers [`Top::Unknown`] and callers ask
-//! the registry, as before.
+//! The entries are marks on the thread's context stack (`context::mark`),
+//! beside the contexts they attach: entering or leaving a span is one
+//! thread-local access and one borrow for both. The marks are shared by
+//! every layer instance; each says which layer pushed it (by its states'
+//! key). When the marks cannot be trusted — more than [`MAX_ENTERED`]
+//! entered spans, or an enter that found the stack busy — [`current`]
+//! answers [`Top::Unknown`] and callers ask the registry, as before.
 
-use std::cell::{Cell, RefCell};
-
-use crate::context::ContextGuard;
+use crate::context::{self, Context, TopMark};
 
 /// Most spans a thread can have entered at once in this stack; deeper
 /// nesting is still traced, its contexts no longer made current (a bound on
-/// the guard stack).
+/// the stack).
 pub(super) const MAX_ENTERED: usize = 1024;
 
 /// What the layer keeps of an entered span.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 pub(super) enum Kind {
     /// No state (below the level filter, suppressed, or internal).
-    Untracked,
+    Untracked = 0,
     /// A state whose span does not record (unsampled): only its context.
-    Unrecorded,
+    Unrecorded = 1,
     /// A recording span.
-    Recording,
+    Recording = 2,
 }
 
-struct Entry {
-    layer: usize,
-    id: u64,
-    kind: Kind,
-    /// Entered again while already on the stack: like the registry, the
-    /// current span is then the innermost entry that is not a repeat.
-    repeat: bool,
-    guard: Option<ContextGuard>,
+impl Kind {
+    fn from_u8(k: u8) -> Kind {
+        match k {
+            2 => Kind::Recording,
+            1 => Kind::Unrecorded,
+            _ => Kind::Untracked,
+        }
+    }
 }
 
 /// The thread's current span for one layer.
@@ -52,86 +53,31 @@ pub(super) enum Top {
     Unknown,
 }
 
-thread_local! {
-    static ENTERED: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
-    /// Enters not pushed (stack full or busy) and not yet exited: while
-    /// non-zero the stack's top is not the current span.
-    static MISSED: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Records that `layer` entered `id`; `guard` (if any) keeps the span's
-/// context current until the matching [`exit`].
-pub(super) fn enter(layer: usize, id: u64, kind: Kind, guard: Option<ContextGuard>) {
-    let pushed = ENTERED
-        .try_with(|e| match e.try_borrow_mut() {
-            Ok(mut e) if e.len() < MAX_ENTERED => {
-                let repeat = e.iter().any(|t| t.id == id && t.layer == layer);
-                e.push(Entry {
-                    layer,
-                    id,
-                    kind,
-                    repeat,
-                    guard,
-                });
-                None
-            }
-            // Full or busy: the guard is handed back and dropped below.
-            _ => Some(guard),
-        })
-        .unwrap_or(None);
-    if let Some(guard) = pushed {
-        let _ = MISSED.try_with(|m| m.set(m.get().saturating_add(1)));
-        drop(guard);
-    }
+/// Records that `layer` entered `id`; `cx` (if any) is the current context
+/// until the matching [`exit`].
+#[inline]
+pub(super) fn enter(layer: usize, id: u64, kind: Kind, cx: Option<Context>) {
+    context::mark(layer, id, kind as u8, cx, MAX_ENTERED);
 }
 
 /// Records that `layer` left `id` (the innermost entry with that id), and
 /// restores the context that was current before it.
+#[inline]
 pub(super) fn exit(layer: usize, id: u64) {
-    let found = ENTERED
-        .try_with(|e| {
-            let mut e = e.try_borrow_mut().ok()?;
-            // Usually the top: spans are left in the order they were entered.
-            match e.last() {
-                Some(t) if t.id == id && t.layer == layer => e.pop().map(|t| t.guard),
-                _ => {
-                    let pos = e.iter().rposition(|t| t.id == id && t.layer == layer)?;
-                    Some(e.remove(pos).guard)
-                }
-            }
-        })
-        .ok()
-        .flatten();
-    match found {
-        // Dropped outside the borrow: detaching may run other context code.
-        Some(guard) => drop(guard),
-        None => {
-            let _ = MISSED.try_with(|m| m.set(m.get().saturating_sub(1)));
-        }
-    }
+    context::unmark(layer, id);
 }
 
 /// The innermost entered span, if this stack can tell for `layer`.
 #[inline]
 pub(super) fn current(layer: usize) -> Top {
-    if MISSED.try_with(Cell::get).unwrap_or(1) != 0 {
-        return Top::Unknown;
+    match context::top_mark(layer) {
+        TopMark::Empty => Top::Empty,
+        TopMark::Span { id, kind } => Top::Span {
+            id,
+            kind: Kind::from_u8(kind),
+        },
+        TopMark::Unknown => Top::Unknown,
     }
-    ENTERED
-        .try_with(|e| {
-            let Ok(e) = e.try_borrow() else {
-                return Top::Unknown;
-            };
-            match e.iter().rev().find(|t| !t.repeat) {
-                None => Top::Empty,
-                Some(t) if t.layer == layer => Top::Span {
-                    id: t.id,
-                    kind: t.kind,
-                },
-                Some(_) => Top::Unknown,
-            }
-        })
-        .unwrap_or(Top::Unknown)
 }
 
 #[cfg(test)]

@@ -36,7 +36,16 @@ pub(super) struct Special {
 
 impl Special {
     /// The status the special fields ask for, if any.
+    #[inline]
     pub(super) fn status(&mut self) -> Option<Status> {
+        if self.status_code.is_none() && self.error.is_none() {
+            // The usual span or event: no status field at all.
+            return None;
+        }
+        self.status_slow()
+    }
+
+    fn status_slow(&mut self) -> Option<Status> {
         match self.status_code {
             Some(StatusCode::Ok) => return Some(Status::Ok),
             Some(StatusCode::Error) => {
@@ -171,7 +180,8 @@ impl<'a> Recorder<'a> {
     /// A `?debug`/`%display` value: formatted on the stack when short, so a
     /// repeated value costs no allocation.
     fn formatted(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let t = StackText::format(value);
+        let mut t = StackText::new();
+        t.write_debug(value);
         match t.spilled() {
             true => self.text(field, Cow::Owned(t.into_string())),
             false => self.text(field, Cow::Borrowed(t.as_str())),

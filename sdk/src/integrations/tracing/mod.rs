@@ -215,10 +215,26 @@ fn push_code_location(attrs: &mut Vec<KeyValue>, meta: &'static Metadata<'static
 /// An event's name, attributes and the statuses it asks for (in order).
 type BuiltEvent = (Cow<'static, str>, Vec<KeyValue>, [Option<Status>; 2]);
 
+/// The attribute count of an event of this callsite: its fields but the
+/// message (the event's name, not an attribute), `level` and `target`, and
+/// `exception.message` beside an `error` field. Exact, so the list is
+/// allocated once at its final size (a `Vec` grown by pushing would take
+/// four slots, and the message's slot was never used).
+fn event_capacity(meta: &Metadata<'_>) -> usize {
+    let mut n = 2;
+    for f in meta.fields() {
+        n += match f.name() {
+            "message" => 0,
+            "error" => 2,
+            _ => 1,
+        };
+    }
+    n
+}
+
 fn build_event(event: &Event<'_>) -> BuiltEvent {
     let meta = event.metadata();
-    // Fields (the message among them, which is not an attribute), level, target.
-    let mut attrs = Vec::with_capacity(meta.fields().len() + 2);
+    let mut attrs = Vec::with_capacity(event_capacity(meta));
     let mut rec = Recorder::new(meta, &mut attrs);
     event.record(&mut rec);
     let mut special = rec.special;
@@ -355,10 +371,9 @@ where
             REFUSED.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let parent = self.parent_context(attrs, &ctx);
-        let parent_sc = parent
-            .has_active_span()
-            .then(|| parent.span_context().clone());
+        // Taken apart, not cloned: the parent's span context goes to the
+        // tracer, the rest (baggage, values) stays with the state.
+        let (parent_sc, inherited) = self.parent_context(attrs, &ctx).into_parent_parts();
         // The sampler decides first: an unsampled span records no field (only
         // its context is kept, for its children). A recorded one gets its
         // fields straight into the attribute list it keeps.
@@ -383,7 +398,6 @@ where
         if let Some(status) = status {
             span.set_status(status);
         }
-        let inherited = parent.into_inherited();
         self.states.insert(raw, SpanState { span, inherited });
     }
 
@@ -472,7 +486,7 @@ where
                 } else {
                     Kind::Unrecorded
                 };
-                entered::enter(layer, raw, kind, Some(cx.attach()));
+                entered::enter(layer, raw, kind, Some(cx));
             }
             // Entered all the same: the stack's top stays the current span.
             None => entered::enter(layer, raw, Kind::Untracked, None),
