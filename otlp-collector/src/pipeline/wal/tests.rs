@@ -502,7 +502,11 @@ fn crash_image(from: &Path) -> tempfile::TempDir {
 async fn wait_for_file(dir: &Path, id: u64, len: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !segment_files(dir).iter().any(|&(i, l)| i == id && l >= len) {
-        assert!(std::time::Instant::now() < deadline, "no segment {id} of {len} bytes: {:?}", segment_files(dir));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment {id} of {len} bytes: {:?}",
+            segment_files(dir)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -543,8 +547,15 @@ async fn a_crash_with_a_spare_prepared_and_not_used_loses_nothing_and_reuses_no_
         .map(|r| r.payload)
         .collect();
     assert_eq!(got, written, "every acknowledged record replays");
-    assert!(wal.read_segment(2).unwrap().is_empty(), "the unused spare holds no record");
-    assert_eq!(m.wal_corrupt_records.load(Relaxed), 0, "its zeros are a clean end");
+    assert!(
+        wal.read_segment(2).unwrap().is_empty(),
+        "the unused spare holds no record"
+    );
+    assert_eq!(
+        m.wal_corrupt_records.load(Relaxed),
+        0,
+        "its zeros are a clean end"
+    );
     wal.add_outstanding(1, 3);
     for id in replay {
         wal.finish_replay(id);
@@ -599,7 +610,12 @@ async fn a_crash_after_rotating_into_a_spare_replays_its_records() {
     assert_eq!(replay, vec![1, 2, 3]);
     let mut got = Vec::new();
     for id in &replay {
-        got.extend(wal.read_segment(*id).unwrap().into_iter().map(|r| r.payload));
+        got.extend(
+            wal.read_segment(*id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.payload),
+        );
     }
     assert_eq!(got, written);
     assert_eq!(m2.wal_corrupt_records.load(Relaxed), 0);
@@ -607,8 +623,7 @@ async fn a_crash_after_rotating_into_a_spare_replays_its_records() {
 }
 
 #[tokio::test]
-async fn rotations_without_a_spare_are_counted_and_a_released_segment_is_deleted_after_the_group()
-{
+async fn rotations_without_a_spare_are_counted_and_a_released_segment_is_deleted_after_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
     // One record per segment: every append rotates.
@@ -637,7 +652,10 @@ async fn rotations_without_a_spare_are_counted_and_a_released_segment_is_deleted
     assert_eq!(wal.total_bytes(), (HEADER_LEN + 3) as u64);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while segment_path(dir.path(), 1).exists() {
-        assert!(std::time::Instant::now() < deadline, "segment 1 not deleted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment 1 not deleted"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The one rotation created its segment on the writer (no spare).
