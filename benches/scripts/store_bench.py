@@ -375,7 +375,7 @@ def histogram(text, name):
 ACK_PARTS = ["ferrotrace_receiver_ack_seconds", "ferrotrace_receiver_decode_seconds",
              "ferrotrace_wal_append_seconds", "ferrotrace_wal_group_wait_seconds",
              "ferrotrace_wal_write_seconds", "ferrotrace_wal_fsync_seconds",
-             "ferrotrace_sink_write_seconds"]
+             "ferrotrace_wal_rotate_seconds", "ferrotrace_sink_write_seconds"]
 
 
 def metric(text, name):
@@ -607,6 +607,9 @@ def main():
         result["wal_appends_per_fsync"] = round(
             (metric(m, "ferrotrace_wal_appends_total") or 0) /
             max(metric(m, "ferrotrace_wal_fsyncs_total") or 0, 1), 2)
+        # Absent from collectors older than session 10 (None then).
+        result["wal_rotations_unprepared"] = metric(
+            m, "ferrotrace_wal_rotations_unprepared_total")
         with open("/proc/loadavg") as f:
             result["loadavg_1m_after_load"] = float(f.read().split()[0])
         if more:

@@ -134,7 +134,7 @@ impl Collector for Core {
         for (name, help, label, v) in vecs {
             v.encode(f, name, help, label)?;
         }
-        let scalars: [(&str, MetricType, &str, &AtomicU64); 35] = [
+        let scalars: [(&str, MetricType, &str, &AtomicU64); 36] = [
             (
                 "ferrotrace_receiver_inflight_bytes",
                 MetricType::Gauge,
@@ -212,6 +212,12 @@ impl Collector for Core {
                 MetricType::Counter,
                 "WAL segments deleted after all their spans were committed or dropped.",
                 &self.wal_segments_deleted,
+            ),
+            (
+                "ferrotrace_wal_rotations_unprepared_total",
+                MetricType::Counter,
+                "WAL rotations that created the next segment while appends waited (no prepared spare).",
+                &self.wal_rotations_unprepared,
             ),
             (
                 "ferrotrace_queue_wal_only_spans",
@@ -386,6 +392,11 @@ impl Collector for Core {
             f,
             "ferrotrace_wal_fsync_seconds",
             "Per WAL fsync (fdatasync of the current segment).",
+        )?;
+        self.wal_rotate_latency.encode(
+            f,
+            "ferrotrace_wal_rotate_seconds",
+            "Per WAL segment rotation, while the appends of the group that rotates wait.",
         )?;
         self.wal_append_latency.encode(
             f,

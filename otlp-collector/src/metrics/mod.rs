@@ -158,6 +158,10 @@ impl Histogram {
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
         self.count.fetch_add(1, Relaxed);
     }
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
     /// Writes the family `name` (buckets, `_sum` in seconds, `_count`).
     pub fn encode(&self, f: &mut Families, name: &str, help: &str) -> EncodeResult {
         let buckets: Vec<(f64, u64)> = self
@@ -230,6 +234,9 @@ pub struct Core {
     pub wal_appends: AtomicU64,
     /// WAL segments deleted after every span was committed or dropped.
     pub wal_segments_deleted: AtomicU64,
+    /// Rotations that created the next segment on the writer thread, its
+    /// `fsync`s in the acknowledgements' way (no prepared spare).
+    pub wal_rotations_unprepared: AtomicU64,
     /// Corrupt or torn WAL records skipped at replay.
     pub wal_corrupt_records: AtomicU64,
     /// WAL I/O failures by operation (`write`, `fsync`, `rotate`).
@@ -308,6 +315,9 @@ pub struct Core {
     pub wal_write_latency: Histogram,
     /// Per WAL `fsync` (`fdatasync`).
     pub wal_fsync_latency: Histogram,
+    /// Per WAL segment rotation, on the writer thread before the group that
+    /// rotates is written (every append of that group waits for it).
+    pub wal_rotate_latency: Histogram,
     /// Per WAL append, as the caller sees it: from the call until the
     /// caller's task has the answer (durable per the policy).
     pub wal_append_latency: Histogram,
@@ -346,6 +356,7 @@ impl Default for Core {
             wal_fsyncs: AtomicU64::new(0),
             wal_appends: AtomicU64::new(0),
             wal_segments_deleted: AtomicU64::new(0),
+            wal_rotations_unprepared: AtomicU64::new(0),
             wal_corrupt_records: AtomicU64::new(0),
             wal_io_errors: CounterVec::default(),
             inflight_bytes: AtomicU64::new(0),
@@ -379,6 +390,7 @@ impl Default for Core {
             wal_group_wait: Histogram::new(ACK_PART_BOUNDS),
             wal_write_latency: Histogram::new(ACK_PART_BOUNDS),
             wal_fsync_latency: Histogram::new(ACK_PART_BOUNDS),
+            wal_rotate_latency: Histogram::new(ACK_PART_BOUNDS),
             wal_append_latency: Histogram::new(ACK_PART_BOUNDS),
             memory: MemoryMetrics::default(),
             net: NetMetrics::default(),

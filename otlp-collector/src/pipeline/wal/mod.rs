@@ -89,10 +89,11 @@ pub struct WalConfig {
     /// to `segment_bytes` (when the disk has room beyond `min_free_bytes`), so
     /// that rotating costs an acknowledgement no `fsync`s and the group
     /// commit's `fdatasync` changes no file size (see `wal/spare.rs`).
-    /// `false` (the default): segments are created when needed and grow as
-    /// written. Off by default because end to end (ack p99 at 12k spans/s into
-    /// SQLite, docs/benchmarks.md) it showed no gain yet, only in the
-    /// `fdatasync` micro-benchmark.
+    /// On by default: without it a rotation (every `segment_bytes`) creates
+    /// the next segment while the appends of its group wait, four `fsync`s of
+    /// `wal.meta` and the directory, which set the acknowledgement's p99
+    /// (docs/benchmarks.md, "Session-10 WAL rotation"). `false`: segments are
+    /// created when needed and grow as written (no file beyond `max_bytes`).
     pub preallocate: bool,
     /// Free bytes kept on the WAL's file system for the sink: appends are
     /// refused (503, as on a full disk) while less is free. A sink on the same
@@ -113,7 +114,7 @@ impl Default for WalConfig {
             fsync_interval_ms: 100,
             segment_bytes: 32 * 1024 * 1024,
             max_bytes: 1024 * 1024 * 1024,
-            preallocate: false,
+            preallocate: true,
             min_free_bytes: 0,
         }
     }
@@ -208,6 +209,11 @@ struct Shared {
     dir: PathBuf,
     instance: u64,
     segments: Mutex<BTreeMap<u64, SegInfo>>,
+    /// Segments taken out of `segments` whose files are not unlinked yet
+    /// (see [`Shared::take_if_done`]); locked after `segments`, never before.
+    /// [`Wal::oldest_segment`] counts them: their rollup origins are needed
+    /// while the file can still be replayed.
+    unlinking: Mutex<Vec<u64>>,
     total_bytes: std::sync::atomic::AtomicU64,
     max_bytes: u64,
     /// Free bytes kept for the sink (`wal.min_free_bytes`, resolved).
@@ -245,28 +251,54 @@ impl Shared {
         }
     }
 
-    /// Deletes a segment if sealed and empty; called with the lock held.
-    fn maybe_delete(&self, segs: &mut BTreeMap<u64, SegInfo>, id: u64) {
+    /// Takes segment `id` out of the table if it is sealed and empty (called
+    /// with the lock held) and returns its file's path, which the caller
+    /// deletes once it has released the lock ([`Shared::remove_file`]).
+    /// Unlinking a segment frees up to `segment_bytes` of blocks through the
+    /// file system's journal and can wait for a journal commit in progress;
+    /// under the lock it held up the writer, which takes the lock for every
+    /// group of appends (a sink's release deleted the old segment while a
+    /// group waited to be acknowledged).
+    #[must_use]
+    fn take_if_done(&self, segs: &mut BTreeMap<u64, SegInfo>, id: u64) -> Option<(u64, PathBuf)> {
         let done = matches!(segs.get(&id), Some(s) if s.sealed && s.outstanding == 0 && s.rollup_holds == 0);
         if !done {
-            return;
+            return None;
         }
-        if let Some(info) = segs.remove(&id) {
-            match std::fs::remove_file(self.path(id)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    // Keep accounting consistent; the file is retried at next start.
-                    tracing::warn!(segment = id, error = %e, "cannot delete WAL segment");
-                }
+        let info = segs.remove(&id)?;
+        // Accounted now: the segment's records are no longer needed, so its
+        // bytes no longer count against `max_bytes` even before the unlink.
+        self.total_bytes.fetch_sub(info.bytes, Relaxed);
+        self.metrics.wal_segments_deleted.fetch_add(1, Relaxed);
+        self.metrics
+            .wal_bytes
+            .store(self.total_bytes.load(Relaxed), Relaxed);
+        self.metrics.wal_segments.store(segs.len() as u64, Relaxed);
+        self.unlinking.lock().push(id);
+        Some((id, self.path(id)))
+    }
+
+    /// Deletes a segment file taken out of the table by [`Shared::take_if_done`].
+    fn remove_file(&self, taken: Option<(u64, PathBuf)>) {
+        let Some((id, path)) = taken else { return };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Accounting stays consistent; the file is replayed and
+                // deleted at the next start (its spans' writes are idempotent).
+                tracing::warn!(segment = id, error = %e, "cannot delete WAL segment");
             }
-            self.total_bytes.fetch_sub(info.bytes, Relaxed);
-            self.metrics.wal_segments_deleted.fetch_add(1, Relaxed);
-            self.metrics
-                .wal_bytes
-                .store(self.total_bytes.load(Relaxed), Relaxed);
-            self.metrics.wal_segments.store(segs.len() as u64, Relaxed);
         }
+        self.unlinking.lock().retain(|&u| u != id);
+    }
+
+    /// Deletes segment `id` if it is sealed and empty, the file outside the lock.
+    fn delete_if_done(&self, segs: parking_lot::MutexGuard<'_, BTreeMap<u64, SegInfo>>, id: u64) {
+        let mut segs = segs;
+        let taken = self.take_if_done(&mut segs, id);
+        drop(segs);
+        self.remove_file(taken);
     }
 }
 
@@ -364,6 +396,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             instance,
             segments: Mutex::new(segments),
+            unlinking: Mutex::new(Vec::new()),
             total_bytes: std::sync::atomic::AtomicU64::new(total),
             max_bytes: cfg.max_bytes,
             min_free_bytes: free_space_reserve(cfg.min_free_bytes, fs_size_bytes(dir).ok()),
@@ -439,7 +472,7 @@ impl Wal {
             s.sealed = true;
             s.replaying = false;
         }
-        self.shared.maybe_delete(&mut segs, id);
+        self.shared.delete_if_done(segs, id);
     }
 
     /// Releases `n` spans of segment `id` (committed by the sink or dropped by sampling).
@@ -448,7 +481,7 @@ impl Wal {
         if let Some(s) = segs.get_mut(&id) {
             s.outstanding = s.outstanding.saturating_sub(n);
         }
-        self.shared.maybe_delete(&mut segs, id);
+        self.shared.delete_if_done(segs, id);
     }
 
     /// Adds `n` rollup holds on segment `id`: it is not deleted until they are
@@ -466,7 +499,7 @@ impl Wal {
         if let Some(s) = segs.get_mut(&id) {
             s.rollup_holds = s.rollup_holds.saturating_sub(n);
         }
-        self.shared.maybe_delete(&mut segs, id);
+        self.shared.delete_if_done(segs, id);
     }
 
     /// This WAL directory's identity (random, kept in `wal.meta`).
@@ -477,7 +510,11 @@ impl Wal {
     /// The oldest segment still present (`None` when there is none): rollup
     /// origins of older segments of this WAL are no longer needed.
     pub fn oldest_segment(&self) -> Option<u64> {
-        self.shared.segments.lock().keys().next().copied()
+        let segs = self.shared.segments.lock();
+        let listed = segs.keys().next().copied();
+        // A segment being unlinked is still on disk (a crash now replays it).
+        let unlinking = self.shared.unlinking.lock().iter().min().copied();
+        listed.into_iter().chain(unlinking).min()
     }
 
     /// Why the last write failed for lack of space, while that lasts: until
@@ -597,11 +634,16 @@ impl Wal {
             // spans were all committed are deleted now rather than replayed.
             let mut segs = self.shared.segments.lock();
             let ids: Vec<u64> = segs.keys().copied().collect();
+            let mut taken = Vec::new();
             for id in ids {
                 if let Some(s) = segs.get_mut(&id) {
                     s.sealed |= !s.replaying;
                 }
-                self.shared.maybe_delete(&mut segs, id);
+                taken.push(self.shared.take_if_done(&mut segs, id));
+            }
+            drop(segs);
+            for t in taken {
+                self.shared.remove_file(t);
             }
         }
     }

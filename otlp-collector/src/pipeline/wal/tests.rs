@@ -368,8 +368,8 @@ async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
     assert!(
-        !WalConfig::default().preallocate,
-        "opt-in until an end-to-end gain is measured"
+        WalConfig::default().preallocate,
+        "on by default: rotations off the acknowledgement path (docs/benchmarks.md, session 10)"
     );
     let cfg = WalConfig {
         segment_bytes: 4096,
@@ -484,5 +484,182 @@ async fn a_torn_record_in_a_prepared_segment_is_counted_as_corrupt() {
     let recs = wal.read_segment(last.segment).unwrap();
     assert!(recs.iter().all(|r| r.payload.len() == 400));
     assert_eq!(m.wal_corrupt_records.load(Relaxed), 1);
+    wal.close();
+}
+
+/// Copies the WAL directory as it is on disk now: what a crash (`kill -9`)
+/// at this point would leave for the next start.
+fn crash_image(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.path().join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// Waits until segment file `id` exists with at least `len` bytes.
+async fn wait_for_file(dir: &Path, id: u64, len: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !segment_files(dir).iter().any(|&(i, l)| i == id && l >= len) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment {id} of {len} bytes: {:?}",
+            segment_files(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_with_a_spare_prepared_and_not_used_loses_nothing_and_reuses_no_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        preallocate: true,
+        ..WalConfig::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), &cfg, Arc::new(Metrics::default())).unwrap();
+    let mut written = Vec::new();
+    for i in 0..3u8 {
+        let payload = Bytes::from(vec![i + 1; 500]);
+        let p = wal
+            .append(RecordFormat::OtlpProto, 1, payload.clone())
+            .await
+            .unwrap();
+        assert_eq!(p.segment, 1);
+        written.push(payload);
+    }
+    // The spare (segment 2) is created, zero-filled and its id recorded
+    // before any record is written to it; crash now.
+    wait_for_file(dir.path(), 2, 4096).await;
+    let image = crash_image(dir.path());
+    wal.close();
+
+    let m = Arc::new(Metrics::default());
+    let (wal, replay) = Wal::open(image.path(), &cfg, m.clone()).unwrap();
+    assert_eq!(replay, vec![1, 2], "every segment is found, the spare too");
+    let got: Vec<Bytes> = wal
+        .read_segment(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got, written, "every acknowledged record replays");
+    assert!(
+        wal.read_segment(2).unwrap().is_empty(),
+        "the unused spare holds no record"
+    );
+    assert_eq!(
+        m.wal_corrupt_records.load(Relaxed),
+        0,
+        "its zeros are a clean end"
+    );
+    wal.add_outstanding(1, 3);
+    for id in replay {
+        wal.finish_replay(id);
+    }
+    // The left-over spare is deleted with the replay; segment 1 once released.
+    assert!(!segment_path(image.path(), 2).exists());
+    wal.release(1, 3);
+    assert!(!segment_path(image.path(), 1).exists());
+    // Ids are never reused: `wal.meta` named the spare's id before it existed.
+    let p = wal
+        .append(RecordFormat::OtlpProto, 1, Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    assert!(p.segment >= 3, "{p:?}");
+    wal.close();
+}
+
+#[tokio::test]
+async fn a_crash_after_rotating_into_a_spare_replays_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::default());
+    let cfg = WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        preallocate: true,
+        ..WalConfig::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    let mut written = Vec::new();
+    let mut last = None;
+    // Past segment 1 into the prepared segment 2 (9 × 513 bytes > 4096).
+    for i in 0..10u8 {
+        let payload = Bytes::from(vec![i + 1; 500]);
+        last = Some(
+            wal.append(RecordFormat::OtlpProto, 1, payload.clone())
+                .await
+                .unwrap(),
+        );
+        written.push(payload);
+    }
+    assert_eq!(last.unwrap().segment, 2);
+    // Rotating took the prepared segment: no segment was created while
+    // appends waited, and the writer asked for the next spare at once.
+    assert_eq!(m.wal_rotations_unprepared.load(Relaxed), 0);
+    assert_eq!(m.wal_rotate_latency.count(), 1);
+    wait_for_file(dir.path(), 3, 4096).await;
+    let image = crash_image(dir.path());
+    wal.close();
+
+    let m2 = Arc::new(Metrics::default());
+    let (wal, replay) = Wal::open(image.path(), &cfg, m2.clone()).unwrap();
+    assert_eq!(replay, vec![1, 2, 3]);
+    let mut got = Vec::new();
+    for id in &replay {
+        got.extend(
+            wal.read_segment(*id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.payload),
+        );
+    }
+    assert_eq!(got, written);
+    assert_eq!(m2.wal_corrupt_records.load(Relaxed), 0);
+    wal.close();
+}
+
+#[tokio::test]
+async fn rotations_without_a_spare_are_counted_and_a_released_segment_is_deleted_after_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::default());
+    // One record per segment: every append rotates.
+    let cfg = WalConfig {
+        segment_bytes: 1,
+        ..cfg()
+    };
+    let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
+    let p1 = wal
+        .append(RecordFormat::OtlpProto, 2, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(p1.segment, 1);
+    // Released while still the current segment: kept until sealed.
+    wal.release(1, 2);
+    assert!(segment_path(dir.path(), 1).exists());
+    let p2 = wal
+        .append(RecordFormat::OtlpProto, 2, Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(p2.segment, 2);
+    // The rotation sealed segment 1: it left the table (and the byte count)
+    // before the answer; its file goes right after the group.
+    assert_eq!(m.wal_segments_deleted.load(Relaxed), 1);
+    assert_eq!(wal.segment_count(), 1);
+    assert_eq!(wal.total_bytes(), (HEADER_LEN + 3) as u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while segment_path(dir.path(), 1).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment 1 not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The one rotation created its segment on the writer (no spare).
+    assert_eq!(m.wal_rotate_latency.count(), 1);
+    assert_eq!(m.wal_rotations_unprepared.load(Relaxed), 1);
     wal.close();
 }

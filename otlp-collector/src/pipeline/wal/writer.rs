@@ -39,6 +39,10 @@ pub(super) struct Writer {
     spare: Option<Preparer>,
     /// Spans of the records written to the current segment so far.
     spans_written: u64,
+    /// A sealed segment taken out of the table at a rotation, its file
+    /// deleted once the group that rotated has been answered (unlinking it
+    /// is file-system journal work no acknowledgement should wait for).
+    deferred_delete: Option<(u64, std::path::PathBuf)>,
     dirty: bool,
     /// A write or fsync on the current segment failed: its tail is in an
     /// unknown state (a torn record would hide every later record from
@@ -92,6 +96,7 @@ impl Writer {
             zeroed: 0,
             spare,
             spans_written: 0,
+            deferred_delete: None,
             dirty: false,
             poisoned: false,
             last_sync: Instant::now(),
@@ -235,6 +240,10 @@ impl Writer {
                 let id = self.next_id;
                 // Taken even if creating it fails: wal.meta may already name it.
                 self.next_id += 1;
+                self.shared
+                    .metrics
+                    .wal_rotations_unprepared
+                    .fetch_add(1, Relaxed);
                 let (file, _) = Self::create(&self.shared, id).inspect_err(|e| {
                     self.shared.note_error(e);
                 })?;
@@ -253,7 +262,9 @@ impl Writer {
             if let Some(s) = segs.get_mut(&old) {
                 s.sealed = true;
             }
-            self.shared.maybe_delete(&mut segs, old);
+            if let Some(taken) = self.shared.take_if_done(&mut segs, old) {
+                self.deferred_delete = Some(taken);
+            }
         }
         self.request_spare();
         Ok(())
@@ -346,6 +357,8 @@ impl Writer {
             }
             if !group.is_empty() {
                 self.write_group(&mut group);
+                // After the group's answers: see `deferred_delete`.
+                self.shared.remove_file(self.deferred_delete.take());
             }
             if stop {
                 break;
@@ -381,7 +394,10 @@ impl Writer {
 
     fn write_group(&mut self, group: &mut Vec<AppendReq>) {
         if self.file.is_none() || self.poisoned || self.file_len >= self.segment_bytes {
-            if let Err(e) = self.rotate() {
+            let t = Instant::now();
+            let rotated = self.rotate();
+            self.shared.metrics.wal_rotate_latency.observe(t.elapsed());
+            if let Err(e) = rotated {
                 self.shared.metrics.wal_io_errors.add("rotate", 1);
                 if let Some(suppressed) = self.rotate_log.admit_now() {
                     tracing::error!(
