@@ -104,7 +104,7 @@ fn spans(traces: usize, t0: u64, trace_state: &str) -> Vec<Span> {
                 },
                 status_message: String::new(),
                 service_name: services[svc].as_str().into(),
-                resource_attributes: vec![],
+                resource_attributes: Default::default(),
                 scope_name: Default::default(),
                 scope_version: Default::default(),
             });

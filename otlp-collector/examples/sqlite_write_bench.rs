@@ -120,7 +120,8 @@ fn span(rng: &mut Rng, trace_id: [u8; 16], i: usize, start: u64, loadgen: bool) 
                 AttrValue::Str(compact_str::format_compact!("bench-svc-{svc}")),
             ),
             KeyValue::new("host.name", s("bench")),
-        ],
+        ]
+        .into(),
         scope_name: "bench".into(),
         scope_version: "1.0".into(),
     }

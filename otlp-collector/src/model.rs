@@ -3,7 +3,9 @@
 //! after that (WAL, sampling, enrichment, redaction, rollups, sinks, queries)
 //! works on this type only.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The model's short-text type: strings of up to 24 bytes are stored inline
 /// (no heap allocation), longer ones on the heap like `String`. Attribute
@@ -254,8 +256,110 @@ fn kvs_heap_bytes(kvs: &Vec<KeyValue>) -> usize {
             .sum::<usize>()
 }
 
-/// One span, flattened: resource and scope are copied onto each span so that a
-/// span is self-contained in the WAL, the pipeline and every sink.
+/// A span's resource attributes, shared (not copied) by every span of one
+/// OTLP `ResourceSpans`: the spans of a request nearly always come from one
+/// resource, and a copy per span was an allocation and three key/value
+/// clones on the way in plus their frees in the sink task (issue 19).
+///
+/// Immutable while shared: [`ResourceAttrs::make_mut`] copies the list
+/// first when another span still holds it (enrichment and redaction change
+/// one span's resource only). Reads go through `Deref` to `[KeyValue]`;
+/// it serialises as the plain list, so every format is unchanged. The empty
+/// list holds no allocation.
+#[derive(Clone, Default)]
+pub struct ResourceAttrs(Option<Arc<Vec<KeyValue>>>);
+
+impl ResourceAttrs {
+    /// Shares `attrs` (no allocation when it is empty), shrunk to its length
+    /// first: the list lives as long as the last span holding it.
+    pub fn new(mut attrs: Vec<KeyValue>) -> Self {
+        if attrs.is_empty() {
+            ResourceAttrs(None)
+        } else {
+            attrs.shrink_to_fit();
+            ResourceAttrs(Some(Arc::new(attrs)))
+        }
+    }
+
+    /// The list, for a change to this span's resource only: copied first
+    /// when another span shares it.
+    pub fn make_mut(&mut self) -> &mut Vec<KeyValue> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    }
+
+    /// True when both are the same shared list (not merely equal).
+    pub fn shares_with(&self, other: &ResourceAttrs) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Heap bytes of the shared list, counted in full for every span that
+    /// holds it: budgets charged per span then never fall below what the
+    /// spans really hold, whichever of them is dropped first.
+    fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            // The Arc's two counters beside the `Vec`.
+            Some(a) => {
+                chunk_bytes(2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<KeyValue>>())
+                    + kvs_heap_bytes(a)
+            }
+            None => 0,
+        }
+    }
+}
+
+impl std::ops::Deref for ResourceAttrs {
+    type Target = [KeyValue];
+    fn deref(&self) -> &[KeyValue] {
+        match &self.0 {
+            Some(a) => a.as_slice(),
+            None => &[],
+        }
+    }
+}
+
+impl From<Vec<KeyValue>> for ResourceAttrs {
+    fn from(attrs: Vec<KeyValue>) -> Self {
+        ResourceAttrs::new(attrs)
+    }
+}
+
+impl PartialEq for ResourceAttrs {
+    fn eq(&self, other: &Self) -> bool {
+        self.shares_with(other) || **self == **other
+    }
+}
+
+impl PartialEq<Vec<KeyValue>> for ResourceAttrs {
+    fn eq(&self, other: &Vec<KeyValue>) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for ResourceAttrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ResourceAttrs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceAttrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<KeyValue>::deserialize(d).map(ResourceAttrs::new)
+    }
+}
+
+/// One span, flattened: resource and scope are on each span (the resource
+/// attributes shared, see [`ResourceAttrs`]) so that a span is
+/// self-contained in the WAL, the pipeline and every sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Span {
     /// Trace id (never all-zero once validated).
@@ -294,8 +398,9 @@ pub struct Span {
     pub status_message: String,
     /// `service.name` from the resource (`unknown_service` when absent).
     pub service_name: CompactString,
-    /// Resource attributes (including `service.name`).
-    pub resource_attributes: Vec<KeyValue>,
+    /// Resource attributes (including `service.name`), shared with the
+    /// other spans of the same resource.
+    pub resource_attributes: ResourceAttrs,
     /// Instrumentation scope name.
     pub scope_name: CompactString,
     /// Instrumentation scope version.
@@ -325,7 +430,7 @@ impl Span {
             + compact_bytes(&self.scope_name)
             + compact_bytes(&self.scope_version)
             + kvs_heap_bytes(&self.attributes)
-            + kvs_heap_bytes(&self.resource_attributes)
+            + self.resource_attributes.heap_bytes()
             + chunk_bytes(self.events.capacity() * std::mem::size_of::<Event>())
             + self
                 .events
@@ -367,4 +472,62 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(HEX[(b & 0xf) as usize] as char);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue::new(k, AttrValue::Str(v.into()))
+    }
+
+    /// Spans of one resource share the list; changing one span's copy
+    /// leaves the others' alone.
+    #[test]
+    fn resource_attrs_are_shared_and_copied_on_write() {
+        let a = ResourceAttrs::new(vec![kv("service.name", "svc"), kv("host.name", "h")]);
+        let mut b = a.clone();
+        assert!(a.shares_with(&b));
+        b.make_mut().push(kv("team", "payments"));
+        assert!(!a.shares_with(&b));
+        assert_eq!(a.len(), 2);
+        assert_eq!(b.len(), 3);
+        assert_ne!(a, b);
+        // Equal content without sharing is still equal.
+        assert_eq!(a, ResourceAttrs::new(a.to_vec()));
+        assert_eq!(a, vec![kv("service.name", "svc"), kv("host.name", "h")]);
+    }
+
+    /// The empty list holds nothing; it serialises exactly like the plain
+    /// list, so the formats that store it did not change.
+    #[test]
+    fn resource_attrs_serialise_as_the_plain_list() {
+        let empty = ResourceAttrs::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty, ResourceAttrs::new(Vec::new()));
+        assert_eq!(empty.heap_bytes(), 0);
+        let list = vec![kv("service.name", "svc"), kv("host.name", "h")];
+        let shared = ResourceAttrs::new(list.clone());
+        let json = serde_json::to_string(&shared).expect("serialises");
+        assert_eq!(json, serde_json::to_string(&list).expect("serialises"));
+        let back: ResourceAttrs = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, shared);
+        assert_eq!(format!("{shared:?}"), format!("{list:?}"));
+    }
+
+    /// Every span holding a shared list is charged all of it: the memory
+    /// budgets never count less than the spans hold.
+    #[test]
+    fn every_holder_is_charged_the_whole_list() {
+        let list = vec![
+            kv("service.name", "a-service-name-over-24-bytes"),
+            kv("k", "v"),
+        ];
+        let alone = kvs_heap_bytes(&list);
+        let shared = ResourceAttrs::new(list);
+        let copy = shared.clone();
+        assert!(shared.heap_bytes() > alone);
+        assert_eq!(shared.heap_bytes(), copy.heap_bytes());
+    }
 }

@@ -104,7 +104,8 @@ fn trace(t: u32, start: u64, n: u32) -> Vec<Span> {
                 resource_attributes: vec![KeyValue::new(
                     "service.name",
                     AttrValue::Str(if root { "frontend" } else { "backend" }.into()),
-                )],
+                )]
+                .into(),
                 scope_name: "test".into(),
                 scope_version: "1".into(),
             }

@@ -135,7 +135,8 @@ fn loadgen_trace(t: u64, now: u64, conn: u64) -> Vec<Span> {
                     KeyValue::new("service.name", AttrValue::Str(service.into())),
                     KeyValue::new("service.version", s("1.0.0")),
                     KeyValue::new("host.name", s("bench")),
-                ],
+                ]
+                .into(),
                 scope_name: "loadgen".into(),
                 scope_version: "1.0".into(),
             }

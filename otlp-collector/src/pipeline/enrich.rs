@@ -112,18 +112,22 @@ impl Enricher {
         // Per-service values first so they win over the common ones.
         let svc = self.services.get(span.service_name.as_str());
         for (k, v) in svc.into_iter().flatten().chain(self.common.iter()) {
-            match span.resource_attributes.iter_mut().find(|kv| kv.key == *k) {
-                Some(kv) => {
+            // The resource list is shared with the span's siblings: it is
+            // copied (`make_mut`) only when this span's actually changes.
+            match span.resource_attributes.iter().position(|kv| kv.key == *k) {
+                Some(i) => {
                     if self.overwrite
-                        && !matches!(&kv.value, AttrValue::Str(s) if s == v)
+                        && !matches!(&span.resource_attributes[i].value, AttrValue::Str(s) if s == v)
                         && !Self::set_this_round(svc, k, v)
                     {
-                        kv.value = AttrValue::Str(v.as_str().into());
+                        span.resource_attributes.make_mut()[i].value =
+                            AttrValue::Str(v.as_str().into());
                         self.attributes_added += 1;
                     }
                 }
                 None => {
                     span.resource_attributes
+                        .make_mut()
                         .push(KeyValue::new(k.as_str(), AttrValue::Str(v.as_str().into())));
                     self.attributes_added += 1;
                 }
@@ -162,7 +166,7 @@ mod tests {
             status_code: Default::default(),
             status_message: String::new(),
             service_name: service.into(),
-            resource_attributes: res,
+            resource_attributes: res.into(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

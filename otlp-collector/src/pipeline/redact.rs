@@ -223,6 +223,20 @@ impl Redactor {
             && self.detectors.is_empty()
     }
 
+    /// Whether [`apply_kvs`](Self::apply_kvs) may change `kvs`: one of the
+    /// configured keys is there, or a detector could match a value. Errs on
+    /// the side of true (a copy too many, never a missed redaction).
+    fn would_change(&self, kvs: &[KeyValue]) -> bool {
+        !self.detectors.is_empty()
+            || kvs.iter().any(|kv| {
+                self.drop_keys
+                    .iter()
+                    .chain(&self.hash_keys)
+                    .chain(&self.mask_keys)
+                    .any(|k| kv.key == *k)
+            })
+    }
+
     /// The replacement text for `original`.
     pub fn hash(&self, original: &str) -> String {
         let Some(mac) = &self.mac else {
@@ -317,7 +331,11 @@ impl Redactor {
             return;
         }
         self.apply_kvs(&mut span.attributes);
-        self.apply_kvs(&mut span.resource_attributes);
+        // Shared with the span's siblings: copied only when redaction would
+        // change it.
+        if self.would_change(&span.resource_attributes) {
+            self.apply_kvs(span.resource_attributes.make_mut());
+        }
         for e in &mut span.events {
             self.apply_kvs(&mut e.attributes);
         }
@@ -380,7 +398,8 @@ mod tests {
             resource_attributes: vec![KeyValue::new(
                 "owner.email",
                 AttrValue::Str("ops@corp.example".into()),
-            )],
+            )]
+            .into(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

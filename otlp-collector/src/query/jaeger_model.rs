@@ -563,7 +563,8 @@ mod tests {
             resource_attributes: vec![
                 KeyValue::new("service.name", AttrValue::Str(service.into())),
                 KeyValue::new("host.name", AttrValue::Str(host.into())),
-            ],
+            ]
+            .into(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

@@ -340,7 +340,7 @@ pub fn otlp_json<'a>(spans: impl Iterator<Item = &'a Span>) -> Value {
     let rs: Vec<Value> = resources
         .into_iter()
         .map(|(_, first, scopes)| {
-            let mut attrs = first.resource_attributes.clone();
+            let mut attrs = first.resource_attributes.to_vec();
             if !attrs.iter().any(|kv| kv.key == "service.name") {
                 attrs.insert(
                     0,

@@ -6,7 +6,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as PKeyValue};
 
 use crate::model::{
-    AttrValue, CompactString, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId,
+    AttrValue, CompactString, Event, KeyValue, Link, ResourceAttrs, Span, SpanId, SpanKind,
+    StatusCode, TraceId,
 };
 use crate::receiver::limits::LimitsConfig;
 
@@ -238,6 +239,7 @@ pub fn from_otlp(
         out.attributes_dropped += d;
         out.values_truncated += t;
         let service_name = service_name_of(&resource_attributes);
+        let resource_attributes = ResourceAttrs::new(resource_attributes);
         for ss in rs.scope_spans {
             let (scope_name, scope_version): (CompactString, CompactString) = match ss.scope {
                 Some(s) => (s.name.into(), s.version.into()),

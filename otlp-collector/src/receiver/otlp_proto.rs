@@ -37,7 +37,8 @@ use super::convert::{
     MAX_ANY_VALUE_DEPTH,
 };
 use crate::model::{
-    AttrValue, CompactString, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, TraceId,
+    AttrValue, CompactString, Event, KeyValue, Link, ResourceAttrs, Span, SpanId, SpanKind,
+    StatusCode, TraceId,
 };
 use crate::receiver::limits::LimitsConfig;
 use wire::{
@@ -99,6 +100,42 @@ struct Request {
     /// Attribute values cut at the depth limit, in spans kept or rejected
     /// after conversion (as `from_otlp` counts them).
     cut: u64,
+    /// Where each span's attributes and events are read first.
+    scratch: Scratch,
+}
+
+/// The lists a span's attributes and events are read into before the span
+/// gets exactly-sized copies, reused from span to span of a request.
+///
+/// Sizing each span's lists up front took a walk over the span message's
+/// fields before the real one (`count_repeated`: ~18 field keys per span);
+/// growing them step by step would copy and leave slack that every span
+/// then holds. Moving the entries once (a `memcpy` of the list) is cheaper
+/// than either.
+#[derive(Default)]
+struct Scratch {
+    attrs: Vec<KeyValue>,
+    events: Vec<Event>,
+}
+
+/// Lists longer than this are handed over whole rather than copied, so a
+/// hostile span with a huge list is not held twice at the decode's peak.
+const COPY_AT_MOST: usize = 64;
+
+/// The entries of `scratch`, in a list of their own: an exact-size copy,
+/// or the scratch list itself when it is long (the next span starts a new
+/// one).
+#[inline]
+fn take_exact<T>(scratch: &mut Vec<T>) -> Vec<T> {
+    match scratch.len() {
+        0 => Vec::new(),
+        n if n > COPY_AT_MOST => std::mem::take(scratch),
+        n => {
+            let mut out = Vec::with_capacity(n);
+            out.append(scratch);
+            out
+        }
+    }
 }
 
 /// A `ResourceSpans` message: its resource and its spans, pending.
@@ -128,6 +165,8 @@ impl Group {
         out.attributes_dropped += d;
         out.values_truncated += t;
         let service_name = service_name_of(&self.resource_attributes);
+        // One shared list for the group's spans (no copy per span).
+        let resource = ResourceAttrs::new(self.resource_attributes);
         let mut rejected = self.rejected.into_iter().peekable();
         let mut meta = self.meta.iter();
         let mut spans = self.spans;
@@ -139,7 +178,7 @@ impl Group {
                 out.reject(why);
             }
             span.service_name = service_name.clone();
-            span.resource_attributes = self.resource_attributes.clone();
+            span.resource_attributes = resource.clone();
             out.check(span, limits, index)
         });
         for (_, why) in rejected {
@@ -228,8 +267,9 @@ fn scope_spans(
         2 => {
             let index = req.count;
             req.count += 1;
-            let (verdict, span_cut) = span_into(wt, buf, ctx, index, &mut group.spans)
-                .map_err(|e| at(e, "ScopeSpans", "spans"))?;
+            let (verdict, span_cut) =
+                span_into(wt, buf, ctx, index, &mut group.spans, &mut req.scratch)
+                    .map_err(|e| at(e, "ScopeSpans", "spans"))?;
             *cut += span_cut;
             match verdict {
                 Ok(()) => group.meta.push((index, scope)),
@@ -315,8 +355,8 @@ fn span<'a>(
     index: usize,
 ) -> R<(Result<Span, String>, u64)> {
     let mut f = SpanFields::<'a>::default();
-    let mut s = empty_span(buf);
-    let (verdict, cut) = span_fields(wt, buf, ctx, index, &mut f, &mut s)?;
+    let mut s = empty_span();
+    let (verdict, cut) = span_fields(wt, buf, ctx, index, &mut f, &mut s, &mut Scratch::default())?;
     Ok((verdict.map(|()| s), cut))
 }
 
@@ -328,13 +368,14 @@ fn span_into<'a>(
     ctx: u32,
     index: usize,
     out: &mut Vec<Span>,
+    scratch: &mut Scratch,
 ) -> R<(Result<(), String>, u64)> {
     let mut f = SpanFields::<'a>::default();
-    out.push(empty_span(buf));
+    out.push(empty_span());
     let Some(s) = out.last_mut() else {
         unreachable!("a span was just pushed")
     };
-    let converted = span_fields(wt, buf, ctx, index, &mut f, s);
+    let converted = span_fields(wt, buf, ctx, index, &mut f, s, scratch);
     match converted {
         Ok((Ok(()), _)) => {}
         // Rejected (or the request is malformed): no span is kept for it.
@@ -343,10 +384,8 @@ fn span_into<'a>(
     converted
 }
 
-/// A span with nothing set yet, its vectors sized for the span message at
-/// the front of `buf`.
-fn empty_span(buf: &[u8]) -> Span {
-    let (n_attrs, n_events) = count_repeated(buf);
+/// A span with nothing set yet.
+fn empty_span() -> Span {
     Span {
         trace_id: [0; 16],
         span_id: [0; 8],
@@ -357,22 +396,24 @@ fn empty_span(buf: &[u8]) -> Span {
         kind: SpanKind::Unspecified,
         start_ns: 0,
         end_ns: 0,
-        attributes: Vec::with_capacity(n_attrs),
+        attributes: Vec::new(),
         dropped_attributes_count: 0,
-        events: Vec::with_capacity(n_events),
+        events: Vec::new(),
         dropped_events_count: 0,
         links: Vec::new(),
         dropped_links_count: 0,
         status_code: StatusCode::Unset,
         status_message: String::new(),
         service_name: CompactString::default(),
-        resource_attributes: Vec::new(),
+        resource_attributes: ResourceAttrs::default(),
         scope_name: CompactString::default(),
         scope_version: CompactString::default(),
     }
 }
 
-/// [`span`]'s fields, read into `s` and `f`, then the ids and links checked.
+/// [`span`]'s fields, read into `s`, `f` and `scratch` (attributes and
+/// events), then the ids and links checked; a kept span gets its attributes
+/// and events from `scratch`.
 fn span_fields<'a>(
     wt: WireType,
     buf: &mut &'a [u8],
@@ -380,7 +421,11 @@ fn span_fields<'a>(
     index: usize,
     f: &mut SpanFields<'a>,
     s: &mut Span,
+    scratch: &mut Scratch,
 ) -> R<(Result<(), String>, u64)> {
+    // Left over by a span whose message was malformed (the request fails).
+    scratch.attrs.clear();
+    scratch.events.clear();
     message(wt, buf, ctx, |tag, wt, buf, ctx| {
         let r = match tag {
             1 => bytes_field(wt, buf).map(|b| f.trace_id = b),
@@ -391,9 +436,9 @@ fn span_fields<'a>(
             6 => varint_field(wt, buf).map(|v| f.kind = v as i32),
             7 => fixed64_field(wt, buf).map(|v| s.start_ns = v),
             8 => fixed64_field(wt, buf).map(|v| s.end_ns = v),
-            9 => key_value(wt, buf, ctx, &mut s.attributes, &mut f.attrs_cut),
+            9 => key_value(wt, buf, ctx, &mut scratch.attrs, &mut f.attrs_cut),
             10 => varint_field(wt, buf).map(|v| s.dropped_attributes_count = v as u32),
-            11 => event(wt, buf, ctx, &mut s.events, &mut f.events_cut),
+            11 => event(wt, buf, ctx, &mut scratch.events, &mut f.events_cut),
             12 => varint_field(wt, buf).map(|v| s.dropped_events_count = v as u32),
             13 => link(wt, buf, ctx, &mut f.links),
             14 => varint_field(wt, buf).map(|v| s.dropped_links_count = v as u32),
@@ -440,6 +485,8 @@ fn span_fields<'a>(
     if let Some(e) = bad_link {
         return Ok((Err(e), links_cut));
     }
+    s.attributes = take_exact(&mut scratch.attrs);
+    s.events = take_exact(&mut scratch.events);
     s.trace_id = trace_id;
     s.span_id = span_id;
     s.parent_span_id = parent;
@@ -447,12 +494,6 @@ fn span_fields<'a>(
     s.status_code = StatusCode::from_i32(f.status_code);
     s.links = links;
     Ok((Ok(()), links_cut + f.attrs_cut + f.events_cut))
-}
-
-/// How many attributes and events the span message at the front of `buf`
-/// (its length prefix first) holds, to size their vectors once.
-fn count_repeated(buf: &[u8]) -> (usize, usize) {
-    count_fields(buf, 9, 11)
 }
 
 /// How many length-delimited fields with tag `a` and with tag `b` the

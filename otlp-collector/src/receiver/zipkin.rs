@@ -33,8 +33,11 @@ use serde::Deserialize;
 
 use super::convert::{convert_ids, DecodeError, Decoded};
 use super::otlp_json::decode_hex;
-use crate::model::{AttrValue, CompactString, Event, KeyValue, Span, SpanKind, StatusCode};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, ResourceAttrs, Span, SpanKind, StatusCode,
+};
 use crate::receiver::limits::LimitsConfig;
+use direct::service_resource;
 
 /// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
 /// (`zipkin_proto`, `zipkin_v1`) and share the mapping ([`convert_with_ids`]).
@@ -83,8 +86,9 @@ pub fn decode_via_structs(body: &[u8], limits: &LimitsConfig) -> Result<Decoded,
         spans: Vec::with_capacity(spans.len()),
         ..Decoded::default()
     };
+    let mut resource = None;
     for (i, z) in spans.into_iter().enumerate() {
-        match convert(i, z) {
+        match convert(i, z, &mut resource) {
             Ok(span) => out.push(span, limits, i),
             Err(e) => out.reject(e),
         }
@@ -99,21 +103,23 @@ fn hex_id(i: usize, field: &str, v: Option<&str>) -> Result<Vec<u8>, String> {
     }
 }
 
-fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
+fn convert(i: usize, z: ZSpan, resource: &mut Option<ResourceAttrs>) -> Result<Span, String> {
     let trace = hex_id(i, "traceId", z.trace_id.as_deref())?;
     let span_id = hex_id(i, "id", z.id.as_deref())?;
     let parent = hex_id(i, "parentId", z.parent_id.as_deref())?;
-    convert_with_ids(i, trace, &span_id, &parent, z)
+    convert_with_ids(i, trace, &span_id, &parent, z, resource)
 }
 
 /// Maps a Zipkin span whose ids are already bytes (the `ZSpan`'s own id
 /// fields are not read); a 64-bit trace id is left-padded to 128 bits.
+/// `resource` is the request's last resource (`direct::service_resource`).
 pub(super) fn convert_with_ids(
     i: usize,
     mut trace: Vec<u8>,
     span_id: &[u8],
     parent: &[u8],
     z: ZSpan,
+    resource: &mut Option<ResourceAttrs>,
 ) -> Result<Span, String> {
     if trace.len() == 8 {
         let mut t = vec![0u8; 8];
@@ -266,10 +272,7 @@ pub(super) fn convert_with_ids(
         dropped_links_count: 0,
         status_code,
         status_message,
-        resource_attributes: vec![KeyValue::new(
-            "service.name",
-            AttrValue::Str(service_name.clone()),
-        )],
+        resource_attributes: service_resource(resource, &service_name),
         service_name,
         scope_name: scope_name.into(),
         scope_version: scope_version.into(),

@@ -60,6 +60,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
         spans: Vec::with_capacity(list.spans.len()),
         ..Decoded::default()
     };
+    let mut resource = None;
     for (i, s) in list.spans.into_iter().enumerate() {
         let z = ZSpan {
             trace_id: None,
@@ -88,7 +89,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
             ),
             shared: Some(s.shared),
         };
-        match convert_with_ids(i, s.trace_id, &s.id, &s.parent_id, z) {
+        match convert_with_ids(i, s.trace_id, &s.id, &s.parent_id, z, &mut resource) {
             Ok(span) => out.push(span, limits, i),
             Err(e) => out.reject(e),
         }

@@ -171,6 +171,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
         spans: Vec::with_capacity(spans.len()),
         ..Decoded::default()
     };
+    let mut resource = None;
     for (i, v) in spans.into_iter().enumerate() {
         let ids = (|| {
             Ok::<_, String>((
@@ -179,7 +180,8 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
                 hex_id(i, "parentId", v.parent_id.as_deref())?,
             ))
         })();
-        let converted = ids.and_then(|(t, s, p)| convert_with_ids(i, t, &s, &p, to_v2(v)));
+        let converted =
+            ids.and_then(|(t, s, p)| convert_with_ids(i, t, &s, &p, to_v2(v), &mut resource));
         match converted {
             Ok(span) => out.push(span, limits, i),
             Err(e) => out.reject(e),

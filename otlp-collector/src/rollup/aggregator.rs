@@ -4,12 +4,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::peer::peer_attr;
 use super::series::*;
 use super::{
     minute_of, weight, EdgeRollup, OperationRollup, OriginPart, RangeSet, RollupBatch,
     RollupConfig, RollupOrigin, RollupStats, SpanOrigin, WrittenOrigins, MINUTE_NS,
 };
-use crate::model::{AttrValue, CompactString, Span, SpanKind};
+use crate::model::{CompactString, Span};
 
 #[derive(Debug)]
 struct PendingChild {
@@ -109,28 +110,6 @@ pub struct RollupAggregator {
     /// The last `tracestate` weighed (see [`weight::ThresholdMemo`]).
     weight_memo: weight::ThresholdMemo,
     stats: RollupStats,
-}
-
-fn str_attr<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
-    match span.attribute(key) {
-        Some(AttrValue::Str(s)) if !s.is_empty() => Some(s.as_str()),
-        _ => None,
-    }
-}
-
-/// The uninstrumented peer a `CLIENT`/`PRODUCER` span calls, if it names one.
-pub fn peer_name(span: &Span) -> Option<&str> {
-    if !matches!(span.kind, SpanKind::Client | SpanKind::Producer) {
-        return None;
-    }
-    [
-        "peer.service",
-        "db.system",
-        "server.address",
-        "net.peer.name",
-    ]
-    .iter()
-    .find_map(|k| str_attr(span, k))
 }
 
 impl Default for RollupAggregator {
@@ -427,8 +406,8 @@ impl RollupAggregator {
         // before waiting children are matched, so a cross-service child that
         // arrived first cancels the candidate.
         let mut peer_settled = true;
-        if let Some(peer) = peer_name(span) {
-            if peer != span.service_name && !written[PEER] && !self.peers.contains_key(&me) {
+        if let Some(peer) = peer_attr(span) {
+            if *peer != span.service_name && !written[PEER] && !self.peers.contains_key(&me) {
                 if self.peers.len() >= self.config.peer_candidates {
                     self.flush_marks(&mut marks);
                     self.evict_peer_candidate();
@@ -441,7 +420,7 @@ impl RollupAggregator {
                     PeerCandidate {
                         minute_ns: minute,
                         caller: service.clone(),
-                        peer: CompactString::from(peer),
+                        peer: peer.clone(),
                         duration_ns: dur,
                         error: err,
                         weight: w,

@@ -33,7 +33,7 @@ fn span(
         status_code: StatusCode::Unset,
         status_message: String::new(),
         service_name: service.into(),
-        resource_attributes: vec![],
+        resource_attributes: Default::default(),
         scope_name: Default::default(),
         scope_version: Default::default(),
     }

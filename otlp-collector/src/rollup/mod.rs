@@ -15,14 +15,16 @@ mod aggregator;
 mod batch;
 mod config;
 mod origins;
+mod peer;
 mod series;
 mod sketch;
 pub mod weight;
 
-pub use aggregator::{peer_name, RollupAggregator};
+pub use aggregator::RollupAggregator;
 pub use batch::{EdgeRollup, OperationRollup, RollupBatch};
 pub use config::{RollupConfig, RollupStats};
 pub use origins::{OriginPart, RangeSet, RollupOrigin, SpanOrigin, WrittenOrigins};
+pub use peer::{peer_name, PEER_KEYS};
 pub use sketch::{LatencySketch, SKETCH_RELATIVE_ACCURACY};
 
 /// One minute in nanoseconds.

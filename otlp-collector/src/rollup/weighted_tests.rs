@@ -27,7 +27,7 @@ fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind, ts
         status_code: StatusCode::Unset,
         status_message: String::new(),
         service_name: service.into(),
-        resource_attributes: vec![],
+        resource_attributes: Default::default(),
         scope_name: Default::default(),
         scope_version: Default::default(),
     }

@@ -215,7 +215,7 @@ mod tests {
             status_code: StatusCode::Error,
             status_message: "boom".into(),
             service_name: service.into(),
-            resource_attributes,
+            resource_attributes: resource_attributes.into(),
             scope_name: "lib".into(),
             scope_version: "1.0".into(),
         }

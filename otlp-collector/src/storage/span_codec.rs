@@ -281,7 +281,7 @@ fn decode_span_inner(b: &[u8]) -> DecodeResult<Span> {
     let status_code = StatusCode::from_i32(r.u8()? as i32);
     let status_message = r.string()?;
     let service_name = r.compact()?;
-    let resource_attributes = r.kvs(0)?;
+    let resource_attributes = r.kvs(0)?.into();
     let scope_name = r.compact()?;
     let scope_version = r.compact()?;
     if !r.b.is_empty() {
@@ -363,7 +363,8 @@ pub(crate) mod tests {
             status_code: StatusCode::Error,
             status_message: "boom".into(),
             service_name: "svc".into(),
-            resource_attributes: vec![KeyValue::new("service.name", AttrValue::Str("svc".into()))],
+            resource_attributes: vec![KeyValue::new("service.name", AttrValue::Str("svc".into()))]
+                .into(),
             scope_name: "scope".into(),
             scope_version: "1.0".into(),
         }

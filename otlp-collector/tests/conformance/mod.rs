@@ -104,7 +104,8 @@ pub fn span(
         resource_attributes: vec![KeyValue::new(
             "service.name",
             AttrValue::Str(service.into()),
-        )],
+        )]
+        .into(),
         scope_name: "conformance".into(),
         scope_version: "1".into(),
     }
@@ -331,6 +332,7 @@ pub fn full_span() -> Span {
     s.status_code = StatusCode::Error;
     s.status_message = "failed: it broke".into();
     s.resource_attributes
+        .make_mut()
         .push(kv("host.name", AttrValue::Str("h1".into())));
     s.scope_name = "my.scope".into();
     s.scope_version = "9.9.9".into();

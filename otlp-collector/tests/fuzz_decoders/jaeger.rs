@@ -271,7 +271,7 @@ fn inverse(s: &Span) -> Inverse {
         tags,
         logs,
         refs,
-        process_tags: s.resource_attributes.clone(),
+        process_tags: s.resource_attributes.to_vec(),
     }
 }
 

@@ -65,7 +65,8 @@ pub fn span(
                 "host.name",
                 AttrValue::Str(compact_str::format_compact!("{svc}-host")),
             ),
-        ],
+        ]
+        .into(),
         scope_name: "fixture".into(),
         scope_version: "1.0".into(),
     }

@@ -345,7 +345,7 @@ mod tests {
             status_code: Default::default(),
             status_message: String::new(),
             service_name: service.into(),
-            resource_attributes: vec![],
+            resource_attributes: Default::default(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

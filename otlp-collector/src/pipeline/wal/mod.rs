@@ -35,6 +35,7 @@ mod space;
 mod spare;
 #[cfg(test)]
 mod tests;
+mod vectored;
 mod writer;
 
 use crate::disk::{free_bytes, free_space_reserve, fs_size_bytes};

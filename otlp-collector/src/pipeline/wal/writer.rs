@@ -1,8 +1,8 @@
 //! The writer thread: groups waiting appends, writes each group with one
-//! `write` and syncs it per the fsync policy (group commit), rotates segments.
+//! `pwritev` and syncs it per the fsync policy (group commit), rotates segments.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::spare::{Preparer, Spare};
+use super::vectored::write_all_vectored_at;
 use super::{
     io_err, AppendReq, FsyncPolicy, Meta, SegInfo, Shared, WalConfig, WalError, WalPos, HEADER_LEN,
     MAX_GROUP_BYTES,
@@ -99,7 +100,8 @@ impl Writer {
             dirty: false,
             poisoned: false,
             last_sync: Instant::now(),
-            buf: Vec::with_capacity(1024 * 1024),
+            // Record headers of one group (the payloads are not copied).
+            buf: Vec::with_capacity(256 * HEADER_LEN),
             rotate_log: LogLimiter::default(),
             write_log: LogLimiter::default(),
             fsync_log: LogLimiter::default(),
@@ -418,12 +420,15 @@ impl Writer {
                 .wal_group_wait
                 .observe(started.saturating_duration_since(r.queued_at));
         }
+        // Only the records' headers are built here; the payloads are written
+        // from the requests' own buffers (`write_all_vectored_at`).
         self.buf.clear();
+        let mut group_len = 0u64;
         let mut accepted: Vec<(AppendReq, u64, u64)> = Vec::with_capacity(group.len());
         let mut spans_total = 0u64;
         for r in group.drain(..) {
             let rec_len = (HEADER_LEN + r.payload.len()) as u64;
-            let total = self.shared.total_bytes.load(Relaxed) + self.buf.len() as u64;
+            let total = self.shared.total_bytes.load(Relaxed) + group_len;
             if total + rec_len > self.shared.max_bytes {
                 self.shared
                     .refused_len
@@ -438,13 +443,13 @@ impl Writer {
             hasher.update(&fmt);
             hasher.update(&spans);
             hasher.update(&r.payload);
-            let offset = self.file_len + self.buf.len() as u64;
+            let offset = self.file_len + group_len;
             self.buf
                 .extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(&hasher.finalize().to_le_bytes());
             self.buf.extend_from_slice(&fmt);
             self.buf.extend_from_slice(&spans);
-            self.buf.extend_from_slice(&r.payload);
+            group_len += rec_len;
             let first_span = self.spans_written + spans_total;
             spans_total += r.spans as u64;
             accepted.push((r, first_span, offset));
@@ -475,8 +480,15 @@ impl Writer {
             );
             return;
         };
+        // Header, payload, header, payload...: the records in file order.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * accepted.len());
+        for ((r, _, _), header) in accepted.iter().zip(self.buf.chunks_exact(HEADER_LEN)) {
+            slices.push(IoSlice::new(header));
+            slices.push(IoSlice::new(&r.payload));
+        }
         let t = Instant::now();
-        let written = file.write_all_at(&self.buf, self.file_len);
+        let written = write_all_vectored_at(file, &mut slices, self.file_len);
+        drop(slices);
         self.shared.metrics.wal_write_latency.observe(t.elapsed());
         if let Err(e) = written {
             self.shared.metrics.wal_io_errors.add("write", 1);
@@ -485,11 +497,11 @@ impl Writer {
                 tracing::error!(error = %e, path = %path.display(), suppressed, "WAL write failed; refusing the appends and closing the segment");
             }
             self.poisoned = true;
-            self.account_partial_write(self.buf.len() as u64);
+            self.account_partial_write(group_len);
             refuse(accepted, &e);
             return;
         }
-        let n = self.buf.len() as u64;
+        let n = group_len;
         self.file_len += n;
         // The records are in the file now (even if their fsync fails below,
         // replay will read them), so later ordinals come after theirs.

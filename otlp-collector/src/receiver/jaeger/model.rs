@@ -32,7 +32,9 @@
 
 use std::collections::HashMap;
 
-use crate::model::{AttrValue, CompactString, Event, KeyValue, Link, Span, SpanKind, StatusCode};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, Link, ResourceAttrs, Span, SpanKind, StatusCode,
+};
 use crate::receiver::convert::{convert_ids, limit_attrs, DecodeError, Decoded};
 use crate::receiver::limits::LimitsConfig;
 
@@ -296,7 +298,7 @@ fn id_u64(b: &[u8]) -> Option<u64> {
 }
 
 /// Converts one span; `res` is its resource (service name, attributes).
-fn convert(i: usize, js: JSpan, res: &(CompactString, Vec<KeyValue>)) -> Result<Span, String> {
+fn convert(i: usize, js: JSpan, res: &(CompactString, ResourceAttrs)) -> Result<Span, String> {
     let (start_ns, end_ns) = js.times.map_err(|e| format!("span {i}: {e}"))?;
     // The parent: Thrift's explicit id, else a reference within the trace.
     let parent: Vec<u8> = if js.parent_span_id != 0 {
@@ -409,7 +411,7 @@ pub fn to_spans(batch: JBatch, limits: &LimitsConfig) -> Result<Decoded, DecodeE
         let (d, t) = limit_attrs(&mut res.1, limits);
         out.attributes_dropped += d;
         out.values_truncated += t;
-        res
+        (res.0, ResourceAttrs::new(res.1))
     };
     let base = limited(resource(batch.process.as_ref()), &mut out);
     for (i, mut js) in batch.spans.into_iter().enumerate() {

@@ -22,7 +22,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{null_default, Float, KindEnum, StatusEnum, B64, I64, U32, U64};
-use crate::model::{AttrValue, CompactString, Event, KeyValue, Link, Span, SpanKind, StatusCode};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, Link, ResourceAttrs, Span, SpanKind, StatusCode,
+};
 use crate::receiver::convert::{
     convert_ids, limit_attrs, service_name_of, DecodeError, Decoded, MAX_ANY_VALUE_DEPTH,
 };
@@ -60,6 +62,7 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
         out.attributes_dropped += d;
         out.values_truncated += t;
         let service_name = service_name_of(&resource_attributes);
+        let resource_attributes = ResourceAttrs::new(resource_attributes);
         for ss in rs.scope_spans {
             let (scope_name, scope_version) = match ss.scope {
                 Some(s) => (s.name, s.version),
@@ -242,7 +245,7 @@ impl JSpan {
             status_code,
             status_message,
             service_name: CompactString::default(),
-            resource_attributes: Vec::new(),
+            resource_attributes: ResourceAttrs::default(),
             scope_name: CompactString::default(),
             scope_version: CompactString::default(),
         })

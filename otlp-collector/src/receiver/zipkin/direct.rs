@@ -20,7 +20,9 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::model::{AttrValue, CompactString, Event, KeyValue, Span, SpanKind, StatusCode};
+use crate::model::{
+    AttrValue, CompactString, Event, KeyValue, ResourceAttrs, Span, SpanKind, StatusCode,
+};
 use crate::receiver::convert::{convert_ids, DecodeError, Decoded};
 use crate::receiver::limits::LimitsConfig;
 use crate::receiver::otlp_json::direct::hex_into;
@@ -36,8 +38,9 @@ pub fn decode(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError
         spans: Vec::with_capacity(spans.len()),
         ..Decoded::default()
     };
+    let mut resource = None;
     for (i, z) in spans.into_iter().enumerate() {
-        match convert(i, z) {
+        match convert(i, z, &mut resource) {
             Ok(span) => out.push(span, limits, i),
             Err(e) => out.reject(e),
         }
@@ -316,7 +319,7 @@ fn take(tags: &mut Vec<KeyValue>, key: &str) -> Option<CompactString> {
 
 /// Maps one span, in the order and with the messages of
 /// [`super::convert_with_ids`].
-fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
+fn convert(i: usize, z: ZSpan, resource: &mut Option<ResourceAttrs>) -> Result<Span, String> {
     let trace = id_bytes(i, "traceId", &z.trace_id)?;
     let span_id = id_bytes(i, "id", &z.id)?;
     let parent = id_bytes(i, "parentId", &z.parent_id)?;
@@ -472,12 +475,29 @@ fn convert(i: usize, z: ZSpan) -> Result<Span, String> {
         dropped_links_count: 0,
         status_code,
         status_message,
-        resource_attributes: vec![KeyValue::new(
-            "service.name",
-            AttrValue::Str(service_name.clone()),
-        )],
+        resource_attributes: service_resource(resource, &service_name),
         service_name,
         scope_name,
         scope_version,
     })
+}
+
+/// A Zipkin span's resource: `service.name` alone. Consecutive spans of
+/// one service (a request nearly always holds one service's spans) share
+/// the list `last` holds, so a span does not cost a list of its own.
+pub(super) fn service_resource(
+    last: &mut Option<ResourceAttrs>,
+    service: &CompactString,
+) -> ResourceAttrs {
+    if let Some(r) = last {
+        if matches!(r.first(), Some(kv) if matches!(&kv.value, AttrValue::Str(s) if s == service)) {
+            return r.clone();
+        }
+    }
+    let r = ResourceAttrs::new(vec![KeyValue::new(
+        "service.name",
+        AttrValue::Str(service.clone()),
+    )]);
+    *last = Some(r.clone());
+    r
 }

@@ -130,7 +130,7 @@ mod tests {
             status_code: StatusCode::Error,
             status_message: String::new(),
             service_name: "svc".into(),
-            resource_attributes: vec![],
+            resource_attributes: Default::default(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

@@ -632,7 +632,7 @@ mod tests {
             status_code: crate::model::StatusCode::Unset,
             status_message: String::new(),
             service_name: "svc".into(),
-            resource_attributes: Vec::new(),
+            resource_attributes: Default::default(),
             scope_name: Default::default(),
             scope_version: Default::default(),
         }

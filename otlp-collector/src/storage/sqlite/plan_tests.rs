@@ -66,7 +66,7 @@ fn spans() -> Vec<Span> {
                 },
                 status_message: String::new(),
                 service_name: SERVICES[((t + i) % 10) as usize].into(),
-                resource_attributes: Vec::new(),
+                resource_attributes: Default::default(),
                 scope_name: Default::default(),
                 scope_version: Default::default(),
             });

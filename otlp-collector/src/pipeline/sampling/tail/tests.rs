@@ -24,7 +24,7 @@ fn span(trace: u8, id: u8, start: u64, dur: u64) -> Span {
         status_code: StatusCode::Unset,
         status_message: String::new(),
         service_name: "svc".into(),
-        resource_attributes: vec![],
+        resource_attributes: Default::default(),
         scope_name: Default::default(),
         scope_version: Default::default(),
     }
@@ -141,6 +141,7 @@ fn attribute_rules_and_combinations() {
     let now = Instant::now();
     let mut a = span(1, 1, 0, 1);
     a.resource_attributes
+        .make_mut()
         .push(KeyValue::new("tier", AttrValue::Str("vip".into())));
     a.attributes
         .push(KeyValue::new("size", AttrValue::Double(12.5)));
