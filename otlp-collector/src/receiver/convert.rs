@@ -79,6 +79,9 @@ pub struct Decoded {
     /// A router's OTLP protobuf request as scanned on the wire
     /// (`otlp_proto::route_scan`): its valid spans are here, not in `spans`.
     pub wire: Option<std::sync::Arc<super::otlp_proto::wire_request::WireRequest>>,
+    /// The resource list measured last by [`Decoded::check`]: the spans of
+    /// one resource share it, and it is measured once for all of them.
+    pub(crate) resource_bytes: crate::model::ResourceBytesCache,
 }
 
 impl Decoded {
@@ -154,10 +157,13 @@ impl Decoded {
             ));
             return false;
         }
-        let (dropped, truncated) = apply_span_limits(span, limits);
-        self.attributes_dropped += dropped;
-        self.values_truncated += truncated;
-        let size = estimate_size(span);
+        // The limits, the size and the heap bytes in one walk over the
+        // attributes (the same results as `apply_span_limits`, then
+        // `estimate_size`, then `Span::heap_bytes`).
+        let pass = super::span_check::limit_and_measure_span(span, limits, &mut self.resource_bytes);
+        self.attributes_dropped += pass.dropped;
+        self.values_truncated += pass.truncated;
+        let size = pass.size;
         if size > limits.max_span_bytes {
             self.reject(format!(
                 "span {index} ({}): {size} bytes exceeds the {}-byte span size limit",
@@ -166,7 +172,7 @@ impl Decoded {
             ));
             return false;
         }
-        self.bytes += span.heap_bytes() as u64;
+        self.bytes += pass.heap as u64;
         true
     }
 }
@@ -378,7 +384,7 @@ fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue 
 
 /// Truncates a string to at most `max` bytes on a char boundary.
 #[inline]
-fn truncate_str(s: &mut CompactString, max: usize) -> bool {
+pub(crate) fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     if s.len() <= max {
         return false;
     }
@@ -390,7 +396,7 @@ fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     true
 }
 
-fn limit_value(v: &mut AttrValue, max: usize) -> u64 {
+pub(crate) fn limit_value(v: &mut AttrValue, max: usize) -> u64 {
     match v {
         AttrValue::Str(s) => truncate_str(s, max) as u64,
         AttrValue::Bytes(b) if b.len() > max => {
@@ -458,7 +464,7 @@ pub fn apply_span_limits(span: &mut Span, limits: &LimitsConfig) -> (u64, u64) {
     (d, t)
 }
 
-fn value_size(v: &AttrValue) -> usize {
+pub(crate) fn value_size(v: &AttrValue) -> usize {
     match v {
         AttrValue::Str(s) => s.len(),
         AttrValue::Bytes(b) => b.len(),
