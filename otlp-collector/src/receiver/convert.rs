@@ -11,6 +11,8 @@ use crate::model::{
 };
 use crate::receiver::limits::LimitsConfig;
 
+mod span_check;
+
 /// At most this many per-span problems are spelled out in a partial-success message.
 const MAX_REPORTED_ERRORS: usize = 3;
 
@@ -160,7 +162,7 @@ impl Decoded {
         // The limits, the size and the heap bytes in one walk over the
         // attributes (the same results as `apply_span_limits`, then
         // `estimate_size`, then `Span::heap_bytes`).
-        let pass = super::span_check::limit_and_measure_span(span, limits, &mut self.resource_bytes);
+        let pass = span_check::limit_and_measure_span(span, limits, &mut self.resource_bytes);
         self.attributes_dropped += pass.dropped;
         self.values_truncated += pass.truncated;
         let size = pass.size;
@@ -384,7 +386,7 @@ fn convert_value(v: Option<AnyValue>, depth: usize, cut: &mut u64) -> AttrValue 
 
 /// Truncates a string to at most `max` bytes on a char boundary.
 #[inline]
-pub(crate) fn truncate_str(s: &mut CompactString, max: usize) -> bool {
+fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     if s.len() <= max {
         return false;
     }
@@ -396,7 +398,7 @@ pub(crate) fn truncate_str(s: &mut CompactString, max: usize) -> bool {
     true
 }
 
-pub(crate) fn limit_value(v: &mut AttrValue, max: usize) -> u64 {
+fn limit_value(v: &mut AttrValue, max: usize) -> u64 {
     match v {
         AttrValue::Str(s) => truncate_str(s, max) as u64,
         AttrValue::Bytes(b) if b.len() > max => {
@@ -464,7 +466,7 @@ pub fn apply_span_limits(span: &mut Span, limits: &LimitsConfig) -> (u64, u64) {
     (d, t)
 }
 
-pub(crate) fn value_size(v: &AttrValue) -> usize {
+fn value_size(v: &AttrValue) -> usize {
     match v {
         AttrValue::Str(s) => s.len(),
         AttrValue::Bytes(b) => b.len(),

@@ -16,7 +16,6 @@ pub mod otlp_grpc;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod rpc_status;
-mod span_check;
 pub mod zipkin;
 pub mod zipkin_proto;
 pub mod zipkin_v1;

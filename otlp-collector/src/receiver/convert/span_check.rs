@@ -1,5 +1,5 @@
 //! The limits and both measures of a span in one walk over its attribute
-//! lists, for [`Decoded::check`](super::convert::Decoded::check): the
+//! lists, for [`Decoded::check`](super::Decoded::check): the
 //! count and length limits ([`apply_span_limits`]), the size checked against
 //! `limits.max_span_bytes` ([`estimate_size`]) and the memory charged to the
 //! queue ([`Span::heap_bytes`]) were three walks over the same attributes of
@@ -7,14 +7,14 @@
 //! results are the same as those three functions' (unit tests below compare
 //! them on spans of every shape).
 //!
-//! [`apply_span_limits`]: super::convert::apply_span_limits
-//! [`estimate_size`]: super::convert::estimate_size
+//! [`apply_span_limits`]: super::apply_span_limits
+//! [`estimate_size`]: super::estimate_size
 
+use super::{limit_value, truncate_str, value_size};
 use crate::model::{
     chunk_bytes, compact_bytes, string_bytes, value_heap_bytes, AttrValue, KeyValue,
     ResourceBytesCache, Span,
 };
-use crate::receiver::convert::{limit_value, truncate_str, value_size};
 use crate::receiver::limits::LimitsConfig;
 
 /// What one pass over a span (or one attribute list) found.
@@ -24,7 +24,7 @@ pub(crate) struct Pass {
     pub dropped: u64,
     /// Values cut by the length limit.
     pub truncated: u64,
-    /// [`estimate_size`](super::convert::estimate_size), after the limits.
+    /// [`estimate_size`](super::estimate_size), after the limits.
     pub size: usize,
     /// [`Span::heap_bytes`], after the limits.
     pub heap: usize,
@@ -65,7 +65,7 @@ fn limit_and_measure(attrs: &mut Vec<KeyValue>, limits: &LimitsConfig) -> Pass {
 
 /// Applies the limits to the span's own, event and link attributes (adding
 /// what each list lost to its `dropped_attributes_count`) and measures the
-/// span as [`estimate_size`](super::convert::estimate_size) and
+/// span as [`estimate_size`](super::estimate_size) and
 /// [`Span::heap_bytes`] would after them; the resource's heap bytes come
 /// from `resource` (measured once per shared list).
 pub(crate) fn limit_and_measure_span(
@@ -233,9 +233,7 @@ mod tests {
         assert_eq!(first, resource.heap_bytes());
         // Sole owner now (the cache holds only a `Weak`): the change is
         // made in place as far as the span can tell, yet must be seen.
-        resource
-            .make_mut()
-            .push(kv("added", s(&"z".repeat(100))));
+        resource.make_mut().push(kv("added", s(&"z".repeat(100))));
         let second = cache.heap_bytes(&resource);
         assert_eq!(second, resource.heap_bytes());
         assert!(second > first);
