@@ -3,7 +3,7 @@
 //! after that (WAL, sampling, enrichment, redaction, rollups, sinks, queries)
 //! works on this type only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -201,7 +201,7 @@ pub struct Link {
 
 /// Bytes malloc takes for a request of `n` bytes (0 for no allocation):
 /// glibc rounds `n` plus an 8-byte header up to 16, with a 32-byte minimum.
-fn chunk_bytes(n: usize) -> usize {
+pub(crate) fn chunk_bytes(n: usize) -> usize {
     if n == 0 {
         0
     } else {
@@ -209,13 +209,13 @@ fn chunk_bytes(n: usize) -> usize {
     }
 }
 
-fn string_bytes(s: &str) -> usize {
+pub(crate) fn string_bytes(s: &str) -> usize {
     chunk_bytes(s.len())
 }
 
 /// Heap bytes of a [`CompactString`]: none when stored inline.
 #[inline]
-fn compact_bytes(s: &CompactString) -> usize {
+pub(crate) fn compact_bytes(s: &CompactString) -> usize {
     if s.is_heap_allocated() {
         chunk_bytes(s.capacity())
     } else {
@@ -223,7 +223,7 @@ fn compact_bytes(s: &CompactString) -> usize {
     }
 }
 
-fn value_heap_bytes(v: &AttrValue) -> usize {
+pub(crate) fn value_heap_bytes(v: &AttrValue) -> usize {
     match v {
         AttrValue::Str(s) => compact_bytes(s),
         AttrValue::Bytes(b) => chunk_bytes(b.capacity()),
@@ -299,7 +299,7 @@ impl ResourceAttrs {
     /// Heap bytes of the shared list, counted in full for every span that
     /// holds it: budgets charged per span then never fall below what the
     /// spans really hold, whichever of them is dropped first.
-    fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         match &self.0 {
             // The Arc's two counters beside the `Vec`.
             Some(a) => {
@@ -308,6 +308,37 @@ impl ResourceAttrs {
             }
             None => 0,
         }
+    }
+}
+
+/// [`ResourceAttrs::heap_bytes`] of the last shared list measured, so that
+/// the spans of one resource (usually every span of a request) have their
+/// resource measured once instead of once each (issue 19). The same bytes
+/// are still charged to every span.
+///
+/// Keyed by the list's allocation, held through a `Weak`: while the `Weak`
+/// lives the allocation is not freed, so an equal pointer is the same list
+/// and never a new one at a reused address; and the list cannot have
+/// changed, because `Arc::make_mut` on a list that only `Weak`s share moves
+/// it to a new allocation (a different pointer, so it is measured again).
+#[derive(Debug, Default)]
+pub struct ResourceBytesCache(Option<(Weak<Vec<KeyValue>>, usize)>);
+
+impl ResourceBytesCache {
+    /// `resource.heap_bytes()`, measured only when `resource` is not the
+    /// list measured last.
+    pub fn heap_bytes(&mut self, resource: &ResourceAttrs) -> usize {
+        let Some(list) = &resource.0 else {
+            return 0;
+        };
+        if let Some((last, bytes)) = &self.0 {
+            if std::ptr::eq(last.as_ptr(), Arc::as_ptr(list)) {
+                return *bytes;
+            }
+        }
+        let bytes = resource.heap_bytes();
+        self.0 = Some((Arc::downgrade(list), bytes));
+        bytes
     }
 }
 
@@ -422,6 +453,27 @@ impl Span {
     /// memory. `tests/decode_memory.rs` checks it against a counting
     /// allocator.
     pub fn heap_bytes(&self) -> usize {
+        self.fixed_heap_bytes()
+            + kvs_heap_bytes(&self.attributes)
+            + self.resource_attributes.heap_bytes()
+            + self
+                .events
+                .iter()
+                .map(|e| compact_bytes(&e.name) + kvs_heap_bytes(&e.attributes))
+                .sum::<usize>()
+            + self
+                .links
+                .iter()
+                .map(|l| string_bytes(&l.trace_state) + kvs_heap_bytes(&l.attributes))
+                .sum::<usize>()
+    }
+
+    /// The part of [`Span::heap_bytes`] that is not an attribute list, an
+    /// event's name or a link's trace state: the struct, its strings and the
+    /// event and link lists' own chunks. Shared with the receivers' one-pass
+    /// check (`receiver::span_check`), which measures the rest as it applies
+    /// the limits.
+    pub(crate) fn fixed_heap_bytes(&self) -> usize {
         std::mem::size_of::<Span>()
             + string_bytes(&self.trace_state)
             + compact_bytes(&self.name)
@@ -429,20 +481,8 @@ impl Span {
             + compact_bytes(&self.service_name)
             + compact_bytes(&self.scope_name)
             + compact_bytes(&self.scope_version)
-            + kvs_heap_bytes(&self.attributes)
-            + self.resource_attributes.heap_bytes()
             + chunk_bytes(self.events.capacity() * std::mem::size_of::<Event>())
-            + self
-                .events
-                .iter()
-                .map(|e| compact_bytes(&e.name) + kvs_heap_bytes(&e.attributes))
-                .sum::<usize>()
             + chunk_bytes(self.links.capacity() * std::mem::size_of::<Link>())
-            + self
-                .links
-                .iter()
-                .map(|l| string_bytes(&l.trace_state) + kvs_heap_bytes(&l.attributes))
-                .sum::<usize>()
     }
 
     /// Looks up a span attribute.

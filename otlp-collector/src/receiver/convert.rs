@@ -11,6 +11,8 @@ use crate::model::{
 };
 use crate::receiver::limits::LimitsConfig;
 
+mod span_check;
+
 /// At most this many per-span problems are spelled out in a partial-success message.
 const MAX_REPORTED_ERRORS: usize = 3;
 
@@ -79,6 +81,9 @@ pub struct Decoded {
     /// A router's OTLP protobuf request as scanned on the wire
     /// (`otlp_proto::route_scan`): its valid spans are here, not in `spans`.
     pub wire: Option<std::sync::Arc<super::otlp_proto::wire_request::WireRequest>>,
+    /// The resource list measured last by [`Decoded::check`]: the spans of
+    /// one resource share it, and it is measured once for all of them.
+    pub(crate) resource_bytes: crate::model::ResourceBytesCache,
 }
 
 impl Decoded {
@@ -154,10 +159,13 @@ impl Decoded {
             ));
             return false;
         }
-        let (dropped, truncated) = apply_span_limits(span, limits);
-        self.attributes_dropped += dropped;
-        self.values_truncated += truncated;
-        let size = estimate_size(span);
+        // The limits, the size and the heap bytes in one walk over the
+        // attributes (the same results as `apply_span_limits`, then
+        // `estimate_size`, then `Span::heap_bytes`).
+        let pass = span_check::limit_and_measure_span(span, limits, &mut self.resource_bytes);
+        self.attributes_dropped += pass.dropped;
+        self.values_truncated += pass.truncated;
+        let size = pass.size;
         if size > limits.max_span_bytes {
             self.reject(format!(
                 "span {index} ({}): {size} bytes exceeds the {}-byte span size limit",
@@ -166,7 +174,7 @@ impl Decoded {
             ));
             return false;
         }
-        self.bytes += span.heap_bytes() as u64;
+        self.bytes += pass.heap as u64;
         true
     }
 }
