@@ -17,6 +17,7 @@ mod config;
 mod origins;
 mod peer;
 mod series;
+mod spanmap;
 mod sketch;
 pub mod weight;
 
