@@ -438,6 +438,38 @@ pub struct Span {
     pub scope_version: CompactString,
 }
 
+#[cfg(test)]
+impl Span {
+    /// A test span: server span `op` of service `svc`, trace and span ids
+    /// all `n`, from 1 ns to 2 ns, nothing else set. Tests spell only the
+    /// fields they are about: `Span { kind: SpanKind::Client, ..Span::test(1) }`.
+    pub(crate) fn test(n: u8) -> Span {
+        Span {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+            parent_span_id: None,
+            trace_state: String::new(),
+            flags: 0,
+            name: "op".into(),
+            kind: SpanKind::Server,
+            start_ns: 1,
+            end_ns: 2,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+            service_name: "svc".into(),
+            resource_attributes: ResourceAttrs::default(),
+            scope_name: CompactString::default(),
+            scope_version: CompactString::default(),
+        }
+    }
+}
+
 impl Span {
     /// Duration in nanoseconds (0 if end precedes start).
     pub fn duration_ns(&self) -> u64 {

@@ -205,31 +205,11 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SpanKind, StatusCode};
 
     pub(crate) fn span(i: u8) -> Span {
         Span {
-            trace_id: [i; 16],
-            span_id: [i; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
-            kind: SpanKind::Server,
-            start_ns: 1,
-            end_ns: 2,
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: StatusCode::Unset,
-            status_message: String::new(),
             service_name: "s".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(i)
         }
     }
 

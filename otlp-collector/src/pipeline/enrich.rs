@@ -150,25 +150,12 @@ mod tests {
         Span {
             trace_id: [1; 16],
             span_id: [1; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
             kind: Default::default(),
             start_ns: 0,
             end_ns: 0,
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: Default::default(),
-            status_message: String::new(),
             service_name: service.into(),
             resource_attributes: res.into(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

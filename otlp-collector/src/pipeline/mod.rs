@@ -143,7 +143,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{now_ns, AttrValue, KeyValue, Span, SpanKind};
+    use crate::model::{now_ns, AttrValue, KeyValue, Span};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, attrs: Vec<KeyValue>) -> Span {
         let start_ns = now_ns() - 1_000_000;
@@ -151,24 +151,11 @@ mod tests {
             trace_id: [trace; 16],
             span_id: [id; 8],
             parent_span_id: parent.map(|p| [p; 8]),
-            trace_state: String::new(),
-            flags: 0,
             name: name.into(),
-            kind: SpanKind::Server,
             start_ns,
             end_ns: start_ns + 1_000,
             attributes: attrs,
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: Default::default(),
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

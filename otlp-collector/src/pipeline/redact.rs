@@ -354,10 +354,6 @@ mod tests {
         Span {
             trace_id: [1; 16],
             span_id: [1; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
             kind: Default::default(),
             start_ns: 0,
             end_ns: 0,
@@ -376,7 +372,6 @@ mod tests {
                     AttrValue::Array(vec![AttrValue::Str("x@y.io".into()), AttrValue::Int(1)]),
                 ),
             ],
-            dropped_attributes_count: 0,
             events: vec![Event {
                 time_ns: 0,
                 name: "exception".into(),
@@ -389,19 +384,12 @@ mod tests {
                 ],
                 dropped_attributes_count: 0,
             }],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: Default::default(),
-            status_message: String::new(),
-            service_name: "svc".into(),
             resource_attributes: vec![KeyValue::new(
                 "owner.email",
                 AttrValue::Str("ops@corp.example".into()),
             )]
             .into(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

@@ -545,28 +545,19 @@ mod tests {
             trace_id: [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
             span_id: [id; 8],
             parent_span_id: parent.map(|p| [p; 8]),
-            trace_state: String::new(),
             flags: 0x301,
             name: compact_str::format_compact!("op {id}"),
             kind: SpanKind::Unspecified,
             start_ns: start,
             end_ns: start + 1_234_567,
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
             status_code: SpanStatus::Unset,
-            status_message: String::new(),
             service_name: service.into(),
             resource_attributes: vec![
                 KeyValue::new("service.name", AttrValue::Str(service.into())),
                 KeyValue::new("host.name", AttrValue::Str(host.into())),
             ]
             .into(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

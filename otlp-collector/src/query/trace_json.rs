@@ -295,7 +295,6 @@ pub fn tier_name(cold_spans: u64, spans: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SpanKind;
 
     /// The streamed document equals the one built through `serde_json::Value`
     /// from the same data (the previous implementation's mapping).
@@ -324,25 +323,12 @@ mod tests {
         let a = Span {
             trace_id: [1; 16],
             span_id: [2; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
             flags: 1,
             name: "root".into(),
-            kind: SpanKind::Server,
             start_ns: 1_000,
             end_ns: 5_000,
             attributes: vec![KeyValue::new("n", AttrValue::Int(3))],
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status_code: StatusCode::Unset,
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         };
         let tree = TraceTree::build(vec![a], true);
         let doc = serde_json::to_value(TraceJson {

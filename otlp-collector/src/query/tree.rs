@@ -210,31 +210,20 @@ impl TraceTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SpanKind, StatusCode};
+    use crate::model::SpanKind;
 
     fn span(id: u8, parent: Option<u8>, svc: &str, start: u64, end: u64) -> Span {
         Span {
             trace_id: [1; 16],
             span_id: [0, 0, 0, 0, 0, 0, 0, id],
             parent_span_id: parent.map(|p| [0, 0, 0, 0, 0, 0, 0, p]),
-            trace_state: String::new(),
             flags: 1,
             name: compact_str::format_compact!("op{id}"),
             kind: SpanKind::Internal,
             start_ns: start,
             end_ns: end,
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
-            status_code: StatusCode::Unset,
-            status_message: String::new(),
             service_name: svc.into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

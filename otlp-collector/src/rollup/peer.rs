@@ -94,27 +94,8 @@ mod tests {
 
     fn test_span() -> Span {
         Span {
-            trace_id: [1; 16],
-            span_id: [1; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
             kind: SpanKind::Client,
-            start_ns: 1,
-            end_ns: 2,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status_code: Default::default(),
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(1)
         }
     }
 

@@ -363,6 +363,17 @@ fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
     out
 }
 
+/// A WAL of 4 KiB segments with spares prepared: a few hundred-byte
+/// records reach the second and third segment.
+fn small_preallocating() -> WalConfig {
+    WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        preallocate: true,
+        ..WalConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,12 +382,7 @@ async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
         WalConfig::default().preallocate,
         "on by default: rotations off the acknowledgement path (docs/benchmarks.md, session 10)"
     );
-    let cfg = WalConfig {
-        segment_bytes: 4096,
-        max_bytes: 1 << 20,
-        preallocate: true,
-        ..WalConfig::default()
-    };
+    let cfg = small_preallocating();
     let (wal, replay) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
     assert!(replay.is_empty());
     let mut written = Vec::new();
@@ -456,12 +462,7 @@ async fn prepared_segments_are_zero_filled_used_in_order_and_replay_cleanly() {
 async fn a_torn_record_in_a_prepared_segment_is_counted_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
-    let cfg = WalConfig {
-        segment_bytes: 4096,
-        max_bytes: 1 << 20,
-        preallocate: true,
-        ..WalConfig::default()
-    };
+    let cfg = small_preallocating();
     let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
     let mut last = None;
     // Past the first segment, into a prepared one.
@@ -514,12 +515,7 @@ async fn wait_for_file(dir: &Path, id: u64, len: u64) {
 #[tokio::test]
 async fn a_crash_with_a_spare_prepared_and_not_used_loses_nothing_and_reuses_no_id() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = WalConfig {
-        segment_bytes: 4096,
-        max_bytes: 1 << 20,
-        preallocate: true,
-        ..WalConfig::default()
-    };
+    let cfg = small_preallocating();
     let (wal, _) = Wal::open(dir.path(), &cfg, Arc::new(Metrics::default())).unwrap();
     let mut written = Vec::new();
     for i in 0..3u8 {
@@ -577,12 +573,7 @@ async fn a_crash_with_a_spare_prepared_and_not_used_loses_nothing_and_reuses_no_
 async fn a_crash_after_rotating_into_a_spare_replays_its_records() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::default());
-    let cfg = WalConfig {
-        segment_bytes: 4096,
-        max_bytes: 1 << 20,
-        preallocate: true,
-        ..WalConfig::default()
-    };
+    let cfg = small_preallocating();
     let (wal, _) = Wal::open(dir.path(), &cfg, m.clone()).unwrap();
     let mut written = Vec::new();
     let mut last = None;

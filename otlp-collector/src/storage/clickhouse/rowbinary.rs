@@ -108,8 +108,6 @@ mod tests {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent_span_id: Some([3; 8]),
-            trace_state: String::new(),
-            flags: 0,
             name: "x".repeat(130).into(),
             kind: SpanKind::Client,
             start_ns: 1_000,
@@ -122,17 +120,8 @@ mod tests {
                 kv("d", AttrValue::Double(-0.0)),
                 kv("b", AttrValue::Bool(true)),
             ],
-            dropped_attributes_count: 0,
-            events: vec![],
-            dropped_events_count: 0,
-            links: vec![],
-            dropped_links_count: 0,
             status_code: StatusCode::Error,
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

@@ -631,25 +631,11 @@ mod tests {
         Span {
             trace_id,
             span_id,
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
             name: compact_str::format_compact!("op{}", i % 3),
-            kind: SpanKind::Server,
             start_ns: 1_000 + t * 7 + i,
             end_ns: 2_000 + t * 7 + i,
             attributes: vec![KeyValue::new("i", crate::model::AttrValue::Int(i as i64))],
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status_code: StatusCode::Unset,
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
+            ..Span::test(0)
         }
     }
 

@@ -613,29 +613,7 @@ mod tests {
     const PINNED_GET_TERM: i64 = -8_195_993_401_179_945_439;
 
     fn span(n: u8) -> Span {
-        Span {
-            trace_id: [n; 16],
-            span_id: [n; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 0,
-            name: "op".into(),
-            kind: crate::model::SpanKind::Server,
-            start_ns: 1,
-            end_ns: 2,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status_code: crate::model::StatusCode::Unset,
-            status_message: String::new(),
-            service_name: "svc".into(),
-            resource_attributes: Default::default(),
-            scope_name: Default::default(),
-            scope_version: Default::default(),
-        }
+        Span::test(n)
     }
 
     #[test]

@@ -43,7 +43,6 @@ fn spans() -> Vec<Span> {
                 trace_id,
                 span_id: (i + 1).to_be_bytes(),
                 parent_span_id: (i > 0).then(|| i.to_be_bytes()),
-                trace_state: String::new(),
                 flags: 1,
                 name: compact_str::format_compact!("op-{}", (t + i) % 20),
                 kind: if i == 0 {
@@ -54,21 +53,13 @@ fn spans() -> Vec<Span> {
                 start_ns: start + i * 1_000,
                 end_ns: start + i * 1_000 + dur,
                 attributes: vec![KeyValue::new("http.status_code", AttrValue::Int(200))],
-                dropped_attributes_count: 0,
-                events: Vec::new(),
-                dropped_events_count: 0,
-                links: Vec::new(),
-                dropped_links_count: 0,
                 status_code: if t % 10 == 0 && i == PER_TRACE - 1 {
                     StatusCode::Error
                 } else {
                     StatusCode::Unset
                 },
-                status_message: String::new(),
                 service_name: SERVICES[((t + i) % 10) as usize].into(),
-                resource_attributes: Default::default(),
-                scope_name: Default::default(),
-                scope_version: Default::default(),
+                ..Span::test(0)
             });
         }
     }

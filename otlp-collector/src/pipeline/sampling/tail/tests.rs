@@ -8,25 +8,10 @@ fn span(trace: u8, id: u8, start: u64, dur: u64) -> Span {
     Span {
         trace_id: [trace; 16],
         span_id: [id; 8],
-        parent_span_id: None,
-        trace_state: String::new(),
-        flags: 0,
-        name: "op".into(),
         kind: Default::default(),
         start_ns: start,
         end_ns: start + dur,
-        attributes: vec![],
-        dropped_attributes_count: 0,
-        events: vec![],
-        dropped_events_count: 0,
-        links: vec![],
-        dropped_links_count: 0,
-        status_code: StatusCode::Unset,
-        status_message: String::new(),
-        service_name: "svc".into(),
-        resource_attributes: Default::default(),
-        scope_name: Default::default(),
-        scope_version: Default::default(),
+        ..Span::test(0)
     }
 }
 
