@@ -17,8 +17,8 @@ mod config;
 mod origins;
 mod peer;
 mod series;
-mod spanmap;
 mod sketch;
+mod spanmap;
 pub mod weight;
 
 pub use aggregator::RollupAggregator;
