@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::peer::peer_attr;
 use super::series::*;
+use super::spanmap::{Hashed, KeyHasher, SpanMap};
 use super::{
     minute_of, weight, EdgeRollup, OperationRollup, OriginPart, RangeSet, RollupBatch,
     RollupConfig, RollupOrigin, RollupStats, SpanOrigin, WrittenOrigins, MINUTE_NS,
@@ -82,14 +83,17 @@ pub struct RollupAggregator {
     /// Origins of the contributions in `ops`/`edges`, per (minute, segment).
     origins: HMap<(u64, u64), [RangeSet; 3]>,
     ready: RollupBatch,
-    recent: HMap<SpanKey, Arc<str>>,
-    recent_order: VecDeque<SpanKey>,
-    pending: HMap<SpanKey, Vec<PendingChild>>,
-    pending_order: VecDeque<(SpanKey, u64)>,
+    /// Hashes the span keys of `recent`, `pending` and `peers` (one hash per
+    /// key serves all three).
+    keys: KeyHasher,
+    recent: SpanMap<Arc<str>>,
+    recent_order: VecDeque<Hashed>,
+    pending: SpanMap<Vec<PendingChild>>,
+    pending_order: VecDeque<(Hashed, u64)>,
     pub(super) pending_len: usize,
     next_seq: u64,
-    peers: HMap<SpanKey, PeerCandidate>,
-    peer_order: VecDeque<SpanKey>,
+    peers: SpanMap<PeerCandidate>,
+    peer_order: VecDeque<Hashed>,
     known: HSet<Arc<str>>,
     /// The service interned last: the spans of a request share theirs, so
     /// one comparison usually replaces a hash lookup per span.
@@ -138,20 +142,22 @@ const PEER: usize = OriginPart::Peer as usize;
 impl RollupAggregator {
     /// A new aggregator.
     pub fn new(config: RollupConfig) -> Self {
+        let keys = KeyHasher::default();
         RollupAggregator {
             config,
             ops: HMap::new(),
             edges: HMap::new(),
             origins: HMap::new(),
             ready: RollupBatch::default(),
-            recent: HMap::new(),
+            recent: SpanMap::new(keys.clone()),
             recent_order: VecDeque::new(),
-            pending: HMap::new(),
+            pending: SpanMap::new(keys.clone()),
             pending_order: VecDeque::new(),
             pending_len: 0,
             next_seq: 0,
-            peers: HMap::new(),
+            peers: SpanMap::new(keys.clone()),
             peer_order: VecDeque::new(),
+            keys,
             known: HSet::new(),
             last_service: None,
             seg_refs: HMap::new(),
@@ -366,10 +372,14 @@ impl RollupAggregator {
         // Parent/child across services.
         let mut child_settled = true;
         if let Some(parent) = span.parent_span_id {
-            let pkey = (span.trace_id, parent);
-            match self.recent.get(&pkey) {
-                // Same service: no edge (no reference count touched).
-                Some(parent_service) if **parent_service == *span.service_name => {}
+            let pkey = self.hashed((span.trace_id, parent));
+            match self.recent.get(pkey) {
+                // Same service: no edge (no reference count touched). Both
+                // are usually the same interned `Arc`; the text decides
+                // otherwise (a service interned past `max_known_services`).
+                Some(parent_service)
+                    if Arc::ptr_eq(parent_service, &service)
+                        || **parent_service == *span.service_name => {}
                 Some(parent_service) => {
                     let parent_service = parent_service.clone();
                     self.flush_marks(&mut marks);
@@ -401,13 +411,15 @@ impl RollupAggregator {
             marks.add(CHILD);
         }
 
-        let me = (span.trace_id, span.span_id);
+        // This span's key, hashed once for the peer candidates (look, then
+        // insert), the children waiting for it and the parent cache.
+        let me = self.hashed((span.trace_id, span.span_id));
         // Calls to a named peer, held until the minute is drained. Recorded
         // before waiting children are matched, so a cross-service child that
         // arrived first cancels the candidate.
         let mut peer_settled = true;
         if let Some(peer) = peer_attr(span) {
-            if *peer != span.service_name && !written[PEER] && !self.peers.contains_key(&me) {
+            if *peer != span.service_name && !written[PEER] && !self.peers.contains_key(me) {
                 if self.peers.len() >= self.config.peer_candidates {
                     self.flush_marks(&mut marks);
                     self.evict_peer_candidate();
@@ -415,7 +427,8 @@ impl RollupAggregator {
                 if let Some(o) = origin {
                     self.add_ref(o.segment);
                 }
-                self.peers.insert(
+                // Not there (checked above; an eviction only removes).
+                self.peers.insert_new(
                     me,
                     PeerCandidate {
                         minute_ns: minute,
@@ -437,7 +450,7 @@ impl RollupAggregator {
         self.flush_marks(&mut marks);
 
         // Children that were waiting for this span.
-        if let Some(children) = self.pending.remove(&me) {
+        if let Some(children) = self.pending.remove(me) {
             self.pending_len -= children.len();
             for c in children {
                 if *c.service != *span.service_name {
@@ -456,6 +469,15 @@ impl RollupAggregator {
 
         self.remember(me, service);
         w
+    }
+
+    /// `key` with its hash for `recent`, `pending` and `peers`.
+    #[inline]
+    fn hashed(&self, key: SpanKey) -> Hashed {
+        Hashed {
+            key,
+            hash: self.keys.hash(&key),
+        }
     }
 
     fn flush_marks(&mut self, m: &mut Marks) {
@@ -486,14 +508,14 @@ impl RollupAggregator {
     #[allow(clippy::too_many_arguments)]
     fn cross_service_call(
         &mut self,
-        parent: SpanKey,
+        parent: Hashed,
         caller: &Arc<str>,
         callee: &str,
         minute: u64,
         call: (u64, bool, f64),
         count: bool,
     ) {
-        if let Some(c) = self.peers.remove(&parent) {
+        if let Some(c) = self.peers.remove(parent) {
             // The client span's peer is instrumented: count the call once, here.
             self.stats.peer_calls_suppressed += 1;
             self.settle_peer(&c);
@@ -506,7 +528,7 @@ impl RollupAggregator {
         }
     }
 
-    fn remember(&mut self, key: SpanKey, service: Arc<str>) {
+    fn remember(&mut self, key: Hashed, service: Arc<str>) {
         if self.config.span_cache_entries == 0 {
             return;
         }
@@ -517,7 +539,7 @@ impl RollupAggregator {
             let Some(old) = self.recent_order.pop_front() else {
                 break;
             };
-            if self.recent.remove(&old).is_some() {
+            if self.recent.remove(old).is_some() {
                 self.stats.span_cache_evictions += 1;
             }
         }
@@ -526,7 +548,7 @@ impl RollupAggregator {
     #[allow(clippy::too_many_arguments)]
     fn hold_child(
         &mut self,
-        parent: SpanKey,
+        parent: Hashed,
         service: Arc<str>,
         minute_ns: u64,
         end_ns: u64,
@@ -558,14 +580,14 @@ impl RollupAggregator {
                 break;
             };
             let mut evicted = None;
-            if let Some(v) = self.pending.get_mut(&key) {
+            if let Some(v) = self.pending.get_mut(key) {
                 if let Some(pos) = v.iter().position(|c| c.seq == seq) {
                     evicted = Some(v.remove(pos));
                     self.pending_len -= 1;
                     self.stats.pending_evicted += 1;
                 }
                 if v.is_empty() {
-                    self.pending.remove(&key);
+                    self.pending.remove(key);
                 }
             }
             if let Some(c) = evicted {
@@ -578,8 +600,7 @@ impl RollupAggregator {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending
-            .entry(parent)
-            .or_default()
+            .entry_or_default(parent)
             .push(PendingChild { seq, ..given_up });
         self.pending_len += 1;
         self.pending_order.push_back((parent, seq));
@@ -589,7 +610,7 @@ impl RollupAggregator {
             let pending = &self.pending;
             self.pending_order.retain(|(k, s)| {
                 pending
-                    .get(k)
+                    .get(*k)
                     .is_some_and(|v| v.iter().any(|c| c.seq == *s))
             });
         }
@@ -597,7 +618,7 @@ impl RollupAggregator {
 
     fn evict_peer_candidate(&mut self) {
         while let Some(k) = self.peer_order.pop_front() {
-            if let Some(c) = self.peers.remove(&k) {
+            if let Some(c) = self.peers.remove(k) {
                 self.stats.peer_candidates_evicted += 1;
                 self.resolve_peer(c);
                 return;
@@ -708,20 +729,20 @@ impl RollupAggregator {
             self.settle_child(c);
         }
 
-        let due: Vec<SpanKey> = self
+        let due: Vec<Hashed> = self
             .peers
             .iter()
             .filter(|(_, c)| finished(c.minute_ns))
-            .map(|(k, _)| *k)
+            .map(|(k, _)| self.hashed(*k))
             .collect();
         for k in due {
-            if let Some(c) = self.peers.remove(&k) {
+            if let Some(c) = self.peers.remove(k) {
                 self.resolve_peer(c);
             }
         }
         if self.peer_order.len() > 2 * self.peers.len() + 64 {
             let peers = &self.peers;
-            self.peer_order.retain(|k| peers.contains_key(k));
+            self.peer_order.retain(|k| peers.contains_key(*k));
         }
 
         let hold_ns = self.config.max_hold_secs.saturating_mul(1_000_000_000);
@@ -763,9 +784,9 @@ impl RollupAggregator {
     /// Children still waiting for their parent keep their WAL segments held,
     /// so they are replayed at the next start.
     pub fn drain_all(&mut self) -> RollupBatch {
-        let keys: Vec<SpanKey> = self.peers.keys().copied().collect();
+        let keys: Vec<Hashed> = self.peers.iter().map(|(k, _)| self.hashed(*k)).collect();
         for k in keys {
-            if let Some(c) = self.peers.remove(&k) {
+            if let Some(c) = self.peers.remove(k) {
                 self.resolve_peer(c);
             }
         }

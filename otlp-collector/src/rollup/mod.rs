@@ -18,6 +18,7 @@ mod origins;
 mod peer;
 mod series;
 mod sketch;
+mod spanmap;
 pub mod weight;
 
 pub use aggregator::RollupAggregator;
