@@ -10,7 +10,10 @@
 //! - **size**: the store's live bytes exceed the budget: it is brought down
 //!   to [`LOW_WATER_PERCENT`] of the budget (so evictions come in steps,
 //!   not with every batch). The freed pages stay in the file and later
-//!   writes reuse them, so the file stays about the budget's size.
+//!   writes reuse them, so the file stays about the budget's size; when the
+//!   files have grown past twice the budget anyway (a burst between checks,
+//!   or readers that kept the journal from being reset), that eviction also
+//!   hands the free pages and the journal back to the file system.
 //! - **disk full**: less than the free-space reserve (`wal.min_free_bytes`)
 //!   is free. The write-ahead log refuses appends below that reserve (503 /
 //!   `UNAVAILABLE`), so the only thing that can take the disk below it is
@@ -105,12 +108,22 @@ pub fn plan(usage: &DiskUsage, budget: u64, free: Option<u64>, reserve: u64) -> 
             give_back: true,
         });
     }
+    // Files more than BLOATED_FACTOR times the budget: a burst overshot it
+    // between checks (the file keeps its high-water mark) or readers kept
+    // the journal from being reset. This eviction hands the free pages and
+    // the journal back too, so the files come back near the budget instead
+    // of keeping the peak (seen in CI: 10 MB of files for a 3 MB budget).
+    let bloated = usage.file_bytes > budget.saturating_mul(BLOATED_FACTOR);
     (usage.live_bytes > budget).then_some(Eviction {
         reason: Reason::Size,
         bytes: over_budget,
-        give_back: false,
+        give_back: bloated,
     })
 }
+
+/// A size eviction also gives space back when the store's files are more
+/// than this many times its budget (see [`plan`]).
+pub const BLOATED_FACTOR: u64 = 2;
 
 /// The budget and the free-space reserve of one store, resolved against
 /// the file system holding it.
@@ -331,6 +344,36 @@ mod tests {
         assert!(!ev.give_back, "freed pages are reused inside the store");
         // Exactly at the budget is within it.
         assert_eq!(plan(&usage(100 * MIB, 100 * MIB), 100 * MIB, None, 0), None);
+    }
+
+    #[test]
+    fn over_budget_with_files_past_twice_the_budget_also_gives_space_back() {
+        let ev = plan(
+            &usage(201 * MIB, 110 * MIB),
+            100 * MIB,
+            Some(1 << 30),
+            16 * MIB,
+        )
+        .expect("evict");
+        assert_eq!(
+            (ev.reason, ev.bytes, ev.give_back),
+            (
+                Reason::Size,
+                110 * MIB - 100 * MIB / 100 * LOW_WATER_PERCENT,
+                true
+            )
+        );
+        // Exactly twice the budget keeps its pages for reuse.
+        let ev = plan(
+            &usage(200 * MIB, 110 * MIB),
+            100 * MIB,
+            Some(1 << 30),
+            16 * MIB,
+        )
+        .expect("evict");
+        assert!(!ev.give_back);
+        // Within the budget nothing runs, however large the files.
+        assert_eq!(plan(&usage(300 * MIB, 90 * MIB), 100 * MIB, None, 0), None);
     }
 
     #[test]
