@@ -17,6 +17,13 @@
 # (clickhouse-server on loopback ports, store_bench.py's settings) instead of
 # SQLite; its CPU over the window is reported too (not part of the ratio:
 # the goal compares the router with the backend collector).
+#
+# Besides the totals it prints the router's user and system ticks and
+# context switches over the window, and CPU ticks (user, system) per thread
+# name of both processes (idle and loaded), from /proc/PID/task/*/stat.
+# PROF=stat|strace|record attaches `perf stat`, `strace -c -f` (syscall
+# counts; strace slows the router, use it for counts only) or `perf record
+# -g` (to $PERF_DATA, default ./perf.data) to the router for the window.
 set -eu
 BIN=${1:-target/release}
 RATE=${2:-4000}
@@ -80,10 +87,26 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 written() { curl -s "http://$B_HTTP/metrics" | awk '/^ferrotrace_sink_spans_written_total /{print $2}'; }
 forwarded() { curl -s "http://$R_HTTP/metrics" | awk '/^ferrotrace_route_forwarded_spans_total/{s+=$2} END{print s+0}'; }
 TCK=$(getconf CLK_TCK)
+threads() { for t in /proc/$1/task/*; do printf '%s %s\n' "$(cat $t/comm | tr ' ' _)" "$(awk '{print $14, $15}' $t/stat)"; done | awk '{u[$1]+=$2; s[$1]+=$3} END{for (k in u) print k, u[k], s[k]}' | sort; }
+threads $RP > "$DIR/ri0"
 bi=$(cpu $BP); ri=$(cpu $RP); sleep 10
+threads $RP > "$DIR/ri1"
+echo "router idle threads:"; join "$DIR/ri0" "$DIR/ri1" | awk '{d=$4-$2+$5-$3; if (d>0) print "  ", $1, $4-$2, $5-$3}'
 echo "idle 10 s: backend $(( $(cpu $BP) - bi )) ticks, router $(( $(cpu $RP) - ri )) ticks (1 tick = 1/$TCK s)"
 b0=$(cpu $BP); r0=$(cpu $RP); w0=$(written); f0=$(forwarded)
 c0=0; [ -z "$CP" ] || c0=$(cpu $CP)
+threads $RP > "$DIR/rt0"; threads $BP > "$DIR/bt0"
+ut0=$(awk '{print $14}' /proc/$RP/stat); st0=$(awk '{print $15}' /proc/$RP/stat)
+cs0=$(awk '/ctxt_switches/{s+=$2} END{print s}' /proc/$RP/task/*/status)
+PROF_PID=
+if [ -n "${PROF:-}" ]; then
+  case "$PROF" in
+    stat) perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p $RP -o "$DIR/perfstat" & PROF_PID=$! ;;
+    strace) strace -c -f -p $RP -o "$DIR/strace" & PROF_PID=$! ;;
+    record) perf record -g -p $RP -o "${PERF_DATA:-perf.data}" 2>/dev/null & PROF_PID=$! ;;
+  esac
+  sleep 0.5
+fi
 "$BIN/loadgen" --protocol grpc --endpoint $R_GRPC --connections 4 --rate "$RATE" --duration "$SECS" \
     | tee "$DIR/loadgen.out"
 # The window ends when the router has forwarded every acknowledged span and
@@ -96,6 +119,14 @@ until [ $(( $(forwarded) - f0 )) -ge "$acc" ] && [ $(( $(written) - w0 )) -ge "$
     sleep 0.5
 done
 f1=$(forwarded)
+[ -z "$PROF_PID" ] || { kill -INT $PROF_PID; wait $PROF_PID || true; }
+threads $RP > "$DIR/rt1"; threads $BP > "$DIR/bt1"
+ut1=$(awk '{print $14}' /proc/$RP/stat); st1=$(awk '{print $15}' /proc/$RP/stat)
+cs1=$(awk '/ctxt_switches/{s+=$2} END{print s}' /proc/$RP/task/*/status)
+echo "router user ticks $((ut1-ut0)) sys ticks $((st1-st0)) ctx switches $((cs1-cs0))"
+echo "router threads (name user sys ticks):"; join "$DIR/rt0" "$DIR/rt1" | awk '{d=$4-$2+$5-$3; if (d>0) print "  ", $1, $4-$2, $5-$3}'
+echo "backend threads:"; join "$DIR/bt0" "$DIR/bt1" | awk '{d=$4-$2+$5-$3; if (d>0) print "  ", $1, $4-$2, $5-$3}'
+[ -z "${PROF:-}" ] || { [ "$PROF" = record ] || cat "$DIR/perfstat" "$DIR/strace" 2>/dev/null; }
 b1=$(cpu $BP); r1=$(cpu $RP); w1=$(written)
 c1=0; [ -z "$CP" ] || c1=$(cpu $CP)
 awk -v r=$((r1 - r0)) -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v f=$((f1 - f0)) -v w=$((w1 - w0)) \

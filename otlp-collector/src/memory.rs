@@ -285,7 +285,20 @@ pub fn resident_bytes() -> Option<u64> {
             4096
         }
     });
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    // The guard samples every `limits.memory_check_interval_ms` (10 ms by
+    // default) for the life of the process: opening, sizing (`statx`) and
+    // closing the file each time were three of the five system calls of a
+    // sample, and the guard thread was ~7% of a router's CPU under load
+    // (docs/benchmarks.md, "Session-11 router CPU"). The file stays open and
+    // is read at offset 0, which makes the kernel generate it afresh.
+    static STATM: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    let file = STATM
+        .get_or_init(|| std::fs::File::open("/proc/self/statm").ok())
+        .as_ref()?;
+    // Seven decimal fields: far below 128 bytes.
+    let mut buf = [0u8; 128];
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, 0).ok()?;
+    let statm = std::str::from_utf8(&buf[..n]).ok()?;
     let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page)
 }
@@ -348,6 +361,22 @@ mod tests {
         assert_eq!(classify(80, 80, 100), Pressure::Normal);
         assert_eq!(classify(81, 80, 100), Pressure::Soft);
         assert_eq!(classify(101, 80, 100), Pressure::Hard);
+    }
+
+    /// The kept-open `/proc/self/statm` is generated afresh by every read:
+    /// a sample after touching 64 MiB more sees them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_sample_reads_the_current_resident_size() {
+        let before = resident_bytes().unwrap();
+        let mut grown = vec![0u8; 64 << 20];
+        for page in grown.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        let after = resident_bytes().unwrap();
+        std::hint::black_box(&grown);
+        // Margin for other tests of this process freeing memory meanwhile.
+        assert!(after >= before + (32 << 20), "{before} -> {after}");
     }
 
     #[cfg(target_os = "linux")]
