@@ -239,6 +239,8 @@ pub async fn check_once(
                     max_disk_bytes = max,
                     spans = report.spans_deleted,
                     cutoff_ns = report.cutoff_ns,
+                    file_bytes = usage.file_bytes,
+                    gave_back = ev.give_back,
                     took_ms,
                     "store over its size budget: deleted the oldest spans"
                 );
