@@ -323,6 +323,22 @@ def thread_times(pid):
     return out
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of all of `pid`'s threads so
+    far (/proc/PID/task/*/status): the thread hand-offs and wake-ups a
+    request costs, which CPU seconds only show blurred by the machine's load."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return n
+
+
 def thread_groups(before, after):
     """CPU seconds and run-queue wait seconds between two `thread_times`,
     summed by thread name (digits dropped: tokio-runtime-w, wal-writer, ...)."""
@@ -581,13 +597,14 @@ def main():
         db_pid = (db.proc.pid if db.proc else db.pid) if db and db.kind == "clickhouse" else None
         cpu0 = (cpu_seconds(collector.pid), cpu_seconds(db_pid) if db_pid else None)
         threads0 = thread_times(collector.pid)
+        switches0 = context_switches(collector.pid)
         io0 = io_bytes(collector.pid)
         cpu0_others = [cpu_seconds(c.pid) for c, _, _ in others]
         perf = None
         if args.perf:
             # Call-graph samples of the collector while the load runs (and
             # the sink drains): what its CPU goes to (`perf report -i FILE`).
-            perf = subprocess.Popen(["perf", "record", "-F", "299", "-g", "-o", args.perf,
+            perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "299"), "-g", "-o", args.perf,
                                      "-p", str(collector.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.time()
@@ -598,6 +615,10 @@ def main():
         acked = result["loadgen"]["accepted_spans"]
         # While the load ran: each thread group's CPU and run-queue wait.
         result["threads_during_load"] = thread_groups(threads0, thread_times(collector.pid))
+        # Threads that exited during the load are not counted (none do).
+        requests = max(result["loadgen"].get("ok_requests", 0) or acked / args.batch, 1)
+        result["context_switches_per_request"] = round(
+            (context_switches(collector.pid) - switches0) / requests, 2)
         m = http(f"{q}/metrics", timeout=5).decode()
         result["ack_parts"] = {k[len("ferrotrace_"):-len("_seconds")]: h for k in ACK_PARTS
                                if (h := histogram(m, k))}
