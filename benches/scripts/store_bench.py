@@ -541,7 +541,8 @@ def main():
     ap.add_argument("--searches", type=int, default=40)
     ap.add_argument("--skip-queries", action="store_true")
     ap.add_argument("--perf", metavar="FILE",
-                    help="perf record -g the collector during the load into FILE")
+                    help="perf record -g the collector during the load into FILE "
+                         "(299 samples/s; the PERF_FREQ environment variable sets another rate)")
     ap.add_argument("--replicate", type=int, default=1,
                     help="PostgreSQL/ClickHouse: before the queries, copy the stored spans "
                          "this many times in total inside the database, each copy with its "
