@@ -55,6 +55,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 import urllib.parse
@@ -339,6 +340,39 @@ def context_switches(pid):
     return n
 
 
+class QueueSampler(threading.Thread):
+    """Polls the collector's queue gauges while the load runs: the most spans
+    queued, and the estimated bytes the queue held per queued span (issue 19:
+    "bytes held per queued span are reported"), with the process's RSS at
+    the same moment."""
+
+    def __init__(self, q, pid):
+        super().__init__(daemon=True)
+        self.q, self.pid, self.stop = q, pid, threading.Event()
+        self.samples = []  # (queued spans, queued bytes, RSS bytes)
+
+    def run(self):
+        while not self.stop.wait(0.25):
+            try:
+                m = http(f"{self.q}/metrics", timeout=2).decode()
+                with open(f"/proc/{self.pid}/statm") as f:
+                    rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except Exception:
+                continue
+            spans = metric(m, "ferrotrace_queue_spans") or 0
+            self.samples.append((spans, metric(m, "ferrotrace_queue_bytes") or 0, rss))
+
+    def summary(self):
+        busy = [s for s in self.samples if s[0] > 0]
+        if not busy:
+            return {"samples": len(self.samples), "max_queued_spans": 0}
+        peak = max(busy, key=lambda s: s[0])
+        return {"samples": len(self.samples), "max_queued_spans": int(peak[0]),
+                "bytes_per_queued_span_at_peak": round(peak[1] / peak[0]),
+                "bytes_per_queued_span_mean": round(sum(s[1] / s[0] for s in busy) / len(busy)),
+                "rss_mib_at_peak": round(peak[2] / 2**20)}
+
+
 def thread_groups(before, after):
     """CPU seconds and run-queue wait seconds between two `thread_times`,
     summed by thread name (digits dropped: tokio-runtime-w, wal-writer, ...)."""
@@ -540,6 +574,10 @@ def main():
     ap.add_argument("--lookups", type=int, default=200)
     ap.add_argument("--searches", type=int, default=40)
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--sample-queue", action="store_true",
+                    help="poll /metrics 4 times a second during the load and print the most "
+                         "spans queued and the queue's estimated bytes per queued span (with "
+                         "the RSS); the scrapes cost the collector CPU, so not for CPU figures")
     ap.add_argument("--perf", metavar="FILE",
                     help="perf record -g the collector during the load into FILE "
                          "(299 samples/s; the PERF_FREQ environment variable sets another rate)")
@@ -608,6 +646,10 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "299"), "-g", "-o", args.perf,
                                      "-p", str(collector.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Opt-in: four scrapes a second cost the collector CPU the other figures count.
+        sampler = QueueSampler(q, collector.pid) if args.sample_queue else None
+        if sampler:
+            sampler.start()
         t0 = time.time()
         more = [subprocess.Popen(lg_cmd(p, c.pid, 100 * w), stdout=subprocess.PIPE, text=True)
                 for w, (c, p, _) in enumerate(others, start=1)]
@@ -616,6 +658,10 @@ def main():
         acked = result["loadgen"]["accepted_spans"]
         # While the load ran: each thread group's CPU and run-queue wait.
         result["threads_during_load"] = thread_groups(threads0, thread_times(collector.pid))
+        if sampler:
+            sampler.stop.set()
+            sampler.join()
+            result["queue_during_load"] = sampler.summary()
         # Threads that exited during the load are not counted (none do).
         requests = max(result["loadgen"].get("ok_requests", 0) or acked / args.batch, 1)
         result["context_switches_per_request"] = round(
