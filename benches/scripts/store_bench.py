@@ -18,8 +18,13 @@ For each run it
      over --lookups ids), search by service over the whole window (p50/p95), and
      latency percentiles from the rollups and exactly from stored spans.
 
-It prints one JSON object per run. Nothing here is a pass/fail test; the numbers
-go to docs/benchmarks.md with the command that produced them.
+It prints one JSON object per run. Besides the rates it holds, for the load
+window, each collector thread group's CPU and run-queue wait, the collector's
+context switches per acknowledged request, the acknowledgement's parts (decode,
+WAL group wait, write, fsync) from the collector's histograms, and with
+--sample-queue the queue's peak and its bytes per queued span. Nothing here is
+a pass/fail test; the numbers go to docs/benchmarks.md with the command that
+produced them.
 
 Usage (release binaries built first):
   cargo build --release -p ferrotrace-collector --bins
@@ -55,8 +60,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -643,8 +648,8 @@ def main():
         if args.perf:
             # Call-graph samples of the collector while the load runs (and
             # the sink drains): what its CPU goes to (`perf report -i FILE`).
-            perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "299"), "-g", "-o", args.perf,
-                                     "-p", str(collector.pid)],
+            perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "299"),
+                                     "-g", "-o", args.perf, "-p", str(collector.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Opt-in: four scrapes a second cost the collector CPU the other figures count.
         sampler = QueueSampler(q, collector.pid) if args.sample_queue else None
