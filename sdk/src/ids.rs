@@ -53,7 +53,7 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseErro
         });
     }
     let mut out = [0u8; N];
-    let ok = if N % 4 == 0 {
+    let ok = if N.is_multiple_of(4) {
         // Ids (16 and 8 bytes): eight characters at a time in a `u64`.
         let mut ok = true;
         for (o, eight) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
