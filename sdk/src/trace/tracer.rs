@@ -189,9 +189,14 @@ impl Tracer {
                     start_time_ns,
                 )
             }
-            Some((decision, Some(trace_state))) => {
-                self.start_with_state(name, kind, parent, ids, (decision, trace_state), parts)
-            }
+            Some((decision, Some(trace_state))) => self.start_with_state(
+                name,
+                kind,
+                parent,
+                ids,
+                (decision, trace_state),
+                parts.into_parts(),
+            ),
             None => {
                 let (attributes, links, start_time_ns) = parts.into_parts();
                 self.start_decided_by_sampler(
@@ -219,13 +224,11 @@ impl Tracer {
         parent: Option<SpanContext>,
         ids: (TraceId, SpanId, u8),
         (decision, trace_state): (SamplingDecision, crate::context::TraceState),
-        parts: impl StartParts,
+        (attributes, links, start_time_ns): (Vec<KeyValue>, Vec<Link>, Option<u64>),
     ) -> Span {
         if decision == SamplingDecision::Drop || !self.records() {
-            parts.discard();
             return non_recording_with_state(ids, decision, trace_state);
         }
-        let (attributes, links, start_time_ns) = parts.into_parts();
         self.build(
             name,
             kind,
