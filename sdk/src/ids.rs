@@ -53,15 +53,29 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseErro
         });
     }
     let mut out = [0u8; N];
-    // Two table look-ups per byte and a single check at the end: the hot
-    // path (valid ids) has no branch per character, no shift and no mask.
-    let mut bad = 0u16;
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let v = HEX_HI[pair[0] as usize] | HEX_LO[pair[1] as usize];
-        bad |= v;
-        *o = v as u8;
-    }
-    if bad & 0x100 != 0 {
+    let ok = if N.is_multiple_of(4) {
+        // Ids (16 and 8 bytes): eight characters at a time in a `u64`.
+        let mut ok = true;
+        for (o, eight) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
+            let mut c = [0u8; 8];
+            c.copy_from_slice(eight);
+            let (v, valid) = hex_word(u64::from_le_bytes(c));
+            o.copy_from_slice(&v.to_le_bytes());
+            ok &= valid;
+        }
+        ok
+    } else {
+        // Two table look-ups per byte and a single check at the end: no
+        // branch per character, no shift and no mask.
+        let mut bad = 0u16;
+        for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+            let v = HEX_HI[pair[0] as usize] | HEX_LO[pair[1] as usize];
+            bad |= v;
+            *o = v as u8;
+        }
+        bad & 0x100 == 0
+    };
+    if !ok {
         let pos = s
             .iter()
             .position(|&c| HEX_LO[c as usize] == 0x100)
@@ -69,6 +83,33 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Result<[u8; N], IdParseErro
         return Err(IdParseError::Char(pos));
     }
     Ok(out)
+}
+
+/// Eight lowercase hex characters (little-endian in `x`: the first
+/// character in the low byte) as four bytes in order (little-endian in the
+/// result), and whether all eight were `0-9a-f`. SWAR, without a branch or a
+/// table look-up per character: about two thirds of the instructions of the
+/// table (ids are parsed from every incoming `traceparent`).
+#[inline]
+fn hex_word(x: u64) -> (u32, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // With every byte below 0x80 (checked), adding at most 0x7f to each
+    // byte never carries into the next one; bit 7 of each sum says whether
+    // the byte reached the bound.
+    let ascii = x & HIGH == 0;
+    let digit = x.wrapping_add(ONES * (0x80 - b'0' as u64))
+        & !x.wrapping_add(ONES * (0x80 - (b'9' as u64 + 1)));
+    let letter = x.wrapping_add(ONES * (0x80 - b'a' as u64))
+        & !x.wrapping_add(ONES * (0x80 - (b'f' as u64 + 1)));
+    let valid = ascii && (digit | letter) & HIGH == HIGH;
+    // '0'..'9' → 0..9 from the low nibble; 'a'..'f' (low nibble 1..6) + 9.
+    let v = (x & (ONES * 0x0f)) + ((letter >> 7) & ONES) * 9;
+    // Nibble pairs into bytes, then the bytes side by side.
+    let v = ((v << 4) | (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    let v = v | (v >> 16);
+    (v as u32, valid)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -335,6 +376,55 @@ pub fn new_span_id() -> SpanId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time parser answers as the table for every byte value
+    /// in every position, and for random words of valid and invalid text.
+    #[test]
+    fn hex_words_match_the_table() {
+        let table = |s: &[u8]| -> Option<[u8; 4]> {
+            let mut out = [0u8; 4];
+            for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+                let v = HEX_HI[pair[0] as usize] | HEX_LO[pair[1] as usize];
+                if v & 0x100 != 0 {
+                    return None;
+                }
+                *o = v as u8;
+            }
+            Some(out)
+        };
+        let check = |c: [u8; 8]| {
+            let (v, ok) = hex_word(u64::from_le_bytes(c));
+            assert_eq!(ok.then(|| v.to_le_bytes()), table(&c), "{c:?}");
+            assert_eq!(
+                parse_hex::<4>(&c).ok(),
+                table(&c),
+                "{:?}",
+                String::from_utf8_lossy(&c)
+            );
+        };
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut c = *b"09af5e7c";
+                c[pos] = b;
+                check(c);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let hex = b"0123456789abcdef";
+            let mut c = [0u8; 8];
+            for (i, o) in c.iter_mut().enumerate() {
+                *o = hex[((x >> (4 * i)) & 15) as usize];
+            }
+            check(c);
+            // One character replaced by an arbitrary byte.
+            c[(x >> 40) as usize % 8] = (x >> 48) as u8;
+            check(c);
+        }
+    }
 
     #[test]
     fn parse_rejects_bad_input() {

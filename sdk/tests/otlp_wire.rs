@@ -83,9 +83,9 @@ proptest! {
         span.scope = scope("prop").into();
         let mut pb = official_from_protobuf(vec![span.clone()]);
         let mut json = official_from_json(vec![span]);
-        // serde_json's default float parser (used here to read the body) may
-        // be one ulp off; the text itself is the shortest exact form, which
-        // Rust's own parser reads back exactly.
+        // Read with serde_json's exact float parser (`float_roundtrip`, see
+        // sdk/Cargo.toml): the text is the shortest exact form, so the double
+        // comes back bit for bit.
         let take_f = |r: &mut official::ExportTraceServiceRequest| -> f64 {
             let a = &mut r.resource_spans[0].scope_spans[0].spans[0].attributes[2];
             match a.value.take().and_then(|v| v.value) {
@@ -95,7 +95,7 @@ proptest! {
         };
         let (a, b) = (take_f(&mut pb), take_f(&mut json));
         prop_assert_eq!(a, float);
-        prop_assert!(a == b || ((a - b) / a).abs() < 1e-15, "{} vs {}", a, b);
+        prop_assert_eq!(a.to_bits(), b.to_bits(), "{:e} vs {:e}", a, b);
         let text = serde_json::to_string(&float).unwrap();
         prop_assert_eq!(text.parse::<f64>().unwrap(), float);
         prop_assert_eq!(pb, json);

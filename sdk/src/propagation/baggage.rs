@@ -349,6 +349,10 @@ impl TextMapPropagator for BaggagePropagator {
     fn fields(&self) -> Vec<&'static str> {
         vec![BAGGAGE]
     }
+
+    fn extracts_span_context(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -13,12 +13,24 @@ use crate::context::{Context, SpanContext};
 /// both, and `b3` when it carries only B3 headers.
 pub struct TextMapCompositePropagator {
     propagators: Vec<Box<dyn TextMapPropagator>>,
+    /// Index of the last propagator that may extract a span context (or
+    /// `usize::MAX` if none): from it on no later one can contest the
+    /// winner, so the first-wins bookkeeping (a span context cloned and
+    /// compared, a context value looked up, per request) is skipped.
+    last_span_source: usize,
 }
 
 impl TextMapCompositePropagator {
     /// A composite of `propagators`, applied in the given order.
     pub fn new(propagators: Vec<Box<dyn TextMapPropagator>>) -> Self {
-        TextMapCompositePropagator { propagators }
+        let last_span_source = propagators
+            .iter()
+            .rposition(|p| p.extracts_span_context())
+            .unwrap_or(usize::MAX);
+        TextMapCompositePropagator {
+            propagators,
+            last_span_source,
+        }
     }
 }
 
@@ -47,7 +59,14 @@ impl TextMapPropagator for TextMapCompositePropagator {
         let mut out = cx;
         // The winning span context and the sampling state that came with it.
         let mut first: Option<(SpanContext, Option<RemoteSamplingState>)> = None;
-        for p in &self.propagators {
+        for (i, p) in self.propagators.iter().enumerate() {
+            // Baggage-only propagators cannot touch the span context or the
+            // sampling state; and once the last propagator that could has
+            // run with no winner before it, its result stands as it is.
+            if !p.extracts_span_context() || (first.is_none() && i == self.last_span_source) {
+                out = p.extract_into(out, extractor);
+                continue;
+            }
             match &first {
                 None => {
                     let before = out.span_context().clone();
@@ -73,6 +92,10 @@ impl TextMapPropagator for TextMapCompositePropagator {
             }
         }
         out
+    }
+
+    fn extracts_span_context(&self) -> bool {
+        self.last_span_source != usize::MAX
     }
 
     fn fields(&self) -> Vec<&'static str> {
@@ -206,6 +229,60 @@ mod tests {
             "80f198ee56343ba864fe8b2a57d3eff7"
         );
         assert_eq!(sampling_state(&cx), None);
+    }
+
+    /// The shortcuts (no bookkeeping around baggage-only propagators, none
+    /// at the last span-context source) keep first-wins in every order.
+    #[test]
+    fn first_wins_in_any_order_around_baggage() {
+        let boxed = |names: &[&str]| -> Vec<Box<dyn TextMapPropagator>> {
+            names
+                .iter()
+                .map(|n| -> Box<dyn TextMapPropagator> {
+                    match *n {
+                        "tc" => Box::new(TraceContextPropagator::new()),
+                        "bg" => Box::new(BaggagePropagator::new()),
+                        _ => Box::new(B3Propagator::single()),
+                    }
+                })
+                .collect()
+        };
+        let h = headers(&[("traceparent", TP), ("b3", B3), ("baggage", "a=1")]);
+        for (order, trace) in [
+            (&["tc", "bg"][..], "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (&["bg", "tc"][..], "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (&["tc", "bg", "b3"][..], "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (&["b3", "bg", "tc"][..], "80f198ee56343ba864fe8b2a57d3eff7"),
+            (
+                &["bg", "b3", "bg", "tc", "bg"][..],
+                "80f198ee56343ba864fe8b2a57d3eff7",
+            ),
+        ] {
+            let p = TextMapCompositePropagator::new(boxed(order));
+            for cx in [
+                p.extract_with_context(&Context::new(), &h),
+                p.extract_into(Context::new(), &h),
+            ] {
+                assert_eq!(cx.span_context().trace_id().to_string(), trace, "{order:?}");
+                assert_eq!(cx.baggage().get("a"), Some("1"), "{order:?}");
+                let at = |name: &str| order.iter().position(|n| *n == name);
+                let debug = matches!((at("b3"), at("tc")), (Some(b), Some(t)) if b < t)
+                    .then_some(SamplingState::Debug);
+                assert_eq!(sampling_state(&cx), debug, "{order:?}");
+            }
+        }
+        assert!(!TextMapCompositePropagator::new(boxed(&["bg"])).extracts_span_context());
+        assert!(TextMapCompositePropagator::new(boxed(&["bg", "tc"])).extracts_span_context());
+        let nested: Vec<Box<dyn TextMapPropagator>> = vec![
+            Box::new(TextMapCompositePropagator::new(boxed(&["bg"]))),
+            Box::new(TextMapCompositePropagator::new(boxed(&["b3"]))),
+            Box::new(TraceContextPropagator::new()),
+        ];
+        let cx = TextMapCompositePropagator::new(nested).extract_into(Context::new(), &h);
+        assert_eq!(
+            cx.span_context().trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
     }
 
     #[test]

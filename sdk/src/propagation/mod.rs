@@ -82,6 +82,14 @@ pub trait Extractor {
         let v = self.get(key)?;
         (!self.has_multiple(key)).then_some(v)
     }
+    /// [`get_unique`](Self::get_unique)'s value as raw bytes, for a caller
+    /// that checks every byte itself (`traceparent`: only hex digits and
+    /// dashes pass), so a header carrier can skip its text check. The
+    /// default is `get_unique`'s text.
+    #[doc(hidden)]
+    fn get_unique_bytes(&self, key: &str) -> Option<&[u8]> {
+        self.get_unique(key).map(str::as_bytes)
+    }
     /// True if a value of `key` is present but is not text (an HTTP header
     /// line with bytes outside visible ASCII). [`get`](Self::get) and
     /// [`get_all`](Self::get_all) leave such a value out, so a propagator that
@@ -350,6 +358,13 @@ impl Extractor for ScannedHeaders<'_> {
             None => Extractor::get_unique(self.map, key),
         }
     }
+    fn get_unique_bytes(&self, key: &str) -> Option<&[u8]> {
+        match self.slot(key) {
+            Some((Some(v), 1)) => Some(v.as_bytes()),
+            Some(_) => None,
+            None => Extractor::get_unique_bytes(self.map, key),
+        }
+    }
     fn keys(&self) -> Vec<&str> {
         Extractor::keys(self.map)
     }
@@ -397,6 +412,15 @@ pub trait TextMapPropagator: Send + Sync {
         self.extract_with_context(&cx, extractor)
     }
 
+    /// False when extraction never changes the span context nor the remote
+    /// sampling state (only baggage or other values): a composite then needs
+    /// no first-wins bookkeeping around this propagator. The default, `true`,
+    /// is always correct.
+    #[doc(hidden)]
+    fn extracts_span_context(&self) -> bool {
+        true
+    }
+
     /// Injects the thread's current context.
     fn inject(&self, injector: &mut dyn Injector) {
         self.inject_context(&Context::current(), injector)
@@ -438,6 +462,24 @@ mod tests {
                 ("x-b3-traceid", b"80f198ee56343ba864fe8b2a57d3eff7"),
             ],
             vec![("b3", b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+            // The scan hands `traceparent` over as bytes: what is not text
+            // must still be refused as the map's text look-up refuses it.
+            vec![(
+                "traceparent",
+                b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-\xff",
+            )],
+            vec![(
+                "traceparent",
+                b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x\ty",
+            )],
+            vec![(
+                "traceparent",
+                b"\t 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 \t",
+            )],
+            vec![(
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\xe9",
+            )],
         ];
         let keys = [
             "traceparent",
@@ -466,6 +508,13 @@ mod tests {
                     "{key} {case:?}"
                 );
                 assert_eq!(scan.get_unique(key), map.get_unique(key), "{key} {case:?}");
+                // Raw where the scan holds the value, else the text.
+                let raw = match scan.slot(key) {
+                    Some((Some(v), 1)) => Some(v.as_bytes()),
+                    Some(_) => None,
+                    None => map.get_unique(key).map(str::as_bytes),
+                };
+                assert_eq!(scan.get_unique_bytes(key), raw, "{key} {case:?}");
                 assert_eq!(
                     scan.get_all(key),
                     Extractor::get_all(&map, key),
@@ -493,6 +542,14 @@ mod tests {
             let y = prop.extract_with_context(&Context::new(), &map);
             assert_eq!(x.span_context(), y.span_context(), "{case:?}");
             assert_eq!(x.baggage(), y.baggage(), "{case:?}");
+            // And the bytes parser answers as the text one on text.
+            if let Some(v) = map.get("traceparent") {
+                assert_eq!(
+                    trace_context::parse_traceparent_bytes(v.as_bytes()),
+                    v.to_str().ok().and_then(parse_traceparent),
+                    "{case:?}"
+                );
+            }
         }
     }
 

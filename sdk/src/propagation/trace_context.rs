@@ -23,7 +23,21 @@ const TRACESTATE: &str = "tracestate";
 /// assert!(parse_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what").is_some());
 /// ```
 pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let b = value.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
+    parse_traceparent_bytes(value.as_bytes())
+}
+
+/// [`parse_traceparent`] of a header's raw bytes: what is not text is
+/// rejected here (the four fields accept only hex digits and dashes; a
+/// higher version's trailing data must be visible ASCII or tabs, as a text
+/// header's), so the caller need not check the header is text first.
+pub(crate) fn parse_traceparent_bytes(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = value.iter().position(|c| !blank(c)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|c| !blank(c))
+        .map_or(start, |i| i + 1);
+    let b = &value[start..end];
     if b.len() < 55 {
         return None;
     }
@@ -35,7 +49,12 @@ pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
         if b.len() != 55 {
             return None;
         }
-    } else if b.len() > 55 && b[55] != b'-' {
+    } else if b.len() > 55
+        && (b[55] != b'-'
+            || !b[56..]
+                .iter()
+                .all(|&c| c == b'\t' || (32..127).contains(&c)))
+    {
         return None;
     }
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
@@ -100,8 +119,8 @@ impl TraceContextPropagator {
 
     /// The span context carried by `extractor`, if valid (marked remote).
     pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
-        let tp = extractor.get_unique(TRACEPARENT)?;
-        let (trace_id, span_id, flags) = parse_traceparent(tp)?;
+        let tp = extractor.get_unique_bytes(TRACEPARENT)?;
+        let (trace_id, span_id, flags) = parse_traceparent_bytes(tp)?;
         // A header line that is not text makes the combined list unknown:
         // invalid as a whole, like a malformed member (never the other lines alone).
         let trace_state =
