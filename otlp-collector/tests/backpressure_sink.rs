@@ -275,6 +275,66 @@ async fn full_wal_refuses_and_down_sink_is_retried() {
     assert_eq!(left, 0);
 }
 
+/// A nearly full WAL does not wait for the rollup period to give its
+/// segments back: with rollups due only every minute, the segments of
+/// written spans (held until the rollups counting them are written) are
+/// deleted within seconds once the sink takes writes again, so admission is
+/// bounded by the sink, not by the rollup period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearly_full_wal_writes_rollups_early_and_shrinks() {
+    let (c, store, _dir) = start_gated(|cfg| {
+        cfg.wal.segment_bytes = 4096;
+        cfg.wal.max_bytes = 16 * 1024;
+        cfg.batcher.max_spans = Some(5);
+        cfg.batcher.rollup_flush_ms = 60_000;
+    })
+    .await;
+    let http = c.addrs.otlp_http.unwrap();
+    let mut accepted = Vec::new();
+    for t in 0..100u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request_with(t, 5).encode_to_vec(),
+        )
+        .await;
+        match r.status {
+            200 => accepted.push(t),
+            429 => break,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(c.wal_bytes() * 4 >= 16 * 1024 * 3, "the WAL filled up");
+    store.open.store(true, Ordering::SeqCst);
+    for t in &accepted {
+        assert_eq!(
+            wait_spans(store.as_ref(), trace_id(*t), 5).await.len(),
+            5,
+            "trace {t}"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.wal_bytes() * 4 >= 16 * 1024 * 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        c.wal_bytes() * 4 < 16 * 1024 * 3,
+        "the WAL still holds {} bytes of written spans 10 s after the sink opened",
+        c.wal_bytes()
+    );
+    // Admission is back: a new request is taken.
+    let r = post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        request_with(5000, 5).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(c.shutdown().await);
+}
+
 /// SIGTERM with a sink that does not answer: the drain stops at its timeout,
 /// the acknowledged spans stay in the write-ahead log, and the next start
 /// replays them into the store.

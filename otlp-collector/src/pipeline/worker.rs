@@ -16,6 +16,14 @@ use crate::metrics::Metrics;
 use crate::model::Span;
 use crate::rollup::WrittenOrigins;
 
+/// How often rollups are drained while the WAL is nearly full, instead of
+/// every `rollup_flush_ms` (2 s by default). The WAL deletes a segment only
+/// once the rollups counting its spans are written; under overload two
+/// seconds of spans held that way filled a small WAL, so admission refused
+/// requests the sink could have taken (seen: about four 1 MiB segments of a
+/// 6 MiB WAL held, admission at 73% of what the sink wrote).
+const FULL_WAL_ROLLUP_EVERY: Duration = Duration::from_millis(200);
+
 /// Runs until `stop` is set and the queue is empty (or the sink task is gone).
 // Everything the worker owns, moved in once; a struct would only name them twice.
 #[allow(clippy::too_many_arguments)]
@@ -99,7 +107,11 @@ pub(super) fn run(
         {
             return;
         }
-        if stopping || last_rollup.elapsed() >= rollup_every {
+        let since_rollup = last_rollup.elapsed();
+        if stopping
+            || since_rollup >= rollup_every
+            || (since_rollup >= FULL_WAL_ROLLUP_EVERY && wal.nearly_full())
+        {
             last_rollup = Instant::now();
             let mut r = stages.take_rollups(stopping, wal.nearly_full());
             r.wal_instance = wal.instance();
