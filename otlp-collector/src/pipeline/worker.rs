@@ -108,9 +108,14 @@ pub(super) fn run(
             return;
         }
         let since_rollup = last_rollup.elapsed();
+        // Early only while the sink has room for another rollup batch: one
+        // waiting behind a slow or failing sink frees nothing sooner, and a
+        // full channel would block the worker.
         if stopping
             || since_rollup >= rollup_every
-            || (since_rollup >= FULL_WAL_ROLLUP_EVERY && wal.nearly_full())
+            || (since_rollup >= FULL_WAL_ROLLUP_EVERY
+                && tx.rollups.capacity() > 0
+                && wal.nearly_full())
         {
             last_rollup = Instant::now();
             let mut r = stages.take_rollups(stopping, wal.nearly_full());
