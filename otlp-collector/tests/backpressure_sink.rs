@@ -207,6 +207,27 @@ async fn saturated_collector_refuses_with_retry_hints_and_loses_nothing() {
     assert!(c.shutdown().await);
 }
 
+/// Posts traces of 5 spans (ids 0, 1, ...) until one is refused (at most
+/// 100): the traces acknowledged, and the refusal's body if there was one.
+async fn fill_wal(http: std::net::SocketAddr) -> (Vec<u32>, Option<Vec<u8>>) {
+    let mut accepted = Vec::new();
+    for t in 0..100u32 {
+        let r = post(
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request_with(t, 5).encode_to_vec(),
+        )
+        .await;
+        match r.status {
+            200 => accepted.push(t),
+            429 => return (accepted, Some(r.body.to_vec())),
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    (accepted, None)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_wal_refuses_and_down_sink_is_retried() {
     let (c, store, dir) = start_gated(|cfg| {
@@ -219,31 +240,12 @@ async fn full_wal_refuses_and_down_sink_is_retried() {
     })
     .await;
     let http = c.addrs.otlp_http.unwrap();
-    let mut accepted = Vec::new();
-    let mut wal_full = false;
-    for t in 0..100u32 {
-        let r = post(
-            http,
-            "/v1/traces",
-            &[("content-type", "application/x-protobuf")],
-            request_with(t, 5).encode_to_vec(),
-        )
-        .await;
-        match r.status {
-            200 => accepted.push(t),
-            429 => {
-                assert!(
-                    String::from_utf8_lossy(&r.body).contains("write-ahead log"),
-                    "{:?}",
-                    r.body
-                );
-                wal_full = true;
-                break;
-            }
-            s => panic!("unexpected status {s}"),
-        }
-    }
-    assert!(wal_full, "a small WAL must fill up while the sink is stuck");
+    let (accepted, refusal) = fill_wal(http).await;
+    let refusal = refusal.expect("a small WAL must fill up while the sink is stuck");
+    assert!(
+        String::from_utf8_lossy(&refusal).contains("write-ahead log"),
+        "{refusal:?}"
+    );
     // The sink now fails a few times (down), then recovers: nothing acknowledged is lost.
     store.fail_next.store(3, Ordering::SeqCst);
     store.open.store(true, Ordering::SeqCst);
@@ -290,21 +292,7 @@ async fn nearly_full_wal_writes_rollups_early_and_shrinks() {
     })
     .await;
     let http = c.addrs.otlp_http.unwrap();
-    let mut accepted = Vec::new();
-    for t in 0..100u32 {
-        let r = post(
-            http,
-            "/v1/traces",
-            &[("content-type", "application/x-protobuf")],
-            request_with(t, 5).encode_to_vec(),
-        )
-        .await;
-        match r.status {
-            200 => accepted.push(t),
-            429 => break,
-            s => panic!("unexpected status {s}"),
-        }
-    }
+    let (accepted, _) = fill_wal(http).await;
     assert!(c.wal_bytes() * 4 >= 16 * 1024 * 3, "the WAL filled up");
     store.open.store(true, Ordering::SeqCst);
     for t in &accepted {
