@@ -6,8 +6,11 @@
 //!
 //! No async runtime is needed or used, so the processor behaves the same from
 //! plain `main`, a tokio multi-thread runtime and a tokio current-thread
-//! runtime; `force_flush` and `shutdown` only wait on std channels with a
-//! timeout, so calling them from inside a runtime cannot deadlock.
+//! runtime; `force_flush` and `shutdown` only wait on blocking queues with a
+//! timeout, so calling them from inside a runtime cannot deadlock. Batches
+//! and replies travel through `handoff` queues, whose waiting side sleeps at
+//! once instead of spinning; producers' wake-ups through a `crossbeam`
+//! channel (see `handoff` for why).
 //!
 //! ```
 //! use std::time::Duration;
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use super::handoff::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use super::span_queue::{Pushed, SpanQueue};
 use super::stats::ExportStats;
@@ -182,7 +185,7 @@ enum Job {
 
 struct Shared {
     queue: SpanQueue,
-    control: Sender<Control>,
+    control: crossbeam_channel::Sender<Control>,
     /// Set once a `BatchReady` is in flight, so producers send at most one
     /// wake-up per batch instead of one per span.
     wake_pending: AtomicBool,
@@ -238,7 +241,7 @@ impl BatchSpanProcessor {
     }
 
     fn start(exporter: Box<dyn SpanExporter>, config: BatchConfig, stats: ExportStats) -> Self {
-        let (ctrl_tx, ctrl_rx) = bounded(CONTROL_CAPACITY);
+        let (ctrl_tx, ctrl_rx) = crossbeam_channel::bounded(CONTROL_CAPACITY);
         // Capacity 1: one batch exporting, one waiting; pipelining batching
         // with exporting without letting batches pile up.
         let (job_tx, job_rx) = bounded::<Job>(1);
@@ -280,8 +283,12 @@ impl BatchSpanProcessor {
         let (tx, rx) = bounded(1);
         match self.shared.control.send_timeout(make(tx), timeout) {
             Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => return Err(ExportError::Timeout(timeout)),
-            Err(SendTimeoutError::Disconnected(_)) => return Err(ExportError::Shutdown),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                return Err(ExportError::Timeout(timeout))
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                return Err(ExportError::Shutdown)
+            }
         }
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(r) => r,
@@ -456,14 +463,14 @@ fn send_control_job(job_tx: &Sender<Job>, job: Job, config: &BatchConfig) {
             SendTimeoutError::Disconnected(_) => Err(ExportError::Shutdown),
         };
         if let Job::Barrier(reply) | Job::Shutdown(reply) = e.into_inner() {
-            let _ = reply.send(result);
+            let _ = reply.try_send(result);
         }
     }
 }
 
 fn batch_loop(
     shared: Arc<Shared>,
-    ctrl: Receiver<Control>,
+    ctrl: crossbeam_channel::Receiver<Control>,
     job_tx: Sender<Job>,
     config: BatchConfig,
 ) {
@@ -523,7 +530,7 @@ fn batch_loop(
                 send_control_job(&job_tx, Job::Shutdown(reply), &config);
                 break;
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 shared.wake_pending.store(false, Ordering::SeqCst);
                 drain(
                     queue,
@@ -536,7 +543,7 @@ fn batch_loop(
                 );
                 next_export = Instant::now() + config.scheduled_delay;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
     report();
@@ -565,7 +572,7 @@ fn report_queue_full(shared: &Shared, reported: &mut u64, capacity: usize) {
 fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: ExportStats) {
     let mut failed_since_barrier: Option<ExportError> = None;
     let reports = exporter.reports_failures();
-    for job in jobs.iter() {
+    while let Some(job) = jobs.recv() {
         match job {
             Job::Export(batch) => {
                 let n = batch.len() as u64;
@@ -591,7 +598,7 @@ fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: Expo
                     Some(e) => Err(e),
                     None => flushed,
                 };
-                let _ = reply.send(result);
+                let _ = reply.try_send(result);
             }
             Job::Shutdown(reply) => {
                 let shut = exporter.shutdown();
@@ -599,7 +606,7 @@ fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: Expo
                     Some(e) => Err(e),
                     None => shut,
                 };
-                let _ = reply.send(result);
+                let _ = reply.try_send(result);
                 return;
             }
         }

@@ -11,6 +11,7 @@ pub use crate::trace::span_data::SpanData;
 pub mod batch;
 pub mod breaker;
 pub mod console;
+mod handoff;
 pub mod in_memory;
 #[cfg(feature = "otlp")]
 pub mod otlp;
