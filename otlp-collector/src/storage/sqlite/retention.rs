@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_i64, layout, map_err, to_i64, SqliteStore};
+use super::{from_i64, layout, map_err, to_i64, wal_pages, SqliteStore, WAL_UNIT};
 use crate::rollup::MINUTE_NS;
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
@@ -348,9 +348,10 @@ fn give_back_space(conn: &Connection) -> StorageResult<()> {
 /// by the free-space reserve): at most a sixteenth of it (at least 1 MiB),
 /// so that on a small disk
 /// the `-wal` file (which holds every write until a checkpoint copies it
-/// into the database) does not take the room the budget leaves.
+/// into the database) does not take the room the budget leaves. In units of
+/// `WAL_UNIT` (4 KiB), like `sqlite.wal_autocheckpoint_pages`.
 fn autocheckpoint_pages(configured: u32, budget: u64) -> u32 {
-    let cap = (budget / 16 / 4096).max(256);
+    let cap = (budget / 16 / WAL_UNIT).max(256);
     u32::try_from(cap)
         .unwrap_or(u32::MAX)
         .min(configured.max(1))
@@ -377,13 +378,17 @@ impl Retention for SqliteStore {
             .await
     }
     fn set_disk_budget(&self, bytes: u64) {
-        let pages = autocheckpoint_pages(self.inner.config.wal_autocheckpoint_pages, bytes);
+        let units = autocheckpoint_pages(self.inner.config.wal_autocheckpoint_pages, bytes);
         let conn = self.inner.writer.lock();
         // A checkpoint resets the journal to this size, so it also bounds the
         // file between checkpoints (PERSIST_WAL otherwise keeps its peak).
-        let limit = i64::from(pages).saturating_mul(2 * 4096);
+        let limit = i64::from(units).saturating_mul(2 * WAL_UNIT as i64);
         if let Err(e) = conn
-            .pragma_update(None, "wal_autocheckpoint", pages)
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                wal_pages(units, self.inner.page_size),
+            )
             .and_then(|()| conn.pragma_update(None, "journal_size_limit", limit))
         {
             tracing::warn!(error = %e, "cannot size the sqlite journal for the disk budget");
