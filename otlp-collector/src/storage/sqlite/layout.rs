@@ -262,30 +262,39 @@ pub(super) fn insert_spans(conn: &Connection, spans: &[Span]) -> StorageResult<u
             }),
         );
     }
-    rows.sort_unstable_by_key(|r| (r.term, r.span_rowid, r.idx));
-    let mut chunks = rows.chunks_exact(ATTR_ROWS_PER_INSERT);
+    // The rows were pushed in `(span_rowid, idx)` order, so `(term,
+    // position)` orders them by their key `(term, span_rowid, idx)`: the
+    // sort moves 16-byte pairs instead of the 72-byte rows (it took ~5% of
+    // the transaction's instructions). The order only makes the inserts
+    // cheaper; any order stores the same rows.
+    let mut order: Vec<(i64, usize)> = rows.iter().enumerate().map(|(i, r)| (r.term, i)).collect();
+    order.sort_unstable();
+    let mut chunks = order.chunks_exact(ATTR_ROWS_PER_INSERT);
     if chunks.len() > 0 {
         let mut stmt = conn
             .prepare_cached(&insert_attrs_sql(ATTR_ROWS_PER_INSERT))
             .map_err(map_err)?;
         for chunk in &mut chunks {
-            bind_attr_rows(&mut stmt, chunk)?;
+            bind_attr_rows(&mut stmt, chunk.iter().map(|&(_, i)| &rows[i]))?;
             stmt.raw_execute().map_err(map_err)?;
         }
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut one = conn.prepare_cached(&insert_attrs_sql(1)).map_err(map_err)?;
-        for row in rest.chunks(1) {
-            bind_attr_rows(&mut one, row)?;
+        for &(_, i) in rest {
+            bind_attr_rows(&mut one, std::iter::once(&rows[i]))?;
             one.raw_execute().map_err(map_err)?;
         }
     }
     Ok(new)
 }
 
-fn bind_attr_rows(stmt: &mut CachedStatement<'_>, rows: &[AttrRow<'_>]) -> StorageResult<()> {
-    for (r, row) in rows.iter().enumerate() {
+fn bind_attr_rows<'r, 's: 'r>(
+    stmt: &mut CachedStatement<'_>,
+    rows: impl Iterator<Item = &'r AttrRow<'s>>,
+) -> StorageResult<()> {
+    for (r, row) in rows.enumerate() {
         let at = r * ATTR_COLUMNS;
         stmt.raw_bind_parameter(at + 1, row.term).map_err(map_err)?;
         stmt.raw_bind_parameter(at + 2, row.span_rowid)
