@@ -202,18 +202,9 @@ impl<T> Receiver<T> {
     /// The next item, waiting as long as a sender exists; `None` once every
     /// sender is gone and the queue is empty.
     pub(crate) fn recv(&self) -> Option<T> {
-        let mut s = self.inner.state.lock();
-        loop {
-            if let Some(item) = s.items.pop_front() {
-                drop(s);
-                self.inner.not_full.notify_one();
-                return Some(item);
-            }
-            if s.senders == 0 {
-                return None;
-            }
-            self.inner.not_empty.wait(&mut s);
-        }
+        // No deadline: `recv_timeout` waits without one and only returns
+        // `Disconnected`.
+        self.recv_timeout(Duration::MAX).ok()
     }
 }
 
