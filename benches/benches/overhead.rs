@@ -870,6 +870,16 @@ fn request(traceparent: Option<&'static str>) -> http::Request<axum::body::Body>
 const TP_SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TP_UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
+/// The router as `axum::serve` runs it: `into_make_service` calls
+/// `with_state(())`, which turns each handler (and each layer around it) into
+/// a route once. An unserved `Router`'s `oneshot` does that per request,
+/// boxing the handler and every layer again: a cost servers never pay, and
+/// one that grows with the size of a layer (a zero-sized `Identity` boxes
+/// for free, a layer holding an `Arc` allocates).
+fn served(router: axum::Router) -> axum::Router {
+    router.with_state(())
+}
+
 fn hello_router() -> axum::Router {
     axum::Router::new().route(
         "/users/{id}",
@@ -906,14 +916,14 @@ fn group_http() -> Group {
         ("no_layer", Some(TP_SAMPLED)),
         ("no_layer_unsampled_tp", Some(TP_UNSAMPLED)),
     ] {
-        let router = hello_router();
+        let router = served(hello_router());
         let rt = rt();
         variants.push(Variant::new(name, move |n| drive(&rt, &router, tp, n)));
     }
     {
         // A layer that does nothing: what axum's `Router::layer` costs any
         // middleware (boxing the service, its future and the body).
-        let router = hello_router().layer(tower::layer::util::Identity::new());
+        let router = served(hello_router().layer(tower::layer::util::Identity::new()));
         let rt = rt();
         variants.push(Variant::new("noop_layer", move |n| {
             drive(&rt, &router, Some(TP_UNSAMPLED), n)
@@ -924,8 +934,8 @@ fn group_http() -> Group {
         ("ferrotrace_unsampled", Some(TP_UNSAMPLED)),
     ] {
         let (p, c, s) = ft::provider(ft::Sampler::default(), true);
-        let router = hello_router().layer(ferrotrace::integrations::http::HttpServerLayer::new(
-            p.tracer("bench"),
+        let router = served(hello_router().layer(
+            ferrotrace::integrations::http::HttpServerLayer::new(p.tracer("bench")),
         ));
         let rt = rt();
         let produced = Arc::new(AtomicU64::new(0));
@@ -959,8 +969,10 @@ fn group_http() -> Group {
                 .with_tracked_inactivity(false)
                 .with_target(false);
             let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-            let router = hello_router()
-                .layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default());
+            let router = served(
+                hello_router()
+                    .layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default()),
+            );
             let rt = rt();
             let produced = Arc::new(AtomicU64::new(0));
             let pr = produced.clone();

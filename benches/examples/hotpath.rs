@@ -369,6 +369,10 @@ fn main() {
                     p.tracer("hotpath"),
                 ))
             };
+            // As `axum::serve` runs it (`into_make_service` calls
+            // `with_state`): handlers and layers made into routes once, not
+            // per request (see `served` in benches/benches/overhead.rs).
+            let router = router.with_state(());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("runtime");

@@ -161,12 +161,19 @@ impl ContextGuard {
 pub(crate) fn with_attached<T>(cx: &mut Context, f: impl FnOnce() -> T) -> T {
     let mut guard = attach(std::mem::take(cx));
     let out = f();
-    let back = guard.detach();
-    // Detached already: the guard's drop would only look the index up again.
+    let index = std::mem::replace(&mut guard.index, usize::MAX);
+    // Detached below: the guard's drop would only look the index up again.
     std::mem::forget(guard);
-    if let Some(back) = back {
-        *cx = back;
-    }
+    // Put back from inside the stack's borrow: one move of the context.
+    let _ = STACK.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if let Some(back) = detach_at(&mut s.entries, index) {
+                // `*cx` holds the empty context `take` left, which owns
+                // nothing: forgotten rather than dropped (no drop glue run).
+                std::mem::forget(std::mem::replace(cx, back));
+            }
+        }
+    });
     out
 }
 

@@ -148,11 +148,16 @@ impl Context {
         }
     }
 
-    /// `self` carrying `baggage` (replacing any previous baggage): the same
-    /// as [`with_baggage`](Self::with_baggage), the rest moved, not cloned.
-    pub(crate) fn into_with_baggage(mut self, baggage: Baggage) -> Context {
+    /// Replaces the active span of `self` in place (what
+    /// [`with_span_context`](Self::with_span_context) returns, nothing moved).
+    pub(crate) fn set_span_context(&mut self, span_context: SpanContext) {
+        self.span = Some(span_context);
+    }
+
+    /// Replaces the baggage of `self` in place (what
+    /// [`with_baggage`](Self::with_baggage) returns, nothing moved).
+    pub(crate) fn set_baggage(&mut self, baggage: Baggage) {
         self.baggage = (!baggage.is_empty()).then(|| Arc::new(baggage));
-        self
     }
 
     /// Runs `f` with `*self` as the current context, moving it onto the

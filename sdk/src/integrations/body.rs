@@ -143,6 +143,10 @@ where
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
+        if this.span.is_none() {
+            // Untraced, or the span has ended: nothing to look at.
+            return inner.poll_frame(cx);
+        }
         let result = std::task::ready!(inner.poll_frame(cx));
         match &result {
             Some(Ok(frame)) => {

@@ -326,12 +326,14 @@ impl TextMapPropagator for BaggagePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        self.extract_into(cx.clone(), extractor)
+        let mut out = cx.clone();
+        self.extract_in_place(&mut out, extractor);
+        out
     }
 
-    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
+    fn extract_in_place(&self, cx: &mut Context, extractor: &dyn Extractor) {
         let Some(first) = extractor.get(BAGGAGE) else {
-            return cx;
+            return;
         };
         // Collecting every header line allocates; one line is the usual case.
         let baggage = if extractor.has_multiple(BAGGAGE) {
@@ -339,10 +341,8 @@ impl TextMapPropagator for BaggagePropagator {
         } else {
             parse_baggage([first])
         };
-        if baggage.is_empty() {
-            cx
-        } else {
-            cx.into_with_baggage(baggage)
+        if !baggage.is_empty() {
+            cx.set_baggage(baggage);
         }
     }
 

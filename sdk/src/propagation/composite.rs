@@ -50,13 +50,14 @@ impl TextMapPropagator for TextMapCompositePropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        self.extract_into(cx.clone(), extractor)
+        let mut out = cx.clone();
+        self.extract_in_place(&mut out, extractor);
+        out
     }
 
-    /// The context is threaded through the propagators by value (each moves
-    /// its baggage and values on), not cloned once per propagator.
-    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
-        let mut out = cx;
+    /// The context is updated in place by each propagator in turn (each
+    /// sets what it extracts), not cloned nor moved once per propagator.
+    fn extract_in_place(&self, cx: &mut Context, extractor: &dyn Extractor) {
         // The winning span context and the sampling state that came with it.
         let mut first: Option<(SpanContext, Option<RemoteSamplingState>)> = None;
         for (i, p) in self.propagators.iter().enumerate() {
@@ -64,34 +65,31 @@ impl TextMapPropagator for TextMapCompositePropagator {
             // sampling state; and once the last propagator that could has
             // run with no winner before it, its result stands as it is.
             if !p.extracts_span_context() || (first.is_none() && i == self.last_span_source) {
-                out = p.extract_into(out, extractor);
+                p.extract_in_place(cx, extractor);
                 continue;
             }
             match &first {
                 None => {
-                    let before = out.span_context().clone();
-                    let next = p.extract_into(out, extractor);
-                    let sc = next.span_context();
+                    let before = cx.span_context().clone();
+                    p.extract_in_place(cx, extractor);
+                    let sc = cx.span_context();
                     if sc.is_valid() && sc.is_remote() && *sc != before {
-                        first = Some((sc.clone(), next.get::<RemoteSamplingState>().copied()));
+                        first = Some((sc.clone(), cx.get::<RemoteSamplingState>().copied()));
                     }
-                    out = next;
                 }
                 Some((sc, state)) => {
-                    let next = p.extract_into(out, extractor);
-                    let later = next.get::<RemoteSamplingState>().copied();
-                    let mut kept = next.into_with_span_context(sc.clone());
+                    p.extract_in_place(cx, extractor);
+                    let later = cx.get::<RemoteSamplingState>().copied();
+                    cx.set_span_context(sc.clone());
                     if later != *state {
-                        kept = kept.with_value(state.unwrap_or(RemoteSamplingState {
+                        *cx = cx.with_value(state.unwrap_or(RemoteSamplingState {
                             trace_id: sc.trace_id(),
                             state: None,
                         }));
                     }
-                    out = kept;
                 }
             }
         }
-        out
     }
 
     fn extracts_span_context(&self) -> bool {
@@ -144,7 +142,7 @@ mod tests {
     /// composite, starting from a context that already carries baggage,
     /// a value and a span.
     #[test]
-    fn extract_into_equals_extract_with_context() {
+    fn extract_in_place_equals_extract_with_context() {
         #[derive(Debug, PartialEq)]
         struct Tag(u8);
         let mut b = crate::context::Baggage::new();
@@ -174,7 +172,8 @@ mod tests {
             for h in &carriers {
                 for cx in [Context::new(), start.clone()] {
                     let by_ref = p.extract_with_context(&cx, h);
-                    let by_val = p.extract_into(cx.clone(), h);
+                    let mut by_val = cx.clone();
+                    p.extract_in_place(&mut by_val, h);
                     assert_eq!(by_ref.span_context(), by_val.span_context(), "{h:?}");
                     assert_eq!(
                         by_ref.baggage().iter().collect::<Vec<_>>(),
@@ -259,10 +258,11 @@ mod tests {
             ),
         ] {
             let p = TextMapCompositePropagator::new(boxed(order));
-            for cx in [
-                p.extract_with_context(&Context::new(), &h),
-                p.extract_into(Context::new(), &h),
-            ] {
+            for cx in [p.extract_with_context(&Context::new(), &h), {
+                let mut cx = Context::new();
+                p.extract_in_place(&mut cx, &h);
+                cx
+            }] {
                 assert_eq!(cx.span_context().trace_id().to_string(), trace, "{order:?}");
                 assert_eq!(cx.baggage().get("a"), Some("1"), "{order:?}");
                 let at = |name: &str| order.iter().position(|n| *n == name);
@@ -278,7 +278,8 @@ mod tests {
             Box::new(TextMapCompositePropagator::new(boxed(&["b3"]))),
             Box::new(TraceContextPropagator::new()),
         ];
-        let cx = TextMapCompositePropagator::new(nested).extract_into(Context::new(), &h);
+        let mut cx = Context::new();
+        TextMapCompositePropagator::new(nested).extract_in_place(&mut cx, &h);
         assert_eq!(
             cx.span_context().trace_id().to_string(),
             "80f198ee56343ba864fe8b2a57d3eff7"

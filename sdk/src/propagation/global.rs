@@ -1,6 +1,8 @@
 //! The process-wide propagator, configured from `OTEL_PROPAGATORS`
 //! (default `tracecontext,baggage`) unless set in code.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -11,6 +13,21 @@ use super::{
 };
 
 static GLOBAL: RwLock<Option<Arc<dyn TextMapPropagator>>> = RwLock::new(None);
+
+/// Moves on every [`set_text_map_propagator`]. Each thread keeps its own
+/// reference to the global propagator and reads `GLOBAL` again only when
+/// this moved. So using the propagator takes no lock: no shared count
+/// written by every worker thread on every request, and no deadlock when
+/// the propagator is used, or replaced, from inside its own use (under
+/// the read lock a replacement waited for itself, and a nested read could
+/// wait behind a queued writer).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+type Cached = (u64, Option<Arc<dyn TextMapPropagator>>);
+
+thread_local! {
+    static CACHED: RefCell<Cached> = const { RefCell::new((0, None)) };
+}
 
 /// The `OTEL_PROPAGATORS` names this SDK implements, as the OpenTelemetry
 /// specification spells them.
@@ -124,22 +141,47 @@ fn from_env() -> Arc<dyn TextMapPropagator> {
     Arc::new(propagators_from_env())
 }
 
-/// Replaces the global propagator.
+/// Replaces the global propagator (for every thread's next use of it).
 pub fn set_text_map_propagator(p: impl TextMapPropagator + 'static) {
     *GLOBAL.write() = Some(Arc::new(p));
+    GENERATION.fetch_add(1, Ordering::Release);
 }
 
 /// Runs `f` with the global propagator (built from `OTEL_PROPAGATORS` on
-/// first use) under a read lock, without cloning it.
+/// first use), without cloning it or taking a lock: the calling thread's
+/// reference is used while no [`set_text_map_propagator`] happened since it
+/// was taken. `f` may use or replace the global propagator itself.
 pub fn with_text_map_propagator<T>(f: impl FnOnce(&dyn TextMapPropagator) -> T) -> T {
-    {
-        let r = GLOBAL.read();
-        if let Some(p) = r.as_ref() {
-            return f(&**p);
-        }
+    // Read before `GLOBAL` is: a change in between is seen on the next call.
+    let generation = GENERATION.load(Ordering::Acquire);
+    let mut f = Some(f);
+    let out = CACHED
+        .try_with(|cell| {
+            // A shared borrow, held while `f` runs: nested uses share it,
+            // and no replacement of the cached reference can free `p`.
+            let cached = cell.try_borrow().ok()?;
+            let (g, p) = &*cached;
+            let p = p.as_deref().filter(|_| *g == generation)?;
+            f.take().map(|f| f(p))
+        })
+        .ok()
+        .flatten();
+    if let Some(v) = out {
+        return v;
     }
     let p = text_map_propagator();
-    f(&*p)
+    // Not cached while a use of it on this thread holds the cell, or during
+    // the thread's teardown: then this call alone uses `p`.
+    let _ = CACHED.try_with(|cell| {
+        if let Ok(mut c) = cell.try_borrow_mut() {
+            *c = (generation, Some(Arc::clone(&p)));
+        }
+    });
+    match f {
+        Some(f) => f(&*p),
+        // `f` is taken only where it runs and returns its result.
+        None => unreachable!("the propagator closure ran without a result"),
+    }
 }
 
 /// The global propagator (built from `OTEL_PROPAGATORS` on first use).

@@ -162,10 +162,9 @@ impl TextMapPropagator for TraceContextPropagator {
         }
     }
 
-    fn extract_into(&self, cx: Context, extractor: &dyn Extractor) -> Context {
-        match self.extract_span_context(extractor) {
-            Some(sc) => cx.into_with_span_context(sc),
-            None => cx,
+    fn extract_in_place(&self, cx: &mut Context, extractor: &dyn Extractor) {
+        if let Some(sc) = self.extract_span_context(extractor) {
+            cx.set_span_context(sc);
         }
     }
 

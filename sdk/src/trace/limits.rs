@@ -149,3 +149,28 @@ pub(crate) fn limit_attributes(
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_at_its_first_position() {
+        let mut attrs = vec![
+            KeyValue::new("a", 1_i64),
+            KeyValue::new("b", 2_i64),
+            KeyValue::new("a", 3_i64),
+            KeyValue::new("c", 4_i64),
+        ];
+        assert_eq!(limit_attributes(&mut attrs, 2, None), 1);
+        assert_eq!(
+            attrs,
+            vec![KeyValue::new("a", 3_i64), KeyValue::new("b", 2_i64)]
+        );
+        let mut distinct: Vec<KeyValue> = (0..20)
+            .map(|i| KeyValue::new(format!("k{i}"), i64::from(i)))
+            .collect();
+        assert_eq!(limit_attributes(&mut distinct, 16, None), 4);
+        assert_eq!(distinct.len(), 16);
+    }
+}

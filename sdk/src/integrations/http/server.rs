@@ -114,15 +114,72 @@ impl<S> ServerTraceService<S> {
     }
 }
 
-fn route_of<'a>(
-    parts: &'a http::request::Parts,
-    route_fn: Option<&RouteFn>,
-) -> Option<Cow<'a, str>> {
+/// What the server span reads of a request, by reference: the whole
+/// request (the usual path: it is not taken apart, so its head is not moved
+/// out and back) or its parts (split only for a route function, which reads
+/// `&Parts`).
+trait RequestHead {
+    fn method(&self) -> &http::Method;
+    fn uri(&self) -> &http::Uri;
+    fn version(&self) -> http::Version;
+    fn headers(&self) -> &http::HeaderMap;
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    fn extensions(&self) -> &http::Extensions;
+    /// The parts, when the request was split for a route function.
+    fn parts(&self) -> Option<&http::request::Parts>;
+}
+
+impl RequestHead for http::request::Parts {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn version(&self) -> http::Version {
+        self.version
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+    fn parts(&self) -> Option<&http::request::Parts> {
+        Some(self)
+    }
+}
+
+impl<B> RequestHead for Request<B> {
+    fn method(&self) -> &http::Method {
+        self.method()
+    }
+    fn uri(&self) -> &http::Uri {
+        self.uri()
+    }
+    fn version(&self) -> http::Version {
+        self.version()
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        self.headers()
+    }
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
+    fn parts(&self) -> Option<&http::request::Parts> {
+        None
+    }
+}
+
+fn route_of<'a>(head: &'a dyn RequestHead, route_fn: Option<&RouteFn>) -> Option<Cow<'a, str>> {
     #[cfg(feature = "axum")]
-    if let Some(p) = parts.extensions.get::<axum::extract::MatchedPath>() {
+    if let Some(p) = head.extensions().get::<axum::extract::MatchedPath>() {
         return Some(Cow::Borrowed(p.as_str()));
     }
-    route_fn.and_then(|f| f(parts)).map(Cow::Owned)
+    route_fn
+        .zip(head.parts())
+        .and_then(|(f, parts)| f(parts))
+        .map(Cow::Owned)
 }
 
 /// The server span's name and attributes (built only for a span that records).
@@ -132,15 +189,15 @@ fn route_of<'a>(
 #[inline(never)]
 fn server_details(
     config: &LayerConfig,
-    parts: &http::request::Parts,
+    head: &dyn RequestHead,
     parent: &Context,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
     let mut attrs = Vec::with_capacity(10);
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
-            match grpc_method(parts.uri.path()) {
+            push_server_address(&mut attrs, head.uri(), head.headers());
+            match grpc_method(head.uri().path()) {
                 Some((service, method)) => {
                     attrs.push(KeyValue::new("rpc.service", service.to_string()));
                     attrs.push(KeyValue::new("rpc.method", method.to_string()));
@@ -150,15 +207,15 @@ fn server_details(
             }
         }
         Protocol::Http => {
-            let method = push_method(&mut attrs, &parts.method);
-            attrs.push(KeyValue::new("url.path", parts.uri.path().to_string()));
-            attrs.push(KeyValue::new("url.scheme", scheme_value(&parts.uri)));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
-            if let Some(v) = protocol_version(parts.version) {
+            let method = push_method(&mut attrs, head.method());
+            attrs.push(KeyValue::new("url.path", head.uri().path().to_string()));
+            attrs.push(KeyValue::new("url.scheme", scheme_value(head.uri())));
+            push_server_address(&mut attrs, head.uri(), head.headers());
+            if let Some(v) = protocol_version(head.version()) {
                 attrs.push(KeyValue::new("network.protocol.version", v));
             }
-            if let Some(ua) = parts
-                .headers
+            if let Some(ua) = head
+                .headers()
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
             {
@@ -172,7 +229,7 @@ fn server_details(
                     ),
                 ));
             }
-            match route_of(parts, config.route_fn.as_ref()) {
+            match route_of(head, config.route_fn.as_ref()) {
                 Some(route) => {
                     match crate::integrations::route_names::route_and_name(method, &route) {
                         // The usual case: a known route, no allocation.
@@ -201,7 +258,7 @@ fn server_details(
 
 /// Starts the server span. The sampler decides first; the name, the
 /// attributes and their strings are built only when the span records.
-fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Context) -> Span {
+fn server_span(config: &LayerConfig, head: &dyn RequestHead, parent: &Context) -> Span {
     let parent_sc = parent
         .has_active_span()
         .then(|| parent.span_context().clone());
@@ -209,8 +266,29 @@ fn server_span(config: &LayerConfig, parts: &http::request::Parts, parent: &Cont
         .tracer
         .tracer()
         .start_lazy(SpanKind::Server, parent_sc, || {
-            server_details(config, parts, parent)
+            server_details(config, head, parent)
         })
+}
+
+/// The request's span (`None` when it does not record: a span that does not
+/// record needs no status and no end, so the response future and the body
+/// carry none) and the context the handler runs in.
+fn start_request(config: &LayerConfig, head: &dyn RequestHead) -> (Option<Span>, Context) {
+    // One pass over the headers finds the W3C ones; the propagators'
+    // look-ups then read fields instead of hashing names.
+    let mut parent = Context::current();
+    config
+        .with_propagator(|p| p.extract_in_place(&mut parent, &ScannedHeaders::new(head.headers())));
+    let mut span = server_span(config, head, &parent);
+    let mut cx = parent.into_with_span_context(span.span_context().clone());
+    // Lets code that only sees the context (the `tracing` bridge, for
+    // events outside any `tracing` span) add events to the request span.
+    if let Some(inbox) = span.inbox() {
+        cx = cx.with_inbox(inbox);
+    }
+    // Only the context of a span that does not record travels, made current
+    // around the handler so its outgoing calls continue the trace.
+    (span.is_recording().then_some(span), cx)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -270,7 +348,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         if crate::integrations::is_suppressed() {
             return ServerResponseFuture {
                 inner: catch_unwind(AssertUnwindSafe(|| self.inner.call(req))).ok(),
@@ -280,48 +358,42 @@ where
                 protocol: self.config.protocol,
             };
         }
-        let (parts, body) = req.into_parts();
-        // One pass over the headers finds the W3C ones; the propagators'
-        // look-ups then read fields instead of hashing names.
-        let parent = self.config.with_propagator(|p| {
-            p.extract_into(Context::current(), &ScannedHeaders::new(&parts.headers))
-        });
-        let mut span = server_span(&self.config, &parts, &parent);
-        let mut cx = parent.into_with_span_context(span.span_context().clone());
-        // Lets code that only sees the context (the `tracing` bridge, for
-        // events outside any `tracing` span) add events to the request span.
-        if let Some(inbox) = span.inbox() {
-            cx = cx.with_inbox(inbox);
-        }
-        // A span that does not record needs no status and no end, so the
-        // response future and the body carry none (the body passes through):
-        // only its context travels, made current below so the handler's
-        // outgoing calls continue the trace.
-        let mut span = span.is_recording().then_some(span);
-        let req = Request::from_parts(parts, body);
-        let inner = cx.run_attached(|| catch_unwind(AssertUnwindSafe(|| self.inner.call(req))));
-        let inner = match inner {
-            Ok(f) => Some(f),
-            Err(payload) => {
-                if let Some(span) = span.as_mut() {
-                    record_panic(span, &panic_message(&*payload));
-                }
-                if !self.config.catch_panics {
-                    if let Some(mut span) = span {
-                        span.end();
-                    }
-                    std::panic::resume_unwind(payload);
-                }
-                None
-            }
+        let (span, cx) = if self.config.route_fn.is_some() {
+            // A route function reads `&Parts`: the request is split for it.
+            let (parts, body) = req.into_parts();
+            let started = start_request(&self.config, &parts);
+            req = Request::from_parts(parts, body);
+            started
+        } else {
+            start_request(&self.config, &req)
         };
-        ServerResponseFuture {
-            inner,
+        // The handler's future is written straight into the response
+        // future's slot: returned through the unwinding guard and moved on
+        // from there, it was copied three times more (it holds the whole
+        // handler state).
+        let mut fut = ServerResponseFuture {
+            inner: None,
             span,
             cx,
             catch_panics: self.config.catch_panics,
             protocol: self.config.protocol,
+        };
+        let inner = &mut fut.inner;
+        let called = fut.cx.run_attached(|| {
+            catch_unwind(AssertUnwindSafe(|| *inner = Some(self.inner.call(req))))
+        });
+        if let Err(payload) = called {
+            if let Some(span) = fut.span.as_mut() {
+                record_panic(span, &panic_message(&*payload));
+            }
+            if !self.config.catch_panics {
+                if let Some(mut span) = fut.span.take() {
+                    span.end();
+                }
+                std::panic::resume_unwind(payload);
+            }
         }
+        fut
     }
 }
 
