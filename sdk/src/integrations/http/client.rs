@@ -135,7 +135,9 @@ fn client_details(
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
+            push_server_address(&mut attrs, &parts.uri, || {
+                parts.headers.get(http::header::HOST)
+            });
             match grpc_method(parts.uri.path()) {
                 Some((service, method)) => {
                     attrs.push(KeyValue::new("rpc.service", service.to_string()));
@@ -148,7 +150,9 @@ fn client_details(
         Protocol::Http => {
             let method = push_method(&mut attrs, &parts.method);
             attrs.push(KeyValue::new("url.full", full_url(&parts.uri)));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
+            push_server_address(&mut attrs, &parts.uri, || {
+                parts.headers.get(http::header::HOST)
+            });
             if let Some(v) = protocol_version(parts.version) {
                 attrs.push(KeyValue::new("network.protocol.version", v));
             }
