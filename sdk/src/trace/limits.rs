@@ -126,7 +126,15 @@ pub(crate) fn limit_attributes(
     }
     let max_count = max_count as usize;
     // Repeated keys are rare: look first, rebuild only when there is one.
-    let repeated = (1..attrs.len()).any(|i| attrs[..i].iter().any(|e| e.key == attrs[i].key));
+    // Lengths first: distinct keys mostly differ there, and comparing them
+    // skips a `memcmp` call per pair.
+    let repeated = (1..attrs.len()).any(|i| {
+        let k = attrs[i].key.as_str().as_bytes();
+        attrs[..i].iter().any(|e| {
+            let e = e.key.as_str().as_bytes();
+            e.len() == k.len() && e.last() == k.last() && e == k
+        })
+    });
     if repeated {
         let mut dropped = 0u32;
         let mut out: Vec<KeyValue> = Vec::with_capacity(attrs.len().min(max_count));
