@@ -169,12 +169,12 @@ fn client_details(
 /// server span, the sampler decides first: an unsampled request builds no
 /// name, no attribute and no `url.full` string.
 fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
-    config
-        .tracer
-        .tracer()
-        .start_lazy(SpanKind::Client, Context::current_span_context(), || {
-            client_details(config, parts)
-        })
+    config.tracer.tracer().start_lazy(
+        SpanKind::Client,
+        Context::current_span_context(),
+        config.keys_distinct(),
+        || client_details(config, parts),
+    )
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientTraceService<S>
@@ -210,7 +210,7 @@ where
         // `tracing` span) and the spans it starts belong to it, not to the
         // caller's (e.g. the server request's) span.
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_inbox(inbox);
+            cx.set_inbox(inbox);
         }
         let req = Request::from_parts(parts, body);
         let inner = cx.run_attached(|| self.inner.call(req));

@@ -267,7 +267,7 @@ fn server_span(
     config
         .tracer
         .tracer()
-        .start_lazy(SpanKind::Server, parent_sc, || {
+        .start_lazy(SpanKind::Server, parent_sc, config.keys_distinct(), || {
             server_details(config, head, headers, parent)
         })
 }
@@ -287,7 +287,7 @@ fn start_request(config: &LayerConfig, head: &dyn RequestHead) -> (Option<Span>,
     // Lets code that only sees the context (the `tracing` bridge, for
     // events outside any `tracing` span) add events to the request span.
     if let Some(inbox) = span.inbox() {
-        cx = cx.with_inbox(inbox);
+        cx.set_inbox(inbox);
     }
     // Only the context of a span that does not record travels, made current
     // around the handler so its outgoing calls continue the trace.
