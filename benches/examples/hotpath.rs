@@ -145,6 +145,25 @@ fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: &'static st
     });
 }
 
+#[inline(never)]
+fn run_client<S>(rt: &tokio::runtime::Runtime, svc: &S, n: u64)
+where
+    S: tower::Service<http::Request<String>> + Clone,
+    S::Response: std::fmt::Debug,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    rt.block_on(async {
+        for _ in 0..n {
+            let req = http::Request::get("http://api.example.com:8080/users/42?x=1")
+                .header("user-agent", "bench/1.0")
+                .body(String::new())
+                .expect("request");
+            black_box(svc.clone().oneshot(req).await.expect("ok"));
+        }
+    });
+}
+
 /// Serves one per-operation strategy to every request, as
 /// `benches/benches/sdk_sampling.rs` does: `op` at 1%, `keep` at 100%.
 fn strategy_server() -> String {
@@ -377,6 +396,43 @@ fn main() {
                 .build()
                 .expect("runtime");
             run_http(&rt, &router, tp, n);
+            p.shutdown(Duration::from_secs(10)).expect("shutdown");
+        }
+        // The HTTP client layer into a service that answers at once, inside
+        // a sampled or an unsampled parent (the `overhead` bench's
+        // `http_client` group); `http_client_none` without the layer.
+        "http_client_sampled" | "http_client_unsampled" | "http_client_none" => {
+            use tower::Layer;
+            let flags = if mode == "http_client_unsampled" {
+                ferrotrace::TraceFlags::NOT_SAMPLED
+            } else {
+                ferrotrace::TraceFlags::SAMPLED
+            };
+            let parent =
+                ferrotrace::Context::new().with_span_context(ferrotrace::SpanContext::new(
+                    ferrotrace::TraceId::from_bytes([7; 16]),
+                    ferrotrace::SpanId::from_bytes([7; 8]),
+                    flags,
+                    true,
+                    ferrotrace::TraceState::NONE,
+                ));
+            let p = provider(Sampler::default());
+            let answer = |_req: http::Request<String>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                    String::new(),
+                )))
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let _g = parent.attach();
+            if mode == "http_client_none" {
+                run_client(&rt, &tower::service_fn(answer), n);
+            } else {
+                let svc = ferrotrace::integrations::http::HttpClientLayer::new(p.tracer("hotpath"))
+                    .layer(tower::service_fn(answer));
+                run_client(&rt, &svc, n);
+            }
             p.shutdown(Duration::from_secs(10)).expect("shutdown");
         }
         // `sampler_<static|remote>_<p1|p001>`: `should_sample` alone, as

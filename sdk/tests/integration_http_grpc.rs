@@ -558,3 +558,57 @@ async fn streaming_body_keeps_span_open_until_finished() {
         "span ended after {took:?}, before the body finished"
     );
 }
+
+/// A baggage key configured as a span attribute may repeat one of the
+/// layer's own keys: the span then keeps one attribute of that key, with the
+/// later (baggage) value at the first one's position, as the limits' rule
+/// for repeated keys says; without baggage keys the layer's keys stay as
+/// they are, each once.
+#[tokio::test]
+async fn baggage_attribute_repeating_a_layer_key_is_kept_once() {
+    use tower::ServiceExt;
+    for with_baggage in [true, false] {
+        let exporter = InMemorySpanExporter::default();
+        let provider = TracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .with_sampler(Sampler::AlwaysOn)
+            .with_unended_span_age(None)
+            .build();
+        let mut layer = HttpServerLayer::new(provider.tracer("repeat"));
+        if with_baggage {
+            layer = layer.with_baggage_attributes(["url.path", "tenant"]);
+        }
+        let router = Router::new()
+            .route("/items/{id}", get(|| async { "ok" }))
+            .layer(layer)
+            .with_state(());
+        let req = http::Request::get("/items/7")
+            .header("host", "shop.example:8443")
+            .header("baggage", "url.path=from-baggage,tenant=t1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        let _ = resp.into_body().collect().await.unwrap();
+        let spans = wait_for_spans(&exporter, 1).await;
+        let span = find(&spans, "GET /items/{id}", SpanKind::Server);
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "a key twice: {keys:?}");
+        let path_at = keys.iter().position(|k| *k == "url.path").unwrap();
+        assert_eq!(path_at, 1, "{keys:?}");
+        if with_baggage {
+            assert_eq!(attr(span, "url.path"), Some(&Value::from("from-baggage")));
+            assert_eq!(attr(span, "tenant"), Some(&Value::from("t1")));
+        } else {
+            assert_eq!(attr(span, "url.path"), Some(&Value::from("/items/7")));
+            assert_eq!(attr(span, "tenant"), None);
+        }
+        assert_eq!(
+            attr(span, "server.address"),
+            Some(&Value::from("shop.example"))
+        );
+        assert_eq!(attr(span, "server.port"), Some(&Value::from(8443_i64)));
+    }
+}

@@ -217,15 +217,13 @@ impl Context {
         }
     }
 
-    /// A copy carrying `inbox` for its active span (see [`SpanInbox`]).
+    /// Gives the active span of `self` its `inbox` (see [`SpanInbox`]), in place.
     #[cfg(feature = "http")]
-    pub(crate) fn with_inbox(&self, inbox: SpanInbox) -> Context {
-        let mut cx = self.clone();
-        cx.inbox = Some(inbox);
-        cx
+    pub(crate) fn set_inbox(&mut self, inbox: SpanInbox) {
+        self.inbox = Some(inbox);
     }
 
-    /// The inbox set with [`Context::with_inbox`].
+    /// The inbox set with [`Context::set_inbox`].
     pub(crate) fn inbox(&self) -> Option<&SpanInbox> {
         self.inbox.as_ref()
     }

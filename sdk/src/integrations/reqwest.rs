@@ -109,6 +109,7 @@ impl Middleware for TracingMiddleware {
             current
                 .has_active_span()
                 .then(|| current.span_context().clone()),
+            self.config.keys_distinct(),
             || {
                 let mut attrs = Vec::with_capacity(6);
                 let method = push_method(&mut attrs, req.method());
@@ -128,7 +129,7 @@ impl Middleware for TracingMiddleware {
         self.config
             .with_propagator(|p| p.inject_context(&cx, req.headers_mut()));
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_inbox(inbox);
+            cx.set_inbox(inbox);
         }
         let result = next.run(req, extensions).with_context(cx).await;
         match &result {

@@ -305,6 +305,10 @@ pub(crate) struct ScannedHeaders<'a> {
     /// First value and number of values (saturating at 2) of
     /// `traceparent`, `tracestate` and `baggage`.
     known: [(Option<&'a http::HeaderValue>, u8); 3],
+    /// First `Host` and `User-Agent` values, found by the same pass for the
+    /// HTTP server span (what `HeaderMap::get` answers, without hashing).
+    host: Option<&'a http::HeaderValue>,
+    user_agent: Option<&'a http::HeaderValue>,
 }
 
 #[cfg(feature = "http")]
@@ -314,12 +318,21 @@ impl<'a> ScannedHeaders<'a> {
     /// hash look-ups of names that are mostly absent.
     pub(crate) fn new(map: &'a http::HeaderMap) -> Self {
         let mut known = [(None, 0u8); 3];
+        let (mut host, mut user_agent) = (None, None);
         for (name, value) in map.iter() {
             let n = name.as_str();
             let slot = match n.len() {
                 11 if n == "traceparent" => 0,
                 10 if n == "tracestate" => 1,
                 7 if n == "baggage" => 2,
+                4 if n == "host" => {
+                    host = host.or(Some(value));
+                    continue;
+                }
+                10 if n == "user-agent" => {
+                    user_agent = user_agent.or(Some(value));
+                    continue;
+                }
                 _ => continue,
             };
             let (first, count): &mut (Option<&http::HeaderValue>, u8) = &mut known[slot];
@@ -328,7 +341,22 @@ impl<'a> ScannedHeaders<'a> {
             }
             *count = count.saturating_add(1).min(2);
         }
-        ScannedHeaders { map, known }
+        ScannedHeaders {
+            map,
+            known,
+            host,
+            user_agent,
+        }
+    }
+
+    /// The first `Host` value (as `HeaderMap::get(HOST)`).
+    pub(crate) fn host(&self) -> Option<&'a http::HeaderValue> {
+        self.host
+    }
+
+    /// The first `User-Agent` value (as `HeaderMap::get(USER_AGENT)`).
+    pub(crate) fn user_agent(&self) -> Option<&'a http::HeaderValue> {
+        self.user_agent
     }
 
     /// The scanned slot of `key`, when it is one of the three names.

@@ -110,11 +110,14 @@ pub(crate) fn truncate_value(v: &mut Value, max: Option<usize>) {
 /// Applies a count limit and the value-length limit to an attribute list in
 /// place (no new list unless a key repeats): string values truncated, a
 /// repeated key keeps its last value at its first position, attributes past
-/// `max_count` dropped. Returns how many were dropped.
+/// `max_count` dropped. Returns how many were dropped. `keys_distinct`:
+/// the caller built the list with no key twice, so it is not searched for
+/// repeats (the HTTP layers' fixed attribute sets).
 pub(crate) fn limit_attributes(
     attrs: &mut Vec<KeyValue>,
     max_count: u32,
     max_len: Option<usize>,
+    keys_distinct: bool,
 ) -> u32 {
     if attrs.is_empty() {
         return 0;
@@ -126,7 +129,16 @@ pub(crate) fn limit_attributes(
     }
     let max_count = max_count as usize;
     // Repeated keys are rare: look first, rebuild only when there is one.
-    let repeated = (1..attrs.len()).any(|i| attrs[..i].iter().any(|e| e.key == attrs[i].key));
+    // Lengths first: distinct keys mostly differ there, and comparing them
+    // skips a `memcmp` call per pair.
+    let repeated = !keys_distinct
+        && (1..attrs.len()).any(|i| {
+            let k = attrs[i].key.as_str().as_bytes();
+            attrs[..i].iter().any(|e| {
+                let e = e.key.as_str().as_bytes();
+                e.len() == k.len() && e.last() == k.last() && e == k
+            })
+        });
     if repeated {
         let mut dropped = 0u32;
         let mut out: Vec<KeyValue> = Vec::with_capacity(attrs.len().min(max_count));
@@ -162,7 +174,7 @@ mod tests {
             KeyValue::new("a", 3_i64),
             KeyValue::new("c", 4_i64),
         ];
-        assert_eq!(limit_attributes(&mut attrs, 2, None), 1);
+        assert_eq!(limit_attributes(&mut attrs, 2, None, false), 1);
         assert_eq!(
             attrs,
             vec![KeyValue::new("a", 3_i64), KeyValue::new("b", 2_i64)]
@@ -170,7 +182,8 @@ mod tests {
         let mut distinct: Vec<KeyValue> = (0..20)
             .map(|i| KeyValue::new(format!("k{i}"), i64::from(i)))
             .collect();
-        assert_eq!(limit_attributes(&mut distinct, 16, None), 4);
+        assert_eq!(limit_attributes(&mut distinct.clone(), 16, None, false), 4);
+        assert_eq!(limit_attributes(&mut distinct, 16, None, true), 4);
         assert_eq!(distinct.len(), 16);
     }
 }

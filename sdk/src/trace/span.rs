@@ -59,7 +59,7 @@ fn limited_list(
     max_count: u32,
     max_len: Option<usize>,
 ) -> (Vec<KeyValue>, u32) {
-    let dropped = limit_attributes(&mut attrs, max_count, max_len);
+    let dropped = limit_attributes(&mut attrs, max_count, max_len, false);
     (attrs, dropped)
 }
 

@@ -55,11 +55,14 @@ impl Tracer {
     /// built-in sampler can), so an unsampled request costs no strings. A
     /// [`Sampler::Custom`](crate::trace::Sampler::Custom) sampler may look at
     /// the name and attributes, so for it `details` runs before the decision.
+    /// `keys_distinct`: `details` never gives a key twice (the limits then
+    /// skip the search for repeated keys).
     #[cfg(feature = "http")]
     pub(crate) fn start_lazy(
         &self,
         kind: SpanKind,
         parent: Option<SpanContext>,
+        keys_distinct: bool,
         details: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
     ) -> Span {
         self.start_lazy_with(parent, || {
@@ -68,6 +71,7 @@ impl Tracer {
                 name,
                 kind,
                 attributes,
+                keys_distinct,
             }
         })
     }
@@ -104,7 +108,7 @@ impl Tracer {
                     (trace_id, span_id, random),
                     decision,
                     None,
-                    d.attributes,
+                    (d.attributes, d.keys_distinct),
                     Vec::new(),
                     Vec::new(),
                     None,
@@ -183,7 +187,7 @@ impl Tracer {
                     ids,
                     decision,
                     None,
-                    attributes,
+                    (attributes, false),
                     Vec::new(),
                     links,
                     start_time_ns,
@@ -236,7 +240,7 @@ impl Tracer {
             ids,
             decision,
             Some(trace_state),
-            attributes,
+            (attributes, false),
             Vec::new(),
             links,
             start_time_ns,
@@ -275,7 +279,7 @@ impl Tracer {
             ids,
             result.decision,
             result.trace_state,
-            attributes,
+            (attributes, false),
             result.attributes,
             links,
             start_time_ns,
@@ -293,7 +297,7 @@ impl Tracer {
         (trace_id, span_id, random): (TraceId, SpanId, u8),
         decision: SamplingDecision,
         trace_state: Option<crate::context::TraceState>,
-        mut attributes: Vec<KeyValue>,
+        (mut attributes, keys_distinct): (Vec<KeyValue>, bool),
         sampler_attributes: Vec<KeyValue>,
         links: Vec<Link>,
         start_time_ns: Option<u64>,
@@ -325,7 +329,8 @@ impl Tracer {
         };
         // The caller's attribute list becomes the span's (no copy) once the
         // limits are applied in place.
-        if !sampler_attributes.is_empty() {
+        let sampler_attributes_were_empty = sampler_attributes.is_empty();
+        if !sampler_attributes_were_empty {
             attributes.extend(sampler_attributes);
         }
         let dropped_attributes_count = if attributes.is_empty() {
@@ -335,6 +340,8 @@ impl Tracer {
                 &mut attributes,
                 provider.limits.max_attributes_per_span,
                 provider.limits.max_attribute_value_length,
+                // Sampler attributes may repeat the caller's keys.
+                keys_distinct && sampler_attributes_were_empty,
             )
         };
         let mut slot = Span::recording_box();
@@ -489,6 +496,9 @@ pub(crate) struct LazyDetails {
     pub(crate) name: Cow<'static, str>,
     pub(crate) kind: SpanKind,
     pub(crate) attributes: Vec<KeyValue>,
+    /// No key appears twice in `attributes` (the caller built them so):
+    /// the limits skip the search for repeated keys.
+    pub(crate) keys_distinct: bool,
 }
 
 enum Parent {

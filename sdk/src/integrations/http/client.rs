@@ -135,7 +135,9 @@ fn client_details(
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
+            push_server_address(&mut attrs, &parts.uri, || {
+                parts.headers.get(http::header::HOST)
+            });
             match grpc_method(parts.uri.path()) {
                 Some((service, method)) => {
                     attrs.push(KeyValue::new("rpc.service", service.to_string()));
@@ -148,7 +150,9 @@ fn client_details(
         Protocol::Http => {
             let method = push_method(&mut attrs, &parts.method);
             attrs.push(KeyValue::new("url.full", full_url(&parts.uri)));
-            push_server_address(&mut attrs, &parts.uri, &parts.headers);
+            push_server_address(&mut attrs, &parts.uri, || {
+                parts.headers.get(http::header::HOST)
+            });
             if let Some(v) = protocol_version(parts.version) {
                 attrs.push(KeyValue::new("network.protocol.version", v));
             }
@@ -165,12 +169,12 @@ fn client_details(
 /// server span, the sampler decides first: an unsampled request builds no
 /// name, no attribute and no `url.full` string.
 fn client_span(config: &LayerConfig, parts: &http::request::Parts) -> Span {
-    config
-        .tracer
-        .tracer()
-        .start_lazy(SpanKind::Client, Context::current_span_context(), || {
-            client_details(config, parts)
-        })
+    config.tracer.tracer().start_lazy(
+        SpanKind::Client,
+        Context::current_span_context(),
+        config.keys_distinct(),
+        || client_details(config, parts),
+    )
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ClientTraceService<S>
@@ -206,7 +210,7 @@ where
         // `tracing` span) and the spans it starts belong to it, not to the
         // caller's (e.g. the server request's) span.
         if let Some(inbox) = span.inbox() {
-            cx = cx.with_inbox(inbox);
+            cx.set_inbox(inbox);
         }
         let req = Request::from_parts(parts, body);
         let inner = cx.run_attached(|| self.inner.call(req));

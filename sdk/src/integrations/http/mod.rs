@@ -87,6 +87,12 @@ impl LayerConfig {
         }
     }
 
+    /// Whether the span's attributes can have no key twice: the layers'
+    /// own keys never repeat, baggage keys are the user's and may.
+    pub(crate) fn keys_distinct(&self) -> bool {
+        self.baggage_attributes.is_empty()
+    }
+
     /// Baggage entries copied onto the span as attributes (same key).
     pub(crate) fn push_baggage(&self, attrs: &mut Vec<KeyValue>, cx: &Context) {
         for key in self.baggage_attributes.iter() {

@@ -190,13 +190,14 @@ fn route_of<'a>(head: &'a dyn RequestHead, route_fn: Option<&RouteFn>) -> Option
 fn server_details(
     config: &LayerConfig,
     head: &dyn RequestHead,
+    headers: &ScannedHeaders<'_>,
     parent: &Context,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
     let mut attrs = Vec::with_capacity(10);
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
-            push_server_address(&mut attrs, head.uri(), head.headers());
+            push_server_address(&mut attrs, head.uri(), || headers.host());
             match grpc_method(head.uri().path()) {
                 Some((service, method)) => {
                     attrs.push(KeyValue::new("rpc.service", service.to_string()));
@@ -210,15 +211,11 @@ fn server_details(
             let method = push_method(&mut attrs, head.method());
             attrs.push(KeyValue::new("url.path", head.uri().path().to_string()));
             attrs.push(KeyValue::new("url.scheme", scheme_value(head.uri())));
-            push_server_address(&mut attrs, head.uri(), head.headers());
+            push_server_address(&mut attrs, head.uri(), || headers.host());
             if let Some(v) = protocol_version(head.version()) {
                 attrs.push(KeyValue::new("network.protocol.version", v));
             }
-            if let Some(ua) = head
-                .headers()
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-            {
+            if let Some(ua) = headers.user_agent().and_then(|v| v.to_str().ok()) {
                 // The same few clients call again and again: shared when
                 // repeated (bounded per thread), else copied.
                 attrs.push(KeyValue::new(
@@ -258,15 +255,20 @@ fn server_details(
 
 /// Starts the server span. The sampler decides first; the name, the
 /// attributes and their strings are built only when the span records.
-fn server_span(config: &LayerConfig, head: &dyn RequestHead, parent: &Context) -> Span {
+fn server_span(
+    config: &LayerConfig,
+    head: &dyn RequestHead,
+    headers: &ScannedHeaders<'_>,
+    parent: &Context,
+) -> Span {
     let parent_sc = parent
         .has_active_span()
         .then(|| parent.span_context().clone());
     config
         .tracer
         .tracer()
-        .start_lazy(SpanKind::Server, parent_sc, || {
-            server_details(config, head, parent)
+        .start_lazy(SpanKind::Server, parent_sc, config.keys_distinct(), || {
+            server_details(config, head, headers, parent)
         })
 }
 
@@ -274,17 +276,18 @@ fn server_span(config: &LayerConfig, head: &dyn RequestHead, parent: &Context) -
 /// record needs no status and no end, so the response future and the body
 /// carry none) and the context the handler runs in.
 fn start_request(config: &LayerConfig, head: &dyn RequestHead) -> (Option<Span>, Context) {
-    // One pass over the headers finds the W3C ones; the propagators'
-    // look-ups then read fields instead of hashing names.
+    // One pass over the headers finds the W3C ones (and `Host` and
+    // `User-Agent` for the span's attributes); the propagators' look-ups
+    // then read fields instead of hashing names.
+    let headers = ScannedHeaders::new(head.headers());
     let mut parent = Context::current();
-    config
-        .with_propagator(|p| p.extract_in_place(&mut parent, &ScannedHeaders::new(head.headers())));
-    let mut span = server_span(config, head, &parent);
+    config.with_propagator(|p| p.extract_in_place(&mut parent, &headers));
+    let mut span = server_span(config, head, &headers, &parent);
     let mut cx = parent.into_with_span_context(span.span_context().clone());
     // Lets code that only sees the context (the `tracing` bridge, for
     // events outside any `tracing` span) add events to the request span.
     if let Some(inbox) = span.inbox() {
-        cx = cx.with_inbox(inbox);
+        cx.set_inbox(inbox);
     }
     // Only the context of a span that does not record travels, made current
     // around the handler so its outgoing calls continue the trace.

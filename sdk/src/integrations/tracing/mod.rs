@@ -393,6 +393,7 @@ where
                 name: special.name.take().unwrap_or(Cow::Borrowed(meta.name())),
                 kind: special.kind.unwrap_or_default(),
                 attributes,
+                keys_distinct: false,
             }
         });
         if let Some(status) = status {
