@@ -1034,15 +1034,7 @@ fn group_http_client() -> Group {
             }
         });
     }
-    let parent = |flags| {
-        ferrotrace::Context::new().with_span_context(ferrotrace::SpanContext::new(
-            ferrotrace::TraceId::from_bytes([7; 16]),
-            ferrotrace::SpanId::from_bytes([7; 8]),
-            flags,
-            true,
-            ferrotrace::TraceState::NONE,
-        ))
-    };
+    let parent = ferrotrace_benches::remote_parent;
     let rt = || {
         tokio::runtime::Builder::new_current_thread()
             .build()

@@ -408,14 +408,7 @@ fn main() {
             } else {
                 ferrotrace::TraceFlags::SAMPLED
             };
-            let parent =
-                ferrotrace::Context::new().with_span_context(ferrotrace::SpanContext::new(
-                    ferrotrace::TraceId::from_bytes([7; 16]),
-                    ferrotrace::SpanId::from_bytes([7; 8]),
-                    flags,
-                    true,
-                    ferrotrace::TraceState::NONE,
-                ));
+            let parent = ferrotrace_benches::remote_parent(flags);
             let p = provider(Sampler::default());
             let answer = |_req: http::Request<String>| {
                 std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(

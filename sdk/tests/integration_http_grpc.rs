@@ -174,13 +174,19 @@ struct Stack {
     _provider: TracerProvider,
 }
 
-async fn start_stack() -> Stack {
+/// A provider that records every span into the returned exporter.
+fn recording_provider() -> (TracerProvider, InMemorySpanExporter) {
     let exporter = InMemorySpanExporter::default();
     let provider = TracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .with_sampler(Sampler::AlwaysOn)
         .with_unended_span_age(None)
         .build();
+    (provider, exporter)
+}
+
+async fn start_stack() -> Stack {
+    let (provider, exporter) = recording_provider();
 
     // Hop 3: payments (tonic).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -568,12 +574,7 @@ async fn streaming_body_keeps_span_open_until_finished() {
 async fn baggage_attribute_repeating_a_layer_key_is_kept_once() {
     use tower::ServiceExt;
     for with_baggage in [true, false] {
-        let exporter = InMemorySpanExporter::default();
-        let provider = TracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .with_sampler(Sampler::AlwaysOn)
-            .with_unended_span_age(None)
-            .build();
+        let (provider, exporter) = recording_provider();
         let mut layer = HttpServerLayer::new(provider.tracer("repeat"));
         if with_baggage {
             layer = layer.with_baggage_attributes(["url.path", "tenant"]);
