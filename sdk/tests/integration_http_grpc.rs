@@ -613,3 +613,49 @@ async fn baggage_attribute_repeating_a_layer_key_is_kept_once() {
         assert_eq!(attr(span, "server.port"), Some(&Value::from(8443_i64)));
     }
 }
+
+/// With a route function (routers other than axum), the layer takes the
+/// request apart to give the function its `Parts`: the span is named by the
+/// route, continues the caller's trace, and the handler still gets the whole
+/// request (method, URI, headers, extensions, body).
+#[tokio::test]
+async fn route_function_names_the_span_and_the_handler_gets_the_whole_request() {
+    use tower::{Layer, ServiceExt};
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(u32);
+    let (provider, exporter) = recording_provider();
+    let layer = HttpServerLayer::new(provider.tracer("route-fn")).with_route_fn(|parts| {
+        parts
+            .uri
+            .path()
+            .starts_with("/orders/")
+            .then(|| "/orders/{id}".to_string())
+    });
+    let handler = tower::service_fn(|req: http::Request<String>| async move {
+        assert_eq!(req.method(), http::Method::POST);
+        assert_eq!(req.uri().path(), "/orders/9");
+        assert_eq!(req.headers()["x-check"], "kept");
+        assert_eq!(req.extensions().get::<Tag>(), Some(&Tag(5)));
+        assert_eq!(req.body(), "payload");
+        Ok::<_, Infallible>(http::Response::new(String::from("done")))
+    });
+    let mut req = http::Request::post("/orders/9")
+        .header("x-check", "kept")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(String::from("payload"))
+        .unwrap();
+    req.extensions_mut().insert(Tag(5));
+    let resp = layer.layer(handler).oneshot(req).await.unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "done");
+    let spans = wait_for_spans(&exporter, 1).await;
+    let span = find(&spans, "POST /orders/{id}", SpanKind::Server);
+    assert_eq!(attr(span, "http.route"), Some(&Value::from("/orders/{id}")));
+    assert_eq!(
+        span.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+}
