@@ -99,6 +99,7 @@ impl Context {
     /// `self` with its active span replaced by `span_context`: the same as
     /// [`with_span_context`](Self::with_span_context), but the baggage,
     /// values and inbox are moved, not cloned.
+    #[cfg(feature = "http")]
     pub(crate) fn into_with_span_context(mut self, span_context: SpanContext) -> Context {
         self.span = Some(span_context);
         self

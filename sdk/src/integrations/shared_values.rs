@@ -23,8 +23,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+#[cfg(feature = "tracing")]
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+#[cfg(feature = "tracing")]
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -117,6 +119,7 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// How many field values the `tracing` bridge has interned in this process
 /// (at most [`MAX_INTERNED`]).
+#[cfg(feature = "tracing")]
 pub fn interned_value_count() -> usize {
     COUNT.load(Ordering::Relaxed)
 }
@@ -240,6 +243,7 @@ pub(crate) fn string_value((callsite, field): (usize, usize), s: &str) -> crate:
 /// Formats a value on the stack when it is short, so a `?debug` or
 /// `%display` field (and an event's message, a `fmt::Arguments`) can be
 /// compared with its callsite's first value before anything is allocated.
+#[cfg(feature = "tracing")]
 pub(crate) struct StackText {
     /// `buf[..len]` is initialised and valid UTF-8 (only whole `&str`s are
     /// copied in); the rest is never read.
@@ -249,6 +253,7 @@ pub(crate) struct StackText {
     spilled: Option<String>,
 }
 
+#[cfg(feature = "tracing")]
 impl StackText {
     /// An empty text (nothing initialised).
     #[inline]
@@ -306,6 +311,7 @@ impl StackText {
     }
 }
 
+#[cfg(feature = "tracing")]
 impl fmt::Write for StackText {
     #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -410,9 +416,10 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(interned_value_count() <= MAX_INTERNED);
+        assert!(COUNT.load(Ordering::Relaxed) <= MAX_INTERNED);
     }
 
+    #[cfg(feature = "tracing")]
     #[test]
     fn stack_text_formats_short_and_long_values() {
         let t = StackText::format(&format_args!("cache {}", "miss"));
