@@ -25,6 +25,8 @@ pub mod http;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod propagate;
+#[cfg(feature = "http")]
+mod recent;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 #[cfg(feature = "http")]

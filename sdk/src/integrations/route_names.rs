@@ -15,6 +15,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::Mutex;
 
+use super::recent::Recent;
+
 /// Most strings (routes and names) interned per process.
 pub(crate) const MAX_INTERNED: usize = 1024;
 /// Longest route interned (bytes).
@@ -93,19 +95,16 @@ fn intern_name(method: &str, route: &str) -> Option<&'static str> {
 /// per request, measured). Bounded, replaced in turn.
 const RECENT: usize = 4;
 
-type Recent = (usize, [Option<(&'static str, usize, &'static str)>; RECENT]);
-
 thread_local! {
-    static RECENT_ROUTES: RefCell<Recent> = const { RefCell::new((0, [None; RECENT])) };
+    static RECENT_ROUTES: RefCell<Recent<(&'static str, usize, &'static str), RECENT>> =
+        const { RefCell::new(Recent::new()) };
 }
 
 fn recent(route: &str, slot: usize) -> Option<(&'static str, &'static str)> {
     RECENT_ROUTES
         .try_with(|r| {
             let r = r.try_borrow().ok()?;
-            r.1.iter()
-                .flatten()
-                .find(|(known, s, _)| *s == slot && *known == route)
+            r.find(|(known, s, _)| *s == slot && *known == route)
                 .map(|&(known, _, name)| (known, name))
         })
         .ok()
@@ -115,9 +114,7 @@ fn recent(route: &str, slot: usize) -> Option<(&'static str, &'static str)> {
 fn remember(route: &'static str, slot: usize, name: &'static str) {
     let _ = RECENT_ROUTES.try_with(|r| {
         if let Ok(mut r) = r.try_borrow_mut() {
-            let i = r.0 % RECENT;
-            r.1[i] = Some((route, slot, name));
-            r.0 = r.0.wrapping_add(1);
+            r.put((route, slot, name));
         }
     });
 }

@@ -3,9 +3,12 @@
 //! (from the URI or the `Host` header, split without allocating), `url.scheme`
 //! and the gRPC service/method of a path.
 
+use std::cell::RefCell;
+
 use http::{HeaderValue, Method, Uri, Version};
 
 use crate::attributes::KeyValue;
+use crate::integrations::recent::Recent;
 
 /// Semantic conventions allow only the known methods as `http.request.method`;
 /// anything else is `_OTHER` (with the original in `http.request.method_original`),
@@ -126,14 +129,11 @@ fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
 /// Bounded: [`HOST_MEMO`] values, replaced in turn.
 const HOST_MEMO: usize = 4;
 
-type HostMemo = (
-    usize,
-    [Option<(Box<[u8]>, &'static str, Option<u16>)>; HOST_MEMO],
-);
+/// A `Host` value's bytes, its shared host name and its port.
+type SplitHost = (Box<[u8]>, &'static str, Option<u16>);
 
 thread_local! {
-    static HOSTS: std::cell::RefCell<HostMemo> =
-        const { std::cell::RefCell::new((0, [None, None, None, None])) };
+    static HOSTS: RefCell<Recent<SplitHost, HOST_MEMO>> = const { RefCell::new(Recent::new()) };
 }
 
 /// The shared host name and port a `Host` value gave before on this thread.
@@ -141,9 +141,7 @@ fn remembered_host(raw: &[u8]) -> Option<(&'static str, Option<u16>)> {
     HOSTS
         .try_with(|m| {
             let m = m.try_borrow().ok()?;
-            m.1.iter()
-                .flatten()
-                .find(|(r, _, _)| **r == *raw)
+            m.find(|(r, _, _)| **r == *raw)
                 .map(|&(_, host, port)| (host, port))
         })
         .ok()
@@ -153,9 +151,7 @@ fn remembered_host(raw: &[u8]) -> Option<(&'static str, Option<u16>)> {
 fn remember_host(raw: &[u8], host: &'static str, port: Option<u16>) {
     let _ = HOSTS.try_with(|m| {
         if let Ok(mut m) = m.try_borrow_mut() {
-            let i = m.0 % HOST_MEMO;
-            m.1[i] = Some((raw.into(), host, port));
-            m.0 = m.0.wrapping_add(1);
+            m.put((raw.into(), host, port));
         }
     });
 }
