@@ -307,7 +307,11 @@ impl Sampler {
     /// remote sampler's per-operation rates) or changes the trace state (a
     /// threshold to record or erase); then [`Sampler::decide`] must be asked.
     /// `name` is the span name when the caller already has it: the remote
-    /// sampler can then answer a plain drop here too.
+    /// sampler can then answer a plain drop here too. `name_is_static`: the
+    /// name is a `&'static str` (the span name's `Cow` was borrowed), which
+    /// the remote sampler's per-thread memo then recognises by its address;
+    /// `true` for a name that can be freed would let a later name at the
+    /// same address be taken for it.
     /// [`Sampler::builtin_decision`] with the default samplers' common case
     /// answered inline, without a call: `AlwaysOn` / `AlwaysOff`, directly or
     /// as the [`ParentBased`] delegate for this parent, when the parent (if
@@ -324,6 +328,7 @@ impl Sampler {
         parent: Option<&SpanContext>,
         trace_id: TraceId,
         name: Option<&str>,
+        name_is_static: bool,
     ) -> Option<(SamplingDecision, Option<TraceState>)> {
         let s = match self {
             Sampler::ParentBased(p) => p.delegate(parent),
@@ -340,8 +345,10 @@ impl Sampler {
         // `decide`), so the remote sampler's decision is the whole answer.
         #[cfg(feature = "jaeger-remote")]
         if let (Sampler::JaegerRemote(r), Some(name)) = (s, name) {
-            return r.early_decision(parent, trace_id, name);
+            return r.early_decision(parent, trace_id, name, name_is_static);
         }
+        #[cfg(not(feature = "jaeger-remote"))]
+        let _ = name_is_static;
         self.builtin_decision(parent, trace_id, name)
             .map(|d| (d, None))
     }

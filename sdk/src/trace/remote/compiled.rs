@@ -275,10 +275,22 @@ pub(crate) struct Current {
     /// The memo's operation has no lower bound: its threshold below is its
     /// whole decision.
     memo_plain: bool,
-    memo_threshold: Option<Threshold>,
+    /// The address of the remembered name when it was given as a `&'static
+    /// str` and its operation has no lower bound; null otherwise. Text that
+    /// lives for the whole program never changes, so a name at this address
+    /// with the remembered length *is* the remembered name: the hit is two
+    /// comparisons instead of reading and comparing the name's bytes (most
+    /// span names are literals). Never set while `memo_op` is `None`.
+    memo_static: *const u8,
+    /// The memo's threshold as the least randomness a root must have to be
+    /// kept ([`NEVER`] for probability 0).
+    memo_cut: u64,
     memo_len: usize,
     memo_name: [u8; MEMO_MAX_NAME],
 }
+
+/// A cut no randomness reaches (randomness has 56 bits).
+const NEVER: u64 = 1 << 56;
 
 impl Current {
     pub(crate) fn new(compiled: Arc<Compiled>) -> Self {
@@ -286,7 +298,8 @@ impl Current {
             compiled,
             memo_op: None,
             memo_plain: false,
-            memo_threshold: None,
+            memo_static: std::ptr::null(),
+            memo_cut: NEVER,
             memo_len: 0,
             memo_name: [0; MEMO_MAX_NAME],
         }
@@ -305,7 +318,7 @@ impl Current {
     /// the quick drop of an unsampled root span slower despite fewer
     /// instructions.
     #[inline(always)]
-    fn operation(&mut self, name: &str) -> Option<&Operation> {
+    fn operation(&mut self, name: &str, is_static: bool) -> Option<&Operation> {
         if let Some(op) = self.memo_op {
             if same_name(self.memo_name(), name.as_bytes()) {
                 // SAFETY: `memo_op` was taken from `self.compiled`, which is
@@ -313,14 +326,14 @@ impl Current {
                 return Some(unsafe { op.as_ref() });
             }
         }
-        self.operation_miss(name)
+        self.operation_miss(name, is_static)
     }
 
     /// [`operation`](Self::operation) past the memo: the map look-up, and
     /// the memo updated. Out of line, so the hit stays small enough to
     /// inline into both questions of the tracer.
     #[inline(never)]
-    fn operation_miss(&mut self, name: &str) -> Option<&Operation> {
+    fn operation_miss(&mut self, name: &str, is_static: bool) -> Option<&Operation> {
         let Compiled::PerOperation {
             default,
             operations,
@@ -332,12 +345,16 @@ impl Current {
         let op = lookup(default, operations, unlisted, name);
         // Forgotten first: a memo half rewritten must never answer.
         self.memo_op = None;
+        self.memo_static = std::ptr::null();
         if let Some(buf) = self.memo_name.get_mut(..name.len()) {
             buf.copy_from_slice(name.as_bytes());
             self.memo_len = name.len();
             self.memo_plain = !op.bounded;
-            self.memo_threshold = op.probability.threshold;
+            self.memo_cut = op.probability.threshold.map_or(NEVER, Threshold::to_u64);
             self.memo_op = Some(NonNull::from(op));
+            if is_static && self.memo_plain {
+                self.memo_static = name.as_ptr();
+            }
         }
         Some(op)
     }
@@ -350,41 +367,72 @@ impl Current {
         trace_id: TraceId,
         name: &str,
     ) -> bool {
-        match self.operation(name) {
+        match self.operation(name, false) {
             Some(op) => op.quick_drop(parent, trace_id),
             None => self.compiled.quick_drop(parent, trace_id, name),
         }
     }
 
+    /// `name` is the remembered name, known by its `'static` address.
+    #[inline(always)]
+    fn is_static_hit(&self, name: &str) -> bool {
+        name.as_ptr() == self.memo_static && name.len() == self.memo_len
+    }
+
+    /// True when a root span named by the `'static` `name` is dropped by
+    /// the remembered operation: the memo's address hit and the cut, with
+    /// no trace state to return. False says nothing (ask
+    /// [`decide`](Self::decide)).
+    #[inline(always)]
+    pub(crate) fn static_root_drop(&self, trace_id: TraceId, name: &str) -> bool {
+        self.is_static_hit(name) && Randomness::from_trace_id(trace_id).to_u64() < self.memo_cut
+    }
+
     /// [`Compiled::decide`] through the memo; `None` before the first
-    /// strategy (the initial sampler decides). The memo hit of an operation
-    /// without a lower bound (a kept span's common case) is always inlined
-    /// into the per-thread cache's visit: as a call, its frame and the
-    /// result's copies cost more than the decision itself.
+    /// strategy (the initial sampler decides). `is_static`: `name` is a
+    /// `&'static str` (the tracer knows it from the span name's `Cow`), so
+    /// its address may be remembered. The memo hit of an operation without
+    /// a lower bound (a span's common case) is always inlined into the
+    /// per-thread cache's visit: as a call, its frame and the result's
+    /// copies cost more than the decision itself.
     #[inline(always)]
     pub(crate) fn decide(
         &mut self,
         parent: Option<&SpanContext>,
         trace_id: TraceId,
         name: &str,
+        is_static: bool,
     ) -> Option<(bool, Option<TraceState>)> {
+        // (`is_static` first: callers that never have a `'static` name
+        // compile the check away.)
+        if is_static && self.is_static_hit(name) {
+            if let Some(op) = self.memo_op {
+                // SAFETY: as in `operation`.
+                return Some(unsafe { op.as_ref() }.probability.decide(parent, trace_id));
+            }
+        }
         if let Some(op) = self.memo_op {
             if self.memo_plain && same_name(self.memo_name(), name.as_bytes()) {
+                if is_static {
+                    // The same text at another `'static` address (the memo
+                    // was filled from another copy, or by `quick_drop`).
+                    self.memo_static = name.as_ptr();
+                }
                 // SAFETY: as in `operation`.
                 let op = unsafe { op.as_ref() };
                 if parent.is_none() {
-                    // `Probability::decide`'s root case with the copied threshold.
-                    return Some(match self.memo_threshold {
-                        Some(t) if t.keeps(Randomness::from_trace_id(trace_id)) => {
+                    return Some(
+                        if Randomness::from_trace_id(trace_id).to_u64() >= self.memo_cut {
                             (true, Some(op.probability.root_state.clone()))
-                        }
-                        _ => (false, None),
-                    });
+                        } else {
+                            (false, None)
+                        },
+                    );
                 }
                 return Some(op.probability.decide(parent, trace_id));
             }
         }
-        self.decide_past_memo(parent, trace_id, name)
+        self.decide_past_memo(parent, trace_id, name, is_static)
     }
 
     /// [`decide`](Self::decide) past the memo's unbounded hit: the map
@@ -395,8 +443,9 @@ impl Current {
         parent: Option<&SpanContext>,
         trace_id: TraceId,
         name: &str,
+        is_static: bool,
     ) -> Option<(bool, Option<TraceState>)> {
-        if let Some(op) = self.operation(name) {
+        if let Some(op) = self.operation(name, is_static) {
             return Some(op.decide(parent, trace_id));
         }
         self.compiled.decide(parent, trace_id, name).ok()
@@ -590,27 +639,68 @@ mod tests {
             )))
         };
         let long = "k".repeat(MEMO_MAX_NAME + 1);
+        let owned_keep = String::from("keep");
+        // Literals sharing an address: "keepx"'s first four bytes are a
+        // `'static` "keep" at the same address as the unlisted "keepx".
+        let keepx: &'static str = "keepx";
+        let keep_prefix: &'static str = &keepx[..4];
+        let keep_suffix: &'static str = &"dropkeep"[4..];
+        // (name, is it a `&'static str`, kept at probability 1)
+        let names: [(&str, bool, bool); 9] = [
+            ("keep", true, true),
+            ("drop", true, false),
+            (long.as_str(), false, true),
+            ("unknown", true, false),
+            (owned_keep.as_str(), false, true),
+            (keep_prefix, true, true),
+            (keepx, true, false),
+            (keep_suffix, true, true),
+            ("keep", true, true),
+        ];
+        let parent = SpanContext::new(
+            TraceId::from_bytes([3; 16]),
+            crate::ids::SpanId::from_bytes([4; 8]),
+            crate::context::TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
         let mut cur = Current::new(per_op(1.0));
-        for i in 0..200u32 {
+        let mut quick_drops = 0;
+        for i in 0..400u32 {
             let trace_id = TraceId::from_bytes([(i % 251) as u8 + 1; 16]);
-            let name = match i % 5 {
-                0 | 1 => "keep",
-                2 => "drop",
-                3 => long.as_str(),
-                _ => "unknown",
-            };
-            let expect = name == "keep" || name == long;
-            assert_eq!(cur.quick_drop(None, trace_id, name), !expect, "{name}");
-            let (keep, _) = cur.decide(None, trace_id, name).unwrap();
+            // Runs of one name (the static hit) and changes between them.
+            let (name, is_static, expect) = names[(i / 3) as usize % names.len()];
+            // `decide` first: the tracer asks it alone, and `quick_drop`
+            // re-fills the memo when the name changed.
+            let quick = is_static && cur.static_root_drop(trace_id, name);
+            let (keep, state) = cur.decide(None, trace_id, name, is_static).unwrap();
             assert_eq!(keep, expect, "{name}");
-            // The same answers as the map-only path.
-            assert_eq!(cur.compiled.decide(None, trace_id, name).unwrap().0, keep);
+            if quick {
+                assert!(!keep && state.is_none(), "{name}");
+                quick_drops += 1;
+            }
+            // The same answers as the map-only path, with and without a parent.
+            assert_eq!(
+                cur.compiled.decide(None, trace_id, name).unwrap(),
+                (keep, state),
+                "{name}"
+            );
+            let p = Some(&parent);
+            assert_eq!(
+                cur.decide(p, parent.trace_id(), name, is_static),
+                cur.compiled.decide(p, parent.trace_id(), name).ok(),
+                "{name}"
+            );
+            assert_eq!(cur.quick_drop(None, trace_id, name), !expect, "{name}");
         }
+        // The literal names dropped after the first of each run.
+        assert!(quick_drops >= 40, "{quick_drops}");
         // A new strategy: "keep" is now dropped.
         let mut cur = Current::new(per_op(0.0));
         let t = TraceId::from_bytes([7; 16]);
         assert!(cur.quick_drop(None, t, "keep"));
-        assert!(!cur.decide(None, t, "keep").unwrap().0);
+        assert!(!cur.decide(None, t, "keep", true).unwrap().0);
+        assert!(!cur.decide(None, t, "keep", true).unwrap().0);
     }
 
     #[test]
