@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo bench -p ferrotrace-benches --bench overhead                  # every group
 //! cargo bench -p ferrotrace-benches --bench overhead -- bsp tracing   # some groups
+//! # groups: bsp bsp_attrs unsampled sampling propagation tracing http http_client
 //! cargo bench -p ferrotrace-benches --bench overhead -- --rounds 41
 //! ```
 //!
@@ -594,6 +595,59 @@ fn group_unsampled() -> Group {
     }
 }
 
+/// Root spans through the Jaeger remote sampler beside the static consistent
+/// sampler at the same probability (issue 14: "the remote sampler adds no
+/// measurable cost to span creation"): `op` at 1% (99% unsampled) and
+/// `keep` at 100%, the strategy of `ferrotrace_benches::strategy_server`.
+fn group_sampling() -> Group {
+    let mut variants = Vec::new();
+    let remote = ferrotrace_benches::remote_sampler("bench");
+    for (label, name, p) in [("1pct", "op", 0.01), ("kept", "keep", 1.0)] {
+        for (kind, sampler) in [
+            ("static", ft::Sampler::consistent_probability(p)),
+            ("remote", ft::Sampler::JaegerRemote(remote.clone())),
+        ] {
+            let (provider, _, _) = ft::provider(sampler, true);
+            let tracer = provider.tracer("bench");
+            let variant_name: &'static str = match (kind, label) {
+                ("static", "1pct") => "static_root_1pct",
+                ("remote", "1pct") => "remote_root_1pct",
+                ("static", _) => "static_root_kept",
+                _ => "remote_root_kept",
+            };
+            variants.push(
+                Variant::new(variant_name, move |n| {
+                    for _ in 0..n {
+                        let mut s = tracer.span_builder(name).as_root().start();
+                        s.end();
+                        black_box(&s);
+                    }
+                })
+                // Kept spans: exported before the round's process CPU is read.
+                .with_flush(move || {
+                    provider
+                        .force_flush(Duration::from_secs(60))
+                        .expect("flush");
+                }),
+            );
+        }
+    }
+    Group {
+        name: "root span start + end, remote sampler beside the static one",
+        // Below the queue's 65,536: a round of kept spans is never dropped.
+        ops: 20_000,
+        variants,
+        ratios: vec![
+            ("remote_root_1pct", "static_root_1pct"),
+            ("remote_root_kept", "static_root_kept"),
+        ],
+        deltas: vec![
+            ("remote_root_1pct", "static_root_1pct"),
+            ("remote_root_kept", "static_root_kept"),
+        ],
+    }
+}
+
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const BAGGAGE5: &str =
     "user.id=42,tenant=acme,region=eu-west-1,feature.flag=checkout%20v2,session=7f3a9c21";
@@ -1101,10 +1155,11 @@ fn main() {
             s => wanted.push(s.to_string()),
         }
     }
-    let all: [(&str, MakeGroup); 7] = [
+    let all: [(&str, MakeGroup); 8] = [
         ("bsp", group_bsp),
         ("bsp_attrs", group_bsp_attrs),
         ("unsampled", group_unsampled),
+        ("sampling", group_sampling),
         ("propagation", group_propagation),
         ("tracing", group_tracing),
         ("http", group_http),

@@ -11,8 +11,6 @@
 //! waiting for a core.
 
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -36,36 +34,6 @@ impl SpanExporter for Discard {
         black_box(batch);
         Ok(())
     }
-}
-
-/// Serves one strategy to every request: operations `op` at 1% and `keep` at 100%.
-fn strategy_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        // Every field opentelemetry_sdk's parser requires.
-        let body = r#"{"strategyType":"PROBABILISTIC",
-            "probabilisticSampling":{"samplingRate":0.01},
-            "operationSampling":{"defaultSamplingProbability":0.01,
-            "defaultLowerBoundTracesPerSecond":0,"defaultUpperBoundTracesPerSecond":0,
-            "perOperationStrategies":[
-              {"operation":"op","probabilisticSampling":{"samplingRate":0.01}},
-              {"operation":"keep","probabilisticSampling":{"samplingRate":1}}]}}"#;
-        for conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                line.clear();
-            }
-            let mut conn = conn;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://127.0.0.1:{port}")
 }
 
 fn provider(sampler: Sampler) -> TracerProvider {
@@ -131,7 +99,7 @@ mod ot {
 }
 
 fn bench(c: &mut Criterion) {
-    let server = strategy_server();
+    let server = ferrotrace_benches::strategy_server();
     let remote = RemoteSampler::builder("bench")
         .with_endpoint(server.clone())
         .with_polling_interval(Duration::from_secs(3600))

@@ -164,40 +164,9 @@ where
     });
 }
 
-/// Serves one per-operation strategy to every request, as
-/// `benches/benches/sdk_sampling.rs` does: `op` at 1%, `keep` at 100%.
-fn strategy_server() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let body = r#"{"strategyType":"PROBABILISTIC",
-            "probabilisticSampling":{"samplingRate":0.01},
-            "operationSampling":{"defaultSamplingProbability":0.01,
-            "defaultLowerBoundTracesPerSecond":0,"defaultUpperBoundTracesPerSecond":0,
-            "perOperationStrategies":[
-              {"operation":"op","probabilisticSampling":{"samplingRate":0.01}},
-              {"operation":"keep","probabilisticSampling":{"samplingRate":1}}]}}"#;
-        for conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                line.clear();
-            }
-            let mut conn = conn;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://127.0.0.1:{port}")
-}
-
 /// The sampler of a `sampler_*` / `root_*` mode: `static` (consistent
 /// probability) or `remote` (the Jaeger remote sampler, strategy fetched
-/// once from [`strategy_server`]), at `p1` (span `keep`, probability 1) or
+/// once from `ferrotrace_benches::strategy_server`), at `p1` (span `keep`, probability 1) or
 /// `p001` (span `op`, 1%).
 fn sampler_for(kind: &str, p: &str) -> (Sampler, &'static str) {
     let (name, prob) = match p {
@@ -207,20 +176,7 @@ fn sampler_for(kind: &str, p: &str) -> (Sampler, &'static str) {
     };
     let sampler = match kind {
         "static" => Sampler::consistent_probability(prob),
-        "remote" => {
-            let r = ferrotrace::trace::remote::RemoteSampler::builder("hotpath")
-                .with_endpoint(strategy_server())
-                .with_polling_interval(Duration::from_secs(3600))
-                .with_initial_sampler(Sampler::AlwaysOff)
-                .build()
-                .expect("remote sampler");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while r.stats().fetches == 0 {
-                assert!(std::time::Instant::now() < deadline, "no strategy");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Sampler::JaegerRemote(r)
-        }
+        "remote" => Sampler::JaegerRemote(ferrotrace_benches::remote_sampler("hotpath")),
         other => panic!("unknown sampler {other}"),
     };
     (sampler, name)
