@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 
-use super::compiled::Current;
+use super::current::Current;
 use super::Shared;
 
 /// Runs `f` on the strategy in force. The thread's hot slot holds the

@@ -27,6 +27,7 @@
 mod cache;
 mod compiled;
 mod config;
+mod current;
 mod fxhash;
 mod lower_bound;
 mod poller;
@@ -43,8 +44,9 @@ use crate::ids::TraceId;
 use crate::trace::sampler::{Sampler, SamplingDecision, SamplingResult};
 use crate::trace::span_data::SpanKind;
 
-use compiled::{Compiled, Current};
+use compiled::Compiled;
 pub use config::{RemoteSamplerConfigError, DEFAULT_ENDPOINT};
+use current::Current;
 
 /// Default polling interval (the OpenTelemetry default for `jaeger_remote`).
 pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(60);
