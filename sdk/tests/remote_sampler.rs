@@ -435,3 +435,80 @@ fn environment_selects_the_remote_sampler_for_the_providers_service() {
     };
     assert_eq!(r.url(), "http://127.0.0.1:9/x?service=unknown_service");
 }
+
+/// The HTTP server layer asks the remote sampler with the span's name (the
+/// route) before building its attributes: requests to the route the
+/// strategy keeps are recorded with the route's name and their attributes,
+/// requests to a route at probability 0 are not, and the `http.route` found
+/// for the name is the attribute the recorded span carries.
+#[test]
+fn http_server_root_spans_are_decided_by_route_name() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let server = Server::start(Reply::Json(
+        200,
+        r#"{"operationSampling":{"defaultSamplingProbability":0,
+            "perOperationStrategies":[
+              {"operation":"GET /users/{id}","probabilisticSampling":{"samplingRate":1}},
+              {"operation":"GET /health","probabilisticSampling":{"samplingRate":0}}]}}"#
+            .into(),
+    ));
+    let s = sampler(&server, Sampler::AlwaysOff);
+    wait_until("a fetch", || s.stats().fetches >= 1);
+    let exporter = InMemorySpanExporter::default();
+    let p = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(Sampler::parent_based(Sampler::JaegerRemote(s.clone())))
+        .with_unended_span_age(None)
+        .build();
+    let router = axum::Router::new()
+        .route("/users/{id}", axum::routing::get(|| async { "user" }))
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/other", axum::routing::get(|| async { "other" }))
+        .layer(ferrotrace::integrations::http::HttpServerLayer::new(
+            p.tracer("t"),
+        ))
+        .with_state(());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..30 {
+            for path in ["/users/7", "/health", "/other"] {
+                let req = http::Request::get(format!("{path}?i={i}"))
+                    .header("host", "api.example.com")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = router.clone().oneshot(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+            }
+        }
+    });
+    let spans = exporter.finished_spans();
+    assert_eq!(spans.len(), 30, "only the kept route's requests recorded");
+    for span in &spans {
+        assert_eq!(span.name, "GET /users/{id}");
+        let attr = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .and_then(|kv| match &kv.value {
+                    ferrotrace::Value::String(v) => Some(v.as_str().to_string()),
+                    _ => None,
+                })
+        };
+        assert_eq!(attr("http.route").as_deref(), Some("/users/{id}"));
+        assert_eq!(attr("url.path").as_deref(), Some("/users/7"));
+        assert_eq!(attr("http.request.method").as_deref(), Some("GET"));
+        let th = OtState::of(span.span_context.trace_state())
+            .th
+            .map(|t| t.to_th());
+        assert_eq!(
+            th.as_deref(),
+            Some("0"),
+            "a kept root records its threshold"
+        );
+    }
+}

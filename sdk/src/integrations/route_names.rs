@@ -121,7 +121,11 @@ fn remember(route: &'static str, slot: usize, name: &'static str) {
 
 /// The interned `http.route` value and span name for `method` (one of the
 /// names `method_name` gives, or `HTTP`) and `route`, or `None` when a bound
-/// is reached (the caller then allocates).
+/// is reached (the caller then allocates). Always inlined: the server
+/// layer names a span in two places (with its attributes, or alone for a
+/// sampler that decides by name), and as a call it cost every sampled
+/// request ~65 instructions.
+#[inline(always)]
 pub(crate) fn route_and_name(
     method: &'static str,
     route: &str,

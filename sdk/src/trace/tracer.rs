@@ -76,6 +76,132 @@ impl Tracer {
         })
     }
 
+    /// [`Tracer::start_lazy`] for callers that can name the span before
+    /// building its attributes, cheaply: a sampler that decides by name (the
+    /// remote sampler's per-operation rates) is asked with the name alone,
+    /// so a span it drops never builds its attributes. `name` also returns
+    /// what `attributes` reuses of its work; `details` is the two in one
+    /// call, for a span the sampler kept without its name (one call instead
+    /// of two on the sampled path). Samplers that need no name decide first,
+    /// as in `start_lazy`.
+    #[cfg(feature = "http")]
+    pub(crate) fn start_lazy_named<N>(
+        &self,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        keys_distinct: bool,
+        details: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
+        name: impl FnOnce() -> (Cow<'static, str>, N),
+        attributes: impl FnOnce(N) -> Vec<KeyValue>,
+    ) -> Span {
+        let parent = parent.filter(SpanContext::is_valid);
+        let provider = &*self.provider;
+        if provider.disabled {
+            return Span::non_recording(parent.unwrap_or_default());
+        }
+        let ids = new_ids(parent.as_ref());
+        match provider
+            .sampler
+            .quick_decision(parent.as_ref(), ids.0, None, false)
+        {
+            Some((decision, None)) if decision == SamplingDecision::Drop || !self.records() => {
+                Span::non_recording(unrecorded_context(ids.0, ids.1, ids.2, decision, parent))
+            }
+            Some(quick) => {
+                let (n, attributes) = details();
+                self.start_named(kind, parent, keys_distinct, ids, Some(quick), n, || {
+                    attributes
+                })
+            }
+            None => self.start_lazy_by_name(kind, parent, keys_distinct, ids, name, attributes),
+        }
+    }
+
+    /// [`Tracer::start_lazy_named`] when the sampler needs more than the
+    /// parent and the trace id: the name is built and the sampler asked
+    /// again with it (the remote sampler decides there); the attributes only
+    /// if the span records or a custom sampler must see them.
+    #[cfg(feature = "http")]
+    #[inline(never)]
+    fn start_lazy_by_name<N>(
+        &self,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        keys_distinct: bool,
+        ids: (TraceId, SpanId, u8),
+        name: impl FnOnce() -> (Cow<'static, str>, N),
+        attributes: impl FnOnce(N) -> Vec<KeyValue>,
+    ) -> Span {
+        let (n, reuse) = name();
+        let sampler = &self.provider.sampler;
+        let quick = match &n {
+            Cow::Borrowed(text) => sampler.quick_decision(parent.as_ref(), ids.0, Some(text), true),
+            Cow::Owned(text) => sampler.quick_decision(parent.as_ref(), ids.0, Some(text), false),
+        };
+        self.start_named(kind, parent, keys_distinct, ids, quick, n, || {
+            attributes(reuse)
+        })
+    }
+
+    /// A lazily started span once named, by the quick decision (`None`: the
+    /// sampler decides with the attributes).
+    #[cfg(feature = "http")]
+    #[allow(clippy::too_many_arguments)]
+    fn start_named(
+        &self,
+        kind: SpanKind,
+        parent: Option<SpanContext>,
+        keys_distinct: bool,
+        ids: (TraceId, SpanId, u8),
+        quick: Option<(SamplingDecision, Option<crate::context::TraceState>)>,
+        name: Cow<'static, str>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        match quick {
+            Some((decision, None)) => {
+                if decision == SamplingDecision::Drop || !self.records() {
+                    return Span::non_recording(unrecorded_context(
+                        ids.0, ids.1, ids.2, decision, parent,
+                    ));
+                }
+                self.build(
+                    name,
+                    kind,
+                    parent,
+                    ids,
+                    decision,
+                    None,
+                    (attributes(), keys_distinct),
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                )
+            }
+            Some((decision, Some(trace_state))) => {
+                if decision == SamplingDecision::Drop || !self.records() {
+                    return non_recording_with_state(ids, decision, trace_state);
+                }
+                self.start_with_state(
+                    name,
+                    kind,
+                    parent,
+                    ids,
+                    (decision, trace_state),
+                    (attributes(), Vec::new(), None),
+                )
+            }
+            None => self.start_decided_by_sampler(
+                name,
+                kind,
+                parent,
+                ids,
+                attributes(),
+                Vec::new(),
+                None,
+            ),
+        }
+    }
+
     /// [`Tracer::start_lazy`] for callers whose details also say the kind
     /// (the `tracing` bridge: `otel.kind` is one of the span's fields).
     #[cfg(any(feature = "http", feature = "tracing"))]

@@ -28,6 +28,12 @@ fn method_name(method: &Method) -> Option<&'static str> {
     })
 }
 
+/// The method as a span name says it: its standard name, or `HTTP` for
+/// another (what [`push_method`] returns).
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    method_name(method).unwrap_or("HTTP")
+}
+
 pub(crate) fn push_method(attrs: &mut Vec<KeyValue>, method: &Method) -> &'static str {
     match method_name(method) {
         Some(m) => {

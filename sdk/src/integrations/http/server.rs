@@ -15,10 +15,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::attributes::{
-    grpc_method, protocol_version, push_method, push_server_address, scheme_value,
+    grpc_method, method_label, protocol_version, push_method, push_server_address, scheme_value,
 };
 use super::{record_response, LayerConfig, RouteFn, TracedBody, SCOPE_NAME};
-use crate::attributes::KeyValue;
+use crate::attributes::{KeyValue, Value};
 use crate::context::Context;
 use crate::integrations::body::Protocol;
 use crate::integrations::TracerSource;
@@ -182,10 +182,11 @@ fn route_of<'a>(head: &'a dyn RequestHead, route_fn: Option<&RouteFn>) -> Option
         .map(Cow::Owned)
 }
 
-/// The server span's name and attributes (built only for a span that records).
-/// Never inlined: kept out of the layer's `call`, the unsampled path stays
-/// short (measured: inlined here it cost an unsampled request ~30 ns through
-/// code layout alone, at the same instruction count).
+/// The server span's name and attributes in one call (a span the sampler
+/// kept before naming it). Never inlined: kept out of the layer's `call`,
+/// the unsampled path stays short (measured: inlined here it cost an
+/// unsampled request ~30 ns through code layout alone, at the same
+/// instruction count).
 #[inline(never)]
 fn server_details(
     config: &LayerConfig,
@@ -193,22 +194,72 @@ fn server_details(
     headers: &ScannedHeaders<'_>,
     parent: &Context,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
+    let (name, route) = server_name(config, head);
+    (
+        name,
+        server_attributes(config, head, headers, parent, route),
+    )
+}
+
+/// The server span's name, and the `http.route` value when the name came
+/// from a route (found once for both). Built before the attributes: a
+/// sampler that decides by name (the remote sampler's per-operation rates)
+/// decides from it alone. A known route's name is a shared `'static` text.
+#[inline(always)]
+fn server_name(config: &LayerConfig, head: &dyn RequestHead) -> (Cow<'static, str>, Option<Value>) {
+    match config.protocol {
+        Protocol::Grpc => {
+            let name = match grpc_method(head.uri().path()) {
+                Some((service, method)) => format!("{service}/{method}").into(),
+                None => "grpc".into(),
+            };
+            (name, None)
+        }
+        Protocol::Http => {
+            let method = method_label(head.method());
+            match route_of(head, config.route_fn.as_ref()) {
+                Some(route) => {
+                    match crate::integrations::route_names::route_and_name(method, &route) {
+                        // The usual case: a known route, no allocation.
+                        Some((route, name)) => (name.into(), Some(route.into())),
+                        None => {
+                            // Not `format!`: its machinery costs ~700 instructions here.
+                            let mut name = String::with_capacity(method.len() + 1 + route.len());
+                            name.push_str(method);
+                            name.push(' ');
+                            name.push_str(&route);
+                            (name.into(), Some(route.into_owned().into()))
+                        }
+                    }
+                }
+                None => (method.into(), None),
+            }
+        }
+    }
+}
+
+/// The server span's attributes (built only for a span that records), with
+/// the route [`server_name`] found.
+#[inline(always)]
+fn server_attributes(
+    config: &LayerConfig,
+    head: &dyn RequestHead,
+    headers: &ScannedHeaders<'_>,
+    parent: &Context,
+    route: Option<Value>,
+) -> Vec<KeyValue> {
     let mut attrs = Vec::with_capacity(10);
-    let name: Cow<'static, str> = match config.protocol {
+    match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
             push_server_address(&mut attrs, head.uri(), || headers.host());
-            match grpc_method(head.uri().path()) {
-                Some((service, method)) => {
-                    attrs.push(KeyValue::new("rpc.service", service.to_string()));
-                    attrs.push(KeyValue::new("rpc.method", method.to_string()));
-                    format!("{service}/{method}").into()
-                }
-                None => "grpc".into(),
+            if let Some((service, method)) = grpc_method(head.uri().path()) {
+                attrs.push(KeyValue::new("rpc.service", service.to_string()));
+                attrs.push(KeyValue::new("rpc.method", method.to_string()));
             }
         }
         Protocol::Http => {
-            let method = push_method(&mut attrs, head.method());
+            push_method(&mut attrs, head.method());
             attrs.push(KeyValue::new("url.path", head.uri().path().to_string()));
             attrs.push(KeyValue::new("url.scheme", scheme_value(head.uri())));
             push_server_address(&mut attrs, head.uri(), || headers.host());
@@ -226,31 +277,13 @@ fn server_details(
                     ),
                 ));
             }
-            match route_of(head, config.route_fn.as_ref()) {
-                Some(route) => {
-                    match crate::integrations::route_names::route_and_name(method, &route) {
-                        // The usual case: a known route, no allocation.
-                        Some((route, name)) => {
-                            attrs.push(KeyValue::new("http.route", route));
-                            name.into()
-                        }
-                        None => {
-                            // Not `format!`: its machinery costs ~700 instructions here.
-                            let mut name = String::with_capacity(method.len() + 1 + route.len());
-                            name.push_str(method);
-                            name.push(' ');
-                            name.push_str(&route);
-                            attrs.push(KeyValue::new("http.route", route.into_owned()));
-                            name.into()
-                        }
-                    }
-                }
-                None => method.into(),
+            if let Some(route) = route {
+                attrs.push(KeyValue::new("http.route", route));
             }
         }
-    };
+    }
     config.push_baggage(&mut attrs, parent);
-    (name, attrs)
+    attrs
 }
 
 /// Starts the server span. The sampler decides first; the name, the
@@ -264,12 +297,14 @@ fn server_span(
     let parent_sc = parent
         .has_active_span()
         .then(|| parent.span_context().clone());
-    config
-        .tracer
-        .tracer()
-        .start_lazy(SpanKind::Server, parent_sc, config.keys_distinct(), || {
-            server_details(config, head, headers, parent)
-        })
+    config.tracer.tracer().start_lazy_named(
+        SpanKind::Server,
+        parent_sc,
+        config.keys_distinct(),
+        || server_details(config, head, headers, parent),
+        || server_name(config, head),
+        |route| server_attributes(config, head, headers, parent, route),
+    )
 }
 
 /// The request's span (`None` when it does not record: a span that does not
