@@ -127,18 +127,19 @@ fn run_tracing(n: u64) {
 }
 
 #[inline(never)]
-fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: &'static str, n: u64) {
+fn run_http(rt: &tokio::runtime::Runtime, router: &axum::Router, tp: Option<&'static str>, n: u64) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     rt.block_on(async {
         for _ in 0..n {
-            let req = http::Request::builder()
+            let mut req = http::Request::builder()
                 .uri("/users/42")
                 .header("host", "api.example.com:8080")
-                .header("user-agent", "bench/1.0")
-                .header("traceparent", tp)
-                .body(axum::body::Body::empty())
-                .expect("request");
+                .header("user-agent", "bench/1.0");
+            if let Some(tp) = tp {
+                req = req.header("traceparent", tp);
+            }
+            let req = req.body(axum::body::Body::empty()).expect("request");
             let resp = router.clone().oneshot(req).await.expect("infallible");
             black_box(resp.into_body().collect().await.expect("body"));
         }
@@ -326,13 +327,26 @@ fn main() {
             let sub = tracing_subscriber::registry();
             tracing::subscriber::with_default(sub, || run_tracing(n));
         }
-        "http_unsampled" | "http_sampled" | "http_noop" => {
+        // `http_root_<static|remote>`: requests with no `traceparent`, so
+        // every one starts a trace, under `ParentBased` of the static 1%
+        // sampler or of the remote sampler (its default, 1%, applies to
+        // `GET /users/{id}`).
+        "http_unsampled" | "http_sampled" | "http_noop" | "http_root_static"
+        | "http_root_remote" => {
             let flags = if mode == "http_sampled" { "01" } else { "00" };
-            let tp: &'static str = Box::leak(
-                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
-                    .into_boxed_str(),
-            );
-            let p = provider(Sampler::default());
+            let tp: Option<&'static str> = (!mode.starts_with("http_root")).then(|| {
+                &*Box::leak(
+                    format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                        .into_boxed_str(),
+                )
+            });
+            let p = provider(match mode.as_str() {
+                "http_root_static" => Sampler::parent_based(Sampler::consistent_probability(0.01)),
+                "http_root_remote" => Sampler::parent_based(Sampler::JaegerRemote(
+                    ferrotrace_benches::remote_sampler("hotpath"),
+                )),
+                _ => Sampler::default(),
+            });
             let router = axum::Router::new().route(
                 "/users/{id}",
                 axum::routing::get(|| async { "hello, world" }),
