@@ -353,6 +353,25 @@ impl Sampler {
             .map(|d| (d, None))
     }
 
+    /// [`quick_decision`](Self::quick_decision) with the span's name, for a
+    /// sampler that could not decide without it (a lazily started span
+    /// named after that answer). Out of line: each inlined copy of
+    /// `quick_decision` makes the inliner less willing to inline the others
+    /// into the tracer's hot start paths.
+    #[cfg(feature = "http")]
+    #[inline(never)]
+    // The `Cow`'s variant says whether the name is `'static`.
+    #[allow(clippy::ptr_arg)]
+    pub(crate) fn decision_by_name(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &std::borrow::Cow<'static, str>,
+    ) -> Option<(SamplingDecision, Option<TraceState>)> {
+        let is_static = matches!(name, std::borrow::Cow::Borrowed(_));
+        self.quick_decision(parent, trace_id, Some(name), is_static)
+    }
+
     #[inline]
     // Without the remote sampler `name` is only passed down to delegates.
     #[cfg_attr(not(feature = "jaeger-remote"), allow(clippy::only_used_in_recursion))]

@@ -107,13 +107,11 @@ impl Tracer {
             Some((decision, None)) if decision == SamplingDecision::Drop || !self.records() => {
                 Span::non_recording(unrecorded_context(ids.0, ids.1, ids.2, decision, parent))
             }
-            Some(quick) => {
-                let (n, attributes) = details();
-                self.start_named(kind, parent, keys_distinct, ids, Some(quick), n, || {
-                    attributes
-                })
-            }
             None => self.start_lazy_by_name(kind, parent, keys_distinct, ids, name, attributes),
+            quick => {
+                let (n, attributes) = details();
+                self.start_named(kind, parent, keys_distinct, ids, quick, n, || attributes)
+            }
         }
     }
 
@@ -133,11 +131,10 @@ impl Tracer {
         attributes: impl FnOnce(N) -> Vec<KeyValue>,
     ) -> Span {
         let (n, reuse) = name();
-        let sampler = &self.provider.sampler;
-        let quick = match &n {
-            Cow::Borrowed(text) => sampler.quick_decision(parent.as_ref(), ids.0, Some(text), true),
-            Cow::Owned(text) => sampler.quick_decision(parent.as_ref(), ids.0, Some(text), false),
-        };
+        let quick = self
+            .provider
+            .sampler
+            .decision_by_name(parent.as_ref(), ids.0, &n);
         self.start_named(kind, parent, keys_distinct, ids, quick, n, || {
             attributes(reuse)
         })
