@@ -574,9 +574,12 @@ fn export_loop(exporter: Box<dyn SpanExporter>, jobs: Receiver<Job>, stats: Expo
     let reports = exporter.reports_failures();
     while let Some(job) = jobs.recv() {
         match job {
-            Job::Export(batch) => {
+            Job::Export(mut batch) => {
                 let n = batch.len() as u64;
-                match exporter.export(batch) {
+                let exported = exporter.export_in_place(&mut batch);
+                crate::trace::attribute_buffers::give_back(&mut batch);
+                drop(batch);
+                match exported {
                     Ok(()) => stats.add_exported(n),
                     Err(e) => {
                         stats.add_dropped_export_failed(n);

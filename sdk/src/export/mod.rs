@@ -49,6 +49,17 @@ pub type ExportResult = Result<(), ExportError>;
 pub trait SpanExporter: Send + Sync + 'static {
     /// Exports one batch. Must return; the processor bounds it with its export timeout.
     fn export(&self, batch: Vec<SpanData>) -> ExportResult;
+    /// Exports a batch the caller keeps: what the exporter leaves in the
+    /// spans (or in `batch`) is the caller's to reuse. The batch processor
+    /// calls this and hands the spans' emptied attribute lists back to the
+    /// threads that record spans, instead of freeing them on its export
+    /// thread (see `trace::attribute_buffers`). The default moves the batch
+    /// out and calls [`export`](SpanExporter::export); an exporter that only
+    /// reads the spans overrides it to leave them in place.
+    #[doc(hidden)]
+    fn export_in_place(&self, batch: &mut Vec<SpanData>) -> ExportResult {
+        self.export(std::mem::take(batch))
+    }
     /// Flushes anything buffered by the exporter itself.
     fn force_flush(&self) -> ExportResult {
         Ok(())

@@ -111,7 +111,7 @@ impl Middleware for TracingMiddleware {
                 .then(|| current.span_context().clone()),
             self.config.keys_distinct(),
             || {
-                let mut attrs = Vec::with_capacity(6);
+                let mut attrs = crate::trace::attribute_buffers::take(6);
                 let method = push_method(&mut attrs, req.method());
                 attrs.push(KeyValue::new("url.full", full_url(req.url())));
                 if let Some(host) = req.url().host_str() {

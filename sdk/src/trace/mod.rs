@@ -1,5 +1,6 @@
 //! Tracer provider, tracer, spans, samplers and span limits.
 
+pub(crate) mod attribute_buffers;
 pub mod consistent;
 pub mod diagnostics;
 pub mod global;

@@ -45,6 +45,11 @@ fn push_limited(
     max_len: Option<usize>,
 ) {
     truncate_value(&mut kv.value, max_len);
+    if attrs.capacity() == 0 {
+        // A span started without attributes: a handed-back list, not one
+        // grown from nothing (see `attribute_buffers`).
+        *attrs = crate::trace::attribute_buffers::take(1);
+    }
     if let Some(e) = attrs.iter_mut().find(|e| e.key == kv.key) {
         e.value = kv.value;
     } else if attrs.len() < max_count as usize {

@@ -33,10 +33,17 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
     // Batches almost always hold one resource and a handful of scopes, so a
     // linear search with a pointer fast path (interned values share one address) beats hashing.
     let mut groups: Vec<ResourceGroup> = Vec::new();
-    for span in batch {
+    let mut lists = Vec::with_capacity(batch.len());
+    for mut span in batch {
         let resource = span.resource.clone();
         let scope = span.scope.clone();
-        let encoded = encode_span(span);
+        // The attributes are only read: their lists go back to the threads
+        // that record spans (`trace::attribute_buffers`) instead of being
+        // freed here, on the export thread.
+        let attributes = std::mem::take(&mut span.attributes);
+        let mut encoded = encode_span(span);
+        encoded.attributes = attributes.iter().map(encode_key_value).collect();
+        lists.push(attributes);
         let gi = match groups
             .iter()
             .position(|(r, _)| Interned::ptr_eq(r, &resource) || **r == *resource)
@@ -60,6 +67,7 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
         };
         scopes[si].1.push(encoded);
     }
+    crate::trace::attribute_buffers::give_back_lists(lists.iter_mut());
     ExportTraceServiceRequest {
         resource_spans: groups
             .into_iter()

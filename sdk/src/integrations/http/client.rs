@@ -131,7 +131,7 @@ fn client_details(
     config: &LayerConfig,
     parts: &http::request::Parts,
 ) -> (Cow<'static, str>, Vec<KeyValue>) {
-    let mut attrs = Vec::with_capacity(8);
+    let mut attrs = crate::trace::attribute_buffers::take(8);
     let name: Cow<'static, str> = match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));

@@ -248,7 +248,7 @@ fn server_attributes(
     parent: &Context,
     route: Option<Value>,
 ) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(10);
+    let mut attrs = crate::trace::attribute_buffers::take(10);
     match config.protocol {
         Protocol::Grpc => {
             attrs.push(KeyValue::new("rpc.system", "grpc"));

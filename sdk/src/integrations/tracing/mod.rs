@@ -381,7 +381,8 @@ where
         let code_location = self.code_location;
         let mut span = self.tracer.tracer().start_lazy_with(parent_sc, || {
             let extra = if code_location { 2 } else { 0 };
-            let mut attributes = Vec::with_capacity(attrs.fields().len() + extra);
+            let mut attributes =
+                crate::trace::attribute_buffers::take(attrs.fields().len() + extra);
             let mut rec = Recorder::new(meta, &mut attributes);
             attrs.record(&mut rec);
             let mut special = rec.special;
