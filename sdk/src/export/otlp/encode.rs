@@ -34,16 +34,13 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
     // linear search with a pointer fast path (interned values share one address) beats hashing.
     let mut groups: Vec<ResourceGroup> = Vec::new();
     let mut lists = Vec::with_capacity(batch.len());
-    for mut span in batch {
+    for span in batch {
         let resource = span.resource.clone();
         let scope = span.scope.clone();
         // The attributes are only read: their lists go back to the threads
         // that record spans (`trace::attribute_buffers`) instead of being
         // freed here, on the export thread.
-        let attributes = std::mem::take(&mut span.attributes);
-        let mut encoded = encode_span(span);
-        encoded.attributes = attributes.iter().map(encode_key_value).collect();
-        lists.push(attributes);
+        let encoded = encode_span_keeping_lists(span, Some(&mut lists));
         let gi = match groups
             .iter()
             .position(|(r, _)| Interned::ptr_eq(r, &resource) || **r == *resource)
@@ -145,6 +142,34 @@ pub fn encode_flags(ctx: &SpanContext, is_remote: bool) -> u32 {
 
 /// One span.
 pub fn encode_span(span: SpanData) -> pt::Span {
+    encode_span_keeping_lists(span, None)
+}
+
+/// One span; its attribute lists and its events' (read, not consumed) go
+/// to `lists` when given, else are dropped.
+fn encode_span_keeping_lists(
+    mut span: SpanData,
+    mut lists: Option<&mut Vec<Vec<KeyValue>>>,
+) -> pt::Span {
+    let attributes: Vec<_> = span.attributes.iter().map(encode_key_value).collect();
+    let events: Vec<_> = std::mem::take(&mut span.events)
+        .into_iter()
+        .map(|mut e| {
+            let event = pt::span::Event {
+                time_unix_nano: e.timestamp_ns,
+                name: e.name.into_owned(),
+                attributes: e.attributes.iter().map(encode_key_value).collect(),
+                dropped_attributes_count: e.dropped_attributes_count,
+            };
+            if let Some(lists) = lists.as_deref_mut() {
+                lists.push(std::mem::take(&mut e.attributes));
+            }
+            event
+        })
+        .collect();
+    if let Some(lists) = lists {
+        lists.push(std::mem::take(&mut span.attributes));
+    }
     let ctx = &span.span_context;
     pt::Span {
         trace_id: ctx.trace_id().to_bytes().to_vec(),
@@ -160,18 +185,9 @@ pub fn encode_span(span: SpanData) -> pt::Span {
         kind: encode_kind(span.span_kind),
         start_time_unix_nano: span.start_time_ns,
         end_time_unix_nano: span.end_time_ns,
-        attributes: span.attributes.iter().map(encode_key_value).collect(),
+        attributes,
         dropped_attributes_count: span.dropped_attributes_count,
-        events: span
-            .events
-            .into_iter()
-            .map(|e| pt::span::Event {
-                time_unix_nano: e.timestamp_ns,
-                name: e.name.into_owned(),
-                attributes: e.attributes.iter().map(encode_key_value).collect(),
-                dropped_attributes_count: e.dropped_attributes_count,
-            })
-            .collect(),
+        events,
         dropped_events_count: span.dropped_events_count,
         links: span
             .links

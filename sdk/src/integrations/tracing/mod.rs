@@ -234,7 +234,7 @@ fn event_capacity(meta: &Metadata<'_>) -> usize {
 
 fn build_event(event: &Event<'_>) -> BuiltEvent {
     let meta = event.metadata();
-    let mut attrs = Vec::with_capacity(event_capacity(meta));
+    let mut attrs = crate::trace::attribute_buffers::take(event_capacity(meta));
     let mut rec = Recorder::new(meta, &mut attrs);
     event.record(&mut rec);
     let mut special = rec.special;
