@@ -174,6 +174,11 @@ impl Recording {
             limits.max_attributes_per_event,
             limits.max_attribute_value_length,
         );
+        if self.data.events.capacity() == 0 {
+            // A handed-back list, not one freed on the export thread and
+            // allocated here again (see `attribute_buffers`).
+            self.data.events = crate::trace::attribute_buffers::take_events();
+        }
         self.data.events.push(Event {
             name,
             timestamp_ns,

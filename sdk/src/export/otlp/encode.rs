@@ -14,7 +14,7 @@ use super::proto::trace::v1 as pt;
 use crate::attributes::{Array, KeyValue, Value};
 use crate::context::SpanContext;
 use crate::resource::Resource;
-use crate::trace::span_data::{InstrumentationScope, SpanData, SpanKind, Status};
+use crate::trace::span_data::{Event, InstrumentationScope, SpanData, SpanKind, Status};
 use crate::trace::Interned;
 
 /// `flags` bit 8: whether the parent is remote is known.
@@ -34,13 +34,14 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
     // linear search with a pointer fast path (interned values share one address) beats hashing.
     let mut groups: Vec<ResourceGroup> = Vec::new();
     let mut lists = Vec::with_capacity(batch.len());
+    let mut event_lists = Vec::new();
     for span in batch {
         let resource = span.resource.clone();
         let scope = span.scope.clone();
         // The attributes are only read: their lists go back to the threads
         // that record spans (`trace::attribute_buffers`) instead of being
         // freed here, on the export thread.
-        let encoded = encode_span_keeping_lists(span, Some(&mut lists));
+        let encoded = encode_span_keeping_lists(span, Some((&mut lists, &mut event_lists)));
         let gi = match groups
             .iter()
             .position(|(r, _)| Interned::ptr_eq(r, &resource) || **r == *resource)
@@ -64,7 +65,7 @@ pub fn encode_request(batch: Vec<SpanData>) -> ExportTraceServiceRequest {
         };
         scopes[si].1.push(encoded);
     }
-    crate::trace::attribute_buffers::give_back_lists(lists.iter_mut());
+    crate::trace::attribute_buffers::give_back_lists(&mut lists, &mut event_lists);
     ExportTraceServiceRequest {
         resource_spans: groups
             .into_iter()
@@ -145,15 +146,20 @@ pub fn encode_span(span: SpanData) -> pt::Span {
     encode_span_keeping_lists(span, None)
 }
 
-/// One span; its attribute lists and its events' (read, not consumed) go
-/// to `lists` when given, else are dropped.
-fn encode_span_keeping_lists(
-    mut span: SpanData,
-    mut lists: Option<&mut Vec<Vec<KeyValue>>>,
-) -> pt::Span {
+/// The lists an encoded span leaves: attribute lists, event lists (drained).
+type Leftovers<'a> = (&'a mut Vec<Vec<KeyValue>>, &'a mut Vec<Vec<Event>>);
+
+/// One span; its attribute lists and its events' (read, not consumed), and
+/// its event list (drained), go to `leftovers` when given, else are dropped.
+fn encode_span_keeping_lists(mut span: SpanData, leftovers: Option<Leftovers<'_>>) -> pt::Span {
+    let (mut lists, event_lists) = match leftovers {
+        Some((l, e)) => (Some(l), Some(e)),
+        None => (None, None),
+    };
     let attributes: Vec<_> = span.attributes.iter().map(encode_key_value).collect();
-    let events: Vec<_> = std::mem::take(&mut span.events)
-        .into_iter()
+    let mut span_events = std::mem::take(&mut span.events);
+    let events: Vec<_> = span_events
+        .drain(..)
         .map(|mut e| {
             let event = pt::span::Event {
                 time_unix_nano: e.timestamp_ns,
@@ -167,6 +173,9 @@ fn encode_span_keeping_lists(
             event
         })
         .collect();
+    if let Some(event_lists) = event_lists {
+        event_lists.push(span_events);
+    }
     if let Some(lists) = lists {
         lists.push(std::mem::take(&mut span.attributes));
     }
