@@ -51,9 +51,9 @@ pub trait SpanExporter: Send + Sync + 'static {
     fn export(&self, batch: Vec<SpanData>) -> ExportResult;
     /// Exports a batch the caller keeps: what the exporter leaves in the
     /// spans (or in `batch`) is the caller's to reuse. The batch processor
-    /// calls this and hands the spans' emptied attribute lists back to the
-    /// threads that record spans, instead of freeing them on its export
-    /// thread (see `trace::attribute_buffers`). The default moves the batch
+    /// calls this and hands the spans' emptied attribute and event lists
+    /// back to the threads that record spans, instead of freeing them on
+    /// its export thread (see `trace::attribute_buffers`). The default moves the batch
     /// out and calls [`export`](SpanExporter::export); an exporter that only
     /// reads the spans overrides it to leave them in place.
     #[doc(hidden)]
