@@ -800,6 +800,23 @@ fn group_tracing() -> Group {
         }));
     }
     {
+        // A registry alone never frees a closed span's slot
+        // (tokio-rs/tracing#900: its slab grows by every span, ~100 bytes
+        // each, and the close work is never done); with any layer on it,
+        // even one that does nothing, it clears the slot on close, as in
+        // every real subscriber. Both baselines are reported.
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new()),
+        );
+        variants.push(Variant::new("registry_noop_layer", move |n| {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for i in 0..n {
+                    tracing_unit(i);
+                }
+            })
+        }));
+    }
+    {
         let (p, c, s) = ft::provider(ft::Sampler::AlwaysOn, true);
         let layer = ferrotrace::integrations::tracing::FerrotraceLayer::new(p.tracer("bench"));
         let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
@@ -896,10 +913,13 @@ fn group_tracing() -> Group {
         variants,
         ratios: vec![
             ("ferrotrace_layer", "bare_registry"),
+            ("ferrotrace_layer", "registry_noop_layer"),
             ("ferrotrace_layer", "tracing_opentelemetry"),
             ("ferrotrace_layer", "fastrace"),
             ("tracing_opentelemetry", "bare_registry"),
             ("ferrotrace_layer_unsampled", "bare_registry"),
+            ("ferrotrace_layer_unsampled", "registry_noop_layer"),
+            ("registry_noop_layer", "bare_registry"),
         ],
         deltas: vec![],
     }

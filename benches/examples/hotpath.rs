@@ -24,7 +24,8 @@
 //!
 //! The `tracing` bridge: `tracing` (ferrotrace's layer, `AlwaysOn`),
 //! `tracing_unsampled` (`AlwaysOff`), `tracing_otel` (tracing-opentelemetry
-//! over `opentelemetry_sdk`) and `registry` (no layer) run the same unit —
+//! over `opentelemetry_sdk`), `registry` (no layer) and `registry_noop_layer`
+//! (a layer that does nothing) run the same unit —
 //! a span with 2 fields, a child span, one event.
 //!
 //! Samplers: `sampler_<static|remote>_<p1|p001>` runs `should_sample` alone,
@@ -330,6 +331,14 @@ fn main() {
         }
         "registry" => {
             let sub = tracing_subscriber::registry();
+            tracing::subscriber::with_default(sub, || run_tracing(n));
+        }
+        "registry_noop_layer" => {
+            // A registry alone never frees a closed span's slot
+            // (tokio-rs/tracing#900): any layer on it, even one that does
+            // nothing, makes it clear the slot on close.
+            use tracing_subscriber::layer::SubscriberExt;
+            let sub = tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new());
             tracing::subscriber::with_default(sub, || run_tracing(n));
         }
         // `http_root_<static|remote>`: requests with no `traceparent`, so
