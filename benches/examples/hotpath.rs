@@ -338,7 +338,8 @@ fn main() {
             // (tokio-rs/tracing#900): any layer on it, even one that does
             // nothing, makes it clear the slot on close.
             use tracing_subscriber::layer::SubscriberExt;
-            let sub = tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new());
+            let sub =
+                tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new());
             tracing::subscriber::with_default(sub, || run_tracing(n));
         }
         // `http_root_<static|remote>`: requests with no `traceparent`, so
