@@ -1,29 +1,5 @@
-//! One-call setup: [`init`] (or [`builder`] with the same defaults) reads
-//! every standard `OTEL_*` variable, installs the global tracer provider and
-//! propagator, and returns a [`TelemetryGuard`] that flushes and shuts the
-//! pipeline down when dropped.
-//!
-//! ```no_run
-//! fn main() -> Result<(), ferrotrace::InitError> {
-//!     // OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_*, ...
-//!     let _telemetry = ferrotrace::init()?;
-//!     let tracer = ferrotrace::trace::global::tracer("app");
-//!     tracer.in_span("work", |_span| { /* ... */ });
-//!     Ok(())
-//! } // spans still queued are flushed here
-//! ```
-//!
-//! What `init` reads, and what it does with it:
-//!
-//! | variable | effect |
-//! | --- | --- |
-//! | `OTEL_SDK_DISABLED=true` | a disabled provider: nothing recorded or exported, no thread started; context still propagates |
-//! | `OTEL_TRACES_EXPORTER` | `otlp` (default): batch processor + OTLP exporter; `console`: one line per span on stdout; `none`; a comma-separated list combines them |
-//! | `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*` | the OTLP exporter and batch processor (see `docs/sdk-export.md`) |
-//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource |
-//! | `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SPAN_*_LIMIT` | sampler and limits |
-//! | `OTEL_PROPAGATORS` | the global propagator (`tracecontext`, `baggage`, `b3`, `b3multi`, `jaeger`, `none`; default W3C `tracecontext,baggage`) |
-//! | `OTEL_LOG_LEVEL` | which SDK diagnostics are reported |
+//! One-call setup from the environment: [`init`], [`builder`] and the
+//! guard they return (the variables read are listed on [`init`]).
 
 use std::time::Duration;
 
@@ -127,7 +103,32 @@ impl std::fmt::Debug for InitBuilder {
     }
 }
 
-/// Sets tracing up from the environment. See the [module docs](self).
+/// Sets tracing up from the environment: reads every standard `OTEL_*`
+/// variable ([`builder`] has the same defaults), installs the global tracer provider and
+/// propagator, and returns a [`TelemetryGuard`] that flushes and shuts the
+/// pipeline down when dropped.
+///
+/// ```no_run
+/// fn main() -> Result<(), ferrotrace::InitError> {
+///     // OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_*, ...
+///     let _telemetry = ferrotrace::init()?;
+///     let tracer = ferrotrace::trace::global::tracer("app");
+///     tracer.in_span("work", |_span| { /* ... */ });
+///     Ok(())
+/// } // spans still queued are flushed here
+/// ```
+///
+/// What `init` reads, and what it does with it:
+///
+/// | variable | effect |
+/// | --- | --- |
+/// | `OTEL_SDK_DISABLED=true` | a disabled provider: nothing recorded or exported, no thread started; context still propagates |
+/// | `OTEL_TRACES_EXPORTER` | `otlp` (default): batch processor + OTLP exporter; `console`: one line per span on stdout; `none`; a comma-separated list combines them |
+/// | `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*` | the OTLP exporter and batch processor (see `docs/sdk-export.md`) |
+/// | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource |
+/// | `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SPAN_*_LIMIT` | sampler and limits |
+/// | `OTEL_PROPAGATORS` | the global propagator (`tracecontext`, `baggage`, `b3`, `b3multi`, `jaeger`, `none`; default W3C `tracecontext,baggage`) |
+/// | `OTEL_LOG_LEVEL` | which SDK diagnostics are reported |
 pub fn init() -> Result<TelemetryGuard, InitError> {
     builder().init()
 }

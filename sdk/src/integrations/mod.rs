@@ -2,18 +2,19 @@
 //!
 //! - [`propagate`] (always available): carry a [`Context`](crate::Context)
 //!   through message queues (any string map) and into spawned threads/tasks.
-//! - `http` feature: [`http`] tower layers for HTTP servers (axum, hyper) and
+//! - `http` feature: `http`, tower layers for HTTP servers (axum, hyper) and
 //!   clients (hyper-util); with the `axum` feature the server layer names spans
 //!   after axum's matched route.
-//! - `tonic` feature: [`tonic`] metadata carriers and gRPC server/client layers.
-//! - `reqwest` feature: [`reqwest`] a `reqwest-middleware` middleware for
+//! - `tonic` feature: `tonic`, metadata carriers and gRPC server/client layers.
+//! - `reqwest` feature: `reqwest`, a `reqwest-middleware` middleware for
 //!   reqwest clients.
-//! - `tracing` feature: [`tracing`] a `tracing_subscriber::Layer` that records
+//! - `tracing` feature: `tracing`, a `tracing_subscriber::Layer` that records
 //!   `tracing` spans and events as ferrotrace spans.
-//! - `opentelemetry` feature: [`opentelemetry`] implements the `opentelemetry`
+//! - `opentelemetry` feature: `opentelemetry`, which implements the `opentelemetry`
 //!   0.33 API traits, so code written against that API records through ferrotrace.
 //!
-//! See `docs/integrations.md` for a walkthrough and the attributes each layer sets.
+//! (Modules of features that are off are not built, so they are named here,
+//! not linked.) See `docs/integrations.md` for a walkthrough and the attributes each layer sets.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
