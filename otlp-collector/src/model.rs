@@ -311,7 +311,7 @@ impl ResourceAttrs {
     }
 }
 
-/// [`ResourceAttrs::heap_bytes`] of the last shared list measured, so that
+/// `ResourceAttrs::heap_bytes` of the last shared list measured, so that
 /// the spans of one resource (usually every span of a request) have their
 /// resource measured once instead of once each (issue 19). The same bytes
 /// are still charged to every span.

@@ -9,7 +9,7 @@ use crate::rollup::WrittenOrigins;
 use crate::storage::SpanWriter;
 
 /// Hands stored rollup origins to the pipeline's aggregator (see
-/// [`Pipeline::written_origins_sender`]).
+/// [`Pipeline::written_origins_sender`](crate::pipeline::Pipeline::written_origins_sender)).
 #[derive(Debug, Clone)]
 pub struct WrittenOriginsSender(pub(super) crossbeam_channel::Sender<WrittenOrigins>);
 

@@ -23,7 +23,7 @@ pub struct QueueConfig {
     /// Maximum spans waiting for the pipeline.
     pub max_spans: u64,
     /// Maximum estimated in-memory bytes waiting for the pipeline; unset =
-    /// a quarter of `limits.memory_limit_mib` (see [`Config::memory_budgets`]).
+    /// a quarter of `limits.memory_limit_mib` (see [`Config::memory_budgets`](crate::config::Config::memory_budgets)).
     pub max_bytes: Option<u64>,
     /// `Retry-After` seconds (and gRPC RetryInfo delay) sent when full.
     pub retry_after_secs: u64,

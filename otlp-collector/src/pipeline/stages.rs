@@ -233,7 +233,7 @@ impl Stage for RedactStage {
 /// The processing between the queue and the batcher: the rollup aggregator,
 /// which sees every span with its WAL position before any stage (it is not a
 /// stage: it drops nothing and must count what sampling drops), then the
-/// [`Stage`]s configuration enables, in order: head sampling, tail sampling,
+/// `Stage`s configuration enables, in order: head sampling, tail sampling,
 /// enrichment, redaction.
 pub struct Stages {
     pub(super) rollups: RollupAggregator,

@@ -6,7 +6,7 @@
 //! Decoding through the generated structs allocated every id, attribute list
 //! and value twice (once for the struct, once for the model) and walked the
 //! request twice. This reader builds the model directly from the wire, with
-//! the same result as `prost` decoding followed by [`convert::from_otlp`]
+//! the same result as `prost` decoding followed by [`convert::from_otlp`](crate::receiver::convert::from_otlp)
 //! (`tests/fuzz_decoders.rs`, `differential_otlp_protobuf*`, holds the two to the same spans and the
 //! same errors, on generated, mutated and hostile bodies):
 //!

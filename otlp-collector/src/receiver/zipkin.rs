@@ -18,9 +18,9 @@
 //! - 64-bit trace ids are left-padded to 128 bits.
 //!
 //! [`decode`] ([`direct`]) parses straight into the model's types (issue
-//! 19). [`decode_via_structs`], the earlier path through [`ZSpan`] with
+//! 19). [`decode_via_structs`], the earlier path through `ZSpan` with
 //! `String`s and `serde_json::Value` tags, is kept: the v1 JSON and protobuf
-//! receivers build `ZSpan`s and share its mapping ([`convert_with_ids`]), and
+//! receivers build `ZSpan`s and share its mapping (`convert_with_ids`), and
 //! the differential tests hold the direct decoder to it.
 
 pub mod direct;
@@ -40,7 +40,7 @@ use crate::receiver::limits::LimitsConfig;
 use direct::service_resource;
 
 /// A Zipkin v2 span; the protobuf and v1 JSON receivers build these too
-/// (`zipkin_proto`, `zipkin_v1`) and share the mapping ([`convert_with_ids`]).
+/// (`zipkin_proto`, `zipkin_v1`) and share the mapping (`convert_with_ids`).
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub(super) struct ZSpan {
@@ -77,7 +77,7 @@ pub(super) struct ZAnnotation {
 }
 
 /// Decodes a Zipkin v2 JSON span list into validated spans through
-/// [`ZSpan`] (the earlier path; see the module docs).
+/// `ZSpan` (the earlier path; see the module docs).
 pub fn decode_via_structs(body: &[u8], limits: &LimitsConfig) -> Result<Decoded, DecodeError> {
     let spans: Vec<ZSpan> = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;

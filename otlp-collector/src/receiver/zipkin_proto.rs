@@ -1,5 +1,5 @@
 //! Zipkin v2 protobuf (`POST /api/v2/spans` with `Content-Type:
-//! application/x-protobuf`, a `zipkin.proto3.ListOfSpans`) → [`Span`]s,
+//! application/x-protobuf`, a `zipkin.proto3.ListOfSpans`) → [`Span`](crate::model::Span)s,
 //! mapped exactly as Zipkin v2 JSON is ([`super::zipkin`]): the protobuf
 //! span is read into the same form and converted by the same code. IP
 //! addresses (4 or 16 bytes on this wire) become their text form, other

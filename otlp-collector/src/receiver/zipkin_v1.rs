@@ -1,4 +1,4 @@
-//! Zipkin v1 JSON (`POST /api/v1/spans`) → [`Span`]s. Each v1 span is first
+//! Zipkin v1 JSON (`POST /api/v1/spans`) → [`Span`](crate::model::Span)s. Each v1 span is first
 //! rewritten as a v2 span, the way Zipkin's own v1 converter and the
 //! OpenTelemetry Collector's `zipkinv1` translator read v1, then mapped by
 //! the v2 code ([`super::zipkin`]):

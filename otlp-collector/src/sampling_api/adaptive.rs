@@ -172,7 +172,7 @@ pub struct ServiceRates {
 ///
 /// The rate an operation's probability answers is its smoothed rate, except
 /// after a period whose rate rose significantly above it (more than
-/// [`SPIKE_SIGMAS`] standard deviations of the sampling noise of a period's
+/// `SPIKE_SIGMAS` standard deviations of the sampling noise of a period's
 /// estimate, which rests on about `rate × period × p` kept traces): then the
 /// smoothed rate restarts at that period's rate, so a 10× spike is answered
 /// at the first recomputation after one period of it. A significant fall
@@ -391,16 +391,16 @@ impl AdaptiveEngine {
 
 /// How a period's rate compares with the smoothed one.
 enum Change {
-    /// Above it by more than [`SPIKE_SIGMAS`] standard deviations.
+    /// Above it by more than `SPIKE_SIGMAS` standard deviations.
     Rise,
-    /// Below it by more than [`SPIKE_SIGMAS`] standard deviations.
+    /// Below it by more than `SPIKE_SIGMAS` standard deviations.
     Fall,
     /// Within the sampling noise.
     Noise,
 }
 
 /// Whether the last period's rate moved away from the smoothed one by more
-/// than [`SPIKE_SIGMAS`] standard deviations of its sampling noise. The
+/// than `SPIKE_SIGMAS` standard deviations of its sampling noise. The
 /// estimate of a period rests on about `smoothed × period × p` kept traces
 /// if the rate did not change (relative noise `1/sqrt(kept)`); an operation
 /// first seen (smoothed 0) always rises.

@@ -5,9 +5,9 @@
 //!
 //! Served on the collector's gRPC listeners (`jaeger.grpc_addr` and
 //! `server.otlp_grpc_addr`) when `[sampling_api] enabled`, through the same
-//! path as the receivers' calls ([`serve_unary`]): bearer token, request
+//! path as the receivers' calls (`serve_unary`): bearer token, request
 //! size limits and in-flight budget are checked before the message is
-//! decoded. The answer is [`Strategies::answer`], the one the HTTP API
+//! decoded. The answer is [`Strategies::answer`](crate::sampling_api::Strategies::answer), the one the HTTP API
 //! serves, in its protobuf form; like the HTTP API's header, the response
 //! metadata [`PERIOD_HEADER`] names the store period a `source = "store"`
 //! strategy was computed from, so a gRPC client can tell answers of

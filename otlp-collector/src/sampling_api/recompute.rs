@@ -9,7 +9,7 @@
 //!   marks the period written (a row naming it, holding the fingerprint of
 //!   its settings). After [`store_delay`] it waits, bounded, until every
 //!   collector that marked the previous period has marked this one
-//!   ([`await_writers`]), then reads the store-wide sums of the last
+//!   (`await_writers`), then reads the store-wide sums of the last
 //!   [`window_periods`](AdaptiveConfig::window_periods) periods and replays
 //!   them through a fresh, deterministic engine. Collectors on one store
 //!   read the same rows, so they serve bit-identical probabilities computed

@@ -1,5 +1,5 @@
 //! The storage roles every sink implements (SQLite, PostgreSQL, ClickHouse,
-//! null; see [`roles`](self::roles) for the traits), and the query types they speak.
+//! null; see [`SpanStore`] and the traits it gathers), and the query types they speak.
 //!
 //! Rules every sink follows (checked by the shared conformance suite):
 //! - `write_spans` is idempotent on `(trace_id, span_id)`: a retried batch never

@@ -1,5 +1,5 @@
 //! Jaeger gRPC: `jaeger.api_v2.CollectorService/PostSpans` (the Jaeger
-//! collector's port 14250). Served like OTLP/gRPC ([`crate::receiver::grpc_unary::serve_unary`]):
+//! collector's port 14250). Served like OTLP/gRPC (`receiver::grpc_unary::serve_unary`):
 //! the request message is kept as raw bytes (they go to the WAL as sent),
 //! limits, bearer token and in-flight budget are checked before decoding,
 //! and the answer comes only once the spans are in the WAL. Jaeger has no

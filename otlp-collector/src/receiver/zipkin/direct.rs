@@ -6,7 +6,7 @@
 //!
 //! Same result as [`super::decode_via_structs`] (the earlier path, which
 //! the v1 JSON and protobuf receivers still share through
-//! [`super::convert_with_ids`]): the structs mirror `ZSpan`, `ZEndpoint`
+//! `convert_with_ids`): the structs mirror `ZSpan`, `ZEndpoint`
 //! and `ZAnnotation` field for field (same names, so serde's errors read
 //! the same), tags are sorted and de-duplicated as the earlier `BTreeMap`
 //! did (the last of a repeated key wins), a non-string tag value becomes
@@ -318,7 +318,7 @@ fn take(tags: &mut Vec<KeyValue>, key: &str) -> Option<CompactString> {
 }
 
 /// Maps one span, in the order and with the messages of
-/// [`super::convert_with_ids`].
+/// `convert_with_ids`.
 fn convert(i: usize, z: ZSpan, resource: &mut Option<ResourceAttrs>) -> Result<Span, String> {
     let trace = id_bytes(i, "traceId", &z.trace_id)?;
     let span_id = id_bytes(i, "id", &z.id)?;

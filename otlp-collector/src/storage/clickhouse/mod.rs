@@ -192,7 +192,7 @@ struct LatencyRow {
     sketch: Vec<u8>,
 }
 
-/// The ClickHouse [`SpanStore`].
+/// The ClickHouse [`SpanStore`](crate::storage::SpanStore).
 pub struct ClickHouseStore {
     /// Servers that take reads and writes (through the `Distributed` tables
     /// in cluster mode): the configured URL, then in replicated mode every

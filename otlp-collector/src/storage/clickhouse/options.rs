@@ -36,7 +36,7 @@ impl Default for ClusterOptions {
     }
 }
 
-/// Tuning for [`ClickHouseStore`].
+/// Tuning for [`ClickHouseStore`](super::ClickHouseStore).
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseOptions {

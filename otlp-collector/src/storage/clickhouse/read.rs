@@ -316,7 +316,7 @@ impl TraceReader for ClickHouseStore {
     /// primary key (18.16 included), so only the granules holding the ids are
     /// read; the time bounds skip day partitions outside `range`. The ids go
     /// as hex in one array parameter (client-side bound, so in the query
-    /// text); [`MAX_TRACES_PER_READ`](super::MAX_TRACES_PER_READ) keeps that
+    /// text); [`MAX_TRACES_PER_READ`](crate::storage::MAX_TRACES_PER_READ) keeps that
     /// text under 40 KB.
     async fn get_traces(
         &self,

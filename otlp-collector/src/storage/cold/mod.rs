@@ -4,7 +4,7 @@
 //! them transparently ([`TieredStore`]).
 //!
 //! - [`config`]: the `[cold]` section.
-//! - [`format`]: the file format and its trace-id index (sorted ids,
+//! - [`format`](mod@format): the file format and its trace-id index (sorted ids,
 //!   row-group min/max, bloom filters).
 //! - [`location`]: where files live and how their names carry their time range.
 //! - [`store`]: the catalog, the index cache and the bounded reads.

@@ -10,7 +10,7 @@
 //!
 //! Late spans: the hot delete removes every span before the run's cutoff,
 //! also one that arrived (already older than `hot_days`) after the copy
-//! read past its place. So a run raises a [`Fence`] first: from then until
+//! read past its place. So a run raises a [`Fence`](super::fence::Fence) first: from then until
 //! its delete is done, [`TieredStore`](super::TieredStore) writes spans
 //! older than the run's cutoff straight to the cold tier (the policy
 //! applied) instead of the hot store. The fence waits for the writes

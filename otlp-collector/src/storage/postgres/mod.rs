@@ -297,7 +297,7 @@ impl Pool {
     }
 }
 
-/// The PostgreSQL [`SpanStore`].
+/// The PostgreSQL [`SpanStore`](crate::storage::SpanStore).
 pub struct PostgresStore {
     pool: Pool,
     opts: PostgresOptions,

@@ -7,7 +7,7 @@
 //! lose the last transactions on power loss, which would lose acknowledged
 //! spans). The cost is one fsync per batch, not per span.
 //!
-//! Schema ([`layout`] and `docs/storage.md`):
+//! Schema (`layout.rs` and `docs/storage.md`):
 //! - `spans`: one row per span, appended in arrival order, with the searchable
 //!   columns and the full span as a compact binary blob ([`encode_span`](super::span_codec::encode_span)) for
 //!   an exact round trip; a `UNIQUE (trace_id, span_id)` index plus
@@ -23,7 +23,7 @@
 //! with a few reader connections (WAL lets readers run while the writer
 //! commits). All values are bound parameters.
 //!
-//! Files by concern: [`layout`] (schema, span rows, migrations), `write.rs`
+//! Files by concern: `layout.rs` (schema, span rows, migrations), `write.rs`
 //! (spans, rollups, origins), `read.rs` (trace reads and search),
 //! `analytics.rs` (dependencies, latency, exact percentiles), `sampling.rs`
 //! (shared sampling counts), `retention.rs` (retention, eviction, disk usage,
@@ -279,7 +279,7 @@ fn lower_priority(nice: i32) {
     }
 }
 
-/// The embedded SQLite [`SpanStore`].
+/// The embedded SQLite [`SpanStore`](crate::storage::SpanStore).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
