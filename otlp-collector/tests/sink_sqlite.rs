@@ -388,8 +388,8 @@ async fn layout_1_file_is_converted_at_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
-    let old: i64 = conn
+    assert_eq!(version, 5);
+    let old: i65 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_v1', 'span_attributes')",
             [],
@@ -423,7 +423,7 @@ fn span_indexes(conn: &rusqlite::Connection) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layout_2_file_is_converted_to_layout_4_at_open() {
+async fn layout_2_file_is_converted_to_layout_5_at_open() {
     use ferrotrace_collector::model::{SpanKind, StatusCode};
     use ferrotrace_collector::storage::AttrFilter;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -475,8 +475,9 @@ async fn layout_2_file_is_converted_to_layout_4_at_open() {
              CREATE TABLE span_attrs_old (span_rowid INTEGER NOT NULL, idx INTEGER NOT NULL, \
                  term INTEGER NOT NULL, key TEXT NOT NULL, type INTEGER NOT NULL, value NOT NULL, \
                  PRIMARY KEY (span_rowid, idx)) WITHOUT ROWID; \
-             INSERT INTO span_attrs_old SELECT span_rowid, idx, term, key, type, value FROM span_attrs; \
-             DROP TABLE span_attrs; \
+             INSERT INTO span_attrs_old SELECT j.value, p.term, p.term, p.key, p.type, p.value \
+                 FROM span_postings p, json_each(p.rowids) j; \
+             DROP TABLE span_postings; DROP TABLE store_counters; \
              ALTER TABLE span_attrs_old RENAME TO span_attrs; \
              CREATE INDEX span_attrs_term ON span_attrs (term); \
              PRAGMA user_version = 2;",
@@ -524,11 +525,12 @@ async fn layout_2_file_is_converted_to_layout_4_at_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let (attr_rows, old): (i64, i64) = conn
         .query_row(
-            "SELECT (SELECT COUNT(*) FROM span_attrs), (SELECT COUNT(*) FROM sqlite_master \
-             WHERE name IN ('span_attrs_v3', 'span_attrs_term'))",
+            "SELECT (SELECT SUM(json_array_length(rowids)) FROM span_postings), \
+             (SELECT COUNT(*) FROM sqlite_master \
+             WHERE name IN ('span_attrs', 'span_attrs_v3', 'span_attrs_term'))",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

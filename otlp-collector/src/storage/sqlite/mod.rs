@@ -12,8 +12,8 @@
 //!   columns and the full span as a compact binary blob ([`encode_span`](super::span_codec::encode_span)) for
 //!   an exact round trip; a `UNIQUE (trace_id, span_id)` index plus
 //!   `INSERT OR IGNORE` makes a retried batch a no-op.
-//! - `span_attrs`: the scalar span attributes, typed, clustered on a hashed
-//!   term for equality searches.
+//! - `span_postings`: the attribute index for equality searches, one posting
+//!   list per hashed attribute term and written batch (`postings.rs`).
 //! - `op_rollups` / `edge_rollups`: per-minute rollups, merged on write.
 //! - `rollup_origins`: the WAL spans each rollup batch accounts for, written
 //!   in the batch's transaction (see `rollup::origins`).
@@ -23,7 +23,8 @@
 //! with a few reader connections (WAL lets readers run while the writer
 //! commits). All values are bound parameters.
 //!
-//! Files by concern: `layout.rs` (schema, span rows, migrations), `write.rs`
+//! Files by concern: `layout.rs` (schema, span rows), `postings.rs` (the
+//! attribute index), `migrate.rs` (older layouts), `write.rs`
 //! (spans, rollups, origins), `read.rs` (trace reads and search),
 //! `analytics.rs` (dependencies, latency, exact percentiles), `sampling.rs`
 //! (shared sampling counts), `retention.rs` (retention, eviction, disk usage,
@@ -31,8 +32,10 @@
 
 mod analytics;
 mod layout;
+mod migrate;
 #[cfg(test)]
 mod plan_tests;
+mod postings;
 mod read;
 mod retention;
 mod sampling;
@@ -412,9 +415,8 @@ impl SqliteStore {
                 wal_pages(config.wal_autocheckpoint_pages, page_size),
             )
             .map_err(map_err)?;
-        // Multi-row attribute inserts use one statement per row count.
         writer.set_prepared_statement_cache_capacity(64);
-        layout::prepare(&mut writer, layout::MIGRATION_CHUNK)?;
+        migrate::prepare(&mut writer, migrate::MIGRATION_CHUNK)?;
         writer
             .execute_batch(write::ROLLUP_ORIGINS_SCHEMA)
             .map_err(map_err)?;

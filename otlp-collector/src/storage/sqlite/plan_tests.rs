@@ -14,7 +14,6 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, StatementStatus};
 
 use super::analytics::{exact_percentiles_tx, exact_statements};
-use super::layout;
 use super::read::{probe_sql, search_tx, span_conditions, window_sql};
 use super::write::write_spans_tx;
 use crate::model::{AttrValue, KeyValue, Span, SpanKind, StatusCode};
@@ -68,7 +67,7 @@ fn spans() -> Vec<Span> {
 
 fn store(spans: &[Span]) -> Connection {
     let mut conn = Connection::open_in_memory().expect("db");
-    layout::prepare(&mut conn, layout::MIGRATION_CHUNK).expect("schema");
+    super::migrate::prepare(&mut conn, super::migrate::MIGRATION_CHUNK).expect("schema");
     write_spans_tx(&mut conn, spans).expect("write");
     conn
 }
@@ -318,11 +317,12 @@ fn exact_percentiles_read_one_covering_index() {
     }
 }
 
-/// An attribute condition looks its terms up in `span_attrs`'s own key
-/// (layout 4: the table is clustered on the term, no separate index) and
-/// finds key, type and value there, with no second lookup per hit.
+/// An attribute condition looks its terms up in `span_postings`'s own key
+/// (layout 5: the table is clustered on the term, its only other index is
+/// retention's) and finds key, type and value there, with no second lookup
+/// per hit; the lists are expanded with `json_each`.
 #[test]
-fn attribute_searches_look_terms_up_in_the_attribute_key() {
+fn attribute_searches_look_terms_up_in_the_posting_key() {
     let conn = store(&spans());
     let mut q = query(Some("s3"), None, false);
     q.attributes = vec![crate::storage::AttrFilter {
@@ -334,7 +334,7 @@ fn attribute_searches_look_terms_up_in_the_attribute_key() {
         let attrs: Vec<&String> = steps
             .iter()
             .filter(|d| {
-                d.contains("span_attrs") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a")
+                d.contains("span_postings") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a")
             })
             .collect();
         assert!(
@@ -342,7 +342,7 @@ fn attribute_searches_look_terms_up_in_the_attribute_key() {
                 && attrs
                     .iter()
                     .all(|d| d.starts_with("SEARCH a USING PRIMARY KEY (term=?")),
-            "expected {sql} to look terms up in span_attrs' primary key, plan: {steps:#?}"
+            "expected {sql} to look terms up in span_postings' primary key, plan: {steps:#?}"
         );
     }
     let page = search_tx(&conn, &q).expect("search");

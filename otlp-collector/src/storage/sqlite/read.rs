@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::{from_i64, layout, map_err, to_i64, SqliteStore};
+use super::{from_i64, map_err, postings, to_i64, SqliteStore};
 use crate::model::{Span, SpanKind, StatusCode, TraceId};
 use crate::storage::sink_common as common;
 use crate::storage::span_codec::decode_span;
@@ -74,7 +74,7 @@ pub(super) fn span_conditions(
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
-        let (cond, cond_args) = layout::attr_condition(f, "s.id")?;
+        let (cond, cond_args) = postings::attr_condition(f, "s.id")?;
         conds.push(cond);
         args.extend(cond_args);
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_i64, layout, map_err, to_i64, wal_pages, SqliteStore, WAL_UNIT};
+use super::{from_i64, layout, map_err, postings, to_i64, wal_pages, SqliteStore, WAL_UNIT};
 use crate::rollup::MINUTE_NS;
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
@@ -86,17 +86,14 @@ fn retention_into(
         // Small transactions: the writer is released between chunks so ingest
         // keeps flowing while a large backlog is deleted.
         let tx = conn.transaction().map_err(map_err)?;
-        // With the blob: a span's attribute rows are found by its terms.
-        let victims: Vec<(i64, Vec<u8>)> = {
+        let victims: Vec<i64> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT id, data FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2",
+                    "SELECT id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT ?2",
                 )
                 .map_err(map_err)?;
             let rows = stmt
-                .query_map(params![cutoff, chunk.max(1) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_map(params![cutoff, chunk.max(1) as i64], |r| r.get(0))
                 .map_err(map_err)?;
             rows.collect::<Result<_, _>>().map_err(map_err)?
         };
@@ -109,14 +106,22 @@ fn retention_into(
             let mut del_span = tx
                 .prepare_cached("DELETE FROM spans WHERE rowid = ?1")
                 .map_err(map_err)?;
-            let mut buf = Vec::new();
-            for (rowid, data) in &victims {
-                layout::delete_span_attrs(&tx, *rowid, data, &mut buf)?;
+            for rowid in &victims {
                 deleted += del_span.execute(params![rowid]).map_err(map_err)? as u64;
             }
         }
         tx.commit().map_err(map_err)?;
         report.spans_deleted += deleted;
+    }
+    // Then the posting lists all of whose spans are gone now (a list that
+    // also names a kept span stays: see `postings`), in chunks as well.
+    loop {
+        let tx = conn.transaction().map_err(map_err)?;
+        let gone = postings::delete_expired(&tx, cutoff, chunk)?;
+        tx.commit().map_err(map_err)?;
+        if gone < chunk.max(1) {
+            break;
+        }
     }
     // A minute bucket goes only when all of it is older than the cutoff.
     if cutoff_ns >= MINUTE_NS {
@@ -497,18 +502,17 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "trace {t}");
         }
-        // The deleted spans' attribute rows went with them (found by the
-        // terms recomputed from each blob), the kept spans' rows stayed.
+        // The posting lists all of whose spans were deleted went with them;
+        // every kept span is still listed once per searchable attribute.
         let per_span = spans_of(0, 1)[0]
             .attributes
             .iter()
             .filter(|kv| layout::indexed(&kv.value).is_some())
             .count() as i64;
-        let (orphans, rows, live): (i64, i64, i64) = store
+        let (dead_lists, listed, live): (i64, i64, i64) = store
             .with_writer(|c, _| {
                 c.query_row(
-                    "SELECT (SELECT COUNT(*) FROM span_attrs WHERE span_rowid NOT IN (SELECT id FROM spans)), \
-                     (SELECT COUNT(*) FROM span_attrs), (SELECT COUNT(*) FROM spans)",
+                    "SELECT (SELECT COUNT(*) FROM span_postings p WHERE NOT EXISTS                        (SELECT 1 FROM json_each(p.rowids) j JOIN spans s ON s.id = j.value)),                      (SELECT COUNT(*) FROM span_postings p, json_each(p.rowids) j                        WHERE j.value IN (SELECT id FROM spans)),                      (SELECT COUNT(*) FROM spans)",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -516,8 +520,8 @@ mod tests {
             })
             .await
             .expect("count");
-        assert_eq!(orphans, 0);
-        assert_eq!(rows, live * per_span);
+        assert_eq!(dead_lists, 0);
+        assert_eq!(listed, live * per_span);
         // The next eviction goes further, never back.
         let next = store.evict_oldest(1, false).await.expect("evict");
         assert!(next.cutoff_ns > report.cutoff_ns);

@@ -1,0 +1,361 @@
+//! The attribute index: posting lists in `span_postings` (layout 5).
+//!
+//! A written batch stores, for each distinct searchable attribute among its
+//! new spans (its *term*: see [`layout::term`]), one row keyed by `(term,
+//! first span row id)` with the key, type and value and the ascending row
+//! ids of the batch's spans that carry it, as a JSON array. Attribute values
+//! repeat a lot across spans (methods, routes, status codes, hosts), so a
+//! batch of a few hundred spans with ten attributes each writes a few hundred
+//! rows, not thousands; a value unique to one span costs one row, as before.
+//!
+//! - **Search** looks up a condition's terms in the primary key, checks the
+//!   stored key, type and value (a hash collision can cost a row read but
+//!   never returns a wrong span), and expands the lists with `json_each`.
+//! - **Retention** deletes spans first, then the posting rows whose spans
+//!   are all older than the cutoff (`max_start_ns`, indexed). A posting row
+//!   that also names a newer span stays, naming some deleted ids until that
+//!   span goes too; those ids find no span, and are never given to another
+//!   one (see `layout::next_span_rowid`).
+
+use std::fmt::Write as _;
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, Connection};
+
+use super::layout::{indexed, term};
+use super::map_err;
+use crate::storage::{AttrFilter, StorageError, StorageResult};
+
+/// Row ids in one posting row at most: a batch with more spans carrying a
+/// term writes several rows, so no row grows past a few overflow pages.
+pub(super) const MAX_IDS_PER_ROW: usize = 1024;
+
+/// One searchable attribute of a new span, waiting for its batch's postings.
+pub(super) struct AttrRow<'s> {
+    pub term: i64,
+    pub span_rowid: i64,
+    pub start_ns: i64,
+    pub key: &'s str,
+    pub ty: i64,
+    pub value: ValueRef<'s>,
+}
+
+impl AttrRow<'_> {
+    fn same_attribute(&self, other: &AttrRow<'_>) -> bool {
+        self.ty == other.ty && self.key == other.key && self.value == other.value
+    }
+}
+
+/// Writes the posting rows of `rows` in the transaction `conn` is in. Within
+/// a term, `rows` must come in ascending `span_rowid` order (the order spans
+/// are written in); a span's row id appears once per term however often the
+/// attribute repeats in it.
+pub(super) fn write(conn: &Connection, rows: &[AttrRow<'_>]) -> StorageResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Sorting `(term, position)` keeps each term's rows in span order and
+    // moves 16-byte pairs, not the rows.
+    let mut order: Vec<(i64, usize)> = rows.iter().enumerate().map(|(i, r)| (r.term, i)).collect();
+    order.sort_unstable();
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO span_postings \
+             (term, first_rowid, key, type, value, max_start_ns, rowids) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(map_err)?;
+    let mut list = String::new();
+    let mut ids: Vec<(i64, i64)> = Vec::new();
+    let mut others: Vec<usize> = Vec::new();
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        let first = &rows[group[0].1];
+        if group.iter().all(|&(_, i)| rows[i].same_attribute(first)) {
+            ids.clear();
+            ids.extend(
+                group
+                    .iter()
+                    .map(|&(_, i)| (rows[i].span_rowid, rows[i].start_ns)),
+            );
+            insert_lists(&mut stmt, first, &ids, &mut list)?;
+            continue;
+        }
+        // Two attributes with one 64-bit term (a hash collision): a list for
+        // each, so a search still checks the stored value. Should both lists
+        // start at the same span, the second is not stored (`OR IGNORE`):
+        // that span cannot be found by the second attribute.
+        others.clear();
+        others.extend(group.iter().map(|&(_, i)| i));
+        while let Some(&lead) = others.first() {
+            let head = &rows[lead];
+            ids.clear();
+            others.retain(|&i| {
+                let same = rows[i].same_attribute(head);
+                if same {
+                    ids.push((rows[i].span_rowid, rows[i].start_ns));
+                }
+                !same
+            });
+            insert_lists(&mut stmt, head, &ids, &mut list)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts `ids` (row id, start; ascending row ids, repeats allowed) as the
+/// posting rows of `attr`, [`MAX_IDS_PER_ROW`] ids per row.
+fn insert_lists(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    attr: &AttrRow<'_>,
+    ids: &[(i64, i64)],
+    list: &mut String,
+) -> StorageResult<()> {
+    let mut i = 0;
+    while i < ids.len() {
+        list.clear();
+        list.push('[');
+        let first = ids[i].0;
+        let mut max_start = i64::MIN;
+        let mut count = 0;
+        let mut last = None;
+        while i < ids.len() && count < MAX_IDS_PER_ROW {
+            let (id, start) = ids[i];
+            i += 1;
+            max_start = max_start.max(start);
+            if last == Some(id) {
+                continue;
+            }
+            if last.is_some() {
+                list.push(',');
+            }
+            let _ = write!(list, "{id}");
+            last = Some(id);
+            count += 1;
+        }
+        list.push(']');
+        stmt.execute(params![
+            attr.term,
+            first,
+            attr.key,
+            attr.ty,
+            ToSqlOutput::Borrowed(attr.value),
+            max_start,
+            list.as_str(),
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// SQL condition (and its bound values, in order) that `span_rowid_expr`,
+/// a span's `spans.id`, has an attribute satisfying `f`: a term lookup for
+/// each candidate value (a Jaeger text condition has one per type whose text
+/// equals it), checked against the stored key, type and value so that a
+/// hash collision cannot match, then the posting lists expanded.
+pub(super) fn attr_condition(
+    f: &AttrFilter,
+    span_rowid_expr: &str,
+) -> StorageResult<(String, Vec<Value>)> {
+    let mut terms = Vec::new();
+    let mut alts = Vec::new();
+    let mut values = Vec::new();
+    let mut buf = Vec::new();
+    for candidate in f.candidates() {
+        let Some((ty, v)) = indexed(&candidate) else {
+            return Err(StorageError::InvalidQuery(format!(
+                "attribute filter on {:?} must be a string, bool, int or double, got {candidate:?}",
+                f.key
+            )));
+        };
+        terms.push(Value::Integer(term(&f.key, ty, v, &mut buf)));
+        alts.push(format!("(a.type = {ty} AND a.value = ?)"));
+        values.push(Value::from(v));
+    }
+    let sql = format!(
+        "{span_rowid_expr} IN (SELECT j.value FROM span_postings a, json_each(a.rowids) j \
+         WHERE a.term IN ({}) AND a.key = ? AND ({}))",
+        vec!["?"; terms.len()].join(", "),
+        alts.join(" OR ")
+    );
+    let mut args = terms;
+    args.push(f.key.clone().into());
+    args.extend(values);
+    Ok((sql, args))
+}
+
+/// Deletes up to `limit` posting rows whose spans all started before
+/// `cutoff_ns` (so retention has deleted them); returns how many went.
+pub(super) fn delete_expired(
+    conn: &Connection,
+    cutoff_ns: i64,
+    limit: usize,
+) -> StorageResult<usize> {
+    conn.prepare_cached(
+        "DELETE FROM span_postings WHERE (term, first_rowid) IN \
+         (SELECT term, first_rowid FROM span_postings WHERE max_start_ns < ?1 LIMIT ?2)",
+    )
+    .map_err(map_err)?
+    .execute(params![cutoff_ns, limit.max(1) as i64])
+    .map_err(map_err)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::layout::insert_spans;
+    use super::super::migrate::prepare;
+    use super::*;
+    use crate::model::{AttrValue, KeyValue, Span};
+
+    fn span(n: u8) -> Span {
+        Span::test(n)
+    }
+
+    /// `(first_rowid, rowids)` of each posting row of `key`.
+    fn lists(conn: &Connection, key: &str) -> Vec<(i64, String)> {
+        conn.prepare(
+            "SELECT first_rowid, rowids FROM span_postings WHERE key = ?1 ORDER BY first_rowid, value",
+        )
+        .expect("prepare")
+        .query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    }
+
+    /// Spans (row ids) matching the attribute filter `key = value`.
+    pub(in super::super) fn matching(conn: &Connection, key: &str, value: AttrValue) -> Vec<i64> {
+        let f = AttrFilter {
+            key: key.into(),
+            value,
+            mode: Default::default(),
+        };
+        let (cond, args) = attr_condition(&f, "s.id").expect("condition");
+        conn.prepare(&format!(
+            "SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"
+        ))
+        .expect("prepare")
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    }
+
+    #[test]
+    fn a_batch_writes_one_list_per_term_and_skips_unsearchable_values() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        prepare(&mut conn, 10).expect("schema");
+        let tx = conn.transaction().expect("tx");
+        let mut s = span(1);
+        s.attributes = vec![
+            KeyValue::new("a", AttrValue::Str("x".into())),
+            KeyValue::new("nan", AttrValue::Double(f64::NAN)),
+            KeyValue::new("list", AttrValue::Array(vec![])),
+            KeyValue::new("b", AttrValue::Int(3)),
+            // The same attribute twice in one span: its id is listed once.
+            KeyValue::new("b", AttrValue::Int(3)),
+        ];
+        let mut t = span(2);
+        t.attributes = vec![
+            KeyValue::new("a", AttrValue::Str("x".into())),
+            KeyValue::new("b", AttrValue::Int(4)),
+        ];
+        // The second copy of `s` is not new, in the same batch and later.
+        assert_eq!(
+            insert_spans(&tx, &[s.clone(), t, s.clone()]).expect("insert"),
+            2
+        );
+        assert_eq!(insert_spans(&tx, &[s]).expect("again"), 0);
+        assert_eq!(lists(&tx, "a"), vec![(1, "[1,2]".to_string())]);
+        assert_eq!(
+            lists(&tx, "b"),
+            vec![(1, "[1]".to_string()), (2, "[2]".to_string())]
+        );
+        assert!(lists(&tx, "nan").is_empty() && lists(&tx, "list").is_empty());
+        assert_eq!(matching(&tx, "a", AttrValue::Str("x".into())), vec![1, 2]);
+        assert_eq!(matching(&tx, "b", AttrValue::Int(3)), vec![1]);
+        assert!(matching(&tx, "b", AttrValue::Str("3".into())).is_empty());
+    }
+
+    #[test]
+    fn long_lists_are_split_and_every_span_stays_searchable() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        prepare(&mut conn, 10).expect("schema");
+        let n = MAX_IDS_PER_ROW * 2 + 5;
+        let spans: Vec<Span> = (0..n)
+            .map(|i| {
+                let mut s = span(1);
+                s.span_id = (i as u64 + 1).to_be_bytes();
+                s.attributes = vec![KeyValue::new("k", AttrValue::Bool(true))];
+                s
+            })
+            .collect();
+        assert_eq!(insert_spans(&conn, &spans).expect("insert"), n);
+        let rows = lists(&conn, "k");
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![
+                1,
+                1 + MAX_IDS_PER_ROW as i64,
+                1 + 2 * MAX_IDS_PER_ROW as i64
+            ]
+        );
+        assert_eq!(
+            matching(&conn, "k", AttrValue::Bool(true)),
+            (1..=n as i64).collect::<Vec<_>>()
+        );
+    }
+
+    /// Two different attributes given the same term (forced here: a real
+    /// 64-bit collision cannot be produced on purpose) get a list each, and
+    /// a search for one never returns the other's spans.
+    #[test]
+    fn colliding_terms_keep_separate_lists() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        prepare(&mut conn, 10).expect("schema");
+        for n in 1..=3 {
+            insert_spans(&conn, &[span(n)]).expect("span rows");
+        }
+        let mut buf = Vec::new();
+        let x = AttrValue::Str("x".into());
+        let (ty, xv) = indexed(&x).expect("indexed");
+        let forced = term("k", ty, xv, &mut buf);
+        let row = |span_rowid, key, value| AttrRow {
+            term: forced,
+            span_rowid,
+            start_ns: 1,
+            key,
+            ty: 0,
+            value,
+        };
+        let rows = [
+            row(1, "k", ValueRef::Text(b"x")),
+            row(2, "other", ValueRef::Text(b"y")),
+            row(3, "k", ValueRef::Text(b"x")),
+        ];
+        write(&conn, &rows).expect("write");
+        assert_eq!(matching(&conn, "k", x), vec![1, 3]);
+        assert_eq!(lists(&conn, "other"), vec![(2, "[2]".to_string())]);
+    }
+
+    #[test]
+    fn expired_lists_go_and_lists_naming_a_kept_span_stay() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        prepare(&mut conn, 10).expect("schema");
+        let at = |n: u8, start: u64| {
+            let mut s = span(n);
+            s.start_ns = start;
+            s.end_ns = start + 1;
+            s.attributes = vec![KeyValue::new("k", AttrValue::Int(7))];
+            s
+        };
+        // Two batches: one all old, one mixing an old and a new span.
+        insert_spans(&conn, &[at(1, 100), at(2, 110)]).expect("old batch");
+        insert_spans(&conn, &[at(3, 120), at(4, 500)]).expect("mixed batch");
+        conn.execute("DELETE FROM spans WHERE start_ns < 200", [])
+            .expect("retention's span delete");
+        assert_eq!(delete_expired(&conn, 200, 1).expect("delete"), 1);
+        assert_eq!(delete_expired(&conn, 200, 10).expect("delete"), 0);
+        assert_eq!(lists(&conn, "k"), vec![(3, "[3,4]".to_string())]);
+        assert_eq!(matching(&conn, "k", AttrValue::Int(7)), vec![4]);
+    }
+}
