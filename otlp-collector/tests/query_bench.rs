@@ -245,8 +245,29 @@ async fn query_latency_bench() {
     measure(addr, "search service+attr+min_duration, 1h, limit 20", (0..50).map(|k| format!("/api/native/search?start={s}&end={e}&service={}&attr=http.status_code%3D500&min_duration=10ms&limit=20", svcs[k % 10])).collect()).await;
     // The attribute index's worst cases: a value on 98% of the spans, and
     // one on 1% (a customer), each with no other condition.
-    measure(addr, "search attr only, common value (98% of spans), 1h, limit 20", (0..20).map(|_| format!("/api/native/search?start={s}&end={e}&attr=http.status_code%3D200&limit=20")).collect()).await;
-    measure(addr, "search attr only, rare value (0.1% of spans), 1h, limit 20", (0..20).map(|k| format!("/api/native/search?start={s}&end={e}&attr=customer%3Dc{}&limit=20", k * 37 % 1000)).collect()).await;
+    measure(
+        addr,
+        "search attr only, common value (98% of spans), 1h, limit 20",
+        (0..20)
+            .map(|_| {
+                format!("/api/native/search?start={s}&end={e}&attr=http.status_code%3D200&limit=20")
+            })
+            .collect(),
+    )
+    .await;
+    measure(
+        addr,
+        "search attr only, rare value (0.1% of spans), 1h, limit 20",
+        (0..20)
+            .map(|k| {
+                format!(
+                    "/api/native/search?start={s}&end={e}&attr=customer%3Dc{}&limit=20",
+                    k * 37 % 1000
+                )
+            })
+            .collect(),
+    )
+    .await;
     measure(
         addr,
         "search errors only, 1h, limit 100",

@@ -78,8 +78,10 @@ CREATE TABLE IF NOT EXISTS store_counters (
 -- One row per term and written batch (see `postings.rs`). `value` has no
 -- declared type on purpose: no affinity, so a string "500" stays text and
 -- the integer 500 stays an integer. `rowids` is a JSON array of span row
--- ids, ascending, which a search expands with `json_each`. `max_start_ns`
--- (the latest start of those spans) is when retention may drop the row.
+-- ids, ascending, which a search expands with `json_each`; `id_count` how
+-- many (before the list, so that summing it reads no overflow page).
+-- `max_start_ns` (the latest start of those spans) is when retention may
+-- drop the row.
 CREATE TABLE IF NOT EXISTS span_postings (
     term         INTEGER NOT NULL,
     first_rowid  INTEGER NOT NULL,
@@ -87,6 +89,7 @@ CREATE TABLE IF NOT EXISTS span_postings (
     type         INTEGER NOT NULL,
     value                NOT NULL,
     max_start_ns INTEGER NOT NULL,
+    id_count     INTEGER NOT NULL,
     rowids       TEXT    NOT NULL,
     PRIMARY KEY (term, first_rowid)
 ) WITHOUT ROWID;

@@ -435,7 +435,7 @@ mod tests {
         begin_migration(&mut conn, 3).expect("begin");
         assert!(move_v3_attrs_chunk(&mut conn, 2).expect("chunk"));
         conn.execute(
-            "INSERT INTO span_postings SELECT term, span_rowid, key, type, value, 1, \
+            "INSERT INTO span_postings SELECT term, span_rowid, key, type, value, 1, 1, \
              '[' || span_rowid || ']' FROM span_attrs_v3 WHERE span_rowid = 3 AND idx = 0",
             [],
         )

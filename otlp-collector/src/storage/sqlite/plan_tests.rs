@@ -117,7 +117,7 @@ fn matching_steps(steps: &[String]) -> Vec<&String> {
 /// complete; a later page: bounded, after a cursor) with representative
 /// values bound, each with its plan.
 fn search_plans(conn: &Connection, q: &TraceQuery) -> Vec<(String, Vec<String>)> {
-    let (conds, args) = span_conditions(q).expect("conditions");
+    let (conds, args) = span_conditions(conn, q).expect("conditions");
     let bounds = |extra: &[Value]| {
         let mut all: Vec<Value> = vec![
             Value::Integer(q.range.start_ns as i64),
@@ -212,7 +212,7 @@ fn other_searches_read_their_time_indexes() {
 /// statements of `q` made on `conn` so far: the search's cached statements,
 /// whose counters hold everything they did.
 fn search_vm_steps(conn: &Connection, q: &TraceQuery) -> i64 {
-    let (conds, _) = span_conditions(q).expect("conditions");
+    let (conds, _) = span_conditions(conn, q).expect("conditions");
     [
         probe_sql(&conds),
         window_sql(&conds, true, false),
@@ -320,30 +320,44 @@ fn exact_percentiles_read_one_covering_index() {
 /// An attribute condition looks its terms up in `span_postings`'s own key
 /// (layout 5: the table is clustered on the term, its only other index is
 /// retention's) and finds key, type and value there, with no second lookup
-/// per hit; the lists are expanded with `json_each`.
+/// per hit: a rare value's lists are expanded once (`Lists`), a value on
+/// every span is checked per span in the one list that can hold it
+/// (`PerSpan`, found by the key too).
 #[test]
 fn attribute_searches_look_terms_up_in_the_posting_key() {
+    use super::postings::{choose_lookup, Lookup};
     let conn = store(&spans());
     let mut q = query(Some("s3"), None, false);
-    q.attributes = vec![crate::storage::AttrFilter {
-        key: "http.status_code".into(),
-        value: AttrValue::Int(200),
-        mode: Default::default(),
-    }];
-    for (sql, steps) in search_plans(&conn, &q) {
-        let attrs: Vec<&String> = steps
-            .iter()
-            .filter(|d| {
-                d.contains("span_postings") || d.starts_with("SEARCH a ") || d.starts_with("SCAN a")
-            })
-            .collect();
-        assert!(
-            !attrs.is_empty()
-                && attrs
-                    .iter()
-                    .all(|d| d.starts_with("SEARCH a USING PRIMARY KEY (term=?")),
-            "expected {sql} to look terms up in span_postings' primary key, plan: {steps:#?}"
-        );
+    for (status, want) in [(500, Lookup::Lists), (200, Lookup::PerSpan)] {
+        let f = crate::storage::AttrFilter {
+            key: "http.status_code".into(),
+            value: AttrValue::Int(status),
+            mode: Default::default(),
+        };
+        assert_eq!(choose_lookup(&conn, &f).expect("lookup"), want);
+        q.attributes = vec![f];
+        for (sql, steps) in search_plans(&conn, &q) {
+            let attrs: Vec<&String> = steps
+                .iter()
+                .filter(|d| {
+                    d.contains("span_postings")
+                        || ["SEARCH a ", "SCAN a", "SEARCH b ", "SCAN b"]
+                            .iter()
+                            .any(|p| d.starts_with(p))
+                })
+                .collect();
+            let keyed = |d: &&String| match want {
+                Lookup::Lists => d.starts_with("SEARCH a USING PRIMARY KEY (term=?)"),
+                Lookup::PerSpan => {
+                    d.starts_with("SEARCH a USING PRIMARY KEY (term=? AND first_rowid=?)")
+                        || d.starts_with("SEARCH b USING PRIMARY KEY (term=? AND first_rowid<?)")
+                }
+            };
+            assert!(
+                !attrs.is_empty() && attrs.iter().all(keyed),
+                "expected {sql} to look terms up in span_postings' primary key ({want:?}), plan: {steps:#?}"
+            );
+        }
     }
     let page = search_tx(&conn, &q).expect("search");
     assert!(!page.traces.is_empty());

@@ -61,8 +61,8 @@ pub(super) fn write(conn: &Connection, rows: &[AttrRow<'_>]) -> StorageResult<()
     let mut stmt = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO span_postings \
-             (term, first_rowid, key, type, value, max_start_ns, rowids) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (term, first_rowid, key, type, value, max_start_ns, id_count, rowids) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(map_err)?;
     let mut list = String::new();
@@ -140,6 +140,7 @@ fn insert_lists(
             attr.ty,
             ToSqlOutput::Borrowed(attr.value),
             max_start,
+            count as i64,
             list.as_str(),
         ])
         .map_err(map_err)?;
@@ -147,39 +148,132 @@ fn insert_lists(
     Ok(())
 }
 
+/// How a search checks an attribute condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// Expand the condition's lists once into a set of row ids that the
+    /// span scan probes: the cost follows the spans that match.
+    Lists,
+    /// Check each span the scan reaches in the one list of the attribute
+    /// that can hold its row id: the cost follows the spans read, which for a
+    /// common value is the few the search needs, not the whole set.
+    PerSpan,
+}
+
+/// Spans a condition must list at least before [`Lookup::PerSpan`] is
+/// considered: expanding lists costs ~1.5 µs per listed span (1M spans
+/// with a 98% value: ~1.5 s, docs/benchmarks.md session 20), so below this
+/// the set costs at most ~30 ms.
+const PER_SPAN_MIN_IDS: i64 = 20_000;
+/// ... and the share of the stored spans it must list, at least 1 in this:
+/// a search that stops after n matches then reads about n × this many
+/// spans, each checked for ~10–30 µs.
+const PER_SPAN_MAX_RARITY: i64 = 20;
+
+/// The candidate values of `f` as `(term, type, value)`, or an error for a
+/// value type that is not indexed.
+fn candidates(f: &AttrFilter) -> StorageResult<Vec<(i64, i64, Value)>> {
+    let mut buf = Vec::new();
+    f.candidates()
+        .into_iter()
+        .map(|candidate| {
+            let Some((ty, v)) = indexed(&candidate) else {
+                return Err(StorageError::InvalidQuery(format!(
+                    "attribute filter on {:?} must be a string, bool, int or double, got {candidate:?}",
+                    f.key
+                )));
+            };
+            Ok((term(&f.key, ty, v, &mut buf), ty, Value::from(v)))
+        })
+        .collect()
+}
+
+/// Picks the cheaper [`Lookup`] for `f` from the number of spans its lists
+/// hold (a sum of `id_count`, no list read) against the stored spans.
+pub(super) fn choose_lookup(conn: &Connection, f: &AttrFilter) -> StorageResult<Lookup> {
+    let mut listed = 0i64;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(id_count), 0) FROM span_postings \
+             WHERE term = ?1 AND key = ?2 AND type = ?3 AND value = ?4",
+        )
+        .map_err(map_err)?;
+    for (t, ty, v) in candidates(f)? {
+        listed += stmt
+            .query_row(params![t, f.key, ty, v], |r| r.get::<_, i64>(0))
+            .map_err(map_err)?;
+    }
+    if listed < PER_SPAN_MIN_IDS {
+        return Ok(Lookup::Lists);
+    }
+    let stored: i64 = conn
+        // Two subqueries: SQLite answers a lone MIN or MAX from the end of
+        // the key, but both in one query scan the table.
+        .prepare_cached(
+            "SELECT COALESCE((SELECT MAX(id) FROM spans) - (SELECT MIN(id) FROM spans) + 1, 0)",
+        )
+        .map_err(map_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(map_err)?;
+    Ok(if listed.saturating_mul(PER_SPAN_MAX_RARITY) >= stored {
+        Lookup::PerSpan
+    } else {
+        Lookup::Lists
+    })
+}
+
 /// SQL condition (and its bound values, in order) that `span_rowid_expr`,
 /// a span's `spans.id`, has an attribute satisfying `f`: a term lookup for
 /// each candidate value (a Jaeger text condition has one per type whose text
 /// equals it), checked against the stored key, type and value so that a
-/// hash collision cannot match, then the posting lists expanded.
+/// hash collision cannot match, then the lists expanded ([`Lookup::Lists`])
+/// or, per span, the one list of each term that can hold its row id read
+/// ([`Lookup::PerSpan`]: the lists of one attribute hold ascending, disjoint
+/// ranges of row ids, so it is its list with the greatest `first_rowid` not
+/// above the span's).
 pub(super) fn attr_condition(
     f: &AttrFilter,
     span_rowid_expr: &str,
+    lookup: Lookup,
 ) -> StorageResult<(String, Vec<Value>)> {
-    let mut terms = Vec::new();
-    let mut alts = Vec::new();
-    let mut values = Vec::new();
-    let mut buf = Vec::new();
-    for candidate in f.candidates() {
-        let Some((ty, v)) = indexed(&candidate) else {
-            return Err(StorageError::InvalidQuery(format!(
-                "attribute filter on {:?} must be a string, bool, int or double, got {candidate:?}",
-                f.key
-            )));
-        };
-        terms.push(Value::Integer(term(&f.key, ty, v, &mut buf)));
-        alts.push(format!("(a.type = {ty} AND a.value = ?)"));
-        values.push(Value::from(v));
-    }
-    let sql = format!(
-        "{span_rowid_expr} IN (SELECT j.value FROM span_postings a, json_each(a.rowids) j \
-         WHERE a.term IN ({}) AND a.key = ? AND ({}))",
-        vec!["?"; terms.len()].join(", "),
-        alts.join(" OR ")
-    );
-    let mut args = terms;
-    args.push(f.key.clone().into());
-    args.extend(values);
+    let cands = candidates(f)?;
+    let mut args = Vec::new();
+    let sql = match lookup {
+        Lookup::Lists => {
+            let alts: Vec<String> = cands
+                .iter()
+                .map(|(_, ty, _)| format!("(a.type = {ty} AND a.value = ?)"))
+                .collect();
+            args.extend(cands.iter().map(|(t, ..)| Value::Integer(*t)));
+            args.push(f.key.clone().into());
+            args.extend(cands.iter().map(|(_, _, v)| v.clone()));
+            format!(
+                "{span_rowid_expr} IN (SELECT j.value FROM span_postings a, json_each(a.rowids) j \
+                 WHERE a.term IN ({}) AND a.key = ? AND ({}))",
+                vec!["?"; cands.len()].join(", "),
+                alts.join(" OR ")
+            )
+        }
+        Lookup::PerSpan => {
+            let mut exists = Vec::new();
+            for (t, ty, v) in cands {
+                exists.push(format!(
+                    "EXISTS (SELECT 1 FROM span_postings a, json_each(a.rowids) j \
+                     WHERE a.term = ? AND a.first_rowid = (SELECT MAX(b.first_rowid) \
+                     FROM span_postings b WHERE b.term = ? AND b.first_rowid <= {span_rowid_expr} \
+                     AND b.key = ? AND b.type = {ty} AND b.value = ?) \
+                     AND j.value = {span_rowid_expr})"
+                ));
+                args.extend([
+                    Value::Integer(t),
+                    Value::Integer(t),
+                    f.key.clone().into(),
+                    v,
+                ]);
+            }
+            format!("({})", exists.join(" OR "))
+        }
+    };
     Ok((sql, args))
 }
 
@@ -222,14 +316,21 @@ pub(super) mod tests {
         .expect("rows")
     }
 
-    /// Spans (row ids) matching the attribute filter `key = value`.
+    /// Spans (row ids) matching the attribute filter `key = value`, the
+    /// same by both lookups.
     pub(in super::super) fn matching(conn: &Connection, key: &str, value: AttrValue) -> Vec<i64> {
         let f = AttrFilter {
             key: key.into(),
             value,
             mode: Default::default(),
         };
-        let (cond, args) = attr_condition(&f, "s.id").expect("condition");
+        let lists = matching_by(conn, &f, Lookup::Lists);
+        assert_eq!(matching_by(conn, &f, Lookup::PerSpan), lists, "{f:?}");
+        lists
+    }
+
+    fn matching_by(conn: &Connection, f: &AttrFilter, lookup: Lookup) -> Vec<i64> {
+        let (cond, args) = attr_condition(f, "s.id", lookup).expect("condition");
         conn.prepare(&format!(
             "SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"
         ))

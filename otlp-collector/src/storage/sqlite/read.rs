@@ -30,7 +30,7 @@ pub(super) fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<Sear
         return Ok(SearchPage::default());
     }
     let cursor = q.cursor.as_deref().map(common::decode_cursor).transpose()?;
-    let (conds, args) = span_conditions(q)?;
+    let (conds, args) = span_conditions(conn, q)?;
     let (ids, more) = common::search_windows_sync(
         q.range,
         cursor,
@@ -46,8 +46,10 @@ pub(super) fn search_tx(conn: &Connection, q: &TraceQuery) -> StorageResult<Sear
 }
 
 /// The conditions a matching span `s` satisfies besides its start time, and
-/// their bound values.
+/// their bound values. An attribute condition's form is chosen from the
+/// store's counts ([`postings::choose_lookup`]).
 pub(super) fn span_conditions(
+    conn: &Connection,
     q: &TraceQuery,
 ) -> StorageResult<(Vec<String>, Vec<rusqlite::types::Value>)> {
     let mut conds = Vec::new();
@@ -74,7 +76,8 @@ pub(super) fn span_conditions(
         conds.push(format!("s.status_code = {}", StatusCode::Error as i64));
     }
     for f in &q.attributes {
-        let (cond, cond_args) = postings::attr_condition(f, "s.id")?;
+        let lookup = postings::choose_lookup(conn, f)?;
+        let (cond, cond_args) = postings::attr_condition(f, "s.id", lookup)?;
         conds.push(cond);
         args.extend(cond_args);
     }
