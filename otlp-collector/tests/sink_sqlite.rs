@@ -389,7 +389,7 @@ async fn layout_1_file_is_converted_at_open() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     assert_eq!(version, 5);
-    let old: i65 = conn
+    let old: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_v1', 'span_attributes')",
             [],

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_i64, layout, map_err, postings, to_i64, wal_pages, SqliteStore, WAL_UNIT};
+use super::{from_i64, map_err, postings, to_i64, wal_pages, SqliteStore, WAL_UNIT};
 use crate::rollup::MINUTE_NS;
 use crate::storage::span_codec::decode_span;
 use crate::storage::{
@@ -422,6 +422,7 @@ impl Retention for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout;
     use super::*;
     use crate::model::{AttrValue, Span};
     use crate::storage::span_codec::tests::full_span;
