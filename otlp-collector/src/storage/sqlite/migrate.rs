@@ -308,7 +308,8 @@ mod tests {
     use rusqlite::params;
     use rusqlite::types::ToSqlOutput;
 
-    use super::super::layout::{span_terms, SCHEMA};
+    use super::super::layout::SCHEMA;
+    use super::super::postings::span_terms;
     use super::super::postings::tests::matching;
     use super::*;
     use crate::model::{AttrValue, KeyValue};

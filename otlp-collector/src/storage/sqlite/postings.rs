@@ -1,7 +1,7 @@
 //! The attribute index: posting lists in `span_postings` (layout 5).
 //!
 //! A written batch stores, for each distinct searchable attribute among its
-//! new spans (its *term*: see [`layout::term`]), one row keyed by `(term,
+//! new spans (its *term*: see [`term`]), one row keyed by `(term,
 //! first span row id)` with the key, type and value and the ascending row
 //! ids of the batch's spans that carry it, as a JSON array. Attribute values
 //! repeat a lot across spans (methods, routes, status codes, hosts), so a
@@ -22,13 +22,64 @@ use std::fmt::Write as _;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection};
 
-use super::layout::{indexed, term};
 use super::map_err;
+use crate::model::{AttrValue, Span};
 use crate::storage::{AttrFilter, StorageError, StorageResult};
 
 /// Row ids in one posting row at most: a batch with more spans carrying a
 /// term writes several rows, so no row grows past a few overflow pages.
 pub(super) const MAX_IDS_PER_ROW: usize = 1024;
+
+/// Attribute type codes in `span_postings.type`.
+pub(super) const T_STR: i64 = 0;
+pub(super) const T_BOOL: i64 = 1;
+pub(super) const T_INT: i64 = 2;
+pub(super) const T_DOUBLE: i64 = 3;
+
+/// A searchable attribute value as stored: its type code and the SQL value.
+/// Bytes, arrays, maps and NaN are kept in the span blob but not indexed
+/// (`None`). Borrows, so the write path copies no strings.
+pub(super) fn indexed(v: &AttrValue) -> Option<(i64, ValueRef<'_>)> {
+    Some(match v {
+        AttrValue::Str(s) => (T_STR, ValueRef::Text(s.as_bytes())),
+        AttrValue::Bool(b) => (T_BOOL, ValueRef::Integer(*b as i64)),
+        AttrValue::Int(i) => (T_INT, ValueRef::Integer(*i)),
+        AttrValue::Double(d) if !d.is_nan() => (T_DOUBLE, ValueRef::Real(*d)),
+        _ => return None,
+    })
+}
+
+/// The term of a searchable attribute: XXH3-64 (seed 0, a fixed, published
+/// algorithm, so stored terms stay valid across versions) over the key's
+/// length and bytes, the type code and the value's bytes. `-0.0` hashes as
+/// `0.0` because SQL compares them equal. `buf` is scratch space.
+pub(super) fn term(key: &str, ty: i64, value: ValueRef<'_>, buf: &mut Vec<u8>) -> i64 {
+    buf.clear();
+    buf.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    buf.extend_from_slice(key.as_bytes());
+    buf.push(ty as u8);
+    match value {
+        ValueRef::Text(s) => buf.extend_from_slice(s),
+        ValueRef::Integer(i) => buf.extend_from_slice(&i.to_le_bytes()),
+        ValueRef::Real(d) => {
+            let d = if d == 0.0 { 0.0 } else { d };
+            buf.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        // `indexed` produces nothing else.
+        ValueRef::Null | ValueRef::Blob(_) => {}
+    }
+    twox_hash::XxHash3_64::oneshot(buf) as i64
+}
+
+/// The terms of `s`'s searchable attributes, with key, type and value.
+pub(super) fn span_terms<'s, 'b>(
+    s: &'s Span,
+    buf: &'b mut Vec<u8>,
+) -> impl Iterator<Item = (i64, &'s str, i64, ValueRef<'s>)> + use<'s, 'b> {
+    s.attributes.iter().filter_map(move |kv| {
+        indexed(&kv.value).map(|(ty, v)| (term(&kv.key, ty, v, buf), kv.key.as_str(), ty, v))
+    })
+}
 
 /// One searchable attribute of a new span, waiting for its batch's postings.
 pub(super) struct AttrRow<'s> {
@@ -298,7 +349,58 @@ pub(super) mod tests {
     use super::super::layout::insert_spans;
     use super::super::migrate::prepare;
     use super::*;
-    use crate::model::{AttrValue, KeyValue, Span};
+    use crate::model::KeyValue;
+
+    fn val(v: &AttrValue) -> (i64, ValueRef<'_>) {
+        indexed(v).expect("indexed")
+    }
+
+    #[test]
+    fn terms_separate_key_type_and_value() {
+        let mut buf = Vec::new();
+        let mut t = |k: &str, v: AttrValue| {
+            let (ty, x) = val(&v);
+            term(k, ty, x, &mut buf)
+        };
+        let a = t("k", AttrValue::Str("500".into()));
+        assert_ne!(a, t("k", AttrValue::Int(500)));
+        assert_ne!(a, t("k", AttrValue::Double(500.0)));
+        assert_ne!(t("k", AttrValue::Int(1)), t("k", AttrValue::Bool(true)));
+        // The key length is hashed, so ("ab", "c") and ("a", "bc") differ.
+        assert_ne!(
+            t("ab", AttrValue::Str("c".into())),
+            t("a", AttrValue::Str("bc".into()))
+        );
+        assert_eq!(
+            t("z", AttrValue::Double(0.0)),
+            t("z", AttrValue::Double(-0.0))
+        );
+        assert_eq!(a, t("k", AttrValue::Str("500".into())));
+        assert!(indexed(&AttrValue::Double(f64::NAN)).is_none());
+        assert!(indexed(&AttrValue::Bytes(vec![1])).is_none());
+    }
+
+    #[test]
+    fn term_values_are_pinned() {
+        // Terms are stored on disk: a change of hash or encoding would make
+        // existing files unsearchable, so the exact values are fixed here.
+        let mut buf = Vec::new();
+        let get = AttrValue::Str("GET".into());
+        let (ty, v) = val(&get);
+        let got = term("http.request.method", ty, v, &mut buf);
+        let mut expect = Vec::new();
+        expect.extend_from_slice(&19u64.to_le_bytes());
+        expect.extend_from_slice(b"http.request.method");
+        expect.push(0);
+        expect.extend_from_slice(b"GET");
+        assert_eq!(got, twox_hash::XxHash3_64::oneshot(&expect) as i64);
+        assert_eq!(got, PINNED_GET_TERM);
+        // XXH3-64 of the empty input, the reference implementation's test vector.
+        assert_eq!(twox_hash::XxHash3_64::oneshot(b""), 0x2D06_8005_38D3_94C2);
+    }
+
+    /// The term above as this version computes it; it must never change.
+    const PINNED_GET_TERM: i64 = -8_195_993_401_179_945_439;
 
     fn span(n: u8) -> Span {
         Span::test(n)

@@ -422,7 +422,6 @@ impl Retention for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout;
     use super::*;
     use crate::model::{AttrValue, Span};
     use crate::storage::span_codec::tests::full_span;
@@ -508,7 +507,7 @@ mod tests {
         let per_span = spans_of(0, 1)[0]
             .attributes
             .iter()
-            .filter(|kv| layout::indexed(&kv.value).is_some())
+            .filter(|kv| postings::indexed(&kv.value).is_some())
             .count() as i64;
         let (dead_lists, listed, live): (i64, i64, i64) = store
             .with_writer(|c, _| {
