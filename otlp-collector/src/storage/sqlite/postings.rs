@@ -239,38 +239,66 @@ fn candidates(f: &AttrFilter) -> StorageResult<Vec<(i64, i64, Value)>> {
         .collect()
 }
 
-/// Picks the cheaper [`Lookup`] for `f` from the number of spans its lists
-/// hold (a sum of `id_count`, no list read) against the stored spans.
+/// Lists of one term [`choose_lookup`] reads at most: the newest ones (the
+/// key's order), so its cost does not grow with the store. A term with more
+/// lists is judged by how densely they cover the newest row ids.
+const ESTIMATE_LISTS: i64 = 64;
+
+/// Lists, spans listed and the oldest first row id among the newest
+/// `?5` lists of an attribute: a walk down its end of the primary key.
+const ESTIMATE_SQL: &str = "SELECT COUNT(*), COALESCE(SUM(id_count), 0), MIN(first_rowid) FROM \
+     (SELECT first_rowid, id_count FROM span_postings \
+      WHERE term = ?1 AND key = ?2 AND type = ?3 AND value = ?4 \
+      ORDER BY first_rowid DESC LIMIT ?5)";
+
+/// Picks the cheaper [`Lookup`] for `f` from how many spans its lists hold
+/// (`id_count`, no list read) against the row ids stored. At most
+/// [`ESTIMATE_LISTS`] lists of each candidate value are read: a value with
+/// fewer is counted exactly; one with more is extrapolated from the share of
+/// the row ids its newest lists cover, which is also the share a newest-first
+/// search meets.
 pub(super) fn choose_lookup(conn: &Connection, f: &AttrFilter) -> StorageResult<Lookup> {
-    let mut listed = 0i64;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(id_count), 0) FROM span_postings \
-             WHERE term = ?1 AND key = ?2 AND type = ?3 AND value = ?4",
-        )
-        .map_err(map_err)?;
-    for (t, ty, v) in candidates(f)? {
-        listed += stmt
-            .query_row(params![t, f.key, ty, v], |r| r.get::<_, i64>(0))
-            .map_err(map_err)?;
-    }
-    if listed < PER_SPAN_MIN_IDS {
+    // Two statements: SQLite answers a lone MIN or MAX from the end of the
+    // key, but both in one query scan the table.
+    let id_end = |sql: &str| -> StorageResult<Option<i64>> {
+        conn.prepare_cached(sql)
+            .map_err(map_err)?
+            .query_row([], |r| r.get(0))
+            .map_err(map_err)
+    };
+    let (Some(newest), Some(oldest)) = (
+        id_end("SELECT MAX(id) FROM spans")?,
+        id_end("SELECT MIN(id) FROM spans")?,
+    ) else {
         return Ok(Lookup::Lists);
+    };
+    let stored = newest - oldest + 1;
+    let mut stmt = conn.prepare_cached(ESTIMATE_SQL).map_err(map_err)?;
+    let mut listed = 0i64;
+    for (t, ty, v) in candidates(f)? {
+        let (lists, ids, first): (i64, i64, Option<i64>) = stmt
+            .query_row(params![t, f.key, ty, v, ESTIMATE_LISTS], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(map_err)?;
+        listed = listed.saturating_add(match first {
+            Some(first) if lists >= ESTIMATE_LISTS => {
+                let covered = (newest - first + 1).max(1);
+                // ids / covered of the stored row ids, in 128-bit so that
+                // no product overflows.
+                i64::try_from(i128::from(ids) * i128::from(stored) / i128::from(covered))
+                    .unwrap_or(i64::MAX)
+            }
+            _ => ids,
+        });
     }
-    let stored: i64 = conn
-        // Two subqueries: SQLite answers a lone MIN or MAX from the end of
-        // the key, but both in one query scan the table.
-        .prepare_cached(
-            "SELECT COALESCE((SELECT MAX(id) FROM spans) - (SELECT MIN(id) FROM spans) + 1, 0)",
-        )
-        .map_err(map_err)?
-        .query_row([], |r| r.get(0))
-        .map_err(map_err)?;
-    Ok(if listed.saturating_mul(PER_SPAN_MAX_RARITY) >= stored {
-        Lookup::PerSpan
-    } else {
-        Lookup::Lists
-    })
+    Ok(
+        if listed >= PER_SPAN_MIN_IDS && listed.saturating_mul(PER_SPAN_MAX_RARITY) >= stored {
+            Lookup::PerSpan
+        } else {
+            Lookup::Lists
+        },
+    )
 }
 
 /// SQL condition (and its bound values, in order) that `span_rowid_expr`,
@@ -281,11 +309,15 @@ pub(super) fn choose_lookup(conn: &Connection, f: &AttrFilter) -> StorageResult<
 /// or, per span, the one list of each term that can hold its row id read
 /// ([`Lookup::PerSpan`]: the lists of one attribute hold ascending, disjoint
 /// ranges of row ids, so it is its list with the greatest `first_rowid` not
-/// above the span's).
+/// above the span's). With `since_ns`, the caller only asks about spans that
+/// started at or after it, so [`Lookup::Lists`] skips the lists whose spans
+/// all started before (read, not expanded: a search of the last hour expands
+/// that hour's lists, not a week's).
 pub(super) fn attr_condition(
     f: &AttrFilter,
     span_rowid_expr: &str,
     lookup: Lookup,
+    since_ns: Option<i64>,
 ) -> StorageResult<(String, Vec<Value>)> {
     let cands = candidates(f)?;
     let mut args = Vec::new();
@@ -298,9 +330,18 @@ pub(super) fn attr_condition(
             args.extend(cands.iter().map(|(t, ..)| Value::Integer(*t)));
             args.push(f.key.clone().into());
             args.extend(cands.iter().map(|(_, _, v)| v.clone()));
+            // Unary `+`: the bound filters rows found by the term, it must
+            // not steer SQLite to retention's `max_start_ns` index.
+            let since = match since_ns {
+                Some(ns) => {
+                    args.push(Value::Integer(ns));
+                    " AND +a.max_start_ns >= ?"
+                }
+                None => "",
+            };
             format!(
                 "{span_rowid_expr} IN (SELECT j.value FROM span_postings a, json_each(a.rowids) j \
-                 WHERE a.term IN ({}) AND a.key = ? AND ({}))",
+                 WHERE a.term IN ({}) AND a.key = ? AND ({}){since})",
                 vec!["?"; cands.len()].join(", "),
                 alts.join(" OR ")
             )
@@ -432,7 +473,7 @@ pub(super) mod tests {
     }
 
     fn matching_by(conn: &Connection, f: &AttrFilter, lookup: Lookup) -> Vec<i64> {
-        let (cond, args) = attr_condition(f, "s.id", lookup).expect("condition");
+        let (cond, args) = attr_condition(f, "s.id", lookup, None).expect("condition");
         conn.prepare(&format!(
             "SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"
         ))
@@ -540,8 +581,84 @@ pub(super) mod tests {
         assert_eq!(lists(&conn, "other"), vec![(2, "[2]".to_string())]);
     }
 
+    /// Posting rows for `key = value` written straight into the table:
+    /// `lists` rows from `first` on, `step` row ids apart, each listing
+    /// `per_list` spans (only the counts: the lookup choice reads no list).
+    fn fake_lists(
+        conn: &Connection,
+        key: &str,
+        value: i64,
+        first: i64,
+        lists: i64,
+        step: i64,
+        per_list: i64,
+    ) {
+        let t = term(key, T_INT, ValueRef::Integer(value), &mut Vec::new());
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?4) \
+             INSERT INTO span_postings (term, first_rowid, key, type, value, max_start_ns, id_count, rowids) \
+             SELECT ?1, ?5 + i * ?6, ?2, 2, ?3, 1, ?7, '[]' FROM n",
+            params![t, key, value, lists, first, step, per_list],
+        )
+        .expect("posting rows");
+    }
+
+    fn lookup_for(conn: &Connection, key: &str, value: i64) -> Lookup {
+        let f = AttrFilter {
+            key: key.into(),
+            value: AttrValue::Int(value),
+            mode: Default::default(),
+        };
+        choose_lookup(conn, &f).expect("lookup")
+    }
+
+    /// A value with more than [`ESTIMATE_LISTS`] lists is judged by its
+    /// newest lists alone (what a newest-first search meets), by a walk down
+    /// the primary key that stops after them, however many lists it has.
     #[test]
-    fn expired_lists_go_and_lists_naming_a_kept_span_stay() {
+    fn the_lookup_choice_reads_only_the_newest_lists() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        prepare(&mut conn, 10).expect("schema");
+        // Stored row ids 1 ..= 1,000,000 (two span rows at the ends).
+        insert_spans(&conn, &[span(1), span(2)]).expect("spans");
+        conn.execute("UPDATE spans SET id = 1000000 WHERE id = 2", [])
+            .expect("newest id");
+        // On every span of the newest fifth: per span.
+        fake_lists(&conn, "dense", 1, 800_001, 200, 1_000, 1_000);
+        assert_eq!(lookup_for(&conn, "dense", 1), Lookup::PerSpan);
+        // On every span of the oldest half, then on one span in a thousand:
+        // half a million listed, but a search of recent spans meets it
+        // rarely and expands few ids.
+        fake_lists(&conn, "faded", 1, 1, 500, 1_000, 1_000);
+        fake_lists(&conn, "faded", 1, 900_000, 100, 1_000, 1);
+        assert_eq!(lookup_for(&conn, "faded", 1), Lookup::Lists);
+        // Fewer lists than the estimate reads are counted exactly.
+        fake_lists(&conn, "few", 1, 1, 60, 16_000, 1_000);
+        assert_eq!(lookup_for(&conn, "few", 1), Lookup::PerSpan);
+        fake_lists(&conn, "few", 2, 1, 60, 16_000, 100);
+        assert_eq!(lookup_for(&conn, "few", 2), Lookup::Lists);
+        assert_eq!(lookup_for(&conn, "absent", 1), Lookup::Lists);
+        // The estimate walks the key backwards under its LIMIT: no sort of
+        // every list of the term.
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ESTIMATE_SQL}"))
+            .expect("plan")
+            .query_map(params![1, "dense", T_INT, 1, ESTIMATE_LISTS], |r| r.get(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .any(|d| d.starts_with("SEARCH span_postings USING PRIMARY KEY (term=?)"))
+                && !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+            "{plan:#?}"
+        );
+    }
+
+    /// A store of two batches of spans with `k = 7`: one all old (row ids
+    /// 1, 2 started at 100, 110), one mixing an old and a new span (3 at
+    /// 120, 4 at 500).
+    fn old_and_mixed_batches() -> Connection {
         let mut conn = Connection::open_in_memory().expect("db");
         prepare(&mut conn, 10).expect("schema");
         let at = |n: u8, start: u64| {
@@ -551,9 +668,42 @@ pub(super) mod tests {
             s.attributes = vec![KeyValue::new("k", AttrValue::Int(7))];
             s
         };
-        // Two batches: one all old, one mixing an old and a new span.
         insert_spans(&conn, &[at(1, 100), at(2, 110)]).expect("old batch");
         insert_spans(&conn, &[at(3, 120), at(4, 500)]).expect("mixed batch");
+        conn
+    }
+
+    /// Lists whose spans all started before the search's lower bound are
+    /// not expanded; every span at or after it is still found.
+    #[test]
+    fn lists_older_than_the_search_are_skipped() {
+        let conn = old_and_mixed_batches();
+        let f = AttrFilter {
+            key: "k".into(),
+            value: AttrValue::Int(7),
+            mode: Default::default(),
+        };
+        let since = |ns| {
+            let (cond, args) = attr_condition(&f, "s.id", Lookup::Lists, ns).expect("condition");
+            conn.prepare(&format!(
+                "SELECT s.id FROM spans s WHERE {cond} ORDER BY s.id"
+            ))
+            .expect("prepare")
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+            .expect("query")
+            .collect::<Result<Vec<i64>, _>>()
+            .expect("rows")
+        };
+        assert_eq!(since(None), vec![1, 2, 3, 4]);
+        // The mixed batch's list is kept whole; the old one is not read.
+        assert_eq!(since(Some(200)), vec![3, 4]);
+        assert_eq!(since(Some(110)), vec![1, 2, 3, 4]);
+        assert_eq!(since(Some(501)), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn expired_lists_go_and_lists_naming_a_kept_span_stay() {
+        let conn = old_and_mixed_batches();
         conn.execute("DELETE FROM spans WHERE start_ns < 200", [])
             .expect("retention's span delete");
         assert_eq!(delete_expired(&conn, 200, 1).expect("delete"), 1);

@@ -77,7 +77,10 @@ pub(super) fn span_conditions(
     }
     for f in &q.attributes {
         let lookup = postings::choose_lookup(conn, f)?;
-        let (cond, cond_args) = postings::attr_condition(f, "s.id", lookup)?;
+        // Every statement built on these conditions reads spans at or after
+        // the range's start.
+        let since = Some(to_i64(q.range.start_ns));
+        let (cond, cond_args) = postings::attr_condition(f, "s.id", lookup, since)?;
         conds.push(cond);
         args.extend(cond_args);
     }
