@@ -18,7 +18,7 @@
 //!   from their blobs.
 
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::layout::{insert_spans, SCHEMA, SCHEMA_VERSION};
 use super::map_err;
@@ -184,6 +184,16 @@ fn write_old_rows(conn: &Connection, rows: &[OldAttrRow]) -> StorageResult<()> {
     postings::write(conn, &attrs)
 }
 
+/// The last step of a chunked conversion: drops `table`, whose rows have
+/// all moved, and commits. Returns `false` (nothing remains to move).
+fn finish_move(tx: Transaction<'_>, table: &str, what: &str) -> StorageResult<bool> {
+    tx.execute_batch(&format!("DROP TABLE {table}"))
+        .map_err(map_err)?;
+    tx.commit().map_err(map_err)?;
+    tracing::info!("SQLite {what} converted to layout {SCHEMA_VERSION}");
+    Ok(false)
+}
+
 /// Turns the attribute rows of up to `chunk` spans (lowest span row ids
 /// first) of the layout-2/3 table `span_attrs_v3` into posting lists in one
 /// transaction; drops `span_attrs_v3` once empty. Returns whether rows may
@@ -201,11 +211,7 @@ fn move_v3_attrs_chunk(conn: &mut Connection, chunk: usize) -> StorageResult<boo
         })
         .map_err(map_err)?;
     let Some(first) = first else {
-        tx.execute_batch("DROP TABLE span_attrs_v3")
-            .map_err(map_err)?;
-        tx.commit().map_err(map_err)?;
-        tracing::info!("SQLite attribute rows converted to layout {SCHEMA_VERSION}");
-        return Ok(false);
+        return finish_move(tx, "span_attrs_v3", "attribute rows");
     };
     let end = first.saturating_add(chunk.max(1) as i64);
     let rows = read_old_rows(
@@ -242,11 +248,7 @@ fn move_v4_attrs_chunk(conn: &mut Connection, rows: usize) -> StorageResult<bool
         [rows.max(1) as i64],
     )?;
     let Some(&(last_term, last_rowid, ..)) = old.last() else {
-        tx.execute_batch("DROP TABLE span_attrs_v4")
-            .map_err(map_err)?;
-        tx.commit().map_err(map_err)?;
-        tracing::info!("SQLite attribute rows converted to layout {SCHEMA_VERSION}");
-        return Ok(false);
+        return finish_move(tx, "span_attrs_v4", "attribute rows");
     };
     write_old_rows(&tx, &old)?;
     // Also any further rows of the last span and term (the same attribute
@@ -280,10 +282,7 @@ fn move_v1_chunk(conn: &mut Connection, chunk: usize) -> StorageResult<bool> {
         rows.collect::<Result<_, _>>().map_err(map_err)?
     };
     let Some(&(last, _)) = rows.last() else {
-        tx.execute_batch("DROP TABLE spans_v1").map_err(map_err)?;
-        tx.commit().map_err(map_err)?;
-        tracing::info!("SQLite database converted to layout {SCHEMA_VERSION}");
-        return Ok(false);
+        return finish_move(tx, "spans_v1", "database");
     };
     let spans = rows
         .iter()
